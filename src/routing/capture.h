@@ -1,0 +1,41 @@
+/* Routing capture: the one way routing decisions leave the forward pass.
+ *
+ * For every MoE layer of every forward pass, the engine calls sink->on_layer once with the top-k
+ * logical expert ids (router order: highest weight first) and weights of every token in the flat
+ * batch. A NULL sink costs one pointer test per layer. Sinks must not call back into the engine. */
+#ifndef MT_ROUTING_CAPTURE_H
+#define MT_ROUTING_CAPTURE_H
+
+#include <stdint.h>
+
+typedef struct mt_routing_event {
+    int layer;                  /* hidden-layer index (0 .. num_hidden_layers-1) */
+    int n_tokens;               /* tokens in this forward pass */
+    int top_k;
+    const int32_t *seq_ids;     /* [n_tokens] engine sequence slot of each token */
+    const int32_t *positions;   /* [n_tokens] position of each token in its sequence */
+    const int32_t *topk_ids;    /* [n_tokens, top_k] logical expert ids */
+    const float *topk_weights;  /* [n_tokens, top_k] the weights applied to the experts' outputs */
+} mt_routing_event;
+
+typedef struct mt_routing_sink {
+    void (*on_layer)(void *ctx, const mt_routing_event *ev);
+    void *ctx;
+} mt_routing_sink;
+
+/* A sink that keeps the routing of one sequence by position, in the SPEC §2 layout
+ * [rows, num_hidden_layers, top_k] with -1 for dense layers. */
+typedef struct mt_routing_table {
+    int num_layers;
+    int top_k;
+    int capacity;    /* rows allocated */
+    int rows;        /* 1 + highest position seen */
+    int32_t *ids;    /* [capacity, num_layers, top_k] */
+} mt_routing_table;
+
+int mt_routing_table_init(mt_routing_table *t, int num_layers, int top_k, int capacity);
+void mt_routing_table_free(mt_routing_table *t);
+/* A sink writing every event's tokens into t (all tokens of the batch, whatever their sequence). */
+mt_routing_sink mt_routing_table_sink(mt_routing_table *t);
+
+#endif
