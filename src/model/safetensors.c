@@ -1,1 +1,417 @@
+/* safetensors reader: every file is mapped read-only, its JSON header parsed with cJSON and
+ * validated, and all tensors of all shards are gathered into one array sorted by name.
+ * Format (https://github.com/huggingface/safetensors, README "Format"): u64 little-endian header
+ * length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"},
+ * then the data section; offsets are relative to its start (byte 8 + N). */
 #include "model/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_HEADER (100u << 20)          /* larger headers are rejected as absurd */
+#define MAX_JSON_INT 9007199254740992.0  /* 2^53: doubles hold every integer below it */
+#define INDEX_NAME "model.safetensors.index.json"
+#define SINGLE_NAME "model.safetensors"
+
+typedef struct st_file {
+    char *path;
+    void *map;
+    size_t size;
+    cJSON *json; /* the header; tensor names point into it */
+} st_file;
+
+struct mt_checkpoint {
+    char *path;
+    st_file *files;
+    int nfiles;
+    mt_tensor_info *tensors;
+    int ntensors;
+};
+
+/* Every dtype the safetensors format defines, with its width in bits. The first three are the
+ * ones moetrace reads; the others are kept as unsupported. */
+static const struct { const char *name; unsigned bits; mt_dtype dt; } DTYPES[] = {
+    {"F32", 32, MT_F32}, {"F16", 16, MT_F16}, {"BF16", 16, MT_BF16},
+    {"BOOL", 8, MT_DTYPE_COUNT}, {"U8", 8, MT_DTYPE_COUNT}, {"I8", 8, MT_DTYPE_COUNT},
+    {"U16", 16, MT_DTYPE_COUNT}, {"I16", 16, MT_DTYPE_COUNT}, {"U32", 32, MT_DTYPE_COUNT},
+    {"I32", 32, MT_DTYPE_COUNT}, {"U64", 64, MT_DTYPE_COUNT}, {"I64", 64, MT_DTYPE_COUNT},
+    {"F64", 64, MT_DTYPE_COUNT}, {"C64", 64, MT_DTYPE_COUNT}, {"F4", 4, MT_DTYPE_COUNT},
+    {"F6_E2M3", 6, MT_DTYPE_COUNT}, {"F6_E3M2", 6, MT_DTYPE_COUNT},
+    {"F8_E4M3", 8, MT_DTYPE_COUNT}, {"F8_E5M2", 8, MT_DTYPE_COUNT},
+    {"F8_E8M0", 8, MT_DTYPE_COUNT}, {"F8_E4M3FNUZ", 8, MT_DTYPE_COUNT},
+    {"F8_E5M2FNUZ", 8, MT_DTYPE_COUNT},
+};
+
+typedef struct span { uint64_t begin, end; const char *name; } span;
+
+static int cmp_span(const void *a, const void *b) {
+    const span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+static int cmp_tensor(const void *a, const void *b) {
+    return strcmp(((const mt_tensor_info *)a)->name, ((const mt_tensor_info *)b)->name);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A JSON number that is a non-negative integer below 2^53. */
+static bool json_uint(const cJSON *v, uint64_t *out) {
+    if (!cJSON_IsNumber(v)) return false;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d < MAX_JSON_INT) || d != floor(d)) return false;
+    *out = (uint64_t)d;
+    return true;
+}
+
+/* Validates one header entry and fills *t and *sp. data_size is the data section's length. */
+static int parse_entry(const st_file *f, const cJSON *e, size_t hdr_end, mt_tensor_info *t,
+                       span *sp, mt_err *err) {
+    const char *name = e->string;
+    const uint64_t data_size = f->size - hdr_end;
+    if (!cJSON_IsObject(e)) return mt_errf(err, "%s: tensor '%s': entry is not an object", f->path, name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    if (!cJSON_IsString(dt)) return mt_errf(err, "%s: tensor '%s': missing string \"dtype\"", f->path, name);
+    size_t k = 0, nd = sizeof DTYPES / sizeof DTYPES[0];
+    while (k < nd && strcmp(DTYPES[k].name, dt->valuestring) != 0) k++;
+    if (k == nd) return mt_errf(err, "%s: tensor '%s': unknown dtype '%s'", f->path, name, dt->valuestring);
+
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    if (!cJSON_IsArray(shape)) return mt_errf(err, "%s: tensor '%s': \"shape\" is not a list", f->path, name);
+    int ndim = cJSON_GetArraySize(shape);
+    if (ndim > MT_MAX_DIMS)
+        return mt_errf(err, "%s: tensor '%s': %d dims, at most %d supported", f->path, name, ndim, MT_MAX_DIMS);
+    uint64_t numel = 1;
+    bool overflow = false;
+    int i = 0;
+    const cJSON *d;
+    cJSON_ArrayForEach(d, shape) {
+        uint64_t dim;
+        if (!json_uint(d, &dim))
+            return mt_errf(err, "%s: tensor '%s': shape[%d] is not a non-negative integer", f->path, name, i);
+        t->shape[i++] = (int64_t)dim;
+        if (dim && numel > UINT64_MAX / dim) overflow = true;
+        numel *= dim;
+    }
+
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    uint64_t begin, end;
+    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !json_uint(off->child, &begin) ||
+        !json_uint(off->child->next, &end) || begin > end)
+        return mt_errf(err, "%s: tensor '%s': \"data_offsets\" is not [begin, end] with 0 <= begin <= end",
+                       f->path, name);
+    if (end > data_size)
+        return mt_errf(err, "%s: tensor '%s': data_offsets [%llu, %llu] run past the data section (%llu bytes)",
+                       f->path, name, (unsigned long long)begin, (unsigned long long)end,
+                       (unsigned long long)data_size);
+    unsigned bits = DTYPES[k].bits;
+    if (overflow || numel > UINT64_MAX / bits)
+        return mt_errf(err, "%s: tensor '%s': shape has too many elements", f->path, name);
+    if ((numel * bits) % 8 || numel * bits / 8 != end - begin)
+        return mt_errf(err, "%s: tensor '%s': %llu elements of %s need %llu %s, data_offsets [%llu, %llu] "
+                       "hold %llu", f->path, name, (unsigned long long)numel, DTYPES[k].name,
+                       (unsigned long long)(bits % 8 ? numel * bits : numel * bits / 8),
+                       bits % 8 ? "bits" : "bytes",
+                       (unsigned long long)begin, (unsigned long long)end, (unsigned long long)(end - begin));
+    bool supported = DTYPES[k].dt != MT_DTYPE_COUNT;
+    if (supported && (hdr_end + begin) % (bits / 8))
+        return mt_errf(err, "%s: tensor '%s': %s data at file offset %llu is not %u-byte aligned", f->path,
+                       name, DTYPES[k].name, (unsigned long long)(hdr_end + begin), bits / 8);
+
+    t->name = name;
+    t->dtype = DTYPES[k].dt;
+    t->ndim = ndim;
+    t->data = (const unsigned char *)f->map + hdr_end + begin;
+    t->nbytes = (size_t)(end - begin);
+    t->file = f->path;
+    t->dtype_name = DTYPES[k].name;
+    t->supported = supported;
+    *sp = (span){begin, end, name};
+    return 0;
+}
+
+/* Maps one file, validates its header and appends its tensors to ck. */
+static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mt_errf(err, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return mt_errf(err, "%s: not a regular file", path);
+    }
+    if (st.st_size < 8) {
+        close(fd);
+        return mt_errf(err, "%s: %lld bytes, too short for a safetensors header", path, (long long)st.st_size);
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int map_errno = errno;
+    close(fd);
+    if (map == MAP_FAILED) return mt_errf(err, "cannot mmap %s: %s", path, strerror(map_errno));
+    st_file *files = realloc(ck->files, (size_t)(ck->nfiles + 1) * sizeof *files);
+    char *copy = strdup(path);
+    if (!files || !copy) {
+        if (files) ck->files = files;
+        free(copy);
+        munmap(map, (size_t)st.st_size);
+        return mt_errf(err, "%s: out of memory", path);
+    }
+    ck->files = files;
+    st_file *f = &files[ck->nfiles++];
+    *f = (st_file){copy, map, (size_t)st.st_size, NULL}; /* owned by ck from here on */
+
+    const unsigned char *p = map;
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | p[i];
+    if (n > MAX_HEADER)
+        return mt_errf(err, "%s: header length %llu is absurd (> 100 MB)", path, (unsigned long long)n);
+    if (n > f->size - 8)
+        return mt_errf(err, "%s: header length %llu runs past the end of the file (%zu bytes)", path,
+                       (unsigned long long)n, f->size);
+    const char *hdr = (const char *)p + 8, *end = NULL;
+    f->json = cJSON_ParseWithLengthOpts(hdr, (size_t)n, &end, 0);
+    if (!f->json)
+        return mt_errf(err, "%s: header is not valid JSON (near byte %td of it)", path, end ? end - hdr : 0);
+    for (; end < hdr + n; end++) /* writers pad the header with spaces */
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != '\0')
+            return mt_errf(err, "%s: unexpected bytes after the JSON header (byte %td)", path, end - hdr);
+    if (!cJSON_IsObject(f->json)) return mt_errf(err, "%s: header is not a JSON object", path);
+
+    int count = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, f->json) count++;
+    mt_tensor_info *ts = realloc(ck->tensors, (size_t)(ck->ntensors + count + 1) * sizeof *ts);
+    span *spans = malloc((size_t)(count + 1) * sizeof *spans);
+    if (ts) ck->tensors = ts;
+    if (!ts || !spans) {
+        free(spans);
+        return mt_errf(err, "%s: out of memory", path);
+    }
+    int ns = 0, rc = 0;
+    cJSON_ArrayForEach(e, f->json) {
+        if (strcmp(e->string, "__metadata__") == 0) {
+            if (!cJSON_IsObject(e)) rc = mt_errf(err, "%s: \"__metadata__\" is not an object", path);
+        } else {
+            mt_tensor_info *t = &ck->tensors[ck->ntensors];
+            memset(t, 0, sizeof *t);
+            rc = parse_entry(f, e, 8 + (size_t)n, t, &spans[ns], err);
+            if (rc == 0) ck->ntensors++, ns++;
+        }
+        if (rc) break;
+    }
+    if (rc == 0) { /* no two tensors may share bytes; empty ones occupy none */
+        qsort(spans, (size_t)ns, sizeof *spans, cmp_span);
+        const span *prev = NULL;
+        for (int i = 0; i < ns && rc == 0; i++) {
+            if (spans[i].begin == spans[i].end) continue;
+            if (prev && spans[i].begin < prev->end)
+                rc = mt_errf(err, "%s: tensors '%s' and '%s' overlap in the data section", path, prev->name,
+                             spans[i].name);
+            if (!prev || spans[i].end > prev->end) prev = &spans[i];
+        }
+    }
+    free(spans);
+    return rc;
+}
+
+/* Sorts the tensors by name; a name seen twice is an error. */
+static int finish(mt_checkpoint *ck, mt_err *err) {
+    if (ck->ntensors > 1) qsort(ck->tensors, (size_t)ck->ntensors, sizeof *ck->tensors, cmp_tensor);
+    for (int i = 1; i < ck->ntensors; i++) {
+        const mt_tensor_info *a = &ck->tensors[i - 1], *b = &ck->tensors[i];
+        if (strcmp(a->name, b->name) != 0) continue;
+        if (a->file == b->file) return mt_errf(err, "%s: duplicate tensor name '%s'", a->file, a->name);
+        return mt_errf(err, "tensor '%s' appears in both %s and %s", a->name, a->file, b->file);
+    }
+    return 0;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t ld = strlen(dir);
+    bool slash = ld > 0 && dir[ld - 1] == '/';
+    char *s = malloc(ld + strlen(name) + 2);
+    if (s) sprintf(s, "%s%s%s", dir, slash ? "" : "/", name);
+    return s;
+}
+
+static bool is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static char *read_text(const char *path, size_t *len, mt_err *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return mt_errf(err, "cannot open %s: %s", path, strerror(errno)), NULL;
+    char *buf = NULL;
+    long n = -1;
+    if (fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 && n <= (long)MAX_HEADER &&
+        fseek(fp, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, fp) == (size_t)n) {
+        *len = (size_t)n;
+    } else {
+        free(buf);
+        buf = NULL;
+        mt_errf(err, "cannot read %s (or larger than 100 MB)", path);
+    }
+    fclose(fp);
+    return buf;
+}
+
+/* A sharded checkpoint: open every shard the weight_map names, then check the map against them. */
+static int open_index(mt_checkpoint *ck, const char *dir, const char *index, mt_err *err) {
+    size_t len = 0;
+    char *text = read_text(index, &len, err);
+    if (!text) return -1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    const char **shards = NULL;
+    int n = 0, rc = 0;
+    const cJSON *e;
+    if (!cJSON_IsObject(map)) rc = mt_errf(err, "%s: not JSON with a \"weight_map\" object", index);
+    else cJSON_ArrayForEach(e, map) n++;
+    if (rc == 0 && n == 0) rc = mt_errf(err, "%s: \"weight_map\" is empty", index);
+    if (rc == 0 && !(shards = malloc((size_t)n * sizeof *shards))) rc = mt_errf(err, "%s: out of memory", index);
+    int ns = 0;
+    if (rc == 0) cJSON_ArrayForEach(e, map) {
+        const char *s = cJSON_GetStringValue(e);
+        if (!s || !*s || strchr(s, '/') || strstr(s, "..")) {
+            rc = mt_errf(err, "%s: tensor '%s': shard name is not a plain file name", index, e->string);
+            break;
+        }
+        shards[ns++] = s;
+    }
+    if (rc == 0) qsort(shards, (size_t)ns, sizeof *shards, cmp_str);
+    for (int i = 0; i < ns && rc == 0; i++) {
+        if (i > 0 && strcmp(shards[i], shards[i - 1]) == 0) continue;
+        char *p = join(dir, shards[i]);
+        rc = p ? open_file(ck, p, err) : mt_errf(err, "out of memory");
+        free(p);
+    }
+    free(shards);
+    if (rc == 0) rc = finish(ck, err);
+    if (rc == 0) cJSON_ArrayForEach(e, map) {
+        const mt_tensor_info *t = mt_checkpoint_find(ck, e->string);
+        const char *shard = e->valuestring, *base = t ? strrchr(t->file, '/') : NULL;
+        base = base ? base + 1 : t ? t->file : NULL;
+        if (!t)
+            rc = mt_errf(err, "%s: tensor '%s' is mapped to shard %s, which does not hold it", index,
+                         e->string, shard);
+        else if (strcmp(base, shard) != 0)
+            rc = mt_errf(err, "%s: tensor '%s' is mapped to shard %s but is in %s", index, e->string, shard,
+                         t->file);
+        if (rc) break;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static int open_dir(mt_checkpoint *ck, const char *dir, mt_err *err) {
+    char *p = join(dir, INDEX_NAME);
+    if (!p) return mt_errf(err, "out of memory");
+    if (is_file(p)) {
+        int rc = open_index(ck, dir, p, err);
+        free(p);
+        return rc;
+    }
+    free(p);
+    if (!(p = join(dir, SINGLE_NAME))) return mt_errf(err, "out of memory");
+    if (is_file(p)) {
+        int rc = open_file(ck, p, err);
+        free(p);
+        return rc ? rc : finish(ck, err);
+    }
+    free(p);
+    /* No index and no model.safetensors: take every *.safetensors file there, in name order. */
+    struct dirent **list = NULL;
+    int n = scandir(dir, &list, NULL, alphasort), rc = 0, found = 0;
+    if (n < 0) return mt_errf(err, "cannot list %s: %s", dir, strerror(errno));
+    for (int i = 0; i < n; i++) {
+        if (rc == 0 && list[i]->d_name[0] != '.' && has_suffix(list[i]->d_name, ".safetensors")) {
+            char *f = join(dir, list[i]->d_name);
+            if (!f) rc = mt_errf(err, "out of memory");
+            else if (is_file(f)) found++, rc = open_file(ck, f, err);
+            free(f);
+        }
+        free(list[i]);
+    }
+    free(list);
+    if (rc == 0 && found == 0)
+        rc = mt_errf(err, "no safetensors checkpoint in %s (expected %s or %s)", dir, SINGLE_NAME, INDEX_NAME);
+    return rc ? rc : finish(ck, err);
+}
+
+int mt_checkpoint_open(mt_checkpoint **out, const char *path, mt_err *err) {
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return mt_errf(err, "cannot open checkpoint %s: %s", path, strerror(errno));
+    mt_checkpoint *ck = calloc(1, sizeof *ck);
+    if (!ck || !(ck->path = strdup(path))) {
+        free(ck);
+        return mt_errf(err, "out of memory opening %s", path);
+    }
+    int rc;
+    if (S_ISDIR(st.st_mode)) rc = open_dir(ck, path, err);
+    else if ((rc = open_file(ck, path, err)) == 0) rc = finish(ck, err);
+    if (rc) {
+        mt_checkpoint_close(ck);
+        return -1;
+    }
+    *out = ck;
+    return 0;
+}
+
+void mt_checkpoint_close(mt_checkpoint *ck) {
+    if (!ck) return;
+    for (int i = 0; i < ck->nfiles; i++) {
+        munmap(ck->files[i].map, ck->files[i].size);
+        cJSON_Delete(ck->files[i].json);
+        free(ck->files[i].path);
+    }
+    free(ck->files);
+    free(ck->tensors);
+    free(ck->path);
+    free(ck);
+}
+
+const mt_tensor_info *mt_checkpoint_find(const mt_checkpoint *ck, const char *name) {
+    if (!ck || !name || ck->ntensors == 0) return NULL;
+    mt_tensor_info key = {.name = name};
+    return bsearch(&key, ck->tensors, (size_t)ck->ntensors, sizeof key, cmp_tensor);
+}
+
+int mt_checkpoint_count(const mt_checkpoint *ck) { return ck ? ck->ntensors : 0; }
+
+const mt_tensor_info *mt_checkpoint_at(const mt_checkpoint *ck, int i) {
+    return ck && i >= 0 && i < ck->ntensors ? &ck->tensors[i] : NULL;
+}
+
+int mt_checkpoint_get(const mt_checkpoint *ck, const char *name, const mt_tensor_info **out, mt_err *err) {
+    const mt_tensor_info *t = mt_checkpoint_find(ck, name);
+    *out = NULL;
+    if (!t) return mt_errf(err, "tensor '%s' not found in checkpoint %s", name, ck ? ck->path : "(none)");
+    if (!t->supported)
+        return mt_errf(err, "%s: tensor '%s' has dtype %s; moetrace reads F32, F16 and BF16", t->file, name,
+                       t->dtype_name);
+    *out = t;
+    return 0;
+}
+
+const char *mt_tensor_dtype_string(const mt_tensor_info *t) { return t->dtype_name; }
+
+bool mt_tensor_dtype_supported(const mt_tensor_info *t) { return t->supported; }

@@ -4,11 +4,16 @@
  * `model.safetensors.index.json` (its "weight_map"), or a path to one .safetensors file. Every
  * header is validated before anything is returned: 8-byte length within the file, JSON that
  * parses, known dtype, data_offsets inside the data section, not overlapping, and
- * dtype size x product(shape) == byte length. Errors name the file and the tensor.
- * Tensor data pointers point into the mapping and stay valid until mt_checkpoint_close(). */
+ * dtype size x product(shape) == byte length, unique names across shards. Errors name the file
+ * and the tensor. Tensors of a valid safetensors dtype the kernels cannot read (I64, F8_E4M3, ...)
+ * are kept, flagged `supported = false` with `dtype = MT_DTYPE_COUNT`; mt_checkpoint_get() refuses
+ * them. Supported tensors are aligned to their element size (else the open fails).
+ * Tensor data pointers point into the mapping and stay valid until mt_checkpoint_close().
+ * Format reference: https://github.com/huggingface/safetensors (README, "Format"). */
 #ifndef MT_MODEL_SAFETENSORS_H
 #define MT_MODEL_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +30,8 @@ typedef struct mt_tensor_info {
     const void *data;     /* inside the mmap of its file */
     size_t nbytes;
     const char *file;     /* path of the file holding it */
+    const char *dtype_name; /* safetensors spelling: "BF16", "I64", "F8_E4M3", ... */
+    bool supported;       /* dtype is F32, F16 or BF16 */
 } mt_tensor_info;
 
 typedef struct mt_checkpoint mt_checkpoint; /* opaque */
@@ -35,6 +42,12 @@ void mt_checkpoint_close(mt_checkpoint *ck);
 /* NULL when absent. Lookup is O(log n) or better. */
 const mt_tensor_info *mt_checkpoint_find(const mt_checkpoint *ck, const char *name);
 int mt_checkpoint_count(const mt_checkpoint *ck);
-const mt_tensor_info *mt_checkpoint_at(const mt_checkpoint *ck, int i);
+const mt_tensor_info *mt_checkpoint_at(const mt_checkpoint *ck, int i); /* name order */
+
+/* Like find, but a missing tensor or an unsupported dtype is an error naming it. */
+int mt_checkpoint_get(const mt_checkpoint *ck, const char *name, const mt_tensor_info **out,
+                      mt_err *err);
+const char *mt_tensor_dtype_string(const mt_tensor_info *t);
+bool mt_tensor_dtype_supported(const mt_tensor_info *t);
 
 #endif
