@@ -1,0 +1,232 @@
+/* AVX-512F matrix-product kernels (see matmul_impl.h). Compiled with function-level target
+ * attributes, so the rest of the build needs no -m flags; only called after cpu_features.c
+ * has confirmed AVX-512F and OS support for the zmm state.
+ *
+ * Weights are widened to float32 exactly (BF16: shift left 16; F16: VCVTPH2PS) and multiplied
+ * with float32 FMAs, so activations keep their full float32 precision. (VDPBF16PS would need
+ * the activations split into two bf16 halves to stay accurate, i.e. two instructions per 32
+ * products, the same count as the widened FMAs in the packed gemm kernel below.) */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+#define TGT __attribute__((target("avx512f,avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline)) TGT
+
+/* ---- loads ---------------------------------------------------------------------------- */
+
+/* 16 consecutive weights of type dt at p, as float32. */
+INL __m512 load16(const int dt, const void *p) {
+    if (dt == MT_F32) return _mm512_loadu_ps(p);
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (dt == MT_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/* The first n (< 16) weights at p, zero-padded to 16. */
+INL __m512 load16_tail(const int dt, const unsigned char *p, int n) {
+    unsigned char tmp[64] __attribute__((aligned(64))) = {0};
+    memcpy(tmp, p, (size_t)n * (dt == MT_F32 ? 4 : 2));
+    return load16(dt, tmp);
+}
+
+/* ---- gemv: few tokens, dot products streaming each weight row once --------------------- */
+
+#define GV_T 4 /* tokens per tile */
+#define GV_R 4 /* rows per tile */
+
+/* y[t * ldy + r] = x_t . w_r for T tokens and R rows; all loops have constant trip counts. */
+INL void gemv_tile(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
+                   const unsigned char *w, size_t wld, int cols) {
+    const size_t es = dt == MT_F32 ? 4 : 2;
+    __m512 acc[GV_T][GV_R];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m512 wv[GV_R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) wv[r] = load16(dt, w + r * wld + (size_t)c * es);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m512 xv = _mm512_loadu_ps(x + (size_t)t * ldx + c);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+        }
+    }
+    if (c < cols) {
+        const int rem = cols - c;
+        const __mmask16 m = (__mmask16)((1u << rem) - 1);
+        __m512 wv[GV_R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) wv[r] = load16_tail(dt, w + r * wld + (size_t)c * es, rem);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) y[(size_t)t * ldy + r] = _mm512_reduce_add_ps(acc[t][r]);
+}
+
+#define GEMV_TILE(DT, T, R)                                                                     \
+    gemv_tile(DT, T, R, y + (size_t)t * ldy + r, ldy, x + (size_t)t * cols, cols, wb + (size_t)r * wld, \
+              wld, cols)
+
+#define GEMV_FOR_DTYPE(NAME, DT)                                                                \
+    static TGT void NAME(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) { \
+        const int cols = w->cols, ldy = w->rows;                                                \
+        const size_t wld = (size_t)cols * (DT == MT_F32 ? 4 : 2);                               \
+        const unsigned char *wb = w->data;                                                      \
+        for (int r = r0; r < r1;) {                                                             \
+            const int full = r1 - r >= GV_R;                                                    \
+            for (int t = t0; t < t1;) {                                                         \
+                int T = t1 - t < GV_T ? t1 - t : GV_T;                                          \
+                if (full) {                                                                     \
+                    switch (T) {                                                                \
+                    case 1: GEMV_TILE(DT, 1, 4); break;                                         \
+                    case 2: GEMV_TILE(DT, 2, 4); break;                                         \
+                    case 3: GEMV_TILE(DT, 3, 4); break;                                         \
+                    default: GEMV_TILE(DT, 4, 4); break;                                        \
+                    }                                                                           \
+                } else {                                                                        \
+                    switch (T) {                                                                \
+                    case 1: GEMV_TILE(DT, 1, 1); break;                                         \
+                    case 2: GEMV_TILE(DT, 2, 1); break;                                         \
+                    case 3: GEMV_TILE(DT, 3, 1); break;                                         \
+                    default: GEMV_TILE(DT, 4, 1); break;                                        \
+                    }                                                                           \
+                }                                                                               \
+                t += T;                                                                         \
+            }                                                                                   \
+            r += full ? GV_R : 1;                                                               \
+        }                                                                                       \
+    }
+
+GEMV_FOR_DTYPE(gemv_f32, MT_F32)
+GEMV_FOR_DTYPE(gemv_f16, MT_F16)
+GEMV_FOR_DTYPE(gemv_bf16, MT_BF16)
+
+TGT void mt_gemv_avx512(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {
+    switch (w->dtype) {
+    case MT_F32: gemv_f32(y, x, w, t0, t1, r0, r1); break;
+    case MT_BF16: gemv_bf16(y, x, w, t0, t1, r0, r1); break;
+    default: gemv_f16(y, x, w, t0, t1, r0, r1); break;
+    }
+}
+
+/* ---- gemm: packed panels and a 12-token x 32-row register tile ------------------------- */
+
+#define GM_T 12 /* tokens per register tile */
+#define GM_S 32 /* rows per strip (two zmm) */
+
+/* Packs W[rb + s*32 + i][k0 + k] (i < 32, k < kc) as float32 into wp[s][k][i], for the strips
+ * covering nr rows; rows past nr are zero. */
+INL void pack_w_dt(const int dt, float *wp, const mt_mat *w, int rb, int nr, int k0, int kc) {
+    const int nstrips = (nr + GM_S - 1) / GM_S;
+    const size_t es = dt == MT_F32 ? 4 : 2;
+    const unsigned char *base = w->data;
+    for (int s = 0; s < nstrips; s++) {
+        float *dst = wp + (size_t)s * kc * GM_S;
+        for (int i = 0; i < GM_S; i++) {
+            int rr = s * GM_S + i;
+            if (rr >= nr) {
+                for (int k = 0; k < kc; k++) dst[(size_t)k * GM_S + i] = 0.0f;
+                continue;
+            }
+            const unsigned char *src = base + ((size_t)(rb + rr) * w->cols + k0) * es;
+            int k = 0;
+            for (; k + 16 <= kc; k += 16) {
+                float v[16] __attribute__((aligned(64)));
+                _mm512_store_ps(v, load16(dt, src + (size_t)k * es));
+                for (int j = 0; j < 16; j++) dst[(size_t)(k + j) * GM_S + i] = v[j];
+            }
+            if (k < kc) {
+                float v[16] __attribute__((aligned(64)));
+                _mm512_store_ps(v, load16_tail(dt, src + (size_t)k * es, kc - k));
+                for (int j = 0; j < kc - k; j++) dst[(size_t)(k + j) * GM_S + i] = v[j];
+            }
+        }
+    }
+}
+
+static TGT void pack_w(float *wp, const mt_mat *w, int rb, int nr, int k0, int kc) {
+    switch (w->dtype) {
+    case MT_F32: pack_w_dt(MT_F32, wp, w, rb, nr, k0, kc); break;
+    case MT_BF16: pack_w_dt(MT_BF16, wp, w, rb, nr, k0, kc); break;
+    default: pack_w_dt(MT_F16, wp, w, rb, nr, k0, kc); break;
+    }
+}
+
+/* xp[k][t] = x[tt + t][k0 + k] for t < nt, zero for nt <= t < GM_T. */
+static void pack_x(float *xp, const float *x, int cols, int tt, int nt, int k0, int kc) {
+    for (int t = 0; t < GM_T; t++) {
+        if (t < nt) {
+            const float *src = x + (size_t)(tt + t) * cols + k0;
+            for (int k = 0; k < kc; k++) xp[(size_t)k * GM_T + t] = src[k];
+        } else {
+            for (int k = 0; k < kc; k++) xp[(size_t)k * GM_T + t] = 0.0f;
+        }
+    }
+}
+
+/* y[t][0..nrv) (+)= sum_k xp[k][t] * wp[k][0..32) for t < nt. */
+static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
+                            int first) {
+    __m512 a0[GM_T], a1[GM_T];
+#pragma GCC unroll 12
+    for (int t = 0; t < GM_T; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const __m512 w0 = _mm512_load_ps(wp + (size_t)k * GM_S);
+        const __m512 w1 = _mm512_load_ps(wp + (size_t)k * GM_S + 16);
+        const float *xk = xp + (size_t)k * GM_T;
+#pragma GCC unroll 12
+        for (int t = 0; t < GM_T; t++) {
+            const __m512 xb = _mm512_set1_ps(xk[t]);
+            a0[t] = _mm512_fmadd_ps(xb, w0, a0[t]);
+            a1[t] = _mm512_fmadd_ps(xb, w1, a1[t]);
+        }
+    }
+    const __mmask16 m0 = nrv >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nrv) - 1);
+    const __mmask16 m1 = nrv >= 32 ? (__mmask16)0xffff : nrv > 16 ? (__mmask16)((1u << (nrv - 16)) - 1) : 0;
+    for (int t = 0; t < nt; t++) {
+        float *yt = y + (size_t)t * ldy;
+        __m512 v0 = a0[t], v1 = a1[t];
+        if (!first) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yt));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yt + 16));
+        }
+        _mm512_mask_storeu_ps(yt, m0, v0);
+        _mm512_mask_storeu_ps(yt + 16, m1, v1);
+    }
+}
+
+TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {
+    float wp[MT_GEMM_RB * MT_GEMM_KC] __attribute__((aligned(64)));
+    float xp[MT_GEMM_KC * GM_T] __attribute__((aligned(64)));
+    const int cols = w->cols, ldy = w->rows;
+    for (int rb = r0; rb < r1; rb += MT_GEMM_RB) {
+        const int nr = r1 - rb < MT_GEMM_RB ? r1 - rb : MT_GEMM_RB;
+        const int nstrips = (nr + GM_S - 1) / GM_S;
+        for (int k0 = 0; k0 < cols; k0 += MT_GEMM_KC) {
+            const int kc = cols - k0 < MT_GEMM_KC ? cols - k0 : MT_GEMM_KC;
+            pack_w(wp, w, rb, nr, k0, kc);
+            for (int tt = t0; tt < t1; tt += GM_T) {
+                const int nt = t1 - tt < GM_T ? t1 - tt : GM_T;
+                pack_x(xp, x, cols, tt, nt, k0, kc);
+                for (int s = 0; s < nstrips; s++) {
+                    const int nrv = nr - s * GM_S < GM_S ? nr - s * GM_S : GM_S;
+                    gemm_kernel(wp + (size_t)s * kc * GM_S, xp, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
+                                nt, nrv, k0 == 0);
+                }
+            }
+        }
+    }
+}
