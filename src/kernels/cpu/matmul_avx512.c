@@ -34,79 +34,68 @@ INL __m512 load16_tail(const int dt, const unsigned char *p, int n) {
 /* ---- gemv: few tokens, dot products streaming each weight row once --------------------- */
 
 #define GV_T 4 /* tokens per tile */
-#define GV_R 4 /* rows per tile */
-
-/* y[t * ldy + r] = x_t . w_r for T tokens and R rows; all loops have constant trip counts. */
-INL void gemv_tile(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
-                   const unsigned char *w, size_t wld, int cols) {
+/* One weight row against T tokens, U independent accumulators per token over the columns.
+ * Rows are visited in memory order, so a task's weights are read as one sequential stream
+ * (the friendliest pattern for the hardware prefetchers). */
+INL void gemv_row(const int dt, const int T, const int U, float *y, int ldy, const float *x, int ldx,
+                  const unsigned char *w, int cols) {
     const size_t es = dt == MT_F32 ? 4 : 2;
-    __m512 acc[GV_T][GV_R];
+    __m512 acc[GV_T][4];
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++)
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
+        for (int u = 0; u < U; u++) acc[t][u] = _mm512_setzero_ps();
     int c = 0;
-    for (; c + 16 <= cols; c += 16) {
-        __m512 wv[GV_R];
+    for (; c + 16 * U <= cols; c += 16 * U) {
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = load16(dt, w + r * wld + (size_t)c * es);
+        for (int u = 0; u < U; u++) {
+            const __m512 wv = load16(dt, w + (size_t)(c + 16 * u) * es);
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            __m512 xv = _mm512_loadu_ps(x + (size_t)t * ldx + c);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+            for (int t = 0; t < T; t++)
+                acc[t][u] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (size_t)t * ldx + c + 16 * u), wv, acc[t][u]);
         }
+    }
+    for (; c + 16 <= cols; c += 16) {
+        const __m512 wv = load16(dt, w + (size_t)c * es);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[t][0] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (size_t)t * ldx + c), wv, acc[t][0]);
     }
     if (c < cols) {
         const int rem = cols - c;
         const __mmask16 m = (__mmask16)((1u << rem) - 1);
-        __m512 wv[GV_R];
+        const __m512 wv = load16_tail(dt, w + (size_t)c * es, rem);
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = load16_tail(dt, w + r * wld + (size_t)c * es, rem);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
-        }
+        for (int t = 0; t < T; t++)
+            acc[t][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c), wv, acc[t][0]);
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
+        __m512 a = acc[t][0];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) y[(size_t)t * ldy + r] = _mm512_reduce_add_ps(acc[t][r]);
+        for (int u = 1; u < U; u++) a = _mm512_add_ps(a, acc[t][u]);
+        y[(size_t)t * ldy] = _mm512_reduce_add_ps(a);
+    }
 }
 
-#define GEMV_TILE(DT, T, R)                                                                     \
-    gemv_tile(DT, T, R, y + (size_t)t * ldy + r, ldy, x + (size_t)t * cols, cols, wb + (size_t)r * wld, \
-              wld, cols)
+#define GEMV_ROW(DT, T, U) \
+    gemv_row(DT, T, U, y + (size_t)t * ldy + r, ldy, x + (size_t)t * cols, cols, wb + (size_t)r * wld, cols)
 
 #define GEMV_FOR_DTYPE(NAME, DT)                                                                \
     static TGT void NAME(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) { \
         const int cols = w->cols, ldy = w->rows;                                                \
         const size_t wld = (size_t)cols * (DT == MT_F32 ? 4 : 2);                               \
         const unsigned char *wb = w->data;                                                      \
-        for (int r = r0; r < r1;) {                                                             \
-            const int full = r1 - r >= GV_R;                                                    \
+        for (int r = r0; r < r1; r++) {                                                         \
             for (int t = t0; t < t1;) {                                                         \
                 int T = t1 - t < GV_T ? t1 - t : GV_T;                                          \
-                if (full) {                                                                     \
-                    switch (T) {                                                                \
-                    case 1: GEMV_TILE(DT, 1, 4); break;                                         \
-                    case 2: GEMV_TILE(DT, 2, 4); break;                                         \
-                    case 3: GEMV_TILE(DT, 3, 4); break;                                         \
-                    default: GEMV_TILE(DT, 4, 4); break;                                        \
-                    }                                                                           \
-                } else {                                                                        \
-                    switch (T) {                                                                \
-                    case 1: GEMV_TILE(DT, 1, 1); break;                                         \
-                    case 2: GEMV_TILE(DT, 2, 1); break;                                         \
-                    case 3: GEMV_TILE(DT, 3, 1); break;                                         \
-                    default: GEMV_TILE(DT, 4, 1); break;                                        \
-                    }                                                                           \
+                switch (T) {                                                                    \
+                case 1: GEMV_ROW(DT, 1, 4); break;                                              \
+                case 2: GEMV_ROW(DT, 2, 4); break;                                              \
+                case 3: GEMV_ROW(DT, 3, 2); break;                                              \
+                default: GEMV_ROW(DT, 4, 2); break;                                             \
                 }                                                                               \
                 t += T;                                                                         \
             }                                                                                   \
-            r += full ? GV_R : 1;                                                               \
         }                                                                                       \
     }
 
