@@ -1,11 +1,343 @@
-/* PLACEHOLDER until this subcommand lands. */
+/* moetrace eplb: plan an expert-parallel placement from a stat dump (SPEC §6). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
+#include "routing/balancedness.h"
+#include "routing/eplb.h"
+#include "routing/stat_dump.h"
+#include "util/err.h"
+
+#define PLACEMENT_FORMAT "moetrace.placement.v1"
+
+static const char USAGE[] =
+    "usage: moetrace eplb --counts DUMP.json --num-replicas R --num-gpus M [--num-nodes N]\n"
+    "                     [--num-groups G] [--eval DUMP2.json] --out F.json\n"
+    "\n"
+    "Plans where each logical expert's replicas go on an expert-parallel cluster with DeepSeek's EPLB\n"
+    "algorithm, from the per-layer expert counts of a stat dump (rows of dense layers are ignored).\n"
+    "\n"
+    "  --counts DUMP.json   stat dump (format moetrace.expert_distribution.v1) to plan on\n"
+    "  --num-replicas R     physical expert slots per layer over all GPUs (>= num_experts,\n"
+    "                       a multiple of M; R - num_experts redundant experts)\n"
+    "  --num-gpus M         expert-parallel size\n"
+    "  --num-nodes N        server nodes (default 1; M must be a multiple of N)\n"
+    "  --num-groups G       expert groups, e.g. the model's n_group (default 1; num_experts must be\n"
+    "                       a multiple of G). Hierarchical policy when G is a multiple of N, else global\n"
+    "  --eval DUMP2.json    also score the placement on another dump (same model) -> \"eval\" in F.json\n"
+    "  --out F.json         placement JSON (format moetrace.placement.v1), written atomically\n"
+    "\n"
+    "Balancedness = mean / max per-GPU load per MoE layer; before = experts split into M contiguous\n"
+    "blocks, after = the placement (an expert's load split evenly over its replicas).\n";
+
+static int parse_int_arg(const char *flag, const char *s, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > 1000000) {
+        fprintf(stderr, "moetrace eplb: %s must be an integer in [1, 1000000] (got '%s')\n", flag, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+typedef struct eplb_args {
+    const char *counts, *eval, *out;
+    int replicas, gpus, nodes, groups;
+} eplb_args;
+
+/* 0 ok, 1 help printed, -1 error printed. */
+static int parse_args(int argc, char **argv, eplb_args *a) {
+    memset(a, 0, sizeof *a);
+    a->nodes = 1;
+    a->groups = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            fputs(USAGE, stdout);
+            return 1;
+        }
+        static const char *const flags[] = {"--counts", "--eval",       "--out",       "--num-replicas",
+                                            "--num-gpus", "--num-nodes", "--num-groups"};
+        int which = -1;
+        const char *val = NULL;
+        for (int f = 0; f < (int)(sizeof flags / sizeof flags[0]); f++) {
+            size_t n = strlen(flags[f]);
+            if (!strncmp(arg, flags[f], n) && (arg[n] == 0 || arg[n] == '=')) {
+                which = f;
+                if (arg[n] == '=') val = arg + n + 1;
+                break;
+            }
+        }
+        if (which < 0) {
+            fprintf(stderr, "moetrace eplb: unknown argument '%s' (see --help)\n", arg);
+            return -1;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "moetrace eplb: %s needs a value\n", flags[which]);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        int rc = 0;
+        switch (which) {
+        case 0: a->counts = val; break;
+        case 1: a->eval = val; break;
+        case 2: a->out = val; break;
+        case 3: rc = parse_int_arg(flags[which], val, &a->replicas); break;
+        case 4: rc = parse_int_arg(flags[which], val, &a->gpus); break;
+        case 5: rc = parse_int_arg(flags[which], val, &a->nodes); break;
+        case 6: rc = parse_int_arg(flags[which], val, &a->groups); break;
+        }
+        if (rc) return -1;
+    }
+    const char *missing = !a->counts ? "--counts" : !a->replicas ? "--num-replicas" : !a->gpus ? "--num-gpus"
+                                                  : !a->out      ? "--out"
+                                                                 : NULL;
+    if (missing) {
+        fprintf(stderr, "moetrace eplb: missing %s (see --help)\n", missing);
+        return -1;
+    }
+    if (!*a->out) {
+        fprintf(stderr, "moetrace eplb: --out must not be empty\n");
+        return -1;
+    }
+    return 0;
+}
+
+static cJSON *int_array(const int32_t *v, int n) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; arr && i < n; i++) {
+        cJSON *x = cJSON_CreateNumber(v[i]);
+        if (!x || !cJSON_AddItemToArray(arr, x)) {
+            cJSON_Delete(x);
+            cJSON_Delete(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+static cJSON *double_array(const double *v, int n) { return cJSON_CreateDoubleArray(v, n); }
+
+static double mean_of(const double *v, int n) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += v[i];
+    return n ? s / n : 0.0;
+}
+
+/* before[l]: contiguous split; after[l]: the plan, both on dump d's counts. */
+static void score(const mt_stat_dump *d, const mt_eplb_plan *p, double *before, double *after) {
+    for (int l = 0; l < d->num_moe_layers; l++) {
+        const int64_t *c = d->moe_count + (size_t)l * d->num_experts;
+        before[l] = mt_balancedness_contiguous(c, d->num_experts, p->num_gpus);
+        after[l] = mt_balancedness_placement(c, p->phy2log + (size_t)l * p->num_replicas,
+                                             p->logcnt + (size_t)l * d->num_experts, p->num_replicas, p->num_gpus);
+    }
+}
+
+static int add_scores(cJSON *obj, const double *before, const double *after, int n) {
+    cJSON *b = double_array(before, n), *a = double_array(after, n);
+    int ok = b && a && cJSON_AddItemToObject(obj, "balancedness_before", b);
+    if (!ok) {
+        cJSON_Delete(b);
+        cJSON_Delete(a);
+        return -1;
+    }
+    if (!cJSON_AddItemToObject(obj, "balancedness_after", a)) {
+        cJSON_Delete(a);
+        return -1;
+    }
+    if (!cJSON_AddNumberToObject(obj, "balancedness_before_mean", mean_of(before, n)) ||
+        !cJSON_AddNumberToObject(obj, "balancedness_after_mean", mean_of(after, n)))
+        return -1;
+    return 0;
+}
+
+static int add_owned(cJSON *obj, const char *key, cJSON *item) {
+    if (!item) return -1;
+    if (!cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return -1;
+    }
+    return 0;
+}
+
+static cJSON *placement_json(const eplb_args *a, const mt_stat_dump *d, const mt_eplb_plan *p,
+                             const double *before, const double *after) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    int L = p->num_layers, E = p->num_experts, R = p->num_replicas, X = p->max_replicas;
+    int bad = !cJSON_AddStringToObject(root, "format", PLACEMENT_FORMAT) ||
+              !cJSON_AddNumberToObject(root, "num_gpus", a->gpus) ||
+              !cJSON_AddNumberToObject(root, "num_nodes", a->nodes) ||
+              !cJSON_AddNumberToObject(root, "num_groups", a->groups) ||
+              !cJSON_AddNumberToObject(root, "num_replicas", a->replicas) ||
+              !cJSON_AddStringToObject(root, "policy", p->hierarchical ? "hierarchical" : "global") ||
+              !cJSON_AddNumberToObject(root, "num_experts", E) ||
+              !cJSON_AddNumberToObject(root, "num_hidden_layers", d->num_hidden_layers) ||
+              !cJSON_AddStringToObject(root, "model", d->model) ||
+              !cJSON_AddStringToObject(root, "counts", a->counts);
+    bad = bad || add_owned(root, "moe_layers", cJSON_CreateIntArray(d->moe_layers, d->num_moe_layers));
+    cJSON *p2l = bad ? NULL : cJSON_CreateArray();
+    bad = bad || add_owned(root, "physical_to_logical_map", p2l);
+    for (int l = 0; !bad && l < L; l++) {
+        cJSON *row = int_array(p->phy2log + (size_t)l * R, R);
+        bad = !row || !cJSON_AddItemToArray(p2l, row);
+        if (bad) cJSON_Delete(row);
+    }
+    cJSON *l2p = bad ? NULL : cJSON_CreateArray();
+    bad = bad || add_owned(root, "logical_to_physical_map", l2p);
+    for (int l = 0; !bad && l < L; l++) {
+        cJSON *layer = cJSON_CreateArray();
+        bad = !layer || !cJSON_AddItemToArray(l2p, layer);
+        if (bad) cJSON_Delete(layer);
+        for (int e = 0; !bad && e < E; e++) {
+            cJSON *row = int_array(p->log2phy + ((size_t)l * E + e) * X, X);
+            bad = !row || !cJSON_AddItemToArray(layer, row);
+            if (bad) cJSON_Delete(row);
+        }
+    }
+    cJSON *cnt = bad ? NULL : cJSON_CreateArray();
+    bad = bad || add_owned(root, "logical_replica_count", cnt);
+    for (int l = 0; !bad && l < L; l++) {
+        cJSON *row = int_array(p->logcnt + (size_t)l * E, E);
+        bad = !row || !cJSON_AddItemToArray(cnt, row);
+        if (bad) cJSON_Delete(row);
+    }
+    bad = bad || add_scores(root, before, after, L);
+    if (bad) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Writes text to path through a temporary file in the same directory and a rename. */
+static int write_atomic(const char *path, const char *text, mt_err *err) {
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp) return mt_errf(err, "%s: out of memory", path);
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        mt_errf(err, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    size_t len = strlen(text);
+    int bad = fwrite(text, 1, len, f) != len || fputc('\n', f) == EOF || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    int saved = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = 1;
+        saved = errno;
+    }
+    if (!bad && rename(tmp, path) != 0) {
+        bad = 1;
+        saved = errno;
+    }
+    if (bad) {
+        unlink(tmp);
+        mt_errf(err, "%s: cannot write: %s", path, strerror(saved));
+    }
+    free(tmp);
+    return bad ? -1 : 0;
+}
 
 int cmd_eplb(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "moetrace: 'eplb' is not available in this build yet\n");
-    return 2;
+    eplb_args a;
+    int prc = parse_args(argc, argv, &a);
+    if (prc) return prc > 0 ? 0 : 2;
+
+    mt_err err = {{0}};
+    mt_stat_dump d = {0}, d2 = {0};
+    mt_eplb_plan plan = {0};
+    double *scores = NULL;
+    cJSON *root = NULL;
+    char *text = NULL;
+    int rc = 1;
+
+    if (mt_stat_dump_load(a.counts, &d, &err)) goto fail;
+    if (a.eval) {
+        if (mt_stat_dump_load(a.eval, &d2, &err)) goto fail;
+        if (d2.num_experts != d.num_experts) {
+            mt_errf(&err, "%s: num_experts is %d but %s has %d", a.eval, d2.num_experts, a.counts, d.num_experts);
+            goto fail;
+        }
+        if (d2.num_moe_layers != d.num_moe_layers ||
+            memcmp(d2.moe_layers, d.moe_layers, (size_t)d.num_moe_layers * sizeof *d.moe_layers)) {
+            mt_errf(&err, "%s: moe_layers differ from those of %s", a.eval, a.counts);
+            goto fail;
+        }
+    }
+    mt_eplb_params params = {.num_replicas = a.replicas, .num_groups = a.groups, .num_nodes = a.nodes,
+                             .num_gpus = a.gpus};
+    if (mt_eplb_check_params(d.num_experts, &params, &err)) {
+        char msg[MT_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", err.msg);
+        mt_errf(&err, "%s (num_experts from %s; see --help)", msg, a.counts);
+        goto fail;
+    }
+    int L = d.num_moe_layers, E = d.num_experts;
+    double *w = malloc((size_t)L * E * sizeof *w);
+    if (!w) {
+        mt_errf(&err, "out of memory for %d x %d loads", L, E);
+        goto fail;
+    }
+    for (size_t i = 0; i < (size_t)L * E; i++) w[i] = (double)d.moe_count[i];
+    int prc2 = mt_eplb_plan_compute(w, L, E, &params, &plan, &err);
+    free(w);
+    if (prc2) goto fail;
+
+    scores = malloc((size_t)4 * L * sizeof *scores);
+    if (!scores) {
+        mt_errf(&err, "out of memory");
+        goto fail;
+    }
+    score(&d, &plan, scores, scores + L);
+    root = placement_json(&a, &d, &plan, scores, scores + L);
+    if (!root) {
+        mt_errf(&err, "out of memory building the placement JSON");
+        goto fail;
+    }
+    if (a.eval) {
+        score(&d2, &plan, scores + 2 * L, scores + 3 * L);
+        cJSON *ev = cJSON_CreateObject();
+        if (add_owned(root, "eval", ev) || !cJSON_AddStringToObject(ev, "counts", a.eval) ||
+            add_scores(ev, scores + 2 * L, scores + 3 * L, L)) {
+            mt_errf(&err, "out of memory building the placement JSON");
+            goto fail;
+        }
+    }
+    text = cJSON_PrintUnformatted(root);
+    if (!text) {
+        mt_errf(&err, "out of memory printing the placement JSON");
+        goto fail;
+    }
+    if (write_atomic(a.out, text, &err)) goto fail;
+    mt_log("eplb: %s policy, %d MoE layers, %d experts -> %d replicas on %d GPUs; balancedness %.4f -> %.4f",
+           plan.hierarchical ? "hierarchical" : "global", L, E, a.replicas, a.gpus, mean_of(scores, L),
+           mean_of(scores + L, L));
+    if (a.eval)
+        mt_log("eval on %s: balancedness %.4f -> %.4f", a.eval, mean_of(scores + 2 * L, L),
+               mean_of(scores + 3 * L, L));
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "moetrace eplb: %s\n", err.msg);
+done:
+    free(text);
+    cJSON_Delete(root);
+    free(scores);
+    mt_eplb_plan_free(&plan);
+    mt_stat_dump_free(&d);
+    mt_stat_dump_free(&d2);
+    return rc;
 }

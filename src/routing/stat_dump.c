@@ -1,0 +1,163 @@
+/* Stat dump reader (SPEC §4). */
+#include "routing/stat_dump.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void mt_stat_dump_free(mt_stat_dump *d) {
+    if (!d) return;
+    free(d->model);
+    free(d->moe_layers);
+    free(d->moe_count);
+    memset(d, 0, sizeof *d);
+}
+
+/* A JSON number that is an integer in [lo, hi]. */
+static int get_int(const cJSON *v, double lo, double hi, int64_t *out) {
+    if (!cJSON_IsNumber(v)) return -1;
+    double x = v->valuedouble;
+    if (!isfinite(x) || x != floor(x) || x < lo || x > hi) return -1;
+    *out = (int64_t)x;
+    return 0;
+}
+
+static int required_int(const cJSON *root, const char *key, double lo, double hi, const char *name,
+                        int64_t *out, mt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v) return mt_errf(err, "%s: missing field \"%s\"", name, key);
+    if (get_int(v, lo, hi, out))
+        return mt_errf(err, "%s: field \"%s\" must be an integer in [%.0f, %.0f]", name, key, lo, hi);
+    return 0;
+}
+
+static int64_t optional_int(const cJSON *root, const char *key, int64_t dflt) {
+    int64_t v;
+    if (get_int(cJSON_GetObjectItemCaseSensitive(root, key), 0, 9007199254740992.0, &v)) return dflt;
+    return v;
+}
+
+static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_err *err) {
+    if (!cJSON_IsObject(root)) return mt_errf(err, "%s: not a JSON object", name);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
+    if (!cJSON_IsString(fmt))
+        return mt_errf(err, "%s: missing string field \"format\" (expected \"%s\")", name, MT_STAT_DUMP_FORMAT);
+    if (strcmp(fmt->valuestring, MT_STAT_DUMP_FORMAT) != 0)
+        return mt_errf(err, "%s: field \"format\" is \"%s\", expected \"%s\"", name, fmt->valuestring,
+                       MT_STAT_DUMP_FORMAT);
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(root, "mode");
+    if (mode && (!cJSON_IsString(mode) ||
+                 (strcmp(mode->valuestring, "stat") && strcmp(mode->valuestring, "per_pass"))))
+        return mt_errf(err, "%s: field \"mode\" must be \"stat\" or \"per_pass\" for a dump with logical_count",
+                       name);
+
+    int64_t nl, ne;
+    if (required_int(root, "num_hidden_layers", 1, 1e6, name, &nl, err)) return -1;
+    if (required_int(root, "num_experts", 1, 1e6, name, &ne, err)) return -1;
+    d->num_hidden_layers = (int)nl;
+    d->num_experts = (int)ne;
+    d->top_k = (int)optional_int(root, "top_k", 0);
+    d->num_forward_passes = optional_int(root, "num_forward_passes", -1);
+    d->num_tokens = optional_int(root, "num_tokens", -1);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    d->model = strdup(cJSON_IsString(model) ? model->valuestring : "");
+    if (!d->model) return mt_errf(err, "%s: out of memory", name);
+
+    const cJSON *ml = cJSON_GetObjectItemCaseSensitive(root, "moe_layers");
+    if (!cJSON_IsArray(ml)) return mt_errf(err, "%s: missing array field \"moe_layers\"", name);
+    int nm = cJSON_GetArraySize(ml);
+    if (nm < 1) return mt_errf(err, "%s: \"moe_layers\" is empty: the dump has no MoE layer", name);
+    d->moe_layers = malloc((size_t)nm * sizeof *d->moe_layers);
+    if (!d->moe_layers) return mt_errf(err, "%s: out of memory", name);
+    d->num_moe_layers = nm;
+    int i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, ml) {
+        int64_t x;
+        if (get_int(v, 0, (double)nl - 1, &x))
+            return mt_errf(err, "%s: moe_layers[%d] must be a layer index in [0, %d)", name, i, (int)nl);
+        if (i > 0 && x <= d->moe_layers[i - 1])
+            return mt_errf(err, "%s: moe_layers must be strictly ascending (moe_layers[%d] = %d after %d)", name,
+                           i, (int)x, d->moe_layers[i - 1]);
+        d->moe_layers[i++] = (int)x;
+    }
+
+    const cJSON *lc = cJSON_GetObjectItemCaseSensitive(root, "logical_count");
+    if (!cJSON_IsArray(lc)) return mt_errf(err, "%s: missing array field \"logical_count\"", name);
+    if (cJSON_GetArraySize(lc) != nl)
+        return mt_errf(err, "%s: logical_count has %d rows, expected num_hidden_layers = %d", name,
+                       cJSON_GetArraySize(lc), (int)nl);
+    d->moe_count = malloc((size_t)nm * (size_t)ne * sizeof *d->moe_count);
+    if (!d->moe_count) return mt_errf(err, "%s: out of memory for %d x %d counts", name, nm, (int)ne);
+    int layer = 0, m = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, lc) {
+        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != ne)
+            return mt_errf(err, "%s: logical_count[%d] must be an array of num_experts = %d counts", name, layer,
+                           (int)ne);
+        if (m < nm && d->moe_layers[m] == layer) {
+            int e = 0;
+            const cJSON *c;
+            cJSON_ArrayForEach(c, row) {
+                int64_t x;
+                if (get_int(c, 0, 9007199254740992.0, &x))
+                    return mt_errf(err, "%s: logical_count[%d][%d] must be a non-negative integer", name, layer, e);
+                d->moe_count[(size_t)m * ne + e] = x;
+                e++;
+            }
+            m++;
+        }
+        layer++;
+    }
+    return 0;
+}
+
+int mt_stat_dump_parse(const char *json, size_t len, const char *name, mt_stat_dump *d, mt_err *err) {
+    memset(d, 0, sizeof *d);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = (at && at >= json && at <= json + len) ? (long)(at - json) : -1;
+        return mt_errf(err, "%s: invalid JSON (near byte %ld)", name, off);
+    }
+    int rc = parse_root(root, name, d, err);
+    cJSON_Delete(root);
+    if (rc) mt_stat_dump_free(d);
+    return rc;
+}
+
+int mt_stat_dump_load(const char *path, mt_stat_dump *d, mt_err *err) {
+    memset(d, 0, sizeof *d);
+    FILE *f = fopen(path, "rb");
+    if (!f) return mt_errf(err, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 65536 > cap) {
+            size_t ncap = cap ? cap * 2 : 1 << 20;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return mt_errf(err, "%s: out of memory reading the file", path);
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return mt_errf(err, "%s: read error", path);
+    }
+    int rc = mt_stat_dump_parse(buf, len, path, d, err);
+    free(buf);
+    return rc;
+}

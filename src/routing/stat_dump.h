@@ -1,0 +1,36 @@
+/* Reading a stat dump of the expert-distribution recorder (SPEC §4, format
+ * "moetrace.expert_distribution.v1"): the per-layer per-expert token counts summed over a window.
+ *
+ * Validates the format field, that logical_count has num_hidden_layers rows of num_experts entries,
+ * that moe_layers are distinct ascending layer indices, and that every count of an MoE layer is a
+ * non-negative integer. Rows of dense layers (not in moe_layers) are ignored. Errors name the file
+ * and the field. */
+#ifndef MT_ROUTING_STAT_DUMP_H
+#define MT_ROUTING_STAT_DUMP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+#define MT_STAT_DUMP_FORMAT "moetrace.expert_distribution.v1"
+
+typedef struct mt_stat_dump {
+    char *model;             /* "model" field, or "" when absent */
+    int num_hidden_layers;
+    int num_experts;
+    int top_k;               /* 0 when absent */
+    int64_t num_forward_passes; /* -1 when absent */
+    int64_t num_tokens;         /* -1 when absent */
+    int num_moe_layers;
+    int *moe_layers;         /* [num_moe_layers] hidden-layer index of each MoE layer, ascending */
+    int64_t *moe_count;      /* [num_moe_layers, num_experts] logical_count rows of the MoE layers */
+} mt_stat_dump;
+
+/* Parses the JSON text (len bytes); name is used in error messages (usually the path). */
+int mt_stat_dump_parse(const char *json, size_t len, const char *name, mt_stat_dump *d, mt_err *err);
+/* Reads and parses the file at path. */
+int mt_stat_dump_load(const char *path, mt_stat_dump *d, mt_err *err);
+void mt_stat_dump_free(mt_stat_dump *d);
+
+#endif
