@@ -251,6 +251,21 @@ static void test_random_properties(void **state) {
             double after = mt_balancedness_placement(cnt + l * E, plan.phy2log + l * p.num_replicas,
                                                      plan.logcnt + l * E, p.num_replicas, p.num_gpus);
             if (after < before - 1e-6) fail_msg("config %zu layer %d: balancedness %f -> %f", ci, l, before, after);
+            if (plan.hierarchical) { /* every group lives on exactly one node, G/N groups per node */
+                int G = p.num_groups, N = p.num_nodes, gs = E / G, per_node = p.num_replicas / N;
+                int node_of[256];
+                for (int g = 0; g < G; g++) node_of[g] = -1;
+                for (int s = 0; s < p.num_replicas; s++) {
+                    int g = plan.phy2log[l * p.num_replicas + s] / gs, n = s / per_node;
+                    if (node_of[g] < 0) node_of[g] = n;
+                    assert_int_equal(node_of[g], n);
+                }
+                for (int n = 0; n < N; n++) {
+                    int k = 0;
+                    for (int g = 0; g < G; g++) k += node_of[g] == n;
+                    assert_int_equal(k, G / N);
+                }
+            }
         }
         mt_eplb_plan_free(&plan);
         free(w);
