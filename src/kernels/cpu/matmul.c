@@ -15,7 +15,9 @@
 #include "kernels/kernels.h"
 #include "util/err.h"
 
-#define GEMM_MIN_N 8          /* from this many tokens on, use the packed gemm kernels */
+#ifndef GEMM_MIN_N
+#define GEMM_MIN_N 8 /* from this many tokens on, use the packed gemm kernels */
+#endif
 #define GEMM_TB 256           /* most tokens per gemm task (keeps the x block in L2) */
 #define SERIAL_WORK (1 << 16) /* below this many multiply-adds, do not wake the pool */
 

@@ -113,34 +113,68 @@ TGT void mt_gemv_avx512(float *y, const float *x, const mt_mat *w, int t0, int t
 
 /* ---- gemm: packed panels and a 12-token x 32-row register tile ------------------------- */
 
+#ifndef GM_T
 #define GM_T 12 /* tokens per register tile */
-#define GM_S 32 /* rows per strip (two zmm) */
+#define GM_V 2  /* zmm vectors of rows per strip */
+#endif
+#define GM_S (16 * GM_V) /* rows per strip */
 
-/* Packs W[rb + s*32 + i][k0 + k] (i < 32, k < kc) as float32 into wp[s][k][i], for the strips
- * covering nr rows; rows past nr are zero. */
+/* In-register transpose of a 16 x 16 float32 block: r[i] lane j <-> r[j] lane i. Stages:
+ * 2x2 within 64-bit pairs (unpack ps), 4x4 within 128-bit lanes (unpack pd), then 128-bit
+ * lane exchanges across the four rows groups (shuffle_f32x4). */
+INL void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4g + j], lane L: column 4L + j of rows 4g..4g+3 */
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m512d a0 = _mm512_castps_pd(t[4 * g]), a1 = _mm512_castps_pd(t[4 * g + 1]);
+        const __m512d a2 = _mm512_castps_pd(t[4 * g + 2]), a3 = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const __m512 v_lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);      /* g0 L0 L1, g1 L0 L1 */
+        const __m512 v_hi = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xee);      /* g0 L2 L3, g1 L2 L3 */
+        const __m512 w_lo = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44); /* g2, g3 */
+        const __m512 w_hi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xee);
+        r[0 + j] = _mm512_shuffle_f32x4(v_lo, w_lo, 0x88);  /* column j      (L0) */
+        r[4 + j] = _mm512_shuffle_f32x4(v_lo, w_lo, 0xdd);  /* column 4 + j  (L1) */
+        r[8 + j] = _mm512_shuffle_f32x4(v_hi, w_hi, 0x88);  /* column 8 + j  (L2) */
+        r[12 + j] = _mm512_shuffle_f32x4(v_hi, w_hi, 0xdd); /* column 12 + j (L3) */
+    }
+}
+
+/* Packs W[rb + s*GM_S + i][k0 + k] (i < GM_S, k < kc) as float32 into wp[s][k][i], for the
+ * strips covering nr rows; rows past nr are zero. Works on 16 x 16 blocks transposed in
+ * registers. */
 INL void pack_w_dt(const int dt, float *wp, const mt_mat *w, int rb, int nr, int k0, int kc) {
     const int nstrips = (nr + GM_S - 1) / GM_S;
     const size_t es = dt == MT_F32 ? 4 : 2;
-    const unsigned char *base = w->data;
+    const size_t wld = (size_t)w->cols * es;
+    const unsigned char *base = (const unsigned char *)w->data + (size_t)rb * wld + (size_t)k0 * es;
     for (int s = 0; s < nstrips; s++) {
         float *dst = wp + (size_t)s * kc * GM_S;
-        for (int i = 0; i < GM_S; i++) {
-            int rr = s * GM_S + i;
-            if (rr >= nr) {
-                for (int k = 0; k < kc; k++) dst[(size_t)k * GM_S + i] = 0.0f;
-                continue;
-            }
-            const unsigned char *src = base + ((size_t)(rb + rr) * w->cols + k0) * es;
-            int k = 0;
-            for (; k + 16 <= kc; k += 16) {
-                float v[16] __attribute__((aligned(64)));
-                _mm512_store_ps(v, load16(dt, src + (size_t)k * es));
-                for (int j = 0; j < 16; j++) dst[(size_t)(k + j) * GM_S + i] = v[j];
-            }
-            if (k < kc) {
-                float v[16] __attribute__((aligned(64)));
-                _mm512_store_ps(v, load16_tail(dt, src + (size_t)k * es, kc - k));
-                for (int j = 0; j < kc - k; j++) dst[(size_t)(k + j) * GM_S + i] = v[j];
+        for (int v = 0; v < GM_V; v++) {
+            const int i0 = s * GM_S + 16 * v; /* first row of this 16-row block, panel-relative */
+            const int nvalid = nr - i0 < 0 ? 0 : nr - i0 > 16 ? 16 : nr - i0;
+            for (int k = 0; k < kc; k += 16) {
+                const int ncol = kc - k < 16 ? kc - k : 16;
+                __m512 r[16];
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++) {
+                    const unsigned char *src = base + (size_t)(i0 + i) * wld + (size_t)k * es;
+                    r[i] = i >= nvalid ? _mm512_setzero_ps() : ncol == 16 ? load16(dt, src) : load16_tail(dt, src, ncol);
+                }
+                transpose16(r);
+                for (int j = 0; j < ncol; j++) _mm512_store_ps(dst + (size_t)(k + j) * GM_S + 16 * v, r[j]);
             }
         }
     }
@@ -154,51 +188,64 @@ static TGT void pack_w(float *wp, const mt_mat *w, int rb, int nr, int k0, int k
     }
 }
 
-/* xp[k][t] = x[tt + t][k0 + k] for t < nt, zero for nt <= t < GM_T. */
-static void pack_x(float *xp, const float *x, int cols, int tt, int nt, int k0, int kc) {
-    for (int t = 0; t < GM_T; t++) {
+/* xp[k][t] = x[tt + t][k0 + k] for t < nt, zero for nt <= t < T. */
+static void pack_x(float *xp, int T, const float *x, int cols, int tt, int nt, int k0, int kc) {
+    for (int t = 0; t < T; t++) {
         if (t < nt) {
             const float *src = x + (size_t)(tt + t) * cols + k0;
-            for (int k = 0; k < kc; k++) xp[(size_t)k * GM_T + t] = src[k];
+            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = src[k];
         } else {
-            for (int k = 0; k < kc; k++) xp[(size_t)k * GM_T + t] = 0.0f;
+            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = 0.0f;
         }
     }
 }
 
-/* y[t][0..nrv) (+)= sum_k xp[k][t] * wp[k][0..32) for t < nt. */
-static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
-                            int first) {
-    __m512 a0[GM_T], a1[GM_T];
-#pragma GCC unroll 12
-    for (int t = 0; t < GM_T; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+/* y[t][0..nrv) (+)= sum_k xp[k][t] * wp[k][0..GM_S) for t < nt (xp holds T tokens per k). */
+INL void gemm_tile(const int T, const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
+                   int first) {
+    __m512 a[GM_T][GM_V];
+#pragma GCC unroll 16
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 4
+        for (int v = 0; v < GM_V; v++) a[t][v] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        const __m512 w0 = _mm512_load_ps(wp + (size_t)k * GM_S);
-        const __m512 w1 = _mm512_load_ps(wp + (size_t)k * GM_S + 16);
-        const float *xk = xp + (size_t)k * GM_T;
-#pragma GCC unroll 12
-        for (int t = 0; t < GM_T; t++) {
+        __m512 wv[GM_V];
+#pragma GCC unroll 4
+        for (int v = 0; v < GM_V; v++) wv[v] = _mm512_load_ps(wp + (size_t)k * GM_S + 16 * v);
+        const float *xk = xp + (size_t)k * T;
+#pragma GCC unroll 16
+        for (int t = 0; t < T; t++) {
             const __m512 xb = _mm512_set1_ps(xk[t]);
-            a0[t] = _mm512_fmadd_ps(xb, w0, a0[t]);
-            a1[t] = _mm512_fmadd_ps(xb, w1, a1[t]);
+#pragma GCC unroll 4
+            for (int v = 0; v < GM_V; v++) a[t][v] = _mm512_fmadd_ps(xb, wv[v], a[t][v]);
         }
     }
-    const __mmask16 m0 = nrv >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nrv) - 1);
-    const __mmask16 m1 = nrv >= 32 ? (__mmask16)0xffff : nrv > 16 ? (__mmask16)((1u << (nrv - 16)) - 1) : 0;
+    __mmask16 m[GM_V];
+    for (int v = 0; v < GM_V; v++) {
+        int left = nrv - 16 * v;
+        m[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    }
     for (int t = 0; t < nt; t++) {
         float *yt = y + (size_t)t * ldy;
-        __m512 v0 = a0[t], v1 = a1[t];
-        if (!first) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yt));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yt + 16));
+#pragma GCC unroll 4
+        for (int v = 0; v < GM_V; v++) {
+            __m512 r = a[t][v];
+            if (!first) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m[v], yt + 16 * v));
+            _mm512_mask_storeu_ps(yt + 16 * v, m[v], r);
         }
-        _mm512_mask_storeu_ps(yt, m0, v0);
-        _mm512_mask_storeu_ps(yt + 16, m1, v1);
     }
+}
+
+#define GM_T_SMALL 4 /* register tile for the last few tokens of a block */
+
+static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
+                            int first) {
+    if (nt <= GM_T_SMALL) gemm_tile(GM_T_SMALL, wp, xp, kc, y, ldy, nt, nrv, first);
+    else gemm_tile(GM_T, wp, xp, kc, y, ldy, nt, nrv, first);
 }
 
 TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {
-    float wp[MT_GEMM_RB * MT_GEMM_KC] __attribute__((aligned(64)));
+    float wp[(MT_GEMM_RB + GM_S - 1) / GM_S * GM_S * MT_GEMM_KC] __attribute__((aligned(64)));
     float xp[MT_GEMM_KC * GM_T] __attribute__((aligned(64)));
     const int cols = w->cols, ldy = w->rows;
     for (int rb = r0; rb < r1; rb += MT_GEMM_RB) {
@@ -207,9 +254,11 @@ TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t
         for (int k0 = 0; k0 < cols; k0 += MT_GEMM_KC) {
             const int kc = cols - k0 < MT_GEMM_KC ? cols - k0 : MT_GEMM_KC;
             pack_w(wp, w, rb, nr, k0, kc);
-            for (int tt = t0; tt < t1; tt += GM_T) {
-                const int nt = t1 - tt < GM_T ? t1 - tt : GM_T;
-                pack_x(xp, x, cols, tt, nt, k0, kc);
+            for (int tt = t0, nt; tt < t1; tt += nt) {
+                /* full tiles; a short remainder goes in tiles of GM_T_SMALL */
+                const int left = t1 - tt;
+                nt = left > 2 * GM_T_SMALL ? (left < GM_T ? left : GM_T) : (left < GM_T_SMALL ? left : GM_T_SMALL);
+                pack_x(xp, nt <= GM_T_SMALL ? GM_T_SMALL : GM_T, x, cols, tt, nt, k0, kc);
                 for (int s = 0; s < nstrips; s++) {
                     const int nrv = nr - s * GM_S < GM_S ? nr - s * GM_S : GM_S;
                     gemm_kernel(wp + (size_t)s * kc * GM_S, xp, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
