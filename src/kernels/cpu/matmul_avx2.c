@@ -31,72 +31,67 @@ INL float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* ---- gemv ------------------------------------------------------------------------------ */
+/* ---- gemv: one weight row at a time, streamed once for all tokens of the block ------------ */
 
-#define GV_T 2
-#define GV_R 4
+#define GV_T 2 /* tokens per pass over a row */
 
-INL void gemv_tile(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
-                   const unsigned char *w, size_t wld, int cols) {
+INL void gemv_row(const int dt, const int T, const int U, float *y, int ldy, const float *x, int ldx,
+                  const unsigned char *w, int cols) {
     const size_t es = dt == MT_F32 ? 4 : 2;
-    __m256 acc[GV_T][GV_R];
+    __m256 acc[GV_T][4];
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++)
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) acc[t][r] = _mm256_setzero_ps();
+        for (int u = 0; u < U; u++) acc[t][u] = _mm256_setzero_ps();
     int c = 0;
-    for (; c + 8 <= cols; c += 8) {
-        __m256 wv[GV_R];
+    for (; c + 8 * U <= cols; c += 8 * U) {
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = load8(dt, w + r * wld + (size_t)c * es);
+        for (int u = 0; u < U; u++) {
+            const __m256 wv = load8(dt, w + (size_t)(c + 8 * u) * es);
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            __m256 xv = _mm256_loadu_ps(x + (size_t)t * ldx + c);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]);
+            for (int t = 0; t < T; t++)
+                acc[t][u] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)t * ldx + c + 8 * u), wv, acc[t][u]);
         }
+    }
+    for (; c + 8 <= cols; c += 8) {
+        const __m256 wv = load8(dt, w + (size_t)c * es);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) acc[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (size_t)t * ldx + c), wv, acc[t][0]);
     }
     if (c < cols) {
         const int rem = cols - c;
-        __m256 wv[GV_R];
+        const __m256 wv = load8_tail(dt, w + (size_t)c * es, rem);
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = load8_tail(dt, w + r * wld + (size_t)c * es, rem);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            __m256 xv = load8_tail(MT_F32, x + (size_t)t * ldx + c, rem);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[t][r] = _mm256_fmadd_ps(xv, wv[r], acc[t][r]);
-        }
+        for (int t = 0; t < T; t++)
+            acc[t][0] = _mm256_fmadd_ps(load8_tail(MT_F32, x + (size_t)t * ldx + c, rem), wv, acc[t][0]);
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
+        __m256 a = acc[t][0];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) y[(size_t)t * ldy + r] = hsum8(acc[t][r]);
+        for (int u = 1; u < U; u++) a = _mm256_add_ps(a, acc[t][u]);
+        y[(size_t)t * ldy] = hsum8(a);
+    }
 }
 
-#define GEMV_TILE(DT, T, R)                                                                     \
-    gemv_tile(DT, T, R, y + (size_t)t * ldy + r, ldy, x + (size_t)t * cols, cols, wb + (size_t)r * wld, \
-              wld, cols)
+#define GEMV_ROW(DT, T, U) \
+    gemv_row(DT, T, U, y + (size_t)t * ldy + r, ldy, x + (size_t)t * cols, cols, wb + (size_t)r * wld, cols)
 
 #define GEMV_FOR_DTYPE(NAME, DT)                                                                \
     static TGT void NAME(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) { \
         const int cols = w->cols, ldy = w->rows;                                                \
         const size_t wld = (size_t)cols * (DT == MT_F32 ? 4 : 2);                               \
         const unsigned char *wb = w->data;                                                      \
-        for (int r = r0; r < r1;) {                                                             \
-            const int full = r1 - r >= GV_R;                                                    \
+        for (int r = r0; r < r1; r++) {                                                         \
             for (int t = t0; t < t1;) {                                                         \
-                int T = t1 - t < GV_T ? t1 - t : GV_T;                                          \
-                if (full) {                                                                     \
-                    if (T == 1) GEMV_TILE(DT, 1, 4);                                            \
-                    else GEMV_TILE(DT, 2, 4);                                                   \
+                if (t1 - t == 1) {                                                              \
+                    GEMV_ROW(DT, 1, 4);                                                         \
+                    t += 1;                                                                     \
                 } else {                                                                        \
-                    if (T == 1) GEMV_TILE(DT, 1, 1);                                            \
-                    else GEMV_TILE(DT, 2, 1);                                                   \
+                    GEMV_ROW(DT, 2, 4);                                                         \
+                    t += 2;                                                                     \
                 }                                                                               \
-                t += T;                                                                         \
             }                                                                                   \
-            r += full ? GV_R : 1;                                                               \
         }                                                                                       \
     }
 
@@ -117,29 +112,55 @@ TGT void mt_gemv_avx2(float *y, const float *x, const mt_mat *w, int t0, int t1,
 #define GM_T 6
 #define GM_S 16
 
+/* In-register transpose of an 8 x 8 float32 block: r[i] lane j <-> r[j] lane i (2x2 pairs by
+ * unpack ps, 4x4 by unpack pd, then 128-bit halves by permute2f128). */
+INL void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4g + j], half h: column 4h + j of rows 4g..4g+3 */
+#pragma GCC unroll 2
+    for (int g = 0; g < 2; g++) {
+        const __m256d a0 = _mm256_castps_pd(t[4 * g]), a1 = _mm256_castps_pd(t[4 * g + 1]);
+        const __m256d a2 = _mm256_castps_pd(t[4 * g + 2]), a3 = _mm256_castps_pd(t[4 * g + 3]);
+        u[4 * g + 0] = _mm256_castpd_ps(_mm256_unpacklo_pd(a0, a2));
+        u[4 * g + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a0, a2));
+        u[4 * g + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(a1, a3));
+        u[4 * g + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(a1, a3));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);     /* column j: low halves */
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31); /* column 4 + j: high halves */
+    }
+}
+
+/* Packs W[rb + s*GM_S + i][k0 + k] (i < GM_S, k < kc) as float32 into wp[s][k][i], for the
+ * strips covering nr rows; rows past nr are zero. Works on 8 x 8 blocks transposed in
+ * registers. */
 INL void pack_w_dt(const int dt, float *wp, const mt_mat *w, int rb, int nr, int k0, int kc) {
     const int nstrips = (nr + GM_S - 1) / GM_S;
     const size_t es = dt == MT_F32 ? 4 : 2;
-    const unsigned char *base = w->data;
+    const size_t wld = (size_t)w->cols * es;
+    const unsigned char *base = (const unsigned char *)w->data + (size_t)rb * wld + (size_t)k0 * es;
     for (int s = 0; s < nstrips; s++) {
         float *dst = wp + (size_t)s * kc * GM_S;
-        for (int i = 0; i < GM_S; i++) {
-            int rr = s * GM_S + i;
-            if (rr >= nr) {
-                for (int k = 0; k < kc; k++) dst[(size_t)k * GM_S + i] = 0.0f;
-                continue;
-            }
-            const unsigned char *src = base + ((size_t)(rb + rr) * w->cols + k0) * es;
-            int k = 0;
-            for (; k + 8 <= kc; k += 8) {
-                float v[8] __attribute__((aligned(32)));
-                _mm256_store_ps(v, load8(dt, src + (size_t)k * es));
-                for (int j = 0; j < 8; j++) dst[(size_t)(k + j) * GM_S + i] = v[j];
-            }
-            if (k < kc) {
-                float v[8] __attribute__((aligned(32)));
-                _mm256_store_ps(v, load8_tail(dt, src + (size_t)k * es, kc - k));
-                for (int j = 0; j < kc - k; j++) dst[(size_t)(k + j) * GM_S + i] = v[j];
+        for (int v = 0; v < GM_S / 8; v++) {
+            const int i0 = s * GM_S + 8 * v;
+            const int nvalid = nr - i0 < 0 ? 0 : nr - i0 > 8 ? 8 : nr - i0;
+            for (int k = 0; k < kc; k += 8) {
+                const int ncol = kc - k < 8 ? kc - k : 8;
+                __m256 r[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    const unsigned char *src = base + (size_t)(i0 + i) * wld + (size_t)k * es;
+                    r[i] = i >= nvalid ? _mm256_setzero_ps() : ncol == 8 ? load8(dt, src) : load8_tail(dt, src, ncol);
+                }
+                transpose8(r);
+                for (int j = 0; j < ncol; j++) _mm256_store_ps(dst + (size_t)(k + j) * GM_S + 8 * v, r[j]);
             }
         }
     }
@@ -153,28 +174,30 @@ static TGT void pack_w(float *wp, const mt_mat *w, int rb, int nr, int k0, int k
     }
 }
 
-static void pack_x(float *xp, const float *x, int cols, int tt, int nt, int k0, int kc) {
-    for (int t = 0; t < GM_T; t++) {
+/* xp[k][t] = x[tt + t][k0 + k] for t < nt, zero for nt <= t < T. */
+static void pack_x(float *xp, int T, const float *x, int cols, int tt, int nt, int k0, int kc) {
+    for (int t = 0; t < T; t++) {
         if (t < nt) {
             const float *src = x + (size_t)(tt + t) * cols + k0;
-            for (int k = 0; k < kc; k++) xp[(size_t)k * GM_T + t] = src[k];
+            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = src[k];
         } else {
-            for (int k = 0; k < kc; k++) xp[(size_t)k * GM_T + t] = 0.0f;
+            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = 0.0f;
         }
     }
 }
 
-static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
-                            int first) {
+/* y[t][0..nrv) (+)= sum_k xp[k][t] * wp[k][0..16) for t < nt (xp holds T tokens per k). */
+INL void gemm_tile(const int T, const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
+                   int first) {
     __m256 a0[GM_T], a1[GM_T];
 #pragma GCC unroll 6
-    for (int t = 0; t < GM_T; t++) a0[t] = a1[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) a0[t] = a1[t] = _mm256_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const __m256 w0 = _mm256_load_ps(wp + (size_t)k * GM_S);
         const __m256 w1 = _mm256_load_ps(wp + (size_t)k * GM_S + 8);
-        const float *xk = xp + (size_t)k * GM_T;
+        const float *xk = xp + (size_t)k * T;
 #pragma GCC unroll 6
-        for (int t = 0; t < GM_T; t++) {
+        for (int t = 0; t < T; t++) {
             const __m256 xb = _mm256_broadcast_ss(xk + t);
             a0[t] = _mm256_fmadd_ps(xb, w0, a0[t]);
             a1[t] = _mm256_fmadd_ps(xb, w1, a1[t]);
@@ -195,6 +218,14 @@ static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, 
     }
 }
 
+#define GM_T_SMALL 2 /* register tile for the last few tokens of a block */
+
+static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
+                            int first) {
+    if (nt <= GM_T_SMALL) gemm_tile(GM_T_SMALL, wp, xp, kc, y, ldy, nt, nrv, first);
+    else gemm_tile(GM_T, wp, xp, kc, y, ldy, nt, nrv, first);
+}
+
 TGT void mt_gemm_avx2(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {
     float wp[MT_GEMM_RB * MT_GEMM_KC] __attribute__((aligned(32)));
     float xp[MT_GEMM_KC * GM_T] __attribute__((aligned(32)));
@@ -205,9 +236,11 @@ TGT void mt_gemm_avx2(float *y, const float *x, const mt_mat *w, int t0, int t1,
         for (int k0 = 0; k0 < cols; k0 += MT_GEMM_KC) {
             const int kc = cols - k0 < MT_GEMM_KC ? cols - k0 : MT_GEMM_KC;
             pack_w(wp, w, rb, nr, k0, kc);
-            for (int tt = t0; tt < t1; tt += GM_T) {
-                const int nt = t1 - tt < GM_T ? t1 - tt : GM_T;
-                pack_x(xp, x, cols, tt, nt, k0, kc);
+            for (int tt = t0, nt; tt < t1; tt += nt) {
+                /* full tiles; a short remainder goes in tiles of GM_T_SMALL */
+                const int left = t1 - tt;
+                nt = left > 2 * GM_T_SMALL ? (left < GM_T ? left : GM_T) : (left < GM_T_SMALL ? left : GM_T_SMALL);
+                pack_x(xp, nt <= GM_T_SMALL ? GM_T_SMALL : GM_T, x, cols, tt, nt, k0, kc);
                 for (int s = 0; s < nstrips; s++) {
                     const int nrv = nr - s * GM_S < GM_S ? nr - s * GM_S : GM_S;
                     gemm_kernel(wp + (size_t)s * kc * GM_S, xp, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
