@@ -19,7 +19,9 @@ typedef void (*mt_mm_kernel)(float *y, const float *x, const mt_mat *w, int t0, 
 /* Rows per gemm panel: task row ranges should be multiples of it (except at the end). */
 #define MT_GEMM_RB 64
 /* Columns per packed panel. */
+#ifndef MT_GEMM_KC
 #define MT_GEMM_KC 256
+#endif
 
 void mt_gemv_scalar(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1);
 void mt_gemm_scalar(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1);
