@@ -184,6 +184,19 @@ static double bench_dispatch(int iters) {
     return (now_s() - t) / iters * 1e6;
 }
 
+/* Microseconds per mt_parallel_for issued after the workers have gone to sleep. */
+static double bench_dispatch_cold(int iters) {
+    double total = 0.0;
+    for (int i = 0; i < iters; i++) {
+        struct timespec pause = {0, 5000000}; /* 5 ms: longer than the workers spin */
+        nanosleep(&pause, NULL);
+        double t = now_s();
+        mt_parallel_for(64, nop_task, NULL);
+        total += now_s() - t;
+    }
+    return total / iters * 1e6;
+}
+
 int main(int argc, char **argv) {
     int threads = 0, quick = 0;
     for (int i = 1; i < argc; i++) {
@@ -233,6 +246,7 @@ int main(int argc, char **argv) {
     }
     bench_dispatch(1000);
     printf("%-44s %10.2f us\n", "mt_parallel_for dispatch (64 empty items)", bench_dispatch(20000));
+    printf("%-44s %10.2f us\n", "same, workers asleep (after 5 ms idle)", bench_dispatch_cold(quick ? 20 : 100));
     mt_kernels_shutdown();
     return 0;
 }

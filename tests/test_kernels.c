@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/kernels.h"
 #include "util/dtype.h"
@@ -170,6 +171,25 @@ static void test_parallel_for_coverage(void **state) {
     mt_kernels_shutdown(); /* harmless twice */
 }
 
+/* Back-to-back loops, some issued while the workers sleep, must each cover every index once. */
+static void test_parallel_for_stress(void **state) {
+    (void)state;
+    mt_kernels_init(3);
+    _Atomic int hits[97];
+    for (int it = 0; it < 3000; it++) {
+        int n = 1 + it % 97;
+        for (int i = 0; i < n; i++) atomic_store(&hits[i], 0);
+        cover_ctx c = {.hits = hits};
+        if (it % 500 == 0) {
+            struct timespec pause = {0, 2000000}; /* let the workers fall asleep */
+            nanosleep(&pause, NULL);
+        }
+        mt_parallel_for(n, cover_fn, &c);
+        for (int i = 0; i < n; i++) assert_int_equal(atomic_load(&hits[i]), 1);
+    }
+    mt_kernels_shutdown();
+}
+
 static void test_isa_settings(void **state) {
     (void)state;
     const mt_isa best = mt_kernels_isa();
@@ -197,6 +217,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_before_init),
         cmocka_unit_test(test_isa_settings),
         cmocka_unit_test(test_parallel_for_coverage),
+        cmocka_unit_test(test_parallel_for_stress),
         cmocka_unit_test(test_matmul_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,13 +1,16 @@
 /* The kernels' thread pool (see threadpool.h) and mt_parallel_for.
  *
- * Dispatch protocol: the caller publishes a job (fn, ctx, n, chunk), resets `next` and
- * `done`, then bumps `gen`. Every worker that sees a new generation takes chunks of indices
- * from the atomic `next` counter until it passes n, then increments `done`. The caller takes
- * chunks too and returns once all workers have reported, so a job's fields are never
- * rewritten while a worker may still read them. A worker that has spun for SPIN_NS without a
- * new generation registers in `sleepers` and futex-waits on `gen`; the caller wakes only
- * when someone sleeps (both sides use sequentially consistent order, so a bump is never
- * missed). */
+ * Dispatch protocol: the caller publishes a job (fn, ctx, n, chunk), resets `next`, opens the
+ * job (`closed` = 0) and bumps `gen`. A worker that sees a new generation registers in
+ * `active`, and if the job is still open takes chunks of indices from the atomic `next`
+ * counter until it passes n; then it deregisters. The caller takes chunks too; when they run
+ * out it closes the job and waits until `active` is zero. Registration and closing use
+ * sequentially consistent order, so either the caller waits for a worker or the worker sees
+ * the job closed and leaves the fields alone: a job's fields are never rewritten while a
+ * worker may read them, and the caller never waits for workers still waking up (a small loop
+ * issued while they sleep is simply run by the caller). A worker that has spun for SPIN_NS
+ * without a new generation registers in `sleepers` and futex-waits on `gen`; the caller
+ * wakes them only when someone sleeps (same ordering argument, so a bump is never missed). */
 #include "kernels/cpu/threadpool.h"
 
 #include <limits.h>
@@ -41,7 +44,8 @@ typedef struct pool {
     pthread_t *workers;
     _Atomic uint32_t gen;
     _Atomic int sleepers;
-    _Atomic int done;
+    _Atomic int active; /* workers registered for the current job */
+    _Atomic int closed; /* 1 once the caller has found no chunks left */
     _Atomic int next;
     _Atomic int stop;
     /* the current job, written by the caller before bumping gen */
@@ -118,8 +122,9 @@ static void *worker_main(void *arg) {
     for (;;) {
         seen = wait_generation(p, seen);
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-        run_chunks(p);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        atomic_fetch_add(&p->active, 1);
+        if (!atomic_load(&p->closed)) run_chunks(p);
+        atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
     }
     return NULL;
 }
@@ -151,7 +156,8 @@ void mt_pool_start(int n) {
     p->nthreads = 1;
     atomic_store(&p->gen, 0);
     atomic_store(&p->sleepers, 0);
-    atomic_store(&p->done, 0);
+    atomic_store(&p->active, 0);
+    atomic_store(&p->closed, 1);
     atomic_store(&p->next, 0);
     atomic_store(&p->stop, 0);
     p->workers = n > 1 ? calloc((size_t)(n - 1), sizeof *p->workers) : NULL;
@@ -184,7 +190,6 @@ void mt_parallel_for(int n, void (*fn)(void *ctx, int i), void *ctx) {
         for (int i = 0; i < n; i++) fn(ctx, i);
         return;
     }
-    const int nworkers = p->nthreads - 1;
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
@@ -192,15 +197,16 @@ void mt_parallel_for(int n, void (*fn)(void *ctx, int i), void *ctx) {
     int chunk = n / (p->nthreads * 4);
     p->chunk = chunk > 0 ? chunk : 1;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: publishes the job */
+    atomic_store(&p->closed, 0);  /* seq_cst: publishes the fields above */
+    atomic_fetch_add(&p->gen, 1); /* seq_cst */
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
 
     tl_in_loop = 1;
     run_chunks(p);
     tl_in_loop = 0;
 
-    for (unsigned spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < nworkers; spins++) {
+    atomic_store(&p->closed, 1);
+    for (unsigned spins = 0; atomic_load(&p->active) > 0; spins++) {
         if (spins < 4096) CPU_RELAX();
         else sched_yield(); /* a worker was descheduled: let it run */
     }
