@@ -174,31 +174,20 @@ static TGT void pack_w(float *wp, const mt_mat *w, int rb, int nr, int k0, int k
     }
 }
 
-/* xp[k][t] = x[tt + t][k0 + k] for t < nt, zero for nt <= t < T. */
-static void pack_x(float *xp, int T, const float *x, int cols, int tt, int nt, int k0, int kc) {
-    for (int t = 0; t < T; t++) {
-        if (t < nt) {
-            const float *src = x + (size_t)(tt + t) * cols + k0;
-            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = src[k];
-        } else {
-            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = 0.0f;
-        }
-    }
-}
-
-/* y[t][0..nrv) (+)= sum_k xp[k][t] * wp[k][0..16) for t < nt (xp holds T tokens per k). */
-INL void gemm_tile(const int T, const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
-                   int first) {
+/* y[t][0..nrv) (+)= sum_k x[t * ldx + k] * wp[k][0..16) for t < nt; activations are broadcast
+ * straight from their rows, tile slots past nt re-read row 0 and their sums are dropped. */
+INL void gemm_tile(const int T, const float *wp, const float *x, int ldx, int kc, float *y, int ldy, int nt,
+                   int nrv, int first) {
     __m256 a0[GM_T], a1[GM_T];
 #pragma GCC unroll 6
     for (int t = 0; t < T; t++) a0[t] = a1[t] = _mm256_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const __m256 w0 = _mm256_load_ps(wp + (size_t)k * GM_S);
         const __m256 w1 = _mm256_load_ps(wp + (size_t)k * GM_S + 8);
-        const float *xk = xp + (size_t)k * T;
+        const float *xk = x + k;
 #pragma GCC unroll 6
         for (int t = 0; t < T; t++) {
-            const __m256 xb = _mm256_broadcast_ss(xk + t);
+            const __m256 xb = _mm256_broadcast_ss(xk + (size_t)(t < nt ? t : 0) * ldx);
             a0[t] = _mm256_fmadd_ps(xb, w0, a0[t]);
             a1[t] = _mm256_fmadd_ps(xb, w1, a1[t]);
         }
@@ -220,15 +209,14 @@ INL void gemm_tile(const int T, const float *wp, const float *xp, int kc, float 
 
 #define GM_T_SMALL 2 /* register tile for the last few tokens of a block */
 
-static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
+static TGT void gemm_kernel(const float *wp, const float *x, int ldx, int kc, float *y, int ldy, int nt, int nrv,
                             int first) {
-    if (nt <= GM_T_SMALL) gemm_tile(GM_T_SMALL, wp, xp, kc, y, ldy, nt, nrv, first);
-    else gemm_tile(GM_T, wp, xp, kc, y, ldy, nt, nrv, first);
+    if (nt <= GM_T_SMALL) gemm_tile(GM_T_SMALL, wp, x, ldx, kc, y, ldy, nt, nrv, first);
+    else gemm_tile(GM_T, wp, x, ldx, kc, y, ldy, nt, nrv, first);
 }
 
 TGT void mt_gemm_avx2(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {
     float wp[MT_GEMM_RB * MT_GEMM_KC] __attribute__((aligned(32)));
-    float xp[MT_GEMM_KC * GM_T] __attribute__((aligned(32)));
     const int cols = w->cols, ldy = w->rows;
     for (int rb = r0; rb < r1; rb += MT_GEMM_RB) {
         const int nr = r1 - rb < MT_GEMM_RB ? r1 - rb : MT_GEMM_RB;
@@ -240,10 +228,9 @@ TGT void mt_gemm_avx2(float *y, const float *x, const mt_mat *w, int t0, int t1,
                 /* full tiles; a short remainder goes in tiles of GM_T_SMALL */
                 const int left = t1 - tt;
                 nt = left > 2 * GM_T_SMALL ? (left < GM_T ? left : GM_T) : (left < GM_T_SMALL ? left : GM_T_SMALL);
-                pack_x(xp, nt <= GM_T_SMALL ? GM_T_SMALL : GM_T, x, cols, tt, nt, k0, kc);
                 for (int s = 0; s < nstrips; s++) {
                     const int nrv = nr - s * GM_S < GM_S ? nr - s * GM_S : GM_S;
-                    gemm_kernel(wp + (size_t)s * kc * GM_S, xp, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
+                    gemm_kernel(wp + (size_t)s * kc * GM_S, x + (size_t)tt * cols + k0, cols, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
                                 nt, nrv, k0 == 0);
                 }
             }

@@ -111,7 +111,7 @@ TGT void mt_gemv_avx512(float *y, const float *x, const mt_mat *w, int t0, int t
     }
 }
 
-/* ---- gemm: packed panels and a 12-token x 32-row register tile ------------------------- */
+/* ---- gemm: packed weight panels and a 12-token x 32-row register tile ------------------ */
 
 #ifndef GM_T
 #define GM_T 12 /* tokens per register tile */
@@ -188,21 +188,11 @@ static TGT void pack_w(float *wp, const mt_mat *w, int rb, int nr, int k0, int k
     }
 }
 
-/* xp[k][t] = x[tt + t][k0 + k] for t < nt, zero for nt <= t < T. */
-static void pack_x(float *xp, int T, const float *x, int cols, int tt, int nt, int k0, int kc) {
-    for (int t = 0; t < T; t++) {
-        if (t < nt) {
-            const float *src = x + (size_t)(tt + t) * cols + k0;
-            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = src[k];
-        } else {
-            for (int k = 0; k < kc; k++) xp[(size_t)k * T + t] = 0.0f;
-        }
-    }
-}
-
-/* y[t][0..nrv) (+)= sum_k xp[k][t] * wp[k][0..GM_S) for t < nt (xp holds T tokens per k). */
-INL void gemm_tile(const int T, const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
-                   int first) {
+/* y[t][0..nrv) (+)= sum_k x[t * ldx + k] * wp[k][0..GM_S) for t < nt. The activations are
+ * broadcast straight from their rows (T short sequential streams that stay in L1); tile
+ * slots past nt re-read row 0 and their sums are dropped. */
+INL void gemm_tile(const int T, const float *wp, const float *x, int ldx, int kc, float *y, int ldy, int nt,
+                   int nrv, int first) {
     __m512 a[GM_T][GM_V];
 #pragma GCC unroll 16
     for (int t = 0; t < T; t++)
@@ -212,10 +202,10 @@ INL void gemm_tile(const int T, const float *wp, const float *xp, int kc, float 
         __m512 wv[GM_V];
 #pragma GCC unroll 4
         for (int v = 0; v < GM_V; v++) wv[v] = _mm512_load_ps(wp + (size_t)k * GM_S + 16 * v);
-        const float *xk = xp + (size_t)k * T;
+        const float *xk = x + k;
 #pragma GCC unroll 16
         for (int t = 0; t < T; t++) {
-            const __m512 xb = _mm512_set1_ps(xk[t]);
+            const __m512 xb = _mm512_set1_ps(xk[(size_t)(t < nt ? t : 0) * ldx]);
 #pragma GCC unroll 4
             for (int v = 0; v < GM_V; v++) a[t][v] = _mm512_fmadd_ps(xb, wv[v], a[t][v]);
         }
@@ -238,15 +228,14 @@ INL void gemm_tile(const int T, const float *wp, const float *xp, int kc, float 
 
 #define GM_T_SMALL 4 /* register tile for the last few tokens of a block */
 
-static TGT void gemm_kernel(const float *wp, const float *xp, int kc, float *y, int ldy, int nt, int nrv,
+static TGT void gemm_kernel(const float *wp, const float *x, int ldx, int kc, float *y, int ldy, int nt, int nrv,
                             int first) {
-    if (nt <= GM_T_SMALL) gemm_tile(GM_T_SMALL, wp, xp, kc, y, ldy, nt, nrv, first);
-    else gemm_tile(GM_T, wp, xp, kc, y, ldy, nt, nrv, first);
+    if (nt <= GM_T_SMALL) gemm_tile(GM_T_SMALL, wp, x, ldx, kc, y, ldy, nt, nrv, first);
+    else gemm_tile(GM_T, wp, x, ldx, kc, y, ldy, nt, nrv, first);
 }
 
 TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {
     float wp[(MT_GEMM_RB + GM_S - 1) / GM_S * GM_S * MT_GEMM_KC] __attribute__((aligned(64)));
-    float xp[MT_GEMM_KC * GM_T] __attribute__((aligned(64)));
     const int cols = w->cols, ldy = w->rows;
     for (int rb = r0; rb < r1; rb += MT_GEMM_RB) {
         const int nr = r1 - rb < MT_GEMM_RB ? r1 - rb : MT_GEMM_RB;
@@ -258,10 +247,9 @@ TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t
                 /* full tiles; a short remainder goes in tiles of GM_T_SMALL */
                 const int left = t1 - tt;
                 nt = left > 2 * GM_T_SMALL ? (left < GM_T ? left : GM_T) : (left < GM_T_SMALL ? left : GM_T_SMALL);
-                pack_x(xp, nt <= GM_T_SMALL ? GM_T_SMALL : GM_T, x, cols, tt, nt, k0, kc);
                 for (int s = 0; s < nstrips; s++) {
                     const int nrv = nr - s * GM_S < GM_S ? nr - s * GM_S : GM_S;
-                    gemm_kernel(wp + (size_t)s * kc * GM_S, xp, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
+                    gemm_kernel(wp + (size_t)s * kc * GM_S, x + (size_t)tt * cols + k0, cols, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
                                 nt, nrv, k0 == 0);
                 }
             }

@@ -6,9 +6,11 @@
  * w->rows; every y element of the block is written (never read before being written).
  *  - gemv: dot products that stream each weight row once for all tokens of the block; meant
  *    for few tokens (decode), memory-bound.
- *  - gemm: packs panels of W (converted to float32, a few rows x MT_GEMM_KC columns) and tiles
- *    of x into cache-resident buffers, then runs a register-blocked outer-product kernel, so
- *    each weight element fetched from memory serves every token of the block. */
+ *  - gemm: packs panels of W (converted to float32, MT_GEMM_RB rows x MT_GEMM_KC columns,
+ *    transposed so that consecutive rows are adjacent) into a cache-resident stack buffer
+ *    (~64 KiB), then runs a register-blocked outer-product kernel (tokens x rows) that
+ *    broadcasts activations straight from x, so each weight element fetched from memory
+ *    serves every token of the block. */
 #ifndef MT_KERNELS_CPU_MATMUL_IMPL_H
 #define MT_KERNELS_CPU_MATMUL_IMPL_H
 
