@@ -1,10 +1,170 @@
+/* moetrace run: one prompt through the engine; optional logits, routing and token outputs. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "engine/generate.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "routing/capture.h"
+#include "util/npy.h"
+
+static const char RUN_HELP[] =
+    "usage: moetrace run --model DIR (--prompt TEXT | --input-ids 1,2,3) [options]\n"
+    "\n"
+    "  --model DIR            Hugging Face checkpoint folder (config.json + safetensors)\n"
+    "  --prompt TEXT          prompt text (needs tokenizer.json in DIR)\n"
+    "  --chat                 wrap --prompt as a user message with the model's chat template\n"
+    "  --input-ids LIST       prompt as comma-separated token ids\n"
+    "  --max-new-tokens N     tokens to generate (default 16)\n"
+    "  --ignore-eos           generate exactly --max-new-tokens tokens\n"
+    "  --temperature T        0 = greedy (default 0)\n"
+    "  --top-p P              nucleus sampling mass (default 1 = off)\n"
+    "  --top-k K              keep the K most likely tokens (default 0 = off)\n"
+    "  --seed S               sampling seed (default 0)\n"
+    "  --logits-out F.npy     float32 [P, vocab]: logits at every prompt position\n"
+    "  --routing-out F.npy    int32 [P+G-1, num_hidden_layers, top_k]: routing of every forwarded token\n"
+    "                         (logical expert ids, router order, -1 for dense layers)\n"
+    "  --tokens-out F.npy     int32 [G]: the generated ids\n"
+    "  --device cpu|cuda      compute device (default cpu)\n"
+    "  --threads N            CPU threads (default: all online CPUs)\n"
+    "  --load-format auto|dummy  dummy: read only config.json, deterministic random weights\n"
+    "\n"
+    "Generated ids are printed to stdout as a JSON array; logs go to stderr.\n";
+
+typedef struct run_args {
+    const char *model, *prompt, *logits_out, *routing_out, *tokens_out, *device;
+    int32_t *ids;
+    int n_ids;
+    int max_new_tokens, threads;
+    bool ignore_eos, chat;
+    mt_sampling_params sampling;
+    mt_load_format load_format;
+} run_args;
+
+static int parse(run_args *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->max_new_tokens = 16;
+    a->sampling.top_p = 1.0f;
+    a->device = "cpu";
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i], *v;
+#define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            fputs(RUN_HELP, stdout);
+            exit(0);
+        } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
+        } else if (!strcmp(f, "--prompt")) { VALUE(); a->prompt = v;
+        } else if (!strcmp(f, "--input-ids")) {
+            VALUE();
+            free(a->ids);
+            if (mt_arg_id_list(f, v, &a->ids, &a->n_ids)) return -1;
+        } else if (!strcmp(f, "--max-new-tokens")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 20, &a->max_new_tokens)) return -1;
+        } else if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = true;
+        } else if (!strcmp(f, "--chat")) { a->chat = true;
+        } else if (!strcmp(f, "--temperature")) { VALUE(); if (mt_arg_float(f, v, 0, 100, &a->sampling.temperature)) return -1;
+        } else if (!strcmp(f, "--top-p")) { VALUE(); if (mt_arg_float(f, v, 1e-6, 1, &a->sampling.top_p)) return -1;
+        } else if (!strcmp(f, "--top-k")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 30, &a->sampling.top_k)) return -1;
+        } else if (!strcmp(f, "--seed")) { VALUE(); if (mt_arg_u64(f, v, &a->sampling.seed)) return -1;
+        } else if (!strcmp(f, "--logits-out")) { VALUE(); a->logits_out = v;
+        } else if (!strcmp(f, "--routing-out")) { VALUE(); a->routing_out = v;
+        } else if (!strcmp(f, "--tokens-out")) { VALUE(); a->tokens_out = v;
+        } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
+        } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
+        } else if (!strcmp(f, "--load-format")) {
+            VALUE();
+            if (!strcmp(v, "auto")) a->load_format = MT_LOAD_AUTO;
+            else if (!strcmp(v, "dummy")) a->load_format = MT_LOAD_DUMMY;
+            else { fprintf(stderr, "moetrace: --load-format: '%s' is not auto or dummy\n", v); return -1; }
+        } else {
+            fprintf(stderr, "moetrace: run: unknown option '%s' (see moetrace run --help)\n", f);
+            return -1;
+        }
+#undef VALUE
+    }
+    if (!a->model) { fprintf(stderr, "moetrace: run: --model DIR is required\n"); return -1; }
+    if (!!a->prompt == !!a->ids) { fprintf(stderr, "moetrace: run: give exactly one of --prompt or --input-ids\n"); return -1; }
+    if (a->chat && !a->prompt) { fprintf(stderr, "moetrace: run: --chat needs --prompt\n"); return -1; }
+    if (strcmp(a->device, "cpu") != 0) {
+        if (!strcmp(a->device, "cuda")) fprintf(stderr, "moetrace: --device cuda: the CUDA backend is not available in this build yet\n");
+        else fprintf(stderr, "moetrace: --device: '%s' is not cpu or cuda\n", a->device);
+        return -1;
+    }
+    return 0;
+}
+
+static void print_ids(const int32_t *ids, int n) {
+    putchar('[');
+    for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
+    puts("]");
+}
 
 int cmd_run(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "moetrace: 'run' is not available in this build yet\n");
-    return 2;
+    run_args a;
+    if (parse(&a, argc, argv)) {
+        free(a.ids);
+        return 2;
+    }
+    if (a.prompt) {
+        fprintf(stderr, "moetrace: run: --prompt needs the tokenizer, which this build does not have yet; use --input-ids\n");
+        return 2;
+    }
+    mt_err err = {{0}};
+    mt_model model;
+    if (mt_model_load(&model, a.model, a.load_format, &err)) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        free(a.ids);
+        return 1;
+    }
+    mt_kernels_init(a.threads);
+    const mt_config *c = &model.cfg;
+    int rc = 1;
+    int32_t *tokens = malloc(((size_t)a.max_new_tokens + 1) * sizeof *tokens);
+    float *logits = a.logits_out ? malloc((size_t)a.n_ids * c->vocab_size * sizeof *logits) : NULL;
+    mt_routing_table table = {0};
+    mt_routing_sink sink = {0};
+    if (!tokens || (a.logits_out && !logits)) {
+        fprintf(stderr, "moetrace: out of memory\n");
+        goto done;
+    }
+    if (a.routing_out) {
+        if (mt_routing_table_init(&table, c->num_hidden_layers, c->top_k, a.n_ids + a.max_new_tokens)) {
+            fprintf(stderr, "moetrace: out of memory\n");
+            goto done;
+        }
+        sink = mt_routing_table_sink(&table);
+    }
+    mt_generate_opts opts = {a.max_new_tokens, a.ignore_eos, a.sampling, logits, a.routing_out ? &sink : NULL};
+    int n_gen = 0;
+    if (mt_generate(&model, a.ids, a.n_ids, &opts, tokens, &n_gen, &err)) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        goto done;
+    }
+    if (a.logits_out) {
+        int64_t shape[2] = {a.n_ids, c->vocab_size};
+        if (mt_npy_write(a.logits_out, MT_NPY_F32, logits, 2, shape, &err)) goto write_failed;
+    }
+    if (a.routing_out) {
+        int64_t shape[3] = {table.rows, c->num_hidden_layers, c->top_k};
+        if (mt_npy_write(a.routing_out, MT_NPY_I32, table.ids, 3, shape, &err)) goto write_failed;
+    }
+    if (a.tokens_out) {
+        int64_t shape[1] = {n_gen};
+        if (mt_npy_write(a.tokens_out, MT_NPY_I32, tokens, 1, shape, &err)) goto write_failed;
+    }
+    print_ids(tokens, n_gen);
+    rc = 0;
+    goto done;
+write_failed:
+    fprintf(stderr, "moetrace: %s\n", err.msg);
+done:
+    mt_routing_table_free(&table);
+    free(tokens);
+    free(logits);
+    free(a.ids);
+    mt_kernels_shutdown();
+    mt_model_free(&model);
+    return rc;
 }

@@ -1,1 +1,248 @@
+/* config.json -> mt_config. Each architecture is described by the defaults it implies; the
+ * forward pass only reads the resulting fields. */
 #include "model/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/json_util.h"
+
+typedef struct arch_desc {
+    const char *model_type;
+    mt_arch arch;
+    mt_qk_norm qk_norm;
+    bool bias_default;        /* q/k/v biases unless the config says otherwise */
+    bool sparse_step_layout;  /* decoder_sparse_step / mlp_only_layers decide the MoE layers */
+    bool always_norm_topk;    /* renormalises top-k weights whatever the config says */
+} arch_desc;
+
+static const arch_desc ARCHS[] = {
+    {"qwen3_moe", MT_ARCH_QWEN3_MOE, MT_QK_NORM_PER_HEAD, false, true, false},
+    {"qwen2_moe", MT_ARCH_QWEN2_MOE, MT_QK_NORM_NONE, true, true, false},
+    {"mixtral", MT_ARCH_MIXTRAL, MT_QK_NORM_NONE, false, false, true},
+    {"olmoe", MT_ARCH_OLMOE, MT_QK_NORM_FULL, false, false, false},
+};
+
+#define GET(kind, key, dst)                                         \
+    do {                                                            \
+        if (mt_json_##kind(root, key, dst, err) < 0) return -1;     \
+    } while (0)
+
+static int require_positive(const char *key, int v, mt_err *err) {
+    if (v <= 0) return mt_errf(err, "config.json: '%s' missing or not positive", key);
+    return 0;
+}
+
+static int parse_rope(mt_config *cfg, const cJSON *root, mt_err *err) {
+    cfg->rope_theta = 10000.0f;
+    GET(float, "rope_theta", &cfg->rope_theta);
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const cJSON *objs[2] = {params, scaling};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *o = objs[i];
+        if (!o || cJSON_IsNull(o)) continue;
+        if (!cJSON_IsObject(o)) return mt_errf(err, "config.json: '%s' must be an object", i ? "rope_scaling" : "rope_parameters");
+        if (mt_json_float(o, "rope_theta", &cfg->rope_theta, err) < 0) return -1;
+        const char *type = NULL;
+        if (mt_json_string(o, "rope_type", &type, err) < 0) return -1;
+        if (!type && mt_json_string(o, "type", &type, err) < 0) return -1;
+        if (type && strcmp(type, "default") != 0)
+            return mt_errf(err, "config.json: rope type '%s' is not supported (only 'default')", type);
+    }
+    if (!(cfg->rope_theta > 0.0f)) return mt_errf(err, "config.json: rope_theta must be positive");
+    return 0;
+}
+
+static int parse_moe_layout(mt_config *cfg, const cJSON *root, const arch_desc *a, mt_err *err) {
+    int step = 1;
+    GET(int, "decoder_sparse_step", &step);
+    if (step <= 0) return mt_errf(err, "config.json: 'decoder_sparse_step' must be positive");
+    bool dense[MT_MAX_LAYERS] = {false};
+    const cJSON *only = cJSON_GetObjectItemCaseSensitive(root, "mlp_only_layers");
+    if (only && !cJSON_IsNull(only)) {
+        if (!cJSON_IsArray(only)) return mt_errf(err, "config.json: 'mlp_only_layers' must be a list");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, only) {
+            if (!cJSON_IsNumber(it) || it->valueint < 0 || it->valueint >= cfg->num_hidden_layers)
+                return mt_errf(err, "config.json: 'mlp_only_layers' entry out of range [0, %d)", cfg->num_hidden_layers);
+            dense[it->valueint] = true;
+        }
+    }
+    cfg->num_moe_layers = 0;
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        bool moe = cfg->num_experts > 0;
+        if (a->sparse_step_layout) moe = moe && !dense[l] && (l + 1) % step == 0;
+        cfg->layer_is_moe[l] = moe;
+        cfg->num_moe_layers += moe;
+    }
+    return 0;
+}
+
+static int parse_eos(int *ids, int *count, const cJSON *item) {
+    if (!item || cJSON_IsNull(item)) return 0;
+    if (cJSON_IsNumber(item)) {
+        ids[0] = item->valueint;
+        *count = 1;
+        return 0;
+    }
+    if (!cJSON_IsArray(item)) return -1;
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, item) {
+        if (!cJSON_IsNumber(it)) return -1;
+        if (n < MT_MAX_EOS) ids[n++] = it->valueint;
+    }
+    *count = n;
+    return 0;
+}
+
+int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *root = cJSON_Parse(json_text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return mt_errf(err, "config.json: not a JSON object");
+    }
+    int rc = -1;
+    const char *model_type = NULL;
+    if (mt_json_string(root, "model_type", &model_type, err) <= 0) {
+        if (!model_type) mt_errf(err, "config.json: 'model_type' missing");
+        goto done;
+    }
+    const arch_desc *a = NULL;
+    for (size_t i = 0; i < sizeof ARCHS / sizeof ARCHS[0]; i++)
+        if (!strcmp(ARCHS[i].model_type, model_type)) a = &ARCHS[i];
+    if (!a) {
+        mt_errf(err, "config.json: model_type '%s' is not supported (supported: qwen3_moe, qwen2_moe, mixtral, olmoe)", model_type);
+        goto done;
+    }
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", model_type);
+    cfg->arch = a->arch;
+    cfg->qk_norm = a->qk_norm;
+    cfg->rms_norm_eps = 1e-6f;
+    cfg->bos_token_id = -1;
+    cfg->attention_bias = a->bias_default;
+    cfg->max_position_embeddings = 4096;
+
+#undef GET
+#define GET(kind, key, dst)                                     \
+    do {                                                        \
+        if (mt_json_##kind(root, key, dst, err) < 0) goto done; \
+    } while (0)
+    GET(int, "vocab_size", &cfg->vocab_size);
+    GET(int, "hidden_size", &cfg->hidden_size);
+    GET(int, "num_hidden_layers", &cfg->num_hidden_layers);
+    GET(int, "num_attention_heads", &cfg->num_attention_heads);
+    cfg->num_key_value_heads = cfg->num_attention_heads;
+    GET(int, "num_key_value_heads", &cfg->num_key_value_heads);
+    GET(int, "max_position_embeddings", &cfg->max_position_embeddings);
+    GET(float, "rms_norm_eps", &cfg->rms_norm_eps);
+    GET(bool, "attention_bias", &cfg->attention_bias);
+    GET(bool, "qkv_bias", &cfg->attention_bias);
+    GET(bool, "tie_word_embeddings", &cfg->tie_word_embeddings);
+    if (require_positive("vocab_size", cfg->vocab_size, err) || require_positive("hidden_size", cfg->hidden_size, err) ||
+        require_positive("num_hidden_layers", cfg->num_hidden_layers, err) ||
+        require_positive("num_attention_heads", cfg->num_attention_heads, err) ||
+        require_positive("num_key_value_heads", cfg->num_key_value_heads, err))
+        goto done;
+    if (cfg->num_hidden_layers > MT_MAX_LAYERS) {
+        mt_errf(err, "config.json: num_hidden_layers %d exceeds the supported %d", cfg->num_hidden_layers, MT_MAX_LAYERS);
+        goto done;
+    }
+    if (cfg->num_attention_heads % cfg->num_key_value_heads) {
+        mt_errf(err, "config.json: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                cfg->num_attention_heads, cfg->num_key_value_heads);
+        goto done;
+    }
+    cfg->head_dim = cfg->hidden_size / cfg->num_attention_heads;
+    GET(int, "head_dim", &cfg->head_dim);
+    if (cfg->head_dim <= 0 || cfg->head_dim % 2) {
+        mt_errf(err, "config.json: head_dim %d must be positive and even", cfg->head_dim);
+        goto done;
+    }
+    const char *act = NULL;
+    GET(string, "hidden_act", &act);
+    if (act && strcmp(act, "silu") != 0) {
+        mt_errf(err, "config.json: hidden_act '%s' is not supported (only 'silu')", act);
+        goto done;
+    }
+    bool use_sw = false;
+    GET(bool, "use_sliding_window", &use_sw);
+    if (use_sw) {
+        mt_errf(err, "config.json: use_sliding_window=true is not supported yet");
+        goto done;
+    }
+    if (a->arch == MT_ARCH_MIXTRAL) GET(int, "sliding_window", &cfg->sliding_window);
+    if (parse_rope(cfg, root, err)) goto done;
+
+    GET(int, "num_experts", &cfg->num_experts);
+    GET(int, "num_local_experts", &cfg->num_experts);
+    GET(int, "num_experts_per_tok", &cfg->top_k);
+    GET(int, "intermediate_size", &cfg->intermediate_size);
+    cfg->moe_intermediate_size = cfg->intermediate_size;
+    GET(int, "moe_intermediate_size", &cfg->moe_intermediate_size);
+    GET(bool, "norm_topk_prob", &cfg->norm_topk_prob);
+    if (a->always_norm_topk) cfg->norm_topk_prob = true;
+    GET(int, "shared_expert_intermediate_size", &cfg->shared_expert_intermediate_size);
+    cfg->shared_expert_gate = cfg->shared_expert_intermediate_size > 0;
+    if (require_positive("num_experts", cfg->num_experts, err) ||
+        require_positive("num_experts_per_tok", cfg->top_k, err) ||
+        require_positive("moe_intermediate_size", cfg->moe_intermediate_size, err))
+        goto done;
+    if (cfg->top_k > cfg->num_experts) {
+        mt_errf(err, "config.json: num_experts_per_tok %d exceeds num_experts %d", cfg->top_k, cfg->num_experts);
+        goto done;
+    }
+    if (parse_moe_layout(cfg, root, a, err)) goto done;
+    if (cfg->num_moe_layers < cfg->num_hidden_layers && cfg->intermediate_size <= 0) {
+        mt_errf(err, "config.json: dense layers need 'intermediate_size'");
+        goto done;
+    }
+    GET(int, "bos_token_id", &cfg->bos_token_id);
+    if (parse_eos(cfg->eos_ids, &cfg->num_eos, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"))) {
+        mt_errf(err, "config.json: 'eos_token_id' must be an integer or a list of integers");
+        goto done;
+    }
+    rc = 0;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int mt_config_load(mt_config *cfg, const char *dir, mt_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = mt_read_file(path, NULL, err);
+    if (!text) return -1;
+    int rc = mt_config_parse(cfg, text, err);
+    free(text);
+    if (rc) {
+        mt_err inner = *err;
+        return mt_errf(err, "%s: %s", dir, inner.msg);
+    }
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) return 0;
+    fclose(probe);
+    cJSON *gen = mt_json_load_file(path, err);
+    if (!gen) return -1;
+    int eos[MT_MAX_EOS], n = 0;
+    if (parse_eos(eos, &n, cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id"))) {
+        cJSON_Delete(gen);
+        return mt_errf(err, "%s: 'eos_token_id' must be an integer or a list of integers", path);
+    }
+    if (n > 0) {
+        memcpy(cfg->eos_ids, eos, sizeof eos);
+        cfg->num_eos = n;
+    }
+    cJSON_Delete(gen);
+    return 0;
+}
+
+bool mt_config_is_eos(const mt_config *cfg, int id) {
+    for (int i = 0; i < cfg->num_eos; i++)
+        if (cfg->eos_ids[i] == id) return true;
+    return false;
+}

@@ -38,6 +38,7 @@ typedef struct mt_config {
     bool attention_bias;      /* q/k/v carry biases (Qwen2-MoE) */
     mt_qk_norm qk_norm;
     bool tie_word_embeddings;
+    int sliding_window;       /* attend to at most this many past positions; 0: unlimited */
 
     /* MoE */
     int num_experts;

@@ -1,0 +1,182 @@
+/* CPU forward pass. One function per stage; each works on all tokens of the batch at once
+ * (matrix-matrix products), so prefill is never token by token. */
+#include "engine/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/moe.h"
+
+typedef struct scratch {
+    float *h, *xn, *q, *k, *v, *att, *out;
+    float *mlp_gate, *mlp_up;
+} scratch;
+
+static void scratch_free(scratch *s) {
+    free(s->h); free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->out);
+    free(s->mlp_gate); free(s->mlp_up);
+}
+
+static int scratch_alloc(scratch *s, const mt_config *c, int n) {
+    memset(s, 0, sizeof *s);
+    size_t H = (size_t)c->hidden_size, q = (size_t)c->num_attention_heads * c->head_dim;
+    size_t kv = (size_t)c->num_key_value_heads * c->head_dim;
+    size_t inter = (size_t)(c->intermediate_size > c->moe_intermediate_size ? c->intermediate_size : c->moe_intermediate_size);
+    if ((size_t)c->shared_expert_intermediate_size > inter) inter = (size_t)c->shared_expert_intermediate_size;
+    s->h = malloc(n * H * sizeof(float));
+    s->xn = malloc(n * H * sizeof(float));
+    s->q = malloc(n * q * sizeof(float));
+    s->k = malloc(n * kv * sizeof(float));
+    s->v = malloc(n * kv * sizeof(float));
+    s->att = malloc(n * q * sizeof(float));
+    s->out = malloc(n * H * sizeof(float));
+    s->mlp_gate = malloc(n * inter * sizeof(float));
+    s->mlp_up = malloc(n * inter * sizeof(float));
+    if (!s->h || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->out || !s->mlp_gate || !s->mlp_up) {
+        scratch_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b, mt_err *err) {
+    const mt_config *c = &m->cfg;
+    if (b->n_tokens <= 0) return mt_errf(err, "empty batch");
+    if (kv->kv_dim != c->num_key_value_heads * c->head_dim || kv->num_layers != c->num_hidden_layers)
+        return mt_errf(err, "KV cache shape does not match the model");
+    if (c->head_dim > MT_MAX_HEAD_DIM) return mt_errf(err, "head_dim %d exceeds %d", c->head_dim, MT_MAX_HEAD_DIM);
+    for (int i = 0; i < b->n_tokens; i++) {
+        int t = b->tokens[i], s = b->seq_ids[i], p = b->positions[i];
+        if (t < 0 || t >= c->vocab_size)
+            return mt_errf(err, "token id %d at batch index %d is outside the vocabulary [0, %d)", t, i, c->vocab_size);
+        if (s < 0 || s >= b->num_seqs || !b->seqs[s]) return mt_errf(err, "batch index %d: bad sequence %d", i, s);
+        if (p < 0 || p >= c->max_position_embeddings)
+            return mt_errf(err, "position %d is outside the model's context of %d", p, c->max_position_embeddings);
+        if (p >= b->seqs[s]->num_blocks * MT_KV_BLOCK)
+            return mt_errf(err, "position %d of sequence %d has no KV block reserved", p, s);
+    }
+    for (int i = 0; i < b->n_logits; i++)
+        if (b->logit_rows[i] < 0 || b->logit_rows[i] >= b->n_tokens)
+            return mt_errf(err, "logit row %d outside the batch", b->logit_rows[i]);
+    return 0;
+}
+
+static void add_bias(float *x, const float *bias, int n, int dim) {
+    if (!bias) return;
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < dim; i++) x[(size_t)r * dim + i] += bias[i];
+}
+
+typedef struct attn_job {
+    const mt_config *cfg;
+    const mt_kv_cache *kv;
+    const mt_batch *b;
+    int layer;
+    const float *q;
+    float *out;
+} attn_job;
+
+/* One (token, head): online softmax over the token's visible positions. */
+static void attend_one(void *ctx, int item) {
+    const attn_job *j = ctx;
+    const mt_config *c = j->cfg;
+    int heads = c->num_attention_heads, hd = c->head_dim;
+    int tok = item / heads, h = item % heads;
+    int kvh = h / (heads / c->num_key_value_heads);
+    int pos = j->b->positions[tok];
+    const mt_kv_seq *seq = j->b->seqs[j->b->seq_ids[tok]];
+    const float *q = j->q + ((size_t)tok * heads + h) * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int first = 0;
+    if (c->sliding_window > 0 && pos - c->sliding_window + 1 > 0) first = pos - c->sliding_window + 1;
+    float acc[MT_MAX_HEAD_DIM];
+    for (int d = 0; d < hd; d++) acc[d] = 0.0f;
+    float mx = -INFINITY, sum = 0.0f;
+    for (int p = first; p <= pos; p++) {
+        const float *k = mt_kv_at(j->kv, j->kv->k, seq, j->layer, p) + (size_t)kvh * hd;
+        float s = 0.0f;
+        for (int d = 0; d < hd; d++) s += q[d] * k[d];
+        s *= scale;
+        if (s > mx) {
+            float r = expf(mx - s);
+            for (int d = 0; d < hd; d++) acc[d] *= r;
+            sum *= r;
+            mx = s;
+        }
+        float w = expf(s - mx);
+        sum += w;
+        const float *v = mt_kv_at(j->kv, j->kv->v, seq, j->layer, p) + (size_t)kvh * hd;
+        for (int d = 0; d < hd; d++) acc[d] += w * v[d];
+    }
+    float *o = j->out + ((size_t)tok * heads + h) * hd;
+    for (int d = 0; d < hd; d++) o[d] = acc[d] / sum;
+}
+
+static void attention(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, const mt_layer *L, int layer,
+                      scratch *s) {
+    const mt_config *c = &m->cfg;
+    int n = b->n_tokens, hd = c->head_dim;
+    int qdim = c->num_attention_heads * hd, kvdim = c->num_key_value_heads * hd;
+    mt_rmsnorm(s->xn, s->h, L->attn_norm, n, c->hidden_size, c->rms_norm_eps);
+    mt_matmul(s->q, s->xn, n, &L->q);
+    mt_matmul(s->k, s->xn, n, &L->k);
+    mt_matmul(s->v, s->xn, n, &L->v);
+    add_bias(s->q, L->q_bias, n, qdim);
+    add_bias(s->k, L->k_bias, n, kvdim);
+    add_bias(s->v, L->v_bias, n, kvdim);
+    if (c->qk_norm == MT_QK_NORM_PER_HEAD) {
+        mt_rmsnorm(s->q, s->q, L->q_norm, n * c->num_attention_heads, hd, c->rms_norm_eps);
+        mt_rmsnorm(s->k, s->k, L->k_norm, n * c->num_key_value_heads, hd, c->rms_norm_eps);
+    } else if (c->qk_norm == MT_QK_NORM_FULL) {
+        mt_rmsnorm(s->q, s->q, L->q_norm, n, qdim, c->rms_norm_eps);
+        mt_rmsnorm(s->k, s->k, L->k_norm, n, kvdim, c->rms_norm_eps);
+    }
+    mt_rope(s->q, n, c->num_attention_heads, hd, b->positions, c->rope_theta);
+    mt_rope(s->k, n, c->num_key_value_heads, hd, b->positions, c->rope_theta);
+    for (int i = 0; i < n; i++) {
+        const mt_kv_seq *seq = b->seqs[b->seq_ids[i]];
+        memcpy(mt_kv_at(kv, kv->k, seq, layer, b->positions[i]), s->k + (size_t)i * kvdim, (size_t)kvdim * sizeof(float));
+        memcpy(mt_kv_at(kv, kv->v, seq, layer, b->positions[i]), s->v + (size_t)i * kvdim, (size_t)kvdim * sizeof(float));
+    }
+    attn_job job = {c, kv, b, layer, s->q, s->att};
+    mt_parallel_for(n * c->num_attention_heads, attend_one, &job);
+    mt_matmul(s->out, s->att, n, &L->o);
+    for (size_t i = 0; i < (size_t)n * c->hidden_size; i++) s->h[i] += s->out[i];
+}
+
+int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
+               const mt_routing_sink *sink, mt_err *err) {
+    if (validate(m, kv, b, err)) return -1;
+    const mt_config *c = &m->cfg;
+    int n = b->n_tokens, H = c->hidden_size;
+    scratch s;
+    if (scratch_alloc(&s, c, n)) return mt_errf(err, "out of memory for a batch of %d tokens", n);
+    mt_moe_scratch moe;
+    if (mt_moe_scratch_init(&moe, c, n)) {
+        scratch_free(&s);
+        return mt_errf(err, "out of memory for a batch of %d tokens", n);
+    }
+    for (int i = 0; i < n; i++) {
+        for (int d = 0; d < H; d++) s.h[(size_t)i * H + d] = mt_load_f32(m->embed.dtype, m->embed.data, (size_t)b->tokens[i] * H + d);
+    }
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const mt_layer *L = &m->layers[l];
+        attention(m, kv, b, L, l, &s);
+        mt_rmsnorm(s.xn, s.h, L->mlp_norm, n, H, c->rms_norm_eps);
+        if (L->is_moe)
+            mt_moe_forward(s.out, s.xn, n, c, L, l, b, sink, &moe);
+        else
+            mt_swiglu_mlp(s.out, s.xn, n, &L->dense, s.mlp_gate, s.mlp_up);
+        for (size_t i = 0; i < (size_t)n * H; i++) s.h[i] += s.out[i];
+    }
+    if (b->n_logits > 0) {
+        for (int i = 0; i < b->n_logits; i++)
+            memcpy(s.xn + (size_t)i * H, s.h + (size_t)b->logit_rows[i] * H, (size_t)H * sizeof(float));
+        mt_rmsnorm(s.xn, s.xn, m->final_norm, b->n_logits, H, c->rms_norm_eps);
+        mt_matmul(logits, s.xn, b->n_logits, &m->lm_head);
+    }
+    mt_moe_scratch_free(&moe);
+    scratch_free(&s);
+    return 0;
+}

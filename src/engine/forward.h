@@ -1,0 +1,34 @@
+/* The forward pass over a flat batch of tokens drawn from any number of sequences: each token
+ * carries its sequence and position, so one call can mix prompt chunks and decode steps.
+ * K and V of every token are written to the paged cache first, then each token attends to the
+ * positions 0..pos of its own sequence. Every MoE layer reports its routing to `sink`. */
+#ifndef MT_ENGINE_FORWARD_H
+#define MT_ENGINE_FORWARD_H
+
+#include <stdint.h>
+
+#include "engine/kv_cache.h"
+#include "model/model.h"
+#include "routing/capture.h"
+#include "util/err.h"
+
+#define MT_MAX_HEAD_DIM 512
+
+typedef struct mt_batch {
+    int n_tokens;
+    const int32_t *tokens;      /* [n_tokens] token ids */
+    const int32_t *seq_ids;     /* [n_tokens] index into seqs */
+    const int32_t *positions;   /* [n_tokens] position within the sequence */
+    mt_kv_seq *const *seqs;     /* block tables; each must cover the positions it is given */
+    int num_seqs;
+    int n_logits;               /* how many tokens want logits */
+    const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
+} mt_batch;
+
+/* Runs the model on the batch; writes logits [n_logits, vocab_size]. sink may be NULL.
+ * Fails without computing anything on an invalid batch (token id out of the vocabulary,
+ * position beyond a sequence's reserved blocks or the model's context, bad sequence index). */
+int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
+               const mt_routing_sink *sink, mt_err *err);
+
+#endif

@@ -1,0 +1,72 @@
+#include "engine/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
+
+int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt_generate_opts *o,
+                int32_t *out_tokens, int *n_out, mt_err *err) {
+    const mt_config *c = &m->cfg;
+    *n_out = 0;
+    if (n_prompt <= 0) return mt_errf(err, "empty prompt");
+    if (o->max_new_tokens < 0) return mt_errf(err, "max_new_tokens must be >= 0");
+    int total = n_prompt + o->max_new_tokens;
+    if (total > c->max_position_embeddings)
+        return mt_errf(err, "prompt of %d tokens + %d new tokens exceeds the model's context of %d", n_prompt,
+                       o->max_new_tokens, c->max_position_embeddings);
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
+            return mt_errf(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i, c->vocab_size);
+
+    mt_kv_cache kv;
+    if (mt_kv_cache_init(&kv, c->num_hidden_layers, c->num_key_value_heads * c->head_dim,
+                         (total + MT_KV_BLOCK - 1) / MT_KV_BLOCK, err))
+        return -1;
+    mt_kv_seq seq = {0};
+    mt_kv_seq *seqs[1] = {&seq};
+    mt_sampler sampler;
+    int rc = -1;
+    int n_rows = o->prompt_logits ? n_prompt : 1;
+    int32_t *seq_ids = calloc((size_t)n_prompt, sizeof *seq_ids);
+    int32_t *pos = malloc((size_t)n_prompt * sizeof *pos);
+    int32_t *rows = malloc((size_t)n_rows * sizeof *rows);
+    float *logits = malloc((size_t)n_rows * c->vocab_size * sizeof *logits);
+    if (mt_sampler_init(&sampler, &o->sampling, c->vocab_size)) {
+        mt_errf(err, "out of memory");
+        goto done_nosampler;
+    }
+    if (!seq_ids || !pos || !rows || !logits) {
+        mt_errf(err, "out of memory");
+        goto done;
+    }
+    if (mt_kv_seq_reserve(&kv, &seq, total, err)) goto done;
+    for (int i = 0; i < n_prompt; i++) pos[i] = i;
+    for (int i = 0; i < n_rows; i++) rows[i] = o->prompt_logits ? i : n_prompt - 1;
+    mt_batch b = {n_prompt, prompt, seq_ids, pos, seqs, 1, n_rows, rows};
+    if (mt_forward(m, &kv, &b, logits, o->sink, err)) goto done;
+    if (o->prompt_logits) memcpy(o->prompt_logits, logits, (size_t)n_prompt * c->vocab_size * sizeof(float));
+    const float *last = logits + (size_t)(n_rows - 1) * c->vocab_size;
+    for (int g = 0; g < o->max_new_tokens; g++) {
+        int32_t tok = mt_sample(&sampler, last);
+        out_tokens[(*n_out)++] = tok;
+        if (!o->ignore_eos && mt_config_is_eos(c, tok)) break;
+        if (g + 1 == o->max_new_tokens) break;
+        int32_t p = n_prompt + g, zero = 0, row = 0;
+        mt_batch d = {1, &tok, &zero, &p, seqs, 1, 1, &row};
+        if (mt_forward(m, &kv, &d, logits, o->sink, err)) goto done;
+        last = logits;
+    }
+    rc = 0;
+done:
+    mt_sampler_free(&sampler);
+done_nosampler:
+    free(seq_ids);
+    free(pos);
+    free(rows);
+    free(logits);
+    mt_kv_seq_release(&kv, &seq);
+    mt_kv_cache_free(&kv);
+    return rc;
+}

@@ -1,0 +1,213 @@
+/* Binds checkpoint tensors (or dummy weights) to the model structure. */
+#include "model/model.h"
+
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Per-architecture tensor names of the MoE block, as published checkpoints spell them. */
+typedef struct moe_names {
+    const char *block;                   /* "mlp" or "block_sparse_moe" */
+    const char *gate, *up, *down;        /* expert projection names */
+} moe_names;
+
+static moe_names names_for(mt_arch arch) {
+    if (arch == MT_ARCH_MIXTRAL) return (moe_names){"block_sparse_moe", "w1", "w3", "w2"};
+    return (moe_names){"mlp", "gate_proj", "up_proj", "down_proj"};
+}
+
+typedef struct binder {
+    mt_model *m;
+    bool dummy;
+    uint64_t seed;
+    mt_err *err;
+} binder;
+
+static void *own(mt_model *m, size_t bytes) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o) return NULL;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    void *p = malloc(bytes ? bytes : 1);
+    if (p) m->owned[m->n_owned++] = p;
+    return p;
+}
+
+static uint64_t hash_name(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t next_rand(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [-scale, scale). */
+static float rand_uniform(uint64_t *s, float scale) {
+    return ((float)(next_rand(s) >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * scale;
+}
+
+static const mt_tensor_info *lookup(binder *b, const char *name, int ndim, int64_t d0, int64_t d1) {
+    const mt_tensor_info *t;
+    if (mt_checkpoint_get(b->m->ckpt, name, &t, b->err)) return NULL;
+    bool ok = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
+    if (!ok) {
+        char got[128] = "", want[64];
+        for (int i = 0; i < t->ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        if (ndim == 1) snprintf(want, sizeof want, "%lld", (long long)d0);
+        else snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
+        mt_errf(b->err, "tensor '%s' in %s has shape [%s], expected [%s]", name, t->file, got, want);
+        return NULL;
+    }
+    return t;
+}
+
+static int bind_mat(binder *b, mt_mat *out, const char *name, int rows, int cols) {
+    out->rows = rows;
+    out->cols = cols;
+    if (b->dummy) {
+        uint16_t *w = own(b->m, (size_t)rows * cols * sizeof *w);
+        if (!w) return mt_errf(b->err, "out of memory for dummy tensor '%s'", name);
+        uint64_t s = b->seed ^ hash_name(name);
+        float scale = 1.0f / sqrtf((float)cols);
+        for (size_t i = 0; i < (size_t)rows * cols; i++) w[i] = mt_f32_to_bf16(rand_uniform(&s, scale));
+        out->dtype = MT_BF16;
+        out->data = w;
+        return 0;
+    }
+    const mt_tensor_info *t = lookup(b, name, 2, rows, cols);
+    if (!t) return -1;
+    out->dtype = t->dtype;
+    out->data = t->data;
+    return 0;
+}
+
+/* Small vectors become float32 copies. `fill` is the dummy value (1 for norms, 0 for biases). */
+static int bind_vec(binder *b, float **out, const char *name, int n, float fill) {
+    float *v = own(b->m, (size_t)n * sizeof *v);
+    if (!v) return mt_errf(b->err, "out of memory for '%s'", name);
+    if (b->dummy) {
+        for (int i = 0; i < n; i++) v[i] = fill;
+    } else {
+        const mt_tensor_info *t = lookup(b, name, 1, n, 0);
+        if (!t) return -1;
+        for (int i = 0; i < n; i++) v[i] = mt_load_f32(t->dtype, t->data, (size_t)i);
+    }
+    *out = v;
+    return 0;
+}
+
+#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+
+static int bind_mlp(binder *b, mt_expert *e, const char *prefix, const char *g, const char *u, const char *d, int inter) {
+    char name[512];
+    int hidden = b->m->cfg.hidden_size;
+    if (bind_mat(b, &e->gate, NAME("%s.%s.weight", prefix, g), inter, hidden)) return -1;
+    if (bind_mat(b, &e->up, NAME("%s.%s.weight", prefix, u), inter, hidden)) return -1;
+    return bind_mat(b, &e->down, NAME("%s.%s.weight", prefix, d), hidden, inter);
+}
+
+static int bind_layer(binder *b, int l) {
+    mt_model *m = b->m;
+    const mt_config *c = &m->cfg;
+    mt_layer *L = &m->layers[l];
+    char name[512], prefix[128];
+    int H = c->hidden_size, hd = c->head_dim;
+    int qdim = c->num_attention_heads * hd, kvdim = c->num_key_value_heads * hd;
+    snprintf(prefix, sizeof prefix, "model.layers.%d", l);
+
+    if (bind_vec(b, &L->attn_norm, NAME("%s.input_layernorm.weight", prefix), H, 1.0f)) return -1;
+    if (bind_vec(b, &L->mlp_norm, NAME("%s.post_attention_layernorm.weight", prefix), H, 1.0f)) return -1;
+    if (bind_mat(b, &L->q, NAME("%s.self_attn.q_proj.weight", prefix), qdim, H)) return -1;
+    if (bind_mat(b, &L->k, NAME("%s.self_attn.k_proj.weight", prefix), kvdim, H)) return -1;
+    if (bind_mat(b, &L->v, NAME("%s.self_attn.v_proj.weight", prefix), kvdim, H)) return -1;
+    if (bind_mat(b, &L->o, NAME("%s.self_attn.o_proj.weight", prefix), H, qdim)) return -1;
+    if (c->attention_bias) {
+        if (bind_vec(b, &L->q_bias, NAME("%s.self_attn.q_proj.bias", prefix), qdim, 0.0f)) return -1;
+        if (bind_vec(b, &L->k_bias, NAME("%s.self_attn.k_proj.bias", prefix), kvdim, 0.0f)) return -1;
+        if (bind_vec(b, &L->v_bias, NAME("%s.self_attn.v_proj.bias", prefix), kvdim, 0.0f)) return -1;
+    }
+    if (c->qk_norm != MT_QK_NORM_NONE) {
+        bool full = c->qk_norm == MT_QK_NORM_FULL;
+        if (bind_vec(b, &L->q_norm, NAME("%s.self_attn.q_norm.weight", prefix), full ? qdim : hd, 1.0f)) return -1;
+        if (bind_vec(b, &L->k_norm, NAME("%s.self_attn.k_norm.weight", prefix), full ? kvdim : hd, 1.0f)) return -1;
+    }
+
+    L->is_moe = c->layer_is_moe[l];
+    if (!L->is_moe) {
+        char mlp[160];
+        snprintf(mlp, sizeof mlp, "%s.mlp", prefix);
+        return bind_mlp(b, &L->dense, mlp, "gate_proj", "up_proj", "down_proj", c->intermediate_size);
+    }
+    moe_names nm = names_for(c->arch);
+    char block[192];
+    snprintf(block, sizeof block, "%s.%s", prefix, nm.block);
+    if (bind_mat(b, &L->router, NAME("%s.gate.weight", block), c->num_experts, H)) return -1;
+    L->experts = own(m, (size_t)c->num_experts * sizeof *L->experts);
+    if (!L->experts) return mt_errf(b->err, "out of memory");
+    for (int e = 0; e < c->num_experts; e++) {
+        char ep[256];
+        snprintf(ep, sizeof ep, "%s.experts.%d", block, e);
+        if (bind_mlp(b, &L->experts[e], ep, nm.gate, nm.up, nm.down, c->moe_intermediate_size)) return -1;
+    }
+    if (c->shared_expert_intermediate_size > 0) {
+        char sp[256];
+        snprintf(sp, sizeof sp, "%s.shared_expert", block);
+        L->has_shared = true;
+        if (bind_mlp(b, &L->shared, sp, "gate_proj", "up_proj", "down_proj", c->shared_expert_intermediate_size))
+            return -1;
+        if (c->shared_expert_gate && bind_mat(b, &L->shared_gate, NAME("%s.shared_expert_gate.weight", block), 1, H))
+            return -1;
+    }
+    return 0;
+}
+
+int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err) {
+    memset(m, 0, sizeof *m);
+    if (mt_config_load(&m->cfg, dir, err)) return -1;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    size_t len = strlen(tmp);
+    while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
+    snprintf(m->name, sizeof m->name, "%s", basename(tmp));
+
+    binder b = {m, fmt == MT_LOAD_DUMMY, 0x6d6f657472616365ull, err};
+    if (!b.dummy && mt_checkpoint_open(&m->ckpt, dir, err)) goto fail;
+    const mt_config *c = &m->cfg;
+    m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
+    if (!m->layers) {
+        mt_errf(err, "out of memory");
+        goto fail;
+    }
+    if (bind_mat(&b, &m->embed, "model.embed_tokens.weight", c->vocab_size, c->hidden_size)) goto fail;
+    if (bind_vec(&b, &m->final_norm, "model.norm.weight", c->hidden_size, 1.0f)) goto fail;
+    if (c->tie_word_embeddings) {
+        m->lm_head = m->embed;
+    } else if (bind_mat(&b, &m->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size)) {
+        goto fail;
+    }
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        if (bind_layer(&b, l)) goto fail;
+    return 0;
+fail:
+    mt_model_free(m);
+    return -1;
+}
+
+void mt_model_free(mt_model *m) {
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    if (m->ckpt) mt_checkpoint_close(m->ckpt);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,57 @@
+/* A loaded model: its config and every weight bound by name, checked for presence, dtype and
+ * shape before any compute starts. Large matrices stay in the checkpoint's mmap in their own dtype;
+ * small vectors (norm weights, biases) are converted to float32 copies.
+ *
+ * Tensor naming follows the published checkpoints of each architecture (model/arch_names.c);
+ * adding an architecture means adding its names and config defaults, not a new forward pass. */
+#ifndef MT_MODEL_MODEL_H
+#define MT_MODEL_MODEL_H
+
+#include <stdbool.h>
+
+#include "kernels/kernels.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "util/err.h"
+
+typedef struct mt_expert {
+    mt_mat gate;  /* [I, H] */
+    mt_mat up;    /* [I, H] */
+    mt_mat down;  /* [H, I] */
+} mt_expert;
+
+typedef struct mt_layer {
+    float *attn_norm;          /* [H] */
+    mt_mat q, k, v, o;         /* q: [heads*hd, H], k/v: [kv*hd, H], o: [H, heads*hd] */
+    float *q_bias, *k_bias, *v_bias; /* NULL unless attention_bias */
+    float *q_norm, *k_norm;    /* [hd] per head, or [heads*hd]/[kv*hd] over the projection; NULL if none */
+    float *mlp_norm;           /* [H] */
+    bool is_moe;
+    mt_expert dense;           /* dense MLP when !is_moe */
+    mt_mat router;             /* [E, H] */
+    mt_expert *experts;        /* [E] */
+    bool has_shared;
+    mt_expert shared;          /* shared expert (Qwen2-MoE) */
+    mt_mat shared_gate;        /* [1, H] sigmoid gate of the shared expert */
+} mt_layer;
+
+typedef struct mt_model {
+    mt_config cfg;
+    char name[256];            /* folder name, for reports */
+    mt_checkpoint *ckpt;       /* NULL with dummy weights */
+    mt_mat embed;              /* [V, H] */
+    float *final_norm;         /* [H] */
+    mt_mat lm_head;            /* [V, H] (the embedding when tied) */
+    mt_layer *layers;
+    void **owned;              /* buffers to free (float copies, dummy weights) */
+    int n_owned, cap_owned;
+} mt_model;
+
+typedef enum mt_load_format { MT_LOAD_AUTO, MT_LOAD_DUMMY } mt_load_format;
+
+/* Loads DIR (config.json + safetensors). With MT_LOAD_DUMMY only config.json is read and weights
+ * are filled with deterministic pseudo-random BF16 values. */
+int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err);
+void mt_model_free(mt_model *m);
+
+#endif
