@@ -1,0 +1,197 @@
+/* The engine against Hugging Face transformers: fixtures made by tests/fixtures/make_fixtures.py
+ * (small random checkpoints saved by transformers, reference outputs in float32).
+ * Checks, per architecture and prompt: logits relative error <= 1e-3, routing sets equal for
+ * >= 99% of (token, MoE layer) pairs, greedy tokens equal; for the transformers-saved single file
+ * and the sharded hub-layout copy; and through `moetrace run` end to end. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine/generate.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "routing/capture.h"
+#include "util/npy.h"
+
+#define FIXTURES MT_SOURCE_DIR "/tests/fixtures/models"
+
+static const char *ARCHS[] = {"qwen3_moe", "qwen2_moe", "mixtral", "olmoe"};
+static const char *PROMPTS[] = {"short", "long"};
+
+static void load_npy(const char *dir, const char *what, const char *prompt, mt_npy *out) {
+    char path[512];
+    mt_err err;
+    snprintf(path, sizeof path, "%s/ref_%s_%s.npy", dir, what, prompt);
+    if (mt_npy_read(path, out, &err)) fail_msg("%s", err.msg);
+}
+
+static double rel_err(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / den);
+}
+
+/* Fraction of (token, layer) pairs of MoE layers whose expert sets agree; also requires -1
+ * exactly on dense layers. */
+static double routing_agreement(const int32_t *ours, const int32_t *ref, int rows, int layers, int k,
+                                const mt_config *c) {
+    long same = 0, total = 0;
+    for (int t = 0; t < rows; t++) {
+        for (int l = 0; l < layers; l++) {
+            const int32_t *a = ours + ((size_t)t * layers + l) * k, *b = ref + ((size_t)t * layers + l) * k;
+            if (!c->layer_is_moe[l]) {
+                for (int j = 0; j < k; j++) assert_int_equal(a[j], -1);
+                assert_int_equal(b[0], -1);
+                continue;
+            }
+            int match = 0;
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) match += a[i] == b[j];
+            same += match == k;
+            total++;
+        }
+    }
+    return (double)same / (double)total;
+}
+
+static void check_model(const char *dir, const char *arch) {
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s: %s", dir, err.msg);
+    const mt_config *c = &m.cfg;
+    for (size_t p = 0; p < 2; p++) {
+        mt_npy prompt, logits, routing, tokens;
+        load_npy(dir, "prompt", PROMPTS[p], &prompt);
+        load_npy(dir, "logits", PROMPTS[p], &logits);
+        load_npy(dir, "routing", PROMPTS[p], &routing);
+        load_npy(dir, "tokens", PROMPTS[p], &tokens);
+        int P = (int)prompt.count, G = (int)tokens.count;
+        float *ours = malloc((size_t)P * c->vocab_size * sizeof *ours);
+        int32_t out[64];
+        int n_out = 0;
+        mt_routing_table table;
+        assert_int_equal(mt_routing_table_init(&table, c->num_hidden_layers, c->top_k, 4), 0);
+        mt_routing_sink sink = mt_routing_table_sink(&table);
+        mt_generate_opts o = {.max_new_tokens = G, .ignore_eos = true, .prompt_logits = ours, .sink = &sink};
+        if (mt_generate(&m, prompt.data, P, &o, out, &n_out, &err)) fail_msg("%s: %s", arch, err.msg);
+
+        double e = rel_err(ours, logits.data, (size_t)P * c->vocab_size);
+        assert_int_equal(n_out, G);
+        assert_int_equal(table.rows, routing.shape[0]);
+        double agree = routing_agreement(table.ids, routing.data, table.rows, c->num_hidden_layers, c->top_k, c);
+        int tok_ok = memcmp(out, tokens.data, (size_t)G * sizeof(int32_t)) == 0;
+        print_message("  %-10s %-5s P=%3d logits rel err %.2e, routing sets equal %.4f, greedy tokens %s\n", arch,
+                      PROMPTS[p], P, e, agree, tok_ok ? "equal" : "DIFFER");
+        assert_true(e <= 1e-3);
+        assert_true(agree >= 0.99);
+        assert_true(tok_ok);
+        mt_routing_table_free(&table);
+        free(ours);
+        mt_npy_free(&prompt);
+        mt_npy_free(&logits);
+        mt_npy_free(&routing);
+        mt_npy_free(&tokens);
+    }
+    mt_model_free(&m);
+}
+
+static void test_against_transformers(void **state) {
+    (void)state;
+    for (size_t a = 0; a < 4; a++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", FIXTURES, ARCHS[a]);
+        check_model(dir, ARCHS[a]);
+    }
+}
+
+/* The same references through the sharded, index-described copies (hub tensor naming). */
+static void test_sharded_hub_layout(void **state) {
+    (void)state;
+    for (size_t a = 0; a < 4; a++) {
+        char dir[512], ref[512];
+        snprintf(dir, sizeof dir, "%s/%s_hub", FIXTURES, ARCHS[a]);
+        snprintf(ref, sizeof ref, "%s/%s", FIXTURES, ARCHS[a]);
+        mt_model m;
+        mt_err err;
+        if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s: %s", dir, err.msg);
+        mt_npy prompt, logits;
+        load_npy(ref, "prompt", "short", &prompt);
+        load_npy(ref, "logits", "short", &logits);
+        int P = (int)prompt.count;
+        float *ours = malloc((size_t)P * m.cfg.vocab_size * sizeof *ours);
+        int32_t out[4];
+        int n_out;
+        mt_generate_opts o = {.max_new_tokens = 1, .ignore_eos = true, .prompt_logits = ours};
+        assert_int_equal(mt_generate(&m, prompt.data, P, &o, out, &n_out, &err), 0);
+        assert_true(rel_err(ours, logits.data, (size_t)P * m.cfg.vocab_size) <= 1e-3);
+        free(ours);
+        mt_npy_free(&prompt);
+        mt_npy_free(&logits);
+        mt_model_free(&m);
+    }
+}
+
+/* `moetrace run` end to end: the .npy files it writes equal the references. */
+static void test_cli_run(void **state) {
+    (void)state;
+    const char *bin = getenv("MOETRACE_BIN");
+    if (!bin) skip();
+    char dir[512], cmd[4096], ids[2048] = "";
+    snprintf(dir, sizeof dir, "%s/qwen3_moe", FIXTURES);
+    mt_npy prompt, logits, routing, tokens, got;
+    load_npy(dir, "prompt", "long", &prompt);
+    load_npy(dir, "logits", "long", &logits);
+    load_npy(dir, "routing", "long", &routing);
+    load_npy(dir, "tokens", "long", &tokens);
+    for (int i = 0; i < prompt.count; i++)
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", i ? "," : "", ((int32_t *)prompt.data)[i]);
+    snprintf(cmd, sizeof cmd,
+             "%s run --model %s --input-ids %s --max-new-tokens %d --ignore-eos --temperature 0 --threads 2 "
+             "--logits-out %s/cli_logits.npy --routing-out %s/cli_routing.npy --tokens-out %s/cli_tokens.npy > %s/cli_stdout.txt",
+             bin, dir, ids, (int)tokens.count, MT_BINARY_DIR, MT_BINARY_DIR, MT_BINARY_DIR, MT_BINARY_DIR);
+    assert_int_equal(system(cmd), 0);
+    mt_err err;
+    char path[512];
+    snprintf(path, sizeof path, "%s/cli_logits.npy", MT_BINARY_DIR);
+    assert_int_equal(mt_npy_read(path, &got, &err), 0);
+    assert_int_equal(got.ndim, 2);
+    assert_true(rel_err(got.data, logits.data, (size_t)logits.count) <= 1e-3);
+    mt_npy_free(&got);
+    snprintf(path, sizeof path, "%s/cli_routing.npy", MT_BINARY_DIR);
+    assert_int_equal(mt_npy_read(path, &got, &err), 0);
+    assert_int_equal(got.type, MT_NPY_I32);
+    assert_int_equal(got.ndim, 3);
+    assert_int_equal(got.shape[0], prompt.count + tokens.count - 1);
+    assert_memory_equal(got.data, routing.data, (size_t)routing.count * 4);
+    mt_npy_free(&got);
+    snprintf(path, sizeof path, "%s/cli_tokens.npy", MT_BINARY_DIR);
+    assert_int_equal(mt_npy_read(path, &got, &err), 0);
+    assert_memory_equal(got.data, tokens.data, (size_t)tokens.count * 4);
+    mt_npy_free(&got);
+    mt_npy_free(&prompt);
+    mt_npy_free(&logits);
+    mt_npy_free(&routing);
+    mt_npy_free(&tokens);
+}
+
+int main(void) {
+    mt_kernels_init(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_against_transformers),
+        cmocka_unit_test(test_sharded_hub_layout),
+        cmocka_unit_test(test_cli_run),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    mt_kernels_shutdown();
+    return rc;
+}
