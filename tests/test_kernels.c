@@ -82,7 +82,7 @@ static double check_one(mt_dtype dt, int n, int rows, int cols) {
     return worst;
 }
 
-static const int NS[] = {1, 3, 8, 17, 64};
+static const int NS[] = {1, 3, 5, 6, 8, 17, 64};
 static const int ROWS[] = {1, 7, 33, 130};
 static const int COLS[] = {1, 5, 64, 100, 257};
 

@@ -16,7 +16,7 @@
 #include "util/err.h"
 
 #ifndef GEMM_MIN_N
-#define GEMM_MIN_N 8 /* from this many tokens on, use the packed gemm kernels */
+#define GEMM_MIN_N 6 /* from this many tokens on, use the packed gemm kernels */
 #endif
 #define GEMM_TB 256           /* most tokens per gemm task (keeps the x block in L2) */
 #define SERIAL_WORK (1 << 16) /* below this many multiply-adds, do not wake the pool */
