@@ -241,7 +241,7 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
         double gf = bench_gemm(MT_BF16, ns[k], 4096, 4096, quick ? 2 : 4);
         char label[96];
-        snprintf(label, sizeof label, "GEMM n=%d [4096x4096] BF16", ns[k]);
+        snprintf(label, sizeof label, "matmul n=%d [4096x4096] BF16", ns[k]);
         printf("%-44s %10.2f GFLOP/s\n", label, gf);
     }
     bench_dispatch(1000);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 #include "util/dtype.h"
@@ -167,6 +168,8 @@ static void test_parallel_for_coverage(void **state) {
             }
         }
     }
+    mt_kernels_init(0); /* one per online CPU */
+    assert_int_equal(mt_kernels_threads(), (int)sysconf(_SC_NPROCESSORS_ONLN));
     mt_kernels_shutdown();
     mt_kernels_shutdown(); /* harmless twice */
 }
