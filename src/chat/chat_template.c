@@ -1,0 +1,212 @@
+/* Chat template loading (tokenizer_config.json) and rendering entry point; see chat_template.h. */
+#include "chat/chat_template.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat/jinja.h"
+
+struct mt_chat_template {
+    jarena arena; /* AST and source */
+    jnode *body;
+    char *special[4]; /* bos, eos, unk, pad (NULL when absent) */
+};
+
+static const char *const SPECIAL_NAMES[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+
+static char *xstrdup(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    char *p = malloc(n + 1);
+    if (p) memcpy(p, s, n + 1);
+    return p;
+}
+
+static int build(mt_chat_template **out, const char *source, const char *const special[4], mt_err *err) {
+    mt_chat_template *t = calloc(1, sizeof *t);
+    if (!t) return mt_errf(err, "chat template: out of memory");
+    size_t n = strlen(source);
+    /* Jinja normalises \r\n and \r to \n and drops one trailing newline (keep_trailing_newline=False). */
+    char *src = ja_alloc(&t->arena, n + 1);
+    if (!src) {
+        free(t);
+        return mt_errf(err, "chat template: out of memory");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (source[i] == '\r') {
+            src[k++] = '\n';
+            if (i + 1 < n && source[i + 1] == '\n') i++;
+        } else src[k++] = source[i];
+    }
+    if (k && src[k - 1] == '\n') k--;
+    src[k] = 0;
+    char msg[MT_ERR_LEN];
+    t->body = jinja_parse(&t->arena, src, k, msg, sizeof msg);
+    if (!t->body) {
+        ja_free(&t->arena);
+        free(t);
+        return mt_errf(err, "%s", msg);
+    }
+    for (int i = 0; i < 4; i++) t->special[i] = xstrdup(special[i]);
+    *out = t;
+    return 0;
+}
+
+int mt_chat_template_from_string(mt_chat_template **out, const char *source, const char *bos_token,
+                                 const char *eos_token, mt_err *err) {
+    const char *sp[4] = {bos_token, eos_token, NULL, NULL};
+    return build(out, source, sp, err);
+}
+
+void mt_chat_template_free(mt_chat_template *tpl) {
+    if (!tpl) return;
+    ja_free(&tpl->arena);
+    for (int i = 0; i < 4; i++) free(tpl->special[i]);
+    free(tpl);
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 4096 > cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+    }
+    fclose(f);
+    if (buf) buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+int mt_chat_template_load(mt_chat_template **out, const char *model_dir, mt_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", model_dir);
+    size_t len;
+    char *text = read_file(path, &len);
+    if (!text) return mt_errf(err, "cannot read %s", path);
+    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cfg) return mt_errf(err, "%s: invalid JSON", path);
+    int rc = -1;
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+    const char *source = NULL;
+    if (cJSON_IsString(ct)) source = ct->valuestring;
+    else if (cJSON_IsArray(ct)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, ct) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+            const cJSON *tp = cJSON_GetObjectItemCaseSensitive(it, "template");
+            if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default") && cJSON_IsString(tp)) source = tp->valuestring;
+        }
+        if (!source) {
+            mt_errf(err, "%s: chat_template list has no entry named \"default\"", path);
+            goto done;
+        }
+    } else {
+        mt_errf(err, "%s: no chat_template (a string or a list of {name, template})", path);
+        goto done;
+    }
+    const char *sp[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, SPECIAL_NAMES[i]);
+        if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
+        if (cJSON_IsString(v)) sp[i] = v->valuestring;
+    }
+    if (build(out, source, sp, err)) {
+        char inner[MT_ERR_LEN];
+        snprintf(inner, sizeof inner, "%s", err ? err->msg : "");
+        mt_errf(err, "%s: %s", path, inner);
+        goto done;
+    }
+    rc = 0;
+done:
+    cJSON_Delete(cfg);
+    return rc;
+}
+
+/* cJSON -> value. Numbers: integral values that fit are ints (cJSON keeps no int/float distinction,
+ * so a JSON `1.0` reads as the int 1). */
+static jv from_json(jctx *c, const cJSON *j, int depth) {
+    if (depth > 200) jx_fail(c, 0, "input JSON nested too deeply");
+    if (cJSON_IsNull(j)) return jv_none();
+    if (cJSON_IsTrue(j)) return jv_bool(1);
+    if (cJSON_IsFalse(j)) return jv_bool(0);
+    if (cJSON_IsNumber(j)) {
+        double d = j->valuedouble;
+        if (d == floor(d) && fabs(d) < 9007199254740992.0) return jv_int((int64_t)d);
+        return jv_float(d);
+    }
+    if (cJSON_IsString(j)) return jv_cstr(j->valuestring);
+    if (cJSON_IsArray(j)) {
+        jv out = jv_list_new(c, (size_t)cJSON_GetArraySize(j));
+        const cJSON *it;
+        cJSON_ArrayForEach(it, j) jv_list_push(c, out, from_json(c, it, depth + 1));
+        return out;
+    }
+    if (cJSON_IsObject(j)) {
+        jv out = jv_dict_new(c, (size_t)cJSON_GetArraySize(j));
+        const cJSON *it;
+        cJSON_ArrayForEach(it, j) jv_dict_set(c, out.u.d, jv_cstr(it->string), from_json(c, it, depth + 1));
+        return out;
+    }
+    return jv_none();
+}
+
+int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
+                   int add_generation_prompt, const cJSON *extra_kwargs, char **out_text, mt_err *err) {
+    *out_text = NULL;
+    if (!cJSON_IsArray(messages)) return mt_errf(err, "chat template: messages must be a JSON array");
+    if (tools && !cJSON_IsArray(tools) && !cJSON_IsNull(tools)) return mt_errf(err, "chat template: tools must be a JSON array");
+    if (extra_kwargs && !cJSON_IsObject(extra_kwargs)) return mt_errf(err, "chat template: kwargs must be a JSON object");
+    jarena arena = {0};
+    jctx *c = calloc(1, sizeof *c);
+    if (!c) return mt_errf(err, "chat template: out of memory");
+    c->a = &arena;
+    int rc = -1;
+    if (setjmp(c->jb)) {
+        mt_errf(err, "%s", c->errmsg);
+        goto done;
+    }
+    c->root = jx_alloc(c, sizeof(jscope));
+    jdict *g = &c->root->vars;
+    jv_dict_set(c, g, jv_cstr("messages"), from_json(c, messages, 0));
+    jv_dict_set(c, g, jv_cstr("tools"), tools && !cJSON_IsNull(tools) ? from_json(c, tools, 0) : jv_none());
+    jv_dict_set(c, g, jv_cstr("documents"), jv_none());
+    jv_dict_set(c, g, jv_cstr("add_generation_prompt"), jv_bool(add_generation_prompt));
+    for (int i = 0; i < 4; i++)
+        if (tpl->special[i]) jv_dict_set(c, g, jv_cstr(SPECIAL_NAMES[i]), jv_cstr(tpl->special[i]));
+    if (extra_kwargs) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, extra_kwargs) jv_dict_set(c, g, jv_cstr(it->string), from_json(c, it, 0));
+    }
+    c->cur = c->root;
+    jbuf out = {0};
+    jinja_render(c, tpl->body, &out);
+    *out_text = malloc(out.n + 1);
+    if (!*out_text) {
+        mt_errf(err, "chat template: out of memory");
+        goto done;
+    }
+    memcpy(*out_text, out.p, out.n);
+    (*out_text)[out.n] = 0;
+    rc = 0;
+done:
+    ja_free(&arena);
+    free(c);
+    return rc;
+}

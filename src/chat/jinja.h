@@ -1,0 +1,196 @@
+/* Internal interface of the chat-template Jinja interpreter (src/chat/jinja_*.c).
+ *
+ * Semantics follow Jinja2 as transformers configures it for chat templates
+ * (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols; tojson = json.dumps with
+ * ensure_ascii=False). Everything a render creates lives in one arena freed after the render; errors
+ * inside a render longjmp to the render's entry point (jx_fail) carrying "chat template line N: ...".
+ * Strings are UTF-8 byte ranges; lengths, indexes and slices count code points as Python does. */
+#ifndef MT_CHAT_JINJA_H
+#define MT_CHAT_JINJA_H
+
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- arena ---- */
+typedef struct jarena_chunk jarena_chunk;
+typedef struct jarena {
+    jarena_chunk *head;
+} jarena;
+void *ja_alloc(jarena *a, size_t n); /* zeroed; NULL only on OOM */
+void ja_free(jarena *a);
+
+/* ---- values ---- */
+typedef enum {
+    JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_FUNC
+} jv_kind;
+
+typedef struct jlist jlist;
+typedef struct jdict jdict;
+typedef struct jfunc jfunc;
+
+typedef struct jv {
+    jv_kind k;
+    int tuple;   /* JV_LIST printed as a tuple */
+    size_t n;    /* JV_STR byte length; JV_UNDEF: length of the name in s (0 = unknown) */
+    union {
+        int64_t i; /* JV_BOOL, JV_INT */
+        double f;
+        const char *s; /* JV_STR bytes (not NUL-terminated); JV_UNDEF: name or hint */
+        jlist *l;
+        jdict *d; /* JV_DICT, JV_NS */
+        jfunc *fn;
+    } u;
+} jv;
+
+struct jlist {
+    jv *v;
+    size_t n, cap;
+};
+struct jdict {
+    jv *keys, *vals;
+    size_t n, cap;
+};
+
+struct jnode;
+struct jscope;
+struct jctx;
+typedef jv (*jbuiltin_fn)(struct jctx *c, int line, jv *args, int nargs, const char **kwn, jv *kwv, int nkw);
+struct jfunc {
+    const char *name;
+    jbuiltin_fn builtin;        /* builtin function, or NULL for a macro */
+    const struct jnode *macro;  /* JN_MACRO node */
+    struct jscope *closure;
+    struct jfunc *caller;       /* `caller` bound inside a {% call %} */
+};
+
+/* ---- render context ---- */
+typedef struct jbuf {
+    char *p;
+    size_t n, cap;
+} jbuf;
+
+typedef struct jscope {
+    struct jscope *parent;
+    jdict vars;
+} jscope;
+
+typedef struct jctx {
+    jarena *a;
+    jmp_buf jb;
+    char errmsg[1024];
+    jscope *root;
+    jscope *cur; /* scope of the statement being executed */
+    jbuf *out;
+    int loop_ctl; /* 1 break, 2 continue */
+    int depth;
+} jctx;
+
+_Noreturn void jx_fail(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void *jx_alloc(jctx *c, size_t n);
+
+jv jv_undef(const char *hint);
+jv jv_none(void);
+jv jv_bool(int b);
+jv jv_int(int64_t i);
+jv jv_float(double f);
+jv jv_strn(const char *s, size_t n);
+jv jv_cstr(const char *s);
+jv jv_str_copy(jctx *c, const char *s, size_t n);
+jv jv_list_new(jctx *c, size_t cap);
+jv jv_dict_new(jctx *c, size_t cap);
+void jv_list_push(jctx *c, jv list, jv item);
+void jv_dict_set(jctx *c, jdict *d, jv key, jv val);
+int jv_dict_get(const jdict *d, jv key, jv *out);
+int jv_dict_gets(const jdict *d, const char *key, size_t n, jv *out);
+
+int jv_truthy(jv v);
+int jv_equal(jv a, jv b);
+int jv_is_str(jv v, const char *s); /* string equal to C string */
+const char *jv_kind_name(jv v);      /* Python type name for messages: 'str', 'list', ... */
+
+/* Python str() / repr() appended to buf. */
+void jv_to_str(jctx *c, jbuf *b, jv v);
+void jv_repr(jctx *c, jbuf *b, jv v);
+jv jv_stringify(jctx *c, jv v); /* str(v) as a string value */
+void jv_float_repr(double f, char out[40]);
+
+/* json.dumps(v, ensure_ascii=False, indent, separators, sort_keys). indent < 0: none; indent_str
+ * overrides the indent unit when not NULL. Fails (line) on values JSON cannot hold. */
+void jv_tojson(jctx *c, int line, jbuf *b, jv v, int indent, const char *indent_str, const char *item_sep,
+               const char *key_sep, int sort_keys);
+
+/* buffers (arena-backed) */
+void jb_put(jctx *c, jbuf *b, const char *s, size_t n);
+void jb_puts(jctx *c, jbuf *b, const char *s);
+void jb_putc(jctx *c, jbuf *b, char ch);
+
+/* UTF-8 helpers */
+size_t ju_len(const char *s, size_t n);                      /* code points */
+size_t ju_offset(const char *s, size_t n, size_t cp);        /* byte offset of code point cp (clamped) */
+int32_t ju_decode(const char *s, size_t n, size_t *adv);     /* one code point; invalid byte -> itself */
+size_t ju_encode(int32_t cp, char out[4]);
+int ju_isspace(int32_t cp);                                   /* Python str.isspace for one char */
+
+/* ---- AST ---- */
+typedef enum {
+    /* statements */
+    JN_TEXT, JN_OUTPUT, JN_IF, JN_FOR, JN_SET, JN_SET_BLOCK, JN_MACRO, JN_CALLBLOCK, JN_FILTERBLOCK,
+    JN_BREAK, JN_CONTINUE, JN_BODY,
+    /* expressions */
+    JN_LIT, JN_NAME, JN_LIST, JN_TUPLE, JN_DICT, JN_GETATTR, JN_GETITEM, JN_SLICE, JN_CALL, JN_FILTER,
+    JN_TEST, JN_BINOP, JN_UNARY, JN_AND, JN_OR, JN_NOT, JN_COMPARE, JN_COND, JN_CONCAT
+} jn_kind;
+
+typedef struct jnode {
+    jn_kind k;
+    int line;
+    int op;               /* operator token id for BINOP/UNARY/COMPARE; negated test */
+    const char *name;     /* NAME/GETATTR attr/FILTER/TEST/MACRO name; TEXT bytes */
+    size_t name_n;
+    jv lit;               /* JN_LIT */
+    struct jnode *a, *b, *c, *d; /* children, meaning depends on kind */
+    struct jnode **items; /* list elements, call args, body statements, dict keys, compare operands */
+    int nitems;
+    struct jnode **items2; /* dict values, call kwarg values, else-body, macro defaults */
+    int nitems2;
+    const char **names;    /* call kwarg names, for/set targets, macro params */
+    size_t *names_n;
+    int nnames;
+} jnode;
+
+/* operator ids (also lexer tokens) */
+enum {
+    JOP_ADD = 1, JOP_SUB, JOP_MUL, JOP_DIV, JOP_FLOORDIV, JOP_MOD, JOP_POW, JOP_TILDE,
+    JOP_EQ, JOP_NE, JOP_LT, JOP_LE, JOP_GT, JOP_GE, JOP_IN, JOP_NOTIN
+};
+
+/* Parses a template (already newline-normalised) into a JN_BODY node allocated in arena a.
+ * Returns NULL after writing "chat template line N: ..." into err (err_len bytes). */
+jnode *jinja_parse(jarena *a, const char *src, size_t n, char *err, size_t err_len);
+
+/* Renders the tree; globals are set in c->root beforehand. 0 ok, -1 with c->errmsg. */
+int jinja_render(jctx *c, const jnode *body, jbuf *out);
+
+/* evaluator helpers shared with filters */
+jv jx_eval(jctx *c, const jnode *e);
+jv jx_call(jctx *c, int line, jv fn, jv *args, int nargs, const char **kwn, jv *kwv, int nkw);
+jv jx_getattr(jctx *c, int line, jv obj, const char *name, size_t n);
+jv jx_getitem(jctx *c, int line, jv obj, jv key);
+int jx_compare(jctx *c, int line, jv a, jv b); /* <0, 0, >0 for ordering; fails on unorderable */
+jv jx_iter_list(jctx *c, int line, jv v);       /* iterable -> list (dict: keys; str: chars) */
+
+/* filters/tests/methods (jinja_filters.c, jinja_methods.c) */
+jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int nargs, const char **kwn,
+             jv *kwv, int nkw);
+int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int nargs);
+/* Method call obj.name(args); *found = 0 when obj has no such method. */
+jv jx_method(jctx *c, int line, jv obj, const char *name, size_t n, jv *args, int nargs, const char **kwn,
+             jv *kwv, int nkw, int *found);
+/* Global functions (range, namespace, dict, raise_exception, strftime_now); NULL if unknown. */
+jbuiltin_fn jx_global_fn(const char *name);
+
+/* argument helper: positional i or keyword name, else dflt */
+jv jx_arg(jv *args, int nargs, const char **kwn, jv *kwv, int nkw, int pos, const char *name, jv dflt);
+
+#endif

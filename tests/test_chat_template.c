@@ -1,0 +1,280 @@
+/* Chat templates: byte-exact renderings against transformers' apply_chat_template
+ * (tests/chat/expected.json, written by tests/chat/make_fixtures.py on the GPU machine), template
+ * errors, unsupported constructs naming the line, and `moetrace chat-template` end to end. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "chat/chat_template.h"
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
+static cJSON *load_json(const char *rel) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", MT_SOURCE_DIR, rel);
+    char *t = slurp(path);
+    if (!t) fail_msg("cannot read %s", path);
+    cJSON *j = cJSON_Parse(t);
+    free(t);
+    if (!j) fail_msg("%s: invalid JSON", path);
+    return j;
+}
+
+static const char *tok_or_null(const cJSON *tokens, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(tokens, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static mt_chat_template *load_named(const char *name) {
+    char rel[512];
+    snprintf(rel, sizeof rel, "tests/chat/templates/%s.jinja", name);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", MT_SOURCE_DIR, rel);
+    char *src = slurp(path);
+    if (!src) fail_msg("cannot read %s", path);
+    snprintf(rel, sizeof rel, "tests/chat/templates/%s.tokens.json", name);
+    cJSON *tokens = load_json(rel);
+    mt_chat_template *t = NULL;
+    mt_err err = {{0}};
+    if (mt_chat_template_from_string(&t, src, tok_or_null(tokens, "bos_token"), tok_or_null(tokens, "eos_token"), &err))
+        fail_msg("%s: %s", name, err.msg);
+    cJSON_Delete(tokens);
+    free(src);
+    return t;
+}
+
+static const cJSON *find_conv(const cJSON *convs, const char *name) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, convs) {
+        if (!strcmp(cJSON_GetObjectItemCaseSensitive(c, "name")->valuestring, name)) return c;
+    }
+    return NULL;
+}
+
+static void test_renderings(void **state) {
+    (void)state;
+    cJSON *expected = load_json("tests/chat/expected.json");
+    cJSON *convs = load_json("tests/chat/conversations.json");
+    const cJSON *cases = cJSON_GetObjectItemCaseSensitive(expected, "cases");
+    assert_true(cJSON_IsArray(cases));
+    int total = 0, ok = 0, ok_err = 0, bad = 0;
+    char cur_name[256] = "";
+    mt_chat_template *tpl = NULL;
+    const cJSON *cs;
+    cJSON_ArrayForEach(cs, cases) {
+        const char *tname = cJSON_GetObjectItemCaseSensitive(cs, "template")->valuestring;
+        const char *cname = cJSON_GetObjectItemCaseSensitive(cs, "conversation")->valuestring;
+        int agp = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cs, "add_generation_prompt"));
+        if (strcmp(tname, cur_name)) {
+            mt_chat_template_free(tpl);
+            tpl = load_named(tname);
+            snprintf(cur_name, sizeof cur_name, "%s", tname);
+        }
+        const cJSON *conv = find_conv(convs, cname);
+        assert_non_null(conv);
+        total++;
+        char *out = NULL;
+        mt_err err = {{0}};
+        int rc = mt_chat_render(tpl, cJSON_GetObjectItemCaseSensitive(conv, "messages"),
+                                cJSON_GetObjectItemCaseSensitive(conv, "tools"), agp,
+                                cJSON_GetObjectItemCaseSensitive(conv, "kwargs"), &out, &err);
+        const cJSON *want = cJSON_GetObjectItemCaseSensitive(cs, "output");
+        const cJSON *want_err = cJSON_GetObjectItemCaseSensitive(cs, "error");
+        if (cJSON_IsString(want_err)) {
+            if (rc == 0) {
+                bad++;
+                fprintf(stderr, "MISMATCH %s/%s/agp=%d: expected error '%s', rendered OK\n", tname, cname, agp, want_err->valuestring);
+            } else {
+                ok_err++;
+            }
+        } else if (rc != 0) {
+            bad++;
+            fprintf(stderr, "MISMATCH %s/%s/agp=%d: render failed: %s\n", tname, cname, agp, err.msg);
+        } else if (strcmp(out, want->valuestring)) {
+            bad++;
+            size_t i = 0;
+            while (out[i] && out[i] == want->valuestring[i]) i++;
+            size_t from = i > 40 ? i - 40 : 0;
+            fprintf(stderr, "MISMATCH %s/%s/agp=%d at byte %zu:\n  got  [%.80s]\n  want [%.80s]\n", tname, cname, agp, i,
+                    out + from, want->valuestring + from);
+        } else {
+            ok++;
+        }
+        free(out);
+    }
+    mt_chat_template_free(tpl);
+    fprintf(stderr, "chat template renderings: %d cases, %d byte-equal, %d expected errors reproduced, %d mismatches\n",
+            total, ok, ok_err, bad);
+    cJSON_Delete(expected);
+    cJSON_Delete(convs);
+    assert_int_equal(bad, 0);
+    assert_true(total >= 100);
+}
+
+static int render_str(const char *src, const char *messages_json, char **out, mt_err *err) {
+    mt_chat_template *t = NULL;
+    if (mt_chat_template_from_string(&t, src, "<s>", "</s>", err)) return -1;
+    cJSON *m = cJSON_Parse(messages_json);
+    int rc = mt_chat_render(t, m, NULL, 1, NULL, out, err);
+    cJSON_Delete(m);
+    mt_chat_template_free(t);
+    return rc;
+}
+
+static void test_errors_name_line(void **state) {
+    (void)state;
+    char *out = NULL;
+    mt_err err = {{0}};
+    assert_int_equal(render_str("a\nb\n{{ messages | frobnicate }}", "[]", &out, &err), -1);
+    assert_non_null(strstr(err.msg, "line 3"));
+    assert_non_null(strstr(err.msg, "unsupported filter 'frobnicate'"));
+    assert_int_equal(render_str("{% for m in messages %}\n{% include 'x' %}{% endfor %}", "[]", &out, &err), -1);
+    assert_non_null(strstr(err.msg, "line 2"));
+    assert_non_null(strstr(err.msg, "unsupported statement 'include'"));
+    assert_int_equal(render_str("{% if true %}\nno end", "[]", &out, &err), -1);
+    assert_non_null(strstr(err.msg, "line 1"));
+    assert_int_equal(render_str("\n\n{{ raise_exception('nope') }}", "[]", &out, &err), -1);
+    assert_non_null(strstr(err.msg, "line 3"));
+    assert_non_null(strstr(err.msg, "nope"));
+    assert_int_equal(render_str("{{ messages[0].content.bad.worse }}", "[{\"content\": \"x\"}]", &out, &err), -1);
+    assert_int_equal(render_str("{{ x is frob }}", "[]", &out, &err), -1);
+    assert_non_null(strstr(err.msg, "unsupported test 'frob'"));
+    assert_int_equal(render_str("{% set ns = namespace(l=[]) %}{{ ns.l.append(1) }}", "[]", &out, &err), -1);
+    assert_non_null(strstr(err.msg, "unsafe"));
+    assert_int_equal(render_str("{{ 'a' + 1 }}", "[]", &out, &err), -1);
+    assert_int_equal(render_str("{{ (1 }}", "[]", &out, &err), -1);
+    assert_int_equal(render_str("{{ 'abc' }", "[]", &out, &err), -1);
+    /* undefined renders empty and is falsy; whitespace control */
+    assert_int_equal(render_str("[{{ nothing }}]{% if nothing %}x{% endif %}  {{- bos_token -}}  |", "[]", &out, &err), 0);
+    assert_string_equal(out, "[]<s>|");
+    free(out);
+    assert_int_equal(render_str("{{ messages[0]['content'][::-1] ~ '|' ~ messages|length }}", "[{\"content\": \"h\u00e9llo\"}]", &out, &err), 0);
+    assert_string_equal(out, "oll\u00e9h|1");
+    free(out);
+}
+
+static int run_cli(const char *args, const char *outfile) {
+    const char *bin = getenv("MOETRACE_BIN");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s' chat-template %s > '%s' 2>'%s.err'", bin, args, outfile, outfile);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    const char *bin = getenv("MOETRACE_BIN");
+    if (!bin) skip();
+    char dir[] = "/tmp/mt_chat_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    /* a model folder with the Qwen3 template and the expected rendering of two settings */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/chat/templates/qwen3.jinja", MT_SOURCE_DIR);
+    char *src = slurp(path);
+    assert_non_null(src);
+    cJSON *cfg = cJSON_CreateObject();
+    cJSON_AddStringToObject(cfg, "chat_template", src);
+    cJSON *eos = cJSON_AddObjectToObject(cfg, "eos_token");
+    cJSON_AddStringToObject(eos, "content", "<|im_end|>");
+    char *cfg_text = cJSON_Print(cfg);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(path, "wb");
+    fputs(cfg_text, f);
+    fclose(f);
+    free(cfg_text);
+    cJSON_Delete(cfg);
+    free(src);
+
+    cJSON *convs = load_json("tests/chat/conversations.json");
+    cJSON *expected = load_json("tests/chat/expected.json");
+    const cJSON *conv = find_conv(convs, "tool_call");
+    cJSON *wrapped = cJSON_CreateObject();
+    cJSON_AddItemToObject(wrapped, "messages", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(conv, "messages"), 1));
+    cJSON_AddItemToObject(wrapped, "tools", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(conv, "tools"), 1));
+    char *wt = cJSON_Print(wrapped);
+    snprintf(path, sizeof path, "%s/messages.json", dir);
+    f = fopen(path, "wb");
+    fputs(wt, f);
+    fclose(f);
+    free(wt);
+    cJSON_Delete(wrapped);
+
+    const cJSON *thinking = find_conv(convs, "enable_thinking_false");
+    char *tm = cJSON_Print(cJSON_GetObjectItemCaseSensitive(thinking, "messages"));
+    char tpath[4096];
+    snprintf(tpath, sizeof tpath, "%s/thinking.json", dir);
+    f = fopen(tpath, "wb");
+    fputs(tm, f);
+    fclose(f);
+    free(tm);
+
+    char args[8192], outp[4096];
+    snprintf(outp, sizeof outp, "%s/out.txt", dir);
+    struct { const char *conv, *extra; int agp; const char *file; } runs[] = {
+        {"tool_call", "", 1, path},
+        {"tool_call", "--no-generation-prompt", 0, path},
+        {"enable_thinking_false", "--kwargs '{\"enable_thinking\": false}'", 1, tpath},
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        snprintf(args, sizeof args, "--model '%s' --messages '%s' %s", dir, runs[r].file, runs[r].extra);
+        assert_int_equal(run_cli(args, outp), 0);
+        char *got = slurp(outp);
+        const cJSON *cs, *want = NULL;
+        cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(expected, "cases")) {
+            if (!strcmp(cJSON_GetObjectItemCaseSensitive(cs, "template")->valuestring, "qwen3") &&
+                !strcmp(cJSON_GetObjectItemCaseSensitive(cs, "conversation")->valuestring, runs[r].conv) &&
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cs, "add_generation_prompt")) == runs[r].agp)
+                want = cJSON_GetObjectItemCaseSensitive(cs, "output");
+        }
+        assert_non_null(want);
+        assert_string_equal(got, want->valuestring);
+        free(got);
+    }
+    /* errors: missing folder, bad kwargs, unknown flag */
+    snprintf(args, sizeof args, "--model '%s/nope' --messages '%s'", dir, path);
+    assert_int_not_equal(run_cli(args, outp), 0);
+    snprintf(args, sizeof args, "--model '%s' --messages '%s' --kwargs '[1]'", dir, path);
+    assert_int_not_equal(run_cli(args, outp), 0);
+    snprintf(args, sizeof args, "--bogus");
+    assert_int_not_equal(run_cli(args, outp), 0);
+    snprintf(args, sizeof args, "--help");
+    assert_int_equal(run_cli(args, outp), 0);
+    cJSON_Delete(convs);
+    cJSON_Delete(expected);
+    char cmd[8300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_renderings),
+        cmocka_unit_test(test_errors_name_line),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
