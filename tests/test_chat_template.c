@@ -177,6 +177,45 @@ static void test_errors_name_line(void **state) {
     free(out);
 }
 
+/* tests/chat/snippets_expected.json: small templates over the interpreter's subset, rendered by
+ * jinja2 in transformers' environment (tests/chat/snippets.py). */
+static void test_snippets(void **state) {
+    (void)state;
+    cJSON *doc = load_json("tests/chat/snippets_expected.json");
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(doc, "messages");
+    const cJSON *cs;
+    int total = 0, ok = 0, ok_err = 0, bad = 0;
+    cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(doc, "cases")) {
+        const char *src = cJSON_GetObjectItemCaseSensitive(cs, "template")->valuestring;
+        const cJSON *want = cJSON_GetObjectItemCaseSensitive(cs, "output");
+        total++;
+        mt_chat_template *t = NULL;
+        mt_err err = {{0}};
+        char *out = NULL;
+        int rc = mt_chat_template_from_string(&t, src, "<s>", "</s>", &err);
+        if (rc == 0) rc = mt_chat_render(t, messages, NULL, 1, NULL, &out, &err);
+        mt_chat_template_free(t);
+        if (!cJSON_IsString(want)) {
+            if (rc == 0) {
+                bad++;
+                fprintf(stderr, "SNIPPET %s\n  expected error %s, rendered [%s]\n", src,
+                        cJSON_GetObjectItemCaseSensitive(cs, "error")->valuestring, out);
+            } else ok_err++;
+        } else if (rc != 0) {
+            bad++;
+            fprintf(stderr, "SNIPPET %s\n  failed: %s\n", src, err.msg);
+        } else if (strcmp(out, want->valuestring)) {
+            bad++;
+            fprintf(stderr, "SNIPPET %s\n  got  [%s]\n  want [%s]\n", src, out, want->valuestring);
+        } else ok++;
+        free(out);
+    }
+    fprintf(stderr, "chat template snippets: %d cases, %d byte-equal, %d expected errors reproduced, %d mismatches\n",
+            total, ok, ok_err, bad);
+    cJSON_Delete(doc);
+    assert_int_equal(bad, 0);
+}
+
 static int run_cli(const char *args, const char *outfile) {
     const char *bin = getenv("MOETRACE_BIN");
     char cmd[8192];
@@ -273,6 +312,7 @@ static void test_cli(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_renderings),
+        cmocka_unit_test(test_snippets),
         cmocka_unit_test(test_errors_name_line),
         cmocka_unit_test(test_cli),
     };

@@ -115,10 +115,10 @@ void jv_repr(jctx *c, jbuf *b, jv v);
 jv jv_stringify(jctx *c, jv v); /* str(v) as a string value */
 void jv_float_repr(double f, char out[40]);
 
-/* json.dumps(v, ensure_ascii=False, indent, separators, sort_keys). indent < 0: none; indent_str
+/* json.dumps(v, ensure_ascii, indent, separators, sort_keys). indent < 0: none; indent_str
  * overrides the indent unit when not NULL. Fails (line) on values JSON cannot hold. */
 void jv_tojson(jctx *c, int line, jbuf *b, jv v, int indent, const char *indent_str, const char *item_sep,
-               const char *key_sep, int sort_keys);
+               const char *key_sep, int sort_keys, int ensure_ascii);
 
 /* buffers (arena-backed) */
 void jb_put(jctx *c, jbuf *b, const char *s, size_t n);

@@ -152,7 +152,6 @@ static jv select_common(jctx *c, int line, jv v, jv *args, int nargs, int use_at
 
 static jv do_tojson(jctx *c, int line, jv v, jv *args, int nargs, const char **kwn, jv *kwv, int nkw) {
     jv ea = jx_arg(args, nargs, kwn, kwv, nkw, 0, "ensure_ascii", jv_bool(0));
-    if (jv_truthy(ea)) jx_fail(c, line, "unsupported: tojson(ensure_ascii=True)");
     jv ind = jx_arg(args, nargs, kwn, kwv, nkw, 1, "indent", jv_none());
     jv sep = jx_arg(args, nargs, kwn, kwv, nkw, 2, "separators", jv_none());
     jv sk = jx_arg(args, nargs, kwn, kwv, nkw, 3, "sort_keys", jv_bool(0));
@@ -169,7 +168,7 @@ static jv do_tojson(jctx *c, int line, jv v, jv *args, int nargs, const char **k
     } else if (sep.k != JV_NONE) jx_fail(c, line, "tojson: separators must be a pair of strings");
     jbuf b = {0};
     jb_put(c, &b, "", 0);
-    jv_tojson(c, line, &b, v, indent, indent_str, isep, ksep, jv_truthy(sk));
+    jv_tojson(c, line, &b, v, indent, indent_str, isep, ksep, jv_truthy(sk), jv_truthy(ea));
     return jv_strn(b.p, b.n);
 }
 
@@ -425,7 +424,7 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
         jv method = ARG(1, "method", jv_cstr("common"));
         double x = v.k == JV_FLOAT ? v.u.f : (double)v.u.i, m = pow(10.0, (double)prec.u.i);
         if (v.k != JV_FLOAT && v.k != JV_INT && v.k != JV_BOOL) jx_fail(c, line, "round: a number is required");
-        double r = jv_is_str(method, "floor") ? floor(x * m) / m : jv_is_str(method, "ceil") ? ceil(x * m) / m : round(x * m) / m;
+        double r = jv_is_str(method, "floor") ? floor(x * m) / m : jv_is_str(method, "ceil") ? ceil(x * m) / m : nearbyint(x * m) / m; /* Python round(): half to even */
         return jv_float(r);
     }
     if (NAMEQ(name, n, "sum")) {

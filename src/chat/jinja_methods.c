@@ -88,8 +88,8 @@ static jv do_split(jctx *c, int line, jv s, jv sep, int64_t maxsplit, int from_r
         jv all = do_split(c, line, s, sep, -1, 0);
         if (maxsplit < 0 || (int64_t)all.u.l->n <= maxsplit + 1) return all;
         size_t keep = all.u.l->n - (size_t)maxsplit;
-        /* first part spans from the first word to the end of word keep-1 in the original string */
-        const char *st = all.u.l->v[0].u.s, *en = all.u.l->v[keep - 1].u.s + all.u.l->v[keep - 1].n;
+        /* first part: from the string's start (leading whitespace kept) to the end of word keep-1 */
+        const char *st = s.u.s, *en = all.u.l->v[keep - 1].u.s + all.u.l->v[keep - 1].n;
         jv_list_push(c, parts, jv_strn(st, (size_t)(en - st)));
         for (size_t k = keep; k < all.u.l->n; k++) jv_list_push(c, parts, all.u.l->v[k]);
         return parts;

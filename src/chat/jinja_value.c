@@ -461,8 +461,49 @@ jv jv_stringify(jctx *c, jv v) {
 }
 
 /* ---- json.dumps ---- */
-static void json_str(jctx *c, jbuf *b, const char *s, size_t n) {
+static void json_str_ascii_char(jctx *c, jbuf *b, char ch) {
+    char tmp[8];
+    switch (ch) {
+    case '"': jb_puts(c, b, "\\\""); return;
+    case '\\': jb_puts(c, b, "\\\\"); return;
+    case '\n': jb_puts(c, b, "\\n"); return;
+    case '\r': jb_puts(c, b, "\\r"); return;
+    case '\t': jb_puts(c, b, "\\t"); return;
+    case '\b': jb_puts(c, b, "\\b"); return;
+    case '\f': jb_puts(c, b, "\\f"); return;
+    default:
+        if ((unsigned char)ch < 0x20) {
+            snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned char)ch);
+            jb_puts(c, b, tmp);
+        } else jb_putc(c, b, ch);
+    }
+}
+
+static void json_str(jctx *c, jbuf *b, const char *s, size_t n, int ascii) {
     jb_putc(c, b, '"');
+    if (ascii) { /* ensure_ascii=True: non-ASCII as \uXXXX (UTF-16 surrogate pairs above the BMP) */
+        for (size_t i = 0; i < n;) {
+            unsigned char ch = (unsigned char)s[i];
+            if (ch < 0x80) {
+                json_str_ascii_char(c, b, (char)ch);
+                i++;
+                continue;
+            }
+            size_t adv;
+            int32_t cp = ju_decode(s + i, n - i, &adv);
+            char tmp[16];
+            if (cp >= 0x10000) {
+                int32_t v = cp - 0x10000;
+                snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+            } else {
+                snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned)cp);
+            }
+            jb_puts(c, b, tmp);
+            i += adv;
+        }
+        jb_putc(c, b, '"');
+        return;
+    }
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -495,7 +536,7 @@ static void json_str(jctx *c, jbuf *b, const char *s, size_t n) {
 typedef struct jsonopt {
     int indent;
     const char *indent_str, *item_sep, *key_sep;
-    int sort_keys, line;
+    int sort_keys, line, ascii;
 } jsonopt;
 
 static void json_nl(jctx *c, jbuf *b, const jsonopt *o, int level) {
@@ -509,7 +550,7 @@ static void json_nl(jctx *c, jbuf *b, const jsonopt *o, int level) {
 static void json_key(jctx *c, jbuf *b, const jsonopt *o, jv k) {
     char tmp[48];
     switch (k.k) {
-    case JV_STR: json_str(c, b, k.u.s, k.n); return;
+    case JV_STR: json_str(c, b, k.u.s, k.n, o->ascii); return;
     case JV_INT: snprintf(tmp, sizeof tmp, "\"%" PRId64 "\"", k.u.i); jb_puts(c, b, tmp); return;
     case JV_BOOL: jb_puts(c, b, k.u.i ? "\"true\"" : "\"false\""); return;
     case JV_NONE: jb_puts(c, b, "\"null\""); return;
@@ -542,7 +583,7 @@ static void json_val(jctx *c, jbuf *b, const jsonopt *o, jv v, int level) {
             jb_puts(c, b, tmp);
         }
         return;
-    case JV_STR: json_str(c, b, v.u.s, v.n); return;
+    case JV_STR: json_str(c, b, v.u.s, v.n, o->ascii); return;
     case JV_LIST:
         if (!v.u.l->n) {
             jb_puts(c, b, "[]");
@@ -590,8 +631,8 @@ static void json_val(jctx *c, jbuf *b, const jsonopt *o, jv v, int level) {
 }
 
 void jv_tojson(jctx *c, int line, jbuf *b, jv v, int indent, const char *indent_str, const char *item_sep,
-               const char *key_sep, int sort_keys) {
-    jsonopt o = {indent, indent_str, item_sep, key_sep, sort_keys, line};
+               const char *key_sep, int sort_keys, int ensure_ascii) {
+    jsonopt o = {indent, indent_str, item_sep, key_sep, sort_keys, line, ensure_ascii};
     if (!o.item_sep) o.item_sep = (indent >= 0 || indent_str) ? "," : ", ";
     if (!o.key_sep) o.key_sep = ": ";
     if (indent_str && o.indent < 0) o.indent = 0;

@@ -1,0 +1,133 @@
+"""Small Jinja snippets covering the interpreter's subset beyond the real templates. Rendered with
+jinja2 in transformers' chat-template environment (ImmutableSandboxedEnvironment, trim_blocks,
+lstrip_blocks, loopcontrols, transformers' tojson and raise_exception) by `python3 snippets.py`,
+which writes snippets_expected.json; that environment reproduced transformers 5.17's
+apply_chat_template byte for byte on all cases of expected.json. Needs only the jinja2 package."""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MESSAGES = [
+    {"role": "system", "content": "Sys prompt."},
+    {"role": "user", "content": "Héllo wörld, how are you?"},
+    {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nFine.", "tool_calls": [
+        {"id": "abc", "function": {"name": "f", "arguments": {"x": 1, "y": [1.5, None, True], "z": "é\"\n"}}}]},
+    {"role": "user", "content": "  padded\ttext \n"},
+]
+
+SNIPPETS = [
+    # whitespace control, trim_blocks, lstrip_blocks
+    "a\n  {% if true %}\n  b\n  {% endif %}\nc",
+    "a  {{- 'x' -}}  b\n{{ 'y' }}\n",
+    "line1\n    {%- if true %} X {% endif -%}\n   line2",
+    "  {%+ if true %}keep{% endif %}\n  {% if true +%}\ntrail{% endif %}",
+    "x {# comment #}\ny\n  {# own line #}\nz",
+    "{% raw %}{{ a }}{% endraw %} | {%- raw -%}  b  {%- endraw -%} |",
+    "{{ 'a' }}\n{{ 'b' }}\n\n",
+    "{% for i in [1,2] %}\n  {{ i }}\n{% endfor %}\n",
+    "{%- for i in range(3) -%}\n  [{{ i }}]\n{%- endfor -%}",
+    "\t{% if 1 %}tab{% endif %}\n   {{ 'var not lstripped' }}",
+    # literals and printing
+    "{{ 1.0 }} {{ 1.5e-7 }} {{ 123456789.0 * 1000000000 }} {{ 1/3 }} {{ 2**0.5 }} {{ -0.0 }} {{ 10 ** 16 * 1.0 }} {{ 1e16 }} {{ 0.0001 }} {{ 0.00001 }}",
+    "{{ [1, [2, 'x\\'y'], {'a': none}] }} {{ ('solo',) }} {{ () }} {{ {} }} {{ [] }} {{ 'q\"uote' }} {{ ['q\"uote', \"a'b\", 'tab\\t', 'nl\\n', 'é'] }}",
+    "{{ \"esc: \\\\ \\u00e9 \\x41 \\n|\" }} {{ 'adj' 'acent' }}",
+    "{{ true }}{{ True }}{{ none }}{{ None }}{{ false }}",
+    # tojson
+    "{{ messages[2].tool_calls[0].function.arguments | tojson }}",
+    "{{ messages[2].tool_calls[0].function | tojson(indent=2) }}",
+    "{{ messages[2].tool_calls[0].function | tojson(indent=0) }}|{{ {'b': 1, 'a': [1, 2]} | tojson(sort_keys=true) }}|{{ [1, {'k': 'v'}] | tojson(separators=(',', ':')) }}",
+    "{{ {'u': 'ünï \u2028 \x01 \\\\ /', 'f': 0.1, 'big': 12345678901234, 'e': 1e100, 'empty': [], 'ed': {}} | tojson }}",
+    "{{ [[], {}] | tojson(indent=2) }}{{ 'str' | tojson }}{{ none | tojson }}{{ 3 | tojson }}",
+    # slicing and indexing
+    "{{ 'abcdef'[1:4] }} {{ 'abcdef'[::-1] }} {{ 'abcdef'[::2] }} {{ 'abcdef'[-2:] }} {{ 'abcdef'[:-2] }} {{ 'abcdef'[4:1:-1] }} {{ 'abcdef'[10:] }}|{{ 'abcdef'[-10:2] }}",
+    "{{ [1,2,3,4,5][1:-1] }} {{ [1,2,3,4,5][::-2] }} {{ [1,2,3][5:] }} {{ messages[-1].role }} {{ messages[1:3] | map(attribute='role') | list }}",
+    "{{ 'héllo'[1] }}{{ 'héllo'[-4:-1] }}{{ '日本語テキスト'[2:5] }} {{ '日本語'|length }}",
+    # operators
+    "{{ 7 // 2 }} {{ -7 // 2 }} {{ 7.5 // 2 }} {{ 7 % -3 }} {{ -7.5 % 2 }} {{ 2 ** 3 ** 2 }} {{ -2 ** 2 }} {{ 1 + 2 * 3 - 4 / 2 }} {{ 'a' ~ (1 + 2) }} {{ 'a' ~ 1 * 2 }} {{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }}",
+    "{{ 1 == 1.0 }} {{ true == 1 }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }} {{ none == none }} {{ 'x' != 'y' }} {{ 2 in [1, 2] }} {{ 'k' in {'k': 1} }} {{ 'z' not in 'abc' }}",
+    "{{ 1 if 0 }}|{{ 'a' if 1 else 'b' }}|{{ 0 or '' or 'last' }}|{{ 1 and 2 and 3 }}|{{ not 0 and not '' }}|{{ [] or 'empty' }}",
+    # strings
+    "{{ messages[1].content.split(',') }} {{ messages[1].content.split() }} {{ ' a  b '.split(' ') }} {{ 'a,b,c'.split(',', 1) }} {{ 'a,b,c'.rsplit(',', 1) }} {{ ' x y z '.rsplit(None, 1) }}",
+    "[{{ messages[3].content.strip() }}] [{{ messages[3].content.lstrip() }}] [{{ messages[3].content.rstrip() }}] [{{ 'xxhixx'.strip('x') }}] [{{ '\u3000wide\u3000'.strip() }}]",
+    "{{ 'Hello'.startswith('He') }} {{ 'Hello'.endswith(('x', 'lo')) }} {{ 'aaa'.replace('a', 'b', 2) }} {{ 'abcabc'.find('c') }} {{ 'abcabc'.rfind('c') }} {{ 'abcabc'.count('bc') }} {{ 'é-ö'.upper() }} {{ 'ÉÖ'.lower() }}",
+    "{{ 'hello wORLD foo-bar'.title() }}|{{ 'hello wORLD foo-bar' | title }}|{{ 'hELLO World' | capitalize }}|{{ 'mIxEd' | lower }}{{ 'mIxEd' | upper }}",
+    "{{ '-'.join(['a', 'b']) }} {{ 'abc'.isdigit() }} {{ '123'.isdigit() }} {{ 'line1\\nline2\\r\\nline3'.splitlines() }}",
+    # filters
+    "{{ [3, 1, 2] | sort }} {{ ['b', 'A', 'c'] | sort }} {{ ['b', 'A', 'c'] | sort(case_sensitive=true) }} {{ [3, 1, 2] | sort(reverse=true) }} {{ messages | sort(attribute='role') | map(attribute='role') | join(',') }}",
+    "{{ ['a', 'A', 'b', 'a'] | unique | list }} {{ [1, 2, 1] | unique | list }} {{ {'b': 1, 'a': 2} | dictsort }} {{ {'b': 1, 'a': 2} | dictsort(by='value', reverse=true) }}",
+    "{{ messages | selectattr('tool_calls', 'defined') | list | length }} {{ messages | rejectattr('role', 'in', ['user', 'system']) | map(attribute='role') | list }} {{ messages | selectattr('role', '==', 'user') | map(attribute='content') | map('length') | list }}",
+    "{{ [0, 1, '', 'x', none] | select | list }} {{ [1, 2, 3, 4] | select('even') | list }} {{ [1, 2, 3, 4] | reject('odd') | list }} {{ [1, 2, 3] | map('string') | join('+') }}",
+    "{{ messages | map(attribute='missing', default='?') | join }} {{ messages | map(attribute='role') | first }} {{ messages | last | string | length > 10 }} {{ [] | first is undefined }}",
+    "{{ 'x' | default('d') }} {{ undefined_var | default('d') }} {{ '' | default('d') }} {{ '' | default('d', true) }} {{ none | default('d') }} {{ undefined_var | d('short') }}",
+    "{{ ' trim me ' | trim }}|{{ 'xxhixx' | trim('x') }}|{{ 42 | string }}|{{ [1] | string }}|{{ 'abc' | list }}|{{ {'a': 1} | list }}|{{ 'abc' | reverse }}|{{ [1, 2] | reverse | list }}",
+    "{{ '3' | int }} {{ '3.9' | int }} {{ 'x' | int }} {{ 'x' | int(-1) }} {{ 3.9 | int }} {{ '0x1A' | int(0, 16) }} {{ '2.5' | float }} {{ 'y' | float }} {{ -3 | abs }} {{ -2.5 | abs }} {{ 2.567 | round(2) }} {{ 2.5 | round }} {{ [1, 2.5] | sum }}",
+    "{{ 'one two  three\\nfour' | wordcount }} {{ 'a\\nb' | indent }} {{ 'a\\n\\nb' | indent(2, blank=true) }} {{ 'a\\nb' | indent('> ', first=true) }}",
+    "{{ {'k': 'v', 'n': 1} | items | list }} {% for k, v in {'x': 1, 'y': 2} | items %}{{ k }}{{ v }}{% endfor %} {{ [1, 2, 3] | length }} {{ {'a': 1} | count }} {{ [4, 7, 1] | max }} {{ [4, 7, 1] | min }}",
+    "{{ '<a href=\"x\">&</a>' | e }} {{ 'x' | safe }} {{ [1, 2] | join(', ') }} {{ messages | join(',', attribute='role') }}",
+    # tests
+    "{{ 1 is number }} {{ 1.5 is float }} {{ 1 is integer }} {{ true is integer }} {{ true is boolean }} {{ none is none }} {{ 'x' is string }} {{ [] is sequence }} {{ {} is mapping }} {{ 'x' is iterable }} {{ 3 is divisibleby(3) }} {{ 1 is sameas 1 }} {{ 'a' is in 'abc' }} {{ 5 is gt 3 }} {{ 5 is lt(3) }} {{ 'x' is eq 'x' }} {{ range is callable }}",
+    "{{ messages[0].nope is defined }} {{ messages[0].nope is undefined }} {{ messages[0]['role'] is defined }} {{ messages[9] is defined }} {{ messages[2].tool_calls is not none }}",
+    # loops
+    "{% for m in messages %}{{ loop.index0 }}{{ loop.revindex0 }}{{ loop.first|int }}{{ loop.last|int }}{% if not loop.first %}<{{ loop.previtem.role[0] }}{% endif %}{% if not loop.last %}>{{ loop.nextitem.role[0] }}{% endif %};{% endfor %}",
+    "{% for m in messages if m.role == 'user' %}{{ loop.index }}/{{ loop.length }}:{{ m.content[:5] }};{% else %}none{% endfor %}|{% for x in [] %}x{% else %}empty{% endfor %}",
+    "{% for a in [1, 2] %}{% for b in 'xy' %}{{ a }}{{ b }}{{ loop.index }}{% endfor %}({{ loop.index }}){% endfor %}",
+    "{% for i in range(10) %}{% if i is odd %}{% continue %}{% endif %}{% if i > 6 %}{% break %}{% endif %}{{ i }}{% endfor %} {{ range(2, 10, 3) | list }} {{ range(3, 0, -1) | list }}",
+    "{% set x = 'outer' %}{% for i in [1] %}{% set x = 'inner' %}{{ x }}{% endfor %}{{ x }}{% if true %}{% set x = 'if' %}{% endif %}{{ x }}",
+    "{% set ns = namespace(n=0, items='') %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% set ns.items = ns.items ~ i %}{% endfor %}{{ ns.n }} {{ ns.items }}",
+    "{% for k, v in messages[2].tool_calls[0].function.arguments.items() %}{{ k }}={{ v }} {% endfor %}{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{% endfor %}",
+    # set, macros, call
+    "{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set t = (3, 4) %}{{ t[1] }}{% set blk %}B{{ a }}{% endset %}[{{ blk }}]",
+    "{% macro m(a, b=2, c='x') %}{{ a }}{{ b }}{{ c }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1) }}|{{ m(1, 3) }}|{{ m(1, c='z') }}|{{ m(1, 2, 3, 4) }}|{{ m(a=5, d=6) }}",
+    "{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}in{{ 1 + 1 }}{% endcall %}{% macro row(x) %}[{{ caller(x) }}]{% endmacro %}{% call(v) row(7) %}v={{ v }}{% endcall %}",
+    "{% macro rec(n) %}{% if n > 0 %}{{ n }}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(4) }}",
+    "{% filter upper %}hello {{ 'x' }}{% endfilter %} {{ dict(a=1, b='c') }} {{ namespace(z=1).z }}",
+    "{% if messages|length > 3 %}A{% elif messages|length > 1 %}B{% else %}C{% endif %}{% if false %}{% elif false %}{% else %}E{% endif %}",
+    # errors
+    "{{ raise_exception('custom failure') }}",
+    "{{ messages[0].content + 5 }}",
+    "{{ undefined_var.attr }}",
+    "{{ none.attr }}x",
+    "{% set ns = namespace(l=[]) %}{% do ns.l.append(1) %}",
+    "{{ [1].append(2) }}",
+    "{{ 1 / 0 }}",
+    "{{ {'a': 1}.update({}) }}",
+    "{{ 'a' < 1 }}",
+    "{{ 'a' ~ 1 + 2 }}",
+    "{{ messages | tojson(ensure_ascii=true) }}",
+    "{{ undefined_var + 'x' }}",
+    "{{ 'x' ~ undefined_var ~ 'y' }} {{ undefined_var | length }} {{ undefined_var | list }} {% for x in undefined_var %}no{% endfor %}ok",
+]
+
+
+def main():
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    cases = []
+    for src in SNIPPETS:
+        case = {"template": src}
+        try:
+            case["output"] = env.from_string(src).render(messages=MESSAGES, tools=None, documents=None,
+                                                         add_generation_prompt=True, bos_token="<s>", eos_token="</s>")
+        except Exception as e:
+            case["error"] = "%s: %s" % (type(e).__name__, e)
+        cases.append(case)
+    doc = {"generator": "tests/chat/snippets.py", "jinja2": jinja2.__version__, "messages": MESSAGES, "cases": cases}
+    with open(os.path.join(HERE, "snippets_expected.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=1)
+    print(len(cases), "snippets,", sum("error" in c for c in cases), "errors")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
