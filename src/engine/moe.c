@@ -91,6 +91,45 @@ static void group_by_expert(int n, const mt_config *c, mt_moe_scratch *s) {
     }
 }
 
+typedef struct expert_job {
+    const float *x;
+    const mt_config *c;
+    const mt_layer *L;
+    mt_moe_scratch *s;
+    int32_t active[1024];
+} expert_job;
+
+/* Expert e over its gathered rows; every expert uses its own slice of the scratch rows. */
+static void run_expert(void *ctx, int i) {
+    expert_job *j = ctx;
+    mt_moe_scratch *s = j->s;
+    int e = j->active[i], H = j->c->hidden_size, I = j->c->moe_intermediate_size;
+    int first = s->offset[e], cnt = s->offset[e + 1] - first;
+    float *xe = s->xe + (size_t)first * H;
+    for (int r = 0; r < cnt; r++) memcpy(xe + (size_t)r * H, j->x + (size_t)s->rows[first + r] * H, (size_t)H * sizeof(float));
+    mt_swiglu_mlp(s->ye + (size_t)first * H, xe, cnt, &j->L->experts[e], s->gate + (size_t)first * I,
+                  s->up + (size_t)first * I);
+}
+
+/* Few tokens per expert (decode): one task per expert, so a layer costs one dispatch instead of
+ * three per expert. Many tokens (prefill): experts in turn, each product spread over the pool.
+ * Either way each output row is computed by the same kernel sequence, whatever the batch. */
+static void run_experts(const float *x, const mt_config *c, const mt_layer *L, mt_moe_scratch *s) {
+    expert_job job = {x, c, L, s, {0}};
+    int n_active = 0, max_rows = 0;
+    for (int e = 0; e < c->num_experts; e++) {
+        int cnt = s->offset[e + 1] - s->offset[e];
+        if (cnt == 0) continue;
+        if (n_active < 1024) job.active[n_active++] = e;
+        if (cnt > max_rows) max_rows = cnt;
+    }
+    if (getenv("MOETRACE_EXPERT_TASKS") && max_rows <= 4 && n_active >= mt_kernels_threads() && c->num_experts <= 1024) {
+        mt_parallel_for(n_active, run_expert, &job);
+    } else {
+        for (int i = 0; i < n_active; i++) run_expert(&job, i);
+    }
+}
+
 void mt_moe_forward(float *out, const float *x, int n, const mt_config *c, const mt_layer *L, int layer,
                     const mt_batch *b, const mt_routing_sink *sink, mt_moe_scratch *s) {
     int E = c->num_experts, H = c->hidden_size;
@@ -100,17 +139,14 @@ void mt_moe_forward(float *out, const float *x, int n, const mt_config *c, const
         sink->on_layer(sink->ctx, &ev);
     }
     group_by_expert(n, c, s);
+    run_experts(x, c, L, s);
     memset(out, 0, (size_t)n * H * sizeof *out);
     for (int e = 0; e < E; e++) {
-        int cnt = s->offset[e + 1] - s->offset[e];
-        if (cnt == 0) continue;
         const int32_t *rows = s->rows + s->offset[e];
-        for (int i = 0; i < cnt; i++) memcpy(s->xe + (size_t)i * H, x + (size_t)rows[i] * H, (size_t)H * sizeof(float));
-        mt_swiglu_mlp(s->ye, s->xe, cnt, &L->experts[e], s->gate, s->up);
         const float *w = s->weights + s->offset[e];
-        for (int i = 0; i < cnt; i++) {
+        for (int i = 0; i < s->offset[e + 1] - s->offset[e]; i++) {
             float *o = out + (size_t)rows[i] * H;
-            const float *y = s->ye + (size_t)i * H;
+            const float *y = s->ye + (size_t)(s->offset[e] + i) * H;
             for (int d = 0; d < H; d++) o[d] += w[i] * y[d];
         }
     }

@@ -1,0 +1,113 @@
+/* Shared pieces of the benchmark programs: a monotonic clock and this machine's memory read
+ * bandwidth (a parallel sum over a buffer far larger than the caches, on the kernels' pool). */
+#ifndef MT_BENCH_COMMON_H
+#define MT_BENCH_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "kernels/kernels.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- memory bandwidth: a parallel sum over a large buffer ------------------------------- */
+
+#define BW_CHUNK (1 << 20) /* bytes per task */
+
+typedef struct bw_ctx {
+    const uint64_t *buf;
+    uint64_t partial[4096];
+} bw_ctx;
+
+static void bw_task_scalar(void *ctx, int i) {
+    bw_ctx *c = ctx;
+    const uint64_t *p = c->buf + (size_t)i * (BW_CHUNK / 8);
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (size_t k = 0; k < BW_CHUNK / 8; k += 4) {
+        a0 += p[k];
+        a1 += p[k + 1];
+        a2 += p[k + 2];
+        a3 += p[k + 3];
+    }
+    c->partial[i % 4096] += a0 + a1 + a2 + a3;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* 256-bit loads, four independent sums: far more than memory can feed. */
+__attribute__((target("avx2"))) static void bw_task_avx2(void *ctx, int i) {
+    bw_ctx *c = ctx;
+    const __m256i *p = (const __m256i *)(c->buf + (size_t)i * (BW_CHUNK / 8));
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t k = 0; k < BW_CHUNK / 32; k += 4) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256(p + k));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256(p + k + 1));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256(p + k + 2));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256(p + k + 3));
+    }
+    __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t v[4];
+    _mm256_storeu_si256((__m256i *)v, s);
+    c->partial[i % 4096] += v[0] + v[1] + v[2] + v[3];
+}
+#endif
+
+typedef struct fill_ctx {
+    unsigned char *buf;
+    size_t chunk;
+} fill_ctx;
+
+static void fill_task(void *ctx, int i) {
+    fill_ctx *c = ctx;
+    uint16_t *p = (uint16_t *)(c->buf + (size_t)i * c->chunk);
+    uint32_t s = 0x12345u + (uint32_t)i * 7919u;
+    for (size_t k = 0; k < c->chunk / 2; k++) {
+        s = s * 1664525u + 1013904223u;
+        /* bf16 in +-[0.0039, 1): exponent 119..126, random mantissa and sign */
+        p[k] = (uint16_t)(((s >> 16) & 0x807f) | ((119u + ((s >> 8) & 7u)) << 7));
+    }
+}
+
+/* Allocates and first-touches (on the pool) bytes of random bf16 values. */
+static unsigned char *alloc_filled(size_t bytes) {
+    const size_t chunk = 1 << 20;
+    bytes = (bytes + chunk - 1) / chunk * chunk;
+    unsigned char *buf = aligned_alloc(64, bytes);
+    if (!buf) return NULL;
+    fill_ctx c = {buf, chunk};
+    mt_parallel_for((int)(bytes / chunk), fill_task, &c);
+    return buf;
+}
+
+static double measure_bandwidth(size_t bytes, int reps) {
+    unsigned char *buf = alloc_filled(bytes);
+    if (!buf) return 0.0;
+    bw_ctx *c = calloc(1, sizeof *c);
+    c->buf = (const uint64_t *)buf;
+    void (*task)(void *, int) = bw_task_scalar;
+#if defined(__x86_64__)
+    if (mt_kernels_isa() >= MT_ISA_AVX2) task = bw_task_avx2;
+#endif
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t = now_s();
+        mt_parallel_for((int)(bytes / BW_CHUNK), task, c);
+        t = now_s() - t;
+        if (t < best) best = t;
+    }
+    uint64_t sink = 0;
+    for (int i = 0; i < 4096; i++) sink += c->partial[i];
+    if (sink == 42) printf(" ");
+    free(c);
+    free(buf);
+    return (double)bytes / best / 1e9;
+}
+
+
+#endif
