@@ -167,21 +167,9 @@ static jv from_json(jctx *c, const cJSON *j, int depth) {
     return jv_none();
 }
 
-int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
-                   int add_generation_prompt, const cJSON *extra_kwargs, char **out_text, mt_err *err) {
-    *out_text = NULL;
-    if (!cJSON_IsArray(messages)) return mt_errf(err, "chat template: messages must be a JSON array");
-    if (tools && !cJSON_IsArray(tools) && !cJSON_IsNull(tools)) return mt_errf(err, "chat template: tools must be a JSON array");
-    if (extra_kwargs && !cJSON_IsObject(extra_kwargs)) return mt_errf(err, "chat template: kwargs must be a JSON object");
-    jarena arena = {0};
-    jctx *c = calloc(1, sizeof *c);
-    if (!c) return mt_errf(err, "chat template: out of memory");
-    c->a = &arena;
-    int rc = -1;
-    if (setjmp(c->jb)) {
-        mt_errf(err, "%s", c->errmsg);
-        goto done;
-    }
+/* Binds the template variables and renders into *out; longjmps to the caller's setjmp on error. */
+static void bind_and_render(jctx *c, const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
+                            int add_generation_prompt, const cJSON *kwargs, jbuf *out) {
     c->root = jx_alloc(c, sizeof(jscope));
     jdict *g = &c->root->vars;
     jv_dict_set(c, g, jv_cstr("messages"), from_json(c, messages, 0));
@@ -190,22 +178,44 @@ int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJS
     jv_dict_set(c, g, jv_cstr("add_generation_prompt"), jv_bool(add_generation_prompt));
     for (int i = 0; i < 4; i++)
         if (tpl->special[i]) jv_dict_set(c, g, jv_cstr(SPECIAL_NAMES[i]), jv_cstr(tpl->special[i]));
-    if (extra_kwargs) {
+    if (kwargs) {
         const cJSON *it;
-        cJSON_ArrayForEach(it, extra_kwargs) jv_dict_set(c, g, jv_cstr(it->string), from_json(c, it, 0));
+        cJSON_ArrayForEach(it, kwargs) jv_dict_set(c, g, jv_cstr(it->string), from_json(c, it, 0));
     }
     c->cur = c->root;
+    jinja_render(c, tpl->body, out);
+}
+
+/* 0 ok, -1 with c->errmsg set. Kept apart so no local of the caller lives across setjmp. */
+static int guarded_render(jctx *c, const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
+                          int add_generation_prompt, const cJSON *kwargs, jbuf *out) {
+    if (setjmp(c->jb)) return -1;
+    bind_and_render(c, tpl, messages, tools, add_generation_prompt, kwargs, out);
+    return 0;
+}
+
+int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
+                   int add_generation_prompt, const cJSON *extra_kwargs, char **out_text, mt_err *err) {
+    *out_text = NULL;
+    if (!cJSON_IsArray(messages)) return mt_errf(err, "chat template: messages must be a JSON array");
+    if (tools && !cJSON_IsArray(tools) && !cJSON_IsNull(tools)) return mt_errf(err, "chat template: tools must be a JSON array");
+    const cJSON *kwargs = cJSON_IsNull(extra_kwargs) ? NULL : extra_kwargs;
+    if (kwargs && !cJSON_IsObject(kwargs)) return mt_errf(err, "chat template: kwargs must be a JSON object");
+    jarena arena = {0};
+    jctx *c = calloc(1, sizeof *c);
+    if (!c) return mt_errf(err, "chat template: out of memory");
+    c->a = &arena;
     jbuf out = {0};
-    jinja_render(c, tpl->body, &out);
-    *out_text = malloc(out.n + 1);
-    if (!*out_text) {
+    int rc = -1;
+    if (guarded_render(c, tpl, messages, tools, add_generation_prompt, kwargs, &out)) {
+        mt_errf(err, "%s", c->errmsg);
+    } else if (!(*out_text = malloc(out.n + 1))) {
         mt_errf(err, "chat template: out of memory");
-        goto done;
+    } else {
+        memcpy(*out_text, out.p, out.n);
+        (*out_text)[out.n] = 0;
+        rc = 0;
     }
-    memcpy(*out_text, out.p, out.n);
-    (*out_text)[out.n] = 0;
-    rc = 0;
-done:
     ja_free(&arena);
     free(c);
     return rc;

@@ -25,6 +25,12 @@ typedef enum {
     JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_FUNC
 } jv_kind;
 
+/* Jinja's map/select/reject/unique/items filters return generators and reverse an iterator: always
+ * true, no len(), not subscriptable, not printable, not JSON. dict.keys()/values()/items() return
+ * views: printable as dict_keys([...]), no subscript, not JSON. */
+enum { JG_NONE = 0, JG_GENERATOR, JG_KEYS, JG_VALUES, JG_ITEMS, JG_REVITER,
+       JG_MARKUP /* JV_STR from |safe or |escape: `+` HTML-escapes a plain str operand (markupsafe) */ };
+
 typedef struct jlist jlist;
 typedef struct jdict jdict;
 typedef struct jfunc jfunc;
@@ -32,6 +38,7 @@ typedef struct jfunc jfunc;
 typedef struct jv {
     jv_kind k;
     int tuple;   /* JV_LIST printed as a tuple */
+    int gen;     /* JV_LIST standing for a Python iterator or view (JG_*), see below */
     size_t n;    /* JV_STR byte length; JV_UNDEF: length of the name in s (0 = unknown) */
     union {
         int64_t i; /* JV_BOOL, JV_INT */
@@ -189,6 +196,8 @@ jv jx_method(jctx *c, int line, jv obj, const char *name, size_t n, jv *args, in
              jv *kwv, int nkw, int *found);
 /* Global functions (range, namespace, dict, raise_exception, strftime_now); NULL if unknown. */
 jbuiltin_fn jx_global_fn(const char *name);
+
+jv jx_html_escape(jctx *c, jv s); /* markupsafe.escape of a str (result marked JG_MARKUP) */
 
 /* argument helper: positional i or keyword name, else dflt */
 jv jx_arg(jv *args, int nargs, const char **kwn, jv *kwv, int nkw, int pos, const char *name, jv dflt);

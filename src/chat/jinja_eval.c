@@ -75,6 +75,7 @@ jv jx_getitem(jctx *c, int line, jv obj, jv key) {
         if (key.k == JV_STR) return undef_attr(c, obj, key.u.s, key.n);
         return jv_undef("no such key");
     case JV_LIST:
+        if (obj.gen) return jv_undef("object is not subscriptable");
         if (key.k == JV_INT || key.k == JV_BOOL) {
             int64_t i = norm_index(key.u.i, obj.u.l->n);
             if (i >= 0 && (size_t)i < obj.u.l->n) return obj.u.l->v[i];
@@ -119,10 +120,11 @@ static jv do_slice(jctx *c, int line, jv obj, jv lo, jv hi, jv st) {
         if (!step) jx_fail(c, line, "slice step cannot be zero");
     }
     size_t len;
+    /* Jinja turns a failed subscript into Undefined (except on Undefined itself) */
+    if (obj.k == JV_UNDEF) fail_undefined(c, line, obj);
+    if ((obj.k == JV_LIST && obj.gen) || (obj.k != JV_LIST && obj.k != JV_STR)) return jv_undef("object is not subscriptable");
     if (obj.k == JV_LIST) len = obj.u.l->n;
-    else if (obj.k == JV_STR) len = ju_len(obj.u.s, obj.n);
-    else if (obj.k == JV_UNDEF) fail_undefined(c, line, obj);
-    else jx_fail(c, line, "'%s' object is not subscriptable", jv_kind_name(obj));
+    else len = ju_len(obj.u.s, obj.n);
     int64_t L = (int64_t)len;
     int64_t start = slice_bound(c, line, lo, step < 0 ? L - 1 : 0, len, step);
     int64_t stop = slice_bound(c, line, hi, step < 0 ? -1 : L, len, step);
@@ -268,13 +270,21 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
         default: break;
         }
     }
+    if (op == JOP_ADD && a.k == JV_STR && b.k == JV_STR && (a.gen == JG_MARKUP || b.gen == JG_MARKUP)) {
+        if (a.gen != JG_MARKUP) a = jx_html_escape(c, a);
+        if (b.gen != JG_MARKUP) b = jx_html_escape(c, b);
+        a.gen = b.gen = JG_NONE;
+        jv r = binop(c, line, op, a, b);
+        r.gen = JG_MARKUP;
+        return r;
+    }
     if (op == JOP_ADD && a.k == JV_STR && b.k == JV_STR) {
         char *p = jx_alloc(c, a.n + b.n + 1);
         memcpy(p, a.u.s, a.n);
         memcpy(p + a.n, b.u.s, b.n);
         return jv_strn(p, a.n + b.n);
     }
-    if (op == JOP_ADD && a.k == JV_LIST && b.k == JV_LIST) {
+    if (op == JOP_ADD && a.k == JV_LIST && b.k == JV_LIST && !a.gen && !b.gen && a.tuple == b.tuple) {
         jv out = jv_list_new(c, a.u.l->n + b.u.l->n);
         for (size_t i = 0; i < a.u.l->n; i++) jv_list_push(c, out, a.u.l->v[i]);
         for (size_t i = 0; i < b.u.l->n; i++) jv_list_push(c, out, b.u.l->v[i]);
@@ -290,7 +300,7 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
         for (int64_t i = 0; i < k; i++) jb_put(c, &buf, s.u.s, s.n);
         return jv_strn(buf.p, buf.n);
     }
-    if (op == JOP_MUL && ((a.k == JV_LIST && (b.k == JV_INT)) || (b.k == JV_LIST && a.k == JV_INT))) {
+    if (op == JOP_MUL && ((a.k == JV_LIST && !a.gen && (b.k == JV_INT)) || (b.k == JV_LIST && !b.gen && a.k == JV_INT))) {
         jv l = a.k == JV_LIST ? a : b;
         int64_t k = a.k == JV_LIST ? b.u.i : a.u.i;
         if (k > 0 && l.u.l->n * (size_t)k > ((size_t)1 << 24)) jx_fail(c, line, "list repetition too large");

@@ -46,7 +46,9 @@ static int is_word_cp(int32_t cp) {
 static int64_t to_len(jctx *c, int line, jv v) {
     switch (v.k) {
     case JV_STR: return (int64_t)ju_len(v.u.s, v.n);
-    case JV_LIST: return (int64_t)v.u.l->n;
+    case JV_LIST:
+        if (v.gen == JG_GENERATOR || v.gen == JG_REVITER) jx_fail(c, line, "object of type '%s' has no len()", jv_kind_name(v));
+        return (int64_t)v.u.l->n;
     case JV_DICT: case JV_NS: return (int64_t)v.u.d->n;
     case JV_UNDEF: return 0;
     default: jx_fail(c, line, "object of type '%s' has no len()", jv_kind_name(v));
@@ -131,8 +133,10 @@ static jv pair(jctx *c, jv a, jv b) {
 }
 
 static jv select_common(jctx *c, int line, jv v, jv *args, int nargs, int use_attr, int want) {
+    jv out = jv_list_new(c, 0);
+    out.gen = JG_GENERATOR;
+    if (!jv_truthy(v)) return out; /* Jinja iterates only a truthy sequence */
     jv items = jx_iter_list(c, line, v);
-    jv out = jv_list_new(c, items.u.l->n);
     int off = use_attr ? 1 : 0;
     if (use_attr && nargs < 1) jx_fail(c, line, "selectattr/rejectattr need an attribute name");
     for (size_t i = 0; i < items.u.l->n; i++) {
@@ -147,6 +151,7 @@ static jv select_common(jctx *c, int line, jv v, jv *args, int nargs, int use_at
         }
         if (r == want) jv_list_push(c, out, it);
     }
+    out.gen = JG_GENERATOR;
     return out;
 }
 
@@ -233,7 +238,11 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
              int nkw) {
 #define ARG(i, nm, d) jx_arg(args, nargs, kwn, kwv, nkw, (i), (nm), (d))
     if (NAMEQ(name, n, "tojson")) return do_tojson(c, line, v, args, nargs, kwn, kwv, nkw);
-    if (NAMEQ(name, n, "safe")) return v;
+    if (NAMEQ(name, n, "safe")) {
+        jv s = as_str(c, v);
+        s.gen = JG_MARKUP;
+        return s;
+    }
     if (NAMEQ(name, n, "string")) return as_str(c, v);
     if (NAMEQ(name, n, "length") || NAMEQ(name, n, "count")) return jv_int(to_len(c, line, v));
     if (NAMEQ(name, n, "trim")) {
@@ -284,6 +293,8 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
         return out;
     }
     if (NAMEQ(name, n, "first") || NAMEQ(name, n, "last")) {
+        if (NAMEQ(name, n, "last") && v.k == JV_LIST && (v.gen == JG_GENERATOR || v.gen == JG_REVITER))
+            jx_fail(c, line, "'%s' object is not reversible", jv_kind_name(v));
         jv items = jx_iter_list(c, line, v);
         if (!items.u.l->n) return jv_undef("No first item, sequence was empty.");
         return items.u.l->v[NAMEQ(name, n, "first") ? 0 : items.u.l->n - 1];
@@ -299,6 +310,8 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
         jv items = jx_iter_list(c, line, v);
         jv out = jv_list_new(c, items.u.l->n);
         for (size_t i = items.u.l->n; i-- > 0;) jv_list_push(c, out, items.u.l->v[i]);
+        /* reversed(list) is an iterator; a generator is first turned into a list */
+        out.gen = (v.k == JV_LIST && !v.gen) ? JG_REVITER : JG_NONE;
         return out;
     }
     if (NAMEQ(name, n, "items")) {
@@ -306,6 +319,7 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
         if (v.k != JV_DICT && v.k != JV_NS) jx_fail(c, line, "items: can only get item pairs from a mapping");
         jv out = jv_list_new(c, v.u.d->n);
         for (size_t i = 0; i < v.u.d->n; i++) jv_list_push(c, out, pair(c, v.u.d->keys[i], v.u.d->vals[i]));
+        out.gen = JG_GENERATOR;
         return out;
     }
     if (NAMEQ(name, n, "dictsort")) {
@@ -352,6 +366,7 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
                 jv_list_push(c, out, it);
             }
         }
+        out.gen = JG_GENERATOR;
         return out;
     }
     if (NAMEQ(name, n, "selectattr")) return select_common(c, line, v, args, nargs, 1, 1);
@@ -359,8 +374,10 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
     if (NAMEQ(name, n, "select")) return select_common(c, line, v, args, nargs, 0, 1);
     if (NAMEQ(name, n, "reject")) return select_common(c, line, v, args, nargs, 0, 0);
     if (NAMEQ(name, n, "map")) {
+        jv out = jv_list_new(c, 0);
+        out.gen = JG_GENERATOR;
+        if (!jv_truthy(v)) return out; /* Jinja iterates only a truthy sequence */
         jv items = jx_iter_list(c, line, v);
-        jv out = jv_list_new(c, items.u.l->n);
         jv attr = ARG(-1, "attribute", jv_undef(NULL));
         if (attr.k != JV_UNDEF) {
             jv dflt = ARG(-1, "default", jv_undef(NULL));
@@ -369,11 +386,13 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
                 if (x.k == JV_UNDEF && dflt.k != JV_UNDEF) x = dflt;
                 jv_list_push(c, out, x);
             }
+            out.gen = JG_GENERATOR;
             return out;
         }
         if (nargs < 1 || args[0].k != JV_STR) jx_fail(c, line, "map needs a filter name or attribute=");
         for (size_t i = 0; i < items.u.l->n; i++)
             jv_list_push(c, out, jx_filter(c, line, args[0].u.s, args[0].n, items.u.l->v[i], args + 1, nargs - 1, kwn, kwv, nkw));
+        out.gen = JG_GENERATOR;
         return out;
     }
     if (NAMEQ(name, n, "indent")) {
@@ -468,10 +487,20 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
     if (NAMEQ(name, n, "attr")) {
         jv a = ARG(0, "name", jv_undef(NULL));
         if (a.k != JV_STR) jx_fail(c, line, "attr needs a name");
-        return jx_getattr(c, line, v, a.u.s, a.n);
+        if (v.k == JV_UNDEF) return v;
+        if (v.k == JV_NS) return jx_getattr(c, line, v, a.u.s, a.n);
+        return jv_undef("attr: no such attribute"); /* getattr only: dict keys are not attributes */
     }
     if (NAMEQ(name, n, "e") || NAMEQ(name, n, "escape") || NAMEQ(name, n, "forceescape")) {
-        jv s = as_str(c, v);
+        if (v.k == JV_STR && v.gen == JG_MARKUP && !NAMEQ(name, n, "forceescape")) return v;
+        return jx_html_escape(c, as_str(c, v));
+    }
+    jx_fail(c, line, "unsupported filter '%.*s'", (int)n, name);
+#undef ARG
+}
+
+jv jx_html_escape(jctx *c, jv s) {
+    {
         jbuf b = {0};
         jb_put(c, &b, "", 0);
         for (size_t i = 0; i < s.n; i++) {
@@ -484,10 +513,10 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
             default: jb_putc(c, &b, s.u.s[i]);
             }
         }
-        return jv_strn(b.p, b.n);
+        jv r = jv_strn(b.p, b.n);
+        r.gen = JG_MARKUP;
+        return r;
     }
-    jx_fail(c, line, "unsupported filter '%.*s'", (int)n, name);
-#undef ARG
 }
 
 static int is_int_like(jv v) { return v.k == JV_INT || v.k == JV_BOOL; }
@@ -506,7 +535,7 @@ int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int n
     if (NAMEQ(name, n, "string")) return v.k == JV_STR;
     if (NAMEQ(name, n, "mapping")) return v.k == JV_DICT;
     if (NAMEQ(name, n, "iterable")) return v.k == JV_STR || v.k == JV_LIST || v.k == JV_DICT || v.k == JV_UNDEF;
-    if (NAMEQ(name, n, "sequence")) return v.k == JV_STR || v.k == JV_LIST || v.k == JV_DICT;
+    if (NAMEQ(name, n, "sequence")) return v.k == JV_STR || (v.k == JV_LIST && !v.gen) || v.k == JV_DICT;
     if (NAMEQ(name, n, "callable")) return v.k == JV_FUNC;
     if (NAMEQ(name, n, "sameas")) {
         if (v.k != a0.k) return 0;

@@ -311,6 +311,7 @@ jv jx_method(jctx *c, int line, jv obj, const char *name, size_t n, jv *args, in
                     jv_list_push(c, out, t);
                 }
             }
+            out.gen = name[0] == 'k' ? JG_KEYS : name[0] == 'v' ? JG_VALUES : JG_ITEMS;
             return out;
         }
         if (NAMEQ(name, n, "get")) {

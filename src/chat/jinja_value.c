@@ -248,7 +248,7 @@ int jv_truthy(jv v) {
     case JV_BOOL: case JV_INT: return v.u.i != 0;
     case JV_FLOAT: return v.u.f != 0.0;
     case JV_STR: return v.n != 0;
-    case JV_LIST: return v.u.l->n != 0;
+    case JV_LIST: return (v.gen == JG_GENERATOR || v.gen == JG_REVITER) ? 1 : v.u.l->n != 0;
     case JV_DICT: return v.u.d->n != 0;
     default: return 1;
     }
@@ -265,6 +265,7 @@ int jv_equal(jv a, jv b) {
         return a.u.i == b.u.i;
     }
     if (a.k != b.k) return 0;
+    if (a.k == JV_LIST && (a.gen || b.gen)) return a.gen == b.gen && a.u.l == b.u.l;
     switch (a.k) {
     case JV_UNDEF: case JV_NONE: return 1;
     case JV_STR: return a.n == b.n && !memcmp(a.u.s, b.u.s, a.n);
@@ -300,7 +301,15 @@ const char *jv_kind_name(jv v) {
     case JV_INT: return "int";
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
-    case JV_LIST: return v.tuple ? "tuple" : "list";
+    case JV_LIST:
+        switch (v.gen) {
+        case JG_GENERATOR: return "generator";
+        case JG_KEYS: return "dict_keys";
+        case JG_VALUES: return "dict_values";
+        case JG_ITEMS: return "dict_items";
+        case JG_REVITER: return "list_reverseiterator";
+        default: return v.tuple ? "tuple" : "list";
+        }
     case JV_DICT: return "dict";
     case JV_NS: return "Namespace";
     default: return "function";
@@ -411,6 +420,17 @@ void jv_repr(jctx *c, jbuf *b, jv v) {
     switch (v.k) {
     case JV_STR: repr_str(c, b, v.u.s, v.n); return;
     case JV_LIST:
+        if (v.gen == JG_GENERATOR || v.gen == JG_REVITER)
+            jx_fail(c, 0, "cannot print a %s (the result of map/select/reject/unique/items/reverse); apply |list first",
+                    jv_kind_name(v));
+        if (v.gen) {
+            jb_puts(c, b, v.gen == JG_KEYS ? "dict_keys(" : v.gen == JG_VALUES ? "dict_values(" : "dict_items(");
+            jv plain = v;
+            plain.gen = 0;
+            jv_repr(c, b, plain);
+            jb_putc(c, b, ')');
+            return;
+        }
         jb_putc(c, b, v.tuple ? '(' : '[');
         for (size_t i = 0; i < v.u.l->n; i++) {
             if (i) jb_puts(c, b, ", ");
@@ -585,6 +605,7 @@ static void json_val(jctx *c, jbuf *b, const jsonopt *o, jv v, int level) {
         return;
     case JV_STR: json_str(c, b, v.u.s, v.n, o->ascii); return;
     case JV_LIST:
+        if (v.gen) jx_fail(c, o->line, "tojson: Object of type %s is not JSON serializable", jv_kind_name(v));
         if (!v.u.l->n) {
             jb_puts(c, b, "[]");
             return;

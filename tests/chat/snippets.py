@@ -83,6 +83,14 @@ SNIPPETS = [
     "{% macro rec(n) %}{% if n > 0 %}{{ n }}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(4) }}",
     "{% filter upper %}hello {{ 'x' }}{% endfilter %} {{ dict(a=1, b='c') }} {{ namespace(z=1).z }}",
     "{% if messages|length > 3 %}A{% elif messages|length > 1 %}B{% else %}C{% endif %}{% if false %}{% elif false %}{% else %}E{% endif %}",
+    # generators (map/select/reject/unique/items) and views (dict.items())
+    "{% if messages | selectattr('role', 'eq', 'nobody') %}gen-truthy{% endif %} {{ messages | selectattr('role', 'eq', 'user') | first | attr('role') }} {{ none | selectattr('x') | list }} {{ none | map(attribute='x') | list }} {{ {'a': 1}.items() }} {{ {'a': 1}.keys() }} {{ {'a': 1}.values() | list }} {{ {'a': 1}.items() | length }}",
+    "{{ messages | map(attribute='role') | tojson }}",
+    "{{ messages | selectattr('role') | length }}",
+    "{{ (messages | map(attribute='role'))[0] }}",
+    "{{ [1, 2] | reverse | length }}",
+    "{{ {'a': 1}.items() | tojson }}",
+    "{{ 'a<'|safe + '<b>' }} {{ '<x>' + 'y'|safe }} {{ ('<'|e + '>')|e }} {{ '&'|safe ~ '<' }} {{ none[0] }}|{{ 5['k'] }}|{{ none[1:] }}",
     # errors
     "{{ raise_exception('custom failure') }}",
     "{{ messages[0].content + 5 }}",
