@@ -233,8 +233,12 @@ static int lex_tag(lexer *L, char kind, int *line_starting) {
             static const char *const ops2[] = {"//", "**", "==", "!=", "<=", ">="};
             for (size_t j = 0; j < sizeof ops2 / sizeof ops2[0]; j++)
                 if (left >= 2 && p[0] == ops2[j][0] && p[1] == ops2[j][1]) t.n = 2;
-            if (t.n == 1 && !strchr("+-*/%~()[]{},.:|=<>", p[0])) {
-                char bad[8] = {p[0], '\'', 0};
+            if (t.n == 1 && (!p[0] || !strchr("+-*/%~()[]{},.:|=<>", p[0]))) {
+                char bad[8] = {0};
+                size_t adv;
+                ju_decode(p, left, &adv);
+                memcpy(bad, p, adv < 4 ? adv : 4);
+                strcat(bad, "'");
                 return lex_err(L, L->line, "unexpected character '", bad);
             }
             if (t.n == 1 && strchr("([{", p[0])) depth++;

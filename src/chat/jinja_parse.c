@@ -12,6 +12,7 @@ typedef struct parser {
     jarena *a;
     jtok *t;
     int nt, i;
+    int depth; /* nesting of expressions and blocks, bounded to keep the C stack safe */
     char *err;
     size_t err_len;
     jmp_buf jb;
@@ -244,6 +245,12 @@ static jnode *parse_filter_expr(parser *P, jnode *e) {
     }
 }
 
+#define MAX_DEPTH 256
+
+static void enter(parser *P, int line) {
+    if (++P->depth > MAX_DEPTH) perr(P, line, "template nested too deeply (more than %d levels)", MAX_DEPTH);
+}
+
 static jnode *parse_primary(parser *P) {
     jtok *t = cur(P);
     jnode *e;
@@ -344,6 +351,7 @@ static jnode *parse_primary(parser *P) {
 static jnode *parse_unary(parser *P, int with_filter) {
     jtok *t = cur(P);
     jnode *e;
+    enter(P, t->line);
     if (accept_op(P, "-") || accept_op(P, "+")) {
         e = node(P, JN_UNARY, t->line);
         e->op = t->s[0] == '-' ? JOP_SUB : JOP_ADD;
@@ -352,6 +360,7 @@ static jnode *parse_unary(parser *P, int with_filter) {
         e = parse_postfix(P, parse_primary(P));
     }
     if (with_filter) e = parse_filter_expr(P, e);
+    P->depth--;
     return e;
 }
 
@@ -438,7 +447,9 @@ static jnode *parse_not(parser *P) {
     jtok *t = cur(P);
     if (accept_name(P, "not")) {
         jnode *e = node(P, JN_NOT, t->line);
+        enter(P, t->line);
         e->a = parse_not(P);
+        P->depth--;
         return e;
     }
     return parse_compare(P);
@@ -466,6 +477,7 @@ static jnode *parse_or(parser *P) {
     return e;
 }
 static jnode *parse_expr(parser *P) {
+    enter(P, cur(P)->line);
     jnode *e = parse_or(P);
     while (is_name(cur(P), "if")) {
         jnode *x = node(P, JN_COND, cur(P)->line);
@@ -475,6 +487,7 @@ static jnode *parse_expr(parser *P) {
         if (accept_name(P, "else")) x->c = parse_expr(P);
         e = x;
     }
+    P->depth--;
     return e;
 }
 
@@ -714,7 +727,9 @@ static jnode *parse_body(parser *P, const char *const *ends, int open_line, cons
             }
             if (kw->t == JT_NAME && ((kw->n > 3 && !memcmp(kw->s, "end", 3)) || is_name(kw, "else") || is_name(kw, "elif")))
                 perr(P, kw->line, "unexpected '%.*s'%s%s", (int)kw->n, kw->s, ends ? " inside " : "", ends ? what : "");
+            enter(P, kw->line);
             nv_push(P, &v, parse_statement(P), NULL, 0);
+            P->depth--;
         } else {
             perr(P, t->line, "unexpected %s", tok_desc(t));
         }

@@ -415,7 +415,15 @@ static void repr_str(jctx *c, jbuf *b, const char *s, size_t n) {
     jb_putc(c, b, q);
 }
 
+static void repr_rec(jctx *c, jbuf *b, jv v);
+
 void jv_repr(jctx *c, jbuf *b, jv v) {
+    if (++c->depth > 400) jx_fail(c, 0, "value nested too deeply to print");
+    repr_rec(c, b, v);
+    c->depth--;
+}
+
+static void repr_rec(jctx *c, jbuf *b, jv v) {
     char tmp[48];
     switch (v.k) {
     case JV_STR: repr_str(c, b, v.u.s, v.n); return;
