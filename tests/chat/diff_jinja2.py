@@ -1,7 +1,7 @@
 """Differential check of `moetrace chat-template` against jinja2 in transformers' chat-template
 environment, for any folder of .jinja templates (e.g. a collection of published model templates):
 
-    python3 tests/chat/diff_jinja2.py BUILD/moetrace DIR_OR_FILES...
+    python3 tests/chat/diff_jinja2.py [--conversations F.json] BUILD/moetrace DIR_OR_FILES...
 
 Every template is rendered over tests/chat/conversations.json with add_generation_prompt on and off
 (bos "<s>", eos "</s>"). Both failing counts as agreement. Needs the jinja2 package only. The same
@@ -36,12 +36,16 @@ def make_env():
 
 
 def main():
-    binary, paths = sys.argv[1], sys.argv[2:]
+    args = sys.argv[1:]
+    conv_path = os.path.join(HERE, "conversations.json")
+    if args and args[0] == "--conversations":
+        conv_path, args = args[1], args[2:]
+    binary, paths = args[0], args[1:]
     files = []
     for p in paths:
         files += sorted(glob.glob(os.path.join(p, "*.jinja"))) if os.path.isdir(p) else [p]
     env = make_env()
-    convs = json.load(open(os.path.join(HERE, "conversations.json"), encoding="utf-8"))
+    convs = json.load(open(conv_path, encoding="utf-8"))
     total_eq = total_err = total_diff = 0
     with tempfile.TemporaryDirectory() as tmp:
         for path in files:
