@@ -293,6 +293,17 @@ static void test_cli(void **state) {
         assert_string_equal(got, want->valuestring);
         free(got);
     }
+    /* chat_template.jinja beside tokenizer_config.json wins, as in transformers */
+    char jpath[4200];
+    snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
+    f = fopen(jpath, "wb");
+    fputs("{{ eos_token }}{{ messages | length }}{% if add_generation_prompt %}+{% endif %}\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "--model '%s' --messages '%s'", dir, path);
+    assert_int_equal(run_cli(args, outp), 0);
+    char *got = slurp(outp);
+    assert_string_equal(got, "<|im_end|>6+");
+    free(got);
     /* errors: missing folder, bad kwargs, unknown flag */
     snprintf(args, sizeof args, "--model '%s/nope' --messages '%s'", dir, path);
     assert_int_not_equal(run_cli(args, outp), 0);

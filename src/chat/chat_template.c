@@ -93,49 +93,80 @@ static char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-int mt_chat_template_load(mt_chat_template **out, const char *model_dir, mt_err *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", model_dir);
+static cJSON *read_json_file(const char *path, int *present, mt_err *err) {
     size_t len;
     char *text = read_file(path, &len);
-    if (!text) return mt_errf(err, "cannot read %s", path);
-    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    *present = text != NULL;
+    if (!text) return NULL;
+    cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
-    if (!cfg) return mt_errf(err, "%s: invalid JSON", path);
-    int rc = -1;
-    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
-    const char *source = NULL;
-    if (cJSON_IsString(ct)) source = ct->valuestring;
-    else if (cJSON_IsArray(ct)) {
-        const cJSON *it;
-        cJSON_ArrayForEach(it, ct) {
-            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
-            const cJSON *tp = cJSON_GetObjectItemCaseSensitive(it, "template");
-            if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default") && cJSON_IsString(tp)) source = tp->valuestring;
-        }
-        if (!source) {
-            mt_errf(err, "%s: chat_template list has no entry named \"default\"", path);
-            goto done;
-        }
-    } else {
-        mt_errf(err, "%s: no chat_template (a string or a list of {name, template})", path);
-        goto done;
-    }
-    const char *sp[4] = {0};
+    if (!j) mt_errf(err, "%s: invalid JSON", path);
+    return j;
+}
+
+static void special_from(const cJSON *cfg, const char *sp[4]) {
     for (int i = 0; i < 4; i++) {
+        if (sp[i] || !cfg) continue;
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, SPECIAL_NAMES[i]);
         if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
         if (cJSON_IsString(v)) sp[i] = v->valuestring;
     }
+}
+
+int mt_chat_template_load(mt_chat_template **out, const char *model_dir, mt_err *err) {
+    char cfg_path[4096], jinja_path[4096], map_path[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s/tokenizer_config.json", model_dir);
+    snprintf(jinja_path, sizeof jinja_path, "%s/chat_template.jinja", model_dir);
+    snprintf(map_path, sizeof map_path, "%s/special_tokens_map.json", model_dir);
+    int have_cfg, have_map, rc = -1;
+    cJSON *cfg = read_json_file(cfg_path, &have_cfg, err), *map = NULL;
+    if (have_cfg && !cfg) return -1;
+    map = read_json_file(map_path, &have_map, err);
+    if (have_map && !map) {
+        cJSON_Delete(cfg);
+        return -1;
+    }
+    size_t jlen;
+    char *jinja = read_file(jinja_path, &jlen); /* transformers prefers this file when present */
+    const char *source = jinja, *where = jinja_path;
+    if (!source) {
+        where = cfg_path;
+        if (!have_cfg) {
+            mt_errf(err, "%s: neither tokenizer_config.json nor chat_template.jinja found", model_dir);
+            goto done;
+        }
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+        if (cJSON_IsString(ct)) source = ct->valuestring;
+        else if (cJSON_IsArray(ct)) {
+            const cJSON *it;
+            cJSON_ArrayForEach(it, ct) {
+                const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+                const cJSON *tp = cJSON_GetObjectItemCaseSensitive(it, "template");
+                if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default") && cJSON_IsString(tp)) source = tp->valuestring;
+            }
+            if (!source) {
+                mt_errf(err, "%s: chat_template list has no entry named \"default\"", cfg_path);
+                goto done;
+            }
+        } else {
+            mt_errf(err, "%s: no chat_template (a string or a list of {name, template}) and no chat_template.jinja", cfg_path);
+            goto done;
+        }
+    }
+    const char *sp[4] = {0};
+    special_from(cfg, sp);
+    special_from(map, sp);
     if (build(out, source, sp, err)) {
         char inner[MT_ERR_LEN];
         snprintf(inner, sizeof inner, "%s", err ? err->msg : "");
-        mt_errf(err, "%s: %s", path, inner);
+        mt_errf(err, "%s: %s", where, inner);
         goto done;
     }
     rc = 0;
 done:
+    free(jinja);
     cJSON_Delete(cfg);
+    cJSON_Delete(map);
     return rc;
 }
 

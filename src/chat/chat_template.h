@@ -16,8 +16,10 @@
 
 typedef struct mt_chat_template mt_chat_template;
 
-/* Reads DIR/tokenizer_config.json: chat_template (a string, or a list of {name, template} from which
- * "default" is taken), bos/eos/unk/pad tokens (a string or {"content": ...}). Parses the template. */
+/* Reads the template as transformers does: DIR/chat_template.jinja when present, else
+ * DIR/tokenizer_config.json's chat_template (a string, or a list of {name, template} from which
+ * "default" is taken). bos/eos/unk/pad tokens (a string or {"content": ...}) come from
+ * tokenizer_config.json, else special_tokens_map.json. Parses the template. */
 int mt_chat_template_load(mt_chat_template **out, const char *model_dir, mt_err *err);
 
 /* Same from a template text; bos/eos may be NULL (then those variables are undefined). */
