@@ -1,0 +1,339 @@
+/* Tokenizer against the Hugging Face `tokenizers` library: for every string of
+ * tests/tokenizer/corpus.json and every tokenizer (three trained ones committed under
+ * tests/tokenizer/<name>/, four real ones fetched by tests/tokenizer/fetch_real.sh into
+ * .deps/npm/real/<name>/), the ids with and without special tokens, decode with and without
+ * skip_special_tokens and the incremental detokenizer must equal tests/tokenizer/expected_<name>.json
+ * (made by make_fixtures.py). Also: a 1 MB input, load errors, and the tokenize/detokenize CLI. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tokenizer/tokenizer.h"
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    if (n < 0) n = 0;
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
+    b[n] = 0;
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static cJSON *load_json(const char *path) {
+    size_t n;
+    char *s = slurp(path, &n);
+    assert_non_null(s);
+    cJSON *j = cJSON_ParseWithLength(s, n);
+    free(s);
+    assert_non_null(j);
+    return j;
+}
+
+static int ids_equal(const int32_t *ids, size_t n, const cJSON *arr) {
+    if ((size_t)cJSON_GetArraySize(arr) != n) return 0;
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++)
+        if ((int32_t)e->valuedouble != ids[i]) return 0;
+    return 1;
+}
+
+/* Known mismatch counts per tokenizer (ids, ids without specials, decode, decode skipping
+ * specials, stream); all zero means exact agreement with the library on the whole corpus. */
+typedef struct known {
+    const char *name;
+    int ids, ids_ns, dec, dec_skip, stream;
+} known;
+static const known KNOWN[] = {
+    {"bl", 0, 0, 0, 0, 0},     {"sp", 0, 0, 0, 0, 0},          {"ms", 0, 0, 0, 0, 0},     {"qwen3", 0, 0, 0, 0, 0},
+    {"deepseek_v3", 0, 0, 0, 0, 0}, {"gptoss", 0, 0, 0, 0, 0}, {"llama2", 0, 0, 0, 0, 0},
+};
+
+static void check_tokenizer(const char *name, const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tokenizer/expected_%s.json", MT_SOURCE_DIR "/tests", name);
+    cJSON *exp = load_json(path);
+    cJSON *corpus = load_json(MT_SOURCE_DIR "/tests/tokenizer/corpus.json");
+    mt_tokenizer *tok;
+    mt_err err = {{0}};
+    if (mt_tokenizer_load(&tok, dir, &err)) fail_msg("load %s: %s", dir, err.msg);
+    const cJSON *cases = cJSON_GetObjectItem(exp, "cases");
+    assert_int_equal(cJSON_GetArraySize(cases), cJSON_GetArraySize(corpus));
+    int bad_ids = 0, bad_ns = 0, bad_dec = 0, bad_skip = 0, bad_stream = 0, total = 0, shown = 0;
+    const cJSON *c = cases->child;
+    for (const cJSON *s = corpus->child; s; s = s->next, c = c->next, total++) {
+        const char *text = s->valuestring;
+        int32_t *ids, *ids2;
+        size_t n, n2;
+        if (mt_tokenizer_encode(tok, text, strlen(text), 1, &ids, &n, &err)) fail_msg("%s: encode: %s", name, err.msg);
+        if (mt_tokenizer_encode(tok, text, strlen(text), 0, &ids2, &n2, &err)) fail_msg("%s: encode: %s", name, err.msg);
+        int ok1 = ids_equal(ids, n, cJSON_GetObjectItem(c, "ids"));
+        int ok2 = ids_equal(ids2, n2, cJSON_GetObjectItem(c, "ids_nospecial"));
+        bad_ids += !ok1, bad_ns += !ok2;
+        if ((!ok1 || !ok2) && shown++ < 5) {
+            char *e = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "ids"));
+            printf("[%s] ids differ: expected %s got [", name, e);
+            for (size_t i = 0; i < n; i++) printf("%s%d", i ? "," : "", ids[i]);
+            printf("]  text=%.80s\n", text);
+            free(e);
+        }
+        /* decoding the library's ids, so decode is checked even where encode differs */
+        const cJSON *eids = cJSON_GetObjectItem(c, "ids");
+        size_t en = (size_t)cJSON_GetArraySize(eids), k = 0;
+        int32_t *ev = malloc((en + 1) * sizeof *ev);
+        for (const cJSON *e = eids->child; e; e = e->next) ev[k++] = (int32_t)e->valuedouble;
+        char *d, *d2;
+        size_t dl, dl2;
+        assert_int_equal(mt_tokenizer_decode(tok, ev, en, 0, &d, &dl, &err), 0);
+        assert_int_equal(mt_tokenizer_decode(tok, ev, en, 1, &d2, &dl2, &err), 0);
+        const char *wd = cJSON_GetObjectItem(c, "decode")->valuestring;
+        const char *ws = cJSON_GetObjectItem(c, "decode_skip")->valuestring;
+        if (strlen(wd) != dl || memcmp(wd, d, dl)) {
+            bad_dec++;
+            if (shown++ < 5) printf("[%s] decode differs: expected '%.60s' got '%.60s'\n", name, wd, d);
+        }
+        if (strlen(ws) != dl2 || memcmp(ws, d2, dl2)) {
+            bad_skip++;
+            if (shown++ < 5) printf("[%s] decode(skip) differs: expected '%.60s' got '%.60s'\n", name, ws, d2);
+        }
+        /* incremental detokenizer, one id at a time */
+        mt_detok_stream *st = mt_detok_stream_new(tok, 0);
+        size_t cap = dl + 64, sl = 0;
+        char *acc = malloc(cap);
+        int sok = 1;
+        for (size_t i = 0; i <= en && sok; i++) {
+            char *t;
+            size_t tl;
+            int rc = i < en ? mt_detok_stream_feed(st, ev + i, 1, &t, &tl, &err) : mt_detok_stream_finish(st, &t, &tl, &err);
+            if (rc) {
+                sok = 0;
+                break;
+            }
+            if (sl + tl + 1 > cap) cap = (sl + tl + 1) * 2, acc = realloc(acc, cap);
+            memcpy(acc + sl, t, tl);
+            sl += tl;
+            if (tl >= 3 && i < en && !memcmp(t + tl - 3, "\xEF\xBF\xBD", 3) &&
+                !(dl >= sl && !memcmp(d + sl - 3, "\xEF\xBF\xBD", 3)))
+                sok = 0; /* emitted a replacement char that the final text does not have */
+            free(t);
+        }
+        if (!sok || sl != dl || memcmp(acc, d, dl)) {
+            bad_stream++;
+            if (shown++ < 5) printf("[%s] stream differs for '%.60s'\n", name, text);
+        }
+        mt_detok_stream_free(st);
+        free(acc), free(d), free(d2), free(ev), free(ids), free(ids2);
+    }
+    printf("[%s] %d strings: ids %d/%d, ids(no special) %d/%d, decode %d/%d, decode(skip) %d/%d, stream %d/%d pass\n",
+           name, total, total - bad_ids, total, total - bad_ns, total, total - bad_dec, total, total - bad_skip, total,
+           total - bad_stream, total);
+    const known *kn = NULL;
+    for (size_t i = 0; i < sizeof KNOWN / sizeof KNOWN[0]; i++)
+        if (!strcmp(KNOWN[i].name, name)) kn = &KNOWN[i];
+    assert_non_null(kn);
+    assert_int_equal(bad_ids, kn->ids);
+    assert_int_equal(bad_ns, kn->ids_ns);
+    assert_int_equal(bad_dec, kn->dec);
+    assert_int_equal(bad_skip, kn->dec_skip);
+    assert_int_equal(bad_stream, kn->stream);
+    mt_tokenizer_free(tok);
+    cJSON_Delete(exp);
+    cJSON_Delete(corpus);
+}
+
+static void trained(void **state) {
+    const char *name = *state;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/tokenizer/%s", MT_SOURCE_DIR, name);
+    check_tokenizer(name, dir);
+}
+
+static void real(void **state) {
+    const char *name = *state;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/.deps/npm/real/%s/tokenizer.json", MT_SOURCE_DIR, name);
+    if (access(dir, R_OK)) {
+        printf("skipping %s: %s absent (run tests/tokenizer/fetch_real.sh)\n", name, dir);
+        skip();
+    }
+    check_tokenizer(name, dir);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 1 MB of mixed corpus text, plus 1 MB of a single repeated letter (one huge word). */
+static void one_megabyte(void **state) {
+    (void)state;
+    const char *dirs[] = {MT_SOURCE_DIR "/tests/tokenizer/bl", MT_SOURCE_DIR "/tests/tokenizer/sp",
+                          MT_SOURCE_DIR "/.deps/npm/real/qwen3", MT_SOURCE_DIR "/.deps/npm/real/llama2"};
+    cJSON *corpus = load_json(MT_SOURCE_DIR "/tests/tokenizer/corpus.json");
+    size_t cap = 1 << 20, n = 0;
+    char *mixed = malloc(cap + 4096);
+    while (n < cap)
+        for (const cJSON *s = corpus->child; s && n < cap; s = s->next) {
+            size_t l = strlen(s->valuestring);
+            memcpy(mixed + n, s->valuestring, l);
+            n += l;
+            mixed[n++] = ' ';
+        }
+    char *same = malloc(cap);
+    memset(same, 'a', cap);
+    for (size_t d = 0; d < sizeof dirs / sizeof dirs[0]; d++) {
+        if (access(dirs[d], R_OK)) continue;
+        mt_tokenizer *tok;
+        mt_err err;
+        assert_int_equal(mt_tokenizer_load(&tok, dirs[d], &err), 0);
+        for (int which = 0; which < 2; which++) {
+            int32_t *ids;
+            size_t nid;
+            double t0 = now();
+            assert_int_equal(mt_tokenizer_encode(tok, which ? same : mixed, which ? cap : n, 0, &ids, &nid, &err), 0);
+            double dt = now() - t0;
+            printf("%s: %s %.2f MB -> %zu ids in %.3f s (%.2f MB/s)\n", strrchr(dirs[d], '/') + 1,
+                   which ? "repeated 'a'" : "mixed", (double)(which ? cap : n) / 1e6, nid, dt,
+                   (double)(which ? cap : n) / 1e6 / dt);
+            assert_true(nid > 0);
+            assert_true(dt < 60.0);
+            free(ids);
+        }
+        mt_tokenizer_free(tok);
+    }
+    free(mixed), free(same);
+    cJSON_Delete(corpus);
+}
+
+static void write_file(const char *path, const char *s) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(s, f);
+    fclose(f);
+}
+
+static void load_errors(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mt_tok_XXXXXX", p[256];
+    assert_non_null(mkdtemp(dir));
+    mt_tokenizer *tok;
+    mt_err err;
+    assert_int_equal(mt_tokenizer_load(&tok, dir, &err), -1);
+    assert_non_null(strstr(err.msg, "tokenizer.json"));
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, ");
+    assert_int_equal(mt_tokenizer_load(&tok, dir, &err), -1);
+    assert_non_null(strstr(err.msg, "invalid JSON"));
+    write_file(p, "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}");
+    assert_int_equal(mt_tokenizer_load(&tok, dir, &err), -1);
+    assert_non_null(strstr(err.msg, "Unigram"));
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+                  " \"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
+    assert_int_equal(mt_tokenizer_load(&tok, dir, &err), -1);
+    assert_non_null(strstr(err.msg, "Whitespace"));
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a b\"]}}");
+    assert_int_equal(mt_tokenizer_load(&tok, dir, &err), -1);
+    assert_non_null(strstr(err.msg, "merges[0]"));
+    /* minimal valid tokenizer: no normalizer, pre-tokenizer or decoder */
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [[\"a\", \"b\"]]},"
+                  " \"added_tokens\": []}");
+    assert_int_equal(mt_tokenizer_load(&tok, p, &err), 0);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(mt_tokenizer_encode(tok, "abab", 4, 1, &ids, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(mt_tokenizer_token_to_id(tok, "ab"), 2);
+    assert_string_equal(mt_tokenizer_id_to_token(tok, 1), "b");
+    assert_int_equal(mt_tokenizer_vocab_size(tok), 3);
+    assert_int_equal(mt_tokenizer_encode(tok, "\xff", 1, 1, &ids + 0, &n, &err) == -1, 1);
+    free(ids);
+    mt_tokenizer_free(tok);
+    unlink(p);
+    rmdir(dir);
+}
+
+static char *run_cmd(const char *cmd, int *status) {
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    size_t r;
+    while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 >= cap) b = realloc(b, cap *= 2);
+    }
+    b[n] = 0;
+    *status = pclose(f);
+    return b;
+}
+
+static void cli(void **state) {
+    (void)state;
+    const char *bin = getenv("MOETRACE_BIN");
+    if (!bin) {
+        printf("skipping: MOETRACE_BIN not set\n");
+        skip();
+    }
+    char cmd[2048];
+    int st;
+    snprintf(cmd, sizeof cmd, "%s tokenize --model %s/tests/tokenizer/sp --text 'Hello world!'", bin, MT_SOURCE_DIR);
+    char *out = run_cmd(cmd, &st);
+    assert_int_equal(st, 0);
+    assert_true(out[0] == '[' && out[1] == '1' && out[2] == ',');
+    /* round trip through detokenize: ids in, text out */
+    char ids[1024];
+    snprintf(ids, sizeof ids, "%s", out + 1);
+    ids[strcspn(ids, "]")] = 0;
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s detokenize --model %s/tests/tokenizer/sp --ids %s --skip-special-tokens", bin,
+             MT_SOURCE_DIR, ids);
+    out = run_cmd(cmd, &st);
+    assert_int_equal(st, 0);
+    assert_string_equal(out, "Hello world!");
+    free(out);
+    snprintf(cmd, sizeof cmd, "printf 'Hello world!' | %s tokenize --model %s/tests/tokenizer/sp --no-special-tokens", bin,
+             MT_SOURCE_DIR);
+    out = run_cmd(cmd, &st);
+    assert_int_equal(st, 0);
+    assert_true(out[0] == '[' && strncmp(out, "[1,", 3) != 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s tokenize --model /nonexistent --text x 2>&1", bin);
+    out = run_cmd(cmd, &st);
+    assert_int_not_equal(st, 0);
+    assert_non_null(strstr(out, "/nonexistent"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s tokenize --help", bin);
+    out = run_cmd(cmd, &st);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "--no-special-tokens"));
+    free(out);
+}
+
+int main(void) {
+    static const char *names[] = {"bl", "sp", "ms", "qwen3", "deepseek_v3", "gptoss", "llama2"};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_prestate(trained, (void *)names[0]), cmocka_unit_test_prestate(trained, (void *)names[1]),
+        cmocka_unit_test_prestate(trained, (void *)names[2]), cmocka_unit_test_prestate(real, (void *)names[3]),
+        cmocka_unit_test_prestate(real, (void *)names[4]),    cmocka_unit_test_prestate(real, (void *)names[5]),
+        cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
+        cmocka_unit_test(load_errors),                         cmocka_unit_test(cli),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
