@@ -36,7 +36,7 @@ static char *slurp(const char *path, size_t *len) {
 }
 
 static cJSON *load_json(const char *path) {
-    size_t n;
+    size_t n = 0;
     char *s = slurp(path, &n);
     assert_non_null(s);
     cJSON *j = cJSON_ParseWithLength(s, n);

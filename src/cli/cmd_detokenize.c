@@ -1,11 +1,114 @@
-/* PLACEHOLDER until this subcommand lands. */
+/* moetrace detokenize: ids -> text with the folder's tokenizer.json, as the tokenizers library's
+ * Tokenizer.decode(ids, skip_special_tokens) (SPEC §3). Prints exactly the text (no newline added). */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli/commands.h"
+#include "tokenizer/tokenizer.h"
+
+static const char USAGE[] =
+    "usage: moetrace detokenize --model DIR --ids 1,2,3 [--skip-special-tokens]\n"
+    "\n"
+    "Decodes the ids with DIR/tokenizer.json (DIR may also be the tokenizer.json file) exactly as the\n"
+    "Hugging Face tokenizers library's Tokenizer.decode(ids) does and prints the text as is (no newline\n"
+    "is added). Ids the tokenizer does not know are skipped, as in the library.\n"
+    "\n"
+    "  --model DIR              folder holding tokenizer.json (nothing else is needed)\n"
+    "  --ids LIST               comma-separated ids; a JSON array such as [1,2,3] works too\n"
+    "  --skip-special-tokens    leave special tokens (e.g. <s>, <|im_end|>) out of the text\n";
+
+/* Parses "1,2,3" or "[1, 2, 3]". */
+static int parse_ids(const char *s, int32_t **out, size_t *n) {
+    size_t cap = 16;
+    int32_t *v = malloc(cap * sizeof *v);
+    *n = 0;
+    if (!v) return -1;
+    while (*s == ' ' || *s == '[') s++;
+    while (*s && *s != ']') {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < 0 || x > INT32_MAX) {
+            fprintf(stderr, "moetrace detokenize: --ids: '%s' is not a non-negative integer\n", s);
+            free(v);
+            return -1;
+        }
+        if (*n == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return -1;
+            }
+            v = nv;
+        }
+        v[(*n)++] = (int32_t)x;
+        s = end;
+        while (*s == ' ') s++;
+        if (*s == ',') s++;
+        else if (*s && *s != ']') {
+            fprintf(stderr, "moetrace detokenize: --ids: unexpected '%c' (ids are separated by commas)\n", *s);
+            free(v);
+            return -1;
+        }
+        while (*s == ' ') s++;
+    }
+    *out = v;
+    return 0;
+}
 
 int cmd_detokenize(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "moetrace: 'detokenize' is not available in this build yet\n");
-    return 2;
+    const char *model = NULL, *ids_s = NULL;
+    int skip = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--skip-special-tokens")) {
+            skip = 1;
+        } else if (!strncmp(a, "--model=", 8)) {
+            model = a + 8;
+        } else if (!strncmp(a, "--ids=", 6)) {
+            ids_s = a + 6;
+        } else if ((!strcmp(a, "--model") || !strcmp(a, "--ids")) && i + 1 < argc) {
+            if (!strcmp(a, "--model")) model = argv[++i];
+            else ids_s = argv[++i];
+        } else if (!strcmp(a, "--model") || !strcmp(a, "--ids")) {
+            fprintf(stderr, "moetrace detokenize: %s needs a value\n", a);
+            return 2;
+        } else {
+            fprintf(stderr, "moetrace detokenize: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!model || !ids_s) {
+        fprintf(stderr, "moetrace detokenize: --model DIR and --ids LIST are required (see --help)\n");
+        return 2;
+    }
+    int32_t *ids;
+    size_t n;
+    if (parse_ids(ids_s, &ids, &n)) return 2;
+    mt_err err = {{0}};
+    mt_tokenizer *tok;
+    if (mt_tokenizer_load(&tok, model, &err)) {
+        fprintf(stderr, "moetrace detokenize: %s\n", err.msg);
+        free(ids);
+        return 1;
+    }
+    char *text;
+    size_t len;
+    int rc = mt_tokenizer_decode(tok, ids, n, skip, &text, &len, &err);
+    free(ids);
+    mt_tokenizer_free(tok);
+    if (rc) {
+        fprintf(stderr, "moetrace detokenize: %s\n", err.msg);
+        return 1;
+    }
+    fwrite(text, 1, len, stdout);
+    free(text);
+    return fflush(stdout) ? 1 : 0;
 }
