@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,52 @@ static void one_megabyte(void **state) {
     cJSON_Delete(corpus);
 }
 
+/* One tokenizer shared by 4 threads gives the same ids as the reference for every string. */
+typedef struct thr_arg {
+    mt_tokenizer *tok;
+    const cJSON *corpus, *cases;
+    int bad;
+} thr_arg;
+
+static void *thr_main(void *p) {
+    thr_arg *a = p;
+    const cJSON *c = a->cases->child;
+    for (const cJSON *s = a->corpus->child; s; s = s->next, c = c->next) {
+        int32_t *ids;
+        size_t n;
+        mt_err err;
+        if (mt_tokenizer_encode(a->tok, s->valuestring, strlen(s->valuestring), 1, &ids, &n, &err)) {
+            a->bad++;
+            continue;
+        }
+        a->bad += !ids_equal(ids, n, cJSON_GetObjectItem(c, "ids"));
+        free(ids);
+    }
+    return NULL;
+}
+
+static void threads(void **state) {
+    (void)state;
+    cJSON *exp = load_json(MT_SOURCE_DIR "/tests/tokenizer/expected_bl.json");
+    cJSON *corpus = load_json(MT_SOURCE_DIR "/tests/tokenizer/corpus.json");
+    mt_tokenizer *tok;
+    mt_err err;
+    assert_int_equal(mt_tokenizer_load(&tok, MT_SOURCE_DIR "/tests/tokenizer/bl", &err), 0);
+    pthread_t th[4];
+    thr_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (thr_arg){tok, corpus, cJSON_GetObjectItem(exp, "cases"), 0};
+        assert_int_equal(pthread_create(&th[i], NULL, thr_main, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].bad, 0);
+    }
+    mt_tokenizer_free(tok);
+    cJSON_Delete(exp);
+    cJSON_Delete(corpus);
+}
+
 static void write_file(const char *path, const char *s) {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
@@ -334,7 +381,8 @@ int main(void) {
         cmocka_unit_test_prestate(trained, (void *)names[2]), cmocka_unit_test_prestate(real, (void *)names[3]),
         cmocka_unit_test_prestate(real, (void *)names[4]),    cmocka_unit_test_prestate(real, (void *)names[5]),
         cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
-        cmocka_unit_test(load_errors),                         cmocka_unit_test(cli),
+        cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),
+        cmocka_unit_test(cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

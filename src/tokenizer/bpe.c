@@ -157,16 +157,21 @@ int tk_bpe_encode_word(tk_bpe *m, const char *w, size_t n, int32_t **ids, size_t
     }
     int cacheable = n < CACHE_MAX_WORD;
     if (cacheable) {
+        pthread_mutex_lock(&m->cache_lock);
         int32_t e = tk_strmap_get(&m->cache, w, n);
         if (e >= 0) {
             int32_t cnt = m->cache_ids[e];
             for (int32_t k = 0; k < cnt; k++) push_id(ids, nids, cap, m->cache_ids[e + 1 + k]);
+            pthread_mutex_unlock(&m->cache_lock);
             return 0;
         }
+        pthread_mutex_unlock(&m->cache_lock);
     }
     size_t before = *nids;
     if (merge_word(m, w, n, ids, nids, cap, err)) return -1;
-    if (cacheable && m->cache.n < CACHE_MAX_ENTRIES) {
+    if (!cacheable) return 0;
+    pthread_mutex_lock(&m->cache_lock);
+    if (m->cache.n < CACHE_MAX_ENTRIES && tk_strmap_get(&m->cache, w, n) < 0) {
         size_t cnt = *nids - before;
         if (m->cache_n + cnt + 1 > m->cache_cap) {
             m->cache_cap = (m->cache_n + cnt + 1) * 2;
@@ -178,5 +183,6 @@ int tk_bpe_encode_word(tk_bpe *m, const char *w, size_t n, int32_t **ids, size_t
         memcpy(m->cache_ids + m->cache_n + 1, *ids + before, cnt * sizeof(int32_t));
         m->cache_n += cnt + 1;
     }
+    pthread_mutex_unlock(&m->cache_lock);
     return 0;
 }

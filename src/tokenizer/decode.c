@@ -33,18 +33,7 @@ static void tl_free(tlist *t) {
 }
 
 static int byte_of_char(uint32_t cp) { /* inverse of the ByteLevel map, -1 when not in it */
-    static int16_t inv[512];
-    static int ready;
-    if (!ready) {
-        int n = 0;
-        for (int i = 0; i < 512; i++) inv[i] = -1;
-        for (int b = 0; b < 256; b++) {
-            if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) inv[b] = (int16_t)b;
-            else inv[256 + n++] = (int16_t)b;
-        }
-        ready = 1;
-    }
-    return cp < 512 ? inv[cp] : -1;
+    return cp < 512 ? tk_bytelevel_map()->dec[cp] : -1;
 }
 
 static void chain(const tk_decoder *d, tlist *in, tlist *out) {

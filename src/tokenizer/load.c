@@ -407,6 +407,7 @@ void mt_tokenizer_free(mt_tokenizer *tok) {
     free(m->cont_prefix), free(m->end_suffix);
     tk_strmap_free(&m->cache);
     free(m->cache_ids);
+    pthread_mutex_destroy(&m->cache_lock);
     for (int i = 0; i < tok->nadded; i++) free(tok->added[i].content), free(tok->added[i].norm);
     free(tok->added);
     tk_trie_free(&tok->trie_raw), tk_trie_free(&tok->trie_norm);
@@ -436,6 +437,7 @@ int mt_tokenizer_load(mt_tokenizer **out, const char *path, mt_err *err) {
     }
     mt_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) abort();
+    pthread_mutex_init(&tok->bpe.cache_lock, NULL);
     int rc = tk_load_json(tok, b.p ? b.p : "", b.n, file, err);
     tk_buf_free(&b);
     if (rc) {

@@ -30,13 +30,11 @@ int tk_pattern_parse(tk_pattern *p, const void *cj, const char *where, mt_err *e
                        (char *)msg);
     }
     pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter when JIT is absent */
-    p->md = pcre2_match_data_create_from_pattern(p->re, NULL);
     return 0;
 }
 
 void tk_pattern_free(tk_pattern *p) {
     free(p->lit);
-    if (p->md) pcre2_match_data_free(p->md);
     if (p->re) pcre2_code_free(p->re);
     memset(p, 0, sizeof *p);
 }
@@ -62,12 +60,14 @@ size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **out) {
         return sv.n;
     }
     size_t prev = 0, pos = 0;
+    pcre2_match_data *md = p->re ? pcre2_match_data_create_from_pattern(p->re, NULL) : NULL;
+    if (p->re && !md) abort();
     while (pos <= n) {
         size_t a, b;
         if (p->re) {
-            int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, p->md, NULL);
+            int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
             if (rc < 0) break;
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(p->md);
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
             a = ov[0], b = ov[1];
         } else {
             if (!p->lit_len) break;
@@ -86,6 +86,7 @@ size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **out) {
             pos = b;
         }
     }
+    if (md) pcre2_match_data_free(md);
     if (prev != n) seg_add(&sv, prev, n, 0);
     *out = sv.v;
     return sv.n;

@@ -94,19 +94,6 @@ static size_t char_find(const char *s, size_t n, int numeric, uint32_t ch, tk_se
     return nv;
 }
 
-/* The ByteLevel byte -> char map (GPT-2): printable bytes map to themselves, the rest to U+0100+. */
-static void bytelevel_table(char enc[256][3], int len[256]) {
-    int n = 0;
-    for (int b = 0; b < 256; b++) {
-        uint32_t cp;
-        if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) cp = (uint32_t)b;
-        else cp = 256u + (uint32_t)n++;
-        char e[4];
-        len[b] = tk_utf8_enc(cp, e);
-        memcpy(enc[b], e, (size_t)len[b]);
-    }
-}
-
 static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pieces *out) {
     tk_seg *m;
     size_t nm;
@@ -153,9 +140,7 @@ static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pie
         return 0;
     }
     case TK_P_BYTELEVEL: {
-        static char enc[256][3];
-        static int len[256];
-        if (!len[0]) bytelevel_table(enc, len);
+        const tk_bytelevel *bl = tk_bytelevel_map();
         tk_buf src = {0};
         tk_buf_put(&src, "", 0);
         if (pt->add_prefix_space && !(n && s[0] == ' ')) tk_buf_putc(&src, ' ');
@@ -172,7 +157,7 @@ static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pie
         for (size_t k = 0; k < tmp.n; k++) {
             mapped.n = 0;
             const unsigned char *u = (const unsigned char *)tmp.buf.p + tmp.v[k].off;
-            for (size_t i = 0; i < tmp.v[k].len; i++) tk_buf_put(&mapped, enc[u[i]], (size_t)len[u[i]]);
+            for (size_t i = 0; i < tmp.v[k].len; i++) tk_buf_put(&mapped, bl->enc[u[i]], (size_t)bl->enc_len[u[i]]);
             tk_pieces_add(out, mapped.p, mapped.n, -1, tmp.v[k].origin0);
         }
         tk_buf_free(&mapped);

@@ -7,6 +7,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,7 +19,6 @@ typedef struct tk_pattern {
     char *lit; /* literal when re == NULL */
     size_t lit_len;
     pcre2_code *re;
-    pcre2_match_data *md;
 } tk_pattern;
 int tk_pattern_parse(tk_pattern *p, const void *cjson, const char *where, mt_err *err);
 void tk_pattern_free(tk_pattern *p);
@@ -94,7 +94,8 @@ typedef struct tk_bpe {
     int byte_fallback, fuse_unk, ignore_merges;
     char *cont_prefix, *end_suffix; /* NULL or non-empty */
     int32_t byte_id[256];
-    /* Word cache: word -> slice of cache_ids. */
+    /* Word cache: word -> slice of cache_ids, guarded by cache_lock. */
+    pthread_mutex_t cache_lock;
     tk_strmap cache;
     int32_t *cache_ids;
     size_t cache_n, cache_cap;

@@ -1,5 +1,6 @@
 #include "tokenizer/tok_util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,4 +253,26 @@ int tk_is_word(uint32_t c) {
     default:
         return 0;
     }
+}
+
+static tk_bytelevel g_bytelevel;
+static pthread_once_t g_bytelevel_once = PTHREAD_ONCE_INIT;
+
+static void bytelevel_build(void) {
+    int n = 0;
+    for (int i = 0; i < 512; i++) g_bytelevel.dec[i] = -1;
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp;
+        if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) cp = (uint32_t)b;
+        else cp = 256u + (uint32_t)n++;
+        char e[4];
+        g_bytelevel.enc_len[b] = tk_utf8_enc(cp, e);
+        memcpy(g_bytelevel.enc[b], e, (size_t)g_bytelevel.enc_len[b]);
+        g_bytelevel.dec[cp] = (int16_t)b;
+    }
+}
+
+const tk_bytelevel *tk_bytelevel_map(void) {
+    pthread_once(&g_bytelevel_once, bytelevel_build);
+    return &g_bytelevel;
 }

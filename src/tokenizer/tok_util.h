@@ -48,4 +48,13 @@ int tk_is_whitespace(uint32_t cp); /* Unicode White_Space */
 int tk_is_numeric(uint32_t cp);    /* Nd, Nl, No */
 int tk_is_word(uint32_t cp);       /* regex \w: alphabetic, marks, Nd, Pc, joiners */
 
+/* The ByteLevel (GPT-2) byte <-> char map: printable bytes map to themselves, the others to U+0100
+ * onwards. Built once, thread-safe. */
+typedef struct tk_bytelevel {
+    char enc[256][3]; /* UTF-8 of the char for each byte */
+    int enc_len[256];
+    int16_t dec[512]; /* char -> byte, -1 when the char is not in the map */
+} tk_bytelevel;
+const tk_bytelevel *tk_bytelevel_map(void);
+
 #endif

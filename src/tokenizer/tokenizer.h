@@ -5,7 +5,7 @@
  * ByteLevel, Metaspace, Digits, Sequence; added tokens (special or not, lstrip/rstrip/single_word/
  * normalized); post-processors TemplateProcessing, ByteLevel, Sequence; decoders ByteLevel,
  * Metaspace, ByteFallback, Fuse, Strip, Replace, Sequence. Anything else is a load error naming
- * its "type". A loaded tokenizer is read-only except for its word cache: use one per thread. */
+ * its "type". A loaded tokenizer may be shared by threads (its word cache takes a lock). */
 #ifndef MT_TOKENIZER_TOKENIZER_H
 #define MT_TOKENIZER_TOKENIZER_H
 
