@@ -317,6 +317,66 @@ static void load_errors(void **state) {
     rmdir(dir);
 }
 
+/* Encodes text with a tokenizer.json written from parts; returns the ids as "a,b,c". */
+static void encode_with(const char *norm, const char *pretok, const char *text, const char *want) {
+    char dir[] = "/tmp/mt_tokc_XXXXXX", p[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    char *json = malloc(4096);
+    snprintf(json, 4096,
+             "{\"normalizer\": %s, \"pre_tokenizer\": %s, \"model\": {\"type\": \"BPE\", \"vocab\": "
+             "{\"a\": 0, \"b\": 1, \" \": 2, \"a \": 3, \" b\": 4, \"e\": 5, \"\\u0301\": 6, \"f\": 7, \"i\": 8, "
+             "\"_\": 9, \"1\": 10, \"2\": 11, \"12\": 12}, "
+             "\"merges\": [[\"a\", \" \"], [\" \", \"b\"], \"1 2\"]}}",
+             norm, pretok);
+    write_file(p, json);
+    free(json);
+    mt_tokenizer *tok;
+    mt_err err;
+    if (mt_tokenizer_load(&tok, dir, &err)) fail_msg("%s", err.msg);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(mt_tokenizer_encode(tok, text, strlen(text), 1, &ids, &n, &err), 0);
+    char got[256] = "";
+    for (size_t i = 0; i < n; i++) snprintf(got + strlen(got), sizeof got - strlen(got), i ? ",%d" : "%d", ids[i]);
+    if (strcmp(got, want)) fail_msg("%s | %s | '%s': expected %s got %s", norm, pretok, text, want, got);
+    free(ids);
+    mt_tokenizer_free(tok);
+    unlink(p);
+    rmdir(dir);
+}
+
+/* Components the trained and real tokenizers do not use, on a tiny vocabulary; expectations follow
+ * the library's definitions (NormalizedString::split behaviors, Pattern for Invert). */
+static void components(void **state) {
+    (void)state;
+    const char *sp = "{\"type\": \"Split\", \"pattern\": {\"String\": \" \"}, \"invert\": false, \"behavior\": ";
+    char pt[256];
+    /* without pre-tokenizer the merges apply across the space: "a b" -> "a " + "b" (rank 0 first) */
+    encode_with("null", "null", "a b", "3,1");
+    snprintf(pt, sizeof pt, "%s\"Isolated\"}", sp);
+    encode_with("null", pt, "a b", "0,2,1");
+    snprintf(pt, sizeof pt, "%s\"Removed\"}", sp);
+    encode_with("null", pt, "a b", "0,1");
+    snprintf(pt, sizeof pt, "%s\"MergedWithPrevious\"}", sp);
+    encode_with("null", pt, "a b", "3,1");
+    snprintf(pt, sizeof pt, "%s\"MergedWithNext\"}", sp);
+    encode_with("null", pt, "a b", "0,4");
+    snprintf(pt, sizeof pt, "%s\"Contiguous\"}", sp);
+    encode_with("null", pt, "a  b", "0,2,2,1");
+    encode_with("null", "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\S\"}, \"invert\": true, \"behavior\": \"Removed\"}",
+                "a b", "0,1");
+    encode_with("null", "{\"type\": \"Digits\", \"individual_digits\": false}", "a12", "0,12");
+    encode_with("null", "{\"type\": \"Digits\", \"individual_digits\": true}", "a12", "0,10,11");
+    encode_with("{\"type\": \"NFD\"}", "null", "\xC3\xA9", "5,6");
+    encode_with("{\"type\": \"NFKD\"}", "null", "\xEF\xAC\x81", "7,8");
+    encode_with("{\"type\": \"NFKC\"}", "null", "e\xCC\x81", "");
+    encode_with("{\"type\": \"Strip\", \"strip_left\": true, \"strip_right\": true}", "null", "  a b \t", "3,1");
+    encode_with("{\"type\": \"Replace\", \"pattern\": {\"Regex\": \"\\\\s+\"}, \"content\": \"_\"}", "null",
+                "a \t b", "0,9,1");
+    encode_with("{\"type\": \"Lowercase\"}", "null", "A B", "3,1");
+}
+
 static char *run_cmd(const char *cmd, int *status) {
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
@@ -381,7 +441,7 @@ int main(void) {
         cmocka_unit_test_prestate(trained, (void *)names[2]), cmocka_unit_test_prestate(real, (void *)names[3]),
         cmocka_unit_test_prestate(real, (void *)names[4]),    cmocka_unit_test_prestate(real, (void *)names[5]),
         cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
-        cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),
+        cmocka_unit_test(components),                          cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),
         cmocka_unit_test(cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
