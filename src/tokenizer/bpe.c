@@ -58,7 +58,8 @@ static void push_id(int32_t **ids, size_t *n, size_t *cap, int32_t id) {
 }
 
 static int merge_word(tk_bpe *m, const char *w, size_t n, int32_t **ids, size_t *nids, size_t *cap, mt_err *err) {
-    sym *s = malloc((n + 1) * sizeof *s);
+    size_t scap = n + 1; /* one symbol per byte at most, unless a prefix/suffix widens a char */
+    sym *s = malloc(scap * sizeof *s);
     if (!s) abort();
     size_t ns = 0;
     int32_t unk = -1, unk_len = 0;
@@ -87,8 +88,11 @@ static int merge_word(tk_bpe *m, const char *w, size_t n, int32_t **ids, size_t 
             int ok = 1;
             for (size_t k = 0; k < cl; k++) ok = ok && m->byte_id[(unsigned char)c[k]] >= 0;
             if (ok) {
-                s = realloc(s, (ns + cl + (n - i) + 2) * sizeof *s);
-                if (!s) abort();
+                if (ns + cl + (n - i) + 2 > scap) {
+                    scap = 2 * (ns + cl + (n - i) + 2);
+                    s = realloc(s, scap * sizeof *s);
+                    if (!s) abort();
+                }
                 for (size_t k = 0; k < cl; k++) s[ns++] = (sym){m->byte_id[(unsigned char)c[k]], 0, 0, 1};
                 continue;
             }
@@ -180,7 +184,7 @@ int tk_bpe_encode_word(tk_bpe *m, const char *w, size_t n, int32_t **ids, size_t
         }
         tk_strmap_put(&m->cache, w, n, (int32_t)m->cache_n);
         m->cache_ids[m->cache_n] = (int32_t)cnt;
-        memcpy(m->cache_ids + m->cache_n + 1, *ids + before, cnt * sizeof(int32_t));
+        if (cnt) memcpy(m->cache_ids + m->cache_n + 1, *ids + before, cnt * sizeof(int32_t));
         m->cache_n += cnt + 1;
     }
     pthread_mutex_unlock(&m->cache_lock);
