@@ -79,7 +79,8 @@ int main(int argc, char **argv) {
     }
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
     int32_t last = n_prefill - 1;
-    mt_batch pb = {n_prefill, tok, sid, pos, seqs, 1, 1, &last};
+    mt_batch pb = {.n_tokens = n_prefill, .tokens = tok, .seq_ids = sid, .positions = pos, .seqs = seqs,
+                   .num_seqs = 1, .n_logits = 1, .logit_rows = &last};
     double t0 = now_s();
     if (mt_forward(&m, &kv, &pb, logits, NULL, &err)) {
         fprintf(stderr, "%s\n", err.msg);
@@ -88,7 +89,8 @@ int main(int argc, char **argv) {
     double prefill_s = now_s() - t0;
 
     int32_t t = 1, p, zero = 0, row = 0;
-    mt_batch db = {1, &t, &zero, &p, seqs, 1, 1, &row};
+    mt_batch db = {.n_tokens = 1, .tokens = &t, .seq_ids = &zero, .positions = &p, .seqs = seqs,
+                   .num_seqs = 1, .n_logits = 1, .logit_rows = &row};
     t0 = now_s();
     for (int g = 0; g < n_decode; g++) {
         p = n_prefill + g;

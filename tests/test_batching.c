@@ -56,7 +56,7 @@ static void run(const mt_model *m, int chunk, bool together, multi_table *mt, fl
         assert_int_equal(mt_kv_seq_reserve(&kv, &seqs[s], g_len[s], &err), 0);
         assert_int_equal(mt_routing_table_init(&mt->t[s], c->num_hidden_layers, c->top_k, g_len[s]), 0);
     }
-    mt_routing_sink sink = {multi_on_layer, mt};
+    mt_routing_sink sink = {multi_on_layer, NULL, mt};
     int done[NSEQ] = {0};
     int32_t tok[512], sid[512], pos[512], rows[NSEQ], row_seq[NSEQ];
     float *logits = malloc((size_t)NSEQ * c->vocab_size * sizeof *logits);
@@ -78,7 +78,8 @@ static void run(const mt_model *m, int chunk, bool together, multi_table *mt, fl
             }
         }
         if (n == 0) break;
-        mt_batch b = {n, tok, sid, pos, ptrs, NSEQ, nl, rows};
+        mt_batch b = {.n_tokens = n, .tokens = tok, .seq_ids = sid, .positions = pos, .seqs = ptrs,
+                      .num_seqs = NSEQ, .n_logits = nl, .logit_rows = rows};
         if (mt_forward(m, &kv, &b, logits, &sink, &err)) fail_msg("%s", err.msg);
         for (int i = 0; i < nl; i++)
             memcpy(last_logits + (size_t)row_seq[i] * c->vocab_size, logits + (size_t)i * c->vocab_size,
@@ -147,7 +148,8 @@ static void test_invalid_batches(void **state) {
     assert_int_equal(mt_kv_seq_reserve(&kv, &seq, 16, &err), 0);
     float logits[512];
     int32_t tok = 600, sid = 0, pos = 0, row = 0;
-    mt_batch b = {1, &tok, &sid, &pos, ptrs, 1, 1, &row};
+    mt_batch b = {.n_tokens = 1, .tokens = &tok, .seq_ids = &sid, .positions = &pos, .seqs = ptrs,
+                  .num_seqs = 1, .n_logits = 1, .logit_rows = &row};
     assert_int_equal(mt_forward(&m, &kv, &b, logits, NULL, &err), -1);
     assert_non_null(strstr(err.msg, "600"));
     tok = 5;

@@ -170,6 +170,17 @@ int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *log
             mt_swiglu_mlp(s.out, s.xn, n, &L->dense, s.mlp_gate, s.mlp_up);
         for (size_t i = 0; i < (size_t)n * H; i++) s.h[i] += s.out[i];
     }
+    if (sink && sink->on_pass) {
+        int distinct = 0;
+        unsigned char *seen = calloc((size_t)b->num_seqs, 1);
+        for (int i = 0; i < n && seen; i++) {
+            distinct += !seen[b->seq_ids[i]];
+            seen[b->seq_ids[i]] = 1;
+        }
+        free(seen);
+        mt_pass_event pe = {n, distinct};
+        sink->on_pass(sink->ctx, &pe);
+    }
     if (b->n_logits > 0) {
         for (int i = 0; i < b->n_logits; i++)
             memcpy(s.xn + (size_t)i * H, s.h + (size_t)b->logit_rows[i] * H, (size_t)H * sizeof(float));

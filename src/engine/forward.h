@@ -21,6 +21,7 @@ typedef struct mt_batch {
     const int32_t *positions;   /* [n_tokens] position within the sequence */
     mt_kv_seq *const *seqs;     /* block tables; each must cover the positions it is given */
     int num_seqs;
+    const int64_t *request_ids; /* [n_tokens] caller's request ids, passed to the sink; may be NULL */
     int n_logits;               /* how many tokens want logits */
     const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
 } mt_batch;

@@ -135,7 +135,7 @@ void mt_moe_forward(float *out, const float *x, int n, const mt_config *c, const
     int E = c->num_experts, H = c->hidden_size;
     route(x, n, c, L, s);
     if (sink && sink->on_layer) {
-        mt_routing_event ev = {layer, n, c->top_k, b->seq_ids, b->positions, s->topk_ids, s->topk_w};
+        mt_routing_event ev = {layer, n, c->top_k, b->seq_ids, b->positions, b->tokens, b->request_ids, s->topk_ids, s->topk_w};
         sink->on_layer(sink->ctx, &ev);
     }
     group_by_expert(n, c, s);

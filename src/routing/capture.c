@@ -45,6 +45,26 @@ static void table_on_layer(void *ctx, const mt_routing_event *ev) {
 }
 
 mt_routing_sink mt_routing_table_sink(mt_routing_table *t) {
-    mt_routing_sink s = {table_on_layer, t};
+    mt_routing_sink s = {table_on_layer, NULL, t};
+    return s;
+}
+
+void mt_routing_fanout_add(mt_routing_fanout *f, mt_routing_sink s) {
+    if (f->n < MT_FANOUT_MAX && s.on_layer) f->sinks[f->n++] = s;
+}
+
+static void fanout_layer(void *ctx, const mt_routing_event *ev) {
+    mt_routing_fanout *f = ctx;
+    for (int i = 0; i < f->n; i++) f->sinks[i].on_layer(f->sinks[i].ctx, ev);
+}
+
+static void fanout_pass(void *ctx, const mt_pass_event *ev) {
+    mt_routing_fanout *f = ctx;
+    for (int i = 0; i < f->n; i++)
+        if (f->sinks[i].on_pass) f->sinks[i].on_pass(f->sinks[i].ctx, ev);
+}
+
+mt_routing_sink mt_routing_fanout_sink(mt_routing_fanout *f) {
+    mt_routing_sink s = {fanout_layer, fanout_pass, f};
     return s;
 }

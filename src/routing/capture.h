@@ -14,14 +14,34 @@ typedef struct mt_routing_event {
     int top_k;
     const int32_t *seq_ids;     /* [n_tokens] engine sequence slot of each token */
     const int32_t *positions;   /* [n_tokens] position of each token in its sequence */
+    const int32_t *tokens;      /* [n_tokens] token ids */
+    const int64_t *request_ids; /* [n_tokens] caller's request id of each token, or NULL */
     const int32_t *topk_ids;    /* [n_tokens, top_k] logical expert ids */
     const float *topk_weights;  /* [n_tokens, top_k] the weights applied to the experts' outputs */
 } mt_routing_event;
 
+/* End of one forward pass (after its last layer). */
+typedef struct mt_pass_event {
+    int n_tokens;
+    int num_seqs_in_pass;       /* distinct sequences among the tokens */
+} mt_pass_event;
+
 typedef struct mt_routing_sink {
     void (*on_layer)(void *ctx, const mt_routing_event *ev);
+    void (*on_pass)(void *ctx, const mt_pass_event *ev);  /* may be NULL */
     void *ctx;
 } mt_routing_sink;
+
+/* Several sinks behind one: events go to each in order. */
+#define MT_FANOUT_MAX 4
+typedef struct mt_routing_fanout {
+    mt_routing_sink sinks[MT_FANOUT_MAX];
+    int n;
+} mt_routing_fanout;
+
+/* Adds s to f (ignored when full or when s has no on_layer). */
+void mt_routing_fanout_add(mt_routing_fanout *f, mt_routing_sink s);
+mt_routing_sink mt_routing_fanout_sink(mt_routing_fanout *f);
 
 /* A sink that keeps the routing of one sequence by position, in the SPEC §2 layout
  * [rows, num_hidden_layers, top_k] with -1 for dense layers. */
