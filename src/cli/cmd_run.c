@@ -3,12 +3,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "engine/generate.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "routing/capture.h"
+#include "tokenizer/tokenizer.h"
 #include "util/npy.h"
 
 static const char RUN_HELP[] =
@@ -32,7 +36,8 @@ static const char RUN_HELP[] =
     "  --threads N            CPU threads (default: all online CPUs)\n"
     "  --load-format auto|dummy  dummy: read only config.json, deterministic random weights\n"
     "\n"
-    "Generated ids are printed to stdout as a JSON array; logs go to stderr.\n";
+    "The generated text is streamed to stdout when DIR has tokenizer.json; without it the generated\n"
+    "ids are printed as a JSON array. Logs go to stderr.\n";
 
 typedef struct run_args {
     const char *model, *prompt, *logits_out, *routing_out, *tokens_out, *device;
@@ -95,6 +100,63 @@ static int parse(run_args *a, int argc, char **argv) {
     return 0;
 }
 
+/* Encodes --prompt, through the chat template with --chat (then without added special tokens,
+ * as transformers' apply_chat_template(tokenize=True) does). */
+static int encode_prompt(const run_args *a, mt_tokenizer *tok, int32_t **ids, int *n) {
+    mt_err err = {{0}};
+    char *text = NULL;
+    const char *src = a->prompt;
+    if (a->chat) {
+        mt_chat_template *tpl;
+        if (mt_chat_template_load(&tpl, a->model, &err)) {
+            fprintf(stderr, "moetrace: --chat: %s\n", err.msg);
+            return -1;
+        }
+        cJSON *msgs = cJSON_CreateArray(), *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "user");
+        cJSON_AddStringToObject(m, "content", a->prompt);
+        cJSON_AddItemToArray(msgs, m);
+        int rc = mt_chat_render(tpl, msgs, NULL, 1, NULL, &text, &err);
+        cJSON_Delete(msgs);
+        mt_chat_template_free(tpl);
+        if (rc) {
+            fprintf(stderr, "moetrace: --chat: %s\n", err.msg);
+            return -1;
+        }
+        src = text;
+    }
+    size_t count = 0;
+    int rc = mt_tokenizer_encode(tok, src, strlen(src), !a->chat, ids, &count, &err);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "moetrace: --prompt: %s\n", err.msg);
+        return -1;
+    }
+    *n = (int)count;
+    if (count == 0) {
+        fprintf(stderr, "moetrace: --prompt: the prompt encodes to no tokens\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Streams generated text to stdout as tokens arrive. */
+typedef struct text_out {
+    mt_detok_stream *stream;
+} text_out;
+
+static void emit_text(void *ctx, int32_t token) {
+    text_out *t = ctx;
+    char *text = NULL;
+    size_t len = 0;
+    mt_err err;
+    if (mt_detok_stream_feed(t->stream, &token, 1, &text, &len, &err) == 0) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    free(text);
+}
+
 static void print_ids(const int32_t *ids, int n) {
     putchar('[');
     for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
@@ -107,15 +169,31 @@ int cmd_run(int argc, char **argv) {
         free(a.ids);
         return 2;
     }
-    if (a.prompt) {
-        fprintf(stderr, "moetrace: run: --prompt needs the tokenizer, which this build does not have yet; use --input-ids\n");
+    mt_err err = {{0}};
+    char tok_path[4096];
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", a.model);
+    mt_tokenizer *tok = NULL;
+    FILE *probe = fopen(tok_path, "rb");
+    if (probe) {
+        fclose(probe);
+        if (mt_tokenizer_load(&tok, a.model, &err)) {
+            fprintf(stderr, "moetrace: %s\n", err.msg);
+            free(a.ids);
+            return 1;
+        }
+    } else if (a.prompt) {
+        fprintf(stderr, "moetrace: --prompt needs %s; give --input-ids instead\n", tok_path);
         return 2;
     }
-    mt_err err = {{0}};
+    if (a.prompt && encode_prompt(&a, tok, &a.ids, &a.n_ids)) {
+        mt_tokenizer_free(tok);
+        return 1;
+    }
     mt_model model;
     if (mt_model_load(&model, a.model, a.load_format, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         free(a.ids);
+        mt_tokenizer_free(tok);
         return 1;
     }
     mt_kernels_init(a.threads);
@@ -136,9 +214,22 @@ int cmd_run(int argc, char **argv) {
         }
         sink = mt_routing_table_sink(&table);
     }
-    mt_generate_opts opts = {a.max_new_tokens, a.ignore_eos, a.sampling, logits, a.routing_out ? &sink : NULL};
+    text_out text = {tok ? mt_detok_stream_new(tok, 1) : NULL};
+    mt_generate_opts opts = {.max_new_tokens = a.max_new_tokens, .ignore_eos = a.ignore_eos, .sampling = a.sampling,
+                             .prompt_logits = logits, .sink = a.routing_out ? &sink : NULL,
+                             .on_token = text.stream ? emit_text : NULL, .token_ctx = &text};
     int n_gen = 0;
-    if (mt_generate(&model, a.ids, a.n_ids, &opts, tokens, &n_gen, &err)) {
+    int gen_rc = mt_generate(&model, a.ids, a.n_ids, &opts, tokens, &n_gen, &err);
+    if (text.stream) {
+        char *rest = NULL;
+        size_t len = 0;
+        mt_err ferr;
+        if (mt_detok_stream_finish(text.stream, &rest, &len, &ferr) == 0) fwrite(rest, 1, len, stdout);
+        free(rest);
+        putchar('\n');
+        mt_detok_stream_free(text.stream);
+    }
+    if (gen_rc) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }
@@ -154,7 +245,7 @@ int cmd_run(int argc, char **argv) {
         int64_t shape[1] = {n_gen};
         if (mt_npy_write(a.tokens_out, MT_NPY_I32, tokens, 1, shape, &err)) goto write_failed;
     }
-    print_ids(tokens, n_gen);
+    if (!tok) print_ids(tokens, n_gen);
     rc = 0;
     goto done;
 write_failed:
@@ -166,5 +257,6 @@ done:
     free(a.ids);
     mt_kernels_shutdown();
     mt_model_free(&model);
+    mt_tokenizer_free(tok);
     return rc;
 }

@@ -52,6 +52,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
     for (int g = 0; g < o->max_new_tokens; g++) {
         int32_t tok = mt_sample(&sampler, last);
         out_tokens[(*n_out)++] = tok;
+        if (o->on_token) o->on_token(o->token_ctx, tok);
         if (!o->ignore_eos && mt_config_is_eos(c, tok)) break;
         if (g + 1 == o->max_new_tokens) break;
         int32_t p = n_prompt + g, zero = 0, row = 0;

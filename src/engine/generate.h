@@ -17,6 +17,8 @@ typedef struct mt_generate_opts {
     mt_sampling_params sampling;
     float *prompt_logits;          /* [P, vocab] written when not NULL */
     const mt_routing_sink *sink;   /* routing of every forwarded token; may be NULL */
+    void (*on_token)(void *ctx, int32_t token); /* called as each token is chosen; may be NULL */
+    void *token_ctx;
 } mt_generate_opts;
 
 /* Writes up to max_new_tokens ids to out_tokens and their count to n_out. */
