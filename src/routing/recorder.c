@@ -1,0 +1,419 @@
+/* Expert distribution recorder: options, lifecycle, and the routing sink. Dumps: recorder_dump.c. */
+#define _POSIX_C_SOURCE 200809L
+#include "routing/recorder.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "routing/recorder_internal.h"
+
+void mt_recorder_opts_default(mt_recorder_opts *o) {
+    o->mode = MT_REC_STAT;
+    o->buffer_size = MT_REC_DEFAULT_BUFFER_SIZE;
+    o->dump_dir = NULL;
+    o->ep_size = 0;
+    o->max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
+}
+
+static const char *const MODE_NAMES[] = {"stat", "per_pass", "per_token"};
+
+const char *mt_recorder_mode_name(mt_recorder_mode m) {
+    return (unsigned)m < 3 ? MODE_NAMES[m] : "?";
+}
+
+int mt_recorder_parse_mode(const char *s, mt_recorder_mode *m, mt_err *err) {
+    for (int i = 0; i < 3; i++) {
+        if (s && strcmp(s, MODE_NAMES[i]) == 0) {
+            *m = (mt_recorder_mode)i;
+            return 0;
+        }
+    }
+    return mt_errf(err, "recorder mode '%s': expected stat, per_pass or per_token", s ? s : "(null)");
+}
+
+int mt_recorder_opts_from_env(mt_recorder_opts *o, mt_err *err) {
+    mt_recorder_mode mode = o->mode;
+    const char *dir = o->dump_dir;
+    const char *v = getenv("MOETRACE_EXPERT_RECORDER_MODE");
+    if (v) {
+        mt_err e2;
+        if (mt_recorder_parse_mode(v, &mode, &e2) != 0)
+            return mt_errf(err, "MOETRACE_EXPERT_RECORDER_MODE='%s': expected stat, per_pass or per_token",
+                           v);
+    }
+    v = getenv("MOETRACE_EXPERT_DUMP_DIR");
+    if (v) {
+        struct stat st;
+        if (!*v) return mt_errf(err, "MOETRACE_EXPERT_DUMP_DIR is set but empty");
+        if (stat(v, &st) != 0 || !S_ISDIR(st.st_mode))
+            return mt_errf(err, "MOETRACE_EXPERT_DUMP_DIR='%s': not an existing folder", v);
+        dir = v;
+    }
+    o->mode = mode;
+    o->dump_dir = dir;
+    return 0;
+}
+
+static void *xcalloc(size_t n, size_t size) { return n ? calloc(n, size) : malloc(1); }
+
+mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const mt_recorder_opts *o,
+                             mt_err *err) {
+    mt_recorder_opts def;
+    if (!o) {
+        mt_recorder_opts_default(&def);
+        o = &def;
+    }
+    if (cfg->num_hidden_layers < 1 || cfg->num_hidden_layers > MT_MAX_LAYERS || cfg->num_experts < 1 ||
+        cfg->top_k < 1 || cfg->top_k > cfg->num_experts) {
+        mt_errf(err, "recorder: bad model shape (num_hidden_layers %d, num_experts %d, top_k %d)",
+                cfg->num_hidden_layers, cfg->num_experts, cfg->top_k);
+        return NULL;
+    }
+    if ((unsigned)o->mode > MT_REC_PER_TOKEN) {
+        mt_errf(err, "recorder: unknown mode %d", (int)o->mode);
+        return NULL;
+    }
+    if (o->buffer_size == 0 || o->buffer_size < -1) {
+        mt_errf(err, "recorder: buffer size %d: expected a positive number of forward passes or -1",
+                o->buffer_size);
+        return NULL;
+    }
+    if (o->max_tokens < 1) {
+        mt_errf(err, "recorder: max_tokens %ld: expected > 0", o->max_tokens);
+        return NULL;
+    }
+    int E = cfg->num_experts;
+    int ep = o->ep_size;
+    if (ep == 0) ep = E % 8 == 0 ? 8 : 1;
+    if (ep < 1 || ep > E) {
+        mt_errf(err, "recorder: ep_size %d: expected 1..num_experts (%d)", ep, E);
+        return NULL;
+    }
+    mt_recorder *r = calloc(1, sizeof *r);
+    if (!r) {
+        mt_errf(err, "recorder: out of memory");
+        return NULL;
+    }
+    r->L = cfg->num_hidden_layers;
+    r->E = E;
+    r->K = cfg->top_k;
+    for (int l = 0; l < r->L; l++) {
+        r->is_moe[l] = cfg->layer_is_moe[l];
+        r->num_moe += r->is_moe[l];
+    }
+    r->mode = o->mode;
+    r->buffer_size = o->buffer_size;
+    r->ep_size = ep;
+    r->max_tokens = o->max_tokens;
+    r->model = strdup(model_name ? model_name : "");
+    r->dump_dir = strdup(o->dump_dir ? o->dump_dir : MT_REC_DEFAULT_DUMP_DIR);
+    size_t le = (size_t)r->L * (size_t)E;
+    r->pend_count = xcalloc(le, sizeof *r->pend_count);
+    r->total = xcalloc(le, sizeof *r->total);
+    atomic_init(&r->active, false);
+    if (r->mode != MT_REC_PER_TOKEN) {
+        r->ring_cap = r->buffer_size > 0 ? r->buffer_size : (r->mode == MT_REC_PER_PASS ? 16 : 0);
+        if (r->ring_cap) r->ring = calloc((size_t)r->ring_cap, sizeof *r->ring);
+    }
+    if (!r->model || !r->dump_dir || !r->pend_count || !r->total || (r->ring_cap && !r->ring) ||
+        pthread_mutex_init(&r->mu, NULL) != 0) {
+        free(r->model);
+        free(r->dump_dir);
+        free(r->pend_count);
+        free(r->total);
+        free(r->ring);
+        free(r);
+        mt_errf(err, "recorder: out of memory");
+        return NULL;
+    }
+    return r;
+}
+
+static void free_token_store(mt_recorder *r) {
+    free(r->tok_ids);
+    free(r->tok_req);
+    free(r->tok_pos);
+    free(r->tok_tok);
+    free(r->req_ids);
+    free(r->req_hash_key);
+    free(r->req_hash_val);
+    r->tok_ids = NULL;
+    r->tok_req = NULL;
+    r->tok_pos = r->tok_tok = NULL;
+    r->req_ids = r->req_hash_key = r->req_hash_val = NULL;
+    r->tok_cap = r->req_cap = r->req_hash_cap = 0;
+}
+
+void mt_recorder_free(mt_recorder *r) {
+    if (!r) return;
+    for (int i = 0; i < r->ring_cap; i++) free(r->ring[i].count);
+    free(r->ring);
+    free_token_store(r);
+    free(r->stage_ids);
+    free(r->stage_req);
+    free(r->stage_pos);
+    free(r->stage_tok);
+    free(r->pend_count);
+    free(r->total);
+    free(r->model);
+    free(r->dump_dir);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+void mt_rec_reset_locked(mt_recorder *r) {
+    memset(r->total, 0, (size_t)r->L * (size_t)r->E * sizeof *r->total);
+    r->num_passes = r->num_tokens = 0;
+    r->dropped_passes = 0;
+    r->ring_head = r->ring_len = 0;
+    /* The token store's memory is released: a per_token dump may have been large. */
+    free_token_store(r);
+    r->tok_n = 0;
+    r->dropped_tokens = 0;
+    r->n_req = 0;
+}
+
+void mt_recorder_start(mt_recorder *r) { atomic_store(&r->active, true); }
+void mt_recorder_stop(mt_recorder *r) { atomic_store(&r->active, false); }
+bool mt_recorder_active(const mt_recorder *r) { return atomic_load(&((mt_recorder *)r)->active); }
+mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r) { return r->mode; }
+
+void mt_recorder_reset(mt_recorder *r) {
+    pthread_mutex_lock(&r->mu);
+    mt_rec_reset_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void mt_recorder_get_counts(mt_recorder *r, mt_recorder_counts *c) {
+    pthread_mutex_lock(&r->mu);
+    c->num_forward_passes = r->num_passes;
+    c->num_tokens = r->num_tokens;
+    c->tokens_recorded = r->tok_n;
+    c->dropped_tokens = r->dropped_tokens;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void mt_recorder_logical_count(mt_recorder *r, int64_t *out) {
+    pthread_mutex_lock(&r->mu);
+    memcpy(out, r->total, (size_t)r->L * (size_t)r->E * sizeof *out);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- the sink (engine thread) ---- */
+
+static int stage_reserve(mt_recorder *r, int n) {
+    if (n <= r->stage_cap) return 0;
+    int cap = r->stage_cap ? r->stage_cap : 64;
+    while (cap < n) cap *= 2;
+    size_t row = (size_t)r->L * (size_t)r->K;
+    int32_t *ids = realloc(r->stage_ids, (size_t)cap * row * sizeof *ids);
+    if (ids) r->stage_ids = ids;
+    int64_t *req = realloc(r->stage_req, (size_t)cap * sizeof *req);
+    if (req) r->stage_req = req;
+    int32_t *pos = realloc(r->stage_pos, (size_t)cap * sizeof *pos);
+    if (pos) r->stage_pos = pos;
+    int32_t *tok = realloc(r->stage_tok, (size_t)cap * sizeof *tok);
+    if (tok) r->stage_tok = tok;
+    if (!ids || !req || !pos || !tok) return -1;
+    r->stage_cap = cap;
+    return 0;
+}
+
+static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
+    r->in_pass = true;
+    r->pass_recording = atomic_load_explicit(&r->active, memory_order_relaxed);
+    if (!r->pass_recording) return;
+    int n = ev->n_tokens > 0 ? ev->n_tokens : 0;
+    r->pass_n = n;
+    memset(r->pend_count, 0, (size_t)r->L * (size_t)r->E * sizeof *r->pend_count);
+    if (r->mode != MT_REC_PER_TOKEN) return;
+    r->stage_failed = stage_reserve(r, n) != 0;
+    if (r->stage_failed) return;
+    size_t row = (size_t)r->L * (size_t)r->K;
+    for (size_t i = 0; i < (size_t)n * row; i++) r->stage_ids[i] = -1;
+    for (int t = 0; t < n; t++) {
+        r->stage_req[t] = ev->request_ids ? ev->request_ids[t] : (ev->seq_ids ? ev->seq_ids[t] : 0);
+        r->stage_pos[t] = ev->positions ? ev->positions[t] : -1;
+        r->stage_tok[t] = ev->tokens ? ev->tokens[t] : -1;
+    }
+}
+
+static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
+    mt_recorder *r = ctx;
+    if (!r->in_pass) begin_pass(r, ev);
+    if (!r->pass_recording) return;
+    int l = ev->layer;
+    if (l < 0 || l >= r->L || ev->top_k != r->K || ev->n_tokens != r->pass_n || !ev->topk_ids) return;
+    const int32_t *ids = ev->topk_ids;
+    int32_t *cnt = r->pend_count + (size_t)l * (size_t)r->E;
+    int n = ev->n_tokens, K = r->K, E = r->E;
+    for (int i = 0; i < n * K; i++) {
+        int32_t e = ids[i];
+        if ((uint32_t)e < (uint32_t)E) cnt[e]++;
+    }
+    if (r->mode == MT_REC_PER_TOKEN && !r->stage_failed) {
+        size_t row = (size_t)r->L * (size_t)K;
+        for (int t = 0; t < n; t++)
+            memcpy(r->stage_ids + (size_t)t * row + (size_t)l * (size_t)K, ids + (size_t)t * (size_t)K,
+                   (size_t)K * sizeof *ids);
+    }
+}
+
+/* Window slot for a new pass (bounded ring, or growing for per_pass -1); subtracts an evicted
+ * pass from the totals. NULL when out of memory. */
+static mt_rec_pass *window_slot(mt_recorder *r) {
+    size_t le = (size_t)r->L * (size_t)r->E;
+    if (r->ring_len == r->ring_cap && r->buffer_size < 0) {
+        int cap = r->ring_cap * 2;
+        mt_rec_pass *nr = calloc((size_t)cap, sizeof *nr);
+        if (!nr) return NULL;
+        for (int i = 0; i < r->ring_len; i++) nr[i] = r->ring[(r->ring_head + i) % r->ring_cap];
+        for (int i = r->ring_len; i < r->ring_cap; i++) nr[i] = r->ring[(r->ring_head + i) % r->ring_cap];
+        free(r->ring);
+        r->ring = nr;
+        r->ring_cap = cap;
+        r->ring_head = 0;
+    }
+    mt_rec_pass *p;
+    if (r->ring_len == r->ring_cap) { /* evict the oldest */
+        p = &r->ring[r->ring_head];
+        for (size_t i = 0; i < le; i++) r->total[i] -= p->count[i];
+        r->num_tokens -= p->n_tokens;
+        r->num_passes--;
+        r->ring_head = (r->ring_head + 1) % r->ring_cap;
+        r->ring_len--;
+    } else {
+        p = &r->ring[(r->ring_head + r->ring_len) % r->ring_cap];
+    }
+    if (!p->count) {
+        p->count = malloc(le * sizeof *p->count);
+        if (!p->count) return NULL;
+    }
+    r->ring_len++;
+    return p;
+}
+
+static int64_t req_index(mt_recorder *r, int64_t id) {
+    if (r->n_req * 2 >= r->req_hash_cap) {
+        int64_t cap = r->req_hash_cap ? r->req_hash_cap * 2 : 64;
+        int64_t *keys = malloc((size_t)cap * sizeof *keys), *vals = malloc((size_t)cap * sizeof *vals);
+        if (!keys || !vals) {
+            free(keys);
+            free(vals);
+            return -1;
+        }
+        for (int64_t i = 0; i < cap; i++) vals[i] = -1;
+        for (int64_t i = 0; i < r->n_req; i++) {
+            uint64_t h = (uint64_t)r->req_ids[i] * 0x9E3779B97F4A7C15ull;
+            int64_t s = (int64_t)(h % (uint64_t)cap);
+            while (vals[s] >= 0) s = (s + 1) % cap;
+            keys[s] = r->req_ids[i];
+            vals[s] = i;
+        }
+        free(r->req_hash_key);
+        free(r->req_hash_val);
+        r->req_hash_key = keys;
+        r->req_hash_val = vals;
+        r->req_hash_cap = cap;
+    }
+    uint64_t h = (uint64_t)id * 0x9E3779B97F4A7C15ull;
+    int64_t s = (int64_t)(h % (uint64_t)r->req_hash_cap);
+    while (r->req_hash_val[s] >= 0) {
+        if (r->req_hash_key[s] == id) return r->req_hash_val[s];
+        s = (s + 1) % r->req_hash_cap;
+    }
+    if (r->n_req == r->req_cap) {
+        int64_t cap = r->req_cap ? r->req_cap * 2 : 64;
+        int64_t *ids = realloc(r->req_ids, (size_t)cap * sizeof *ids);
+        if (!ids) return -1;
+        r->req_ids = ids;
+        r->req_cap = cap;
+    }
+    r->req_ids[r->n_req] = id;
+    r->req_hash_key[s] = id;
+    r->req_hash_val[s] = r->n_req;
+    return r->n_req++;
+}
+
+/* Room for n more rows in the token store (capped by max_tokens); returns how many fit. */
+static int64_t tok_reserve(mt_recorder *r, int64_t n) {
+    int64_t want = r->tok_n + n;
+    if (want > r->max_tokens) want = r->max_tokens;
+    if (want > r->tok_cap) {
+        int64_t cap = r->tok_cap ? r->tok_cap : 256;
+        while (cap < want) cap *= 2;
+        if (cap > r->max_tokens) cap = r->max_tokens;
+        size_t row = (size_t)r->L * (size_t)r->K;
+        int32_t *ids = realloc(r->tok_ids, (size_t)cap * row * sizeof *ids);
+        if (ids) r->tok_ids = ids;
+        int64_t *req = realloc(r->tok_req, (size_t)cap * sizeof *req);
+        if (req) r->tok_req = req;
+        int32_t *pos = realloc(r->tok_pos, (size_t)cap * sizeof *pos);
+        if (pos) r->tok_pos = pos;
+        int32_t *tok = realloc(r->tok_tok, (size_t)cap * sizeof *tok);
+        if (tok) r->tok_tok = tok;
+        if (ids && req && pos && tok) r->tok_cap = cap;
+    }
+    int64_t room = r->tok_cap - r->tok_n;
+    return room < n ? room : n;
+}
+
+static void commit_tokens(mt_recorder *r) {
+    int64_t n = r->pass_n;
+    if (r->stage_failed) {
+        r->dropped_tokens += n;
+        return;
+    }
+    int64_t keep = tok_reserve(r, n);
+    size_t row = (size_t)r->L * (size_t)r->K;
+    int64_t t = 0;
+    for (; t < keep; t++) {
+        int64_t ri = req_index(r, r->stage_req[t]);
+        if (ri < 0) break;
+        int64_t d = r->tok_n++;
+        r->tok_req[d] = ri;
+        r->tok_pos[d] = r->stage_pos[t];
+        r->tok_tok[d] = r->stage_tok[t];
+        memcpy(r->tok_ids + (size_t)d * row, r->stage_ids + (size_t)t * row, row * sizeof *r->tok_ids);
+    }
+    r->dropped_tokens += n - t;
+}
+
+static void commit_pass(mt_recorder *r) {
+    size_t le = (size_t)r->L * (size_t)r->E;
+    if (r->ring_cap) {
+        mt_rec_pass *p = window_slot(r);
+        if (!p) {
+            r->dropped_passes++;
+            return;
+        }
+        p->id = r->pass_counter;
+        p->n_tokens = r->pass_n;
+        memcpy(p->count, r->pend_count, le * sizeof *p->count);
+    }
+    for (size_t i = 0; i < le; i++) r->total[i] += r->pend_count[i];
+    r->num_passes++;
+    r->num_tokens += r->pass_n;
+    if (r->mode == MT_REC_PER_TOKEN) commit_tokens(r);
+}
+
+static void sink_on_pass(void *ctx, const mt_pass_event *ev) {
+    mt_recorder *r = ctx;
+    (void)ev;
+    bool rec = r->in_pass && r->pass_recording;
+    r->in_pass = false;
+    r->pass_recording = false;
+    if (rec) {
+        pthread_mutex_lock(&r->mu);
+        /* A stop between the first layer and here drops the pass. */
+        if (atomic_load_explicit(&r->active, memory_order_relaxed)) commit_pass(r);
+        pthread_mutex_unlock(&r->mu);
+    }
+    r->pass_counter++;
+}
+
+mt_routing_sink mt_recorder_sink(mt_recorder *r) {
+    mt_routing_sink s = {.on_layer = sink_on_layer, .on_pass = sink_on_pass, .ctx = r};
+    return s;
+}

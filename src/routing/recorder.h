@@ -1,0 +1,94 @@
+/* The expert distribution recorder (SPEC §4), with SGLang's modes, as a routing sink.
+ *
+ *  - stat:      per hidden layer x logical expert token counts, summed over the last buffer_size
+ *               forward passes (a circular window; buffer_size -1 = an unbounded running sum).
+ *  - per_pass:  the counts of each of the last buffer_size forward passes (-1: all of them).
+ *  - per_token: the routing [T, num_hidden_layers, top_k] of every token with its request, position
+ *               and token id, at most max_tokens rows; further tokens are dropped and counted
+ *               ("dropped_tokens" in the dump), never silently. Its logical_count covers every
+ *               recorded token, dropped ones included.
+ * Dense layers: zero rows in logical_count, -1 in per_token topk_ids.
+ *
+ * Threads: one engine thread calls the sink; other threads may call start/stop/active/dump/
+ * dump_json at any time. The sink takes the recorder's mutex once per forward pass (in on_pass),
+ * never per layer; a pass is recorded whole or not at all (decided at its first layer).
+ * While not active the sink does a flag test per layer and nothing else.
+ * Dumps reset the recorded data (as SGLang's dump does). Files are written atomically.
+ * Formats: docs/RECORDER.md. */
+#ifndef MT_ROUTING_RECORDER_H
+#define MT_ROUTING_RECORDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "model/config.h"
+#include "routing/capture.h"
+#include "util/err.h"
+
+typedef enum mt_recorder_mode { MT_REC_STAT, MT_REC_PER_PASS, MT_REC_PER_TOKEN } mt_recorder_mode;
+
+#define MT_REC_DEFAULT_BUFFER_SIZE 1000
+#define MT_REC_DEFAULT_MAX_TOKENS 65536
+#define MT_REC_DEFAULT_DUMP_DIR "/tmp"
+
+typedef struct mt_recorder_opts {
+    mt_recorder_mode mode;
+    int buffer_size;       /* forward passes kept (stat, per_pass); -1 unbounded; > 0 otherwise */
+    const char *dump_dir;  /* NULL: MT_REC_DEFAULT_DUMP_DIR. Not copied: must outlive the recorder */
+    int ep_size;           /* for balancedness in dumps; 0: 8 if it divides num_experts, else 1 */
+    long max_tokens;       /* per_token row bound (> 0) */
+} mt_recorder_opts;
+
+/* Defaults: stat, buffer 1000, dump dir /tmp, ep_size auto, 65536 tokens. */
+void mt_recorder_opts_default(mt_recorder_opts *o);
+/* Applies MOETRACE_EXPERT_RECORDER_MODE and MOETRACE_EXPERT_DUMP_DIR when set (the dir string
+ * points into the environment). An invalid value (unknown mode, empty, a dir that is not an
+ * existing folder) is an error naming the variable; o is then untouched. */
+int mt_recorder_opts_from_env(mt_recorder_opts *o, mt_err *err);
+/* "stat" | "per_pass" | "per_token". */
+int mt_recorder_parse_mode(const char *s, mt_recorder_mode *m, mt_err *err);
+const char *mt_recorder_mode_name(mt_recorder_mode m);
+
+typedef struct mt_recorder mt_recorder;
+
+/* cfg gives num_hidden_layers, num_experts, top_k, layer_is_moe. model_name goes into dumps
+ * (copied; NULL: ""). Starts inactive. */
+mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const mt_recorder_opts *o,
+                             mt_err *err);
+void mt_recorder_free(mt_recorder *r);
+
+void mt_recorder_start(mt_recorder *r);
+void mt_recorder_stop(mt_recorder *r);
+bool mt_recorder_active(const mt_recorder *r);
+/* Drops everything recorded so far (the active state is unchanged). */
+void mt_recorder_reset(mt_recorder *r);
+mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r);
+
+/* The sink to hand to the engine (ctx = r). */
+mt_routing_sink mt_recorder_sink(mt_recorder *r);
+
+/* Writes the dump into dump_dir and resets the recorded data. stat/per_pass:
+ * expert_distribution_<unix-ms>.json; per_token: expert_distribution_<unix-ms>.safetensors plus
+ * the index expert_distribution_<unix-ms>.json (whose path is returned). A name already taken gets
+ * a "_<n>" suffix. path_out (may be NULL) receives the JSON path. */
+int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *err);
+
+/* The dump's JSON object (for per_token: the index, without request ids nor tensors), for inline
+ * HTTP answers. reset: also reset the recorded data. NULL + err on failure. cJSON_Delete it. */
+cJSON *mt_recorder_dump_json(mt_recorder *r, bool reset, mt_err *err);
+
+/* Counters, for tests and metrics (read under the mutex). */
+typedef struct mt_recorder_counts {
+    int64_t num_forward_passes; /* passes in the window (per_token: since the last reset) */
+    int64_t num_tokens;         /* tokens of those passes */
+    int64_t tokens_recorded;    /* per_token rows kept */
+    int64_t dropped_tokens;     /* per_token rows dropped for lack of room */
+} mt_recorder_counts;
+void mt_recorder_get_counts(mt_recorder *r, mt_recorder_counts *c);
+/* Copies the windowed logical_count [num_hidden_layers, num_experts] into out. */
+void mt_recorder_logical_count(mt_recorder *r, int64_t *out);
+
+#endif

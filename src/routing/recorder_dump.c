@@ -1,0 +1,231 @@
+/* Dumps of the expert distribution recorder: the JSON object of SPEC §4, and the files
+ * (stat/per_pass JSON; per_token safetensors + JSON index). Formats: docs/RECORDER.md.
+ * safetensors layout (https://github.com/huggingface/safetensors, README "Format"): an 8-byte
+ * little-endian header length, a JSON header (padded with spaces to a multiple of 8), then the data
+ * section; every tensor here starts at a multiple of 8 bytes. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "routing/balancedness.h"
+#include "routing/recorder_internal.h"
+#include "routing/stat_dump.h"
+#include "util/atomic_write.h"
+
+/* Builds [L][E] from an int64 or int32 array. */
+static cJSON *matrix_json(const int64_t *c64, const int32_t *c32, int L, int E) {
+    cJSON *m = cJSON_CreateArray();
+    for (int l = 0; m && l < L; l++) {
+        cJSON *row = cJSON_CreateArray();
+        if (!row) {
+            cJSON_Delete(m);
+            return NULL;
+        }
+        cJSON_AddItemToArray(m, row);
+        for (int e = 0; e < E; e++) {
+            size_t i = (size_t)l * (size_t)E + (size_t)e;
+            cJSON *v = cJSON_CreateNumber(c64 ? (double)c64[i] : (double)c32[i]);
+            if (!v) {
+                cJSON_Delete(m);
+                return NULL;
+            }
+            cJSON_AddItemToArray(row, v);
+        }
+    }
+    return m;
+}
+
+static bool add_num(cJSON *o, const char *k, double v) { return cJSON_AddNumberToObject(o, k, v) != NULL; }
+
+cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err) {
+    int L = r->L, E = r->E;
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o && cJSON_AddStringToObject(o, "format", MT_STAT_DUMP_FORMAT) &&
+              cJSON_AddStringToObject(o, "mode", mt_recorder_mode_name(r->mode)) &&
+              cJSON_AddStringToObject(o, "model", r->model) && add_num(o, "num_hidden_layers", L);
+    cJSON *moe = ok ? cJSON_AddArrayToObject(o, "moe_layers") : NULL;
+    ok = ok && moe;
+    for (int l = 0; ok && l < L; l++)
+        if (r->is_moe[l]) ok = cJSON_AddItemToArray(moe, cJSON_CreateNumber(l));
+    ok = ok && add_num(o, "num_experts", E) && add_num(o, "top_k", r->K) &&
+         add_num(o, "num_forward_passes", (double)r->num_passes) && add_num(o, "num_tokens", (double)r->num_tokens) &&
+         add_num(o, "buffer_size", r->buffer_size) && add_num(o, "ep_size", r->ep_size);
+    if (ok && r->dropped_passes) ok = add_num(o, "dropped_passes", (double)r->dropped_passes);
+    cJSON *lc = ok ? matrix_json(r->total, NULL, L, E) : NULL;
+    ok = ok && lc && cJSON_AddItemToObject(o, "logical_count", lc);
+    /* Balancedness over the MoE layers only, aligned with moe_layers. */
+    cJSON *bal = ok ? cJSON_AddObjectToObject(o, "balancedness") : NULL;
+    cJSON *per = bal ? cJSON_AddArrayToObject(bal, "per_layer") : NULL;
+    ok = ok && per;
+    double sum = 0;
+    for (int l = 0; ok && l < L; l++) {
+        if (!r->is_moe[l]) continue;
+        double b = mt_balancedness_contiguous(r->total + (size_t)l * (size_t)E, E, r->ep_size);
+        sum += b;
+        ok = cJSON_AddItemToArray(per, cJSON_CreateNumber(b));
+    }
+    ok = ok && add_num(bal, "mean", r->num_moe ? sum / r->num_moe : 1.0);
+    if (ok && r->mode == MT_REC_PER_PASS) {
+        cJSON *passes = cJSON_AddArrayToObject(o, "passes");
+        ok = passes != NULL;
+        for (int i = 0; ok && i < r->ring_len; i++) {
+            const mt_rec_pass *p = &r->ring[(r->ring_head + i) % r->ring_cap];
+            cJSON *po = cJSON_CreateObject();
+            ok = po && cJSON_AddItemToArray(passes, po) && add_num(po, "forward_pass_id", (double)p->id) &&
+                 add_num(po, "num_tokens", (double)p->n_tokens);
+            cJSON *m = ok ? matrix_json(NULL, p->count, L, E) : NULL;
+            ok = ok && m && cJSON_AddItemToObject(po, "logical_count", m);
+        }
+    }
+    if (ok && r->mode == MT_REC_PER_TOKEN)
+        ok = add_num(o, "num_tokens_recorded", (double)r->tok_n) && add_num(o, "max_tokens", (double)r->max_tokens) &&
+             add_num(o, "dropped_tokens", (double)r->dropped_tokens) &&
+             add_num(o, "num_requests", (double)r->n_req);
+    if (!ok) {
+        cJSON_Delete(o);
+        mt_errf(err, "recorder dump: out of memory");
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *mt_recorder_dump_json(mt_recorder *r, bool reset, mt_err *err) {
+    pthread_mutex_lock(&r->mu);
+    cJSON *o = mt_rec_build_json_locked(r, err);
+    if (o && reset) mt_rec_reset_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    return o;
+}
+
+/* ---- safetensors ---- */
+
+static void put_u64le(unsigned char *b, uint64_t v) {
+    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
+}
+
+static bool host_is_le(void) {
+    uint16_t x = 1;
+    unsigned char c;
+    memcpy(&c, &x, 1);
+    return c == 1;
+}
+
+typedef struct st_tensor {
+    const char *name, *dtype;
+    int ndim;
+    int64_t shape[3];
+    const void *data;
+    size_t nbytes;
+} st_tensor;
+
+/* Writes the tensors, back to back, as one safetensors file (atomically). Callers order them so that
+ * each starts at a multiple of its element size (the data section starts at a multiple of 8). */
+static int write_safetensors(const char *path, const st_tensor *t, int n, cJSON *metadata, mt_err *err) {
+    if (!host_is_le()) return mt_errf(err, "%s: safetensors writing needs a little-endian host", path);
+    cJSON *h = cJSON_CreateObject();
+    if (!h) return mt_errf(err, "%s: out of memory", path);
+    if (metadata) cJSON_AddItemToObject(h, "__metadata__", metadata);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *ti = cJSON_AddObjectToObject(h, t[i].name);
+        cJSON_AddStringToObject(ti, "dtype", t[i].dtype);
+        cJSON *sh = cJSON_AddArrayToObject(ti, "shape");
+        for (int d = 0; d < t[i].ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t[i].shape[d]));
+        cJSON *of = cJSON_AddArrayToObject(ti, "data_offsets");
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + t[i].nbytes)));
+        off += t[i].nbytes;
+    }
+    char *hs = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    if (!hs) return mt_errf(err, "%s: out of memory", path);
+    size_t hl = strlen(hs), padded = (hl + 7) / 8 * 8;
+    char *hdr = malloc(8 + padded);
+    if (!hdr) {
+        free(hs);
+        return mt_errf(err, "%s: out of memory", path);
+    }
+    put_u64le((unsigned char *)hdr, padded);
+    memcpy(hdr + 8, hs, hl);
+    memset(hdr + 8 + hl, ' ', padded - hl);
+    free(hs);
+    mt_write_chunk ch[8];
+    ch[0] = (mt_write_chunk){hdr, 8 + padded};
+    for (int i = 0; i < n; i++) ch[1 + i] = (mt_write_chunk){t[i].data, t[i].nbytes};
+    int rc = mt_atomic_write_chunks(path, ch, 1 + n, err);
+    free(hdr);
+    return rc;
+}
+
+/* Writes the per_token tensors (caller holds mu). request_index (8-byte elements) goes first so
+ * every tensor is aligned to its element size. */
+static int write_token_tensors(mt_recorder *r, const char *path, const char *index_name, mt_err *err) {
+    int64_t T = r->tok_n;
+    size_t row = (size_t)r->L * (size_t)r->K;
+    static const int64_t zero = 0;
+    st_tensor t[4] = {
+        {"request_index", "I64", 1, {T, 0, 0}, T ? (const void *)r->tok_req : &zero, (size_t)T * 8},
+        {"topk_ids", "I32", 3, {T, r->L, r->K}, T ? (const void *)r->tok_ids : &zero, (size_t)T * row * 4},
+        {"position", "I32", 1, {T, 0, 0}, T ? (const void *)r->tok_pos : &zero, (size_t)T * 4},
+        {"token_id", "I32", 1, {T, 0, 0}, T ? (const void *)r->tok_tok : &zero, (size_t)T * 4},
+    };
+    cJSON *meta = cJSON_CreateObject();
+    if (!meta) return mt_errf(err, "%s: out of memory", path);
+    cJSON_AddStringToObject(meta, "format", MT_STAT_DUMP_FORMAT);
+    cJSON_AddStringToObject(meta, "index", index_name);
+    return write_safetensors(path, t, 4, meta, err);
+}
+
+/* dir/expert_distribution_<ms>[_n] base name not yet taken by a .json nor a .safetensors. */
+static int pick_base(const char *dir, char *base, size_t n, mt_err *err) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    for (int k = 0; k < 1000; k++) {
+        int w = k ? snprintf(base, n, "%s/expert_distribution_%lld_%d", dir, ms, k)
+                  : snprintf(base, n, "%s/expert_distribution_%lld", dir, ms);
+        if (w < 0 || (size_t)w + 16 >= n) return mt_errf(err, "recorder dump: dump dir path too long: %s", dir);
+        char a[4096], b[4096];
+        struct stat st;
+        snprintf(a, sizeof a, "%s.json", base);
+        snprintf(b, sizeof b, "%s.safetensors", base);
+        if (stat(a, &st) != 0 && stat(b, &st) != 0) return 0;
+    }
+    return mt_errf(err, "recorder dump: no free file name in %s", dir);
+}
+
+int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *err) {
+    struct stat st;
+    if (stat(r->dump_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return mt_errf(err, "recorder dump: dump dir '%s' is not an existing folder", r->dump_dir);
+    char base[4000], json_path[4096], st_path[4096];
+    pthread_mutex_lock(&r->mu);
+    int rc = pick_base(r->dump_dir, base, sizeof base, err);
+    cJSON *o = rc == 0 ? mt_rec_build_json_locked(r, err) : NULL;
+    if (!o) rc = -1;
+    snprintf(json_path, sizeof json_path, "%s.json", base);
+    snprintf(st_path, sizeof st_path, "%s.safetensors", base);
+    if (rc == 0 && r->mode == MT_REC_PER_TOKEN) {
+        const char *st_name = strrchr(st_path, '/') + 1, *js_name = strrchr(json_path, '/') + 1;
+        cJSON *ids = cJSON_CreateArray();
+        for (int64_t i = 0; ids && i < r->n_req; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)r->req_ids[i]));
+        if (!ids || !cJSON_AddStringToObject(o, "tensors", st_name) || !cJSON_AddItemToObject(o, "request_ids", ids))
+            rc = mt_errf(err, "recorder dump: out of memory");
+        if (rc == 0) rc = write_token_tensors(r, st_path, js_name, err);
+    }
+    char *text = NULL;
+    if (rc == 0) {
+        text = cJSON_PrintUnformatted(o);
+        if (!text) rc = mt_errf(err, "recorder dump: out of memory");
+    }
+    if (rc == 0) rc = mt_atomic_write(json_path, text, strlen(text), err);
+    if (rc == 0) mt_rec_reset_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    free(text);
+    cJSON_Delete(o);
+    if (rc == 0 && path_out && path_len) snprintf(path_out, path_len, "%s", json_path);
+    return rc;
+}

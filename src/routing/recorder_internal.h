@@ -1,0 +1,69 @@
+/* Internals of the expert distribution recorder, shared by recorder.c (recording) and
+ * recorder_dump.c (dump formats). Not for other modules. */
+#ifndef MT_ROUTING_RECORDER_INTERNAL_H
+#define MT_ROUTING_RECORDER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "routing/recorder.h"
+
+/* One forward pass of the window (stat, per_pass). */
+typedef struct mt_rec_pass {
+    int64_t id;       /* forward_pass_id: the pass's index among all passes the sink saw */
+    int64_t n_tokens;
+    int32_t *count;   /* [L, E], allocated on first use, reused when the slot is overwritten */
+} mt_rec_pass;
+
+struct mt_recorder {
+    /* fixed at creation */
+    int L, E, K;
+    bool is_moe[MT_MAX_LAYERS];
+    int num_moe;
+    char *model;
+    mt_recorder_mode mode;
+    int buffer_size;
+    char *dump_dir;
+    int ep_size;
+    int64_t max_tokens;
+
+    atomic_bool active;
+
+    /* engine thread only (no lock) */
+    bool in_pass;         /* a pass has begun (first on_layer seen) and not ended */
+    bool pass_recording;  /* this pass is recorded */
+    int64_t pass_counter; /* passes seen by the sink */
+    int pass_n;           /* tokens of the current pass */
+    int32_t *pend_count;  /* [L, E] counts of the current pass */
+    /* per_token staging of the current pass */
+    int stage_cap;
+    int32_t *stage_ids;   /* [stage_cap, L, K] */
+    int64_t *stage_req;   /* [stage_cap] request id (or sequence slot) */
+    int32_t *stage_pos, *stage_tok;
+    bool stage_failed;    /* out of memory for this pass: its tokens count as dropped */
+
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    int64_t *total;       /* [L, E] sum over the window */
+    int64_t num_passes, num_tokens;
+    int64_t dropped_passes; /* out of memory at commit */
+    mt_rec_pass *ring;    /* window of passes (bounded buffer_size, or growing for per_pass -1) */
+    int ring_cap, ring_head, ring_len;
+    /* per_token store */
+    int64_t tok_n, tok_cap, dropped_tokens;
+    int32_t *tok_ids;     /* [tok_cap, L, K] */
+    int64_t *tok_req;     /* [tok_cap] request index */
+    int32_t *tok_pos, *tok_tok;
+    int64_t *req_ids;     /* request index -> id */
+    int64_t n_req, req_cap;
+    int64_t *req_hash_key; /* open addressing, -1 slot value = empty */
+    int64_t *req_hash_val;
+    int64_t req_hash_cap;
+};
+
+/* Builds the dump object of the data under mu (caller holds it). */
+cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err);
+/* Drops the recorded data (caller holds mu). */
+void mt_rec_reset_locked(mt_recorder *r);
+
+#endif

@@ -1,0 +1,529 @@
+/* Expert distribution recorder: synthetic routing events (no model), every mode, windows, reset on
+ * dump, per_token safetensors read back, channel consistency, dropped tokens, env options. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "model/safetensors.h"
+#include "routing/recorder.h"
+#include "routing/stat_dump.h"
+#include "util/atomic_write.h"
+#include "util/json_util.h"
+
+enum { L = 4, E = 8, K = 2 };
+
+static mt_config make_cfg(void) {
+    mt_config c;
+    memset(&c, 0, sizeof c);
+    c.num_hidden_layers = L;
+    c.num_experts = E;
+    c.top_k = K;
+    c.layer_is_moe[0] = false; /* one dense layer at the front */
+    for (int l = 1; l < L; l++) c.layer_is_moe[l] = true;
+    c.num_moe_layers = L - 1;
+    return c;
+}
+
+/* Deterministic routing of token t of pass p at layer l, choice j (distinct per token). */
+static int32_t route(int p, int t, int l, int j) { return (int32_t)((p * 7 + t * 3 + l * 5 + j * 3) % E); }
+
+/* Feeds one pass of n tokens (request id = 100 + t % 3, position = p * 10 + t, token = 1000 + t).
+ * If expect is not NULL, adds the pass's counts to it ([L, E]). */
+static void feed_pass(mt_routing_sink s, int p, int n, int64_t *expect) {
+    int32_t seq[64], pos[64], tok[64], ids[64 * K];
+    int64_t req[64];
+    for (int t = 0; t < n; t++) {
+        seq[t] = t % 3;
+        req[t] = 100 + t % 3;
+        pos[t] = p * 10 + t;
+        tok[t] = 1000 + t;
+    }
+    for (int l = 1; l < L; l++) {
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < K; j++) {
+                ids[t * K + j] = route(p, t, l, j);
+                if (expect) expect[l * E + ids[t * K + j]]++;
+            }
+        mt_routing_event ev = {.layer = l, .n_tokens = n, .top_k = K, .seq_ids = seq, .positions = pos,
+                               .tokens = tok, .request_ids = req, .topk_ids = ids, .topk_weights = NULL};
+        s.on_layer(s.ctx, &ev);
+    }
+    mt_pass_event pe = {.n_tokens = n, .num_seqs_in_pass = n < 3 ? n : 3};
+    s.on_pass(s.ctx, &pe);
+}
+
+static mt_recorder *make(mt_recorder_mode mode, int buffer, long max_tokens, const char *dir) {
+    mt_config c = make_cfg();
+    mt_recorder_opts o;
+    mt_recorder_opts_default(&o);
+    o.mode = mode;
+    o.buffer_size = buffer;
+    o.max_tokens = max_tokens;
+    o.dump_dir = dir;
+    mt_err err = {{0}};
+    mt_recorder *r = mt_recorder_new(&c, "tiny", &o, &err);
+    if (!r) fprintf(stderr, "%s\n", err.msg);
+    assert_non_null(r);
+    return r;
+}
+
+static void check_counts(mt_recorder *r, const int64_t *expect) {
+    int64_t got[L * E];
+    mt_recorder_logical_count(r, got);
+    for (int i = 0; i < L * E; i++) assert_int_equal(got[i], expect[i]);
+    for (int e = 0; e < E; e++) assert_int_equal(got[e], 0); /* dense layer */
+}
+
+static char tmpdir[256];
+
+static int make_tmpdir(void **state) {
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "%s/rec_test_XXXXXX", MT_BINARY_DIR);
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int rm_tmpdir(void **state) {
+    (void)state;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- tests ---- */
+
+static void test_stat_unbounded(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_STAT, -1, 100, NULL);
+    mt_recorder_start(r);
+    int64_t expect[L * E] = {0};
+    int total = 0;
+    for (int p = 0; p < 6; p++) {
+        feed_pass(mt_recorder_sink(r), p, 5 + p, expect);
+        total += 5 + p;
+    }
+    check_counts(r, expect);
+    mt_recorder_counts c;
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.num_forward_passes, 6);
+    assert_int_equal(c.num_tokens, total);
+    /* every MoE row sums to tokens * top_k */
+    int64_t got[L * E];
+    mt_recorder_logical_count(r, got);
+    for (int l = 1; l < L; l++) {
+        int64_t s = 0;
+        for (int e = 0; e < E; e++) s += got[l * E + e];
+        assert_int_equal(s, (int64_t)total * K);
+    }
+    mt_recorder_free(r);
+}
+
+static void test_stat_window(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_STAT, 3, 100, NULL);
+    mt_recorder_start(r);
+    int64_t expect[L * E] = {0};
+    for (int p = 0; p < 7; p++) feed_pass(mt_recorder_sink(r), p, 4 + p, p >= 4 ? expect : NULL);
+    check_counts(r, expect);
+    mt_recorder_counts c;
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.num_forward_passes, 3);
+    assert_int_equal(c.num_tokens, 8 + 9 + 10);
+    mt_recorder_free(r);
+}
+
+static void test_inactive_records_nothing(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_PER_TOKEN, -1, 100, NULL);
+    int64_t zero[L * E] = {0};
+    feed_pass(mt_recorder_sink(r), 0, 5, NULL);
+    check_counts(r, zero);
+    /* Started after the first layer of a pass: that pass is not recorded (whole passes only). */
+    mt_routing_sink s = mt_recorder_sink(r);
+    int32_t ids[2 * K] = {0, 1, 2, 3}, z[2] = {0, 0};
+    mt_routing_event ev = {.layer = 1, .n_tokens = 2, .top_k = K, .seq_ids = z, .positions = z, .tokens = z,
+                           .topk_ids = ids};
+    s.on_layer(s.ctx, &ev);
+    mt_recorder_start(r);
+    ev.layer = 2;
+    s.on_layer(s.ctx, &ev);
+    mt_pass_event pe = {2, 1};
+    s.on_pass(s.ctx, &pe);
+    check_counts(r, zero);
+    /* Stopped in the middle of a pass: dropped too. */
+    ev.layer = 1;
+    s.on_layer(s.ctx, &ev);
+    mt_recorder_stop(r);
+    s.on_pass(s.ctx, &pe);
+    check_counts(r, zero);
+    mt_recorder_counts c;
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.num_forward_passes, 0);
+    assert_int_equal(c.tokens_recorded, 0);
+    assert_false(mt_recorder_active(r));
+    mt_recorder_free(r);
+}
+
+/* An inactive sink must not look at the event's data: garbage pointers and sizes are harmless. */
+static void test_inactive_sink_touches_nothing(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_PER_TOKEN, -1, 100, NULL);
+    mt_routing_sink s = mt_recorder_sink(r);
+    mt_routing_event ev = {.layer = 1, .n_tokens = 1 << 30, .top_k = K,
+                           .topk_ids = (const int32_t *)(uintptr_t)16, .tokens = (const int32_t *)(uintptr_t)16};
+    mt_pass_event pe = {1 << 30, 1};
+    for (int i = 0; i < 1000000; i++) {
+        ev.layer = 1 + i % (L - 1);
+        s.on_layer(s.ctx, &ev);
+        if (ev.layer == L - 1) s.on_pass(s.ctx, &pe);
+    }
+    mt_recorder_counts c;
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.num_forward_passes, 0);
+    mt_recorder_free(r);
+}
+
+static void check_dump_shape(const cJSON *o, const char *mode, int64_t passes, int64_t tokens) {
+    assert_string_equal(cJSON_GetObjectItem(o, "format")->valuestring, "moetrace.expert_distribution.v1");
+    assert_string_equal(cJSON_GetObjectItem(o, "mode")->valuestring, mode);
+    assert_string_equal(cJSON_GetObjectItem(o, "model")->valuestring, "tiny");
+    assert_int_equal(cJSON_GetObjectItem(o, "num_hidden_layers")->valueint, L);
+    assert_int_equal(cJSON_GetObjectItem(o, "num_experts")->valueint, E);
+    assert_int_equal(cJSON_GetObjectItem(o, "top_k")->valueint, K);
+    assert_int_equal(cJSON_GetObjectItem(o, "ep_size")->valueint, 8);
+    assert_int_equal((int64_t)cJSON_GetObjectItem(o, "num_forward_passes")->valuedouble, passes);
+    assert_int_equal((int64_t)cJSON_GetObjectItem(o, "num_tokens")->valuedouble, tokens);
+    const cJSON *moe = cJSON_GetObjectItem(o, "moe_layers");
+    assert_int_equal(cJSON_GetArraySize(moe), L - 1);
+    for (int i = 0; i < L - 1; i++) assert_int_equal(cJSON_GetArrayItem(moe, i)->valueint, i + 1);
+    const cJSON *lc = cJSON_GetObjectItem(o, "logical_count");
+    assert_int_equal(cJSON_GetArraySize(lc), L);
+    for (int l = 0; l < L; l++) assert_int_equal(cJSON_GetArraySize(cJSON_GetArrayItem(lc, l)), E);
+    const cJSON *bal = cJSON_GetObjectItem(o, "balancedness");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(bal, "per_layer")), L - 1);
+    double mean = cJSON_GetObjectItem(bal, "mean")->valuedouble;
+    assert_true(mean > 0 && mean <= 1.0);
+}
+
+static void test_stat_dump_file_and_reset(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_STAT, 1000, 100, tmpdir);
+    mt_recorder_start(r);
+    int64_t expect[L * E] = {0};
+    for (int p = 0; p < 4; p++) feed_pass(mt_recorder_sink(r), p, 6, expect);
+    char path[4096];
+    mt_err err = {{0}};
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    assert_non_null(strstr(path, "/expert_distribution_"));
+    assert_non_null(strstr(path, ".json"));
+    cJSON *o = mt_json_load_file(path, &err);
+    assert_non_null(o);
+    check_dump_shape(o, "stat", 4, 24);
+    const cJSON *lc = cJSON_GetObjectItem(o, "logical_count");
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++)
+            assert_int_equal((int64_t)cJSON_GetArrayItem(cJSON_GetArrayItem(lc, l), e)->valuedouble, expect[l * E + e]);
+    cJSON_Delete(o);
+    /* The project's stat dump reader accepts it. */
+    mt_stat_dump d;
+    assert_int_equal(mt_stat_dump_load(path, &d, &err), 0);
+    assert_int_equal(d.num_moe_layers, L - 1);
+    assert_int_equal(d.moe_count[0 * E + 3], expect[1 * E + 3]);
+    assert_int_equal(d.num_tokens, 24);
+    mt_stat_dump_free(&d);
+    /* Reset on dump; still recording afterwards. */
+    int64_t zero[L * E] = {0};
+    check_counts(r, zero);
+    assert_true(mt_recorder_active(r));
+    int64_t expect2[L * E] = {0};
+    feed_pass(mt_recorder_sink(r), 9, 3, expect2);
+    check_counts(r, expect2);
+    /* A second dump in the same millisecond gets another name. */
+    char path2[4096];
+    assert_int_equal(mt_recorder_dump(r, path2, sizeof path2, &err), 0);
+    assert_string_not_equal(path, path2);
+    mt_recorder_free(r);
+}
+
+static void test_per_pass(void **state) {
+    (void)state;
+    /* unbounded: more passes than the initial ring capacity */
+    mt_recorder *r = make(MT_REC_PER_PASS, -1, 100, NULL);
+    mt_routing_sink s = mt_recorder_sink(r);
+    feed_pass(s, 0, 3, NULL); /* pass 0 not recorded (inactive) */
+    mt_recorder_start(r);
+    int64_t expect[L * E] = {0};
+    for (int p = 1; p <= 40; p++) feed_pass(s, p, 1 + p % 7, expect);
+    mt_err err = {{0}};
+    cJSON *o = mt_recorder_dump_json(r, true, &err);
+    assert_non_null(o);
+    int64_t ntok = 0;
+    for (int p = 1; p <= 40; p++) ntok += 1 + p % 7;
+    check_dump_shape(o, "per_pass", 40, ntok);
+    const cJSON *passes = cJSON_GetObjectItem(o, "passes");
+    assert_int_equal(cJSON_GetArraySize(passes), 40);
+    int64_t sum[L * E] = {0};
+    for (int i = 0; i < 40; i++) {
+        const cJSON *po = cJSON_GetArrayItem(passes, i);
+        assert_int_equal(cJSON_GetObjectItem(po, "forward_pass_id")->valueint, i + 1);
+        assert_int_equal(cJSON_GetObjectItem(po, "num_tokens")->valueint, 1 + (i + 1) % 7);
+        const cJSON *lc = cJSON_GetObjectItem(po, "logical_count");
+        assert_int_equal(cJSON_GetArraySize(lc), L);
+        for (int l = 0; l < L; l++)
+            for (int e = 0; e < E; e++) sum[l * E + e] += cJSON_GetArrayItem(cJSON_GetArrayItem(lc, l), e)->valueint;
+    }
+    for (int i = 0; i < L * E; i++) assert_int_equal(sum[i], expect[i]);
+    cJSON_Delete(o);
+    mt_recorder_counts c;
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.num_forward_passes, 0); /* reset */
+    mt_recorder_free(r);
+
+    /* bounded: the last 4 passes */
+    r = make(MT_REC_PER_PASS, 4, 100, NULL);
+    mt_recorder_start(r);
+    for (int p = 0; p < 10; p++) feed_pass(mt_recorder_sink(r), p, 2, NULL);
+    o = mt_recorder_dump_json(r, false, &err);
+    passes = cJSON_GetObjectItem(o, "passes");
+    assert_int_equal(cJSON_GetArraySize(passes), 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(passes, i), "forward_pass_id")->valueint, 6 + i);
+    assert_int_equal(cJSON_GetObjectItem(o, "num_forward_passes")->valueint, 4);
+    cJSON_Delete(o);
+    mt_recorder_free(r);
+}
+
+/* Reads the per_token dump back with the project's safetensors reader. */
+static void test_per_token_safetensors(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_PER_TOKEN, -1, 1000, tmpdir);
+    mt_routing_sink s = mt_recorder_sink(r);
+    mt_recorder_start(r);
+    int64_t expect[L * E] = {0};
+    int ns[5] = {5, 1, 3, 7, 2}, T = 0;
+    for (int p = 0; p < 5; p++) {
+        feed_pass(s, p, ns[p], expect);
+        T += ns[p];
+    }
+    int64_t stat[L * E];
+    mt_recorder_logical_count(r, stat);
+    char path[4096];
+    mt_err err = {{0}};
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    cJSON *o = mt_json_load_file(path, &err);
+    assert_non_null(o);
+    check_dump_shape(o, "per_token", 5, T);
+    assert_int_equal(cJSON_GetObjectItem(o, "dropped_tokens")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItem(o, "num_tokens_recorded")->valueint, T);
+    const cJSON *rid = cJSON_GetObjectItem(o, "request_ids");
+    assert_int_equal(cJSON_GetArraySize(rid), 3);
+    for (int i = 0; i < 3; i++) assert_int_equal(cJSON_GetArrayItem(rid, i)->valueint, 100 + i);
+    const char *tname = cJSON_GetObjectItem(o, "tensors")->valuestring;
+    char stp[4200];
+    snprintf(stp, sizeof stp, "%s/%s", tmpdir, tname);
+    cJSON_Delete(o);
+
+    mt_checkpoint *ck = NULL;
+    int rc = mt_checkpoint_open(&ck, stp, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(mt_checkpoint_count(ck), 4);
+    const mt_tensor_info *ids = mt_checkpoint_find(ck, "topk_ids");
+    const mt_tensor_info *req = mt_checkpoint_find(ck, "request_index");
+    const mt_tensor_info *pos = mt_checkpoint_find(ck, "position");
+    const mt_tensor_info *tok = mt_checkpoint_find(ck, "token_id");
+    assert_non_null(ids);
+    assert_non_null(req);
+    assert_non_null(pos);
+    assert_non_null(tok);
+    assert_string_equal(ids->dtype_name, "I32");
+    assert_string_equal(req->dtype_name, "I64");
+    assert_int_equal(ids->ndim, 3);
+    assert_int_equal(ids->shape[0], T);
+    assert_int_equal(ids->shape[1], L);
+    assert_int_equal(ids->shape[2], K);
+    assert_int_equal(ids->nbytes, (size_t)T * L * K * 4);
+    assert_int_equal(req->nbytes, (size_t)T * 8);
+    assert_int_equal(pos->shape[0], T);
+    assert_int_equal(tok->nbytes, (size_t)T * 4);
+    assert_int_equal((uintptr_t)req->data % 8, 0);
+    assert_int_equal((uintptr_t)ids->data % 4, 0);
+    /* rows: dense layer -1, MoE layers the routing fed; metadata per token */
+    int64_t derived[L * E] = {0};
+    int t = 0;
+    for (int p = 0; p < 5; p++)
+        for (int i = 0; i < ns[p]; i++, t++) {
+            int32_t row[L * K], pp, tt;
+            int64_t ri;
+            memcpy(row, (const char *)ids->data + (size_t)t * L * K * 4, sizeof row);
+            memcpy(&ri, (const char *)req->data + (size_t)t * 8, 8);
+            memcpy(&pp, (const char *)pos->data + (size_t)t * 4, 4);
+            memcpy(&tt, (const char *)tok->data + (size_t)t * 4, 4);
+            assert_int_equal(ri, i % 3); /* first-seen order: 100, 101, 102 */
+            assert_int_equal(pp, p * 10 + i);
+            assert_int_equal(tt, 1000 + i);
+            for (int j = 0; j < K; j++) assert_int_equal(row[j], -1);
+            for (int l = 1; l < L; l++)
+                for (int j = 0; j < K; j++) {
+                    assert_int_equal(row[l * K + j], route(p, i, l, j));
+                    derived[l * E + row[l * K + j]]++;
+                }
+        }
+    mt_checkpoint_close(ck);
+    /* channel consistency: stat == derived from per_token == derived from the events */
+    for (int i = 0; i < L * E; i++) {
+        assert_int_equal(stat[i], expect[i]);
+        assert_int_equal(derived[i], expect[i]);
+    }
+    mt_recorder_free(r);
+}
+
+static void test_per_token_dropped(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_PER_TOKEN, -1, 10, tmpdir);
+    mt_recorder_start(r);
+    for (int p = 0; p < 4; p++) feed_pass(mt_recorder_sink(r), p, 4, NULL);
+    mt_recorder_counts c;
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.tokens_recorded, 10);
+    assert_int_equal(c.dropped_tokens, 6);
+    assert_int_equal(c.num_tokens, 16);
+    char path[4096];
+    mt_err err = {{0}};
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    cJSON *o = mt_json_load_file(path, &err);
+    assert_int_equal(cJSON_GetObjectItem(o, "dropped_tokens")->valueint, 6);
+    assert_int_equal(cJSON_GetObjectItem(o, "num_tokens_recorded")->valueint, 10);
+    assert_int_equal(cJSON_GetObjectItem(o, "max_tokens")->valueint, 10);
+    cJSON_Delete(o);
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.dropped_tokens, 0);
+    /* an empty per_token dump is still a valid safetensors file */
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    o = mt_json_load_file(path, &err);
+    char stp[4200];
+    snprintf(stp, sizeof stp, "%s/%s", tmpdir, cJSON_GetObjectItem(o, "tensors")->valuestring);
+    cJSON_Delete(o);
+    mt_checkpoint *ck = NULL;
+    int rc = mt_checkpoint_open(&ck, stp, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(mt_checkpoint_find(ck, "topk_ids")->shape[0], 0);
+    mt_checkpoint_close(ck);
+    mt_recorder_free(r);
+}
+
+static void test_env_options(void **state) {
+    (void)state;
+    mt_recorder_opts o;
+    mt_err err = {{0}};
+    mt_recorder_opts_default(&o);
+    unsetenv("MOETRACE_EXPERT_RECORDER_MODE");
+    unsetenv("MOETRACE_EXPERT_DUMP_DIR");
+    assert_int_equal(mt_recorder_opts_from_env(&o, &err), 0);
+    assert_int_equal(o.mode, MT_REC_STAT);
+    assert_null(o.dump_dir);
+
+    setenv("MOETRACE_EXPERT_RECORDER_MODE", "per_token", 1);
+    setenv("MOETRACE_EXPERT_DUMP_DIR", tmpdir, 1);
+    assert_int_equal(mt_recorder_opts_from_env(&o, &err), 0);
+    assert_int_equal(o.mode, MT_REC_PER_TOKEN);
+    assert_string_equal(o.dump_dir, tmpdir);
+
+    mt_recorder_opts_default(&o);
+    setenv("MOETRACE_EXPERT_RECORDER_MODE", "histogram", 1);
+    assert_int_equal(mt_recorder_opts_from_env(&o, &err), -1);
+    assert_non_null(strstr(err.msg, "MOETRACE_EXPERT_RECORDER_MODE"));
+    assert_non_null(strstr(err.msg, "histogram"));
+    assert_int_equal(o.mode, MT_REC_STAT); /* untouched */
+    setenv("MOETRACE_EXPERT_RECORDER_MODE", "", 1);
+    assert_int_equal(mt_recorder_opts_from_env(&o, &err), -1);
+    setenv("MOETRACE_EXPERT_RECORDER_MODE", "per_pass", 1);
+    setenv("MOETRACE_EXPERT_DUMP_DIR", "/nonexistent/rec", 1);
+    assert_int_equal(mt_recorder_opts_from_env(&o, &err), -1);
+    assert_non_null(strstr(err.msg, "MOETRACE_EXPERT_DUMP_DIR"));
+    assert_null(o.dump_dir);
+    setenv("MOETRACE_EXPERT_DUMP_DIR", "", 1);
+    assert_int_equal(mt_recorder_opts_from_env(&o, &err), -1);
+    assert_non_null(strstr(err.msg, "MOETRACE_EXPERT_DUMP_DIR"));
+    unsetenv("MOETRACE_EXPERT_RECORDER_MODE");
+    unsetenv("MOETRACE_EXPERT_DUMP_DIR");
+
+    mt_recorder_mode m;
+    assert_int_equal(mt_recorder_parse_mode("per_pass", &m, &err), 0);
+    assert_int_equal(m, MT_REC_PER_PASS);
+    assert_int_equal(mt_recorder_parse_mode("STAT", &m, &err), -1);
+    assert_non_null(strstr(err.msg, "STAT"));
+
+    /* bad options at creation */
+    mt_config c = make_cfg();
+    mt_recorder_opts_default(&o);
+    o.buffer_size = 0;
+    assert_null(mt_recorder_new(&c, "x", &o, &err));
+    assert_non_null(strstr(err.msg, "buffer size"));
+    mt_recorder_opts_default(&o);
+    o.ep_size = 9;
+    assert_null(mt_recorder_new(&c, "x", &o, &err));
+    assert_non_null(strstr(err.msg, "ep_size"));
+    /* ep_size default: 1 when 8 does not divide num_experts */
+    c.num_experts = 6;
+    mt_recorder_opts_default(&o);
+    mt_recorder *r = mt_recorder_new(&c, NULL, &o, &err);
+    assert_non_null(r);
+    cJSON *j = mt_recorder_dump_json(r, false, &err);
+    assert_int_equal(cJSON_GetObjectItem(j, "ep_size")->valueint, 1);
+    cJSON_Delete(j);
+    mt_recorder_free(r);
+    /* dumping into a missing folder is an error naming it */
+    mt_recorder_opts_default(&o);
+    o.dump_dir = "/nonexistent/rec";
+    c = make_cfg();
+    r = mt_recorder_new(&c, NULL, &o, &err);
+    assert_int_equal(mt_recorder_dump(r, NULL, 0, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/rec"));
+    mt_recorder_free(r);
+}
+
+static void test_atomic_write(void **state) {
+    (void)state;
+    char path[400];
+    snprintf(path, sizeof path, "%s/aw.txt", tmpdir);
+    mt_err err = {{0}};
+    assert_int_equal(mt_atomic_write(path, "old", 3, &err), 0);
+    mt_write_chunk ch[2] = {{"hello ", 6}, {"world", 5}};
+    assert_int_equal(mt_atomic_write_chunks(path, ch, 2, &err), 0);
+    size_t n;
+    char *s = mt_read_file(path, &n, &err);
+    assert_string_equal(s, "hello world");
+    free(s);
+    assert_int_equal(mt_atomic_write("/nonexistent/dir/f", "x", 1, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/dir/f"));
+    /* no temporary left behind */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q '\\.tmp\\.'", tmpdir);
+    assert_int_not_equal(system(cmd), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stat_unbounded),
+        cmocka_unit_test(test_stat_window),
+        cmocka_unit_test(test_inactive_records_nothing),
+        cmocka_unit_test(test_inactive_sink_touches_nothing),
+        cmocka_unit_test(test_stat_dump_file_and_reset),
+        cmocka_unit_test(test_per_pass),
+        cmocka_unit_test(test_per_token_safetensors),
+        cmocka_unit_test(test_per_token_dropped),
+        cmocka_unit_test(test_env_options),
+        cmocka_unit_test(test_atomic_write),
+    };
+    return cmocka_run_group_tests(tests, make_tmpdir, rm_tmpdir);
+}
