@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
+
+#include <stdatomic.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
@@ -512,6 +515,53 @@ static void test_atomic_write(void **state) {
     assert_int_not_equal(system(cmd), 0);
 }
 
+/* An engine thread feeds passes while another starts, stops and dumps: every dump is whole-pass
+ * consistent (each MoE row sums to num_tokens * top_k). */
+typedef struct feeder {
+    mt_recorder *r;
+    atomic_int done;
+} feeder;
+
+static void *feed_thread(void *arg) {
+    feeder *f = arg;
+    for (int p = 0; p < 3000; p++) feed_pass(mt_recorder_sink(f->r), p, 1 + p % 9, NULL);
+    atomic_store(&f->done, 1);
+    return NULL;
+}
+
+static void check_consistent(const cJSON *o) {
+    int64_t nt = (int64_t)cJSON_GetObjectItem(o, "num_tokens")->valuedouble;
+    const cJSON *lc = cJSON_GetObjectItem(o, "logical_count");
+    for (int l = 0; l < L; l++) {
+        int64_t s = 0;
+        for (int e = 0; e < E; e++) s += (int64_t)cJSON_GetArrayItem(cJSON_GetArrayItem(lc, l), e)->valuedouble;
+        assert_int_equal(s, l == 0 ? 0 : nt * K);
+    }
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    for (int mode = 0; mode < 3; mode++) {
+        feeder f = {.r = make((mt_recorder_mode)mode, 50, 500, NULL)};
+        atomic_init(&f.done, 0);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, feed_thread, &f), 0);
+        mt_err err = {{0}};
+        int i = 0;
+        while (!atomic_load(&f.done)) {
+            if (i % 3 == 0) mt_recorder_start(f.r);
+            if (i % 7 == 6) mt_recorder_stop(f.r);
+            cJSON *o = mt_recorder_dump_json(f.r, i % 2 == 0, &err);
+            assert_non_null(o);
+            check_consistent(o);
+            cJSON_Delete(o);
+            i++;
+        }
+        pthread_join(th, NULL);
+        mt_recorder_free(f.r);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stat_unbounded),
@@ -524,6 +574,7 @@ int main(void) {
         cmocka_unit_test(test_per_token_dropped),
         cmocka_unit_test(test_env_options),
         cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, make_tmpdir, rm_tmpdir);
 }
