@@ -1,10 +1,19 @@
-/* Paged KV cache: fixed-size blocks of MT_KV_BLOCK positions, shared by all sequences, and a block
- * table per sequence. Storage per block and layer: K and V as float32 [MT_KV_BLOCK, kv_dim].
- * A sequence must reserve blocks for the positions it is about to forward (mt_kv_seq_reserve)
- * before the forward pass writes them. */
+/* Paged KV cache with prefix caching and per-token routing storage.
+ *
+ * Fixed-size blocks of MT_KV_BLOCK positions are shared by all sequences; a sequence owns a block
+ * table. Each block stores, per layer, K and V as float32 [MT_KV_BLOCK, kv_dim], and the routing of
+ * its tokens [MT_KV_BLOCK, num_layers, top_k] in the narrowest integer type holding the expert ids
+ * (uint8 for <= 255 experts; the all-ones value means "dense layer"). Routing thus lives and dies
+ * with the cached prefix: a prefix-cache hit returns the routing computed when those tokens were
+ * first forwarded.
+ *
+ * Prefix caching: a full block can be published under a hash of its tokens and of everything before
+ * them (mt_kv_block_hash). Blocks are reference counted; a published block nobody uses stays cached
+ * (least recently used first out) until its memory is needed. */
 #ifndef MT_ENGINE_KV_CACHE_H
 #define MT_ENGINE_KV_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,8 +26,22 @@ typedef struct mt_kv_cache {
     int kv_dim;           /* num_key_value_heads * head_dim */
     int num_blocks;
     float *k, *v;         /* [num_blocks, num_layers, MT_KV_BLOCK, kv_dim] */
-    int32_t *free_list;   /* stack of free block ids */
+    /* routing */
+    int top_k;            /* 0: no routing storage */
+    int routing_bytes;    /* 1, 2 or 4 per id */
+    uint8_t *routing;     /* [num_blocks, MT_KV_BLOCK, num_layers, top_k] */
+    /* block bookkeeping */
+    int32_t *refcount;    /* [num_blocks] */
+    uint64_t *hash;       /* [num_blocks] valid when published[b] */
+    bool *published;
+    int32_t *free_list;   /* never-published free blocks (stack) */
     int num_free;
+    int32_t *lru_prev, *lru_next; /* published blocks with refcount 0, oldest first */
+    int32_t lru_head, lru_tail;
+    int num_lru;
+    int32_t *bucket, *chain;      /* hash -> published block */
+    int num_buckets;
+    long hits, lookups;           /* prefix-cache statistics, in blocks */
 } mt_kv_cache;
 
 typedef struct mt_kv_seq {
@@ -27,14 +50,26 @@ typedef struct mt_kv_seq {
     int capacity;
 } mt_kv_seq;
 
+/* top_k and num_experts size the routing storage (top_k 0: none). */
 int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks, mt_err *err);
+int mt_kv_cache_init_routing(mt_kv_cache *c, int top_k, int num_experts, mt_err *err);
 void mt_kv_cache_free(mt_kv_cache *c);
 
-/* Ensures s has blocks for positions [0, num_positions). Fails (nothing changed) when the cache
- * has too few free blocks. */
+/* Blocks a sequence could still get (free + evictable). */
+int mt_kv_available(const mt_kv_cache *c);
+
+/* Ensures s has blocks for positions [0, num_positions). Fails (nothing changed) when too few
+ * blocks are free or evictable. */
 int mt_kv_seq_reserve(mt_kv_cache *c, mt_kv_seq *s, int num_positions, mt_err *err);
-/* Returns every block of s to the cache. */
+/* Drops s's references; published blocks stay cached, others return to the free list. */
 void mt_kv_seq_release(mt_kv_cache *c, mt_kv_seq *s);
+
+/* Prefix caching. The hash of block i chains the hash of block i-1 (0 for the first). */
+uint64_t mt_kv_block_hash(uint64_t parent, const int32_t *tokens);
+/* Appends to s the cached block published under h (taking a reference); false when absent. */
+bool mt_kv_seq_adopt(mt_kv_cache *c, mt_kv_seq *s, uint64_t h);
+/* Publishes block index i of s under h (no-op when h is already published by another block). */
+void mt_kv_publish(mt_kv_cache *c, const mt_kv_seq *s, int i, uint64_t h);
 
 /* Address of K (or V) of one position of one layer of a sequence. */
 static inline float *mt_kv_at(const mt_kv_cache *c, float *base, const mt_kv_seq *s, int layer, int pos) {
@@ -42,5 +77,9 @@ static inline float *mt_kv_at(const mt_kv_cache *c, float *base, const mt_kv_seq
     size_t off = (((size_t)block * c->num_layers + layer) * MT_KV_BLOCK + pos % MT_KV_BLOCK) * c->kv_dim;
     return base + off;
 }
+
+/* Routing of one token at one layer: write top_k ids, read them back (-1 for dense layers). */
+void mt_kv_routing_write(mt_kv_cache *c, const mt_kv_seq *s, int pos, int layer, const int32_t *ids);
+void mt_kv_routing_read(const mt_kv_cache *c, const mt_kv_seq *s, int pos, int32_t *out /* [layers*top_k] */);
 
 #endif

@@ -1,0 +1,356 @@
+/* Iteration-level scheduler over mt_forward. See engine.h. */
+#include "engine/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
+
+typedef struct seq {
+    int64_t id;
+    int32_t *tokens;          /* prompt then generated */
+    int n_prompt, n_tokens;
+    int n_forwarded;          /* positions whose K/V (and routing) are in the cache */
+    int n_cached;             /* prompt tokens adopted from the prefix cache */
+    int n_published;          /* leading full blocks published to the prefix cache */
+    uint64_t last_hash;       /* hash of block n_published - 1 */
+    int max_new_tokens;
+    bool ignore_eos, cancelled;
+    int32_t *stop;
+    int n_stop;
+    mt_sampler sampler;
+    mt_kv_seq kv;
+} seq;
+
+struct mt_engine {
+    const mt_model *m;
+    mt_engine_opts o;
+    mt_kv_cache kv;
+    mt_engine_callback cb;
+    void *cb_ctx;
+    const mt_routing_sink *user_sink;
+    seq **waiting, **running;
+    int n_waiting, n_running;
+    /* one forward pass */
+    int32_t *b_tokens, *b_seq, *b_pos, *b_rows, *chunk;
+    int64_t *b_req;
+    mt_kv_seq **b_kv;
+    float *logits;
+    int32_t *routing_buf;     /* [max context, layers, top_k] for FINISHED events */
+    long passes, forwarded;
+};
+
+static void seq_free(seq *s) {
+    if (!s) return;
+    free(s->tokens);
+    free(s->stop);
+    mt_sampler_free(&s->sampler);
+    free(s);
+}
+
+mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_callback cb, void *cb_ctx,
+                         const mt_routing_sink *sink, mt_err *err) {
+    const mt_config *c = &m->cfg;
+    if (o->num_kv_blocks <= 0 || o->max_batch_tokens <= 0 || o->max_running <= 0) {
+        mt_errf(err, "engine options must be positive (kv blocks %d, batch tokens %d, running %d)", o->num_kv_blocks,
+                o->max_batch_tokens, o->max_running);
+        return NULL;
+    }
+    mt_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        mt_errf(err, "out of memory");
+        return NULL;
+    }
+    e->m = m;
+    e->o = *o;
+    e->cb = cb;
+    e->cb_ctx = cb_ctx;
+    e->user_sink = sink;
+    if (mt_kv_cache_init(&e->kv, c->num_hidden_layers, c->num_key_value_heads * c->head_dim, o->num_kv_blocks, err) ||
+        mt_kv_cache_init_routing(&e->kv, c->top_k, c->num_experts, err)) {
+        mt_engine_free(e);
+        return NULL;
+    }
+    size_t bt = (size_t)o->max_batch_tokens + (size_t)o->max_running;
+    e->waiting = NULL;
+    e->running = calloc((size_t)o->max_running, sizeof *e->running);
+    e->b_tokens = malloc(bt * sizeof(int32_t));
+    e->b_seq = malloc(bt * sizeof(int32_t));
+    e->b_pos = malloc(bt * sizeof(int32_t));
+    e->b_rows = malloc(bt * sizeof(int32_t));
+    e->b_req = malloc(bt * sizeof(int64_t));
+    e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
+    e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
+    e->logits = malloc((size_t)o->max_running * c->vocab_size * sizeof(float));
+    e->routing_buf = malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k * sizeof(int32_t));
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_req || !e->b_kv || !e->chunk || !e->logits ||
+        !e->routing_buf) {
+        mt_errf(err, "out of memory");
+        mt_engine_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+void mt_engine_free(mt_engine *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_waiting; i++) seq_free(e->waiting[i]);
+    for (int i = 0; i < e->n_running; i++) {
+        mt_kv_seq_release(&e->kv, &e->running[i]->kv);
+        seq_free(e->running[i]);
+    }
+    free(e->waiting);
+    free(e->running);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_req); free(e->b_kv); free(e->chunk);
+    free(e->logits);
+    free(e->routing_buf);
+    mt_kv_cache_free(&e->kv);
+    free(e);
+}
+
+static bool id_live(const mt_engine *e, int64_t id) {
+    for (int i = 0; i < e->n_waiting; i++)
+        if (e->waiting[i]->id == id) return true;
+    for (int i = 0; i < e->n_running; i++)
+        if (e->running[i]->id == id) return true;
+    return false;
+}
+
+/* Positions a request may occupy: the last generated token is never forwarded. */
+static int positions_needed(int n_prompt, int max_new) { return max_new > 0 ? n_prompt + max_new - 1 : n_prompt; }
+
+int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
+    const mt_config *c = &e->m->cfg;
+    if (r->n_prompt <= 0) return mt_errf(err, "request %lld: empty prompt", (long long)r->id);
+    if (r->max_new_tokens < 0) return mt_errf(err, "request %lld: max_new_tokens must be >= 0", (long long)r->id);
+    for (int i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= c->vocab_size)
+            return mt_errf(err, "request %lld: token id %d at index %d is outside the vocabulary [0, %d)",
+                           (long long)r->id, r->prompt[i], i, c->vocab_size);
+    if ((long)r->n_prompt + r->max_new_tokens > c->max_position_embeddings)
+        return mt_errf(err, "request %lld: %d prompt tokens + %d new tokens exceed the model's context of %d",
+                       (long long)r->id, r->n_prompt, r->max_new_tokens, c->max_position_embeddings);
+    int blocks = (positions_needed(r->n_prompt, r->max_new_tokens) + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
+    if (blocks > e->kv.num_blocks)
+        return mt_errf(err, "request %lld needs %d KV blocks, the cache has %d", (long long)r->id, blocks,
+                       e->kv.num_blocks);
+    if (id_live(e, r->id)) return mt_errf(err, "request id %lld is already live", (long long)r->id);
+    seq *s = calloc(1, sizeof *s);
+    seq **w = realloc(e->waiting, (size_t)(e->n_waiting + 1) * sizeof *w);
+    if (w) e->waiting = w;
+    if (!s || !w) {
+        free(s);
+        return mt_errf(err, "out of memory");
+    }
+    s->id = r->id;
+    s->n_prompt = s->n_tokens = r->n_prompt;
+    s->max_new_tokens = r->max_new_tokens;
+    s->ignore_eos = r->ignore_eos;
+    s->tokens = malloc(((size_t)r->n_prompt + r->max_new_tokens) * sizeof *s->tokens);
+    s->stop = r->n_stop > 0 ? malloc((size_t)r->n_stop * sizeof *s->stop) : NULL;
+    if (!s->tokens || (r->n_stop > 0 && !s->stop) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
+        seq_free(s);
+        return mt_errf(err, "out of memory");
+    }
+    memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
+    if (r->n_stop > 0) memcpy(s->stop, r->stop_ids, (size_t)r->n_stop * sizeof *s->stop);
+    s->n_stop = r->n_stop;
+    e->waiting[e->n_waiting++] = s;
+    return 0;
+}
+
+bool mt_engine_cancel(mt_engine *e, int64_t id) {
+    for (int i = 0; i < e->n_waiting; i++)
+        if (e->waiting[i]->id == id) return e->waiting[i]->cancelled = true;
+    for (int i = 0; i < e->n_running; i++)
+        if (e->running[i]->id == id) return e->running[i]->cancelled = true;
+    return false;
+}
+
+bool mt_engine_idle(const mt_engine *e) { return e->n_waiting == 0 && e->n_running == 0; }
+
+void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
+    s->waiting = e->n_waiting;
+    s->running = e->n_running;
+    s->kv_blocks_total = e->kv.num_blocks;
+    s->kv_blocks_free = mt_kv_available(&e->kv);
+    s->prefix_hit_blocks = e->kv.hits;
+    s->prefix_lookup_blocks = e->kv.lookups;
+    s->forward_passes = e->passes;
+    s->tokens_forwarded = e->forwarded;
+}
+
+/* Publishes every full, forwarded block not yet published. */
+static void publish_blocks(mt_engine *e, seq *s) {
+    if (!e->o.prefix_cache) return;
+    int full = s->n_forwarded / MT_KV_BLOCK;
+    while (s->n_published < full) {
+        int i = s->n_published;
+        s->last_hash = mt_kv_block_hash(i ? s->last_hash : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
+        mt_kv_publish(&e->kv, &s->kv, i, s->last_hash);
+        s->n_published++;
+    }
+}
+
+/* Adopts cached prompt blocks (leaving at least one prompt token to forward) and reserves the rest. */
+static bool try_admit(mt_engine *e, seq *s) {
+    if (e->o.prefix_cache) {
+        int max_blocks = (s->n_prompt - 1) / MT_KV_BLOCK;
+        uint64_t h = 0;
+        for (int i = 0; i < max_blocks; i++) {
+            h = mt_kv_block_hash(h, s->tokens + (size_t)i * MT_KV_BLOCK);
+            if (!mt_kv_seq_adopt(&e->kv, &s->kv, h)) break;
+            s->last_hash = h;
+        }
+        s->n_published = s->kv.num_blocks;
+        s->n_cached = s->n_forwarded = s->kv.num_blocks * MT_KV_BLOCK;
+    }
+    if (mt_kv_seq_reserve(&e->kv, &s->kv, positions_needed(s->n_prompt, s->max_new_tokens), NULL)) {
+        mt_kv_seq_release(&e->kv, &s->kv);
+        s->n_published = s->n_cached = s->n_forwarded = 0;
+        return false;
+    }
+    return true;
+}
+
+static void finish(mt_engine *e, seq *s, mt_finish_reason reason) {
+    const mt_config *c = &e->m->cfg;
+    int rows = s->n_forwarded;
+    size_t row = (size_t)c->num_hidden_layers * c->top_k;
+    for (int p = 0; p < rows; p++) mt_kv_routing_read(&e->kv, &s->kv, p, e->routing_buf + (size_t)p * row);
+    mt_engine_event ev = {.kind = MT_EVENT_FINISHED, .id = s->id, .reason = reason,
+                          .output = s->tokens + s->n_prompt, .n_prompt = s->n_prompt,
+                          .n_generated = s->n_tokens - s->n_prompt, .n_cached = s->n_cached,
+                          .routing = e->routing_buf, .routing_rows = rows};
+    if (e->cb) e->cb(e->cb_ctx, &ev);
+    mt_kv_seq_release(&e->kv, &s->kv);
+    seq_free(s);
+}
+
+/* Removes finished/cancelled entries from running, keeping order. */
+static void compact_running(mt_engine *e) {
+    int j = 0;
+    for (int i = 0; i < e->n_running; i++)
+        if (e->running[i]) e->running[j++] = e->running[i];
+    e->n_running = j;
+}
+
+static void admit(mt_engine *e) {
+    int taken = 0;
+    while (taken < e->n_waiting && e->n_running < e->o.max_running) {
+        seq *s = e->waiting[taken];
+        if (!s->cancelled && !try_admit(e, s)) break;
+        taken++;
+        if (s->cancelled) {
+            finish(e, s, MT_FINISH_CANCELLED);
+            continue;
+        }
+        e->running[e->n_running++] = s;
+    }
+    memmove(e->waiting, e->waiting + taken, (size_t)(e->n_waiting - taken) * sizeof *e->waiting);
+    e->n_waiting -= taken;
+}
+
+typedef struct engine_sink {
+    mt_engine *e;
+} engine_sink;
+
+/* Stores each token's routing in its KV block, then passes the event on. */
+static void store_routing(void *ctx, const mt_routing_event *ev) {
+    mt_engine *e = ctx;
+    for (int i = 0; i < ev->n_tokens; i++)
+        mt_kv_routing_write(&e->kv, e->b_kv[ev->seq_ids[i]], ev->positions[i], ev->layer, ev->topk_ids + (size_t)i * ev->top_k);
+    if (e->user_sink && e->user_sink->on_layer) e->user_sink->on_layer(e->user_sink->ctx, ev);
+}
+
+static void pass_done(void *ctx, const mt_pass_event *ev) {
+    mt_engine *e = ctx;
+    if (e->user_sink && e->user_sink->on_pass) e->user_sink->on_pass(e->user_sink->ctx, ev);
+}
+
+static bool is_stop(const seq *s, const mt_config *c, int32_t tok) {
+    if (!s->ignore_eos && mt_config_is_eos(c, tok)) return true;
+    for (int i = 0; i < s->n_stop; i++)
+        if (s->stop[i] == tok) return true;
+    return false;
+}
+
+int mt_engine_step(mt_engine *e, mt_err *err) {
+    const mt_config *c = &e->m->cfg;
+    for (int i = 0; i < e->n_running; i++) {
+        if (e->running[i]->cancelled) {
+            finish(e, e->running[i], MT_FINISH_CANCELLED);
+            e->running[i] = NULL;
+        }
+    }
+    compact_running(e);
+    admit(e);
+    if (e->n_running == 0) return 0;
+
+    /* Decode tokens first (one each), then prefill chunks within the remaining budget. */
+    int n = 0, n_rows = 0, budget = e->o.max_batch_tokens;
+    int32_t *chunk = e->chunk;
+    for (int i = 0; i < e->n_running; i++) {
+        seq *s = e->running[i];
+        e->b_kv[i] = &s->kv;
+        chunk[i] = 0;
+        if (s->n_forwarded >= s->n_prompt && s->n_forwarded < s->n_tokens) chunk[i] = 1;
+        budget -= chunk[i];
+    }
+    for (int i = 0; i < e->n_running && budget > 0; i++) {
+        seq *s = e->running[i];
+        if (s->n_forwarded >= s->n_prompt) continue;
+        int take = s->n_prompt - s->n_forwarded;
+        chunk[i] = take < budget ? take : budget;
+        budget -= chunk[i];
+    }
+    for (int i = 0; i < e->n_running; i++) {
+        seq *s = e->running[i];
+        for (int t = 0; t < chunk[i]; t++, n++) {
+            e->b_tokens[n] = s->tokens[s->n_forwarded + t];
+            e->b_seq[n] = i;
+            e->b_pos[n] = s->n_forwarded + t;
+            e->b_req[n] = s->id;
+        }
+        if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) e->b_rows[n_rows++] = n - 1;
+    }
+    if (n == 0) return 0;
+    mt_routing_sink sink = {store_routing, pass_done, e};
+    mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
+                  .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .n_logits = n_rows,
+                  .logit_rows = e->b_rows};
+    if (mt_forward(e->m, &e->kv, &b, e->logits, &sink, err)) return -1;
+    e->passes++;
+    e->forwarded += n;
+
+    int row = 0;
+    for (int i = 0; i < e->n_running; i++) {
+        seq *s = e->running[i];
+        if (chunk[i] == 0) continue;
+        s->n_forwarded += chunk[i];
+        publish_blocks(e, s);
+        if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
+        const float *lg = e->logits + (size_t)row++ * c->vocab_size;
+        int generated = s->n_tokens - s->n_prompt;
+        if (generated >= s->max_new_tokens) { /* max_new_tokens == 0 */
+            finish(e, s, MT_FINISH_LENGTH);
+            e->running[i] = NULL;
+            continue;
+        }
+        int32_t tok = mt_sample(&s->sampler, lg);
+        s->tokens[s->n_tokens++] = tok;
+        mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .n_prompt = s->n_prompt,
+                              .n_generated = generated + 1, .n_cached = s->n_cached};
+        if (e->cb) e->cb(e->cb_ctx, &ev);
+        mt_finish_reason reason = 0;
+        if (is_stop(s, c, tok)) reason = MT_FINISH_STOP;
+        else if (generated + 1 >= s->max_new_tokens) reason = MT_FINISH_LENGTH;
+        if (reason) {
+            finish(e, s, reason);
+            e->running[i] = NULL;
+        }
+    }
+    compact_running(e);
+    return n;
+}

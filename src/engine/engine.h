@@ -1,0 +1,86 @@
+/* The batched engine: iteration-level scheduling of many sequences over the flat-batch forward
+ * pass, with chunked prefill under a token budget, a paged KV cache with prefix caching, and the
+ * routing of every token stored in the cache blocks (so cached prefixes keep their routing).
+ *
+ * Use: mt_engine_submit() requests, call mt_engine_step() until mt_engine_idle(); events (each
+ * generated token, each finished request with its full routing) arrive through the callback given
+ * at creation, from inside mt_engine_step(). Single-threaded: callers serialise access. */
+#ifndef MT_ENGINE_ENGINE_H
+#define MT_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/sampler.h"
+#include "model/model.h"
+#include "routing/capture.h"
+#include "util/err.h"
+
+typedef struct mt_engine_opts {
+    int num_kv_blocks;       /* KV cache size in blocks of MT_KV_BLOCK positions */
+    int max_batch_tokens;    /* token budget of one forward pass (chunked prefill) */
+    int max_running;         /* sequences in flight at once */
+    bool prefix_cache;       /* reuse cached prompt prefixes */
+} mt_engine_opts;
+
+typedef struct mt_request {
+    int64_t id;              /* caller's id, unique among live requests */
+    const int32_t *prompt;   /* copied at submit */
+    int n_prompt;
+    int max_new_tokens;
+    bool ignore_eos;
+    mt_sampling_params sampling;
+    const int32_t *stop_ids; /* extra stop tokens (copied); may be NULL */
+    int n_stop;
+} mt_request;
+
+typedef enum mt_finish_reason {
+    MT_FINISH_LENGTH = 1,
+    MT_FINISH_STOP,          /* eos or a stop token */
+    MT_FINISH_CANCELLED,
+} mt_finish_reason;
+
+typedef enum mt_engine_event_kind { MT_EVENT_TOKEN, MT_EVENT_FINISHED } mt_engine_event_kind;
+
+typedef struct mt_engine_event {
+    mt_engine_event_kind kind;
+    int64_t id;
+    int32_t token;                 /* TOKEN: the new token */
+    mt_finish_reason reason;       /* FINISHED */
+    const int32_t *output;         /* FINISHED: generated ids [n_generated] */
+    int n_prompt, n_generated, n_cached;   /* n_cached: prompt tokens served from the prefix cache */
+    /* FINISHED: routing of every forwarded token, SPEC §2 layout [routing_rows, layers, top_k],
+     * valid during the callback only. */
+    const int32_t *routing;
+    int routing_rows;
+} mt_engine_event;
+
+typedef void (*mt_engine_callback)(void *ctx, const mt_engine_event *ev);
+
+typedef struct mt_engine mt_engine;
+
+/* sink (may be NULL) sees every forward pass's routing, e.g. the recorder. */
+mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_callback cb, void *cb_ctx,
+                         const mt_routing_sink *sink, mt_err *err);
+void mt_engine_free(mt_engine *e);
+
+/* Queues a request; fails on bad input (token ids out of the vocabulary, prompt + max_new_tokens
+ * beyond the context or the whole KV cache, duplicate live id). */
+int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err);
+/* Cancels a queued or running request: it finishes with MT_FINISH_CANCELLED at the next step and
+ * its blocks are freed. Returns false when the id is not live. */
+bool mt_engine_cancel(mt_engine *e, int64_t id);
+/* One forward pass over the running sequences (admitting queued ones first). Returns the number of
+ * tokens forwarded (0 when idle), -1 on error. */
+int mt_engine_step(mt_engine *e, mt_err *err);
+bool mt_engine_idle(const mt_engine *e);
+
+typedef struct mt_engine_stats {
+    int waiting, running;
+    int kv_blocks_total, kv_blocks_free;
+    long prefix_hit_blocks, prefix_lookup_blocks;
+    long forward_passes, tokens_forwarded;
+} mt_engine_stats;
+void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s);
+
+#endif
