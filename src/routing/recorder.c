@@ -110,17 +110,19 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
     r->dump_dir = strdup(o->dump_dir ? o->dump_dir : MT_REC_DEFAULT_DUMP_DIR);
     size_t le = (size_t)r->L * (size_t)E;
     r->pend_count = xcalloc(le, sizeof *r->pend_count);
+    r->pend_touched = xcalloc(le, sizeof *r->pend_touched);
     r->total = xcalloc(le, sizeof *r->total);
     atomic_init(&r->active, false);
     if (r->mode != MT_REC_PER_TOKEN) {
         r->ring_cap = r->buffer_size > 0 ? r->buffer_size : (r->mode == MT_REC_PER_PASS ? 16 : 0);
         if (r->ring_cap) r->ring = calloc((size_t)r->ring_cap, sizeof *r->ring);
     }
-    if (!r->model || !r->dump_dir || !r->pend_count || !r->total || (r->ring_cap && !r->ring) ||
+    if (!r->model || !r->dump_dir || !r->pend_count || !r->pend_touched || !r->total || (r->ring_cap && !r->ring) ||
         pthread_mutex_init(&r->mu, NULL) != 0) {
         free(r->model);
         free(r->dump_dir);
         free(r->pend_count);
+        free(r->pend_touched);
         free(r->total);
         free(r->ring);
         free(r);
@@ -147,7 +149,10 @@ static void free_token_store(mt_recorder *r) {
 
 void mt_recorder_free(mt_recorder *r) {
     if (!r) return;
-    for (int i = 0; i < r->ring_cap; i++) free(r->ring[i].count);
+    for (int i = 0; i < r->ring_cap; i++) {
+        free(r->ring[i].idx);
+        free(r->ring[i].cnt);
+    }
     free(r->ring);
     free_token_store(r);
     free(r->stage_ids);
@@ -155,6 +160,7 @@ void mt_recorder_free(mt_recorder *r) {
     free(r->stage_pos);
     free(r->stage_tok);
     free(r->pend_count);
+    free(r->pend_touched);
     free(r->total);
     free(r->model);
     free(r->dump_dir);
@@ -226,7 +232,9 @@ static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
     if (!r->pass_recording) return;
     int n = ev->n_tokens > 0 ? ev->n_tokens : 0;
     r->pass_n = n;
-    memset(r->pend_count, 0, (size_t)r->L * (size_t)r->E * sizeof *r->pend_count);
+    for (int i = 0; i < r->pend_n; i++) r->pend_count[r->pend_touched[i]] = 0;
+    r->pend_n = 0;
+    memset(r->layer_seen, 0, sizeof r->layer_seen);
     if (r->mode != MT_REC_PER_TOKEN) return;
     r->stage_failed = stage_reserve(r, n) != 0;
     if (r->stage_failed) return;
@@ -246,12 +254,26 @@ static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
     int l = ev->layer;
     if (l < 0 || l >= r->L || ev->top_k != r->K || ev->n_tokens != r->pass_n || !ev->topk_ids) return;
     const int32_t *ids = ev->topk_ids;
-    int32_t *cnt = r->pend_count + (size_t)l * (size_t)r->E;
     int n = ev->n_tokens, K = r->K, E = r->E;
-    for (int i = 0; i < n * K; i++) {
-        int32_t e = ids[i];
-        if ((uint32_t)e < (uint32_t)E) cnt[e]++;
+    int32_t *cnt = r->pend_count + (size_t)l * (size_t)E;
+    int32_t *touched = r->pend_touched;
+    int nt = r->pend_n, base = l * E;
+    if (!r->layer_seen[l] && n * K >= E) {
+        /* Big pass, fresh (all-zero) row: plain histogram, then note the non-zero entries. */
+        for (int i = 0; i < n * K; i++) {
+            int32_t e = ids[i];
+            if ((uint32_t)e < (uint32_t)E) cnt[e]++;
+        }
+        for (int e = 0; e < E; e++)
+            if (cnt[e]) touched[nt++] = base + e;
+    } else {
+        for (int i = 0; i < n * K; i++) {
+            int32_t e = ids[i];
+            if ((uint32_t)e < (uint32_t)E && cnt[e]++ == 0) touched[nt++] = base + e;
+        }
     }
+    r->layer_seen[l] = true;
+    r->pend_n = nt;
     if (r->mode == MT_REC_PER_TOKEN && !r->stage_failed) {
         size_t row = (size_t)r->L * (size_t)K;
         for (int t = 0; t < n; t++)
@@ -278,7 +300,7 @@ static mt_rec_pass *window_slot(mt_recorder *r) {
     mt_rec_pass *p;
     if (r->ring_len == r->ring_cap) { /* evict the oldest */
         p = &r->ring[r->ring_head];
-        for (size_t i = 0; i < le; i++) r->total[i] -= p->count[i];
+        for (int i = 0; i < p->n; i++) r->total[p->idx[i]] -= p->cnt[i];
         r->num_tokens -= p->n_tokens;
         r->num_passes--;
         r->ring_head = (r->ring_head + 1) % r->ring_cap;
@@ -286,9 +308,16 @@ static mt_rec_pass *window_slot(mt_recorder *r) {
     } else {
         p = &r->ring[(r->ring_head + r->ring_len) % r->ring_cap];
     }
-    if (!p->count) {
-        p->count = malloc(le * sizeof *p->count);
-        if (!p->count) return NULL;
+    p->n = 0;
+    if (p->cap < r->pend_n) {
+        int cap = r->pend_n < 64 ? 64 : r->pend_n;
+        if ((size_t)cap > le) cap = (int)le;
+        int32_t *idx = realloc(p->idx, (size_t)cap * sizeof *idx);
+        if (idx) p->idx = idx;
+        int32_t *cnt = realloc(p->cnt, (size_t)cap * sizeof *cnt);
+        if (cnt) p->cnt = cnt;
+        if (!idx || !cnt) return NULL;
+        p->cap = cap;
     }
     r->ring_len++;
     return p;
@@ -381,7 +410,6 @@ static void commit_tokens(mt_recorder *r) {
 }
 
 static void commit_pass(mt_recorder *r) {
-    size_t le = (size_t)r->L * (size_t)r->E;
     if (r->ring_cap) {
         mt_rec_pass *p = window_slot(r);
         if (!p) {
@@ -390,9 +418,13 @@ static void commit_pass(mt_recorder *r) {
         }
         p->id = r->pass_counter;
         p->n_tokens = r->pass_n;
-        memcpy(p->count, r->pend_count, le * sizeof *p->count);
+        p->n = r->pend_n;
+        for (int i = 0; i < r->pend_n; i++) {
+            p->idx[i] = r->pend_touched[i];
+            p->cnt[i] = r->pend_count[r->pend_touched[i]];
+        }
     }
-    for (size_t i = 0; i < le; i++) r->total[i] += r->pend_count[i];
+    for (int i = 0; i < r->pend_n; i++) r->total[r->pend_touched[i]] += r->pend_count[r->pend_touched[i]];
     r->num_passes++;
     r->num_tokens += r->pass_n;
     if (r->mode == MT_REC_PER_TOKEN) commit_tokens(r);
@@ -411,6 +443,11 @@ static void sink_on_pass(void *ctx, const mt_pass_event *ev) {
         pthread_mutex_unlock(&r->mu);
     }
     r->pass_counter++;
+}
+
+void mt_rec_pass_dense(const mt_recorder *r, const mt_rec_pass *p, int32_t *out) {
+    memset(out, 0, (size_t)r->L * (size_t)r->E * sizeof *out);
+    for (int i = 0; i < p->n; i++) out[p->idx[i]] = p->cnt[i];
 }
 
 mt_routing_sink mt_recorder_sink(mt_recorder *r) {

@@ -70,15 +70,18 @@ cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err) {
     ok = ok && add_num(bal, "mean", r->num_moe ? sum / r->num_moe : 1.0);
     if (ok && r->mode == MT_REC_PER_PASS) {
         cJSON *passes = cJSON_AddArrayToObject(o, "passes");
-        ok = passes != NULL;
+        int32_t *dense = malloc((size_t)L * (size_t)E * sizeof *dense);
+        ok = passes && dense;
         for (int i = 0; ok && i < r->ring_len; i++) {
             const mt_rec_pass *p = &r->ring[(r->ring_head + i) % r->ring_cap];
             cJSON *po = cJSON_CreateObject();
             ok = po && cJSON_AddItemToArray(passes, po) && add_num(po, "forward_pass_id", (double)p->id) &&
                  add_num(po, "num_tokens", (double)p->n_tokens);
-            cJSON *m = ok ? matrix_json(NULL, p->count, L, E) : NULL;
+            if (ok) mt_rec_pass_dense(r, p, dense);
+            cJSON *m = ok ? matrix_json(NULL, dense, L, E) : NULL;
             ok = ok && m && cJSON_AddItemToObject(po, "logical_count", m);
         }
+        free(dense);
     }
     if (ok && r->mode == MT_REC_PER_TOKEN)
         ok = add_num(o, "num_tokens_recorded", (double)r->tok_n) && add_num(o, "max_tokens", (double)r->max_tokens) &&

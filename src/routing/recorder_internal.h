@@ -12,7 +12,10 @@
 typedef struct mt_rec_pass {
     int64_t id;       /* forward_pass_id: the pass's index among all passes the sink saw */
     int64_t n_tokens;
-    int32_t *count;   /* [L, E], allocated on first use, reused when the slot is overwritten */
+    /* Sparse counts: the n non-zero entries (index l * E + e, count). Buffers are reused when the
+     * slot is overwritten. */
+    int n, cap;
+    int32_t *idx, *cnt;
 } mt_rec_pass;
 
 struct mt_recorder {
@@ -34,7 +37,10 @@ struct mt_recorder {
     bool pass_recording;  /* this pass is recorded */
     int64_t pass_counter; /* passes seen by the sink */
     int pass_n;           /* tokens of the current pass */
-    int32_t *pend_count;  /* [L, E] counts of the current pass */
+    int32_t *pend_count;  /* [L, E] counts of the current pass (zero outside pend_touched) */
+    int32_t *pend_touched; /* [L * E] indices of the non-zero entries of pend_count */
+    int pend_n;
+    bool layer_seen[MT_MAX_LAYERS]; /* this pass */
     /* per_token staging of the current pass */
     int stage_cap;
     int32_t *stage_ids;   /* [stage_cap, L, K] */
@@ -63,6 +69,8 @@ struct mt_recorder {
 
 /* Builds the dump object of the data under mu (caller holds it). */
 cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err);
+/* Dense [L, E] counts of a window pass into out (zeroed first). */
+void mt_rec_pass_dense(const mt_recorder *r, const mt_rec_pass *p, int32_t *out);
 /* Drops the recorded data (caller holds mu). */
 void mt_rec_reset_locked(mt_recorder *r);
 
