@@ -214,6 +214,68 @@ static void test_isa_settings(void **state) {
     mt_kernels_shutdown();
 }
 
+/* Batch invariance: a token's output row must be bitwise the same whatever the batch around it
+ * (size, its position in it) and the thread count, for each ISA separately. The reference is
+ * the full 64-row product with 2 threads; every row is recomputed alone, inside windows of
+ * several sizes at several offsets (covering the gemv and gemm kernels and their tile
+ * remainders), and the full product again with 1 thread. */
+#define INV_N 64
+
+static void check_window(const mt_mat *w, const float *x, const float *yref, int start, int len, const char *what) {
+    const int rows = w->rows, cols = w->cols;
+    float *y = malloc(sizeof(float) * (size_t)len * rows);
+    assert_non_null(y);
+    mt_matmul(y, x + (size_t)start * cols, len, w);
+    for (int t = 0; t < len; t++)
+        if (memcmp(y + (size_t)t * rows, yref + (size_t)(start + t) * rows, sizeof(float) * (size_t)rows) != 0)
+            fail_msg("%s %s %dx%d threads=%d %s: row %d differs in a window of %d rows at %d", mt_isa_name(mt_kernels_isa()),
+                     mt_dtype_name(w->dtype), rows, cols, mt_kernels_threads(), what, start + t, len, start);
+    free(y);
+}
+
+static void check_invariance(mt_dtype dt, int rows, int cols) {
+    static const mt_isa isas[] = {MT_ISA_SCALAR, MT_ISA_AVX2, MT_ISA_AVX512, MT_ISA_AVX512BF16};
+    static const int lens[] = {2, 3, 4, 5, 6, 7, 9, 13, 25, 63};
+    void *wdata = make_weights(dt, rows, cols);
+    mt_mat w = {.dtype = dt, .data = wdata, .rows = rows, .cols = cols};
+    float *x = malloc(sizeof(float) * (size_t)INV_N * cols);
+    float *yref = malloc(sizeof(float) * (size_t)INV_N * rows);
+    assert_non_null(x);
+    assert_non_null(yref);
+    for (size_t i = 0; i < (size_t)INV_N * cols; i++) x[i] = rnd();
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        mt_kernels_init(2);
+        mt_kernels_set_isa(isas[ii]);
+        if (mt_kernels_isa() != isas[ii]) continue; /* not supported here */
+        mt_matmul(yref, x, INV_N, &w);
+        for (int threads = 2; threads >= 1; threads--) {
+            mt_kernels_init(threads);
+            mt_kernels_set_isa(isas[ii]);
+            check_window(&w, x, yref, 0, INV_N, "full batch");
+            for (int i = 0; i < INV_N; i++) check_window(&w, x, yref, i, 1, "alone");
+            for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+                const int len = lens[l];
+                for (int start = 0; start + len <= INV_N; start += (len + 1) / 2 + 1)
+                    check_window(&w, x, yref, start, len, "window");
+                check_window(&w, x, yref, INV_N - len, len, "last window");
+            }
+        }
+    }
+    mt_kernels_shutdown();
+    free(wdata);
+    free(x);
+    free(yref);
+}
+
+static void test_matmul_batch_invariance(void **state) {
+    (void)state;
+    for (int dt = 0; dt < MT_DTYPE_COUNT; dt++) {
+        check_invariance((mt_dtype)dt, 97, 300);  /* tails: 97 rows, 300 = 18 * 16 + 12 columns */
+        check_invariance((mt_dtype)dt, 203, 520); /* threaded even for a single token */
+        check_invariance((mt_dtype)dt, 50, 4100); /* wider than the packed gemm panel */
+    }
+}
+
 int main(void) {
     unsetenv("MOETRACE_ISA");
     const struct CMUnitTest tests[] = {
@@ -222,6 +284,7 @@ int main(void) {
         cmocka_unit_test(test_parallel_for_coverage),
         cmocka_unit_test(test_parallel_for_stress),
         cmocka_unit_test(test_matmul_pool),
+        cmocka_unit_test(test_matmul_batch_invariance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,9 @@
  * file picks one and splits the output into tasks for mt_parallel_for:
  *  - few tokens (decode): chunks of output rows, each streamed once by a gemv kernel;
  *  - many tokens (prefill): panels of MT_GEMM_RB rows x blocks of up to GEMM_TB tokens, run
- *    by the packed gemm kernels, so each weight element is reused for every token of a block. */
+ *    by the packed gemm kernels, so each weight element is reused for every token of a block.
+ * Every kernel computes each output element with the same operation sequence (matmul_impl.h),
+ * so the choice of kernel and split never changes a token's results (batch invariance). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -18,7 +20,7 @@
 #ifndef GEMM_MIN_N
 #define GEMM_MIN_N 6 /* from this many tokens on, use the packed gemm kernels */
 #endif
-#define GEMM_TB 256           /* most tokens per gemm task (keeps the x block in L2) */
+#define GEMM_TB 128           /* most tokens per gemm task (keeps the x block in L2) */
 #define SERIAL_WORK (1 << 16) /* below this many multiply-adds, do not wake the pool */
 
 static _Atomic int g_isa = MT_ISA_SCALAR;
@@ -126,10 +128,10 @@ void mt_matmul(float *y, const float *x, int n, const mt_mat *w) {
         ntb = ceil_div(n, GEMM_TB);
         if (j.nrb * ntb < 4 * threads) { /* few row panels: split the tokens further */
             int want = ceil_div(4 * threads, j.nrb);
-            int most = ceil_div(n, 12);
+            int most = ceil_div(n, 4);
             ntb = want < most ? want : most;
         }
-        j.tchunk = round_up(ceil_div(n, ntb), 12);
+        j.tchunk = round_up(ceil_div(n, ntb), 4);
         ntb = ceil_div(n, j.tchunk);
     }
     j.nrb = ceil_div(rows, j.rchunk);

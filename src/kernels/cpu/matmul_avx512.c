@@ -4,10 +4,13 @@
  *
  * Weights are widened to float32 exactly (BF16: shift left 16; F16: VCVTPH2PS) and multiplied
  * with float32 FMAs, so activations keep their full float32 precision. The AVX512_BF16 level
- * therefore runs these same kernels: VDPBF16PS would need the activations split into two
- * bf16 halves (x = hi + lo) to stay accurate, i.e. two instructions per 32 products, the same
- * count as the widened FMAs of the packed gemm kernel, and on the development machine (AMD
- * Zen 5) VDPBF16PS issues at ~0.92x the FMA rate, so the split is slower and less exact. */
+ * runs these same kernels (VDPBF16PS would need the activations split into bf16 halves).
+ *
+ * Batch invariance: every output y[t][r], in every kernel and tile shape, is computed by the
+ * same operation sequence (dot16 below): one 16-lane accumulator, one FMA per 16 columns in
+ * column order (the last block zero-padded), then the fixed reduction tree of hsum16. Tiles
+ * only interleave independent sequences, so the result does not depend on the batch size,
+ * the row's position in it, or the thread split. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -15,8 +18,6 @@
 
 #define TGT __attribute__((target("avx512f,avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline)) TGT
-
-/* ---- loads ---------------------------------------------------------------------------- */
 
 /* 16 consecutive weights of type dt at p, as float32. */
 INL __m512 load16(const int dt, const void *p) {
@@ -33,72 +34,94 @@ INL __m512 load16_tail(const int dt, const unsigned char *p, int n) {
     return load16(dt, tmp);
 }
 
-/* ---- gemv: few tokens, dot products streaming each weight row once --------------------- */
+/* Fixed reduction tree: halves 256 + 256, 128 + 128, 64 + 64, 32 + 32. */
+INL float hsum16(__m512 a) {
+    const __m256 lo = _mm512_castps512_ps256(a);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+    const __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
 
-#define GV_T 4 /* tokens per tile */
-/* One weight row against T tokens, U independent accumulators per token over the columns.
- * Rows are visited in memory order, so a task's weights are read as one sequential stream
- * (the friendliest pattern for the hardware prefetchers). */
-INL void gemv_row(const int dt, const int T, const int U, float *y, int ldy, const float *x, int ldx,
-                  const unsigned char *w, int cols) {
+#define MAX_T 4
+#define MAX_R 8
+
+/* The T x R tile y[t * ldy + r] = dot(x row t, w row r): x rows at stride ldx floats, w rows
+ * of dtype dt at stride wld bytes. */
+INL void dot_tile(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
+                  const unsigned char *w, size_t wld, int cols) {
     const size_t es = dt == MT_F32 ? 4 : 2;
-    __m512 acc[GV_T][4];
+    __m512 acc[MAX_T][MAX_R];
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++)
-#pragma GCC unroll 4
-        for (int u = 0; u < U; u++) acc[t][u] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
     int c = 0;
-    for (; c + 16 * U <= cols; c += 16 * U) {
-#pragma GCC unroll 4
-        for (int u = 0; u < U; u++) {
-            const __m512 wv = load16(dt, w + (size_t)(c + 16 * u) * es);
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++)
-                acc[t][u] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (size_t)t * ldx + c + 16 * u), wv, acc[t][u]);
-        }
-    }
     for (; c + 16 <= cols; c += 16) {
-        const __m512 wv = load16(dt, w + (size_t)c * es);
+        __m512 xv[MAX_T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[t][0] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (size_t)t * ldx + c), wv, acc[t][0]);
+        for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(x + (size_t)t * ldx + c);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512 wv = load16(dt, w + (size_t)r * wld + (size_t)c * es);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+        }
     }
     if (c < cols) {
         const int rem = cols - c;
         const __mmask16 m = (__mmask16)((1u << rem) - 1);
-        const __m512 wv = load16_tail(dt, w + (size_t)c * es, rem);
+        __m512 xv[MAX_T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++)
-            acc[t][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c), wv, acc[t][0]);
+        for (int t = 0; t < T; t++) xv[t] = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512 wv = load16_tail(dt, w + (size_t)r * wld + (size_t)c * es, rem);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+        }
     }
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++) {
-        __m512 a = acc[t][0];
-#pragma GCC unroll 4
-        for (int u = 1; u < U; u++) a = _mm512_add_ps(a, acc[t][u]);
-        y[(size_t)t * ldy] = _mm512_reduce_add_ps(a);
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) y[(size_t)t * ldy + r] = hsum16(acc[t][r]);
+}
+
+/* Rows [r0, r1) against tokens [t0, t1) in tiles of T tokens x R rows (leftover rows one at a
+ * time); w rows start at wb (row r0) with stride wld bytes. */
+INL void tiles(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
+               const unsigned char *wb, size_t wld, int cols, int t0, int t1, int nr) {
+    int r = 0;
+    for (; r + R <= nr; r += R) {
+        int t = t0;
+        for (; t + T <= t1; t += T)
+            dot_tile(dt, T, R, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
+        for (; t < t1; t++)
+            dot_tile(dt, 1, R, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
+    }
+    for (; r < nr; r++) {
+        int t = t0;
+        for (; t + T <= t1; t += T)
+            dot_tile(dt, T, 1, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
+        for (; t < t1; t++)
+            dot_tile(dt, 1, 1, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
     }
 }
 
-#define GEMV_ROW(DT, T, U) \
-    gemv_row(DT, T, U, y + (size_t)t * ldy + r, ldy, x + (size_t)t * cols, cols, wb + (size_t)r * wld, cols)
+/* ---- gemv: few tokens; weights streamed straight from memory ---------------------------- */
 
-#define GEMV_FOR_DTYPE(NAME, DT)                                                                \
-    static TGT void NAME(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) { \
-        const int cols = w->cols, ldy = w->rows;                                                \
-        const size_t wld = (size_t)cols * (DT == MT_F32 ? 4 : 2);                               \
-        const unsigned char *wb = w->data;                                                      \
-        for (int r = r0; r < r1; r++) {                                                         \
-            for (int t = t0; t < t1;) {                                                         \
-                int T = t1 - t < GV_T ? t1 - t : GV_T;                                          \
-                switch (T) {                                                                    \
-                case 1: GEMV_ROW(DT, 1, 4); break;                                              \
-                case 2: GEMV_ROW(DT, 2, 4); break;                                              \
-                case 3: GEMV_ROW(DT, 3, 2); break;                                              \
-                default: GEMV_ROW(DT, 4, 2); break;                                             \
-                }                                                                               \
-                t += T;                                                                         \
-            }                                                                                   \
-        }                                                                                       \
+#define GEMV_FOR_DTYPE(NAME, DT)                                                                        \
+    static TGT void NAME(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {   \
+        const int cols = w->cols, ldy = w->rows, nt = t1 - t0, nr = r1 - r0;                            \
+        const size_t wld = (size_t)cols * (DT == MT_F32 ? 4 : 2);                                       \
+        const unsigned char *wb = (const unsigned char *)w->data + (size_t)r0 * wld;                   \
+        float *yb = y + r0;                                                                             \
+        if (nt == 1) tiles(DT, 1, 8, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                      \
+        else if (nt == 2) tiles(DT, 2, 6, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                 \
+        else if (nt == 3) tiles(DT, 3, 4, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                 \
+        else tiles(DT, 4, 4, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                              \
     }
 
 GEMV_FOR_DTYPE(gemv_f32, MT_F32)
@@ -113,148 +136,43 @@ TGT void mt_gemv_avx512(float *y, const float *x, const mt_mat *w, int t0, int t
     }
 }
 
-/* ---- gemm: packed weight panels and a 12-token x 32-row register tile ------------------ */
+/* ---- gemm: many tokens; a panel of GM_R rows widened to float32 once, reused by all tokens */
 
-#ifndef GM_T
-#define GM_T 12 /* tokens per register tile */
-#define GM_V 2  /* zmm vectors of rows per strip */
-#endif
-#define GM_S (16 * GM_V) /* rows per strip */
-
-/* In-register transpose of a 16 x 16 float32 block: r[i] lane j <-> r[j] lane i. Stages:
- * 2x2 within 64-bit pairs (unpack ps), 4x4 within 128-bit lanes (unpack pd), then 128-bit
- * lane exchanges across the four rows groups (shuffle_f32x4). */
-INL void transpose16(__m512 r[16]) {
-    __m512 t[16], u[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    /* u[4g + j], lane L: column 4L + j of rows 4g..4g+3 */
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        const __m512d a0 = _mm512_castps_pd(t[4 * g]), a1 = _mm512_castps_pd(t[4 * g + 1]);
-        const __m512d a2 = _mm512_castps_pd(t[4 * g + 2]), a3 = _mm512_castps_pd(t[4 * g + 3]);
-        u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
-        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
-        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
-        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        const __m512 v_lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);      /* g0 L0 L1, g1 L0 L1 */
-        const __m512 v_hi = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xee);      /* g0 L2 L3, g1 L2 L3 */
-        const __m512 w_lo = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44); /* g2, g3 */
-        const __m512 w_hi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xee);
-        r[0 + j] = _mm512_shuffle_f32x4(v_lo, w_lo, 0x88);  /* column j      (L0) */
-        r[4 + j] = _mm512_shuffle_f32x4(v_lo, w_lo, 0xdd);  /* column 4 + j  (L1) */
-        r[8 + j] = _mm512_shuffle_f32x4(v_hi, w_hi, 0x88);  /* column 8 + j  (L2) */
-        r[12 + j] = _mm512_shuffle_f32x4(v_hi, w_hi, 0xdd); /* column 12 + j (L3) */
-    }
-}
-
-/* Packs W[rb + s*GM_S + i][k0 + k] (i < GM_S, k < kc) as float32 into wp[s][k][i], for the
- * strips covering nr rows; rows past nr are zero. Works on 16 x 16 blocks transposed in
- * registers. */
-INL void pack_w_dt(const int dt, float *wp, const mt_mat *w, int rb, int nr, int k0, int kc) {
-    const int nstrips = (nr + GM_S - 1) / GM_S;
-    const size_t es = dt == MT_F32 ? 4 : 2;
-    const size_t wld = (size_t)w->cols * es;
-    const unsigned char *base = (const unsigned char *)w->data + (size_t)rb * wld + (size_t)k0 * es;
-    for (int s = 0; s < nstrips; s++) {
-        float *dst = wp + (size_t)s * kc * GM_S;
-        for (int v = 0; v < GM_V; v++) {
-            const int i0 = s * GM_S + 16 * v; /* first row of this 16-row block, panel-relative */
-            const int nvalid = nr - i0 < 0 ? 0 : nr - i0 > 16 ? 16 : nr - i0;
-            for (int k = 0; k < kc; k += 16) {
-                const int ncol = kc - k < 16 ? kc - k : 16;
-                __m512 r[16];
-#pragma GCC unroll 16
-                for (int i = 0; i < 16; i++) {
-                    const unsigned char *src = base + (size_t)(i0 + i) * wld + (size_t)k * es;
-                    r[i] = i >= nvalid ? _mm512_setzero_ps() : ncol == 16 ? load16(dt, src) : load16_tail(dt, src, ncol);
-                }
-                transpose16(r);
-                for (int j = 0; j < ncol; j++) _mm512_store_ps(dst + (size_t)(k + j) * GM_S + 16 * v, r[j]);
-            }
-        }
-    }
-}
-
-static TGT void pack_w(float *wp, const mt_mat *w, int rb, int nr, int k0, int kc) {
-    switch (w->dtype) {
-    case MT_F32: pack_w_dt(MT_F32, wp, w, rb, nr, k0, kc); break;
-    case MT_BF16: pack_w_dt(MT_BF16, wp, w, rb, nr, k0, kc); break;
-    default: pack_w_dt(MT_F16, wp, w, rb, nr, k0, kc); break;
-    }
-}
-
-/* y[t][0..nrv) (+)= sum_k x[t * ldx + k] * wp[k][0..GM_S) for t < nt. The activations are
- * broadcast straight from their rows (T short sequential streams that stay in L1); tile
- * slots past nt re-read row 0 and their sums are dropped. */
-INL void gemm_tile(const int T, const float *wp, const float *x, int ldx, int kc, float *y, int ldy, int nt,
-                   int nrv, int first) {
-    __m512 a[GM_T][GM_V];
-#pragma GCC unroll 16
-    for (int t = 0; t < T; t++)
-#pragma GCC unroll 4
-        for (int v = 0; v < GM_V; v++) a[t][v] = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++) {
-        __m512 wv[GM_V];
-#pragma GCC unroll 4
-        for (int v = 0; v < GM_V; v++) wv[v] = _mm512_load_ps(wp + (size_t)k * GM_S + 16 * v);
-        const float *xk = x + k;
-#pragma GCC unroll 16
-        for (int t = 0; t < T; t++) {
-            const __m512 xb = _mm512_set1_ps(xk[(size_t)(t < nt ? t : 0) * ldx]);
-#pragma GCC unroll 4
-            for (int v = 0; v < GM_V; v++) a[t][v] = _mm512_fmadd_ps(xb, wv[v], a[t][v]);
-        }
-    }
-    __mmask16 m[GM_V];
-    for (int v = 0; v < GM_V; v++) {
-        int left = nrv - 16 * v;
-        m[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-    }
-    for (int t = 0; t < nt; t++) {
-        float *yt = y + (size_t)t * ldy;
-#pragma GCC unroll 4
-        for (int v = 0; v < GM_V; v++) {
-            __m512 r = a[t][v];
-            if (!first) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m[v], yt + 16 * v));
-            _mm512_mask_storeu_ps(yt + 16 * v, m[v], r);
-        }
-    }
-}
-
-#define GM_T_SMALL 4 /* register tile for the last few tokens of a block */
-
-static TGT void gemm_kernel(const float *wp, const float *x, int ldx, int kc, float *y, int ldy, int nt, int nrv,
-                            int first) {
-    if (nt <= GM_T_SMALL) gemm_tile(GM_T_SMALL, wp, x, ldx, kc, y, ldy, nt, nrv, first);
-    else gemm_tile(GM_T, wp, x, ldx, kc, y, ldy, nt, nrv, first);
-}
+#define GM_T 4
+#define GM_R 6
+#define PACK_COLS 4096 /* widest row packed (a 96 KiB stack panel); wider rows are read in place */
 
 TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {
-    float wp[(MT_GEMM_RB + GM_S - 1) / GM_S * GM_S * MT_GEMM_KC] __attribute__((aligned(64)));
     const int cols = w->cols, ldy = w->rows;
-    for (int rb = r0; rb < r1; rb += MT_GEMM_RB) {
-        const int nr = r1 - rb < MT_GEMM_RB ? r1 - rb : MT_GEMM_RB;
-        const int nstrips = (nr + GM_S - 1) / GM_S;
-        for (int k0 = 0; k0 < cols; k0 += MT_GEMM_KC) {
-            const int kc = cols - k0 < MT_GEMM_KC ? cols - k0 : MT_GEMM_KC;
-            pack_w(wp, w, rb, nr, k0, kc);
-            for (int tt = t0, nt; tt < t1; tt += nt) {
-                /* full tiles; a short remainder goes in tiles of GM_T_SMALL */
-                const int left = t1 - tt;
-                nt = left > 2 * GM_T_SMALL ? (left < GM_T ? left : GM_T) : (left < GM_T_SMALL ? left : GM_T_SMALL);
-                for (int s = 0; s < nstrips; s++) {
-                    const int nrv = nr - s * GM_S < GM_S ? nr - s * GM_S : GM_S;
-                    gemm_kernel(wp + (size_t)s * kc * GM_S, x + (size_t)tt * cols + k0, cols, kc, y + (size_t)tt * ldy + rb + s * GM_S, ldy,
-                                nt, nrv, k0 == 0);
-                }
+    const int dt = w->dtype;
+    const size_t es = dt == MT_F32 ? 4 : 2, wld = (size_t)cols * es;
+    if (dt == MT_F32 || cols > PACK_COLS) {
+        const unsigned char *wb = (const unsigned char *)w->data + (size_t)r0 * wld;
+        switch (dt) {
+        case MT_F32: tiles(MT_F32, GM_T, GM_R, y + r0, ldy, x, cols, wb, wld, cols, t0, t1, r1 - r0); break;
+        case MT_BF16: tiles(MT_BF16, GM_T, GM_R, y + r0, ldy, x, cols, wb, wld, cols, t0, t1, r1 - r0); break;
+        default: tiles(MT_F16, GM_T, GM_R, y + r0, ldy, x, cols, wb, wld, cols, t0, t1, r1 - r0); break;
+        }
+        return;
+    }
+    float wp[GM_R * PACK_COLS] __attribute__((aligned(64)));
+    for (int rb = r0; rb < r1; rb += GM_R) {
+        const int nr = r1 - rb < GM_R ? r1 - rb : GM_R;
+        for (int i = 0; i < nr; i++) {
+            const unsigned char *src = (const unsigned char *)w->data + (size_t)(rb + i) * wld;
+            float *dst = wp + (size_t)i * cols;
+            int c = 0;
+            if (dt == MT_BF16)
+                for (; c + 16 <= cols; c += 16) _mm512_storeu_ps(dst + c, load16(MT_BF16, src + (size_t)c * 2));
+            else
+                for (; c + 16 <= cols; c += 16) _mm512_storeu_ps(dst + c, load16(MT_F16, src + (size_t)c * 2));
+            if (c < cols) {
+                float tmp[16];
+                _mm512_storeu_ps(tmp, load16_tail(dt, src + (size_t)c * 2, cols - c));
+                memcpy(dst + c, tmp, (size_t)(cols - c) * sizeof(float));
             }
         }
+        /* the widened values are exact, so the panel gives the same products as the weights */
+        tiles(MT_F32, GM_T, GM_R, y + rb, ldy, x, cols, (const unsigned char *)wp, (size_t)cols * 4, cols, t0, t1, nr);
     }
 }
