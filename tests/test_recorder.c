@@ -424,6 +424,62 @@ static void test_per_token_dropped(void **state) {
     mt_recorder_free(r);
 }
 
+/* Wider expert ids (int16 and int32 storage) and out-of-range ids (stored as -1, not counted). */
+static void test_per_token_wide_ids(void **state) {
+    (void)state;
+    int Es[3] = {255, 300, 40000};
+    for (int c = 0; c < 3; c++) {
+        int NE = Es[c];
+        mt_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.num_hidden_layers = 2;
+        cfg.num_experts = NE;
+        cfg.top_k = 2;
+        cfg.layer_is_moe[1] = true;
+        cfg.num_moe_layers = 1;
+        mt_recorder_opts o;
+        mt_recorder_opts_default(&o);
+        o.mode = MT_REC_PER_TOKEN;
+        o.dump_dir = tmpdir;
+        mt_err err = {{0}};
+        mt_recorder *r = mt_recorder_new(&cfg, "wide", &o, &err);
+        assert_non_null(r);
+        mt_recorder_start(r);
+        mt_routing_sink s = mt_recorder_sink(r);
+        int32_t ids[6] = {NE - 1, 0, NE, 7, -3, NE - 2}, z[3] = {0, 1, 2};
+        mt_routing_event ev = {.layer = 1, .n_tokens = 3, .top_k = 2, .seq_ids = z, .positions = z, .tokens = z,
+                               .topk_ids = ids};
+        s.on_layer(s.ctx, &ev);
+        mt_pass_event pe = {3, 1};
+        s.on_pass(s.ctx, &pe);
+        int64_t *cnt = calloc((size_t)2 * NE, sizeof *cnt);
+        mt_recorder_logical_count(r, cnt);
+        assert_int_equal(cnt[NE + NE - 1], 1);
+        assert_int_equal(cnt[NE + NE - 2], 1);
+        assert_int_equal(cnt[NE + 0], 1);
+        assert_int_equal(cnt[NE + 7], 1);
+        free(cnt);
+        char path[4096];
+        assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+        cJSON *j = mt_json_load_file(path, &err);
+        char stp[4200];
+        snprintf(stp, sizeof stp, "%s/%s", tmpdir, cJSON_GetObjectItem(j, "tensors")->valuestring);
+        /* request ids default to the sequence slots */
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "request_ids")), 3);
+        cJSON_Delete(j);
+        mt_checkpoint *ck = NULL;
+        assert_int_equal(mt_checkpoint_open(&ck, stp, &err), 0);
+        const mt_tensor_info *t = mt_checkpoint_find(ck, "topk_ids");
+        int32_t got[12];
+        assert_int_equal(t->nbytes, sizeof got);
+        memcpy(got, t->data, sizeof got);
+        int32_t want[12] = {-1, -1, NE - 1, 0, -1, -1, -1, 7, -1, -1, -1, NE - 2};
+        for (int i = 0; i < 12; i++) assert_int_equal(got[i], want[i]);
+        mt_checkpoint_close(ck);
+        mt_recorder_free(r);
+    }
+}
+
 static void test_env_options(void **state) {
     (void)state;
     mt_recorder_opts o;
@@ -572,6 +628,7 @@ int main(void) {
         cmocka_unit_test(test_per_pass),
         cmocka_unit_test(test_per_token_safetensors),
         cmocka_unit_test(test_per_token_dropped),
+        cmocka_unit_test(test_per_token_wide_ids),
         cmocka_unit_test(test_env_options),
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_threads),

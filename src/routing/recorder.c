@@ -106,6 +106,7 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
     r->buffer_size = o->buffer_size;
     r->ep_size = ep;
     r->max_tokens = o->max_tokens;
+    r->id_bytes = E <= 255 ? 1 : E <= 32767 ? 2 : 4;
     r->model = strdup(model_name ? model_name : "");
     r->dump_dir = strdup(o->dump_dir ? o->dump_dir : MT_REC_DEFAULT_DUMP_DIR);
     size_t le = (size_t)r->L * (size_t)E;
@@ -212,8 +213,8 @@ static int stage_reserve(mt_recorder *r, int n) {
     if (n <= r->stage_cap) return 0;
     int cap = r->stage_cap ? r->stage_cap : 64;
     while (cap < n) cap *= 2;
-    size_t row = (size_t)r->L * (size_t)r->K;
-    int32_t *ids = realloc(r->stage_ids, (size_t)cap * row * sizeof *ids);
+    size_t row = (size_t)r->L * (size_t)r->K * (size_t)r->id_bytes;
+    unsigned char *ids = realloc(r->stage_ids, (size_t)cap * row);
     if (ids) r->stage_ids = ids;
     int64_t *req = realloc(r->stage_req, (size_t)cap * sizeof *req);
     if (req) r->stage_req = req;
@@ -238,8 +239,8 @@ static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
     if (r->mode != MT_REC_PER_TOKEN) return;
     r->stage_failed = stage_reserve(r, n) != 0;
     if (r->stage_failed) return;
-    size_t row = (size_t)r->L * (size_t)r->K;
-    for (size_t i = 0; i < (size_t)n * row; i++) r->stage_ids[i] = -1;
+    size_t row = (size_t)r->L * (size_t)r->K * (size_t)r->id_bytes;
+    memset(r->stage_ids, 0xFF, (size_t)n * row); /* -1 (255 in uint8) for layers without events */
     for (int t = 0; t < n; t++) {
         r->stage_req[t] = ev->request_ids ? ev->request_ids[t] : (ev->seq_ids ? ev->seq_ids[t] : 0);
         r->stage_pos[t] = ev->positions ? ev->positions[t] : -1;
@@ -275,10 +276,27 @@ static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
     r->layer_seen[l] = true;
     r->pend_n = nt;
     if (r->mode == MT_REC_PER_TOKEN && !r->stage_failed) {
-        size_t row = (size_t)r->L * (size_t)K;
-        for (int t = 0; t < n; t++)
-            memcpy(r->stage_ids + (size_t)t * row + (size_t)l * (size_t)K, ids + (size_t)t * (size_t)K,
-                   (size_t)K * sizeof *ids);
+        /* Narrowed copy; ids outside 0..E-1 are stored as -1. */
+        size_t row = (size_t)r->L * (size_t)K, off = (size_t)l * (size_t)K;
+        if (r->id_bytes == 1) {
+            for (int t = 0; t < n; t++) {
+                uint8_t *d = (uint8_t *)r->stage_ids + (size_t)t * row + off;
+                const int32_t *src = ids + (size_t)t * (size_t)K;
+                for (int j = 0; j < K; j++) d[j] = (uint32_t)src[j] < (uint32_t)E ? (uint8_t)src[j] : 255;
+            }
+        } else if (r->id_bytes == 2) {
+            for (int t = 0; t < n; t++) {
+                int16_t *d = (int16_t *)r->stage_ids + (size_t)t * row + off;
+                const int32_t *src = ids + (size_t)t * (size_t)K;
+                for (int j = 0; j < K; j++) d[j] = (uint32_t)src[j] < (uint32_t)E ? (int16_t)src[j] : -1;
+            }
+        } else {
+            for (int t = 0; t < n; t++) {
+                int32_t *d = (int32_t *)r->stage_ids + (size_t)t * row + off;
+                const int32_t *src = ids + (size_t)t * (size_t)K;
+                for (int j = 0; j < K; j++) d[j] = (uint32_t)src[j] < (uint32_t)E ? src[j] : -1;
+            }
+        }
     }
 }
 
@@ -373,8 +391,8 @@ static int64_t tok_reserve(mt_recorder *r, int64_t n) {
         int64_t cap = r->tok_cap ? r->tok_cap : 256;
         while (cap < want) cap *= 2;
         if (cap > r->max_tokens) cap = r->max_tokens;
-        size_t row = (size_t)r->L * (size_t)r->K;
-        int32_t *ids = realloc(r->tok_ids, (size_t)cap * row * sizeof *ids);
+        size_t row = (size_t)r->L * (size_t)r->K * (size_t)r->id_bytes;
+        unsigned char *ids = realloc(r->tok_ids, (size_t)cap * row);
         if (ids) r->tok_ids = ids;
         int64_t *req = realloc(r->tok_req, (size_t)cap * sizeof *req);
         if (req) r->tok_req = req;
@@ -395,7 +413,7 @@ static void commit_tokens(mt_recorder *r) {
         return;
     }
     int64_t keep = tok_reserve(r, n);
-    size_t row = (size_t)r->L * (size_t)r->K;
+    size_t row = (size_t)r->L * (size_t)r->K * (size_t)r->id_bytes;
     int64_t t = 0;
     for (; t < keep; t++) {
         int64_t ri = req_index(r, r->stage_req[t]);
@@ -404,7 +422,7 @@ static void commit_tokens(mt_recorder *r) {
         r->tok_req[d] = ri;
         r->tok_pos[d] = r->stage_pos[t];
         r->tok_tok[d] = r->stage_tok[t];
-        memcpy(r->tok_ids + (size_t)d * row, r->stage_ids + (size_t)t * row, row * sizeof *r->tok_ids);
+        memcpy(r->tok_ids + (size_t)d * row, r->stage_ids + (size_t)t * row, row);
     }
     r->dropped_tokens += n - t;
 }

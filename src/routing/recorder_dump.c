@@ -121,15 +121,42 @@ typedef struct st_tensor {
     int ndim;
     int64_t shape[3];
     const void *data;
-    size_t nbytes;
+    size_t nbytes;   /* bytes in the file */
+    int narrow;      /* 0: data is written as is; 1 or 2: data holds uint8 (255 = -1) or int16 ids,
+                        widened to int32 on the way out */
 } st_tensor;
 
+/* Streams n ids of `narrow` bytes each as little-endian int32. */
+static int append_widened(mt_atomic_file *f, const void *src, size_t n, int narrow, mt_err *err) {
+    int32_t buf[8192];
+    for (size_t done = 0; done < n;) {
+        size_t m = n - done < 8192 ? n - done : 8192;
+        if (narrow == 1) {
+            const uint8_t *p = (const uint8_t *)src + done;
+            for (size_t i = 0; i < m; i++) buf[i] = p[i] == 255 ? -1 : p[i];
+        } else {
+            const int16_t *p = (const int16_t *)src + done;
+            for (size_t i = 0; i < m; i++) buf[i] = p[i];
+        }
+        if (mt_atomic_append(f, buf, m * sizeof *buf, err) != 0) return -1;
+        done += m;
+    }
+    return 0;
+}
+
 /* Writes the tensors, back to back, as one safetensors file (atomically). Callers order them so that
- * each starts at a multiple of its element size (the data section starts at a multiple of 8). */
+ * each starts at a multiple of its element size (the data section starts at a multiple of 8).
+ * Takes metadata. */
 static int write_safetensors(const char *path, const st_tensor *t, int n, cJSON *metadata, mt_err *err) {
-    if (!host_is_le()) return mt_errf(err, "%s: safetensors writing needs a little-endian host", path);
+    if (!host_is_le()) {
+        cJSON_Delete(metadata);
+        return mt_errf(err, "%s: safetensors writing needs a little-endian host", path);
+    }
     cJSON *h = cJSON_CreateObject();
-    if (!h) return mt_errf(err, "%s: out of memory", path);
+    if (!h) {
+        cJSON_Delete(metadata);
+        return mt_errf(err, "%s: out of memory", path);
+    }
     if (metadata) cJSON_AddItemToObject(h, "__metadata__", metadata);
     size_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -155,12 +182,20 @@ static int write_safetensors(const char *path, const st_tensor *t, int n, cJSON 
     memcpy(hdr + 8, hs, hl);
     memset(hdr + 8 + hl, ' ', padded - hl);
     free(hs);
-    mt_write_chunk ch[8];
-    ch[0] = (mt_write_chunk){hdr, 8 + padded};
-    for (int i = 0; i < n; i++) ch[1 + i] = (mt_write_chunk){t[i].data, t[i].nbytes};
-    int rc = mt_atomic_write_chunks(path, ch, 1 + n, err);
+    mt_atomic_file *f = mt_atomic_open(path, err);
+    int rc = f ? mt_atomic_append(f, hdr, 8 + padded, err) : -1;
     free(hdr);
-    return rc;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (!t[i].nbytes) continue;
+        rc = t[i].narrow ? append_widened(f, t[i].data, t[i].nbytes / 4, t[i].narrow, err)
+                         : mt_atomic_append(f, t[i].data, t[i].nbytes, err);
+    }
+    if (!f) return -1;
+    if (rc != 0) {
+        mt_atomic_abort(f);
+        return -1;
+    }
+    return mt_atomic_commit(f, err);
 }
 
 /* Writes the per_token tensors (caller holds mu). request_index (8-byte elements) goes first so
@@ -170,10 +205,11 @@ static int write_token_tensors(mt_recorder *r, const char *path, const char *ind
     size_t row = (size_t)r->L * (size_t)r->K;
     static const int64_t zero = 0;
     st_tensor t[4] = {
-        {"request_index", "I64", 1, {T, 0, 0}, T ? (const void *)r->tok_req : &zero, (size_t)T * 8},
-        {"topk_ids", "I32", 3, {T, r->L, r->K}, T ? (const void *)r->tok_ids : &zero, (size_t)T * row * 4},
-        {"position", "I32", 1, {T, 0, 0}, T ? (const void *)r->tok_pos : &zero, (size_t)T * 4},
-        {"token_id", "I32", 1, {T, 0, 0}, T ? (const void *)r->tok_tok : &zero, (size_t)T * 4},
+        {"request_index", "I64", 1, {T, 0, 0}, T ? (const void *)r->tok_req : &zero, (size_t)T * 8, 0},
+        {"topk_ids", "I32", 3, {T, r->L, r->K}, T ? (const void *)r->tok_ids : &zero, (size_t)T * row * 4,
+         r->id_bytes == 4 ? 0 : r->id_bytes},
+        {"position", "I32", 1, {T, 0, 0}, T ? (const void *)r->tok_pos : &zero, (size_t)T * 4, 0},
+        {"token_id", "I32", 1, {T, 0, 0}, T ? (const void *)r->tok_tok : &zero, (size_t)T * 4, 0},
     };
     cJSON *meta = cJSON_CreateObject();
     if (!meta) return mt_errf(err, "%s: out of memory", path);

@@ -29,6 +29,8 @@ struct mt_recorder {
     char *dump_dir;
     int ep_size;
     int64_t max_tokens;
+    int id_bytes;         /* per_token id storage: 1 (uint8, 255 = -1) when E <= 255, 2 (int16) when
+                             E <= 32767, else 4; widened to int32 in dumps */
 
     atomic_bool active;
 
@@ -43,7 +45,7 @@ struct mt_recorder {
     bool layer_seen[MT_MAX_LAYERS]; /* this pass */
     /* per_token staging of the current pass */
     int stage_cap;
-    int32_t *stage_ids;   /* [stage_cap, L, K] */
+    unsigned char *stage_ids; /* [stage_cap, L, K] ids of id_bytes each */
     int64_t *stage_req;   /* [stage_cap] request id (or sequence slot) */
     int32_t *stage_pos, *stage_tok;
     bool stage_failed;    /* out of memory for this pass: its tokens count as dropped */
@@ -57,7 +59,7 @@ struct mt_recorder {
     int ring_cap, ring_head, ring_len;
     /* per_token store */
     int64_t tok_n, tok_cap, dropped_tokens;
-    int32_t *tok_ids;     /* [tok_cap, L, K] */
+    unsigned char *tok_ids; /* [tok_cap, L, K] ids of id_bytes each */
     int64_t *tok_req;     /* [tok_cap] request index */
     int32_t *tok_pos, *tok_tok;
     int64_t *req_ids;     /* request index -> id */

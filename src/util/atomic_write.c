@@ -9,6 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+struct mt_atomic_file {
+    int fd;
+    char *path; /* destination */
+    char *tmp;  /* temporary beside it */
+};
+
 /* Folder part of path ("." when it has none) into buf. */
 static void dir_of(const char *path, char *buf, size_t n) {
     const char *slash = strrchr(path, '/');
@@ -21,13 +27,50 @@ static void dir_of(const char *path, char *buf, size_t n) {
     }
 }
 
-static int write_all(int fd, const void *data, size_t len) {
+mt_atomic_file *mt_atomic_open(const char *path, mt_err *err) {
+    if (!path || !*path) {
+        mt_errf(err, "atomic write: empty path");
+        return NULL;
+    }
+    size_t plen = strlen(path);
+    mt_atomic_file *f = calloc(1, sizeof *f);
+    if (f) {
+        f->path = strdup(path);
+        f->tmp = malloc(plen + 16);
+    }
+    if (!f || !f->path || !f->tmp) {
+        if (f) {
+            free(f->path);
+            free(f->tmp);
+        }
+        free(f);
+        mt_errf(err, "%s: out of memory", path);
+        return NULL;
+    }
+    snprintf(f->tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    f->fd = mkstemp(f->tmp);
+    if (f->fd < 0 || fchmod(f->fd, 0644) != 0) {
+        int e = errno;
+        if (f->fd >= 0) {
+            close(f->fd);
+            unlink(f->tmp);
+        }
+        free(f->path);
+        free(f->tmp);
+        free(f);
+        mt_errf(err, "%s: cannot create a temporary file beside it: %s", path, strerror(e));
+        return NULL;
+    }
+    return f;
+}
+
+int mt_atomic_append(mt_atomic_file *f, const void *data, size_t len, mt_err *err) {
     const char *p = data;
     while (len > 0) {
-        ssize_t w = write(fd, p, len);
+        ssize_t w = write(f->fd, p, len);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return -1;
+            return mt_errf(err, "%s: write failed: %s", f->path, strerror(errno));
         }
         p += w;
         len -= (size_t)w;
@@ -35,47 +78,62 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
-int mt_atomic_write_chunks(const char *path, const mt_write_chunk *chunks, int n, mt_err *err) {
-    if (!path || !*path) return mt_errf(err, "atomic write: empty path");
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return mt_errf(err, "%s: out of memory", path);
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return mt_errf(err, "%s: cannot create a temporary file beside it: %s", path, strerror(e));
-    }
+static void free_file(mt_atomic_file *f) {
+    free(f->path);
+    free(f->tmp);
+    free(f);
+}
+
+void mt_atomic_abort(mt_atomic_file *f) {
+    if (!f) return;
+    if (f->fd >= 0) close(f->fd);
+    unlink(f->tmp);
+    free_file(f);
+}
+
+int mt_atomic_commit(mt_atomic_file *f, mt_err *err) {
     const char *what = NULL;
-    if (fchmod(fd, 0644) != 0) what = "fchmod";
-    for (int i = 0; !what && i < n; i++)
-        if (chunks[i].len && write_all(fd, chunks[i].data, chunks[i].len) != 0) what = "write";
-    if (!what && fsync(fd) != 0) what = "fsync";
-    int e = errno;
-    if (close(fd) != 0 && !what) {
+    int e = 0;
+    if (fsync(f->fd) != 0) {
+        what = "fsync";
+        e = errno;
+    }
+    if (close(f->fd) != 0 && !what) {
         what = "close";
         e = errno;
     }
-    if (!what && rename(tmp, path) != 0) {
+    f->fd = -1;
+    if (!what && rename(f->tmp, f->path) != 0) {
         what = "rename";
         e = errno;
     }
     if (what) {
-        unlink(tmp);
-        free(tmp);
-        return mt_errf(err, "%s: %s failed: %s", path, what, strerror(e));
+        mt_errf(err, "%s: %s failed: %s", f->path, what, strerror(e));
+        mt_atomic_abort(f);
+        return -1;
     }
-    free(tmp);
     /* Make the rename itself durable. Failure here is not fatal: the file is complete. */
     char dir[4096];
-    dir_of(path, dir, sizeof dir);
+    dir_of(f->path, dir, sizeof dir);
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     if (dfd >= 0) {
         (void)fsync(dfd);
         close(dfd);
     }
+    free_file(f);
     return 0;
+}
+
+int mt_atomic_write_chunks(const char *path, const mt_write_chunk *chunks, int n, mt_err *err) {
+    mt_atomic_file *f = mt_atomic_open(path, err);
+    if (!f) return -1;
+    for (int i = 0; i < n; i++) {
+        if (chunks[i].len && mt_atomic_append(f, chunks[i].data, chunks[i].len, err) != 0) {
+            mt_atomic_abort(f);
+            return -1;
+        }
+    }
+    return mt_atomic_commit(f, err);
 }
 
 int mt_atomic_write(const char *path, const void *data, size_t len, mt_err *err) {

@@ -19,4 +19,13 @@ int mt_atomic_write_chunks(const char *path, const mt_write_chunk *chunks, int n
 /* One buffer. */
 int mt_atomic_write(const char *path, const void *data, size_t len, mt_err *err);
 
+/* Streaming form, for content produced piece by piece: open, append any number of times, then
+ * commit (fsync + rename) or abort (the temporary is removed). Both commit and abort free f;
+ * after a failed append, call abort. */
+typedef struct mt_atomic_file mt_atomic_file;
+mt_atomic_file *mt_atomic_open(const char *path, mt_err *err);
+int mt_atomic_append(mt_atomic_file *f, const void *data, size_t len, mt_err *err);
+int mt_atomic_commit(mt_atomic_file *f, mt_err *err);
+void mt_atomic_abort(mt_atomic_file *f);
+
 #endif
