@@ -4,7 +4,9 @@
 #define MT_CLI_COMMANDS_H
 
 int cmd_run(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 int cmd_eplb(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);

@@ -12,7 +12,9 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"run", cmd_run, "run a model on a prompt; write logits, routing and tokens"},
+    {"profile", cmd_profile, "run a JSONL dataset through the batched engine and record expert load"},
     {"eplb", cmd_eplb, "plan an expert-parallel placement from a stat dump"},
+    {"report", cmd_report, "draw a stat dump as a heatmap picture (PNG or SVG)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text as a JSON array"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"chat-template", cmd_chat_template, "render a conversation with the model's chat template"},

@@ -1,0 +1,477 @@
+/* moetrace profile: a JSONL dataset through the batched engine at a given concurrency, with the
+ * recorder on; writes the stat dump, optionally the per-token dump, a heatmap and a summary. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "chat/chat_template.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "engine/engine.h"
+#include "engine/kv_cache.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "report/report.h"
+#include "routing/balancedness.h"
+#include "routing/recorder.h"
+#include "routing/stat_dump.h"
+#include "tokenizer/tokenizer.h"
+#include "util/atomic_write.h"
+#include "util/json_util.h"
+
+static const char PROFILE_HELP[] =
+    "usage: moetrace profile --model DIR --data FILE.jsonl --out DIR [options]\n"
+    "\n"
+    "Runs every line of FILE.jsonl ({\"prompt\": str} | {\"messages\": [...]} | {\"input_ids\": [...]})\n"
+    "through the batched engine and records where every token went. Writes to --out:\n"
+    "  expert_distribution_<ms>.json  the stat dump (SPEC §4)\n"
+    "  expert_distribution_<ms>.safetensors + .json   per-token dump (with --per-token)\n"
+    "  heatmap.png                    layers x experts heatmap\n"
+    "  summary.json                   tokens, wall time, balancedness, routing entropy, co-selected pairs\n"
+    "\n"
+    "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
+    "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
+    "  --per-token            also write the per-token dump  --ep-size M   for balancedness (default auto)\n"
+    "  --max-batch-tokens N   token budget of a forward pass (default 512)\n"
+    "  --threads N  --load-format auto|dummy\n";
+
+typedef struct profile_args {
+    const char *model, *data, *out;
+    int max_new_tokens, concurrency, threads, ep_size, max_batch_tokens;
+    bool ignore_eos, per_token;
+    mt_sampling_params sampling;
+    mt_load_format load_format;
+} profile_args;
+
+static int parse(profile_args *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->max_new_tokens = 64;
+    a->concurrency = 16;
+    a->max_batch_tokens = 512;
+    a->sampling.top_p = 1.0f;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i], *v;
+#define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { fputs(PROFILE_HELP, stdout); exit(0);
+        } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
+        } else if (!strcmp(f, "--data")) { VALUE(); a->data = v;
+        } else if (!strcmp(f, "--out")) { VALUE(); a->out = v;
+        } else if (!strcmp(f, "--max-new-tokens")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 20, &a->max_new_tokens)) return -1;
+        } else if (!strcmp(f, "--concurrency")) { VALUE(); if (mt_arg_int(f, v, 1, 4096, &a->concurrency)) return -1;
+        } else if (!strcmp(f, "--max-batch-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 20, &a->max_batch_tokens)) return -1;
+        } else if (!strcmp(f, "--ep-size")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->ep_size)) return -1;
+        } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
+        } else if (!strcmp(f, "--temperature")) { VALUE(); if (mt_arg_float(f, v, 0, 100, &a->sampling.temperature)) return -1;
+        } else if (!strcmp(f, "--top-p")) { VALUE(); if (mt_arg_float(f, v, 1e-6, 1, &a->sampling.top_p)) return -1;
+        } else if (!strcmp(f, "--top-k")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 30, &a->sampling.top_k)) return -1;
+        } else if (!strcmp(f, "--seed")) { VALUE(); if (mt_arg_u64(f, v, &a->sampling.seed)) return -1;
+        } else if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = true;
+        } else if (!strcmp(f, "--per-token")) { a->per_token = true;
+        } else if (!strcmp(f, "--load-format")) {
+            VALUE();
+            if (!strcmp(v, "auto")) a->load_format = MT_LOAD_AUTO;
+            else if (!strcmp(v, "dummy")) a->load_format = MT_LOAD_DUMMY;
+            else { fprintf(stderr, "moetrace: --load-format: '%s' is not auto or dummy\n", v); return -1; }
+        } else {
+            fprintf(stderr, "moetrace: profile: unknown option '%s' (see moetrace profile --help)\n", f);
+            return -1;
+        }
+#undef VALUE
+    }
+    if (!a->model || !a->data || !a->out) {
+        fprintf(stderr, "moetrace: profile: --model, --data and --out are required\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- dataset ------------------------------------------------------------------------------ */
+
+typedef struct dataset {
+    int32_t **ids;
+    int *len;
+    int n;
+} dataset;
+
+static void dataset_free(dataset *d) {
+    for (int i = 0; i < d->n; i++) free(d->ids[i]);
+    free(d->ids);
+    free(d->len);
+}
+
+typedef struct text_tools {
+    const char *model_dir;
+    mt_tokenizer *tok;
+    mt_chat_template *tpl;
+} text_tools;
+
+static int encode_line(text_tools *t, const cJSON *line, int32_t **ids, int *n, mt_err *err) {
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(line, "input_ids");
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(line, "prompt");
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(line, "messages");
+    if (input) {
+        if (!cJSON_IsArray(input) || cJSON_GetArraySize(input) == 0) return mt_errf(err, "'input_ids' must be a non-empty list");
+        int count = cJSON_GetArraySize(input), i = 0;
+        *ids = malloc((size_t)count * sizeof **ids);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, input) {
+            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0 ||
+                it->valuedouble > 2147483647.0) {
+                free(*ids);
+                return mt_errf(err, "'input_ids' entry %d is not a non-negative integer", i);
+            }
+            (*ids)[i++] = (int32_t)it->valuedouble;
+        }
+        *n = count;
+        return 0;
+    }
+    if (!prompt && !messages) return mt_errf(err, "expected one of 'prompt', 'messages' or 'input_ids'");
+    if (!t->tok) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tokenizer.json", t->model_dir);
+        if (mt_tokenizer_load(&t->tok, t->model_dir, err)) return -1;
+    }
+    char *rendered = NULL;
+    const char *text;
+    if (messages) {
+        if (!cJSON_IsArray(messages)) return mt_errf(err, "'messages' must be a list");
+        if (!t->tpl && mt_chat_template_load(&t->tpl, t->model_dir, err)) return -1;
+        if (mt_chat_render(t->tpl, messages, cJSON_GetObjectItemCaseSensitive(line, "tools"), 1, NULL, &rendered, err))
+            return -1;
+        text = rendered;
+    } else {
+        if (!cJSON_IsString(prompt)) return mt_errf(err, "'prompt' must be a string");
+        text = prompt->valuestring;
+    }
+    size_t count = 0;
+    int rc = mt_tokenizer_encode(t->tok, text, strlen(text), !messages, ids, &count, err);
+    free(rendered);
+    if (rc) return -1;
+    if (count == 0) {
+        free(*ids);
+        return mt_errf(err, "the prompt encodes to no tokens");
+    }
+    *n = (int)count;
+    return 0;
+}
+
+static int load_dataset(const char *path, text_tools *t, dataset *d) {
+    memset(d, 0, sizeof *d);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "moetrace: --data %s: cannot open\n", path);
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, cap_n = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+        if (!*p) continue;
+        cJSON *obj = cJSON_Parse(p);
+        mt_err err = {{0}};
+        int32_t *ids = NULL;
+        int n = 0;
+        int rc = !obj || !cJSON_IsObject(obj) ? mt_errf(&err, "not a JSON object") : encode_line(t, obj, &ids, &n, &err);
+        cJSON_Delete(obj);
+        if (rc) {
+            fprintf(stderr, "moetrace: %s line %d: %s\n", path, lineno, err.msg);
+            free(line);
+            fclose(f);
+            dataset_free(d);
+            return -1;
+        }
+        if (d->n == cap_n) {
+            cap_n = cap_n ? cap_n * 2 : 64;
+            d->ids = realloc(d->ids, (size_t)cap_n * sizeof *d->ids);
+            d->len = realloc(d->len, (size_t)cap_n * sizeof *d->len);
+        }
+        d->ids[d->n] = ids;
+        d->len[d->n++] = n;
+    }
+    free(line);
+    fclose(f);
+    if (d->n == 0) {
+        fprintf(stderr, "moetrace: --data %s: no requests\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- statistics from the per-request routing ----------------------------------------------- */
+
+typedef struct profile_state {
+    const mt_config *cfg;
+    int64_t *count;      /* [layers, experts] from the per-request routing */
+    int64_t *pairs;      /* [layers, experts, experts] co-selection counts (i < j) */
+    long done, tokens_generated, tokens_prompt, cached;
+    int total;
+} profile_state;
+
+static void on_event(void *ctx, const mt_engine_event *ev) {
+    profile_state *s = ctx;
+    if (ev->kind != MT_EVENT_FINISHED) return;
+    const mt_config *c = s->cfg;
+    int L = c->num_hidden_layers, k = c->top_k, E = c->num_experts;
+    for (int t = 0; t < ev->routing_rows; t++) {
+        for (int l = 0; l < L; l++) {
+            if (!c->layer_is_moe[l]) continue;
+            const int32_t *ids = ev->routing + ((size_t)t * L + l) * k;
+            for (int j = 0; j < k; j++) {
+                s->count[(size_t)l * E + ids[j]]++;
+                for (int m = j + 1; m < k; m++) {
+                    int a = ids[j] < ids[m] ? ids[j] : ids[m], b = ids[j] < ids[m] ? ids[m] : ids[j];
+                    s->pairs[((size_t)l * E + a) * E + b]++;
+                }
+            }
+        }
+    }
+    s->done++;
+    s->tokens_generated += ev->n_generated;
+    s->tokens_prompt += ev->n_prompt;
+    s->cached += ev->n_cached;
+}
+
+static volatile sig_atomic_t g_interrupted;
+static void on_signal(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void progress(const profile_state *s, long forwarded, double elapsed, bool final) {
+    int width = 30, filled = (int)((double)s->done / s->total * width);
+    double rate = elapsed > 0 ? (double)forwarded / elapsed : 0.0;
+    double eta = s->done > 0 ? elapsed / (double)s->done * (double)(s->total - s->done) : 0.0;
+    fprintf(stderr, "\r[");
+    for (int i = 0; i < width; i++) fputc(i < filled ? '=' : (i == filled ? '>' : ' '), stderr);
+    fprintf(stderr, "] %ld/%d requests  %.0f tokens/s  elapsed %.1fs  ETA %.0fs   %s", s->done, s->total, rate,
+            elapsed, eta, final ? "\n" : "");
+    fflush(stderr);
+}
+
+/* ---- summary ------------------------------------------------------------------------------- */
+
+static cJSON *summary_json(const profile_state *s, const mt_config *c, double wall, long passes, long forwarded,
+                           int ep_size, const char *dump_path) {
+    int L = c->num_hidden_layers, E = c->num_experts;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "format", "moetrace.profile_summary.v1");
+    cJSON_AddNumberToObject(j, "requests", (double)s->done);
+    cJSON_AddNumberToObject(j, "prompt_tokens", (double)s->tokens_prompt);
+    cJSON_AddNumberToObject(j, "generated_tokens", (double)s->tokens_generated);
+    cJSON_AddNumberToObject(j, "prompt_tokens_from_prefix_cache", (double)s->cached);
+    cJSON_AddNumberToObject(j, "tokens_forwarded", (double)forwarded);
+    cJSON_AddNumberToObject(j, "forward_passes", (double)passes);
+    cJSON_AddNumberToObject(j, "wall_time_s", wall);
+    cJSON_AddNumberToObject(j, "tokens_per_s", wall > 0 ? forwarded / wall : 0);
+    cJSON_AddNumberToObject(j, "ep_size", ep_size);
+    cJSON_AddStringToObject(j, "stat_dump", dump_path);
+    cJSON *bal = cJSON_AddArrayToObject(j, "balancedness_per_layer");
+    cJSON *ent = cJSON_AddArrayToObject(j, "routing_entropy_per_layer");
+    cJSON *pairs = cJSON_AddArrayToObject(j, "top_coselected_pairs_per_layer");
+    double bsum = 0;
+    int nmoe = 0;
+    for (int l = 0; l < L; l++) {
+        if (!c->layer_is_moe[l]) {
+            cJSON_AddItemToArray(bal, cJSON_CreateNull());
+            cJSON_AddItemToArray(ent, cJSON_CreateNull());
+            cJSON_AddItemToArray(pairs, cJSON_CreateNull());
+            continue;
+        }
+        const int64_t *cnt = s->count + (size_t)l * E;
+        double b = mt_balancedness_contiguous(cnt, E, ep_size);
+        bsum += b;
+        nmoe++;
+        cJSON_AddItemToArray(bal, cJSON_CreateNumber(b));
+        double total = 0, h = 0;
+        for (int e = 0; e < E; e++) total += (double)cnt[e];
+        for (int e = 0; e < E && total > 0; e++)
+            if (cnt[e] > 0) h -= cnt[e] / total * log2(cnt[e] / total);
+        cJSON_AddItemToArray(ent, cJSON_CreateNumber(h)); /* bits; log2(E) is uniform */
+        cJSON *top = cJSON_CreateArray();
+        int64_t last_best = INT64_MAX;
+        int la = -1, lb = -1;
+        for (int r = 0; r < 5; r++) { /* five most co-selected pairs, descending */
+            int64_t best = -1;
+            int ba = -1, bb = -1;
+            for (int a = 0; a < E; a++)
+                for (int b2 = a + 1; b2 < E; b2++) {
+                    int64_t v = s->pairs[((size_t)l * E + a) * E + b2];
+                    bool after = v < last_best || (v == last_best && (a > la || (a == la && b2 > lb)));
+                    if (after && v > best) { best = v; ba = a; bb = b2; }
+                }
+            if (best <= 0) break;
+            cJSON *p = cJSON_CreateObject();
+            cJSON *ex = cJSON_AddArrayToObject(p, "experts");
+            cJSON_AddItemToArray(ex, cJSON_CreateNumber(ba));
+            cJSON_AddItemToArray(ex, cJSON_CreateNumber(bb));
+            cJSON_AddNumberToObject(p, "tokens", (double)best);
+            cJSON_AddItemToArray(top, p);
+            last_best = best; la = ba; lb = bb;
+        }
+        cJSON_AddItemToArray(pairs, top);
+    }
+    cJSON_AddNumberToObject(j, "balancedness_mean", nmoe ? bsum / nmoe : 1.0);
+    cJSON_AddNumberToObject(j, "routing_entropy_max_bits", log2((double)E));
+    return j;
+}
+
+int cmd_profile(int argc, char **argv) {
+    profile_args a;
+    if (parse(&a, argc, argv)) return 2;
+    if (mkdir(a.out, 0755) && access(a.out, W_OK)) {
+        fprintf(stderr, "moetrace: --out %s: cannot create or write\n", a.out);
+        return 1;
+    }
+    mt_err err = {{0}};
+    mt_model model;
+    if (mt_model_load(&model, a.model, a.load_format, &err)) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        return 1;
+    }
+    const mt_config *c = &model.cfg;
+    text_tools tools = {a.model, NULL, NULL};
+    dataset d;
+    int rc = 1;
+    mt_recorder *stat = NULL, *tok_rec = NULL;
+    mt_engine *engine = NULL;
+    profile_state st = {0};
+    if (load_dataset(a.data, &tools, &d)) {
+        mt_tokenizer_free(tools.tok);
+        mt_chat_template_free(tools.tpl);
+        mt_model_free(&model);
+        return 1;
+    }
+    mt_kernels_init(a.threads);
+    int ep = a.ep_size > 0 ? a.ep_size : (c->num_experts % 8 == 0 ? 8 : 1);
+    if (c->num_experts % ep) {
+        fprintf(stderr, "moetrace: --ep-size %d does not divide num_experts %d\n", ep, c->num_experts);
+        goto done;
+    }
+    mt_recorder_opts ro;
+    mt_recorder_opts_default(&ro);
+    ro.mode = MT_REC_STAT;
+    ro.buffer_size = -1;
+    ro.dump_dir = a.out;
+    ro.ep_size = ep;
+    mt_routing_fanout fan = {0};
+    if (!(stat = mt_recorder_new(c, model.name, &ro, &err))) goto fail;
+    mt_recorder_start(stat);
+    mt_routing_fanout_add(&fan, mt_recorder_sink(stat));
+    if (a.per_token) {
+        ro.mode = MT_REC_PER_TOKEN;
+        ro.max_tokens = 1L << 24;
+        if (!(tok_rec = mt_recorder_new(c, model.name, &ro, &err))) goto fail;
+        mt_recorder_start(tok_rec);
+        mt_routing_fanout_add(&fan, mt_recorder_sink(tok_rec));
+    }
+    mt_routing_sink sink = mt_routing_fanout_sink(&fan);
+    int longest = 0;
+    for (int i = 0; i < d.n; i++) longest = d.len[i] > longest ? d.len[i] : longest;
+    int blocks_per = (longest + a.max_new_tokens + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
+    mt_engine_opts eo = {.num_kv_blocks = blocks_per * a.concurrency + 64, .max_batch_tokens = a.max_batch_tokens,
+                         .max_running = a.concurrency, .prefix_cache = true};
+    st.cfg = c;
+    st.total = d.n;
+    st.count = calloc((size_t)c->num_hidden_layers * c->num_experts, sizeof *st.count);
+    st.pairs = calloc((size_t)c->num_hidden_layers * c->num_experts * c->num_experts, sizeof *st.pairs);
+    if (!st.count || !st.pairs) {
+        mt_errf(&err, "out of memory");
+        goto fail;
+    }
+    if (!(engine = mt_engine_new(&model, &eo, on_event, &st, &sink, &err))) goto fail;
+    for (int i = 0; i < d.n; i++) {
+        mt_request r = {.id = i, .prompt = d.ids[i], .n_prompt = d.len[i], .max_new_tokens = a.max_new_tokens,
+                        .ignore_eos = a.ignore_eos, .sampling = a.sampling};
+        r.sampling.seed = a.sampling.seed + (uint64_t)i;
+        if (mt_engine_submit(engine, &r, &err)) {
+            fprintf(stderr, "moetrace: %s line %d: %s\n", a.data, i + 1, err.msg);
+            goto done;
+        }
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    double t0 = now_s(), last = 0;
+    while (!mt_engine_idle(engine)) {
+        if (g_interrupted) {
+            for (int i = 0; i < d.n; i++) mt_engine_cancel(engine, i);
+            g_interrupted = 0;
+            fprintf(stderr, "\nmoetrace: interrupted; cancelling and writing what was recorded\n");
+        }
+        if (mt_engine_step(engine, &err) < 0) goto fail;
+        double t = now_s() - t0;
+        if (t - last > 0.2) {
+            mt_engine_stats es;
+            mt_engine_get_stats(engine, &es);
+            progress(&st, es.tokens_forwarded, t, false);
+            last = t;
+        }
+    }
+    double wall = now_s() - t0;
+    mt_engine_stats es;
+    mt_engine_get_stats(engine, &es);
+    progress(&st, es.tokens_forwarded, wall, true);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+
+    /* The recorder and the per-request routing are two channels over the same tokens. */
+    int64_t *rec = malloc((size_t)c->num_hidden_layers * c->num_experts * sizeof *rec);
+    mt_recorder_logical_count(stat, rec);
+    if (memcmp(rec, st.count, (size_t)c->num_hidden_layers * c->num_experts * sizeof *rec) != 0)
+        mt_log("warning: recorder counts differ from the per-request routing");
+    free(rec);
+
+    char dump_path[4096], tok_path[4096] = "";
+    if (mt_recorder_dump(stat, dump_path, sizeof dump_path, &err)) goto fail;
+    if (tok_rec && mt_recorder_dump(tok_rec, tok_path, sizeof tok_path, &err)) goto fail;
+    mt_stat_dump sd;
+    if (mt_stat_dump_load(dump_path, &sd, &err)) goto fail;
+    char png[4096];
+    snprintf(png, sizeof png, "%s/heatmap.png", a.out);
+    mt_report_opts rop = {.ep_size = ep};
+    int rrc = mt_report_render(&sd, png, &rop, &err);
+    mt_stat_dump_free(&sd);
+    if (rrc) goto fail;
+    cJSON *sum = summary_json(&st, c, wall, es.forward_passes, es.tokens_forwarded, ep, dump_path);
+    if (tok_path[0]) cJSON_AddStringToObject(sum, "per_token_dump", tok_path);
+    char *text = cJSON_Print(sum);
+    char sum_path[4096];
+    snprintf(sum_path, sizeof sum_path, "%s/summary.json", a.out);
+    int wrc = mt_atomic_write(sum_path, text, strlen(text), &err);
+    cJSON_Delete(sum);
+    free(text);
+    if (wrc) goto fail;
+    printf("%s\n", sum_path);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "moetrace: %s\n", err.msg);
+done:
+    mt_engine_free(engine);
+    mt_recorder_free(stat);
+    mt_recorder_free(tok_rec);
+    free(st.count);
+    free(st.pairs);
+    dataset_free(&d);
+    mt_tokenizer_free(tools.tok);
+    mt_chat_template_free(tools.tpl);
+    mt_kernels_shutdown();
+    mt_model_free(&model);
+    return rc;
+}

@@ -1,0 +1,19 @@
+/* Drawing helpers of the report (private to src/report): colour map, text placement, tick steps. */
+#ifndef MT_REPORT_DRAW_H
+#define MT_REPORT_DRAW_H
+
+#include <cairo.h>
+
+/* Perceptual colour map (viridis-like, interpolated between fixed stops); t in [0, 1]. */
+void mt_rd_colormap(double t, double rgb[3]);
+/* Draws s with its anchor at (x, y): ax 0 left, 0.5 centre, 1 right; ay 0 top, 0.5 middle, 1 baseline. */
+void mt_rd_text(cairo_t *cr, double x, double y, double ax, double ay, const char *s);
+/* Same, rotated by -90 degrees (reads bottom to top), centred on (x, y). */
+void mt_rd_text_vertical(cairo_t *cr, double x, double y, const char *s);
+/* Smallest step from 1, 2, 4, 5, 8, 10, 16, 20, 32, 50, 64, ... with step * unit_px >= min_px. */
+int mt_rd_tick_step(double unit_px, double min_px, int powers_of_two);
+/* A "nice" number >= x (1, 2, 2.5, 5 times a power of ten). */
+double mt_rd_nice_ceil(double x);
+void mt_rd_font(cairo_t *cr, double size, int bold);
+
+#endif

@@ -1,0 +1,308 @@
+/* Reports: mt_report_render on small (4 layers x 8 experts) and large (58 x 256) synthetic stat dumps,
+ * PNG and SVG, with --ep-size and a placement; the placement reader; `moetrace report` end to end. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "report/report.h"
+#include "routing/stat_dump.h"
+
+static char g_dir[1024];
+
+static const char *path_of(const char *name) {
+    static char buf[4][1200];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
+    return buf[k];
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[n] = 0;
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Writes a stat dump: L layers (the first `dense` dense), E experts, skewed deterministic counts. */
+static void write_dump(const char *path, int L, int E, int dense, const char *model) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fprintf(f, "{\"format\": \"moetrace.expert_distribution.v1\", \"mode\": \"stat\", \"model\": \"%s\",\n"
+               " \"num_hidden_layers\": %d, \"moe_layers\": [", model, L);
+    for (int l = dense; l < L; l++) fprintf(f, "%s%d", l > dense ? ", " : "", l);
+    fprintf(f, "], \"num_experts\": %d, \"top_k\": 8, \"num_forward_passes\": 10, \"num_tokens\": 4096,\n"
+               " \"logical_count\": [", E);
+    uint32_t x = 12345;
+    for (int l = 0; l < L; l++) {
+        fprintf(f, "%s[", l ? ",\n  " : "");
+        for (int e = 0; e < E; e++) {
+            x = x * 1664525u + 1013904223u;
+            int v = l < dense ? 0 : (int)((x >> 16) % 200) + ((e * 7 + l) % 11 == 0 ? 900 : 0);
+            fprintf(f, "%s%d", e ? "," : "", v);
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "],\n \"balancedness\": {\"per_layer\": [], \"mean\": 0}}\n");
+    fclose(f);
+}
+
+/* PNG signature and IHDR width/height (big-endian at bytes 16..23). */
+static void check_png(const char *path, int *w, int *h) {
+    size_t n = 0;
+    unsigned char *b = (unsigned char *)slurp(path, &n);
+    assert_non_null(b);
+    assert_true(n > 33);
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    assert_memory_equal(b, sig, 8);
+    assert_memory_equal(b + 12, "IHDR", 4);
+    *w = (int)((uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19]);
+    *h = (int)((uint32_t)b[20] << 24 | (uint32_t)b[21] << 16 | (uint32_t)b[22] << 8 | b[23]);
+    free(b);
+}
+
+static void check_svg(const char *path) {
+    char *t = slurp(path, NULL);
+    assert_non_null(t);
+    assert_non_null(strstr(t, "<?xml"));
+    assert_non_null(strstr(t, "<svg"));
+    assert_non_null(strstr(t, "</svg>"));
+    free(t);
+}
+
+static int no_temp_files(void) {
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q '\\.tmp\\.'", g_dir);
+    return system(cmd) != 0;
+}
+
+static void load(const char *path, mt_stat_dump *d) {
+    mt_err err = {{0}};
+    int rc = mt_stat_dump_load(path, d, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+}
+
+static void test_small_png_svg(void **state) {
+    (void)state;
+    write_dump(path_of("small.json"), 4, 8, 1, "tiny-moe");
+    mt_stat_dump d;
+    load(path_of("small.json"), &d);
+    mt_err err = {{0}};
+    int w, h, w2, h2;
+    assert_int_equal(mt_report_render(&d, path_of("small.png"), NULL, &err), 0);
+    check_png(path_of("small.png"), &w, &h);
+    assert_true(w >= 400 && w <= 2000 && h >= 150 && h <= 1500);
+    mt_report_opts o = {.ep_size = 4};
+    assert_int_equal(mt_report_render(&d, path_of("small_ep.png"), &o, &err), 0);
+    check_png(path_of("small_ep.png"), &w2, &h2);
+    assert_true(h2 > h + 150); /* the GPU panel below */
+    assert_int_equal(mt_report_render(&d, path_of("small.svg"), &o, &err), 0);
+    check_svg(path_of("small.svg"));
+    assert_true(no_temp_files());
+    mt_stat_dump_free(&d);
+}
+
+static void test_large_png_svg(void **state) {
+    (void)state;
+    write_dump(path_of("large.json"), 58, 256, 3, "big-moe");
+    mt_stat_dump d;
+    load(path_of("large.json"), &d);
+    mt_err err = {{0}};
+    mt_report_opts o = {.ep_size = 32};
+    assert_int_equal(mt_report_render(&d, path_of("large.png"), &o, &err), 0);
+    int w, h;
+    check_png(path_of("large.png"), &w, &h);
+    assert_true(w >= 256 * 3 && w <= 2400); /* at least 3 px per expert, not absurdly wide */
+    assert_true(h >= 58 * 8 && h <= 2400);
+    assert_int_equal(mt_report_render(&d, path_of("large.SVG"), &o, &err), 0);
+    check_svg(path_of("large.SVG"));
+    struct stat st;
+    assert_int_equal(stat(path_of("large.png"), &st), 0);
+    assert_true(st.st_size < 2 * 1024 * 1024);
+    mt_stat_dump_free(&d);
+}
+
+static void test_placement(void **state) {
+    (void)state;
+    write_dump(path_of("plc_dump.json"), 3, 8, 1, "tiny-moe");
+    /* 2 MoE layers, 10 slots on 2 GPUs; experts 0 and 1 (layer 0), 3 and 5 (layer 1) replicated */
+    write_text(path_of("plc.json"),
+               "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 2, \"num_nodes\": 1,"
+               " \"num_groups\": 1, \"num_replicas\": 10, \"physical_to_logical_map\":"
+               " [[0,2,4,6,1,1,3,5,7,0],[3,0,2,4,6,5,1,7,3,5]]}");
+    mt_stat_dump d;
+    load(path_of("plc_dump.json"), &d);
+    mt_err err = {{0}};
+    mt_placement p;
+    assert_int_equal(mt_placement_load(path_of("plc.json"), 8, &p, &err), 0);
+    assert_int_equal(p.num_layers, 2);
+    assert_int_equal(p.num_physical, 10);
+    assert_int_equal(p.num_gpus, 2);
+    assert_int_equal(p.logcnt[0], 2);
+    assert_int_equal(p.logcnt[8 + 5], 2);
+    mt_report_opts o = {.ep_size = 0, .placement = &p};
+    assert_int_equal(mt_report_render(&d, path_of("plc.png"), &o, &err), 0);
+    int w, h;
+    check_png(path_of("plc.png"), &w, &h);
+    o.ep_size = 4; /* differs from the placement's num_gpus */
+    assert_int_equal(mt_report_render(&d, path_of("plc_bad.png"), &o, &err), -1);
+    assert_non_null(strstr(err.msg, "num_gpus"));
+    assert_int_equal(access(path_of("plc_bad.png"), F_OK), -1);
+    mt_placement_free(&p);
+
+    /* a placement for a different number of layers */
+    write_dump(path_of("plc_dump3.json"), 3, 8, 0, "tiny-moe");
+    mt_stat_dump d3;
+    load(path_of("plc_dump3.json"), &d3);
+    assert_int_equal(mt_placement_load(path_of("plc.json"), 8, &p, &err), 0);
+    o.ep_size = 0;
+    assert_int_equal(mt_report_render(&d3, path_of("plc_bad.png"), &o, &err), -1);
+    assert_non_null(strstr(err.msg, "MoE layers"));
+    mt_placement_free(&p);
+    mt_stat_dump_free(&d3);
+    mt_stat_dump_free(&d);
+
+    /* bad placements */
+    write_text(path_of("plc_fmt.json"), "{\"format\": \"other\", \"num_gpus\": 2, \"physical_to_logical_map\": [[0]]}");
+    assert_int_equal(mt_placement_load(path_of("plc_fmt.json"), 8, &p, &err), -1);
+    assert_non_null(strstr(err.msg, "format"));
+    write_text(path_of("plc_miss.json"), "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 2,"
+                                         " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,6]]}");
+    assert_int_equal(mt_placement_load(path_of("plc_miss.json"), 8, &p, &err), -1);
+    assert_non_null(strstr(err.msg, "expert 7"));
+    write_text(path_of("plc_range.json"), "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 2,"
+                                          " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,8]]}");
+    assert_int_equal(mt_placement_load(path_of("plc_range.json"), 8, &p, &err), -1);
+    assert_non_null(strstr(err.msg, "[0][7]"));
+    write_text(path_of("plc_div.json"), "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 3,"
+                                        " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,7]]}");
+    assert_int_equal(mt_placement_load(path_of("plc_div.json"), 8, &p, &err), -1);
+    assert_non_null(strstr(err.msg, "num_gpus"));
+}
+
+static void test_render_errors(void **state) {
+    (void)state;
+    write_dump(path_of("err.json"), 2, 8, 0, "m");
+    mt_stat_dump d;
+    load(path_of("err.json"), &d);
+    mt_err err = {{0}};
+    assert_int_equal(mt_report_render(&d, path_of("out.jpg"), NULL, &err), -1);
+    assert_non_null(strstr(err.msg, ".png or .svg"));
+    assert_int_equal(access(path_of("out.jpg"), F_OK), -1);
+    mt_report_opts o = {.ep_size = 9};
+    assert_int_equal(mt_report_render(&d, path_of("out.png"), &o, &err), -1);
+    assert_non_null(strstr(err.msg, "--ep-size 9"));
+    assert_int_equal(mt_report_render(&d, "/nonexistent-dir/x.png", NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent-dir/x.png"));
+    assert_true(no_temp_files());
+    mt_stat_dump_free(&d);
+}
+
+/* Runs `moetrace report ARGS`; returns the exit status, stderr into err_out. */
+static int run_cli(const char *args, char *err_out, size_t n) {
+    const char *bin = getenv("MOETRACE_BIN");
+    if (!bin) bin = MT_BINARY_DIR "/moetrace";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' report %s >'%s' 2>'%s'", bin, args, path_of("cli.out"),
+             path_of("cli.err"));
+    int st = system(cmd);
+    char *e = slurp(path_of("cli.err"), NULL);
+    snprintf(err_out, n, "%s", e ? e : "");
+    free(e);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    char e[4096], args[4096];
+    write_dump(path_of("cli.json"), 6, 16, 2, "cli-moe");
+    snprintf(args, sizeof args, "'%s' --out '%s' --ep-size 4", path_of("cli.json"), path_of("cli.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    int w, h;
+    check_png(path_of("cli.png"), &w, &h);
+    char *out = slurp(path_of("cli.out"), NULL);
+    assert_string_equal(out, ""); /* nothing on stdout */
+    free(out);
+
+    assert_int_equal(run_cli("--help", e, sizeof e), 0);
+
+    snprintf(args, sizeof args, "'%s'", path_of("cli.json"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "--out"));
+
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("missing.json"), path_of("x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "missing.json"));
+
+    write_text(path_of("broken.json"), "{\"format\": \"moetrace.expert_distribution.v1\", ");
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("broken.json"), path_of("x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "broken.json"));
+
+    write_text(path_of("wrongfmt.json"), "{\"format\": \"something.else\", \"num_hidden_layers\": 1}");
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("wrongfmt.json"), path_of("x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "format"));
+
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("cli.json"), path_of("x.gif"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, ".png or .svg"));
+
+    snprintf(args, sizeof args, "'%s' --out '%s' --ep-size 0", path_of("cli.json"), path_of("x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "--ep-size"));
+
+    snprintf(args, sizeof args, "'%s' --out '%s' --ep-size 32", path_of("cli.json"), path_of("x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "num_experts"));
+
+    snprintf(args, sizeof args, "'%s' --out '%s' --bogus", path_of("cli.json"), path_of("x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "--bogus"));
+
+    snprintf(args, sizeof args, "'%s' --out '%s' --placement '%s'", path_of("cli.json"),
+             path_of("x.png"), path_of("missing_plc.json"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "missing_plc.json"));
+    assert_int_equal(access(path_of("x.png"), F_OK), -1);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "%s/test_report_tmp", MT_BINARY_DIR);
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", g_dir, g_dir);
+    if (system(cmd) != 0) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_small_png_svg), cmocka_unit_test(test_large_png_svg),
+        cmocka_unit_test(test_placement),     cmocka_unit_test(test_render_errors),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
