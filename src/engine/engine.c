@@ -67,7 +67,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->cb = cb;
     e->cb_ctx = cb_ctx;
     e->user_sink = sink;
-    if (mt_kv_cache_init(&e->kv, c->num_hidden_layers, c->num_key_value_heads * c->head_dim, o->num_kv_blocks, err) ||
+    if (mt_kv_cache_init_model(&e->kv, m, o->num_kv_blocks, err) ||
         mt_kv_cache_init_routing(&e->kv, c->top_k, c->num_experts, err)) {
         mt_engine_free(e);
         return NULL;
