@@ -41,6 +41,9 @@ int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float
 
 /* Device facts for reports: name and memory. */
 int mt_cuda_describe(char *buf, size_t len);
+/* Benchmark ceilings measured now on device 0: device-to-device copy bandwidth in GB/s (bytes
+ * read plus written) and a bf16 8192^3 cuBLAS product in TFLOP/s (median of 10). */
+int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err);
 
 #ifdef __cplusplus
 }

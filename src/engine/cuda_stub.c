@@ -25,6 +25,10 @@ int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float
     (void)m; (void)kv; (void)b; (void)logits; (void)sink;
     return missing(err);
 }
+int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err) {
+    *copy_gbps = *bf16_tflops = 0.0;
+    return missing(err);
+}
 int mt_cuda_describe(char *buf, size_t len) {
     snprintf(buf, len, "no CUDA backend in this build");
     return -1;

@@ -25,7 +25,8 @@ typedef struct mt_batch {
     int n_logits;               /* how many tokens want logits */
     const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
     int32_t *argmax;            /* [n_logits] or NULL: receives each logit row's argmax (ties to the
-                                 * lower id); a device backend then skips copying the logits out */
+                                 * lower id); a device backend then skips copying the logits out,
+                                 * and there (only) logits may be NULL */
 } mt_batch;
 
 /* Runs the model on the batch (on the CPU, or on the model's device when it has one); writes
