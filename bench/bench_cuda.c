@@ -179,6 +179,7 @@ static void count_on_layer(void *ctx, const mt_routing_event *ev) {
 
 typedef struct decode_figure {
     double step_s, tokens_per_s, bytes, roofline_s;
+    char profile[1024];
 } decode_figure;
 
 static decode_figure measure_decode(const mt_model *m, mt_kv_cache *kv, int B, int P, int steps, double copy_gbps) {
@@ -193,11 +194,15 @@ static decode_figure measure_decode(const mt_model *m, mt_kv_cache *kv, int B, i
     mt_routing_sink count = {count_on_layer, NULL, &tc};
     for (int i = 0; i < 4; i++) workload_step(&w, &count);
     double touched_per_layer = (double)tc.touched / (double)tc.layer_events;
+    decode_figure f;
+    mt_cuda_profile(m, true);
+    for (int i = 0; i < 4; i++) workload_step(&w, NULL);
+    mt_cuda_profile(m, false);
+    mt_cuda_profile_report(m, f.profile, sizeof f.profile);
     double ctx = P + 2 + steps / 2.0;
     double kv_bytes = ctx * c->num_key_value_heads * c->head_dim * 2.0 * 2.0 * c->num_hidden_layers;
     double params = c->num_hidden_layers * sc.attn_params + sc.moe_layers * (sc.router_params + touched_per_layer * sc.expert_params) +
                     sc.dense_layers * sc.dense_params + sc.lm_head_params + B * (double)c->hidden_size;
-    decode_figure f;
     f.bytes = params * 2.0 + B * kv_bytes;
     f.step_s = median(t, steps);
     f.tokens_per_s = B / f.step_s;
@@ -249,6 +254,7 @@ int main(int argc, char **argv) {
                "(%.2f GB read) -> %.0f%% of roofline\n",
                batches[i], P, f.tokens_per_s, f.step_s * 1e3, f.roofline_s * 1e3, f.bytes / 1e9,
                100.0 * f.roofline_s / f.step_s);
+        printf("    stages: %s\n", f.profile);
     }
 
     /* prefill: 8 prompts of 2,048 tokens in one pass */
@@ -272,6 +278,13 @@ int main(int argc, char **argv) {
                        4.0 * c->head_dim * c->num_attention_heads * (double)B * L * (L + 1) / 2.0 * c->num_hidden_layers;
         printf("prefill %d x %d tokens: %8.0f tokens/s, %.3f s, %.0f TFLOP/s in model FLOPs -> %.0f%% of cuBLAS\n", B, L,
                tokens / best, best, flops / best / 1e12, 100.0 * flops / best / 1e12 / gemm_tflops);
+        char prof[1024];
+        mt_cuda_profile(&m, true);
+        workload_init(&w, &m, &kv, B, L, L + 1, B * L);
+        workload_free(&w);
+        mt_cuda_profile(&m, false);
+        mt_cuda_profile_report(&m, prof, sizeof prof);
+        printf("    stages: %s\n", prof);
     }
 
     /* recording overhead at batch 64: off / per-request capture / capture + stat recorder */

@@ -39,6 +39,7 @@ static void test_against_transformers(void **state) {
     char dev[256];
     mt_cuda_describe(dev, sizeof dev);
     print_message("  device: %s\n", dev);
+    int bad = 0;   /* every case is printed before the verdict */
     for (size_t a = 0; a < 4; a++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", FIXTURES, ARCHS[a]);
@@ -70,9 +71,7 @@ static void test_against_transformers(void **state) {
             while (same < G && out[same] == ((int32_t *)tokens.data)[same]) same++;
             print_message("  %-10s %-5s P=%3d logits rel err %.2e, routing sets equal %.4f, greedy tokens equal %d/%d\n",
                           ARCHS[a], PROMPTS[p], P, e, agree, same, G);
-            assert_true(e <= 2e-2);
-            assert_true(agree >= 0.97);
-            assert_true(same >= (G < 5 ? G : 5));
+            bad += !(e <= 2e-2) || !(agree >= 0.97) || same < (G < 5 ? G : 5);
             mt_routing_table_free(&table);
             free(ours);
             mt_npy_free(&prompt);
@@ -82,6 +81,7 @@ static void test_against_transformers(void **state) {
         }
         mt_model_free(&m);
     }
+    assert_int_equal(bad, 0);
 }
 
 static const char *MID_CONFIG =
@@ -109,13 +109,14 @@ static void load_mid(mt_model *m, int head_dim) {
 static void test_matches_cpu_mid_size(void **state) {
     (void)state;
     require_gpu();
-    const int hds[2] = {64, 128};
-    for (int h = 0; h < 2; h++) {
+    const int hds[2] = {64, 128}, prompts[2] = {40, 300};
+    int bad = 0;
+    for (int h = 0; h < 4; h++) {
         mt_model cpu, gpu;
-        load_mid(&cpu, hds[h]);
-        load_mid(&gpu, hds[h]);
+        load_mid(&cpu, hds[h % 2]);
+        load_mid(&gpu, hds[h % 2]);
         attach_or_fail(&gpu);
-        int P = 300, G = 8;
+        int P = prompts[h / 2], G = 8;
         int32_t *prompt = malloc((size_t)P * sizeof *prompt);
         for (int i = 0; i < P; i++) prompt[i] = (int32_t)((i * 7919 + 13) % 4096);
         float *lc = malloc((size_t)P * 4096 * sizeof(float)), *lg = malloc((size_t)P * 4096 * sizeof(float));
@@ -134,10 +135,9 @@ static void test_matches_cpu_mid_size(void **state) {
         double agree = routing_agreement(tg.ids, tc.ids, tc.rows, 4, 4, &cpu.cfg);
         int same = 0;
         while (same < G && oc[same] == og[same]) same++;
-        print_message("  mid-size dummy, head_dim %3d: logits rel err vs CPU %.2e, routing sets equal %.4f, tokens %d/%d\n",
-                      hds[h], e, agree, same, G);
-        assert_true(e <= 2e-2);
-        assert_true(agree >= 0.97);
+        print_message("  mid-size dummy, head_dim %3d, P=%3d: logits rel err vs CPU %.2e, routing sets equal %.4f, tokens %d/%d\n",
+                      hds[h % 2], P, e, agree, same, G);
+        bad += !(e <= 2e-2) || !(agree >= 0.97);
         mt_routing_table_free(&tc);
         mt_routing_table_free(&tg);
         free(lc);
@@ -146,6 +146,7 @@ static void test_matches_cpu_mid_size(void **state) {
         mt_model_free(&cpu);
         mt_model_free(&gpu);
     }
+    assert_int_equal(bad, 0);
 }
 
 static void test_batch_invariance_on_device(void **state) {

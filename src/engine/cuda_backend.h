@@ -39,6 +39,12 @@ void mt_cuda_kv_free(mt_kv_cache *kv);
 int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits, const mt_routing_sink *sink,
                     mt_err *err);
 
+/* Per-stage device time of forward passes, for benchmarks: on/off (also MOETRACE_CUDA_PROFILE=1
+ * at attach), and a report of the milliseconds per stage since the last reset (then reset).
+ * Profiling adds events between stages; leave it off when timing whole passes. */
+void mt_cuda_profile(const mt_model *m, bool on);
+void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len);
+
 /* Device facts for reports: name and memory. */
 int mt_cuda_describe(char *buf, size_t len);
 /* Benchmark ceilings measured now on device 0: device-to-device copy bandwidth in GB/s (bytes

@@ -22,6 +22,32 @@ void mt_gpu_scratch_release(GpuScratch *s) {
 
 namespace {
 
+const char *const STAGE_NAMES[PROF_COUNT] = {"embed", "rmsnorm", "qkv", "qk_prep", "attention", "o_proj", "router",
+                                            "route+sort", "experts gate/up", "experts down", "shared expert",
+                                            "combine", "dense mlp", "logits"};
+
+// Marks the start of `stage` (and the end of the previous one) when profiling.
+void prof_mark(GpuModel *g, int stage) {
+    GpuProfile &p = g->prof;
+    if (!p.on || p.n >= 4096) return;
+    if (!p.ev[p.n]) cudaEventCreate(&p.ev[p.n]);
+    cudaEventRecord(p.ev[p.n], g->stream);
+    p.stage[p.n++] = stage;
+}
+
+// After the pass has synchronised: sums the time between marks per stage.
+void prof_collect(GpuModel *g) {
+    GpuProfile &p = g->prof;
+    if (!p.on) return;
+    for (int i = 0; i + 1 < p.n; i++) {
+        float ms = 0.0f;
+        cudaEventElapsedTime(&ms, p.ev[i], p.ev[i + 1]);
+        if (p.stage[i] >= 0) p.ms[p.stage[i]] += ms;
+    }
+    p.n = 0;
+    p.passes++;
+}
+
 constexpr int SMALL_BATCH = 64;   // at most this many rows: the small (streaming) product path
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -187,8 +213,10 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
     else mt_cuda_linear_large(&a, g->stream);
 }
 
-void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, int n, int k, int E,
-                     void *out, int ldo, int epi) {
+// Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
+// sort's src_rows); otherwise X rows are already the sorted positions.
+void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
+                    int E, void *out, int ldo, int epi) {
     GpuScratch &s = g->s;
     mt_linear_args a = {};
     a.W = W;
@@ -196,7 +224,7 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.X = X;
     a.ldx = ldx;
     a.group_offsets = s.offsets;
-    a.src_rows = s.src_rows;
+    a.src_rows = gather ? s.src_rows : nullptr;
     a.active = s.active;
     a.n_active = s.n_active;
     a.tile_offsets = s.tile_offsets;
@@ -217,16 +245,21 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     GpuScratch &s = g->s;
     int H = c->hidden_size, E = c->num_experts, k = c->top_k, I = c->moe_intermediate_size;
     int Ep = mt_round16(E);
+    prof_mark(g, PROF_ROUTER);
     linear(g, L.router, s.xb, H, n, s.router, Ep, MT_EPI_F32);
+    prof_mark(g, PROF_ROUTE_SORT);
     int32_t *ids = s.cap_ids + (size_t)ml * n * k;
     float *w = s.cap_w + (size_t)ml * n * k;
     mt_cuda_route(ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
     mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts};
     mt_cuda_expert_sort(&es, ids, n, k, E, g->stream);
-    linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, n, k, E, s.act, I, MT_EPI_SWIGLU);
-    linear_grouped(g, L.experts_down, L.down_stride, s.act, I, n, k, E, s.ye, H, MT_EPI_F32);
+    prof_mark(g, PROF_EXPERT_GATE_UP);
+    linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
+    prof_mark(g, PROF_EXPERT_DOWN);
+    linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32);
     const float *ys = nullptr, *sg = nullptr;
     if (L.has_shared) {
+        prof_mark(g, PROF_SHARED);
         int SI = c->shared_expert_intermediate_size;
         linear(g, L.shared.gate_up, s.xb, H, n, s.sact, SI, MT_EPI_SWIGLU);
         linear(g, L.shared.down, s.sact, SI, n, s.ys, H, MT_EPI_F32);
@@ -241,6 +274,7 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
         mt_cuda_fill_f32(s.sg, (size_t)n * 16, INFINITY, g->stream);
         sg = s.sg;
     }
+    prof_mark(g, PROF_COMBINE);
     mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, g->stream);
 }
 
@@ -279,11 +313,15 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     if (upload_inputs(g, c, b, &pi, err)) return -1;
     cudaStream_t st = g->stream;
 
+    prof_mark(g, PROF_EMBED);
     mt_cuda_embed(s.h, g->embed, pi.tokens, n, H, st);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const GpuLayer &L = g->layers[l];
+        prof_mark(g, PROF_NORM);
         mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
+        prof_mark(g, PROF_QKV);
         linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
+        prof_mark(g, PROF_QK_PREP);
         mt_qk_prep_args qa = {};
         qa.qkv = s.qkv;
         qa.n = n;
@@ -308,6 +346,7 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         qa.num_layers = c->num_hidden_layers;
         qa.q_out = s.qb;
         mt_cuda_qk_prep(&qa, st);
+        prof_mark(g, PROF_ATTENTION);
         mt_attention_args aa = {};
         aa.q = s.qb;
         aa.k_cache = (const bf16 *)kv->dev_k;
@@ -329,11 +368,14 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         aa.tiles = pi.tiles_pre;
         aa.n_tiles = pi.n_pre;
         mt_cuda_attention_prefill(&aa, st);
+        prof_mark(g, PROF_O_PROJ);
         linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD);
+        prof_mark(g, PROF_NORM);
         mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
         if (L.is_moe) {
             moe_block(g, c, L, g->moe_index[l], n);
         } else {
+            prof_mark(g, PROF_DENSE_MLP);
             int I = c->intermediate_size;
             linear(g, L.dense.gate_up, s.xb, H, n, s.act, I, MT_EPI_SWIGLU);
             linear(g, L.dense.down, s.act, I, n, s.h, H, MT_EPI_F32_ADD);
@@ -341,6 +383,7 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         MT_CU_LAUNCHED(err);
     }
     int V = c->vocab_size, Vp = mt_round16(V);
+    prof_mark(g, PROF_LOGITS);
     if (b->n_logits > 0) {
         mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, b->n_logits, H, c->rms_norm_eps, st);
         linear(g, g->lm_head, s.xb, H, b->n_logits, s.logits, Vp, MT_EPI_F32);
@@ -357,8 +400,10 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         MT_CU(err, cudaMemcpyAsync(s.h_cap_ids, s.cap_ids, cap_n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
         MT_CU(err, cudaMemcpyAsync(s.h_cap_w, s.cap_w, cap_n * sizeof(float), cudaMemcpyDeviceToHost, st));
     }
+    prof_mark(g, -1);
     MT_CU_LAUNCHED(err);
     MT_CU(err, cudaStreamSynchronize(st));
+    prof_collect(g);
     if (b->n_logits > 0 && b->argmax) memcpy(b->argmax, s.h_argmax, (size_t)b->n_logits * sizeof(int32_t));
 
     if (sink && sink->on_layer) {
@@ -371,4 +416,26 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         }
     }
     return 0;
+}
+
+extern "C" void mt_cuda_profile(const mt_model *m, bool on) {
+    GpuModel *g = (GpuModel *)m->device;
+    if (g) g->prof.on = on;
+}
+
+extern "C" void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len) {
+    GpuModel *g = (GpuModel *)m->device;
+    size_t at = 0;
+    buf[0] = '\0';
+    if (!g) return;
+    GpuProfile &p = g->prof;
+    double total = 0;
+    for (int i = 0; i < PROF_COUNT; i++) total += p.ms[i];
+    at += snprintf(buf + at, len - at, "%ld passes, %.3f ms of device time per pass:", p.passes,
+                   p.passes ? total / p.passes : 0.0);
+    for (int i = 0; i < PROF_COUNT && at < len; i++)
+        if (p.ms[i] > 0)
+            at += snprintf(buf + at, len - at, " %s %.1f%%;", STAGE_NAMES[i], total > 0 ? 100.0 * p.ms[i] / total : 0.0);
+    memset(p.ms, 0, sizeof p.ms);
+    p.passes = 0;
 }

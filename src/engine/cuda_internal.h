@@ -60,6 +60,21 @@ struct GpuScratch {
     float *h_cap_w;
 };
 
+// Per-stage device time of forward passes (MOETRACE_CUDA_PROFILE=1 or mt_cuda_profile): events at
+// stage boundaries, summed per stage after each pass.
+enum ProfStage {
+    PROF_EMBED, PROF_NORM, PROF_QKV, PROF_QK_PREP, PROF_ATTENTION, PROF_O_PROJ, PROF_ROUTER, PROF_ROUTE_SORT,
+    PROF_EXPERT_GATE_UP, PROF_EXPERT_DOWN, PROF_SHARED, PROF_COMBINE, PROF_DENSE_MLP, PROF_LOGITS, PROF_COUNT
+};
+struct GpuProfile {
+    bool on;
+    cudaEvent_t ev[4096];
+    int stage[4096];
+    int n;
+    double ms[PROF_COUNT];
+    long passes;
+};
+
 struct GpuModel {
     int device;
     cudaStream_t stream;
@@ -73,6 +88,7 @@ struct GpuModel {
     int n_allocs, cap_allocs;
     size_t weight_bytes;
     GpuScratch s;
+    GpuProfile prof;
 };
 
 // Frees the scratch buffers (not the batch-input buffers in/h_in).

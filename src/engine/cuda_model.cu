@@ -24,6 +24,8 @@ void free_model(void *p) {
     mt_gpu_scratch_release(&g->s);
     cudaFree(g->s.in);
     cudaFreeHost(g->s.h_in);
+    for (int i = 0; i < 4096; i++)
+        if (g->prof.ev[i]) cudaEventDestroy(g->prof.ev[i]);
     cudaStreamDestroy(g->stream);
     free(g->allocs);
     free(g->layers);
@@ -38,8 +40,10 @@ int upload_rows(Uploader &u, bf16 *dst, const mt_mat &m, int mode) {
     if (chunk < 1) return mt_errf(u.err, "a row of %d values does not fit the upload buffer", m.cols);
     for (int r0 = 0; r0 < m.rows; r0 += chunk) {
         int n = m.rows - r0 < chunk ? m.rows - r0 : chunk;
-        MT_CU(u.err, cudaMemcpy(u.staging, (const char *)m.data + (size_t)r0 * row_bytes, (size_t)n * row_bytes,
-                                cudaMemcpyHostToDevice));
+        // on the upload stream: a plain cudaMemcpy from pageable memory may return before the data
+        // lands, and would not be ordered with the tiling kernel on a non-blocking stream
+        MT_CU(u.err, cudaMemcpyAsync(u.staging, (const char *)m.data + (size_t)r0 * row_bytes, (size_t)n * row_bytes,
+                                     cudaMemcpyHostToDevice, u.g->stream));
         mt_cuda_tile_rows(dst, m.cols, u.staging, (int)m.dtype, n, r0, mode, u.g->stream);
         MT_CU_LAUNCHED(u.err);
         MT_CU(u.err, cudaStreamSynchronize(u.g->stream));
@@ -106,7 +110,8 @@ int make_vec(Uploader &u, float **out, const float *host, int n) {
     }
     *out = (float *)mt_gpu_alloc(u.g, (size_t)n * sizeof(float), u.err);
     if (!*out) return -1;
-    MT_CU(u.err, cudaMemcpy(*out, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+    MT_CU(u.err, cudaMemcpyAsync(*out, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, u.g->stream));
+    MT_CU(u.err, cudaStreamSynchronize(u.g->stream));
     return 0;
 }
 
@@ -250,7 +255,8 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
             size_t esz = mt_dtype_size(m->embed.dtype), chunk = STAGING_BYTES / esz;
             for (size_t i = 0; i < VH; i += chunk) {
                 size_t n = VH - i < chunk ? VH - i : chunk;
-                if (cudaMemcpy(u.staging, (const char *)m->embed.data + i * esz, n * esz, cudaMemcpyHostToDevice) != cudaSuccess) {
+                if (cudaMemcpyAsync(u.staging, (const char *)m->embed.data + i * esz, n * esz, cudaMemcpyHostToDevice,
+                                    g->stream) != cudaSuccess) {
                     mt_errf(err, "CUDA error in cudaMemcpy (embedding) on device 0");
                     goto done;
                 }
@@ -271,6 +277,7 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
     }
     m->device = g;
     m->device_free = free_model;
+    g->prof.on = getenv("MOETRACE_CUDA_PROFILE") && !strcmp(getenv("MOETRACE_CUDA_PROFILE"), "1");
     rc = 0;
 done:
     if (rc) free_model(g);

@@ -29,6 +29,14 @@ int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err) {
     *copy_gbps = *bf16_tflops = 0.0;
     return missing(err);
 }
+void mt_cuda_profile(const mt_model *m, bool on) {
+    (void)m;
+    (void)on;
+}
+void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len) {
+    (void)m;
+    snprintf(buf, len, "no CUDA backend in this build");
+}
 int mt_cuda_describe(char *buf, size_t len) {
     snprintf(buf, len, "no CUDA backend in this build");
     return -1;

@@ -10,6 +10,7 @@ cublas=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirnam
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib:/usr/local/cuda/lib64:${cublas}:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 rc=0
+timeout 200 .devcarry/bin/test_cuda_kernels 2>&1 | tee "$out/test_cuda_kernels.log" || rc=1
 timeout 400 .devcarry/bin/test_cuda 2>&1 | tee "$out/test_cuda.log" || rc=1
 if [ "${1:-}" = bench ]; then
   timeout 300 .devcarry/bin/bench_cuda "${@:2}" 2>&1 | tee "$out/bench_cuda.log" || rc=1

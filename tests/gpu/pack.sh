@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
-bins=("$build/test_cuda" "$build/bench_cuda" "$build/moetrace")
+bins=("$build/test_cuda_kernels" "$build/test_cuda" "$build/bench_cuda" "$build/moetrace")
 cp "${bins[@]}" .devcarry/bin/
 ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in

@@ -69,8 +69,9 @@ enum mt_epilogue {
 
 /* Y = X . W^T for rows of X. Dense: rows 0..n-1 of X (row stride ldx) give output rows 0..n-1.
  * Grouped (experts): group g uses W + g*group_stride elements and owns sorted positions
- * [group_offsets[g], group_offsets[g+1]); position p reads X row src_rows[p] and writes output row
- * p. Output row stride ldo (in elements of the output type). */
+ * [group_offsets[g], group_offsets[g+1]); position p reads X row src_rows[p] (X row p when
+ * src_rows is NULL) and writes output row p. Output row stride ldo (in elements of the output
+ * type). */
 typedef struct mt_linear_args {
     mt_dmat W;
     size_t group_stride;            /* elements between consecutive experts' tiled matrices */
