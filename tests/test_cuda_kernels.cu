@@ -246,9 +246,56 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     cudaFree(dw); cudaFree(doff); cudaFree(dtiles); cudaFree(dact); cudaFree(dsrc); cudaFree(dna); cudaFree(dx); cudaFree(dout);
 }
 
+// ---- expert sort ----------------------------------------------------------------------------------
+
+static void check_sort(int n, int k, int E) {
+    std::vector<int32_t> ids((size_t)n * k);
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < k; j++) {   // distinct experts per token
+            int e;
+            bool dup;
+            do {
+                e = (int)((frand() * 0.5f + 0.5f) * E) % E;
+                dup = false;
+                for (int q = 0; q < j; q++) dup |= ids[(size_t)t * k + q] == e;
+            } while (dup);
+            ids[(size_t)t * k + j] = e;
+        }
+    std::vector<int32_t> off(E + 1, 0), src, pos((size_t)n * k);
+    for (int32_t e : ids) off[e + 1]++;
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    src.resize((size_t)n * k);
+    std::vector<int32_t> cur(off.begin(), off.end() - 1);
+    for (size_t i = 0; i < ids.size(); i++) {
+        pos[i] = cur[ids[i]]++;
+        src[pos[i]] = (int32_t)(i / k);
+    }
+    int32_t *d_ids = to_dev(ids);
+    size_t nk = ids.size();
+    mt_expert_sort s;
+    int32_t **bufs[] = {&s.offsets, &s.src_rows, &s.pair_pos, &s.active, &s.n_active, &s.tile_offsets, &s.counts, &s.chunks};
+    size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
+    for (int i = 0; i < 8; i++) CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
+    mt_cuda_expert_sort(&s, d_ids, n, k, E, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    bool ok = from_dev(s.offsets, E + 1) == off && from_dev(s.src_rows, nk) == src && from_dev(s.pair_pos, nk) == pos;
+    char what[128];
+    snprintf(what, sizeof what, "expert sort n %d top-%d of %d experts (stable, exact)", n, k, E);
+    printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    for (int i = 0; i < 8; i++) cudaFree(*bufs[i]);
+    cudaFree(d_ids);
+}
+
 // ---- attention -------------------------------------------------------------------------------------
 
-static void check_attention(int hd, int n_heads, int n_kv, int ctx, int n_new, bool decode) {
+// mode 0: decode kernel, 1: decode split kernels, 2: prefill rows kernel. Returns the output
+// (for bitwise comparisons between modes).
+static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx, int n_new, int mode) {
+    bool decode = mode != 2;
+    uint64_t saved = rng_state;   // the same inputs for every mode of one shape
+    rng_state = 12345 + (uint64_t)hd * 7 + (uint64_t)ctx;
     const int L = 2, layer = 1, kvd = n_kv * hd, qd = n_heads * hd, G = n_heads / n_kv;
     int n_blocks = (ctx + 15) / 16 + 1;
     std::vector<int32_t> table(n_blocks);
@@ -262,8 +309,9 @@ static void check_attention(int hd, int n_heads, int n_kv, int ctx, int n_new, b
     // the n_new last positions are the batch's tokens
     std::vector<int32_t> pos(n_new), seq(n_new, 0), toff(1, 0);
     for (int i = 0; i < n_new; i++) pos[i] = ctx - n_new + i;
-    std::vector<bf16> q((size_t)n_new * qd);
-    for (auto &v : q) v = __float2bfloat16(frand() * 2.0f);
+    std::vector<bf16> q_all((size_t)ctx * qd);   // a query per position; the batch takes the last n_new
+    for (auto &v : q_all) v = __float2bfloat16(frand() * 2.0f);
+    std::vector<bf16> q(q_all.end() - (size_t)n_new * qd, q_all.end());
     auto kv_at = [&](const std::vector<bf16> &c, int p, int h, int d) {
         return (double)__bfloat162float(c[(((size_t)table[p / 16] * L + layer) * 16 + p % 16) * kvd + (size_t)h * hd + d]);
     };
@@ -317,6 +365,12 @@ static void check_attention(int hd, int n_heads, int n_kv, int ctx, int n_new, b
     a.tiles = dtiles;
     a.n_tiles = (int)tiles.size();
     a.out = dout;
+    float *split = nullptr;
+    if (mode == 1) {
+        a.split_max_tiles = ctx / 32 + 1;
+        CK(cudaMalloc(&split, mt_cuda_attention_split_floats(a.n_tiles, n_kv, a.split_max_tiles, hd) * sizeof(float)));
+        a.split_states = split;
+    }
     if (decode) mt_cuda_attention_decode(&a, 0);
     else mt_cuda_attention_prefill(&a, 0);
     CK(cudaGetLastError());
@@ -325,11 +379,13 @@ static void check_attention(int hd, int n_heads, int n_kv, int ctx, int n_new, b
     std::vector<float> got(g.size());
     for (size_t i = 0; i < g.size(); i++) got[i] = __bfloat162float(g[i]);
     char what[160];
-    snprintf(what, sizeof what, "attention %s hd %d heads %d/%d ctx %d tokens %d", decode ? "decode" : "prefill", hd,
-             n_heads, n_kv, ctx, n_new);
+    const char *names[3] = {"decode (4 warps)", "decode split", "prefill rows"};
+    snprintf(what, sizeof what, "attention %s hd %d heads %d/%d ctx %d tokens %d", names[mode], hd, n_heads, n_kv, ctx, n_new);
     report(what, rel(ref, got), 1.5e-2);
     cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dpos); cudaFree(dseq); cudaFree(dtab); cudaFree(dtoff);
-    cudaFree(dtiles); cudaFree(dout);
+    cudaFree(dtiles); cudaFree(dout); cudaFree(split);
+    rng_state = saved;
+    return g;
 }
 
 int main() {
@@ -358,11 +414,23 @@ int main() {
     check_grouped(2048, 256, 5, {70, 3, 0, 129, 1}, 150, true);
     check_paths_agree(1024, 1024, 64);
     check_paths_agree(80, 768, 33);
+    printf("expert sort\n");
+    check_sort(7, 2, 8);
+    check_sort(300, 8, 128);
+    check_sort(16384, 8, 128);
+    check_sort(5000, 4, 60);
     printf("attention\n");
     const int att[][4] = {{32, 4, 2, 7}, {32, 4, 2, 40}, {64, 16, 4, 300}, {128, 32, 4, 200}, {128, 32, 4, 513}, {16, 4, 2, 70}};
     for (auto &s : att) {
-        check_attention(s[0], s[1], s[2], s[3], 1, true);
-        check_attention(s[0], s[1], s[2], s[3], s[3] < 40 ? s[3] : 40, false);
+        auto rows = check_attention(s[0], s[1], s[2], s[3], 1, 0);
+        auto split = check_attention(s[0], s[1], s[2], s[3], 1, 1);
+        auto pre = check_attention(s[0], s[1], s[2], s[3], s[3] < 40 ? s[3] : 40, 2);
+        // the last token's rows: same bits from all three kernels
+        size_t qd = (size_t)s[1] * s[0];
+        bool same = memcmp(rows.data(), split.data(), qd * 2) == 0 &&
+                    memcmp(rows.data(), pre.data() + pre.size() - qd, qd * 2) == 0;
+        printf("  %-64s %s\n", "  decode rows, decode split, prefill rows bitwise equal", same ? "ok" : "FAIL");
+        if (!same) failures++;
     }
     printf("%s\n", failures ? "FAILED" : "all kernel checks passed");
     return failures ? 1 : 0;

@@ -13,7 +13,7 @@
 void mt_gpu_scratch_release(GpuScratch *s) {
     void *dev[] = {s->h, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
                    s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
-                   s->src_rows, s->pair_pos, s->argmax};
+                   s->src_rows, s->pair_pos, s->argmax, s->sort_chunks};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
     cudaFreeHost(s->h_cap_w);
@@ -63,7 +63,9 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     int cap_logits = s.cap_logits ? s.cap_logits : 16;
     while (cap_logits < n_logits) cap_logits *= 2;
     MT_CU(err, cudaStreamSynchronize(g->stream));
-    // Scratch buffers are allocated outside the weights' list so they can be replaced.
+    // Scratch buffers are allocated outside the weights' list so they can be replaced; captured
+    // graphs point into them.
+    mt_gpu_graphs_clear(g);
     mt_gpu_scratch_release(&s);
     int32_t *in = s.in, *h_in = s.h_in;
     size_t in_cap = s.in_cap;
@@ -105,6 +107,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.src_rows, nk);
     ALLOC(s.pair_pos, nk);
     ALLOC(s.argmax, (size_t)cap_logits);
+    ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
 #undef ALLOC
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_w, moe_l * nk * sizeof(float)));
@@ -119,74 +122,121 @@ struct PassInputs {
     int n_dec, n_pre;
 };
 
-// Lays the batch out in pinned memory (tokens, positions, sequences, logit rows, table offsets,
-// attention tiles, block tables) and uploads it in one copy.
-int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, PassInputs *pi, mt_err *err) {
+// A pass where every token wants its own logits (decode steps) can run as a captured graph:
+// each token is then attended as a lone decode tile, which gives the same bits as any other tiling.
+bool pure_decode(const mt_batch *b) {
+    if (b->n_logits != b->n_tokens) return false;
+    for (int i = 0; i < b->n_tokens; i++)
+        if (b->logit_rows[i] != i) return false;
+    return true;
+}
+
+int ensure_inputs(GpuModel *g, size_t need, mt_err *err) {
+    GpuScratch &s = g->s;
+    if (need <= s.in_cap) return 0;
+    size_t cap = s.in_cap ? s.in_cap : 4096;
+    while (cap < need) cap *= 2;
+    MT_CU(err, cudaStreamSynchronize(g->stream));
+    mt_gpu_graphs_clear(g);
+    cudaFree(s.in);
+    cudaFreeHost(s.h_in);
+    s.in = s.h_in = nullptr;
+    s.in_cap = 0;
+    MT_CU(err, cudaMalloc((void **)&s.in, cap * sizeof(int32_t)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_in, cap * sizeof(int32_t)));
+    s.in_cap = cap;
+    return 0;
+}
+
+// Lays the batch out in pinned memory and uploads it in one copy: tokens, positions, sequence of
+// each token, logit rows, table offsets, attention tiles (decode, then prefill), block tables.
+// With B > 0 (a graph's pass) the layout is fixed for B slots: token i uses sequence slot i, slots
+// past n are padding (sequence -1, empty tiles), and every token is a decode tile.
+int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, PassInputs *pi, mt_err *err) {
     GpuScratch &s = g->s;
     int n = b->n_tokens, G = c->num_attention_heads / c->num_key_value_heads;
+    int slots = B > 0 ? B : n, dec_per_tok = (G + 15) / 16;
     size_t total_blocks = 0;
     for (int i = 0; i < b->num_seqs; i++) total_blocks += b->seqs[i] ? (size_t)b->seqs[i]->num_blocks : 0;
-    size_t max_tiles = (size_t)n * ((G + 15) / 16) + (size_t)n;
-    size_t need = 3 * (size_t)n + (size_t)b->n_logits + (size_t)b->num_seqs + 4 * max_tiles + total_blocks;
-    if (need > s.in_cap) {
-        size_t cap = s.in_cap ? s.in_cap : 4096;
-        while (cap < need) cap *= 2;
-        cudaFree(s.in);
-        cudaFreeHost(s.h_in);
-        s.in = s.h_in = nullptr;
-        s.in_cap = 0;
-        MT_CU(err, cudaMalloc((void **)&s.in, cap * sizeof(int32_t)));
-        MT_CU(err, cudaMallocHost((void **)&s.h_in, cap * sizeof(int32_t)));
-        s.in_cap = cap;
-    }
+    size_t max_tiles = (size_t)slots * dec_per_tok + (size_t)slots;
+    size_t n_toff = B > 0 ? (size_t)B : (size_t)b->num_seqs;
+    size_t need = 3 * (size_t)slots + (size_t)slots + n_toff + 4 * max_tiles + total_blocks;
+    if (ensure_inputs(g, need, err)) return -1;
     int32_t *h = s.h_in;
     size_t at = 0;
-    size_t o_tok = at; at += n;
-    size_t o_pos = at; at += n;
-    size_t o_seq = at; at += n;
-    size_t o_rows = at; at += b->n_logits;
-    size_t o_toff = at; at += b->num_seqs;
-    memcpy(h + o_tok, b->tokens, (size_t)n * sizeof(int32_t));
-    memcpy(h + o_pos, b->positions, (size_t)n * sizeof(int32_t));
-    memcpy(h + o_seq, b->seq_ids, (size_t)n * sizeof(int32_t));
-    memcpy(h + o_rows, b->logit_rows, (size_t)b->n_logits * sizeof(int32_t));
-    // Attention tiles over runs of consecutive tokens of one sequence: a lone token (decode) gets
-    // tiles of <= 16 rows, a longer run (prefill chunk) tiles of <= 64 rows.
+    size_t o_tok = at; at += slots;
+    size_t o_pos = at; at += slots;
+    size_t o_seq = at; at += slots;
+    size_t o_rows = at; at += B > 0 ? (size_t)B : (size_t)b->n_logits;
+    size_t o_toff = at; at += n_toff;
     size_t o_dec = at;
     mt_attn_tile *dec = (mt_attn_tile *)(h + at);
-    int n_dec = 0;
-    for (int i = 0; i < n;) {
-        int j = i + 1;
-        while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
-        if (j - i == 1)
-            for (int h0 = 0; h0 < G; h0 += 16) dec[n_dec++] = {i, 1, h0, G - h0 < 16 ? G - h0 : 16};
-        i = j;
+    int n_dec = 0, n_pre = 0;
+    if (B > 0) {
+        at += (size_t)B * dec_per_tok * 4;
     }
-    at += (size_t)n_dec * 4;
     size_t o_pre = at;
     mt_attn_tile *pre = (mt_attn_tile *)(h + at);
-    int n_pre = 0;
-    for (int i = 0; i < n;) {
-        int j = i + 1;
-        while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
-        if (j - i > 1 && G <= 64) {
-            int per = 64 / G;
-            for (int t = i; t < j; t += per) pre[n_pre++] = {t, j - t < per ? j - t : per, 0, G};
-        } else if (j - i > 1) {
-            for (int t = i; t < j; t++)
-                for (int h0 = 0; h0 < G; h0 += 64) pre[n_pre++] = {t, 1, h0, G - h0 < 64 ? G - h0 : 64};
+    size_t o_tab = 0;
+    // block tables first (their offsets feed table_offset), after the tiles' room
+    size_t tiles_room = B > 0 ? 0 : 4 * max_tiles;
+    o_tab = at + tiles_room;
+    size_t tab_at = o_tab;
+    int32_t *toff = h + o_toff;
+    if (B > 0) {
+        for (int i = 0; i < B; i++) {
+            bool real = i < n;
+            h[o_tok + i] = real ? b->tokens[i] : 0;
+            h[o_pos + i] = real ? b->positions[i] : 0;
+            h[o_seq + i] = real ? i : -1;
+            h[o_rows + i] = i;
+            toff[i] = 0;
+            if (real) {
+                const mt_kv_seq *q = b->seqs[b->seq_ids[i]];
+                toff[i] = (int32_t)(tab_at - o_tab);
+                memcpy(h + tab_at, q->blocks, (size_t)q->num_blocks * sizeof(int32_t));
+                tab_at += (size_t)q->num_blocks;
+            }
+            for (int h0 = 0; h0 < G; h0 += 16)
+                dec[n_dec++] = {i, real ? 1 : 0, h0, G - h0 < 16 ? G - h0 : 16};
         }
-        i = j;
+    } else {
+        memcpy(h + o_tok, b->tokens, (size_t)n * sizeof(int32_t));
+        memcpy(h + o_pos, b->positions, (size_t)n * sizeof(int32_t));
+        memcpy(h + o_seq, b->seq_ids, (size_t)n * sizeof(int32_t));
+        memcpy(h + o_rows, b->logit_rows, (size_t)b->n_logits * sizeof(int32_t));
+        for (int i = 0; i < b->num_seqs; i++) {
+            toff[i] = (int32_t)(tab_at - o_tab);
+            if (!b->seqs[i]) continue;
+            memcpy(h + tab_at, b->seqs[i]->blocks, (size_t)b->seqs[i]->num_blocks * sizeof(int32_t));
+            tab_at += (size_t)b->seqs[i]->num_blocks;
+        }
+        // Attention tiles over runs of consecutive tokens of one sequence: a lone token (decode)
+        // gets tiles of <= 16 rows, a longer run (prefill chunk) tiles of <= 64 rows.
+        mt_attn_tile *tiles = (mt_attn_tile *)(h + o_dec);
+        for (int i = 0; i < n;) {
+            int j = i + 1;
+            while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
+            if (j - i == 1)
+                for (int h0 = 0; h0 < G; h0 += 16) tiles[n_dec++] = {i, 1, h0, G - h0 < 16 ? G - h0 : 16};
+            i = j;
+        }
+        o_pre = o_dec + (size_t)n_dec * 4;
+        pre = (mt_attn_tile *)(h + o_pre);
+        for (int i = 0; i < n;) {
+            int j = i + 1;
+            while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
+            if (j - i > 1 && G <= 64) {
+                int per = 64 / G;
+                for (int t = i; t < j; t += per) pre[n_pre++] = {t, j - t < per ? j - t : per, 0, G};
+            } else if (j - i > 1) {
+                for (int t = i; t < j; t++)
+                    for (int h0 = 0; h0 < G; h0 += 64) pre[n_pre++] = {t, 1, h0, G - h0 < 64 ? G - h0 : 64};
+            }
+            i = j;
+        }
     }
-    at += (size_t)n_pre * 4;
-    size_t o_tab = at;
-    for (int i = 0; i < b->num_seqs; i++) {
-        h[o_toff + i] = (int32_t)(at - o_tab);
-        if (!b->seqs[i]) continue;
-        memcpy(h + at, b->seqs[i]->blocks, (size_t)b->seqs[i]->num_blocks * sizeof(int32_t));
-        at += (size_t)b->seqs[i]->num_blocks;
-    }
-    MT_CU(err, cudaMemcpyAsync(s.in, h, at * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+    MT_CU(err, cudaMemcpyAsync(s.in, h, tab_at * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
     pi->tokens = s.in + o_tok;
     pi->positions = s.in + o_pos;
     pi->seq_of_token = s.in + o_seq;
@@ -251,7 +301,7 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     int32_t *ids = s.cap_ids + (size_t)ml * n * k;
     float *w = s.cap_w + (size_t)ml * n * k;
     mt_cuda_route(ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
-    mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts};
+    mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts, s.sort_chunks};
     mt_cuda_expert_sort(&es, ids, n, k, E, g->stream);
     prof_mark(g, PROF_EXPERT_GATE_UP);
     linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
@@ -278,41 +328,30 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, g->stream);
 }
 
-}  // namespace
-
-extern "C" int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err) {
-    (void)m;
-    size_t per = (size_t)kv->num_blocks * kv->num_layers * MT_KV_BLOCK * kv->kv_dim * sizeof(bf16);
-    kv->dev_k = kv->dev_v = nullptr;
-    cudaError_t rc = cudaMalloc(&kv->dev_k, per);
-    if (rc == cudaSuccess) rc = cudaMalloc(&kv->dev_v, per);
-    if (rc != cudaSuccess) {
-        mt_cuda_kv_free(kv);
-        mt_cuda_fail(err, "cudaMalloc (KV cache)", rc);
-        return mt_errf(err, "%s: %d blocks need 2 x %.1f GiB", err->msg, kv->num_blocks, (double)per / (1u << 30));
+// Scratch for the split attention of a decode pass; false when it cannot be had.
+bool ensure_split(GpuModel *g, size_t floats) {
+    if (floats <= g->split_floats) return true;
+    cudaStreamSynchronize(g->stream);
+    mt_gpu_graphs_clear(g);
+    cudaFree(g->split);
+    g->split = nullptr;
+    g->split_floats = 0;
+    if (cudaMalloc(&g->split, floats * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
     }
-    return 0;
+    g->split_floats = floats;
+    return true;
 }
 
-extern "C" void mt_cuda_kv_free(mt_kv_cache *kv) {
-    cudaFree(kv->dev_k);
-    cudaFree(kv->dev_v);
-    kv->dev_k = kv->dev_v = nullptr;
-}
-
-extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
-                               const mt_routing_sink *sink, mt_err *err) {
-    GpuModel *g = (GpuModel *)m->device;
-    const mt_config *c = &m->cfg;
-    if (!kv->dev_k) return mt_errf(err, "the KV cache was not created for the device");
-    int n = b->n_tokens, H = c->hidden_size, k = c->top_k;
-    int qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
-    if (ensure_scratch(g, c, n, b->n_logits, err)) return -1;
+// Every kernel of one pass over n token slots (n_logits rows of logits). split_tiles > 0: decode
+// attention through the split kernels over that many KV tiles. Only stream operations, so the
+// sequence can be captured into a graph.
+void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs &pi, int n, int n_logits,
+              bool argmax, int split_tiles) {
     GpuScratch &s = g->s;
-    PassInputs pi;
-    if (upload_inputs(g, c, b, &pi, err)) return -1;
     cudaStream_t st = g->stream;
-
+    int H = c->hidden_size, qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
     prof_mark(g, PROF_EMBED);
     mt_cuda_embed(s.h, g->embed, pi.tokens, n, H, st);
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -364,7 +403,12 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         aa.out = s.att;
         aa.tiles = pi.tiles_dec;
         aa.n_tiles = pi.n_dec;
+        if (split_tiles > 0) {
+            aa.split_states = g->split;
+            aa.split_max_tiles = split_tiles;
+        }
         mt_cuda_attention_decode(&aa, st);
+        aa.split_states = nullptr;
         aa.tiles = pi.tiles_pre;
         aa.n_tiles = pi.n_pre;
         mt_cuda_attention_prefill(&aa, st);
@@ -380,38 +424,138 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
             linear(g, L.dense.gate_up, s.xb, H, n, s.act, I, MT_EPI_SWIGLU);
             linear(g, L.dense.down, s.act, I, n, s.h, H, MT_EPI_F32_ADD);
         }
-        MT_CU_LAUNCHED(err);
     }
-    int V = c->vocab_size, Vp = mt_round16(V);
     prof_mark(g, PROF_LOGITS);
+    if (n_logits > 0) {
+        int Vp = mt_round16(c->vocab_size);
+        mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, n_logits, H, c->rms_norm_eps, st);
+        linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
+        if (argmax) mt_cuda_argmax(s.argmax, s.logits, Vp, n_logits, c->vocab_size, st);
+    }
+    prof_mark(g, -1);
+}
+
+int next_pow2(int x, int at_least) {
+    int p = at_least;
+    while (p < x) p *= 2;
+    return p;
+}
+
+// Decode batch sizes with a graph of their own; a pass of n tokens runs in the first that holds it.
+const int BUCKETS[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
+
+int bucket_of(int n) {
+    for (int b : BUCKETS)
+        if (n <= b) return b;
+    return 0;
+}
+
+}  // namespace
+
+void mt_gpu_graphs_clear(GpuModel *g) {
+    for (int i = 0; i < g->n_graphs; i++) cudaGraphExecDestroy(g->graphs[i].exec);
+    g->n_graphs = 0;
+}
+
+extern "C" int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err) {
+    (void)m;
+    size_t per = (size_t)kv->num_blocks * kv->num_layers * MT_KV_BLOCK * kv->kv_dim * sizeof(bf16);
+    kv->dev_k = kv->dev_v = nullptr;
+    cudaError_t rc = cudaMalloc(&kv->dev_k, per);
+    if (rc == cudaSuccess) rc = cudaMalloc(&kv->dev_v, per);
+    if (rc != cudaSuccess) {
+        mt_cuda_kv_free(kv);
+        mt_cuda_fail(err, "cudaMalloc (KV cache)", rc);
+        return mt_errf(err, "%s: %d blocks need 2 x %.1f GiB", err->msg, kv->num_blocks, (double)per / (1u << 30));
+    }
+    return 0;
+}
+
+extern "C" void mt_cuda_kv_free(mt_kv_cache *kv) {
+    cudaFree(kv->dev_k);
+    cudaFree(kv->dev_v);
+    kv->dev_k = kv->dev_v = nullptr;
+}
+
+extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
+                               const mt_routing_sink *sink, mt_err *err) {
+    GpuModel *g = (GpuModel *)m->device;
+    const mt_config *c = &m->cfg;
+    if (!kv->dev_k) return mt_errf(err, "the KV cache was not created for the device");
+    int n = b->n_tokens, k = c->top_k, V = c->vocab_size, Vp = mt_round16(V);
+    cudaStream_t st = g->stream;
+
+    // Pure decode passes run as a captured graph of their bucket size (padded token slots).
+    bool decode = pure_decode(b);
+    int B = decode && !g->graphs_off && !g->prof.on && b->argmax ? bucket_of(n) : 0;
+    int slots = B > 0 ? B : n, n_logits = B > 0 ? B : b->n_logits;
+    if (ensure_scratch(g, c, slots, n_logits, err)) return -1;
+    PassInputs pi;
+    if (upload_inputs(g, c, b, B, &pi, err)) return -1;
+
+    // Decode attention at small batches: split over KV tiles so the GPU has work for every SM.
+    int split_tiles = 0;
+    if (pi.n_dec > 0 && pi.n_dec * c->num_key_value_heads < 256) {
+        int max_pos = 0;
+        for (int i = 0; i < n; i++) max_pos = b->positions[i] > max_pos ? b->positions[i] : max_pos;
+        int tiles = next_pow2(max_pos / 32 + 1, 16);
+        if (ensure_split(g, mt_cuda_attention_split_floats(pi.n_dec, c->num_key_value_heads, tiles, c->head_dim)))
+            split_tiles = tiles;
+    }
+    bool argmax = b->argmax != nullptr;
+    if (B > 0) {
+        GpuGraph *hit = nullptr;
+        for (int i = 0; i < g->n_graphs; i++)
+            if (g->graphs[i].B == B && g->graphs[i].split_tiles == split_tiles && g->graphs[i].kv == kv->dev_k)
+                hit = &g->graphs[i];
+        if (hit) {
+            MT_CU(err, cudaGraphLaunch(hit->exec, st));
+        } else {
+            // first pass of this shape: run it directly, then capture the same launches
+            run_pass(g, c, kv, pi, B, B, argmax, split_tiles);
+            MT_CU_LAUNCHED(err);
+            if (g->n_graphs < MT_MAX_GRAPHS) {
+                cudaGraph_t graph;
+                MT_CU(err, cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+                run_pass(g, c, kv, pi, B, B, argmax, split_tiles);
+                MT_CU(err, cudaStreamEndCapture(st, &graph));
+                GpuGraph &gg = g->graphs[g->n_graphs];
+                MT_CU(err, cudaGraphInstantiate(&gg.exec, graph, 0));
+                cudaGraphDestroy(graph);
+                gg.B = B;
+                gg.split_tiles = split_tiles;
+                gg.kv = kv->dev_k;
+                g->n_graphs++;
+            }
+        }
+    } else {
+        run_pass(g, c, kv, pi, n, b->n_logits, argmax, split_tiles);
+    }
+    MT_CU_LAUNCHED(err);
+    GpuScratch &s = g->s;
     if (b->n_logits > 0) {
-        mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, b->n_logits, H, c->rms_norm_eps, st);
-        linear(g, g->lm_head, s.xb, H, b->n_logits, s.logits, Vp, MT_EPI_F32);
-        if (b->argmax) {
-            mt_cuda_argmax(s.argmax, s.logits, Vp, b->n_logits, V, st);
+        if (argmax) {
             MT_CU(err, cudaMemcpyAsync(s.h_argmax, s.argmax, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
         } else {
             MT_CU(err, cudaMemcpy2DAsync(logits, (size_t)V * sizeof(float), s.logits, (size_t)Vp * sizeof(float),
                                          (size_t)V * sizeof(float), (size_t)b->n_logits, cudaMemcpyDeviceToHost, st));
         }
     }
-    size_t cap_n = (size_t)g->num_moe_layers * n * k;
+    // routing of layer ml lives at cap_ids + ml * slots * k; only the first n rows are real
+    size_t cap_n = (size_t)g->num_moe_layers * slots * k;
     if (sink && sink->on_layer && cap_n) {
         MT_CU(err, cudaMemcpyAsync(s.h_cap_ids, s.cap_ids, cap_n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
         MT_CU(err, cudaMemcpyAsync(s.h_cap_w, s.cap_w, cap_n * sizeof(float), cudaMemcpyDeviceToHost, st));
     }
-    prof_mark(g, -1);
-    MT_CU_LAUNCHED(err);
     MT_CU(err, cudaStreamSynchronize(st));
     prof_collect(g);
-    if (b->n_logits > 0 && b->argmax) memcpy(b->argmax, s.h_argmax, (size_t)b->n_logits * sizeof(int32_t));
-
+    if (b->n_logits > 0 && argmax) memcpy(b->argmax, s.h_argmax, (size_t)b->n_logits * sizeof(int32_t));
     if (sink && sink->on_layer) {
         for (int l = 0; l < c->num_hidden_layers; l++) {
             int ml = g->moe_index[l];
             if (ml < 0) continue;
             mt_routing_event ev = {l, n, k, b->seq_ids, b->positions, b->tokens, b->request_ids,
-                                   s.h_cap_ids + (size_t)ml * n * k, s.h_cap_w + (size_t)ml * n * k};
+                                   s.h_cap_ids + (size_t)ml * slots * k, s.h_cap_w + (size_t)ml * slots * k};
             sink->on_layer(sink->ctx, &ev);
         }
     }

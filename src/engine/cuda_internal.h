@@ -51,6 +51,7 @@ struct GpuScratch {
     float *cap_w;
     int32_t *offsets, *tile_offsets, *counts, *active, *n_active, *src_rows, *pair_pos;
     int32_t *argmax;
+    int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     // batch inputs, uploaded in one copy: tokens, positions, seq_of_token, logit_rows,
     // table_offset, attention tiles (decode then prefill), block tables
     int32_t *in, *h_in;      // device, pinned host
@@ -75,6 +76,15 @@ struct GpuProfile {
     long passes;
 };
 
+// A captured decode pass: B token slots (padded), attention split over split_tiles KV tiles (0: no
+// split), reading the K/V of one cache.
+constexpr int MT_MAX_GRAPHS = 48;
+struct GpuGraph {
+    int B, split_tiles;
+    const void *kv;
+    cudaGraphExec_t exec;
+};
+
 struct GpuModel {
     int device;
     cudaStream_t stream;
@@ -89,7 +99,15 @@ struct GpuModel {
     size_t weight_bytes;
     GpuScratch s;
     GpuProfile prof;
+    float *split;            // attention split states
+    size_t split_floats;
+    GpuGraph graphs[MT_MAX_GRAPHS];
+    int n_graphs;
+    bool graphs_off;         // MOETRACE_CUDA_GRAPHS=0
 };
+
+// Drops every captured graph (their buffers are about to move).
+void mt_gpu_graphs_clear(GpuModel *g);
 
 // Frees the scratch buffers (not the batch-input buffers in/h_in).
 void mt_gpu_scratch_release(GpuScratch *s);

@@ -26,6 +26,8 @@ void free_model(void *p) {
     cudaFreeHost(g->s.h_in);
     for (int i = 0; i < 4096; i++)
         if (g->prof.ev[i]) cudaEventDestroy(g->prof.ev[i]);
+    mt_gpu_graphs_clear(g);
+    cudaFree(g->split);
     cudaStreamDestroy(g->stream);
     free(g->allocs);
     free(g->layers);
@@ -278,6 +280,7 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
     m->device = g;
     m->device_free = free_model;
     g->prof.on = getenv("MOETRACE_CUDA_PROFILE") && !strcmp(getenv("MOETRACE_CUDA_PROFILE"), "1");
+    g->graphs_off = getenv("MOETRACE_CUDA_GRAPHS") && !strcmp(getenv("MOETRACE_CUDA_GRAPHS"), "0");
     rc = 0;
 done:
     if (rc) free_model(g);

@@ -1,13 +1,17 @@
 // Paged causal attention over bf16 K/V, on tensor cores, batch-invariant (see cuda_kernels.h).
 //
-// A warp owns 16 attention rows (a row is one query head of one token) and walks KV tiles of 32
-// positions. Tile t belongs to lane t % 4; each lane keeps its own online-softmax state (running
-// max m, running sum l, output o), and the four lanes' states are merged in lane order at the end.
-// The decode kernel runs the four lanes on four warps at once; the prefill kernel gives its four
-// warps 64 different rows that share each KV tile, and walks the lanes in turn. Tiles that are
-// fully masked for a row leave its state untouched, so a row's result depends on its own position
-// alone. All state updates use explicit fp32 intrinsics (no contraction choices left to the
-// compiler), so both kernels do bitwise the same arithmetic per row.
+// A warp owns 16 attention rows (a row is one query head of one token). The KV positions are cut
+// into tiles of 32; each tile gives, from an empty start, its own softmax state per row (max m,
+// sum l, output o), and a row's states are merged in tile order into its result. That order
+// depends on the row's position alone, so every path below computes the same bits:
+//  - the rows kernel: 4 warps of 16 rows each walk the tiles in order, sharing each K/V tile,
+//    merging as they go (prefill chunks);
+//  - the decode kernel: 4 warps compute 4 tiles of the same 16 rows at a time, one warp merges
+//    them in order (decode at large batches);
+//  - the split kernels: one warp per (rows, tile) writes the tile's state to scratch, then a merge
+//    kernel folds the states in tile order (decode at small batches, where the rows kernel would
+//    leave the GPU idle).
+// State updates use explicit fp32 intrinsics (no contraction choices left to the compiler).
 #include <math.h>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -16,7 +20,6 @@
 namespace {
 
 constexpr int KV_TILE = 32;
-constexpr int LANES = 4;
 
 template <int HD>
 struct RowState {        // this thread's part of a warp's 16-row state: rows tq and tq + 8
@@ -168,9 +171,9 @@ __device__ __forceinline__ void process_tile(RowState<HD> &s, const uint32_t qa[
     }
 }
 
-// A lane's state is final: its per-thread partial sums become the row sums.
+// A tile's state is final: its per-thread partial sums become the row sums.
 template <int HD>
-__device__ __forceinline__ void state_finish_lane(RowState<HD> &s) {
+__device__ __forceinline__ void state_finish_tile(RowState<HD> &s) {
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         s.l[h] = __fadd_rn(s.l[h], __shfl_xor_sync(0xffffffffu, s.l[h], 1));
@@ -178,7 +181,8 @@ __device__ __forceinline__ void state_finish_lane(RowState<HD> &s) {
     }
 }
 
-// total <- total (+) lane, the online-softmax merge of two states of the same rows.
+// total <- total (+) x, the online-softmax merge of two states of the same rows; merging into an
+// empty total copies x exactly.
 template <int HD>
 __device__ __forceinline__ void state_merge(RowState<HD> &t, const RowState<HD> &x) {
 #pragma unroll
@@ -221,51 +225,13 @@ __device__ __forceinline__ int tile_max_pos(const mt_attention_args &a, const mt
     return a.positions[t.first_token + t.n_tok - 1];
 }
 
-// Decode: one block per (tile of <= 16 rows, kv head); warp w is lane w.
+// Rows kernel: one block per (tile of <= 16*warps rows, kv head); warp w owns rows 16w..16w+15.
 template <int HD>
-__global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attention_args a, float scale_log2) {
-    extern __shared__ uint4 smem_raw[];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const mt_attn_tile t = a.tiles[blockIdx.x];
-    const int kvh = blockIdx.y;
-    const int seq = a.seq_of_token[t.first_token];
-    const int max_pos = tile_max_pos(a, t);
-    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
-    bf16 *Vs = Ks + KV_TILE * (HD + 8);
-
-    uint32_t qa[HD / 16][4];
-    RowInfo ri;
-    load_q<HD>(qa, a, t, kvh, 0, ri);
-    RowState<HD> s;
-    state_reset(s);
-    for (int kt = warp; kt * KV_TILE <= max_pos; kt += LANES) {
-        load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, lane, 32);
-        __syncwarp();
-        process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
-        __syncwarp();
-    }
-    state_finish_lane(s);
-    __syncthreads();
-    // Lanes 1..3 hand their states to warp 0 through shared memory (thread-for-thread layout).
-    RowState<HD> *xfer = reinterpret_cast<RowState<HD> *>(smem_raw);
-    if (warp > 0) xfer[(warp - 1) * 32 + lane] = s;
-    __syncthreads();
-    if (warp == 0) {
-        for (int w = 1; w < LANES; w++) {
-            RowState<HD> x = xfer[(w - 1) * 32 + lane];
-            state_merge(s, x);
-        }
-        store_rows<HD>(s, a, t, kvh, 0, ri);
-    }
-}
-
-// Prefill: one block per (tile of <= 64 rows, kv head); warp w owns rows 16w..16w+15; the four
-// warps share each KV tile; lanes are walked in turn and merged into a running total.
-template <int HD>
-__global__ void __launch_bounds__(128) attention_prefill_kernel(const mt_attention_args a, float scale_log2) {
+__global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5;
     const mt_attn_tile t = a.tiles[blockIdx.x];
+    if (t.n_tok == 0) return;   // padding tile of a captured graph
     const int kvh = blockIdx.y;
     const int seq = a.seq_of_token[t.first_token];
     const int max_pos = tile_max_pos(a, t);
@@ -275,48 +241,180 @@ __global__ void __launch_bounds__(128) attention_prefill_kernel(const mt_attenti
     uint32_t qa[HD / 16][4];
     RowInfo ri;
     load_q<HD>(qa, a, t, kvh, warp * 16, ri);
+    int warp_max = max(ri.valid[0] ? ri.pos[0] : -1, ri.valid[1] ? ri.pos[1] : -1);
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) warp_max = max(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, o));
     RowState<HD> total, s;
-    for (int lane_id = 0; lane_id < LANES; lane_id++) {
+    state_reset(total);
+    for (int kt = 0; kt * KV_TILE <= max_pos; kt++) {
+        __syncthreads();
+        load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, threadIdx.x, blockDim.x);
+        __syncthreads();
+        if (kt * KV_TILE > warp_max) continue;   // masked for every row of this warp: an empty state
         state_reset(s);
-        for (int kt = lane_id; kt * KV_TILE <= max_pos; kt += LANES) {
-            __syncthreads();
-            load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, threadIdx.x, blockDim.x);
-            __syncthreads();
-            process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
-        }
-        state_finish_lane(s);
-        if (lane_id == 0) total = s;
-        else state_merge(total, s);
+        process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+        state_finish_tile(s);
+        state_merge(total, s);
     }
     store_rows<HD>(total, a, t, kvh, warp * 16, ri);
 }
 
+// Decode kernel: one block per (tile of <= 16 rows, kv head); its 4 warps compute 4 KV tiles at a
+// time, and warp 0 merges their states in tile order (through shared memory).
 template <int HD>
-void launch(const mt_attention_args &a, bool decode, cudaStream_t st) {
-    if (a.n_tiles <= 0) return;
-    float scale_log2 = (1.0f / sqrtf((float)HD)) * 1.4426950408889634f;
-    dim3 grid(a.n_tiles, a.n_kv_heads);
-    size_t kv_bytes = 2 * KV_TILE * (HD + 8) * sizeof(bf16);
-    if (decode) {
-        size_t xfer = 3 * 32 * sizeof(RowState<HD>);
-        size_t smem = 4 * kv_bytes > xfer ? 4 * kv_bytes : xfer;
-        static bool configured = false;
-        if (!configured) {
-            cudaFuncSetAttribute(attention_decode_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            configured = true;
+__global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attention_args a, float scale_log2) {
+    extern __shared__ uint4 smem_raw[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    if (t.n_tok == 0) return;
+    const int kvh = blockIdx.y;
+    const int seq = a.seq_of_token[t.first_token];
+    const int max_pos = tile_max_pos(a, t);
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
+    bf16 *Vs = Ks + KV_TILE * (HD + 8);
+    RowState<HD> *slots = reinterpret_cast<RowState<HD> *>(reinterpret_cast<bf16 *>(smem_raw) + 4 * 2 * KV_TILE * (HD + 8));
+    uint32_t qa[HD / 16][4];
+    RowInfo ri;
+    load_q<HD>(qa, a, t, kvh, 0, ri);
+    RowState<HD> total, s;
+    state_reset(total);
+    for (int round = 0; round * 4 * KV_TILE <= max_pos; round++) {
+        const int kt = round * 4 + warp;
+        state_reset(s);
+        if (kt * KV_TILE <= max_pos) {
+            load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, lane, 32);
+            __syncwarp();
+            process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+            state_finish_tile(s);
         }
-        attention_decode_kernel<HD><<<grid, 128, smem, st>>>(a, scale_log2);
-    } else {
-        attention_prefill_kernel<HD><<<grid, 128, kv_bytes, st>>>(a, scale_log2);
+        if (warp > 0) slots[(warp - 1) * 32 + lane] = s;
+        __syncthreads();
+        if (warp == 0) {
+            state_merge(total, s);
+            for (int w = 1; w < 4; w++) {
+                RowState<HD> x = slots[(w - 1) * 32 + lane];
+                state_merge(total, x);
+            }
+        }
+        __syncthreads();
+    }
+    if (warp == 0) store_rows<HD>(total, a, t, kvh, 0, ri);
+}
+
+// Split kernel: warp w of block (tile, kv head, z) computes KV tile 4z + w of the tile's <= 16 rows
+// and writes the state: o [16][HD], then m [16], then l [16], at state index (tile, kvh, kt).
+template <int HD>
+__global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention_args a, float scale_log2) {
+    extern __shared__ uint4 smem_raw[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    const int kvh = blockIdx.y, kt = blockIdx.z * 4 + warp;
+    if (t.n_tok == 0) return;
+    const int max_pos = tile_max_pos(a, t);
+    if (kt * KV_TILE > max_pos || kt >= a.split_max_tiles) return;
+    const int seq = a.seq_of_token[t.first_token];
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
+    bf16 *Vs = Ks + KV_TILE * (HD + 8);
+    uint32_t qa[HD / 16][4];
+    RowInfo ri;
+    load_q<HD>(qa, a, t, kvh, 0, ri);
+    load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, lane, 32);
+    __syncwarp();
+    RowState<HD> s;
+    state_reset(s);
+    process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+    state_finish_tile(s);
+    float *st = a.split_states + (((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles + kt) * 16 * (HD + 2);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int r = tq + 8 * h;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            st[r * HD + d * 8 + 2 * t4] = s.o[d][2 * h];
+            st[r * HD + d * 8 + 2 * t4 + 1] = s.o[d][2 * h + 1];
+        }
+        if (t4 == 0) {
+            st[16 * HD + r] = s.m[h];
+            st[16 * HD + 16 + r] = s.l[h];
+        }
     }
 }
 
-void dispatch(const mt_attention_args *a, bool decode, cudaStream_t st) {
+// Merge kernel: folds the split states of (tile, kv head) in tile order, element by element, with
+// exactly the arithmetic of state_merge, and writes the rows.
+template <int HD>
+__global__ void __launch_bounds__(256) attention_merge_kernel(const mt_attention_args a) {
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    if (t.n_tok == 0) return;
+    const int kvh = blockIdx.y, G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
+    const int n_kt = tile_max_pos(a, t) / KV_TILE + 1, rows = t.n_tok * t.n_heads;
+    const float *base = a.split_states + ((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles * 16 * (HD + 2);
+    for (int e = threadIdx.x; e < rows * HD; e += blockDim.x) {
+        int r = e / HD, d = e % HD;
+        float m = -INFINITY, l = 0.0f, o = 0.0f;
+        for (int kt = 0; kt < n_kt; kt++) {
+            const float *st = base + (size_t)kt * 16 * (HD + 2);
+            float mx = st[16 * HD + r], lx = st[16 * HD + 16 + r], ox = st[r * HD + d];
+            float mn = fmaxf(m, mx);
+            if (mn == -INFINITY) continue;
+            float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx, mn));
+            l = __fmaf_rn(lx, cb, __fmul_rn(l, ca));
+            o = __fmaf_rn(ox, cb, __fmul_rn(o, ca));
+            m = mn;
+        }
+        int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
+        a.out[(size_t)tok * qd + (size_t)head * HD + d] = __float2bfloat16(__fdiv_rn(o, l > 0.0f ? l : 1.0f));
+    }
+}
+
+float scale_log2_of(int hd) { return (1.0f / sqrtf((float)hd)) * 1.4426950408889634f; }
+
+template <int HD>
+void launch_rows(const mt_attention_args &a, cudaStream_t st) {
+    size_t kv_bytes = 2 * KV_TILE * (HD + 8) * sizeof(bf16);
+    attention_rows_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 128, kv_bytes, st>>>(a, scale_log2_of(HD));
+}
+
+template <int HD>
+void launch_split(const mt_attention_args &a, cudaStream_t st) {
+    size_t smem = 4 * 2 * KV_TILE * (HD + 8) * sizeof(bf16);
+    static bool configured = false;
+    if (!configured) {
+        cudaFuncSetAttribute(attention_split_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        configured = true;
+    }
+    dim3 grid(a.n_tiles, a.n_kv_heads, (a.split_max_tiles + 3) / 4);
+    attention_split_kernel<HD><<<grid, 128, smem, st>>>(a, scale_log2_of(HD));
+    attention_merge_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 256, 0, st>>>(a);
+}
+
+template <int HD>
+void launch_decode(const mt_attention_args &a, cudaStream_t st) {
+    size_t smem = 4 * 2 * KV_TILE * (HD + 8) * sizeof(bf16) + 3 * 32 * sizeof(RowState<HD>);
+    static bool configured = false;
+    if (!configured) {
+        cudaFuncSetAttribute(attention_decode_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        configured = true;
+    }
+    attention_decode_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 128, smem, st>>>(a, scale_log2_of(HD));
+}
+
+enum Mode { DECODE, PREFILL, SPLIT };
+
+void dispatch(const mt_attention_args *a, Mode mode, cudaStream_t st) {
+    if (a->n_tiles <= 0) return;
     switch (a->head_dim) {
-    case 16: launch<16>(*a, decode, st); break;
-    case 32: launch<32>(*a, decode, st); break;
-    case 64: launch<64>(*a, decode, st); break;
-    case 128: launch<128>(*a, decode, st); break;
+#define CASE(HD)                                                                     \
+    case HD:                                                                         \
+        if (mode == SPLIT) launch_split<HD>(*a, st);                                 \
+        else if (mode == DECODE) launch_decode<HD>(*a, st);                          \
+        else launch_rows<HD>(*a, st);                                                \
+        break;
+    CASE(16)
+    CASE(32)
+    CASE(64)
+    CASE(128)
+#undef CASE
     default: break;
     }
 }
@@ -327,5 +425,11 @@ int mt_cuda_attention_supports(int head_dim) {
     return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
 }
 
-void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st) { dispatch(a, true, st); }
-void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st) { dispatch(a, false, st); }
+void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st) {
+    dispatch(a, a->split_states ? SPLIT : DECODE, st);
+}
+void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st) { dispatch(a, PREFILL, st); }
+
+size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim) {
+    return (size_t)n_tiles * n_kv_heads * max_tiles * 16 * (head_dim + 2);
+}

@@ -8,8 +8,8 @@
  *  - matrix products: each output is a chain of bf16 tensor-core MMAs (m16n8k16, fp32 accumulate)
  *    over 16-wide chunks of K in increasing order, cut into mt_k_slices(K) fixed slices whose
  *    partial sums are added in slice order; both paths (linear_small, linear_large) do exactly that;
- *  - attention: KV positions in tiles of 32; tile t belongs to lane t % 4; each lane runs its own
- *    online softmax, and lanes are merged in lane order, for decode and prefill alike;
+ *  - attention: KV positions in tiles of 32; each tile gives its own softmax state per row, and a
+ *    row's states are merged in tile order, whichever kernel computes them;
  *  - reductions (norms, softmax, argmax) happen within one token's row in a fixed order.
  *
  * Weights live in the "tiled" layout: a [rows, K] matrix (K % 16 == 0) padded to rows_pad =
@@ -133,14 +133,19 @@ typedef struct mt_attention_args {
     const bf16 *k_cache, *v_cache;
     const int32_t *positions, *seq_of_token, *block_table, *table_offset;
     int layer, num_layers, n_heads, n_kv_heads, head_dim, sliding_window;
-    const mt_attn_tile *tiles;        /* device */
+    const mt_attn_tile *tiles;        /* device; tiles with n_tok 0 are skipped (graph padding) */
     int n_tiles;
     bf16 *out;                        /* [n, n_heads*hd] */
+    float *split_states;              /* decode: split scratch, or NULL */
+    int split_max_tiles;              /* KV tiles the split kernels cover (> every tile's max_pos/32) */
 } mt_attention_args;
-/* Tiles of at most 16 rows; 4 warps per tile, one per lane of KV tiles. */
+/* Tiles of at most 16 rows. With split_states set (scratch of mt_cuda_attention_split_floats
+ * floats), one warp per (tile, KV tile) and a merge kernel: the GPU stays busy at small batches;
+ * otherwise 4 warps per tile compute KV tiles side by side and merge them in order. */
 void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st);
-/* Tiles of at most 64 rows; 4 warps of 16 rows each sharing the KV tiles, lanes in turn. */
+/* Tiles of at most 64 rows: 4 warps of 16 rows each sharing the KV tiles. */
 void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st);
+size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim);
 /* Head dims the attention kernels are built for. */
 int mt_cuda_attention_supports(int head_dim);
 
@@ -154,9 +159,9 @@ void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, in
 /* Stable counting sort of the n*k (token, slot) pairs by expert. Outputs: offsets [E+1],
  * src_rows [n*k] (token of each sorted position), pair_pos [n*k] (sorted position of pair t*k+j),
  * active [E] + n_active (experts with tokens, in id order), tile_offsets [E+1] (64-row tiles).
- * work: int32 scratch of E ints. */
+ * counts: E ints of scratch; chunks: ceil(n*k/1024)*E ints of scratch. */
 typedef struct mt_expert_sort {
-    int32_t *offsets, *src_rows, *pair_pos, *active, *n_active, *tile_offsets, *counts;
+    int32_t *offsets, *src_rows, *pair_pos, *active, *n_active, *tile_offsets, *counts, *chunks;
 } mt_expert_sort;
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st);
 

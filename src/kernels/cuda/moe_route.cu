@@ -61,46 +61,95 @@ __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, 
         for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
 }
 
-// One block. Counts per expert, offsets, active list and 64-row tile offsets, then the stable
-// scatter: warp 0 walks the pairs 32 at a time in order, ranking equal experts with match_any.
+// Ranks pairs [begin, end) in order into their experts' slots, starting at cursor[e] (shared
+// memory): warp 0 walks them 32 at a time, ranking equal experts with match_any. Stable.
+__device__ void scatter_in_order(const mt_expert_sort &s, const int32_t *ids, int begin, int end, int k, int32_t *cursor) {
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    for (int base = begin; base < end; base += 32) {
+        int i = base + lane;
+        int e = i < end ? ids[i] : -1 - lane;   // distinct negatives never match a real expert
+        unsigned same = __match_any_sync(0xffffffffu, e);
+        if (i < end) {
+            int pos = cursor[e] + __popc(same & ((1u << lane) - 1u));
+            s.src_rows[pos] = i / k;
+            s.pair_pos[i] = pos;
+        }
+        __syncwarp();
+        if (i < end && (same >> lane) == 1u) cursor[e] += __popc(same);   // highest lane of its group
+        __syncwarp();
+    }
+}
+
+// From counts[E]: offsets, 64-row tile offsets, the active list. One thread.
+__device__ void scan_counts(const mt_expert_sort &s, int E) {
+    int off = 0, tiles = 0, active = 0;
+    for (int e = 0; e < E; e++) {
+        int c = s.counts[e];
+        s.offsets[e] = off;
+        s.tile_offsets[e] = tiles;
+        if (c > 0) s.active[active++] = e;
+        off += c;
+        tiles += (c + 63) / 64;
+    }
+    s.offsets[E] = off;
+    s.tile_offsets[E] = tiles;
+    *s.n_active = active;
+}
+
+// Few pairs (decode): everything in one block.
 __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
     extern __shared__ int32_t cursor[];   // [E]
     for (int e = threadIdx.x; e < E; e += blockDim.x) s.counts[e] = 0;
     __syncthreads();
     for (int i = threadIdx.x; i < nk; i += blockDim.x) atomicAdd(&s.counts[ids[i]], 1);
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int off = 0, tiles = 0, active = 0;
-        for (int e = 0; e < E; e++) {
-            int c = s.counts[e];
-            s.offsets[e] = off;
-            s.tile_offsets[e] = tiles;
-            cursor[e] = off;
-            if (c > 0) s.active[active++] = e;
-            off += c;
-            tiles += (c + 63) / 64;
-        }
-        s.offsets[E] = off;
-        s.tile_offsets[E] = tiles;
-        *s.n_active = active;
+    if (threadIdx.x == 0) scan_counts(s, E);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = s.offsets[e];
+    __syncthreads();
+    scatter_in_order(s, ids, 0, nk, k, cursor);
+}
+
+// Many pairs (prefill): chunks of SORT_CHUNK pairs counted, scanned, then scattered in parallel.
+constexpr int SORT_CHUNK = 1024;
+
+__global__ void sort_count_kernel(mt_expert_sort s, const int32_t *ids, int nk, int E) {
+    extern __shared__ int32_t cnt[];   // [E]
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    const int begin = blockIdx.x * SORT_CHUNK, end = min(nk, begin + SORT_CHUNK);
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) atomicAdd(&cnt[ids[i]], 1);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) s.chunks[(size_t)blockIdx.x * E + e] = cnt[e];
+}
+
+// One block of >= E threads: totals, the scan, then each chunk's first slot per expert.
+__global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        int total = 0;
+        for (int c = 0; c < n_chunks; c++) total += s.chunks[(size_t)c * E + e];
+        s.counts[e] = total;
     }
     __syncthreads();
-    if (threadIdx.x >= 32) return;
-    const int lane = threadIdx.x;
-    for (int base = 0; base < nk; base += 32) {
-        int i = base + lane;
-        int e = i < nk ? ids[i] : -1 - lane;   // distinct negatives never match a real expert
-        unsigned same = __match_any_sync(0xffffffffu, e);
-        if (i < nk) {
-            int rank = __popc(same & ((1u << lane) - 1u));
-            int pos = cursor[e] + rank;
-            s.src_rows[pos] = i / k;
-            s.pair_pos[i] = pos;
+    if (threadIdx.x == 0) scan_counts(s, E);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        int at = s.offsets[e];
+        for (int c = 0; c < n_chunks; c++) {
+            int cnt = s.chunks[(size_t)c * E + e];
+            s.chunks[(size_t)c * E + e] = at;
+            at += cnt;
         }
-        __syncwarp();
-        if (i < nk && (same >> lane) == 1u) cursor[e] += __popc(same);   // highest lane of its group
-        __syncwarp();
     }
+}
+
+__global__ void sort_scatter_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    extern __shared__ int32_t cursor[];   // [E]
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = s.chunks[(size_t)blockIdx.x * E + e];
+    __syncthreads();
+    const int begin = blockIdx.x * SORT_CHUNK;
+    scatter_in_order(s, ids, begin, min(nk, begin + SORT_CHUNK), k, cursor);
 }
 
 }  // namespace
@@ -112,5 +161,14 @@ void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, in
 }
 
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st) {
-    expert_sort_kernel<<<1, 1024, (size_t)E * sizeof(int32_t), st>>>(*s, ids, n * k, k, E);
+    int nk = n * k;
+    size_t smem = (size_t)E * sizeof(int32_t);
+    if (nk <= 4 * SORT_CHUNK) {
+        expert_sort_kernel<<<1, 1024, smem, st>>>(*s, ids, nk, k, E);
+        return;
+    }
+    int chunks = (nk + SORT_CHUNK - 1) / SORT_CHUNK;
+    sort_count_kernel<<<chunks, 256, smem, st>>>(*s, ids, nk, E);
+    sort_scan_kernel<<<1, 1024, 0, st>>>(*s, chunks, E);
+    sort_scatter_kernel<<<chunks, 32, smem, st>>>(*s, ids, nk, k, E);
 }
