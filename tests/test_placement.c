@@ -26,9 +26,9 @@ enum { L = 4, E = 8, K = 2 };
 static char g_dir[256];
 
 static const char *path_of(const char *name) {
-    static char buf[4][512];
+    static char buf[8][512]; /* up to 8 paths in one expression */
     static int k;
-    k = (k + 1) % 4;
+    k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
     return buf[k];
 }

@@ -222,7 +222,10 @@ int mt_placement_from_json(const cJSON *root, const char *name, const mt_moe_sha
     for (int i = 0; rc == 0 && i < L; i++)
         rc = check_row(rows + (size_t)i * R, R, s->num_experts, cnt, name, per_hidden ? s->moe_layers[i] : i, err);
     free(cnt);
-    if (rc == 0) rc = build(s, M, R, rows, name, "file", p, err);
+    /* A placement embedded in a dump says where it came from. */
+    const char *src = "file";
+    if (rc == 0 && mt_json_string(root, "source", &src, &tmp) != 1) src = "file";
+    if (rc == 0) rc = build(s, M, R, rows, name, src, p, err);
     free(rows);
     return rc;
 }
