@@ -15,6 +15,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "tmp_dir.h"
+
 #include "routing/eplb.h"
 #include "routing/placement.h"
 #include "routing/recorder.h"
@@ -23,22 +25,6 @@
 
 enum { L = 4, E = 8, K = 2 };
 
-static char g_dir[256];
-
-static const char *path_of(const char *name) {
-    static char buf[8][512]; /* up to 8 paths in one expression */
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
-
-static void write_text(const char *name, const char *text) {
-    FILE *f = fopen(path_of(name), "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 /* 4 hidden layers, layer 0 dense, 8 experts, top-2 (the shape of the recorder tests). */
 static mt_config make_cfg(void) {
@@ -472,15 +458,12 @@ static void test_dump_inconsistent(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "%s/placement_test_XXXXXX", MT_BINARY_DIR);
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tmp_dir_make("placement_test_");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove();
 }
 
 int main(void) {

@@ -21,6 +21,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "tmp_dir.h"
+
 #include "engine/engine.h"
 #include "engine/generate.h"
 #include "kernels/kernels.h"
@@ -30,25 +32,10 @@
 #include "util/json_util.h"
 #include "util/npy.h"
 
-#define FIXTURE MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
-
-static char g_dir[256];
 static mt_model g_model;
 
-static const char *path_of(const char *name) {
-    static char buf[8][512]; /* up to 8 paths in one expression */
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
+#define FIXTURE MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 
-static void write_text(const char *name, const char *text) {
-    FILE *f = fopen(path_of(name), "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 /* 3 MoE layers (hidden 0, 2, 3), 12 slots on 4 GPUs: redundant replicas of experts 0..3, 0 and 1 (x3),
  * and 0 and 1. */
@@ -477,8 +464,7 @@ static void test_cli_profile_planned(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "%s/placement_engine_XXXXXX", MT_BINARY_DIR);
-    if (!mkdtemp(g_dir)) return -1;
+    if (tmp_dir_make("placement_engine_")) return -1;
     mt_err err;
     if (mt_model_load(&g_model, FIXTURE, MT_LOAD_AUTO, &err)) {
         fprintf(stderr, "%s\n", err.msg);
@@ -492,9 +478,7 @@ static int teardown(void **state) {
     (void)state;
     mt_kernels_shutdown();
     mt_model_free(&g_model);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove();
 }
 
 int main(void) {
