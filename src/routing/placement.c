@@ -10,6 +10,13 @@
 #include "routing/stat_dump.h"
 #include "util/json_util.h"
 
+/* splitmix64's finaliser: a bijective 64-bit mix with good avalanche. */
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 void mt_moe_shape_from_config(const mt_config *c, mt_moe_shape *s) {
     memset(s, 0, sizeof *s);
     s->num_hidden_layers = c->num_hidden_layers;
@@ -35,6 +42,7 @@ void mt_placement_free(mt_placement *p) {
     free(p->phy2log);
     free(p->logcnt);
     free(p->log2phy);
+    free(p->salt);
     memset(p, 0, sizeof *p);
 }
 
@@ -104,14 +112,16 @@ static int build(const mt_moe_shape *s, int M, int R, const int32_t *rows_in, co
     }
     int X = p->max_replicas;
     p->log2phy = malloc((size_t)L * E * X * sizeof *p->log2phy);
+    p->salt = malloc((size_t)L * E * sizeof *p->salt);
     int32_t *fill = calloc((size_t)E, sizeof *fill);
-    if (!p->log2phy || !fill) {
+    if (!p->log2phy || !p->salt || !fill) {
         free(fill);
         mt_placement_free(p);
         return mt_errf(err, "%s: out of memory", name);
     }
     for (size_t i = 0; i < (size_t)L * E * X; i++) p->log2phy[i] = -1;
     for (int i = 0; i < L; i++) {
+        for (int e = 0; e < E; e++) p->salt[(size_t)i * E + e] = mix64(((uint64_t)(uint32_t)s->moe_layers[i] << 32) | (uint32_t)e);
         memset(fill, 0, (size_t)E * sizeof *fill);
         for (int slot = 0; slot < R; slot++) {
             int e = p->phy2log[(size_t)i * R + slot];
@@ -344,27 +354,23 @@ cJSON *mt_placement_to_json(const mt_placement *p) {
     return NULL;
 }
 
-/* splitmix64's finaliser: a bijective 64-bit mix with good avalanche. */
-static inline uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static inline int32_t pick(const mt_placement *p, int row, int layer, int32_t e, int32_t token, int32_t position) {
+/* Replica of expert e (row `row`) for a token: h = mix64(((position << 32) | token) ^ salt), salt =
+ * mix64((layer << 32) | e); replica index = (h >> 32) * count >> 32, i.e. h's high 32 bits scaled
+ * to [0, count). */
+static inline int32_t pick(const mt_placement *p, int row, int32_t e, int32_t token, int32_t position) {
     size_t at = (size_t)row * p->num_experts + (size_t)e;
     const int32_t *slots = p->log2phy + at * p->max_replicas;
     uint32_t c = (uint32_t)p->logcnt[at];
     if (c == 1) return slots[0];
     uint64_t key = ((uint64_t)(uint32_t)position << 32) | (uint32_t)token;
-    uint64_t h = mix64(key ^ mix64(((uint64_t)(uint32_t)layer << 32) | (uint32_t)e));
-    return slots[((h >> 32) * c) >> 32]; /* high 32 bits scaled to [0, c) */
+    uint64_t h = mix64(key ^ p->salt[at]);
+    return slots[((h >> 32) * c) >> 32];
 }
 
 int32_t mt_placement_slot(const mt_placement *p, int layer, int32_t expert, int32_t token, int32_t position) {
     int row = layer >= 0 && layer < MT_MAX_LAYERS ? p->row_of[layer] : -1;
     if (row < 0 || expert < 0 || expert >= p->num_experts) return -1;
-    return pick(p, row, layer, expert, token, position);
+    return pick(p, row, expert, token, position);
 }
 
 void mt_placement_dispatch(const mt_placement *p, int layer, int n, int k, const int32_t *topk_ids,
@@ -375,7 +381,7 @@ void mt_placement_dispatch(const mt_placement *p, int layer, int n, int k, const
             int32_t e = topk_ids[(size_t)i * k + j];
             phys[(size_t)i * k + j] = row < 0 || e < 0 || e >= p->num_experts
                                           ? -1
-                                          : pick(p, row, layer, e, tokens[i], positions[i]);
+                                          : pick(p, row, e, tokens[i], positions[i]);
         }
     }
 }

@@ -59,6 +59,7 @@ typedef struct mt_placement {
     int32_t *phy2log;     /* [rows, R] logical expert of each slot */
     int32_t *logcnt;      /* [rows, E] replicas of each expert (>= 1) */
     int32_t *log2phy;     /* [rows, E, X] slots of each expert, ascending, -1 padded */
+    uint64_t *salt;       /* [rows, E] dispatch hash salt of (layer, expert) */
     char source[16];      /* "trivial", "file" or "eplb" (a file's "source" field when it has one) */
 } mt_placement;
 
