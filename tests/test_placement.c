@@ -166,6 +166,9 @@ static void test_bad_files(void **state) {
     expect_load_error("norep.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"physical_to_logical_map\":"
                       " [[0,1,2,3,4,5,6,7,0,1,2,3],[0,1,2,3,4,5,6,6,0,1,0,1],[7,6,5,4,3,2,1,0,0,1,1,0]]}",
                       &none, "physical_to_logical_map[1] has no replica of logical expert 7");
+    expect_load_error("norep_hidden.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"physical_to_logical_map\":"
+                      " [[],[0,1,2,3,4,5,6,7,0,1,2,3],[0,1,2,3,4,5,6,6,0,1,0,1],[7,6,5,4,3,2,1,0,0,1,1,0]]}",
+                      &none, "physical_to_logical_map[2] has no replica of logical expert 7"); /* the file's row */
     expect_load_error("div.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 5, \"physical_to_logical_map\": "
                       GOOD_ROWS "}", &none, "12 physical slots per layer are not divisible by num_gpus (ep size) 5");
     expect_load_error("ragged.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"physical_to_logical_map\":"

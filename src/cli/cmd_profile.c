@@ -250,7 +250,7 @@ static void on_event(void *ctx, const mt_engine_event *ev) {
     s->cached += ev->n_cached;
 }
 
-/* The replicas of every expert carry exactly its per-request logical count (phys [L, R]). */
+/* The replicas of every expert carry exactly its logical count (phys [L, R], logical [L, E]). */
 static bool physical_matches(const mt_placement *p, const int64_t *phys, const int64_t *logical) {
     int R = p->num_physical, E = p->num_experts;
     for (int i = 0; i < p->num_moe_layers; i++) {
@@ -467,22 +467,21 @@ int cmd_profile(int argc, char **argv) {
 
     /* The recorder and the per-request routing are two channels over the same tokens. */
     int64_t *rec = malloc((size_t)c->num_hidden_layers * c->num_experts * sizeof *rec);
+    if (have_plc) phys = malloc((size_t)c->num_hidden_layers * placement.num_physical * sizeof *phys);
+    if (!rec || (have_plc && !phys)) {
+        free(rec);
+        mt_errf(&err, "out of memory");
+        goto fail;
+    }
     mt_recorder_logical_count(stat, rec);
     if (memcmp(rec, st.count, (size_t)c->num_hidden_layers * c->num_experts * sizeof *rec) != 0)
         mt_log("warning: recorder counts differ from the per-request routing");
+    /* and the physical channel adds up to the logical one */
+    if (have_plc && (mt_recorder_physical_count(stat, phys) || !physical_matches(&placement, phys, rec)))
+        mt_log("warning: physical counts do not add up to the logical counts");
     free(rec);
     mt_recorder_counts rc_counts;
     mt_recorder_get_counts(stat, &rc_counts);
-    if (have_plc) {
-        phys = malloc((size_t)c->num_hidden_layers * placement.num_physical * sizeof *phys);
-        if (!phys) {
-            mt_errf(&err, "out of memory");
-            goto fail;
-        }
-        mt_recorder_physical_count(stat, phys);
-        if (!physical_matches(&placement, phys, st.count))
-            mt_log("warning: physical counts do not add up to the per-request routing");
-    }
 
     char dump_path[4096], tok_path[4096] = "";
     if (mt_recorder_dump(stat, dump_path, sizeof dump_path, &err)) goto fail;

@@ -71,9 +71,10 @@ static int check_row(const int32_t *row, int R, int E, int32_t *cnt, const char 
     return 0;
 }
 
-/* Validates and fills p from rows [num_moe_layers, R]; rows_in is copied. */
-static int build(const mt_moe_shape *s, int M, int R, const int32_t *rows_in, const char *name, const char *source,
-                 mt_placement *p, mt_err *err) {
+/* Validates and fills p from rows [num_moe_layers, R]; rows_in is copied. Messages name row i as
+ * file_row[i] (the file's own index) when file_row is not NULL. */
+static int build(const mt_moe_shape *s, int M, int R, const int32_t *rows_in, const int *file_row, const char *name,
+                 const char *source, mt_placement *p, mt_err *err) {
     memset(p, 0, sizeof *p);
     int L = s->num_moe_layers, E = s->num_experts;
     if (L < 1) return mt_errf(err, "%s: the model has no MoE layer to place", name);
@@ -103,7 +104,7 @@ static int build(const mt_moe_shape *s, int M, int R, const int32_t *rows_in, co
     memcpy(p->phy2log, rows_in, (size_t)L * R * sizeof *p->phy2log);
     for (int i = 0; i < L; i++) {
         int32_t *cnt = p->logcnt + (size_t)i * E;
-        if (check_row(p->phy2log + (size_t)i * R, R, E, cnt, name, i, err)) {
+        if (check_row(p->phy2log + (size_t)i * R, R, E, cnt, name, file_row ? file_row[i] : i, err)) {
             mt_placement_free(p);
             return -1;
         }
@@ -134,7 +135,7 @@ static int build(const mt_moe_shape *s, int M, int R, const int32_t *rows_in, co
 
 int mt_placement_from_phy2log(const mt_moe_shape *s, int ep_size, int num_physical, const int32_t *phy2log,
                               mt_placement *p, mt_err *err) {
-    return build(s, ep_size, num_physical, phy2log, "placement", "file", p, err);
+    return build(s, ep_size, num_physical, phy2log, NULL, "placement", "file", p, err);
 }
 
 int mt_placement_trivial(const mt_moe_shape *s, int ep_size, mt_placement *p, mt_err *err) {
@@ -145,7 +146,7 @@ int mt_placement_trivial(const mt_moe_shape *s, int ep_size, mt_placement *p, mt
     if (!rows) return mt_errf(err, "trivial placement: out of memory");
     for (int i = 0; i < L; i++)
         for (int e = 0; e < E; e++) rows[(size_t)i * E + e] = e;
-    int rc = build(s, ep_size, E, rows, "trivial placement", "trivial", p, err);
+    int rc = build(s, ep_size, E, rows, NULL, "trivial placement", "trivial", p, err);
     free(rows);
     return rc;
 }
@@ -225,17 +226,10 @@ int mt_placement_from_json(const cJSON *root, const char *name, const mt_moe_sha
             rows[(size_t)i * R + k++] = (int32_t)x;
         }
     }
-    /* Messages name the file's own row index. */
-    int rc = 0;
-    int32_t *cnt = malloc((size_t)s->num_experts * sizeof *cnt);
-    if (!cnt) rc = mt_errf(err, "%s: out of memory", name);
-    for (int i = 0; rc == 0 && i < L; i++)
-        rc = check_row(rows + (size_t)i * R, R, s->num_experts, cnt, name, per_hidden ? s->moe_layers[i] : i, err);
-    free(cnt);
     /* A placement embedded in a dump says where it came from. */
     const char *src = "file";
-    if (rc == 0 && mt_json_string(root, "source", &src, &tmp) != 1) src = "file";
-    if (rc == 0) rc = build(s, M, R, rows, name, src, p, err);
+    if (mt_json_string(root, "source", &src, &tmp) != 1) src = "file";
+    int rc = build(s, M, R, rows, per_hidden ? s->moe_layers : NULL, name, src, p, err);
     free(rows);
     return rc;
 }
@@ -275,7 +269,7 @@ static int plan_from_dump(const cJSON *root, const char *name, const mt_moe_shap
     }
     for (size_t i = 0; i < (size_t)L * E; i++) w[i] = (double)d.moe_count[i];
     if (mt_eplb_plan_compute(w, L, E, &ep, &plan, err)) goto out;
-    rc = build(s, o->ep_size, ep.num_replicas, plan.phy2log, name, "eplb", p, err);
+    rc = build(s, o->ep_size, ep.num_replicas, plan.phy2log, NULL, name, "eplb", p, err);
 out:
     free(w);
     mt_eplb_plan_free(&plan);
