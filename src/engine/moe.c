@@ -12,8 +12,8 @@ int mt_moe_scratch_init(mt_moe_scratch *s, const mt_config *c, int n) {
     size_t nk = (size_t)n * k;
     size_t rows_x = nk > (size_t)n ? nk : (size_t)n;
     s->router = malloc((size_t)n * E * sizeof(float));
-    s->topk_ids = malloc(nk * sizeof(int32_t));
-    s->phys_ids = malloc(nk * sizeof(int32_t));
+    s->topk_ids = malloc(2 * nk * sizeof(int32_t)); /* then phys_ids: no allocation more per pass */
+    s->phys_ids = s->topk_ids ? s->topk_ids + nk : NULL;
     s->topk_w = malloc(nk * sizeof(float));
     s->count = malloc(E * sizeof(int32_t));
     s->offset = malloc((E + 1) * sizeof(int32_t));
@@ -32,7 +32,7 @@ int mt_moe_scratch_init(mt_moe_scratch *s, const mt_config *c, int n) {
 }
 
 void mt_moe_scratch_free(mt_moe_scratch *s) {
-    free(s->router); free(s->topk_ids); free(s->phys_ids); free(s->topk_w); free(s->count); free(s->offset);
+    free(s->router); free(s->topk_ids); free(s->topk_w); free(s->count); free(s->offset);
     free(s->rows); free(s->weights); free(s->xe); free(s->ye); free(s->gate); free(s->up);
     memset(s, 0, sizeof *s);
 }

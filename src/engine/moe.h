@@ -15,7 +15,7 @@
 typedef struct mt_moe_scratch {
     float *router;      /* [n, E] */
     int32_t *topk_ids;  /* [n, k] */
-    int32_t *phys_ids;  /* [n, k] physical slots (with a placement) */
+    int32_t *phys_ids;  /* [n, k] physical slots (with a placement); inside topk_ids' allocation */
     float *topk_w;      /* [n, k] */
     int32_t *count;     /* [E] tokens per expert */
     int32_t *offset;    /* [E + 1] */
