@@ -8,6 +8,7 @@
 #include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_open.h"
 #include "cli/placement_flags.h"
 #include "engine/generate.h"
 #include "kernels/kernels.h"
@@ -107,12 +108,7 @@ static int parse(run_args *a, int argc, char **argv) {
         fprintf(stderr, "moetrace: run: --physical-routing-out needs a placement (--ep-size or --init-expert-location)\n");
         return -1;
     }
-    if (strcmp(a->device, "cpu") != 0) {
-        if (!strcmp(a->device, "cuda")) fprintf(stderr, "moetrace: --device cuda: the CUDA backend is not available in this build yet\n");
-        else fprintf(stderr, "moetrace: --device: '%s' is not cpu or cuda\n", a->device);
-        return -1;
-    }
-    return 0;
+    return mt_cli_check_device(a->device);
 }
 
 /* Encodes --prompt, through the chat template with --chat (then without added special tokens,
@@ -239,7 +235,7 @@ int cmd_run(int argc, char **argv) {
         return 1;
     }
     mt_model model;
-    if (mt_model_load(&model, a.model, a.load_format, &err)) {
+    if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         free(a.ids);
         mt_tokenizer_free(tok);

@@ -21,9 +21,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
             return mt_errf(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i, c->vocab_size);
 
     mt_kv_cache kv;
-    if (mt_kv_cache_init(&kv, c->num_hidden_layers, c->num_key_value_heads * c->head_dim,
-                         (total + MT_KV_BLOCK - 1) / MT_KV_BLOCK, err))
-        return -1;
+    if (mt_kv_cache_init_model(&kv, m, (total + MT_KV_BLOCK - 1) / MT_KV_BLOCK, err)) return -1;
     mt_kv_seq seq = {0};
     mt_kv_seq *seqs[1] = {&seq};
     mt_sampler sampler;
