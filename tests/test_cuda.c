@@ -8,7 +8,9 @@
  *    shape check on random weights (near-uniform routers, so near-ties), logits within 5e-2 and
  *    90% of the prompt's routing sets equal;
  *  - batch invariance on the device: >= 100 sequences batched (chunked prefill, prefix cache, the
- *    small and large product paths mixed) give exactly the tokens and routing of their solo runs. */
+ *    small and large product paths mixed) give exactly the tokens and routing of their solo runs;
+ *  - an expert placement on the device: outputs unchanged, every choice's physical slot holds its
+ *    logical expert. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +28,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "routing/capture.h"
+#include "routing/placement.h"
 
 #include "batch_invariance.h"
 #include "reference_common.h"
@@ -216,12 +219,67 @@ static void test_batch_invariance_on_device(void **state) {
     mt_model_free(&m);
 }
 
+/* The placement's dispatch on the device path (routing copied back, slots computed on the host). */
+static void test_placement_on_device(void **state) {
+    (void)state;
+    require_gpu();
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/qwen3_moe", FIXTURES);
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    attach_or_fail(&m);
+    const mt_config *c = &m.cfg;
+    mt_moe_shape shape;
+    mt_moe_shape_from_config(c, &shape);
+    /* 12 slots on 4 GPUs: the first four experts twice */
+    int32_t rows[3 * 12];
+    for (int i = 0; i < 3; i++)
+        for (int s = 0; s < 12; s++) rows[i * 12 + s] = s < 8 ? s : s - 8;
+    mt_placement plc;
+    if (mt_placement_from_phy2log(&shape, 4, 12, rows, &plc, &err)) fail_msg("%s", err.msg);
+    int32_t prompt[24], out[2][8];
+    for (int i = 0; i < 24; i++) prompt[i] = 3 + (i * 37) % 400;
+    size_t cells = (size_t)32 * c->num_hidden_layers * c->top_k;
+    mt_routing_table routing[2], phys;
+    float *logits[2];
+    for (int v = 0; v < 2; v++) {
+        assert_int_equal(mt_routing_table_init(&routing[v], c->num_hidden_layers, c->top_k, 32), 0);
+        if (v) assert_int_equal(mt_routing_table_init(&phys, c->num_hidden_layers, c->top_k, 32), 0);
+        mt_routing_fanout fan = {0};
+        mt_routing_fanout_add(&fan, mt_routing_table_sink(&routing[v]));
+        if (v) mt_routing_fanout_add(&fan, mt_routing_table_physical_sink(&phys));
+        mt_routing_sink sink = mt_routing_fanout_sink(&fan);
+        logits[v] = malloc((size_t)24 * c->vocab_size * sizeof(float));
+        mt_generate_opts go = {.max_new_tokens = 8, .ignore_eos = true, .prompt_logits = logits[v], .sink = &sink,
+                               .placement = v ? &plc : NULL};
+        int n = 0;
+        if (mt_generate(&m, prompt, 24, &go, out[v], &n, &err)) fail_msg("%s", err.msg);
+    }
+    assert_memory_equal(logits[0], logits[1], (size_t)24 * c->vocab_size * sizeof(float));
+    assert_memory_equal(out[0], out[1], sizeof out[0]);
+    assert_memory_equal(routing[0].ids, routing[1].ids, cells * sizeof(int32_t));
+    for (size_t i = 0; i < (size_t)routing[1].rows * c->num_hidden_layers * c->top_k; i++) {
+        int l = (int)(i / c->top_k % c->num_hidden_layers);
+        if (plc.row_of[l] < 0) assert_int_equal(phys.ids[i], -1);
+        else assert_int_equal(plc.phy2log[plc.row_of[l] * 12 + phys.ids[i]], routing[1].ids[i]);
+    }
+    for (int v = 0; v < 2; v++) {
+        mt_routing_table_free(&routing[v]);
+        free(logits[v]);
+    }
+    mt_routing_table_free(&phys);
+    mt_placement_free(&plc);
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_transformers),
         cmocka_unit_test(test_matches_cpu_mid_size),
         cmocka_unit_test(test_batch_invariance_on_device),
+        cmocka_unit_test(test_placement_on_device),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

@@ -551,13 +551,20 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     prof_collect(g);
     if (b->n_logits > 0 && argmax) memcpy(b->argmax, s.h_argmax, (size_t)b->n_logits * sizeof(int32_t));
     if (sink && sink->on_layer) {
+        // Expert parallelism: each choice's replica by the CPU's rule (routing/placement.h), on the host
+        // copy of the routing; the device computes with the logical experts, as the CPU does.
+        int32_t *phys = b->placement ? (int32_t *)malloc((size_t)n * k * sizeof(int32_t)) : NULL;
+        if (b->placement && !phys) return mt_errf(err, "out of memory for the physical slots of %d tokens", n);
         for (int l = 0; l < c->num_hidden_layers; l++) {
             int ml = g->moe_index[l];
             if (ml < 0) continue;
+            const int32_t *ids = s.h_cap_ids + (size_t)ml * slots * k;
+            if (phys) mt_placement_dispatch(b->placement, l, n, k, ids, b->tokens, b->positions, phys);
             mt_routing_event ev = {l, n, k, b->seq_ids, b->positions, b->tokens, b->request_ids,
-                                   s.h_cap_ids + (size_t)ml * slots * k, s.h_cap_w + (size_t)ml * slots * k};
+                                   ids, s.h_cap_w + (size_t)ml * slots * k, phys};
             sink->on_layer(sink->ctx, &ev);
         }
+        free(phys);
     }
     return 0;
 }

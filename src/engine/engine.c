@@ -57,6 +57,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
                 o->max_batch_tokens, o->max_running);
         return NULL;
     }
+    if (o->placement && mt_placement_fits(o->placement, c, err)) return NULL;
     mt_engine *e = calloc(1, sizeof *e);
     if (!e) {
         mt_errf(err, "out of memory");
@@ -322,7 +323,8 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
                   .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .n_logits = n_rows,
-                  .logit_rows = e->b_rows, .argmax = all_greedy ? e->b_argmax : NULL};
+                  .logit_rows = e->b_rows, .argmax = all_greedy ? e->b_argmax : NULL,
+                  .placement = e->o.placement};
     if (mt_forward(e->m, &e->kv, &b, e->logits, &sink, err)) return -1;
     e->passes++;
     e->forwarded += n;

@@ -61,6 +61,7 @@ static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b,
     for (int i = 0; i < b->n_logits; i++)
         if (b->logit_rows[i] < 0 || b->logit_rows[i] >= b->n_tokens)
             return mt_errf(err, "logit row %d outside the batch", b->logit_rows[i]);
+    if (b->placement && mt_placement_fits(b->placement, c, err)) return -1;
     return 0;
 }
 

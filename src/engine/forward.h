@@ -1,7 +1,10 @@
 /* The forward pass over a flat batch of tokens drawn from any number of sequences: each token
  * carries its sequence and position, so one call can mix prompt chunks and decode steps.
  * K and V of every token are written to the paged cache first, then each token attends to the
- * positions 0..pos of its own sequence. Every MoE layer reports its routing to `sink`. */
+ * positions 0..pos of its own sequence. Every MoE layer reports its routing to `sink`.
+ * With an expert placement in the batch, every routed choice is also dispatched to a physical replica
+ * (routing/placement.h) and the physical slots travel with the routing event; the computation itself
+ * is unchanged (a replica holds the same weights), so outputs are identical with or without one. */
 #ifndef MT_ENGINE_FORWARD_H
 #define MT_ENGINE_FORWARD_H
 
@@ -10,6 +13,7 @@
 #include "engine/kv_cache.h"
 #include "model/model.h"
 #include "routing/capture.h"
+#include "routing/placement.h"
 #include "util/err.h"
 
 #define MT_MAX_HEAD_DIM 512
@@ -27,6 +31,8 @@ typedef struct mt_batch {
     int32_t *argmax;            /* [n_logits] or NULL: receives each logit row's argmax (ties to the
                                  * lower id); a device backend then skips copying the logits out,
                                  * and there (only) logits may be NULL */
+    const mt_placement *placement; /* expert placement to dispatch over, or NULL (none: no dispatch);
+                                      it must fit the model (mt_moe_shape_from_config) */
 } mt_batch;
 
 /* Runs the model on the batch (on the CPU, or on the model's device when it has one); writes

@@ -43,7 +43,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
     for (int i = 0; i < n_prompt; i++) pos[i] = i;
     for (int i = 0; i < n_rows; i++) rows[i] = o->prompt_logits ? i : n_prompt - 1;
     mt_batch b = {.n_tokens = n_prompt, .tokens = prompt, .seq_ids = seq_ids, .positions = pos, .seqs = seqs,
-                  .num_seqs = 1, .n_logits = n_rows, .logit_rows = rows};
+                  .num_seqs = 1, .n_logits = n_rows, .logit_rows = rows, .placement = o->placement};
     if (mt_forward(m, &kv, &b, logits, o->sink, err)) goto done;
     if (o->prompt_logits) memcpy(o->prompt_logits, logits, (size_t)n_prompt * c->vocab_size * sizeof(float));
     const float *last = logits + (size_t)(n_rows - 1) * c->vocab_size;
@@ -55,7 +55,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
         if (g + 1 == o->max_new_tokens) break;
         int32_t p = n_prompt + g, zero = 0, row = 0;
         mt_batch d = {.n_tokens = 1, .tokens = &tok, .seq_ids = &zero, .positions = &p, .seqs = seqs,
-                      .num_seqs = 1, .n_logits = 1, .logit_rows = &row};
+                      .num_seqs = 1, .n_logits = 1, .logit_rows = &row, .placement = o->placement};
         if (mt_forward(m, &kv, &d, logits, o->sink, err)) goto done;
         last = logits;
     }
