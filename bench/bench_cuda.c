@@ -5,7 +5,8 @@
  *  - prefill tokens/s for 8 prompts of 2,048 tokens against cuBLAS throughput in model FLOPs;
  *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating).
  *
- *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R]
+ *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--only decode1|prefill]
+ * --only runs one figure and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,14 +214,45 @@ static decode_figure measure_decode(const mt_model *m, mt_kv_cache *kv, int B, i
     return f;
 }
 
+/* One figure's passes for an external profiler: the warm-up unprofiled, then two passes inside the
+ * profiler range. */
+static int profile_only(const char *dir, const char *what, int P) {
+    mt_err err;
+    mt_model m;
+    if (mt_model_load(&m, dir, MT_LOAD_SHAPES, &err) || mt_cuda_attach(&m, &err)) die(dir, &err);
+    mt_kv_cache kv;
+    if (mt_kv_cache_init_model(&kv, &m, 8 * (2048 / 16) + 64, &err)) die("KV cache", &err);
+    workload w;
+    if (!strcmp(what, "prefill")) {
+        workload_init(&w, &m, &kv, 8, 2048, 2049, 8 * 2048);
+        workload_free(&w);
+        mt_cuda_profiler_range(true);
+        workload_init(&w, &m, &kv, 8, 2048, 2049, 8 * 2048);
+        mt_cuda_profiler_range(false);
+        workload_free(&w);
+    } else {
+        workload_init(&w, &m, &kv, 1, P, P + 16, 8192);
+        for (int i = 0; i < 4; i++) workload_step(&w, NULL);
+        mt_cuda_profiler_range(true);
+        for (int i = 0; i < 2; i++) workload_step(&w, NULL);
+        mt_cuda_profiler_range(false);
+        workload_free(&w);
+    }
+    mt_kv_cache_free(&kv);
+    mt_model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *dir = MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b";
     int P = 512, steps = 32, reps = 5;
+    const char *only = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--context")) P = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
     }
     if (!mt_cuda_compiled() || mt_cuda_device_count() == 0) {
         printf("bench_cuda: no CUDA device (or no CUDA backend in this build); nothing to measure\n");
@@ -229,6 +261,7 @@ int main(int argc, char **argv) {
     mt_err err;
     char dev[256];
     mt_cuda_describe(dev, sizeof dev);
+    if (only) return profile_only(dir, only, P);
     double copy_gbps, gemm_tflops;
     if (mt_cuda_rooflines(&copy_gbps, &gemm_tflops, &err)) die("rooflines", &err);
     printf("device: %s\n", dev);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -288,6 +289,66 @@ static void check_sort(int n, int k, int E) {
     cudaFree(d_ids);
 }
 
+// Routing: softmax/top-k against a host reference, and the fused decode-sized kernel equal to the
+// two-kernel path in every output.
+static void check_route_sort(int n, int E, int k) {
+    int ld = mt_round16(E);
+    std::vector<float> logits((size_t)n * ld);
+    for (auto &v : logits) v = frand() * 4.0f;
+    std::vector<int32_t> ref_ids((size_t)n * k);
+    for (int t = 0; t < n; t++) {
+        std::vector<int> taken;
+        for (int j = 0; j < k; j++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool used = false;
+                for (int q : taken) used |= q == e;
+                if (!used && (best < 0 || logits[(size_t)t * ld + e] > logits[(size_t)t * ld + best])) best = e;
+            }
+            taken.push_back(best);
+            ref_ids[(size_t)t * k + j] = best;
+        }
+    }
+    float *dl = to_dev(logits);
+    size_t nk = (size_t)n * k;
+    mt_expert_sort s[2];
+    int32_t *ids[2];
+    float *w[2];
+    for (int v = 0; v < 2; v++) {
+        int32_t **bufs[] = {&s[v].offsets, &s[v].src_rows, &s[v].pair_pos, &s[v].active, &s[v].n_active, &s[v].tile_offsets, &s[v].counts, &s[v].chunks};
+        size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
+        for (int i = 0; i < 8; i++) {
+            CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
+            CK(cudaMemset(*bufs[i], 0, sizes[i] * sizeof(int32_t) + 16));
+        }
+        CK(cudaMalloc(&ids[v], nk * 4));
+        CK(cudaMalloc(&w[v], nk * 4));
+    }
+    mt_cuda_route(ids[0], w[0], dl, ld, n, E, k, 1, 0);
+    mt_cuda_expert_sort(&s[0], ids[0], n, k, E, 0);
+    mt_cuda_route_sort(&s[1], ids[1], w[1], dl, ld, n, E, k, 1, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    bool ok = from_dev(ids[0], nk) == ref_ids && from_dev(ids[1], nk) == ref_ids && from_dev(w[0], nk) == from_dev(w[1], nk);
+    ok = ok && from_dev(s[0].offsets, E + 1) == from_dev(s[1].offsets, E + 1) && from_dev(s[0].src_rows, nk) == from_dev(s[1].src_rows, nk) &&
+         from_dev(s[0].pair_pos, nk) == from_dev(s[1].pair_pos, nk) && from_dev(s[0].tile_offsets, E + 1) == from_dev(s[1].tile_offsets, E + 1) &&
+         from_dev(s[0].n_active, 1) == from_dev(s[1].n_active, 1);
+    int na = from_dev(s[0].n_active, 1)[0];
+    auto a0 = from_dev(s[0].active, E), a1 = from_dev(s[1].active, E);
+    ok = ok && std::equal(a0.begin(), a0.begin() + na, a1.begin());
+    char what[128];
+    snprintf(what, sizeof what, "route + sort n %d top-%d of %d (vs host top-k; fused = two kernels)", n, k, E);
+    printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    for (int v = 0; v < 2; v++) {
+        int32_t *bufs[] = {s[v].offsets, s[v].src_rows, s[v].pair_pos, s[v].active, s[v].n_active, s[v].tile_offsets, s[v].counts, s[v].chunks};
+        for (auto p : bufs) cudaFree(p);
+        cudaFree(ids[v]);
+        cudaFree(w[v]);
+    }
+    cudaFree(dl);
+}
+
 // ---- attention -------------------------------------------------------------------------------------
 
 // mode 0: decode kernel, 1: decode split kernels, 2: prefill rows kernel. Returns the output
@@ -419,6 +480,10 @@ int main() {
     check_sort(300, 8, 128);
     check_sort(16384, 8, 128);
     check_sort(5000, 4, 60);
+    check_route_sort(1, 128, 8);
+    check_route_sort(32, 128, 8);
+    check_route_sort(7, 8, 2);
+    check_route_sort(20, 256, 8);
     printf("attention\n");
     const int att[][4] = {{32, 4, 2, 7}, {32, 4, 2, 40}, {64, 16, 4, 300}, {128, 32, 4, 200}, {128, 32, 4, 513}, {16, 4, 2, 70}};
     for (auto &s : att) {

@@ -45,6 +45,9 @@ int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float
 void mt_cuda_profile(const mt_model *m, bool on);
 void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len);
 
+/* Marks the region an external profiler (ncu --profile-from-start off) should look at. */
+void mt_cuda_profiler_range(bool on);
+
 /* Device facts for reports: name and memory. */
 int mt_cuda_describe(char *buf, size_t len);
 /* Benchmark ceilings measured now on device 0: device-to-device copy bandwidth in GB/s (bytes

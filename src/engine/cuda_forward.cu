@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_profiler_api.h>
+
 #include "engine/cuda_internal.h"
 
 void mt_gpu_scratch_release(GpuScratch *s) {
     void *dev[] = {s->h, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
                    s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
-                   s->src_rows, s->pair_pos, s->argmax, s->sort_chunks};
+                   s->src_rows, s->pair_pos, s->argmax, s->sort_chunks, s->argmax_scratch};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
     cudaFreeHost(s->h_cap_w);
@@ -107,6 +109,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.src_rows, nk);
     ALLOC(s.pair_pos, nk);
     ALLOC(s.argmax, (size_t)cap_logits);
+    ALLOC(s.argmax_scratch, 2 * mt_cuda_argmax_scratch(cap_logits, c->vocab_size));
     ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
 #undef ALLOC
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));
@@ -300,9 +303,8 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     prof_mark(g, PROF_ROUTE_SORT);
     int32_t *ids = s.cap_ids + (size_t)ml * n * k;
     float *w = s.cap_w + (size_t)ml * n * k;
-    mt_cuda_route(ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
     mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts, s.sort_chunks};
-    mt_cuda_expert_sort(&es, ids, n, k, E, g->stream);
+    mt_cuda_route_sort(&es, ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
     prof_mark(g, PROF_EXPERT_GATE_UP);
     linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
     prof_mark(g, PROF_EXPERT_DOWN);
@@ -375,6 +377,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         qa.qk_norm_full = c->qk_norm == MT_QK_NORM_FULL;
         qa.eps = c->rms_norm_eps;
         qa.rope_theta = c->rope_theta;
+        qa.inv_freq = g->inv_freq;
         qa.positions = pi.positions;
         qa.seq_of_token = pi.seq_of_token;
         qa.block_table = pi.tables;
@@ -430,7 +433,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         int Vp = mt_round16(c->vocab_size);
         mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, n_logits, H, c->rms_norm_eps, st);
         linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
-        if (argmax) mt_cuda_argmax(s.argmax, s.logits, Vp, n_logits, c->vocab_size, st);
+        if (argmax) mt_cuda_argmax(s.argmax, s.logits, Vp, n_logits, c->vocab_size, s.argmax_scratch, st);
     }
     prof_mark(g, -1);
 }
@@ -589,4 +592,9 @@ extern "C" void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len)
             at += snprintf(buf + at, len - at, " %s %.1f%%;", STAGE_NAMES[i], total > 0 ? 100.0 * p.ms[i] / total : 0.0);
     memset(p.ms, 0, sizeof p.ms);
     p.passes = 0;
+}
+
+extern "C" void mt_cuda_profiler_range(bool on) {
+    if (on) cudaProfilerStart();
+    else cudaProfilerStop();
 }

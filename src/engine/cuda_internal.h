@@ -51,6 +51,7 @@ struct GpuScratch {
     float *cap_w;
     int32_t *offsets, *tile_offsets, *counts, *active, *n_active, *src_rows, *pair_pos;
     int32_t *argmax;
+    float *argmax_scratch;
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     // batch inputs, uploaded in one copy: tokens, positions, seq_of_token, logit_rows,
     // table_offset, attention tiles (decode then prefill), block tables
@@ -90,6 +91,7 @@ struct GpuModel {
     cudaStream_t stream;
     bf16 *embed;             // row-major [V, H]
     float *final_norm;
+    float *inv_freq;         // RoPE inverse frequencies [head_dim/2]
     mt_dmat lm_head;
     GpuLayer *layers;
     int num_layers, num_moe_layers;

@@ -74,18 +74,18 @@ __device__ __forceinline__ void load_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attent
     constexpr int VEC = HD / 8;   // 16-byte vectors per position
     const int kvd = a.n_kv_heads * HD;
     const int32_t *table = a.block_table + a.table_offset[seq];
+    // all copies in flight at once (cp.async), zero-filled past max_pos; this thread's part has
+    // landed on return, the caller's barrier makes the whole tile visible
     for (int v = tid; v < KV_TILE * VEC; v += n_threads) {
         int r = v / VEC, q = v % VEC;
         int pos = kt * KV_TILE + r;
-        uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
-        if (pos <= max_pos) {
-            size_t off = (((size_t)table[pos / 16] * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)kvh * HD + q * 8;
-            kx = *reinterpret_cast<const uint4 *>(a.k_cache + off);
-            vx = *reinterpret_cast<const uint4 *>(a.v_cache + off);
-        }
-        *reinterpret_cast<uint4 *>(Ks + r * (HD + 8) + q * 8) = kx;
-        *reinterpret_cast<uint4 *>(Vs + r * (HD + 8) + q * 8) = vx;
+        bool ok = pos <= max_pos;
+        size_t off = ok ? (((size_t)table[pos / 16] * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)kvh * HD + q * 8 : 0;
+        mt_cp_async16(Ks + r * (HD + 8) + q * 8, a.k_cache + off, ok ? 16 : 0);
+        mt_cp_async16(Vs + r * (HD + 8) + q * 8, a.v_cache + off, ok ? 16 : 0);
     }
+    mt_cp_async_commit();
+    mt_cp_async_wait<0>();
 }
 
 // One KV tile into the state of the warp's 16 rows.
@@ -342,29 +342,29 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
 
 // Merge kernel: folds the split states of (tile, kv head) in tile order, element by element, with
 // exactly the arithmetic of state_merge, and writes the rows.
+// Block (tile, kv head, row), a thread per output dim.
 template <int HD>
-__global__ void __launch_bounds__(256) attention_merge_kernel(const mt_attention_args a) {
+__global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_args a) {
     const mt_attn_tile t = a.tiles[blockIdx.x];
-    if (t.n_tok == 0) return;
+    const int r = blockIdx.z, d = threadIdx.x;
+    if (t.n_tok == 0 || r >= t.n_tok * t.n_heads) return;
     const int kvh = blockIdx.y, G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
-    const int n_kt = tile_max_pos(a, t) / KV_TILE + 1, rows = t.n_tok * t.n_heads;
+    const int n_kt = tile_max_pos(a, t) / KV_TILE + 1;
     const float *base = a.split_states + ((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles * 16 * (HD + 2);
-    for (int e = threadIdx.x; e < rows * HD; e += blockDim.x) {
-        int r = e / HD, d = e % HD;
-        float m = -INFINITY, l = 0.0f, o = 0.0f;
-        for (int kt = 0; kt < n_kt; kt++) {
-            const float *st = base + (size_t)kt * 16 * (HD + 2);
-            float mx = st[16 * HD + r], lx = st[16 * HD + 16 + r], ox = st[r * HD + d];
-            float mn = fmaxf(m, mx);
-            if (mn == -INFINITY) continue;
-            float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx, mn));
-            l = __fmaf_rn(lx, cb, __fmul_rn(l, ca));
-            o = __fmaf_rn(ox, cb, __fmul_rn(o, ca));
-            m = mn;
-        }
-        int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
-        a.out[(size_t)tok * qd + (size_t)head * HD + d] = __float2bfloat16(__fdiv_rn(o, l > 0.0f ? l : 1.0f));
+    float m = -INFINITY, l = 0.0f, o = 0.0f;
+#pragma unroll 4
+    for (int kt = 0; kt < n_kt; kt++) {
+        const float *st = base + (size_t)kt * 16 * (HD + 2);
+        float mx = st[16 * HD + r], lx = st[16 * HD + 16 + r], ox = st[r * HD + d];
+        float mn = fmaxf(m, mx);
+        if (mn == -INFINITY) continue;
+        float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx, mn));
+        l = __fmaf_rn(lx, cb, __fmul_rn(l, ca));
+        o = __fmaf_rn(ox, cb, __fmul_rn(o, ca));
+        m = mn;
     }
+    int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
+    a.out[(size_t)tok * qd + (size_t)head * HD + d] = __float2bfloat16(__fdiv_rn(o, l > 0.0f ? l : 1.0f));
 }
 
 float scale_log2_of(int hd) { return (1.0f / sqrtf((float)hd)) * 1.4426950408889634f; }
@@ -385,7 +385,7 @@ void launch_split(const mt_attention_args &a, cudaStream_t st) {
     }
     dim3 grid(a.n_tiles, a.n_kv_heads, (a.split_max_tiles + 3) / 4);
     attention_split_kernel<HD><<<grid, 128, smem, st>>>(a, scale_log2_of(HD));
-    attention_merge_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 256, 0, st>>>(a);
+    attention_merge_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads, 16), HD, 0, st>>>(a);
 }
 
 template <int HD>

@@ -112,6 +112,7 @@ typedef struct mt_qk_prep_args {
     const float *q_norm, *k_norm;     /* may be NULL */
     int qk_norm_full;                 /* 1: norm over the whole projection, 0: per head */
     float eps, rope_theta;
+    const float *inv_freq;            /* [head_dim/2] RoPE inverse frequencies (device), or NULL */
     const int32_t *positions, *seq_of_token; /* [n] */
     const int32_t *block_table;       /* flattened tables */
     const int32_t *table_offset;      /* [num_seqs] start of each sequence's table */
@@ -120,6 +121,8 @@ typedef struct mt_qk_prep_args {
     bf16 *q_out;                      /* [n, qd] */
 } mt_qk_prep_args;
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st);
+/* inv_freq[i] = 1 / theta^(2i/head_dim), computed on the device once per model. */
+void mt_cuda_rope_inv_freq(float *inv_freq, int head_dim, float theta, cudaStream_t st);
 
 /* A tile of attention rows: n_tok consecutive batch tokens of one sequence (consecutive positions)
  * x n_heads query heads (starting at head0 within the kv head's group); n_tok*n_heads <= 16 (decode
@@ -165,11 +168,17 @@ typedef struct mt_expert_sort {
 } mt_expert_sort;
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st);
 
+/* Both of the above; one launch for decode-sized passes (n <= 32). */
+void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, const float *logits, int ld, int n,
+                        int E, int k, int renorm, cudaStream_t st);
+
 /* h[t] += sum_j w[t,j] * ye[pair_pos[t*k+j]] (+ sigmoid(sg[t*ld_sg]) * ys[t] when ys). */
 void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H,
                          const float *ys, const float *sg, int ld_sg, cudaStream_t st);
 
-/* out[i] = argmax of row i of logits [n, ld] over V columns, ties to the lower index. */
-void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, cudaStream_t st);
+/* out[i] = argmax of row i of logits [n, ld] over V columns, ties to the lower index. scratch:
+ * 2 * mt_cuda_argmax_scratch(n, V) floats. */
+size_t mt_cuda_argmax_scratch(int n, int V);
+void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, float *scratch, cudaStream_t st);
 
 #endif

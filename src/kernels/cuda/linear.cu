@@ -11,7 +11,9 @@
 namespace {
 
 constexpr int SMALL_ROWS = 64;   // rows of X per work item of the small path
-constexpr int SMALL_UNROLL = 8;  // weight tiles in flight per warp
+constexpr int SMALL_STAGE = 4;   // weight tiles per pipeline stage of a warp
+constexpr int SMALL_STAGES = 4;  // stages in each warp's shared-memory ring (cp.async)
+constexpr size_t SMALL_SMEM = (size_t)8 * SMALL_STAGES * SMALL_STAGE * 512;   // 8 warps' rings
 
 struct Work {
     int g, row0, nrows;
@@ -33,9 +35,12 @@ __device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int
 
 // ---- small path ----------------------------------------------------------------------------------
 
+// Each warp streams its slice's weight tiles through a ring of SMALL_STAGES stages in shared
+// memory (cp.async keeps several stages in flight while the tensor cores work on one); a lane only
+// ever reads back the 16 bytes it copied, so the ring needs no barrier.
 template <int EPI>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
-    __shared__ float part[8][SMALL_ROWS / 8][128];   // [warp][n-tile][row*8 + col]
+    extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int tq = lane >> 2, t4 = lane & 3;
     const int rt = blockIdx.x;
@@ -64,29 +69,50 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 #pragma unroll
     for (int j = 0; j < SMALL_ROWS / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
+    bf16 *ring = reinterpret_cast<bf16 *>(smem_raw) + (size_t)warp * SMALL_STAGES * SMALL_STAGE * 256;
     if (warp < S) {
         const int c0 = warp * C / S, c1 = (warp + 1) * C / S;
-        for (int c = c0; c < c1; c += SMALL_UNROLL) {
-            uint4 af[SMALL_UNROLL];
+        const int n_st = (c1 - c0 + SMALL_STAGE - 1) / SMALL_STAGE;
+        auto issue = [&](int st) {   // one commit group per stage, empty past the end
+            if (st < n_st) {
 #pragma unroll
-            for (int u = 0; u < SMALL_UNROLL; u++)
-                if (c + u < c1) af[u] = mt_ld_stream(W + (size_t)(c + u) * 256 + lane * 8);
+                for (int u = 0; u < SMALL_STAGE; u++) {
+                    int c = c0 + st * SMALL_STAGE + u;
+                    if (c < c1)
+                        mt_cp_async16(ring + ((st % SMALL_STAGES) * SMALL_STAGE + u) * 256 + lane * 8,
+                                      W + (size_t)c * 256 + lane * 8, 16);
+                }
+            }
+            mt_cp_async_commit();
+        };
 #pragma unroll
-            for (int u = 0; u < SMALL_UNROLL; u++) {
-                if (c + u >= c1) break;
-                const uint32_t *A = reinterpret_cast<const uint32_t *>(&af[u]);
+        for (int st = 0; st < SMALL_STAGES - 1; st++) issue(st);
+        for (int st = 0; st < n_st; st++) {
+            mt_cp_async_wait<SMALL_STAGES - 2>();
+            issue(st + SMALL_STAGES - 1);
+#pragma unroll
+            for (int u = 0; u < SMALL_STAGE; u++) {
+                int c = c0 + st * SMALL_STAGE + u;
+                if (c >= c1) break;
+                uint4 af = *reinterpret_cast<const uint4 *>(ring + ((st % SMALL_STAGES) * SMALL_STAGE + u) * 256 + lane * 8);
+                const uint32_t *A = reinterpret_cast<const uint32_t *>(&af);
 #pragma unroll
                 for (int j = 0; j < SMALL_ROWS / 8; j++) {
                     if (j >= nt) break;
                     uint32_t b[2] = {0u, 0u};
                     if (xr[j]) {
-                        b[0] = *reinterpret_cast<const uint32_t *>(xr[j] + (c + u) * 16);
-                        b[1] = *reinterpret_cast<const uint32_t *>(xr[j] + (c + u) * 16 + 8);
+                        b[0] = *reinterpret_cast<const uint32_t *>(xr[j] + c * 16);
+                        b[1] = *reinterpret_cast<const uint32_t *>(xr[j] + c * 16 + 8);
                     }
                     mt_mma(acc[j], A, b);
                 }
             }
         }
+        mt_cp_async_wait<0>();
+    }
+    __syncthreads();   // the rings are done: their memory now holds the warps' partial sums
+    float (*part)[SMALL_ROWS / 8][128] = reinterpret_cast<float (*)[SMALL_ROWS / 8][128]>(smem_raw);
+    if (warp < S) {
 #pragma unroll
         for (int j = 0; j < SMALL_ROWS / 8; j++) {
             if (j >= nt) break;
@@ -275,8 +301,13 @@ template <int EPI>
 void launch_small(const mt_linear_args &a, cudaStream_t st) {
     int work = a.group_offsets ? a.max_work : (a.n + SMALL_ROWS - 1) / SMALL_ROWS;
     if (work <= 0) return;
+    static bool configured = false;
+    if (!configured) {
+        cudaFuncSetAttribute(linear_small_kernel<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMALL_SMEM);
+        configured = true;
+    }
     dim3 grid(a.W.rows_pad / 16, work);
-    linear_small_kernel<EPI><<<grid, 256, 0, st>>>(a);
+    linear_small_kernel<EPI><<<grid, 256, SMALL_SMEM, st>>>(a);
 }
 
 template <int EPI>

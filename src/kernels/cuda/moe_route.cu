@@ -10,10 +10,8 @@ constexpr int ROUTE_MAX_PER_LANE = 32;   // E <= 1024
 
 // One warp per token. Ties in top-k go to the lower expert id (as the CPU path and torch.topk on
 // distinct values).
-__global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
+__device__ void route_token(int t, int32_t *ids, float *weights, const float *logits, int ld, int E, int k, int renorm) {
     const int lane = threadIdx.x & 31;
-    const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (t >= n) return;
     const float *row = logits + (size_t)t * ld;
     float p[ROUTE_MAX_PER_LANE];
     float mx = -INFINITY;
@@ -59,6 +57,11 @@ __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, 
     }
     if (lane == 0)
         for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
+}
+
+__global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
+    const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (t < n) route_token(t, ids, weights, logits, ld, E, k, renorm);
 }
 
 // Ranks pairs [begin, end) in order into their experts' slots, starting at cursor[e] (shared
@@ -111,6 +114,53 @@ __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk,
     scatter_in_order(s, ids, 0, nk, k, cursor);
 }
 
+// Decode-sized passes (n <= 32 tokens, E <= 512): routing and the sort in one block of 512
+// threads. Warp w routes tokens w and w + 16; the counts and their scans (offsets, 64-row tiles,
+// active list) run in shared memory.
+constexpr int SMALL_SORT_THREADS = 512;
+
+__global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
+                                                                               const float *logits, int ld, int n, int E,
+                                                                               int k, int renorm) {
+    __shared__ int4 scan[SMALL_SORT_THREADS];    // (count, tiles, active flag, -) per expert, scanned in place
+    __shared__ int32_t cursor[SMALL_SORT_THREADS];
+    const int tid = threadIdx.x, warp = tid >> 5;
+    for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, weights, logits, ld, E, k, renorm);
+    scan[tid] = make_int4(0, 0, 0, 0);
+    __syncthreads();
+    for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&scan[ids[i]].x, 1);
+    __syncthreads();
+    int4 own = scan[tid];
+    own.y = (own.x + 63) / 64;
+    own.z = own.x > 0;
+    scan[tid] = own;
+    __syncthreads();
+    for (int d = 1; d < SMALL_SORT_THREADS; d <<= 1) {   // inclusive scan (Hillis-Steele)
+        int4 add = tid >= d ? scan[tid - d] : make_int4(0, 0, 0, 0);
+        __syncthreads();
+        scan[tid].x += add.x;
+        scan[tid].y += add.y;
+        scan[tid].z += add.z;
+        __syncthreads();
+    }
+    if (tid < E) {
+        int4 incl = scan[tid];
+        int start = incl.x - own.x;
+        s.counts[tid] = own.x;
+        s.offsets[tid] = start;
+        s.tile_offsets[tid] = incl.y - own.y;
+        if (own.z) s.active[incl.z - 1] = tid;
+        cursor[tid] = start;
+        if (tid == E - 1) {
+            s.offsets[E] = incl.x;
+            s.tile_offsets[E] = incl.y;
+            *s.n_active = incl.z;
+        }
+    }
+    __syncthreads();
+    scatter_in_order(s, ids, 0, n * k, k, cursor);
+}
+
 // Many pairs (prefill): chunks of SORT_CHUNK pairs counted, scanned, then scattered in parallel.
 constexpr int SORT_CHUNK = 1024;
 
@@ -153,6 +203,17 @@ __global__ void sort_scatter_kernel(mt_expert_sort s, const int32_t *ids, int nk
 }
 
 }  // namespace
+
+void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, const float *logits, int ld, int n,
+                        int E, int k, int renorm, cudaStream_t st) {
+    if (n <= 0) return;
+    if (n <= 32 && E <= SMALL_SORT_THREADS) {
+        route_sort_small_kernel<<<1, SMALL_SORT_THREADS, 0, st>>>(*s, ids, weights, logits, ld, n, E, k, renorm);
+        return;
+    }
+    mt_cuda_route(ids, weights, logits, ld, n, E, k, renorm, st);
+    mt_cuda_expert_sort(s, ids, n, k, E, st);
+}
 
 void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm,
                    cudaStream_t st) {

@@ -33,15 +33,37 @@ __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens,
     for (int d = threadIdx.x; d < H; d += blockDim.x) out[d] = __bfloat162float(row[d]);
 }
 
+// One block per row; thread i owns the 4-vectors i, i + blockDim, ... (H % 4 == 0).
 __global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, const float *w, int H, float eps) {
     __shared__ float scratch[33];
-    const float *xr = x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * H;
+    const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * H);
+    const float4 *w4 = reinterpret_cast<const float4 *>(w);
+    float4 v[4];
     float ss = 0.0f;
-    for (int d = threadIdx.x; d < H; d += blockDim.x) ss += xr[d] * xr[d];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        v[j] = i < H / 4 ? xr[i] : make_float4(0, 0, 0, 0);
+        ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
+    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) {
+        float4 u = xr[i];
+        ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
+    }
     ss = block_sum(ss, scratch);
     float inv = 1.0f / sqrtf(ss / (float)H + eps);
-    bf16 *yr = y + (size_t)blockIdx.x * H;
-    for (int d = threadIdx.x; d < H; d += blockDim.x) yr[d] = __float2bfloat16(xr[d] * inv * w[d]);
+    __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y + (size_t)blockIdx.x * H);
+    auto put = [&](int i, float4 u) {
+        float4 g = w4[i];
+        yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
+        yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
+    };
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        if (i < H / 4) put(i, v[j]);
+    }
+    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i]);
 }
 
 // RMSNorm of n_vec vectors of length len (in place, shared memory), weight w[len]; warp per vector.
@@ -120,6 +142,74 @@ __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
     }
 }
 
+// Per head: one block per (token, head slot) where slots are the q heads, then the k heads, then
+// the v heads; max(32, hd/2) threads, thread i < hd/2 owning the RoPE pair (i, i + hd/2).
+// Per-head q/k norm (or none).
+__global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
+    const int t = blockIdx.x, slot = blockIdx.y, hd = a.head_dim, half = hd / 2;
+    const int i = threadIdx.x < half ? threadIdx.x : 0;   // idle threads shadow pair 0, write nothing
+    const bool owner = threadIdx.x < half;
+    const int qd = a.n_heads * hd, kvd = a.n_kv_heads * hd;
+    const bool is_q = slot < a.n_heads, is_k = !is_q && slot < a.n_heads + a.n_kv_heads;
+    const int col = slot * hd;   // q, k, v heads are consecutive in the qkv row
+    const float *row = a.qkv + (size_t)t * (qd + 2 * kvd) + col;
+    const float *bias = is_q ? a.q_bias : is_k ? a.k_bias : a.v_bias;
+    int bcol = is_q ? col : is_k ? col - qd : col - qd - kvd;
+    float x0 = row[i], x1 = row[i + half];
+    if (bias) {
+        x0 += bias[bcol + i];
+        x1 += bias[bcol + i + half];
+    }
+    if (!is_q && !is_k) {   // v: straight into the cache
+        const int seq = a.seq_of_token[t];
+        if (seq < 0) return;
+        const int pos = a.positions[t];
+        int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
+        size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd - kvd);
+        if (owner) {
+            a.v_cache[off + i] = __float2bfloat16(x0);
+            a.v_cache[off + i + half] = __float2bfloat16(x1);
+        }
+        return;
+    }
+    const float *nw = is_q ? a.q_norm : a.k_norm;
+    if (nw) {
+        __shared__ float warp_ss[4];
+        float ss = owner ? x0 * x0 + x1 * x1 : 0.0f;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.x >> 5] = ss;
+        __syncthreads();
+        ss = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) ss += warp_ss[w];
+        float inv = 1.0f / sqrtf(ss / (float)hd + a.eps);
+        x0 = x0 * inv * nw[i];
+        x1 = x1 * inv * nw[i + half];
+    }
+    const int pos = a.positions[t];
+    float s, c;
+    sincosf((float)pos * a.inv_freq[i], &s, &c);
+    float y0 = x0 * c - x1 * s, y1 = x1 * c + x0 * s;
+    if (!owner) return;
+    if (is_q) {
+        bf16 *qo = a.q_out + (size_t)t * qd + col;
+        qo[i] = __float2bfloat16(y0);
+        qo[i + half] = __float2bfloat16(y1);
+        return;
+    }
+    const int seq = a.seq_of_token[t];
+    if (seq < 0) return;
+    int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
+    size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd);
+    a.k_cache[off + i] = __float2bfloat16(y0);
+    a.k_cache[off + i + half] = __float2bfloat16(y1);
+}
+
+__global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
+    int i = threadIdx.x;
+    if (i < hd / 2) inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
+}
+
 __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pair_pos, const float *w, int k, int H,
                                    const float *ys, const float *sg, int ld_sg) {
     const int t = blockIdx.y;
@@ -134,29 +224,46 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     h[(size_t)t * H + d] += acc;
 }
 
-__global__ void argmax_kernel(int32_t *out, const float *logits, int ld, int V) {
-    __shared__ float best_v[256];
-    __shared__ int best_i[256];
-    const float *row = logits + (size_t)blockIdx.x * ld;
+// Greedy sampling in two stages, ties to the lower index: chunks of a row to (value, index)
+// pairs, then each row's pairs in chunk order.
+constexpr int ARGMAX_CHUNK = 4096;
+
+__device__ __forceinline__ void better(float &bv, int &bi, float v, int i) {
+    if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+}
+
+__global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, int ld, int V) {
+    __shared__ float sv[256];
+    __shared__ int si[256];
+    const float *row = logits + (size_t)blockIdx.y * ld;
+    int begin = blockIdx.x * ARGMAX_CHUNK, end = min(V, begin + ARGMAX_CHUNK);
     float bv = -INFINITY;
     int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-        if (row[i] > bv) { bv = row[i]; bi = i; }
-    best_v[threadIdx.x] = bv;
-    best_i[threadIdx.x] = bi;
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) better(bv, bi, row[i], i);
+    sv[threadIdx.x] = bv;
+    si[threadIdx.x] = bi;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            float ov = best_v[threadIdx.x + s];
-            int oi = best_i[threadIdx.x + s];
-            if (ov > best_v[threadIdx.x] || (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x])) {
-                best_v[threadIdx.x] = ov;
-                best_i[threadIdx.x] = oi;
-            }
-        }
+        if (threadIdx.x < s) better(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + s], si[threadIdx.x + s]);
         __syncthreads();
     }
-    if (threadIdx.x == 0) out[blockIdx.x] = best_i[0] == 0x7fffffff ? 0 : best_i[0];
+    if (threadIdx.x == 0) {
+        pv[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = sv[0];
+        pi[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = si[0];
+    }
+}
+
+__global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi, int chunks) {
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int c = threadIdx.x; c < chunks; c += 32) better(bv, bi, pv[(size_t)blockIdx.x * chunks + c], pi[(size_t)blockIdx.x * chunks + c]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        better(bv, bi, ov, oi);
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
 }
 
 }  // namespace
@@ -166,11 +273,18 @@ void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, in
 }
 
 void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps, cudaStream_t st) {
-    if (n > 0) rmsnorm_kernel<<<n, 256, 0, st>>>(y, x, rows, w, H, eps);
+    int threads = (H / 4 + 31) / 32 * 32;
+    if (threads > 512) threads = 512;
+    if (n > 0) rmsnorm_kernel<<<n, threads, 0, st>>>(y, x, rows, w, H, eps);
 }
 
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     if (a->n <= 0) return;
+    if (!a->qk_norm_full && a->inv_freq) {   // per-head work: a block per (token, head)
+        dim3 grid(a->n, a->n_heads + 2 * a->n_kv_heads);
+        qk_prep_head_kernel<<<grid, a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, 0, st>>>(*a);
+        return;
+    }
     size_t smem = (size_t)(a->n_heads + 2 * a->n_kv_heads) * a->head_dim * sizeof(float);
     static size_t configured = 0;
     if (smem > 48 * 1024 && smem > configured) {
@@ -180,6 +294,10 @@ void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     qk_prep_kernel<<<a->n, 256, smem, st>>>(*a);
 }
 
+void mt_cuda_rope_inv_freq(float *inv_freq, int head_dim, float theta, cudaStream_t st) {
+    rope_inv_freq_kernel<<<1, 256, 0, st>>>(inv_freq, head_dim, theta);
+}
+
 void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H,
                          const float *ys, const float *sg, int ld_sg, cudaStream_t st) {
     if (n <= 0) return;
@@ -187,6 +305,12 @@ void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, con
     moe_combine_kernel<<<grid, 256, 0, st>>>(h, ye, pair_pos, w, k, H, ys, sg, ld_sg);
 }
 
-void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, cudaStream_t st) {
-    if (n > 0) argmax_kernel<<<n, 256, 0, st>>>(out, logits, ld, V);
+size_t mt_cuda_argmax_scratch(int n, int V) { return (size_t)n * ((V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK); }
+
+void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, float *scratch, cudaStream_t st) {
+    if (n <= 0) return;
+    int chunks = (V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK;
+    int *idx = reinterpret_cast<int *>(scratch + (size_t)n * chunks);
+    argmax_partial_kernel<<<dim3(chunks, n), 256, 0, st>>>(scratch, idx, logits, ld, V);
+    argmax_final_kernel<<<n, 32, 0, st>>>(out, scratch, idx, chunks);
 }
