@@ -352,16 +352,26 @@ __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_
     const int n_kt = tile_max_pos(a, t) / KV_TILE + 1;
     const float *base = a.split_states + ((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles * 16 * (HD + 2);
     float m = -INFINITY, l = 0.0f, o = 0.0f;
-#pragma unroll 4
-    for (int kt = 0; kt < n_kt; kt++) {
-        const float *st = base + (size_t)kt * 16 * (HD + 2);
-        float mx = st[16 * HD + r], lx = st[16 * HD + 16 + r], ox = st[r * HD + d];
-        float mn = fmaxf(m, mx);
-        if (mn == -INFINITY) continue;
-        float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx, mn));
-        l = __fmaf_rn(lx, cb, __fmul_rn(l, ca));
-        o = __fmaf_rn(ox, cb, __fmul_rn(o, ca));
-        m = mn;
+    constexpr int AHEAD = 8;   // states loaded together, then folded in order
+    for (int k0 = 0; k0 < n_kt; k0 += AHEAD) {
+        float mx[AHEAD], lx[AHEAD], ox[AHEAD];
+#pragma unroll
+        for (int j = 0; j < AHEAD; j++) {
+            const float *st = base + (size_t)(k0 + j) * 16 * (HD + 2);
+            bool in = k0 + j < n_kt;
+            mx[j] = in ? st[16 * HD + r] : -INFINITY;
+            lx[j] = in ? st[16 * HD + 16 + r] : 0.0f;
+            ox[j] = in ? st[r * HD + d] : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < AHEAD; j++) {
+            float mn = fmaxf(m, mx[j]);
+            if (mn == -INFINITY) continue;
+            float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx[j], mn));
+            l = __fmaf_rn(lx[j], cb, __fmul_rn(l, ca));
+            o = __fmaf_rn(ox[j], cb, __fmul_rn(o, ca));
+            m = mn;
+        }
     }
     int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
     a.out[(size_t)tok * qd + (size_t)head * HD + d] = __float2bfloat16(__fdiv_rn(o, l > 0.0f ? l : 1.0f));

@@ -13,7 +13,9 @@ namespace {
 constexpr int SMALL_ROWS = 64;   // rows of X per work item of the small path
 constexpr int SMALL_STAGE = 4;   // weight tiles per pipeline stage of a warp
 constexpr int SMALL_STAGES = 4;  // stages in each warp's shared-memory ring (cp.async)
-constexpr size_t SMALL_SMEM = (size_t)8 * SMALL_STAGES * SMALL_STAGE * 512;   // 8 warps' rings
+// a stage: SMALL_STAGE weight tiles (512 B each), then the first 8 X rows of those chunks (256 B each)
+constexpr int SMALL_STAGE_ELEMS = SMALL_STAGE * (256 + 128);
+constexpr size_t SMALL_SMEM = (size_t)8 * SMALL_STAGES * SMALL_STAGE_ELEMS * sizeof(bf16);   // 8 warps' rings
 
 struct Work {
     int g, row0, nrows;
@@ -35,9 +37,10 @@ __device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int
 
 // ---- small path ----------------------------------------------------------------------------------
 
-// Each warp streams its slice's weight tiles through a ring of SMALL_STAGES stages in shared
-// memory (cp.async keeps several stages in flight while the tensor cores work on one); a lane only
-// ever reads back the 16 bytes it copied, so the ring needs no barrier.
+// Each warp streams its slice's weight tiles, and the first 8 X rows' matching chunks, through a
+// ring of SMALL_STAGES stages in shared memory: cp.async keeps several stages in flight while the
+// tensor cores work on one, and no MMA waits on a global load. X rows past the first 8 (batches of
+// more than 8 rows) are read from global memory directly.
 template <int EPI>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
     extern __shared__ uint4 smem_raw[];
@@ -69,18 +72,25 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 #pragma unroll
     for (int j = 0; j < SMALL_ROWS / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
-    bf16 *ring = reinterpret_cast<bf16 *>(smem_raw) + (size_t)warp * SMALL_STAGES * SMALL_STAGE * 256;
+    bf16 *ring = reinterpret_cast<bf16 *>(smem_raw) + (size_t)warp * SMALL_STAGES * SMALL_STAGE_ELEMS;
+    // X row (lane / 2) of the first n-tile, half (lane % 2) of each 16-wide chunk
+    const int xrow = lane >> 1;
+    const bf16 *xcopy = lane < 16 && xrow < wk.nrows ? a.X + (size_t)src_row(a, wk.row0 + xrow) * a.ldx + (lane & 1) * 8 : nullptr;
     if (warp < S) {
         const int c0 = warp * C / S, c1 = (warp + 1) * C / S;
         const int n_st = (c1 - c0 + SMALL_STAGE - 1) / SMALL_STAGE;
         auto issue = [&](int st) {   // one commit group per stage, empty past the end
             if (st < n_st) {
+                bf16 *stage = ring + (st % SMALL_STAGES) * SMALL_STAGE_ELEMS;
 #pragma unroll
                 for (int u = 0; u < SMALL_STAGE; u++) {
                     int c = c0 + st * SMALL_STAGE + u;
-                    if (c < c1)
-                        mt_cp_async16(ring + ((st % SMALL_STAGES) * SMALL_STAGE + u) * 256 + lane * 8,
-                                      W + (size_t)c * 256 + lane * 8, 16);
+                    if (c < c1) {
+                        mt_cp_async16(stage + u * 256 + lane * 8, W + (size_t)c * 256 + lane * 8, 16);
+                        if (lane < 16)
+                            mt_cp_async16(stage + SMALL_STAGE * 256 + u * 128 + lane * 8, xcopy ? xcopy + c * 16 : a.X,
+                                          xcopy ? 16 : 0);
+                    }
                 }
             }
             mt_cp_async_commit();
@@ -89,15 +99,21 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         for (int st = 0; st < SMALL_STAGES - 1; st++) issue(st);
         for (int st = 0; st < n_st; st++) {
             mt_cp_async_wait<SMALL_STAGES - 2>();
+            __syncwarp();   // stage st has landed for every lane (X rows come from other lanes), and
+                            // every lane is done with stage st - 1, whose slot is refilled now
             issue(st + SMALL_STAGES - 1);
+            const bf16 *stage = ring + (st % SMALL_STAGES) * SMALL_STAGE_ELEMS;
 #pragma unroll
             for (int u = 0; u < SMALL_STAGE; u++) {
                 int c = c0 + st * SMALL_STAGE + u;
                 if (c >= c1) break;
-                uint4 af = *reinterpret_cast<const uint4 *>(ring + ((st % SMALL_STAGES) * SMALL_STAGE + u) * 256 + lane * 8);
+                uint4 af = *reinterpret_cast<const uint4 *>(stage + u * 256 + lane * 8);
                 const uint32_t *A = reinterpret_cast<const uint32_t *>(&af);
+                const bf16 *xs = stage + SMALL_STAGE * 256 + u * 128 + tq * 16 + 2 * t4;
+                uint32_t b0[2] = {*reinterpret_cast<const uint32_t *>(xs), *reinterpret_cast<const uint32_t *>(xs + 8)};
+                mt_mma(acc[0], A, b0);
 #pragma unroll
-                for (int j = 0; j < SMALL_ROWS / 8; j++) {
+                for (int j = 1; j < SMALL_ROWS / 8; j++) {
                     if (j >= nt) break;
                     uint32_t b[2] = {0u, 0u};
                     if (xr[j]) {

@@ -115,49 +115,56 @@ __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk,
 }
 
 // Decode-sized passes (n <= 32 tokens, E <= 512): routing and the sort in one block of 512
-// threads. Warp w routes tokens w and w + 16; the counts and their scans (offsets, 64-row tiles,
-// active list) run in shared memory.
+// threads. Warp w routes tokens w and w + 16; the counts go to shared memory; warp 0 scans them
+// (each lane owns E/32 consecutive experts) and scatters the pairs.
 constexpr int SMALL_SORT_THREADS = 512;
 
 __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
                                                                                const float *logits, int ld, int n, int E,
                                                                                int k, int renorm) {
-    __shared__ int4 scan[SMALL_SORT_THREADS];    // (count, tiles, active flag, -) per expert, scanned in place
-    __shared__ int32_t cursor[SMALL_SORT_THREADS];
-    const int tid = threadIdx.x, warp = tid >> 5;
+    __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, weights, logits, ld, E, k, renorm);
-    scan[tid] = make_int4(0, 0, 0, 0);
+    count[tid] = 0;
     __syncthreads();
-    for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&scan[ids[i]].x, 1);
+    for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
     __syncthreads();
-    int4 own = scan[tid];
-    own.y = (own.x + 63) / 64;
-    own.z = own.x > 0;
-    scan[tid] = own;
-    __syncthreads();
-    for (int d = 1; d < SMALL_SORT_THREADS; d <<= 1) {   // inclusive scan (Hillis-Steele)
-        int4 add = tid >= d ? scan[tid - d] : make_int4(0, 0, 0, 0);
-        __syncthreads();
-        scan[tid].x += add.x;
-        scan[tid].y += add.y;
-        scan[tid].z += add.z;
-        __syncthreads();
+    if (warp != 0) return;
+    const int per = (E + 31) / 32, first = lane * per;
+    int sum_rows = 0, sum_tiles = 0, sum_active = 0;
+    for (int e = first; e < first + per && e < E; e++) {
+        sum_rows += count[e];
+        sum_tiles += (count[e] + 63) / 64;
+        sum_active += count[e] > 0;
     }
-    if (tid < E) {
-        int4 incl = scan[tid];
-        int start = incl.x - own.x;
-        s.counts[tid] = own.x;
-        s.offsets[tid] = start;
-        s.tile_offsets[tid] = incl.y - own.y;
-        if (own.z) s.active[incl.z - 1] = tid;
-        cursor[tid] = start;
-        if (tid == E - 1) {
-            s.offsets[E] = incl.x;
-            s.tile_offsets[E] = incl.y;
-            *s.n_active = incl.z;
+    int inc_rows = sum_rows, inc_tiles = sum_tiles, inc_active = sum_active;   // inclusive warp scans
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int r = __shfl_up_sync(0xffffffffu, inc_rows, o), t = __shfl_up_sync(0xffffffffu, inc_tiles, o),
+            a = __shfl_up_sync(0xffffffffu, inc_active, o);
+        if (lane >= o) {
+            inc_rows += r;
+            inc_tiles += t;
+            inc_active += a;
         }
     }
-    __syncthreads();
+    int at = inc_rows - sum_rows, tiles = inc_tiles - sum_tiles, active = inc_active - sum_active;
+    for (int e = first; e < first + per && e < E; e++) {
+        int c = count[e];
+        s.counts[e] = c;
+        s.offsets[e] = at;
+        s.tile_offsets[e] = tiles;
+        cursor[e] = at;
+        if (c > 0) s.active[active++] = e;
+        at += c;
+        tiles += (c + 63) / 64;
+    }
+    if (lane == 31) {
+        s.offsets[E] = inc_rows;
+        s.tile_offsets[E] = inc_tiles;
+        *s.n_active = inc_active;
+    }
+    __syncwarp();
     scatter_in_order(s, ids, 0, n * k, k, cursor);
 }
 
