@@ -204,12 +204,13 @@ static int load_text_tools(const char *dir, mt_tokenizer **tok, mt_chat_template
     return 0;
 }
 
-/* Waits for in-flight requests up to timeout_s; a second signal ends the wait. */
-static void drain(mt_engine_loop *loop, double timeout_s, const sigset_t *signals) {
+/* Waits until every job finished and every answer was sent, up to timeout_s; a second signal ends
+ * the wait. */
+static void drain(mt_server *server, mt_engine_loop *loop, double timeout_s, const sigset_t *signals) {
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int pending;
-    while ((pending = mt_engine_loop_pending(loop)) > 0) {
+    while ((pending = mt_engine_loop_pending(loop)) > 0 || mt_server_requests_in_flight(server) > 0) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         double elapsed = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) * 1e-9;
         if (elapsed >= timeout_s) {
@@ -298,7 +299,7 @@ int cmd_serve(int argc, char **argv) {
     mt_log("%s: draining (no new requests; %g s for those in flight)", sig == SIGINT ? "SIGINT" : "SIGTERM",
            a.drain_timeout);
     mt_server_set_draining(server);
-    drain(loop, a.drain_timeout, &signals);
+    drain(server, loop, a.drain_timeout, &signals);
     mt_engine_loop_stop(loop); /* cancels what is left; no forward pass runs after this */
     if (mt_recorder_active(recorder)) {
         char path[4096];

@@ -73,6 +73,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!pr) {
         if (!(pr = calloc(1, sizeof *pr))) return MHD_NO;
         *req_cls = pr;
+        atomic_fetch_add(&s->in_flight, 1);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes) pr->too_large = true;
         return MHD_YES;
@@ -114,11 +115,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, enum MHD_RequestTerminationCode why) {
-    (void)cls;
     (void)c;
     (void)why;
+    mt_server *s = cls;
     pending_request *pr = *req_cls;
     if (!pr) return;
+    atomic_fetch_sub(&s->in_flight, 1);
     mt_strbuf_free(&pr->body);
     free(pr);
     *req_cls = NULL;
@@ -187,6 +189,8 @@ void mt_server_set_backend(mt_server *s, const mt_server_backend *b) {
 }
 
 void mt_server_set_draining(mt_server *s) { atomic_store(&s->draining, true); }
+
+int mt_server_requests_in_flight(mt_server *s) { return atomic_load(&s->in_flight); }
 
 void mt_server_stop(mt_server *s) {
     if (!s) return;

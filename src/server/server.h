@@ -3,7 +3,8 @@
  * Life cycle, driven by cli/cmd_serve.c:
  *   mt_server_start       listen (HTTP up at once; /health answers 503, other paths 503 too)
  *   mt_server_set_backend after the model, tokenizer, recorder and engine loop exist: serving
- *   mt_server_set_draining new generation requests get 503; requests in flight go on
+ *   mt_server_set_draining new generation requests get 503; requests in flight go on (wait
+ *                         for mt_server_requests_in_flight to reach 0)
  *   mt_server_stop        closes the listening socket and every connection (after the engine
  *                         loop has finished or cancelled every job) and frees the server.
  *
@@ -58,6 +59,8 @@ int mt_server_port(const mt_server *s);
 mt_server_metrics *mt_server_metrics_of(mt_server *s);
 void mt_server_set_backend(mt_server *s, const mt_server_backend *b);
 void mt_server_set_draining(mt_server *s);
+/* HTTP requests received whose answer has not been completely sent (streams included). */
+int mt_server_requests_in_flight(mt_server *s);
 /* Writes the recorder's dump into its dump dir (and the heatmap with dump_visualize), as
  * /dump_expert_distribution_record does; path_out gets the JSON file's path. */
 int mt_server_dump_recorder(mt_server *s, char *path_out, size_t path_len, mt_err *err);

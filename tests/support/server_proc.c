@@ -4,11 +4,38 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "support/http_client.h"
+
+const char *mt_test_begin(const char *prefix, char *dir, size_t len) {
+    const char *bin = getenv("MOETRACE_BIN");
+    dir[0] = '\0';
+    if (!bin) return NULL;
+    mt_http_global_init();
+    snprintf(dir, len, "/tmp/%s_XXXXXX", prefix);
+    if (!mkdtemp(dir)) dir[0] = '\0';
+    return bin;
+}
+
+int mt_test_end(const char *dir) {
+    if (!dir[0]) return 0;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int mt_test_write_file(const char *dir, const char *name, const char *text) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    int ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -77,6 +104,15 @@ int mt_test_server_stop(mt_test_server *s, int sig, double timeout_s) {
     return rc;
 }
 
+pid_t mt_test_spawn(const char *shell_command) {
+    pid_t parent = getpid(), pid = fork();
+    if (pid != 0) return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that dies takes its server along */
+    if (getppid() != parent) _exit(127);
+    execl("/bin/sh", "sh", "-c", shell_command, (char *)NULL);
+    _exit(127);
+}
+
 int mt_test_server_start(mt_test_server *s, const char *bin, const char *args, const char *log_path, double timeout_s) {
     memset(s, 0, sizeof *s);
     snprintf(s->log_path, sizeof s->log_path, "%s", log_path);
@@ -84,14 +120,8 @@ int mt_test_server_start(mt_test_server *s, const char *bin, const char *args, c
     if (!f) return -1;
     fclose(f);
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "exec %s serve --port 0 %s 2>>%s", bin, args, log_path);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    s->pid = pid;
+    snprintf(cmd, sizeof cmd, "exec %s serve --port 0 %s >/dev/null 2>>%s", bin, args, log_path);
+    if ((s->pid = mt_test_spawn(cmd)) < 0) return -1;
     double t0 = now_s();
     while (now_s() - t0 < timeout_s) {
         if (mt_test_server_wait(s, 0) != -2) {

@@ -2,7 +2,17 @@
 #ifndef MT_TESTS_SERVER_PROC_H
 #define MT_TESTS_SERVER_PROC_H
 
+#include <stddef.h>
 #include <sys/types.h>
+
+/* Fixture set-up shared by the server tests: returns $MOETRACE_BIN (NULL: the tests skip; dir is
+ * then ""), initialises the HTTP client library and makes a fresh folder /tmp/<prefix>_XXXXXX in
+ * dir (dir[0] == 0 when that failed). */
+const char *mt_test_begin(const char *prefix, char *dir, size_t len);
+/* Removes dir and everything in it (nothing when dir is ""). Returns 0 on success. */
+int mt_test_end(const char *dir);
+/* Writes text into dir/name. Returns 0 on success. */
+int mt_test_write_file(const char *dir, const char *name, const char *text);
 
 typedef struct mt_test_server {
     pid_t pid;
@@ -11,7 +21,12 @@ typedef struct mt_test_server {
     char log_path[512];  /* the server's stderr */
 } mt_test_server;
 
-/* Runs `bin serve --port 0 ARGS` (ARGS through /bin/sh) with stderr appended to log_path, reads the
+/* Runs shell_command through /bin/sh in a child process that is killed when the caller dies.
+ * Returns its pid (-1 on failure). */
+pid_t mt_test_spawn(const char *shell_command);
+
+/* Runs `bin serve --port 0 ARGS` (ARGS through /bin/sh; stdout to /dev/null, stderr appended to
+ * log_path), reads the
  * port from its "listening on" log line and waits until GET /health answers 200. Returns 0, or -1
  * (the process is then killed) after timeout_s or when it exits. */
 int mt_test_server_start(mt_test_server *s, const char *bin, const char *args, const char *log_path, double timeout_s);
