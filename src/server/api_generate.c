@@ -32,7 +32,7 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     cJSON_AddNumberToObject(meta, "cached_tokens", j->n_cached);
     if (final) {
         cJSON_AddItemToObject(meta, "finish_reason", mt_job_finish_sglang(j));
-        cJSON_AddNumberToObject(meta, "e2e_latency", j->t_last_token > 0 ? j->t_last_token - j->t_arrival : 0);
+        cJSON_AddNumberToObject(meta, "e2e_latency", j->t_finished - j->t_arrival);
         if (j->params.return_routing) mt_job_add_routing(j, g->cfg, meta, "routed_experts", true);
     } else {
         cJSON_AddNullToObject(meta, "finish_reason");

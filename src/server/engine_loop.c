@@ -210,9 +210,10 @@ static void on_finished(mt_engine_loop *l, const mt_engine_event *ev) {
         }
     }
     j->state = MT_JOB_FINISHED;
+    j->t_finished = mt_now_s();
     j->version++;
     pthread_cond_broadcast(&j->changed);
-    double e2e = mt_now_s() - j->t_arrival;
+    double e2e = j->t_finished - j->t_arrival;
     pthread_mutex_unlock(&j->mu);
     mt_metrics_finished(l->metrics, label, ev->n_prompt, ev->n_generated, ev->n_cached, e2e);
     pthread_mutex_lock(&l->mu);

@@ -79,7 +79,7 @@ typedef struct mt_gen_job {
     int n_cached;               /* prompt tokens served from the prefix cache */
     uint8_t *routing;           /* FINISHED with return_routing: [routing_rows, layers, top_k] packed */
     int routing_rows;
-    double t_first_token, t_last_token;
+    double t_first_token, t_last_token, t_finished;
 
     atomic_int refs;
 } mt_gen_job;

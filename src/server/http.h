@@ -62,7 +62,8 @@ int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void 
 /* Appends "data: <compact JSON of obj>\n\n" and deletes obj. */
 void mt_sse_event(mt_strbuf *out, cJSON *obj);
 
-/* True when the peer closed or reset the connection. */
+/* True when the peer closed or reset the connection (a client that only shuts down its sending
+ * side counts as gone too; pipelined request bytes do not). */
 bool mt_http_client_gone(int fd);
 
 #endif
