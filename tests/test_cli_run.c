@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "engine/cuda_backend.h"
 #include "util/npy.h"
 
 static char g_dir[64];
@@ -117,7 +118,7 @@ static void test_bad_inputs(void **state) {
         {"run --model %s/notok --load-format dummy --input-ids 1 --max-new-tokens -3", 2, "--max-new-tokens"},
         {"run --model %s/notok --load-format dummy --input-ids 1 --max-new-tokens 300", 1, "context"},
         {"run --model %s/notok --load-format bogus --input-ids 1", 2, "bogus"},
-        {"run --model %s/notok --input-ids 1 --device cuda", 2, "cuda"},
+        {"run --model %s/notok --input-ids 1 --device tpu", 2, "tpu"},
         {"run --model %s/notok --input-ids 1 --frobnicate", 2, "--frobnicate"},
         {"run --model %s/notok --input-ids 1", 1, "safetensors"},
         {"run --model %s/nonexistent --input-ids 1", 1, "config.json"},
@@ -132,6 +133,12 @@ static void test_bad_inputs(void **state) {
             fail_msg("'%s': exit %d (want %d), output '%s' lacks '%s'", args, st, cases[i].status, out, cases[i].needle);
     }
     char out[8192];
+    if (mt_cuda_device_count() == 0) {   /* without a GPU, --device cuda is a clear error */
+        char args[512];
+        snprintf(args, sizeof args, "run --model %s/notok --input-ids 1 --device cuda", g_dir);
+        assert_int_equal(run_cmd(args, out, sizeof out), 1);
+        assert_non_null(strstr(out, "cuda"));
+    }
     assert_int_equal(run_cmd("run --help", out, sizeof out), 0);
     assert_non_null(strstr(out, "--routing-out"));
 }

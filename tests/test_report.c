@@ -161,8 +161,10 @@ static void test_placement(void **state) {
     load(path_of("plc_dump.json"), &d);
     mt_err err = {{0}};
     mt_placement p;
-    assert_int_equal(mt_placement_load(path_of("plc.json"), 8, &p, &err), 0);
-    assert_int_equal(p.num_layers, 2);
+    mt_moe_shape shape;
+    assert_int_equal(mt_moe_shape_from_dump(&d, &shape, &err), 0);
+    assert_int_equal(mt_placement_load(path_of("plc.json"), &shape, NULL, &p, &err), 0);
+    assert_int_equal(p.num_moe_layers, 2);
     assert_int_equal(p.num_physical, 10);
     assert_int_equal(p.num_gpus, 2);
     assert_int_equal(p.logcnt[0], 2);
@@ -181,7 +183,12 @@ static void test_placement(void **state) {
     write_dump(path_of("plc_dump3.json"), 3, 8, 0, "tiny-moe");
     mt_stat_dump d3;
     load(path_of("plc_dump3.json"), &d3);
-    assert_int_equal(mt_placement_load(path_of("plc.json"), 8, &p, &err), 0);
+    mt_moe_shape shape3;
+    assert_int_equal(mt_moe_shape_from_dump(&d3, &shape3, &err), 0);
+    assert_int_equal(mt_placement_load(path_of("plc.json"), &shape3, NULL, &p, &err), -1);
+    assert_non_null(strstr(err.msg, "MoE layers"));
+    /* a placement built for another shape, handed to the renderer directly */
+    assert_int_equal(mt_placement_load(path_of("plc.json"), &shape, NULL, &p, &err), 0);
     o.ep_size = 0;
     assert_int_equal(mt_report_render(&d3, path_of("plc_bad.png"), &o, &err), -1);
     assert_non_null(strstr(err.msg, "MoE layers"));
@@ -191,19 +198,19 @@ static void test_placement(void **state) {
 
     /* bad placements */
     write_text(path_of("plc_fmt.json"), "{\"format\": \"other\", \"num_gpus\": 2, \"physical_to_logical_map\": [[0]]}");
-    assert_int_equal(mt_placement_load(path_of("plc_fmt.json"), 8, &p, &err), -1);
+    assert_int_equal(mt_placement_load(path_of("plc_fmt.json"), &shape, NULL, &p, &err), -1);
     assert_non_null(strstr(err.msg, "format"));
     write_text(path_of("plc_miss.json"), "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 2,"
-                                         " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,6]]}");
-    assert_int_equal(mt_placement_load(path_of("plc_miss.json"), 8, &p, &err), -1);
+                                         " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,6],[0,1,2,3,4,5,6,7]]}");
+    assert_int_equal(mt_placement_load(path_of("plc_miss.json"), &shape, NULL, &p, &err), -1);
     assert_non_null(strstr(err.msg, "expert 7"));
     write_text(path_of("plc_range.json"), "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 2,"
-                                          " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,8]]}");
-    assert_int_equal(mt_placement_load(path_of("plc_range.json"), 8, &p, &err), -1);
+                                          " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,8],[0,1,2,3,4,5,6,7]]}");
+    assert_int_equal(mt_placement_load(path_of("plc_range.json"), &shape, NULL, &p, &err), -1);
     assert_non_null(strstr(err.msg, "[0][7]"));
     write_text(path_of("plc_div.json"), "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 3,"
-                                        " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,7]]}");
-    assert_int_equal(mt_placement_load(path_of("plc_div.json"), 8, &p, &err), -1);
+                                        " \"physical_to_logical_map\": [[0,1,2,3,4,5,6,7],[0,1,2,3,4,5,6,7]]}");
+    assert_int_equal(mt_placement_load(path_of("plc_div.json"), &shape, NULL, &p, &err), -1);
     assert_non_null(strstr(err.msg, "num_gpus"));
 }
 

@@ -14,6 +14,7 @@
 #include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/placement_flags.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "kernels/kernels.h"
@@ -38,13 +39,17 @@ static const char PROFILE_HELP[] =
     "\n"
     "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
     "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
-    "  --per-token            also write the per-token dump  --ep-size M   for balancedness (default auto)\n"
+    "  --per-token            also write the per-token dump\n"
     "  --max-batch-tokens N   token budget of a forward pass (default 512)\n"
-    "  --threads N  --load-format auto|dummy\n";
+    "  --threads N  --load-format auto|dummy\n"
+    "%s"
+    "Without a placement, balancedness is that of 8 contiguous blocks of experts (1 when 8 does not\n"
+    "divide num_experts); with one, it is measured per GPU from the physical counts of the dump.\n";
 
 typedef struct profile_args {
     const char *model, *data, *out;
-    int max_new_tokens, concurrency, threads, ep_size, max_batch_tokens;
+    int max_new_tokens, concurrency, threads, max_batch_tokens;
+    mt_placement_flags placement;
     bool ignore_eos, per_token;
     mt_sampling_params sampling;
     mt_load_format load_format;
@@ -56,17 +61,20 @@ static int parse(profile_args *a, int argc, char **argv) {
     a->concurrency = 16;
     a->max_batch_tokens = 512;
     a->sampling.top_p = 1.0f;
+    mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v;
+        int pf = mt_placement_flags_parse(&a->placement, argc, argv, &i);
+        if (pf < 0) return -1;
+        if (pf > 0) continue;
 #define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { fputs(PROFILE_HELP, stdout); exit(0);
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { printf(PROFILE_HELP, MT_PLACEMENT_FLAGS_HELP); exit(0);
         } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
         } else if (!strcmp(f, "--data")) { VALUE(); a->data = v;
         } else if (!strcmp(f, "--out")) { VALUE(); a->out = v;
         } else if (!strcmp(f, "--max-new-tokens")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 20, &a->max_new_tokens)) return -1;
         } else if (!strcmp(f, "--concurrency")) { VALUE(); if (mt_arg_int(f, v, 1, 4096, &a->concurrency)) return -1;
         } else if (!strcmp(f, "--max-batch-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 20, &a->max_batch_tokens)) return -1;
-        } else if (!strcmp(f, "--ep-size")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->ep_size)) return -1;
         } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
         } else if (!strcmp(f, "--temperature")) { VALUE(); if (mt_arg_float(f, v, 0, 100, &a->sampling.temperature)) return -1;
         } else if (!strcmp(f, "--top-p")) { VALUE(); if (mt_arg_float(f, v, 1e-6, 1, &a->sampling.top_p)) return -1;
@@ -238,6 +246,21 @@ static void on_event(void *ctx, const mt_engine_event *ev) {
     s->cached += ev->n_cached;
 }
 
+/* The replicas of every expert carry exactly its logical count (phys [L, R], logical [L, E]). */
+static bool physical_matches(const mt_placement *p, const int64_t *phys, const int64_t *logical) {
+    int R = p->num_physical, E = p->num_experts;
+    for (int i = 0; i < p->num_moe_layers; i++) {
+        int l = p->moe_layers[i];
+        for (int e = 0; e < E; e++) {
+            int64_t sum = 0;
+            for (int r = 0; r < p->logcnt[(size_t)i * E + e]; r++)
+                sum += phys[(size_t)l * R + p->log2phy[((size_t)i * E + e) * p->max_replicas + r]];
+            if (sum != logical[(size_t)l * E + e]) return false;
+        }
+    }
+    return true;
+}
+
 static volatile sig_atomic_t g_interrupted;
 static void on_signal(int sig) {
     (void)sig;
@@ -264,7 +287,8 @@ static void progress(const profile_state *s, long forwarded, double elapsed, boo
 /* ---- summary ------------------------------------------------------------------------------- */
 
 static cJSON *summary_json(const profile_state *s, const mt_config *c, double wall, long passes, long forwarded,
-                           int ep_size, const char *dump_path) {
+                           int ep_size, const char *dump_path, const mt_placement *plc, const int64_t *phys,
+                           double pass_bal) {
     int L = c->num_hidden_layers, E = c->num_experts;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "moetrace.profile_summary.v1");
@@ -277,6 +301,13 @@ static cJSON *summary_json(const profile_state *s, const mt_config *c, double wa
     cJSON_AddNumberToObject(j, "wall_time_s", wall);
     cJSON_AddNumberToObject(j, "tokens_per_s", wall > 0 ? forwarded / wall : 0);
     cJSON_AddNumberToObject(j, "ep_size", ep_size);
+    if (plc) {
+        cJSON *pj = cJSON_AddObjectToObject(j, "placement");
+        cJSON_AddStringToObject(pj, "source", plc->source);
+        cJSON_AddNumberToObject(pj, "num_gpus", plc->num_gpus);
+        cJSON_AddNumberToObject(pj, "num_replicas", plc->num_physical);
+        cJSON_AddNumberToObject(j, "pass_balancedness", pass_bal);
+    }
     cJSON_AddStringToObject(j, "stat_dump", dump_path);
     cJSON *bal = cJSON_AddArrayToObject(j, "balancedness_per_layer");
     cJSON *ent = cJSON_AddArrayToObject(j, "routing_entropy_per_layer");
@@ -291,7 +322,9 @@ static cJSON *summary_json(const profile_state *s, const mt_config *c, double wa
             continue;
         }
         const int64_t *cnt = s->count + (size_t)l * E;
-        double b = mt_balancedness_contiguous(cnt, E, ep_size);
+        /* measured per GPU under the placement, else the contiguous split */
+        double b = plc ? mt_balancedness_contiguous(phys + (size_t)l * plc->num_physical, plc->num_physical, ep_size)
+                       : mt_balancedness_contiguous(cnt, E, ep_size);
         bsum += b;
         nmoe++;
         cJSON_AddItemToArray(bal, cJSON_CreateNumber(b));
@@ -348,6 +381,8 @@ int cmd_profile(int argc, char **argv) {
     mt_recorder *stat = NULL, *tok_rec = NULL;
     mt_engine *engine = NULL;
     profile_state st = {0};
+    mt_placement placement = {0};
+    int64_t *phys = NULL;
     if (load_dataset(a.data, &tools, &d)) {
         mt_tokenizer_free(tools.tok);
         mt_chat_template_free(tools.tpl);
@@ -355,17 +390,16 @@ int cmd_profile(int argc, char **argv) {
         return 1;
     }
     mt_kernels_init(a.threads);
-    int ep = a.ep_size > 0 ? a.ep_size : (c->num_experts % 8 == 0 ? 8 : 1);
-    if (c->num_experts % ep) {
-        fprintf(stderr, "moetrace: --ep-size %d does not divide num_experts %d\n", ep, c->num_experts);
-        goto done;
-    }
+    int have_plc = mt_placement_flags_load(&a.placement, c, &placement);
+    if (have_plc < 0) goto done;
+    int ep = have_plc ? placement.num_gpus : (c->num_experts % 8 == 0 ? 8 : 1);
     mt_recorder_opts ro;
     mt_recorder_opts_default(&ro);
     ro.mode = MT_REC_STAT;
     ro.buffer_size = -1;
     ro.dump_dir = a.out;
     ro.ep_size = ep;
+    ro.placement = have_plc ? &placement : NULL;
     mt_routing_fanout fan = {0};
     if (!(stat = mt_recorder_new(c, model.name, &ro, &err))) goto fail;
     mt_recorder_start(stat);
@@ -382,7 +416,8 @@ int cmd_profile(int argc, char **argv) {
     for (int i = 0; i < d.n; i++) longest = d.len[i] > longest ? d.len[i] : longest;
     int blocks_per = (longest + a.max_new_tokens + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
     mt_engine_opts eo = {.num_kv_blocks = blocks_per * a.concurrency + 64, .max_batch_tokens = a.max_batch_tokens,
-                         .max_running = a.concurrency, .prefix_cache = true};
+                         .max_running = a.concurrency, .prefix_cache = true,
+                         .placement = have_plc ? &placement : NULL};
     st.cfg = c;
     st.total = d.n;
     st.count = calloc((size_t)c->num_hidden_layers * c->num_experts, sizeof *st.count);
@@ -428,10 +463,21 @@ int cmd_profile(int argc, char **argv) {
 
     /* The recorder and the per-request routing are two channels over the same tokens. */
     int64_t *rec = malloc((size_t)c->num_hidden_layers * c->num_experts * sizeof *rec);
+    if (have_plc) phys = malloc((size_t)c->num_hidden_layers * placement.num_physical * sizeof *phys);
+    if (!rec || (have_plc && !phys)) {
+        free(rec);
+        mt_errf(&err, "out of memory");
+        goto fail;
+    }
     mt_recorder_logical_count(stat, rec);
     if (memcmp(rec, st.count, (size_t)c->num_hidden_layers * c->num_experts * sizeof *rec) != 0)
         mt_log("warning: recorder counts differ from the per-request routing");
+    /* and the physical channel adds up to the logical one */
+    if (have_plc && (mt_recorder_physical_count(stat, phys) || !physical_matches(&placement, phys, rec)))
+        mt_log("warning: physical counts do not add up to the logical counts");
     free(rec);
+    mt_recorder_counts rc_counts;
+    mt_recorder_get_counts(stat, &rc_counts);
 
     char dump_path[4096], tok_path[4096] = "";
     if (mt_recorder_dump(stat, dump_path, sizeof dump_path, &err)) goto fail;
@@ -444,7 +490,8 @@ int cmd_profile(int argc, char **argv) {
     int rrc = mt_report_render(&sd, png, &rop, &err);
     mt_stat_dump_free(&sd);
     if (rrc) goto fail;
-    cJSON *sum = summary_json(&st, c, wall, es.forward_passes, es.tokens_forwarded, ep, dump_path);
+    cJSON *sum = summary_json(&st, c, wall, es.forward_passes, es.tokens_forwarded, ep, dump_path,
+                              have_plc ? &placement : NULL, phys, rc_counts.pass_balancedness);
     if (tok_path[0]) cJSON_AddStringToObject(sum, "per_token_dump", tok_path);
     char *text = cJSON_Print(sum);
     char sum_path[4096];
@@ -464,6 +511,8 @@ done:
     mt_recorder_free(tok_rec);
     free(st.count);
     free(st.pairs);
+    free(phys);
+    mt_placement_free(&placement);
     dataset_free(&d);
     mt_tokenizer_free(tools.tok);
     mt_chat_template_free(tools.tpl);

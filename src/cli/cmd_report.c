@@ -19,7 +19,10 @@ static const char USAGE[] =
     "  --out FILE           .png or .svg (by extension), written atomically\n"
     "  --ep-size M          add a per-GPU load chart for M expert-parallel GPUs (contiguous split)\n"
     "  --placement F.json   placement from `moetrace eplb`: per-GPU load before (contiguous split)\n"
-    "                       and after (the placement); M defaults to its num_gpus\n";
+    "                       and after (the placement); M defaults to its num_gpus\n"
+    "\n"
+    "A dump recorded while the engine ran a placement (run/profile --ep-size, --init-expert-location)\n"
+    "draws, without --placement, the per-GPU loads the engine measured as \"after\".\n";
 
 int cmd_report(int argc, char **argv) {
     const char *dump = NULL, *out = NULL, *plc = NULL;
@@ -67,7 +70,11 @@ int cmd_report(int argc, char **argv) {
     memset(&p, 0, sizeof p);
     int rc = 1;
     if (mt_stat_dump_load(dump, &d, &err)) goto fail;
-    if (plc && mt_placement_load(plc, d.num_experts, &p, &err)) goto fail;
+    if (plc) {
+        mt_moe_shape shape;
+        mt_placement_opts po = {.ep_size = ep, .num_redundant = -1};
+        if (mt_moe_shape_from_dump(&d, &shape, &err) || mt_placement_load(plc, &shape, &po, &p, &err)) goto fail;
+    }
     mt_report_opts o = {.ep_size = ep, .placement = plc ? &p : NULL};
     if (mt_report_render(&d, out, &o, &err)) goto fail;
     rc = 0;

@@ -8,9 +8,12 @@
 #include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_open.h"
+#include "cli/placement_flags.h"
 #include "engine/generate.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#include "routing/balancedness.h"
 #include "routing/capture.h"
 #include "tokenizer/tokenizer.h"
 #include "util/npy.h"
@@ -35,12 +38,16 @@ static const char RUN_HELP[] =
     "  --device cpu|cuda      compute device (default cpu)\n"
     "  --threads N            CPU threads (default: all online CPUs)\n"
     "  --load-format auto|dummy  dummy: read only config.json, deterministic random weights\n"
+    "%s"
+    "  --physical-routing-out F.npy  int32 [P+G-1, num_hidden_layers, top_k]: the physical slot each\n"
+    "                         choice of --routing-out was dispatched to (needs a placement; -1 dense)\n"
     "\n"
     "The generated text is streamed to stdout when DIR has tokenizer.json; without it the generated\n"
     "ids are printed as a JSON array. Logs go to stderr.\n";
 
 typedef struct run_args {
-    const char *model, *prompt, *logits_out, *routing_out, *tokens_out, *device;
+    const char *model, *prompt, *logits_out, *routing_out, *tokens_out, *device, *physical_out;
+    mt_placement_flags placement;
     int32_t *ids;
     int n_ids;
     int max_new_tokens, threads;
@@ -54,11 +61,15 @@ static int parse(run_args *a, int argc, char **argv) {
     a->max_new_tokens = 16;
     a->sampling.top_p = 1.0f;
     a->device = "cpu";
+    mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v;
+        int pf = mt_placement_flags_parse(&a->placement, argc, argv, &i);
+        if (pf < 0) return -1;
+        if (pf > 0) continue;
 #define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(RUN_HELP, stdout);
+            printf(RUN_HELP, MT_PLACEMENT_FLAGS_HELP);
             exit(0);
         } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
         } else if (!strcmp(f, "--prompt")) { VALUE(); a->prompt = v;
@@ -76,6 +87,7 @@ static int parse(run_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--logits-out")) { VALUE(); a->logits_out = v;
         } else if (!strcmp(f, "--routing-out")) { VALUE(); a->routing_out = v;
         } else if (!strcmp(f, "--tokens-out")) { VALUE(); a->tokens_out = v;
+        } else if (!strcmp(f, "--physical-routing-out")) { VALUE(); a->physical_out = v;
         } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
         } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
         } else if (!strcmp(f, "--load-format")) { VALUE(); if (mt_arg_load_format(f, v, &a->load_format)) return -1;
@@ -88,12 +100,11 @@ static int parse(run_args *a, int argc, char **argv) {
     if (!a->model) { fprintf(stderr, "moetrace: run: --model DIR is required\n"); return -1; }
     if (!!a->prompt == !!a->ids) { fprintf(stderr, "moetrace: run: give exactly one of --prompt or --input-ids\n"); return -1; }
     if (a->chat && !a->prompt) { fprintf(stderr, "moetrace: run: --chat needs --prompt\n"); return -1; }
-    if (strcmp(a->device, "cpu") != 0) {
-        if (!strcmp(a->device, "cuda")) fprintf(stderr, "moetrace: --device cuda: the CUDA backend is not available in this build yet\n");
-        else fprintf(stderr, "moetrace: --device: '%s' is not cpu or cuda\n", a->device);
+    if (a->physical_out && !a->placement.ep_size && !a->placement.location) {
+        fprintf(stderr, "moetrace: run: --physical-routing-out needs a placement (--ep-size or --init-expert-location)\n");
         return -1;
     }
-    return 0;
+    return mt_cli_check_device(a->device);
 }
 
 /* Encodes --prompt, through the chat template with --chat (then without added special tokens,
@@ -153,6 +164,40 @@ static void emit_text(void *ctx, int32_t token) {
     free(text);
 }
 
+/* Logs the per-GPU loads of the run under the placement (all MoE layers together) and their
+ * balancedness, from the physical slots of every forwarded token. */
+static void log_gpu_loads(const mt_placement *p, const mt_routing_table *phys) {
+    int M = p->num_gpus, L = phys->num_layers, k = phys->top_k;
+    int64_t *load = calloc((size_t)L * M, sizeof *load);
+    double *total = calloc((size_t)M, sizeof *total), *row = calloc((size_t)M, sizeof *row);
+    if (!load || !total || !row) goto out;
+    for (size_t i = 0; i < (size_t)phys->rows * L; i++)
+        for (int j = 0; j < k; j++) {
+            int32_t s = phys->ids[i * k + j];
+            if (s >= 0) load[(i % L) * M + mt_placement_gpu_of(p, s)]++;
+        }
+    double bal = 0;
+    for (int l = 0; l < L; l++) {
+        if (p->row_of[l] < 0) continue;
+        for (int g = 0; g < M; g++) {
+            row[g] = (double)load[(size_t)l * M + g];
+            total[g] += row[g];
+        }
+        bal += mt_balancedness_of(row, M);
+    }
+    char buf[512];
+    int at = 0;
+    for (int g = 0; g < M && at < (int)sizeof buf - 32; g++)
+        at += snprintf(buf + at, sizeof buf - at, "%s%.0f", g ? " " : "", total[g]);
+    if (M > 0 && at >= (int)sizeof buf - 32) snprintf(buf + at, sizeof buf - at, " ...");
+    mt_log("per-GPU routed tokens over all MoE layers: [%s]; mean per-layer balancedness %.4f", buf,
+           bal / p->num_moe_layers);
+out:
+    free(load);
+    free(total);
+    free(row);
+}
+
 static void print_ids(const int32_t *ids, int n) {
     putchar('[');
     for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
@@ -186,7 +231,7 @@ int cmd_run(int argc, char **argv) {
         return 1;
     }
     mt_model model;
-    if (mt_model_load(&model, a.model, a.load_format, &err)) {
+    if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         free(a.ids);
         mt_tokenizer_free(tok);
@@ -197,8 +242,11 @@ int cmd_run(int argc, char **argv) {
     int rc = 1;
     int32_t *tokens = malloc(((size_t)a.max_new_tokens + 1) * sizeof *tokens);
     float *logits = a.logits_out ? malloc((size_t)a.n_ids * c->vocab_size * sizeof *logits) : NULL;
-    mt_routing_table table = {0};
-    mt_routing_sink sink = {0};
+    mt_routing_table table = {0}, phys = {0};
+    mt_routing_fanout fan = {0};
+    mt_placement placement = {0};
+    int have_plc = mt_placement_flags_load(&a.placement, c, &placement);
+    if (have_plc < 0) goto done;
     if (!tokens || (a.logits_out && !logits)) {
         fprintf(stderr, "moetrace: out of memory\n");
         goto done;
@@ -208,11 +256,20 @@ int cmd_run(int argc, char **argv) {
             fprintf(stderr, "moetrace: out of memory\n");
             goto done;
         }
-        sink = mt_routing_table_sink(&table);
+        mt_routing_fanout_add(&fan, mt_routing_table_sink(&table));
     }
+    if (have_plc) {
+        if (mt_routing_table_init(&phys, c->num_hidden_layers, c->top_k, a.n_ids + a.max_new_tokens)) {
+            fprintf(stderr, "moetrace: out of memory\n");
+            goto done;
+        }
+        mt_routing_fanout_add(&fan, mt_routing_table_physical_sink(&phys));
+    }
+    mt_routing_sink sink = mt_routing_fanout_sink(&fan);
     text_out text = {tok ? mt_detok_stream_new(tok, 1) : NULL};
     mt_generate_opts opts = {.max_new_tokens = a.max_new_tokens, .ignore_eos = a.ignore_eos, .sampling = a.sampling,
-                             .prompt_logits = logits, .sink = a.routing_out ? &sink : NULL,
+                             .prompt_logits = logits, .sink = fan.n ? &sink : NULL,
+                             .placement = have_plc ? &placement : NULL,
                              .on_token = text.stream ? emit_text : NULL, .token_ctx = &text};
     int n_gen = 0;
     int gen_rc = mt_generate(&model, a.ids, a.n_ids, &opts, tokens, &n_gen, &err);
@@ -237,6 +294,11 @@ int cmd_run(int argc, char **argv) {
         int64_t shape[3] = {table.rows, c->num_hidden_layers, c->top_k};
         if (mt_npy_write(a.routing_out, MT_NPY_I32, table.ids, 3, shape, &err)) goto write_failed;
     }
+    if (a.physical_out) {
+        int64_t shape[3] = {phys.rows, c->num_hidden_layers, c->top_k};
+        if (mt_npy_write(a.physical_out, MT_NPY_I32, phys.ids, 3, shape, &err)) goto write_failed;
+    }
+    if (have_plc) log_gpu_loads(&placement, &phys);
     if (a.tokens_out) {
         int64_t shape[1] = {n_gen};
         if (mt_npy_write(a.tokens_out, MT_NPY_I32, tokens, 1, shape, &err)) goto write_failed;
@@ -248,6 +310,8 @@ write_failed:
     fprintf(stderr, "moetrace: %s\n", err.msg);
 done:
     mt_routing_table_free(&table);
+    mt_routing_table_free(&phys);
+    mt_placement_free(&placement);
     free(tokens);
     free(logits);
     free(a.ids);

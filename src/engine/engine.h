@@ -14,6 +14,7 @@
 #include "engine/sampler.h"
 #include "model/model.h"
 #include "routing/capture.h"
+#include "routing/placement.h"
 #include "util/err.h"
 
 typedef struct mt_engine_opts {
@@ -21,6 +22,8 @@ typedef struct mt_engine_opts {
     int max_batch_tokens;    /* token budget of one forward pass (chunked prefill) */
     int max_running;         /* sequences in flight at once */
     bool prefix_cache;       /* reuse cached prompt prefixes */
+    const mt_placement *placement; /* expert placement every pass dispatches over (not copied: must
+                                      outlive the engine); NULL: none */
 } mt_engine_opts;
 
 typedef struct mt_request {

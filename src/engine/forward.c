@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/cuda_backend.h"
 #include "engine/moe.h"
+#include "engine/sampler.h"
 
 typedef struct scratch {
     float *h, *xn, *q, *k, *v, *att, *out;
@@ -59,6 +61,7 @@ static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b,
     for (int i = 0; i < b->n_logits; i++)
         if (b->logit_rows[i] < 0 || b->logit_rows[i] >= b->n_tokens)
             return mt_errf(err, "logit row %d outside the batch", b->logit_rows[i]);
+    if (b->placement && mt_placement_fits(b->placement, c, err)) return -1;
     return 0;
 }
 
@@ -145,9 +148,22 @@ static void attention(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, con
     for (size_t i = 0; i < (size_t)n * c->hidden_size; i++) s->h[i] += s->out[i];
 }
 
-int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
-               const mt_routing_sink *sink, mt_err *err) {
-    if (validate(m, kv, b, err)) return -1;
+/* End-of-pass event: tokens and distinct sequences of the batch. */
+static void report_pass(const mt_batch *b, const mt_routing_sink *sink) {
+    if (!sink || !sink->on_pass) return;
+    int distinct = 0;
+    unsigned char *seen = calloc((size_t)b->num_seqs, 1);
+    for (int i = 0; i < b->n_tokens && seen; i++) {
+        distinct += !seen[b->seq_ids[i]];
+        seen[b->seq_ids[i]] = 1;
+    }
+    free(seen);
+    mt_pass_event pe = {b->n_tokens, distinct};
+    sink->on_pass(sink->ctx, &pe);
+}
+
+static int forward_cpu(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
+                       const mt_routing_sink *sink, mt_err *err) {
     const mt_config *c = &m->cfg;
     int n = b->n_tokens, H = c->hidden_size;
     scratch s;
@@ -170,24 +186,23 @@ int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *log
             mt_swiglu_mlp(s.out, s.xn, n, &L->dense, s.mlp_gate, s.mlp_up);
         for (size_t i = 0; i < (size_t)n * H; i++) s.h[i] += s.out[i];
     }
-    if (sink && sink->on_pass) {
-        int distinct = 0;
-        unsigned char *seen = calloc((size_t)b->num_seqs, 1);
-        for (int i = 0; i < n && seen; i++) {
-            distinct += !seen[b->seq_ids[i]];
-            seen[b->seq_ids[i]] = 1;
-        }
-        free(seen);
-        mt_pass_event pe = {n, distinct};
-        sink->on_pass(sink->ctx, &pe);
-    }
     if (b->n_logits > 0) {
         for (int i = 0; i < b->n_logits; i++)
             memcpy(s.xn + (size_t)i * H, s.h + (size_t)b->logit_rows[i] * H, (size_t)H * sizeof(float));
         mt_rmsnorm(s.xn, s.xn, m->final_norm, b->n_logits, H, c->rms_norm_eps);
         mt_matmul(logits, s.xn, b->n_logits, &m->lm_head);
+        if (b->argmax)
+            for (int i = 0; i < b->n_logits; i++) b->argmax[i] = mt_argmax(logits + (size_t)i * c->vocab_size, c->vocab_size);
     }
     mt_moe_scratch_free(&moe);
     scratch_free(&s);
     return 0;
+}
+
+int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
+               const mt_routing_sink *sink, mt_err *err) {
+    if (validate(m, kv, b, err)) return -1;
+    int rc = m->device ? mt_cuda_forward(m, kv, b, logits, sink, err) : forward_cpu(m, kv, b, logits, sink, err);
+    if (rc == 0) report_pass(b, sink);
+    return rc;
 }

@@ -1,7 +1,10 @@
 /* The forward pass over a flat batch of tokens drawn from any number of sequences: each token
  * carries its sequence and position, so one call can mix prompt chunks and decode steps.
  * K and V of every token are written to the paged cache first, then each token attends to the
- * positions 0..pos of its own sequence. Every MoE layer reports its routing to `sink`. */
+ * positions 0..pos of its own sequence. Every MoE layer reports its routing to `sink`.
+ * With an expert placement in the batch, every routed choice is also dispatched to a physical replica
+ * (routing/placement.h) and the physical slots travel with the routing event; the computation itself
+ * is unchanged (a replica holds the same weights), so outputs are identical with or without one. */
 #ifndef MT_ENGINE_FORWARD_H
 #define MT_ENGINE_FORWARD_H
 
@@ -10,6 +13,7 @@
 #include "engine/kv_cache.h"
 #include "model/model.h"
 #include "routing/capture.h"
+#include "routing/placement.h"
 #include "util/err.h"
 
 #define MT_MAX_HEAD_DIM 512
@@ -24,9 +28,15 @@ typedef struct mt_batch {
     const int64_t *request_ids; /* [n_tokens] caller's request ids, passed to the sink; may be NULL */
     int n_logits;               /* how many tokens want logits */
     const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
+    int32_t *argmax;            /* [n_logits] or NULL: receives each logit row's argmax (ties to the
+                                 * lower id); a device backend then skips copying the logits out,
+                                 * and there (only) logits may be NULL */
+    const mt_placement *placement; /* expert placement to dispatch over, or NULL (none: no dispatch);
+                                      it must fit the model (mt_moe_shape_from_config) */
 } mt_batch;
 
-/* Runs the model on the batch; writes logits [n_logits, vocab_size]. sink may be NULL.
+/* Runs the model on the batch (on the CPU, or on the model's device when it has one); writes
+ * logits [n_logits, vocab_size], or with b->argmax only the argmax of each row. sink may be NULL.
  * Fails without computing anything on an invalid batch (token id out of the vocabulary,
  * position beyond a sequence's reserved blocks or the model's context, bad sequence index). */
 int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,

@@ -21,9 +21,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
             return mt_errf(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i, c->vocab_size);
 
     mt_kv_cache kv;
-    if (mt_kv_cache_init(&kv, c->num_hidden_layers, c->num_key_value_heads * c->head_dim,
-                         (total + MT_KV_BLOCK - 1) / MT_KV_BLOCK, err))
-        return -1;
+    if (mt_kv_cache_init_model(&kv, m, (total + MT_KV_BLOCK - 1) / MT_KV_BLOCK, err)) return -1;
     mt_kv_seq seq = {0};
     mt_kv_seq *seqs[1] = {&seq};
     mt_sampler sampler;
@@ -45,7 +43,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
     for (int i = 0; i < n_prompt; i++) pos[i] = i;
     for (int i = 0; i < n_rows; i++) rows[i] = o->prompt_logits ? i : n_prompt - 1;
     mt_batch b = {.n_tokens = n_prompt, .tokens = prompt, .seq_ids = seq_ids, .positions = pos, .seqs = seqs,
-                  .num_seqs = 1, .n_logits = n_rows, .logit_rows = rows};
+                  .num_seqs = 1, .n_logits = n_rows, .logit_rows = rows, .placement = o->placement};
     if (mt_forward(m, &kv, &b, logits, o->sink, err)) goto done;
     if (o->prompt_logits) memcpy(o->prompt_logits, logits, (size_t)n_prompt * c->vocab_size * sizeof(float));
     const float *last = logits + (size_t)(n_rows - 1) * c->vocab_size;
@@ -57,7 +55,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
         if (g + 1 == o->max_new_tokens) break;
         int32_t p = n_prompt + g, zero = 0, row = 0;
         mt_batch d = {.n_tokens = 1, .tokens = &tok, .seq_ids = &zero, .positions = &p, .seqs = seqs,
-                      .num_seqs = 1, .n_logits = 1, .logit_rows = &row};
+                      .num_seqs = 1, .n_logits = 1, .logit_rows = &row, .placement = o->placement};
         if (mt_forward(m, &kv, &d, logits, o->sink, err)) goto done;
         last = logits;
     }

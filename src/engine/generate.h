@@ -9,6 +9,7 @@
 #include "engine/sampler.h"
 #include "model/model.h"
 #include "routing/capture.h"
+#include "routing/placement.h"
 #include "util/err.h"
 
 typedef struct mt_generate_opts {
@@ -17,6 +18,8 @@ typedef struct mt_generate_opts {
     mt_sampling_params sampling;
     float *prompt_logits;          /* [P, vocab] written when not NULL */
     const mt_routing_sink *sink;   /* routing of every forwarded token; may be NULL */
+    const mt_placement *placement; /* expert placement to dispatch over (physical slots in the sink's
+                                      events); NULL: none */
     void (*on_token)(void *ctx, int32_t token); /* called as each token is chosen; may be NULL */
     void *token_ctx;
 } mt_generate_opts;

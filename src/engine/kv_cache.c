@@ -3,7 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks, mt_err *err) {
+#include "engine/cuda_backend.h"
+#include "model/model.h"
+
+static int kv_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks, bool host_kv, mt_err *err) {
     memset(c, 0, sizeof *c);
     if (num_blocks <= 0) return mt_errf(err, "KV cache needs at least one block");
     size_t per = (size_t)num_blocks * num_layers * MT_KV_BLOCK * kv_dim;
@@ -13,8 +16,10 @@ int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks,
     c->num_blocks = num_blocks;
     c->num_buckets = 1;
     while (c->num_buckets < 2 * num_blocks) c->num_buckets *= 2;
-    c->k = malloc(per * sizeof(float));
-    c->v = malloc(per * sizeof(float));
+    if (host_kv) {
+        c->k = malloc(per * sizeof(float));
+        c->v = malloc(per * sizeof(float));
+    }
     c->refcount = calloc(nb, sizeof *c->refcount);
     c->hash = calloc(nb, sizeof *c->hash);
     c->published = calloc(nb, sizeof *c->published);
@@ -23,7 +28,7 @@ int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks,
     c->lru_next = malloc(nb * sizeof *c->lru_next);
     c->chain = malloc(nb * sizeof *c->chain);
     c->bucket = malloc((size_t)c->num_buckets * sizeof *c->bucket);
-    if (!c->k || !c->v || !c->refcount || !c->hash || !c->published || !c->free_list || !c->lru_prev ||
+    if ((host_kv && (!c->k || !c->v)) || !c->refcount || !c->hash || !c->published || !c->free_list || !c->lru_prev ||
         !c->lru_next || !c->chain || !c->bucket) {
         mt_kv_cache_free(c);
         return mt_errf(err, "out of memory for a KV cache of %d blocks", num_blocks);
@@ -32,6 +37,21 @@ int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks,
     c->num_free = num_blocks;
     for (int i = 0; i < c->num_buckets; i++) c->bucket[i] = -1;
     c->lru_head = c->lru_tail = -1;
+    return 0;
+}
+
+int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks, mt_err *err) {
+    return kv_init(c, num_layers, kv_dim, num_blocks, true, err);
+}
+
+int mt_kv_cache_init_model(mt_kv_cache *c, const mt_model *m, int num_blocks, mt_err *err) {
+    const mt_config *cfg = &m->cfg;
+    if (kv_init(c, cfg->num_hidden_layers, cfg->num_key_value_heads * cfg->head_dim, num_blocks, !m->device, err))
+        return -1;
+    if (m->device && mt_cuda_kv_init(c, m, err)) {
+        mt_kv_cache_free(c);
+        return -1;
+    }
     return 0;
 }
 
@@ -46,6 +66,7 @@ int mt_kv_cache_init_routing(mt_kv_cache *c, int top_k, int num_experts, mt_err 
 }
 
 void mt_kv_cache_free(mt_kv_cache *c) {
+    if (c->dev_k || c->dev_v) mt_cuda_kv_free(c);
     free(c->k); free(c->v); free(c->routing); free(c->refcount); free(c->hash); free(c->published);
     free(c->free_list); free(c->lru_prev); free(c->lru_next); free(c->chain); free(c->bucket);
     memset(c, 0, sizeof *c);

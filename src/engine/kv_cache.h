@@ -25,7 +25,8 @@ typedef struct mt_kv_cache {
     int num_layers;
     int kv_dim;           /* num_key_value_heads * head_dim */
     int num_blocks;
-    float *k, *v;         /* [num_blocks, num_layers, MT_KV_BLOCK, kv_dim] */
+    float *k, *v;         /* [num_blocks, num_layers, MT_KV_BLOCK, kv_dim]; NULL on a device */
+    void *dev_k, *dev_v;  /* device K/V (bf16, same layout) when the model runs on a GPU */
     /* routing */
     int top_k;            /* 0: no routing storage */
     int routing_bytes;    /* 1, 2 or 4 per id */
@@ -52,6 +53,9 @@ typedef struct mt_kv_seq {
 
 /* top_k and num_experts size the routing storage (top_k 0: none). */
 int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks, mt_err *err);
+/* A cache shaped for model m, with its K/V where m computes (host, or the model's device). */
+struct mt_model;
+int mt_kv_cache_init_model(mt_kv_cache *c, const struct mt_model *m, int num_blocks, mt_err *err);
 int mt_kv_cache_init_routing(mt_kv_cache *c, int top_k, int num_experts, mt_err *err);
 void mt_kv_cache_free(mt_kv_cache *c);
 

@@ -12,7 +12,8 @@ int mt_moe_scratch_init(mt_moe_scratch *s, const mt_config *c, int n) {
     size_t nk = (size_t)n * k;
     size_t rows_x = nk > (size_t)n ? nk : (size_t)n;
     s->router = malloc((size_t)n * E * sizeof(float));
-    s->topk_ids = malloc(nk * sizeof(int32_t));
+    s->topk_ids = malloc(2 * nk * sizeof(int32_t)); /* then phys_ids: no allocation more per pass */
+    s->phys_ids = s->topk_ids ? s->topk_ids + nk : NULL;
     s->topk_w = malloc(nk * sizeof(float));
     s->count = malloc(E * sizeof(int32_t));
     s->offset = malloc((E + 1) * sizeof(int32_t));
@@ -22,7 +23,7 @@ int mt_moe_scratch_init(mt_moe_scratch *s, const mt_config *c, int n) {
     s->ye = malloc(rows_x * H * sizeof(float));
     s->gate = malloc(rows_x * inter * sizeof(float));
     s->up = malloc(rows_x * inter * sizeof(float));
-    if (!s->router || !s->topk_ids || !s->topk_w || !s->count || !s->offset || !s->rows || !s->weights || !s->xe ||
+    if (!s->router || !s->topk_ids || !s->phys_ids || !s->topk_w || !s->count || !s->offset || !s->rows || !s->weights || !s->xe ||
         !s->ye || !s->gate || !s->up) {
         mt_moe_scratch_free(s);
         return -1;
@@ -134,8 +135,17 @@ void mt_moe_forward(float *out, const float *x, int n, const mt_config *c, const
                     const mt_batch *b, const mt_routing_sink *sink, mt_moe_scratch *s) {
     int E = c->num_experts, H = c->hidden_size;
     route(x, n, c, L, s);
+    /* Expert parallelism: each choice goes to one replica of its expert (virtual GPUs on the CPU: the
+     * replica's weights are the logical expert's, so the computation below does not change). */
+    const int32_t *phys = NULL;
+    if (b->placement) {
+        mt_placement_dispatch(b->placement, layer, n, c->top_k, s->topk_ids, b->tokens, b->positions, s->phys_ids);
+        phys = s->phys_ids;
+    }
     if (sink && sink->on_layer) {
-        mt_routing_event ev = {layer, n, c->top_k, b->seq_ids, b->positions, b->tokens, b->request_ids, s->topk_ids, s->topk_w};
+        mt_routing_event ev = {.layer = layer, .n_tokens = n, .top_k = c->top_k, .seq_ids = b->seq_ids,
+                               .positions = b->positions, .tokens = b->tokens, .request_ids = b->request_ids,
+                               .topk_ids = s->topk_ids, .topk_weights = s->topk_w, .phys_ids = phys};
         sink->on_layer(sink->ctx, &ev);
     }
     group_by_expert(n, c, s);

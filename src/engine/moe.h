@@ -1,7 +1,9 @@
 /* The MoE block: router (softmax over experts, top-k in router order, optional renormalisation),
  * routing capture, experts run over the tokens routed to them (gathered into one matrix per
  * expert), weighted combine in expert-id order (so each token's sum never depends on the
- * batch), plus the optional sigmoid-gated shared expert. */
+ * batch), plus the optional sigmoid-gated shared expert. With a placement (b->placement), each
+ * choice is dispatched to a replica (mt_placement_dispatch) and the slots go to the sink with the
+ * routing; without one nothing but a pointer test is added. */
 #ifndef MT_ENGINE_MOE_H
 #define MT_ENGINE_MOE_H
 
@@ -13,6 +15,7 @@
 typedef struct mt_moe_scratch {
     float *router;      /* [n, E] */
     int32_t *topk_ids;  /* [n, k] */
+    int32_t *phys_ids;  /* [n, k] physical slots (with a placement); inside topk_ids' allocation */
     float *topk_w;      /* [n, k] */
     int32_t *count;     /* [E] tokens per expert */
     int32_t *offset;    /* [E + 1] */

@@ -21,6 +21,7 @@ static moe_names names_for(mt_arch arch) {
 typedef struct binder {
     mt_model *m;
     bool dummy;
+    bool shapes_only;          /* dummy without host data */
     uint64_t seed;
     mt_err *err;
 } binder;
@@ -75,6 +76,11 @@ static const mt_tensor_info *lookup(binder *b, const char *name, int ndim, int64
 static int bind_mat(binder *b, mt_mat *out, const char *name, int rows, int cols) {
     out->rows = rows;
     out->cols = cols;
+    if (b->shapes_only) {
+        out->dtype = MT_BF16;
+        out->data = NULL;
+        return 0;
+    }
     if (b->dummy) {
         uint16_t *w = own(b->m, (size_t)rows * cols * sizeof *w);
         if (!w) return mt_errf(b->err, "out of memory for dummy tensor '%s'", name);
@@ -181,7 +187,7 @@ int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err)
     while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
     snprintf(m->name, sizeof m->name, "%s", basename(tmp));
 
-    binder b = {m, fmt == MT_LOAD_DUMMY, 0x6d6f657472616365ull, err};
+    binder b = {m, fmt != MT_LOAD_AUTO, fmt == MT_LOAD_SHAPES, 0x6d6f657472616365ull, err};
     if (!b.dummy && mt_checkpoint_open(&m->ckpt, dir, err)) goto fail;
     const mt_config *c = &m->cfg;
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
@@ -205,6 +211,7 @@ fail:
 }
 
 void mt_model_free(mt_model *m) {
+    if (m->device && m->device_free) m->device_free(m->device);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);

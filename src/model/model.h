@@ -45,12 +45,18 @@ typedef struct mt_model {
     mt_layer *layers;
     void **owned;              /* buffers to free (float copies, dummy weights) */
     int n_owned, cap_owned;
+    void *device;              /* a backend's copy of the weights (engine/cuda_backend.h), or NULL */
+    void (*device_free)(void *device);
 } mt_model;
 
-typedef enum mt_load_format { MT_LOAD_AUTO, MT_LOAD_DUMMY } mt_load_format;
+typedef enum mt_load_format {
+    MT_LOAD_AUTO,
+    MT_LOAD_DUMMY,             /* config.json only; weights filled with deterministic random BF16 */
+    MT_LOAD_SHAPES,            /* config.json only; matrices have no data (a device backend fills them) */
+} mt_load_format;
 
-/* Loads DIR (config.json + safetensors). With MT_LOAD_DUMMY only config.json is read and weights
- * are filled with deterministic pseudo-random BF16 values. */
+/* Loads DIR (config.json + safetensors), or only its config for MT_LOAD_DUMMY / MT_LOAD_SHAPES.
+ * Norm weights are 1 and biases 0 in both config-only formats. */
 int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err);
 void mt_model_free(mt_model *m);
 

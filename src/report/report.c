@@ -17,6 +17,7 @@
 /* Everything the drawing needs, computed once from the dump. */
 typedef struct layout {
     int L, E, nmoe, ep, has_plc;
+    int measured;     /* "after" is the placement the engine ran, from the dump's physical counts */
     int *moe_of;      /* [L] MoE row of each hidden layer, -1 for dense */
     double *share;    /* [nmoe, E] count / layer total */
     double *bal_b;    /* [nmoe] balancedness, contiguous split (ep or E) */
@@ -48,14 +49,18 @@ static int cmp_double(const void *a, const void *b) {
 
 static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* Per-GPU loads of every MoE layer into rel[0..ep) (mean of load/mean) and rel[ep..2ep) (max). */
-static void gpu_rel(const mt_stat_dump *d, const mt_placement *p, int ep, double *load, double *rel,
+/* Per-GPU loads of every MoE layer into rel[0..ep) (mean of load/mean) and rel[ep..2ep) (max): the
+ * contiguous split (p NULL), placement p with each expert's load split evenly over its replicas, or
+ * (measured) the dump's physical counts under the placement the engine ran. */
+static void gpu_rel(const mt_stat_dump *d, const mt_placement *p, int measured, int ep, double *load, double *rel,
                     double *bal) {
     int used = 0;
     for (int g = 0; g < 2 * ep; g++) rel[g] = 0;
     for (int l = 0; l < d->num_moe_layers; l++) {
         const int64_t *c = d->moe_count + (size_t)l * d->num_experts;
-        if (p)
+        if (measured)
+            mt_gpu_load_contiguous(d->phys_count + (size_t)l * p->num_physical, p->num_physical, ep, load);
+        else if (p)
             mt_gpu_load_placement(c, p->phy2log + (size_t)l * p->num_physical,
                                   p->logcnt + (size_t)l * p->num_experts, p->num_physical, ep, load);
         else
@@ -82,17 +87,22 @@ static int layout_compute(const mt_stat_dump *d, const mt_report_opts *o, layout
     g->nmoe = d->num_moe_layers;
     g->ep = o ? o->ep_size : 0;
     const mt_placement *p = o ? o->placement : NULL;
+    if (!p && d->placement && d->phys_count) {
+        p = d->placement;
+        g->measured = 1;
+    }
     g->has_plc = p != NULL;
     if (g->L < 1 || g->E < 1) return mt_errf(err, "stat dump has no layers or no experts");
     if (p) {
-        if (p->num_layers != g->nmoe)
+        if (p->num_moe_layers != g->nmoe)
             return mt_errf(err, "placement has %d layers but the stat dump has %d MoE layers",
-                           p->num_layers, g->nmoe);
+                           p->num_moe_layers, g->nmoe);
         if (p->num_experts != g->E)
             return mt_errf(err, "placement is for %d experts but the stat dump has %d", p->num_experts,
                            g->E);
         if (g->ep && g->ep != p->num_gpus)
-            return mt_errf(err, "--ep-size %d differs from the placement's num_gpus %d", g->ep,
+            return mt_errf(err, "--ep-size %d differs from the %splacement's num_gpus %d", g->ep,
+                           g->measured ? "running " : "",
                            p->num_gpus);
         g->ep = p->num_gpus;
     }
@@ -140,8 +150,8 @@ static int layout_compute(const mt_stat_dump *d, const mt_report_opts *o, layout
     g->step = mt_rd_nice_ceil(raw / 4);
     g->vmax = g->step * ceil(raw / g->step - 1e-9);
     g->clipped = smax > g->vmax * (1 + 1e-9);
-    gpu_rel(d, NULL, M, load, g->rel_b, g->bal_b);
-    if (p) gpu_rel(d, p, M, load, g->rel_a, g->bal_a);
+    gpu_rel(d, NULL, 0, M, load, g->rel_b, g->bal_b);
+    if (p) gpu_rel(d, p, g->measured, M, load, g->rel_a, g->bal_a);
     free(load);
     for (int i = 0; i < g->nmoe; i++) {
         g->mean_b += g->bal_b[i] / g->nmoe;
@@ -183,10 +193,10 @@ static void draw_title(cairo_t *cr, const mt_stat_dump *d, const layout *g) {
     mt_rd_text(cr, 16, 12, 0, 0, buf);
     mt_rd_font(cr, 12, 0);
     fmt_count(tok, sizeof tok, d->num_tokens);
-    char bal[96];
+    char bal[128];
     if (g->has_plc)
-        snprintf(bal, sizeof bal, "mean balancedness %.3f → %.3f with the placement (EP %d)", g->mean_b,
-                 g->mean_a, g->ep);
+        snprintf(bal, sizeof bal, "mean balancedness %.3f → %.3f %s (EP %d)", g->mean_b, g->mean_a,
+                 g->measured ? "measured" : "with the placement", g->ep);
     else if (g->ep)
         snprintf(bal, sizeof bal, "mean balancedness %.3f (EP %d)", g->mean_b, g->ep);
     else
@@ -417,7 +427,8 @@ static void draw_gpu_panel(cairo_t *cr, const layout *g) {
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
     mt_rd_font(cr, 13, 1);
     if (two)
-        snprintf(buf, sizeof buf, "Per-GPU load, EP %d: contiguous split (before) vs placement (after)", M);
+        snprintf(buf, sizeof buf, "Per-GPU load, EP %d: contiguous split (before) vs %s (after)", M,
+                 g->measured ? "running placement, measured" : "placement");
     else
         snprintf(buf, sizeof buf, "Per-GPU load, EP %d (experts split into %d contiguous blocks)", M, M);
     mt_rd_text(cr, px - 60, g->gy, 0, 0, buf);

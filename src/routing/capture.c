@@ -33,19 +33,29 @@ static int grow(mt_routing_table *t, int need) {
     return 0;
 }
 
-static void table_on_layer(void *ctx, const mt_routing_event *ev) {
-    mt_routing_table *t = ctx;
+static void table_write(mt_routing_table *t, const mt_routing_event *ev, const int32_t *ids) {
     for (int i = 0; i < ev->n_tokens; i++) {
         int pos = ev->positions[i];
         if (pos < 0 || grow(t, pos + 1) != 0) continue;
         if (pos + 1 > t->rows) t->rows = pos + 1;
         int32_t *dst = t->ids + ((size_t)pos * t->num_layers + ev->layer) * t->top_k;
-        memcpy(dst, ev->topk_ids + (size_t)i * ev->top_k, (size_t)ev->top_k * sizeof *dst);
+        memcpy(dst, ids + (size_t)i * ev->top_k, (size_t)ev->top_k * sizeof *dst);
     }
+}
+
+static void table_on_layer(void *ctx, const mt_routing_event *ev) { table_write(ctx, ev, ev->topk_ids); }
+
+static void table_on_layer_physical(void *ctx, const mt_routing_event *ev) {
+    if (ev->phys_ids) table_write(ctx, ev, ev->phys_ids);
 }
 
 mt_routing_sink mt_routing_table_sink(mt_routing_table *t) {
     mt_routing_sink s = {table_on_layer, NULL, t};
+    return s;
+}
+
+mt_routing_sink mt_routing_table_physical_sink(mt_routing_table *t) {
+    mt_routing_sink s = {table_on_layer_physical, NULL, t};
     return s;
 }
 

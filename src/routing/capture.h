@@ -2,7 +2,9 @@
  *
  * For every MoE layer of every forward pass, the engine calls sink->on_layer once with the top-k
  * logical expert ids (router order: highest weight first) and weights of every token in the flat
- * batch. A NULL sink costs one pointer test per layer. Sinks must not call back into the engine. */
+ * batch. A NULL sink costs one pointer test per layer. Sinks must not call back into the engine.
+ * When the engine runs an expert placement (routing/placement.h), the event also carries the physical
+ * slot each choice was dispatched to (phys_ids); routing stays logical everywhere else. */
 #ifndef MT_ROUTING_CAPTURE_H
 #define MT_ROUTING_CAPTURE_H
 
@@ -18,6 +20,8 @@ typedef struct mt_routing_event {
     const int64_t *request_ids; /* [n_tokens] caller's request id of each token, or NULL */
     const int32_t *topk_ids;    /* [n_tokens, top_k] logical expert ids */
     const float *topk_weights;  /* [n_tokens, top_k] the weights applied to the experts' outputs */
+    const int32_t *phys_ids;    /* [n_tokens, top_k] physical slot of each choice (replica of topk_ids'
+                                   expert; GPU = slot / slots per GPU), or NULL without a placement */
 } mt_routing_event;
 
 /* End of one forward pass (after its last layer). */
@@ -57,5 +61,8 @@ int mt_routing_table_init(mt_routing_table *t, int num_layers, int top_k, int ca
 void mt_routing_table_free(mt_routing_table *t);
 /* A sink writing every event's tokens into t (all tokens of the batch, whatever their sequence). */
 mt_routing_sink mt_routing_table_sink(mt_routing_table *t);
+/* The same with the physical slots (phys_ids) instead of the logical ids; events without phys_ids
+ * are skipped (their rows stay -1). */
+mt_routing_sink mt_routing_table_physical_sink(mt_routing_table *t);
 
 #endif

@@ -2,10 +2,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include "routing/recorder.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "routing/balancedness.h"
 #include "routing/recorder_internal.h"
 
 void mt_recorder_opts_default(mt_recorder_opts *o) {
@@ -14,6 +16,7 @@ void mt_recorder_opts_default(mt_recorder_opts *o) {
     o->dump_dir = NULL;
     o->ep_size = 0;
     o->max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
+    o->placement = NULL;
 }
 
 static const char *const MODE_NAMES[] = {"stat", "per_pass", "per_token"};
@@ -85,9 +88,23 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
     }
     int E = cfg->num_experts;
     int ep = o->ep_size;
+    const mt_placement *plc = o->placement;
+    if (plc) {
+        if (mt_placement_fits(plc, cfg, err)) return NULL;
+        if (ep && ep != plc->num_gpus) {
+            mt_errf(err, "recorder: ep_size %d differs from the placement's num_gpus %d", ep, plc->num_gpus);
+            return NULL;
+        }
+        ep = plc->num_gpus;
+    }
     if (ep == 0) ep = E % 8 == 0 ? 8 : 1;
-    if (ep < 1 || ep > E) {
+    if (ep < 1 || (!plc && ep > E)) {
         mt_errf(err, "recorder: ep_size %d: expected 1..num_experts (%d)", ep, E);
+        return NULL;
+    }
+    if (plc && ((size_t)cfg->num_hidden_layers * ((size_t)E + (size_t)plc->num_physical) > INT32_MAX)) {
+        mt_errf(err, "recorder: %d layers x (%d experts + %d slots) is too many counters", cfg->num_hidden_layers, E,
+                plc->num_physical);
         return NULL;
     }
     mt_recorder *r = calloc(1, sizeof *r);
@@ -107,24 +124,30 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
     r->ep_size = ep;
     r->max_tokens = o->max_tokens;
     r->id_bytes = E <= 255 ? 1 : E <= 32767 ? 2 : 4;
+    r->plc = plc;
+    r->R = plc ? plc->num_physical : 0;
+    r->LE = (size_t)r->L * (size_t)E;
+    r->NC = r->LE + (size_t)r->L * (size_t)r->R;
     r->model = strdup(model_name ? model_name : "");
     r->dump_dir = strdup(o->dump_dir ? o->dump_dir : MT_REC_DEFAULT_DUMP_DIR);
-    size_t le = (size_t)r->L * (size_t)E;
-    r->pend_count = xcalloc(le, sizeof *r->pend_count);
-    r->pend_touched = xcalloc(le, sizeof *r->pend_touched);
-    r->total = xcalloc(le, sizeof *r->total);
+    r->pend_count = xcalloc(r->NC, sizeof *r->pend_count);
+    r->pend_touched = xcalloc(r->NC, sizeof *r->pend_touched);
+    r->total = xcalloc(r->NC, sizeof *r->total);
+    r->gpu_tmp = xcalloc(plc ? (size_t)r->L * (size_t)ep : 0, sizeof *r->gpu_tmp);
     atomic_init(&r->active, false);
     if (r->mode != MT_REC_PER_TOKEN) {
         r->ring_cap = r->buffer_size > 0 ? r->buffer_size : (r->mode == MT_REC_PER_PASS ? 16 : 0);
         if (r->ring_cap) r->ring = calloc((size_t)r->ring_cap, sizeof *r->ring);
     }
-    if (!r->model || !r->dump_dir || !r->pend_count || !r->pend_touched || !r->total || (r->ring_cap && !r->ring) ||
+    if (!r->model || !r->dump_dir || !r->pend_count || !r->pend_touched || !r->total || !r->gpu_tmp ||
+        (r->ring_cap && !r->ring) ||
         pthread_mutex_init(&r->mu, NULL) != 0) {
         free(r->model);
         free(r->dump_dir);
         free(r->pend_count);
         free(r->pend_touched);
         free(r->total);
+        free(r->gpu_tmp);
         free(r->ring);
         free(r);
         mt_errf(err, "recorder: out of memory");
@@ -163,6 +186,7 @@ void mt_recorder_free(mt_recorder *r) {
     free(r->pend_count);
     free(r->pend_touched);
     free(r->total);
+    free(r->gpu_tmp);
     free(r->model);
     free(r->dump_dir);
     pthread_mutex_destroy(&r->mu);
@@ -170,8 +194,9 @@ void mt_recorder_free(mt_recorder *r) {
 }
 
 void mt_rec_reset_locked(mt_recorder *r) {
-    memset(r->total, 0, (size_t)r->L * (size_t)r->E * sizeof *r->total);
+    memset(r->total, 0, r->NC * sizeof *r->total);
     r->num_passes = r->num_tokens = 0;
+    r->bal_sum = 0;
     r->dropped_passes = 0;
     r->ring_head = r->ring_len = 0;
     /* The token store's memory is released: a per_token dump may have been large. */
@@ -198,13 +223,22 @@ void mt_recorder_get_counts(mt_recorder *r, mt_recorder_counts *c) {
     c->num_tokens = r->num_tokens;
     c->tokens_recorded = r->tok_n;
     c->dropped_tokens = r->dropped_tokens;
+    c->pass_balancedness = r->num_passes > 0 && r->plc ? r->bal_sum / (double)r->num_passes : 1.0;
     pthread_mutex_unlock(&r->mu);
 }
 
 void mt_recorder_logical_count(mt_recorder *r, int64_t *out) {
     pthread_mutex_lock(&r->mu);
-    memcpy(out, r->total, (size_t)r->L * (size_t)r->E * sizeof *out);
+    memcpy(out, r->total, r->LE * sizeof *out);
     pthread_mutex_unlock(&r->mu);
+}
+
+int mt_recorder_physical_count(mt_recorder *r, int64_t *out) {
+    if (!r->plc) return -1;
+    pthread_mutex_lock(&r->mu);
+    memcpy(out, r->total + r->LE, (r->NC - r->LE) * sizeof *out);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
 }
 
 /* ---- the sink (engine thread) ---- */
@@ -236,6 +270,7 @@ static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
     for (int i = 0; i < r->pend_n; i++) r->pend_count[r->pend_touched[i]] = 0;
     r->pend_n = 0;
     memset(r->layer_seen, 0, sizeof r->layer_seen);
+    memset(r->phys_seen, 0, sizeof r->phys_seen);
     if (r->mode != MT_REC_PER_TOKEN) return;
     r->stage_failed = stage_reserve(r, n) != 0;
     if (r->stage_failed) return;
@@ -248,6 +283,24 @@ static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
     }
 }
 
+/* Adds m ids in [0, width) to the pass's row cnt (counter index base + id), noting newly non-zero
+ * entries; ids outside the range are not counted. */
+static void count_ids(mt_recorder *r, const int32_t *ids, int m, int32_t *cnt, int32_t base, int width, bool fresh) {
+    int32_t *touched = r->pend_touched;
+    int nt = r->pend_n;
+    if (fresh && m >= width) {
+        /* Big pass, fresh (all-zero) row: plain histogram, then note the non-zero entries. */
+        for (int i = 0; i < m; i++)
+            if ((uint32_t)ids[i] < (uint32_t)width) cnt[ids[i]]++;
+        for (int e = 0; e < width; e++)
+            if (cnt[e]) touched[nt++] = base + e;
+    } else {
+        for (int i = 0; i < m; i++)
+            if ((uint32_t)ids[i] < (uint32_t)width && cnt[ids[i]]++ == 0) touched[nt++] = base + ids[i];
+    }
+    r->pend_n = nt;
+}
+
 static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
     mt_recorder *r = ctx;
     if (!r->in_pass) begin_pass(r, ev);
@@ -256,25 +309,13 @@ static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
     if (l < 0 || l >= r->L || ev->top_k != r->K || ev->n_tokens != r->pass_n || !ev->topk_ids) return;
     const int32_t *ids = ev->topk_ids;
     int n = ev->n_tokens, K = r->K, E = r->E;
-    int32_t *cnt = r->pend_count + (size_t)l * (size_t)E;
-    int32_t *touched = r->pend_touched;
-    int nt = r->pend_n, base = l * E;
-    if (!r->layer_seen[l] && n * K >= E) {
-        /* Big pass, fresh (all-zero) row: plain histogram, then note the non-zero entries. */
-        for (int i = 0; i < n * K; i++) {
-            int32_t e = ids[i];
-            if ((uint32_t)e < (uint32_t)E) cnt[e]++;
-        }
-        for (int e = 0; e < E; e++)
-            if (cnt[e]) touched[nt++] = base + e;
-    } else {
-        for (int i = 0; i < n * K; i++) {
-            int32_t e = ids[i];
-            if ((uint32_t)e < (uint32_t)E && cnt[e]++ == 0) touched[nt++] = base + e;
-        }
-    }
+    count_ids(r, ids, n * K, r->pend_count + (size_t)l * (size_t)E, l * E, E, !r->layer_seen[l]);
     r->layer_seen[l] = true;
-    r->pend_n = nt;
+    if (r->R && ev->phys_ids) {
+        size_t base = r->LE + (size_t)l * (size_t)r->R;
+        count_ids(r, ev->phys_ids, n * K, r->pend_count + base, (int32_t)base, r->R, !r->phys_seen[l]);
+        r->phys_seen[l] = true;
+    }
     if (r->mode == MT_REC_PER_TOKEN && !r->stage_failed) {
         /* Narrowed copy; ids outside 0..E-1 are stored as -1. */
         size_t row = (size_t)r->L * (size_t)K, off = (size_t)l * (size_t)K;
@@ -303,7 +344,7 @@ static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
 /* Window slot for a new pass (bounded ring, or growing for per_pass -1); subtracts an evicted
  * pass from the totals. NULL when out of memory. */
 static mt_rec_pass *window_slot(mt_recorder *r) {
-    size_t le = (size_t)r->L * (size_t)r->E;
+    size_t le = r->NC;
     if (r->ring_len == r->ring_cap && r->buffer_size < 0) {
         int cap = r->ring_cap * 2;
         mt_rec_pass *nr = calloc((size_t)cap, sizeof *nr);
@@ -320,6 +361,7 @@ static mt_rec_pass *window_slot(mt_recorder *r) {
         p = &r->ring[r->ring_head];
         for (int i = 0; i < p->n; i++) r->total[p->idx[i]] -= p->cnt[i];
         r->num_tokens -= p->n_tokens;
+        r->bal_sum -= p->balancedness;
         r->num_passes--;
         r->ring_head = (r->ring_head + 1) % r->ring_cap;
         r->ring_len--;
@@ -427,7 +469,24 @@ static void commit_tokens(mt_recorder *r) {
     r->dropped_tokens += n - t;
 }
 
+/* Per-GPU balancedness of the pending pass (mean over MoE layers) from its physical counts. */
+static double pass_balancedness(mt_recorder *r) {
+    int M = r->plc->num_gpus, spg = r->plc->slots_per_gpu;
+    memset(r->gpu_tmp, 0, (size_t)r->L * (size_t)M * sizeof *r->gpu_tmp);
+    for (int i = 0; i < r->pend_n; i++) {
+        size_t idx = (size_t)r->pend_touched[i];
+        if (idx < r->LE) continue;
+        size_t l = (idx - r->LE) / (size_t)r->R, slot = (idx - r->LE) % (size_t)r->R;
+        r->gpu_tmp[l * (size_t)M + slot / (size_t)spg] += r->pend_count[idx];
+    }
+    double sum = 0;
+    for (int l = 0; l < r->L; l++)
+        if (r->is_moe[l]) sum += mt_balancedness_of(r->gpu_tmp + (size_t)l * (size_t)M, M);
+    return r->num_moe ? sum / r->num_moe : 1.0;
+}
+
 static void commit_pass(mt_recorder *r) {
+    double bal = r->plc ? pass_balancedness(r) : 0.0;
     if (r->ring_cap) {
         mt_rec_pass *p = window_slot(r);
         if (!p) {
@@ -436,6 +495,7 @@ static void commit_pass(mt_recorder *r) {
         }
         p->id = r->pass_counter;
         p->n_tokens = r->pass_n;
+        p->balancedness = bal;
         p->n = r->pend_n;
         for (int i = 0; i < r->pend_n; i++) {
             p->idx[i] = r->pend_touched[i];
@@ -445,6 +505,7 @@ static void commit_pass(mt_recorder *r) {
     for (int i = 0; i < r->pend_n; i++) r->total[r->pend_touched[i]] += r->pend_count[r->pend_touched[i]];
     r->num_passes++;
     r->num_tokens += r->pass_n;
+    r->bal_sum += bal;
     if (r->mode == MT_REC_PER_TOKEN) commit_tokens(r);
 }
 
@@ -463,9 +524,10 @@ static void sink_on_pass(void *ctx, const mt_pass_event *ev) {
     r->pass_counter++;
 }
 
-void mt_rec_pass_dense(const mt_recorder *r, const mt_rec_pass *p, int32_t *out) {
-    memset(out, 0, (size_t)r->L * (size_t)r->E * sizeof *out);
-    for (int i = 0; i < p->n; i++) out[p->idx[i]] = p->cnt[i];
+void mt_rec_pass_dense(const mt_rec_pass *p, size_t base, size_t len, int32_t *out) {
+    memset(out, 0, len * sizeof *out);
+    for (int i = 0; i < p->n; i++)
+        if ((size_t)p->idx[i] - base < len) out[(size_t)p->idx[i] - base] = p->cnt[i];
 }
 
 mt_routing_sink mt_recorder_sink(mt_recorder *r) {

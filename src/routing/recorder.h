@@ -14,6 +14,11 @@
  * never per layer; a pass is recorded whole or not at all (decided at its first layer).
  * While not active the sink does a flag test per layer and nothing else.
  * Dumps reset the recorded data (as SGLang's dump does). Files are written atomically.
+ *
+ * With a placement (opts.placement, the one the engine dispatches over), the recorder also counts
+ * the physical slots of the events (mt_routing_event.phys_ids) in the same window: physical_count
+ * [num_hidden_layers, num_physical], whose replicas of each expert add up to its logical_count, and
+ * per-GPU loads and balancedness measured from them (each pass's own balancedness too, averaged).
  * Formats: docs/RECORDER.md. */
 #ifndef MT_ROUTING_RECORDER_H
 #define MT_ROUTING_RECORDER_H
@@ -26,6 +31,7 @@
 
 #include "model/config.h"
 #include "routing/capture.h"
+#include "routing/placement.h"
 #include "util/err.h"
 
 typedef enum mt_recorder_mode { MT_REC_STAT, MT_REC_PER_PASS, MT_REC_PER_TOKEN } mt_recorder_mode;
@@ -38,11 +44,14 @@ typedef struct mt_recorder_opts {
     mt_recorder_mode mode;
     int buffer_size;       /* forward passes kept (stat, per_pass); -1 unbounded; > 0 otherwise */
     const char *dump_dir;  /* NULL: MT_REC_DEFAULT_DUMP_DIR. Not copied: must outlive the recorder */
-    int ep_size;           /* for balancedness in dumps; 0: 8 if it divides num_experts, else 1 */
+    int ep_size;           /* for balancedness in dumps; 0: 8 if it divides num_experts, else 1; with a
+                              placement: 0 or its num_gpus */
     long max_tokens;       /* per_token row bound (> 0) */
+    const mt_placement *placement; /* the placement the engine runs, or NULL. Not copied: must
+                                      outlive the recorder */
 } mt_recorder_opts;
 
-/* Defaults: stat, buffer 1000, dump dir /tmp, ep_size auto, 65536 tokens. */
+/* Defaults: stat, buffer 1000, dump dir /tmp, ep_size auto, 65536 tokens, no placement. */
 void mt_recorder_opts_default(mt_recorder_opts *o);
 /* Applies MOETRACE_EXPERT_RECORDER_MODE and MOETRACE_EXPERT_DUMP_DIR when set (the dir string
  * points into the environment). An invalid value (unknown mode, empty, a dir that is not an
@@ -86,9 +95,14 @@ typedef struct mt_recorder_counts {
     int64_t num_tokens;         /* tokens of those passes */
     int64_t tokens_recorded;    /* per_token rows kept */
     int64_t dropped_tokens;     /* per_token rows dropped for lack of room */
+    double pass_balancedness;   /* with a placement: mean over the window's passes of each pass's
+                                   per-GPU balancedness (mean over MoE layers); 1.0 without passes */
 } mt_recorder_counts;
 void mt_recorder_get_counts(mt_recorder *r, mt_recorder_counts *c);
 /* Copies the windowed logical_count [num_hidden_layers, num_experts] into out. */
 void mt_recorder_logical_count(mt_recorder *r, int64_t *out);
+/* Copies the windowed physical_count [num_hidden_layers, num_physical] into out; -1 without a
+ * placement. */
+int mt_recorder_physical_count(mt_recorder *r, int64_t *out);
 
 #endif

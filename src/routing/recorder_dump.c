@@ -40,6 +40,54 @@ static cJSON *matrix_json(const int64_t *c64, const int32_t *c32, int L, int E) 
 
 static bool add_num(cJSON *o, const char *k, double v) { return cJSON_AddNumberToObject(o, k, v) != NULL; }
 
+/* key: {"per_layer": [one per MoE layer], "mean"}: per-GPU balancedness of rows [L][width] of counts,
+ * GPU g holding the counters [g * width / M, (g + 1) * width / M): logical experts (contiguous split)
+ * or physical slots (the placement's GPUs). */
+static bool add_balancedness(const mt_recorder *r, cJSON *o, const char *key, const int64_t *counts, int width) {
+    cJSON *bal = cJSON_AddObjectToObject(o, key);
+    cJSON *per = bal ? cJSON_AddArrayToObject(bal, "per_layer") : NULL;
+    bool ok = per != NULL;
+    double sum = 0;
+    for (int l = 0; ok && l < r->L; l++) {
+        if (!r->is_moe[l]) continue;
+        double b = mt_balancedness_contiguous(counts + (size_t)l * (size_t)width, width, r->ep_size);
+        sum += b;
+        ok = cJSON_AddItemToArray(per, cJSON_CreateNumber(b));
+    }
+    return ok && add_num(bal, "mean", r->num_moe ? sum / r->num_moe : 1.0);
+}
+
+/* "placement", "physical_count" [L][R], "gpu_load" [L][M] and "pass_balancedness" (caller holds mu). */
+static bool add_physical(const mt_recorder *r, cJSON *o) {
+    int L = r->L, R = r->R, M = r->plc->num_gpus;
+    cJSON *pj = mt_placement_to_json(r->plc);
+    if (!pj || !cJSON_AddItemToObject(o, "placement", pj)) {
+        cJSON_Delete(pj);
+        return false;
+    }
+    const int64_t *phys = r->total + r->LE;
+    cJSON *pc = matrix_json(phys, NULL, L, R);
+    if (!pc || !cJSON_AddItemToObject(o, "physical_count", pc)) {
+        cJSON_Delete(pc);
+        return false;
+    }
+    int64_t *load = malloc((size_t)L * (size_t)M * sizeof *load);
+    if (!load) return false;
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < M; g++) {
+            int64_t s = 0;
+            for (int k = 0; k < r->plc->slots_per_gpu; k++) s += phys[(size_t)l * R + (size_t)g * r->plc->slots_per_gpu + k];
+            load[(size_t)l * M + g] = s;
+        }
+    cJSON *gl = matrix_json(load, NULL, L, M);
+    free(load);
+    if (!gl || !cJSON_AddItemToObject(o, "gpu_load", gl)) {
+        cJSON_Delete(gl);
+        return false;
+    }
+    return add_num(o, "pass_balancedness", r->num_passes ? r->bal_sum / (double)r->num_passes : 1.0);
+}
+
 cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err) {
     int L = r->L, E = r->E;
     cJSON *o = cJSON_CreateObject();
@@ -56,30 +104,30 @@ cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err) {
     if (ok && r->dropped_passes) ok = add_num(o, "dropped_passes", (double)r->dropped_passes);
     cJSON *lc = ok ? matrix_json(r->total, NULL, L, E) : NULL;
     ok = ok && lc && cJSON_AddItemToObject(o, "logical_count", lc);
-    /* Balancedness over the MoE layers only, aligned with moe_layers. */
-    cJSON *bal = ok ? cJSON_AddObjectToObject(o, "balancedness") : NULL;
-    cJSON *per = bal ? cJSON_AddArrayToObject(bal, "per_layer") : NULL;
-    ok = ok && per;
-    double sum = 0;
-    for (int l = 0; ok && l < L; l++) {
-        if (!r->is_moe[l]) continue;
-        double b = mt_balancedness_contiguous(r->total + (size_t)l * (size_t)E, E, r->ep_size);
-        sum += b;
-        ok = cJSON_AddItemToArray(per, cJSON_CreateNumber(b));
+    /* Balancedness: measured under the placement when there is one, else the contiguous split. */
+    if (r->plc) {
+        ok = ok && add_physical(r, o) && add_balancedness(r, o, "balancedness", r->total + r->LE, r->R) &&
+             add_balancedness(r, o, "balancedness_contiguous", r->total, E);
+    } else {
+        ok = ok && add_balancedness(r, o, "balancedness", r->total, E);
     }
-    ok = ok && add_num(bal, "mean", r->num_moe ? sum / r->num_moe : 1.0);
     if (ok && r->mode == MT_REC_PER_PASS) {
         cJSON *passes = cJSON_AddArrayToObject(o, "passes");
-        int32_t *dense = malloc((size_t)L * (size_t)E * sizeof *dense);
+        int32_t *dense = malloc((r->LE > r->NC - r->LE ? r->LE : r->NC - r->LE) * sizeof *dense);
         ok = passes && dense;
         for (int i = 0; ok && i < r->ring_len; i++) {
             const mt_rec_pass *p = &r->ring[(r->ring_head + i) % r->ring_cap];
             cJSON *po = cJSON_CreateObject();
             ok = po && cJSON_AddItemToArray(passes, po) && add_num(po, "forward_pass_id", (double)p->id) &&
                  add_num(po, "num_tokens", (double)p->n_tokens);
-            if (ok) mt_rec_pass_dense(r, p, dense);
+            if (ok) mt_rec_pass_dense(p, 0, r->LE, dense);
             cJSON *m = ok ? matrix_json(NULL, dense, L, E) : NULL;
             ok = ok && m && cJSON_AddItemToObject(po, "logical_count", m);
+            if (ok && r->plc) {
+                mt_rec_pass_dense(p, r->LE, r->NC - r->LE, dense);
+                m = matrix_json(NULL, dense, L, r->R);
+                ok = m && cJSON_AddItemToObject(po, "physical_count", m) && add_num(po, "balancedness", p->balancedness);
+            }
         }
         free(dense);
     }

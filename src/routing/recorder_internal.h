@@ -12,8 +12,9 @@
 typedef struct mt_rec_pass {
     int64_t id;       /* forward_pass_id: the pass's index among all passes the sink saw */
     int64_t n_tokens;
-    /* Sparse counts: the n non-zero entries (index l * E + e, count). Buffers are reused when the
-     * slot is overwritten. */
+    double balancedness;  /* with a placement: the pass's per-GPU balancedness */
+    /* Sparse counts: the n non-zero entries (index l * E + e for logical counts, L * E + l * R + s
+     * for physical ones, count). Buffers are reused when the slot is overwritten. */
     int n, cap;
     int32_t *idx, *cnt;
 } mt_rec_pass;
@@ -29,6 +30,10 @@ struct mt_recorder {
     char *dump_dir;
     int ep_size;
     int64_t max_tokens;
+    const mt_placement *plc; /* NULL: no physical counts */
+    int R;                /* physical slots per layer (0 without a placement) */
+    size_t LE, NC;        /* L * E (start of the physical counts), L * E + L * R (all counters) */
+    double *gpu_tmp;      /* [L, M] per-GPU loads of one pass (engine thread, under mu at commit) */
     int id_bytes;         /* per_token id storage: 1 (uint8, 255 = -1) when E <= 255, 2 (int16) when
                              E <= 32767, else 4; widened to int32 in dumps */
 
@@ -39,10 +44,11 @@ struct mt_recorder {
     bool pass_recording;  /* this pass is recorded */
     int64_t pass_counter; /* passes seen by the sink */
     int pass_n;           /* tokens of the current pass */
-    int32_t *pend_count;  /* [L, E] counts of the current pass (zero outside pend_touched) */
-    int32_t *pend_touched; /* [L * E] indices of the non-zero entries of pend_count */
+    int32_t *pend_count;  /* [NC] counts of the current pass (zero outside pend_touched) */
+    int32_t *pend_touched; /* [NC] indices of the non-zero entries of pend_count */
     int pend_n;
     bool layer_seen[MT_MAX_LAYERS]; /* this pass */
+    bool phys_seen[MT_MAX_LAYERS];  /* this pass, physical counts */
     /* per_token staging of the current pass */
     int stage_cap;
     unsigned char *stage_ids; /* [stage_cap, L, K] ids of id_bytes each */
@@ -52,8 +58,9 @@ struct mt_recorder {
 
     /* shared, under mu */
     pthread_mutex_t mu;
-    int64_t *total;       /* [L, E] sum over the window */
+    int64_t *total;       /* [NC] sum over the window: logical [L, E] then physical [L, R] */
     int64_t num_passes, num_tokens;
+    double bal_sum;       /* sum of the window's per-pass balancedness (with a placement) */
     int64_t dropped_passes; /* out of memory at commit */
     mt_rec_pass *ring;    /* window of passes (bounded buffer_size, or growing for per_pass -1) */
     int ring_cap, ring_head, ring_len;
@@ -71,8 +78,9 @@ struct mt_recorder {
 
 /* Builds the dump object of the data under mu (caller holds it). */
 cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err);
-/* Dense [L, E] counts of a window pass into out (zeroed first). */
-void mt_rec_pass_dense(const mt_recorder *r, const mt_rec_pass *p, int32_t *out);
+/* Dense counts of a window pass into out (zeroed first): the counters [base, base + len), i.e.
+ * logical [L, E] (base 0, len LE) or physical [L, R] (base LE, len L * R). */
+void mt_rec_pass_dense(const mt_rec_pass *p, size_t base, size_t len, int32_t *out);
 /* Drops the recorded data (caller holds mu). */
 void mt_rec_reset_locked(mt_recorder *r);
 

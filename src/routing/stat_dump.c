@@ -13,6 +13,9 @@ void mt_stat_dump_free(mt_stat_dump *d) {
     free(d->model);
     free(d->moe_layers);
     free(d->moe_count);
+    mt_placement_free(d->placement);
+    free(d->placement);
+    free(d->phys_count);
     memset(d, 0, sizeof *d);
 }
 
@@ -38,6 +41,58 @@ static int64_t optional_int(const cJSON *root, const char *key, int64_t dflt) {
     int64_t v;
     if (get_int(cJSON_GetObjectItemCaseSensitive(root, key), 0, 9007199254740992.0, &v)) return dflt;
     return v;
+}
+
+/* Row m of physical_count (hidden layer moe_layers[m]) into d->phys_count, checked against logical_count. */
+static int physical_row(const cJSON *pc, const char *name, mt_stat_dump *d, int m, int64_t *sum, mt_err *err) {
+    int R = d->placement->num_physical, E = d->num_experts;
+    int layer = d->moe_layers[m];
+    const cJSON *row = cJSON_GetArrayItem(pc, layer);
+    if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != R)
+        return mt_errf(err, "%s: physical_count[%d] must be an array of num_replicas = %d counts", name, layer, R);
+    int s = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, row) {
+        int64_t x;
+        if (get_int(c, 0, 9007199254740992.0, &x))
+            return mt_errf(err, "%s: physical_count[%d][%d] must be a non-negative integer", name, layer, s);
+        d->phys_count[(size_t)m * R + s++] = x;
+    }
+    /* The replicas of each expert carry exactly its logical count. */
+    const int32_t *p2l = d->placement->phy2log + (size_t)m * R;
+    memset(sum, 0, (size_t)E * sizeof *sum);
+    for (s = 0; s < R; s++) sum[p2l[s]] += d->phys_count[(size_t)m * R + s];
+    for (int e = 0; e < E; e++)
+        if (sum[e] != d->moe_count[(size_t)m * E + e])
+            return mt_errf(err, "%s: physical_count[%d] gives expert %d %lld tokens, logical_count[%d] %lld", name,
+                           layer, e, (long long)sum[e], layer, (long long)d->moe_count[(size_t)m * E + e]);
+    return 0;
+}
+
+/* The optional "placement" + "physical_count" pair (a dump recorded under a placement). */
+static int parse_physical(const cJSON *root, const char *name, mt_stat_dump *d, mt_err *err) {
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(root, "placement");
+    const cJSON *pc = cJSON_GetObjectItemCaseSensitive(root, "physical_count");
+    if (!pj && !pc) return 0;
+    if (!pj || !pc) return mt_errf(err, "%s: \"%s\" without \"%s\"", name, pj ? "placement" : "physical_count",
+                                   pj ? "physical_count" : "placement");
+    mt_moe_shape shape;
+    if (mt_moe_shape_from_dump(d, &shape, err)) return -1;
+    char where[1100];
+    snprintf(where, sizeof where, "%s: \"placement\"", name);
+    d->placement = calloc(1, sizeof *d->placement);
+    if (!d->placement) return mt_errf(err, "%s: out of memory", name);
+    if (mt_placement_from_json(pj, where, &shape, 0, d->placement, err)) return -1;
+    int R = d->placement->num_physical, nl = d->num_hidden_layers;
+    if (!cJSON_IsArray(pc) || cJSON_GetArraySize(pc) != nl)
+        return mt_errf(err, "%s: physical_count must have num_hidden_layers = %d rows", name, nl);
+    int E = d->num_experts;
+    d->phys_count = malloc((size_t)d->num_moe_layers * (size_t)R * sizeof *d->phys_count);
+    int64_t *sum = malloc((size_t)E * sizeof *sum);
+    int rc = d->phys_count && sum ? 0 : mt_errf(err, "%s: out of memory", name);
+    for (int m = 0; rc == 0 && m < d->num_moe_layers; m++) rc = physical_row(pc, name, d, m, sum, err);
+    free(sum);
+    return rc;
 }
 
 static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_err *err) {
@@ -112,7 +167,7 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
         }
         layer++;
     }
-    return 0;
+    return parse_physical(root, name, d, err);
 }
 
 int mt_stat_dump_parse(const char *json, size_t len, const char *name, mt_stat_dump *d, mt_err *err) {
@@ -123,8 +178,14 @@ int mt_stat_dump_parse(const char *json, size_t len, const char *name, mt_stat_d
         long off = (at && at >= json && at <= json + len) ? (long)(at - json) : -1;
         return mt_errf(err, "%s: invalid JSON (near byte %ld)", name, off);
     }
-    int rc = parse_root(root, name, d, err);
+    int rc = mt_stat_dump_from_json(root, name, d, err);
     cJSON_Delete(root);
+    return rc;
+}
+
+int mt_stat_dump_from_json(const cJSON *root, const char *name, mt_stat_dump *d, mt_err *err) {
+    memset(d, 0, sizeof *d);
+    int rc = parse_root(root, name, d, err);
     if (rc) mt_stat_dump_free(d);
     return rc;
 }

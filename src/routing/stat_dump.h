@@ -4,13 +4,20 @@
  * Validates the format field, that logical_count has num_hidden_layers rows of num_experts entries,
  * that moe_layers are distinct ascending layer indices, and that every count of an MoE layer is a
  * non-negative integer. Rows of dense layers (not in moe_layers) are ignored. Errors name the file
- * and the field. */
+ * and the field.
+ *
+ * A dump recorded while the engine ran a placement also has "placement" (a moetrace.placement.v1
+ * object) and "physical_count" ([num_hidden_layers][num_replicas] token counts per physical slot);
+ * both are read and checked when present (each one needs the other). */
 #ifndef MT_ROUTING_STAT_DUMP_H
 #define MT_ROUTING_STAT_DUMP_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
+#include "routing/placement.h"
 #include "util/err.h"
 
 #define MT_STAT_DUMP_FORMAT "moetrace.expert_distribution.v1"
@@ -25,10 +32,14 @@ typedef struct mt_stat_dump {
     int num_moe_layers;
     int *moe_layers;         /* [num_moe_layers] hidden-layer index of each MoE layer, ascending */
     int64_t *moe_count;      /* [num_moe_layers, num_experts] logical_count rows of the MoE layers */
+    mt_placement *placement; /* the placement the engine ran, or NULL */
+    int64_t *phys_count;     /* [num_moe_layers, placement->num_physical] physical_count rows, or NULL */
 } mt_stat_dump;
 
 /* Parses the JSON text (len bytes); name is used in error messages (usually the path). */
 int mt_stat_dump_parse(const char *json, size_t len, const char *name, mt_stat_dump *d, mt_err *err);
+/* The same from a parsed JSON object. */
+int mt_stat_dump_from_json(const cJSON *root, const char *name, mt_stat_dump *d, mt_err *err);
 /* Reads and parses the file at path. */
 int mt_stat_dump_load(const char *path, mt_stat_dump *d, mt_err *err);
 void mt_stat_dump_free(mt_stat_dump *d);

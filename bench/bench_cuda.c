@@ -1,0 +1,330 @@
+/* GPU figures on a full-size shape with dummy weights, each against a ceiling measured in the same
+ * run on the same device (device-to-device copy bandwidth; a large bf16 cuBLAS product):
+ *  - decode tokens/s at batch 1, 64, 256 against the bandwidth roofline of the bytes a step must
+ *    read (attention, router, the experts actually touched, lm_head, embedding rows, K/V);
+ *  - prefill tokens/s for 8 prompts of 2,048 tokens against cuBLAS throughput in model FLOPs;
+ *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating).
+ *
+ *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R]
+ * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/cuda_backend.h"
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
+#include "routing/capture.h"
+#include "routing/recorder.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+static void die(const char *what, const mt_err *err) {
+    fprintf(stderr, "bench_cuda: %s: %s\n", what, err->msg);
+    exit(1);
+}
+
+/* ---- bytes and FLOPs of the model -------------------------------------------------------------- */
+
+typedef struct shape_costs {
+    double attn_params;     /* q, k, v, o per layer */
+    double router_params;   /* per MoE layer */
+    double expert_params;   /* one expert (gate, up, down) */
+    double dense_params;    /* dense MLP per dense layer */
+    double lm_head_params;
+    int moe_layers, dense_layers;
+} shape_costs;
+
+static shape_costs costs_of(const mt_config *c) {
+    shape_costs s;
+    double H = c->hidden_size, qd = (double)c->num_attention_heads * c->head_dim,
+           kvd = (double)c->num_key_value_heads * c->head_dim;
+    s.attn_params = H * qd * 2 + H * kvd * 2;
+    s.router_params = H * c->num_experts;
+    s.expert_params = 3.0 * H * c->moe_intermediate_size;
+    s.dense_params = 3.0 * H * c->intermediate_size;
+    s.lm_head_params = H * c->vocab_size;
+    s.moe_layers = c->num_moe_layers;
+    s.dense_layers = c->num_hidden_layers - c->num_moe_layers;
+    return s;
+}
+
+/* ---- a decode workload: B sequences of P prompt tokens, then steps -------------------------------- */
+
+typedef struct workload {
+    const mt_model *m;
+    mt_kv_cache *kv;
+    int B, len;                 /* sequences, tokens so far in each */
+    mt_kv_seq *seqs, **seq_ptrs;
+    int32_t *tokens, *seq_ids, *pos, *rows, *argmax;
+    int32_t *next;              /* [B] each sequence's next token */
+} workload;
+
+static void workload_init(workload *w, const mt_model *m, mt_kv_cache *kv, int B, int P, int max_len, int prefill_chunk) {
+    mt_err err;
+    memset(w, 0, sizeof *w);
+    w->m = m;
+    w->kv = kv;
+    w->B = B;
+    w->seqs = calloc((size_t)B, sizeof *w->seqs);
+    w->seq_ptrs = calloc((size_t)B, sizeof *w->seq_ptrs);
+    int cap = B * P > B ? B * P : B;
+    if (cap < prefill_chunk) cap = prefill_chunk;
+    w->tokens = malloc((size_t)cap * sizeof(int32_t));
+    w->seq_ids = malloc((size_t)cap * sizeof(int32_t));
+    w->pos = malloc((size_t)cap * sizeof(int32_t));
+    w->rows = malloc((size_t)cap * sizeof(int32_t));
+    w->argmax = malloc((size_t)cap * sizeof(int32_t));
+    w->next = malloc((size_t)B * sizeof(int32_t));
+    for (int s = 0; s < B; s++) {
+        w->seq_ptrs[s] = &w->seqs[s];
+        if (mt_kv_seq_reserve(kv, &w->seqs[s], max_len, &err)) die("KV reserve", &err);
+    }
+    /* prefill, several sequences per pass */
+    uint32_t r = 12345;
+    int per_pass = prefill_chunk / P > 0 ? prefill_chunk / P : 1;
+    for (int s0 = 0; s0 < B; s0 += per_pass) {
+        int n = 0, nl = 0;
+        for (int s = s0; s < B && s < s0 + per_pass; s++) {
+            for (int p = 0; p < P; p++, n++) {
+                r = r * 1664525u + 1013904223u;
+                w->tokens[n] = (int32_t)(r >> 8) % m->cfg.vocab_size;
+                w->seq_ids[n] = s;
+                w->pos[n] = p;
+            }
+            w->rows[nl++] = n - 1;
+        }
+        mt_batch b = {.n_tokens = n, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
+                      .seqs = w->seq_ptrs, .num_seqs = B, .n_logits = nl, .logit_rows = w->rows, .argmax = w->argmax};
+        if (mt_forward(m, kv, &b, NULL, NULL, &err)) die("prefill", &err);
+        for (int i = 0; i < nl; i++) w->next[s0 + i] = w->argmax[i];
+    }
+    w->len = P;
+}
+
+/* One decode step of all B sequences (greedy on the device); returns seconds. */
+static double workload_step(workload *w, const mt_routing_sink *sink) {
+    mt_err err;
+    for (int s = 0; s < w->B; s++) {
+        w->tokens[s] = w->next[s];
+        w->seq_ids[s] = s;
+        w->pos[s] = w->len;
+        w->rows[s] = s;
+    }
+    mt_batch b = {.n_tokens = w->B, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
+                  .seqs = w->seq_ptrs, .num_seqs = w->B, .n_logits = w->B, .logit_rows = w->rows, .argmax = w->argmax};
+    double t0 = now_s();
+    if (mt_forward(w->m, w->kv, &b, NULL, sink, &err)) die("decode", &err);
+    double t = now_s() - t0;
+    memcpy(w->next, w->argmax, (size_t)w->B * sizeof(int32_t));
+    w->len++;
+    return t;
+}
+
+static void workload_free(workload *w) {
+    for (int s = 0; s < w->B; s++) mt_kv_seq_release(w->kv, &w->seqs[s]);
+    free(w->seqs); free(w->seq_ptrs); free(w->tokens); free(w->seq_ids); free(w->pos); free(w->rows); free(w->argmax); free(w->next);
+}
+
+/* ---- sinks: per-request routing store (what the engine does), distinct-expert counter ---------- */
+
+typedef struct request_store {
+    int layers, k, max_len;
+    int32_t *ids;   /* [B, max_len, layers, k] */
+} request_store;
+
+static void store_on_layer(void *ctx, const mt_routing_event *ev) {
+    request_store *r = ctx;
+    for (int i = 0; i < ev->n_tokens; i++) {
+        int32_t *dst = r->ids + (((size_t)ev->seq_ids[i] * r->max_len + ev->positions[i]) * r->layers + ev->layer) * r->k;
+        memcpy(dst, ev->topk_ids + (size_t)i * ev->top_k, (size_t)ev->top_k * sizeof(int32_t));
+    }
+}
+
+typedef struct touched_counter {
+    int E;
+    long touched, layer_events;
+    unsigned char *seen;
+} touched_counter;
+
+static void count_on_layer(void *ctx, const mt_routing_event *ev) {
+    touched_counter *t = ctx;
+    memset(t->seen, 0, (size_t)t->E);
+    int distinct = 0;
+    for (int i = 0; i < ev->n_tokens * ev->top_k; i++) {
+        int e = ev->topk_ids[i];
+        distinct += !t->seen[e];
+        t->seen[e] = 1;
+    }
+    t->touched += distinct;
+    t->layer_events++;
+}
+
+/* ---- figures ----------------------------------------------------------------------------------- */
+
+typedef struct decode_figure {
+    double step_s, tokens_per_s, bytes, roofline_s;
+    char profile[1024];
+} decode_figure;
+
+static decode_figure measure_decode(const mt_model *m, mt_kv_cache *kv, int B, int P, int steps, double copy_gbps) {
+    const mt_config *c = &m->cfg;
+    shape_costs sc = costs_of(c);
+    workload w;
+    workload_init(&w, m, kv, B, P, P + steps + 8, 8192);
+    for (int i = 0; i < 2; i++) workload_step(&w, NULL);   /* warm-up */
+    double *t = malloc((size_t)steps * sizeof *t);
+    for (int i = 0; i < steps; i++) t[i] = workload_step(&w, NULL);
+    touched_counter tc = {c->num_experts, 0, 0, calloc((size_t)c->num_experts, 1)};
+    mt_routing_sink count = {count_on_layer, NULL, &tc};
+    for (int i = 0; i < 4; i++) workload_step(&w, &count);
+    double touched_per_layer = (double)tc.touched / (double)tc.layer_events;
+    decode_figure f;
+    mt_cuda_profile(m, true);
+    for (int i = 0; i < 4; i++) workload_step(&w, NULL);
+    mt_cuda_profile(m, false);
+    mt_cuda_profile_report(m, f.profile, sizeof f.profile);
+    double ctx = P + 2 + steps / 2.0;
+    double kv_bytes = ctx * c->num_key_value_heads * c->head_dim * 2.0 * 2.0 * c->num_hidden_layers;
+    double params = c->num_hidden_layers * sc.attn_params + sc.moe_layers * (sc.router_params + touched_per_layer * sc.expert_params) +
+                    sc.dense_layers * sc.dense_params + sc.lm_head_params + B * (double)c->hidden_size;
+    f.bytes = params * 2.0 + B * kv_bytes;
+    f.step_s = median(t, steps);
+    f.tokens_per_s = B / f.step_s;
+    f.roofline_s = f.bytes / (copy_gbps * 1e9 / 2.0);   /* copy moves 2 bytes (read + write) per byte read */
+    free(t);
+    free(tc.seen);
+    workload_free(&w);
+    return f;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b";
+    int P = 512, steps = 32, reps = 5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
+        else if (!strcmp(argv[i], "--context")) P = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+    }
+    if (!mt_cuda_compiled() || mt_cuda_device_count() == 0) {
+        printf("bench_cuda: no CUDA device (or no CUDA backend in this build); nothing to measure\n");
+        return 0;
+    }
+    mt_err err;
+    char dev[256];
+    mt_cuda_describe(dev, sizeof dev);
+    double copy_gbps, gemm_tflops;
+    if (mt_cuda_rooflines(&copy_gbps, &gemm_tflops, &err)) die("rooflines", &err);
+    printf("device: %s\n", dev);
+    printf("%-52s %10.0f GB/s (read + write)\n", "device-to-device copy", copy_gbps);
+    printf("%-52s %10.0f TFLOP/s\n", "cuBLAS bf16 8192^3", gemm_tflops);
+
+    mt_model m;
+    double t0 = now_s();
+    if (mt_model_load(&m, dir, MT_LOAD_SHAPES, &err) || mt_cuda_attach(&m, &err)) die(dir, &err);
+    const mt_config *c = &m.cfg;
+    printf("model: %s (%s, %d layers, %d experts top-%d, dummy bf16 weights made on the device in %.1f s)\n", m.name,
+           c->model_type, c->num_hidden_layers, c->num_experts, c->top_k, now_s() - t0);
+
+    int max_len = P + steps * (3 * reps + 2) + 64;
+    int blocks = 256 * ((max_len + 15) / 16) + 8 * (2048 / 16) + 64;
+    mt_kv_cache kv;
+    if (mt_kv_cache_init_model(&kv, &m, blocks, &err)) die("KV cache", &err);
+
+    const int batches[3] = {1, 64, 256};
+    for (int i = 0; i < 3; i++) {
+        decode_figure f = measure_decode(&m, &kv, batches[i], P, steps, copy_gbps);
+        printf("decode batch %3d (context %d): %8.1f tokens/s, step %.3f ms; roofline step %.3f ms "
+               "(%.2f GB read) -> %.0f%% of roofline\n",
+               batches[i], P, f.tokens_per_s, f.step_s * 1e3, f.roofline_s * 1e3, f.bytes / 1e9,
+               100.0 * f.roofline_s / f.step_s);
+        printf("    stages: %s\n", f.profile);
+    }
+
+    /* prefill: 8 prompts of 2,048 tokens in one pass */
+    {
+        shape_costs sc = costs_of(c);
+        workload w;
+        int B = 8, L = 2048;
+        memset(&w, 0, sizeof w);
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            double s0 = now_s();
+            workload_init(&w, &m, &kv, B, L, L + 1, B * L);
+            double s = now_s() - s0;
+            if (s < best) best = s;
+            workload_free(&w);
+        }
+        double tokens = (double)B * L;
+        double flops = 2.0 * tokens * (c->num_hidden_layers * sc.attn_params + sc.moe_layers * (sc.router_params + c->top_k * sc.expert_params) +
+                                       sc.dense_layers * sc.dense_params) +
+                       2.0 * B * sc.lm_head_params +
+                       4.0 * c->head_dim * c->num_attention_heads * (double)B * L * (L + 1) / 2.0 * c->num_hidden_layers;
+        printf("prefill %d x %d tokens: %8.0f tokens/s, %.3f s, %.0f TFLOP/s in model FLOPs -> %.0f%% of cuBLAS\n", B, L,
+               tokens / best, best, flops / best / 1e12, 100.0 * flops / best / 1e12 / gemm_tflops);
+        char prof[1024];
+        mt_cuda_profile(&m, true);
+        workload_init(&w, &m, &kv, B, L, L + 1, B * L);
+        workload_free(&w);
+        mt_cuda_profile(&m, false);
+        mt_cuda_profile_report(&m, prof, sizeof prof);
+        printf("    stages: %s\n", prof);
+    }
+
+    /* recording overhead at batch 64: off / per-request capture / capture + stat recorder */
+    {
+        int B = 64;
+        workload w;
+        workload_init(&w, &m, &kv, B, P, P + steps * (3 * reps + 2) + 8, 8192);
+        request_store rs = {c->num_hidden_layers, c->top_k, P + steps * (3 * reps + 2) + 8, NULL};
+        rs.ids = calloc((size_t)B * rs.max_len * rs.layers * rs.k, sizeof(int32_t));
+        mt_routing_sink capture = {store_on_layer, NULL, &rs};
+        mt_recorder_opts ro;
+        mt_recorder_opts_default(&ro);
+        mt_recorder *rec = mt_recorder_new(c, m.name, &ro, &err);
+        if (!rec) die("recorder", &err);
+        mt_recorder_start(rec);
+        mt_routing_fanout fan = {0};
+        mt_routing_fanout_add(&fan, capture);
+        mt_routing_fanout_add(&fan, mt_recorder_sink(rec));
+        mt_routing_sink with_stat = mt_routing_fanout_sink(&fan);
+        const mt_routing_sink *modes[3] = {NULL, &capture, &with_stat};
+        double *t[3];
+        for (int k = 0; k < 3; k++) t[k] = malloc((size_t)reps * sizeof(double));
+        for (int i = 0; i < 2; i++) workload_step(&w, NULL);
+        for (int r = 0; r < reps; r++) {
+            for (int k = 0; k < 3; k++) {
+                double sum = 0;
+                for (int s = 0; s < steps; s++) sum += workload_step(&w, modes[k]);
+                t[k][r] = sum / steps;
+            }
+        }
+        double off = median(t[0], reps), cap = median(t[1], reps), stat = median(t[2], reps);
+        printf("batch 64 decode step: off %.3f ms, per-request capture %.3f ms (%+.2f%%), capture + stat recorder %.3f ms "
+               "(%+.2f%% over capture)\n",
+               off * 1e3, cap * 1e3, 100.0 * (cap / off - 1.0), stat * 1e3, 100.0 * (stat / cap - 1.0));
+        for (int k = 0; k < 3; k++) free(t[k]);
+        free(rs.ids);
+        mt_recorder_free(rec);
+        workload_free(&w);
+    }
+    mt_kv_cache_free(&kv);
+    mt_model_free(&m);
+    return 0;
+}

@@ -1,0 +1,58 @@
+/* The GPU backend of the engine (--device cuda): the model's weights uploaded once to the device in
+ * bf16, the KV cache in device memory, and the forward pass run there over the same flat batch as
+ * the CPU one (mt_forward dispatches here when the model is attached to a device). Routing leaves
+ * the device once per forward pass and reaches the sink as host arrays, exactly as on the CPU, so
+ * the engine, recorder, per-request routing and server work unchanged.
+ *
+ * Builds without nvcc get stubs that fail with a clear error. */
+#ifndef MT_ENGINE_CUDA_BACKEND_H
+#define MT_ENGINE_CUDA_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
+#include "model/model.h"
+#include "routing/capture.h"
+#include "util/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* True when this build has the CUDA backend compiled in. */
+bool mt_cuda_compiled(void);
+/* Number of usable devices (0 when none or no driver). */
+int mt_cuda_device_count(void);
+
+/* Uploads m's weights to device 0 (converted to bf16 in the tiled layout); matrices without host
+ * data (MT_LOAD_SHAPES) are filled with deterministic random values there. Sets m->device. Fails
+ * with a clear error for shapes the kernels do not support. */
+int mt_cuda_attach(mt_model *m, mt_err *err);
+
+/* Device K/V storage for a cache created for an attached model. */
+int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err);
+void mt_cuda_kv_free(mt_kv_cache *kv);
+
+/* The forward pass on the device (batch already validated by mt_forward). */
+int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits, const mt_routing_sink *sink,
+                    mt_err *err);
+
+/* Per-stage device time of forward passes, for benchmarks: on/off (also MOETRACE_CUDA_PROFILE=1
+ * at attach), and a report of the milliseconds per stage since the last reset (then reset).
+ * Profiling adds events between stages; leave it off when timing whole passes. */
+void mt_cuda_profile(const mt_model *m, bool on);
+void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len);
+
+/* Device facts for reports: name and memory. */
+int mt_cuda_describe(char *buf, size_t len);
+/* Benchmark ceilings measured now on device 0: device-to-device copy bandwidth in GB/s (bytes
+ * read plus written) and a bf16 8192^3 cuBLAS product in TFLOP/s (median of 10). */
+int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,592 @@
+// The forward pass on the device, over the same flat batch as the CPU one (engine/forward.c):
+// embedding; per layer RMSNorm, fused q/k/v product, q/k norm + RoPE + K/V into the paged cache,
+// attention, o-product added to the residual, RMSNorm, then the dense MLP or the MoE block
+// (router, softmax/top-k into the routing capture buffer, stable sort by expert, grouped gate/up
+// product with SwiGLU, grouped down product, weighted combine with the shared expert); final norm
+// of the rows that want logits and the lm_head product. Routing is copied to pinned host memory
+// once per pass and handed to the sink layer by layer.
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/cuda_internal.h"
+
+void mt_gpu_scratch_release(GpuScratch *s) {
+    void *dev[] = {s->h, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
+                   s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
+                   s->src_rows, s->pair_pos, s->argmax, s->sort_chunks};
+    for (void *p : dev) cudaFree(p);
+    cudaFreeHost(s->h_cap_ids);
+    cudaFreeHost(s->h_cap_w);
+    cudaFreeHost(s->h_argmax);
+}
+
+namespace {
+
+const char *const STAGE_NAMES[PROF_COUNT] = {"embed", "rmsnorm", "qkv", "qk_prep", "attention", "o_proj", "router",
+                                            "route+sort", "experts gate/up", "experts down", "shared expert",
+                                            "combine", "dense mlp", "logits"};
+
+// Marks the start of `stage` (and the end of the previous one) when profiling.
+void prof_mark(GpuModel *g, int stage) {
+    GpuProfile &p = g->prof;
+    if (!p.on || p.n >= 4096) return;
+    if (!p.ev[p.n]) cudaEventCreate(&p.ev[p.n]);
+    cudaEventRecord(p.ev[p.n], g->stream);
+    p.stage[p.n++] = stage;
+}
+
+// After the pass has synchronised: sums the time between marks per stage.
+void prof_collect(GpuModel *g) {
+    GpuProfile &p = g->prof;
+    if (!p.on) return;
+    for (int i = 0; i + 1 < p.n; i++) {
+        float ms = 0.0f;
+        cudaEventElapsedTime(&ms, p.ev[i], p.ev[i + 1]);
+        if (p.stage[i] >= 0) p.ms[p.stage[i]] += ms;
+    }
+    p.n = 0;
+    p.passes++;
+}
+
+constexpr int SMALL_BATCH = 64;   // at most this many rows: the small (streaming) product path
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+// Grows the scratch to hold a batch of n tokens (n_logits rows of logits).
+int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err *err) {
+    GpuScratch &s = g->s;
+    if (n <= s.cap && n_logits <= s.cap_logits) return 0;
+    int cap = s.cap ? s.cap : 64;
+    while (cap < n) cap *= 2;
+    int cap_logits = s.cap_logits ? s.cap_logits : 16;
+    while (cap_logits < n_logits) cap_logits *= 2;
+    MT_CU(err, cudaStreamSynchronize(g->stream));
+    // Scratch buffers are allocated outside the weights' list so they can be replaced; captured
+    // graphs point into them.
+    mt_gpu_graphs_clear(g);
+    mt_gpu_scratch_release(&s);
+    int32_t *in = s.in, *h_in = s.h_in;
+    size_t in_cap = s.in_cap;
+    memset(&s, 0, sizeof s);
+    s.in = in;
+    s.h_in = h_in;
+    s.in_cap = in_cap;
+    s.cap = cap;
+    s.cap_logits = cap_logits;
+
+    size_t N = (size_t)cap, H = (size_t)c->hidden_size, k = (size_t)c->top_k, E = (size_t)c->num_experts;
+    size_t qd = (size_t)c->num_attention_heads * c->head_dim, kvd = (size_t)c->num_key_value_heads * c->head_dim;
+    size_t inter = max_sz(max_sz((size_t)c->intermediate_size, (size_t)c->moe_intermediate_size),
+                          (size_t)c->shared_expert_intermediate_size);
+    size_t nk = N * k, moe_l = (size_t)(g->num_moe_layers ? g->num_moe_layers : 1);
+#define ALLOC(ptr, count)                                                                  \
+    do {                                                                                   \
+        MT_CU(err, cudaMalloc((void **)&(ptr), max_sz((count) * sizeof(*(ptr)), 16)));     \
+    } while (0)
+    ALLOC(s.h, N * H);
+    ALLOC(s.qkv, N * (qd + 2 * kvd));
+    ALLOC(s.router, N * (size_t)mt_round16((int)E));
+    ALLOC(s.ye, nk * H);
+    ALLOC(s.ys, N * H);
+    ALLOC(s.sg, N * 16);
+    ALLOC(s.logits, (size_t)cap_logits * mt_round16(c->vocab_size));
+    ALLOC(s.xb, N * max_sz(H, qd));
+    ALLOC(s.qb, N * qd);
+    ALLOC(s.att, N * qd);
+    ALLOC(s.act, max_sz(nk, N) * inter);
+    ALLOC(s.sact, N * inter);
+    ALLOC(s.cap_ids, moe_l * nk);
+    ALLOC(s.cap_w, moe_l * nk);
+    ALLOC(s.offsets, E + 1);
+    ALLOC(s.tile_offsets, E + 1);
+    ALLOC(s.counts, E);
+    ALLOC(s.active, E);
+    ALLOC(s.n_active, 1);
+    ALLOC(s.src_rows, nk);
+    ALLOC(s.pair_pos, nk);
+    ALLOC(s.argmax, (size_t)cap_logits);
+    ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
+#undef ALLOC
+    MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_cap_w, moe_l * nk * sizeof(float)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_argmax, (size_t)cap_logits * sizeof(int32_t)));
+    return 0;
+}
+
+// Device-side view of one pass's inputs (pointers into s.in).
+struct PassInputs {
+    const int32_t *tokens, *positions, *seq_of_token, *logit_rows, *table_offset, *tables;
+    const mt_attn_tile *tiles_dec, *tiles_pre;
+    int n_dec, n_pre;
+};
+
+// A pass where every token wants its own logits (decode steps) can run as a captured graph:
+// each token is then attended as a lone decode tile, which gives the same bits as any other tiling.
+bool pure_decode(const mt_batch *b) {
+    if (b->n_logits != b->n_tokens) return false;
+    for (int i = 0; i < b->n_tokens; i++)
+        if (b->logit_rows[i] != i) return false;
+    return true;
+}
+
+int ensure_inputs(GpuModel *g, size_t need, mt_err *err) {
+    GpuScratch &s = g->s;
+    if (need <= s.in_cap) return 0;
+    size_t cap = s.in_cap ? s.in_cap : 4096;
+    while (cap < need) cap *= 2;
+    MT_CU(err, cudaStreamSynchronize(g->stream));
+    mt_gpu_graphs_clear(g);
+    cudaFree(s.in);
+    cudaFreeHost(s.h_in);
+    s.in = s.h_in = nullptr;
+    s.in_cap = 0;
+    MT_CU(err, cudaMalloc((void **)&s.in, cap * sizeof(int32_t)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_in, cap * sizeof(int32_t)));
+    s.in_cap = cap;
+    return 0;
+}
+
+// Lays the batch out in pinned memory and uploads it in one copy: tokens, positions, sequence of
+// each token, logit rows, table offsets, attention tiles (decode, then prefill), block tables.
+// With B > 0 (a graph's pass) the layout is fixed for B slots: token i uses sequence slot i, slots
+// past n are padding (sequence -1, empty tiles), and every token is a decode tile.
+int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, PassInputs *pi, mt_err *err) {
+    GpuScratch &s = g->s;
+    int n = b->n_tokens, G = c->num_attention_heads / c->num_key_value_heads;
+    int slots = B > 0 ? B : n, dec_per_tok = (G + 15) / 16;
+    size_t total_blocks = 0;
+    for (int i = 0; i < b->num_seqs; i++) total_blocks += b->seqs[i] ? (size_t)b->seqs[i]->num_blocks : 0;
+    size_t max_tiles = (size_t)slots * dec_per_tok + (size_t)slots;
+    size_t n_toff = B > 0 ? (size_t)B : (size_t)b->num_seqs;
+    size_t need = 3 * (size_t)slots + (size_t)slots + n_toff + 4 * max_tiles + total_blocks;
+    if (ensure_inputs(g, need, err)) return -1;
+    int32_t *h = s.h_in;
+    size_t at = 0;
+    size_t o_tok = at; at += slots;
+    size_t o_pos = at; at += slots;
+    size_t o_seq = at; at += slots;
+    size_t o_rows = at; at += B > 0 ? (size_t)B : (size_t)b->n_logits;
+    size_t o_toff = at; at += n_toff;
+    size_t o_dec = at;
+    mt_attn_tile *dec = (mt_attn_tile *)(h + at);
+    int n_dec = 0, n_pre = 0;
+    if (B > 0) {
+        at += (size_t)B * dec_per_tok * 4;
+    }
+    size_t o_pre = at;
+    mt_attn_tile *pre = (mt_attn_tile *)(h + at);
+    size_t o_tab = 0;
+    // block tables first (their offsets feed table_offset), after the tiles' room
+    size_t tiles_room = B > 0 ? 0 : 4 * max_tiles;
+    o_tab = at + tiles_room;
+    size_t tab_at = o_tab;
+    int32_t *toff = h + o_toff;
+    if (B > 0) {
+        for (int i = 0; i < B; i++) {
+            bool real = i < n;
+            h[o_tok + i] = real ? b->tokens[i] : 0;
+            h[o_pos + i] = real ? b->positions[i] : 0;
+            h[o_seq + i] = real ? i : -1;
+            h[o_rows + i] = i;
+            toff[i] = 0;
+            if (real) {
+                const mt_kv_seq *q = b->seqs[b->seq_ids[i]];
+                toff[i] = (int32_t)(tab_at - o_tab);
+                memcpy(h + tab_at, q->blocks, (size_t)q->num_blocks * sizeof(int32_t));
+                tab_at += (size_t)q->num_blocks;
+            }
+            for (int h0 = 0; h0 < G; h0 += 16)
+                dec[n_dec++] = {i, real ? 1 : 0, h0, G - h0 < 16 ? G - h0 : 16};
+        }
+    } else {
+        memcpy(h + o_tok, b->tokens, (size_t)n * sizeof(int32_t));
+        memcpy(h + o_pos, b->positions, (size_t)n * sizeof(int32_t));
+        memcpy(h + o_seq, b->seq_ids, (size_t)n * sizeof(int32_t));
+        memcpy(h + o_rows, b->logit_rows, (size_t)b->n_logits * sizeof(int32_t));
+        for (int i = 0; i < b->num_seqs; i++) {
+            toff[i] = (int32_t)(tab_at - o_tab);
+            if (!b->seqs[i]) continue;
+            memcpy(h + tab_at, b->seqs[i]->blocks, (size_t)b->seqs[i]->num_blocks * sizeof(int32_t));
+            tab_at += (size_t)b->seqs[i]->num_blocks;
+        }
+        // Attention tiles over runs of consecutive tokens of one sequence: a lone token (decode)
+        // gets tiles of <= 16 rows, a longer run (prefill chunk) tiles of <= 64 rows.
+        mt_attn_tile *tiles = (mt_attn_tile *)(h + o_dec);
+        for (int i = 0; i < n;) {
+            int j = i + 1;
+            while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
+            if (j - i == 1)
+                for (int h0 = 0; h0 < G; h0 += 16) tiles[n_dec++] = {i, 1, h0, G - h0 < 16 ? G - h0 : 16};
+            i = j;
+        }
+        o_pre = o_dec + (size_t)n_dec * 4;
+        pre = (mt_attn_tile *)(h + o_pre);
+        for (int i = 0; i < n;) {
+            int j = i + 1;
+            while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
+            if (j - i > 1 && G <= 64) {
+                int per = 64 / G;
+                for (int t = i; t < j; t += per) pre[n_pre++] = {t, j - t < per ? j - t : per, 0, G};
+            } else if (j - i > 1) {
+                for (int t = i; t < j; t++)
+                    for (int h0 = 0; h0 < G; h0 += 64) pre[n_pre++] = {t, 1, h0, G - h0 < 64 ? G - h0 : 64};
+            }
+            i = j;
+        }
+    }
+    MT_CU(err, cudaMemcpyAsync(s.in, h, tab_at * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+    pi->tokens = s.in + o_tok;
+    pi->positions = s.in + o_pos;
+    pi->seq_of_token = s.in + o_seq;
+    pi->logit_rows = s.in + o_rows;
+    pi->table_offset = s.in + o_toff;
+    pi->tables = s.in + o_tab;
+    pi->tiles_dec = (const mt_attn_tile *)(s.in + o_dec);
+    pi->tiles_pre = (const mt_attn_tile *)(s.in + o_pre);
+    pi->n_dec = n_dec;
+    pi->n_pre = n_pre;
+    return 0;
+}
+
+void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi) {
+    mt_linear_args a = {};
+    a.W = W;
+    a.X = X;
+    a.ldx = ldx;
+    a.n = n;
+    a.out = out;
+    a.ldo = ldo;
+    a.epilogue = epi;
+    if (n <= SMALL_BATCH) mt_cuda_linear_small(&a, g->stream);
+    else mt_cuda_linear_large(&a, g->stream);
+}
+
+// Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
+// sort's src_rows); otherwise X rows are already the sorted positions.
+void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
+                    int E, void *out, int ldo, int epi) {
+    GpuScratch &s = g->s;
+    mt_linear_args a = {};
+    a.W = W;
+    a.group_stride = stride;
+    a.X = X;
+    a.ldx = ldx;
+    a.group_offsets = s.offsets;
+    a.src_rows = gather ? s.src_rows : nullptr;
+    a.active = s.active;
+    a.n_active = s.n_active;
+    a.tile_offsets = s.tile_offsets;
+    a.n_groups = E;
+    a.out = out;
+    a.ldo = ldo;
+    a.epilogue = epi;
+    if (n <= SMALL_BATCH) {
+        a.max_work = n * k < E ? n * k : E;
+        mt_cuda_linear_small(&a, g->stream);
+    } else {
+        a.max_work = ceil_div(n * k, 64) + E;
+        mt_cuda_linear_large(&a, g->stream);
+    }
+}
+
+void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n) {
+    GpuScratch &s = g->s;
+    int H = c->hidden_size, E = c->num_experts, k = c->top_k, I = c->moe_intermediate_size;
+    int Ep = mt_round16(E);
+    prof_mark(g, PROF_ROUTER);
+    linear(g, L.router, s.xb, H, n, s.router, Ep, MT_EPI_F32);
+    prof_mark(g, PROF_ROUTE_SORT);
+    int32_t *ids = s.cap_ids + (size_t)ml * n * k;
+    float *w = s.cap_w + (size_t)ml * n * k;
+    mt_cuda_route(ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
+    mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts, s.sort_chunks};
+    mt_cuda_expert_sort(&es, ids, n, k, E, g->stream);
+    prof_mark(g, PROF_EXPERT_GATE_UP);
+    linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
+    prof_mark(g, PROF_EXPERT_DOWN);
+    linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32);
+    const float *ys = nullptr, *sg = nullptr;
+    if (L.has_shared) {
+        prof_mark(g, PROF_SHARED);
+        int SI = c->shared_expert_intermediate_size;
+        linear(g, L.shared.gate_up, s.xb, H, n, s.sact, SI, MT_EPI_SWIGLU);
+        linear(g, L.shared.down, s.sact, SI, n, s.ys, H, MT_EPI_F32);
+        ys = s.ys;
+        if (L.shared_gate.w) {
+            linear(g, L.shared_gate, s.xb, H, n, s.sg, 16, MT_EPI_F32);
+            sg = s.sg;
+        }
+    }
+    if (ys && !sg) {
+        // ungated shared expert: a gate of +inf makes sigmoid exactly 1
+        mt_cuda_fill_f32(s.sg, (size_t)n * 16, INFINITY, g->stream);
+        sg = s.sg;
+    }
+    prof_mark(g, PROF_COMBINE);
+    mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, g->stream);
+}
+
+// Scratch for the split attention of a decode pass; false when it cannot be had.
+bool ensure_split(GpuModel *g, size_t floats) {
+    if (floats <= g->split_floats) return true;
+    cudaStreamSynchronize(g->stream);
+    mt_gpu_graphs_clear(g);
+    cudaFree(g->split);
+    g->split = nullptr;
+    g->split_floats = 0;
+    if (cudaMalloc(&g->split, floats * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    g->split_floats = floats;
+    return true;
+}
+
+// Every kernel of one pass over n token slots (n_logits rows of logits). split_tiles > 0: decode
+// attention through the split kernels over that many KV tiles. Only stream operations, so the
+// sequence can be captured into a graph.
+void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs &pi, int n, int n_logits,
+              bool argmax, int split_tiles) {
+    GpuScratch &s = g->s;
+    cudaStream_t st = g->stream;
+    int H = c->hidden_size, qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
+    prof_mark(g, PROF_EMBED);
+    mt_cuda_embed(s.h, g->embed, pi.tokens, n, H, st);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const GpuLayer &L = g->layers[l];
+        prof_mark(g, PROF_NORM);
+        mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
+        prof_mark(g, PROF_QKV);
+        linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
+        prof_mark(g, PROF_QK_PREP);
+        mt_qk_prep_args qa = {};
+        qa.qkv = s.qkv;
+        qa.n = n;
+        qa.n_heads = c->num_attention_heads;
+        qa.n_kv_heads = c->num_key_value_heads;
+        qa.head_dim = c->head_dim;
+        qa.q_bias = L.q_bias;
+        qa.k_bias = L.k_bias;
+        qa.v_bias = L.v_bias;
+        qa.q_norm = L.q_norm;
+        qa.k_norm = L.k_norm;
+        qa.qk_norm_full = c->qk_norm == MT_QK_NORM_FULL;
+        qa.eps = c->rms_norm_eps;
+        qa.rope_theta = c->rope_theta;
+        qa.positions = pi.positions;
+        qa.seq_of_token = pi.seq_of_token;
+        qa.block_table = pi.tables;
+        qa.table_offset = pi.table_offset;
+        qa.k_cache = (bf16 *)kv->dev_k;
+        qa.v_cache = (bf16 *)kv->dev_v;
+        qa.layer = l;
+        qa.num_layers = c->num_hidden_layers;
+        qa.q_out = s.qb;
+        mt_cuda_qk_prep(&qa, st);
+        prof_mark(g, PROF_ATTENTION);
+        mt_attention_args aa = {};
+        aa.q = s.qb;
+        aa.k_cache = (const bf16 *)kv->dev_k;
+        aa.v_cache = (const bf16 *)kv->dev_v;
+        aa.positions = pi.positions;
+        aa.seq_of_token = pi.seq_of_token;
+        aa.block_table = pi.tables;
+        aa.table_offset = pi.table_offset;
+        aa.layer = l;
+        aa.num_layers = c->num_hidden_layers;
+        aa.n_heads = c->num_attention_heads;
+        aa.n_kv_heads = c->num_key_value_heads;
+        aa.head_dim = c->head_dim;
+        aa.sliding_window = c->sliding_window;
+        aa.out = s.att;
+        aa.tiles = pi.tiles_dec;
+        aa.n_tiles = pi.n_dec;
+        if (split_tiles > 0) {
+            aa.split_states = g->split;
+            aa.split_max_tiles = split_tiles;
+        }
+        mt_cuda_attention_decode(&aa, st);
+        aa.split_states = nullptr;
+        aa.tiles = pi.tiles_pre;
+        aa.n_tiles = pi.n_pre;
+        mt_cuda_attention_prefill(&aa, st);
+        prof_mark(g, PROF_O_PROJ);
+        linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD);
+        prof_mark(g, PROF_NORM);
+        mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
+        if (L.is_moe) {
+            moe_block(g, c, L, g->moe_index[l], n);
+        } else {
+            prof_mark(g, PROF_DENSE_MLP);
+            int I = c->intermediate_size;
+            linear(g, L.dense.gate_up, s.xb, H, n, s.act, I, MT_EPI_SWIGLU);
+            linear(g, L.dense.down, s.act, I, n, s.h, H, MT_EPI_F32_ADD);
+        }
+    }
+    prof_mark(g, PROF_LOGITS);
+    if (n_logits > 0) {
+        int Vp = mt_round16(c->vocab_size);
+        mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, n_logits, H, c->rms_norm_eps, st);
+        linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
+        if (argmax) mt_cuda_argmax(s.argmax, s.logits, Vp, n_logits, c->vocab_size, st);
+    }
+    prof_mark(g, -1);
+}
+
+int next_pow2(int x, int at_least) {
+    int p = at_least;
+    while (p < x) p *= 2;
+    return p;
+}
+
+// Decode batch sizes with a graph of their own; a pass of n tokens runs in the first that holds it.
+const int BUCKETS[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
+
+int bucket_of(int n) {
+    for (int b : BUCKETS)
+        if (n <= b) return b;
+    return 0;
+}
+
+}  // namespace
+
+void mt_gpu_graphs_clear(GpuModel *g) {
+    for (int i = 0; i < g->n_graphs; i++) cudaGraphExecDestroy(g->graphs[i].exec);
+    g->n_graphs = 0;
+}
+
+extern "C" int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err) {
+    (void)m;
+    size_t per = (size_t)kv->num_blocks * kv->num_layers * MT_KV_BLOCK * kv->kv_dim * sizeof(bf16);
+    kv->dev_k = kv->dev_v = nullptr;
+    cudaError_t rc = cudaMalloc(&kv->dev_k, per);
+    if (rc == cudaSuccess) rc = cudaMalloc(&kv->dev_v, per);
+    if (rc != cudaSuccess) {
+        mt_cuda_kv_free(kv);
+        mt_cuda_fail(err, "cudaMalloc (KV cache)", rc);
+        return mt_errf(err, "%s: %d blocks need 2 x %.1f GiB", err->msg, kv->num_blocks, (double)per / (1u << 30));
+    }
+    return 0;
+}
+
+extern "C" void mt_cuda_kv_free(mt_kv_cache *kv) {
+    cudaFree(kv->dev_k);
+    cudaFree(kv->dev_v);
+    kv->dev_k = kv->dev_v = nullptr;
+}
+
+extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
+                               const mt_routing_sink *sink, mt_err *err) {
+    GpuModel *g = (GpuModel *)m->device;
+    const mt_config *c = &m->cfg;
+    if (!kv->dev_k) return mt_errf(err, "the KV cache was not created for the device");
+    int n = b->n_tokens, k = c->top_k, V = c->vocab_size, Vp = mt_round16(V);
+    cudaStream_t st = g->stream;
+
+    // Pure decode passes run as a captured graph of their bucket size (padded token slots).
+    bool decode = pure_decode(b);
+    int B = decode && !g->graphs_off && !g->prof.on && b->argmax ? bucket_of(n) : 0;
+    int slots = B > 0 ? B : n, n_logits = B > 0 ? B : b->n_logits;
+    if (ensure_scratch(g, c, slots, n_logits, err)) return -1;
+    PassInputs pi;
+    if (upload_inputs(g, c, b, B, &pi, err)) return -1;
+
+    // Decode attention at small batches: split over KV tiles so the GPU has work for every SM.
+    int split_tiles = 0;
+    if (pi.n_dec > 0 && pi.n_dec * c->num_key_value_heads < 256) {
+        int max_pos = 0;
+        for (int i = 0; i < n; i++) max_pos = b->positions[i] > max_pos ? b->positions[i] : max_pos;
+        int tiles = next_pow2(max_pos / 32 + 1, 16);
+        if (ensure_split(g, mt_cuda_attention_split_floats(pi.n_dec, c->num_key_value_heads, tiles, c->head_dim)))
+            split_tiles = tiles;
+    }
+    bool argmax = b->argmax != nullptr;
+    if (B > 0) {
+        GpuGraph *hit = nullptr;
+        for (int i = 0; i < g->n_graphs; i++)
+            if (g->graphs[i].B == B && g->graphs[i].split_tiles == split_tiles && g->graphs[i].kv == kv->dev_k)
+                hit = &g->graphs[i];
+        if (hit) {
+            MT_CU(err, cudaGraphLaunch(hit->exec, st));
+        } else {
+            // first pass of this shape: run it directly, then capture the same launches
+            run_pass(g, c, kv, pi, B, B, argmax, split_tiles);
+            MT_CU_LAUNCHED(err);
+            if (g->n_graphs < MT_MAX_GRAPHS) {
+                cudaGraph_t graph;
+                MT_CU(err, cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+                run_pass(g, c, kv, pi, B, B, argmax, split_tiles);
+                MT_CU(err, cudaStreamEndCapture(st, &graph));
+                GpuGraph &gg = g->graphs[g->n_graphs];
+                MT_CU(err, cudaGraphInstantiate(&gg.exec, graph, 0));
+                cudaGraphDestroy(graph);
+                gg.B = B;
+                gg.split_tiles = split_tiles;
+                gg.kv = kv->dev_k;
+                g->n_graphs++;
+            }
+        }
+    } else {
+        run_pass(g, c, kv, pi, n, b->n_logits, argmax, split_tiles);
+    }
+    MT_CU_LAUNCHED(err);
+    GpuScratch &s = g->s;
+    if (b->n_logits > 0) {
+        if (argmax) {
+            MT_CU(err, cudaMemcpyAsync(s.h_argmax, s.argmax, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+        } else {
+            MT_CU(err, cudaMemcpy2DAsync(logits, (size_t)V * sizeof(float), s.logits, (size_t)Vp * sizeof(float),
+                                         (size_t)V * sizeof(float), (size_t)b->n_logits, cudaMemcpyDeviceToHost, st));
+        }
+    }
+    // routing of layer ml lives at cap_ids + ml * slots * k; only the first n rows are real
+    size_t cap_n = (size_t)g->num_moe_layers * slots * k;
+    if (sink && sink->on_layer && cap_n) {
+        MT_CU(err, cudaMemcpyAsync(s.h_cap_ids, s.cap_ids, cap_n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+        MT_CU(err, cudaMemcpyAsync(s.h_cap_w, s.cap_w, cap_n * sizeof(float), cudaMemcpyDeviceToHost, st));
+    }
+    MT_CU(err, cudaStreamSynchronize(st));
+    prof_collect(g);
+    if (b->n_logits > 0 && argmax) memcpy(b->argmax, s.h_argmax, (size_t)b->n_logits * sizeof(int32_t));
+    if (sink && sink->on_layer) {
+        // Expert parallelism: each choice's replica by the CPU's rule (routing/placement.h), on the host
+        // copy of the routing; the device computes with the logical experts, as the CPU does.
+        int32_t *phys = b->placement ? (int32_t *)malloc((size_t)n * k * sizeof(int32_t)) : NULL;
+        if (b->placement && !phys) return mt_errf(err, "out of memory for the physical slots of %d tokens", n);
+        for (int l = 0; l < c->num_hidden_layers; l++) {
+            int ml = g->moe_index[l];
+            if (ml < 0) continue;
+            const int32_t *ids = s.h_cap_ids + (size_t)ml * slots * k;
+            if (phys) mt_placement_dispatch(b->placement, l, n, k, ids, b->tokens, b->positions, phys);
+            mt_routing_event ev = {l, n, k, b->seq_ids, b->positions, b->tokens, b->request_ids,
+                                   ids, s.h_cap_w + (size_t)ml * slots * k, phys};
+            sink->on_layer(sink->ctx, &ev);
+        }
+        free(phys);
+    }
+    return 0;
+}
+
+extern "C" void mt_cuda_profile(const mt_model *m, bool on) {
+    GpuModel *g = (GpuModel *)m->device;
+    if (g) g->prof.on = on;
+}
+
+extern "C" void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len) {
+    GpuModel *g = (GpuModel *)m->device;
+    size_t at = 0;
+    buf[0] = '\0';
+    if (!g) return;
+    GpuProfile &p = g->prof;
+    double total = 0;
+    for (int i = 0; i < PROF_COUNT; i++) total += p.ms[i];
+    at += snprintf(buf + at, len - at, "%ld passes, %.3f ms of device time per pass:", p.passes,
+                   p.passes ? total / p.passes : 0.0);
+    for (int i = 0; i < PROF_COUNT && at < len; i++)
+        if (p.ms[i] > 0)
+            at += snprintf(buf + at, len - at, " %s %.1f%%;", STAGE_NAMES[i], total > 0 ? 100.0 * p.ms[i] / total : 0.0);
+    memset(p.ms, 0, sizeof p.ms);
+    p.passes = 0;
+}

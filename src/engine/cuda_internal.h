@@ -1,0 +1,118 @@
+// State shared by the GPU backend's translation units (cuda_model.cu, cuda_forward.cu). CUDA C++.
+#ifndef MT_ENGINE_CUDA_INTERNAL_H
+#define MT_ENGINE_CUDA_INTERNAL_H
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+extern "C" {
+#include "engine/cuda_backend.h"
+}
+
+// Checks a CUDA call; on failure writes "CUDA error in CALL on device D (NAME): reason" and
+// returns -1 from the enclosing function.
+#define MT_CU(err, call)                                                                        \
+    do {                                                                                        \
+        cudaError_t mt_cu_rc = (call);                                                          \
+        if (mt_cu_rc != cudaSuccess) return mt_cuda_fail((err), #call, mt_cu_rc);              \
+    } while (0)
+// After kernel launches: the launch error, if any.
+#define MT_CU_LAUNCHED(err) MT_CU(err, cudaGetLastError())
+
+int mt_cuda_fail(mt_err *err, const char *call, cudaError_t rc);
+
+struct GpuMlp {             // SwiGLU MLP: gate/up interleaved, then down
+    mt_dmat gate_up, down;
+};
+
+struct GpuLayer {
+    float *attn_norm, *mlp_norm;
+    float *q_bias, *k_bias, *v_bias;        // NULL unless attention_bias
+    float *q_norm, *k_norm;                 // NULL unless q/k norm
+    mt_dmat qkv, o;                         // q, k, v stacked
+    bool is_moe;
+    GpuMlp dense;
+    mt_dmat router;
+    mt_dmat experts_gate_up, experts_down;  // expert 0 of E; expert e at + e * *_stride
+    size_t gate_up_stride, down_stride;
+    bool has_shared;
+    GpuMlp shared;
+    mt_dmat shared_gate;                    // [1, H] (rows padded to 16)
+};
+
+// Scratch of one forward pass, sized for `cap` tokens (reallocated when a batch is larger).
+struct GpuScratch {
+    int cap, cap_logits;
+    float *h, *qkv, *router, *ye, *ys, *sg, *logits;
+    bf16 *xb, *qb, *att, *act, *sact;
+    int32_t *cap_ids;        // [moe layers, cap, k]
+    float *cap_w;
+    int32_t *offsets, *tile_offsets, *counts, *active, *n_active, *src_rows, *pair_pos;
+    int32_t *argmax;
+    int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
+    // batch inputs, uploaded in one copy: tokens, positions, seq_of_token, logit_rows,
+    // table_offset, attention tiles (decode then prefill), block tables
+    int32_t *in, *h_in;      // device, pinned host
+    size_t in_cap;           // ints
+    // pinned host mirrors of the outputs
+    int32_t *h_cap_ids, *h_argmax;
+    float *h_cap_w;
+};
+
+// Per-stage device time of forward passes (MOETRACE_CUDA_PROFILE=1 or mt_cuda_profile): events at
+// stage boundaries, summed per stage after each pass.
+enum ProfStage {
+    PROF_EMBED, PROF_NORM, PROF_QKV, PROF_QK_PREP, PROF_ATTENTION, PROF_O_PROJ, PROF_ROUTER, PROF_ROUTE_SORT,
+    PROF_EXPERT_GATE_UP, PROF_EXPERT_DOWN, PROF_SHARED, PROF_COMBINE, PROF_DENSE_MLP, PROF_LOGITS, PROF_COUNT
+};
+struct GpuProfile {
+    bool on;
+    cudaEvent_t ev[4096];
+    int stage[4096];
+    int n;
+    double ms[PROF_COUNT];
+    long passes;
+};
+
+// A captured decode pass: B token slots (padded), attention split over split_tiles KV tiles (0: no
+// split), reading the K/V of one cache.
+constexpr int MT_MAX_GRAPHS = 48;
+struct GpuGraph {
+    int B, split_tiles;
+    const void *kv;
+    cudaGraphExec_t exec;
+};
+
+struct GpuModel {
+    int device;
+    cudaStream_t stream;
+    bf16 *embed;             // row-major [V, H]
+    float *final_norm;
+    mt_dmat lm_head;
+    GpuLayer *layers;
+    int num_layers, num_moe_layers;
+    int *moe_index;          // hidden layer -> MoE layer index (or -1)
+    void **allocs;           // every device allocation, for the free
+    int n_allocs, cap_allocs;
+    size_t weight_bytes;
+    GpuScratch s;
+    GpuProfile prof;
+    float *split;            // attention split states
+    size_t split_floats;
+    GpuGraph graphs[MT_MAX_GRAPHS];
+    int n_graphs;
+    bool graphs_off;         // MOETRACE_CUDA_GRAPHS=0
+};
+
+// Drops every captured graph (their buffers are about to move).
+void mt_gpu_graphs_clear(GpuModel *g);
+
+// Frees the scratch buffers (not the batch-input buffers in/h_in).
+void mt_gpu_scratch_release(GpuScratch *s);
+
+// Device allocation remembered for the model's free; NULL on failure (err set).
+void *mt_gpu_alloc(GpuModel *g, size_t bytes, mt_err *err);
+
+#endif

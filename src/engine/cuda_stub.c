@@ -1,0 +1,46 @@
+/* The GPU backend's entry points in builds without nvcc: each says the backend is missing. */
+#ifndef MOETRACE_HAVE_CUDA
+#include <stdio.h>
+
+#include "engine/cuda_backend.h"
+
+static int missing(mt_err *err) {
+    return mt_errf(err, "--device cuda: this build of moetrace has no CUDA backend (nvcc was not found at build time)");
+}
+
+bool mt_cuda_compiled(void) { return false; }
+int mt_cuda_device_count(void) { return 0; }
+int mt_cuda_attach(mt_model *m, mt_err *err) {
+    (void)m;
+    return missing(err);
+}
+int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err) {
+    (void)kv;
+    (void)m;
+    return missing(err);
+}
+void mt_cuda_kv_free(mt_kv_cache *kv) { (void)kv; }
+int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits, const mt_routing_sink *sink,
+                    mt_err *err) {
+    (void)m; (void)kv; (void)b; (void)logits; (void)sink;
+    return missing(err);
+}
+int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err) {
+    *copy_gbps = *bf16_tflops = 0.0;
+    return missing(err);
+}
+void mt_cuda_profile(const mt_model *m, bool on) {
+    (void)m;
+    (void)on;
+}
+void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len) {
+    (void)m;
+    snprintf(buf, len, "no CUDA backend in this build");
+}
+int mt_cuda_describe(char *buf, size_t len) {
+    snprintf(buf, len, "no CUDA backend in this build");
+    return -1;
+}
+#else
+typedef int mt_cuda_stub_unused; /* ISO C forbids an empty translation unit */
+#endif

@@ -1,0 +1,435 @@
+// Paged causal attention over bf16 K/V, on tensor cores, batch-invariant (see cuda_kernels.h).
+//
+// A warp owns 16 attention rows (a row is one query head of one token). The KV positions are cut
+// into tiles of 32; each tile gives, from an empty start, its own softmax state per row (max m,
+// sum l, output o), and a row's states are merged in tile order into its result. That order
+// depends on the row's position alone, so every path below computes the same bits:
+//  - the rows kernel: 4 warps of 16 rows each walk the tiles in order, sharing each K/V tile,
+//    merging as they go (prefill chunks);
+//  - the decode kernel: 4 warps compute 4 tiles of the same 16 rows at a time, one warp merges
+//    them in order (decode at large batches);
+//  - the split kernels: one warp per (rows, tile) writes the tile's state to scratch, then a merge
+//    kernel folds the states in tile order (decode at small batches, where the rows kernel would
+//    leave the GPU idle).
+// State updates use explicit fp32 intrinsics (no contraction choices left to the compiler).
+#include <math.h>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/mma.cuh"
+
+namespace {
+
+constexpr int KV_TILE = 32;
+
+template <int HD>
+struct RowState {        // this thread's part of a warp's 16-row state: rows tq and tq + 8
+    float m[2], l[2];
+    float o[HD / 8][4];
+};
+
+template <int HD>
+__device__ __forceinline__ void state_reset(RowState<HD> &s) {
+    s.m[0] = s.m[1] = -INFINITY;
+    s.l[0] = s.l[1] = 0.0f;
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) s.o[d][0] = s.o[d][1] = s.o[d][2] = s.o[d][3] = 0.0f;
+}
+
+struct RowInfo {
+    bool valid[2];
+    int pos[2];
+};
+
+// Loads the 16 query rows' A-fragments (rows tq, tq+8 of the warp's 16).
+template <int HD>
+__device__ __forceinline__ void load_q(uint32_t qa[HD / 16][4], const mt_attention_args &a, const mt_attn_tile &t,
+                                       int kvh, int row_base, RowInfo &ri) {
+    const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    const int G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
+    const bf16 *qrow[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int r = row_base + tq + 8 * h;
+        ri.valid[h] = r < t.n_tok * t.n_heads;
+        int tok = t.first_token + (ri.valid[h] ? r / t.n_heads : 0);
+        int head = kvh * G + t.head0 + (ri.valid[h] ? r % t.n_heads : 0);
+        ri.pos[h] = ri.valid[h] ? a.positions[tok] : -1;
+        qrow[h] = a.q + (size_t)tok * qd + (size_t)head * HD;
+    }
+#pragma unroll
+    for (int kc = 0; kc < HD / 16; kc++) {
+        const int c = kc * 16 + 2 * t4;
+        qa[kc][0] = ri.valid[0] ? *reinterpret_cast<const uint32_t *>(qrow[0] + c) : 0u;
+        qa[kc][1] = ri.valid[1] ? *reinterpret_cast<const uint32_t *>(qrow[1] + c) : 0u;
+        qa[kc][2] = ri.valid[0] ? *reinterpret_cast<const uint32_t *>(qrow[0] + c + 8) : 0u;
+        qa[kc][3] = ri.valid[1] ? *reinterpret_cast<const uint32_t *>(qrow[1] + c + 8) : 0u;
+    }
+}
+
+// Copies KV tile kt (positions kt*32 ..) of kv head kvh into shared memory, rows of HD+8; positions
+// beyond max_pos are zeros. Threads [0, n_threads) of the caller take part.
+template <int HD>
+__device__ __forceinline__ void load_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int seq, int kvh, int kt,
+                                             int max_pos, int tid, int n_threads) {
+    constexpr int VEC = HD / 8;   // 16-byte vectors per position
+    const int kvd = a.n_kv_heads * HD;
+    const int32_t *table = a.block_table + a.table_offset[seq];
+    for (int v = tid; v < KV_TILE * VEC; v += n_threads) {
+        int r = v / VEC, q = v % VEC;
+        int pos = kt * KV_TILE + r;
+        uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
+        if (pos <= max_pos) {
+            size_t off = (((size_t)table[pos / 16] * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)kvh * HD + q * 8;
+            kx = *reinterpret_cast<const uint4 *>(a.k_cache + off);
+            vx = *reinterpret_cast<const uint4 *>(a.v_cache + off);
+        }
+        *reinterpret_cast<uint4 *>(Ks + r * (HD + 8) + q * 8) = kx;
+        *reinterpret_cast<uint4 *>(Vs + r * (HD + 8) + q * 8) = vx;
+    }
+}
+
+// One KV tile into the state of the warp's 16 rows.
+template <int HD>
+__device__ __forceinline__ void process_tile(RowState<HD> &s, const uint32_t qa[HD / 16][4], const RowInfo &ri,
+                                             const bf16 *Ks, const bf16 *Vs, int kt, float scale_log2, int window) {
+    const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    float sc[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < HD / 16; kc++) {
+            const bf16 *krow = Ks + (nt * 8 + tq) * (HD + 8) + kc * 16 + 2 * t4;
+            uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(krow), *reinterpret_cast<const uint32_t *>(krow + 8)};
+            mt_mma(sc[nt], qa[kc], b);
+        }
+    }
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int h = q >> 1;
+            int p = kt * KV_TILE + nt * 8 + 2 * t4 + (q & 1);
+            bool ok = ri.valid[h] && p <= ri.pos[h] && (window <= 0 || p > ri.pos[h] - window);
+            sc[nt][q] = ok ? __fmul_rn(sc[nt][q], scale_log2) : -INFINITY;
+            tile_max[h] = fmaxf(tile_max[h], sc[nt][q]);
+        }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        float m_new = fmaxf(s.m[h], tile_max[h]);
+        if (m_new == -INFINITY) {
+            alpha[h] = 1.0f;
+        } else {
+            alpha[h] = exp2f(__fsub_rn(s.m[h], m_new));
+            s.m[h] = m_new;
+        }
+    }
+    float psum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int h = q >> 1;
+            float p = s.m[h] == -INFINITY ? 0.0f : exp2f(__fsub_rn(sc[nt][q], s.m[h]));
+            // round to bf16 first: the sum counts exactly what the P.V product uses
+            p = __bfloat162float(__float2bfloat16(p));
+            sc[nt][q] = p;
+            psum[h] = __fadd_rn(psum[h], p);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) s.l[h] = __fmaf_rn(s.l[h], alpha[h], psum[h]);
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        s.o[d][0] = __fmul_rn(s.o[d][0], alpha[0]);
+        s.o[d][1] = __fmul_rn(s.o[d][1], alpha[0]);
+        s.o[d][2] = __fmul_rn(s.o[d][2], alpha[1]);
+        s.o[d][3] = __fmul_rn(s.o[d][3], alpha[1]);
+    }
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++) {
+        uint32_t pa[4] = {mt_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]), mt_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
+                          mt_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), mt_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+        for (int d = 0; d < HD / 8; d += 2) {   // HD % 16 == 0: dims come in pairs of 8
+            // rows 16kk + lane%16 of V, columns d*8 (lanes 0-15) and (d+1)*8 (lanes 16-31), transposed
+            const bf16 *vp = Vs + (16 * kk + (lane & 15)) * (HD + 8) + (d + (lane >> 4)) * 8;
+            uint32_t r0, r1, r2, r3;
+            uint32_t addr = (uint32_t)__cvta_generic_to_shared(vp);
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                         : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                         : "r"(addr));
+            uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
+            mt_mma(s.o[d], pa, b0);
+            mt_mma(s.o[d + 1], pa, b1);
+        }
+    }
+}
+
+// A tile's state is final: its per-thread partial sums become the row sums.
+template <int HD>
+__device__ __forceinline__ void state_finish_tile(RowState<HD> &s) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        s.l[h] = __fadd_rn(s.l[h], __shfl_xor_sync(0xffffffffu, s.l[h], 1));
+        s.l[h] = __fadd_rn(s.l[h], __shfl_xor_sync(0xffffffffu, s.l[h], 2));
+    }
+}
+
+// total <- total (+) x, the online-softmax merge of two states of the same rows; merging into an
+// empty total copies x exactly.
+template <int HD>
+__device__ __forceinline__ void state_merge(RowState<HD> &t, const RowState<HD> &x) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float mn = fmaxf(t.m[h], x.m[h]);
+        if (mn == -INFINITY) continue;
+        float ca = exp2f(__fsub_rn(t.m[h], mn)), cb = exp2f(__fsub_rn(x.m[h], mn));
+        t.l[h] = __fmaf_rn(x.l[h], cb, __fmul_rn(t.l[h], ca));
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            t.o[d][2 * h] = __fmaf_rn(x.o[d][2 * h], cb, __fmul_rn(t.o[d][2 * h], ca));
+            t.o[d][2 * h + 1] = __fmaf_rn(x.o[d][2 * h + 1], cb, __fmul_rn(t.o[d][2 * h + 1], ca));
+        }
+        t.m[h] = mn;
+    }
+}
+
+template <int HD>
+__device__ __forceinline__ void store_rows(const RowState<HD> &s, const mt_attention_args &a, const mt_attn_tile &t,
+                                           int kvh, int row_base, const RowInfo &ri) {
+    const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    const int G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        if (!ri.valid[h]) continue;
+        int r = row_base + tq + 8 * h;
+        int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
+        bf16 *o = a.out + (size_t)tok * qd + (size_t)head * HD;
+        float l = s.l[h] > 0.0f ? s.l[h] : 1.0f;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            int c = d * 8 + 2 * t4;
+            *reinterpret_cast<uint32_t *>(o + c) =
+                mt_pack_bf16(__fdiv_rn(s.o[d][2 * h], l), __fdiv_rn(s.o[d][2 * h + 1], l));
+        }
+    }
+}
+
+__device__ __forceinline__ int tile_max_pos(const mt_attention_args &a, const mt_attn_tile &t) {
+    return a.positions[t.first_token + t.n_tok - 1];
+}
+
+// Rows kernel: one block per (tile of <= 16*warps rows, kv head); warp w owns rows 16w..16w+15.
+template <int HD>
+__global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
+    extern __shared__ uint4 smem_raw[];
+    const int warp = threadIdx.x >> 5;
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    if (t.n_tok == 0) return;   // padding tile of a captured graph
+    const int kvh = blockIdx.y;
+    const int seq = a.seq_of_token[t.first_token];
+    const int max_pos = tile_max_pos(a, t);
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw);
+    bf16 *Vs = Ks + KV_TILE * (HD + 8);
+
+    uint32_t qa[HD / 16][4];
+    RowInfo ri;
+    load_q<HD>(qa, a, t, kvh, warp * 16, ri);
+    int warp_max = max(ri.valid[0] ? ri.pos[0] : -1, ri.valid[1] ? ri.pos[1] : -1);
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) warp_max = max(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, o));
+    RowState<HD> total, s;
+    state_reset(total);
+    for (int kt = 0; kt * KV_TILE <= max_pos; kt++) {
+        __syncthreads();
+        load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, threadIdx.x, blockDim.x);
+        __syncthreads();
+        if (kt * KV_TILE > warp_max) continue;   // masked for every row of this warp: an empty state
+        state_reset(s);
+        process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+        state_finish_tile(s);
+        state_merge(total, s);
+    }
+    store_rows<HD>(total, a, t, kvh, warp * 16, ri);
+}
+
+// Decode kernel: one block per (tile of <= 16 rows, kv head); its 4 warps compute 4 KV tiles at a
+// time, and warp 0 merges their states in tile order (through shared memory).
+template <int HD>
+__global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attention_args a, float scale_log2) {
+    extern __shared__ uint4 smem_raw[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    if (t.n_tok == 0) return;
+    const int kvh = blockIdx.y;
+    const int seq = a.seq_of_token[t.first_token];
+    const int max_pos = tile_max_pos(a, t);
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
+    bf16 *Vs = Ks + KV_TILE * (HD + 8);
+    RowState<HD> *slots = reinterpret_cast<RowState<HD> *>(reinterpret_cast<bf16 *>(smem_raw) + 4 * 2 * KV_TILE * (HD + 8));
+    uint32_t qa[HD / 16][4];
+    RowInfo ri;
+    load_q<HD>(qa, a, t, kvh, 0, ri);
+    RowState<HD> total, s;
+    state_reset(total);
+    for (int round = 0; round * 4 * KV_TILE <= max_pos; round++) {
+        const int kt = round * 4 + warp;
+        state_reset(s);
+        if (kt * KV_TILE <= max_pos) {
+            load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, lane, 32);
+            __syncwarp();
+            process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+            state_finish_tile(s);
+        }
+        if (warp > 0) slots[(warp - 1) * 32 + lane] = s;
+        __syncthreads();
+        if (warp == 0) {
+            state_merge(total, s);
+            for (int w = 1; w < 4; w++) {
+                RowState<HD> x = slots[(w - 1) * 32 + lane];
+                state_merge(total, x);
+            }
+        }
+        __syncthreads();
+    }
+    if (warp == 0) store_rows<HD>(total, a, t, kvh, 0, ri);
+}
+
+// Split kernel: warp w of block (tile, kv head, z) computes KV tile 4z + w of the tile's <= 16 rows
+// and writes the state: o [16][HD], then m [16], then l [16], at state index (tile, kvh, kt).
+template <int HD>
+__global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention_args a, float scale_log2) {
+    extern __shared__ uint4 smem_raw[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    const int kvh = blockIdx.y, kt = blockIdx.z * 4 + warp;
+    if (t.n_tok == 0) return;
+    const int max_pos = tile_max_pos(a, t);
+    if (kt * KV_TILE > max_pos || kt >= a.split_max_tiles) return;
+    const int seq = a.seq_of_token[t.first_token];
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
+    bf16 *Vs = Ks + KV_TILE * (HD + 8);
+    uint32_t qa[HD / 16][4];
+    RowInfo ri;
+    load_q<HD>(qa, a, t, kvh, 0, ri);
+    load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, lane, 32);
+    __syncwarp();
+    RowState<HD> s;
+    state_reset(s);
+    process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+    state_finish_tile(s);
+    float *st = a.split_states + (((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles + kt) * 16 * (HD + 2);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int r = tq + 8 * h;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            st[r * HD + d * 8 + 2 * t4] = s.o[d][2 * h];
+            st[r * HD + d * 8 + 2 * t4 + 1] = s.o[d][2 * h + 1];
+        }
+        if (t4 == 0) {
+            st[16 * HD + r] = s.m[h];
+            st[16 * HD + 16 + r] = s.l[h];
+        }
+    }
+}
+
+// Merge kernel: folds the split states of (tile, kv head) in tile order, element by element, with
+// exactly the arithmetic of state_merge, and writes the rows.
+template <int HD>
+__global__ void __launch_bounds__(256) attention_merge_kernel(const mt_attention_args a) {
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    if (t.n_tok == 0) return;
+    const int kvh = blockIdx.y, G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
+    const int n_kt = tile_max_pos(a, t) / KV_TILE + 1, rows = t.n_tok * t.n_heads;
+    const float *base = a.split_states + ((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles * 16 * (HD + 2);
+    for (int e = threadIdx.x; e < rows * HD; e += blockDim.x) {
+        int r = e / HD, d = e % HD;
+        float m = -INFINITY, l = 0.0f, o = 0.0f;
+        for (int kt = 0; kt < n_kt; kt++) {
+            const float *st = base + (size_t)kt * 16 * (HD + 2);
+            float mx = st[16 * HD + r], lx = st[16 * HD + 16 + r], ox = st[r * HD + d];
+            float mn = fmaxf(m, mx);
+            if (mn == -INFINITY) continue;
+            float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx, mn));
+            l = __fmaf_rn(lx, cb, __fmul_rn(l, ca));
+            o = __fmaf_rn(ox, cb, __fmul_rn(o, ca));
+            m = mn;
+        }
+        int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
+        a.out[(size_t)tok * qd + (size_t)head * HD + d] = __float2bfloat16(__fdiv_rn(o, l > 0.0f ? l : 1.0f));
+    }
+}
+
+float scale_log2_of(int hd) { return (1.0f / sqrtf((float)hd)) * 1.4426950408889634f; }
+
+template <int HD>
+void launch_rows(const mt_attention_args &a, cudaStream_t st) {
+    size_t kv_bytes = 2 * KV_TILE * (HD + 8) * sizeof(bf16);
+    attention_rows_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 128, kv_bytes, st>>>(a, scale_log2_of(HD));
+}
+
+template <int HD>
+void launch_split(const mt_attention_args &a, cudaStream_t st) {
+    size_t smem = 4 * 2 * KV_TILE * (HD + 8) * sizeof(bf16);
+    static bool configured = false;
+    if (!configured) {
+        cudaFuncSetAttribute(attention_split_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        configured = true;
+    }
+    dim3 grid(a.n_tiles, a.n_kv_heads, (a.split_max_tiles + 3) / 4);
+    attention_split_kernel<HD><<<grid, 128, smem, st>>>(a, scale_log2_of(HD));
+    attention_merge_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 256, 0, st>>>(a);
+}
+
+template <int HD>
+void launch_decode(const mt_attention_args &a, cudaStream_t st) {
+    size_t smem = 4 * 2 * KV_TILE * (HD + 8) * sizeof(bf16) + 3 * 32 * sizeof(RowState<HD>);
+    static bool configured = false;
+    if (!configured) {
+        cudaFuncSetAttribute(attention_decode_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        configured = true;
+    }
+    attention_decode_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 128, smem, st>>>(a, scale_log2_of(HD));
+}
+
+enum Mode { DECODE, PREFILL, SPLIT };
+
+void dispatch(const mt_attention_args *a, Mode mode, cudaStream_t st) {
+    if (a->n_tiles <= 0) return;
+    switch (a->head_dim) {
+#define CASE(HD)                                                                     \
+    case HD:                                                                         \
+        if (mode == SPLIT) launch_split<HD>(*a, st);                                 \
+        else if (mode == DECODE) launch_decode<HD>(*a, st);                          \
+        else launch_rows<HD>(*a, st);                                                \
+        break;
+    CASE(16)
+    CASE(32)
+    CASE(64)
+    CASE(128)
+#undef CASE
+    default: break;
+    }
+}
+
+}  // namespace
+
+int mt_cuda_attention_supports(int head_dim) {
+    return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
+
+void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st) {
+    dispatch(a, a->split_states ? SPLIT : DECODE, st);
+}
+void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st) { dispatch(a, PREFILL, st); }
+
+size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim) {
+    return (size_t)n_tiles * n_kv_heads * max_tiles * 16 * (head_dim + 2);
+}

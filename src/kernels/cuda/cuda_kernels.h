@@ -1,0 +1,175 @@
+/* CUDA kernels of the GPU backend: launchers over device pointers on one stream, used by the
+ * engine's GPU forward pass (engine/forward_cuda.cu). CUDA C++ only (included from .cu files).
+ *
+ * Batch invariance is the contract every kernel here keeps: the value computed for one token never
+ * depends on which other tokens share the launch, how many there are, or where in the batch the
+ * token sits. So a sequence's logits and routing are bitwise the same solo or batched, and whether
+ * its tokens went through the small-batch or the large-batch matrix path:
+ *  - matrix products: each output is a chain of bf16 tensor-core MMAs (m16n8k16, fp32 accumulate)
+ *    over 16-wide chunks of K in increasing order, cut into mt_k_slices(K) fixed slices whose
+ *    partial sums are added in slice order; both paths (linear_small, linear_large) do exactly that;
+ *  - attention: KV positions in tiles of 32; each tile gives its own softmax state per row, and a
+ *    row's states are merged in tile order, whichever kernel computes them;
+ *  - reductions (norms, softmax, argmax) happen within one token's row in a fixed order.
+ *
+ * Weights live in the "tiled" layout: a [rows, K] matrix (K % 16 == 0) padded to rows_pad =
+ * roundup(rows, 16) rows and stored as 16x16 tiles, tile (rt, kc) at element ((rt*(K/16)+kc)*256),
+ * each tile holding the 32 lanes' m16n8k16 A-fragments in lane order (8 bf16 per lane), so a warp
+ * reads one tile as 32 coalesced 16-byte loads. Gate/up pairs are interleaved per tile (rows 0-7
+ * gate, 8-15 up of the same 8 intermediate features) so SwiGLU runs in the product's epilogue. */
+#ifndef MT_KERNELS_CUDA_KERNELS_H
+#define MT_KERNELS_CUDA_KERNELS_H
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- tiled weights ---------------------------------------------------------------------------- */
+
+typedef struct mt_dmat {
+    const bf16 *w;     /* tiled, [rows_pad/16][K/16][256] */
+    int rows, rows_pad, K;
+} mt_dmat;
+
+static inline __host__ __device__ int mt_round16(int x) { return (x + 15) / 16 * 16; }
+static inline size_t mt_dmat_elems(int rows, int K) { return (size_t)mt_round16(rows) * (size_t)K; }
+/* Number of fixed K slices of a product with inner dimension K; slice s covers the 16-wide chunks
+ * [s*C/S, (s+1)*C/S) with C = K/16. */
+static inline __host__ __device__ int mt_k_slices(int K) { return K / 16 < 8 ? K / 16 : 8; }
+
+/* How source rows map onto rows of a tiled matrix. */
+enum mt_tile_rows {
+    MT_ROWS_DIRECT = 0,   /* source row i -> row i */
+    MT_ROWS_GATE,         /* gate row i  -> row (i/8)*16 + i%8 */
+    MT_ROWS_UP,           /* up row i    -> row (i/8)*16 + 8 + i%8 */
+};
+/* Converts n_rows row-major source rows (dtype src_dtype: 0 f32, 1 f16, 2 bf16, as mt_dtype) of
+ * length K, already on the device, into tiled dst rows as `mode` says; they are the source rows
+ * first_row .. first_row + n_rows - 1 of the whole matrix. */
+void mt_cuda_tile_rows(bf16 *dst, int K, const void *src, int src_dtype, int n_rows, int first_row, int mode,
+                       cudaStream_t st);
+/* Fills n values of a tiled matrix (or any bf16 array) with uniform values in [-scale, scale)
+ * derived from seed (deterministic). */
+void mt_cuda_fill_random(bf16 *dst, size_t n, float scale, uint64_t seed, cudaStream_t st);
+/* Row-major conversions to bf16 / f32 (embedding table, small vectors). */
+void mt_cuda_convert_bf16(bf16 *dst, const void *src, int src_dtype, size_t n, cudaStream_t st);
+void mt_cuda_convert_f32(float *dst, const void *src, int src_dtype, size_t n, cudaStream_t st);
+void mt_cuda_fill_f32(float *dst, size_t n, float value, cudaStream_t st);
+
+/* ---- matrix products ------------------------------------------------------------------------- */
+
+enum mt_epilogue {
+    MT_EPI_F32 = 0,       /* out_f32[row][col] = acc */
+    MT_EPI_F32_ADD,       /* out_f32[row][col] += acc (residual stream) */
+    MT_EPI_BF16,          /* out_bf16[row][col] = bf16(acc) */
+    MT_EPI_SWIGLU,        /* out_bf16[row][j] = bf16(silu(gate_j) * up_j), j over rows/2 */
+};
+
+/* Y = X . W^T for rows of X. Dense: rows 0..n-1 of X (row stride ldx) give output rows 0..n-1.
+ * Grouped (experts): group g uses W + g*group_stride elements and owns sorted positions
+ * [group_offsets[g], group_offsets[g+1]); position p reads X row src_rows[p] (X row p when
+ * src_rows is NULL) and writes output row p. Output row stride ldo (in elements of the output
+ * type). */
+typedef struct mt_linear_args {
+    mt_dmat W;
+    size_t group_stride;            /* elements between consecutive experts' tiled matrices */
+    const bf16 *X;
+    int ldx;
+    int n;                          /* dense: number of rows (host value) */
+    const int32_t *group_offsets;   /* grouped: [E + 1] on device, or NULL for dense */
+    const int32_t *src_rows;        /* grouped: [positions] on device */
+    const int32_t *active;          /* grouped, small path: [E] active groups in id order */
+    const int32_t *n_active;        /* grouped, small path: device count of active groups */
+    const int32_t *tile_offsets;    /* grouped, large path: [E + 1] prefix of 64-row tiles per group */
+    int n_groups;                   /* grouped: E */
+    int max_work;                   /* grouped: upper bound of work items (grid size) */
+    void *out;
+    int ldo;
+    int epilogue;
+} mt_linear_args;
+
+/* Small batches (every group or dense call with at most 64 rows per work item): weights streamed
+ * once with 16-byte loads, K split over 8 warps. Grouped calls need per-group counts <= 64. */
+void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
+/* Large batches: 128x64 tiles staged through shared memory (cp.async, 3 stages). */
+void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
+
+/* ---- element-wise and per-token kernels -------------------------------------------------------- */
+
+/* h[i] = embed[tokens[i]] (bf16 row-major table [V, H]). */
+void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, int H, cudaStream_t st);
+/* y[i] = bf16(x[rows ? rows[i] : i] / rms * w) over n rows of H. */
+void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps,
+                     cudaStream_t st);
+
+/* Per token: biases, q/k norm, RoPE at its position, q -> bf16 [n, qd], k/v -> the paged cache. */
+typedef struct mt_qk_prep_args {
+    const float *qkv;                 /* [n, qd + 2*kvd] */
+    int n, n_heads, n_kv_heads, head_dim;
+    const float *q_bias, *k_bias, *v_bias;  /* may be NULL */
+    const float *q_norm, *k_norm;     /* may be NULL */
+    int qk_norm_full;                 /* 1: norm over the whole projection, 0: per head */
+    float eps, rope_theta;
+    const int32_t *positions, *seq_of_token; /* [n] */
+    const int32_t *block_table;       /* flattened tables */
+    const int32_t *table_offset;      /* [num_seqs] start of each sequence's table */
+    bf16 *k_cache, *v_cache;          /* [blocks, layers, 16, kvd] */
+    int layer, num_layers;
+    bf16 *q_out;                      /* [n, qd] */
+} mt_qk_prep_args;
+void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st);
+
+/* A tile of attention rows: n_tok consecutive batch tokens of one sequence (consecutive positions)
+ * x n_heads query heads (starting at head0 within the kv head's group); n_tok*n_heads <= 16 (decode
+ * kernel) or <= 64 (prefill kernel). */
+typedef struct mt_attn_tile {
+    int32_t first_token, n_tok, head0, n_heads;
+} mt_attn_tile;
+
+typedef struct mt_attention_args {
+    const bf16 *q;                    /* [n, n_heads*hd] */
+    const bf16 *k_cache, *v_cache;
+    const int32_t *positions, *seq_of_token, *block_table, *table_offset;
+    int layer, num_layers, n_heads, n_kv_heads, head_dim, sliding_window;
+    const mt_attn_tile *tiles;        /* device; tiles with n_tok 0 are skipped (graph padding) */
+    int n_tiles;
+    bf16 *out;                        /* [n, n_heads*hd] */
+    float *split_states;              /* decode: split scratch, or NULL */
+    int split_max_tiles;              /* KV tiles the split kernels cover (> every tile's max_pos/32) */
+} mt_attention_args;
+/* Tiles of at most 16 rows. With split_states set (scratch of mt_cuda_attention_split_floats
+ * floats), one warp per (tile, KV tile) and a merge kernel: the GPU stays busy at small batches;
+ * otherwise 4 warps per tile compute KV tiles side by side and merge them in order. */
+void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st);
+/* Tiles of at most 64 rows: 4 warps of 16 rows each sharing the KV tiles. */
+void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st);
+size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim);
+/* Head dims the attention kernels are built for. */
+int mt_cuda_attention_supports(int head_dim);
+
+/* ---- MoE routing ------------------------------------------------------------------------------ */
+
+/* Softmax over E router logits (row stride ld), top-k in router order (ties to the lower index),
+ * optional renormalisation: ids/weights [n, k]. */
+void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm,
+                   cudaStream_t st);
+
+/* Stable counting sort of the n*k (token, slot) pairs by expert. Outputs: offsets [E+1],
+ * src_rows [n*k] (token of each sorted position), pair_pos [n*k] (sorted position of pair t*k+j),
+ * active [E] + n_active (experts with tokens, in id order), tile_offsets [E+1] (64-row tiles).
+ * counts: E ints of scratch; chunks: ceil(n*k/1024)*E ints of scratch. */
+typedef struct mt_expert_sort {
+    int32_t *offsets, *src_rows, *pair_pos, *active, *n_active, *tile_offsets, *counts, *chunks;
+} mt_expert_sort;
+void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st);
+
+/* h[t] += sum_j w[t,j] * ye[pair_pos[t*k+j]] (+ sigmoid(sg[t*ld_sg]) * ys[t] when ys). */
+void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H,
+                         const float *ys, const float *sg, int ld_sg, cudaStream_t st);
+
+/* out[i] = argmax of row i of logits [n, ld] over V columns, ties to the lower index. */
+void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, cudaStream_t st);
+
+#endif

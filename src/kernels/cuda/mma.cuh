@@ -1,0 +1,52 @@
+// Device helpers shared by the CUDA kernels: the one tensor-core instruction every product uses,
+// streaming and asynchronous copies, and dtype loads.
+#ifndef MT_KERNELS_CUDA_MMA_CUH
+#define MT_KERNELS_CUDA_MMA_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// c += a . b for one m16n8k16 tile (bf16 in, fp32 accumulate). Every matrix product and the
+// attention use exactly this instruction, so a value's arithmetic never depends on the path.
+__device__ __forceinline__ void mt_mma(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// 16 bytes of weights read once: not kept in L1.
+__device__ __forceinline__ uint4 mt_ld_stream(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// 16-byte asynchronous copy global -> shared; bytes beyond src_bytes (0 or 16) are zero-filled.
+__device__ __forceinline__ void mt_cp_async16(void *smem, const void *gmem, int src_bytes) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void mt_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void mt_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ uint32_t mt_pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+// Element i of a row-major array of dtype 0 f32, 1 f16, 2 bf16 (util/dtype.h order).
+__device__ __forceinline__ float mt_load_any(const void *p, int dtype, size_t i) {
+    if (dtype == 0) return ((const float *)p)[i];
+    if (dtype == 1) return __half2float(((const __half *)p)[i]);
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+
+__device__ __forceinline__ float mt_silu(float g) { return g / (1.0f + expf(-g)); }
+
+#endif

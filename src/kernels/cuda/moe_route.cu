@@ -1,0 +1,174 @@
+// MoE routing on the device: softmax + top-k (+ renormalisation) per token, and the stable sort of
+// (token, slot) pairs by expert that the grouped expert products and the combine read.
+#include <math.h>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace {
+
+constexpr int ROUTE_MAX_PER_LANE = 32;   // E <= 1024
+
+// One warp per token. Ties in top-k go to the lower expert id (as the CPU path and torch.topk on
+// distinct values).
+__global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
+    const int lane = threadIdx.x & 31;
+    const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (t >= n) return;
+    const float *row = logits + (size_t)t * ld;
+    float p[ROUTE_MAX_PER_LANE];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < ROUTE_MAX_PER_LANE; i++) {
+        int e = i * 32 + lane;
+        p[i] = e < E ? row[e] : -INFINITY;
+        mx = fmaxf(mx, p[i]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < ROUTE_MAX_PER_LANE; i++) {
+        p[i] = i * 32 + lane < E ? expf(p[i] - mx) : 0.0f;
+        sum += p[i];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+#pragma unroll
+    for (int i = 0; i < ROUTE_MAX_PER_LANE; i++) p[i] = i * 32 + lane < E ? p[i] / sum : -1.0f;
+
+    float chosen[32];
+    float wsum = 0.0f;
+    for (int j = 0; j < k; j++) {
+        float bv = -2.0f;
+        int bi = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < ROUTE_MAX_PER_LANE; i++)
+            if (p[i] > bv) { bv = p[i]; bi = i * 32 + lane; }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+        }
+#pragma unroll
+        for (int i = 0; i < ROUTE_MAX_PER_LANE; i++)
+            if (i * 32 + lane == bi) p[i] = -1.0f;
+        if (lane == 0) ids[(size_t)t * k + j] = bi;
+        if (j < 32) chosen[j] = bv;
+        wsum += bv;
+    }
+    if (lane == 0)
+        for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
+}
+
+// Ranks pairs [begin, end) in order into their experts' slots, starting at cursor[e] (shared
+// memory): warp 0 walks them 32 at a time, ranking equal experts with match_any. Stable.
+__device__ void scatter_in_order(const mt_expert_sort &s, const int32_t *ids, int begin, int end, int k, int32_t *cursor) {
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    for (int base = begin; base < end; base += 32) {
+        int i = base + lane;
+        int e = i < end ? ids[i] : -1 - lane;   // distinct negatives never match a real expert
+        unsigned same = __match_any_sync(0xffffffffu, e);
+        if (i < end) {
+            int pos = cursor[e] + __popc(same & ((1u << lane) - 1u));
+            s.src_rows[pos] = i / k;
+            s.pair_pos[i] = pos;
+        }
+        __syncwarp();
+        if (i < end && (same >> lane) == 1u) cursor[e] += __popc(same);   // highest lane of its group
+        __syncwarp();
+    }
+}
+
+// From counts[E]: offsets, 64-row tile offsets, the active list. One thread.
+__device__ void scan_counts(const mt_expert_sort &s, int E) {
+    int off = 0, tiles = 0, active = 0;
+    for (int e = 0; e < E; e++) {
+        int c = s.counts[e];
+        s.offsets[e] = off;
+        s.tile_offsets[e] = tiles;
+        if (c > 0) s.active[active++] = e;
+        off += c;
+        tiles += (c + 63) / 64;
+    }
+    s.offsets[E] = off;
+    s.tile_offsets[E] = tiles;
+    *s.n_active = active;
+}
+
+// Few pairs (decode): everything in one block.
+__global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    extern __shared__ int32_t cursor[];   // [E]
+    for (int e = threadIdx.x; e < E; e += blockDim.x) s.counts[e] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < nk; i += blockDim.x) atomicAdd(&s.counts[ids[i]], 1);
+    __syncthreads();
+    if (threadIdx.x == 0) scan_counts(s, E);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = s.offsets[e];
+    __syncthreads();
+    scatter_in_order(s, ids, 0, nk, k, cursor);
+}
+
+// Many pairs (prefill): chunks of SORT_CHUNK pairs counted, scanned, then scattered in parallel.
+constexpr int SORT_CHUNK = 1024;
+
+__global__ void sort_count_kernel(mt_expert_sort s, const int32_t *ids, int nk, int E) {
+    extern __shared__ int32_t cnt[];   // [E]
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    const int begin = blockIdx.x * SORT_CHUNK, end = min(nk, begin + SORT_CHUNK);
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) atomicAdd(&cnt[ids[i]], 1);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) s.chunks[(size_t)blockIdx.x * E + e] = cnt[e];
+}
+
+// One block of >= E threads: totals, the scan, then each chunk's first slot per expert.
+__global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        int total = 0;
+        for (int c = 0; c < n_chunks; c++) total += s.chunks[(size_t)c * E + e];
+        s.counts[e] = total;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) scan_counts(s, E);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        int at = s.offsets[e];
+        for (int c = 0; c < n_chunks; c++) {
+            int cnt = s.chunks[(size_t)c * E + e];
+            s.chunks[(size_t)c * E + e] = at;
+            at += cnt;
+        }
+    }
+}
+
+__global__ void sort_scatter_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    extern __shared__ int32_t cursor[];   // [E]
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = s.chunks[(size_t)blockIdx.x * E + e];
+    __syncthreads();
+    const int begin = blockIdx.x * SORT_CHUNK;
+    scatter_in_order(s, ids, begin, min(nk, begin + SORT_CHUNK), k, cursor);
+}
+
+}  // namespace
+
+void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm,
+                   cudaStream_t st) {
+    if (n <= 0) return;
+    route_kernel<<<(n + 7) / 8, 256, 0, st>>>(ids, weights, logits, ld, n, E, k, renorm);
+}
+
+void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st) {
+    int nk = n * k;
+    size_t smem = (size_t)E * sizeof(int32_t);
+    if (nk <= 4 * SORT_CHUNK) {
+        expert_sort_kernel<<<1, 1024, smem, st>>>(*s, ids, nk, k, E);
+        return;
+    }
+    int chunks = (nk + SORT_CHUNK - 1) / SORT_CHUNK;
+    sort_count_kernel<<<chunks, 256, smem, st>>>(*s, ids, nk, E);
+    sort_scan_kernel<<<1, 1024, 0, st>>>(*s, chunks, E);
+    sort_scatter_kernel<<<chunks, 32, smem, st>>>(*s, ids, nk, k, E);
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine without this project's Debian libraries needs into .devcarry/ (ignored):
+# the GPU test and benchmark binaries, the CLI, and the shared libraries they use that such a
+# machine lacks (everything ldd names except glibc, libstdc++/libgcc and the CUDA libraries).
+# Usage: tests/gpu/pack.sh [BUILD_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
+bins=("$build/test_cuda_kernels" "$build/test_cuda" "$build/bench_cuda" "$build/moetrace")
+cp "${bins[@]}" .devcarry/bin/
+ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*|libcu*) ;;
+    *) cp -L "$lib" .devcarry/lib/ ;;
+  esac
+done
+du -sh .devcarry

@@ -1,0 +1,287 @@
+/* The CUDA backend (run on a GPU machine; skipped where no device is visible):
+ *  - against the transformers fixtures, with bf16 tolerances: logits relative error <= 2e-2 (or
+ *    twice what transformers itself gets in bf16 on that fixture, tests/fixtures/bf16_calibration.py),
+ *    routing sets equal for >= 97% of (token, MoE layer) pairs of the tokens both runs share, the
+ *    first 5 greedy tokens equal unless transformers in bf16 diverges as early, or the reference's
+ *    own first choice is a near-tie (top-2 margin below twice our error on that row);
+ *  - against the CPU engine on mid-size dummy shapes (head_dim 64 and 128, several K slices): a
+ *    shape check on random weights (near-uniform routers, so near-ties), logits within 5e-2 and
+ *    90% of the prompt's routing sets equal;
+ *  - batch invariance on the device: >= 100 sequences batched (chunked prefill, prefix cache, the
+ *    small and large product paths mixed) give exactly the tokens and routing of their solo runs;
+ *  - an expert placement on the device: outputs unchanged, every choice's physical slot holds its
+ *    logical expert. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "engine/cuda_backend.h"
+#include "engine/generate.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "routing/capture.h"
+#include "routing/placement.h"
+
+#include "batch_invariance.h"
+#include "reference_common.h"
+
+static void require_gpu(void) {
+    if (!mt_cuda_compiled() || mt_cuda_device_count() == 0) skip();
+}
+
+static void attach_or_fail(mt_model *m) {
+    mt_err err;
+    if (mt_cuda_attach(m, &err)) fail_msg("%s", err.msg);
+}
+
+/* What transformers gets in bf16 on a fixture (tests/fixtures/models/bf16_calibration.json). */
+typedef struct calibration {
+    double logits_rel_err;
+    int greedy_equal;
+} calibration;
+
+static calibration calibration_of(const char *arch, const char *prompt) {
+    calibration c = {0.0, 0};
+    char path[512], key[64];
+    snprintf(path, sizeof path, "%s/bf16_calibration.json", FIXTURES);
+    snprintf(key, sizeof key, "%s/%s", arch, prompt);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s is missing", path);
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    cJSON *root = cJSON_Parse(text);
+    cJSON *fx = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "fixtures"), key);
+    if (!fx) fail_msg("%s has no entry %s", path, key);
+    c.logits_rel_err = cJSON_GetObjectItemCaseSensitive(fx, "logits_rel_err")->valuedouble;
+    c.greedy_equal = cJSON_GetObjectItemCaseSensitive(fx, "greedy_equal")->valueint;
+    cJSON_Delete(root);
+    return c;
+}
+
+/* Top-1 minus top-2 of a row, and our largest absolute error on it. */
+static void margin_and_error(const float *ref, const float *ours, int V, double *margin, double *err) {
+    float a = -INFINITY, b = -INFINITY;
+    *err = 0;
+    for (int i = 0; i < V; i++) {
+        if (ref[i] > a) { b = a; a = ref[i]; }
+        else if (ref[i] > b) b = ref[i];
+        double d = fabs((double)ours[i] - ref[i]);
+        if (d > *err) *err = d;
+    }
+    *margin = (double)a - b;
+}
+
+static void test_against_transformers(void **state) {
+    (void)state;
+    require_gpu();
+    char dev[256];
+    mt_cuda_describe(dev, sizeof dev);
+    print_message("  device: %s\n", dev);
+    int bad = 0;   /* every case is printed before the verdict */
+    for (size_t a = 0; a < 4; a++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", FIXTURES, ARCHS[a]);
+        mt_model m;
+        mt_err err;
+        if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+        attach_or_fail(&m);
+        const mt_config *c = &m.cfg;
+        for (size_t p = 0; p < 2; p++) {
+            mt_npy prompt, logits, routing, tokens;
+            load_npy(dir, "prompt", PROMPTS[p], &prompt);
+            load_npy(dir, "logits", PROMPTS[p], &logits);
+            load_npy(dir, "routing", PROMPTS[p], &routing);
+            load_npy(dir, "tokens", PROMPTS[p], &tokens);
+            int P = (int)prompt.count, G = (int)tokens.count;
+            float *ours = malloc((size_t)P * c->vocab_size * sizeof *ours);
+            int32_t out[64];
+            int n_out = 0;
+            mt_routing_table table;
+            assert_int_equal(mt_routing_table_init(&table, c->num_hidden_layers, c->top_k, 4), 0);
+            mt_routing_sink sink = mt_routing_table_sink(&table);
+            mt_generate_opts o = {.max_new_tokens = G, .ignore_eos = true, .prompt_logits = ours, .sink = &sink};
+            if (mt_generate(&m, prompt.data, P, &o, out, &n_out, &err)) fail_msg("%s: %s", ARCHS[a], err.msg);
+            double e = rel_err(ours, logits.data, (size_t)P * c->vocab_size);
+            assert_int_equal(n_out, G);
+            assert_int_equal(table.rows, routing.shape[0]);
+            int same = 0;
+            while (same < G && out[same] == ((int32_t *)tokens.data)[same]) same++;
+            /* rows of the tokens both runs forwarded: the prompt and the generated tokens before
+             * the first difference */
+            int shared_rows = P + (same < G ? same : G - 1);
+            double agree = routing_agreement(table.ids, routing.data, shared_rows, c->num_hidden_layers, c->top_k, c);
+            calibration cal = calibration_of(ARCHS[a], PROMPTS[p]);
+            double margin, row_err;
+            margin_and_error((const float *)logits.data + (size_t)(P - 1) * c->vocab_size, ours + (size_t)(P - 1) * c->vocab_size,
+                             c->vocab_size, &margin, &row_err);
+            double e_tol = 2 * cal.logits_rel_err > 2e-2 ? 2 * cal.logits_rel_err : 2e-2;
+            bool greedy_ok = same >= (G < 5 ? G : 5) || same >= cal.greedy_equal || (same == 0 && margin < 2 * row_err);
+            print_message("  %-10s %-5s P=%3d logits rel err %.2e (transformers bf16 %.2e), routing sets equal %.4f, "
+                          "greedy tokens equal %d/%d (transformers bf16 %d%s)\n",
+                          ARCHS[a], PROMPTS[p], P, e, cal.logits_rel_err, agree, same, G, cal.greedy_equal,
+                          same == 0 && margin < 2 * row_err ? ", reference's first choice a near-tie" : "");
+            bad += !(e <= e_tol) || !(agree >= 0.97) || !greedy_ok;
+            mt_routing_table_free(&table);
+            free(ours);
+            mt_npy_free(&prompt);
+            mt_npy_free(&logits);
+            mt_npy_free(&routing);
+            mt_npy_free(&tokens);
+        }
+        mt_model_free(&m);
+    }
+    assert_int_equal(bad, 0);
+}
+
+static const char *MID_CONFIG =
+    "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 4096, \"hidden_size\": 1024, \"num_hidden_layers\": 4,"
+    " \"num_attention_heads\": 16, \"num_key_value_heads\": 4, \"head_dim\": %d, \"max_position_embeddings\": 4096,"
+    " \"rope_theta\": 1000000.0, \"num_experts\": 32, \"num_experts_per_tok\": 4, \"moe_intermediate_size\": 256,"
+    " \"intermediate_size\": 1024, \"norm_topk_prob\": true, \"rms_norm_eps\": 1e-6, \"mlp_only_layers\": [0],"
+    " \"tie_word_embeddings\": false}";
+
+/* Dummy mid-size model (same host weights on CPU and GPU). */
+static void load_mid(mt_model *m, int head_dim) {
+    char dir[] = "/tmp/moetrace_cuda_XXXXXX", path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, MID_CONFIG, head_dim);
+    fclose(f);
+    mt_err err;
+    if (mt_model_load(m, dir, MT_LOAD_DUMMY, &err)) fail_msg("%s", err.msg);
+    remove(path);
+    rmdir(dir);
+}
+
+static void test_matches_cpu_mid_size(void **state) {
+    (void)state;
+    require_gpu();
+    const int hds[2] = {64, 128}, prompts[2] = {40, 300};
+    int bad = 0;
+    for (int h = 0; h < 4; h++) {
+        mt_model cpu, gpu;
+        load_mid(&cpu, hds[h % 2]);
+        load_mid(&gpu, hds[h % 2]);
+        attach_or_fail(&gpu);
+        int P = prompts[h / 2], G = 8;
+        int32_t *prompt = malloc((size_t)P * sizeof *prompt);
+        for (int i = 0; i < P; i++) prompt[i] = (int32_t)((i * 7919 + 13) % 4096);
+        float *lc = malloc((size_t)P * 4096 * sizeof(float)), *lg = malloc((size_t)P * 4096 * sizeof(float));
+        mt_routing_table tc, tg;
+        assert_int_equal(mt_routing_table_init(&tc, 4, 4, 8), 0);
+        assert_int_equal(mt_routing_table_init(&tg, 4, 4, 8), 0);
+        mt_routing_sink sc = mt_routing_table_sink(&tc), sg = mt_routing_table_sink(&tg);
+        int32_t oc[16], og[16];
+        int nc, ng;
+        mt_err err;
+        mt_generate_opts o1 = {.max_new_tokens = G, .ignore_eos = true, .prompt_logits = lc, .sink = &sc};
+        mt_generate_opts o2 = {.max_new_tokens = G, .ignore_eos = true, .prompt_logits = lg, .sink = &sg};
+        if (mt_generate(&cpu, prompt, P, &o1, oc, &nc, &err)) fail_msg("%s", err.msg);
+        if (mt_generate(&gpu, prompt, P, &o2, og, &ng, &err)) fail_msg("%s", err.msg);
+        double e = rel_err(lg, lc, (size_t)P * 4096);
+        int same = 0;
+        while (same < G && oc[same] == og[same]) same++;
+        double agree = routing_agreement(tg.ids, tc.ids, P + (same < G ? same : G - 1), 4, 4, &cpu.cfg);
+        print_message("  mid-size dummy, head_dim %3d, P=%3d: logits rel err vs CPU %.2e, routing sets equal %.4f, tokens %d/%d\n",
+                      hds[h % 2], P, e, agree, same, G);
+        bad += !(e <= 5e-2) || !(agree >= 0.9);
+        mt_routing_table_free(&tc);
+        mt_routing_table_free(&tg);
+        free(lc);
+        free(lg);
+        free(prompt);
+        mt_model_free(&cpu);
+        mt_model_free(&gpu);
+    }
+    assert_int_equal(bad, 0);
+}
+
+static void test_batch_invariance_on_device(void **state) {
+    (void)state;
+    require_gpu();
+    mt_model m;
+    load_mid(&m, 128);
+    attach_or_fail(&m);
+    mt_engine_opts o = {.num_kv_blocks = 4000, .max_batch_tokens = 200, .max_running = 40, .prefix_cache = true};
+    check_batched_equals_solo(&m, &o);
+    mt_model_free(&m);
+}
+
+/* The placement's dispatch on the device path (routing copied back, slots computed on the host). */
+static void test_placement_on_device(void **state) {
+    (void)state;
+    require_gpu();
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/qwen3_moe", FIXTURES);
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    attach_or_fail(&m);
+    const mt_config *c = &m.cfg;
+    mt_moe_shape shape;
+    mt_moe_shape_from_config(c, &shape);
+    /* 12 slots on 4 GPUs: the first four experts twice */
+    int32_t rows[3 * 12];
+    for (int i = 0; i < 3; i++)
+        for (int s = 0; s < 12; s++) rows[i * 12 + s] = s < 8 ? s : s - 8;
+    mt_placement plc;
+    if (mt_placement_from_phy2log(&shape, 4, 12, rows, &plc, &err)) fail_msg("%s", err.msg);
+    int32_t prompt[24], out[2][8];
+    for (int i = 0; i < 24; i++) prompt[i] = 3 + (i * 37) % 400;
+    size_t cells = (size_t)32 * c->num_hidden_layers * c->top_k;
+    mt_routing_table routing[2], phys;
+    float *logits[2];
+    for (int v = 0; v < 2; v++) {
+        assert_int_equal(mt_routing_table_init(&routing[v], c->num_hidden_layers, c->top_k, 32), 0);
+        if (v) assert_int_equal(mt_routing_table_init(&phys, c->num_hidden_layers, c->top_k, 32), 0);
+        mt_routing_fanout fan = {0};
+        mt_routing_fanout_add(&fan, mt_routing_table_sink(&routing[v]));
+        if (v) mt_routing_fanout_add(&fan, mt_routing_table_physical_sink(&phys));
+        mt_routing_sink sink = mt_routing_fanout_sink(&fan);
+        logits[v] = malloc((size_t)24 * c->vocab_size * sizeof(float));
+        mt_generate_opts go = {.max_new_tokens = 8, .ignore_eos = true, .prompt_logits = logits[v], .sink = &sink,
+                               .placement = v ? &plc : NULL};
+        int n = 0;
+        if (mt_generate(&m, prompt, 24, &go, out[v], &n, &err)) fail_msg("%s", err.msg);
+    }
+    assert_memory_equal(logits[0], logits[1], (size_t)24 * c->vocab_size * sizeof(float));
+    assert_memory_equal(out[0], out[1], sizeof out[0]);
+    assert_memory_equal(routing[0].ids, routing[1].ids, cells * sizeof(int32_t));
+    for (size_t i = 0; i < (size_t)routing[1].rows * c->num_hidden_layers * c->top_k; i++) {
+        int l = (int)(i / c->top_k % c->num_hidden_layers);
+        if (plc.row_of[l] < 0) assert_int_equal(phys.ids[i], -1);
+        else assert_int_equal(plc.phy2log[plc.row_of[l] * 12 + phys.ids[i]], routing[1].ids[i]);
+    }
+    for (int v = 0; v < 2; v++) {
+        mt_routing_table_free(&routing[v]);
+        free(logits[v]);
+    }
+    mt_routing_table_free(&phys);
+    mt_placement_free(&plc);
+    mt_model_free(&m);
+}
+
+int main(void) {
+    mt_kernels_init(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_against_transformers),
+        cmocka_unit_test(test_matches_cpu_mid_size),
+        cmocka_unit_test(test_batch_invariance_on_device),
+        cmocka_unit_test(test_placement_on_device),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    mt_kernels_shutdown();
+    return rc;
+}

@@ -1,0 +1,437 @@
+// The CUDA kernels one by one against float64 references on the host (skipped without a device):
+// the small and large product paths (dense, grouped, every epilogue), both attention kernels over
+// paged, multi-tile contexts, and the attention prologue. Fresh random inputs; outputs poisoned
+// before each launch so unwritten elements show.
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+static int failures = 0;
+static uint64_t rng_state = 88172645463325252ull;
+
+static float frand() {   // uniform [-1, 1)
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) / 16777216.0) * 2.0f - 1.0f;
+}
+
+static float bf(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+#define CK(call)                                                                        \
+    do {                                                                                \
+        cudaError_t e_ = (call);                                                        \
+        if (e_ != cudaSuccess) {                                                        \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                    \
+        }                                                                               \
+    } while (0)
+
+template <typename T>
+static T *to_dev(const std::vector<T> &v) {
+    T *d;
+    CK(cudaMalloc(&d, v.size() * sizeof(T) + 16));
+    CK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+template <typename T>
+static std::vector<T> from_dev(const T *d, size_t n) {
+    std::vector<T> v(n);
+    CK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+}
+
+static void report(const char *what, double err, double tol) {
+    bool ok = err <= tol;   // NaN fails
+    printf("  %-64s rel err %.2e %s\n", what, err, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
+static double rel(const std::vector<double> &ref, const std::vector<float> &got) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        double d = got[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+// ---- products ------------------------------------------------------------------------------------
+
+// W row-major [rows, K] (bf16 values) tiled on the device.
+static bf16 *tile_weights(const std::vector<float> &w, int rows, int K, int mode_gate_up) {
+    bf16 *d;
+    size_t elems = mt_dmat_elems(rows, K);
+    CK(cudaMalloc(&d, elems * sizeof(bf16)));
+    CK(cudaMemset(d, 0, elems * sizeof(bf16)));
+    float *src = to_dev(w);
+    if (!mode_gate_up) {
+        mt_cuda_tile_rows(d, K, src, 0, rows, 0, MT_ROWS_DIRECT, 0);
+    } else {   // w holds gate rows then up rows, rows/2 each
+        mt_cuda_tile_rows(d, K, src, 0, rows / 2, 0, MT_ROWS_GATE, 0);
+        mt_cuda_tile_rows(d, K, src + (size_t)(rows / 2) * K, 0, rows / 2, 0, MT_ROWS_UP, 0);
+    }
+    CK(cudaDeviceSynchronize());
+    cudaFree(src);
+    return d;
+}
+
+static void check_dense(int rows, int K, int n, int epi, bool large) {
+    std::vector<float> w((size_t)rows * K), x((size_t)n * K);
+    for (auto &v : w) v = bf(frand() / sqrtf((float)K));
+    for (auto &v : x) v = bf(frand());
+    std::vector<bf16> xb(x.size());
+    for (size_t i = 0; i < x.size(); i++) xb[i] = __float2bfloat16(x[i]);
+    bool swiglu = epi == MT_EPI_SWIGLU;
+    int out_cols = swiglu ? rows / 2 : rows;
+    std::vector<double> ref((size_t)n * out_cols);
+    std::vector<float> base((size_t)n * out_cols);
+    for (auto &v : base) v = frand();
+    for (int t = 0; t < n; t++) {
+        for (int r = 0; r < out_cols; r++) {
+            auto dot = [&](int row) {
+                double s = 0;
+                for (int k = 0; k < K; k++) s += (double)w[(size_t)row * K + k] * x[(size_t)t * K + k];
+                return s;
+            };
+            double v;
+            if (swiglu) {
+                double g = dot(r), u = dot(r + rows / 2);
+                v = g / (1 + exp(-g)) * u;
+            } else {
+                v = dot(r);
+            }
+            if (epi == MT_EPI_F32_ADD) v += base[(size_t)t * out_cols + r];
+            ref[(size_t)t * out_cols + r] = v;
+        }
+    }
+    bf16 *dw = tile_weights(w, rows, K, swiglu);
+    bf16 *dx = to_dev(xb);
+    void *dout;
+    size_t out_bytes = (size_t)n * out_cols * (epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD ? 4 : 2);
+    CK(cudaMalloc(&dout, out_bytes));
+    if (epi == MT_EPI_F32_ADD) CK(cudaMemcpy(dout, base.data(), out_bytes, cudaMemcpyHostToDevice));
+    else CK(cudaMemset(dout, 0xff, out_bytes));   // NaN poison
+    mt_linear_args a = {};
+    a.W = {dw, rows, mt_round16(rows), K};
+    a.X = dx;
+    a.ldx = K;
+    a.n = n;
+    a.out = dout;
+    a.ldo = out_cols;
+    a.epilogue = epi;
+    if (large) mt_cuda_linear_large(&a, 0);
+    else mt_cuda_linear_small(&a, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    std::vector<float> got((size_t)n * out_cols);
+    if (epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD) {
+        got = from_dev((float *)dout, got.size());
+    } else {
+        auto g = from_dev((bf16 *)dout, got.size());
+        for (size_t i = 0; i < got.size(); i++) got[i] = __bfloat162float(g[i]);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "linear %s rows %d K %d n %d epilogue %d", large ? "large" : "small", rows, K, n, epi);
+    report(what, rel(ref, got), epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD ? 1e-5 : 8e-3);
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dout);
+}
+
+// Small and large paths give bitwise the same outputs for the same rows.
+static void check_paths_agree(int rows, int K, int n) {
+    std::vector<float> w((size_t)rows * K);
+    std::vector<bf16> xb((size_t)n * K);
+    for (auto &v : w) v = bf(frand() / sqrtf((float)K));
+    for (auto &v : xb) v = __float2bfloat16(frand());
+    bf16 *dw = tile_weights(w, rows, K, 0);
+    bf16 *dx = to_dev(xb);
+    float *o1, *o2;
+    CK(cudaMalloc(&o1, (size_t)n * rows * 4));
+    CK(cudaMalloc(&o2, (size_t)n * rows * 4));
+    mt_linear_args a = {};
+    a.W = {dw, rows, mt_round16(rows), K};
+    a.X = dx;
+    a.ldx = K;
+    a.n = n;
+    a.ldo = rows;
+    a.epilogue = MT_EPI_F32;
+    a.out = o1;
+    mt_cuda_linear_small(&a, 0);
+    a.out = o2;
+    mt_cuda_linear_large(&a, 0);
+    CK(cudaDeviceSynchronize());
+    auto g1 = from_dev(o1, (size_t)n * rows), g2 = from_dev(o2, (size_t)n * rows);
+    bool same = memcmp(g1.data(), g2.data(), g1.size() * 4) == 0;
+    printf("  %-64s %s\n", "small and large paths bitwise equal", same ? "ok" : "FAIL");
+    if (!same) failures++;
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(o1);
+    cudaFree(o2);
+}
+
+// Grouped (expert) products: E experts with the given token counts, rows gathered from X.
+static void check_grouped(int rows, int K, int E, const std::vector<int> &counts, int n_tokens, bool large) {
+    size_t stride = mt_dmat_elems(rows, K);
+    std::vector<float> w((size_t)E * rows * K);
+    for (auto &v : w) v = bf(frand() / sqrtf((float)K));
+    std::vector<bf16> xb((size_t)n_tokens * K);
+    for (auto &v : xb) v = __float2bfloat16(frand());
+    bf16 *dw;
+    CK(cudaMalloc(&dw, stride * E * sizeof(bf16)));
+    for (int e = 0; e < E; e++) {
+        std::vector<float> we(w.begin() + (size_t)e * rows * K, w.begin() + (size_t)(e + 1) * rows * K);
+        bf16 *t = tile_weights(we, rows, K, 0);
+        CK(cudaMemcpy(dw + e * stride, t, stride * sizeof(bf16), cudaMemcpyDeviceToDevice));
+        cudaFree(t);
+    }
+    std::vector<int32_t> off(E + 1, 0), tiles(E + 1, 0), active, src;
+    for (int e = 0; e < E; e++) {
+        off[e + 1] = off[e] + counts[e];
+        tiles[e + 1] = tiles[e] + (counts[e] + 63) / 64;
+        if (counts[e]) active.push_back(e);
+        for (int i = 0; i < counts[e]; i++) src.push_back((int32_t)((e * 31 + i * 17) % n_tokens));
+    }
+    int total = off[E], n_act = (int)active.size();
+    active.resize(E);
+    std::vector<double> ref((size_t)total * rows);
+    for (int e = 0; e < E; e++)
+        for (int p = off[e]; p < off[e + 1]; p++)
+            for (int r = 0; r < rows; r++) {
+                double s = 0;
+                for (int k = 0; k < K; k++)
+                    s += (double)w[((size_t)e * rows + r) * K + k] * __bfloat162float(xb[(size_t)src[p] * K + k]);
+                ref[(size_t)p * rows + r] = s;
+            }
+    int32_t *doff = to_dev(off), *dtiles = to_dev(tiles), *dact = to_dev(active), *dsrc = to_dev(src);
+    std::vector<int32_t> na(1, n_act);
+    int32_t *dna = to_dev(na);
+    bf16 *dx = to_dev(xb);
+    float *dout;
+    CK(cudaMalloc(&dout, (size_t)total * rows * 4 + 16));
+    CK(cudaMemset(dout, 0xff, (size_t)total * rows * 4));
+    mt_linear_args a = {};
+    a.W = {dw, rows, mt_round16(rows), K};
+    a.group_stride = stride;
+    a.X = dx;
+    a.ldx = K;
+    a.group_offsets = doff;
+    a.src_rows = dsrc;
+    a.active = dact;
+    a.n_active = dna;
+    a.tile_offsets = dtiles;
+    a.n_groups = E;
+    a.max_work = large ? (total + 63) / 64 + E : E;
+    a.out = dout;
+    a.ldo = rows;
+    a.epilogue = MT_EPI_F32;
+    if (large) mt_cuda_linear_large(&a, 0);
+    else mt_cuda_linear_small(&a, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    auto got = from_dev(dout, (size_t)total * rows);
+    char what[160];
+    snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d", large ? "large" : "small", rows, K, E, total);
+    report(what, rel(ref, got), 1e-5);
+    cudaFree(dw); cudaFree(doff); cudaFree(dtiles); cudaFree(dact); cudaFree(dsrc); cudaFree(dna); cudaFree(dx); cudaFree(dout);
+}
+
+// ---- expert sort ----------------------------------------------------------------------------------
+
+static void check_sort(int n, int k, int E) {
+    std::vector<int32_t> ids((size_t)n * k);
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < k; j++) {   // distinct experts per token
+            int e;
+            bool dup;
+            do {
+                e = (int)((frand() * 0.5f + 0.5f) * E) % E;
+                dup = false;
+                for (int q = 0; q < j; q++) dup |= ids[(size_t)t * k + q] == e;
+            } while (dup);
+            ids[(size_t)t * k + j] = e;
+        }
+    std::vector<int32_t> off(E + 1, 0), src, pos((size_t)n * k);
+    for (int32_t e : ids) off[e + 1]++;
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    src.resize((size_t)n * k);
+    std::vector<int32_t> cur(off.begin(), off.end() - 1);
+    for (size_t i = 0; i < ids.size(); i++) {
+        pos[i] = cur[ids[i]]++;
+        src[pos[i]] = (int32_t)(i / k);
+    }
+    int32_t *d_ids = to_dev(ids);
+    size_t nk = ids.size();
+    mt_expert_sort s;
+    int32_t **bufs[] = {&s.offsets, &s.src_rows, &s.pair_pos, &s.active, &s.n_active, &s.tile_offsets, &s.counts, &s.chunks};
+    size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
+    for (int i = 0; i < 8; i++) CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
+    mt_cuda_expert_sort(&s, d_ids, n, k, E, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    bool ok = from_dev(s.offsets, E + 1) == off && from_dev(s.src_rows, nk) == src && from_dev(s.pair_pos, nk) == pos;
+    char what[128];
+    snprintf(what, sizeof what, "expert sort n %d top-%d of %d experts (stable, exact)", n, k, E);
+    printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    for (int i = 0; i < 8; i++) cudaFree(*bufs[i]);
+    cudaFree(d_ids);
+}
+
+// ---- attention -------------------------------------------------------------------------------------
+
+// mode 0: decode kernel, 1: decode split kernels, 2: prefill rows kernel. Returns the output
+// (for bitwise comparisons between modes).
+static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx, int n_new, int mode) {
+    bool decode = mode != 2;
+    uint64_t saved = rng_state;   // the same inputs for every mode of one shape
+    rng_state = 12345 + (uint64_t)hd * 7 + (uint64_t)ctx;
+    const int L = 2, layer = 1, kvd = n_kv * hd, qd = n_heads * hd, G = n_heads / n_kv;
+    int n_blocks = (ctx + 15) / 16 + 1;
+    std::vector<int32_t> table(n_blocks);
+    for (int i = 0; i < n_blocks; i++) table[i] = (i * 7 + 3) % n_blocks;   // scattered blocks
+    size_t cache_elems = (size_t)n_blocks * L * 16 * kvd;
+    std::vector<bf16> kc(cache_elems), vc(cache_elems);
+    for (size_t i = 0; i < cache_elems; i++) {
+        kc[i] = __float2bfloat16(frand());
+        vc[i] = __float2bfloat16(frand());
+    }
+    // the n_new last positions are the batch's tokens
+    std::vector<int32_t> pos(n_new), seq(n_new, 0), toff(1, 0);
+    for (int i = 0; i < n_new; i++) pos[i] = ctx - n_new + i;
+    std::vector<bf16> q_all((size_t)ctx * qd);   // a query per position; the batch takes the last n_new
+    for (auto &v : q_all) v = __float2bfloat16(frand() * 2.0f);
+    std::vector<bf16> q(q_all.end() - (size_t)n_new * qd, q_all.end());
+    auto kv_at = [&](const std::vector<bf16> &c, int p, int h, int d) {
+        return (double)__bfloat162float(c[(((size_t)table[p / 16] * L + layer) * 16 + p % 16) * kvd + (size_t)h * hd + d]);
+    };
+    std::vector<double> ref((size_t)n_new * qd);
+    for (int t = 0; t < n_new; t++)
+        for (int h = 0; h < n_heads; h++) {
+            int kh = h / G;
+            std::vector<double> s(pos[t] + 1);
+            double mx = -1e300;
+            for (int p = 0; p <= pos[t]; p++) {
+                double dot = 0;
+                for (int d = 0; d < hd; d++) dot += (double)__bfloat162float(q[((size_t)t * n_heads + h) * hd + d]) * kv_at(kc, p, kh, d);
+                s[p] = dot / sqrt((double)hd);
+                mx = fmax(mx, s[p]);
+            }
+            double sum = 0;
+            for (int p = 0; p <= pos[t]; p++) sum += s[p] = exp(s[p] - mx);
+            for (int d = 0; d < hd; d++) {
+                double o = 0;
+                for (int p = 0; p <= pos[t]; p++) o += s[p] * kv_at(vc, p, kh, d);
+                ref[((size_t)t * n_heads + h) * hd + d] = o / sum;
+            }
+        }
+    std::vector<mt_attn_tile> tiles;
+    if (decode) {
+        for (int t = 0; t < n_new; t++)
+            for (int h0 = 0; h0 < G; h0 += 16) tiles.push_back({t, 1, h0, G - h0 < 16 ? G - h0 : 16});
+    } else {
+        int per = 64 / G;
+        for (int t = 0; t < n_new; t += per) tiles.push_back({t, n_new - t < per ? n_new - t : per, 0, G});
+    }
+    bf16 *dk = to_dev(kc), *dv = to_dev(vc), *dq = to_dev(q);
+    int32_t *dpos = to_dev(pos), *dseq = to_dev(seq), *dtab = to_dev(table), *dtoff = to_dev(toff);
+    mt_attn_tile *dtiles = to_dev(tiles);
+    bf16 *dout;
+    CK(cudaMalloc(&dout, (size_t)n_new * qd * sizeof(bf16)));
+    CK(cudaMemset(dout, 0xff, (size_t)n_new * qd * sizeof(bf16)));
+    mt_attention_args a = {};
+    a.q = dq;
+    a.k_cache = dk;
+    a.v_cache = dv;
+    a.positions = dpos;
+    a.seq_of_token = dseq;
+    a.block_table = dtab;
+    a.table_offset = dtoff;
+    a.layer = layer;
+    a.num_layers = L;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv;
+    a.head_dim = hd;
+    a.tiles = dtiles;
+    a.n_tiles = (int)tiles.size();
+    a.out = dout;
+    float *split = nullptr;
+    if (mode == 1) {
+        a.split_max_tiles = ctx / 32 + 1;
+        CK(cudaMalloc(&split, mt_cuda_attention_split_floats(a.n_tiles, n_kv, a.split_max_tiles, hd) * sizeof(float)));
+        a.split_states = split;
+    }
+    if (decode) mt_cuda_attention_decode(&a, 0);
+    else mt_cuda_attention_prefill(&a, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    auto g = from_dev(dout, (size_t)n_new * qd);
+    std::vector<float> got(g.size());
+    for (size_t i = 0; i < g.size(); i++) got[i] = __bfloat162float(g[i]);
+    char what[160];
+    const char *names[3] = {"decode (4 warps)", "decode split", "prefill rows"};
+    snprintf(what, sizeof what, "attention %s hd %d heads %d/%d ctx %d tokens %d", names[mode], hd, n_heads, n_kv, ctx, n_new);
+    report(what, rel(ref, got), 1.5e-2);
+    cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dpos); cudaFree(dseq); cudaFree(dtab); cudaFree(dtoff);
+    cudaFree(dtiles); cudaFree(dout); cudaFree(split);
+    rng_state = saved;
+    return g;
+}
+
+int main() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        printf("test_cuda_kernels: no CUDA device; skipped\n");
+        return 77;
+    }
+    printf("products\n");
+    const int shapes[][3] = {{48, 64, 7}, {64, 32, 3}, {1024, 1024, 1}, {1024, 1024, 60}, {40, 1024, 300},
+                             {4096, 1024, 300}, {256, 768, 130}, {200, 2048, 64}};
+    for (auto &s : shapes) {
+        for (int large = 0; large < 2; large++) {
+            if (!large && s[2] > 64) continue;
+            check_dense(s[0], s[1], s[2], MT_EPI_F32, large);
+        }
+    }
+    check_dense(512, 1024, 37, MT_EPI_F32_ADD, false);
+    check_dense(512, 1024, 137, MT_EPI_F32_ADD, true);
+    check_dense(96, 64, 9, MT_EPI_BF16, false);
+    check_dense(192, 64, 9, MT_EPI_SWIGLU, false);
+    check_dense(512, 1024, 100, MT_EPI_SWIGLU, true);
+    check_grouped(512, 1024, 8, {3, 0, 64, 1, 0, 17, 40, 2}, 50, false);
+    check_grouped(512, 1024, 8, {3, 0, 64, 1, 0, 17, 40, 2}, 50, true);
+    check_grouped(96, 64, 6, {130, 0, 1, 65, 64, 200}, 300, true);
+    check_grouped(2048, 256, 5, {70, 3, 0, 129, 1}, 150, true);
+    check_paths_agree(1024, 1024, 64);
+    check_paths_agree(80, 768, 33);
+    printf("expert sort\n");
+    check_sort(7, 2, 8);
+    check_sort(300, 8, 128);
+    check_sort(16384, 8, 128);
+    check_sort(5000, 4, 60);
+    printf("attention\n");
+    const int att[][4] = {{32, 4, 2, 7}, {32, 4, 2, 40}, {64, 16, 4, 300}, {128, 32, 4, 200}, {128, 32, 4, 513}, {16, 4, 2, 70}};
+    for (auto &s : att) {
+        auto rows = check_attention(s[0], s[1], s[2], s[3], 1, 0);
+        auto split = check_attention(s[0], s[1], s[2], s[3], 1, 1);
+        auto pre = check_attention(s[0], s[1], s[2], s[3], s[3] < 40 ? s[3] : 40, 2);
+        // the last token's rows: same bits from all three kernels
+        size_t qd = (size_t)s[1] * s[0];
+        bool same = memcmp(rows.data(), split.data(), qd * 2) == 0 &&
+                    memcmp(rows.data(), pre.data() + pre.size() - qd, qd * 2) == 0;
+        printf("  %-64s %s\n", "  decode rows, decode split, prefill rows bitwise equal", same ? "ok" : "FAIL");
+        if (!same) failures++;
+    }
+    printf("%s\n", failures ? "FAILED" : "all kernel checks passed");
+    return failures ? 1 : 0;
+}
