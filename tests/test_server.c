@@ -343,6 +343,60 @@ static void test_dtypes_and_start_len(void **state) {
     mt_http_client_free(c);
 }
 
+/* ---- a placement ------------------------------------------------------------------------------ */
+
+/* With --ep-size 2 (the trivial placement over 2 GPUs) the routing is unchanged (logical ids), and
+ * /metrics reports the per-GPU balancedness the recorder's dump computes from its physical counts. */
+static void test_placement_metrics(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_test_server srv;
+    char args[512], log[128];
+    snprintf(args, sizeof args, "--model %s --threads 1 --ep-size 2 --enable-return-routed-experts "
+             "--enable-expert-distribution-metrics --expert-dump-dir %s", MODEL, g_dir);
+    snprintf(log, sizeof log, "%s/placement.log", g_dir);
+    assert_int_equal(mt_test_server_start(&srv, g_bin, args, log, 120), 0);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL), *plain = mt_http_client_new(g_srv.url, NULL);
+    int32_t prompt[20];
+    for (int i = 0; i < 20; i++) prompt[i] = 11 + 7 * i;
+    char *body = generate_body(prompt, 20, 5, "");
+    long status, status_plain;
+    cJSON *a = mt_api_json(c, "/generate", body, &status), *b = mt_api_json(plain, "/generate", body, &status_plain);
+    free(body);
+    assert_int_equal(status, 200);
+    assert_int_equal(status_plain, 200);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "meta_info"), "routed_experts")->valuestring,
+                        cJSON_GetObjectItem(cJSON_GetObjectItem(b, "meta_info"), "routed_experts")->valuestring);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    cJSON *info = mt_api_json(c, "/get_model_info", NULL, &status);
+    assert_string_equal(cJSON_GetObjectItem(info, "placement")->valuestring, "trivial");
+    cJSON_Delete(info);
+
+    mt_http_response r;
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &r), 0);
+    assert_true(mt_prom_value(r.body, "moetrace_expert_balancedness_ep_size") == 2);
+    cJSON *dump = mt_api_json(c, "/dump_expert_distribution_record?inline=1", "", &status);
+    assert_int_equal(status, 200);
+    assert_non_null(cJSON_GetObjectItem(dump, "physical_count"));
+    const cJSON *per_layer = cJSON_GetObjectItem(cJSON_GetObjectItem(dump, "balancedness"), "per_layer");
+    int row = 0;
+    for (int l = 0; l < LAYERS; l++) {
+        if (l == DENSE_LAYER) continue;
+        char name[96];
+        snprintf(name, sizeof name, "moetrace_expert_balancedness{layer=\"%d\"} ", l);
+        const char *at = strstr(r.body, name);
+        assert_non_null(at);
+        double want = cJSON_GetArrayItem(per_layer, row++)->valuedouble, got = strtod(at + strlen(name), NULL);
+        if (got < want - 1e-6 || got > want + 1e-6) fail_msg("layer %d: /metrics %g, dump %g", l, got, want);
+    }
+    cJSON_Delete(dump);
+    mt_http_response_free(&r);
+    mt_http_client_free(c);
+    mt_http_client_free(plain);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
 /* ---- SIGTERM -------------------------------------------------------------------------------- */
 
 static int count_dumps(void) {
@@ -414,6 +468,7 @@ int main(void) {
         cmocka_unit_test(test_routing_matches_run_and_recorder),
         cmocka_unit_test(test_stream_and_prefix_cache),
         cmocka_unit_test(test_dtypes_and_start_len),
+        cmocka_unit_test(test_placement_metrics),
         cmocka_unit_test(test_sigterm_drains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -328,6 +328,9 @@ static void test_bad_flags(void **state) {
         {"serve --model " MODEL " --expert-distribution-recorder-buffer-size 0", "buffer-size"},
         {"serve --model " MODEL " --expert-dump-dir /nonexistent/dir", "/nonexistent/dir"},
         {"serve --model " MODEL " --frobnicate", "--frobnicate"},
+        {"serve --model " MODEL " --device tpu", "tpu"},
+        {"serve --model " MODEL " --port 0 --ep-size 3", "--ep-size"},
+        {"serve --model " MODEL " --port 0 --init-expert-location /nonexistent.json", "/nonexistent.json"},
         {"serve --model /nonexistent/model --port 0", "config.json"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

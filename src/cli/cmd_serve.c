@@ -15,6 +15,8 @@
 #include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_open.h"
+#include "cli/placement_flags.h"
 #include "engine/kv_cache.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -44,8 +46,11 @@ static const char SERVE_HELP[] =
     "  --max-connections N         simultaneous HTTP connections (default 256)\n"
     "  --max-request-bytes N       request body cap (default 16777216)\n"
     "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
-    "  --ep-size M                 expert-parallel size for balancedness (default 8 if it divides the\n"
-    "                              number of experts, else 1)\n"
+    "  --device cpu|cuda           compute device (default cpu)\n"
+    "\n"
+    "Expert placement (balancedness is per GPU under a placement; without one, of 8 contiguous blocks\n"
+    "of experts, or 1 when 8 does not divide their number):\n"
+    "%s"
     "\n"
     "Expert distribution recorder (SPEC §4; environment variables in brackets):\n"
     "  --expert-distribution-recorder-mode stat|per_pass|per_token   [MOETRACE_EXPERT_RECORDER_MODE]\n"
@@ -57,8 +62,9 @@ static const char SERVE_HELP[] =
     "  --enable-expert-distribution-metrics           record from start-up; balancedness in /metrics\n";
 
 typedef struct serve_args {
-    const char *model, *host, *api_key, *served_name, *dump_dir, *mode;
-    int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, ep_size, buffer_size;
+    const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device;
+    int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size;
+    mt_placement_flags placement;
     long max_body, rec_max_tokens;
     float kv_fraction, drain_timeout;
     bool no_prefix_cache, visualize, return_routing, metrics_recording, buffer_given;
@@ -76,11 +82,15 @@ static int parse(serve_args *a, int argc, char **argv) {
     a->max_body = 16L << 20;
     a->drain_timeout = 30;
     a->rec_max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
+    a->device = "cpu";
+    mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v;
-        int n;
+        int n, pf = mt_placement_flags_parse(&a->placement, argc, argv, &i);
+        if (pf < 0) return -1;
+        if (pf > 0) continue;
 #define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { fputs(SERVE_HELP, stdout); exit(0);
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { printf(SERVE_HELP, MT_PLACEMENT_FLAGS_HELP); exit(0);
         } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
         } else if (!strcmp(f, "--host")) { VALUE(); a->host = v;
         } else if (!strcmp(f, "--port")) { VALUE(); if (mt_arg_int(f, v, 0, 65535, &a->port)) return -1;
@@ -96,7 +106,7 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--max-connections")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_connections)) return -1;
         } else if (!strcmp(f, "--max-request-bytes")) { VALUE(); if (mt_arg_int(f, v, 1024, 1 << 30, &n)) return -1; a->max_body = n;
         } else if (!strcmp(f, "--drain-timeout")) { VALUE(); if (mt_arg_float(f, v, 0, 86400, &a->drain_timeout)) return -1;
-        } else if (!strcmp(f, "--ep-size")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->ep_size)) return -1;
+        } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
         } else if (!strcmp(f, "--expert-distribution-recorder-mode")) { VALUE(); a->mode = v;
         } else if (!strcmp(f, "--expert-distribution-recorder-buffer-size")) {
             VALUE();
@@ -115,7 +125,7 @@ static int parse(serve_args *a, int argc, char **argv) {
 #undef VALUE
     }
     if (!a->model) { fprintf(stderr, "moetrace: serve: --model DIR is required\n"); return -1; }
-    return 0;
+    return mt_cli_check_device(a->device);
 }
 
 /* Environment first, flags over it. */
@@ -140,7 +150,6 @@ static int recorder_options(const serve_args *a, mt_recorder_opts *ro) {
     }
     if (a->buffer_given) ro->buffer_size = a->buffer_size;
     ro->max_tokens = a->rec_max_tokens;
-    ro->ep_size = a->ep_size;
     return 0;
 }
 
@@ -253,24 +262,24 @@ int cmd_serve(int argc, char **argv) {
 
     int rc = 1;
     mt_model model;
+    mt_placement placement = {0};
     bool model_loaded = false, kernels_started = false;
     mt_tokenizer *tok = NULL;
     mt_chat_template *tpl = NULL;
     mt_recorder *recorder = NULL;
     mt_engine_loop *loop = NULL;
-    if (mt_model_load(&model, a.model, a.load_format, &err)) {
+    if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }
     model_loaded = true;
     if (load_text_tools(a.model, &tok, &tpl)) goto done;
     const mt_config *c = &model.cfg;
-    int ep = a.ep_size > 0 ? a.ep_size : (c->num_experts % 8 == 0 ? 8 : 1);
-    if (ep > c->num_experts) {
-        fprintf(stderr, "moetrace: --ep-size %d exceeds the %d experts\n", ep, c->num_experts);
-        goto done;
-    }
+    int have_placement = mt_placement_flags_load(&a.placement, c, &placement);
+    if (have_placement < 0) goto done;
+    int ep = have_placement ? placement.num_gpus : (c->num_experts % 8 == 0 ? 8 : 1);
     ro.ep_size = ep;
+    ro.placement = have_placement ? &placement : NULL;
     const char *name = a.served_name ? a.served_name : folder_name(a.model);
     if (!(recorder = mt_recorder_new(c, name, &ro, &err))) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
@@ -280,7 +289,8 @@ int cmd_serve(int argc, char **argv) {
     mt_kernels_init(a.threads);
     kernels_started = true;
     mt_engine_opts eo = {.num_kv_blocks = kv_blocks_for(&a, c), .max_batch_tokens = a.max_batch_tokens,
-                         .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache};
+                         .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
+                         .placement = ro.placement};
     mt_routing_sink sink = mt_recorder_sink(recorder);
     if (!(loop = mt_engine_loop_start(&model, &eo, &sink, mt_server_metrics_of(server), &err))) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
@@ -288,7 +298,8 @@ int cmd_serve(int argc, char **argv) {
     }
     mt_server_backend b = {.model = &model, .model_name = name, .tokenizer = tok, .chat_template = tpl,
                            .recorder = recorder, .loop = loop, .enable_return_routing = a.return_routing,
-                           .dump_visualize = visualize, .ep_size = ep, .max_running = a.max_running};
+                           .dump_visualize = visualize, .ep_size = ep, .placement = ro.placement,
+                           .max_running = a.max_running};
     mt_server_set_backend(server, &b);
     mt_log("ready: %s (%d layers, %d experts, top-%d), recorder %s%s, routing return %s", name, c->num_hidden_layers,
            c->num_experts, c->top_k, mt_recorder_mode_name(ro.mode), a.metrics_recording ? " recording" : "",
@@ -314,6 +325,7 @@ done:
     mt_chat_template_free(tpl);
     mt_tokenizer_free(tok);
     if (kernels_started) mt_kernels_shutdown();
+    mt_placement_free(&placement);
     if (model_loaded) mt_model_free(&model);
     if (rc == 0) mt_log("stopped");
     return rc;

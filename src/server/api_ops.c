@@ -32,34 +32,51 @@ int mt_api_model_info(mt_http_request *rq) {
     cJSON_AddNumberToObject(o, "num_experts", c->num_experts);
     cJSON_AddNumberToObject(o, "top_k", c->top_k);
     cJSON_AddNumberToObject(o, "max_running_requests", s->b.max_running);
+    cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
+    cJSON_AddStringToObject(o, "placement", s->b.placement ? s->b.placement->source : "none");
     cJSON_AddBoolToObject(o, "enable_return_routed_experts", s->b.enable_return_routing);
     return mt_reply_json(rq, 200, o);
 }
 
-/* The recorder's window: counts [layers, experts] and balancedness per layer (NAN for dense layers). */
+/* The recorder's window: counts [layers, experts] and balancedness per layer (NAN for dense layers):
+ * under a placement measured per GPU from the physical counts, else over ep_size contiguous blocks. */
 typedef struct window {
     mt_recorder_counts counts;
     int64_t *logical_count;
+    int64_t *physical_count;   /* [layers, num_physical] under a placement, else NULL */
     double *balancedness;
     double mean;
 } window;
 
+static void window_free(window *w) {
+    free(w->logical_count);
+    free(w->physical_count);
+    free(w->balancedness);
+}
+
 static int window_read(mt_server *s, window *w) {
     const mt_config *c = &s->b.model->cfg;
+    const mt_placement *p = s->b.placement;
     int L = c->num_hidden_layers, E = c->num_experts, moe = 0;
     w->logical_count = malloc((size_t)L * E * sizeof *w->logical_count);
+    w->physical_count = p ? malloc((size_t)L * p->num_physical * sizeof *w->physical_count) : NULL;
     w->balancedness = malloc((size_t)L * sizeof *w->balancedness);
-    if (!w->logical_count || !w->balancedness) {
-        free(w->logical_count);
-        free(w->balancedness);
+    if (!w->logical_count || !w->balancedness || (p && !w->physical_count)) {
+        window_free(w);
         return -1;
     }
     mt_recorder_get_counts(s->b.recorder, &w->counts);
     mt_recorder_logical_count(s->b.recorder, w->logical_count);
+    if (p && mt_recorder_physical_count(s->b.recorder, w->physical_count)) {
+        window_free(w);
+        return -1;
+    }
     w->mean = 0;
     for (int l = 0; l < L; l++) {
-        w->balancedness[l] = c->layer_is_moe[l] ? mt_balancedness_contiguous(w->logical_count + (size_t)l * E, E, s->b.ep_size)
-                                                : NAN;
+        if (!c->layer_is_moe[l]) w->balancedness[l] = NAN;
+        else if (p) w->balancedness[l] = mt_balancedness_contiguous(w->physical_count + (size_t)l * p->num_physical,
+                                                                    p->num_physical, s->b.ep_size);
+        else w->balancedness[l] = mt_balancedness_contiguous(w->logical_count + (size_t)l * E, E, s->b.ep_size);
         if (c->layer_is_moe[l]) {
             w->mean += w->balancedness[l];
             moe++;
@@ -67,11 +84,6 @@ static int window_read(mt_server *s, window *w) {
     }
     w->mean = moe ? w->mean / moe : 1.0;
     return 0;
-}
-
-static void window_free(window *w) {
-    free(w->logical_count);
-    free(w->balancedness);
 }
 
 static void gauge(mt_strbuf *o, const char *name, const char *help, double v) {

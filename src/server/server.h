@@ -21,6 +21,7 @@
 
 #include "chat/chat_template.h"
 #include "model/model.h"
+#include "routing/placement.h"
 #include "routing/recorder.h"
 #include "server/engine_loop.h"
 #include "server/metrics.h"
@@ -47,6 +48,8 @@ typedef struct mt_server_backend {
     bool enable_return_routing;        /* --enable-return-routed-experts */
     bool dump_visualize;               /* heatmap PNG beside every stat/per_pass dump */
     int ep_size;                       /* expert-parallel size for balancedness */
+    const mt_placement *placement;     /* the placement the engine runs (balancedness per GPU from
+                                          the recorder's physical counts), or NULL */
     int max_running;                   /* engine limit, reported by /get_model_info */
 } mt_server_backend;
 
