@@ -26,6 +26,7 @@
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
+#include "util/base64.h"
 #include "util/npy.h"
 
 #define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
@@ -98,8 +99,16 @@ static void *run_case(void *arg) {
     const cJSON *meta = cJSON_GetObjectItem(j, "meta_info");
     const cJSON *b64 = cJSON_GetObjectItem(meta, "routed_experts"), *shape = cJSON_GetObjectItem(meta, "routed_experts_shape");
     if (g->status == 200 && cJSON_IsString(b64) && cJSON_GetArraySize(shape) == 3) {
-        /* np.frombuffer(base64.b64decode(s), dtype=np.int32) on a little-endian machine */
-        g->routing = mt_api_routing_ids(b64->valuestring, "int32", &g->routing_count);
+        /* np.frombuffer(base64.b64decode(s), dtype=np.int32): the raw bytes as native int32 (this
+         * machine is little-endian, as the wire format) */
+        uint8_t *bytes;
+        size_t len;
+        if (mt_base64_decode(b64->valuestring, strlen(b64->valuestring), &bytes, &len) == 0) {
+            g->routing_count = len / sizeof(int32_t);
+            g->routing = malloc(len + 1);
+            memcpy(g->routing, bytes, len);
+            free(bytes);
+        }
         for (int d = 0; d < 3; d++) g->shape[d] = cJSON_GetArrayItem(shape, d)->valueint;
         g->n_output = mt_api_int_array(cJSON_GetObjectItem(j, "output_ids"), g->output, 64);
         if (strcmp(cJSON_GetObjectItem(meta, "routed_experts_dtype")->valuestring, "int32"))
