@@ -26,6 +26,7 @@
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
+#include "tmp_dir.h"
 #include "util/base64.h"
 #include "util/npy.h"
 
@@ -38,15 +39,15 @@
 #define MAX_PROMPT 160
 
 static const char *g_bin;
-static char g_dir[64];
 static mt_test_server g_srv;
 
 static int setup(void **state) {
     (void)state;
-    g_bin = mt_test_begin("moetrace_srv", g_dir, sizeof g_dir);
+    g_bin = getenv("MOETRACE_BIN");
     if (!g_bin) return 0;
-    if (!g_dir[0]) return -1;
-    char args[1024], log[128];
+    mt_http_global_init();
+    if (tmp_dir_make("srv_")) return -1;
+    char args[1024], log[512];
     snprintf(args, sizeof args,
              "--model %s --threads 2 --enable-return-routed-experts --expert-distribution-recorder-buffer-size -1 "
              "--expert-dump-dir %s --max-running-requests 16 --max-batch-tokens 64 --drain-timeout 60",
@@ -59,7 +60,7 @@ static int teardown(void **state) {
     (void)state;
     if (!g_bin) return 0;
     if (g_srv.pid > 0) mt_test_server_stop(&g_srv, SIGKILL, 10);
-    return mt_test_end(g_dir);
+    return g_bin ? tmp_dir_remove() : 0;
 }
 
 static unsigned lcg(unsigned *s) { return (*s = *s * 1103515245u + 12345u) >> 16; }
@@ -135,7 +136,7 @@ static void run_reference(const gen_case *g, mt_npy *routing, mt_npy *tokens) {
              g_bin, MODEL, ids + 1, g->max_new, g_dir, g_dir);
     free(ids);
     assert_int_equal(system(cmd), 0);
-    char path[128];
+    char path[512];
     mt_err err;
     snprintf(path, sizeof path, "%s/r.npy", g_dir);
     if (mt_npy_read(path, routing, &err)) fail_msg("%s", err.msg);
@@ -360,7 +361,7 @@ static void test_placement_metrics(void **state) {
     (void)state;
     if (!g_bin) skip();
     mt_test_server srv;
-    char args[512], log[128];
+    char args[512], log[512];
     snprintf(args, sizeof args, "--model %s --threads 1 --ep-size 2 --enable-return-routed-experts "
              "--enable-expert-distribution-metrics --expert-dump-dir %s", MODEL, g_dir);
     snprintf(log, sizeof log, "%s/placement.log", g_dir);

@@ -25,21 +25,23 @@
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
+#include "tmp_dir.h"
 
 #define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 
 static const char *g_bin;
-static char g_dir[64];
 
 static int setup(void **state) {
     (void)state;
-    g_bin = mt_test_begin("moetrace_srverr", g_dir, sizeof g_dir);
-    return g_bin && !g_dir[0] ? -1 : 0;
+    g_bin = getenv("MOETRACE_BIN");
+    if (!g_bin) return 0;
+    mt_http_global_init();
+    return tmp_dir_make("srverr_");
 }
 
 static int teardown(void **state) {
     (void)state;
-    return mt_test_end(g_dir);
+    return g_bin ? tmp_dir_remove() : 0;
 }
 
 static void expect_alive(mt_http_client *c, const char *after) {
@@ -94,7 +96,7 @@ static void test_malformed_requests(void **state) {
     (void)state;
     if (!g_bin) skip();
     mt_test_server srv;
-    char args[1024], log[128];
+    char args[1024], log[512];
     snprintf(args, sizeof args, "--model %s --threads 1 --enable-return-routed-experts --max-request-bytes 4096 --kv-blocks 8",
              MODEL);
     snprintf(log, sizeof log, "%s/a.log", g_dir);
@@ -217,19 +219,17 @@ static const char CONFIG_300[] =
 static void test_loading_api_key_and_many_experts(void **state) {
     (void)state;
     if (!g_bin) skip();
-    char dir[128], fifo[160], args[512], log[160];
-    snprintf(dir, sizeof dir, "%s/m300", g_dir);
-    snprintf(fifo, sizeof fifo, "%s/config.json", dir);
+    const char *dir = path_of("m300"), *fifo = path_of("m300/config.json"), *log = path_of("b.log");
+    char args[1024];
     assert_int_equal(mkdir(dir, 0755), 0);
     assert_int_equal(mkfifo(fifo, 0644), 0);
     snprintf(args, sizeof args, "--model %s --load-format dummy --threads 1 --api-key s3cret", dir);
-    snprintf(log, sizeof log, "%s/b.log", g_dir);
 
     /* Start by hand: mt_test_server_start waits for a healthy server, which this is not yet. */
     mt_test_server srv;
     memset(&srv, 0, sizeof srv);
     snprintf(srv.log_path, sizeof srv.log_path, "%s", log);
-    char cmd[1024];
+    char cmd[2048];
     snprintf(cmd, sizeof cmd, "exec %s serve --port 0 %s >/dev/null 2>%s", g_bin, args, log);
     srv.pid = mt_test_spawn(cmd);
     for (int i = 0; i < 500 && !srv.port; i++) {

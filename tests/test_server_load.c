@@ -24,6 +24,7 @@
 #include "support/http_client.h"
 #include "support/load_gen.h"
 #include "support/server_proc.h"
+#include "tmp_dir.h"
 
 #define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 
@@ -36,17 +37,18 @@ static const char SLOW_CONFIG[] =
     " \"eos_token_id\": 2}";
 
 static const char *g_bin;
-static char g_dir[64];
 
 static int setup(void **state) {
     (void)state;
-    g_bin = mt_test_begin("moetrace_srvload", g_dir, sizeof g_dir);
-    return g_bin && !g_dir[0] ? -1 : 0;
+    g_bin = getenv("MOETRACE_BIN");
+    if (!g_bin) return 0;
+    mt_http_global_init();
+    return tmp_dir_make("srvload_");
 }
 
 static int teardown(void **state) {
     (void)state;
-    return mt_test_end(g_dir);
+    return g_bin ? tmp_dir_remove() : 0;
 }
 
 static void sleep_ms(int ms) {
@@ -96,7 +98,7 @@ static void test_load(void **state) {
     (void)state;
     if (!g_bin) skip();
     mt_test_server srv;
-    char args[512], log[128];
+    char args[512], log[512];
     snprintf(args, sizeof args, "--model %s --threads 1 --enable-return-routed-experts --max-running-requests 32", MODEL);
     snprintf(log, sizeof log, "%s/load.log", g_dir);
     assert_int_equal(mt_test_server_start(&srv, g_bin, args, log, 120), 0);
@@ -158,10 +160,10 @@ static int abandon_at_first_event(const char *data, size_t len, void *ctx) {
 static void test_disconnect_cancels(void **state) {
     (void)state;
     if (!g_bin) skip();
-    char dir[128], args[512], log[160];
+    char dir[512], args[1024], log[512];
     snprintf(dir, sizeof dir, "%s/slow", g_dir);
     assert_int_equal(mkdir(dir, 0755), 0);
-    assert_int_equal(mt_test_write_file(dir, "config.json", SLOW_CONFIG), 0);
+    write_text("slow/config.json", SLOW_CONFIG);
     snprintf(args, sizeof args, "--model %s --load-format dummy --threads 1 --max-running-requests 1 --kv-blocks 600",
              dir);
     snprintf(log, sizeof log, "%s/slow.log", g_dir);

@@ -19,6 +19,7 @@
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
+#include "tmp_dir.h"
 
 static const char CONFIG[] =
     "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 1004, \"hidden_size\": 64, \"num_hidden_layers\": 3,"
@@ -29,25 +30,23 @@ static const char CONFIG[] =
 #define TOP_K 2
 
 static const char *g_bin;
-static char g_dir[64];
 static mt_test_server g_srv;
 static mt_http_client *g_c;
 
 static int setup(void **state) {
     (void)state;
-    g_bin = mt_test_begin("moetrace_srvoai", g_dir, sizeof g_dir);
+    g_bin = getenv("MOETRACE_BIN");
     if (!g_bin) return 0;
-    if (!g_dir[0]) return -1;
+    mt_http_global_init();
+    if (tmp_dir_make("srvoai_")) return -1;
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/model && cp %s/tests/tokenizer/bl/tokenizer.json %s/model/ && "
              "cp %s/tests/chat/templates/qwen3.jinja %s/model/chat_template.jinja",
              g_dir, MT_SOURCE_DIR, g_dir, MT_SOURCE_DIR, g_dir);
     if (system(cmd)) return -1;
-    char model[128];
-    snprintf(model, sizeof model, "%s/model", g_dir);
-    if (mt_test_write_file(model, "config.json", CONFIG)) return -1;
-    char args[1024], log[128];
+    write_text("model/config.json", CONFIG);
+    char args[1024], log[512];
     snprintf(args, sizeof args,
              "--model %s/model --load-format dummy --threads 1 --served-model-name tiny --enable-return-routed-experts "
              "--enable-expert-distribution-metrics --expert-dump-dir %s",
@@ -63,7 +62,7 @@ static int teardown(void **state) {
     if (!g_bin) return 0;
     mt_http_client_free(g_c);
     int st = g_srv.pid > 0 ? mt_test_server_stop(&g_srv, SIGTERM, 60) : 0;
-    return mt_test_end(g_dir) == 0 && st == 0 ? 0 : -1;
+    return tmp_dir_remove() == 0 && st == 0 ? 0 : -1;
 }
 
 static cJSON *call(const char *path, const char *body, long want) {
@@ -115,8 +114,8 @@ static void test_models_and_completions(void **state) {
     cJSON_Delete(models);
 
     const char *prompt = "Hello world, hello moetrace";
-    char path[128];
-    assert_int_equal(mt_test_write_file(g_dir, "prompt.txt", prompt), 0);
+    char path[512];
+    write_text("prompt.txt", prompt);
     snprintf(path, sizeof path, "%s/prompt.txt", g_dir);
     int n_prompt = count_tokens(path, true);
 
@@ -188,12 +187,12 @@ static void test_chat(void **state) {
     (void)state;
     if (!g_bin) skip();
     /* The prompt is the rendered template, tokenized without added special tokens. */
-    assert_int_equal(mt_test_write_file(g_dir, "messages.json", "[{\"role\": \"user\", \"content\": \"Say hello\"}]"), 0);
+    write_text("messages.json", "[{\"role\": \"user\", \"content\": \"Say hello\"}]");
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s chat-template --model %s/model --messages %s/messages.json > %s/rendered.txt", g_bin,
              g_dir, g_dir, g_dir);
     assert_int_equal(system(cmd), 0);
-    char path[128];
+    char path[512];
     snprintf(path, sizeof path, "%s/rendered.txt", g_dir);
     int n_prompt = count_tokens(path, false);
 

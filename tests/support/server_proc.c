@@ -11,32 +11,6 @@
 
 #include "support/http_client.h"
 
-const char *mt_test_begin(const char *prefix, char *dir, size_t len) {
-    const char *bin = getenv("MOETRACE_BIN");
-    dir[0] = '\0';
-    if (!bin) return NULL;
-    mt_http_global_init();
-    snprintf(dir, len, "/tmp/%s_XXXXXX", prefix);
-    if (!mkdtemp(dir)) dir[0] = '\0';
-    return bin;
-}
-
-int mt_test_end(const char *dir) {
-    if (!dir[0]) return 0;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-int mt_test_write_file(const char *dir, const char *name, const char *text) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    int ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -2,17 +2,7 @@
 #ifndef MT_TESTS_SERVER_PROC_H
 #define MT_TESTS_SERVER_PROC_H
 
-#include <stddef.h>
 #include <sys/types.h>
-
-/* Fixture set-up shared by the server tests: returns $MOETRACE_BIN (NULL: the tests skip; dir is
- * then ""), initialises the HTTP client library and makes a fresh folder /tmp/<prefix>_XXXXXX in
- * dir (dir[0] == 0 when that failed). */
-const char *mt_test_begin(const char *prefix, char *dir, size_t len);
-/* Removes dir and everything in it (nothing when dir is ""). Returns 0 on success. */
-int mt_test_end(const char *dir);
-/* Writes text into dir/name. Returns 0 on success. */
-int mt_test_write_file(const char *dir, const char *name, const char *text);
 
 typedef struct mt_test_server {
     pid_t pid;
