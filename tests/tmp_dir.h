@@ -9,19 +9,19 @@
 static char g_dir[256];
 
 /* g_dir/<prefix>XXXXXX under the build folder; 0 on success. */
-static int tmp_dir_make(const char *prefix) {
+static inline int tmp_dir_make(const char *prefix) {
     snprintf(g_dir, sizeof g_dir, "%s/%sXXXXXX", MT_BINARY_DIR, prefix);
     return mkdtemp(g_dir) ? 0 : -1;
 }
 
-static int tmp_dir_remove(void) {
+static inline int tmp_dir_remove(void) {
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     return system(cmd) == 0 ? 0 : -1;
 }
 
 /* g_dir/name; up to 8 results may be used in one expression. */
-static const char *path_of(const char *name) {
+static inline const char *path_of(const char *name) {
     static char buf[8][512];
     static int k;
     k = (k + 1) % 8;
@@ -30,7 +30,7 @@ static const char *path_of(const char *name) {
 }
 
 /* Writes text as g_dir/name. */
-static void write_text(const char *name, const char *text) {
+static inline void write_text(const char *name, const char *text) {
     FILE *f = fopen(path_of(name), "wb");
     assert_non_null(f);
     fputs(text, f);

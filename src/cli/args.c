@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int mt_arg_int(const char *flag, const char *s, long lo, long hi, int *out) {
     char *end;
@@ -74,6 +75,16 @@ int mt_arg_id_list(const char *flag, const char *s, int32_t **ids, int *n) {
     }
     *ids = v;
     *n = count;
+    return 0;
+}
+
+int mt_arg_load_format(const char *flag, const char *s, mt_load_format *out) {
+    if (!strcmp(s, "auto")) *out = MT_LOAD_AUTO;
+    else if (!strcmp(s, "dummy")) *out = MT_LOAD_DUMMY;
+    else {
+        fprintf(stderr, "moetrace: %s: '%s' is not auto or dummy\n", flag, s);
+        return -1;
+    }
     return 0;
 }
 

@@ -82,11 +82,7 @@ static int parse(profile_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--seed")) { VALUE(); if (mt_arg_u64(f, v, &a->sampling.seed)) return -1;
         } else if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = true;
         } else if (!strcmp(f, "--per-token")) { a->per_token = true;
-        } else if (!strcmp(f, "--load-format")) {
-            VALUE();
-            if (!strcmp(v, "auto")) a->load_format = MT_LOAD_AUTO;
-            else if (!strcmp(v, "dummy")) a->load_format = MT_LOAD_DUMMY;
-            else { fprintf(stderr, "moetrace: --load-format: '%s' is not auto or dummy\n", v); return -1; }
+        } else if (!strcmp(f, "--load-format")) { VALUE(); if (mt_arg_load_format(f, v, &a->load_format)) return -1;
         } else {
             fprintf(stderr, "moetrace: profile: unknown option '%s' (see moetrace profile --help)\n", f);
             return -1;

@@ -90,11 +90,7 @@ static int parse(run_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--physical-routing-out")) { VALUE(); a->physical_out = v;
         } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
         } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
-        } else if (!strcmp(f, "--load-format")) {
-            VALUE();
-            if (!strcmp(v, "auto")) a->load_format = MT_LOAD_AUTO;
-            else if (!strcmp(v, "dummy")) a->load_format = MT_LOAD_DUMMY;
-            else { fprintf(stderr, "moetrace: --load-format: '%s' is not auto or dummy\n", v); return -1; }
+        } else if (!strcmp(f, "--load-format")) { VALUE(); if (mt_arg_load_format(f, v, &a->load_format)) return -1;
         } else {
             fprintf(stderr, "moetrace: run: unknown option '%s' (see moetrace run --help)\n", f);
             return -1;

@@ -12,6 +12,7 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"run", cmd_run, "run a model on a prompt; write logits, routing and tokens"},
+    {"serve", cmd_serve, "serve the model over HTTP (SGLang- and OpenAI-compatible, routing return)"},
     {"profile", cmd_profile, "run a JSONL dataset through the batched engine and record expert load"},
     {"eplb", cmd_eplb, "plan an expert-parallel placement from a stat dump"},
     {"report", cmd_report, "draw a stat dump as a heatmap picture (PNG or SVG)"},

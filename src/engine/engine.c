@@ -287,6 +287,13 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         }
     }
     compact_running(e);
+    /* Cancelled requests still waiting finish now, even when no running slot is free. */
+    int kept = 0;
+    for (int i = 0; i < e->n_waiting; i++) {
+        if (e->waiting[i]->cancelled) finish(e, e->waiting[i], MT_FINISH_CANCELLED);
+        else e->waiting[kept++] = e->waiting[i];
+    }
+    e->n_waiting = kept;
     admit(e);
     if (e->n_running == 0) return 0;
 

@@ -70,8 +70,9 @@ void mt_engine_free(mt_engine *e);
 /* Queues a request; fails on bad input (token ids out of the vocabulary, prompt + max_new_tokens
  * beyond the context or the whole KV cache, duplicate live id). */
 int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err);
-/* Cancels a queued or running request: it finishes with MT_FINISH_CANCELLED at the next step and
- * its blocks are freed. Returns false when the id is not live. */
+/* Cancels a queued or running request: it finishes with MT_FINISH_CANCELLED at the next step
+ * (a queued one too, whether or not a running slot is free) and its blocks are freed. Returns false
+ * when the id is not live. */
 bool mt_engine_cancel(mt_engine *e, int64_t id);
 /* One forward pass over the running sequences (admitting queued ones first). Returns the number of
  * tokens forwarded (0 when idle), -1 on error. */

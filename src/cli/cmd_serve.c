@@ -1,0 +1,332 @@
+/* moetrace serve: the HTTP server (SPEC §5). Parses flags, starts listening (so /health answers
+ * 503 while loading), loads the model, tokenizer, chat template and recorder, starts the engine
+ * thread, serves until SIGTERM or SIGINT, then drains: no new requests, in-flight ones finish
+ * (or are cancelled after --drain-timeout, or at a second signal), an active recording is dumped,
+ * exit status 0. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chat/chat_template.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/model_open.h"
+#include "cli/placement_flags.h"
+#include "engine/kv_cache.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "routing/recorder.h"
+#include "server/server.h"
+#include "tokenizer/tokenizer.h"
+
+static const char SERVE_HELP[] =
+    "usage: moetrace serve --model DIR [options]\n"
+    "\n"
+    "Serves DIR over HTTP: SGLang's /generate and recorder endpoints, OpenAI's /v1/models,\n"
+    "/v1/completions and /v1/chat/completions, /health, /metrics, /dashboard (docs/API.md).\n"
+    "\n"
+    "  --model DIR                 Hugging Face checkpoint folder (tokenizer.json for text, optional)\n"
+    "  --host ADDR                 listening address (default 127.0.0.1)\n"
+    "  --port N                    listening port (default 30000; 0 = any free port)\n"
+    "  --api-key KEY               require 'Authorization: Bearer KEY' on every path but /health\n"
+    "  --served-model-name NAME    model name in the API (default: the folder's name)\n"
+    "  --threads N                 CPU threads of the forward pass (default: all online CPUs)\n"
+    "  --load-format auto|dummy    dummy: config.json only, deterministic random weights\n"
+    "  --max-running-requests N    sequences batched together at most (default 64)\n"
+    "  --max-batch-tokens N        token budget of a forward pass, chunked prefill (default 512)\n"
+    "  --kv-blocks N               KV cache size in blocks of 16 positions (default: room for every\n"
+    "                              running request at full context, within --kv-cache-fraction)\n"
+    "  --kv-cache-fraction F       share of the available memory the KV cache may take (default 0.3)\n"
+    "  --disable-radix-cache       no prefix caching\n"
+    "  --max-connections N         simultaneous HTTP connections (default 256)\n"
+    "  --max-request-bytes N       request body cap (default 16777216)\n"
+    "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
+    "  --device cpu|cuda           compute device (default cpu)\n"
+    "\n"
+    "Expert placement (balancedness is per GPU under a placement; without one, of 8 contiguous blocks\n"
+    "of experts, or 1 when 8 does not divide their number):\n"
+    "%s"
+    "\n"
+    "Expert distribution recorder (SPEC §4; environment variables in brackets):\n"
+    "  --expert-distribution-recorder-mode stat|per_pass|per_token   [MOETRACE_EXPERT_RECORDER_MODE]\n"
+    "  --expert-distribution-recorder-buffer-size N   forward passes kept (default 1000; -1 = unbounded)\n"
+    "  --expert-distribution-recorder-max-tokens N    per_token rows kept (default 65536)\n"
+    "  --expert-dump-dir DIR                          [MOETRACE_EXPERT_DUMP_DIR] (default /tmp)\n"
+    "  --expert-dump-visualize                        heatmap PNG beside each dump [MOETRACE_EXPERT_DUMP_VISUALIZE=1]\n"
+    "  --enable-return-routed-experts                 let requests ask for their routing\n"
+    "  --enable-expert-distribution-metrics           record from start-up; balancedness in /metrics\n";
+
+typedef struct serve_args {
+    const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device;
+    int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size;
+    mt_placement_flags placement;
+    long max_body, rec_max_tokens;
+    float kv_fraction, drain_timeout;
+    bool no_prefix_cache, visualize, return_routing, metrics_recording, buffer_given;
+    mt_load_format load_format;
+} serve_args;
+
+static int parse(serve_args *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->host = "127.0.0.1";
+    a->port = 30000;
+    a->max_running = 64;
+    a->max_batch_tokens = 512;
+    a->kv_fraction = 0.3f;
+    a->max_connections = 256;
+    a->max_body = 16L << 20;
+    a->drain_timeout = 30;
+    a->rec_max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
+    a->device = "cpu";
+    mt_placement_flags_init(&a->placement);
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i], *v;
+        int n, pf = mt_placement_flags_parse(&a->placement, argc, argv, &i);
+        if (pf < 0) return -1;
+        if (pf > 0) continue;
+#define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { printf(SERVE_HELP, MT_PLACEMENT_FLAGS_HELP); exit(0);
+        } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
+        } else if (!strcmp(f, "--host")) { VALUE(); a->host = v;
+        } else if (!strcmp(f, "--port")) { VALUE(); if (mt_arg_int(f, v, 0, 65535, &a->port)) return -1;
+        } else if (!strcmp(f, "--api-key")) { VALUE(); a->api_key = v;
+        } else if (!strcmp(f, "--served-model-name")) { VALUE(); a->served_name = v;
+        } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
+        } else if (!strcmp(f, "--load-format")) { VALUE(); if (mt_arg_load_format(f, v, &a->load_format)) return -1;
+        } else if (!strcmp(f, "--max-running-requests")) { VALUE(); if (mt_arg_int(f, v, 1, 4096, &a->max_running)) return -1;
+        } else if (!strcmp(f, "--max-batch-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 20, &a->max_batch_tokens)) return -1;
+        } else if (!strcmp(f, "--kv-blocks")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 28, &a->kv_blocks)) return -1;
+        } else if (!strcmp(f, "--kv-cache-fraction")) { VALUE(); if (mt_arg_float(f, v, 0.001, 0.95, &a->kv_fraction)) return -1;
+        } else if (!strcmp(f, "--disable-radix-cache")) { a->no_prefix_cache = true;
+        } else if (!strcmp(f, "--max-connections")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_connections)) return -1;
+        } else if (!strcmp(f, "--max-request-bytes")) { VALUE(); if (mt_arg_int(f, v, 1024, 1 << 30, &n)) return -1; a->max_body = n;
+        } else if (!strcmp(f, "--drain-timeout")) { VALUE(); if (mt_arg_float(f, v, 0, 86400, &a->drain_timeout)) return -1;
+        } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
+        } else if (!strcmp(f, "--expert-distribution-recorder-mode")) { VALUE(); a->mode = v;
+        } else if (!strcmp(f, "--expert-distribution-recorder-buffer-size")) {
+            VALUE();
+            if (mt_arg_int(f, v, -1, 1 << 30, &a->buffer_size)) return -1;
+            if (a->buffer_size == 0) { fprintf(stderr, "moetrace: %s: 0 passes; give N > 0 or -1\n", f); return -1; }
+            a->buffer_given = true;
+        } else if (!strcmp(f, "--expert-distribution-recorder-max-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 30, &n)) return -1; a->rec_max_tokens = n;
+        } else if (!strcmp(f, "--expert-dump-dir")) { VALUE(); a->dump_dir = v;
+        } else if (!strcmp(f, "--expert-dump-visualize")) { a->visualize = true;
+        } else if (!strcmp(f, "--enable-return-routed-experts")) { a->return_routing = true;
+        } else if (!strcmp(f, "--enable-expert-distribution-metrics")) { a->metrics_recording = true;
+        } else {
+            fprintf(stderr, "moetrace: serve: unknown option '%s' (see moetrace serve --help)\n", f);
+            return -1;
+        }
+#undef VALUE
+    }
+    if (!a->model) { fprintf(stderr, "moetrace: serve: --model DIR is required\n"); return -1; }
+    return mt_cli_check_device(a->device);
+}
+
+/* Environment first, flags over it. */
+static int recorder_options(const serve_args *a, mt_recorder_opts *ro) {
+    mt_err err;
+    mt_recorder_opts_default(ro);
+    if (mt_recorder_opts_from_env(ro, &err)) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        return -1;
+    }
+    if (a->mode && mt_recorder_parse_mode(a->mode, &ro->mode, &err)) {
+        fprintf(stderr, "moetrace: --expert-distribution-recorder-mode: %s\n", err.msg);
+        return -1;
+    }
+    if (a->dump_dir) {
+        struct stat st;
+        if (stat(a->dump_dir, &st) || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "moetrace: --expert-dump-dir %s: not an existing folder\n", a->dump_dir);
+            return -1;
+        }
+        ro->dump_dir = a->dump_dir;
+    }
+    if (a->buffer_given) ro->buffer_size = a->buffer_size;
+    ro->max_tokens = a->rec_max_tokens;
+    return 0;
+}
+
+/* MemAvailable of /proc/meminfo in bytes (0 when unknown). */
+static double available_memory(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024.0;
+}
+
+static int kv_blocks_for(const serve_args *a, const mt_config *c) {
+    if (a->kv_blocks > 0) return a->kv_blocks;
+    double per_block = (double)c->num_hidden_layers * MT_KV_BLOCK *
+                       ((double)c->num_key_value_heads * c->head_dim * 2 * sizeof(float) + (double)c->top_k * 4);
+    long per_seq = (c->max_position_embeddings + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
+    long want = per_seq * a->max_running;
+    double avail = available_memory();
+    long fit = avail > 0 ? (long)(avail * a->kv_fraction / per_block) : want;
+    long blocks = want < fit ? want : fit;
+    if (blocks < 16) blocks = 16;
+    if (blocks > (1L << 28)) blocks = 1L << 28;
+    mt_log("KV cache: %ld blocks of %d positions (%.1f MiB)%s", blocks, MT_KV_BLOCK, blocks * per_block / 1048576.0,
+           blocks < want ? "; fewer than a full context for every running request (see --kv-cache-fraction)" : "");
+    return (int)blocks;
+}
+
+static const char *folder_name(const char *dir) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    const char *end = dir + n, *p = end;
+    while (p > dir && p[-1] != '/') p--;
+    static char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(end - p), p);
+    return name;
+}
+
+/* Text support: tokenizer.json (optional) and the chat template (optional). */
+static int load_text_tools(const char *dir, mt_tokenizer **tok, mt_chat_template **tpl) {
+    char path[4096];
+    mt_err err;
+    *tok = NULL;
+    *tpl = NULL;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (access(path, R_OK) != 0) {
+        mt_log("%s not found: only token ids are accepted (/generate with input_ids)", path);
+        return 0;
+    }
+    if (mt_tokenizer_load(tok, dir, &err)) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        return -1;
+    }
+    if (mt_chat_template_load(tpl, dir, &err)) {
+        mt_log("no chat template (%s): /v1/chat/completions will answer 400", err.msg);
+        *tpl = NULL;
+    }
+    return 0;
+}
+
+/* Waits until every job finished and every answer was sent, up to timeout_s; a second signal ends
+ * the wait. */
+static void drain(mt_server *server, mt_engine_loop *loop, double timeout_s, const sigset_t *signals) {
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int pending;
+    while ((pending = mt_engine_loop_pending(loop)) > 0 || mt_server_requests_in_flight(server) > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double elapsed = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) * 1e-9;
+        if (elapsed >= timeout_s) {
+            mt_log("drain timeout: cancelling %d request(s)", pending);
+            return;
+        }
+        struct timespec step = {0, 50 * 1000 * 1000};
+        if (sigtimedwait(signals, NULL, &step) > 0) {
+            mt_log("second signal: cancelling %d request(s)", pending);
+            return;
+        }
+    }
+}
+
+int cmd_serve(int argc, char **argv) {
+    serve_args a;
+    if (parse(&a, argc, argv)) return 2;
+    mt_recorder_opts ro;
+    if (recorder_options(&a, &ro)) return 2;
+    const char *viz_env = getenv("MOETRACE_EXPERT_DUMP_VISUALIZE");
+    bool visualize = a.visualize || (viz_env && !strcmp(viz_env, "1"));
+
+    /* Every thread started from here on inherits the blocked signals; the main thread waits for them. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mt_err err = {{0}};
+    mt_server_opts so = {.host = a.host, .port = a.port, .api_key = a.api_key, .max_connections = a.max_connections,
+                         .max_body_bytes = (size_t)a.max_body};
+    mt_server *server = mt_server_start(&so, &err);
+    if (!server) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        return 1;
+    }
+    mt_log("listening on http://%s:%d (loading %s)", a.host, mt_server_port(server), a.model);
+
+    int rc = 1;
+    mt_model model;
+    mt_placement placement = {0};
+    bool model_loaded = false, kernels_started = false;
+    mt_tokenizer *tok = NULL;
+    mt_chat_template *tpl = NULL;
+    mt_recorder *recorder = NULL;
+    mt_engine_loop *loop = NULL;
+    if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        goto done;
+    }
+    model_loaded = true;
+    if (load_text_tools(a.model, &tok, &tpl)) goto done;
+    const mt_config *c = &model.cfg;
+    int have_placement = mt_placement_flags_load(&a.placement, c, &placement);
+    if (have_placement < 0) goto done;
+    int ep = have_placement ? placement.num_gpus : (c->num_experts % 8 == 0 ? 8 : 1);
+    ro.ep_size = ep;
+    ro.placement = have_placement ? &placement : NULL;
+    const char *name = a.served_name ? a.served_name : folder_name(a.model);
+    if (!(recorder = mt_recorder_new(c, name, &ro, &err))) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        goto done;
+    }
+    if (a.metrics_recording) mt_recorder_start(recorder);
+    mt_kernels_init(a.threads);
+    kernels_started = true;
+    mt_engine_opts eo = {.num_kv_blocks = kv_blocks_for(&a, c), .max_batch_tokens = a.max_batch_tokens,
+                         .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
+                         .placement = ro.placement};
+    mt_routing_sink sink = mt_recorder_sink(recorder);
+    if (!(loop = mt_engine_loop_start(&model, &eo, &sink, mt_server_metrics_of(server), &err))) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        goto done;
+    }
+    mt_server_backend b = {.model = &model, .model_name = name, .tokenizer = tok, .chat_template = tpl,
+                           .recorder = recorder, .loop = loop, .enable_return_routing = a.return_routing,
+                           .dump_visualize = visualize, .ep_size = ep, .placement = ro.placement,
+                           .max_running = a.max_running};
+    mt_server_set_backend(server, &b);
+    mt_log("ready: %s (%d layers, %d experts, top-%d), recorder %s%s, routing return %s", name, c->num_hidden_layers,
+           c->num_experts, c->top_k, mt_recorder_mode_name(ro.mode), a.metrics_recording ? " recording" : "",
+           a.return_routing ? "enabled" : "disabled");
+
+    int sig = 0;
+    while (sigwait(&signals, &sig) != 0) {}
+    mt_log("%s: draining (no new requests; %g s for those in flight)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+           a.drain_timeout);
+    mt_server_set_draining(server);
+    drain(server, loop, a.drain_timeout, &signals);
+    mt_engine_loop_stop(loop); /* cancels what is left; no forward pass runs after this */
+    if (mt_recorder_active(recorder)) {
+        char path[4096];
+        if (mt_server_dump_recorder(server, path, sizeof path, &err)) fprintf(stderr, "moetrace: %s\n", err.msg);
+    }
+    rc = 0;
+done:
+    mt_engine_loop_stop(loop);
+    mt_server_stop(server);
+    mt_engine_loop_free(loop);
+    mt_recorder_free(recorder);
+    mt_chat_template_free(tpl);
+    mt_tokenizer_free(tok);
+    if (kernels_started) mt_kernels_shutdown();
+    mt_placement_free(&placement);
+    if (model_loaded) mt_model_free(&model);
+    if (rc == 0) mt_log("stopped");
+    return rc;
+}

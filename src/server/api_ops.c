@@ -1,0 +1,187 @@
+/* Operations endpoints: GET /health, GET /metrics (Prometheus text), GET /get_model_info,
+ * GET /dashboard (a live expert-load heatmap page, dashboard_page.c) and its data,
+ * GET /dashboard/data (the recorder's current window as JSON). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "routing/balancedness.h"
+#include "server/server_internal.h"
+#include "util/strbuf.h"
+
+int mt_api_health(mt_http_request *rq) {
+    mt_server *s = rq->server;
+    if (!atomic_load(&s->ready)) return mt_reply_errorf(rq, 503, "the model is still loading");
+    if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
+    mt_engine_loop_stats st;
+    mt_engine_loop_get_stats(s->b.loop, &st);
+    if (st.failed) return mt_reply_errorf(rq, 503, "the engine has failed (see the server log)");
+    return mt_reply(rq, 200, "text/plain; charset=utf-8", "", 0);
+}
+
+int mt_api_model_info(mt_http_request *rq) {
+    mt_server *s = rq->server;
+    const mt_config *c = &s->b.model->cfg;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model_path", s->b.model_name);
+    cJSON_AddStringToObject(o, "model_type", c->model_type);
+    cJSON_AddBoolToObject(o, "is_generation", 1);
+    cJSON_AddNumberToObject(o, "context_length", c->max_position_embeddings);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->num_hidden_layers);
+    cJSON_AddNumberToObject(o, "num_experts", c->num_experts);
+    cJSON_AddNumberToObject(o, "top_k", c->top_k);
+    cJSON_AddNumberToObject(o, "max_running_requests", s->b.max_running);
+    cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
+    cJSON_AddStringToObject(o, "placement", s->b.placement ? s->b.placement->source : "none");
+    cJSON_AddBoolToObject(o, "enable_return_routed_experts", s->b.enable_return_routing);
+    return mt_reply_json(rq, 200, o);
+}
+
+/* The recorder's window: counts [layers, experts] and balancedness per layer (NAN for dense layers):
+ * under a placement measured per GPU from the physical counts, else over ep_size contiguous blocks. */
+typedef struct window {
+    mt_recorder_counts counts;
+    int64_t *logical_count;
+    int64_t *physical_count;   /* [layers, num_physical] under a placement, else NULL */
+    double *balancedness;
+    double mean;
+} window;
+
+static void window_free(window *w) {
+    free(w->logical_count);
+    free(w->physical_count);
+    free(w->balancedness);
+}
+
+static int window_read(mt_server *s, window *w) {
+    const mt_config *c = &s->b.model->cfg;
+    const mt_placement *p = s->b.placement;
+    int L = c->num_hidden_layers, E = c->num_experts, moe = 0;
+    w->logical_count = malloc((size_t)L * E * sizeof *w->logical_count);
+    w->physical_count = p ? malloc((size_t)L * p->num_physical * sizeof *w->physical_count) : NULL;
+    w->balancedness = malloc((size_t)L * sizeof *w->balancedness);
+    if (!w->logical_count || !w->balancedness || (p && !w->physical_count)) {
+        window_free(w);
+        return -1;
+    }
+    mt_recorder_get_counts(s->b.recorder, &w->counts);
+    mt_recorder_logical_count(s->b.recorder, w->logical_count);
+    if (p && mt_recorder_physical_count(s->b.recorder, w->physical_count)) {
+        window_free(w);
+        return -1;
+    }
+    w->mean = 0;
+    for (int l = 0; l < L; l++) {
+        if (!c->layer_is_moe[l]) w->balancedness[l] = NAN;
+        else if (p) w->balancedness[l] = mt_balancedness_contiguous(w->physical_count + (size_t)l * p->num_physical,
+                                                                    p->num_physical, s->b.ep_size);
+        else w->balancedness[l] = mt_balancedness_contiguous(w->logical_count + (size_t)l * E, E, s->b.ep_size);
+        if (c->layer_is_moe[l]) {
+            w->mean += w->balancedness[l];
+            moe++;
+        }
+    }
+    w->mean = moe ? w->mean / moe : 1.0;
+    return 0;
+}
+
+static void gauge(mt_strbuf *o, const char *name, const char *help, double v) {
+    mt_strbuf_printf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %.9g\n", name, help, name, name, v);
+}
+
+static void counter(mt_strbuf *o, const char *name, const char *help, double v) {
+    mt_strbuf_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %.17g\n", name, help, name, name, v);
+}
+
+int mt_api_metrics(mt_http_request *rq) {
+    mt_server *s = rq->server;
+    mt_strbuf o = {0};
+    mt_metrics_render(&s->metrics, &o);
+    bool ready = atomic_load(&s->ready);
+    gauge(&o, "moetrace_server_ready", "1 once the model is loaded and requests are served.", ready);
+    gauge(&o, "moetrace_server_draining", "1 while shutting down (no new requests).", atomic_load(&s->draining));
+    if (ready) {
+        mt_engine_loop_stats st;
+        mt_engine_loop_get_stats(s->b.loop, &st);
+        const mt_engine_stats *es = &st.engine;
+        gauge(&o, "moetrace_num_requests_running", "Sequences the engine is running.", es->running);
+        gauge(&o, "moetrace_num_requests_waiting", "Requests queued for the engine (queue depth).",
+              es->waiting + st.queued);
+        gauge(&o, "moetrace_kv_cache_blocks_total", "KV cache blocks (16 positions each).", es->kv_blocks_total);
+        gauge(&o, "moetrace_kv_cache_blocks_free", "KV cache blocks free or holding only evictable prefixes.",
+              es->kv_blocks_free);
+        gauge(&o, "moetrace_kv_cache_usage_ratio", "Share of the KV cache held by running sequences.",
+              es->kv_blocks_total ? 1.0 - (double)es->kv_blocks_free / es->kv_blocks_total : 0.0);
+        counter(&o, "moetrace_prefix_cache_hit_blocks_total", "Prompt blocks found in the prefix cache.",
+                (double)es->prefix_hit_blocks);
+        counter(&o, "moetrace_prefix_cache_lookup_blocks_total", "Prompt blocks looked up in the prefix cache.",
+                (double)es->prefix_lookup_blocks);
+        counter(&o, "moetrace_forward_passes_total", "Forward passes run.", (double)es->forward_passes);
+        counter(&o, "moetrace_tokens_forwarded_total", "Tokens forwarded (prompt chunks and decode).",
+                (double)es->tokens_forwarded);
+        gauge(&o, "moetrace_engine_failed", "1 after a forward pass failed.", st.failed);
+
+        mt_recorder *r = s->b.recorder;
+        mt_strbuf_printf(&o, "# HELP moetrace_expert_recorder_active 1 while the expert distribution recorder records.\n"
+                             "# TYPE moetrace_expert_recorder_active gauge\nmoetrace_expert_recorder_active{mode=\"%s\"} %d\n",
+                         mt_recorder_mode_name(mt_recorder_get_mode(r)), mt_recorder_active(r));
+        window w;
+        if (window_read(s, &w) == 0) {
+            gauge(&o, "moetrace_expert_recorder_window_forward_passes", "Forward passes in the recorder's window.",
+                  (double)w.counts.num_forward_passes);
+            gauge(&o, "moetrace_expert_recorder_window_tokens", "Tokens in the recorder's window.",
+                  (double)w.counts.num_tokens);
+            gauge(&o, "moetrace_expert_recorder_dropped_tokens", "per_token rows dropped for lack of room.",
+                  (double)w.counts.dropped_tokens);
+            gauge(&o, "moetrace_expert_balancedness_ep_size", "Expert-parallel size the balancedness assumes.",
+                  s->b.ep_size);
+            mt_strbuf_puts(&o, "# HELP moetrace_expert_balancedness Mean over max GPU load of a MoE layer in the "
+                               "recorder's window (1 is perfect).\n# TYPE moetrace_expert_balancedness gauge\n");
+            const mt_config *c = &s->b.model->cfg;
+            for (int l = 0; l < c->num_hidden_layers; l++)
+                if (c->layer_is_moe[l])
+                    mt_strbuf_printf(&o, "moetrace_expert_balancedness{layer=\"%d\"} %.6f\n", l, w.balancedness[l]);
+            gauge(&o, "moetrace_expert_balancedness_mean", "Mean balancedness over the MoE layers.", w.mean);
+            window_free(&w);
+        }
+    }
+    int status = mt_reply(rq, 200, "text/plain; version=0.0.4; charset=utf-8", o.data ? o.data : "", o.len);
+    mt_strbuf_free(&o);
+    return status;
+}
+
+int mt_api_dashboard(mt_http_request *rq) {
+    return mt_reply(rq, 200, "text/html; charset=utf-8", mt_dashboard_page, strlen(mt_dashboard_page));
+}
+
+int mt_api_dashboard_data(mt_http_request *rq) {
+    mt_server *s = rq->server;
+    const mt_config *c = &s->b.model->cfg;
+    window w;
+    if (window_read(s, &w)) return mt_reply_errorf(rq, 500, "out of memory");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", s->b.model_name);
+    cJSON_AddBoolToObject(o, "recording", mt_recorder_active(s->b.recorder));
+    cJSON_AddStringToObject(o, "mode", mt_recorder_mode_name(mt_recorder_get_mode(s->b.recorder)));
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->num_hidden_layers);
+    cJSON_AddNumberToObject(o, "num_experts", c->num_experts);
+    cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
+    cJSON_AddNumberToObject(o, "num_forward_passes", (double)w.counts.num_forward_passes);
+    cJSON_AddNumberToObject(o, "num_tokens", (double)w.counts.num_tokens);
+    cJSON *lc = cJSON_AddArrayToObject(o, "logical_count"), *bal = cJSON_AddArrayToObject(o, "balancedness");
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        cJSON *row = cJSON_CreateArray();
+        for (int e = 0; e < c->num_experts; e++)
+            cJSON_AddItemToArray(row, cJSON_CreateNumber((double)w.logical_count[(size_t)l * c->num_experts + e]));
+        cJSON_AddItemToArray(lc, row);
+        cJSON_AddItemToArray(bal, c->layer_is_moe[l] ? cJSON_CreateNumber(w.balancedness[l]) : cJSON_CreateNull());
+    }
+    cJSON_AddNumberToObject(o, "balancedness_mean", w.mean);
+    mt_engine_loop_stats st;
+    mt_engine_loop_get_stats(s->b.loop, &st);
+    cJSON_AddNumberToObject(o, "running", st.engine.running);
+    cJSON_AddNumberToObject(o, "waiting", st.engine.waiting + st.queued);
+    window_free(&w);
+    return mt_reply_json(rq, 200, o);
+}

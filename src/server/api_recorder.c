@@ -1,0 +1,73 @@
+/* The expert distribution recorder endpoints (SPEC §5), GET or POST, with SGLang's plain-text
+ * answers (sglang/srt/entrypoints/http_server.py):
+ *   /start_expert_distribution_record  drops what was recorded, starts recording
+ *   /stop_expert_distribution_record   stops (the data stays until the next dump or start)
+ *   /dump_expert_distribution_record   writes the dump into the dump dir and resets the data;
+ *                                      ?inline=1 answers with the dump's JSON instead of text.
+ * With --expert-dump-visualize a heatmap PNG is written beside every dump. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "report/report.h"
+#include "routing/stat_dump.h"
+#include "server/server_internal.h"
+#include "util/json_util.h"
+
+static const char START_TEXT[] = "Start recording the expert distribution.\n";
+static const char STOP_TEXT[] = "Stop recording the expert distribution.\n";
+static const char DUMP_TEXT[] = "Dump expert distribution record.\n";
+
+int mt_api_start_record(mt_http_request *rq) {
+    mt_recorder *r = rq->server->b.recorder;
+    mt_recorder_reset(r);
+    mt_recorder_start(r);
+    mt_log("expert distribution recorder: started (%s)", mt_recorder_mode_name(mt_recorder_get_mode(r)));
+    return mt_reply(rq, 200, "text/plain; charset=utf-8", START_TEXT, strlen(START_TEXT));
+}
+
+int mt_api_stop_record(mt_http_request *rq) {
+    mt_recorder_stop(rq->server->b.recorder);
+    mt_log("expert distribution recorder: stopped");
+    return mt_reply(rq, 200, "text/plain; charset=utf-8", STOP_TEXT, strlen(STOP_TEXT));
+}
+
+/* <dump>.png beside <dump>.json. */
+static void visualize(const char *json_path, int ep_size) {
+    mt_stat_dump d;
+    mt_err err;
+    if (mt_stat_dump_load(json_path, &d, &err)) {
+        mt_log("expert dump visualisation: %s", err.msg);
+        return;
+    }
+    char png[4096];
+    size_t n = strlen(json_path);
+    snprintf(png, sizeof png, "%.*s.png", (int)(n > 5 ? n - 5 : n), json_path);
+    mt_report_opts ro = {.ep_size = ep_size};
+    if (mt_report_render(&d, png, &ro, &err)) mt_log("expert dump visualisation: %s", err.msg);
+    else mt_log("expert distribution heatmap: %s", png);
+    mt_stat_dump_free(&d);
+}
+
+int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *err) {
+    if (mt_recorder_dump(s->b.recorder, path, path_len, err)) return -1;
+    mt_log("expert distribution dump: %s", path);
+    if (s->b.dump_visualize) visualize(path, s->b.ep_size);
+    return 0;
+}
+
+int mt_api_dump_record(mt_http_request *rq) {
+    char path[4096];
+    mt_err err;
+    if (mt_server_dump_recorder(rq->server, path, sizeof path, &err))
+        return mt_reply_errorf(rq, 500, "cannot write the dump: %s", err.msg);
+    const char *inline_arg = mt_http_query(rq, "inline");
+    if (!inline_arg || !strcmp(inline_arg, "0") || !strcmp(inline_arg, "false"))
+        return mt_reply(rq, 200, "text/plain; charset=utf-8", DUMP_TEXT, strlen(DUMP_TEXT));
+    size_t len;
+    char *text = mt_read_file(path, &len, &err); /* exactly what was written, read back */
+    if (!text) return mt_reply_errorf(rq, 500, "cannot read the dump back: %s", err.msg);
+    int status = mt_reply(rq, 200, "application/json", text, len);
+    free(text);
+    return status;
+}

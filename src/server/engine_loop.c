@@ -1,0 +1,424 @@
+/* The engine thread and its queue. See engine_loop.h. */
+#include "server/engine_loop.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/strbuf.h"
+
+#define LIVE_BUCKETS 1024
+
+typedef struct live_node {
+    mt_gen_job *job;
+    struct live_node *next;
+} live_node;
+
+typedef struct id_list {
+    int64_t *ids;
+    int n, cap;
+} id_list;
+
+typedef struct job_list {
+    mt_gen_job **jobs;
+    int n, cap;
+} job_list;
+
+struct mt_engine_loop {
+    const mt_model *model;
+    mt_engine *engine;
+    mt_server_metrics *metrics;
+    pthread_t thread;
+
+    /* shared with handlers, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    job_list inbox;
+    id_list cancels;
+    bool stopping, failed;
+    mt_engine_stats stats;
+    int n_live;
+
+    /* engine thread only */
+    live_node *live[LIVE_BUCKETS];
+    id_list self_cancels;      /* ids whose stop string matched during the last step */
+};
+
+static void id_push(id_list *l, int64_t id) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        int64_t *p = realloc(l->ids, (size_t)cap * sizeof *p);
+        if (!p) abort();
+        l->ids = p;
+        l->cap = cap;
+    }
+    l->ids[l->n++] = id;
+}
+
+static void job_push(job_list *l, mt_gen_job *j) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        mt_gen_job **p = realloc(l->jobs, (size_t)cap * sizeof *p);
+        if (!p) abort();
+        l->jobs = p;
+        l->cap = cap;
+    }
+    l->jobs[l->n++] = j;
+}
+
+static unsigned bucket_of(int64_t id) { return (unsigned)((uint64_t)id * 0x9E3779B97F4A7C15ull >> 54) % LIVE_BUCKETS; }
+
+static void live_add(mt_engine_loop *l, mt_gen_job *j) {
+    live_node *n = malloc(sizeof *n);
+    if (!n) abort();
+    unsigned b = bucket_of(j->id);
+    n->job = j;
+    n->next = l->live[b];
+    l->live[b] = n;
+}
+
+static mt_gen_job *live_find(mt_engine_loop *l, int64_t id) {
+    for (live_node *n = l->live[bucket_of(id)]; n; n = n->next)
+        if (n->job->id == id) return n->job;
+    return NULL;
+}
+
+static mt_gen_job *live_remove(mt_engine_loop *l, int64_t id) {
+    for (live_node **p = &l->live[bucket_of(id)]; *p; p = &(*p)->next) {
+        if ((*p)->job->id == id) {
+            live_node *n = *p;
+            mt_gen_job *j = n->job;
+            *p = n->next;
+            free(n);
+            return j;
+        }
+    }
+    return NULL;
+}
+
+/* ---- results ------------------------------------------------------------------------------ */
+
+static size_t utf8_char_start(const char *s, size_t len, size_t at) {
+    while (at > 0 && at < len && ((unsigned char)s[at] & 0xC0) == 0x80) at--;
+    return at;
+}
+
+/* Appends decoded text; cuts it at the first stop string. Returns true when a stop string matched. */
+static bool append_text(mt_gen_job *j, const char *piece, size_t n) {
+    size_t old = j->text.len;
+    mt_strbuf_append(&j->text, piece, n);
+    size_t longest = 0;
+    for (int i = 0; i < j->params.n_stop_strings; i++) {
+        size_t sl = strlen(j->params.stop_strings[i]);
+        longest = sl > longest ? sl : longest;
+    }
+    if (longest > 0) {
+        size_t from = old >= longest - 1 ? old - (longest - 1) : 0;
+        const char *best = NULL;
+        for (int i = 0; i < j->params.n_stop_strings; i++) {
+            const char *stop = j->params.stop_strings[i];
+            const char *hit = memmem(j->text.data + from, j->text.len - from, stop, strlen(stop));
+            if (hit && (!best || hit < best)) {
+                best = hit;
+                j->matched_string = i;
+            }
+        }
+        if (best) {
+            size_t at = (size_t)(best - j->text.data);
+            if (j->params.no_stop_trim) at += strlen(j->params.stop_strings[j->matched_string]);
+            mt_strbuf_truncate(&j->text, at);
+            j->text_stable = at;
+            j->stop_matched = true;
+            return true;
+        }
+    }
+    size_t stable = j->text.len >= longest ? j->text.len - (longest ? longest - 1 : 0) : 0;
+    stable = utf8_char_start(j->text.data, j->text.len, stable);
+    if (stable > j->text_stable) j->text_stable = stable;
+    return false;
+}
+
+static void on_token(mt_engine_loop *l, const mt_engine_event *ev) {
+    mt_gen_job *j = live_find(l, ev->id);
+    if (!j) return;
+    double t = mt_now_s();
+    bool matched = false;
+    pthread_mutex_lock(&j->mu);
+    if (j->n_output <= j->params.max_new_tokens) j->output[j->n_output++] = ev->token;
+    if (j->n_output == 1) {
+        j->t_first_token = t;
+        mt_metrics_first_token(l->metrics, t - j->t_arrival);
+    } else {
+        mt_metrics_next_token(l->metrics, t - j->t_last_token);
+    }
+    j->t_last_token = t;
+    if (j->detok && !j->stop_matched) {
+        char *piece = NULL;
+        size_t len = 0;
+        mt_err err;
+        if (mt_detok_stream_feed(j->detok, &ev->token, 1, &piece, &len, &err) == 0) matched = append_text(j, piece, len);
+        free(piece);
+    }
+    j->version++;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->mu);
+    if (matched) id_push(&l->self_cancels, j->id);
+}
+
+static void on_finished(mt_engine_loop *l, const mt_engine_event *ev) {
+    mt_gen_job *j = live_remove(l, ev->id);
+    if (!j) return;
+    const mt_config *c = &l->model->cfg;
+    mt_finish_label label;
+    pthread_mutex_lock(&j->mu);
+    if (j->detok && !j->stop_matched) {
+        char *rest = NULL;
+        size_t len = 0;
+        mt_err err;
+        if (mt_detok_stream_finish(j->detok, &rest, &len, &err) == 0) append_text(j, rest, len);
+        free(rest);
+    }
+    j->text_stable = j->text.len;
+    int n_out = ev->n_generated <= j->params.max_new_tokens ? ev->n_generated : j->params.max_new_tokens;
+    if (n_out > 0) memcpy(j->output, ev->output, (size_t)n_out * sizeof *j->output);
+    j->n_output = n_out;
+    if (j->stop_matched) {
+        j->finish = MT_JOB_STOP_STRING;
+        label = MT_FINISHED_STOP;
+    } else if (ev->reason == MT_FINISH_STOP) {
+        j->finish = MT_JOB_STOP_TOKEN;
+        j->matched_token = n_out > 0 ? j->output[n_out - 1] : -1;
+        label = MT_FINISHED_STOP;
+    } else if (ev->reason == MT_FINISH_LENGTH) {
+        j->finish = MT_JOB_LENGTH;
+        label = MT_FINISHED_LENGTH;
+    } else {
+        j->finish = MT_JOB_ABORTED;
+        label = MT_FINISHED_ABORT;
+    }
+    j->n_cached = ev->n_cached;
+    if (j->params.return_routing) {
+        int start = j->params.routing_start < ev->routing_rows ? j->params.routing_start : ev->routing_rows;
+        size_t row = (size_t)c->num_hidden_layers * c->top_k;
+        size_t count = (size_t)(ev->routing_rows - start) * row;
+        j->routing = malloc(count * mt_routing_dtype_size(j->params.routing_dtype) + 1);
+        if (j->routing) {
+            mt_routing_pack(ev->routing + (size_t)start * row, count, j->params.routing_dtype, j->routing);
+            j->routing_rows = ev->routing_rows - start;
+        } else {
+            snprintf(j->error, sizeof j->error, "out of memory for the routing of %d tokens", ev->routing_rows);
+        }
+    }
+    j->state = MT_JOB_FINISHED;
+    j->t_finished = mt_now_s();
+    j->version++;
+    pthread_cond_broadcast(&j->changed);
+    double e2e = j->t_finished - j->t_arrival;
+    pthread_mutex_unlock(&j->mu);
+    mt_metrics_finished(l->metrics, label, ev->n_prompt, ev->n_generated, ev->n_cached, e2e);
+    pthread_mutex_lock(&l->mu);
+    l->n_live--;
+    pthread_mutex_unlock(&l->mu);
+    mt_gen_job_unref(j);
+}
+
+static void on_event(void *ctx, const mt_engine_event *ev) {
+    if (ev->kind == MT_EVENT_TOKEN) on_token(ctx, ev);
+    else on_finished(ctx, ev);
+}
+
+static void reject(mt_gen_job *j, bool busy, const char *why) {
+    pthread_mutex_lock(&j->mu);
+    j->state = MT_JOB_REJECTED;
+    j->rejected_busy = busy;
+    snprintf(j->error, sizeof j->error, "%s", why);
+    j->version++;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* ---- the thread --------------------------------------------------------------------------- */
+
+static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
+    mt_request r = {.id = j->id, .prompt = j->prompt, .n_prompt = j->n_prompt,
+                    .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,
+                    .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids};
+    mt_err err = {{0}};
+    if (mt_engine_submit(l->engine, &r, &err)) {
+        /* The engine names the request by its internal id ("request 12: ..."), which means nothing
+         * to the client. */
+        const char *why = err.msg;
+        if (!strncmp(why, "request ", 8) && strstr(why, ": ")) why = strstr(why, ": ") + 2;
+        mt_metrics_rejected(l->metrics);
+        reject(j, false, why);
+        mt_gen_job_unref(j);
+        return;
+    }
+    live_add(l, j);
+    pthread_mutex_lock(&l->mu);
+    l->n_live++;
+    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&j->mu);
+    j->state = MT_JOB_RUNNING;
+    j->version++;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void cancel_all_live(mt_engine_loop *l) {
+    for (int b = 0; b < LIVE_BUCKETS; b++)
+        for (live_node *n = l->live[b]; n; n = n->next) mt_engine_cancel(l->engine, n->job->id);
+}
+
+static void fail_engine(mt_engine_loop *l, const char *why) {
+    mt_log("engine: %s; refusing new requests", why);
+    for (int b = 0; b < LIVE_BUCKETS; b++) {
+        for (live_node *n = l->live[b]; n; n = n->next) {
+            pthread_mutex_lock(&n->job->mu);
+            snprintf(n->job->error, sizeof n->job->error, "engine failed: %.900s", why);
+            pthread_mutex_unlock(&n->job->mu);
+        }
+    }
+    cancel_all_live(l);
+    mt_err err;
+    mt_engine_step(l->engine, &err); /* finishes the cancelled sequences without a forward pass */
+    pthread_mutex_lock(&l->mu);
+    l->failed = true;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void *loop_main(void *arg) {
+    mt_engine_loop *l = arg;
+    job_list taken = {0};
+    id_list cancels = {0};
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        while (!l->stopping && l->inbox.n == 0 && l->cancels.n == 0 && mt_engine_idle(l->engine))
+            pthread_cond_wait(&l->wake, &l->mu);
+        bool stopping = l->stopping, failed = l->failed;
+        job_list swap_jobs = l->inbox;
+        l->inbox = taken;
+        taken = swap_jobs;
+        id_list swap_ids = l->cancels;
+        l->cancels = cancels;
+        cancels = swap_ids;
+        pthread_mutex_unlock(&l->mu);
+
+        for (int i = 0; i < taken.n; i++) {
+            if (stopping || failed) {
+                reject(taken.jobs[i], true, stopping ? "the server is shutting down" : "the engine has failed");
+                mt_gen_job_unref(taken.jobs[i]);
+            } else {
+                admit_job(l, taken.jobs[i]);
+            }
+        }
+        taken.n = 0;
+        for (int i = 0; i < cancels.n; i++) mt_engine_cancel(l->engine, cancels.ids[i]);
+        cancels.n = 0;
+        if (stopping) cancel_all_live(l);
+        if (stopping && mt_engine_idle(l->engine)) break;
+
+        if (!mt_engine_idle(l->engine)) {
+            mt_err err = {{0}};
+            if (mt_engine_step(l->engine, &err) < 0) fail_engine(l, err.msg);
+        }
+        for (int i = 0; i < l->self_cancels.n; i++) mt_engine_cancel(l->engine, l->self_cancels.ids[i]);
+        l->self_cancels.n = 0;
+        pthread_mutex_lock(&l->mu);
+        mt_engine_get_stats(l->engine, &l->stats);
+        pthread_mutex_unlock(&l->mu);
+    }
+    free(taken.jobs);
+    free(cancels.ids);
+    return NULL;
+}
+
+mt_engine_loop *mt_engine_loop_start(const mt_model *model, const mt_engine_opts *o, const mt_routing_sink *sink,
+                                     mt_server_metrics *metrics, mt_err *err) {
+    mt_engine_loop *l = calloc(1, sizeof *l);
+    if (!l) {
+        mt_errf(err, "out of memory");
+        return NULL;
+    }
+    l->model = model;
+    l->metrics = metrics;
+    if (!(l->engine = mt_engine_new(model, o, on_event, l, sink, err))) {
+        free(l);
+        return NULL;
+    }
+    mt_engine_get_stats(l->engine, &l->stats);
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->wake, NULL);
+    if (pthread_create(&l->thread, NULL, loop_main, l)) {
+        mt_engine_free(l->engine);
+        pthread_mutex_destroy(&l->mu);
+        pthread_cond_destroy(&l->wake);
+        free(l);
+        mt_errf(err, "cannot start the engine thread");
+        return NULL;
+    }
+    return l;
+}
+
+void mt_engine_loop_submit(mt_engine_loop *l, mt_gen_job *j) {
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping || l->failed) {
+        bool stopping = l->stopping;
+        pthread_mutex_unlock(&l->mu);
+        reject(j, true, stopping ? "the server is shutting down" : "the engine has failed");
+        return;
+    }
+    mt_gen_job_ref(j);
+    job_push(&l->inbox, j);
+    pthread_cond_signal(&l->wake);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void mt_engine_loop_cancel(mt_engine_loop *l, mt_gen_job *j) {
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping) { /* every job gets cancelled anyway */
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    id_push(&l->cancels, j->id);
+    pthread_cond_signal(&l->wake);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void mt_engine_loop_get_stats(mt_engine_loop *l, mt_engine_loop_stats *s) {
+    pthread_mutex_lock(&l->mu);
+    s->engine = l->stats;
+    s->queued = l->inbox.n;
+    s->live = l->n_live;
+    s->failed = l->failed;
+    pthread_mutex_unlock(&l->mu);
+}
+
+int mt_engine_loop_pending(mt_engine_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    int n = l->inbox.n + l->n_live;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+void mt_engine_loop_stop(mt_engine_loop *l) {
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    bool running = !l->stopping;
+    l->stopping = true;
+    pthread_cond_signal(&l->wake);
+    pthread_mutex_unlock(&l->mu);
+    if (running) pthread_join(l->thread, NULL);
+}
+
+void mt_engine_loop_free(mt_engine_loop *l) {
+    if (!l) return;
+    mt_engine_loop_stop(l);
+    free(l->inbox.jobs);
+    free(l->cancels.ids);
+    free(l->self_cancels.ids);
+    mt_engine_free(l->engine);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->wake);
+    free(l);
+}

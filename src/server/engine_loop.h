@@ -1,0 +1,54 @@
+/* The engine thread: owns the batched engine (engine/engine.h, single-threaded) and feeds it from a
+ * queue. HTTP handlers never touch the engine: they submit jobs and cancel them through this
+ * queue (mutex + condition variable), and read results from the jobs (gen_job.h).
+ *
+ * Per iteration the thread takes every queued submit and cancel, hands them to the engine, runs one
+ * mt_engine_step (one forward pass over every running sequence, so concurrent requests are batched),
+ * and then applies the cancels that the step's own events asked for (stop strings). Engine events
+ * are turned into job results: tokens, text (incremental detokenizer), stop strings, the routing
+ * in the requested wire dtype, latency metrics.
+ *
+ * Data flows one way: the server calls the engine; the engine's callback only writes into jobs. */
+#ifndef MT_SERVER_ENGINE_LOOP_H
+#define MT_SERVER_ENGINE_LOOP_H
+
+#include <stdbool.h>
+
+#include "engine/engine.h"
+#include "server/gen_job.h"
+#include "server/metrics.h"
+
+typedef struct mt_engine_loop mt_engine_loop;
+
+/* Creates the engine (sink: e.g. the recorder; may be NULL) and starts its thread. model and
+ * metrics must outlive the loop. */
+mt_engine_loop *mt_engine_loop_start(const mt_model *model, const mt_engine_opts *o, const mt_routing_sink *sink,
+                                     mt_server_metrics *metrics, mt_err *err);
+
+/* Queues a job (the loop takes its own reference). The engine thread moves it to RUNNING, or to
+ * REJECTED with the engine's reason (bad ids, too long for the context or the KV cache), or with
+ * rejected_busy while the loop is stopping or failed. */
+void mt_engine_loop_submit(mt_engine_loop *l, mt_gen_job *j);
+/* Asks the engine to cancel the job (it then finishes as MT_JOB_ABORTED with the routing of the
+ * tokens forwarded so far). No effect when it already finished. */
+void mt_engine_loop_cancel(mt_engine_loop *l, mt_gen_job *j);
+
+typedef struct mt_engine_loop_stats {
+    mt_engine_stats engine;  /* as of the end of the last iteration */
+    int queued;              /* submitted, not yet handed to the engine */
+    int live;                /* jobs in the engine (waiting + running) */
+    bool failed;             /* a forward pass failed: the loop refuses new jobs */
+} mt_engine_loop_stats;
+void mt_engine_loop_get_stats(mt_engine_loop *l, mt_engine_loop_stats *s);
+
+/* Jobs submitted and not finished (queued or live). */
+int mt_engine_loop_pending(mt_engine_loop *l);
+
+/* Cancels every live job, lets the engine finish them (as MT_JOB_ABORTED), rejects anything still
+ * queued and joins the thread. Afterwards submits are rejected at once and cancels do nothing, so
+ * handlers may still call in until the HTTP server has stopped. */
+void mt_engine_loop_stop(mt_engine_loop *l);
+/* Frees the engine and the loop (after mt_engine_loop_stop, once no handler can call in). */
+void mt_engine_loop_free(mt_engine_loop *l);
+
+#endif

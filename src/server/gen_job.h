@@ -1,0 +1,98 @@
+/* A generation job: one request of an HTTP handler to the engine thread, and its results.
+ *
+ * The handler fills the input part, submits the job to the engine loop (engine_loop.h) and then
+ * only reads the result part, under `mu`, waiting on `changed`. The engine thread writes the result
+ * part under `mu` and broadcasts `changed` after every new token and at the end. Both sides hold a
+ * reference; the last mt_gen_job_unref frees the job. */
+#ifndef MT_SERVER_GEN_JOB_H
+#define MT_SERVER_GEN_JOB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/sampler.h"
+#include "routing/routing_wire.h"
+#include "tokenizer/tokenizer.h"
+#include "util/err.h"
+#include "util/strbuf.h"
+
+/* What a request asks of the engine (validated by request_params.c). */
+typedef struct mt_gen_params {
+    int max_new_tokens;
+    bool ignore_eos;
+    mt_sampling_params sampling;
+    int32_t *stop_ids;       /* extra stop token ids (malloc'd) */
+    int n_stop_ids;
+    char **stop_strings;     /* text that ends generation (malloc'd); needs a tokenizer */
+    int n_stop_strings;
+    bool skip_special_tokens;
+    bool no_stop_trim;       /* keep a matched stop string at the end of the text */
+    bool return_routing;
+    int routing_start;       /* rows skipped at the front (routed_experts_start_len) */
+    mt_routing_dtype routing_dtype;
+} mt_gen_params;
+
+void mt_gen_params_free(mt_gen_params *p);
+
+typedef enum mt_job_state {
+    MT_JOB_QUEUED,           /* handed to the engine loop, not yet seen by the engine */
+    MT_JOB_RUNNING,          /* accepted by the engine */
+    MT_JOB_REJECTED,         /* refused (error holds why); no result */
+    MT_JOB_FINISHED,
+} mt_job_state;
+
+typedef enum mt_job_finish {
+    MT_JOB_LENGTH = 1,       /* max_new_tokens reached */
+    MT_JOB_STOP_TOKEN,       /* eos or a stop id: matched_token */
+    MT_JOB_STOP_STRING,      /* stop string matched_string (excluded from the text) */
+    MT_JOB_ABORTED,          /* cancelled (client gone, shutdown) */
+} mt_job_finish;
+
+typedef struct mt_gen_job {
+    /* input: written before submission, read-only afterwards */
+    int64_t id;                 /* engine request id, unique per server */
+    int32_t *prompt;            /* malloc'd */
+    int n_prompt;
+    mt_gen_params params;
+    mt_detok_stream *detok;     /* NULL when no text is produced; used by the engine thread only */
+    double t_arrival;           /* monotonic seconds */
+
+    /* results, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t changed;
+    uint64_t version;           /* bumped at every change */
+    mt_job_state state;
+    char error[MT_ERR_LEN];     /* REJECTED: the engine's reason */
+    bool rejected_busy;         /* REJECTED because the server is draining or failed (503, not 400) */
+    int32_t *output;            /* generated ids [n_output] (capacity max_new_tokens) */
+    int n_output;
+    mt_strbuf text;             /* decoded text (with skip_special_tokens), cut before a stop string */
+    size_t text_stable;         /* leading bytes of text that can be shown now (never the start of a
+                                   possible stop string, never half a UTF-8 character) */
+    bool stop_matched;
+    int matched_string;         /* STOP_STRING: index into params.stop_strings */
+    int32_t matched_token;      /* STOP_TOKEN */
+    mt_job_finish finish;
+    int n_cached;               /* prompt tokens served from the prefix cache */
+    uint8_t *routing;           /* FINISHED with return_routing: [routing_rows, layers, top_k] packed */
+    int routing_rows;
+    double t_first_token, t_last_token, t_finished;
+
+    atomic_int refs;
+} mt_gen_job;
+
+/* A job with one reference, state QUEUED; prompt and params are taken over (freed with the job). */
+mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_params *params);
+void mt_gen_job_ref(mt_gen_job *j);
+void mt_gen_job_unref(mt_gen_job *j);
+
+/* Waits (mu held by the caller) until the version differs from seen, or timeout_ms passes.
+ * Returns the current version. */
+uint64_t mt_gen_job_wait_locked(mt_gen_job *j, uint64_t seen, int timeout_ms);
+
+double mt_now_s(void);
+
+#endif

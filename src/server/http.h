@@ -1,0 +1,69 @@
+/* The HTTP side shared by the endpoint handlers: the request as a handler sees it, the replies a
+ * handler can queue, API errors, and client-disconnect detection. Implemented over libmicrohttpd
+ * in http_reply.c; the daemon, routing and authentication are in http_daemon.c. */
+#ifndef MT_SERVER_HTTP_H
+#define MT_SERVER_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "server/gen_job.h"
+#include "util/err.h"
+#include "util/strbuf.h"
+
+struct MHD_Connection;
+typedef struct mt_server mt_server;
+
+typedef struct mt_http_request {
+    mt_server *server;
+    struct MHD_Connection *conn;
+    const char *method;          /* "GET", "POST", ... */
+    const char *path;            /* without the query string */
+    const char *body;            /* NUL-terminated; body_len bytes */
+    size_t body_len;
+    int client_fd;               /* the connection's socket, for disconnect detection */
+} mt_http_request;
+
+/* Value of a query-string argument, or NULL. */
+const char *mt_http_query(const mt_http_request *rq, const char *key);
+
+/* An API error: HTTP status and message. The JSON body is
+ * {"error": {"message": ..., "type": ..., "code": status}} with the type named by the status. */
+typedef struct mt_api_error {
+    int status;
+    char message[MT_ERR_LEN];
+} mt_api_error;
+
+/* Fills e and returns -1 (so parsers can `return mt_api_fail(...)`). */
+int mt_api_fail(mt_api_error *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "invalid_request_error" (400), "authentication_error" (401), "not_found_error" (404), ... */
+const char *mt_api_error_type(int status);
+cJSON *mt_api_error_json(int status, const char *message);
+
+/* Replies: each queues the response on the connection and returns the status (for the metrics),
+ * or -1 when MHD refused it (the connection is then closed). */
+int mt_reply(mt_http_request *rq, int status, const char *content_type, const char *body, size_t len);
+/* Prints obj compactly and deletes it. */
+int mt_reply_json(mt_http_request *rq, int status, cJSON *obj);
+int mt_reply_error(mt_http_request *rq, const mt_api_error *e);
+int mt_reply_errorf(mt_http_request *rq, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Server-sent events from a job. format() is called with the job's mutex held after every change
+ * of the job (final = true for the last call, once the job finished); it appends whole events
+ * ("data: ...\n\n") to out, possibly none; a job that failed ends with an error event instead
+ * of the final call. The stream then ends with "data: [DONE]\n\n". When the
+ * client goes away the job is cancelled. The stream takes over one reference to j, and ctx (freed
+ * with free_ctx). */
+typedef void (*mt_sse_format)(void *ctx, mt_gen_job *j, bool final, mt_strbuf *out);
+int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void *ctx, void (*free_ctx)(void *));
+
+/* Appends "data: <compact JSON of obj>\n\n" and deletes obj. */
+void mt_sse_event(mt_strbuf *out, cJSON *obj);
+
+/* True when the peer closed or reset the connection (a client that only shuts down its sending
+ * side counts as gone too; pipelined request bytes do not). */
+bool mt_http_client_gone(int fd);
+
+#endif

@@ -1,0 +1,206 @@
+/* The libmicrohttpd daemon: connections, request bodies, routing, authentication, life cycle. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "server/server_internal.h"
+
+enum { M_GET = 1, M_POST = 2 };
+
+typedef struct route {
+    const char *path;
+    unsigned methods;
+    mt_handler handler;
+    bool needs_backend;   /* 503 while the model loads */
+    bool public_path;     /* no API key needed */
+    bool key_in_query;    /* the API key may also come as ?api_key= (pages opened in a browser) */
+} route;
+
+static const route ROUTES[] = {
+    {"/health", M_GET | M_POST, mt_api_health, false, true, false},
+    {"/generate", M_POST, mt_api_generate, true, false, false},
+    {"/start_expert_distribution_record", M_GET | M_POST, mt_api_start_record, true, false, false},
+    {"/stop_expert_distribution_record", M_GET | M_POST, mt_api_stop_record, true, false, false},
+    {"/dump_expert_distribution_record", M_GET | M_POST, mt_api_dump_record, true, false, false},
+    {"/v1/models", M_GET, mt_api_models, true, false, false},
+    {"/v1/completions", M_POST, mt_api_completions, true, false, false},
+    {"/v1/chat/completions", M_POST, mt_api_chat_completions, true, false, false},
+    {"/get_model_info", M_GET, mt_api_model_info, true, false, false},
+    {"/metrics", M_GET, mt_api_metrics, false, false, false},
+    {"/dashboard", M_GET, mt_api_dashboard, false, false, true},
+    {"/dashboard/data", M_GET, mt_api_dashboard_data, true, false, true},
+};
+
+/* The part of a request gathered before its handler runs. */
+typedef struct pending_request {
+    mt_strbuf body;
+    bool too_large;
+} pending_request;
+
+static bool same_secret(const char *given, const char *key) {
+    size_t n = strlen(key), m = strlen(given);
+    unsigned diff = (unsigned)(n ^ m);
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)key[i] ^ (unsigned char)(i < m ? given[i] : 0);
+    return diff == 0;
+}
+
+static bool authorized(struct MHD_Connection *c, const char *key, bool key_in_query) {
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h && !strncmp(h, "Bearer ", 7) && same_secret(h + 7, key)) return true;
+    const char *q = key_in_query ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "api_key") : NULL;
+    return q && same_secret(q, key);
+}
+
+static enum MHD_Result reply_now(struct MHD_Connection *c, mt_server *s, const char *label, int status,
+                                 const char *fmt, const char *arg) {
+    mt_http_request rq = {.server = s, .conn = c, .client_fd = -1};
+    int rc = mt_reply_errorf(&rq, status, fmt, arg);
+    mt_metrics_http(&s->metrics, label, status);
+    return rc < 0 ? MHD_NO : MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **req_cls) {
+    (void)version;
+    mt_server *s = cls;
+    pending_request *pr = *req_cls;
+    if (!pr) {
+        if (!(pr = calloc(1, sizeof *pr))) return MHD_NO;
+        *req_cls = pr;
+        atomic_fetch_add(&s->in_flight, 1);
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes) pr->too_large = true;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!pr->too_large && pr->body.len + *upload_size > s->opts.max_body_bytes) {
+            pr->too_large = true;
+            mt_strbuf_free(&pr->body);
+        }
+        if (!pr->too_large) mt_strbuf_append(&pr->body, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    const route *rt = NULL;
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0] && !rt; i++)
+        if (!strcmp(url, ROUTES[i].path)) rt = &ROUTES[i];
+    const char *label = rt ? rt->path : "other";
+    bool public_path = rt && rt->public_path;
+    if (s->opts.api_key && *s->opts.api_key && !public_path && !authorized(c, s->opts.api_key, rt && rt->key_in_query))
+        return reply_now(c, s, label, 401, "%s", "missing or wrong API key (expected the header 'Authorization: Bearer <key>')");
+    if (!rt) return reply_now(c, s, label, 404, "no endpoint %s", url);
+    unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : 0;
+    if (!(rt->methods & m)) return reply_now(c, s, label, 405, "method %s is not allowed here", method);
+    if (pr->too_large) {
+        char limit[32];
+        snprintf(limit, sizeof limit, "%zu", s->opts.max_body_bytes);
+        return reply_now(c, s, label, 413, "the request body exceeds %s bytes", limit);
+    }
+    if (rt->needs_backend && !atomic_load(&s->ready)) return reply_now(c, s, label, 503, "%s", "the model is still loading");
+
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    mt_http_request rq = {.server = s, .conn = c, .method = method, .path = url,
+                          .body = pr->body.data ? pr->body.data : "", .body_len = pr->body.len,
+                          .client_fd = ci ? ci->connect_fd : -1};
+    int status = rt->handler(&rq);
+    if (status > 0) mt_metrics_http(&s->metrics, label, status);
+    return status < 0 ? MHD_NO : MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, enum MHD_RequestTerminationCode why) {
+    (void)c;
+    (void)why;
+    mt_server *s = cls;
+    pending_request *pr = *req_cls;
+    if (!pr) return;
+    atomic_fetch_sub(&s->in_flight, 1);
+    mt_strbuf_free(&pr->body);
+    free(pr);
+    *req_cls = NULL;
+}
+
+mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
+    mt_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        mt_errf(err, "out of memory");
+        return NULL;
+    }
+    s->opts = *o;
+    if (!s->opts.host) s->opts.host = "127.0.0.1";
+    if (s->opts.max_connections <= 0) s->opts.max_connections = 256;
+    if (s->opts.max_body_bytes == 0) s->opts.max_body_bytes = 16u << 20;
+    if (s->opts.idle_timeout_s <= 0) s->opts.idle_timeout_s = 60;
+    mt_metrics_init(&s->metrics);
+    pthread_mutex_init(&s->chat_mu, NULL);
+    s->started = time(NULL);
+    s->id_salt = (uint64_t)s->started * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
+
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof addr);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
+    if (inet_pton(AF_INET, s->opts.host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)s->opts.port);
+    } else if (inet_pton(AF_INET6, s->opts.host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)s->opts.port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        mt_errf(err, "--host %s: not a numeric IPv4 or IPv6 address", s->opts.host);
+        goto fail;
+    }
+    s->daemon = MHD_start_daemon(flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->opts.max_connections,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->opts.idle_timeout_s,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_END);
+    if (!s->daemon) {
+        mt_errf(err, "cannot listen on %s port %d (in use, or not an address of this machine)", s->opts.host,
+                s->opts.port);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : s->opts.port;
+    return s;
+fail:
+    mt_metrics_destroy(&s->metrics);
+    pthread_mutex_destroy(&s->chat_mu);
+    free(s);
+    return NULL;
+}
+
+int mt_server_port(const mt_server *s) { return s->port; }
+
+mt_server_metrics *mt_server_metrics_of(mt_server *s) { return &s->metrics; }
+
+void mt_server_set_backend(mt_server *s, const mt_server_backend *b) {
+    s->b = *b;
+    atomic_store(&s->ready, true);
+}
+
+void mt_server_set_draining(mt_server *s) { atomic_store(&s->draining, true); }
+
+int mt_server_requests_in_flight(mt_server *s) { return atomic_load(&s->in_flight); }
+
+void mt_server_stop(mt_server *s) {
+    if (!s) return;
+    MHD_stop_daemon(s->daemon);
+    mt_metrics_destroy(&s->metrics);
+    pthread_mutex_destroy(&s->chat_mu);
+    free(s);
+}
+
+void mt_server_response_id(const mt_server *s, int64_t job_id, const char *prefix, char *out, size_t len) {
+    uint64_t a = s->id_salt, b = (uint64_t)job_id * 0xD1B54A32D192ED03ull ^ s->id_salt >> 17;
+    snprintf(out, len, "%s%016llx%016llx", prefix, (unsigned long long)a, (unsigned long long)b);
+}

@@ -1,0 +1,184 @@
+/* Replies, API errors, server-sent events and disconnect detection over libmicrohttpd. */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "server/http.h"
+#include "server/server_internal.h"
+
+const char *mt_http_query(const mt_http_request *rq, const char *key) {
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+int mt_api_fail(mt_api_error *e, int status, const char *fmt, ...) {
+    e->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *mt_api_error_type(int status) {
+    switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 405: return "method_not_allowed";
+    case 413: return "request_too_large";
+    case 503: return "service_unavailable";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+cJSON *mt_api_error_json(int status, const char *message) {
+    cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(err, "message", message);
+    cJSON_AddStringToObject(err, "type", mt_api_error_type(status));
+    cJSON_AddNumberToObject(err, "code", status);
+    return root;
+}
+
+int mt_reply(mt_http_request *rq, int status, const char *content_type, const char *body, size_t len) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return -1;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    enum MHD_Result ok = MHD_queue_response(rq->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok == MHD_YES ? status : -1;
+}
+
+int mt_reply_json(mt_http_request *rq, int status, cJSON *obj) {
+    char *text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!text) return mt_reply(rq, 500, "text/plain", "out of memory\n", 14);
+    int rc = mt_reply(rq, status, "application/json", text, strlen(text));
+    cJSON_free(text);
+    return rc;
+}
+
+int mt_reply_error(mt_http_request *rq, const mt_api_error *e) {
+    return mt_reply_json(rq, e->status, mt_api_error_json(e->status, e->message));
+}
+
+int mt_reply_errorf(mt_http_request *rq, int status, const char *fmt, ...) {
+    mt_api_error e = {.status = status};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    return mt_reply_error(rq, &e);
+}
+
+bool mt_http_client_gone(int fd) {
+    if (fd < 0) return false;
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) return true;
+    if (p.revents & POLLIN) { /* data (a pipelined request) or the end of the stream */
+        char c;
+        ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+    return false;
+}
+
+/* ---- server-sent events ------------------------------------------------------------------- */
+
+#define SSE_POLL_MS 100
+
+typedef struct sse_stream {
+    mt_server *server;
+    mt_gen_job *job;
+    mt_sse_format format;
+    void *ctx;
+    void (*free_ctx)(void *);
+    int fd;
+    uint64_t seen;      /* job version already formatted */
+    mt_strbuf pending;  /* formatted, not yet handed to MHD */
+    size_t sent;
+    bool ended;         /* the last event is in pending */
+} sse_stream;
+
+void mt_sse_event(mt_strbuf *out, cJSON *obj) {
+    char *text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    mt_strbuf_puts(out, "data: ");
+    if (text) mt_strbuf_puts(out, text);
+    mt_strbuf_puts(out, "\n\n");
+    cJSON_free(text);
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    sse_stream *st = cls;
+    mt_gen_job *j = st->job;
+    for (;;) {
+        if (st->sent < st->pending.len) {
+            size_t n = st->pending.len - st->sent < max ? st->pending.len - st->sent : max;
+            memcpy(buf, st->pending.data + st->sent, n);
+            st->sent += n;
+            if (st->sent == st->pending.len) {
+                mt_strbuf_truncate(&st->pending, 0);
+                st->sent = 0;
+            }
+            return (ssize_t)n;
+        }
+        if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        pthread_mutex_lock(&j->mu);
+        if (j->version == st->seen) mt_gen_job_wait_locked(j, st->seen, SSE_POLL_MS);
+        bool changed = j->version != st->seen;
+        if (changed) {
+            st->seen = j->version;
+            bool final = j->state == MT_JOB_FINISHED || j->state == MT_JOB_REJECTED;
+            if (final && j->error[0]) mt_sse_event(&st->pending, mt_api_error_json(500, j->error));
+            else st->format(st->ctx, j, final, &st->pending);
+            if (final) {
+                mt_strbuf_puts(&st->pending, "data: [DONE]\n\n");
+                st->ended = true;
+            }
+        }
+        pthread_mutex_unlock(&j->mu);
+        if (!changed && mt_http_client_gone(st->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+}
+
+static void sse_free(void *cls) {
+    sse_stream *st = cls;
+    pthread_mutex_lock(&st->job->mu);
+    bool done = st->job->state == MT_JOB_FINISHED || st->job->state == MT_JOB_REJECTED;
+    pthread_mutex_unlock(&st->job->mu);
+    if (!done) mt_engine_loop_cancel(st->server->b.loop, st->job); /* the client went away */
+    mt_gen_job_unref(st->job);
+    if (st->free_ctx) st->free_ctx(st->ctx);
+    mt_strbuf_free(&st->pending);
+    free(st);
+}
+
+int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void *ctx, void (*free_ctx)(void *)) {
+    sse_stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        mt_engine_loop_cancel(rq->server->b.loop, j);
+        mt_gen_job_unref(j);
+        if (free_ctx) free_ctx(ctx);
+        return mt_reply_errorf(rq, 500, "out of memory");
+    }
+    *st = (sse_stream){.server = rq->server, .job = j, .format = format, .ctx = ctx, .free_ctx = free_ctx,
+                       .fd = rq->client_fd};
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, st, sse_free);
+    if (!r) {
+        sse_free(st);
+        return -1;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ok = MHD_queue_response(rq->conn, 200, r);
+    MHD_destroy_response(r); /* sse_free runs when MHD is done with the stream */
+    return ok == MHD_YES ? 200 : -1;
+}

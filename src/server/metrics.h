@@ -1,0 +1,50 @@
+/* Server counters and latency histograms, rendered in the Prometheus text exposition format
+ * (version 0.0.4). Thread-safe: HTTP handlers and the engine thread record, /metrics renders.
+ * Gauges that belong to other modules (engine queue and KV cache, recorder) are appended by the
+ * /metrics handler (api_ops.c). */
+#ifndef MT_SERVER_METRICS_H
+#define MT_SERVER_METRICS_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "util/strbuf.h"
+
+#define MT_HIST_MAX_BOUNDS 24
+#define MT_METRICS_MAX_ROUTES 48
+
+typedef struct mt_histogram {
+    const double *bounds;      /* upper bounds, ascending (+Inf implied) */
+    int n_bounds;
+    uint64_t counts[MT_HIST_MAX_BOUNDS + 1];  /* per bucket (not cumulative) */
+    uint64_t count;
+    double sum;
+} mt_histogram;
+
+typedef enum mt_finish_label { MT_FINISHED_LENGTH, MT_FINISHED_STOP, MT_FINISHED_ABORT, MT_FINISHED_KINDS } mt_finish_label;
+
+typedef struct mt_server_metrics {
+    pthread_mutex_t mu;
+    struct { const char *path; int code; uint64_t n; } http[MT_METRICS_MAX_ROUTES];
+    int n_http;
+    uint64_t finished[MT_FINISHED_KINDS];
+    uint64_t rejected;             /* generation requests refused with an error */
+    uint64_t prompt_tokens, generation_tokens, cached_prompt_tokens;
+    mt_histogram ttft, itl, e2e;
+} mt_server_metrics;
+
+void mt_metrics_init(mt_server_metrics *m);
+void mt_metrics_destroy(mt_server_metrics *m);
+
+/* path must be a string that lives as long as m (a route's literal; unknown paths as "other"). */
+void mt_metrics_http(mt_server_metrics *m, const char *path, int code);
+void mt_metrics_first_token(mt_server_metrics *m, double ttft_s);
+void mt_metrics_next_token(mt_server_metrics *m, double itl_s);
+void mt_metrics_finished(mt_server_metrics *m, mt_finish_label label, int prompt_tokens, int generated_tokens,
+                         int cached_tokens, double e2e_s);
+void mt_metrics_rejected(mt_server_metrics *m);
+
+/* Appends every metric of m (with HELP and TYPE lines). */
+void mt_metrics_render(mt_server_metrics *m, mt_strbuf *out);
+
+#endif

@@ -1,0 +1,251 @@
+/* Generation request fields. See request_params.h. */
+#include "server/request_params.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- typed fields ------------------------------------------------------------------------- */
+
+const cJSON *mt_params_field(const cJSON *obj, const char *key) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return it && !cJSON_IsNull(it) ? it : NULL;
+}
+
+#define field mt_params_field
+
+/* 1: read, 0: absent or null, -1: error. */
+static int get_long(const cJSON *obj, const char *key, long lo, long hi, long *out, mt_api_error *e) {
+    const cJSON *it = field(obj, key);
+    if (!it) return 0;
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < (double)lo ||
+        it->valuedouble > (double)hi)
+        return mt_api_fail(e, 400, "'%s' must be an integer in [%ld, %ld]", key, lo, hi);
+    *out = (long)it->valuedouble;
+    return 1;
+}
+
+static int get_int(const cJSON *obj, const char *key, long lo, long hi, int *out, mt_api_error *e) {
+    long v;
+    int rc = get_long(obj, key, lo, hi, &v, e);
+    if (rc == 1) *out = (int)v;
+    return rc;
+}
+
+/* A number in [lo, hi]; open_lo excludes lo. */
+static int get_number(const cJSON *obj, const char *key, double lo, double hi, bool open_lo, float *out,
+                      mt_api_error *e) {
+    const cJSON *it = field(obj, key);
+    if (!it) return 0;
+    double v = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    if (!(v >= lo && v <= hi) || (open_lo && v == lo))
+        return mt_api_fail(e, 400, "'%s' must be a number in %s%g, %g]", key, open_lo ? "(" : "[", lo, hi);
+    *out = (float)v;
+    return 1;
+}
+
+int mt_params_bool(const cJSON *obj, const char *key, bool *out, mt_api_error *e) {
+    const cJSON *it = field(obj, key);
+    if (!it) return 0;
+    if (!cJSON_IsBool(it)) return mt_api_fail(e, 400, "'%s' must be true or false", key);
+    *out = cJSON_IsTrue(it);
+    return 1;
+}
+
+/* A parameter moetrace does not implement: accepted only with its neutral value. */
+static int neutral_only(const cJSON *obj, const char *key, double neutral, mt_api_error *e) {
+    const cJSON *it = field(obj, key);
+    if (!it) return 0;
+    if (cJSON_IsNumber(it) && it->valuedouble == neutral) return 0;
+    if (cJSON_IsBool(it) && !cJSON_IsTrue(it) && neutral == 0) return 0;
+    return mt_api_fail(e, 400, "'%s' is not supported by moetrace (only its default value is accepted)", key);
+}
+
+/* "stop": a string or a list of strings. */
+static int get_stop_strings(const cJSON *obj, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
+    const cJSON *it = field(obj, "stop");
+    if (!it) return 0;
+    int n = cJSON_IsString(it) ? 1 : cJSON_IsArray(it) ? cJSON_GetArraySize(it) : -1;
+    if (n < 0) return mt_api_fail(e, 400, "'stop' must be a string or a list of strings");
+    if (n == 0) return 0;
+    if (!caps->have_tokenizer) return mt_api_fail(e, 400, "'stop' strings need the model's tokenizer.json");
+    if (!(p->stop_strings = calloc((size_t)n, sizeof *p->stop_strings))) return mt_api_fail(e, 500, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const cJSON *s = cJSON_IsString(it) ? it : cJSON_GetArrayItem(it, i);
+        if (!cJSON_IsString(s) || !s->valuestring[0])
+            return mt_api_fail(e, 400, "'stop' entry %d must be a non-empty string", i);
+        if (!(p->stop_strings[i] = strdup(s->valuestring))) return mt_api_fail(e, 500, "out of memory");
+        p->n_stop_strings = i + 1;
+    }
+    return 1;
+}
+
+static int get_stop_ids(const cJSON *obj, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
+    const cJSON *it = field(obj, "stop_token_ids");
+    if (!it) return 0;
+    if (!cJSON_IsArray(it)) return mt_api_fail(e, 400, "'stop_token_ids' must be a list of token ids");
+    int n = cJSON_GetArraySize(it);
+    if (n == 0) return 0;
+    if (!(p->stop_ids = malloc((size_t)n * sizeof *p->stop_ids))) return mt_api_fail(e, 500, "out of memory");
+    int i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, it) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
+            v->valuedouble >= caps->cfg->vocab_size)
+            return mt_api_fail(e, 400, "'stop_token_ids' entry %d is not a token id in [0, %d)", i, caps->cfg->vocab_size);
+        p->stop_ids[i++] = (int32_t)v->valuedouble;
+    }
+    p->n_stop_ids = n;
+    return 1;
+}
+
+static uint64_t fresh_seed(void) {
+    static _Atomic uint64_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^ (counter++ * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 31;
+    return x * 0xBF58476D1CE4E5B9ull;
+}
+
+/* ---- sampling ----------------------------------------------------------------------------- */
+
+static const char *const SGLANG_KEYS[] = {
+    "max_new_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "stop_token_ids", "ignore_eos", "seed",
+    "sampling_seed", "skip_special_tokens", "no_stop_trim", "spaces_between_special_tokens", "n",
+    "frequency_penalty", "presence_penalty", "repetition_penalty", "min_new_tokens", "json_schema", "regex", "ebnf",
+};
+
+int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_param_caps *caps, mt_gen_params *p,
+                             bool *max_given, mt_api_error *e) {
+    memset(p, 0, sizeof *p);
+    p->sampling.temperature = 1.0f;
+    p->sampling.top_p = 1.0f;
+    p->skip_special_tokens = true;
+    *max_given = false;
+    if (!obj) return 0;
+    if (!cJSON_IsObject(obj)) return mt_api_fail(e, 400, "'sampling_params' must be an object");
+    if (style == MT_PARAMS_SGLANG) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, obj) {
+            size_t k = 0, n = sizeof SGLANG_KEYS / sizeof *SGLANG_KEYS;
+            while (k < n && strcmp(it->string, SGLANG_KEYS[k])) k++;
+            if (k == n) return mt_api_fail(e, 400, "unknown sampling parameter '%s'", it->string);
+        }
+    }
+    int ctx = caps->cfg->max_position_embeddings, rc;
+    if (style == MT_PARAMS_SGLANG) {
+        if ((rc = get_int(obj, "max_new_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
+        *max_given = rc == 1;
+    } else {
+        if ((rc = get_int(obj, "max_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
+        *max_given = rc == 1;
+        if ((rc = get_int(obj, "max_completion_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
+        *max_given = *max_given || rc == 1;
+    }
+    if (get_number(obj, "temperature", 0, 1e4, false, &p->sampling.temperature, e) < 0 ||
+        get_number(obj, "top_p", 0, 1, true, &p->sampling.top_p, e) < 0 ||
+        get_int(obj, "top_k", -1, 1 << 30, &p->sampling.top_k, e) < 0 ||
+        mt_params_bool(obj, "ignore_eos", &p->ignore_eos, e) < 0 ||
+        mt_params_bool(obj, "skip_special_tokens", &p->skip_special_tokens, e) < 0 ||
+        mt_params_bool(obj, "no_stop_trim", &p->no_stop_trim, e) < 0 ||
+        get_stop_strings(obj, caps, p, e) < 0 || get_stop_ids(obj, caps, p, e) < 0)
+        return -1;
+    bool spaces;
+    if (mt_params_bool(obj, "spaces_between_special_tokens", &spaces, e) < 0) return -1;
+    if (p->sampling.temperature < 1e-5f) p->sampling.temperature = 0; /* greedy, as SGLang */
+    long seed;
+    int seeded = get_long(obj, "seed", 0, 9007199254740991L, &seed, e);
+    if (seeded == 0) seeded = get_long(obj, "sampling_seed", 0, 9007199254740991L, &seed, e);
+    if (seeded < 0) return -1;
+    p->sampling.seed = seeded ? (uint64_t)seed : fresh_seed();
+    if (neutral_only(obj, "n", 1, e) || neutral_only(obj, "min_p", 0, e) || neutral_only(obj, "frequency_penalty", 0, e) ||
+        neutral_only(obj, "presence_penalty", 0, e) || neutral_only(obj, "repetition_penalty", 1, e) ||
+        neutral_only(obj, "min_new_tokens", 0, e) || neutral_only(obj, "json_schema", 0, e) ||
+        neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e))
+        return -1;
+    if (style == MT_PARAMS_OPENAI &&
+        (neutral_only(obj, "logprobs", 0, e) || neutral_only(obj, "top_logprobs", 0, e) || neutral_only(obj, "echo", 0, e)))
+        return -1;
+    return 0;
+}
+
+int mt_params_parse_routing(const cJSON *obj, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
+    if (mt_params_bool(obj, "return_routed_experts", &p->return_routing, e) < 0 ||
+        get_int(obj, "routed_experts_start_len", 0, 1 << 30, &p->routing_start, e) < 0)
+        return -1;
+    const cJSON *dt = field(obj, "routed_experts_dtype");
+    p->routing_dtype = MT_ROUTING_INT32;
+    if (dt) {
+        mt_err err;
+        if (!cJSON_IsString(dt)) return mt_api_fail(e, 400, "'routed_experts_dtype' must be a string");
+        if (mt_routing_dtype_parse(dt->valuestring, &p->routing_dtype, &err)) return mt_api_fail(e, 400, "%s", err.msg);
+        if (!mt_routing_dtype_fits(p->routing_dtype, caps->cfg->num_experts))
+            return mt_api_fail(e, 400, "routed_experts_dtype %s cannot hold the ids of %d experts", dt->valuestring,
+                               caps->cfg->num_experts);
+    }
+    if (p->return_routing && !caps->routing_enabled)
+        return mt_api_fail(e, 400, "return_routed_experts needs the server started with --enable-return-routed-experts");
+    return 0;
+}
+
+/* ---- prompts ------------------------------------------------------------------------------ */
+
+int mt_params_parse_ids(const cJSON *arr, const char *name, int32_t **ids, int *n, mt_api_error *e) {
+    if (!cJSON_IsArray(arr)) return mt_api_fail(e, 400, "'%s' must be a list of token ids", name);
+    int count = cJSON_GetArraySize(arr), i = 0;
+    if (count == 0) return mt_api_fail(e, 400, "'%s' is empty", name);
+    int32_t *v = malloc((size_t)count * sizeof *v);
+    if (!v) return mt_api_fail(e, 500, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0 ||
+            it->valuedouble > 2147483647.0) {
+            free(v);
+            return mt_api_fail(e, 400, "'%s' entry %d is not a non-negative integer token id", name, i);
+        }
+        v[i++] = (int32_t)it->valuedouble;
+    }
+    *ids = v;
+    *n = count;
+    return 0;
+}
+
+int mt_params_encode(mt_tokenizer *tok, const char *text, bool add_special, int32_t **ids, int *n,
+                     mt_api_error *e) {
+    if (!tok) return mt_api_fail(e, 400, "text prompts need the model's tokenizer.json; send token ids instead");
+    size_t count = 0;
+    mt_err err;
+    if (mt_tokenizer_encode(tok, text, strlen(text), add_special, ids, &count, &err))
+        return mt_api_fail(e, 400, "cannot tokenize the prompt: %s", err.msg);
+    if (count == 0) {
+        free(*ids);
+        return mt_api_fail(e, 400, "the prompt encodes to no tokens");
+    }
+    if (count > 1u << 30) {
+        free(*ids);
+        return mt_api_fail(e, 400, "the prompt is too long");
+    }
+    *n = (int)count;
+    return 0;
+}
+
+int mt_params_fit(mt_gen_params *p, bool max_given, int default_max, int n_prompt, const mt_config *cfg,
+                  mt_api_error *e) {
+    int ctx = cfg->max_position_embeddings;
+    if (n_prompt > ctx)
+        return mt_api_fail(e, 400, "the prompt has %d tokens, more than the model's context length of %d tokens",
+                           n_prompt, ctx);
+    if (!max_given) {
+        p->max_new_tokens = ctx - n_prompt < default_max ? ctx - n_prompt : default_max;
+    } else if ((long)n_prompt + p->max_new_tokens > ctx) {
+        return mt_api_fail(e, 400,
+                           "the prompt's %d tokens plus max_new_tokens %d exceed the model's context length of %d tokens",
+                           n_prompt, p->max_new_tokens, ctx);
+    }
+    if (p->routing_start > n_prompt)
+        return mt_api_fail(e, 400, "routed_experts_start_len %d is beyond the prompt's %d tokens", p->routing_start,
+                           n_prompt);
+    return 0;
+}

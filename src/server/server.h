@@ -1,0 +1,72 @@
+/* `moetrace serve`: the HTTP server (SPEC §5) over the engine thread (engine_loop.h).
+ *
+ * Life cycle, driven by cli/cmd_serve.c:
+ *   mt_server_start       listen (HTTP up at once; /health answers 503, other paths 503 too)
+ *   mt_server_set_backend after the model, tokenizer, recorder and engine loop exist: serving
+ *   mt_server_set_draining new generation requests get 503; requests in flight go on (wait
+ *                         for mt_server_requests_in_flight to reach 0)
+ *   mt_server_stop        closes the listening socket and every connection (after the engine
+ *                         loop has finished or cancelled every job) and frees the server.
+ *
+ * HTTP/1.1 with keep-alive on libmicrohttpd, one thread per connection, at most max_connections
+ * connections (the bounded worker pool: a handler waits for its job on its own connection thread,
+ * so a slow generation never holds up another connection; further connections are refused).
+ * Request bodies above max_body_bytes get 413. With api_key every path but /health needs
+ * "Authorization: Bearer KEY" (401 otherwise). Endpoints: docs/API.md. */
+#ifndef MT_SERVER_SERVER_H
+#define MT_SERVER_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "chat/chat_template.h"
+#include "model/model.h"
+#include "routing/placement.h"
+#include "routing/recorder.h"
+#include "server/engine_loop.h"
+#include "server/metrics.h"
+#include "tokenizer/tokenizer.h"
+#include "util/err.h"
+
+typedef struct mt_server_opts {
+    const char *host;            /* numeric IPv4 or IPv6 address; NULL: 127.0.0.1 */
+    int port;                    /* 0: any free port (see mt_server_port) */
+    const char *api_key;         /* NULL or "": no authentication */
+    int max_connections;         /* simultaneous connections (each served by its own thread) */
+    size_t max_body_bytes;       /* request body cap */
+    int idle_timeout_s;          /* an idle keep-alive connection is closed after this */
+} mt_server_opts;
+
+/* What the server serves. Everything is owned by the caller and must outlive the server. */
+typedef struct mt_server_backend {
+    const mt_model *model;
+    const char *model_name;            /* the served model name (/v1/models, responses) */
+    mt_tokenizer *tokenizer;           /* NULL: only token ids in and out */
+    mt_chat_template *chat_template;   /* NULL: /v1/chat/completions answers 400 */
+    mt_recorder *recorder;
+    mt_engine_loop *loop;
+    bool enable_return_routing;        /* --enable-return-routed-experts */
+    bool dump_visualize;               /* heatmap PNG beside every stat/per_pass dump */
+    int ep_size;                       /* expert-parallel size for balancedness */
+    const mt_placement *placement;     /* the placement the engine runs (balancedness per GPU from
+                                          the recorder's physical counts), or NULL */
+    int max_running;                   /* engine limit, reported by /get_model_info */
+} mt_server_backend;
+
+typedef struct mt_server mt_server;
+
+mt_server *mt_server_start(const mt_server_opts *o, mt_err *err);
+/* The bound port (useful with port 0). */
+int mt_server_port(const mt_server *s);
+/* Counters shared with the engine loop. */
+mt_server_metrics *mt_server_metrics_of(mt_server *s);
+void mt_server_set_backend(mt_server *s, const mt_server_backend *b);
+void mt_server_set_draining(mt_server *s);
+/* HTTP requests received whose answer has not been completely sent (streams included). */
+int mt_server_requests_in_flight(mt_server *s);
+/* Writes the recorder's dump into its dump dir (and the heatmap with dump_visualize), as
+ * /dump_expert_distribution_record does; path_out gets the JSON file's path. */
+int mt_server_dump_recorder(mt_server *s, char *path_out, size_t path_len, mt_err *err);
+void mt_server_stop(mt_server *s);
+
+#endif

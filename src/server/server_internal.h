@@ -1,0 +1,54 @@
+/* The server's state as the endpoint handlers (api_*.c) and the HTTP plumbing (http_*.c) share it. */
+#ifndef MT_SERVER_SERVER_INTERNAL_H
+#define MT_SERVER_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/server.h"
+
+struct MHD_Daemon;
+
+struct mt_server {
+    mt_server_opts opts;
+    struct MHD_Daemon *daemon;
+    int port;
+    mt_server_metrics metrics;
+    atomic_bool ready;            /* backend set: serving */
+    atomic_bool draining;         /* SIGTERM: no new generation requests */
+    mt_server_backend b;          /* valid once ready */
+    atomic_int in_flight;         /* HTTP requests received and not yet completely answered */
+    atomic_llong next_job_id;
+    uint64_t id_salt;             /* mixes into response ids, different per server run */
+    pthread_mutex_t chat_mu;      /* chat template rendering, one at a time */
+    time_t started;
+};
+
+/* A handler: queues a reply on rq and returns its status (mt_reply* return values). */
+typedef int (*mt_handler)(mt_http_request *rq);
+
+/* Endpoints (api_*.c). */
+int mt_api_generate(mt_http_request *rq);
+int mt_api_start_record(mt_http_request *rq);
+int mt_api_stop_record(mt_http_request *rq);
+int mt_api_dump_record(mt_http_request *rq);
+int mt_api_models(mt_http_request *rq);
+int mt_api_model_info(mt_http_request *rq);
+int mt_api_completions(mt_http_request *rq);
+int mt_api_chat_completions(mt_http_request *rq);
+int mt_api_health(mt_http_request *rq);
+int mt_api_metrics(mt_http_request *rq);
+int mt_api_dashboard(mt_http_request *rq);
+int mt_api_dashboard_data(mt_http_request *rq);
+
+/* The HTML of GET /dashboard (dashboard_page.c). */
+extern const char mt_dashboard_page[];
+
+/* "prefix" followed by 32 hex digits unique to the job (response ids). */
+void mt_server_response_id(const mt_server *s, int64_t job_id, const char *prefix, char *out, size_t len);
+
+#endif

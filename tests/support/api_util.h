@@ -1,0 +1,35 @@
+/* JSON calls and routing decoding for the server tests. */
+#ifndef MT_TESTS_API_UTIL_H
+#define MT_TESTS_API_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "support/http_client.h"
+
+/* Calls path (GET when body is NULL, else POST) and parses the answer; *status gets the HTTP status
+ * (0 when no answer came). NULL when the body is not JSON. */
+cJSON *mt_api_json(mt_http_client *c, const char *path, const char *body, long *status);
+
+/* A whole server-sent-event stream: every "data:" payload but [DONE], parsed, in order. */
+typedef struct mt_sse_events {
+    cJSON *list;       /* JSON array of the events (NULL entries for payloads that are not JSON) */
+    int n;
+    int done;          /* [DONE] seen */
+    int after_done;    /* events after [DONE] (must be 0) */
+} mt_sse_events;
+
+/* POSTs body to path and gathers the stream; *status: HTTP status. Free with mt_sse_events_free. */
+int mt_api_stream(mt_http_client *c, const char *path, const char *body, mt_sse_events *ev, long *status);
+void mt_sse_events_free(mt_sse_events *ev);
+
+/* Decodes routed_experts (base64 of little-endian dtype values) into int32 ids as SGLang's helper
+ * does (np.frombuffer(b64decode(s), dtype)), widening uint8 255 to -1. NULL on bad input. */
+int32_t *mt_api_routing_ids(const char *b64, const char *dtype, size_t *count);
+
+/* A JSON array of numbers into ints (at most cap); returns how many. */
+int mt_api_int_array(const cJSON *arr, int32_t *out, int cap);
+
+#endif

@@ -1,0 +1,355 @@
+/* moetrace serve against bad input: every malformed request gets a JSON error
+ * {"error": {"message", "type", "code"}} with the right 4xx status, and the server keeps serving
+ * (GET /health is checked after each case). Also: the API key (401), /health answering 503 while
+ * the model loads, and a model with more than 255 experts (no uint8 routing). */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "support/api_util.h"
+#include "support/http_client.h"
+#include "support/server_proc.h"
+#include "tmp_dir.h"
+
+#define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
+
+static const char *g_bin;
+
+static int setup(void **state) {
+    (void)state;
+    g_bin = getenv("MOETRACE_BIN");
+    if (!g_bin) return 0;
+    mt_http_global_init();
+    return tmp_dir_make("srverr_");
+}
+
+static int teardown(void **state) {
+    (void)state;
+    return g_bin ? tmp_dir_remove() : 0;
+}
+
+static void expect_alive(mt_http_client *c, const char *after) {
+    mt_http_response r;
+    if (mt_http_call(c, "GET", "/health", NULL, &r) != 0 || r.status != 200)
+        fail_msg("server not healthy after %s (%ld %s)", after, r.status, r.error);
+    mt_http_response_free(&r);
+}
+
+/* The answer is the JSON error object with code == status and a message containing needle. */
+static void expect_error(const mt_http_response *r, long status, const char *needle, const char *what) {
+    if (r->status != status) fail_msg("%s: status %ld (want %ld): %s", what, r->status, status, r->body);
+    cJSON *j = cJSON_Parse(r->body);
+    const cJSON *e = cJSON_GetObjectItem(j, "error");
+    const cJSON *msg = cJSON_GetObjectItem(e, "message"), *type = cJSON_GetObjectItem(e, "type"),
+                *code = cJSON_GetObjectItem(e, "code");
+    if (!cJSON_IsString(msg) || !cJSON_IsString(type) || !cJSON_IsNumber(code) || code->valueint != status)
+        fail_msg("%s: not a JSON error object: %s", what, r->body);
+    if (needle && !strstr(msg->valuestring, needle)) fail_msg("%s: message '%s' lacks '%s'", what, msg->valuestring, needle);
+    cJSON_Delete(j);
+}
+
+static char *long_ids(int n, int max_new) {
+    char *s = malloc((size_t)n * 6 + 128), *p = s;
+    p += sprintf(p, "{\"input_ids\": [");
+    for (int i = 0; i < n; i++) p += sprintf(p, "%s%d", i ? "," : "", 3 + i % 400);
+    sprintf(p, "], \"sampling_params\": {\"max_new_tokens\": %d}}", max_new);
+    return s;
+}
+
+/* A raw HTTP exchange: sends text (then, with hang_up, closes the sending side), returns the status
+ * of the answer (0 when none). */
+static int raw_http(int port, const char *text, bool hang_up) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return 0;
+    }
+    (void)!write(fd, text, strlen(text));
+    if (hang_up) shutdown(fd, SHUT_WR);
+    char buf[512] = "";
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    int status = 0;
+    if (n > 0) sscanf(buf, "HTTP/1.%*d %d", &status);
+    return status;
+}
+
+static void test_malformed_requests(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_test_server srv;
+    char args[1024], log[512];
+    snprintf(args, sizeof args, "--model %s --threads 1 --enable-return-routed-experts --max-request-bytes 4096 --kv-blocks 8",
+             MODEL);
+    snprintf(log, sizeof log, "%s/a.log", g_dir);
+    assert_int_equal(mt_test_server_start(&srv, g_bin, args, log, 120), 0);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL);
+
+    char *too_long = long_ids(600, 1), *no_room = long_ids(500, 100), *kv = long_ids(100, 100);
+    char *nested = malloc(3010), *huge = malloc(6000); /* deeper than cJSON's nesting limit (1000) */
+    memset(nested, '[', 1500);
+    memset(nested + 1500, ']', 1500);
+    nested[3000] = '\0';
+    sprintf(huge, "{\"input_ids\": [1], \"pad\": \"%04000d\"}", 0);
+    memset(huge + 30, 'x', 5000);
+    strcpy(huge + 5030, "\"}");
+    static const char *G = "/generate";
+    const struct { const char *method, *path, *body; long status; const char *needle; } cases[] = {
+        {"POST", G, "nope", 400, "JSON"},
+        {"POST", G, "", 400, "JSON"},
+        {"POST", G, "[1, 2]", 400, "JSON object"},
+        {"POST", G, "{\"input_ids\": [1, 2", 400, "JSON"},
+        {"POST", G, "{}", 400, "exactly one"},
+        {"POST", G, "{\"text\": \"a\", \"input_ids\": [1]}", 400, "exactly one"},
+        {"POST", G, "{\"input_ids\": \"1,2\"}", 400, "input_ids"},
+        {"POST", G, "{\"input_ids\": []}", 400, "empty"},
+        {"POST", G, "{\"input_ids\": [1, 2.5]}", 400, "entry 1"},
+        {"POST", G, "{\"input_ids\": [1, -3]}", 400, "entry 1"},
+        {"POST", G, "{\"input_ids\": [1, \"2\"]}", 400, "entry 1"},
+        {"POST", G, "{\"input_ids\": [1, 512]}", 400, "vocabulary"},
+        {"POST", G, "{\"input_ids\": [1, 1e10]}", 400, "entry 1"},
+        {"POST", G, "{\"input_ids\": [[1, 2], [3]]}", 400, "batched"},
+        {"POST", G, "{\"text\": [\"a\", \"b\"]}", 400, "batched"},
+        {"POST", G, "{\"text\": 5}", 400, "'text'"},
+        {"POST", G, "{\"text\": \"hello\"}", 400, "tokenizer"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": -1}}", 400, "max_new_tokens"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 1e12}}", 400, "max_new_tokens"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 100000}}", 400, "max_new_tokens"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": \"5\"}}", 400, "max_new_tokens"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 5.5}}", 400, "max_new_tokens"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"temperature\": -1}}", 400, "temperature"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"temperature\": \"hot\"}}", 400, "temperature"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"top_p\": 0}}", 400, "top_p"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"top_p\": 1.5}}", 400, "top_p"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"top_k\": \"x\"}}", 400, "top_k"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": [1]}", 400, "sampling_params"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"frobnicate\": 1}}", 400, "frobnicate"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop\": 5}}", 400, "stop"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop\": [\"x\"]}}", 400, "tokenizer"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop_token_ids\": [99999]}}", 400, "stop_token_ids"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"ignore_eos\": \"yes\"}}", 400, "ignore_eos"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"seed\": -1}}", 400, "seed"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"n\": 2}}", 400, "'n'"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"frequency_penalty\": 0.5}}", 400, "frequency_penalty"},
+        {"POST", G, "{\"input_ids\": [1], \"stream\": \"yes\"}", 400, "stream"},
+        {"POST", G, "{\"input_ids\": [1], \"return_routed_experts\": \"true\"}", 400, "return_routed_experts"},
+        {"POST", G, "{\"input_ids\": [1], \"routed_experts_dtype\": \"int8\"}", 400, "int8"},
+        {"POST", G, "{\"input_ids\": [1], \"routed_experts_dtype\": 5}", 400, "routed_experts_dtype"},
+        {"POST", G, "{\"input_ids\": [1], \"routed_experts_start_len\": -1}", 400, "routed_experts_start_len"},
+        {"POST", G, "{\"input_ids\": [1, 2], \"routed_experts_start_len\": 3}", 400, "routed_experts_start_len"},
+        {"POST", G, "{\"input_ids\": [1], \"return_logprob\": true}", 400, "return_logprob"},
+        {"POST", G, "{\"input_ids\": [1], \"rid\": 5}", 400, "rid"},
+        {"POST", G, too_long, 400, "context length"},
+        {"POST", G, no_room, 400, "context length"},
+        {"POST", G, kv, 400, "KV blocks"},
+        {"POST", G, nested, 400, "JSON"},
+        {"POST", G, huge, 413, "exceeds"},
+        {"GET", G, NULL, 405, "GET"},
+        {"POST", "/nonexistent", "{}", 404, "/nonexistent"},
+        {"POST", "/v1/completions", "{\"prompt\": \"hi\"}", 400, "tokenizer"},
+        {"POST", "/v1/chat/completions", "{\"messages\": []}", 400, "tokenizer"},
+        {"POST", "/v1/models", "{}", 405, NULL},
+        {"GET", "/v1/completions", NULL, 405, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mt_http_response r;
+        char what[160];
+        snprintf(what, sizeof what, "case %zu (%s %s %.60s)", i, cases[i].method, cases[i].path,
+                 cases[i].body ? cases[i].body : "");
+        if (mt_http_call(c, cases[i].method, cases[i].path, cases[i].body, &r)) fail_msg("%s: %s", what, r.error);
+        expect_error(&r, cases[i].status, cases[i].needle, what);
+        mt_http_response_free(&r);
+        expect_alive(c, what);
+    }
+    free(too_long);
+    free(no_room);
+    free(kv);
+    free(nested);
+    free(huge);
+
+    /* Broken HTTP itself. */
+    int garbage = raw_http(srv.port, "GARBAGE\r\n\r\n", false); /* libmicrohttpd just closes */
+    assert_true(garbage == 0 || garbage == 400);
+    expect_alive(c, "a garbage request line");
+    assert_int_equal(raw_http(srv.port, "GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", false), 400);
+    expect_alive(c, "a malformed header");
+    raw_http(srv.port, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"input_", true);
+    expect_alive(c, "a body cut short");
+
+    /* Still serving real work, and the refusals were counted. */
+    long status;
+    cJSON *ok = mt_api_json(c, "/generate", "{\"input_ids\": [1, 2, 3], \"sampling_params\": {\"max_new_tokens\": 2}}", &status);
+    assert_int_equal(status, 200);
+    cJSON_Delete(ok);
+    mt_http_response r;
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &r), 0);
+    assert_true(mt_prom_value(r.body, "moetrace_requests_rejected_total") >= 2);
+    mt_http_response_free(&r);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
+/* config.json is a named pipe: loading blocks on it until the test writes the config, so the
+ * server is observably "loading". The model has 300 experts (uint8 routing impossible), routing
+ * return is not enabled, and an API key is required. */
+static const char CONFIG_300[] =
+    "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 256, \"hidden_size\": 32, \"num_hidden_layers\": 2,"
+    " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"head_dim\": 16, \"max_position_embeddings\": 128,"
+    " \"num_experts\": 300, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 16, \"intermediate_size\": 32,"
+    " \"eos_token_id\": 2}";
+
+static void test_loading_api_key_and_many_experts(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    const char *dir = path_of("m300"), *fifo = path_of("m300/config.json"), *log = path_of("b.log");
+    char args[1024];
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    snprintf(args, sizeof args, "--model %s --load-format dummy --threads 1 --api-key s3cret", dir);
+
+    /* Start by hand: mt_test_server_start waits for a healthy server, which this is not yet. */
+    mt_test_server srv;
+    memset(&srv, 0, sizeof srv);
+    snprintf(srv.log_path, sizeof srv.log_path, "%s", log);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "exec %s serve --port 0 %s >/dev/null 2>%s", g_bin, args, log);
+    srv.pid = mt_test_spawn(cmd);
+    for (int i = 0; i < 500 && !srv.port; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        char *text = mt_test_server_log(&srv);
+        const char *at = text ? strstr(text, "listening on http://127.0.0.1:") : NULL;
+        if (at) srv.port = atoi(at + 30);
+        free(text);
+    }
+    assert_true(srv.port > 0);
+    snprintf(srv.url, sizeof srv.url, "http://127.0.0.1:%d", srv.port);
+    mt_http_client *anon = mt_http_client_new(srv.url, NULL), *wrong = mt_http_client_new(srv.url, "guess"),
+                   *c = mt_http_client_new(srv.url, "s3cret");
+    mt_http_response r;
+
+    /* Loading. */
+    assert_int_equal(mt_http_call(anon, "GET", "/health", NULL, &r), 0);
+    expect_error(&r, 503, "loading", "/health while loading");
+    mt_http_response_free(&r);
+    assert_int_equal(mt_http_call(c, "POST", "/generate", "{\"input_ids\": [1]}", &r), 0);
+    expect_error(&r, 503, "loading", "/generate while loading");
+    mt_http_response_free(&r);
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(mt_prom_value(r.body, "moetrace_server_ready") == 0);
+    mt_http_response_free(&r);
+
+    int fd = open(fifo, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, CONFIG_300, strlen(CONFIG_300)), (ssize_t)strlen(CONFIG_300));
+    close(fd);
+    for (int i = 0; i < 500; i++) {
+        int rc = mt_http_call(anon, "GET", "/health", NULL, &r);
+        long st = r.status;
+        mt_http_response_free(&r);
+        if (rc == 0 && st == 200) break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    expect_alive(anon, "loading"); /* /health needs no key */
+
+    /* API key: every path but /health. */
+    const char *paths[] = {"/generate", "/v1/models", "/metrics", "/start_expert_distribution_record", "/dashboard",
+                           "/nonexistent"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        const char *body = i == 0 ? "{\"input_ids\": [1]}" : NULL;
+        assert_int_equal(mt_http_call(anon, body ? "POST" : "GET", paths[i], body, &r), 0);
+        expect_error(&r, 401, "API key", paths[i]);
+        mt_http_response_free(&r);
+        assert_int_equal(mt_http_call(wrong, body ? "POST" : "GET", paths[i], body, &r), 0);
+        expect_error(&r, 401, "API key", paths[i]);
+        mt_http_response_free(&r);
+    }
+    const char *const basic[] = {"Authorization: Basic czNjcmV0", NULL};
+    assert_int_equal(mt_http_call_headers(anon, "GET", "/v1/models", NULL, basic, &r), 0);
+    expect_error(&r, 401, "API key", "Basic authorization");
+    mt_http_response_free(&r);
+    assert_int_equal(mt_http_call(c, "GET", "/v1/models", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    mt_http_response_free(&r);
+    assert_int_equal(mt_http_call(anon, "GET", "/dashboard?api_key=s3cret", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "<canvas"));
+    mt_http_response_free(&r);
+
+    /* 300 experts: no uint8; routing return not enabled. */
+    assert_int_equal(mt_http_call(c, "POST", "/generate", "{\"input_ids\": [1], \"routed_experts_dtype\": \"uint8\"}", &r), 0);
+    expect_error(&r, 400, "300 experts", "uint8 with 300 experts");
+    mt_http_response_free(&r);
+    assert_int_equal(mt_http_call(c, "POST", "/generate", "{\"input_ids\": [1], \"return_routed_experts\": true}", &r), 0);
+    expect_error(&r, 400, "--enable-return-routed-experts", "routing not enabled");
+    mt_http_response_free(&r);
+    long status;
+    cJSON *j = mt_api_json(c, "/generate",
+                           "{\"input_ids\": [1, 2], \"sampling_params\": {\"max_new_tokens\": 3, \"ignore_eos\": true},"
+                           " \"routed_experts_dtype\": \"int16\"}", &status);
+    assert_int_equal(status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "output_ids")), 3);
+    cJSON_Delete(j);
+    expect_alive(anon, "the key checks");
+    mt_http_client_free(anon);
+    mt_http_client_free(wrong);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
+static void test_bad_flags(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    const struct { const char *args; const char *needle; } cases[] = {
+        {"serve", "--model"},
+        {"serve --model " MODEL " --port 70000", "--port"},
+        {"serve --model " MODEL " --host nowhere.invalid", "--host"},
+        {"serve --model " MODEL " --expert-distribution-recorder-mode sometimes", "sometimes"},
+        {"serve --model " MODEL " --expert-distribution-recorder-buffer-size 0", "buffer-size"},
+        {"serve --model " MODEL " --expert-dump-dir /nonexistent/dir", "/nonexistent/dir"},
+        {"serve --model " MODEL " --frobnicate", "--frobnicate"},
+        {"serve --model " MODEL " --device tpu", "tpu"},
+        {"serve --model " MODEL " --port 0 --ep-size 3", "--ep-size"},
+        {"serve --model " MODEL " --port 0 --init-expert-location /nonexistent.json", "/nonexistent.json"},
+        {"serve --model /nonexistent/model --port 0", "config.json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[1024], out[4096];
+        snprintf(cmd, sizeof cmd, "%s %s 2>&1", g_bin, cases[i].args);
+        FILE *p = popen(cmd, "r");
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = '\0';
+        int st = pclose(p);
+        if (st == 0 || !strstr(out, cases[i].needle))
+            fail_msg("'%s': status %d, output '%s' lacks '%s'", cases[i].args, st, out, cases[i].needle);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_malformed_requests),
+        cmocka_unit_test(test_loading_api_key_and_many_experts),
+        cmocka_unit_test(test_bad_flags),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

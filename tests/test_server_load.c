@@ -1,0 +1,236 @@
+/* moetrace serve under load and with clients that go away:
+ *  - a bounded loopback load (300 requests, 32 client threads, some streamed, some abandoned):
+ *    every completed request carries its full routing, nothing is left in the engine or the KV
+ *    cache, and the server exits 0 on SIGTERM (under ASan: no leak);
+ *  - a client that disconnects (non-streamed, streamed, or still queued) cancels its sequence:
+ *    it finishes as "abort" long before its token limit and its KV blocks are freed.
+ * bench/bench_server.c runs the full-size load (2,000 requests at concurrency 64). */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "support/http_client.h"
+#include "support/load_gen.h"
+#include "support/server_proc.h"
+#include "tmp_dir.h"
+
+#define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
+
+/* Slow enough per token (a few ms on one thread) that a generation of thousands of tokens is
+ * surely still running when its client goes away. */
+static const char SLOW_CONFIG[] =
+    "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 2000, \"hidden_size\": 512, \"num_hidden_layers\": 8,"
+    " \"num_attention_heads\": 8, \"num_key_value_heads\": 4, \"head_dim\": 64, \"max_position_embeddings\": 4096,"
+    " \"num_experts\": 32, \"num_experts_per_tok\": 4, \"moe_intermediate_size\": 256, \"intermediate_size\": 512,"
+    " \"eos_token_id\": 2}";
+
+static const char *g_bin;
+
+static int setup(void **state) {
+    (void)state;
+    g_bin = getenv("MOETRACE_BIN");
+    if (!g_bin) return 0;
+    mt_http_global_init();
+    return tmp_dir_make("srvload_");
+}
+
+static int teardown(void **state) {
+    (void)state;
+    return g_bin ? tmp_dir_remove() : 0;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The value of one labelled sample, e.g. name{finish_reason="abort"}; NAN when absent. */
+static double sample(const char *text, const char *name_and_labels) {
+    const char *at = strstr(text, name_and_labels);
+    return at ? strtod(at + strlen(name_and_labels), NULL) : NAN;
+}
+
+typedef struct engine_state {
+    double running, waiting, kv_total, kv_free, aborted, generated;
+} engine_state;
+
+static engine_state read_state(mt_http_client *c) {
+    engine_state s = {NAN, NAN, NAN, NAN, NAN, NAN};
+    mt_http_response r;
+    if (mt_http_call(c, "GET", "/metrics", NULL, &r) == 0 && r.status == 200) {
+        s.running = mt_prom_value(r.body, "moetrace_num_requests_running");
+        s.waiting = mt_prom_value(r.body, "moetrace_num_requests_waiting");
+        s.kv_total = mt_prom_value(r.body, "moetrace_kv_cache_blocks_total");
+        s.kv_free = mt_prom_value(r.body, "moetrace_kv_cache_blocks_free");
+        s.aborted = sample(r.body, "moetrace_requests_finished_total{finish_reason=\"abort\"} ");
+        s.generated = mt_prom_value(r.body, "moetrace_generation_tokens_total");
+    }
+    mt_http_response_free(&r);
+    return s;
+}
+
+/* Waits until the engine is empty with `aborted` aborted requests in total. */
+static engine_state wait_idle(mt_http_client *c, double aborted) {
+    engine_state s;
+    for (int i = 0; i < 300; i++) {
+        s = read_state(c);
+        if (s.running == 0 && s.waiting == 0 && s.kv_free == s.kv_total && s.aborted == aborted) return s;
+        sleep_ms(50);
+    }
+    fail_msg("engine not idle: running %g, waiting %g, KV free %g of %g, aborted %g (want %g)", s.running, s.waiting,
+             s.kv_free, s.kv_total, s.aborted, aborted);
+    return s;
+}
+
+static void test_load(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_test_server srv;
+    char args[512], log[512];
+    snprintf(args, sizeof args, "--model %s --threads 1 --enable-return-routed-experts --max-running-requests 32", MODEL);
+    snprintf(log, sizeof log, "%s/load.log", g_dir);
+    assert_int_equal(mt_test_server_start(&srv, g_bin, args, log, 120), 0);
+    mt_load_opts o = {.url = srv.url, .requests = 300, .concurrency = 32, .max_prompt_tokens = 64,
+                      .max_new_tokens = 12, .vocab_size = 512, .num_experts = 8, .disconnect_fraction = 0.1,
+                      .stream_fraction = 0.25, .seed = 7};
+    mt_load_result r;
+    int rc = mt_load_run(&o, &r);
+    print_message("load: %d completed, %d abandoned, %d failed in %.2f s (%.0f requests/s; p50 %.0f ms, p99 %.0f ms)\n",
+                  r.completed, r.disconnected, r.failed, r.wall_s, r.requests_per_s, r.latency_p50 * 1e3,
+                  r.latency_p99 * 1e3);
+    if (rc) fail_msg("load: %d failed; first: %s", r.failed, r.first_failure);
+    assert_true(r.completed > 0);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL);
+    engine_state s = read_state(c);
+    for (int i = 0; i < 100 && !(s.running == 0 && s.waiting == 0 && s.kv_free == s.kv_total); i++) {
+        sleep_ms(50);
+        s = read_state(c);
+    }
+    assert_true(s.running == 0 && s.waiting == 0 && s.kv_free == s.kv_total);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
+static const char LONG_REQUEST[] =
+    "{\"input_ids\": [5, 6, 7, 8], \"sampling_params\": {\"max_new_tokens\": 4000, \"ignore_eos\": true}%s}";
+
+typedef struct background_stream {
+    mt_http_client *c;
+    const char *body;
+    atomic_int events;   /* events received */
+    atomic_int leave;    /* set: the client leaves at its next event */
+    int rc;
+} background_stream;
+
+static int until_told(const char *data, size_t len, void *ctx) {
+    (void)data;
+    (void)len;
+    background_stream *b = ctx;
+    atomic_fetch_add(&b->events, 1);
+    return atomic_load(&b->leave);
+}
+
+static void *stream_in_background(void *arg) {
+    background_stream *b = arg;
+    mt_http_response r;
+    b->rc = mt_http_stream(b->c, "/generate", b->body, until_told, b, &r);
+    mt_http_response_free(&r);
+    return NULL;
+}
+
+static int abandon_at_first_event(const char *data, size_t len, void *ctx) {
+    (void)data;
+    (void)len;
+    (*(int *)ctx)++;
+    return 1;
+}
+
+static void test_disconnect_cancels(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char dir[512], args[1024], log[512];
+    snprintf(dir, sizeof dir, "%s/slow", g_dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    write_text("slow/config.json", SLOW_CONFIG);
+    snprintf(args, sizeof args, "--model %s --load-format dummy --threads 1 --max-running-requests 1 --kv-blocks 600",
+             dir);
+    snprintf(log, sizeof log, "%s/slow.log", g_dir);
+    mt_test_server srv;
+    assert_int_equal(mt_test_server_start(&srv, g_bin, args, log, 120), 0);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL), *d = mt_http_client_new(srv.url, NULL);
+    char body[512];
+    mt_http_response r;
+
+    /* Not streamed: the client gives up after 300 ms. */
+    snprintf(body, sizeof body, LONG_REQUEST, "");
+    mt_http_client_set_timeout_ms(d, 300);
+    assert_int_equal(mt_http_call(d, "POST", "/generate", body, &r), -1);
+    mt_http_response_free(&r);
+    engine_state s = wait_idle(c, 1);
+    assert_true(s.generated < 4000);
+
+    /* Streamed: the client leaves after the first event. */
+    snprintf(body, sizeof body, LONG_REQUEST, ", \"stream\": true");
+    int events = 0;
+    mt_http_client_free(d);
+    d = mt_http_client_new(srv.url, NULL);
+    assert_int_equal(mt_http_stream(d, "/generate", body, abandon_at_first_event, &events, &r), 1);
+    mt_http_response_free(&r);
+    assert_int_equal(events, 1);
+    double before = s.generated;
+    s = wait_idle(c, 2);
+    assert_true(s.generated - before < 4000);
+
+    /* Still waiting for its turn (one sequence at a time): cancelled in the queue at once, while
+     * the request ahead of it goes on (a stream that leaves when told to). */
+    mt_http_client *e = mt_http_client_new(srv.url, NULL);
+    char ahead_body[512];
+    snprintf(ahead_body, sizeof ahead_body, LONG_REQUEST, ", \"stream\": true");
+    background_stream ahead = {.c = e, .body = ahead_body};
+    atomic_init(&ahead.events, 0);
+    atomic_init(&ahead.leave, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, stream_in_background, &ahead);
+    for (int i = 0; i < 500 && atomic_load(&ahead.events) == 0; i++) sleep_ms(20);
+    assert_true(atomic_load(&ahead.events) > 0);
+    snprintf(body, sizeof body, LONG_REQUEST, "");
+    mt_http_client_set_timeout_ms(d, 300);
+    assert_int_equal(mt_http_call(d, "POST", "/generate", body, &r), -1);
+    mt_http_response_free(&r);
+    for (int i = 0; i < 500; i++) { /* the engine's gauges follow the counters within an iteration */
+        s = read_state(c);
+        if (s.aborted == 3 && s.waiting == 0) break;
+        sleep_ms(20);
+    }
+    if (!(s.aborted == 3 && s.waiting == 0 && s.running == 1))
+        fail_msg("queued request not cancelled at once: aborted %g, waiting %g, running %g", s.aborted, s.waiting,
+                 s.running);
+    atomic_store(&ahead.leave, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(ahead.rc, 1);
+    wait_idle(c, 4);
+    mt_http_client_free(e);
+    mt_http_client_free(d);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_disconnect_cancels),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

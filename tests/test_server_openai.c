@@ -1,0 +1,388 @@
+/* moetrace serve with text: a small model (dummy weights) whose vocabulary matches the trained test
+ * tokenizer, with the Qwen3 chat template. Checks the OpenAI endpoints (/v1/models, completions and
+ * chat completions, streamed and not, usage, routed_experts in the choice), that they agree with
+ * /generate, stop strings (trimmed, kept with no_stop_trim, never streamed), /metrics and the
+ * dashboard data. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "support/api_util.h"
+#include "support/http_client.h"
+#include "support/server_proc.h"
+#include "tmp_dir.h"
+
+static const char CONFIG[] =
+    "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 1004, \"hidden_size\": 64, \"num_hidden_layers\": 3,"
+    " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16, \"max_position_embeddings\": 256,"
+    " \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, \"intermediate_size\": 64,"
+    " \"mlp_only_layers\": [0], \"eos_token_id\": 2}";
+#define LAYERS 3
+#define TOP_K 2
+
+static const char *g_bin;
+static mt_test_server g_srv;
+static mt_http_client *g_c;
+
+static int setup(void **state) {
+    (void)state;
+    g_bin = getenv("MOETRACE_BIN");
+    if (!g_bin) return 0;
+    mt_http_global_init();
+    if (tmp_dir_make("srvoai_")) return -1;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/model && cp %s/tests/tokenizer/bl/tokenizer.json %s/model/ && "
+             "cp %s/tests/chat/templates/qwen3.jinja %s/model/chat_template.jinja",
+             g_dir, MT_SOURCE_DIR, g_dir, MT_SOURCE_DIR, g_dir);
+    if (system(cmd)) return -1;
+    write_text("model/config.json", CONFIG);
+    char args[1024], log[512];
+    snprintf(args, sizeof args,
+             "--model %s/model --load-format dummy --threads 1 --served-model-name tiny --enable-return-routed-experts "
+             "--enable-expert-distribution-metrics --expert-dump-dir %s",
+             g_dir, g_dir);
+    snprintf(log, sizeof log, "%s/server.log", g_dir);
+    if (mt_test_server_start(&g_srv, g_bin, args, log, 120)) return -1;
+    g_c = mt_http_client_new(g_srv.url, NULL);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    if (!g_bin) return 0;
+    mt_http_client_free(g_c);
+    int st = g_srv.pid > 0 ? mt_test_server_stop(&g_srv, SIGTERM, 60) : 0;
+    return tmp_dir_remove() == 0 && st == 0 ? 0 : -1;
+}
+
+static cJSON *call(const char *path, const char *body, long want) {
+    long status;
+    cJSON *j = mt_api_json(g_c, path, body, &status);
+    if (status != want) {
+        char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+        fail_msg("%s: status %ld (want %ld): %s", path, status, want, text ? text : "(not JSON)");
+    }
+    assert_non_null(j);
+    return j;
+}
+
+static const char *str(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    if (!cJSON_IsString(v)) fail_msg("'%s' is not a string", k);
+    return v->valuestring;
+}
+
+static int num(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    if (!cJSON_IsNumber(v)) fail_msg("'%s' is not a number", k);
+    return v->valueint;
+}
+
+static const cJSON *choice0(const cJSON *j) { return cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0); }
+
+/* Token count of text as `moetrace tokenize` gives it. */
+static int count_tokens(const char *text_file, bool special) {
+    char cmd[1024], out[65536];
+    snprintf(cmd, sizeof cmd, "%s tokenize --model %s/model %s < %s", g_bin, g_dir, special ? "" : "--no-special-tokens",
+             text_file);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    assert_int_equal(pclose(p), 0);
+    cJSON *ids = cJSON_Parse(out);
+    int count = cJSON_GetArraySize(ids);
+    cJSON_Delete(ids);
+    return count;
+}
+
+static void test_models_and_completions(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    cJSON *models = call("/v1/models", NULL, 200);
+    assert_string_equal(str(models, "object"), "list");
+    assert_string_equal(str(cJSON_GetArrayItem(cJSON_GetObjectItem(models, "data"), 0), "id"), "tiny");
+    cJSON_Delete(models);
+
+    const char *prompt = "Hello world, hello moetrace";
+    char path[512];
+    write_text("prompt.txt", prompt);
+    snprintf(path, sizeof path, "%s/prompt.txt", g_dir);
+    int n_prompt = count_tokens(path, true);
+
+    cJSON *comp = call("/v1/completions",
+                       "{\"model\": \"tiny\", \"prompt\": \"Hello world, hello moetrace\", \"max_tokens\": 8, "
+                       "\"temperature\": 0, \"ignore_eos\": true, \"return_routed_experts\": true}", 200);
+    assert_string_equal(str(comp, "object"), "text_completion");
+    assert_true(!strncmp(str(comp, "id"), "cmpl-", 5));
+    const cJSON *ch = choice0(comp), *usage = cJSON_GetObjectItem(comp, "usage");
+    assert_string_equal(str(ch, "finish_reason"), "length");
+    assert_int_equal(num(usage, "prompt_tokens"), n_prompt);
+    assert_int_equal(num(usage, "completion_tokens"), 8);
+    assert_int_equal(num(usage, "total_tokens"), n_prompt + 8);
+    const cJSON *re = cJSON_GetObjectItem(ch, "routed_experts");
+    assert_string_equal(str(re, "dtype"), "int32");
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(re, "shape"), 0)->valueint, n_prompt + 7);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(re, "shape"), 1)->valueint, LAYERS);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(re, "shape"), 2)->valueint, TOP_K);
+
+    /* The same through SGLang's /generate: same text, same routing. */
+    cJSON *gen = call("/generate",
+                      "{\"text\": \"Hello world, hello moetrace\", \"sampling_params\": {\"max_new_tokens\": 8, "
+                      "\"temperature\": 0, \"ignore_eos\": true}, \"return_routed_experts\": true}", 200);
+    assert_string_equal(str(gen, "text"), str(ch, "text"));
+    const cJSON *meta = cJSON_GetObjectItem(gen, "meta_info");
+    assert_string_equal(str(meta, "routed_experts"), str(re, "data"));
+    assert_int_equal(num(meta, "prompt_tokens"), n_prompt);
+
+    /* Streamed: the deltas add up to the same text; routing in the last choice; usage at the end. */
+    mt_sse_events ev;
+    long status;
+    assert_int_equal(mt_api_stream(g_c, "/v1/completions",
+                                   "{\"prompt\": \"Hello world, hello moetrace\", \"max_tokens\": 8, \"temperature\": 0, "
+                                   "\"ignore_eos\": true, \"stream\": true, \"stream_options\": {\"include_usage\": true}, "
+                                   "\"return_routed_experts\": true}", &ev, &status), 0);
+    assert_int_equal(status, 200);
+    assert_int_equal(ev.done, 1);
+    assert_int_equal(ev.after_done, 0);
+    assert_true(ev.n >= 2);
+    char text[4096] = "";
+    for (int i = 0; i < ev.n - 1; i++) {
+        const cJSON *e = cJSON_GetArrayItem(ev.list, i), *c = choice0(e);
+        assert_string_equal(str(e, "object"), "text_completion");
+        strcat(text, str(c, "text"));
+        bool last_choice = i == ev.n - 2;
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(c, "finish_reason")) != last_choice);
+        assert_true((cJSON_GetObjectItem(c, "routed_experts") != NULL) == last_choice);
+        if (last_choice) assert_string_equal(str(cJSON_GetObjectItem(c, "routed_experts"), "data"), str(re, "data"));
+    }
+    assert_string_equal(text, str(ch, "text"));
+    const cJSON *usage_event = cJSON_GetArrayItem(ev.list, ev.n - 1);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(usage_event, "choices")), 0);
+    assert_int_equal(num(cJSON_GetObjectItem(usage_event, "usage"), "completion_tokens"), 8);
+    mt_sse_events_free(&ev);
+
+    /* A prompt given as token ids, and as a list of one string. */
+    cJSON *ids = call("/v1/completions", "{\"prompt\": [5, 6, 7], \"max_tokens\": 3, \"ignore_eos\": true}", 200);
+    assert_int_equal(num(cJSON_GetObjectItem(ids, "usage"), "prompt_tokens"), 3);
+    cJSON_Delete(ids);
+    cJSON *one = call("/v1/completions", "{\"prompt\": [\"Hello world, hello moetrace\"], \"max_tokens\": 8, "
+                                         "\"temperature\": 0, \"ignore_eos\": true}", 200);
+    assert_string_equal(str(choice0(one), "text"), str(ch, "text"));
+    cJSON_Delete(one);
+    cJSON_Delete(gen);
+    cJSON_Delete(comp);
+}
+
+static void test_chat(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    /* The prompt is the rendered template, tokenized without added special tokens. */
+    write_text("messages.json", "[{\"role\": \"user\", \"content\": \"Say hello\"}]");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s chat-template --model %s/model --messages %s/messages.json > %s/rendered.txt", g_bin,
+             g_dir, g_dir, g_dir);
+    assert_int_equal(system(cmd), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/rendered.txt", g_dir);
+    int n_prompt = count_tokens(path, false);
+
+    static const char BODY[] = "{\"model\": \"tiny\", \"messages\": [{\"role\": \"user\", \"content\": \"Say hello\"}], "
+                               "\"max_tokens\": 6, \"temperature\": 0, \"ignore_eos\": true, \"return_routed_experts\": true, "
+                               "\"routed_experts_dtype\": \"uint8\"%s}";
+    char body[512];
+    snprintf(body, sizeof body, BODY, "");
+    cJSON *chat = call("/v1/chat/completions", body, 200);
+    assert_string_equal(str(chat, "object"), "chat.completion");
+    assert_true(!strncmp(str(chat, "id"), "chatcmpl-", 9));
+    const cJSON *ch = choice0(chat), *msg = cJSON_GetObjectItem(ch, "message");
+    assert_string_equal(str(msg, "role"), "assistant");
+    assert_int_equal(num(cJSON_GetObjectItem(chat, "usage"), "prompt_tokens"), n_prompt);
+    const cJSON *re = cJSON_GetObjectItem(ch, "routed_experts");
+    assert_string_equal(str(re, "dtype"), "uint8");
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(re, "shape"), 0)->valueint, n_prompt + 5);
+    size_t count;
+    int32_t *ids = mt_api_routing_ids(str(re, "data"), "uint8", &count);
+    assert_int_equal(count, (size_t)(n_prompt + 5) * LAYERS * TOP_K);
+    assert_int_equal(ids[0], -1); /* layer 0 is dense */
+    free(ids);
+
+    snprintf(body, sizeof body, BODY, ", \"stream\": true");
+    mt_sse_events ev;
+    long status;
+    assert_int_equal(mt_api_stream(g_c, "/v1/chat/completions", body, &ev, &status), 0);
+    assert_int_equal(status, 200);
+    assert_int_equal(ev.done, 1);
+    char text[4096] = "";
+    for (int i = 0; i < ev.n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(ev.list, i), *c = choice0(e), *delta = cJSON_GetObjectItem(c, "delta");
+        assert_string_equal(str(e, "object"), "chat.completion.chunk");
+        if (i == 0) assert_string_equal(str(delta, "role"), "assistant");
+        if (cJSON_GetObjectItem(delta, "content")) strcat(text, str(delta, "content"));
+        if (i == ev.n - 1) {
+            assert_string_equal(str(c, "finish_reason"), "length");
+            assert_string_equal(str(cJSON_GetObjectItem(c, "routed_experts"), "data"), str(re, "data"));
+        } else {
+            assert_true(cJSON_IsNull(cJSON_GetObjectItem(c, "finish_reason")));
+        }
+    }
+    assert_string_equal(text, str(msg, "content"));
+    mt_sse_events_free(&ev);
+    cJSON_Delete(chat);
+
+    static const char *const BAD[] = {
+        "{\"messages\": \"hi\"}",
+        "{\"messages\": [{\"content\": \"no role\"}]}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": 5}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"chat_template_kwargs\": [1]}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 3}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": -5}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stream_options\": 1}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
+    };
+    for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) cJSON_Delete(call("/v1/chat/completions", BAD[i], 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"echo\": true}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", \"b\"]}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": 5}", 400));
+    cJSON_Delete(call("/generate", "{\"text\": \"bad \xc3\x28 utf-8\"}", 400));
+}
+
+/* A character boundary at or after i in s. */
+static size_t char_start(const char *s, size_t i) {
+    while (s[i] && ((unsigned char)s[i] & 0xC0) == 0x80) i++;
+    return i;
+}
+
+static void test_stop_strings(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    static const char BODY[] = "{\"text\": \"Once upon a time\", \"sampling_params\": {\"max_new_tokens\": 24, "
+                               "\"temperature\": 0, \"ignore_eos\": true%s}, \"return_routed_experts\": true%s}";
+    char body[1024];
+    snprintf(body, sizeof body, BODY, "", "");
+    cJSON *full = call("/generate", body, 200);
+    const char *text = str(full, "text");
+    size_t len = strlen(text);
+    if (len < 6) skip(); /* the dummy model must write something to cut */
+    /* A stop string from the middle of the output: one character, cut where it first appears. */
+    size_t a = char_start(text, len / 2), b = char_start(text, a + 1);
+    char stop[16];
+    snprintf(stop, sizeof stop, "%.*s", (int)(b - a), text + a);
+    cJSON *stop_json = cJSON_CreateString(stop);
+    char *stop_lit = cJSON_PrintUnformatted(stop_json);
+    cJSON_Delete(stop_json);
+    size_t cut = (size_t)(strstr(text, stop) - text);
+
+    char extra[128];
+    snprintf(extra, sizeof extra, ", \"stop\": [%s]", stop_lit);
+    snprintf(body, sizeof body, BODY, extra, "");
+    cJSON *stopped = call("/generate", body, 200);
+    assert_int_equal(strlen(str(stopped, "text")), cut);
+    assert_memory_equal(str(stopped, "text"), text, cut);
+    const cJSON *meta = cJSON_GetObjectItem(stopped, "meta_info"), *fr = cJSON_GetObjectItem(meta, "finish_reason");
+    assert_string_equal(str(fr, "type"), "stop");
+    assert_string_equal(str(fr, "matched"), stop);
+    int g = num(meta, "completion_tokens");
+    assert_true(g < 24);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(meta, "routed_experts_shape"), 0)->valueint,
+                     num(meta, "prompt_tokens") + g - 1);
+
+    /* no_stop_trim keeps the stop string. */
+    snprintf(extra, sizeof extra, ", \"stop\": %s, \"no_stop_trim\": true", stop_lit);
+    snprintf(body, sizeof body, BODY, extra, "");
+    cJSON *kept = call("/generate", body, 200);
+    assert_int_equal(strlen(str(kept, "text")), cut + strlen(stop));
+    cJSON_Delete(kept);
+
+    /* Streamed: the stop string never shows; the text adds up to the trimmed one. */
+    snprintf(extra, sizeof extra, ", \"stop\": [%s]", stop_lit);
+    snprintf(body, sizeof body, BODY, extra, ", \"stream\": true");
+    mt_sse_events ev;
+    long status;
+    assert_int_equal(mt_api_stream(g_c, "/generate", body, &ev, &status), 0);
+    for (int i = 0; i < ev.n; i++) {
+        const char *t = str(cJSON_GetArrayItem(ev.list, i), "text");
+        assert_true(strlen(t) <= cut);
+        assert_memory_equal(t, text, strlen(t));
+    }
+    assert_string_equal(str(cJSON_GetArrayItem(ev.list, ev.n - 1), "text"), str(stopped, "text"));
+    mt_sse_events_free(&ev);
+
+    /* OpenAI spelling. */
+    snprintf(body, sizeof body, "{\"prompt\": \"Once upon a time\", \"max_tokens\": 24, \"temperature\": 0, "
+                                "\"ignore_eos\": true, \"stop\": %s}", stop_lit);
+    cJSON *oai = call("/v1/completions", body, 200);
+    assert_string_equal(str(choice0(oai), "finish_reason"), "stop");
+    assert_string_equal(str(choice0(oai), "text"), str(stopped, "text"));
+    cJSON_Delete(oai);
+    free(stop_lit);
+    cJSON_Delete(stopped);
+    cJSON_Delete(full);
+}
+
+static void test_metrics_and_dashboard(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    cJSON_Delete(call("/generate", "{\"text\": \"metrics\", \"sampling_params\": {\"max_new_tokens\": 4}}", 200));
+    mt_http_response r;
+    for (int i = 0; i < 250; i++) { /* engine gauges are updated at the end of each engine iteration */
+        assert_int_equal(mt_http_call(g_c, "GET", "/metrics", NULL, &r), 0);
+        if (mt_prom_value(r.body, "moetrace_num_requests_running") == 0) break;
+        mt_http_response_free(&r);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.content_type, "text/plain"));
+    static const char *const NAMES[] = {
+        "moetrace_time_to_first_token_seconds_count", "moetrace_inter_token_latency_seconds_count",
+        "moetrace_e2e_request_latency_seconds_count", "moetrace_prompt_tokens_total", "moetrace_generation_tokens_total",
+        "moetrace_http_requests_total", "moetrace_requests_finished_total", "moetrace_kv_cache_blocks_total",
+        "moetrace_expert_recorder_window_tokens", "moetrace_expert_balancedness_mean",
+    };
+    for (size_t i = 0; i < sizeof NAMES / sizeof *NAMES; i++)
+        if (!(mt_prom_value(r.body, NAMES[i]) > 0)) fail_msg("%s is missing or 0 in:\n%s", NAMES[i], r.body);
+    assert_true(mt_prom_value(r.body, "moetrace_num_requests_running") == 0);
+    assert_true(mt_prom_value(r.body, "moetrace_num_requests_waiting") == 0);
+    assert_true(mt_prom_value(r.body, "moetrace_expert_recorder_active") == 1); /* --enable-expert-distribution-metrics */
+    assert_non_null(strstr(r.body, "moetrace_expert_recorder_active{mode=\"stat\"} 1"));
+    assert_non_null(strstr(r.body, "moetrace_expert_balancedness{layer=\"1\"}"));
+    assert_null(strstr(r.body, "moetrace_expert_balancedness{layer=\"0\"}")); /* dense */
+    double kv_use = mt_prom_value(r.body, "moetrace_kv_cache_usage_ratio");
+    assert_true(kv_use >= 0 && kv_use <= 1);
+    mt_http_response_free(&r);
+
+    assert_int_equal(mt_http_call(g_c, "GET", "/dashboard", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "/dashboard/data"));
+    mt_http_response_free(&r);
+    cJSON *d = call("/dashboard/data", NULL, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(d, "logical_count")), LAYERS);
+    assert_true(cJSON_IsNull(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "balancedness"), 0)));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(d, "recording")));
+    assert_true(num(d, "num_tokens") > 0);
+    cJSON_Delete(d);
+    cJSON *info = call("/get_model_info", NULL, 200);
+    assert_int_equal(num(info, "num_hidden_layers"), LAYERS);
+    cJSON_Delete(info);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_models_and_completions),
+        cmocka_unit_test(test_chat),
+        cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_metrics_and_dashboard),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
