@@ -85,7 +85,7 @@ static bf16 *tile_weights(const std::vector<float> &w, int rows, int K, int mode
     return d;
 }
 
-static void check_dense(int rows, int K, int n, int epi, bool large) {
+static void check_dense(int rows, int K, int n, int epi, bool large, int tile_rows = 64) {
     std::vector<float> w((size_t)rows * K), x((size_t)n * K);
     for (auto &v : w) v = bf(frand() / sqrtf((float)K));
     for (auto &v : x) v = bf(frand());
@@ -129,6 +129,7 @@ static void check_dense(int rows, int K, int n, int epi, bool large) {
     a.out = dout;
     a.ldo = out_cols;
     a.epilogue = epi;
+    a.tile_rows = tile_rows;
     if (large) mt_cuda_linear_large(&a, 0);
     else mt_cuda_linear_small(&a, 0);
     CK(cudaGetLastError());
@@ -141,7 +142,8 @@ static void check_dense(int rows, int K, int n, int epi, bool large) {
         for (size_t i = 0; i < got.size(); i++) got[i] = __bfloat162float(g[i]);
     }
     char what[160];
-    snprintf(what, sizeof what, "linear %s rows %d K %d n %d epilogue %d", large ? "large" : "small", rows, K, n, epi);
+    snprintf(what, sizeof what, "linear %s rows %d K %d n %d epilogue %d", large ? (tile_rows == 128 ? "large/128" : "large/64") : "small",
+             rows, K, n, epi);
     report(what, rel(ref, got), epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD ? 1e-5 : 8e-3);
     cudaFree(dw);
     cudaFree(dx);
@@ -172,8 +174,12 @@ static void check_paths_agree(int rows, int K, int n) {
     mt_cuda_linear_large(&a, 0);
     CK(cudaDeviceSynchronize());
     auto g1 = from_dev(o1, (size_t)n * rows), g2 = from_dev(o2, (size_t)n * rows);
-    bool same = memcmp(g1.data(), g2.data(), g1.size() * 4) == 0;
-    printf("  %-64s %s\n", "small and large paths bitwise equal", same ? "ok" : "FAIL");
+    a.tile_rows = 128;
+    mt_cuda_linear_large(&a, 0);
+    CK(cudaDeviceSynchronize());
+    auto g3 = from_dev(o2, (size_t)n * rows);
+    bool same = memcmp(g1.data(), g2.data(), g1.size() * 4) == 0 && memcmp(g1.data(), g3.data(), g1.size() * 4) == 0;
+    printf("  %-64s %s\n", "small and large (64, 128) paths bitwise equal", same ? "ok" : "FAIL");
     if (!same) failures++;
     cudaFree(dw);
     cudaFree(dx);
@@ -182,7 +188,7 @@ static void check_paths_agree(int rows, int K, int n) {
 }
 
 // Grouped (expert) products: E experts with the given token counts, rows gathered from X.
-static void check_grouped(int rows, int K, int E, const std::vector<int> &counts, int n_tokens, bool large) {
+static void check_grouped(int rows, int K, int E, const std::vector<int> &counts, int n_tokens, bool large, int tile_rows = 64) {
     size_t stride = mt_dmat_elems(rows, K);
     std::vector<float> w((size_t)E * rows * K);
     for (auto &v : w) v = bf(frand() / sqrtf((float)K));
@@ -199,7 +205,7 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     std::vector<int32_t> off(E + 1, 0), tiles(E + 1, 0), active, src;
     for (int e = 0; e < E; e++) {
         off[e + 1] = off[e] + counts[e];
-        tiles[e + 1] = tiles[e] + (counts[e] + 63) / 64;
+        tiles[e + 1] = tiles[e] + (counts[e] + tile_rows - 1) / tile_rows;
         if (counts[e]) active.push_back(e);
         for (int i = 0; i < counts[e]; i++) src.push_back((int32_t)((e * 31 + i * 17) % n_tokens));
     }
@@ -232,7 +238,8 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     a.n_active = dna;
     a.tile_offsets = dtiles;
     a.n_groups = E;
-    a.max_work = large ? (total + 63) / 64 + E : E;
+    a.max_work = large ? (total + tile_rows - 1) / tile_rows + E : E;
+    a.tile_rows = tile_rows;
     a.out = dout;
     a.ldo = rows;
     a.epilogue = MT_EPI_F32;
@@ -242,7 +249,8 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     CK(cudaDeviceSynchronize());
     auto got = from_dev(dout, (size_t)total * rows);
     char what[160];
-    snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d", large ? "large" : "small", rows, K, E, total);
+    snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d", large ? (tile_rows == 128 ? "large/128" : "large/64") : "small",
+             rows, K, E, total);
     report(what, rel(ref, got), 1e-5);
     cudaFree(dw); cudaFree(doff); cudaFree(dtiles); cudaFree(dact); cudaFree(dsrc); cudaFree(dna); cudaFree(dx); cudaFree(dout);
 }
@@ -277,6 +285,7 @@ static void check_sort(int n, int k, int E) {
     int32_t **bufs[] = {&s.offsets, &s.src_rows, &s.pair_pos, &s.active, &s.n_active, &s.tile_offsets, &s.counts, &s.chunks};
     size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
     for (int i = 0; i < 8; i++) CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
+    s.tile_rows = 64;
     mt_cuda_expert_sort(&s, d_ids, n, k, E, 0);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
@@ -324,6 +333,7 @@ static void check_route_sort(int n, int E, int k) {
         CK(cudaMalloc(&ids[v], nk * 4));
         CK(cudaMalloc(&w[v], nk * 4));
     }
+    s[0].tile_rows = s[1].tile_rows = 64;
     mt_cuda_route(ids[0], w[0], dl, ld, n, E, k, 1, 0);
     mt_cuda_expert_sort(&s[0], ids[0], n, k, E, 0);
     mt_cuda_route_sort(&s[1], ids[1], w[1], dl, ld, n, E, k, 1, 0);
@@ -466,6 +476,10 @@ int main() {
     }
     check_dense(512, 1024, 37, MT_EPI_F32_ADD, false);
     check_dense(512, 1024, 137, MT_EPI_F32_ADD, true);
+    check_dense(4096, 1024, 300, MT_EPI_F32, true, 128);
+    check_dense(40, 64, 200, MT_EPI_F32, true, 128);
+    check_dense(512, 1024, 260, MT_EPI_SWIGLU, true, 128);
+    check_dense(512, 1024, 137, MT_EPI_F32_ADD, true, 128);
     check_dense(96, 64, 9, MT_EPI_BF16, false);
     check_dense(192, 64, 9, MT_EPI_SWIGLU, false);
     check_dense(512, 1024, 100, MT_EPI_SWIGLU, true);
@@ -473,6 +487,8 @@ int main() {
     check_grouped(512, 1024, 8, {3, 0, 64, 1, 0, 17, 40, 2}, 50, true);
     check_grouped(96, 64, 6, {130, 0, 1, 65, 64, 200}, 300, true);
     check_grouped(2048, 256, 5, {70, 3, 0, 129, 1}, 150, true);
+    check_grouped(2048, 256, 5, {70, 3, 0, 300, 1}, 150, true, 128);
+    check_grouped(96, 64, 6, {130, 0, 1, 65, 64, 200}, 300, true, 128);
     check_paths_agree(1024, 1024, 64);
     check_paths_agree(80, 768, 33);
     printf("expert sort\n");

@@ -82,7 +82,8 @@ typedef struct mt_linear_args {
     const int32_t *src_rows;        /* grouped: [positions] on device */
     const int32_t *active;          /* grouped, small path: [E] active groups in id order */
     const int32_t *n_active;        /* grouped, small path: device count of active groups */
-    const int32_t *tile_offsets;    /* grouped, large path: [E + 1] prefix of 64-row tiles per group */
+    const int32_t *tile_offsets;    /* grouped, large path: [E + 1] prefix of tile_rows-row tiles per group */
+    int tile_rows;                  /* large path: X rows per block, 64 or 128 (the sort's tile size) */
     int n_groups;                   /* grouped: E */
     int max_work;                   /* grouped: upper bound of work items (grid size) */
     void *out;
@@ -93,7 +94,7 @@ typedef struct mt_linear_args {
 /* Small batches (every group or dense call with at most 64 rows per work item): weights streamed
  * once with 16-byte loads, K split over 8 warps. Grouped calls need per-group counts <= 64. */
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
-/* Large batches: 128x64 tiles staged through shared memory (cp.async, 3 stages). */
+/* Large batches: 128 x tile_rows tiles staged through shared memory (cp.async, 3 stages). */
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */
@@ -161,10 +162,11 @@ void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, in
 
 /* Stable counting sort of the n*k (token, slot) pairs by expert. Outputs: offsets [E+1],
  * src_rows [n*k] (token of each sorted position), pair_pos [n*k] (sorted position of pair t*k+j),
- * active [E] + n_active (experts with tokens, in id order), tile_offsets [E+1] (64-row tiles).
+ * active [E] + n_active (experts with tokens, in id order), tile_offsets [E+1] (tiles of tile_rows).
  * counts: E ints of scratch; chunks: ceil(n*k/1024)*E ints of scratch. */
 typedef struct mt_expert_sort {
     int32_t *offsets, *src_rows, *pair_pos, *active, *n_active, *tile_offsets, *counts, *chunks;
+    int tile_rows;   /* 64 or 128, as the large product path will use */
 } mt_expert_sort;
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st);
 

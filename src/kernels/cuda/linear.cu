@@ -167,22 +167,33 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 // ---- large path ----------------------------------------------------------------------------------
 
 constexpr int LG_RT = 8;                  // row tiles per block (128 rows)
-constexpr int LG_BN = 64;                 // X rows per block
 constexpr int LG_KC = 4;                  // 16-wide chunks per stage (BK = 64)
 constexpr int LG_STAGES = 3;
 constexpr int LG_BSTRIDE = LG_KC * 16 + 8;  // bf16 per staged X row (padding against bank conflicts)
 constexpr int LG_A_ELEMS = LG_RT * LG_KC * 256;
-constexpr int LG_B_ELEMS = LG_BN * LG_BSTRIDE;
-constexpr size_t LG_SMEM = (size_t)LG_STAGES * (LG_A_ELEMS + LG_B_ELEMS) * sizeof(bf16);
 
-template <int EPI>
+// Block tile: 128 weight rows x BN X rows, 8 warps. MT (m-tiles per warp) picks the shape:
+// MT = 2: BN = 64, warps 4 x 2, each 32 rows x 32 X rows; MT = 4: BN = 128, warps 2 x 4, each
+// 64 rows x 32 X rows (twice the MMAs per shared-memory read, for prefill-sized products).
+template <int MT>
+struct LargeShape {
+    static constexpr int BN = MT == 2 ? 64 : 128;
+    static constexpr int WARPS_M = LG_RT / MT;   // 4 or 2
+    static constexpr int B_ELEMS = BN * LG_BSTRIDE;
+    static constexpr size_t SMEM = (size_t)LG_STAGES * (LG_A_ELEMS + B_ELEMS) * sizeof(bf16);
+};
+
+template <int EPI, int MT>
 __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args a) {
+    using Shape = LargeShape<MT>;
+    constexpr int BN = Shape::BN;
     extern __shared__ uint4 smem_raw[];
     bf16 *As = reinterpret_cast<bf16 *>(smem_raw);
     bf16 *Bs = As + LG_STAGES * LG_A_ELEMS;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int tq = lane >> 2, t4 = lane & 3;
-    const int wm = warp & 3, wn = warp >> 2;   // warp owns row tiles 2wm, 2wm+1 and X rows 32wn..32wn+31
+    // warp owns row tiles wm*MT .. wm*MT+MT-1 and X rows 32wn .. 32wn+31
+    const int wm = warp % Shape::WARPS_M, wn = warp / Shape::WARPS_M;
 
     Work wk;
     if (a.group_offsets) {
@@ -195,28 +206,29 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
             else hi = mid - 1;
         }
         wk.g = lo;
-        wk.row0 = a.group_offsets[lo] + (tile - a.tile_offsets[lo]) * LG_BN;
-        wk.nrows = min(LG_BN, a.group_offsets[lo + 1] - wk.row0);
+        wk.row0 = a.group_offsets[lo] + (tile - a.tile_offsets[lo]) * BN;
+        wk.nrows = min(BN, a.group_offsets[lo + 1] - wk.row0);
     } else {
         wk.g = 0;
-        wk.row0 = blockIdx.y * LG_BN;
-        wk.nrows = min(LG_BN, a.n - wk.row0);
+        wk.row0 = blockIdx.y * BN;
+        wk.nrows = min(BN, a.n - wk.row0);
     }
     const int C = a.W.K / 16, S = mt_k_slices(a.W.K);
     const int rt0 = blockIdx.x * LG_RT, n_rt = min(LG_RT, a.W.rows_pad / 16 - rt0);
     const bf16 *W = a.W.w + (size_t)wk.g * a.group_stride + (size_t)rt0 * C * 256;
     const int n_kt = (C + LG_KC - 1) / LG_KC;
 
-    // The two staged X rows this thread copies: vectors tid and tid + 256 of 8 per row.
-    const bf16 *xsrc[2];
+    // The staged X rows this thread copies: vectors tid + 256h of 8 per row.
+    constexpr int XV = BN * 8 / 256;
+    const bf16 *xsrc[XV];
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
+    for (int h = 0; h < XV; h++) {
         int r = (tid + h * 256) >> 3;
         xsrc[h] = r < wk.nrows ? a.X + (size_t)src_row(a, wk.row0 + r) * a.ldx + ((tid + h * 256) & 7) * 8 : nullptr;
     }
     auto load_stage = [&](int stage, int kt) {
         bf16 *as = As + stage * LG_A_ELEMS;
-        bf16 *bs = Bs + stage * LG_B_ELEMS;
+        bf16 *bs = Bs + stage * Shape::B_ELEMS;
 #pragma unroll
         for (int h = 0; h < 4; h++) {
             int v = tid + h * 256;
@@ -227,7 +239,7 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
             mt_cp_async16(as + (rl * LG_KC + kc) * 256 + lv * 8, src, ok ? 16 : 0);
         }
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < XV; h++) {
             int v = tid + h * 256;
             int r = v >> 3, q = v & 7;
             int k = kt * LG_KC * 16 + q * 8;
@@ -237,14 +249,16 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
         }
     };
 
-    float acc[2][4][4], tot[2][4][4];
+    float acc[MT][4][4], tot[MT][4][4];
 #pragma unroll
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < MT; m++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int q = 0; q < 4; q++) acc[m][j][q] = tot[m][j][q] = 0.0f;
     int slice = 0, slice_end = C / S;
+    // ldmatrix.x4 row of this lane: X row (lane % 8) + 8 * (lane / 16) of an n-tile pair, k half (lane / 8) % 2
+    const int ld_row = (lane & 7) + ((lane >> 4) << 3), ld_k = ((lane >> 3) & 1) * 8;
 
 #pragma unroll
     for (int s = 0; s < LG_STAGES - 1; s++) {
@@ -258,24 +272,31 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
         if (nk < n_kt) load_stage(nk % LG_STAGES, nk);
         mt_cp_async_commit();
         const bf16 *as = As + (kt % LG_STAGES) * LG_A_ELEMS;
-        const bf16 *bs = Bs + (kt % LG_STAGES) * LG_B_ELEMS;
+        const bf16 *bs = Bs + (kt % LG_STAGES) * Shape::B_ELEMS;
 #pragma unroll
         for (int kc = 0; kc < LG_KC; kc++) {
             int c = kt * LG_KC + kc;
             if (c >= C) break;
-            uint4 af[2];
+            uint4 af[MT];
 #pragma unroll
-            for (int m = 0; m < 2; m++) af[m] = *reinterpret_cast<const uint4 *>(as + ((wm * 2 + m) * LG_KC + kc) * 256 + lane * 8);
+            for (int m = 0; m < MT; m++) af[m] = *reinterpret_cast<const uint4 *>(as + ((wm * MT + m) * LG_KC + kc) * 256 + lane * 8);
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const bf16 *brow = bs + (wn * 32 + j * 8 + tq) * LG_BSTRIDE + kc * 16 + 2 * t4;
-                uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(brow), *reinterpret_cast<const uint32_t *>(brow + 8)};
+            for (int jp = 0; jp < 2; jp++) {   // n-tiles 2jp, 2jp+1: one ldmatrix.x4 gives both B fragments
+                const bf16 *p = bs + (wn * 32 + jp * 16 + ld_row) * LG_BSTRIDE + kc * 16 + ld_k;
+                uint32_t r0, r1, r2, r3;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                             : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                             : "r"((uint32_t)__cvta_generic_to_shared(p)));
+                uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
 #pragma unroll
-                for (int m = 0; m < 2; m++) mt_mma(acc[m][j], reinterpret_cast<const uint32_t *>(&af[m]), b);
+                for (int m = 0; m < MT; m++) {
+                    mt_mma(acc[m][2 * jp], reinterpret_cast<const uint32_t *>(&af[m]), b0);
+                    mt_mma(acc[m][2 * jp + 1], reinterpret_cast<const uint32_t *>(&af[m]), b1);
+                }
             }
             if (c + 1 == slice_end) {
 #pragma unroll
-                for (int m = 0; m < 2; m++)
+                for (int m = 0; m < MT; m++)
 #pragma unroll
                     for (int j = 0; j < 4; j++)
 #pragma unroll
@@ -291,8 +312,8 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     mt_cp_async_wait<0>();
 
 #pragma unroll
-    for (int m = 0; m < 2; m++) {
-        int rt = rt0 + wm * 2 + m;
+    for (int m = 0; m < MT; m++) {
+        int rt = rt0 + wm * MT + m;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
 #pragma unroll
@@ -326,17 +347,24 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
     linear_small_kernel<EPI><<<grid, 256, SMALL_SMEM, st>>>(a);
 }
 
-template <int EPI>
-void launch_large(const mt_linear_args &a, cudaStream_t st) {
+template <int EPI, int MT>
+void launch_large_shape(const mt_linear_args &a, cudaStream_t st) {
+    using Shape = LargeShape<MT>;
     static bool configured = false;
     if (!configured) {
-        cudaFuncSetAttribute(linear_large_kernel<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)LG_SMEM);
+        cudaFuncSetAttribute(linear_large_kernel<EPI, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Shape::SMEM);
         configured = true;
     }
-    int work = a.group_offsets ? a.max_work : (a.n + LG_BN - 1) / LG_BN;
+    int work = a.group_offsets ? a.max_work : (a.n + Shape::BN - 1) / Shape::BN;
     if (work <= 0) return;
     dim3 grid((a.W.rows_pad / 16 + LG_RT - 1) / LG_RT, work);
-    linear_large_kernel<EPI><<<grid, 256, LG_SMEM, st>>>(a);
+    linear_large_kernel<EPI, MT><<<grid, 256, Shape::SMEM, st>>>(a);
+}
+
+template <int EPI>
+void launch_large(const mt_linear_args &a, cudaStream_t st) {
+    if (a.tile_rows == 128) launch_large_shape<EPI, 4>(a, st);
+    else launch_large_shape<EPI, 2>(a, st);
 }
 
 }  // namespace

@@ -93,7 +93,7 @@ __device__ void scan_counts(const mt_expert_sort &s, int E) {
         s.tile_offsets[e] = tiles;
         if (c > 0) s.active[active++] = e;
         off += c;
-        tiles += (c + 63) / 64;
+        tiles += (c + s.tile_rows - 1) / s.tile_rows;
     }
     s.offsets[E] = off;
     s.tile_offsets[E] = tiles;
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt
     int sum_rows = 0, sum_tiles = 0, sum_active = 0;
     for (int e = first; e < first + per && e < E; e++) {
         sum_rows += count[e];
-        sum_tiles += (count[e] + 63) / 64;
+        sum_tiles += (count[e] + s.tile_rows - 1) / s.tile_rows;
         sum_active += count[e] > 0;
     }
     int inc_rows = sum_rows, inc_tiles = sum_tiles, inc_active = sum_active;   // inclusive warp scans
@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt
         cursor[e] = at;
         if (c > 0) s.active[active++] = e;
         at += c;
-        tiles += (c + 63) / 64;
+        tiles += (c + s.tile_rows - 1) / s.tile_rows;
     }
     if (lane == 31) {
         s.offsets[E] = inc_rows;
