@@ -14,6 +14,7 @@
 #include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_open.h"
 #include "cli/placement_flags.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
@@ -41,13 +42,13 @@ static const char PROFILE_HELP[] =
     "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
     "  --per-token            also write the per-token dump\n"
     "  --max-batch-tokens N   token budget of a forward pass (default 512)\n"
-    "  --threads N  --load-format auto|dummy\n"
+    "  --threads N  --load-format auto|dummy  --device cpu|cuda\n"
     "%s"
     "Without a placement, balancedness is that of 8 contiguous blocks of experts (1 when 8 does not\n"
     "divide num_experts); with one, it is measured per GPU from the physical counts of the dump.\n";
 
 typedef struct profile_args {
-    const char *model, *data, *out;
+    const char *model, *data, *out, *device;
     int max_new_tokens, concurrency, threads, max_batch_tokens;
     mt_placement_flags placement;
     bool ignore_eos, per_token;
@@ -58,6 +59,7 @@ typedef struct profile_args {
 static int parse(profile_args *a, int argc, char **argv) {
     memset(a, 0, sizeof *a);
     a->max_new_tokens = 64;
+    a->device = "cpu";
     a->concurrency = 16;
     a->max_batch_tokens = 512;
     a->sampling.top_p = 1.0f;
@@ -83,6 +85,7 @@ static int parse(profile_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = true;
         } else if (!strcmp(f, "--per-token")) { a->per_token = true;
         } else if (!strcmp(f, "--load-format")) { VALUE(); if (mt_arg_load_format(f, v, &a->load_format)) return -1;
+        } else if (!strcmp(f, "--device")) { VALUE(); if (mt_cli_check_device(v)) return -1; a->device = v;
         } else {
             fprintf(stderr, "moetrace: profile: unknown option '%s' (see moetrace profile --help)\n", f);
             return -1;
@@ -370,7 +373,7 @@ int cmd_profile(int argc, char **argv) {
     }
     mt_err err = {{0}};
     mt_model model;
-    if (mt_model_load(&model, a.model, a.load_format, &err)) {
+    if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         return 1;
     }

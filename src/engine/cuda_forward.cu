@@ -51,9 +51,9 @@ void prof_collect(GpuModel *g) {
 }
 
 constexpr int SMALL_BATCH = 64;   // at most this many rows: the small (streaming) product path
-constexpr int WIDE_TILES = 1024;  // from this many rows (or expert pairs): 128-row large-path tiles
+constexpr int WIDE_TILES = 1024;  // from this many rows per matrix (on average): 128-row large-path tiles
 
-int tile_rows_for(int rows) { return rows >= WIDE_TILES ? 128 : 64; }
+int tile_rows_for(int rows_per_matrix) { return rows_per_matrix >= WIDE_TILES ? 128 : 64; }
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -289,7 +289,7 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.out = out;
     a.ldo = ldo;
     a.epilogue = epi;
-    a.tile_rows = tile_rows_for(n * k);   // as the sort counted its tiles
+    a.tile_rows = tile_rows_for(n * k / E);   // as the sort counted its tiles
     if (n <= SMALL_BATCH) {
         a.max_work = n * k < E ? n * k : E;
         mt_cuda_linear_small(&a, g->stream);
@@ -309,7 +309,7 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     int32_t *ids = s.cap_ids + (size_t)ml * n * k;
     float *w = s.cap_w + (size_t)ml * n * k;
     mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts, s.sort_chunks,
-                         tile_rows_for(n * k)};
+                         tile_rows_for(n * k / E)};
     mt_cuda_route_sort(&es, ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
     prof_mark(g, PROF_EXPERT_GATE_UP);
     linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
