@@ -6,17 +6,18 @@
 
 namespace {
 
-constexpr int ROUTE_MAX_PER_LANE = 32;   // E <= 1024
 
 // One warp per token. Ties in top-k go to the lower expert id (as the CPU path and torch.topk on
 // distinct values).
-__device__ void route_token(int t, int32_t *ids, float *weights, const float *logits, int ld, int E, int k, int renorm) {
+// PER_LANE: router logits each lane holds (E <= 32 * PER_LANE).
+template <int PER_LANE>
+__device__ void route_token_n(int t, int32_t *ids, float *weights, const float *logits, int ld, int E, int k, int renorm) {
     const int lane = threadIdx.x & 31;
     const float *row = logits + (size_t)t * ld;
-    float p[ROUTE_MAX_PER_LANE];
+    float p[PER_LANE];
     float mx = -INFINITY;
 #pragma unroll
-    for (int i = 0; i < ROUTE_MAX_PER_LANE; i++) {
+    for (int i = 0; i < PER_LANE; i++) {
         int e = i * 32 + lane;
         p[i] = e < E ? row[e] : -INFINITY;
         mx = fmaxf(mx, p[i]);
@@ -25,14 +26,14 @@ __device__ void route_token(int t, int32_t *ids, float *weights, const float *lo
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     float sum = 0.0f;
 #pragma unroll
-    for (int i = 0; i < ROUTE_MAX_PER_LANE; i++) {
+    for (int i = 0; i < PER_LANE; i++) {
         p[i] = i * 32 + lane < E ? expf(p[i] - mx) : 0.0f;
         sum += p[i];
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
 #pragma unroll
-    for (int i = 0; i < ROUTE_MAX_PER_LANE; i++) p[i] = i * 32 + lane < E ? p[i] / sum : -1.0f;
+    for (int i = 0; i < PER_LANE; i++) p[i] = i * 32 + lane < E ? p[i] / sum : -1.0f;
 
     float chosen[32];
     float wsum = 0.0f;
@@ -40,7 +41,7 @@ __device__ void route_token(int t, int32_t *ids, float *weights, const float *lo
         float bv = -2.0f;
         int bi = 0x7fffffff;
 #pragma unroll
-        for (int i = 0; i < ROUTE_MAX_PER_LANE; i++)
+        for (int i = 0; i < PER_LANE; i++)
             if (p[i] > bv) { bv = p[i]; bi = i * 32 + lane; }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) {
@@ -49,7 +50,7 @@ __device__ void route_token(int t, int32_t *ids, float *weights, const float *lo
             if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
         }
 #pragma unroll
-        for (int i = 0; i < ROUTE_MAX_PER_LANE; i++)
+        for (int i = 0; i < PER_LANE; i++)
             if (i * 32 + lane == bi) p[i] = -1.0f;
         if (lane == 0) ids[(size_t)t * k + j] = bi;
         if (j < 32) chosen[j] = bv;
@@ -57,6 +58,13 @@ __device__ void route_token(int t, int32_t *ids, float *weights, const float *lo
     }
     if (lane == 0)
         for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
+}
+
+__device__ __forceinline__ void route_token(int t, int32_t *ids, float *weights, const float *logits, int ld, int E, int k,
+                                            int renorm) {
+    if (E <= 128) route_token_n<4>(t, ids, weights, logits, ld, E, k, renorm);
+    else if (E <= 256) route_token_n<8>(t, ids, weights, logits, ld, E, k, renorm);
+    else route_token_n<32>(t, ids, weights, logits, ld, E, k, renorm);
 }
 
 __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
