@@ -68,19 +68,6 @@ static calibration calibration_of(const char *arch, const char *prompt) {
     return c;
 }
 
-/* Top-1 minus top-2 of a row, and our largest absolute error on it. */
-static void margin_and_error(const float *ref, const float *ours, int V, double *margin, double *err) {
-    float a = -INFINITY, b = -INFINITY;
-    *err = 0;
-    for (int i = 0; i < V; i++) {
-        if (ref[i] > a) { b = a; a = ref[i]; }
-        else if (ref[i] > b) b = ref[i];
-        double d = fabs((double)ours[i] - ref[i]);
-        if (d > *err) *err = d;
-    }
-    *margin = (double)a - b;
-}
-
 static void test_against_transformers(void **state) {
     (void)state;
     require_gpu();
@@ -95,48 +82,17 @@ static void test_against_transformers(void **state) {
         mt_err err;
         if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
         attach_or_fail(&m);
-        const mt_config *c = &m.cfg;
         for (size_t p = 0; p < 2; p++) {
-            mt_npy prompt, logits, routing, tokens;
-            load_npy(dir, "prompt", PROMPTS[p], &prompt);
-            load_npy(dir, "logits", PROMPTS[p], &logits);
-            load_npy(dir, "routing", PROMPTS[p], &routing);
-            load_npy(dir, "tokens", PROMPTS[p], &tokens);
-            int P = (int)prompt.count, G = (int)tokens.count;
-            float *ours = malloc((size_t)P * c->vocab_size * sizeof *ours);
-            int32_t out[64];
-            int n_out = 0;
-            mt_routing_table table;
-            assert_int_equal(mt_routing_table_init(&table, c->num_hidden_layers, c->top_k, 4), 0);
-            mt_routing_sink sink = mt_routing_table_sink(&table);
-            mt_generate_opts o = {.max_new_tokens = G, .ignore_eos = true, .prompt_logits = ours, .sink = &sink};
-            if (mt_generate(&m, prompt.data, P, &o, out, &n_out, &err)) fail_msg("%s: %s", ARCHS[a], err.msg);
-            double e = rel_err(ours, logits.data, (size_t)P * c->vocab_size);
-            assert_int_equal(n_out, G);
-            assert_int_equal(table.rows, routing.shape[0]);
-            int same = 0;
-            while (same < G && out[same] == ((int32_t *)tokens.data)[same]) same++;
-            /* rows of the tokens both runs forwarded: the prompt and the generated tokens before
-             * the first difference */
-            int shared_rows = P + (same < G ? same : G - 1);
-            double agree = routing_agreement(table.ids, routing.data, shared_rows, c->num_hidden_layers, c->top_k, c);
+            fixture_result r = run_fixture(&m, dir, PROMPTS[p]);
             calibration cal = calibration_of(ARCHS[a], PROMPTS[p]);
-            double margin, row_err;
-            margin_and_error((const float *)logits.data + (size_t)(P - 1) * c->vocab_size, ours + (size_t)(P - 1) * c->vocab_size,
-                             c->vocab_size, &margin, &row_err);
             double e_tol = 2 * cal.logits_rel_err > 2e-2 ? 2 * cal.logits_rel_err : 2e-2;
-            bool greedy_ok = same >= (G < 5 ? G : 5) || same >= cal.greedy_equal || (same == 0 && margin < 2 * row_err);
+            bool near_tie = r.greedy_equal == 0 && r.last_margin < 2 * r.last_max_err;
+            bool greedy_ok = r.greedy_equal >= (r.G < 5 ? r.G : 5) || r.greedy_equal >= cal.greedy_equal || near_tie;
             print_message("  %-10s %-5s P=%3d logits rel err %.2e (transformers bf16 %.2e), routing sets equal %.4f, "
                           "greedy tokens equal %d/%d (transformers bf16 %d%s)\n",
-                          ARCHS[a], PROMPTS[p], P, e, cal.logits_rel_err, agree, same, G, cal.greedy_equal,
-                          same == 0 && margin < 2 * row_err ? ", reference's first choice a near-tie" : "");
-            bad += !(e <= e_tol) || !(agree >= 0.97) || !greedy_ok;
-            mt_routing_table_free(&table);
-            free(ours);
-            mt_npy_free(&prompt);
-            mt_npy_free(&logits);
-            mt_npy_free(&routing);
-            mt_npy_free(&tokens);
+                          ARCHS[a], PROMPTS[p], r.P, r.logits_rel_err, cal.logits_rel_err, r.routing_agreement,
+                          r.greedy_equal, r.G, cal.greedy_equal, near_tie ? ", reference's first choice a near-tie" : "");
+            bad += !(r.logits_rel_err <= e_tol) || !(r.routing_agreement >= 0.97) || !greedy_ok;
         }
         mt_model_free(&m);
     }

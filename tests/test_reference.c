@@ -25,39 +25,13 @@ static void check_model(const char *dir, const char *arch) {
     mt_model m;
     mt_err err;
     if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s: %s", dir, err.msg);
-    const mt_config *c = &m.cfg;
     for (size_t p = 0; p < 2; p++) {
-        mt_npy prompt, logits, routing, tokens;
-        load_npy(dir, "prompt", PROMPTS[p], &prompt);
-        load_npy(dir, "logits", PROMPTS[p], &logits);
-        load_npy(dir, "routing", PROMPTS[p], &routing);
-        load_npy(dir, "tokens", PROMPTS[p], &tokens);
-        int P = (int)prompt.count, G = (int)tokens.count;
-        float *ours = malloc((size_t)P * c->vocab_size * sizeof *ours);
-        int32_t out[64];
-        int n_out = 0;
-        mt_routing_table table;
-        assert_int_equal(mt_routing_table_init(&table, c->num_hidden_layers, c->top_k, 4), 0);
-        mt_routing_sink sink = mt_routing_table_sink(&table);
-        mt_generate_opts o = {.max_new_tokens = G, .ignore_eos = true, .prompt_logits = ours, .sink = &sink};
-        if (mt_generate(&m, prompt.data, P, &o, out, &n_out, &err)) fail_msg("%s: %s", arch, err.msg);
-
-        double e = rel_err(ours, logits.data, (size_t)P * c->vocab_size);
-        assert_int_equal(n_out, G);
-        assert_int_equal(table.rows, routing.shape[0]);
-        double agree = routing_agreement(table.ids, routing.data, table.rows, c->num_hidden_layers, c->top_k, c);
-        int tok_ok = memcmp(out, tokens.data, (size_t)G * sizeof(int32_t)) == 0;
+        fixture_result r = run_fixture(&m, dir, PROMPTS[p]);
         print_message("  %-10s %-5s P=%3d logits rel err %.2e, routing sets equal %.4f, greedy tokens %s\n", arch,
-                      PROMPTS[p], P, e, agree, tok_ok ? "equal" : "DIFFER");
-        assert_true(e <= 1e-3);
-        assert_true(agree >= 0.99);
-        assert_true(tok_ok);
-        mt_routing_table_free(&table);
-        free(ours);
-        mt_npy_free(&prompt);
-        mt_npy_free(&logits);
-        mt_npy_free(&routing);
-        mt_npy_free(&tokens);
+                      PROMPTS[p], r.P, r.logits_rel_err, r.routing_agreement, r.greedy_equal == r.G ? "equal" : "DIFFER");
+        assert_true(r.logits_rel_err <= 1e-3);
+        assert_true(r.routing_agreement >= 0.99);
+        assert_int_equal(r.greedy_equal, r.G);
     }
     mt_model_free(&m);
 }
