@@ -317,6 +317,71 @@ static void load_errors(void **state) {
     rmdir(dir);
 }
 
+/* Bad ids and merges in tokenizer.json, found by fuzz/fuzz_tokenizer_load.c: each is a load error
+ * (they were: a leak, a 16 GB table, a float-to-int cast out of range, ids outside the vocabulary
+ * emitted by encode). */
+static void load_bad_ids(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mt_tok_XXXXXX", p[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+#define VOCAB "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": []}"
+    static const struct { const char *json, *needle; } cases[] = {
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\", \"a  b\"]}}",
+         "merges[1]"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}", "model.vocab['a']"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0.5}, \"merges\": []}}", "model.vocab['a']"},
+        {VOCAB ", \"added_tokens\": [{\"id\": 3e9, \"content\": \"x\"}]}", "added_tokens[0]"},
+        {VOCAB ", \"added_tokens\": [{\"id\": 2000000000, \"content\": \"x\"}]}", "added_tokens[0]"},
+        {VOCAB ", \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"s\"}},"
+               " {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"s\": {\"ids\": [1e10]}}}}", "invalid id"},
+        {VOCAB ", \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"s\"}},"
+               " {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"s\": {\"ids\": [5]}}}}", "outside the vocabulary"},
+    };
+#undef VOCAB
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        mt_tokenizer *tok = NULL;
+        mt_err err = {{0}};
+        write_file(p, cases[i].json);
+        if (mt_tokenizer_load(&tok, p, &err) != -1) fail_msg("case %zu loaded", i);
+        if (!strstr(err.msg, cases[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, cases[i].needle);
+    }
+    unlink(p);
+    rmdir(dir);
+}
+
+/* A byte-fallback byte that turns the bytes before it into U+FFFD changes text the stream already
+ * returned: finish() says so, as feed() does, instead of silently returning nothing (found by
+ * fuzz/fuzz_tokenizer_text.c). */
+static void detok_finish_rewrites(void **state) {
+    (void)state;
+    mt_tokenizer *tok;
+    mt_err err;
+    char path[512], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/tests/tokenizer/sp", MT_SOURCE_DIR);
+    if (mt_tokenizer_load(&tok, path, &err)) fail_msg("%s", err.msg);
+    const int32_t ids[3] = {mt_tokenizer_token_to_id(tok, "<0x0A>"), mt_tokenizer_token_to_id(tok, "<0x0A>"),
+                            mt_tokenizer_token_to_id(tok, "<0x86>")};
+    assert_true(ids[0] >= 0 && ids[2] >= 0);
+    assert_int_equal(mt_tokenizer_decode(tok, ids, 3, 0, &text, &len, &err), 0);
+    assert_string_equal(text, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); /* the byte run is invalid UTF-8 */
+    free(text);
+    mt_detok_stream *s = mt_detok_stream_new(tok, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(mt_detok_stream_feed(s, ids + i, 1, &text, &len, &err), 0);
+        assert_string_equal(text, "\n");
+        free(text);
+    }
+    assert_int_equal(mt_detok_stream_feed(s, ids + 2, 1, &text, &len, &err), 0);
+    assert_int_equal(len, 0);
+    free(text);
+    assert_int_equal(mt_detok_stream_finish(s, &text, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "changed text already emitted"));
+    mt_detok_stream_free(s);
+    mt_tokenizer_free(tok);
+}
+
 /* Encodes text with a tokenizer.json written from parts; returns the ids as "a,b,c". */
 static void encode_with(const char *norm, const char *pretok, const char *text, const char *want) {
     char dir[] = "/tmp/mt_tokc_XXXXXX", p[256];
@@ -442,6 +507,7 @@ int main(void) {
         cmocka_unit_test_prestate(real, (void *)names[4]),    cmocka_unit_test_prestate(real, (void *)names[5]),
         cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
         cmocka_unit_test(components),                          cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),
+        cmocka_unit_test(load_bad_ids),                        cmocka_unit_test(detok_finish_rewrites),
         cmocka_unit_test(cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -91,17 +91,20 @@ int mt_detok_stream_finish(mt_detok_stream *s, char **text, size_t *text_len, mt
     size_t tl;
     if (!s->n) return empty(text, text_len);
     if (mt_tokenizer_decode(s->tok, s->ids, s->n, s->skip, &t, &tl, err)) return -1;
-    if (tl > s->prefix_len && !memcmp(t, s->prefix, s->prefix_len)) {
+    int rc = 0;
+    if (tl < s->prefix_len || memcmp(t, s->prefix, s->prefix_len)) {
+        /* as in step(): the held-back ids rewrote text already emitted (a byte-fallback byte can
+         * turn the bytes before it into U+FFFD); say so rather than emit nothing */
+        free(t);
+        rc = mt_errf(err, "detokenize stream: the last ids changed text already emitted");
+    } else {
         memmove(t, t + s->prefix_len, tl - s->prefix_len + 1);
         *text = t, *text_len = tl - s->prefix_len;
-    } else {
-        free(t);
-        if (empty(text, text_len)) return -1;
     }
     s->n = 0, s->prefix_index = 0;
     free(s->prefix);
     s->prefix = calloc(1, 1), s->prefix_len = 0;
-    return 0;
+    return rc;
 }
 
 void mt_detok_stream_free(mt_detok_stream *s) {
