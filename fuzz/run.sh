@@ -21,7 +21,7 @@ fuzz/seeds.sh "$build"
 max_len() {
   case $1 in
     tokenizer_load) echo 65536 ;;
-    config | chat_template | request | tokenizer_text) echo 8192 ;;
+    config | chat_template | request | tokenizer_text | dataset) echo 8192 ;;
     *) echo 16384 ;;
   esac
 }

@@ -7,7 +7,7 @@ build=$(realpath "$1")
 cd "$(dirname "$0")/.."
 out=$build/seeds
 rm -rf "$out"
-mkdir -p "$out"/{safetensors,config,npy,tokenizer_load,tokenizer_text,chat_template,request,stat_dump,placement}
+mkdir -p "$out"/{safetensors,config,npy,tokenizer_load,tokenizer_text,chat_template,request,dataset,stat_dump,placement}
 models=tests/fixtures/models
 
 # safetensors: the fixtures' headers (cut to 16 KiB) and two small whole files.
@@ -43,6 +43,15 @@ for f in docs/API.md README.md; do
 done
 for f in tests/chat/conversations.json; do
   printf '{"messages": %s, "max_tokens": 8}' "$(cat "$f")" > "$out/request/conversations.json"
+done
+
+# dataset (JSONL of `moetrace profile`): lines of the tokenizer corpus as prompts and as messages.
+i=0
+grep '^"' tests/tokenizer/corpus.json | sed 's/,$//' | while IFS= read -r text; do
+  f="$out/dataset/part$((i / 16))"
+  printf '{"prompt": %s}\n{"messages": [{"role": "user", "content": %s}]}\n{"input_ids": [%d, 2, 3]}\n' \
+    "$text" "$text" "$i" >> "$f"
+  i=$((i + 1))
 done
 
 # stat dumps and placements: the docs' dump, what `moetrace eplb` plans from it, and dumps that
