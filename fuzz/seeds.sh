@@ -7,13 +7,14 @@ build=$(realpath "$1")
 cd "$(dirname "$0")/.."
 out=$build/seeds
 rm -rf "$out"
-mkdir -p "$out"/{safetensors,config,npy,tokenizer_load,tokenizer_text,chat_template,request,dataset,stat_dump,placement}
+mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,chat_template,request,dataset,stat_dump,placement}
 models=tests/fixtures/models
 
 # safetensors: the fixtures' headers (cut to 16 KiB) and two small whole files.
 for f in $models/*/model.safetensors $models/*_hub/*.safetensors; do
   head -c 16384 "$f" > "$out/safetensors/$(echo "$f" | tr / _)"
 done
+for f in $models/*_hub/model.safetensors.index.json; do cp "$f" "$out/safetensors_index/$(echo "$f" | tr / _)"; done
 st() { # name header data-bytes: 8-byte little-endian header length, header, data
   local n=${#2}
   printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x00' $((n & 255)) $((n >> 8 & 255)) $((n >> 16 & 255)) $((n >> 24 & 255)))%s" "$2" \
