@@ -179,8 +179,8 @@ static void test_errors_name_line(void **state) {
 
 /* What fuzz/fuzz_chat_template.c found: integer arithmetic past 64 bits (undefined behaviour,
  * now an error; Python's ints would grow), repetitions and steps that overflowed or never ended,
- * sorting an empty list (memcpy from NULL), and templates that loop without end (a render is
- * bounded in memory). */
+ * sorting an empty list (memcpy from NULL), int with a bad base (an unset pointer read) or of a float
+ * beyond 64 bits, and templates that loop without end (a render is bounded in memory). */
 static void test_limits(void **state) {
     (void)state;
     static const struct { const char *src, *want; } ok[] = {
@@ -190,6 +190,10 @@ static void test_limits(void **state) {
         {"[{{ '' * 9223372036854775807 }}][{{ ([] * 9223372036854775807) | length }}]", "[][0]"},
         {"{{ [1, 2, 3, 4, 5, 6][4::9223372036854775807] }} {{ 'abcdef'[1::9223372036854775807] }}", "[5] b"},
         {"{{ range(9223372036854775806, 9223372036854775807, 4611686018427387904) | list }}", "[9223372036854775806]"},
+        /* int(s, base) with a base Python refuses falls back to float(s), then the default (strtoll's
+         * end pointer was read unset) */
+        {"{{ 'x\\ny' | int(1, true) }} {{ '12' | int(1, true) }} {{ 'ff' | int(0, 16) }} {{ '  ' | int(5) }} {{ '7' | int(0, 'x') }}",
+         "1 12 255 5 7"},
     };
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         char *out = NULL;
@@ -204,6 +208,8 @@ static void test_limits(void **state) {
         {"{{ -9223372036854775807 - 2 }}", "integer overflow"},
         {"{{ (-9223372036854775807 - 1) // -1 }}", "integer overflow"},
         {"{{ 'abcd' * 4611686018427387904 }}", "repetition too large"},
+        {"{{ 1e300 | int }}", "integer overflow"},
+        {"{{ '-1e19' | int }}", "integer overflow"},
         {"{{ 'x' | indent(9223372036854775807) }}", "width too large"},
         {"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "MiB"},
     };

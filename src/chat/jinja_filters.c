@@ -212,24 +212,35 @@ static jv do_indent(jctx *c, int line, jv s, jv width, int first, int blank) {
     return jv_strn(out.p, out.n);
 }
 
-static jv to_int(jctx *c, jv v, jv dflt, int base) {
-    (void)c;
+/* A float as a Python int: truncated; one beyond 64 bits is an error (Python's would grow). */
+static jv float_to_int(jctx *c, int line, double f, jv dflt) {
+    if (!isfinite(f)) return dflt;
+    if (!(f > -9223372036854775808.0 && f < 9223372036854775808.0))
+        jx_fail(c, line, "integer overflow: %g does not fit in 64 bits", f);
+    return jv_int((int64_t)f);
+}
+
+/* Jinja's int filter: int(v, base) for strings, else int(v); on failure int(float(v)), else dflt.
+ * A base Python refuses (not 0 or 2..36) fails the first step, as there. */
+static jv to_int(jctx *c, int line, jv v, jv dflt, int64_t base) {
     switch (v.k) {
     case JV_INT: case JV_BOOL: return jv_int(v.u.i);
-    case JV_FLOAT: return isfinite(v.u.f) ? jv_int((int64_t)v.u.f) : dflt;
+    case JV_FLOAT: return float_to_int(c, line, v.u.f, dflt);
     case JV_STR: {
-        char tmp[64];
+        char tmp[64], *end;
         if (v.n == 0 || v.n >= sizeof tmp) return dflt;
         memcpy(tmp, v.u.s, v.n);
         tmp[v.n] = 0;
-        char *end;
-        long long x = strtoll(tmp, &end, base);
-        while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-        if (!*end && end != tmp) return jv_int(x);
+        if (base == 0 || (base >= 2 && base <= 36)) {
+            long long x = strtoll(tmp, &end, (int)base);
+            int digits = end != tmp;
+            while (*end == ' ' || *end == '\t' || *end == '\n') end++;
+            if (digits && !*end) return jv_int(x);
+        }
         double f = strtod(tmp, &end);
+        int digits = end != tmp;
         while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-        if (!*end && end != tmp && isfinite(f)) return jv_int((int64_t)f);
-        return dflt;
+        return digits && !*end ? float_to_int(c, line, f, dflt) : dflt;
     }
     default: return dflt;
     }
@@ -417,7 +428,7 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
     if (NAMEQ(name, n, "int")) {
         jv d = ARG(0, "default", jv_int(0));
         jv base = ARG(1, "base", jv_int(10));
-        return to_int(c, v, d, (int)base.u.i);
+        return to_int(c, line, v, d, base.k == JV_INT || base.k == JV_BOOL ? base.u.i : -1);
     }
     if (NAMEQ(name, n, "float")) {
         jv d = ARG(0, "default", jv_float(0.0));
