@@ -9,6 +9,7 @@ build=${1:-build}
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
 bins=("$build/test_cuda_kernels" "$build/test_cuda" "$build/bench_cuda" "$build/bench_tokenizer" "$build/moetrace")
 cp "${bins[@]}" .devcarry/bin/
+strip --strip-debug .devcarry/bin/*   # what travels to the device is capped in size
 ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*|libcu*) ;;
