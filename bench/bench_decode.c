@@ -2,10 +2,11 @@
  * prefill and batch-1 decode tokens/s, the bytes of weights a decode step must read, and that
  * traffic as a fraction of this machine's memory read bandwidth measured in the same run.
  *
- * The machine may be shared (other work moves both figures by tens of percent within
- * seconds), so the run alternates: each repetition measures the bandwidth (one pass of the
- * probe of bench_common.h) and right after it decodes --decode tokens at the same positions;
- * each repetition gives its own ratio, and the medians over the repetitions are reported.
+ * The machine may be shared (other work moves both figures by tens of percent within a
+ * second), so the run alternates: each repetition runs one pass of the bandwidth probe of
+ * bench_common.h, decodes --decode tokens (the same positions every time), and runs the probe
+ * again; its ratio is the decode traffic over the mean of the two probes. The medians over the
+ * repetitions are reported.
  *
  *   build/bench_decode [--threads N] [--decode N] [--prefill N] [--layers N] [--reps N] */
 #include <stdio.h>
@@ -19,7 +20,7 @@
 #define MAX_REPS 101
 
 int main(int argc, char **argv) {
-    int threads = 2, n_decode = 64, n_prefill = 256, layers = 8, reps = 7;
+    int threads = 2, n_decode = 16, n_prefill = 256, layers = 8, reps = 21;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--decode")) n_decode = atoi(argv[i + 1]);
@@ -40,7 +41,7 @@ int main(int argc, char **argv) {
     }
     const mt_config *c = &m.cfg;
     bw_probe probe;
-    if (bw_probe_init(&probe, (size_t)512 << 20)) {
+    if (bw_probe_init(&probe, (size_t)256 << 20)) {
         fprintf(stderr, "out of memory for the bandwidth probe\n");
         return 1;
     }
@@ -79,10 +80,10 @@ int main(int argc, char **argv) {
                    .num_seqs = 1, .n_logits = 1, .logit_rows = &row};
     printf("moetrace CPU bench: qwen3_moe hidden %d, %d layers, %d experts top-%d, moe_intermediate %d, vocab %d (dummy BF16)\n",
            c->hidden_size, c->num_hidden_layers, c->num_experts, c->top_k, c->moe_intermediate_size, c->vocab_size);
-    printf("threads %d, isa %s; %d repetitions of [bandwidth probe, %d decode tokens after %d of context]\n",
+    printf("threads %d, isa %s; %d repetitions of [bandwidth probe, %d decode tokens after %d of context, probe]\n",
            mt_kernels_threads(), mt_isa_name(mt_kernels_isa()), reps, n_decode, n_prefill);
     for (int r = 0; r < reps; r++) {
-        bw[r] = bw_probe_run(&probe);
+        const double bw_before = bw_probe_run(&probe);
         t0 = now_s();
         for (int g = 0; g < n_decode; g++) {
             p = n_prefill + g; /* every repetition decodes the same positions */
@@ -93,6 +94,7 @@ int main(int argc, char **argv) {
             t = (t * 31 + 7) % c->vocab_size;
         }
         tps[r] = n_decode / (now_s() - t0);
+        bw[r] = 0.5 * (bw_before + bw_probe_run(&probe));
         ratio[r] = bytes * tps[r] / 1e9 / bw[r];
         printf("  rep %2d: bandwidth %6.2f GB/s, decode %6.2f tokens/s = %5.2f GB/s of weights = %3.0f%%\n", r + 1, bw[r],
                tps[r], bytes * tps[r] / 1e9, 100.0 * ratio[r]);

@@ -193,6 +193,31 @@ static void test_parallel_for_stress(void **state) {
     mt_kernels_shutdown();
 }
 
+/* Items that take longer than the caller's spin (so it sleeps until the last worker wakes it),
+ * mixed with quick loops: every loop still covers every index once and returns only when done. */
+static void slow_fn(void *ctx, int i) {
+    cover_ctx *c = ctx;
+    if (i % 3 == 1) {
+        struct timespec pause = {0, 400000}; /* 0.4 ms */
+        nanosleep(&pause, NULL);
+    }
+    atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void test_parallel_for_slow_items(void **state) {
+    (void)state;
+    mt_kernels_init(3);
+    _Atomic int hits[16];
+    for (int it = 0; it < 200; it++) {
+        const int n = 1 + it % 16;
+        for (int i = 0; i < n; i++) atomic_store(&hits[i], 0);
+        cover_ctx c = {.hits = hits};
+        mt_parallel_for(n, it % 2 ? slow_fn : cover_fn, &c);
+        for (int i = 0; i < n; i++) assert_int_equal(atomic_load(&hits[i]), 1);
+    }
+    mt_kernels_shutdown();
+}
+
 static void test_isa_settings(void **state) {
     (void)state;
     const mt_isa best = mt_kernels_isa();
@@ -331,6 +356,7 @@ int main(void) {
         cmocka_unit_test(test_isa_settings),
         cmocka_unit_test(test_parallel_for_coverage),
         cmocka_unit_test(test_parallel_for_stress),
+        cmocka_unit_test(test_parallel_for_slow_items),
         cmocka_unit_test(test_matmul_pool),
         cmocka_unit_test(test_matmul_batch_invariance),
         cmocka_unit_test(test_matmul_group),
