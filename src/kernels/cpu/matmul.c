@@ -1,7 +1,7 @@
 /* Matrix products (mt_matmul) and the kernel-wide settings: SIMD level selection and the
  * thread pool's life cycle. The per-ISA kernels live in matmul_{scalar,avx2,avx512}.c; this
  * file picks one and splits the output into tasks for mt_parallel_for:
- *  - few tokens (decode): chunks of output rows, each streamed once by a gemv kernel;
+ *  - few tokens (decode, up to 32): chunks of output rows, each streamed once by a gemv kernel;
  *  - many tokens (prefill): panels of MT_GEMM_RB rows x blocks of up to GEMM_TB tokens, run
  *    by the packed gemm kernels, so each weight element is reused for every token of a block.
  * mt_matmul_group plans each product of a group the same way and runs all their tasks in one
@@ -19,8 +19,11 @@
 #include "kernels/kernels.h"
 #include "util/err.h"
 
+/* From this many tokens on, use the packed gemm kernels. Below, the gemv kernels (weights
+ * streamed once, tiles of up to 4 tokens) are faster on every shape measured: 1.2-1.8x at 8-32
+ * tokens, so a decode step of up to 32 sequences stays on them (docs/PERF_NOTES.md). */
 #ifndef GEMM_MIN_N
-#define GEMM_MIN_N 6 /* from this many tokens on, use the packed gemm kernels */
+#define GEMM_MIN_N 33
 #endif
 #define GEMM_TB 128           /* most tokens per gemm task (keeps the x block in L2) */
 #define SERIAL_WORK (1 << 16) /* below this many multiply-adds, do not wake the pool */
