@@ -21,6 +21,8 @@ typedef struct mt_engine_opts {
     int max_batch_tokens;    /* token budget of one forward pass (chunked prefill) */
     int max_running;         /* sequences in flight at once */
     bool prefix_cache;       /* reuse cached prompt prefixes */
+    bool no_routing;         /* keep no per-token routing (FINISHED events carry none); the sink
+                                still sees every pass. For measuring the capture's cost. */
 } mt_engine_opts;
 
 typedef struct mt_request {
