@@ -6,9 +6,25 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "kernels/kernels.h"
+
+/* The value after `name` on the command line as an integer clamped to [lo, hi], else dflt. */
+static inline int bench_arg_int(int argc, char **argv, const char *name, int dflt, int lo, int hi) {
+    int v = dflt;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) v = atoi(argv[i + 1]);
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* The string after `name` on the command line, else dflt. */
+static inline const char *bench_arg_str(int argc, char **argv, const char *name, const char *dflt) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name)) return argv[i + 1];
+    return dflt;
+}
 
 static inline double now_s(void) {
     struct timespec ts;

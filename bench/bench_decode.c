@@ -20,25 +20,14 @@
 #define MAX_REPS 101
 
 int main(int argc, char **argv) {
-    int threads = 2, n_decode = 16, n_prefill = 256, layers = 8, reps = 21;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--decode")) n_decode = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--prefill")) n_prefill = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-    }
-    if (reps < 1) reps = 1;
-    if (reps > MAX_REPS) reps = MAX_REPS;
-    if (n_prefill < 1) n_prefill = 1;
-    if (n_decode < 1) n_decode = 1;
-    mt_kernels_init(threads);
+    const int threads = bench_arg_int(argc, argv, "--threads", 2, 1, 1024);
+    const int n_decode = bench_arg_int(argc, argv, "--decode", 16, 1, 100000);
+    const int n_prefill = bench_arg_int(argc, argv, "--prefill", 256, 1, 4000);
+    const int layers = bench_arg_int(argc, argv, "--layers", 8, 1, 256);
+    const int reps = bench_arg_int(argc, argv, "--reps", 21, 1, MAX_REPS);
     mt_model m;
     mt_err err;
-    if (bench_load_model(&m, layers, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+    if (bench_setup(threads, layers, &m)) return 1;
     const mt_config *c = &m.cfg;
     bw_probe probe;
     if (bw_probe_init(&probe, (size_t)256 << 20)) {

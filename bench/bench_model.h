@@ -31,6 +31,18 @@ static inline int bench_load_model(mt_model *m, int layers, mt_err *err) {
     return rc;
 }
 
+/* Starts the kernels with `threads` threads and loads the model; prints the error and returns
+ * -1 on failure. */
+static inline int bench_setup(int threads, int layers, mt_model *m) {
+    mt_err err;
+    mt_kernels_init(threads);
+    if (bench_load_model(m, layers, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static inline size_t bench_mat_bytes(const mt_mat *m) { return (size_t)m->rows * m->cols * mt_dtype_size(m->dtype); }
 
 /* Weight bytes one decode token reads: attention, router, top_k experts, lm_head, one embedding row. */
