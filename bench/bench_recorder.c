@@ -16,12 +16,14 @@
  * the steps compared ran within a fraction of a second of each other. The machine may be shared
  * (its speed moves by tens of percent within seconds); each cost is the median over all decode
  * steps of all repetitions of the ratio of a step's time to the same step of its reference
- * (capture vs bare, off vs capture, stat and per_token vs off), with the interquartile range.
+ * (capture vs bare, off vs capture, stat and per_token vs off), with the 95% confidence
+ * interval of that median (from the order statistics).
  * The direct cost (time inside the recorder's sink, timed around each call; for the capture,
  * its routing writes and read-backs replayed apart) over the decode time resolves far smaller
  * costs than the ratios can.
  *
  *   build/bench_recorder [--threads N] [--layers N] [--reps N] [--prompt N] [--gen N] [--seqs 1,8,32] */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,7 +254,7 @@ int main(int argc, char **argv) {
 
         printf("\nconcurrency %d (median bandwidth probe %.1f GB/s)\n", S, median(bw, reps));
         printf("  %-13s %12s %10s %38s %12s\n", "engine", "decode tok/s", "prefill s",
-               "decode step time vs reference [IQR]", "direct cost");
+               "step time vs reference [95% CI]", "direct cost");
         const double cap_s = capture_replay_s(c, S, prompt_len, gen, 1);
         for (int k = 0; k < NCOND; k++) {
             double tps[MAX_REPS], pre[MAX_REPS], direct[MAX_REPS];
@@ -265,8 +267,12 @@ int main(int argc, char **argv) {
             if (COND_REF[k] >= 0) {
                 double *v = ratios[k];
                 const double med = median(v, nratio); /* sorted now */
-                snprintf(vs, sizeof vs, "%+6.2f%% [%+.1f, %+.1f] vs %s", 100 * med, 100 * v[nratio / 4],
-                         100 * v[(3 * nratio) / 4], COND_NAME[COND_REF[k]]);
+                /* 95% confidence interval of the median: order statistics n/2 -+ 0.98 sqrt(n) */
+                const int half = (int)(0.98 * sqrt((double)nratio) + 1.0);
+                const int lo = nratio / 2 - half < 0 ? 0 : nratio / 2 - half;
+                const int hi = nratio / 2 + half >= nratio ? nratio - 1 : nratio / 2 + half;
+                snprintf(vs, sizeof vs, "%+6.2f%% [%+.2f, %+.2f] vs %s", 100 * med, 100 * v[lo], 100 * v[hi],
+                         COND_NAME[COND_REF[k]]);
             }
             if (k != BARE) snprintf(dc, sizeof dc, "%.4f%%", 100 * median(direct, reps));
             const double t = median(tps, reps);
