@@ -8,6 +8,8 @@
 
 #include "engine/moe.h"
 
+_Static_assert(MT_MAX_HEAD_DIM <= MT_ATTN_MAX_HEAD_DIM, "mt_attend must take every head size the forward pass accepts");
+
 typedef struct scratch {
     float *h, *xn, *q, *k, *v, *att, *out;
     float *mlp_gate, *mlp_up;
