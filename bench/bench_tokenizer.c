@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "tokenizer/tokenizer.h"
+#include "util/json_util.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -24,21 +25,13 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* The whole file, NUL-terminated (malloc'd), or NULL. */
 static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    *len = (size_t)n;
-    return buf;
+    mt_err err;
+    size_t n = 0;
+    char *text = mt_read_file(path, &n, &err);
+    if (len) *len = n;
+    return text;
 }
 
 int main(int argc, char **argv) {
