@@ -168,6 +168,44 @@ static void test_errors_name_line(void **state) {
     free(out);
 }
 
+/* What fuzz/fuzz_chat_template.c found: integer arithmetic past 64 bits (undefined behaviour,
+ * now an error; Python's ints would grow), repetitions and steps that overflowed or never ended,
+ * sorting an empty list (memcpy from NULL), and templates that loop without end (a render is
+ * bounded in memory). */
+static void test_limits(void **state) {
+    (void)state;
+    static const struct { const char *src, *want; } ok[] = {
+        {"{{ [] | sort }}|{{ missing | sort }}", "[]|[]"},
+        {"{{ 7 % -3 }} {{ -7 % 3 }} {{ -9223372036854775807 % 3 }} {{ (-2) ** 63 }} {{ 1 ** 9223372036854775807 }}",
+         "-2 2 2 -9223372036854775808 1"},
+        {"[{{ '' * 9223372036854775807 }}][{{ ([] * 9223372036854775807) | length }}]", "[][0]"},
+        {"{{ [1, 2, 3, 4, 5, 6][4::9223372036854775807] }} {{ 'abcdef'[1::9223372036854775807] }}", "[5] b"},
+        {"{{ range(9223372036854775806, 9223372036854775807, 4611686018427387904) | list }}", "[9223372036854775806]"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        char *out = NULL;
+        mt_err err = {{0}};
+        if (render_str(ok[i].src, "[]", &out, &err)) fail_msg("%s: %s", ok[i].src, err.msg);
+        assert_string_equal(out, ok[i].want);
+        free(out);
+    }
+    static const struct { const char *src, *needle; } bad[] = {
+        {"{{ 1152921504606846976 * 1024 }}", "integer overflow"},
+        {"{{ 2 ** 64 }}", "integer overflow"},
+        {"{{ -9223372036854775807 - 2 }}", "integer overflow"},
+        {"{{ (-9223372036854775807 - 1) // -1 }}", "integer overflow"},
+        {"{{ 'abcd' * 4611686018427387904 }}", "repetition too large"},
+        {"{{ 'x' | indent(9223372036854775807) }}", "width too large"},
+        {"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "MiB"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *out = NULL;
+        mt_err err = {{0}};
+        if (render_str(bad[i].src, "[]", &out, &err) != -1) fail_msg("%s rendered '%s'", bad[i].src, out);
+        if (!strstr(err.msg, bad[i].needle)) fail_msg("%s: '%s' lacks '%s'", bad[i].src, err.msg, bad[i].needle);
+    }
+}
+
 /* tests/chat/snippets_expected.json: small templates over the interpreter's subset, rendered by
  * jinja2 in transformers' environment (tests/chat/snippets.py). */
 static void test_snippets(void **state) {
@@ -316,6 +354,7 @@ int main(void) {
         cmocka_unit_test(test_renderings),
         cmocka_unit_test(test_snippets),
         cmocka_unit_test(test_errors_name_line),
+        cmocka_unit_test(test_limits),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

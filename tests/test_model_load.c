@@ -159,9 +159,23 @@ static void test_no_checkpoint(void **state) {
     remove_dir();
 }
 
+/* A complete mixtral config but for its closing brace. */
+#define MIXTRAL_FIELDS                                                                                    \
+    "{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"  \
+    " \"num_attention_heads\": 4, \"num_local_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8"
+
 static void test_bad_configs(void **state) {
     (void)state;
+    mt_config ok;
+    mt_err ok_err;
+    if (mt_config_parse(&ok, MIXTRAL_FIELDS "}", &ok_err)) fail_msg("%s", ok_err.msg);
     static const struct { const char *json, *needle; } cases[] = {
+        /* found by fuzz/fuzz_config.c: accepted, then NaN/inf in every norm or rotary angle */
+        {MIXTRAL_FIELDS ", \"rms_norm_eps\": -1}", "rms_norm_eps"},
+        {MIXTRAL_FIELDS ", \"rms_norm_eps\": 1e999}", "rms_norm_eps"},
+        {MIXTRAL_FIELDS ", \"rope_theta\": 1e999}", "rope_theta"},
+        {MIXTRAL_FIELDS ", \"max_position_embeddings\": 0}", "max_position_embeddings"},
+        {MIXTRAL_FIELDS ", \"sliding_window\": -4096}", "sliding_window"},
         {"{\"model_type\": \"qwen3_moe\", ", "JSON"},
         {"[1, 2]", "JSON object"},
         {"{\"model_type\": \"llama\"}", "llama"},

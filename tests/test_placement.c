@@ -181,6 +181,11 @@ static void test_bad_files(void **state) {
                       " \"physical_to_logical_map\": " GOOD_ROWS "}", &none, "\"moe_layers\" differ");
     expect_load_error("nrep.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"num_replicas\": 16,"
                       " \"physical_to_logical_map\": " GOOD_ROWS "}", &none, "\"num_replicas\" is 16");
+    /* found by fuzz/fuzz_placement.c: the value was cast to int first (undefined beyond int's range) */
+    expect_load_error("bigexp.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"num_experts\": 1e78,"
+                      " \"physical_to_logical_map\": " GOOD_ROWS "}", &none, "\"num_experts\" is 1e+78 but");
+    expect_load_error("bigrep.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"num_replicas\": 4294967308,"
+                      " \"physical_to_logical_map\": " GOOD_ROWS "}", &none, "\"num_replicas\" is 4294967308 but");
     mt_placement_opts ep2 = {.ep_size = 2, .num_redundant = -1};
     expect_load_error("ep.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"physical_to_logical_map\": "
                       GOOD_ROWS "}", &ep2, "--ep-size 2 differs from the placement's num_gpus 4");
@@ -459,6 +464,26 @@ static void test_dump_inconsistent(void **state) {
     assert_non_null(strstr(err.msg, "\"placement\" without \"physical_count\""));
 }
 
+/* A dump claiming 100000 MoE layers x 1000000 experts but holding no counts is refused before
+ * anything of that size is allocated (it was: 800 GB, then "out of memory", or an abort). */
+static void test_dump_claims_more_than_it_holds(void **state) {
+    (void)state;
+    enum { LAYERS = 100000 };
+    char *buf = malloc((size_t)LAYERS * 12 + 512), *p = buf;
+    assert_non_null(buf);
+    p += sprintf(p, "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": %d,"
+                    " \"num_experts\": 1000000, \"moe_layers\": [", LAYERS);
+    for (int l = 0; l < LAYERS; l++) p += sprintf(p, "%s%d", l ? "," : "", l);
+    p += sprintf(p, "], \"logical_count\": [");
+    for (int l = 0; l < LAYERS; l++) p += sprintf(p, "%s[]", l ? "," : "");
+    sprintf(p, "]}");
+    mt_stat_dump d;
+    mt_err err = {{0}};
+    assert_int_equal(mt_stat_dump_parse(buf, strlen(buf), "claims.json", &d, &err), -1);
+    if (!strstr(err.msg, "logical_count[0] must be an array of num_experts = 1000000 counts")) fail_msg("%s", err.msg);
+    free(buf);
+}
+
 static int setup(void **state) {
     (void)state;
     return tmp_dir_make("placement_test_");
@@ -478,6 +503,7 @@ int main(void) {
         cmocka_unit_test(test_dispatch_balanced),
         cmocka_unit_test(test_recorder_physical),
         cmocka_unit_test(test_dump_inconsistent),
+        cmocka_unit_test(test_dump_claims_more_than_it_holds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -4,6 +4,7 @@
  * >= 99% of (token, MoE layer) pairs, greedy tokens equal; for the transformers-saved single file
  * and the sharded hub-layout copy; and through `moetrace run` end to end. */
 #include <math.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -115,12 +116,54 @@ static void test_cli_run(void **state) {
     mt_npy_free(&tokens);
 }
 
+/* A version 1.0 .npy file of float32 with the given shape text and data_bytes zero bytes of data. */
+static void write_npy(const char *path, const char *shape, size_t data_bytes) {
+    char header[256];
+    int n = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }", shape);
+    while ((10 + n + 1) % 64) header[n++] = ' ';
+    header[n++] = '\n';
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    unsigned char magic[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff), (unsigned char)(n >> 8)};
+    fwrite(magic, 1, sizeof magic, f);
+    fwrite(header, 1, (size_t)n, f);
+    for (size_t i = 0; i < data_bytes; i++) fputc(0, f);
+    fclose(f);
+}
+
+/* Shapes that are negative, or whose element count overflows into the data's size, are refused
+ * (found by fuzz/fuzz_npy.c: the count wrapped and readers went far past the data). */
+static void test_npy_malformed(void **state) {
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/npy_malformed.npy", MT_BINARY_DIR);
+    const struct { const char *shape; size_t bytes; bool ok; } cases[] = {
+        {"(2, 3)", 24, true},
+        {"(0, 5)", 0, true},
+        {"(-1, -4)", 16, false},
+        {"(4611686018427387905,)", 4, false},          /* 2^62 + 1 elements: 4 x count wraps to 4 bytes */
+        {"(129, 99999999999999999999)", 4, false},    /* strtoll saturates; the product overflows */
+        {"(3,)", 8, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        write_npy(path, cases[i].shape, cases[i].bytes);
+        mt_npy a;
+        mt_err err = {{0}};
+        int rc = mt_npy_read(path, &a, &err);
+        if ((rc == 0) != cases[i].ok) fail_msg("shape %s: rc %d (%s)", cases[i].shape, rc, err.msg);
+        if (rc == 0) mt_npy_free(&a);
+        else assert_non_null(strstr(err.msg, path));
+    }
+    remove(path);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_transformers),
         cmocka_unit_test(test_sharded_hub_layout),
         cmocka_unit_test(test_cli_run),
+        cmocka_unit_test(test_npy_malformed),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

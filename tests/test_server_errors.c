@@ -22,6 +22,9 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "chat/chat_template.h"
+#include "model/config.h"
+#include "server/request_body.h"
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
@@ -317,6 +320,45 @@ static void test_loading_api_key_and_many_experts(void **state) {
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
 
+/* Request bodies parsed in-process (server/request_body.h), with a tokenizer that adds no special
+ * tokens: a text prompt that encodes to nothing is a 400, not a double free (found by
+ * fuzz/fuzz_request.c). */
+static void test_request_bodies(void **state) {
+    (void)state;
+    mt_config cfg;
+    mt_tokenizer *tok;
+    mt_chat_template *empty;
+    mt_err err;
+    if (mt_config_load(&cfg, MODEL, &err)) fail_msg("%s", err.msg);
+    if (mt_tokenizer_load(&tok, MT_SOURCE_DIR "/tests/tokenizer/ms", &err)) fail_msg("%s", err.msg);
+    if (mt_chat_template_from_string(&empty, "{{ '' }}", NULL, NULL, &err)) fail_msg("%s", err.msg);
+    mt_request_ctx ctx = {.cfg = &cfg, .tokenizer = tok, .chat_template = empty};
+    const struct { mt_body_kind kind; const char *body; int status; const char *needle; } cases[] = {
+        {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\"}", 0, NULL},
+        {MT_BODY_GENERATE, "{\"text\": \"\"}", 400, "no tokens"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": \"\"}", 400, "no tokens"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": [\"\"]}", 400, "no tokens"},
+        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 400, "no tokens"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        mt_gen_request r;
+        mt_api_error e = {0};
+        int rc = mt_request_parse(&ctx, cases[i].kind, cases[i].body, strlen(cases[i].body), &r, &e);
+        if (cases[i].status == 0) {
+            if (rc) fail_msg("case %zu: %s", i, e.message);
+            assert_true(r.n_prompt > 0);
+            assert_string_equal(r.rid, "r1");
+            mt_gen_request_free(&r);
+            continue;
+        }
+        assert_int_equal(rc, -1);
+        assert_int_equal(e.status, cases[i].status);
+        if (!strstr(e.message, cases[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, e.message, cases[i].needle);
+    }
+    mt_chat_template_free(empty);
+    mt_tokenizer_free(tok);
+}
+
 static void test_bad_flags(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -350,6 +392,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_loading_api_key_and_many_experts),
         cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_request_bodies),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

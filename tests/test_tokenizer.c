@@ -312,6 +312,80 @@ static void load_errors(void **state) {
     rmdir(dir);
 }
 
+/* Bad ids and merges in tokenizer.json, found by fuzz/fuzz_tokenizer_load.c: each is a load error
+ * (they were: a leak, a 16 GB table, a float-to-int cast out of range, ids outside the vocabulary
+ * emitted by encode). */
+static void load_bad_ids(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mt_tok_XXXXXX", p[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+#define VOCAB "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": []}"
+    static const struct { const char *json, *needle; } cases[] = {
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\", \"a  b\"]}}",
+         "merges[1]"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}", "model.vocab['a']"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0.5}, \"merges\": []}}", "model.vocab['a']"},
+        {VOCAB ", \"added_tokens\": [{\"id\": 3e9, \"content\": \"x\"}]}", "added_tokens[0]"},
+        {VOCAB ", \"added_tokens\": [{\"id\": 2000000000, \"content\": \"x\"}]}", "added_tokens[0]"},
+        {VOCAB ", \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"s\"}},"
+               " {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"s\": {\"ids\": [1e10]}}}}", "invalid id"},
+        {VOCAB ", \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"s\"}},"
+               " {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"s\": {\"ids\": [5]}}}}", "outside the vocabulary"},
+    };
+#undef VOCAB
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        mt_tokenizer *tok = NULL;
+        mt_err err = {{0}};
+        write_file(p, cases[i].json);
+        if (mt_tokenizer_load(&tok, p, &err) != -1) fail_msg("case %zu loaded", i);
+        if (!strstr(err.msg, cases[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, cases[i].needle);
+    }
+    unlink(p);
+    rmdir(dir);
+}
+
+/* Feeds tokens (by name) one at a time, then finishes; returns everything the stream emitted. */
+static char *stream_all(const mt_tokenizer *tok, const char *const *names, int n) {
+    mt_detok_stream *s = mt_detok_stream_new(tok, 0);
+    char *all = calloc(1, 256), *text;
+    size_t len;
+    mt_err err;
+    for (int i = 0; i <= n; i++) {
+        int32_t id = i < n ? mt_tokenizer_token_to_id(tok, names[i]) : -1;
+        assert_true(i == n || id >= 0);
+        int rc = i < n ? mt_detok_stream_feed(s, &id, 1, &text, &len, &err) : mt_detok_stream_finish(s, &text, &len, &err);
+        if (rc) fail_msg("%s", err.msg);
+        assert_true(strlen(all) + len < 256);
+        strcat(all, text);
+        free(text);
+    }
+    mt_detok_stream_free(s);
+    return all;
+}
+
+/* A byte-fallback byte that turns the bytes before it into U+FFFD rewrites text the stream already
+ * returned. It can not be taken back; the stream goes on from the next whole character (the
+ * library's DecodeStream, and this one before, failed for every later id, so a server lost the rest
+ * of the generation's text; found by fuzz/fuzz_tokenizer_text.c). */
+static void detok_stream_rewrites(void **state) {
+    (void)state;
+    mt_tokenizer *tok;
+    mt_err err;
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/tokenizer/sp", MT_SOURCE_DIR);
+    if (mt_tokenizer_load(&tok, path, &err)) fail_msg("%s", err.msg);
+    static const char *const mid[] = {"<0x22>", "<0xEA>", "<0x14>", "etur", "etur"}; /* '"' then invalid bytes */
+    char *got = stream_all(tok, mid, 5);
+    assert_string_equal(got, "\"\xEF\xBF\xBD\xEF\xBF\xBD" "eturetur"); /* decode: three U+FFFD, eturetur */
+    free(got);
+    static const char *const end[] = {"<0x0A>", "<0x0A>", "<0x86>"}; /* rewritten at finish() */
+    got = stream_all(tok, end, 3);
+    assert_string_equal(got, "\n\n\xEF\xBF\xBD");
+    free(got);
+    mt_tokenizer_free(tok);
+}
+
 /* Encodes text with a tokenizer.json written from parts; returns the ids as "a,b,c". */
 static void encode_with(const char *norm, const char *pretok, const char *text, const char *want) {
     char dir[] = "/tmp/mt_tokc_XXXXXX", p[256];
@@ -437,6 +511,7 @@ int main(void) {
         cmocka_unit_test_prestate(real, (void *)names[4]),    cmocka_unit_test_prestate(real, (void *)names[5]),
         cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
         cmocka_unit_test(components),                          cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),
+        cmocka_unit_test(load_bad_ids),                        cmocka_unit_test(detok_stream_rewrites),
         cmocka_unit_test(cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -91,9 +91,17 @@ typedef struct jctx {
     jbuf *out;
     int loop_ctl; /* 1 break, 2 continue */
     int depth;
+    size_t allocated; /* bytes taken from the arena by this render (jx_alloc) */
 } jctx;
 
+/* A render may take at most this much memory: a template that loops or repeats without end (or
+ * builds ever longer strings) fails with an error instead of exhausting the process. */
+#define JX_MAX_RENDER_BYTES ((size_t)512 << 20)
+
 _Noreturn void jx_fail(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* True when a + b leaves int64_t: integer arithmetic fails then, and loops stepping i by b end. */
+static inline int jx_add_overflows(int64_t a, int64_t b) { return b > 0 ? a > INT64_MAX - b : a < INT64_MIN - b; }
 void *jx_alloc(jctx *c, size_t n);
 
 jv jv_undef(const char *hint);

@@ -130,7 +130,10 @@ static jv do_slice(jctx *c, int line, jv obj, jv lo, jv hi, jv st) {
     int64_t stop = slice_bound(c, line, hi, step < 0 ? -1 : L, len, step);
     if (obj.k == JV_LIST) {
         jv out = jv_list_new(c, 0);
-        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) jv_list_push(c, out, obj.u.l->v[i]);
+        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+            jv_list_push(c, out, obj.u.l->v[i]);
+            if (jx_add_overflows(i, step)) break;
+        }
         return out;
     }
     /* string: ascii fast path for contiguous ranges */
@@ -142,8 +145,10 @@ static jv do_slice(jctx *c, int line, jv obj, jv lo, jv hi, jv st) {
     offs[len] = obj.n;
     jbuf b = {0};
     jb_put(c, &b, "", 0);
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
         jb_put(c, &b, obj.u.s + offs[i], offs[i + 1] - offs[i]);
+        if (jx_add_overflows(i, step)) break;
+    }
     return jv_strn(b.p, b.n);
 }
 
@@ -229,6 +234,41 @@ static int64_t py_floordiv(int64_t a, int64_t b) {
     return q;
 }
 
+/* Python's ints are unbounded, these are 64-bit: a result that does not fit is an error rather than
+ * undefined behaviour or a wrong number. */
+static int mul_overflows(int64_t a, int64_t b) {
+    if (a == 0 || b == 0) return 0;
+    if (a == -1 || b == -1) return a == INT64_MIN || b == INT64_MIN;
+    if (a > 0) return b > 0 ? a > INT64_MAX / b : b < INT64_MIN / a;
+    return b > 0 ? a < INT64_MIN / b : a < INT64_MAX / b;
+}
+
+static jv int_op(jctx *c, int line, int op, int64_t x, int64_t y) {
+    int ovf = 0;
+    int64_t r = 0;
+    switch (op) {
+    case JOP_ADD: ovf = jx_add_overflows(x, y), r = ovf ? 0 : x + y; break;
+    case JOP_SUB: ovf = y == INT64_MIN ? x >= 0 : jx_add_overflows(x, -y), r = ovf ? 0 : x - y; break;
+    case JOP_MUL: ovf = mul_overflows(x, y), r = ovf ? 0 : x * y; break;
+    case JOP_FLOORDIV: ovf = x == INT64_MIN && y == -1, r = ovf ? 0 : py_floordiv(x, y); break;
+    case JOP_MOD: /* the sign of the divisor, as Python */
+        r = y == -1 ? 0 : x % y;
+        if (r != 0 && (r < 0) != (y < 0)) r += y;
+        break;
+    case JOP_POW: /* y >= 0; beyond |x| <= 1 the loop overflows within 64 steps */
+        if (x == 0 || x == 1) r = x == 1 || y == 0;
+        else if (x == -1) r = y % 2 ? -1 : 1;
+        else {
+            r = 1;
+            for (int64_t i = 0; i < y && !ovf; i++) ovf = mul_overflows(r, x), r = ovf ? 0 : r * x;
+        }
+        break;
+    default: break;
+    }
+    if (ovf) jx_fail(c, line, "integer overflow: the result does not fit in 64 bits");
+    return jv_int(r);
+}
+
 static jv binop(jctx *c, int line, int op, jv a, jv b) {
     static const char *const names[] = {"", "+", "-", "*", "/", "//", "%", "**", "~"};
     if (op == JOP_TILDE) {
@@ -243,15 +283,15 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
         int64_t x = a.u.i, y = b.u.i;
         double fx = num_f(a), fy = num_f(b);
         switch (op) {
-        case JOP_ADD: return fl ? jv_float(fx + fy) : jv_int(x + y);
-        case JOP_SUB: return fl ? jv_float(fx - fy) : jv_int(x - y);
-        case JOP_MUL: return fl ? jv_float(fx * fy) : jv_int(x * y);
+        case JOP_ADD: return fl ? jv_float(fx + fy) : int_op(c, line, op, x, y);
+        case JOP_SUB: return fl ? jv_float(fx - fy) : int_op(c, line, op, x, y);
+        case JOP_MUL: return fl ? jv_float(fx * fy) : int_op(c, line, op, x, y);
         case JOP_DIV:
             if (fy == 0) jx_fail(c, line, "division by zero");
             return jv_float(fx / fy);
         case JOP_FLOORDIV:
             if (fy == 0) jx_fail(c, line, "integer division or modulo by zero");
-            return fl ? jv_float(floor(fx / fy)) : jv_int(py_floordiv(x, y));
+            return fl ? jv_float(floor(fx / fy)) : int_op(c, line, op, x, y);
         case JOP_MOD:
             if (fy == 0) jx_fail(c, line, "integer division or modulo by zero");
             if (fl) {
@@ -259,14 +299,8 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
                 if (r != 0 && ((r < 0) != (fy < 0))) r += fy;
                 return jv_float(r);
             }
-            return jv_int(x - py_floordiv(x, y) * y);
-        case JOP_POW:
-            if (!fl && y >= 0) {
-                int64_t r = 1;
-                for (int64_t i = 0; i < y && i < 64; i++) r *= x;
-                return jv_int(r);
-            }
-            return jv_float(pow(fx, fy));
+            return int_op(c, line, op, x, y);
+        case JOP_POW: return !fl && y >= 0 ? int_op(c, line, op, x, y) : jv_float(pow(fx, fy));
         default: break;
         }
     }
@@ -294,7 +328,8 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
     if (op == JOP_MUL && ((a.k == JV_STR && (b.k == JV_INT || b.k == JV_BOOL)) || (b.k == JV_STR && (a.k == JV_INT || a.k == JV_BOOL)))) {
         jv s = a.k == JV_STR ? a : b;
         int64_t k = a.k == JV_STR ? b.u.i : a.u.i;
-        if (k > 0 && s.n * (size_t)k > ((size_t)1 << 30)) jx_fail(c, line, "string repetition too large");
+        if (s.n == 0) k = 0; /* nothing to repeat, however often */
+        if (k > 0 && (size_t)k > ((size_t)1 << 30) / s.n) jx_fail(c, line, "string repetition too large");
         jbuf buf = {0};
         jb_put(c, &buf, "", 0);
         for (int64_t i = 0; i < k; i++) jb_put(c, &buf, s.u.s, s.n);
@@ -303,7 +338,8 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
     if (op == JOP_MUL && ((a.k == JV_LIST && !a.gen && (b.k == JV_INT)) || (b.k == JV_LIST && !b.gen && a.k == JV_INT))) {
         jv l = a.k == JV_LIST ? a : b;
         int64_t k = a.k == JV_LIST ? b.u.i : a.u.i;
-        if (k > 0 && l.u.l->n * (size_t)k > ((size_t)1 << 24)) jx_fail(c, line, "list repetition too large");
+        if (l.u.l->n == 0) k = 0;
+        if (k > 0 && (size_t)k > ((size_t)1 << 24) / l.u.l->n) jx_fail(c, line, "list repetition too large");
         jv out = jv_list_new(c, 0);
         for (int64_t i = 0; i < k; i++)
             for (size_t j = 0; j < l.u.l->n; j++) jv_list_push(c, out, l.u.l->v[j]);
@@ -499,7 +535,7 @@ jv jx_eval(jctx *c, const jnode *e) {
     }
     case JN_UNARY: {
         jv a = jx_eval(c, e->a);
-        if (a.k == JV_INT || a.k == JV_BOOL) return jv_int(e->op == JOP_SUB ? -a.u.i : a.u.i);
+        if (a.k == JV_INT || a.k == JV_BOOL) return e->op == JOP_SUB ? int_op(c, e->line, JOP_SUB, 0, a.u.i) : jv_int(a.u.i);
         if (a.k == JV_FLOAT) return jv_float(e->op == JOP_SUB ? -a.u.f : a.u.f);
         if (a.k == JV_UNDEF) fail_undefined(c, e->line, a);
         jx_fail(c, e->line, "bad operand type for unary %c: '%s'", e->op == JOP_SUB ? '-' : '+', jv_kind_name(a));

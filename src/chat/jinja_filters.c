@@ -113,7 +113,7 @@ static jv sort_list(jctx *c, int line, jv items, jv *keys, int reverse) {
     size_t n = items.u.l->n;
     jv out = jv_list_new(c, n);
     jv *vals = jx_alloc(c, (n + 1) * sizeof(jv)), *tk = jx_alloc(c, (n + 1) * sizeof(jv)), *tv = jx_alloc(c, (n + 1) * sizeof(jv));
-    memcpy(vals, items.u.l->v, n * sizeof(jv));
+    if (n) memcpy(vals, items.u.l->v, n * sizeof(jv)); /* an empty list may have no array */
     sortctx sc = {c, line, reverse};
     msort(&sc, keys, vals, tk, tv, n);
     for (size_t i = 0; i < n; i++) jv_list_push(c, out, vals[i]);
@@ -181,6 +181,7 @@ static jv do_indent(jctx *c, int line, jv s, jv width, int first, int blank) {
     jbuf ind = {0};
     jb_put(c, &ind, "", 0);
     if (width.k == JV_STR) jb_put(c, &ind, width.u.s, width.n);
+    else if (width.k == JV_INT && width.u.i > (int64_t)JX_MAX_RENDER_BYTES) jx_fail(c, line, "indent: width too large");
     else if (width.k == JV_INT) for (int64_t i = 0; i < width.u.i; i++) jb_putc(c, &ind, ' ');
     else jx_fail(c, line, "indent: width must be an int or a string");
     /* s += "\n"; split into lines (\n, \r\n, \r) */
@@ -645,6 +646,7 @@ static jv g_range(jctx *c, int line, jv *args, int nargs, const char **kwn, jv *
     for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
         if (out.u.l->n >= 100000) jx_fail(c, line, "range too big");
         jv_list_push(c, out, jv_int(i));
+        if (jx_add_overflows(i, step)) break;
     }
     return out;
 }

@@ -65,6 +65,9 @@ void jx_fail(jctx *c, int line, const char *fmt, ...) {
 }
 
 void *jx_alloc(jctx *c, size_t n) {
+    if (n > JX_MAX_RENDER_BYTES - c->allocated)
+        jx_fail(c, 0, "rendering needs more than %zu MiB", JX_MAX_RENDER_BYTES >> 20);
+    c->allocated += n;
     void *p = ja_alloc(c->a, n);
     if (!p) jx_fail(c, 0, "out of memory");
     return p;

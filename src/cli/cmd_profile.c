@@ -14,6 +14,7 @@
 #include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/dataset.h"
 #include "cli/model_open.h"
 #include "cli/placement_flags.h"
 #include "engine/engine.h"
@@ -94,122 +95,6 @@ static int parse(profile_args *a, int argc, char **argv) {
     }
     if (!a->model || !a->data || !a->out) {
         fprintf(stderr, "moetrace: profile: --model, --data and --out are required\n");
-        return -1;
-    }
-    return 0;
-}
-
-/* ---- dataset ------------------------------------------------------------------------------ */
-
-typedef struct dataset {
-    int32_t **ids;
-    int *len;
-    int n;
-} dataset;
-
-static void dataset_free(dataset *d) {
-    for (int i = 0; i < d->n; i++) free(d->ids[i]);
-    free(d->ids);
-    free(d->len);
-}
-
-typedef struct text_tools {
-    const char *model_dir;
-    mt_tokenizer *tok;
-    mt_chat_template *tpl;
-} text_tools;
-
-static int encode_line(text_tools *t, const cJSON *line, int32_t **ids, int *n, mt_err *err) {
-    const cJSON *input = cJSON_GetObjectItemCaseSensitive(line, "input_ids");
-    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(line, "prompt");
-    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(line, "messages");
-    if (input) {
-        if (!cJSON_IsArray(input) || cJSON_GetArraySize(input) == 0) return mt_errf(err, "'input_ids' must be a non-empty list");
-        int count = cJSON_GetArraySize(input), i = 0;
-        *ids = malloc((size_t)count * sizeof **ids);
-        const cJSON *it;
-        cJSON_ArrayForEach(it, input) {
-            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0 ||
-                it->valuedouble > 2147483647.0) {
-                free(*ids);
-                return mt_errf(err, "'input_ids' entry %d is not a non-negative integer", i);
-            }
-            (*ids)[i++] = (int32_t)it->valuedouble;
-        }
-        *n = count;
-        return 0;
-    }
-    if (!prompt && !messages) return mt_errf(err, "expected one of 'prompt', 'messages' or 'input_ids'");
-    if (!t->tok) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/tokenizer.json", t->model_dir);
-        if (mt_tokenizer_load(&t->tok, t->model_dir, err)) return -1;
-    }
-    char *rendered = NULL;
-    const char *text;
-    if (messages) {
-        if (!cJSON_IsArray(messages)) return mt_errf(err, "'messages' must be a list");
-        if (!t->tpl && mt_chat_template_load(&t->tpl, t->model_dir, err)) return -1;
-        if (mt_chat_render(t->tpl, messages, cJSON_GetObjectItemCaseSensitive(line, "tools"), 1, NULL, &rendered, err))
-            return -1;
-        text = rendered;
-    } else {
-        if (!cJSON_IsString(prompt)) return mt_errf(err, "'prompt' must be a string");
-        text = prompt->valuestring;
-    }
-    size_t count = 0;
-    int rc = mt_tokenizer_encode(t->tok, text, strlen(text), !messages, ids, &count, err);
-    free(rendered);
-    if (rc) return -1;
-    if (count == 0) {
-        free(*ids);
-        return mt_errf(err, "the prompt encodes to no tokens");
-    }
-    *n = (int)count;
-    return 0;
-}
-
-static int load_dataset(const char *path, text_tools *t, dataset *d) {
-    memset(d, 0, sizeof *d);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "moetrace: --data %s: cannot open\n", path);
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int lineno = 0, cap_n = 0;
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        char *p = line;
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-        if (!*p) continue;
-        cJSON *obj = cJSON_Parse(p);
-        mt_err err = {{0}};
-        int32_t *ids = NULL;
-        int n = 0;
-        int rc = !obj || !cJSON_IsObject(obj) ? mt_errf(&err, "not a JSON object") : encode_line(t, obj, &ids, &n, &err);
-        cJSON_Delete(obj);
-        if (rc) {
-            fprintf(stderr, "moetrace: %s line %d: %s\n", path, lineno, err.msg);
-            free(line);
-            fclose(f);
-            dataset_free(d);
-            return -1;
-        }
-        if (d->n == cap_n) {
-            cap_n = cap_n ? cap_n * 2 : 64;
-            d->ids = realloc(d->ids, (size_t)cap_n * sizeof *d->ids);
-            d->len = realloc(d->len, (size_t)cap_n * sizeof *d->len);
-        }
-        d->ids[d->n] = ids;
-        d->len[d->n++] = n;
-    }
-    free(line);
-    fclose(f);
-    if (d->n == 0) {
-        fprintf(stderr, "moetrace: --data %s: no requests\n", path);
         return -1;
     }
     return 0;
@@ -378,15 +263,16 @@ int cmd_profile(int argc, char **argv) {
         return 1;
     }
     const mt_config *c = &model.cfg;
-    text_tools tools = {a.model, NULL, NULL};
-    dataset d;
+    mt_text_tools tools = {a.model, NULL, NULL};
+    mt_dataset d;
     int rc = 1;
     mt_recorder *stat = NULL, *tok_rec = NULL;
     mt_engine *engine = NULL;
     profile_state st = {0};
     mt_placement placement = {0};
     int64_t *phys = NULL;
-    if (load_dataset(a.data, &tools, &d)) {
+    if (mt_dataset_load(a.data, &tools, &d, &err)) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
         mt_tokenizer_free(tools.tok);
         mt_chat_template_free(tools.tpl);
         mt_model_free(&model);
@@ -516,7 +402,7 @@ done:
     free(st.pairs);
     free(phys);
     mt_placement_free(&placement);
-    dataset_free(&d);
+    mt_dataset_free(&d);
     mt_tokenizer_free(tools.tok);
     mt_chat_template_free(tools.tpl);
     mt_kernels_shutdown();

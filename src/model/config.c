@@ -2,6 +2,7 @@
  * forward pass only reads the resulting fields. */
 #include "model/config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,8 @@ static int parse_rope(mt_config *cfg, const cJSON *root, mt_err *err) {
         if (type && strcmp(type, "default") != 0)
             return mt_errf(err, "config.json: rope type '%s' is not supported (only 'default')", type);
     }
-    if (!(cfg->rope_theta > 0.0f)) return mt_errf(err, "config.json: rope_theta must be positive");
+    if (!(cfg->rope_theta > 0.0f) || isinf(cfg->rope_theta))
+        return mt_errf(err, "config.json: rope_theta must be a positive finite number");
     return 0;
 }
 
@@ -142,10 +144,15 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
     GET(bool, "attention_bias", &cfg->attention_bias);
     GET(bool, "qkv_bias", &cfg->attention_bias);
     GET(bool, "tie_word_embeddings", &cfg->tie_word_embeddings);
+    if (!(cfg->rms_norm_eps >= 0.0f) || isinf(cfg->rms_norm_eps)) {
+        mt_errf(err, "config.json: rms_norm_eps must be a finite non-negative number");
+        goto done;
+    }
     if (require_positive("vocab_size", cfg->vocab_size, err) || require_positive("hidden_size", cfg->hidden_size, err) ||
         require_positive("num_hidden_layers", cfg->num_hidden_layers, err) ||
         require_positive("num_attention_heads", cfg->num_attention_heads, err) ||
-        require_positive("num_key_value_heads", cfg->num_key_value_heads, err))
+        require_positive("num_key_value_heads", cfg->num_key_value_heads, err) ||
+        require_positive("max_position_embeddings", cfg->max_position_embeddings, err))
         goto done;
     if (cfg->num_hidden_layers > MT_MAX_LAYERS) {
         mt_errf(err, "config.json: num_hidden_layers %d exceeds the supported %d", cfg->num_hidden_layers, MT_MAX_LAYERS);
@@ -175,6 +182,10 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
         goto done;
     }
     if (a->arch == MT_ARCH_MIXTRAL) GET(int, "sliding_window", &cfg->sliding_window);
+    if (cfg->sliding_window < 0) {
+        mt_errf(err, "config.json: sliding_window %d must not be negative", cfg->sliding_window);
+        goto done;
+    }
     if (parse_rope(cfg, root, err)) goto done;
 
     GET(int, "num_experts", &cfg->num_experts);

@@ -158,8 +158,8 @@ static int check_optional(const cJSON *root, const char *key, int want, const ch
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return mt_errf(err, "%s: \"%s\" must be an integer", name, key);
-    if ((int)v->valuedouble != want)
-        return mt_errf(err, "%s: \"%s\" is %d but %s %d", name, key, (int)v->valuedouble, what, want);
+    if (v->valuedouble != want) /* compared as doubles: the value may be far outside int */
+        return mt_errf(err, "%s: \"%s\" is %.15g but %s %d", name, key, v->valuedouble, what, want);
     return 0;
 }
 

@@ -145,14 +145,18 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
     if (cJSON_GetArraySize(lc) != nl)
         return mt_errf(err, "%s: logical_count has %d rows, expected num_hidden_layers = %d", name,
                        cJSON_GetArraySize(lc), (int)nl);
-    d->moe_count = malloc((size_t)nm * (size_t)ne * sizeof *d->moe_count);
-    if (!d->moe_count) return mt_errf(err, "%s: out of memory for %d x %d counts", name, nm, (int)ne);
     int layer = 0, m = 0;
     const cJSON *row;
-    cJSON_ArrayForEach(row, lc) {
+    cJSON_ArrayForEach(row, lc) { /* before allocating: the counts must be there, not just claimed */
         if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != ne)
             return mt_errf(err, "%s: logical_count[%d] must be an array of num_experts = %d counts", name, layer,
                            (int)ne);
+        layer++;
+    }
+    d->moe_count = malloc((size_t)nm * (size_t)ne * sizeof *d->moe_count);
+    if (!d->moe_count) return mt_errf(err, "%s: out of memory for %d x %d counts", name, nm, (int)ne);
+    layer = 0;
+    cJSON_ArrayForEach(row, lc) {
         if (m < nm && d->moe_layers[m] == layer) {
             int e = 0;
             const cJSON *c;

@@ -4,15 +4,13 @@
 #include <string.h>
 
 #include "server/job_run.h"
-#include "server/request_params.h"
+#include "server/request_body.h"
 #include "server/server_internal.h"
-
-#define SGLANG_DEFAULT_MAX_NEW_TOKENS 128
 
 typedef struct generate_reply {
     const mt_config *cfg;
     bool with_text;
-    char id[80];
+    char id[MT_REQUEST_RID_LEN];
     int emitted;          /* output tokens already streamed */
 } generate_reply;
 
@@ -51,67 +49,24 @@ static void format_event(void *ctx, mt_gen_job *j, bool final, mt_strbuf *out) {
 
 int mt_api_generate(mt_http_request *rq) {
     mt_server *s = rq->server;
-    const mt_config *cfg = &s->b.model->cfg;
     mt_api_error e;
-    mt_gen_params p = {0};
-    int32_t *prompt = NULL;
-    int n_prompt = 0;
-    bool max_given = false, stream = false;
-    cJSON *body = cJSON_ParseWithLength(rq->body, rq->body_len);
-    if (!body || !cJSON_IsObject(body)) {
-        cJSON_Delete(body);
-        return mt_reply_errorf(rq, 400, "the request body is not a JSON object");
-    }
-    const cJSON *text = mt_params_field(body, "text"), *ids = mt_params_field(body, "input_ids"), *rid = mt_params_field(body, "rid");
-    const cJSON *logprob = mt_params_field(body, "return_logprob");
-    mt_param_caps caps = {cfg, s->b.tokenizer != NULL, s->b.enable_return_routing};
+    mt_gen_request r;
+    mt_request_ctx c;
+    mt_server_request_ctx(s, &c);
+    if (mt_request_parse(&c, MT_BODY_GENERATE, rq->body, rq->body_len, &r, &e)) return mt_reply_error(rq, &e);
     generate_reply *g = calloc(1, sizeof *g);
     if (!g) {
-        mt_api_fail(&e, 500, "out of memory");
-        goto fail;
+        mt_gen_request_free(&r);
+        return mt_reply_errorf(rq, 500, "out of memory");
     }
-    if (!!text == !!ids) {
-        mt_api_fail(&e, 400, "give exactly one of 'text' or 'input_ids'");
-        goto fail;
+    g->cfg = c.cfg;
+    g->with_text = c.tokenizer != NULL;
+    snprintf(g->id, sizeof g->id, "%s", r.rid);
+    mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, &e); /* takes prompt and params */
+    if (!j) {
+        free(g);
+        return mt_reply_error(rq, &e);
     }
-    if ((text && cJSON_IsArray(text)) || (ids && cJSON_IsArray(ids) && cJSON_IsArray(cJSON_GetArrayItem(ids, 0)))) {
-        mt_api_fail(&e, 400, "batched requests (a list of prompts) are not supported; send one request per prompt");
-        goto fail;
-    }
-    if (text && !cJSON_IsString(text)) {
-        mt_api_fail(&e, 400, "'text' must be a string");
-        goto fail;
-    }
-    if (mt_params_bool(body, "stream", &stream, &e) < 0) goto fail;
-    if (logprob && !cJSON_IsFalse(logprob)) {
-        mt_api_fail(&e, 400, "'return_logprob' is not supported by moetrace");
-        goto fail;
-    }
-    if (rid && (!cJSON_IsString(rid) || strlen(rid->valuestring) >= sizeof g->id)) {
-        mt_api_fail(&e, 400, "'rid' must be a string of at most %zu characters", sizeof g->id - 1);
-        goto fail;
-    }
-    if (mt_params_parse_sampling(mt_params_field(body, "sampling_params"), MT_PARAMS_SGLANG, &caps, &p, &max_given, &e) ||
-        mt_params_parse_routing(body, &caps, &p, &e))
-        goto fail;
-    if (text ? mt_params_encode(s->b.tokenizer, text->valuestring, true, &prompt, &n_prompt, &e)
-             : mt_params_parse_ids(ids, "input_ids", &prompt, &n_prompt, &e))
-        goto fail;
-    if (mt_params_fit(&p, max_given, SGLANG_DEFAULT_MAX_NEW_TOKENS, n_prompt, cfg, &e)) goto fail;
-    g->cfg = cfg;
-    g->with_text = s->b.tokenizer != NULL;
-    if (rid) snprintf(g->id, sizeof g->id, "%s", rid->valuestring);
-    cJSON_Delete(body);
-    body = NULL;
-    mt_gen_job *j = mt_job_start(s, prompt, n_prompt, &p, &e); /* takes prompt and p */
-    prompt = NULL;
-    if (!j) goto fail;
     if (!g->id[0]) mt_server_response_id(s, j->id, "", g->id, sizeof g->id);
-    return mt_reply_job(rq, j, stream, format_event, whole_response, g);
-fail:
-    cJSON_Delete(body);
-    free(prompt);
-    mt_gen_params_free(&p);
-    free(g);
-    return mt_reply_error(rq, &e);
+    return mt_reply_job(rq, j, r.stream, format_event, whole_response, g);
 }

@@ -219,13 +219,10 @@ int mt_params_encode(mt_tokenizer *tok, const char *text, bool add_special, int3
     mt_err err;
     if (mt_tokenizer_encode(tok, text, strlen(text), add_special, ids, &count, &err))
         return mt_api_fail(e, 400, "cannot tokenize the prompt: %s", err.msg);
-    if (count == 0) {
+    if (count == 0 || count > 1u << 30) { /* *ids freed and cleared: callers free what they hold */
         free(*ids);
-        return mt_api_fail(e, 400, "the prompt encodes to no tokens");
-    }
-    if (count > 1u << 30) {
-        free(*ids);
-        return mt_api_fail(e, 400, "the prompt is too long");
+        *ids = NULL;
+        return mt_api_fail(e, 400, count ? "the prompt is too long" : "the prompt encodes to no tokens");
     }
     *n = (int)count;
     return 0;

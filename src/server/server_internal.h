@@ -9,6 +9,7 @@
 
 #include "server/http.h"
 #include "server/metrics.h"
+#include "server/request_body.h"
 #include "server/server.h"
 
 struct MHD_Daemon;
@@ -27,6 +28,12 @@ struct mt_server {
     pthread_mutex_t chat_mu;      /* chat template rendering, one at a time */
     time_t started;
 };
+
+/* What the request body parsers (request_body.h) need of the server. */
+static inline void mt_server_request_ctx(mt_server *s, mt_request_ctx *c) {
+    *c = (mt_request_ctx){.cfg = &s->b.model->cfg, .tokenizer = s->b.tokenizer, .chat_template = s->b.chat_template,
+                          .chat_mu = &s->chat_mu, .routing_enabled = s->b.enable_return_routing};
+}
 
 /* A handler: queues a reply on rq and returns its status (mt_reply* return values). */
 typedef int (*mt_handler)(mt_http_request *rq);

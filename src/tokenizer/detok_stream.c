@@ -1,7 +1,8 @@
 /* Incremental detokenizer: the algorithm of the tokenizers library's DecodeStream
  * (tokenizers/src/tokenizer/mod.rs, step_decode_stream): keep a window of ids and the text of its
  * already-emitted prefix; after each new id, decode the window and emit what extends the prefix
- * unless it ends in U+FFFD (an incomplete character). finish() emits what was held back. */
+ * unless it ends in U+FFFD (an incomplete character). finish() emits what was held back. Where the
+ * library's stream fails for good once an id rewrote emitted text, this one goes on (resume_at). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,16 @@ static int empty(char **text, size_t *len) {
     return *text ? 0 : -1;
 }
 
+/* Where the new text of window decode t starts: after the emitted prefix; when the new ids rewrote
+ * that prefix (a byte-fallback byte can turn the bytes before it into U+FFFD), what was emitted can
+ * not be taken back, so the text goes on from the first whole character past its length. */
+static size_t resume_at(const mt_detok_stream *s, const char *t, size_t tl) {
+    size_t from = s->prefix_len;
+    if (memcmp(t, s->prefix, s->prefix_len))
+        while (from < tl && ((unsigned char)t[from] & 0xC0) == 0x80) from++;
+    return from;
+}
+
 static int step(mt_detok_stream *s, int32_t id, tk_buf *out, mt_err *err) {
     char *t;
     size_t tl;
@@ -52,11 +63,8 @@ static int step(mt_detok_stream *s, int32_t id, tk_buf *out, mt_err *err) {
     s->ids[s->n++] = id;
     if (mt_tokenizer_decode(s->tok, s->ids, s->n, s->skip, &t, &tl, err)) return -1;
     if (tl > s->prefix_len && !ends_fffd(t, tl)) {
-        if (memcmp(t, s->prefix, s->prefix_len)) {
-            free(t);
-            return mt_errf(err, "detokenize stream: decoding id %d changed text already emitted", id);
-        }
-        tk_buf_put(out, t + s->prefix_len, tl - s->prefix_len);
+        size_t from = resume_at(s, t, tl);
+        tk_buf_put(out, t + from, tl - from);
         free(t);
         size_t new_index = s->n - s->prefix_index;
         memmove(s->ids, s->ids + s->prefix_index, new_index * sizeof *s->ids);
@@ -91,9 +99,10 @@ int mt_detok_stream_finish(mt_detok_stream *s, char **text, size_t *text_len, mt
     size_t tl;
     if (!s->n) return empty(text, text_len);
     if (mt_tokenizer_decode(s->tok, s->ids, s->n, s->skip, &t, &tl, err)) return -1;
-    if (tl > s->prefix_len && !memcmp(t, s->prefix, s->prefix_len)) {
-        memmove(t, t + s->prefix_len, tl - s->prefix_len + 1);
-        *text = t, *text_len = tl - s->prefix_len;
+    if (tl > s->prefix_len) {
+        size_t from = resume_at(s, t, tl);
+        memmove(t, t + from, tl - from + 1);
+        *text = t, *text_len = tl - from;
     } else {
         free(t);
         if (empty(text, text_len)) return -1;

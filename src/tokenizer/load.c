@@ -31,6 +31,14 @@ static char *dup(const char *s) {
     memcpy(c, s, n);
     return c;
 }
+/* Token ids are integers in [0, MAX_ID): 16x the largest vocabularies in use (~262K), so a bad
+ * file cannot make the id tables (24 bytes per id) huge. */
+#define MAX_ID (1 << 22)
+static int get_id(const cJSON *v, int32_t *id) {
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < MAX_ID)) return -1; /* range before cast */
+    *id = (int32_t)v->valuedouble;
+    return *id == v->valuedouble ? 0 : -1;
+}
 static uint32_t first_char(const char *s) {
     uint32_t cp = 0;
     if (*s) tk_utf8_dec(s, strlen(s), &cp);
@@ -207,12 +215,26 @@ static int parse_post(tk_post *p, const cJSON *o, const char *path, mt_err *err)
             p->items[i].nids = (size_t)cJSON_GetArraySize(ids);
             p->items[i].ids = calloc(p->items[i].nids + 1, sizeof(int32_t));
             for (size_t k = 0; k < p->items[i].nids; k++)
-                p->items[i].ids[k] = (int32_t)cJSON_GetArrayItem(ids, (int)k)->valuedouble;
+                if (get_id(cJSON_GetArrayItem(ids, (int)k), &p->items[i].ids[k]))
+                    return mt_errf(err, "%s: TemplateProcessing special token '%s' has an invalid id", path, id);
         }
     } else {
         return mt_errf(err, "%s: post_processor type '%s' is not supported", path, t);
     }
     return 0;
+}
+
+/* The largest special token id a post-processor adds, -1 when none. */
+static int32_t post_max_id(const tk_post *p) {
+    int32_t m = -1;
+    for (int i = 0; i < p->nitems; i++)
+        for (size_t k = 0; k < p->items[i].nids; k++)
+            if (p->items[i].ids[k] > m) m = p->items[i].ids[k];
+    for (int i = 0; i < p->nsub; i++) {
+        int32_t s = post_max_id(&p->sub[i]);
+        if (s > m) m = s;
+    }
+    return m;
 }
 
 void tk_post_free(tk_post *p) {
@@ -231,9 +253,8 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
     if (!cJSON_IsObject(vocab)) return mt_errf(err, "%s: model.vocab must be an object", path);
     int32_t maxid = -1;
     for (const cJSON *v = vocab->child; v; v = v->next) {
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 2e9)
-            return mt_errf(err, "%s: model.vocab['%s'] is not a valid id", path, v->string);
-        int32_t id = (int32_t)v->valuedouble;
+        int32_t id;
+        if (get_id(v, &id)) return mt_errf(err, "%s: model.vocab['%s'] is not a valid id", path, v->string);
         tk_strmap_put(&m->vocab, v->string, strlen(v->string), id);
         if (id > maxid) maxid = id;
     }
@@ -268,16 +289,17 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
     for (int i = 0; i < nm; i++, e = e->next) {
         const char *a, *b;
         size_t al, bl;
-        if (cJSON_IsString(e)) {
-            const char *sp = strchr(e->valuestring, ' ');
-            if (!sp || strchr(sp + 1, ' '))
-                return mt_errf(err, "%s: model.merges[%d] '%s' is not two tokens separated by one space", path, i,
-                               e->valuestring);
+        const char *sp = cJSON_IsString(e) ? strchr(e->valuestring, ' ') : NULL;
+        if (sp && !strchr(sp + 1, ' ')) {
             a = e->valuestring, al = (size_t)(sp - a), b = sp + 1, bl = strlen(b);
         } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
                    cJSON_IsString(e->child->next)) {
             a = e->child->valuestring, al = strlen(a), b = e->child->next->valuestring, bl = strlen(b);
         } else {
+            tk_buf_free(&joined);
+            if (cJSON_IsString(e))
+                return mt_errf(err, "%s: model.merges[%d] '%s' is not two tokens separated by one space", path, i,
+                               e->valuestring);
             return mt_errf(err, "%s: model.merges[%d] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
         }
         int32_t ia = tk_strmap_get(&m->vocab, a, al), ib = tk_strmap_get(&m->vocab, b, bl);
@@ -303,10 +325,10 @@ static int parse_added(mt_tokenizer *tok, const cJSON *arr, const char *path, mt
         const cJSON *o = cJSON_GetArrayItem(arr, i);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
         const char *c = get_str(o, "content");
-        if (!c || !cJSON_IsNumber(id) || id->valuedouble < 0)
-            return mt_errf(err, "%s: added_tokens[%d] needs \"id\" and \"content\"", path, i);
         tk_added *a = &tok->added[i];
-        a->content = dup(c), a->len = strlen(c), a->id = (int32_t)id->valuedouble;
+        if (!c || get_id(id, &a->id))
+            return mt_errf(err, "%s: added_tokens[%d] needs \"id\" (a token id) and \"content\"", path, i);
+        a->content = dup(c), a->len = strlen(c);
         a->special = get_bool(o, "special", 0);
         a->lstrip = get_bool(o, "lstrip", 0), a->rstrip = get_bool(o, "rstrip", 0);
         a->single_word = get_bool(o, "single_word", 0);
@@ -379,6 +401,11 @@ int tk_load_json(mt_tokenizer *tok, const char *json, size_t len, const char *pa
     for (int i = 0; i < tok->nadded; i++)
         if ((size_t)tok->added[i].id + 1 > vs) vs = (size_t)tok->added[i].id + 1;
     tok->vocab_size = vs;
+    if (tok->post && post_max_id(tok->post) >= (int32_t)vs) {
+        mt_errf(err, "%s: post_processor adds token id %d, outside the vocabulary of %zu ids", path,
+                post_max_id(tok->post), vs);
+        goto out;
+    }
     tok->id_tok = calloc(vs + 1, sizeof *tok->id_tok);
     tok->id_tok_len = calloc(vs + 1, sizeof *tok->id_tok_len);
     for (int32_t i = 0; i < tok->bpe.ntok; i++) tok->id_tok[i] = tok->bpe.tok[i], tok->id_tok_len[i] = tok->bpe.tok_len[i];

@@ -38,7 +38,9 @@ int mt_tokenizer_is_special(const mt_tokenizer *tok, int32_t id);
 
 /* Incremental detokenizer for streaming: feed ids one at a time (or more); each call returns only
  * new complete text (never a trailing partial UTF-8 character). The concatenation of everything
- * returned by feed and then finish equals mt_tokenizer_decode of all the ids. */
+ * returned by feed and then finish equals mt_tokenizer_decode of all the ids, except where an id
+ * changes text already returned (a byte-fallback byte can turn the bytes before it into U+FFFD): that
+ * text stays as returned and the stream goes on from the first whole character after it. */
 typedef struct mt_detok_stream mt_detok_stream;
 mt_detok_stream *mt_detok_stream_new(const mt_tokenizer *tok, int skip_special_tokens);
 /* *text (malloc'd, NUL-terminated, possibly empty) receives the new text. */

@@ -73,17 +73,19 @@ int mt_npy_read(const char *path, mt_npy *out, mt_err *err) {
     if (!s) goto bad;
     s += 10;
     out->count = 1;
+    size_t data_len = len - off - hlen;
     while (*s && *s != ')') {
         char *end;
         long long v = strtoll(s, &end, 10);
         if (end == s) break;
-        if (out->ndim == 8) goto bad;
+        /* dimensions are non-negative and their product must fit the data (no overflow) */
+        if (out->ndim == 8 || v < 0 || (v > 0 && (size_t)out->count > data_len / 4 / (size_t)v)) goto bad;
         out->shape[out->ndim++] = v;
         out->count *= v;
         s = end;
         while (*s == ',' || *s == ' ') s++;
     }
-    if ((size_t)out->count * 4 != len - off - hlen) goto bad;
+    if ((size_t)out->count * 4 != data_len) goto bad;
     out->data = malloc((size_t)out->count * 4 + 1);
     if (!out->data) {
         mt_errf(err, "%s: out of memory", path);

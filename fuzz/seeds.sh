@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Seed corpora of the fuzz targets, made from the repository's own fixtures and docs examples:
+# writes BUILD/seeds/<target>/ (fresh each time). Usage: fuzz/seeds.sh BUILD (a build of
+# fuzz/run.sh: BUILD/moetrace makes the stat dumps and placements).
+set -euo pipefail
+build=$(realpath "$1")
+cd "$(dirname "$0")/.."
+out=$build/seeds
+rm -rf "$out"
+mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,chat_template,request,dataset,stat_dump,placement}
+models=tests/fixtures/models
+
+# safetensors: the fixtures' headers (cut to 16 KiB) and two small whole files.
+for f in $models/*/model.safetensors $models/*_hub/*.safetensors; do
+  head -c 16384 "$f" > "$out/safetensors/$(echo "$f" | tr / _)"
+done
+for f in $models/*_hub/model.safetensors.index.json; do cp "$f" "$out/safetensors_index/$(echo "$f" | tr / _)"; done
+st() { # name header data-bytes: 8-byte little-endian header length, header, data
+  local n=${#2}
+  printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x00' $((n & 255)) $((n >> 8 & 255)) $((n >> 16 & 255)) $((n >> 24 & 255)))%s" "$2" \
+    > "$out/safetensors/$1"
+  head -c "$3" /dev/zero >> "$out/safetensors/$1"
+}
+st two '{"__metadata__":{"format":"pt"},"a":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}}' 16
+st i8 '{"x":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}}' 4
+
+for f in $models/*/config.json $models/*/generation_config.json; do cp "$f" "$out/config/$(echo "$f" | tr / _)"; done
+for f in $models/*/*.npy; do cp "$f" "$out/npy/$(echo "$f" | tr / _)"; done
+for d in bl sp ms; do cp "tests/tokenizer/$d/tokenizer.json" "$out/tokenizer_load/$d.json"; done
+
+# tokenizer_text: each line of the tokenizer corpus, behind a byte that picks tokenizer and flags.
+i=0
+while IFS= read -r line; do
+  printf "\\x$(printf '%02x' $((i % 6)))%s" "$line" > "$out/tokenizer_text/line$i"
+  i=$((i + 1))
+done < tests/tokenizer/corpus.json
+cp tests/chat/templates/*.jinja "$out/chat_template/"
+
+# request: the bodies of the docs' curl examples (-d '...').
+i=0
+for f in docs/API.md README.md; do
+  awk -v dir="$out/request" -v base="$(basename "$f" .md)" 'BEGIN { RS = "-d \x27" }
+    NR > 1 { split($0, a, "\x27"); print a[1] > (dir "/" base NR ".json") }' "$f"
+done
+for f in tests/chat/conversations.json; do
+  printf '{"messages": %s, "max_tokens": 8}' "$(cat "$f")" > "$out/request/conversations.json"
+done
+
+# dataset (JSONL of `moetrace profile`): lines of the tokenizer corpus as prompts and as messages.
+i=0
+grep '^"' tests/tokenizer/corpus.json | sed 's/,$//' | while IFS= read -r text; do
+  f="$out/dataset/part$((i / 16))"
+  printf '{"prompt": %s}\n{"messages": [{"role": "user", "content": %s}]}\n{"input_ids": [%d, 2, 3]}\n' \
+    "$text" "$text" "$i" >> "$f"
+  i=$((i + 1))
+done
+
+# stat dumps and placements: the docs' dump, what `moetrace eplb` plans from it, and dumps that
+# `moetrace profile` records on a fixture model under a trivial and a planned placement.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+awk '/^```json/ { f = 1; next } /^```/ { if (f) exit; f = 0 } f' docs/RECORDER.md > "$out/stat_dump/docs.json"
+export ASAN_OPTIONS=detect_leaks=0
+bin=$build/moetrace
+$bin eplb --counts "$out/stat_dump/docs.json" --num-replicas 12 --num-gpus 4 --out "$out/placement/docs_eplb.json" >/dev/null 2>&1
+printf '{"input_ids": [1, 2, 3, 4, 5]}\n{"input_ids": [7, 8, 9]}\n' > "$tmp/data.jsonl"
+$bin profile --model $models/mixtral --data "$tmp/data.jsonl" --out "$tmp/trivial" --max-new-tokens 4 \
+  --ep-size 4 --init-expert-location trivial >/dev/null 2>&1
+cp "$tmp"/trivial/expert_distribution_*.json "$out/stat_dump/trivial.json"
+$bin eplb --counts "$out/stat_dump/trivial.json" --num-replicas 12 --num-gpus 4 --out "$out/placement/mixtral_eplb.json" >/dev/null 2>&1
+$bin profile --model $models/mixtral --data "$tmp/data.jsonl" --out "$tmp/planned" --max-new-tokens 4 \
+  --init-expert-location "$out/placement/mixtral_eplb.json" >/dev/null 2>&1
+cp "$tmp"/planned/expert_distribution_*.json "$out/stat_dump/planned.json"
+cp "$out"/stat_dump/*.json "$out/placement/"

@@ -1,0 +1,123 @@
+/* JSONL datasets of `moetrace profile` (see dataset.h). */
+#include "cli/dataset.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+void mt_dataset_free(mt_dataset *d) {
+    for (int i = 0; i < d->n; i++) free(d->ids[i]);
+    free(d->ids);
+    free(d->len);
+    memset(d, 0, sizeof *d);
+}
+
+static int parse_ids(const cJSON *input, int32_t **ids, int *n, mt_err *err) {
+    if (!cJSON_IsArray(input) || cJSON_GetArraySize(input) == 0) return mt_errf(err, "'input_ids' must be a non-empty list");
+    int count = cJSON_GetArraySize(input), i = 0;
+    int32_t *v = malloc((size_t)count * sizeof *v);
+    if (!v) return mt_errf(err, "out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, input) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0 ||
+            it->valuedouble > 2147483647.0) {
+            free(v);
+            return mt_errf(err, "'input_ids' entry %d is not a non-negative integer", i);
+        }
+        v[i++] = (int32_t)it->valuedouble;
+    }
+    *ids = v;
+    *n = count;
+    return 0;
+}
+
+/* A prompt or messages (rendered with the chat template) through the tokenizer. */
+static int encode_text(mt_text_tools *t, const cJSON *line, int32_t **ids, int *n, mt_err *err) {
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(line, "prompt");
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(line, "messages");
+    if (!prompt && !messages) return mt_errf(err, "expected one of 'prompt', 'messages' or 'input_ids'");
+    if (!t->tok && mt_tokenizer_load(&t->tok, t->model_dir, err)) return -1;
+    char *rendered = NULL;
+    const char *text;
+    if (messages) {
+        if (!cJSON_IsArray(messages)) return mt_errf(err, "'messages' must be a list");
+        if (!t->tpl && mt_chat_template_load(&t->tpl, t->model_dir, err)) return -1;
+        if (mt_chat_render(t->tpl, messages, cJSON_GetObjectItemCaseSensitive(line, "tools"), 1, NULL, &rendered, err))
+            return -1;
+        text = rendered;
+    } else {
+        if (!cJSON_IsString(prompt)) return mt_errf(err, "'prompt' must be a string");
+        text = prompt->valuestring;
+    }
+    size_t count = 0;
+    int32_t *v = NULL;
+    int rc = mt_tokenizer_encode(t->tok, text, strlen(text), !messages, &v, &count, err);
+    free(rendered);
+    if (rc) return -1;
+    if (count == 0 || count > 1u << 30) {
+        free(v);
+        return mt_errf(err, count ? "the prompt is too long" : "the prompt encodes to no tokens");
+    }
+    *ids = v;
+    *n = (int)count;
+    return 0;
+}
+
+int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, int32_t **ids, int *n, mt_err *err) {
+    cJSON *obj = cJSON_ParseWithLength(line, len);
+    int rc;
+    if (!obj || !cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
+    else if (cJSON_GetObjectItemCaseSensitive(obj, "input_ids"))
+        rc = parse_ids(cJSON_GetObjectItemCaseSensitive(obj, "input_ids"), ids, n, err);
+    else rc = encode_text(t, obj, ids, n, err);
+    cJSON_Delete(obj);
+    return rc;
+}
+
+static int push(mt_dataset *d, int *cap, int32_t *ids, int n) {
+    if (d->n == *cap) {
+        int nc = *cap ? *cap * 2 : 64;
+        int32_t **ni = realloc(d->ids, (size_t)nc * sizeof *ni);
+        if (ni) d->ids = ni;
+        int *nl = ni ? realloc(d->len, (size_t)nc * sizeof *nl) : NULL;
+        if (nl) d->len = nl;
+        if (!ni || !nl) return -1;
+        *cap = nc;
+    }
+    d->ids[d->n] = ids;
+    d->len[d->n++] = n;
+    return 0;
+}
+
+int mt_dataset_load(const char *path, mt_text_tools *t, mt_dataset *d, mt_err *err) {
+    memset(d, 0, sizeof *d);
+    FILE *f = fopen(path, "r");
+    if (!f) return mt_errf(err, "--data %s: cannot open", path);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, cap_n = 0, rc = 0;
+    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t at = 0;
+        while (at < (size_t)len && (line[at] == ' ' || line[at] == '\t' || line[at] == '\r' || line[at] == '\n')) at++;
+        if (at == (size_t)len) continue;
+        int32_t *ids = NULL;
+        int n = 0;
+        mt_err e = {{0}};
+        if (mt_dataset_line(t, line + at, (size_t)len - at, &ids, &n, &e)) {
+            rc = mt_errf(err, "%s line %d: %s", path, lineno, e.msg);
+        } else if (push(d, &cap_n, ids, n)) {
+            free(ids);
+            rc = mt_errf(err, "%s line %d: out of memory", path, lineno);
+        }
+    }
+    free(line);
+    fclose(f);
+    if (rc == 0 && d->n == 0) rc = mt_errf(err, "--data %s: no requests", path);
+    if (rc) mt_dataset_free(d);
+    return rc;
+}
