@@ -16,21 +16,12 @@
 #include <cmocka.h>
 
 #include "chat/chat_template.h"
+#include "util/json_util.h"
 
+/* The whole file, NUL-terminated (malloc'd), or NULL. */
 static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    return buf;
+    mt_err err;
+    return mt_read_file(path, NULL, &err);
 }
 
 static cJSON *load_json(const char *rel) {

@@ -79,11 +79,69 @@ static void test_cancel_and_bad_requests(void **state) {
     mt_model_free(&m);
 }
 
+/* no_routing: the same tokens, FINISHED events without routing, the sink still fed. */
+typedef struct plain_result {
+    int32_t tokens[2][8];
+    int n[2], rows[2];
+    const int32_t *routing[2];
+} plain_result;
+
+static void on_plain_event(void *ctx, const mt_engine_event *ev) {
+    plain_result *r = ctx;
+    if (ev->kind != MT_EVENT_FINISHED) return;
+    r->n[ev->id] = ev->n_generated;
+    r->rows[ev->id] = ev->routing_rows;
+    r->routing[ev->id] = ev->routing;
+    memcpy(r->tokens[ev->id], ev->output, (size_t)ev->n_generated * sizeof(int32_t));
+}
+
+static int g_layer_events;
+static void count_layers(void *ctx, const mt_routing_event *ev) {
+    (void)ctx;
+    (void)ev;
+    g_layer_events++;
+}
+
+static void test_no_routing(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    int32_t prompt[30];
+    for (int i = 0; i < 30; i++) prompt[i] = 7 + 3 * i;
+    plain_result res[2];
+    memset(res, 0, sizeof res);
+    for (int plain = 0; plain < 2; plain++) {
+        mt_engine_opts o = {.num_kv_blocks = 16, .max_batch_tokens = 16, .max_running = 2, .no_routing = plain};
+        mt_routing_sink sink = {count_layers, NULL, NULL};
+        g_layer_events = 0;
+        mt_engine *e = mt_engine_new(&m, &o, on_plain_event, &res[plain], &sink, &err);
+        assert_non_null(e);
+        for (int id = 0; id < 2; id++) {
+            mt_request r = {.id = id, .prompt = prompt + id, .n_prompt = 20 + 5 * id, .max_new_tokens = 8, .ignore_eos = true};
+            assert_int_equal(mt_engine_submit(e, &r, &err), 0);
+        }
+        while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+        assert_true(g_layer_events > 0);
+        mt_engine_free(e);
+    }
+    for (int id = 0; id < 2; id++) {
+        assert_int_equal(res[0].n[id], 8);
+        assert_int_equal(res[1].n[id], 8);
+        assert_memory_equal(res[0].tokens[id], res[1].tokens[id], sizeof res[0].tokens[id]);
+        assert_int_equal(res[0].rows[id], 20 + 5 * id + 7);
+        assert_int_equal(res[1].rows[id], 0);
+        assert_null(res[1].routing[id]);
+    }
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched_equals_solo),
         cmocka_unit_test(test_cancel_and_bad_requests),
+        cmocka_unit_test(test_no_routing),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

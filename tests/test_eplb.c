@@ -16,24 +16,17 @@
 #include "routing/balancedness.h"
 #include "routing/eplb.h"
 #include "routing/stat_dump.h"
+#include "util/json_util.h"
 
 /* ---- helpers ---- */
 
+/* The whole file, NUL-terminated (malloc'd), or NULL. */
 static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    if (len) *len = (size_t)n;
-    return buf;
+    mt_err err;
+    size_t n = 0;
+    char *text = mt_read_file(path, &n, &err);
+    if (len) *len = n;
+    return text;
 }
 
 static void write_text(const char *path, const char *text) {

@@ -193,6 +193,31 @@ static void test_parallel_for_stress(void **state) {
     mt_kernels_shutdown();
 }
 
+/* Items that take longer than the caller's spin (so it sleeps until the last worker wakes it),
+ * mixed with quick loops: every loop still covers every index once and returns only when done. */
+static void slow_fn(void *ctx, int i) {
+    cover_ctx *c = ctx;
+    if (i % 3 == 1) {
+        struct timespec pause = {0, 400000}; /* 0.4 ms */
+        nanosleep(&pause, NULL);
+    }
+    atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void test_parallel_for_slow_items(void **state) {
+    (void)state;
+    mt_kernels_init(3);
+    _Atomic int hits[16];
+    for (int it = 0; it < 200; it++) {
+        const int n = 1 + it % 16;
+        for (int i = 0; i < n; i++) atomic_store(&hits[i], 0);
+        cover_ctx c = {.hits = hits};
+        mt_parallel_for(n, it % 2 ? slow_fn : cover_fn, &c);
+        for (int i = 0; i < n; i++) assert_int_equal(atomic_load(&hits[i]), 1);
+    }
+    mt_kernels_shutdown();
+}
+
 static void test_isa_settings(void **state) {
     (void)state;
     const mt_isa best = mt_kernels_isa();
@@ -276,6 +301,54 @@ static void test_matmul_batch_invariance(void **state) {
     }
 }
 
+/* mt_matmul_group: every product of a group is bitwise what mt_matmul gives alone, for every
+ * ISA and thread count, whatever the mix of token counts (gemv and gemm kernels in one loop),
+ * with empty products in the group and more products than one dispatch takes. */
+#define GROUP_OPS 70
+
+static void test_matmul_group(void **state) {
+    (void)state;
+    static const mt_isa isas[] = {MT_ISA_SCALAR, MT_ISA_AVX2, MT_ISA_AVX512, MT_ISA_AVX512BF16};
+    static const int ns[] = {1, 0, 3, 6, 17, 2, 64};
+    mt_mat w[GROUP_OPS];
+    mt_matmul_op ops[GROUP_OPS];
+    float *x[GROUP_OPS], *y[GROUP_OPS], *ref[GROUP_OPS];
+    for (int i = 0; i < GROUP_OPS; i++) {
+        const mt_dtype dt = (mt_dtype)(i % MT_DTYPE_COUNT);
+        const int rows = 16 + (i * 37) % 200, cols = 8 + (i * 53) % 300, n = ns[i % 7];
+        w[i] = (mt_mat){.dtype = dt, .data = make_weights(dt, rows, cols), .rows = rows, .cols = cols};
+        x[i] = malloc(sizeof(float) * ((size_t)n * cols + 1));
+        y[i] = malloc(sizeof(float) * ((size_t)n * rows + 1));
+        ref[i] = malloc(sizeof(float) * ((size_t)n * rows + 1));
+        assert_true(x[i] && y[i] && ref[i]);
+        for (size_t k = 0; k < (size_t)n * cols; k++) x[i][k] = rnd();
+        ops[i] = (mt_matmul_op){y[i], x[i], n, &w[i]};
+    }
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        for (int threads = 2; threads >= 1; threads--) {
+            mt_kernels_init(threads);
+            mt_kernels_set_isa(isas[ii]);
+            if (mt_kernels_isa() != isas[ii]) continue;
+            for (int i = 0; i < GROUP_OPS; i++) {
+                mt_matmul(ref[i], x[i], ops[i].n, &w[i]);
+                memset(y[i], 0xff, sizeof(float) * (size_t)ops[i].n * w[i].rows);
+            }
+            mt_matmul_group(ops, GROUP_OPS);
+            for (int i = 0; i < GROUP_OPS; i++)
+                if (memcmp(y[i], ref[i], sizeof(float) * (size_t)ops[i].n * w[i].rows) != 0)
+                    fail_msg("%s threads=%d: product %d of the group (n=%d, %dx%d %s) differs from mt_matmul",
+                             mt_isa_name(isas[ii]), threads, i, ops[i].n, w[i].rows, w[i].cols, mt_dtype_name(w[i].dtype));
+        }
+    }
+    mt_kernels_shutdown();
+    for (int i = 0; i < GROUP_OPS; i++) {
+        free((void *)w[i].data);
+        free(x[i]);
+        free(y[i]);
+        free(ref[i]);
+    }
+}
+
 int main(void) {
     unsetenv("MOETRACE_ISA");
     const struct CMUnitTest tests[] = {
@@ -283,8 +356,10 @@ int main(void) {
         cmocka_unit_test(test_isa_settings),
         cmocka_unit_test(test_parallel_for_coverage),
         cmocka_unit_test(test_parallel_for_stress),
+        cmocka_unit_test(test_parallel_for_slow_items),
         cmocka_unit_test(test_matmul_pool),
         cmocka_unit_test(test_matmul_batch_invariance),
+        cmocka_unit_test(test_matmul_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -320,9 +320,13 @@ static int run_cmd(const char *args, char *out, size_t len) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The whole file, NUL-terminated (malloc'd), or NULL. */
 static char *slurp(const char *path, size_t *len) {
     mt_err err;
-    return mt_read_file(path, len, &err);
+    size_t n = 0;
+    char *text = mt_read_file(path, &n, &err);
+    if (len) *len = n;
+    return text;
 }
 
 static void assert_same_file(const char *a, const char *b) {

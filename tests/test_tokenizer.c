@@ -20,20 +20,15 @@
 #include <unistd.h>
 
 #include "tokenizer/tokenizer.h"
+#include "util/json_util.h"
 
+/* The whole file, NUL-terminated (malloc'd), or NULL. */
 static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    if (n < 0) n = 0;
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
+    mt_err err;
+    size_t n = 0;
+    char *text = mt_read_file(path, &n, &err);
+    if (len) *len = n;
+    return text;
 }
 
 static cJSON *load_json(const char *path) {

@@ -154,6 +154,13 @@ int ensure_inputs(GpuModel *g, size_t need, mt_err *err) {
     return 0;
 }
 
+// End of the run of consecutive tokens of one sequence (consecutive positions) starting at i.
+int run_end(const mt_batch *b, int i) {
+    int j = i + 1;
+    while (j < b->n_tokens && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
+    return j;
+}
+
 // Lays the batch out in pinned memory and uploads it in one copy: tokens, positions, sequence of
 // each token, logit rows, table offsets, attention tiles (decode, then prefill), block tables.
 // With B > 0 (a graph's pass) the layout is fixed for B slots: token i uses sequence slot i, slots
@@ -183,10 +190,8 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     }
     size_t o_pre = at;
     mt_attn_tile *pre = (mt_attn_tile *)(h + at);
-    size_t o_tab = 0;
-    // block tables first (their offsets feed table_offset), after the tiles' room
-    size_t tiles_room = B > 0 ? 0 : 4 * max_tiles;
-    o_tab = at + tiles_room;
+    // block tables after the tiles (whose count a compact pass only knows once they are built)
+    const size_t o_tab = at + (B > 0 ? 0 : 4 * max_tiles);
     size_t tab_at = o_tab;
     int32_t *toff = h + o_toff;
     if (B > 0) {
@@ -220,18 +225,15 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
         // Attention tiles over runs of consecutive tokens of one sequence: a lone token (decode)
         // gets tiles of <= 16 rows, a longer run (prefill chunk) tiles of <= 64 rows.
         mt_attn_tile *tiles = (mt_attn_tile *)(h + o_dec);
-        for (int i = 0; i < n;) {
-            int j = i + 1;
-            while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
+        for (int i = 0, j; i < n; i = j) {
+            j = run_end(b, i);
             if (j - i == 1)
                 for (int h0 = 0; h0 < G; h0 += 16) tiles[n_dec++] = {i, 1, h0, G - h0 < 16 ? G - h0 : 16};
-            i = j;
         }
         o_pre = o_dec + (size_t)n_dec * 4;
         pre = (mt_attn_tile *)(h + o_pre);
-        for (int i = 0; i < n;) {
-            int j = i + 1;
-            while (j < n && b->seq_ids[j] == b->seq_ids[i] && b->positions[j] == b->positions[j - 1] + 1) j++;
+        for (int i = 0, j; i < n; i = j) {
+            j = run_end(b, i);
             if (j - i > 1 && G <= 64) {
                 int per = 64 / G;
                 for (int t = i; t < j; t += per) pre[n_pre++] = {t, j - t < per ? j - t : per, 0, G};
@@ -239,7 +241,6 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
                 for (int t = i; t < j; t++)
                     for (int h0 = 0; h0 < G; h0 += 64) pre[n_pre++] = {t, 1, h0, G - h0 < 64 ? G - h0 : 64};
             }
-            i = j;
         }
     }
     MT_CU(err, cudaMemcpyAsync(s.in, h, tab_at * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));

@@ -69,7 +69,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->cb_ctx = cb_ctx;
     e->user_sink = sink;
     if (mt_kv_cache_init_model(&e->kv, m, o->num_kv_blocks, err) ||
-        mt_kv_cache_init_routing(&e->kv, c->top_k, c->num_experts, err)) {
+        (!o->no_routing && mt_kv_cache_init_routing(&e->kv, c->top_k, c->num_experts, err))) {
         mt_engine_free(e);
         return NULL;
     }
@@ -85,9 +85,11 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
     e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
     e->logits = malloc((size_t)o->max_running * c->vocab_size * sizeof(float));
-    e->routing_buf = malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k * sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_argmax || !e->b_req || !e->b_kv || !e->chunk || !e->logits ||
-        !e->routing_buf) {
+    e->routing_buf = o->no_routing ? NULL
+                                   : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
+                                            sizeof(int32_t));
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_argmax || !e->b_req || !e->b_kv ||
+        !e->chunk || !e->logits || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
         return NULL;
@@ -218,7 +220,7 @@ static bool try_admit(mt_engine *e, seq *s) {
 
 static void finish(mt_engine *e, seq *s, mt_finish_reason reason) {
     const mt_config *c = &e->m->cfg;
-    int rows = s->n_forwarded;
+    int rows = e->routing_buf ? s->n_forwarded : 0;
     size_t row = (size_t)c->num_hidden_layers * c->top_k;
     for (int p = 0; p < rows; p++) mt_kv_routing_read(&e->kv, &s->kv, p, e->routing_buf + (size_t)p * row);
     mt_engine_event ev = {.kind = MT_EVENT_FINISHED, .id = s->id, .reason = reason,
@@ -261,7 +263,7 @@ typedef struct engine_sink {
 /* Stores each token's routing in its KV block, then passes the event on. */
 static void store_routing(void *ctx, const mt_routing_event *ev) {
     mt_engine *e = ctx;
-    for (int i = 0; i < ev->n_tokens; i++)
+    for (int i = 0; i < ev->n_tokens && e->kv.routing; i++)
         mt_kv_routing_write(&e->kv, e->b_kv[ev->seq_ids[i]], ev->positions[i], ev->layer, ev->topk_ids + (size_t)i * ev->top_k);
     if (e->user_sink && e->user_sink->on_layer) e->user_sink->on_layer(e->user_sink->ctx, ev);
 }

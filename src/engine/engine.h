@@ -24,6 +24,8 @@ typedef struct mt_engine_opts {
     bool prefix_cache;       /* reuse cached prompt prefixes */
     const mt_placement *placement; /* expert placement every pass dispatches over (not copied: must
                                       outlive the engine); NULL: none */
+    bool no_routing;         /* keep no per-token routing (FINISHED events carry none); the sink
+                                still sees every pass. For measuring the capture's cost. */
 } mt_engine_opts;
 
 typedef struct mt_request {

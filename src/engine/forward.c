@@ -10,6 +10,8 @@
 #include "engine/moe.h"
 #include "engine/sampler.h"
 
+_Static_assert(MT_MAX_HEAD_DIM <= MT_ATTN_MAX_HEAD_DIM, "mt_attend must take every head size the forward pass accepts");
+
 typedef struct scratch {
     float *h, *xn, *q, *k, *v, *att, *out;
     float *mlp_gate, *mlp_up;
@@ -80,40 +82,25 @@ typedef struct attn_job {
     float *out;
 } attn_job;
 
-/* One (token, head): online softmax over the token's visible positions. */
+/* One (token, key/value head): the query heads sharing that key/value head attend together
+ * to the token's visible positions (mt_attend). */
 static void attend_one(void *ctx, int item) {
     const attn_job *j = ctx;
     const mt_config *c = j->cfg;
-    int heads = c->num_attention_heads, hd = c->head_dim;
-    int tok = item / heads, h = item % heads;
-    int kvh = h / (heads / c->num_key_value_heads);
-    int pos = j->b->positions[tok];
+    const int heads = c->num_attention_heads, kvh_n = c->num_key_value_heads, hd = c->head_dim;
+    const int group = heads / kvh_n;
+    const int tok = item / kvh_n, kvh = item % kvh_n;
+    const int pos = j->b->positions[tok];
     const mt_kv_seq *seq = j->b->seqs[j->b->seq_ids[tok]];
-    const float *q = j->q + ((size_t)tok * heads + h) * hd;
-    float scale = 1.0f / sqrtf((float)hd);
+    const mt_kv_cache *kv = j->kv;
+    const mt_kv_pages pages = {.k = kv->k, .v = kv->v, .blocks = seq->blocks, .block_rows = MT_KV_BLOCK,
+                               .row_stride = kv->kv_dim,
+                               .block_stride = (size_t)kv->num_layers * MT_KV_BLOCK * kv->kv_dim,
+                               .offset = (size_t)j->layer * MT_KV_BLOCK * kv->kv_dim + (size_t)kvh * hd};
     int first = 0;
     if (c->sliding_window > 0 && pos - c->sliding_window + 1 > 0) first = pos - c->sliding_window + 1;
-    float acc[MT_MAX_HEAD_DIM];
-    for (int d = 0; d < hd; d++) acc[d] = 0.0f;
-    float mx = -INFINITY, sum = 0.0f;
-    for (int p = first; p <= pos; p++) {
-        const float *k = mt_kv_at(j->kv, j->kv->k, seq, j->layer, p) + (size_t)kvh * hd;
-        float s = 0.0f;
-        for (int d = 0; d < hd; d++) s += q[d] * k[d];
-        s *= scale;
-        if (s > mx) {
-            float r = expf(mx - s);
-            for (int d = 0; d < hd; d++) acc[d] *= r;
-            sum *= r;
-            mx = s;
-        }
-        float w = expf(s - mx);
-        sum += w;
-        const float *v = mt_kv_at(j->kv, j->kv->v, seq, j->layer, p) + (size_t)kvh * hd;
-        for (int d = 0; d < hd; d++) acc[d] += w * v[d];
-    }
-    float *o = j->out + ((size_t)tok * heads + h) * hd;
-    for (int d = 0; d < hd; d++) o[d] = acc[d] / sum;
+    const size_t at = ((size_t)tok * heads + (size_t)kvh * group) * hd;
+    mt_attend(j->out + at, j->q + at, group, hd, 1.0f / sqrtf((float)hd), &pages, first, pos);
 }
 
 static void attention(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, const mt_layer *L, int layer,
@@ -122,9 +109,8 @@ static void attention(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, con
     int n = b->n_tokens, hd = c->head_dim;
     int qdim = c->num_attention_heads * hd, kvdim = c->num_key_value_heads * hd;
     mt_rmsnorm(s->xn, s->h, L->attn_norm, n, c->hidden_size, c->rms_norm_eps);
-    mt_matmul(s->q, s->xn, n, &L->q);
-    mt_matmul(s->k, s->xn, n, &L->k);
-    mt_matmul(s->v, s->xn, n, &L->v);
+    const mt_matmul_op qkv[3] = {{s->q, s->xn, n, &L->q}, {s->k, s->xn, n, &L->k}, {s->v, s->xn, n, &L->v}};
+    mt_matmul_group(qkv, 3);
     add_bias(s->q, L->q_bias, n, qdim);
     add_bias(s->k, L->k_bias, n, kvdim);
     add_bias(s->v, L->v_bias, n, kvdim);
@@ -143,7 +129,7 @@ static void attention(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, con
         memcpy(mt_kv_at(kv, kv->v, seq, layer, b->positions[i]), s->v + (size_t)i * kvdim, (size_t)kvdim * sizeof(float));
     }
     attn_job job = {c, kv, b, layer, s->q, s->att};
-    mt_parallel_for(n * c->num_attention_heads, attend_one, &job);
+    mt_parallel_for(n * c->num_key_value_heads, attend_one, &job);
     mt_matmul(s->out, s->att, n, &L->o);
     for (size_t i = 0; i < (size_t)n * c->hidden_size; i++) s->h[i] += s->out[i];
 }

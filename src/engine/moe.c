@@ -23,7 +23,8 @@ int mt_moe_scratch_init(mt_moe_scratch *s, const mt_config *c, int n) {
     s->ye = malloc(rows_x * H * sizeof(float));
     s->gate = malloc(rows_x * inter * sizeof(float));
     s->up = malloc(rows_x * inter * sizeof(float));
-    if (!s->router || !s->topk_ids || !s->phys_ids || !s->topk_w || !s->count || !s->offset || !s->rows || !s->weights || !s->xe ||
+    s->ops = malloc(2 * E * sizeof *s->ops);
+    if (!s->ops || !s->router || !s->topk_ids || !s->phys_ids || !s->topk_w || !s->count || !s->offset || !s->rows || !s->weights || !s->xe ||
         !s->ye || !s->gate || !s->up) {
         mt_moe_scratch_free(s);
         return -1;
@@ -34,12 +35,13 @@ int mt_moe_scratch_init(mt_moe_scratch *s, const mt_config *c, int n) {
 void mt_moe_scratch_free(mt_moe_scratch *s) {
     free(s->router); free(s->topk_ids); free(s->topk_w); free(s->count); free(s->offset);
     free(s->rows); free(s->weights); free(s->xe); free(s->ye); free(s->gate); free(s->up);
+    free(s->ops);
     memset(s, 0, sizeof *s);
 }
 
 void mt_swiglu_mlp(float *out, const float *x, int n, const mt_expert *e, float *gate_buf, float *up_buf) {
-    mt_matmul(gate_buf, x, n, &e->gate);
-    mt_matmul(up_buf, x, n, &e->up);
+    const mt_matmul_op ops[2] = {{gate_buf, x, n, &e->gate}, {up_buf, x, n, &e->up}};
+    mt_matmul_group(ops, 2);
     mt_silu_mul(gate_buf, up_buf, (int64_t)n * e->gate.rows);
     mt_matmul(out, gate_buf, n, &e->down);
 }
@@ -92,43 +94,32 @@ static void group_by_expert(int n, const mt_config *c, mt_moe_scratch *s) {
     }
 }
 
-typedef struct expert_job {
-    const float *x;
-    const mt_config *c;
-    const mt_layer *L;
-    mt_moe_scratch *s;
-    int32_t active[1024];
-} expert_job;
-
-/* Expert e over its gathered rows; every expert uses its own slice of the scratch rows. */
-static void run_expert(void *ctx, int i) {
-    expert_job *j = ctx;
-    mt_moe_scratch *s = j->s;
-    int e = j->active[i], H = j->c->hidden_size, I = j->c->moe_intermediate_size;
-    int first = s->offset[e], cnt = s->offset[e + 1] - first;
-    float *xe = s->xe + (size_t)first * H;
-    for (int r = 0; r < cnt; r++) memcpy(xe + (size_t)r * H, j->x + (size_t)s->rows[first + r] * H, (size_t)H * sizeof(float));
-    mt_swiglu_mlp(s->ye + (size_t)first * H, xe, cnt, &j->L->experts[e], s->gate + (size_t)first * I,
-                  s->up + (size_t)first * I);
-}
-
-/* Few tokens per expert (decode): one task per expert, so a layer costs one dispatch instead of
- * three per expert. Many tokens (prefill): experts in turn, each product spread over the pool.
- * Either way each output row is computed by the same kernel sequence, whatever the batch. */
+/* Every active expert over its gathered rows (expert e owns scratch rows offset[e] ..
+ * offset[e+1]): the gate and up products of all experts as one group, one SiLU pass over all
+ * rows, then the down products as one group. Two dispatches per layer whatever the number of
+ * experts, with the work of all of them balanced over the pool; each output row is still
+ * computed by the same kernel sequence as a lone product (batch invariance). */
 static void run_experts(const float *x, const mt_config *c, const mt_layer *L, mt_moe_scratch *s) {
-    expert_job job = {x, c, L, s, {0}};
-    int n_active = 0, max_rows = 0;
+    const int H = c->hidden_size, I = c->moe_intermediate_size;
+    const int total = s->offset[c->num_experts];
+    for (int r = 0; r < total; r++) memcpy(s->xe + (size_t)r * H, x + (size_t)s->rows[r] * H, (size_t)H * sizeof(float));
+    int nops = 0;
     for (int e = 0; e < c->num_experts; e++) {
-        int cnt = s->offset[e + 1] - s->offset[e];
+        const int first = s->offset[e], cnt = s->offset[e + 1] - first;
         if (cnt == 0) continue;
-        if (n_active < 1024) job.active[n_active++] = e;
-        if (cnt > max_rows) max_rows = cnt;
+        const mt_expert *ex = &L->experts[e];
+        s->ops[nops++] = (mt_matmul_op){s->gate + (size_t)first * I, s->xe + (size_t)first * H, cnt, &ex->gate};
+        s->ops[nops++] = (mt_matmul_op){s->up + (size_t)first * I, s->xe + (size_t)first * H, cnt, &ex->up};
     }
-    if (getenv("MOETRACE_EXPERT_TASKS") && max_rows <= 4 && n_active >= mt_kernels_threads() && c->num_experts <= 1024) {
-        mt_parallel_for(n_active, run_expert, &job);
-    } else {
-        for (int i = 0; i < n_active; i++) run_expert(&job, i);
+    mt_matmul_group(s->ops, nops);
+    mt_silu_mul(s->gate, s->up, (int64_t)total * I);
+    nops = 0;
+    for (int e = 0; e < c->num_experts; e++) {
+        const int first = s->offset[e], cnt = s->offset[e + 1] - first;
+        if (cnt == 0) continue;
+        s->ops[nops++] = (mt_matmul_op){s->ye + (size_t)first * H, s->gate + (size_t)first * I, cnt, &L->experts[e].down};
     }
+    mt_matmul_group(s->ops, nops);
 }
 
 void mt_moe_forward(float *out, const float *x, int n, const mt_config *c, const mt_layer *L, int layer,

@@ -23,6 +23,7 @@ typedef struct mt_moe_scratch {
     float *weights;     /* [n * k] */
     float *xe, *ye;     /* [n * k, H] gathered inputs / outputs */
     float *gate, *up;   /* [n * k, I] */
+    mt_matmul_op *ops;  /* [2 * E] expert products of one group */
 } mt_moe_scratch;
 
 int mt_moe_scratch_init(mt_moe_scratch *s, const mt_config *c, int n);

@@ -6,6 +6,7 @@
 #ifndef MT_KERNELS_KERNELS_H
 #define MT_KERNELS_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util/dtype.h"
@@ -34,8 +35,47 @@ mt_isa mt_kernels_set_isa(mt_isa isa);
 /* Runs fn(ctx, i) for every i in [0, n) on the pool and returns when all are done. */
 void mt_parallel_for(int n, void (*fn)(void *ctx, int i), void *ctx);
 
-/* y[n, w->rows] = x[n, w->cols] . w^T, float32 accumulation. x and y must not overlap. */
+/* y[n, w->rows] = x[n, w->cols] . w^T, float32 accumulation. x and y must not overlap.
+ * Batch invariant: each output element is computed by one fixed operation sequence that
+ * depends only on its x row and w row, never on n, the row's place in the batch or the
+ * thread count. */
 void mt_matmul(float *y, const float *x, int n, const mt_mat *w);
+
+/* One product of a group (see mt_matmul_group). */
+typedef struct mt_matmul_op {
+    float *y;
+    const float *x;
+    int n;
+    const mt_mat *w;
+} mt_matmul_op;
+
+/* Runs count independent products as one parallel loop: one dispatch for all of them, their
+ * tasks balanced together (e.g. q/k/v of a layer, or gate/up of every active expert). Each
+ * result is bitwise what mt_matmul gives for the same operands. No op's y may overlap another
+ * op's x or y. */
+void mt_matmul_group(const mt_matmul_op *ops, int count);
+
+/* Where the keys and values of one sequence, one layer and one key/value head live in a paged
+ * cache: position p is row p % block_rows of block blocks[p / block_rows]; that row starts
+ * block * block_stride + offset + (p % block_rows) * row_stride floats into k (and into v). */
+typedef struct mt_kv_pages {
+    const float *k, *v;
+    const int32_t *blocks;
+    int block_rows;
+    int row_stride;
+    size_t block_stride;
+    size_t offset;
+} mt_kv_pages;
+
+#define MT_ATTN_MAX_HEAD_DIM 512
+
+/* Attention of one token for the g query heads that share one key/value head:
+ * out[h] = softmax(scale * q[h] . K^T) V over the positions [first, last] of kv, q and out
+ * [g, head_dim] (head_dim <= MT_ATTN_MAX_HEAD_DIM). The positions are visited in the cache's
+ * blocks in order with an online softmax; the operation order depends only on q, head_dim and
+ * [first, last], never on the batch or the thread split. */
+void mt_attend(float *out, const float *q, int g, int head_dim, float scale, const mt_kv_pages *kv, int first,
+               int last);
 
 /* y[i] = x[i] / rms(x[i]) * weight, rows of length dim; y may equal x. */
 void mt_rmsnorm(float *y, const float *x, const float *weight, int n, int dim, float eps);

@@ -12,6 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,nohea
 rc=0
 timeout 200 .devcarry/bin/test_cuda_kernels 2>&1 | tee "$out/test_cuda_kernels.log" || rc=1
 timeout 400 .devcarry/bin/test_cuda 2>&1 | tee "$out/test_cuda.log" || rc=1
+timeout 200 python3 tests/gpu/serve_smoke.py 2>&1 | tee "$out/serve_smoke.log" || rc=1
 if [ "${1:-}" = bench ]; then
   timeout 300 .devcarry/bin/bench_cuda "${@:2}" 2>&1 | tee "$out/bench_cuda.log" || rc=1
 fi

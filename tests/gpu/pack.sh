@@ -7,12 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
-bins=("$build/test_cuda_kernels" "$build/test_cuda" "$build/bench_cuda" "$build/moetrace")
+bins=("$build/test_cuda_kernels" "$build/test_cuda" "$build/bench_cuda" "$build/bench_tokenizer" "$build/moetrace")
 cp "${bins[@]}" .devcarry/bin/
+strip --strip-debug .devcarry/bin/*   # what travels to the device is capped in size
 ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*|libcu*) ;;
     *) cp -L "$lib" .devcarry/lib/ ;;
   esac
+done
+# real tokenizers for bench_tokenizer against the tokenizers library (tests/gpu/tokenizer_bench.sh)
+for t in qwen3 deepseek_v3 llama2; do
+  [ -f ".deps/npm/real/$t/tokenizer.json" ] && mkdir -p ".devcarry/tok/$t" && cp ".deps/npm/real/$t/tokenizer.json" ".devcarry/tok/$t/"
 done
 du -sh .devcarry

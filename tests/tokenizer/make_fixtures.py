@@ -140,15 +140,6 @@ def expected(tok, name):
     print("%s: %d cases in %.2fs" % (name, len(cases), time.time() - t0))
 
 
-def bench(tok, name, text):
-    tok.encode(text[:10000], add_special_tokens=False)
-    t0 = time.perf_counter()
-    ids = tok.encode(text, add_special_tokens=False).ids
-    dt = time.perf_counter() - t0
-    mb = len(text.encode("utf-8")) / 1e6
-    return {"name": name, "mb": mb, "seconds": dt, "mb_per_s": mb / dt, "tokens": len(ids)}
-
-
 def main():
     text = training_text()
     toks = {}
@@ -169,20 +160,6 @@ def main():
             expected(tok, name)
         except Exception as e:  # keep going: one broken tokenizer must not lose the others
             print("FAILED", name, repr(e))
-    rnd = random.Random(3)
-    mixed = "".join(corpus[rnd.randrange(len(corpus))] + " " for _ in range(20000))
-    while len(mixed.encode("utf-8")) < 2_000_000:
-        mixed += mixed
-    perf = []
-    for name, tok in toks.items():
-        try:
-            perf.append(bench(tok, name, mixed))
-        except Exception as e:
-            print("bench FAILED", name, repr(e))
-    with open(os.path.join(OUT, "bench_tokenizers_lib.json"), "w") as f:
-        json.dump({"threads": os.environ.get("RAYON_NUM_THREADS"), "results": perf}, f, indent=1)
-    for p in perf:
-        print(p)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@
 #include <string.h>
 
 #include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/simd_avx512.h"
 
-#define TGT __attribute__((target("avx512f,avx2,fma,f16c")))
+#define TGT MT_AVX512_TGT
 #define INL static inline __attribute__((always_inline)) TGT
 
 /* 16 consecutive weights of type dt at p, as float32. */
@@ -34,24 +35,13 @@ INL __m512 load16_tail(const int dt, const unsigned char *p, int n) {
     return load16(dt, tmp);
 }
 
-/* Fixed reduction tree: halves 256 + 256, 128 + 128, 64 + 64, 32 + 32. */
-INL float hsum16(__m512 a) {
-    const __m256 lo = _mm512_castps512_ps256(a);
-    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-    const __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    return _mm_cvtss_f32(s4);
-}
-
 #define MAX_T 4
 #define MAX_R 8
 
-/* The T x R tile y[t * ldy + r] = dot(x row t, w row r): x rows at stride ldx floats, w rows
- * of dtype dt at stride wld bytes. */
-INL void dot_tile(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
-                  const unsigned char *w, size_t wld, int cols) {
+/* The T x R tile out[t][r] = dot(x row t, w row r): x rows at stride ldx floats, weight row r
+ * of dtype dt at w[r]. */
+INL void dot_tile(const int dt, const int T, const int R, float out[MAX_T][MAX_R], const float *x, int ldx,
+                  const unsigned char *const w[MAX_R], int cols) {
     const size_t es = dt == MT_F32 ? 4 : 2;
     __m512 acc[MAX_T][MAX_R];
 #pragma GCC unroll 4
@@ -65,7 +55,7 @@ INL void dot_tile(const int dt, const int T, const int R, float *y, int ldy, con
         for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(x + (size_t)t * ldx + c);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m512 wv = load16(dt, w + (size_t)r * wld + (size_t)c * es);
+            const __m512 wv = load16(dt, w[r] + (size_t)c * es);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
         }
@@ -78,7 +68,7 @@ INL void dot_tile(const int dt, const int T, const int R, float *y, int ldy, con
         for (int t = 0; t < T; t++) xv[t] = _mm512_maskz_loadu_ps(m, x + (size_t)t * ldx + c);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m512 wv = load16_tail(dt, w + (size_t)r * wld + (size_t)c * es, rem);
+            const __m512 wv = load16_tail(dt, w[r] + (size_t)c * es, rem);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
         }
@@ -86,42 +76,86 @@ INL void dot_tile(const int dt, const int T, const int R, float *y, int ldy, con
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++)
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) y[(size_t)t * ldy + r] = hsum16(acc[t][r]);
+        for (int r = 0; r < R; r++) out[t][r] = mt_hsum16(acc[t][r]);
 }
 
-/* Rows [r0, r1) against tokens [t0, t1) in tiles of T tokens x R rows (leftover rows one at a
- * time); w rows start at wb (row r0) with stride wld bytes. */
-INL void tiles(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
-               const unsigned char *wb, size_t wld, int cols, int t0, int t1, int nr) {
-    int r = 0;
-    for (; r + R <= nr; r += R) {
-        int t = t0;
-        for (; t + T <= t1; t += T)
-            dot_tile(dt, T, R, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
-        for (; t < t1; t++)
-            dot_tile(dt, 1, R, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
+/* Tokens [t0, t1) against the R weight rows w[] (output columns yc[]): tiles of T tokens, then
+ * the leftover tokens one at a time. */
+INL void token_tiles(const int dt, const int T, const int R, float *y, int ldy, const int yc[MAX_R],
+                     const float *x, int ldx, const unsigned char *const w[MAX_R], int cols, int t0, int t1) {
+    float out[MAX_T][MAX_R];
+    int t = t0;
+    for (; t + T <= t1; t += T) {
+        dot_tile(dt, T, R, out, x + (size_t)t * ldx, ldx, w, cols);
+#pragma GCC unroll 4
+        for (int i = 0; i < T; i++)
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) y[(size_t)(t + i) * ldy + yc[r]] = out[i][r];
     }
-    for (; r < nr; r++) {
-        int t = t0;
-        for (; t + T <= t1; t += T)
-            dot_tile(dt, T, 1, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
-        for (; t < t1; t++)
-            dot_tile(dt, 1, 1, y + (size_t)t * ldy + r, ldy, x + (size_t)t * ldx, ldx, wb + (size_t)r * wld, wld, cols);
+    for (; t < t1; t++) {
+        dot_tile(dt, 1, R, out, x + (size_t)t * ldx, ldx, w, cols);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) y[(size_t)t * ldy + yc[r]] = out[0][r];
+    }
+}
+
+/* Rows [r0, r1) against tokens [t0, t1) in tiles of T tokens x R consecutive rows (leftover
+ * rows one at a time). */
+INL void tiles(const int dt, const int T, const int R, float *y, int ldy, const float *x, int ldx,
+               const unsigned char *wbase, size_t wld, int cols, int t0, int t1, int r0, int r1) {
+    int r = r0;
+    for (; r + R <= r1; r += R) {
+        const unsigned char *w[MAX_R];
+        int yc[MAX_R];
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            w[i] = wbase + (size_t)(r + i) * wld;
+            yc[i] = r + i;
+        }
+        token_tiles(dt, T, R, y, ldy, yc, x, ldx, w, cols, t0, t1);
+    }
+    for (; r < r1; r++) {
+        const unsigned char *w[MAX_R] = {wbase + (size_t)r * wld};
+        const int yc[MAX_R] = {r};
+        token_tiles(dt, T, 1, y, ldy, yc, x, ldx, w, cols, t0, t1);
     }
 }
 
 /* ---- gemv: few tokens; weights streamed straight from memory ---------------------------- */
 
+/* Rows [r0, r1) are cut into S runs of consecutive rows and a tile takes the i-th row of every
+ * run, so each of the S weight streams advances through memory in address order. (Tiles of
+ * adjacent rows interleave several streams inside one page, which the hardware prefetchers
+ * follow poorly: about half the bandwidth on rows of 1-2 KiB, see docs/PERF_NOTES.md.) */
+INL void run_tiles(const int dt, const int T, const int S, float *y, int ldy, const float *x, int ldx,
+                   const unsigned char *wbase, size_t wld, int cols, int t0, int t1, int r0, int r1) {
+    const int len = (r1 - r0) / S;
+    for (int i = 0; i < len; i++) {
+        const unsigned char *w[MAX_R];
+        int yc[MAX_R];
+#pragma GCC unroll 8
+        for (int k = 0; k < S; k++) {
+            yc[k] = r0 + k * len + i;
+            w[k] = wbase + (size_t)yc[k] * wld;
+        }
+        token_tiles(dt, T, S, y, ldy, yc, x, ldx, w, cols, t0, t1);
+    }
+    tiles(dt, T, 1, y, ldy, x, ldx, wbase, wld, cols, t0, t1, r0 + S * len, r1);
+}
+
+#ifndef GEMV_RUNS
+#define GEMV_RUNS 4
+#endif
+
 #define GEMV_FOR_DTYPE(NAME, DT)                                                                        \
     static TGT void NAME(float *y, const float *x, const mt_mat *w, int t0, int t1, int r0, int r1) {   \
-        const int cols = w->cols, ldy = w->rows, nt = t1 - t0, nr = r1 - r0;                            \
+        const int cols = w->cols, ldy = w->rows, nt = t1 - t0;                                          \
         const size_t wld = (size_t)cols * (DT == MT_F32 ? 4 : 2);                                       \
-        const unsigned char *wb = (const unsigned char *)w->data + (size_t)r0 * wld;                   \
-        float *yb = y + r0;                                                                             \
-        if (nt == 1) tiles(DT, 1, 8, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                      \
-        else if (nt == 2) tiles(DT, 2, 6, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                 \
-        else if (nt == 3) tiles(DT, 3, 4, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                 \
-        else tiles(DT, 4, 4, yb, ldy, x, cols, wb, wld, cols, t0, t1, nr);                              \
+        const unsigned char *wb = w->data;                                                              \
+        if (nt == 1) run_tiles(DT, 1, GEMV_RUNS, y, ldy, x, cols, wb, wld, cols, t0, t1, r0, r1);       \
+        else if (nt == 2) run_tiles(DT, 2, 4, y, ldy, x, cols, wb, wld, cols, t0, t1, r0, r1);          \
+        else if (nt == 3) run_tiles(DT, 3, 4, y, ldy, x, cols, wb, wld, cols, t0, t1, r0, r1);          \
+        else run_tiles(DT, 4, 4, y, ldy, x, cols, wb, wld, cols, t0, t1, r0, r1);                       \
     }
 
 GEMV_FOR_DTYPE(gemv_f32, MT_F32)
@@ -147,11 +181,11 @@ TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t
     const int dt = w->dtype;
     const size_t es = dt == MT_F32 ? 4 : 2, wld = (size_t)cols * es;
     if (dt == MT_F32 || cols > PACK_COLS) {
-        const unsigned char *wb = (const unsigned char *)w->data + (size_t)r0 * wld;
+        const unsigned char *wb = w->data;
         switch (dt) {
-        case MT_F32: tiles(MT_F32, GM_T, GM_R, y + r0, ldy, x, cols, wb, wld, cols, t0, t1, r1 - r0); break;
-        case MT_BF16: tiles(MT_BF16, GM_T, GM_R, y + r0, ldy, x, cols, wb, wld, cols, t0, t1, r1 - r0); break;
-        default: tiles(MT_F16, GM_T, GM_R, y + r0, ldy, x, cols, wb, wld, cols, t0, t1, r1 - r0); break;
+        case MT_F32: tiles(MT_F32, GM_T, GM_R, y, ldy, x, cols, wb, wld, cols, t0, t1, r0, r1); break;
+        case MT_BF16: tiles(MT_BF16, GM_T, GM_R, y, ldy, x, cols, wb, wld, cols, t0, t1, r0, r1); break;
+        default: tiles(MT_F16, GM_T, GM_R, y, ldy, x, cols, wb, wld, cols, t0, t1, r0, r1); break;
         }
         return;
     }
@@ -173,6 +207,6 @@ TGT void mt_gemm_avx512(float *y, const float *x, const mt_mat *w, int t0, int t
             }
         }
         /* the widened values are exact, so the panel gives the same products as the weights */
-        tiles(MT_F32, GM_T, GM_R, y + rb, ldy, x, cols, (const unsigned char *)wp, (size_t)cols * 4, cols, t0, t1, nr);
+        tiles(MT_F32, GM_T, GM_R, y + rb, ldy, x, cols, (const unsigned char *)wp, (size_t)cols * 4, cols, t0, t1, 0, nr);
     }
 }

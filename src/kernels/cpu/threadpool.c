@@ -10,7 +10,9 @@
  * worker may read them, and the caller never waits for workers still waking up (a small loop
  * issued while they sleep is simply run by the caller). A worker that has spun for SPIN_NS
  * without a new generation registers in `sleepers` and futex-waits on `gen`; the caller
- * wakes them only when someone sleeps (same ordering argument, so a bump is never missed). */
+ * wakes them only when someone sleeps (same ordering argument, so a bump is never missed).
+ * The caller's own wait for `active` to reach zero spins for WAIT_SPIN_NS, then sleeps on
+ * `done`, which the last worker out bumps and wakes (see wait_workers). */
 #include "kernels/cpu/threadpool.h"
 
 #include <limits.h>
@@ -37,7 +39,17 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-#define SPIN_NS 300000 /* 0.3 ms of spinning before a worker sleeps */
+/* A worker spins this long for the next loop before it sleeps. Short: when the machine's CPUs
+ * are shared (a VM whose vCPUs take turns on one core), a spinning worker holds the CPU the
+ * caller needs to issue the next loop; 50 us still covers the gaps between the loops of a
+ * forward pass. (0.3 ms before: decode with both threads on one CPU ran 35% slower than one
+ * thread alone; see docs/PERF_NOTES.md.) */
+#ifndef SPIN_NS
+#define SPIN_NS 50000
+#endif
+#ifndef WAIT_SPIN_NS
+#define WAIT_SPIN_NS 200000 /* the caller's spin before it sleeps until the workers are done */
+#endif
 
 typedef struct pool {
     int nthreads; /* participants, caller included */
@@ -48,6 +60,8 @@ typedef struct pool {
     _Atomic int closed; /* 1 once the caller has found no chunks left */
     _Atomic int next;
     _Atomic int stop;
+    _Atomic uint32_t done;        /* bumped by the last worker out while the caller sleeps */
+    _Atomic int caller_sleeping;
     /* the current job, written by the caller before bumping gen */
     void (*fn)(void *ctx, int i);
     void *ctx;
@@ -115,6 +129,30 @@ static uint32_t wait_generation(pool *p, uint32_t seen) {
     }
 }
 
+/* The caller's wait for the workers still running chunks of its loop: a short spin, then a
+ * sleep (a worker that has been descheduled, e.g. its CPU is shared, gets the CPU back at once
+ * instead of after the spinner's time slice). The last worker out wakes a sleeping caller;
+ * sequentially consistent order on caller_sleeping / active, so a wake-up is never missed. */
+static void wait_workers(pool *p) {
+    int64_t start = 0;
+    for (unsigned spins = 0; atomic_load(&p->active) > 0; spins++) {
+        if ((spins & 63) == 0) {
+            int64_t t = now_ns();
+            if (spins == 0) start = t;
+            else if (t - start > WAIT_SPIN_NS) break;
+        }
+        CPU_RELAX();
+    }
+    if (atomic_load(&p->active) == 0) return;
+    atomic_store(&p->caller_sleeping, 1);
+    for (;;) {
+        uint32_t d = atomic_load(&p->done);
+        if (atomic_load(&p->active) == 0) break;
+        futex_wait(&p->done, d);
+    }
+    atomic_store(&p->caller_sleeping, 0);
+}
+
 static void *worker_main(void *arg) {
     pool *p = arg;
     tl_in_loop = 1; /* loops issued by a loop body run serially */
@@ -124,7 +162,10 @@ static void *worker_main(void *arg) {
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
         atomic_fetch_add(&p->active, 1);
         if (!atomic_load(&p->closed)) run_chunks(p);
-        atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
+        if (atomic_fetch_sub(&p->active, 1) == 1 && atomic_load(&p->caller_sleeping)) {
+            atomic_fetch_add(&p->done, 1);
+            futex_wake_all(&p->done);
+        }
     }
     return NULL;
 }
@@ -160,6 +201,8 @@ void mt_pool_start(int n) {
     atomic_store(&p->closed, 1);
     atomic_store(&p->next, 0);
     atomic_store(&p->stop, 0);
+    atomic_store(&p->done, 0);
+    atomic_store(&p->caller_sleeping, 0);
     p->workers = n > 1 ? calloc((size_t)(n - 1), sizeof *p->workers) : NULL;
     if (n > 1 && !p->workers) n = 1;
     for (int i = 0; i < n - 1; i++) {
@@ -206,9 +249,6 @@ void mt_parallel_for(int n, void (*fn)(void *ctx, int i), void *ctx) {
     tl_in_loop = 0;
 
     atomic_store(&p->closed, 1);
-    for (unsigned spins = 0; atomic_load(&p->active) > 0; spins++) {
-        if (spins < 4096) CPU_RELAX();
-        else sched_yield(); /* a worker was descheduled: let it run */
-    }
+    wait_workers(p);
     pthread_mutex_unlock(&g_dispatch);
 }

@@ -1,0 +1,68 @@
+"""`moetrace serve --device cuda` end to end on the GPU machine (after tests/gpu/pack.sh): 32
+concurrent /generate requests with routing return, each checked against `moetrace run --device
+cuda --routing-out` of the same prompt (routing decoded as SGLang's helper does), then SIGTERM."""
+import base64
+import concurrent.futures
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+
+BIN = ".devcarry/bin/moetrace"
+MODEL = "tests/fixtures/models/qwen3_moe"
+PORT = 30123
+env = dict(os.environ, LD_LIBRARY_PATH=os.path.abspath(".devcarry/lib") + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
+
+
+def post(path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def solo(ids, n_new):
+    subprocess.run([BIN, "run", "--model", MODEL, "--device", "cuda", "--input-ids", ",".join(map(str, ids)),
+                    "--max-new-tokens", str(n_new), "--ignore-eos", "--routing-out", "/tmp/solo_r.npy",
+                    "--tokens-out", "/tmp/solo_t.npy"], env=env, check=True, stdout=subprocess.DEVNULL)
+    return np.load("/tmp/solo_r.npy"), np.load("/tmp/solo_t.npy")
+
+
+server = subprocess.Popen([BIN, "serve", "--model", MODEL, "--device", "cuda", "--port", str(PORT),
+                           "--enable-return-routed-experts"], env=env, stderr=subprocess.PIPE)
+for _ in range(600):
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=1).status == 200:
+            break
+    except Exception:
+        time.sleep(0.1)
+rng = random.Random(7)
+prompts = [[rng.randrange(3, 500) for _ in range(rng.randrange(1, 200))] for _ in range(32)]
+n_new = 6
+
+
+def one(ids):
+    return post("/generate", {"input_ids": ids, "sampling_params": {"max_new_tokens": n_new, "temperature": 0,
+                                                                    "ignore_eos": True}, "return_routed_experts": True})
+
+
+with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    answers = list(pool.map(one, prompts))
+bad = 0
+for ids, a in zip(prompts, answers):
+    m = a["meta_info"]
+    got = np.frombuffer(base64.b64decode(m["routed_experts"]), np.int32).reshape(m["routed_experts_shape"])
+    r, t = solo(ids, n_new)
+    same = got.shape == r.shape and (got == r).all() and a["output_ids"] == t.tolist()
+    bad += not same
+server.send_signal(signal.SIGTERM)
+rc = server.wait(timeout=60)
+print(f"serve --device cuda: {len(prompts)} concurrent requests, {len(prompts) - bad} equal to their solo "
+      f"`run --device cuda` (routing and tokens); exit code after SIGTERM {rc}")
+sys.exit(1 if bad or rc != 0 else 0)
