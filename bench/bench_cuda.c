@@ -5,8 +5,8 @@
  *  - prefill tokens/s for 8 prompts of 2,048 tokens against cuBLAS throughput in model FLOPs;
  *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating).
  *
- *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--only decode1|prefill]
- * --only runs one figure and brackets two of its passes for `ncu --profile-from-start off`.
+ *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--only decodeB|prefill]
+ * --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,7 +207,9 @@ static decode_figure measure_decode(const mt_model *m, mt_kv_cache *kv, int B, i
     f.bytes = params * 2.0 + B * kv_bytes;
     f.step_s = median(t, steps);
     f.tokens_per_s = B / f.step_s;
-    f.roofline_s = f.bytes / (copy_gbps * 1e9 / 2.0);   /* copy moves 2 bytes (read + write) per byte read */
+    /* the copy's rate counts bytes read plus bytes written: that is what the memory moves per second,
+     * and a stream that only reads moves its bytes at the same rate */
+    f.roofline_s = f.bytes / (copy_gbps * 1e9);
     free(t);
     free(tc.seen);
     workload_free(&w);
@@ -221,7 +223,10 @@ static int profile_only(const char *dir, const char *what, int P) {
     mt_model m;
     if (mt_model_load(&m, dir, MT_LOAD_SHAPES, &err) || mt_cuda_attach(&m, &err)) die(dir, &err);
     mt_kv_cache kv;
-    if (mt_kv_cache_init_model(&kv, &m, 8 * (2048 / 16) + 64, &err)) die("KV cache", &err);
+    int B = !strncmp(what, "decode", 6) ? atoi(what + 6) : 1;
+    if (B < 1) B = 1;
+    int blocks = 8 * (2048 / 16) + 64, decode_blocks = B * ((P + 32) / 16 + 2);
+    if (mt_kv_cache_init_model(&kv, &m, blocks > decode_blocks ? blocks : decode_blocks, &err)) die("KV cache", &err);
     workload w;
     if (!strcmp(what, "prefill")) {
         workload_init(&w, &m, &kv, 8, 2048, 2049, 8 * 2048);
@@ -231,7 +236,7 @@ static int profile_only(const char *dir, const char *what, int P) {
         mt_cuda_profiler_range(false);
         workload_free(&w);
     } else {
-        workload_init(&w, &m, &kv, 1, P, P + 16, 8192);
+        workload_init(&w, &m, &kv, B, P, P + 16, 8192);
         for (int i = 0; i < 4; i++) workload_step(&w, NULL);
         mt_cuda_profiler_range(true);
         for (int i = 0; i < 2; i++) workload_step(&w, NULL);

@@ -85,7 +85,16 @@ static bf16 *tile_weights(const std::vector<float> &w, int rows, int K, int mode
     return d;
 }
 
-static void check_dense(int rows, int K, int n, int epi, bool large, int tile_rows = 64) {
+// Slice sums for the split path (mt_cuda_linear_split): 8 slices x 512 rows x 8192 weight rows.
+static float *g_partials;
+static float *partials() {
+    if (!g_partials) CK(cudaMalloc(&g_partials, (size_t)8 * 512 * 8192 * sizeof(float)));
+    return g_partials;
+}
+
+// path: 0 small, 1 large, 2 split.
+static void check_dense(int rows, int K, int n, int epi, int path, int tile_rows = 64) {
+    const bool large = path == 1;
     std::vector<float> w((size_t)rows * K), x((size_t)n * K);
     for (auto &v : w) v = bf(frand() / sqrtf((float)K));
     for (auto &v : x) v = bf(frand());
@@ -130,7 +139,9 @@ static void check_dense(int rows, int K, int n, int epi, bool large, int tile_ro
     a.ldo = out_cols;
     a.epilogue = epi;
     a.tile_rows = tile_rows;
-    if (large) mt_cuda_linear_large(&a, 0);
+    a.partials = partials();
+    if (path == 2) mt_cuda_linear_split(&a, 0);
+    else if (large) mt_cuda_linear_large(&a, 0);
     else mt_cuda_linear_small(&a, 0);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
@@ -142,8 +153,8 @@ static void check_dense(int rows, int K, int n, int epi, bool large, int tile_ro
         for (size_t i = 0; i < got.size(); i++) got[i] = __bfloat162float(g[i]);
     }
     char what[160];
-    snprintf(what, sizeof what, "linear %s rows %d K %d n %d epilogue %d", large ? (tile_rows == 128 ? "large/128" : "large/64") : "small",
-             rows, K, n, epi);
+    snprintf(what, sizeof what, "linear %s rows %d K %d n %d epilogue %d",
+             path == 2 ? "split" : large ? (tile_rows == 128 ? "large/128" : "large/64") : "small", rows, K, n, epi);
     report(what, rel(ref, got), epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD ? 1e-5 : 8e-3);
     cudaFree(dw);
     cudaFree(dx);
@@ -178,8 +189,16 @@ static void check_paths_agree(int rows, int K, int n) {
     mt_cuda_linear_large(&a, 0);
     CK(cudaDeviceSynchronize());
     auto g3 = from_dev(o2, (size_t)n * rows);
-    bool same = memcmp(g1.data(), g2.data(), g1.size() * 4) == 0 && memcmp(g1.data(), g3.data(), g1.size() * 4) == 0;
-    printf("  %-64s %s\n", "small and large (64, 128) paths bitwise equal", same ? "ok" : "FAIL");
+    a.partials = partials();
+    CK(cudaMemset(o2, 0xff, (size_t)n * rows * 4));
+    mt_cuda_linear_split(&a, 0);
+    CK(cudaDeviceSynchronize());
+    auto g4 = from_dev(o2, (size_t)n * rows);
+    bool same = memcmp(g1.data(), g2.data(), g1.size() * 4) == 0 && memcmp(g1.data(), g3.data(), g1.size() * 4) == 0 &&
+                memcmp(g1.data(), g4.data(), g1.size() * 4) == 0;
+    char what[96];
+    snprintf(what, sizeof what, "small, large (64, 128), split bitwise equal: rows %d K %d n %d", rows, K, n);
+    printf("  %-64s %s\n", what, same ? "ok" : "FAIL");
     if (!same) failures++;
     cudaFree(dw);
     cudaFree(dx);
@@ -474,6 +493,12 @@ int main() {
             check_dense(s[0], s[1], s[2], MT_EPI_F32, large);
         }
     }
+    const int split_shapes[][3] = {{200, 2048, 64}, {1024, 1024, 60}, {256, 768, 130}, {48, 64, 17}, {64, 32, 40},
+                                   {5120, 2048, 256}};
+    for (auto &s : split_shapes) check_dense(s[0], s[1], s[2], MT_EPI_F32, 2);
+    check_dense(512, 1024, 137, MT_EPI_F32_ADD, 2);
+    check_dense(512, 1024, 100, MT_EPI_SWIGLU, 2);
+    check_dense(96, 64, 33, MT_EPI_BF16, 2);
     check_dense(512, 1024, 37, MT_EPI_F32_ADD, false);
     check_dense(512, 1024, 137, MT_EPI_F32_ADD, true);
     check_dense(4096, 1024, 300, MT_EPI_F32, true, 128);
@@ -491,6 +516,8 @@ int main() {
     check_grouped(96, 64, 6, {130, 0, 1, 65, 64, 200}, 300, true, 128);
     check_paths_agree(1024, 1024, 64);
     check_paths_agree(80, 768, 33);
+    check_paths_agree(2048, 4096, 48);
+    check_paths_agree(128, 2048, 16);
     printf("expert sort\n");
     check_sort(7, 2, 8);
     check_sort(300, 8, 128);

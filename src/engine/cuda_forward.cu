@@ -15,7 +15,7 @@
 void mt_gpu_scratch_release(GpuScratch *s) {
     void *dev[] = {s->h, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
                    s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
-                   s->src_rows, s->pair_pos, s->argmax, s->sort_chunks, s->argmax_scratch};
+                   s->src_rows, s->pair_pos, s->argmax, s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
     cudaFreeHost(s->h_cap_w);
@@ -50,7 +50,9 @@ void prof_collect(GpuModel *g) {
     p.passes++;
 }
 
-constexpr int SMALL_BATCH = 64;   // at most this many rows: the small (streaming) product path
+constexpr int SMALL_BATCH = 64;   // at most this many tokens: expert products on the small (streaming) path
+constexpr int SMALL_DENSE = 16;   // at most this many rows: dense products on the small path
+constexpr int SPLIT_MAX = 256;    // at most this many rows: dense products may split K over blocks
 constexpr int WIDE_TILES = 1024;  // from this many rows per matrix (on average): 128-row large-path tiles
 
 int tile_rows_for(int rows_per_matrix) { return rows_per_matrix >= WIDE_TILES ? 128 : 64; }
@@ -114,6 +116,10 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.argmax, (size_t)cap_logits);
     ALLOC(s.argmax_scratch, 2 * mt_cuda_argmax_scratch(cap_logits, c->vocab_size));
     ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
+    // slice sums of split dense products: every dense matrix but lm_head
+    s.split_cap = (int)(N < (size_t)SPLIT_MAX ? N : (size_t)SPLIT_MAX);
+    s.split_rows = mt_round16((int)max_sz(max_sz(qd + 2 * kvd, max_sz(H, qd)), max_sz(2 * inter, E)));
+    ALLOC(s.split_part, (size_t)8 * s.split_cap * s.split_rows);
 #undef ALLOC
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_w, moe_l * nk * sizeof(float)));
@@ -267,8 +273,15 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
     a.ldo = ldo;
     a.epilogue = epi;
     a.tile_rows = tile_rows_for(n);
-    if (n <= SMALL_BATCH) mt_cuda_linear_small(&a, g->stream);
-    else mt_cuda_linear_large(&a, g->stream);
+    if (n <= SMALL_DENSE) {
+        mt_cuda_linear_small(&a, g->stream);
+    } else if (n <= g->s.split_cap && W.rows_pad <= g->s.split_rows &&
+               mt_cuda_linear_split_blocks(W.rows_pad, n) < 2 * g->sm_count) {
+        a.partials = g->s.split_part;
+        mt_cuda_linear_split(&a, g->stream);
+    } else {
+        mt_cuda_linear_large(&a, g->stream);
+    }
 }
 
 // Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the

@@ -53,6 +53,8 @@ struct GpuScratch {
     int32_t *argmax;
     float *argmax_scratch;
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
+    float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products
+    int split_cap, split_rows;
     // batch inputs, uploaded in one copy: tokens, positions, seq_of_token, logit_rows,
     // table_offset, attention tiles (decode then prefill), block tables
     int32_t *in, *h_in;      // device, pinned host
@@ -88,6 +90,7 @@ struct GpuGraph {
 
 struct GpuModel {
     int device;
+    int sm_count;            // multiprocessors of the device
     cudaStream_t stream;
     bf16 *embed;             // row-major [V, H]
     float *final_norm;

@@ -233,6 +233,7 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
     GpuModel *g = (GpuModel *)calloc(1, sizeof *g);
     if (!g) return mt_errf(err, "out of host memory");
     g->num_layers = c->num_hidden_layers;
+    if (cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) g->sm_count = 1;
     g->layers = (GpuLayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->layers);
     g->moe_index = (int *)malloc((size_t)c->num_hidden_layers * sizeof(int));
     Uploader u = {g, nullptr, 0x6d6f657472616365ull, err};

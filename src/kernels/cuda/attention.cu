@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
 
 namespace {
@@ -228,6 +229,7 @@ __device__ __forceinline__ int tile_max_pos(const mt_attention_args &a, const mt
 // Rows kernel: one block per (tile of <= 16*warps rows, kv head); warp w owns rows 16w..16w+15.
 template <int HD>
 __global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
+    mt_grid_dependency_wait();
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5;
     const mt_attn_tile t = a.tiles[blockIdx.x];
@@ -263,6 +265,7 @@ __global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_
 // time, and warp 0 merges their states in tile order (through shared memory).
 template <int HD>
 __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attention_args a, float scale_log2) {
+    mt_grid_dependency_wait();
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const mt_attn_tile t = a.tiles[blockIdx.x];
@@ -305,6 +308,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attentio
 // and writes the state: o [16][HD], then m [16], then l [16], at state index (tile, kvh, kt).
 template <int HD>
 __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention_args a, float scale_log2) {
+    mt_grid_dependency_wait();
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
     const mt_attn_tile t = a.tiles[blockIdx.x];
@@ -345,6 +349,7 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
 // Block (tile, kv head, row), a thread per output dim.
 template <int HD>
 __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_args a) {
+    mt_grid_dependency_wait();
     const mt_attn_tile t = a.tiles[blockIdx.x];
     const int r = blockIdx.z, d = threadIdx.x;
     if (t.n_tok == 0 || r >= t.n_tok * t.n_heads) return;
@@ -382,7 +387,7 @@ float scale_log2_of(int hd) { return (1.0f / sqrtf((float)hd)) * 1.4426950408889
 template <int HD>
 void launch_rows(const mt_attention_args &a, cudaStream_t st) {
     size_t kv_bytes = 2 * KV_TILE * (HD + 8) * sizeof(bf16);
-    attention_rows_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 128, kv_bytes, st>>>(a, scale_log2_of(HD));
+    mt_launch(attention_rows_kernel<HD>, dim3(a.n_tiles, a.n_kv_heads), 128, kv_bytes, st, a, scale_log2_of(HD));
 }
 
 template <int HD>
@@ -394,8 +399,8 @@ void launch_split(const mt_attention_args &a, cudaStream_t st) {
         configured = true;
     }
     dim3 grid(a.n_tiles, a.n_kv_heads, (a.split_max_tiles + 3) / 4);
-    attention_split_kernel<HD><<<grid, 128, smem, st>>>(a, scale_log2_of(HD));
-    attention_merge_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads, 16), HD, 0, st>>>(a);
+    mt_launch(attention_split_kernel<HD>, grid, 128, smem, st, a, scale_log2_of(HD));
+    mt_launch(attention_merge_kernel<HD>, dim3(a.n_tiles, a.n_kv_heads, 16), HD, 0, st, a);
 }
 
 template <int HD>
@@ -406,7 +411,7 @@ void launch_decode(const mt_attention_args &a, cudaStream_t st) {
         cudaFuncSetAttribute(attention_decode_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         configured = true;
     }
-    attention_decode_kernel<HD><<<dim3(a.n_tiles, a.n_kv_heads), 128, smem, st>>>(a, scale_log2_of(HD));
+    mt_launch(attention_decode_kernel<HD>, dim3(a.n_tiles, a.n_kv_heads), 128, smem, st, a, scale_log2_of(HD));
 }
 
 enum Mode { DECODE, PREFILL, SPLIT };

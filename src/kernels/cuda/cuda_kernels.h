@@ -86,6 +86,7 @@ typedef struct mt_linear_args {
     int tile_rows;                  /* large path: X rows per block, 64 or 128 (the sort's tile size) */
     int n_groups;                   /* grouped: E */
     int max_work;                   /* grouped: upper bound of work items (grid size) */
+    float *partials;                /* split path: [mt_k_slices(K)][n][W.rows_pad] floats of scratch */
     void *out;
     int ldo;
     int epilogue;
@@ -96,6 +97,13 @@ typedef struct mt_linear_args {
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
 /* Large batches: 128 x tile_rows tiles staged through shared memory (cp.async, 3 stages). */
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
+/* Dense products too narrow to fill the device with large-path tiles (decode batches of tens to
+ * hundreds of rows against a few thousand weight rows): the large path's 128 x 64 tiles with each
+ * K slice in its own block, writing slice sums to a.partials; a second kernel adds the slices in
+ * order and applies the epilogue, so the bits are those of the other paths. */
+void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st);
+/* Blocks the large path's 128 x 64 tiles give a dense product (before any split). */
+int mt_cuda_linear_split_blocks(int rows_pad, int n);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */
 

@@ -6,16 +6,23 @@
 // each slice to one warp and adds the warps' results in order; the large path walks the slices in
 // turn. A row's result is therefore the same bits whichever path and whatever batch computed it.
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
 
 namespace {
 
-constexpr int SMALL_ROWS = 64;   // rows of X per work item of the small path
-constexpr int SMALL_STAGE = 4;   // weight tiles per pipeline stage of a warp
-constexpr int SMALL_STAGES = 4;  // stages in each warp's shared-memory ring (cp.async)
-// a stage: SMALL_STAGE weight tiles (512 B each), then the first 8 X rows of those chunks (256 B each)
-constexpr int SMALL_STAGE_ELEMS = SMALL_STAGE * (256 + 128);
-constexpr size_t SMALL_SMEM = (size_t)8 * SMALL_STAGES * SMALL_STAGE_ELEMS * sizeof(bf16);   // 8 warps' rings
+// Small path: a work item is one 16-row weight tile of one group (or of the dense matrix) and all
+// of that group's X rows (at most 64), done in passes of 16 X rows. A block walks its items with a
+// grid stride; its warp w streams slice w of every (item, pass) through a ring of SP_STAGES stages
+// in shared memory, each stage SP_CHUNKS weight tiles and the pass's 16 X rows of those chunks, so
+// the loads of the next pass and item are in flight while a pass's partial sums are added.
+constexpr int SP_ROWS = 16;     // X rows per pass (two 8-row MMA n-tiles)
+constexpr int SP_CHUNKS = 2;    // 16-wide chunks per stage
+constexpr int SP_STAGES = 6;    // stages in each warp's ring
+constexpr int SP_STAGE_ELEMS = SP_CHUNKS * (256 + SP_ROWS * 16);
+constexpr int SP_PART_FLOATS = 2 * 8 * 2 * 128;   // two buffers x 8 warps x 2 n-tiles x 16x8 sums
+constexpr size_t SMALL_SMEM = (size_t)8 * SP_STAGES * SP_STAGE_ELEMS * sizeof(bf16) + SP_PART_FLOATS * sizeof(float);
+constexpr int SMALL_MAX_ROWS = 64;   // X rows of one group (or dense call) the small path takes
 
 struct Work {
     int g, row0, nrows;
@@ -37,131 +44,154 @@ __device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int
 
 // ---- small path ----------------------------------------------------------------------------------
 
-// Each warp streams its slice's weight tiles, and the first 8 X rows' matching chunks, through a
-// ring of SMALL_STAGES stages in shared memory: cp.async keeps several stages in flight while the
-// tensor cores work on one, and no MMA waits on a global load. X rows past the first 8 (batches of
-// more than 8 rows) are read from global memory directly.
+// Position in a warp's stream: item (a grid-stride index), pass within the item, stage within the
+// pass; rt/g/row0/nrows describe the item.
+struct SmallCursor {
+    int item, pass, st;
+    int rt, g, row0, nrows;
+};
+
+__device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args &a, int R, int n_items) {
+    c.pass = 0;
+    c.st = 0;
+    if (c.item >= n_items) return;
+    int y = c.item / R;
+    c.rt = c.item - y * R;
+    if (a.group_offsets) {
+        c.g = a.active[y];
+        c.row0 = a.group_offsets[c.g];
+        c.nrows = min(SMALL_MAX_ROWS, a.group_offsets[c.g + 1] - c.row0);
+    } else {
+        c.g = 0;
+        c.row0 = y * SMALL_MAX_ROWS;
+        c.nrows = min(SMALL_MAX_ROWS, a.n - c.row0);
+    }
+}
+
+__device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_args &a, int R, int n_items, int n_st) {
+    if (++c.st < n_st) return;
+    c.st = 0;
+    if (++c.pass * SP_ROWS < c.nrows) return;
+    c.item += gridDim.x;
+    small_item(c, a, R, n_items);
+}
+
 template <int EPI>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int tq = lane >> 2, t4 = lane & 3;
-    const int rt = blockIdx.x;
-    Work wk;
-    if (a.group_offsets) {
-        if ((int)blockIdx.y >= *a.n_active) return;
-        wk.g = a.active[blockIdx.y];
-        wk.row0 = a.group_offsets[wk.g];
-        wk.nrows = min(SMALL_ROWS, a.group_offsets[wk.g + 1] - wk.row0);
-    } else {
-        wk.g = 0;
-        wk.row0 = blockIdx.y * SMALL_ROWS;
-        wk.nrows = min(SMALL_ROWS, a.n - wk.row0);
-    }
-    const int nt = (wk.nrows + 7) >> 3;
-    const int C = a.W.K / 16, S = mt_k_slices(a.W.K);
-    const bf16 *W = a.W.w + (size_t)wk.g * a.group_stride + (size_t)rt * C * 256;
+    const int C = a.W.K / 16, S = mt_k_slices(a.W.K), R = a.W.rows_pad / 16;
+    const int c0 = warp * C / S, c1 = (warp + 1) * C / S;
+    const int n_st = (c1 - c0 + SP_CHUNKS - 1) / SP_CHUNKS;
+    const bool streams = warp < S;
 
-    const bf16 *xr[SMALL_ROWS / 8];
-#pragma unroll
-    for (int j = 0; j < SMALL_ROWS / 8; j++) {
-        int r = j * 8 + tq;
-        xr[j] = r < wk.nrows ? a.X + (size_t)src_row(a, wk.row0 + r) * a.ldx + 2 * t4 : nullptr;
-    }
-    float acc[SMALL_ROWS / 8][4];
-#pragma unroll
-    for (int j = 0; j < SMALL_ROWS / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    bf16 *ring = reinterpret_cast<bf16 *>(smem_raw) + (size_t)warp * SP_STAGES * SP_STAGE_ELEMS;
+    float *part = reinterpret_cast<float *>(reinterpret_cast<bf16 *>(smem_raw) + (size_t)8 * SP_STAGES * SP_STAGE_ELEMS);
 
-    bf16 *ring = reinterpret_cast<bf16 *>(smem_raw) + (size_t)warp * SMALL_STAGES * SMALL_STAGE_ELEMS;
-    // X row (lane / 2) of the first n-tile, half (lane % 2) of each 16-wide chunk
-    const int xrow = lane >> 1;
-    const bf16 *xcopy = lane < 16 && xrow < wk.nrows ? a.X + (size_t)src_row(a, wk.row0 + xrow) * a.ldx + (lane & 1) * 8 : nullptr;
-    if (warp < S) {
-        const int c0 = warp * C / S, c1 = (warp + 1) * C / S;
-        const int n_st = (c1 - c0 + SMALL_STAGE - 1) / SMALL_STAGE;
-        auto issue = [&](int st) {   // one commit group per stage, empty past the end
-            if (st < n_st) {
-                bf16 *stage = ring + (st % SMALL_STAGES) * SMALL_STAGE_ELEMS;
+    if (!a.group_offsets && streams && lane == 0 && (int)blockIdx.x < R)   // weights need no wait
+        mt_prefetch_l2(a.W.w + ((size_t)blockIdx.x * C + c0) * 256, (unsigned)(c1 - c0) * 512u);
+    mt_grid_dependency_wait();
+    const int n_items = R * (a.group_offsets ? *a.n_active : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
+
+    // lane's share of a stage's X rows: row lane / 2 of the pass, half lane % 2 of each chunk
+    const int xrow = lane >> 1, xhalf = (lane & 1) * 8;
+    SmallCursor prod;
+    prod.item = blockIdx.x;
+    small_item(prod, a, R, n_items);
+    auto issue = [&](int slot) {   // one commit group per stage, empty past the end of the stream
+        if (prod.item < n_items) {
+            bf16 *stage = ring + slot * SP_STAGE_ELEMS;
+            const bf16 *W = a.W.w + (size_t)prod.g * a.group_stride + (size_t)prod.rt * C * 256;
+            int r = prod.pass * SP_ROWS + xrow;
+            const bf16 *xsrc = r < prod.nrows ? a.X + (size_t)src_row(a, prod.row0 + r) * a.ldx + xhalf : nullptr;
 #pragma unroll
-                for (int u = 0; u < SMALL_STAGE; u++) {
-                    int c = c0 + st * SMALL_STAGE + u;
-                    if (c < c1) {
-                        mt_cp_async16(stage + u * 256 + lane * 8, W + (size_t)c * 256 + lane * 8, 16);
-                        if (lane < 16)
-                            mt_cp_async16(stage + SMALL_STAGE * 256 + u * 128 + lane * 8, xcopy ? xcopy + c * 16 : a.X,
-                                          xcopy ? 16 : 0);
-                    }
+            for (int u = 0; u < SP_CHUNKS; u++) {
+                int c = c0 + prod.st * SP_CHUNKS + u;
+                if (c < c1) {
+                    mt_cp_async16(stage + u * 256 + lane * 8, W + (size_t)c * 256 + lane * 8, 16);
+                    mt_cp_async16(stage + SP_CHUNKS * 256 + u * 256 + xrow * 16 + xhalf, xsrc ? xsrc + c * 16 : a.X,
+                                  xsrc ? 16 : 0);
                 }
             }
-            mt_cp_async_commit();
-        };
+            small_advance(prod, a, R, n_items, n_st);
+        }
+        mt_cp_async_commit();
+    };
+    if (streams) {
 #pragma unroll
-        for (int st = 0; st < SMALL_STAGES - 1; st++) issue(st);
-        for (int st = 0; st < n_st; st++) {
-            mt_cp_async_wait<SMALL_STAGES - 2>();
-            __syncwarp();   // stage st has landed for every lane (X rows come from other lanes), and
-                            // every lane is done with stage st - 1, whose slot is refilled now
-            issue(st + SMALL_STAGES - 1);
-            const bf16 *stage = ring + (st % SMALL_STAGES) * SMALL_STAGE_ELEMS;
+        for (int s = 0; s < SP_STAGES - 1; s++) issue(s);
+    }
+
+    int slot = 0, buf = 0;
+    for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+        SmallCursor cur;
+        cur.item = item;
+        small_item(cur, a, R, n_items);
+        for (int pass = 0; pass * SP_ROWS < cur.nrows; pass++) {
+            const int prow = min(SP_ROWS, cur.nrows - pass * SP_ROWS), nt = (prow + 7) >> 3;
+            float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+            if (streams) {
+                for (int st = 0; st < n_st; st++) {
+                    mt_cp_async_wait<SP_STAGES - 2>();
+                    __syncwarp();   // this stage has landed for every lane (X rows come from other lanes),
+                                    // and every lane is done with the previous slot, refilled now
+                    issue(slot == 0 ? SP_STAGES - 1 : slot - 1);
+                    const bf16 *stage = ring + slot * SP_STAGE_ELEMS;
 #pragma unroll
-            for (int u = 0; u < SMALL_STAGE; u++) {
-                int c = c0 + st * SMALL_STAGE + u;
-                if (c >= c1) break;
-                uint4 af = *reinterpret_cast<const uint4 *>(stage + u * 256 + lane * 8);
-                const uint32_t *A = reinterpret_cast<const uint32_t *>(&af);
-                const bf16 *xs = stage + SMALL_STAGE * 256 + u * 128 + tq * 16 + 2 * t4;
-                uint32_t b0[2] = {*reinterpret_cast<const uint32_t *>(xs), *reinterpret_cast<const uint32_t *>(xs + 8)};
-                mt_mma(acc[0], A, b0);
-#pragma unroll
-                for (int j = 1; j < SMALL_ROWS / 8; j++) {
-                    if (j >= nt) break;
-                    uint32_t b[2] = {0u, 0u};
-                    if (xr[j]) {
-                        b[0] = *reinterpret_cast<const uint32_t *>(xr[j] + c * 16);
-                        b[1] = *reinterpret_cast<const uint32_t *>(xr[j] + c * 16 + 8);
+                    for (int u = 0; u < SP_CHUNKS; u++) {
+                        if (c0 + st * SP_CHUNKS + u >= c1) break;
+                        uint4 af = *reinterpret_cast<const uint4 *>(stage + u * 256 + lane * 8);
+                        const uint32_t *A = reinterpret_cast<const uint32_t *>(&af);
+                        const bf16 *xs = stage + SP_CHUNKS * 256 + u * 256 + tq * 16 + 2 * t4;
+                        uint32_t b0[2] = {*reinterpret_cast<const uint32_t *>(xs), *reinterpret_cast<const uint32_t *>(xs + 8)};
+                        mt_mma(acc[0], A, b0);
+                        if (nt > 1) {
+                            uint32_t b1[2] = {*reinterpret_cast<const uint32_t *>(xs + 128),
+                                              *reinterpret_cast<const uint32_t *>(xs + 136)};
+                            mt_mma(acc[1], A, b1);
+                        }
                     }
-                    mt_mma(acc[j], A, b);
+                    slot = slot == SP_STAGES - 1 ? 0 : slot + 1;
+                }
+                float *pw = part + (buf * 8 + warp) * 256;
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    pw[j * 128 + tq * 8 + 2 * t4] = acc[j][0];
+                    pw[j * 128 + tq * 8 + 2 * t4 + 1] = acc[j][1];
+                    pw[j * 128 + (tq + 8) * 8 + 2 * t4] = acc[j][2];
+                    pw[j * 128 + (tq + 8) * 8 + 2 * t4 + 1] = acc[j][3];
                 }
             }
-        }
-        mt_cp_async_wait<0>();
-    }
-    __syncthreads();   // the rings are done: their memory now holds the warps' partial sums
-    float (*part)[SMALL_ROWS / 8][128] = reinterpret_cast<float (*)[SMALL_ROWS / 8][128]>(smem_raw);
-    if (warp < S) {
-#pragma unroll
-        for (int j = 0; j < SMALL_ROWS / 8; j++) {
-            if (j >= nt) break;
-            part[warp][j][tq * 8 + 2 * t4] = acc[j][0];
-            part[warp][j][tq * 8 + 2 * t4 + 1] = acc[j][1];
-            part[warp][j][(tq + 8) * 8 + 2 * t4] = acc[j][2];
-            part[warp][j][(tq + 8) * 8 + 2 * t4 + 1] = acc[j][3];
-        }
-    }
-    __syncthreads();
-    if (EPI == MT_EPI_SWIGLU) {
-        for (int e = threadIdx.x; e < nt * 64; e += blockDim.x) {
-            int j = e >> 6, r = (e & 63) >> 3, n = e & 7;
-            int i = j * 8 + n;
-            if (i >= wk.nrows) continue;
-            float gate = 0.0f, up = 0.0f;
-            for (int w = 0; w < S; w++) {
-                gate += part[w][j][r * 8 + n];
-                up += part[w][j][(r + 8) * 8 + n];
+            __syncthreads();   // the partial sums of this pass are in; the other buffer is free again
+            const float *pb = part + buf * 8 * 256;
+            const int p0 = cur.row0 + pass * SP_ROWS;
+            if (EPI == MT_EPI_SWIGLU) {
+                if (threadIdx.x < nt * 64) {
+                    int e = threadIdx.x, j = e >> 6, r = (e & 63) >> 3, n = e & 7;
+                    int i = j * 8 + n, col = cur.rt * 8 + r;
+                    if (i < prow && col < a.W.rows / 2) {
+                        float gate = 0.0f, up = 0.0f;
+                        for (int w = 0; w < S; w++) {
+                            gate += pb[w * 256 + j * 128 + r * 8 + n];
+                            up += pb[w * 256 + j * 128 + (r + 8) * 8 + n];
+                        }
+                        store_swiglu(a, p0 + i, col, gate, up);
+                    }
+                }
+            } else if (threadIdx.x < nt * 128) {
+                int e = threadIdx.x, j = e >> 7, r = (e & 127) >> 3, n = e & 7;
+                int i = j * 8 + n, col = cur.rt * 16 + r;
+                if (i < prow && col < a.W.rows) {
+                    float tot = 0.0f;
+                    for (int w = 0; w < S; w++) tot += pb[w * 256 + j * 128 + r * 8 + n];
+                    store_out<EPI>(a, p0 + i, col, tot);
+                }
             }
-            int col = rt * 8 + r;
-            if (col < a.W.rows / 2) store_swiglu(a, wk.row0 + i, col, gate, up);
-        }
-    } else {
-        for (int e = threadIdx.x; e < nt * 128; e += blockDim.x) {
-            int j = e >> 7, r = (e & 127) >> 3, n = e & 7;
-            int i = j * 8 + n, col = rt * 16 + r;
-            if (i >= wk.nrows || col >= a.W.rows) continue;
-            float tot = 0.0f;
-            for (int w = 0; w < S; w++) tot += part[w][j][r * 8 + n];
-            store_out<EPI>(a, wk.row0 + i, col, tot);
+            buf ^= 1;
         }
     }
+    mt_cp_async_wait<0>();
 }
 
 // ---- large path ----------------------------------------------------------------------------------
@@ -183,8 +213,11 @@ struct LargeShape {
     static constexpr size_t SMEM = (size_t)LG_STAGES * (LG_A_ELEMS + B_ELEMS) * sizeof(bf16);
 };
 
-template <int EPI, int MT>
+// SPLIT: the block computes slice blockIdx.z alone and writes its sums to a.partials (dense only);
+// linear_split_reduce_kernel adds the slices in order and applies the epilogue.
+template <int EPI, int MT, bool SPLIT>
 __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args a) {
+    mt_grid_dependency_wait();
     using Shape = LargeShape<MT>;
     constexpr int BN = Shape::BN;
     extern __shared__ uint4 smem_raw[];
@@ -216,7 +249,9 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     const int C = a.W.K / 16, S = mt_k_slices(a.W.K);
     const int rt0 = blockIdx.x * LG_RT, n_rt = min(LG_RT, a.W.rows_pad / 16 - rt0);
     const bf16 *W = a.W.w + (size_t)wk.g * a.group_stride + (size_t)rt0 * C * 256;
-    const int n_kt = (C + LG_KC - 1) / LG_KC;
+    // chunks [cb, ce) of K: all of them, or one slice
+    const int cb = SPLIT ? (int)blockIdx.z * C / S : 0, ce = SPLIT ? ((int)blockIdx.z + 1) * C / S : C;
+    const int n_kt = (ce - cb + LG_KC - 1) / LG_KC;
 
     // The staged X rows this thread copies: vectors tid + 256h of 8 per row.
     constexpr int XV = BN * 8 / 256;
@@ -233,8 +268,8 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
         for (int h = 0; h < 4; h++) {
             int v = tid + h * 256;
             int rl = v >> 7, kc = (v >> 5) & 3, lv = v & 31;
-            int c = kt * LG_KC + kc;
-            bool ok = rl < n_rt && c < C;
+            int c = cb + kt * LG_KC + kc;
+            bool ok = rl < n_rt && c < ce;
             const bf16 *src = ok ? W + ((size_t)rl * C + c) * 256 + lv * 8 : a.W.w;
             mt_cp_async16(as + (rl * LG_KC + kc) * 256 + lv * 8, src, ok ? 16 : 0);
         }
@@ -242,9 +277,8 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
         for (int h = 0; h < XV; h++) {
             int v = tid + h * 256;
             int r = v >> 3, q = v & 7;
-            int k = kt * LG_KC * 16 + q * 8;
-            bool ok = xsrc[h] && k < a.W.K;
-            const bf16 *src = ok ? xsrc[h] + kt * LG_KC * 16 : a.X;
+            bool ok = xsrc[h] && cb + kt * LG_KC + (q >> 1) < ce;
+            const bf16 *src = ok ? xsrc[h] + (cb + kt * LG_KC) * 16 : a.X;
             mt_cp_async16(bs + r * LG_BSTRIDE + q * 8, src, ok ? 16 : 0);
         }
     };
@@ -275,8 +309,8 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
         const bf16 *bs = Bs + (kt % LG_STAGES) * Shape::B_ELEMS;
 #pragma unroll
         for (int kc = 0; kc < LG_KC; kc++) {
-            int c = kt * LG_KC + kc;
-            if (c >= C) break;
+            int c = cb + kt * LG_KC + kc;
+            if (c >= ce) break;
             uint4 af[MT];
 #pragma unroll
             for (int m = 0; m < MT; m++) af[m] = *reinterpret_cast<const uint4 *>(as + ((wm * MT + m) * LG_KC + kc) * 256 + lane * 8);
@@ -294,7 +328,7 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
                     mt_mma(acc[m][2 * jp + 1], reinterpret_cast<const uint32_t *>(&af[m]), b1);
                 }
             }
-            if (c + 1 == slice_end) {
+            if (!SPLIT && c + 1 == slice_end) {
 #pragma unroll
                 for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -311,23 +345,42 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     }
     mt_cp_async_wait<0>();
 
+    if constexpr (SPLIT) {   // this slice's sums, [slice][position][weight row]
+        float *part = a.partials + (size_t)blockIdx.z * a.n * a.W.rows_pad;
 #pragma unroll
-    for (int m = 0; m < MT; m++) {
-        int rt = rt0 + wm * MT + m;
+        for (int m = 0; m < MT; m++) {
+            int row = (rt0 + wm * MT + m) * 16 + tq;
+            if (rt0 + wm * MT + m >= a.W.rows_pad / 16) continue;
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+            for (int j = 0; j < 4; j++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) {   // the two X rows 2*t4 + h of this n-tile
-                int i = wn * 32 + j * 8 + 2 * t4 + h;
-                if (i >= wk.nrows) continue;
-                int p = wk.row0 + i;
-                if (EPI == MT_EPI_SWIGLU) {
-                    int col = rt * 8 + tq;
-                    if (col < a.W.rows / 2) store_swiglu(a, p, col, tot[m][j][h], tot[m][j][2 + h]);
-                } else {
-                    int col = rt * 16 + tq;
-                    if (col < a.W.rows) store_out<EPI>(a, p, col, tot[m][j][h]);
-                    if (col + 8 < a.W.rows) store_out<EPI>(a, p, col + 8, tot[m][j][2 + h]);
+                for (int h = 0; h < 2; h++) {
+                    int i = wn * 32 + j * 8 + 2 * t4 + h;
+                    if (i >= wk.nrows) continue;
+                    float *dst = part + (size_t)(wk.row0 + i) * a.W.rows_pad + row;
+                    dst[0] = acc[m][j][h];
+                    dst[8] = acc[m][j][2 + h];
+                }
+        }
+    } else {
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            int rt = rt0 + wm * MT + m;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {   // the two X rows 2*t4 + h of this n-tile
+                    int i = wn * 32 + j * 8 + 2 * t4 + h;
+                    if (i >= wk.nrows) continue;
+                    int p = wk.row0 + i;
+                    if (EPI == MT_EPI_SWIGLU) {
+                        int col = rt * 8 + tq;
+                        if (col < a.W.rows / 2) store_swiglu(a, p, col, tot[m][j][h], tot[m][j][2 + h]);
+                    } else {
+                        int col = rt * 16 + tq;
+                        if (col < a.W.rows) store_out<EPI>(a, p, col, tot[m][j][h]);
+                        if (col + 8 < a.W.rows) store_out<EPI>(a, p, col + 8, tot[m][j][2 + h]);
+                    }
                 }
             }
         }
@@ -336,35 +389,75 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
 
 template <int EPI>
 void launch_small(const mt_linear_args &a, cudaStream_t st) {
-    int work = a.group_offsets ? a.max_work : (a.n + SMALL_ROWS - 1) / SMALL_ROWS;
-    if (work <= 0) return;
-    static bool configured = false;
-    if (!configured) {
+    int groups = a.group_offsets ? a.max_work : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS;
+    int items = groups * (a.W.rows_pad / 16);
+    if (items <= 0) return;
+    static int resident = 0;   // blocks of this kernel the whole device holds at once
+    if (!resident) {
         cudaFuncSetAttribute(linear_small_kernel<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMALL_SMEM);
-        configured = true;
+        int per_sm = 0, dev = 0, sms = 0;
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_small_kernel<EPI>, 256, SMALL_SMEM);
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        resident = per_sm > 0 && sms > 0 ? per_sm * sms : 1;
     }
-    dim3 grid(a.W.rows_pad / 16, work);
-    linear_small_kernel<EPI><<<grid, 256, SMALL_SMEM, st>>>(a);
+    mt_launch(linear_small_kernel<EPI>, dim3(items < resident ? items : resident), dim3(256), SMALL_SMEM, st, a);
 }
 
-template <int EPI, int MT>
+// out = epilogue(sum over slices s in order of partials[s]), one thread per output value.
+template <int EPI>
+__global__ void linear_split_reduce_kernel(const mt_linear_args a) {
+    mt_grid_dependency_wait();
+    const int S = mt_k_slices(a.W.K);
+    const int cols = EPI == MT_EPI_SWIGLU ? a.W.rows / 2 : a.W.rows;
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)a.n * cols) return;
+    const int p = (int)(i / cols), col = (int)(i % cols);
+    const size_t plane = (size_t)a.n * a.W.rows_pad;
+    const float *part = a.partials + (size_t)p * a.W.rows_pad;
+    if (EPI == MT_EPI_SWIGLU) {
+        int row = (col >> 3) * 16 + (col & 7);   // gate row; its up row is 8 further
+        float gate = 0.0f, up = 0.0f;
+        for (int s = 0; s < S; s++) {
+            gate += part[s * plane + row];
+            up += part[s * plane + row + 8];
+        }
+        store_swiglu(a, p, col, gate, up);
+    } else {
+        float tot = 0.0f;
+        for (int s = 0; s < S; s++) tot += part[s * plane + col];
+        store_out<EPI>(a, p, col, tot);
+    }
+}
+
+template <int EPI, int MT, bool SPLIT>
 void launch_large_shape(const mt_linear_args &a, cudaStream_t st) {
     using Shape = LargeShape<MT>;
     static bool configured = false;
     if (!configured) {
-        cudaFuncSetAttribute(linear_large_kernel<EPI, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Shape::SMEM);
+        cudaFuncSetAttribute(linear_large_kernel<EPI, MT, SPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)Shape::SMEM);
         configured = true;
     }
     int work = a.group_offsets ? a.max_work : (a.n + Shape::BN - 1) / Shape::BN;
     if (work <= 0) return;
-    dim3 grid((a.W.rows_pad / 16 + LG_RT - 1) / LG_RT, work);
-    linear_large_kernel<EPI, MT><<<grid, 256, Shape::SMEM, st>>>(a);
+    dim3 grid((a.W.rows_pad / 16 + LG_RT - 1) / LG_RT, work, SPLIT ? mt_k_slices(a.W.K) : 1);
+    mt_launch(linear_large_kernel<EPI, MT, SPLIT>, grid, 256, Shape::SMEM, st, a);
+}
+
+template <int EPI>
+void launch_split(const mt_linear_args &a, cudaStream_t st) {
+    if (a.n <= 0) return;
+    launch_large_shape<EPI, 2, true>(a, st);
+    int cols = EPI == MT_EPI_SWIGLU ? a.W.rows / 2 : a.W.rows;
+    size_t outs = (size_t)a.n * cols;
+    mt_launch(linear_split_reduce_kernel<EPI>, dim3((unsigned)((outs + 255) / 256)), dim3(256), 0, st, a);
 }
 
 template <int EPI>
 void launch_large(const mt_linear_args &a, cudaStream_t st) {
-    if (a.tile_rows == 128) launch_large_shape<EPI, 4>(a, st);
-    else launch_large_shape<EPI, 2>(a, st);
+    if (a.tile_rows == 128) launch_large_shape<EPI, 4, false>(a, st);
+    else launch_large_shape<EPI, 2, false>(a, st);
 }
 
 }  // namespace
@@ -385,4 +478,17 @@ void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
     case MT_EPI_BF16: launch_large<MT_EPI_BF16>(*a, st); break;
     default: launch_large<MT_EPI_SWIGLU>(*a, st); break;
     }
+}
+
+void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st) {
+    switch (a->epilogue) {
+    case MT_EPI_F32: launch_split<MT_EPI_F32>(*a, st); break;
+    case MT_EPI_F32_ADD: launch_split<MT_EPI_F32_ADD>(*a, st); break;
+    case MT_EPI_BF16: launch_split<MT_EPI_BF16>(*a, st); break;
+    default: launch_split<MT_EPI_SWIGLU>(*a, st); break;
+    }
+}
+
+int mt_cuda_linear_split_blocks(int rows_pad, int n) {
+    return (rows_pad / 16 + LG_RT - 1) / LG_RT * ((n + LargeShape<2>::BN - 1) / LargeShape<2>::BN);
 }

@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace {
 
@@ -68,6 +69,7 @@ __device__ __forceinline__ void route_token(int t, int32_t *ids, float *weights,
 }
 
 __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
+    mt_grid_dependency_wait();
     const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (t < n) route_token(t, ids, weights, logits, ld, E, k, renorm);
 }
@@ -110,6 +112,7 @@ __device__ void scan_counts(const mt_expert_sort &s, int E) {
 
 // Few pairs (decode): everything in one block.
 __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    mt_grid_dependency_wait();
     extern __shared__ int32_t cursor[];   // [E]
     for (int e = threadIdx.x; e < E; e += blockDim.x) s.counts[e] = 0;
     __syncthreads();
@@ -130,6 +133,7 @@ constexpr int SMALL_SORT_THREADS = 512;
 __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
                                                                                const float *logits, int ld, int n, int E,
                                                                                int k, int renorm) {
+    mt_grid_dependency_wait();
     __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, weights, logits, ld, E, k, renorm);
@@ -180,6 +184,7 @@ __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt
 constexpr int SORT_CHUNK = 1024;
 
 __global__ void sort_count_kernel(mt_expert_sort s, const int32_t *ids, int nk, int E) {
+    mt_grid_dependency_wait();
     extern __shared__ int32_t cnt[];   // [E]
     for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
     __syncthreads();
@@ -191,6 +196,7 @@ __global__ void sort_count_kernel(mt_expert_sort s, const int32_t *ids, int nk, 
 
 // One block of >= E threads: totals, the scan, then each chunk's first slot per expert.
 __global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
+    mt_grid_dependency_wait();
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
         int total = 0;
         for (int c = 0; c < n_chunks; c++) total += s.chunks[(size_t)c * E + e];
@@ -210,6 +216,7 @@ __global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
 }
 
 __global__ void sort_scatter_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    mt_grid_dependency_wait();
     extern __shared__ int32_t cursor[];   // [E]
     for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = s.chunks[(size_t)blockIdx.x * E + e];
     __syncthreads();
@@ -223,7 +230,7 @@ void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, c
                         int E, int k, int renorm, cudaStream_t st) {
     if (n <= 0) return;
     if (n <= 32 && E <= SMALL_SORT_THREADS) {
-        route_sort_small_kernel<<<1, SMALL_SORT_THREADS, 0, st>>>(*s, ids, weights, logits, ld, n, E, k, renorm);
+        mt_launch(route_sort_small_kernel, 1, SMALL_SORT_THREADS, 0, st, *s, ids, weights, logits, ld, n, E, k, renorm);
         return;
     }
     mt_cuda_route(ids, weights, logits, ld, n, E, k, renorm, st);
@@ -233,18 +240,18 @@ void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, c
 void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm,
                    cudaStream_t st) {
     if (n <= 0) return;
-    route_kernel<<<(n + 7) / 8, 256, 0, st>>>(ids, weights, logits, ld, n, E, k, renorm);
+    mt_launch(route_kernel, (n + 7) / 8, 256, 0, st, ids, weights, logits, ld, n, E, k, renorm);
 }
 
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st) {
     int nk = n * k;
     size_t smem = (size_t)E * sizeof(int32_t);
     if (nk <= 4 * SORT_CHUNK) {
-        expert_sort_kernel<<<1, 1024, smem, st>>>(*s, ids, nk, k, E);
+        mt_launch(expert_sort_kernel, 1, 1024, smem, st, *s, ids, nk, k, E);
         return;
     }
     int chunks = (nk + SORT_CHUNK - 1) / SORT_CHUNK;
-    sort_count_kernel<<<chunks, 256, smem, st>>>(*s, ids, nk, E);
-    sort_scan_kernel<<<1, 1024, 0, st>>>(*s, chunks, E);
-    sort_scatter_kernel<<<chunks, 32, smem, st>>>(*s, ids, nk, k, E);
+    mt_launch(sort_count_kernel, chunks, 256, smem, st, *s, ids, nk, E);
+    mt_launch(sort_scan_kernel, 1, 1024, 0, st, *s, chunks, E);
+    mt_launch(sort_scatter_kernel, chunks, 32, smem, st, *s, ids, nk, k, E);
 }

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
 
 namespace {
@@ -28,6 +29,7 @@ __device__ float block_sum(float v, float *scratch) {
 }
 
 __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens, int H) {
+    mt_grid_dependency_wait();
     const bf16 *row = embed + (size_t)tokens[blockIdx.x] * H;
     float *out = h + (size_t)blockIdx.x * H;
     for (int d = threadIdx.x; d < H; d += blockDim.x) out[d] = __bfloat162float(row[d]);
@@ -35,6 +37,7 @@ __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens,
 
 // One block per row; thread i owns the 4-vectors i, i + blockDim, ... (H % 4 == 0).
 __global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, const float *w, int H, float eps) {
+    mt_grid_dependency_wait();
     __shared__ float scratch[33];
     const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * H);
     const float4 *w4 = reinterpret_cast<const float4 *>(w);
@@ -96,6 +99,7 @@ __device__ void rope_vectors(float *v, int n_vec, int hd, int pos, float theta) 
 }
 
 __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
+    mt_grid_dependency_wait();
     extern __shared__ float buf[];   // q [qd], k [kvd], v [kvd] of this token
     __shared__ float scratch[33];
     const int t = blockIdx.x, hd = a.head_dim;
@@ -146,6 +150,7 @@ __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
 // the v heads; max(32, hd/2) threads, thread i < hd/2 owning the RoPE pair (i, i + hd/2).
 // Per-head q/k norm (or none).
 __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
+    mt_grid_dependency_wait();
     const int t = blockIdx.x, slot = blockIdx.y, hd = a.head_dim, half = hd / 2;
     const int i = threadIdx.x < half ? threadIdx.x : 0;   // idle threads shadow pair 0, write nothing
     const bool owner = threadIdx.x < half;
@@ -212,6 +217,7 @@ __global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
 
 __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pair_pos, const float *w, int k, int H,
                                    const float *ys, const float *sg, int ld_sg) {
+    mt_grid_dependency_wait();
     const int t = blockIdx.y;
     const int d = blockIdx.x * blockDim.x + threadIdx.x;
     if (d >= H) return;
@@ -233,6 +239,7 @@ __device__ __forceinline__ void better(float &bv, int &bi, float v, int i) {
 }
 
 __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, int ld, int V) {
+    mt_grid_dependency_wait();
     __shared__ float sv[256];
     __shared__ int si[256];
     const float *row = logits + (size_t)blockIdx.y * ld;
@@ -254,6 +261,7 @@ __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, i
 }
 
 __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi, int chunks) {
+    mt_grid_dependency_wait();
     float bv = -INFINITY;
     int bi = 0x7fffffff;
     for (int c = threadIdx.x; c < chunks; c += 32) better(bv, bi, pv[(size_t)blockIdx.x * chunks + c], pi[(size_t)blockIdx.x * chunks + c]);
@@ -269,20 +277,20 @@ __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi
 }  // namespace
 
 void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, int H, cudaStream_t st) {
-    if (n > 0) embed_kernel<<<n, 256, 0, st>>>(h, embed, tokens, H);
+    if (n > 0) mt_launch(embed_kernel, n, 256, 0, st, h, embed, tokens, H);
 }
 
 void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps, cudaStream_t st) {
     int threads = (H / 4 + 31) / 32 * 32;
     if (threads > 512) threads = 512;
-    if (n > 0) rmsnorm_kernel<<<n, threads, 0, st>>>(y, x, rows, w, H, eps);
+    if (n > 0) mt_launch(rmsnorm_kernel, n, threads, 0, st, y, x, rows, w, H, eps);
 }
 
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     if (a->n <= 0) return;
     if (!a->qk_norm_full && a->inv_freq) {   // per-head work: a block per (token, head)
         dim3 grid(a->n, a->n_heads + 2 * a->n_kv_heads);
-        qk_prep_head_kernel<<<grid, a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, 0, st>>>(*a);
+        mt_launch(qk_prep_head_kernel, grid, a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, 0, st, *a);
         return;
     }
     size_t smem = (size_t)(a->n_heads + 2 * a->n_kv_heads) * a->head_dim * sizeof(float);
@@ -291,7 +299,7 @@ void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
         cudaFuncSetAttribute(qk_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         configured = smem;
     }
-    qk_prep_kernel<<<a->n, 256, smem, st>>>(*a);
+    mt_launch(qk_prep_kernel, a->n, 256, smem, st, *a);
 }
 
 void mt_cuda_rope_inv_freq(float *inv_freq, int head_dim, float theta, cudaStream_t st) {
@@ -302,7 +310,7 @@ void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, con
                          const float *ys, const float *sg, int ld_sg, cudaStream_t st) {
     if (n <= 0) return;
     dim3 grid((H + 255) / 256, n);
-    moe_combine_kernel<<<grid, 256, 0, st>>>(h, ye, pair_pos, w, k, H, ys, sg, ld_sg);
+    mt_launch(moe_combine_kernel, grid, 256, 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg);
 }
 
 size_t mt_cuda_argmax_scratch(int n, int V) { return (size_t)n * ((V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK); }
@@ -311,6 +319,6 @@ void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, flo
     if (n <= 0) return;
     int chunks = (V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK;
     int *idx = reinterpret_cast<int *>(scratch + (size_t)n * chunks);
-    argmax_partial_kernel<<<dim3(chunks, n), 256, 0, st>>>(scratch, idx, logits, ld, V);
-    argmax_final_kernel<<<n, 32, 0, st>>>(out, scratch, idx, chunks);
+    mt_launch(argmax_partial_kernel, dim3(chunks, n), 256, 0, st, scratch, idx, logits, ld, V);
+    mt_launch(argmax_final_kernel, n, 32, 0, st, out, scratch, idx, chunks);
 }

@@ -1,0 +1,17 @@
+// Whether kernels start early under programmatic dependent launch (see launch.cuh).
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/launch.cuh"
+
+bool mt_pdl_enabled() {
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("MOETRACE_CUDA_PDL");
+        int dev = 0, major = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        on = major >= 9 && !(env && !strcmp(env, "0")) ? 1 : 0;
+    }
+    return on == 1;
+}

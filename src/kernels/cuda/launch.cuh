@@ -1,0 +1,47 @@
+// Kernel launches with programmatic dependent launch (Hopper): a kernel launched by mt_launch may
+// start while the kernel before it in the stream is finishing, so its launch and prologue (weight
+// prefetches) overlap that kernel's tail. Every kernel launched this way calls
+// mt_grid_dependency_wait() before it touches anything an earlier kernel writes or reads (and
+// before any early return), which waits for the earlier kernels to complete with their memory
+// visible; the order of results is therefore exactly the stream order. MOETRACE_CUDA_PDL=0 turns
+// the early starts off (plain stream order) for comparisons.
+#ifndef MT_KERNELS_CUDA_LAUNCH_CUH
+#define MT_KERNELS_CUDA_LAUNCH_CUH
+
+#include <cuda_runtime.h>
+#include <utility>
+
+__device__ __forceinline__ void mt_grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    // the next kernel may be scheduled as soon as every block of this one has started
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Starts an asynchronous fetch of [p, p + bytes) into L2 (bytes a multiple of 16); for weights, which
+// no kernel writes, before mt_grid_dependency_wait().
+__device__ __forceinline__ void mt_prefetch_l2(const void *p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+bool mt_pdl_enabled();   // set once from MOETRACE_CUDA_PDL and the device (token_ops.cu)
+
+template <typename... KernelArgs, typename... Args>
+inline void mt_launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = mt_pdl_enabled() ? 1 : 0;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+#endif
