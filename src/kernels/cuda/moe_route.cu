@@ -94,54 +94,11 @@ __device__ void scatter_in_order(const mt_expert_sort &s, const int32_t *ids, in
     }
 }
 
-// From counts[E]: offsets, 64-row tile offsets, the active list. One thread.
-__device__ void scan_counts(const mt_expert_sort &s, int E) {
-    int off = 0, tiles = 0, active = 0;
-    for (int e = 0; e < E; e++) {
-        int c = s.counts[e];
-        s.offsets[e] = off;
-        s.tile_offsets[e] = tiles;
-        if (c > 0) s.active[active++] = e;
-        off += c;
-        tiles += (c + s.tile_rows - 1) / s.tile_rows;
-    }
-    s.offsets[E] = off;
-    s.tile_offsets[E] = tiles;
-    *s.n_active = active;
-}
-
-// Few pairs (decode): everything in one block.
-__global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
-    mt_grid_dependency_wait();
-    extern __shared__ int32_t cursor[];   // [E]
-    for (int e = threadIdx.x; e < E; e += blockDim.x) s.counts[e] = 0;
-    __syncthreads();
-    for (int i = threadIdx.x; i < nk; i += blockDim.x) atomicAdd(&s.counts[ids[i]], 1);
-    __syncthreads();
-    if (threadIdx.x == 0) scan_counts(s, E);
-    __syncthreads();
-    for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = s.offsets[e];
-    __syncthreads();
-    scatter_in_order(s, ids, 0, nk, k, cursor);
-}
-
-// Decode-sized passes (n <= 32 tokens, E <= 512): routing and the sort in one block of 512
-// threads. Warp w routes tokens w and w + 16; the counts go to shared memory; warp 0 scans them
-// (each lane owns E/32 consecutive experts) and scatters the pairs.
-constexpr int SMALL_SORT_THREADS = 512;
-
-__global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
-                                                                               const float *logits, int ld, int n, int E,
-                                                                               int k, int renorm) {
-    mt_grid_dependency_wait();
-    __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS];
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, weights, logits, ld, E, k, renorm);
-    count[tid] = 0;
-    __syncthreads();
-    for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
-    __syncthreads();
-    if (warp != 0) return;
+// From count[E] (shared memory, E <= 1024): counts, offsets, tile offsets, the active list, and
+// cursor[e] = offsets[e] (shared memory). Warp 0 alone: each lane owns E/32 consecutive experts,
+// the lanes' sums are scanned across the warp.
+__device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *count, int32_t *cursor, int E) {
+    const int lane = threadIdx.x & 31;
     const int per = (E + 31) / 32, first = lane * per;
     int sum_rows = 0, sum_tiles = 0, sum_active = 0;
     for (int e = first; e < first + per && e < E; e++) {
@@ -177,6 +134,40 @@ __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt
         *s.n_active = inc_active;
     }
     __syncwarp();
+}
+
+// Few pairs (decode): everything in one block (E <= 1024).
+__global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    mt_grid_dependency_wait();
+    extern __shared__ int32_t sort_smem[];   // count [E], cursor [E]
+    int32_t *count = sort_smem, *cursor = sort_smem + E;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < nk; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
+    __syncthreads();
+    if (threadIdx.x >= 32) return;
+    scan_counts_warp(s, count, cursor, E);
+    scatter_in_order(s, ids, 0, nk, k, cursor);
+}
+
+// Decode-sized passes (n <= 32 tokens, E <= 512): routing and the sort in one block of 512
+// threads. Warp w routes tokens w and w + 16; the counts go to shared memory; warp 0 scans them
+// (each lane owns E/32 consecutive experts) and scatters the pairs.
+constexpr int SMALL_SORT_THREADS = 512;
+
+__global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
+                                                                               const float *logits, int ld, int n, int E,
+                                                                               int k, int renorm) {
+    mt_grid_dependency_wait();
+    __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS];
+    const int tid = threadIdx.x, warp = tid >> 5;
+    for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, weights, logits, ld, E, k, renorm);
+    count[tid] = 0;
+    __syncthreads();
+    for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
+    __syncthreads();
+    if (warp != 0) return;
+    scan_counts_warp(s, count, cursor, E);
     scatter_in_order(s, ids, 0, n * k, k, cursor);
 }
 
@@ -203,7 +194,7 @@ __global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
         s.counts[e] = total;
     }
     __syncthreads();
-    if (threadIdx.x == 0) scan_counts(s, E);
+    if (threadIdx.x < 32) scan_counts_warp(s, s.counts, s.offsets, E);   // cursor: offsets again
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
         int at = s.offsets[e];
@@ -246,8 +237,8 @@ void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, in
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st) {
     int nk = n * k;
     size_t smem = (size_t)E * sizeof(int32_t);
-    if (nk <= 4 * SORT_CHUNK) {
-        mt_launch(expert_sort_kernel, 1, 1024, smem, st, *s, ids, nk, k, E);
+    if (nk <= 4 * SORT_CHUNK && E <= 1024) {
+        mt_launch(expert_sort_kernel, 1, 1024, 2 * smem, st, *s, ids, nk, k, E);
         return;
     }
     int chunks = (nk + SORT_CHUNK - 1) / SORT_CHUNK;
