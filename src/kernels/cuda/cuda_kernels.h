@@ -96,6 +96,12 @@ typedef struct mt_linear_args {
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
 /* Large batches: 128 x tile_rows tiles staged through shared memory (cp.async, 3 stages). */
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
+/* The large path on Hopper wgmma (linear_wgmma.cu, sm_90a): the same tiles and the same bits as
+ * the mma.sync large kernel, which mt_cuda_linear_large uses where this is not usable. Usable on
+ * compute capability 9.0 devices unless MOETRACE_CUDA_WGMMA=0 or turned off here (tests). */
+int mt_cuda_wgmma_usable(void);
+void mt_cuda_wgmma_set_enabled(int on);
+void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */
 
