@@ -101,6 +101,8 @@ void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
  * compute capability 9.0 devices unless MOETRACE_CUDA_WGMMA=0 or turned off here (tests). */
 int mt_cuda_wgmma_usable(void);
 void mt_cuda_wgmma_set_enabled(int on);
+/* Tile/pipeline variant of the wgmma kernel (tests and tuning; every variant gives the same bits). */
+void mt_cuda_wgmma_set_variant(int v);
 void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */

@@ -21,19 +21,21 @@
 
 namespace {
 
-constexpr int WG_KC = 4;                        // 16-wide chunks per stage (BK = 64)
-constexpr int WG_STAGES = 5;                    // shared-memory stages
-constexpr int WG_AHEAD = WG_STAGES - 2;         // stages loaded ahead of the one computed
-constexpr int WG_RT = 8;                        // row tiles per block (128 weight rows)
-constexpr int WG_A_ELEMS = WG_RT * WG_KC * 256; // weights of a stage (16 KB)
+constexpr int WG_RT = 8;   // row tiles per block (128 weight rows)
 
-template <int BN>
+// A variant: BN X rows per block, KC 16-wide chunks per shared-memory stage, STAGES stages, and
+// whether consecutive stages' weight fragments live in separate registers (so loading the next
+// stage's never waits for the steps still reading the last one's).
+template <int BN_, int KC_, int STAGES_, bool SPLIT_A_>
 struct WgShape {
+    static constexpr int BN = BN_, KC = KC_, STAGES = STAGES_, AHEAD = STAGES_ - 2;
+    static constexpr bool SPLIT_A = SPLIT_A_;
+    static constexpr int A_ELEMS = WG_RT * KC * 256;
     // X rows of a stage: for chunk kc and k half h (8 k each), BN rows of 16 bytes, so core
     // matrices of 8 rows are 128 bytes apart along N and BN * 16 bytes apart along K.
-    static constexpr int B_ELEMS = BN * WG_KC * 16;
-    static constexpr int STAGE_ELEMS = WG_A_ELEMS + B_ELEMS;
-    static constexpr size_t SMEM = (size_t)WG_STAGES * STAGE_ELEMS * sizeof(bf16);
+    static constexpr int B_ELEMS = BN * KC * 16;
+    static constexpr int STAGE_ELEMS = A_ELEMS + B_ELEMS;
+    static constexpr size_t SMEM = (size_t)STAGES * STAGE_ELEMS * sizeof(bf16);
     static constexpr int NACC = BN / 2;   // accumulator registers per thread of an m64nBN step
 };
 
@@ -65,10 +67,10 @@ __device__ __forceinline__ void wgmma_step<128>(float (&d)[64], const uint32_t a
     mt_wgmma_n128(d, a, desc, scale_d);
 }
 
-template <int EPI, int BN>
+template <int EPI, class Shape>
 __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_args a) {
-    using Shape = WgShape<BN>;
-    constexpr int NACC = Shape::NACC;
+    constexpr int NACC = Shape::NACC, BN = Shape::BN, WG_KC = Shape::KC, WG_STAGES = Shape::STAGES;
+    constexpr int WG_AHEAD = Shape::AHEAD, WG_A_ELEMS = Shape::A_ELEMS;
     extern __shared__ uint4 smem_raw[];
     bf16 *smem = reinterpret_cast<bf16 *>(smem_raw);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -100,7 +102,7 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
     // X copies: piece h of this thread is 16 bytes of X row xr (a 16-row block per warp and chunk),
     // k half (lane & 1) of chunk (warp + 8h) / TB of the stage.
     constexpr int TB = BN / 16;
-    constexpr int XV = BN * 8 / 256;
+    constexpr int XV = BN * WG_KC * 2 / 256;
     const int xr = (warp % TB) * 16 + (lane >> 1), xh = lane & 1;
     const bf16 *xsrc = xr < wk.nrows ? a.X + (size_t)src_row(a, wk.row0 + xr) * a.ldx + xh * 8 : nullptr;
 
@@ -108,9 +110,9 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
         bf16 *as = smem + slot * Shape::STAGE_ELEMS;
         bf16 *bs = as + WG_A_ELEMS;
 #pragma unroll
-        for (int h = 0; h < 4; h++) {   // weight tiles: 8 row tiles x 4 chunks x 32 lanes' 16 bytes
+        for (int h = 0; h < WG_KC; h++) {   // weight tiles: 8 row tiles x KC chunks x 32 lanes' 16 bytes
             int v = tid + h * 256;
-            int rl = v >> 7, kc = (v >> 5) & 3, lv = v & 31;
+            int rl = v / (WG_KC * 32), kc = (v >> 5) % WG_KC, lv = v & 31;
             int c = kt * WG_KC + kc;
             bool ok = rl < n_rt && c < C;
             const bf16 *src = ok ? W + ((size_t)rl * C + c) * 256 + lv * 8 : a.W.w;
@@ -135,17 +137,16 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
         if (s < n_kt) load_stage(s, s);
         mt_cp_async_commit();
     }
-    for (int kt = 0; kt < n_kt; kt++) {
+    auto step = [&](int kt, uint4 (&af)[WG_KC]) {
         mt_cp_async_wait<WG_AHEAD - 1>();
         mt_fence_proxy_async();
         // Stage kt has landed for every thread; the steps of stage kt - 2 have finished in both
-        // warpgroups (the wait at the end of the last iteration), so its slot is refilled now.
+        // warpgroups (the wait at the end of the last stage), so its slot is refilled now.
         __syncthreads();
         if (kt + WG_AHEAD < n_kt) load_stage((kt + WG_AHEAD) % WG_STAGES, kt + WG_AHEAD);
         mt_cp_async_commit();
         const bf16 *as = smem + (kt % WG_STAGES) * Shape::STAGE_ELEMS;
         const bf16 *bs = as + WG_A_ELEMS;
-        uint4 af[WG_KC];
 #pragma unroll
         for (int kc = 0; kc < WG_KC; kc++) af[kc] = *reinterpret_cast<const uint4 *>(as + (warp * WG_KC + kc) * 256 + lane * 8);
         mt_wgmma_fence();
@@ -168,6 +169,16 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
         }
         mt_wgmma_commit();
         mt_wgmma_wait<1>();
+    };
+    if (Shape::SPLIT_A) {
+        uint4 af_even[WG_KC], af_odd[WG_KC];
+        for (int kt = 0; kt < n_kt; kt += 2) {
+            step(kt, af_even);
+            if (kt + 1 < n_kt) step(kt + 1, af_odd);
+        }
+    } else {
+        uint4 af[WG_KC];
+        for (int kt = 0; kt < n_kt; kt++) step(kt, af);
     }
     mt_wgmma_wait<0>();
     mt_cp_async_wait<0>();
@@ -193,26 +204,37 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
     }
 }
 
-template <int EPI, int BN>
+template <int EPI, class Shape>
 void launch_shape(const mt_linear_args &a, cudaStream_t st) {
-    using Shape = WgShape<BN>;
     static bool configured = false;
     if (!configured) {
-        cudaFuncSetAttribute(linear_wgmma_kernel<EPI, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Shape::SMEM);
+        cudaFuncSetAttribute(linear_wgmma_kernel<EPI, Shape>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Shape::SMEM);
         configured = true;
     }
-    int work = a.group_offsets ? a.max_work : (a.n + BN - 1) / BN;
+    int work = a.group_offsets ? a.max_work : (a.n + Shape::BN - 1) / Shape::BN;
     if (work <= 0) return;
     dim3 grid((a.W.rows_pad / 16 + WG_RT - 1) / WG_RT, work);
-    linear_wgmma_kernel<EPI, BN><<<grid, 256, Shape::SMEM, st>>>(a);
+    linear_wgmma_kernel<EPI, Shape><<<grid, 256, Shape::SMEM, st>>>(a);
+}
+
+int wgmma_variant = 0;
+
+template <int EPI, int BN>
+void launch_variant(const mt_linear_args &a, cudaStream_t st) {
+    switch (wgmma_variant) {
+    case 1: launch_shape<EPI, WgShape<BN, 4, 5, true>>(a, st); break;
+    case 2: launch_shape<EPI, WgShape<BN, 8, 3, false>>(a, st); break;
+    case 3: launch_shape<EPI, WgShape<BN, 8, 3, true>>(a, st); break;
+    default: launch_shape<EPI, WgShape<BN, 4, 5, false>>(a, st); break;
+    }
 }
 
 template <int EPI>
 void launch(const mt_linear_args &a, cudaStream_t st) {
     // grouped: the sort's tile size; dense: any tile gives the same bits, so 128 but for small n
     int bn = a.group_offsets ? a.tile_rows : (a.n <= 64 ? 64 : 128);
-    if (bn == 128) launch_shape<EPI, 128>(a, st);
-    else launch_shape<EPI, 64>(a, st);
+    if (bn == 128) launch_variant<EPI, 128>(a, st);
+    else launch_variant<EPI, 64>(a, st);
 }
 
 int wgmma_enabled = 1;
@@ -220,6 +242,7 @@ int wgmma_enabled = 1;
 }  // namespace
 
 void mt_cuda_wgmma_set_enabled(int on) { wgmma_enabled = on; }
+void mt_cuda_wgmma_set_variant(int v) { wgmma_variant = v; }
 
 int mt_cuda_wgmma_usable(void) {
     static int device_ok = -1;
@@ -232,6 +255,8 @@ int mt_cuda_wgmma_usable(void) {
                     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
                     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
                     major == 9 && minor == 0;
+        const char *v = getenv("MOETRACE_CUDA_WGMMA_VARIANT");   // tuning: see mt_cuda_wgmma_set_variant
+        if (v) wgmma_variant = atoi(v);
     }
     return device_ok && wgmma_enabled;
 }
