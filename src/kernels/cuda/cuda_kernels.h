@@ -97,12 +97,12 @@ void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
 /* Large batches: 128 x tile_rows tiles staged through shared memory (cp.async, 3 stages). */
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
 /* The large path on Hopper wgmma (linear_wgmma.cu, sm_90a): the same tiles and the same bits as
- * the mma.sync large kernel, which mt_cuda_linear_large uses where this is not usable. Usable on
- * compute capability 9.0 devices unless MOETRACE_CUDA_WGMMA=0 or turned off here (tests). */
+ * the mma.sync large kernel. Supported on compute capability 9.0 devices; mt_cuda_linear_large
+ * uses it only when enabled (MOETRACE_CUDA_WGMMA=1, or set_enabled(1); set_enabled(-1) goes back
+ * to the variable): on the H200 it is not yet faster than the mma.sync kernel (docs/PERF.md). */
+int mt_cuda_wgmma_supported(void);
 int mt_cuda_wgmma_usable(void);
 void mt_cuda_wgmma_set_enabled(int on);
-/* Tile/pipeline variant of the wgmma kernel (tests and tuning; every variant gives the same bits). */
-void mt_cuda_wgmma_set_variant(int v);
 void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */

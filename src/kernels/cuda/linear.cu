@@ -379,7 +379,7 @@ void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) {
 }
 
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
-    if (mt_cuda_wgmma_usable()) {   // Hopper: the wgmma kernel (linear_wgmma.cu), same bits
+    if (mt_cuda_wgmma_usable()) {   // Hopper wgmma kernel when enabled (linear_wgmma.cu), same bits
         mt_cuda_linear_wgmma(a, st);
         return;
     }

@@ -5,7 +5,7 @@
 // rows each. Every 16-wide chunk of K is one m64nBNk16 step per warpgroup: the weights (A) come
 // from registers, each warp loading its own 16-row tile from shared memory in the m16n8k16
 // A-fragment order the tiled layout stores; the X rows (B) are read by the tensor cores from shared
-// memory. Weights and X rows stream through WG_STAGES shared-memory stages of 4 chunks (cp.async).
+// memory. Weights and X rows stream through 5 shared-memory stages of 4 chunks each (cp.async).
 //
 // Arithmetic, as in the other paths: per K slice, an accumulator that starts at zero takes one
 // step per chunk in increasing order; at the slice's last chunk the warpgroup waits for its steps
@@ -23,13 +23,12 @@ namespace {
 
 constexpr int WG_RT = 8;   // row tiles per block (128 weight rows)
 
-// A variant: BN X rows per block, KC 16-wide chunks per shared-memory stage, STAGES stages, and
-// whether consecutive stages' weight fragments live in separate registers (so loading the next
-// stage's never waits for the steps still reading the last one's).
-template <int BN_, int KC_, int STAGES_, bool SPLIT_A_>
+// BN X rows per block, KC 16-wide chunks per shared-memory stage, STAGES stages (measured on the
+// H200: 8 chunks x 3 stages, or separate registers for alternate stages' weight fragments, ran no
+// faster than 4 x 5).
+template <int BN_, int KC_ = 4, int STAGES_ = 5>
 struct WgShape {
     static constexpr int BN = BN_, KC = KC_, STAGES = STAGES_, AHEAD = STAGES_ - 2;
-    static constexpr bool SPLIT_A = SPLIT_A_;
     static constexpr int A_ELEMS = WG_RT * KC * 256;
     // X rows of a stage: for chunk kc and k half h (8 k each), BN rows of 16 bytes, so core
     // matrices of 8 rows are 128 bytes apart along N and BN * 16 bytes apart along K.
@@ -170,16 +169,8 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
         mt_wgmma_commit();
         mt_wgmma_wait<1>();
     };
-    if (Shape::SPLIT_A) {
-        uint4 af_even[WG_KC], af_odd[WG_KC];
-        for (int kt = 0; kt < n_kt; kt += 2) {
-            step(kt, af_even);
-            if (kt + 1 < n_kt) step(kt + 1, af_odd);
-        }
-    } else {
-        uint4 af[WG_KC];
-        for (int kt = 0; kt < n_kt; kt++) step(kt, af);
-    }
+    uint4 af[WG_KC];
+    for (int kt = 0; kt < n_kt; kt++) step(kt, af);
     mt_wgmma_wait<0>();
     mt_cp_async_wait<0>();
 
@@ -217,48 +208,41 @@ void launch_shape(const mt_linear_args &a, cudaStream_t st) {
     linear_wgmma_kernel<EPI, Shape><<<grid, 256, Shape::SMEM, st>>>(a);
 }
 
-int wgmma_variant = 0;
-
-template <int EPI, int BN>
-void launch_variant(const mt_linear_args &a, cudaStream_t st) {
-    switch (wgmma_variant) {
-    case 1: launch_shape<EPI, WgShape<BN, 4, 5, true>>(a, st); break;
-    case 2: launch_shape<EPI, WgShape<BN, 8, 3, false>>(a, st); break;
-    case 3: launch_shape<EPI, WgShape<BN, 8, 3, true>>(a, st); break;
-    default: launch_shape<EPI, WgShape<BN, 4, 5, false>>(a, st); break;
-    }
-}
 
 template <int EPI>
 void launch(const mt_linear_args &a, cudaStream_t st) {
     // grouped: the sort's tile size; dense: any tile gives the same bits, so 128 but for small n
     int bn = a.group_offsets ? a.tile_rows : (a.n <= 64 ? 64 : 128);
-    if (bn == 128) launch_variant<EPI, 128>(a, st);
-    else launch_variant<EPI, 64>(a, st);
+    if (bn == 128) launch_shape<EPI, WgShape<128>>(a, st);
+    else launch_shape<EPI, WgShape<64>>(a, st);
 }
 
-int wgmma_enabled = 1;
+int wgmma_enabled = -1;   // -1: as MOETRACE_CUDA_WGMMA says (off unless 1)
 
 }  // namespace
 
 void mt_cuda_wgmma_set_enabled(int on) { wgmma_enabled = on; }
-void mt_cuda_wgmma_set_variant(int v) { wgmma_variant = v; }
 
-int mt_cuda_wgmma_usable(void) {
+int mt_cuda_wgmma_supported(void) {
     static int device_ok = -1;
     if (device_ok < 0) {
         // The sm_90a code runs on compute capability 9.0 devices only; elsewhere the compute_90
         // PTX (without wgmma) would be compiled, so the mma.sync kernels are used instead.
         int dev = 0, major = 0, minor = 0;
-        const char *env = getenv("MOETRACE_CUDA_WGMMA");
-        device_ok = !(env && strcmp(env, "0") == 0) && cudaGetDevice(&dev) == cudaSuccess &&
+        device_ok = cudaGetDevice(&dev) == cudaSuccess &&
                     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
                     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
                     major == 9 && minor == 0;
-        const char *v = getenv("MOETRACE_CUDA_WGMMA_VARIANT");   // tuning: see mt_cuda_wgmma_set_variant
-        if (v) wgmma_variant = atoi(v);
     }
-    return device_ok && wgmma_enabled;
+    return device_ok;
+}
+
+int mt_cuda_wgmma_usable(void) {
+    if (wgmma_enabled < 0) {
+        const char *env = getenv("MOETRACE_CUDA_WGMMA");
+        wgmma_enabled = env && strcmp(env, "1") == 0;
+    }
+    return wgmma_enabled && mt_cuda_wgmma_supported();
 }
 
 void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st) {
