@@ -104,6 +104,14 @@ void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
 void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st);
 /* Blocks the large path's 128 x 64 tiles give a dense product (before any split). */
 int mt_cuda_linear_split_blocks(int rows_pad, int n);
+/* The large path on Hopper wgmma (linear_wgmma.cu, sm_90a): the same tiles and the same bits as
+ * the mma.sync large kernel. Supported on compute capability 9.0 devices; mt_cuda_linear_large
+ * uses it only when enabled (MOETRACE_CUDA_WGMMA=1, or set_enabled(1); set_enabled(-1) goes back
+ * to the variable): on the H200 it is not yet faster than the mma.sync kernel (docs/PERF.md). */
+int mt_cuda_wgmma_supported(void);
+int mt_cuda_wgmma_usable(void);
+void mt_cuda_wgmma_set_enabled(int on);
+void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */
 

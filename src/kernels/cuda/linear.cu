@@ -472,6 +472,10 @@ void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) {
 }
 
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
+    if (mt_cuda_wgmma_usable()) {   // Hopper wgmma kernel when enabled (linear_wgmma.cu), same bits
+        mt_cuda_linear_wgmma(a, st);
+        return;
+    }
     switch (a->epilogue) {
     case MT_EPI_F32: launch_large<MT_EPI_F32>(*a, st); break;
     case MT_EPI_F32_ADD: launch_large<MT_EPI_F32_ADD>(*a, st); break;

@@ -1,0 +1,426 @@
+// The Hopper wgmma product path (kernels/cuda/linear_wgmma.cu) against the mma.sync paths, bit for
+// bit (skipped without a device, and without a compute capability 9.0 device for the wgmma parts):
+//  - one wgmma step (m64nNk16, A from registers, B from shared memory) against the m16n8k16 MMAs
+//    over the same data, chained over many chunks from a nonzero accumulator, with values of
+//    widely different magnitudes; and a first step with scale-d 0 against MMAs from zero;
+//  - the large product (every epilogue, dense and grouped, 64- and 128-row tiles) against the
+//    mma.sync large kernel and the small kernel;
+//  - with --bench: TFLOP/s of the mma.sync and wgmma large paths on prefill-sized products.
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/wgmma.cuh"
+
+static int failures = 0;
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_u64() {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+static float frand() { return (float)((next_u64() >> 40) / 16777216.0) * 2.0f - 1.0f; }   // [-1, 1)
+// sign * [1, 2) * 2^e with e in [lo, hi], bf16-rounded when asked; one in 16 is zero
+static float wide(int lo, int hi) {
+    uint64_t r = next_u64();
+    if ((r & 15) == 0) return 0.0f;
+    int e = lo + (int)((r >> 8) % (uint64_t)(hi - lo + 1));
+    float m = 1.0f + (float)((r >> 24) & 0xffff) / 65536.0f;
+    return ldexpf((r >> 4) & 1 ? -m : m, e);
+}
+
+#define CK(call)                                                                                  \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                  \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+
+template <typename T>
+static T *to_dev(const std::vector<T> &v) {
+    T *d;
+    CK(cudaMalloc(&d, v.size() * sizeof(T) + 16));
+    CK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+template <typename T>
+static std::vector<T> from_dev(const T *d, size_t n) {
+    std::vector<T> v(n);
+    CK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+}
+
+static void verdict(const char *what, bool ok) {
+    printf("  %-72s %s\n", what, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
+// ---- one step: wgmma against mma.sync ------------------------------------------------------------
+
+// Element (r, k) of a row-major [rows, K] matrix in the tiled layout (cuda_kernels.h).
+static size_t tiled_at(int r, int k, int K) {
+    int rt = r >> 4, rr = r & 15, kc = k >> 4, kk = k & 15;
+    int lane = (rr & 7) * 4 + ((kk & 7) >> 1);
+    int idx = (kk >= 8) * 4 + (rr >= 8) * 2 + (kk & 1);
+    return ((size_t)rt * (K / 16) + kc) * 256 + lane * 8 + idx;
+}
+
+// One warpgroup: D (64 weight rows x N X rows) through `chunks` 16-wide chunks in order.
+// mode 0: m16n8k16 MMAs from c0; 1: wgmma steps from c0; 2: MMAs from zero; 3: wgmma, the first
+// step with scale-d 0 (the accumulator starts as NaN, which that step must ignore).
+template <int N>
+__global__ void chain_kernel(const bf16 *Wt, const bf16 *X, const float *c0, float *out, int chunks, int mode) {
+    __shared__ uint4 bs_raw[N * 2];
+    bf16 *bs = reinterpret_cast<bf16 *>(bs_raw);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, tq = lane >> 2, t4 = lane & 3;
+    const int K = chunks * 16;
+    float acc[N / 2];
+#pragma unroll
+    for (int j = 0; j < N / 8; j++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int row = warp * 16 + tq + (q >> 1) * 8, col = j * 8 + 2 * t4 + (q & 1);
+            acc[4 * j + q] = mode == 0 || mode == 1 ? c0[row * N + col] : mode == 2 ? 0.0f : __int_as_float(0x7fc00000);
+        }
+    for (int c = 0; c < chunks; c++) {
+        uint4 af = *reinterpret_cast<const uint4 *>(Wt + ((size_t)warp * chunks + c) * 256 + lane * 8);
+        const uint32_t *A = reinterpret_cast<const uint32_t *>(&af);
+        if (mode == 0 || mode == 2) {
+#pragma unroll
+            for (int j = 0; j < N / 8; j++) {
+                const bf16 *x = X + (size_t)(j * 8 + tq) * K + c * 16 + 2 * t4;
+                uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(x), *reinterpret_cast<const uint32_t *>(x + 8)};
+                mt_mma(&acc[4 * j], A, b);
+            }
+        } else {
+            __syncthreads();
+            for (int v = tid; v < N * 2; v += blockDim.x) {   // X row n, k half h -> core-matrix layout
+                int n = v >> 1, h = v & 1;
+                bs_raw[h * N + n] = *reinterpret_cast<const uint4 *>(X + (size_t)n * K + c * 16 + h * 8);
+            }
+            mt_fence_proxy_async();
+            __syncthreads();
+            mt_wgmma_fence();
+            uint64_t desc = mt_wgmma_desc(bs, N * 16, 128);
+            if (N == 64) mt_wgmma_n64(*reinterpret_cast<float(*)[32]>(acc), A, desc, mode == 1 || c > 0);
+            else mt_wgmma_n128(*reinterpret_cast<float(*)[64]>(acc), A, desc, mode == 1 || c > 0);
+            mt_wgmma_commit();
+            mt_wgmma_wait<0>();
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < N / 8; j++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int row = warp * 16 + tq + (q >> 1) * 8, col = j * 8 + 2 * t4 + (q & 1);
+            out[row * N + col] = acc[4 * j + q];
+        }
+}
+
+template <int N>
+static void check_step(int chunks) {
+    const int K = chunks * 16;
+    std::vector<float> w((size_t)64 * K), x((size_t)N * K), c0((size_t)64 * N);
+    for (auto &v : w) v = __bfloat162float(__float2bfloat16(wide(-12, 10)));
+    for (auto &v : x) v = __bfloat162float(__float2bfloat16(wide(-12, 10)));
+    for (auto &v : c0) v = wide(-16, 24);
+    std::vector<bf16> wt((size_t)64 * K), xb(x.size());
+    for (int r = 0; r < 64; r++)
+        for (int k = 0; k < K; k++) wt[tiled_at(r, k, K)] = __float2bfloat16(w[(size_t)r * K + k]);
+    for (size_t i = 0; i < x.size(); i++) xb[i] = __float2bfloat16(x[i]);
+    bf16 *dw = to_dev(wt), *dx = to_dev(xb);
+    float *dc = to_dev(c0), *dout;
+    CK(cudaMalloc(&dout, (size_t)4 * 64 * N * sizeof(float)));
+    for (int mode = 0; mode < 4; mode++) chain_kernel<N><<<1, 128>>>(dw, dx, dc, dout + (size_t)mode * 64 * N, chunks, mode);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    auto got = from_dev(dout, (size_t)4 * 64 * N);
+    // float64 reference of mode 0 (a sanity check of the layouts, not of the bits)
+    double num = 0, den = 0, num_w = 0;
+    for (int r = 0; r < 64; r++)
+        for (int n = 0; n < N; n++) {
+            double s = c0[(size_t)r * N + n];
+            for (int k = 0; k < K; k++) s += (double)w[(size_t)r * K + k] * x[(size_t)n * K + k];
+            double d0 = got[(size_t)r * N + n] - s, d1 = got[(size_t)64 * N + (size_t)r * N + n] - s;
+            num += d0 * d0;
+            num_w += d1 * d1;
+            den += s * s;
+        }
+    for (int pair = 0; pair < 2; pair++) {
+        const float *a = got.data() + (size_t)(2 * pair) * 64 * N, *b = a + (size_t)64 * N;
+        int diff = 0;
+        long max_ulp = 0;
+        for (int i = 0; i < 64 * N; i++) {
+            int32_t ia, ib;
+            memcpy(&ia, &a[i], 4);
+            memcpy(&ib, &b[i], 4);
+            if (ia != ib) {
+                diff++;
+                max_ulp = std::max(max_ulp, labs((long)ia - (long)ib));
+                if (diff <= 3)
+                    printf("    differs at row %d col %d: mma %.9g (0x%08x) wgmma %.9g (0x%08x)\n", i / N, i % N, a[i],
+                           (unsigned)ia, b[i], (unsigned)ib);
+            }
+        }
+        char what[160];
+        snprintf(what, sizeof what, "m64n%dk16 x %d chunks %s: %d of %d differ (max %ld ulp)", N, chunks,
+                 pair ? "from zero / scale-d 0" : "from nonzero acc", diff, 64 * N, max_ulp);
+        verdict(what, diff == 0);
+    }
+    printf("    rel err vs float64: mma %.2e, wgmma %.2e\n", sqrt(num / den), sqrt(num_w / den));
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dc);
+    cudaFree(dout);
+}
+
+// ---- the large product against the mma.sync paths -------------------------------------------------
+
+enum { PATH_SMALL, PATH_MMA, PATH_WGMMA };
+
+static void run_path(mt_linear_args a, int path) {
+    if (path == PATH_SMALL) {
+        mt_cuda_linear_small(&a, 0);
+    } else {
+        mt_cuda_wgmma_set_enabled(path == PATH_WGMMA);
+        mt_cuda_linear_large(&a, 0);
+        mt_cuda_wgmma_set_enabled(-1);
+    }
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+}
+
+static size_t out_elem(int epi) { return epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD ? 4 : 2; }
+
+// Runs each path on the same inputs (the output starting from the same bytes) and compares.
+static void compare_paths(mt_linear_args a, size_t out_bytes, bool with_small, const char *what) {
+    std::vector<unsigned char> base(out_bytes);
+    for (auto &b : base) b = (unsigned char)(next_u64() >> 56);
+    if (a.epilogue == MT_EPI_F32_ADD)   // finite floats to add to
+        for (size_t i = 0; i + 4 <= out_bytes; i += 4) {
+            float f = frand();
+            memcpy(&base[i], &f, 4);
+        }
+    std::vector<unsigned char> res[3];
+    for (int path = 0; path < 3; path++) {
+        if (path == PATH_SMALL && !with_small) continue;
+        CK(cudaMemcpy(a.out, base.data(), out_bytes, cudaMemcpyHostToDevice));
+        run_path(a, path);
+        res[path] = from_dev((unsigned char *)a.out, out_bytes);
+    }
+    bool same = res[PATH_MMA] == res[PATH_WGMMA] && (!with_small || res[PATH_SMALL] == res[PATH_WGMMA]);
+    bool written = res[PATH_MMA] != base;
+    char line[200];
+    snprintf(line, sizeof line, "%s: wgmma = mma.sync%s", what, with_small ? " = small" : "");
+    verdict(line, same && written);
+}
+
+static bf16 *random_weights(size_t elems, float scale) {
+    bf16 *d;
+    CK(cudaMalloc(&d, elems * sizeof(bf16)));
+    mt_cuda_fill_random(d, elems, scale, next_u64(), 0);
+    return d;
+}
+
+static void check_dense(int rows, int K, int n, int epi, int tile_rows) {
+    bool swiglu = epi == MT_EPI_SWIGLU;
+    int out_cols = swiglu ? rows / 2 : rows;
+    bf16 *dw = random_weights(mt_dmat_elems(rows, K), 1.0f / sqrtf((float)K));
+    bf16 *dx = random_weights((size_t)n * K, 1.0f);
+    size_t out_bytes = (size_t)n * out_cols * out_elem(epi);
+    void *dout;
+    CK(cudaMalloc(&dout, out_bytes));
+    mt_linear_args a = {};
+    a.W = {dw, rows, mt_round16(rows), K};
+    a.X = dx;
+    a.ldx = K;
+    a.n = n;
+    a.out = dout;
+    a.ldo = out_cols;
+    a.epilogue = epi;
+    a.tile_rows = tile_rows;
+    char what[160];
+    snprintf(what, sizeof what, "dense rows %d K %d n %d epilogue %d tile %d", rows, K, n, epi, tile_rows);
+    compare_paths(a, out_bytes, n <= 64, what);
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dout);
+}
+
+struct Grouped {
+    mt_linear_args a;
+    std::vector<void *> bufs;
+    size_t out_bytes;
+};
+
+// E experts with the given row counts, positions gathered from n_tokens X rows.
+static Grouped make_grouped(int rows, int K, const std::vector<int> &counts, int n_tokens, int epi, int tile_rows) {
+    int E = (int)counts.size();
+    Grouped g;
+    size_t stride = mt_dmat_elems(rows, K);
+    bf16 *dw = random_weights(stride * E, 1.0f / sqrtf((float)K));
+    bf16 *dx = random_weights((size_t)n_tokens * K, 1.0f);
+    std::vector<int32_t> off(E + 1, 0), tiles(E + 1, 0), active, src;
+    for (int e = 0; e < E; e++) {
+        off[e + 1] = off[e] + counts[e];
+        tiles[e + 1] = tiles[e] + (counts[e] + tile_rows - 1) / tile_rows;
+        if (counts[e]) active.push_back(e);
+        for (int i = 0; i < counts[e]; i++) src.push_back((int32_t)(next_u64() % (uint64_t)n_tokens));
+    }
+    int total = off[E], n_act = (int)active.size();
+    active.resize(E);
+    std::vector<int32_t> na(1, n_act);
+    int32_t *doff = to_dev(off), *dtiles = to_dev(tiles), *dact = to_dev(active), *dsrc = to_dev(src), *dna = to_dev(na);
+    int out_cols = epi == MT_EPI_SWIGLU ? rows / 2 : rows;
+    g.out_bytes = (size_t)total * out_cols * out_elem(epi);
+    void *dout;
+    CK(cudaMalloc(&dout, g.out_bytes + 16));
+    mt_linear_args &a = g.a;
+    a = {};
+    a.W = {dw, rows, mt_round16(rows), K};
+    a.group_stride = stride;
+    a.X = dx;
+    a.ldx = K;
+    a.group_offsets = doff;
+    a.src_rows = dsrc;
+    a.active = dact;
+    a.n_active = dna;
+    a.tile_offsets = dtiles;
+    a.n_groups = E;
+    a.max_work = (total + tile_rows - 1) / tile_rows + E;
+    a.tile_rows = tile_rows;
+    a.out = dout;
+    a.ldo = out_cols;
+    a.epilogue = epi;
+    g.bufs = {dw, dx, doff, dtiles, dact, dsrc, dna, dout};
+    return g;
+}
+
+static void free_grouped(Grouped &g) {
+    for (void *p : g.bufs) cudaFree(p);
+}
+
+static void check_grouped(int rows, int K, const std::vector<int> &counts, int n_tokens, int epi, int tile_rows) {
+    Grouped g = make_grouped(rows, K, counts, n_tokens, epi, tile_rows);
+    bool small_ok = *std::max_element(counts.begin(), counts.end()) <= 64;
+    char what[160];
+    snprintf(what, sizeof what, "grouped rows %d K %d experts %d epilogue %d tile %d", rows, K, (int)counts.size(), epi,
+             tile_rows);
+    compare_paths(g.a, g.out_bytes, small_ok, what);
+    free_grouped(g);
+}
+
+// ---- timing ---------------------------------------------------------------------------------------
+
+static double time_path(const mt_linear_args &a, int path, int reps) {
+    run_path(a, path);   // warm-up
+    mt_cuda_wgmma_set_enabled(path == PATH_WGMMA);
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> ms(reps);
+    for (int r = 0; r < reps; r++) {
+        CK(cudaEventRecord(e0));
+        mt_cuda_linear_large(&a, 0);
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&ms[r], e0, e1));
+    }
+    mt_cuda_wgmma_set_enabled(-1);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::sort(ms.begin(), ms.end());
+    return ms[reps / 2] * 1e-3;
+}
+
+static void bench_one(const char *name, const mt_linear_args &a, double flops) {
+    double t_old = time_path(a, PATH_MMA, 9), t_new = time_path(a, PATH_WGMMA, 9);
+    printf("  %-48s mma.sync %7.3f ms %6.1f TFLOP/s | wgmma %7.3f ms %6.1f TFLOP/s | x%.2f\n", name, t_old * 1e3,
+           flops / t_old * 1e-12, t_new * 1e3, flops / t_new * 1e-12, t_old / t_new);
+}
+
+static void bench() {
+    printf("bench (median of 9)\n");
+    const int n = 16384;
+    const struct {
+        const char *name;
+        int rows, K, epi;
+    } dense[] = {{"dense 16384 x K 2048 x rows 1536 (bf16 out)", 1536, 2048, MT_EPI_BF16},
+                 {"dense 16384 x K 2048 x rows 5120 (qkv, f32)", 5120, 2048, MT_EPI_F32},
+                 {"dense 16384 x K 4096 x rows 2048 (o, f32 add)", 2048, 4096, MT_EPI_F32_ADD}};
+    for (auto &d : dense) {
+        bf16 *dw = random_weights(mt_dmat_elems(d.rows, d.K), 1.0f / sqrtf((float)d.K));
+        bf16 *dx = random_weights((size_t)n * d.K, 1.0f);
+        void *dout;
+        CK(cudaMalloc(&dout, (size_t)n * d.rows * 4));
+        CK(cudaMemset(dout, 0, (size_t)n * d.rows * 4));
+        mt_linear_args a = {};
+        a.W = {dw, d.rows, mt_round16(d.rows), d.K};
+        a.X = dx;
+        a.ldx = d.K;
+        a.n = n;
+        a.out = dout;
+        a.ldo = d.rows;
+        a.epilogue = d.epi;
+        a.tile_rows = 128;
+        bench_one(d.name, a, 2.0 * n * d.rows * d.K);
+        cudaFree(dw);
+        cudaFree(dx);
+        cudaFree(dout);
+    }
+    // experts: 128 x ~1024 rows (16384 tokens, top-8), gate_up with SwiGLU and down
+    std::vector<int> counts(128);
+    for (int e = 0; e < 128; e++) counts[e] = 1024 + (e % 7 - 3) * 40;
+    long total = 0;
+    for (int c : counts) total += c;
+    for (int which = 0; which < 2; which++) {
+        int rows = which ? 2048 : 1536, K = which ? 768 : 2048, epi = which ? MT_EPI_F32 : MT_EPI_SWIGLU;
+        Grouped g = make_grouped(rows, K, counts, n, epi, 128);
+        bench_one(which ? "experts down 128 x ~1024 x K 768 x rows 2048" : "experts gate_up 128 x ~1024 x K 2048 x rows 1536",
+                  g.a, 2.0 * total * rows * K);
+        free_grouped(g);
+    }
+}
+
+int main(int argc, char **argv) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        printf("test_cuda_wgmma: no CUDA device; skipped\n");
+        return 77;
+    }
+    if (!mt_cuda_wgmma_supported()) {
+        printf("test_cuda_wgmma: not a compute capability 9.0 device; skipped\n");
+        return 77;
+    }
+    printf("one step: wgmma vs m16n8k16\n");
+    check_step<128>(64);
+    check_step<64>(64);
+    check_step<128>(7);
+    printf("large product: wgmma vs mma.sync (and small)\n");
+    const int dense[][4] = {{4096, 1024, 300, MT_EPI_F32},   {40, 64, 200, MT_EPI_F32},      {512, 1024, 260, MT_EPI_SWIGLU},
+                            {512, 1024, 137, MT_EPI_F32_ADD}, {200, 2048, 64, MT_EPI_F32},     {80, 768, 33, MT_EPI_BF16},
+                            {1024, 4096, 129, MT_EPI_F32},   {2048, 768, 130, MT_EPI_F32},    {48, 32, 7, MT_EPI_F32},
+                            {96, 48, 70, MT_EPI_BF16},       {1536, 2048, 300, MT_EPI_SWIGLU}, {5120, 2048, 129, MT_EPI_F32}};
+    for (auto &d : dense)
+        for (int tile : {64, 128}) check_dense(d[0], d[1], d[2], d[3], tile);
+    for (int tile : {64, 128}) {
+        check_grouped(1536, 2048, {300, 0, 1, 129, 64, 200, 17, 128}, 400, MT_EPI_SWIGLU, tile);
+        check_grouped(2048, 768, {70, 3, 0, 300, 1}, 150, MT_EPI_F32, tile);
+        check_grouped(96, 64, {130, 0, 1, 65, 64, 200}, 300, MT_EPI_BF16, tile);
+        check_grouped(512, 1024, {3, 0, 64, 1, 0, 17, 40, 2}, 50, MT_EPI_F32, tile);
+    }
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
+    printf("%s\n", failures ? "FAILED" : "all wgmma checks passed");
+    return failures ? 1 : 0;
+}
