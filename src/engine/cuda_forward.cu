@@ -273,6 +273,7 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
     a.ldo = ldo;
     a.epilogue = epi;
     a.tile_rows = tile_rows_for(n);
+    a.weights_once = n <= SPLIT_MAX;
     if (n <= SMALL_DENSE) {
         mt_cuda_linear_small(&a, g->stream);
     } else if (n <= g->s.split_cap && W.rows_pad <= g->s.split_rows &&
@@ -304,6 +305,7 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.ldo = ldo;
     a.epilogue = epi;
     a.tile_rows = tile_rows_for(n * k / E);   // as the sort counted its tiles
+    a.weights_once = n * k <= E * 64;          // about one 64-row tile per expert
     if (n <= SMALL_BATCH) {
         a.max_work = n * k < E ? n * k : E;
         mt_cuda_linear_small(&a, g->stream);

@@ -16,8 +16,9 @@ ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
     *) cp -L "$lib" .devcarry/lib/ ;;
   esac
 done
-# real tokenizers for bench_tokenizer against the tokenizers library (tests/gpu/tokenizer_bench.sh)
-for t in qwen3 deepseek_v3 llama2; do
+# real tokenizers for bench_tokenizer against the tokenizers library (tests/gpu/tokenizer_bench.sh),
+# with WITH_TOKENIZERS=1 (21 MB of the 64 MB a device call can carry)
+[ "${WITH_TOKENIZERS:-0}" = 1 ] && for t in qwen3 deepseek_v3 llama2; do
   [ -f ".deps/npm/real/$t/tokenizer.json" ] && mkdir -p ".devcarry/tok/$t" && cp ".deps/npm/real/$t/tokenizer.json" ".devcarry/tok/$t/"
 done
 du -sh .devcarry

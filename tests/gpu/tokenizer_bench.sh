@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a machine with the `tokenizers` library (the GPU machine), after tests/gpu/pack.sh: encode
+# On a machine with the `tokenizers` library (the GPU machine), after WITH_TOKENIZERS=1 tests/gpu/pack.sh: encode
 # throughput of moetrace's tokenizer and of the library on the same documents, same CPU, one run.
 set -uo pipefail
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib:${LD_LIBRARY_PATH:-}"

@@ -87,6 +87,7 @@ typedef struct mt_linear_args {
     int n_groups;                   /* grouped: E */
     int max_work;                   /* grouped: upper bound of work items (grid size) */
     float *partials;                /* split path: [mt_k_slices(K)][n][W.rows_pad] floats of scratch */
+    int weights_once;               /* 1: each weight is read by one block (decode): L2 evicts them first */
     void *out;
     int ldo;
     int epilogue;

@@ -92,6 +92,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     if (!a.group_offsets && streams && lane == 0 && (int)blockIdx.x < R)   // weights need no wait
         mt_prefetch_l2(a.W.w + ((size_t)blockIdx.x * C + c0) * 256, (unsigned)(c1 - c0) * 512u);
     mt_grid_dependency_wait();
+    const uint64_t wpolicy = mt_weight_policy(a.weights_once);
     const int n_items = R * (a.group_offsets ? *a.n_active : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
 
     // lane's share of a stage's X rows: row lane / 2 of the pass, half lane % 2 of each chunk
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
             for (int u = 0; u < SP_CHUNKS; u++) {
                 int c = c0 + prod.st * SP_CHUNKS + u;
                 if (c < c1) {
-                    mt_cp_async16(stage + u * 256 + lane * 8, W + (size_t)c * 256 + lane * 8, 16);
+                    mt_cp_async16_stream(stage + u * 256 + lane * 8, W + (size_t)c * 256 + lane * 8, 16, wpolicy);
                     mt_cp_async16(stage + SP_CHUNKS * 256 + u * 256 + xrow * 16 + xhalf, xsrc ? xsrc + c * 16 : a.X,
                                   xsrc ? 16 : 0);
                 }
@@ -218,6 +219,7 @@ struct LargeShape {
 template <int EPI, int MT, bool SPLIT>
 __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args a) {
     mt_grid_dependency_wait();
+    const uint64_t wpolicy = mt_weight_policy(a.weights_once);
     using Shape = LargeShape<MT>;
     constexpr int BN = Shape::BN;
     extern __shared__ uint4 smem_raw[];
@@ -271,7 +273,7 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
             int c = cb + kt * LG_KC + kc;
             bool ok = rl < n_rt && c < ce;
             const bf16 *src = ok ? W + ((size_t)rl * C + c) * 256 + lv * 8 : a.W.w;
-            mt_cp_async16(as + (rl * LG_KC + kc) * 256 + lv * 8, src, ok ? 16 : 0);
+            mt_cp_async16_stream(as + (rl * LG_KC + kc) * 256 + lv * 8, src, ok ? 16 : 0, wpolicy);
         }
 #pragma unroll
         for (int h = 0; h < XV; h++) {

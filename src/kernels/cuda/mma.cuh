@@ -31,6 +31,20 @@ __device__ __forceinline__ void mt_cp_async16(void *smem, const void *gmem, int 
     uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
 }
+// The same for weights: the L2 fetches 256 bytes on a miss; with the evict-first policy (a product
+// that reads each weight once, as decode does) their lines go first, so what is read again
+// (activations, slice sums) stays cached.
+__device__ __forceinline__ uint64_t mt_weight_policy(bool read_once) {
+    uint64_t p;
+    if (read_once) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+    else asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ void mt_cp_async16_stream(void *smem, const void *gmem, int src_bytes, uint64_t policy) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes), "l"(policy));
+}
 __device__ __forceinline__ void mt_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void mt_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

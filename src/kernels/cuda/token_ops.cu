@@ -146,63 +146,68 @@ __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
     }
 }
 
-// Per head: one block per (token, head slot) where slots are the q heads, then the k heads, then
-// the v heads; max(32, hd/2) threads, thread i < hd/2 owning the RoPE pair (i, i + hd/2).
-// Per-head q/k norm (or none).
+// Per head: a block per (token, group of QK_HEADS head slots), where slots are the q heads, then
+// the k heads, then the v heads; threadIdx.y picks the slot, max(32, hd/2) threads per slot, thread
+// i < hd/2 owning the RoPE pair (i, i + hd/2). Per-head q/k norm (or none).
+constexpr int QK_HEADS = 8;
+
 __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
     mt_grid_dependency_wait();
-    const int t = blockIdx.x, slot = blockIdx.y, hd = a.head_dim, half = hd / 2;
+    __shared__ float warp_ss[QK_HEADS][4];
+    const int t = blockIdx.x, hd = a.head_dim, half = hd / 2;
+    const int slot = blockIdx.y * QK_HEADS + threadIdx.y;
+    const bool live = slot < a.n_heads + 2 * a.n_kv_heads;
     const int i = threadIdx.x < half ? threadIdx.x : 0;   // idle threads shadow pair 0, write nothing
-    const bool owner = threadIdx.x < half;
+    const bool owner = live && threadIdx.x < half;
     const int qd = a.n_heads * hd, kvd = a.n_kv_heads * hd;
     const bool is_q = slot < a.n_heads, is_k = !is_q && slot < a.n_heads + a.n_kv_heads;
     const int col = slot * hd;   // q, k, v heads are consecutive in the qkv row
-    const float *row = a.qkv + (size_t)t * (qd + 2 * kvd) + col;
-    const float *bias = is_q ? a.q_bias : is_k ? a.k_bias : a.v_bias;
-    int bcol = is_q ? col : is_k ? col - qd : col - qd - kvd;
-    float x0 = row[i], x1 = row[i + half];
-    if (bias) {
-        x0 += bias[bcol + i];
-        x1 += bias[bcol + i + half];
+    float x0 = 0.0f, x1 = 0.0f;
+    if (live) {
+        const float *row = a.qkv + (size_t)t * (qd + 2 * kvd) + col;
+        const float *bias = is_q ? a.q_bias : is_k ? a.k_bias : a.v_bias;
+        int bcol = is_q ? col : is_k ? col - qd : col - qd - kvd;
+        x0 = row[i];
+        x1 = row[i + half];
+        if (bias) {
+            x0 += bias[bcol + i];
+            x1 += bias[bcol + i + half];
+        }
     }
-    if (!is_q && !is_k) {   // v: straight into the cache
-        const int seq = a.seq_of_token[t];
-        if (seq < 0) return;
-        const int pos = a.positions[t];
-        int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
-        size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd - kvd);
-        if (owner) {
+    const int seq = a.seq_of_token[t], pos = a.positions[t];
+    if (live && !is_q && !is_k) {   // v: straight into the cache
+        if (seq >= 0 && owner) {
+            int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
+            size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd - kvd);
             a.v_cache[off + i] = __float2bfloat16(x0);
             a.v_cache[off + i + half] = __float2bfloat16(x1);
         }
-        return;
     }
-    const float *nw = is_q ? a.q_norm : a.k_norm;
-    if (nw) {
-        __shared__ float warp_ss[4];
+    if (a.q_norm || a.k_norm) {   // the same for the whole block: every thread reaches the barrier
         float ss = owner ? x0 * x0 + x1 * x1 : 0.0f;
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.x >> 5] = ss;
+        if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.y][threadIdx.x >> 5] = ss;
         __syncthreads();
-        ss = 0.0f;
-        for (int w = 0; w < (int)(blockDim.x >> 5); w++) ss += warp_ss[w];
-        float inv = 1.0f / sqrtf(ss / (float)hd + a.eps);
-        x0 = x0 * inv * nw[i];
-        x1 = x1 * inv * nw[i + half];
+        const float *nw = is_q ? a.q_norm : is_k ? a.k_norm : nullptr;
+        if (live && nw) {
+            ss = 0.0f;
+            for (int w = 0; w < (int)(blockDim.x >> 5); w++) ss += warp_ss[threadIdx.y][w];
+            float inv = 1.0f / sqrtf(ss / (float)hd + a.eps);
+            x0 = x0 * inv * nw[i];
+            x1 = x1 * inv * nw[i + half];
+        }
     }
-    const int pos = a.positions[t];
+    if (!owner || (!is_q && !is_k)) return;
     float s, c;
     sincosf((float)pos * a.inv_freq[i], &s, &c);
     float y0 = x0 * c - x1 * s, y1 = x1 * c + x0 * s;
-    if (!owner) return;
     if (is_q) {
         bf16 *qo = a.q_out + (size_t)t * qd + col;
         qo[i] = __float2bfloat16(y0);
         qo[i + half] = __float2bfloat16(y1);
         return;
     }
-    const int seq = a.seq_of_token[t];
     if (seq < 0) return;
     int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
     size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd);
@@ -289,8 +294,9 @@ void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     if (a->n <= 0) return;
     if (!a->qk_norm_full && a->inv_freq) {   // per-head work: a block per (token, head)
-        dim3 grid(a->n, a->n_heads + 2 * a->n_kv_heads);
-        mt_launch(qk_prep_head_kernel, grid, a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, 0, st, *a);
+        dim3 grid(a->n, (a->n_heads + 2 * a->n_kv_heads + QK_HEADS - 1) / QK_HEADS);
+        dim3 block(a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, QK_HEADS);
+        mt_launch(qk_prep_head_kernel, grid, block, 0, st, *a);
         return;
     }
     size_t smem = (size_t)(a->n_heads + 2 * a->n_kv_heads) * a->head_dim * sizeof(float);
