@@ -521,6 +521,9 @@ int main() {
     printf("expert sort\n");
     check_sort(7, 2, 8);
     check_sort(300, 8, 128);
+    check_sort(500, 8, 256);
+    check_sort(64, 8, 128);
+    check_sort(100, 6, 400);
     check_sort(16384, 8, 128);
     check_sort(5000, 4, 60);
     check_route_sort(1, 128, 8);

@@ -277,7 +277,7 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
     if (n <= SMALL_DENSE) {
         mt_cuda_linear_small(&a, g->stream);
     } else if (n <= g->s.split_cap && W.rows_pad <= g->s.split_rows &&
-               mt_cuda_linear_split_blocks(W.rows_pad, n) < 2 * g->sm_count) {
+               mt_cuda_linear_split_blocks(W.rows_pad, n) < g->sm_count) {
         a.partials = g->s.split_part;
         mt_cuda_linear_split(&a, g->stream);
     } else {

@@ -75,10 +75,9 @@ __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, 
 }
 
 // Ranks pairs [begin, end) in order into their experts' slots, starting at cursor[e] (shared
-// memory): warp 0 walks them 32 at a time, ranking equal experts with match_any. Stable.
+// memory): the calling warp walks them 32 at a time, ranking equal experts with match_any. Stable.
 __device__ void scatter_in_order(const mt_expert_sort &s, const int32_t *ids, int begin, int end, int k, int32_t *cursor) {
-    if (threadIdx.x >= 32) return;
-    const int lane = threadIdx.x;
+    const int lane = threadIdx.x & 31;
     for (int base = begin; base < end; base += 32) {
         int i = base + lane;
         int e = i < end ? ids[i] : -1 - lane;   // distinct negatives never match a real expert
@@ -136,18 +135,36 @@ __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *count, 
     __syncwarp();
 }
 
-// Few pairs (decode): everything in one block (E <= 1024).
+// Few pairs (decode batches): everything in one block of 32 warps (E <= SORT_WARP_E). Warp w
+// takes pairs [w*per, (w+1)*per): per-warp counts, then for each expert the warps' first slots in
+// warp order, so the warps scatter side by side and the order stays stable.
+constexpr int SORT_WARP_E = 256;
+
 __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
     mt_grid_dependency_wait();
-    extern __shared__ int32_t sort_smem[];   // count [E], cursor [E]
-    int32_t *count = sort_smem, *cursor = sort_smem + E;
-    for (int e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+    extern __shared__ int32_t sort_smem[];   // count [E], cursor [E], per-warp cursors [32][E]
+    const int warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int32_t *count = sort_smem, *cursor = sort_smem + E, *wc = sort_smem + 2 * E;
+    for (int e = threadIdx.x; e < nw * E; e += blockDim.x) wc[e] = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < nk; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
+    const int per = (nk + nw - 1) / nw, begin = min(nk, warp * per), end = min(nk, begin + per);
+    for (int i = begin + (threadIdx.x & 31); i < end; i += 32) atomicAdd(&wc[warp * E + ids[i]], 1);
     __syncthreads();
-    if (threadIdx.x >= 32) return;
-    scan_counts_warp(s, count, cursor, E);
-    scatter_in_order(s, ids, 0, nk, k, cursor);
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {   // warps' offsets within expert e
+        int at = 0;
+        for (int w = 0; w < nw; w++) {
+            int c = wc[w * E + e];
+            wc[w * E + e] = at;
+            at += c;
+        }
+        count[e] = at;
+    }
+    __syncthreads();
+    if (warp == 0) scan_counts_warp(s, count, cursor, E);
+    __syncthreads();
+    for (int e = threadIdx.x; e < nw * E; e += blockDim.x) wc[e] += cursor[e % E];
+    __syncthreads();
+    scatter_in_order(s, ids, begin, end, k, wc + warp * E);
 }
 
 // Decode-sized passes (n <= 32 tokens, E <= 512): routing and the sort in one block of 512
@@ -237,8 +254,8 @@ void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, in
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st) {
     int nk = n * k;
     size_t smem = (size_t)E * sizeof(int32_t);
-    if (nk <= 4 * SORT_CHUNK && E <= 1024) {
-        mt_launch(expert_sort_kernel, 1, 1024, 2 * smem, st, *s, ids, nk, k, E);
+    if (nk <= 4 * SORT_CHUNK && E <= SORT_WARP_E) {
+        mt_launch(expert_sort_kernel, 1, 1024, (2 + 32) * smem, st, *s, ids, nk, k, E);
         return;
     }
     int chunks = (nk + SORT_CHUNK - 1) / SORT_CHUNK;
