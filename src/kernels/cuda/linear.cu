@@ -45,10 +45,12 @@ __device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int
 // ---- small path ----------------------------------------------------------------------------------
 
 // Position in a warp's stream: item (a grid-stride index), pass within the item, stage within the
-// pass; rt/g/row0/nrows describe the item.
+// pass; rt/g/row0/nrows describe the item. The producer also keeps the weight tile's address and
+// this lane's X row of the pass (NULL past the item's rows), set at each new pass.
 struct SmallCursor {
     int item, pass, st;
     int rt, g, row0, nrows;
+    const bf16 *W, *xsrc;
 };
 
 __device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args &a, int R, int n_items) {
@@ -66,6 +68,12 @@ __device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args 
         c.row0 = y * SMALL_MAX_ROWS;
         c.nrows = min(SMALL_MAX_ROWS, a.n - c.row0);
     }
+}
+
+__device__ __forceinline__ void small_stream_ptrs(SmallCursor &c, const mt_linear_args &a, int C, int xrow, int xhalf) {
+    c.W = a.W.w + (size_t)c.g * a.group_stride + (size_t)c.rt * C * 256;
+    int r = c.pass * SP_ROWS + xrow;
+    c.xsrc = r < c.nrows ? a.X + (size_t)src_row(a, c.row0 + r) * a.ldx + xhalf : nullptr;
 }
 
 __device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_args &a, int R, int n_items, int n_st) {
@@ -100,22 +108,22 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     SmallCursor prod;
     prod.item = blockIdx.x;
     small_item(prod, a, R, n_items);
+    if (prod.item < n_items) small_stream_ptrs(prod, a, C, xrow, xhalf);
+    // X rows past the item's rows are not copied: their stale values only reach output columns that
+    // are never stored (an MMA's column j of B touches column j of the result alone)
     auto issue = [&](int slot) {   // one commit group per stage, empty past the end of the stream
         if (prod.item < n_items) {
             bf16 *stage = ring + slot * SP_STAGE_ELEMS;
-            const bf16 *W = a.W.w + (size_t)prod.g * a.group_stride + (size_t)prod.rt * C * 256;
-            int r = prod.pass * SP_ROWS + xrow;
-            const bf16 *xsrc = r < prod.nrows ? a.X + (size_t)src_row(a, prod.row0 + r) * a.ldx + xhalf : nullptr;
 #pragma unroll
             for (int u = 0; u < SP_CHUNKS; u++) {
                 int c = c0 + prod.st * SP_CHUNKS + u;
                 if (c < c1) {
-                    mt_cp_async16_stream(stage + u * 256 + lane * 8, W + (size_t)c * 256 + lane * 8, 16, wpolicy);
-                    mt_cp_async16(stage + SP_CHUNKS * 256 + u * 256 + xrow * 16 + xhalf, xsrc ? xsrc + c * 16 : a.X,
-                                  xsrc ? 16 : 0);
+                    mt_cp_async16_stream(stage + u * 256 + lane * 8, prod.W + (size_t)c * 256 + lane * 8, 16, wpolicy);
+                    if (prod.xsrc) mt_cp_async16(stage + SP_CHUNKS * 256 + u * 256 + xrow * 16 + xhalf, prod.xsrc + c * 16, 16);
                 }
             }
             small_advance(prod, a, R, n_items, n_st);
+            if (prod.st == 0 && prod.item < n_items) small_stream_ptrs(prod, a, C, xrow, xhalf);   // a new pass
         }
         mt_cp_async_commit();
     };
