@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cuda_test_util.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
 static int failures = 0;
@@ -24,30 +25,6 @@ static float frand() {   // uniform [-1, 1)
 }
 
 static float bf(float x) { return __bfloat162float(__float2bfloat16(x)); }
-
-#define CK(call)                                                                        \
-    do {                                                                                \
-        cudaError_t e_ = (call);                                                        \
-        if (e_ != cudaSuccess) {                                                        \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
-
-template <typename T>
-static T *to_dev(const std::vector<T> &v) {
-    T *d;
-    CK(cudaMalloc(&d, v.size() * sizeof(T) + 16));
-    CK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
-}
-
-template <typename T>
-static std::vector<T> from_dev(const T *d, size_t n) {
-    std::vector<T> v(n);
-    CK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return v;
-}
 
 static void report(const char *what, double err, double tol) {
     bool ok = err <= tol;   // NaN fails

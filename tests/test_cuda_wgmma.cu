@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cuda_test_util.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/wgmma.cuh"
@@ -36,29 +37,6 @@ static float wide(int lo, int hi) {
     int e = lo + (int)((r >> 8) % (uint64_t)(hi - lo + 1));
     float m = 1.0f + (float)((r >> 24) & 0xffff) / 65536.0f;
     return ldexpf((r >> 4) & 1 ? -m : m, e);
-}
-
-#define CK(call)                                                                                  \
-    do {                                                                                          \
-        cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                  \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                              \
-        }                                                                                         \
-    } while (0)
-
-template <typename T>
-static T *to_dev(const std::vector<T> &v) {
-    T *d;
-    CK(cudaMalloc(&d, v.size() * sizeof(T) + 16));
-    CK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
-}
-template <typename T>
-static std::vector<T> from_dev(const T *d, size_t n) {
-    std::vector<T> v(n);
-    CK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return v;
 }
 
 static void verdict(const char *what, bool ok) {

@@ -118,7 +118,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
     // slice sums of split dense products: every dense matrix but lm_head
     s.split_cap = (int)(N < (size_t)SPLIT_MAX ? N : (size_t)SPLIT_MAX);
-    s.split_rows = mt_round16((int)max_sz(max_sz(qd + 2 * kvd, max_sz(H, qd)), max_sz(2 * inter, E)));
+    s.split_rows = mt_round16((int)max_sz(max_sz(qd + 2 * kvd, H), max_sz(2 * inter, E)));   // rows of q/k/v, o, MLPs, router
     ALLOC(s.split_part, (size_t)8 * s.split_cap * s.split_rows);
 #undef ALLOC
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));

@@ -6,6 +6,7 @@
 // each slice to one warp and adds the warps' results in order; the large path walks the slices in
 // turn. A row's result is therefore the same bits whichever path and whatever batch computed it.
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/linear_common.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
 
@@ -23,24 +24,6 @@ constexpr int SP_STAGE_ELEMS = SP_CHUNKS * (256 + SP_ROWS * 16);
 constexpr int SP_PART_FLOATS = 2 * 8 * 2 * 128;   // two buffers x 8 warps x 2 n-tiles x 16x8 sums
 constexpr size_t SMALL_SMEM = (size_t)8 * SP_STAGES * SP_STAGE_ELEMS * sizeof(bf16) + SP_PART_FLOATS * sizeof(float);
 constexpr int SMALL_MAX_ROWS = 64;   // X rows of one group (or dense call) the small path takes
-
-struct Work {
-    int g, row0, nrows;
-};
-
-__device__ __forceinline__ int src_row(const mt_linear_args &a, int p) { return a.src_rows ? a.src_rows[p] : p; }
-
-// Writes one finished output value (or, for SwiGLU, one gate/up pair) of position p.
-template <int EPI>
-__device__ __forceinline__ void store_out(const mt_linear_args &a, int p, int col, float v) {
-    size_t at = (size_t)p * a.ldo + col;
-    if (EPI == MT_EPI_F32) ((float *)a.out)[at] = v;
-    else if (EPI == MT_EPI_F32_ADD) ((float *)a.out)[at] += v;
-    else ((bf16 *)a.out)[at] = __float2bfloat16(v);
-}
-__device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int col, float gate, float up) {
-    ((bf16 *)a.out)[(size_t)p * a.ldo + col] = __float2bfloat16(mt_silu(gate) * up);
-}
 
 // ---- small path ----------------------------------------------------------------------------------
 
@@ -239,23 +222,7 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     const int wm = warp % Shape::WARPS_M, wn = warp / Shape::WARPS_M;
 
     Work wk;
-    if (a.group_offsets) {
-        int tile = blockIdx.y;
-        if (tile >= a.tile_offsets[a.n_groups]) return;
-        int lo = 0, hi = a.n_groups - 1;   // last g with tile_offsets[g] <= tile
-        while (lo < hi) {
-            int mid = (lo + hi + 1) >> 1;
-            if (a.tile_offsets[mid] <= tile) lo = mid;
-            else hi = mid - 1;
-        }
-        wk.g = lo;
-        wk.row0 = a.group_offsets[lo] + (tile - a.tile_offsets[lo]) * BN;
-        wk.nrows = min(BN, a.group_offsets[lo + 1] - wk.row0);
-    } else {
-        wk.g = 0;
-        wk.row0 = blockIdx.y * BN;
-        wk.nrows = min(BN, a.n - wk.row0);
-    }
+    if (!large_tile_work(a, BN, wk)) return;
     const int C = a.W.K / 16, S = mt_k_slices(a.W.K);
     const int rt0 = blockIdx.x * LG_RT, n_rt = min(LG_RT, a.W.rows_pad / 16 - rt0);
     const bf16 *W = a.W.w + (size_t)wk.g * a.group_stride + (size_t)rt0 * C * 256;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/linear_common.cuh"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/wgmma.cuh"
 
@@ -38,23 +39,6 @@ struct WgShape {
     static constexpr int NACC = BN / 2;   // accumulator registers per thread of an m64nBN step
 };
 
-struct Work {
-    int g, row0, nrows;
-};
-
-__device__ __forceinline__ int src_row(const mt_linear_args &a, int p) { return a.src_rows ? a.src_rows[p] : p; }
-
-template <int EPI>
-__device__ __forceinline__ void store_out(const mt_linear_args &a, int p, int col, float v) {
-    size_t at = (size_t)p * a.ldo + col;
-    if (EPI == MT_EPI_F32) ((float *)a.out)[at] = v;
-    else if (EPI == MT_EPI_F32_ADD) ((float *)a.out)[at] += v;
-    else ((bf16 *)a.out)[at] = __float2bfloat16(v);
-}
-__device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int col, float gate, float up) {
-    ((bf16 *)a.out)[(size_t)p * a.ldo + col] = __float2bfloat16(mt_silu(gate) * up);
-}
-
 template <int BN>
 __device__ __forceinline__ void wgmma_step(float (&d)[BN / 2], const uint32_t a[4], uint64_t desc, int scale_d);
 template <>
@@ -76,23 +60,7 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
     const int tq = lane >> 2, t4 = lane & 3;
 
     Work wk;
-    if (a.group_offsets) {   // the sort's tiles of BN rows, as linear_large_kernel maps them
-        int tile = blockIdx.y;
-        if (tile >= a.tile_offsets[a.n_groups]) return;
-        int lo = 0, hi = a.n_groups - 1;   // last g with tile_offsets[g] <= tile
-        while (lo < hi) {
-            int mid = (lo + hi + 1) >> 1;
-            if (a.tile_offsets[mid] <= tile) lo = mid;
-            else hi = mid - 1;
-        }
-        wk.g = lo;
-        wk.row0 = a.group_offsets[lo] + (tile - a.tile_offsets[lo]) * BN;
-        wk.nrows = min(BN, a.group_offsets[lo + 1] - wk.row0);
-    } else {
-        wk.g = 0;
-        wk.row0 = blockIdx.y * BN;
-        wk.nrows = min(BN, a.n - wk.row0);
-    }
+    if (!large_tile_work(a, BN, wk)) return;
     const int C = a.W.K / 16, S = mt_k_slices(a.W.K);
     const int rt0 = blockIdx.x * WG_RT, n_rt = min(WG_RT, a.W.rows_pad / 16 - rt0);
     const bf16 *W = a.W.w + (size_t)wk.g * a.group_stride + (size_t)rt0 * C * 256;

@@ -1,0 +1,53 @@
+// Pieces every matrix-product kernel shares (linear.cu, linear_wgmma.cu): which X rows a block of
+// the large-tile paths owns, where a position's X row is, and how a finished output is written.
+#ifndef MT_KERNELS_CUDA_LINEAR_COMMON_CUH
+#define MT_KERNELS_CUDA_LINEAR_COMMON_CUH
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/mma.cuh"
+
+// A block's X rows: positions [row0, row0 + nrows) of group g.
+struct Work {
+    int g, row0, nrows;
+};
+
+// The X rows of block row blockIdx.y of a large-tile path with BN rows per tile: dense, tile y of
+// the rows; grouped, tile y of the sort's tiles (tile_offsets, BN = tile_rows). False past the
+// last tile.
+__device__ __forceinline__ bool large_tile_work(const mt_linear_args &a, int BN, Work &wk) {
+    const int tile = blockIdx.y;
+    if (a.group_offsets) {
+        if (tile >= a.tile_offsets[a.n_groups]) return false;
+        int lo = 0, hi = a.n_groups - 1;   // last g with tile_offsets[g] <= tile
+        while (lo < hi) {
+            int mid = (lo + hi + 1) >> 1;
+            if (a.tile_offsets[mid] <= tile) lo = mid;
+            else hi = mid - 1;
+        }
+        wk.g = lo;
+        wk.row0 = a.group_offsets[lo] + (tile - a.tile_offsets[lo]) * BN;
+        wk.nrows = min(BN, a.group_offsets[lo + 1] - wk.row0);
+    } else {
+        wk.g = 0;
+        wk.row0 = tile * BN;
+        wk.nrows = min(BN, a.n - wk.row0);
+    }
+    return true;
+}
+
+// X row of sorted position p (gathered through src_rows when set).
+__device__ __forceinline__ int src_row(const mt_linear_args &a, int p) { return a.src_rows ? a.src_rows[p] : p; }
+
+// Writes one finished output value (or, for SwiGLU, one gate/up pair) of position p.
+template <int EPI>
+__device__ __forceinline__ void store_out(const mt_linear_args &a, int p, int col, float v) {
+    size_t at = (size_t)p * a.ldo + col;
+    if (EPI == MT_EPI_F32) ((float *)a.out)[at] = v;
+    else if (EPI == MT_EPI_F32_ADD) ((float *)a.out)[at] += v;
+    else ((bf16 *)a.out)[at] = __float2bfloat16(v);
+}
+__device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int col, float gate, float up) {
+    ((bf16 *)a.out)[(size_t)p * a.ldo + col] = __float2bfloat16(mt_silu(gate) * up);
+}
+
+#endif
