@@ -5,8 +5,9 @@
  *  - prefill tokens/s for 8 prompts of 2,048 tokens against cuBLAS throughput in model FLOPs;
  *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating).
  *
- *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--only decodeB|prefill]
- * --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
+ *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording]
+ *                    [--only decodeB|prefill]
+ * --figures measures one group of figures (with the ceilings); --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,13 +252,14 @@ static int profile_only(const char *dir, const char *what, int P) {
 int main(int argc, char **argv) {
     const char *dir = MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b";
     int P = 512, steps = 32, reps = 9;
-    const char *only = NULL;
+    const char *only = NULL, *figures = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--context")) P = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
+        else if (!strcmp(argv[i], "--figures")) figures = argv[i + 1];
     }
     if (!mt_cuda_compiled() || mt_cuda_device_count() == 0) {
         printf("bench_cuda: no CUDA device (or no CUDA backend in this build); nothing to measure\n");
@@ -286,7 +288,7 @@ int main(int argc, char **argv) {
     if (mt_kv_cache_init_model(&kv, &m, blocks, &err)) die("KV cache", &err);
 
     const int batches[3] = {1, 64, 256};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3 && (!figures || !strcmp(figures, "decode")); i++) {
         decode_figure f = measure_decode(&m, &kv, batches[i], P, steps, copy_gbps);
         printf("decode batch %3d (context %d): %8.1f tokens/s, step %.3f ms; roofline step %.3f ms "
                "(%.2f GB read) -> %.0f%% of roofline\n",
@@ -296,7 +298,7 @@ int main(int argc, char **argv) {
     }
 
     /* prefill: 8 prompts of 2,048 tokens in one pass */
-    {
+    if (!figures || !strcmp(figures, "prefill")) {
         shape_costs sc = costs_of(c);
         workload w;
         int B = 8, L = 2048;
@@ -326,7 +328,7 @@ int main(int argc, char **argv) {
     }
 
     /* recording overhead at batch 64: off / per-request capture / capture + stat recorder */
-    {
+    if (!figures || !strcmp(figures, "recording")) {
         int B = 64;
         workload w;
         workload_init(&w, &m, &kv, B, P, P + steps * (3 * reps + 2) + 8, 8192);

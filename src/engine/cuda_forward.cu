@@ -315,7 +315,9 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     }
 }
 
-void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n) {
+// The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
+// updated residual by the combine's launch, into s.xb.
+void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n, const float *next_norm) {
     GpuScratch &s = g->s;
     int H = c->hidden_size, E = c->num_experts, k = c->top_k, I = c->moe_intermediate_size;
     int Ep = mt_round16(E);
@@ -349,7 +351,8 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
         sg = s.sg;
     }
     prof_mark(g, PROF_COMBINE);
-    mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, g->stream);
+    mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, next_norm ? s.xb : nullptr, next_norm,
+                        c->rms_norm_eps, g->stream);
 }
 
 // Scratch for the split attention of a decode pass; false when it cannot be had.
@@ -378,10 +381,11 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
     int H = c->hidden_size, qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
     prof_mark(g, PROF_EMBED);
     mt_cuda_embed(s.h, g->embed, pi.tokens, n, H, st);
+    bool normed = false;   // s.xb already holds this layer's normed input (the MoE combine did it)
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const GpuLayer &L = g->layers[l];
         prof_mark(g, PROF_NORM);
-        mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
+        if (!normed) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
         prof_mark(g, PROF_QKV);
         linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
         prof_mark(g, PROF_QK_PREP);
@@ -441,8 +445,9 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD);
         prof_mark(g, PROF_NORM);
         mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
+        normed = L.is_moe && l + 1 < c->num_hidden_layers;
         if (L.is_moe) {
-            moe_block(g, c, L, g->moe_index[l], n);
+            moe_block(g, c, L, g->moe_index[l], n, normed ? g->layers[l + 1].attn_norm : nullptr);
         } else {
             prof_mark(g, PROF_DENSE_MLP);
             int I = c->intermediate_size;

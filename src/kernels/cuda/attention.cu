@@ -67,25 +67,41 @@ __device__ __forceinline__ void load_q(uint32_t qa[HD / 16][4], const mt_attenti
     }
 }
 
-// Copies KV tile kt (positions kt*32 ..) of kv head kvh into shared memory, rows of HD+8; positions
-// beyond max_pos are zeros. Threads [0, n_threads) of the caller take part.
-template <int HD>
-__device__ __forceinline__ void load_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int seq, int kvh, int kt,
-                                             int max_pos, int tid, int n_threads) {
+// Starts copying KV tile kt (positions kt*32 ..) of kv head kvh into shared memory, rows of HD+8,
+// as one cp.async group; positions beyond max_pos are zeros. Threads [0, NT) of the caller take
+// part. A tile spans two KV blocks of 16 positions: both block-table entries are read first (two
+// independent loads), so every copy is issued without waiting on a lookup.
+template <int HD, int NT>
+__device__ __forceinline__ void issue_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int seq, int kvh, int kt,
+                                             int max_pos, int tid) {
     constexpr int VEC = HD / 8;   // 16-byte vectors per position
     const int kvd = a.n_kv_heads * HD;
-    const int32_t *table = a.block_table + a.table_offset[seq];
-    // all copies in flight at once (cp.async), zero-filled past max_pos; this thread's part has
-    // landed on return, the caller's barrier makes the whole tile visible
-    for (int v = tid; v < KV_TILE * VEC; v += n_threads) {
+    const int32_t *table = a.block_table + a.table_offset[seq] + kt * 2;
+    size_t base[2];
+#pragma unroll
+    for (int b = 0; b < 2; b++) {
+        bool used = kt * KV_TILE + 16 * b <= max_pos;
+        base[b] = used ? ((size_t)table[b] * a.num_layers + a.layer) * 16 * kvd + (size_t)kvh * HD : 0;
+    }
+#pragma unroll
+    for (int i = 0; i < (KV_TILE * VEC + NT - 1) / NT; i++) {
+        int v = tid + i * NT;
+        if ((KV_TILE * VEC) % NT != 0 && v >= KV_TILE * VEC) break;
         int r = v / VEC, q = v % VEC;
-        int pos = kt * KV_TILE + r;
-        bool ok = pos <= max_pos;
-        size_t off = ok ? (((size_t)table[pos / 16] * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)kvh * HD + q * 8 : 0;
+        bool ok = kt * KV_TILE + r <= max_pos;
+        size_t off = ok ? base[r >> 4] + (size_t)(r & 15) * kvd + q * 8 : 0;
         mt_cp_async16(Ks + r * (HD + 8) + q * 8, a.k_cache + off, ok ? 16 : 0);
         mt_cp_async16(Vs + r * (HD + 8) + q * 8, a.v_cache + off, ok ? 16 : 0);
     }
     mt_cp_async_commit();
+}
+
+// The same, waiting until this thread's part has landed (the caller's barrier makes the whole
+// tile visible).
+template <int HD, int NT>
+__device__ __forceinline__ void load_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int seq, int kvh, int kt,
+                                             int max_pos, int tid) {
+    issue_kv_tile<HD, NT>(Ks, Vs, a, seq, kvh, kt, max_pos, tid);
     mt_cp_async_wait<0>();
 }
 
@@ -227,6 +243,7 @@ __device__ __forceinline__ int tile_max_pos(const mt_attention_args &a, const mt
 }
 
 // Rows kernel: one block per (tile of <= 16*warps rows, kv head); warp w owns rows 16w..16w+15.
+// Two KV buffers: the next tile is copied while this one is used.
 template <int HD>
 __global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
     mt_grid_dependency_wait();
@@ -237,8 +254,8 @@ __global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_
     const int kvh = blockIdx.y;
     const int seq = a.seq_of_token[t.first_token];
     const int max_pos = tile_max_pos(a, t);
-    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw);
-    bf16 *Vs = Ks + KV_TILE * (HD + 8);
+    constexpr int BUF = 2 * KV_TILE * (HD + 8);   // bf16 per buffer: K then V
+    bf16 *kv = reinterpret_cast<bf16 *>(smem_raw);
 
     uint32_t qa[HD / 16][4];
     RowInfo ri;
@@ -248,15 +265,25 @@ __global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_
     for (int o = 4; o < 32; o <<= 1) warp_max = max(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, o));
     RowState<HD> total, s;
     state_reset(total);
-    for (int kt = 0; kt * KV_TILE <= max_pos; kt++) {
+    const int n_kt = max_pos / KV_TILE + 1;
+    issue_kv_tile<HD, 128>(kv, kv + KV_TILE * (HD + 8), a, seq, kvh, 0, max_pos, threadIdx.x);
+    for (int kt = 0; kt < n_kt; kt++) {
+        bf16 *Ks = kv + (kt & 1) * BUF, *Vs = Ks + KV_TILE * (HD + 8);
+        if (kt + 1 < n_kt) {   // the other buffer was released by the barrier ending the last tile
+            bf16 *Kn = kv + ((kt + 1) & 1) * BUF;
+            issue_kv_tile<HD, 128>(Kn, Kn + KV_TILE * (HD + 8), a, seq, kvh, kt + 1, max_pos, threadIdx.x);
+            mt_cp_async_wait<1>();
+        } else {
+            mt_cp_async_wait<0>();
+        }
         __syncthreads();
-        load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, threadIdx.x, blockDim.x);
+        if (kt * KV_TILE <= warp_max) {   // else masked for every row of this warp: an empty state
+            state_reset(s);
+            process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+            state_finish_tile(s);
+            state_merge(total, s);
+        }
         __syncthreads();
-        if (kt * KV_TILE > warp_max) continue;   // masked for every row of this warp: an empty state
-        state_reset(s);
-        process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
-        state_finish_tile(s);
-        state_merge(total, s);
     }
     store_rows<HD>(total, a, t, kvh, warp * 16, ri);
 }
@@ -285,7 +312,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attentio
         const int kt = round * 4 + warp;
         state_reset(s);
         if (kt * KV_TILE <= max_pos) {
-            load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, lane, 32);
+            load_kv_tile<HD, 32>(Ks, Vs, a, seq, kvh, kt, max_pos, lane);
             __syncwarp();
             process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
             state_finish_tile(s);
@@ -322,7 +349,7 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
     uint32_t qa[HD / 16][4];
     RowInfo ri;
     load_q<HD>(qa, a, t, kvh, 0, ri);
-    load_kv_tile<HD>(Ks, Vs, a, seq, kvh, kt, max_pos, lane, 32);
+    load_kv_tile<HD, 32>(Ks, Vs, a, seq, kvh, kt, max_pos, lane);
     __syncwarp();
     RowState<HD> s;
     state_reset(s);
@@ -386,7 +413,7 @@ float scale_log2_of(int hd) { return (1.0f / sqrtf((float)hd)) * 1.4426950408889
 
 template <int HD>
 void launch_rows(const mt_attention_args &a, cudaStream_t st) {
-    size_t kv_bytes = 2 * KV_TILE * (HD + 8) * sizeof(bf16);
+    size_t kv_bytes = 2 * 2 * KV_TILE * (HD + 8) * sizeof(bf16);   // two buffers of K and V
     mt_launch(attention_rows_kernel<HD>, dim3(a.n_tiles, a.n_kv_heads), 128, kv_bytes, st, a, scale_log2_of(HD));
 }
 

@@ -191,9 +191,12 @@ void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int
 void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, const float *logits, int ld, int n,
                         int E, int k, int renorm, cudaStream_t st);
 
-/* h[t] += sum_j w[t,j] * ye[pair_pos[t*k+j]] (+ sigmoid(sg[t*ld_sg]) * ys[t] when ys). */
+/* h[t] += sum_j w[t,j] * ye[pair_pos[t*k+j]] (+ sigmoid(sg[t*ld_sg]) * ys[t] when ys); then, when y
+ * is set, y[t] = RMSNorm(h[t]) * norm_w with exactly mt_cuda_rmsnorm's arithmetic (the next layer's
+ * input norm in the same launch). */
 void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H,
-                         const float *ys, const float *sg, int ld_sg, cudaStream_t st);
+                         const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w, float eps,
+                         cudaStream_t st);
 
 /* out[i] = argmax of row i of logits [n, ld] over V columns, ties to the lower index. scratch:
  * 2 * mt_cuda_argmax_scratch(n, V) floats. */

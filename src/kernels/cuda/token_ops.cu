@@ -35,11 +35,10 @@ __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens,
     for (int d = threadIdx.x; d < H; d += blockDim.x) out[d] = __bfloat162float(row[d]);
 }
 
-// One block per row; thread i owns the 4-vectors i, i + blockDim, ... (H % 4 == 0).
-__global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, const float *w, int H, float eps) {
-    mt_grid_dependency_wait();
-    __shared__ float scratch[33];
-    const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * H);
+// RMSNorm of one row by the whole block; thread i owns the 4-vectors i, i + blockDim, ...
+// (H % 4 == 0). The same code serves every caller, so a row's bits never depend on which did it.
+__device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, int H, float eps, float *scratch) {
+    const float4 *xr = reinterpret_cast<const float4 *>(x);
     const float4 *w4 = reinterpret_cast<const float4 *>(w);
     float4 v[4];
     float ss = 0.0f;
@@ -55,7 +54,7 @@ __global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, con
     }
     ss = block_sum(ss, scratch);
     float inv = 1.0f / sqrtf(ss / (float)H + eps);
-    __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y + (size_t)blockIdx.x * H);
+    __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
     auto put = [&](int i, float4 u) {
         float4 g = w4[i];
         yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
@@ -67,6 +66,18 @@ __global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, con
         if (i < H / 4) put(i, v[j]);
     }
     for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i]);
+}
+
+// One block per row (of rows[], when set).
+__global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, const float *w, int H, float eps) {
+    mt_grid_dependency_wait();
+    __shared__ float scratch[33];
+    rmsnorm_row(y + (size_t)blockIdx.x * H, x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * H, w, H, eps, scratch);
+}
+
+int rmsnorm_threads(int H) {
+    int threads = (H / 4 + 31) / 32 * 32;
+    return threads > 512 ? 512 : threads;
 }
 
 // RMSNorm of n_vec vectors of length len (in place, shared memory), weight w[len]; warp per vector.
@@ -220,19 +231,43 @@ __global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
     if (i < hd / 2) inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
 }
 
+// One block per token (rmsnorm_threads(H) threads): h += the token's k expert outputs ye (rows
+// pair_pos) weighted by w, plus the shared expert ys gated by sigmoid(sg); then, when y is set,
+// y = RMSNorm(h) * norm_w (the next layer's input norm, saving a launch). Each thread re-reads
+// only the h values it wrote.
 __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pair_pos, const float *w, int k, int H,
-                                   const float *ys, const float *sg, int ld_sg) {
+                                   const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w,
+                                   float eps) {
     mt_grid_dependency_wait();
-    const int t = blockIdx.y;
-    const int d = blockIdx.x * blockDim.x + threadIdx.x;
-    if (d >= H) return;
-    float acc = 0.0f;
-    for (int j = 0; j < k; j++) acc += w[(size_t)t * k + j] * ye[(size_t)pair_pos[(size_t)t * k + j] * H + d];
-    if (ys) {
-        float g = 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg]));
-        acc += g * ys[(size_t)t * H + d];
+    __shared__ float scratch[33];
+    const int t = blockIdx.x;
+    const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
+    float4 *hr = reinterpret_cast<float4 *>(h + (size_t)t * H);
+    for (int i = threadIdx.x; i < H / 4; i += blockDim.x) {
+        float4 acc = make_float4(0, 0, 0, 0);
+        for (int j = 0; j < k; j++) {
+            float wj = w[(size_t)t * k + j];
+            float4 e = reinterpret_cast<const float4 *>(ye + (size_t)pair_pos[(size_t)t * k + j] * H)[i];
+            acc.x += wj * e.x;
+            acc.y += wj * e.y;
+            acc.z += wj * e.z;
+            acc.w += wj * e.w;
+        }
+        if (ys) {
+            float4 s4 = reinterpret_cast<const float4 *>(ys + (size_t)t * H)[i];
+            acc.x += gate * s4.x;
+            acc.y += gate * s4.y;
+            acc.z += gate * s4.z;
+            acc.w += gate * s4.w;
+        }
+        float4 o = hr[i];
+        o.x += acc.x;
+        o.y += acc.y;
+        o.z += acc.z;
+        o.w += acc.w;
+        hr[i] = o;
     }
-    h[(size_t)t * H + d] += acc;
+    if (y) rmsnorm_row(y + (size_t)t * H, h + (size_t)t * H, norm_w, H, eps, scratch);
 }
 
 // Greedy sampling in two stages, ties to the lower index: chunks of a row to (value, index)
@@ -286,9 +321,7 @@ void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, in
 }
 
 void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps, cudaStream_t st) {
-    int threads = (H / 4 + 31) / 32 * 32;
-    if (threads > 512) threads = 512;
-    if (n > 0) mt_launch(rmsnorm_kernel, n, threads, 0, st, y, x, rows, w, H, eps);
+    if (n > 0) mt_launch(rmsnorm_kernel, n, rmsnorm_threads(H), 0, st, y, x, rows, w, H, eps);
 }
 
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
@@ -313,10 +346,11 @@ void mt_cuda_rope_inv_freq(float *inv_freq, int head_dim, float theta, cudaStrea
 }
 
 void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H,
-                         const float *ys, const float *sg, int ld_sg, cudaStream_t st) {
+                         const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w, float eps,
+                         cudaStream_t st) {
     if (n <= 0) return;
-    dim3 grid((H + 255) / 256, n);
-    mt_launch(moe_combine_kernel, grid, 256, 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg);
+    mt_launch(moe_combine_kernel, n, rmsnorm_threads(H), 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg, y, norm_w,
+              eps);
 }
 
 size_t mt_cuda_argmax_scratch(int n, int V) { return (size_t)n * ((V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK); }
