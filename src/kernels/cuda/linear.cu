@@ -94,16 +94,29 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     if (prod.item < n_items) small_stream_ptrs(prod, a, C, xrow, xhalf);
     // X rows past the item's rows are not copied: their stale values only reach output columns that
     // are never stored (an MMA's column j of B touches column j of the result alone)
+    // A stage's weight chunks are contiguous: one bulk copy by lane 0, completing on the slot's
+    // barrier; the X rows are cp.async copies of every lane (one commit group per stage).
+    __shared__ __align__(8) uint64_t wbar_all[8 * SP_STAGES];
+    uint64_t *wbar = wbar_all + warp * SP_STAGES;
+    if (lane == 0) {
+#pragma unroll
+        for (int s = 0; s < SP_STAGES; s++) mt_mbar_init(&wbar[s], 1);
+        mt_mbar_init_fence();
+    }
+    __syncwarp();
     auto issue = [&](int slot) {   // one commit group per stage, empty past the end of the stream
         if (prod.item < n_items) {
             bf16 *stage = ring + slot * SP_STAGE_ELEMS;
+            const int cs = c0 + prod.st * SP_CHUNKS;
+            if (lane == 0) {
+                unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
+                mt_mbar_expect(&wbar[slot], bytes);
+                mt_bulk_copy(stage, prod.W + (size_t)cs * 256, bytes, &wbar[slot], wpolicy);
+            }
 #pragma unroll
             for (int u = 0; u < SP_CHUNKS; u++) {
-                int c = c0 + prod.st * SP_CHUNKS + u;
-                if (c < c1) {
-                    mt_cp_async16_stream(stage + u * 256 + lane * 8, prod.W + (size_t)c * 256 + lane * 8, 16, wpolicy);
-                    if (prod.xsrc) mt_cp_async16(stage + SP_CHUNKS * 256 + u * 256 + xrow * 16 + xhalf, prod.xsrc + c * 16, 16);
-                }
+                int c = cs + u;
+                if (c < c1 && prod.xsrc) mt_cp_async16(stage + SP_CHUNKS * 256 + u * 256 + xrow * 16 + xhalf, prod.xsrc + c * 16, 16);
             }
             small_advance(prod, a, R, n_items, n_st);
             if (prod.st == 0 && prod.item < n_items) small_stream_ptrs(prod, a, C, xrow, xhalf);   // a new pass
@@ -115,7 +128,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         for (int s = 0; s < SP_STAGES - 1; s++) issue(s);
     }
 
-    int slot = 0, buf = 0;
+    int slot = 0, buf = 0, phase = 0;   // phase: of the slots' barriers, flips as the ring wraps
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         SmallCursor cur;
         cur.item = item;
@@ -126,6 +139,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
             if (streams) {
                 for (int st = 0; st < n_st; st++) {
                     mt_cp_async_wait<SP_STAGES - 2>();
+                    mt_mbar_wait(&wbar[slot], phase);
                     __syncwarp();   // this stage has landed for every lane (X rows come from other lanes),
                                     // and every lane is done with the previous slot, refilled now
                     issue(slot == 0 ? SP_STAGES - 1 : slot - 1);
@@ -144,7 +158,12 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                             mt_mma(acc[1], A, b1);
                         }
                     }
-                    slot = slot == SP_STAGES - 1 ? 0 : slot + 1;
+                    if (slot == SP_STAGES - 1) {
+                        slot = 0;
+                        phase ^= 1;
+                    } else {
+                        slot++;
+                    }
                 }
                 float *pw = part + (buf * 8 + warp) * 256;
 #pragma unroll
@@ -207,7 +226,7 @@ struct LargeShape {
 
 // SPLIT: the block computes slice blockIdx.z alone and writes its sums to a.partials (dense only);
 // linear_split_reduce_kernel adds the slices in order and applies the epilogue.
-template <int EPI, int MT, bool SPLIT>
+template <int EPI, int MT, bool SPLIT, bool BULK>
 __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args a) {
     mt_grid_dependency_wait();
     const uint64_t wpolicy = mt_weight_policy(a.weights_once);
@@ -238,17 +257,40 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
         int r = (tid + h * 256) >> 3;
         xsrc[h] = r < wk.nrows ? a.X + (size_t)src_row(a, wk.row0 + r) * a.ldx + ((tid + h * 256) & 7) * 8 : nullptr;
     }
+    // BULK (weights read once: decode batches, from DRAM): each row tile's chunks of a stage are
+    // contiguous (2 KB), one bulk copy each by thread 0, completing on the stage's barrier.
+    // Otherwise (weights read again by other blocks: prefill, from L2) cp.async by every thread,
+    // which measured faster there. X rows: cp.async by every thread.
+    __shared__ __align__(8) uint64_t wbar[LG_STAGES];
+    if constexpr (BULK) {
+        if (tid == 0) {
+#pragma unroll
+            for (int s = 0; s < LG_STAGES; s++) mt_mbar_init(&wbar[s], 1);
+            mt_mbar_init_fence();
+        }
+        __syncthreads();
+    }
     auto load_stage = [&](int stage, int kt) {
         bf16 *as = As + stage * LG_A_ELEMS;
         bf16 *bs = Bs + stage * Shape::B_ELEMS;
+        if constexpr (BULK) {
+            if (tid == 0) {
+                int c0 = cb + kt * LG_KC;
+                unsigned bytes = (unsigned)min(LG_KC, ce - c0) * 512u;
+                mt_mbar_expect(&wbar[stage], bytes * n_rt);
+                for (int rl = 0; rl < n_rt; rl++)
+                    mt_bulk_copy(as + rl * LG_KC * 256, W + ((size_t)rl * C + c0) * 256, bytes, &wbar[stage], wpolicy);
+            }
+        } else {
 #pragma unroll
-        for (int h = 0; h < 4; h++) {
-            int v = tid + h * 256;
-            int rl = v >> 7, kc = (v >> 5) & 3, lv = v & 31;
-            int c = cb + kt * LG_KC + kc;
-            bool ok = rl < n_rt && c < ce;
-            const bf16 *src = ok ? W + ((size_t)rl * C + c) * 256 + lv * 8 : a.W.w;
-            mt_cp_async16_stream(as + (rl * LG_KC + kc) * 256 + lv * 8, src, ok ? 16 : 0, wpolicy);
+            for (int h = 0; h < 4; h++) {
+                int v = tid + h * 256;
+                int rl = v >> 7, kc = (v >> 5) & 3, lv = v & 31;
+                int c = cb + kt * LG_KC + kc;
+                bool ok = rl < n_rt && c < ce;
+                const bf16 *src = ok ? W + ((size_t)rl * C + c) * 256 + lv * 8 : a.W.w;
+                mt_cp_async16_stream(as + (rl * LG_KC + kc) * 256 + lv * 8, src, ok ? 16 : 0, wpolicy);
+            }
         }
 #pragma unroll
         for (int h = 0; h < XV; h++) {
@@ -278,6 +320,7 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     }
     for (int kt = 0; kt < n_kt; kt++) {
         mt_cp_async_wait<LG_STAGES - 2>();
+        if constexpr (BULK) mt_mbar_wait(&wbar[kt % LG_STAGES], (kt / LG_STAGES) & 1);
         __syncthreads();
         int nk = kt + LG_STAGES - 1;
         if (nk < n_kt) load_stage(nk % LG_STAGES, nk);
@@ -407,25 +450,25 @@ __global__ void linear_split_reduce_kernel(const mt_linear_args a) {
     }
 }
 
-template <int EPI, int MT, bool SPLIT>
+template <int EPI, int MT, bool SPLIT, bool BULK>
 void launch_large_shape(const mt_linear_args &a, cudaStream_t st) {
     using Shape = LargeShape<MT>;
     static bool configured = false;
     if (!configured) {
-        cudaFuncSetAttribute(linear_large_kernel<EPI, MT, SPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaFuncSetAttribute(linear_large_kernel<EPI, MT, SPLIT, BULK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)Shape::SMEM);
         configured = true;
     }
     int work = a.group_offsets ? a.max_work : (a.n + Shape::BN - 1) / Shape::BN;
     if (work <= 0) return;
     dim3 grid((a.W.rows_pad / 16 + LG_RT - 1) / LG_RT, work, SPLIT ? mt_k_slices(a.W.K) : 1);
-    mt_launch(linear_large_kernel<EPI, MT, SPLIT>, grid, 256, Shape::SMEM, st, a);
+    mt_launch(linear_large_kernel<EPI, MT, SPLIT, BULK>, grid, 256, Shape::SMEM, st, a);
 }
 
 template <int EPI>
 void launch_split(const mt_linear_args &a, cudaStream_t st) {
     if (a.n <= 0) return;
-    launch_large_shape<EPI, 2, true>(a, st);
+    launch_large_shape<EPI, 2, true, true>(a, st);   // decode batches: weights read once
     int cols = EPI == MT_EPI_SWIGLU ? a.W.rows / 2 : a.W.rows;
     size_t outs = (size_t)a.n * cols;
     mt_launch(linear_split_reduce_kernel<EPI>, dim3((unsigned)((outs + 255) / 256)), dim3(256), 0, st, a);
@@ -433,8 +476,10 @@ void launch_split(const mt_linear_args &a, cudaStream_t st) {
 
 template <int EPI>
 void launch_large(const mt_linear_args &a, cudaStream_t st) {
-    if (a.tile_rows == 128) launch_large_shape<EPI, 4, false>(a, st);
-    else launch_large_shape<EPI, 2, false>(a, st);
+    if (a.tile_rows == 128 && a.weights_once) launch_large_shape<EPI, 4, false, true>(a, st);
+    else if (a.tile_rows == 128) launch_large_shape<EPI, 4, false, false>(a, st);
+    else if (a.weights_once) launch_large_shape<EPI, 2, false, true>(a, st);
+    else launch_large_shape<EPI, 2, false, false>(a, st);
 }
 
 }  // namespace

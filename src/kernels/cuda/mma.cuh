@@ -49,6 +49,37 @@ __device__ __forceinline__ void mt_cp_async_commit() { asm volatile("cp.async.co
 template <int N>
 __device__ __forceinline__ void mt_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// Shared-memory barriers completed by bulk copies (sm_90): one thread arms a barrier with the
+// bytes it expects and starts contiguous copies that complete on it; the others wait for the
+// phase. A barrier's phases alternate 0, 1, 0, ... with each fill.
+__device__ __forceinline__ void mt_mbar_init(uint64_t *bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"((uint32_t)__cvta_generic_to_shared(bar)), "r"(count));
+}
+__device__ __forceinline__ void mt_mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mt_mbar_expect(uint64_t *bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"((uint32_t)__cvta_generic_to_shared(bar)),
+                 "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void mt_mbar_wait(uint64_t *bar, unsigned parity) {
+    uint32_t addr = (uint32_t)__cvta_generic_to_shared(bar);
+    asm volatile(
+        "{\n.reg .pred done;\nwait_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra wait_%=;\n}\n" ::"r"(addr),
+        "r"(parity)
+        : "memory");
+}
+// bytes (a multiple of 16, both addresses 16-byte aligned) from global to shared memory, completing
+// on bar, with an L2 policy (mt_weight_policy).
+__device__ __forceinline__ void mt_bulk_copy(void *smem, const void *gmem, unsigned bytes, uint64_t *bar, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(
+            (uint32_t)__cvta_generic_to_shared(smem)),
+        "l"(gmem), "r"(bytes), "r"((uint32_t)__cvta_generic_to_shared(bar)), "l"(policy)
+        : "memory");
+}
+
 __device__ __forceinline__ uint32_t mt_pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&v);
