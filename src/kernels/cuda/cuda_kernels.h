@@ -87,16 +87,17 @@ typedef struct mt_linear_args {
     int n_groups;                   /* grouped: E */
     int max_work;                   /* grouped: upper bound of work items (grid size) */
     float *partials;                /* split path: [mt_k_slices(K)][n][W.rows_pad] floats of scratch */
-    int weights_once;               /* 1: each weight is read by one block (decode): L2 evicts them first */
+    int weights_once;               /* 1: each weight is read by one block (decode): bulk copies, L2 evicts them first */
     void *out;
     int ldo;
     int epilogue;
 } mt_linear_args;
 
 /* Small batches (every group or dense call with at most 64 rows per work item): weights streamed
- * once with 16-byte loads, K split over 8 warps. Grouped calls need per-group counts <= 64. */
+ * once by bulk copies, K split over 8 warps. Grouped calls need per-group counts <= 64. */
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
-/* Large batches: 128 x tile_rows tiles staged through shared memory (cp.async, 3 stages). */
+/* Large batches: 128 x tile_rows tiles staged through shared memory (3 stages; weights by bulk
+ * copies when weights_once, else cp.async). */
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
 /* Dense products too narrow to fill the device with large-path tiles (decode batches of tens to
  * hundreds of rows against a few thousand weight rows): the large path's 128 x 64 tiles with each
