@@ -204,15 +204,9 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
         CK(cudaMemcpy(dw + e * stride, t, stride * sizeof(bf16), cudaMemcpyDeviceToDevice));
         cudaFree(t);
     }
-    std::vector<int32_t> off(E + 1, 0), tiles(E + 1, 0), active, src;
-    for (int e = 0; e < E; e++) {
-        off[e + 1] = off[e] + counts[e];
-        tiles[e + 1] = tiles[e] + (counts[e] + tile_rows - 1) / tile_rows;
-        if (counts[e]) active.push_back(e);
-        for (int i = 0; i < counts[e]; i++) src.push_back((int32_t)((e * 31 + i * 17) % n_tokens));
-    }
-    int total = off[E], n_act = (int)active.size();
-    active.resize(E);
+    HostSort hs = host_sort(counts, tile_rows, [&](int e, int i) { return (int32_t)((e * 31 + i * 17) % n_tokens); });
+    const std::vector<int32_t> &off = hs.off, &src = hs.src;
+    int total = hs.total;
     std::vector<double> ref((size_t)total * rows);
     for (int e = 0; e < E; e++)
         for (int p = off[e]; p < off[e + 1]; p++)
@@ -222,9 +216,6 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
                     s += (double)w[((size_t)e * rows + r) * K + k] * __bfloat162float(xb[(size_t)src[p] * K + k]);
                 ref[(size_t)p * rows + r] = s;
             }
-    int32_t *doff = to_dev(off), *dtiles = to_dev(tiles), *dact = to_dev(active), *dsrc = to_dev(src);
-    std::vector<int32_t> na(1, n_act);
-    int32_t *dna = to_dev(na);
     bf16 *dx = to_dev(xb);
     float *dout;
     CK(cudaMalloc(&dout, (size_t)total * rows * 4 + 16));
@@ -234,14 +225,8 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     a.group_stride = stride;
     a.X = dx;
     a.ldx = K;
-    a.group_offsets = doff;
-    a.src_rows = dsrc;
-    a.active = dact;
-    a.n_active = dna;
-    a.tile_offsets = dtiles;
-    a.n_groups = E;
-    a.max_work = large ? (total + tile_rows - 1) / tile_rows + E : E;
-    a.tile_rows = tile_rows;
+    hs.set_grouped(a, tile_rows);
+    if (!large) a.max_work = E;
     a.out = dout;
     a.ldo = rows;
     a.epilogue = MT_EPI_F32;
@@ -255,7 +240,8 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d", large ? (tile_rows == 128 ? "large/128" : "large/64") : "small",
              rows, K, E, total);
     report(what, rel(ref, got), 1e-5);
-    cudaFree(dw); cudaFree(doff); cudaFree(dtiles); cudaFree(dact); cudaFree(dsrc); cudaFree(dna); cudaFree(dx); cudaFree(dout);
+    for (void *p : hs.device_buffers()) cudaFree(p);
+    cudaFree(dw); cudaFree(dx); cudaFree(dout);
 }
 
 // ---- expert sort ----------------------------------------------------------------------------------

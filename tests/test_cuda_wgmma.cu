@@ -249,17 +249,8 @@ static Grouped make_grouped(int rows, int K, const std::vector<int> &counts, int
     size_t stride = mt_dmat_elems(rows, K);
     bf16 *dw = random_weights(stride * E, 1.0f / sqrtf((float)K));
     bf16 *dx = random_weights((size_t)n_tokens * K, 1.0f);
-    std::vector<int32_t> off(E + 1, 0), tiles(E + 1, 0), active, src;
-    for (int e = 0; e < E; e++) {
-        off[e + 1] = off[e] + counts[e];
-        tiles[e + 1] = tiles[e] + (counts[e] + tile_rows - 1) / tile_rows;
-        if (counts[e]) active.push_back(e);
-        for (int i = 0; i < counts[e]; i++) src.push_back((int32_t)(next_u64() % (uint64_t)n_tokens));
-    }
-    int total = off[E], n_act = (int)active.size();
-    active.resize(E);
-    std::vector<int32_t> na(1, n_act);
-    int32_t *doff = to_dev(off), *dtiles = to_dev(tiles), *dact = to_dev(active), *dsrc = to_dev(src), *dna = to_dev(na);
+    HostSort hs = host_sort(counts, tile_rows, [&](int, int) { return (int32_t)(next_u64() % (uint64_t)n_tokens); });
+    int total = hs.total;
     int out_cols = epi == MT_EPI_SWIGLU ? rows / 2 : rows;
     g.out_bytes = (size_t)total * out_cols * out_elem(epi);
     void *dout;
@@ -270,18 +261,12 @@ static Grouped make_grouped(int rows, int K, const std::vector<int> &counts, int
     a.group_stride = stride;
     a.X = dx;
     a.ldx = K;
-    a.group_offsets = doff;
-    a.src_rows = dsrc;
-    a.active = dact;
-    a.n_active = dna;
-    a.tile_offsets = dtiles;
-    a.n_groups = E;
-    a.max_work = (total + tile_rows - 1) / tile_rows + E;
-    a.tile_rows = tile_rows;
+    hs.set_grouped(a, tile_rows);
     a.out = dout;
     a.ldo = out_cols;
     a.epilogue = epi;
-    g.bufs = {dw, dx, doff, dtiles, dact, dsrc, dna, dout};
+    g.bufs = hs.device_buffers();
+    g.bufs.insert(g.bufs.end(), {dw, dx, dout});
     return g;
 }
 

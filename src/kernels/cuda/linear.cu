@@ -482,38 +482,29 @@ void launch_large(const mt_linear_args &a, cudaStream_t st) {
     else launch_large_shape<EPI, 2, false, false>(a, st);
 }
 
+struct SmallPath {
+    template <int EPI> static void run(const mt_linear_args &a, cudaStream_t st) { launch_small<EPI>(a, st); }
+};
+struct LargePath {
+    template <int EPI> static void run(const mt_linear_args &a, cudaStream_t st) { launch_large<EPI>(a, st); }
+};
+struct SplitPath {
+    template <int EPI> static void run(const mt_linear_args &a, cudaStream_t st) { launch_split<EPI>(a, st); }
+};
+
 }  // namespace
 
-void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) {
-    switch (a->epilogue) {
-    case MT_EPI_F32: launch_small<MT_EPI_F32>(*a, st); break;
-    case MT_EPI_F32_ADD: launch_small<MT_EPI_F32_ADD>(*a, st); break;
-    case MT_EPI_BF16: launch_small<MT_EPI_BF16>(*a, st); break;
-    default: launch_small<MT_EPI_SWIGLU>(*a, st); break;
-    }
-}
+void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) { by_epilogue<SmallPath>(*a, st); }
 
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
     if (mt_cuda_wgmma_usable()) {   // Hopper wgmma kernel when enabled (linear_wgmma.cu), same bits
         mt_cuda_linear_wgmma(a, st);
         return;
     }
-    switch (a->epilogue) {
-    case MT_EPI_F32: launch_large<MT_EPI_F32>(*a, st); break;
-    case MT_EPI_F32_ADD: launch_large<MT_EPI_F32_ADD>(*a, st); break;
-    case MT_EPI_BF16: launch_large<MT_EPI_BF16>(*a, st); break;
-    default: launch_large<MT_EPI_SWIGLU>(*a, st); break;
-    }
+    by_epilogue<LargePath>(*a, st);
 }
 
-void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st) {
-    switch (a->epilogue) {
-    case MT_EPI_F32: launch_split<MT_EPI_F32>(*a, st); break;
-    case MT_EPI_F32_ADD: launch_split<MT_EPI_F32_ADD>(*a, st); break;
-    case MT_EPI_BF16: launch_split<MT_EPI_BF16>(*a, st); break;
-    default: launch_split<MT_EPI_SWIGLU>(*a, st); break;
-    }
-}
+void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st) { by_epilogue<SplitPath>(*a, st); }
 
 int mt_cuda_linear_split_blocks(int rows_pad, int n) {
     return (rows_pad / 16 + LG_RT - 1) / LG_RT * ((n + LargeShape<2>::BN - 1) / LargeShape<2>::BN);

@@ -187,6 +187,10 @@ void launch(const mt_linear_args &a, cudaStream_t st) {
 
 int wgmma_enabled = -1;   // -1: as MOETRACE_CUDA_WGMMA says (off unless 1)
 
+struct WgmmaPath {
+    template <int EPI> static void run(const mt_linear_args &a, cudaStream_t st) { launch<EPI>(a, st); }
+};
+
 }  // namespace
 
 void mt_cuda_wgmma_set_enabled(int on) { wgmma_enabled = on; }
@@ -213,11 +217,4 @@ int mt_cuda_wgmma_usable(void) {
     return wgmma_enabled && mt_cuda_wgmma_supported();
 }
 
-void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st) {
-    switch (a->epilogue) {
-    case MT_EPI_F32: launch<MT_EPI_F32>(*a, st); break;
-    case MT_EPI_F32_ADD: launch<MT_EPI_F32_ADD>(*a, st); break;
-    case MT_EPI_BF16: launch<MT_EPI_BF16>(*a, st); break;
-    default: launch<MT_EPI_SWIGLU>(*a, st); break;
-    }
-}
+void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st) { by_epilogue<WgmmaPath>(*a, st); }
