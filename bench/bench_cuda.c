@@ -3,9 +3,11 @@
  *  - decode tokens/s at batch 1, 64, 256 against the bandwidth roofline of the bytes a step must
  *    read (attention, router, the experts actually touched, lm_head, embedding rows, K/V);
  *  - prefill tokens/s for 8 prompts of 2,048 tokens against cuBLAS throughput in model FLOPs;
- *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating).
+ *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating);
+ *  - sampled decode at batch 64 (device sampling, and the logits copied out and sampled on the host)
+ *    against greedy (alternating).
  *
- *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording]
+ *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
  *                    [--only decodeB|prefill]
  * --figures measures one group of figures (with the ceilings); --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
@@ -75,6 +77,10 @@ typedef struct workload {
     mt_kv_seq *seqs, **seq_ptrs;
     int32_t *tokens, *seq_ids, *pos, *rows, *argmax;
     int32_t *next;              /* [B] each sequence's next token */
+    const mt_sample_row *sample; /* [B] each row's sampling on the device, or NULL (argmax) */
+    const mt_sample_row *host_sample; /* [B] instead: copy the logits out and sample on the host */
+    float *logits;              /* [B, vocab] for host_sample */
+    uint64_t *work;             /* [vocab] */
 } workload;
 
 static void workload_init(workload *w, const mt_model *m, mt_kv_cache *kv, int B, int P, int max_len, int prefill_chunk) {
@@ -112,7 +118,7 @@ static void workload_init(workload *w, const mt_model *m, mt_kv_cache *kv, int B
             w->rows[nl++] = n - 1;
         }
         mt_batch b = {.n_tokens = n, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
-                      .seqs = w->seq_ptrs, .num_seqs = B, .n_logits = nl, .logit_rows = w->rows, .argmax = w->argmax};
+                      .seqs = w->seq_ptrs, .num_seqs = B, .n_logits = nl, .logit_rows = w->rows, .next_tokens = w->argmax};
         if (mt_forward(m, kv, &b, NULL, NULL, &err)) die("prefill", &err);
         for (int i = 0; i < nl; i++) w->next[s0 + i] = w->argmax[i];
     }
@@ -129,9 +135,18 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
         w->rows[s] = s;
     }
     mt_batch b = {.n_tokens = w->B, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
-                  .seqs = w->seq_ptrs, .num_seqs = w->B, .n_logits = w->B, .logit_rows = w->rows, .argmax = w->argmax};
+                  .seqs = w->seq_ptrs, .num_seqs = w->B, .n_logits = w->B, .logit_rows = w->rows, .next_tokens = w->argmax,
+                  .sample = w->sample};
+    int V = w->m->cfg.vocab_size;
+    if (w->host_sample) {   /* what a backend without device sampling does */
+        b.next_tokens = NULL;
+        if (!w->logits) w->logits = malloc((size_t)w->B * V * sizeof(float));
+        if (!w->work) w->work = malloc((size_t)V * sizeof(uint64_t));
+    }
     double t0 = now_s();
-    if (mt_forward(w->m, w->kv, &b, NULL, sink, &err)) die("decode", &err);
+    if (mt_forward(w->m, w->kv, &b, w->logits, sink, &err)) die("decode", &err);
+    if (w->host_sample)
+        for (int i = 0; i < w->B; i++) w->argmax[i] = mt_sample_pick(&w->host_sample[i], w->logits + (size_t)i * V, V, w->work);
     double t = now_s() - t0;
     memcpy(w->next, w->argmax, (size_t)w->B * sizeof(int32_t));
     w->len++;
@@ -141,6 +156,7 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
 static void workload_free(workload *w) {
     for (int s = 0; s < w->B; s++) mt_kv_seq_release(w->kv, &w->seqs[s]);
     free(w->seqs); free(w->seq_ptrs); free(w->tokens); free(w->seq_ids); free(w->pos); free(w->rows); free(w->argmax); free(w->next);
+    free(w->logits); free(w->work);
 }
 
 /* ---- sinks: per-request routing store (what the engine does), distinct-expert counter ---------- */
@@ -362,6 +378,48 @@ int main(int argc, char **argv) {
         for (int k = 0; k < 3; k++) free(t[k]);
         free(rs.ids);
         mt_recorder_free(rec);
+        workload_free(&w);
+    }
+    /* sampled decode at batch 64: greedy / temperature 1 / temperature 0.7 + top-k 50 + top-p 0.9 on
+     * the device, and temperature 1 with the logits copied out and sampled on the host */
+    if (!figures || !strcmp(figures, "sampling")) {
+        int B = 64, n_modes = 4, s_reps = 3;
+        workload w;
+        int len = P + steps * n_modes * s_reps + 8;
+        workload_init(&w, &m, &kv, B, P, len, 8192);
+        mt_sample_row *t1 = malloc((size_t)B * sizeof *t1), *filt = malloc((size_t)B * sizeof *filt);
+        uint32_t r = 777;
+        for (int i = 0; i < B; i++) {
+            r = r * 1664525u + 1013904223u;
+            t1[i] = (mt_sample_row){1.0f, 0, 1.0f, r >> 8};
+            filt[i] = (mt_sample_row){0.7f, 50, 0.9f, r >> 8};
+        }
+        const char *names[4] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)"};
+        double *t[4];
+        for (int k = 0; k < n_modes; k++) t[k] = malloc((size_t)s_reps * sizeof(double));
+        for (int k = 0; k < n_modes; k++) {   /* warm-up: each mode's graph captured */
+            w.sample = k == 1 ? t1 : k == 2 ? filt : NULL;
+            w.host_sample = k == 3 ? t1 : NULL;
+            workload_step(&w, NULL);
+        }
+        for (int rep = 0; rep < s_reps; rep++) {
+            double sum[4] = {0, 0, 0, 0};
+            for (int st = 0; st < n_modes * steps; st++) {
+                int k = (st + rep) % n_modes;
+                w.sample = k == 1 ? t1 : k == 2 ? filt : NULL;
+                w.host_sample = k == 3 ? t1 : NULL;
+                sum[k] += workload_step(&w, NULL);
+            }
+            for (int k = 0; k < n_modes; k++) t[k][rep] = sum[k] / steps;
+        }
+        double greedy = median(t[0], s_reps);
+        for (int k = 0; k < n_modes; k++) {
+            double v = median(t[k], s_reps);
+            printf("batch 64 decode step, %-40s %.3f ms (%+.2f%% over greedy)\n", names[k], v * 1e3, 100.0 * (v / greedy - 1.0));
+            free(t[k]);
+        }
+        free(t1);
+        free(filt);
         workload_free(&w);
     }
     mt_kv_cache_free(&kv);

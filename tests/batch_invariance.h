@@ -1,6 +1,7 @@
 /* The batch-invariance check shared by the CPU and GPU tests: NREQ requests of varied lengths
- * (1 to 300 tokens, half sharing long prefixes) run through the batched engine and alone; tokens
- * and routing must be identical. Header-only; include after cmocka.h. */
+ * (1 to 300 tokens, half sharing long prefixes; a third of them sampled with their own seeds, under
+ * temperature, top-p and sometimes top-k) run through the batched engine and alone; tokens and
+ * routing must be identical. Header-only; include after cmocka.h. */
 #ifndef MT_TESTS_BATCH_INVARIANCE_H
 #define MT_TESTS_BATCH_INVARIANCE_H
 
@@ -66,6 +67,13 @@ static void make_prompts(void) {
     }
 }
 
+/* Request r's sampling: greedy, or (every third) sampled with seed r. */
+static mt_sampling_params sampling_of(int r) {
+    mt_sampling_params p = {.temperature = 0.0f, .top_p = 1.0f};
+    if (r % 3 == 1) p = (mt_sampling_params){.temperature = 0.9f, .top_k = r % 2 ? 40 : 0, .top_p = 0.9f, .seed = (uint64_t)r};
+    return p;
+}
+
 /* Runs NREQ requests batched (engine options o) and each alone (mt_generate), on model m; every
  * request's tokens and routing must be identical. Returns nothing; fails the test otherwise. */
 static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *o_in) {
@@ -79,7 +87,7 @@ static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *
     assert_non_null(e);
     for (int r = 0; r < NREQ; r++) {
         mt_request req = {.id = r, .prompt = g_prompt[r], .n_prompt = g_len[r], .max_new_tokens = 1 + r % MAXNEW,
-                          .ignore_eos = true};
+                          .ignore_eos = true, .sampling = sampling_of(r)};
         if (mt_engine_submit(e, &req, &err)) fail_msg("%s", err.msg);
     }
     int steps = 0;
@@ -110,7 +118,7 @@ static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *
         mt_routing_sink sink = mt_routing_table_sink(&t);
         int32_t solo[MAXNEW];
         int n_solo;
-        mt_generate_opts go = {.max_new_tokens = want, .ignore_eos = true, .sink = &sink};
+        mt_generate_opts go = {.max_new_tokens = want, .ignore_eos = true, .sampling = sampling_of(r), .sink = &sink};
         if (mt_generate(&m, g_prompt[r], g_len[r], &go, solo, &n_solo, &err)) fail_msg("%s", err.msg);
         assert_int_equal(n_solo, want);
         if (memcmp(solo, res->tokens, (size_t)want * sizeof(int32_t)))

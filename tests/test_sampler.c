@@ -1,9 +1,12 @@
 /* Sampling: greedy is argmax; top-k / top-p restrict the support; a seed reproduces a run;
- * frequencies follow the softmax of logits / temperature. */
+ * frequencies follow the softmax of logits / temperature; mt_sample_pick follows its definition
+ * (kernels/sample.h) against a sort-based reference, ties and edge draws included. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -80,12 +83,129 @@ static void test_frequencies(void **state) {
     mt_sampler_free(&s);
 }
 
+/* The definition of kernels/sample.h computed the slow way: sort the weights, walk them. */
+static int desc_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int reference_pick(const mt_sample_row *r, const float *logits, int V) {
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++) mx = fmaxf(mx, logits[i]);
+    uint64_t *q = malloc((size_t)V * sizeof *q), *sorted = malloc((size_t)V * sizeof *sorted);
+    for (int i = 0; i < V; i++) {
+        float p = expf((logits[i] - mx) / r->temperature);
+        q[i] = p >= 0.0f ? (uint64_t)ldexpf(p, MT_SAMPLE_FIXED_BITS) : 0;
+        sorted[i] = q[i];
+    }
+    qsort(sorted, (size_t)V, sizeof *sorted, desc_u64);
+    uint64_t t = 0;
+    if (r->top_k > 0 && r->top_k < V) t = sorted[r->top_k - 1];
+    if (r->top_p < 1.0f) {
+        uint64_t mass = 0;
+        for (int i = 0; i < V && sorted[i] >= t; i++) mass += sorted[i];
+        uint64_t need = (uint64_t)ceil((double)r->top_p * (double)mass), run = 0;
+        if (need < 1) need = 1;
+        for (int i = 0; i < V; i++) {   /* the value at which the mass of all q >= it reaches need */
+            run += sorted[i];
+            if (run >= need && (i + 1 == V || sorted[i + 1] != sorted[i])) {
+                t = sorted[i];
+                break;
+            }
+        }
+    }
+    uint64_t kept = 0, run = 0;
+    for (int i = 0; i < V; i++) kept += q[i] >= t ? q[i] : 0;
+    unsigned __int128 at = ((unsigned __int128)kept * r->u24) >> 24;
+    int tok = -1;
+    for (int i = 0; i < V && tok < 0; i++)
+        if (q[i] >= t && (run += q[i]) > at) tok = i;
+    free(q);
+    free(sorted);
+    return tok < 0 ? mt_argmax(logits, V) : tok;
+}
+
+static void test_pick_matches_reference(void **state) {
+    (void)state;
+    enum { V = 3000 };
+    static float logits[V];
+    static uint64_t work[V];
+    srand(11);
+    const float temps[] = {0.3f, 1.0f, 2.5f};
+    const int ks[] = {0, 1, 7, 50, V - 1};
+    const float ps[] = {1.0f, 0.9f, 0.5f, 0.01f};
+    int checked = 0;
+    for (int trial = 0; trial < 6; trial++) {
+        /* coarse logits (many exact ties) in half of the trials */
+        for (int i = 0; i < V; i++) {
+            float x = (float)rand() / RAND_MAX * 12.0f - 6.0f;
+            logits[i] = trial % 2 ? roundf(x * 2.0f) / 2.0f : x;
+        }
+        for (size_t a = 0; a < sizeof temps / sizeof *temps; a++)
+            for (size_t b = 0; b < sizeof ks / sizeof *ks; b++)
+                for (size_t c = 0; c < sizeof ps / sizeof *ps; c++) {
+                    const uint32_t draws[] = {0u, 1u, 0xffffffu, (uint32_t)rand() & 0xffffffu, (uint32_t)rand() & 0xffffffu};
+                    for (size_t d = 0; d < sizeof draws / sizeof *draws; d++) {
+                        mt_sample_row r = {temps[a], ks[b], ps[c], draws[d]};
+                        assert_int_equal(mt_sample_pick(&r, logits, V, work), reference_pick(&r, logits, V));
+                        checked++;
+                    }
+                }
+    }
+    assert_int_equal(checked, 6 * 3 * 5 * 4 * 5);
+}
+
+static void test_pick_edges(void **state) {
+    (void)state;
+    uint64_t work[8];
+    /* top-k keeps every logit tied with the k-th: ids 1, 2, 3 tie for second place */
+    const float tie[6] = {5.0f, 4.0f, 4.0f, 4.0f, 0.0f, -3.0f};
+    int seen[6] = {0};
+    for (uint32_t u = 0; u < (1u << 24); u += 4099) {
+        mt_sample_row r = {1.0f, 2, 1.0f, u};
+        seen[mt_sample_pick(&r, tie, 6, work)]++;
+    }
+    assert_true(seen[0] && seen[1] && seen[2] && seen[3]);
+    assert_true(!seen[4] && !seen[5]);
+    /* draw 0 takes the first kept id, the largest draw the last one, in id order */
+    mt_sample_row lo = {1.0f, 2, 1.0f, 0u}, hi = {1.0f, 2, 1.0f, 0xffffffu};
+    assert_int_equal(mt_sample_pick(&lo, tie, 6, work), 0);
+    assert_int_equal(mt_sample_pick(&hi, tie, 6, work), 3);
+    /* top_k 1 and a tiny top_p both leave the argmax alone */
+    mt_sample_row k1 = {1.0f, 1, 1.0f, 0xffffffu}, p0 = {1.0f, 0, 1e-6f, 0xffffffu};
+    assert_int_equal(mt_sample_pick(&k1, LOGITS, 6, work), 1);
+    assert_int_equal(mt_sample_pick(&p0, LOGITS, 6, work), 1);
+    /* NaN weighs nothing; all -inf (or NaN) falls back to the argmax */
+    const float nan_row[4] = {NAN, 1.0f, NAN, 1.0f};
+    for (uint32_t u = 0; u < (1u << 24); u += 65537) {
+        mt_sample_row r = {1.0f, 0, 1.0f, u};
+        int t = mt_sample_pick(&r, nan_row, 4, work);
+        assert_true(t == 1 || t == 3);
+    }
+    const float dead[3] = {-INFINITY, NAN, -INFINITY};
+    mt_sample_row r = {1.0f, 0, 0.9f, 12345u};
+    assert_int_equal(mt_sample_pick(&r, dead, 3, work), 0);
+    assert_int_equal(mt_argmax(dead, 3), 0);
+    const float nan_first[3] = {NAN, -1.0f, 2.0f};
+    assert_int_equal(mt_argmax(nan_first, 3), 2);
+    /* a greedy row never consumes its generator's draws */
+    mt_sampler s;
+    mt_sampling_params g = {.temperature = 0.0f, .top_p = 1.0f, .seed = 5};
+    assert_int_equal(mt_sampler_init(&s, &g, 6), 0);
+    uint64_t before = s.state;
+    assert_int_equal(mt_sampler_next(&s).temperature, 0.0f);
+    assert_true(s.state == before);
+    mt_sampler_free(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_top_k_and_top_p_support),
         cmocka_unit_test(test_seed_reproduces),
         cmocka_unit_test(test_frequencies),
+        cmocka_unit_test(test_pick_matches_reference),
+        cmocka_unit_test(test_pick_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,11 +15,11 @@
 void mt_gpu_scratch_release(GpuScratch *s) {
     void *dev[] = {s->h, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
                    s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
-                   s->src_rows, s->pair_pos, s->argmax, s->sort_chunks, s->argmax_scratch, s->split_part};
+                   s->src_rows, s->pair_pos, s->next, s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
     cudaFreeHost(s->h_cap_w);
-    cudaFreeHost(s->h_argmax);
+    cudaFreeHost(s->h_next);
 }
 
 namespace {
@@ -113,7 +113,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.n_active, 1);
     ALLOC(s.src_rows, nk);
     ALLOC(s.pair_pos, nk);
-    ALLOC(s.argmax, (size_t)cap_logits);
+    ALLOC(s.next, (size_t)cap_logits);
     ALLOC(s.argmax_scratch, 2 * mt_cuda_argmax_scratch(cap_logits, c->vocab_size));
     ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
     // slice sums of split dense products: every dense matrix but lm_head
@@ -123,7 +123,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
 #undef ALLOC
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_w, moe_l * nk * sizeof(float)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_argmax, (size_t)cap_logits * sizeof(int32_t)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_next, (size_t)cap_logits * sizeof(int32_t)));
     return 0;
 }
 
@@ -131,6 +131,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
 struct PassInputs {
     const int32_t *tokens, *positions, *seq_of_token, *logit_rows, *table_offset, *tables;
     const mt_attn_tile *tiles_dec, *tiles_pre;
+    const mt_sample_row *sample;   // [logit rows], or null when every row takes its argmax
     int n_dec, n_pre;
 };
 
@@ -179,14 +180,19 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     for (int i = 0; i < b->num_seqs; i++) total_blocks += b->seqs[i] ? (size_t)b->seqs[i]->num_blocks : 0;
     size_t max_tiles = (size_t)slots * dec_per_tok + (size_t)slots;
     size_t n_toff = B > 0 ? (size_t)B : (size_t)b->num_seqs;
-    size_t need = 3 * (size_t)slots + (size_t)slots + n_toff + 4 * max_tiles + total_blocks;
+    size_t n_rows = B > 0 ? (size_t)B : (size_t)b->n_logits;
+    size_t need = 3 * (size_t)slots + 5 * n_rows + n_toff + 4 * max_tiles + total_blocks;
     if (ensure_inputs(g, need, err)) return -1;
     int32_t *h = s.h_in;
     size_t at = 0;
     size_t o_tok = at; at += slots;
     size_t o_pos = at; at += slots;
     size_t o_seq = at; at += slots;
-    size_t o_rows = at; at += B > 0 ? (size_t)B : (size_t)b->n_logits;
+    size_t o_rows = at; at += n_rows;
+    size_t o_samp = at; at += 4 * n_rows;   // mt_sample_row per logit row (four 32-bit words)
+    mt_sample_row *samp = (mt_sample_row *)(h + o_samp);
+    for (size_t i = 0; i < n_rows; i++)
+        samp[i] = b->sample && i < (size_t)b->n_logits ? b->sample[i] : mt_sample_row{0.0f, 0, 1.0f, 0u};
     size_t o_toff = at; at += n_toff;
     size_t o_dec = at;
     mt_attn_tile *dec = (mt_attn_tile *)(h + at);
@@ -258,6 +264,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     pi->tables = s.in + o_tab;
     pi->tiles_dec = (const mt_attn_tile *)(s.in + o_dec);
     pi->tiles_pre = (const mt_attn_tile *)(s.in + o_pre);
+    pi->sample = b->sample ? (const mt_sample_row *)(s.in + o_samp) : nullptr;
     pi->n_dec = n_dec;
     pi->n_pre = n_pre;
     return 0;
@@ -375,7 +382,7 @@ bool ensure_split(GpuModel *g, size_t floats) {
 // attention through the split kernels over that many KV tiles. Only stream operations, so the
 // sequence can be captured into a graph.
 void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs &pi, int n, int n_logits,
-              bool argmax, int split_tiles) {
+              bool next_tokens, int split_tiles) {
     GpuScratch &s = g->s;
     cudaStream_t st = g->stream;
     int H = c->hidden_size, qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
@@ -460,7 +467,10 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         int Vp = mt_round16(c->vocab_size);
         mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, n_logits, H, c->rms_norm_eps, st);
         linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
-        if (argmax) mt_cuda_argmax(s.argmax, s.logits, Vp, n_logits, c->vocab_size, s.argmax_scratch, st);
+        if (next_tokens) {
+            mt_cuda_argmax(s.next, s.logits, Vp, n_logits, c->vocab_size, s.argmax_scratch, st);
+            if (pi.sample) mt_cuda_sample(s.next, s.logits, Vp, n_logits, c->vocab_size, pi.sample, st);
+        }
     }
     prof_mark(g, -1);
 }
@@ -517,7 +527,7 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
 
     // Pure decode passes run as a captured graph of their bucket size (padded token slots).
     bool decode = pure_decode(b);
-    int B = decode && !g->graphs_off && !g->prof.on && b->argmax ? bucket_of(n) : 0;
+    int B = decode && !g->graphs_off && !g->prof.on && b->next_tokens ? bucket_of(n) : 0;
     int slots = B > 0 ? B : n, n_logits = B > 0 ? B : b->n_logits;
     if (ensure_scratch(g, c, slots, n_logits, err)) return -1;
     PassInputs pi;
@@ -532,40 +542,43 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         if (ensure_split(g, mt_cuda_attention_split_floats(pi.n_dec, c->num_key_value_heads, tiles, c->head_dim)))
             split_tiles = tiles;
     }
-    bool argmax = b->argmax != nullptr;
+    bool next_tokens = b->next_tokens != nullptr, sampled = b->sample != nullptr;
     if (B > 0) {
         GpuGraph *hit = nullptr;
         for (int i = 0; i < g->n_graphs; i++)
-            if (g->graphs[i].B == B && g->graphs[i].split_tiles == split_tiles && g->graphs[i].kv == kv->dev_k)
+            if (g->graphs[i].B == B && g->graphs[i].split_tiles == split_tiles && g->graphs[i].kv_k == kv->dev_k && g->graphs[i].kv_v == kv->dev_v &&
+                g->graphs[i].sampled == sampled)
                 hit = &g->graphs[i];
         if (hit) {
             MT_CU(err, cudaGraphLaunch(hit->exec, st));
         } else {
             // first pass of this shape: run it directly, then capture the same launches
-            run_pass(g, c, kv, pi, B, B, argmax, split_tiles);
+            run_pass(g, c, kv, pi, B, B, next_tokens, split_tiles);
             MT_CU_LAUNCHED(err);
             if (g->n_graphs < MT_MAX_GRAPHS) {
                 cudaGraph_t graph;
                 MT_CU(err, cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-                run_pass(g, c, kv, pi, B, B, argmax, split_tiles);
+                run_pass(g, c, kv, pi, B, B, next_tokens, split_tiles);
                 MT_CU(err, cudaStreamEndCapture(st, &graph));
                 GpuGraph &gg = g->graphs[g->n_graphs];
                 MT_CU(err, cudaGraphInstantiate(&gg.exec, graph, 0));
                 cudaGraphDestroy(graph);
                 gg.B = B;
                 gg.split_tiles = split_tiles;
-                gg.kv = kv->dev_k;
+                gg.kv_k = kv->dev_k;
+                gg.kv_v = kv->dev_v;
+                gg.sampled = sampled;
                 g->n_graphs++;
             }
         }
     } else {
-        run_pass(g, c, kv, pi, n, b->n_logits, argmax, split_tiles);
+        run_pass(g, c, kv, pi, n, b->n_logits, next_tokens, split_tiles);
     }
     MT_CU_LAUNCHED(err);
     GpuScratch &s = g->s;
     if (b->n_logits > 0) {
-        if (argmax) {
-            MT_CU(err, cudaMemcpyAsync(s.h_argmax, s.argmax, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+        if (next_tokens) {
+            MT_CU(err, cudaMemcpyAsync(s.h_next, s.next, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
         } else {
             MT_CU(err, cudaMemcpy2DAsync(logits, (size_t)V * sizeof(float), s.logits, (size_t)Vp * sizeof(float),
                                          (size_t)V * sizeof(float), (size_t)b->n_logits, cudaMemcpyDeviceToHost, st));
@@ -579,7 +592,7 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     }
     MT_CU(err, cudaStreamSynchronize(st));
     prof_collect(g);
-    if (b->n_logits > 0 && argmax) memcpy(b->argmax, s.h_argmax, (size_t)b->n_logits * sizeof(int32_t));
+    if (b->n_logits > 0 && next_tokens) memcpy(b->next_tokens, s.h_next, (size_t)b->n_logits * sizeof(int32_t));
     if (sink && sink->on_layer) {
         // Expert parallelism: each choice's replica by the CPU's rule (routing/placement.h), on the host
         // copy of the routing; the device computes with the logical experts, as the CPU does.

@@ -50,7 +50,7 @@ struct GpuScratch {
     int32_t *cap_ids;        // [moe layers, cap, k]
     float *cap_w;
     int32_t *offsets, *tile_offsets, *counts, *active, *n_active, *src_rows, *pair_pos;
-    int32_t *argmax;
+    int32_t *next;            // [cap_logits] each logit row's next token (argmax or sample)
     float *argmax_scratch;
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products
@@ -60,7 +60,7 @@ struct GpuScratch {
     int32_t *in, *h_in;      // device, pinned host
     size_t in_cap;           // ints
     // pinned host mirrors of the outputs
-    int32_t *h_cap_ids, *h_argmax;
+    int32_t *h_cap_ids, *h_next;
     float *h_cap_w;
 };
 
@@ -80,11 +80,12 @@ struct GpuProfile {
 };
 
 // A captured decode pass: B token slots (padded), attention split over split_tiles KV tiles (0: no
-// split), reading the K/V of one cache.
-constexpr int MT_MAX_GRAPHS = 48;
+// split), reading the K/V of one cache, with or without sampled rows.
+constexpr int MT_MAX_GRAPHS = 96;
 struct GpuGraph {
     int B, split_tiles;
-    const void *kv;
+    bool sampled;            // ends with the sampling kernel (some row samples)
+    const void *kv_k, *kv_v;   // the cache's K and V buffers (a freed cache's address can come back with the other moved)
     cudaGraphExec_t exec;
 };
 

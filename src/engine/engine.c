@@ -33,7 +33,8 @@ struct mt_engine {
     seq **waiting, **running;
     int n_waiting, n_running;
     /* one forward pass */
-    int32_t *b_tokens, *b_seq, *b_pos, *b_rows, *b_argmax, *chunk;
+    int32_t *b_tokens, *b_seq, *b_pos, *b_rows, *b_next, *chunk;
+    mt_sample_row *b_sample;   /* [rows] each logit row's sampling, for the forward pass */
     int64_t *b_req;
     mt_kv_seq **b_kv;
     float *logits;
@@ -80,16 +81,18 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_seq = malloc(bt * sizeof(int32_t));
     e->b_pos = malloc(bt * sizeof(int32_t));
     e->b_rows = malloc(bt * sizeof(int32_t));
-    e->b_argmax = malloc(bt * sizeof(int32_t));
+    e->b_next = malloc(bt * sizeof(int32_t));
+    e->b_sample = malloc(bt * sizeof *e->b_sample);
     e->b_req = malloc(bt * sizeof(int64_t));
     e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
     e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
-    e->logits = malloc((size_t)o->max_running * c->vocab_size * sizeof(float));
+    /* a device backend returns next tokens alone; the CPU one needs room for the logits */
+    e->logits = m->device ? NULL : malloc((size_t)o->max_running * c->vocab_size * sizeof(float));
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_argmax || !e->b_req || !e->b_kv ||
-        !e->chunk || !e->logits || (!o->no_routing && !e->routing_buf)) {
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_req || !e->b_kv ||
+        !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
         return NULL;
@@ -106,7 +109,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_argmax); free(e->b_req); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_req); free(e->b_kv); free(e->chunk);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -316,23 +319,28 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         chunk[i] = take < budget ? take : budget;
         budget -= chunk[i];
     }
-    bool all_greedy = true;   /* then only each row's argmax is needed (the device keeps the logits) */
+    bool any_sampled = false;   /* else every row takes its argmax */
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
-        if (chunk[i] > 0 && s->sampler.params.temperature > 0.0f) all_greedy = false;
         for (int t = 0; t < chunk[i]; t++, n++) {
             e->b_tokens[n] = s->tokens[s->n_forwarded + t];
             e->b_seq[n] = i;
             e->b_pos[n] = s->n_forwarded + t;
             e->b_req[n] = s->id;
         }
-        if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) e->b_rows[n_rows++] = n - 1;
+        if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) {
+            /* the row's draw comes from its own generator, so batching never changes a token */
+            e->b_sample[n_rows] = mt_sampler_next(&s->sampler);
+            any_sampled |= e->b_sample[n_rows].temperature > 0.0f;
+            e->b_rows[n_rows++] = n - 1;
+        }
     }
     if (n == 0) return 0;
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
                   .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .n_logits = n_rows,
-                  .logit_rows = e->b_rows, .argmax = all_greedy ? e->b_argmax : NULL,
+                  .logit_rows = e->b_rows, .next_tokens = e->b_next,
+                  .sample = any_sampled ? e->b_sample : NULL,
                   .placement = e->o.placement};
     if (mt_forward(e->m, &e->kv, &b, e->logits, &sink, err)) return -1;
     e->passes++;
@@ -345,16 +353,13 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         s->n_forwarded += chunk[i];
         publish_blocks(e, s);
         if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
-        const float *lg = e->logits + (size_t)row * c->vocab_size;
-        int32_t greedy_tok = all_greedy ? e->b_argmax[row] : 0;
-        row++;
+        int32_t tok = e->b_next[row++];
         int generated = s->n_tokens - s->n_prompt;
         if (generated >= s->max_new_tokens) { /* max_new_tokens == 0 */
             finish(e, s, MT_FINISH_LENGTH);
             e->running[i] = NULL;
             continue;
         }
-        int32_t tok = all_greedy ? greedy_tok : mt_sample(&s->sampler, lg);
         s->tokens[s->n_tokens++] = tok;
         mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .n_prompt = s->n_prompt,
                               .n_generated = generated + 1, .n_cached = s->n_cached};

@@ -148,11 +148,28 @@ static void report_pass(const mt_batch *b, const mt_routing_sink *sink) {
     sink->on_pass(sink->ctx, &pe);
 }
 
+/* Each logit row's next token: its argmax, or its sample (kernels/sample.h). */
+static int next_tokens(const mt_batch *b, const float *logits, int V, mt_err *err) {
+    uint64_t *work = NULL;
+    for (int i = 0; i < b->n_logits; i++) {
+        const float *row = logits + (size_t)i * V;
+        if (!b->sample || !(b->sample[i].temperature > 0.0f)) {
+            b->next_tokens[i] = mt_argmax(row, V);
+            continue;
+        }
+        if (!work && !(work = malloc((size_t)V * sizeof *work))) return mt_errf(err, "out of memory for sampling");
+        b->next_tokens[i] = mt_sample_pick(&b->sample[i], row, V, work);
+    }
+    free(work);
+    return 0;
+}
+
 static int forward_cpu(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
                        const mt_routing_sink *sink, mt_err *err) {
     const mt_config *c = &m->cfg;
     int n = b->n_tokens, H = c->hidden_size;
     scratch s;
+    int rc = 0;
     if (scratch_alloc(&s, c, n)) return mt_errf(err, "out of memory for a batch of %d tokens", n);
     mt_moe_scratch moe;
     if (mt_moe_scratch_init(&moe, c, n)) {
@@ -177,12 +194,11 @@ static int forward_cpu(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, fl
             memcpy(s.xn + (size_t)i * H, s.h + (size_t)b->logit_rows[i] * H, (size_t)H * sizeof(float));
         mt_rmsnorm(s.xn, s.xn, m->final_norm, b->n_logits, H, c->rms_norm_eps);
         mt_matmul(logits, s.xn, b->n_logits, &m->lm_head);
-        if (b->argmax)
-            for (int i = 0; i < b->n_logits; i++) b->argmax[i] = mt_argmax(logits + (size_t)i * c->vocab_size, c->vocab_size);
+        if (b->next_tokens && next_tokens(b, logits, c->vocab_size, err)) rc = -1;
     }
     mt_moe_scratch_free(&moe);
     scratch_free(&s);
-    return 0;
+    return rc;
 }
 
 int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "engine/kv_cache.h"
+#include "kernels/sample.h"
 #include "model/model.h"
 #include "routing/capture.h"
 #include "routing/placement.h"
@@ -28,15 +29,18 @@ typedef struct mt_batch {
     const int64_t *request_ids; /* [n_tokens] caller's request ids, passed to the sink; may be NULL */
     int n_logits;               /* how many tokens want logits */
     const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
-    int32_t *argmax;            /* [n_logits] or NULL: receives each logit row's argmax (ties to the
-                                 * lower id); a device backend then skips copying the logits out,
-                                 * and there (only) logits may be NULL */
+    int32_t *next_tokens;       /* [n_logits] or NULL: receives each logit row's next token: its
+                                 * argmax (ties to the lower id), or what sample[i] picks; a device
+                                 * backend then skips copying the logits out, and there (only)
+                                 * logits may be NULL */
+    const mt_sample_row *sample; /* [n_logits] or NULL (all argmax): each row's sampling
+                                 * (kernels/sample.h), used with next_tokens */
     const mt_placement *placement; /* expert placement to dispatch over, or NULL (none: no dispatch);
                                       it must fit the model (mt_moe_shape_from_config) */
 } mt_batch;
 
 /* Runs the model on the batch (on the CPU, or on the model's device when it has one); writes
- * logits [n_logits, vocab_size], or with b->argmax only the argmax of each row. sink may be NULL.
+ * logits [n_logits, vocab_size], or with b->next_tokens only each row's next token. sink may be NULL.
  * Fails without computing anything on an invalid batch (token id out of the vocabulary,
  * position beyond a sequence's reserved blocks or the model's context, bad sequence index). */
 int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,

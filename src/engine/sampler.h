@@ -1,9 +1,13 @@
 /* Next-token sampling: greedy (temperature <= 0), or temperature -> top-k -> top-p (the order
- * Hugging Face's generate applies them) with a seeded generator, so a seed reproduces a run. */
+ * Hugging Face's generate applies them) with a seeded generator per sequence, so a seed reproduces
+ * a run. The generator lives here; how a row's token follows from its logits and its draw is the
+ * kernel mt_sample_pick (kernels/sample.h), which the CPU and the device both implement. */
 #ifndef MT_ENGINE_SAMPLER_H
 #define MT_ENGINE_SAMPLER_H
 
 #include <stdint.h>
+
+#include "kernels/sample.h"
 
 typedef struct mt_sampling_params {
     float temperature;   /* <= 0: greedy */
@@ -16,15 +20,15 @@ typedef struct mt_sampler {
     mt_sampling_params params;
     uint64_t state;
     int vocab;
-    float *probs;        /* [vocab] work space */
-    int32_t *order;      /* [vocab] */
+    uint64_t *work;      /* [vocab], made by the first mt_sample */
 } mt_sampler;
 
 int mt_sampler_init(mt_sampler *s, const mt_sampling_params *p, int vocab);
 void mt_sampler_free(mt_sampler *s);
-/* Picks a token from logits[vocab] (not modified). */
+/* The row spec for this sequence's next token: its parameters and, when it samples (temperature
+ * > 0), the next draw of its generator (greedy rows draw nothing). */
+mt_sample_row mt_sampler_next(mt_sampler *s);
+/* mt_sample_pick with mt_sampler_next's row; -1 when out of memory for the work space. */
 int mt_sample(mt_sampler *s, const float *logits);
-/* Index of the largest logit, ties to the lowest index. */
-int mt_argmax(const float *x, int n);
 
 #endif

@@ -24,6 +24,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "kernels/sample.h"
+
 typedef __nv_bfloat16 bf16;
 
 /* ---- tiled weights ---------------------------------------------------------------------------- */
@@ -203,5 +205,9 @@ void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, con
  * 2 * mt_cuda_argmax_scratch(n, V) floats. */
 size_t mt_cuda_argmax_scratch(int n, int V);
 void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, float *scratch, cudaStream_t st);
+/* Rows whose spec samples (temperature > 0): tokens[i] = mt_sample_pick(&rows[i], row i of logits)
+ * (kernels/sample.h), one block per row; other rows keep what tokens[i] holds (their argmax). */
+void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
+                    cudaStream_t st);
 
 #endif

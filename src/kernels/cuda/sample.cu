@@ -1,0 +1,159 @@
+// Sampling of logit rows on the device, by the definition in engine/sampler.h (the CPU's
+// mt_sample_pick is the reference): one block per row, every sum an exact integer sum of
+// fixed-point weights, so the token depends on the row alone. The weights are recomputed from the
+// logits in each pass (an exp per logit), which keeps the scratch at a few KB per row.
+#include <math.h>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch.cuh"
+
+namespace {
+
+constexpr int THREADS = 1024;
+constexpr int BINS = 2048;               // radix bins per digit, two per thread
+constexpr int DIGITS = 4;
+__constant__ int DIGIT_SHIFT[DIGITS] = {30, 19, 8, 0};
+
+typedef unsigned long long u64;
+
+// Inclusive sum over threads t..THREADS-1 (suffix) or 0..t (prefix) of v, exact; scratch: 32 u64.
+template <bool SUFFIX>
+__device__ u64 block_scan(u64 v, u64 *scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        u64 w = SUFFIX ? __shfl_down_sync(0xffffffffu, v, o) : __shfl_up_sync(0xffffffffu, v, o);
+        if (SUFFIX ? lane + o < 32 : lane >= o) v += w;
+    }
+    __syncthreads();
+    if (lane == (SUFFIX ? 0 : 31)) scratch[warp] = v;   // the warp's total
+    __syncthreads();
+    u64 add = 0;
+    for (int w = 0; w < 32; w++)
+        if (SUFFIX ? w > warp : w < warp) add += scratch[w];
+    return v + add;
+}
+
+struct Row {
+    const float *x;
+    int V;
+    float mx, temperature;
+    // fixed-point weight of logit i (NaN weighs 0)
+    __device__ u64 q(int i) const {
+        float p = expf(__fdiv_rn(__fsub_rn(x[i], mx), temperature));
+        return p >= 0.0f ? __float2ull_rz(__fmul_rn(p, 1099511627776.0f)) : 0ull;   // 2^40
+    }
+};
+
+// The largest t >= lo whose weights q >= t (count_only: how many; else their sum) reach need.
+__device__ u64 select_threshold(const Row &r, u64 lo, bool count_only, u64 need, u64 *hist, u64 *scratch,
+                                u64 *shared_result) {
+    u64 prefix = 0, above = 0;
+    for (int d = 0; d < DIGITS; d++) {
+        const int shift = DIGIT_SHIFT[d];
+        const u64 fixed = d == 0 ? 0ull : ~((1ull << DIGIT_SHIFT[d - 1]) - 1);
+        for (int b = threadIdx.x; b < BINS; b += THREADS) hist[b] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < r.V; i += THREADS) {
+            u64 v = r.q(i);
+            if (v < lo || (v & fixed) != prefix) continue;
+            atomicAdd(&hist[(v >> shift) & (BINS - 1)], count_only ? 1ull : v);
+        }
+        __syncthreads();
+        // Thread t holds bins 2t and 2t + 1; incl(b) = amount in bins >= b. The chosen bin is the
+        // highest b with above + incl(b) >= need (bin 0 at the latest).
+        const int b0 = 2 * threadIdx.x, b1 = b0 + 1;
+        u64 h0 = hist[b0], h1 = hist[b1];
+        u64 incl0 = block_scan<true>(h0 + h1, scratch);   // bins >= b0
+        u64 incl1 = incl0 - h0, incl2 = incl1 - h1;       // bins >= b1, bins >= b1 + 1
+        if (above + incl1 >= need && above + incl2 < need) {
+            shared_result[0] = b1;
+            shared_result[1] = above + incl2;
+        } else if (above + incl0 >= need && above + incl1 < need) {
+            shared_result[0] = b0;
+            shared_result[1] = above + incl1;
+        } else if (b0 == 0 && above + incl0 < need) {   // need beyond every weight: bin 0, as on the host
+            shared_result[0] = 0;
+            shared_result[1] = above + incl1;
+        }
+        __syncthreads();
+        prefix |= shared_result[0] << shift;
+        above = shared_result[1];
+        __syncthreads();
+    }
+    return prefix;
+}
+
+__global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *tokens, const float *logits, int ld, int V,
+                                                          const mt_sample_row *rows) {
+    mt_grid_dependency_wait();
+    const mt_sample_row spec = rows[blockIdx.x];
+    if (!(spec.temperature > 0.0f)) return;   // greedy: the argmax already written stays
+    __shared__ u64 hist[BINS];
+    __shared__ u64 scratch[32];
+    __shared__ u64 result[2];
+    __shared__ float fscratch[32];
+    Row r;
+    r.x = logits + (size_t)blockIdx.x * ld;
+    r.V = V;
+    r.temperature = spec.temperature;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += THREADS) mx = fmaxf(mx, r.x[i]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if ((threadIdx.x & 31) == 0) fscratch[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    mx = -INFINITY;
+    for (int w = 0; w < 32; w++) mx = fmaxf(mx, fscratch[w]);
+    r.mx = mx;
+
+    u64 t = 0;
+    if (spec.top_k > 0 && spec.top_k < V) t = select_threshold(r, 0, true, (u64)spec.top_k, hist, scratch, result);
+    // this thread's contiguous run of ids, for the kept masses and the final walk in id order
+    const int per = (V + THREADS - 1) / THREADS, begin = min(V, threadIdx.x * per), end = min(V, begin + per);
+    auto run_mass = [&](u64 thr) {
+        u64 m = 0;
+        for (int i = begin; i < end; i++) {
+            u64 v = r.q(i);
+            m += v >= thr ? v : 0;
+        }
+        return m;
+    };
+    if (spec.top_p < 1.0f) {
+        u64 mass = block_scan<true>(run_mass(t), scratch);
+        if (threadIdx.x == 0) result[0] = mass;
+        __syncthreads();
+        mass = result[0];
+        __syncthreads();
+        u64 need = (u64)ceil((double)spec.top_p * (double)mass);
+        if (need < 1) need = 1;
+        if (mass > 0) t = select_threshold(r, t, false, need, hist, scratch, result);
+    }
+    const u64 mine = run_mass(t);
+    const u64 upto = block_scan<false>(mine, scratch);   // kept mass of ids < end
+    __shared__ u64 kept_total;
+    if (threadIdx.x == THREADS - 1) kept_total = upto;
+    __syncthreads();
+    const u64 kept = kept_total;
+    if (kept == 0) return;   // every weight 0: the argmax stays
+    const u64 u = spec.u24 & 0xffffffu, at = (kept >> 24) * u + (((kept & 0xffffffu) * u) >> 24);
+    u64 run = upto - mine;
+    if (run <= at && at < upto) {   // exactly one thread
+        for (int i = begin; i < end; i++) {
+            u64 v = r.q(i);
+            if (v < t) continue;
+            run += v;
+            if (run > at) {
+                tokens[blockIdx.x] = i;
+                break;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
+                    cudaStream_t st) {
+    if (n > 0) mt_launch(sample_kernel, n, THREADS, 0, st, tokens, logits, ld, V, rows);
+}

@@ -1,0 +1,40 @@
+/* Picking a token from a row of logits: the one definition the CPU (kernels/cpu/sample.c) and the
+ * device (kernels/cuda/sample.cu) implement, so a row's token depends only on its logits, its
+ * parameters and its random draw, never on the batch. For a row with temperature T > 0:
+ *   q_i = floor(exp((l_i - max l) / T) * 2^40)   fixed-point weights (a NaN logit weighs 0)
+ *   top-k:  keep q_i >= the k-th largest q        (ties with it kept, as transformers does)
+ *   top-p:  of those, keep q_i >= the largest t whose kept mass {q >= t} reaches
+ *           ceil(top_p * kept mass)                (ties kept)
+ *   pick:   r = floor(R * u24 / 2^24) with R the kept mass and u24 the row's 24 random bits; the
+ *           token is the first id, in id order, whose running kept mass exceeds r.
+ * Masses are integers, so every sum is exact whatever its order. Temperature <= 0, or every weight
+ * 0 (all logits -inf or NaN), gives the argmax. The exponential may differ in its last bit between
+ * the host's libm and the device, so CPU and GPU agree on the token except at such boundaries. */
+#ifndef MT_KERNELS_SAMPLE_H
+#define MT_KERNELS_SAMPLE_H
+
+#include <stdint.h>
+
+/* One logit row's sampling: parameters and the row's draw (four 32-bit words; the device reads
+ * them from a pass's uploaded inputs). */
+typedef struct mt_sample_row {
+    float temperature;   /* <= 0: argmax */
+    int32_t top_k;       /* <= 0 or >= vocab: off */
+    float top_p;         /* >= 1: off */
+    uint32_t u24;        /* uniform draw in [0, 2^24) */
+} mt_sample_row;
+
+#define MT_SAMPLE_FIXED_BITS 40   /* q = floor(p * 2^40), at most 2^40 */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* The token row r picks from logits[V]; work: [V] scratch. */
+int mt_sample_pick(const mt_sample_row *r, const float *logits, int V, uint64_t *work);
+/* Index of the largest logit, ties to the lowest index (NaN never wins). */
+int mt_argmax(const float *x, int n);
+#ifdef __cplusplus
+}
+#endif
+
+#endif
