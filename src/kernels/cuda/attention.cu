@@ -242,10 +242,110 @@ __device__ __forceinline__ int tile_max_pos(const mt_attention_args &a, const mt
     return a.positions[t.first_token + t.n_tok - 1];
 }
 
-// Rows kernel: one block per (tile of <= 16*warps rows, kv head); warp w owns rows 16w..16w+15.
-// Two KV buffers: the next tile is copied while this one is used.
+// process_tile, state_finish_tile and state_merge(total, tile state) in one: the tile's output is
+// merged into total 8 dims at a time as its P.V products finish, so the tile's state never holds all
+// HD dims (the rows kernel's registers). Every value is computed by the same operations in the same
+// order as the three steps, so the bits are theirs.
 template <int HD>
-__global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
+__device__ __forceinline__ void process_tile_into(RowState<HD> &t, const uint32_t qa[HD / 16][4], const RowInfo &ri,
+                                                  const bf16 *Ks, const bf16 *Vs, int kt, float scale_log2, int window) {
+    const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    float sc[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < HD / 16; kc++) {
+            const bf16 *krow = Ks + (nt * 8 + tq) * (HD + 8) + kc * 16 + 2 * t4;
+            uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(krow), *reinterpret_cast<const uint32_t *>(krow + 8)};
+            mt_mma(sc[nt], qa[kc], b);
+        }
+    }
+    float xm[2] = {-INFINITY, -INFINITY};   // the tile's row maxima (an empty state's m after the tile)
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int h = q >> 1;
+            int p = kt * KV_TILE + nt * 8 + 2 * t4 + (q & 1);
+            bool ok = ri.valid[h] && p <= ri.pos[h] && (window <= 0 || p > ri.pos[h] - window);
+            sc[nt][q] = ok ? __fmul_rn(sc[nt][q], scale_log2) : -INFINITY;
+            xm[h] = fmaxf(xm[h], sc[nt][q]);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        xm[h] = fmaxf(xm[h], __shfl_xor_sync(0xffffffffu, xm[h], 1));
+        xm[h] = fmaxf(xm[h], __shfl_xor_sync(0xffffffffu, xm[h], 2));
+    }
+    float xl[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int h = q >> 1;
+            float p = xm[h] == -INFINITY ? 0.0f : exp2f(__fsub_rn(sc[nt][q], xm[h]));
+            p = __bfloat162float(__float2bfloat16(p));
+            sc[nt][q] = p;
+            xl[h] = __fadd_rn(xl[h], p);
+        }
+    }
+    float ca[2], cb[2];
+    bool merge[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        xl[h] = __fadd_rn(xl[h], __shfl_xor_sync(0xffffffffu, xl[h], 1));
+        xl[h] = __fadd_rn(xl[h], __shfl_xor_sync(0xffffffffu, xl[h], 2));
+        float mn = fmaxf(t.m[h], xm[h]);
+        merge[h] = mn != -INFINITY;
+        ca[h] = merge[h] ? exp2f(__fsub_rn(t.m[h], mn)) : 1.0f;
+        cb[h] = merge[h] ? exp2f(__fsub_rn(xm[h], mn)) : 0.0f;
+        if (merge[h]) {
+            t.l[h] = __fmaf_rn(xl[h], cb[h], __fmul_rn(t.l[h], ca[h]));
+            t.m[h] = mn;
+        }
+    }
+    uint32_t pa[2][4];
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++) {
+        pa[kk][0] = mt_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[kk][1] = mt_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[kk][2] = mt_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[kk][3] = mt_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int d = 0; d < HD / 8; d += 2) {
+        float x0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, x1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) {
+            const bf16 *vp = Vs + (16 * kk + (lane & 15)) * (HD + 8) + (d + (lane >> 4)) * 8;
+            uint32_t r0, r1, r2, r3;
+            uint32_t addr = (uint32_t)__cvta_generic_to_shared(vp);
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                         : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                         : "r"(addr));
+            uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
+            mt_mma(x0, pa[kk], b0);
+            mt_mma(x1, pa[kk], b1);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            if (!merge[h]) continue;
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                t.o[d][2 * h + e] = __fmaf_rn(x0[2 * h + e], cb[h], __fmul_rn(t.o[d][2 * h + e], ca[h]));
+                t.o[d + 1][2 * h + e] = __fmaf_rn(x1[2 * h + e], cb[h], __fmul_rn(t.o[d + 1][2 * h + e], ca[h]));
+            }
+        }
+    }
+}
+
+// Rows kernel: one block per (tile of <= 16*warps rows, kv head); warp w owns rows 16w..16w+15.
+// Two KV buffers: the next tile is copied while this one is used. Each tile is merged into the
+// total as its output dims come out of the tensor cores (process_tile_into), which leaves room for
+// three blocks per multiprocessor (168 registers at head_dim 128).
+template <int HD>
+__global__ void __launch_bounds__(128, 3) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
     mt_grid_dependency_wait();
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5;
@@ -263,7 +363,7 @@ __global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_
     int warp_max = max(ri.valid[0] ? ri.pos[0] : -1, ri.valid[1] ? ri.pos[1] : -1);
 #pragma unroll
     for (int o = 4; o < 32; o <<= 1) warp_max = max(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, o));
-    RowState<HD> total, s;
+    RowState<HD> total;
     state_reset(total);
     const int n_kt = max_pos / KV_TILE + 1;
     issue_kv_tile<HD, 128>(kv, kv + KV_TILE * (HD + 8), a, seq, kvh, 0, max_pos, threadIdx.x);
@@ -277,12 +377,8 @@ __global__ void __launch_bounds__(128) attention_rows_kernel(const mt_attention_
             mt_cp_async_wait<0>();
         }
         __syncthreads();
-        if (kt * KV_TILE <= warp_max) {   // else masked for every row of this warp: an empty state
-            state_reset(s);
-            process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
-            state_finish_tile(s);
-            state_merge(total, s);
-        }
+        if (kt * KV_TILE <= warp_max)   // else masked for every row of this warp: an empty state
+            process_tile_into<HD>(total, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
         __syncthreads();
     }
     store_rows<HD>(total, a, t, kvh, warp * 16, ri);
