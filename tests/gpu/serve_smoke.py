@@ -1,6 +1,7 @@
 """`moetrace serve --device cuda` end to end on the GPU machine (after tests/gpu/pack.sh): 32
-concurrent /generate requests with routing return, each checked against `moetrace run --device
-cuda --routing-out` of the same prompt (routing decoded as SGLang's helper does), then SIGTERM."""
+concurrent /generate requests with routing return, half of them sampled with their own seeds (on
+the device), each checked against `moetrace run --device cuda --routing-out` of the same prompt and
+sampling (routing decoded as SGLang's helper does), then SIGTERM."""
 import base64
 import concurrent.futures
 import json
@@ -27,10 +28,20 @@ def post(path, body):
         return json.loads(r.read())
 
 
-def solo(ids, n_new):
+def sampling_of(i):
+    """Request i's sampling: greedy for even i, else temperature / top-p (/ top-k) with seed i."""
+    if i % 2 == 0:
+        return {"temperature": 0}
+    return {"temperature": 0.8, "top_p": 0.9, "top_k": 40 if i % 4 == 1 else 0, "seed": i}
+
+
+def solo(ids, n_new, sp):
+    flags = ["--temperature", str(sp["temperature"])]
+    if sp["temperature"] > 0:
+        flags += ["--top-p", str(sp["top_p"]), "--top-k", str(sp["top_k"]), "--seed", str(sp["seed"])]
     subprocess.run([BIN, "run", "--model", MODEL, "--device", "cuda", "--input-ids", ",".join(map(str, ids)),
                     "--max-new-tokens", str(n_new), "--ignore-eos", "--routing-out", "/tmp/solo_r.npy",
-                    "--tokens-out", "/tmp/solo_t.npy"], env=env, check=True, stdout=subprocess.DEVNULL)
+                    "--tokens-out", "/tmp/solo_t.npy"] + flags, env=env, check=True, stdout=subprocess.DEVNULL)
     return np.load("/tmp/solo_r.npy"), np.load("/tmp/solo_t.npy")
 
 
@@ -47,22 +58,22 @@ prompts = [[rng.randrange(3, 500) for _ in range(rng.randrange(1, 200))] for _ i
 n_new = 6
 
 
-def one(ids):
-    return post("/generate", {"input_ids": ids, "sampling_params": {"max_new_tokens": n_new, "temperature": 0,
-                                                                    "ignore_eos": True}, "return_routed_experts": True})
+def one(i):
+    sp = dict(sampling_of(i), max_new_tokens=n_new, ignore_eos=True)
+    return post("/generate", {"input_ids": prompts[i], "sampling_params": sp, "return_routed_experts": True})
 
 
 with concurrent.futures.ThreadPoolExecutor(32) as pool:
-    answers = list(pool.map(one, prompts))
+    answers = list(pool.map(one, range(len(prompts))))
 bad = 0
-for ids, a in zip(prompts, answers):
+for i, (ids, a) in enumerate(zip(prompts, answers)):
     m = a["meta_info"]
     got = np.frombuffer(base64.b64decode(m["routed_experts"]), np.int32).reshape(m["routed_experts_shape"])
-    r, t = solo(ids, n_new)
+    r, t = solo(ids, n_new, sampling_of(i))
     same = got.shape == r.shape and (got == r).all() and a["output_ids"] == t.tolist()
     bad += not same
 server.send_signal(signal.SIGTERM)
 rc = server.wait(timeout=60)
-print(f"serve --device cuda: {len(prompts)} concurrent requests, {len(prompts) - bad} equal to their solo "
+print(f"serve --device cuda: {len(prompts)} concurrent requests (half sampled), {len(prompts) - bad} equal to their solo "
       f"`run --device cuda` (routing and tokens); exit code after SIGTERM {rc}")
 sys.exit(1 if bad or rc != 0 else 0)

@@ -21,6 +21,7 @@
 namespace {
 
 constexpr int KV_TILE = 32;
+constexpr int ROWS_MIN_BLOCKS = 3;   // rows kernel blocks per multiprocessor (168 registers at head_dim 128)
 
 template <int HD>
 struct RowState {        // this thread's part of a warp's 16-row state: rows tq and tq + 8
@@ -313,28 +314,45 @@ __device__ __forceinline__ void process_tile_into(RowState<HD> &t, const uint32_
         pa[kk][2] = mt_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
         pa[kk][3] = mt_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
     }
+    // 4 pairs of 8 dims at a time: their products are in flight together, then merged (measured:
+    // 1 or 2 pairs a little slower, 4 blocks per multiprocessor slower still, docs/PERF.md)
+    constexpr int PV_GROUP = 4;
 #pragma unroll
-    for (int d = 0; d < HD / 8; d += 2) {
-        float x0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, x1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int d0 = 0; d0 < HD / 8; d0 += 2 * PV_GROUP) {
+        float x[PV_GROUP][2][4];
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++) {
-            const bf16 *vp = Vs + (16 * kk + (lane & 15)) * (HD + 8) + (d + (lane >> 4)) * 8;
-            uint32_t r0, r1, r2, r3;
-            uint32_t addr = (uint32_t)__cvta_generic_to_shared(vp);
-            asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                         : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                         : "r"(addr));
-            uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
-            mt_mma(x0, pa[kk], b0);
-            mt_mma(x1, pa[kk], b1);
+        for (int g = 0; g < PV_GROUP; g++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) x[g][0][q] = x[g][1][q] = 0.0f;
+#pragma unroll
+        for (int g = 0; g < PV_GROUP; g++) {
+            const int d = d0 + 2 * g;
+            if (d >= HD / 8) break;
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                const bf16 *vp = Vs + (16 * kk + (lane & 15)) * (HD + 8) + (d + (lane >> 4)) * 8;
+                uint32_t r0, r1, r2, r3;
+                uint32_t addr = (uint32_t)__cvta_generic_to_shared(vp);
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                             : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                             : "r"(addr));
+                uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
+                mt_mma(x[g][0], pa[kk], b0);
+                mt_mma(x[g][1], pa[kk], b1);
+            }
         }
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            if (!merge[h]) continue;
+        for (int g = 0; g < PV_GROUP; g++) {
+            const int d = d0 + 2 * g;
+            if (d >= HD / 8) break;
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                t.o[d][2 * h + e] = __fmaf_rn(x0[2 * h + e], cb[h], __fmul_rn(t.o[d][2 * h + e], ca[h]));
-                t.o[d + 1][2 * h + e] = __fmaf_rn(x1[2 * h + e], cb[h], __fmul_rn(t.o[d + 1][2 * h + e], ca[h]));
+            for (int h = 0; h < 2; h++) {
+                if (!merge[h]) continue;
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    t.o[d][2 * h + e] = __fmaf_rn(x[g][0][2 * h + e], cb[h], __fmul_rn(t.o[d][2 * h + e], ca[h]));
+                    t.o[d + 1][2 * h + e] = __fmaf_rn(x[g][1][2 * h + e], cb[h], __fmul_rn(t.o[d + 1][2 * h + e], ca[h]));
+                }
             }
         }
     }
@@ -345,7 +363,7 @@ __device__ __forceinline__ void process_tile_into(RowState<HD> &t, const uint32_
 // total as its output dims come out of the tensor cores (process_tile_into), which leaves room for
 // three blocks per multiprocessor (168 registers at head_dim 128).
 template <int HD>
-__global__ void __launch_bounds__(128, 3) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
+__global__ void __launch_bounds__(128, ROWS_MIN_BLOCKS) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
     mt_grid_dependency_wait();
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5;
