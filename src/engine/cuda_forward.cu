@@ -546,8 +546,8 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     if (B > 0) {
         GpuGraph *hit = nullptr;
         for (int i = 0; i < g->n_graphs; i++)
-            if (g->graphs[i].B == B && g->graphs[i].split_tiles == split_tiles && g->graphs[i].kv_k == kv->dev_k && g->graphs[i].kv_v == kv->dev_v &&
-                g->graphs[i].sampled == sampled)
+            if (g->graphs[i].B == B && g->graphs[i].split_tiles == split_tiles && g->graphs[i].kv_k == kv->dev_k &&
+                g->graphs[i].kv_v == kv->dev_v && g->graphs[i].sampled == sampled)
                 hit = &g->graphs[i];
         if (hit) {
             MT_CU(err, cudaGraphLaunch(hit->exec, st));
