@@ -46,21 +46,17 @@ static void verdict(const char *what, bool ok) {
 
 // ---- one step: wgmma against mma.sync ------------------------------------------------------------
 
-// Element (r, k) of a row-major [rows, K] matrix in the tiled layout (cuda_kernels.h).
-static size_t tiled_at(int r, int k, int K) {
-    int rt = r >> 4, rr = r & 15, kc = k >> 4, kk = k & 15;
-    int lane = (rr & 7) * 4 + ((kk & 7) >> 1);
-    int idx = (kk >= 8) * 4 + (rr >= 8) * 2 + (kk & 1);
-    return ((size_t)rt * (K / 16) + kc) * 256 + lane * 8 + idx;
-}
-
 // One warpgroup: D (64 weight rows x N X rows) through `chunks` 16-wide chunks in order.
 // mode 0: m16n8k16 MMAs from c0; 1: wgmma steps from c0; 2: MMAs from zero; 3: wgmma, the first
 // step with scale-d 0 (the accumulator starts as NaN, which that step must ignore).
+// The chunk's weights go to shared memory as the wgmma kernel lays them out (k half h, 8-row group
+// g: core matrix at (8 h + g) * 128 bytes); the MMAs read their fragments from there by ldmatrix.
 template <int N>
 __global__ void chain_kernel(const bf16 *Wt, const bf16 *X, const float *c0, float *out, int chunks, int mode) {
     __shared__ uint4 bs_raw[N * 2];
+    __shared__ uint4 as_raw[4 * 32];
     bf16 *bs = reinterpret_cast<bf16 *>(bs_raw);
+    bf16 *as = reinterpret_cast<bf16 *>(as_raw);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, tq = lane >> 2, t4 = lane & 3;
     const int K = chunks * 16;
     float acc[N / 2];
@@ -72,8 +68,18 @@ __global__ void chain_kernel(const bf16 *Wt, const bf16 *X, const float *c0, flo
             acc[4 * j + q] = mode == 0 || mode == 1 ? c0[row * N + col] : mode == 2 ? 0.0f : __int_as_float(0x7fc00000);
         }
     for (int c = 0; c < chunks; c++) {
-        uint4 af = *reinterpret_cast<const uint4 *>(Wt + ((size_t)warp * chunks + c) * 256 + lane * 8);
-        const uint32_t *A = reinterpret_cast<const uint32_t *>(&af);
+        __syncthreads();
+        {   // this warp's tile (16 rows) of chunk c: row lane % 8 of core matrix lane / 8
+            int cm = lane >> 3;
+            reinterpret_cast<uint4 *>(as + ((cm >> 1) * 8 + 2 * warp + (cm & 1)) * 64 + (lane & 7) * 8)[0] =
+                *reinterpret_cast<const uint4 *>(Wt + ((size_t)warp * chunks + c) * 256 + lane * 8);
+        }
+        __syncthreads();
+        uint32_t A[4];
+        {
+            int cm = lane >> 3;
+            mt_ld_a_frag(A, as + ((cm >> 1) * 8 + 2 * warp + (cm & 1)) * 64 + (lane & 7) * 8);
+        }
         if (mode == 0 || mode == 2) {
 #pragma unroll
             for (int j = 0; j < N / 8; j++) {
@@ -90,9 +96,9 @@ __global__ void chain_kernel(const bf16 *Wt, const bf16 *X, const float *c0, flo
             mt_fence_proxy_async();
             __syncthreads();
             mt_wgmma_fence();
-            uint64_t desc = mt_wgmma_desc(bs, N * 16, 128);
-            if (N == 64) mt_wgmma_n64(*reinterpret_cast<float(*)[32]>(acc), A, desc, mode == 1 || c > 0);
-            else mt_wgmma_n128(*reinterpret_cast<float(*)[64]>(acc), A, desc, mode == 1 || c > 0);
+            uint64_t desc = mt_wgmma_desc(bs, N * 16, 128), a_desc = mt_wgmma_desc(as, 8 * 128, 128);
+            if (N == 64) mt_wgmma_n64(*reinterpret_cast<float(*)[32]>(acc), a_desc, desc, mode == 1 || c > 0);
+            else mt_wgmma_n128(*reinterpret_cast<float(*)[64]>(acc), a_desc, desc, mode == 1 || c > 0);
             mt_wgmma_commit();
             mt_wgmma_wait<0>();
         }
@@ -115,7 +121,7 @@ static void check_step(int chunks) {
     for (auto &v : c0) v = wide(-16, 24);
     std::vector<bf16> wt((size_t)64 * K), xb(x.size());
     for (int r = 0; r < 64; r++)
-        for (int k = 0; k < K; k++) wt[tiled_at(r, k, K)] = __float2bfloat16(w[(size_t)r * K + k]);
+        for (int k = 0; k < K; k++) wt[mt_tiled_offset(r, k, K)] = __float2bfloat16(w[(size_t)r * K + k]);
     for (size_t i = 0; i < x.size(); i++) xb[i] = __float2bfloat16(x[i]);
     bf16 *dw = to_dev(wt), *dx = to_dev(xb);
     float *dc = to_dev(c0), *dout;

@@ -14,9 +14,11 @@
  *
  * Weights live in the "tiled" layout: a [rows, K] matrix (K % 16 == 0) padded to rows_pad =
  * roundup(rows, 16) rows and stored as 16x16 tiles, tile (rt, kc) at element ((rt*(K/16)+kc)*256),
- * each tile holding the 32 lanes' m16n8k16 A-fragments in lane order (8 bf16 per lane), so a warp
- * reads one tile as 32 coalesced 16-byte loads. Gate/up pairs are interleaved per tile (rows 0-7
- * gate, 8-15 up of the same 8 intermediate features) so SwiGLU runs in the product's epilogue. */
+ * each tile as four 8x8 core matrices (rows 0-7 / 8-15 x k 0-7, then the same for k 8-15), each
+ * 8 rows of 16 contiguous bytes (mt_tiled_offset). A warp loads a tile's m16n8k16 A-fragment from
+ * shared memory with one ldmatrix.x4 (lane l at byte 16 l); wgmma reads the same core matrices
+ * straight from shared memory. Gate/up pairs are interleaved per tile (rows 0-7 gate, 8-15 up of
+ * the same 8 intermediate features) so SwiGLU runs in the product's epilogue. */
 #ifndef MT_KERNELS_CUDA_KERNELS_H
 #define MT_KERNELS_CUDA_KERNELS_H
 
@@ -37,6 +39,12 @@ typedef struct mt_dmat {
 
 static inline __host__ __device__ int mt_round16(int x) { return (x + 15) / 16 * 16; }
 static inline size_t mt_dmat_elems(int rows, int K) { return (size_t)mt_round16(rows) * (size_t)K; }
+/* Element (row, k) of a [rows, K] matrix in the tiled layout: tile (row/16, k/16), core matrix
+ * (k%16 >= 8)*2 + (row%16 >= 8), its row row%8, column k%8. */
+static inline __host__ __device__ size_t mt_tiled_offset(int row, int k, int K) {
+    int r = row & 15, kk = k & 15;
+    return ((size_t)(row >> 4) * (K / 16) + (k >> 4)) * 256 + ((kk >= 8) * 2 + (r >= 8)) * 64 + (r & 7) * 8 + (kk & 7);
+}
 /* Number of fixed K slices of a product with inner dimension K; slice s covers the 16-wide chunks
  * [s*C/S, (s+1)*C/S) with C = K/16. */
 static inline __host__ __device__ int mt_k_slices(int K) { return K / 16 < 8 ? K / 16 : 8; }

@@ -147,8 +147,8 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 #pragma unroll
                     for (int u = 0; u < SP_CHUNKS; u++) {
                         if (c0 + st * SP_CHUNKS + u >= c1) break;
-                        uint4 af = *reinterpret_cast<const uint4 *>(stage + u * 256 + lane * 8);
-                        const uint32_t *A = reinterpret_cast<const uint32_t *>(&af);
+                        uint32_t A[4];
+                        mt_ld_a_frag(A, stage + u * 256 + lane * 8);
                         const bf16 *xs = stage + SP_CHUNKS * 256 + u * 256 + tq * 16 + 2 * t4;
                         uint32_t b0[2] = {*reinterpret_cast<const uint32_t *>(xs), *reinterpret_cast<const uint32_t *>(xs + 8)};
                         mt_mma(acc[0], A, b0);
@@ -331,9 +331,9 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
         for (int kc = 0; kc < LG_KC; kc++) {
             int c = cb + kt * LG_KC + kc;
             if (c >= ce) break;
-            uint4 af[MT];
+            uint32_t af[MT][4];
 #pragma unroll
-            for (int m = 0; m < MT; m++) af[m] = *reinterpret_cast<const uint4 *>(as + ((wm * MT + m) * LG_KC + kc) * 256 + lane * 8);
+            for (int m = 0; m < MT; m++) mt_ld_a_frag(af[m], as + ((wm * MT + m) * LG_KC + kc) * 256 + lane * 8);
 #pragma unroll
             for (int jp = 0; jp < 2; jp++) {   // n-tiles 2jp, 2jp+1: one ldmatrix.x4 gives both B fragments
                 const bf16 *p = bs + (wn * 32 + jp * 16 + ld_row) * LG_BSTRIDE + kc * 16 + ld_k;
@@ -344,8 +344,8 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
                 uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
 #pragma unroll
                 for (int m = 0; m < MT; m++) {
-                    mt_mma(acc[m][2 * jp], reinterpret_cast<const uint32_t *>(&af[m]), b0);
-                    mt_mma(acc[m][2 * jp + 1], reinterpret_cast<const uint32_t *>(&af[m]), b1);
+                    mt_mma(acc[m][2 * jp], af[m], b0);
+                    mt_mma(acc[m][2 * jp + 1], af[m], b1);
                 }
             }
             if (!SPLIT && c + 1 == slice_end) {

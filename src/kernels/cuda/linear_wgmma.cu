@@ -2,10 +2,10 @@
 // linear_large_kernel (linear.cu), so the same bits, with the tensor cores fed asynchronously.
 //
 // A block computes 128 weight rows x BN X rows (BN = 64 or 128) with two warpgroups of 64 weight
-// rows each. Every 16-wide chunk of K is one m64nBNk16 step per warpgroup: the weights (A) come
-// from registers, each warp loading its own 16-row tile from shared memory in the m16n8k16
-// A-fragment order the tiled layout stores; the X rows (B) are read by the tensor cores from shared
-// memory. Weights and X rows stream through 5 shared-memory stages of 4 chunks each (cp.async).
+// rows each. Every 16-wide chunk of K is one m64nBNk16 step per warpgroup, both operands read by
+// the tensor cores from shared memory: the weights' core matrices (the tiled layout's, each 16-byte
+// row copied to where 8-row groups are 128 bytes apart) and the X rows. Weights and X rows stream
+// through 5 shared-memory stages of 4 chunks each (cp.async).
 //
 // Arithmetic, as in the other paths: per K slice, an accumulator that starts at zero takes one
 // step per chunk in increasing order; at the slice's last chunk the warpgroup waits for its steps
@@ -40,14 +40,14 @@ struct WgShape {
 };
 
 template <int BN>
-__device__ __forceinline__ void wgmma_step(float (&d)[BN / 2], const uint32_t a[4], uint64_t desc, int scale_d);
+__device__ __forceinline__ void wgmma_step(float (&d)[BN / 2], uint64_t a_desc, uint64_t b_desc, int scale_d);
 template <>
-__device__ __forceinline__ void wgmma_step<64>(float (&d)[32], const uint32_t a[4], uint64_t desc, int scale_d) {
-    mt_wgmma_n64(d, a, desc, scale_d);
+__device__ __forceinline__ void wgmma_step<64>(float (&d)[32], uint64_t a_desc, uint64_t b_desc, int scale_d) {
+    mt_wgmma_n64(d, a_desc, b_desc, scale_d);
 }
 template <>
-__device__ __forceinline__ void wgmma_step<128>(float (&d)[64], const uint32_t a[4], uint64_t desc, int scale_d) {
-    mt_wgmma_n128(d, a, desc, scale_d);
+__device__ __forceinline__ void wgmma_step<128>(float (&d)[64], uint64_t a_desc, uint64_t b_desc, int scale_d) {
+    mt_wgmma_n128(d, a_desc, b_desc, scale_d);
 }
 
 template <int EPI, class Shape>
@@ -73,17 +73,20 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
     const int xr = (warp % TB) * 16 + (lane >> 1), xh = lane & 1;
     const bf16 *xsrc = xr < wk.nrows ? a.X + (size_t)src_row(a, wk.row0 + xr) * a.ldx + xh * 8 : nullptr;
 
+    // A stage's weights: for chunk kc and k half h, the 16 8-row groups' core matrices side by side
+    // (128 bytes apart, 2 KB per (kc, h)); a tile's 16-byte row lv is row lv % 8 of its core
+    // matrix lv / 8 = 2 h + (8-row group within the tile).
     auto load_stage = [&](int slot, int kt) {
         bf16 *as = smem + slot * Shape::STAGE_ELEMS;
         bf16 *bs = as + WG_A_ELEMS;
 #pragma unroll
-        for (int h = 0; h < WG_KC; h++) {   // weight tiles: 8 row tiles x KC chunks x 32 lanes' 16 bytes
+        for (int h = 0; h < WG_KC; h++) {   // weight tiles: 8 row tiles x KC chunks x 32 rows of 16 bytes
             int v = tid + h * 256;
             int rl = v / (WG_KC * 32), kc = (v >> 5) % WG_KC, lv = v & 31;
-            int c = kt * WG_KC + kc;
+            int c = kt * WG_KC + kc, cm = lv >> 3;
             bool ok = rl < n_rt && c < C;
             const bf16 *src = ok ? W + ((size_t)rl * C + c) * 256 + lv * 8 : a.W.w;
-            mt_cp_async16(as + (rl * WG_KC + kc) * 256 + lv * 8, src, ok ? 16 : 0);
+            mt_cp_async16(as + ((kc * 2 + (cm >> 1)) * 16 + rl * 2 + (cm & 1)) * 64 + (lv & 7) * 8, src, ok ? 16 : 0);
         }
 #pragma unroll
         for (int h = 0; h < XV; h++) {
@@ -104,7 +107,8 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
         if (s < n_kt) load_stage(s, s);
         mt_cp_async_commit();
     }
-    auto step = [&](int kt, uint4 (&af)[WG_KC]) {
+    const int wg = warp >> 2;   // warpgroup: weight rows 64 wg .. 64 wg + 63 (8-row groups 8 wg ..)
+    auto step = [&](int kt) {
         mt_cp_async_wait<WG_AHEAD - 1>();
         mt_fence_proxy_async();
         // Stage kt has landed for every thread; the steps of stage kt - 2 have finished in both
@@ -114,21 +118,24 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
         mt_cp_async_commit();
         const bf16 *as = smem + (kt % WG_STAGES) * Shape::STAGE_ELEMS;
         const bf16 *bs = as + WG_A_ELEMS;
-#pragma unroll
-        for (int kc = 0; kc < WG_KC; kc++) af[kc] = *reinterpret_cast<const uint4 *>(as + (warp * WG_KC + kc) * 256 + lane * 8);
+        mt_wgmma_pin(acc);
         mt_wgmma_fence();
 #pragma unroll
         for (int kc = 0; kc < WG_KC; kc++) {
             int c = kt * WG_KC + kc;
             if (c >= C) break;
-            uint64_t desc = mt_wgmma_desc(bs + kc * 2 * BN * 8, BN * 16, 128);
+            uint64_t a_desc = mt_wgmma_desc(as + (kc * 2 * 16 + 8 * wg) * 64, 16 * 128, 128);
+            uint64_t b_desc = mt_wgmma_desc(bs + kc * 2 * BN * 8, BN * 16, 128);
             // a slice's first step starts the accumulator from zero (scale_d 0: d = a . b)
-            wgmma_step<BN>(acc, reinterpret_cast<const uint32_t *>(&af[kc]), desc, c != slice_start);
+            wgmma_step<BN>(acc, a_desc, b_desc, c != slice_start);
             if (c + 1 == slice_end) {   // the same in every thread of the block
                 mt_wgmma_commit();
                 mt_wgmma_wait<0>();
+                mt_wgmma_pin(acc);
 #pragma unroll
                 for (int i = 0; i < NACC; i++) tot[i] += acc[i];
+                mt_wgmma_pin(acc);
+                mt_wgmma_fence();   // the next steps may use acc again
                 slice++;
                 slice_start = slice_end;
                 slice_end = (slice + 1) * C / S;
@@ -136,9 +143,9 @@ __global__ void __launch_bounds__(256, 1) linear_wgmma_kernel(const mt_linear_ar
         }
         mt_wgmma_commit();
         mt_wgmma_wait<1>();
+        mt_wgmma_pin(acc);
     };
-    uint4 af[WG_KC];
-    for (int kt = 0; kt < n_kt; kt++) step(kt, af);
+    for (int kt = 0; kt < n_kt; kt++) step(kt);
     mt_wgmma_wait<0>();
     mt_cp_async_wait<0>();
 

@@ -17,6 +17,15 @@ __device__ __forceinline__ void mt_mma(float c[4], const uint32_t a[4], const ui
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// The m16n8k16 A-fragment (a0..a3) of a 16x16 weight tile in shared memory, tiled layout
+// (cuda_kernels.h): each lane passes the tile's address + 16 * lane bytes (row lane%8 of core
+// matrix lane/8), and the four core matrices come back in fragment order.
+__device__ __forceinline__ void mt_ld_a_frag(uint32_t a[4], const void *tile_lane) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"((uint32_t)__cvta_generic_to_shared(tile_lane)));
+}
+
 // 16 bytes of weights read once: not kept in L1.
 __device__ __forceinline__ uint4 mt_ld_stream(const void *p) {
     uint4 v;

@@ -5,21 +5,12 @@
 
 namespace {
 
-// Element (r, kk) of a 16x16 tile sits in lane (r%8)*4 + (kk%8)/2 at index
-// (kk>=8)*4 + (r>=8)*2 + kk%2: the m16n8k16 A-fragment order (a0..a3, two bf16 each).
-__device__ __forceinline__ size_t tiled_offset(int row, int k, int K) {
-    int rt = row >> 4, r = row & 15, kc = k >> 4, kk = k & 15;
-    int lane = (r & 7) * 4 + ((kk & 7) >> 1);
-    int idx = (kk >= 8) * 4 + (r >= 8) * 2 + (kk & 1);
-    return ((size_t)rt * (K / 16) + kc) * 256 + lane * 8 + idx;
-}
-
 __global__ void tile_rows_kernel(bf16 *dst, int K, const void *src, int dtype, int n_rows, int first_row, int mode) {
     size_t total = (size_t)n_rows * K;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
         int i = first_row + (int)(e / K), k = (int)(e % K);
         int row = mode == MT_ROWS_DIRECT ? i : (i / 8) * 16 + (mode == MT_ROWS_UP ? 8 : 0) + i % 8;
-        dst[tiled_offset(row, k, K)] = __float2bfloat16(mt_load_any(src, dtype, e));
+        dst[mt_tiled_offset(row, k, K)] = __float2bfloat16(mt_load_any(src, dtype, e));
     }
 }
 
