@@ -75,7 +75,7 @@ typedef struct workload {
     mt_kv_cache *kv;
     int B, len;                 /* sequences, tokens so far in each */
     mt_kv_seq *seqs, **seq_ptrs;
-    int32_t *tokens, *seq_ids, *pos, *rows, *argmax;
+    int32_t *tokens, *seq_ids, *pos, *rows, *picked;   /* [rows] the pass's next token per logit row */
     int32_t *next;              /* [B] each sequence's next token */
     const mt_sample_row *sample; /* [B] each row's sampling on the device, or NULL (argmax) */
     const mt_sample_row *host_sample; /* [B] instead: copy the logits out and sample on the host */
@@ -97,7 +97,7 @@ static void workload_init(workload *w, const mt_model *m, mt_kv_cache *kv, int B
     w->seq_ids = malloc((size_t)cap * sizeof(int32_t));
     w->pos = malloc((size_t)cap * sizeof(int32_t));
     w->rows = malloc((size_t)cap * sizeof(int32_t));
-    w->argmax = malloc((size_t)cap * sizeof(int32_t));
+    w->picked = malloc((size_t)cap * sizeof(int32_t));
     w->next = malloc((size_t)B * sizeof(int32_t));
     for (int s = 0; s < B; s++) {
         w->seq_ptrs[s] = &w->seqs[s];
@@ -118,9 +118,9 @@ static void workload_init(workload *w, const mt_model *m, mt_kv_cache *kv, int B
             w->rows[nl++] = n - 1;
         }
         mt_batch b = {.n_tokens = n, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
-                      .seqs = w->seq_ptrs, .num_seqs = B, .n_logits = nl, .logit_rows = w->rows, .next_tokens = w->argmax};
+                      .seqs = w->seq_ptrs, .num_seqs = B, .n_logits = nl, .logit_rows = w->rows, .next_tokens = w->picked};
         if (mt_forward(m, kv, &b, NULL, NULL, &err)) die("prefill", &err);
-        for (int i = 0; i < nl; i++) w->next[s0 + i] = w->argmax[i];
+        for (int i = 0; i < nl; i++) w->next[s0 + i] = w->picked[i];
     }
     w->len = P;
 }
@@ -135,7 +135,7 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
         w->rows[s] = s;
     }
     mt_batch b = {.n_tokens = w->B, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
-                  .seqs = w->seq_ptrs, .num_seqs = w->B, .n_logits = w->B, .logit_rows = w->rows, .next_tokens = w->argmax,
+                  .seqs = w->seq_ptrs, .num_seqs = w->B, .n_logits = w->B, .logit_rows = w->rows, .next_tokens = w->picked,
                   .sample = w->sample};
     int V = w->m->cfg.vocab_size;
     if (w->host_sample) {   /* what a backend without device sampling does */
@@ -146,16 +146,16 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
     double t0 = now_s();
     if (mt_forward(w->m, w->kv, &b, w->logits, sink, &err)) die("decode", &err);
     if (w->host_sample)
-        for (int i = 0; i < w->B; i++) w->argmax[i] = mt_sample_pick(&w->host_sample[i], w->logits + (size_t)i * V, V, w->work);
+        for (int i = 0; i < w->B; i++) w->picked[i] = mt_sample_pick(&w->host_sample[i], w->logits + (size_t)i * V, V, w->work);
     double t = now_s() - t0;
-    memcpy(w->next, w->argmax, (size_t)w->B * sizeof(int32_t));
+    memcpy(w->next, w->picked, (size_t)w->B * sizeof(int32_t));
     w->len++;
     return t;
 }
 
 static void workload_free(workload *w) {
     for (int s = 0; s < w->B; s++) mt_kv_seq_release(w->kv, &w->seqs[s]);
-    free(w->seqs); free(w->seq_ptrs); free(w->tokens); free(w->seq_ids); free(w->pos); free(w->rows); free(w->argmax); free(w->next);
+    free(w->seqs); free(w->seq_ptrs); free(w->tokens); free(w->seq_ids); free(w->pos); free(w->rows); free(w->picked); free(w->next);
     free(w->logits); free(w->work);
 }
 

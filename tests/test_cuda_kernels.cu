@@ -107,15 +107,7 @@ static void check_dense(int rows, int K, int n, int epi, int path, int tile_rows
     CK(cudaMalloc(&dout, out_bytes));
     if (epi == MT_EPI_F32_ADD) CK(cudaMemcpy(dout, base.data(), out_bytes, cudaMemcpyHostToDevice));
     else CK(cudaMemset(dout, 0xff, out_bytes));   // NaN poison
-    mt_linear_args a = {};
-    a.W = {dw, rows, mt_round16(rows), K};
-    a.X = dx;
-    a.ldx = K;
-    a.n = n;
-    a.out = dout;
-    a.ldo = out_cols;
-    a.epilogue = epi;
-    a.tile_rows = tile_rows;
+    mt_linear_args a = mt_dense_args({dw, rows, mt_round16(rows), K}, dx, K, n, dout, out_cols, epi, tile_rows);
     a.partials = partials();
     a.weights_once = path == 2;   // as the engine calls the split path (decode batches)
     if (path == 2) mt_cuda_linear_split(&a, 0);
@@ -150,14 +142,7 @@ static void check_paths_agree(int rows, int K, int n) {
     float *o1, *o2;
     CK(cudaMalloc(&o1, (size_t)n * rows * 4));
     CK(cudaMalloc(&o2, (size_t)n * rows * 4));
-    mt_linear_args a = {};
-    a.W = {dw, rows, mt_round16(rows), K};
-    a.X = dx;
-    a.ldx = K;
-    a.n = n;
-    a.ldo = rows;
-    a.epilogue = MT_EPI_F32;
-    a.out = o1;
+    mt_linear_args a = mt_dense_args({dw, rows, mt_round16(rows), K}, dx, K, n, o1, rows, MT_EPI_F32, 0);
     mt_cuda_linear_small(&a, 0);
     a.out = o2;
     mt_cuda_linear_large(&a, 0);

@@ -190,9 +190,11 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     size_t o_seq = at; at += slots;
     size_t o_rows = at; at += n_rows;
     size_t o_samp = at; at += 4 * n_rows;   // mt_sample_row per logit row (four 32-bit words)
-    mt_sample_row *samp = (mt_sample_row *)(h + o_samp);
-    for (size_t i = 0; i < n_rows; i++)
-        samp[i] = b->sample && i < (size_t)b->n_logits ? b->sample[i] : mt_sample_row{0.0f, 0, 1.0f, 0u};
+    if (b->sample) {   // padded rows of a graph's pass take their argmax
+        mt_sample_row *samp = (mt_sample_row *)(h + o_samp);
+        for (size_t i = 0; i < n_rows; i++)
+            samp[i] = i < (size_t)b->n_logits ? b->sample[i] : mt_sample_row{0.0f, 0, 1.0f, 0u};
+    }
     size_t o_toff = at; at += n_toff;
     size_t o_dec = at;
     mt_attn_tile *dec = (mt_attn_tile *)(h + at);
@@ -271,15 +273,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
 }
 
 void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi) {
-    mt_linear_args a = {};
-    a.W = W;
-    a.X = X;
-    a.ldx = ldx;
-    a.n = n;
-    a.out = out;
-    a.ldo = ldo;
-    a.epilogue = epi;
-    a.tile_rows = tile_rows_for(n);
+    mt_linear_args a = mt_dense_args(W, X, ldx, n, out, ldo, epi, tile_rows_for(n));
     a.weights_once = n <= SPLIT_MAX;
     if (n <= SMALL_DENSE) {
         mt_cuda_linear_small(&a, g->stream);

@@ -25,7 +25,6 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
     mt_kv_seq seq = {0};
     mt_kv_seq *seqs[1] = {&seq};
     mt_sampler sampler;
-    uint64_t *work = NULL;
     int rc = -1;
     int n_rows = o->prompt_logits ? n_prompt : 1;
     int32_t *seq_ids = calloc((size_t)n_prompt, sizeof *seq_ids);
@@ -43,27 +42,26 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
     if (mt_kv_seq_reserve(&kv, &seq, total, err)) goto done;
     for (int i = 0; i < n_prompt; i++) pos[i] = i;
     for (int i = 0; i < n_rows; i++) rows[i] = o->prompt_logits ? i : n_prompt - 1;
-    /* Each token's row (its draw, when it samples) is taken before the pass that picks it, which
-     * the backend does as the batched engine has it done (kernels/sample.h). With prompt logits
-     * asked for, the first token is picked here from the copied logits instead. */
-    mt_sample_row row = mt_sampler_next(&sampler);
-    bool sampled = row.temperature > 0.0f;
+    /* Each token's row (its draw, when it samples) is taken before the pass that picks it, and the
+     * backend picks it, as in the batched engine (kernels/sample.h). With prompt logits asked for,
+     * the first token is picked here from the copied logits instead. */
     int32_t next = 0;
+    mt_sample_row row;
     mt_batch b = {.n_tokens = n_prompt, .tokens = prompt, .seq_ids = seq_ids, .positions = pos, .seqs = seqs,
                   .num_seqs = 1, .n_logits = n_rows, .logit_rows = rows, .placement = o->placement};
     if (!o->prompt_logits) {
+        row = mt_sampler_next(&sampler);
         b.next_tokens = &next;
-        b.sample = sampled ? &row : NULL;
+        b.sample = row.temperature > 0.0f ? &row : NULL;
     }
     if (mt_forward(m, &kv, &b, logits, o->sink, err)) goto done;
     if (o->prompt_logits) {
         memcpy(o->prompt_logits, logits, (size_t)n_prompt * c->vocab_size * sizeof(float));
-        const float *last = logits + (size_t)(n_rows - 1) * c->vocab_size;
-        if (!sampled) next = mt_argmax(last, c->vocab_size);
-        else if (!(work = malloc((size_t)c->vocab_size * sizeof *work))) {
+        next = mt_sample(&sampler, logits + (size_t)(n_rows - 1) * c->vocab_size);
+        if (next < 0) {
             mt_errf(err, "out of memory for sampling");
             goto done;
-        } else next = mt_sample_pick(&row, last, c->vocab_size, work);
+        }
     }
     for (int g = 0; g < o->max_new_tokens; g++) {
         int32_t tok = next;
@@ -80,7 +78,6 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
     }
     rc = 0;
 done:
-    free(work);
     mt_sampler_free(&sampler);
 done_nosampler:
     free(seq_ids);

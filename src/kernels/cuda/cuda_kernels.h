@@ -103,6 +103,22 @@ typedef struct mt_linear_args {
     int epilogue;
 } mt_linear_args;
 
+/* A dense product's arguments: out rows 0..n-1 (stride ldo) = X rows (stride ldx) . W^T with the
+ * epilogue, in large-path tiles of tile_rows X rows; everything else zero. */
+static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, int n, void *out, int ldo, int epilogue,
+                                           int tile_rows) {
+    mt_linear_args a = {};
+    a.W = W;
+    a.X = X;
+    a.ldx = ldx;
+    a.n = n;
+    a.out = out;
+    a.ldo = ldo;
+    a.epilogue = epilogue;
+    a.tile_rows = tile_rows;
+    return a;
+}
+
 /* Small batches (every group or dense call with at most 64 rows per work item): weights streamed
  * once by bulk copies, K split over 8 warps. Grouped calls need per-group counts <= 64. */
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
