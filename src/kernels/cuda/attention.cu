@@ -106,12 +106,14 @@ __device__ __forceinline__ void load_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attent
     mt_cp_async_wait<0>();
 }
 
-// One KV tile into the state of the warp's 16 rows.
+// Tile kt's probabilities for the warp's 16 rows (rows tq and tq + 8 of this thread): the scores
+// Q.K^T in log2 units, masked; the rows' maxima xm (-inf for a row masked throughout); in sc,
+// P = exp2(score - xm) rounded to bf16 first (the sums count exactly what the P.V product uses);
+// and xl, this thread's part of the row sums.
 template <int HD>
-__device__ __forceinline__ void process_tile(RowState<HD> &s, const uint32_t qa[HD / 16][4], const RowInfo &ri,
-                                             const bf16 *Ks, const bf16 *Vs, int kt, float scale_log2, int window) {
+__device__ __forceinline__ void tile_probs(float sc[4][4], float xm[2], float xl[2], const uint32_t qa[HD / 16][4],
+                                           const RowInfo &ri, const bf16 *Ks, int kt, float scale_log2, int window) {
     const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
-    float sc[4][4];
 #pragma unroll
     for (int nt = 0; nt < 4; nt++) {
         sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
@@ -122,7 +124,7 @@ __device__ __forceinline__ void process_tile(RowState<HD> &s, const uint32_t qa[
             mt_mma(sc[nt], qa[kc], b);
         }
     }
-    float tile_max[2] = {-INFINITY, -INFINITY};
+    xm[0] = xm[1] = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
@@ -131,72 +133,81 @@ __device__ __forceinline__ void process_tile(RowState<HD> &s, const uint32_t qa[
             int p = kt * KV_TILE + nt * 8 + 2 * t4 + (q & 1);
             bool ok = ri.valid[h] && p <= ri.pos[h] && (window <= 0 || p > ri.pos[h] - window);
             sc[nt][q] = ok ? __fmul_rn(sc[nt][q], scale_log2) : -INFINITY;
-            tile_max[h] = fmaxf(tile_max[h], sc[nt][q]);
+            xm[h] = fmaxf(xm[h], sc[nt][q]);
         }
     }
-    float alpha[2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-        float m_new = fmaxf(s.m[h], tile_max[h]);
-        if (m_new == -INFINITY) {
-            alpha[h] = 1.0f;
-        } else {
-            alpha[h] = exp2f(__fsub_rn(s.m[h], m_new));
-            s.m[h] = m_new;
-        }
+        xm[h] = fmaxf(xm[h], __shfl_xor_sync(0xffffffffu, xm[h], 1));
+        xm[h] = fmaxf(xm[h], __shfl_xor_sync(0xffffffffu, xm[h], 2));
     }
-    float psum[2] = {0.0f, 0.0f};
+    xl[0] = xl[1] = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             int h = q >> 1;
-            float p = s.m[h] == -INFINITY ? 0.0f : exp2f(__fsub_rn(sc[nt][q], s.m[h]));
-            // round to bf16 first: the sum counts exactly what the P.V product uses
+            float p = xm[h] == -INFINITY ? 0.0f : exp2f(__fsub_rn(sc[nt][q], xm[h]));
             p = __bfloat162float(__float2bfloat16(p));
             sc[nt][q] = p;
-            psum[h] = __fadd_rn(psum[h], p);
-        }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; h++) s.l[h] = __fmaf_rn(s.l[h], alpha[h], psum[h]);
-#pragma unroll
-    for (int d = 0; d < HD / 8; d++) {
-        s.o[d][0] = __fmul_rn(s.o[d][0], alpha[0]);
-        s.o[d][1] = __fmul_rn(s.o[d][1], alpha[0]);
-        s.o[d][2] = __fmul_rn(s.o[d][2], alpha[1]);
-        s.o[d][3] = __fmul_rn(s.o[d][3], alpha[1]);
-    }
-#pragma unroll
-    for (int kk = 0; kk < 2; kk++) {
-        uint32_t pa[4] = {mt_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]), mt_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
-                          mt_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), mt_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-#pragma unroll
-        for (int d = 0; d < HD / 8; d += 2) {   // HD % 16 == 0: dims come in pairs of 8
-            // rows 16kk + lane%16 of V, columns d*8 (lanes 0-15) and (d+1)*8 (lanes 16-31), transposed
-            const bf16 *vp = Vs + (16 * kk + (lane & 15)) * (HD + 8) + (d + (lane >> 4)) * 8;
-            uint32_t r0, r1, r2, r3;
-            uint32_t addr = (uint32_t)__cvta_generic_to_shared(vp);
-            asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                         : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                         : "r"(addr));
-            uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
-            mt_mma(s.o[d], pa, b0);
-            mt_mma(s.o[d + 1], pa, b1);
+            xl[h] = __fadd_rn(xl[h], p);
         }
     }
 }
 
-// A tile's state is final: its per-thread partial sums become the row sums.
+// P as the A-fragments of the two 16-position halves of the tile.
+__device__ __forceinline__ void pack_probs(uint32_t pa[2][4], const float sc[4][4]) {
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++) {
+        pa[kk][0] = mt_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[kk][1] = mt_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[kk][2] = mt_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[kk][3] = mt_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+    }
+}
+
+// Output dims 8d .. 8d + 15 of the tile's P.V: x0 (dims 8d..) and x1 (8d + 8..) from zero, over the
+// tile's two halves in order (HD % 16 == 0: dims come in pairs of 8).
 template <int HD>
-__device__ __forceinline__ void state_finish_tile(RowState<HD> &s) {
+__device__ __forceinline__ void tile_pv_pair(float x0[4], float x1[4], const uint32_t pa[2][4], const bf16 *Vs, int d) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int q = 0; q < 4; q++) x0[q] = x1[q] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++) {
+        // rows 16kk + lane%16 of V, columns d*8 (lanes 0-15) and (d+1)*8 (lanes 16-31), transposed
+        const bf16 *vp = Vs + (16 * kk + (lane & 15)) * (HD + 8) + (d + (lane >> 4)) * 8;
+        uint32_t r0, r1, r2, r3;
+        uint32_t addr = (uint32_t)__cvta_generic_to_shared(vp);
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                     : "r"(addr));
+        uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
+        mt_mma(x0, pa[kk], b0);
+        mt_mma(x1, pa[kk], b1);
+    }
+}
+
+// The quad's partial row sums added up (every lane of a row's quad gets the sum).
+__device__ __forceinline__ void quad_sums(float l[2]) {
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        s.l[h] = __fadd_rn(s.l[h], __shfl_xor_sync(0xffffffffu, s.l[h], 1));
-        s.l[h] = __fadd_rn(s.l[h], __shfl_xor_sync(0xffffffffu, s.l[h], 2));
+        l[h] = __fadd_rn(l[h], __shfl_xor_sync(0xffffffffu, l[h], 1));
+        l[h] = __fadd_rn(l[h], __shfl_xor_sync(0xffffffffu, l[h], 2));
     }
+}
+
+// s = the state of the warp's 16 rows over tile kt alone (from an empty start), row sums final.
+template <int HD>
+__device__ __forceinline__ void tile_state(RowState<HD> &s, const uint32_t qa[HD / 16][4], const RowInfo &ri,
+                                           const bf16 *Ks, const bf16 *Vs, int kt, float scale_log2, int window) {
+    float sc[4][4];
+    tile_probs<HD>(sc, s.m, s.l, qa, ri, Ks, kt, scale_log2, window);
+    quad_sums(s.l);
+    uint32_t pa[2][4];
+    pack_probs(pa, sc);
+#pragma unroll
+    for (int d = 0; d < HD / 8; d += 2) tile_pv_pair<HD>(s.o[d], s.o[d + 1], pa, Vs, d);
 }
 
 // total <- total (+) x, the online-softmax merge of two states of the same rows; merging into an
@@ -243,60 +254,19 @@ __device__ __forceinline__ int tile_max_pos(const mt_attention_args &a, const mt
     return a.positions[t.first_token + t.n_tok - 1];
 }
 
-// process_tile, state_finish_tile and state_merge(total, tile state) in one: the tile's output is
-// merged into total 8 dims at a time as its P.V products finish, so the tile's state never holds all
-// HD dims (the rows kernel's registers). Every value is computed by the same operations in the same
-// order as the three steps, so the bits are theirs.
+// state_merge(t, tile_state(tile kt)) without holding the tile's whole state: its output is merged
+// into t 8 dims at a time as its P.V products finish (the rows kernel's registers). The same
+// operations in the same order, so the same bits.
 template <int HD>
-__device__ __forceinline__ void process_tile_into(RowState<HD> &t, const uint32_t qa[HD / 16][4], const RowInfo &ri,
-                                                  const bf16 *Ks, const bf16 *Vs, int kt, float scale_log2, int window) {
-    const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
-    float sc[4][4];
-#pragma unroll
-    for (int nt = 0; nt < 4; nt++) {
-        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-#pragma unroll
-        for (int kc = 0; kc < HD / 16; kc++) {
-            const bf16 *krow = Ks + (nt * 8 + tq) * (HD + 8) + kc * 16 + 2 * t4;
-            uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(krow), *reinterpret_cast<const uint32_t *>(krow + 8)};
-            mt_mma(sc[nt], qa[kc], b);
-        }
-    }
-    float xm[2] = {-INFINITY, -INFINITY};   // the tile's row maxima (an empty state's m after the tile)
-#pragma unroll
-    for (int nt = 0; nt < 4; nt++) {
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int h = q >> 1;
-            int p = kt * KV_TILE + nt * 8 + 2 * t4 + (q & 1);
-            bool ok = ri.valid[h] && p <= ri.pos[h] && (window <= 0 || p > ri.pos[h] - window);
-            sc[nt][q] = ok ? __fmul_rn(sc[nt][q], scale_log2) : -INFINITY;
-            xm[h] = fmaxf(xm[h], sc[nt][q]);
-        }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        xm[h] = fmaxf(xm[h], __shfl_xor_sync(0xffffffffu, xm[h], 1));
-        xm[h] = fmaxf(xm[h], __shfl_xor_sync(0xffffffffu, xm[h], 2));
-    }
-    float xl[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int nt = 0; nt < 4; nt++) {
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int h = q >> 1;
-            float p = xm[h] == -INFINITY ? 0.0f : exp2f(__fsub_rn(sc[nt][q], xm[h]));
-            p = __bfloat162float(__float2bfloat16(p));
-            sc[nt][q] = p;
-            xl[h] = __fadd_rn(xl[h], p);
-        }
-    }
+__device__ __forceinline__ void tile_merge_into(RowState<HD> &t, const uint32_t qa[HD / 16][4], const RowInfo &ri,
+                                                const bf16 *Ks, const bf16 *Vs, int kt, float scale_log2, int window) {
+    float sc[4][4], xm[2], xl[2];
+    tile_probs<HD>(sc, xm, xl, qa, ri, Ks, kt, scale_log2, window);
+    quad_sums(xl);
     float ca[2], cb[2];
     bool merge[2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        xl[h] = __fadd_rn(xl[h], __shfl_xor_sync(0xffffffffu, xl[h], 1));
-        xl[h] = __fadd_rn(xl[h], __shfl_xor_sync(0xffffffffu, xl[h], 2));
         float mn = fmaxf(t.m[h], xm[h]);
         merge[h] = mn != -INFINITY;
         ca[h] = merge[h] ? exp2f(__fsub_rn(t.m[h], mn)) : 1.0f;
@@ -307,13 +277,7 @@ __device__ __forceinline__ void process_tile_into(RowState<HD> &t, const uint32_
         }
     }
     uint32_t pa[2][4];
-#pragma unroll
-    for (int kk = 0; kk < 2; kk++) {
-        pa[kk][0] = mt_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
-        pa[kk][1] = mt_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
-        pa[kk][2] = mt_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-        pa[kk][3] = mt_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-    }
+    pack_probs(pa, sc);
     // 4 pairs of 8 dims at a time: their products are in flight together, then merged (measured:
     // 1 or 2 pairs a little slower, 4 blocks per multiprocessor slower still, docs/PERF.md)
     constexpr int PV_GROUP = 4;
@@ -322,25 +286,7 @@ __device__ __forceinline__ void process_tile_into(RowState<HD> &t, const uint32_
         float x[PV_GROUP][2][4];
 #pragma unroll
         for (int g = 0; g < PV_GROUP; g++)
-#pragma unroll
-            for (int q = 0; q < 4; q++) x[g][0][q] = x[g][1][q] = 0.0f;
-#pragma unroll
-        for (int g = 0; g < PV_GROUP; g++) {
-            const int d = d0 + 2 * g;
-            if (d >= HD / 8) break;
-#pragma unroll
-            for (int kk = 0; kk < 2; kk++) {
-                const bf16 *vp = Vs + (16 * kk + (lane & 15)) * (HD + 8) + (d + (lane >> 4)) * 8;
-                uint32_t r0, r1, r2, r3;
-                uint32_t addr = (uint32_t)__cvta_generic_to_shared(vp);
-                asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                             : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                             : "r"(addr));
-                uint32_t b0[2] = {r0, r1}, b1[2] = {r2, r3};
-                mt_mma(x[g][0], pa[kk], b0);
-                mt_mma(x[g][1], pa[kk], b1);
-            }
-        }
+            if (d0 + 2 * g < HD / 8) tile_pv_pair<HD>(x[g][0], x[g][1], pa, Vs, d0 + 2 * g);
 #pragma unroll
         for (int g = 0; g < PV_GROUP; g++) {
             const int d = d0 + 2 * g;
@@ -360,7 +306,7 @@ __device__ __forceinline__ void process_tile_into(RowState<HD> &t, const uint32_
 
 // Rows kernel: one block per (tile of <= 16*warps rows, kv head); warp w owns rows 16w..16w+15.
 // Two KV buffers: the next tile is copied while this one is used. Each tile is merged into the
-// total as its output dims come out of the tensor cores (process_tile_into), which leaves room for
+// total as its output dims come out of the tensor cores (tile_merge_into), which leaves room for
 // three blocks per multiprocessor (168 registers at head_dim 128).
 template <int HD>
 __global__ void __launch_bounds__(128, ROWS_MIN_BLOCKS) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
@@ -396,7 +342,7 @@ __global__ void __launch_bounds__(128, ROWS_MIN_BLOCKS) attention_rows_kernel(co
         }
         __syncthreads();
         if (kt * KV_TILE <= warp_max)   // else masked for every row of this warp: an empty state
-            process_tile_into<HD>(total, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+            tile_merge_into<HD>(total, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
         __syncthreads();
     }
     store_rows<HD>(total, a, t, kvh, warp * 16, ri);
@@ -428,8 +374,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attentio
         if (kt * KV_TILE <= max_pos) {
             load_kv_tile<HD, 32>(Ks, Vs, a, seq, kvh, kt, max_pos, lane);
             __syncwarp();
-            process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
-            state_finish_tile(s);
+            tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
         }
         if (warp > 0) slots[(warp - 1) * 32 + lane] = s;
         __syncthreads();
@@ -466,9 +411,7 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
     load_kv_tile<HD, 32>(Ks, Vs, a, seq, kvh, kt, max_pos, lane);
     __syncwarp();
     RowState<HD> s;
-    state_reset(s);
-    process_tile<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
-    state_finish_tile(s);
+    tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
     float *st = a.split_states + (((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles + kt) * 16 * (HD + 2);
 #pragma unroll
     for (int h = 0; h < 2; h++) {
