@@ -1,6 +1,6 @@
 // The Hopper wgmma product path (kernels/cuda/linear_wgmma.cu) against the mma.sync paths, bit for
 // bit (skipped without a device, and without a compute capability 9.0 device for the wgmma parts):
-//  - one wgmma step (m64nNk16, A from registers, B from shared memory) against the m16n8k16 MMAs
+//  - one wgmma step (m64nNk16, both operands from shared memory) against the m16n8k16 MMAs
 //    over the same data, chained over many chunks from a nonzero accumulator, with values of
 //    widely different magnitudes; and a first step with scale-d 0 against MMAs from zero;
 //  - the large product (every epilogue, dense and grouped, 64- and 128-row tiles) against the
@@ -49,8 +49,8 @@ static void verdict(const char *what, bool ok) {
 // One warpgroup: D (64 weight rows x N X rows) through `chunks` 16-wide chunks in order.
 // mode 0: m16n8k16 MMAs from c0; 1: wgmma steps from c0; 2: MMAs from zero; 3: wgmma, the first
 // step with scale-d 0 (the accumulator starts as NaN, which that step must ignore).
-// The chunk's weights go to shared memory as the wgmma kernel lays them out (k half h, 8-row group
-// g: core matrix at (8 h + g) * 128 bytes); the MMAs read their fragments from there by ldmatrix.
+// The chunk's weights go to shared memory as the tiled layout holds them (core matrix of 8-row
+// group g, k half h at (2 g + h) * 128 bytes); the MMAs read their fragments from there by ldmatrix.
 template <int N>
 __global__ void chain_kernel(const bf16 *Wt, const bf16 *X, const float *c0, float *out, int chunks, int mode) {
     __shared__ uint4 bs_raw[N * 2];
@@ -69,17 +69,12 @@ __global__ void chain_kernel(const bf16 *Wt, const bf16 *X, const float *c0, flo
         }
     for (int c = 0; c < chunks; c++) {
         __syncthreads();
-        {   // this warp's tile (16 rows) of chunk c: row lane % 8 of core matrix lane / 8
-            int cm = lane >> 3;
-            reinterpret_cast<uint4 *>(as + ((cm >> 1) * 8 + 2 * warp + (cm & 1)) * 64 + (lane & 7) * 8)[0] =
-                *reinterpret_cast<const uint4 *>(Wt + ((size_t)warp * chunks + c) * 256 + lane * 8);
-        }
+        // this warp's tile (16 rows) of chunk c, as it is in memory: 8-row groups 256 bytes apart
+        reinterpret_cast<uint4 *>(as + warp * 256 + lane * 8)[0] =
+            *reinterpret_cast<const uint4 *>(Wt + ((size_t)warp * chunks + c) * 256 + lane * 8);
         __syncthreads();
         uint32_t A[4];
-        {
-            int cm = lane >> 3;
-            mt_ld_a_frag(A, as + ((cm >> 1) * 8 + 2 * warp + (cm & 1)) * 64 + (lane & 7) * 8);
-        }
+        mt_ld_a_frag(A, as + warp * 256 + mt_a_frag_lane(lane));
         if (mode == 0 || mode == 2) {
 #pragma unroll
             for (int j = 0; j < N / 8; j++) {
@@ -96,7 +91,7 @@ __global__ void chain_kernel(const bf16 *Wt, const bf16 *X, const float *c0, flo
             mt_fence_proxy_async();
             __syncthreads();
             mt_wgmma_fence();
-            uint64_t desc = mt_wgmma_desc(bs, N * 16, 128), a_desc = mt_wgmma_desc(as, 8 * 128, 128);
+            uint64_t desc = mt_wgmma_desc(bs, N * 16, 128), a_desc = mt_wgmma_desc(as, 128, 256);
             if (N == 64) mt_wgmma_n64(*reinterpret_cast<float(*)[32]>(acc), a_desc, desc, mode == 1 || c > 0);
             else mt_wgmma_n128(*reinterpret_cast<float(*)[64]>(acc), a_desc, desc, mode == 1 || c > 0);
             mt_wgmma_commit();
@@ -173,22 +168,47 @@ static void check_step(int chunks) {
 
 enum { PATH_SMALL, PATH_MMA, PATH_WGMMA };
 
-static void run_path(mt_linear_args a, int path) {
+static int wgmma_taken = 0;   // products the wgmma path took (it declines some shapes)
+
+// The wgmma path reads gathered X rows in sorted order (mt_cuda_gather_rows), as the forward pass
+// gives them; `gathered` (positions x K) holds them.
+static mt_linear_args gathered_args(mt_linear_args a, bf16 *gathered, int positions) {
+    if (!a.src_rows) return a;
+    mt_cuda_gather_rows(gathered, a.X, a.ldx, a.src_rows, positions, a.W.K, 0);
+    a.X = gathered;
+    a.ldx = a.W.K;
+    a.x_rows = positions;
+    a.src_rows = nullptr;
+    return a;
+}
+
+static bool run_path(mt_linear_args a, int path, bf16 *gathered = nullptr, int positions = 0) {
+    bool took = true;
     if (path == PATH_SMALL) {
         mt_cuda_linear_small(&a, 0);
-    } else {
-        mt_cuda_wgmma_set_enabled(path == PATH_WGMMA);
+    } else if (path == PATH_MMA) {
+        mt_cuda_wgmma_set_enabled(0);
         mt_cuda_linear_large(&a, 0);
+        mt_cuda_wgmma_set_enabled(-1);
+    } else {
+        mt_cuda_wgmma_set_enabled(1);
+        mt_linear_args g = gathered_args(a, gathered, positions);
+        took = mt_cuda_linear_wgmma(&g, 0);
+        if (!took) mt_cuda_linear_large(&g, 0);
         mt_cuda_wgmma_set_enabled(-1);
     }
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
+    return took;
 }
 
 static size_t out_elem(int epi) { return epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD ? 4 : 2; }
 
 // Runs each path on the same inputs (the output starting from the same bytes) and compares.
-static void compare_paths(mt_linear_args a, size_t out_bytes, bool with_small, const char *what) {
+static void compare_paths(mt_linear_args a, size_t out_bytes, bool with_small, const char *what, int positions = 0) {
+    bf16 *gathered = nullptr;
+    if (a.src_rows) CK(cudaMalloc(&gathered, (size_t)positions * a.W.K * sizeof(bf16)));
+    bool took = false;
     std::vector<unsigned char> base(out_bytes);
     for (auto &b : base) b = (unsigned char)(next_u64() >> 56);
     if (a.epilogue == MT_EPI_F32_ADD)   // finite floats to add to
@@ -200,13 +220,16 @@ static void compare_paths(mt_linear_args a, size_t out_bytes, bool with_small, c
     for (int path = 0; path < 3; path++) {
         if (path == PATH_SMALL && !with_small) continue;
         CK(cudaMemcpy(a.out, base.data(), out_bytes, cudaMemcpyHostToDevice));
-        run_path(a, path);
+        bool t = run_path(a, path, gathered, positions);
+        if (path == PATH_WGMMA) took = t;
         res[path] = from_dev((unsigned char *)a.out, out_bytes);
     }
+    cudaFree(gathered);
+    wgmma_taken += took;
     bool same = res[PATH_MMA] == res[PATH_WGMMA] && (!with_small || res[PATH_SMALL] == res[PATH_WGMMA]);
     bool written = res[PATH_MMA] != base;
     char line[200];
-    snprintf(line, sizeof line, "%s: wgmma = mma.sync%s", what, with_small ? " = small" : "");
+    snprintf(line, sizeof line, "%s: %s = mma.sync%s", what, took ? "wgmma" : "declined", with_small ? " = small" : "");
     verdict(line, same && written);
 }
 
@@ -238,19 +261,24 @@ struct Grouped {
     mt_linear_args a;
     std::vector<void *> bufs;
     size_t out_bytes;
+    int positions;
 };
 
 // E experts with the given row counts, positions gathered from n_tokens X rows.
-static Grouped make_grouped(int rows, int K, const std::vector<int> &counts, int n_tokens, int epi, int tile_rows) {
+// gather false: X rows are the sorted positions themselves (no src_rows), as for the down product.
+static Grouped make_grouped(int rows, int K, const std::vector<int> &counts, int n_tokens, int epi, int tile_rows,
+                            bool gather = true) {
     int E = (int)counts.size();
     Grouped g;
     size_t stride = mt_dmat_elems(rows, K);
     bf16 *dw = random_weights(stride * E, 1.0f / sqrtf((float)K));
-    bf16 *dx = random_weights((size_t)n_tokens * K, 1.0f);
     HostSort hs = host_sort(counts, tile_rows, [&](int, int) { return (int32_t)(next_u64() % (uint64_t)n_tokens); });
     int total = hs.total;
+    int x_rows = gather ? n_tokens : total;
+    bf16 *dx = random_weights((size_t)x_rows * K, 1.0f);
     int out_cols = epi == MT_EPI_SWIGLU ? rows / 2 : rows;
     g.out_bytes = (size_t)total * out_cols * out_elem(epi);
+    g.positions = total;
     void *dout;
     CK(cudaMalloc(&dout, g.out_bytes + 16));
     mt_linear_args &a = g.a;
@@ -260,6 +288,8 @@ static Grouped make_grouped(int rows, int K, const std::vector<int> &counts, int
     a.X = dx;
     a.ldx = K;
     hs.set_grouped(a, tile_rows);
+    a.x_rows = x_rows;
+    if (!gather) a.src_rows = nullptr;
     a.out = dout;
     a.ldo = out_cols;
     a.epilogue = epi;
@@ -272,20 +302,23 @@ static void free_grouped(Grouped &g) {
     for (void *p : g.bufs) cudaFree(p);
 }
 
-static void check_grouped(int rows, int K, const std::vector<int> &counts, int n_tokens, int epi, int tile_rows) {
-    Grouped g = make_grouped(rows, K, counts, n_tokens, epi, tile_rows);
+static void check_grouped(int rows, int K, const std::vector<int> &counts, int n_tokens, int epi, int tile_rows,
+                          bool gather = true) {
+    Grouped g = make_grouped(rows, K, counts, n_tokens, epi, tile_rows, gather);
     bool small_ok = *std::max_element(counts.begin(), counts.end()) <= 64;
     char what[160];
-    snprintf(what, sizeof what, "grouped rows %d K %d experts %d epilogue %d tile %d", rows, K, (int)counts.size(), epi,
-             tile_rows);
-    compare_paths(g.a, g.out_bytes, small_ok, what);
+    snprintf(what, sizeof what, "grouped rows %d K %d experts %d epilogue %d tile %d%s", rows, K, (int)counts.size(), epi,
+             tile_rows, gather ? "" : " (X rows = positions)");
+    compare_paths(g.a, g.out_bytes, small_ok, what, g.positions);
     free_grouped(g);
 }
 
 // ---- timing ---------------------------------------------------------------------------------------
 
-static double time_path(const mt_linear_args &a, int path, int reps) {
-    run_path(a, path);   // warm-up
+// Median time of the product alone (for gathered X, the wgmma path's gather is timed apart).
+static double time_path(mt_linear_args a, int path, int reps, bf16 *gathered, int positions) {
+    run_path(a, path, gathered, positions);   // warm-up
+    if (path == PATH_WGMMA) a = gathered_args(a, gathered, positions);
     mt_cuda_wgmma_set_enabled(path == PATH_WGMMA);
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
@@ -305,10 +338,27 @@ static double time_path(const mt_linear_args &a, int path, int reps) {
     return ms[reps / 2] * 1e-3;
 }
 
-static void bench_one(const char *name, const mt_linear_args &a, double flops) {
-    double t_old = time_path(a, PATH_MMA, 9), t_new = time_path(a, PATH_WGMMA, 9);
+static void bench_one(const char *name, const mt_linear_args &a, double flops, int positions = 0) {
+    bf16 *gathered = nullptr;
+    if (a.src_rows) CK(cudaMalloc(&gathered, (size_t)positions * a.W.K * sizeof(bf16)));
+    double t_old = time_path(a, PATH_MMA, 9, gathered, positions), t_new = time_path(a, PATH_WGMMA, 9, gathered, positions);
     printf("  %-48s mma.sync %7.3f ms %6.1f TFLOP/s | wgmma %7.3f ms %6.1f TFLOP/s | x%.2f\n", name, t_old * 1e3,
            flops / t_old * 1e-12, t_new * 1e3, flops / t_new * 1e-12, t_old / t_new);
+    if (gathered) {   // the gather the wgmma path needs first
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        CK(cudaEventRecord(e0));
+        mt_cuda_gather_rows(gathered, a.X, a.ldx, a.src_rows, positions, a.W.K, 0);
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        printf("  %-48s %.3f ms (%.0f GB/s written)\n", "  + gathering its X rows", ms, positions * (double)a.W.K * 2 / ms * 1e-6);
+        cudaEventDestroy(e0);
+        cudaEventDestroy(e1);
+        cudaFree(gathered);
+    }
 }
 
 static void bench() {
@@ -339,9 +389,9 @@ static void bench() {
     for (int c : counts) total += c;
     for (int which = 0; which < 2; which++) {
         int rows = which ? 2048 : 1536, K = which ? 768 : 2048, epi = which ? MT_EPI_F32 : MT_EPI_SWIGLU;
-        Grouped g = make_grouped(rows, K, counts, n, epi, 128);
+        Grouped g = make_grouped(rows, K, counts, n, epi, 128, which == 0);
         bench_one(which ? "experts down 128 x ~1024 x K 768 x rows 2048" : "experts gate_up 128 x ~1024 x K 2048 x rows 1536",
-                  g.a, 2.0 * total * rows * K);
+                  g.a, 2.0 * total * rows * K, g.positions);
         free_grouped(g);
     }
 }
@@ -372,7 +422,9 @@ int main(int argc, char **argv) {
         check_grouped(2048, 768, {70, 3, 0, 300, 1}, 150, MT_EPI_F32, tile);
         check_grouped(96, 64, {130, 0, 1, 65, 64, 200}, 300, MT_EPI_BF16, tile);
         check_grouped(512, 1024, {3, 0, 64, 1, 0, 17, 40, 2}, 50, MT_EPI_F32, tile);
+        check_grouped(2048, 768, {70, 3, 0, 300, 1, 129}, 150, MT_EPI_F32_ADD, tile, false);
     }
+    verdict("the wgmma path took the products it should (128-row tiles, K 768 .. 4096)", wgmma_taken >= 22);
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
     printf("%s\n", failures ? "FAILED" : "all wgmma checks passed");
     return failures ? 1 : 0;

@@ -96,6 +96,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.qkv, N * (qd + 2 * kvd));
     ALLOC(s.router, N * (size_t)mt_round16((int)E));
     ALLOC(s.ye, nk * H);
+    s.ye_bytes = nk * H * sizeof(float);
     ALLOC(s.ys, N * H);
     ALLOC(s.sg, N * 16);
     ALLOC(s.logits, (size_t)cap_logits * mt_round16(c->vocab_size));
@@ -291,12 +292,24 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
 void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
                     int E, void *out, int ldo, int epi) {
     GpuScratch &s = g->s;
+    const int tile_rows = tile_rows_for(n * k / E);   // as the sort counted its tiles
+    if (gather && n > SMALL_BATCH && mt_cuda_wgmma_takes_grouped(W.K, tile_rows) &&
+        (size_t)n * k * W.K * sizeof(bf16) <= s.ye_bytes) {
+        // the Hopper path reads X rows in sorted order: gather them into s.ye, which the down
+        // product writes only after this product has read them
+        bf16 *sorted = reinterpret_cast<bf16 *>(s.ye);
+        mt_cuda_gather_rows(sorted, X, ldx, s.src_rows, n * k, W.K, g->stream);
+        X = sorted;
+        ldx = W.K;
+        gather = false;
+    }
     mt_linear_args a = {};
     a.W = W;
     a.group_stride = stride;
     a.X = X;
     a.ldx = ldx;
     a.group_offsets = s.offsets;
+    a.x_rows = gather ? n : n * k;
     a.src_rows = gather ? s.src_rows : nullptr;
     a.active = s.active;
     a.n_active = s.n_active;
@@ -305,7 +318,7 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.out = out;
     a.ldo = ldo;
     a.epilogue = epi;
-    a.tile_rows = tile_rows_for(n * k / E);   // as the sort counted its tiles
+    a.tile_rows = tile_rows;
     a.weights_once = n * k <= E * 64;          // about one 64-row tile per expert
     if (n <= SMALL_BATCH) {
         a.max_work = n * k < E ? n * k : E;

@@ -46,6 +46,7 @@ struct GpuLayer {
 struct GpuScratch {
     int cap, cap_logits;
     float *h, *qkv, *router, *ye, *ys, *sg, *logits;
+    size_t ye_bytes;         // bytes of ye (also the sorted X rows of a gathered expert product)
     bf16 *xb, *qb, *att, *act, *sact;
     int32_t *cap_ids;        // [moe layers, cap, k]
     float *cap_w;

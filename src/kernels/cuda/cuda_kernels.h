@@ -40,10 +40,10 @@ typedef struct mt_dmat {
 static inline __host__ __device__ int mt_round16(int x) { return (x + 15) / 16 * 16; }
 static inline size_t mt_dmat_elems(int rows, int K) { return (size_t)mt_round16(rows) * (size_t)K; }
 /* Element (row, k) of a [rows, K] matrix in the tiled layout: tile (row/16, k/16), core matrix
- * (k%16 >= 8)*2 + (row%16 >= 8), its row row%8, column k%8. */
+ * (row%16 >= 8)*2 + (k%16 >= 8), its row row%8, column k%8. */
 static inline __host__ __device__ size_t mt_tiled_offset(int row, int k, int K) {
     int r = row & 15, kk = k & 15;
-    return ((size_t)(row >> 4) * (K / 16) + (k >> 4)) * 256 + ((kk >= 8) * 2 + (r >= 8)) * 64 + (r & 7) * 8 + (kk & 7);
+    return ((size_t)(row >> 4) * (K / 16) + (k >> 4)) * 256 + ((r >= 8) * 2 + (kk >= 8)) * 64 + (r & 7) * 8 + (kk & 7);
 }
 /* Number of fixed K slices of a product with inner dimension K; slice s covers the 16-wide chunks
  * [s*C/S, (s+1)*C/S) with C = K/16. */
@@ -87,6 +87,7 @@ typedef struct mt_linear_args {
     size_t group_stride;            /* elements between consecutive experts' tiled matrices */
     const bf16 *X;
     int ldx;
+    int x_rows;                     /* rows X holds (host value; the wgmma path's tensor map), 0: unknown */
     int n;                          /* dense: number of rows (host value) */
     const int32_t *group_offsets;   /* grouped: [E + 1] on device, or NULL for dense */
     const int32_t *src_rows;        /* grouped: [positions] on device */
@@ -111,6 +112,7 @@ static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, in
     a.W = W;
     a.X = X;
     a.ldx = ldx;
+    a.x_rows = n;
     a.n = n;
     a.out = out;
     a.ldo = ldo;
@@ -132,19 +134,28 @@ void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);
 void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st);
 /* Blocks the large path's 128 x 64 tiles give a dense product (before any split). */
 int mt_cuda_linear_split_blocks(int rows_pad, int n);
-/* The large path on Hopper wgmma (linear_wgmma.cu, sm_90a): the same tiles and the same bits as
- * the mma.sync large kernel. Supported on compute capability 9.0 devices; mt_cuda_linear_large
- * uses it only when enabled (MOETRACE_CUDA_WGMMA=1, or set_enabled(1); set_enabled(-1) goes back
- * to the variable): on the H200 it is not yet faster than the mma.sync kernel (docs/PERF.md). */
+/* The large path on Hopper (linear_wgmma.cu, sm_90a): wgmma steps fed by the copy engine, the same
+ * bits as the mma.sync large kernel. Supported on compute capability 9.0 devices; used by
+ * mt_cuda_linear_large when usable (MOETRACE_CUDA_WGMMA, or set_enabled(1 / 0); set_enabled(-1)
+ * goes back to the variable). mt_cuda_linear_wgmma returns 0, launching nothing, for products it
+ * does not take: 64-row tiles, K other than 768, 1024, 2048 or 4096 (8 slices of whole stages),
+ * gathered X rows (src_rows: gather them first), X the copy engine cannot read (x_rows 0, row
+ * stride not a multiple of 8, X not 16-byte aligned). */
+/* Whether the Hopper path takes a grouped product with these row counts if its X rows are
+ * contiguous: the caller may then gather X into sorted order (mt_cuda_gather_rows) first. */
+int mt_cuda_wgmma_takes_grouped(int K, int tile_rows);
 int mt_cuda_wgmma_supported(void);
 int mt_cuda_wgmma_usable(void);
 void mt_cuda_wgmma_set_enabled(int on);
-void mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st);
+int mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */
 
 /* h[i] = embed[tokens[i]] (bf16 row-major table [V, H]). */
 void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, int H, cudaStream_t st);
+/* dst row p (width elements, rows packed) = src row rows[p] (row stride ld_src), p < n; width and
+ * ld_src multiples of 8, both arrays 16-byte aligned. */
+void mt_cuda_gather_rows(bf16 *dst, const bf16 *src, int ld_src, const int32_t *rows, int n, int width, cudaStream_t st);
 /* y[i] = bf16(x[rows ? rows[i] : i] / rms * w) over n rows of H. */
 void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps,
                      cudaStream_t st);

@@ -71,6 +71,7 @@ template <int EPI>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int a_lane = mt_a_frag_lane(lane);
     const int tq = lane >> 2, t4 = lane & 3;
     const int C = a.W.K / 16, S = mt_k_slices(a.W.K), R = a.W.rows_pad / 16;
     const int c0 = warp * C / S, c1 = (warp + 1) * C / S;
@@ -148,7 +149,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                     for (int u = 0; u < SP_CHUNKS; u++) {
                         if (c0 + st * SP_CHUNKS + u >= c1) break;
                         uint32_t A[4];
-                        mt_ld_a_frag(A, stage + u * 256 + lane * 8);
+                        mt_ld_a_frag(A, stage + u * 256 + a_lane);
                         const bf16 *xs = stage + SP_CHUNKS * 256 + u * 256 + tq * 16 + 2 * t4;
                         uint32_t b0[2] = {*reinterpret_cast<const uint32_t *>(xs), *reinterpret_cast<const uint32_t *>(xs + 8)};
                         mt_mma(acc[0], A, b0);
@@ -236,6 +237,7 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     bf16 *As = reinterpret_cast<bf16 *>(smem_raw);
     bf16 *Bs = As + LG_STAGES * LG_A_ELEMS;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int a_lane = mt_a_frag_lane(lane);
     const int tq = lane >> 2, t4 = lane & 3;
     // warp owns row tiles wm*MT .. wm*MT+MT-1 and X rows 32wn .. 32wn+31
     const int wm = warp % Shape::WARPS_M, wn = warp / Shape::WARPS_M;
@@ -333,7 +335,7 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
             if (c >= ce) break;
             uint32_t af[MT][4];
 #pragma unroll
-            for (int m = 0; m < MT; m++) mt_ld_a_frag(af[m], as + ((wm * MT + m) * LG_KC + kc) * 256 + lane * 8);
+            for (int m = 0; m < MT; m++) mt_ld_a_frag(af[m], as + ((wm * MT + m) * LG_KC + kc) * 256 + a_lane);
 #pragma unroll
             for (int jp = 0; jp < 2; jp++) {   // n-tiles 2jp, 2jp+1: one ldmatrix.x4 gives both B fragments
                 const bf16 *p = bs + (wn * 32 + jp * 16 + ld_row) * LG_BSTRIDE + kc * 16 + ld_k;
@@ -497,10 +499,8 @@ struct SplitPath {
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) { by_epilogue<SmallPath>(*a, st); }
 
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
-    if (mt_cuda_wgmma_usable()) {   // Hopper wgmma kernel when enabled (linear_wgmma.cu), same bits
-        mt_cuda_linear_wgmma(a, st);
-        return;
-    }
+    // the Hopper kernel when usable and it takes this product (linear_wgmma.cu), same bits
+    if (mt_cuda_wgmma_usable() && mt_cuda_linear_wgmma(a, st)) return;
     by_epilogue<LargePath>(*a, st);
 }
 

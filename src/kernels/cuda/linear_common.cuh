@@ -11,11 +11,9 @@ struct Work {
     int g, row0, nrows;
 };
 
-// The X rows of block row blockIdx.y of a large-tile path with BN rows per tile: dense, tile y of
-// the rows; grouped, tile y of the sort's tiles (tile_offsets, BN = tile_rows). False past the
-// last tile.
-__device__ __forceinline__ bool large_tile_work(const mt_linear_args &a, int BN, Work &wk) {
-    const int tile = blockIdx.y;
+// The X rows of tile `tile` of a large-tile path with BN rows per tile: dense, rows BN tile ..;
+// grouped, tile `tile` of the sort's tiles (tile_offsets, BN = tile_rows). False past the last tile.
+__device__ __forceinline__ bool large_tile_work_at(const mt_linear_args &a, int BN, int tile, Work &wk) {
     if (a.group_offsets) {
         if (tile >= a.tile_offsets[a.n_groups]) return false;
         int lo = 0, hi = a.n_groups - 1;   // last g with tile_offsets[g] <= tile
@@ -33,6 +31,10 @@ __device__ __forceinline__ bool large_tile_work(const mt_linear_args &a, int BN,
         wk.nrows = min(BN, a.n - wk.row0);
     }
     return true;
+}
+// The same for block row blockIdx.y.
+__device__ __forceinline__ bool large_tile_work(const mt_linear_args &a, int BN, Work &wk) {
+    return large_tile_work_at(a, BN, blockIdx.y, wk);
 }
 
 // X row of sorted position p (gathered through src_rows when set).

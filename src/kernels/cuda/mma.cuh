@@ -18,12 +18,18 @@ __device__ __forceinline__ void mt_mma(float c[4], const uint32_t a[4], const ui
 }
 
 // The m16n8k16 A-fragment (a0..a3) of a 16x16 weight tile in shared memory, tiled layout
-// (cuda_kernels.h): each lane passes the tile's address + 16 * lane bytes (row lane%8 of core
-// matrix lane/8), and the four core matrices come back in fragment order.
+// (cuda_kernels.h): each lane passes the tile's address + mt_a_frag_lane(lane) elements, and the
+// four core matrices come back in fragment order.
 __device__ __forceinline__ void mt_ld_a_frag(uint32_t a[4], const void *tile_lane) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
                  : "r"((uint32_t)__cvta_generic_to_shared(tile_lane)));
+}
+// Fragment matrix j = lane / 8 holds rows 8 (j & 1) .. and k 8 (j >> 1) .., which the tiled layout
+// stores as core matrix 2 (j & 1) + (j >> 1); the lane gives row lane % 8 of it.
+__device__ __forceinline__ int mt_a_frag_lane(int lane) {
+    int j = lane >> 3;
+    return ((j & 1) * 2 + (j >> 1)) * 64 + (lane & 7) * 8;
 }
 
 // 16 bytes of weights read once: not kept in L1.

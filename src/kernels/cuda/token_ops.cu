@@ -35,6 +35,16 @@ __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens,
     for (int d = threadIdx.x; d < H; d += blockDim.x) out[d] = __bfloat162float(row[d]);
 }
 
+// dst row p = src row rows[p], a warp per row, 16 bytes per lane and step (width % 8 == 0).
+__global__ void gather_rows_kernel(bf16 *dst, const bf16 *src, int ld_src, const int32_t *rows, int n, int width) {
+    mt_grid_dependency_wait();
+    const int p = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (p >= n) return;
+    const uint4 *from = reinterpret_cast<const uint4 *>(src + (size_t)rows[p] * ld_src);
+    uint4 *to = reinterpret_cast<uint4 *>(dst + (size_t)p * width);
+    for (int i = lane; i < width / 8; i += 32) to[i] = from[i];
+}
+
 // RMSNorm of one row by the whole block; thread i owns the 4-vectors i, i + blockDim, ...
 // (H % 4 == 0). The same code serves every caller, so a row's bits never depend on which did it.
 __device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, int H, float eps, float *scratch) {
@@ -318,6 +328,10 @@ __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi
 
 void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, int H, cudaStream_t st) {
     if (n > 0) mt_launch(embed_kernel, n, 256, 0, st, h, embed, tokens, H);
+}
+
+void mt_cuda_gather_rows(bf16 *dst, const bf16 *src, int ld_src, const int32_t *rows, int n, int width, cudaStream_t st) {
+    if (n > 0) mt_launch(gather_rows_kernel, (n + 7) / 8, 256, 0, st, dst, src, ld_src, rows, n, width);
 }
 
 void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps, cudaStream_t st) {

@@ -3,9 +3,9 @@
 // the instructions are left out (__CUDA_ARCH_FEAT_SM90_ALL unset) and the wgmma steps trap: the host
 // only launches wgmma kernels on devices that run the sm_90a code (mt_cuda_wgmma_usable).
 //
-// Operands: both from shared memory in the canonical K-major layout without swizzle, core matrices
-// of 8 rows x 8 k (16 bytes per row, 128 bytes per core matrix): A the weights (the tiled layout's
-// core matrices, placed so that 8-row groups are 128 bytes apart), B the X rows.
+// Operands: both from shared memory, K-major: A the weights in the tiled layout's core matrices of
+// 8 rows x 8 k (16 bytes per row, 128 bytes per core matrix; no swizzle), B the X rows, 128 bytes
+// of k per row with the 128-byte swizzle the copy engine writes.
 #ifndef MT_KERNELS_CUDA_WGMMA_CUH
 #define MT_KERNELS_CUDA_WGMMA_CUH
 
@@ -19,6 +19,18 @@ __device__ __forceinline__ uint64_t mt_wgmma_desc(const void *smem, uint32_t k_s
     d |= (uint64_t)((k_step_bytes >> 4) & 0x3fff) << 16;
     d |= (uint64_t)((n_step_bytes >> 4) & 0x3fff) << 32;
     return d;   // base offset 0, swizzle mode 0 (none)
+}
+
+// Shared-memory matrix descriptor of K-major rows of 128 bytes (64 bf16) written with the 128-byte
+// swizzle (16-byte unit u of row r at unit u ^ (r % 8), 8-row groups 1024 bytes apart, from a
+// 1024-byte boundary); the start moves 32 bytes per 16-wide k step inside the rows.
+__device__ __forceinline__ uint64_t mt_wgmma_desc_sw128(const void *smem) {
+    uint32_t addr = (uint32_t)__cvta_generic_to_shared(smem);
+    uint64_t d = (uint64_t)((addr >> 4) & 0x3fff);
+    d |= (uint64_t)1 << 16;                  // leading byte offset: unused with this swizzle
+    d |= (uint64_t)(1024 >> 4) << 32;        // stride byte offset: 8-row groups
+    d |= (uint64_t)1 << 62;                  // layout: 128-byte swizzle
+    return d;
 }
 
 // Orders this thread's earlier register accesses before the next wgmma steps (accumulators and A
