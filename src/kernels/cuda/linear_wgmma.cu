@@ -161,20 +161,37 @@ __global__ void __launch_bounds__(TW_THREADS, 1)
 
         // tot[4j + q]: weight row tq (q < 2) or tq + 8 (q >= 2) of this warp's tile, X row 8j + 2 t4 + q % 2
         const int rt = (t % nx) * TW_RT + cw;
+        if constexpr (EPI == MT_EPI_F32_ADD) {
+            // every old value loaded before any store (a load after a store could alias it, so the
+            // compiler would wait out each load in turn); acc is free now
+            float *out = (float *)a.out;
+            const int col = rt * 16 + tq;
 #pragma unroll
-        for (int j = 0; j < TW_BN / 8; j++) {
+            for (int q = 0; q < 64; q++) {
+                int i = (q >> 2) * 8 + 2 * t4 + (q & 1), c = col + (q & 2) * 4;
+                acc[q] = i < wk.nrows && c < a.W.rows ? out[(size_t)(wk.row0 + i) * a.ldo + c] : 0.0f;
+            }
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                int i = j * 8 + 2 * t4 + h;
-                if (i >= wk.nrows) continue;
-                int p = wk.row0 + i;
-                if (EPI == MT_EPI_SWIGLU) {
-                    int col = rt * 8 + tq;
-                    if (col < a.W.rows / 2) store_swiglu(a, p, col, tot[4 * j + h], tot[4 * j + 2 + h]);
-                } else {
-                    int col = rt * 16 + tq;
-                    if (col < a.W.rows) store_out<EPI>(a, p, col, tot[4 * j + h]);
-                    if (col + 8 < a.W.rows) store_out<EPI>(a, p, col + 8, tot[4 * j + 2 + h]);
+            for (int q = 0; q < 64; q++) {
+                int i = (q >> 2) * 8 + 2 * t4 + (q & 1), c = col + (q & 2) * 4;
+                if (i < wk.nrows && c < a.W.rows) out[(size_t)(wk.row0 + i) * a.ldo + c] = acc[q] + tot[q];
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < TW_BN / 8; j++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int i = j * 8 + 2 * t4 + h;
+                    if (i >= wk.nrows) continue;
+                    int p = wk.row0 + i;
+                    if (EPI == MT_EPI_SWIGLU) {
+                        int col = rt * 8 + tq;
+                        if (col < a.W.rows / 2) store_swiglu(a, p, col, tot[4 * j + h], tot[4 * j + 2 + h]);
+                    } else {
+                        int col = rt * 16 + tq;
+                        if (col < a.W.rows) store_out<EPI>(a, p, col, tot[4 * j + h]);
+                        if (col + 8 < a.W.rows) store_out<EPI>(a, p, col + 8, tot[4 * j + 2 + h]);
+                    }
                 }
             }
         }
@@ -282,7 +299,7 @@ bool launch(const mt_linear_args &a, cudaStream_t st) {
     return true;
 }
 
-int wgmma_enabled = -1;   // -1: as MOETRACE_CUDA_WGMMA says (off unless 1)
+int wgmma_enabled = -1;   // -1: as MOETRACE_CUDA_WGMMA says (on unless 0)
 
 struct WgmmaPath {
     static bool taken;
@@ -311,7 +328,7 @@ int mt_cuda_wgmma_supported(void) {
 int mt_cuda_wgmma_usable(void) {
     if (wgmma_enabled < 0) {
         const char *env = getenv("MOETRACE_CUDA_WGMMA");
-        wgmma_enabled = env && strcmp(env, "1") == 0;
+        wgmma_enabled = !(env && strcmp(env, "0") == 0);
     }
     return wgmma_enabled && mt_cuda_wgmma_supported();
 }
