@@ -42,7 +42,7 @@ static const char PROFILE_HELP[] =
     "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
     "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
     "  --per-token            also write the per-token dump\n"
-    "  --max-batch-tokens N   token budget of a forward pass (default 512)\n"
+    "  --max-batch-tokens N   token budget of a forward pass (default 512 on cpu, 8192 on cuda)\n"
     "  --threads N  --load-format auto|dummy  --device cpu|cuda\n"
     "%s"
     "Without a placement, balancedness is that of 8 contiguous blocks of experts (1 when 8 does not\n"
@@ -62,7 +62,7 @@ static int parse(profile_args *a, int argc, char **argv) {
     a->max_new_tokens = 64;
     a->device = "cpu";
     a->concurrency = 16;
-    a->max_batch_tokens = 512;
+    a->max_batch_tokens = 0;   /* 0: the device's default */
     a->sampling.top_p = 1.0f;
     mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
@@ -97,6 +97,7 @@ static int parse(profile_args *a, int argc, char **argv) {
         fprintf(stderr, "moetrace: profile: --model, --data and --out are required\n");
         return -1;
     }
+    if (!a->max_batch_tokens) a->max_batch_tokens = mt_cli_default_batch_tokens(a->device);
     return 0;
 }
 

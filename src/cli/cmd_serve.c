@@ -38,7 +38,8 @@ static const char SERVE_HELP[] =
     "  --threads N                 CPU threads of the forward pass (default: all online CPUs)\n"
     "  --load-format auto|dummy    dummy: config.json only, deterministic random weights\n"
     "  --max-running-requests N    sequences batched together at most (default 64)\n"
-    "  --max-batch-tokens N        token budget of a forward pass, chunked prefill (default 512)\n"
+    "  --max-batch-tokens N        token budget of a forward pass, chunked prefill (default 512 on\n"
+    "                              cpu, 8192 on cuda)\n"
     "  --kv-blocks N               KV cache size in blocks of 16 positions (default: room for every\n"
     "                              running request at full context, within --kv-cache-fraction)\n"
     "  --kv-cache-fraction F       share of the available memory the KV cache may take (default 0.3)\n"
@@ -76,7 +77,7 @@ static int parse(serve_args *a, int argc, char **argv) {
     a->host = "127.0.0.1";
     a->port = 30000;
     a->max_running = 64;
-    a->max_batch_tokens = 512;
+    a->max_batch_tokens = 0;   /* 0: the device's default */
     a->kv_fraction = 0.3f;
     a->max_connections = 256;
     a->max_body = 16L << 20;
@@ -125,7 +126,9 @@ static int parse(serve_args *a, int argc, char **argv) {
 #undef VALUE
     }
     if (!a->model) { fprintf(stderr, "moetrace: serve: --model DIR is required\n"); return -1; }
-    return mt_cli_check_device(a->device);
+    if (mt_cli_check_device(a->device)) return -1;
+    if (!a->max_batch_tokens) a->max_batch_tokens = mt_cli_default_batch_tokens(a->device);
+    return 0;
 }
 
 /* Environment first, flags over it. */

@@ -11,6 +11,8 @@ int mt_cli_check_device(const char *device) {
     return -1;
 }
 
+int mt_cli_default_batch_tokens(const char *device) { return !strcmp(device, "cuda") ? 8192 : 512; }
+
 int mt_cli_open_model(mt_model *m, const char *dir, mt_load_format fmt, const char *device, mt_err *err) {
     bool cuda = !strcmp(device, "cuda");
     if (cuda && !mt_cuda_compiled())

@@ -54,8 +54,11 @@ constexpr int SMALL_BATCH = 64;   // at most this many tokens: expert products o
 constexpr int SMALL_DENSE = 16;   // at most this many rows: dense products on the small path
 constexpr int SPLIT_MAX = 256;    // at most this many rows: dense products may split K over blocks
 constexpr int WIDE_TILES = 1024;  // from this many rows per matrix (on average): 128-row large-path tiles
+constexpr int WIDE_TILES_WGMMA = 256;   // the same where the wgmma path (128-row tiles only) is used
 
-int tile_rows_for(int rows_per_matrix) { return rows_per_matrix >= WIDE_TILES ? 128 : 64; }
+int tile_rows_for(int rows_per_matrix) {
+    return rows_per_matrix >= (mt_cuda_wgmma_usable() ? WIDE_TILES_WGMMA : WIDE_TILES) ? 128 : 64;
+}
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
