@@ -18,8 +18,8 @@ namespace {
 // in shared memory, each stage SP_CHUNKS weight tiles and the pass's 16 X rows of those chunks, so
 // the loads of the next pass and item are in flight while a pass's partial sums are added.
 constexpr int SP_ROWS = 16;     // X rows per pass (two 8-row MMA n-tiles)
-constexpr int SP_CHUNKS = 4;    // 16-wide chunks per stage (2 KB of weights: one bulk copy)
-constexpr int SP_STAGES = 2;    // stages in each warp's ring (3 blocks fit a multiprocessor)
+constexpr int SP_CHUNKS = 6;    // 16-wide chunks per stage (3 KB of weights: one bulk copy)
+constexpr int SP_STAGES = 2;    // stages in each warp's ring (one ahead; 2 blocks fit a multiprocessor)
 constexpr int SP_STAGE_ELEMS = SP_CHUNKS * (256 + SP_ROWS * 16);
 constexpr int SP_PART_FLOATS = 2 * 8 * 2 * 128;   // two buffers x 8 warps x 2 n-tiles x 16x8 sums
 constexpr size_t SMALL_SMEM = (size_t)8 * SP_STAGES * SP_STAGE_ELEMS * sizeof(bf16) + SP_PART_FLOATS * sizeof(float);
