@@ -7,6 +7,7 @@
  *  - against the CPU engine on mid-size dummy shapes (head_dim 64 and 128, several K slices): a
  *    shape check on random weights (near-uniform routers, so near-ties), logits within 5e-2 and
  *    90% of the prompt's routing sets equal;
+ *  - the Hopper wgmma product path on and off: the same bits through whole passes;
  *  - batch invariance on the device: >= 100 sequences batched (chunked prefill, prefix cache, the
  *    small and large product paths mixed) give exactly the tokens and routing of their solo runs;
  *  - an expert placement on the device: outputs unchanged, every choice's physical slot holds its
@@ -164,6 +165,48 @@ static void test_matches_cpu_mid_size(void **state) {
     assert_int_equal(bad, 0);
 }
 
+/* The Hopper wgmma product path on and off give the same bits through the whole forward pass: a
+ * 2,304-token prompt (288 rows per expert: 128-row expert tiles, gathered X rows) and greedy
+ * decode on the mid-size shapes. Passes where the device lacks the path run the same kernels twice. */
+static void test_wgmma_path_same_bits(void **state) {
+    (void)state;
+    require_gpu();
+    enum { P = 2304, G = 4, V = 4096 };
+    int32_t *prompt = malloc((size_t)P * sizeof *prompt), out[2][G];
+    float *logits[2];
+    mt_routing_table routing[2];
+    for (int i = 0; i < P; i++) prompt[i] = (int32_t)((i * 7919 + 13) % V);
+    for (int run = 0; run < 2; run++) {
+        mt_model m;
+        load_mid(&m, 128);
+        attach_or_fail(&m);
+        mt_cuda_set_wgmma(run == 0 ? 1 : 0);
+        logits[run] = malloc((size_t)P * V * sizeof(float));
+        assert_int_equal(mt_routing_table_init(&routing[run], 4, 4, P + G), 0);
+        mt_routing_sink sink = mt_routing_table_sink(&routing[run]);
+        mt_generate_opts o = {.max_new_tokens = G, .ignore_eos = true, .prompt_logits = logits[run], .sink = &sink};
+        int n = 0;
+        mt_err err;
+        if (mt_generate(&m, prompt, P, &o, out[run], &n, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(n, G);
+        mt_cuda_set_wgmma(-1);
+        mt_model_free(&m);
+    }
+    size_t routing_bytes = (size_t)(P + G - 1) * 4 * 4 * sizeof(int32_t);
+    int same_logits = !memcmp(logits[0], logits[1], (size_t)P * V * sizeof(float));
+    int same_routing = !memcmp(routing[0].ids, routing[1].ids, routing_bytes);
+    int same_tokens = !memcmp(out[0], out[1], sizeof out[0]);
+    print_message("  wgmma on vs off, %d-token prompt: prompt logits %s, routing %s, tokens %s\n", P,
+                  same_logits ? "identical" : "DIFFER", same_routing ? "identical" : "DIFFER",
+                  same_tokens ? "identical" : "DIFFER");
+    assert_true(same_logits && same_routing && same_tokens);
+    for (int run = 0; run < 2; run++) {
+        free(logits[run]);
+        mt_routing_table_free(&routing[run]);
+    }
+    free(prompt);
+}
+
 static void test_batch_invariance_on_device(void **state) {
     (void)state;
     require_gpu();
@@ -234,6 +277,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_transformers),
         cmocka_unit_test(test_matches_cpu_mid_size),
+        cmocka_unit_test(test_wgmma_path_same_bits),
         cmocka_unit_test(test_batch_invariance_on_device),
         cmocka_unit_test(test_placement_on_device),
     };

@@ -45,6 +45,11 @@ int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float
 void mt_cuda_profile(const mt_model *m, bool on);
 void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len);
 
+/* The Hopper wgmma product path: 1 on, 0 off, -1 as MOETRACE_CUDA_WGMMA says (on unless 0). Both
+ * give the same bits; for comparisons in tests and benchmarks. Takes effect from the next pass
+ * (captured decode graphs keep the kernels they were captured with: clear them by re-attaching). */
+void mt_cuda_set_wgmma(int on);
+
 /* Marks the region an external profiler (ncu --profile-from-start off) should look at. */
 void mt_cuda_profiler_range(bool on);
 

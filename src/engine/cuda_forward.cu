@@ -644,6 +644,8 @@ extern "C" void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len)
     p.passes = 0;
 }
 
+extern "C" void mt_cuda_set_wgmma(int on) { mt_cuda_wgmma_set_enabled(on); }
+
 extern "C" void mt_cuda_profiler_range(bool on) {
     if (on) cudaProfilerStart();
     else cudaProfilerStop();

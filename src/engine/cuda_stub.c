@@ -38,6 +38,7 @@ void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len) {
     snprintf(buf, len, "no CUDA backend in this build");
 }
 void mt_cuda_profiler_range(bool on) { (void)on; }
+void mt_cuda_set_wgmma(int on) { (void)on; }
 int mt_cuda_describe(char *buf, size_t len) {
     snprintf(buf, len, "no CUDA backend in this build");
     return -1;
