@@ -137,17 +137,18 @@ int mt_cuda_linear_split_blocks(int rows_pad, int n);
 /* The large path on Hopper (linear_wgmma.cu, sm_90a): wgmma steps fed by the copy engine, the same
  * bits as the mma.sync large kernel. Supported on compute capability 9.0 devices; used by
  * mt_cuda_linear_large when usable (on unless MOETRACE_CUDA_WGMMA=0, or set_enabled(1 / 0);
- * set_enabled(-1) goes back to the variable). mt_cuda_linear_wgmma returns 0, launching nothing, for products it
- * does not take: 64-row tiles, K other than 768, 1024, 2048 or 4096 (8 slices of whole stages),
- * gathered X rows (src_rows: gather them first), X the copy engine cannot read (x_rows 0, row
- * stride not a multiple of 8, X not 16-byte aligned). */
-/* Whether the Hopper path takes a grouped product with these row counts if its X rows are
- * contiguous: the caller may then gather X into sorted order (mt_cuda_gather_rows) first. */
-int mt_cuda_wgmma_takes_grouped(int K, int tile_rows);
+ * set_enabled(-1) goes back to the variable). mt_cuda_linear_wgmma returns 0, launching nothing,
+ * for products it does not take: 64-row tiles, K other than 768, 1024, 2048 or 4096 (8 slices of
+ * whole stages), gathered X rows (src_rows: gather them first), X the copy engine cannot read
+ * (x_rows 0, row stride not a multiple of 8, X not 16-byte aligned). */
 int mt_cuda_wgmma_supported(void);
 int mt_cuda_wgmma_usable(void);
 void mt_cuda_wgmma_set_enabled(int on);
 int mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st);
+/* Whether the Hopper path would take a grouped product of inner dimension K in tile_rows-row tiles
+ * once its X rows are contiguous: the caller then gathers them in sorted order first
+ * (mt_cuda_gather_rows). */
+int mt_cuda_wgmma_takes_grouped(int K, int tile_rows);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */
 
