@@ -169,12 +169,14 @@ __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
 
 // Per head: a block per (token, group of QK_HEADS head slots), where slots are the q heads, then
 // the k heads, then the v heads; threadIdx.y picks the slot, max(32, hd/2) threads per slot, thread
-// i < hd/2 owning the RoPE pair (i, i + hd/2). Per-head q/k norm (or none).
+// i < hd/2 owning the RoPE pair (i, i + hd/2). Per-head q/k norm (or none). The token's RoPE sines
+// and cosines are computed once per block (slot 0's threads) and shared by its slots.
 constexpr int QK_HEADS = 8;
 
 __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
     mt_grid_dependency_wait();
     __shared__ float warp_ss[QK_HEADS][4];
+    __shared__ float rope_sin[64], rope_cos[64];   // head_dim <= 128
     const int t = blockIdx.x, hd = a.head_dim, half = hd / 2;
     const int slot = blockIdx.y * QK_HEADS + threadIdx.y;
     const bool live = slot < a.n_heads + 2 * a.n_kv_heads;
@@ -196,6 +198,9 @@ __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
         }
     }
     const int seq = a.seq_of_token[t], pos = a.positions[t];
+    if (threadIdx.y == 0 && threadIdx.x < half)
+        sincosf((float)pos * a.inv_freq[threadIdx.x], &rope_sin[threadIdx.x], &rope_cos[threadIdx.x]);
+    __syncthreads();
     if (live && !is_q && !is_k) {   // v: straight into the cache
         if (seq >= 0 && owner) {
             int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
@@ -220,8 +225,7 @@ __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
         }
     }
     if (!owner || (!is_q && !is_k)) return;
-    float s, c;
-    sincosf((float)pos * a.inv_freq[i], &s, &c);
+    const float s = rope_sin[i], c = rope_cos[i];
     float y0 = x0 * c - x1 * s, y1 = x1 * c + x0 * s;
     if (is_q) {
         bf16 *qo = a.q_out + (size_t)t * qd + col;
