@@ -295,17 +295,6 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
 void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
                     int E, void *out, int ldo, int epi) {
     GpuScratch &s = g->s;
-    const int tile_rows = tile_rows_for(n * k / E);   // as the sort counted its tiles
-    if (gather && n > SMALL_BATCH && mt_cuda_wgmma_takes_grouped(W.K, tile_rows) &&
-        (size_t)n * k * W.K * sizeof(bf16) <= s.ye_bytes) {
-        // the Hopper path reads X rows in sorted order: gather them into s.ye, which the down
-        // product writes only after this product has read them
-        bf16 *sorted = reinterpret_cast<bf16 *>(s.ye);
-        mt_cuda_gather_rows(sorted, X, ldx, s.src_rows, n * k, W.K, g->stream);
-        X = sorted;
-        ldx = W.K;
-        gather = false;
-    }
     mt_linear_args a = {};
     a.W = W;
     a.group_stride = stride;
@@ -321,15 +310,25 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.out = out;
     a.ldo = ldo;
     a.epilogue = epi;
-    a.tile_rows = tile_rows;
+    a.tile_rows = tile_rows_for(n * k / E);   // as the sort counted its tiles
     a.weights_once = n * k <= E * 64;          // about one 64-row tile per expert
     if (n <= SMALL_BATCH) {
         a.max_work = n * k < E ? n * k : E;
         mt_cuda_linear_small(&a, g->stream);
-    } else {
-        a.max_work = ceil_div(n * k, a.tile_rows) + E;
-        mt_cuda_linear_large(&a, g->stream);
+        return;
     }
+    a.max_work = ceil_div(n * k, a.tile_rows) + E;
+    if (gather && mt_cuda_wgmma_takes_grouped(W.K, a.tile_rows) && (size_t)n * k * W.K * sizeof(bf16) <= s.ye_bytes) {
+        // the Hopper path reads X rows in sorted order: gather them into s.ye, which the down
+        // product writes only after this product has read them
+        bf16 *sorted = reinterpret_cast<bf16 *>(s.ye);
+        mt_cuda_gather_rows(sorted, X, ldx, s.src_rows, n * k, W.K, g->stream);
+        a.X = sorted;
+        a.ldx = W.K;
+        a.x_rows = n * k;
+        a.src_rows = nullptr;
+    }
+    mt_cuda_linear_large(&a, g->stream);
 }
 
 // The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the

@@ -67,4 +67,3 @@ int mt_sample_pick(const mt_sample_row *r, const float *logits, int V, uint64_t 
     }
     return mt_argmax(logits, V);   /* not reached: run ends at kept > at */
 }
-

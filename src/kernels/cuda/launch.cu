@@ -1,4 +1,5 @@
-// Whether kernels start early under programmatic dependent launch (see launch.cuh).
+// Whether kernels start early under programmatic dependent launch (see launch.cuh), and the
+// device's multiprocessor count that launches size their grids by.
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,4 +15,15 @@ bool mt_pdl_enabled() {
         on = major >= 9 && !(env && !strcmp(env, "0")) ? 1 : 0;
     }
     return on == 1;
+}
+
+int mt_cuda_sm_count() {
+    static int n = 0;
+    if (!n) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            n <= 0)
+            n = 1;
+    }
+    return n;
 }

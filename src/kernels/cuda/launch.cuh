@@ -27,7 +27,8 @@ __device__ __forceinline__ void mt_prefetch_l2(const void *p, unsigned bytes) {
 #endif
 }
 
-bool mt_pdl_enabled();   // set once from MOETRACE_CUDA_PDL and the device (token_ops.cu)
+bool mt_pdl_enabled();   // set once from MOETRACE_CUDA_PDL and the device (launch.cu)
+int mt_cuda_sm_count();   // multiprocessors of the current device, read once (launch.cu)
 
 template <typename... KernelArgs, typename... Args>
 inline void mt_launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {

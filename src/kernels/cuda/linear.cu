@@ -417,11 +417,9 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
     static int resident = 0;   // blocks of this kernel the whole device holds at once
     if (!resident) {
         cudaFuncSetAttribute(linear_small_kernel<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMALL_SMEM);
-        int per_sm = 0, dev = 0, sms = 0;
+        int per_sm = 0;
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_small_kernel<EPI>, 256, SMALL_SMEM);
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        resident = per_sm > 0 && sms > 0 ? per_sm * sms : 1;
+        resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
     }
     mt_launch(linear_small_kernel<EPI>, dim3(items < resident ? items : resident), dim3(256), SMALL_SMEM, st, a);
 }

@@ -52,15 +52,15 @@ __device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int
     ((bf16 *)a.out)[(size_t)p * a.ldo + col] = __float2bfloat16(mt_silu(gate) * up);
 }
 
-// Runs L::run<EPI>(a, st) with a's epilogue as the compile-time EPI: the one place that maps the
-// epilogue enum to kernel instantiations.
+// L::run<EPI>(a, st) with a's epilogue as the compile-time EPI, and what it returns: the one place
+// that maps the epilogue enum to kernel instantiations.
 template <class L>
-inline void by_epilogue(const mt_linear_args &a, cudaStream_t st) {
+inline decltype(auto) by_epilogue(const mt_linear_args &a, cudaStream_t st) {
     switch (a.epilogue) {
-    case MT_EPI_F32: L::template run<MT_EPI_F32>(a, st); break;
-    case MT_EPI_F32_ADD: L::template run<MT_EPI_F32_ADD>(a, st); break;
-    case MT_EPI_BF16: L::template run<MT_EPI_BF16>(a, st); break;
-    default: L::template run<MT_EPI_SWIGLU>(a, st); break;
+    case MT_EPI_F32: return L::template run<MT_EPI_F32>(a, st);
+    case MT_EPI_F32_ADD: return L::template run<MT_EPI_F32_ADD>(a, st);
+    case MT_EPI_BF16: return L::template run<MT_EPI_BF16>(a, st);
+    default: return L::template run<MT_EPI_SWIGLU>(a, st);
     }
 }
 

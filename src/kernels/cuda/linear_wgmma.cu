@@ -213,16 +213,6 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {
     return fn;
 }
 
-int sm_count() {
-    static int n = 0;
-    if (!n) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            n = 132;
-    }
-    return n;
-}
-
 // A tensor map the driver refused: said once on stderr (the product then takes the mma.sync path).
 void report_encode(const char *what, CUresult r) {
     static bool said = false;
@@ -274,7 +264,7 @@ void launch_cps(const mt_linear_args &a, const CUtensorMap &wmap, const CUtensor
     const int nx = (a.W.rows_pad / 16 + TW_RT - 1) / TW_RT;
     const int ny = a.group_offsets ? a.max_work : (a.n + TW_BN - 1) / TW_BN;
     if (ny <= 0) return;
-    const int n_tiles = nx * ny, blocks = n_tiles < sm_count() ? n_tiles : sm_count();
+    const int n_tiles = nx * ny, blocks = n_tiles < mt_cuda_sm_count() ? n_tiles : mt_cuda_sm_count();
     mt_launch(linear_tma_kernel<EPI, CPS>, dim3(blocks), dim3(TW_THREADS), TW_SMEM, st, wmap, xmap, a, nx, n_tiles);
 }
 
@@ -302,10 +292,8 @@ bool launch(const mt_linear_args &a, cudaStream_t st) {
 int wgmma_enabled = -1;   // -1: as MOETRACE_CUDA_WGMMA says (on unless 0)
 
 struct WgmmaPath {
-    static bool taken;
-    template <int EPI> static void run(const mt_linear_args &a, cudaStream_t st) { taken = launch<EPI>(a, st); }
+    template <int EPI> static bool run(const mt_linear_args &a, cudaStream_t st) { return launch<EPI>(a, st); }
 };
-bool WgmmaPath::taken = false;
 
 }  // namespace
 
@@ -337,8 +325,4 @@ int mt_cuda_wgmma_takes_grouped(int K, int tile_rows) {
     return mt_cuda_wgmma_usable() && tile_rows == TW_BN && chunks_per_slice(K) != 0;
 }
 
-int mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st) {
-    WgmmaPath::taken = false;
-    by_epilogue<WgmmaPath>(*a, st);
-    return WgmmaPath::taken;
-}
+int mt_cuda_linear_wgmma(const mt_linear_args *a, cudaStream_t st) { return by_epilogue<WgmmaPath>(*a, st); }

@@ -1,4 +1,4 @@
-// Sampling of logit rows on the device, by the definition in engine/sampler.h (the CPU's
+// Sampling of logit rows on the device, by the definition in kernels/sample.h (the CPU's
 // mt_sample_pick is the reference): one block per row, every sum an exact integer sum of
 // fixed-point weights, so the token depends on the row alone. The weights are recomputed from the
 // logits in each pass (an exp per logit), which keeps the scratch at a few KB per row.
