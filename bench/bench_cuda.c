@@ -8,8 +8,8 @@
  *    against greedy (alternating).
  *
  *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
- *                    [--only decodeB|prefill]
- * --figures measures one group of figures (with the ceilings); --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
+ *                    [--only decodeB|prefill] [--batch 1|64|256]
+ * --figures measures one group of figures (with the ceilings), --batch only that decode batch; --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,6 +301,7 @@ int main(int argc, char **argv) {
     const char *dir = MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b";
     int P = 512, steps = 32, reps = 9;
     const char *only = NULL, *figures = NULL;
+    int one_batch = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--context")) P = atoi(argv[i + 1]);
@@ -308,6 +309,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
         else if (!strcmp(argv[i], "--figures")) figures = argv[i + 1];
+        else if (!strcmp(argv[i], "--batch")) one_batch = atoi(argv[i + 1]);
     }
     if (!mt_cuda_compiled() || mt_cuda_device_count() == 0) {
         printf("bench_cuda: no CUDA device (or no CUDA backend in this build); nothing to measure\n");
@@ -337,6 +339,7 @@ int main(int argc, char **argv) {
 
     const int batches[3] = {1, 64, 256};
     for (int i = 0; i < 3 && (!figures || !strcmp(figures, "decode")); i++) {
+        if (one_batch && batches[i] != one_batch) continue;
         decode_figure f = measure_decode(&m, &kv, batches[i], P, steps, copy_gbps);
         printf("decode batch %3d (context %d): %8.1f tokens/s, step %.3f ms; roofline step %.3f ms "
                "(%.2f GB read) -> %.0f%% of roofline\n",

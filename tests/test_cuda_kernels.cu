@@ -143,8 +143,12 @@ static void check_paths_agree(int rows, int K, int n) {
     CK(cudaMalloc(&o1, (size_t)n * rows * 4));
     CK(cudaMalloc(&o2, (size_t)n * rows * 4));
     mt_linear_args a = mt_dense_args({dw, rows, mt_round16(rows), K}, dx, K, n, o1, rows, MT_EPI_F32, 0);
-    mt_cuda_linear_small(&a, 0);
+    mt_cuda_linear_small(&a, 0);   // passes of 8 rows when n <= 8
     a.out = o2;
+    a.rows_max = 0;                // passes of 16 rows
+    mt_cuda_linear_small(&a, 0);
+    CK(cudaDeviceSynchronize());
+    auto g0 = from_dev(o2, (size_t)n * rows);
     mt_cuda_linear_large(&a, 0);
     CK(cudaDeviceSynchronize());
     auto g1 = from_dev(o1, (size_t)n * rows), g2 = from_dev(o2, (size_t)n * rows);
@@ -162,10 +166,11 @@ static void check_paths_agree(int rows, int K, int n) {
     mt_cuda_linear_split(&a, 0);
     CK(cudaDeviceSynchronize());
     auto g4 = from_dev(o2, (size_t)n * rows);
-    bool same = memcmp(g1.data(), g2.data(), g1.size() * 4) == 0 && memcmp(g1.data(), g3.data(), g1.size() * 4) == 0 &&
+    bool same = memcmp(g1.data(), g0.data(), g1.size() * 4) == 0 && memcmp(g1.data(), g2.data(), g1.size() * 4) == 0 && memcmp(g1.data(), g3.data(), g1.size() * 4) == 0 &&
                 memcmp(g1.data(), g4.data(), g1.size() * 4) == 0 && memcmp(g1.data(), g5.data(), g1.size() * 4) == 0;
     char what[96];
-    snprintf(what, sizeof what, "small, large (64, 128, bulk), split equal: rows %d K %d n %d", rows, K, n);
+    snprintf(what, sizeof what, "small (8-, 16-row passes), large (64, 128, bulk), split equal: rows %d K %d n %d", rows, K,
+             n);
     printf("  %-64s %s\n", what, same ? "ok" : "FAIL");
     if (!same) failures++;
     cudaFree(dw);
@@ -175,7 +180,9 @@ static void check_paths_agree(int rows, int K, int n) {
 }
 
 // Grouped (expert) products: E experts with the given token counts, rows gathered from X.
-static void check_grouped(int rows, int K, int E, const std::vector<int> &counts, int n_tokens, bool large, int tile_rows = 64) {
+// rows_max: the small path's bound on rows per group (8 or less: passes of 8 rows).
+static void check_grouped(int rows, int K, int E, const std::vector<int> &counts, int n_tokens, bool large, int tile_rows = 64,
+                          int rows_max = 0) {
     size_t stride = mt_dmat_elems(rows, K);
     std::vector<float> w((size_t)E * rows * K);
     for (auto &v : w) v = bf(frand() / sqrtf((float)K));
@@ -212,6 +219,7 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     a.ldx = K;
     hs.set_grouped(a, tile_rows);
     if (!large) a.max_work = E;
+    a.rows_max = rows_max;
     a.out = dout;
     a.ldo = rows;
     a.epilogue = MT_EPI_F32;
@@ -222,8 +230,8 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     CK(cudaDeviceSynchronize());
     auto got = from_dev(dout, (size_t)total * rows);
     char what[160];
-    snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d", large ? (tile_rows == 128 ? "large/128" : "large/64") : "small",
-             rows, K, E, total);
+    snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d",
+             large ? (tile_rows == 128 ? "large/128" : "large/64") : rows_max ? "small/8" : "small", rows, K, E, total);
     report(what, rel(ref, got), 1e-5);
     for (void *p : hs.device_buffers()) cudaFree(p);
     cudaFree(dw); cudaFree(dx); cudaFree(dout);
@@ -461,10 +469,15 @@ int main() {
     check_dense(512, 1024, 260, MT_EPI_SWIGLU, true, 128);
     check_dense(512, 1024, 137, MT_EPI_F32_ADD, true, 128);
     check_dense(96, 64, 9, MT_EPI_BF16, false);
+    check_dense(96, 64, 5, MT_EPI_BF16, false);
+    check_dense(192, 64, 8, MT_EPI_SWIGLU, false);
+    check_dense(512, 1024, 3, MT_EPI_F32_ADD, false);
     check_dense(192, 64, 9, MT_EPI_SWIGLU, false);
     check_dense(512, 1024, 100, MT_EPI_SWIGLU, true);
     check_grouped(512, 1024, 8, {3, 0, 64, 1, 0, 17, 40, 2}, 50, false);
     check_grouped(512, 1024, 8, {3, 0, 64, 1, 0, 17, 40, 2}, 50, true);
+    check_grouped(512, 1024, 8, {3, 0, 8, 1, 0, 7, 2, 2}, 8, false, 64, 8);
+    check_grouped(1536, 2048, 6, {1, 0, 1, 1, 1, 0}, 1, false, 64, 1);
     check_grouped(96, 64, 6, {130, 0, 1, 65, 64, 200}, 300, true);
     check_grouped(2048, 256, 5, {70, 3, 0, 129, 1}, 150, true);
     check_grouped(2048, 256, 5, {70, 3, 0, 300, 1}, 150, true, 128);
@@ -473,6 +486,10 @@ int main() {
     check_paths_agree(80, 768, 33);
     check_paths_agree(2048, 4096, 48);
     check_paths_agree(128, 2048, 16);
+    check_paths_agree(1024, 1024, 1);
+    check_paths_agree(2048, 4096, 8);
+    check_paths_agree(128, 2048, 5);
+    check_paths_agree(80, 768, 3);
     printf("expert sort\n");
     check_sort(7, 2, 8);
     check_sort(300, 8, 128);

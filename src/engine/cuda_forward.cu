@@ -314,10 +314,12 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.weights_once = n * k <= E * 64;          // about one 64-row tile per expert
     if (n <= SMALL_BATCH) {
         a.max_work = n * k < E ? n * k : E;
+        a.rows_max = n;   // a token picks an expert at most once
         mt_cuda_linear_small(&a, g->stream);
         return;
     }
     a.max_work = ceil_div(n * k, a.tile_rows) + E;
+    a.rows_max = 0;
     if (gather && mt_cuda_wgmma_takes_grouped(W.K, a.tile_rows) && (size_t)n * k * W.K * sizeof(bf16) <= s.ye_bytes) {
         // the Hopper path reads X rows in sorted order: gather them into s.ye, which the down
         // product writes only after this product has read them

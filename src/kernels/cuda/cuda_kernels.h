@@ -97,6 +97,7 @@ typedef struct mt_linear_args {
     int tile_rows;                  /* large path: X rows per block, 64 or 128 (the sort's tile size) */
     int n_groups;                   /* grouped: E */
     int max_work;                   /* grouped: upper bound of work items (grid size) */
+    int rows_max;                   /* small path: no group (or dense call) has more X rows (host value; 0: unknown) */
     float *partials;                /* split path: [mt_k_slices(K)][n][W.rows_pad] floats of scratch */
     int weights_once;               /* 1: each weight is read by one block (decode): bulk copies, L2 evicts them first */
     void *out;
@@ -114,6 +115,7 @@ static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, in
     a.ldx = ldx;
     a.x_rows = n;
     a.n = n;
+    a.rows_max = n;
     a.out = out;
     a.ldo = ldo;
     a.epilogue = epilogue;
@@ -122,7 +124,8 @@ static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, in
 }
 
 /* Small batches (every group or dense call with at most 64 rows per work item): weights streamed
- * once by bulk copies, K split over 8 warps. Grouped calls need per-group counts <= 64. */
+ * once by bulk copies, K split over 8 warps. Grouped calls need per-group counts <= 64. With
+ * rows_max <= 8 it works in passes of 8 rows (larger weight copies); the bits are the same. */
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
 /* Large batches: 128 x tile_rows tiles staged through shared memory (3 stages; weights by bulk
  * copies when weights_once, else cp.async). */

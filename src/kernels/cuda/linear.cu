@@ -13,16 +13,25 @@
 namespace {
 
 // Small path: a work item is one 16-row weight tile of one group (or of the dense matrix) and all
-// of that group's X rows (at most 64), done in passes of 16 X rows. A block walks its items with a
-// grid stride; its warp w streams slice w of every (item, pass) through a ring of SP_STAGES stages
-// in shared memory, each stage SP_CHUNKS weight tiles and the pass's 16 X rows of those chunks, so
-// the loads of the next pass and item are in flight while a pass's partial sums are added.
-constexpr int SP_ROWS = 16;     // X rows per pass (two 8-row MMA n-tiles)
-constexpr int SP_CHUNKS = 6;    // 16-wide chunks per stage (3 KB of weights: one bulk copy)
-constexpr int SP_STAGES = 2;    // stages in each warp's ring (one ahead; 2 blocks fit a multiprocessor)
-constexpr int SP_STAGE_ELEMS = SP_CHUNKS * (256 + SP_ROWS * 16);
-constexpr int SP_PART_FLOATS = 2 * 8 * 2 * 128;   // two buffers x 8 warps x 2 n-tiles x 16x8 sums
-constexpr size_t SMALL_SMEM = (size_t)8 * SP_STAGES * SP_STAGE_ELEMS * sizeof(bf16) + SP_PART_FLOATS * sizeof(float);
+// of that group's X rows (at most 64), done in passes of ROWS X rows. A block walks its items with a
+// grid stride; its warp w streams slice w of every (item, pass) through a ring of STAGES stages in
+// shared memory, each stage CHUNKS weight tiles and the pass's X rows of those chunks, so the loads
+// of the next pass and item are in flight while a pass's partial sums are added. Two shapes:
+// passes of 16 rows (two 8-row MMA n-tiles) for groups of more than 8 rows, and passes of 8 rows
+// (one n-tile) when no group has more (decode at batches up to 8), whose stages carry half the X
+// bytes and so take 8 weight chunks (4 KB copies) in the same shared memory. Either shape computes
+// each output with the same chain, so the bits do not depend on which one ran.
+template <int ROWS_, int CHUNKS_, int STAGES_>
+struct SmallShape {
+    static constexpr int ROWS = ROWS_;       // X rows per pass
+    static constexpr int CHUNKS = CHUNKS_;   // 16-wide chunks per stage (one bulk copy of weights)
+    static constexpr int STAGES = STAGES_;   // stages in each warp's ring (STAGES - 1 ahead)
+    static constexpr int STAGE_ELEMS = CHUNKS * (256 + ROWS * 16);
+    static constexpr int PART = ROWS * 16;   // one warp's partial sums of a pass: 16 rows x ROWS
+    static constexpr size_t SMEM = (size_t)8 * STAGES * STAGE_ELEMS * sizeof(bf16) + (size_t)2 * 8 * PART * sizeof(float);
+};
+using Small16 = SmallShape<16, 6, 2>;   // 3 KB weight copies, one ahead; 2 blocks fit a multiprocessor
+using Small8 = SmallShape<8, 8, 2>;     // 4 KB weight copies (b1: 3.47 -> 3.39 ms, docs/PERF.md)
 constexpr int SMALL_MAX_ROWS = 64;   // X rows of one group (or dense call) the small path takes
 
 // ---- small path ----------------------------------------------------------------------------------
@@ -53,22 +62,26 @@ __device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args 
     }
 }
 
+template <int ROWS>
 __device__ __forceinline__ void small_stream_ptrs(SmallCursor &c, const mt_linear_args &a, int C, int xrow, int xhalf) {
     c.W = a.W.w + (size_t)c.g * a.group_stride + (size_t)c.rt * C * 256;
-    int r = c.pass * SP_ROWS + xrow;
-    c.xsrc = r < c.nrows ? a.X + (size_t)src_row(a, c.row0 + r) * a.ldx + xhalf : nullptr;
+    int r = c.pass * ROWS + xrow;
+    c.xsrc = xrow < ROWS && r < c.nrows ? a.X + (size_t)src_row(a, c.row0 + r) * a.ldx + xhalf : nullptr;
 }
 
+template <int ROWS>
 __device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_args &a, int R, int n_items, int n_st) {
     if (++c.st < n_st) return;
     c.st = 0;
-    if (++c.pass * SP_ROWS < c.nrows) return;
+    if (++c.pass * ROWS < c.nrows) return;
     c.item += gridDim.x;
     small_item(c, a, R, n_items);
 }
 
-template <int EPI>
+template <int EPI, class SP>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
+    constexpr int SP_ROWS = SP::ROWS, SP_CHUNKS = SP::CHUNKS, SP_STAGES = SP::STAGES;
+    constexpr int SP_STAGE_ELEMS = SP::STAGE_ELEMS, PART = SP::PART;
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int a_lane = mt_a_frag_lane(lane);
@@ -87,12 +100,13 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     const uint64_t wpolicy = mt_weight_policy(a.weights_once);
     const int n_items = R * (a.group_offsets ? *a.n_active : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
 
-    // lane's share of a stage's X rows: row lane / 2 of the pass, half lane % 2 of each chunk
+    // lane's share of a stage's X rows: row lane / 2 of the pass (lanes of rows past ROWS idle),
+    // half lane % 2 of each chunk
     const int xrow = lane >> 1, xhalf = (lane & 1) * 8;
     SmallCursor prod;
     prod.item = blockIdx.x;
     small_item(prod, a, R, n_items);
-    if (prod.item < n_items) small_stream_ptrs(prod, a, C, xrow, xhalf);
+    if (prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
     // X rows past the item's rows are not copied: their stale values only reach output columns that
     // are never stored (an MMA's column j of B touches column j of the result alone)
     // A stage's weight chunks are contiguous: one bulk copy by lane 0, completing on the slot's
@@ -117,10 +131,11 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 #pragma unroll
             for (int u = 0; u < SP_CHUNKS; u++) {
                 int c = cs + u;
-                if (c < c1 && prod.xsrc) mt_cp_async16(stage + SP_CHUNKS * 256 + u * 256 + xrow * 16 + xhalf, prod.xsrc + c * 16, 16);
+                if (c < c1 && prod.xsrc)
+                    mt_cp_async16(stage + SP_CHUNKS * 256 + u * SP_ROWS * 16 + xrow * 16 + xhalf, prod.xsrc + c * 16, 16);
             }
-            small_advance(prod, a, R, n_items, n_st);
-            if (prod.st == 0 && prod.item < n_items) small_stream_ptrs(prod, a, C, xrow, xhalf);   // a new pass
+            small_advance<SP_ROWS>(prod, a, R, n_items, n_st);
+            if (prod.st == 0 && prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);   // a new pass
         }
         mt_cp_async_commit();
     };
@@ -150,10 +165,10 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                         if (c0 + st * SP_CHUNKS + u >= c1) break;
                         uint32_t A[4];
                         mt_ld_a_frag(A, stage + u * 256 + a_lane);
-                        const bf16 *xs = stage + SP_CHUNKS * 256 + u * 256 + tq * 16 + 2 * t4;
+                        const bf16 *xs = stage + SP_CHUNKS * 256 + u * SP_ROWS * 16 + tq * 16 + 2 * t4;
                         uint32_t b0[2] = {*reinterpret_cast<const uint32_t *>(xs), *reinterpret_cast<const uint32_t *>(xs + 8)};
                         mt_mma(acc[0], A, b0);
-                        if (nt > 1) {
+                        if (SP_ROWS > 8 && nt > 1) {
                             uint32_t b1[2] = {*reinterpret_cast<const uint32_t *>(xs + 128),
                                               *reinterpret_cast<const uint32_t *>(xs + 136)};
                             mt_mma(acc[1], A, b1);
@@ -166,9 +181,9 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                         slot++;
                     }
                 }
-                float *pw = part + (buf * 8 + warp) * 256;
+                float *pw = part + (buf * 8 + warp) * PART;
 #pragma unroll
-                for (int j = 0; j < 2; j++) {
+                for (int j = 0; j < SP_ROWS / 8; j++) {
                     pw[j * 128 + tq * 8 + 2 * t4] = acc[j][0];
                     pw[j * 128 + tq * 8 + 2 * t4 + 1] = acc[j][1];
                     pw[j * 128 + (tq + 8) * 8 + 2 * t4] = acc[j][2];
@@ -176,7 +191,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                 }
             }
             __syncthreads();   // the partial sums of this pass are in; the other buffer is free again
-            const float *pb = part + buf * 8 * 256;
+            const float *pb = part + buf * 8 * PART;
             const int p0 = cur.row0 + pass * SP_ROWS;
             if (EPI == MT_EPI_SWIGLU) {
                 if (threadIdx.x < nt * 64) {
@@ -185,8 +200,8 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                     if (i < prow && col < a.W.rows / 2) {
                         float gate = 0.0f, up = 0.0f;
                         for (int w = 0; w < S; w++) {
-                            gate += pb[w * 256 + j * 128 + r * 8 + n];
-                            up += pb[w * 256 + j * 128 + (r + 8) * 8 + n];
+                            gate += pb[w * PART + j * 128 + r * 8 + n];
+                            up += pb[w * PART + j * 128 + (r + 8) * 8 + n];
                         }
                         store_swiglu(a, p0 + i, col, gate, up);
                     }
@@ -196,7 +211,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                 int i = j * 8 + n, col = cur.rt * 16 + r;
                 if (i < prow && col < a.W.rows) {
                     float tot = 0.0f;
-                    for (int w = 0; w < S; w++) tot += pb[w * 256 + j * 128 + r * 8 + n];
+                    for (int w = 0; w < S; w++) tot += pb[w * PART + j * 128 + r * 8 + n];
                     store_out<EPI>(a, p0 + i, col, tot);
                 }
             }
@@ -409,19 +424,25 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     }
 }
 
+template <int EPI, class SP>
+void launch_small_shape(const mt_linear_args &a, int items, cudaStream_t st) {
+    static int resident = 0;   // blocks of this kernel the whole device holds at once
+    if (!resident) {
+        cudaFuncSetAttribute(linear_small_kernel<EPI, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SP::SMEM);
+        int per_sm = 0;
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_small_kernel<EPI, SP>, 256, SP::SMEM);
+        resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
+    }
+    mt_launch(linear_small_kernel<EPI, SP>, dim3(items < resident ? items : resident), dim3(256), SP::SMEM, st, a);
+}
+
 template <int EPI>
 void launch_small(const mt_linear_args &a, cudaStream_t st) {
     int groups = a.group_offsets ? a.max_work : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS;
     int items = groups * (a.W.rows_pad / 16);
     if (items <= 0) return;
-    static int resident = 0;   // blocks of this kernel the whole device holds at once
-    if (!resident) {
-        cudaFuncSetAttribute(linear_small_kernel<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMALL_SMEM);
-        int per_sm = 0;
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_small_kernel<EPI>, 256, SMALL_SMEM);
-        resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
-    }
-    mt_launch(linear_small_kernel<EPI>, dim3(items < resident ? items : resident), dim3(256), SMALL_SMEM, st, a);
+    if (a.rows_max > 0 && a.rows_max <= Small8::ROWS) launch_small_shape<EPI, Small8>(a, items, st);
+    else launch_small_shape<EPI, Small16>(a, items, st);
 }
 
 // out = epilogue(sum over slices s in order of partials[s]), one thread per output value.
