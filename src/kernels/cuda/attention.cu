@@ -114,14 +114,28 @@ template <int HD>
 __device__ __forceinline__ void tile_probs(float sc[4][4], float xm[2], float xl[2], const uint32_t qa[HD / 16][4],
                                            const RowInfo &ri, const bf16 *Ks, int kt, float scale_log2, int window) {
     const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    // K's B-fragments by ldmatrix.x4: matrix m of lane group lane / 8 holds positions nt*8 .. +7
+    // (rows) and dims 8m .. 8m + 7 of a 32-dim pair of chunks, which gives every lane the same two
+    // values per register the MMA's fragment asks for (position tq, dims 2 t4 and 2 t4 + 1).
 #pragma unroll
     for (int nt = 0; nt < 4; nt++) {
         sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+        const bf16 *krow = Ks + (nt * 8 + (lane & 7)) * (HD + 8) + (lane >> 3) * 8;
 #pragma unroll
-        for (int kc = 0; kc < HD / 16; kc++) {
-            const bf16 *krow = Ks + (nt * 8 + tq) * (HD + 8) + kc * 16 + 2 * t4;
-            uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(krow), *reinterpret_cast<const uint32_t *>(krow + 8)};
-            mt_mma(sc[nt], qa[kc], b);
+        for (int kc = 0; kc + 1 < HD / 16; kc += 2) {
+            uint32_t r[4];
+            uint32_t addr = (uint32_t)__cvta_generic_to_shared(krow + kc * 16);
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                         : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                         : "r"(addr));
+            uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+            mt_mma(sc[nt], qa[kc], b0);
+            mt_mma(sc[nt], qa[kc + 1], b1);
+        }
+        if constexpr (HD / 16 % 2 == 1) {   // head_dim 16: the one chunk by plain loads
+            const bf16 *kq = Ks + (nt * 8 + tq) * (HD + 8) + (HD / 16 - 1) * 16 + 2 * t4;
+            uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(kq), *reinterpret_cast<const uint32_t *>(kq + 8)};
+            mt_mma(sc[nt], qa[HD / 16 - 1], b);
         }
     }
     xm[0] = xm[1] = -INFINITY;
