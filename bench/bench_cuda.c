@@ -9,6 +9,7 @@
  *
  *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
  *                    [--only decodeB|prefill] [--batch 1|64|256]
+ *   build/bench_cuda --figures stages [--batch B]    (what each kind of launch costs in a decode step)
  * --figures measures one group of figures (with the ceilings), --batch only that decode batch; --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
@@ -233,6 +234,54 @@ static decode_figure measure_decode(const mt_model *m, mt_kv_cache *kv, int B, i
     return f;
 }
 
+/* What each kind of launch costs inside a decode step of batch B: the step with that kind left out
+ * (mt_cuda_set_skip; tokens meaningless meanwhile), against the step with everything, the settings
+ * taking turns in each of 3 rounds of `steps` steps (the context grows by one token a step).
+ * Diagnostic only (--figures stages): not part of the default run. */
+static void measure_stage_costs(const mt_model *m, mt_kv_cache *kv, int B, int P, int steps) {
+    static const struct {
+        const char *name;
+        unsigned mask;
+    } settings[] = {
+        {"nothing (the step)", 0},
+        {"q/k/v product", MT_SKIP_QKV},
+        {"q/k prologue", MT_SKIP_QK_PREP},
+        {"attention", MT_SKIP_ATTENTION},
+        {"o product", MT_SKIP_O},
+        {"RMSNorm launches", MT_SKIP_NORM},
+        {"router product", MT_SKIP_ROUTER},
+        {"route + sort", MT_SKIP_ROUTE_SORT},
+        {"expert gate/up", MT_SKIP_GATE_UP},
+        {"expert down", MT_SKIP_DOWN},
+        {"combine", MT_SKIP_COMBINE},
+        {"every product", MT_SKIP_QKV | MT_SKIP_O | MT_SKIP_ROUTER | MT_SKIP_GATE_UP | MT_SKIP_DOWN},
+    };
+    enum { N_SET = sizeof settings / sizeof settings[0], ROUNDS = 3 };
+    workload w;
+    int max_len = P + N_SET * ROUNDS * (steps + 2) + 8;
+    workload_init(&w, m, kv, B, P, max_len, 8192);
+    workload_step(&w, NULL);   /* every output exists before any launch is left out */
+    double t[N_SET][ROUNDS];
+    for (int r = 0; r < ROUNDS; r++)
+        for (int i = 0; i < N_SET; i++) {
+            int k = (i + r) % N_SET;
+            mt_cuda_set_skip(m, settings[k].mask);
+            for (int s = 0; s < 2; s++) workload_step(&w, NULL);   /* the graph recaptured */
+            double sum = 0;
+            for (int s = 0; s < steps; s++) sum += workload_step(&w, NULL);
+            t[k][r] = sum / steps;
+        }
+    mt_cuda_set_skip(m, 0);
+    double base = median(t[0], ROUNDS);
+    int layers = m->cfg.num_hidden_layers;
+    printf("decode batch %d, context %d..%d: step %.3f ms (median of %d rounds)\n", B, P, max_len - 8, base * 1e3, ROUNDS);
+    for (int i = 1; i < N_SET; i++) {
+        double v = median(t[i], ROUNDS);
+        printf("    without %-20s %.3f ms: %6.1f us a layer\n", settings[i].name, v * 1e3, (base - v) * 1e6 / layers);
+    }
+    workload_free(&w);
+}
+
 /* Prefill of B prompts of L tokens in one pass: best of 3, against cuBLAS in model FLOPs; with
  * `stages`, one more pass's device time per stage. */
 static void measure_prefill(const mt_model *m, mt_kv_cache *kv, int B, int L, double gemm_tflops, bool stages) {
@@ -434,6 +483,8 @@ int main(int argc, char **argv) {
         free(filt);
         workload_free(&w);
     }
+    if (figures && !strcmp(figures, "stages"))
+        measure_stage_costs(&m, &kv, one_batch ? one_batch : 1, P, steps / 2 > 0 ? steps / 2 : 1);
     mt_kv_cache_free(&kv);
     mt_model_free(&m);
     return 0;

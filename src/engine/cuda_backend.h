@@ -50,6 +50,25 @@ void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len);
  * (captured decode graphs keep the kernels they were captured with: clear them by re-attaching). */
 void mt_cuda_set_wgmma(int on);
 
+/* Kinds of launch a pass can leave out (mt_cuda_set_skip). */
+enum mt_cuda_skip {
+    MT_SKIP_QKV = 1 << 0,
+    MT_SKIP_QK_PREP = 1 << 1,
+    MT_SKIP_ATTENTION = 1 << 2,
+    MT_SKIP_O = 1 << 3,
+    MT_SKIP_NORM = 1 << 4,         /* the layers' RMSNorm launches (not the one the combine does) */
+    MT_SKIP_ROUTER = 1 << 5,
+    MT_SKIP_ROUTE_SORT = 1 << 6,
+    MT_SKIP_GATE_UP = 1 << 7,
+    MT_SKIP_DOWN = 1 << 8,
+    MT_SKIP_COMBINE = 1 << 9,
+};
+/* For benchmarks that measure what each kind of launch costs inside a decode step: every pass
+ * leaves out the launches in mask (their outputs keep what an earlier pass left there, so tokens
+ * and routing are meaningless while any is set; run a pass with 0 first so those outputs exist).
+ * 0, the default, runs everything. Clears the captured decode graphs. */
+void mt_cuda_set_skip(const mt_model *m, unsigned mask);
+
 /* Marks the region an external profiler (ncu --profile-from-start off) should look at. */
 void mt_cuda_profiler_range(bool on);
 

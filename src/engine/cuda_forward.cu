@@ -340,17 +340,20 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     int H = c->hidden_size, E = c->num_experts, k = c->top_k, I = c->moe_intermediate_size;
     int Ep = mt_round16(E);
     prof_mark(g, PROF_ROUTER);
-    linear(g, L.router, s.xb, H, n, s.router, Ep, MT_EPI_F32);
+    if (!(g->skip & MT_SKIP_ROUTER)) linear(g, L.router, s.xb, H, n, s.router, Ep, MT_EPI_F32);
     prof_mark(g, PROF_ROUTE_SORT);
     int32_t *ids = s.cap_ids + (size_t)ml * n * k;
     float *w = s.cap_w + (size_t)ml * n * k;
     mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts, s.sort_chunks,
                          tile_rows_for(n * k / E)};
-    mt_cuda_route_sort(&es, ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
+    if (!(g->skip & MT_SKIP_ROUTE_SORT))
+        mt_cuda_route_sort(&es, ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
     prof_mark(g, PROF_EXPERT_GATE_UP);
-    linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
+    if (!(g->skip & MT_SKIP_GATE_UP))
+        linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
     prof_mark(g, PROF_EXPERT_DOWN);
-    linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32);
+    if (!(g->skip & MT_SKIP_DOWN))
+        linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32);
     const float *ys = nullptr, *sg = nullptr;
     if (L.has_shared) {
         prof_mark(g, PROF_SHARED);
@@ -369,8 +372,9 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
         sg = s.sg;
     }
     prof_mark(g, PROF_COMBINE);
-    mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, next_norm ? s.xb : nullptr, next_norm,
-                        c->rms_norm_eps, g->stream);
+    if (!(g->skip & MT_SKIP_COMBINE))
+        mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, next_norm ? s.xb : nullptr, next_norm,
+                            c->rms_norm_eps, g->stream);
 }
 
 // Scratch for the split attention of a decode pass; false when it cannot be had.
@@ -396,6 +400,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
               bool next_tokens, int split_tiles) {
     GpuScratch &s = g->s;
     cudaStream_t st = g->stream;
+    const unsigned skip = g->skip;   // 0 but in benchmarks (mt_cuda_set_skip)
     int H = c->hidden_size, qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
     prof_mark(g, PROF_EMBED);
     mt_cuda_embed(s.h, g->embed, pi.tokens, n, H, st);
@@ -403,9 +408,9 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const GpuLayer &L = g->layers[l];
         prof_mark(g, PROF_NORM);
-        if (!normed) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
+        if (!normed && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
         prof_mark(g, PROF_QKV);
-        linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
+        if (!(skip & MT_SKIP_QKV)) linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
         prof_mark(g, PROF_QK_PREP);
         mt_qk_prep_args qa = {};
         qa.qkv = s.qkv;
@@ -431,7 +436,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         qa.layer = l;
         qa.num_layers = c->num_hidden_layers;
         qa.q_out = s.qb;
-        mt_cuda_qk_prep(&qa, st);
+        if (!(skip & MT_SKIP_QK_PREP)) mt_cuda_qk_prep(&qa, st);
         prof_mark(g, PROF_ATTENTION);
         mt_attention_args aa = {};
         aa.q = s.qb;
@@ -454,15 +459,15 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
             aa.split_states = g->split;
             aa.split_max_tiles = split_tiles;
         }
-        mt_cuda_attention_decode(&aa, st);
+        if (!(skip & MT_SKIP_ATTENTION)) mt_cuda_attention_decode(&aa, st);
         aa.split_states = nullptr;
         aa.tiles = pi.tiles_pre;
         aa.n_tiles = pi.n_pre;
-        mt_cuda_attention_prefill(&aa, st);
+        if (!(skip & MT_SKIP_ATTENTION)) mt_cuda_attention_prefill(&aa, st);
         prof_mark(g, PROF_O_PROJ);
-        linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD);
+        if (!(skip & MT_SKIP_O)) linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD);
         prof_mark(g, PROF_NORM);
-        mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
+        if (!(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
         normed = L.is_moe && l + 1 < c->num_hidden_layers;
         if (L.is_moe) {
             moe_block(g, c, L, g->moe_index[l], n, normed ? g->layers[l + 1].attn_norm : nullptr);
@@ -646,6 +651,14 @@ extern "C" void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len)
 }
 
 extern "C" void mt_cuda_set_wgmma(int on) { mt_cuda_wgmma_set_enabled(on); }
+
+extern "C" void mt_cuda_set_skip(const mt_model *m, unsigned mask) {
+    GpuModel *g = (GpuModel *)m->device;
+    if (!g || g->skip == mask) return;
+    cudaStreamSynchronize(g->stream);
+    mt_gpu_graphs_clear(g);   // the graphs hold the launches of the old mask
+    g->skip = mask;
+}
 
 extern "C" void mt_cuda_profiler_range(bool on) {
     if (on) cudaProfilerStart();

@@ -111,6 +111,7 @@ struct GpuModel {
     GpuGraph graphs[MT_MAX_GRAPHS];
     int n_graphs;
     bool graphs_off;         // MOETRACE_CUDA_GRAPHS=0
+    unsigned skip;           // launches every pass leaves out (mt_cuda_set_skip; benchmarks only)
 };
 
 // Drops every captured graph (their buffers are about to move).

@@ -39,6 +39,10 @@ void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len) {
 }
 void mt_cuda_profiler_range(bool on) { (void)on; }
 void mt_cuda_set_wgmma(int on) { (void)on; }
+void mt_cuda_set_skip(const mt_model *m, unsigned mask) {
+    (void)m;
+    (void)mask;
+}
 int mt_cuda_describe(char *buf, size_t len) {
     snprintf(buf, len, "no CUDA backend in this build");
     return -1;
