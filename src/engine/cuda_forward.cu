@@ -319,7 +319,6 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
         return;
     }
     a.max_work = ceil_div(n * k, a.tile_rows) + E;
-    a.rows_max = 0;
     if (gather && mt_cuda_wgmma_takes_grouped(W.K, a.tile_rows) && (size_t)n * k * W.K * sizeof(bf16) <= s.ye_bytes) {
         // the Hopper path reads X rows in sorted order: gather them into s.ye, which the down
         // product writes only after this product has read them

@@ -124,10 +124,7 @@ __device__ __forceinline__ void tile_probs(float sc[4][4], float xm[2], float xl
 #pragma unroll
         for (int kc = 0; kc + 1 < HD / 16; kc += 2) {
             uint32_t r[4];
-            uint32_t addr = (uint32_t)__cvta_generic_to_shared(krow + kc * 16);
-            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                         : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                         : "r"(addr));
+            mt_ldmatrix_x4(r, krow + kc * 16);
             uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
             mt_mma(sc[nt], qa[kc], b0);
             mt_mma(sc[nt], qa[kc + 1], b1);

@@ -17,14 +17,17 @@ __device__ __forceinline__ void mt_mma(float c[4], const uint32_t a[4], const ui
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// ldmatrix.x4: four 8x8 b16 matrices from shared memory, lanes 8j .. 8j + 7 giving the row
+// addresses of matrix j; r[j] is this lane's pair of matrix j (row lane / 4, columns 2 (lane % 4) ..).
+__device__ __forceinline__ void mt_ldmatrix_x4(uint32_t r[4], const void *row_lane) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((uint32_t)__cvta_generic_to_shared(row_lane)));
+}
 // The m16n8k16 A-fragment (a0..a3) of a 16x16 weight tile in shared memory, tiled layout
 // (cuda_kernels.h): each lane passes the tile's address + mt_a_frag_lane(lane) elements, and the
 // four core matrices come back in fragment order.
-__device__ __forceinline__ void mt_ld_a_frag(uint32_t a[4], const void *tile_lane) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                 : "r"((uint32_t)__cvta_generic_to_shared(tile_lane)));
-}
+__device__ __forceinline__ void mt_ld_a_frag(uint32_t a[4], const void *tile_lane) { mt_ldmatrix_x4(a, tile_lane); }
 // Fragment matrix j = lane / 8 holds rows 8 (j & 1) .. and k 8 (j >> 1) .., which the tiled layout
 // stores as core matrix 2 (j & 1) + (j >> 1); the lane gives row lane % 8 of it.
 __device__ __forceinline__ int mt_a_frag_lane(int lane) {
