@@ -8,7 +8,7 @@
  *    against greedy (alternating).
  *
  *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
- *                    [--only decodeB|prefill] [--batch 1|64|256]
+ *                    [--only decodeB|prefill] [--batch B]
  *   build/bench_cuda --figures stages [--batch B]    (what each kind of launch costs in a decode step)
  * --figures measures one group of figures (with the ceilings), --batch only that decode batch; --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
@@ -360,6 +360,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--figures")) figures = argv[i + 1];
         else if (!strcmp(argv[i], "--batch")) one_batch = atoi(argv[i + 1]);
     }
+    if (one_batch < 0 || one_batch > 256) {
+        fprintf(stderr, "bench_cuda: --batch takes 1 .. 256\n");
+        return 2;
+    }
     if (!mt_cuda_compiled() || mt_cuda_device_count() == 0) {
         printf("bench_cuda: no CUDA device (or no CUDA backend in this build); nothing to measure\n");
         return 0;
@@ -386,9 +390,12 @@ int main(int argc, char **argv) {
     mt_kv_cache kv;
     if (mt_kv_cache_init_model(&kv, &m, blocks, &err)) die("KV cache", &err);
 
-    const int batches[3] = {1, 64, 256};
-    for (int i = 0; i < 3 && (!figures || !strcmp(figures, "decode")); i++) {
-        if (one_batch && batches[i] != one_batch) continue;
+    int batches[3] = {1, 64, 256}, n_batches = 3;
+    if (one_batch > 0) {   /* --batch B: that batch alone (any size the KV cache holds) */
+        batches[0] = one_batch;
+        n_batches = 1;
+    }
+    for (int i = 0; i < n_batches && (!figures || !strcmp(figures, "decode")); i++) {
         decode_figure f = measure_decode(&m, &kv, batches[i], P, steps, copy_gbps);
         printf("decode batch %3d (context %d): %8.1f tokens/s, step %.3f ms; roofline step %.3f ms "
                "(%.2f GB read) -> %.0f%% of roofline\n",
