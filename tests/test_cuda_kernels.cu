@@ -360,7 +360,7 @@ static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx,
         vc[i] = __float2bfloat16(frand());
     }
     // the n_new last positions are the batch's tokens
-    std::vector<int32_t> pos(n_new), seq(n_new, 0), toff(1, 0);
+    std::vector<int32_t> pos(n_new);
     for (int i = 0; i < n_new; i++) pos[i] = ctx - n_new + i;
     std::vector<bf16> q_all((size_t)ctx * qd);   // a query per position; the batch takes the last n_new
     for (auto &v : q_all) v = __float2bfloat16(frand() * 2.0f);
@@ -388,16 +388,19 @@ static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx,
                 ref[((size_t)t * n_heads + h) * hd + d] = o / sum;
             }
         }
-    std::vector<mt_attn_tile> tiles;
+    std::vector<mt_attn_tile> tiles;   // one sequence, its block table at offset 0
     if (decode) {
         for (int t = 0; t < n_new; t++)
-            for (int h0 = 0; h0 < G; h0 += 16) tiles.push_back({t, 1, h0, G - h0 < 16 ? G - h0 : 16});
+            for (int h0 = 0; h0 < G; h0 += 16) tiles.push_back({t, 1, h0, G - h0 < 16 ? G - h0 : 16, pos[t], 0});
     } else {
         int per = 64 / G;
-        for (int t = 0; t < n_new; t += per) tiles.push_back({t, n_new - t < per ? n_new - t : per, 0, G});
+        for (int t = 0; t < n_new; t += per) {
+            int nt = n_new - t < per ? n_new - t : per;
+            tiles.push_back({t, nt, 0, G, pos[t + nt - 1], 0});
+        }
     }
     bf16 *dk = to_dev(kc), *dv = to_dev(vc), *dq = to_dev(q);
-    int32_t *dpos = to_dev(pos), *dseq = to_dev(seq), *dtab = to_dev(table), *dtoff = to_dev(toff);
+    int32_t *dpos = to_dev(pos), *dtab = to_dev(table);
     mt_attn_tile *dtiles = to_dev(tiles);
     bf16 *dout;
     CK(cudaMalloc(&dout, (size_t)n_new * qd * sizeof(bf16)));
@@ -407,9 +410,7 @@ static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx,
     a.k_cache = dk;
     a.v_cache = dv;
     a.positions = dpos;
-    a.seq_of_token = dseq;
     a.block_table = dtab;
-    a.table_offset = dtoff;
     a.layer = layer;
     a.num_layers = L;
     a.n_heads = n_heads;
@@ -435,7 +436,7 @@ static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx,
     const char *names[3] = {"decode (4 warps)", "decode split", "prefill rows"};
     snprintf(what, sizeof what, "attention %s hd %d heads %d/%d ctx %d tokens %d", names[mode], hd, n_heads, n_kv, ctx, n_new);
     report(what, rel(ref, got), 1.5e-2);
-    cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dpos); cudaFree(dseq); cudaFree(dtab); cudaFree(dtoff);
+    cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dpos); cudaFree(dtab);
     cudaFree(dtiles); cudaFree(dout); cudaFree(split);
     rng_state = saved;
     return g;

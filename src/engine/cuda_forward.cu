@@ -52,6 +52,7 @@ void prof_collect(GpuModel *g) {
 
 constexpr int SMALL_BATCH = 64;   // at most this many tokens: expert products on the small (streaming) path
 constexpr int SMALL_DENSE = 16;   // at most this many rows: dense products on the small path
+constexpr size_t TILE_INTS = sizeof(mt_attn_tile) / sizeof(int32_t);   // an attention tile in the input upload
 constexpr int SPLIT_MAX = 256;    // at most this many rows: dense products may split K over blocks
 constexpr int WIDE_TILES = 1024;  // from this many rows per matrix (on average): 128-row large-path tiles
 constexpr int WIDE_TILES_WGMMA = 256;   // the same where the wgmma path (128-row tiles only) is used
@@ -185,7 +186,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     size_t max_tiles = (size_t)slots * dec_per_tok + (size_t)slots;
     size_t n_toff = B > 0 ? (size_t)B : (size_t)b->num_seqs;
     size_t n_rows = B > 0 ? (size_t)B : (size_t)b->n_logits;
-    size_t need = 3 * (size_t)slots + 5 * n_rows + n_toff + 4 * max_tiles + total_blocks;
+    size_t need = 3 * (size_t)slots + 5 * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks;
     if (ensure_inputs(g, need, err)) return -1;
     int32_t *h = s.h_in;
     size_t at = 0;
@@ -204,12 +205,12 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     mt_attn_tile *dec = (mt_attn_tile *)(h + at);
     int n_dec = 0, n_pre = 0;
     if (B > 0) {
-        at += (size_t)B * dec_per_tok * 4;
+        at += (size_t)B * dec_per_tok * TILE_INTS;
     }
     size_t o_pre = at;
     mt_attn_tile *pre = (mt_attn_tile *)(h + at);
     // block tables after the tiles (whose count a compact pass only knows once they are built)
-    const size_t o_tab = at + (B > 0 ? 0 : 4 * max_tiles);
+    const size_t o_tab = at + (B > 0 ? 0 : TILE_INTS * max_tiles);
     size_t tab_at = o_tab;
     int32_t *toff = h + o_toff;
     if (B > 0) {
@@ -227,7 +228,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
                 tab_at += (size_t)q->num_blocks;
             }
             for (int h0 = 0; h0 < G; h0 += 16)
-                dec[n_dec++] = {i, real ? 1 : 0, h0, G - h0 < 16 ? G - h0 : 16};
+                dec[n_dec++] = {i, real ? 1 : 0, h0, G - h0 < 16 ? G - h0 : 16, real ? b->positions[i] : 0, toff[i]};
         }
     } else {
         memcpy(h + o_tok, b->tokens, (size_t)n * sizeof(int32_t));
@@ -246,18 +247,23 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
         for (int i = 0, j; i < n; i = j) {
             j = run_end(b, i);
             if (j - i == 1)
-                for (int h0 = 0; h0 < G; h0 += 16) tiles[n_dec++] = {i, 1, h0, G - h0 < 16 ? G - h0 : 16};
+                for (int h0 = 0; h0 < G; h0 += 16)
+                    tiles[n_dec++] = {i, 1, h0, G - h0 < 16 ? G - h0 : 16, b->positions[i], toff[b->seq_ids[i]]};
         }
-        o_pre = o_dec + (size_t)n_dec * 4;
+        o_pre = o_dec + (size_t)n_dec * TILE_INTS;
         pre = (mt_attn_tile *)(h + o_pre);
         for (int i = 0, j; i < n; i = j) {
             j = run_end(b, i);
             if (j - i > 1 && G <= 64) {
                 int per = 64 / G;
-                for (int t = i; t < j; t += per) pre[n_pre++] = {t, j - t < per ? j - t : per, 0, G};
+                for (int t = i; t < j; t += per) {
+                    int nt = j - t < per ? j - t : per;
+                    pre[n_pre++] = {t, nt, 0, G, b->positions[t + nt - 1], toff[b->seq_ids[t]]};
+                }
             } else if (j - i > 1) {
                 for (int t = i; t < j; t++)
-                    for (int h0 = 0; h0 < G; h0 += 64) pre[n_pre++] = {t, 1, h0, G - h0 < 64 ? G - h0 : 64};
+                    for (int h0 = 0; h0 < G; h0 += 64)
+                        pre[n_pre++] = {t, 1, h0, G - h0 < 64 ? G - h0 : 64, b->positions[t], toff[b->seq_ids[t]]};
             }
         }
     }
@@ -442,9 +448,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         aa.k_cache = (const bf16 *)kv->dev_k;
         aa.v_cache = (const bf16 *)kv->dev_v;
         aa.positions = pi.positions;
-        aa.seq_of_token = pi.seq_of_token;
         aa.block_table = pi.tables;
-        aa.table_offset = pi.table_offset;
         aa.layer = l;
         aa.num_layers = c->num_hidden_layers;
         aa.n_heads = c->num_attention_heads;

@@ -68,16 +68,17 @@ __device__ __forceinline__ void load_q(uint32_t qa[HD / 16][4], const mt_attenti
     }
 }
 
-// Starts copying KV tile kt (positions kt*32 ..) of kv head kvh into shared memory, rows of HD+8,
-// as one cp.async group; positions beyond max_pos are zeros. Threads [0, NT) of the caller take
+// Starts copying KV tile kt (positions kt*32 ..) of kv head kvh, the sequence's block table at
+// block_table + table_off, into shared memory, rows of HD+8, as one cp.async group; positions
+// beyond max_pos are zeros. Threads [0, NT) of the caller take
 // part. A tile spans two KV blocks of 16 positions: both block-table entries are read first (two
 // independent loads), so every copy is issued without waiting on a lookup.
 template <int HD, int NT>
-__device__ __forceinline__ void issue_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int seq, int kvh, int kt,
+__device__ __forceinline__ void issue_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int table_off, int kvh, int kt,
                                              int max_pos, int tid) {
     constexpr int VEC = HD / 8;   // 16-byte vectors per position
     const int kvd = a.n_kv_heads * HD;
-    const int32_t *table = a.block_table + a.table_offset[seq] + kt * 2;
+    const int32_t *table = a.block_table + table_off + kt * 2;
     size_t base[2];
 #pragma unroll
     for (int b = 0; b < 2; b++) {
@@ -100,9 +101,9 @@ __device__ __forceinline__ void issue_kv_tile(bf16 *Ks, bf16 *Vs, const mt_atten
 // The same, waiting until this thread's part has landed (the caller's barrier makes the whole
 // tile visible).
 template <int HD, int NT>
-__device__ __forceinline__ void load_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int seq, int kvh, int kt,
+__device__ __forceinline__ void load_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int table_off, int kvh, int kt,
                                              int max_pos, int tid) {
-    issue_kv_tile<HD, NT>(Ks, Vs, a, seq, kvh, kt, max_pos, tid);
+    issue_kv_tile<HD, NT>(Ks, Vs, a, table_off, kvh, kt, max_pos, tid);
     mt_cp_async_wait<0>();
 }
 
@@ -261,9 +262,6 @@ __device__ __forceinline__ void store_rows(const RowState<HD> &s, const mt_atten
     }
 }
 
-__device__ __forceinline__ int tile_max_pos(const mt_attention_args &a, const mt_attn_tile &t) {
-    return a.positions[t.first_token + t.n_tok - 1];
-}
 
 // state_merge(t, tile_state(tile kt)) without holding the tile's whole state: its output is merged
 // into t 8 dims at a time as its P.V products finish (the rows kernel's registers). The same
@@ -327,8 +325,7 @@ __global__ void __launch_bounds__(128, ROWS_MIN_BLOCKS) attention_rows_kernel(co
     const mt_attn_tile t = a.tiles[blockIdx.x];
     if (t.n_tok == 0) return;   // padding tile of a captured graph
     const int kvh = blockIdx.y;
-    const int seq = a.seq_of_token[t.first_token];
-    const int max_pos = tile_max_pos(a, t);
+    const int max_pos = t.max_pos;
     constexpr int BUF = 2 * KV_TILE * (HD + 8);   // bf16 per buffer: K then V
     bf16 *kv = reinterpret_cast<bf16 *>(smem_raw);
 
@@ -341,12 +338,12 @@ __global__ void __launch_bounds__(128, ROWS_MIN_BLOCKS) attention_rows_kernel(co
     RowState<HD> total;
     state_reset(total);
     const int n_kt = max_pos / KV_TILE + 1;
-    issue_kv_tile<HD, 128>(kv, kv + KV_TILE * (HD + 8), a, seq, kvh, 0, max_pos, threadIdx.x);
+    issue_kv_tile<HD, 128>(kv, kv + KV_TILE * (HD + 8), a, t.table_off, kvh, 0, max_pos, threadIdx.x);
     for (int kt = 0; kt < n_kt; kt++) {
         bf16 *Ks = kv + (kt & 1) * BUF, *Vs = Ks + KV_TILE * (HD + 8);
         if (kt + 1 < n_kt) {   // the other buffer was released by the barrier ending the last tile
             bf16 *Kn = kv + ((kt + 1) & 1) * BUF;
-            issue_kv_tile<HD, 128>(Kn, Kn + KV_TILE * (HD + 8), a, seq, kvh, kt + 1, max_pos, threadIdx.x);
+            issue_kv_tile<HD, 128>(Kn, Kn + KV_TILE * (HD + 8), a, t.table_off, kvh, kt + 1, max_pos, threadIdx.x);
             mt_cp_async_wait<1>();
         } else {
             mt_cp_async_wait<0>();
@@ -369,8 +366,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attentio
     const mt_attn_tile t = a.tiles[blockIdx.x];
     if (t.n_tok == 0) return;
     const int kvh = blockIdx.y;
-    const int seq = a.seq_of_token[t.first_token];
-    const int max_pos = tile_max_pos(a, t);
+    const int max_pos = t.max_pos;
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
     bf16 *Vs = Ks + KV_TILE * (HD + 8);
     RowState<HD> *slots = reinterpret_cast<RowState<HD> *>(reinterpret_cast<bf16 *>(smem_raw) + 4 * 2 * KV_TILE * (HD + 8));
@@ -383,7 +379,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attentio
         const int kt = round * 4 + warp;
         state_reset(s);
         if (kt * KV_TILE <= max_pos) {
-            load_kv_tile<HD, 32>(Ks, Vs, a, seq, kvh, kt, max_pos, lane);
+            load_kv_tile<HD, 32>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane);
             __syncwarp();
             tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
         }
@@ -411,15 +407,14 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
     const mt_attn_tile t = a.tiles[blockIdx.x];
     const int kvh = blockIdx.y, kt = blockIdx.z * 4 + warp;
     if (t.n_tok == 0) return;
-    const int max_pos = tile_max_pos(a, t);
+    const int max_pos = t.max_pos;
     if (kt * KV_TILE > max_pos || kt >= a.split_max_tiles) return;
-    const int seq = a.seq_of_token[t.first_token];
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
     bf16 *Vs = Ks + KV_TILE * (HD + 8);
     uint32_t qa[HD / 16][4];
     RowInfo ri;
     load_q<HD>(qa, a, t, kvh, 0, ri);
-    load_kv_tile<HD, 32>(Ks, Vs, a, seq, kvh, kt, max_pos, lane);
+    load_kv_tile<HD, 32>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane);
     __syncwarp();
     RowState<HD> s;
     tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
@@ -449,7 +444,7 @@ __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_
     const int r = blockIdx.z, d = threadIdx.x;
     if (t.n_tok == 0 || r >= t.n_tok * t.n_heads) return;
     const int kvh = blockIdx.y, G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
-    const int n_kt = tile_max_pos(a, t) / KV_TILE + 1;
+    const int n_kt = t.max_pos / KV_TILE + 1;
     const float *base = a.split_states + ((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles * 16 * (HD + 2);
     float m = -INFINITY, l = 0.0f, o = 0.0f;
     constexpr int AHEAD = 8;   // states loaded together, then folded in order

@@ -186,15 +186,17 @@ void mt_cuda_rope_inv_freq(float *inv_freq, int head_dim, float theta, cudaStrea
 
 /* A tile of attention rows: n_tok consecutive batch tokens of one sequence (consecutive positions)
  * x n_heads query heads (starting at head0 within the kv head's group); n_tok*n_heads <= 16 (decode
- * kernel) or <= 64 (prefill kernel). */
+ * kernel) or <= 64 (prefill kernel). max_pos: the position of its last token; table_off: where its
+ * sequence's block table starts in block_table (both known to the host, so the kernels' K/V
+ * addresses wait on one lookup, not four). */
 typedef struct mt_attn_tile {
-    int32_t first_token, n_tok, head0, n_heads;
+    int32_t first_token, n_tok, head0, n_heads, max_pos, table_off;
 } mt_attn_tile;
 
 typedef struct mt_attention_args {
     const bf16 *q;                    /* [n, n_heads*hd] */
     const bf16 *k_cache, *v_cache;
-    const int32_t *positions, *seq_of_token, *block_table, *table_offset;
+    const int32_t *positions, *block_table;   /* tiles give each one's sequence's table offset */
     int layer, num_layers, n_heads, n_kv_heads, head_dim, sliding_window;
     const mt_attn_tile *tiles;        /* device; tiles with n_tok 0 are skipped (graph padding) */
     int n_tiles;
