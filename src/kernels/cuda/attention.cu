@@ -70,9 +70,9 @@ __device__ __forceinline__ void load_q(uint32_t qa[HD / 16][4], const mt_attenti
 
 // Starts copying KV tile kt (positions kt*32 ..) of kv head kvh, the sequence's block table at
 // block_table + table_off, into shared memory, rows of HD+8, as one cp.async group; positions
-// beyond max_pos are zeros. Threads [0, NT) of the caller take
-// part. A tile spans two KV blocks of 16 positions: both block-table entries are read first (two
-// independent loads), so every copy is issued without waiting on a lookup.
+// beyond max_pos are zeros. Threads [0, NT) of the caller take part. A tile spans two KV blocks of
+// 16 positions: both block-table entries are read first (two independent loads), so every copy is
+// issued without waiting on a lookup.
 template <int HD, int NT>
 __device__ __forceinline__ void issue_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int table_off, int kvh, int kt,
                                              int max_pos, int tid) {
@@ -261,7 +261,6 @@ __device__ __forceinline__ void store_rows(const RowState<HD> &s, const mt_atten
         }
     }
 }
-
 
 // state_merge(t, tile_state(tile kt)) without holding the tile's whole state: its output is merged
 // into t 8 dims at a time as its P.V products finish (the rows kernel's registers). The same
