@@ -8,13 +8,7 @@
 set -u
 plan=${1:?usage: tests/gpu/ab_runs.sh PLAN}
 out=${OUT:-/tmp}
-gunzip -f .devcarry/bin/*.gz 2>/dev/null
-chmod +x .devcarry/bin/*
-# tests find their fixtures under the source path they were built in
-probe=$(ls .devcarry/bin/test_cuda 2>/dev/null || true)
-src=$([ -n "$probe" ] && strings "$probe" | grep -m1 -o '^/[^ ]*/tests/fixtures/models' | sed 's|/tests/fixtures/models||')
-if [ -n "$src" ] && [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$PWD" "$src"; fi
-export LD_LIBRARY_PATH="$PWD/.devcarry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
 while IFS='|' read -r label envs cmd; do
   [ -z "$label" ] && continue

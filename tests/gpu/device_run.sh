@@ -3,11 +3,7 @@
 # the GPU tests, then (with "bench") the GPU benchmark. Logs go to $OUT when set.
 set -uo pipefail
 out=${OUT:-/tmp}
-# tests find their fixtures under the source path they were built in
-src=$(strings .devcarry/bin/test_cuda | grep -m1 -o '^/[^ ]*/tests/fixtures/models' | sed 's|/tests/fixtures/models||')
-if [ -n "$src" ] && [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$PWD" "$src"; fi
-cublas=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null || true)
-export LD_LIBRARY_PATH="$PWD/.devcarry/lib:/usr/local/cuda/lib64:${cublas}:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 rc=0
 timeout 200 .devcarry/bin/test_cuda_kernels 2>&1 | tee "$out/test_cuda_kernels.log" || rc=1
