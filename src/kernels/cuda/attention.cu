@@ -435,30 +435,40 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
 
 // Merge kernel: folds the split states of (tile, kv head) in tile order, element by element, with
 // exactly the arithmetic of state_merge, and writes the rows.
-// Block (tile, kv head, row), a thread per output dim.
+// Block (tile, kv head, row), a thread per output dim. The first MERGE_AHEAD states are loaded
+// before the tile is read (their addresses do not depend on it; the scratch holds split_max_tiles
+// states per (tile, kv head), and those past the tile's last are never folded), so the fold waits
+// on one memory round trip, not two.
+constexpr int MERGE_AHEAD = 16;
+
 template <int HD>
 __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_args a) {
     mt_grid_dependency_wait();
-    const mt_attn_tile t = a.tiles[blockIdx.x];
-    const int r = blockIdx.z, d = threadIdx.x;
-    if (t.n_tok == 0 || r >= t.n_tok * t.n_heads) return;
-    const int kvh = blockIdx.y, G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
-    const int n_kt = t.max_pos / KV_TILE + 1;
+    const int r = blockIdx.z, d = threadIdx.x, kvh = blockIdx.y;
     const float *base = a.split_states + ((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles * 16 * (HD + 2);
-    float m = -INFINITY, l = 0.0f, o = 0.0f;
-    constexpr int AHEAD = 8;   // states loaded together, then folded in order
-    for (int k0 = 0; k0 < n_kt; k0 += AHEAD) {
-        float mx[AHEAD], lx[AHEAD], ox[AHEAD];
+    float mx[MERGE_AHEAD], lx[MERGE_AHEAD], ox[MERGE_AHEAD];
+    auto load = [&](int k0, int n_kt) {
 #pragma unroll
-        for (int j = 0; j < AHEAD; j++) {
+        for (int j = 0; j < MERGE_AHEAD; j++) {
             const float *st = base + (size_t)(k0 + j) * 16 * (HD + 2);
-            bool in = k0 + j < n_kt;
-            mx[j] = in ? st[16 * HD + r] : -INFINITY;
-            lx[j] = in ? st[16 * HD + 16 + r] : 0.0f;
-            ox[j] = in ? st[r * HD + d] : 0.0f;
+            if (k0 + j < n_kt) {
+                mx[j] = st[16 * HD + r];
+                lx[j] = st[16 * HD + 16 + r];
+                ox[j] = st[r * HD + d];
+            }
         }
+    };
+    load(0, a.split_max_tiles);
+    const mt_attn_tile t = a.tiles[blockIdx.x];
+    if (t.n_tok == 0 || r >= t.n_tok * t.n_heads) return;
+    const int G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
+    const int n_kt = t.max_pos / KV_TILE + 1;
+    float m = -INFINITY, l = 0.0f, o = 0.0f;
+    for (int k0 = 0; k0 < n_kt; k0 += MERGE_AHEAD) {
+        if (k0 > 0) load(k0, n_kt);
 #pragma unroll
-        for (int j = 0; j < AHEAD; j++) {
+        for (int j = 0; j < MERGE_AHEAD; j++) {
+            if (k0 + j >= n_kt) break;
             float mn = fmaxf(m, mx[j]);
             if (mn == -INFINITY) continue;
             float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx[j], mn));

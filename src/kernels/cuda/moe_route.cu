@@ -9,10 +9,15 @@ namespace {
 
 
 // One warp per token. Ties in top-k go to the lower expert id (as the CPU path and torch.topk on
-// distinct values).
-// PER_LANE: router logits each lane holds (E <= 32 * PER_LANE).
+// distinct values). Each of the k rounds takes the largest remaining probability with two warp
+// reductions (redux.sync): the maximum of the values' bits (a non-negative float orders as its
+// bits) and the lowest expert id holding it. A probability that is NaN (from NaN logits) is never
+// preferred to a number, and every id written is a real expert.
+// PER_LANE: router logits each lane holds (E <= 32 * PER_LANE). ids_local, when set, gets the ids
+// too (shared memory of the caller, which reads them back).
 template <int PER_LANE>
-__device__ void route_token_n(int t, int32_t *ids, float *weights, const float *logits, int ld, int E, int k, int renorm) {
+__device__ void route_token_n(int t, int32_t *ids, int32_t *ids_local, float *weights, const float *logits, int ld, int E,
+                              int k, int renorm) {
     const int lane = threadIdx.x & 31;
     const float *row = logits + (size_t)t * ld;
     float p[PER_LANE];
@@ -33,27 +38,33 @@ __device__ void route_token_n(int t, int32_t *ids, float *weights, const float *
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    // candidates: key = the probability's bits + 2 (1 for NaN), 0 once taken or past E
+    unsigned key[PER_LANE];
 #pragma unroll
-    for (int i = 0; i < PER_LANE; i++) p[i] = i * 32 + lane < E ? p[i] / sum : -1.0f;
+    for (int i = 0; i < PER_LANE; i++) {
+        float q = p[i] / sum;
+        key[i] = i * 32 + lane >= E ? 0u : q >= 0.0f ? __float_as_uint(q + 0.0f) + 2u : 1u;
+    }
 
     float chosen[32];
     float wsum = 0.0f;
     for (int j = 0; j < k; j++) {
-        float bv = -2.0f;
+        unsigned bk = 0u;
         int bi = 0x7fffffff;
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++)
-            if (p[i] > bv) { bv = p[i]; bi = i * 32 + lane; }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
-        }
+            if (key[i] > bk) { bk = key[i]; bi = i * 32 + lane; }
+        const unsigned top = __reduce_max_sync(0xffffffffu, bk);
+        bi = (int)__reduce_min_sync(0xffffffffu, (unsigned)(bk == top && top ? bi : 0x7fffffff));
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++)
-            if (i * 32 + lane == bi) p[i] = -1.0f;
-        if (lane == 0) ids[(size_t)t * k + j] = bi;
+            if (i * 32 + lane == bi) key[i] = 0u;
+        const float bv = top >= 2u ? __uint_as_float(top - 2u) : NAN;
+        if (bi == 0x7fffffff) bi = j;   // fewer than k experts (k > E): refused on load; a real id anyway
+        if (lane == 0) {
+            ids[(size_t)t * k + j] = bi;
+            if (ids_local) ids_local[t * k + j] = bi;
+        }
         if (j < 32) chosen[j] = bv;
         wsum += bv;
     }
@@ -61,17 +72,17 @@ __device__ void route_token_n(int t, int32_t *ids, float *weights, const float *
         for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
 }
 
-__device__ __forceinline__ void route_token(int t, int32_t *ids, float *weights, const float *logits, int ld, int E, int k,
-                                            int renorm) {
-    if (E <= 128) route_token_n<4>(t, ids, weights, logits, ld, E, k, renorm);
-    else if (E <= 256) route_token_n<8>(t, ids, weights, logits, ld, E, k, renorm);
-    else route_token_n<32>(t, ids, weights, logits, ld, E, k, renorm);
+__device__ __forceinline__ void route_token(int t, int32_t *ids, int32_t *ids_local, float *weights, const float *logits,
+                                            int ld, int E, int k, int renorm) {
+    if (E <= 128) route_token_n<4>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
+    else if (E <= 256) route_token_n<8>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
+    else route_token_n<32>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
 }
 
 __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
     mt_grid_dependency_wait();
     const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (t < n) route_token(t, ids, weights, logits, ld, E, k, renorm);
+    if (t < n) route_token(t, ids, nullptr, weights, logits, ld, E, k, renorm);
 }
 
 // Ranks pairs [begin, end) in order into their experts' slots, starting at cursor[e] (shared
@@ -167,25 +178,27 @@ __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk,
     scatter_in_order(s, ids, begin, end, k, wc + warp * E);
 }
 
-// Decode-sized passes (n <= 32 tokens, E <= 512): routing and the sort in one block of 512
-// threads. Warp w routes tokens w and w + 16; the counts go to shared memory; warp 0 scans them
-// (each lane owns E/32 consecutive experts) and scatters the pairs.
+// Decode-sized passes (n <= 32 tokens, E <= 512, n * k <= 512): routing and the sort in one block
+// of 512 threads. Warp w routes tokens w and w + 16, its ids also kept in shared memory for the
+// counts and the scatter; the counts go to shared memory; warp 0 scans them (each lane owns E/32
+// consecutive experts) and scatters the pairs.
 constexpr int SMALL_SORT_THREADS = 512;
 
 __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
                                                                                const float *logits, int ld, int n, int E,
                                                                                int k, int renorm) {
     mt_grid_dependency_wait();
-    __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS];
+    __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS], ids_local[SMALL_SORT_THREADS];
     const int tid = threadIdx.x, warp = tid >> 5;
-    for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, weights, logits, ld, E, k, renorm);
     count[tid] = 0;
     __syncthreads();
-    for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids[i]], 1);
+    for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, ids_local, weights, logits, ld, E, k, renorm);
+    __syncthreads();
+    for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids_local[i]], 1);
     __syncthreads();
     if (warp != 0) return;
     scan_counts_warp(s, count, cursor, E);
-    scatter_in_order(s, ids, 0, n * k, k, cursor);
+    scatter_in_order(s, ids_local, 0, n * k, k, cursor);
 }
 
 // Many pairs (prefill): chunks of SORT_CHUNK pairs counted, scanned, then scattered in parallel.
@@ -237,7 +250,7 @@ __global__ void sort_scatter_kernel(mt_expert_sort s, const int32_t *ids, int nk
 void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, const float *logits, int ld, int n,
                         int E, int k, int renorm, cudaStream_t st) {
     if (n <= 0) return;
-    if (n <= 32 && E <= SMALL_SORT_THREADS) {
+    if (n <= 32 && E <= SMALL_SORT_THREADS && n * k <= SMALL_SORT_THREADS) {
         mt_launch(route_sort_small_kernel, 1, SMALL_SORT_THREADS, 0, st, *s, ids, weights, logits, ld, n, E, k, renorm);
         return;
     }

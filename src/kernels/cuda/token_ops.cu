@@ -248,7 +248,11 @@ __global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
 // One block per token (rmsnorm_threads(H) threads): h += the token's k expert outputs ye (rows
 // pair_pos) weighted by w, plus the shared expert ys gated by sigmoid(sg); then, when y is set,
 // y = RMSNorm(h) * norm_w (the next layer's input norm, saving a launch). Each thread re-reads
-// only the h values it wrote.
+// only the h values it wrote. The expert rows are added one at a time in slot order; their loads
+// (slots and weights, then rows) are issued COMBINE_GROUP at a time before the adds, so a token
+// waits on two memory round trips per group rather than two per expert.
+constexpr int COMBINE_GROUP = 8;
+
 __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pair_pos, const float *w, int k, int H,
                                    const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w,
                                    float eps) {
@@ -256,16 +260,29 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     __shared__ float scratch[33];
     const int t = blockIdx.x;
     const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
+    const int32_t *slots = pair_pos + (size_t)t * k;
+    const float *wt = w + (size_t)t * k;
     float4 *hr = reinterpret_cast<float4 *>(h + (size_t)t * H);
     for (int i = threadIdx.x; i < H / 4; i += blockDim.x) {
+        float4 o = hr[i];
         float4 acc = make_float4(0, 0, 0, 0);
-        for (int j = 0; j < k; j++) {
-            float wj = w[(size_t)t * k + j];
-            float4 e = reinterpret_cast<const float4 *>(ye + (size_t)pair_pos[(size_t)t * k + j] * H)[i];
-            acc.x += wj * e.x;
-            acc.y += wj * e.y;
-            acc.z += wj * e.z;
-            acc.w += wj * e.w;
+        for (int j0 = 0; j0 < k; j0 += COMBINE_GROUP) {
+            float wj[COMBINE_GROUP];
+            float4 e[COMBINE_GROUP];
+#pragma unroll
+            for (int u = 0; u < COMBINE_GROUP; u++) {
+                bool in = j0 + u < k;
+                wj[u] = in ? wt[j0 + u] : 0.0f;
+                e[u] = in ? reinterpret_cast<const float4 *>(ye + (size_t)slots[j0 + u] * H)[i] : make_float4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < COMBINE_GROUP; u++) {
+                if (j0 + u >= k) break;
+                acc.x += wj[u] * e[u].x;
+                acc.y += wj[u] * e[u].y;
+                acc.z += wj[u] * e[u].z;
+                acc.w += wj[u] * e[u].w;
+            }
         }
         if (ys) {
             float4 s4 = reinterpret_cast<const float4 *>(ys + (size_t)t * H)[i];
@@ -274,7 +291,6 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
             acc.z += gate * s4.z;
             acc.w += gate * s4.w;
         }
-        float4 o = hr[i];
         o.x += acc.x;
         o.y += acc.y;
         o.z += acc.z;
