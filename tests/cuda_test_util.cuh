@@ -73,7 +73,11 @@ static HostSort host_sort(const std::vector<int> &counts, int tile_rows, SrcOf s
     }
     s.total = s.off[E];
     std::vector<int32_t> na(1, (int32_t)active.size());
-    active.resize(E);
+    active.resize(3 * (size_t)E);   // then each active group's first position and rows
+    for (int y = 0; y < na[0]; y++) {
+        active[E + y] = s.off[active[y]];
+        active[2 * E + y] = counts[active[y]];
+    }
     s.doff = to_dev(s.off);
     s.dtiles = to_dev(tiles);
     s.dact = to_dev(active);

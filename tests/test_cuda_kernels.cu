@@ -265,7 +265,7 @@ static void check_sort(int n, int k, int E) {
     size_t nk = ids.size();
     mt_expert_sort s;
     int32_t **bufs[] = {&s.offsets, &s.src_rows, &s.pair_pos, &s.active, &s.n_active, &s.tile_offsets, &s.counts, &s.chunks};
-    size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
+    size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)3 * E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
     for (int i = 0; i < 8; i++) CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
     s.tile_rows = 64;
     mt_cuda_expert_sort(&s, d_ids, n, k, E, 0);
@@ -307,7 +307,7 @@ static void check_route_sort(int n, int E, int k) {
     float *w[2];
     for (int v = 0; v < 2; v++) {
         int32_t **bufs[] = {&s[v].offsets, &s[v].src_rows, &s[v].pair_pos, &s[v].active, &s[v].n_active, &s[v].tile_offsets, &s[v].counts, &s[v].chunks};
-        size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
+        size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)3 * E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
         for (int i = 0; i < 8; i++) {
             CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
             CK(cudaMemset(*bufs[i], 0, sizes[i] * sizeof(int32_t) + 16));
@@ -326,8 +326,12 @@ static void check_route_sort(int n, int E, int k) {
          from_dev(s[0].pair_pos, nk) == from_dev(s[1].pair_pos, nk) && from_dev(s[0].tile_offsets, E + 1) == from_dev(s[1].tile_offsets, E + 1) &&
          from_dev(s[0].n_active, 1) == from_dev(s[1].n_active, 1);
     int na = from_dev(s[0].n_active, 1)[0];
-    auto a0 = from_dev(s[0].active, E), a1 = from_dev(s[1].active, E);
-    ok = ok && std::equal(a0.begin(), a0.begin() + na, a1.begin());
+    auto a0 = from_dev(s[0].active, 3 * E), a1 = from_dev(s[1].active, 3 * E);
+    auto off0 = from_dev(s[0].offsets, E + 1);
+    for (int part = 0; part < 3; part++)
+        ok = ok && std::equal(a0.begin() + part * E, a0.begin() + part * E + na, a1.begin() + part * E);
+    for (int y = 0; y < na; y++)   // each active expert's first position and rows, as the offsets say
+        ok = ok && a0[E + y] == off0[a0[y]] && a0[2 * E + y] == off0[a0[y] + 1] - off0[a0[y]];
     char what[128];
     snprintf(what, sizeof what, "route + sort n %d top-%d of %d (vs host top-k; fused = two kernels)", n, k, E);
     printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");

@@ -114,7 +114,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.offsets, E + 1);
     ALLOC(s.tile_offsets, E + 1);
     ALLOC(s.counts, E);
-    ALLOC(s.active, E);
+    ALLOC(s.active, 3 * E);
     ALLOC(s.n_active, 1);
     ALLOC(s.src_rows, nk);
     ALLOC(s.pair_pos, nk);

@@ -91,7 +91,8 @@ typedef struct mt_linear_args {
     int n;                          /* dense: number of rows (host value) */
     const int32_t *group_offsets;   /* grouped: [E + 1] on device, or NULL for dense */
     const int32_t *src_rows;        /* grouped: [positions] on device */
-    const int32_t *active;          /* grouped, small path: [E] active groups in id order */
+    const int32_t *active;          /* grouped, small path: [3E] active groups in id order, then their
+                                       first positions, then their rows (as the sort writes them) */
     const int32_t *n_active;        /* grouped, small path: device count of active groups */
     const int32_t *tile_offsets;    /* grouped, large path: [E + 1] prefix of tile_rows-row tiles per group */
     int tile_rows;                  /* large path: X rows per block, 64 or 128 (the sort's tile size) */
@@ -223,7 +224,8 @@ void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, in
 
 /* Stable counting sort of the n*k (token, slot) pairs by expert. Outputs: offsets [E+1],
  * src_rows [n*k] (token of each sorted position), pair_pos [n*k] (sorted position of pair t*k+j),
- * active [E] + n_active (experts with tokens, in id order), tile_offsets [E+1] (tiles of tile_rows).
+ * active [3E] + n_active (experts with tokens, in id order; then each one's first sorted position;
+ * then its pairs), tile_offsets [E+1] (tiles of tile_rows).
  * counts: E ints of scratch; chunks: ceil(n*k/1024)*E ints of scratch. */
 typedef struct mt_expert_sort {
     int32_t *offsets, *src_rows, *pair_pos, *active, *n_active, *tile_offsets, *counts, *chunks;

@@ -45,16 +45,19 @@ struct SmallCursor {
     const bf16 *W, *xsrc;
 };
 
-__device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args &a, int R, int n_items) {
+// A grouped item's group, first row and rows are one load each from the sort's active table, all
+// three issued without waiting for n_active: slots past it hold stale values, which nothing uses
+// (their items are past n_items), so the weight copies start one memory round trip after the wait.
+__device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args &a, int R) {
     c.pass = 0;
     c.st = 0;
-    if (c.item >= n_items) return;
     int y = c.item / R;
     c.rt = c.item - y * R;
     if (a.group_offsets) {
-        c.g = a.active[y];
-        c.row0 = a.group_offsets[c.g];
-        c.nrows = min(SMALL_MAX_ROWS, a.group_offsets[c.g + 1] - c.row0);
+        const bool slot = y < a.n_groups;
+        c.g = slot ? a.active[y] : 0;
+        c.row0 = slot ? a.active[a.n_groups + y] : 0;
+        c.nrows = slot ? min(SMALL_MAX_ROWS, a.active[2 * a.n_groups + y]) : 0;
     } else {
         c.g = 0;
         c.row0 = y * SMALL_MAX_ROWS;
@@ -75,7 +78,7 @@ __device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_ar
     c.st = 0;
     if (++c.pass * ROWS < c.nrows) return;
     c.item += gridDim.x;
-    small_item(c, a, R, n_items);
+    small_item(c, a, R);
 }
 
 template <int EPI, class SP>
@@ -105,7 +108,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     const int xrow = lane >> 1, xhalf = (lane & 1) * 8;
     SmallCursor prod;
     prod.item = blockIdx.x;
-    small_item(prod, a, R, n_items);
+    small_item(prod, a, R);
     if (prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
     // X rows past the item's rows are not copied: their stale values only reach output columns that
     // are never stored (an MMA's column j of B touches column j of the result alone)
@@ -148,7 +151,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         SmallCursor cur;
         cur.item = item;
-        small_item(cur, a, R, n_items);
+        small_item(cur, a, R);
         for (int pass = 0; pass * SP_ROWS < cur.nrows; pass++) {
             const int prow = min(SP_ROWS, cur.nrows - pass * SP_ROWS), nt = (prow + 7) >> 3;
             float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};

@@ -134,7 +134,12 @@ __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *count, 
         s.offsets[e] = at;
         s.tile_offsets[e] = tiles;
         cursor[e] = at;
-        if (c > 0) s.active[active++] = e;
+        if (c > 0) {
+            s.active[active] = e;
+            s.active[E + active] = at;
+            s.active[2 * E + active] = c;
+            active++;
+        }
         at += c;
         tiles += (c + s.tile_rows - 1) / s.tile_rows;
     }
