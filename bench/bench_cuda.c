@@ -10,6 +10,8 @@
  *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
  *                    [--only decodeB|prefill] [--batch B]
  *   build/bench_cuda --figures stages [--batch B]    (what each kind of launch costs in a decode step)
+ *   build-tl/bench_cuda --figures timeline [--batch B]  (when each launch's blocks start, pass their wait
+ *                    and end, in a build configured with -DMOETRACE_CUDA_TIMELINE=ON)
  * --figures measures one group of figures (with the ceilings), --batch only that decode batch; --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
@@ -22,6 +24,7 @@
 #include "engine/kv_cache.h"
 #include "routing/capture.h"
 #include "routing/recorder.h"
+#include "timeline_report.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -282,6 +285,29 @@ static void measure_stage_costs(const mt_model *m, mt_kv_cache *kv, int B, int P
     workload_free(&w);
 }
 
+/* The kernel timeline of a few decode steps of batch B (builds with the timeline only). */
+static void measure_timeline(const mt_model *m, mt_kv_cache *kv, int B, int P) {
+    enum { STEPS = 5 };
+    const size_t cap = (size_t)4 << 20;
+    workload w;
+    workload_init(&w, m, kv, B, P, P + STEPS + 16, 8192);
+    for (int i = 0; i < 3; i++) workload_step(&w, NULL);   /* the graph captured */
+    if (mt_cuda_timeline_begin(cap)) {
+        printf("timeline: not in this build (configure with -DMOETRACE_CUDA_TIMELINE=ON)\n");
+        workload_free(&w);
+        return;
+    }
+    double sum = 0;
+    for (int i = 0; i < STEPS; i++) sum += workload_step(&w, NULL);
+    mt_tl_block *rec = malloc(cap * sizeof *rec);
+    size_t recorded = 0, n = mt_cuda_timeline_end(rec, cap, &recorded);
+    printf("decode batch %d, context %d, timeline build: step %.3f ms (mean of %d)\n", B, P, sum / STEPS * 1e3, STEPS);
+    if (recorded > n) printf("timeline: %zu blocks recorded, only %zu kept: the report is wrong\n", recorded, n);
+    tl_report(rec, n, m->cfg.num_hidden_layers);
+    free(rec);
+    workload_free(&w);
+}
+
 /* Prefill of B prompts of L tokens in one pass: best of 3, against cuBLAS in model FLOPs; with
  * `stages`, one more pass's device time per stage. */
 static void measure_prefill(const mt_model *m, mt_kv_cache *kv, int B, int L, double gemm_tflops, bool stages) {
@@ -492,6 +518,7 @@ int main(int argc, char **argv) {
     }
     if (figures && !strcmp(figures, "stages"))
         measure_stage_costs(&m, &kv, one_batch ? one_batch : 1, P, steps / 2 > 0 ? steps / 2 : 1);
+    if (figures && !strcmp(figures, "timeline")) measure_timeline(&m, &kv, one_batch ? one_batch : 1, P);
     mt_kv_cache_free(&kv);
     mt_model_free(&m);
     return 0;

@@ -134,7 +134,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
 
 // Device-side view of one pass's inputs (pointers into s.in).
 struct PassInputs {
-    const int32_t *tokens, *positions, *seq_of_token, *logit_rows, *table_offset, *tables;
+    const int32_t *tokens, *positions, *kv_block, *logit_rows, *tables;
     const mt_attn_tile *tiles_dec, *tiles_pre;
     const mt_sample_row *sample;   // [logit rows], or null when every row takes its argmax
     int n_dec, n_pre;
@@ -173,10 +173,11 @@ int run_end(const mt_batch *b, int i) {
     return j;
 }
 
-// Lays the batch out in pinned memory and uploads it in one copy: tokens, positions, sequence of
-// each token, logit rows, table offsets, attention tiles (decode, then prefill), block tables.
-// With B > 0 (a graph's pass) the layout is fixed for B slots: token i uses sequence slot i, slots
-// past n are padding (sequence -1, empty tiles), and every token is a decode tile.
+// Lays the batch out in pinned memory and uploads it in one copy: tokens, positions, the cache
+// block of each token's position, logit rows, sampling, table offsets, attention tiles (decode,
+// then prefill), block tables. With B > 0 (a graph's pass) the layout is fixed for B slots: token
+// i uses sequence slot i, slots past n are padding (cache block -1, empty tiles), and every token
+// is a decode tile.
 int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, PassInputs *pi, mt_err *err) {
     GpuScratch &s = g->s;
     int n = b->n_tokens, G = c->num_attention_heads / c->num_key_value_heads;
@@ -192,7 +193,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     size_t at = 0;
     size_t o_tok = at; at += slots;
     size_t o_pos = at; at += slots;
-    size_t o_seq = at; at += slots;
+    size_t o_kvb = at; at += slots;
     size_t o_rows = at; at += n_rows;
     size_t o_samp = at; at += 4 * n_rows;   // mt_sample_row per logit row (four 32-bit words)
     if (b->sample) {   // padded rows of a graph's pass take their argmax
@@ -218,12 +219,13 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
             bool real = i < n;
             h[o_tok + i] = real ? b->tokens[i] : 0;
             h[o_pos + i] = real ? b->positions[i] : 0;
-            h[o_seq + i] = real ? i : -1;
+            h[o_kvb + i] = -1;
             h[o_rows + i] = i;
             toff[i] = 0;
             if (real) {
                 const mt_kv_seq *q = b->seqs[b->seq_ids[i]];
                 toff[i] = (int32_t)(tab_at - o_tab);
+                h[o_kvb + i] = q->blocks[b->positions[i] / 16];
                 memcpy(h + tab_at, q->blocks, (size_t)q->num_blocks * sizeof(int32_t));
                 tab_at += (size_t)q->num_blocks;
             }
@@ -233,7 +235,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     } else {
         memcpy(h + o_tok, b->tokens, (size_t)n * sizeof(int32_t));
         memcpy(h + o_pos, b->positions, (size_t)n * sizeof(int32_t));
-        memcpy(h + o_seq, b->seq_ids, (size_t)n * sizeof(int32_t));
+        for (int i = 0; i < n; i++) h[o_kvb + i] = b->seqs[b->seq_ids[i]]->blocks[b->positions[i] / 16];
         memcpy(h + o_rows, b->logit_rows, (size_t)b->n_logits * sizeof(int32_t));
         for (int i = 0; i < b->num_seqs; i++) {
             toff[i] = (int32_t)(tab_at - o_tab);
@@ -270,9 +272,8 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     MT_CU(err, cudaMemcpyAsync(s.in, h, tab_at * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
     pi->tokens = s.in + o_tok;
     pi->positions = s.in + o_pos;
-    pi->seq_of_token = s.in + o_seq;
+    pi->kv_block = s.in + o_kvb;
     pi->logit_rows = s.in + o_rows;
-    pi->table_offset = s.in + o_toff;
     pi->tables = s.in + o_tab;
     pi->tiles_dec = (const mt_attn_tile *)(s.in + o_dec);
     pi->tiles_pre = (const mt_attn_tile *)(s.in + o_pre);
@@ -433,9 +434,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         qa.rope_theta = c->rope_theta;
         qa.inv_freq = g->inv_freq;
         qa.positions = pi.positions;
-        qa.seq_of_token = pi.seq_of_token;
-        qa.block_table = pi.tables;
-        qa.table_offset = pi.table_offset;
+        qa.kv_block = pi.kv_block;
         qa.k_cache = (bf16 *)kv->dev_k;
         qa.v_cache = (bf16 *)kv->dev_v;
         qa.layer = l;

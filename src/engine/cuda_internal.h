@@ -56,7 +56,7 @@ struct GpuScratch {
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products
     int split_cap, split_rows;
-    // batch inputs, uploaded in one copy: tokens, positions, seq_of_token, logit_rows,
+    // batch inputs, uploaded in one copy: tokens, positions, cache block of each token, logit rows,
     // table_offset, attention tiles (decode then prefill), block tables
     int32_t *in, *h_in;      // device, pinned host
     size_t in_cap;           // ints

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "engine/cuda_backend.h"
+#include "kernels/cuda/timeline.h"
 
 static int missing(mt_err *err) {
     return mt_errf(err, "--device cuda: this build of moetrace has no CUDA backend (nvcc was not found at build time)");
@@ -46,6 +47,20 @@ void mt_cuda_set_skip(const mt_model *m, unsigned mask) {
 int mt_cuda_describe(char *buf, size_t len) {
     snprintf(buf, len, "no CUDA backend in this build");
     return -1;
+}
+const char *mt_tl_kind_name(int kind) {
+    (void)kind;
+    return "?";
+}
+int mt_cuda_timeline_begin(size_t cap) {
+    (void)cap;
+    return -1;
+}
+size_t mt_cuda_timeline_end(mt_tl_block *out, size_t cap, size_t *recorded) {
+    (void)out;
+    (void)cap;
+    if (recorded) *recorded = 0;
+    return 0;
 }
 #else
 typedef int mt_cuda_stub_unused; /* ISO C forbids an empty translation unit */

@@ -70,12 +70,14 @@ __device__ __forceinline__ void load_q(uint32_t qa[HD / 16][4], const mt_attenti
 
 // Starts copying KV tile kt (positions kt*32 ..) of kv head kvh, the sequence's block table at
 // block_table + table_off, into shared memory, rows of HD+8, as one cp.async group; positions
-// beyond max_pos are zeros. Threads [0, NT) of the caller take part. A tile spans two KV blocks of
-// 16 positions: both block-table entries are read first (two independent loads), so every copy is
-// issued without waiting on a lookup.
+// beyond max_pos are zeros, and position skip_pos (>= 0) is left out (issue_kv_row copies it).
+// Threads [0, NT) of the caller take part. A tile spans two KV blocks of 16 positions: both
+// block-table entries are read first (two independent loads, through L2: the table is a pass
+// input, which callers may read before their dependency wait), so every copy is issued without
+// waiting on a lookup.
 template <int HD, int NT>
 __device__ __forceinline__ void issue_kv_tile(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int table_off, int kvh, int kt,
-                                             int max_pos, int tid) {
+                                             int max_pos, int tid, int skip_pos = -1) {
     constexpr int VEC = HD / 8;   // 16-byte vectors per position
     const int kvd = a.n_kv_heads * HD;
     const int32_t *table = a.block_table + table_off + kt * 2;
@@ -83,19 +85,41 @@ __device__ __forceinline__ void issue_kv_tile(bf16 *Ks, bf16 *Vs, const mt_atten
 #pragma unroll
     for (int b = 0; b < 2; b++) {
         bool used = kt * KV_TILE + 16 * b <= max_pos;
-        base[b] = used ? ((size_t)table[b] * a.num_layers + a.layer) * 16 * kvd + (size_t)kvh * HD : 0;
+        base[b] = used ? ((size_t)__ldcg(table + b) * a.num_layers + a.layer) * 16 * kvd + (size_t)kvh * HD : 0;
     }
 #pragma unroll
     for (int i = 0; i < (KV_TILE * VEC + NT - 1) / NT; i++) {
         int v = tid + i * NT;
         if ((KV_TILE * VEC) % NT != 0 && v >= KV_TILE * VEC) break;
         int r = v / VEC, q = v % VEC;
+        if (kt * KV_TILE + r == skip_pos) continue;
         bool ok = kt * KV_TILE + r <= max_pos;
         size_t off = ok ? base[r >> 4] + (size_t)(r & 15) * kvd + q * 8 : 0;
         mt_cp_async16(Ks + r * (HD + 8) + q * 8, a.k_cache + off, ok ? 16 : 0);
         mt_cp_async16(Vs + r * (HD + 8) + q * 8, a.v_cache + off, ok ? 16 : 0);
     }
     mt_cp_async_commit();
+}
+
+// Starts copying position pos (of KV tile kt) of kv head kvh into its row of the tile, as one
+// cp.async group; lanes [0, HD/8) of the calling warp take part.
+template <int HD>
+__device__ __forceinline__ void issue_kv_row(bf16 *Ks, bf16 *Vs, const mt_attention_args &a, int table_off, int kvh, int kt,
+                                            int pos, int lane) {
+    const int kvd = a.n_kv_heads * HD, r = pos - kt * KV_TILE;
+    if (lane < HD / 8) {
+        size_t off = ((size_t)__ldcg(a.block_table + table_off + pos / 16) * a.num_layers + a.layer) * 16 * kvd +
+                     (size_t)(pos % 16) * kvd + (size_t)kvh * HD + lane * 8;
+        mt_cp_async16(Ks + r * (HD + 8) + lane * 8, a.k_cache + off, 16);
+        mt_cp_async16(Vs + r * (HD + 8) + lane * 8, a.v_cache + off, 16);
+    }
+    mt_cp_async_commit();
+}
+
+// Tile i of a.tiles, read through L2 (a pass input: callers may read it before their dependency wait).
+__device__ __forceinline__ mt_attn_tile load_tile(const mt_attention_args &a, int i) {
+    const int32_t *p = reinterpret_cast<const int32_t *>(a.tiles + i);
+    return {__ldcg(p), __ldcg(p + 1), __ldcg(p + 2), __ldcg(p + 3), __ldcg(p + 4), __ldcg(p + 5)};
 }
 
 // The same, waiting until this thread's part has landed (the caller's barrier makes the whole
@@ -318,6 +342,7 @@ __device__ __forceinline__ void tile_merge_into(RowState<HD> &t, const uint32_t 
 // three blocks per multiprocessor (168 registers at head_dim 128).
 template <int HD>
 __global__ void __launch_bounds__(128, ROWS_MIN_BLOCKS) attention_rows_kernel(const mt_attention_args a, float scale_log2) {
+    MT_TIMELINE_KERNEL(MT_TL_ATTN_ROWS);
     mt_grid_dependency_wait();
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5;
@@ -359,6 +384,7 @@ __global__ void __launch_bounds__(128, ROWS_MIN_BLOCKS) attention_rows_kernel(co
 // time, and warp 0 merges their states in tile order (through shared memory).
 template <int HD>
 __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attention_args a, float scale_log2) {
+    MT_TIMELINE_KERNEL(MT_TL_ATTN_DECODE);
     mt_grid_dependency_wait();
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -398,22 +424,29 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attentio
 
 // Split kernel: warp w of block (tile, kv head, z) computes KV tile 4z + w of the tile's <= 16 rows
 // and writes the state: o [16][HD], then m [16], then l [16], at state index (tile, kvh, kt).
+// Decode tiles only (one token each): every K/V position but the token's own was written by
+// earlier passes, so those copies start before the dependency wait; the token's own row, which
+// the q/k prologue launched just before writes, is copied after it.
 template <int HD>
 __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention_args a, float scale_log2) {
-    mt_grid_dependency_wait();
+    MT_TIMELINE_KERNEL(MT_TL_ATTN_SPLIT);
     extern __shared__ uint4 smem_raw[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
-    const mt_attn_tile t = a.tiles[blockIdx.x];
+    const mt_attn_tile t = load_tile(a, blockIdx.x);
     const int kvh = blockIdx.y, kt = blockIdx.z * 4 + warp;
-    if (t.n_tok == 0) return;
     const int max_pos = t.max_pos;
-    if (kt * KV_TILE > max_pos || kt >= a.split_max_tiles) return;
+    const bool work = t.n_tok != 0 && kt * KV_TILE <= max_pos && kt < a.split_max_tiles;
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
     bf16 *Vs = Ks + KV_TILE * (HD + 8);
+    const bool own_row = max_pos / KV_TILE == kt;   // this KV tile holds the token's own position
+    if (work) issue_kv_tile<HD, 32>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane, max_pos);
+    mt_grid_dependency_wait();
+    if (!work) return;
+    if (own_row) issue_kv_row<HD>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane);
     uint32_t qa[HD / 16][4];
     RowInfo ri;
     load_q<HD>(qa, a, t, kvh, 0, ri);
-    load_kv_tile<HD, 32>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane);
+    mt_cp_async_wait<0>();
     __syncwarp();
     RowState<HD> s;
     tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
@@ -443,6 +476,8 @@ constexpr int MERGE_AHEAD = 16;
 
 template <int HD>
 __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_args a) {
+    MT_TIMELINE_KERNEL(MT_TL_ATTN_MERGE);
+    const mt_attn_tile t = load_tile(a, blockIdx.x);   // a pass input: before the wait
     mt_grid_dependency_wait();
     const int r = blockIdx.z, d = threadIdx.x, kvh = blockIdx.y;
     const float *base = a.split_states + ((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles * 16 * (HD + 2);
@@ -459,7 +494,6 @@ __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_
         }
     };
     load(0, a.split_max_tiles);
-    const mt_attn_tile t = a.tiles[blockIdx.x];
     if (t.n_tok == 0 || r >= t.n_tok * t.n_heads) return;
     const int G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
     const int n_kt = t.max_pos / KV_TILE + 1;

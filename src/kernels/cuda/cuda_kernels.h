@@ -165,7 +165,9 @@ void mt_cuda_gather_rows(bf16 *dst, const bf16 *src, int ld_src, const int32_t *
 void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps,
                      cudaStream_t st);
 
-/* Per token: biases, q/k norm, RoPE at its position, q -> bf16 [n, qd], k/v -> the paged cache. */
+/* Per token: biases, q/k norm, RoPE at its position, q -> bf16 [n, qd], k/v -> the paged cache.
+ * Positions, cache blocks, biases, norm weights and inv_freq are read before the dependency wait
+ * (launch.cuh): the pass's inputs and weights, which no launch of the pass writes. */
 typedef struct mt_qk_prep_args {
     const float *qkv;                 /* [n, qd + 2*kvd] */
     int n, n_heads, n_kv_heads, head_dim;
@@ -174,9 +176,9 @@ typedef struct mt_qk_prep_args {
     int qk_norm_full;                 /* 1: norm over the whole projection, 0: per head */
     float eps, rope_theta;
     const float *inv_freq;            /* [head_dim/2] RoPE inverse frequencies (device), or NULL */
-    const int32_t *positions, *seq_of_token; /* [n] */
-    const int32_t *block_table;       /* flattened tables */
-    const int32_t *table_offset;      /* [num_seqs] start of each sequence's table */
+    const int32_t *positions;         /* [n] */
+    const int32_t *kv_block;          /* [n] cache block of each token's position (its sequence's table
+                                         entry pos / 16), -1 for a padding slot (nothing cached) */
     bf16 *k_cache, *v_cache;          /* [blocks, layers, 16, kvd] */
     int layer, num_layers;
     bf16 *q_out;                      /* [n, qd] */

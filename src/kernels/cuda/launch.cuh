@@ -11,9 +11,12 @@
 #include <cuda_runtime.h>
 #include <utility>
 
+#include "kernels/cuda/timeline.cuh"
+
 __device__ __forceinline__ void mt_grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    mt_tl_waited();
     // the next kernel may be scheduled as soon as every block of this one has started
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif

@@ -83,6 +83,7 @@ __device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_ar
 
 template <int EPI, class SP>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
+    MT_TIMELINE_KERNEL(MT_TL_LINEAR_SMALL);
     constexpr int SP_ROWS = SP::ROWS, SP_CHUNKS = SP::CHUNKS, SP_STAGES = SP::STAGES;
     constexpr int SP_STAGE_ELEMS = SP::STAGE_ELEMS, PART = SP::PART;
     extern __shared__ uint4 smem_raw[];
@@ -247,6 +248,7 @@ struct LargeShape {
 // linear_split_reduce_kernel adds the slices in order and applies the epilogue.
 template <int EPI, int MT, bool SPLIT, bool BULK>
 __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args a) {
+    MT_TIMELINE_KERNEL(MT_TL_LINEAR_LARGE);
     mt_grid_dependency_wait();
     const uint64_t wpolicy = mt_weight_policy(a.weights_once);
     using Shape = LargeShape<MT>;
@@ -451,6 +453,7 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
 // out = epilogue(sum over slices s in order of partials[s]), one thread per output value.
 template <int EPI>
 __global__ void linear_split_reduce_kernel(const mt_linear_args a) {
+    MT_TIMELINE_KERNEL(MT_TL_SPLIT_REDUCE);
     mt_grid_dependency_wait();
     const int S = mt_k_slices(a.W.K);
     const int cols = EPI == MT_EPI_SWIGLU ? a.W.rows / 2 : a.W.rows;

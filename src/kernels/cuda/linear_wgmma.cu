@@ -71,6 +71,7 @@ template <int EPI, int CPS>
 __global__ void __launch_bounds__(TW_THREADS, 1)
     linear_tma_kernel(const __grid_constant__ CUtensorMap wmap, const __grid_constant__ CUtensorMap xmap,
                       const mt_linear_args a, int nx, int n_tiles) {
+    MT_TIMELINE_KERNEL(MT_TL_LINEAR_WGMMA);
     extern __shared__ uint8_t smem_raw[];
     __shared__ __align__(8) uint64_t full[TW_STAGES], empty[TW_STAGES];
     // the swizzled X rows need stages on 1024-byte boundaries (the swizzle follows address bits)

@@ -80,6 +80,7 @@ __device__ __forceinline__ void route_token(int t, int32_t *ids, int32_t *ids_lo
 }
 
 __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
+    MT_TIMELINE_KERNEL(MT_TL_ROUTE);
     mt_grid_dependency_wait();
     const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (t < n) route_token(t, ids, nullptr, weights, logits, ld, E, k, renorm);
@@ -157,6 +158,7 @@ __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *count, 
 constexpr int SORT_WARP_E = 256;
 
 __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    MT_TIMELINE_KERNEL(MT_TL_SORT);
     mt_grid_dependency_wait();
     extern __shared__ int32_t sort_smem[];   // count [E], cursor [E], per-warp cursors [32][E]
     const int warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -192,6 +194,7 @@ constexpr int SMALL_SORT_THREADS = 512;
 __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
                                                                                const float *logits, int ld, int n, int E,
                                                                                int k, int renorm) {
+    MT_TIMELINE_KERNEL(MT_TL_ROUTE_SORT);
     mt_grid_dependency_wait();
     __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS], ids_local[SMALL_SORT_THREADS];
     const int tid = threadIdx.x, warp = tid >> 5;
@@ -210,6 +213,7 @@ __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt
 constexpr int SORT_CHUNK = 1024;
 
 __global__ void sort_count_kernel(mt_expert_sort s, const int32_t *ids, int nk, int E) {
+    MT_TIMELINE_KERNEL(MT_TL_SORT);
     mt_grid_dependency_wait();
     extern __shared__ int32_t cnt[];   // [E]
     for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
@@ -222,6 +226,7 @@ __global__ void sort_count_kernel(mt_expert_sort s, const int32_t *ids, int nk, 
 
 // One block of >= E threads: totals, the scan, then each chunk's first slot per expert.
 __global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
+    MT_TIMELINE_KERNEL(MT_TL_SORT);
     mt_grid_dependency_wait();
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
         int total = 0;
@@ -242,6 +247,7 @@ __global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
 }
 
 __global__ void sort_scatter_kernel(mt_expert_sort s, const int32_t *ids, int nk, int k, int E) {
+    MT_TIMELINE_KERNEL(MT_TL_SORT);
     mt_grid_dependency_wait();
     extern __shared__ int32_t cursor[];   // [E]
     for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = s.chunks[(size_t)blockIdx.x * E + e];

@@ -86,6 +86,7 @@ __device__ u64 select_threshold(const Row &r, u64 lo, bool count_only, u64 need,
 
 __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *tokens, const float *logits, int ld, int V,
                                                           const mt_sample_row *rows) {
+    MT_TIMELINE_KERNEL(MT_TL_SAMPLE);
     mt_grid_dependency_wait();
     const mt_sample_row spec = rows[blockIdx.x];
     if (!(spec.temperature > 0.0f)) return;   // greedy: the argmax already written stays

@@ -29,6 +29,7 @@ __device__ float block_sum(float v, float *scratch) {
 }
 
 __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens, int H) {
+    MT_TIMELINE_KERNEL(MT_TL_EMBED);
     mt_grid_dependency_wait();
     const bf16 *row = embed + (size_t)tokens[blockIdx.x] * H;
     float *out = h + (size_t)blockIdx.x * H;
@@ -37,6 +38,7 @@ __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens,
 
 // dst row p = src row rows[p], a warp per row, 16 bytes per lane and step (width % 8 == 0).
 __global__ void gather_rows_kernel(bf16 *dst, const bf16 *src, int ld_src, const int32_t *rows, int n, int width) {
+    MT_TIMELINE_KERNEL(MT_TL_GATHER_ROWS);
     mt_grid_dependency_wait();
     const int p = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (p >= n) return;
@@ -47,17 +49,31 @@ __global__ void gather_rows_kernel(bf16 *dst, const bf16 *src, int ld_src, const
 
 // RMSNorm of one row by the whole block; thread i owns the 4-vectors i, i + blockDim, ...
 // (H % 4 == 0). The same code serves every caller, so a row's bits never depend on which did it.
-__device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, int H, float eps, float *scratch) {
-    const float4 *xr = reinterpret_cast<const float4 *>(x);
+// The norm weights of a thread's first four vectors come loaded (norm_weights, which callers issue
+// before their dependency wait: weights are never written), and so do the row's values there.
+struct NormWeights {
+    float4 g[4];
+};
+
+__device__ __forceinline__ NormWeights norm_weights(const float *w, int H) {
+    NormWeights n;
     const float4 *w4 = reinterpret_cast<const float4 *>(w);
-    float4 v[4];
-    float ss = 0.0f;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         int i = threadIdx.x + j * blockDim.x;
-        v[j] = i < H / 4 ? xr[i] : make_float4(0, 0, 0, 0);
-        ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+        n.g[j] = i < H / 4 ? w4[i] : make_float4(0, 0, 0, 0);
     }
+    return n;
+}
+
+// v: the row's values at this thread's first four vectors (zeros past H); the rest come from x.
+__device__ __forceinline__ void rmsnorm_values(bf16 *y, const float4 v[4], const float *x, const float *w,
+                                               const NormWeights &nw, int H, float eps, float *scratch) {
+    const float4 *xr = reinterpret_cast<const float4 *>(x);
+    const float4 *w4 = reinterpret_cast<const float4 *>(w);
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; j++) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
     for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) {
         float4 u = xr[i];
         ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
@@ -65,24 +81,38 @@ __device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float
     ss = block_sum(ss, scratch);
     float inv = 1.0f / sqrtf(ss / (float)H + eps);
     __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
-    auto put = [&](int i, float4 u) {
-        float4 g = w4[i];
+    auto put = [&](int i, float4 u, float4 g) {
         yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
         yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
     };
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         int i = threadIdx.x + j * blockDim.x;
-        if (i < H / 4) put(i, v[j]);
+        if (i < H / 4) put(i, v[j], nw.g[j]);
     }
-    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i]);
+    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i], w4[i]);
+}
+
+__device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, const NormWeights &nw, int H,
+                                            float eps, float *scratch) {
+    const float4 *xr = reinterpret_cast<const float4 *>(x);
+    float4 v[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        v[j] = i < H / 4 ? xr[i] : make_float4(0, 0, 0, 0);
+    }
+    rmsnorm_values(y, v, x, w, nw, H, eps, scratch);
 }
 
 // One block per row (of rows[], when set).
 __global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, const float *w, int H, float eps) {
+    MT_TIMELINE_KERNEL(MT_TL_RMSNORM);
+    const NormWeights nw = norm_weights(w, H);
+    const int row = rows ? __ldcg(rows + blockIdx.x) : blockIdx.x;   // a pass input
     mt_grid_dependency_wait();
     __shared__ float scratch[33];
-    rmsnorm_row(y + (size_t)blockIdx.x * H, x + (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * H, w, H, eps, scratch);
+    rmsnorm_row(y + (size_t)blockIdx.x * H, x + (size_t)row * H, w, nw, H, eps, scratch);
 }
 
 int rmsnorm_threads(int H) {
@@ -120,6 +150,7 @@ __device__ void rope_vectors(float *v, int n_vec, int hd, int pos, float theta) 
 }
 
 __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
+    MT_TIMELINE_KERNEL(MT_TL_QK_PREP);
     mt_grid_dependency_wait();
     extern __shared__ float buf[];   // q [qd], k [kvd], v [kvd] of this token
     __shared__ float scratch[33];
@@ -157,9 +188,8 @@ __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
     __syncthreads();
     bf16 *qo = a.q_out + (size_t)t * qd;
     for (int i = threadIdx.x; i < qd; i += blockDim.x) qo[i] = __float2bfloat16(q[i]);
-    const int seq = a.seq_of_token[t];
-    if (seq < 0) return;   // padding token of a captured graph: nothing to cache
-    int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
+    const int32_t block = a.kv_block[t];
+    if (block < 0) return;   // padding token of a captured graph: nothing to cache
     size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd;
     for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
         a.k_cache[off + i] = __float2bfloat16(k[i]);
@@ -174,7 +204,7 @@ __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
 constexpr int QK_HEADS = 8;
 
 __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
-    mt_grid_dependency_wait();
+    MT_TIMELINE_KERNEL(MT_TL_QK_PREP);
     __shared__ float warp_ss[QK_HEADS][4];
     __shared__ float rope_sin[64], rope_cos[64];   // head_dim <= 128
     const int t = blockIdx.x, hd = a.head_dim, half = hd / 2;
@@ -185,25 +215,39 @@ __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
     const int qd = a.n_heads * hd, kvd = a.n_kv_heads * hd;
     const bool is_q = slot < a.n_heads, is_k = !is_q && slot < a.n_heads + a.n_kv_heads;
     const int col = slot * hd;   // q, k, v heads are consecutive in the qkv row
+    // Before the wait: the pass's inputs (through L2: an earlier pass wrote them there), biases,
+    // norm weights and the token's RoPE angles; after it only the q/k/v row is read.
+    const int pos = __ldcg(a.positions + t);
+    const int32_t block = __ldcg(a.kv_block + t);
+    const float *bias = is_q ? a.q_bias : is_k ? a.k_bias : a.v_bias;
+    const int bcol = is_q ? col : is_k ? col - qd : col - qd - kvd;
+    float b0 = 0.0f, b1 = 0.0f;
+    if (live && bias) {
+        b0 = bias[bcol + i];
+        b1 = bias[bcol + i + half];
+    }
+    const float *nw = is_q ? a.q_norm : is_k ? a.k_norm : nullptr;
+    float n0 = 0.0f, n1 = 0.0f;
+    if (live && nw) {
+        n0 = nw[i];
+        n1 = nw[i + half];
+    }
+    if (threadIdx.y == 0 && threadIdx.x < half)
+        sincosf((float)pos * a.inv_freq[threadIdx.x], &rope_sin[threadIdx.x], &rope_cos[threadIdx.x]);
+    mt_grid_dependency_wait();
     float x0 = 0.0f, x1 = 0.0f;
     if (live) {
         const float *row = a.qkv + (size_t)t * (qd + 2 * kvd) + col;
-        const float *bias = is_q ? a.q_bias : is_k ? a.k_bias : a.v_bias;
-        int bcol = is_q ? col : is_k ? col - qd : col - qd - kvd;
         x0 = row[i];
         x1 = row[i + half];
         if (bias) {
-            x0 += bias[bcol + i];
-            x1 += bias[bcol + i + half];
+            x0 += b0;
+            x1 += b1;
         }
     }
-    const int seq = a.seq_of_token[t], pos = a.positions[t];
-    if (threadIdx.y == 0 && threadIdx.x < half)
-        sincosf((float)pos * a.inv_freq[threadIdx.x], &rope_sin[threadIdx.x], &rope_cos[threadIdx.x]);
     __syncthreads();
     if (live && !is_q && !is_k) {   // v: straight into the cache
-        if (seq >= 0 && owner) {
-            int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
+        if (block >= 0 && owner) {
             size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd - kvd);
             a.v_cache[off + i] = __float2bfloat16(x0);
             a.v_cache[off + i + half] = __float2bfloat16(x1);
@@ -215,13 +259,12 @@ __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
         for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
         if ((threadIdx.x & 31) == 0) warp_ss[threadIdx.y][threadIdx.x >> 5] = ss;
         __syncthreads();
-        const float *nw = is_q ? a.q_norm : is_k ? a.k_norm : nullptr;
         if (live && nw) {
             ss = 0.0f;
             for (int w = 0; w < (int)(blockDim.x >> 5); w++) ss += warp_ss[threadIdx.y][w];
             float inv = 1.0f / sqrtf(ss / (float)hd + a.eps);
-            x0 = x0 * inv * nw[i];
-            x1 = x1 * inv * nw[i + half];
+            x0 = x0 * inv * n0;
+            x1 = x1 * inv * n1;
         }
     }
     if (!owner || (!is_q && !is_k)) return;
@@ -233,8 +276,7 @@ __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
         qo[i + half] = __float2bfloat16(y1);
         return;
     }
-    if (seq < 0) return;
-    int32_t block = a.block_table[a.table_offset[seq] + pos / 16];
+    if (block < 0) return;
     size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd);
     a.k_cache[off + i] = __float2bfloat16(y0);
     a.k_cache[off + i + half] = __float2bfloat16(y1);
@@ -247,24 +289,40 @@ __global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
 
 // One block per token (rmsnorm_threads(H) threads): h += the token's k expert outputs ye (rows
 // pair_pos) weighted by w, plus the shared expert ys gated by sigmoid(sg); then, when y is set,
-// y = RMSNorm(h) * norm_w (the next layer's input norm, saving a launch). Each thread re-reads
-// only the h values it wrote. The expert rows are added one at a time in slot order; their loads
-// (slots and weights, then rows) are issued COMBINE_GROUP at a time before the adds, so a token
-// waits on two memory round trips per group rather than two per expert.
+// y = RMSNorm(h) * norm_w (the next layer's input norm, saving a launch). The expert rows are added
+// one at a time in slot order. Before the dependency wait the block reads what launches at least
+// two back wrote (launch.cuh): the sort's slots and the routing weights of the first COMBINE_GROUP
+// experts, and h itself (the o product's), besides the norm weights; after it, only the expert rows
+// (all of a group's loads issued before its adds) and the shared expert.
 constexpr int COMBINE_GROUP = 8;
 
 __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pair_pos, const float *w, int k, int H,
                                    const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w,
                                    float eps) {
-    mt_grid_dependency_wait();
+    MT_TIMELINE_KERNEL(MT_TL_COMBINE);
     __shared__ float scratch[33];
     const int t = blockIdx.x;
-    const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
     const int32_t *slots = pair_pos + (size_t)t * k;
     const float *wt = w + (size_t)t * k;
     float4 *hr = reinterpret_cast<float4 *>(h + (size_t)t * H);
-    for (int i = threadIdx.x; i < H / 4; i += blockDim.x) {
-        float4 o = hr[i];
+    int32_t slot0[COMBINE_GROUP];
+    float w0[COMBINE_GROUP];
+#pragma unroll
+    for (int u = 0; u < COMBINE_GROUP; u++) {
+        slot0[u] = u < k ? __ldcg(slots + u) : 0;
+        w0[u] = u < k ? __ldcg(wt + u) : 0.0f;
+    }
+    float4 h0[4];   // h at this thread's first four vectors
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        h0[j] = i < H / 4 ? __ldcg(hr + i) : make_float4(0, 0, 0, 0);
+    }
+    NormWeights nw;
+    if (y) nw = norm_weights(norm_w, H);
+    mt_grid_dependency_wait();
+    const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
+    auto combine = [&](int i, float4 o) {   // o + this token's expert rows (and shared expert) at vector i
         float4 acc = make_float4(0, 0, 0, 0);
         for (int j0 = 0; j0 < k; j0 += COMBINE_GROUP) {
             float wj[COMBINE_GROUP];
@@ -272,8 +330,9 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
 #pragma unroll
             for (int u = 0; u < COMBINE_GROUP; u++) {
                 bool in = j0 + u < k;
-                wj[u] = in ? wt[j0 + u] : 0.0f;
-                e[u] = in ? reinterpret_cast<const float4 *>(ye + (size_t)slots[j0 + u] * H)[i] : make_float4(0, 0, 0, 0);
+                int32_t slot = j0 == 0 ? slot0[u] : in ? slots[j0 + u] : 0;
+                wj[u] = j0 == 0 ? w0[u] : in ? wt[j0 + u] : 0.0f;
+                e[u] = in ? reinterpret_cast<const float4 *>(ye + (size_t)slot * H)[i] : make_float4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int u = 0; u < COMBINE_GROUP; u++) {
@@ -295,9 +354,18 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
         o.y += acc.y;
         o.z += acc.z;
         o.w += acc.w;
-        hr[i] = o;
+        return o;
+    };
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        if (i < H / 4) {
+            h0[j] = combine(i, h0[j]);
+            hr[i] = h0[j];
+        }
     }
-    if (y) rmsnorm_row(y + (size_t)t * H, h + (size_t)t * H, norm_w, H, eps, scratch);
+    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) hr[i] = combine(i, hr[i]);
+    if (y) rmsnorm_values(y + (size_t)t * H, h0, h + (size_t)t * H, norm_w, nw, H, eps, scratch);
 }
 
 // Greedy sampling in two stages, ties to the lower index: chunks of a row to (value, index)
@@ -309,6 +377,7 @@ __device__ __forceinline__ void better(float &bv, int &bi, float v, int i) {
 }
 
 __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, int ld, int V) {
+    MT_TIMELINE_KERNEL(MT_TL_ARGMAX);
     mt_grid_dependency_wait();
     __shared__ float sv[256];
     __shared__ int si[256];
@@ -331,6 +400,7 @@ __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, i
 }
 
 __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi, int chunks) {
+    MT_TIMELINE_KERNEL(MT_TL_ARGMAX);
     mt_grid_dependency_wait();
     float bv = -INFINITY;
     int bi = 0x7fffffff;

@@ -1,0 +1,148 @@
+/* The schedule of decode steps read back from the kernel timeline (kernels/cuda/timeline.h), for
+ * bench_cuda --figures timeline: blocks grouped into launches, launches named by their place in a
+ * layer, and per name the mean over the middle layers of when the launch's blocks started, passed
+ * their dependency wait and left, each relative to the end of the launch before it. */
+#ifndef MT_BENCH_TIMELINE_REPORT_H
+#define MT_BENCH_TIMELINE_REPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/timeline.h"
+
+typedef struct tl_launch {
+    int kind, grid, n;
+    uint64_t enter0, wait0, wait1, exit0, exit1;   /* first start, first/last wait return, first/last exit */
+} tl_launch;
+
+static int tl_by_wait(const void *a, const void *b) {
+    const mt_tl_block *x = a, *y = b;
+    if (x->t_wait != y->t_wait) return x->t_wait < y->t_wait ? -1 : 1;
+    return (int)x->kind - (int)y->kind;
+}
+
+static int tl_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Blocks sorted by their wait's return form launches: a launch's blocks all pass the wait after the
+ * launch before it has ended, so each launch is a run of its kind and grid, grid blocks long. */
+static size_t tl_launches(mt_tl_block *r, size_t n, tl_launch *out) {
+    qsort(r, n, sizeof *r, tl_by_wait);
+    size_t nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        tl_launch *c = nl ? &out[nl - 1] : NULL;
+        if (!c || c->kind != (int)r[i].kind || c->grid != (int)r[i].grid || c->n >= c->grid) {
+            c = &out[nl++];
+            c->kind = (int)r[i].kind;
+            c->grid = (int)r[i].grid;
+            c->n = 0;
+            c->enter0 = c->exit0 = UINT64_MAX;
+            c->wait0 = r[i].t_wait;
+            c->wait1 = c->exit1 = 0;
+        }
+        c->n++;
+        if (r[i].t_enter < c->enter0) c->enter0 = r[i].t_enter;
+        if (r[i].t_wait > c->wait1) c->wait1 = r[i].t_wait;
+        if (r[i].t_exit < c->exit0) c->exit0 = r[i].t_exit;
+        if (r[i].t_exit > c->exit1) c->exit1 = r[i].t_exit;
+    }
+    return nl;
+}
+
+static const char *tl_label(const tl_launch *l, int product) {
+    static const char *const products[] = {"q/k/v", "o", "router", "gate/up", "down"};
+    bool is_product = l->kind == MT_TL_LINEAR_SMALL || l->kind == MT_TL_LINEAR_LARGE || l->kind == MT_TL_LINEAR_WGMMA;
+    if (is_product) return product < 5 ? products[product] : "product";
+    if (l->kind == MT_TL_SPLIT_REDUCE) return product >= 1 && product <= 5 ? "(split reduce)" : "split reduce";
+    return mt_tl_kind_name(l->kind);
+}
+
+enum { TL_MAX_LABELS = 32 };
+typedef struct tl_row {
+    const char *label;
+    int count;
+    double blocks, start, release, wait_spread, first_out, last_out, share;
+} tl_row;
+
+/* Prints the per-launch means over layers 1 .. layers-2 of every step recorded. */
+static void tl_report(mt_tl_block *r, size_t n, int layers) {
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (r[i].t_wait) r[kept++] = r[i];
+    n = kept;
+    tl_launch *ls = malloc((n ? n : 1) * sizeof *ls);
+    size_t nl = tl_launches(r, n, ls);
+    uint64_t *stamps = malloc((n ? n : 1) * sizeof *stamps);
+    for (size_t i = 0; i < n; i++) stamps[i] = r[i].t_exit;
+    qsort(stamps, n, sizeof *stamps, tl_u64);
+    uint64_t tick = UINT64_MAX;
+    for (size_t i = 1; i < n; i++)
+        if (stamps[i] > stamps[i - 1] && stamps[i] - stamps[i - 1] < tick) tick = stamps[i] - stamps[i - 1];
+    free(stamps);
+
+    tl_row rows[TL_MAX_LABELS];
+    int n_rows = 0, steps = 0, layer = -1, product = 0;
+    double layer_sum = 0.0;
+    long layer_count = 0;
+    for (size_t i = 0; i < nl; i++) {
+        const tl_launch *l = &ls[i];
+        if (l->kind == MT_TL_EMBED) {
+            steps++;
+            layer = 0;
+            product = 0;
+            continue;
+        }
+        if (layer < 0 || i == 0) continue;
+        const char *label = tl_label(l, product);
+        bool is_product = l->kind == MT_TL_LINEAR_SMALL || l->kind == MT_TL_LINEAR_LARGE || l->kind == MT_TL_LINEAR_WGMMA;
+        if (layer >= 1 && layer <= layers - 2) {
+            const tl_launch *p = &ls[i - 1];
+            int k = 0;
+            while (k < n_rows && strcmp(rows[k].label, label)) k++;
+            if (k == n_rows && n_rows < TL_MAX_LABELS) {
+                memset(&rows[n_rows], 0, sizeof rows[n_rows]);
+                rows[n_rows++].label = label;
+            }
+            if (k < n_rows) {
+                double pe = (double)p->exit1;
+                tl_row *w = &rows[k];
+                w->count++;
+                w->blocks += l->n;
+                w->start += (double)l->enter0 - pe;
+                w->release += (double)l->wait0 - pe;
+                w->wait_spread += (double)(l->wait1 - l->wait0);
+                w->first_out += (double)(l->exit0 - l->wait0);
+                w->last_out += (double)(l->exit1 - l->wait0);
+                w->share += (double)l->exit1 - pe;
+                layer_sum += (double)l->exit1 - pe;
+            }
+        }
+        if (is_product) product++;
+        if (l->kind == MT_TL_COMBINE) {
+            if (layer >= 1 && layer <= layers - 2) layer_count++;
+            layer++;
+            product = 0;
+        }
+    }
+    printf("timeline: %zu blocks in %zu launches, %d steps; globaltimer step %llu ns\n", n, nl, steps,
+           (unsigned long long)(tick == UINT64_MAX ? 0 : tick));
+    printf("  means over layers 1..%d, us; start/release/share from the end of the launch before\n", layers - 2);
+    printf("  %-16s %7s %8s %8s %8s %9s %8s %8s\n", "launch", "blocks", "start", "release", "waits", "first out", "last out",
+           "share");
+    for (int k = 0; k < n_rows; k++) {
+        tl_row *w = &rows[k];
+        double c = w->count ? w->count : 1;
+        printf("  %-16s %7.0f %8.2f %8.2f %8.2f %9.2f %8.2f %8.2f\n", w->label, w->blocks / c, w->start / c * 1e-3,
+               w->release / c * 1e-3, w->wait_spread / c * 1e-3, w->first_out / c * 1e-3, w->last_out / c * 1e-3,
+               w->share / c * 1e-3);
+    }
+    if (layer_count) printf("  a layer: %.2f us (sum of shares)\n", layer_sum / (double)layer_count * 1e-3);
+    free(ls);
+}
+
+#endif
