@@ -495,6 +495,8 @@ int main() {
     check_paths_agree(2048, 4096, 8);
     check_paths_agree(128, 2048, 5);
     check_paths_agree(80, 768, 3);
+    check_paths_agree(5120, 2048, 1);   // q/k/v at batch 1: just over one wave of 8-row blocks (narrow stages)
+    check_dense(5120, 2048, 2, MT_EPI_F32, false);
     printf("expert sort\n");
     check_sort(7, 2, 8);
     check_sort(300, 8, 128);

@@ -472,7 +472,7 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
 // before the tile is read (their addresses do not depend on it; the scratch holds split_max_tiles
 // states per (tile, kv head), and those past the tile's last are never folded), so the fold waits
 // on one memory round trip, not two.
-constexpr int MERGE_AHEAD = 16;
+constexpr int MERGE_AHEAD = 32;
 
 template <int HD>
 __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_args a) {

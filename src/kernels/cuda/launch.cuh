@@ -5,6 +5,13 @@
 // before any early return), which waits for the earlier kernels to complete with their memory
 // visible; the order of results is therefore exactly the stream order. MOETRACE_CUDA_PDL=0 turns
 // the early starts off (plain stream order) for comparisons.
+//
+// What a kernel may read before its wait: what no kernel writes (weights), the pass's inputs (copied
+// in before its first kernel), and what kernels two or more launches back wrote. The last holds
+// because a kernel lets its dependents start only once its own wait has returned (below), that is
+// once the kernel before it has completed: when kernel N starts, kernel N-2 is done. Such reads of
+// data written on the device go through L2 (__ldcg, cp.async.cg), never a multiprocessor's L1,
+// which an earlier launch may have filled with older values.
 #ifndef MT_KERNELS_CUDA_LAUNCH_CUH
 #define MT_KERNELS_CUDA_LAUNCH_CUH
 

@@ -32,6 +32,7 @@ struct SmallShape {
 };
 using Small16 = SmallShape<16, 6, 2>;   // 3 KB weight copies, one ahead; 2 blocks fit a multiprocessor
 using Small8 = SmallShape<8, 8, 2>;     // 4 KB weight copies (b1: 3.47 -> 3.39 ms, docs/PERF.md)
+using Small8Narrow = SmallShape<8, 4, 2>; // 2 KB copies, three blocks per multiprocessor
 constexpr int SMALL_MAX_ROWS = 64;   // X rows of one group (or dense call) the small path takes
 
 // ---- small path ----------------------------------------------------------------------------------
@@ -429,15 +430,22 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     }
 }
 
+// Blocks of the small kernel of shape SP the whole device holds at once (set up once per shape).
 template <int EPI, class SP>
-void launch_small_shape(const mt_linear_args &a, int items, cudaStream_t st) {
-    static int resident = 0;   // blocks of this kernel the whole device holds at once
+int small_resident() {
+    static int resident = 0;
     if (!resident) {
         cudaFuncSetAttribute(linear_small_kernel<EPI, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SP::SMEM);
         int per_sm = 0;
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_small_kernel<EPI, SP>, 256, SP::SMEM);
         resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
     }
+    return resident;
+}
+
+template <int EPI, class SP>
+void launch_small_shape(const mt_linear_args &a, int items, cudaStream_t st) {
+    int resident = small_resident<EPI, SP>();
     mt_launch(linear_small_kernel<EPI, SP>, dim3(items < resident ? items : resident), dim3(256), SP::SMEM, st, a);
 }
 
@@ -446,8 +454,16 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
     int groups = a.group_offsets ? a.max_work : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS;
     int items = groups * (a.W.rows_pad / 16);
     if (items <= 0) return;
-    if (a.rows_max > 0 && a.rows_max <= Small8::ROWS) launch_small_shape<EPI, Small8>(a, items, st);
-    else launch_small_shape<EPI, Small16>(a, items, st);
+    if (a.rows_max > 0 && a.rows_max <= Small8::ROWS) {
+        // Items that just overflow one wave of Small8 blocks (q/k/v at batch 1: 320 items, 264
+        // blocks) would leave the last ones to a second wave: smaller stages fit three blocks per
+        // multiprocessor and take them all at once (b1 3.25 -> 3.21 ms, docs/PERF.md).
+        if (items > small_resident<EPI, Small8>() && items <= small_resident<EPI, Small8Narrow>())
+            launch_small_shape<EPI, Small8Narrow>(a, items, st);
+        else launch_small_shape<EPI, Small8>(a, items, st);
+    } else {
+        launch_small_shape<EPI, Small16>(a, items, st);
+    }
 }
 
 // out = epilogue(sum over slices s in order of partials[s]), one thread per output value.

@@ -72,18 +72,16 @@ __device__ void route_token_n(int t, int32_t *ids, int32_t *ids_local, float *we
         for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
 }
 
-__device__ __forceinline__ void route_token(int t, int32_t *ids, int32_t *ids_local, float *weights, const float *logits,
-                                            int ld, int E, int k, int renorm) {
-    if (E <= 128) route_token_n<4>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
-    else if (E <= 256) route_token_n<8>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
-    else route_token_n<32>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
-}
+// Router logits per lane for E experts (the kernels below are compiled per value, so each holds the
+// code of one: a decode layer's routing launch fetches its code cold, and less code is less time).
+int per_lane_of(int E) { return E <= 128 ? 4 : E <= 256 ? 8 : 32; }
 
+template <int PER_LANE>
 __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm) {
     MT_TIMELINE_KERNEL(MT_TL_ROUTE);
     mt_grid_dependency_wait();
     const int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (t < n) route_token(t, ids, nullptr, weights, logits, ld, E, k, renorm);
+    if (t < n) route_token_n<PER_LANE>(t, ids, nullptr, weights, logits, ld, E, k, renorm);
 }
 
 // Ranks pairs [begin, end) in order into their experts' slots, starting at cursor[e] (shared
@@ -191,6 +189,7 @@ __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk,
 // consecutive experts) and scatters the pairs.
 constexpr int SMALL_SORT_THREADS = 512;
 
+template <int PER_LANE>
 __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt_expert_sort s, int32_t *ids, float *weights,
                                                                                const float *logits, int ld, int n, int E,
                                                                                int k, int renorm) {
@@ -200,7 +199,8 @@ __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt
     const int tid = threadIdx.x, warp = tid >> 5;
     count[tid] = 0;
     __syncthreads();
-    for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32) route_token(t, ids, ids_local, weights, logits, ld, E, k, renorm);
+    for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32)
+        route_token_n<PER_LANE>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
     __syncthreads();
     for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids_local[i]], 1);
     __syncthreads();
@@ -262,7 +262,10 @@ void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, c
                         int E, int k, int renorm, cudaStream_t st) {
     if (n <= 0) return;
     if (n <= 32 && E <= SMALL_SORT_THREADS && n * k <= SMALL_SORT_THREADS) {
-        mt_launch(route_sort_small_kernel, 1, SMALL_SORT_THREADS, 0, st, *s, ids, weights, logits, ld, n, E, k, renorm);
+        int pl = per_lane_of(E);
+        if (pl == 4) mt_launch(route_sort_small_kernel<4>, 1, SMALL_SORT_THREADS, 0, st, *s, ids, weights, logits, ld, n, E, k, renorm);
+        else if (pl == 8) mt_launch(route_sort_small_kernel<8>, 1, SMALL_SORT_THREADS, 0, st, *s, ids, weights, logits, ld, n, E, k, renorm);
+        else mt_launch(route_sort_small_kernel<32>, 1, SMALL_SORT_THREADS, 0, st, *s, ids, weights, logits, ld, n, E, k, renorm);
         return;
     }
     mt_cuda_route(ids, weights, logits, ld, n, E, k, renorm, st);
@@ -272,7 +275,10 @@ void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, c
 void mt_cuda_route(int32_t *ids, float *weights, const float *logits, int ld, int n, int E, int k, int renorm,
                    cudaStream_t st) {
     if (n <= 0) return;
-    mt_launch(route_kernel, (n + 7) / 8, 256, 0, st, ids, weights, logits, ld, n, E, k, renorm);
+    int pl = per_lane_of(E);
+    if (pl == 4) mt_launch(route_kernel<4>, (n + 7) / 8, 256, 0, st, ids, weights, logits, ld, n, E, k, renorm);
+    else if (pl == 8) mt_launch(route_kernel<8>, (n + 7) / 8, 256, 0, st, ids, weights, logits, ld, n, E, k, renorm);
+    else mt_launch(route_kernel<32>, (n + 7) / 8, 256, 0, st, ids, weights, logits, ld, n, E, k, renorm);
 }
 
 void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int k, int E, cudaStream_t st) {

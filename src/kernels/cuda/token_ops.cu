@@ -49,35 +49,43 @@ __global__ void gather_rows_kernel(bf16 *dst, const bf16 *src, int ld_src, const
 
 // RMSNorm of one row by the whole block; thread i owns the 4-vectors i, i + blockDim, ...
 // (H % 4 == 0). The same code serves every caller, so a row's bits never depend on which did it.
-// The norm weights of a thread's first four vectors come loaded (norm_weights, which callers issue
-// before their dependency wait: weights are never written), and so do the row's values there.
+// VECS: the 4-vectors each thread owns (1 .. 4, known at launch: rmsnorm_vecs), or 0 for any
+// number; compiling only the path a width takes keeps these latency-bound kernels' code, which
+// they fetch cold at every launch, small. The norm weights of a thread's first vectors come loaded
+// (norm_weights, which callers issue before their dependency wait: weights are never written), and
+// so do the row's values there.
+template <int VECS>
 struct NormWeights {
-    float4 g[4];
+    float4 g[VECS ? VECS : 4];
 };
 
-__device__ __forceinline__ NormWeights norm_weights(const float *w, int H) {
-    NormWeights n;
+template <int VECS>
+__device__ __forceinline__ NormWeights<VECS> norm_weights(const float *w, int H) {
+    NormWeights<VECS> n;
     const float4 *w4 = reinterpret_cast<const float4 *>(w);
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < (VECS ? VECS : 4); j++) {
         int i = threadIdx.x + j * blockDim.x;
         n.g[j] = i < H / 4 ? w4[i] : make_float4(0, 0, 0, 0);
     }
     return n;
 }
 
-// v: the row's values at this thread's first four vectors (zeros past H); the rest come from x.
-__device__ __forceinline__ void rmsnorm_values(bf16 *y, const float4 v[4], const float *x, const float *w,
-                                               const NormWeights &nw, int H, float eps, float *scratch) {
+// v: the row's values at this thread's first vectors (zeros past H); any others come from x.
+template <int VECS>
+__device__ __forceinline__ void rmsnorm_values(bf16 *y, const float4 *v, const float *x, const float *w,
+                                               const NormWeights<VECS> &nw, int H, float eps, float *scratch) {
+    constexpr int NV = VECS ? VECS : 4;
     const float4 *xr = reinterpret_cast<const float4 *>(x);
     const float4 *w4 = reinterpret_cast<const float4 *>(w);
     float ss = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 4; j++) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
-    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) {
-        float4 u = xr[i];
-        ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
-    }
+    for (int j = 0; j < NV; j++) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    if (VECS == 0)
+        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) {
+            float4 u = xr[i];
+            ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
+        }
     ss = block_sum(ss, scratch);
     float inv = 1.0f / sqrtf(ss / (float)H + eps);
     __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
@@ -86,38 +94,47 @@ __device__ __forceinline__ void rmsnorm_values(bf16 *y, const float4 v[4], const
         yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
     };
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < NV; j++) {
         int i = threadIdx.x + j * blockDim.x;
         if (i < H / 4) put(i, v[j], nw.g[j]);
     }
-    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i], w4[i]);
+    if (VECS == 0)
+        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i], w4[i]);
 }
 
-__device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, const NormWeights &nw, int H,
+template <int VECS>
+__device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, const NormWeights<VECS> &nw, int H,
                                             float eps, float *scratch) {
     const float4 *xr = reinterpret_cast<const float4 *>(x);
-    float4 v[4];
+    float4 v[VECS ? VECS : 4];
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < (VECS ? VECS : 4); j++) {
         int i = threadIdx.x + j * blockDim.x;
         v[j] = i < H / 4 ? xr[i] : make_float4(0, 0, 0, 0);
     }
-    rmsnorm_values(y, v, x, w, nw, H, eps, scratch);
+    rmsnorm_values<VECS>(y, v, x, w, nw, H, eps, scratch);
 }
 
 // One block per row (of rows[], when set).
+template <int VECS>
 __global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, const float *w, int H, float eps) {
     MT_TIMELINE_KERNEL(MT_TL_RMSNORM);
-    const NormWeights nw = norm_weights(w, H);
+    const NormWeights<VECS> nw = norm_weights<VECS>(w, H);
     const int row = rows ? __ldcg(rows + blockIdx.x) : blockIdx.x;   // a pass input
     mt_grid_dependency_wait();
     __shared__ float scratch[33];
-    rmsnorm_row(y + (size_t)blockIdx.x * H, x + (size_t)row * H, w, nw, H, eps, scratch);
+    rmsnorm_row<VECS>(y + (size_t)blockIdx.x * H, x + (size_t)row * H, w, nw, H, eps, scratch);
 }
 
 int rmsnorm_threads(int H) {
     int threads = (H / 4 + 31) / 32 * 32;
     return threads > 512 ? 512 : threads;
+}
+
+// Vectors per thread of a row of H at rmsnorm_threads(H) threads: 1 .. 4, or 0 past that.
+int rmsnorm_vecs(int H) {
+    int threads = rmsnorm_threads(H), v = (H / 4 + threads - 1) / threads;
+    return v <= 4 ? v : 0;
 }
 
 // RMSNorm of n_vec vectors of length len (in place, shared memory), weight w[len]; warp per vector.
@@ -296,6 +313,7 @@ __global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
 // (all of a group's loads issued before its adds) and the shared expert.
 constexpr int COMBINE_GROUP = 8;
 
+template <int VECS>
 __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pair_pos, const float *w, int k, int H,
                                    const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w,
                                    float eps) {
@@ -312,14 +330,15 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
         slot0[u] = u < k ? __ldcg(slots + u) : 0;
         w0[u] = u < k ? __ldcg(wt + u) : 0.0f;
     }
-    float4 h0[4];   // h at this thread's first four vectors
+    constexpr int NV = VECS ? VECS : 4;
+    float4 h0[NV];   // h at this thread's first vectors
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < NV; j++) {
         int i = threadIdx.x + j * blockDim.x;
         h0[j] = i < H / 4 ? __ldcg(hr + i) : make_float4(0, 0, 0, 0);
     }
-    NormWeights nw;
-    if (y) nw = norm_weights(norm_w, H);
+    NormWeights<VECS> nw;
+    if (y) nw = norm_weights<VECS>(norm_w, H);
     mt_grid_dependency_wait();
     const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
     auto combine = [&](int i, float4 o) {   // o + this token's expert rows (and shared expert) at vector i
@@ -357,15 +376,16 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
         return o;
     };
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < NV; j++) {
         int i = threadIdx.x + j * blockDim.x;
         if (i < H / 4) {
             h0[j] = combine(i, h0[j]);
             hr[i] = h0[j];
         }
     }
-    for (int i = threadIdx.x + 4 * blockDim.x; i < H / 4; i += blockDim.x) hr[i] = combine(i, hr[i]);
-    if (y) rmsnorm_values(y + (size_t)t * H, h0, h + (size_t)t * H, norm_w, nw, H, eps, scratch);
+    if (VECS == 0)
+        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) hr[i] = combine(i, hr[i]);
+    if (y) rmsnorm_values<VECS>(y + (size_t)t * H, h0, h + (size_t)t * H, norm_w, nw, H, eps, scratch);
 }
 
 // Greedy sampling in two stages, ties to the lower index: chunks of a row to (value, index)
@@ -414,6 +434,12 @@ __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi
     if (threadIdx.x == 0) out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
 }
 
+template <int VECS>
+void launch_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H, const float *ys,
+                    const float *sg, int ld_sg, bf16 *y, const float *norm_w, float eps, cudaStream_t st) {
+    mt_launch(moe_combine_kernel<VECS>, n, rmsnorm_threads(H), 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg, y, norm_w, eps);
+}
+
 }  // namespace
 
 void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, int H, cudaStream_t st) {
@@ -425,7 +451,14 @@ void mt_cuda_gather_rows(bf16 *dst, const bf16 *src, int ld_src, const int32_t *
 }
 
 void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *w, int n, int H, float eps, cudaStream_t st) {
-    if (n > 0) mt_launch(rmsnorm_kernel, n, rmsnorm_threads(H), 0, st, y, x, rows, w, H, eps);
+    if (n <= 0) return;
+    switch (rmsnorm_vecs(H)) {
+    case 1: mt_launch(rmsnorm_kernel<1>, n, rmsnorm_threads(H), 0, st, y, x, rows, w, H, eps); break;
+    case 2: mt_launch(rmsnorm_kernel<2>, n, rmsnorm_threads(H), 0, st, y, x, rows, w, H, eps); break;
+    case 3: mt_launch(rmsnorm_kernel<3>, n, rmsnorm_threads(H), 0, st, y, x, rows, w, H, eps); break;
+    case 4: mt_launch(rmsnorm_kernel<4>, n, rmsnorm_threads(H), 0, st, y, x, rows, w, H, eps); break;
+    default: mt_launch(rmsnorm_kernel<0>, n, rmsnorm_threads(H), 0, st, y, x, rows, w, H, eps); break;
+    }
 }
 
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
@@ -453,8 +486,13 @@ void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, con
                          const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w, float eps,
                          cudaStream_t st) {
     if (n <= 0) return;
-    mt_launch(moe_combine_kernel, n, rmsnorm_threads(H), 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg, y, norm_w,
-              eps);
+switch (rmsnorm_vecs(H)) {
+    case 1: launch_combine<1>(h, ye, pair_pos, w, n, k, H, ys, sg, ld_sg, y, norm_w, eps, st); break;
+    case 2: launch_combine<2>(h, ye, pair_pos, w, n, k, H, ys, sg, ld_sg, y, norm_w, eps, st); break;
+    case 3: launch_combine<3>(h, ye, pair_pos, w, n, k, H, ys, sg, ld_sg, y, norm_w, eps, st); break;
+    case 4: launch_combine<4>(h, ye, pair_pos, w, n, k, H, ys, sg, ld_sg, y, norm_w, eps, st); break;
+    default: launch_combine<0>(h, ye, pair_pos, w, n, k, H, ys, sg, ld_sg, y, norm_w, eps, st); break;
+    }
 }
 
 size_t mt_cuda_argmax_scratch(int n, int V) { return (size_t)n * ((V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK); }
