@@ -16,6 +16,8 @@
 typedef struct tl_launch {
     int kind, grid, n;
     uint64_t enter0, wait0, wait1, exit0, exit1;   /* first start, first/last wait return, first/last exit */
+    double mark[2], out;                           /* block means from the block's own wait return: marks, exit */
+    int n_mark[2];
 } tl_launch;
 
 static int tl_by_wait(const void *a, const void *b) {
@@ -44,8 +46,16 @@ static size_t tl_launches(mt_tl_block *r, size_t n, tl_launch *out) {
             c->enter0 = c->exit0 = UINT64_MAX;
             c->wait0 = r[i].t_wait;
             c->wait1 = c->exit1 = 0;
+            c->mark[0] = c->mark[1] = c->out = 0.0;
+            c->n_mark[0] = c->n_mark[1] = 0;
         }
         c->n++;
+        c->out += (double)(r[i].t_exit - r[i].t_wait);
+        for (int m = 0; m < 2; m++)
+            if (r[i].t_mark[m]) {
+                c->mark[m] += (double)r[i].t_mark[m] - (double)r[i].t_wait;
+                c->n_mark[m]++;
+            }
         if (r[i].t_enter < c->enter0) c->enter0 = r[i].t_enter;
         if (r[i].t_wait > c->wait1) c->wait1 = r[i].t_wait;
         if (r[i].t_exit < c->exit0) c->exit0 = r[i].t_exit;
@@ -66,7 +76,8 @@ enum { TL_MAX_LABELS = 32 };
 typedef struct tl_row {
     const char *label;
     int count;
-    double blocks, start, release, wait_spread, first_out, last_out, share;
+    double blocks, start, release, wait_spread, first_out, last_out, share, mark[2], out;
+    int n_mark[2];
 } tl_row;
 
 /* Prints the per-launch means over layers 1 .. layers-2 of every step recorded. */
@@ -119,6 +130,12 @@ static void tl_report(mt_tl_block *r, size_t n, int layers) {
                 w->first_out += (double)(l->exit0 - l->wait0);
                 w->last_out += (double)(l->exit1 - l->wait0);
                 w->share += (double)l->exit1 - pe;
+                w->out += l->out / l->n;
+                for (int m = 0; m < 2; m++)
+                    if (l->n_mark[m]) {
+                        w->mark[m] += l->mark[m] / l->n_mark[m];
+                        w->n_mark[m]++;
+                    }
                 layer_sum += (double)l->exit1 - pe;
             }
         }
@@ -131,15 +148,21 @@ static void tl_report(mt_tl_block *r, size_t n, int layers) {
     }
     printf("timeline: %zu blocks in %zu launches, %d steps; globaltimer step %llu ns\n", n, nl, steps,
            (unsigned long long)(tick == UINT64_MAX ? 0 : tick));
-    printf("  means over layers 1..%d, us; start/release/share from the end of the launch before\n", layers - 2);
-    printf("  %-16s %7s %8s %8s %8s %9s %8s %8s\n", "launch", "blocks", "start", "release", "waits", "first out", "last out",
-           "share");
+    printf("  means over layers 1..%d, us; start/release/share from the end of the launch before; block out and\n"
+           "  the marks (where kernels set them) are block means from the block's own wait\n", layers - 2);
+    printf("  %-16s %7s %8s %8s %8s %9s %8s %8s %9s %6s %6s\n", "launch", "blocks", "start", "release", "waits", "first out",
+           "last out", "share", "block out", "mark0", "mark1");
     for (int k = 0; k < n_rows; k++) {
         tl_row *w = &rows[k];
         double c = w->count ? w->count : 1;
-        printf("  %-16s %7.0f %8.2f %8.2f %8.2f %9.2f %8.2f %8.2f\n", w->label, w->blocks / c, w->start / c * 1e-3,
+        printf("  %-16s %7.0f %8.2f %8.2f %8.2f %9.2f %8.2f %8.2f %9.2f", w->label, w->blocks / c, w->start / c * 1e-3,
                w->release / c * 1e-3, w->wait_spread / c * 1e-3, w->first_out / c * 1e-3, w->last_out / c * 1e-3,
-               w->share / c * 1e-3);
+               w->share / c * 1e-3, w->out / c * 1e-3);
+        for (int m = 0; m < 2; m++) {
+            if (w->n_mark[m]) printf(" %6.2f", w->mark[m] / w->n_mark[m] * 1e-3);
+            else printf(" %6s", "-");
+        }
+        printf("\n");
     }
     if (layer_count) printf("  a layer: %.2f us (sum of shares)\n", layer_sum / (double)layer_count * 1e-3);
     free(ls);

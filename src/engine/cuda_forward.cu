@@ -300,7 +300,7 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
 // Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
 // sort's src_rows); otherwise X rows are already the sorted positions.
 void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
-                    int E, void *out, int ldo, int epi) {
+                    int E, void *out, int ldo, int epi, bool sort_early = false) {
     GpuScratch &s = g->s;
     mt_linear_args a = {};
     a.W = W;
@@ -320,6 +320,7 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.tile_rows = tile_rows_for(n * k / E);   // as the sort counted its tiles
     a.weights_once = n * k <= E * 64;          // about one 64-row tile per expert
     if (n <= SMALL_BATCH) {
+        a.sort_early = sort_early;
         a.max_work = n * k < E ? n * k : E;
         a.rows_max = n;   // a token picks an expert at most once
         mt_cuda_linear_small(&a, g->stream);
@@ -359,7 +360,8 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
         linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
     prof_mark(g, PROF_EXPERT_DOWN);
     if (!(g->skip & MT_SKIP_DOWN))
-        linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32);
+        // the sort is two launches back: each block prefetches its first expert's weights early
+        linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32, true);
     const float *ys = nullptr, *sg = nullptr;
     if (L.has_shared) {
         prof_mark(g, PROF_SHARED);

@@ -447,9 +447,11 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
     RowInfo ri;
     load_q<HD>(qa, a, t, kvh, 0, ri);
     mt_cp_async_wait<0>();
+    MT_TIMELINE_MARK(0);   // K/V landed
     __syncwarp();
     RowState<HD> s;
     tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+    MT_TIMELINE_MARK(1);   // tile state computed
     float *st = a.split_states + (((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles + kt) * 16 * (HD + 2);
 #pragma unroll
     for (int h = 0; h < 2; h++) {

@@ -101,6 +101,8 @@ typedef struct mt_linear_args {
     int rows_max;                   /* small path: no group (or dense call) has more X rows (host value; 0: unknown) */
     float *partials;                /* split path: [mt_k_slices(K)][n][W.rows_pad] floats of scratch */
     int weights_once;               /* 1: each weight is read by one block (decode): bulk copies, L2 evicts them first */
+    int sort_early;                 /* grouped, small path: the sort was written two or more launches back, so
+                                       each block prefetches its first item's weights before the dependency wait */
     void *out;
     int ldo;
     int epilogue;

@@ -101,6 +101,13 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 
     if (!a.group_offsets && streams && lane == 0 && (int)blockIdx.x < R)   // weights need no wait
         mt_prefetch_l2(a.W.w + ((size_t)blockIdx.x * C + c0) * 256, (unsigned)(c1 - c0) * 512u);
+    if (a.group_offsets && a.sort_early && streams && lane == 0) {   // the first item's expert, from the sort
+        const int y = (int)blockIdx.x / R;
+        if (y < a.n_groups && y < __ldcg(a.n_active)) {
+            const bf16 *w = a.W.w + (size_t)__ldcg(a.active + y) * a.group_stride + ((size_t)(blockIdx.x - y * R) * C + c0) * 256;
+            mt_prefetch_l2(w, (unsigned)(c1 - c0) * 512u);
+        }
+    }
     mt_grid_dependency_wait();
     const uint64_t wpolicy = mt_weight_policy(a.weights_once);
     const int n_items = R * (a.group_offsets ? *a.n_active : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);

@@ -48,6 +48,7 @@ __device__ void route_token_n(int t, int32_t *ids, int32_t *ids_local, float *we
 
     float chosen[32];
     float wsum = 0.0f;
+#pragma unroll 1   // rolled loops here: these launches fetch their code cold (see per_lane_of)
     for (int j = 0; j < k; j++) {
         unsigned bk = 0u;
         int bi = 0x7fffffff;
@@ -69,6 +70,7 @@ __device__ void route_token_n(int t, int32_t *ids, int32_t *ids_local, float *we
         wsum += bv;
     }
     if (lane == 0)
+#pragma unroll 1
         for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
 }
 
@@ -88,6 +90,7 @@ __global__ void route_kernel(int32_t *ids, float *weights, const float *logits, 
 // memory): the calling warp walks them 32 at a time, ranking equal experts with match_any. Stable.
 __device__ void scatter_in_order(const mt_expert_sort &s, const int32_t *ids, int begin, int end, int k, int32_t *cursor) {
     const int lane = threadIdx.x & 31;
+#pragma unroll 1
     for (int base = begin; base < end; base += 32) {
         int i = base + lane;
         int e = i < end ? ids[i] : -1 - lane;   // distinct negatives never match a real expert
@@ -110,6 +113,7 @@ __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *count, 
     const int lane = threadIdx.x & 31;
     const int per = (E + 31) / 32, first = lane * per;
     int sum_rows = 0, sum_tiles = 0, sum_active = 0;
+#pragma unroll 1
     for (int e = first; e < first + per && e < E; e++) {
         sum_rows += count[e];
         sum_tiles += (count[e] + s.tile_rows - 1) / s.tile_rows;
@@ -127,6 +131,7 @@ __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *count, 
         }
     }
     int at = inc_rows - sum_rows, tiles = inc_tiles - sum_tiles, active = inc_active - sum_active;
+#pragma unroll 1
     for (int e = first; e < first + per && e < E; e++) {
         int c = count[e];
         s.counts[e] = c;
@@ -201,11 +206,13 @@ __global__ void __launch_bounds__(SMALL_SORT_THREADS) route_sort_small_kernel(mt
     __syncthreads();
     for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32)
         route_token_n<PER_LANE>(t, ids, ids_local, weights, logits, ld, E, k, renorm);
+    MT_TIMELINE_MARK(0);   // routed
     __syncthreads();
     for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids_local[i]], 1);
     __syncthreads();
     if (warp != 0) return;
     scan_counts_warp(s, count, cursor, E);
+    MT_TIMELINE_MARK(1);   // counted and scanned
     scatter_in_order(s, ids_local, 0, n * k, k, cursor);
 }
 

@@ -1,7 +1,8 @@
 // Device side of the kernel timeline (timeline.h). MT_TIMELINE_KERNEL(kind) opens a kernel: in
 // timeline builds (MT_TIMELINE defined) it stamps the block's start and, when the block's last warp
 // leaves, writes the block's record; mt_tl_waited() (called by mt_grid_dependency_wait) stamps the
-// wait's return. Elsewhere both are empty. Each translation unit holds its own pointer to the
+// wait's return; MT_TIMELINE_MARK(i) (i < 2), the first time the block's first thread passes it.
+// Elsewhere all are empty. Each translation unit holds its own pointer to the
 // record buffer (device globals are per unit without relocatable device code); a static
 // registration gives timeline.cu a way to set all of them.
 #ifndef MT_KERNELS_CUDA_TIMELINE_CUH
@@ -30,7 +31,7 @@ void mt_tl_bind(mt_tl_buffer *b) { cudaMemcpyToSymbol(mt_tl_dev, &b, sizeof b); 
 const int mt_tl_registered = mt_tl_register(mt_tl_bind);
 
 struct mt_tl_state {
-    unsigned long long t_enter, t_wait;
+    unsigned long long t_enter, t_wait, t_mark[2];
     int warps_left;
 };
 
@@ -53,7 +54,7 @@ struct mt_tl_guard {
         if (mt_tl_first_thread()) {
             mt_tl_state &s = mt_tl_shared();
             s.t_enter = mt_tl_now();
-            s.t_wait = 0;
+            s.t_wait = s.t_mark[0] = s.t_mark[1] = 0;
             s.warps_left = (int)((blockDim.x * blockDim.y * blockDim.z + 31) / 32);
         }
         __syncthreads();
@@ -70,6 +71,8 @@ struct mt_tl_guard {
         r.t_exit = mt_tl_now();   // before the counter's round trip, which is the recording's own
         r.t_enter = s.t_enter;
         r.t_wait = s.t_wait;
+        r.t_mark[0] = s.t_mark[0];
+        r.t_mark[1] = s.t_mark[1];
         r.kind = (uint32_t)kind;
         r.grid = gridDim.x * gridDim.y * gridDim.z;
         r.block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
@@ -90,11 +93,16 @@ __device__ __forceinline__ void mt_tl_waited() {
 }
 
 #define MT_TIMELINE_KERNEL(kind) mt_tl_guard mt_tl_guard_(kind)
+#define MT_TIMELINE_MARK(i)                                                         \
+    do {                                                                            \
+        if (mt_tl_first_thread() && !mt_tl_shared().t_mark[i]) mt_tl_shared().t_mark[i] = mt_tl_now(); \
+    } while (0)
 
 #else
 
 __device__ __forceinline__ void mt_tl_waited() {}
 #define MT_TIMELINE_KERNEL(kind) ((void)0)
+#define MT_TIMELINE_MARK(i) ((void)0)
 
 #endif
 

@@ -41,6 +41,7 @@ const char *mt_tl_kind_name(int kind);
 /* One block of one launch. */
 typedef struct mt_tl_block {
     uint64_t t_enter, t_wait, t_exit;   /* ns: first statement, dependency wait returned (0: none), last warp out */
+    uint64_t t_mark[2];                 /* ns: the kernel's own marks (MT_TIMELINE_MARK; 0: not reached) */
     uint32_t kind, grid, block, sm;     /* mt_tl_kind, blocks in the launch, this block's index, multiprocessor */
 } mt_tl_block;
 

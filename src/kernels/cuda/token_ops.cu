@@ -343,6 +343,7 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
     auto combine = [&](int i, float4 o) {   // o + this token's expert rows (and shared expert) at vector i
         float4 acc = make_float4(0, 0, 0, 0);
+#pragma unroll 1   // its code is fetched cold at every launch: one copy of the group
         for (int j0 = 0; j0 < k; j0 += COMBINE_GROUP) {
             float wj[COMBINE_GROUP];
             float4 e[COMBINE_GROUP];
@@ -385,6 +386,7 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     }
     if (VECS == 0)
         for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) hr[i] = combine(i, hr[i]);
+    MT_TIMELINE_MARK(0);   // combined
     if (y) rmsnorm_values<VECS>(y + (size_t)t * H, h0, h + (size_t)t * H, norm_w, nw, H, eps, scratch);
 }
 
