@@ -462,11 +462,14 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
     int items = groups * (a.W.rows_pad / 16);
     if (items <= 0) return;
     if (a.rows_max > 0 && a.rows_max <= Small8::ROWS) {
-        // Items that just overflow one wave of Small8 blocks (q/k/v at batch 1: 320 items, 264
-        // blocks) would leave the last ones to a second wave: smaller stages fit three blocks per
-        // multiprocessor and take them all at once (b1 3.25 -> 3.21 ms, docs/PERF.md).
-        if (items > small_resident<EPI, Small8>() && items <= small_resident<EPI, Small8Narrow>())
-            launch_small_shape<EPI, Small8Narrow>(a, items, st);
+        // Narrow stages fit three blocks per multiprocessor instead of two: they take the product
+        // when that means fewer items a block, so fewer waves. Dense products only when they then
+        // fit one wave (q/k/v at batch 1: 320 items, 264 Small8 blocks; not lm_head's 9,496);
+        // expert products whenever (gate/up at batch 1: 768 items, 3 -> 2 a block). docs/PERF.md:
+        // b1 3.25 -> 3.21 ms (q/k/v), then 3.156 -> 3.126 ms and b8 8.66 -> 8.53 ms (experts).
+        const int r8 = small_resident<EPI, Small8>(), rn = small_resident<EPI, Small8Narrow>();
+        const bool fewer_waves = (items + rn - 1) / rn < (items + r8 - 1) / r8;
+        if (fewer_waves && (a.group_offsets || items <= rn)) launch_small_shape<EPI, Small8Narrow>(a, items, st);
         else launch_small_shape<EPI, Small8>(a, items, st);
     } else {
         launch_small_shape<EPI, Small16>(a, items, st);
