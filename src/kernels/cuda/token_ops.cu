@@ -308,12 +308,14 @@ __global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
 // pair_pos) weighted by w, plus the shared expert ys gated by sigmoid(sg); then, when y is set,
 // y = RMSNorm(h) * norm_w (the next layer's input norm, saving a launch). The expert rows are added
 // one at a time in slot order. Before the dependency wait the block reads what launches at least
-// two back wrote (launch.cuh): the sort's slots and the routing weights of the first COMBINE_GROUP
+// two back wrote (launch.cuh): the sort's slots and the routing weights of the first GROUP
 // experts, and h itself (the o product's), besides the norm weights; after it, only the expert rows
 // (all of a group's loads issued before its adds) and the shared expert.
-constexpr int COMBINE_GROUP = 8;
-
-template <int VECS>
+// GROUP: expert rows loaded together, 8 for decode-sized passes (latency-bound: one block per
+// multiprocessor or fewer), 1 for larger ones, where the registers the group holds would cost
+// blocks per multiprocessor (prefill 0.340 -> 0.352 s with 8). The adds are in slot order either
+// way, so the bits are the same.
+template <int VECS, int GROUP>
 __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pair_pos, const float *w, int k, int H,
                                    const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w,
                                    float eps) {
@@ -323,10 +325,10 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     const int32_t *slots = pair_pos + (size_t)t * k;
     const float *wt = w + (size_t)t * k;
     float4 *hr = reinterpret_cast<float4 *>(h + (size_t)t * H);
-    int32_t slot0[COMBINE_GROUP];
-    float w0[COMBINE_GROUP];
+    int32_t slot0[GROUP];
+    float w0[GROUP];
 #pragma unroll
-    for (int u = 0; u < COMBINE_GROUP; u++) {
+    for (int u = 0; u < GROUP; u++) {
         slot0[u] = u < k ? __ldcg(slots + u) : 0;
         w0[u] = u < k ? __ldcg(wt + u) : 0.0f;
     }
@@ -343,19 +345,19 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
     auto combine = [&](int i, float4 o) {   // o + this token's expert rows (and shared expert) at vector i
         float4 acc = make_float4(0, 0, 0, 0);
-#pragma unroll 1   // its code is fetched cold at every launch: one copy of the group
-        for (int j0 = 0; j0 < k; j0 += COMBINE_GROUP) {
-            float wj[COMBINE_GROUP];
-            float4 e[COMBINE_GROUP];
+#pragma unroll 1   // its code is fetched cold at every launch (decode): one copy of the group
+        for (int j0 = 0; j0 < k; j0 += GROUP) {
+            float wj[GROUP];
+            float4 e[GROUP];
 #pragma unroll
-            for (int u = 0; u < COMBINE_GROUP; u++) {
+            for (int u = 0; u < GROUP; u++) {
                 bool in = j0 + u < k;
                 int32_t slot = j0 == 0 ? slot0[u] : in ? slots[j0 + u] : 0;
                 wj[u] = j0 == 0 ? w0[u] : in ? wt[j0 + u] : 0.0f;
                 e[u] = in ? reinterpret_cast<const float4 *>(ye + (size_t)slot * H)[i] : make_float4(0, 0, 0, 0);
             }
 #pragma unroll
-            for (int u = 0; u < COMBINE_GROUP; u++) {
+            for (int u = 0; u < GROUP; u++) {
                 if (j0 + u >= k) break;
                 acc.x += wj[u] * e[u].x;
                 acc.y += wj[u] * e[u].y;
@@ -439,7 +441,10 @@ __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi
 template <int VECS>
 void launch_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H, const float *ys,
                     const float *sg, int ld_sg, bf16 *y, const float *norm_w, float eps, cudaStream_t st) {
-    mt_launch(moe_combine_kernel<VECS>, n, rmsnorm_threads(H), 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg, y, norm_w, eps);
+    if (n <= mt_cuda_sm_count())
+        mt_launch(moe_combine_kernel<VECS, 8>, n, rmsnorm_threads(H), 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg, y, norm_w, eps);
+    else
+        mt_launch(moe_combine_kernel<VECS, 1>, n, rmsnorm_threads(H), 0, st, h, ye, pair_pos, w, k, H, ys, sg, ld_sg, y, norm_w, eps);
 }
 
 }  // namespace
