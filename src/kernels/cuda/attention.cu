@@ -470,10 +470,11 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
 
 // Merge kernel: folds the split states of (tile, kv head) in tile order, element by element, with
 // exactly the arithmetic of state_merge, and writes the rows.
-// Block (tile, kv head, row), a thread per output dim. The first MERGE_AHEAD states are loaded
-// before the tile is read (their addresses do not depend on it; the scratch holds split_max_tiles
-// states per (tile, kv head), and those past the tile's last are never folded), so the fold waits
-// on one memory round trip, not two.
+// Block (tile, kv head, row), a thread per output dim. The tile (a pass input) is read before the
+// dependency wait; the first MERGE_AHEAD states right after it, without waiting for the tile's
+// count of them (their addresses do not depend on it; the scratch holds split_max_tiles states per
+// (tile, kv head), and those past the tile's last are never folded), so the fold waits on one
+// memory round trip.
 constexpr int MERGE_AHEAD = 32;
 
 template <int HD>
