@@ -20,20 +20,20 @@ typedef struct tl_launch {
     int n_mark[2];
 } tl_launch;
 
-static int tl_by_wait(const void *a, const void *b) {
+static inline int tl_by_wait(const void *a, const void *b) {
     const mt_tl_block *x = a, *y = b;
     if (x->t_wait != y->t_wait) return x->t_wait < y->t_wait ? -1 : 1;
     return (int)x->kind - (int)y->kind;
 }
 
-static int tl_u64(const void *a, const void *b) {
+static inline int tl_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
 }
 
 /* Blocks sorted by their wait's return form launches: a launch's blocks all pass the wait after the
  * launch before it has ended, so each launch is a run of its kind and grid, grid blocks long. */
-static size_t tl_launches(mt_tl_block *r, size_t n, tl_launch *out) {
+static inline size_t tl_launches(mt_tl_block *r, size_t n, tl_launch *out) {
     qsort(r, n, sizeof *r, tl_by_wait);
     size_t nl = 0;
     for (size_t i = 0; i < n; i++) {
@@ -64,7 +64,7 @@ static size_t tl_launches(mt_tl_block *r, size_t n, tl_launch *out) {
     return nl;
 }
 
-static const char *tl_label(const tl_launch *l, int product) {
+static inline const char *tl_label(const tl_launch *l, int product) {
     static const char *const products[] = {"q/k/v", "o", "router", "gate/up", "down"};
     bool is_product = l->kind == MT_TL_LINEAR_SMALL || l->kind == MT_TL_LINEAR_LARGE || l->kind == MT_TL_LINEAR_WGMMA;
     if (is_product) return product < 5 ? products[product] : "product";
@@ -80,8 +80,22 @@ typedef struct tl_row {
     int n_mark[2];
 } tl_row;
 
-/* Prints the per-launch means over layers 1 .. layers-2 of every step recorded. */
-static void tl_report(mt_tl_block *r, size_t n, int layers) {
+/* What a recording says: per launch label (in order of first appearance in a layer), the sums over
+ * the middle layers' launches (divide by count for the means), in ns. */
+typedef struct tl_summary {
+    size_t blocks, launches;
+    int steps;
+    uint64_t tick;     /* the smallest step between distinct exit stamps (the timer's resolution, or more) */
+    tl_row rows[TL_MAX_LABELS];
+    int n_rows;
+    double layer_ns;   /* a middle layer's mean sum of shares; 0 when no middle layer was recorded */
+} tl_summary;
+
+/* Groups the blocks r[0..n) (reordered) into launches, names them by their place in a layer (a step
+ * starts at the embedding; a layer ends with its combine; products count q/k/v, o, router,
+ * gate/up, down) and sums the figures of layers 1 .. layers-2. */
+static inline void tl_summarize(mt_tl_block *r, size_t n, int layers, tl_summary *out) {
+    memset(out, 0, sizeof *out);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++)
         if (r[i].t_wait) r[kept++] = r[i];
@@ -96,7 +110,7 @@ static void tl_report(mt_tl_block *r, size_t n, int layers) {
         if (stamps[i] > stamps[i - 1] && stamps[i] - stamps[i - 1] < tick) tick = stamps[i] - stamps[i - 1];
     free(stamps);
 
-    tl_row rows[TL_MAX_LABELS];
+    tl_row *rows = out->rows;
     int n_rows = 0, steps = 0, layer = -1, product = 0;
     double layer_sum = 0.0;
     long layer_count = 0;
@@ -146,14 +160,27 @@ static void tl_report(mt_tl_block *r, size_t n, int layers) {
             product = 0;
         }
     }
-    printf("timeline: %zu blocks in %zu launches, %d steps; globaltimer step %llu ns\n", n, nl, steps,
-           (unsigned long long)(tick == UINT64_MAX ? 0 : tick));
+    out->blocks = n;
+    out->launches = nl;
+    out->steps = steps;
+    out->tick = tick == UINT64_MAX ? 0 : tick;
+    out->n_rows = n_rows;
+    out->layer_ns = layer_count ? layer_sum / (double)layer_count : 0.0;
+    free(ls);
+}
+
+/* Prints the per-launch means over layers 1 .. layers-2 of every step recorded. */
+static inline void tl_report(mt_tl_block *r, size_t n, int layers) {
+    tl_summary *s = malloc(sizeof *s);
+    tl_summarize(r, n, layers, s);
+    printf("timeline: %zu blocks in %zu launches, %d steps; globaltimer step %llu ns\n", s->blocks, s->launches, s->steps,
+           (unsigned long long)s->tick);
     printf("  means over layers 1..%d, us; start/release/share from the end of the launch before; block out and\n"
            "  the marks (where kernels set them) are block means from the block's own wait\n", layers - 2);
     printf("  %-16s %7s %8s %8s %8s %9s %8s %8s %9s %6s %6s\n", "launch", "blocks", "start", "release", "waits", "first out",
            "last out", "share", "block out", "mark0", "mark1");
-    for (int k = 0; k < n_rows; k++) {
-        tl_row *w = &rows[k];
+    for (int k = 0; k < s->n_rows; k++) {
+        const tl_row *w = &s->rows[k];
         double c = w->count ? w->count : 1;
         printf("  %-16s %7.0f %8.2f %8.2f %8.2f %9.2f %8.2f %8.2f %9.2f", w->label, w->blocks / c, w->start / c * 1e-3,
                w->release / c * 1e-3, w->wait_spread / c * 1e-3, w->first_out / c * 1e-3, w->last_out / c * 1e-3,
@@ -164,8 +191,8 @@ static void tl_report(mt_tl_block *r, size_t n, int layers) {
         }
         printf("\n");
     }
-    if (layer_count) printf("  a layer: %.2f us (sum of shares)\n", layer_sum / (double)layer_count * 1e-3);
-    free(ls);
+    if (s->layer_ns > 0) printf("  a layer: %.2f us (sum of shares)\n", s->layer_ns * 1e-3);
+    free(s);
 }
 
 #endif

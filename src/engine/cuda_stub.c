@@ -48,10 +48,6 @@ int mt_cuda_describe(char *buf, size_t len) {
     snprintf(buf, len, "no CUDA backend in this build");
     return -1;
 }
-const char *mt_tl_kind_name(int kind) {
-    (void)kind;
-    return "?";
-}
 int mt_cuda_timeline_begin(size_t cap) {
     (void)cap;
     return -1;

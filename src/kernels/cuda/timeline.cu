@@ -4,13 +4,6 @@
 
 #include "kernels/cuda/timeline.cuh"
 
-static const char *const kind_names[MT_TL_KINDS] = {
-    "embed",  "rmsnorm", "linear_small", "linear_large", "linear_wgmma", "split_reduce", "gather_rows", "qk_prep", "attn_rows",
-    "attn_decode", "attn_split", "attn_merge", "route", "route_sort", "sort", "combine", "argmax", "sample",
-};
-
-const char *mt_tl_kind_name(int kind) { return kind >= 0 && kind < MT_TL_KINDS ? kind_names[kind] : "?"; }
-
 #ifdef MT_TIMELINE
 
 namespace {

@@ -36,7 +36,14 @@ enum mt_tl_kind {
     MT_TL_SAMPLE,
     MT_TL_KINDS
 };
-const char *mt_tl_kind_name(int kind);
+static inline const char *mt_tl_kind_name(int kind) {
+    static const char *const names[MT_TL_KINDS] = {
+        "embed",      "rmsnorm",    "linear_small", "linear_large", "linear_wgmma", "split_reduce",
+        "gather_rows", "qk_prep",   "attn_rows",    "attn_decode",  "attn_split",   "attn_merge",
+        "route",      "route_sort", "sort",         "combine",      "argmax",       "sample",
+    };
+    return kind >= 0 && kind < MT_TL_KINDS ? names[kind] : "?";
+}
 
 /* One block of one launch. */
 typedef struct mt_tl_block {
