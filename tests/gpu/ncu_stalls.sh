@@ -3,6 +3,7 @@
 # in one bench_cuda figure (GPU machine, after tests/gpu/pack.sh):
 #   tests/gpu/ncu_stalls.sh decode64 linear_small 4
 # Prints the lines that say where the kernel's time goes; the full report lands in $OUT.
+# BENCH=path runs another bench_cuda binary, BARGS its extra arguments (e.g. --model DIR).
 set -uo pipefail
 what=${1:-decode64}
 kernel=${2:-linear_small}
