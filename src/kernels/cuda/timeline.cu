@@ -1,10 +1,9 @@
 // Host side of the kernel timeline (timeline.h): the record buffer and the binding of every
-// translation unit's pointer to it.
+// translation unit's pointer to it. Units register only in timeline builds (timeline.cuh), so
+// elsewhere there is nothing to bind and recording is refused.
 #include <string.h>
 
 #include "kernels/cuda/timeline.cuh"
-
-#ifdef MT_TIMELINE
 
 namespace {
 constexpr int MAX_UNITS = 64;
@@ -26,7 +25,7 @@ int mt_tl_register(mt_tl_binder bind) {
 
 int mt_cuda_timeline_begin(size_t cap) {
     size_t per = (cap + MT_TL_SMS - 1) / MT_TL_SMS;
-    if (per == 0) return -1;
+    if (per == 0 || n_binders == 0) return -1;
     if (per > dev_cap) {
         cudaFree(dev_rec);
         dev_rec = nullptr;
@@ -62,19 +61,3 @@ size_t mt_cuda_timeline_end(mt_tl_block *out, size_t cap, size_t *recorded_out) 
     if (recorded_out) *recorded_out = recorded;
     return copied;
 }
-
-#else
-
-int mt_cuda_timeline_begin(size_t cap) {
-    (void)cap;
-    return -1;
-}
-
-size_t mt_cuda_timeline_end(mt_tl_block *out, size_t cap, size_t *recorded) {
-    (void)out;
-    (void)cap;
-    if (recorded) *recorded = 0;
-    return 0;
-}
-
-#endif

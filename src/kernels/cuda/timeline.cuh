@@ -2,17 +2,15 @@
 // timeline builds (MT_TIMELINE defined) it stamps the block's start and, when the block's last warp
 // leaves, writes the block's record; mt_tl_waited() (called by mt_grid_dependency_wait) stamps the
 // wait's return; MT_TIMELINE_MARK(i) (i < 2), the first time the block's first thread passes it.
-// Elsewhere all are empty. Each translation unit holds its own pointer to the
-// record buffer (device globals are per unit without relocatable device code); a static
-// registration gives timeline.cu a way to set all of them.
+// Elsewhere all are empty. Each translation unit holds its own pointer to the record buffer
+// (device globals are per unit without relocatable device code); a static registration gives
+// timeline.cu a way to set all of them, and a build where no unit registered has no timeline.
 #ifndef MT_KERNELS_CUDA_TIMELINE_CUH
 #define MT_KERNELS_CUDA_TIMELINE_CUH
 
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/timeline.h"
-
-#ifdef MT_TIMELINE
 
 // Records are kept per multiprocessor (MT_TL_SMS regions of cap records each, counted apart), so
 // the blocks of a launch do not queue on one counter.
@@ -24,6 +22,8 @@ struct mt_tl_buffer {
 };
 typedef void (*mt_tl_binder)(mt_tl_buffer *);
 int mt_tl_register(mt_tl_binder bind);   // timeline.cu
+
+#ifdef MT_TIMELINE
 
 namespace {
 __device__ mt_tl_buffer *mt_tl_dev;   // this unit's buffer pointer (null: not recording)
