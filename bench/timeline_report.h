@@ -93,7 +93,7 @@ typedef struct tl_summary {
 
 /* Groups the blocks r[0..n) (reordered) into launches, names them by their place in a layer (a step
  * starts at the embedding; a layer ends with its combine; products count q/k/v, o, router,
- * gate/up, down) and sums the figures of layers 1 .. layers-2. */
+ * gate/up, down, the one-launch router standing for the router) and sums the figures of layers 1 .. layers-2. */
 static inline void tl_summarize(mt_tl_block *r, size_t n, int layers, tl_summary *out) {
     memset(out, 0, sizeof *out);
     size_t kept = 0;
@@ -154,6 +154,7 @@ static inline void tl_summarize(mt_tl_block *r, size_t n, int layers, tl_summary
             }
         }
         if (is_product) product++;
+        if (l->kind == MT_TL_MOE_ROUTER) product = 3;   // the router product was inside it: gate/up next
         if (l->kind == MT_TL_COMBINE) {
             if (layer >= 1 && layer <= layers - 2) layer_count++;
             layer++;

@@ -239,6 +239,21 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
 
 // ---- expert sort ----------------------------------------------------------------------------------
 
+// Device buffers of an expert sort of nk pairs over E experts (zeroed), and their release.
+static void sort_alloc(mt_expert_sort &s, int E, size_t nk) {
+    int32_t **bufs[] = {&s.offsets, &s.src_rows, &s.pair_pos, &s.active, &s.n_active, &s.tile_offsets, &s.counts, &s.chunks};
+    size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)3 * E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
+    for (int i = 0; i < 8; i++) {
+        CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
+        CK(cudaMemset(*bufs[i], 0, sizes[i] * sizeof(int32_t) + 16));
+    }
+    s.tile_rows = 64;
+}
+static void sort_free(mt_expert_sort &s) {
+    int32_t *bufs[] = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts, s.chunks};
+    for (auto p : bufs) cudaFree(p);
+}
+
 static void check_sort(int n, int k, int E) {
     std::vector<int32_t> ids((size_t)n * k);
     for (int t = 0; t < n; t++)
@@ -264,10 +279,7 @@ static void check_sort(int n, int k, int E) {
     int32_t *d_ids = to_dev(ids);
     size_t nk = ids.size();
     mt_expert_sort s;
-    int32_t **bufs[] = {&s.offsets, &s.src_rows, &s.pair_pos, &s.active, &s.n_active, &s.tile_offsets, &s.counts, &s.chunks};
-    size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)3 * E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
-    for (int i = 0; i < 8; i++) CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
-    s.tile_rows = 64;
+    sort_alloc(s, E, nk);
     mt_cuda_expert_sort(&s, d_ids, n, k, E, 0);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
@@ -276,7 +288,7 @@ static void check_sort(int n, int k, int E) {
     snprintf(what, sizeof what, "expert sort n %d top-%d of %d experts (stable, exact)", n, k, E);
     printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
     if (!ok) failures++;
-    for (int i = 0; i < 8; i++) cudaFree(*bufs[i]);
+    sort_free(s);
     cudaFree(d_ids);
 }
 
@@ -306,16 +318,10 @@ static void check_route_sort(int n, int E, int k) {
     int32_t *ids[2];
     float *w[2];
     for (int v = 0; v < 2; v++) {
-        int32_t **bufs[] = {&s[v].offsets, &s[v].src_rows, &s[v].pair_pos, &s[v].active, &s[v].n_active, &s[v].tile_offsets, &s[v].counts, &s[v].chunks};
-        size_t sizes[] = {(size_t)E + 1, nk, nk, (size_t)3 * E, 1, (size_t)E + 1, (size_t)E, ((nk + 1023) / 1024) * E};
-        for (int i = 0; i < 8; i++) {
-            CK(cudaMalloc(bufs[i], sizes[i] * sizeof(int32_t) + 16));
-            CK(cudaMemset(*bufs[i], 0, sizes[i] * sizeof(int32_t) + 16));
-        }
+        sort_alloc(s[v], E, nk);
         CK(cudaMalloc(&ids[v], nk * 4));
         CK(cudaMalloc(&w[v], nk * 4));
     }
-    s[0].tile_rows = s[1].tile_rows = 64;
     mt_cuda_route(ids[0], w[0], dl, ld, n, E, k, 1, 0);
     mt_cuda_expert_sort(&s[0], ids[0], n, k, E, 0);
     mt_cuda_route_sort(&s[1], ids[1], w[1], dl, ld, n, E, k, 1, 0);
@@ -337,12 +343,89 @@ static void check_route_sort(int n, int E, int k) {
     printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
     if (!ok) failures++;
     for (int v = 0; v < 2; v++) {
-        int32_t *bufs[] = {s[v].offsets, s[v].src_rows, s[v].pair_pos, s[v].active, s[v].n_active, s[v].tile_offsets, s[v].counts, s[v].chunks};
-        for (auto p : bufs) cudaFree(p);
+        sort_free(s[v]);
         cudaFree(ids[v]);
         cudaFree(w[v]);
     }
     cudaFree(dl);
+}
+
+// The one-launch decode router against its three launches (norm, small-path product, route + sort):
+// every output bitwise equal.
+static void check_moe_router(int n, int E, int k, int H) {
+    if (!mt_cuda_moe_router_takes(n, E, k, H)) {
+        printf("  moe router n %d E %d H %d: not taken\n", n, E, H);
+        failures++;
+        return;
+    }
+    int ld = mt_round16(E);
+    std::vector<float> h((size_t)n * H), nw(H), w((size_t)E * H);
+    for (auto &v : h) v = frand() * 3.0f;
+    for (auto &v : nw) v = 1.0f + 0.5f * frand();
+    for (auto &v : w) v = bf(frand() / sqrtf((float)H));
+    float *dh = to_dev(h), *dnw = to_dev(nw);
+    bf16 *dw = tile_weights(w, E, H, 0);
+    size_t nk = (size_t)n * k;
+    mt_expert_sort s[2];
+    int32_t *ids[2];
+    float *wt[2], *lg[2];
+    bf16 *y[2];
+    for (int v = 0; v < 2; v++) {
+        sort_alloc(s[v], E, nk);
+        CK(cudaMalloc(&ids[v], nk * 4));
+        CK(cudaMalloc(&wt[v], nk * 4));
+        CK(cudaMalloc(&lg[v], (size_t)n * ld * 4));
+        CK(cudaMemset(lg[v], 0, (size_t)n * ld * 4));
+        CK(cudaMalloc(&y[v], (size_t)n * H * 2));
+        CK(cudaMemset(y[v], 0xff, (size_t)n * H * 2));
+    }
+    mt_dmat W = {dw, E, ld, H};
+    mt_cuda_rmsnorm(y[0], dh, nullptr, dnw, n, H, 1e-6f, 0);
+    mt_linear_args a = mt_dense_args(W, y[0], H, n, lg[0], ld, MT_EPI_F32, 64);
+    a.weights_once = 1;
+    mt_cuda_linear_small(&a, 0);
+    mt_cuda_route_sort(&s[0], ids[0], wt[0], lg[0], ld, n, E, k, 1, 0);
+    mt_moe_router_args ra = {};
+    ra.h = dh;
+    ra.norm_w = dnw;
+    ra.eps = 1e-6f;
+    ra.n = n;
+    ra.H = H;
+    ra.y = y[1];
+    ra.W = W;
+    ra.logits = lg[1];
+    ra.ld = ld;
+    ra.sort = s[1];
+    ra.ids = ids[1];
+    ra.weights = wt[1];
+    ra.E = E;
+    ra.k = k;
+    ra.renorm = 1;
+    mt_cuda_moe_router(&ra, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    auto y0 = from_dev(y[0], (size_t)n * H), y1 = from_dev(y[1], (size_t)n * H);
+    auto l0 = from_dev(lg[0], (size_t)n * ld), l1 = from_dev(lg[1], (size_t)n * ld);
+    bool ok = memcmp(y0.data(), y1.data(), y0.size() * 2) == 0;
+    for (int t = 0; t < n; t++) ok = ok && memcmp(&l0[(size_t)t * ld], &l1[(size_t)t * ld], (size_t)E * 4) == 0;
+    ok = ok && from_dev(ids[0], nk) == from_dev(ids[1], nk) && from_dev(wt[0], nk) == from_dev(wt[1], nk);
+    ok = ok && from_dev(s[0].offsets, E + 1) == from_dev(s[1].offsets, E + 1) && from_dev(s[0].src_rows, nk) == from_dev(s[1].src_rows, nk) &&
+         from_dev(s[0].pair_pos, nk) == from_dev(s[1].pair_pos, nk) && from_dev(s[0].tile_offsets, E + 1) == from_dev(s[1].tile_offsets, E + 1) &&
+         from_dev(s[0].n_active, 1) == from_dev(s[1].n_active, 1) && from_dev(s[0].active, 3 * E) == from_dev(s[1].active, 3 * E);
+    char what[128];
+    snprintf(what, sizeof what, "one-launch router n %d top-%d of %d, H %d (= norm + product + route/sort)", n, k, E, H);
+    printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    for (int v = 0; v < 2; v++) {
+        sort_free(s[v]);
+        cudaFree(ids[v]);
+        cudaFree(wt[v]);
+        cudaFree(lg[v]);
+        cudaFree(y[v]);
+    }
+    cudaFree(dh);
+    cudaFree(dnw);
+    cudaFree(dw);
 }
 
 // ---- attention -------------------------------------------------------------------------------------
@@ -509,6 +592,11 @@ int main() {
     check_route_sort(32, 128, 8);
     check_route_sort(7, 8, 2);
     check_route_sort(20, 256, 8);
+    check_moe_router(1, 128, 8, 2048);
+    check_moe_router(8, 128, 8, 2048);
+    check_moe_router(3, 60, 4, 64);
+    check_moe_router(5, 64, 6, 4096);
+    check_moe_router(2, 8, 2, 256);
     printf("attention\n");
     const int att[][4] = {{32, 4, 2, 7}, {32, 4, 2, 40}, {64, 16, 4, 300}, {128, 32, 4, 200}, {128, 32, 4, 513}, {16, 4, 2, 70}};
     for (auto &s : att) {

@@ -342,19 +342,56 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
 
 // The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
 // updated residual by the combine's launch, into s.xb.
-void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n, const float *next_norm) {
+// Whether the MoE block of a pass of n tokens starts with the one-launch router
+// (mt_cuda_moe_router: the post-attention norm, the router product, routing and sort). Decode-sized
+// passes; MOETRACE_CUDA_ONE_LAUNCH_ROUTER=0 turns it off for comparisons (same bits either way).
+bool one_launch_router(const GpuModel *g, const mt_config *c, int n) {
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("MOETRACE_CUDA_ONE_LAUNCH_ROUTER");
+        on = env && !strcmp(env, "0") ? 0 : 1;
+    }
+    return on && !(g->skip & (MT_SKIP_NORM | MT_SKIP_ROUTER | MT_SKIP_ROUTE_SORT)) &&
+           mt_cuda_moe_router_takes(n, c->num_experts, c->top_k, c->hidden_size);
+}
+
+// The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
+// updated residual by the combine's launch, into s.xb. mlp_norm: when set, s.xb does not hold the
+// normed input yet and the one-launch router computes it (one_launch_router).
+void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n, const float *next_norm,
+               const float *mlp_norm) {
     GpuScratch &s = g->s;
     int H = c->hidden_size, E = c->num_experts, k = c->top_k, I = c->moe_intermediate_size;
     int Ep = mt_round16(E);
-    prof_mark(g, PROF_ROUTER);
-    if (!(g->skip & MT_SKIP_ROUTER)) linear(g, L.router, s.xb, H, n, s.router, Ep, MT_EPI_F32);
-    prof_mark(g, PROF_ROUTE_SORT);
     int32_t *ids = s.cap_ids + (size_t)ml * n * k;
     float *w = s.cap_w + (size_t)ml * n * k;
     mt_expert_sort es = {s.offsets, s.src_rows, s.pair_pos, s.active, s.n_active, s.tile_offsets, s.counts, s.sort_chunks,
                          tile_rows_for(n * k / E)};
-    if (!(g->skip & MT_SKIP_ROUTE_SORT))
-        mt_cuda_route_sort(&es, ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
+    prof_mark(g, PROF_ROUTER);
+    if (mlp_norm) {
+        mt_moe_router_args ra = {};
+        ra.h = s.h;
+        ra.norm_w = mlp_norm;
+        ra.eps = c->rms_norm_eps;
+        ra.n = n;
+        ra.H = H;
+        ra.y = s.xb;
+        ra.W = L.router;
+        ra.logits = s.router;
+        ra.ld = Ep;
+        ra.sort = es;
+        ra.ids = ids;
+        ra.weights = w;
+        ra.E = E;
+        ra.k = k;
+        ra.renorm = c->norm_topk_prob ? 1 : 0;
+        mt_cuda_moe_router(&ra, g->stream);
+    } else {
+        if (!(g->skip & MT_SKIP_ROUTER)) linear(g, L.router, s.xb, H, n, s.router, Ep, MT_EPI_F32);
+        prof_mark(g, PROF_ROUTE_SORT);
+        if (!(g->skip & MT_SKIP_ROUTE_SORT))
+            mt_cuda_route_sort(&es, ids, w, s.router, Ep, n, E, k, c->norm_topk_prob ? 1 : 0, g->stream);
+    }
     prof_mark(g, PROF_EXPERT_GATE_UP);
     if (!(g->skip & MT_SKIP_GATE_UP))
         linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
@@ -470,11 +507,13 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         if (!(skip & MT_SKIP_ATTENTION)) mt_cuda_attention_prefill(&aa, st);
         prof_mark(g, PROF_O_PROJ);
         if (!(skip & MT_SKIP_O)) linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD);
+        const bool router_norms = L.is_moe && one_launch_router(g, c, n);
         prof_mark(g, PROF_NORM);
-        if (!(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
+        if (!router_norms && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
         normed = L.is_moe && l + 1 < c->num_hidden_layers;
         if (L.is_moe) {
-            moe_block(g, c, L, g->moe_index[l], n, normed ? g->layers[l + 1].attn_norm : nullptr);
+            moe_block(g, c, L, g->moe_index[l], n, normed ? g->layers[l + 1].attn_norm : nullptr,
+                      router_norms ? L.mlp_norm : nullptr);
         } else {
             prof_mark(g, PROF_DENSE_MLP);
             int I = c->intermediate_size;

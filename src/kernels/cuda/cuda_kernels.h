@@ -241,6 +241,29 @@ void mt_cuda_expert_sort(const mt_expert_sort *s, const int32_t *ids, int n, int
 void mt_cuda_route_sort(const mt_expert_sort *s, int32_t *ids, float *weights, const float *logits, int ld, int n,
                         int E, int k, int renorm, cudaStream_t st);
 
+/* The MoE router of a decode-sized pass in one launch (one cluster of blocks, a 16-row tile of the
+ * router each): y = RMSNorm(h) * norm_w, logits = y . router^T, then mt_cuda_route_sort's routing
+ * and sort. Each step runs the code (or the arithmetic, for the product: the small path's slices
+ * and chunk order) of the launch it replaces, so every output has the same bits as
+ * mt_cuda_rmsnorm + mt_cuda_linear_small + mt_cuda_route_sort. */
+typedef struct mt_moe_router_args {
+    const float *h;             /* [n, H] residual */
+    const float *norm_w;        /* [H] the post-attention norm */
+    float eps;
+    int n, H;
+    bf16 *y;                    /* [n, H] normed rows (the expert products' input) */
+    mt_dmat W;                  /* router, [E, H] tiled */
+    float *logits;              /* [n, ld] */
+    int ld;
+    mt_expert_sort sort;
+    int32_t *ids;               /* [n, k] */
+    float *weights;             /* [n, k] */
+    int E, k, renorm;
+} mt_moe_router_args;
+/* Whether mt_cuda_moe_router takes a pass of n tokens, top-k of E (n <= 8, E <= 128, H <= 4096). */
+int mt_cuda_moe_router_takes(int n, int E, int k, int H);
+void mt_cuda_moe_router(const mt_moe_router_args *a, cudaStream_t st);
+
 /* h[t] += sum_j w[t,j] * ye[pair_pos[t*k+j]] (+ sigmoid(sg[t*ld_sg]) * ys[t] when ys); then, when y
  * is set, y[t] = RMSNorm(h[t]) * norm_w with exactly mt_cuda_rmsnorm's arithmetic (the next layer's
  * input norm in the same launch). */

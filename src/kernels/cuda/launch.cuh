@@ -40,9 +40,12 @@ __device__ __forceinline__ void mt_prefetch_l2(const void *p, unsigned bytes) {
 bool mt_pdl_enabled();   // set once from MOETRACE_CUDA_PDL and the device (launch.cu)
 int mt_cuda_sm_count();   // multiprocessors of the current device, read once (launch.cu)
 
+// cluster_x > 0: the grid runs as clusters of cluster_x blocks (sm_90), which may share their
+// shared memory.
 template <typename... KernelArgs, typename... Args>
-inline void mt_launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {
-    cudaLaunchAttribute attr[1];
+inline void mt_launch_clusters(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                               int cluster_x, Args &&...args) {
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = mt_pdl_enabled() ? 1 : 0;
     cudaLaunchConfig_t cfg = {};
@@ -52,7 +55,19 @@ inline void mt_launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size
     cfg.stream = st;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
+    if (cluster_x > 0) {
+        attr[1].id = cudaLaunchAttributeClusterDimension;
+        attr[1].val.clusterDim.x = (unsigned)cluster_x;
+        attr[1].val.clusterDim.y = 1;
+        attr[1].val.clusterDim.z = 1;
+        cfg.numAttrs = 2;
+    }
     cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+template <typename... KernelArgs, typename... Args>
+inline void mt_launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {
+    mt_launch_clusters(kernel, grid, block, smem, st, 0, std::forward<Args>(args)...);
 }
 
 #endif

@@ -34,6 +34,7 @@ enum mt_tl_kind {
     MT_TL_COMBINE,
     MT_TL_ARGMAX,
     MT_TL_SAMPLE,
+    MT_TL_MOE_ROUTER,
     MT_TL_KINDS
 };
 static inline const char *mt_tl_kind_name(int kind) {
@@ -41,6 +42,7 @@ static inline const char *mt_tl_kind_name(int kind) {
         "embed",      "rmsnorm",    "linear_small", "linear_large", "linear_wgmma", "split_reduce",
         "gather_rows", "qk_prep",   "attn_rows",    "attn_decode",  "attn_split",   "attn_merge",
         "route",      "route_sort", "sort",         "combine",      "argmax",       "sample",
+        "moe_router",
     };
     return kind >= 0 && kind < MT_TL_KINDS ? names[kind] : "?";
 }

@@ -6,27 +6,9 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/row_norm.cuh"
 
 namespace {
-
-// Sum over the block in a fixed order (warp trees, then warp 0 over the warp sums). All threads
-// get the result. scratch: 32 floats of shared memory.
-__device__ float block_sum(float v, float *scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        float t = lane < nw ? scratch[lane] : 0.0f;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-        if (lane == 0) scratch[32] = t;
-    }
-    __syncthreads();
-    return scratch[32];
-}
 
 __global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens, int H) {
     MT_TIMELINE_KERNEL(MT_TL_EMBED);
@@ -45,74 +27,6 @@ __global__ void gather_rows_kernel(bf16 *dst, const bf16 *src, int ld_src, const
     const uint4 *from = reinterpret_cast<const uint4 *>(src + (size_t)rows[p] * ld_src);
     uint4 *to = reinterpret_cast<uint4 *>(dst + (size_t)p * width);
     for (int i = lane; i < width / 8; i += 32) to[i] = from[i];
-}
-
-// RMSNorm of one row by the whole block; thread i owns the 4-vectors i, i + blockDim, ...
-// (H % 4 == 0). The same code serves every caller, so a row's bits never depend on which did it.
-// VECS: the 4-vectors each thread owns (1 .. 4, known at launch: rmsnorm_vecs), or 0 for any
-// number; compiling only the path a width takes keeps these latency-bound kernels' code, which
-// they fetch cold at every launch, small. The norm weights of a thread's first vectors come loaded
-// (norm_weights, which callers issue before their dependency wait: weights are never written), and
-// so do the row's values there.
-template <int VECS>
-struct NormWeights {
-    float4 g[VECS ? VECS : 4];
-};
-
-template <int VECS>
-__device__ __forceinline__ NormWeights<VECS> norm_weights(const float *w, int H) {
-    NormWeights<VECS> n;
-    const float4 *w4 = reinterpret_cast<const float4 *>(w);
-#pragma unroll
-    for (int j = 0; j < (VECS ? VECS : 4); j++) {
-        int i = threadIdx.x + j * blockDim.x;
-        n.g[j] = i < H / 4 ? w4[i] : make_float4(0, 0, 0, 0);
-    }
-    return n;
-}
-
-// v: the row's values at this thread's first vectors (zeros past H); any others come from x.
-template <int VECS>
-__device__ __forceinline__ void rmsnorm_values(bf16 *y, const float4 *v, const float *x, const float *w,
-                                               const NormWeights<VECS> &nw, int H, float eps, float *scratch) {
-    constexpr int NV = VECS ? VECS : 4;
-    const float4 *xr = reinterpret_cast<const float4 *>(x);
-    const float4 *w4 = reinterpret_cast<const float4 *>(w);
-    float ss = 0.0f;
-#pragma unroll
-    for (int j = 0; j < NV; j++) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
-    if (VECS == 0)
-        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) {
-            float4 u = xr[i];
-            ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
-        }
-    ss = block_sum(ss, scratch);
-    float inv = 1.0f / sqrtf(ss / (float)H + eps);
-    __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
-    auto put = [&](int i, float4 u, float4 g) {
-        yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
-        yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
-    };
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        int i = threadIdx.x + j * blockDim.x;
-        if (i < H / 4) put(i, v[j], nw.g[j]);
-    }
-    if (VECS == 0)
-        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i], w4[i]);
-}
-
-template <int VECS>
-__device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, const NormWeights<VECS> &nw, int H,
-                                            float eps, float *scratch) {
-    const float4 *xr = reinterpret_cast<const float4 *>(x);
-    float4 v[VECS ? VECS : 4];
-#pragma unroll
-    for (int j = 0; j < (VECS ? VECS : 4); j++) {
-        int i = threadIdx.x + j * blockDim.x;
-        v[j] = i < H / 4 ? xr[i] : make_float4(0, 0, 0, 0);
-    }
-    rmsnorm_values<VECS>(y, v, x, w, nw, H, eps, scratch);
 }
 
 // One block per row (of rows[], when set).

@@ -1,0 +1,143 @@
+// RMSNorm of one token's row by a whole block, shared by every kernel that normalises a row (the
+// norm launch, the MoE combine, the decode router): the same code everywhere, so a row's bits never
+// depend on which launch computed it. Device code only; included by .cu files.
+#ifndef MT_KERNELS_CUDA_ROW_NORM_CUH
+#define MT_KERNELS_CUDA_ROW_NORM_CUH
+
+#include "kernels/cuda/cuda_kernels.h"
+
+// Sum over the block in a fixed order (warp trees, then warp 0 over the warp sums). All threads
+// get the result. scratch: 32 floats of shared memory.
+static __device__ __forceinline__ float block_sum(float v, float *scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float t = lane < nw ? scratch[lane] : 0.0f;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+        if (lane == 0) scratch[32] = t;
+    }
+    __syncthreads();
+    return scratch[32];
+}
+
+// One 4-vector's sum of squares: one expression for every norm here, so each compiles to the
+// same multiply-adds.
+__device__ __forceinline__ float sumsq4(float4 u) { return u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w; }
+
+// RMSNorm of one row by the whole block; thread i owns the 4-vectors i, i + blockDim, ...
+// (H % 4 == 0). The same code serves every caller, so a row's bits never depend on which did it.
+// VECS: the 4-vectors each thread owns (1 .. 4, known at launch: rmsnorm_vecs), or 0 for any
+// number; compiling only the path a width takes keeps these latency-bound kernels' code, which
+// they fetch cold at every launch, small. The norm weights of a thread's first vectors come loaded
+// (norm_weights, which callers issue before their dependency wait: weights are never written), and
+// so do the row's values there.
+template <int VECS>
+struct NormWeights {
+    float4 g[VECS ? VECS : 4];
+};
+
+template <int VECS>
+__device__ __forceinline__ NormWeights<VECS> norm_weights(const float *w, int H) {
+    NormWeights<VECS> n;
+    const float4 *w4 = reinterpret_cast<const float4 *>(w);
+#pragma unroll
+    for (int j = 0; j < (VECS ? VECS : 4); j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        n.g[j] = i < H / 4 ? w4[i] : make_float4(0, 0, 0, 0);
+    }
+    return n;
+}
+
+// v: the row's values at this thread's first vectors (zeros past H); any others come from x.
+template <int VECS>
+__device__ __forceinline__ void rmsnorm_values(bf16 *y, const float4 *v, const float *x, const float *w,
+                                               const NormWeights<VECS> &nw, int H, float eps, float *scratch) {
+    constexpr int NV = VECS ? VECS : 4;
+    const float4 *xr = reinterpret_cast<const float4 *>(x);
+    const float4 *w4 = reinterpret_cast<const float4 *>(w);
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) ss += sumsq4(v[j]);
+    if (VECS == 0)
+        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) ss += sumsq4(xr[i]);
+    ss = block_sum(ss, scratch);
+    float inv = 1.0f / sqrtf(ss / (float)H + eps);
+    __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
+    auto put = [&](int i, float4 u, float4 g) {
+        yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
+        yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
+    };
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        if (i < H / 4) put(i, v[j], nw.g[j]);
+    }
+    if (VECS == 0)
+        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i], w4[i]);
+}
+
+template <int VECS>
+__device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float *w, const NormWeights<VECS> &nw, int H,
+                                            float eps, float *scratch) {
+    const float4 *xr = reinterpret_cast<const float4 *>(x);
+    float4 v[VECS ? VECS : 4];
+#pragma unroll
+    for (int j = 0; j < (VECS ? VECS : 4); j++) {
+        int i = threadIdx.x + j * blockDim.x;
+        v[j] = i < H / 4 ? xr[i] : make_float4(0, 0, 0, 0);
+    }
+    rmsnorm_values<VECS>(y, v, x, w, nw, H, eps, scratch);
+}
+
+// The same RMSNorm by one warp, for kernels that normalise several rows side by side: the warp
+// plays the 16 warps of a 512-thread block, lane l of virtual warp w owning the 4-vectors
+// 32w + l + 512j (j < NV), and adds their sums in block_sum's order. Same bits as rmsnorm_row at
+// the norm launch's width (rmsnorm_threads: 512 from H = 1924; for smaller H its threads past the
+// row add zeros, as the virtual ones do here). NV = ceil(H / 2048). x is read through L2 (it may
+// have been written by other blocks of the same launch); w may be in shared memory.
+template <int NV>
+__device__ __forceinline__ void rmsnorm_row_warp(bf16 *y, const float *x, const float *w, int H, float eps) {
+    const int lane = threadIdx.x & 31;
+    const float4 *xr = reinterpret_cast<const float4 *>(x);
+    const float4 *w4 = reinterpret_cast<const float4 *>(w);
+    float4 v[16][NV];
+#pragma unroll
+    for (int vw = 0; vw < 16; vw++)
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            int i = vw * 32 + lane + j * 512;
+            v[vw][j] = i < H / 4 ? __ldcg(xr + i) : make_float4(0, 0, 0, 0);
+        }
+    float t = 0.0f;   // lane vw: virtual warp vw's sum, as block_sum's scratch[vw]
+#pragma unroll
+    for (int vw = 0; vw < 16; vw++) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NV; j++) ss += sumsq4(v[vw][j]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == vw) t = ss;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    const float inv = 1.0f / sqrtf(t / (float)H + eps);
+    __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
+#pragma unroll
+    for (int vw = 0; vw < 16; vw++)
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            int i = vw * 32 + lane + j * 512;
+            if (i < H / 4) {
+                float4 u = v[vw][j], g = w4[i];
+                yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
+                yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
+            }
+        }
+}
+
+#endif
