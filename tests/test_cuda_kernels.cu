@@ -592,6 +592,9 @@ int main() {
     check_route_sort(32, 128, 8);
     check_route_sort(7, 8, 2);
     check_route_sort(20, 256, 8);
+    check_route_sort(16, 512, 8);
+    check_route_sort(4, 60, 4);
+    check_route_sort(10, 400, 6);
     check_moe_router(1, 128, 8, 2048);
     check_moe_router(8, 128, 8, 2048);
     check_moe_router(3, 60, 4, 64);

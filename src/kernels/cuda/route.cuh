@@ -145,11 +145,63 @@ static __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *
     __syncwarp();
 }
 
+// Threads of the block that routes and sorts a decode-sized pass (route_sort_small_block).
+constexpr int SMALL_SORT_THREADS = 512;
+
+// scan_counts_warp's outputs by a whole block of SMALL_SORT_THREADS threads (E <= that), thread e
+// taking expert e: the rows, tiles and active experts before it by warp scans and the warps' totals,
+// with no loop over experts. Returns with cursor[] set and visible to the block.
+static __device__ void scan_counts_block(const mt_expert_sort &s, const int32_t *count, int32_t *cursor, int E) {
+    __shared__ int totals[SMALL_SORT_THREADS / 32][3];
+    const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
+    const int c = e < E ? count[e] : 0, tiles = (c + s.tile_rows - 1) / s.tile_rows, act = c > 0;
+    int inc_rows = c, inc_tiles = tiles, inc_act = act;   // inclusive scans within the warp
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int r = __shfl_up_sync(0xffffffffu, inc_rows, o), t = __shfl_up_sync(0xffffffffu, inc_tiles, o),
+            a = __shfl_up_sync(0xffffffffu, inc_act, o);
+        if (lane >= o) {
+            inc_rows += r;
+            inc_tiles += t;
+            inc_act += a;
+        }
+    }
+    if (lane == 31) {
+        totals[warp][0] = inc_rows;
+        totals[warp][1] = inc_tiles;
+        totals[warp][2] = inc_act;
+    }
+    __syncthreads();
+    int at = inc_rows - c, tile_at = inc_tiles - tiles, rank = inc_act - act;
+    for (int w = 0; w < warp; w++) {
+        at += totals[w][0];
+        tile_at += totals[w][1];
+        rank += totals[w][2];
+    }
+    if (e < E) {
+        s.counts[e] = c;
+        s.offsets[e] = at;
+        s.tile_offsets[e] = tile_at;
+        cursor[e] = at;
+        if (act) {
+            s.active[rank] = e;
+            s.active[E + rank] = at;
+            s.active[2 * E + rank] = c;
+        }
+        if (e == E - 1) {
+            s.offsets[E] = at + c;
+            s.tile_offsets[E] = tile_at + tiles;
+            *s.n_active = rank + act;
+        }
+    }
+    __syncthreads();
+}
+
 // Decode-sized passes (n <= 32 tokens, E <= 512, n * k <= 512): routing and the sort by one block
 // of SMALL_SORT_THREADS threads. Warp w routes tokens w and w + 16, its ids also kept in shared
-// memory for the counts and the scatter; the counts go to shared memory; warp 0 scans them (each
-// lane owns E/32 consecutive experts) and scatters the pairs. logits may be in shared memory.
-constexpr int SMALL_SORT_THREADS = 512;
+// memory for the counts and the scatter; the counts go to shared memory; the block scans them
+// (scan_counts_block); a thread per pair scatters up to 64 pairs, warp 0 more (scatter_in_order).
+// logits may be in shared memory.
 
 template <int PER_LANE>
 __device__ __forceinline__ void route_sort_small_block(const mt_expert_sort &s, int32_t *ids, float *weights,
@@ -164,10 +216,20 @@ __device__ __forceinline__ void route_sort_small_block(const mt_expert_sort &s, 
     __syncthreads();
     for (int i = tid; i < n * k; i += blockDim.x) atomicAdd(&count[ids_local[i]], 1);
     __syncthreads();
-    if (warp != 0) return;
-    scan_counts_warp(s, count, cursor, E);
+    scan_counts_block(s, count, cursor, E);
     MT_TIMELINE_MARK(1);   // counted and scanned
-    scatter_in_order(s, ids_local, 0, n * k, k, cursor);
+    const int nk = n * k;
+    if (nk <= SMALL_SORT_THREADS / 8) {   // a thread per pair: its rank among the earlier pairs of its expert
+        if (tid < nk) {
+            const int e = ids_local[tid];
+            int pos = cursor[e];
+            for (int q = 0; q < tid; q++) pos += ids_local[q] == e;
+            s.src_rows[pos] = tid / k;
+            s.pair_pos[tid] = pos;
+        }
+    } else if (warp == 0) {
+        scatter_in_order(s, ids_local, 0, nk, k, cursor);
+    }
 }
 
 // Router logits per lane for E experts (the kernels are compiled per value, so each holds the code
