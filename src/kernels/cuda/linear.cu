@@ -108,8 +108,27 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
             mt_prefetch_l2(w, (unsigned)(c1 - c0) * 512u);
         }
     }
-    mt_grid_dependency_wait();
+    // A stage's weight chunks are contiguous: one bulk copy by lane 0, completing on the slot's
+    // barrier; the X rows are cp.async copies of every lane (one commit group per stage).
+    __shared__ __align__(8) uint64_t wbar_all[8 * SP_STAGES];
+    uint64_t *wbar = wbar_all + warp * SP_STAGES;
+    if (lane == 0) {
+#pragma unroll
+        for (int s = 0; s < SP_STAGES; s++) mt_mbar_init(&wbar[s], 1);
+        mt_mbar_init_fence();
+    }
+    __syncwarp();
     const uint64_t wpolicy = mt_weight_policy(a.weights_once);
+    // Dense products know their first item before the wait: its first stage's weights are copied
+    // into the ring then (no launch writes weights), its X rows after (b1 3.069 -> 3.045 ms,
+    // docs/PERF.md).
+    const bool early = !a.group_offsets && streams && (int)blockIdx.x < R * ((a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
+    if (early && lane == 0) {
+        const unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - c0) * 512u;
+        mt_mbar_expect(&wbar[0], bytes);
+        mt_bulk_copy(ring, a.W.w + ((size_t)(blockIdx.x % R) * C + c0) * 256, bytes, &wbar[0], wpolicy);
+    }
+    mt_grid_dependency_wait();
     const int n_items = R * (a.group_offsets ? *a.n_active : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
 
     // lane's share of a stage's X rows: row lane / 2 of the pass (lanes of rows past ROWS idle),
@@ -121,25 +140,17 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     if (prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
     // X rows past the item's rows are not copied: their stale values only reach output columns that
     // are never stored (an MMA's column j of B touches column j of the result alone)
-    // A stage's weight chunks are contiguous: one bulk copy by lane 0, completing on the slot's
-    // barrier; the X rows are cp.async copies of every lane (one commit group per stage).
-    __shared__ __align__(8) uint64_t wbar_all[8 * SP_STAGES];
-    uint64_t *wbar = wbar_all + warp * SP_STAGES;
-    if (lane == 0) {
-#pragma unroll
-        for (int s = 0; s < SP_STAGES; s++) mt_mbar_init(&wbar[s], 1);
-        mt_mbar_init_fence();
-    }
-    __syncwarp();
+    bool weights_issued = early;   // the next stage's weights are already on their way
     auto issue = [&](int slot) {   // one commit group per stage, empty past the end of the stream
         if (prod.item < n_items) {
             bf16 *stage = ring + slot * SP_STAGE_ELEMS;
             const int cs = c0 + prod.st * SP_CHUNKS;
-            if (lane == 0) {
+            if (lane == 0 && !weights_issued) {
                 unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
                 mt_mbar_expect(&wbar[slot], bytes);
                 mt_bulk_copy(stage, prod.W + (size_t)cs * 256, bytes, &wbar[slot], wpolicy);
             }
+            weights_issued = false;
 #pragma unroll
             for (int u = 0; u < SP_CHUNKS; u++) {
                 int c = cs + u;
