@@ -7,8 +7,9 @@
 // launch writes them), then normalises the pass's rows itself (a warp a row, with the norm
 // launch's arithmetic: row_norm.cuh), takes its 16 logits per token with the small product path's
 // arithmetic (warp w: slice w of mt_k_slices(H), m16n8k16 chunks in order; slices added in order
-// from zero) and writes them into block 0's shared memory. Block 0 then routes and sorts (route.cuh, the routing launch's
-// code). Same bits as mt_cuda_rmsnorm + mt_cuda_linear_small + mt_cuda_route_sort.
+// from zero) and writes them into block 0's shared memory. Block 0 then routes and sorts
+// (route.cuh, the routing launch's code). Same bits as mt_cuda_rmsnorm + mt_cuda_linear_small +
+// mt_cuda_route_sort.
 #include <cooperative_groups.h>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -106,7 +107,7 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
     }
     cluster.sync();   // every block's logits are in block 0's shared memory
     if (rt != 0) return;
-    route_sort_small_block<4>(a.sort, a.ids, a.weights, lg, a.ld, a.n, a.E, a.k, a.renorm);
+    route_sort_small_block<4>(a.sort, a.ids, a.weights, lg, a.ld, a.n, a.E, a.k, a.renorm);   // E <= 128
 }
 
 template <int NV>

@@ -202,7 +202,6 @@ static __device__ void scan_counts_block(const mt_expert_sort &s, const int32_t 
 // memory for the counts and the scatter; the counts go to shared memory; the block scans them
 // (scan_counts_block); a thread per pair scatters up to 64 pairs, warp 0 more (scatter_in_order).
 // logits may be in shared memory.
-
 template <int PER_LANE>
 __device__ __forceinline__ void route_sort_small_block(const mt_expert_sort &s, int32_t *ids, float *weights,
                                                        const float *logits, int ld, int n, int E, int k, int renorm) {
@@ -235,4 +234,5 @@ __device__ __forceinline__ void route_sort_small_block(const mt_expert_sort &s, 
 // Router logits per lane for E experts (the kernels are compiled per value, so each holds the code
 // of one: a decode layer's routing launch fetches its code cold, and less code is less time).
 inline int per_lane_of(int E) { return E <= 128 ? 4 : E <= 256 ? 8 : 32; }
+
 #endif
