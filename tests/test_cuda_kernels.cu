@@ -536,6 +536,9 @@ int main() {
         return 77;
     }
     printf("products\n");
+    const char *misaligned = mt_cuda_linear_layout_check();
+    printf("  %-64s %s\n", "product kernels' dynamic shared memory on 32-byte boundaries", misaligned ? misaligned : "ok");
+    if (misaligned) failures++;
     const int shapes[][3] = {{48, 64, 7}, {64, 32, 3}, {1024, 1024, 1}, {1024, 1024, 60}, {40, 1024, 300},
                              {4096, 1024, 300}, {256, 768, 130}, {200, 2048, 64}};
     for (auto &s : shapes) {

@@ -130,6 +130,10 @@ static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, in
  * once by bulk copies, K split over 8 warps. Grouped calls need per-group counts <= 64. With
  * rows_max <= 8 it works in passes of 8 rows (larger weight copies); the bits are the same. */
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
+/* The product kernels' static shared memory keeps their dynamic shared memory, where bulk copies
+ * land, on 32-byte boundaries (mma.cuh): NULL, or the first kernel that breaks it. For tests. */
+const char *mt_cuda_linear_layout_check(void);
+
 /* Large batches: 128 x tile_rows tiles staged through shared memory (3 stages; weights by bulk
  * copies when weights_once, else cp.async). */
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st);

@@ -568,6 +568,26 @@ void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
 
 void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st) { by_epilogue<SplitPath>(*a, st); }
 
+const char *mt_cuda_linear_layout_check(void) {
+    // the small path's bulk copies land at the dynamic shared memory's base (mma.cuh)
+    struct Kernel {
+        const void *f;
+        const char *name;
+    } kernels[] = {
+        {(const void *)linear_small_kernel<MT_EPI_F32, Small8>, "linear_small_kernel<F32, Small8>"},
+        {(const void *)linear_small_kernel<MT_EPI_F32, Small8Narrow>, "linear_small_kernel<F32, Small8Narrow>"},
+        {(const void *)linear_small_kernel<MT_EPI_F32, Small16>, "linear_small_kernel<F32, Small16>"},
+        {(const void *)linear_small_kernel<MT_EPI_SWIGLU, Small8Narrow>, "linear_small_kernel<SwiGLU, Small8Narrow>"},
+        {(const void *)linear_large_kernel<MT_EPI_F32, 2, true, true>, "linear_large_kernel<F32, 2, split, bulk>"},
+    };
+    for (const Kernel &k : kernels) {
+        cudaFuncAttributes attr;
+        if (cudaFuncGetAttributes(&attr, k.f) != cudaSuccess) return k.name;
+        if (attr.sharedSizeBytes % 32 != 0) return k.name;
+    }
+    return nullptr;
+}
+
 int mt_cuda_linear_split_blocks(int rows_pad, int n) {
     return (rows_pad / 16 + LG_RT - 1) / LG_RT * ((n + LargeShape<2>::BN - 1) / LargeShape<2>::BN);
 }

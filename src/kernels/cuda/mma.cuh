@@ -35,6 +35,20 @@ __device__ __forceinline__ int mt_a_frag_lane(int lane) {
     return ((j & 1) * 2 + (j >> 1)) * 64 + (lane & 7) * 8;
 }
 
+// Dynamic shared memory starts right after the kernel's static shared memory (and the 1 KB the
+// device reserves), so its alignment moves with the static part: 4 bytes more of static shared
+// memory in the small product path put its bulk copies' destinations 16 bytes past a 32-byte
+// boundary and made batch-1 decode 27% slower (docs/PERF.md). A kernel that bulk-copies into
+// dynamic shared memory either keeps its static shared memory a multiple of 32 bytes (the
+// product kernels, checked by mt_cuda_linear_layout_check; at 32 past a 128-byte boundary the
+// large path measured as fast as at one) or takes its base from mt_smem_base, asking for
+// MT_SMEM_PAD bytes more: the dynamic shared memory from its first 128-byte boundary.
+constexpr int MT_SMEM_PAD = 128;
+__device__ __forceinline__ void *mt_smem_base(void *raw) {
+    const uint32_t at = (uint32_t)__cvta_generic_to_shared(raw);
+    return static_cast<char *>(raw) + ((128u - (at & 127u)) & 127u);
+}
+
 // 16 bytes of weights read once: not kept in L1.
 __device__ __forceinline__ uint4 mt_ld_stream(const void *p) {
     uint4 v;

@@ -28,7 +28,7 @@ constexpr int ROUTER_THREADS = SMALL_SORT_THREADS;   // 512: the norm's block wi
 // (padded against bank conflicts), the warps' slice sums [8][16 x 8], and block 0's logits [n][ld].
 size_t router_smem(int n, int H, int ld) {
     return (size_t)16 * H * sizeof(bf16) + (size_t)H * sizeof(float) + (size_t)n * (H + 8) * sizeof(bf16) +
-           (size_t)8 * 128 * sizeof(float) + (size_t)n * ld * sizeof(float);
+           (size_t)8 * 128 * sizeof(float) + (size_t)n * ld * sizeof(float) + MT_SMEM_PAD;
 }
 
 // NV: 4-vectors of a row per thread of the norm (rmsnorm_row_warp)
@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
     __shared__ __align__(8) uint64_t wbar, nbar;
     const int H = a.H, C = H / 16, S = mt_k_slices(H), rt = blockIdx.x, xstride = H + 8;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    bf16 *wt = reinterpret_cast<bf16 *>(smem_raw);
+    bf16 *wt = static_cast<bf16 *>(mt_smem_base(smem_raw));
     float *nws = reinterpret_cast<float *>(wt + (size_t)16 * H);
     bf16 *xs = reinterpret_cast<bf16 *>(nws + H);
     float *part = reinterpret_cast<float *>(xs + (size_t)a.n * xstride);
