@@ -340,8 +340,6 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     mt_cuda_linear_large(&a, g->stream);
 }
 
-// The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
-// updated residual by the combine's launch, into s.xb.
 // Whether the MoE block of a pass of n tokens starts with the one-launch router
 // (mt_cuda_moe_router: the post-attention norm, the router product, routing and sort). Decode-sized
 // passes; MOETRACE_CUDA_ONE_LAUNCH_ROUTER=0 turns it off for comparisons (same bits either way).
