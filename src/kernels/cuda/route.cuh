@@ -96,21 +96,6 @@ static __device__ void scatter_in_order(const mt_expert_sort &s, const int32_t *
     }
 }
 
-// Three inclusive scans across the warp at once: lane i gets the sums of lanes 0 .. i.
-__device__ __forceinline__ void warp_inclusive_scan3(int &a, int &b, int &c) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int pa = __shfl_up_sync(0xffffffffu, a, o), pb = __shfl_up_sync(0xffffffffu, b, o),
-                  pc = __shfl_up_sync(0xffffffffu, c, o);
-        if (lane >= o) {
-            a += pa;
-            b += pb;
-            c += pc;
-        }
-    }
-}
-
 // From count[E] (shared memory, E <= 1024): counts, offsets, tile offsets, the active list, and
 // cursor[e] = offsets[e] (shared memory). Warp 0 alone: each lane owns E/32 consecutive experts,
 // the lanes' sums are scanned across the warp.
@@ -124,8 +109,17 @@ static __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *
         sum_tiles += (count[e] + s.tile_rows - 1) / s.tile_rows;
         sum_active += count[e] > 0;
     }
-    int inc_rows = sum_rows, inc_tiles = sum_tiles, inc_active = sum_active;
-    warp_inclusive_scan3(inc_rows, inc_tiles, inc_active);
+    int inc_rows = sum_rows, inc_tiles = sum_tiles, inc_active = sum_active;   // inclusive warp scans
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int r = __shfl_up_sync(0xffffffffu, inc_rows, o), t = __shfl_up_sync(0xffffffffu, inc_tiles, o),
+            a = __shfl_up_sync(0xffffffffu, inc_active, o);
+        if (lane >= o) {
+            inc_rows += r;
+            inc_tiles += t;
+            inc_active += a;
+        }
+    }
     int at = inc_rows - sum_rows, tiles = inc_tiles - sum_tiles, active = inc_active - sum_active;
 #pragma unroll 1
     for (int e = first; e < first + per && e < E; e++) {
@@ -161,8 +155,17 @@ static __device__ void scan_counts_block(const mt_expert_sort &s, const int32_t 
     __shared__ int totals[SMALL_SORT_THREADS / 32][3];
     const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
     const int c = e < E ? count[e] : 0, tiles = (c + s.tile_rows - 1) / s.tile_rows, act = c > 0;
-    int inc_rows = c, inc_tiles = tiles, inc_act = act;
-    warp_inclusive_scan3(inc_rows, inc_tiles, inc_act);
+    int inc_rows = c, inc_tiles = tiles, inc_act = act;   // inclusive scans within the warp
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int r = __shfl_up_sync(0xffffffffu, inc_rows, o), t = __shfl_up_sync(0xffffffffu, inc_tiles, o),
+            a = __shfl_up_sync(0xffffffffu, inc_act, o);
+        if (lane >= o) {
+            inc_rows += r;
+            inc_tiles += t;
+            inc_act += a;
+        }
+    }
     if (lane == 31) {
         totals[warp][0] = inc_rows;
         totals[warp][1] = inc_tiles;
