@@ -10,9 +10,12 @@
 //    them in order (decode at large batches);
 //  - the split kernels: one warp per (rows, tile) writes the tile's state to scratch, then a merge
 //    kernel folds the states in tile order (decode at small batches, where the rows kernel would
-//    leave the GPU idle).
+//    leave the GPU idle); up to 32 KV tiles the same in one cluster launch, the states going
+//    straight into the shared memory of the block that folds them.
 // State updates use explicit fp32 intrinsics (no contraction choices left to the compiler).
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch.cuh"
@@ -422,6 +425,23 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(const mt_attentio
     if (warp == 0) store_rows<HD>(total, a, t, kvh, 0, ri);
 }
 
+// A split warp's KV tile kt, after the dependency wait: the token's own K/V row (which the q/k
+// prologue just wrote) copied in when the tile holds it, the rows' queries, then the tile's state.
+template <int HD>
+__device__ __forceinline__ void split_tile_state(RowState<HD> &s, const mt_attention_args &a, const mt_attn_tile &t, bf16 *Ks,
+                                                 bf16 *Vs, int kvh, int kt, bool own_row, float scale_log2) {
+    const int lane = threadIdx.x & 31;
+    if (own_row) issue_kv_row<HD>(Ks, Vs, a, t.table_off, kvh, kt, t.max_pos, lane);
+    uint32_t qa[HD / 16][4];
+    RowInfo ri;
+    load_q<HD>(qa, a, t, kvh, 0, ri);
+    mt_cp_async_wait<0>();
+    MT_TIMELINE_MARK(0);   // K/V landed
+    __syncwarp();
+    tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
+    MT_TIMELINE_MARK(1);   // tile state computed
+}
+
 // Split kernel: warp w of block (tile, kv head, z) computes KV tile 4z + w of the tile's <= 16 rows
 // and writes the state: o [16][HD], then m [16], then l [16], at state index (tile, kvh, kt).
 // Decode tiles only (one token each): every K/V position but the token's own was written by
@@ -442,16 +462,8 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
     if (work) issue_kv_tile<HD, 32>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane, max_pos);
     mt_grid_dependency_wait();
     if (!work) return;
-    if (own_row) issue_kv_row<HD>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane);
-    uint32_t qa[HD / 16][4];
-    RowInfo ri;
-    load_q<HD>(qa, a, t, kvh, 0, ri);
-    mt_cp_async_wait<0>();
-    MT_TIMELINE_MARK(0);   // K/V landed
-    __syncwarp();
     RowState<HD> s;
-    tile_state<HD>(s, qa, ri, Ks, Vs, kt, scale_log2, a.sliding_window);
-    MT_TIMELINE_MARK(1);   // tile state computed
+    split_tile_state<HD>(s, a, t, Ks, Vs, kvh, kt, own_row, scale_log2);
     float *st = a.split_states + (((size_t)blockIdx.x * a.n_kv_heads + kvh) * a.split_max_tiles + kt) * 16 * (HD + 2);
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -466,6 +478,17 @@ __global__ void __launch_bounds__(128) attention_split_kernel(const mt_attention
             st[16 * HD + 16 + r] = s.l[h];
         }
     }
+}
+
+// One element's state (m, l, o) folded with the next tile's (mx, lx, ox): exactly the arithmetic of
+// state_merge, for the kernels that merge split states element by element.
+__device__ __forceinline__ void fold_state(float &m, float &l, float &o, float mx, float lx, float ox) {
+    const float mn = fmaxf(m, mx);
+    if (mn == -INFINITY) return;
+    const float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx, mn));
+    l = __fmaf_rn(lx, cb, __fmul_rn(l, ca));
+    o = __fmaf_rn(ox, cb, __fmul_rn(o, ca));
+    m = mn;
 }
 
 // Merge kernel: folds the split states of (tile, kv head) in tile order, element by element, with
@@ -506,16 +529,94 @@ __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_
 #pragma unroll
         for (int j = 0; j < MERGE_AHEAD; j++) {
             if (k0 + j >= n_kt) break;
-            float mn = fmaxf(m, mx[j]);
-            if (mn == -INFINITY) continue;
-            float ca = exp2f(__fsub_rn(m, mn)), cb = exp2f(__fsub_rn(mx[j], mn));
-            l = __fmaf_rn(lx[j], cb, __fmul_rn(l, ca));
-            o = __fmaf_rn(ox[j], cb, __fmul_rn(o, ca));
-            m = mn;
+            fold_state(m, l, o, mx[j], lx[j], ox[j]);
         }
     }
     int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
     a.out[(size_t)tok * qd + (size_t)head * HD + d] = __float2bfloat16(__fdiv_rn(o, l > 0.0f ? l : 1.0f));
+}
+
+// Decode split attention in one launch, for passes whose KV tiles fit one portable cluster
+// (split_max_tiles <= 32: 8 blocks of 4 warps). Block (z, tile, kv head): the blocks z of a
+// (tile, kv head) are one cluster, and warp w of block z computes KV tile 4z + w's state as the
+// split kernel does. Instead of going through scratch to a merge launch, each row's state is
+// stored straight into the shared memory of the block that merges that row (row r: block r % Z),
+// by asynchronous remote stores that complete on that block's barrier; each block then folds its
+// rows' states in tile order with the merge kernel's arithmetic (fold_state). Same bits as the
+// split and merge kernels.
+constexpr int CLUSTER_MAX_TILES = 32;
+
+// Rows of a tile of R rows that block b of Z merges (rows b, b + Z, ...).
+__device__ __forceinline__ int cluster_rows_of(int R, int b, int Z) { return R > b ? (R - b + Z - 1) / Z : 0; }
+
+template <int HD>
+__global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_attention_args a, float scale_log2) {
+    MT_TIMELINE_KERNEL(MT_TL_ATTN_SPLIT);
+    extern __shared__ uint4 smem_raw[];
+    __shared__ __align__(8) uint64_t sbar;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
+    const int Z = gridDim.x, zb = blockIdx.x, kvh = blockIdx.z, kt = zb * 4 + warp;
+    const mt_attn_tile t = load_tile(a, blockIdx.y);
+    const int max_pos = t.max_pos, R = t.n_tok * t.n_heads;
+    const int n_kt = t.n_tok ? min(max_pos / KV_TILE + 1, a.split_max_tiles) : 0;   // tiles with work
+    const bool work = kt < n_kt;
+    const int my_rows = cluster_rows_of(R, zb, Z);
+    constexpr int SW = HD + 2;   // a received state: o [HD], m, l
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
+    bf16 *Vs = Ks + KV_TILE * (HD + 8);
+    float *recv = reinterpret_cast<float *>(reinterpret_cast<bf16 *>(smem_raw) + 4 * 2 * KV_TILE * (HD + 8));   // [kt][row][SW]
+    if (threadIdx.x == 0) {
+        mt_mbar_init(&sbar, 1);
+        mt_mbar_init_fence();
+        if (my_rows > 0) mt_mbar_expect(&sbar, (unsigned)(n_kt * my_rows * SW) * 4u);
+    }
+    __syncthreads();
+    // every block of the cluster running, its barrier initialised, before the first remote store
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+    const bool own_row = max_pos / KV_TILE == kt;   // this KV tile holds the token's own position
+    if (work) issue_kv_tile<HD, 32>(Ks, Vs, a, t.table_off, kvh, kt, max_pos, lane, max_pos);
+    mt_grid_dependency_wait();
+    RowState<HD> s;
+    if (work) split_tile_state<HD>(s, a, t, Ks, Vs, kvh, kt, own_row, scale_log2);
+    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+    if (work) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = tq + 8 * h;
+            if (r >= R) continue;
+            const int b = r % Z, j = r / Z;
+            float *st = recv + ((size_t)kt * cluster_rows_of(R, b, Z) + j) * SW;   // in block b's shared memory
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) mt_st_async_remote2(st + d * 8 + 2 * t4, &sbar, b, s.o[d][2 * h], s.o[d][2 * h + 1]);
+            if (t4 == 0) mt_st_async_remote2(st + HD, &sbar, b, s.m[h], s.l[h]);
+        }
+    }
+    if (my_rows == 0) return;   // no block stores into this one
+    mt_mbar_wait(&sbar, 0);
+    const int G = a.n_heads / a.n_kv_heads, qd = a.n_heads * HD;
+    for (int i = threadIdx.x; i < my_rows * HD; i += blockDim.x) {
+        const int j = i / HD, d = i - j * HD, r = zb + j * Z;
+        float m = -INFINITY, l = 0.0f, o = 0.0f;
+        for (int k = 0; k < n_kt; k++) {
+            const float *st = recv + ((size_t)k * my_rows + j) * SW;
+            fold_state(m, l, o, st[HD], st[HD + 1], st[d]);
+        }
+        const int tok = t.first_token + r / t.n_heads, head = kvh * G + t.head0 + r % t.n_heads;
+        a.out[(size_t)tok * qd + (size_t)head * HD + d] = __float2bfloat16(__fdiv_rn(o, l > 0.0f ? l : 1.0f));
+    }
+}
+
+// Whether decode split attention runs as one cluster launch where it fits (set by
+// mt_cuda_attention_split_one_launch; by default on unless MOETRACE_CUDA_SPLIT_ONE_LAUNCH=0).
+int split_one_launch_setting = -1;
+bool split_one_launch() {
+    static int env = -1;
+    if (split_one_launch_setting >= 0) return split_one_launch_setting == 1;
+    if (env < 0) {
+        const char *v = getenv("MOETRACE_CUDA_SPLIT_ONE_LAUNCH");
+        env = v && !strcmp(v, "0") ? 0 : 1;
+    }
+    return env == 1;
 }
 
 float scale_log2_of(int hd) { return (1.0f / sqrtf((float)hd)) * 1.4426950408889634f; }
@@ -534,7 +635,19 @@ void launch_split(const mt_attention_args &a, cudaStream_t st) {
         cudaFuncSetAttribute(attention_split_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         configured = true;
     }
-    dim3 grid(a.n_tiles, a.n_kv_heads, (a.split_max_tiles + 3) / 4);
+    const int Z = (a.split_max_tiles + 3) / 4;
+    if (split_one_launch() && a.split_max_tiles <= CLUSTER_MAX_TILES) {
+        const size_t cs = smem + (size_t)a.split_max_tiles * ((16 + Z - 1) / Z) * (HD + 2) * sizeof(float);
+        static size_t configured_cluster = 0;
+        if (cs > configured_cluster) {
+            cudaFuncSetAttribute(attention_split_cluster_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cs);
+            configured_cluster = cs;
+        }
+        mt_launch_clusters(attention_split_cluster_kernel<HD>, dim3(Z, a.n_tiles, a.n_kv_heads), 128, cs, st, Z, a,
+                           scale_log2_of(HD));
+        return;
+    }
+    dim3 grid(a.n_tiles, a.n_kv_heads, Z);
     mt_launch(attention_split_kernel<HD>, grid, 128, smem, st, a, scale_log2_of(HD));
     mt_launch(attention_merge_kernel<HD>, dim3(a.n_tiles, a.n_kv_heads, 16), HD, 0, st, a);
 }
@@ -580,6 +693,7 @@ void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st) {
     dispatch(a, a->split_states ? SPLIT : DECODE, st);
 }
 void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st) { dispatch(a, PREFILL, st); }
+void mt_cuda_attention_split_one_launch(int on) { split_one_launch_setting = on < 0 ? -1 : on ? 1 : 0; }
 
 size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim) {
     return (size_t)n_tiles * n_kv_heads * max_tiles * 16 * (head_dim + 2);

@@ -219,6 +219,10 @@ typedef struct mt_attention_args {
 void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st);
 /* Tiles of at most 64 rows: 4 warps of 16 rows each sharing the KV tiles. */
 void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st);
+/* Decode split attention over at most 32 KV tiles (split_max_tiles <= 32) as one cluster launch
+ * (the states merged through distributed shared memory) instead of a split and a merge launch;
+ * the same bits. on: 1 on, 0 off, -1 back to MOETRACE_CUDA_SPLIT_ONE_LAUNCH (on unless "0"). */
+void mt_cuda_attention_split_one_launch(int on);
 size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim);
 /* Head dims the attention kernels are built for. */
 int mt_cuda_attention_supports(int head_dim);

@@ -7,11 +7,10 @@
 // launch writes them), then normalises the pass's rows itself (a warp a row, with the norm
 // launch's arithmetic: row_norm.cuh), takes its 16 logits per token with the small product path's
 // arithmetic (warp w: slice w of mt_k_slices(H), m16n8k16 chunks in order; slices added in order
-// from zero) and writes them into block 0's shared memory. Block 0 then routes and sorts
+// from zero) and stores them into block 0's shared memory with asynchronous remote stores that
+// complete on a barrier there (no cluster-wide fence or barrier at the end). Block 0 then routes and sorts
 // (route.cuh, the routing launch's code). Same bits as mt_cuda_rmsnorm + mt_cuda_linear_small +
 // mt_cuda_route_sort.
-#include <cooperative_groups.h>
-
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
@@ -35,9 +34,8 @@ size_t router_smem(int n, int H, int ld) {
 template <int NV>
 __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe_router_args a) {
     MT_TIMELINE_KERNEL(MT_TL_MOE_ROUTER);
-    namespace cg = cooperative_groups;
     extern __shared__ uint4 smem_raw[];
-    __shared__ __align__(8) uint64_t wbar, nbar;
+    __shared__ __align__(8) uint64_t wbar, nbar, lbar;
     const int H = a.H, C = H / 16, S = mt_k_slices(H), rt = blockIdx.x, xstride = H + 8;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     bf16 *wt = static_cast<bf16 *>(mt_smem_base(smem_raw));
@@ -45,20 +43,23 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
     bf16 *xs = reinterpret_cast<bf16 *>(nws + H);
     float *part = reinterpret_cast<float *>(xs + (size_t)a.n * xstride);
     float *lg = part + 8 * 128;
-    // every block must have started before another writes its shared memory: arrive now, wait
-    // before the first remote write
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
     if (tid == 0) {   // the tile: 16 rows x H, contiguous in the tiled layout
         const unsigned bytes = (unsigned)H * 32u;
         mt_mbar_init(&wbar, 1);
         mt_mbar_init(&nbar, 1);
+        mt_mbar_init(&lbar, 1);
         mt_mbar_init_fence();
         mt_mbar_expect(&nbar, (unsigned)H * 4u);
         mt_bulk_copy(nws, a.norm_w, (unsigned)H * 4u, &nbar, mt_weight_policy(false));
         mt_mbar_expect(&wbar, bytes);
         mt_bulk_copy(wt, a.W.w + (size_t)rt * C * 256, bytes, &wbar, mt_weight_policy(true));
+        // block 0: the other blocks' logits, 4 bytes each, arrive by asynchronous remote stores
+        if (rt == 0 && a.W.rows > 16) mt_mbar_expect(&lbar, (unsigned)(a.W.rows - 16) * (unsigned)a.n * 4u);
     }
     __syncthreads();   // the barriers are initialised
+    // every block must have started, and block 0's barrier be initialised, before another block
+    // writes its shared memory: arrive now, wait before the first remote write
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
     mt_grid_dependency_wait();
 
     if (warp < a.n) {   // warp t normalises token t
@@ -93,8 +94,6 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
         pw[(tq + 8) * 8 + 2 * t4 + 1] = acc[3];
     }
     __syncthreads();
-    cg::cluster_group cluster = cg::this_cluster();
-    float *lg0 = cluster.map_shared_rank(lg, 0);
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
     if (tid < 16 * a.n) {
         const int i = tid >> 4, r = tid & 15, col = rt * 16 + r;
@@ -102,11 +101,13 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
         for (int w = 0; w < S; w++) tot += part[w * 128 + r * 8 + i];
         if (col < a.W.rows) {
             a.logits[(size_t)i * a.ld + col] = tot;
-            lg0[i * a.ld + col] = tot;
+            if (rt == 0) lg[i * a.ld + col] = tot;
+            else mt_st_async_remote(&lg[i * a.ld + col], &lbar, 0, tot);   // completes on block 0's lbar
         }
     }
-    cluster.sync();   // every block's logits are in block 0's shared memory
-    if (rt != 0) return;
+    if (rt != 0) return;   // no block reads this one's shared memory
+    __syncthreads();       // block 0's own logits
+    if (a.W.rows > 16) mt_mbar_wait(&lbar, 0);   // and every other block's
     route_sort_small_block<4>(a.sort, a.ids, a.weights, lg, a.ld, a.n, a.E, a.k, a.renorm);   // E <= 128
 }
 

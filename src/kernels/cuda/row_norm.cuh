@@ -94,6 +94,35 @@ __device__ __forceinline__ void rmsnorm_row(bf16 *y, const float *x, const float
     rmsnorm_values<VECS>(y, v, x, w, nw, H, eps, scratch);
 }
 
+// Sixteen warp sums at once: s[i] is this lane's part of sum i. Returns, on lanes 2i and 2i + 1,
+// sum i with exactly the bits of the butterfly block_sum applies to one value (partners at lane
+// distance 16, 8, 4, 2, 1; each step adds two partial sums of the same lanes, and a + b = b + a),
+// in 16 shuffles instead of 80: at each distance a lane keeps half of the sums it still holds
+// (by its lane bit) and trades the other half with its partner, which keeps that half.
+__device__ __forceinline__ float butterfly_sums16(const float s[16]) {
+    const int lane = threadIdx.x & 31;
+    float a8[8], a4[4], a2[2];
+    const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4, b1 = lane & 2;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float keep = b4 ? s[i + 8] : s[i], give = b4 ? s[i] : s[i + 8];
+        a8[i] = keep + __shfl_xor_sync(0xffffffffu, give, 16);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float keep = b3 ? a8[i + 4] : a8[i], give = b3 ? a8[i] : a8[i + 4];
+        a4[i] = keep + __shfl_xor_sync(0xffffffffu, give, 8);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float keep = b2 ? a4[i + 2] : a4[i], give = b2 ? a4[i] : a4[i + 2];
+        a2[i] = keep + __shfl_xor_sync(0xffffffffu, give, 4);
+    }
+    float keep = b1 ? a2[1] : a2[0], give = b1 ? a2[0] : a2[1];
+    float a1 = keep + __shfl_xor_sync(0xffffffffu, give, 2);
+    return a1 + __shfl_xor_sync(0xffffffffu, a1, 1);
+}
+
 // The same RMSNorm by one warp, for kernels that normalise several rows side by side: the warp
 // plays the 16 warps of a 512-thread block, lane l of virtual warp w owning the 4-vectors
 // 32w + l + 512j (j < NV), and adds their sums in block_sum's order. Same bits as rmsnorm_row at
@@ -113,16 +142,17 @@ __device__ __forceinline__ void rmsnorm_row_warp(bf16 *y, const float *x, const 
             int i = vw * 32 + lane + j * 512;
             v[vw][j] = i < H / 4 ? __ldcg(xr + i) : make_float4(0, 0, 0, 0);
         }
-    float t = 0.0f;   // lane vw: virtual warp vw's sum, as block_sum's scratch[vw]
+    float ss[16];   // this lane's part of each virtual warp's sum
 #pragma unroll
     for (int vw = 0; vw < 16; vw++) {
-        float ss = 0.0f;
+        ss[vw] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < NV; j++) ss += sumsq4(v[vw][j]);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if (lane == vw) t = ss;
+        for (int j = 0; j < NV; j++) ss[vw] += sumsq4(v[vw][j]);
     }
+    // lane vw: virtual warp vw's sum, as block_sum's scratch[vw]
+    float t = butterfly_sums16(ss);
+    t = __shfl_sync(0xffffffffu, t, 2 * lane);
+    if (lane >= 16) t = 0.0f;
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
     const float inv = 1.0f / sqrtf(t / (float)H + eps);
