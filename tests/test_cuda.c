@@ -281,6 +281,8 @@ int main(void) {
         cmocka_unit_test(test_batch_invariance_on_device),
         cmocka_unit_test(test_placement_on_device),
     };
+    const char *filter = getenv("MOETRACE_TEST_FILTER");   // e.g. "test_batch*": a subset on a lent device
+    if (filter) cmocka_set_test_filter(filter);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();
     return rc;

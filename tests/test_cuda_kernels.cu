@@ -539,7 +539,11 @@ int main() {
         printf("test_cuda_kernels: no CUDA device; skipped\n");
         return 77;
     }
+    // MOETRACE_KERNEL_TESTS=attention: the attention checks alone (a short run on a lent device)
+    const char *only = getenv("MOETRACE_KERNEL_TESTS");
+    if (only && !strcmp(only, "attention")) goto attention;
     printf("products\n");
+    {
     const char *misaligned = mt_cuda_linear_layout_check();
     printf("  %-64s %s\n", "product kernels' dynamic shared memory on 32-byte boundaries", misaligned ? misaligned : "ok");
     if (misaligned) failures++;
@@ -607,6 +611,8 @@ int main() {
     check_moe_router(3, 60, 4, 64);
     check_moe_router(5, 64, 6, 4096);
     check_moe_router(2, 8, 2, 256);
+    }
+attention:
     printf("attention\n");
     const int att[][4] = {{32, 4, 2, 7},      {32, 4, 2, 40},     {64, 16, 4, 300}, {128, 32, 4, 200},
                           {128, 32, 4, 513},  {16, 4, 2, 70},     {128, 32, 4, 1000}, {128, 64, 4, 700},
