@@ -337,7 +337,10 @@ static int parse_added(mt_tokenizer *tok, const cJSON *arr, const char *path, mt
         if (a->normalized && tok->norm) {
             tk_buf nb = {0};
             tk_buf_put(&nb, "", 0);
-            if (tk_normalize(tok->norm, a->content, a->len, &nb, err)) return -1;
+            if (tk_normalize(tok->norm, a->content, a->len, &nb, err)) {
+                tk_buf_free(&nb);
+                return -1;
+            }
             if (nb.n != a->len || memcmp(nb.p, a->content, a->len)) a->norm = nb.p, a->norm_len = nb.n;
             else tk_buf_free(&nb);
         }
