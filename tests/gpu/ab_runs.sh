@@ -5,6 +5,9 @@
 # (an environment entry is needed: X=0 when there is none), in the order given, so settings can be
 # alternated inside one machine's run. Each run's whole output goes to $OUT/label.log; its summary
 # lines (steps, test results) to stdout.   Usage: tests/gpu/ab_runs.sh PLAN
+# A decode A/B wants `bench_cuda --figures decode --batch B` (seconds a run): `--batch B` alone
+# also runs the recording and sampling figures at batch 64 (most of a minute). A call brings back
+# about 8 files of $OUT, so keep plans to 8 labels or fewer.
 set -u
 plan=${1:?usage: tests/gpu/ab_runs.sh PLAN}
 out=${OUT:-/tmp}
