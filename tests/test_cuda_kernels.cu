@@ -533,17 +533,9 @@ static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx,
     return g;
 }
 
-int main() {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-        printf("test_cuda_kernels: no CUDA device; skipped\n");
-        return 77;
-    }
-    // MOETRACE_KERNEL_TESTS=attention: the attention checks alone (a short run on a lent device)
-    const char *only = getenv("MOETRACE_KERNEL_TESTS");
-    if (only && !strcmp(only, "attention")) goto attention;
+// The products, sorts and routing checks (everything before attention).
+static void check_products_and_routing() {
     printf("products\n");
-    {
     const char *misaligned = mt_cuda_linear_layout_check();
     printf("  %-64s %s\n", "product kernels' dynamic shared memory on 32-byte boundaries", misaligned ? misaligned : "ok");
     if (misaligned) failures++;
@@ -611,8 +603,17 @@ int main() {
     check_moe_router(3, 60, 4, 64);
     check_moe_router(5, 64, 6, 4096);
     check_moe_router(2, 8, 2, 256);
+}
+
+int main() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        printf("test_cuda_kernels: no CUDA device; skipped\n");
+        return 77;
     }
-attention:
+    // MOETRACE_KERNEL_TESTS=attention: the attention checks alone (a short run on a lent device)
+    const char *only = getenv("MOETRACE_KERNEL_TESTS");
+    if (!(only && !strcmp(only, "attention"))) check_products_and_routing();
     printf("attention\n");
     const int att[][4] = {{32, 4, 2, 7},      {32, 4, 2, 40},     {64, 16, 4, 300}, {128, 32, 4, 200},
                           {128, 32, 4, 513},  {16, 4, 2, 70},     {128, 32, 4, 1000}, {128, 64, 4, 700},
