@@ -112,25 +112,28 @@ __device__ __forceinline__ void mt_bulk_copy(void *smem, const void *gmem, unsig
         : "memory");
 }
 
+// The shared::cluster address of block `rank`'s copy of this block's shared variable at p.
+__device__ __forceinline__ uint32_t mt_cluster_addr(const void *p, unsigned rank) {
+    uint32_t a;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(a) : "r"((uint32_t)__cvta_generic_to_shared(p)), "r"(rank));
+    return a;
+}
+
 // v into the shared memory of block `rank` of this cluster at the place of `local` in this block,
 // completing 4 bytes on that block's barrier at the place of `bar` (sm_90 st.async: no fence; the
 // value is visible to whoever sees the barrier's phase complete).
 __device__ __forceinline__ void mt_st_async_remote(const void *local, const uint64_t *bar, unsigned rank, float v) {
-    uint32_t ra, rb;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(ra) : "r"((uint32_t)__cvta_generic_to_shared(local)), "r"(rank));
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(rb) : "r"((uint32_t)__cvta_generic_to_shared(bar)), "r"(rank));
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(ra), "r"(__float_as_uint(v)),
-                 "r"(rb)
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(
+                     mt_cluster_addr(local, rank)),
+                 "r"(__float_as_uint(v)), "r"(mt_cluster_addr(bar, rank))
                  : "memory");
 }
 
 // The same for two floats (8 bytes, local 8-byte aligned).
 __device__ __forceinline__ void mt_st_async_remote2(const void *local, const uint64_t *bar, unsigned rank, float v0, float v1) {
-    uint32_t ra, rb;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(ra) : "r"((uint32_t)__cvta_generic_to_shared(local)), "r"(rank));
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(rb) : "r"((uint32_t)__cvta_generic_to_shared(bar)), "r"(rank));
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.b32 [%0], {%1, %2}, [%3];\n" ::"r"(ra),
-                 "r"(__float_as_uint(v0)), "r"(__float_as_uint(v1)), "r"(rb)
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.b32 [%0], {%1, %2}, [%3];\n" ::"r"(
+                     mt_cluster_addr(local, rank)),
+                 "r"(__float_as_uint(v0)), "r"(__float_as_uint(v1)), "r"(mt_cluster_addr(bar, rank))
                  : "memory");
 }
 
