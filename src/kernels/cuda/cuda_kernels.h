@@ -214,8 +214,9 @@ typedef struct mt_attention_args {
     int split_max_tiles;              /* KV tiles the split kernels cover (> every tile's max_pos/32) */
 } mt_attention_args;
 /* Tiles of at most 16 rows. With split_states set (scratch of mt_cuda_attention_split_floats
- * floats), one warp per (tile, KV tile) and a merge kernel: the GPU stays busy at small batches;
- * otherwise 4 warps per tile compute KV tiles side by side and merge them in order. */
+ * floats), one warp per (tile, KV tile) and a merge kernel, or up to 32 KV tiles one cluster launch
+ * that merges without the scratch (mt_cuda_attention_split_one_launch): the GPU stays busy at small
+ * batches; otherwise 4 warps per tile compute KV tiles side by side and merge them in order. */
 void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st);
 /* Tiles of at most 64 rows: 4 warps of 16 rows each sharing the KV tiles. */
 void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st);
