@@ -17,6 +17,7 @@ typedef struct tl_launch {
     int kind, grid, n;
     uint64_t enter0, wait0, wait1, exit0, exit1;   /* first start, first/last wait return, first/last exit */
     double mark[2], out;                           /* block means from the block's own wait return: marks, exit */
+    double enter;                                  /* sum over blocks of their start less wait0 */
     int n_mark[2];
 } tl_launch;
 
@@ -46,11 +47,12 @@ static inline size_t tl_launches(mt_tl_block *r, size_t n, tl_launch *out) {
             c->enter0 = c->exit0 = UINT64_MAX;
             c->wait0 = r[i].t_wait;
             c->wait1 = c->exit1 = 0;
-            c->mark[0] = c->mark[1] = c->out = 0.0;
+            c->mark[0] = c->mark[1] = c->out = c->enter = 0.0;
             c->n_mark[0] = c->n_mark[1] = 0;
         }
         c->n++;
         c->out += (double)(r[i].t_exit - r[i].t_wait);
+        c->enter += (double)r[i].t_enter - (double)c->wait0;
         for (int m = 0; m < 2; m++)
             if (r[i].t_mark[m]) {
                 c->mark[m] += (double)r[i].t_mark[m] - (double)r[i].t_wait;
@@ -76,7 +78,7 @@ enum { TL_MAX_LABELS = 32 };
 typedef struct tl_row {
     const char *label;
     int count;
-    double blocks, start, release, wait_spread, first_out, last_out, share, mark[2], out;
+    double blocks, start, mean_start, release, wait_spread, first_out, last_out, share, mark[2], out;
     int n_mark[2];
 } tl_row;
 
@@ -139,6 +141,7 @@ static inline void tl_summarize(mt_tl_block *r, size_t n, int layers, tl_summary
                 w->count++;
                 w->blocks += l->n;
                 w->start += (double)l->enter0 - pe;
+                w->mean_start += l->enter / l->n + ((double)l->wait0 - pe);
                 w->release += (double)l->wait0 - pe;
                 w->wait_spread += (double)(l->wait1 - l->wait0);
                 w->first_out += (double)(l->exit0 - l->wait0);
@@ -176,15 +179,16 @@ static inline void tl_report(mt_tl_block *r, size_t n, int layers) {
     tl_summarize(r, n, layers, s);
     printf("timeline: %zu blocks in %zu launches, %d steps; globaltimer step %llu ns\n", s->blocks, s->launches, s->steps,
            (unsigned long long)s->tick);
-    printf("  means over layers 1..%d, us; start/release/share from the end of the launch before; block out and\n"
+    printf("  means over layers 1..%d, us; start (first block's, and the blocks' mean)/release/share from the end of\n"
+           "  the launch before; first/last out from the first wait's return; block out and\n"
            "  the marks (where kernels set them) are block means from the block's own wait\n", layers - 2);
-    printf("  %-16s %7s %8s %8s %8s %9s %8s %8s %9s %6s %6s\n", "launch", "blocks", "start", "release", "waits", "first out",
+    printf("  %-16s %7s %8s %10s %8s %8s %9s %8s %8s %9s %6s %6s\n", "launch", "blocks", "start", "mean start", "release", "waits", "first out",
            "last out", "share", "block out", "mark0", "mark1");
     for (int k = 0; k < s->n_rows; k++) {
         const tl_row *w = &s->rows[k];
         double c = w->count ? w->count : 1;
-        printf("  %-16s %7.0f %8.2f %8.2f %8.2f %9.2f %8.2f %8.2f %9.2f", w->label, w->blocks / c, w->start / c * 1e-3,
-               w->release / c * 1e-3, w->wait_spread / c * 1e-3, w->first_out / c * 1e-3, w->last_out / c * 1e-3,
+        printf("  %-16s %7.0f %8.2f %10.2f %8.2f %8.2f %9.2f %8.2f %8.2f %9.2f", w->label, w->blocks / c, w->start / c * 1e-3,
+               w->mean_start / c * 1e-3, w->release / c * 1e-3, w->wait_spread / c * 1e-3, w->first_out / c * 1e-3, w->last_out / c * 1e-3,
                w->share / c * 1e-3, w->out / c * 1e-3);
         for (int m = 0; m < 2; m++) {
             if (w->n_mark[m]) printf(" %6.2f", w->mark[m] / w->n_mark[m] * 1e-3);

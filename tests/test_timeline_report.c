@@ -118,6 +118,7 @@ static void test_names_and_figures(void **state) {
         double c = w->count, g = LAYER[i].grid;
         assert_true(w->blocks / c == g);
         assert_true(w->start / c == -2000.0);
+        assert_true(w->mean_start / c == -2000.0);   /* every block resident 2 us early */
         assert_true(w->release / c == 400.0);
         assert_true(w->wait_spread / c == 8.0 * (g - 1));
         assert_true(w->first_out / c == 1000.0);
