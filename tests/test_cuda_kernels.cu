@@ -180,9 +180,11 @@ static void check_paths_agree(int rows, int K, int n) {
 }
 
 // Grouped (expert) products: E experts with the given token counts, rows gathered from X.
-// rows_max: the small path's bound on rows per group (8 or less: passes of 8 rows).
+// rows_max: the small path's bound on rows per group (8 or less: passes of 8 rows). sort_early:
+// the small path run again with the first item's weights copied before the dependency wait (the
+// sort written launches before, as for the down product), which must give the same bits.
 static void check_grouped(int rows, int K, int E, const std::vector<int> &counts, int n_tokens, bool large, int tile_rows = 64,
-                          int rows_max = 0) {
+                          int rows_max = 0, bool sort_early = false) {
     size_t stride = mt_dmat_elems(rows, K);
     std::vector<float> w((size_t)E * rows * K);
     for (auto &v : w) v = bf(frand() / sqrtf((float)K));
@@ -233,6 +235,17 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d",
              large ? (tile_rows == 128 ? "large/128" : "large/64") : rows_max ? "small/8" : "small", rows, K, E, total);
     report(what, rel(ref, got), 1e-5);
+    if (sort_early) {
+        CK(cudaMemset(dout, 0xff, (size_t)total * rows * 4));
+        a.sort_early = 1;
+        mt_cuda_linear_small(&a, 0);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        auto again = from_dev(dout, (size_t)total * rows);
+        bool same = memcmp(again.data(), got.data(), got.size() * sizeof(float)) == 0;
+        printf("    first stages copied before the wait: same bits %s\n", same ? "ok" : "FAILED");
+        if (!same) failures++;
+    }
     for (void *p : hs.device_buffers()) cudaFree(p);
     cudaFree(dw); cudaFree(dx); cudaFree(dout);
 }
@@ -569,6 +582,8 @@ static void check_products_and_routing() {
     check_grouped(512, 1024, 8, {3, 0, 64, 1, 0, 17, 40, 2}, 50, true);
     check_grouped(512, 1024, 8, {3, 0, 8, 1, 0, 7, 2, 2}, 8, false, 64, 8);
     check_grouped(1536, 2048, 6, {1, 0, 1, 1, 1, 0}, 1, false, 64, 1);
+    check_grouped(2048, 768, 8, {1, 1, 1, 1, 1, 1, 1, 1}, 1, false, 64, 1, true);   // down at batch 1
+    check_grouped(512, 1024, 8, {3, 0, 8, 1, 0, 7, 2, 2}, 8, false, 64, 8, true);
     check_grouped(96, 64, 6, {130, 0, 1, 65, 64, 200}, 300, true);
     check_grouped(2048, 256, 5, {70, 3, 0, 129, 1}, 150, true);
     check_grouped(2048, 256, 5, {70, 3, 0, 300, 1}, 150, true, 128);

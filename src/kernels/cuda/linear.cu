@@ -33,6 +33,10 @@ struct SmallShape {
 using Small16 = SmallShape<16, 6, 2>;   // 3 KB weight copies, one ahead; 2 blocks fit a multiprocessor
 using Small8 = SmallShape<8, 8, 2>;     // 4 KB weight copies (b1: 3.47 -> 3.39 ms, docs/PERF.md)
 using Small8Narrow = SmallShape<8, 4, 2>; // 2 KB copies, three blocks per multiprocessor
+// Dense products of one wave of one block per multiprocessor (o at batches up to 8: 128 items):
+// three 3 KB stages a warp, all copied before the wait; 116 KB, so the block fits beside a decode
+// attention block (103 KB) and is resident while attention runs (docs/PERF.md).
+using Small8Deep = SmallShape<8, 6, 3>;
 constexpr int SMALL_MAX_ROWS = 64;   // X rows of one group (or dense call) the small path takes
 
 // ---- small path ----------------------------------------------------------------------------------
@@ -101,13 +105,6 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 
     if (!a.group_offsets && streams && lane == 0 && (int)blockIdx.x < R)   // weights need no wait
         mt_prefetch_l2(a.W.w + ((size_t)blockIdx.x * C + c0) * 256, (unsigned)(c1 - c0) * 512u);
-    if (a.group_offsets && a.sort_early && streams && lane == 0) {   // the first item's expert, from the sort
-        const int y = (int)blockIdx.x / R;
-        if (y < a.n_groups && y < __ldcg(a.n_active)) {
-            const bf16 *w = a.W.w + (size_t)__ldcg(a.active + y) * a.group_stride + ((size_t)(blockIdx.x - y * R) * C + c0) * 256;
-            mt_prefetch_l2(w, (unsigned)(c1 - c0) * 512u);
-        }
-    }
     // A stage's weight chunks are contiguous: one bulk copy by lane 0, completing on the slot's
     // barrier; the X rows are cp.async copies of every lane (one commit group per stage).
     __shared__ __align__(8) uint64_t wbar_all[8 * SP_STAGES];
@@ -119,38 +116,66 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     }
     __syncwarp();
     const uint64_t wpolicy = mt_weight_policy(a.weights_once);
-    // Dense products know their first item before the wait: its first stage's weights are copied
-    // into the ring then (no launch writes weights), its X rows after (b1 3.069 -> 3.045 ms,
-    // docs/PERF.md).
-    const bool early = !a.group_offsets && streams && (int)blockIdx.x < R * ((a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
-    if (early && lane == 0) {
-        const unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - c0) * 512u;
-        mt_mbar_expect(&wbar[0], bytes);
-        mt_bulk_copy(ring, a.W.w + ((size_t)(blockIdx.x % R) * C + c0) * 256, bytes, &wbar[0], wpolicy);
-    }
-    mt_grid_dependency_wait();
-    const int n_items = R * (a.group_offsets ? *a.n_active : (a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
-
-    // lane's share of a stage's X rows: row lane / 2 of the pass (lanes of rows past ROWS idle),
-    // half lane % 2 of each chunk
+    // Dense products know their stream before the wait (nothing in it is read from memory): the
+    // weights of its first STAGES stages are copied into the ring then (no launch writes weights),
+    // their X rows after. Grouped products whose sort is two or more launches back (sort_early: the
+    // down product) copy their first item's first stages, the item's expert read from the sort
+    // (b1 -0.5%, docs/PERF.md); only lane 0 issues weights, so only its count matters there.
+    const int n_items_dense = R * ((a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
     const int xrow = lane >> 1, xhalf = (lane & 1) * 8;
     SmallCursor prod;
     prod.item = blockIdx.x;
-    small_item(prod, a, R);
-    if (prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
+    int w_ahead = 0;   // issue() calls ahead whose weights are already on their way
+    if (a.group_offsets && a.sort_early && streams && lane == 0) {
+        const int y = (int)blockIdx.x / R;
+        if (y < a.n_groups && y < __ldcg(a.n_active)) {
+            const bf16 *w = a.W.w + (size_t)__ldcg(a.active + y) * a.group_stride + (size_t)(blockIdx.x - y * R) * C * 256;
+            mt_prefetch_l2(w + (size_t)c0 * 256, (unsigned)(c1 - c0) * 512u);
+            for (int st = 0; st < SP_STAGES && st < n_st; st++, w_ahead++) {
+                const int cs = c0 + st * SP_CHUNKS;
+                const unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
+                mt_mbar_expect(&wbar[st], bytes);
+                mt_bulk_copy(ring + st * SP_STAGE_ELEMS, w + (size_t)cs * 256, bytes, &wbar[st], wpolicy);
+            }
+        }
+    }
+    if (!a.group_offsets && streams) {
+        small_item(prod, a, R);
+        if (prod.item < n_items_dense) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
+        SmallCursor w = prod;
+        for (int s = 0; s < SP_STAGES && w.item < n_items_dense; s++) {
+            if (lane == 0) {
+                const int cs = c0 + w.st * SP_CHUNKS;
+                const unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
+                mt_mbar_expect(&wbar[s], bytes);
+                mt_bulk_copy(ring + s * SP_STAGE_ELEMS, w.W + (size_t)cs * 256, bytes, &wbar[s], wpolicy);
+            }
+            w_ahead++;
+            small_advance<SP_ROWS>(w, a, R, n_items_dense, n_st);
+            if (w.st == 0 && w.item < n_items_dense) small_stream_ptrs<SP_ROWS>(w, a, C, xrow, xhalf);
+        }
+    }
+    mt_grid_dependency_wait();
+    const int n_items = a.group_offsets ? R * *a.n_active : n_items_dense;
+
+    // lane's share of a stage's X rows: row lane / 2 of the pass (lanes of rows past ROWS idle),
+    // half lane % 2 of each chunk
+    if (a.group_offsets) {
+        small_item(prod, a, R);
+        if (prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
+    }
     // X rows past the item's rows are not copied: their stale values only reach output columns that
     // are never stored (an MMA's column j of B touches column j of the result alone)
-    bool weights_issued = early;   // the next stage's weights are already on their way
     auto issue = [&](int slot) {   // one commit group per stage, empty past the end of the stream
         if (prod.item < n_items) {
             bf16 *stage = ring + slot * SP_STAGE_ELEMS;
             const int cs = c0 + prod.st * SP_CHUNKS;
-            if (lane == 0 && !weights_issued) {
+            if (lane == 0 && w_ahead == 0) {
                 unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
                 mt_mbar_expect(&wbar[slot], bytes);
                 mt_bulk_copy(stage, prod.W + (size_t)cs * 256, bytes, &wbar[slot], wpolicy);
             }
-            weights_issued = false;
+            if (w_ahead > 0) w_ahead--;
 #pragma unroll
             for (int u = 0; u < SP_CHUNKS; u++) {
                 int c = cs + u;
@@ -162,9 +187,11 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         }
         mt_cp_async_commit();
     };
+    // The ring is filled to its depth: a slot is refilled once its stage has been used, so STAGES
+    // stages are in flight while a warp waits.
     if (streams) {
 #pragma unroll
-        for (int s = 0; s < SP_STAGES - 1; s++) issue(s);
+        for (int s = 0; s < SP_STAGES; s++) issue(s);
     }
 
     int slot = 0, buf = 0, phase = 0;   // phase: of the slots' barriers, flips as the ring wraps
@@ -177,11 +204,9 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
             float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
             if (streams) {
                 for (int st = 0; st < n_st; st++) {
-                    mt_cp_async_wait<SP_STAGES - 2>();
+                    mt_cp_async_wait<SP_STAGES - 1>();
                     mt_mbar_wait(&wbar[slot], phase);
-                    __syncwarp();   // this stage has landed for every lane (X rows come from other lanes),
-                                    // and every lane is done with the previous slot, refilled now
-                    issue(slot == 0 ? SP_STAGES - 1 : slot - 1);
+                    __syncwarp();   // this stage has landed for every lane (X rows come from other lanes)
                     const bf16 *stage = ring + slot * SP_STAGE_ELEMS;
 #pragma unroll
                     for (int u = 0; u < SP_CHUNKS; u++) {
@@ -197,6 +222,8 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                             mt_mma(acc[1], A, b1);
                         }
                     }
+                    __syncwarp();   // every lane is done with the slot: refill it
+                    issue(slot);
                     if (slot == SP_STAGES - 1) {
                         slot = 0;
                         phase ^= 1;
@@ -478,9 +505,11 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
         // fit one wave (q/k/v at batch 1: 320 items, 264 Small8 blocks; not lm_head's 9,496);
         // expert products whenever (gate/up at batch 1: 768 items, 3 -> 2 a block). docs/PERF.md:
         // b1 3.25 -> 3.21 ms (q/k/v), then 3.156 -> 3.126 ms and b8 8.66 -> 8.53 ms (experts).
+        // Dense products that fit one wave of the deep shape take it (o: b1 -0.9%).
         const int r8 = small_resident<EPI, Small8>(), rn = small_resident<EPI, Small8Narrow>();
         const bool fewer_waves = (items + rn - 1) / rn < (items + r8 - 1) / r8;
-        if (fewer_waves && (a.group_offsets || items <= rn)) launch_small_shape<EPI, Small8Narrow>(a, items, st);
+        if (!a.group_offsets && items <= small_resident<EPI, Small8Deep>()) launch_small_shape<EPI, Small8Deep>(a, items, st);
+        else if (fewer_waves && (a.group_offsets || items <= rn)) launch_small_shape<EPI, Small8Narrow>(a, items, st);
         else launch_small_shape<EPI, Small8>(a, items, st);
     } else {
         launch_small_shape<EPI, Small16>(a, items, st);
@@ -577,6 +606,7 @@ const char *mt_cuda_linear_layout_check(void) {
         {(const void *)linear_small_kernel<MT_EPI_F32, Small8>, "linear_small_kernel<F32, Small8>"},
         {(const void *)linear_small_kernel<MT_EPI_F32, Small8Narrow>, "linear_small_kernel<F32, Small8Narrow>"},
         {(const void *)linear_small_kernel<MT_EPI_F32, Small16>, "linear_small_kernel<F32, Small16>"},
+        {(const void *)linear_small_kernel<MT_EPI_F32_ADD, Small8Deep>, "linear_small_kernel<F32 add, Small8Deep>"},
         {(const void *)linear_small_kernel<MT_EPI_SWIGLU, Small8Narrow>, "linear_small_kernel<SwiGLU, Small8Narrow>"},
         {(const void *)linear_large_kernel<MT_EPI_F32, 2, true, true>, "linear_large_kernel<F32, 2, split, bulk>"},
     };
