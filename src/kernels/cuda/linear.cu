@@ -15,8 +15,9 @@ namespace {
 // Small path: a work item is one 16-row weight tile of one group (or of the dense matrix) and all
 // of that group's X rows (at most 64), done in passes of ROWS X rows. A block walks its items with a
 // grid stride; its warp w streams slice w of every (item, pass) through a ring of STAGES stages in
-// shared memory, each stage CHUNKS weight tiles and the pass's X rows of those chunks, so the loads
-// of the next pass and item are in flight while a pass's partial sums are added. Two shapes:
+// shared memory, each stage CHUNKS weight tiles and the pass's X rows of those chunks. A slot is
+// refilled as soon as its stage has been used, so STAGES stages are in flight while a warp waits,
+// and the loads of the next pass and item while a pass's partial sums are added. Two shapes:
 // passes of 16 rows (two 8-row MMA n-tiles) for groups of more than 8 rows, and passes of 8 rows
 // (one n-tile) when no group has more (decode at batches up to 8), whose stages carry half the X
 // bytes and so take 8 weight chunks (4 KB copies) in the same shared memory. Either shape computes
@@ -25,12 +26,12 @@ template <int ROWS_, int CHUNKS_, int STAGES_>
 struct SmallShape {
     static constexpr int ROWS = ROWS_;       // X rows per pass
     static constexpr int CHUNKS = CHUNKS_;   // 16-wide chunks per stage (one bulk copy of weights)
-    static constexpr int STAGES = STAGES_;   // stages in each warp's ring (STAGES - 1 ahead)
+    static constexpr int STAGES = STAGES_;   // stages in each warp's ring (all in flight)
     static constexpr int STAGE_ELEMS = CHUNKS * (256 + ROWS * 16);
     static constexpr int PART = ROWS * 16;   // one warp's partial sums of a pass: 16 rows x ROWS
     static constexpr size_t SMEM = (size_t)8 * STAGES * STAGE_ELEMS * sizeof(bf16) + (size_t)2 * 8 * PART * sizeof(float);
 };
-using Small16 = SmallShape<16, 6, 2>;   // 3 KB weight copies, one ahead; 2 blocks fit a multiprocessor
+using Small16 = SmallShape<16, 6, 2>;   // 3 KB weight copies; 2 blocks fit a multiprocessor
 using Small8 = SmallShape<8, 8, 2>;     // 4 KB weight copies (b1: 3.47 -> 3.39 ms, docs/PERF.md)
 using Small8Narrow = SmallShape<8, 4, 2>; // 2 KB copies, three blocks per multiprocessor
 // Dense products of one wave of one block per multiprocessor (o at batches up to 8: 128 items):
