@@ -584,6 +584,7 @@ static void check_products_and_routing() {
     check_grouped(1536, 2048, 6, {1, 0, 1, 1, 1, 0}, 1, false, 64, 1);
     check_grouped(2048, 768, 8, {1, 1, 1, 1, 1, 1, 1, 1}, 1, false, 64, 1, true);   // down at batch 1
     check_grouped(512, 1024, 8, {3, 0, 8, 1, 0, 7, 2, 2}, 8, false, 64, 8, true);
+    check_grouped(512, 1024, 8, {3, 0, 64, 1, 0, 17, 40, 2}, 50, false, 64, 0, true);   // passes of 16 rows
     check_grouped(96, 64, 6, {130, 0, 1, 65, 64, 200}, 300, true);
     check_grouped(2048, 256, 5, {70, 3, 0, 129, 1}, 150, true);
     check_grouped(2048, 256, 5, {70, 3, 0, 300, 1}, 150, true, 128);

@@ -353,6 +353,29 @@ bool one_launch_router(const GpuModel *g, const mt_config *c, int n) {
            mt_cuda_moe_router_takes(n, c->num_experts, c->top_k, c->hidden_size);
 }
 
+// The one-launch router's arguments (one_launch_router): the post-attention norm mlp_norm of s.h
+// into s.xb, the router product into s.router, routing into ids and w, the sort into es.
+mt_moe_router_args router_args(const GpuModel *g, const mt_config *c, const GpuLayer &L, const mt_expert_sort &es,
+                               int32_t *ids, float *w, int n, const float *mlp_norm) {
+    mt_moe_router_args ra = {};
+    ra.h = g->s.h;
+    ra.norm_w = mlp_norm;
+    ra.eps = c->rms_norm_eps;
+    ra.n = n;
+    ra.H = c->hidden_size;
+    ra.y = g->s.xb;
+    ra.W = L.router;
+    ra.logits = g->s.router;
+    ra.ld = mt_round16(c->num_experts);
+    ra.sort = es;
+    ra.ids = ids;
+    ra.weights = w;
+    ra.E = c->num_experts;
+    ra.k = c->top_k;
+    ra.renorm = c->norm_topk_prob ? 1 : 0;
+    return ra;
+}
+
 // The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
 // updated residual by the combine's launch, into s.xb. mlp_norm: when set, s.xb does not hold the
 // normed input yet and the one-launch router computes it (one_launch_router).
@@ -367,22 +390,7 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
                          tile_rows_for(n * k / E)};
     prof_mark(g, PROF_ROUTER);
     if (mlp_norm) {
-        mt_moe_router_args ra = {};
-        ra.h = s.h;
-        ra.norm_w = mlp_norm;
-        ra.eps = c->rms_norm_eps;
-        ra.n = n;
-        ra.H = H;
-        ra.y = s.xb;
-        ra.W = L.router;
-        ra.logits = s.router;
-        ra.ld = Ep;
-        ra.sort = es;
-        ra.ids = ids;
-        ra.weights = w;
-        ra.E = E;
-        ra.k = k;
-        ra.renorm = c->norm_topk_prob ? 1 : 0;
+        const mt_moe_router_args ra = router_args(g, c, L, es, ids, w, n, mlp_norm);
         mt_cuda_moe_router(&ra, g->stream);
     } else {
         if (!(g->skip & MT_SKIP_ROUTER)) linear(g, L.router, s.xb, H, n, s.router, Ep, MT_EPI_F32);
@@ -395,7 +403,7 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
         linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
     prof_mark(g, PROF_EXPERT_DOWN);
     if (!(g->skip & MT_SKIP_DOWN))
-        // the sort is two launches back: each block prefetches its first expert's weights early
+        // the sort is two launches back: each block copies its first item's weights before its wait
         linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32, true);
     const float *ys = nullptr, *sg = nullptr;
     if (L.has_shared) {
@@ -418,6 +426,56 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     if (!(g->skip & MT_SKIP_COMBINE))
         mt_cuda_moe_combine(s.h, s.ye, s.pair_pos, w, n, k, H, ys, sg, 16, next_norm ? s.xb : nullptr, next_norm,
                             c->rms_norm_eps, g->stream);
+}
+
+// The q/k prologue's arguments for layer l of a pass of n tokens: s.qkv's q and k normed and
+// rotated (q into s.qb, k and v into the cache at each token's block and position).
+mt_qk_prep_args qk_prep_args(const GpuModel *g, const mt_config *c, const GpuLayer &L, const mt_kv_cache *kv,
+                             const PassInputs &pi, int l, int n) {
+    mt_qk_prep_args qa = {};
+    qa.qkv = g->s.qkv;
+    qa.n = n;
+    qa.n_heads = c->num_attention_heads;
+    qa.n_kv_heads = c->num_key_value_heads;
+    qa.head_dim = c->head_dim;
+    qa.q_bias = L.q_bias;
+    qa.k_bias = L.k_bias;
+    qa.v_bias = L.v_bias;
+    qa.q_norm = L.q_norm;
+    qa.k_norm = L.k_norm;
+    qa.qk_norm_full = c->qk_norm == MT_QK_NORM_FULL;
+    qa.eps = c->rms_norm_eps;
+    qa.rope_theta = c->rope_theta;
+    qa.inv_freq = g->inv_freq;
+    qa.positions = pi.positions;
+    qa.kv_block = pi.kv_block;
+    qa.k_cache = (bf16 *)kv->dev_k;
+    qa.v_cache = (bf16 *)kv->dev_v;
+    qa.layer = l;
+    qa.num_layers = c->num_hidden_layers;
+    qa.q_out = g->s.qb;
+    return qa;
+}
+
+// Attention's arguments for layer l, s.qb against the cache into s.att, over the pass's decode
+// tiles (the caller sets the split attention's and then the prefill tiles).
+mt_attention_args attention_args(const GpuModel *g, const mt_config *c, const mt_kv_cache *kv, const PassInputs &pi, int l) {
+    mt_attention_args aa = {};
+    aa.q = g->s.qb;
+    aa.k_cache = (const bf16 *)kv->dev_k;
+    aa.v_cache = (const bf16 *)kv->dev_v;
+    aa.positions = pi.positions;
+    aa.block_table = pi.tables;
+    aa.layer = l;
+    aa.num_layers = c->num_hidden_layers;
+    aa.n_heads = c->num_attention_heads;
+    aa.n_kv_heads = c->num_key_value_heads;
+    aa.head_dim = c->head_dim;
+    aa.sliding_window = c->sliding_window;
+    aa.out = g->s.att;
+    aa.tiles = pi.tiles_dec;
+    aa.n_tiles = pi.n_dec;
+    return aa;
 }
 
 // Scratch for the split attention of a decode pass; false when it cannot be had.
@@ -455,45 +513,10 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         prof_mark(g, PROF_QKV);
         if (!(skip & MT_SKIP_QKV)) linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
         prof_mark(g, PROF_QK_PREP);
-        mt_qk_prep_args qa = {};
-        qa.qkv = s.qkv;
-        qa.n = n;
-        qa.n_heads = c->num_attention_heads;
-        qa.n_kv_heads = c->num_key_value_heads;
-        qa.head_dim = c->head_dim;
-        qa.q_bias = L.q_bias;
-        qa.k_bias = L.k_bias;
-        qa.v_bias = L.v_bias;
-        qa.q_norm = L.q_norm;
-        qa.k_norm = L.k_norm;
-        qa.qk_norm_full = c->qk_norm == MT_QK_NORM_FULL;
-        qa.eps = c->rms_norm_eps;
-        qa.rope_theta = c->rope_theta;
-        qa.inv_freq = g->inv_freq;
-        qa.positions = pi.positions;
-        qa.kv_block = pi.kv_block;
-        qa.k_cache = (bf16 *)kv->dev_k;
-        qa.v_cache = (bf16 *)kv->dev_v;
-        qa.layer = l;
-        qa.num_layers = c->num_hidden_layers;
-        qa.q_out = s.qb;
+        const mt_qk_prep_args qa = qk_prep_args(g, c, L, kv, pi, l, n);
         if (!(skip & MT_SKIP_QK_PREP)) mt_cuda_qk_prep(&qa, st);
         prof_mark(g, PROF_ATTENTION);
-        mt_attention_args aa = {};
-        aa.q = s.qb;
-        aa.k_cache = (const bf16 *)kv->dev_k;
-        aa.v_cache = (const bf16 *)kv->dev_v;
-        aa.positions = pi.positions;
-        aa.block_table = pi.tables;
-        aa.layer = l;
-        aa.num_layers = c->num_hidden_layers;
-        aa.n_heads = c->num_attention_heads;
-        aa.n_kv_heads = c->num_key_value_heads;
-        aa.head_dim = c->head_dim;
-        aa.sliding_window = c->sliding_window;
-        aa.out = s.att;
-        aa.tiles = pi.tiles_dec;
-        aa.n_tiles = pi.n_dec;
+        mt_attention_args aa = attention_args(g, c, kv, pi, l);
         if (split_tiles > 0) {
             aa.split_states = g->split;
             aa.split_max_tiles = split_tiles;
