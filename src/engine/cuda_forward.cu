@@ -402,9 +402,12 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     if (!(g->skip & MT_SKIP_GATE_UP))
         linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
     prof_mark(g, PROF_EXPERT_DOWN);
-    if (!(g->skip & MT_SKIP_DOWN))
-        // the sort is two launches back: each block copies its first item's weights before its wait
-        linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32, true);
+    if (!(g->skip & MT_SKIP_DOWN)) {
+        // the sort is two launches back, so each block copies its first item's weights before its
+        // wait; not when the gate/up launch is left out (benchmarks), which leaves the sort one back
+        const bool sort_early = !(g->skip & MT_SKIP_GATE_UP);
+        linear_grouped(g, L.experts_down, L.down_stride, s.act, I, false, n, k, E, s.ye, H, MT_EPI_F32, sort_early);
+    }
     const float *ys = nullptr, *sg = nullptr;
     if (L.has_shared) {
         prof_mark(g, PROF_SHARED);

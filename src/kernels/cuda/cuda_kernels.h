@@ -102,7 +102,8 @@ typedef struct mt_linear_args {
     float *partials;                /* split path: [mt_k_slices(K)][n][W.rows_pad] floats of scratch */
     int weights_once;               /* 1: each weight is read by one block (decode): bulk copies, L2 evicts them first */
     int sort_early;                 /* grouped, small path: the sort was written two or more launches back, so
-                                       each block prefetches its first item's weights before the dependency wait */
+                                       each block copies its first item's first stages of weights before the
+                                       dependency wait (a sort written later could change the item under them) */
     void *out;
     int ldo;
     int epilogue;
