@@ -117,6 +117,13 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     }
     __syncwarp();
     const uint64_t wpolicy = mt_weight_policy(a.weights_once);
+    // Lane 0: the weights of chunks [cs, min(cs + CHUNKS, c1)) of the row tile at W into ring slot
+    // `slot`, one bulk copy completing on that slot's barrier.
+    auto copy_weights = [&](int slot, const bf16 *W, int cs) {
+        const unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
+        mt_mbar_expect(&wbar[slot], bytes);
+        mt_bulk_copy(ring + slot * SP_STAGE_ELEMS, W + (size_t)cs * 256, bytes, &wbar[slot], wpolicy);
+    };
     // Dense products know their stream before the wait (nothing in it is read from memory): the
     // weights of its first STAGES stages are copied into the ring then (no launch writes weights),
     // their X rows after. Grouped products whose sort is two or more launches back (sort_early: the
@@ -132,12 +139,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         if (y < a.n_groups && y < __ldcg(a.n_active)) {
             const bf16 *w = a.W.w + (size_t)__ldcg(a.active + y) * a.group_stride + (size_t)(blockIdx.x - y * R) * C * 256;
             mt_prefetch_l2(w + (size_t)c0 * 256, (unsigned)(c1 - c0) * 512u);
-            for (int st = 0; st < SP_STAGES && st < n_st; st++, w_ahead++) {
-                const int cs = c0 + st * SP_CHUNKS;
-                const unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
-                mt_mbar_expect(&wbar[st], bytes);
-                mt_bulk_copy(ring + st * SP_STAGE_ELEMS, w + (size_t)cs * 256, bytes, &wbar[st], wpolicy);
-            }
+            for (int st = 0; st < SP_STAGES && st < n_st; st++, w_ahead++) copy_weights(st, w, c0 + st * SP_CHUNKS);
         }
     }
     if (!a.group_offsets && streams) {
@@ -145,12 +147,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         if (prod.item < n_items_dense) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
         SmallCursor w = prod;
         for (int s = 0; s < SP_STAGES && w.item < n_items_dense; s++) {
-            if (lane == 0) {
-                const int cs = c0 + w.st * SP_CHUNKS;
-                const unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
-                mt_mbar_expect(&wbar[s], bytes);
-                mt_bulk_copy(ring + s * SP_STAGE_ELEMS, w.W + (size_t)cs * 256, bytes, &wbar[s], wpolicy);
-            }
+            if (lane == 0) copy_weights(s, w.W, c0 + w.st * SP_CHUNKS);
             w_ahead++;
             small_advance<SP_ROWS>(w, a, R, n_items_dense, n_st);
             if (w.st == 0 && w.item < n_items_dense) small_stream_ptrs<SP_ROWS>(w, a, C, xrow, xhalf);
@@ -171,11 +168,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         if (prod.item < n_items) {
             bf16 *stage = ring + slot * SP_STAGE_ELEMS;
             const int cs = c0 + prod.st * SP_CHUNKS;
-            if (lane == 0 && w_ahead == 0) {
-                unsigned bytes = (unsigned)min(SP_CHUNKS, c1 - cs) * 512u;
-                mt_mbar_expect(&wbar[slot], bytes);
-                mt_bulk_copy(stage, prod.W + (size_t)cs * 256, bytes, &wbar[slot], wpolicy);
-            }
+            if (lane == 0 && w_ahead == 0) copy_weights(slot, prod.W, cs);
             if (w_ahead > 0) w_ahead--;
 #pragma unroll
             for (int u = 0; u < SP_CHUNKS; u++) {
