@@ -69,6 +69,7 @@ static inline size_t tl_launches(mt_tl_block *r, size_t n, tl_launch *out) {
 static inline const char *tl_label(const tl_launch *l, int product) {
     static const char *const products[] = {"q/k/v", "o", "router", "gate/up", "down"};
     bool is_product = l->kind == MT_TL_LINEAR_SMALL || l->kind == MT_TL_LINEAR_LARGE || l->kind == MT_TL_LINEAR_WGMMA;
+    if (l->kind == MT_TL_LINEAR_COMBINED) return "q/k/v+combine";
     if (is_product) return product < 5 ? products[product] : "product";
     if (l->kind == MT_TL_SPLIT_REDUCE) return product >= 1 && product <= 5 ? "(split reduce)" : "split reduce";
     return mt_tl_kind_name(l->kind);
@@ -94,7 +95,8 @@ typedef struct tl_summary {
 } tl_summary;
 
 /* Groups the blocks r[0..n) (reordered) into launches, names them by their place in a layer (a step
- * starts at the embedding; a layer ends with its combine; products count q/k/v, o, router,
+ * starts at the embedding; a layer ends with its combine, or where the next layer's q/k/v product
+ * folds that combine in; products count q/k/v, o, router,
  * gate/up, down, the one-launch router standing for the router) and sums the figures of layers 1 .. layers-2. */
 static inline void tl_summarize(mt_tl_block *r, size_t n, int layers, tl_summary *out) {
     memset(out, 0, sizeof *out);
@@ -125,8 +127,14 @@ static inline void tl_summarize(mt_tl_block *r, size_t n, int layers, tl_summary
             continue;
         }
         if (layer < 0 || i == 0) continue;
+        if (l->kind == MT_TL_LINEAR_COMBINED && product > 0) {   // the layer before folded its combine into this
+            if (layer >= 1 && layer <= layers - 2) layer_count++;
+            layer++;
+            product = 0;
+        }
         const char *label = tl_label(l, product);
-        bool is_product = l->kind == MT_TL_LINEAR_SMALL || l->kind == MT_TL_LINEAR_LARGE || l->kind == MT_TL_LINEAR_WGMMA;
+        bool is_product = l->kind == MT_TL_LINEAR_SMALL || l->kind == MT_TL_LINEAR_LARGE ||
+                          l->kind == MT_TL_LINEAR_WGMMA || l->kind == MT_TL_LINEAR_COMBINED;
         if (layer >= 1 && layer <= layers - 2) {
             const tl_launch *p = &ls[i - 1];
             int k = 0;

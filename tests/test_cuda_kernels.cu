@@ -441,6 +441,99 @@ static void check_moe_router(int n, int E, int k, int H) {
     cudaFree(dw);
 }
 
+static bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// The MoE combine folded into the next product (mt_cuda_linear_small_combined) against the combine
+// launch (with the norm) and the product: out and the combined residual bitwise equal. Then the o
+// product adding to that residual from its own buffer (resid) against adding in place.
+static void check_combined(int rows, int H, int k, bool shared) {
+    const int n = 1, E = 16, ld_sg = 16;
+    if (!mt_cuda_linear_combined_takes(n, H, mt_round16(rows))) {
+        printf("  combined product rows %d H %d: not taken\n", rows, H);
+        failures++;
+        return;
+    }
+    std::vector<float> h(H), ye((size_t)E * H), nw(H), ys(H), sg(ld_sg), w(k), wq((size_t)rows * H);
+    std::vector<int32_t> pos(k);
+    for (auto &v : h) v = frand() * 3.0f;
+    for (auto &v : ye) v = frand();
+    for (auto &v : nw) v = 1.0f + 0.5f * frand();
+    for (auto &v : ys) v = frand();
+    for (auto &v : sg) v = frand() * 2.0f;
+    for (int j = 0; j < k; j++) {
+        w[j] = 0.5f + 0.5f * frand();
+        pos[j] = (j * 5 + 3) % E;
+    }
+    for (auto &v : wq) v = bf(frand() / sqrtf((float)H));
+    float *dh[2] = {to_dev(h), to_dev(h)}, *dye = to_dev(ye), *dnw = to_dev(nw), *dys = to_dev(ys), *dsg = to_dev(sg);
+    float *dw = to_dev(w), *dhout, *out[2], *sums;
+    int *ready;
+    int32_t *dpos = to_dev(pos);
+    bf16 *dwq = tile_weights(wq, rows, H, 0), *xb;
+    CK(cudaMalloc(&dhout, (size_t)H * 4));
+    CK(cudaMemset(dhout, 0xff, (size_t)H * 4));
+    CK(cudaMalloc(&xb, (size_t)H * 2));
+    CK(cudaMalloc(&sums, 16 * 4));
+    CK(cudaMalloc(&ready, 4));
+    CK(cudaMemset(ready, 0, 4));
+    for (int v = 0; v < 2; v++) {
+        CK(cudaMalloc(&out[v], (size_t)rows * 4));
+        CK(cudaMemset(out[v], 0xff, (size_t)rows * 4));
+    }
+    mt_dmat W = {dwq, rows, mt_round16(rows), H};
+    mt_cuda_moe_combine(dh[0], dye, dpos, dw, n, k, H, shared ? dys : nullptr, shared ? dsg : nullptr, ld_sg, xb, dnw, 1e-6f, 0);
+    mt_linear_args a = mt_dense_args(W, xb, H, n, out[0], rows, MT_EPI_F32, 64);
+    a.weights_once = 1;
+    mt_cuda_linear_small(&a, 0);
+    mt_linear_args f = mt_dense_args(W, nullptr, H, n, out[1], rows, MT_EPI_F32, 64);
+    f.weights_once = 1;
+    f.combine = {dh[1], dye, dpos, dw, shared ? dys : nullptr, shared ? dsg : nullptr, ld_sg, k, H, dnw, 1e-6f, dhout, sums, ready};
+    mt_cuda_linear_small_combined(&f, 0);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    bool ok = same_bits(from_dev(out[0], rows), from_dev(out[1], rows)) && same_bits(from_dev(dh[0], H), from_dev(dhout, H)) &&
+              same_bits(from_dev(dh[1], H), h);   // the residual it read is left as it was
+    char what[128];
+    snprintf(what, sizeof what, "combine folded into a product: %d x %d, top-%d%s", rows, H, k, shared ? ", shared expert" : "");
+    printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+
+    // o: out = resid + X . W^T from another buffer, against out += X . W^T in place
+    std::vector<float> xo((size_t)n * rows);
+    for (auto &v : xo) v = frand();
+    std::vector<float> wo((size_t)H * rows);
+    for (auto &v : wo) v = bf(frand() / sqrtf((float)rows));
+    bf16 *dwo = tile_weights(wo, H, rows, 0), *dxo;
+    std::vector<bf16> xob(xo.size());
+    for (size_t i = 0; i < xo.size(); i++) xob[i] = __float2bfloat16(xo[i]);
+    CK(cudaMalloc(&dxo, xob.size() * 2));
+    CK(cudaMemcpy(dxo, xob.data(), xob.size() * 2, cudaMemcpyHostToDevice));
+    mt_dmat Wo = {dwo, H, H, rows};
+    float *res = to_dev(h), *o2;   // dh[0] holds the combined residual: add there in place
+    CK(cudaMalloc(&o2, (size_t)H * 4));
+    CK(cudaMemset(o2, 0xff, (size_t)H * 4));
+    mt_linear_args oa = mt_dense_args(Wo, dxo, rows, n, dh[0], H, MT_EPI_F32_ADD, 64);
+    oa.weights_once = 1;
+    mt_cuda_linear_small(&oa, 0);
+    mt_linear_args ob = oa;
+    ob.out = o2;
+    ob.resid = dhout;
+    ob.zero_after_wait = ready;   // the combined product's count, for the next one
+    ok = from_dev(ready, 1)[0] == 8;
+    mt_cuda_linear_small(&ob, 0);
+    CK(cudaDeviceSynchronize());
+    ok = ok && same_bits(from_dev(dh[0], H), from_dev(o2, H)) && from_dev(ready, 1)[0] == 0;
+    snprintf(what, sizeof what, "  then o added from its own residual buffer (%d x %d), count reset", H, rows);
+    printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+    for (void *p : {(void *)dh[0], (void *)dh[1], (void *)dye, (void *)dnw, (void *)dys, (void *)dsg, (void *)dw, (void *)dhout,
+                    (void *)out[0], (void *)out[1], (void *)dpos, (void *)dwq, (void *)xb, (void *)dwo, (void *)dxo, (void *)res,
+                    (void *)o2, (void *)sums, (void *)ready})
+        cudaFree(p);
+}
+
 // ---- attention -------------------------------------------------------------------------------------
 
 // mode 0: decode kernel, 1: decode split kernels (split and merge launches), 2: prefill rows
@@ -619,6 +712,11 @@ static void check_products_and_routing() {
     check_moe_router(3, 60, 4, 64);
     check_moe_router(5, 64, 6, 4096);
     check_moe_router(2, 8, 2, 256);
+    printf("combine folded into the next product\n");
+    check_combined(5120, 2048, 8, false);   // q/k/v of Qwen3-30B-A3B at batch 1
+    check_combined(5120, 2048, 8, true);
+    check_combined(200, 2048, 4, false);
+    check_combined(640, 1024, 6, true);     // 256-thread norm: one virtual warp a block
 }
 
 int main() {

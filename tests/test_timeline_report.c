@@ -5,6 +5,7 @@
  * of the middle layers. Needs no GPU. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,14 +55,18 @@ static void launch(recording *r, int kind, int grid) {
     r->now = end;
 }
 
-static void record_steps(recording *r) {
+/* folded: every layer but the last leaves its combine to the next layer's q/k/v product. */
+static void record_steps(recording *r, bool folded) {
     r->n = 0;
     r->now = 1000000;
     for (int s = 0; s < STEPS; s++) {
         launch(r, MT_TL_EMBED, 1);
         launch(r, MT_TL_RMSNORM, 1);   /* the first layer's input norm (later ones come with the combine) */
         for (int l = 0; l < LAYERS; l++)
-            for (int i = 0; i < PER_LAYER; i++) launch(r, LAYER[i].kind, LAYER[i].grid);
+            for (int i = 0; i < PER_LAYER; i++) {
+                if (folded && LAYER[i].kind == MT_TL_COMBINE && l + 1 < LAYERS) continue;
+                launch(r, folded && i == 0 && l > 0 ? MT_TL_LINEAR_COMBINED : LAYER[i].kind, LAYER[i].grid);
+            }
         launch(r, MT_TL_RMSNORM, 1);
         launch(r, MT_TL_LINEAR_SMALL, 264);   /* lm_head */
         launch(r, MT_TL_ARGMAX, 38);
@@ -82,7 +87,7 @@ static void record_steps(recording *r) {
 static void test_launches_regroup_in_order(void **state) {
     (void)state;
     recording *r = malloc(sizeof *r);
-    record_steps(r);
+    record_steps(r, false);
     tl_launch *ls = malloc(r->n * sizeof *ls);
     size_t nl = tl_launches(r->rec, r->n, ls);
     assert_int_equal(nl, (size_t)STEPS * (2 + LAYERS * PER_LAYER + 4));
@@ -105,7 +110,7 @@ static void test_launches_regroup_in_order(void **state) {
 static void test_names_and_figures(void **state) {
     (void)state;
     recording *r = malloc(sizeof *r);
-    record_steps(r);
+    record_steps(r, false);
     tl_summary *s = malloc(sizeof *s);
     tl_summarize(r->rec, r->n, LAYERS, s);
     assert_int_equal(s->steps, STEPS);
@@ -132,10 +137,32 @@ static void test_names_and_figures(void **state) {
     free(r);
 }
 
+/* With the combine folded into the next q/k/v product, a layer ends at its down product. */
+static void test_folded_combine(void **state) {
+    (void)state;
+    recording *r = malloc(sizeof *r);
+    record_steps(r, true);
+    tl_summary *s = malloc(sizeof *s);
+    tl_summarize(r->rec, r->n, LAYERS, s);
+    assert_int_equal(s->steps, STEPS);
+    assert_int_equal(s->n_rows, PER_LAYER - 1);
+    assert_string_equal(s->rows[0].label, "q/k/v+combine");
+    double layer = 0;
+    for (int i = 0; i < PER_LAYER - 1; i++) {
+        if (i > 0) assert_string_equal(s->rows[i].label, LABELS[i]);
+        assert_int_equal(s->rows[i].count, STEPS * (LAYERS - 2));
+        layer += 1400.0 + 12.0 * (LAYER[i].grid - 1);
+    }
+    assert_true(s->layer_ns == layer);
+    free(s);
+    free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launches_regroup_in_order),
         cmocka_unit_test(test_names_and_figures),
+        cmocka_unit_test(test_folded_combine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

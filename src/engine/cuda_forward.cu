@@ -13,7 +13,7 @@
 #include "engine/cuda_internal.h"
 
 void mt_gpu_scratch_release(GpuScratch *s) {
-    void *dev[] = {s->h, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
+    void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
                    s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
                    s->src_rows, s->pair_pos, s->next, s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
@@ -97,6 +97,10 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
         MT_CU(err, cudaMalloc((void **)&(ptr), max_sz((count) * sizeof(*(ptr)), 16)));     \
     } while (0)
     ALLOC(s.h, N * H);
+    ALLOC(s.h_combined, N * H);
+    ALLOC(s.combine_sums, 16);
+    ALLOC(s.combine_ready, 1);
+    MT_CU(err, cudaMemset(s.combine_ready, 0, sizeof(int)));
     ALLOC(s.qkv, N * (qd + 2 * kvd));
     ALLOC(s.router, N * (size_t)mt_round16((int)E));
     ALLOC(s.ye, nk * H);
@@ -283,9 +287,14 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     return 0;
 }
 
-void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi) {
+// resid: MT_EPI_F32_ADD adds to it instead of to out; zero_after_wait: set to 0 once the launch
+// before has completed (mt_linear_args; small path).
+void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi,
+            const float *resid = nullptr, int *zero_after_wait = nullptr) {
     mt_linear_args a = mt_dense_args(W, X, ldx, n, out, ldo, epi, tile_rows_for(n));
     a.weights_once = n <= SPLIT_MAX;
+    a.resid = resid;
+    a.zero_after_wait = zero_after_wait;
     if (n <= SMALL_DENSE) {
         mt_cuda_linear_small(&a, g->stream);
     } else if (n <= g->s.split_cap && W.rows_pad <= g->s.split_rows &&
@@ -376,11 +385,27 @@ mt_moe_router_args router_args(const GpuModel *g, const mt_config *c, const GpuL
     return ra;
 }
 
+// Whether layer l's MoE combine is folded into layer l + 1's q/k/v product
+// (mt_cuda_linear_small_combined): passes of one token; MOETRACE_CUDA_FOLD_COMBINE=0 turns it off
+// for comparisons (same bits either way). Not in benchmarks that leave launches out.
+bool fold_combine(const GpuModel *g, const mt_config *c, int l, int n) {
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("MOETRACE_CUDA_FOLD_COMBINE");
+        on = env && !strcmp(env, "0") ? 0 : 1;
+    }
+    if (!on || g->skip || l + 1 >= c->num_hidden_layers || !g->layers[l].is_moe || c->top_k > 8) return false;
+    const int qkv_rows = c->num_attention_heads * c->head_dim + 2 * c->num_key_value_heads * c->head_dim;
+    return n <= SMALL_DENSE && mt_cuda_linear_combined_takes(n, c->hidden_size, mt_round16(qkv_rows));
+}
+
 // The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
 // updated residual by the combine's launch, into s.xb. mlp_norm: when set, s.xb does not hold the
-// normed input yet and the one-launch router computes it (one_launch_router).
+// normed input yet and the one-launch router computes it (one_launch_router). fold: when set, the
+// combine is not launched but described there, for the next layer's q/k/v product to do
+// (fold_combine).
 void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n, const float *next_norm,
-               const float *mlp_norm) {
+               const float *mlp_norm, mt_combine_args *fold) {
     GpuScratch &s = g->s;
     int H = c->hidden_size, E = c->num_experts, k = c->top_k, I = c->moe_intermediate_size;
     int Ep = mt_round16(E);
@@ -424,6 +449,11 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
         // ungated shared expert: a gate of +inf makes sigmoid exactly 1
         mt_cuda_fill_f32(s.sg, (size_t)n * 16, INFINITY, g->stream);
         sg = s.sg;
+    }
+    if (fold) {   // mt_combine_args' fields in order
+        *fold = {s.h, s.ye, s.pair_pos, w, ys, sg, 16, k, H, next_norm, c->rms_norm_eps, s.h_combined, s.combine_sums,
+                 s.combine_ready};
+        return;
     }
     prof_mark(g, PROF_COMBINE);
     if (!(g->skip & MT_SKIP_COMBINE))
@@ -509,12 +539,22 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
     prof_mark(g, PROF_EMBED);
     mt_cuda_embed(s.h, g->embed, pi.tokens, n, H, st);
     bool normed = false;   // s.xb already holds this layer's normed input (the MoE combine did it)
+    bool folded = false;   // the last layer's combine is this layer's q/k/v product's (fold_combine)
+    mt_combine_args fold = {};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const GpuLayer &L = g->layers[l];
         prof_mark(g, PROF_NORM);
-        if (!normed && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
+        if (!normed && !folded && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
         prof_mark(g, PROF_QKV);
-        if (!(skip & MT_SKIP_QKV)) linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
+        if (folded) {
+            // the combine and this layer's input norm in the product; the residual in s.h_combined
+            mt_linear_args a = mt_dense_args(L.qkv, nullptr, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32, tile_rows_for(n));
+            a.weights_once = 1;
+            a.combine = fold;
+            mt_cuda_linear_small_combined(&a, st);
+        } else if (!(skip & MT_SKIP_QKV)) {
+            linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
+        }
         prof_mark(g, PROF_QK_PREP);
         const mt_qk_prep_args qa = qk_prep_args(g, c, L, kv, pi, l, n);
         if (!(skip & MT_SKIP_QK_PREP)) mt_cuda_qk_prep(&qa, st);
@@ -530,14 +570,19 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         aa.n_tiles = pi.n_pre;
         if (!(skip & MT_SKIP_ATTENTION)) mt_cuda_attention_prefill(&aa, st);
         prof_mark(g, PROF_O_PROJ);
-        if (!(skip & MT_SKIP_O)) linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD);
+        // after a folded combine: the residual from s.h_combined, and the combine's count reset
+        if (!(skip & MT_SKIP_O))
+            linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD, folded ? s.h_combined : nullptr,
+                   folded ? s.combine_ready : nullptr);
         const bool router_norms = L.is_moe && one_launch_router(g, c, n);
         prof_mark(g, PROF_NORM);
         if (!router_norms && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
         normed = L.is_moe && l + 1 < c->num_hidden_layers;
+        folded = fold_combine(g, c, l, n);
+        if (folded) normed = false;
         if (L.is_moe) {
-            moe_block(g, c, L, g->moe_index[l], n, normed ? g->layers[l + 1].attn_norm : nullptr,
-                      router_norms ? L.mlp_norm : nullptr);
+            moe_block(g, c, L, g->moe_index[l], n, l + 1 < c->num_hidden_layers ? g->layers[l + 1].attn_norm : nullptr,
+                      router_norms ? L.mlp_norm : nullptr, folded ? &fold : nullptr);
         } else {
             prof_mark(g, PROF_DENSE_MLP);
             int I = c->intermediate_size;

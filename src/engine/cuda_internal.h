@@ -46,6 +46,9 @@ struct GpuLayer {
 struct GpuScratch {
     int cap, cap_logits;
     float *h, *qkv, *router, *ye, *ys, *sg, *logits;
+    float *h_combined;       // the residual after a combine folded into the next q/k/v product
+    float *combine_sums;     // [16] its partial sums of squares
+    int *combine_ready;      // its combiners' count (0 between launches)
     size_t ye_bytes;         // bytes of ye (also the sorted X rows of a gathered expert product)
     bf16 *xb, *qb, *att, *act, *sact;
     int32_t *cap_ids;        // [moe layers, cap, k]

@@ -82,6 +82,23 @@ enum mt_epilogue {
  * [group_offsets[g], group_offsets[g+1]); position p reads X row src_rows[p] (X row p when
  * src_rows is NULL) and writes output row p. Output row stride ldo (in elements of the output
  * type). */
+/* The previous layer's MoE combine, folded into a dense small-path product that takes its result
+ * as X (mt_cuda_linear_small_combined): h_out = h + the combine of mt_cuda_moe_combine, and X =
+ * RMSNorm(h_out) * norm_w, computed inside the product with that launch's arithmetic. */
+typedef struct mt_combine_args {
+    const float *h;                 /* [n, H] the residual before the combine */
+    const float *ye;                /* expert output rows, indexed by pair_pos */
+    const int32_t *pair_pos;        /* [n, k] */
+    const float *w;                 /* [n, k] routing weights */
+    const float *ys, *sg;           /* shared expert [n, H] and its gate (stride ld_sg), or NULL */
+    int ld_sg, k, H;
+    const float *norm_w;            /* [H] the norm X takes */
+    float eps;
+    float *h_out;                   /* [n, H] the combined residual (not h: other blocks still read it) */
+    float *sums;                    /* [16] scratch: partial sums of squares */
+    int *ready;                     /* 0 at the launch (zero_after_wait of a later product resets it) */
+} mt_combine_args;
+
 typedef struct mt_linear_args {
     mt_dmat W;
     size_t group_stride;            /* elements between consecutive experts' tiled matrices */
@@ -107,6 +124,11 @@ typedef struct mt_linear_args {
     void *out;
     int ldo;
     int epilogue;
+    const float *resid;             /* MT_EPI_F32_ADD: out = resid + acc (same layout as out) instead of
+                                       out += acc; NULL: out itself */
+    mt_combine_args combine;        /* mt_cuda_linear_small_combined only */
+    int *zero_after_wait;           /* small path: set to 0 by block 0 after its wait (a combined product's
+                                       `ready`, three launches back, for the next one), or NULL */
 } mt_linear_args;
 
 /* A dense product's arguments: out rows 0..n-1 (stride ldo) = X rows (stride ldx) . W^T with the
@@ -131,6 +153,17 @@ static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, in
  * once by bulk copies, K split over 8 warps. Grouped calls need per-group counts <= 64. With
  * rows_max <= 8 it works in passes of 8 rows (larger weight copies); the bits are the same. */
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
+/* The same product with its X row computed in its prologue: the previous layer's MoE combine and
+ * the norm (a.combine; a.X unused), one launch instead of two. Its first 8 blocks each combine an
+ * eighth of the row into combine.h_out and count themselves in combine.ready; every block waits
+ * for the count (all blocks are resident at once: one wave) and normalises the row itself. The
+ * bits of out and h_out are those of mt_cuda_moe_combine (with y) followed by
+ * mt_cuda_linear_small. Dense products only; whether it takes one: mt_cuda_linear_combined_takes. */
+void mt_cuda_linear_small_combined(const mt_linear_args *a, cudaStream_t st);
+/* Whether mt_cuda_linear_small_combined takes n rows of width H (= the product's K) against a
+ * matrix of rows_pad rows: one row, the norm's width a multiple of 256 threads, top-k <= 8 (the
+ * caller's part), one wave of blocks. */
+int mt_cuda_linear_combined_takes(int n, int H, int rows_pad);
 /* The product kernels' static shared memory keeps their dynamic shared memory, where bulk copies
  * land, on 32-byte boundaries (mma.cuh): NULL, or the first kernel that breaks it. For tests. */
 const char *mt_cuda_linear_layout_check(void);

@@ -9,6 +9,7 @@
 #include "kernels/cuda/linear_common.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/row_norm.cuh"
 
 namespace {
 
@@ -39,6 +40,95 @@ using Small8Narrow = SmallShape<8, 4, 2>; // 2 KB copies, three blocks per multi
 // attention block (103 KB) and is resident while attention runs (docs/PERF.md).
 using Small8Deep = SmallShape<8, 6, 3>;
 constexpr int SMALL_MAX_ROWS = 64;   // X rows of one group (or dense call) the small path takes
+
+// ---- the previous layer's MoE combine folded into a product (mt_cuda_linear_small_combined) -------
+//
+// The product's X row is RMSNorm(h + the combine) * norm_w. The norm launch's block of T =
+// rmsnorm_threads(H) threads (16 warps at H = 2048) is played by the product's first COMBINERS
+// blocks: real warp m of block b plays virtual warp COMBINERS * m + b, so each combines H /
+// COMBINERS of the row (the expert rows are read once, not by every block). They write their parts
+// of the combined row to h_out and their virtual warps' sums of squares to sums, then count
+// themselves in `ready`; every block waits for the count, then normalises the whole row into its
+// shared memory: the same additions in the same order as the combine launch followed by the norm,
+// so the same bits. (Clusters sharing the row through shared memory gave the same bits, but a
+// launch of 40 clusters took 3-5 us to become resident: docs/PERF.md.)
+constexpr int COMBINERS = 8;
+constexpr int COMBINE_MAX_K = 8;   // expert slots a token's combine reads (top-k)
+
+// A thread's part of the combine, read before the dependency wait: h at its 4-vector and its
+// token's slots and weights (what launches three or more back wrote: launch.cuh).
+struct CombineEarly {
+    float4 h;
+    int32_t slot[COMBINE_MAX_K];
+    float w[COMBINE_MAX_K];
+};
+
+// The 4-vector index this thread combines, or -1.
+__device__ __forceinline__ int combine_vec(const mt_combine_args &cb) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = rmsnorm_threads(cb.H) / 32;
+    const int i = (warp * COMBINERS + (int)blockIdx.x) * 32 + lane;
+    return blockIdx.x < COMBINERS && warp < nw / COMBINERS && i < cb.H / 4 ? i : -1;
+}
+
+__device__ __forceinline__ void combine_before_wait(const mt_combine_args &cb, CombineEarly &ce) {
+    const int i = combine_vec(cb);
+    ce.h = i >= 0 ? __ldcg(reinterpret_cast<const float4 *>(cb.h) + i) : make_float4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < COMBINE_MAX_K; j++) {
+        ce.slot[j] = i >= 0 && j < cb.k ? __ldcg(cb.pair_pos + j) : 0;
+        ce.w[j] = i >= 0 && j < cb.k ? __ldcg(cb.w + j) : 0.0f;
+    }
+}
+
+// After the wait: the combiners' parts of the row to h_out and sums; then, once all are counted,
+// the whole row, normed, into x (bf16 [H], shared memory).
+__device__ __forceinline__ void combine_after_wait(const mt_combine_args &cb, bf16 *x, const CombineEarly &ce) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, H = cb.H, nw = rmsnorm_threads(H) / 32;
+    const int i = combine_vec(cb);
+    if (blockIdx.x < COMBINERS) {
+        if (i >= 0) {
+            float4 e[COMBINE_MAX_K];
+#pragma unroll
+            for (int j = 0; j < COMBINE_MAX_K; j++)
+                e[j] = j < cb.k ? __ldcg(reinterpret_cast<const float4 *>(cb.ye + (size_t)ce.slot[j] * H) + i)
+                                : make_float4(0, 0, 0, 0);
+            float4 acc = make_float4(0, 0, 0, 0);
+#pragma unroll
+            for (int j = 0; j < COMBINE_MAX_K; j++)
+                if (j < cb.k) combine_fma(acc, ce.w[j], e[j]);
+            if (cb.ys) combine_fma(acc, combine_gate(__ldcg(cb.sg)), __ldcg(reinterpret_cast<const float4 *>(cb.ys) + i));
+            const float4 hn = combine_sum(ce.h, acc);
+            reinterpret_cast<float4 *>(cb.h_out)[i] = hn;
+            float ss = sumsq4(hn);   // the virtual warp's sum, as block_sum's first step
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            if (lane == 0) cb.sums[warp * COMBINERS + blockIdx.x] = ss;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            __threadfence();
+            atomicAdd(cb.ready, 1);
+        }
+    }
+    if (threadIdx.x == 0) {
+        int n;
+        do asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(n) : "l"(cb.ready) : "memory");
+        while (n < COMBINERS);
+    }
+    __syncthreads();
+    float t = lane < nw ? __ldcg(cb.sums + lane) : 0.0f;   // block_sum's second step, in every warp
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    const float inv = 1.0f / sqrtf(t / (float)H + cb.eps);
+    const float4 *r4 = reinterpret_cast<const float4 *>(cb.h_out), *g4 = reinterpret_cast<const float4 *>(cb.norm_w);
+    __nv_bfloat162 *x2 = reinterpret_cast<__nv_bfloat162 *>(x);
+    for (int q = threadIdx.x; q < H / 4; q += blockDim.x) {   // rmsnorm_values' put
+        const float4 u = __ldcg(r4 + q), g = g4[q];
+        x2[2 * q] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
+        x2[2 * q + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
+    }
+    __syncthreads();
+}
 
 // ---- small path ----------------------------------------------------------------------------------
 
@@ -87,9 +177,10 @@ __device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_ar
     small_item(c, a, R);
 }
 
-template <int EPI, class SP>
+// COMBINE: the X row is the previous layer's combine, normed (above); one row, dense.
+template <int EPI, class SP, bool COMBINE = false>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
-    MT_TIMELINE_KERNEL(MT_TL_LINEAR_SMALL);
+    MT_TIMELINE_KERNEL(COMBINE ? MT_TL_LINEAR_COMBINED : MT_TL_LINEAR_SMALL);
     constexpr int SP_ROWS = SP::ROWS, SP_CHUNKS = SP::CHUNKS, SP_STAGES = SP::STAGES;
     constexpr int SP_STAGE_ELEMS = SP::STAGE_ELEMS, PART = SP::PART;
     extern __shared__ uint4 smem_raw[];
@@ -104,8 +195,6 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     bf16 *ring = reinterpret_cast<bf16 *>(smem_raw) + (size_t)warp * SP_STAGES * SP_STAGE_ELEMS;
     float *part = reinterpret_cast<float *>(reinterpret_cast<bf16 *>(smem_raw) + (size_t)8 * SP_STAGES * SP_STAGE_ELEMS);
 
-    if (!a.group_offsets && streams && lane == 0 && (int)blockIdx.x < R)   // weights need no wait
-        mt_prefetch_l2(a.W.w + ((size_t)blockIdx.x * C + c0) * 256, (unsigned)(c1 - c0) * 512u);
     // A stage's weight chunks are contiguous: one bulk copy by lane 0, completing on the slot's
     // barrier; the X rows are cp.async copies of every lane (one commit group per stage).
     __shared__ __align__(8) uint64_t wbar_all[8 * SP_STAGES];
@@ -126,7 +215,8 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     };
     // Dense products know their stream before the wait (nothing in it is read from memory): the
     // weights of its first STAGES stages are copied into the ring then (no launch writes weights),
-    // their X rows after. Grouped products whose sort is two or more launches back (sort_early: the
+    // their X rows after. The rest of the item is not fetched into L2 ahead: that traffic delayed
+    // the wait's return (batch 1 1.5% faster without, docs/PERF.md). Grouped products whose sort is two or more launches back (sort_early: the
     // down product) copy their first item's first stages, the item's expert read from the sort
     // (b1 -0.5%, docs/PERF.md); only lane 0 issues weights, so only its count matters there.
     const int n_items_dense = R * ((a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
@@ -153,7 +243,12 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
             if (w.st == 0 && w.item < n_items_dense) small_stream_ptrs<SP_ROWS>(w, a, C, xrow, xhalf);
         }
     }
+    bf16 *xrow0 = reinterpret_cast<bf16 *>(smem_raw) + SP::SMEM / sizeof(bf16);   // COMBINE: the normed row
+    CombineEarly ce;
+    if constexpr (COMBINE) combine_before_wait(a.combine, ce);
     mt_grid_dependency_wait();
+    if constexpr (COMBINE) combine_after_wait(a.combine, xrow0, ce);
+    if (a.zero_after_wait && blockIdx.x == 0 && threadIdx.x == 0) *a.zero_after_wait = 0;
     const int n_items = a.group_offsets ? R * *a.n_active : n_items_dense;
 
     // lane's share of a stage's X rows: row lane / 2 of the pass (lanes of rows past ROWS idle),
@@ -173,7 +268,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
 #pragma unroll
             for (int u = 0; u < SP_CHUNKS; u++) {
                 int c = cs + u;
-                if (c < c1 && prod.xsrc)
+                if (!COMBINE && c < c1 && prod.xsrc)
                     mt_cp_async16(stage + SP_CHUNKS * 256 + u * SP_ROWS * 16 + xrow * 16 + xhalf, prod.xsrc + c * 16, 16);
             }
             small_advance<SP_ROWS>(prod, a, R, n_items, n_st);
@@ -207,7 +302,10 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                         if (c0 + st * SP_CHUNKS + u >= c1) break;
                         uint32_t A[4];
                         mt_ld_a_frag(A, stage + u * 256 + a_lane);
-                        const bf16 *xs = stage + SP_CHUNKS * 256 + u * SP_ROWS * 16 + tq * 16 + 2 * t4;
+                        // B fragment: X row tq (COMBINE: row 0 for every column; columns past
+                        // the row are never stored)
+                        const bf16 *xs = COMBINE ? xrow0 + (c0 + st * SP_CHUNKS + u) * 16 + 2 * t4
+                                                 : stage + SP_CHUNKS * 256 + u * SP_ROWS * 16 + tq * 16 + 2 * t4;
                         uint32_t b0[2] = {*reinterpret_cast<const uint32_t *>(xs), *reinterpret_cast<const uint32_t *>(xs + 8)};
                         mt_mma(acc[0], A, b0);
                         if (SP_ROWS > 8 && nt > 1) {
@@ -510,6 +608,28 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
     }
 }
 
+// The folded combine's product: X rows of 8-row passes in narrow stages (the shape q/k/v takes at
+// batch 1); its shared memory and the normed row (H bf16).
+using CombineShape = Small8Narrow;
+size_t combined_smem(int H) { return CombineShape::SMEM + (size_t)H * sizeof(bf16); }
+
+// Blocks of the combined product the device holds at once.
+int combined_resident(int H) {
+    static int resident = -1, for_h = 0;
+    if (resident < 0 || for_h != H) {
+        auto kernel = linear_small_kernel<MT_EPI_F32, CombineShape, true>;
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)combined_smem(H));
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 256, combined_smem(H)) != cudaSuccess) {
+            cudaGetLastError();
+            per_sm = 0;
+        }
+        resident = per_sm * mt_cuda_sm_count();
+        for_h = H;
+    }
+    return resident;
+}
+
 // out = epilogue(sum over slices s in order of partials[s]), one thread per output value.
 template <int EPI>
 __global__ void linear_split_reduce_kernel(const mt_linear_args a) {
@@ -591,6 +711,21 @@ void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
 
 void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st) { by_epilogue<SplitPath>(*a, st); }
 
+int mt_cuda_linear_combined_takes(int n, int H, int rows_pad) {
+    const int threads = rmsnorm_threads(H);
+    if (n != 1 || H % 16 != 0 || H < 256 || threads % (32 * COMBINERS) != 0 || threads / 32 / COMBINERS > 8 ||
+        rmsnorm_vecs(H) != 1)
+        return 0;
+    // one wave: the combiners (the first blocks) run whatever the others wait for
+    return rows_pad / 16 >= COMBINERS && rows_pad / 16 <= combined_resident(H);
+}
+
+void mt_cuda_linear_small_combined(const mt_linear_args *a, cudaStream_t st) {
+    combined_resident(a->combine.H);   // sets the kernel's shared memory limit
+    mt_launch(linear_small_kernel<MT_EPI_F32, CombineShape, true>, dim3(a->W.rows_pad / 16), dim3(256),
+              combined_smem(a->combine.H), st, *a);
+}
+
 const char *mt_cuda_linear_layout_check(void) {
     // the small path's bulk copies land at the dynamic shared memory's base (mma.cuh)
     struct Kernel {
@@ -602,6 +737,7 @@ const char *mt_cuda_linear_layout_check(void) {
         {(const void *)linear_small_kernel<MT_EPI_F32, Small16>, "linear_small_kernel<F32, Small16>"},
         {(const void *)linear_small_kernel<MT_EPI_F32_ADD, Small8Deep>, "linear_small_kernel<F32 add, Small8Deep>"},
         {(const void *)linear_small_kernel<MT_EPI_SWIGLU, Small8Narrow>, "linear_small_kernel<SwiGLU, Small8Narrow>"},
+        {(const void *)linear_small_kernel<MT_EPI_F32, CombineShape, true>, "linear_small_kernel<F32, combined>"},
         {(const void *)linear_large_kernel<MT_EPI_F32, 2, true, true>, "linear_large_kernel<F32, 2, split, bulk>"},
     };
     for (const Kernel &k : kernels) {

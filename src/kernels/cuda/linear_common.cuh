@@ -45,7 +45,7 @@ template <int EPI>
 __device__ __forceinline__ void store_out(const mt_linear_args &a, int p, int col, float v) {
     size_t at = (size_t)p * a.ldo + col;
     if (EPI == MT_EPI_F32) ((float *)a.out)[at] = v;
-    else if (EPI == MT_EPI_F32_ADD) ((float *)a.out)[at] += v;
+    else if (EPI == MT_EPI_F32_ADD) ((float *)a.out)[at] = (a.resid ? a.resid[at] : ((float *)a.out)[at]) + v;
     else ((bf16 *)a.out)[at] = __float2bfloat16(v);
 }
 __device__ __forceinline__ void store_swiglu(const mt_linear_args &a, int p, int col, float gate, float up) {

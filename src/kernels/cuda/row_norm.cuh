@@ -6,6 +6,36 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 
+// The norm launch's block width for a row of H (the order its sums are added in) and the
+// 4-vectors each thread owns: 1 .. 4, or 0 past that.
+static inline __host__ __device__ int rmsnorm_threads(int H) {
+    int threads = (H / 4 + 31) / 32 * 32;
+    return threads > 512 ? 512 : threads;
+}
+static inline __host__ __device__ int rmsnorm_vecs(int H) {
+    int threads = rmsnorm_threads(H), v = (H / 4 + threads - 1) / threads;
+    return v <= 4 ? v : 0;
+}
+
+// The MoE combine's arithmetic on one 4-vector of a token's row, shared by the combine launch and
+// the product that folds it in (linear.cu), so both give the same bits: acc starts at zero and
+// takes w_j * e_j over the token's expert slots in order (then the gated shared expert); the
+// result is h + acc.
+__device__ __forceinline__ void combine_fma(float4 &acc, float w, float4 e) {
+    acc.x += w * e.x;
+    acc.y += w * e.y;
+    acc.z += w * e.z;
+    acc.w += w * e.w;
+}
+__device__ __forceinline__ float4 combine_sum(float4 h, float4 acc) {
+    h.x += acc.x;
+    h.y += acc.y;
+    h.z += acc.z;
+    h.w += acc.w;
+    return h;
+}
+__device__ __forceinline__ float combine_gate(float sg) { return 1.0f / (1.0f + expf(-sg)); }
+
 // Sum over the block in a fixed order (warp trees, then warp 0 over the warp sums). All threads
 // get the result. scratch: 32 floats of shared memory.
 static __device__ __forceinline__ float block_sum(float v, float *scratch) {

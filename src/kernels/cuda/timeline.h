@@ -35,6 +35,7 @@ enum mt_tl_kind {
     MT_TL_ARGMAX,
     MT_TL_SAMPLE,
     MT_TL_MOE_ROUTER,
+    MT_TL_LINEAR_COMBINED,   /* a small-path product with the previous layer's MoE combine folded in */
     MT_TL_KINDS
 };
 static inline const char *mt_tl_kind_name(int kind) {
@@ -42,7 +43,7 @@ static inline const char *mt_tl_kind_name(int kind) {
         "embed",      "rmsnorm",    "linear_small", "linear_large", "linear_wgmma", "split_reduce",
         "gather_rows", "qk_prep",   "attn_rows",    "attn_decode",  "attn_split",   "attn_merge",
         "route",      "route_sort", "sort",         "combine",      "argmax",       "sample",
-        "moe_router",
+        "moe_router", "linear_combined",
     };
     return kind >= 0 && kind < MT_TL_KINDS ? names[kind] : "?";
 }

@@ -40,17 +40,6 @@ __global__ void rmsnorm_kernel(bf16 *y, const float *x, const int32_t *rows, con
     rmsnorm_row<VECS>(y + (size_t)blockIdx.x * H, x + (size_t)row * H, w, nw, H, eps, scratch);
 }
 
-int rmsnorm_threads(int H) {
-    int threads = (H / 4 + 31) / 32 * 32;
-    return threads > 512 ? 512 : threads;
-}
-
-// Vectors per thread of a row of H at rmsnorm_threads(H) threads: 1 .. 4, or 0 past that.
-int rmsnorm_vecs(int H) {
-    int threads = rmsnorm_threads(H), v = (H / 4 + threads - 1) / threads;
-    return v <= 4 ? v : 0;
-}
-
 // RMSNorm of n_vec vectors of length len (in place, shared memory), weight w[len]; warp per vector.
 __device__ void norm_vectors(float *v, int n_vec, int len, const float *w, float eps) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -256,9 +245,9 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     NormWeights<VECS> nw;
     if (y) nw = norm_weights<VECS>(norm_w, H);
     mt_grid_dependency_wait();
-    const float gate = ys ? 1.0f / (1.0f + expf(-sg[(size_t)t * ld_sg])) : 0.0f;
+    const float gate = ys ? combine_gate(sg[(size_t)t * ld_sg]) : 0.0f;
     auto combine = [&](int i, float4 o) {   // o + this token's expert rows (and shared expert) at vector i
-        float4 acc = make_float4(0, 0, 0, 0);
+        float4 acc = make_float4(0, 0, 0, 0);   // combine_add's order (row_norm.cuh), loads grouped
 #pragma unroll 1   // its code is fetched cold at every launch (decode): one copy of the group
         for (int j0 = 0; j0 < k; j0 += GROUP) {
             float wj[GROUP];
@@ -273,24 +262,11 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
 #pragma unroll
             for (int u = 0; u < GROUP; u++) {
                 if (j0 + u >= k) break;
-                acc.x += wj[u] * e[u].x;
-                acc.y += wj[u] * e[u].y;
-                acc.z += wj[u] * e[u].z;
-                acc.w += wj[u] * e[u].w;
+                combine_fma(acc, wj[u], e[u]);
             }
         }
-        if (ys) {
-            float4 s4 = reinterpret_cast<const float4 *>(ys + (size_t)t * H)[i];
-            acc.x += gate * s4.x;
-            acc.y += gate * s4.y;
-            acc.z += gate * s4.z;
-            acc.w += gate * s4.w;
-        }
-        o.x += acc.x;
-        o.y += acc.y;
-        o.z += acc.z;
-        o.w += acc.w;
-        return o;
+        if (ys) combine_fma(acc, gate, reinterpret_cast<const float4 *>(ys + (size_t)t * H)[i]);
+        return combine_sum(o, acc);
     };
 #pragma unroll
     for (int j = 0; j < NV; j++) {
