@@ -216,9 +216,10 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     // Dense products know their stream before the wait (nothing in it is read from memory): the
     // weights of its first STAGES stages are copied into the ring then (no launch writes weights),
     // their X rows after. The rest of the item is not fetched into L2 ahead: that traffic delayed
-    // the wait's return (batch 1 1.5% faster without, docs/PERF.md). Grouped products whose sort is two or more launches back (sort_early: the
-    // down product) copy their first item's first stages, the item's expert read from the sort
-    // (b1 -0.5%, docs/PERF.md); only lane 0 issues weights, so only its count matters there.
+    // the wait's return (batch 1 1.5% faster without, docs/PERF.md). Grouped products whose sort is
+    // two or more launches back (sort_early: the down product) copy their first item's first
+    // stages, the item's expert read from the sort (b1 -0.5%, docs/PERF.md); only lane 0 issues
+    // weights, so only its count matters there.
     const int n_items_dense = R * ((a.n + SMALL_MAX_ROWS - 1) / SMALL_MAX_ROWS);
     const int xrow = lane >> 1, xhalf = (lane & 1) * 8;
     SmallCursor prod;
