@@ -450,7 +450,7 @@ static bool same_bits(const std::vector<float> &a, const std::vector<float> &b) 
 // product adding to that residual from its own buffer (resid) against adding in place.
 static void check_combined(int rows, int H, int k, bool shared) {
     const int n = 1, E = 16, ld_sg = 16;
-    if (!mt_cuda_linear_combined_takes(n, H, mt_round16(rows))) {
+    if (!mt_cuda_linear_combined_takes(n, H, k, mt_round16(rows))) {
         printf("  combined product rows %d H %d: not taken\n", rows, H);
         failures++;
         return;

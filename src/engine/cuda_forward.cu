@@ -13,8 +13,8 @@
 #include "engine/cuda_internal.h"
 
 void mt_gpu_scratch_release(GpuScratch *s) {
-    void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys, s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact,
-                   s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
+    void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys, s->sg,
+                   s->logits, s->xb, s->qb, s->att, s->act, s->sact, s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
                    s->src_rows, s->pair_pos, s->next, s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
@@ -394,9 +394,9 @@ bool fold_combine(const GpuModel *g, const mt_config *c, int l, int n) {
         const char *env = getenv("MOETRACE_CUDA_FOLD_COMBINE");
         on = env && !strcmp(env, "0") ? 0 : 1;
     }
-    if (!on || g->skip || l + 1 >= c->num_hidden_layers || !g->layers[l].is_moe || c->top_k > 8) return false;
+    if (!on || g->skip || l + 1 >= c->num_hidden_layers || !g->layers[l].is_moe) return false;
     const int qkv_rows = c->num_attention_heads * c->head_dim + 2 * c->num_key_value_heads * c->head_dim;
-    return n <= SMALL_DENSE && mt_cuda_linear_combined_takes(n, c->hidden_size, mt_round16(qkv_rows));
+    return n <= SMALL_DENSE && mt_cuda_linear_combined_takes(n, c->hidden_size, c->top_k, mt_round16(qkv_rows));
 }
 
 // The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
@@ -544,7 +544,8 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const GpuLayer &L = g->layers[l];
         prof_mark(g, PROF_NORM);
-        if (!normed && !folded && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
+        if (!normed && !folded && !(skip & MT_SKIP_NORM))
+            mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.attn_norm, n, H, c->rms_norm_eps, st);
         prof_mark(g, PROF_QKV);
         if (folded) {
             // the combine and this layer's input norm in the product; the residual in s.h_combined

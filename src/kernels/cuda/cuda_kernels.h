@@ -77,11 +77,6 @@ enum mt_epilogue {
     MT_EPI_SWIGLU,        /* out_bf16[row][j] = bf16(silu(gate_j) * up_j), j over rows/2 */
 };
 
-/* Y = X . W^T for rows of X. Dense: rows 0..n-1 of X (row stride ldx) give output rows 0..n-1.
- * Grouped (experts): group g uses W + g*group_stride elements and owns sorted positions
- * [group_offsets[g], group_offsets[g+1]); position p reads X row src_rows[p] (X row p when
- * src_rows is NULL) and writes output row p. Output row stride ldo (in elements of the output
- * type). */
 /* The previous layer's MoE combine, folded into a dense small-path product that takes its result
  * as X (mt_cuda_linear_small_combined): h_out = h + the combine of mt_cuda_moe_combine, and X =
  * RMSNorm(h_out) * norm_w, computed inside the product with that launch's arithmetic. */
@@ -99,6 +94,11 @@ typedef struct mt_combine_args {
     int *ready;                     /* 0 at the launch (zero_after_wait of a later product resets it) */
 } mt_combine_args;
 
+/* Y = X . W^T for rows of X. Dense: rows 0..n-1 of X (row stride ldx) give output rows 0..n-1.
+ * Grouped (experts): group g uses W + g*group_stride elements and owns sorted positions
+ * [group_offsets[g], group_offsets[g+1]); position p reads X row src_rows[p] (X row p when
+ * src_rows is NULL) and writes output row p. Output row stride ldo (in elements of the output
+ * type). */
 typedef struct mt_linear_args {
     mt_dmat W;
     size_t group_stride;            /* elements between consecutive experts' tiled matrices */
@@ -160,10 +160,10 @@ void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
  * bits of out and h_out are those of mt_cuda_moe_combine (with y) followed by
  * mt_cuda_linear_small. Dense products only; whether it takes one: mt_cuda_linear_combined_takes. */
 void mt_cuda_linear_small_combined(const mt_linear_args *a, cudaStream_t st);
-/* Whether mt_cuda_linear_small_combined takes n rows of width H (= the product's K) against a
- * matrix of rows_pad rows: one row, the norm's width a multiple of 256 threads, top-k <= 8 (the
- * caller's part), one wave of blocks. */
-int mt_cuda_linear_combined_takes(int n, int H, int rows_pad);
+/* Whether mt_cuda_linear_small_combined takes n rows of width H (= the product's K), top-k of k,
+ * against a matrix of rows_pad rows: one row, the norm's width a multiple of 256 threads, k <= 8,
+ * one wave of blocks. */
+int mt_cuda_linear_combined_takes(int n, int H, int k, int rows_pad);
 /* The product kernels' static shared memory keeps their dynamic shared memory, where bulk copies
  * land, on 32-byte boundaries (mma.cuh): NULL, or the first kernel that breaks it. For tests. */
 const char *mt_cuda_linear_layout_check(void);

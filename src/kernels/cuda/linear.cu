@@ -712,9 +712,9 @@ void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
 
 void mt_cuda_linear_split(const mt_linear_args *a, cudaStream_t st) { by_epilogue<SplitPath>(*a, st); }
 
-int mt_cuda_linear_combined_takes(int n, int H, int rows_pad) {
+int mt_cuda_linear_combined_takes(int n, int H, int k, int rows_pad) {
     const int threads = rmsnorm_threads(H);
-    if (n != 1 || H % 16 != 0 || H < 256 || threads % (32 * COMBINERS) != 0 || threads / 32 / COMBINERS > 8 ||
+    if (n != 1 || k < 1 || k > COMBINE_MAX_K || H % 16 != 0 || H < 256 || threads % (32 * COMBINERS) != 0 || threads / 32 / COMBINERS > 8 ||
         rmsnorm_vecs(H) != 1)
         return 0;
     // one wave: the combiners (the first blocks) run whatever the others wait for

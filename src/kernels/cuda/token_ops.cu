@@ -247,7 +247,7 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
     mt_grid_dependency_wait();
     const float gate = ys ? combine_gate(sg[(size_t)t * ld_sg]) : 0.0f;
     auto combine = [&](int i, float4 o) {   // o + this token's expert rows (and shared expert) at vector i
-        float4 acc = make_float4(0, 0, 0, 0);   // combine_add's order (row_norm.cuh), loads grouped
+        float4 acc = make_float4(0, 0, 0, 0);   // combine_fma's order (row_norm.cuh), loads grouped
 #pragma unroll 1   // its code is fetched cold at every launch (decode): one copy of the group
         for (int j0 = 0; j0 < k; j0 += GROUP) {
             float wj[GROUP];
