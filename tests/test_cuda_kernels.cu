@@ -511,7 +511,7 @@ static void check_combined(int rows, int H, int k, bool shared) {
     CK(cudaMalloc(&dxo, xob.size() * 2));
     CK(cudaMemcpy(dxo, xob.data(), xob.size() * 2, cudaMemcpyHostToDevice));
     mt_dmat Wo = {dwo, H, H, rows};
-    float *res = to_dev(h), *o2;   // dh[0] holds the combined residual: add there in place
+    float *o2;   // dh[0] holds the combined residual: add there in place
     CK(cudaMalloc(&o2, (size_t)H * 4));
     CK(cudaMemset(o2, 0xff, (size_t)H * 4));
     mt_linear_args oa = mt_dense_args(Wo, dxo, rows, n, dh[0], H, MT_EPI_F32_ADD, 64);
@@ -529,7 +529,7 @@ static void check_combined(int rows, int H, int k, bool shared) {
     printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
     if (!ok) failures++;
     for (void *p : {(void *)dh[0], (void *)dh[1], (void *)dye, (void *)dnw, (void *)dys, (void *)dsg, (void *)dw, (void *)dhout,
-                    (void *)out[0], (void *)out[1], (void *)dpos, (void *)dwq, (void *)xb, (void *)dwo, (void *)dxo, (void *)res,
+                    (void *)out[0], (void *)out[1], (void *)dpos, (void *)dwq, (void *)xb, (void *)dwo, (void *)dxo,
                     (void *)o2, (void *)sums, (void *)ready})
         cudaFree(p);
 }

@@ -107,12 +107,19 @@ static void test_launches_regroup_in_order(void **state) {
     free(r);
 }
 
-static void test_names_and_figures(void **state) {
-    (void)state;
+/* The report of a recording of STEPS steps (caller frees). */
+static tl_summary *summarize_steps(bool folded) {
     recording *r = malloc(sizeof *r);
-    record_steps(r, false);
+    record_steps(r, folded);
     tl_summary *s = malloc(sizeof *s);
     tl_summarize(r->rec, r->n, LAYERS, s);
+    free(r);
+    return s;
+}
+
+static void test_names_and_figures(void **state) {
+    (void)state;
+    tl_summary *s = summarize_steps(false);
     assert_int_equal(s->steps, STEPS);
     assert_int_equal(s->tick, 12);   /* the smallest step between two blocks' exits */
     assert_int_equal(s->n_rows, PER_LAYER);
@@ -134,16 +141,12 @@ static void test_names_and_figures(void **state) {
     for (int i = 0; i < PER_LAYER; i++) layer += 1400.0 + 12.0 * (LAYER[i].grid - 1);
     assert_true(s->layer_ns == layer);
     free(s);
-    free(r);
 }
 
 /* With the combine folded into the next q/k/v product, a layer ends at its down product. */
 static void test_folded_combine(void **state) {
     (void)state;
-    recording *r = malloc(sizeof *r);
-    record_steps(r, true);
-    tl_summary *s = malloc(sizeof *s);
-    tl_summarize(r->rec, r->n, LAYERS, s);
+    tl_summary *s = summarize_steps(true);
     assert_int_equal(s->steps, STEPS);
     assert_int_equal(s->n_rows, PER_LAYER - 1);
     assert_string_equal(s->rows[0].label, "q/k/v+combine");
@@ -155,7 +158,6 @@ static void test_folded_combine(void **state) {
     }
     assert_true(s->layer_ns == layer);
     free(s);
-    free(r);
 }
 
 int main(void) {

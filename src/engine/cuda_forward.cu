@@ -578,9 +578,8 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         const bool router_norms = L.is_moe && one_launch_router(g, c, n);
         prof_mark(g, PROF_NORM);
         if (!router_norms && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
-        normed = L.is_moe && l + 1 < c->num_hidden_layers;
         folded = fold_combine(g, c, l, n);
-        if (folded) normed = false;
+        normed = L.is_moe && l + 1 < c->num_hidden_layers && !folded;
         if (L.is_moe) {
             moe_block(g, c, L, g->moe_index[l], n, l + 1 < c->num_hidden_layers ? g->layers[l + 1].attn_norm : nullptr,
                       router_norms ? L.mlp_norm : nullptr, folded ? &fold : nullptr);

@@ -99,9 +99,7 @@ __device__ __forceinline__ void combine_after_wait(const mt_combine_args &cb, bf
             if (cb.ys) combine_fma(acc, combine_gate(__ldcg(cb.sg)), __ldcg(reinterpret_cast<const float4 *>(cb.ys) + i));
             const float4 hn = combine_sum(ce.h, acc);
             reinterpret_cast<float4 *>(cb.h_out)[i] = hn;
-            float ss = sumsq4(hn);   // the virtual warp's sum, as block_sum's first step
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            const float ss = warp_sum(sumsq4(hn));   // the virtual warp's sum, as block_sum's first step
             if (lane == 0) cb.sums[warp * COMBINERS + blockIdx.x] = ss;
         }
         __syncthreads();
@@ -116,17 +114,11 @@ __device__ __forceinline__ void combine_after_wait(const mt_combine_args &cb, bf
         while (n < COMBINERS);
     }
     __syncthreads();
-    float t = lane < nw ? __ldcg(cb.sums + lane) : 0.0f;   // block_sum's second step, in every warp
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-    const float inv = 1.0f / sqrtf(t / (float)H + cb.eps);
+    const float t = warp_sum(lane < nw ? __ldcg(cb.sums + lane) : 0.0f);   // block_sum's second step, in every warp
+    const float inv = 1.0f / sqrtf(t / (float)H + cb.eps);   // rms_inv, spelled out (its SASS as measured)
     const float4 *r4 = reinterpret_cast<const float4 *>(cb.h_out), *g4 = reinterpret_cast<const float4 *>(cb.norm_w);
     __nv_bfloat162 *x2 = reinterpret_cast<__nv_bfloat162 *>(x);
-    for (int q = threadIdx.x; q < H / 4; q += blockDim.x) {   // rmsnorm_values' put
-        const float4 u = __ldcg(r4 + q), g = g4[q];
-        x2[2 * q] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
-        x2[2 * q + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
-    }
+    for (int q = threadIdx.x; q < H / 4; q += blockDim.x) put_normed4(x2, q, __ldcg(r4 + q), inv, g4[q]);
     __syncthreads();
 }
 

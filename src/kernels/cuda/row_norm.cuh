@@ -36,19 +36,24 @@ __device__ __forceinline__ float4 combine_sum(float4 h, float4 acc) {
 }
 __device__ __forceinline__ float combine_gate(float sg) { return 1.0f / (1.0f + expf(-sg)); }
 
+// A warp's sum as every norm here adds it: partners at lane distance 16, 8, 4, 2, 1 (every lane
+// gets the same bits).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
 // Sum over the block in a fixed order (warp trees, then warp 0 over the warp sums). All threads
 // get the result. scratch: 32 floats of shared memory.
 static __device__ __forceinline__ float block_sum(float v, float *scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    v = warp_sum(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        float t = lane < nw ? scratch[lane] : 0.0f;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+        const float t = warp_sum(lane < nw ? scratch[lane] : 0.0f);
         if (lane == 0) scratch[32] = t;
     }
     __syncthreads();
@@ -58,6 +63,14 @@ static __device__ __forceinline__ float block_sum(float v, float *scratch) {
 // One 4-vector's sum of squares: one expression for every norm here, so each compiles to the
 // same multiply-adds.
 __device__ __forceinline__ float sumsq4(float4 u) { return u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w; }
+
+// The norm's scale from a row's sum of squares, and 4-vector i of the normed row (y2: the row as
+// bf16 pairs): the same expressions wherever a row is normed.
+__device__ __forceinline__ float rms_inv(float ss, int H, float eps) { return 1.0f / sqrtf(ss / (float)H + eps); }
+__device__ __forceinline__ void put_normed4(__nv_bfloat162 *y2, int i, float4 u, float inv, float4 g) {
+    y2[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
+    y2[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
+}
 
 // RMSNorm of one row by the whole block; thread i owns the 4-vectors i, i + blockDim, ...
 // (H % 4 == 0). The same code serves every caller, so a row's bits never depend on which did it.
@@ -96,19 +109,15 @@ __device__ __forceinline__ void rmsnorm_values(bf16 *y, const float4 *v, const f
     if (VECS == 0)
         for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) ss += sumsq4(xr[i]);
     ss = block_sum(ss, scratch);
-    float inv = 1.0f / sqrtf(ss / (float)H + eps);
+    const float inv = rms_inv(ss, H, eps);
     __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
-    auto put = [&](int i, float4 u, float4 g) {
-        yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
-        yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
-    };
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         int i = threadIdx.x + j * blockDim.x;
-        if (i < H / 4) put(i, v[j], nw.g[j]);
+        if (i < H / 4) put_normed4(yr, i, v[j], inv, nw.g[j]);
     }
     if (VECS == 0)
-        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) put(i, xr[i], w4[i]);
+        for (int i = threadIdx.x + NV * blockDim.x; i < H / 4; i += blockDim.x) put_normed4(yr, i, xr[i], inv, w4[i]);
 }
 
 template <int VECS>
@@ -183,20 +192,14 @@ __device__ __forceinline__ void rmsnorm_row_warp(bf16 *y, const float *x, const 
     float t = butterfly_sums16(ss);
     t = __shfl_sync(0xffffffffu, t, 2 * lane);
     if (lane >= 16) t = 0.0f;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-    const float inv = 1.0f / sqrtf(t / (float)H + eps);
+    const float inv = rms_inv(warp_sum(t), H, eps);
     __nv_bfloat162 *yr = reinterpret_cast<__nv_bfloat162 *>(y);
 #pragma unroll
     for (int vw = 0; vw < 16; vw++)
 #pragma unroll
         for (int j = 0; j < NV; j++) {
             int i = vw * 32 + lane + j * 512;
-            if (i < H / 4) {
-                float4 u = v[vw][j], g = w4[i];
-                yr[2 * i] = __floats2bfloat162_rn(u.x * inv * g.x, u.y * inv * g.y);
-                yr[2 * i + 1] = __floats2bfloat162_rn(u.z * inv * g.z, u.w * inv * g.w);
-            }
+            if (i < H / 4) put_normed4(yr, i, v[vw][j], inv, w4[i]);
         }
 }
 
