@@ -343,7 +343,7 @@ static void check_route_sort(int n, int E, int k) {
     bool ok = from_dev(ids[0], nk) == ref_ids && from_dev(ids[1], nk) == ref_ids && from_dev(w[0], nk) == from_dev(w[1], nk);
     ok = ok && from_dev(s[0].offsets, E + 1) == from_dev(s[1].offsets, E + 1) && from_dev(s[0].src_rows, nk) == from_dev(s[1].src_rows, nk) &&
          from_dev(s[0].pair_pos, nk) == from_dev(s[1].pair_pos, nk) && from_dev(s[0].tile_offsets, E + 1) == from_dev(s[1].tile_offsets, E + 1) &&
-         from_dev(s[0].n_active, 1) == from_dev(s[1].n_active, 1);
+         from_dev(s[0].n_active, 1) == from_dev(s[1].n_active, 1) && from_dev(s[0].counts, E) == from_dev(s[1].counts, E);
     int na = from_dev(s[0].n_active, 1)[0];
     auto a0 = from_dev(s[0].active, 3 * E), a1 = from_dev(s[1].active, 3 * E);
     auto off0 = from_dev(s[0].offsets, E + 1);
@@ -424,7 +424,8 @@ static void check_moe_router(int n, int E, int k, int H) {
     ok = ok && from_dev(ids[0], nk) == from_dev(ids[1], nk) && from_dev(wt[0], nk) == from_dev(wt[1], nk);
     ok = ok && from_dev(s[0].offsets, E + 1) == from_dev(s[1].offsets, E + 1) && from_dev(s[0].src_rows, nk) == from_dev(s[1].src_rows, nk) &&
          from_dev(s[0].pair_pos, nk) == from_dev(s[1].pair_pos, nk) && from_dev(s[0].tile_offsets, E + 1) == from_dev(s[1].tile_offsets, E + 1) &&
-         from_dev(s[0].n_active, 1) == from_dev(s[1].n_active, 1) && from_dev(s[0].active, 3 * E) == from_dev(s[1].active, 3 * E);
+         from_dev(s[0].n_active, 1) == from_dev(s[1].n_active, 1) && from_dev(s[0].active, 3 * E) == from_dev(s[1].active, 3 * E) &&
+         from_dev(s[0].counts, E) == from_dev(s[1].counts, E);
     char what[128];
     snprintf(what, sizeof what, "one-launch router n %d top-%d of %d, H %d (= norm + product + route/sort)", n, k, E, H);
     printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
@@ -701,6 +702,9 @@ static void check_products_and_routing() {
     check_sort(16384, 8, 128);
     check_sort(5000, 4, 60);
     check_route_sort(1, 128, 8);
+    check_route_sort(1, 60, 4);
+    check_route_sort(1, 512, 8);
+    check_route_sort(1, 8, 8);
     check_route_sort(32, 128, 8);
     check_route_sort(7, 8, 2);
     check_route_sort(20, 256, 8);

@@ -15,11 +15,12 @@
 // reductions (redux.sync): the maximum of the values' bits (a non-negative float orders as its
 // bits) and the lowest expert id holding it. A probability that is NaN (from NaN logits) is never
 // preferred to a number, and every id written is a real expert.
-// PER_LANE: router logits each lane holds (E <= 32 * PER_LANE). ids_local, when set, gets the ids
-// too (shared memory of the caller, which reads them back).
+// PER_LANE: router logits each lane holds (E <= 32 * PER_LANE); k <= 32 (the CUDA backend refuses
+// more). ids_local, when set, gets the ids too (shared memory of the caller, which reads them back).
+// Returns pick `lane` in lanes below k (0 in the others).
 template <int PER_LANE>
-__device__ void route_token_n(int t, int32_t *ids, int32_t *ids_local, float *weights, const float *logits, int ld, int E,
-                              int k, int renorm) {
+__device__ int route_token_n(int t, int32_t *ids, int32_t *ids_local, float *weights, const float *logits, int ld, int E,
+                             int k, int renorm) {
     const int lane = threadIdx.x & 31;
     const float *row = logits + (size_t)t * ld;
     float p[PER_LANE];
@@ -48,8 +49,9 @@ __device__ void route_token_n(int t, int32_t *ids, int32_t *ids_local, float *we
         key[i] = i * 32 + lane >= E ? 0u : q >= 0.0f ? __float_as_uint(q + 0.0f) + 2u : 1u;
     }
 
-    float chosen[32];
-    float wsum = 0.0f;
+    // lane j keeps pick j (k <= 32), so no array of picks goes to local memory
+    int my_id = 0;
+    float my_value = 0.0f, wsum = 0.0f;
 #pragma unroll 1   // rolled loops here: these launches fetch their code cold (see per_lane_of)
     for (int j = 0; j < k; j++) {
         unsigned bk = 0u;
@@ -64,16 +66,18 @@ __device__ void route_token_n(int t, int32_t *ids, int32_t *ids_local, float *we
             if (i * 32 + lane == bi) key[i] = 0u;
         const float bv = top >= 2u ? __uint_as_float(top - 2u) : NAN;
         if (bi == 0x7fffffff) bi = j;   // fewer than k experts (k > E): refused on load; a real id anyway
-        if (lane == 0) {
-            ids[(size_t)t * k + j] = bi;
-            if (ids_local) ids_local[t * k + j] = bi;
+        if (lane == j) {
+            my_id = bi;
+            my_value = bv;
         }
-        if (j < 32) chosen[j] = bv;
         wsum += bv;
     }
-    if (lane == 0)
-#pragma unroll 1
-        for (int j = 0; j < k && j < 32; j++) weights[(size_t)t * k + j] = renorm ? chosen[j] / wsum : chosen[j];
+    if (lane < k) {
+        ids[(size_t)t * k + lane] = my_id;
+        if (ids_local) ids_local[t * k + lane] = my_id;
+        weights[(size_t)t * k + lane] = renorm ? my_value / wsum : my_value;
+    }
+    return my_id;
 }
 
 // Ranks pairs [begin, end) in order into their experts' slots, starting at cursor[e] (shared
@@ -197,16 +201,64 @@ static __device__ void scan_counts_block(const mt_expert_sort &s, const int32_t 
     __syncthreads();
 }
 
+// The sort of a pass of one token, by the warp that routed it (lane j holding pick j): the picks are
+// distinct experts, so each active expert has one row and one tile, and the experts before e (its
+// offset and its tile offset) are the picks with lower ids. They are counted from a bitmask of the
+// picks (mask: (E + 31) / 32 words of shared memory): the set bits of the words before e's and those
+// of e's below it. Writes what scan_counts_block and the scatter write for the same pass.
+static __device__ void sort_one_token_warp(const mt_expert_sort &s, unsigned *mask, int id, int k, int E) {
+    const int lane = threadIdx.x & 31, words = (E + 31) / 32;
+    for (int w = lane; w < words; w += 32) mask[w] = 0u;
+    __syncwarp();
+    if (lane < k) atomicOr(&mask[id >> 5], 1u << (id & 31));
+    __syncwarp();
+    if (lane < k) {
+        int rank = __popc(mask[id >> 5] & ((1u << (id & 31)) - 1u));
+        for (int w = 0; w < (id >> 5); w++) rank += __popc(mask[w]);
+        s.active[rank] = id;
+        s.active[E + rank] = rank;
+        s.active[2 * E + rank] = 1;
+        s.src_rows[rank] = 0;
+        s.pair_pos[lane] = rank;
+    }
+    int before = 0;   // picks in the words before word i
+    for (int i = 0; i < words; i++) {
+        const unsigned m = mask[i];
+        const int e = i * 32 + lane, below = before + __popc(m & ((1u << lane) - 1u));
+        if (e < E) {
+            s.counts[e] = (int)((m >> lane) & 1u);
+            s.offsets[e] = below;
+            s.tile_offsets[e] = below;
+        }
+        before += __popc(m);
+    }
+    if (lane == 0) {
+        s.offsets[E] = k;
+        s.tile_offsets[E] = k;
+        *s.n_active = k;
+    }
+}
+
 // Decode-sized passes (n <= 32 tokens, E <= 512, n * k <= 512): routing and the sort by one block
 // of SMALL_SORT_THREADS threads. Warp w routes tokens w and w + 16, its ids also kept in shared
 // memory for the counts and the scatter; the counts go to shared memory; the block scans them
 // (scan_counts_block); a thread per pair scatters up to 64 pairs, warp 0 more (scatter_in_order).
-// logits may be in shared memory.
+// A pass of one token is routed and sorted by warp 0 alone (sort_one_token_warp). logits may be in
+// shared memory.
 template <int PER_LANE>
 __device__ __forceinline__ void route_sort_small_block(const mt_expert_sort &s, int32_t *ids, float *weights,
                                                        const float *logits, int ld, int n, int E, int k, int renorm) {
     __shared__ int32_t count[SMALL_SORT_THREADS], cursor[SMALL_SORT_THREADS], ids_local[SMALL_SORT_THREADS];
     const int tid = threadIdx.x, warp = tid >> 5;
+    if (n == 1) {
+        if (warp == 0) {
+            const int id = route_token_n<PER_LANE>(0, ids, nullptr, weights, logits, ld, E, k, renorm);
+            MT_TIMELINE_MARK(0);   // routed
+            sort_one_token_warp(s, reinterpret_cast<unsigned *>(count), id, k, E);
+            MT_TIMELINE_MARK(1);   // sorted
+        }
+        return;
+    }
     count[tid] = 0;
     __syncthreads();
     for (int t = warp; t < n; t += SMALL_SORT_THREADS / 32)
