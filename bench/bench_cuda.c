@@ -10,8 +10,9 @@
  *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
  *                    [--only decodeB|prefill] [--batch B]
  *   build/bench_cuda --figures stages [--batch B]    (what each kind of launch costs in a decode step)
- *   build-tl/bench_cuda --figures timeline [--batch B]  (when each launch's blocks start, pass their wait
- *                    and end, in a build configured with -DMOETRACE_CUDA_TIMELINE=ON)
+ *   build-tl/bench_cuda --figures timeline [--batch B] [--timeline-csv FILE]  (when each launch's blocks
+ *                    start, pass their wait and end, in a build configured with
+ *                    -DMOETRACE_CUDA_TIMELINE=ON; FILE gets every block's record)
  * --figures measures one group of figures (with the ceilings), --batch only that decode batch; --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
@@ -285,8 +286,26 @@ static void measure_stage_costs(const mt_model *m, mt_kv_cache *kv, int B, int P
     workload_free(&w);
 }
 
-/* The kernel timeline of a few decode steps of batch B (builds with the timeline only). */
-static void measure_timeline(const mt_model *m, mt_kv_cache *kv, int B, int P) {
+/* Every record as a CSV row, in recording order (per multiprocessor), for analyses the report does
+ * not make (which multiprocessors a launch's last blocks ran on, say). */
+static void write_timeline_csv(const char *path, const mt_tl_block *rec, size_t n) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "bench_cuda: cannot write %s\n", path);
+        return;
+    }
+    fprintf(f, "kind,grid,block,sm,t_enter,t_wait,t_exit,t_mark0,t_mark1\n");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s,%u,%u,%u,%llu,%llu,%llu,%llu,%llu\n", mt_tl_kind_name((int)rec[i].kind), rec[i].grid,
+                rec[i].block, rec[i].sm, (unsigned long long)rec[i].t_enter, (unsigned long long)rec[i].t_wait,
+                (unsigned long long)rec[i].t_exit, (unsigned long long)rec[i].t_mark[0],
+                (unsigned long long)rec[i].t_mark[1]);
+    fclose(f);
+}
+
+/* The kernel timeline of a few decode steps of batch B (builds with the timeline only); csv: when
+ * set, every record is written there too. */
+static void measure_timeline(const mt_model *m, mt_kv_cache *kv, int B, int P, const char *csv) {
     enum { STEPS = 5 };
     const size_t cap = (size_t)4 << 20;
     workload w;
@@ -304,6 +323,7 @@ static void measure_timeline(const mt_model *m, mt_kv_cache *kv, int B, int P) {
     printf("decode batch %d, context %d, timeline build: step %.3f ms (mean of %d)\n", B, P, sum / STEPS * 1e3, STEPS);
     if (recorded > n) printf("timeline: %zu blocks recorded, only %zu kept: the report is wrong\n", recorded, n);
     tl_report(rec, n, m->cfg.num_hidden_layers);
+    if (csv) write_timeline_csv(csv, rec, n);
     free(rec);
     workload_free(&w);
 }
@@ -375,7 +395,7 @@ static int profile_only(const char *dir, const char *what, int P) {
 int main(int argc, char **argv) {
     const char *dir = MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b";
     int P = 512, steps = 32, reps = 9;
-    const char *only = NULL, *figures = NULL;
+    const char *only = NULL, *figures = NULL, *timeline_csv = NULL;
     int one_batch = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
@@ -385,6 +405,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
         else if (!strcmp(argv[i], "--figures")) figures = argv[i + 1];
         else if (!strcmp(argv[i], "--batch")) one_batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--timeline-csv")) timeline_csv = argv[i + 1];
     }
     if (one_batch < 0 || one_batch > 256) {
         fprintf(stderr, "bench_cuda: --batch takes 1 .. 256\n");
@@ -518,7 +539,7 @@ int main(int argc, char **argv) {
     }
     if (figures && !strcmp(figures, "stages"))
         measure_stage_costs(&m, &kv, one_batch ? one_batch : 1, P, steps / 2 > 0 ? steps / 2 : 1);
-    if (figures && !strcmp(figures, "timeline")) measure_timeline(&m, &kv, one_batch ? one_batch : 1, P);
+    if (figures && !strcmp(figures, "timeline")) measure_timeline(&m, &kv, one_batch ? one_batch : 1, P, timeline_csv);
     mt_kv_cache_free(&kv);
     mt_model_free(&m);
     return 0;
