@@ -297,6 +297,18 @@ static void check_sort(int n, int k, int E) {
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     bool ok = from_dev(s.offsets, E + 1) == off && from_dev(s.src_rows, nk) == src && from_dev(s.pair_pos, nk) == pos;
+    // the counts, tiles of tile_rows and the active list (ids, first positions, rows) too
+    std::vector<int32_t> counts(E), tiles(E + 1, 0), active;
+    for (int e = 0; e < E; e++) {
+        counts[e] = off[e + 1] - off[e];
+        tiles[e + 1] = tiles[e] + (counts[e] + s.tile_rows - 1) / s.tile_rows;
+        if (counts[e] > 0) active.push_back(e);
+    }
+    const int na = (int)active.size();
+    auto act = from_dev(s.active, 3 * (size_t)E);
+    ok = ok && from_dev(s.counts, E) == counts && from_dev(s.tile_offsets, E + 1) == tiles && from_dev(s.n_active, 1)[0] == na;
+    for (int y = 0; y < na && ok; y++)
+        ok = act[y] == active[y] && act[E + y] == off[active[y]] && act[2 * E + y] == counts[active[y]];
     char what[128];
     snprintf(what, sizeof what, "expert sort n %d top-%d of %d experts (stable, exact)", n, k, E);
     printf("  %-64s %s\n", what, ok ? "ok" : "FAIL");
@@ -701,6 +713,7 @@ static void check_products_and_routing() {
     check_sort(100, 6, 400);
     check_sort(16384, 8, 128);
     check_sort(5000, 4, 60);
+    check_sort(2000, 8, 1024);
     check_route_sort(1, 128, 8);
     check_route_sort(1, 60, 4);
     check_route_sort(1, 512, 8);

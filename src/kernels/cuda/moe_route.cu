@@ -42,8 +42,7 @@ __global__ void expert_sort_kernel(mt_expert_sort s, const int32_t *ids, int nk,
         count[e] = at;
     }
     __syncthreads();
-    if (warp == 0) scan_counts_warp(s, count, cursor, E);
-    __syncthreads();
+    scan_counts_block(s, count, cursor, E);
     for (int e = threadIdx.x; e < nw * E; e += blockDim.x) wc[e] += cursor[e % E];
     __syncthreads();
     scatter_in_order(s, ids, begin, end, k, wc + warp * E);
@@ -84,8 +83,7 @@ __global__ void sort_scan_kernel(mt_expert_sort s, int n_chunks, int E) {
         s.counts[e] = total;
     }
     __syncthreads();
-    if (threadIdx.x < 32) scan_counts_warp(s, s.counts, s.offsets, E);   // cursor: offsets again
-    __syncthreads();
+    scan_counts_block(s, s.counts, s.offsets, E);   // cursor: offsets again
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
         int at = s.offsets[e];
         for (int c = 0; c < n_chunks; c++) {

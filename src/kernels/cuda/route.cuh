@@ -100,63 +100,17 @@ static __device__ void scatter_in_order(const mt_expert_sort &s, const int32_t *
     }
 }
 
-// From count[E] (shared memory, E <= 1024): counts, offsets, tile offsets, the active list, and
-// cursor[e] = offsets[e] (shared memory). Warp 0 alone: each lane owns E/32 consecutive experts,
-// the lanes' sums are scanned across the warp.
-static __device__ void scan_counts_warp(const mt_expert_sort &s, const int32_t *count, int32_t *cursor, int E) {
-    const int lane = threadIdx.x & 31;
-    const int per = (E + 31) / 32, first = lane * per;
-    int sum_rows = 0, sum_tiles = 0, sum_active = 0;
-#pragma unroll 1
-    for (int e = first; e < first + per && e < E; e++) {
-        sum_rows += count[e];
-        sum_tiles += (count[e] + s.tile_rows - 1) / s.tile_rows;
-        sum_active += count[e] > 0;
-    }
-    int inc_rows = sum_rows, inc_tiles = sum_tiles, inc_active = sum_active;   // inclusive warp scans
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        int r = __shfl_up_sync(0xffffffffu, inc_rows, o), t = __shfl_up_sync(0xffffffffu, inc_tiles, o),
-            a = __shfl_up_sync(0xffffffffu, inc_active, o);
-        if (lane >= o) {
-            inc_rows += r;
-            inc_tiles += t;
-            inc_active += a;
-        }
-    }
-    int at = inc_rows - sum_rows, tiles = inc_tiles - sum_tiles, active = inc_active - sum_active;
-#pragma unroll 1
-    for (int e = first; e < first + per && e < E; e++) {
-        int c = count[e];
-        s.counts[e] = c;
-        s.offsets[e] = at;
-        s.tile_offsets[e] = tiles;
-        cursor[e] = at;
-        if (c > 0) {
-            s.active[active] = e;
-            s.active[E + active] = at;
-            s.active[2 * E + active] = c;
-            active++;
-        }
-        at += c;
-        tiles += (c + s.tile_rows - 1) / s.tile_rows;
-    }
-    if (lane == 31) {
-        s.offsets[E] = inc_rows;
-        s.tile_offsets[E] = inc_tiles;
-        *s.n_active = inc_active;
-    }
-    __syncwarp();
-}
-
 // Threads of the block that routes and sorts a decode-sized pass (route_sort_small_block).
 constexpr int SMALL_SORT_THREADS = 512;
 
-// scan_counts_warp's outputs by a whole block of SMALL_SORT_THREADS threads (E <= that), thread e
-// taking expert e: the rows, tiles and active experts before it by warp scans and the warps' totals,
-// with no loop over experts. Returns with cursor[] set and visible to the block.
+// From count[E]: the sort's counts, offsets, tile offsets (offsets[E] and tile_offsets[E] the
+// totals), the active list (ids in order, then their first positions, then their rows), n_active,
+// and cursor[e] = offsets[e]. By a whole block of at least E threads (at most 1024), thread e taking
+// expert e: the rows, tiles and active experts before it by warp scans and the warps' totals, with
+// no loop over experts. count and cursor may be shared or global memory (count may be s.counts);
+// returns with cursor[] set and visible to the block.
 static __device__ void scan_counts_block(const mt_expert_sort &s, const int32_t *count, int32_t *cursor, int E) {
-    __shared__ int totals[SMALL_SORT_THREADS / 32][3];
+    __shared__ int totals[32][3];
     const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
     const int c = e < E ? count[e] : 0, tiles = (c + s.tile_rows - 1) / s.tile_rows, act = c > 0;
     int inc_rows = c, inc_tiles = tiles, inc_act = act;   // inclusive scans within the warp
