@@ -729,6 +729,8 @@ static void check_products_and_routing() {
     check_moe_router(3, 60, 4, 64);
     check_moe_router(5, 64, 6, 4096);
     check_moe_router(2, 8, 2, 256);
+    check_moe_router(1, 64, 6, 4096);   // one token, normed by the whole block (two 4-vectors a thread)
+    check_moe_router(1, 60, 4, 1920);   // one token, a norm width other than the block's: by a warp
     printf("combine folded into the next product\n");
     check_combined(5120, 2048, 8, false);   // q/k/v of Qwen3-30B-A3B at batch 1
     check_combined(5120, 2048, 8, true);

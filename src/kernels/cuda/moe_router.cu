@@ -5,7 +5,8 @@
 // One cluster of R blocks, R = the router's 16-row tiles (E <= 128: R <= 8, a portable cluster).
 // Every block copies its weight tile into shared memory before the dependency wait (weights: no
 // launch writes them), then normalises the pass's rows itself (a warp a row, with the norm
-// launch's arithmetic: row_norm.cuh), takes its 16 logits per token with the small product path's
+// launch's arithmetic: row_norm.cuh; a pass of one token by the whole block, with the norm launch's
+// code), takes its 16 logits per token with the small product path's
 // arithmetic (warp w: slice w of mt_k_slices(H), m16n8k16 chunks in order; slices added in order
 // from zero) and stores them into block 0's shared memory with asynchronous remote stores that
 // complete on a barrier there (no cluster-wide fence or barrier at the end). Block 0 then routes and sorts
@@ -60,9 +61,24 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
     // every block must have started, and block 0's barrier be initialised, before another block
     // writes its shared memory: arrive now, wait before the first remote write
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+    // One token: the whole block normalises it with the norm launch's code, at that launch's width
+    // (one load a thread instead of a warp's 16 in turn, and the sums' trees side by side).
+    const bool one_row = a.n == 1 && rmsnorm_threads(H) == ROUTER_THREADS && rmsnorm_vecs(H) == NV;
+    __shared__ float norm_scratch[33];
+    NormWeights<NV> nwr;
+    if (one_row) nwr = norm_weights<NV>(a.norm_w, H);   // weights: before the wait
     mt_grid_dependency_wait();
 
-    if (warp < a.n) {   // warp t normalises token t
+    if (one_row) {
+        const float4 *h4 = reinterpret_cast<const float4 *>(a.h);
+        float4 v[NV];
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            const int i = tid + j * ROUTER_THREADS;
+            v[j] = i < H / 4 ? __ldcg(h4 + i) : make_float4(0, 0, 0, 0);
+        }
+        rmsnorm_values<NV>(xs, v, a.h, a.norm_w, nwr, H, a.eps, norm_scratch);
+    } else if (warp < a.n) {   // warp t normalises token t
         mt_mbar_wait(&nbar, 0);
         rmsnorm_row_warp<NV>(xs + (size_t)warp * xstride, a.h + (size_t)warp * H, nws, H, a.eps);
     }
