@@ -44,14 +44,20 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
     bf16 *xs = reinterpret_cast<bf16 *>(nws + H);
     float *part = reinterpret_cast<float *>(xs + (size_t)a.n * xstride);
     float *lg = part + 8 * 128;
+    // One token: the whole block normalises it with the norm launch's code, at that launch's width
+    // (one load a thread instead of a warp's 16 in turn, and the sums' trees side by side), its
+    // weights from global memory; otherwise a warp a token, its weights copied to nws.
+    const bool one_row = a.n == 1 && rmsnorm_threads(H) == ROUTER_THREADS && rmsnorm_vecs(H) == NV;
     if (tid == 0) {   // the tile: 16 rows x H, contiguous in the tiled layout
         const unsigned bytes = (unsigned)H * 32u;
         mt_mbar_init(&wbar, 1);
         mt_mbar_init(&nbar, 1);
         mt_mbar_init(&lbar, 1);
         mt_mbar_init_fence();
-        mt_mbar_expect(&nbar, (unsigned)H * 4u);
-        mt_bulk_copy(nws, a.norm_w, (unsigned)H * 4u, &nbar, mt_weight_policy(false));
+        if (!one_row) {   // only the warps' norm waits on it: no copy is left in flight at exit
+            mt_mbar_expect(&nbar, (unsigned)H * 4u);
+            mt_bulk_copy(nws, a.norm_w, (unsigned)H * 4u, &nbar, mt_weight_policy(false));
+        }
         mt_mbar_expect(&wbar, bytes);
         mt_bulk_copy(wt, a.W.w + (size_t)rt * C * 256, bytes, &wbar, mt_weight_policy(true));
         // block 0: the other blocks' logits, 4 bytes each, arrive by asynchronous remote stores
@@ -61,9 +67,6 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
     // every block must have started, and block 0's barrier be initialised, before another block
     // writes its shared memory: arrive now, wait before the first remote write
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-    // One token: the whole block normalises it with the norm launch's code, at that launch's width
-    // (one load a thread instead of a warp's 16 in turn, and the sums' trees side by side).
-    const bool one_row = a.n == 1 && rmsnorm_threads(H) == ROUTER_THREADS && rmsnorm_vecs(H) == NV;
     __shared__ float norm_scratch[33];
     NormWeights<NV> nwr;
     if (one_row) nwr = norm_weights<NV>(a.norm_w, H);   // weights: before the wait
