@@ -13,9 +13,10 @@
 #include "engine/cuda_internal.h"
 
 void mt_gpu_scratch_release(GpuScratch *s) {
-    void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys, s->sg,
-                   s->logits, s->xb, s->qb, s->att, s->act, s->sact, s->cap_ids, s->cap_w, s->offsets, s->tile_offsets, s->counts, s->active, s->n_active,
-                   s->src_rows, s->pair_pos, s->next, s->sort_chunks, s->argmax_scratch, s->split_part};
+    void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys,
+                   s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact, s->cap_ids, s->cap_w, s->offsets,
+                   s->tile_offsets, s->counts, s->active, s->n_active, s->src_rows, s->pair_pos, s->next,
+                   s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
     cudaFreeHost(s->h_cap_w);

@@ -1,6 +1,7 @@
 // Device pieces of MoE routing shared by the routing launches (moe_route.cu) and the decode router
-// (moe_router.cu): softmax top-k of one token by a warp, and the stable counting sort of a
-// decode-sized pass by one block. One copy of the code, so every launch that routes a token gives
+// (moe_router.cu): softmax top-k of one token by a warp, the stable counting sort of a decode-sized
+// pass by one block (of a one-token pass by the warp that routed it), and the scan of the sort's
+// counts that every sort shares. One copy of the code, so every launch that routes a token gives
 // the same ids and weights. Device code only; included by .cu files.
 #ifndef MT_KERNELS_CUDA_ROUTE_CUH
 #define MT_KERNELS_CUDA_ROUTE_CUH
