@@ -25,15 +25,6 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* The whole file, NUL-terminated (malloc'd), or NULL. */
-static char *slurp(const char *path, size_t *len) {
-    mt_err err;
-    size_t n = 0;
-    char *text = mt_read_file(path, &n, &err);
-    if (len) *len = n;
-    return text;
-}
-
 int main(int argc, char **argv) {
     const char *model = NULL, *text_out = NULL;
     double mb = 3.0;
@@ -48,8 +39,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_tokenizer --model DIR [--mb 3] [--text-out F] [--reps 3]\n");
         return 2;
     }
-    size_t len;
-    char *json = slurp(MT_SOURCE_DIR "/tests/tokenizer/corpus.json", &len);
+    mt_err err;
+    char *json = mt_read_file(MT_SOURCE_DIR "/tests/tokenizer/corpus.json", NULL, &err);
     cJSON *corpus = json ? cJSON_Parse(json) : NULL;
     if (!cJSON_IsArray(corpus)) {
         fprintf(stderr, "bench_tokenizer: cannot read tests/tokenizer/corpus.json\n");
@@ -87,7 +78,6 @@ int main(int argc, char **argv) {
         fclose(f);
     }
     mt_tokenizer *tok;
-    mt_err err;
     if (mt_tokenizer_load(&tok, model, &err)) {
         fprintf(stderr, "bench_tokenizer: %s\n", err.msg);
         return 1;

@@ -16,18 +16,12 @@
 #include <cmocka.h>
 
 #include "chat/chat_template.h"
-#include "util/json_util.h"
-
-/* The whole file, NUL-terminated (malloc'd), or NULL. */
-static char *slurp(const char *path) {
-    mt_err err;
-    return mt_read_file(path, NULL, &err);
-}
+#include "test_files.h"
 
 static cJSON *load_json(const char *rel) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", MT_SOURCE_DIR, rel);
-    char *t = slurp(path);
+    char *t = slurp(path, NULL);
     if (!t) fail_msg("cannot read %s", path);
     cJSON *j = cJSON_Parse(t);
     free(t);
@@ -45,7 +39,7 @@ static mt_chat_template *load_named(const char *name) {
     snprintf(rel, sizeof rel, "tests/chat/templates/%s.jinja", name);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", MT_SOURCE_DIR, rel);
-    char *src = slurp(path);
+    char *src = slurp(path, NULL);
     if (!src) fail_msg("cannot read %s", path);
     snprintf(rel, sizeof rel, "tests/chat/templates/%s.tokens.json", name);
     cJSON *tokens = load_json(rel);
@@ -268,7 +262,7 @@ static void test_cli(void **state) {
     /* a model folder with the Qwen3 template and the expected rendering of two settings */
     char path[4096];
     snprintf(path, sizeof path, "%s/tests/chat/templates/qwen3.jinja", MT_SOURCE_DIR);
-    char *src = slurp(path);
+    char *src = slurp(path, NULL);
     assert_non_null(src);
     cJSON *cfg = cJSON_CreateObject();
     cJSON_AddStringToObject(cfg, "chat_template", src);
@@ -316,7 +310,7 @@ static void test_cli(void **state) {
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         snprintf(args, sizeof args, "--model '%s' --messages '%s' %s", dir, runs[r].file, runs[r].extra);
         assert_int_equal(run_cli(args, outp), 0);
-        char *got = slurp(outp);
+        char *got = slurp(outp, NULL);
         const cJSON *cs, *want = NULL;
         cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(expected, "cases")) {
             if (!strcmp(cJSON_GetObjectItemCaseSensitive(cs, "template")->valuestring, "qwen3") &&
@@ -336,7 +330,7 @@ static void test_cli(void **state) {
     fclose(f);
     snprintf(args, sizeof args, "--model '%s' --messages '%s'", dir, path);
     assert_int_equal(run_cli(args, outp), 0);
-    char *got = slurp(outp);
+    char *got = slurp(outp, NULL);
     assert_string_equal(got, "<|im_end|>6+");
     free(got);
     /* errors: missing folder, bad kwargs, unknown flag */

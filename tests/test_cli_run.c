@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "engine/cuda_backend.h"
+#include "test_cli.h"
 #include "util/npy.h"
 
 static char g_dir[64];
@@ -22,18 +23,6 @@ static const char CONFIG[] =
     " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16, \"max_position_embeddings\": 256,"
     " \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, \"intermediate_size\": 64,"
     " \"mlp_only_layers\": [0], \"eos_token_id\": 2}";
-
-/* Runs a shell command; returns its exit status and its stderr (and stdout) in out. */
-static int run_cmd(const char *args, char *out, size_t out_len) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", g_bin, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, out_len - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static int setup(void **state) {
     (void)state;
@@ -87,21 +76,21 @@ static void test_prompt_and_chat(void **state) {
     if (!g_bin) skip();
     char out[8192], args[1024];
     snprintf(args, sizeof args, "tokenize --model %s/model --text 'Hello world, hello moetrace'", g_dir);
-    assert_int_equal(run_cmd(args, out, sizeof out), 0);
+    assert_int_equal(run_moetrace(args, out, sizeof out), 0);
     int n_prompt = 1;
     for (char *c = out; *c; c++) n_prompt += *c == ',';
 
     snprintf(args, sizeof args,
              "run --model %s/model --load-format dummy --prompt 'Hello world, hello moetrace' --max-new-tokens 4 "
              "--ignore-eos --routing-out %s/r.npy", g_dir, g_dir);
-    assert_int_equal(run_cmd(args, out, sizeof out), 0);
+    assert_int_equal(run_moetrace(args, out, sizeof out), 0);
     assert_int_equal(routing_rows(), n_prompt + 3);
 
     snprintf(args, sizeof args,
              "run --model %s/model --load-format dummy --chat --prompt 'Hello world, hello moetrace' "
              "--max-new-tokens 2 --ignore-eos --temperature 0.8 --top-p 0.9 --seed 3 --routing-out %s/r.npy",
              g_dir, g_dir);
-    assert_int_equal(run_cmd(args, out, sizeof out), 0);
+    assert_int_equal(run_moetrace(args, out, sizeof out), 0);
     assert_true(routing_rows() > n_prompt + 1); /* the template adds role markers */
 }
 
@@ -128,7 +117,7 @@ static void test_bad_inputs(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[512], out[8192];
         snprintf(args, sizeof args, cases[i].args, g_dir);
-        int st = run_cmd(args, out, sizeof out);
+        int st = run_moetrace(args, out, sizeof out);
         if (st != cases[i].status || !strstr(out, cases[i].needle))
             fail_msg("'%s': exit %d (want %d), output '%s' lacks '%s'", args, st, cases[i].status, out, cases[i].needle);
     }
@@ -136,10 +125,10 @@ static void test_bad_inputs(void **state) {
     if (mt_cuda_device_count() == 0) {   /* without a GPU, --device cuda is a clear error */
         char args[512];
         snprintf(args, sizeof args, "run --model %s/notok --input-ids 1 --device cuda", g_dir);
-        assert_int_equal(run_cmd(args, out, sizeof out), 1);
+        assert_int_equal(run_moetrace(args, out, sizeof out), 1);
         assert_non_null(strstr(out, "cuda"));
     }
-    assert_int_equal(run_cmd("run --help", out, sizeof out), 0);
+    assert_int_equal(run_moetrace("run --help", out, sizeof out), 0);
     assert_non_null(strstr(out, "--routing-out"));
 }
 

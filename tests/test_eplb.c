@@ -16,18 +16,9 @@
 #include "routing/balancedness.h"
 #include "routing/eplb.h"
 #include "routing/stat_dump.h"
-#include "util/json_util.h"
+#include "test_files.h"
 
 /* ---- helpers ---- */
-
-/* The whole file, NUL-terminated (malloc'd), or NULL. */
-static char *slurp(const char *path, size_t *len) {
-    mt_err err;
-    size_t n = 0;
-    char *text = mt_read_file(path, &n, &err);
-    if (len) *len = n;
-    return text;
-}
 
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");

@@ -21,6 +21,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "test_cli.h"
+#include "test_files.h"
 #include "tmp_dir.h"
 
 #include "engine/engine.h"
@@ -29,7 +31,6 @@
 #include "routing/placement.h"
 #include "routing/recorder.h"
 #include "routing/stat_dump.h"
-#include "util/json_util.h"
 #include "util/npy.h"
 
 static mt_model g_model;
@@ -308,27 +309,6 @@ static void test_misfit_refused(void **state) {
 
 /* ---- the CLI ---- */
 
-static int run_cmd(const char *args, char *out, size_t len) {
-    const char *bin = getenv("MOETRACE_BIN");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* The whole file, NUL-terminated (malloc'd), or NULL. */
-static char *slurp(const char *path, size_t *len) {
-    mt_err err;
-    size_t n = 0;
-    char *text = mt_read_file(path, &n, &err);
-    if (len) *len = n;
-    return text;
-}
-
 static void assert_same_file(const char *a, const char *b) {
     size_t la, lb;
     char *x = slurp(a, &la), *y = slurp(b, &lb);
@@ -348,11 +328,11 @@ static void test_cli_run(void **state) {
     const char *common = "run --model " FIXTURE " --input-ids 3,14,15,92,65,35 --max-new-tokens 6 --ignore-eos";
     snprintf(args, sizeof args, "%s --logits-out %s --routing-out %s --tokens-out %s", common, path_of("l0.npy"),
              path_of("r0.npy"), path_of("t0.npy"));
-    assert_int_equal(run_cmd(args, out, sizeof out), 0);
+    assert_int_equal(run_moetrace(args, out, sizeof out), 0);
     snprintf(args, sizeof args, "%s --init-expert-location %s --logits-out %s --routing-out %s --tokens-out %s"
              " --physical-routing-out %s", common, path_of("plc.json"), path_of("l1.npy"), path_of("r1.npy"),
              path_of("t1.npy"), path_of("p1.npy"));
-    if (run_cmd(args, out, sizeof out) != 0) fail_msg("%s", out);
+    if (run_moetrace(args, out, sizeof out) != 0) fail_msg("%s", out);
     assert_non_null(strstr(out, "per-GPU routed tokens"));
     assert_same_file(path_of("l0.npy"), path_of("l1.npy"));
     assert_same_file(path_of("r0.npy"), path_of("r1.npy"));
@@ -403,7 +383,7 @@ static void test_cli_run(void **state) {
         if (at) snprintf(extra, sizeof extra, "%.*s%s", (int)(at - bad[i].extra), bad[i].extra, path_of(at + 1));
         else snprintf(extra, sizeof extra, "%s", bad[i].extra);
         snprintf(args, sizeof args, "%s %s", common, extra);
-        int rc = run_cmd(args, out, sizeof out);
+        int rc = run_moetrace(args, out, sizeof out);
         if (rc == 0 || !strstr(out, bad[i].needle)) fail_msg("'%s': rc %d, output: %s", extra, rc, out);
     }
 }
@@ -421,7 +401,7 @@ static void test_cli_profile_planned(void **state) {
     /* first a profile without a placement, whose stat dump is then planned from at start-up */
     snprintf(args, sizeof args, "profile --model " FIXTURE " --data %s --out %s --max-new-tokens 4 --ignore-eos",
              path_of("ds.jsonl"), path_of("p0"));
-    if (run_cmd(args, out, sizeof out) != 0) fail_msg("%s", out);
+    if (run_moetrace(args, out, sizeof out) != 0) fail_msg("%s", out);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "ls %s/expert_distribution_*.json > %s", path_of("p0"), path_of("dump_name"));
     assert_int_equal(system(cmd), 0);
@@ -432,7 +412,7 @@ static void test_cli_profile_planned(void **state) {
     snprintf(args, sizeof args, "profile --model " FIXTURE " --data %s --out %s --max-new-tokens 4 --ignore-eos "
              "--init-expert-location %s --ep-size 4 --ep-num-redundant-experts 4", path_of("ds.jsonl"), path_of("p1"),
              dump);
-    if (run_cmd(args, out, sizeof out) != 0) fail_msg("%s", out);
+    if (run_moetrace(args, out, sizeof out) != 0) fail_msg("%s", out);
     assert_non_null(strstr(out, "placement (eplb): 8 experts -> 12 physical slots on 4 GPUs"));
     snprintf(cmd, sizeof cmd, "ls %s/expert_distribution_*.json > %s", path_of("p1"), path_of("dump_name"));
     assert_int_equal(system(cmd), 0);

@@ -13,23 +13,13 @@
 #include <cjson/cJSON.h>
 
 #include "model/safetensors.h"
+#include "test_cli.h"
 #include "util/json_util.h"
 
 #define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 
 static char g_dir[64];
 static const char *g_bin;
-
-static int run_cmd(const char *args, char *out, size_t out_len) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", g_bin, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, out_len - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void write_file(const char *name, const char *text) {
     char path[256];
@@ -73,7 +63,7 @@ static void test_outputs_agree(void **state) {
     snprintf(args, sizeof args,
              "profile --model %s --data %s/ds.jsonl --out %s/out --max-new-tokens 5 --ignore-eos --concurrency 6 "
              "--max-batch-tokens 64 --per-token", MODEL, g_dir, g_dir);
-    int st = run_cmd(args, out, sizeof out);
+    int st = run_moetrace(args, out, sizeof out);
     if (st != 0) fail_msg("profile failed: %s", out);
     assert_null(strstr(out, "differ"));
 
@@ -139,7 +129,7 @@ static void test_bad_datasets(void **state) {
         char args[1024], out[8192];
         write_file("bad.jsonl", cases[i].text);
         snprintf(args, sizeof args, "profile --model %s --data %s/bad.jsonl --out %s/bad", MODEL, g_dir, g_dir);
-        int st = run_cmd(args, out, sizeof out);
+        int st = run_moetrace(args, out, sizeof out);
         if (st == 0 || !strstr(out, cases[i].needle)) fail_msg("case %zu: exit %d, output '%s' lacks '%s'", i, st, out, cases[i].needle);
     }
 }

@@ -15,7 +15,7 @@
 
 #include "report/report.h"
 #include "routing/stat_dump.h"
-#include "util/json_util.h"
+#include "test_files.h"
 
 static char g_dir[1024];
 
@@ -25,15 +25,6 @@ static const char *path_of(const char *name) {
     k = (k + 1) % 4;
     snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
     return buf[k];
-}
-
-/* The whole file, NUL-terminated (malloc'd), or NULL. */
-static char *slurp(const char *path, size_t *len) {
-    mt_err err;
-    size_t n = 0;
-    char *text = mt_read_file(path, &n, &err);
-    if (len) *len = n;
-    return text;
 }
 
 static void write_text(const char *path, const char *text) {

@@ -25,26 +25,17 @@
 #include "chat/chat_template.h"
 #include "model/config.h"
 #include "server/request_body.h"
+#include "server_setup.h"
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
-#include "tmp_dir.h"
+#include "test_cli.h"
 
 #define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 
-static const char *g_bin;
-
 static int setup(void **state) {
     (void)state;
-    g_bin = getenv("MOETRACE_BIN");
-    if (!g_bin) return 0;
-    mt_http_global_init();
-    return tmp_dir_make("srverr_");
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return g_bin ? tmp_dir_remove() : 0;
+    return server_setup("srverr_");
 }
 
 static void expect_alive(mt_http_client *c, const char *after) {
@@ -376,12 +367,8 @@ static void test_bad_flags(void **state) {
         {"serve --model /nonexistent/model --port 0", "config.json"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char cmd[1024], out[4096];
-        snprintf(cmd, sizeof cmd, "%s %s 2>&1", g_bin, cases[i].args);
-        FILE *p = popen(cmd, "r");
-        size_t n = fread(out, 1, sizeof out - 1, p);
-        out[n] = '\0';
-        int st = pclose(p);
+        char out[4096];
+        int st = run_moetrace(cases[i].args, out, sizeof out);
         if (st == 0 || !strstr(out, cases[i].needle))
             fail_msg("'%s': status %d, output '%s' lacks '%s'", cases[i].args, st, out, cases[i].needle);
     }
@@ -394,5 +381,5 @@ int main(void) {
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_request_bodies),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, server_teardown);
 }

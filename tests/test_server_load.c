@@ -21,10 +21,10 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "server_setup.h"
 #include "support/http_client.h"
 #include "support/load_gen.h"
 #include "support/server_proc.h"
-#include "tmp_dir.h"
 
 #define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 
@@ -36,19 +36,9 @@ static const char SLOW_CONFIG[] =
     " \"num_experts\": 32, \"num_experts_per_tok\": 4, \"moe_intermediate_size\": 256, \"intermediate_size\": 512,"
     " \"eos_token_id\": 2}";
 
-static const char *g_bin;
-
 static int setup(void **state) {
     (void)state;
-    g_bin = getenv("MOETRACE_BIN");
-    if (!g_bin) return 0;
-    mt_http_global_init();
-    return tmp_dir_make("srvload_");
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return g_bin ? tmp_dir_remove() : 0;
+    return server_setup("srvload_");
 }
 
 static void sleep_ms(int ms) {
@@ -232,5 +222,5 @@ int main(void) {
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_disconnect_cancels),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, server_teardown);
 }

@@ -19,17 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_files.h"
 #include "tokenizer/tokenizer.h"
-#include "util/json_util.h"
-
-/* The whole file, NUL-terminated (malloc'd), or NULL. */
-static char *slurp(const char *path, size_t *len) {
-    mt_err err;
-    size_t n = 0;
-    char *text = mt_read_file(path, &n, &err);
-    if (len) *len = n;
-    return text;
-}
 
 static cJSON *load_json(const char *path) {
     size_t n = 0;

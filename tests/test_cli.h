@@ -1,0 +1,25 @@
+/* Running the moetrace binary from a test (include after cmocka.h): run_moetrace runs
+ * "$MOETRACE_BIN ARGS" through the shell, so MOETRACE_BIN must be set (tests skip when it is not),
+ * and captures what it writes to stdout and stderr. */
+#ifndef MT_TESTS_TEST_CLI_H
+#define MT_TESTS_TEST_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+/* Its stdout and stderr together in out (NUL-terminated, cut at out_len - 1 bytes); returns its exit
+ * status, -1 when it did not exit normally. */
+static inline int run_moetrace(const char *args, char *out, size_t out_len) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("MOETRACE_BIN"), args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, out_len - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#endif

@@ -1,0 +1,20 @@
+/* Reading a whole file in a test: slurp returns it NUL-terminated (malloc'd; the caller frees it),
+ * or NULL when it cannot be read; the reason is dropped (tests assert on NULL or name the path
+ * themselves). */
+#ifndef MT_TESTS_TEST_FILES_H
+#define MT_TESTS_TEST_FILES_H
+
+#include <stddef.h>
+
+#include "util/json_util.h"
+
+/* The whole file, or NULL; its length in *len when len is not NULL. */
+static inline char *slurp(const char *path, size_t *len) {
+    mt_err err;
+    size_t n = 0;
+    char *text = mt_read_file(path, &n, &err);
+    if (len) *len = n;
+    return text;
+}
+
+#endif
