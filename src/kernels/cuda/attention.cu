@@ -539,11 +539,12 @@ __global__ void __launch_bounds__(HD) attention_merge_kernel(const mt_attention_
 // Decode split attention in one launch, for passes whose KV tiles fit one portable cluster
 // (split_max_tiles <= 32: 8 blocks of 4 warps). Block (z, tile, kv head): the blocks z of a
 // (tile, kv head) are one cluster, and warp w of block z computes KV tile 4z + w's state as the
-// split kernel does. Instead of going through scratch to a merge launch, each row's state is
-// stored straight into the shared memory of the block that merges that row (row r: block r % Z),
-// by asynchronous remote stores that complete on that block's barrier; each block then folds its
-// rows' states in tile order with the merge kernel's arithmetic (fold_state). Same bits as the
-// split and merge kernels.
+// split kernel does. Instead of going through scratch to a merge launch, each row's state goes
+// straight into the shared memory of the block that merges that row (row r: block r % Z),
+// completing on that block's barrier: by default each warp writes its states into its own (used)
+// K tile and sends each row's with one bulk copy (b1 -0.5 to -1.8% against 8-byte remote stores,
+// docs/PERF.md); each block then folds its rows' states in tile order with the merge kernel's
+// arithmetic (fold_state). Same bits as the split and merge kernels.
 constexpr int CLUSTER_MAX_TILES = 32;
 
 // Rows of a tile of R rows that block b of Z merges (rows b, b + Z, ...).
@@ -561,7 +562,9 @@ __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_a
     const int n_kt = t.n_tok ? min(max_pos / KV_TILE + 1, a.split_max_tiles) : 0;   // tiles with work
     const bool work = kt < n_kt;
     const int my_rows = cluster_rows_of(R, zb, Z);
-    constexpr int SW = HD + 2;   // a received state: o [HD], m, l
+    // a received state: o [HD], m, l; padded to 16 bytes, a bulk copy's unit, when sent by copies
+    constexpr int SW_ST = HD + 2, SW_BULK = (HD + 2 + 3) / 4 * 4;
+    const int SW = a.split_bulk ? SW_BULK : SW_ST;
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
     bf16 *Vs = Ks + KV_TILE * (HD + 8);
     float *recv = reinterpret_cast<float *>(reinterpret_cast<bf16 *>(smem_raw) + 4 * 2 * KV_TILE * (HD + 8));   // [kt][row][SW]
@@ -579,7 +582,33 @@ __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_a
     RowState<HD> s;
     if (work) split_tile_state<HD>(s, a, t, Ks, Vs, kvh, kt, own_row, scale_log2);
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
-    if (work) {
+    if (work && a.split_bulk) {
+        // the warp's row states into its own K tile (used by now), then row r's state by lane r,
+        // one bulk copy, to the block that folds it (34 remote stores of 8 bytes a lane otherwise)
+        float *stage = reinterpret_cast<float *>(Ks);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = tq + 8 * h;
+            if (r >= R) continue;
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) {
+                stage[r * SW_BULK + d * 8 + 2 * t4] = s.o[d][2 * h];
+                stage[r * SW_BULK + d * 8 + 2 * t4 + 1] = s.o[d][2 * h + 1];
+            }
+            if (t4 == 0) {
+                stage[r * SW_BULK + HD] = s.m[h];
+                stage[r * SW_BULK + HD + 1] = s.l[h];
+            }
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");   // the stores, before the copies read them
+        __syncwarp();
+        if (lane < R) {
+            const int b = lane % Z, j = lane / Z;
+            float *st = recv + ((size_t)kt * cluster_rows_of(R, b, Z) + j) * SW_BULK;   // in block b's shared memory
+            mt_bulk_copy_to_block(st, stage + lane * SW_BULK, SW_BULK * 4u, &sbar, b);
+            asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");   // the source read before the K tile goes
+        }
+    } else if (work) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int r = tq + 8 * h;
@@ -637,13 +666,20 @@ void launch_split(const mt_attention_args &a, cudaStream_t st) {
     }
     const int Z = (a.split_max_tiles + 3) / 4;
     if (split_one_launch() && a.split_max_tiles <= CLUSTER_MAX_TILES) {
-        const size_t cs = smem + (size_t)a.split_max_tiles * ((16 + Z - 1) / Z) * (HD + 2) * sizeof(float);
+        const size_t cs = smem + (size_t)a.split_max_tiles * ((16 + Z - 1) / Z) * ((HD + 2 + 3) / 4 * 4) * sizeof(float);
         static size_t configured_cluster = 0;
         if (cs > configured_cluster) {
             cudaFuncSetAttribute(attention_split_cluster_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cs);
             configured_cluster = cs;
         }
-        mt_launch_clusters(attention_split_cluster_kernel<HD>, dim3(Z, a.n_tiles, a.n_kv_heads), 128, cs, st, Z, a,
+        static int bulk = -1;   // MOETRACE_CUDA_SPLIT_BULK=0: remote stores instead, for comparisons
+        if (bulk < 0) {
+            const char *e = getenv("MOETRACE_CUDA_SPLIT_BULK");
+            bulk = e && !strcmp(e, "0") ? 0 : 1;
+        }
+        mt_attention_args b = a;
+        b.split_bulk = bulk;
+        mt_launch_clusters(attention_split_cluster_kernel<HD>, dim3(Z, a.n_tiles, a.n_kv_heads), 128, cs, st, Z, b,
                            scale_log2_of(HD));
         return;
     }

@@ -244,6 +244,8 @@ typedef struct mt_attention_args {
     const mt_attn_tile *tiles;        /* device; tiles with n_tok 0 are skipped (graph padding) */
     int n_tiles;
     bf16 *out;                        /* [n, n_heads*hd] */
+    int split_bulk;                   /* one-launch split: states sent by bulk copies, not remote stores
+                                         (set by the launcher: MOETRACE_CUDA_SPLIT_BULK, default on) */
     float *split_states;              /* decode: split scratch, or NULL */
     int split_max_tiles;              /* KV tiles the split kernels cover (> every tile's max_pos/32) */
 } mt_attention_args;

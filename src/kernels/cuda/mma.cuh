@@ -137,6 +137,18 @@ __device__ __forceinline__ void mt_st_async_remote2(const void *local, const uin
                  : "memory");
 }
 
+// bytes (a multiple of 16, both addresses 16-byte aligned) from this block's shared memory at src
+// into block `rank`'s shared memory at the place of `local`, completing on that block's barrier at
+// the place of `bar`; committed as a bulk group of the issuing thread.
+__device__ __forceinline__ void mt_bulk_copy_to_block(const void *local, const void *src, unsigned bytes, const uint64_t *bar,
+                                                      unsigned rank) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+        "cp.async.bulk.commit_group;\n" ::"r"(mt_cluster_addr(local, rank)),
+        "r"((uint32_t)__cvta_generic_to_shared(src)), "r"(bytes), "r"(mt_cluster_addr(bar, rank))
+        : "memory");
+}
+
 __device__ __forceinline__ uint32_t mt_pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&v);
