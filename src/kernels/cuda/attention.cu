@@ -564,6 +564,7 @@ __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_a
     const int my_rows = cluster_rows_of(R, zb, Z);
     // a received state: o [HD], m, l; padded to 16 bytes, a bulk copy's unit, when sent by copies
     constexpr int SW_ST = HD + 2, SW_BULK = (HD + 2 + 3) / 4 * 4;
+    static_assert(16 * SW_BULK * sizeof(float) <= KV_TILE * (HD + 8) * sizeof(bf16), "16 row states fit a K tile");
     const int SW = a.split_bulk ? SW_BULK : SW_ST;
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
     bf16 *Vs = Ks + KV_TILE * (HD + 8);
