@@ -6,9 +6,12 @@ the means per multiprocessor show whether some multiprocessors finish the same w
 later than others, and the correlation between launches whether the same ones do in each.
 
     python3 tests/gpu/timeline_sm.py tl.csv[.gz] [--after moe_router]
+    python3 tests/gpu/timeline_sm.py tl.csv[.gz] --blocks attn_split --modulo 8
 
 A launch is named by its kind and block count; --after K keeps only launches that follow one of
 kind K (the gate/up product follows the router, the down product another small-path launch).
+--blocks K gives instead, for launches of kind K, each block index's (modulo M: a cluster's rank
+when the cluster is the grid's first dimension) mean marks and exit from the block's own wait.
 Only the standard library: it runs on the GPU machine and here alike.
 """
 import argparse
@@ -23,7 +26,7 @@ def launches_of(path):
     with opener(path, "rt") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        for k in ("grid", "block", "sm", "t_enter", "t_wait", "t_exit"):
+        for k in ("grid", "block", "sm", "t_enter", "t_wait", "t_exit", "t_mark0", "t_mark1"):
             r[k] = int(r[k])
     by_kind = collections.defaultdict(list)
     for r in rows:
@@ -46,6 +49,22 @@ def exits_by_sm(group):
     return {sm: statistics.mean(v) for sm, v in per_sm.items()}
 
 
+def by_block_index(launches, kind, modulo):
+    """Mean mark0, mark1 and exit (us from the block's own wait) per block index modulo `modulo`."""
+    cols = collections.defaultdict(lambda: collections.defaultdict(list))
+    for key, blocks in launches:
+        if key[0] != kind:
+            continue
+        for r in blocks:
+            if not r["t_wait"]:
+                continue
+            z = r["block"] % modulo
+            for name in ("t_mark0", "t_mark1", "t_exit"):
+                if r[name]:
+                    cols[z][name].append((r[name] - r["t_wait"]) / 1000.0)
+    return cols
+
+
 def corr(x, y):
     keys = sorted(set(x) & set(y))
     if len(keys) < 3:
@@ -61,8 +80,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--after", default=None, help="only launches that follow a launch of this kind")
+    ap.add_argument("--blocks", default=None, help="per block index instead, for launches of this kind")
+    ap.add_argument("--modulo", type=int, default=8, help="with --blocks: block index modulo this")
     args = ap.parse_args()
     launches = launches_of(args.csv)
+    if args.blocks:
+        cols = by_block_index(launches, args.blocks, args.modulo)
+        print(f"{args.blocks}: means per block index mod {args.modulo}, us from the block's own wait (-: never reached)")
+        print("  index  blocks   mark0   mark1    exit")
+        for z in sorted(cols):
+            c = cols[z]
+            cell = lambda n: f"{statistics.mean(c[n]):7.2f}" if c[n] else "      -"
+            print(f"  {z:5d} {len(c['t_exit']):7d} {cell('t_mark0')} {cell('t_mark1')} {cell('t_exit')}")
+        return
     groups = collections.defaultdict(list)
     for i, (key, blocks) in enumerate(launches):
         prev = launches[i - 1][0][0] if i else "-"
