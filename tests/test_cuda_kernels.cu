@@ -550,11 +550,11 @@ static void check_combined(int rows, int H, int k, bool shared) {
 // ---- attention -------------------------------------------------------------------------------------
 
 // mode 0: decode kernel, 1: decode split kernels (split and merge launches), 2: prefill rows
-// kernel, 3: decode split in one cluster launch. Returns the output (for bitwise comparisons
-// between modes).
+// kernel, 3: decode split in one cluster launch, 4: the same sending its states by remote stores
+// instead of bulk copies. Returns the output (for bitwise comparisons between modes).
 static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx, int n_new, int mode) {
     bool decode = mode != 2;
-    if (mode == 3 && ctx / 32 + 1 > 32) return {};   // past one cluster: the two launches only
+    if (mode >= 3 && ctx / 32 + 1 > 32) return {};   // past one cluster: the two launches only
     uint64_t saved = rng_state;   // the same inputs for every mode of one shape
     rng_state = 12345 + (uint64_t)hd * 7 + (uint64_t)ctx;
     const int L = 2, layer = 1, kvd = n_kv * hd, qd = n_heads * hd, G = n_heads / n_kv;
@@ -628,22 +628,25 @@ static std::vector<bf16> check_attention(int hd, int n_heads, int n_kv, int ctx,
     a.n_tiles = (int)tiles.size();
     a.out = dout;
     float *split = nullptr;
-    if (mode == 1 || mode == 3) {
+    if (mode == 1 || mode >= 3) {
         a.split_max_tiles = ctx / 32 + 1;
         CK(cudaMalloc(&split, mt_cuda_attention_split_floats(a.n_tiles, n_kv, a.split_max_tiles, hd) * sizeof(float)));
         a.split_states = split;
     }
-    mt_cuda_attention_split_one_launch(mode == 3 ? 1 : 0);
+    mt_cuda_attention_split_one_launch(mode >= 3 ? 1 : 0);
+    mt_cuda_attention_split_bulk(mode == 4 ? 0 : 1);
     if (decode) mt_cuda_attention_decode(&a, 0);
     else mt_cuda_attention_prefill(&a, 0);
     mt_cuda_attention_split_one_launch(-1);
+    mt_cuda_attention_split_bulk(-1);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     auto g = from_dev(dout, (size_t)n_new * qd);
     std::vector<float> got(g.size());
     for (size_t i = 0; i < g.size(); i++) got[i] = __bfloat162float(g[i]);
     char what[160];
-    const char *names[4] = {"decode (4 warps)", "decode split", "prefill rows", "decode split, one launch"};
+    const char *names[5] = {"decode (4 warps)", "decode split", "prefill rows", "decode split, one launch",
+                            "decode split, one launch, stores"};
     snprintf(what, sizeof what, "attention %s hd %d heads %d/%d ctx %d tokens %d", names[mode], hd, n_heads, n_kv, ctx, n_new);
     report(what, rel(ref, got), 1.5e-2);
     cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dpos); cudaFree(dtab);
@@ -755,13 +758,15 @@ int main() {
         auto rows = check_attention(s[0], s[1], s[2], s[3], 1, 0);
         auto split = check_attention(s[0], s[1], s[2], s[3], 1, 1);
         auto one = check_attention(s[0], s[1], s[2], s[3], 1, 3);
+        auto stores = check_attention(s[0], s[1], s[2], s[3], 1, 4);
         auto pre = check_attention(s[0], s[1], s[2], s[3], s[3] < 40 ? s[3] : 40, 2);
         // the last token's rows: same bits from all four kernels
         size_t qd = (size_t)s[1] * s[0];
         bool same = memcmp(rows.data(), split.data(), qd * 2) == 0 &&
                     (one.empty() || memcmp(rows.data(), one.data(), qd * 2) == 0) &&
+                    (stores.empty() || memcmp(rows.data(), stores.data(), qd * 2) == 0) &&
                     memcmp(rows.data(), pre.data() + pre.size() - qd, qd * 2) == 0;
-        printf("  %-64s %s\n", "  decode rows, split, split in one launch, prefill rows bitwise equal", same ? "ok" : "FAIL");
+        printf("  %-64s %s\n", "  decode rows, split, one launch (copies, stores), prefill rows equal", same ? "ok" : "FAIL");
         if (!same) failures++;
     }
     printf("%s\n", failures ? "FAILED" : "all kernel checks passed");

@@ -551,7 +551,7 @@ constexpr int CLUSTER_MAX_TILES = 32;
 __device__ __forceinline__ int cluster_rows_of(int R, int b, int Z) { return R > b ? (R - b + Z - 1) / Z : 0; }
 
 template <int HD>
-__global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_attention_args a, float scale_log2) {
+__global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_attention_args a, float scale_log2, int bulk) {
     MT_TIMELINE_KERNEL(MT_TL_ATTN_SPLIT);
     extern __shared__ uint4 smem_raw[];
     __shared__ __align__(8) uint64_t sbar;
@@ -565,7 +565,7 @@ __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_a
     // a received state: o [HD], m, l; padded to 16 bytes, a bulk copy's unit, when sent by copies
     constexpr int SW_ST = HD + 2, SW_BULK = (HD + 2 + 3) / 4 * 4;
     static_assert(16 * SW_BULK * sizeof(float) <= KV_TILE * (HD + 8) * sizeof(bf16), "16 row states fit a K tile");
-    const int SW = a.split_bulk ? SW_BULK : SW_ST;
+    const int SW = bulk ? SW_BULK : SW_ST;
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
     bf16 *Vs = Ks + KV_TILE * (HD + 8);
     float *recv = reinterpret_cast<float *>(reinterpret_cast<bf16 *>(smem_raw) + 4 * 2 * KV_TILE * (HD + 8));   // [kt][row][SW]
@@ -583,7 +583,7 @@ __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_a
     RowState<HD> s;
     if (work) split_tile_state<HD>(s, a, t, Ks, Vs, kvh, kt, own_row, scale_log2);
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
-    if (work && a.split_bulk) {
+    if (work && bulk) {
         // the warp's row states into its own K tile (used by now), then row r's state by lane r,
         // one bulk copy, to the block that folds it (34 remote stores of 8 bytes a lane otherwise)
         float *stage = reinterpret_cast<float *>(Ks);
@@ -636,18 +636,25 @@ __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_a
     }
 }
 
-// Whether decode split attention runs as one cluster launch where it fits (set by
-// mt_cuda_attention_split_one_launch; by default on unless MOETRACE_CUDA_SPLIT_ONE_LAUNCH=0).
-int split_one_launch_setting = -1;
-bool split_one_launch() {
-    static int env = -1;
-    if (split_one_launch_setting >= 0) return split_one_launch_setting == 1;
-    if (env < 0) {
-        const char *v = getenv("MOETRACE_CUDA_SPLIT_ONE_LAUNCH");
-        env = v && !strcmp(v, "0") ? 0 : 1;
+// A switch set by a test (1, 0), else by an environment variable read once (on unless "0").
+struct Switch {
+    const char *var;
+    int setting, env;
+    bool on() {
+        if (setting >= 0) return setting == 1;
+        if (env < 0) {
+            const char *v = getenv(var);
+            env = v && !strcmp(v, "0") ? 0 : 1;
+        }
+        return env == 1;
     }
-    return env == 1;
-}
+    void set(int v) { setting = v < 0 ? -1 : v ? 1 : 0; }
+};
+// Whether decode split attention runs as one cluster launch where it fits
+// (mt_cuda_attention_split_one_launch).
+Switch split_one_launch = {"MOETRACE_CUDA_SPLIT_ONE_LAUNCH", -1, -1};
+// How the one launch sends states (mt_cuda_attention_split_bulk).
+Switch split_bulk = {"MOETRACE_CUDA_SPLIT_BULK", -1, -1};
 
 float scale_log2_of(int hd) { return (1.0f / sqrtf((float)hd)) * 1.4426950408889634f; }
 
@@ -666,22 +673,15 @@ void launch_split(const mt_attention_args &a, cudaStream_t st) {
         configured = true;
     }
     const int Z = (a.split_max_tiles + 3) / 4;
-    if (split_one_launch() && a.split_max_tiles <= CLUSTER_MAX_TILES) {
+    if (split_one_launch.on() && a.split_max_tiles <= CLUSTER_MAX_TILES) {
         const size_t cs = smem + (size_t)a.split_max_tiles * ((16 + Z - 1) / Z) * ((HD + 2 + 3) / 4 * 4) * sizeof(float);
         static size_t configured_cluster = 0;
         if (cs > configured_cluster) {
             cudaFuncSetAttribute(attention_split_cluster_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cs);
             configured_cluster = cs;
         }
-        static int bulk = -1;   // MOETRACE_CUDA_SPLIT_BULK=0: remote stores instead, for comparisons
-        if (bulk < 0) {
-            const char *e = getenv("MOETRACE_CUDA_SPLIT_BULK");
-            bulk = e && !strcmp(e, "0") ? 0 : 1;
-        }
-        mt_attention_args b = a;
-        b.split_bulk = bulk;
-        mt_launch_clusters(attention_split_cluster_kernel<HD>, dim3(Z, a.n_tiles, a.n_kv_heads), 128, cs, st, Z, b,
-                           scale_log2_of(HD));
+        mt_launch_clusters(attention_split_cluster_kernel<HD>, dim3(Z, a.n_tiles, a.n_kv_heads), 128, cs, st, Z, a,
+                           scale_log2_of(HD), split_bulk.on() ? 1 : 0);
         return;
     }
     dim3 grid(a.n_tiles, a.n_kv_heads, Z);
@@ -730,7 +730,8 @@ void mt_cuda_attention_decode(const mt_attention_args *a, cudaStream_t st) {
     dispatch(a, a->split_states ? SPLIT : DECODE, st);
 }
 void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st) { dispatch(a, PREFILL, st); }
-void mt_cuda_attention_split_one_launch(int on) { split_one_launch_setting = on < 0 ? -1 : on ? 1 : 0; }
+void mt_cuda_attention_split_one_launch(int on) { split_one_launch.set(on); }
+void mt_cuda_attention_split_bulk(int on) { split_bulk.set(on); }
 
 size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim) {
     return (size_t)n_tiles * n_kv_heads * max_tiles * 16 * (head_dim + 2);

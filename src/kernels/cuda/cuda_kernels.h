@@ -244,8 +244,6 @@ typedef struct mt_attention_args {
     const mt_attn_tile *tiles;        /* device; tiles with n_tok 0 are skipped (graph padding) */
     int n_tiles;
     bf16 *out;                        /* [n, n_heads*hd] */
-    int split_bulk;                   /* one-launch split: states sent by bulk copies, not remote stores
-                                         (set by the launcher: MOETRACE_CUDA_SPLIT_BULK, default on) */
     float *split_states;              /* decode: split scratch, or NULL */
     int split_max_tiles;              /* KV tiles the split kernels cover (> every tile's max_pos/32) */
 } mt_attention_args;
@@ -260,6 +258,10 @@ void mt_cuda_attention_prefill(const mt_attention_args *a, cudaStream_t st);
  * (the states merged through distributed shared memory) instead of a split and a merge launch;
  * the same bits. on: 1 on, 0 off, -1 back to MOETRACE_CUDA_SPLIT_ONE_LAUNCH (on unless "0"). */
 void mt_cuda_attention_split_one_launch(int on);
+/* How that launch sends a row's states to the block that merges it: 1 one bulk copy (the default),
+ * 0 remote stores of 8 bytes (for comparisons; the same bits), -1 back to MOETRACE_CUDA_SPLIT_BULK
+ * (bulk copies unless "0"). */
+void mt_cuda_attention_split_bulk(int on);
 size_t mt_cuda_attention_split_floats(int n_tiles, int n_kv_heads, int max_tiles, int head_dim);
 /* Head dims the attention kernels are built for. */
 int mt_cuda_attention_supports(int head_dim);

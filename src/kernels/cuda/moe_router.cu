@@ -73,14 +73,7 @@ __global__ void __launch_bounds__(ROUTER_THREADS) moe_router_kernel(const mt_moe
     mt_grid_dependency_wait();
 
     if (one_row) {
-        const float4 *h4 = reinterpret_cast<const float4 *>(a.h);
-        float4 v[NV];
-#pragma unroll
-        for (int j = 0; j < NV; j++) {
-            const int i = tid + j * ROUTER_THREADS;
-            v[j] = i < H / 4 ? __ldcg(h4 + i) : make_float4(0, 0, 0, 0);
-        }
-        rmsnorm_values<NV>(xs, v, a.h, a.norm_w, nwr, H, a.eps, norm_scratch);
+        rmsnorm_row<NV>(xs, a.h, a.norm_w, nwr, H, a.eps, norm_scratch);   // the norm launch's code
     } else if (warp < a.n) {   // warp t normalises token t
         mt_mbar_wait(&nbar, 0);
         rmsnorm_row_warp<NV>(xs + (size_t)warp * xstride, a.h + (size_t)warp * H, nws, H, a.eps);
