@@ -550,6 +550,11 @@ constexpr int CLUSTER_MAX_TILES = 32;
 // Rows of a tile of R rows that block b of Z merges (rows b, b + Z, ...).
 __device__ __forceinline__ int cluster_rows_of(int R, int b, int Z) { return R > b ? (R - b + Z - 1) / Z : 0; }
 
+// Floats a received row state takes in the folding block: o [HD], m, l, padded to 16 bytes (a bulk
+// copy's unit); the launcher sizes the shared memory by it, whichever way the states travel.
+template <int HD>
+__host__ __device__ constexpr int cluster_state_floats() { return (HD + 2 + 3) / 4 * 4; }
+
 template <int HD>
 __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_attention_args a, float scale_log2, int bulk) {
     MT_TIMELINE_KERNEL(MT_TL_ATTN_SPLIT);
@@ -563,7 +568,7 @@ __global__ void __launch_bounds__(128) attention_split_cluster_kernel(const mt_a
     const bool work = kt < n_kt;
     const int my_rows = cluster_rows_of(R, zb, Z);
     // a received state: o [HD], m, l; padded to 16 bytes, a bulk copy's unit, when sent by copies
-    constexpr int SW_ST = HD + 2, SW_BULK = (HD + 2 + 3) / 4 * 4;
+    constexpr int SW_ST = HD + 2, SW_BULK = cluster_state_floats<HD>();
     static_assert(16 * SW_BULK * sizeof(float) <= KV_TILE * (HD + 8) * sizeof(bf16), "16 row states fit a K tile");
     const int SW = bulk ? SW_BULK : SW_ST;
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_raw) + warp * 2 * KV_TILE * (HD + 8);
@@ -674,7 +679,7 @@ void launch_split(const mt_attention_args &a, cudaStream_t st) {
     }
     const int Z = (a.split_max_tiles + 3) / 4;
     if (split_one_launch.on() && a.split_max_tiles <= CLUSTER_MAX_TILES) {
-        const size_t cs = smem + (size_t)a.split_max_tiles * ((16 + Z - 1) / Z) * ((HD + 2 + 3) / 4 * 4) * sizeof(float);
+        const size_t cs = smem + (size_t)a.split_max_tiles * ((16 + Z - 1) / Z) * cluster_state_floats<HD>() * sizeof(float);
         static size_t configured_cluster = 0;
         if (cs > configured_cluster) {
             cudaFuncSetAttribute(attention_split_cluster_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cs);
