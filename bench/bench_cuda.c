@@ -4,7 +4,8 @@
  *    read (attention, router, the experts actually touched, lm_head, embedding rows, K/V);
  *  - prefill tokens/s for 8 prompts of 2,048 tokens against cuBLAS throughput in model FLOPs;
  *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating);
- *  - sampled decode at batch 64 (device sampling, and the logits copied out and sampled on the host)
+ *  - sampled decode at batch 64 (device sampling, with and without each token's log-probability, and
+ *    the logits copied out and sampled on the host)
  *    against greedy (alternating).
  *
  *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
@@ -84,6 +85,7 @@ typedef struct workload {
     int32_t *next;              /* [B] each sequence's next token */
     const mt_sample_row *sample; /* [B] each row's sampling on the device, or NULL (argmax) */
     const mt_sample_row *host_sample; /* [B] instead: copy the logits out and sample on the host */
+    float *logprobs;            /* [B] or NULL: each row's token's log-probability, asked of the pass */
     float *logits;              /* [B, vocab] for host_sample */
     uint64_t *work;             /* [vocab] */
 } workload;
@@ -141,7 +143,7 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
     }
     mt_batch b = {.n_tokens = w->B, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
                   .seqs = w->seq_ptrs, .num_seqs = w->B, .n_logits = w->B, .logit_rows = w->rows, .next_tokens = w->picked,
-                  .sample = w->sample};
+                  .sample = w->sample, .next_logprobs = w->logprobs};
     int V = w->m->cfg.vocab_size;
     if (w->host_sample) {   /* what a backend without device sampling does */
         b.next_tokens = NULL;
@@ -496,9 +498,10 @@ int main(int argc, char **argv) {
         workload_free(&w);
     }
     /* sampled decode at batch 64: greedy / temperature 1 / temperature 0.7 + top-k 50 + top-p 0.9 on
-     * the device, and temperature 1 with the logits copied out and sampled on the host */
+     * the device, temperature 1 with the logits copied out and sampled on the host, and temperature 1
+     * with each token's log-probability (return_logprob) */
     if (!figures || !strcmp(figures, "sampling")) {
-        int B = 64, n_modes = 4, s_reps = 3;
+        int B = 64, n_modes = 5, s_reps = 3;
         workload w;
         int len = P + steps * n_modes * s_reps + 8;
         workload_init(&w, &m, &kv, B, P, len, 8192);
@@ -509,20 +512,24 @@ int main(int argc, char **argv) {
             t1[i] = (mt_sample_row){1.0f, 0, 1.0f, r >> 8};
             filt[i] = (mt_sample_row){0.7f, 50, 0.9f, r >> 8};
         }
-        const char *names[4] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)"};
-        double *t[4];
+        const char *names[5] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)",
+                                "T 1 + log-probabilities (device)"};
+        double *t[5];
+        float *lps = malloc((size_t)B * sizeof *lps);
         for (int k = 0; k < n_modes; k++) t[k] = malloc((size_t)s_reps * sizeof(double));
         for (int k = 0; k < n_modes; k++) {   /* warm-up: each mode's graph captured */
-            w.sample = k == 1 ? t1 : k == 2 ? filt : NULL;
+            w.sample = k == 1 || k == 4 ? t1 : k == 2 ? filt : NULL;
             w.host_sample = k == 3 ? t1 : NULL;
+            w.logprobs = k == 4 ? lps : NULL;
             workload_step(&w, NULL);
         }
         for (int rep = 0; rep < s_reps; rep++) {
-            double sum[4] = {0, 0, 0, 0};
+            double sum[5] = {0, 0, 0, 0, 0};
             for (int st = 0; st < n_modes * steps; st++) {
                 int k = (st + rep) % n_modes;
-                w.sample = k == 1 ? t1 : k == 2 ? filt : NULL;
+                w.sample = k == 1 || k == 4 ? t1 : k == 2 ? filt : NULL;
                 w.host_sample = k == 3 ? t1 : NULL;
+                w.logprobs = k == 4 ? lps : NULL;
                 sum[k] += workload_step(&w, NULL);
             }
             for (int k = 0; k < n_modes; k++) t[k][rep] = sum[k] / steps;
@@ -535,6 +542,7 @@ int main(int argc, char **argv) {
         }
         free(t1);
         free(filt);
+        free(lps);
         workload_free(&w);
     }
     if (figures && !strcmp(figures, "stages"))

@@ -1,7 +1,7 @@
 /* The batch-invariance check shared by the CPU and GPU tests: NREQ requests of varied lengths
  * (1 to 300 tokens, half sharing long prefixes; a third of them sampled with their own seeds, under
- * temperature, top-p and sometimes top-k) run through the batched engine and alone; tokens and
- * routing must be identical. Header-only; include after cmocka.h. */
+ * temperature, top-p and sometimes top-k) run through the batched engine and alone; tokens,
+ * routing and (for the half that ask for them) the tokens' log-probabilities must be identical. Header-only; include after cmocka.h. */
 #ifndef MT_TESTS_BATCH_INVARIANCE_H
 #define MT_TESTS_BATCH_INVARIANCE_H
 
@@ -16,6 +16,7 @@
 
 typedef struct result {
     int32_t tokens[MAXNEW];
+    float logprobs[MAXNEW];
     int n_tokens;
     int32_t *routing;
     int rows;
@@ -41,6 +42,8 @@ static void on_event(void *ctx, const mt_engine_event *ev) {
     r->reason = ev->reason;
     r->n_tokens = ev->n_generated;
     memcpy(r->tokens, ev->output, (size_t)ev->n_generated * sizeof(int32_t));
+    if (ev->logprobs) memcpy(r->logprobs, ev->logprobs, (size_t)ev->n_generated * sizeof(float));
+    else assert_true(ev->id % 2 == 1);
     r->rows = ev->routing_rows;
     r->n_cached = ev->n_cached;
     r->routing = malloc((size_t)ev->routing_rows * g_row * sizeof(int32_t));
@@ -87,7 +90,7 @@ static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *
     assert_non_null(e);
     for (int r = 0; r < NREQ; r++) {
         mt_request req = {.id = r, .prompt = g_prompt[r], .n_prompt = g_len[r], .max_new_tokens = 1 + r % MAXNEW,
-                          .ignore_eos = true, .sampling = sampling_of(r)};
+                          .ignore_eos = true, .sampling = sampling_of(r), .return_logprob = r % 2 == 0};
         if (mt_engine_submit(e, &req, &err)) fail_msg("%s", err.msg);
     }
     int steps = 0;
@@ -117,12 +120,18 @@ static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *
         assert_int_equal(mt_routing_table_init(&t, m.cfg.num_hidden_layers, m.cfg.top_k, 8), 0);
         mt_routing_sink sink = mt_routing_table_sink(&t);
         int32_t solo[MAXNEW];
+        float solo_lp[MAXNEW];
         int n_solo;
-        mt_generate_opts go = {.max_new_tokens = want, .ignore_eos = true, .sampling = sampling_of(r), .sink = &sink};
+        mt_generate_opts go = {.max_new_tokens = want, .ignore_eos = true, .sampling = sampling_of(r), .sink = &sink,
+                               .out_logprobs = r % 2 == 0 ? solo_lp : NULL};
         if (mt_generate(&m, g_prompt[r], g_len[r], &go, solo, &n_solo, &err)) fail_msg("%s", err.msg);
         assert_int_equal(n_solo, want);
         if (memcmp(solo, res->tokens, (size_t)want * sizeof(int32_t)))
             fail_msg("request %d (len %d, %d cached): tokens differ from the solo run", r, g_len[r], res->n_cached);
+        for (int i = 0; r % 2 == 0 && i < want; i++) {
+            if (!(res->logprobs[i] <= 0.0f) || memcmp(&solo_lp[i], &res->logprobs[i], sizeof(float)))
+                fail_msg("request %d token %d: log-probability %.9g batched, %.9g solo", r, i, res->logprobs[i], solo_lp[i]);
+        }
         assert_int_equal(t.rows, res->rows);
         if (memcmp(t.ids, res->routing, (size_t)t.rows * g_row * sizeof(int32_t)))
             fail_msg("request %d (len %d, %d cached): routing differs from the solo run", r, g_len[r], res->n_cached);

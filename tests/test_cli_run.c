@@ -1,6 +1,7 @@
 /* `moetrace run` end to end: text prompts through the tokenizer and chat template, and every bad
  * input giving a clear error with a non-zero exit. Uses dummy weights (--load-format dummy) over a
  * small config whose vocabulary matches the trained test tokenizer. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -94,6 +95,46 @@ static void test_prompt_and_chat(void **state) {
     assert_true(routing_rows() > n_prompt + 1); /* the template adds role markers */
 }
 
+static mt_npy read_npy(const char *name) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    mt_npy a;
+    mt_err err;
+    if (mt_npy_read(path, &a, &err)) fail_msg("%s", err.msg);
+    return a;
+}
+
+/* --logprobs-out: float32 [G]; the first equals log_softmax(logits / T) at the prompt's last position
+ * (--logits-out) for the first token, greedy and sampled; all are <= 0. */
+static void test_logprobs_out(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    const char *modes[2] = {"", "--temperature 0.7 --top-k 20 --seed 9"};
+    const double temps[2] = {1.0, 0.7};
+    for (int mode = 0; mode < 2; mode++) {
+        char args[1024], out[8192];
+        snprintf(args, sizeof args,
+                 "run --model %s/notok --load-format dummy --input-ids 5,17,300,9 --max-new-tokens 5 --ignore-eos %s "
+                 "--logits-out %s/l.npy --tokens-out %s/t.npy --logprobs-out %s/p.npy",
+                 g_dir, modes[mode], g_dir, g_dir, g_dir);
+        if (run_moetrace(args, out, sizeof out)) fail_msg("%s", out);
+        mt_npy l = read_npy("l.npy"), t = read_npy("t.npy"), p = read_npy("p.npy");
+        assert_int_equal(p.type, MT_NPY_F32);
+        assert_int_equal(p.ndim, 1);
+        assert_int_equal(p.shape[0], 5);
+        assert_int_equal(t.shape[0], 5);
+        const float *lp = p.data, *row = (const float *)l.data + 3 * l.shape[1];
+        double sum = 0.0;
+        for (int64_t i = 0; i < l.shape[1]; i++) sum += exp(row[i] / temps[mode]);
+        double want = row[((int32_t *)t.data)[0]] / temps[mode] - log(sum);
+        if (fabs(lp[0] - want) > 1e-5) fail_msg("first log-probability %.9g, from the logits %.9g", lp[0], want);
+        for (int i = 0; i < 5; i++) assert_true(lp[i] <= 0.0f);
+        mt_npy_free(&l);
+        mt_npy_free(&t);
+        mt_npy_free(&p);
+    }
+}
+
 static void test_bad_inputs(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -135,6 +176,7 @@ static void test_bad_inputs(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompt_and_chat),
+        cmocka_unit_test(test_logprobs_out),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

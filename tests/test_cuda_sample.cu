@@ -1,11 +1,14 @@
 // Sampling on the device (mt_cuda_sample) against the CPU's mt_sample_pick, the definition in
 // kernels/sample.h (skipped without a device): rows of random logits under temperature, top-k and
 // top-p, ties, -inf and NaN logits, greedy rows left to their argmax, at vocabulary sizes up to
-// Qwen3's; and each row's token unchanged when it sits elsewhere in a batch of another size.
+// Qwen3's; and each row's token unchanged when it sits elsewhere in a batch of another size. The
+// tokens' log-probabilities (mt_cuda_token_logprob) against the host's mt_token_logprob, and
+// unchanged bit for bit in the other batch.
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <vector>
 
@@ -59,6 +62,43 @@ static std::vector<int32_t> device_tokens(const Batch &b) {
     cudaFree(tokens);
     cudaFree(scratch);
     return out;
+}
+
+// Each row's token's log-probability on the device (mt_cuda_token_logprob), rows or not.
+static std::vector<float> device_logprobs(const Batch &b, const std::vector<int32_t> &tok, bool with_rows) {
+    int n = (int)b.rows.size();
+    float *logits = to_dev(b.logits), *out;
+    mt_sample_row *rows = to_dev(b.rows);
+    int32_t *tokens = to_dev(tok);
+    CK(cudaMalloc(&out, n * sizeof(float)));
+    mt_cuda_token_logprob(out, tokens, logits, b.ld, n, b.V, with_rows ? rows : nullptr, 0);
+    CK(cudaGetLastError());
+    std::vector<float> lp(n);
+    CK(cudaMemcpy(lp.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaFree(logits);
+    cudaFree(rows);
+    cudaFree(tokens);
+    cudaFree(out);
+    return lp;
+}
+
+// Device log-probabilities against the host's mt_token_logprob (double sums): within 2e-5.
+static int check_logprobs(const Batch &b, const std::vector<int32_t> &tok, bool with_rows, std::vector<float> *keep) {
+    std::vector<float> lp = device_logprobs(b, tok, with_rows);
+    int n = (int)b.rows.size(), bad = 0;
+    double worst = 0.0;
+    for (int i = 0; i < n; i++) {
+        float want = mt_token_logprob(with_rows ? &b.rows[i] : nullptr, &b.logits[(size_t)i * b.ld], b.V, tok[i]);
+        double d = fabs((double)lp[i] - want) / fmax(1.0, fabs(want));
+        worst = fmax(worst, d);
+        if (!(d <= 2e-5)) {
+            if (bad++ < 5) printf("    row %d token %d: device %.9g, host %.9g\n", i, tok[i], lp[i], want);
+        }
+    }
+    printf("  vocab %6d: %d log-probabilities (%s), worst relative difference %.2g %s\n", b.V, n,
+           with_rows ? "at each row's temperature" : "T 1", worst, bad ? "FAIL" : "ok");
+    if (keep) *keep = lp;
+    return bad != 0;
 }
 
 int main() {
@@ -119,6 +159,16 @@ int main() {
         for (int i = 0; i < m; i++) same &= again[i] == got[n - 1 - i];
         printf("  vocab %6d: rows moved to another batch keep their tokens %s\n", V, same ? "ok" : "FAIL");
         failures += !same;
+
+        std::vector<float> lp, lp_moved;
+        failures += check_logprobs(b, got, true, &lp);
+        failures += check_logprobs(b, got, false, nullptr);
+        failures += check_logprobs(c, again, true, &lp_moved);
+        bool same_lp = true;
+        for (int i = 0; i < m; i++) same_lp &= !memcmp(&lp_moved[i], &lp[n - 1 - i], sizeof(float));
+        printf("  vocab %6d: rows moved to another batch keep their log-probabilities bit for bit %s\n", V,
+               same_lp ? "ok" : "FAIL");
+        failures += !same_lp;
     }
     printf("%s\n", failures ? "FAILED" : "all sampling checks passed");
     return failures ? 1 : 0;

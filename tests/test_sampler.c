@@ -1,6 +1,7 @@
 /* Sampling: greedy is argmax; top-k / top-p restrict the support; a seed reproduces a run;
  * frequencies follow the softmax of logits / temperature; mt_sample_pick follows its definition
- * (kernels/sample.h) against a sort-based reference, ties and edge draws included. */
+ * (kernels/sample.h) against a sort-based reference, ties and edge draws included; a token's
+ * log-probability against a long-double reference. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -198,6 +199,40 @@ static void test_pick_edges(void **state) {
     mt_sampler_free(&s);
 }
 
+/* mt_token_logprob against log(exp(x_t / T) / sum exp(x_i / T)) in long double, on random rows at
+ * several temperatures (argmax rows at T = 1); the probabilities of a row sum to 1; NaN logits
+ * weigh nothing and a -inf logit has probability 0. */
+static void test_token_logprob(void **state) {
+    (void)state;
+    enum { V = 3000 };
+    static float x[V];
+    uint32_t seed = 7;
+    const float temps[4] = {0.0f, 1.0f, 0.7f, 1.9f};
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < V; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            x[i] = (float)((seed >> 8) % 20000) / 1000.0f - 10.0f;
+        }
+        mt_sample_row r = {.temperature = temps[t], .top_k = 5, .top_p = 0.5f};   /* filters are ignored */
+        const long double T = temps[t] > 0.0f ? temps[t] : 1.0L;
+        long double sum = 0.0L, total = 0.0L;
+        for (int i = 0; i < V; i++) sum += expl((long double)x[i] / T);
+        for (int i = 0; i < V; i++) {
+            float lp = mt_token_logprob(&r, x, V, i);
+            long double ref = (long double)x[i] / T - logl(sum);
+            if (fabsl(lp - ref) > 1e-5L * fmaxl(1.0L, fabsl(ref))) fail_msg("T %g token %d: %.9g vs %.12Lg", temps[t], i, lp, ref);
+            total += expl((long double)lp);
+        }
+        assert_true(fabsl(total - 1.0L) < 1e-4L);
+        if (temps[t] <= 0.0f) assert_true(mt_token_logprob(NULL, x, V, 5) == mt_token_logprob(&r, x, V, 5));
+    }
+    float edge[4] = {NAN, 0.0f, -INFINITY, 0.0f};
+    assert_true(fabsf(mt_token_logprob(NULL, edge, 4, 1) - logf(0.5f)) < 1e-7f);
+    assert_true(isinf(mt_token_logprob(NULL, edge, 4, 2)) && mt_token_logprob(NULL, edge, 4, 2) < 0.0f);
+    float none[2] = {-INFINITY, NAN};
+    assert_true(isnan(mt_token_logprob(NULL, none, 2, 0)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy),
@@ -206,6 +241,7 @@ int main(void) {
         cmocka_unit_test(test_frequencies),
         cmocka_unit_test(test_pick_matches_reference),
         cmocka_unit_test(test_pick_edges),
+        cmocka_unit_test(test_token_logprob),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

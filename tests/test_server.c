@@ -6,6 +6,7 @@
  *  - server-sent events: cumulative output, routing in the last event, then [DONE]; a repeated
  *    prompt served from the prefix cache returns the same routing;
  *  - int16 / uint8 encodings and routed_experts_start_len;
+ *  - return_logprob: each output token's log-probability, as the in-process engine gives it;
  *  - SIGTERM while a request streams: it finishes, the active recording is dumped, exit 0. */
 #include <dirent.h>
 #include <pthread.h>
@@ -26,6 +27,8 @@
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
+#include "engine/generate.h"
+#include "model/model.h"
 #include "tmp_dir.h"
 #include "util/base64.h"
 #include "util/npy.h"
@@ -307,6 +310,83 @@ static void test_stream_and_prefix_cache(void **state) {
     mt_http_client_free(c);
 }
 
+/* ---- log-probabilities -------------------------------------------------------------------- */
+
+/* return_logprob: meta_info.output_token_logprobs holds [logprob, id, null] for every output token,
+ * each equal to the in-process mt_generate's (same model, same sampling and seed: the same float),
+ * greedy and sampled, whole and streamed (cumulative, as output_ids). */
+static void check_logprobs(const cJSON *root, const int32_t *want_ids, const float *want_lp, int n) {
+    const cJSON *ids = cJSON_GetObjectItem(root, "output_ids");
+    const cJSON *lps = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "meta_info"), "output_token_logprobs");
+    assert_int_equal(cJSON_GetArraySize(ids), n);
+    assert_int_equal(cJSON_GetArraySize(lps), n);
+    for (int i = 0; i < n; i++) {
+        const cJSON *t = cJSON_GetArrayItem(lps, i);
+        assert_int_equal(cJSON_GetArraySize(t), 3);
+        assert_int_equal(cJSON_GetArrayItem(ids, i)->valueint, want_ids[i]);
+        assert_int_equal(cJSON_GetArrayItem(t, 1)->valueint, want_ids[i]);
+        assert_true(cJSON_IsNull(cJSON_GetArrayItem(t, 2)));
+        float got = (float)cJSON_GetArrayItem(t, 0)->valuedouble;
+        if (got != want_lp[i] || !(got <= 0.0f))
+            fail_msg("token %d: log-probability %.9g, in-process %.9g", i, got, want_lp[i]);
+    }
+}
+
+static void test_logprobs(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, MODEL, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    int32_t prompt[9] = {21, 4, 77, 300, 12, 9, 9, 150, 3};
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    const char *modes[2] = {"\"temperature\": 0", "\"temperature\": 0.8, \"seed\": 5"};
+    for (int mode = 0; mode < 2; mode++) {
+        enum { N = 10 };
+        int32_t want[N];
+        float want_lp[N];
+        int n_want;
+        mt_generate_opts go = {.max_new_tokens = N, .ignore_eos = true, .out_logprobs = want_lp,
+                               .sampling = {.temperature = mode ? 0.8f : 0.0f, .top_p = 1.0f, .seed = 5}};
+        if (mt_generate(&m, prompt, 9, &go, want, &n_want, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(n_want, N);
+        char *list = ids_json(prompt, 9), body[1024];
+        for (int stream = 0; stream < 2; stream++) {
+            snprintf(body, sizeof body,
+                     "{\"input_ids\": %s, \"sampling_params\": {\"max_new_tokens\": %d, \"ignore_eos\": true, %s}, "
+                     "\"return_logprob\": true, \"logprob_start_len\": -1, \"top_logprobs_num\": 0%s}",
+                     list, N, modes[mode], stream ? ", \"stream\": true" : "");
+            if (!stream) {
+                long status;
+                cJSON *j = mt_api_json(c, "/generate", body, &status);
+                assert_int_equal(status, 200);
+                check_logprobs(j, want, want_lp, N);
+                cJSON_Delete(j);
+                continue;
+            }
+            sse_log s = {0};
+            mt_http_response r;
+            assert_int_equal(mt_http_stream(c, "/generate", body, on_sse, &s, &r), 0);
+            assert_int_equal(r.status, 200);
+            mt_http_response_free(&r);
+            if (s.why[0]) fail_msg("%s", s.why);
+            check_logprobs(s.last, want, want_lp, N);
+            cJSON_Delete(s.last);
+        }
+        free(list);
+    }
+    /* without return_logprob: no such field */
+    char *body = generate_body(prompt, 9, 3, "");
+    long status;
+    cJSON *j = mt_api_json(c, "/generate", body, &status);
+    assert_int_equal(status, 200);
+    assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "meta_info"), "output_token_logprobs"));
+    cJSON_Delete(j);
+    free(body);
+    mt_http_client_free(c);
+    mt_model_free(&m);
+}
+
 /* ---- encodings ----------------------------------------------------------------------------- */
 
 static int32_t *routing_of(mt_http_client *c, const char *extra, int shape[3], size_t *count) {
@@ -478,6 +558,7 @@ int main(void) {
         cmocka_unit_test(test_routing_matches_run_and_recorder),
         cmocka_unit_test(test_stream_and_prefix_cache),
         cmocka_unit_test(test_dtypes_and_start_len),
+        cmocka_unit_test(test_logprobs),
         cmocka_unit_test(test_placement_metrics),
         cmocka_unit_test(test_sigterm_drains),
     };

@@ -35,6 +35,8 @@ static const char RUN_HELP[] =
     "  --routing-out F.npy    int32 [P+G-1, num_hidden_layers, top_k]: routing of every forwarded token\n"
     "                         (logical expert ids, router order, -1 for dense layers)\n"
     "  --tokens-out F.npy     int32 [G]: the generated ids\n"
+    "  --logprobs-out F.npy   float32 [G]: each generated token's log-probability (at the temperature,\n"
+    "                         before top-k/top-p; T 1 when greedy)\n"
     "  --device cpu|cuda      compute device (default cpu)\n"
     "  --threads N            CPU threads (default: all online CPUs)\n"
     "  --load-format auto|dummy  dummy: read only config.json, deterministic random weights\n"
@@ -46,7 +48,7 @@ static const char RUN_HELP[] =
     "ids are printed as a JSON array. Logs go to stderr.\n";
 
 typedef struct run_args {
-    const char *model, *prompt, *logits_out, *routing_out, *tokens_out, *device, *physical_out;
+    const char *model, *prompt, *logits_out, *routing_out, *tokens_out, *logprobs_out, *device, *physical_out;
     mt_placement_flags placement;
     int32_t *ids;
     int n_ids;
@@ -87,6 +89,7 @@ static int parse(run_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--logits-out")) { VALUE(); a->logits_out = v;
         } else if (!strcmp(f, "--routing-out")) { VALUE(); a->routing_out = v;
         } else if (!strcmp(f, "--tokens-out")) { VALUE(); a->tokens_out = v;
+        } else if (!strcmp(f, "--logprobs-out")) { VALUE(); a->logprobs_out = v;
         } else if (!strcmp(f, "--physical-routing-out")) { VALUE(); a->physical_out = v;
         } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
         } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
@@ -242,12 +245,13 @@ int cmd_run(int argc, char **argv) {
     int rc = 1;
     int32_t *tokens = malloc(((size_t)a.max_new_tokens + 1) * sizeof *tokens);
     float *logits = a.logits_out ? malloc((size_t)a.n_ids * c->vocab_size * sizeof *logits) : NULL;
+    float *logprobs = a.logprobs_out ? malloc(((size_t)a.max_new_tokens + 1) * sizeof *logprobs) : NULL;
     mt_routing_table table = {0}, phys = {0};
     mt_routing_fanout fan = {0};
     mt_placement placement = {0};
     int have_plc = mt_placement_flags_load(&a.placement, c, &placement);
     if (have_plc < 0) goto done;
-    if (!tokens || (a.logits_out && !logits)) {
+    if (!tokens || (a.logits_out && !logits) || (a.logprobs_out && !logprobs)) {
         fprintf(stderr, "moetrace: out of memory\n");
         goto done;
     }
@@ -268,7 +272,7 @@ int cmd_run(int argc, char **argv) {
     mt_routing_sink sink = mt_routing_fanout_sink(&fan);
     text_out text = {tok ? mt_detok_stream_new(tok, 1) : NULL};
     mt_generate_opts opts = {.max_new_tokens = a.max_new_tokens, .ignore_eos = a.ignore_eos, .sampling = a.sampling,
-                             .prompt_logits = logits, .sink = fan.n ? &sink : NULL,
+                             .prompt_logits = logits, .out_logprobs = logprobs, .sink = fan.n ? &sink : NULL,
                              .placement = have_plc ? &placement : NULL,
                              .on_token = text.stream ? emit_text : NULL, .token_ctx = &text};
     int n_gen = 0;
@@ -303,6 +307,10 @@ int cmd_run(int argc, char **argv) {
         int64_t shape[1] = {n_gen};
         if (mt_npy_write(a.tokens_out, MT_NPY_I32, tokens, 1, shape, &err)) goto write_failed;
     }
+    if (a.logprobs_out) {
+        int64_t shape[1] = {n_gen};
+        if (mt_npy_write(a.logprobs_out, MT_NPY_F32, logprobs, 1, shape, &err)) goto write_failed;
+    }
     if (!tok) print_ids(tokens, n_gen);
     rc = 0;
     goto done;
@@ -314,6 +322,7 @@ done:
     mt_placement_free(&placement);
     free(tokens);
     free(logits);
+    free(logprobs);
     free(a.ids);
     mt_kernels_shutdown();
     mt_model_free(&model);

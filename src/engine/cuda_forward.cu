@@ -16,11 +16,12 @@ void mt_gpu_scratch_release(GpuScratch *s) {
     void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys,
                    s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact, s->cap_ids, s->cap_w, s->offsets,
                    s->tile_offsets, s->counts, s->active, s->n_active, s->src_rows, s->pair_pos, s->next,
-                   s->sort_chunks, s->argmax_scratch, s->split_part};
+                   s->logprob, s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
     cudaFreeHost(s->h_cap_w);
     cudaFreeHost(s->h_next);
+    cudaFreeHost(s->h_logprob);
 }
 
 namespace {
@@ -124,6 +125,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.src_rows, nk);
     ALLOC(s.pair_pos, nk);
     ALLOC(s.next, (size_t)cap_logits);
+    ALLOC(s.logprob, (size_t)cap_logits);
     ALLOC(s.argmax_scratch, 2 * mt_cuda_argmax_scratch(cap_logits, c->vocab_size));
     ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
     // slice sums of split dense products: every dense matrix but lm_head
@@ -134,6 +136,7 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_w, moe_l * nk * sizeof(float)));
     MT_CU(err, cudaMallocHost((void **)&s.h_next, (size_t)cap_logits * sizeof(int32_t)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_logprob, (size_t)cap_logits * sizeof(float)));
     return 0;
 }
 
@@ -707,6 +710,12 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     GpuScratch &s = g->s;
     if (b->n_logits > 0) {
         if (next_tokens) {
+            if (b->next_logprobs) {   // after the pass (outside its graph): the logits are still there
+                mt_cuda_token_logprob(s.logprob, s.next, s.logits, Vp, b->n_logits, V, pi.sample, st);
+                MT_CU_LAUNCHED(err);
+                MT_CU(err, cudaMemcpyAsync(s.h_logprob, s.logprob, (size_t)b->n_logits * sizeof(float),
+                                           cudaMemcpyDeviceToHost, st));
+            }
             MT_CU(err, cudaMemcpyAsync(s.h_next, s.next, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
         } else {
             MT_CU(err, cudaMemcpy2DAsync(logits, (size_t)V * sizeof(float), s.logits, (size_t)Vp * sizeof(float),
@@ -722,6 +731,8 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     MT_CU(err, cudaStreamSynchronize(st));
     prof_collect(g);
     if (b->n_logits > 0 && next_tokens) memcpy(b->next_tokens, s.h_next, (size_t)b->n_logits * sizeof(int32_t));
+    if (b->n_logits > 0 && next_tokens && b->next_logprobs)
+        memcpy(b->next_logprobs, s.h_logprob, (size_t)b->n_logits * sizeof(float));
     if (sink && sink->on_layer) {
         // Expert parallelism: each choice's replica by the CPU's rule (routing/placement.h), on the host
         // copy of the routing; the device computes with the logical experts, as the CPU does.

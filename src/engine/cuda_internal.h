@@ -55,6 +55,7 @@ struct GpuScratch {
     float *cap_w;
     int32_t *offsets, *tile_offsets, *counts, *active, *n_active, *src_rows, *pair_pos;
     int32_t *next;            // [cap_logits] each logit row's next token (argmax or sample)
+    float *logprob;           // [cap_logits] its log-probability, when a pass asks for it
     float *argmax_scratch;
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products
@@ -65,7 +66,7 @@ struct GpuScratch {
     size_t in_cap;           // ints
     // pinned host mirrors of the outputs
     int32_t *h_cap_ids, *h_next;
-    float *h_cap_w;
+    float *h_cap_w, *h_logprob;
 };
 
 // Per-stage device time of forward passes (MOETRACE_CUDA_PROFILE=1 or mt_cuda_profile): events at

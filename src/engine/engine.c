@@ -1,6 +1,7 @@
 /* Iteration-level scheduler over mt_forward. See engine.h. */
 #include "engine/engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@ typedef struct seq {
     bool ignore_eos, cancelled;
     int32_t *stop;
     int n_stop;
+    float *logprobs;          /* [max_new_tokens] with return_logprob, else NULL */
     mt_sampler sampler;
     mt_kv_seq kv;
 } seq;
@@ -35,6 +37,7 @@ struct mt_engine {
     /* one forward pass */
     int32_t *b_tokens, *b_seq, *b_pos, *b_rows, *b_next, *chunk;
     mt_sample_row *b_sample;   /* [rows] each logit row's sampling, for the forward pass */
+    float *b_logprob;          /* [rows] each row's token's log-probability */
     int64_t *b_req;
     mt_kv_seq **b_kv;
     float *logits;
@@ -46,6 +49,7 @@ static void seq_free(seq *s) {
     if (!s) return;
     free(s->tokens);
     free(s->stop);
+    free(s->logprobs);
     mt_sampler_free(&s->sampler);
     free(s);
 }
@@ -83,6 +87,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_rows = malloc(bt * sizeof(int32_t));
     e->b_next = malloc(bt * sizeof(int32_t));
     e->b_sample = malloc(bt * sizeof *e->b_sample);
+    e->b_logprob = malloc(bt * sizeof *e->b_logprob);
     e->b_req = malloc(bt * sizeof(int64_t));
     e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
     e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
@@ -91,7 +96,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_req || !e->b_kv ||
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_req || !e->b_kv ||
         !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
@@ -109,7 +114,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_req); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_req); free(e->b_kv); free(e->chunk);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -156,7 +161,8 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     s->ignore_eos = r->ignore_eos;
     s->tokens = malloc(((size_t)r->n_prompt + r->max_new_tokens) * sizeof *s->tokens);
     s->stop = r->n_stop > 0 ? malloc((size_t)r->n_stop * sizeof *s->stop) : NULL;
-    if (!s->tokens || (r->n_stop > 0 && !s->stop) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
+    s->logprobs = r->return_logprob ? malloc(((size_t)r->max_new_tokens + 1) * sizeof *s->logprobs) : NULL;
+    if (!s->tokens || (r->n_stop > 0 && !s->stop) || (r->return_logprob && !s->logprobs) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
         seq_free(s);
         return mt_errf(err, "out of memory");
     }
@@ -227,7 +233,7 @@ static void finish(mt_engine *e, seq *s, mt_finish_reason reason) {
     size_t row = (size_t)c->num_hidden_layers * c->top_k;
     for (int p = 0; p < rows; p++) mt_kv_routing_read(&e->kv, &s->kv, p, e->routing_buf + (size_t)p * row);
     mt_engine_event ev = {.kind = MT_EVENT_FINISHED, .id = s->id, .reason = reason,
-                          .output = s->tokens + s->n_prompt, .n_prompt = s->n_prompt,
+                          .output = s->tokens + s->n_prompt, .logprobs = s->logprobs, .n_prompt = s->n_prompt,
                           .n_generated = s->n_tokens - s->n_prompt, .n_cached = s->n_cached,
                           .routing = e->routing_buf, .routing_rows = rows};
     if (e->cb) e->cb(e->cb_ctx, &ev);
@@ -320,6 +326,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         budget -= chunk[i];
     }
     bool any_sampled = false;   /* else every row takes its argmax */
+    bool any_logprob = false;   /* some row's request wants its token's log-probability */
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
         for (int t = 0; t < chunk[i]; t++, n++) {
@@ -332,6 +339,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             /* the row's draw comes from its own generator, so batching never changes a token */
             e->b_sample[n_rows] = mt_sampler_next(&s->sampler);
             any_sampled |= e->b_sample[n_rows].temperature > 0.0f;
+            any_logprob |= s->logprobs != NULL;
             e->b_rows[n_rows++] = n - 1;
         }
     }
@@ -341,6 +349,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
                   .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .n_logits = n_rows,
                   .logit_rows = e->b_rows, .next_tokens = e->b_next,
                   .sample = any_sampled ? e->b_sample : NULL,
+                  .next_logprobs = any_logprob ? e->b_logprob : NULL,
                   .placement = e->o.placement};
     if (mt_forward(e->m, &e->kv, &b, e->logits, &sink, err)) return -1;
     e->passes++;
@@ -353,6 +362,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         s->n_forwarded += chunk[i];
         publish_blocks(e, s);
         if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
+        float logprob = any_logprob ? e->b_logprob[row] : NAN;
         int32_t tok = e->b_next[row++];
         int generated = s->n_tokens - s->n_prompt;
         if (generated >= s->max_new_tokens) { /* max_new_tokens == 0 */
@@ -360,8 +370,10 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             e->running[i] = NULL;
             continue;
         }
+        if (s->logprobs) s->logprobs[generated] = logprob;
+        else logprob = NAN;
         s->tokens[s->n_tokens++] = tok;
-        mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .n_prompt = s->n_prompt,
+        mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .logprob = logprob, .n_prompt = s->n_prompt,
                               .n_generated = generated + 1, .n_cached = s->n_cached};
         if (e->cb) e->cb(e->cb_ctx, &ev);
         mt_finish_reason reason = 0;

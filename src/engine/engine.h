@@ -37,6 +37,7 @@ typedef struct mt_request {
     mt_sampling_params sampling;
     const int32_t *stop_ids; /* extra stop tokens (copied); may be NULL */
     int n_stop;
+    bool return_logprob;     /* each generated token's log-probability (mt_token_logprob) */
 } mt_request;
 
 typedef enum mt_finish_reason {
@@ -51,8 +52,12 @@ typedef struct mt_engine_event {
     mt_engine_event_kind kind;
     int64_t id;
     int32_t token;                 /* TOKEN: the new token */
+    float logprob;                 /* TOKEN: its log-probability (kernels/sample.h: at the row's
+                                      temperature, before top-k/top-p) with return_logprob, else NaN */
     mt_finish_reason reason;       /* FINISHED */
     const int32_t *output;         /* FINISHED: generated ids [n_generated] */
+    const float *logprobs;         /* FINISHED: their log-probabilities [n_generated] with
+                                      return_logprob, else NULL */
     int n_prompt, n_generated, n_cached;   /* n_cached: prompt tokens served from the prefix cache */
     /* FINISHED: routing of every forwarded token, SPEC §2 layout [routing_rows, layers, top_k],
      * valid during the callback only. */

@@ -148,17 +148,20 @@ static void report_pass(const mt_batch *b, const mt_routing_sink *sink) {
     sink->on_pass(sink->ctx, &pe);
 }
 
-/* Each logit row's next token: its argmax, or its sample (kernels/sample.h). */
+/* Each logit row's next token: its argmax, or its sample (kernels/sample.h); and its log-probability
+ * when asked. */
 static int next_tokens(const mt_batch *b, const float *logits, int V, mt_err *err) {
     uint64_t *work = NULL;
     for (int i = 0; i < b->n_logits; i++) {
         const float *row = logits + (size_t)i * V;
-        if (!b->sample || !(b->sample[i].temperature > 0.0f)) {
+        const mt_sample_row *r = b->sample ? &b->sample[i] : NULL;
+        if (!r || !(r->temperature > 0.0f)) {
             b->next_tokens[i] = mt_argmax(row, V);
-            continue;
+        } else {
+            if (!work && !(work = malloc((size_t)V * sizeof *work))) return mt_errf(err, "out of memory for sampling");
+            b->next_tokens[i] = mt_sample_pick(r, row, V, work);
         }
-        if (!work && !(work = malloc((size_t)V * sizeof *work))) return mt_errf(err, "out of memory for sampling");
-        b->next_tokens[i] = mt_sample_pick(&b->sample[i], row, V, work);
+        if (b->next_logprobs) b->next_logprobs[i] = mt_token_logprob(r, row, V, b->next_tokens[i]);
     }
     free(work);
     return 0;

@@ -35,6 +35,8 @@ typedef struct mt_batch {
                                  * logits may be NULL */
     const mt_sample_row *sample; /* [n_logits] or NULL (all argmax): each row's sampling
                                  * (kernels/sample.h), used with next_tokens */
+    float *next_logprobs;       /* [n_logits] or NULL: with next_tokens, each row's token's
+                                 * log-probability (mt_token_logprob, at the row's temperature) */
     const mt_placement *placement; /* expert placement to dispatch over, or NULL (none: no dispatch);
                                       it must fit the model (mt_moe_shape_from_config) */
 } mt_batch;

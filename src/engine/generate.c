@@ -46,6 +46,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
      * backend picks it, as in the batched engine (kernels/sample.h). With prompt logits asked for,
      * the first token is picked here from the copied logits instead. */
     int32_t next = 0;
+    float lp = 0.0f;   /* next's log-probability, when asked for */
     mt_sample_row row;
     mt_batch b = {.n_tokens = n_prompt, .tokens = prompt, .seq_ids = seq_ids, .positions = pos, .seqs = seqs,
                   .num_seqs = 1, .n_logits = n_rows, .logit_rows = rows, .placement = o->placement};
@@ -53,6 +54,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
         row = mt_sampler_next(&sampler);
         b.next_tokens = &next;
         b.sample = row.temperature > 0.0f ? &row : NULL;
+        b.next_logprobs = o->out_logprobs ? &lp : NULL;
     }
     if (mt_forward(m, &kv, &b, logits, o->sink, err)) goto done;
     if (o->prompt_logits) {
@@ -62,9 +64,12 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
             mt_errf(err, "out of memory for sampling");
             goto done;
         }
+        mt_sample_row r0 = {.temperature = o->sampling.temperature};
+        lp = mt_token_logprob(&r0, logits + (size_t)(n_rows - 1) * c->vocab_size, c->vocab_size, next);
     }
     for (int g = 0; g < o->max_new_tokens; g++) {
         int32_t tok = next;
+        if (o->out_logprobs) o->out_logprobs[*n_out] = lp;
         out_tokens[(*n_out)++] = tok;
         if (o->on_token) o->on_token(o->token_ctx, tok);
         if (!o->ignore_eos && mt_config_is_eos(c, tok)) break;
@@ -73,7 +78,8 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
         row = mt_sampler_next(&sampler);
         mt_batch d = {.n_tokens = 1, .tokens = &tok, .seq_ids = &zero, .positions = &p, .seqs = seqs,
                       .num_seqs = 1, .n_logits = 1, .logit_rows = &first, .next_tokens = &next,
-                      .sample = row.temperature > 0.0f ? &row : NULL, .placement = o->placement};
+                      .sample = row.temperature > 0.0f ? &row : NULL,
+                      .next_logprobs = o->out_logprobs ? &lp : NULL, .placement = o->placement};
         if (mt_forward(m, &kv, &d, logits, o->sink, err)) goto done;
     }
     rc = 0;

@@ -17,6 +17,8 @@ typedef struct mt_generate_opts {
     bool ignore_eos;
     mt_sampling_params sampling;
     float *prompt_logits;          /* [P, vocab] written when not NULL */
+    float *out_logprobs;           /* [max_new_tokens]: each token's log-probability (as the engine's
+                                      return_logprob) when not NULL */
     const mt_routing_sink *sink;   /* routing of every forwarded token; may be NULL */
     const mt_placement *placement; /* expert placement to dispatch over (physical slots in the sink's
                                       events); NULL: none */

@@ -31,6 +31,11 @@ extern "C" {
 #endif
 /* The token row r picks from logits[V]; work: [V] scratch. */
 int mt_sample_pick(const mt_sample_row *r, const float *logits, int V, uint64_t *work);
+/* The log-probability of `token` under row r's distribution before top-k and top-p (what SGLang
+ * reports): log_softmax(logits / T)[token], with T the row's temperature, or 1 when r is NULL or
+ * its temperature <= 0 (an argmax row). NaN logits weigh 0. The host sums in double, the device
+ * (kernels/cuda) in float: they agree to about 1e-6 relative. */
+float mt_token_logprob(const mt_sample_row *r, const float *logits, int V, int token);
 /* Index of the largest logit, ties to the lowest index (NaN never wins). */
 int mt_argmax(const float *x, int n);
 #ifdef __cplusplus

@@ -144,7 +144,10 @@ static void on_token(mt_engine_loop *l, const mt_engine_event *ev) {
     double t = mt_now_s();
     bool matched = false;
     pthread_mutex_lock(&j->mu);
-    if (j->n_output <= j->params.max_new_tokens) j->output[j->n_output++] = ev->token;
+    if (j->n_output <= j->params.max_new_tokens) {
+        if (j->logprobs) j->logprobs[j->n_output] = ev->logprob;
+        j->output[j->n_output++] = ev->token;
+    }
     if (j->n_output == 1) {
         j->t_first_token = t;
         mt_metrics_first_token(l->metrics, t - j->t_arrival);
@@ -181,6 +184,7 @@ static void on_finished(mt_engine_loop *l, const mt_engine_event *ev) {
     j->text_stable = j->text.len;
     int n_out = ev->n_generated <= j->params.max_new_tokens ? ev->n_generated : j->params.max_new_tokens;
     if (n_out > 0) memcpy(j->output, ev->output, (size_t)n_out * sizeof *j->output);
+    if (n_out > 0 && j->logprobs && ev->logprobs) memcpy(j->logprobs, ev->logprobs, (size_t)n_out * sizeof *j->logprobs);
     j->n_output = n_out;
     if (j->stop_matched) {
         j->finish = MT_JOB_STOP_STRING;
@@ -242,7 +246,8 @@ static void reject(mt_gen_job *j, bool busy, const char *why) {
 static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
     mt_request r = {.id = j->id, .prompt = j->prompt, .n_prompt = j->n_prompt,
                     .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,
-                    .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids};
+                    .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids,
+                    .return_logprob = j->params.return_logprob};
     mt_err err = {{0}};
     if (mt_engine_submit(l->engine, &r, &err)) {
         /* The engine names the request by its internal id ("request 12: ..."), which means nothing

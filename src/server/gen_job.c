@@ -23,9 +23,11 @@ double mt_now_s(void) {
 mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_params *params) {
     mt_gen_job *j = calloc(1, sizeof *j);
     int32_t *output = malloc(((size_t)params->max_new_tokens + 1) * sizeof *output);
-    if (!j || !output) {
+    float *logprobs = params->return_logprob ? malloc(((size_t)params->max_new_tokens + 1) * sizeof *logprobs) : NULL;
+    if (!j || !output || (params->return_logprob && !logprobs)) {
         free(j);
         free(output);
+        free(logprobs);
         return NULL;
     }
     j->id = id;
@@ -34,6 +36,7 @@ mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_par
     j->params = *params;
     memset(params, 0, sizeof *params);
     j->output = output;
+    j->logprobs = logprobs;
     j->t_arrival = mt_now_s();
     j->matched_string = -1;
     pthread_mutex_init(&j->mu, NULL);
@@ -54,6 +57,7 @@ void mt_gen_job_unref(mt_gen_job *j) {
     mt_gen_params_free(&j->params);
     mt_detok_stream_free(j->detok);
     free(j->output);
+    free(j->logprobs);
     mt_strbuf_free(&j->text);
     free(j->routing);
     pthread_mutex_destroy(&j->mu);

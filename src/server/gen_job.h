@@ -33,6 +33,7 @@ typedef struct mt_gen_params {
     bool return_routing;
     int routing_start;       /* rows skipped at the front (routed_experts_start_len) */
     mt_routing_dtype routing_dtype;
+    bool return_logprob;     /* each output token's log-probability (SGLang's return_logprob) */
 } mt_gen_params;
 
 void mt_gen_params_free(mt_gen_params *p);
@@ -68,6 +69,7 @@ typedef struct mt_gen_job {
     char error[MT_ERR_LEN];     /* REJECTED: the engine's reason */
     bool rejected_busy;         /* REJECTED because the server is draining or failed (503, not 400) */
     int32_t *output;            /* generated ids [n_output] (capacity max_new_tokens) */
+    float *logprobs;            /* with return_logprob: their log-probabilities [n_output], else NULL */
     int n_output;
     mt_strbuf text;             /* decoded text (with skip_special_tokens), cut before a stop string */
     size_t text_stable;         /* leading bytes of text that can be shown now (never the start of a

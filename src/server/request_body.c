@@ -13,10 +13,27 @@
 #define COMPLETIONS_DEFAULT_MAX_TOKENS 16 /* OpenAI's default */
 #define CHAT_DEFAULT_MAX_TOKENS 128      /* SGLang's default (KV blocks are reserved up front) */
 
+/* /generate's log-probability fields: return_logprob (each output token's, meta_info's
+ * output_token_logprobs); the prompt's, top alternatives, chosen ids and text are not produced, so
+ * their fields are accepted only with the values that ask for none. */
+static int logprob_fields(const cJSON *body, mt_gen_params *p, mt_api_error *e) {
+    const cJSON *start = field(body, "logprob_start_len"), *top = field(body, "top_logprobs_num");
+    const cJSON *ids = field(body, "token_ids_logprob"), *text = field(body, "return_text_in_logprobs");
+    if (mt_params_bool(body, "return_logprob", &p->return_logprob, e) < 0) return -1;
+    if (start && !cJSON_IsNull(start) && !(cJSON_IsNumber(start) && start->valuedouble == -1))
+        return mt_api_fail(e, 400, "'logprob_start_len' must be -1: prompt log-probabilities are not supported by moetrace");
+    if (top && !cJSON_IsNull(top) && !(cJSON_IsNumber(top) && top->valuedouble == 0))
+        return mt_api_fail(e, 400, "'top_logprobs_num' must be 0: top log-probabilities are not supported by moetrace");
+    if (ids && !cJSON_IsNull(ids))
+        return mt_api_fail(e, 400, "'token_ids_logprob' is not supported by moetrace");
+    if (text && !cJSON_IsNull(text) && !cJSON_IsFalse(text))
+        return mt_api_fail(e, 400, "'return_text_in_logprobs' is not supported by moetrace");
+    return 0;
+}
+
 /* /generate: "text" or "input_ids", "sampling_params", "stream", "rid" and the routing fields. */
 static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     const cJSON *text = field(body, "text"), *ids = field(body, "input_ids"), *rid = field(body, "rid");
-    const cJSON *logprob = field(body, "return_logprob");
     mt_param_caps caps = {c->cfg, c->tokenizer != NULL, c->routing_enabled};
     bool max_given = false;
     if (!!text == !!ids) return mt_api_fail(e, 400, "give exactly one of 'text' or 'input_ids'");
@@ -24,12 +41,11 @@ static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_requ
         return mt_api_fail(e, 400, "batched requests (a list of prompts) are not supported; send one request per prompt");
     if (text && !cJSON_IsString(text)) return mt_api_fail(e, 400, "'text' must be a string");
     if (mt_params_bool(body, "stream", &r->stream, e) < 0) return -1;
-    if (logprob && !cJSON_IsFalse(logprob)) return mt_api_fail(e, 400, "'return_logprob' is not supported by moetrace");
     if (rid && (!cJSON_IsString(rid) || strlen(rid->valuestring) >= sizeof r->rid))
         return mt_api_fail(e, 400, "'rid' must be a string of at most %zu characters", sizeof r->rid - 1);
     if (rid) snprintf(r->rid, sizeof r->rid, "%s", rid->valuestring);
     if (mt_params_parse_sampling(field(body, "sampling_params"), MT_PARAMS_SGLANG, &caps, &r->params, &max_given, e) ||
-        mt_params_parse_routing(body, &caps, &r->params, e))
+        mt_params_parse_routing(body, &caps, &r->params, e) || logprob_fields(body, &r->params, e))
         return -1;
     if (text ? mt_params_encode(c->tokenizer, text->valuestring, true, &r->prompt, &r->n_prompt, e)
              : mt_params_parse_ids(ids, "input_ids", &r->prompt, &r->n_prompt, e))

@@ -1,7 +1,9 @@
 """`moetrace serve --device cuda` end to end on the GPU machine (after tests/gpu/pack.sh): 32
 concurrent /generate requests with routing return, half of them sampled with their own seeds (on
 the device), each checked against `moetrace run --device cuda --routing-out` of the same prompt and
-sampling (routing decoded as SGLang's helper does), then SIGTERM."""
+sampling (routing decoded as SGLang's helper does); every request also asks for its tokens'
+log-probabilities, which must equal those of the same request sent again alone (bit for bit) and
+those transformers computes from the same checkpoint (within bf16's error); then SIGTERM."""
 import base64
 import concurrent.futures
 import json
@@ -60,7 +62,29 @@ n_new = 6
 
 def one(i):
     sp = dict(sampling_of(i), max_new_tokens=n_new, ignore_eos=True)
-    return post("/generate", {"input_ids": prompts[i], "sampling_params": sp, "return_routed_experts": True})
+    return post("/generate", {"input_ids": prompts[i], "sampling_params": sp, "return_routed_experts": True,
+                              "return_logprob": True})
+
+
+def reference_logprobs(ids, out, temperature):
+    """log_softmax(logits / T) of each output token, by transformers in float32 (T 1 when greedy), and
+    what bf16 may move each by: the fixtures' logit tolerance (2e-2 of the largest logit / T) moves
+    both the token's logit and the log-sum-exp, so twice that."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    global hf_model
+    if hf_model is None:
+        hf_model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).cuda().eval()
+    with torch.no_grad():
+        logits = hf_model(torch.tensor([ids + out], device="cuda")).logits[0].float()
+    t = temperature if temperature > 0 else 1.0
+    lp = torch.log_softmax(logits[len(ids) - 1:len(ids) - 1 + len(out)] / t, dim=-1)
+    z = logits[len(ids) - 1:len(ids) - 1 + len(out)] / t
+    tol = (2 * 2e-2 * z.abs().max(dim=-1).values).tolist()
+    return [lp[j, tok].item() for j, tok in enumerate(out)], tol
+
+
+hf_model = None
 
 
 with concurrent.futures.ThreadPoolExecutor(32) as pool:
@@ -72,6 +96,30 @@ for i, (ids, a) in enumerate(zip(prompts, answers)):
     r, t = solo(ids, n_new, sampling_of(i))
     same = got.shape == r.shape and (got == r).all() and a["output_ids"] == t.tolist()
     bad += not same
+    lps = m["output_token_logprobs"]
+    if [e[1] for e in lps] != a["output_ids"] or any(e[2] is not None or not e[0] <= 0 for e in lps):
+        print(f"request {i}: output_token_logprobs malformed: {lps}")
+        bad += 1
+lp_checked, lp_worst = 0, 0.0
+for i in range(0, len(prompts), 4):   # alone, then against transformers
+    again = one(i)["meta_info"]["output_token_logprobs"]
+    lps = answers[i]["meta_info"]["output_token_logprobs"]
+    if again != lps:
+        print(f"request {i}: log-probabilities alone {again} differ from batched {lps}")
+        bad += 1
+    try:
+        ref, tol = reference_logprobs(prompts[i], answers[i]["output_ids"], sampling_of(i)["temperature"])
+    except ImportError:
+        continue
+    diff = max(abs(e[0] - r) for e, r in zip(lps, ref))
+    lp_worst = max(lp_worst, diff)
+    lp_checked += 1
+    if any(abs(e[0] - r) > d for e, r, d in zip(lps, ref, tol)):
+        print(f"request {i}: log-probabilities {[e[0] for e in lps]} vs transformers {ref}")
+        bad += 1
+print(f"log-probabilities: {lp_checked} requests against transformers within the fixtures' bf16 tolerance, "
+      f"largest difference {lp_worst:.4f}; "
+      f"the same alone as batched")
 server.send_signal(signal.SIGTERM)
 rc = server.wait(timeout=60)
 print(f"serve --device cuda: {len(prompts)} concurrent requests (half sampled), {len(prompts) - bad} equal to their solo "

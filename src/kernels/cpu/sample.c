@@ -12,6 +12,17 @@ int mt_argmax(const float *x, int n) {
     return best;
 }
 
+float mt_token_logprob(const mt_sample_row *r, const float *logits, int V, int token) {
+    double T = r && r->temperature > 0.0f ? (double)r->temperature : 1.0;
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++) mx = fmaxf(mx, logits[i]);   /* fmaxf skips NaN */
+    if (mx == -INFINITY) return NAN;   /* no finite logit */
+    double sum = 0.0;
+    for (int i = 0; i < V; i++)
+        if (logits[i] == logits[i]) sum += exp(((double)logits[i] - mx) / T);
+    return (float)(((double)logits[token] - mx) / T - log(sum));
+}
+
 /* Radix digits of a weight (at most 2^40, 41 bits), from the top. */
 enum { DIGITS = 4, BINS = 2048 };
 static const int DIGIT_SHIFT[DIGITS] = {30, 19, 8, 0};

@@ -326,5 +326,9 @@ void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, flo
  * (kernels/sample.h), one block per row; other rows keep what tokens[i] holds (their argmax). */
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
                     cudaStream_t st);
+/* out[i] = mt_token_logprob(rows ? &rows[i] : NULL, row i of logits, V, tokens[i]) (kernels/sample.h),
+ * summed in float; one block per row, so a row's value does not depend on the batch. */
+void mt_cuda_token_logprob(float *out, const int32_t *tokens, const float *logits, int ld, int n, int V,
+                           const mt_sample_row *rows, cudaStream_t st);
 
 #endif

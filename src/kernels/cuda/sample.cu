@@ -152,7 +152,51 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *tokens, const 
     }
 }
 
+constexpr int LP_THREADS = 512;
+
+// A float reduction over the block in a fixed tree (so the same row gives the same bits in any
+// batch); scratch: 32 floats. MAX: the largest value (NaN skipped), else the sum.
+template <bool MAX>
+__device__ float block_reduce(float v, float *scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = MAX ? fmaxf(v, w) : v + w;
+    }
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = scratch[0];
+    for (int w = 1; w < LP_THREADS / 32; w++) v = MAX ? fmaxf(v, scratch[w]) : v + scratch[w];
+    return v;
+}
+
+// One block per row: mt_token_logprob (kernels/sample.h) of the row's token, summed in float.
+__global__ void __launch_bounds__(LP_THREADS) token_logprob_kernel(float *out, const int32_t *tokens,
+                                                                   const float *logits, int ld, int V,
+                                                                   const mt_sample_row *rows) {
+    __shared__ float scratch[32];
+    mt_grid_dependency_wait();
+    const float *x = logits + (size_t)blockIdx.x * ld;
+    const float T = rows && rows[blockIdx.x].temperature > 0.0f ? rows[blockIdx.x].temperature : 1.0f;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += LP_THREADS) mx = fmaxf(mx, x[i]);
+    mx = block_reduce<true>(mx, scratch);
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < V; i += LP_THREADS)
+        if (x[i] == x[i]) sum += expf((x[i] - mx) / T);
+    sum = block_reduce<false>(sum, scratch);
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = mx == -INFINITY ? NAN : (x[tokens[blockIdx.x]] - mx) / T - logf(sum);
+}
+
 }  // namespace
+
+void mt_cuda_token_logprob(float *out, const int32_t *tokens, const float *logits, int ld, int n, int V,
+                           const mt_sample_row *rows, cudaStream_t st) {
+    if (n > 0) mt_launch(token_logprob_kernel, n, LP_THREADS, 0, st, out, tokens, logits, ld, V, rows);
+}
 
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
                     cudaStream_t st) {
