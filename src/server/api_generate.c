@@ -30,7 +30,8 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     cJSON_AddNumberToObject(meta, "prompt_tokens", j->n_prompt);
     cJSON_AddNumberToObject(meta, "completion_tokens", j->n_output);
     cJSON_AddNumberToObject(meta, "cached_tokens", j->n_cached);
-    if (j->logprobs) {   // SGLang's [logprob, token id, text] triples; the text is not produced
+    if (j->logprobs) {   /* SGLang's [logprob, token id, text] triples; the text is not produced; a
+                            probability of 0 is given as -FLT_MAX, as SGLang clamps it */
         cJSON *lps = cJSON_AddArrayToObject(meta, "output_token_logprobs");
         for (int i = 0; i < j->n_output; i++) {
             cJSON *t = cJSON_CreateArray();
