@@ -327,7 +327,8 @@ void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, flo
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
                     cudaStream_t st);
 /* out[i] = mt_token_logprob(rows ? &rows[i] : NULL, row i of logits, V, tokens[i]) (kernels/sample.h),
- * summed in float; one block per row, so a row's value does not depend on the batch. */
+ * summed in float; one block per row, so a row's value does not depend on the batch. logits 16-byte
+ * aligned, ld a multiple of 4. */
 void mt_cuda_token_logprob(float *out, const int32_t *tokens, const float *logits, int ld, int n, int V,
                            const mt_sample_row *rows, cudaStream_t st);
 

@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *tokens, const 
     }
 }
 
-constexpr int LP_THREADS = 512;
+constexpr int LP_THREADS = 1024;
 
 // A float reduction over the block in a fixed tree (so the same row gives the same bits in any
 // batch); scratch: 32 floats. MAX: the largest value (NaN skipped), else the sum.
@@ -172,20 +172,41 @@ __device__ float block_reduce(float v, float *scratch) {
     return v;
 }
 
-// One block per row: mt_token_logprob (kernels/sample.h) of the row's token, summed in float.
+// Adds logit v's weight exp((v - mx) / T) to sum (a NaN logit weighs 0).
+__device__ __forceinline__ void add_weight(float &sum, float v, float mx, float T) {
+    if (v == v) sum += expf((v - mx) / T);
+}
+
+// One block per row: mt_token_logprob (kernels/sample.h) of the row's token, summed in float. The
+// row is read as float4s (rows start 64-byte aligned: ld is a multiple of 16), 8 in flight per
+// thread; the tail past the last whole float4 one float at a time.
 __global__ void __launch_bounds__(LP_THREADS) token_logprob_kernel(float *out, const int32_t *tokens,
-                                                                   const float *logits, int ld, int V,
+                                                                   const float *__restrict__ logits, int ld, int V,
                                                                    const mt_sample_row *rows) {
     __shared__ float scratch[32];
     mt_grid_dependency_wait();
     const float *x = logits + (size_t)blockIdx.x * ld;
+    const float4 *x4 = reinterpret_cast<const float4 *>(x);
+    const int V4 = V / 4;
     const float T = rows && rows[blockIdx.x].temperature > 0.0f ? rows[blockIdx.x].temperature : 1.0f;
     float mx = -INFINITY;
-    for (int i = threadIdx.x; i < V; i += LP_THREADS) mx = fmaxf(mx, x[i]);
+#pragma unroll 8
+    for (int i = threadIdx.x; i < V4; i += LP_THREADS) {
+        float4 v = x4[i];
+        mx = fmaxf(mx, fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)));
+    }
+    for (int i = 4 * V4 + threadIdx.x; i < V; i += LP_THREADS) mx = fmaxf(mx, x[i]);
     mx = block_reduce<true>(mx, scratch);
     float sum = 0.0f;
-    for (int i = threadIdx.x; i < V; i += LP_THREADS)
-        if (x[i] == x[i]) sum += expf((x[i] - mx) / T);
+#pragma unroll 8
+    for (int i = threadIdx.x; i < V4; i += LP_THREADS) {
+        float4 v = x4[i];
+        add_weight(sum, v.x, mx, T);
+        add_weight(sum, v.y, mx, T);
+        add_weight(sum, v.z, mx, T);
+        add_weight(sum, v.w, mx, T);
+    }
+    for (int i = 4 * V4 + threadIdx.x; i < V; i += LP_THREADS) add_weight(sum, x[i], mx, T);
     sum = block_reduce<false>(sum, scratch);
     if (threadIdx.x == 0)
         out[blockIdx.x] = mx == -INFINITY ? NAN : (x[tokens[blockIdx.x]] - mx) / T - logf(sum);
