@@ -1,8 +1,8 @@
 /* moetrace serve with text: a small model (dummy weights) whose vocabulary matches the trained test
  * tokenizer, with the Qwen3 chat template. Checks the OpenAI endpoints (/v1/models, completions and
  * chat completions, streamed and not, usage, routed_experts in the choice), that they agree with
- * /generate, stop strings (trimmed, kept with no_stop_trim, never streamed), /metrics and the
- * dashboard data. */
+ * /generate, the chosen tokens' log-probabilities (equal to /generate's), stop strings (trimmed,
+ * kept with no_stop_trim, never streamed), /metrics and the dashboard data. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -247,14 +247,120 @@ static void test_chat(void **state) {
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 3}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": -5}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stream_options\": 1}",
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": 2}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": \"yes\"}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
     };
     for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) cJSON_Delete(call("/v1/chat/completions", BAD[i], 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"echo\": true}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"logprobs\": 3}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", \"b\"]}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": 5}", 400));
     cJSON_Delete(call("/generate", "{\"text\": \"bad \xc3\x28 utf-8\"}", 400));
+}
+
+/* ---- log-probabilities -------------------------------------------------------------------- */
+
+/* Completions' "logprobs": 0 and chat's "logprobs": true give the chosen tokens' log-probabilities,
+ * the same floats as /generate's return_logprob for the same prompt; streamed, the chunks' lists
+ * add up to the whole one. */
+static void completion_logprobs(const cJSON *lp, float *values, int *n, size_t *offset) {
+    const cJSON *tokens = cJSON_GetObjectItem(lp, "tokens"), *vals = cJSON_GetObjectItem(lp, "token_logprobs");
+    const cJSON *offs = cJSON_GetObjectItem(lp, "text_offset");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(lp, "top_logprobs")));
+    int k = cJSON_GetArraySize(tokens);
+    assert_int_equal(cJSON_GetArraySize(vals), k);
+    assert_int_equal(cJSON_GetArraySize(offs), k);
+    for (int i = 0; i < k; i++) {
+        values[(*n)++] = (float)cJSON_GetArrayItem(vals, i)->valuedouble;
+        assert_int_equal((size_t)cJSON_GetArrayItem(offs, i)->valuedouble, *offset);
+        *offset += strlen(cJSON_GetArrayItem(tokens, i)->valuestring);
+    }
+}
+
+static void chat_logprobs(const cJSON *lp, float *values, int *n) {
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItem(lp, "content")) {
+        values[(*n)++] = (float)cJSON_GetObjectItem(t, "logprob")->valuedouble;
+        const cJSON *bytes = cJSON_GetObjectItem(t, "bytes");
+        assert_int_equal((size_t)cJSON_GetArraySize(bytes), strlen(str(t, "token")));
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t, "top_logprobs")), 0);
+    }
+}
+
+/* The non-null "logprobs" of a streamed answer's chunks, in order (valid until ev is freed). */
+static int streamed_logprobs(const char *path, const char *body, mt_sse_events *ev, const cJSON **out, int max) {
+    long status;
+    assert_int_equal(mt_api_stream(g_c, path, body, ev, &status), 0);
+    assert_int_equal(status, 200);
+    int n = 0;
+    for (int i = 0; i < ev->n && n < max; i++) {
+        const cJSON *lp = cJSON_GetObjectItem(choice0(cJSON_GetArrayItem(ev->list, i)), "logprobs");
+        if (!cJSON_IsNull(lp)) out[n++] = lp;
+    }
+    return n;
+}
+
+static void test_logprobs(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    cJSON *gen = call("/generate",
+                      "{\"text\": \"Hello world, hello moetrace\", \"sampling_params\": {\"max_new_tokens\": 8, "
+                      "\"temperature\": 0, \"ignore_eos\": true}, \"return_logprob\": true}", 200);
+    const cJSON *want = cJSON_GetObjectItem(cJSON_GetObjectItem(gen, "meta_info"), "output_token_logprobs");
+    assert_int_equal(cJSON_GetArraySize(want), 8);
+    float ref[8];
+    for (int i = 0; i < 8; i++) ref[i] = (float)cJSON_GetArrayItem(cJSON_GetArrayItem(want, i), 0)->valuedouble;
+
+    for (int stream = 0; stream < 2; stream++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"prompt\": \"Hello world, hello moetrace\", \"max_tokens\": 8, \"temperature\": 0, "
+                 "\"ignore_eos\": true, \"logprobs\": 0%s}", stream ? ", \"stream\": true" : "");
+        float got[16];
+        int n = 0;
+        size_t offset = 0;
+        if (!stream) {
+            cJSON *comp = call("/v1/completions", body, 200);
+            completion_logprobs(cJSON_GetObjectItem(choice0(comp), "logprobs"), got, &n, &offset);
+            cJSON_Delete(comp);
+        } else {
+            mt_sse_events ev;
+            const cJSON *lps[16];
+            int k = streamed_logprobs("/v1/completions", body, &ev, lps, 16);
+            for (int i = 0; i < k; i++) completion_logprobs(lps[i], got, &n, &offset);
+            mt_sse_events_free(&ev);
+        }
+        assert_int_equal(n, 8);
+        for (int i = 0; i < 8; i++)
+            if (got[i] != ref[i]) fail_msg("completions (stream %d) token %d: %.9g, /generate %.9g", stream, i, got[i], ref[i]);
+    }
+
+    static const char CHAT[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"Say hello\"}], \"max_tokens\": 6, "
+                               "\"temperature\": 0, \"ignore_eos\": true, \"logprobs\": true, \"top_logprobs\": 0%s}";
+    char body[512];
+    snprintf(body, sizeof body, CHAT, "");
+    cJSON *chat = call("/v1/chat/completions", body, 200);
+    float whole[8], streamed[8];
+    int n_whole = 0, n_streamed = 0;
+    chat_logprobs(cJSON_GetObjectItem(choice0(chat), "logprobs"), whole, &n_whole);
+    assert_int_equal(n_whole, 6);
+    for (int i = 0; i < 6; i++) assert_true(whole[i] <= 0.0f);
+    cJSON_Delete(chat);
+    snprintf(body, sizeof body, CHAT, ", \"stream\": true");
+    mt_sse_events ev;
+    const cJSON *lps[16];
+    int k = streamed_logprobs("/v1/chat/completions", body, &ev, lps, 16);
+    for (int i = 0; i < k; i++) chat_logprobs(lps[i], streamed, &n_streamed);
+    mt_sse_events_free(&ev);
+    assert_int_equal(n_streamed, 6);
+    assert_memory_equal(whole, streamed, sizeof(float) * 6);
+
+    /* without logprobs: null */
+    cJSON *plain = call("/v1/completions", "{\"prompt\": [5, 6], \"max_tokens\": 2}", 200);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(choice0(plain), "logprobs")));
+    cJSON_Delete(plain);
+    cJSON_Delete(gen);
 }
 
 /* A character boundary at or after i in s. */
@@ -381,6 +487,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_and_completions),
         cmocka_unit_test(test_chat),
+        cmocka_unit_test(test_logprobs),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_metrics_and_dashboard),
     };

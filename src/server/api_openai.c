@@ -1,6 +1,9 @@
 /* The OpenAI-compatible endpoints (SPEC §5): GET /v1/models, POST /v1/completions and
  * POST /v1/chat/completions, with server-sent-event streaming, usage, and the routing of each
- * choice in "routed_experts": {"data", "shape", "dtype"} when return_routed_experts is asked. */
+ * choice in "routed_experts": {"data", "shape", "dtype"} when return_routed_experts is asked, and the
+ * chosen tokens' log-probabilities when asked (chat: "logprobs": true; completions: "logprobs": 0). */
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,9 @@ typedef struct openai_reply {
     long created;
     size_t text_sent;     /* bytes of text already streamed */
     bool role_sent;
+    const mt_tokenizer *tokenizer;
+    int lp_sent;          /* output tokens whose log-probabilities were streamed */
+    size_t lp_offset;     /* completions: text_offset of the next of them */
 } openai_reply;
 
 static cJSON *envelope(const openai_reply *o, bool chunk) {
@@ -49,6 +55,52 @@ static void add_text(cJSON *obj, const char *key, const char *s, size_t n) {
     free(copy);
 }
 
+static cJSON *logprob_number(float lp) {
+    return isfinite(lp) ? cJSON_CreateNumber(lp) : isinf(lp) ? cJSON_CreateNumber(-FLT_MAX) : cJSON_CreateNull();
+}
+
+/* The choice's "logprobs" for output tokens [from, to) (null without return_logprob): chat's
+ * {"content": [{"token", "logprob", "bytes", "top_logprobs": []}]}, the completions'
+ * {"tokens", "token_logprobs", "top_logprobs": null, "text_offset"}. A token's text is its id
+ * decoded alone (special tokens shown), so a piece of a UTF-8 character reads as U+FFFD, as the
+ * tokenizers library gives it; *offset advances by each token's bytes. */
+static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from, int to, size_t *offset) {
+    if (!j->logprobs) return cJSON_CreateNull();
+    cJSON *root = cJSON_CreateObject(), *content = NULL, *tokens = NULL, *values = NULL, *offsets = NULL;
+    if (o->chat) {
+        content = cJSON_AddArrayToObject(root, "content");
+    } else {
+        tokens = cJSON_AddArrayToObject(root, "tokens");
+        values = cJSON_AddArrayToObject(root, "token_logprobs");
+        cJSON_AddNullToObject(root, "top_logprobs");
+        offsets = cJSON_AddArrayToObject(root, "text_offset");
+    }
+    for (int i = from; i < to; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        mt_err err;
+        if (mt_tokenizer_decode(o->tokenizer, &j->output[i], 1, 0, &text, &len, &err)) len = 0;
+        char *piece = strndup(text ? text : "", len);
+        if (o->chat) {
+            cJSON *t = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
+            cJSON_AddStringToObject(t, "token", piece ? piece : "");
+            cJSON_AddItemToObject(t, "logprob", logprob_number(j->logprobs[i]));
+            for (size_t b = 0; b < len; b++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)text[b]));
+            cJSON_AddItemToObject(t, "bytes", bytes);
+            cJSON_AddArrayToObject(t, "top_logprobs");
+            cJSON_AddItemToArray(content, t);
+        } else {
+            cJSON_AddItemToArray(tokens, cJSON_CreateString(piece ? piece : ""));
+            cJSON_AddItemToArray(values, logprob_number(j->logprobs[i]));
+            cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)*offset));
+        }
+        *offset += len;
+        free(piece);
+        free(text);
+    }
+    return root;
+}
+
 /* Adds the finish reason (or null) and, once finished, the routing to a choice. */
 static void finish_choice(const openai_reply *o, const mt_gen_job *j, cJSON *choice, bool final) {
     if (final) cJSON_AddStringToObject(choice, "finish_reason", mt_job_finish_openai(j));
@@ -72,7 +124,8 @@ static cJSON *whole_response(void *ctx, const mt_gen_job *j) {
     } else {
         add_text(choice, "text", j->text.data, j->text.len);
     }
-    cJSON_AddNullToObject(choice, "logprobs");
+    size_t offset = 0;
+    cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, j->n_output, &offset));
     finish_choice(o, j, choice, true);
     cJSON_AddItemToArray(choices, choice);
     cJSON_AddItemToObject(root, "usage", usage_json(j));
@@ -97,7 +150,12 @@ static void format_chunk(void *ctx, mt_gen_job *j, bool final, mt_strbuf *out) {
     }
     o->role_sent = true;
     o->text_sent += delta_len;
-    cJSON_AddNullToObject(choice, "logprobs");
+    if (j->logprobs && j->n_output > o->lp_sent) {   /* the tokens generated since the last chunk */
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, o->lp_sent, j->n_output, &o->lp_offset));
+        o->lp_sent = j->n_output;
+    } else {
+        cJSON_AddNullToObject(choice, "logprobs");
+    }
     finish_choice(o, j, choice, final);
     cJSON_AddItemToArray(choices, choice);
     mt_sse_event(out, root);
@@ -125,6 +183,7 @@ static int completions(mt_http_request *rq, bool chat) {
     o->cfg = c.cfg;
     o->chat = chat;
     o->include_usage = r.include_usage;
+    o->tokenizer = c.tokenizer;
     o->created = (long)time(NULL);
     snprintf(o->model, sizeof o->model, "%s", s->b.model_name);
     mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, &e); /* takes prompt and params */

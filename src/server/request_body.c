@@ -96,6 +96,23 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     return rc;
 }
 
+/* The OpenAI log-probability fields: chat's "logprobs": true with "top_logprobs" 0, or the
+ * completions' "logprobs": 0 (the chosen tokens' own; larger values ask for alternatives, which are
+ * not produced). "top_logprobs" is not a completions field, so there it is ignored like other
+ * unknown keys. */
+static int openai_logprobs(const cJSON *body, bool chat, mt_gen_params *p, mt_api_error *e) {
+    const cJSON *lp = field(body, "logprobs"), *top = field(body, "top_logprobs");
+    if (lp && !cJSON_IsNull(lp)) {
+        if (chat && !cJSON_IsBool(lp)) return mt_api_fail(e, 400, "'logprobs' must be true or false");
+        if (!chat && !(cJSON_IsNumber(lp) && lp->valuedouble == 0))
+            return mt_api_fail(e, 400, "'logprobs' must be 0 or null: top log-probabilities are not supported by moetrace");
+        p->return_logprob = chat ? cJSON_IsTrue(lp) : true;
+    }
+    if (chat && top && !cJSON_IsNull(top) && !(cJSON_IsNumber(top) && top->valuedouble == 0))
+        return mt_api_fail(e, 400, "'top_logprobs' must be 0: top log-probabilities are not supported by moetrace");
+    return 0;
+}
+
 /* /v1/completions and /v1/chat/completions. */
 static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     if (!c->tokenizer)
@@ -108,7 +125,7 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
         return mt_api_fail(e, 400, "'stream_options' must be an object with a boolean 'include_usage'");
     mt_param_caps caps = {c->cfg, true, c->routing_enabled};
     if (mt_params_parse_sampling(body, MT_PARAMS_OPENAI, &caps, &r->params, &max_given, e) ||
-        mt_params_parse_routing(body, &caps, &r->params, e))
+        mt_params_parse_routing(body, &caps, &r->params, e) || openai_logprobs(body, chat, &r->params, e))
         return -1;
     if (chat ? chat_prompt(c, body, r, e) : completion_prompt(c, field(body, "prompt"), r, e)) return -1;
     int default_max = chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS;

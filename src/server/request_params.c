@@ -165,9 +165,7 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
         neutral_only(obj, "min_new_tokens", 0, e) || neutral_only(obj, "json_schema", 0, e) ||
         neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e))
         return -1;
-    if (style == MT_PARAMS_OPENAI &&
-        (neutral_only(obj, "logprobs", 0, e) || neutral_only(obj, "top_logprobs", 0, e) || neutral_only(obj, "echo", 0, e)))
-        return -1;
+    if (style == MT_PARAMS_OPENAI && neutral_only(obj, "echo", 0, e)) return -1;   /* logprobs: request_body.c */
     return 0;
 }
 
