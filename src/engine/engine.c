@@ -362,7 +362,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         s->n_forwarded += chunk[i];
         publish_blocks(e, s);
         if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
-        float logprob = any_logprob ? e->b_logprob[row] : NAN;
+        float logprob = s->logprobs ? e->b_logprob[row] : NAN;   /* set when its request asks */
         int32_t tok = e->b_next[row++];
         int generated = s->n_tokens - s->n_prompt;
         if (generated >= s->max_new_tokens) { /* max_new_tokens == 0 */
@@ -371,7 +371,6 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             continue;
         }
         if (s->logprobs) s->logprobs[generated] = logprob;
-        else logprob = NAN;
         s->tokens[s->n_tokens++] = tok;
         mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .logprob = logprob, .n_prompt = s->n_prompt,
                               .n_generated = generated + 1, .n_cached = s->n_cached};

@@ -1,6 +1,4 @@
 /* POST /generate, SGLang's native generation endpoint (SPEC §5). */
-#include <float.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,13 +28,11 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     cJSON_AddNumberToObject(meta, "prompt_tokens", j->n_prompt);
     cJSON_AddNumberToObject(meta, "completion_tokens", j->n_output);
     cJSON_AddNumberToObject(meta, "cached_tokens", j->n_cached);
-    if (j->logprobs) {   /* SGLang's [logprob, token id, text] triples; the text is not produced; a
-                            probability of 0 is given as -FLT_MAX, as SGLang clamps it */
+    if (j->logprobs) {   /* SGLang's [logprob, token id, text] triples; the text is not produced */
         cJSON *lps = cJSON_AddArrayToObject(meta, "output_token_logprobs");
         for (int i = 0; i < j->n_output; i++) {
             cJSON *t = cJSON_CreateArray();
-            cJSON_AddItemToArray(t, isfinite(j->logprobs[i]) ? cJSON_CreateNumber(j->logprobs[i])
-                                 : isinf(j->logprobs[i]) ? cJSON_CreateNumber(-FLT_MAX) : cJSON_CreateNull());
+            cJSON_AddItemToArray(t, mt_job_logprob_json(j, i));
             cJSON_AddItemToArray(t, cJSON_CreateNumber(j->output[i]));
             cJSON_AddItemToArray(t, cJSON_CreateNull());
             cJSON_AddItemToArray(lps, t);

@@ -2,8 +2,6 @@
  * POST /v1/chat/completions, with server-sent-event streaming, usage, and the routing of each
  * choice in "routed_experts": {"data", "shape", "dtype"} when return_routed_experts is asked, and the
  * chosen tokens' log-probabilities when asked (chat: "logprobs": true; completions: "logprobs": 0). */
-#include <float.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,10 +53,6 @@ static void add_text(cJSON *obj, const char *key, const char *s, size_t n) {
     free(copy);
 }
 
-static cJSON *logprob_number(float lp) {
-    return isfinite(lp) ? cJSON_CreateNumber(lp) : isinf(lp) ? cJSON_CreateNumber(-FLT_MAX) : cJSON_CreateNull();
-}
-
 /* The choice's "logprobs" for output tokens [from, to) (null without return_logprob): chat's
  * {"content": [{"token", "logprob", "bytes", "top_logprobs": []}]}, the completions'
  * {"tokens", "token_logprobs", "top_logprobs": null, "text_offset"}. A token's text is its id
@@ -84,14 +78,14 @@ static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from
         if (o->chat) {
             cJSON *t = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
             cJSON_AddStringToObject(t, "token", piece ? piece : "");
-            cJSON_AddItemToObject(t, "logprob", logprob_number(j->logprobs[i]));
+            cJSON_AddItemToObject(t, "logprob", mt_job_logprob_json(j, i));
             for (size_t b = 0; b < len; b++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)text[b]));
             cJSON_AddItemToObject(t, "bytes", bytes);
             cJSON_AddArrayToObject(t, "top_logprobs");
             cJSON_AddItemToArray(content, t);
         } else {
             cJSON_AddItemToArray(tokens, cJSON_CreateString(piece ? piece : ""));
-            cJSON_AddItemToArray(values, logprob_number(j->logprobs[i]));
+            cJSON_AddItemToArray(values, mt_job_logprob_json(j, i));
             cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)*offset));
         }
         *offset += len;

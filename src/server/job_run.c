@@ -1,5 +1,7 @@
 #include "server/job_run.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -131,4 +133,9 @@ const char *mt_job_finish_openai(const mt_gen_job *j) {
     case MT_JOB_STOP_STRING: return "stop";
     default: return "abort";
     }
+}
+
+cJSON *mt_job_logprob_json(const mt_gen_job *j, int i) {
+    float lp = j->logprobs[i];
+    return isfinite(lp) ? cJSON_CreateNumber(lp) : isinf(lp) ? cJSON_CreateNumber(-FLT_MAX) : cJSON_CreateNull();
 }
