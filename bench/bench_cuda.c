@@ -14,6 +14,7 @@
  *   build-tl/bench_cuda --figures timeline [--batch B] [--timeline-csv FILE]  (when each launch's blocks
  *                    start, pass their wait and end, in a build configured with
  *                    -DMOETRACE_CUDA_TIMELINE=ON; FILE gets every block's record)
+ *   build/bench_cuda --figures ceiling   (read-only launches of a layer's sizes: what the memory gives them)
  * --figures measures one group of figures (with the ceilings), --batch only that decode batch; --only runs one figure (decode at batch B, or prefill) and brackets two of its passes for `ncu --profile-from-start off`.
  * DIR holds a config.json (default bench/configs/qwen3-30b-a3b, Qwen3-30B-A3B). */
 #include <stdio.h>
@@ -261,6 +262,11 @@ static void measure_stage_costs(const mt_model *m, mt_kv_cache *kv, int B, int P
         {"expert down", MT_SKIP_DOWN},
         {"combine", MT_SKIP_COMBINE},
         {"every product", MT_SKIP_QKV | MT_SKIP_O | MT_SKIP_ROUTER | MT_SKIP_GATE_UP | MT_SKIP_DOWN},
+        /* the last two give the products' own chain: the step with them alone, less the step without
+         * any launch of the layers (compare with --figures ceiling) */
+        {"all but the products", MT_SKIP_QK_PREP | MT_SKIP_ATTENTION | MT_SKIP_NORM | MT_SKIP_ROUTE_SORT | MT_SKIP_COMBINE},
+        {"every launch of a layer", MT_SKIP_QKV | MT_SKIP_QK_PREP | MT_SKIP_ATTENTION | MT_SKIP_O | MT_SKIP_NORM |
+                                        MT_SKIP_ROUTER | MT_SKIP_ROUTE_SORT | MT_SKIP_GATE_UP | MT_SKIP_DOWN | MT_SKIP_COMBINE},
     };
     enum { N_SET = sizeof settings / sizeof settings[0], ROUNDS = 3 };
     workload w;
@@ -283,8 +289,10 @@ static void measure_stage_costs(const mt_model *m, mt_kv_cache *kv, int B, int P
     printf("decode batch %d, context %d..%d: step %.3f ms (median of %d rounds)\n", B, P, max_len - 8, base * 1e3, ROUNDS);
     for (int i = 1; i < N_SET; i++) {
         double v = median(t[i], ROUNDS);
-        printf("    without %-20s %.3f ms: %6.1f us a layer\n", settings[i].name, v * 1e3, (base - v) * 1e6 / layers);
+        printf("    without %-24s %.3f ms: %6.1f us a layer\n", settings[i].name, v * 1e3, (base - v) * 1e6 / layers);
     }
+    printf("    the products alone: %.1f us a layer (the step with them alone, less the step without the layers)\n",
+           (median(t[N_SET - 2], ROUNDS) - median(t[N_SET - 1], ROUNDS)) * 1e6 / layers);
     workload_free(&w);
 }
 
@@ -394,6 +402,54 @@ static int profile_only(const char *dir, const char *what, int P) {
     return 0;
 }
 
+/* --figures ceiling: what launches that only read, of a decode layer's product sizes at batch 1
+ * (q/k/v, o, router, the top-k experts' gate/up, their down), cost at best; and one thread's L2
+ * round trip with and without other multiprocessors streaming. Reads the config only. */
+static int measure_read_ceiling(const char *dir, double copy_gbps) {
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, dir, MT_LOAD_SHAPES, &err)) die(dir, &err);
+    const mt_config *c = &m.cfg;
+    double H = c->hidden_size, qd = (double)c->num_attention_heads * c->head_dim,
+           kvd = (double)c->num_key_value_heads * c->head_dim;
+    const char *names[5] = {"q/k/v", "o", "router", "gate/up", "down"};
+    /* how the small path streams each product at batch 1 (linear.cu as of this writing: the narrow
+     * shape, 2 KB copies 2 deep, three blocks a multiprocessor; o the deep one, 3 KB copies 3 deep,
+     * one block; the router's 8 tiles; gate/up reads its experts only after its wait) */
+    const int narrow = 56 << 10, deep = 116 << 10;
+    const int Hi = c->hidden_size, I = c->moe_intermediate_size, qdi = (int)qd;
+    mt_read_launch ls[5] = {
+        {(size_t)(2 * H * (qd + 2 * kvd)), 32 * Hi, 3, 2048, 2, narrow, 1},
+        {(size_t)(2 * qd * H), 32 * qdi, 1, 3072, 3, deep, 1},
+        {(size_t)(2 * H * c->num_experts), 32 * Hi, 3, 2048, 2, narrow, 0},
+        {(size_t)(2 * c->top_k * 2.0 * I * H), 32 * Hi, 3, 2048, 2, narrow, 0},
+        {(size_t)(2 * c->top_k * H * I), 32 * I, 3, 2048, 2, narrow, 1},
+    };
+    int layers = c->num_hidden_layers;
+    mt_read_ceiling rc;
+    if (mt_cuda_read_ceiling(ls, 5, layers, &rc, &err)) die("read ceiling", &err);
+    printf("a layer's launches at batch 1 (%d layers):", layers);
+    for (int i = 0; i < 5; i++) printf(" %s %.1f MB%s", names[i], ls[i].bytes / 1e6, i < 4 ? "," : "\n");
+    double at_copy = rc.layer_bytes / (copy_gbps * 1e3);
+    printf("%-60s %8.1f us\n", "their bytes at the copy rate", at_copy);
+    printf("%-60s %8.1f us (%.0f%% of the copy rate)\n", "read-only launches, reading after the wait",
+           rc.layer_us_wait_first, 100.0 * at_copy / rc.layer_us_wait_first);
+    printf("%-60s %8.1f us (%.0f%%)\n", "read-only launches, first loads before the wait", rc.layer_us_early,
+           100.0 * at_copy / rc.layer_us_early);
+    printf("%-60s %8.1f us (%.0f%%)\n", "one read-only launch a layer", rc.layer_us_one_launch,
+           100.0 * at_copy / rc.layer_us_one_launch);
+    for (int v = 0; v < rc.n_variants; v++)
+        printf("  %-70s %8.1f us (%.0f%%)\n", rc.variant[v].name, rc.variant[v].layer_us,
+               100.0 * at_copy / rc.variant[v].layer_us);
+    printf("%-60s %8.0f GB/s (%.0f%% of the copy rate)\n", "one launch reading every layer", rc.one_launch_gbps,
+           100.0 * rc.one_launch_gbps / copy_gbps);
+    printf("%-60s %8.0f ns\n", "one thread's dependent L2 load, idle", rc.l2_hop_ns_idle);
+    printf("%-60s %8.0f ns\n", "... while the other multiprocessors stream", rc.l2_hop_ns_streaming_elsewhere);
+    printf("%-60s %8.0f ns\n", "... while its own multiprocessor streams too", rc.l2_hop_ns_streaming_beside);
+    mt_model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *dir = MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b";
     int P = 512, steps = 32, reps = 9;
@@ -426,6 +482,8 @@ int main(int argc, char **argv) {
     printf("device: %s\n", dev);
     printf("%-52s %10.0f GB/s (read + write)\n", "device-to-device copy", copy_gbps);
     printf("%-52s %10.0f TFLOP/s\n", "cuBLAS bf16 8192^3", gemm_tflops);
+
+    if (figures && !strcmp(figures, "ceiling")) return measure_read_ceiling(dir, copy_gbps);
 
     mt_model m;
     double t0 = now_s();

@@ -77,6 +77,37 @@ int mt_cuda_describe(char *buf, size_t len);
 /* Benchmark ceilings measured now on device 0: device-to-device copy bandwidth in GB/s (bytes
  * read plus written) and a bf16 8192^3 cuBLAS product in TFLOP/s (median of 10). */
 int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err);
+/* What launches that only read can do (bench_cuda --figures ceiling): per layer of `layers`, one
+ * launch of each of launches[0 .. n_launches) (distinct data each, so every byte from memory),
+ * chained as the forward pass chains its launches; the figures are medians of graph replays. The
+ * fields after `bytes` describe how the product kernel streams that launch's weights, for the
+ * variant that copies its skeleton (items dealt by grid stride, each warp a slice of each item
+ * through its ring of bulk copies, a block barrier after each item) without its arithmetic. */
+typedef struct mt_read_launch {
+    size_t bytes;
+    int item_bytes;               /* one 16-row weight tile over all of K */
+    int blocks_per_sm;            /* the grid: one block an item, at most this many a multiprocessor */
+    int stage_bytes, stages;      /* each warp's ring */
+    int smem;                     /* dynamic shared memory a block */
+    int early;                    /* the ring's first copies before the dependency wait */
+} mt_read_launch;
+typedef struct mt_read_variant {
+    char name[96];
+    double layer_us;
+} mt_read_variant;
+typedef struct mt_read_ceiling {
+    double layer_bytes;
+    double layer_us_wait_first;   /* the launches reading after their dependency wait */
+    double layer_us_early;        /* each thread's first loads issued before the wait */
+    double layer_us_one_launch;   /* one launch a layer for all its bytes */
+    double one_launch_gbps;       /* one launch reading every layer's bytes */
+    double l2_hop_ns_idle;        /* one thread's dependent L2 loads, nothing else running */
+    double l2_hop_ns_streaming_elsewhere;   /* ... while the other multiprocessors stream from memory */
+    double l2_hop_ns_streaming_beside;      /* ... while its own multiprocessor streams too */
+    int n_variants;               /* the layer's launches read in other ways (names say how) */
+    mt_read_variant variant[8];
+} mt_read_ceiling;
+int mt_cuda_read_ceiling(const mt_read_launch *launches, int n_launches, int layers, mt_read_ceiling *out, mt_err *err);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,10 @@ int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err) {
     *copy_gbps = *bf16_tflops = 0.0;
     return missing(err);
 }
+int mt_cuda_read_ceiling(const mt_read_launch *launches, int n_launches, int layers, mt_read_ceiling *out, mt_err *err) {
+    (void)launches; (void)n_launches; (void)layers; (void)out;
+    return missing(err);
+}
 void mt_cuda_profile(const mt_model *m, bool on) {
     (void)m;
     (void)on;
