@@ -377,6 +377,38 @@ static void detok_stream_rewrites(void **state) {
     mt_tokenizer_free(tok);
 }
 
+/* A decoder that strips the end of the text (Strip with stop > 0) drops a window's trailing spaces
+ * that later ids make inner ones; the stream must still give exactly what decode gives (it lost a
+ * space before; found by fuzz/fuzz_tokenizer_load.c, regressions/tokenizer_load/strip_stop_stream.json). */
+static void detok_stream_strip_end(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mt_toks_XXXXXX", p[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\u2581\": 0, \"a\": 1}, \"merges\": []}, "
+                  "\"decoder\": {\"type\": \"Sequence\", \"decoders\": ["
+                  "{\"type\": \"Replace\", \"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}, "
+                  "{\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 1}]}}");
+    mt_tokenizer *tok;
+    mt_err err;
+    if (mt_tokenizer_load(&tok, dir, &err)) fail_msg("%s", err.msg);
+    static const char *const names[] = {"\u2581", "\u2581", "\u2581", "a", "\u2581", "\u2581", "a", "\u2581", "\u2581"};
+    enum { N = sizeof names / sizeof *names };
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = mt_tokenizer_token_to_id(tok, names[i]);
+    char *want;
+    size_t want_len;
+    assert_int_equal(mt_tokenizer_decode(tok, ids, N, 0, &want, &want_len, &err), 0);
+    assert_string_equal(want, "  a  a "); /* one space stripped at each end */
+    char *got = stream_all(tok, names, N);
+    assert_string_equal(got, want);
+    free(got);
+    free(want);
+    mt_tokenizer_free(tok);
+    unlink(p);
+    rmdir(dir);
+}
+
 /* Encodes text with a tokenizer.json written from parts; returns the ids as "a,b,c". */
 static void encode_with(const char *norm, const char *pretok, const char *text, const char *want) {
     char dir[] = "/tmp/mt_tokc_XXXXXX", p[256];
@@ -503,6 +535,7 @@ int main(void) {
         cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
         cmocka_unit_test(components),                          cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),
         cmocka_unit_test(load_bad_ids),                        cmocka_unit_test(detok_stream_rewrites),
+        cmocka_unit_test(detok_stream_strip_end),
         cmocka_unit_test(cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

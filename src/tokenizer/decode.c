@@ -181,6 +181,14 @@ int tk_decode_tokens(const tk_decoder *d, char **toks, size_t *lens, size_t n, t
     return 0;
 }
 
+int tk_decoder_strips_end(const tk_decoder *d) {
+    if (!d) return 0;
+    if (d->type == TK_D_STRIP && d->stop > 0) return 1;
+    for (int i = 0; i < d->nsub; i++)
+        if (tk_decoder_strips_end(&d->sub[i])) return 1;
+    return 0;
+}
+
 void tk_decoder_free(tk_decoder *d) {
     if (!d) return;
     tk_pattern_free(&d->pat);

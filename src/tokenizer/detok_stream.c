@@ -2,7 +2,10 @@
  * (tokenizers/src/tokenizer/mod.rs, step_decode_stream): keep a window of ids and the text of its
  * already-emitted prefix; after each new id, decode the window and emit what extends the prefix
  * unless it ends in U+FFFD (an incomplete character). finish() emits what was held back. Where the
- * library's stream fails for good once an id rewrote emitted text, this one goes on (resume_at). */
+ * library's stream fails for good once an id rewrote emitted text, this one goes on (resume_at).
+ * A decoder that strips the end of a text (Strip with stop > 0) drops characters at the end of a
+ * window that later ids make inner ones; for those the window keeps every id (the whole text is
+ * decoded at each step), so each text extends the one before and nothing is lost. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +14,7 @@
 struct mt_detok_stream {
     const mt_tokenizer *tok;
     int skip;
+    int keep_all;   /* the window never drops ids (tk_decoder_strips_end) */
     int32_t *ids;
     size_t n, cap;
     char *prefix;
@@ -21,6 +25,7 @@ mt_detok_stream *mt_detok_stream_new(const mt_tokenizer *tok, int skip_special_t
     mt_detok_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->tok = tok, s->skip = skip_special_tokens;
+    s->keep_all = tk_decoder_strips_end(tok->dec);
     s->prefix = calloc(1, 1);
     return s;
 }
@@ -65,6 +70,11 @@ static int step(mt_detok_stream *s, int32_t id, tk_buf *out, mt_err *err) {
     if (tl > s->prefix_len && !ends_fffd(t, tl)) {
         size_t from = resume_at(s, t, tl);
         tk_buf_put(out, t + from, tl - from);
+        if (s->keep_all) {   // the whole text so far is the prefix
+            free(s->prefix);
+            s->prefix = t, s->prefix_len = tl, s->prefix_index = 0;
+            return 0;
+        }
         free(t);
         size_t new_index = s->n - s->prefix_index;
         memmove(s->ids, s->ids + s->prefix_index, new_index * sizeof *s->ids);
