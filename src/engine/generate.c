@@ -64,8 +64,10 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
             mt_errf(err, "out of memory for sampling");
             goto done;
         }
-        mt_sample_row r0 = {.temperature = o->sampling.temperature};
-        lp = mt_token_logprob(&r0, logits + (size_t)(n_rows - 1) * c->vocab_size, c->vocab_size, next);
+        if (o->out_logprobs) {
+            mt_sample_row r0 = {.temperature = o->sampling.temperature};
+            lp = mt_token_logprob(&r0, logits + (size_t)(n_rows - 1) * c->vocab_size, c->vocab_size, next);
+        }
     }
     for (int g = 0; g < o->max_new_tokens; g++) {
         int32_t tok = next;

@@ -20,6 +20,8 @@ namespace {
 
 constexpr int kThreads = 256, kBlocksPerSm = 4, kUnroll = 8;
 
+// mma.cuh's mt_ld_stream with the 256-byte L2 fetch the products' weight copies also ask for (the
+// figures in docs/PERF.md were measured with it).
 __device__ __forceinline__ uint4 load_stream(const uint4 *p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];\n"
