@@ -73,6 +73,27 @@ static void test_sharded_hub_layout(void **state) {
     }
 }
 
+/* The model `moetrace demo` embeds (assets/demo-model, trained by tests/fixtures/make_demo_model.py)
+ * against its transformers references (tests/fixtures/demo): a trained model, so its routing has
+ * structure that random fixtures lack. */
+static void test_demo_model(void **state) {
+    (void)state;
+    const char *dir = MT_SOURCE_DIR "/assets/demo-model", *ref = MT_SOURCE_DIR "/tests/fixtures/demo";
+    const char *prompts[] = {"demo", "second"};
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s: %s", dir, err.msg);
+    for (size_t p = 0; p < 2; p++) {
+        fixture_result r = run_fixture(&m, ref, prompts[p]);
+        print_message("  demo model %-6s P=%3d logits rel err %.2e, routing sets equal %.4f, greedy tokens %s\n",
+                      prompts[p], r.P, r.logits_rel_err, r.routing_agreement, r.greedy_equal == r.G ? "equal" : "DIFFER");
+        assert_true(r.logits_rel_err <= 1e-3);
+        assert_true(r.routing_agreement >= 0.99);
+        assert_int_equal(r.greedy_equal, r.G);
+    }
+    mt_model_free(&m);
+}
+
 /* `moetrace run` end to end: the .npy files it writes equal the references. */
 static void test_cli_run(void **state) {
     (void)state;
@@ -162,6 +183,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_transformers),
         cmocka_unit_test(test_sharded_hub_layout),
+        cmocka_unit_test(test_demo_model),
         cmocka_unit_test(test_cli_run),
         cmocka_unit_test(test_npy_malformed),
     };

@@ -48,7 +48,7 @@ typedef struct known {
 } known;
 static const known KNOWN[] = {
     {"bl", 0, 0, 0, 0, 0},     {"sp", 0, 0, 0, 0, 0},          {"ms", 0, 0, 0, 0, 0},     {"qwen3", 0, 0, 0, 0, 0},
-    {"deepseek_v3", 0, 0, 0, 0, 0}, {"gptoss", 0, 0, 0, 0, 0}, {"llama2", 0, 0, 0, 0, 0},
+    {"deepseek_v3", 0, 0, 0, 0, 0}, {"gptoss", 0, 0, 0, 0, 0}, {"llama2", 0, 0, 0, 0, 0}, {"demo", 0, 0, 0, 0, 0},
 };
 
 static void check_tokenizer(const char *name, const char *dir) {
@@ -148,6 +148,12 @@ static void trained(void **state) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/tests/tokenizer/%s", MT_SOURCE_DIR, name);
     check_tokenizer(name, dir);
+}
+
+/* The demo model's tokenizer (assets/demo-model, trained by tests/fixtures/make_demo_model.py). */
+static void demo(void **state) {
+    (void)state;
+    check_tokenizer("demo", MT_SOURCE_DIR "/assets/demo-model");
 }
 
 static void real(void **state) {
@@ -530,7 +536,8 @@ int main(void) {
     static const char *names[] = {"bl", "sp", "ms", "qwen3", "deepseek_v3", "gptoss", "llama2"};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate(trained, (void *)names[0]), cmocka_unit_test_prestate(trained, (void *)names[1]),
-        cmocka_unit_test_prestate(trained, (void *)names[2]), cmocka_unit_test_prestate(real, (void *)names[3]),
+        cmocka_unit_test_prestate(trained, (void *)names[2]), cmocka_unit_test(demo),
+        cmocka_unit_test_prestate(real, (void *)names[3]),
         cmocka_unit_test_prestate(real, (void *)names[4]),    cmocka_unit_test_prestate(real, (void *)names[5]),
         cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
         cmocka_unit_test(components),                          cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),

@@ -11,5 +11,6 @@ int cmd_report(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 #endif

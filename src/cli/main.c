@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text as a JSON array"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"chat-template", cmd_chat_template, "render a conversation with the model's chat template"},
+    {"demo", cmd_demo, "the embedded model end to end: generation, routing, batching, load, EPLB"},
 };
 
 static void usage(FILE *f) {
