@@ -1,7 +1,7 @@
 /* Fuzz target: the JSONL dataset reader of `moetrace profile` (cli/dataset.c): the input is the
  * file; prompts and messages go through the fixture tokenizer without post-processor (an empty
  * text gives no ids) and the Qwen3 chat template. A dataset that loads has non-empty prompts of
- * valid ids. */
+ * valid ids and a non-empty name for every request. */
 #include "cli/dataset.h"
 #include "fuzz_util.h"
 #include "util/json_util.h"
@@ -34,6 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(d.n > 0);
         for (int i = 0; i < d.n; i++) {
             FUZZ_CHECK(d.len[i] > 0);
+            FUZZ_CHECK(d.names[i] && d.names[i][0]);
             for (int k = 0; k < d.len[i]; k++) FUZZ_CHECK(d.ids[i][k] >= 0);
         }
         mt_dataset_free(&d);

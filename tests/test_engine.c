@@ -1,7 +1,7 @@
 /* The batched engine: >= 100 sequences of varied lengths, run concurrently with chunked prefill,
  * a small token budget and shared prompt prefixes, give every sequence exactly the tokens and
  * routing of its solo run (mt_generate, one sequence, whole prompt in one pass). Also: cancel,
- * bad requests, block accounting. */
+ * bad requests, block accounting, request names reaching the sink. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -136,12 +136,62 @@ static void test_no_routing(void **state) {
     mt_model_free(&m);
 }
 
+/* Request names: every token of a routing event carries its request's name (copied at submit), or
+ * NULL for a request without one. */
+typedef struct name_probe {
+    int tokens[2];   /* tokens seen per request id (first MoE layer events only) */
+    int bad;
+} name_probe;
+
+static void check_names(void *ctx, const mt_routing_event *ev) {
+    name_probe *p = ctx;
+    if (!ev->request_names || !ev->request_ids) {
+        p->bad++;
+        return;
+    }
+    for (int i = 0; i < ev->n_tokens; i++) {
+        int64_t id = ev->request_ids[i];
+        const char *name = ev->request_names[i];
+        bool ok = id == 0 ? name && !strcmp(name, "req-A") : id == 1 && !name;
+        p->bad += !ok;
+        if (ev->layer == 0) p->tokens[id & 1]++;
+    }
+}
+
+static void test_request_names(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    mt_engine_opts o = {.num_kv_blocks = 16, .max_batch_tokens = 16, .max_running = 2};
+    name_probe probe = {{0}, 0};
+    mt_routing_sink sink = {check_names, NULL, &probe};
+    mt_engine *e = mt_engine_new(&m, &o, NULL, NULL, &sink, &err);
+    assert_non_null(e);
+    int32_t prompt[20];
+    for (int i = 0; i < 20; i++) prompt[i] = 9 + 2 * i;
+    char name[16] = "req-A";
+    mt_request named = {.id = 0, .name = name, .prompt = prompt, .n_prompt = 20, .max_new_tokens = 4, .ignore_eos = true};
+    mt_request plain = {.id = 1, .prompt = prompt + 1, .n_prompt = 12, .max_new_tokens = 3, .ignore_eos = true};
+    assert_int_equal(mt_engine_submit(e, &named, &err), 0);
+    assert_int_equal(mt_engine_submit(e, &plain, &err), 0);
+    strcpy(name, "changed"); /* the engine kept its own copy */
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    mt_engine_free(e);
+    mt_model_free(&m);
+    assert_int_equal(probe.bad, 0);
+    /* layer 0 is MoE in the fixture: each request's forwarded tokens were seen */
+    assert_int_equal(probe.tokens[0], 20 + 4 - 1);
+    assert_int_equal(probe.tokens[1], 12 + 3 - 1);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched_equals_solo),
         cmocka_unit_test(test_cancel_and_bad_requests),
         cmocka_unit_test(test_no_routing),
+        cmocka_unit_test(test_request_names),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

@@ -1,6 +1,7 @@
 /* moetrace profile end to end: outputs exist and agree with each other — the stat dump's counts
- * equal the counts derived from the per-token dump and the tokens forwarded; bad datasets give an
- * error naming the line. */
+ * equal the counts derived from the per-token dump and the tokens forwarded; the per-token index
+ * names requests by their records' "rid" / "id", else by line number; bad datasets give an error
+ * naming the line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,20 +45,74 @@ static int teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Checks the per-token index's request names (index: the dump's JSON, tensors: its safetensors):
+ * every request appears once under its expected name (names[r]), and the rows at position 0 under
+ * that name carry its record's first token (first[r]). */
+static void check_request_names(const cJSON *index, const mt_checkpoint *ck, char names[][32], const int *first,
+                                int n) {
+    const cJSON *rid = cJSON_GetObjectItem(index, "request_ids");
+    assert_int_equal(cJSON_GetArraySize(rid), n);
+    const mt_tensor_info *req = mt_checkpoint_find(ck, "request_index"), *pos = mt_checkpoint_find(ck, "position"),
+                         *tok = mt_checkpoint_find(ck, "token_id");
+    int seen[64] = {0};
+    for (int64_t t = 0; t < req->shape[0]; t++) {
+        int64_t ri;
+        int32_t p, token;
+        memcpy(&ri, (const char *)req->data + t * 8, 8);
+        memcpy(&p, (const char *)pos->data + t * 4, 4);
+        memcpy(&token, (const char *)tok->data + t * 4, 4);
+        if (p != 0) continue;
+        const cJSON *name = cJSON_GetArrayItem(rid, (int)ri);
+        assert_true(cJSON_IsString(name));
+        int r = 0;
+        while (r < n && strcmp(names[r], name->valuestring)) r++;
+        if (r == n) fail_msg("request_ids[%d] = \"%s\" is no record's name", (int)ri, name->valuestring);
+        assert_int_equal(token, first[r]);
+        seen[r]++;
+    }
+    for (int r = 0; r < n; r++)
+        if (seen[r] != 1) fail_msg("record %d (\"%s\"): %d first tokens", r, names[r], seen[r]);
+}
+
 static void test_outputs_agree(void **state) {
     (void)state;
     if (!g_bin) skip();
     char ds[65536] = "", out[65536], args[1024];
+    /* Request names: "rid" on every third record, an integer "id" on the next, else the line number
+     * (a blank line after the tenth record shifts the later ones). */
+    char names[30][32];
+    int first[30], line = 0;
     unsigned s = 7;
     for (int r = 0; r < 30; r++) {
         int len = 1 + (int)((s = s * 1103515245u + 12345u) >> 16) % 90;
-        strcat(ds, "{\"input_ids\": [");
+        line++;
+        if (r % 3 == 0) {
+            snprintf(names[r], sizeof names[r], "row-%d", r);
+            strcat(ds, "{\"rid\": \"");
+            strcat(ds, names[r]);
+            strcat(ds, "\", ");
+        } else if (r % 3 == 1) {
+            snprintf(names[r], sizeof names[r], "%d", 1000 + r);
+            strcat(ds, "{\"id\": ");
+            strcat(ds, names[r]);
+            strcat(ds, ", ");
+        } else {
+            snprintf(names[r], sizeof names[r], "%d", line);
+            strcat(ds, "{");
+        }
+        strcat(ds, "\"input_ids\": [");
         for (int i = 0; i < len; i++) {
             char num[16];
-            snprintf(num, sizeof num, "%s%u", i ? ", " : "", 3 + ((s = s * 1103515245u + 12345u) >> 16) % 500);
+            int id = 3 + (int)(((s = s * 1103515245u + 12345u) >> 16) % 500);
+            if (i == 0) first[r] = id;
+            snprintf(num, sizeof num, "%s%d", i ? ", " : "", id);
             strcat(ds, num);
         }
         strcat(ds, "]}\n");
+        if (r == 9) {
+            strcat(ds, "\n");
+            line++;
+        }
     }
     write_file("ds.jsonl", ds);
     snprintf(args, sizeof args,
@@ -105,6 +160,10 @@ static void test_outputs_agree(void **state) {
                 else derived[l][e]++;
             }
     assert_memory_equal(derived, stat_count, sizeof derived);
+    cJSON *index = mt_json_load_file(tok_index, &err);
+    assert_non_null(index);
+    check_request_names(index, ck, names, first, 30);
+    cJSON_Delete(index);
     mt_checkpoint_close(ck);
     snprintf(path, sizeof path, "%s/out/heatmap.png", g_dir);
     FILE *png = fopen(path, "rb");
@@ -123,6 +182,8 @@ static void test_bad_datasets(void **state) {
         {"{\"input_ids\": [1, 99999]}\n", "99999"},
         {"{\"other\": 1}\n", "input_ids"},
         {"{\"prompt\": \"hi\"}\n", "tokenizer.json"},
+        {"{\"input_ids\": [1]}\n{\"id\": 1.5, \"input_ids\": [1]}\n", "line 2: 'id' must be"},
+        {"{\"rid\": \"\", \"input_ids\": [1]}\n", "'rid' must be a non-empty string or an integer"},
         {"\n\n", "no requests"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -39,14 +39,20 @@ static mt_config make_cfg(void) {
 /* Deterministic routing of token t of pass p at layer l, choice j (distinct per token). */
 static int32_t route(int p, int t, int l, int j) { return (int32_t)((p * 7 + t * 3 + l * 5 + j * 3) % E); }
 
-/* Feeds one pass of n tokens (request id = 100 + t % 3, position = p * 10 + t, token = 1000 + t).
- * If expect is not NULL, adds the pass's counts to it ([L, E]). */
+/* The names of requests 100, 101 and 102 in feed_pass's events (102 has none). */
+static const char *const REQ_NAMES[3] = {"req-A", "cmpl-0123456789abcdef", NULL};
+
+/* Feeds one pass of n tokens (request id = 100 + t % 3, named REQ_NAMES[t % 3], position =
+ * p * 10 + t, token = 1000 + t). If expect is not NULL, adds the pass's counts to it ([L, E]). */
 static void feed_pass(mt_routing_sink s, int p, int n, int64_t *expect) {
     int32_t seq[64], pos[64], tok[64], ids[64 * K];
     int64_t req[64];
+    const char *names[64];
     for (int t = 0; t < n; t++) {
         seq[t] = t % 3;
         req[t] = 100 + t % 3;
+        /* copies: the recorder may keep no pointer past the pass */
+        names[t] = REQ_NAMES[t % 3] ? strdup(REQ_NAMES[t % 3]) : NULL;
         pos[t] = p * 10 + t;
         tok[t] = 1000 + t;
     }
@@ -57,11 +63,13 @@ static void feed_pass(mt_routing_sink s, int p, int n, int64_t *expect) {
                 if (expect) expect[l * E + ids[t * K + j]]++;
             }
         mt_routing_event ev = {.layer = l, .n_tokens = n, .top_k = K, .seq_ids = seq, .positions = pos,
-                               .tokens = tok, .request_ids = req, .topk_ids = ids, .topk_weights = NULL};
+                               .tokens = tok, .request_ids = req, .request_names = names, .topk_ids = ids,
+                               .topk_weights = NULL};
         s.on_layer(s.ctx, &ev);
     }
     mt_pass_event pe = {.n_tokens = n, .num_seqs_in_pass = n < 3 ? n : 3};
     s.on_pass(s.ctx, &pe);
+    for (int t = 0; t < n; t++) free((char *)names[t]);
 }
 
 static mt_recorder *make(mt_recorder_mode mode, int buffer, long max_tokens, const char *dir) {
@@ -326,9 +334,13 @@ static void test_per_token_safetensors(void **state) {
     check_dump_shape(o, "per_token", 5, T);
     assert_int_equal(cJSON_GetObjectItem(o, "dropped_tokens")->valueint, 0);
     assert_int_equal(cJSON_GetObjectItem(o, "num_tokens_recorded")->valueint, T);
+    /* the requests' names as strings, first-seen order; one without a name: its id's digits */
     const cJSON *rid = cJSON_GetObjectItem(o, "request_ids");
     assert_int_equal(cJSON_GetArraySize(rid), 3);
-    for (int i = 0; i < 3; i++) assert_int_equal(cJSON_GetArrayItem(rid, i)->valueint, 100 + i);
+    assert_true(cJSON_IsString(cJSON_GetArrayItem(rid, 0)));
+    assert_string_equal(cJSON_GetArrayItem(rid, 0)->valuestring, REQ_NAMES[0]);
+    assert_string_equal(cJSON_GetArrayItem(rid, 1)->valuestring, REQ_NAMES[1]);
+    assert_string_equal(cJSON_GetArrayItem(rid, 2)->valuestring, "102");
     const char *tname = cJSON_GetObjectItem(o, "tensors")->valuestring;
     char stp[4200];
     snprintf(stp, sizeof stp, "%s/%s", tmpdir, tname);
@@ -464,8 +476,15 @@ static void test_per_token_wide_ids(void **state) {
         cJSON *j = mt_json_load_file(path, &err);
         char stp[4200];
         snprintf(stp, sizeof stp, "%s/%s", tmpdir, cJSON_GetObjectItem(j, "tensors")->valuestring);
-        /* request ids default to the sequence slots */
-        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "request_ids")), 3);
+        /* request ids default to the sequence slots, as strings */
+        const cJSON *rid = cJSON_GetObjectItem(j, "request_ids");
+        assert_int_equal(cJSON_GetArraySize(rid), 3);
+        for (int i = 0; i < 3; i++) {
+            char want[4];
+            snprintf(want, sizeof want, "%d", i);
+            assert_true(cJSON_IsString(cJSON_GetArrayItem(rid, i)));
+            assert_string_equal(cJSON_GetArrayItem(rid, i)->valuestring, want);
+        }
         cJSON_Delete(j);
         mt_checkpoint *ck = NULL;
         assert_int_equal(mt_checkpoint_open(&ck, stp, &err), 0);

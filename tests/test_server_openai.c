@@ -2,7 +2,8 @@
  * tokenizer, with the Qwen3 chat template. Checks the OpenAI endpoints (/v1/models, completions and
  * chat completions, streamed and not, usage, routed_experts in the choice), that they agree with
  * /generate, the chosen tokens' log-probabilities (equal to /generate's), stop strings (trimmed,
- * kept with no_stop_trim, never streamed), /metrics and the dashboard data. */
+ * kept with no_stop_trim, never streamed), /metrics and the dashboard data; a per_token recording
+ * names each request by the id its response carried. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -18,6 +20,7 @@
 
 #include "support/api_util.h"
 #include "support/http_client.h"
+#include "model/safetensors.h"
 #include "support/server_proc.h"
 #include "tmp_dir.h"
 
@@ -33,6 +36,15 @@ static const char *g_bin;
 static mt_test_server g_srv;
 static mt_http_client *g_c;
 
+/* Starts `moetrace serve` on the test model (g_dir/model, dummy weights) with flags, dumping into
+ * dump_dir, its log in g_dir/log_name; 0 once it answers. */
+static int start_server(mt_test_server *srv, const char *flags, const char *dump_dir, const char *log_name) {
+    char args[1024];
+    snprintf(args, sizeof args, "--model %s/model --load-format dummy --threads 1 --expert-dump-dir %s %s", g_dir,
+             dump_dir, flags);
+    return mt_test_server_start(srv, g_bin, args, path_of(log_name), 120);
+}
+
 static int setup(void **state) {
     (void)state;
     g_bin = getenv("MOETRACE_BIN");
@@ -46,13 +58,9 @@ static int setup(void **state) {
              g_dir, MT_SOURCE_DIR, g_dir, MT_SOURCE_DIR, g_dir);
     if (system(cmd)) return -1;
     write_text("model/config.json", CONFIG);
-    char args[1024], log[512];
-    snprintf(args, sizeof args,
-             "--model %s/model --load-format dummy --threads 1 --served-model-name tiny --enable-return-routed-experts "
-             "--enable-expert-distribution-metrics --expert-dump-dir %s",
-             g_dir, g_dir);
-    snprintf(log, sizeof log, "%s/server.log", g_dir);
-    if (mt_test_server_start(&g_srv, g_bin, args, log, 120)) return -1;
+    if (start_server(&g_srv, "--served-model-name tiny --enable-return-routed-experts --enable-expert-distribution-metrics",
+                     g_dir, "server.log"))
+        return -1;
     g_c = mt_http_client_new(g_srv.url, NULL);
     return 0;
 }
@@ -483,6 +491,107 @@ static void test_metrics_and_dashboard(void **state) {
     cJSON_Delete(info);
 }
 
+/* ---- per_token recording: request ids as the clients know them ------------------------------- */
+
+/* Tokens the engine forwarded for a finished request: every prompt token not served from the prefix
+ * cache, and every output token but the last. */
+static int forwarded(int prompt, int cached, int output) { return prompt - cached + output - 1; }
+
+/* One request of test_per_token_request_ids: its response's id and forwarded tokens. */
+typedef struct named_request {
+    char id[128];
+    int forwarded;
+} named_request;
+
+/* POSTs body to path on c; keeps the response's id (meta_info.id for /generate, else "id"). */
+static void call_named(mt_http_client *c, const char *path, const char *body, named_request *out) {
+    long status;
+    cJSON *j = mt_api_json(c, path, body, &status);
+    assert_int_equal(status, 200);
+    const cJSON *meta = cJSON_GetObjectItem(j, "meta_info");
+    if (meta) {
+        snprintf(out->id, sizeof out->id, "%s", str(meta, "id"));
+        out->forwarded = forwarded(num(meta, "prompt_tokens"), num(meta, "cached_tokens"),
+                                   num(meta, "completion_tokens"));
+    } else {
+        const cJSON *u = cJSON_GetObjectItem(j, "usage"), *d = cJSON_GetObjectItem(u, "prompt_tokens_details");
+        snprintf(out->id, sizeof out->id, "%s", str(j, "id"));
+        out->forwarded = forwarded(num(u, "prompt_tokens"), d ? num(d, "cached_tokens") : 0, num(u, "completion_tokens"));
+    }
+    cJSON_Delete(j);
+}
+
+/* A server recording per_token: after /generate with a rid and without, a completion and a chat
+ * completion, the dump's index lists the four requests by the ids their responses carried, as
+ * strings, in order; each request's rows in the tensors are its forwarded tokens. */
+static void test_per_token_request_ids(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char dump_dir[512];
+    snprintf(dump_dir, sizeof dump_dir, "%s", path_of("per_token"));
+    assert_int_equal(mkdir(dump_dir, 0755), 0);
+    mt_test_server srv;
+    assert_int_equal(start_server(&srv, "--expert-distribution-recorder-mode per_token", dump_dir, "per_token.log"), 0);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL);
+    mt_http_response r;
+    assert_int_equal(mt_http_call(c, "POST", "/start_expert_distribution_record", "", &r), 0);
+    assert_int_equal(r.status, 200);
+    mt_http_response_free(&r);
+
+    named_request req[4];
+    call_named(c, "/generate", "{\"text\": \"first request\", \"rid\": \"req-A\", "
+                               "\"sampling_params\": {\"max_new_tokens\": 3, \"ignore_eos\": true}}", &req[0]);
+    assert_string_equal(req[0].id, "req-A");
+    call_named(c, "/generate", "{\"text\": \"second one, without a rid\", "
+                               "\"sampling_params\": {\"max_new_tokens\": 2, \"ignore_eos\": true}}", &req[1]);
+    call_named(c, "/v1/completions", "{\"prompt\": \"a completion\", \"max_tokens\": 4, \"ignore_eos\": true}",
+               &req[2]);
+    assert_true(!strncmp(req[2].id, "cmpl-", 5));
+    call_named(c, "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], "
+                                          "\"max_tokens\": 2, \"ignore_eos\": true}", &req[3]);
+    assert_true(!strncmp(req[3].id, "chatcmpl-", 9));
+    assert_int_equal(mt_http_call(c, "POST", "/stop_expert_distribution_record", "", &r), 0);
+    mt_http_response_free(&r);
+
+    long status;
+    cJSON *dump = mt_api_json(c, "/dump_expert_distribution_record?inline=1", "", &status);
+    assert_int_equal(status, 200);
+    assert_string_equal(str(dump, "mode"), "per_token");
+    assert_int_equal(num(dump, "num_requests"), 4);
+    const cJSON *ids = cJSON_GetObjectItem(dump, "request_ids");
+    assert_int_equal(cJSON_GetArraySize(ids), 4);
+    for (int i = 0; i < 4; i++) {
+        const cJSON *v = cJSON_GetArrayItem(ids, i);
+        if (!cJSON_IsString(v) || strcmp(v->valuestring, req[i].id)) {
+            char *text = cJSON_PrintUnformatted(ids);
+            fail_msg("request_ids %s: entry %d is not \"%s\"", text, i, req[i].id);
+        }
+    }
+
+    /* request_index: each request's rows are its forwarded tokens */
+    char tensors[1024];
+    snprintf(tensors, sizeof tensors, "%s/%s", dump_dir, str(dump, "tensors"));
+    mt_checkpoint *ck;
+    mt_err err;
+    if (mt_checkpoint_open(&ck, tensors, &err)) fail_msg("%s", err.msg);
+    const mt_tensor_info *ri = mt_checkpoint_find(ck, "request_index");
+    assert_non_null(ri);
+    assert_int_equal(ri->shape[0], num(dump, "num_tokens_recorded"));
+    int rows[4] = {0};
+    for (int64_t t = 0; t < ri->shape[0]; t++) {
+        int64_t v;
+        memcpy(&v, (const char *)ri->data + t * 8, 8);
+        assert_true(v >= 0 && v < 4);
+        rows[v]++;
+    }
+    for (int i = 0; i < 4; i++)
+        if (rows[i] != req[i].forwarded) fail_msg("request %s: %d rows, %d tokens forwarded", req[i].id, rows[i], req[i].forwarded);
+    mt_checkpoint_close(ck);
+    cJSON_Delete(dump);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_and_completions),
@@ -490,6 +599,7 @@ int main(void) {
         cmocka_unit_test(test_logprobs),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_metrics_and_dashboard),
+        cmocka_unit_test(test_per_token_request_ids),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -41,7 +41,9 @@ static const char PROFILE_HELP[] =
     "\n"
     "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
     "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
-    "  --per-token            also write the per-token dump\n"
+    "  --per-token            also write the per-token dump; its index's request_ids name each\n"
+    "                         request by its line's \"rid\" or \"id\" (a string or an integer),\n"
+    "                         else by its line number in FILE.jsonl (1-based), as strings\n"
     "  --max-batch-tokens N   token budget of a forward pass (default 512 on cpu, 8192 on cuda)\n"
     "  --threads N  --load-format auto|dummy  --device cpu|cuda\n"
     "%s"
@@ -318,8 +320,8 @@ int cmd_profile(int argc, char **argv) {
     }
     if (!(engine = mt_engine_new(&model, &eo, on_event, &st, &sink, &err))) goto fail;
     for (int i = 0; i < d.n; i++) {
-        mt_request r = {.id = i, .prompt = d.ids[i], .n_prompt = d.len[i], .max_new_tokens = a.max_new_tokens,
-                        .ignore_eos = a.ignore_eos, .sampling = a.sampling};
+        mt_request r = {.id = i, .name = d.names[i], .prompt = d.ids[i], .n_prompt = d.len[i],
+                        .max_new_tokens = a.max_new_tokens, .ignore_eos = a.ignore_eos, .sampling = a.sampling};
         r.sampling.seed = a.sampling.seed + (uint64_t)i;
         if (mt_engine_submit(engine, &r, &err)) {
             fprintf(stderr, "moetrace: %s line %d: %s\n", a.data, i + 1, err.msg);

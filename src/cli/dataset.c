@@ -9,9 +9,13 @@
 #include <cjson/cJSON.h>
 
 void mt_dataset_free(mt_dataset *d) {
-    for (int i = 0; i < d->n; i++) free(d->ids[i]);
+    for (int i = 0; i < d->n; i++) {
+        free(d->ids[i]);
+        free(d->names[i]);
+    }
     free(d->ids);
     free(d->len);
+    free(d->names);
     memset(d, 0, sizeof *d);
 }
 
@@ -66,30 +70,72 @@ static int encode_text(mt_text_tools *t, const cJSON *line, int32_t **ids, int *
     return 0;
 }
 
-int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, int32_t **ids, int *n, mt_err *err) {
+/* The record's own name for its request: "rid", else "id" (a non-empty string, or an integer as
+ * its digits) into *name (malloc'd), or NULL when it has neither. */
+static int parse_name(const cJSON *line, char **name, mt_err *err) {
+    const char *key = "rid";
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(line, key);
+    if (!v) {
+        key = "id";
+        v = cJSON_GetObjectItemCaseSensitive(line, key);
+    }
+    *name = NULL;
+    if (!v) return 0;
+    char digits[24];
+    const char *text = NULL;
+    if (cJSON_IsString(v) && v->valuestring[0]) {
+        text = v->valuestring;
+    } else if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) <= 0x1p53) {
+        snprintf(digits, sizeof digits, "%.0f", v->valuedouble); /* exact: an integer up to 2^53 */
+        text = digits;
+    }
+    if (!text) return mt_errf(err, "'%s' must be a non-empty string or an integer", key);
+    if (!(*name = strdup(text))) return mt_errf(err, "out of memory");
+    return 0;
+}
+
+int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, int32_t **ids, int *n, char **name,
+                    mt_err *err) {
     cJSON *obj = cJSON_ParseWithLength(line, len);
     int rc;
+    *name = NULL;
     if (!obj || !cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
+    else if (parse_name(obj, name, err)) rc = -1;
     else if (cJSON_GetObjectItemCaseSensitive(obj, "input_ids"))
         rc = parse_ids(cJSON_GetObjectItemCaseSensitive(obj, "input_ids"), ids, n, err);
     else rc = encode_text(t, obj, ids, n, err);
     cJSON_Delete(obj);
+    if (rc) {
+        free(*name);
+        *name = NULL;
+    }
     return rc;
 }
 
-static int push(mt_dataset *d, int *cap, int32_t *ids, int n) {
+/* Appends a request (ids and name taken over on success). */
+static int push(mt_dataset *d, int *cap, int32_t *ids, int n, char *name) {
     if (d->n == *cap) {
         int nc = *cap ? *cap * 2 : 64;
         int32_t **ni = realloc(d->ids, (size_t)nc * sizeof *ni);
         if (ni) d->ids = ni;
-        int *nl = ni ? realloc(d->len, (size_t)nc * sizeof *nl) : NULL;
+        int *nl = realloc(d->len, (size_t)nc * sizeof *nl);
         if (nl) d->len = nl;
-        if (!ni || !nl) return -1;
+        char **nn = realloc(d->names, (size_t)nc * sizeof *nn);
+        if (nn) d->names = nn;
+        if (!ni || !nl || !nn) return -1;
         *cap = nc;
     }
     d->ids[d->n] = ids;
+    d->names[d->n] = name;
     d->len[d->n++] = n;
     return 0;
+}
+
+/* "<lineno>" (malloc'd), the name of a request whose record has none. */
+static char *line_name(int lineno) {
+    char digits[16];
+    snprintf(digits, sizeof digits, "%d", lineno);
+    return strdup(digits);
 }
 
 int mt_dataset_load(const char *path, mt_text_tools *t, mt_dataset *d, mt_err *err) {
@@ -107,11 +153,13 @@ int mt_dataset_load(const char *path, mt_text_tools *t, mt_dataset *d, mt_err *e
         if (at == (size_t)len) continue;
         int32_t *ids = NULL;
         int n = 0;
+        char *name = NULL;
         mt_err e = {{0}};
-        if (mt_dataset_line(t, line + at, (size_t)len - at, &ids, &n, &e)) {
+        if (mt_dataset_line(t, line + at, (size_t)len - at, &ids, &n, &name, &e)) {
             rc = mt_errf(err, "%s line %d: %s", path, lineno, e.msg);
-        } else if (push(d, &cap_n, ids, n)) {
+        } else if ((!name && !(name = line_name(lineno))) || push(d, &cap_n, ids, n, name)) {
             free(ids);
+            free(name);
             rc = mt_errf(err, "%s line %d: out of memory", path, lineno);
         }
     }

@@ -10,6 +10,7 @@
 
 typedef struct seq {
     int64_t id;
+    char *name;               /* mt_request.name (malloc'd), or NULL */
     int32_t *tokens;          /* prompt then generated */
     int n_prompt, n_tokens;
     int n_forwarded;          /* positions whose K/V (and routing) are in the cache */
@@ -39,6 +40,7 @@ struct mt_engine {
     mt_sample_row *b_sample;   /* [rows] each logit row's sampling, for the forward pass */
     float *b_logprob;          /* [rows] each row's token's log-probability */
     int64_t *b_req;
+    const char **b_name;      /* [tokens] each token's request name (owned by its seq) */
     mt_kv_seq **b_kv;
     float *logits;
     int32_t *routing_buf;     /* [max context, layers, top_k] for FINISHED events */
@@ -47,6 +49,7 @@ struct mt_engine {
 
 static void seq_free(seq *s) {
     if (!s) return;
+    free(s->name);
     free(s->tokens);
     free(s->stop);
     free(s->logprobs);
@@ -89,6 +92,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_sample = malloc(bt * sizeof *e->b_sample);
     e->b_logprob = malloc(bt * sizeof *e->b_logprob);
     e->b_req = malloc(bt * sizeof(int64_t));
+    e->b_name = malloc(bt * sizeof *e->b_name);
     e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
     e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
     /* a device backend returns next tokens alone; the CPU one needs room for the logits */
@@ -96,7 +100,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_req || !e->b_kv ||
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_req || !e->b_name || !e->b_kv ||
         !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
@@ -114,7 +118,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_req); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_req); free(e->b_name); free(e->b_kv); free(e->chunk);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -156,13 +160,14 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
         return mt_errf(err, "out of memory");
     }
     s->id = r->id;
+    s->name = r->name ? strdup(r->name) : NULL;
     s->n_prompt = s->n_tokens = r->n_prompt;
     s->max_new_tokens = r->max_new_tokens;
     s->ignore_eos = r->ignore_eos;
     s->tokens = malloc(((size_t)r->n_prompt + r->max_new_tokens) * sizeof *s->tokens);
     s->stop = r->n_stop > 0 ? malloc((size_t)r->n_stop * sizeof *s->stop) : NULL;
     s->logprobs = r->return_logprob ? malloc(((size_t)r->max_new_tokens + 1) * sizeof *s->logprobs) : NULL;
-    if (!s->tokens || (r->n_stop > 0 && !s->stop) || (r->return_logprob && !s->logprobs) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
+    if ((r->name && !s->name) || !s->tokens || (r->n_stop > 0 && !s->stop) || (r->return_logprob && !s->logprobs) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
         seq_free(s);
         return mt_errf(err, "out of memory");
     }
@@ -334,6 +339,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             e->b_seq[n] = i;
             e->b_pos[n] = s->n_forwarded + t;
             e->b_req[n] = s->id;
+            e->b_name[n] = s->name;
         }
         if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) {
             /* the row's draw comes from its own generator, so batching never changes a token */
@@ -346,8 +352,8 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
     if (n == 0) return 0;
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
-                  .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .n_logits = n_rows,
-                  .logit_rows = e->b_rows, .next_tokens = e->b_next,
+                  .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .request_names = e->b_name,
+                  .n_logits = n_rows, .logit_rows = e->b_rows, .next_tokens = e->b_next,
                   .sample = any_sampled ? e->b_sample : NULL,
                   .next_logprobs = any_logprob ? e->b_logprob : NULL,
                   .placement = e->o.placement};

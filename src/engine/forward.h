@@ -27,6 +27,8 @@ typedef struct mt_batch {
     mt_kv_seq *const *seqs;     /* block tables; each must cover the positions it is given */
     int num_seqs;
     const int64_t *request_ids; /* [n_tokens] caller's request ids, passed to the sink; may be NULL */
+    const char *const *request_names; /* [n_tokens] names of those requests, passed to the sink
+                                   (mt_routing_event.request_names); may be NULL */
     int n_logits;               /* how many tokens want logits */
     const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
     int32_t *next_tokens;       /* [n_logits] or NULL: receives each logit row's next token: its

@@ -18,6 +18,9 @@ typedef struct mt_routing_event {
     const int32_t *positions;   /* [n_tokens] position of each token in its sequence */
     const int32_t *tokens;      /* [n_tokens] token ids */
     const int64_t *request_ids; /* [n_tokens] caller's request id of each token, or NULL */
+    const char *const *request_names; /* [n_tokens] the caller's name of each token's request (the id
+                                   its client sees, e.g. a response id), or NULL; an entry may be
+                                   NULL (no name). Valid until the end of the pass (on_pass). */
     const int32_t *topk_ids;    /* [n_tokens, top_k] logical expert ids */
     const float *topk_weights;  /* [n_tokens, top_k] the weights applied to the experts' outputs */
     const int32_t *phys_ids;    /* [n_tokens, top_k] physical slot of each choice (replica of topk_ids'

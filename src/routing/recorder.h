@@ -6,7 +6,9 @@
  *  - per_token: the routing [T, num_hidden_layers, top_k] of every token with its request, position
  *               and token id, at most max_tokens rows; further tokens are dropped and counted
  *               ("dropped_tokens" in the dump), never silently. Its logical_count covers every
- *               recorded token, dropped ones included.
+ *               recorded token, dropped ones included. Requests are told apart by the events'
+ *               request_ids (else sequence slots) and listed in the index by their request_names
+ *               (else the id's decimal digits), as strings.
  * Dense layers: zero rows in logical_count, -1 in per_token topk_ids.
  *
  * Threads: one engine thread calls the sink; other threads may call start/stop/active/dump/

@@ -266,6 +266,27 @@ static int write_token_tensors(mt_recorder *r, const char *path, const char *ind
     return write_safetensors(path, t, 4, meta, err);
 }
 
+/* The per_token index's "request_ids" (caller holds mu): one string per request index, its name,
+ * or the decimal digits of its id when it has none. NULL when out of memory. */
+static cJSON *request_ids_json(const mt_recorder *r) {
+    cJSON *ids = cJSON_CreateArray();
+    for (int64_t i = 0; ids && i < r->n_req; i++) {
+        char digits[24];
+        const char *name = r->req_names[i];
+        if (!name) {
+            snprintf(digits, sizeof digits, "%lld", (long long)r->req_ids[i]);
+            name = digits;
+        }
+        cJSON *v = cJSON_CreateString(name);
+        if (!v || !cJSON_AddItemToArray(ids, v)) {
+            cJSON_Delete(v);
+            cJSON_Delete(ids);
+            return NULL;
+        }
+    }
+    return ids;
+}
+
 /* dir/expert_distribution_<ms>[_n] base name not yet taken by a .json nor a .safetensors. */
 static int pick_base(const char *dir, char *base, size_t n, mt_err *err) {
     struct timespec ts;
@@ -297,8 +318,7 @@ int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *er
     snprintf(st_path, sizeof st_path, "%s.safetensors", base);
     if (rc == 0 && r->mode == MT_REC_PER_TOKEN) {
         const char *st_name = strrchr(st_path, '/') + 1, *js_name = strrchr(json_path, '/') + 1;
-        cJSON *ids = cJSON_CreateArray();
-        for (int64_t i = 0; ids && i < r->n_req; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)r->req_ids[i]));
+        cJSON *ids = request_ids_json(r);
         if (!ids || !cJSON_AddStringToObject(o, "tensors", st_name) || !cJSON_AddItemToObject(o, "request_ids", ids))
             rc = mt_errf(err, "recorder dump: out of memory");
         if (rc == 0) rc = write_token_tensors(r, st_path, js_name, err);

@@ -53,6 +53,7 @@ struct mt_recorder {
     int stage_cap;
     unsigned char *stage_ids; /* [stage_cap, L, K] ids of id_bytes each */
     int64_t *stage_req;   /* [stage_cap] request id (or sequence slot) */
+    const char **stage_name; /* [stage_cap] the event's request name, or NULL (valid until on_pass) */
     int32_t *stage_pos, *stage_tok;
     bool stage_failed;    /* out of memory for this pass: its tokens count as dropped */
 
@@ -69,7 +70,8 @@ struct mt_recorder {
     unsigned char *tok_ids; /* [tok_cap, L, K] ids of id_bytes each */
     int64_t *tok_req;     /* [tok_cap] request index */
     int32_t *tok_pos, *tok_tok;
-    int64_t *req_ids;     /* request index -> id */
+    int64_t *req_ids;     /* request index -> id (the key of req_hash) */
+    char **req_names;     /* request index -> name (malloc'd), or NULL: dumped as the id's digits */
     int64_t n_req, req_cap;
     int64_t *req_hash_key; /* open addressing, -1 slot value = empty */
     int64_t *req_hash_val;

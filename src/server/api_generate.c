@@ -1,5 +1,4 @@
 /* POST /generate, SGLang's native generation endpoint (SPEC §5). */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +9,6 @@
 typedef struct generate_reply {
     const mt_config *cfg;
     bool with_text;
-    char id[MT_REQUEST_RID_LEN];
     int emitted;          /* output tokens already streamed */
 } generate_reply;
 
@@ -24,7 +22,7 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     }
     cJSON_AddItemToObject(root, "output_ids", cJSON_CreateIntArray(j->output, j->n_output));
     cJSON *meta = cJSON_AddObjectToObject(root, "meta_info");
-    cJSON_AddStringToObject(meta, "id", g->id);
+    cJSON_AddStringToObject(meta, "id", j->name);
     cJSON_AddNumberToObject(meta, "prompt_tokens", j->n_prompt);
     cJSON_AddNumberToObject(meta, "completion_tokens", j->n_output);
     cJSON_AddNumberToObject(meta, "cached_tokens", j->n_cached);
@@ -71,12 +69,11 @@ int mt_api_generate(mt_http_request *rq) {
     }
     g->cfg = c.cfg;
     g->with_text = c.tokenizer != NULL;
-    snprintf(g->id, sizeof g->id, "%s", r.rid);
-    mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, &e); /* takes prompt and params */
+    /* takes prompt and params; the job's name is the rid, else a response id */
+    mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, r.rid, "", &e);
     if (!j) {
         free(g);
         return mt_reply_error(rq, &e);
     }
-    if (!g->id[0]) mt_server_response_id(s, j->id, "", g->id, sizeof g->id);
     return mt_reply_job(rq, j, r.stream, format_event, whole_response, g);
 }

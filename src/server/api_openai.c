@@ -15,7 +15,7 @@ typedef struct openai_reply {
     const mt_config *cfg;
     bool chat;
     bool include_usage;
-    char id[80];
+    char id[MT_JOB_NAME_LEN];   /* the job's name */
     char model[256];
     long created;
     size_t text_sent;     /* bytes of text already streamed */
@@ -180,12 +180,13 @@ static int completions(mt_http_request *rq, bool chat) {
     o->tokenizer = c.tokenizer;
     o->created = (long)time(NULL);
     snprintf(o->model, sizeof o->model, "%s", s->b.model_name);
-    mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, &e); /* takes prompt and params */
+    /* takes prompt and params */
+    mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, NULL, chat ? "chatcmpl-" : "cmpl-", &e);
     if (!j) {
         free(o);
         return mt_reply_error(rq, &e);
     }
-    mt_server_response_id(s, j->id, chat ? "chatcmpl-" : "cmpl-", o->id, sizeof o->id);
+    snprintf(o->id, sizeof o->id, "%s", j->name);
     return mt_reply_job(rq, j, r.stream, format_chunk, whole_response, o);
 }
 

@@ -38,6 +38,9 @@ typedef struct mt_gen_params {
 
 void mt_gen_params_free(mt_gen_params *p);
 
+/* Bytes of a job's name, the NUL included. */
+#define MT_JOB_NAME_LEN 80
+
 typedef enum mt_job_state {
     MT_JOB_QUEUED,           /* handed to the engine loop, not yet seen by the engine */
     MT_JOB_RUNNING,          /* accepted by the engine */
@@ -55,6 +58,9 @@ typedef enum mt_job_finish {
 typedef struct mt_gen_job {
     /* input: written before submission, read-only afterwards */
     int64_t id;                 /* engine request id, unique per server */
+    char name[MT_JOB_NAME_LEN]; /* the id its response carries (meta_info.id, the OpenAI "id"); the
+                                   engine request's name, so routing sinks (the recorder's per_token
+                                   index) name its tokens as the client knows them */
     int32_t *prompt;            /* malloc'd */
     int n_prompt;
     mt_gen_params params;

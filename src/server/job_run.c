@@ -10,7 +10,10 @@
 
 #define WAIT_POLL_MS 100
 
-mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_params *p, mt_api_error *e) {
+_Static_assert(MT_REQUEST_RID_LEN <= MT_JOB_NAME_LEN, "a request's rid must fit a job's name");
+
+mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_params *p, const char *rid,
+                         const char *id_prefix, mt_api_error *e) {
     if (atomic_load(&s->draining)) {
         free(prompt);
         mt_gen_params_free(p);
@@ -28,6 +31,8 @@ mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_par
         return NULL;
     }
     if (text) j->detok = mt_detok_stream_new(s->b.tokenizer, skip_special);
+    if (rid && rid[0]) snprintf(j->name, sizeof j->name, "%s", rid);
+    else mt_server_response_id(s, id, id_prefix, j->name, sizeof j->name);
     mt_engine_loop_submit(s->b.loop, j);
     pthread_mutex_lock(&j->mu);
     while (j->state == MT_JOB_QUEUED) mt_gen_job_wait_locked(j, j->version, WAIT_POLL_MS);

@@ -12,10 +12,14 @@
 #include "server/http.h"
 
 /* Makes a job of prompt and p (both taken over, whatever happens), with a detokenizer when the
- * server has a tokenizer, submits it and waits until the engine accepted it. On refusal returns
- * NULL with e: 400 with the engine's reason (ids outside the vocabulary, too long for the KV
- * cache), 503 while draining. The caller owns the returned reference. */
-mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_params *p, mt_api_error *e);
+ * server has a tokenizer, submits it and waits until the engine accepted it. The job's name (the id
+ * its response must carry) is rid when given and not empty (shorter than MT_JOB_NAME_LEN), else
+ * id_prefix followed by 32 hex digits unique to the job (mt_server_response_id); it is set before
+ * the engine sees the job. On refusal returns NULL with e: 400 with the engine's reason (ids
+ * outside the vocabulary, too long for the KV cache), 503 while draining. The caller owns the
+ * returned reference. */
+mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_params *p, const char *rid,
+                         const char *id_prefix, mt_api_error *e);
 
 /* Waits until j finished. When the client goes away meanwhile, cancels j (freeing its sequence
  * and KV blocks), waits for the cancellation and returns false. */
