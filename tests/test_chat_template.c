@@ -340,6 +340,32 @@ static void test_cli(void **state) {
     assert_int_not_equal(run_cli(args, outp), 0);
     snprintf(args, sizeof args, "--bogus");
     assert_int_not_equal(run_cli(args, outp), 0);
+    /* a message holding U+0000 (cJSON would cut it there): an error naming the file, not a prompt
+     * rendered from "a"; an escaped backslash followed by u0000 is text */
+    char npath[4200], errp[4200];
+    snprintf(npath, sizeof npath, "%s/nul.json", dir);
+    snprintf(errp, sizeof errp, "%s.err", outp);
+    f = fopen(npath, "wb");
+    fputs("[{\"role\": \"user\", \"content\": \"a\\u0000bcdefgh\"}]", f);
+    fclose(f);
+    snprintf(args, sizeof args, "--model '%s' --messages '%s'", dir, npath);
+    assert_int_equal(run_cli(args, outp), 1);
+    char *msg = slurp(errp, NULL);
+    if (!strstr(msg, npath) || !strstr(msg, "U+0000")) fail_msg("chat-template: '%s' lacks %s or U+0000", msg, npath);
+    free(msg);
+    snprintf(args, sizeof args, "--model '%s' --messages '%s' --kwargs '{\"x\": \"\\u0000\"}'", dir, path);
+    assert_int_equal(run_cli(args, outp), 1);
+    msg = slurp(errp, NULL);
+    if (!strstr(msg, "--kwargs") || !strstr(msg, "U+0000")) fail_msg("chat-template: '%s' lacks --kwargs or U+0000", msg);
+    free(msg);
+    f = fopen(npath, "wb");
+    fputs("[{\"role\": \"user\", \"content\": \"a\\\\u0000bcdefgh\"}]", f);
+    fclose(f);
+    snprintf(args, sizeof args, "--model '%s' --messages '%s'", dir, npath);
+    assert_int_equal(run_cli(args, outp), 0);
+    got = slurp(outp, NULL);
+    assert_string_equal(got, "<|im_end|>1+");
+    free(got);
     snprintf(args, sizeof args, "--help");
     assert_int_equal(run_cli(args, outp), 0);
     cJSON_Delete(convs);

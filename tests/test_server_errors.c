@@ -159,6 +159,10 @@ static void test_malformed_requests(void **state) {
         {"POST", G, no_room, 400, "context length"},
         {"POST", G, kv, 400, "KV blocks"},
         {"POST", G, nested, 400, "JSON"},
+        {"POST", G, "{\"text\": \"a\\u0000bcdefgh\"}", 400, "U+0000"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\\u0000b\"}", 400, "U+0000"},
+        {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400,
+         "U+0000"},
         {"POST", G, huge, 413, "exceeds"},
         {"GET", G, NULL, 405, "GET"},
         {"POST", "/nonexistent", "{}", 404, "/nonexistent"},
@@ -317,7 +321,8 @@ static void test_loading_api_key_and_many_experts(void **state) {
 
 /* Request bodies parsed in-process (server/request_body.h), with a tokenizer that adds no special
  * tokens: a text prompt that encodes to nothing is a 400, not a double free (found by
- * fuzz/fuzz_request.c). */
+ * fuzz/fuzz_request.c); a string holding U+0000 is a 400 (it was cut there: "a\u0000bcdefgh"
+ * encoded as "a"), while an escaped backslash followed by u0000 is just text. */
 static void test_request_bodies(void **state) {
     (void)state;
     mt_config cfg;
@@ -329,19 +334,30 @@ static void test_request_bodies(void **state) {
     if (mt_chat_template_from_string(&empty, "{{ '' }}", NULL, NULL, &err)) fail_msg("%s", err.msg);
     mt_request_ctx ctx = {.cfg = &cfg, .tokenizer = tok, .chat_template = empty};
     const struct { mt_body_kind kind; const char *body; int status; const char *needle; } cases[] = {
-        {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\"}", 0, NULL},
+        {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\"}", 0, "hello"},
         {MT_BODY_GENERATE, "{\"text\": \"\"}", 400, "no tokens"},
         {MT_BODY_COMPLETIONS, "{\"prompt\": \"\"}", 400, "no tokens"},
         {MT_BODY_COMPLETIONS, "{\"prompt\": [\"\"]}", 400, "no tokens"},
         {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 400, "no tokens"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000bcdefgh\", \"rid\": \"r1\"}", 400, "U+0000"},
+        {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\", \"sampling_params\": {\"stop\": [\"x\\u0000\"]}}", 400,
+         "U+0000"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": \"a\\u0000b\"}", 400, "U+0000"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": [\"a\\u0000b\"]}", 400, "U+0000"},
+        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400, "U+0000"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\\\u0000bcdefgh\", \"rid\": \"r1\"}", 0, "a\\u0000bcdefgh"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         mt_gen_request r;
         mt_api_error e = {0};
         int rc = mt_request_parse(&ctx, cases[i].kind, cases[i].body, strlen(cases[i].body), &r, &e);
-        if (cases[i].status == 0) {
+        if (cases[i].status == 0) { /* needle: the whole prompt text */
             if (rc) fail_msg("case %zu: %s", i, e.message);
-            assert_true(r.n_prompt > 0);
+            int32_t *ids;
+            size_t n;
+            if (mt_tokenizer_encode(tok, cases[i].needle, strlen(cases[i].needle), 1, &ids, &n, &err)) fail_msg("%s", err.msg);
+            free(ids);
+            assert_int_equal(r.n_prompt, n);
             assert_string_equal(r.rid, "r1");
             mt_gen_request_free(&r);
             continue;

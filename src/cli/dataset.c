@@ -8,6 +8,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "util/json_util.h"
+
 void mt_dataset_free(mt_dataset *d) {
     for (int i = 0; i < d->n; i++) free(d->ids[i]);
     free(d->ids);
@@ -67,9 +69,10 @@ static int encode_text(mt_text_tools *t, const cJSON *line, int32_t **ids, int *
 }
 
 int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, int32_t **ids, int *n, mt_err *err) {
-    cJSON *obj = cJSON_ParseWithLength(line, len);
+    cJSON *obj = mt_json_parse(line, len, NULL, NULL, err);
     int rc;
-    if (!obj || !cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
+    if (!obj) rc = -1;
+    else if (!cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
     else if (cJSON_GetObjectItemCaseSensitive(obj, "input_ids"))
         rc = parse_ids(cJSON_GetObjectItemCaseSensitive(obj, "input_ids"), ids, n, err);
     else rc = encode_text(t, obj, ids, n, err);
