@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,24 +67,63 @@ static char *long_ids(int n, int max_new) {
     return s;
 }
 
-/* A raw HTTP exchange: sends text (then, with hang_up, closes the sending side), returns the status
- * of the answer (0 when none). */
-static int raw_http(int port, const char *text, bool hang_up) {
+/* A raw HTTP exchange: sends text (then, with hang_up, closes the sending side) and reads the answer
+ * into reply (NUL-terminated; waiting at most 10 s for it to start, then until its Content-Length
+ * bytes of body came or the server closed). Returns its status (0 when none came). */
+static int raw_exchange(int port, const char *text, bool hang_up, char *reply, size_t reply_len) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    reply[0] = '\0';
     if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
         close(fd);
         return 0;
     }
     (void)!write(fd, text, strlen(text));
     if (hang_up) shutdown(fd, SHUT_WR);
-    char buf[512] = "";
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, reply + got, reply_len - 1 - got);
+        if (n <= 0) break;
+        reply[got += (size_t)n] = '\0';
+        const char *body = strstr(reply, "\r\n\r\n"), *cl = strcasestr(reply, "\r\nContent-Length:");
+        if (got == reply_len - 1 || (body && cl && cl < body && strlen(body + 4) >= strtoul(cl + 17, NULL, 10))) break;
+    }
     close(fd);
     int status = 0;
-    if (n > 0) sscanf(buf, "HTTP/1.%*d %d", &status);
+    sscanf(reply, "HTTP/1.%*d %d", &status);
     return status;
+}
+
+static int raw_http(int port, const char *text, bool hang_up) {
+    char reply[4096];
+    return raw_exchange(port, text, hang_up, reply, sizeof reply);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A Content-Length above --max-request-bytes is answered 413 at once from the header, while the
+ * client has sent no byte of the body (the server used to wait for the body until its idle
+ * timeout, 60 s, then close without an answer). The API key check still comes first (want 401). */
+static void expect_early_413(int port, const char *auth, int want) {
+    char req[512], reply[4096];
+    snprintf(req, sizeof req, "POST /generate HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
+             "Content-Length: 99999999999\r\n\r\n", auth);
+    double t0 = now_s();
+    int status = raw_exchange(port, req, false, reply, sizeof reply);
+    double dt = now_s() - t0;
+    if (status != want || dt > 5) fail_msg("Content-Length 99999999999: status %d after %.1f s (want %d at once): %s",
+                                          status, dt, want, reply);
+    const char *body = strstr(reply, "\r\n\r\n");
+    assert_non_null(body);
+    mt_http_response r = {.status = status, .body = (char *)body + 4};
+    expect_error(&r, want, want == 413 ? "exceeds" : "API key", "Content-Length 99999999999");
 }
 
 static void test_malformed_requests(void **state) {
@@ -195,6 +235,8 @@ static void test_malformed_requests(void **state) {
     expect_alive(c, "a malformed header");
     raw_http(srv.port, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"input_", true);
     expect_alive(c, "a body cut short");
+    expect_early_413(srv.port, "", 413);
+    expect_alive(c, "a Content-Length above the limit");
 
     /* Still serving real work, and the refusals were counted. */
     long status;
@@ -286,6 +328,8 @@ static void test_loading_api_key_and_many_experts(void **state) {
         expect_error(&r, 401, "API key", paths[i]);
         mt_http_response_free(&r);
     }
+    expect_early_413(srv.port, "", 401);
+    expect_early_413(srv.port, "Authorization: Bearer s3cret\r\n", 413);
     const char *const basic[] = {"Authorization: Basic czNjcmV0", NULL};
     assert_int_equal(mt_http_call_headers(anon, "GET", "/v1/models", NULL, basic, &r), 0);
     expect_error(&r, 401, "API key", "Basic authorization");

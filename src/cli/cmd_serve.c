@@ -45,7 +45,7 @@ static const char SERVE_HELP[] =
     "  --kv-cache-fraction F       share of the available memory the KV cache may take (default 0.3)\n"
     "  --disable-radix-cache       no prefix caching\n"
     "  --max-connections N         simultaneous HTTP connections (default 256)\n"
-    "  --max-request-bytes N       request body cap (default 16777216)\n"
+    "  --max-request-bytes N       request body cap (default 16777216); larger bodies get 413\n"
     "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
     "  --device cpu|cuda           compute device (default cpu)\n"
     "\n"

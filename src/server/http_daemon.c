@@ -65,18 +65,50 @@ static enum MHD_Result reply_now(struct MHD_Connection *c, mt_server *s, const c
     return rc < 0 ? MHD_NO : MHD_YES;
 }
 
+/* The checks a request passes before its handler runs, in this order: API key (401), path (404),
+ * method (405), body size (413), model loaded (503). Returns the route, or NULL after queueing the
+ * error reply (its MHD result in *result). */
+static const route *admit(struct MHD_Connection *c, mt_server *s, const char *url, const char *method,
+                          const pending_request *pr, enum MHD_Result *result) {
+    const route *rt = NULL;
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0] && !rt; i++)
+        if (!strcmp(url, ROUTES[i].path)) rt = &ROUTES[i];
+    const char *label = rt ? rt->path : "other";
+    bool public_path = rt && rt->public_path;
+    unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : 0;
+    char limit[32];
+    snprintf(limit, sizeof limit, "%zu", s->opts.max_body_bytes);
+    if (s->opts.api_key && *s->opts.api_key && !public_path && !authorized(c, s->opts.api_key, rt && rt->key_in_query))
+        *result = reply_now(c, s, label, 401, "%s", "missing or wrong API key (expected the header 'Authorization: Bearer <key>')");
+    else if (!rt) *result = reply_now(c, s, label, 404, "no endpoint %s", url);
+    else if (!(rt->methods & m)) *result = reply_now(c, s, label, 405, "method %s is not allowed here", method);
+    else if (pr->too_large) *result = reply_now(c, s, label, 413, "the request body exceeds %s bytes", limit);
+    else if (rt->needs_backend && !atomic_load(&s->ready))
+        *result = reply_now(c, s, label, 503, "%s", "the model is still loading");
+    else return rt;
+    return NULL;
+}
+
+/* libmicrohttpd calls this first with the headers (no body yet), then with each piece of the body,
+ * then once more with none to answer. A Content-Length above the cap is answered (413, or an earlier
+ * refusal of admit) on the first call, before any body is read; a body that turns out larger than
+ * the cap is dropped as it arrives and answered 413 at the end. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **req_cls) {
     (void)version;
     mt_server *s = cls;
     pending_request *pr = *req_cls;
+    enum MHD_Result result = MHD_YES;
     if (!pr) {
         if (!(pr = calloc(1, sizeof *pr))) return MHD_NO;
         *req_cls = pr;
         atomic_fetch_add(&s->in_flight, 1);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes) pr->too_large = true;
-        return MHD_YES;
+        if (cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes) {
+            pr->too_large = true;
+            admit(c, s, url, method, pr, &result); /* refuses */
+        }
+        return result;
     }
     if (*upload_size) {
         if (!pr->too_large && pr->body.len + *upload_size > s->opts.max_body_bytes) {
@@ -88,23 +120,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
 
-    const route *rt = NULL;
-    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0] && !rt; i++)
-        if (!strcmp(url, ROUTES[i].path)) rt = &ROUTES[i];
-    const char *label = rt ? rt->path : "other";
-    bool public_path = rt && rt->public_path;
-    if (s->opts.api_key && *s->opts.api_key && !public_path && !authorized(c, s->opts.api_key, rt && rt->key_in_query))
-        return reply_now(c, s, label, 401, "%s", "missing or wrong API key (expected the header 'Authorization: Bearer <key>')");
-    if (!rt) return reply_now(c, s, label, 404, "no endpoint %s", url);
-    unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : 0;
-    if (!(rt->methods & m)) return reply_now(c, s, label, 405, "method %s is not allowed here", method);
-    if (pr->too_large) {
-        char limit[32];
-        snprintf(limit, sizeof limit, "%zu", s->opts.max_body_bytes);
-        return reply_now(c, s, label, 413, "the request body exceeds %s bytes", limit);
-    }
-    if (rt->needs_backend && !atomic_load(&s->ready)) return reply_now(c, s, label, 503, "%s", "the model is still loading");
-
+    const route *rt = admit(c, s, url, method, pr, &result);
+    if (!rt) return result;
+    const char *label = rt->path;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     mt_http_request rq = {.server = s, .conn = c, .method = method, .path = url,
                           .body = pr->body.data ? pr->body.data : "", .body_len = pr->body.len,
