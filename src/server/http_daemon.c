@@ -124,11 +124,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!rt) return result;
     const char *label = rt->path;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    mt_http_request rq = {.server = s, .conn = c, .method = method, .path = url,
+    mt_http_request rq = {.server = s, .conn = c, .method = method, .path = url, .route = label,
                           .body = pr->body.data ? pr->body.data : "", .body_len = pr->body.len,
                           .client_fd = ci ? ci->connect_fd : -1};
     int status = rt->handler(&rq);
-    if (status > 0) mt_metrics_http(&s->metrics, label, status);
+    if (status > 0) mt_metrics_http(&s->metrics, label, status); /* 0: a stream, counted when it ends */
     return status < 0 ? MHD_NO : MHD_YES;
 }
 

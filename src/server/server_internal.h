@@ -35,7 +35,8 @@ static inline void mt_server_request_ctx(mt_server *s, mt_request_ctx *c) {
                           .chat_mu = &s->chat_mu, .routing_enabled = s->b.enable_return_routing};
 }
 
-/* A handler: queues a reply on rq and returns its status (mt_reply* return values). */
+/* A handler: queues a reply on rq and returns its status (mt_reply* return values; 0 for a stream,
+ * which is counted in the metrics when it ends), or -1 to close the connection. */
 typedef int (*mt_handler)(mt_http_request *rq);
 
 /* Endpoints (api_*.c). */
