@@ -414,13 +414,35 @@ static void test_request_bodies(void **state) {
     mt_tokenizer_free(tok);
 }
 
+/* --host takes a host name: the server listens on the first address it resolves to (localhost:
+ * 127.0.0.1, or ::1 where that comes first), and says which. It used to refuse anything but a
+ * numeric address. */
+static void test_host_name(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_test_server srv;
+    assert_int_equal(mt_test_server_start(&srv, g_bin, "--model " MODEL " --threads 1 --host localhost", path_of("h.log"), 120), 0);
+    char *log = mt_test_server_log(&srv);
+    char want[128];
+    snprintf(want, sizeof want, "listening on http://localhost:%d (", srv.port);
+    if (!strstr(log, want)) fail_msg("log lacks '%s': %s", want, log);
+    free(log);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL);
+    long status;
+    cJSON *j = mt_api_json(c, "/generate", "{\"input_ids\": [1, 2], \"sampling_params\": {\"max_new_tokens\": 1}}", &status);
+    assert_int_equal(status, 200);
+    cJSON_Delete(j);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
 static void test_bad_flags(void **state) {
     (void)state;
     if (!g_bin) skip();
     const struct { const char *args; const char *needle; } cases[] = {
         {"serve", "--model"},
         {"serve --model " MODEL " --port 70000", "--port"},
-        {"serve --model " MODEL " --host nowhere.invalid", "--host"},
+        {"serve --model " MODEL " --host nowhere.invalid", "--host nowhere.invalid: cannot resolve"},
         {"serve --model " MODEL " --expert-distribution-recorder-mode sometimes", "sometimes"},
         {"serve --model " MODEL " --expert-distribution-recorder-buffer-size 0", "buffer-size"},
         {"serve --model " MODEL " --expert-dump-dir /nonexistent/dir", "/nonexistent/dir"},
@@ -443,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_loading_api_key_and_many_experts),
         cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_host_name),
         cmocka_unit_test(test_request_bodies),
     };
     return cmocka_run_group_tests(tests, setup, server_teardown);

@@ -18,6 +18,7 @@ struct mt_server {
     mt_server_opts opts;
     struct MHD_Daemon *daemon;
     int port;
+    char address[64];             /* numeric, what opts.host resolved to */
     mt_server_metrics metrics;
     atomic_bool ready;            /* backend set: serving */
     atomic_bool draining;         /* SIGTERM: no new generation requests */
