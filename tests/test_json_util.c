@@ -30,11 +30,6 @@ static int setup(void **state) {
     return tmp_dir_make("jsonutil_");
 }
 
-static int teardown(void **state) {
-    (void)state;
-    return tmp_dir_remove();
-}
-
 static void test_find_nul(void **state) {
     (void)state;
     static const struct { const char *json; size_t len; long at; } cases[] = {
@@ -193,5 +188,5 @@ int main(void) {
         cmocka_unit_test(test_safetensors_header),
         cmocka_unit_test(test_stat_dump_and_placement),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmp_dir_teardown);
 }
