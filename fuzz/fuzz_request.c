@@ -3,7 +3,8 @@
  * with the qwen3_moe fixture's config and the Qwen3 chat template, under three servers: with the
  * byte-level fixture tokenizer (which always adds a token), with the one without post-processor (an
  * empty text gives no ids) and routing enabled, and without tokenizer. A body that is accepted
- * gives a prompt inside the context and params within their documented ranges. */
+ * gives a prompt inside the context and params within their documented ranges, and holds no string
+ * with U+0000 (cJSON would have cut it there, e.g. a text prompt encoded up to the NUL). */
 #include "chat/chat_template.h"
 #include "fuzz_util.h"
 #include "model/config.h"
@@ -49,6 +50,15 @@ static void check(const mt_gen_request *r) {
     FUZZ_CHECK(strlen(r->rid) < sizeof r->rid);
 }
 
+/* True when the JSON value at the start of data has a string holding U+0000. */
+static bool holds_nul(const uint8_t *data, size_t size) {
+    const char *text = (const char *)data, *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, size, &end, 0);
+    bool nul = j && mt_json_find_nul(text, (size_t)(end - text)) >= 0;
+    cJSON_Delete(j);
+    return nul;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const mt_body_kind kinds[] = {MT_BODY_GENERATE, MT_BODY_COMPLETIONS, MT_BODY_CHAT};
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
@@ -58,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             mt_api_error e = {0};
             if (mt_request_parse(&c, kinds[k], (const char *)data, size, &r, &e) == 0) {
                 check(&r);
+                FUZZ_CHECK(!holds_nul(data, size));
                 mt_gen_request_free(&r);
             } else {
                 FUZZ_CHECK(e.status >= 400 && e.status < 600 && e.message[0]);

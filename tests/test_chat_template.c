@@ -253,6 +253,22 @@ static int run_cli(const char *args, const char *outfile) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Writes text as the file path, then runs chat-template with args (as run_cli). */
+static int write_and_run(const char *path, const char *text, const char *args, const char *outfile) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return run_cli(args, outfile);
+}
+
+/* The file at path holds both needles. */
+static void expect_in_file(const char *path, const char *a, const char *b) {
+    char *text = slurp(path, NULL);
+    if (!text || !strstr(text, a) || !strstr(text, b)) fail_msg("%s: '%s' lacks '%s' or '%s'", path, text, a, b);
+    free(text);
+}
+
 static void test_cli(void **state) {
     (void)state;
     const char *bin = getenv("MOETRACE_BIN");
@@ -325,11 +341,9 @@ static void test_cli(void **state) {
     /* chat_template.jinja beside tokenizer_config.json wins, as in transformers */
     char jpath[4200];
     snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
-    f = fopen(jpath, "wb");
-    fputs("{{ eos_token }}{{ messages | length }}{% if add_generation_prompt %}+{% endif %}\n", f);
-    fclose(f);
     snprintf(args, sizeof args, "--model '%s' --messages '%s'", dir, path);
-    assert_int_equal(run_cli(args, outp), 0);
+    assert_int_equal(write_and_run(jpath, "{{ eos_token }}{{ messages | length }}{% if add_generation_prompt %}+{% endif %}\n",
+                                   args, outp), 0);
     char *got = slurp(outp, NULL);
     assert_string_equal(got, "<|im_end|>6+");
     free(got);
@@ -340,6 +354,22 @@ static void test_cli(void **state) {
     assert_int_not_equal(run_cli(args, outp), 0);
     snprintf(args, sizeof args, "--bogus");
     assert_int_not_equal(run_cli(args, outp), 0);
+    /* a message holding U+0000 (cJSON would cut it there): an error naming the file, not a prompt
+     * rendered from "a"; an escaped backslash followed by u0000 is text */
+    char npath[4200], errp[4200];
+    snprintf(npath, sizeof npath, "%s/nul.json", dir);
+    snprintf(errp, sizeof errp, "%s.err", outp);
+    snprintf(args, sizeof args, "--model '%s' --messages '%s'", dir, npath);
+    assert_int_equal(write_and_run(npath, "[{\"role\": \"user\", \"content\": \"a\\u0000bcdefgh\"}]", args, outp), 1);
+    expect_in_file(errp, npath, "U+0000");
+    snprintf(args, sizeof args, "--model '%s' --messages '%s' --kwargs '{\"x\": \"\\u0000\"}'", dir, path);
+    assert_int_equal(run_cli(args, outp), 1);
+    expect_in_file(errp, "--kwargs", "U+0000");
+    snprintf(args, sizeof args, "--model '%s' --messages '%s'", dir, npath);
+    assert_int_equal(write_and_run(npath, "[{\"role\": \"user\", \"content\": \"a\\\\u0000bcdefgh\"}]", args, outp), 0);
+    got = slurp(outp, NULL);
+    assert_string_equal(got, "<|im_end|>1+");
+    free(got);
     snprintf(args, sizeof args, "--help");
     assert_int_equal(run_cli(args, outp), 0);
     cJSON_Delete(convs);

@@ -489,11 +489,6 @@ static int setup(void **state) {
     return tmp_dir_make("placement_test_");
 }
 
-static int teardown(void **state) {
-    (void)state;
-    return tmp_dir_remove();
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trivial),
@@ -505,5 +500,5 @@ int main(void) {
         cmocka_unit_test(test_dump_inconsistent),
         cmocka_unit_test(test_dump_claims_more_than_it_holds),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmp_dir_teardown);
 }

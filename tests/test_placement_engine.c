@@ -386,6 +386,12 @@ static void test_cli_run(void **state) {
         int rc = run_moetrace(args, out, sizeof out);
         if (rc == 0 || !strstr(out, bad[i].needle)) fail_msg("'%s': rc %d, output: %s", extra, rc, out);
     }
+    /* profile takes --ep-size the same way (SPEC §4: M equal blocks) */
+    write_text("one.jsonl", "{\"input_ids\": [3, 14, 15]}\n");
+    snprintf(args, sizeof args, "profile --model " FIXTURE " --data %s --out %s --ep-size 3", path_of("one.jsonl"),
+             path_of("p3"));
+    int rc = run_moetrace(args, out, sizeof out);
+    if (rc == 0 || !strstr(out, "ep size 3 does not divide num_experts 8")) fail_msg("profile --ep-size 3: rc %d, %s", rc, out);
 }
 
 static void test_cli_profile_planned(void **state) {

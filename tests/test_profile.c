@@ -185,6 +185,9 @@ static void test_bad_datasets(void **state) {
         {"{\"input_ids\": [1]}\n{\"id\": 1.5, \"input_ids\": [1]}\n", "line 2: 'id' must be"},
         {"{\"rid\": \"\", \"input_ids\": [1]}\n", "'rid' must be a non-empty string or an integer"},
         {"\n\n", "no requests"},
+        /* U+0000 would cut the string (cJSON's C strings): refused, not tokenized up to it */
+        {"{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 2], \"note\": \"a\\u0000b\"}\n", "line 2: a string holds U+0000"},
+        {"{\"prompt\": \"a\\u0000bcdefgh\"}\n", "U+0000"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024], out[8192];

@@ -551,6 +551,9 @@ static void test_env_options(void **state) {
     o.ep_size = 9;
     assert_null(mt_recorder_new(&c, "x", &o, &err));
     assert_non_null(strstr(err.msg, "ep_size"));
+    o.ep_size = 3; /* not M equal blocks of the 8 experts (SPEC §4) */
+    assert_null(mt_recorder_new(&c, "x", &o, &err));
+    assert_non_null(strstr(err.msg, "ep_size 3 does not divide num_experts 8"));
     /* ep_size default: 1 when 8 does not divide num_experts */
     c.num_experts = 6;
     mt_recorder_opts_default(&o);

@@ -210,6 +210,9 @@ static void test_render_errors(void **state) {
     mt_report_opts o = {.ep_size = 9};
     assert_int_equal(mt_report_render(&d, path_of("out.png"), &o, &err), -1);
     assert_non_null(strstr(err.msg, "--ep-size 9"));
+    o.ep_size = 3;
+    assert_int_equal(mt_report_render(&d, path_of("out.png"), &o, &err), -1);
+    assert_non_null(strstr(err.msg, "--ep-size 3 does not divide the dump's 8 experts"));
     assert_int_equal(mt_report_render(&d, "/nonexistent-dir/x.png", NULL, &err), -1);
     assert_non_null(strstr(err.msg, "/nonexistent-dir/x.png"));
     assert_true(no_temp_files());
@@ -273,6 +276,12 @@ static void test_cli(void **state) {
     snprintf(args, sizeof args, "'%s' --out '%s' --ep-size 32", path_of("cli.json"), path_of("x.png"));
     assert_int_not_equal(run_cli(args, e, sizeof e), 0);
     assert_non_null(strstr(e, "num_experts"));
+
+    /* SPEC §4: without a placement, M equal blocks; 16 experts on 3 GPUs drew 3 unequal ones */
+    snprintf(args, sizeof args, "'%s' --out '%s' --ep-size 3", path_of("cli.json"), path_of("x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "--ep-size 3 does not divide the dump's 16 experts"));
+    assert_int_equal(access(path_of("x.png"), F_OK), -1);
 
     snprintf(args, sizeof args, "'%s' --out '%s' --bogus", path_of("cli.json"), path_of("x.png"));
     assert_int_not_equal(run_cli(args, e, sizeof e), 0);

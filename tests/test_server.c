@@ -389,9 +389,9 @@ static void test_logprobs(void **state) {
 
 /* ---- encodings ----------------------------------------------------------------------------- */
 
-static int32_t *routing_of(mt_http_client *c, const char *extra, int shape[3], size_t *count) {
+static int32_t *routing_of(mt_http_client *c, int max_new, const char *extra, int shape[3], size_t *count) {
     int32_t prompt[12] = {7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18};
-    char *body = generate_body(prompt, 12, 6, extra);
+    char *body = generate_body(prompt, 12, max_new, extra);
     long status;
     cJSON *j = mt_api_json(c, "/generate", body, &status);
     free(body);
@@ -408,12 +408,15 @@ static void test_dtypes_and_start_len(void **state) {
     (void)state;
     if (!g_bin) skip();
     mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
-    int s32[3], s16[3], s8[3], sk[3];
-    size_t n32, n16, n8, nk;
-    int32_t *r32 = routing_of(c, "", s32, &n32);
-    int32_t *r16 = routing_of(c, ", \"routed_experts_dtype\": \"int16\"", s16, &n16);
-    int32_t *r8 = routing_of(c, ", \"routed_experts_dtype\": \"uint8\"", s8, &n8);
-    int32_t *rk = routing_of(c, ", \"routed_experts_start_len\": 5", sk, &nk);
+    int s32[3], s16[3], s8[3], sk[3], s0[3], s0k[3];
+    size_t n32, n16, n8, nk, n0, n0k;
+    int32_t *r32 = routing_of(c, 6, "", s32, &n32);
+    int32_t *r16 = routing_of(c, 6, ", \"routed_experts_dtype\": \"int16\"", s16, &n16);
+    int32_t *r8 = routing_of(c, 6, ", \"routed_experts_dtype\": \"uint8\"", s8, &n8);
+    int32_t *rk = routing_of(c, 6, ", \"routed_experts_start_len\": 5", sk, &nk);
+    /* max_new_tokens 0: the P prompt rows (every forwarded token), not P + G - 1 = P - 1 */
+    int32_t *r0 = routing_of(c, 0, ", \"stream\": false", s0, &n0);
+    int32_t *r0k = routing_of(c, 0, ", \"routed_experts_start_len\": 12", s0k, &n0k);
     assert_int_equal(s32[0], 12 + 6 - 1);
     assert_int_equal(n32, (size_t)17 * LAYERS * TOP_K);
     assert_memory_equal(s16, s32, sizeof s32);
@@ -426,6 +429,13 @@ static void test_dtypes_and_start_len(void **state) {
     assert_int_equal(sk[0], 17 - 5);
     assert_int_equal(nk, n32 - (size_t)5 * LAYERS * TOP_K);
     assert_memory_equal(rk, r32 + (size_t)5 * LAYERS * TOP_K, nk * sizeof *rk);
+    assert_int_equal(s0[0], 12);
+    assert_int_equal(n0, (size_t)12 * LAYERS * TOP_K);
+    assert_memory_equal(r0, r32, n0 * sizeof *r0);
+    assert_int_equal(s0k[0], 0);
+    assert_int_equal(n0k, 0);
+    free(r0);
+    free(r0k);
     free(r32);
     free(r16);
     free(r8);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,24 +67,63 @@ static char *long_ids(int n, int max_new) {
     return s;
 }
 
-/* A raw HTTP exchange: sends text (then, with hang_up, closes the sending side), returns the status
- * of the answer (0 when none). */
-static int raw_http(int port, const char *text, bool hang_up) {
+/* A raw HTTP exchange: sends text (then, with hang_up, closes the sending side) and reads the answer
+ * into reply (NUL-terminated; waiting at most 10 s for it to start, then until its Content-Length
+ * bytes of body came or the server closed). Returns its status (0 when none came). */
+static int raw_exchange(int port, const char *text, bool hang_up, char *reply, size_t reply_len) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    reply[0] = '\0';
     if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
         close(fd);
         return 0;
     }
     (void)!write(fd, text, strlen(text));
     if (hang_up) shutdown(fd, SHUT_WR);
-    char buf[512] = "";
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, reply + got, reply_len - 1 - got);
+        if (n <= 0) break;
+        reply[got += (size_t)n] = '\0';
+        const char *body = strstr(reply, "\r\n\r\n"), *cl = strcasestr(reply, "\r\nContent-Length:");
+        if (got == reply_len - 1 || (body && cl && cl < body && strlen(body + 4) >= strtoul(cl + 17, NULL, 10))) break;
+    }
     close(fd);
     int status = 0;
-    if (n > 0) sscanf(buf, "HTTP/1.%*d %d", &status);
+    sscanf(reply, "HTTP/1.%*d %d", &status);
     return status;
+}
+
+static int raw_http(int port, const char *text, bool hang_up) {
+    char reply[4096];
+    return raw_exchange(port, text, hang_up, reply, sizeof reply);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A Content-Length above --max-request-bytes is answered 413 at once from the header, while the
+ * client has sent no byte of the body (the server used to wait for the body until its idle
+ * timeout, 60 s, then close without an answer). The API key check still comes first (want 401). */
+static void expect_early_413(int port, const char *auth, int want) {
+    char req[512], reply[4096];
+    snprintf(req, sizeof req, "POST /generate HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
+             "Content-Length: 99999999999\r\n\r\n", auth);
+    double t0 = now_s();
+    int status = raw_exchange(port, req, false, reply, sizeof reply);
+    double dt = now_s() - t0;
+    if (status != want || dt > 5) fail_msg("Content-Length 99999999999: status %d after %.1f s (want %d at once): %s",
+                                          status, dt, want, reply);
+    const char *body = strstr(reply, "\r\n\r\n");
+    assert_non_null(body);
+    mt_http_response r = {.status = status, .body = (char *)body + 4};
+    expect_error(&r, want, want == 413 ? "exceeds" : "API key", "Content-Length 99999999999");
 }
 
 static void test_malformed_requests(void **state) {
@@ -159,6 +199,10 @@ static void test_malformed_requests(void **state) {
         {"POST", G, no_room, 400, "context length"},
         {"POST", G, kv, 400, "KV blocks"},
         {"POST", G, nested, 400, "JSON"},
+        {"POST", G, "{\"text\": \"a\\u0000bcdefgh\"}", 400, "U+0000"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\\u0000b\"}", 400, "U+0000"},
+        {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400,
+         "U+0000"},
         {"POST", G, huge, 413, "exceeds"},
         {"GET", G, NULL, 405, "GET"},
         {"POST", "/nonexistent", "{}", 404, "/nonexistent"},
@@ -191,6 +235,8 @@ static void test_malformed_requests(void **state) {
     expect_alive(c, "a malformed header");
     raw_http(srv.port, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"input_", true);
     expect_alive(c, "a body cut short");
+    expect_early_413(srv.port, "", 413);
+    expect_alive(c, "a Content-Length above the limit");
 
     /* Still serving real work, and the refusals were counted. */
     long status;
@@ -282,6 +328,8 @@ static void test_loading_api_key_and_many_experts(void **state) {
         expect_error(&r, 401, "API key", paths[i]);
         mt_http_response_free(&r);
     }
+    expect_early_413(srv.port, "", 401);
+    expect_early_413(srv.port, "Authorization: Bearer s3cret\r\n", 413);
     const char *const basic[] = {"Authorization: Basic czNjcmV0", NULL};
     assert_int_equal(mt_http_call_headers(anon, "GET", "/v1/models", NULL, basic, &r), 0);
     expect_error(&r, 401, "API key", "Basic authorization");
@@ -317,7 +365,8 @@ static void test_loading_api_key_and_many_experts(void **state) {
 
 /* Request bodies parsed in-process (server/request_body.h), with a tokenizer that adds no special
  * tokens: a text prompt that encodes to nothing is a 400, not a double free (found by
- * fuzz/fuzz_request.c). */
+ * fuzz/fuzz_request.c); a string holding U+0000 is a 400 (it was cut there: "a\u0000bcdefgh"
+ * encoded as "a"), while an escaped backslash followed by u0000 is just text. */
 static void test_request_bodies(void **state) {
     (void)state;
     mt_config cfg;
@@ -329,19 +378,30 @@ static void test_request_bodies(void **state) {
     if (mt_chat_template_from_string(&empty, "{{ '' }}", NULL, NULL, &err)) fail_msg("%s", err.msg);
     mt_request_ctx ctx = {.cfg = &cfg, .tokenizer = tok, .chat_template = empty};
     const struct { mt_body_kind kind; const char *body; int status; const char *needle; } cases[] = {
-        {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\"}", 0, NULL},
+        {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\"}", 0, "hello"},
         {MT_BODY_GENERATE, "{\"text\": \"\"}", 400, "no tokens"},
         {MT_BODY_COMPLETIONS, "{\"prompt\": \"\"}", 400, "no tokens"},
         {MT_BODY_COMPLETIONS, "{\"prompt\": [\"\"]}", 400, "no tokens"},
         {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 400, "no tokens"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000bcdefgh\", \"rid\": \"r1\"}", 400, "U+0000"},
+        {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\", \"sampling_params\": {\"stop\": [\"x\\u0000\"]}}", 400,
+         "U+0000"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": \"a\\u0000b\"}", 400, "U+0000"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": [\"a\\u0000b\"]}", 400, "U+0000"},
+        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400, "U+0000"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\\\u0000bcdefgh\", \"rid\": \"r1\"}", 0, "a\\u0000bcdefgh"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         mt_gen_request r;
         mt_api_error e = {0};
         int rc = mt_request_parse(&ctx, cases[i].kind, cases[i].body, strlen(cases[i].body), &r, &e);
-        if (cases[i].status == 0) {
+        if (cases[i].status == 0) { /* needle: the whole prompt text */
             if (rc) fail_msg("case %zu: %s", i, e.message);
-            assert_true(r.n_prompt > 0);
+            int32_t *ids;
+            size_t n;
+            if (mt_tokenizer_encode(tok, cases[i].needle, strlen(cases[i].needle), 1, &ids, &n, &err)) fail_msg("%s", err.msg);
+            free(ids);
+            assert_int_equal(r.n_prompt, n);
             assert_string_equal(r.rid, "r1");
             mt_gen_request_free(&r);
             continue;
@@ -354,13 +414,35 @@ static void test_request_bodies(void **state) {
     mt_tokenizer_free(tok);
 }
 
+/* --host takes a host name: the server listens on the first address it resolves to (localhost:
+ * 127.0.0.1, or ::1 where that comes first), and says which. It used to refuse anything but a
+ * numeric address. */
+static void test_host_name(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_test_server srv;
+    assert_int_equal(mt_test_server_start(&srv, g_bin, "--model " MODEL " --threads 1 --host localhost", path_of("h.log"), 120), 0);
+    char *log = mt_test_server_log(&srv);
+    char want[128];
+    snprintf(want, sizeof want, "listening on http://localhost:%d (", srv.port);
+    if (!strstr(log, want)) fail_msg("log lacks '%s': %s", want, log);
+    free(log);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL);
+    long status;
+    cJSON *j = mt_api_json(c, "/generate", "{\"input_ids\": [1, 2], \"sampling_params\": {\"max_new_tokens\": 1}}", &status);
+    assert_int_equal(status, 200);
+    cJSON_Delete(j);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
 static void test_bad_flags(void **state) {
     (void)state;
     if (!g_bin) skip();
     const struct { const char *args; const char *needle; } cases[] = {
         {"serve", "--model"},
         {"serve --model " MODEL " --port 70000", "--port"},
-        {"serve --model " MODEL " --host nowhere.invalid", "--host"},
+        {"serve --model " MODEL " --host nowhere.invalid", "--host nowhere.invalid: cannot resolve"},
         {"serve --model " MODEL " --expert-distribution-recorder-mode sometimes", "sometimes"},
         {"serve --model " MODEL " --expert-distribution-recorder-buffer-size 0", "buffer-size"},
         {"serve --model " MODEL " --expert-dump-dir /nonexistent/dir", "/nonexistent/dir"},
@@ -383,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_loading_api_key_and_many_experts),
         cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_host_name),
         cmocka_unit_test(test_request_bodies),
     };
     return cmocka_run_group_tests(tests, setup, server_teardown);

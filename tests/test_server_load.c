@@ -3,7 +3,9 @@
  *    every completed request carries its full routing, nothing is left in the engine or the KV
  *    cache, and the server exits 0 on SIGTERM (under ASan: no leak);
  *  - a client that disconnects (non-streamed, streamed, or still queued) cancels its sequence:
- *    it finishes as "abort" long before its token limit and its KV blocks are freed.
+ *    it finishes as "abort" long before its token limit and its KV blocks are freed, and the
+ *    request is counted with code 499 in moetrace_http_requests_total (a stream sent to its end:
+ *    200).
  * bench/bench_server.c runs the full-size load (2,000 requests at concurrency 64). */
 #include <math.h>
 #include <pthread.h>
@@ -54,10 +56,11 @@ static double sample(const char *text, const char *name_and_labels) {
 
 typedef struct engine_state {
     double running, waiting, kv_total, kv_free, aborted, generated;
+    double left, ok;   /* /generate requests counted with code 499, 200 (0 when absent) */
 } engine_state;
 
 static engine_state read_state(mt_http_client *c) {
-    engine_state s = {NAN, NAN, NAN, NAN, NAN, NAN};
+    engine_state s = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
     mt_http_response r;
     if (mt_http_call(c, "GET", "/metrics", NULL, &r) == 0 && r.status == 200) {
         s.running = mt_prom_value(r.body, "moetrace_num_requests_running");
@@ -66,6 +69,10 @@ static engine_state read_state(mt_http_client *c) {
         s.kv_free = mt_prom_value(r.body, "moetrace_kv_cache_blocks_free");
         s.aborted = sample(r.body, "moetrace_requests_finished_total{finish_reason=\"abort\"} ");
         s.generated = mt_prom_value(r.body, "moetrace_generation_tokens_total");
+        s.left = sample(r.body, "moetrace_http_requests_total{path=\"/generate\",code=\"499\"} ");
+        s.ok = sample(r.body, "moetrace_http_requests_total{path=\"/generate\",code=\"200\"} ");
+        if (isnan(s.left)) s.left = 0;
+        if (isnan(s.ok)) s.ok = 0;
     }
     mt_http_response_free(&r);
     return s;
@@ -140,6 +147,25 @@ static void *stream_in_background(void *arg) {
     return NULL;
 }
 
+/* Waits until /generate was counted `left` times with code 499 and `ok` times with 200 (a request
+ * is counted once its answer ended, which may trail its abort by a moment). */
+static void wait_counted(mt_http_client *c, double left, double ok) {
+    engine_state s = read_state(c);
+    for (int i = 0; i < 500 && !(s.left == left && s.ok == ok); i++) {
+        sleep_ms(20);
+        s = read_state(c);
+    }
+    if (!(s.left == left && s.ok == ok))
+        fail_msg("/generate counted %g times with 499 and %g with 200 (want %g and %g)", s.left, s.ok, left, ok);
+}
+
+static int count_events(const char *data, size_t len, void *ctx) {
+    (void)data;
+    (void)len;
+    (*(int *)ctx)++;
+    return 0;
+}
+
 static int abandon_at_first_event(const char *data, size_t len, void *ctx) {
     (void)data;
     (void)len;
@@ -170,6 +196,7 @@ static void test_disconnect_cancels(void **state) {
     mt_http_response_free(&r);
     engine_state s = wait_idle(c, 1);
     assert_true(s.generated < 4000);
+    wait_counted(c, 1, 0);
 
     /* Streamed: the client leaves after the first event. */
     snprintf(body, sizeof body, LONG_REQUEST, ", \"stream\": true");
@@ -182,6 +209,7 @@ static void test_disconnect_cancels(void **state) {
     double before = s.generated;
     s = wait_idle(c, 2);
     assert_true(s.generated - before < 4000);
+    wait_counted(c, 2, 0); /* not 200, though its status line had gone out */
 
     /* Still waiting for its turn (one sequence at a time): cancelled in the queue at once, while
      * the request ahead of it goes on (a stream that leaves when told to). */
@@ -211,6 +239,15 @@ static void test_disconnect_cancels(void **state) {
     pthread_join(t, NULL);
     assert_int_equal(ahead.rc, 1);
     wait_idle(c, 4);
+    wait_counted(c, 4, 0);
+
+    /* A stream sent to its end counts as 200. */
+    int n_events = 0;
+    assert_int_equal(mt_http_stream(d, "/generate", "{\"input_ids\": [5, 6], \"stream\": true, \"sampling_params\": "
+                                    "{\"max_new_tokens\": 2, \"ignore_eos\": true}}", count_events, &n_events, &r), 0);
+    mt_http_response_free(&r);
+    assert_true(n_events >= 2);
+    wait_counted(c, 4, 1);
     mt_http_client_free(e);
     mt_http_client_free(d);
     mt_http_client_free(c);

@@ -183,6 +183,21 @@ static void test_models_and_completions(void **state) {
     cJSON *ids = call("/v1/completions", "{\"prompt\": [5, 6, 7], \"max_tokens\": 3, \"ignore_eos\": true}", 200);
     assert_int_equal(num(cJSON_GetObjectItem(ids, "usage"), "prompt_tokens"), 3);
     cJSON_Delete(ids);
+
+    /* max_tokens 0: the routing of the P prompt tokens (all forwarded), not P + G - 1 = P - 1 rows */
+    static const char *const zero[] = {
+        "/v1/completions", "{\"prompt\": [5, 6, 7], \"max_tokens\": 0, \"return_routed_experts\": true}",
+        "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 0, "
+                                "\"return_routed_experts\": true}",
+    };
+    for (int i = 0; i < 2; i++) {
+        cJSON *z = call(zero[2 * i], zero[2 * i + 1], 200);
+        const cJSON *zu = cJSON_GetObjectItem(z, "usage");
+        assert_int_equal(num(zu, "completion_tokens"), 0);
+        const cJSON *zshape = cJSON_GetObjectItem(cJSON_GetObjectItem(choice0(z), "routed_experts"), "shape");
+        assert_int_equal(cJSON_GetArrayItem(zshape, 0)->valueint, num(zu, "prompt_tokens"));
+        cJSON_Delete(z);
+    }
     cJSON *one = call("/v1/completions", "{\"prompt\": [\"Hello world, hello moetrace\"], \"max_tokens\": 8, "
                                          "\"temperature\": 0, \"ignore_eos\": true}", 200);
     assert_string_equal(str(choice0(one), "text"), str(ch, "text"));

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -514,6 +515,41 @@ static void cli(void **state) {
     assert_int_equal(st, 0);
     assert_string_equal(out, "Hello world!");
     free(out);
+    /* ids outside the vocabulary (they printed nothing and exited 0) or that no token has: exit 2,
+     * naming the id and the vocabulary's size */
+    mt_tokenizer *sp;
+    mt_err err;
+    if (mt_tokenizer_load(&sp, MT_SOURCE_DIR "/tests/tokenizer/sp", &err)) fail_msg("%s", err.msg);
+    size_t vocab = mt_tokenizer_vocab_size(sp);
+    mt_tokenizer_free(sp);
+    char gap[] = "/tmp/mt_tokgap_XXXXXX", gap_file[64];
+    assert_non_null(mkdtemp(gap));
+    snprintf(gap_file, sizeof gap_file, "%s/tokenizer.json", gap);
+    write_file(gap_file, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}}");
+    char model_sp[1024], size_sp[64];
+    snprintf(model_sp, sizeof model_sp, "%s/tests/tokenizer/sp", MT_SOURCE_DIR);
+    snprintf(size_sp, sizeof size_sp, "(%zu ids: 0..%zu)", vocab, vocab - 1);
+    const struct { const char *model, *ids, *needle1, *needle2; } bad_ids[] = {
+        {model_sp, "99999", "id 99999 is outside the vocabulary", size_sp},
+        {model_sp, "1,2,-3", "id -3 is outside the vocabulary", size_sp},
+        {model_sp, "[5, 99999999999]", "id 99999999999", size_sp},
+        {gap, "0,1,2", "id 1 is no token", "3 ids"},
+    };
+    for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+        snprintf(cmd, sizeof cmd, "%s detokenize --model %s --ids '%s' 2>&1", bin, bad_ids[i].model, bad_ids[i].ids);
+        out = run_cmd(cmd, &st);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 2 || !strstr(out, bad_ids[i].needle1) || !strstr(out, bad_ids[i].needle2))
+            fail_msg("detokenize --ids %s: status %d, output '%s' (want exit 2, '%s', '%s')", bad_ids[i].ids, st, out,
+                     bad_ids[i].needle1, bad_ids[i].needle2);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, "%s detokenize --model %s --ids 0,2", bin, gap);
+    out = run_cmd(cmd, &st);
+    assert_int_equal(st, 0);
+    assert_string_equal(out, "a b");
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", gap);
+    assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof cmd, "printf 'Hello world!' | %s tokenize --model %s/tests/tokenizer/sp --no-special-tokens", bin,
              MT_SOURCE_DIR);
     out = run_cmd(cmd, &st);

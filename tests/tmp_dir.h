@@ -20,6 +20,12 @@ static inline int tmp_dir_remove(void) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* A cmocka group teardown that removes the folder. */
+static inline int tmp_dir_teardown(void **state) {
+    (void)state;
+    return tmp_dir_remove();
+}
+
 /* g_dir/name; up to 8 results may be used in one expression. */
 static inline const char *path_of(const char *name) {
     static char buf[8][512];

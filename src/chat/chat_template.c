@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "chat/jinja.h"
+#include "util/json_util.h"
 
 struct mt_chat_template {
     jarena arena; /* AST and source */
@@ -98,9 +99,8 @@ static cJSON *read_json_file(const char *path, int *present, mt_err *err) {
     char *text = read_file(path, &len);
     *present = text != NULL;
     if (!text) return NULL;
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    cJSON *j = mt_json_parse(text, len, path, NULL, err);
     free(text);
-    if (!j) mt_errf(err, "%s: invalid JSON", path);
     return j;
 }
 

@@ -8,6 +8,7 @@
 #include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "util/err.h"
+#include "util/json_util.h"
 
 static const char USAGE[] =
     "usage: moetrace chat-template --model DIR --messages F.json [--no-generation-prompt] [--kwargs JSON]\n"
@@ -20,9 +21,13 @@ static const char USAGE[] =
     "                            ('-' reads stdin)\n"
     "  --tools F.json            a JSON array of tool definitions (overrides \"tools\" of --messages)\n"
     "  --no-generation-prompt    add_generation_prompt=False\n"
-    "  --kwargs JSON             extra template variables, e.g. '{\"enable_thinking\": false}'\n";
+    "  --kwargs JSON             extra template variables, e.g. '{\"enable_thinking\": false}'\n"
+    "\n"
+    "JSON strings holding U+0000 (\\u0000) are refused with an error naming the file: moetrace keeps\n"
+    "strings NUL-terminated, so the text would otherwise be cut there.\n";
 
-static char *slurp(const char *path) {
+/* The whole file (or stdin for "-"), NUL-terminated; *len bytes before the NUL. NULL when unreadable. */
+static char *slurp(const char *path, size_t *len) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) return NULL;
     size_t cap = 1 << 16, n = 0;
@@ -43,18 +48,23 @@ static char *slurp(const char *path) {
     }
     if (f != stdin) fclose(f);
     if (buf) buf[n] = 0;
+    *len = n;
     return buf;
 }
 
 static cJSON *read_json(const char *path, const char *what) {
-    char *text = slurp(path);
+    size_t len = 0;
+    char *text = slurp(path, &len);
     if (!text) {
         fprintf(stderr, "moetrace chat-template: cannot read %s '%s'\n", what, path);
         return NULL;
     }
-    cJSON *j = cJSON_Parse(text);
+    char name[4200];
+    snprintf(name, sizeof name, "%s '%s'", what, path);
+    mt_err err = {{0}};
+    cJSON *j = mt_json_parse(text, len, name, NULL, &err);
     free(text);
-    if (!j) fprintf(stderr, "moetrace chat-template: %s '%s' is not valid JSON\n", what, path);
+    if (!j) fprintf(stderr, "moetrace chat-template: %s\n", err.msg);
     return j;
 }
 
@@ -109,7 +119,11 @@ int cmd_chat_template(int argc, char **argv) {
         tools_in = tools;
     }
     if (kwargs_text) {
-        kwargs = cJSON_Parse(kwargs_text);
+        kwargs = mt_json_parse(kwargs_text, strlen(kwargs_text), "--kwargs", NULL, &err);
+        if (!kwargs) {
+            fprintf(stderr, "moetrace chat-template: %s\n", err.msg);
+            goto done;
+        }
         if (!cJSON_IsObject(kwargs)) {
             fprintf(stderr, "moetrace chat-template: --kwargs must be a JSON object (got '%s')\n", kwargs_text);
             goto done;

@@ -14,37 +14,38 @@ static const char USAGE[] =
     "\n"
     "Decodes the ids with DIR/tokenizer.json (DIR may also be the tokenizer.json file) exactly as the\n"
     "Hugging Face tokenizers library's Tokenizer.decode(ids) does and prints the text as is (no newline\n"
-    "is added). Ids the tokenizer does not know are skipped, as in the library.\n"
+    "is added). An id outside the vocabulary (negative, or not below its size, added tokens included),\n"
+    "or one no token has, is an error (exit 2); the library would skip it.\n"
     "\n"
     "  --model DIR              folder holding tokenizer.json (nothing else is needed)\n"
     "  --ids LIST               comma-separated ids; a JSON array such as [1,2,3] works too\n"
     "  --skip-special-tokens    leave special tokens (e.g. <s>, <|im_end|>) out of the text\n";
 
-/* Parses "1,2,3" or "[1, 2, 3]". */
-static int parse_ids(const char *s, int32_t **out, size_t *n) {
+/* Parses "1,2,3" or "[1, 2, 3]" (any integers: the vocabulary is checked by check_ids). */
+static int parse_ids(const char *s, long long **out, size_t *n) {
     size_t cap = 16;
-    int32_t *v = malloc(cap * sizeof *v);
+    long long *v = malloc(cap * sizeof *v);
     *n = 0;
     if (!v) return -1;
     while (*s == ' ' || *s == '[') s++;
     while (*s && *s != ']') {
         char *end;
         errno = 0;
-        long x = strtol(s, &end, 10);
-        if (end == s || errno || x < 0 || x > INT32_MAX) {
-            fprintf(stderr, "moetrace detokenize: --ids: '%s' is not a non-negative integer\n", s);
+        long long x = strtoll(s, &end, 10);
+        if (end == s || errno) {
+            fprintf(stderr, "moetrace detokenize: --ids: '%s' is not an integer\n", s);
             free(v);
             return -1;
         }
         if (*n == cap) {
-            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            long long *nv = realloc(v, (cap *= 2) * sizeof *v);
             if (!nv) {
                 free(v);
                 return -1;
             }
             v = nv;
         }
-        v[(*n)++] = (int32_t)x;
+        v[(*n)++] = x;
         s = end;
         while (*s == ' ') s++;
         if (*s == ',') s++;
@@ -56,6 +57,26 @@ static int parse_ids(const char *s, int32_t **out, size_t *n) {
         while (*s == ' ') s++;
     }
     *out = v;
+    return 0;
+}
+
+/* The ids as int32 into ids[n] when every one is a token of tok; else prints the first that is not,
+ * with the vocabulary's size, and returns -1. */
+static int check_ids(const mt_tokenizer *tok, const char *model, const long long *v, size_t n, int32_t *ids) {
+    size_t size = mt_tokenizer_vocab_size(tok);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < 0 || (unsigned long long)v[i] >= size) {
+            fprintf(stderr, "moetrace detokenize: --ids: id %lld is outside the vocabulary of %s (%zu ids: 0..%zu)\n", v[i],
+                    model, size, size - 1);
+            return -1;
+        }
+        ids[i] = (int32_t)v[i];
+        if (!mt_tokenizer_id_to_token(tok, ids[i])) {
+            fprintf(stderr, "moetrace detokenize: --ids: id %lld is no token of %s (its %zu ids have gaps)\n", v[i],
+                    model, size);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -89,16 +110,25 @@ int cmd_detokenize(int argc, char **argv) {
         fprintf(stderr, "moetrace detokenize: --model DIR and --ids LIST are required (see --help)\n");
         return 2;
     }
-    int32_t *ids;
+    long long *given;
     size_t n;
-    if (parse_ids(ids_s, &ids, &n)) return 2;
+    if (parse_ids(ids_s, &given, &n)) return 2;
     mt_err err = {{0}};
     mt_tokenizer *tok;
     if (mt_tokenizer_load(&tok, model, &err)) {
         fprintf(stderr, "moetrace detokenize: %s\n", err.msg);
-        free(ids);
+        free(given);
         return 1;
     }
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids || check_ids(tok, model, given, n, ids)) {
+        if (!ids) fprintf(stderr, "moetrace detokenize: out of memory\n");
+        free(given);
+        free(ids);
+        mt_tokenizer_free(tok);
+        return ids ? 2 : 1;
+    }
+    free(given);
     char *text;
     size_t len;
     int rc = mt_tokenizer_decode(tok, ids, n, skip, &text, &len, &err);

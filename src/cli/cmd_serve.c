@@ -31,7 +31,8 @@ static const char SERVE_HELP[] =
     "/v1/completions and /v1/chat/completions, /health, /metrics, /dashboard (docs/API.md).\n"
     "\n"
     "  --model DIR                 Hugging Face checkpoint folder (tokenizer.json for text, optional)\n"
-    "  --host ADDR                 listening address (default 127.0.0.1)\n"
+    "  --host HOST                 listening address: numeric IPv4/IPv6, or a host name (its first\n"
+    "                              address that can be listened on; default 127.0.0.1)\n"
     "  --port N                    listening port (default 30000; 0 = any free port)\n"
     "  --api-key KEY               require 'Authorization: Bearer KEY' on every path but /health\n"
     "  --served-model-name NAME    model name in the API (default: the folder's name)\n"
@@ -45,7 +46,7 @@ static const char SERVE_HELP[] =
     "  --kv-cache-fraction F       share of the available memory the KV cache may take (default 0.3)\n"
     "  --disable-radix-cache       no prefix caching\n"
     "  --max-connections N         simultaneous HTTP connections (default 256)\n"
-    "  --max-request-bytes N       request body cap (default 16777216)\n"
+    "  --max-request-bytes N       request body cap (default 16777216); larger bodies get 413\n"
     "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
     "  --device cpu|cuda           compute device (default cpu)\n"
     "\n"
@@ -261,7 +262,11 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         return 1;
     }
-    mt_log("listening on http://%s:%d (loading %s)", a.host, mt_server_port(server), a.model);
+    const char *address = mt_server_address(server);
+    if (strcmp(address, a.host))
+        mt_log("listening on http://%s:%d (%s; loading %s)", a.host, mt_server_port(server), address, a.model);
+    else
+        mt_log("listening on http://%s:%d (loading %s)", a.host, mt_server_port(server), a.model);
 
     int rc = 1;
     mt_model model;

@@ -8,6 +8,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "util/json_util.h"
+
 void mt_dataset_free(mt_dataset *d) {
     for (int i = 0; i < d->n; i++) {
         free(d->ids[i]);
@@ -96,10 +98,11 @@ static int parse_name(const cJSON *line, char **name, mt_err *err) {
 
 int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, int32_t **ids, int *n, char **name,
                     mt_err *err) {
-    cJSON *obj = cJSON_ParseWithLength(line, len);
+    cJSON *obj = mt_json_parse(line, len, NULL, NULL, err);
     int rc;
     *name = NULL;
-    if (!obj || !cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
+    if (!obj) rc = -1;
+    else if (!cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
     else if (parse_name(obj, name, err)) rc = -1;
     else if (cJSON_GetObjectItemCaseSensitive(obj, "input_ids"))
         rc = parse_ids(cJSON_GetObjectItemCaseSensitive(obj, "input_ids"), ids, n, err);

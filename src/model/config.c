@@ -102,8 +102,9 @@ static int parse_eos(int *ids, int *count, const cJSON *item) {
 
 int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
     memset(cfg, 0, sizeof *cfg);
-    cJSON *root = cJSON_Parse(json_text);
-    if (!root || !cJSON_IsObject(root)) {
+    cJSON *root = mt_json_parse(json_text, strlen(json_text), "config.json", NULL, err);
+    if (!root) return -1;
+    if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return mt_errf(err, "config.json: not a JSON object");
     }

@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/json_util.h"
+
 #define MAX_HEADER (100u << 20)          /* larger headers are rejected as absurd */
 #define MAX_JSON_INT 9007199254740992.0  /* 2^53: doubles hold every integer below it */
 #define INDEX_NAME "model.safetensors.index.json"
@@ -180,9 +182,9 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
         return mt_errf(err, "%s: header length %llu runs past the end of the file (%zu bytes)", path,
                        (unsigned long long)n, f->size);
     const char *hdr = (const char *)p + 8, *end = NULL;
-    f->json = cJSON_ParseWithLengthOpts(hdr, (size_t)n, &end, 0);
-    if (!f->json)
-        return mt_errf(err, "%s: header is not valid JSON (near byte %td of it)", path, end ? end - hdr : 0);
+    char what[4096 + 16];
+    snprintf(what, sizeof what, "%s: header", path);
+    if (!(f->json = mt_json_parse(hdr, (size_t)n, what, &end, err))) return -1;
     for (; end < hdr + n; end++) /* writers pad the header with spaces */
         if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != '\0')
             return mt_errf(err, "%s: unexpected bytes after the JSON header (byte %td)", path, end - hdr);
@@ -272,13 +274,13 @@ static int open_index(mt_checkpoint *ck, const char *dir, const char *index, mt_
     size_t len = 0;
     char *text = read_text(index, &len, err);
     if (!text) return -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = mt_json_parse(text, len, index, NULL, err);
     free(text);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     const char **shards = NULL;
-    int n = 0, rc = 0;
+    int n = 0, rc = root ? 0 : -1;
     const cJSON *e;
-    if (!cJSON_IsObject(map)) rc = mt_errf(err, "%s: not JSON with a \"weight_map\" object", index);
+    if (rc == 0 && !cJSON_IsObject(map)) rc = mt_errf(err, "%s: not JSON with a \"weight_map\" object", index);
     else cJSON_ArrayForEach(e, map) n++;
     if (rc == 0 && n == 0) rc = mt_errf(err, "%s: \"weight_map\" is empty", index);
     if (rc == 0 && !(shards = malloc((size_t)n * sizeof *shards))) rc = mt_errf(err, "%s: out of memory", index);

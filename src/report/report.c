@@ -108,6 +108,9 @@ static int layout_compute(const mt_stat_dump *d, const mt_report_opts *o, layout
     }
     if (g->ep < 0 || g->ep > g->E)
         return mt_errf(err, "--ep-size %d must be in [1, num_experts = %d]", g->ep, g->E);
+    if (!p && g->ep && g->E % g->ep)
+        return mt_errf(err, "--ep-size %d does not divide the dump's %d experts: without a placement they are split "
+                       "into M equal contiguous blocks (give --placement, or an M dividing %d)", g->ep, g->E, g->E);
     int M = g->ep ? g->ep : g->E;
     size_t ne = (size_t)(g->nmoe ? g->nmoe : 1);
     g->moe_of = malloc(sizeof(int) * (size_t)g->L);

@@ -18,7 +18,8 @@
 #include "util/err.h"
 
 typedef struct mt_report_opts {
-    int ep_size;                  /* 0: no GPU panel (balancedness then per expert, M = num_experts) */
+    int ep_size;                  /* 0: no GPU panel (balancedness then per expert, M = num_experts);
+                                     without a placement it must divide num_experts (M equal blocks) */
     const mt_placement *placement; /* NULL: none; else rows must equal the dump's MoE layers and
                                      ep_size must be 0 (then num_gpus) or equal num_gpus */
 } mt_report_opts;

@@ -3,7 +3,9 @@
  * balancedness = mean GPU load / max GPU load (1.0 is perfect; a layer with no load counts as 1.0).
  *
  * Without a placement, the num_experts logical experts are split into ep_size contiguous blocks
- * (GPU g holds experts [floor(g*E/M), floor((g+1)*E/M)), equal blocks when M divides E).
+ * (GPU g holds experts [floor(g*E/M), floor((g+1)*E/M)), equal blocks when M divides E). SPEC §4
+ * asks for equal blocks: the recorder and `moetrace report` refuse an ep_size that does not divide
+ * num_experts, and run/profile/serve --ep-size run the trivial placement, which needs it too.
  * With a placement (phy2log over num_physical slots, slot s on GPU s / (num_physical/M)), a logical
  * expert's load is split evenly over its replicas. Pure functions, no allocation. */
 #ifndef MT_ROUTING_BALANCEDNESS_H

@@ -102,6 +102,11 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
         mt_errf(err, "recorder: ep_size %d: expected 1..num_experts (%d)", ep, E);
         return NULL;
     }
+    if (!plc && E % ep) { /* SPEC §4: M contiguous equal blocks */
+        mt_errf(err, "recorder: ep_size %d does not divide num_experts %d (without a placement, experts are split "
+                "into ep_size equal blocks)", ep, E);
+        return NULL;
+    }
     if (plc && ((size_t)cfg->num_hidden_layers * ((size_t)E + (size_t)plc->num_physical) > INT32_MAX)) {
         mt_errf(err, "recorder: %d layers x (%d experts + %d slots) is too many counters", cfg->num_hidden_layers, E,
                 plc->num_physical);

@@ -46,7 +46,8 @@ typedef struct mt_recorder_opts {
     mt_recorder_mode mode;
     int buffer_size;       /* forward passes kept (stat, per_pass); -1 unbounded; > 0 otherwise */
     const char *dump_dir;  /* NULL: MT_REC_DEFAULT_DUMP_DIR. Not copied: must outlive the recorder */
-    int ep_size;           /* for balancedness in dumps; 0: 8 if it divides num_experts, else 1; with a
+    int ep_size;           /* for balancedness in dumps; 0: 8 if it divides num_experts, else 1; else
+                              it must divide num_experts (equal contiguous blocks); with a
                               placement: 0 or its num_gpus */
     long max_tokens;       /* per_token row bound (> 0) */
     const mt_placement *placement; /* the placement the engine runs, or NULL. Not copied: must

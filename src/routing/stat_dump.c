@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/json_util.h"
+
 void mt_stat_dump_free(mt_stat_dump *d) {
     if (!d) return;
     free(d->model);
@@ -176,12 +178,8 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
 
 int mt_stat_dump_parse(const char *json, size_t len, const char *name, mt_stat_dump *d, mt_err *err) {
     memset(d, 0, sizeof *d);
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        long off = (at && at >= json && at <= json + len) ? (long)(at - json) : -1;
-        return mt_errf(err, "%s: invalid JSON (near byte %ld)", name, off);
-    }
+    cJSON *root = mt_json_parse(json, len, name, NULL, err);
+    if (!root) return -1;
     int rc = mt_stat_dump_from_json(root, name, d, err);
     cJSON_Delete(root);
     return rc;

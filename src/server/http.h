@@ -21,6 +21,7 @@ typedef struct mt_http_request {
     struct MHD_Connection *conn;
     const char *method;          /* "GET", "POST", ... */
     const char *path;            /* without the query string */
+    const char *route;           /* the route's path, a literal: the request's label in the metrics */
     const char *body;            /* NUL-terminated; body_len bytes */
     size_t body_len;
     int client_fd;               /* the connection's socket, for disconnect detection */
@@ -55,7 +56,9 @@ int mt_reply_errorf(mt_http_request *rq, int status, const char *fmt, ...) __att
  * ("data: ...\n\n") to out, possibly none; a job that failed ends with an error event instead
  * of the final call. The stream then ends with "data: [DONE]\n\n". When the
  * client goes away the job is cancelled. The stream takes over one reference to j, and ctx (freed
- * with free_ctx). */
+ * with free_ctx). Returns 0 once the stream is queued: the request is counted in the metrics
+ * (under rq->route) when the stream ends, with 200 when it ended with its last event, else 499
+ * (the client left first, though the 200 status line had gone out); -1 when MHD refused it. */
 typedef void (*mt_sse_format)(void *ctx, mt_gen_job *j, bool final, mt_strbuf *out);
 int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void *ctx, void (*free_ctx)(void *));
 

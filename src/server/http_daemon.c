@@ -1,5 +1,6 @@
 /* The libmicrohttpd daemon: connections, request bodies, routing, authentication, life cycle. */
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,18 +66,50 @@ static enum MHD_Result reply_now(struct MHD_Connection *c, mt_server *s, const c
     return rc < 0 ? MHD_NO : MHD_YES;
 }
 
+/* The checks a request passes before its handler runs, in this order: API key (401), path (404),
+ * method (405), body size (413), model loaded (503). Returns the route, or NULL after queueing the
+ * error reply (its MHD result in *result). */
+static const route *admit(struct MHD_Connection *c, mt_server *s, const char *url, const char *method,
+                          const pending_request *pr, enum MHD_Result *result) {
+    const route *rt = NULL;
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0] && !rt; i++)
+        if (!strcmp(url, ROUTES[i].path)) rt = &ROUTES[i];
+    const char *label = rt ? rt->path : "other";
+    bool public_path = rt && rt->public_path;
+    unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : 0;
+    char limit[32];
+    snprintf(limit, sizeof limit, "%zu", s->opts.max_body_bytes);
+    if (s->opts.api_key && *s->opts.api_key && !public_path && !authorized(c, s->opts.api_key, rt && rt->key_in_query))
+        *result = reply_now(c, s, label, 401, "%s", "missing or wrong API key (expected the header 'Authorization: Bearer <key>')");
+    else if (!rt) *result = reply_now(c, s, label, 404, "no endpoint %s", url);
+    else if (!(rt->methods & m)) *result = reply_now(c, s, label, 405, "method %s is not allowed here", method);
+    else if (pr->too_large) *result = reply_now(c, s, label, 413, "the request body exceeds %s bytes", limit);
+    else if (rt->needs_backend && !atomic_load(&s->ready))
+        *result = reply_now(c, s, label, 503, "%s", "the model is still loading");
+    else return rt;
+    return NULL;
+}
+
+/* libmicrohttpd calls this first with the headers (no body yet), then with each piece of the body,
+ * then once more with none to answer. A Content-Length above the cap is answered (413, or an earlier
+ * refusal of admit) on the first call, before any body is read; a body that turns out larger than
+ * the cap is dropped as it arrives and answered 413 at the end. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **req_cls) {
     (void)version;
     mt_server *s = cls;
     pending_request *pr = *req_cls;
+    enum MHD_Result result = MHD_YES;
     if (!pr) {
         if (!(pr = calloc(1, sizeof *pr))) return MHD_NO;
         *req_cls = pr;
         atomic_fetch_add(&s->in_flight, 1);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes) pr->too_large = true;
-        return MHD_YES;
+        if (cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes) {
+            pr->too_large = true;
+            admit(c, s, url, method, pr, &result); /* refuses */
+        }
+        return result;
     }
     if (*upload_size) {
         if (!pr->too_large && pr->body.len + *upload_size > s->opts.max_body_bytes) {
@@ -88,29 +121,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
 
-    const route *rt = NULL;
-    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0] && !rt; i++)
-        if (!strcmp(url, ROUTES[i].path)) rt = &ROUTES[i];
-    const char *label = rt ? rt->path : "other";
-    bool public_path = rt && rt->public_path;
-    if (s->opts.api_key && *s->opts.api_key && !public_path && !authorized(c, s->opts.api_key, rt && rt->key_in_query))
-        return reply_now(c, s, label, 401, "%s", "missing or wrong API key (expected the header 'Authorization: Bearer <key>')");
-    if (!rt) return reply_now(c, s, label, 404, "no endpoint %s", url);
-    unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : 0;
-    if (!(rt->methods & m)) return reply_now(c, s, label, 405, "method %s is not allowed here", method);
-    if (pr->too_large) {
-        char limit[32];
-        snprintf(limit, sizeof limit, "%zu", s->opts.max_body_bytes);
-        return reply_now(c, s, label, 413, "the request body exceeds %s bytes", limit);
-    }
-    if (rt->needs_backend && !atomic_load(&s->ready)) return reply_now(c, s, label, 503, "%s", "the model is still loading");
-
+    const route *rt = admit(c, s, url, method, pr, &result);
+    if (!rt) return result;
+    const char *label = rt->path;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    mt_http_request rq = {.server = s, .conn = c, .method = method, .path = url,
+    mt_http_request rq = {.server = s, .conn = c, .method = method, .path = url, .route = label,
                           .body = pr->body.data ? pr->body.data : "", .body_len = pr->body.len,
                           .client_fd = ci ? ci->connect_fd : -1};
     int status = rt->handler(&rq);
-    if (status > 0) mt_metrics_http(&s->metrics, label, status);
+    if (status > 0) mt_metrics_http(&s->metrics, label, status); /* 0: a stream, counted when it ends */
     return status < 0 ? MHD_NO : MHD_YES;
 }
 
@@ -124,6 +143,65 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     mt_strbuf_free(&pr->body);
     free(pr);
     *req_cls = NULL;
+}
+
+/* Starts the daemon listening on addr (its port included): NULL when it cannot listen there. */
+static struct MHD_Daemon *listen_on(mt_server *s, const struct sockaddr *addr) {
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    if (addr->sa_family == AF_INET6) flags |= MHD_USE_IPv6;
+    return MHD_start_daemon(flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->opts.max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->opts.idle_timeout_s,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+}
+
+/* The numeric form of addr into out. */
+static void address_text(const struct sockaddr *addr, char *out, size_t len) {
+    const void *a = addr->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
+                                                : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
+    if (!inet_ntop(addr->sa_family, a, out, (socklen_t)len)) snprintf(out, len, "?");
+}
+
+/* Listens on opts.host: a numeric IPv4 or IPv6 address as it is, else a host name resolved with
+ * getaddrinfo (TCP, IPv4 and IPv6), trying its addresses in the order given until one can be
+ * listened on. 0, or -1 with err naming the host. */
+static int listen_host(mt_server *s, mt_err *err) {
+    const char *host = s->opts.host;
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof addr);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)s->opts.port);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)s->opts.port);
+    }
+    if (addr.ss_family != AF_UNSPEC) {
+        snprintf(s->address, sizeof s->address, "%s", host);
+        if ((s->daemon = listen_on(s, (struct sockaddr *)&addr))) return 0;
+        return mt_errf(err, "cannot listen on %s port %d (in use, or not an address of this machine)", host,
+                       s->opts.port);
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->opts.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *list;
+    int rc = getaddrinfo(host, port, &hints, &list);
+    if (rc) return mt_errf(err, "--host %s: cannot resolve the host name (%s)", host, gai_strerror(rc));
+    char tried[256] = "";
+    for (const struct addrinfo *a = list; a && !s->daemon; a = a->ai_next) {
+        if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+        address_text(a->ai_addr, s->address, sizeof s->address);
+        s->daemon = listen_on(s, a->ai_addr);
+        size_t n = strlen(tried);
+        if (!s->daemon) snprintf(tried + n, sizeof tried - n, "%s%s", n ? ", " : "", s->address);
+    }
+    freeaddrinfo(list);
+    if (s->daemon) return 0;
+    if (!tried[0]) return mt_errf(err, "--host %s: resolves to no IPv4 or IPv6 address", host);
+    return mt_errf(err, "--host %s: cannot listen on port %d of its addresses (%s): in use, or not an address of this "
+                   "machine", host, s->opts.port, tried);
 }
 
 mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
@@ -142,33 +220,7 @@ mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
     s->started = time(NULL);
     s->id_salt = (uint64_t)s->started * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
 
-    struct sockaddr_storage addr;
-    memset(&addr, 0, sizeof addr);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ERROR_LOG;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
-    if (inet_pton(AF_INET, s->opts.host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)s->opts.port);
-    } else if (inet_pton(AF_INET6, s->opts.host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)s->opts.port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        mt_errf(err, "--host %s: not a numeric IPv4 or IPv6 address", s->opts.host);
-        goto fail;
-    }
-    s->daemon = MHD_start_daemon(flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->opts.max_connections,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->opts.idle_timeout_s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_END);
-    if (!s->daemon) {
-        mt_errf(err, "cannot listen on %s port %d (in use, or not an address of this machine)", s->opts.host,
-                s->opts.port);
-        goto fail;
-    }
+    if (listen_host(s, err)) goto fail;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : s->opts.port;
     return s;
@@ -180,6 +232,8 @@ fail:
 }
 
 int mt_server_port(const mt_server *s) { return s->port; }
+
+const char *mt_server_address(const mt_server *s) { return s->address; }
 
 mt_server_metrics *mt_server_metrics_of(mt_server *s) { return &s->metrics; }
 

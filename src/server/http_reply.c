@@ -95,6 +95,7 @@ bool mt_http_client_gone(int fd) {
 
 typedef struct sse_stream {
     mt_server *server;
+    const char *route;  /* metrics label; NULL: not counted */
     mt_gen_job *job;
     mt_sse_format format;
     void *ctx;
@@ -104,6 +105,7 @@ typedef struct sse_stream {
     mt_strbuf pending;  /* formatted, not yet handed to MHD */
     size_t sent;
     bool ended;         /* the last event is in pending */
+    bool complete;      /* ... and it was handed to MHD: the end of the stream */
 } sse_stream;
 
 void mt_sse_event(mt_strbuf *out, cJSON *obj) {
@@ -130,7 +132,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             }
             return (ssize_t)n;
         }
-        if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (st->ended) {
+            st->complete = true;
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
         pthread_mutex_lock(&j->mu);
         if (j->version == st->seen) mt_gen_job_wait_locked(j, st->seen, SSE_POLL_MS);
         bool changed = j->version != st->seen;
@@ -154,6 +159,7 @@ static void sse_free(void *cls) {
     pthread_mutex_lock(&st->job->mu);
     bool done = st->job->state == MT_JOB_FINISHED || st->job->state == MT_JOB_REJECTED;
     pthread_mutex_unlock(&st->job->mu);
+    if (st->route) mt_metrics_http(&st->server->metrics, st->route, st->complete ? 200 : 499);
     if (!done) mt_engine_loop_cancel(st->server->b.loop, st->job); /* the client went away */
     mt_gen_job_unref(st->job);
     if (st->free_ctx) st->free_ctx(st->ctx);
@@ -169,8 +175,8 @@ int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void 
         if (free_ctx) free_ctx(ctx);
         return mt_reply_errorf(rq, 500, "out of memory");
     }
-    *st = (sse_stream){.server = rq->server, .job = j, .format = format, .ctx = ctx, .free_ctx = free_ctx,
-                       .fd = rq->client_fd};
+    *st = (sse_stream){.server = rq->server, .route = rq->route, .job = j, .format = format, .ctx = ctx,
+                       .free_ctx = free_ctx, .fd = rq->client_fd};
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, st, sse_free);
     if (!r) {
         sse_free(st);
@@ -179,6 +185,7 @@ int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void 
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     enum MHD_Result ok = MHD_queue_response(rq->conn, 200, r);
-    MHD_destroy_response(r); /* sse_free runs when MHD is done with the stream */
-    return ok == MHD_YES ? 200 : -1;
+    if (ok != MHD_YES) st->route = NULL; /* not counted: the connection is closed */
+    MHD_destroy_response(r);              /* sse_free runs when MHD is done with the stream */
+    return ok == MHD_YES ? 0 : -1;
 }

@@ -25,8 +25,9 @@ mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_par
  * and KV blocks), waits for the cancellation and returns false. */
 bool mt_job_wait(mt_server *s, mt_gen_job *j, int client_fd);
 
-/* Answers with job j: with stream, server-sent events (mt_reply_sse with format); else waits for the
- * end (cancelling j when the client goes away: then 499) and answers whole(ctx, j) as JSON, or the
+/* Answers with job j: with stream, server-sent events (mt_reply_sse with format; returns 0, the
+ * stream counts itself: 200, or 499 when the client left before its end); else waits for the end
+ * (cancelling j when the client goes away: then 499) and answers whole(ctx, j) as JSON, or the
  * job's error (500). Takes over j and ctx (freed with free()). */
 typedef cJSON *(*mt_job_json)(void *ctx, const mt_gen_job *j);
 int mt_reply_job(mt_http_request *rq, mt_gen_job *j, bool stream, mt_sse_format format, mt_job_json whole, void *ctx);

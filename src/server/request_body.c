@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "server/request_params.h"
+#include "util/json_util.h"
 
 #define field mt_params_field
 
@@ -135,10 +136,12 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
 int mt_request_parse(const mt_request_ctx *c, mt_body_kind kind, const char *body, size_t len, mt_gen_request *r,
                      mt_api_error *e) {
     memset(r, 0, sizeof *r);
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    int rc = !root || !cJSON_IsObject(root) ? mt_api_fail(e, 400, "the request body is not a JSON object")
-             : kind == MT_BODY_GENERATE     ? generate_body(c, root, r, e)
-                                            : openai_body(c, kind == MT_BODY_CHAT, root, r, e);
+    mt_err err;
+    cJSON *root = mt_json_parse(body, len, "the request body", NULL, &err);
+    int rc = !root                      ? mt_api_fail(e, 400, "%s", err.msg)
+             : !cJSON_IsObject(root)    ? mt_api_fail(e, 400, "the request body is not a JSON object")
+             : kind == MT_BODY_GENERATE ? generate_body(c, root, r, e)
+                                        : openai_body(c, kind == MT_BODY_CHAT, root, r, e);
     cJSON_Delete(root);
     if (rc) mt_gen_request_free(r);
     return rc;

@@ -29,7 +29,8 @@
 #include "util/err.h"
 
 typedef struct mt_server_opts {
-    const char *host;            /* numeric IPv4 or IPv6 address; NULL: 127.0.0.1 */
+    const char *host;            /* numeric IPv4 or IPv6 address, or a host name (resolved with
+                                    getaddrinfo, the first address it can listen on); NULL: 127.0.0.1 */
     int port;                    /* 0: any free port (see mt_server_port) */
     const char *api_key;         /* NULL or "": no authentication */
     int max_connections;         /* simultaneous connections (each served by its own thread) */
@@ -58,6 +59,8 @@ typedef struct mt_server mt_server;
 mt_server *mt_server_start(const mt_server_opts *o, mt_err *err);
 /* The bound port (useful with port 0). */
 int mt_server_port(const mt_server *s);
+/* The numeric address listened on (what a host name resolved to). */
+const char *mt_server_address(const mt_server *s);
 /* Counters shared with the engine loop. */
 mt_server_metrics *mt_server_metrics_of(mt_server *s);
 void mt_server_set_backend(mt_server *s, const mt_server_backend *b);

@@ -18,6 +18,7 @@ struct mt_server {
     mt_server_opts opts;
     struct MHD_Daemon *daemon;
     int port;
+    char address[64];             /* numeric, what opts.host resolved to */
     mt_server_metrics metrics;
     atomic_bool ready;            /* backend set: serving */
     atomic_bool draining;         /* SIGTERM: no new generation requests */
@@ -35,7 +36,8 @@ static inline void mt_server_request_ctx(mt_server *s, mt_request_ctx *c) {
                           .chat_mu = &s->chat_mu, .routing_enabled = s->b.enable_return_routing};
 }
 
-/* A handler: queues a reply on rq and returns its status (mt_reply* return values). */
+/* A handler: queues a reply on rq and returns its status (mt_reply* return values; 0 for a stream,
+ * which is counted in the metrics when it ends), or -1 to close the connection. */
 typedef int (*mt_handler)(mt_http_request *rq);
 
 /* Endpoints (api_*.c). */

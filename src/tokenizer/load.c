@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "tokenizer/tok_internal.h"
+#include "util/json_util.h"
 
 /* The GPT-2 pre-tokenization regex of the ByteLevel pre-tokenizer when use_regex is true. */
 static const char GPT2_RE[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -355,11 +356,8 @@ static int parse_added(mt_tokenizer *tok, const cJSON *arr, const char *path, mt
 }
 
 int tk_load_json(mt_tokenizer *tok, const char *json, size_t len, const char *path, mt_err *err) {
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        return mt_errf(err, "%s: invalid JSON near byte %ld", path, at ? (long)(at - json) : -1L);
-    }
+    cJSON *root = mt_json_parse(json, len, path, NULL, err);
+    if (!root) return -1;
     int rc = -1;
     const cJSON *o;
     if (!cJSON_IsObject(root)) {

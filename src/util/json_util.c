@@ -39,13 +39,45 @@ cJSON *mt_json_load_file(const char *path, mt_err *err) {
     size_t len;
     char *text = mt_read_file(path, &len, err);
     if (!text) return NULL;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        size_t at = end ? (size_t)(end - text) : 0;
-        mt_errf(err, "%s: invalid JSON near byte %zu", path, at);
-    }
+    cJSON *root = mt_json_parse(text, len, path, NULL, err);
     free(text);
+    return root;
+}
+
+long mt_json_find_nul(const char *text, size_t len) {
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (!in_string) {
+            in_string = c == '"';
+        } else if (c == '"') {
+            in_string = false;
+        } else if (c == '\0') {
+            return (long)i;
+        } else if (c == '\\') {
+            if (i + 5 < len && text[i + 1] == 'u' && !memcmp(text + i + 2, "0000", 4)) return (long)i;
+            i++; /* the escaped character; \uXXXX's hex digits are ordinary characters */
+        }
+    }
+    return -1;
+}
+
+cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err) {
+    const char *stop = NULL, *sep = what ? ": " : "";
+    if (!what) what = "";
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
+    if (!root) {
+        size_t at = stop && stop >= text && stop <= text + len ? (size_t)(stop - text) : 0;
+        mt_errf(err, "%s%sinvalid JSON near byte %zu", what, sep, at);
+        return NULL;
+    }
+    long nul = mt_json_find_nul(text, (size_t)(stop - text));
+    if (nul >= 0) {
+        cJSON_Delete(root);
+        mt_errf(err, "%s%sa string holds U+0000 (\\u0000 at byte %ld), which is not supported", what, sep, nul);
+        return NULL;
+    }
+    if (end) *end = stop;
     return root;
 }
 

@@ -1,4 +1,5 @@
-/* Small helpers over cJSON for reading optional typed fields, and whole files into memory. */
+/* Small helpers over cJSON: parsing untrusted JSON, reading optional typed fields, and whole files
+ * into memory. */
 #ifndef MT_UTIL_JSON_UTIL_H
 #define MT_UTIL_JSON_UTIL_H
 
@@ -11,8 +12,22 @@
 
 /* Reads a whole file into a NUL-terminated buffer (free() it). NULL + err on failure. */
 char *mt_read_file(const char *path, size_t *len, mt_err *err);
-/* Parses a JSON file; errors name the file and the position of the syntax error. */
+/* Parses a JSON file with mt_json_parse (what = the path): errors name the file and the position of
+ * the syntax error or of the U+0000. */
 cJSON *mt_json_load_file(const char *path, mt_err *err);
+
+/* Parses untrusted JSON text of len bytes (it need not be NUL-terminated). cJSON keeps strings as C
+ * strings, so a string (member name or value) holding U+0000 would silently end there: such text
+ * is refused instead, whether the NUL is written as the escape \u0000 or as a raw byte. Bytes after
+ * the JSON value are not parsed; *end (when end is not NULL) gets where the value ended. Returns the
+ * tree (cJSON_Delete it), or NULL with err "<what>: invalid JSON near byte N" or "<what>: a string
+ * holds U+0000 (\u0000 at byte N), which is not supported"; what may be NULL (no prefix). */
+cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err);
+
+/* Offset of the first U+0000 inside a string of the JSON text[0..len): the backslash of an escape
+ * \u0000 or a raw NUL byte; -1 when there is none. Follows JSON's string syntax, so an escaped
+ * backslash followed by the letters u0000 (the raw text \\u0000) is no NUL. Never reads past len. */
+long mt_json_find_nul(const char *text, size_t len);
 
 /* Field getters: return 1 when the field exists with the right type (value stored), 0 when it is
  * absent or JSON null (value untouched), -1 when it exists with the wrong type (err names it). */

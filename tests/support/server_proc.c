@@ -1,6 +1,7 @@
 #include "support/server_proc.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,17 @@ pid_t mt_test_spawn(const char *shell_command) {
     _exit(127);
 }
 
+/* s->url from the log line's "PORT (ADDRESS; loading ...)" (colon at the ':' before PORT): ADDRESS
+ * is there when --host was a name (what it resolved to), else the server is reached at 127.0.0.1. */
+static void set_url(mt_test_server *s, const char *colon) {
+    const char *open = strstr(colon, " ("), *semi = open ? strchr(open, ';') : NULL, *eol = strchr(colon, '\n');
+    char address[64] = "127.0.0.1";
+    if (semi && (!eol || semi < eol) && semi - open - 2 < (long)sizeof address)
+        snprintf(address, sizeof address, "%.*s", (int)(semi - open - 2), open + 2);
+    bool v6 = strchr(address, ':') != NULL;
+    snprintf(s->url, sizeof s->url, "http://%s%s%s:%d", v6 ? "[" : "", address, v6 ? "]" : "", s->port);
+}
+
 int mt_test_server_start(mt_test_server *s, const char *bin, const char *args, const char *log_path, double timeout_s) {
     memset(s, 0, sizeof *s);
     snprintf(s->log_path, sizeof s->log_path, "%s", log_path);
@@ -110,7 +122,7 @@ int mt_test_server_start(mt_test_server *s, const char *bin, const char *args, c
             const char *colon = at ? strchr(at + 20, ':') : NULL;
             if (colon) {
                 s->port = atoi(colon + 1);
-                snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
+                set_url(s, colon);
             }
             free(log);
         }

@@ -1,0 +1,192 @@
+/* Untrusted JSON holding U+0000 (util/json_util.h): cJSON keeps strings as C strings, so a string
+ * with U+0000 would silently end there. mt_json_find_nul's scan (escapes, escaped backslashes,
+ * raw NUL bytes, member names, bytes after the value), mt_json_parse's refusal and its message,
+ * and every file parser of untrusted input refusing such a file by name: config.json,
+ * tokenizer.json, tokenizer_config.json, safetensors headers, stat dumps (and so placements planned
+ * from them). Request bodies: test_server_errors; `chat-template --messages`: test_chat_template;
+ * `profile --data`: test_profile. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "chat/chat_template.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "routing/placement.h"
+#include "routing/stat_dump.h"
+#include "tmp_dir.h"
+#include "tokenizer/tokenizer.h"
+#include "util/json_util.h"
+
+static int setup(void **state) {
+    (void)state;
+    return tmp_dir_make("jsonutil_");
+}
+
+static void test_find_nul(void **state) {
+    (void)state;
+    static const struct { const char *json; size_t len; long at; } cases[] = {
+        {"{\"text\": \"a\\u0000b\"}", 0, 11},
+        {"{\"a\\u0000\": 1}", 0, 3},                      /* a member name */
+        {"[\"x\", \"\\\\u0000\"]", 0, -1},                /* \\u0000: a backslash, then the letters */
+        {"[\"\\\\\\u0000\"]", 0, 4},                      /* \\ then \u0000 */
+        {"[\"\\\"\\u0000\"]", 0, 4},                      /* \" then \u0000 */
+        {"[\"\\u00000\"]", 0, 2},
+        {"[\"\\u0001\", \"\\u1000\", \"u0000\"]", 0, -1},
+        {"[\"\\u000\"]", 0, -1},                          /* cut short (not JSON) */
+        {"[\"\\u00", 0, -1},
+        {"[1, 2] \"\\u0000\"", 0, 8},                     /* the scan itself does not stop at the value */
+        {"[\"a\0b\"]", 7, 3},                            /* a raw NUL byte in a string */
+        {"[1,\0 2]", 7, -1},                              /* ... outside one */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].json);
+        long at = mt_json_find_nul(cases[i].json, len);
+        if (at != cases[i].at) fail_msg("case %zu (%s): %ld, want %ld", i, cases[i].json, at, cases[i].at);
+    }
+}
+
+static void test_parse(void **state) {
+    (void)state;
+    mt_err err = {{0}};
+    const char *ok = "{\"text\": \"a\\\\u0000b\"} trailing \"\\u0000\"";
+    const char *end = NULL;
+    cJSON *j = mt_json_parse(ok, strlen(ok), "body", &end, &err);
+    if (!j) fail_msg("%s", err.msg);
+    assert_string_equal(cJSON_GetObjectItem(j, "text")->valuestring, "a\\u0000b");
+    assert_ptr_equal(end, ok + 21);
+    cJSON_Delete(j);
+
+    const char *bad = "{\"text\": \"a\\u0000bcdefgh\"}";
+    assert_null(mt_json_parse(bad, strlen(bad), "the request body", NULL, &err));
+    assert_string_equal(err.msg, "the request body: a string holds U+0000 (\\u0000 at byte 11), which is not supported");
+    assert_null(mt_json_parse(bad, strlen(bad), NULL, NULL, &err));
+    assert_string_equal(err.msg, "a string holds U+0000 (\\u0000 at byte 11), which is not supported");
+    assert_null(mt_json_parse("{\"a\": ", 6, "f.json", NULL, &err));
+    assert_non_null(strstr(err.msg, "f.json: invalid JSON near byte"));
+    assert_null(mt_json_parse("[\"a\0b\"]", 7, "raw", NULL, &err));
+    assert_non_null(strstr(err.msg, "U+0000"));
+}
+
+/* err names the file and U+0000. */
+static void expect_refused(int rc, const mt_err *err, const char *file, const char *what) {
+    if (rc != -1) fail_msg("%s: accepted", what);
+    if (!strstr(err->msg, file) || !strstr(err->msg, "U+0000")) fail_msg("%s: '%s' lacks '%s' or U+0000", what, err->msg, file);
+}
+
+#define QWEN_CONFIG_AFTER_TYPE                                                                             \
+    "\", \"vocab_size\": 64, \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"   \
+    " \"num_key_value_heads\": 1, \"head_dim\": 16, \"num_experts\": 4, \"num_experts_per_tok\": 2,"         \
+    " \"moe_intermediate_size\": 16, \"intermediate_size\": 32}"
+
+static void test_config(void **state) {
+    (void)state;
+    mt_config c;
+    mt_err err = {{0}};
+    if (mt_config_parse(&c, "{\"model_type\": \"qwen3_moe" QWEN_CONFIG_AFTER_TYPE, &err)) fail_msg("%s", err.msg);
+    expect_refused(mt_config_parse(&c, "{\"model_type\": \"qwen3_moe\\u0000!" QWEN_CONFIG_AFTER_TYPE, &err), &err,
+                   "config.json", "config.json");
+    mkdir(path_of("gen"), 0755);
+    write_text("gen/config.json", "{\"model_type\": \"qwen3_moe" QWEN_CONFIG_AFTER_TYPE);
+    write_text("gen/generation_config.json", "{\"eos_token_id\": 2, \"note\": \"\\u0000\"}");
+    expect_refused(mt_config_load(&c, path_of("gen"), &err), &err, "generation_config.json", "generation_config.json");
+}
+
+static void test_tokenizer_files(void **state) {
+    (void)state;
+    mt_err err = {{0}};
+    mt_tokenizer *tok;
+    mkdir(path_of("tok"), 0755);
+    const char *fmt = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"c%sd\": 3},"
+                      " \"merges\": [[\"a\", \"b\"]]}}";
+    char text[512];
+    snprintf(text, sizeof text, fmt, "");
+    write_text("tok/tokenizer.json", text);
+    if (mt_tokenizer_load(&tok, path_of("tok"), &err)) fail_msg("%s", err.msg);
+    mt_tokenizer_free(tok);
+    snprintf(text, sizeof text, fmt, "\\u0000");
+    write_text("tok/tokenizer.json", text);
+    expect_refused(mt_tokenizer_load(&tok, path_of("tok"), &err), &err, "tokenizer.json", "tokenizer.json");
+
+    mt_chat_template *tpl;
+    write_text("tok/tokenizer_config.json", "{\"chat_template\": \"{{ 'a' }}\"}");
+    if (mt_chat_template_load(&tpl, path_of("tok"), &err)) fail_msg("%s", err.msg);
+    mt_chat_template_free(tpl);
+    write_text("tok/tokenizer_config.json", "{\"chat_template\": \"{{ 'a' }}\\u0000{{ 'b' }}\"}");
+    expect_refused(mt_chat_template_load(&tpl, path_of("tok"), &err), &err, "tokenizer_config.json",
+                   "tokenizer_config.json");
+}
+
+/* A safetensors file of one F32 scalar named name (a JSON string's content). */
+static void write_safetensors(const char *file, const char *name) {
+    char header[256];
+    int n = snprintf(header, sizeof header, "{\"%s\": {\"dtype\": \"F32\", \"shape\": [], \"data_offsets\": [0, 4]}}", name);
+    while (n % 8) header[n++] = ' ';
+    FILE *f = fopen(path_of(file), "wb");
+    assert_non_null(f);
+    uint64_t hl = (uint64_t)n;
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(hl >> (8 * i));
+    float one = 1.0f;
+    assert_int_equal(fwrite(len8, 1, 8, f), 8);
+    assert_int_equal(fwrite(header, 1, (size_t)n, f), (size_t)n);
+    assert_int_equal(fwrite(&one, 1, 4, f), 4);
+    fclose(f);
+}
+
+static void test_safetensors_header(void **state) {
+    (void)state;
+    mt_err err = {{0}};
+    mt_checkpoint *ck;
+    write_safetensors("ok.safetensors", "w.x");
+    if (mt_checkpoint_open(&ck, path_of("ok.safetensors"), &err)) fail_msg("%s", err.msg);
+    mt_checkpoint_close(ck);
+    write_safetensors("nul.safetensors", "w\\u0000.x");
+    expect_refused(mt_checkpoint_open(&ck, path_of("nul.safetensors"), &err), &err, "nul.safetensors", "header");
+}
+
+#define DUMP_AFTER_FORMAT                                                                                \
+    "\", \"mode\": \"stat\", \"model\": \"m\", \"num_hidden_layers\": 1, \"moe_layers\": [0],"            \
+    " \"num_experts\": 4, \"top_k\": 1, \"num_forward_passes\": 1, \"num_tokens\": 4,"                    \
+    " \"logical_count\": [[1, 1, 1, 1]]}"
+
+static void test_stat_dump_and_placement(void **state) {
+    (void)state;
+    mt_err err = {{0}};
+    mt_stat_dump d;
+    const char *ok = "{\"format\": \"moetrace.expert_distribution.v1" DUMP_AFTER_FORMAT;
+    const char *bad = "{\"format\": \"moetrace.expert_distribution.v1\\u0000v2" DUMP_AFTER_FORMAT;
+    if (mt_stat_dump_parse(ok, strlen(ok), "ok.json", &d, &err)) fail_msg("%s", err.msg);
+    mt_stat_dump_free(&d);
+    expect_refused(mt_stat_dump_parse(bad, strlen(bad), "dump.json", &d, &err), &err, "dump.json", "stat dump");
+
+    /* --init-expert-location DUMP: planned from a stat dump file */
+    mt_moe_shape shape = {.num_hidden_layers = 1, .num_experts = 4, .num_moe_layers = 1, .moe_layers = {0}};
+    mt_placement_opts o = {.ep_size = 2, .num_redundant = -1};
+    mt_placement p;
+    write_text("dump_ok.json", ok);
+    if (mt_placement_load(path_of("dump_ok.json"), &shape, &o, &p, &err)) fail_msg("%s", err.msg);
+    mt_placement_free(&p);
+    write_text("dump_nul.json", bad);
+    expect_refused(mt_placement_load(path_of("dump_nul.json"), &shape, &o, &p, &err), &err, "dump_nul.json",
+                   "placement from a dump");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_find_nul),
+        cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_tokenizer_files),
+        cmocka_unit_test(test_safetensors_header),
+        cmocka_unit_test(test_stat_dump_and_placement),
+    };
+    return cmocka_run_group_tests(tests, setup, tmp_dir_teardown);
+}
