@@ -64,7 +64,7 @@ static void test_demo_end_to_end(void **state) {
 
     /* the checkpoint it wrote, through `moetrace run` with the same prompt: the same routing */
     snprintf(args, sizeof args,
-             "run --model %s/model --prompt 'Every token of the batch is routed to its experts' --max-new-tokens 12 "
+             "run --model %s/demo-model --prompt 'Every token of the batch is routed to its experts' --max-new-tokens 12 "
              "--threads 2 --routing-out %s/run_routing.npy",
              dir, dir);
     rc = run_moetrace(args, out_text, sizeof out_text);

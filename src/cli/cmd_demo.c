@@ -38,7 +38,7 @@ static const char DEMO_HELP[] =
     "     per-GPU balancedness before and after (load.png), returned routing unchanged\n"
     "\n"
     "  --out DIR              where the files go (default: a new folder moetrace-demo-XXXXXX in $TMPDIR);\n"
-    "                         DIR/model is the embedded checkpoint, which every command takes as --model\n"
+    "                         DIR/demo-model is the embedded checkpoint, which every command takes as --model\n"
     "  --prompt TEXT          the request of steps 1-3 (default: \"%s\")\n"
     "  --max-new-tokens N     tokens each request generates (default 16)\n"
     "  --device cpu|cuda      compute device (default cpu)\n"
@@ -299,7 +299,7 @@ static int setup(demo_state *s) {
         snprintf(s->out, sizeof s->out, "%s/moetrace-demo-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (!mkdtemp(s->out)) return mt_errf(&s->err, "cannot create a folder %s", s->out);
     }
-    if (path_in(s->model_dir, sizeof s->model_dir, s->out, "model", &s->err)) return -1;
+    if (path_in(s->model_dir, sizeof s->model_dir, s->out, "demo-model", &s->err)) return -1;
     if (mt_demo_model_write(s->model_dir, &s->err)) return -1;
     if (mt_cli_open_model(&s->model, s->model_dir, MT_LOAD_AUTO, a->device, &s->err)) return -1;
     s->model_loaded = true;
@@ -558,7 +558,7 @@ int cmd_demo(int argc, char **argv) {
     const mt_config *c = &s->model.cfg;
     char moe[256] = "";
     printf("moetrace demo: the embedded model (%s: %d layers, MoE on layers %s, %d experts, top-%d, vocab %d), on %s\n"
-           "files in %s (model/ is the checkpoint: every command takes --model %s)\n\n",
+           "files in %s (demo-model/ is the checkpoint: every command takes --model %s)\n\n",
            c->model_type, c->num_hidden_layers, layer_kinds(c, moe, sizeof moe), c->num_experts, c->top_k,
            c->vocab_size, s->a.device, s->out, s->model_dir);
     if (step_generate(s) || step_batch(s) || step_eplb(s)) goto fail;
