@@ -327,7 +327,8 @@ static int setup(demo_state *s) {
     return 0;
 }
 
-static const char *layer_kinds(const mt_config *c, char *buf, size_t cap) {
+/* The MoE layers of c as "0, 2, 3" into buf. */
+static const char *moe_layer_list(const mt_config *c, char *buf, size_t cap) {
     size_t n = 0;
     for (int l = 0; l < c->num_hidden_layers && n + 8 < cap; l++)
         if (c->layer_is_moe[l]) n += (size_t)snprintf(buf + n, cap - n, "%s%d", n ? ", " : "", l);
@@ -424,8 +425,7 @@ static int step_batch(demo_state *s) {
         sum += b;
         moe++;
     }
-    printf("   mean balancedness %.3f; stat dump %s, heatmap %s\n\n", moe ? sum / moe : 1.0, strrchr(dump, '/') + 1,
-           "heatmap.png");
+    printf("   mean balancedness %.3f; stat dump %s, heatmap heatmap.png\n\n", moe ? sum / moe : 1.0, strrchr(dump, '/') + 1);
     return 0;
 }
 
@@ -559,7 +559,7 @@ int cmd_demo(int argc, char **argv) {
     char moe[256] = "";
     printf("moetrace demo: the embedded model (%s: %d layers, MoE on layers %s, %d experts, top-%d, vocab %d), on %s\n"
            "files in %s (demo-model/ is the checkpoint: every command takes --model %s)\n\n",
-           c->model_type, c->num_hidden_layers, layer_kinds(c, moe, sizeof moe), c->num_experts, c->top_k,
+           c->model_type, c->num_hidden_layers, moe_layer_list(c, moe, sizeof moe), c->num_experts, c->top_k,
            c->vocab_size, s->a.device, s->out, s->model_dir);
     if (step_generate(s) || step_batch(s) || step_eplb(s)) goto fail;
     printf("Next: moetrace serve --model %s --enable-return-routed-experts\n"
