@@ -30,11 +30,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int fd = fuzz_memfd(data, size, path, sizeof path);
     mt_dataset d;
     mt_err err = {{0}};
-    if (mt_dataset_load(path, &g_tools, &d, &err) == 0) {
+    if (mt_dataset_load(path, &g_tools, "domain", &d, &err) == 0) {
         FUZZ_CHECK(d.n > 0);
         for (int i = 0; i < d.n; i++) {
             FUZZ_CHECK(d.len[i] > 0);
             FUZZ_CHECK(d.names[i] && d.names[i][0]);
+            FUZZ_CHECK(!d.domains[i] || (d.domains[i][0] && strlen(d.domains[i]) <= 200));
             for (int k = 0; k < d.len[i]; k++) FUZZ_CHECK(d.ids[i][k] >= 0);
         }
         mt_dataset_free(&d);

@@ -46,12 +46,13 @@ for f in tests/chat/conversations.json; do
   printf '{"messages": %s, "max_tokens": 8}' "$(cat "$f")" > "$out/request/conversations.json"
 done
 
-# dataset (JSONL of `moetrace profile`): lines of the tokenizer corpus as prompts and as messages.
+# dataset (JSONL of `moetrace profile`): lines of the tokenizer corpus as prompts and as messages,
+# some labelled with a "domain" (a string or an integer).
 i=0
 grep '^"' tests/tokenizer/corpus.json | sed 's/,$//' | while IFS= read -r text; do
   f="$out/dataset/part$((i / 16))"
-  printf '{"prompt": %s}\n{"messages": [{"role": "user", "content": %s}]}\n{"input_ids": [%d, 2, 3]}\n' \
-    "$text" "$text" "$i" >> "$f"
+  printf '{"prompt": %s, "domain": "text"}\n{"messages": [{"role": "user", "content": %s}]}\n{"input_ids": [%d, 2, 3], "domain": %d}\n' \
+    "$text" "$text" "$i" "$((i % 3))" >> "$f"
   i=$((i + 1))
 done
 

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "model/safetensors.h"
+#include "routing/stat_dump.h"
 #include "test_cli.h"
 #include "util/json_util.h"
 
@@ -29,6 +30,18 @@ static void write_file(const char *name, const char *text) {
     assert_non_null(f);
     fputs(text, f);
     fclose(f);
+}
+
+/* dir/name is a PNG file. */
+static void assert_png(const char *dir, const char *name) {
+    char path[256];
+    unsigned char sig[8] = {0};
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: missing", path);
+    size_t n = fread(sig, 1, sizeof sig, f);
+    fclose(f);
+    if (n != 8 || memcmp(sig, "\x89PNG\r\n\x1a\n", 8)) fail_msg("%s: not a PNG file", path);
 }
 
 static int setup(void **state) {
@@ -165,12 +178,130 @@ static void test_outputs_agree(void **state) {
     check_request_names(index, ck, names, first, 30);
     cJSON_Delete(index);
     mt_checkpoint_close(ck);
-    snprintf(path, sizeof path, "%s/out/heatmap.png", g_dir);
-    FILE *png = fopen(path, "rb");
-    assert_non_null(png);
-    fclose(png);
+    assert_png(g_dir, "out/heatmap.png");
     cJSON_Delete(stat);
     cJSON_Delete(sum);
+}
+
+/* --domain-field: each domain's stat dump holds exactly its requests' tokens, as the per-token dump
+ * (the other channel) tells them apart; domains.json and the picture are written; labels that map
+ * to the same folder name get distinct folders; a domain's dump is a stat dump other commands take. */
+static void test_domains(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    static const char *const labels[] = {"code", "math", "prose / chat", "7", NULL, "prose _ chat"};
+    enum { N = 24, D = 5 };
+    char ds[16384] = "", out[65536], args[1024];
+    unsigned s = 11;
+    for (int r = 0; r < N; r++) {
+        const char *lab = labels[r % 6];
+        char rec[1024];
+        int n = snprintf(rec, sizeof rec, "{\"rid\": \"r%d\", ", r);
+        if (lab && r % 6 == 3) n += snprintf(rec + n, sizeof rec - n, "\"topic\": 7, "); /* an integer label */
+        else if (lab) n += snprintf(rec + n, sizeof rec - n, "\"topic\": \"%s\", ", lab);
+        n += snprintf(rec + n, sizeof rec - n, "\"input_ids\": [");
+        int len = 1 + (int)((s = s * 1103515245u + 12345u) >> 16) % 40;
+        for (int i = 0; i < len; i++)
+            n += snprintf(rec + n, sizeof rec - n, "%s%d", i ? ", " : "", 3 + (int)(((s = s * 1103515245u + 12345u) >> 16) % 500));
+        snprintf(rec + n, sizeof rec - n, "]}\n");
+        strcat(ds, rec);
+    }
+    write_file("domains.jsonl", ds);
+    snprintf(args, sizeof args,
+             "profile --model %s --data %s/domains.jsonl --out %s/dom --max-new-tokens 4 --ignore-eos --concurrency 5 "
+             "--max-batch-tokens 48 --per-token --domain-field topic --ep-size 4", MODEL, g_dir, g_dir);
+    int st = run_moetrace(args, out, sizeof out);
+    if (st != 0) fail_msg("profile failed: %s", out);
+
+    char path[256];
+    mt_err err;
+    snprintf(path, sizeof path, "%s/dom/summary.json", g_dir);
+    cJSON *sum = mt_json_load_file(path, &err);
+    assert_non_null(sum);
+    cJSON *dj = mt_json_load_file(cJSON_GetObjectItem(sum, "domain_usage")->valuestring, &err);
+    assert_non_null(dj);
+    assert_string_equal(cJSON_GetObjectItem(dj, "format")->valuestring, "moetrace.domain_usage.v1");
+    assert_string_equal(cJSON_GetObjectItem(dj, "field")->valuestring, "topic");
+    assert_int_equal(cJSON_GetObjectItem(dj, "unlabelled_requests")->valueint, N / 6);
+    cJSON *doms = cJSON_GetObjectItem(dj, "domains");
+    assert_int_equal(cJSON_GetArraySize(doms), D);
+
+    /* expected counts per domain from the per-token dump: request name r<i> has labels[i % 6] */
+    const char *tok_index = cJSON_GetObjectItem(sum, "per_token_dump")->valuestring;
+    char st_path[512];
+    snprintf(st_path, sizeof st_path, "%.*s.safetensors", (int)(strlen(tok_index) - 5), tok_index);
+    mt_checkpoint *ck;
+    if (mt_checkpoint_open(&ck, st_path, &err)) fail_msg("%s", err.msg);
+    cJSON *index = mt_json_load_file(tok_index, &err);
+    assert_non_null(index);
+    const mt_tensor_info *ids = mt_checkpoint_find(ck, "topk_ids"), *req = mt_checkpoint_find(ck, "request_index");
+    int64_t want[6][4][8] = {{{0}}}, tokens[6] = {0};
+    for (int64_t t = 0; t < ids->shape[0]; t++) {
+        int64_t ri;
+        memcpy(&ri, (const char *)req->data + t * 8, 8);
+        int r = atoi(cJSON_GetArrayItem(cJSON_GetObjectItem(index, "request_ids"), (int)ri)->valuestring + 1);
+        int lab = r % 6;
+        tokens[lab]++;
+        for (int l = 0; l < 4; l++)
+            for (int k = 0; k < 2; k++) {
+                int32_t e = ((const int32_t *)ids->data)[(t * 4 + l) * 2 + k];
+                if (e >= 0) want[lab][l][e]++;
+            }
+    }
+    static const int order[D] = {0, 1, 2, 3, 5}; /* first appearance; label 4 is "no label" */
+    static const char *const folders[D] = {"code", "math", "prose___chat", "7", "prose___chat-2"};
+    for (int g = 0; g < D; g++) {
+        cJSON *d = cJSON_GetArrayItem(doms, g);
+        int lab = order[g];
+        assert_string_equal(cJSON_GetObjectItem(d, "name")->valuestring, labels[lab]);
+        assert_int_equal(cJSON_GetObjectItem(d, "requests")->valueint, N / 6);
+        assert_int_equal(cJSON_GetObjectItem(d, "tokens")->valueint, (int)tokens[lab]);
+        const char *dump = cJSON_GetObjectItem(d, "stat_dump")->valuestring;
+        char folder[128];
+        snprintf(folder, sizeof folder, "/domains/%s/expert_distribution_", folders[g]);
+        if (!strstr(dump, folder)) fail_msg("domain %d's dump %s is not under %s", g, dump, folder);
+        mt_stat_dump sd;
+        if (mt_stat_dump_load(dump, &sd, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(sd.num_tokens, tokens[lab]);
+        assert_non_null(sd.phys_count); /* recorded under the run's placement, as the whole run's dump */
+        for (int i = 0; i < sd.num_moe_layers; i++)
+            for (int e = 0; e < 8; e++)
+                assert_int_equal(sd.moe_count[(size_t)i * 8 + e], want[lab][sd.moe_layers[i]][e]);
+        mt_stat_dump_free(&sd);
+        cJSON *div = cJSON_GetObjectItem(d, "divergence_mean");
+        assert_true(cJSON_IsNumber(div) && div->valuedouble >= 0 && div->valuedouble <= 1);
+        if (g == 0) { /* other commands take a domain's dump */
+            snprintf(args, sizeof args, "report %s --out %s/dom/code.svg", dump, g_dir);
+            if (run_moetrace(args, out, sizeof out)) fail_msg("report: %s", out);
+            snprintf(args, sizeof args, "eplb --counts %s --num-replicas 12 --num-gpus 4 --out %s/dom/code_plc.json", dump, g_dir);
+            if (run_moetrace(args, out, sizeof out)) fail_msg("eplb: %s", out);
+        }
+    }
+    assert_png(g_dir, "dom/domains.png");
+    cJSON_Delete(index);
+    mt_checkpoint_close(ck);
+    cJSON_Delete(dj);
+    cJSON_Delete(sum);
+}
+
+static void test_bad_domains(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    static const struct { const char *text, *flag, *needle; } cases[] = {
+        {"{\"input_ids\": [1, 2]}\n", "--domain-field topic", "--domain-field topic: no line of"},
+        {"{\"input_ids\": [1], \"topic\": \"a\"}\n{\"input_ids\": [1], \"topic\": [1]}\n", "--domain-field topic",
+         "line 2: 'topic' must be a non-empty string or an integer"},
+        {"{\"input_ids\": [1], \"topic\": \"\"}\n", "--domain-field topic", "line 1: 'topic' must be"},
+        {"{\"input_ids\": [1]}\n", "--domain-field ''", "--domain-field: empty"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[1024], out[8192];
+        write_file("bad.jsonl", cases[i].text);
+        snprintf(args, sizeof args, "profile --model %s --data %s/bad.jsonl --out %s/bad %s --max-new-tokens 1", MODEL,
+                 g_dir, g_dir, cases[i].flag);
+        int st = run_moetrace(args, out, sizeof out);
+        if (st == 0 || !strstr(out, cases[i].needle)) fail_msg("case %zu: exit %d, output '%s' lacks '%s'", i, st, out, cases[i].needle);
+    }
 }
 
 static void test_bad_datasets(void **state) {
@@ -202,6 +333,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outputs_agree),
         cmocka_unit_test(test_bad_datasets),
+        cmocka_unit_test(test_domains),
+        cmocka_unit_test(test_bad_domains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

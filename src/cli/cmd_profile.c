@@ -17,6 +17,7 @@
 #include "cli/dataset.h"
 #include "cli/model_open.h"
 #include "cli/placement_flags.h"
+#include "cli/profile_domains.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "kernels/kernels.h"
@@ -39,12 +40,18 @@ static const char PROFILE_HELP[] =
     "  expert_distribution_<ms>.safetensors + .json   per-token dump (with --per-token)\n"
     "  heatmap.png                    layers x experts heatmap\n"
     "  summary.json                   tokens, wall time, balancedness, routing entropy, co-selected pairs\n"
+    "  domains/<domain>/expert_distribution_<ms>.json, domains.json, domains.png\n"
+    "                                 expert use per domain (with --domain-field)\n"
     "\n"
     "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
     "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
     "  --per-token            also write the per-token dump; its index's request_ids name each\n"
     "                         request by its line's \"rid\" or \"id\" (a string or an integer),\n"
     "                         else by its line number in FILE.jsonl (1-based), as strings\n"
+    "  --domain-field F       group the records by their field F (a string or an integer: a domain,\n"
+    "                         a language, a source...) and record each group's expert use apart: its\n"
+    "                         stat dump, its divergence from the rest of the traffic, its distinctive\n"
+    "                         experts and a heatmap of each expert's lift (docs/RECORDER.md)\n"
     "  --max-batch-tokens N   token budget of a forward pass (default 512 on cpu, 8192 on cuda)\n"
     "  --threads N  --load-format auto|dummy  --device cpu|cuda\n"
     "%s"
@@ -52,7 +59,7 @@ static const char PROFILE_HELP[] =
     "divide num_experts); with one, it is measured per GPU from the physical counts of the dump.\n";
 
 typedef struct profile_args {
-    const char *model, *data, *out, *device;
+    const char *model, *data, *out, *device, *domain_field;
     int max_new_tokens, concurrency, threads, max_batch_tokens;
     mt_placement_flags placement;
     bool ignore_eos, per_token;
@@ -88,6 +95,7 @@ static int parse(profile_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--seed")) { VALUE(); if (mt_arg_u64(f, v, &a->sampling.seed)) return -1;
         } else if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = true;
         } else if (!strcmp(f, "--per-token")) { a->per_token = true;
+        } else if (!strcmp(f, "--domain-field")) { VALUE(); if (!v[0]) { fprintf(stderr, "moetrace: profile: --domain-field: empty\n"); return -1; } a->domain_field = v;
         } else if (!strcmp(f, "--load-format")) { VALUE(); if (mt_arg_load_format(f, v, &a->load_format)) return -1;
         } else if (!strcmp(f, "--device")) { VALUE(); if (mt_cli_check_device(v)) return -1; a->device = v;
         } else {
@@ -274,8 +282,9 @@ int cmd_profile(int argc, char **argv) {
     mt_engine *engine = NULL;
     profile_state st = {0};
     mt_placement placement = {0};
-    int64_t *phys = NULL;
-    if (mt_dataset_load(a.data, &tools, &d, &err)) {
+    int64_t *phys = NULL, *rec = NULL; /* the stat recorder's physical and logical counts */
+    mt_profile_domains *domains = NULL;
+    if (mt_dataset_load(a.data, &tools, a.domain_field, &d, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         mt_tokenizer_free(tools.tok);
         mt_chat_template_free(tools.tpl);
@@ -303,6 +312,11 @@ int cmd_profile(int argc, char **argv) {
         if (!(tok_rec = mt_recorder_new(c, model.name, &ro, &err))) goto fail;
         mt_recorder_start(tok_rec);
         mt_routing_fanout_add(&fan, mt_recorder_sink(tok_rec));
+    }
+    if (a.domain_field) {
+        ro.mode = MT_REC_STAT;
+        if (!(domains = mt_profile_domains_new(&d, a.domain_field, a.data, c, model.name, &ro, a.out, &err))) goto fail;
+        mt_routing_fanout_add(&fan, mt_profile_domains_sink(domains));
     }
     mt_routing_sink sink = mt_routing_fanout_sink(&fan);
     int longest = 0;
@@ -355,10 +369,9 @@ int cmd_profile(int argc, char **argv) {
     signal(SIGTERM, SIG_DFL);
 
     /* The recorder and the per-request routing are two channels over the same tokens. */
-    int64_t *rec = malloc((size_t)c->num_hidden_layers * c->num_experts * sizeof *rec);
+    rec = malloc((size_t)c->num_hidden_layers * c->num_experts * sizeof *rec);
     if (have_plc) phys = malloc((size_t)c->num_hidden_layers * placement.num_physical * sizeof *phys);
     if (!rec || (have_plc && !phys)) {
-        free(rec);
         mt_errf(&err, "out of memory");
         goto fail;
     }
@@ -368,7 +381,6 @@ int cmd_profile(int argc, char **argv) {
     /* and the physical channel adds up to the logical one */
     if (have_plc && (mt_recorder_physical_count(stat, phys) || !physical_matches(&placement, phys, rec)))
         mt_log("warning: physical counts do not add up to the logical counts");
-    free(rec);
     mt_recorder_counts rc_counts;
     mt_recorder_get_counts(stat, &rc_counts);
 
@@ -386,6 +398,12 @@ int cmd_profile(int argc, char **argv) {
     cJSON *sum = summary_json(&st, c, wall, es.forward_passes, es.tokens_forwarded, ep, dump_path,
                               have_plc ? &placement : NULL, phys, rc_counts.pass_balancedness);
     if (tok_path[0]) cJSON_AddStringToObject(sum, "per_token_dump", tok_path);
+    char domains_path[4096];
+    if (domains && mt_profile_domains_write(domains, rec, domains_path, sizeof domains_path, &err)) {
+        cJSON_Delete(sum);
+        goto fail;
+    }
+    if (domains) cJSON_AddStringToObject(sum, "domain_usage", domains_path);
     char *text = cJSON_Print(sum);
     char sum_path[4096];
     snprintf(sum_path, sizeof sum_path, "%s/summary.json", a.out);
@@ -402,9 +420,11 @@ done:
     mt_engine_free(engine);
     mt_recorder_free(stat);
     mt_recorder_free(tok_rec);
+    mt_profile_domains_free(domains);
     free(st.count);
     free(st.pairs);
     free(phys);
+    free(rec);
     mt_placement_free(&placement);
     mt_dataset_free(&d);
     mt_tokenizer_free(tools.tok);

@@ -2,6 +2,7 @@
 #include "cli/dataset.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,12 @@ void mt_dataset_free(mt_dataset *d) {
     for (int i = 0; i < d->n; i++) {
         free(d->ids[i]);
         free(d->names[i]);
+        free(d->domains[i]);
     }
     free(d->ids);
     free(d->len);
     free(d->names);
+    free(d->domains);
     memset(d, 0, sizeof *d);
 }
 
@@ -72,16 +75,11 @@ static int encode_text(mt_text_tools *t, const cJSON *line, int32_t **ids, int *
     return 0;
 }
 
-/* The record's own name for its request: "rid", else "id" (a non-empty string, or an integer as
- * its digits) into *name (malloc'd), or NULL when it has neither. */
-static int parse_name(const cJSON *line, char **name, mt_err *err) {
-    const char *key = "rid";
+/* Field key's value, a non-empty string (at most max_len bytes) or an integer as its digits, into
+ * *out (malloc'd), or NULL when the record has no such field. */
+static int parse_label(const cJSON *line, const char *key, size_t max_len, char **out, mt_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(line, key);
-    if (!v) {
-        key = "id";
-        v = cJSON_GetObjectItemCaseSensitive(line, key);
-    }
-    *name = NULL;
+    *out = NULL;
     if (!v) return 0;
     char digits[24];
     const char *text = NULL;
@@ -92,31 +90,42 @@ static int parse_name(const cJSON *line, char **name, mt_err *err) {
         text = digits;
     }
     if (!text) return mt_errf(err, "'%s' must be a non-empty string or an integer", key);
-    if (!(*name = strdup(text))) return mt_errf(err, "out of memory");
+    if (strlen(text) > max_len) return mt_errf(err, "'%s' is longer than %zu bytes", key, max_len);
+    if (!(*out = strdup(text))) return mt_errf(err, "out of memory");
     return 0;
 }
 
-int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, int32_t **ids, int *n, char **name,
+/* The record's own name for its request: "rid", else "id". */
+static int parse_name(const cJSON *line, char **name, mt_err *err) {
+    const char *key = cJSON_GetObjectItemCaseSensitive(line, "rid") ? "rid" : "id";
+    return parse_label(line, key, SIZE_MAX, name, err);
+}
+
+#define DOMAIN_MAX_BYTES 200
+
+int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, const char *domain_field, mt_dataset_record *r,
                     mt_err *err) {
+    memset(r, 0, sizeof *r);
     cJSON *obj = mt_json_parse(line, len, NULL, NULL, err);
     int rc;
-    *name = NULL;
     if (!obj) rc = -1;
     else if (!cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
-    else if (parse_name(obj, name, err)) rc = -1;
+    else if (parse_name(obj, &r->name, err)) rc = -1;
+    else if (domain_field && parse_label(obj, domain_field, DOMAIN_MAX_BYTES, &r->domain, err)) rc = -1;
     else if (cJSON_GetObjectItemCaseSensitive(obj, "input_ids"))
-        rc = parse_ids(cJSON_GetObjectItemCaseSensitive(obj, "input_ids"), ids, n, err);
-    else rc = encode_text(t, obj, ids, n, err);
+        rc = parse_ids(cJSON_GetObjectItemCaseSensitive(obj, "input_ids"), &r->ids, &r->n, err);
+    else rc = encode_text(t, obj, &r->ids, &r->n, err);
     cJSON_Delete(obj);
     if (rc) {
-        free(*name);
-        *name = NULL;
+        free(r->name);
+        free(r->domain);
+        memset(r, 0, sizeof *r);
     }
     return rc;
 }
 
-/* Appends a request (ids and name taken over on success). */
-static int push(mt_dataset *d, int *cap, int32_t *ids, int n, char *name) {
+/* Appends a request (the record's memory taken over on success). */
+static int push(mt_dataset *d, int *cap, const mt_dataset_record *r) {
     if (d->n == *cap) {
         int nc = *cap ? *cap * 2 : 64;
         int32_t **ni = realloc(d->ids, (size_t)nc * sizeof *ni);
@@ -125,12 +134,15 @@ static int push(mt_dataset *d, int *cap, int32_t *ids, int n, char *name) {
         if (nl) d->len = nl;
         char **nn = realloc(d->names, (size_t)nc * sizeof *nn);
         if (nn) d->names = nn;
-        if (!ni || !nl || !nn) return -1;
+        char **nd = realloc(d->domains, (size_t)nc * sizeof *nd);
+        if (nd) d->domains = nd;
+        if (!ni || !nl || !nn || !nd) return -1;
         *cap = nc;
     }
-    d->ids[d->n] = ids;
-    d->names[d->n] = name;
-    d->len[d->n++] = n;
+    d->ids[d->n] = r->ids;
+    d->names[d->n] = r->name;
+    d->domains[d->n] = r->domain;
+    d->len[d->n++] = r->n;
     return 0;
 }
 
@@ -141,7 +153,7 @@ static char *line_name(int lineno) {
     return strdup(digits);
 }
 
-int mt_dataset_load(const char *path, mt_text_tools *t, mt_dataset *d, mt_err *err) {
+int mt_dataset_load(const char *path, mt_text_tools *t, const char *domain_field, mt_dataset *d, mt_err *err) {
     memset(d, 0, sizeof *d);
     FILE *f = fopen(path, "r");
     if (!f) return mt_errf(err, "--data %s: cannot open", path);
@@ -154,15 +166,14 @@ int mt_dataset_load(const char *path, mt_text_tools *t, mt_dataset *d, mt_err *e
         size_t at = 0;
         while (at < (size_t)len && (line[at] == ' ' || line[at] == '\t' || line[at] == '\r' || line[at] == '\n')) at++;
         if (at == (size_t)len) continue;
-        int32_t *ids = NULL;
-        int n = 0;
-        char *name = NULL;
+        mt_dataset_record r;
         mt_err e = {{0}};
-        if (mt_dataset_line(t, line + at, (size_t)len - at, &ids, &n, &name, &e)) {
+        if (mt_dataset_line(t, line + at, (size_t)len - at, domain_field, &r, &e)) {
             rc = mt_errf(err, "%s line %d: %s", path, lineno, e.msg);
-        } else if ((!name && !(name = line_name(lineno))) || push(d, &cap_n, ids, n, name)) {
-            free(ids);
-            free(name);
+        } else if ((!r.name && !(r.name = line_name(lineno))) || push(d, &cap_n, &r)) {
+            free(r.ids);
+            free(r.name);
+            free(r.domain);
             rc = mt_errf(err, "%s line %d: out of memory", path, lineno);
         }
     }

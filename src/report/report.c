@@ -1,13 +1,9 @@
 /* moetrace report: a stat dump drawn with Cairo (see report.h for the panels). */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <unistd.h>
 
-#include <cairo-svg.h>
 #include <cairo.h>
 
 #include "report/report.h"
@@ -269,24 +265,7 @@ static void draw_heatmap(cairo_t *cr, const layout *g) {
 
     /* axes: experts below, layers left */
     mt_rd_font(cr, 11, 0);
-    int xs = mt_rd_tick_step(g->cw, 30, 1);
-    for (int e = 0; e < g->E; e += xs) {
-        double x = g->x0 + (e + 0.5) * g->cw;
-        cairo_move_to(cr, x, g->y0 + g->H);
-        cairo_line_to(cr, x, g->y0 + g->H + 4);
-        cairo_stroke(cr);
-        snprintf(buf, sizeof buf, "%d", e);
-        mt_rd_text(cr, x, g->y0 + g->H + 6, 0.5, 0, buf);
-    }
-    int ys = mt_rd_tick_step(g->ch, 14, 0);
-    for (int l = 0; l < g->L; l += ys) {
-        double y = g->y0 + (l + 0.5) * g->ch;
-        cairo_move_to(cr, g->x0 - 4, y);
-        cairo_line_to(cr, g->x0, y);
-        cairo_stroke(cr);
-        snprintf(buf, sizeof buf, "%d", l);
-        mt_rd_text(cr, g->x0 - 6, y, 1, 0.5, buf);
-    }
+    mt_rd_cell_axes(cr, g->x0, g->y0, g->cw, g->ch, g->E, g->L, 4);
     mt_rd_font(cr, 12, 1);
     mt_rd_text(cr, g->x0 + g->W / 2, g->y0 + g->H + 24, 0.5, 0, "expert");
     mt_rd_text_vertical(cr, 24, g->y0 + g->H / 2, "hidden layer");
@@ -534,15 +513,19 @@ static void draw_all(cairo_t *cr, const mt_stat_dump *d, const layout *g) {
     if (g->ep) draw_gpu_panel(cr, g);
 }
 
-static int has_ext(const char *path, const char *ext) {
-    size_t n = strlen(path), k = strlen(ext);
-    return n > k && strcasecmp(path + n - k, ext) == 0;
+/* draw_all for mt_rd_render_file. */
+typedef struct report_draw_args {
+    const mt_stat_dump *d;
+    const layout *g;
+} report_draw_args;
+
+static void draw_report(cairo_t *cr, const void *arg) {
+    const report_draw_args *a = arg;
+    draw_all(cr, a->d, a->g);
 }
 
 int mt_report_render(const mt_stat_dump *d, const char *out_path, const mt_report_opts *o, mt_err *err) {
-    int svg = has_ext(out_path, ".svg");
-    if (!svg && !has_ext(out_path, ".png"))
-        return mt_errf(err, "%s: output must end in .png or .svg", out_path);
+    if (mt_rd_check_ext(out_path, err)) return -1;
     layout g;
     if (layout_compute(d, o, &g, err)) {
         layout_free(&g);
@@ -551,49 +534,8 @@ int mt_report_render(const mt_stat_dump *d, const char *out_path, const mt_repor
     if (g.width < 400) g.width = 400;
     if (g.ep && g.has_plc && g.width < g.x0 + g.gw + 16 + 250) g.width = g.x0 + g.gw + 16 + 250;
     if (g.ep && g.width < 660) g.width = 660;
-    size_t n = strlen(out_path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp) {
-        layout_free(&g);
-        return mt_errf(err, "%s: out of memory", out_path);
-    }
-    snprintf(tmp, n, "%s.tmp.%ld", out_path, (long)getpid());
-    int w = (int)ceil(g.width), h = (int)ceil(g.height), rc = -1;
-    cairo_surface_t *s = svg ? cairo_svg_surface_create(tmp, w, h)
-                             : cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
-    cairo_status_t st = cairo_surface_status(s);
-    if (st != CAIRO_STATUS_SUCCESS) {
-        mt_errf(err, "%s: cannot create the %s surface (%dx%d): %s", out_path, svg ? "SVG" : "PNG", w,
-                h, cairo_status_to_string(st));
-        goto out;
-    }
-    cairo_t *cr = cairo_create(s);
-    draw_all(cr, d, &g);
-    st = cairo_status(cr);
-    cairo_destroy(cr);
-    if (st != CAIRO_STATUS_SUCCESS) {
-        mt_errf(err, "%s: drawing failed: %s", out_path, cairo_status_to_string(st));
-        goto out;
-    }
-    if (svg) {
-        cairo_surface_finish(s);
-        st = cairo_surface_status(s);
-    } else {
-        st = cairo_surface_write_to_png(s, tmp);
-    }
-    if (st != CAIRO_STATUS_SUCCESS) {
-        mt_errf(err, "%s: cannot write %s: %s", out_path, tmp, cairo_status_to_string(st));
-        goto out;
-    }
-    if (rename(tmp, out_path) != 0) {
-        mt_errf(err, "%s: cannot rename %s into place: %s", out_path, tmp, strerror(errno));
-        goto out;
-    }
-    rc = 0;
-out:
-    cairo_surface_destroy(s);
-    if (rc) unlink(tmp);
-    free(tmp);
+    report_draw_args args = {d, &g};
+    int rc = mt_rd_render_file(out_path, g.width, g.height, draw_report, &args, err);
     layout_free(&g);
     return rc;
 }

@@ -1,5 +1,13 @@
 /* Drawing helpers of the report: colour map, text anchoring, tick spacing. */
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <cairo-svg.h>
 
 #include "report/report_draw.h"
 
@@ -18,6 +26,23 @@ void mt_rd_colormap(double t, double rgb[3]) {
     if (i >= 8) i = 7;
     double f = x - i;
     for (int c = 0; c < 3; c++) rgb[c] = (STOPS[i][c] * (1 - f) + STOPS[i + 1][c] * f) / 255.0;
+}
+
+/* ColorBrewer's 11-class RdBu (Cynthia Brewer, colorbrewer2.org), from blue to red, interpolated
+ * linearly: a diverging map whose middle is near white. */
+static const double DIVERGING[11][3] = {
+    {5, 48, 97},     {33, 102, 172},  {67, 147, 195},  {146, 197, 222}, {209, 229, 240}, {247, 247, 247},
+    {253, 219, 199}, {244, 165, 130}, {214, 96, 77},   {178, 24, 43},   {103, 0, 31},
+};
+
+void mt_rd_colormap_diverging(double t, double rgb[3]) {
+    if (!(t > 0)) t = 0;
+    if (t > 1) t = 1;
+    double x = t * 10;
+    int i = (int)x;
+    if (i >= 10) i = 9;
+    double f = x - i;
+    for (int c = 0; c < 3; c++) rgb[c] = (DIVERGING[i][c] * (1 - f) + DIVERGING[i + 1][c] * f) / 255.0;
 }
 
 void mt_rd_font(cairo_t *cr, double size, int bold) {
@@ -60,4 +85,83 @@ double mt_rd_nice_ceil(double x) {
     for (int i = 0; i < 5; i++)
         if (M[i] * p >= x * (1 - 1e-9)) return M[i] * p;
     return 10 * p;
+}
+
+void mt_rd_cell_axes(cairo_t *cr, double x0, double y0, double cw, double ch, int cols, int rows, double tick) {
+    char buf[32];
+    int xs = mt_rd_tick_step(cw, 30, 1);
+    for (int c = 0; c < cols; c += xs) {
+        double x = x0 + (c + 0.5) * cw;
+        cairo_move_to(cr, x, y0 + rows * ch);
+        cairo_line_to(cr, x, y0 + rows * ch + tick);
+        cairo_stroke(cr);
+        snprintf(buf, sizeof buf, "%d", c);
+        mt_rd_text(cr, x, y0 + rows * ch + tick + 2, 0.5, 0, buf);
+    }
+    int ys = mt_rd_tick_step(ch, 14, 0);
+    for (int r = 0; r < rows; r += ys) {
+        double y = y0 + (r + 0.5) * ch;
+        cairo_move_to(cr, x0 - tick, y);
+        cairo_line_to(cr, x0, y);
+        cairo_stroke(cr);
+        snprintf(buf, sizeof buf, "%d", r);
+        mt_rd_text(cr, x0 - tick - 2, y, 1, 0.5, buf);
+    }
+}
+
+static int has_ext(const char *path, const char *ext) {
+    size_t n = strlen(path), k = strlen(ext);
+    return n > k && strcasecmp(path + n - k, ext) == 0;
+}
+
+int mt_rd_check_ext(const char *out_path, mt_err *err) {
+    if (has_ext(out_path, ".svg") || has_ext(out_path, ".png")) return 0;
+    return mt_errf(err, "%s: output must end in .png or .svg", out_path);
+}
+
+int mt_rd_render_file(const char *out_path, double width, double height, void (*draw)(cairo_t *cr, const void *arg),
+                      const void *arg, mt_err *err) {
+    if (mt_rd_check_ext(out_path, err)) return -1;
+    int svg = has_ext(out_path, ".svg");
+    size_t n = strlen(out_path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp) return mt_errf(err, "%s: out of memory", out_path);
+    snprintf(tmp, n, "%s.tmp.%ld", out_path, (long)getpid());
+    int w = (int)ceil(width), h = (int)ceil(height), rc = -1;
+    cairo_surface_t *s = svg ? cairo_svg_surface_create(tmp, w, h)
+                             : cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
+    cairo_status_t st = cairo_surface_status(s);
+    if (st != CAIRO_STATUS_SUCCESS) {
+        mt_errf(err, "%s: cannot create the %s surface (%dx%d): %s", out_path, svg ? "SVG" : "PNG", w,
+                h, cairo_status_to_string(st));
+        goto out;
+    }
+    cairo_t *cr = cairo_create(s);
+    draw(cr, arg);
+    st = cairo_status(cr);
+    cairo_destroy(cr);
+    if (st != CAIRO_STATUS_SUCCESS) {
+        mt_errf(err, "%s: drawing failed: %s", out_path, cairo_status_to_string(st));
+        goto out;
+    }
+    if (svg) {
+        cairo_surface_finish(s);
+        st = cairo_surface_status(s);
+    } else {
+        st = cairo_surface_write_to_png(s, tmp);
+    }
+    if (st != CAIRO_STATUS_SUCCESS) {
+        mt_errf(err, "%s: cannot write %s: %s", out_path, tmp, cairo_status_to_string(st));
+        goto out;
+    }
+    if (rename(tmp, out_path) != 0) {
+        mt_errf(err, "%s: cannot rename %s into place: %s", out_path, tmp, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    cairo_surface_destroy(s);
+    if (rc) unlink(tmp);
+    free(tmp);
+    return rc;
 }

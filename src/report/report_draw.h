@@ -4,8 +4,12 @@
 
 #include <cairo.h>
 
+#include "util/err.h"
+
 /* Perceptual colour map (viridis-like, interpolated between fixed stops); t in [0, 1]. */
 void mt_rd_colormap(double t, double rgb[3]);
+/* Diverging colour map (blue, white at 0.5, red); t in [0, 1]. */
+void mt_rd_colormap_diverging(double t, double rgb[3]);
 /* Draws s with its anchor at (x, y): ax 0 left, 0.5 centre, 1 right; ay 0 top, 0.5 middle, 1 baseline. */
 void mt_rd_text(cairo_t *cr, double x, double y, double ax, double ay, const char *s);
 /* Same, rotated by -90 degrees (reads bottom to top), centred on (x, y). */
@@ -15,5 +19,14 @@ int mt_rd_tick_step(double unit_px, double min_px, int powers_of_two);
 /* A "nice" number >= x (1, 2, 2.5, 5 times a power of ten). */
 double mt_rd_nice_ceil(double x);
 void mt_rd_font(cairo_t *cr, double size, int bold);
+/* Axes of a grid of cols x rows cells of cw x ch from (x0, y0): column numbers below, row numbers
+ * left, every few cells (mt_rd_tick_step), ticks tick long, in the current font and source. */
+void mt_rd_cell_axes(cairo_t *cr, double x0, double y0, double cw, double ch, int cols, int rows, double tick);
+/* An error unless out_path ends in .png or .svg (any case). */
+int mt_rd_check_ext(const char *out_path, mt_err *err);
+/* Draws a width x height picture with draw(cr, arg) into out_path: PNG or SVG by its extension,
+ * written to a temporary file beside it and renamed into place. Errors name the path. */
+int mt_rd_render_file(const char *out_path, double width, double height, void (*draw)(cairo_t *cr, const void *arg),
+                      const void *arg, mt_err *err);
 
 #endif

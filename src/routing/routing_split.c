@@ -1,0 +1,190 @@
+/* The request-group split sink: see routing_split.h. */
+#include "routing/routing_split.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct mt_routing_split {
+    mt_routing_sink *groups;
+    int num_groups;
+    int *group_of;
+    int num_requests;
+    bool failed;
+    /* the pass in progress: its tokens in group order (order[start[g] .. start[g+1]) in batch order) */
+    bool in_pass, pass_dropped;
+    int pass_n;
+    int *start;     /* [num_groups + 1] */
+    int *order;     /* [cap] */
+    int *seqs_in;   /* [num_groups] distinct sequences of each group in the pass */
+    /* one group's slice of a layer event */
+    int cap;        /* tokens the buffers below hold */
+    int top_k_cap;  /* top_k they were sized for */
+    int32_t *seq, *pos, *tok, *ids, *phys;
+    int64_t *req;
+    const char **names;
+    float *weights;
+};
+
+mt_routing_split *mt_routing_split_new(const mt_routing_sink *groups, int num_groups, const int *group_of,
+                                       int num_requests) {
+    if (num_groups < 1 || num_requests < 0 || !groups || (num_requests > 0 && !group_of)) return NULL;
+    for (int g = 0; g < num_groups; g++)
+        if (!groups[g].on_layer) return NULL;
+    for (int i = 0; i < num_requests; i++)
+        if (group_of[i] < -1 || group_of[i] >= num_groups) return NULL;
+    mt_routing_split *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->groups = malloc((size_t)num_groups * sizeof *s->groups);
+    s->group_of = malloc(((size_t)num_requests + 1) * sizeof *s->group_of);
+    s->start = calloc((size_t)num_groups + 1, sizeof *s->start);
+    s->seqs_in = calloc((size_t)num_groups, sizeof *s->seqs_in);
+    if (!s->groups || !s->group_of || !s->start || !s->seqs_in) {
+        mt_routing_split_free(s);
+        return NULL;
+    }
+    memcpy(s->groups, groups, (size_t)num_groups * sizeof *s->groups);
+    if (num_requests) memcpy(s->group_of, group_of, (size_t)num_requests * sizeof *s->group_of);
+    s->num_groups = num_groups;
+    s->num_requests = num_requests;
+    return s;
+}
+
+void mt_routing_split_free(mt_routing_split *s) {
+    if (!s) return;
+    free(s->groups);
+    free(s->group_of);
+    free(s->start);
+    free(s->seqs_in);
+    free(s->order);
+    free(s->seq);
+    free(s->pos);
+    free(s->tok);
+    free(s->ids);
+    free(s->phys);
+    free(s->req);
+    free(s->names);
+    free(s->weights);
+    free(s);
+}
+
+bool mt_routing_split_failed(const mt_routing_split *s) { return s->failed; }
+
+static int group_of_token(const mt_routing_split *s, const mt_routing_event *ev, int t) {
+    int64_t r = ev->request_ids[t];
+    return r >= 0 && r < s->num_requests ? s->group_of[r] : -1;
+}
+
+/* Buffers for n tokens of k choices; false when memory runs out. */
+static bool reserve(mt_routing_split *s, int n, int k) {
+    if (n <= s->cap && k <= s->top_k_cap) return true;
+    int cap = n > s->cap ? n : s->cap, kk = k > s->top_k_cap ? k : s->top_k_cap;
+    size_t nk = (size_t)cap * (size_t)kk;
+#define GROW(p, count)                                                   \
+    do {                                                                 \
+        void *q = realloc((p), (count) * sizeof *(p));                   \
+        if (!q) return false;                                            \
+        (p) = q;                                                         \
+    } while (0)
+    GROW(s->order, (size_t)cap);
+    GROW(s->seq, (size_t)cap);
+    GROW(s->pos, (size_t)cap);
+    GROW(s->tok, (size_t)cap);
+    GROW(s->req, (size_t)cap);
+    GROW(s->names, (size_t)cap);
+    GROW(s->ids, nk);
+    GROW(s->phys, nk);
+    GROW(s->weights, nk);
+#undef GROW
+    s->cap = cap;
+    s->top_k_cap = kk;
+    return true;
+}
+
+static int cmp_int32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Groups the pass's tokens (counting sort, stable) and counts each group's sequences. */
+static void begin_pass(mt_routing_split *s, const mt_routing_event *ev) {
+    s->in_pass = true;
+    s->pass_dropped = false;
+    int n = ev->n_tokens > 0 ? ev->n_tokens : 0, G = s->num_groups;
+    s->pass_n = n;
+    memset(s->start, 0, ((size_t)G + 1) * sizeof *s->start);
+    if (!ev->request_ids || n == 0) return;
+    if (!reserve(s, n, ev->top_k > 0 ? ev->top_k : 1)) {
+        s->failed = s->pass_dropped = true;
+        return;
+    }
+    for (int t = 0; t < n; t++) {
+        int g = group_of_token(s, ev, t);
+        if (g >= 0) s->start[g + 1]++;
+    }
+    for (int g = 0; g < G; g++) s->start[g + 1] += s->start[g];
+    int *fill = s->seqs_in; /* the next free slot of each group, for now */
+    for (int g = 0; g < G; g++) fill[g] = s->start[g];
+    for (int t = 0; t < n; t++) {
+        int g = group_of_token(s, ev, t);
+        if (g >= 0) s->order[fill[g]++] = t;
+    }
+    for (int g = 0; g < G; g++) {
+        int a = s->start[g], m = s->start[g + 1] - a, distinct = 0;
+        for (int i = 0; i < m; i++) s->seq[i] = ev->seq_ids ? ev->seq_ids[s->order[a + i]] : 0;
+        qsort(s->seq, (size_t)m, sizeof *s->seq, cmp_int32);
+        for (int i = 0; i < m; i++) distinct += i == 0 || s->seq[i] != s->seq[i - 1];
+        s->seqs_in[g] = distinct;
+    }
+}
+
+static void split_on_layer(void *ctx, const mt_routing_event *ev) {
+    mt_routing_split *s = ctx;
+    if (!s->in_pass) begin_pass(s, ev);
+    if (s->pass_dropped || !ev->request_ids || ev->n_tokens != s->pass_n || !ev->topk_ids) return;
+    int k = ev->top_k;
+    if (k < 1 || k > s->top_k_cap) return; /* begin_pass sized the buffers for the pass's top_k */
+    for (int g = 0; g < s->num_groups; g++) {
+        int a = s->start[g], m = s->start[g + 1] - a;
+        if (m == 0) continue;
+        for (int i = 0; i < m; i++) {
+            int t = s->order[a + i];
+            s->seq[i] = ev->seq_ids ? ev->seq_ids[t] : 0;
+            s->pos[i] = ev->positions ? ev->positions[t] : -1;
+            s->tok[i] = ev->tokens ? ev->tokens[t] : -1;
+            s->req[i] = ev->request_ids[t];
+            s->names[i] = ev->request_names ? ev->request_names[t] : NULL;
+            memcpy(s->ids + (size_t)i * k, ev->topk_ids + (size_t)t * k, (size_t)k * sizeof *s->ids);
+            if (ev->topk_weights)
+                memcpy(s->weights + (size_t)i * k, ev->topk_weights + (size_t)t * k, (size_t)k * sizeof *s->weights);
+            if (ev->phys_ids)
+                memcpy(s->phys + (size_t)i * k, ev->phys_ids + (size_t)t * k, (size_t)k * sizeof *s->phys);
+        }
+        mt_routing_event sub = {
+            .layer = ev->layer, .n_tokens = m, .top_k = k,
+            .seq_ids = ev->seq_ids ? s->seq : NULL, .positions = ev->positions ? s->pos : NULL,
+            .tokens = ev->tokens ? s->tok : NULL, .request_ids = s->req,
+            .request_names = ev->request_names ? s->names : NULL, .topk_ids = s->ids,
+            .topk_weights = ev->topk_weights ? s->weights : NULL, .phys_ids = ev->phys_ids ? s->phys : NULL,
+        };
+        s->groups[g].on_layer(s->groups[g].ctx, &sub);
+    }
+}
+
+static void split_on_pass(void *ctx, const mt_pass_event *ev) {
+    (void)ev;
+    mt_routing_split *s = ctx;
+    if (s->in_pass && !s->pass_dropped) {
+        for (int g = 0; g < s->num_groups; g++) {
+            int m = s->start[g + 1] - s->start[g];
+            if (m == 0 || !s->groups[g].on_pass) continue;
+            mt_pass_event sub = {.n_tokens = m, .num_seqs_in_pass = s->seqs_in[g]};
+            s->groups[g].on_pass(s->groups[g].ctx, &sub);
+        }
+    }
+    s->in_pass = false;
+}
+
+mt_routing_sink mt_routing_split_sink(mt_routing_split *s) {
+    mt_routing_sink k = {.on_layer = split_on_layer, .on_pass = split_on_pass, .ctx = s};
+    return k;
+}
