@@ -1,5 +1,6 @@
 /* Reports: mt_report_render on small (4 layers x 8 experts) and large (58 x 256) synthetic stat dumps,
  * PNG and SVG, with --ep-size and a placement; the placement reader; `moetrace report` end to end. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,8 @@
 
 #include "report/report.h"
 #include "routing/stat_dump.h"
+#include "routing/usage_compare.h"
+#include "util/json_util.h"
 #include "test_files.h"
 
 static char g_dir[1024];
@@ -294,6 +297,70 @@ static void test_cli(void **state) {
     assert_int_equal(access(path_of("x.png"), F_OK), -1);
 }
 
+/* Several dumps: their expert use compared (lift heatmaps, or the numbers as JSON); shapes must match. */
+static void test_compare_cli(void **state) {
+    (void)state;
+    char e[4096], args[4096];
+    static const char *const fmt =
+        "{\"format\": \"moetrace.expert_distribution.v1\", \"mode\": \"stat\", \"model\": \"m\", "
+        "\"num_hidden_layers\": 2, \"moe_layers\": [1], \"num_experts\": 4, \"top_k\": 1, \"num_tokens\": 10, "
+        "\"logical_count\": [[0, 0, 0, 0], [%s]]}";
+    char text[1024];
+    snprintf(text, sizeof text, fmt, "6, 2, 2, 0");
+    write_text(path_of("cmp_a.json"), text);
+    snprintf(text, sizeof text, fmt, "0, 2, 2, 6");
+    write_text(path_of("cmp_b.json"), text);
+    char a[1200], b[1200]; /* path_of's buffers are reused */
+    snprintf(a, sizeof a, "%s", path_of("cmp_a.json"));
+    snprintf(b, sizeof b, "%s", path_of("cmp_b.json"));
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, b, path_of("cmp.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    int w, h;
+    check_png(path_of("cmp.png"), &w, &h);
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, b, path_of("cmp.svg"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    check_svg(path_of("cmp.svg"));
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, b, path_of("cmp.json"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    mt_err err = {{0}};
+    cJSON *j = mt_json_load_file(path_of("cmp.json"), &err);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "format")->valuestring, "moetrace.usage_comparison.v1");
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "dumps"), 0);
+    assert_string_equal(cJSON_GetObjectItem(first, "name")->valuestring, a);
+    assert_int_equal(cJSON_GetObjectItem(first, "tokens")->valueint, 10);
+    const int64_t ca[4] = {6, 2, 2, 0}, cb[4] = {0, 2, 2, 6};
+    const cJSON *div = cJSON_GetObjectItem(first, "divergence_per_layer");
+    assert_true(cJSON_IsNull(cJSON_GetArrayItem(div, 0)));
+    assert_true(fabs(cJSON_GetArrayItem(div, 1)->valuedouble - mt_usage_js_divergence(ca, cb, 4)) < 1e-12);
+    const cJSON *d1 = cJSON_GetArrayItem(cJSON_GetObjectItem(first, "distinctive_experts_per_layer"), 1);
+    assert_int_equal(cJSON_GetArraySize(d1), 1); /* expert 0: 0.6 against 0 */
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(d1, 0), "expert")->valueint, 0);
+    assert_true(fabs(cJSON_GetObjectItem(cJSON_GetArrayItem(d1, 0), "lift")->valuedouble - 2.0) < 1e-12);
+    cJSON_Delete(j);
+
+    write_dump(path_of("cmp_c.json"), 3, 4, 1, "m"); /* three layers: not the same model */
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, path_of("cmp_c.json"), path_of("y.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "not the shape of"));
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s' --ep-size 2", a, b, path_of("y.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "draw one dump"));
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, path_of("missing.json"), path_of("y.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "missing.json"));
+    char many[4096] = "";
+    for (int i = 0; i < 33; i++) {
+        strcat(many, "'");
+        strcat(many, a);
+        strcat(many, "' ");
+    }
+    snprintf(args, sizeof args, "%s --out '%s'", many, path_of("y.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "more than 32"));
+    assert_int_equal(access(path_of("y.png"), F_OK), -1);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/test_report_tmp", MT_BINARY_DIR);
     char cmd[2200];
@@ -303,6 +370,7 @@ int main(void) {
         cmocka_unit_test(test_small_png_svg), cmocka_unit_test(test_large_png_svg),
         cmocka_unit_test(test_placement),     cmocka_unit_test(test_render_errors),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_compare_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,14 +3,82 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli/commands.h"
 #include "report/report.h"
+#include "report/usage_report.h"
 #include "routing/stat_dump.h"
+#include "routing/usage_compare.h"
+#include "util/atomic_write.h"
 #include "util/err.h"
+
+#define MAX_COMPARED 32
+
+/* The dumps' counts as groups of mt_usage_compare (their sum is all traffic). */
+static int compare_dumps(const mt_stat_dump *d, char *const *paths, int n, const char *out, mt_err *err) {
+    int L = d[0].num_hidden_layers, E = d[0].num_experts;
+    for (int i = 1; i < n; i++) {
+        bool same = d[i].num_hidden_layers == L && d[i].num_experts == E && d[i].num_moe_layers == d[0].num_moe_layers;
+        for (int m = 0; same && m < d[0].num_moe_layers; m++) same = d[i].moe_layers[m] == d[0].moe_layers[m];
+        if (!same)
+            return mt_errf(err, "%s: not the shape of %s (layers, MoE layers and experts must match)", paths[i], paths[0]);
+    }
+    size_t LE = (size_t)L * (size_t)E;
+    int64_t *count = calloc((size_t)n * LE, sizeof *count), *all = calloc(LE, sizeof *all);
+    int64_t *tokens = calloc((size_t)n, sizeof *tokens);
+    bool *is_moe = calloc((size_t)L, sizeof *is_moe);
+    int rc = -1;
+    if (!count || !all || !tokens || !is_moe) {
+        mt_errf(err, "out of memory");
+        goto out;
+    }
+    for (int m = 0; m < d[0].num_moe_layers; m++) is_moe[d[0].moe_layers[m]] = true;
+    for (int i = 0; i < n; i++) {
+        for (int m = 0; m < d[i].num_moe_layers; m++)
+            for (int e = 0; e < E; e++) {
+                int64_t v = d[i].moe_count[(size_t)m * E + e];
+                count[(size_t)i * LE + (size_t)d[i].moe_layers[m] * E + e] = v;
+                all[(size_t)d[i].moe_layers[m] * E + e] += v;
+            }
+        tokens[i] = d[i].num_tokens;
+        if (tokens[i] < 0 && d[i].top_k > 0 && d[i].num_moe_layers > 0) { /* older dumps: from the counts */
+            int64_t pairs = 0;
+            for (int e = 0; e < E; e++) pairs += d[i].moe_count[e];
+            tokens[i] = pairs / d[i].top_k;
+        }
+    }
+    mt_usage_groups u = {.num_groups = n, .num_layers = L, .num_experts = E, .names = (const char *const *)paths,
+                         .tokens = tokens, .count = count, .all = all, .layer_is_moe = is_moe};
+    size_t len = strlen(out);
+    if (len > 5 && !strcasecmp(out + len - 5, ".json")) {
+        cJSON *cmp = mt_usage_compare_json(&u, 4), *j = cJSON_CreateObject();
+        char *text = NULL;
+        if (cmp && j && cJSON_AddStringToObject(j, "format", "moetrace.usage_comparison.v1")) {
+            cJSON_AddItemToObject(j, "dumps", cJSON_DetachItemFromObject(cmp, "groups"));
+            cJSON_AddItemToObject(j, "mean_divergence_per_layer", cJSON_DetachItemFromObject(cmp, "mean_divergence_per_layer"));
+            text = cJSON_Print(j);
+        }
+        rc = text ? mt_atomic_write(out, text, strlen(text), err) : mt_errf(err, "out of memory");
+        free(text);
+        cJSON_Delete(cmp);
+        cJSON_Delete(j);
+    } else {
+        char title[256];
+        snprintf(title, sizeof title, "%s — expert use compared", d[0].model && d[0].model[0] ? d[0].model : "(unnamed model)");
+        rc = mt_usage_report_render(&u, title, out, err);
+    }
+out:
+    free(count);
+    free(all);
+    free(tokens);
+    free(is_moe);
+    return rc;
+}
 
 static const char USAGE[] =
     "usage: moetrace report DUMP.json --out FILE.png|FILE.svg [--ep-size M] [--placement F.json]\n"
+    "       moetrace report DUMP.json DUMP.json... --out FILE.png|FILE.svg|FILE.json\n"
     "\n"
     "Draws a stat dump (format moetrace.expert_distribution.v1) as a layers x experts heatmap:\n"
     "colour = the expert's share of the layer's routed tokens, dense layers greyed, a per-layer\n"
@@ -23,11 +91,18 @@ static const char USAGE[] =
     "                       and after (the placement); M defaults to its num_gpus\n"
     "\n"
     "A dump recorded while the engine ran a placement (run/profile --ep-size, --init-expert-location)\n"
-    "draws, without --placement, the per-GPU loads the engine measured as \"after\".\n";
+    "draws, without --placement, the per-GPU loads the engine measured as \"after\".\n"
+    "\n"
+    "With several dumps of one model (up to 32: two workloads, two days of traffic, the per-domain dumps\n"
+    "of profile --domain-field), compares their expert use: each dump's lift per layer and expert (its\n"
+    "share over the dumps' combined share) as heatmaps, or with --out FILE.json the numbers: each\n"
+    "dump's Jensen-Shannon divergence from the others per layer and its distinctive experts\n"
+    "(docs/RECORDER.md, \"Expert usage per domain\").\n";
 
 int cmd_report(int argc, char **argv) {
     const char *dump = NULL, *out = NULL, *plc = NULL;
-    int ep = 0;
+    char *dumps[MAX_COMPARED];
+    int ep = 0, n_dumps = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -54,11 +129,17 @@ int cmd_report(int argc, char **argv) {
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "moetrace report: unknown option '%s'\n%s", a, USAGE);
             return 2;
-        } else if (!dump) dump = a;
-        else {
-            fprintf(stderr, "moetrace report: unexpected argument '%s' (one DUMP.json only)\n", a);
+        } else if (n_dumps < MAX_COMPARED) {
+            dumps[n_dumps++] = argv[i];
+            if (!dump) dump = a;
+        } else {
+            fprintf(stderr, "moetrace report: more than %d dumps to compare ('%s')\n", MAX_COMPARED, a);
             return 2;
         }
+    }
+    if (n_dumps > 1 && (plc || ep)) {
+        fprintf(stderr, "moetrace report: --ep-size and --placement draw one dump; %d were given\n", n_dumps);
+        return 2;
     }
     if (!dump || !out) {
         fprintf(stderr, "moetrace report: %s is required\n%s", !dump ? "DUMP.json" : "--out", USAGE);
@@ -70,6 +151,16 @@ int cmd_report(int argc, char **argv) {
     mt_placement p;
     memset(&p, 0, sizeof p);
     int rc = 1;
+    if (n_dumps > 1) {
+        mt_stat_dump many[MAX_COMPARED];
+        memset(many, 0, sizeof many);
+        int loaded = 0;
+        while (loaded < n_dumps && mt_stat_dump_load(dumps[loaded], &many[loaded], &err) == 0) loaded++;
+        if (loaded == n_dumps && compare_dumps(many, dumps, n_dumps, out, &err) == 0) rc = 0;
+        for (int i = 0; i < loaded; i++) mt_stat_dump_free(&many[i]);
+        if (rc) goto fail;
+        goto done;
+    }
     if (mt_stat_dump_load(dump, &d, &err)) goto fail;
     if (plc) {
         mt_moe_shape shape;

@@ -26,7 +26,7 @@ static void draw_title(cairo_t *cr, const usage_layout *g) {
     mt_rd_font(cr, 12, 0);
     cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
     snprintf(buf, sizeof buf,
-             "lift: a group's share of each layer's routed tokens over all traffic's share · %d groups · %d experts",
+             "lift: a group's share of each layer's routed tokens over the whole traffic's share · %d groups · %d experts",
              g->u->num_groups, g->u->num_experts);
     mt_rd_text(cr, 16, 36, 0, 0, buf);
 }
@@ -38,18 +38,17 @@ static void draw_group(cairo_t *cr, const usage_layout *g, int k, double top) {
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
     mt_rd_font(cr, 13, 1);
     mt_rd_text(cr, g->x0, top, 0, 0, u->names[k]);
-    cairo_text_extents_t te;
-    cairo_text_extents(cr, u->names[k], &te);
     mt_rd_font(cr, 11, 0);
     cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    int n = 0;
+    if (u->requests) n = snprintf(buf, sizeof buf, "%lld requests · ", (long long)u->requests[k]);
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "%lld tokens", (long long)u->tokens[k]);
     if (g->divergence[k] >= 0)
-        snprintf(buf, sizeof buf, "%lld requests · %lld tokens · divergence from the rest %.3f bits (mean over layers)",
-                 (long long)u->requests[k], (long long)u->tokens[k], g->divergence[k]);
-    else
-        snprintf(buf, sizeof buf, "%lld requests · %lld tokens", (long long)u->requests[k], (long long)u->tokens[k]);
-    mt_rd_text(cr, g->x0 + te.x_advance + 10, top + 2, 0, 0, buf);
+        snprintf(buf + n, sizeof buf - (size_t)n, " · divergence from the rest %.3f bits (mean over layers)",
+                 g->divergence[k]);
+    mt_rd_text(cr, g->x0, top + 17, 0, 0, buf);
 
-    double y0 = top + 20;
+    double y0 = top + 36;
     double rgb[3];
     for (int l = 0; l < L; l++) {
         double y = y0 + l * g->ch;
@@ -139,7 +138,7 @@ int mt_usage_report_render(const mt_usage_groups *u, const char *title, const ch
     g.y0 = 96;
     g.W = g.cw * u->num_experts;
     g.H = g.ch * u->num_layers;
-    g.panel = 20 + g.H + 22 + 14;
+    g.panel = 36 + g.H + 22 + 14;
     g.width = fmax(g.x0 + g.W + 24, 720);
     g.height = g.y0 + u->num_groups * g.panel + 8;
     if (g.height > 32000) return mt_errf(err, "%s: %d groups are too many to draw", out_path, u->num_groups);
