@@ -1,7 +1,8 @@
 /* `moetrace demo` (SPEC §3): the embedded model end to end. Runs the binary into a scratch folder
  * and checks what it reports and writes: the checkpoint it wrote is loadable by the other commands
  * and gives the same routing through `moetrace run`; routing.npy has SPEC §2's layout; batching
- * and the EPLB placement left the routing unchanged; the stat dumps, placement and pictures exist.
+ * and the EPLB placement left the routing unchanged; the stat dumps, placement and pictures exist;
+ * the per-domain step wrote its dumps, and `moetrace profile` takes the dataset it wrote.
  * Bad options exit 2. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,6 +43,7 @@ static void test_demo_end_to_end(void **state) {
     if (rc != 0) fail_msg("moetrace demo exited %d:\n%s", rc, out_text);
     assert_non_null(strstr(out_text, "identical to its run alone, bit for bit"));
     assert_non_null(strstr(out_text, "unchanged by the placement"));
+    assert_non_null(strstr(out_text, "6. Expert use per domain"));
 
     /* routing.npy: [P + G - 1, layers, top_k] int32, -1 exactly on the dense layer */
     mt_npy r;
@@ -93,6 +95,37 @@ static void test_demo_end_to_end(void **state) {
 
     assert_png(dir, "heatmap.png");
     assert_png(dir, "load.png");
+
+    /* step 6: two domains of 6 requests, each with its dump, the picture; and the profile command
+     * it names runs on the domains.jsonl it wrote */
+    for (int pass = 0; pass < 2; pass++) {
+        snprintf(path, sizeof path, pass ? "%s/prof/domains.json" : "%s/domains.json", dir);
+        text = slurp(path, NULL);
+        if (!text) fail_msg("%s missing", path);
+        cJSON *dj = cJSON_Parse(text);
+        assert_non_null(dj);
+        const cJSON *doms = cJSON_GetObjectItem(dj, "domains");
+        assert_int_equal(cJSON_GetArraySize(doms), 2);
+        for (int g = 0; g < 2; g++) {
+            const cJSON *d = cJSON_GetArrayItem(doms, g);
+            assert_string_equal(cJSON_GetObjectItem(d, "name")->valuestring, g ? "commands" : "prose");
+            assert_int_equal(cJSON_GetObjectItem(d, "requests")->valueint, 6);
+            char *dump = slurp(cJSON_GetObjectItem(d, "stat_dump")->valuestring, NULL);
+            assert_non_null(dump);
+            free(dump);
+        }
+        cJSON_Delete(dj);
+        free(text);
+        if (pass == 0) {
+            assert_png(dir, "domains.png");
+            snprintf(args, sizeof args,
+                     "profile --model %s/demo-model --data %s/domains.jsonl --domain-field domain --out %s/prof "
+                     "--max-new-tokens 4 --threads 2",
+                     dir, dir, dir);
+            rc = run_moetrace(args, out_text, sizeof out_text);
+            if (rc != 0) fail_msg("moetrace profile on the demo's domains.jsonl exited %d:\n%s", rc, out_text);
+        }
+    }
     assert_int_equal(tmp_dir_remove(), 0);
 }
 

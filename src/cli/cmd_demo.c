@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/demo_model.h"
 #include "cli/model_open.h"
+#include "cli/profile_domains.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "kernels/kernels.h"
@@ -23,6 +24,7 @@
 #include "routing/recorder.h"
 #include "routing/stat_dump.h"
 #include "tokenizer/tokenizer.h"
+#include "util/json_util.h"
 #include "util/npy.h"
 
 static const char DEMO_HELP[] =
@@ -36,6 +38,9 @@ static const char DEMO_HELP[] =
     "  4. the expert load the recorder counted over that traffic (stat dump, heatmap.png)\n"
     "  5. an EPLB placement over 4 virtual GPUs (placement.json) and the same traffic run under it:\n"
     "     per-GPU balancedness before and after (load.png), returned routing unchanged\n"
+    "  6. expert use per domain: prose and command-line prompts (domains.jsonl) recorded apart, how\n"
+    "     far each domain's routing is from the other's and its distinctive experts (domains.json,\n"
+    "     domains.png, a stat dump per domain in domains/)\n"
     "\n"
     "  --out DIR              where the files go (default: a new folder moetrace-demo-XXXXXX in $TMPDIR);\n"
     "                         DIR/demo-model is the embedded checkpoint, which every command takes as --model\n"
@@ -62,6 +67,23 @@ static const char *const OTHER_PROMPTS[] = {
     "moetrace profile writes a stat dump",
 };
 enum { N_OTHERS = sizeof OTHER_PROMPTS / sizeof OTHER_PROMPTS[0], N_REQUESTS = N_OTHERS + 1 };
+
+/* The labelled traffic of step 6: {domain, prompt}. */
+static const char *const DOMAIN_PROMPTS[][2] = {
+    {"prose", "The recorder counts the tokens routed to each expert"},
+    {"prose", "Balancedness is the mean load over the maximum load"},
+    {"prose", "Every request gets the routing of its own tokens"},
+    {"prose", "The engine batches requests from many sequences"},
+    {"prose", "A placement replicates the busiest experts"},
+    {"prose", "The tokenizer turns text into ids"},
+    {"commands", "cmake -S . -B build && cmake --build build -j"},
+    {"commands", "moetrace run --model DIR --input-ids 1,2,3 --routing-out routing.npy"},
+    {"commands", "curl -s localhost:30000/generate -d '{\"text\": \"Hello\"}'"},
+    {"commands", "moetrace eplb --counts dump.json --num-replicas 12 --num-gpus 4 --out placement.json"},
+    {"commands", "./test.sh && ./demo.sh --out /tmp/demo"},
+    {"commands", "moetrace profile --model DIR --data prompts.jsonl --out prof/"},
+};
+enum { N_DOMAIN_PROMPTS = sizeof DOMAIN_PROMPTS / sizeof DOMAIN_PROMPTS[0] };
 enum { DEMO_GPUS = 4, DEMO_REDUNDANT = 4, DEMO_CHUNK = 16 };
 
 typedef struct demo_args {
@@ -369,16 +391,23 @@ static int step_generate(demo_state *s) {
     return 0;
 }
 
-/* Steps 3 and 4: the request among the others, with the stat recorder on. */
-static int step_batch(demo_state *s) {
-    const mt_config *c = &s->model.cfg;
-    demo_traffic *t = &s->traffic;
+/* A stat recorder's options: an unbounded window, dumps into the demo's folder, balancedness over
+ * the demo's GPUs. */
+static mt_recorder_opts stat_opts(const demo_state *s) {
     mt_recorder_opts ro;
     mt_recorder_opts_default(&ro);
     ro.mode = MT_REC_STAT;
     ro.buffer_size = -1;
     ro.dump_dir = s->out;
     ro.ep_size = DEMO_GPUS;
+    return ro;
+}
+
+/* Steps 3 and 4: the request among the others, with the stat recorder on. */
+static int step_batch(demo_state *s) {
+    const mt_config *c = &s->model.cfg;
+    demo_traffic *t = &s->traffic;
+    mt_recorder_opts ro = stat_opts(s);
     if (!(s->rec = mt_recorder_new(c, s->model.name, &ro, &s->err))) return -1;
     mt_recorder_start(s->rec);
     mt_routing_sink sink = mt_recorder_sink(s->rec);
@@ -447,11 +476,7 @@ static int step_eplb(demo_state *s) {
     mt_placement_opts po = {.ep_size = 0, .num_redundant = -1};
     if (mt_placement_load(plc_path, &shape, &po, &s->plc, &s->err)) return -1;
 
-    mt_recorder_opts ro;
-    mt_recorder_opts_default(&ro);
-    ro.mode = MT_REC_STAT;
-    ro.buffer_size = -1;
-    ro.dump_dir = s->out;
+    mt_recorder_opts ro = stat_opts(s); /* DEMO_GPUS: the placement's GPUs */
     ro.placement = &s->plc;
     if (!(s->rec_plc = mt_recorder_new(c, s->model.name, &ro, &s->err))) return -1;
     mt_recorder_start(s->rec_plc);
@@ -511,6 +536,108 @@ static int step_eplb(demo_state *s) {
     return 0;
 }
 
+/* domains.jsonl: the labelled prompts, as `moetrace profile --domain-field domain` reads them. */
+static int write_domain_data(const char *path, mt_err *err) {
+    FILE *f = fopen(path, "w");
+    if (!f) return mt_errf(err, "cannot write %s", path);
+    for (int i = 0; i < N_DOMAIN_PROMPTS; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "domain", DOMAIN_PROMPTS[i][0]);
+        cJSON_AddStringToObject(o, "prompt", DOMAIN_PROMPTS[i][1]);
+        char *line = cJSON_PrintUnformatted(o);
+        if (line) fprintf(f, "%s\n", line);
+        free(line);
+        cJSON_Delete(o);
+    }
+    return fclose(f) ? mt_errf(err, "cannot write %s", path) : 0;
+}
+
+/* One domain's line of step 6 from domains.json's entry d: its tokens, divergence and the most
+ * distinctive expert of each MoE layer with its lift. */
+static void print_domain(const cJSON *d) {
+    const cJSON *div = cJSON_GetObjectItem(d, "divergence_mean"), *per = cJSON_GetObjectItem(d, "distinctive_experts_per_layer");
+    printf("     %-9s %2d requests %4d tokens   divergence %.3f bits   distinctive:",
+           cJSON_GetObjectItem(d, "name")->valuestring, cJSON_GetObjectItem(d, "requests")->valueint,
+           cJSON_GetObjectItem(d, "tokens")->valueint, cJSON_IsNumber(div) ? div->valuedouble : 0.0);
+    int l = 0;
+    const cJSON *layer;
+    cJSON_ArrayForEach(layer, per) {
+        const cJSON *top = cJSON_GetArrayItem(layer, 0), *lift = top ? cJSON_GetObjectItem(top, "lift") : NULL;
+        if (top && cJSON_IsNumber(lift))
+            printf("  L%d e%d x%.1f", l, cJSON_GetObjectItem(top, "expert")->valueint, lift->valuedouble);
+        l++;
+    }
+    printf("\n");
+}
+
+static int step_domains(demo_state *s) {
+    const mt_config *c = &s->model.cfg;
+    int L = c->num_hidden_layers, E = c->num_experts, rc = -1;
+    char data[4096];
+    if (path_in(data, sizeof data, s->out, "domains.jsonl", &s->err) || write_domain_data(data, &s->err)) return -1;
+    demo_traffic t = {.n = N_DOMAIN_PROMPTS, .route_row = (size_t)L * c->top_k};
+    int32_t *ids[N_DOMAIN_PROMPTS] = {0};
+    int len[N_DOMAIN_PROMPTS];
+    char *names[N_DOMAIN_PROMPTS], *domains[N_DOMAIN_PROMPTS];
+    demo_result res[N_DOMAIN_PROMPTS];
+    memset(res, 0, sizeof res);
+    t.ids = ids;
+    t.len = len;
+    t.res = res;
+    mt_recorder *whole = NULL;
+    mt_profile_domains *pd = NULL;
+    int64_t *all = NULL;
+    cJSON *dj = NULL;
+    for (int i = 0; i < N_DOMAIN_PROMPTS; i++) {
+        size_t n = 0;
+        const char *p = DOMAIN_PROMPTS[i][1];
+        if (mt_tokenizer_encode(s->tok, p, strlen(p), 1, &ids[i], &n, &s->err)) goto out;
+        len[i] = (int)n;
+        names[i] = (char *)DOMAIN_PROMPTS[i][1];
+        domains[i] = (char *)DOMAIN_PROMPTS[i][0];
+    }
+    mt_dataset d = {.ids = ids, .len = len, .names = names, .domains = domains, .n = N_DOMAIN_PROMPTS};
+    mt_recorder_opts ro = stat_opts(s);
+    if (!(whole = mt_recorder_new(c, s->model.name, &ro, &s->err))) goto out;
+    if (!(pd = mt_profile_domains_new(&d, "domain", data, c, s->model.name, &ro, s->out, &s->err))) goto out;
+    mt_recorder_start(whole);
+    mt_routing_fanout fan = {0};
+    mt_routing_fanout_add(&fan, mt_recorder_sink(whole));
+    mt_routing_fanout_add(&fan, mt_profile_domains_sink(pd));
+    mt_routing_sink sink = mt_routing_fanout_sink(&fan);
+    if (run_traffic(&s->model, &t, N_DOMAIN_PROMPTS, N_DOMAIN_PROMPTS, DEMO_CHUNK, s->a.max_new_tokens, NULL, &sink,
+                    &s->err))
+        goto out;
+    if (!(all = malloc((size_t)L * E * sizeof *all))) {
+        mt_errf(&s->err, "out of memory");
+        goto out;
+    }
+    mt_recorder_logical_count(whole, all);
+    char json_path[4096];
+    if (mt_profile_domains_write(pd, all, json_path, sizeof json_path, &s->err)) goto out;
+    if (!(dj = mt_json_load_file(json_path, &s->err))) goto out;
+    printf("6. Expert use per domain   [moetrace profile --model %s --data domains.jsonl --domain-field domain ...]\n"
+           "   %d prose and %d command-line prompts, each domain recorded apart: how far its routing is from the\n"
+           "   other's (Jensen-Shannon divergence, 0 to 1 bit) and, per MoE layer, its most distinctive expert\n"
+           "   with its lift (its share of the domain's tokens over its share of all):\n",
+           s->model_dir, N_DOMAIN_PROMPTS / 2, N_DOMAIN_PROMPTS / 2);
+    const cJSON *dom;
+    cJSON_ArrayForEach(dom, cJSON_GetObjectItem(dj, "domains")) print_domain(dom);
+    printf("   domains.json, domains.png (every expert's lift per domain), a stat dump per domain in domains/\n\n");
+    rc = 0;
+out:
+    for (int i = 0; i < N_DOMAIN_PROMPTS; i++) {
+        free(ids[i]);
+        free(res[i].output);
+        free(res[i].routing);
+    }
+    cJSON_Delete(dj);
+    free(all);
+    mt_profile_domains_free(pd);
+    mt_recorder_free(whole);
+    return rc;
+}
+
 static void free_state(demo_state *s, bool kernels) {
     demo_traffic *t = &s->traffic;
     for (int i = 0; i < t->n; i++) {
@@ -561,7 +688,7 @@ int cmd_demo(int argc, char **argv) {
            "files in %s (demo-model/ is the checkpoint: every command takes --model %s)\n\n",
            c->model_type, c->num_hidden_layers, moe_layer_list(c, moe, sizeof moe), c->num_experts, c->top_k,
            c->vocab_size, s->a.device, s->out, s->model_dir);
-    if (step_generate(s) || step_batch(s) || step_eplb(s)) goto fail;
+    if (step_generate(s) || step_batch(s) || step_eplb(s) || step_domains(s)) goto fail;
     printf("Next: moetrace serve --model %s --enable-return-routed-experts\n"
            "      then curl -s localhost:30000/generate -d '{\"text\": \"The recorder\", \"return_routed_experts\": true}'\n",
            s->model_dir);
