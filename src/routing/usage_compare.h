@@ -7,7 +7,8 @@
  *                                                            so null, where share_all(e) is 0)
  *   divergence  = Jensen-Shannon divergence of share_g and share_rest, in bits (0 same use, 1 disjoint
  *                 experts); null when the group or the rest has no tokens at that layer
- *   distinctive = the experts with the largest share_g(e) - share_rest(e) > 0, at most top_n.
+ *   distinctive = the experts with the largest share_g(e) - share_rest(e) > 0, at most top_n; none
+ *                 when the group or the rest has no tokens at that layer.
  * Dense layers have null entries. */
 #ifndef MT_ROUTING_USAGE_COMPARE_H
 #define MT_ROUTING_USAGE_COMPARE_H
