@@ -87,7 +87,7 @@ cJSON *mt_usage_compare_json(const mt_usage_groups *u, int top_n) {
         cJSON_AddItemToArray(groups, o);
         cJSON_AddStringToObject(o, "name", u->names[g]);
         if (u->requests) cJSON_AddNumberToObject(o, "requests", (double)u->requests[g]);
-        cJSON_AddNumberToObject(o, "tokens", (double)u->tokens[g]);
+        cJSON_AddItemToObject(o, "tokens", num_or_null((double)u->tokens[g]));
         cJSON *mean = cJSON_AddNullToObject(o, "divergence_mean");
         cJSON *per = cJSON_AddArrayToObject(o, "divergence_per_layer");
         cJSON *dist = cJSON_AddArrayToObject(o, "distinctive_experts_per_layer");

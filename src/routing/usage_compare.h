@@ -22,7 +22,7 @@ typedef struct mt_usage_groups {
     int num_groups, num_layers, num_experts;
     const char *const *names;  /* [num_groups] */
     const int64_t *requests;   /* [num_groups] requests of each group, or NULL when not known */
-    const int64_t *tokens;     /* [num_groups] tokens forwarded of each group */
+    const int64_t *tokens;     /* [num_groups] tokens forwarded of each group, -1 where not known */
     const int64_t *count;      /* [num_groups, num_layers, num_experts] */
     const int64_t *all;        /* [num_layers, num_experts]: every token's count, groups' or not */
     const bool *layer_is_moe;  /* [num_layers] */
@@ -32,8 +32,9 @@ typedef struct mt_usage_groups {
  * sum); -1 when either sums to 0. */
 double mt_usage_js_divergence(const int64_t *p, const int64_t *q, int n);
 
-/* {"groups": [{"name", "requests" (when known), "tokens", "divergence_mean", "divergence_per_layer",
- *   "distinctive_experts_per_layer": [null | [{"expert", "share", "share_rest", "lift"}]]}],
+/* {"groups": [{"name", "requests" (when known), "tokens" (null when not known), "divergence_mean",
+ *   "divergence_per_layer", "distinctive_experts_per_layer": [null | [{"expert", "share",
+ *   "share_rest", "lift"}]]}],
  *  "mean_divergence_per_layer": [...]}; NULL when out of memory or a group's counts exceed all's. */
 cJSON *mt_usage_compare_json(const mt_usage_groups *u, int top_n);
 
