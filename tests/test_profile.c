@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cmocka.h>
@@ -302,6 +303,20 @@ static void test_bad_domains(void **state) {
         int st = run_moetrace(args, out, sizeof out);
         if (st == 0 || !strstr(out, cases[i].needle)) fail_msg("case %zu: exit %d, output '%s' lacks '%s'", i, st, out, cases[i].needle);
     }
+    /* a domain's folder taken by a file: refused before the run, not after it (no dump written) */
+    char args[1024], out[8192], path[512];
+    snprintf(path, sizeof path, "%s/taken", g_dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/taken/domains", g_dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    write_file("taken/domains/a", "");
+    write_file("bad.jsonl", "{\"input_ids\": [1, 2], \"topic\": \"a\"}\n");
+    snprintf(args, sizeof args, "profile --model %s --data %s/bad.jsonl --out %s/taken --domain-field topic --max-new-tokens 1",
+             MODEL, g_dir, g_dir);
+    int st = run_moetrace(args, out, sizeof out);
+    if (st == 0 || !strstr(out, "domains/a: not a folder")) fail_msg("exit %d, output '%s'", st, out);
+    snprintf(args, sizeof args, "ls %s/taken/expert_distribution_*.json >/dev/null 2>&1", g_dir);
+    assert_int_not_equal(system(args), 0);
 }
 
 static void test_bad_datasets(void **state) {
