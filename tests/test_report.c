@@ -300,7 +300,7 @@ static void test_cli(void **state) {
 /* Several dumps: their expert use compared (lift heatmaps, or the numbers as JSON); shapes must match. */
 static void test_compare_cli(void **state) {
     (void)state;
-    char e[4096], args[4096];
+    char e[4096], args[8192];
     static const char *const fmt =
         "{\"format\": \"moetrace.expert_distribution.v1\", \"mode\": \"stat\", \"model\": \"m\", "
         "\"num_hidden_layers\": 2, \"moe_layers\": [1], \"num_experts\": 4, \"top_k\": 1, \"num_tokens\": 10, "
