@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
@@ -302,6 +304,74 @@ static void test_bad_domains(void **state) {
         int st = run_moetrace(args, out, sizeof out);
         if (st == 0 || !strstr(out, cases[i].needle)) fail_msg("case %zu: exit %d, output '%s' lacks '%s'", i, st, out, cases[i].needle);
     }
+    /* a domain's folder taken by a file: refused before the run, not after it (no dump written) */
+    char args[1024], out[8192], path[512];
+    snprintf(path, sizeof path, "%s/taken", g_dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/taken/domains", g_dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    write_file("taken/domains/a", "");
+    write_file("bad.jsonl", "{\"input_ids\": [1, 2], \"topic\": \"a\"}\n");
+    snprintf(args, sizeof args, "profile --model %s --data %s/bad.jsonl --out %s/taken --domain-field topic --max-new-tokens 1",
+             MODEL, g_dir, g_dir);
+    int st = run_moetrace(args, out, sizeof out);
+    if (st == 0 || !strstr(out, "domains/a: not a folder")) fail_msg("exit %d, output '%s'", st, out);
+    snprintf(args, sizeof args, "ls %s/taken/expert_distribution_*.json >/dev/null 2>&1", g_dir);
+    assert_int_not_equal(system(args), 0);
+}
+
+/* A dataset of n records, record i labelled "l<i % labels>". */
+static void write_labelled(int n, int labels) {
+    static char text[65536];
+    text[0] = 0;
+    for (int i = 0; i < n; i++) {
+        char rec[128];
+        snprintf(rec, sizeof rec, "{\"input_ids\": [%d, 4], \"topic\": \"l%d\"}\n", 3 + i % 100, i % labels);
+        strcat(text, rec);
+    }
+    write_file("many.jsonl", text);
+}
+
+/* Past 32 domains the picture is left out (and said so), the numbers still written; past 256 labels,
+ * an error; one label for every record: no rest to diverge from. */
+static void test_many_domains(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char args[1024], out[8192], path[256];
+    mt_err err;
+    write_labelled(33, 33);
+    snprintf(args, sizeof args, "profile --model %s --data %s/many.jsonl --out %s/many --domain-field topic --max-new-tokens 1",
+             MODEL, g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("profile: %s", out);
+    assert_non_null(strstr(out, "33 domains: domains.png draws at most 32, so it is not drawn"));
+    snprintf(path, sizeof path, "%s/many/domains.png", g_dir);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof path, "%s/many/domains.json", g_dir);
+    cJSON *dj = mt_json_load_file(path, &err);
+    assert_non_null(dj);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(dj, "domains")), 33);
+    cJSON_Delete(dj);
+
+    write_labelled(257, 257);
+    snprintf(args, sizeof args, "profile --model %s --data %s/many.jsonl --out %s/many2 --domain-field topic --max-new-tokens 1",
+             MODEL, g_dir, g_dir);
+    assert_int_not_equal(run_moetrace(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "many.jsonl has more than 256 distinct values"));
+
+    write_labelled(4, 1);
+    snprintf(args, sizeof args, "profile --model %s --data %s/many.jsonl --out %s/one --domain-field topic --max-new-tokens 1",
+             MODEL, g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("profile: %s", out);
+    snprintf(path, sizeof path, "%s/one/domains.json", g_dir);
+    dj = mt_json_load_file(path, &err);
+    assert_non_null(dj);
+    const cJSON *d = cJSON_GetArrayItem(cJSON_GetObjectItem(dj, "domains"), 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(d, "divergence_mean")));
+    const cJSON *layer;
+    cJSON_ArrayForEach(layer, cJSON_GetObjectItem(d, "distinctive_experts_per_layer"))
+        assert_true(cJSON_IsNull(layer) || cJSON_GetArraySize(layer) == 0);
+    cJSON_Delete(dj);
+    assert_png(g_dir, "one/domains.png");
 }
 
 static void test_bad_datasets(void **state) {
@@ -335,6 +405,7 @@ int main(void) {
         cmocka_unit_test(test_bad_datasets),
         cmocka_unit_test(test_domains),
         cmocka_unit_test(test_bad_domains),
+        cmocka_unit_test(test_many_domains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

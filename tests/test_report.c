@@ -300,7 +300,7 @@ static void test_cli(void **state) {
 /* Several dumps: their expert use compared (lift heatmaps, or the numbers as JSON); shapes must match. */
 static void test_compare_cli(void **state) {
     (void)state;
-    char e[4096], args[4096];
+    char e[4096], args[8192];
     static const char *const fmt =
         "{\"format\": \"moetrace.expert_distribution.v1\", \"mode\": \"stat\", \"model\": \"m\", "
         "\"num_hidden_layers\": 2, \"moe_layers\": [1], \"num_experts\": 4, \"top_k\": 1, \"num_tokens\": 10, "
@@ -361,6 +361,33 @@ static void test_compare_cli(void **state) {
     assert_int_equal(access(path_of("y.png"), F_OK), -1);
 }
 
+/* Dumps without num_tokens (not written by this recorder): tokens from the counts where top_k is
+ * known, else unknown (null), never a made-up number. */
+static void test_compare_dumps_without_tokens(void **state) {
+    (void)state;
+    char e[4096], args[4096];
+    write_text(path_of("old_a.json"), "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 1, "
+                                      "\"moe_layers\": [0], \"num_experts\": 2, \"top_k\": 2, \"logical_count\": [[3, 5]]}");
+    write_text(path_of("old_b.json"), "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 1, "
+                                      "\"moe_layers\": [0], \"num_experts\": 2, \"logical_count\": [[5, 3]]}");
+    char a[1200], b[1200];
+    snprintf(a, sizeof a, "%s", path_of("old_a.json"));
+    snprintf(b, sizeof b, "%s", path_of("old_b.json"));
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, b, path_of("old.json"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    mt_err err = {{0}};
+    cJSON *j = mt_json_load_file(path_of("old.json"), &err);
+    assert_non_null(j);
+    const cJSON *dumps = cJSON_GetObjectItem(j, "dumps");
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(dumps, 0), "tokens")->valueint, 4); /* 8 pairs / top_k 2 */
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(dumps, 1), "tokens")));
+    cJSON_Delete(j);
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, b, path_of("old.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    int w, h;
+    check_png(path_of("old.png"), &w, &h);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/test_report_tmp", MT_BINARY_DIR);
     char cmd[2200];
@@ -371,6 +398,7 @@ int main(void) {
         cmocka_unit_test(test_placement),     cmocka_unit_test(test_render_errors),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_compare_cli),
+        cmocka_unit_test(test_compare_dumps_without_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,7 +42,7 @@ static int compare_dumps(const mt_stat_dump *d, char *const *paths, int n, const
                 all[(size_t)d[i].moe_layers[m] * E + e] += v;
             }
         tokens[i] = d[i].num_tokens;
-        if (tokens[i] < 0 && d[i].top_k > 0 && d[i].num_moe_layers > 0) { /* older dumps: from the counts */
+        if (tokens[i] < 0 && d[i].top_k > 0 && d[i].num_moe_layers > 0) { /* from the counts; else unknown (-1) */
             int64_t pairs = 0;
             for (int e = 0; e < E; e++) pairs += d[i].moe_count[e];
             tokens[i] = pairs / d[i].top_k;

@@ -67,9 +67,14 @@ static void make_slug(const mt_profile_domains *p, int g, const char *label, cha
     }
 }
 
+/* The folder at path, made when missing; an error now, before the run, when a file takes its place
+ * (the recorder would find out only when it dumps, after the run). */
 static int make_dir(const char *path, mt_err *err) {
-    if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
-    return mt_errf(err, "cannot create %s: %s", path, strerror(errno));
+    struct stat st;
+    if (mkdir(path, 0755) == 0) return 0;
+    if (errno != EEXIST) return mt_errf(err, "cannot create %s: %s", path, strerror(errno));
+    if (stat(path, &st) || !S_ISDIR(st.st_mode)) return mt_errf(err, "%s: not a folder", path);
+    return 0;
 }
 
 mt_profile_domains *mt_profile_domains_new(const mt_dataset *d, const char *field, const char *data_path,

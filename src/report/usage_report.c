@@ -26,9 +26,27 @@ static void draw_title(cairo_t *cr, const usage_layout *g) {
     mt_rd_font(cr, 12, 0);
     cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
     snprintf(buf, sizeof buf,
-             "lift: a group's share of each layer's routed tokens over the whole traffic's share · %d groups · %d experts",
-             g->u->num_groups, g->u->num_experts);
+             "lift: a group's share of each layer's routed tokens over the whole traffic's share · %d group%s · %d experts",
+             g->u->num_groups, g->u->num_groups == 1 ? "" : "s", g->u->num_experts);
     mt_rd_text(cr, 16, 36, 0, 0, buf);
+}
+
+/* Group k's line under its name: its requests and tokens where known, its mean divergence where
+ * it has one, joined by " · ". */
+static void group_stats(const usage_layout *g, int k, char *buf, size_t size) {
+    const mt_usage_groups *u = g->u;
+    char part[3][96];
+    int n = 0;
+    if (u->requests)
+        snprintf(part[n++], sizeof part[0], "%lld request%s", (long long)u->requests[k], u->requests[k] == 1 ? "" : "s");
+    if (u->tokens[k] >= 0)
+        snprintf(part[n++], sizeof part[0], "%lld token%s", (long long)u->tokens[k], u->tokens[k] == 1 ? "" : "s");
+    if (g->divergence[k] >= 0)
+        snprintf(part[n++], sizeof part[0], "divergence from the rest %.3f bits (mean over layers)", g->divergence[k]);
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? " · " : "", part[i]);
 }
 
 static void draw_group(cairo_t *cr, const usage_layout *g, int k, double top) {
@@ -40,12 +58,7 @@ static void draw_group(cairo_t *cr, const usage_layout *g, int k, double top) {
     mt_rd_text(cr, g->x0, top, 0, 0, u->names[k]);
     mt_rd_font(cr, 11, 0);
     cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
-    int n = 0;
-    if (u->requests) n = snprintf(buf, sizeof buf, "%lld requests · ", (long long)u->requests[k]);
-    n += snprintf(buf + n, sizeof buf - (size_t)n, "%lld tokens", (long long)u->tokens[k]);
-    if (g->divergence[k] >= 0)
-        snprintf(buf + n, sizeof buf - (size_t)n, " · divergence from the rest %.3f bits (mean over layers)",
-                 g->divergence[k]);
+    group_stats(g, k, buf, sizeof buf);
     mt_rd_text(cr, g->x0, top + 17, 0, 0, buf);
 
     double y0 = top + 36;

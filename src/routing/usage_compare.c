@@ -38,20 +38,21 @@ double mt_usage_lift(const mt_usage_groups *u, int g, int l, int e) {
 
 static cJSON *num_or_null(double v) { return v < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(v); }
 
-/* The top_n experts by share_g - share_rest > 0, as JSON; rest [E] is all's row less the group's. */
+/* The top_n experts by share_g - share_rest > 0, as JSON; rest [E] is all's row less the group's.
+ * Empty when the group or the rest has no tokens: there is nothing to compare. */
 static cJSON *distinctive_json(const mt_usage_groups *u, int g, int l, const int64_t *rest, int top_n) {
     int E = u->num_experts;
     const int64_t *c = group_row(u, g, l);
     double sg = row_sum(c, E), sr = row_sum(rest, E);
     cJSON *list = cJSON_CreateArray();
-    if (!list || sg <= 0) return list;
+    if (!list || sg <= 0 || sr <= 0) return list;
     int last = -1;
     double last_excess = INFINITY;
     for (int r = 0; r < top_n; r++) { /* descending excess, ties to the lower expert id */
         int best = -1;
         double best_excess = 0;
         for (int e = 0; e < E; e++) {
-            double ex = (double)c[e] / sg - (sr > 0 ? (double)rest[e] / sr : 0.0);
+            double ex = (double)c[e] / sg - (double)rest[e] / sr;
             bool after = ex < last_excess || (ex == last_excess && e > last);
             if (after && ex > 0 && (best < 0 || ex > best_excess)) {
                 best = e;
@@ -64,7 +65,7 @@ static cJSON *distinctive_json(const mt_usage_groups *u, int g, int l, const int
         cJSON_AddItemToArray(list, o);
         cJSON_AddNumberToObject(o, "expert", best);
         cJSON_AddNumberToObject(o, "share", (double)c[best] / sg);
-        cJSON_AddNumberToObject(o, "share_rest", sr > 0 ? (double)rest[best] / sr : 0.0);
+        cJSON_AddNumberToObject(o, "share_rest", (double)rest[best] / sr);
         cJSON_AddItemToObject(o, "lift", num_or_null(mt_usage_lift(u, g, l, best)));
         last = best;
         last_excess = best_excess;
@@ -86,7 +87,7 @@ cJSON *mt_usage_compare_json(const mt_usage_groups *u, int top_n) {
         cJSON_AddItemToArray(groups, o);
         cJSON_AddStringToObject(o, "name", u->names[g]);
         if (u->requests) cJSON_AddNumberToObject(o, "requests", (double)u->requests[g]);
-        cJSON_AddNumberToObject(o, "tokens", (double)u->tokens[g]);
+        cJSON_AddItemToObject(o, "tokens", num_or_null((double)u->tokens[g]));
         cJSON *mean = cJSON_AddNullToObject(o, "divergence_mean");
         cJSON *per = cJSON_AddArrayToObject(o, "divergence_per_layer");
         cJSON *dist = cJSON_AddArrayToObject(o, "distinctive_experts_per_layer");

@@ -7,7 +7,8 @@
  *                                                            so null, where share_all(e) is 0)
  *   divergence  = Jensen-Shannon divergence of share_g and share_rest, in bits (0 same use, 1 disjoint
  *                 experts); null when the group or the rest has no tokens at that layer
- *   distinctive = the experts with the largest share_g(e) - share_rest(e) > 0, at most top_n.
+ *   distinctive = the experts with the largest share_g(e) - share_rest(e) > 0, at most top_n; none
+ *                 when the group or the rest has no tokens at that layer.
  * Dense layers have null entries. */
 #ifndef MT_ROUTING_USAGE_COMPARE_H
 #define MT_ROUTING_USAGE_COMPARE_H
@@ -21,7 +22,7 @@ typedef struct mt_usage_groups {
     int num_groups, num_layers, num_experts;
     const char *const *names;  /* [num_groups] */
     const int64_t *requests;   /* [num_groups] requests of each group, or NULL when not known */
-    const int64_t *tokens;     /* [num_groups] tokens forwarded of each group */
+    const int64_t *tokens;     /* [num_groups] tokens forwarded of each group, -1 where not known */
     const int64_t *count;      /* [num_groups, num_layers, num_experts] */
     const int64_t *all;        /* [num_layers, num_experts]: every token's count, groups' or not */
     const bool *layer_is_moe;  /* [num_layers] */
@@ -31,8 +32,9 @@ typedef struct mt_usage_groups {
  * sum); -1 when either sums to 0. */
 double mt_usage_js_divergence(const int64_t *p, const int64_t *q, int n);
 
-/* {"groups": [{"name", "requests" (when known), "tokens", "divergence_mean", "divergence_per_layer",
- *   "distinctive_experts_per_layer": [null | [{"expert", "share", "share_rest", "lift"}]]}],
+/* {"groups": [{"name", "requests" (when known), "tokens" (null when not known), "divergence_mean",
+ *   "divergence_per_layer", "distinctive_experts_per_layer": [null | [{"expert", "share",
+ *   "share_rest", "lift"}]]}],
  *  "mean_divergence_per_layer": [...]}; NULL when out of memory or a group's counts exceed all's. */
 cJSON *mt_usage_compare_json(const mt_usage_groups *u, int top_n);
 
