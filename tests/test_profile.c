@@ -286,6 +286,50 @@ static void test_domains(void **state) {
     cJSON_Delete(sum);
 }
 
+/* Two records with the same prompt under two labels: each domain counts all of its tokens (the
+ * prefix cache is off with --domain-field; with it on, the second would forward almost none). */
+static void test_domains_shared_prompt(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char ids[1024] = "", ds[4096], out[65536], args[1024];
+    for (int i = 0; i < 57; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", i ? ", " : "", 5 + i * 7);
+    snprintf(ds, sizeof ds, "{\"topic\": \"a\", \"input_ids\": [%s]}\n{\"topic\": \"b\", \"input_ids\": [%s]}\n", ids, ids);
+    write_file("shared.jsonl", ds);
+    snprintf(args, sizeof args, "profile --model %s --data %s/shared.jsonl --out %s/shared --max-new-tokens 1 "
+             "--concurrency 1 --domain-field topic", MODEL, g_dir, g_dir);
+    int st = run_moetrace(args, out, sizeof out);
+    if (st != 0) fail_msg("profile failed: %s", out);
+    char path[256];
+    mt_err err;
+    snprintf(path, sizeof path, "%s/shared/domains.json", g_dir);
+    cJSON *dj = mt_json_load_file(path, &err);
+    assert_non_null(dj);
+    const cJSON *doms = cJSON_GetObjectItem(dj, "domains");
+    mt_stat_dump d[2];
+    for (int g = 0; g < 2; g++) {
+        const cJSON *dom = cJSON_GetArrayItem(doms, g);
+        assert_int_equal(cJSON_GetObjectItem(dom, "tokens")->valueint, 57); /* P + G - 1 */
+        if (mt_stat_dump_load(cJSON_GetObjectItem(dom, "stat_dump")->valuestring, &d[g], &err)) fail_msg("%s", err.msg);
+    }
+    assert_memory_equal(d[0].moe_count, d[1].moe_count, (size_t)d[0].num_moe_layers * d[0].num_experts * sizeof(int64_t));
+    mt_stat_dump_free(&d[0]);
+    mt_stat_dump_free(&d[1]);
+    cJSON_Delete(dj);
+
+    /* labels that differ only in case get distinct folders (one folder on case-blind file systems) */
+    write_file("case.jsonl", "{\"topic\": \"Code\", \"input_ids\": [5, 6]}\n{\"topic\": \"code\", \"input_ids\": [7, 8]}\n");
+    snprintf(args, sizeof args, "profile --model %s --data %s/case.jsonl --out %s/case --max-new-tokens 1 --domain-field topic",
+             MODEL, g_dir, g_dir);
+    st = run_moetrace(args, out, sizeof out);
+    if (st != 0) fail_msg("profile failed: %s", out);
+    snprintf(path, sizeof path, "%s/case/domains.json", g_dir);
+    dj = mt_json_load_file(path, &err);
+    assert_non_null(dj);
+    const char *dump1 = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(dj, "domains"), 1), "stat_dump")->valuestring;
+    if (!strstr(dump1, "/domains/code-2/")) fail_msg("the second label's dump is %s", dump1);
+    cJSON_Delete(dj);
+}
+
 static void test_bad_domains(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -404,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_outputs_agree),
         cmocka_unit_test(test_bad_datasets),
         cmocka_unit_test(test_domains),
+        cmocka_unit_test(test_domains_shared_prompt),
         cmocka_unit_test(test_bad_domains),
         cmocka_unit_test(test_many_domains),
     };

@@ -343,6 +343,12 @@ static void test_compare_cli(void **state) {
     snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, path_of("cmp_c.json"), path_of("y.png"));
     assert_int_not_equal(run_cli(args, e, sizeof e), 0);
     assert_non_null(strstr(e, "not the shape of"));
+    snprintf(text, sizeof text, "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 2, "
+             "\"moe_layers\": [1], \"num_experts\": 4, \"top_k\": 2, \"logical_count\": [[0, 0, 0, 0], [1, 1, 1, 1]]}");
+    write_text(path_of("cmp_k2.json"), text); /* top-2: its shares mean other things */
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, path_of("cmp_k2.json"), path_of("y.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "top_k must match"));
     snprintf(args, sizeof args, "'%s' '%s' --out '%s' --ep-size 2", a, b, path_of("y.png"));
     assert_int_not_equal(run_cli(args, e, sizeof e), 0);
     assert_non_null(strstr(e, "draw one dump"));

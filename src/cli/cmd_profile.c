@@ -51,7 +51,8 @@ static const char PROFILE_HELP[] =
     "  --domain-field F       group the records by their field F (a string or an integer: a domain,\n"
     "                         a language, a source...) and record each group's expert use apart: its\n"
     "                         stat dump, its divergence from the rest of the traffic, its distinctive\n"
-    "                         experts and a heatmap of each expert's lift (docs/RECORDER.md)\n"
+    "                         experts and a heatmap of each expert's lift (docs/RECORDER.md); the\n"
+    "                         prefix cache is then off, so each request forwards all its tokens\n"
     "  --max-batch-tokens N   token budget of a forward pass (default 512 on cpu, 8192 on cuda)\n"
     "  --threads N  --load-format auto|dummy  --device cpu|cuda\n"
     "%s"
@@ -323,7 +324,10 @@ int cmd_profile(int argc, char **argv) {
     for (int i = 0; i < d.n; i++) longest = d.len[i] > longest ? d.len[i] : longest;
     int blocks_per = (longest + a.max_new_tokens + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
     mt_engine_opts eo = {.num_kv_blocks = blocks_per * a.concurrency + 64, .max_batch_tokens = a.max_batch_tokens,
-                         .max_running = a.concurrency, .prefix_cache = true,
+                         .max_running = a.concurrency,
+                         /* with domains, every request forwards all its tokens: a prefix two domains
+                            share counts for both */
+                         .prefix_cache = !a.domain_field,
                          .placement = have_plc ? &placement : NULL};
     st.cfg = c;
     st.total = d.n;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <cjson/cJSON.h>
@@ -44,7 +45,8 @@ void mt_profile_domains_free(mt_profile_domains *p) {
 }
 
 /* A folder name for label: its letters, digits, '.', '-' and '_', others as '_', at most SLUG_MAX
- * bytes, never starting with '.'; "-2", "-3", ... appended when an earlier label took it. */
+ * bytes, never starting with '.'; "-2", "-3", ... appended when an earlier label took it, letter
+ * case aside. */
 static void make_slug(const mt_profile_domains *p, int g, const char *label, char *slug, size_t n) {
     char base[SLUG_MAX + 1];
     size_t k = 0;
@@ -60,7 +62,7 @@ static void make_slug(const mt_profile_domains *p, int g, const char *label, cha
         bool taken = false;
         for (int h = 0; h < g && !taken; h++) {
             const char *dir = strrchr(p->dirs[h], '/');
-            taken = dir && strcmp(dir + 1, slug) == 0;
+            taken = dir && strcasecmp(dir + 1, slug) == 0; /* one folder on case-blind file systems */
         }
         if (!taken) return;
         snprintf(slug, n, "%s-%d", base, suffix);

@@ -155,29 +155,14 @@ int mt_usage_report_render(const mt_usage_groups *u, const char *title, const ch
     g.width = fmax(g.x0 + g.W + 24, 720);
     g.height = g.y0 + u->num_groups * g.panel + 8;
     if (g.height > 32000) return mt_errf(err, "%s: %d groups are too many to draw", out_path, u->num_groups);
-    int L = u->num_layers, E = u->num_experts;
-    int64_t *rest = malloc((size_t)E * sizeof *rest);
+    int64_t *rest = malloc((size_t)u->num_experts * sizeof *rest);
     g.divergence = malloc((size_t)u->num_groups * sizeof *g.divergence);
     if (!rest || !g.divergence) {
         free(rest);
         free(g.divergence);
         return mt_errf(err, "%s: out of memory", out_path);
     }
-    for (int k = 0; k < u->num_groups; k++) {
-        double sum = 0;
-        int n = 0;
-        for (int l = 0; l < L; l++) {
-            if (!u->layer_is_moe[l]) continue;
-            const int64_t *c = u->count + ((size_t)k * L + l) * E, *all = u->all + (size_t)l * E;
-            for (int e = 0; e < E; e++) rest[e] = all[e] - c[e];
-            double js = mt_usage_js_divergence(c, rest, E);
-            if (js >= 0) {
-                sum += js;
-                n++;
-            }
-        }
-        g.divergence[k] = n ? sum / n : -1.0;
-    }
+    for (int k = 0; k < u->num_groups; k++) g.divergence[k] = mt_usage_divergence_mean(u, k, rest);
     free(rest);
     int rc = mt_rd_render_file(out_path, g.width, g.height, draw_all, &g, err);
     free(g.divergence);

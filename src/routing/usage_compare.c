@@ -36,6 +36,32 @@ double mt_usage_lift(const mt_usage_groups *u, int g, int l, int e) {
     return ((double)c[e] / sg) / ((double)all[e] / sa);
 }
 
+/* rest = all traffic's row of layer l less group g's; false when a count would be negative (the
+ * group counted more than all traffic). */
+static bool rest_row(const mt_usage_groups *u, int g, int l, int64_t *rest) {
+    const int64_t *c = group_row(u, g, l), *all = u->all + (size_t)l * (size_t)u->num_experts;
+    bool ok = true;
+    for (int e = 0; e < u->num_experts; e++) {
+        rest[e] = all[e] - c[e];
+        ok = ok && rest[e] >= 0;
+    }
+    return ok;
+}
+
+double mt_usage_divergence_mean(const mt_usage_groups *u, int g, int64_t *rest) {
+    double sum = 0;
+    int n = 0;
+    for (int l = 0; l < u->num_layers; l++) {
+        if (!u->layer_is_moe[l] || !rest_row(u, g, l, rest)) continue;
+        double js = mt_usage_js_divergence(group_row(u, g, l), rest, u->num_experts);
+        if (js >= 0) {
+            sum += js;
+            n++;
+        }
+    }
+    return n ? sum / n : -1.0;
+}
+
 static cJSON *num_or_null(double v) { return v < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(v); }
 
 /* The top_n experts by share_g - share_rest > 0, as JSON; rest [E] is all's row less the group's.
@@ -100,13 +126,8 @@ cJSON *mt_usage_compare_json(const mt_usage_groups *u, int top_n) {
                 cJSON_AddItemToArray(dist, cJSON_CreateNull());
                 continue;
             }
-            const int64_t *c = group_row(u, g, l), *all = u->all + (size_t)l * (size_t)E;
-            for (int e = 0; e < E; e++) {
-                rest[e] = all[e] - c[e];
-                if (rest[e] < 0) ok = false; /* a group counted more than all traffic */
-            }
-            if (!ok) break;
-            double js = mt_usage_js_divergence(c, rest, E);
+            if (!(ok = rest_row(u, g, l, rest))) break;
+            double js = mt_usage_js_divergence(group_row(u, g, l), rest, E);
             cJSON_AddItemToArray(per, num_or_null(js));
             if (js >= 0) {
                 sum += js;

@@ -38,6 +38,10 @@ double mt_usage_js_divergence(const int64_t *p, const int64_t *q, int n);
  *  "mean_divergence_per_layer": [...]}; NULL when out of memory or a group's counts exceed all's. */
 cJSON *mt_usage_compare_json(const mt_usage_groups *u, int top_n);
 
+/* Group g's divergence averaged over the MoE layers that have one (-1 when none has); rest is
+ * scratch room for num_experts counts. Layers where g counted more than all traffic are skipped. */
+double mt_usage_divergence_mean(const mt_usage_groups *u, int g, int64_t *rest);
+
 /* lift_g(e) at layer l (g's share over all traffic's); -1 where all traffic has no count there
  * or the group has no tokens at that layer. */
 double mt_usage_lift(const mt_usage_groups *u, int g, int l, int e);
