@@ -27,7 +27,9 @@ typedef struct mt_profile_domains mt_profile_domains;
 
 /* field: the dataset field that labelled d's records; base: the options of the run's stat
  * recorder (mode, ep size, placement; the dump dir is replaced). Errors when no record has a
- * label, or when there are more than MT_PROFILE_MAX_DOMAINS distinct labels. */
+ * label, or when there are more than MT_PROFILE_MAX_DOMAINS distinct labels. The labels are
+ * copied; field, data_path, cfg, model_name, out_dir and base's placement are not, and must
+ * outlive the result. */
 mt_profile_domains *mt_profile_domains_new(const mt_dataset *d, const char *field, const char *data_path,
                                            const mt_config *cfg, const char *model_name,
                                            const mt_recorder_opts *base, const char *out_dir, mt_err *err);
