@@ -575,28 +575,17 @@ static int step_domains(demo_state *s) {
     int L = c->num_hidden_layers, E = c->num_experts, rc = -1;
     char data[4096];
     if (path_in(data, sizeof data, s->out, "domains.jsonl", &s->err) || write_domain_data(data, &s->err)) return -1;
-    demo_traffic t = {.n = N_DOMAIN_PROMPTS, .route_row = (size_t)L * c->top_k};
-    int32_t *ids[N_DOMAIN_PROMPTS] = {0};
-    int len[N_DOMAIN_PROMPTS];
-    char *names[N_DOMAIN_PROMPTS], *domains[N_DOMAIN_PROMPTS];
+    /* the prompts as `moetrace profile --domain-field domain` reads them */
+    mt_text_tools tools = {s->model_dir, s->tok, NULL};
+    mt_dataset d;
+    if (mt_dataset_load(data, &tools, "domain", &d, &s->err)) return -1;
     demo_result res[N_DOMAIN_PROMPTS];
     memset(res, 0, sizeof res);
-    t.ids = ids;
-    t.len = len;
-    t.res = res;
+    demo_traffic t = {.n = d.n, .ids = d.ids, .len = d.len, .res = res, .route_row = (size_t)L * c->top_k};
     mt_recorder *whole = NULL;
     mt_profile_domains *pd = NULL;
     int64_t *all = NULL;
     cJSON *dj = NULL;
-    for (int i = 0; i < N_DOMAIN_PROMPTS; i++) {
-        size_t n = 0;
-        const char *p = DOMAIN_PROMPTS[i][1];
-        if (mt_tokenizer_encode(s->tok, p, strlen(p), 1, &ids[i], &n, &s->err)) goto out;
-        len[i] = (int)n;
-        names[i] = (char *)DOMAIN_PROMPTS[i][1];
-        domains[i] = (char *)DOMAIN_PROMPTS[i][0];
-    }
-    mt_dataset d = {.ids = ids, .len = len, .names = names, .domains = domains, .n = N_DOMAIN_PROMPTS};
     mt_recorder_opts ro = stat_opts(s);
     if (!(whole = mt_recorder_new(c, s->model.name, &ro, &s->err))) goto out;
     if (!(pd = mt_profile_domains_new(&d, "domain", data, c, s->model.name, &ro, s->out, &s->err))) goto out;
@@ -605,8 +594,7 @@ static int step_domains(demo_state *s) {
     mt_routing_fanout_add(&fan, mt_recorder_sink(whole));
     mt_routing_fanout_add(&fan, mt_profile_domains_sink(pd));
     mt_routing_sink sink = mt_routing_fanout_sink(&fan);
-    if (run_traffic(&s->model, &t, N_DOMAIN_PROMPTS, N_DOMAIN_PROMPTS, DEMO_CHUNK, s->a.max_new_tokens, NULL, &sink,
-                    &s->err))
+    if (run_traffic(&s->model, &t, d.n, d.n, DEMO_CHUNK, s->a.max_new_tokens, NULL, &sink, &s->err))
         goto out;
     if (!(all = malloc((size_t)L * E * sizeof *all))) {
         mt_errf(&s->err, "out of memory");
@@ -626,11 +614,11 @@ static int step_domains(demo_state *s) {
     printf("   domains.json, domains.png (every expert's lift per domain), a stat dump per domain in domains/\n\n");
     rc = 0;
 out:
-    for (int i = 0; i < N_DOMAIN_PROMPTS; i++) {
-        free(ids[i]);
+    for (int i = 0; i < d.n; i++) {
         free(res[i].output);
         free(res[i].routing);
     }
+    mt_dataset_free(&d);
     cJSON_Delete(dj);
     free(all);
     mt_profile_domains_free(pd);
