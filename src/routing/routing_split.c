@@ -16,13 +16,15 @@ struct mt_routing_split {
     int *start;     /* [num_groups + 1] */
     int *order;     /* [cap] */
     int *seqs_in;   /* [num_groups] distinct sequences of each group in the pass */
-    /* one group's slice of a layer event */
+    /* the pass's tokens in that order: their fields, the same at every layer, copied at its first
+       layer; their choices, copied at each layer; group g's slice starts at start[g] */
     int cap;        /* tokens the buffers below hold */
     int top_k_cap;  /* top_k they were sized for */
     int32_t *seq, *pos, *tok, *ids, *phys;
     int64_t *req;
     const char **names;
     float *weights;
+    int32_t *sorted; /* scratch: one group's sequence slots, sorted */
 };
 
 mt_routing_split *mt_routing_split_new(const mt_routing_sink *groups, int num_groups, const int *group_of,
@@ -64,6 +66,7 @@ void mt_routing_split_free(mt_routing_split *s) {
     free(s->req);
     free(s->names);
     free(s->weights);
+    free(s->sorted);
     free(s);
 }
 
@@ -91,6 +94,7 @@ static bool reserve(mt_routing_split *s, int n, int k) {
     GROW(s->tok, (size_t)cap);
     GROW(s->req, (size_t)cap);
     GROW(s->names, (size_t)cap);
+    GROW(s->sorted, (size_t)cap);
     GROW(s->ids, nk);
     GROW(s->phys, nk);
     GROW(s->weights, nk);
@@ -105,7 +109,8 @@ static int cmp_int32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Groups the pass's tokens (counting sort, stable) and counts each group's sequences. */
+/* Groups the pass's tokens (counting sort, stable), copies their fields in that order and counts
+ * each group's sequences. */
 static void begin_pass(mt_routing_split *s, const mt_routing_event *ev) {
     s->in_pass = true;
     s->pass_dropped = false;
@@ -128,11 +133,19 @@ static void begin_pass(mt_routing_split *s, const mt_routing_event *ev) {
         int g = group_of_token(s, ev, t);
         if (g >= 0) s->order[fill[g]++] = t;
     }
+    for (int i = 0; i < s->start[G]; i++) {
+        int t = s->order[i];
+        s->seq[i] = ev->seq_ids ? ev->seq_ids[t] : 0;
+        s->pos[i] = ev->positions ? ev->positions[t] : -1;
+        s->tok[i] = ev->tokens ? ev->tokens[t] : -1;
+        s->req[i] = ev->request_ids[t];
+        s->names[i] = ev->request_names ? ev->request_names[t] : NULL;
+    }
     for (int g = 0; g < G; g++) {
         int a = s->start[g], m = s->start[g + 1] - a, distinct = 0;
-        for (int i = 0; i < m; i++) s->seq[i] = ev->seq_ids ? ev->seq_ids[s->order[a + i]] : 0;
-        qsort(s->seq, (size_t)m, sizeof *s->seq, cmp_int32);
-        for (int i = 0; i < m; i++) distinct += i == 0 || s->seq[i] != s->seq[i - 1];
+        memcpy(s->sorted, s->seq + a, (size_t)m * sizeof *s->sorted);
+        qsort(s->sorted, (size_t)m, sizeof *s->sorted, cmp_int32);
+        for (int i = 0; i < m; i++) distinct += i == 0 || s->sorted[i] != s->sorted[i - 1];
         s->seqs_in[g] = distinct;
     }
 }
@@ -143,28 +156,22 @@ static void split_on_layer(void *ctx, const mt_routing_event *ev) {
     if (s->pass_dropped || !ev->request_ids || ev->n_tokens != s->pass_n || !ev->topk_ids) return;
     int k = ev->top_k;
     if (k < 1 || k > s->top_k_cap) return; /* begin_pass sized the buffers for the pass's top_k */
+    for (int i = 0; i < s->start[s->num_groups]; i++) {
+        size_t to = (size_t)i * k, from = (size_t)s->order[i] * k;
+        memcpy(s->ids + to, ev->topk_ids + from, (size_t)k * sizeof *s->ids);
+        if (ev->topk_weights) memcpy(s->weights + to, ev->topk_weights + from, (size_t)k * sizeof *s->weights);
+        if (ev->phys_ids) memcpy(s->phys + to, ev->phys_ids + from, (size_t)k * sizeof *s->phys);
+    }
     for (int g = 0; g < s->num_groups; g++) {
         int a = s->start[g], m = s->start[g + 1] - a;
         if (m == 0) continue;
-        for (int i = 0; i < m; i++) {
-            int t = s->order[a + i];
-            s->seq[i] = ev->seq_ids ? ev->seq_ids[t] : 0;
-            s->pos[i] = ev->positions ? ev->positions[t] : -1;
-            s->tok[i] = ev->tokens ? ev->tokens[t] : -1;
-            s->req[i] = ev->request_ids[t];
-            s->names[i] = ev->request_names ? ev->request_names[t] : NULL;
-            memcpy(s->ids + (size_t)i * k, ev->topk_ids + (size_t)t * k, (size_t)k * sizeof *s->ids);
-            if (ev->topk_weights)
-                memcpy(s->weights + (size_t)i * k, ev->topk_weights + (size_t)t * k, (size_t)k * sizeof *s->weights);
-            if (ev->phys_ids)
-                memcpy(s->phys + (size_t)i * k, ev->phys_ids + (size_t)t * k, (size_t)k * sizeof *s->phys);
-        }
+        size_t ak = (size_t)a * k;
         mt_routing_event sub = {
             .layer = ev->layer, .n_tokens = m, .top_k = k,
-            .seq_ids = ev->seq_ids ? s->seq : NULL, .positions = ev->positions ? s->pos : NULL,
-            .tokens = ev->tokens ? s->tok : NULL, .request_ids = s->req,
-            .request_names = ev->request_names ? s->names : NULL, .topk_ids = s->ids,
-            .topk_weights = ev->topk_weights ? s->weights : NULL, .phys_ids = ev->phys_ids ? s->phys : NULL,
+            .seq_ids = ev->seq_ids ? s->seq + a : NULL, .positions = ev->positions ? s->pos + a : NULL,
+            .tokens = ev->tokens ? s->tok + a : NULL, .request_ids = s->req + a,
+            .request_names = ev->request_names ? s->names + a : NULL, .topk_ids = s->ids + ak,
+            .topk_weights = ev->topk_weights ? s->weights + ak : NULL, .phys_ids = ev->phys_ids ? s->phys + ak : NULL,
         };
         s->groups[g].on_layer(s->groups[g].ctx, &sub);
     }
