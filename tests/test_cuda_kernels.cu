@@ -69,6 +69,30 @@ static float *partials() {
     return g_partials;
 }
 
+// The direct path (mt_cuda_linear_direct, each of its variants) run on a, whose output (out_bytes
+// at a.out) holds the small path's result: the same bits. reset puts back what a.out held before.
+static void check_direct(mt_linear_args a, size_t out_bytes, const void *reset, const char *what) {
+    std::vector<char> want(out_bytes), got(out_bytes);
+    CK(cudaMemcpy(want.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
+    bool same = true;
+    for (int mode = 1; mode <= 4; mode++) {
+        if (reset) CK(cudaMemcpy(a.out, reset, out_bytes, cudaMemcpyHostToDevice));
+        else CK(cudaMemset(a.out, 0xff, out_bytes));
+        mt_cuda_linear_direct_set(mode);
+        mt_cuda_linear_small(&a, 0);
+        mt_cuda_linear_direct_set(-1);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(got.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
+        if (memcmp(want.data(), got.data(), out_bytes) != 0) {
+            same = false;
+            printf("    direct variant %d differs\n", mode);
+        }
+    }
+    printf("  %-64s %s\n", what, same ? "ok" : "FAIL");
+    if (!same) failures++;
+}
+
 // path: 0 small, 1 large, 2 split.
 static void check_dense(int rows, int K, int n, int epi, int path, int tile_rows = 64) {
     const bool large = path == 1;
@@ -126,6 +150,10 @@ static void check_dense(int rows, int K, int n, int epi, int path, int tile_rows
     snprintf(what, sizeof what, "linear %s rows %d K %d n %d epilogue %d",
              path == 2 ? "split" : large ? (tile_rows == 128 ? "large/128" : "large/64") : "small", rows, K, n, epi);
     report(what, rel(ref, got), epi == MT_EPI_F32 || epi == MT_EPI_F32_ADD ? 1e-5 : 8e-3);
+    if (path == 0 && n <= 8) {
+        snprintf(what, sizeof what, "  direct path: same bits (rows %d K %d n %d epilogue %d)", rows, K, n, epi);
+        check_direct(a, out_bytes, epi == MT_EPI_F32_ADD ? base.data() : nullptr, what);
+    }
     cudaFree(dw);
     cudaFree(dx);
     cudaFree(dout);
@@ -235,6 +263,12 @@ static void check_grouped(int rows, int K, int E, const std::vector<int> &counts
     snprintf(what, sizeof what, "grouped %s rows %d K %d experts %d pairs %d",
              large ? (tile_rows == 128 ? "large/128" : "large/64") : rows_max ? "small/8" : "small", rows, K, E, total);
     report(what, rel(ref, got), 1e-5);
+    if (!large && rows_max > 0 && rows_max <= 8) {
+        a.sort_early = sort_early;
+        snprintf(what, sizeof what, "  direct path: same bits%s", sort_early ? " (first weights before the wait)" : "");
+        check_direct(a, (size_t)total * rows * 4, nullptr, what);
+        a.sort_early = 0;
+    }
     if (sort_early) {
         CK(cudaMemset(dout, 0xff, (size_t)total * rows * 4));
         a.sort_early = 1;
@@ -708,6 +742,9 @@ static void check_products_and_routing() {
     check_paths_agree(80, 768, 3);
     check_paths_agree(5120, 2048, 1);   // q/k/v at batch 1: just over one wave of 8-row blocks (narrow stages)
     check_dense(5120, 2048, 2, MT_EPI_F32, false);
+    check_dense(1536, 2048, 1, MT_EPI_SWIGLU, false);    // an expert's gate/up at batch 1, dense
+    check_dense(2048, 4096, 1, MT_EPI_F32_ADD, false);   // o at batch 1
+    check_dense(40000, 1024, 1, MT_EPI_BF16, false);     // more items than one wave of direct blocks holds
     printf("expert sort\n");
     check_sort(7, 2, 8);
     check_sort(300, 8, 128);

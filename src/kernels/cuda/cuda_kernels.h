@@ -153,6 +153,13 @@ static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, in
  * once by bulk copies, K split over 8 warps. Grouped calls need per-group counts <= 64. With
  * rows_max <= 8 it works in passes of 8 rows (larger weight copies); the bits are the same. */
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
+/* The direct path for products of at most 8 X rows a group (or dense call of at most 8 rows):
+ * each warp loads its K slice's weight fragments straight into registers, and the warp that
+ * completes an item adds the slices; the small path's bits (linear_direct.cu). Returns 0, launching
+ * nothing, when it is off or does not take the product. Off unless MOETRACE_CUDA_DIRECT is 1-4 (a
+ * variant), or mt_cuda_linear_direct_set(mode) (-1: back to the variable). */
+int mt_cuda_linear_direct(const mt_linear_args *a, cudaStream_t st);
+void mt_cuda_linear_direct_set(int mode);
 /* The same product with its X row computed in its prologue: the previous layer's MoE combine and
  * the norm (a.combine; a.X unused), one launch instead of two. Its first 8 blocks each combine an
  * eighth of the row into combine.h_out and count themselves in combine.ready; every block waits

@@ -694,7 +694,10 @@ struct SplitPath {
 
 }  // namespace
 
-void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) { by_epilogue<SmallPath>(*a, st); }
+void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) {
+    if (mt_cuda_linear_direct(a, st)) return;   // same bits (linear_direct.cu)
+    by_epilogue<SmallPath>(*a, st);
+}
 
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
     // the Hopper kernel when usable and it takes this product (linear_wgmma.cu), same bits
