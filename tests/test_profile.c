@@ -384,11 +384,18 @@ static void test_many_domains(void **state) {
     char args[1024], out[8192], path[256];
     mt_err err;
     write_labelled(33, 33);
+    // an earlier run's picture in the folder goes: it would contradict this run's domains.json
+    snprintf(path, sizeof path, "%s/many", g_dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/many/domains.png", g_dir);
+    FILE *stale = fopen(path, "w");
+    assert_non_null(stale);
+    fclose(stale);
     snprintf(args, sizeof args, "profile --model %s --data %s/many.jsonl --out %s/many --domain-field topic --max-new-tokens 1",
              MODEL, g_dir, g_dir);
     if (run_moetrace(args, out, sizeof out)) fail_msg("profile: %s", out);
     assert_non_null(strstr(out, "33 domains: domains.png draws at most 32, so it is not drawn"));
-    snprintf(path, sizeof path, "%s/many/domains.png", g_dir);
+    assert_non_null(strstr(out, "an earlier run's picture"));
     assert_int_equal(access(path, F_OK), -1);
     snprintf(path, sizeof path, "%s/many/domains.json", g_dir);
     cJSON *dj = mt_json_load_file(path, &err);

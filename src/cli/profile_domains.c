@@ -225,13 +225,16 @@ int mt_profile_domains_write(mt_profile_domains *p, const int64_t *all_count, ch
     }
     snprintf(json_path, json_path_len, "%s/domains.json", p->out_dir);
     if (mt_atomic_write(json_path, text, strlen(text), err)) goto out;
+    char png[4096];
+    snprintf(png, sizeof png, "%s/domains.png", p->out_dir);
     if (G <= MAX_DRAWN_DOMAINS) {
-        char png[4096], title[512];
-        snprintf(png, sizeof png, "%s/domains.png", p->out_dir);
+        char title[512];
         snprintf(title, sizeof title, "%s — expert use by %s", p->model_name, p->field);
         if (mt_usage_report_render(&u, title, png, err)) goto out;
     } else {
         mt_log("%d domains: domains.png draws at most %d, so it is not drawn", G, MAX_DRAWN_DOMAINS);
+        // an earlier run's picture in the same folder would contradict this run's domains.json
+        if (remove(png) == 0) mt_log("removed %s, an earlier run's picture", png);
     }
     rc = 0;
 out:
