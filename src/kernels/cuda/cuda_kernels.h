@@ -155,9 +155,12 @@ static inline mt_linear_args mt_dense_args(mt_dmat W, const bf16 *X, int ldx, in
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
 /* The direct path for products of at most 8 X rows a group (or dense call of at most 8 rows):
  * each warp loads its K slice's weight fragments straight into registers, and the warp that
- * completes an item adds the slices; the small path's bits (linear_direct.cu). Returns 0, launching
- * nothing, when it is off or does not take the product. Off unless MOETRACE_CUDA_DIRECT is 1-4 (a
- * variant), or mt_cuda_linear_direct_set(mode) (-1: back to the variable). */
+ * completes an item adds the slices; the small path's bits (linear_direct.cu). mt_cuda_linear_small
+ * calls it first; it returns 0, launching nothing, when it is off or does not take the product. It
+ * takes grouped products without SwiGLU (the expert down product of decode batches up to 8), where
+ * it measured faster. MOETRACE_CUDA_DIRECT=0 turns it off, 2 picks a lighter variant (comparisons);
+ * mt_cuda_linear_direct_set(mode) overrides the variable (-1: back to it) and, with mode > 0, makes
+ * it take every product it can (tests). */
 int mt_cuda_linear_direct(const mt_linear_args *a, cudaStream_t st);
 void mt_cuda_linear_direct_set(int mode);
 /* The same product with its X row computed in its prologue: the previous layer's MoE combine and

@@ -4,13 +4,16 @@
 // The arithmetic is the small path's (linear.cu): each output is one m16n8k16 MMA chain per K slice
 // over its 16-wide chunks in order, the slices' sums added in slice order to a total from zero, so
 // the bits are the same. What differs is how the weights travel. The small path streams each warp's
-// slice through a ring of shared memory and ends every pass with a block barrier, during which no
-// warp copies. Here a warp loads its A fragments from global memory straight into registers (four
-// coalesced 4-byte loads a lane per 16 x 16 tile, which the tiled layout gives in fragment order),
-// the next batch of chunks always in flight while it multiplies this one, and never waits for
-// another warp: it leaves its slice's sums of an item in shared memory and counts itself in; the
-// warp that completes an item's count adds the slices and writes the outputs. A block owns a
-// contiguous run of items (at most DR_MAX_ITEMS); warp w streams slice w of each of them in turn.
+// slice through a ring of shared memory and ends every pass with a block barrier. Here a warp loads
+// its A fragments from global memory straight into registers (four coalesced 4-byte loads a lane
+// per 16 x 16 tile, which the tiled layout gives in fragment order), BATCH chunks at a time, and
+// never waits for another warp: it leaves its slice's sums of an item in shared memory and counts
+// itself in; the warp that completes an item's count adds the slices and writes the outputs. A
+// block owns a contiguous run of items (at most DR_MAX_ITEMS); warp w streams slice w of each.
+//
+// Registers hold far fewer bytes in flight than the small path's rings, so this is slower for most
+// products; the engine uses it where it measured faster, the expert down product of decode batches
+// up to 8 (docs/PERF.md, twenty-second session).
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_common.cuh"
@@ -100,7 +103,10 @@ __device__ __forceinline__ void direct_finish(const mt_linear_args &a, const Dir
 template <int EPI, int BATCH, int MINB>
 __global__ void __launch_bounds__(256, MINB) linear_direct_kernel(const mt_linear_args a) {
     MT_TIMELINE_KERNEL(MT_TL_LINEAR_SMALL);
-    __shared__ float4 part[DR_MAX_ITEMS][8][32];   // [item][slice][lane]: a warp's fragment sums
+    // [item][slice][lane]: a warp's fragment sums, for the block's most items (dynamic: sized by
+    // the launch, so the next launch's blocks find room beside this one's)
+    extern __shared__ float4 part_raw[];
+    float4 (*part)[8][32] = reinterpret_cast<float4 (*)[8][32]>(part_raw);
     __shared__ int arrived[DR_MAX_ITEMS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
     const int C = a.W.K / 16, S = mt_k_slices(a.W.K), R = a.W.rows_pad / 16;
@@ -125,9 +131,9 @@ __global__ void __launch_bounds__(256, MINB) linear_direct_kernel(const mt_linea
         // rows past the item's read its last row again: their columns are never stored
         xp = a.X + (size_t)src_row(a, nxt.row0 + min(tq, nxt.nrows - 1)) * a.ldx + (size_t)c0 * 16 + 2 * t4;
     };
-    // Two register sets in turn: one multiplied while the other's loads are in flight.
-    uint32_t A0[BATCH][4], B0[BATCH][2], A1[BATCH][4], B1[BATCH][2];
-    auto load = [&](uint32_t (&A)[BATCH][4], uint32_t (&B)[BATCH][2], int kb, bool weights, bool xrows) {
+    uint32_t A[BATCH][4], B[BATCH][2];
+    // batch kb of the item at wp / xp: its weights, its X rows, or both
+    auto load = [&](int kb, bool weights, bool xrows) {
 #pragma unroll
         for (int u = 0; u < BATCH; u++) {
             const int c = kb * BATCH + u;
@@ -152,7 +158,7 @@ __global__ void __launch_bounds__(256, MINB) linear_direct_kernel(const mt_linea
         share(a.group_offsets ? R * __ldcg(a.n_active) : R * ((a.n + DR_GROUP_ROWS - 1) / DR_GROUP_ROWS));
         if (i0 < i1) {
             set_item(i0, a.group_offsets != nullptr);
-            load(A0, B0, 0, true, false);
+            load(0, true, false);
             loaded = true;
         }
     }
@@ -163,31 +169,28 @@ __global__ void __launch_bounds__(256, MINB) linear_direct_kernel(const mt_linea
         share(R * *a.n_active);
         if (i0 >= i1) return;
         set_item(i0, false);
-        load(A0, B0, 0, true, false);
+        load(0, true, false);
     } else if (!loaded) {
         return;
     }
-    load(A0, B0, 0, false, true);
+    load(0, false, true);
 
     DirectItem cur = nxt;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    int il = 0, kb = 0;   // the batch multiplied next: batch kb of item i0 + il
-    // Multiplies batch kb (in A, B) after sending the next batch's loads into (An, Bn); at an
-    // item's last batch, leaves the slice's sums and counts itself in. False after the last batch.
-    auto step = [&](uint32_t (&A)[BATCH][4], uint32_t (&B)[BATCH][2], uint32_t (&An)[BATCH][4], uint32_t (&Bn)[BATCH][2]) {
+    for (int il = 0, kb = 0;;) {   // batch kb of item i0 + il is in A, B (or on its way)
+#pragma unroll
+        for (int u = 0; u < BATCH; u++)
+            if (kb * BATCH + u < span) mt_mma(acc, A[u], B[u]);
         int nk = kb + 1, nil = il;
         if (nk == nb) {
             nk = 0;
             nil++;
         }
         const bool more = i0 + nil < i1;
-        if (more) {
+        if (more) {   // the next batch's loads go out before this item's sums are added
             if (nk == 0) set_item(i0 + nil, false);
-            load(An, Bn, nk, true, true);
+            load(nk, true, true);
         }
-#pragma unroll
-        for (int u = 0; u < BATCH; u++)
-            if (kb * BATCH + u < span) mt_mma(acc, A[u], B[u]);
         if (kb == nb - 1) {
             // this warp's slice of item il is done: its sums in, itself counted
             part[il][warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
@@ -200,21 +203,20 @@ __global__ void __launch_bounds__(256, MINB) linear_direct_kernel(const mt_linea
             acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
             cur = nxt;
         }
+        if (!more) break;
         il = nil;
         kb = nk;
-        return more;
-    };
-    while (step(A0, B0, A1, B1) && step(A1, B1, A0, B0)) {
     }
 }
 
-// The variants A/B runs compare (MOETRACE_CUDA_DIRECT): chunks a batch and blocks a multiprocessor.
+// A launch of BATCH chunks a batch, MINB blocks a multiprocessor (the registers that leaves a thread).
 template <int EPI, int BATCH, int MINB>
 void launch_direct_shape(const mt_linear_args &a, cudaStream_t st) {
     static int resident = 0;
     if (!resident) {
         int per_sm = 0;
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_direct_kernel<EPI, BATCH, MINB>, 256, 0);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_direct_kernel<EPI, BATCH, MINB>, 256,
+                                                      (size_t)2 * 8 * 32 * sizeof(float4));
         resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
     }
     const int groups = a.group_offsets ? a.max_work : (a.n + DR_GROUP_ROWS - 1) / DR_GROUP_ROWS;
@@ -223,7 +225,9 @@ void launch_direct_shape(const mt_linear_args &a, cudaStream_t st) {
     int grid = items < resident ? items : resident;
     const int fewest = (items + DR_MAX_ITEMS - 1) / DR_MAX_ITEMS;   // so no block holds more
     if (grid < fewest) grid = fewest;
-    mt_launch(linear_direct_kernel<EPI, BATCH, MINB>, dim3(grid), dim3(256), 0, st, a);
+    const int per_block = (items + grid - 1) / grid;
+    mt_launch(linear_direct_kernel<EPI, BATCH, MINB>, dim3(grid), dim3(256), (size_t)per_block * 8 * 32 * sizeof(float4),
+              st, a);
 }
 
 template <int BATCH, int MINB>
@@ -238,7 +242,7 @@ int direct_mode() {
     static int env = -1;
     if (env < 0) {
         const char *v = getenv("MOETRACE_CUDA_DIRECT");
-        env = v && *v ? atoi(v) : 0;
+        env = v && *v ? atoi(v) : 1;
     }
     return env;
 }
@@ -251,11 +255,10 @@ int mt_cuda_linear_direct(const mt_linear_args *a, cudaStream_t st) {
     const int mode = direct_mode();
     if (mode <= 0 || a->rows_max <= 0 || a->rows_max > DR_MAX_ROWS || a->W.K % 16 != 0) return 0;
     if (!a->group_offsets && a->n > DR_MAX_ROWS) return 0;
-    switch (mode) {
-    case 2: by_epilogue<DirectPath<4, 3>>(*a, st); break;
-    case 3: by_epilogue<DirectPath<2, 4>>(*a, st); break;
-    case 4: by_epilogue<DirectPath<4, 2>>(*a, st); break;
-    default: by_epilogue<DirectPath<8, 2>>(*a, st); break;
-    }
+    // Left to itself it takes the grouped products without SwiGLU (the expert down product), the
+    // one it measured faster on; set by a test, every product it can.
+    if (direct_forced < 0 && (!a->group_offsets || a->epilogue == MT_EPI_SWIGLU)) return 0;
+    if (mode == 2) by_epilogue<DirectPath<4, 4>>(*a, st);   // fewer registers, four blocks a multiprocessor
+    else by_epilogue<DirectPath<8, 2>>(*a, st);
     return 1;
 }
