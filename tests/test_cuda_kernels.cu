@@ -83,7 +83,7 @@ static void check_direct(mt_linear_args a, size_t out_bytes, const void *reset, 
     std::vector<char> want(out_bytes), got(out_bytes);
     CK(cudaMemcpy(want.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
     bool same = true;
-    for (int mode = 1; mode <= 2; mode++) {
+    for (int mode = 1; mode <= 3; mode++) {
         if (reset) CK(cudaMemcpy(a.out, reset, out_bytes, cudaMemcpyHostToDevice));
         else CK(cudaMemset(a.out, 0xff, out_bytes));
         mt_cuda_linear_direct_set(mode);

@@ -158,7 +158,7 @@ void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st);
  * completes an item adds the slices; the small path's bits (linear_direct.cu). mt_cuda_linear_small
  * calls it first; it returns 0, launching nothing, when it is off or does not take the product. It
  * takes grouped products without SwiGLU (the expert down product of decode batches up to 8), where
- * it measured faster. MOETRACE_CUDA_DIRECT=0 turns it off, 2 picks a lighter variant (comparisons);
+ * it measured faster. MOETRACE_CUDA_DIRECT=0 turns it off, 2 or 3 forces one of its two shapes;
  * mt_cuda_linear_direct_set(mode) overrides the variable (-1: back to it) and, with mode > 0, makes
  * it take every product it can (tests). */
 int mt_cuda_linear_direct(const mt_linear_args *a, cudaStream_t st);

@@ -258,7 +258,11 @@ int mt_cuda_linear_direct(const mt_linear_args *a, cudaStream_t st) {
     // Left to itself it takes the grouped products without SwiGLU (the expert down product), the
     // one it measured faster on; set by a test, every product it can.
     if (direct_forced < 0 && (!a->group_offsets || a->epilogue == MT_EPI_SWIGLU)) return 0;
-    if (mode == 2) by_epilogue<DirectPath<4, 4>>(*a, st);   // fewer registers, four blocks a multiprocessor
-    else by_epilogue<DirectPath<8, 2>>(*a, st);
+    // One X row a group (batch 1): batches of 8 chunks, two blocks a multiprocessor; more rows
+    // (batch 8): batches of 4, four blocks, which measured faster there (docs/PERF.md). mode 2 and
+    // 3 force one or the other (comparisons).
+    const bool wide = mode == 2 || (mode != 3 && a->rows_max == 1);
+    if (wide) by_epilogue<DirectPath<8, 2>>(*a, st);
+    else by_epilogue<DirectPath<4, 4>>(*a, st);
     return 1;
 }
