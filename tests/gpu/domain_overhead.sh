@@ -4,8 +4,8 @@
 # four domains, 64 new tokens each, concurrency 64, the Qwen3-30B-A3B shape with dummy weights;
 # profile with and without the flag alternated for ROUNDS rounds (default 2), printing each run's
 # wall time and tokens/s (docs/PERF.md).
+source "$(dirname "$0")/device_env.sh"   # before pipefail: its `strings | grep -m1` ends on a broken pipe
 set -euo pipefail
-source "$(dirname "$0")/device_env.sh"
 rounds=${1:-2}
 model=bench/configs/qwen3-30b-a3b
 tmp=$(mktemp -d)
