@@ -20,7 +20,6 @@
 #include "kernels/cuda/mma.cuh"
 
 #include <stdlib.h>
-#include <string.h>
 
 namespace {
 
@@ -258,10 +257,10 @@ int mt_cuda_linear_direct(const mt_linear_args *a, cudaStream_t st) {
     // Left to itself it takes the grouped products without SwiGLU (the expert down product), the
     // one it measured faster on; set by a test, every product it can.
     if (direct_forced < 0 && (!a->group_offsets || a->epilogue == MT_EPI_SWIGLU)) return 0;
-    // One X row a group (batch 1): batches of 8 chunks, two blocks a multiprocessor; more rows
-    // (batch 8): batches of 4, four blocks, which measured faster there (docs/PERF.md). mode 2 and
-    // 3 force one or the other (comparisons).
-    const bool wide = mode == 2 || (mode != 3 && a->rows_max == 1);
+    // Up to 4 X rows a group (decode batches up to 4): batches of 8 chunks, two blocks a
+    // multiprocessor; more (batch 8): batches of 4, four blocks, which measured faster there
+    // (docs/PERF.md). mode 2 and 3 force one or the other (comparisons).
+    const bool wide = mode == 2 || (mode != 3 && a->rows_max <= 4);
     if (wide) by_epilogue<DirectPath<8, 2>>(*a, st);
     else by_epilogue<DirectPath<4, 4>>(*a, st);
     return 1;
