@@ -12,9 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cairo.h>
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "report/report_draw.h"
 #include "report/usage_report.h"
 #include "routing/recorder.h"
 #include "routing/routing_split.h"
@@ -275,6 +277,37 @@ static void test_compare_edges(void **state) {
     cJSON_Delete(j);
 }
 
+// Labels cut to the picture's width: whole when they fit, else a prefix on a character boundary
+// and an ellipsis, within the width.
+static void test_fit_text(void **state) {
+    (void)state;
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 10, 10);
+    cairo_t *cr = cairo_create(surf);
+    mt_rd_font(cr, 13, 1);
+    char out[64], longer[256];
+    cairo_text_extents_t te;
+    assert_string_equal(mt_rd_fit(cr, "prose", 400, out, sizeof out), "prose");
+    // 60 two-byte characters: too long for 120 pixels and for the buffer
+    longer[0] = 0;
+    for (int i = 0; i < 60; i++) strcat(longer, "\xc3\xa9");
+    mt_rd_fit(cr, longer, 120, out, sizeof out);
+    cairo_text_extents(cr, out, &te);
+    assert_true(te.x_advance <= 120);
+    size_t n = strlen(out);
+    assert_true(n > 3 && n < strlen(longer));
+    assert_string_equal(out + n - 3, "\xe2\x80\xa6");
+    assert_true((n - 3) % 2 == 0);   // the cut falls between characters
+    assert_memory_equal(out, longer, n - 3);
+    // nothing fits but the ellipsis
+    assert_string_equal(mt_rd_fit(cr, "abcdef", 0, out, sizeof out), "\xe2\x80\xa6");
+    // fits the width but not the buffer: cut to the buffer
+    char small[8];
+    mt_rd_fit(cr, "abcdefghijkl", 1e6, small, sizeof small);
+    assert_string_equal(small, "abcd\xe2\x80\xa6");
+    cairo_destroy(cr);
+    cairo_surface_destroy(surf);
+}
+
 static void test_picture(void **state) {
     (void)state;
     mt_usage_groups u = two_groups();
@@ -307,6 +340,7 @@ int main(void) {
         cmocka_unit_test(test_js_divergence),
         cmocka_unit_test(test_compare),
         cmocka_unit_test(test_compare_edges),
+        cmocka_unit_test(test_fit_text),
         cmocka_unit_test(test_picture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -189,7 +189,7 @@ static void draw_title(cairo_t *cr, const mt_stat_dump *d, const layout *g) {
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
     mt_rd_font(cr, 17, 1);
     snprintf(buf, sizeof buf, "%s — expert routing", d->model && d->model[0] ? d->model : "(unnamed model)");
-    mt_rd_text(cr, 16, 12, 0, 0, buf);
+    mt_rd_text_fit(cr, 16, 12, g->width - 32, buf);
     mt_rd_font(cr, 12, 0);
     fmt_count(tok, sizeof tok, d->num_tokens);
     char bal[128];

@@ -61,6 +61,40 @@ void mt_rd_text(cairo_t *cr, double x, double y, double ax, double ay, const cha
     cairo_show_text(cr, s);
 }
 
+static double advance(cairo_t *cr, const char *s) {
+    cairo_text_extents_t te;
+    cairo_text_extents(cr, s, &te);
+    return te.x_advance;
+}
+
+const char *mt_rd_fit(cairo_t *cr, const char *s, double max_width, char *out, size_t out_size) {
+    static const char ELLIPSIS[] = "\xe2\x80\xa6";   /* U+2026 */
+    size_t n = strlen(s);
+    if (n < out_size && advance(cr, s) <= max_width) {
+        memcpy(out, s, n + 1);
+        return out;
+    }
+    /* the longest prefix of at most `n` bytes that fits with the ellipsis: binary search over its
+     * length, each candidate backed off to a character boundary */
+    size_t lo = 0, hi = n < out_size - sizeof ELLIPSIS ? n : out_size - sizeof ELLIPSIS;
+    while (lo < hi) {
+        size_t mid = (lo + hi + 1) / 2, cut = mid;
+        while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
+        memcpy(out, s, cut);
+        memcpy(out + cut, ELLIPSIS, sizeof ELLIPSIS);
+        if (cut > lo && advance(cr, out) <= max_width) lo = cut;
+        else hi = mid - 1;
+    }
+    memcpy(out, s, lo);
+    memcpy(out + lo, ELLIPSIS, sizeof ELLIPSIS);
+    return out;
+}
+
+void mt_rd_text_fit(cairo_t *cr, double x, double y, double max_width, const char *s) {
+    char buf[1024];
+    mt_rd_text(cr, x, y, 0, 0, mt_rd_fit(cr, s, max_width, buf, sizeof buf));
+}
+
 void mt_rd_text_vertical(cairo_t *cr, double x, double y, const char *s) {
     cairo_save(cr);
     cairo_translate(cr, x, y);

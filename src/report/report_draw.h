@@ -12,6 +12,12 @@ void mt_rd_colormap(double t, double rgb[3]);
 void mt_rd_colormap_diverging(double t, double rgb[3]);
 /* Draws s with its anchor at (x, y): ax 0 left, 0.5 centre, 1 right; ay 0 top, 0.5 middle, 1 baseline. */
 void mt_rd_text(cairo_t *cr, double x, double y, double ax, double ay, const char *s);
+/* s cut to fit max_width in the current font: the whole of s when it fits, else its longest
+ * prefix that ends on a UTF-8 character boundary and, with "…" added, fits (just "…" when none
+ * does), into out (out_size >= 4). Returns out. */
+const char *mt_rd_fit(cairo_t *cr, const char *s, double max_width, char *out, size_t out_size);
+/* mt_rd_text of s cut to max_width (mt_rd_fit), left-aligned at x, top at y. */
+void mt_rd_text_fit(cairo_t *cr, double x, double y, double max_width, const char *s);
 /* Same, rotated by -90 degrees (reads bottom to top), centred on (x, y). */
 void mt_rd_text_vertical(cairo_t *cr, double x, double y, const char *s);
 /* Smallest step from 1, 2, 4, 5, 8, 10, 16, 20, 32, 50, 64, ... with step * unit_px >= min_px. */

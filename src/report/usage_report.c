@@ -22,7 +22,7 @@ static void draw_title(cairo_t *cr, const usage_layout *g) {
     char buf[256];
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
     mt_rd_font(cr, 17, 1);
-    mt_rd_text(cr, 16, 12, 0, 0, g->title);
+    mt_rd_text_fit(cr, 16, 12, g->width - 32, g->title);
     mt_rd_font(cr, 12, 0);
     cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
     snprintf(buf, sizeof buf,
@@ -55,7 +55,7 @@ static void draw_group(cairo_t *cr, const usage_layout *g, int k, double top) {
     char buf[320];
     cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
     mt_rd_font(cr, 13, 1);
-    mt_rd_text(cr, g->x0, top, 0, 0, u->names[k]);
+    mt_rd_text_fit(cr, g->x0, top, g->width - g->x0 - 16, u->names[k]);   // labels run up to 200 bytes
     mt_rd_font(cr, 11, 0);
     cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
     group_stats(g, k, buf, sizeof buf);
