@@ -133,24 +133,16 @@ struct SmallCursor {
     const bf16 *W, *xsrc;
 };
 
-// A grouped item's group, first row and rows are one load each from the sort's active table, all
-// three issued without waiting for n_active: slots past it hold stale values, which nothing uses
-// (their items are past n_items), so the weight copies start one memory round trip after the wait.
+// The item's rows (item_rows, linear_common.cuh): the weight copies start one memory round trip
+// after the wait.
 __device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args &a, int R) {
     c.pass = 0;
     c.st = 0;
-    int y = c.item / R;
-    c.rt = c.item - y * R;
-    if (a.group_offsets) {
-        const bool slot = y < a.n_groups;
-        c.g = slot ? a.active[y] : 0;
-        c.row0 = slot ? a.active[a.n_groups + y] : 0;
-        c.nrows = slot ? min(SMALL_MAX_ROWS, a.active[2 * a.n_groups + y]) : 0;
-    } else {
-        c.g = 0;
-        c.row0 = y * SMALL_MAX_ROWS;
-        c.nrows = min(SMALL_MAX_ROWS, a.n - c.row0);
-    }
+    const ItemRows it = item_rows(a, c.item, R, SMALL_MAX_ROWS, SMALL_MAX_ROWS, false);
+    c.rt = it.rt;
+    c.g = it.g;
+    c.row0 = it.row0;
+    c.nrows = it.nrows;
 }
 
 template <int ROWS>

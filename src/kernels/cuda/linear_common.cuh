@@ -1,5 +1,6 @@
-// Pieces every matrix-product kernel shares (linear.cu, linear_wgmma.cu): which X rows a block of
-// the large-tile paths owns, where a position's X row is, and how a finished output is written.
+// Pieces every matrix-product kernel shares (linear.cu, linear_direct.cu, linear_wgmma.cu): which X
+// rows a block of the large-tile paths owns, which rows a decode-sized item covers, where a
+// position's X row is, and how a finished output is written.
 #ifndef MT_KERNELS_CUDA_LINEAR_COMMON_CUH
 #define MT_KERNELS_CUDA_LINEAR_COMMON_CUH
 
@@ -35,6 +36,35 @@ __device__ __forceinline__ bool large_tile_work_at(const mt_linear_args &a, int 
 // The same for block row blockIdx.y.
 __device__ __forceinline__ bool large_tile_work(const mt_linear_args &a, int BN, Work &wk) {
     return large_tile_work_at(a, BN, blockIdx.y, wk);
+}
+
+// One item of the decode-sized paths (the small path in linear.cu, the direct path): 16-row tile rt
+// (of R a group) of group g, over X rows [row0, row0 + nrows).
+struct ItemRows {
+    int g, rt, row0, nrows;
+};
+
+// Item `item`'s rows. Grouped: slot item / R of the sort's active table, its group, first row and
+// rows read with three loads issued together without waiting for n_active (slots past n_groups
+// read as empty; slots past n_active hold stale values, which callers never reach). Dense: rows
+// [group_rows (item / R), +group_rows). Rows are capped at max_rows. early reads through L2, as
+// reads before the dependency wait must.
+__device__ __forceinline__ ItemRows item_rows(const mt_linear_args &a, int item, int R, int group_rows, int max_rows, bool early) {
+    ItemRows it;
+    const int y = item / R;
+    it.rt = item - y * R;
+    if (a.group_offsets) {
+        const int32_t *t = a.active;
+        const bool slot = y < a.n_groups;
+        it.g = slot ? (early ? __ldcg(t + y) : t[y]) : 0;
+        it.row0 = slot ? (early ? __ldcg(t + a.n_groups + y) : t[a.n_groups + y]) : 0;
+        it.nrows = slot ? min(max_rows, early ? __ldcg(t + 2 * a.n_groups + y) : t[2 * a.n_groups + y]) : 0;
+    } else {
+        it.g = 0;
+        it.row0 = y * group_rows;
+        it.nrows = min(max_rows, a.n - it.row0);
+    }
+    return it;
 }
 
 // X row of sorted position p (gathered through src_rows when set).

@@ -27,30 +27,6 @@ constexpr int DR_MAX_ROWS = 8;    // X rows of a group: one MMA n-tile
 constexpr int DR_MAX_ITEMS = 8;   // items a block keeps slice sums of (32 KB of shared memory)
 constexpr int DR_GROUP_ROWS = 64; // rows of a dense item, as the small path counts them
 
-// One item: 16-row tile rt of group g (the dense matrix: g 0), X rows [row0, row0 + nrows).
-struct DirectItem {
-    int g, rt, row0, nrows;
-};
-
-// The item's group, first row and rows from the sort's active table (early: read through L2,
-// before the dependency wait; the sort is two or more launches back).
-__device__ __forceinline__ DirectItem direct_item(const mt_linear_args &a, int item, int R, bool early) {
-    DirectItem it;
-    const int y = item / R;
-    it.rt = item - y * R;
-    if (a.group_offsets) {
-        const int32_t *t = a.active;
-        it.g = early ? __ldcg(t + y) : t[y];
-        it.row0 = early ? __ldcg(t + a.n_groups + y) : t[a.n_groups + y];
-        it.nrows = min(DR_MAX_ROWS, early ? __ldcg(t + 2 * a.n_groups + y) : t[2 * a.n_groups + y]);
-    } else {
-        it.g = 0;
-        it.row0 = y * DR_GROUP_ROWS;
-        it.nrows = min(DR_MAX_ROWS, a.n - it.row0);
-    }
-    return it;
-}
-
 // 4 bytes of weights read once: not kept in L1, 256-byte L2 fetches, the product's L2 policy.
 __device__ __forceinline__ uint32_t ld_weight32(const bf16 *p, uint64_t policy) {
     uint32_t v;
@@ -67,7 +43,7 @@ __device__ __forceinline__ int frag_core(int j) { return ((j & 1) * 2 + (j >> 1)
 // The last slice of item `il` is in (part, this lane's column of each warp's fragment): add the
 // slices in order from zero, as every path does, and write the outputs.
 template <int EPI>
-__device__ __forceinline__ void direct_finish(const mt_linear_args &a, const DirectItem &cur, const float4 (*slices)[32], int S) {
+__device__ __forceinline__ void direct_finish(const mt_linear_args &a, const ItemRows &cur, const float4 (*slices)[32], int S) {
     const int lane = threadIdx.x & 31, tq = lane >> 2, t4 = lane & 3;
     __threadfence_block();
     float t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f;
@@ -122,10 +98,10 @@ __global__ void __launch_bounds__(256, MINB) linear_direct_kernel(const mt_linea
         i0 = (int)((long long)blockIdx.x * n / gridDim.x);
         i1 = (int)((long long)(blockIdx.x + 1) * n / gridDim.x);
     };
-    DirectItem nxt = {0, 0, 0, 1};
+    ItemRows nxt = {0, 0, 0, 1};
     const bf16 *wp = nullptr, *xp = nullptr;   // this lane's weights and X row of item nxt, slice start
     auto set_item = [&](int item, bool early) {
-        nxt = direct_item(a, item, R, early);
+        nxt = item_rows(a, item, R, DR_GROUP_ROWS, DR_MAX_ROWS, early);
         wp = a.W.w + (size_t)nxt.g * a.group_stride + ((size_t)nxt.rt * C + c0) * 256 + 2 * lane;
         // rows past the item's read its last row again: their columns are never stored
         xp = a.X + (size_t)src_row(a, nxt.row0 + min(tq, nxt.nrows - 1)) * a.ldx + (size_t)c0 * 16 + 2 * t4;
@@ -174,7 +150,7 @@ __global__ void __launch_bounds__(256, MINB) linear_direct_kernel(const mt_linea
     }
     load(0, false, true);
 
-    DirectItem cur = nxt;
+    ItemRows cur = nxt;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int il = 0, kb = 0;;) {   // batch kb of item i0 + il is in A, B (or on its way)
 #pragma unroll
