@@ -54,11 +54,12 @@ static void seen_pass(void *ctx, const mt_pass_event *ev) {
     s->passes++;
 }
 
-/* One pass: tokens of requests req[0..n), sequence slot = request id, position = 10 * pass + t;
- * routing of token t at layer l: (t + l + j) % E. */
-static void feed(mt_routing_sink s, int pass, const int64_t *req, int n) {
-    int32_t seq[MAX_T], pos[MAX_T], tok[MAX_T], ids[MAX_T * K];
+/* One pass: tokens of requests req[0..n), sequence slot = request id, position = 10 * pass + t,
+ * group group_of[request id] (0 past n_groups' ids); routing of token t at layer l: (t + l + j) % E. */
+static void feed(mt_routing_sink s, int pass, const int64_t *req, int n, const int32_t *group_of, int n_ids) {
+    int32_t seq[MAX_T], pos[MAX_T], tok[MAX_T], grp[MAX_T], ids[MAX_T * K];
     for (int t = 0; t < n; t++) {
+        grp[t] = req[t] >= 0 && req[t] < n_ids ? group_of[req[t]] : 0;
         seq[t] = (int32_t)req[t];
         pos[t] = 10 * pass + t;
         tok[t] = 100 + t;
@@ -67,7 +68,7 @@ static void feed(mt_routing_sink s, int pass, const int64_t *req, int n) {
         for (int t = 0; t < n; t++)
             for (int j = 0; j < K; j++) ids[t * K + j] = (t + l + j) % E;
         mt_routing_event ev = {.layer = l, .n_tokens = n, .top_k = K, .seq_ids = seq, .positions = pos,
-                               .tokens = tok, .request_ids = req, .topk_ids = ids};
+                               .tokens = tok, .request_ids = req, .topk_ids = ids, .request_groups = grp};
         s.on_layer(s.ctx, &ev);
     }
     mt_pass_event pe = {.n_tokens = n, .num_seqs_in_pass = 0};
@@ -77,17 +78,21 @@ static void feed(mt_routing_sink s, int pass, const int64_t *req, int n) {
 static void test_split_divides_tokens(void **state) {
     (void)state;
     seen a = {0}, b = {0};
-    mt_routing_sink groups[2] = {{seen_layer, seen_pass, &a}, {seen_layer, seen_pass, &b}};
-    int group_of[4] = {0, 1, -1, 0}; /* requests 0 and 3 in group 0, 1 in group 1, 2 in none */
-    mt_routing_split *sp = mt_routing_split_new(groups, 2, group_of, 4);
+    mt_routing_sink ga = {seen_layer, seen_pass, &a}, gb = {seen_layer, seen_pass, &b};
+    /* requests 0 and 3 in group 1, request 1 in group 2, request 2 in none, request 4 in group 3,
+       which is never added */
+    const int32_t group_of[5] = {1, 2, 0, 1, 3};
+    mt_routing_split *sp = mt_routing_split_new(3);
     assert_non_null(sp);
+    assert_int_equal(mt_routing_split_add(sp, ga), 1);
+    assert_int_equal(mt_routing_split_add(sp, gb), 2);
     mt_routing_sink s = mt_routing_split_sink(sp);
-    const int64_t pass0[] = {0, 1, 2, 3, 1, 0, 7}; /* 7: outside the requests, in no group */
-    const int64_t pass1[] = {2, 2};               /* no group's token */
+    const int64_t pass0[] = {0, 1, 2, 3, 1, 0, 7, 4}; /* 7: group 0; 4: a group not added */
+    const int64_t pass1[] = {2, 2};                  /* no group's token */
     const int64_t pass2[] = {1};
-    feed(s, 0, pass0, 7);
-    feed(s, 1, pass1, 2);
-    feed(s, 2, pass2, 1);
+    feed(s, 0, pass0, 8, group_of, 5);
+    feed(s, 1, pass1, 2, group_of, 5);
+    feed(s, 2, pass2, 1, group_of, 5);
     /* group 0: tokens 0, 3, 5 of pass 0 (requests 0, 3, 0), in batch order */
     assert_int_equal(a.passes, 1);
     assert_int_equal(a.layer_events, L);
@@ -116,14 +121,49 @@ static void test_split_divides_tokens(void **state) {
     mt_routing_split_free(sp);
 }
 
+/* A group added between passes sees the passes after it, whole; events without request_groups go
+ * to no group. */
+static void test_split_group_added_later(void **state) {
+    (void)state;
+    seen a = {0}, b = {0};
+    mt_routing_sink ga = {seen_layer, seen_pass, &a}, gb = {seen_layer, seen_pass, &b};
+    const int32_t group_of[2] = {1, 2};
+    mt_routing_split *sp = mt_routing_split_new(2);
+    assert_non_null(sp);
+    assert_int_equal(mt_routing_split_add(sp, ga), 1);
+    mt_routing_sink s = mt_routing_split_sink(sp);
+    const int64_t both[] = {0, 1, 1};
+    feed(s, 0, both, 3, group_of, 2); /* request 1's group is not there yet */
+    assert_int_equal(mt_routing_split_add(sp, gb), 2);
+    feed(s, 1, both, 3, group_of, 2);
+    assert_int_equal(a.passes, 2);
+    assert_int_equal(a.tokens, 2);
+    assert_int_equal(b.passes, 1);
+    assert_int_equal(b.tokens, 2);
+    assert_int_equal(b.pass_tokens[0], 2);
+    assert_int_equal(b.pos[0], 11);
+    int32_t ids[K] = {0};
+    int32_t pos = 0;
+    mt_routing_event ev = {.layer = 0, .n_tokens = 1, .top_k = K, .positions = &pos, .topk_ids = ids};
+    s.on_layer(s.ctx, &ev);
+    mt_pass_event pe = {.n_tokens = 1};
+    s.on_pass(s.ctx, &pe);
+    assert_int_equal(a.passes, 2);
+    assert_int_equal(b.passes, 1);
+    mt_routing_split_free(sp);
+}
+
 static void test_split_rejects_bad_arguments(void **state) {
     (void)state;
     seen a = {0};
     mt_routing_sink ok = {seen_layer, seen_pass, &a}, none = {NULL, NULL, NULL};
-    int group_of[2] = {0, 1};
-    assert_null(mt_routing_split_new(&ok, 1, group_of, 2)); /* group 1 of 1 */
-    assert_null(mt_routing_split_new(&none, 1, group_of, 1));
-    assert_null(mt_routing_split_new(&ok, 0, group_of, 1));
+    assert_null(mt_routing_split_new(0));
+    mt_routing_split *sp = mt_routing_split_new(1);
+    assert_non_null(sp);
+    assert_int_equal(mt_routing_split_add(sp, none), -1); /* no on_layer */
+    assert_int_equal(mt_routing_split_add(sp, ok), 1);
+    assert_int_equal(mt_routing_split_add(sp, ok), -1);   /* full */
+    mt_routing_split_free(sp);
 }
 
 /* Recorders behind the split: the groups' counts and the ungrouped tokens' add up to a recorder
@@ -146,10 +186,12 @@ static void test_split_recorders_add_up(void **state) {
     assert_true(whole && g0 && g1 && rest);
     mt_recorder *all[4] = {whole, g0, g1, rest};
     for (int i = 0; i < 4; i++) mt_recorder_start(all[i]);
-    mt_routing_sink groups[3] = {mt_recorder_sink(g0), mt_recorder_sink(g1), mt_recorder_sink(rest)};
-    int group_of[3] = {0, 1, 2};
-    mt_routing_split *sp = mt_routing_split_new(groups, 3, group_of, 3);
+    const int32_t group_of[3] = {1, 2, 3};
+    mt_routing_split *sp = mt_routing_split_new(3);
     assert_non_null(sp);
+    assert_int_equal(mt_routing_split_add(sp, mt_recorder_sink(g0)), 1);
+    assert_int_equal(mt_routing_split_add(sp, mt_recorder_sink(g1)), 2);
+    assert_int_equal(mt_routing_split_add(sp, mt_recorder_sink(rest)), 3);
     mt_routing_fanout fan = {0};
     mt_routing_fanout_add(&fan, mt_recorder_sink(whole));
     mt_routing_fanout_add(&fan, mt_routing_split_sink(sp));
@@ -158,7 +200,7 @@ static void test_split_recorders_add_up(void **state) {
         int64_t req[MAX_T];
         int n = 3 + p * 2;
         for (int t = 0; t < n; t++) req[t] = (t * 7 + p) % 3;
-        feed(s, p, req, n);
+        feed(s, p, req, n, group_of, 3);
     }
     int64_t cw[L * E], cg[L * E], sum[L * E] = {0};
     mt_recorder_logical_count(whole, cw);
@@ -335,6 +377,7 @@ static void test_picture(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_divides_tokens),
+        cmocka_unit_test(test_split_group_added_later),
         cmocka_unit_test(test_split_rejects_bad_arguments),
         cmocka_unit_test(test_split_recorders_add_up),
         cmocka_unit_test(test_js_divergence),

@@ -130,6 +130,7 @@ typedef struct demo_traffic {
     int n;                   /* requests */
     int32_t **ids;           /* [n] prompt ids */
     int *len;
+    const int32_t *groups;   /* [n] each request's group (mt_request.group), or NULL: none */
     demo_result *res;        /* [n] filled by the run */
     size_t route_row;        /* layers * top_k */
     long passes, tokens;     /* of the last run */
@@ -165,7 +166,7 @@ static int run_traffic(const mt_model *m, demo_traffic *t, int n, int running, i
     for (int i = 0; i < n && !rc; i++) {
         t->res[i].rows = -1;
         mt_request r = {.id = i, .prompt = t->ids[i], .n_prompt = t->len[i], .max_new_tokens = max_new,
-                        .sampling = {.top_p = 1.0f}};
+                        .sampling = {.top_p = 1.0f}, .group = t->groups ? t->groups[i] : 0};
         rc = mt_engine_submit(e, &r, err);
     }
     while (!rc && !mt_engine_idle(e))
@@ -572,7 +573,7 @@ static void print_domain(const cJSON *d) {
 
 static int step_domains(demo_state *s) {
     const mt_config *c = &s->model.cfg;
-    int L = c->num_hidden_layers, E = c->num_experts, rc = -1;
+    int L = c->num_hidden_layers, rc = -1;
     char data[4096];
     if (path_in(data, sizeof data, s->out, "domains.jsonl", &s->err) || write_domain_data(data, &s->err)) return -1;
     /* the prompts as `moetrace profile --domain-field domain` reads them */
@@ -581,28 +582,22 @@ static int step_domains(demo_state *s) {
     if (mt_dataset_load(data, &tools, "domain", &d, &s->err)) return -1;
     demo_result res[N_DOMAIN_PROMPTS];
     memset(res, 0, sizeof res);
-    demo_traffic t = {.n = d.n, .ids = d.ids, .len = d.len, .res = res, .route_row = (size_t)L * c->top_k};
-    mt_recorder *whole = NULL;
-    mt_profile_domains *pd = NULL;
-    int64_t *all = NULL;
+    int32_t groups[N_DOMAIN_PROMPTS];
+    demo_traffic t = {.n = d.n, .ids = d.ids, .len = d.len, .groups = groups, .res = res,
+                      .route_row = (size_t)L * c->top_k};
+    mt_domain_usage *pd = NULL;
     cJSON *dj = NULL;
     mt_recorder_opts ro = stat_opts(s);
-    if (!(whole = mt_recorder_new(c, s->model.name, &ro, &s->err))) goto out;
-    if (!(pd = mt_profile_domains_new(&d, "domain", data, c, s->model.name, &ro, s->out, &s->err))) goto out;
-    mt_recorder_start(whole);
-    mt_routing_fanout fan = {0};
-    mt_routing_fanout_add(&fan, mt_recorder_sink(whole));
-    mt_routing_fanout_add(&fan, mt_profile_domains_sink(pd));
-    mt_routing_sink sink = mt_routing_fanout_sink(&fan);
-    if (run_traffic(&s->model, &t, d.n, d.n, DEMO_CHUNK, s->a.max_new_tokens, NULL, &sink, &s->err))
-        goto out;
-    if (!(all = malloc((size_t)L * E * sizeof *all))) {
-        mt_errf(&s->err, "out of memory");
+    if (d.n > N_DOMAIN_PROMPTS) {
+        mt_errf(&s->err, "domains.jsonl: %d lines, %d expected", d.n, N_DOMAIN_PROMPTS);
         goto out;
     }
-    mt_recorder_logical_count(whole, all);
+    if (!(pd = mt_profile_domains_new(&d, "domain", data, c, s->model.name, &ro, groups, &s->err))) goto out;
+    mt_routing_sink sink = mt_domain_usage_sink(pd);
+    if (run_traffic(&s->model, &t, d.n, d.n, DEMO_CHUNK, s->a.max_new_tokens, NULL, &sink, &s->err))
+        goto out;
     char json_path[4096];
-    if (mt_profile_domains_write(pd, all, json_path, sizeof json_path, &s->err)) goto out;
+    if (mt_domain_usage_write(pd, s->out, true, json_path, sizeof json_path, &s->err)) goto out;
     if (!(dj = mt_json_load_file(json_path, &s->err))) goto out;
     printf("6. Expert use per domain   [moetrace profile --model %s --data domains.jsonl --domain-field domain ...]\n"
            "   %d prose and %d command-line prompts, each domain recorded apart: how far its routing is from the\n"
@@ -620,9 +615,7 @@ out:
     }
     mt_dataset_free(&d);
     cJSON_Delete(dj);
-    free(all);
-    mt_profile_domains_free(pd);
-    mt_recorder_free(whole);
+    mt_domain_usage_free(pd);
     return rc;
 }
 

@@ -284,7 +284,8 @@ int cmd_profile(int argc, char **argv) {
     profile_state st = {0};
     mt_placement placement = {0};
     int64_t *phys = NULL, *rec = NULL; /* the stat recorder's physical and logical counts */
-    mt_profile_domains *domains = NULL;
+    mt_domain_usage *domains = NULL;
+    int32_t *groups = NULL; /* each record's domain group (0: none) */
     if (mt_dataset_load(a.data, &tools, a.domain_field, &d, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         mt_tokenizer_free(tools.tok);
@@ -316,8 +317,14 @@ int cmd_profile(int argc, char **argv) {
     }
     if (a.domain_field) {
         ro.mode = MT_REC_STAT;
-        if (!(domains = mt_profile_domains_new(&d, a.domain_field, a.data, c, model.name, &ro, a.out, &err))) goto fail;
-        mt_routing_fanout_add(&fan, mt_profile_domains_sink(domains));
+        if (!(groups = calloc((size_t)d.n, sizeof *groups))) {
+            mt_errf(&err, "out of memory");
+            goto fail;
+        }
+        if (!(domains = mt_profile_domains_new(&d, a.domain_field, a.data, c, model.name, &ro, groups, &err)) ||
+            mt_domain_usage_prepare(domains, a.out, &err))
+            goto fail;
+        mt_routing_fanout_add(&fan, mt_domain_usage_sink(domains));
     }
     mt_routing_sink sink = mt_routing_fanout_sink(&fan);
     int longest = 0;
@@ -340,7 +347,8 @@ int cmd_profile(int argc, char **argv) {
     if (!(engine = mt_engine_new(&model, &eo, on_event, &st, &sink, &err))) goto fail;
     for (int i = 0; i < d.n; i++) {
         mt_request r = {.id = i, .name = d.names[i], .prompt = d.ids[i], .n_prompt = d.len[i],
-                        .max_new_tokens = a.max_new_tokens, .ignore_eos = a.ignore_eos, .sampling = a.sampling};
+                        .max_new_tokens = a.max_new_tokens, .ignore_eos = a.ignore_eos, .sampling = a.sampling,
+                        .group = groups ? groups[i] : 0};
         r.sampling.seed = a.sampling.seed + (uint64_t)i;
         if (mt_engine_submit(engine, &r, &err)) {
             fprintf(stderr, "moetrace: %s line %d: %s\n", a.data, i + 1, err.msg);
@@ -403,7 +411,7 @@ int cmd_profile(int argc, char **argv) {
                               have_plc ? &placement : NULL, phys, rc_counts.pass_balancedness);
     if (tok_path[0]) cJSON_AddStringToObject(sum, "per_token_dump", tok_path);
     char domains_path[4096];
-    if (domains && mt_profile_domains_write(domains, rec, domains_path, sizeof domains_path, &err)) {
+    if (domains && mt_domain_usage_write(domains, a.out, true, domains_path, sizeof domains_path, &err)) {
         cJSON_Delete(sum);
         goto fail;
     }
@@ -424,7 +432,8 @@ done:
     mt_engine_free(engine);
     mt_recorder_free(stat);
     mt_recorder_free(tok_rec);
-    mt_profile_domains_free(domains);
+    mt_domain_usage_free(domains);
+    free(groups);
     free(st.count);
     free(st.pairs);
     free(phys);

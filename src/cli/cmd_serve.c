@@ -61,10 +61,14 @@ static const char SERVE_HELP[] =
     "  --expert-dump-dir DIR                          [MOETRACE_EXPERT_DUMP_DIR] (default /tmp)\n"
     "  --expert-dump-visualize                        heatmap PNG beside each dump [MOETRACE_EXPERT_DUMP_VISUALIZE=1]\n"
     "  --enable-return-routed-experts                 let requests ask for their routing\n"
-    "  --enable-expert-distribution-metrics           record from start-up; balancedness in /metrics\n";
+    "  --enable-expert-distribution-metrics           record from start-up; balancedness in /metrics\n"
+    "  --domain-field F                               requests label their domain with the body's\n"
+    "                                                 top-level key F (a string or an integer); each\n"
+    "                                                 recorder dump then also writes the expert use of\n"
+    "                                                 every domain into DIR/domain_usage_<ms>/\n";
 
 typedef struct serve_args {
-    const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device;
+    const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device, *domain_field;
     int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size;
     mt_placement_flags placement;
     long max_body, rec_max_tokens;
@@ -120,6 +124,10 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--expert-dump-visualize")) { a->visualize = true;
         } else if (!strcmp(f, "--enable-return-routed-experts")) { a->return_routing = true;
         } else if (!strcmp(f, "--enable-expert-distribution-metrics")) { a->metrics_recording = true;
+        } else if (!strcmp(f, "--domain-field")) {
+            VALUE();
+            if (!v[0]) { fprintf(stderr, "moetrace: serve: --domain-field: empty\n"); return -1; }
+            a->domain_field = v;
         } else {
             fprintf(stderr, "moetrace: serve: unknown option '%s' (see moetrace serve --help)\n", f);
             return -1;
@@ -275,6 +283,7 @@ int cmd_serve(int argc, char **argv) {
     mt_tokenizer *tok = NULL;
     mt_chat_template *tpl = NULL;
     mt_recorder *recorder = NULL;
+    mt_domain_usage *domains = NULL;
     mt_engine_loop *loop = NULL;
     if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
@@ -293,13 +302,23 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }
-    if (a.metrics_recording) mt_recorder_start(recorder);
+    if (a.domain_field && !(domains = mt_domain_usage_new(c, name, &ro, a.domain_field, NULL, &err))) {
+        fprintf(stderr, "moetrace: %s\n", err.msg);
+        goto done;
+    }
+    if (a.metrics_recording) {
+        mt_recorder_start(recorder);
+        if (domains) mt_domain_usage_start(domains);
+    }
     mt_kernels_init(a.threads);
     kernels_started = true;
     mt_engine_opts eo = {.num_kv_blocks = kv_blocks_for(&a, c), .max_batch_tokens = a.max_batch_tokens,
                          .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
                          .placement = ro.placement};
-    mt_routing_sink sink = mt_recorder_sink(recorder);
+    mt_routing_fanout fan = {0};
+    mt_routing_fanout_add(&fan, mt_recorder_sink(recorder));
+    if (domains) mt_routing_fanout_add(&fan, mt_domain_usage_sink(domains));
+    mt_routing_sink sink = mt_routing_fanout_sink(&fan);
     if (!(loop = mt_engine_loop_start(&model, &eo, &sink, mt_server_metrics_of(server), &err))) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
@@ -307,7 +326,7 @@ int cmd_serve(int argc, char **argv) {
     mt_server_backend b = {.model = &model, .model_name = name, .tokenizer = tok, .chat_template = tpl,
                            .recorder = recorder, .loop = loop, .enable_return_routing = a.return_routing,
                            .dump_visualize = visualize, .ep_size = ep, .placement = ro.placement,
-                           .max_running = a.max_running};
+                           .max_running = a.max_running, .domain_field = a.domain_field, .domains = domains};
     mt_server_set_backend(server, &b);
     mt_log("ready: %s (%d layers, %d experts, top-%d), recorder %s%s, routing return %s", name, c->num_hidden_layers,
            c->num_experts, c->top_k, mt_recorder_mode_name(ro.mode), a.metrics_recording ? " recording" : "",
@@ -330,6 +349,7 @@ done:
     mt_server_stop(server);
     mt_engine_loop_free(loop);
     mt_recorder_free(recorder);
+    mt_domain_usage_free(domains);
     mt_chat_template_free(tpl);
     mt_tokenizer_free(tok);
     if (kernels_started) mt_kernels_shutdown();

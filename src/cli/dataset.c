@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "util/json_util.h"
+#include "report/domain_usage.h"
 
 void mt_dataset_free(mt_dataset *d) {
     for (int i = 0; i < d->n; i++) {
@@ -75,24 +76,9 @@ static int encode_text(mt_text_tools *t, const cJSON *line, int32_t **ids, int *
     return 0;
 }
 
-/* Field key's value, a non-empty string (at most max_len bytes) or an integer as its digits, into
- * *out (malloc'd), or NULL when the record has no such field. */
+/* Field key's value as a label (mt_json_label) into *out, or NULL when the record has no such field. */
 static int parse_label(const cJSON *line, const char *key, size_t max_len, char **out, mt_err *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(line, key);
-    *out = NULL;
-    if (!v) return 0;
-    char digits[24];
-    const char *text = NULL;
-    if (cJSON_IsString(v) && v->valuestring[0]) {
-        text = v->valuestring;
-    } else if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) <= 0x1p53) {
-        snprintf(digits, sizeof digits, "%.0f", v->valuedouble); /* exact: an integer up to 2^53 */
-        text = digits;
-    }
-    if (!text) return mt_errf(err, "'%s' must be a non-empty string or an integer", key);
-    if (strlen(text) > max_len) return mt_errf(err, "'%s' is longer than %zu bytes", key, max_len);
-    if (!(*out = strdup(text))) return mt_errf(err, "out of memory");
-    return 0;
+    return mt_json_label(line, key, max_len, out, err) < 0 ? -1 : 0;
 }
 
 /* The record's own name for its request: "rid", else "id". */
@@ -101,7 +87,7 @@ static int parse_name(const cJSON *line, char **name, mt_err *err) {
     return parse_label(line, key, SIZE_MAX, name, err);
 }
 
-#define DOMAIN_MAX_BYTES 200
+#define DOMAIN_MAX_BYTES MT_DOMAIN_LABEL_MAX
 
 int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, const char *domain_field, mt_dataset_record *r,
                     mt_err *err) {

@@ -11,6 +11,7 @@
 typedef struct seq {
     int64_t id;
     char *name;               /* mt_request.name (malloc'd), or NULL */
+    int32_t group;            /* mt_request.group */
     int32_t *tokens;          /* prompt then generated */
     int n_prompt, n_tokens;
     int n_forwarded;          /* positions whose K/V (and routing) are in the cache */
@@ -41,6 +42,7 @@ struct mt_engine {
     float *b_logprob;          /* [rows] each row's token's log-probability */
     int64_t *b_req;
     const char **b_name;      /* [tokens] each token's request name (owned by its seq) */
+    int32_t *b_group;         /* [tokens] each token's request group */
     mt_kv_seq **b_kv;
     float *logits;
     int32_t *routing_buf;     /* [max context, layers, top_k] for FINISHED events */
@@ -93,6 +95,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_logprob = malloc(bt * sizeof *e->b_logprob);
     e->b_req = malloc(bt * sizeof(int64_t));
     e->b_name = malloc(bt * sizeof *e->b_name);
+    e->b_group = malloc(bt * sizeof *e->b_group);
     e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
     e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
     /* a device backend returns next tokens alone; the CPU one needs room for the logits */
@@ -100,7 +103,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_req || !e->b_name || !e->b_kv ||
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_req || !e->b_name || !e->b_group || !e->b_kv ||
         !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
@@ -118,7 +121,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_req); free(e->b_name); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_kv); free(e->chunk);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -140,6 +143,7 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     const mt_config *c = &e->m->cfg;
     if (r->n_prompt <= 0) return mt_errf(err, "request %lld: empty prompt", (long long)r->id);
     if (r->max_new_tokens < 0) return mt_errf(err, "request %lld: max_new_tokens must be >= 0", (long long)r->id);
+    if (r->group < 0) return mt_errf(err, "request %lld: group %d is negative", (long long)r->id, r->group);
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= c->vocab_size)
             return mt_errf(err, "request %lld: token id %d at index %d is outside the vocabulary [0, %d)",
@@ -161,6 +165,7 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     }
     s->id = r->id;
     s->name = r->name ? strdup(r->name) : NULL;
+    s->group = r->group;
     s->n_prompt = s->n_tokens = r->n_prompt;
     s->max_new_tokens = r->max_new_tokens;
     s->ignore_eos = r->ignore_eos;
@@ -340,6 +345,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             e->b_pos[n] = s->n_forwarded + t;
             e->b_req[n] = s->id;
             e->b_name[n] = s->name;
+            e->b_group[n] = s->group;
         }
         if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) {
             /* the row's draw comes from its own generator, so batching never changes a token */
@@ -353,6 +359,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
                   .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .request_names = e->b_name,
+                  .request_groups = e->b_group,
                   .n_logits = n_rows, .logit_rows = e->b_rows, .next_tokens = e->b_next,
                   .sample = any_sampled ? e->b_sample : NULL,
                   .next_logprobs = any_logprob ? e->b_logprob : NULL,

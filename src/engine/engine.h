@@ -32,6 +32,8 @@ typedef struct mt_request {
     int64_t id;              /* caller's id, unique among live requests */
     const char *name;        /* caller's name for the request (copied at submit), handed to the sink
                                 with its tokens (mt_routing_event.request_names); NULL: none */
+    int32_t group;           /* caller's group of the request (e.g. its domain), handed to the sink
+                                with its tokens (mt_routing_event.request_groups); 0: none, else >= 1 */
     const int32_t *prompt;   /* copied at submit */
     int n_prompt;
     int max_new_tokens;

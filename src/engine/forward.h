@@ -29,6 +29,8 @@ typedef struct mt_batch {
     const int64_t *request_ids; /* [n_tokens] caller's request ids, passed to the sink; may be NULL */
     const char *const *request_names; /* [n_tokens] names of those requests, passed to the sink
                                    (mt_routing_event.request_names); may be NULL */
+    const int32_t *request_groups; /* [n_tokens] groups of those requests, passed to the sink
+                                   (mt_routing_event.request_groups); may be NULL */
     int n_logits;               /* how many tokens want logits */
     const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
     int32_t *next_tokens;       /* [n_logits] or NULL: receives each logit row's next token: its

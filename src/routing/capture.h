@@ -25,6 +25,8 @@ typedef struct mt_routing_event {
     const float *topk_weights;  /* [n_tokens, top_k] the weights applied to the experts' outputs */
     const int32_t *phys_ids;    /* [n_tokens, top_k] physical slot of each choice (replica of topk_ids'
                                    expert; GPU = slot / slots per GPU), or NULL without a placement */
+    const int32_t *request_groups; /* [n_tokens] the group of each token's request (mt_request.group:
+                                   0 none, 1.. a caller's groups, e.g. domains), or NULL (none) */
 } mt_routing_event;
 
 /* End of one forward pass (after its last layer). */

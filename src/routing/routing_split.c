@@ -1,66 +1,76 @@
 /* The request-group split sink: see routing_split.h. */
 #include "routing/routing_split.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct mt_routing_split {
-    mt_routing_sink *groups;
-    int num_groups;
-    int *group_of;
-    int num_requests;
+    mt_routing_sink *groups;   /* [max_groups]; the first num_groups are set */
+    int max_groups;
+    atomic_int num_groups;     /* published after the group's sink is written */
+    pthread_mutex_t add_mu;    /* one adder at a time */
+    int pass_groups;           /* num_groups as the pass in progress began */
     bool failed;
     /* the pass in progress: its tokens in group order (order[start[g] .. start[g+1]) in batch order) */
     bool in_pass, pass_dropped;
     int pass_n;
-    int *start;     /* [num_groups + 1] */
+    int *start;     /* [max_groups + 1] */
     int *order;     /* [cap] */
-    int *seqs_in;   /* [num_groups] distinct sequences of each group in the pass */
+    int *seqs_in;   /* [max_groups] distinct sequences of each group in the pass */
     /* the pass's tokens in that order: their fields, the same at every layer, copied at its first
        layer; their choices, copied at each layer; group g's slice starts at start[g] */
     int cap;        /* tokens the buffers below hold */
     int top_k_cap;  /* top_k they were sized for */
-    int32_t *seq, *pos, *tok, *ids, *phys;
+    int32_t *seq, *pos, *tok, *grp, *ids, *phys;
     int64_t *req;
     const char **names;
     float *weights;
     int32_t *sorted; /* scratch: one group's sequence slots, sorted */
 };
 
-mt_routing_split *mt_routing_split_new(const mt_routing_sink *groups, int num_groups, const int *group_of,
-                                       int num_requests) {
-    if (num_groups < 1 || num_requests < 0 || !groups || (num_requests > 0 && !group_of)) return NULL;
-    for (int g = 0; g < num_groups; g++)
-        if (!groups[g].on_layer) return NULL;
-    for (int i = 0; i < num_requests; i++)
-        if (group_of[i] < -1 || group_of[i] >= num_groups) return NULL;
+mt_routing_split *mt_routing_split_new(int max_groups) {
+    if (max_groups < 1) return NULL;
     mt_routing_split *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    s->groups = malloc((size_t)num_groups * sizeof *s->groups);
-    s->group_of = malloc(((size_t)num_requests + 1) * sizeof *s->group_of);
-    s->start = calloc((size_t)num_groups + 1, sizeof *s->start);
-    s->seqs_in = calloc((size_t)num_groups, sizeof *s->seqs_in);
-    if (!s->groups || !s->group_of || !s->start || !s->seqs_in) {
+    pthread_mutex_init(&s->add_mu, NULL);
+    s->groups = calloc((size_t)max_groups, sizeof *s->groups);
+    s->start = calloc((size_t)max_groups + 1, sizeof *s->start);
+    s->seqs_in = calloc((size_t)max_groups, sizeof *s->seqs_in);
+    if (!s->groups || !s->start || !s->seqs_in) {
         mt_routing_split_free(s);
         return NULL;
     }
-    memcpy(s->groups, groups, (size_t)num_groups * sizeof *s->groups);
-    if (num_requests) memcpy(s->group_of, group_of, (size_t)num_requests * sizeof *s->group_of);
-    s->num_groups = num_groups;
-    s->num_requests = num_requests;
+    s->max_groups = max_groups;
+    atomic_init(&s->num_groups, 0);
     return s;
+}
+
+int mt_routing_split_add(mt_routing_split *s, mt_routing_sink group) {
+    if (!group.on_layer) return -1;
+    pthread_mutex_lock(&s->add_mu);
+    int n = atomic_load_explicit(&s->num_groups, memory_order_relaxed), g = -1;
+    if (n < s->max_groups) {
+        s->groups[n] = group;
+        atomic_store_explicit(&s->num_groups, n + 1, memory_order_release);
+        g = n + 1;
+    }
+    pthread_mutex_unlock(&s->add_mu);
+    return g;
 }
 
 void mt_routing_split_free(mt_routing_split *s) {
     if (!s) return;
+    pthread_mutex_destroy(&s->add_mu);
     free(s->groups);
-    free(s->group_of);
     free(s->start);
     free(s->seqs_in);
     free(s->order);
     free(s->seq);
     free(s->pos);
     free(s->tok);
+    free(s->grp);
     free(s->ids);
     free(s->phys);
     free(s->req);
@@ -72,9 +82,10 @@ void mt_routing_split_free(mt_routing_split *s) {
 
 bool mt_routing_split_failed(const mt_routing_split *s) { return s->failed; }
 
+/* The token's group index (0-based) in the pass in progress, or -1. */
 static int group_of_token(const mt_routing_split *s, const mt_routing_event *ev, int t) {
-    int64_t r = ev->request_ids[t];
-    return r >= 0 && r < s->num_requests ? s->group_of[r] : -1;
+    int32_t g = ev->request_groups[t];
+    return g >= 1 && g <= s->pass_groups ? g - 1 : -1;
 }
 
 /* Buffers for n tokens of k choices; false when memory runs out. */
@@ -92,6 +103,7 @@ static bool reserve(mt_routing_split *s, int n, int k) {
     GROW(s->seq, (size_t)cap);
     GROW(s->pos, (size_t)cap);
     GROW(s->tok, (size_t)cap);
+    GROW(s->grp, (size_t)cap);
     GROW(s->req, (size_t)cap);
     GROW(s->names, (size_t)cap);
     GROW(s->sorted, (size_t)cap);
@@ -114,10 +126,11 @@ static int cmp_int32(const void *a, const void *b) {
 static void begin_pass(mt_routing_split *s, const mt_routing_event *ev) {
     s->in_pass = true;
     s->pass_dropped = false;
-    int n = ev->n_tokens > 0 ? ev->n_tokens : 0, G = s->num_groups;
+    int G = s->pass_groups = atomic_load_explicit(&s->num_groups, memory_order_acquire);
+    int n = ev->n_tokens > 0 ? ev->n_tokens : 0;
     s->pass_n = n;
     memset(s->start, 0, ((size_t)G + 1) * sizeof *s->start);
-    if (!ev->request_ids || n == 0) return;
+    if (!ev->request_groups || n == 0) return;
     if (!reserve(s, n, ev->top_k > 0 ? ev->top_k : 1)) {
         s->failed = s->pass_dropped = true;
         return;
@@ -138,7 +151,8 @@ static void begin_pass(mt_routing_split *s, const mt_routing_event *ev) {
         s->seq[i] = ev->seq_ids ? ev->seq_ids[t] : 0;
         s->pos[i] = ev->positions ? ev->positions[t] : -1;
         s->tok[i] = ev->tokens ? ev->tokens[t] : -1;
-        s->req[i] = ev->request_ids[t];
+        s->grp[i] = ev->request_groups[t];
+        s->req[i] = ev->request_ids ? ev->request_ids[t] : -1;
         s->names[i] = ev->request_names ? ev->request_names[t] : NULL;
     }
     for (int g = 0; g < G; g++) {
@@ -153,25 +167,26 @@ static void begin_pass(mt_routing_split *s, const mt_routing_event *ev) {
 static void split_on_layer(void *ctx, const mt_routing_event *ev) {
     mt_routing_split *s = ctx;
     if (!s->in_pass) begin_pass(s, ev);
-    if (s->pass_dropped || !ev->request_ids || ev->n_tokens != s->pass_n || !ev->topk_ids) return;
+    if (s->pass_dropped || !ev->request_groups || ev->n_tokens != s->pass_n || !ev->topk_ids) return;
     int k = ev->top_k;
     if (k < 1 || k > s->top_k_cap) return; /* begin_pass sized the buffers for the pass's top_k */
-    for (int i = 0; i < s->start[s->num_groups]; i++) {
+    for (int i = 0; i < s->start[s->pass_groups]; i++) {
         size_t to = (size_t)i * k, from = (size_t)s->order[i] * k;
         memcpy(s->ids + to, ev->topk_ids + from, (size_t)k * sizeof *s->ids);
         if (ev->topk_weights) memcpy(s->weights + to, ev->topk_weights + from, (size_t)k * sizeof *s->weights);
         if (ev->phys_ids) memcpy(s->phys + to, ev->phys_ids + from, (size_t)k * sizeof *s->phys);
     }
-    for (int g = 0; g < s->num_groups; g++) {
+    for (int g = 0; g < s->pass_groups; g++) {
         int a = s->start[g], m = s->start[g + 1] - a;
         if (m == 0) continue;
         size_t ak = (size_t)a * k;
         mt_routing_event sub = {
             .layer = ev->layer, .n_tokens = m, .top_k = k,
             .seq_ids = ev->seq_ids ? s->seq + a : NULL, .positions = ev->positions ? s->pos + a : NULL,
-            .tokens = ev->tokens ? s->tok + a : NULL, .request_ids = s->req + a,
+            .tokens = ev->tokens ? s->tok + a : NULL, .request_ids = ev->request_ids ? s->req + a : NULL,
             .request_names = ev->request_names ? s->names + a : NULL, .topk_ids = s->ids + ak,
             .topk_weights = ev->topk_weights ? s->weights + ak : NULL, .phys_ids = ev->phys_ids ? s->phys + ak : NULL,
+            .request_groups = s->grp + a,
         };
         s->groups[g].on_layer(s->groups[g].ctx, &sub);
     }
@@ -181,7 +196,7 @@ static void split_on_pass(void *ctx, const mt_pass_event *ev) {
     (void)ev;
     mt_routing_split *s = ctx;
     if (s->in_pass && !s->pass_dropped) {
-        for (int g = 0; g < s->num_groups; g++) {
+        for (int g = 0; g < s->pass_groups; g++) {
             int m = s->start[g + 1] - s->start[g];
             if (m == 0 || !s->groups[g].on_pass) continue;
             mt_pass_event sub = {.n_tokens = m, .num_seqs_in_pass = s->seqs_in[g]};

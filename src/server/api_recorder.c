@@ -4,7 +4,9 @@
  *   /stop_expert_distribution_record   stops (the data stays until the next dump or start)
  *   /dump_expert_distribution_record   writes the dump into the dump dir and resets the data;
  *                                      ?inline=1 answers with the dump's JSON instead of text.
- * With --expert-dump-visualize a heatmap PNG is written beside every dump. */
+ * With --expert-dump-visualize a heatmap PNG is written beside every dump. With --domain-field the
+ * domain usage (report/domain_usage.h) follows the recorder: started, stopped and reset with it,
+ * and written at each dump into dump_dir/domain_usage_<ms>/ beside expert_distribution_<ms>.json. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +24,17 @@ int mt_api_start_record(mt_http_request *rq) {
     mt_recorder *r = rq->server->b.recorder;
     mt_recorder_reset(r);
     mt_recorder_start(r);
+    if (rq->server->b.domains) {
+        mt_domain_usage_reset(rq->server->b.domains);
+        mt_domain_usage_start(rq->server->b.domains);
+    }
     mt_log("expert distribution recorder: started (%s)", mt_recorder_mode_name(mt_recorder_get_mode(r)));
     return mt_reply(rq, 200, "text/plain; charset=utf-8", START_TEXT, strlen(START_TEXT));
 }
 
 int mt_api_stop_record(mt_http_request *rq) {
     mt_recorder_stop(rq->server->b.recorder);
+    if (rq->server->b.domains) mt_domain_usage_stop(rq->server->b.domains);
     mt_log("expert distribution recorder: stopped");
     return mt_reply(rq, 200, "text/plain; charset=utf-8", STOP_TEXT, strlen(STOP_TEXT));
 }
@@ -49,10 +56,29 @@ static void visualize(const char *json_path, int ep_size) {
     mt_stat_dump_free(&d);
 }
 
+/* The domain usage of the dump at dump_path (.../expert_distribution_<ms>[_n].json) into
+ * .../domain_usage_<ms>[_n]/, when any request carried a label. */
+static int dump_domains(mt_server *s, const char *dump_path, mt_err *err) {
+    if (!s->b.domains || mt_domain_usage_num_domains(s->b.domains) == 0) return 0;
+    const char *base = strrchr(dump_path, '/'), *stem = "expert_distribution_";
+    base = base ? base + 1 : dump_path;
+    size_t n = strlen(base);
+    if (strncmp(base, stem, strlen(stem)) || n < strlen(stem) + 5)
+        return mt_errf(err, "unexpected dump name %s", dump_path);
+    char dir[4096], json[4096];
+    snprintf(dir, sizeof dir, "%.*sdomain_usage_%.*s", (int)(base - dump_path), dump_path,
+             (int)(n - strlen(stem) - 5), base + strlen(stem));
+    if (mt_domain_usage_write(s->b.domains, dir, s->b.dump_visualize, json, sizeof json, err)) return -1;
+    mt_log("expert use per domain: %s", json);
+    return 0;
+}
+
 int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *err) {
     if (mt_recorder_dump(s->b.recorder, path, path_len, err)) return -1;
     mt_log("expert distribution dump: %s", path);
     if (s->b.dump_visualize) visualize(path, s->b.ep_size);
+    mt_err derr;
+    if (dump_domains(s, path, &derr)) return mt_errf(err, "%s was written, but the domain usage not: %s", path, derr.msg);
     return 0;
 }
 

@@ -247,7 +247,7 @@ static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
     mt_request r = {.id = j->id, .name = j->name, .prompt = j->prompt, .n_prompt = j->n_prompt,
                     .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,
                     .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids,
-                    .return_logprob = j->params.return_logprob};
+                    .return_logprob = j->params.return_logprob, .group = j->params.group};
     mt_err err = {{0}};
     if (mt_engine_submit(l->engine, &r, &err)) {
         /* The engine names the request by its internal id ("request 12: ..."), which means nothing

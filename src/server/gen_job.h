@@ -34,6 +34,7 @@ typedef struct mt_gen_params {
     int routing_start;       /* rows skipped at the front (routed_experts_start_len) */
     mt_routing_dtype routing_dtype;
     bool return_logprob;     /* each output token's log-probability (SGLang's return_logprob) */
+    int32_t group;           /* the request's domain (serve --domain-field; mt_request.group), 0: none */
 } mt_gen_params;
 
 void mt_gen_params_free(mt_gen_params *p);

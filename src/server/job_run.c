@@ -43,6 +43,7 @@ mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_par
         mt_gen_job_unref(j);
         return NULL;
     }
+    if (s->b.domains) mt_domain_usage_count_request(s->b.domains, j->params.group);
     return j;
 }
 

@@ -133,6 +133,20 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
     return mt_params_fit(&r->params, max_given, default_max, r->n_prompt, c->cfg, e);
 }
 
+/* The request's domain label, if any, as its group (a new label gets one). */
+static int domain_group(const mt_request_ctx *c, const cJSON *root, mt_gen_params *p, mt_api_error *e) {
+    char *label = NULL;
+    mt_err err;
+    int has = mt_json_label(root, c->domain_field, MT_DOMAIN_LABEL_MAX, &label, &err);
+    if (has < 0) return mt_api_fail(e, 400, "%s", err.msg);
+    if (has == 0) return 0;
+    int g = mt_domain_usage_group(c->domains, label, &err);
+    free(label);
+    if (g < 0) return mt_api_fail(e, 400, "'%s': %s", c->domain_field, err.msg);
+    p->group = g;
+    return 0;
+}
+
 int mt_request_parse(const mt_request_ctx *c, mt_body_kind kind, const char *body, size_t len, mt_gen_request *r,
                      mt_api_error *e) {
     memset(r, 0, sizeof *r);
@@ -142,6 +156,7 @@ int mt_request_parse(const mt_request_ctx *c, mt_body_kind kind, const char *bod
              : !cJSON_IsObject(root)    ? mt_api_fail(e, 400, "the request body is not a JSON object")
              : kind == MT_BODY_GENERATE ? generate_body(c, root, r, e)
                                         : openai_body(c, kind == MT_BODY_CHAT, root, r, e);
+    if (rc == 0 && c->domain_field && c->domains) rc = domain_group(c, root, &r->params, e);
     cJSON_Delete(root);
     if (rc) mt_gen_request_free(r);
     return rc;

@@ -13,6 +13,7 @@
 
 #include "chat/chat_template.h"
 #include "model/config.h"
+#include "report/domain_usage.h"
 #include "server/gen_job.h"
 #include "server/http.h"
 #include "tokenizer/tokenizer.h"
@@ -24,6 +25,9 @@ typedef struct mt_request_ctx {
     const mt_chat_template *chat_template; /* NULL: chat requests are refused */
     pthread_mutex_t *chat_mu;             /* held while rendering the template; NULL: none */
     bool routing_enabled;                 /* --enable-return-routed-experts */
+    const char *domain_field;             /* serve --domain-field: the top-level key whose value
+                                             labels the request's domain; NULL: none */
+    mt_domain_usage *domains;             /* where labels become groups (with domain_field) */
 } mt_request_ctx;
 
 typedef enum mt_body_kind { MT_BODY_GENERATE, MT_BODY_COMPLETIONS, MT_BODY_CHAT } mt_body_kind;
@@ -40,7 +44,9 @@ typedef struct mt_gen_request {
     char rid[MT_REQUEST_RID_LEN]; /* /generate: "rid", "" when absent */
 } mt_gen_request;
 
-/* body: len bytes (need not be NUL-terminated). On failure r holds nothing to free. */
+/* body: len bytes (need not be NUL-terminated). On failure r holds nothing to free. With a
+ * domain field, the body's label (a string or an integer, report/domain_usage.h) becomes
+ * params.group, once everything else is valid. */
 int mt_request_parse(const mt_request_ctx *c, mt_body_kind kind, const char *body, size_t len, mt_gen_request *r,
                      mt_api_error *e);
 void mt_gen_request_free(mt_gen_request *r);

@@ -21,6 +21,7 @@
 
 #include "chat/chat_template.h"
 #include "model/model.h"
+#include "report/domain_usage.h"
 #include "routing/placement.h"
 #include "routing/recorder.h"
 #include "server/engine_loop.h"
@@ -52,6 +53,11 @@ typedef struct mt_server_backend {
     const mt_placement *placement;     /* the placement the engine runs (balancedness per GPU from
                                           the recorder's physical counts), or NULL */
     int max_running;                   /* engine limit, reported by /get_model_info */
+    const char *domain_field;          /* --domain-field: the body key labelling a request's domain,
+                                          or NULL */
+    mt_domain_usage *domains;          /* expert use per domain, recorded with the recorder's
+                                          window (started, stopped and dumped with it); NULL
+                                          without domain_field */
 } mt_server_backend;
 
 typedef struct mt_server mt_server;
@@ -68,7 +74,8 @@ void mt_server_set_draining(mt_server *s);
 /* HTTP requests received whose answer has not been completely sent (streams included). */
 int mt_server_requests_in_flight(mt_server *s);
 /* Writes the recorder's dump into its dump dir (and the heatmap with dump_visualize), as
- * /dump_expert_distribution_record does; path_out gets the JSON file's path. */
+ * /dump_expert_distribution_record does, and with domains the domain usage report into
+ * dump_dir/domain_usage_<ms>/; path_out gets the dump's JSON path. */
 int mt_server_dump_recorder(mt_server *s, char *path_out, size_t path_len, mt_err *err);
 void mt_server_stop(mt_server *s);
 

@@ -33,7 +33,8 @@ struct mt_server {
 /* What the request body parsers (request_body.h) need of the server. */
 static inline void mt_server_request_ctx(mt_server *s, mt_request_ctx *c) {
     *c = (mt_request_ctx){.cfg = &s->b.model->cfg, .tokenizer = s->b.tokenizer, .chat_template = s->b.chat_template,
-                          .chat_mu = &s->chat_mu, .routing_enabled = s->b.enable_return_routing};
+                          .chat_mu = &s->chat_mu, .routing_enabled = s->b.enable_return_routing,
+                          .domain_field = s->b.domain_field, .domains = s->b.domains};
 }
 
 /* A handler: queues a reply on rq and returns its status (mt_reply* return values; 0 for a stream,

@@ -111,6 +111,24 @@ int mt_json_bool(const cJSON *obj, const char *key, bool *value, mt_err *err) {
     return 1;
 }
 
+int mt_json_label(const cJSON *obj, const char *key, size_t max_len, char **out, mt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (!v) return 0;
+    char digits[24];
+    const char *text = NULL;
+    if (cJSON_IsString(v) && v->valuestring[0]) {
+        text = v->valuestring;
+    } else if (cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) <= 0x1p53) {
+        snprintf(digits, sizeof digits, "%.0f", v->valuedouble); /* exact: an integer up to 2^53 */
+        text = digits;
+    }
+    if (!text) return mt_errf(err, "'%s' must be a non-empty string or an integer", key);
+    if (strlen(text) > max_len) return mt_errf(err, "'%s' is longer than %zu bytes", key, max_len);
+    if (!(*out = strdup(text))) return mt_errf(err, "out of memory");
+    return 1;
+}
+
 int mt_json_string(const cJSON *obj, const char *key, const char **value, mt_err *err) {
     const cJSON *it = field(obj, key);
     if (!it) return 0;

@@ -35,5 +35,9 @@ int mt_json_int(const cJSON *obj, const char *key, int *value, mt_err *err);
 int mt_json_float(const cJSON *obj, const char *key, float *value, mt_err *err);
 int mt_json_bool(const cJSON *obj, const char *key, bool *value, mt_err *err);
 int mt_json_string(const cJSON *obj, const char *key, const char **value, mt_err *err);
+/* Field key as a label (a domain, a request's name): a non-empty string of at most max_len bytes,
+ * or an integer up to 2^53 in magnitude as its decimal digits, into *out (malloc'd). 1 when
+ * present, 0 when absent (*out NULL), -1 otherwise, JSON null included (err names the field). */
+int mt_json_label(const cJSON *obj, const char *key, size_t max_len, char **out, mt_err *err);
 
 #endif

@@ -1,0 +1,64 @@
+/* Expert usage per domain (labelled groups of requests), recorded live and written as a report:
+ * one stat recorder per label, fed through a split sink (routing/routing_split.h) with the tokens
+ * of that label's requests (mt_request.group = the label's group), and one of all the traffic the
+ * sink sees, so each domain's counts are exactly its forwarded tokens' and the comparison's "all"
+ * covers the same passes. `moetrace profile --domain-field` takes the labels from the dataset,
+ * `moetrace serve --domain-field` from the requests.
+ *
+ * mt_domain_usage_write takes every recorder's counts at one pass boundary, resets them (as a
+ * recorder's dump does) and writes under a folder:
+ *   domains/<slug>/expert_distribution_<ms>.json   each domain's stat dump (SPEC §4)
+ *   domains.json   "moetrace.domain_usage.v1": per domain its dump, requests, tokens, divergence
+ *                  from the rest of the traffic per layer and distinctive experts
+ *                  (routing/usage_compare.h)
+ *   domains.png    each domain's lift heatmap (report/usage_report.h), up to 32 domains
+ * The counts are running sums since the start, the last reset or the last write (no window of
+ * passes), so the domains and all traffic cover the same passes.
+ *
+ * Threads: the engine thread calls the sink; any thread may call the rest, labels included, while
+ * the engine runs. A write holds the sink's end of pass only while it copies the counts. */
+#ifndef MT_REPORT_DOMAIN_USAGE_H
+#define MT_REPORT_DOMAIN_USAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/config.h"
+#include "routing/capture.h"
+#include "routing/recorder.h"
+#include "util/err.h"
+
+#define MT_DOMAIN_MAX 256        /* distinct labels */
+#define MT_DOMAIN_LABEL_MAX 200  /* bytes of a label */
+
+typedef struct mt_domain_usage mt_domain_usage;
+
+/* cfg, model_name (copied), base: the options of the run's recorder (ep size, placement; its mode,
+ * window and dump dir are not used). field: the field that labels requests (copied; domains.json's
+ * "field"); data: the dataset's path (copied; "data"), or NULL for served traffic. Starts
+ * inactive. cfg and base's placement must outlive the result. */
+mt_domain_usage *mt_domain_usage_new(const mt_config *cfg, const char *model_name, const mt_recorder_opts *base,
+                                     const char *field, const char *data, mt_err *err);
+void mt_domain_usage_free(mt_domain_usage *u);
+/* The group (1, 2, ...) of label, for mt_request.group: a label seen first gets a new group and
+ * its own recorder (active when the usage is). Errors: an empty label, one longer than
+ * MT_DOMAIN_LABEL_MAX bytes, a new label when MT_DOMAIN_MAX are known, out of memory. */
+int mt_domain_usage_group(mt_domain_usage *u, const char *label, mt_err *err);
+/* Counts one request of group g (0: unlabelled) for domains.json's "requests", while recording. */
+void mt_domain_usage_count_request(mt_domain_usage *u, int g);
+int mt_domain_usage_num_domains(mt_domain_usage *u);
+mt_routing_sink mt_domain_usage_sink(mt_domain_usage *u);
+void mt_domain_usage_start(mt_domain_usage *u);
+void mt_domain_usage_stop(mt_domain_usage *u);
+/* Drops what was recorded (labels stay known). */
+void mt_domain_usage_reset(mt_domain_usage *u);
+/* Makes dir, dir/domains and each known domain's folder in it, so that a path taken by a file is
+ * an error before a run rather than at its end. */
+int mt_domain_usage_prepare(mt_domain_usage *u, const char *dir, mt_err *err);
+/* Writes the files above under dir (made when missing; domains.png only with picture) and resets
+ * the counts; the path of domains.json goes to json_path. Errors when no label is known yet. */
+int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, char *json_path, size_t json_path_len,
+                          mt_err *err);
+
+#endif

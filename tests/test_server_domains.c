@@ -1,0 +1,315 @@
+/* moetrace serve --domain-field: expert use per domain over served traffic, end to end over HTTP
+ * with the qwen3_moe test checkpoint:
+ *  - 30 concurrent /generate requests (streamed or not) labelled "code", "prose" or 7 (an integer
+ *    label), or not at all: at the dump each domain's stat dump counts exactly the routing its
+ *    requests returned, the domains and the unlabelled requests add up to the recorder's dump, and
+ *    domains.json lists each domain's requests and tokens (domains.png drawn: the dump visualises);
+ *  - bad labels (empty, an object, longer than 200 bytes) are 400s and the server keeps serving;
+ *  - past 256 distinct labels a new one is a 400; known ones still work;
+ *  - after /stop_expert_distribution_record nothing more is counted. */
+#include <dirent.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "support/api_util.h"
+#include "support/http_client.h"
+#include "support/server_proc.h"
+#include "tmp_dir.h"
+#include "util/json_util.h"
+
+#define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
+#define LAYERS 4
+#define TOP_K 2
+#define EXPERTS 8
+#define N_REQ 30
+#define N_LABELS 4 /* "code", "prose", 7, none */
+
+static const char *g_bin;
+static mt_test_server g_srv;
+static const char *LABEL_JSON[N_LABELS] = {"\"code\"", "\"prose\"", "7", NULL};
+static const char *LABEL_NAME[N_LABELS] = {"code", "prose", "7", NULL};
+
+static int setup(void **state) {
+    (void)state;
+    g_bin = getenv("MOETRACE_BIN");
+    if (!g_bin) return 0;
+    mt_http_global_init();
+    if (tmp_dir_make("dom_")) return -1;
+    char args[1024], log[512];
+    snprintf(args, sizeof args,
+             "--model %s --threads 2 --enable-return-routed-experts --domain-field topic --expert-dump-dir %s "
+             "--expert-dump-visualize --max-running-requests 16 --max-batch-tokens 64",
+             MODEL, g_dir);
+    snprintf(log, sizeof log, "%s/server.log", g_dir);
+    return mt_test_server_start(&g_srv, g_bin, args, log, 120);
+}
+
+static int teardown(void **state) {
+    (void)state;
+    if (!g_bin) return 0;
+    if (g_srv.pid > 0) mt_test_server_stop(&g_srv, SIGKILL, 10);
+    return tmp_dir_remove();
+}
+
+typedef struct req_case {
+    int label;                     /* index into LABEL_*; N_LABELS - 1: none */
+    bool stream;
+    int32_t prompt[40];
+    int n_prompt, max_new;
+    pthread_barrier_t *start;
+    long status;
+    int64_t count[LAYERS][EXPERTS]; /* its returned routing, counted */
+    int64_t rows;
+} req_case;
+
+static char *body_of(const req_case *g) {
+    char *b = malloc(2048), *p = b;
+    p += sprintf(p, "{\"input_ids\": [");
+    for (int i = 0; i < g->n_prompt; i++) p += sprintf(p, "%s%d", i ? "," : "", g->prompt[i]);
+    p += sprintf(p, "], \"sampling_params\": {\"max_new_tokens\": %d, \"temperature\": 0, \"ignore_eos\": true}, "
+                    "\"return_routed_experts\": true, \"stream\": %s",
+                 g->max_new, g->stream ? "true" : "false");
+    if (LABEL_JSON[g->label]) p += sprintf(p, ", \"topic\": %s", LABEL_JSON[g->label]);
+    strcpy(p, "}");
+    return b;
+}
+
+static void count_routing(req_case *g, const cJSON *meta) {
+    const cJSON *b64 = cJSON_GetObjectItem(meta, "routed_experts");
+    size_t n = 0;
+    int32_t *ids = cJSON_IsString(b64) ? mt_api_routing_ids(b64->valuestring, "int32", &n) : NULL;
+    if (!ids) {
+        g->status = -1;
+        return;
+    }
+    g->rows = (int64_t)(n / (LAYERS * TOP_K));
+    for (size_t i = 0; i < n; i++) {
+        int l = (int)(i / TOP_K % LAYERS);
+        if (ids[i] >= 0) g->count[l][ids[i]]++;
+    }
+    free(ids);
+}
+
+static void *run_case(void *arg) {
+    req_case *g = arg;
+    char *body = body_of(g);
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    pthread_barrier_wait(g->start);
+    if (g->stream) {
+        mt_sse_events ev;
+        mt_api_stream(c, "/generate", body, &ev, &g->status);
+        if (g->status == 200 && ev.n > 0) count_routing(g, cJSON_GetObjectItem(cJSON_GetArrayItem(ev.list, ev.n - 1), "meta_info"));
+        mt_sse_events_free(&ev);
+    } else {
+        cJSON *j = mt_api_json(c, "/generate", body, &g->status);
+        if (g->status == 200) count_routing(g, cJSON_GetObjectItem(j, "meta_info"));
+        cJSON_Delete(j);
+    }
+    mt_http_client_free(c);
+    free(body);
+    return NULL;
+}
+
+/* The newest domain_usage_* folder of the dump dir, into out; false when there is none. */
+static bool newest_usage_dir(char *out, size_t n) {
+    DIR *d = opendir(g_dir);
+    struct dirent *e;
+    char best[256] = "";
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, "domain_usage_", 13) && strcmp(e->d_name, best) > 0) snprintf(best, sizeof best, "%s", e->d_name);
+    if (d) closedir(d);
+    if (!best[0]) return false;
+    snprintf(out, n, "%s/%s", g_dir, best);
+    return true;
+}
+
+/* Dumps the recorder (inline: its JSON into *dump when dump is not NULL) and loads the domain
+ * usage written beside it; dir gets its folder. */
+static cJSON *dump_domains(mt_http_client *c, cJSON **dump, char *dir, size_t n) {
+    long status;
+    cJSON *d = mt_api_json(c, "/dump_expert_distribution_record?inline=1", "", &status);
+    assert_int_equal(status, 200);
+    if (dump) *dump = d;
+    else cJSON_Delete(d);
+    char path[1024];
+    assert_true(newest_usage_dir(dir, n));
+    snprintf(path, sizeof path, "%s/domains.json", dir);
+    mt_err err;
+    cJSON *dj = mt_json_load_file(path, &err);
+    if (!dj) fail_msg("%s", err.msg);
+    return dj;
+}
+
+static int64_t count_at(const cJSON *dump, int l, int e) {
+    return (int64_t)cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(dump, "logical_count"), l), e)->valuedouble;
+}
+
+static const cJSON *domain_named(const cJSON *dj, const char *name) {
+    const cJSON *d;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(dj, "domains"))
+        if (!strcmp(cJSON_GetObjectItem(d, "name")->valuestring, name)) return d;
+    return NULL;
+}
+
+static void post_ok(mt_http_client *c, const char *path) {
+    mt_http_response r;
+    assert_int_equal(mt_http_call(c, "POST", path, "", &r), 0);
+    assert_int_equal(r.status, 200);
+    mt_http_response_free(&r);
+}
+
+static long generate_status(mt_http_client *c, const char *topic_json, char *msg, size_t n) {
+    char body[1024];
+    snprintf(body, sizeof body, "{\"input_ids\": [3, 4, 5], \"sampling_params\": {\"max_new_tokens\": 1}%s%s}",
+             topic_json ? ", \"topic\": " : "", topic_json ? topic_json : "");
+    long status;
+    cJSON *j = mt_api_json(c, "/generate", body, &status);
+    const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message");
+    if (msg) snprintf(msg, n, "%s", cJSON_IsString(m) ? m->valuestring : "");
+    cJSON_Delete(j);
+    return status;
+}
+
+static void test_domains_add_up(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    post_ok(c, "/start_expert_distribution_record");
+    static req_case cases[N_REQ];
+    pthread_t threads[N_REQ];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, N_REQ);
+    unsigned seed = 7;
+    for (int i = 0; i < N_REQ; i++) {
+        req_case *g = &cases[i];
+        memset(g, 0, sizeof *g);
+        g->label = i % N_LABELS;
+        g->stream = i % 3 == 0;
+        seed = seed * 1103515245u + 12345u;
+        g->n_prompt = 1 + (int)((seed >> 16) % 40);
+        g->max_new = 1 + i % 9;
+        for (int t = 0; t < g->n_prompt; t++) g->prompt[t] = 3 + (int32_t)((seed >> (t % 16)) % 400) + t;
+        g->start = &start;
+        pthread_create(&threads[i], NULL, run_case, g);
+    }
+    for (int i = 0; i < N_REQ; i++) pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < N_REQ; i++)
+        if (cases[i].status != 200) fail_msg("request %d: status %ld", i, cases[i].status);
+
+    cJSON *dump;
+    char dir[512], path[1024];
+    mt_err err;
+    cJSON *dj = dump_domains(c, &dump, dir, sizeof dir);
+    assert_string_equal(cJSON_GetObjectItem(dj, "format")->valuestring, "moetrace.domain_usage.v1");
+    assert_string_equal(cJSON_GetObjectItem(dj, "field")->valuestring, "topic");
+    assert_null(cJSON_GetObjectItem(dj, "data"));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(dj, "domains")), N_LABELS - 1);
+    int unlabelled = 0;
+    for (int i = 0; i < N_REQ; i++) unlabelled += LABEL_JSON[cases[i].label] == NULL;
+    assert_int_equal(cJSON_GetObjectItem(dj, "unlabelled_requests")->valueint, unlabelled);
+    snprintf(path, sizeof path, "%s/domains.png", dir);
+    assert_int_equal(access(path, F_OK), 0);
+
+    int64_t rest[LAYERS][EXPERTS] = {{0}}; /* the unlabelled requests' routing */
+    for (int i = 0; i < N_REQ; i++)
+        if (!LABEL_JSON[cases[i].label])
+            for (int l = 0; l < LAYERS; l++)
+                for (int e = 0; e < EXPERTS; e++) rest[l][e] += cases[i].count[l][e];
+    int64_t domains_sum[LAYERS][EXPERTS] = {{0}};
+    for (int k = 0; k < N_LABELS - 1; k++) {
+        const cJSON *d = domain_named(dj, LABEL_NAME[k]);
+        if (!d) fail_msg("domain %s missing", LABEL_NAME[k]);
+        int64_t want[LAYERS][EXPERTS] = {{0}}, rows = 0;
+        int requests = 0;
+        for (int i = 0; i < N_REQ; i++) {
+            if (cases[i].label != k) continue;
+            requests++;
+            rows += cases[i].rows;
+            for (int l = 0; l < LAYERS; l++)
+                for (int e = 0; e < EXPERTS; e++) want[l][e] += cases[i].count[l][e];
+        }
+        assert_int_equal(cJSON_GetObjectItem(d, "requests")->valueint, requests);
+        assert_int_equal(cJSON_GetObjectItem(d, "tokens")->valueint, rows);
+        cJSON *sd = mt_json_load_file(cJSON_GetObjectItem(d, "stat_dump")->valuestring, &err);
+        if (!sd) fail_msg("%s", err.msg);
+        assert_int_equal((int64_t)cJSON_GetObjectItem(sd, "num_tokens")->valuedouble, rows);
+        for (int l = 0; l < LAYERS; l++)
+            for (int e = 0; e < EXPERTS; e++) {
+                assert_int_equal(count_at(sd, l, e), want[l][e]);
+                domains_sum[l][e] += want[l][e];
+            }
+        cJSON_Delete(sd);
+    }
+    /* the domains and the unlabelled requests add up to the recorder's window */
+    for (int l = 0; l < LAYERS; l++)
+        for (int e = 0; e < EXPERTS; e++) assert_int_equal(count_at(dump, l, e), domains_sum[l][e] + rest[l][e]);
+    cJSON_Delete(dj);
+    cJSON_Delete(dump);
+    mt_http_client_free(c);
+}
+
+static void test_bad_labels_and_limit(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    char msg[512], long_label[256];
+    memset(long_label, 'x', 203);
+    long_label[0] = long_label[202] = '"';
+    long_label[203] = 0;
+    assert_int_equal(generate_status(c, "\"\"", msg, sizeof msg), 400);
+    assert_non_null(strstr(msg, "'topic' must be a non-empty string or an integer"));
+    assert_int_equal(generate_status(c, "{}", msg, sizeof msg), 400);
+    assert_int_equal(generate_status(c, "1.5", msg, sizeof msg), 400);
+    assert_int_equal(generate_status(c, long_label, msg, sizeof msg), 400);
+    assert_non_null(strstr(msg, "longer than 200 bytes"));
+    assert_int_equal(generate_status(c, NULL, NULL, 0), 200);
+    /* labels up to the most there can be; one more is refused, known ones still served */
+    post_ok(c, "/start_expert_distribution_record");
+    for (int i = 0; i < 256; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "\"l%d\"", i);
+        long st = generate_status(c, label, msg, sizeof msg);
+        if (i < 253 && st != 200) fail_msg("label %d: %ld %s", i, st, msg);
+        if (i >= 253 && (st != 400 || !strstr(msg, "256 domains are recorded already"))) fail_msg("label %d: %ld %s", i, st, msg);
+    }
+    assert_int_equal(generate_status(c, "\"code\"", NULL, 0), 200);
+    char dir[512], path[1024];
+    cJSON *dj = dump_domains(c, NULL, dir, sizeof dir);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(dj, "domains")), 256);
+    assert_int_equal(cJSON_GetObjectItem(domain_named(dj, "code"), "requests")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(domain_named(dj, "prose"), "requests")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItem(domain_named(dj, "prose"), "tokens")->valueint, 0);
+    cJSON_Delete(dj);
+    snprintf(path, sizeof path, "%s/domains.png", dir);
+    assert_int_equal(access(path, F_OK), -1); /* more than 32 domains: not drawn */
+    /* stopped: nothing counted */
+    post_ok(c, "/stop_expert_distribution_record");
+    assert_int_equal(generate_status(c, "\"code\"", NULL, 0), 200);
+    dj = dump_domains(c, NULL, dir, sizeof dir);
+    assert_int_equal(cJSON_GetObjectItem(domain_named(dj, "code"), "tokens")->valueint, 0);
+    cJSON_Delete(dj);
+    long health;
+    cJSON_Delete(mt_api_json(c, "/health", NULL, &health));
+    assert_int_equal(health, 200);
+    mt_http_client_free(c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_domains_add_up),
+        cmocka_unit_test(test_bad_labels_and_limit),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
