@@ -312,6 +312,59 @@ static void test_per_pass(void **state) {
     mt_recorder_free(r);
 }
 
+/* Swapping what two recorders hold: the dump of the one that took the data is what the other's
+ * would have been, the other goes on from empty, and recorders of other options refuse. */
+static void test_swap(void **state) {
+    (void)state;
+    mt_recorder_mode modes[3] = {MT_REC_STAT, MT_REC_PER_PASS, MT_REC_PER_TOKEN};
+    for (int m = 0; m < 3; m++) {
+        mt_recorder *a = make(modes[m], 3, 100, NULL), *b = make(modes[m], 3, 100, NULL),
+                    *ref = make(modes[m], 3, 100, NULL);
+        mt_recorder_start(a);
+        mt_recorder_start(ref);
+        for (int p = 0; p < 5; p++) {
+            feed_pass(mt_recorder_sink(a), p, 3 + p, NULL);
+            feed_pass(mt_recorder_sink(ref), p, 3 + p, NULL);
+        }
+        assert_int_equal(mt_recorder_swap(a, b), 0);
+        mt_err err = {{0}};
+        cJSON *want = mt_recorder_dump_json(ref, true, &err), *got = mt_recorder_dump_json(b, true, &err);
+        char *w = cJSON_PrintUnformatted(want), *g = cJSON_PrintUnformatted(got);
+        assert_string_equal(g, w);
+        free(w);
+        free(g);
+        cJSON_Delete(want);
+        cJSON_Delete(got);
+        mt_recorder_counts c;
+        mt_recorder_get_counts(a, &c);
+        assert_int_equal(c.num_forward_passes, 0);
+        assert_int_equal(c.tokens_recorded, 0);
+        /* a records on from empty, as a fresh recorder would */
+        feed_pass(mt_recorder_sink(a), 9, 4, NULL);
+        feed_pass(mt_recorder_sink(ref), 9, 4, NULL);
+        want = mt_recorder_dump_json(ref, false, &err);
+        got = mt_recorder_dump_json(a, false, &err);
+        w = cJSON_PrintUnformatted(want);
+        g = cJSON_PrintUnformatted(got);
+        assert_string_equal(g, w);
+        free(w);
+        free(g);
+        cJSON_Delete(want);
+        cJSON_Delete(got);
+        mt_recorder_free(a);
+        mt_recorder_free(b);
+        mt_recorder_free(ref);
+    }
+    mt_recorder *s = make(MT_REC_STAT, 3, 100, NULL), *t = make(MT_REC_STAT, -1, 100, NULL),
+                *u = make(MT_REC_PER_PASS, 3, 100, NULL);
+    assert_int_equal(mt_recorder_swap(s, t), -1);
+    assert_int_equal(mt_recorder_swap(s, u), -1);
+    assert_int_equal(mt_recorder_swap(s, s), 0);
+    mt_recorder_free(s);
+    mt_recorder_free(t);
+    mt_recorder_free(u);
+}
+
 /* Reads the per_token dump back with the project's safetensors reader. */
 static void test_per_token_safetensors(void **state) {
     (void)state;
@@ -648,6 +701,7 @@ int main(void) {
         cmocka_unit_test(test_inactive_sink_touches_nothing),
         cmocka_unit_test(test_stat_dump_file_and_reset),
         cmocka_unit_test(test_per_pass),
+        cmocka_unit_test(test_swap),
         cmocka_unit_test(test_per_token_safetensors),
         cmocka_unit_test(test_per_token_dropped),
         cmocka_unit_test(test_per_token_wide_ids),

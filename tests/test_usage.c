@@ -3,7 +3,9 @@
  * pass), the Jensen-Shannon divergence against values worked by hand, the comparison's shares,
  * lifts and distinctive experts, and the lift picture. */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,11 +18,13 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "report/domain_usage.h"
 #include "report/report_draw.h"
 #include "report/usage_report.h"
 #include "routing/recorder.h"
 #include "routing/routing_split.h"
 #include "routing/usage_compare.h"
+#include "util/json_util.h"
 
 enum { L = 3, E = 6, K = 2, MAX_T = 16 };
 
@@ -166,10 +170,8 @@ static void test_split_rejects_bad_arguments(void **state) {
     mt_routing_split_free(sp);
 }
 
-/* Recorders behind the split: the groups' counts and the ungrouped tokens' add up to a recorder
- * that saw every pass whole, and each group's token count is its tokens'. */
-static void test_split_recorders_add_up(void **state) {
-    (void)state;
+/* L layers, all MoE, of E experts, top-K. */
+static mt_config moe_config(void) {
     mt_config c;
     memset(&c, 0, sizeof c);
     c.num_hidden_layers = L;
@@ -177,6 +179,14 @@ static void test_split_recorders_add_up(void **state) {
     c.top_k = K;
     for (int l = 0; l < L; l++) c.layer_is_moe[l] = true;
     c.num_moe_layers = L;
+    return c;
+}
+
+/* Recorders behind the split: the groups' counts and the ungrouped tokens' add up to a recorder
+ * that saw every pass whole, and each group's token count is its tokens'. */
+static void test_split_recorders_add_up(void **state) {
+    (void)state;
+    mt_config c = moe_config();
     mt_recorder_opts o;
     mt_recorder_opts_default(&o);
     o.buffer_size = -1;
@@ -218,6 +228,77 @@ static void test_split_recorders_add_up(void **state) {
     assert_int_equal(tokens, wc.num_tokens);
     mt_routing_split_free(sp);
     for (int i = 0; i < 4; i++) mt_recorder_free(all[i]);
+}
+
+/* ---- the domain usage report, written while passes arrive -------------------------------- */
+
+typedef struct feeder {
+    mt_routing_sink sink;
+    atomic_bool stop;
+    int passes;
+    int64_t tokens; /* fed, every token labelled */
+} feeder;
+
+/* Feeds passes until told to stop. */
+static void *feed_passes(void *arg) {
+    feeder *f = arg;
+    const int32_t group_of[3] = {1, 2, 1};
+    for (int p = 0; !atomic_load(&f->stop); p++, f->passes++) {
+        int64_t req[MAX_T];
+        int n = 1 + p % MAX_T;
+        for (int t = 0; t < n; t++) req[t] = (t + p) % 3;
+        feed(f->sink, p, req, n, group_of, 3);
+        f->tokens += n;
+    }
+    return NULL;
+}
+
+/* Writes taken while another thread feeds passes: each one succeeds (no domain ever counts more
+ * than all traffic: the counts are taken at one pass boundary), and the writes together count every
+ * token once. */
+static void test_domain_usage_writes_while_recording(void **state) {
+    (void)state;
+    mt_config c = moe_config();
+    mt_recorder_opts o;
+    mt_recorder_opts_default(&o);
+    mt_err err = {{0}};
+    mt_domain_usage *u = mt_domain_usage_new(&c, "m", &o, "topic", NULL, &err);
+    assert_non_null(u);
+    assert_int_equal(mt_domain_usage_group(u, "a", &err), 1);
+    assert_int_equal(mt_domain_usage_group(u, "b", &err), 2);
+    assert_int_equal(mt_domain_usage_group(u, "a", &err), 1);
+    assert_int_equal(mt_domain_usage_group(u, "", &err), -1);
+    mt_domain_usage_start(u);
+    char dir[] = "/tmp/moetrace_domains_XXXXXX", sub[128], json[256];
+    assert_non_null(mkdtemp(dir));
+    feeder f = {.sink = mt_domain_usage_sink(u)};
+    atomic_init(&f.stop, false);
+    pthread_t th;
+    pthread_create(&th, NULL, feed_passes, &f);
+    int64_t counted = 0;
+    for (int w = 0; w < 21; w++) {
+        if (w == 20) { /* the last write after every pass */
+            atomic_store(&f.stop, true);
+            pthread_join(th, NULL);
+        }
+        snprintf(sub, sizeof sub, "%s/w%d", dir, w);
+        if (mt_domain_usage_write(u, sub, false, json, sizeof json, &err)) fail_msg("write %d: %s", w, err.msg);
+        cJSON *dj = mt_json_load_file(json, &err);
+        assert_non_null(dj);
+        const cJSON *d;
+        int64_t in_domains = 0;
+        cJSON_ArrayForEach(d, cJSON_GetObjectItem(dj, "domains")) in_domains += cJSON_GetObjectItem(d, "tokens")->valueint;
+        /* every token is labelled: the domains are all the traffic of the same passes */
+        assert_int_equal(in_domains, cJSON_GetObjectItem(dj, "tokens")->valueint);
+        counted += in_domains;
+        cJSON_Delete(dj);
+    }
+    assert_int_equal(counted, f.tokens);
+    assert_true(f.passes > 20);
+    mt_domain_usage_free(u);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 /* ---- divergence and comparison ------------------------------------------------------------- */
@@ -380,6 +461,7 @@ int main(void) {
         cmocka_unit_test(test_split_group_added_later),
         cmocka_unit_test(test_split_rejects_bad_arguments),
         cmocka_unit_test(test_split_recorders_add_up),
+        cmocka_unit_test(test_domain_usage_writes_while_recording),
         cmocka_unit_test(test_js_divergence),
         cmocka_unit_test(test_compare),
         cmocka_unit_test(test_compare_edges),

@@ -28,6 +28,7 @@ struct mt_domain_usage {
     mt_recorder_opts base;       /* stat, no window */
     pthread_mutex_t mu;          /* the labels, the request counters */
     pthread_mutex_t pass_mu;     /* the sink's end of pass; snapshots and resets */
+    pthread_mutex_t write_mu;    /* one write at a time (they share the spares) */
     atomic_bool active;          /* whether passes beginning now are recorded */
     /* the engine thread's view of the pass in progress */
     bool in_pass, pass_on;
@@ -35,8 +36,10 @@ struct mt_domain_usage {
     char *names[MT_DOMAIN_MAX];
     char *slugs[MT_DOMAIN_MAX];  /* folder names under domains/ */
     mt_recorder *recorders[MT_DOMAIN_MAX]; /* always active: `active` above decides per pass */
+    mt_recorder *spares[MT_DOMAIN_MAX];    /* empty twins: a write swaps each recorder's data into
+                                              its spare, then dumps the spare without holding the sink */
     int64_t requests[MT_DOMAIN_MAX], unlabelled;
-    mt_recorder *all;            /* every token the sink sees */
+    mt_recorder *all, *all_spare; /* every token the sink sees */
     mt_routing_split *split;
     mt_routing_sink all_sink, split_sink;
 };
@@ -47,11 +50,14 @@ void mt_domain_usage_free(mt_domain_usage *u) {
         free(u->names[g]);
         free(u->slugs[g]);
         mt_recorder_free(u->recorders[g]);
+        mt_recorder_free(u->spares[g]);
     }
     mt_recorder_free(u->all);
+    mt_recorder_free(u->all_spare);
     mt_routing_split_free(u->split);
     pthread_mutex_destroy(&u->mu);
     pthread_mutex_destroy(&u->pass_mu);
+    pthread_mutex_destroy(&u->write_mu);
     free(u->model_name);
     free(u->field);
     free(u->data);
@@ -100,6 +106,7 @@ mt_domain_usage *mt_domain_usage_new(const mt_config *cfg, const char *model_nam
     }
     pthread_mutex_init(&u->mu, NULL);
     pthread_mutex_init(&u->pass_mu, NULL);
+    pthread_mutex_init(&u->write_mu, NULL);
     atomic_init(&u->active, false);
     u->cfg = cfg;
     u->base = *base;
@@ -114,7 +121,9 @@ mt_domain_usage *mt_domain_usage_new(const mt_config *cfg, const char *model_nam
         mt_errf(err, "out of memory");
         goto fail;
     }
-    if (!(u->all = mt_recorder_new(cfg, u->model_name, &u->base, err))) goto fail;
+    if (!(u->all = mt_recorder_new(cfg, u->model_name, &u->base, err)) ||
+        !(u->all_spare = mt_recorder_new(cfg, u->model_name, &u->base, err)))
+        goto fail;
     mt_recorder_start(u->all);
     u->all_sink = mt_recorder_sink(u->all);
     u->split_sink = mt_routing_split_sink(u->split);
@@ -165,7 +174,8 @@ int mt_domain_usage_group(mt_domain_usage *u, const char *label, mt_err *err) {
     make_slug(u, g, label, slug, sizeof slug);
     u->names[g] = strdup(label);
     u->slugs[g] = strdup(slug);
-    if (!u->names[g] || !u->slugs[g] || !(u->recorders[g] = mt_recorder_new(u->cfg, u->model_name, &u->base, err))) {
+    if (!u->names[g] || !u->slugs[g] || !(u->recorders[g] = mt_recorder_new(u->cfg, u->model_name, &u->base, err)) ||
+        !(u->spares[g] = mt_recorder_new(u->cfg, u->model_name, &u->base, err))) {
         if (!u->names[g] || !u->slugs[g]) mt_errf(err, "out of memory");
         goto undo;
     }
@@ -181,8 +191,9 @@ undo:
     free(u->names[g]);
     free(u->slugs[g]);
     mt_recorder_free(u->recorders[g]);
+    mt_recorder_free(u->spares[g]);
     u->names[g] = u->slugs[g] = NULL;
-    u->recorders[g] = NULL;
+    u->recorders[g] = u->spares[g] = NULL;
 out:
     pthread_mutex_unlock(&u->mu);
     return rc;
@@ -238,7 +249,7 @@ static int make_dir(const char *path, mt_err *err) {
 /* What one write took from the recorders. */
 typedef struct snapshot {
     int G;
-    int64_t *count, *all, *tokens, *requests, unlabelled;
+    int64_t *count, *all, *tokens, *requests, unlabelled, all_tokens;
     cJSON **dumps;     /* [G] each domain's stat dump */
 } snapshot;
 
@@ -251,7 +262,9 @@ static void snapshot_free(snapshot *s) {
     free(s->requests);
 }
 
-/* Every recorder's counts at one pass boundary, then reset. */
+/* Every recorder's counts at one pass boundary, then reset: under the sink's lock each recorder's
+ * data moves into its (empty) spare, so the engine waits only for the swaps; the spares are read
+ * and emptied afterwards. write_mu held. */
 static int take_snapshot(mt_domain_usage *u, int G, snapshot *s, mt_err *err) {
     const mt_config *c = u->cfg;
     size_t LE = (size_t)c->num_hidden_layers * (size_t)c->num_experts;
@@ -262,24 +275,32 @@ static int take_snapshot(mt_domain_usage *u, int G, snapshot *s, mt_err *err) {
     s->requests = malloc((size_t)G * sizeof *s->requests);
     s->dumps = calloc((size_t)G, sizeof *s->dumps);
     if (!s->count || !s->all || !s->tokens || !s->requests || !s->dumps) return mt_errf(err, "out of memory");
-    int rc = 0;
     pthread_mutex_lock(&u->mu);
     pthread_mutex_lock(&u->pass_mu);
-    for (int g = 0; g < G && rc == 0; g++) {
-        mt_recorder_counts k;
-        mt_recorder_get_counts(u->recorders[g], &k);
-        s->tokens[g] = k.num_tokens;
+    for (int g = 0; g < G; g++) {
+        mt_recorder_swap(u->recorders[g], u->spares[g]);
         s->requests[g] = u->requests[g];
-        mt_recorder_logical_count(u->recorders[g], s->count + (size_t)g * LE);
-        if (!(s->dumps[g] = mt_recorder_dump_json(u->recorders[g], false, err))) rc = -1;
+        u->requests[g] = 0;
     }
-    if (rc == 0) {
-        mt_recorder_logical_count(u->all, s->all);
-        s->unlabelled = u->unlabelled;
-        reset_locked(u);
-    }
+    mt_recorder_swap(u->all, u->all_spare);
+    s->unlabelled = u->unlabelled;
+    u->unlabelled = 0;
     pthread_mutex_unlock(&u->pass_mu);
     pthread_mutex_unlock(&u->mu);
+    int rc = 0;
+    for (int g = 0; g < G; g++) {
+        mt_recorder_counts k;
+        mt_recorder_get_counts(u->spares[g], &k);
+        s->tokens[g] = k.num_tokens;
+        mt_recorder_logical_count(u->spares[g], s->count + (size_t)g * LE);
+        if (!(s->dumps[g] = mt_recorder_dump_json(u->spares[g], true, err))) rc = -1;
+        mt_recorder_reset(u->spares[g]); /* empty for the next write, whatever happened */
+    }
+    mt_recorder_counts k;
+    mt_recorder_get_counts(u->all_spare, &k);
+    s->all_tokens = k.num_tokens;
+    mt_recorder_logical_count(u->all_spare, s->all);
+    mt_recorder_reset(u->all_spare);
     return rc;
 }
 
@@ -312,6 +333,7 @@ static cJSON *domains_json(const mt_domain_usage *u, const snapshot *s, const mt
         if (c->layer_is_moe[l]) cJSON_AddItemToArray(moe, cJSON_CreateNumber(l));
     cJSON_AddNumberToObject(root, "num_experts", c->num_experts);
     cJSON_AddNumberToObject(root, "top_k", c->top_k);
+    cJSON_AddNumberToObject(root, "tokens", (double)s->all_tokens);
     cJSON_AddNumberToObject(root, "unlabelled_requests", (double)s->unlabelled);
     cJSON *groups = cJSON_DetachItemFromObject(cmp, "groups");
     cJSON *it;
@@ -359,6 +381,7 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
     char (*paths)[4096] = malloc((size_t)G * sizeof *paths);
     bool *is_moe = malloc((size_t)L * sizeof *is_moe);
     cJSON *root = NULL;
+    pthread_mutex_lock(&u->write_mu);
     if (take_snapshot(u, G, &s, err)) goto out;
     if (!paths || !is_moe) {
         mt_errf(err, "out of memory");
@@ -393,6 +416,7 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
     }
     rc = 0;
 out:
+    pthread_mutex_unlock(&u->write_mu);
     snapshot_free(&s);
     free(paths);
     free(is_moe);

@@ -16,9 +16,8 @@
  * passes), so the domains and all traffic cover the same passes.
  *
  * Threads: the engine thread calls the sink; any thread may call the rest, labels included, while
- * the engine runs. A write holds the sink's end of pass (so the engine waits there) while it takes
- * the counts and builds each domain's dump object (time that grows with the domains and the
- * model's layers x experts); the files are written after. */
+ * the engine runs. A write holds the sink's end of pass (the engine waits there) only while it
+ * swaps each recorder's data into an empty twin (mt_recorder_swap), which it dumps afterwards. */
 #ifndef MT_REPORT_DOMAIN_USAGE_H
 #define MT_REPORT_DOMAIN_USAGE_H
 

@@ -220,6 +220,51 @@ void mt_recorder_stop(mt_recorder *r) { atomic_store(&r->active, false); }
 bool mt_recorder_active(const mt_recorder *r) { return atomic_load(&((mt_recorder *)r)->active); }
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r) { return r->mode; }
 
+int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
+    if (a == b) return 0;
+    if (a->L != b->L || a->E != b->E || a->K != b->K || a->NC != b->NC || a->mode != b->mode ||
+        a->buffer_size != b->buffer_size || a->max_tokens != b->max_tokens || a->plc != b->plc ||
+        a->id_bytes != b->id_bytes)
+        return -1;
+    mt_recorder *first = a < b ? a : b, *second = a < b ? b : a; /* one lock order */
+    pthread_mutex_lock(&first->mu);
+    pthread_mutex_lock(&second->mu);
+#define SWAP(T, f)  \
+    do {            \
+        T t = a->f; \
+        a->f = b->f; \
+        b->f = t;   \
+    } while (0)
+    /* every field of recorder_internal.h's "shared, under mu" block but the mutex */
+    SWAP(int64_t *, total);
+    SWAP(int64_t, num_passes);
+    SWAP(int64_t, num_tokens);
+    SWAP(double, bal_sum);
+    SWAP(int64_t, dropped_passes);
+    SWAP(mt_rec_pass *, ring);
+    SWAP(int, ring_cap);
+    SWAP(int, ring_head);
+    SWAP(int, ring_len);
+    SWAP(int64_t, tok_n);
+    SWAP(int64_t, tok_cap);
+    SWAP(int64_t, dropped_tokens);
+    SWAP(unsigned char *, tok_ids);
+    SWAP(int64_t *, tok_req);
+    SWAP(int32_t *, tok_pos);
+    SWAP(int32_t *, tok_tok);
+    SWAP(int64_t *, req_ids);
+    SWAP(char **, req_names);
+    SWAP(int64_t, n_req);
+    SWAP(int64_t, req_cap);
+    SWAP(int64_t *, req_hash_key);
+    SWAP(int64_t *, req_hash_val);
+    SWAP(int64_t, req_hash_cap);
+#undef SWAP
+    pthread_mutex_unlock(&second->mu);
+    pthread_mutex_unlock(&first->mu);
+    return 0;
+}
+
 void mt_recorder_reset(mt_recorder *r) {
     pthread_mutex_lock(&r->mu);
     mt_rec_reset_locked(r);

@@ -77,6 +77,10 @@ void mt_recorder_stop(mt_recorder *r);
 bool mt_recorder_active(const mt_recorder *r);
 /* Drops everything recorded so far (the active state is unchanged). */
 void mt_recorder_reset(mt_recorder *r);
+/* Exchanges what a and b recorded (counts, window, tokens), not their options, state or a pass in
+ * progress: e.g. a full recorder with an empty one in O(1) under their locks, to dump the data
+ * afterwards without holding the sink. -1 when they were made for different shapes or options. */
+int mt_recorder_swap(mt_recorder *a, mt_recorder *b);
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r);
 
 /* The sink to hand to the engine (ctx = r). */

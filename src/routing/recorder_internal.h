@@ -57,7 +57,7 @@ struct mt_recorder {
     int32_t *stage_pos, *stage_tok;
     bool stage_failed;    /* out of memory for this pass: its tokens count as dropped */
 
-    /* shared, under mu */
+    /* shared, under mu (mt_recorder_swap exchanges each of these fields: keep it in step) */
     pthread_mutex_t mu;
     int64_t *total;       /* [NC] sum over the window: logical [L, E] then physical [L, R] */
     int64_t num_passes, num_tokens;
