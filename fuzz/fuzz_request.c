@@ -2,18 +2,22 @@
  * HTTP: every input is parsed as a /generate, a /v1/completions and a /v1/chat/completions body,
  * with the qwen3_moe fixture's config and the Qwen3 chat template, under three servers: with the
  * byte-level fixture tokenizer (which always adds a token), with the one without post-processor (an
- * empty text gives no ids) and routing enabled, and without tokenizer. A body that is accepted
+ * empty text gives no ids) and routing enabled and domains labelled by the key "topic" (serve
+ * --domain-field), and without tokenizer. A body that is accepted
  * gives a prompt inside the context and params within their documented ranges, and holds no string
- * with U+0000 (cJSON would have cut it there, e.g. a text prompt encoded up to the NUL). */
+ * with U+0000 (cJSON would have cut it there, e.g. a text prompt encoded up to the NUL); its domain
+ * group is 0 or a group of a label the usage knows. */
 #include "chat/chat_template.h"
 #include "fuzz_util.h"
 #include "model/config.h"
+#include "report/domain_usage.h"
 #include "server/request_body.h"
 #include "util/json_util.h"
 
 static mt_config g_cfg;
 static mt_tokenizer *g_tok[2];
 static mt_chat_template *g_tpl;
+static mt_domain_usage *g_domains;
 
 static void fail_init(const char *what, const mt_err *err) {
     fprintf(stderr, "fuzz_request: %s: %s\n", what, err->msg);
@@ -35,6 +39,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (!src) fail_init("template", &err);
     if (mt_chat_template_from_string(&g_tpl, src, NULL, "<|im_end|>", &err)) fail_init("template", &err);
     free(src);
+    mt_recorder_opts ro;
+    mt_recorder_opts_default(&ro);
+    if (!(g_domains = mt_domain_usage_new(&g_cfg, "fuzz", &ro, "topic", NULL, &err))) fail_init("domains", &err);
     return 0;
 }
 
@@ -48,6 +55,7 @@ static void check(const mt_gen_request *r) {
     for (int i = 0; i < p->n_stop_ids; i++) FUZZ_CHECK(p->stop_ids[i] >= 0 && p->stop_ids[i] < g_cfg.vocab_size);
     for (int i = 0; i < p->n_stop_strings; i++) FUZZ_CHECK(p->stop_strings[i] && p->stop_strings[i][0]);
     FUZZ_CHECK(strlen(r->rid) < sizeof r->rid);
+    FUZZ_CHECK(p->group >= 0 && p->group <= mt_domain_usage_num_domains(g_domains));
 }
 
 /* True when the JSON value at the start of data has a string holding U+0000. */
@@ -63,7 +71,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const mt_body_kind kinds[] = {MT_BODY_GENERATE, MT_BODY_COMPLETIONS, MT_BODY_CHAT};
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
         for (int v = 0; v < 3; v++) {
-            mt_request_ctx c = {&g_cfg, v < 2 ? g_tok[v] : NULL, v < 2 ? g_tpl : NULL, NULL, v > 0};
+            mt_request_ctx c = {.cfg = &g_cfg, .tokenizer = v < 2 ? g_tok[v] : NULL, .chat_template = v < 2 ? g_tpl : NULL,
+                                .routing_enabled = v > 0, .domain_field = v == 1 ? "topic" : NULL,
+                                .domains = v == 1 ? g_domains : NULL};
             mt_gen_request r;
             mt_api_error e = {0};
             if (mt_request_parse(&c, kinds[k], (const char *)data, size, &r, &e) == 0) {
