@@ -255,6 +255,19 @@ static void test_domains_add_up(void **state) {
     /* the domains and the unlabelled requests add up to the recorder's window */
     for (int l = 0; l < LAYERS; l++)
         for (int e = 0; e < EXPERTS; e++) assert_int_equal(count_at(dump, l, e), domains_sum[l][e] + rest[l][e]);
+    /* /metrics: each label's requests since start-up, and no tokens since the dump */
+    mt_http_response m;
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &m), 0);
+    for (int k = 0; k < N_LABELS - 1; k++) {
+        int requests = 0;
+        for (int i = 0; i < N_REQ; i++) requests += cases[i].label == k;
+        char line[128];
+        snprintf(line, sizeof line, "moetrace_domain_requests_total{domain=\"%s\"} %d\n", LABEL_NAME[k], requests);
+        if (!strstr(m.body, line)) fail_msg("/metrics lacks '%s'", line);
+        snprintf(line, sizeof line, "moetrace_domain_recorded_tokens{domain=\"%s\"} 0\n", LABEL_NAME[k]);
+        if (!strstr(m.body, line)) fail_msg("/metrics lacks '%s'", line);
+    }
+    mt_http_response_free(&m);
     cJSON_Delete(dj);
     cJSON_Delete(dump);
     mt_http_client_free(c);
@@ -275,14 +288,20 @@ static void test_bad_labels_and_limit(void **state) {
     assert_int_equal(generate_status(c, long_label, msg, sizeof msg), 400);
     assert_non_null(strstr(msg, "longer than 200 bytes"));
     assert_int_equal(generate_status(c, NULL, NULL, 0), 200);
+    /* a label with characters Prometheus escapes */
+    assert_int_equal(generate_status(c, "\"say \\\"hi\\\"\\n\"", msg, sizeof msg), 200);
+    mt_http_response m;
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &m), 0);
+    if (!strstr(m.body, "moetrace_domain_requests_total{domain=\"say \\\"hi\\\"\\n\"} 1\n")) fail_msg("%s", m.body);
+    mt_http_response_free(&m);
     /* labels up to the most there can be; one more is refused, known ones still served */
     post_ok(c, "/start_expert_distribution_record");
     for (int i = 0; i < 256; i++) {
         char label[32];
         snprintf(label, sizeof label, "\"l%d\"", i);
         long st = generate_status(c, label, msg, sizeof msg);
-        if (i < 253 && st != 200) fail_msg("label %d: %ld %s", i, st, msg);
-        if (i >= 253 && (st != 400 || !strstr(msg, "256 domains are recorded already"))) fail_msg("label %d: %ld %s", i, st, msg);
+        if (i < 252 && st != 200) fail_msg("label %d: %ld %s", i, st, msg);
+        if (i >= 252 && (st != 400 || !strstr(msg, "256 domains are recorded already"))) fail_msg("label %d: %ld %s", i, st, msg);
     }
     assert_int_equal(generate_status(c, "\"code\"", NULL, 0), 200);
     char dir[512], path[1024];

@@ -38,7 +38,8 @@ struct mt_domain_usage {
     mt_recorder *recorders[MT_DOMAIN_MAX]; /* always active: `active` above decides per pass */
     mt_recorder *spares[MT_DOMAIN_MAX];    /* empty twins: a write swaps each recorder's data into
                                               its spare, then dumps the spare without holding the sink */
-    int64_t requests[MT_DOMAIN_MAX], unlabelled;
+    int64_t requests[MT_DOMAIN_MAX], unlabelled; /* while recording, since the last write or reset */
+    int64_t requests_total[MT_DOMAIN_MAX];        /* since creation */
     mt_recorder *all, *all_spare; /* every token the sink sees */
     mt_routing_split *split;
     mt_routing_sink all_sink, split_sink;
@@ -200,11 +201,27 @@ out:
 }
 
 void mt_domain_usage_count_request(mt_domain_usage *u, int g) {
-    if (!atomic_load_explicit(&u->active, memory_order_acquire)) return;
+    bool active = atomic_load_explicit(&u->active, memory_order_acquire);
     pthread_mutex_lock(&u->mu);
-    if (g >= 1 && g <= u->num_domains) u->requests[g - 1]++;
-    else if (g == 0) u->unlabelled++;
+    if (g >= 1 && g <= u->num_domains) {
+        u->requests_total[g - 1]++;
+        if (active) u->requests[g - 1]++;
+    } else if (g == 0 && active) {
+        u->unlabelled++;
+    }
     pthread_mutex_unlock(&u->mu);
+}
+
+int mt_domain_usage_stats(mt_domain_usage *u, mt_domain_stat *out) {
+    pthread_mutex_lock(&u->mu);
+    int n = u->num_domains;
+    for (int g = 0; g < n; g++) {
+        mt_recorder_counts k;
+        mt_recorder_get_counts(u->recorders[g], &k);
+        out[g] = (mt_domain_stat){.name = u->names[g], .requests_total = u->requests_total[g], .tokens = k.num_tokens};
+    }
+    pthread_mutex_unlock(&u->mu);
+    return n;
 }
 
 int mt_domain_usage_num_domains(mt_domain_usage *u) {

@@ -49,6 +49,15 @@ int mt_domain_usage_group(mt_domain_usage *u, const char *label, mt_err *err);
 /* Counts one request of group g (0: unlabelled) for domains.json's "requests", while recording. */
 void mt_domain_usage_count_request(mt_domain_usage *u, int g);
 int mt_domain_usage_num_domains(mt_domain_usage *u);
+/* A known domain's figures (for /metrics). */
+typedef struct mt_domain_stat {
+    const char *name;        /* the label (valid while u is) */
+    int64_t requests_total;  /* requests counted with it since u was made, recording or not */
+    int64_t tokens;          /* its forwarded tokens since the start, the last reset or write */
+} mt_domain_stat;
+/* The known domains' figures into out[MT_DOMAIN_MAX], in order of first appearance; returns how
+ * many. */
+int mt_domain_usage_stats(mt_domain_usage *u, mt_domain_stat *out);
 mt_routing_sink mt_domain_usage_sink(mt_domain_usage *u);
 void mt_domain_usage_start(mt_domain_usage *u);
 void mt_domain_usage_stop(mt_domain_usage *u);

@@ -94,6 +94,38 @@ static void counter(mt_strbuf *o, const char *name, const char *help, double v) 
     mt_strbuf_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %.17g\n", name, help, name, name, v);
 }
 
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void put_label_value(mt_strbuf *o, const char *v) {
+    for (; *v; v++) {
+        if (*v == '\\') mt_strbuf_puts(o, "\\\\");
+        else if (*v == '"') mt_strbuf_puts(o, "\\\"");
+        else if (*v == '\n') mt_strbuf_puts(o, "\\n");
+        else mt_strbuf_append(o, v, 1);
+    }
+}
+
+/* serve --domain-field: each label's requests and recorded tokens. */
+static void domain_metrics(mt_domain_usage *u, mt_strbuf *o) {
+    mt_domain_stat *st = malloc(MT_DOMAIN_MAX * sizeof *st);
+    if (!st) return;
+    int n = mt_domain_usage_stats(u, st);
+    mt_strbuf_puts(o, "# HELP moetrace_domain_requests_total Requests accepted with each domain label since start-up.\n"
+                      "# TYPE moetrace_domain_requests_total counter\n");
+    for (int g = 0; g < n; g++) {
+        mt_strbuf_puts(o, "moetrace_domain_requests_total{domain=\"");
+        put_label_value(o, st[g].name);
+        mt_strbuf_printf(o, "\"} %lld\n", (long long)st[g].requests_total);
+    }
+    mt_strbuf_puts(o, "# HELP moetrace_domain_recorded_tokens Tokens of each domain recorded since recording "
+                      "started or the last dump.\n# TYPE moetrace_domain_recorded_tokens gauge\n");
+    for (int g = 0; g < n; g++) {
+        mt_strbuf_puts(o, "moetrace_domain_recorded_tokens{domain=\"");
+        put_label_value(o, st[g].name);
+        mt_strbuf_printf(o, "\"} %lld\n", (long long)st[g].tokens);
+    }
+    free(st);
+}
+
 int mt_api_metrics(mt_http_request *rq) {
     mt_server *s = rq->server;
     mt_strbuf o = {0};
@@ -145,6 +177,7 @@ int mt_api_metrics(mt_http_request *rq) {
             gauge(&o, "moetrace_expert_balancedness_mean", "Mean balancedness over the MoE layers.", w.mean);
             window_free(&w);
         }
+        if (s->b.domains) domain_metrics(s->b.domains, &o);
     }
     int status = mt_reply(rq, 200, "text/plain; version=0.0.4; charset=utf-8", o.data ? o.data : "", o.len);
     mt_strbuf_free(&o);
