@@ -104,25 +104,26 @@ static void put_label_value(mt_strbuf *o, const char *v) {
     }
 }
 
+/* One metric with a sample per domain: its requests_total, or its tokens. */
+static void per_domain(mt_strbuf *o, const char *name, const char *type, const char *help, const mt_domain_stat *st,
+                       int n, bool tokens) {
+    mt_strbuf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (int g = 0; g < n; g++) {
+        mt_strbuf_printf(o, "%s{domain=\"", name);
+        put_label_value(o, st[g].name);
+        mt_strbuf_printf(o, "\"} %lld\n", (long long)(tokens ? st[g].tokens : st[g].requests_total));
+    }
+}
+
 /* serve --domain-field: each label's requests and recorded tokens. */
 static void domain_metrics(mt_domain_usage *u, mt_strbuf *o) {
     mt_domain_stat *st = malloc(MT_DOMAIN_MAX * sizeof *st);
     if (!st) return;
     int n = mt_domain_usage_stats(u, st);
-    mt_strbuf_puts(o, "# HELP moetrace_domain_requests_total Requests accepted with each domain label since start-up.\n"
-                      "# TYPE moetrace_domain_requests_total counter\n");
-    for (int g = 0; g < n; g++) {
-        mt_strbuf_puts(o, "moetrace_domain_requests_total{domain=\"");
-        put_label_value(o, st[g].name);
-        mt_strbuf_printf(o, "\"} %lld\n", (long long)st[g].requests_total);
-    }
-    mt_strbuf_puts(o, "# HELP moetrace_domain_recorded_tokens Tokens of each domain recorded since recording "
-                      "started or the last dump.\n# TYPE moetrace_domain_recorded_tokens gauge\n");
-    for (int g = 0; g < n; g++) {
-        mt_strbuf_puts(o, "moetrace_domain_recorded_tokens{domain=\"");
-        put_label_value(o, st[g].name);
-        mt_strbuf_printf(o, "\"} %lld\n", (long long)st[g].tokens);
-    }
+    per_domain(o, "moetrace_domain_requests_total", "counter",
+               "Requests accepted with each domain label since start-up.", st, n, false);
+    per_domain(o, "moetrace_domain_recorded_tokens", "gauge",
+               "Tokens of each domain recorded since recording started or the last dump.", st, n, true);
     free(st);
 }
 
