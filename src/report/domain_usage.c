@@ -40,9 +40,9 @@ struct mt_domain_usage {
                                               its spare, then dumps the spare without holding the sink */
     int64_t requests[MT_DOMAIN_MAX], unlabelled; /* while recording, since the last write or reset */
     int64_t requests_total[MT_DOMAIN_MAX];        /* since creation */
-    mt_recorder *all, *all_spare; /* every token the sink sees */
+    mt_recorder *rest, *rest_spare; /* the tokens of no domain (the split's rest) */
     mt_routing_split *split;
-    mt_routing_sink all_sink, split_sink;
+    mt_routing_sink split_sink;
 };
 
 void mt_domain_usage_free(mt_domain_usage *u) {
@@ -53,8 +53,8 @@ void mt_domain_usage_free(mt_domain_usage *u) {
         mt_recorder_free(u->recorders[g]);
         mt_recorder_free(u->spares[g]);
     }
-    mt_recorder_free(u->all);
-    mt_recorder_free(u->all_spare);
+    mt_recorder_free(u->rest);
+    mt_recorder_free(u->rest_spare);
     mt_routing_split_free(u->split);
     pthread_mutex_destroy(&u->mu);
     pthread_mutex_destroy(&u->pass_mu);
@@ -73,9 +73,7 @@ static void usage_on_layer(void *ctx, const mt_routing_event *ev) {
         u->in_pass = true;
         u->pass_on = atomic_load_explicit(&u->active, memory_order_acquire);
     }
-    if (!u->pass_on) return;
-    u->all_sink.on_layer(u->all_sink.ctx, ev);
-    u->split_sink.on_layer(u->split_sink.ctx, ev);
+    if (u->pass_on) u->split_sink.on_layer(u->split_sink.ctx, ev);
 }
 
 /* Every recorder commits the pass here, together, so a snapshot under pass_mu sees the same passes
@@ -84,7 +82,6 @@ static void usage_on_pass(void *ctx, const mt_pass_event *ev) {
     mt_domain_usage *u = ctx;
     if (u->in_pass && u->pass_on) {
         pthread_mutex_lock(&u->pass_mu);
-        u->all_sink.on_pass(u->all_sink.ctx, ev);
         u->split_sink.on_pass(u->split_sink.ctx, ev);
         pthread_mutex_unlock(&u->pass_mu);
     }
@@ -122,11 +119,11 @@ mt_domain_usage *mt_domain_usage_new(const mt_config *cfg, const char *model_nam
         mt_errf(err, "out of memory");
         goto fail;
     }
-    if (!(u->all = mt_recorder_new(cfg, u->model_name, &u->base, err)) ||
-        !(u->all_spare = mt_recorder_new(cfg, u->model_name, &u->base, err)))
+    if (!(u->rest = mt_recorder_new(cfg, u->model_name, &u->base, err)) ||
+        !(u->rest_spare = mt_recorder_new(cfg, u->model_name, &u->base, err)))
         goto fail;
-    mt_recorder_start(u->all);
-    u->all_sink = mt_recorder_sink(u->all);
+    mt_recorder_start(u->rest);
+    mt_routing_split_set_rest(u->split, mt_recorder_sink(u->rest));
     u->split_sink = mt_routing_split_sink(u->split);
     return u;
 fail:
@@ -240,7 +237,7 @@ static void reset_locked(mt_domain_usage *u) {
         mt_recorder_reset(u->recorders[g]);
         u->requests[g] = 0;
     }
-    mt_recorder_reset(u->all);
+    mt_recorder_reset(u->rest);
     u->unlabelled = 0;
 }
 
@@ -299,25 +296,28 @@ static int take_snapshot(mt_domain_usage *u, int G, snapshot *s, mt_err *err) {
         s->requests[g] = u->requests[g];
         u->requests[g] = 0;
     }
-    mt_recorder_swap(u->all, u->all_spare);
+    mt_recorder_swap(u->rest, u->rest_spare);
     s->unlabelled = u->unlabelled;
     u->unlabelled = 0;
     pthread_mutex_unlock(&u->pass_mu);
     pthread_mutex_unlock(&u->mu);
+    /* all traffic: the rest's tokens and counts, then every domain's added */
     int rc = 0;
+    mt_recorder_counts k;
+    mt_recorder_get_counts(u->rest_spare, &k);
+    s->all_tokens = k.num_tokens;
+    mt_recorder_logical_count(u->rest_spare, s->all);
+    mt_recorder_reset(u->rest_spare);
     for (int g = 0; g < G; g++) {
-        mt_recorder_counts k;
+        int64_t *cg = s->count + (size_t)g * LE;
         mt_recorder_get_counts(u->spares[g], &k);
         s->tokens[g] = k.num_tokens;
-        mt_recorder_logical_count(u->spares[g], s->count + (size_t)g * LE);
+        s->all_tokens += k.num_tokens;
+        mt_recorder_logical_count(u->spares[g], cg);
+        for (size_t i = 0; i < LE; i++) s->all[i] += cg[i];
         if (!(s->dumps[g] = mt_recorder_dump_json(u->spares[g], true, err))) rc = -1;
         mt_recorder_reset(u->spares[g]); /* empty for the next write, whatever happened */
     }
-    mt_recorder_counts k;
-    mt_recorder_get_counts(u->all_spare, &k);
-    s->all_tokens = k.num_tokens;
-    mt_recorder_logical_count(u->all_spare, s->all);
-    mt_recorder_reset(u->all_spare);
     return rc;
 }
 

@@ -1,8 +1,8 @@
 /* Expert usage per domain (labelled groups of requests), recorded live and written as a report:
  * one stat recorder per label, fed through a split sink (routing/routing_split.h) with the tokens
- * of that label's requests (mt_request.group = the label's group), and one of all the traffic the
- * sink sees, so each domain's counts are exactly its forwarded tokens' and the comparison's "all"
- * covers the same passes. `moetrace profile --domain-field` takes the labels from the dataset,
+ * of that label's requests (mt_request.group = the label's group), and one of the tokens of no
+ * label, so each domain's counts are exactly its forwarded tokens' and all traffic (the domains'
+ * counts and the rest's, each token counted once) covers the same passes. `moetrace profile --domain-field` takes the labels from the dataset,
  * `moetrace serve --domain-field` from the requests.
  *
  * mt_domain_usage_write takes every recorder's counts at one pass boundary, resets them (as a

@@ -6,7 +6,8 @@
  * groups' counts (with the tokens of no group) add up to the whole pass's.
  *
  * Tokens are matched by the events' request_groups (mt_request.group): group g >= 1 is the g-th
- * sink added; 0, a group not added yet, or events without request_groups go to no group.
+ * sink added; tokens of group 0, of a group not added yet, or of events without request_groups
+ * belong to no group and go to the rest's sink when one is set, else nowhere.
  * Groups can be added while the engine runs, from any thread: a pass sees the groups added before
  * its first layer. If scratch memory cannot be grown, the pass's events are dropped and
  * mt_routing_split_failed says so. One thread calls the sink (the engine's). */
@@ -26,6 +27,8 @@ void mt_routing_split_free(mt_routing_split *s);
 /* Adds a group with the sink (copied) and returns its number (1, 2, ...); -1 when max_groups are
  * there already or the sink has no on_layer. Thread-safe. */
 int mt_routing_split_add(mt_routing_split *s, mt_routing_sink group);
+/* The sink of the tokens of no group (before the sink sees any pass). */
+void mt_routing_split_set_rest(mt_routing_split *s, mt_routing_sink rest);
 mt_routing_sink mt_routing_split_sink(mt_routing_split *s);
 /* Whether any pass was dropped for want of memory. */
 bool mt_routing_split_failed(const mt_routing_split *s);
