@@ -3,7 +3,8 @@
  * chat completions, streamed and not, usage, routed_experts in the choice), that they agree with
  * /generate, the chosen tokens' log-probabilities (equal to /generate's), stop strings (trimmed,
  * kept with no_stop_trim, never streamed), /metrics and the dashboard data; a per_token recording
- * names each request by the id its response carried. */
+ * names each request by the id its response carried, and with --domain-field the completions and
+ * chat endpoints label their requests' domains as /generate does. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include "model/safetensors.h"
 #include "support/server_proc.h"
 #include "tmp_dir.h"
+#include "util/json_util.h"
 
 static const char CONFIG[] =
     "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 1004, \"hidden_size\": 64, \"num_hidden_layers\": 3,"
@@ -546,7 +548,9 @@ static void test_per_token_request_ids(void **state) {
     snprintf(dump_dir, sizeof dump_dir, "%s", path_of("per_token"));
     assert_int_equal(mkdir(dump_dir, 0755), 0);
     mt_test_server srv;
-    assert_int_equal(start_server(&srv, "--expert-distribution-recorder-mode per_token", dump_dir, "per_token.log"), 0);
+    assert_int_equal(start_server(&srv, "--expert-distribution-recorder-mode per_token --domain-field topic", dump_dir,
+                                  "per_token.log"),
+                     0);
     mt_http_client *c = mt_http_client_new(srv.url, NULL);
     mt_http_response r;
     assert_int_equal(mt_http_call(c, "POST", "/start_expert_distribution_record", "", &r), 0);
@@ -554,16 +558,16 @@ static void test_per_token_request_ids(void **state) {
     mt_http_response_free(&r);
 
     named_request req[4];
-    call_named(c, "/generate", "{\"text\": \"first request\", \"rid\": \"req-A\", "
+    call_named(c, "/generate", "{\"text\": \"first request\", \"rid\": \"req-A\", \"topic\": \"docs\", "
                                "\"sampling_params\": {\"max_new_tokens\": 3, \"ignore_eos\": true}}", &req[0]);
     assert_string_equal(req[0].id, "req-A");
     call_named(c, "/generate", "{\"text\": \"second one, without a rid\", "
                                "\"sampling_params\": {\"max_new_tokens\": 2, \"ignore_eos\": true}}", &req[1]);
-    call_named(c, "/v1/completions", "{\"prompt\": \"a completion\", \"max_tokens\": 4, \"ignore_eos\": true}",
+    call_named(c, "/v1/completions", "{\"prompt\": \"a completion\", \"max_tokens\": 4, \"ignore_eos\": true, \"topic\": \"docs\"}",
                &req[2]);
     assert_true(!strncmp(req[2].id, "cmpl-", 5));
     call_named(c, "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], "
-                                          "\"max_tokens\": 2, \"ignore_eos\": true}", &req[3]);
+                                          "\"max_tokens\": 2, \"ignore_eos\": true, \"topic\": \"chat\"}", &req[3]);
     assert_true(!strncmp(req[3].id, "chatcmpl-", 9));
     assert_int_equal(mt_http_call(c, "POST", "/stop_expert_distribution_record", "", &r), 0);
     mt_http_response_free(&r);
@@ -603,6 +607,30 @@ static void test_per_token_request_ids(void **state) {
         if (rows[i] != req[i].forwarded) fail_msg("request %s: %d rows, %d tokens forwarded", req[i].id, rows[i], req[i].forwarded);
     mt_checkpoint_close(ck);
     cJSON_Delete(dump);
+
+    /* the domains beside the dump: "docs" (a /generate and a completion), "chat", one unlabelled */
+    char cmd[1024], usage[1024];
+    snprintf(cmd, sizeof cmd, "ls -d %s/domain_usage_* 2>/dev/null | head -1", dump_dir);
+    FILE *ls = popen(cmd, "r");
+    assert_non_null(ls);
+    assert_non_null(fgets(usage, sizeof usage, ls));
+    pclose(ls);
+    usage[strcspn(usage, "\n")] = 0;
+    strncat(usage, "/domains.json", sizeof usage - strlen(usage) - 1);
+    cJSON *dj = mt_json_load_file(usage, &err);
+    if (!dj) fail_msg("%s", err.msg);
+    assert_int_equal(num(dj, "unlabelled_requests"), 1);
+    assert_int_equal(num(dj, "tokens"), req[0].forwarded + req[1].forwarded + req[2].forwarded + req[3].forwarded);
+    const cJSON *doms = cJSON_GetObjectItem(dj, "domains");
+    assert_int_equal(cJSON_GetArraySize(doms), 2);
+    const cJSON *docs = cJSON_GetArrayItem(doms, 0), *chat = cJSON_GetArrayItem(doms, 1);
+    assert_string_equal(str(docs, "name"), "docs");
+    assert_int_equal(num(docs, "requests"), 2);
+    assert_int_equal(num(docs, "tokens"), req[0].forwarded + req[2].forwarded);
+    assert_string_equal(str(chat, "name"), "chat");
+    assert_int_equal(num(chat, "requests"), 1);
+    assert_int_equal(num(chat, "tokens"), req[3].forwarded);
+    cJSON_Delete(dj);
     mt_http_client_free(c);
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
