@@ -337,7 +337,7 @@ static cJSON *domains_json(const mt_domain_usage *u, const snapshot *s, const mt
     if (!cmp || !root) {
         cJSON_Delete(cmp);
         cJSON_Delete(root);
-        mt_errf(err, "domain usage: out of memory, or a domain counted more tokens than all traffic");
+        mt_errf(err, "domain usage: out of memory");
         return NULL;
     }
     cJSON_AddStringToObject(root, "format", "moetrace.domain_usage.v1");
@@ -362,7 +362,7 @@ static cJSON *domains_json(const mt_domain_usage *u, const snapshot *s, const mt
     return root;
 }
 
-/* Prints o to path (unformatted, as recorder dumps are). */
+/* Prints o to path: pretty, or unformatted as recorder dumps are. */
 static int write_json(const char *path, const cJSON *o, bool pretty, mt_err *err) {
     char *text = pretty ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
     if (!text) return mt_errf(err, "out of memory");
@@ -396,11 +396,10 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
     if (make_dirs(u, dir, G, err)) return -1;
     snapshot s;
     char (*paths)[4096] = malloc((size_t)G * sizeof *paths);
-    bool *is_moe = malloc((size_t)L * sizeof *is_moe);
     cJSON *root = NULL;
     pthread_mutex_lock(&u->write_mu);
     if (take_snapshot(u, G, &s, err)) goto out;
-    if (!paths || !is_moe) {
+    if (!paths) {
         mt_errf(err, "out of memory");
         goto out;
     }
@@ -409,24 +408,19 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
         snprintf(paths[g], sizeof paths[g], "%s/domains/%s/expert_distribution_%lld.json", dir, u->slugs[g], ms);
         if (write_json(paths[g], s.dumps[g], false, err)) goto out;
     }
-    for (int l = 0; l < L; l++) is_moe[l] = c->layer_is_moe[l];
     mt_usage_groups ug = {.num_groups = G, .num_layers = L, .num_experts = c->num_experts,
                           .names = (const char *const *)u->names, .requests = s.requests, .tokens = s.tokens,
-                          .count = s.count, .all = s.all, .layer_is_moe = is_moe};
+                          .count = s.count, .all = s.all, .layer_is_moe = c->layer_is_moe};
     if (!(root = domains_json(u, &s, &ug, paths, err))) goto out;
     snprintf(json_path, json_path_len, "%s/domains.json", dir);
     if (write_json(json_path, root, true, err)) goto out;
     char png[4096];
     snprintf(png, sizeof png, "%s/domains.png", dir);
-    if (!picture) {
-        rc = 0;
-        goto out;
-    }
-    if (G <= MAX_DRAWN_DOMAINS) {
+    if (picture && G <= MAX_DRAWN_DOMAINS) {
         char title[512];
         snprintf(title, sizeof title, "%s — expert use by %s", u->model_name, u->field);
         if (mt_usage_report_render(&ug, title, png, err)) goto out;
-    } else {
+    } else if (picture) {
         mt_log("%d domains: domains.png draws at most %d, so it is not drawn", G, MAX_DRAWN_DOMAINS);
         /* an earlier run's picture in the same folder would contradict this domains.json */
         if (remove(png) == 0) mt_log("removed %s, an earlier run's picture", png);
@@ -436,7 +430,6 @@ out:
     pthread_mutex_unlock(&u->write_mu);
     snapshot_free(&s);
     free(paths);
-    free(is_moe);
     cJSON_Delete(root);
     return rc;
 }
