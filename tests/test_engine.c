@@ -185,6 +185,77 @@ static void test_request_names(void **state) {
     assert_int_equal(probe.tokens[1], 12 + 3 - 1);
 }
 
+/* Requests sharing a prompt prefix, submitted together: the prefix is forwarded once (the others
+ * wait for its blocks and adopt them), and each gets the routing of every prompt token. */
+#define SHARED_N 5
+typedef struct shared_result {
+    int n_cached[SHARED_N], n_generated[SHARED_N], rows[SHARED_N], finished;
+    int32_t tokens[SHARED_N][8];
+    int32_t *routing[SHARED_N];
+    size_t row;
+} shared_result;
+
+static void on_shared_event(void *ctx, const mt_engine_event *ev) {
+    shared_result *r = ctx;
+    if (ev->kind != MT_EVENT_FINISHED) return;
+    r->finished++;
+    r->n_cached[ev->id] = ev->n_cached;
+    r->n_generated[ev->id] = ev->n_generated;
+    r->rows[ev->id] = ev->routing_rows;
+    memcpy(r->tokens[ev->id], ev->output, (size_t)ev->n_generated * sizeof(int32_t));
+    r->routing[ev->id] = malloc((size_t)ev->routing_rows * r->row * sizeof(int32_t));
+    memcpy(r->routing[ev->id], ev->routing, (size_t)ev->routing_rows * r->row * sizeof(int32_t));
+}
+
+static void test_shared_prefix_in_flight(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    int32_t prompt[50], other[50];
+    for (int i = 0; i < 50; i++) prompt[i] = other[i] = 11 + 7 * i % 300;
+    other[20] = 400; /* shares block 0 only */
+    for (int cache = 0; cache < 2; cache++) {
+        /* a budget of 16 tokens a pass: the 50-token prompt takes four passes to prefill */
+        mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = 16, .max_running = 8, .prefix_cache = cache};
+        shared_result res = {.row = (size_t)m.cfg.num_hidden_layers * m.cfg.top_k};
+        mt_engine *e = mt_engine_new(&m, &o, on_shared_event, &res, NULL, &err);
+        assert_non_null(e);
+        for (int id = 0; id < SHARED_N; id++) {
+            /* four samples of one prompt (two greedy, two with seeds) and a prompt diverging in block 1 */
+            mt_sampling_params sp = {.temperature = id < 2 ? 0.0f : 1.0f, .top_p = 1.0f, .seed = (uint64_t)id};
+            mt_request r = {.id = id, .prompt = id == 4 ? other : prompt, .n_prompt = 50, .max_new_tokens = 5,
+                            .ignore_eos = true, .sampling = sp};
+            assert_int_equal(mt_engine_submit(e, &r, &err), 0);
+        }
+        while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+        mt_engine_stats st;
+        mt_engine_get_stats(e, &st);
+        assert_int_equal(res.finished, SHARED_N);
+        int want_cached[SHARED_N] = {0, 48, 48, 48, 16};
+        long forwarded = 0;
+        for (int id = 0; id < SHARED_N; id++) {
+            int cached = cache ? want_cached[id] : 0;
+            assert_int_equal(res.n_cached[id], cached);
+            assert_int_equal(res.n_generated[id], 5);
+            assert_int_equal(res.rows[id], 50 + 5 - 1);
+            forwarded += 50 - cached + 5 - 1;
+        }
+        /* 50 + 3 x 2 + 34 prompt tokens and 4 decode tokens each, with the cache */
+        assert_int_equal(st.tokens_forwarded, forwarded);
+        assert_memory_equal(res.tokens[0], res.tokens[1], 5 * sizeof(int32_t));
+        for (int id = 1; id < SHARED_N; id++) {
+            /* the prompt's routing is the same for every sample, and for the first 20 tokens of the other prompt */
+            int same_rows = id == 4 ? 20 : id == 1 ? 50 + 5 - 1 : 50;
+            assert_memory_equal(res.routing[0], res.routing[id], (size_t)same_rows * res.row * sizeof(int32_t));
+        }
+        for (int id = 0; id < SHARED_N; id++) free(res.routing[id]);
+        assert_int_equal(st.kv_blocks_free, st.kv_blocks_total);
+        mt_engine_free(e);
+    }
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
@@ -192,6 +263,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_and_bad_requests),
         cmocka_unit_test(test_no_routing),
         cmocka_unit_test(test_request_names),
+        cmocka_unit_test(test_shared_prefix_in_flight),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

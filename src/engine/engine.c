@@ -18,6 +18,8 @@ typedef struct seq {
     int n_cached;             /* prompt tokens adopted from the prefix cache */
     int n_published;          /* leading full blocks published to the prefix cache */
     uint64_t last_hash;       /* hash of block n_published - 1 */
+    uint64_t *prompt_hash;    /* with prefix caching: hash of each full prompt block, else NULL */
+    int n_prompt_blocks;      /* full prompt blocks (entries of prompt_hash) */
     int max_new_tokens;
     bool ignore_eos, cancelled;
     int32_t *stop;
@@ -52,6 +54,7 @@ struct mt_engine {
 static void seq_free(seq *s) {
     if (!s) return;
     free(s->name);
+    free(s->prompt_hash);
     free(s->tokens);
     free(s->stop);
     free(s->logprobs);
@@ -177,6 +180,15 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
         return mt_errf(err, "out of memory");
     }
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
+    if (e->o.prefix_cache && r->n_prompt >= MT_KV_BLOCK) {
+        s->n_prompt_blocks = r->n_prompt / MT_KV_BLOCK;
+        if (!(s->prompt_hash = malloc((size_t)s->n_prompt_blocks * sizeof *s->prompt_hash))) {
+            seq_free(s);
+            return mt_errf(err, "out of memory");
+        }
+        for (int i = 0; i < s->n_prompt_blocks; i++)
+            s->prompt_hash[i] = mt_kv_block_hash(i ? s->prompt_hash[i - 1] : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
+    }
     if (r->n_stop > 0) memcpy(s->stop, r->stop_ids, (size_t)r->n_stop * sizeof *s->stop);
     s->n_stop = r->n_stop;
     e->waiting[e->n_waiting++] = s;
@@ -216,15 +228,28 @@ static void publish_blocks(mt_engine *e, seq *s) {
     }
 }
 
-/* Adopts cached prompt blocks (leaving at least one prompt token to forward) and reserves the rest. */
-static bool try_admit(mt_engine *e, seq *s) {
+/* Whether a running sequence will publish prompt block i under h (it has not forwarded it yet). */
+static bool block_in_flight(const mt_engine *e, int i, uint64_t h) {
+    for (int r = 0; r < e->n_running; r++) {
+        const seq *o = e->running[r];
+        if (!o->cancelled && o->n_published <= i && i < o->n_prompt_blocks && o->prompt_hash[i] == h) return true;
+    }
+    return false;
+}
+
+typedef enum admit_result { ADMITTED, NO_ROOM, DEFERRED } admit_result;
+
+/* Adopts cached prompt blocks (leaving at least one prompt token to forward) and reserves the rest.
+ * DEFERRED when the first prompt block not cached is being forwarded by a running sequence: s waits
+ * until it is published, so a prefix shared by requests running together is forwarded once. */
+static admit_result try_admit(mt_engine *e, seq *s) {
     if (e->o.prefix_cache) {
-        int max_blocks = (s->n_prompt - 1) / MT_KV_BLOCK;
-        uint64_t h = 0;
-        for (int i = 0; i < max_blocks; i++) {
-            h = mt_kv_block_hash(h, s->tokens + (size_t)i * MT_KV_BLOCK);
-            if (!mt_kv_seq_adopt(&e->kv, &s->kv, h)) break;
-            s->last_hash = h;
+        int max_blocks = (s->n_prompt - 1) / MT_KV_BLOCK, cached = 0;
+        while (cached < max_blocks && mt_kv_cached(&e->kv, s->prompt_hash[cached])) cached++;
+        if (cached < max_blocks && block_in_flight(e, cached, s->prompt_hash[cached])) return DEFERRED;
+        for (int i = 0; i < cached; i++) {
+            if (!mt_kv_seq_adopt(&e->kv, &s->kv, s->prompt_hash[i])) break;
+            s->last_hash = s->prompt_hash[i];
         }
         s->n_published = s->kv.num_blocks;
         s->n_cached = s->n_forwarded = s->kv.num_blocks * MT_KV_BLOCK;
@@ -232,9 +257,9 @@ static bool try_admit(mt_engine *e, seq *s) {
     if (mt_kv_seq_reserve(&e->kv, &s->kv, positions_needed(s->n_prompt, s->max_new_tokens), NULL)) {
         mt_kv_seq_release(&e->kv, &s->kv);
         s->n_published = s->n_cached = s->n_forwarded = 0;
-        return false;
+        return NO_ROOM;
     }
-    return true;
+    return ADMITTED;
 }
 
 static void finish(mt_engine *e, seq *s, mt_finish_reason reason) {
@@ -259,20 +284,23 @@ static void compact_running(mt_engine *e) {
     e->n_running = j;
 }
 
+/* Admits waiting sequences in order while running slots last, until one does not fit; deferred
+ * ones keep their place. */
 static void admit(mt_engine *e) {
-    int taken = 0;
-    while (taken < e->n_waiting && e->n_running < e->o.max_running) {
-        seq *s = e->waiting[taken];
-        if (!s->cancelled && !try_admit(e, s)) break;
-        taken++;
+    int kept = 0, i = 0;
+    for (; i < e->n_waiting && e->n_running < e->o.max_running; i++) {
+        seq *s = e->waiting[i];
         if (s->cancelled) {
             finish(e, s, MT_FINISH_CANCELLED);
             continue;
         }
-        e->running[e->n_running++] = s;
+        admit_result r = try_admit(e, s);
+        if (r == NO_ROOM) break;
+        if (r == DEFERRED) e->waiting[kept++] = s;
+        else e->running[e->n_running++] = s;
     }
-    memmove(e->waiting, e->waiting + taken, (size_t)(e->n_waiting - taken) * sizeof *e->waiting);
-    e->n_waiting -= taken;
+    memmove(e->waiting + kept, e->waiting + i, (size_t)(e->n_waiting - i) * sizeof *e->waiting);
+    e->n_waiting = kept + e->n_waiting - i;
 }
 
 typedef struct engine_sink {

@@ -1,6 +1,9 @@
 /* The batched engine: iteration-level scheduling of many sequences over the flat-batch forward
  * pass, with chunked prefill under a token budget, a paged KV cache with prefix caching, and the
  * routing of every token stored in the cache blocks (so cached prefixes keep their routing).
+ * A request whose next uncached prompt block is being forwarded by a running request waits until
+ * that block is published, so a prefix shared by requests in flight together (n samples of one
+ * prompt) is forwarded once; waiting requests behind it are admitted meanwhile.
  *
  * Use: mt_engine_submit() requests, call mt_engine_step() until mt_engine_idle(); events (each
  * generated token, each finished request with its full routing) arrive through the callback given

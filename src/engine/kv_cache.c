@@ -165,6 +165,8 @@ uint64_t mt_kv_block_hash(uint64_t parent, const int32_t *tokens) {
     return h ? h : 1;
 }
 
+bool mt_kv_cached(const mt_kv_cache *c, uint64_t h) { return find_published(c, h) >= 0; }
+
 bool mt_kv_seq_adopt(mt_kv_cache *c, mt_kv_seq *s, uint64_t h) {
     c->lookups++;
     int32_t b = find_published(c, h);

@@ -70,6 +70,8 @@ void mt_kv_seq_release(mt_kv_cache *c, mt_kv_seq *s);
 
 /* Prefix caching. The hash of block i chains the hash of block i-1 (0 for the first). */
 uint64_t mt_kv_block_hash(uint64_t parent, const int32_t *tokens);
+/* Whether a block is published under h (no reference taken, no statistics counted). */
+bool mt_kv_cached(const mt_kv_cache *c, uint64_t h);
 /* Appends to s the cached block published under h (taking a reference); false when absent. */
 bool mt_kv_seq_adopt(mt_kv_cache *c, mt_kv_seq *s, uint64_t h);
 /* Publishes block index i of s under h (no-op when h is already published by another block). */
