@@ -4,7 +4,8 @@
  * byte-level fixture tokenizer (which always adds a token), with the one without post-processor (an
  * empty text gives no ids) and routing enabled and domains labelled by the key "topic" (serve
  * --domain-field), and without tokenizer. A body that is accepted
- * gives a prompt inside the context and params within their documented ranges, and holds no string
+ * gives prompts inside the context, at most MT_REQUEST_MAX_OUTPUTS outputs with names that fit a
+ * job's name, and params within their documented ranges, and holds no string
  * with U+0000 (cJSON would have cut it there, e.g. a text prompt encoded up to the NUL); its domain
  * group is 0 or a group of a label the usage knows. */
 #include "chat/chat_template.h"
@@ -46,16 +47,30 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 static void check(const mt_gen_request *r) {
-    const mt_gen_params *p = &r->params;
-    FUZZ_CHECK(r->prompt && r->n_prompt > 0 && r->n_prompt <= g_cfg.max_position_embeddings);
-    FUZZ_CHECK(p->max_new_tokens >= 0 && r->n_prompt + p->max_new_tokens <= g_cfg.max_position_embeddings);
-    FUZZ_CHECK(p->routing_start >= 0 && p->routing_start <= r->n_prompt);
-    FUZZ_CHECK(p->sampling.temperature >= 0 && p->sampling.top_p > 0 && p->sampling.top_p <= 1);
-    for (int i = 0; i < r->n_prompt; i++) FUZZ_CHECK(r->prompt[i] >= 0);
-    for (int i = 0; i < p->n_stop_ids; i++) FUZZ_CHECK(p->stop_ids[i] >= 0 && p->stop_ids[i] < g_cfg.vocab_size);
-    for (int i = 0; i < p->n_stop_strings; i++) FUZZ_CHECK(p->stop_strings[i] && p->stop_strings[i][0]);
+    FUZZ_CHECK(r->n >= 1 && r->n_prompts >= 1 && mt_gen_request_outputs(r) <= MT_REQUEST_MAX_OUTPUTS);
     FUZZ_CHECK(strlen(r->rid) < sizeof r->rid);
-    FUZZ_CHECK(p->group >= 0 && p->group <= mt_domain_usage_num_domains(g_domains));
+    for (int k = 0; k < mt_gen_request_outputs(r); k++) {
+        char name[MT_JOB_NAME_LEN];
+        mt_gen_params p;
+        mt_gen_request_output_name(r, k, name);
+        FUZZ_CHECK(strlen(name) < sizeof name);
+        FUZZ_CHECK(mt_gen_request_output_params(r, k, &p) == 0);
+        FUZZ_CHECK(p.group == r->prompts[k / r->n].params.group);
+        mt_gen_params_free(&p);
+    }
+    for (int q = 0; q < r->n_prompts; q++) {
+        const mt_gen_prompt *g = &r->prompts[q];
+        const mt_gen_params *p = &g->params;
+        FUZZ_CHECK(g->ids && g->n_ids > 0 && g->n_ids <= g_cfg.max_position_embeddings);
+        FUZZ_CHECK(p->max_new_tokens >= 0 && g->n_ids + p->max_new_tokens <= g_cfg.max_position_embeddings);
+        FUZZ_CHECK(p->routing_start >= 0 && p->routing_start <= g->n_ids);
+        FUZZ_CHECK(p->sampling.temperature >= 0 && p->sampling.top_p > 0 && p->sampling.top_p <= 1);
+        for (int i = 0; i < g->n_ids; i++) FUZZ_CHECK(g->ids[i] >= 0);
+        for (int i = 0; i < p->n_stop_ids; i++) FUZZ_CHECK(p->stop_ids[i] >= 0 && p->stop_ids[i] < g_cfg.vocab_size);
+        for (int i = 0; i < p->n_stop_strings; i++) FUZZ_CHECK(p->stop_strings[i] && p->stop_strings[i][0]);
+        FUZZ_CHECK(strlen(g->rid) < sizeof g->rid);
+        FUZZ_CHECK(p->group >= 0 && p->group <= mt_domain_usage_num_domains(g_domains));
+    }
 }
 
 /* True when the JSON value at the start of data has a string holding U+0000. */

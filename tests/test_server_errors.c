@@ -138,6 +138,8 @@ static void test_malformed_requests(void **state) {
     mt_http_client *c = mt_http_client_new(srv.url, NULL);
 
     char *too_long = long_ids(600, 1), *no_room = long_ids(500, 100), *kv = long_ids(100, 100);
+    char long_rid[200]; /* 78 characters: its two outputs' names rid_0, rid_1 would not fit a job's name */
+    snprintf(long_rid, sizeof long_rid, "{\"input_ids\": [1], \"sampling_params\": {\"n\": 2}, \"rid\": \"%078d\"}", 7);
     char *nested = malloc(3010), *huge = malloc(6000); /* deeper than cJSON's nesting limit (1000) */
     memset(nested, '[', 1500);
     memset(nested + 1500, ']', 1500);
@@ -160,8 +162,23 @@ static void test_malformed_requests(void **state) {
         {"POST", G, "{\"input_ids\": [1, \"2\"]}", 400, "entry 1"},
         {"POST", G, "{\"input_ids\": [1, 512]}", 400, "vocabulary"},
         {"POST", G, "{\"input_ids\": [1, 1e10]}", 400, "entry 1"},
-        {"POST", G, "{\"input_ids\": [[1, 2], [3]]}", 400, "batched"},
-        {"POST", G, "{\"text\": [\"a\", \"b\"]}", 400, "batched"},
+        {"POST", G, "{\"input_ids\": [[1, 2], 3]}", 400, "'input_ids' entry 1 must be a list"},
+        {"POST", G, "{\"input_ids\": [[1], []]}", 400, "prompt 1: 'input_ids' is empty"},
+        {"POST", G, "{\"input_ids\": [[1], [600]], \"sampling_params\": {\"max_new_tokens\": 2}}", 400,
+         "prompt 1: token id 600"},
+        {"POST", G, "{\"text\": []}", 400, "empty list"},
+        {"POST", G, "{\"text\": [\"a\", 5]}", 400, "'text' entry 1"},
+        {"POST", G, "{\"text\": [\"a\", \"b\"]}", 400, "tokenizer"},
+        {"POST", G, "{\"input_ids\": [[1], [2]], \"sampling_params\": [{}]}", 400, "1 entries for 2 prompts"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": [{}]}", 400, "must be an object"},
+        {"POST", G, "{\"input_ids\": [[1], [2]], \"sampling_params\": [{\"n\": 2}, {}]}", 400, "same 'n'"},
+        {"POST", G, "{\"input_ids\": [[1], [2]], \"sampling_params\": [{}, {\"top_p\": 0}]}", 400, "prompt 1: 'top_p'"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"n\": 0}}", 400, "'n'"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"n\": 1025}}", 400, "more than 1024"},
+        {"POST", G, "{\"input_ids\": [[1], [2]], \"rid\": [\"a\", \"a\"]}", 400, "the same"},
+        {"POST", G, "{\"input_ids\": [[1], [2]], \"rid\": [\"a\"]}", 400, "1 entries for 2 prompts"},
+        {"POST", G, "{\"input_ids\": [1], \"rid\": [\"a\"]}", 400, "'rid' must be a string"},
+        {"POST", G, long_rid, 400, "at most 77 characters"},
         {"POST", G, "{\"text\": 5}", 400, "'text'"},
         {"POST", G, "{\"text\": \"hello\"}", 400, "tokenizer"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": -1}}", 400, "max_new_tokens"},
@@ -181,7 +198,6 @@ static void test_malformed_requests(void **state) {
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop_token_ids\": [99999]}}", 400, "stop_token_ids"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"ignore_eos\": \"yes\"}}", 400, "ignore_eos"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"seed\": -1}}", 400, "seed"},
-        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"n\": 2}}", 400, "'n'"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"frequency_penalty\": 0.5}}", 400, "frequency_penalty"},
         {"POST", G, "{\"input_ids\": [1], \"stream\": \"yes\"}", 400, "stream"},
         {"POST", G, "{\"input_ids\": [1], \"return_routed_experts\": \"true\"}", 400, "return_routed_experts"},
@@ -401,7 +417,8 @@ static void test_request_bodies(void **state) {
             size_t n;
             if (mt_tokenizer_encode(tok, cases[i].needle, strlen(cases[i].needle), 1, &ids, &n, &err)) fail_msg("%s", err.msg);
             free(ids);
-            assert_int_equal(r.n_prompt, n);
+            assert_int_equal(r.n_prompts, 1);
+            assert_int_equal(r.prompts[0].n_ids, n);
             assert_string_equal(r.rid, "r1");
             mt_gen_request_free(&r);
             continue;

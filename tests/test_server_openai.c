@@ -269,7 +269,8 @@ static void test_chat(void **state) {
         "{\"messages\": [{\"content\": \"no role\"}]}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": 5}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"chat_template_kwargs\": [1]}",
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 3}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 0}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 1025}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": -5}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stream_options\": 1}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": 2}",
@@ -279,7 +280,9 @@ static void test_chat(void **state) {
     for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) cJSON_Delete(call("/v1/chat/completions", BAD[i], 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"echo\": true}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"logprobs\": 3}", 400));
-    cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", \"b\"]}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", 5]}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": []}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", \"b\"], \"n\": 600}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": 5}", 400));
     cJSON_Delete(call("/generate", "{\"text\": \"bad \xc3\x28 utf-8\"}", 400));
 }

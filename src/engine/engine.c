@@ -156,7 +156,7 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
                        (long long)r->id, r->n_prompt, r->max_new_tokens, c->max_position_embeddings);
     int blocks = (positions_needed(r->n_prompt, r->max_new_tokens) + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
     if (blocks > e->kv.num_blocks)
-        return mt_errf(err, "request %lld needs %d KV blocks, the cache has %d", (long long)r->id, blocks,
+        return mt_errf(err, "request %lld: its prompt and new tokens need %d KV blocks, the cache has %d", (long long)r->id, blocks,
                        e->kv.num_blocks);
     if (id_live(e, r->id)) return mt_errf(err, "request id %lld is already live", (long long)r->id);
     seq *s = calloc(1, sizeof *s);

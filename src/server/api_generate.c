@@ -1,4 +1,6 @@
-/* POST /generate, SGLang's native generation endpoint (SPEC §5). */
+/* POST /generate, SGLang's native generation endpoint (SPEC §5). A request of several outputs (a
+ * list of prompts, or "n" > 1) is answered as SGLang answers it: a JSON list of the outputs'
+ * objects in output order, or when streamed, each output's events carrying its "index". */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,7 +11,8 @@
 typedef struct generate_reply {
     const mt_config *cfg;
     bool with_text;
-    int emitted;          /* output tokens already streamed */
+    bool list;            /* answered with a list; streamed events carry "index" */
+    int emitted[];        /* [outputs] output tokens already streamed */
 } generate_reply;
 
 /* {"text", "output_ids", "meta_info"}; the finish reason and the routing once the job finished. */
@@ -46,13 +49,21 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     return root;
 }
 
-static cJSON *whole_response(void *ctx, const mt_gen_job *j) { return generate_json(ctx, j, true); }
+static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
+    const generate_reply *g = ctx;
+    if (!g->list) return generate_json(g, jobs[0], true);
+    cJSON *list = cJSON_CreateArray();
+    for (int k = 0; k < n; k++) cJSON_AddItemToArray(list, generate_json(g, jobs[k], true));
+    return list;
+}
 
-static void format_event(void *ctx, mt_gen_job *j, bool final, mt_strbuf *out) {
+static void format_event(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf *out) {
     generate_reply *g = ctx;
-    if (!final && j->n_output == g->emitted) return;
-    g->emitted = j->n_output;
-    mt_sse_event(out, generate_json(g, j, final));
+    if (!final && j->n_output == g->emitted[k]) return;
+    g->emitted[k] = j->n_output;
+    cJSON *event = generate_json(g, j, final);
+    if (g->list) cJSON_AddNumberToObject(event, "index", k);
+    mt_sse_event(out, event);
 }
 
 int mt_api_generate(mt_http_request *rq) {
@@ -62,18 +73,27 @@ int mt_api_generate(mt_http_request *rq) {
     mt_request_ctx c;
     mt_server_request_ctx(s, &c);
     if (mt_request_parse(&c, MT_BODY_GENERATE, rq->body, rq->body_len, &r, &e)) return mt_reply_error(rq, &e);
-    generate_reply *g = calloc(1, sizeof *g);
-    if (!g) {
+    int outputs = mt_gen_request_outputs(&r);
+    generate_reply *g = calloc(1, sizeof *g + (size_t)outputs * sizeof *g->emitted);
+    char (*names)[MT_JOB_NAME_LEN] = calloc((size_t)outputs, sizeof *names);
+    if (!g || !names) {
+        free(g);
+        free(names);
         mt_gen_request_free(&r);
         return mt_reply_errorf(rq, 500, "out of memory");
     }
     g->cfg = c.cfg;
     g->with_text = c.tokenizer != NULL;
-    /* takes prompt and params; the job's name is the rid, else a response id */
-    mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, r.rid, "", &e);
-    if (!j) {
+    g->list = r.list;
+    for (int k = 0; k < outputs; k++) mt_gen_request_output_name(&r, k, names[k]);
+    mt_job_set set;
+    int rc = mt_jobs_start(s, &r, names, "", &set, &e);
+    bool stream = r.stream;
+    free(names);
+    mt_gen_request_free(&r);
+    if (rc) {
         free(g);
         return mt_reply_error(rq, &e);
     }
-    return mt_reply_job(rq, j, r.stream, format_event, whole_response, g);
+    return mt_reply_jobs(rq, &set, stream, format_event, NULL, whole_response, g);
 }

@@ -11,18 +11,24 @@
 #include "server/request_body.h"
 #include "server/server_internal.h"
 
+/* What one choice has streamed so far. */
+typedef struct choice_stream {
+    size_t text_sent;     /* bytes of text already streamed */
+    bool role_sent;
+    int lp_sent;          /* output tokens whose log-probabilities were streamed */
+    size_t lp_offset;     /* completions: text_offset of the next of them */
+} choice_stream;
+
 typedef struct openai_reply {
     const mt_config *cfg;
     bool chat;
     bool include_usage;
-    char id[MT_JOB_NAME_LEN];   /* the job's name */
+    int n;                /* samples of each prompt: choice k's prompt is k / n */
+    char id[MT_JOB_NAME_LEN];   /* the response's id */
     char model[256];
     long created;
-    size_t text_sent;     /* bytes of text already streamed */
-    bool role_sent;
     const mt_tokenizer *tokenizer;
-    int lp_sent;          /* output tokens whose log-probabilities were streamed */
-    size_t lp_offset;     /* completions: text_offset of the next of them */
+    choice_stream choices[]; /* [outputs] */
 } openai_reply;
 
 static cJSON *envelope(const openai_reply *o, bool chunk) {
@@ -35,14 +41,26 @@ static cJSON *envelope(const openai_reply *o, bool chunk) {
     return root;
 }
 
-static cJSON *usage_json(const mt_gen_job *j) {
+/* Usage of the whole response: each prompt counted once (with the cached tokens of the sample
+ * that found the fewest), every choice's completion. */
+static cJSON *usage_json(const openai_reply *o, mt_gen_job *const *jobs, int n) {
+    long prompt = 0, completion = 0, cached = 0;
+    for (int k = 0; k < n; k++) {
+        completion += jobs[k]->n_output;
+        if (k % o->n) continue;
+        int fewest = jobs[k]->n_cached;
+        for (int j = k + 1; j < k + o->n && j < n; j++)
+            if (jobs[j]->n_cached < fewest) fewest = jobs[j]->n_cached;
+        prompt += jobs[k]->n_prompt;
+        cached += fewest;
+    }
     cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt);
-    cJSON_AddNumberToObject(u, "completion_tokens", j->n_output);
-    cJSON_AddNumberToObject(u, "total_tokens", j->n_prompt + j->n_output);
-    if (j->n_cached > 0) {
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)completion);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(prompt + completion));
+    if (cached > 0) {
         cJSON *details = cJSON_AddObjectToObject(u, "prompt_tokens_details");
-        cJSON_AddNumberToObject(details, "cached_tokens", j->n_cached);
+        cJSON_AddNumberToObject(details, "cached_tokens", (double)cached);
     }
     return u;
 }
@@ -106,59 +124,68 @@ static void finish_choice(const openai_reply *o, const mt_gen_job *j, cJSON *cho
     if (final && j->params.return_routing) mt_job_add_routing(j, o->cfg, choice, "routed_experts", false);
 }
 
-static cJSON *whole_response(void *ctx, const mt_gen_job *j) {
+static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
     const openai_reply *o = ctx;
     cJSON *root = envelope(o, false), *choices = cJSON_AddArrayToObject(root, "choices");
-    cJSON *choice = cJSON_CreateObject();
-    cJSON_AddNumberToObject(choice, "index", 0);
-    if (o->chat) {
-        cJSON *msg = cJSON_AddObjectToObject(choice, "message");
-        cJSON_AddStringToObject(msg, "role", "assistant");
-        add_text(msg, "content", j->text.data, j->text.len);
-    } else {
-        add_text(choice, "text", j->text.data, j->text.len);
+    for (int k = 0; k < n; k++) {
+        const mt_gen_job *j = jobs[k];
+        cJSON *choice = cJSON_CreateObject();
+        cJSON_AddNumberToObject(choice, "index", k);
+        if (o->chat) {
+            cJSON *msg = cJSON_AddObjectToObject(choice, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            add_text(msg, "content", j->text.data, j->text.len);
+        } else {
+            add_text(choice, "text", j->text.data, j->text.len);
+        }
+        size_t offset = 0;
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, j->n_output, &offset));
+        finish_choice(o, j, choice, true);
+        cJSON_AddItemToArray(choices, choice);
     }
-    size_t offset = 0;
-    cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, j->n_output, &offset));
-    finish_choice(o, j, choice, true);
-    cJSON_AddItemToArray(choices, choice);
-    cJSON_AddItemToObject(root, "usage", usage_json(j));
+    cJSON_AddItemToObject(root, "usage", usage_json(o, jobs, n));
     return root;
 }
 
-static void format_chunk(void *ctx, mt_gen_job *j, bool final, mt_strbuf *out) {
+/* A chunk of choice k: the text and log-probabilities since its last chunk. */
+static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf *out) {
     openai_reply *o = ctx;
+    choice_stream *c = &o->choices[k];
     size_t upto = final ? j->text.len : j->text_stable;
-    if (!final && upto <= o->text_sent && o->role_sent) return;
+    if (!final && upto <= c->text_sent && c->role_sent) return;
     cJSON *root = envelope(o, true), *choices = cJSON_AddArrayToObject(root, "choices");
     cJSON *choice = cJSON_CreateObject();
-    cJSON_AddNumberToObject(choice, "index", 0);
-    const char *delta_text = (j->text.data ? j->text.data : "") + o->text_sent;
-    size_t delta_len = upto > o->text_sent ? upto - o->text_sent : 0;
+    cJSON_AddNumberToObject(choice, "index", k);
+    const char *delta_text = (j->text.data ? j->text.data : "") + c->text_sent;
+    size_t delta_len = upto > c->text_sent ? upto - c->text_sent : 0;
     if (o->chat) {
         cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
-        if (!o->role_sent) cJSON_AddStringToObject(delta, "role", "assistant");
-        if (delta_len > 0 || !o->role_sent) add_text(delta, "content", delta_text, delta_len);
+        if (!c->role_sent) cJSON_AddStringToObject(delta, "role", "assistant");
+        if (delta_len > 0 || !c->role_sent) add_text(delta, "content", delta_text, delta_len);
     } else {
         add_text(choice, "text", delta_text, delta_len);
     }
-    o->role_sent = true;
-    o->text_sent += delta_len;
-    if (j->logprobs && j->n_output > o->lp_sent) {   /* the tokens generated since the last chunk */
-        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, o->lp_sent, j->n_output, &o->lp_offset));
-        o->lp_sent = j->n_output;
+    c->role_sent = true;
+    c->text_sent += delta_len;
+    if (j->logprobs && j->n_output > c->lp_sent) {   /* the tokens generated since the last chunk */
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, c->lp_sent, j->n_output, &c->lp_offset));
+        c->lp_sent = j->n_output;
     } else {
         cJSON_AddNullToObject(choice, "logprobs");
     }
     finish_choice(o, j, choice, final);
     cJSON_AddItemToArray(choices, choice);
     mt_sse_event(out, root);
-    if (final && o->include_usage) {
-        cJSON *u = envelope(o, true);
-        cJSON_AddArrayToObject(u, "choices");
-        cJSON_AddItemToObject(u, "usage", usage_json(j));
-        mt_sse_event(out, u);
-    }
+}
+
+/* With stream_options.include_usage, a last chunk with no choices and the whole usage. */
+static void usage_chunk(void *ctx, mt_gen_job *const *jobs, int n, mt_strbuf *out) {
+    const openai_reply *o = ctx;
+    if (!o->include_usage) return;
+    cJSON *u = envelope(o, true);
+    cJSON_AddArrayToObject(u, "choices");
+    cJSON_AddItemToObject(u, "usage", usage_json(o, jobs, n));
+    mt_sse_event(out, u);
 }
 
 static int completions(mt_http_request *rq, bool chat) {
@@ -169,7 +196,7 @@ static int completions(mt_http_request *rq, bool chat) {
     mt_server_request_ctx(s, &c);
     if (mt_request_parse(&c, chat ? MT_BODY_CHAT : MT_BODY_COMPLETIONS, rq->body, rq->body_len, &r, &e))
         return mt_reply_error(rq, &e);
-    openai_reply *o = calloc(1, sizeof *o);
+    openai_reply *o = calloc(1, sizeof *o + (size_t)mt_gen_request_outputs(&r) * sizeof *o->choices);
     if (!o) {
         mt_gen_request_free(&r);
         return mt_reply_errorf(rq, 500, "out of memory");
@@ -177,17 +204,20 @@ static int completions(mt_http_request *rq, bool chat) {
     o->cfg = c.cfg;
     o->chat = chat;
     o->include_usage = r.include_usage;
+    o->n = r.n;
     o->tokenizer = c.tokenizer;
     o->created = (long)time(NULL);
     snprintf(o->model, sizeof o->model, "%s", s->b.model_name);
-    /* takes prompt and params */
-    mt_gen_job *j = mt_job_start(s, r.prompt, r.n_prompt, &r.params, NULL, chat ? "chatcmpl-" : "cmpl-", &e);
-    if (!j) {
+    mt_job_set set;
+    int rc = mt_jobs_start(s, &r, NULL, chat ? "chatcmpl-" : "cmpl-", &set, &e);
+    bool stream = r.stream;
+    mt_gen_request_free(&r);
+    if (rc) {
         free(o);
         return mt_reply_error(rq, &e);
     }
-    snprintf(o->id, sizeof o->id, "%s", j->name);
-    return mt_reply_job(rq, j, r.stream, format_chunk, whole_response, o);
+    snprintf(o->id, sizeof o->id, "%s", set.base);
+    return mt_reply_jobs(rq, &set, stream, format_chunk, usage_chunk, whole_response, o);
 }
 
 int mt_api_completions(mt_http_request *rq) { return completions(rq, false); }

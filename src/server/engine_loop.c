@@ -162,8 +162,7 @@ static void on_token(mt_engine_loop *l, const mt_engine_event *ev) {
         if (mt_detok_stream_feed(j->detok, &ev->token, 1, &piece, &len, &err) == 0) matched = append_text(j, piece, len);
         free(piece);
     }
-    j->version++;
-    pthread_cond_broadcast(&j->changed);
+    mt_gen_job_changed(j);
     pthread_mutex_unlock(&j->mu);
     if (matched) id_push(&l->self_cancels, j->id);
 }
@@ -215,8 +214,7 @@ static void on_finished(mt_engine_loop *l, const mt_engine_event *ev) {
     }
     j->state = MT_JOB_FINISHED;
     j->t_finished = mt_now_s();
-    j->version++;
-    pthread_cond_broadcast(&j->changed);
+    mt_gen_job_changed(j);
     double e2e = j->t_finished - j->t_arrival;
     pthread_mutex_unlock(&j->mu);
     mt_metrics_finished(l->metrics, label, ev->n_prompt, ev->n_generated, ev->n_cached, e2e);
@@ -236,8 +234,7 @@ static void reject(mt_gen_job *j, bool busy, const char *why) {
     j->state = MT_JOB_REJECTED;
     j->rejected_busy = busy;
     snprintf(j->error, sizeof j->error, "%s", why);
-    j->version++;
-    pthread_cond_broadcast(&j->changed);
+    mt_gen_job_changed(j);
     pthread_mutex_unlock(&j->mu);
 }
 
@@ -265,8 +262,7 @@ static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
     pthread_mutex_unlock(&l->mu);
     pthread_mutex_lock(&j->mu);
     j->state = MT_JOB_RUNNING;
-    j->version++;
-    pthread_cond_broadcast(&j->changed);
+    mt_gen_job_changed(j);
     pthread_mutex_unlock(&j->mu);
 }
 

@@ -1,6 +1,7 @@
 #include "server/gen_job.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,6 +13,102 @@ void mt_gen_params_free(mt_gen_params *p) {
     p->stop_ids = NULL;
     p->stop_strings = NULL;
     p->n_stop_ids = p->n_stop_strings = 0;
+}
+
+int mt_gen_params_copy(mt_gen_params *out, const mt_gen_params *p) {
+    *out = *p;
+    out->stop_ids = NULL;
+    out->stop_strings = NULL;
+    out->n_stop_ids = out->n_stop_strings = 0;
+    if (p->n_stop_ids > 0) {
+        if (!(out->stop_ids = malloc((size_t)p->n_stop_ids * sizeof *out->stop_ids))) return -1;
+        memcpy(out->stop_ids, p->stop_ids, (size_t)p->n_stop_ids * sizeof *out->stop_ids);
+        out->n_stop_ids = p->n_stop_ids;
+    }
+    if (p->n_stop_strings > 0) {
+        if (!(out->stop_strings = calloc((size_t)p->n_stop_strings, sizeof *out->stop_strings))) goto oom;
+        for (int i = 0; i < p->n_stop_strings; i++) {
+            if (!(out->stop_strings[i] = strdup(p->stop_strings[i]))) goto oom;
+            out->n_stop_strings = i + 1;
+        }
+    }
+    return 0;
+oom:
+    mt_gen_params_free(out);
+    return -1;
+}
+
+static void init_monotonic_cond(pthread_cond_t *c) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* The absolute monotonic time timeout_ms from now. */
+static struct timespec deadline_in(int timeout_ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return until;
+}
+
+mt_job_signal *mt_job_signal_new(void) {
+    mt_job_signal *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    init_monotonic_cond(&s->changed);
+    atomic_init(&s->refs, 1);
+    return s;
+}
+
+void mt_job_signal_ref(mt_job_signal *s) { atomic_fetch_add(&s->refs, 1); }
+
+void mt_job_signal_unref(mt_job_signal *s) {
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->changed);
+    free(s);
+}
+
+uint64_t mt_job_signal_count(mt_job_signal *s) {
+    pthread_mutex_lock(&s->mu);
+    uint64_t n = s->count;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void mt_job_signal_wait(mt_job_signal *s, uint64_t seen, int timeout_ms) {
+    struct timespec until = deadline_in(timeout_ms);
+    pthread_mutex_lock(&s->mu);
+    while (s->count == seen)
+        if (pthread_cond_timedwait(&s->changed, &s->mu, &until) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void mt_gen_job_changed(mt_gen_job *j) {
+    j->version++;
+    pthread_cond_broadcast(&j->changed);
+    if (!j->signal) return;
+    pthread_mutex_lock(&j->signal->mu);
+    j->signal->count++;
+    pthread_cond_broadcast(&j->signal->changed);
+    pthread_mutex_unlock(&j->signal->mu);
+}
+
+void mt_job_name_numbered(char *out, const char *base, int k) {
+    char suffix[16];
+    int n = snprintf(suffix, sizeof suffix, "_%d", k);
+    size_t len = strlen(base), room = MT_JOB_NAME_LEN - 1 - (size_t)n;
+    if (len > room) len = room;
+    memcpy(out, base, len);
+    memcpy(out + len, suffix, (size_t)n + 1);
 }
 
 double mt_now_s(void) {
@@ -40,11 +137,7 @@ mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_par
     j->t_arrival = mt_now_s();
     j->matched_string = -1;
     pthread_mutex_init(&j->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->changed, &ca);
-    pthread_condattr_destroy(&ca);
+    init_monotonic_cond(&j->changed);
     atomic_init(&j->refs, 1);
     return j;
 }
@@ -60,20 +153,14 @@ void mt_gen_job_unref(mt_gen_job *j) {
     free(j->logprobs);
     mt_strbuf_free(&j->text);
     free(j->routing);
+    mt_job_signal_unref(j->signal);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->changed);
     free(j);
 }
 
 uint64_t mt_gen_job_wait_locked(mt_gen_job *j, uint64_t seen, int timeout_ms) {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = deadline_in(timeout_ms);
     while (j->version == seen) {
         if (pthread_cond_timedwait(&j->changed, &j->mu, &until) == ETIMEDOUT) break;
     }

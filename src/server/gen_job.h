@@ -38,9 +38,32 @@ typedef struct mt_gen_params {
 } mt_gen_params;
 
 void mt_gen_params_free(mt_gen_params *p);
+/* A deep copy of p into out (its stop lists duplicated); -1 when out of memory (out holds nothing). */
+int mt_gen_params_copy(mt_gen_params *out, const mt_gen_params *p);
+
+/* A change count shared by the jobs of one HTTP request, so a handler streaming several jobs waits
+ * on one condition: the engine thread bumps it after every change of any of them (after the job's
+ * own version, with the job's mutex held; never take a job's mutex while holding the signal's).
+ * Reference counted: the handler and every job holding it. */
+typedef struct mt_job_signal {
+    pthread_mutex_t mu;
+    pthread_cond_t changed;
+    uint64_t count;
+    atomic_int refs;
+} mt_job_signal;
+
+mt_job_signal *mt_job_signal_new(void);
+void mt_job_signal_ref(mt_job_signal *s);
+void mt_job_signal_unref(mt_job_signal *s);
+uint64_t mt_job_signal_count(mt_job_signal *s);
+/* Waits until the count differs from seen, or timeout_ms passes. */
+void mt_job_signal_wait(mt_job_signal *s, uint64_t seen, int timeout_ms);
 
 /* Bytes of a job's name, the NUL included. */
 #define MT_JOB_NAME_LEN 80
+
+/* out = base "_" k (out: MT_JOB_NAME_LEN bytes), base cut short when the whole would not fit. */
+void mt_job_name_numbered(char *out, const char *base, int k);
 
 typedef enum mt_job_state {
     MT_JOB_QUEUED,           /* handed to the engine loop, not yet seen by the engine */
@@ -90,6 +113,7 @@ typedef struct mt_gen_job {
     int routing_rows;
     double t_first_token, t_last_token, t_finished;
 
+    mt_job_signal *signal;      /* set before submission (a reference, released with the job); NULL: none */
     atomic_int refs;
 } mt_gen_job;
 
@@ -97,6 +121,10 @@ typedef struct mt_gen_job {
 mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_params *params);
 void mt_gen_job_ref(mt_gen_job *j);
 void mt_gen_job_unref(mt_gen_job *j);
+
+/* Announces a change of j (mu held by the caller): bumps its version, wakes its waiters and its
+ * signal's. */
+void mt_gen_job_changed(mt_gen_job *j);
 
 /* Waits (mu held by the caller) until the version differs from seen, or timeout_ms passes.
  * Returns the current version. */

@@ -51,16 +51,20 @@ int mt_reply_json(mt_http_request *rq, int status, cJSON *obj);
 int mt_reply_error(mt_http_request *rq, const mt_api_error *e);
 int mt_reply_errorf(mt_http_request *rq, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Server-sent events from a job. format() is called with the job's mutex held after every change
- * of the job (final = true for the last call, once the job finished); it appends whole events
- * ("data: ...\n\n") to out, possibly none; a job that failed ends with an error event instead
- * of the final call. The stream then ends with "data: [DONE]\n\n". When the
- * client goes away the job is cancelled. The stream takes over one reference to j, and ctx (freed
- * with free_ctx). Returns 0 once the stream is queued: the request is counted in the metrics
- * (under rq->route) when the stream ends, with 200 when it ended with its last event, else 499
- * (the client left first, though the 200 status line had gone out); -1 when MHD refused it. */
-typedef void (*mt_sse_format)(void *ctx, mt_gen_job *j, bool final, mt_strbuf *out);
-int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void *ctx, void (*free_ctx)(void *));
+/* Server-sent events from jobs[0..n) (the outputs of one request; signal, which every job holds,
+ * tells of a change of any of them). format() is called with job k's mutex held after every change
+ * of it (final = true for its last call, once it finished); it appends whole events
+ * ("data: ...\n\n") to out, possibly none; a job that failed gives an error event instead of its
+ * final call. Once every job has ended, end() (may be NULL) appends the request's last events, and
+ * the stream ends with "data: [DONE]\n\n". When the client goes away the jobs are cancelled. The
+ * stream takes over the array jobs (malloc'd) with one reference to each job and to signal, and
+ * ctx (freed with free_ctx). Returns 0 once the stream is queued: the request is counted in the
+ * metrics (under rq->route) when the stream ends, with 200 when it ended with its last event, else
+ * 499 (the client left first, though the 200 status line had gone out); -1 when MHD refused it. */
+typedef void (*mt_sse_format)(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf *out);
+typedef void (*mt_sse_end)(void *ctx, mt_gen_job *const *jobs, int n, mt_strbuf *out);
+int mt_reply_sse(mt_http_request *rq, mt_gen_job **jobs, int n, mt_job_signal *signal, mt_sse_format format,
+                 mt_sse_end end, void *ctx, void (*free_ctx)(void *));
 
 /* Appends "data: <compact JSON of obj>\n\n" and deletes obj. */
 void mt_sse_event(mt_strbuf *out, cJSON *obj);

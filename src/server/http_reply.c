@@ -96,12 +96,17 @@ bool mt_http_client_gone(int fd) {
 typedef struct sse_stream {
     mt_server *server;
     const char *route;  /* metrics label; NULL: not counted */
-    mt_gen_job *job;
+    mt_gen_job **jobs;
+    int n_jobs;
+    mt_job_signal *signal;
     mt_sse_format format;
+    mt_sse_end end;
     void *ctx;
     void (*free_ctx)(void *);
     int fd;
-    uint64_t seen;      /* job version already formatted */
+    uint64_t *seen;     /* [n_jobs] job version already formatted */
+    bool *job_ended;    /* [n_jobs] its last event is formatted */
+    int n_ended;
     mt_strbuf pending;  /* formatted, not yet handed to MHD */
     size_t sent;
     bool ended;         /* the last event is in pending */
@@ -117,10 +122,30 @@ void mt_sse_event(mt_strbuf *out, cJSON *obj) {
     cJSON_free(text);
 }
 
+static bool job_done(mt_gen_job *j) { return j->state == MT_JOB_FINISHED || j->state == MT_JOB_REJECTED; }
+
+/* Formats what changed in job k since the last look; true when something did. */
+static bool sse_poll_job(sse_stream *st, int k) {
+    mt_gen_job *j = st->jobs[k];
+    pthread_mutex_lock(&j->mu);
+    bool changed = j->version != st->seen[k];
+    if (changed) {
+        st->seen[k] = j->version;
+        bool final = job_done(j);
+        if (final && j->error[0]) mt_sse_event(&st->pending, mt_api_error_json(500, j->error));
+        else st->format(st->ctx, k, j, final, &st->pending);
+        if (final) {
+            st->job_ended[k] = true;
+            st->n_ended++;
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    return changed;
+}
+
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     sse_stream *st = cls;
-    mt_gen_job *j = st->job;
     for (;;) {
         if (st->sent < st->pending.len) {
             size_t n = st->pending.len - st->sent < max ? st->pending.len - st->sent : max;
@@ -136,47 +161,67 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             st->complete = true;
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        pthread_mutex_lock(&j->mu);
-        if (j->version == st->seen) mt_gen_job_wait_locked(j, st->seen, SSE_POLL_MS);
-        bool changed = j->version != st->seen;
-        if (changed) {
-            st->seen = j->version;
-            bool final = j->state == MT_JOB_FINISHED || j->state == MT_JOB_REJECTED;
-            if (final && j->error[0]) mt_sse_event(&st->pending, mt_api_error_json(500, j->error));
-            else st->format(st->ctx, j, final, &st->pending);
-            if (final) {
-                mt_strbuf_puts(&st->pending, "data: [DONE]\n\n");
-                st->ended = true;
-            }
+        uint64_t signalled = mt_job_signal_count(st->signal);
+        bool changed = false;
+        for (int k = 0; k < st->n_jobs; k++)
+            if (!st->job_ended[k]) changed |= sse_poll_job(st, k);
+        if (st->n_ended == st->n_jobs) {
+            if (st->end) st->end(st->ctx, st->jobs, st->n_jobs, &st->pending);
+            mt_strbuf_puts(&st->pending, "data: [DONE]\n\n");
+            st->ended = true;
+            continue;
         }
-        pthread_mutex_unlock(&j->mu);
-        if (!changed && mt_http_client_gone(st->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (changed) continue;
+        if (mt_http_client_gone(st->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        mt_job_signal_wait(st->signal, signalled, SSE_POLL_MS);
     }
 }
 
 static void sse_free(void *cls) {
     sse_stream *st = cls;
-    pthread_mutex_lock(&st->job->mu);
-    bool done = st->job->state == MT_JOB_FINISHED || st->job->state == MT_JOB_REJECTED;
-    pthread_mutex_unlock(&st->job->mu);
     if (st->route) mt_metrics_http(&st->server->metrics, st->route, st->complete ? 200 : 499);
-    if (!done) mt_engine_loop_cancel(st->server->b.loop, st->job); /* the client went away */
-    mt_gen_job_unref(st->job);
+    for (int k = 0; k < st->n_jobs; k++) {
+        mt_gen_job *j = st->jobs[k];
+        pthread_mutex_lock(&j->mu);
+        bool done = job_done(j);
+        pthread_mutex_unlock(&j->mu);
+        if (!done) mt_engine_loop_cancel(st->server->b.loop, j); /* the client went away */
+        mt_gen_job_unref(j);
+    }
+    free(st->jobs);
+    mt_job_signal_unref(st->signal);
+    free(st->seen);
+    free(st->job_ended);
     if (st->free_ctx) st->free_ctx(st->ctx);
     mt_strbuf_free(&st->pending);
     free(st);
 }
 
-int mt_reply_sse(mt_http_request *rq, mt_gen_job *j, mt_sse_format format, void *ctx, void (*free_ctx)(void *)) {
+int mt_reply_sse(mt_http_request *rq, mt_gen_job **jobs, int n, mt_job_signal *signal, mt_sse_format format,
+                 mt_sse_end end, void *ctx, void (*free_ctx)(void *)) {
     sse_stream *st = calloc(1, sizeof *st);
-    if (!st) {
-        mt_engine_loop_cancel(rq->server->b.loop, j);
-        mt_gen_job_unref(j);
-        if (free_ctx) free_ctx(ctx);
+    uint64_t *seen = calloc((size_t)n, sizeof *seen);
+    bool *job_ended = calloc((size_t)n, sizeof *job_ended);
+    if (st) *st = (sse_stream){.server = rq->server, .route = rq->route, .jobs = jobs, .n_jobs = n, .signal = signal,
+                               .format = format, .end = end, .ctx = ctx, .free_ctx = free_ctx, .fd = rq->client_fd,
+                               .seen = seen, .job_ended = job_ended};
+    if (!st || !seen || !job_ended) {
+        if (st) {
+            st->route = NULL; /* counted as the 500 below */
+            sse_free(st);
+        } else {
+            free(seen);
+            free(job_ended);
+            for (int k = 0; k < n; k++) {
+                mt_engine_loop_cancel(rq->server->b.loop, jobs[k]);
+                mt_gen_job_unref(jobs[k]);
+            }
+            free(jobs);
+            mt_job_signal_unref(signal);
+            if (free_ctx) free_ctx(ctx);
+        }
         return mt_reply_errorf(rq, 500, "out of memory");
     }
-    *st = (sse_stream){.server = rq->server, .route = rq->route, .job = j, .format = format, .ctx = ctx,
-                       .free_ctx = free_ctx, .fd = rq->client_fd};
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, st, sse_free);
     if (!r) {
         sse_free(st);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "server/server_internal.h"
 #include "util/base64.h"
@@ -12,69 +13,124 @@
 
 _Static_assert(MT_REQUEST_RID_LEN <= MT_JOB_NAME_LEN, "a request's rid must fit a job's name");
 
-mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_params *p, const char *rid,
-                         const char *id_prefix, mt_api_error *e) {
-    if (atomic_load(&s->draining)) {
-        free(prompt);
-        mt_gen_params_free(p);
-        mt_api_fail(e, 503, "the server is shutting down");
+void mt_job_set_free(mt_job_set *set) {
+    for (int k = 0; k < set->n; k++) mt_gen_job_unref(set->jobs[k]);
+    free(set->jobs);
+    mt_job_signal_unref(set->signal);
+    memset(set, 0, sizeof *set);
+}
+
+/* Job k of r, named, with the set's signal; NULL when out of memory. */
+static mt_gen_job *make_job(mt_server *s, const mt_gen_request *r, int k, int64_t id, const char *name,
+                            mt_job_signal *signal) {
+    const mt_gen_prompt *p = &r->prompts[k / r->n];
+    mt_gen_params params;
+    int32_t *ids = malloc((size_t)p->n_ids * sizeof *ids);
+    if (!ids || mt_gen_request_output_params(r, k, &params)) {
+        free(ids);
         return NULL;
     }
-    int64_t id = atomic_fetch_add(&s->next_job_id, 1);
-    bool text = s->b.tokenizer != NULL;
-    bool skip_special = p->skip_special_tokens;
-    mt_gen_job *j = mt_gen_job_new(id, prompt, n_prompt, p);
+    memcpy(ids, p->ids, (size_t)p->n_ids * sizeof *ids);
+    bool skip_special = params.skip_special_tokens;
+    mt_gen_job *j = mt_gen_job_new(id, ids, p->n_ids, &params); /* takes ids and params */
     if (!j) {
-        free(prompt);
-        mt_gen_params_free(p);
-        mt_api_fail(e, 500, "out of memory");
+        free(ids);
+        mt_gen_params_free(&params);
         return NULL;
     }
-    if (text) j->detok = mt_detok_stream_new(s->b.tokenizer, skip_special);
-    if (rid && rid[0]) snprintf(j->name, sizeof j->name, "%s", rid);
-    else mt_server_response_id(s, id, id_prefix, j->name, sizeof j->name);
-    mt_engine_loop_submit(s->b.loop, j);
-    pthread_mutex_lock(&j->mu);
-    while (j->state == MT_JOB_QUEUED) mt_gen_job_wait_locked(j, j->version, WAIT_POLL_MS);
-    bool rejected = j->state == MT_JOB_REJECTED;
-    if (rejected) mt_api_fail(e, j->rejected_busy ? 503 : 400, "%s", j->error);
-    pthread_mutex_unlock(&j->mu);
-    if (rejected) {
+    if (s->b.tokenizer && !(j->detok = mt_detok_stream_new(s->b.tokenizer, skip_special))) {
         mt_gen_job_unref(j);
         return NULL;
     }
-    if (s->b.domains) mt_domain_usage_count_request(s->b.domains, j->params.group);
+    snprintf(j->name, sizeof j->name, "%s", name);
+    mt_job_signal_ref(signal);
+    j->signal = signal;
     return j;
 }
 
-bool mt_job_wait(mt_server *s, mt_gen_job *j, int client_fd) {
-    bool cancelled = false;
-    pthread_mutex_lock(&j->mu);
-    while (j->state != MT_JOB_FINISHED) {
-        mt_gen_job_wait_locked(j, j->version, WAIT_POLL_MS);
-        if (j->state == MT_JOB_FINISHED || cancelled) continue;
-        pthread_mutex_unlock(&j->mu);
-        if (mt_http_client_gone(client_fd)) {
-            mt_engine_loop_cancel(s->b.loop, j);
-            cancelled = true;
-        }
-        pthread_mutex_lock(&j->mu);
+int mt_jobs_start(mt_server *s, const mt_gen_request *r, char (*names)[MT_JOB_NAME_LEN], const char *id_prefix,
+                  mt_job_set *set, mt_api_error *e) {
+    memset(set, 0, sizeof *set);
+    if (atomic_load(&s->draining)) return mt_api_fail(e, 503, "the server is shutting down");
+    int n = mt_gen_request_outputs(r);
+    int64_t first = atomic_fetch_add(&s->next_job_id, n);
+    mt_server_response_id(s, first, id_prefix, set->base, sizeof set->base);
+    set->signal = mt_job_signal_new();
+    set->jobs = calloc((size_t)n, sizeof *set->jobs);
+    if (!set->signal || !set->jobs) {
+        mt_job_set_free(set);
+        return mt_api_fail(e, 500, "out of memory");
     }
-    pthread_mutex_unlock(&j->mu);
+    for (int k = 0; k < n; k++) {
+        char name[MT_JOB_NAME_LEN];
+        if (names && names[k][0]) snprintf(name, sizeof name, "%s", names[k]);
+        else if (names) mt_server_response_id(s, first + k, "", name, sizeof name);
+        else if (n == 1) snprintf(name, sizeof name, "%s", set->base);
+        else mt_job_name_numbered(name, set->base, k);
+        if (!(set->jobs[k] = make_job(s, r, k, first + k, name, set->signal))) {
+            mt_job_set_free(set);
+            return mt_api_fail(e, 500, "out of memory");
+        }
+        set->n = k + 1;
+    }
+    for (int k = 0; k < n; k++) mt_engine_loop_submit(s->b.loop, set->jobs[k]);
+    bool refused = false;
+    for (int k = 0; k < n; k++) {
+        mt_gen_job *j = set->jobs[k];
+        pthread_mutex_lock(&j->mu);
+        while (j->state == MT_JOB_QUEUED) mt_gen_job_wait_locked(j, j->version, WAIT_POLL_MS);
+        if (j->state == MT_JOB_REJECTED && !refused) {
+            refused = true;
+            if (r->n_prompts > 1 && !j->rejected_busy) mt_api_fail(e, 400, "prompt %d: %s", k / r->n, j->error);
+            else mt_api_fail(e, j->rejected_busy ? 503 : 400, "%s", j->error);
+        }
+        pthread_mutex_unlock(&j->mu);
+    }
+    if (!refused) {
+        if (s->b.domains) mt_domain_usage_count_request(s->b.domains, r->prompts[0].params.group);
+        return 0;
+    }
+    for (int k = 0; k < n; k++) mt_engine_loop_cancel(s->b.loop, set->jobs[k]);
+    mt_job_set_free(set);
+    return -1;
+}
+
+bool mt_jobs_wait(mt_server *s, const mt_job_set *set, int client_fd) {
+    bool cancelled = false;
+    for (int k = 0; k < set->n; k++) {
+        mt_gen_job *j = set->jobs[k];
+        pthread_mutex_lock(&j->mu);
+        while (j->state != MT_JOB_FINISHED) {
+            mt_gen_job_wait_locked(j, j->version, WAIT_POLL_MS);
+            if (j->state == MT_JOB_FINISHED || cancelled) continue;
+            pthread_mutex_unlock(&j->mu);
+            if (mt_http_client_gone(client_fd)) {
+                for (int i = k; i < set->n; i++) mt_engine_loop_cancel(s->b.loop, set->jobs[i]);
+                cancelled = true;
+            }
+            pthread_mutex_lock(&j->mu);
+        }
+        pthread_mutex_unlock(&j->mu);
+    }
     return !cancelled;
 }
 
-int mt_reply_job(mt_http_request *rq, mt_gen_job *j, bool stream, mt_sse_format format, mt_job_json whole, void *ctx) {
-    if (stream) return mt_reply_sse(rq, j, format, ctx, free);
-    bool client_there = mt_job_wait(rq->server, j, rq->client_fd);
+int mt_reply_jobs(mt_http_request *rq, mt_job_set *set, bool stream, mt_sse_format format, mt_sse_end end,
+                  mt_job_json whole, void *ctx) {
+    if (stream) {
+        int rc = mt_reply_sse(rq, set->jobs, set->n, set->signal, format, end, ctx, free);
+        memset(set, 0, sizeof *set); /* taken over by the stream */
+        return rc;
+    }
+    bool client_there = mt_jobs_wait(rq->server, set, rq->client_fd);
     mt_api_error e;
-    int status;
-    pthread_mutex_lock(&j->mu);
+    int status = 0;
     if (!client_there) status = mt_reply_errorf(rq, 499, "the client closed the connection");
-    else if (mt_job_failed(j, &e)) status = mt_reply_error(rq, &e);
-    else status = mt_reply_json(rq, 200, whole(ctx, j));
-    pthread_mutex_unlock(&j->mu);
-    mt_gen_job_unref(j);
+    for (int k = 0; k < set->n && !status; k++) { /* finished: the engine thread writes them no more */
+        if (mt_job_failed(set->jobs[k], &e)) status = mt_reply_error(rq, &e);
+    }
+    if (!status) status = mt_reply_json(rq, 200, whole(ctx, set->jobs, set->n));
+    mt_job_set_free(set);
     free(ctx);
     return status;
 }

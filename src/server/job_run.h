@@ -10,27 +10,39 @@
 #include "model/config.h"
 #include "server/gen_job.h"
 #include "server/http.h"
+#include "server/request_body.h"
 
-/* Makes a job of prompt and p (both taken over, whatever happens), with a detokenizer when the
- * server has a tokenizer, submits it and waits until the engine accepted it. The job's name (the id
- * its response must carry) is rid when given and not empty (shorter than MT_JOB_NAME_LEN), else
- * id_prefix followed by 32 hex digits unique to the job (mt_server_response_id); it is set before
- * the engine sees the job. On refusal returns NULL with e: 400 with the engine's reason (ids
- * outside the vocabulary, too long for the KV cache), 503 while draining. The caller owns the
- * returned reference. */
-mt_gen_job *mt_job_start(mt_server *s, int32_t *prompt, int n_prompt, mt_gen_params *p, const char *rid,
-                         const char *id_prefix, mt_api_error *e);
+/* The jobs of one request, one per output, sharing a change signal. */
+typedef struct mt_job_set {
+    mt_gen_job **jobs;          /* [n]: output k of the request */
+    int n;
+    char base[MT_JOB_NAME_LEN]; /* id_prefix and 32 hex digits unique to the request (the OpenAI "id") */
+    mt_job_signal *signal;
+} mt_job_set;
 
-/* Waits until j finished. When the client goes away meanwhile, cancels j (freeing its sequence
- * and KV blocks), waits for the cancellation and returns false. */
-bool mt_job_wait(mt_server *s, mt_gen_job *j, int client_fd);
+/* Makes a job for every output of r (its prompt's ids and mt_gen_request_output_params), with a
+ * detokenizer when the server has a tokenizer, submits them all and waits until the engine accepted
+ * them. Job k's name (the id its response carries, and its name in the recorder's per_token
+ * index) is names[k] when names is given and names[k] is not empty, else an id of its own with no
+ * prefix; without names, base when there is one output, else base_k. On refusal of any job the
+ * others are cancelled and it returns -1 with e: 400 with the engine's reason (ids outside the
+ * vocabulary, too long for the KV cache), 503 while draining. Once they all run, the request is
+ * counted once in its domain (serve --domain-field). r stays the caller's. */
+int mt_jobs_start(mt_server *s, const mt_gen_request *r, char (*names)[MT_JOB_NAME_LEN], const char *id_prefix,
+                  mt_job_set *set, mt_api_error *e);
+void mt_job_set_free(mt_job_set *set);
 
-/* Answers with job j: with stream, server-sent events (mt_reply_sse with format; returns 0, the
- * stream counts itself: 200, or 499 when the client left before its end); else waits for the end
- * (cancelling j when the client goes away: then 499) and answers whole(ctx, j) as JSON, or the
- * job's error (500). Takes over j and ctx (freed with free()). */
-typedef cJSON *(*mt_job_json)(void *ctx, const mt_gen_job *j);
-int mt_reply_job(mt_http_request *rq, mt_gen_job *j, bool stream, mt_sse_format format, mt_job_json whole, void *ctx);
+/* Waits until every job finished. When the client goes away meanwhile, cancels them all (freeing
+ * their sequences and KV blocks), waits for the cancellations and returns false. */
+bool mt_jobs_wait(mt_server *s, const mt_job_set *set, int client_fd);
+
+/* Answers with the jobs: with stream, server-sent events (mt_reply_sse with format and end; returns
+ * 0, the stream counts itself: 200, or 499 when the client left before its end); else waits for the
+ * end (cancelling the jobs when the client goes away: then 499) and answers whole(ctx, jobs, n) as
+ * JSON, or the first job's error (500). Takes over set and ctx (freed with free()). */
+typedef cJSON *(*mt_job_json)(void *ctx, mt_gen_job *const *jobs, int n);
+int mt_reply_jobs(mt_http_request *rq, mt_job_set *set, bool stream, mt_sse_format format, mt_sse_end end,
+                  mt_job_json whole, void *ctx);
 
 /* A finished job's error (e.g. the engine failed) as e; false when there is none. j locked. */
 bool mt_job_failed(const mt_gen_job *j, mt_api_error *e);

@@ -32,39 +32,149 @@ static int logprob_fields(const cJSON *body, mt_gen_params *p, mt_api_error *e) 
     return 0;
 }
 
-/* /generate: "text" or "input_ids", "sampling_params", "stream", "rid" and the routing fields. */
-static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
-    const cJSON *text = field(body, "text"), *ids = field(body, "input_ids"), *rid = field(body, "rid");
-    mt_param_caps caps = {c->cfg, c->tokenizer != NULL, c->routing_enabled};
-    bool max_given = false;
-    if (!!text == !!ids) return mt_api_fail(e, 400, "give exactly one of 'text' or 'input_ids'");
-    if ((text && cJSON_IsArray(text)) || (ids && cJSON_IsArray(ids) && cJSON_IsArray(cJSON_GetArrayItem(ids, 0))))
-        return mt_api_fail(e, 400, "batched requests (a list of prompts) are not supported; send one request per prompt");
-    if (text && !cJSON_IsString(text)) return mt_api_fail(e, 400, "'text' must be a string");
-    if (mt_params_bool(body, "stream", &r->stream, e) < 0) return -1;
-    if (rid && (!cJSON_IsString(rid) || strlen(rid->valuestring) >= sizeof r->rid))
-        return mt_api_fail(e, 400, "'rid' must be a string of at most %zu characters", sizeof r->rid - 1);
-    if (rid) snprintf(r->rid, sizeof r->rid, "%s", rid->valuestring);
-    if (mt_params_parse_sampling(field(body, "sampling_params"), MT_PARAMS_SGLANG, &caps, &r->params, &max_given, e) ||
-        mt_params_parse_routing(body, &caps, &r->params, e) || logprob_fields(body, &r->params, e))
-        return -1;
-    if (text ? mt_params_encode(c->tokenizer, text->valuestring, true, &r->prompt, &r->n_prompt, e)
-             : mt_params_parse_ids(ids, "input_ids", &r->prompt, &r->n_prompt, e))
-        return -1;
-    return mt_params_fit(&r->params, max_given, SGLANG_DEFAULT_MAX_NEW_TOKENS, r->n_prompt, c->cfg, e);
+/* Prefixes e's message with the prompt it is about, in a request of several. */
+static int about_prompt(mt_api_error *e, int i, bool list) {
+    if (!list) return -1;
+    char message[sizeof e->message];
+    int n = snprintf(message, sizeof message, "prompt %d: ", i);
+    snprintf(message + n, sizeof message - (size_t)n, "%.*s", (int)(sizeof message - 1 - (size_t)n), e->message);
+    memcpy(e->message, message, sizeof message);
+    return -1;
 }
 
-/* The prompt of /v1/completions: a string, a list of ids, or a list holding one of those. */
-static int completion_prompt(const mt_request_ctx *c, const cJSON *prompt, mt_gen_request *r, mt_api_error *e) {
+/* Allocates r's prompts. */
+static int alloc_prompts(mt_gen_request *r, int count, mt_api_error *e) {
+    if (!(r->prompts = calloc((size_t)count, sizeof *r->prompts))) return mt_api_fail(e, 500, "out of memory");
+    r->n_prompts = count;
+    return 0;
+}
+
+static int check_outputs(const mt_gen_request *r, mt_api_error *e) {
+    long outputs = (long)r->n_prompts * r->n;
+    if (outputs > MT_REQUEST_MAX_OUTPUTS)
+        return mt_api_fail(e, 400, "the request asks for %ld outputs (%d prompts x 'n' %d), more than %d", outputs,
+                           r->n_prompts, r->n, MT_REQUEST_MAX_OUTPUTS);
+    return 0;
+}
+
+static int decimal_digits(int v) {
+    int d = 1;
+    while (v >= 10) v /= 10, d++;
+    return d;
+}
+
+/* /generate's prompts: "text" (a string or a list of strings) or "input_ids" (a list of ids or a
+ * list of such lists). Counts them; *list when they came as a list. */
+static int generate_shape(const cJSON *text, const cJSON *ids, int *count, bool *list, mt_api_error *e) {
+    if (!!text == !!ids) return mt_api_fail(e, 400, "give exactly one of 'text' or 'input_ids'");
+    const cJSON *arr = text ? text : ids, *it;
+    *list = cJSON_IsArray(arr) && (text || cJSON_IsArray(arr->child));
+    *count = *list ? cJSON_GetArraySize(arr) : 1;
+    if (text && !cJSON_IsString(text) && !cJSON_IsArray(text))
+        return mt_api_fail(e, 400, "'text' must be a string or a list of strings");
+    if (!*list) return 0;
+    if (*count == 0) return mt_api_fail(e, 400, "'text' is an empty list");
+    int i = 0;
+    cJSON_ArrayForEach(it, arr) {
+        if (text && !cJSON_IsString(it)) return mt_api_fail(e, 400, "'text' entry %d must be a string", i);
+        if (ids && !cJSON_IsArray(it)) return mt_api_fail(e, 400, "'input_ids' entry %d must be a list of token ids", i);
+        i++;
+    }
+    return 0;
+}
+
+/* /generate's "rid": a string (in a list request, the outputs are named rid_k), or in a list
+ * request a list of distinct strings, one per prompt (sample j of prompt i named rid[i]_j when
+ * n > 1). Every name must fit a job's name. */
+static int generate_rids(const cJSON *rid, mt_gen_request *r, mt_api_error *e) {
+    if (!rid) return 0;
+    int outputs = mt_gen_request_outputs(r);
+    if (cJSON_IsString(rid)) {
+        size_t len = strlen(rid->valuestring);
+        size_t room = r->list ? MT_JOB_NAME_LEN - 2 - (size_t)decimal_digits(outputs - 1) : MT_REQUEST_RID_LEN - 1;
+        if (len > room) return mt_api_fail(e, 400, "'rid' must be a string of at most %zu characters%s", room,
+                                           r->list ? " here (its outputs are named rid_k)" : "");
+        snprintf(r->rid, sizeof r->rid, "%s", rid->valuestring);
+        return 0;
+    }
+    if (!r->list || !cJSON_IsArray(rid))
+        return mt_api_fail(e, 400, r->list ? "'rid' must be a string or a list of strings, one per prompt"
+                                           : "'rid' must be a string");
+    if (cJSON_GetArraySize(rid) != r->n_prompts)
+        return mt_api_fail(e, 400, "'rid' has %d entries for %d prompts", cJSON_GetArraySize(rid), r->n_prompts);
+    size_t room = r->n > 1 ? MT_JOB_NAME_LEN - 2 - (size_t)decimal_digits(r->n - 1) : MT_REQUEST_RID_LEN - 1;
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, rid) {
+        if (!cJSON_IsString(it) || !it->valuestring[0] || strlen(it->valuestring) > room)
+            return mt_api_fail(e, 400, "'rid' entry %d must be a non-empty string of at most %zu characters", i, room);
+        for (int k = 0; k < i; k++)
+            if (!strcmp(r->prompts[k].rid, it->valuestring))
+                return mt_api_fail(e, 400, "'rid' entries %d and %d are the same", k, i);
+        snprintf(r->prompts[i++].rid, MT_REQUEST_RID_LEN, "%s", it->valuestring);
+    }
+    return 0;
+}
+
+/* /generate: "text" or "input_ids", "sampling_params" (an object, or in a list request a list of
+ * them, one per prompt, all with the same "n"), "stream", "rid" and the routing fields. */
+static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
+    const cJSON *text = field(body, "text"), *ids = field(body, "input_ids"), *sp = field(body, "sampling_params");
+    mt_param_caps caps = {c->cfg, c->tokenizer != NULL, c->routing_enabled};
+    int count = 0;
+    bool listed = false; /* the prompts came as a list */
+    if (generate_shape(text, ids, &count, &listed, e) || mt_params_bool(body, "stream", &r->stream, e) < 0) return -1;
+    r->list = listed;
+    if (sp && cJSON_IsArray(sp) && (!listed || cJSON_GetArraySize(sp) != count))
+        return mt_api_fail(e, 400, listed ? "'sampling_params' has %d entries for %d prompts"
+                                           : "'sampling_params' must be an object", cJSON_GetArraySize(sp), count);
+    if (alloc_prompts(r, count, e)) return -1;
+    bool *max_given = calloc((size_t)count, sizeof *max_given);
+    if (!max_given) return mt_api_fail(e, 500, "out of memory");
+    int rc = 0;
+    for (int i = 0; i < count && !rc; i++) {
+        mt_gen_params *p = &r->prompts[i].params;
+        int n;
+        rc = mt_params_parse_sampling(sp && cJSON_IsArray(sp) ? cJSON_GetArrayItem(sp, i) : sp, MT_PARAMS_SGLANG, &caps,
+                                      p, &max_given[i], &n, e) ||
+             mt_params_parse_routing(body, &caps, p, e) || logprob_fields(body, p, e);
+        if (!rc && i > 0 && n != r->n)
+            rc = mt_api_fail(e, 400, "every entry of 'sampling_params' must ask for the same 'n' (%d, then %d)", r->n, n);
+        r->n = n;
+        if (rc && sp && cJSON_IsArray(sp)) about_prompt(e, i, true);
+    }
+    if (!rc && r->n > 1) r->list = true;  /* answered as a list, as SGLang does */
+    if (!rc) rc = check_outputs(r, e) || generate_rids(field(body, "rid"), r, e);
+    for (int i = 0; i < count && !rc; i++) {
+        mt_gen_prompt *p = &r->prompts[i];
+        const cJSON *t = listed && text ? cJSON_GetArrayItem(text, i) : text;
+        const cJSON *v = listed && ids ? cJSON_GetArrayItem(ids, i) : ids;
+        rc = (t ? mt_params_encode(c->tokenizer, t->valuestring, true, &p->ids, &p->n_ids, e)
+                : mt_params_parse_ids(v, "input_ids", &p->ids, &p->n_ids, e)) ||
+             mt_params_fit(&p->params, max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, p->n_ids, c->cfg, e);
+        if (rc) about_prompt(e, i, count > 1);
+    }
+    free(max_given);
+    return rc ? -1 : 0;
+}
+
+/* The prompts of /v1/completions: a string, a list of ids, or a list of either. */
+static int completion_prompts(const mt_request_ctx *c, const cJSON *prompt, mt_gen_request *r, mt_api_error *e) {
     if (!prompt) return mt_api_fail(e, 400, "'prompt' is required");
-    if (cJSON_IsArray(prompt) && cJSON_GetArraySize(prompt) == 1 &&
-        (cJSON_IsString(prompt->child) || cJSON_IsArray(prompt->child)))
-        prompt = prompt->child;
-    else if (cJSON_IsArray(prompt) && (cJSON_IsString(prompt->child) || cJSON_IsArray(prompt->child)))
-        return mt_api_fail(e, 400, "several prompts in one request are not supported; send one request per prompt");
-    if (cJSON_IsString(prompt)) return mt_params_encode(c->tokenizer, prompt->valuestring, true, &r->prompt, &r->n_prompt, e);
-    if (cJSON_IsArray(prompt)) return mt_params_parse_ids(prompt, "prompt", &r->prompt, &r->n_prompt, e);
-    return mt_api_fail(e, 400, "'prompt' must be a string or a list of token ids");
+    if (!cJSON_IsString(prompt) && !cJSON_IsArray(prompt))
+        return mt_api_fail(e, 400, "'prompt' must be a string, a list of token ids, or a list of either");
+    if (cJSON_IsArray(prompt) && cJSON_GetArraySize(prompt) == 0) return mt_api_fail(e, 400, "'prompt' is empty");
+    bool several = cJSON_IsArray(prompt) && (cJSON_IsString(prompt->child) || cJSON_IsArray(prompt->child));
+    if (alloc_prompts(r, several ? cJSON_GetArraySize(prompt) : 1, e)) return -1;
+    for (int i = 0; i < r->n_prompts; i++) {
+        const cJSON *p = several ? cJSON_GetArrayItem(prompt, i) : prompt;
+        mt_gen_prompt *out = &r->prompts[i];
+        int rc = cJSON_IsString(p) ? mt_params_encode(c->tokenizer, p->valuestring, true, &out->ids, &out->n_ids, e)
+                 : cJSON_IsArray(p) ? mt_params_parse_ids(p, "prompt", &out->ids, &out->n_ids, e)
+                                    : mt_api_fail(e, 400, "'prompt' entry %d must be a string or a list of token ids", i);
+        if (rc) return about_prompt(e, i, r->n_prompts > 1);
+    }
+    return 0;
 }
 
 /* The prompt of /v1/chat/completions: messages through the chat template, then tokenized without
@@ -92,9 +202,9 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
                             &text, &err);
     if (c->chat_mu) pthread_mutex_unlock(c->chat_mu);
     if (rc) return mt_api_fail(e, 400, "chat template: %s", err.msg);
-    rc = mt_params_encode(c->tokenizer, text, false, &r->prompt, &r->n_prompt, e);
+    rc = alloc_prompts(r, 1, e) || mt_params_encode(c->tokenizer, text, false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
     free(text);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 /* The OpenAI log-probability fields: chat's "logprobs": true with "top_logprobs" 0, or the
@@ -114,7 +224,7 @@ static int openai_logprobs(const cJSON *body, bool chat, mt_gen_params *p, mt_ap
     return 0;
 }
 
-/* /v1/completions and /v1/chat/completions. */
+/* /v1/completions and /v1/chat/completions: the sampling fields (top-level) apply to every prompt. */
 static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     if (!c->tokenizer)
         return mt_api_fail(e, 400, "the OpenAI endpoints need the model's tokenizer.json; use /generate with input_ids");
@@ -125,16 +235,24 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
     if (opts && (!cJSON_IsObject(opts) || mt_params_bool(opts, "include_usage", &r->include_usage, e) < 0))
         return mt_api_fail(e, 400, "'stream_options' must be an object with a boolean 'include_usage'");
     mt_param_caps caps = {c->cfg, true, c->routing_enabled};
-    if (mt_params_parse_sampling(body, MT_PARAMS_OPENAI, &caps, &r->params, &max_given, e) ||
-        mt_params_parse_routing(body, &caps, &r->params, e) || openai_logprobs(body, chat, &r->params, e))
-        return -1;
-    if (chat ? chat_prompt(c, body, r, e) : completion_prompt(c, field(body, "prompt"), r, e)) return -1;
+    mt_gen_params shared;
+    int rc = mt_params_parse_sampling(body, MT_PARAMS_OPENAI, &caps, &shared, &max_given, &r->n, e) ||
+             mt_params_parse_routing(body, &caps, &shared, e) || openai_logprobs(body, chat, &shared, e) ||
+             (chat ? chat_prompt(c, body, r, e) : completion_prompts(c, field(body, "prompt"), r, e)) ||
+             check_outputs(r, e);
     int default_max = chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS;
-    return mt_params_fit(&r->params, max_given, default_max, r->n_prompt, c->cfg, e);
+    for (int i = 0; i < r->n_prompts && !rc; i++) {
+        mt_gen_prompt *p = &r->prompts[i];
+        rc = mt_gen_params_copy(&p->params, &shared) ? mt_api_fail(e, 500, "out of memory")
+             : mt_params_fit(&p->params, max_given, default_max, p->n_ids, c->cfg, e) ? about_prompt(e, i, r->n_prompts > 1)
+                                                                                     : 0;
+    }
+    mt_gen_params_free(&shared);
+    return rc ? -1 : 0;
 }
 
-/* The request's domain label, if any, as its group (a new label gets one). */
-static int domain_group(const mt_request_ctx *c, const cJSON *root, mt_gen_params *p, mt_api_error *e) {
+/* The request's domain label, if any, as every prompt's group (a new label gets one). */
+static int domain_group(const mt_request_ctx *c, const cJSON *root, mt_gen_request *r, mt_api_error *e) {
     char *label = NULL;
     mt_err err;
     int has = mt_json_label(root, c->domain_field, MT_DOMAIN_LABEL_MAX, &label, &err);
@@ -143,7 +261,7 @@ static int domain_group(const mt_request_ctx *c, const cJSON *root, mt_gen_param
     int g = mt_domain_usage_group(c->domains, label, &err);
     free(label);
     if (g < 0) return mt_api_fail(e, 400, "'%s': %s", c->domain_field, err.msg);
-    p->group = g;
+    for (int i = 0; i < r->n_prompts; i++) r->prompts[i].params.group = g;
     return 0;
 }
 
@@ -156,14 +274,41 @@ int mt_request_parse(const mt_request_ctx *c, mt_body_kind kind, const char *bod
              : !cJSON_IsObject(root)    ? mt_api_fail(e, 400, "the request body is not a JSON object")
              : kind == MT_BODY_GENERATE ? generate_body(c, root, r, e)
                                         : openai_body(c, kind == MT_BODY_CHAT, root, r, e);
-    if (rc == 0 && c->domain_field && c->domains) rc = domain_group(c, root, &r->params, e);
+    if (rc == 0 && c->domain_field && c->domains) rc = domain_group(c, root, r, e);
     cJSON_Delete(root);
     if (rc) mt_gen_request_free(r);
     return rc;
 }
 
 void mt_gen_request_free(mt_gen_request *r) {
-    free(r->prompt);
-    mt_gen_params_free(&r->params);
+    for (int i = 0; i < r->n_prompts; i++) {
+        free(r->prompts[i].ids);
+        mt_gen_params_free(&r->prompts[i].params);
+    }
+    free(r->prompts);
     memset(r, 0, sizeof *r);
+}
+
+/* A seed of its own for output k > 0 (splitmix64 of the prompt's seed and k). */
+static uint64_t output_seed(uint64_t seed, int k) {
+    if (k == 0) return seed;
+    uint64_t x = seed + (uint64_t)k * 0x9E3779B97F4A7C15ull;
+    x = (x ^ x >> 30) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ x >> 27) * 0x94D049BB133111EBull;
+    return x ^ x >> 31;
+}
+
+int mt_gen_request_output_params(const mt_gen_request *r, int k, mt_gen_params *out) {
+    if (mt_gen_params_copy(out, &r->prompts[k / r->n].params)) return -1;
+    out->sampling.seed = output_seed(out->sampling.seed, k);
+    return 0;
+}
+
+void mt_gen_request_output_name(const mt_gen_request *r, int k, char *out) {
+    const char *rid = r->prompts[k / r->n].rid;
+    if (!r->list) snprintf(out, MT_JOB_NAME_LEN, "%s", r->rid);
+    else if (rid[0] && r->n == 1) snprintf(out, MT_JOB_NAME_LEN, "%s", rid);
+    else if (rid[0]) mt_job_name_numbered(out, rid, k % r->n);
+    else if (r->rid[0]) mt_job_name_numbered(out, r->rid, k);
+    else out[0] = 0;
 }

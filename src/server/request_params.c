@@ -118,8 +118,9 @@ static const char *const SGLANG_KEYS[] = {
 };
 
 int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_param_caps *caps, mt_gen_params *p,
-                             bool *max_given, mt_api_error *e) {
+                             bool *max_given, int *n, mt_api_error *e) {
     memset(p, 0, sizeof *p);
+    *n = 1;
     p->sampling.temperature = 1.0f;
     p->sampling.top_p = 1.0f;
     p->skip_special_tokens = true;
@@ -129,9 +130,9 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     if (style == MT_PARAMS_SGLANG) {
         const cJSON *it;
         cJSON_ArrayForEach(it, obj) {
-            size_t k = 0, n = sizeof SGLANG_KEYS / sizeof *SGLANG_KEYS;
-            while (k < n && strcmp(it->string, SGLANG_KEYS[k])) k++;
-            if (k == n) return mt_api_fail(e, 400, "unknown sampling parameter '%s'", it->string);
+            size_t k = 0, n_keys = sizeof SGLANG_KEYS / sizeof *SGLANG_KEYS;
+            while (k < n_keys && strcmp(it->string, SGLANG_KEYS[k])) k++;
+            if (k == n_keys) return mt_api_fail(e, 400, "unknown sampling parameter '%s'", it->string);
         }
     }
     int ctx = caps->cfg->max_position_embeddings, rc;
@@ -160,7 +161,8 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     if (seeded == 0) seeded = get_long(obj, "sampling_seed", 0, 9007199254740991L, &seed, e);
     if (seeded < 0) return -1;
     p->sampling.seed = seeded ? (uint64_t)seed : fresh_seed();
-    if (neutral_only(obj, "n", 1, e) || neutral_only(obj, "min_p", 0, e) || neutral_only(obj, "frequency_penalty", 0, e) ||
+    if (get_int(obj, "n", 1, 1 << 20, n, e) < 0) return -1;
+    if (neutral_only(obj, "min_p", 0, e) || neutral_only(obj, "frequency_penalty", 0, e) ||
         neutral_only(obj, "presence_penalty", 0, e) || neutral_only(obj, "repetition_penalty", 1, e) ||
         neutral_only(obj, "min_new_tokens", 0, e) || neutral_only(obj, "json_schema", 0, e) ||
         neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e))

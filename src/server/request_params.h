@@ -32,9 +32,10 @@ const cJSON *mt_params_field(const cJSON *obj, const char *key);
 int mt_params_bool(const cJSON *obj, const char *key, bool *out, mt_api_error *e);
 
 /* Sampling and stop fields of obj into p (defaults first: temperature 1, top_p 1, top_k off,
- * skip_special_tokens). *max_given tells whether the request named its token limit. */
+ * skip_special_tokens). *max_given tells whether the request named its token limit; *n is the
+ * samples asked ("n", default 1). */
 int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_param_caps *caps, mt_gen_params *p,
-                             bool *max_given, mt_api_error *e);
+                             bool *max_given, int *n, mt_api_error *e);
 /* return_routed_experts, routed_experts_start_len, routed_experts_dtype of obj into p. */
 int mt_params_parse_routing(const cJSON *obj, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e);
 

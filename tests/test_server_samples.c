@@ -1,0 +1,386 @@
+/* Requests of several outputs, end to end over HTTP (a small text model with dummy weights, the
+ * trained test tokenizer and the Qwen3 chat template):
+ *  - /generate with a list of prompts ("input_ids" lists, "rid" lists or a string, a list of
+ *    sampling_params): a JSON list in prompt order, each output equal to the prompt sent alone;
+ *  - "n" samples of one prompt: output 0 equals the prompt sent alone with the same seed, the others
+ *    draw from seeds of their own (reproducible), every sample carries the prompt's routing, and
+ *    samples 1.. adopt the prompt's KV blocks from sample 0 (cached_tokens) instead of forwarding it;
+ *  - streamed, each output's events carry its "index", [DONE] ends the whole stream once;
+ *  - /v1/completions with a list of prompts and n, /v1/chat/completions with n: choices in order,
+ *    usage summed (each prompt counted once), one usage chunk at the end of a stream;
+ *  - a client that leaves a streamed request of 8 outputs cancels them all: the engine ends up idle
+ *    with every KV block free, the outputs counted as aborted. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "support/api_util.h"
+#include "support/http_client.h"
+#include "support/server_proc.h"
+#include "server_setup.h"
+
+static const char CONFIG[] =
+    "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 1004, \"hidden_size\": 64, \"num_hidden_layers\": 3,"
+    " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16, \"max_position_embeddings\": 512,"
+    " \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, \"intermediate_size\": 64,"
+    " \"mlp_only_layers\": [0], \"eos_token_id\": 2}";
+
+static mt_test_server g_srv;
+static mt_http_client *g_c;
+
+static int setup(void **state) {
+    (void)state;
+    if (server_setup("samples_")) return -1;
+    if (!g_bin) return 0;
+    char cmd[1024], args[1024];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/model && cp %s/tests/tokenizer/bl/tokenizer.json %s/model/ && "
+             "cp %s/tests/chat/templates/qwen3.jinja %s/model/chat_template.jinja",
+             g_dir, MT_SOURCE_DIR, g_dir, MT_SOURCE_DIR, g_dir);
+    if (system(cmd)) return -1;
+    write_text("model/config.json", CONFIG);
+    snprintf(args, sizeof args,
+             "--model %s/model --load-format dummy --threads 2 --enable-return-routed-experts --max-batch-tokens 64"
+             " --max-running-requests 4",
+             g_dir);
+    if (mt_test_server_start(&g_srv, g_bin, args, path_of("server.log"), 120)) return -1;
+    g_c = mt_http_client_new(g_srv.url, NULL);
+    return 0;
+}
+
+static int teardown(void **state) {
+    if (!g_bin) return 0;
+    mt_http_client_free(g_c);
+    int st = g_srv.pid > 0 ? mt_test_server_stop(&g_srv, SIGTERM, 60) : 0;
+    return server_teardown(state) == 0 && st == 0 ? 0 : -1;
+}
+
+#define SKIP_WITHOUT_SERVER()                                                                                         \
+    do {                                                                                                              \
+        if (!g_bin) skip();                                                                                           \
+    } while (0)
+
+static cJSON *call(const char *path, const char *body, long want) {
+    long status;
+    cJSON *j = mt_api_json(g_c, path, body, &status);
+    if (status != want) {
+        char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+        fail_msg("%s: status %ld (want %ld): %s", path, status, want, text ? text : "(not JSON)");
+    }
+    assert_non_null(j);
+    return j;
+}
+
+static const cJSON *meta(const cJSON *out) { return cJSON_GetObjectItem(out, "meta_info"); }
+static const char *meta_str(const cJSON *out, const char *k) { return cJSON_GetObjectItem(meta(out), k)->valuestring; }
+static int meta_int(const cJSON *out, const char *k) { return cJSON_GetObjectItem(meta(out), k)->valueint; }
+
+/* Whether two JSON values print the same. */
+static bool same_json(const cJSON *a, const cJSON *b) {
+    char *x = cJSON_PrintUnformatted(a), *y = cJSON_PrintUnformatted(b);
+    bool same = x && y && !strcmp(x, y);
+    cJSON_free(x);
+    cJSON_free(y);
+    return same;
+}
+
+/* A prompt of n ids from seed, as a JSON list. */
+static void ids_json(char *out, size_t size, int n, int seed) {
+    size_t at = (size_t)snprintf(out, size, "[");
+    for (int i = 0; i < n; i++) at += (size_t)snprintf(out + at, size - at, "%s%d", i ? ", " : "", 5 + (seed * 37 + i * 11) % 900);
+    snprintf(out + at, size - at, "]");
+}
+
+/* The routing of an output, decoded: ids [rows * 3 layers * 2]. */
+static int32_t *routing_of(const cJSON *out, size_t *count) {
+    return mt_api_routing_ids(meta_str(out, "routed_experts"), meta_str(out, "routed_experts_dtype"), count);
+}
+
+/* ---- /generate: a list of prompts ---------------------------------------------------------- */
+
+static void test_generate_prompt_list(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    char p[3][512], body[4096];
+    int len[3] = {7, 23, 40};
+    for (int i = 0; i < 3; i++) ids_json(p[i], sizeof p[i], len[i], 100 + i);
+    const char *sp = "{\"max_new_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}";
+    snprintf(body, sizeof body,
+             "{\"input_ids\": [%s, %s, %s], \"rid\": [\"a\", \"b\", \"c\"], \"sampling_params\": %s,"
+             " \"return_routed_experts\": true}", p[0], p[1], p[2], sp);
+    cJSON *list = call("/generate", body, 200);
+    assert_true(cJSON_IsArray(list));
+    assert_int_equal(cJSON_GetArraySize(list), 3);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *out = cJSON_GetArrayItem(list, i);
+        static const char *const RIDS[3] = {"a", "b", "c"};
+        assert_string_equal(meta_str(out, "id"), RIDS[i]);
+        assert_int_equal(meta_int(out, "prompt_tokens"), len[i]);
+        snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": %s, \"return_routed_experts\": true}", p[i], sp);
+        cJSON *solo = call("/generate", body, 200);
+        assert_true(same_json(cJSON_GetObjectItem(out, "output_ids"), cJSON_GetObjectItem(solo, "output_ids")));
+        assert_string_equal(meta_str(out, "routed_experts"), meta_str(solo, "routed_experts"));
+        assert_true(same_json(cJSON_GetObjectItem(meta(out), "routed_experts_shape"),
+                              cJSON_GetObjectItem(meta(solo), "routed_experts_shape")));
+        cJSON_Delete(solo);
+    }
+    cJSON_Delete(list);
+
+    /* a string rid names the outputs rid_k; sampling_params per prompt */
+    snprintf(body, sizeof body,
+             "{\"input_ids\": [%s, %s], \"rid\": \"x\", \"sampling_params\": [{\"max_new_tokens\": 2, \"ignore_eos\": true},"
+             " {\"max_new_tokens\": 5, \"ignore_eos\": true}]}", p[0], p[1]);
+    list = call("/generate", body, 200);
+    assert_int_equal(cJSON_GetArraySize(list), 2);
+    assert_string_equal(meta_str(cJSON_GetArrayItem(list, 0), "id"), "x_0");
+    assert_string_equal(meta_str(cJSON_GetArrayItem(list, 1), "id"), "x_1");
+    assert_int_equal(meta_int(cJSON_GetArrayItem(list, 0), "completion_tokens"), 2);
+    assert_int_equal(meta_int(cJSON_GetArrayItem(list, 1), "completion_tokens"), 5);
+    cJSON_Delete(list);
+
+    /* a list of one text prompt is still answered with a list */
+    list = call("/generate", "{\"text\": [\"hello there\"], \"sampling_params\": {\"max_new_tokens\": 1}}", 200);
+    assert_true(cJSON_IsArray(list));
+    assert_int_equal(cJSON_GetArraySize(list), 1);
+    assert_non_null(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "text"));
+    cJSON_Delete(list);
+}
+
+/* ---- /generate: n samples of one prompt ---------------------------------------------------- */
+
+static void test_generate_samples(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    char p[512], body[2048];
+    ids_json(p, sizeof p, 40, 7); /* a prompt no other test sends: nothing of it is cached yet */
+    const char *sp = "\"temperature\": 1.0, \"seed\": 11, \"max_new_tokens\": 6, \"ignore_eos\": true";
+    snprintf(body, sizeof body,
+             "{\"input_ids\": %s, \"rid\": \"s\", \"sampling_params\": {\"n\": 4, %s}, \"return_routed_experts\": true}", p, sp);
+    cJSON *list = call("/generate", body, 200);
+    assert_int_equal(cJSON_GetArraySize(list), 4);
+    size_t n0;
+    int32_t *r0 = routing_of(cJSON_GetArrayItem(list, 0), &n0);
+    assert_non_null(r0);
+    assert_int_equal(n0, (40 + 6 - 1) * 3 * 2);
+    int distinct = 0;
+    for (int k = 0; k < 4; k++) {
+        const cJSON *out = cJSON_GetArrayItem(list, k);
+        char want[8];
+        snprintf(want, sizeof want, "s_%d", k);
+        assert_string_equal(meta_str(out, "id"), want);
+        /* sample 0 forwarded the prompt; the others waited for its two full blocks and adopted them */
+        assert_int_equal(meta_int(out, "cached_tokens"), k == 0 ? 0 : 32);
+        size_t n;
+        int32_t *r = routing_of(out, &n);
+        assert_int_equal(n, n0);
+        assert_memory_equal(r, r0, 40 * 3 * 2 * sizeof(int32_t)); /* the prompt's routing */
+        free(r);
+        distinct += k > 0 && !same_json(cJSON_GetObjectItem(out, "output_ids"),
+                                        cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "output_ids"));
+    }
+    assert_true(distinct > 0);
+    free(r0);
+
+    /* output 0 is the prompt sent alone with the seed; the whole request is reproducible */
+    snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": {%s}}", p, sp);
+    cJSON *solo = call("/generate", body, 200);
+    assert_true(same_json(cJSON_GetObjectItem(solo, "output_ids"), cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "output_ids")));
+    cJSON_Delete(solo);
+    snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": {\"n\": 4, %s}}", p, sp);
+    cJSON *again = call("/generate", body, 200);
+    for (int k = 0; k < 4; k++)
+        assert_true(same_json(cJSON_GetObjectItem(cJSON_GetArrayItem(again, k), "output_ids"),
+                              cJSON_GetObjectItem(cJSON_GetArrayItem(list, k), "output_ids")));
+    cJSON_Delete(again);
+    cJSON_Delete(list);
+}
+
+/* ---- /generate streamed -------------------------------------------------------------------- */
+
+static void test_generate_stream_list(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    char p[2][512], body[2048];
+    ids_json(p[0], sizeof p[0], 12, 201);
+    ids_json(p[1], sizeof p[1], 30, 202);
+    snprintf(body, sizeof body,
+             "{\"input_ids\": [%s, %s], \"sampling_params\": {\"n\": 2, \"max_new_tokens\": 5, \"temperature\": 0,"
+             " \"ignore_eos\": true}, \"return_routed_experts\": true%%s}", p[0], p[1]);
+    char whole_body[2048], stream_body[2048];
+    snprintf(whole_body, sizeof whole_body, body, "");
+    snprintf(stream_body, sizeof stream_body, body, ", \"stream\": true");
+    cJSON *whole = call("/generate", whole_body, 200);
+    assert_int_equal(cJSON_GetArraySize(whole), 4);
+
+    mt_sse_events ev;
+    long status;
+    assert_int_equal(mt_api_stream(g_c, "/generate", stream_body, &ev, &status), 0);
+    assert_int_equal(status, 200);
+    assert_int_equal(ev.done, 1);
+    assert_int_equal(ev.after_done, 0);
+    const cJSON *last[4] = {0};
+    int finals[4] = {0};
+    for (int i = 0; i < ev.n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(ev.list, i), *index = cJSON_GetObjectItem(e, "index");
+        assert_true(cJSON_IsNumber(index) && index->valueint >= 0 && index->valueint < 4);
+        int k = index->valueint;
+        assert_int_equal(finals[k], 0); /* nothing after an output's final event */
+        last[k] = e;
+        finals[k] += !cJSON_IsNull(cJSON_GetObjectItem(meta(e), "finish_reason"));
+    }
+    for (int k = 0; k < 4; k++) {
+        const cJSON *w = cJSON_GetArrayItem(whole, k);
+        assert_int_equal(finals[k], 1);
+        /* greedy: the two samples of a prompt agree, and the stream ends where the whole answer does */
+        assert_true(same_json(cJSON_GetObjectItem(last[k], "output_ids"), cJSON_GetObjectItem(w, "output_ids")));
+        assert_string_equal(meta_str(last[k], "routed_experts"), meta_str(w, "routed_experts"));
+        assert_int_equal(meta_int(w, "prompt_tokens"), k < 2 ? 12 : 30);
+    }
+    mt_sse_events_free(&ev);
+    cJSON_Delete(whole);
+}
+
+/* ---- the OpenAI endpoints ------------------------------------------------------------------ */
+
+static const cJSON *choice(const cJSON *resp, int k) { return cJSON_GetArrayItem(cJSON_GetObjectItem(resp, "choices"), k); }
+static int usage(const cJSON *resp, const char *k) { return cJSON_GetObjectItem(cJSON_GetObjectItem(resp, "usage"), k)->valueint; }
+
+static void test_openai_choices(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    const char *prompts[2] = {"the quick brown fox", "hello world, hello"};
+    const char *opts = "\"max_tokens\": 5, \"temperature\": 0, \"ignore_eos\": true";
+    char body[1024];
+    snprintf(body, sizeof body, "{\"prompt\": [\"%s\", \"%s\"], \"n\": 2, %s}", prompts[0], prompts[1], opts);
+    cJSON *resp = call("/v1/completions", body, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(resp, "choices")), 4);
+    assert_int_equal(strncmp(cJSON_GetObjectItem(resp, "id")->valuestring, "cmpl-", 5), 0);
+    int prompt_tokens = 0;
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(cJSON_GetObjectItem(choice(resp, k), "index")->valueint, k);
+        if (k % 2) continue;
+        snprintf(body, sizeof body, "{\"prompt\": \"%s\", %s}", prompts[k / 2], opts);
+        cJSON *solo = call("/v1/completions", body, 200);
+        for (int j = k; j < k + 2; j++)
+            assert_string_equal(cJSON_GetObjectItem(choice(resp, j), "text")->valuestring,
+                                cJSON_GetObjectItem(choice(solo, 0), "text")->valuestring);
+        prompt_tokens += usage(solo, "prompt_tokens");
+        cJSON_Delete(solo);
+    }
+    assert_int_equal(usage(resp, "prompt_tokens"), prompt_tokens); /* each prompt once */
+    assert_int_equal(usage(resp, "completion_tokens"), 4 * 5);
+    assert_int_equal(usage(resp, "total_tokens"), prompt_tokens + 20);
+
+    /* streamed: chunks of every choice, each choice's text whole, one usage chunk at the end */
+    snprintf(body, sizeof body, "{\"prompt\": [\"%s\", \"%s\"], \"n\": 2, %s, \"stream\": true,"
+             " \"stream_options\": {\"include_usage\": true}}", prompts[0], prompts[1], opts);
+    mt_sse_events ev;
+    long status;
+    assert_int_equal(mt_api_stream(g_c, "/v1/completions", body, &ev, &status), 0);
+    assert_int_equal(status, 200);
+    char text[4][512] = {{0}};
+    int usage_chunks = 0;
+    for (int i = 0; i < ev.n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(ev.list, i), *choices = cJSON_GetObjectItem(e, "choices");
+        if (cJSON_GetArraySize(choices) == 0) {
+            usage_chunks++;
+            assert_int_equal(i, ev.n - 1);
+            assert_int_equal(usage(e, "prompt_tokens"), prompt_tokens);
+            assert_int_equal(usage(e, "completion_tokens"), 20);
+            continue;
+        }
+        const cJSON *c = cJSON_GetArrayItem(choices, 0);
+        int k = cJSON_GetObjectItem(c, "index")->valueint;
+        assert_true(k >= 0 && k < 4);
+        strncat(text[k], cJSON_GetObjectItem(c, "text")->valuestring, sizeof text[k] - strlen(text[k]) - 1);
+    }
+    assert_int_equal(usage_chunks, 1);
+    for (int k = 0; k < 4; k++) assert_string_equal(text[k], cJSON_GetObjectItem(choice(resp, k), "text")->valuestring);
+    mt_sse_events_free(&ev);
+    cJSON_Delete(resp);
+
+    /* chat: n choices of one conversation; choice 0 is the conversation sent alone with the seed */
+    const char *chat = "\"messages\": [{\"role\": \"user\", \"content\": \"tell me\"}], \"max_tokens\": 6,"
+                       " \"temperature\": 1.0, \"seed\": 3, \"ignore_eos\": true";
+    snprintf(body, sizeof body, "{%s, \"n\": 3}", chat);
+    resp = call("/v1/chat/completions", body, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(resp, "choices")), 3);
+    assert_int_equal(usage(resp, "completion_tokens"), 18);
+    snprintf(body, sizeof body, "{%s}", chat);
+    cJSON *solo = call("/v1/chat/completions", body, 200);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(choice(resp, 0), "message"), "content")->valuestring,
+                        cJSON_GetObjectItem(cJSON_GetObjectItem(choice(solo, 0), "message"), "content")->valuestring);
+    assert_int_equal(usage(resp, "prompt_tokens"), usage(solo, "prompt_tokens"));
+    cJSON_Delete(solo);
+    cJSON_Delete(resp);
+}
+
+/* ---- a client leaving a request of several outputs ------------------------------------------ */
+
+static int leave_after_events(const char *data, size_t len, void *ctx) {
+    (void)data, (void)len;
+    return ++*(int *)ctx >= 3;
+}
+
+/* moetrace_requests_finished_total{finish_reason="abort"} now. */
+static double aborted_requests(void) {
+    mt_http_response m;
+    assert_int_equal(mt_http_call(g_c, "GET", "/metrics", NULL, &m), 0);
+    const char *key = "moetrace_requests_finished_total{finish_reason=\"abort\"} ", *at = strstr(m.body, key);
+    double v = at ? atof(at + strlen(key)) : -1;
+    mt_http_response_free(&m);
+    return v;
+}
+
+static void test_disconnect_cancels_every_output(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    double aborted_before = aborted_requests();
+    char p[512], body[1024];
+    ids_json(p, sizeof p, 20, 300);
+    snprintf(body, sizeof body,
+             "{\"input_ids\": %s, \"sampling_params\": {\"n\": 8, \"max_new_tokens\": 480, \"ignore_eos\": true},"
+             " \"stream\": true}", p);
+    int seen = 0;
+    mt_http_response r;
+    assert_int_equal(mt_http_stream(g_c, "/generate", body, leave_after_events, &seen, &r), 1);
+    mt_http_response_free(&r);
+    double running = -1, waiting = -1, free_blocks = -1, total = -2;
+    for (int tries = 0; tries < 200; tries++) {
+        mt_http_response m;
+        assert_int_equal(mt_http_call(g_c, "GET", "/metrics", NULL, &m), 0);
+        running = mt_prom_value(m.body, "moetrace_num_requests_running");
+        waiting = mt_prom_value(m.body, "moetrace_num_requests_waiting");
+        free_blocks = mt_prom_value(m.body, "moetrace_kv_cache_blocks_free");
+        total = mt_prom_value(m.body, "moetrace_kv_cache_blocks_total");
+        mt_http_response_free(&m);
+        if (running == 0 && waiting == 0 && free_blocks == total) break;
+        usleep(50 * 1000);
+    }
+    assert_true(running == 0 && waiting == 0);
+    assert_true(free_blocks == total);
+    /* four run at a time: at least the four that had not started were cancelled */
+    assert_true(aborted_requests() - aborted_before >= 4);
+    /* and the server serves on */
+    cJSON_Delete(call("/generate", "{\"input_ids\": [5, 6, 7], \"sampling_params\": {\"max_new_tokens\": 2}}", 200));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_generate_prompt_list),
+        cmocka_unit_test(test_generate_samples),
+        cmocka_unit_test(test_generate_stream_list),
+        cmocka_unit_test(test_openai_choices),
+        cmocka_unit_test(test_disconnect_cancels_every_output),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
