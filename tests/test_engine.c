@@ -215,9 +215,13 @@ static void test_shared_prefix_in_flight(void **state) {
     int32_t prompt[50], other[50];
     for (int i = 0; i < 50; i++) prompt[i] = other[i] = 11 + 7 * i % 300;
     other[20] = 400; /* shares block 0 only */
-    for (int cache = 0; cache < 2; cache++) {
-        /* a budget of 16 tokens a pass: the 50-token prompt takes four passes to prefill */
-        mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = 16, .max_running = 8, .prefix_cache = cache};
+    for (int mode = 0; mode < 3; mode++) {
+        /* 0: no prefix cache; 1: the cache (shared prefixes waited for); 2: the cache without the
+         * wait (all five start together, none finds a published block). A budget of 16 tokens a
+         * pass: the 50-token prompt takes four passes to prefill. */
+        bool cache = mode == 1;
+        mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = 16, .max_running = 8, .prefix_cache = mode > 0,
+                            .no_shared_wait = mode == 2};
         shared_result res = {.row = (size_t)m.cfg.num_hidden_layers * m.cfg.top_k};
         mt_engine *e = mt_engine_new(&m, &o, on_shared_event, &res, NULL, &err);
         assert_non_null(e);

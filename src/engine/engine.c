@@ -246,7 +246,8 @@ static admit_result try_admit(mt_engine *e, seq *s) {
     if (e->o.prefix_cache) {
         int max_blocks = (s->n_prompt - 1) / MT_KV_BLOCK, cached = 0;
         while (cached < max_blocks && mt_kv_cached(&e->kv, s->prompt_hash[cached])) cached++;
-        if (cached < max_blocks && block_in_flight(e, cached, s->prompt_hash[cached])) return DEFERRED;
+        if (cached < max_blocks && !e->o.no_shared_wait && block_in_flight(e, cached, s->prompt_hash[cached]))
+            return DEFERRED;
         for (int i = 0; i < cached; i++) {
             if (!mt_kv_seq_adopt(&e->kv, &s->kv, s->prompt_hash[i])) break;
             s->last_hash = s->prompt_hash[i];

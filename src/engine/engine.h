@@ -29,6 +29,9 @@ typedef struct mt_engine_opts {
                                       outlive the engine); NULL: none */
     bool no_routing;         /* keep no per-token routing (FINISHED events carry none); the sink
                                 still sees every pass. For measuring the capture's cost. */
+    bool no_shared_wait;     /* admit a request at once even while prompt blocks it could adopt are
+                                being forwarded by another (each forwards them). For measuring what
+                                the wait saves (bench/bench_rollout.c). */
 } mt_engine_opts;
 
 typedef struct mt_request {

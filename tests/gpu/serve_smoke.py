@@ -3,7 +3,8 @@ concurrent /generate requests with routing return, half of them sampled with the
 the device), each checked against `moetrace run --device cuda --routing-out` of the same prompt and
 sampling (routing decoded as SGLang's helper does); every request also asks for its tokens'
 log-probabilities, which must equal those of the same request sent again alone (bit for bit) and
-those transformers computes from the same checkpoint (within bf16's error); then SIGTERM."""
+those transformers computes from the same checkpoint (within bf16's error); then n = 4 samples of one
+prompt in one request, each equal to `run --device cuda` with the seed it draws from; then SIGTERM."""
 import base64
 import concurrent.futures
 import json
@@ -120,6 +121,39 @@ for i in range(0, len(prompts), 4):   # alone, then against transformers
 print(f"log-probabilities: {lp_checked} requests against transformers within the fixtures' bf16 tolerance, "
       f"largest difference {lp_worst:.4f}; "
       f"the same alone as batched")
+
+
+def output_seed(seed, k):
+    """The seed output k of a request of several draws from (request_body.c: SplitMix64 of seed and k)."""
+    if k == 0:
+        return seed
+    m = (1 << 64) - 1
+    x = (seed + k * 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+# Several outputs on the device: n samples of a fresh 100-token prompt, each equal to `run --device
+# cuda` with the seed it draws from; samples 1.. adopted sample 0's six full prompt blocks.
+group = [rng.randrange(3, 500) for _ in range(100)]
+sp = {"temperature": 0.8, "top_p": 1.0, "top_k": 0, "seed": 3}
+outs = post("/generate", {"input_ids": group, "rid": "g", "return_routed_experts": True,
+                          "sampling_params": dict(sp, n=4, max_new_tokens=n_new, ignore_eos=True)})
+group_bad = 0
+for k, a in enumerate(outs):
+    m = a["meta_info"]
+    got = np.frombuffer(base64.b64decode(m["routed_experts"]), np.int32).reshape(m["routed_experts_shape"])
+    r, t = solo(group, n_new, dict(sp, seed=output_seed(3, k)))
+    ok = (m["id"] == f"g_{k}" and m["cached_tokens"] == (0 if k == 0 else 96) and got.shape == r.shape
+          and (got == r).all() and a["output_ids"] == t.tolist())
+    if not ok:
+        print(f"sample {k} of the group: id {m['id']}, cached {m['cached_tokens']}, tokens {a['output_ids']} "
+              f"against `run` {t.tolist()}, routing equal: {got.shape == r.shape and (got == r).all()}")
+    group_bad += not ok
+print(f"serve --device cuda: n=4 samples of one prompt, {4 - group_bad} of 4 equal to `run --device cuda` with "
+      f"their seeds, samples 1-3 served the prompt's blocks from sample 0")
+bad += group_bad
 server.send_signal(signal.SIGTERM)
 rc = server.wait(timeout=60)
 print(f"serve --device cuda: {len(prompts)} concurrent requests (half sampled), {len(prompts) - bad} equal to their solo "

@@ -1,0 +1,169 @@
+/* Group-sampled rollouts, what RL with groups of samples (GRPO and its kin) asks of an engine: P
+ * prompts of L tokens, each sampled n times (temperature 1, a seed per sample), G new tokens each,
+ * the routing of every output kept for replay. The whole set runs through the batched engine in two
+ * ways, alternated repetition by repetition on two engines (fresh prompts every run, so nothing is
+ * cached from an earlier one):
+ *  - shared: the samples of a prompt wait for its blocks while the first forwards them, then adopt
+ *    them (the engine's default; what `serve` does for `n` or concurrent requests with a prefix);
+ *  - unshared: every sample forwards its prompt (mt_engine_opts.no_shared_wait).
+ * Prints each way's time, tokens forwarded and output tokens/s (median of the repetitions after a
+ * warm-up one), and the ratio.
+ *
+ *   build/bench_rollout [--device cpu|cuda] [--model DIR] [--prompts P] [--n N] [--prompt-len L]
+ *                       [--new G] [--reps R] [--threads T] [--max-running R] [--max-batch-tokens B]
+ *
+ * Without --model: on cpu the mid-size shape of bench_model.h (4 layers), on cuda
+ * bench/configs/qwen3-30b-a3b; weights are dummy either way. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_common.h"
+#include "bench_model.h"
+#include "engine/cuda_backend.h"
+#include "engine/engine.h"
+
+#define MAX_REPS 21
+
+typedef struct rollout_opts {
+    int prompts, n, prompt_len, new_tokens;
+} rollout_opts;
+
+typedef struct run_result {
+    double seconds;
+    long forwarded, finished, generated;
+} run_result;
+
+static void on_event(void *ctx, const mt_engine_event *ev) {
+    run_result *r = ctx;
+    if (ev->kind != MT_EVENT_FINISHED) return;
+    r->finished++;
+    r->generated += ev->n_generated;
+}
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static int32_t next_id(int vocab) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (int32_t)(3 + g_rng % (uint64_t)(vocab - 3));
+}
+
+/* One rollout on e (whose callback context is res): fresh prompts, every sample submitted at once. */
+static int run_rollout(mt_engine *e, const mt_config *c, const rollout_opts *o, int run, run_result *res) {
+    mt_err err;
+    int32_t *prompt = malloc((size_t)o->prompt_len * sizeof *prompt);
+    if (!prompt) return -1;
+    mt_engine_stats before, after;
+    mt_engine_get_stats(e, &before);
+    *res = (run_result){0};
+    double t0 = now_s();
+    for (int p = 0; p < o->prompts; p++) {
+        for (int i = 0; i < o->prompt_len; i++) prompt[i] = next_id(c->vocab_size);
+        for (int j = 0; j < o->n; j++) {
+            mt_request r = {.id = (int64_t)p * o->n + j, .prompt = prompt, .n_prompt = o->prompt_len,
+                            .max_new_tokens = o->new_tokens, .ignore_eos = true,
+                            .sampling = {.temperature = 1.0f, .top_p = 1.0f,
+                                         .seed = (uint64_t)run * 1000003u + (uint64_t)p * o->n + j}};
+            if (mt_engine_submit(e, &r, &err)) {
+                fprintf(stderr, "bench_rollout: %s\n", err.msg);
+                free(prompt);
+                return -1;
+            }
+        }
+    }
+    free(prompt);
+    while (!mt_engine_idle(e)) {
+        if (mt_engine_step(e, &err) < 0) {
+            fprintf(stderr, "bench_rollout: %s\n", err.msg);
+            return -1;
+        }
+    }
+    res->seconds = now_s() - t0;
+    mt_engine_get_stats(e, &after);
+    res->forwarded = after.tokens_forwarded - before.tokens_forwarded;
+    return res->finished == (long)o->prompts * o->n ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    const char *device = bench_arg_str(argc, argv, "--device", "cpu");
+    bool cuda = !strcmp(device, "cuda");
+    const char *model_dir = bench_arg_str(argc, argv, "--model", cuda ? MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b" : NULL);
+    rollout_opts o = {.prompts = bench_arg_int(argc, argv, "--prompts", cuda ? 16 : 4, 1, 4096),
+                      .n = bench_arg_int(argc, argv, "--n", 8, 1, 1024),
+                      .prompt_len = bench_arg_int(argc, argv, "--prompt-len", cuda ? 1024 : 256, 1, 1 << 20),
+                      .new_tokens = bench_arg_int(argc, argv, "--new", cuda ? 128 : 16, 1, 1 << 20)};
+    int reps = bench_arg_int(argc, argv, "--reps", 3, 1, MAX_REPS);
+    int threads = bench_arg_int(argc, argv, "--threads", 2, 1, 1024);
+    int max_running = bench_arg_int(argc, argv, "--max-running", o.prompts * o.n < 256 ? o.prompts * o.n : 256, 1, 4096);
+    int batch_tokens = bench_arg_int(argc, argv, "--max-batch-tokens", cuda ? 8192 : 512, 1, 1 << 20);
+    if (strcmp(device, "cpu") && !cuda) {
+        fprintf(stderr, "bench_rollout: --device must be cpu or cuda\n");
+        return 2;
+    }
+
+    mt_model m;
+    mt_err err;
+    mt_kernels_init(threads);
+    int rc = 0;
+    if (cuda && (!mt_cuda_compiled() || mt_cuda_device_count() <= 0)) {
+        fprintf(stderr, "bench_rollout: no CUDA device (or no CUDA backend in this build)\n");
+        return 1;
+    }
+    if (model_dir) rc = mt_model_load(&m, model_dir, cuda ? MT_LOAD_SHAPES : MT_LOAD_DUMMY, &err);
+    else rc = bench_load_model(&m, 4, &err);
+    if (!rc && cuda) rc = mt_cuda_attach(&m, &err);
+    if (rc) {
+        fprintf(stderr, "bench_rollout: %s\n", err.msg);
+        return 1;
+    }
+    const mt_config *c = &m.cfg;
+    if (o.prompt_len + o.new_tokens > c->max_position_embeddings) {
+        fprintf(stderr, "bench_rollout: prompt + new tokens exceed the context of %d\n", c->max_position_embeddings);
+        return 2;
+    }
+    /* room for every running sequence whole, and for every prompt's blocks cached besides */
+    int seq_blocks = (o.prompt_len + o.new_tokens + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
+    int blocks = max_running * seq_blocks + o.prompts * (o.prompt_len / MT_KV_BLOCK + 1);
+    run_result res[2];
+    mt_engine *engines[2];
+    for (int w = 0; w < 2; w++) {
+        mt_engine_opts eo = {.num_kv_blocks = blocks, .max_batch_tokens = batch_tokens, .max_running = max_running,
+                             .prefix_cache = true, .no_shared_wait = w == 1};
+        if (!(engines[w] = mt_engine_new(&m, &eo, on_event, &res[w], NULL, &err))) {
+            fprintf(stderr, "bench_rollout: %s\n", err.msg);
+            return 1;
+        }
+    }
+    printf("rollout: %d prompts x %d samples, %d prompt + %d new tokens each, routing kept; device %s, %s, "
+           "%d running, %d tokens a pass\n", o.prompts, o.n, o.prompt_len, o.new_tokens, device,
+           model_dir ? model_dir : "bench_model.h shape (4 layers)", max_running, batch_tokens);
+    double secs[2][MAX_REPS];
+    long forwarded[2] = {0, 0};
+    int run = 0;
+    for (int r = 0; r <= reps && !rc; r++) { /* r == 0: warm-up */
+        for (int k = 0; k < 2 && !rc; k++) {
+            int w = (r + k) % 2; /* alternate which way goes first */
+            rc = run_rollout(engines[w], c, &o, run++, &res[w]);
+            if (r > 0) secs[w][r - 1] = res[w].seconds;
+            forwarded[w] = res[w].forwarded;
+        }
+    }
+    if (rc) {
+        fprintf(stderr, "bench_rollout: a run failed\n");
+        return 1;
+    }
+    const char *names[2] = {"shared (samples adopt the prompt's blocks)", "unshared (each sample forwards it)"};
+    double median[2];
+    long outputs = (long)o.prompts * o.n * o.new_tokens;
+    for (int w = 0; w < 2; w++) {
+        qsort(secs[w], (size_t)reps, sizeof secs[w][0], cmp_double);
+        median[w] = secs[w][reps / 2];
+        printf("  %-44s %8.3f s  (%.3f ... %.3f)  %10ld tokens forwarded  %9.1f output tokens/s\n", names[w],
+               median[w], secs[w][0], secs[w][reps - 1], forwarded[w], (double)outputs / median[w]);
+    }
+    printf("  shared against unshared: %.2fx the rollout speed, %.2fx fewer tokens forwarded\n", median[1] / median[0],
+           (double)forwarded[1] / (double)forwarded[0]);
+    for (int w = 0; w < 2; w++) mt_engine_free(engines[w]);
+    mt_model_free(&m);
+    mt_kernels_shutdown();
+    return 0;
+}
