@@ -4,9 +4,14 @@
 #ifndef MT_TESTS_SERVER_SETUP_H
 #define MT_TESTS_SERVER_SETUP_H
 
+#include <signal.h>
 #include <stdlib.h>
 
+#include <cjson/cJSON.h>
+
+#include "support/api_util.h"
 #include "support/http_client.h"
+#include "support/server_proc.h"
 #include "tmp_dir.h"
 
 static const char *g_bin;
@@ -23,6 +28,34 @@ static inline int server_setup(const char *tmp_prefix) {
 static inline int server_teardown(void **state) {
     (void)state;
     return g_bin ? tmp_dir_remove() : 0;
+}
+
+/* Skips the test when no server was set up. */
+#define SKIP_WITHOUT_SERVER()                                                                                         \
+    do {                                                                                                              \
+        if (!g_bin) skip();                                                                                           \
+    } while (0)
+
+/* Calls path on c (GET when body is NULL, else POST) and fails the test unless the answer has status
+ * want and is JSON; returns it. */
+static inline cJSON *server_call(mt_http_client *c, const char *path, const char *body, long want) {
+    long status;
+    cJSON *j = mt_api_json(c, path, body, &status);
+    if (status != want) {
+        char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+        fail_msg("%s: status %ld (want %ld): %s", path, status, want, text ? text : "(not JSON)");
+    }
+    assert_non_null(j);
+    return j;
+}
+
+/* A group teardown's work for a test that started srv and made client c: both go (SIGTERM, the
+ * server must exit 0), then the scratch folder. */
+static inline int server_stop_and_teardown(void **state, mt_test_server *srv, mt_http_client *c) {
+    if (!g_bin) return 0;
+    mt_http_client_free(c);
+    int st = srv->pid > 0 ? mt_test_server_stop(srv, SIGTERM, 60) : 0;
+    return server_teardown(state) == 0 && st == 0 ? 0 : -1;
 }
 
 #endif

@@ -23,7 +23,7 @@
 #include "support/http_client.h"
 #include "model/safetensors.h"
 #include "support/server_proc.h"
-#include "tmp_dir.h"
+#include "server_setup.h"
 #include "util/json_util.h"
 
 static const char CONFIG[] =
@@ -34,7 +34,6 @@ static const char CONFIG[] =
 #define LAYERS 3
 #define TOP_K 2
 
-static const char *g_bin;
 static mt_test_server g_srv;
 static mt_http_client *g_c;
 
@@ -49,10 +48,8 @@ static int start_server(mt_test_server *srv, const char *flags, const char *dump
 
 static int setup(void **state) {
     (void)state;
-    g_bin = getenv("MOETRACE_BIN");
+    if (server_setup("srvoai_")) return -1;
     if (!g_bin) return 0;
-    mt_http_global_init();
-    if (tmp_dir_make("srvoai_")) return -1;
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/model && cp %s/tests/tokenizer/bl/tokenizer.json %s/model/ && "
@@ -67,24 +64,9 @@ static int setup(void **state) {
     return 0;
 }
 
-static int teardown(void **state) {
-    (void)state;
-    if (!g_bin) return 0;
-    mt_http_client_free(g_c);
-    int st = g_srv.pid > 0 ? mt_test_server_stop(&g_srv, SIGTERM, 60) : 0;
-    return tmp_dir_remove() == 0 && st == 0 ? 0 : -1;
-}
+static int teardown(void **state) { return server_stop_and_teardown(state, &g_srv, g_c); }
 
-static cJSON *call(const char *path, const char *body, long want) {
-    long status;
-    cJSON *j = mt_api_json(g_c, path, body, &status);
-    if (status != want) {
-        char *text = j ? cJSON_PrintUnformatted(j) : NULL;
-        fail_msg("%s: status %ld (want %ld): %s", path, status, want, text ? text : "(not JSON)");
-    }
-    assert_non_null(j);
-    return j;
-}
+static cJSON *call(const char *path, const char *body, long want) { return server_call(g_c, path, body, want); }
 
 static const char *str(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItem(o, k);

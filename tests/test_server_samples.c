@@ -57,28 +57,9 @@ static int setup(void **state) {
     return 0;
 }
 
-static int teardown(void **state) {
-    if (!g_bin) return 0;
-    mt_http_client_free(g_c);
-    int st = g_srv.pid > 0 ? mt_test_server_stop(&g_srv, SIGTERM, 60) : 0;
-    return server_teardown(state) == 0 && st == 0 ? 0 : -1;
-}
+static int teardown(void **state) { return server_stop_and_teardown(state, &g_srv, g_c); }
 
-#define SKIP_WITHOUT_SERVER()                                                                                         \
-    do {                                                                                                              \
-        if (!g_bin) skip();                                                                                           \
-    } while (0)
-
-static cJSON *call(const char *path, const char *body, long want) {
-    long status;
-    cJSON *j = mt_api_json(g_c, path, body, &status);
-    if (status != want) {
-        char *text = j ? cJSON_PrintUnformatted(j) : NULL;
-        fail_msg("%s: status %ld (want %ld): %s", path, status, want, text ? text : "(not JSON)");
-    }
-    assert_non_null(j);
-    return j;
-}
+static cJSON *call(const char *path, const char *body, long want) { return server_call(g_c, path, body, want); }
 
 static const cJSON *meta(const cJSON *out) { return cJSON_GetObjectItem(out, "meta_info"); }
 static const char *meta_str(const cJSON *out, const char *k) { return cJSON_GetObjectItem(meta(out), k)->valuestring; }

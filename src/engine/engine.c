@@ -205,6 +205,8 @@ bool mt_engine_cancel(mt_engine *e, int64_t id) {
 
 bool mt_engine_idle(const mt_engine *e) { return e->n_waiting == 0 && e->n_running == 0; }
 
+int mt_engine_flush_prefix_cache(mt_engine *e) { return mt_kv_flush(&e->kv); }
+
 void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
     s->waiting = e->n_waiting;
     s->running = e->n_running;

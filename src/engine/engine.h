@@ -95,6 +95,9 @@ bool mt_engine_cancel(mt_engine *e, int64_t id);
  * tokens forwarded (0 when idle), -1 on error. */
 int mt_engine_step(mt_engine *e, mt_err *err);
 bool mt_engine_idle(const mt_engine *e);
+/* Empties the prefix cache (e.g. after the model's weights changed): no cached block is adopted
+ * afterwards; running sequences keep theirs. Returns the blocks that were cached. */
+int mt_engine_flush_prefix_cache(mt_engine *e);
 
 typedef struct mt_engine_stats {
     int waiting, running;

@@ -177,6 +177,21 @@ bool mt_kv_seq_adopt(mt_kv_cache *c, mt_kv_seq *s, uint64_t h) {
     return true;
 }
 
+int mt_kv_flush(mt_kv_cache *c) {
+    int n = 0;
+    for (int32_t b = 0; b < c->num_blocks; b++) {
+        if (!c->published[b]) continue;
+        c->published[b] = false;
+        n++;
+        if (c->refcount[b] == 0) {
+            lru_remove(c, b);
+            c->free_list[c->num_free++] = b;
+        }
+    }
+    for (int i = 0; i < c->num_buckets; i++) c->bucket[i] = -1;
+    return n;
+}
+
 void mt_kv_publish(mt_kv_cache *c, const mt_kv_seq *s, int i, uint64_t h) {
     int32_t b = s->blocks[i];
     if (c->published[b] || find_published(c, h) >= 0) return;

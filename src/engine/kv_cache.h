@@ -74,6 +74,9 @@ uint64_t mt_kv_block_hash(uint64_t parent, const int32_t *tokens);
 bool mt_kv_cached(const mt_kv_cache *c, uint64_t h);
 /* Appends to s the cached block published under h (taking a reference); false when absent. */
 bool mt_kv_seq_adopt(mt_kv_cache *c, mt_kv_seq *s, uint64_t h);
+/* Forgets every published block (the prefix cache empties): cached blocks nobody uses become free,
+ * blocks sequences use stay theirs. Returns how many blocks were published. */
+int mt_kv_flush(mt_kv_cache *c);
 /* Publishes block index i of s under h (no-op when h is already published by another block). */
 void mt_kv_publish(mt_kv_cache *c, const mt_kv_seq *s, int i, uint64_t h);
 

@@ -258,3 +258,36 @@ bool mt_config_is_eos(const mt_config *cfg, int id) {
         if (cfg->eos_ids[i] == id) return true;
     return false;
 }
+
+const char *mt_config_differs(const mt_config *a, const mt_config *b) {
+#define SAME(field, name) \
+    if (a->field != b->field) return name
+    if (strcmp(a->model_type, b->model_type) || a->arch != b->arch) return "model_type";
+    SAME(vocab_size, "vocab_size");
+    SAME(hidden_size, "hidden_size");
+    SAME(num_hidden_layers, "num_hidden_layers");
+    SAME(num_attention_heads, "num_attention_heads");
+    SAME(num_key_value_heads, "num_key_value_heads");
+    SAME(head_dim, "head_dim");
+    SAME(max_position_embeddings, "max_position_embeddings");
+    SAME(rms_norm_eps, "rms_norm_eps");
+    SAME(rope_theta, "rope_theta");
+    SAME(attention_bias, "attention_bias");
+    SAME(qk_norm, "the q/k norm");
+    SAME(tie_word_embeddings, "tie_word_embeddings");
+    SAME(sliding_window, "sliding_window");
+    SAME(num_experts, "num_experts");
+    SAME(top_k, "num_experts_per_tok");
+    SAME(moe_intermediate_size, "moe_intermediate_size");
+    SAME(intermediate_size, "intermediate_size");
+    SAME(norm_topk_prob, "norm_topk_prob");
+    SAME(shared_expert_intermediate_size, "shared_expert_intermediate_size");
+    SAME(shared_expert_gate, "the shared expert's gate");
+    SAME(num_moe_layers, "the MoE layers");
+    for (int l = 0; l < a->num_hidden_layers; l++) SAME(layer_is_moe[l], "the MoE layers");
+    SAME(bos_token_id, "bos_token_id");
+    SAME(num_eos, "eos_token_id");
+    for (int i = 0; i < a->num_eos; i++) SAME(eos_ids[i], "eos_token_id");
+#undef SAME
+    return NULL;
+}

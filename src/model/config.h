@@ -63,5 +63,8 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err);
 int mt_config_load(mt_config *cfg, const char *dir, mt_err *err);
 /* True when id is one of the eos ids. */
 bool mt_config_is_eos(const mt_config *cfg, int id);
+/* NULL when a and b describe the same model (every field equal), else the first field that differs
+ * (its config.json name). */
+const char *mt_config_differs(const mt_config *a, const mt_config *b);
 
 #endif

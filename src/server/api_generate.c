@@ -29,6 +29,7 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     cJSON_AddNumberToObject(meta, "prompt_tokens", j->n_prompt);
     cJSON_AddNumberToObject(meta, "completion_tokens", j->n_output);
     cJSON_AddNumberToObject(meta, "cached_tokens", j->n_cached);
+    cJSON_AddStringToObject(meta, "weight_version", j->weight_version);
     if (j->logprobs) {   /* SGLang's [logprob, token id, text] triples; the text is not produced */
         cJSON *lps = cJSON_AddArrayToObject(meta, "output_token_logprobs");
         for (int i = 0; i < j->n_output; i++) {

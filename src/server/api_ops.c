@@ -35,6 +35,9 @@ int mt_api_model_info(mt_http_request *rq) {
     cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
     cJSON_AddStringToObject(o, "placement", s->b.placement ? s->b.placement->source : "none");
     cJSON_AddBoolToObject(o, "enable_return_routed_experts", s->b.enable_return_routing);
+    char version[MT_WEIGHT_VERSION_LEN];
+    mt_engine_loop_weight_version(s->b.loop, version, sizeof version);
+    cJSON_AddStringToObject(o, "weight_version", version);
     return mt_reply_json(rq, 200, o);
 }
 

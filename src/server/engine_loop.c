@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/weight_swap.h"
 #include "util/strbuf.h"
 
 #define LIVE_BUCKETS 1024
@@ -24,8 +25,24 @@ typedef struct job_list {
     int n, cap;
 } job_list;
 
+/* Work a handler asks of the engine thread besides generation, done between steps. */
+typedef enum task_kind { TASK_UPDATE_WEIGHTS, TASK_FLUSH_CACHE } task_kind;
+
+typedef struct loop_task {
+    task_kind kind;
+    const char *dir;           /* TASK_UPDATE_WEIGHTS: the checkpoint */
+    const char *version;       /* its weight version, or NULL */
+    bool abort_live;           /* cancel the running jobs instead of letting them finish */
+    bool aborted;              /* engine thread: they were cancelled */
+    /* results, under the loop's mu */
+    bool done;
+    int rc, held, flushed;
+    mt_err err;
+    struct loop_task *next;
+} loop_task;
+
 struct mt_engine_loop {
-    const mt_model *model;
+    mt_model *model;
     mt_engine *engine;
     mt_server_metrics *metrics;
     pthread_t thread;
@@ -33,15 +50,20 @@ struct mt_engine_loop {
     /* shared with handlers, under mu */
     pthread_mutex_t mu;
     pthread_cond_t wake;
+    pthread_cond_t task_done;
     job_list inbox;
     id_list cancels;
+    loop_task *tasks, *tasks_tail; /* in order; the first is the one in progress */
     bool stopping, failed;
     mt_engine_stats stats;
     int n_live;
+    int n_held;                /* jobs held back while the weights change */
+    char weight_version[MT_WEIGHT_VERSION_LEN];
 
     /* engine thread only */
     live_node *live[LIVE_BUCKETS];
     id_list self_cancels;      /* ids whose stop string matched during the last step */
+    job_list held;             /* submitted during a weight update, admitted after it */
 };
 
 static void id_push(id_list *l, int64_t id) {
@@ -241,6 +263,7 @@ static void reject(mt_gen_job *j, bool busy, const char *why) {
 /* ---- the thread --------------------------------------------------------------------------- */
 
 static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
+    snprintf(j->weight_version, sizeof j->weight_version, "%s", l->weight_version); /* only this thread writes it */
     mt_request r = {.id = j->id, .name = j->name, .prompt = j->prompt, .n_prompt = j->n_prompt,
                     .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,
                     .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids,
@@ -288,15 +311,94 @@ static void fail_engine(mt_engine_loop *l, const char *why) {
     pthread_mutex_unlock(&l->mu);
 }
 
+/* A cancel for a job held back by a weight update: it leaves the queue, refused. */
+static void cancel_held(mt_engine_loop *l, int64_t id) {
+    for (int i = 0; i < l->held.n; i++) {
+        mt_gen_job *j = l->held.jobs[i];
+        if (j->id != id) continue;
+        memmove(l->held.jobs + i, l->held.jobs + i + 1, (size_t)(l->held.n - i - 1) * sizeof *l->held.jobs);
+        l->held.n--;
+        pthread_mutex_lock(&l->mu);
+        l->n_held--;
+        pthread_mutex_unlock(&l->mu);
+        reject(j, false, "cancelled");
+        mt_gen_job_unref(j);
+        return;
+    }
+}
+
+/* Ends the first task with rc (and err's message when rc != 0) and wakes its caller. */
+static void task_finish(mt_engine_loop *l, int rc, const mt_err *err) {
+    pthread_mutex_lock(&l->mu);
+    loop_task *t = l->tasks;
+    l->tasks = t->next;
+    if (!l->tasks) l->tasks_tail = NULL;
+    t->rc = rc;
+    if (rc) t->err = *err;
+    t->done = true;
+    pthread_cond_broadcast(&l->task_done);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void admit_held(mt_engine_loop *l, bool reject_them, const char *why) {
+    for (int i = 0; i < l->held.n; i++) {
+        if (reject_them) {
+            reject(l->held.jobs[i], true, why);
+            mt_gen_job_unref(l->held.jobs[i]);
+        } else {
+            admit_job(l, l->held.jobs[i]);
+        }
+    }
+    l->held.n = 0;
+    pthread_mutex_lock(&l->mu);
+    l->n_held = 0;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Moves the first task on: a flush at once; a weight update once the engine is idle (running jobs
+ * cancelled first when it asks), then the held jobs go on. */
+static void run_task(mt_engine_loop *l, loop_task *t) {
+    mt_err err = {{0}};
+    if (t->kind == TASK_FLUSH_CACHE) {
+        t->flushed = mt_engine_flush_prefix_cache(l->engine);
+        task_finish(l, 0, &err);
+        return;
+    }
+    if (t->abort_live && !t->aborted) {
+        cancel_all_live(l);
+        t->aborted = true;
+    }
+    if (!mt_engine_idle(l->engine)) return;
+    int rc = mt_model_swap_weights(l->model, t->dir, &err);
+    if (rc == 0) {
+        mt_engine_flush_prefix_cache(l->engine);
+        pthread_mutex_lock(&l->mu);
+        if (t->version) snprintf(l->weight_version, sizeof l->weight_version, "%s", t->version);
+        pthread_mutex_unlock(&l->mu);
+        mt_log("engine: weights updated from %s%s%s", t->dir, t->version ? ", version " : "", t->version ? t->version : "");
+    } else {
+        mt_log("engine: weight update from %s failed: %s", t->dir, err.msg);
+    }
+    pthread_mutex_lock(&l->mu);
+    t->held = l->n_held;
+    pthread_mutex_unlock(&l->mu);
+    if (rc == -2) fail_engine(l, err.msg);
+    admit_held(l, rc == -2, "the engine has failed");
+    task_finish(l, rc ? -1 : 0, &err);
+}
+
 static void *loop_main(void *arg) {
     mt_engine_loop *l = arg;
     job_list taken = {0};
     id_list cancels = {0};
     for (;;) {
         pthread_mutex_lock(&l->mu);
-        while (!l->stopping && l->inbox.n == 0 && l->cancels.n == 0 && mt_engine_idle(l->engine))
+        while (!l->stopping && l->inbox.n == 0 && l->cancels.n == 0 && !l->tasks && mt_engine_idle(l->engine))
             pthread_cond_wait(&l->wake, &l->mu);
         bool stopping = l->stopping, failed = l->failed;
+        loop_task *task = l->tasks;
+        bool hold = task && task->kind == TASK_UPDATE_WEIGHTS && !stopping && !failed;
+        if (hold) l->n_held += l->inbox.n;
         job_list swap_jobs = l->inbox;
         l->inbox = taken;
         taken = swap_jobs;
@@ -309,15 +411,31 @@ static void *loop_main(void *arg) {
             if (stopping || failed) {
                 reject(taken.jobs[i], true, stopping ? "the server is shutting down" : "the engine has failed");
                 mt_gen_job_unref(taken.jobs[i]);
+            } else if (hold) {
+                job_push(&l->held, taken.jobs[i]);
             } else {
                 admit_job(l, taken.jobs[i]);
             }
         }
         taken.n = 0;
-        for (int i = 0; i < cancels.n; i++) mt_engine_cancel(l->engine, cancels.ids[i]);
+        for (int i = 0; i < cancels.n; i++) {
+            if (!mt_engine_cancel(l->engine, cancels.ids[i])) cancel_held(l, cancels.ids[i]);
+        }
         cancels.n = 0;
+        if (stopping || failed) {
+            admit_held(l, true, stopping ? "the server is shutting down" : "the engine has failed");
+            mt_err err;
+            mt_errf(&err, stopping ? "the server is shutting down" : "the engine has failed");
+            while (task) {
+                task_finish(l, -1, &err);
+                pthread_mutex_lock(&l->mu);
+                task = l->tasks;
+                pthread_mutex_unlock(&l->mu);
+            }
+        }
         if (stopping) cancel_all_live(l);
         if (stopping && mt_engine_idle(l->engine)) break;
+        if (task) run_task(l, task);
 
         if (!mt_engine_idle(l->engine)) {
             mt_err err = {{0}};
@@ -334,7 +452,7 @@ static void *loop_main(void *arg) {
     return NULL;
 }
 
-mt_engine_loop *mt_engine_loop_start(const mt_model *model, const mt_engine_opts *o, const mt_routing_sink *sink,
+mt_engine_loop *mt_engine_loop_start(mt_model *model, const mt_engine_opts *o, const mt_routing_sink *sink,
                                      mt_server_metrics *metrics, mt_err *err) {
     mt_engine_loop *l = calloc(1, sizeof *l);
     if (!l) {
@@ -343,6 +461,7 @@ mt_engine_loop *mt_engine_loop_start(const mt_model *model, const mt_engine_opts
     }
     l->model = model;
     l->metrics = metrics;
+    snprintf(l->weight_version, sizeof l->weight_version, "default");
     if (!(l->engine = mt_engine_new(model, o, on_event, l, sink, err))) {
         free(l);
         return NULL;
@@ -350,10 +469,12 @@ mt_engine_loop *mt_engine_loop_start(const mt_model *model, const mt_engine_opts
     mt_engine_get_stats(l->engine, &l->stats);
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->wake, NULL);
+    pthread_cond_init(&l->task_done, NULL);
     if (pthread_create(&l->thread, NULL, loop_main, l)) {
         mt_engine_free(l->engine);
         pthread_mutex_destroy(&l->mu);
         pthread_cond_destroy(&l->wake);
+        pthread_cond_destroy(&l->task_done);
         free(l);
         mt_errf(err, "cannot start the engine thread");
         return NULL;
@@ -389,7 +510,7 @@ void mt_engine_loop_cancel(mt_engine_loop *l, mt_gen_job *j) {
 void mt_engine_loop_get_stats(mt_engine_loop *l, mt_engine_loop_stats *s) {
     pthread_mutex_lock(&l->mu);
     s->engine = l->stats;
-    s->queued = l->inbox.n;
+    s->queued = l->inbox.n + l->n_held;
     s->live = l->n_live;
     s->failed = l->failed;
     pthread_mutex_unlock(&l->mu);
@@ -397,7 +518,7 @@ void mt_engine_loop_get_stats(mt_engine_loop *l, mt_engine_loop_stats *s) {
 
 int mt_engine_loop_pending(mt_engine_loop *l) {
     pthread_mutex_lock(&l->mu);
-    int n = l->inbox.n + l->n_live;
+    int n = l->inbox.n + l->n_held + l->n_live;
     pthread_mutex_unlock(&l->mu);
     return n;
 }
@@ -418,8 +539,52 @@ void mt_engine_loop_free(mt_engine_loop *l) {
     free(l->inbox.jobs);
     free(l->cancels.ids);
     free(l->self_cancels.ids);
+    free(l->held.jobs);
     mt_engine_free(l->engine);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->wake);
+    pthread_cond_destroy(&l->task_done);
     free(l);
+}
+
+/* Queues t and waits until the engine thread has done it. */
+static void run_on_engine_thread(mt_engine_loop *l, loop_task *t) {
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping || l->failed) {
+        t->done = true;
+        t->rc = -1;
+        mt_errf(&t->err, l->stopping ? "the server is shutting down" : "the engine has failed");
+    } else {
+        if (l->tasks_tail) l->tasks_tail->next = t;
+        else l->tasks = t;
+        l->tasks_tail = t;
+        pthread_cond_signal(&l->wake);
+    }
+    while (!t->done) pthread_cond_wait(&l->task_done, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+}
+
+int mt_engine_loop_update_weights(mt_engine_loop *l, const char *dir, bool abort_live, const char *version, int *held,
+                                  mt_err *err) {
+    loop_task t = {.kind = TASK_UPDATE_WEIGHTS, .dir = dir, .version = version, .abort_live = abort_live};
+    run_on_engine_thread(l, &t);
+    if (held) *held = t.held;
+    if (t.rc) *err = t.err;
+    return t.rc;
+}
+
+int mt_engine_loop_flush_cache(mt_engine_loop *l, mt_err *err) {
+    loop_task t = {.kind = TASK_FLUSH_CACHE};
+    run_on_engine_thread(l, &t);
+    if (t.rc) {
+        *err = t.err;
+        return -1;
+    }
+    return t.flushed;
+}
+
+void mt_engine_loop_weight_version(mt_engine_loop *l, char *out, size_t size) {
+    pthread_mutex_lock(&l->mu);
+    snprintf(out, size, "%s", l->weight_version);
+    pthread_mutex_unlock(&l->mu);
 }

@@ -21,9 +21,26 @@
 typedef struct mt_engine_loop mt_engine_loop;
 
 /* Creates the engine (sink: e.g. the recorder; may be NULL) and starts its thread. model and
- * metrics must outlive the loop. */
-mt_engine_loop *mt_engine_loop_start(const mt_model *model, const mt_engine_opts *o, const mt_routing_sink *sink,
+ * metrics must outlive the loop; the loop changes the model's weights only in
+ * mt_engine_loop_update_weights. */
+mt_engine_loop *mt_engine_loop_start(mt_model *model, const mt_engine_opts *o, const mt_routing_sink *sink,
                                      mt_server_metrics *metrics, mt_err *err);
+
+/* Replaces the model's weights with the checkpoint in dir (engine/weight_swap.h), on the engine
+ * thread: jobs submitted meanwhile are held back, the running ones finish (with abort_live they are
+ * cancelled and finish as aborted), then the weights change, the prefix cache is emptied (its blocks
+ * hold K/V and routing of the old weights) and the held jobs go on with the new weights. Blocks until
+ * done. version (NULL: unchanged) becomes the weight version of jobs accepted afterwards; *held gets
+ * the jobs that waited. -1 with err when the weights could not change (the served ones stay); when
+ * neither the new nor the served weights could be put on the device the loop fails (it refuses
+ * every job). */
+int mt_engine_loop_update_weights(mt_engine_loop *l, const char *dir, bool abort_live, const char *version, int *held,
+                                  mt_err *err);
+/* Empties the prefix cache between two steps (running sequences keep their blocks); returns the
+ * blocks it held, or -1 with err while stopping or failed. */
+int mt_engine_loop_flush_cache(mt_engine_loop *l, mt_err *err);
+/* The weight version jobs are accepted under now: "default" until an update names one. */
+void mt_engine_loop_weight_version(mt_engine_loop *l, char *out, size_t size);
 
 /* Queues a job (the loop takes its own reference). The engine thread moves it to RUNNING, or to
  * REJECTED with the engine's reason (bad ids, too long for the context or the KV cache), or with

@@ -59,6 +59,9 @@ uint64_t mt_job_signal_count(mt_job_signal *s);
 /* Waits until the count differs from seen, or timeout_ms passes. */
 void mt_job_signal_wait(mt_job_signal *s, uint64_t seen, int timeout_ms);
 
+/* Bytes of a weight version (serve's /update_weights_from_disk), the NUL included. */
+#define MT_WEIGHT_VERSION_LEN 128
+
 /* Bytes of a job's name, the NUL included. */
 #define MT_JOB_NAME_LEN 80
 
@@ -109,6 +112,7 @@ typedef struct mt_gen_job {
     int32_t matched_token;      /* STOP_TOKEN */
     mt_job_finish finish;
     int n_cached;               /* prompt tokens served from the prefix cache */
+    char weight_version[MT_WEIGHT_VERSION_LEN]; /* the weights it ran with (set when the engine accepts it) */
     uint8_t *routing;           /* FINISHED with return_routing: [routing_rows, layers, top_k] packed */
     int routing_rows;
     double t_first_token, t_last_token, t_finished;
