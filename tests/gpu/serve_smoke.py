@@ -4,7 +4,9 @@ the device), each checked against `moetrace run --device cuda --routing-out` of 
 sampling (routing decoded as SGLang's helper does); every request also asks for its tokens'
 log-probabilities, which must equal those of the same request sent again alone (bit for bit) and
 those transformers computes from the same checkpoint (within bf16's error); then n = 4 samples of one
-prompt in one request, each equal to `run --device cuda` with the seed it draws from; then SIGTERM."""
+prompt in one request, each equal to `run --device cuda` with the seed it draws from; then four
+weight updates (/update_weights_from_disk) between the fixture and a copy with flipped routers, each
+answer equal to `run --device cuda` on the checkpoint then served; then SIGTERM."""
 import base64
 import concurrent.futures
 import json
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -38,11 +41,11 @@ def sampling_of(i):
     return {"temperature": 0.8, "top_p": 0.9, "top_k": 40 if i % 4 == 1 else 0, "seed": i}
 
 
-def solo(ids, n_new, sp):
+def solo(ids, n_new, sp, model=MODEL):
     flags = ["--temperature", str(sp["temperature"])]
     if sp["temperature"] > 0:
         flags += ["--top-p", str(sp["top_p"]), "--top-k", str(sp["top_k"]), "--seed", str(sp["seed"])]
-    subprocess.run([BIN, "run", "--model", MODEL, "--device", "cuda", "--input-ids", ",".join(map(str, ids)),
+    subprocess.run([BIN, "run", "--model", model, "--device", "cuda", "--input-ids", ",".join(map(str, ids)),
                     "--max-new-tokens", str(n_new), "--ignore-eos", "--routing-out", "/tmp/solo_r.npy",
                     "--tokens-out", "/tmp/solo_t.npy"] + flags, env=env, check=True, stdout=subprocess.DEVNULL)
     return np.load("/tmp/solo_r.npy"), np.load("/tmp/solo_t.npy")
@@ -154,6 +157,50 @@ for k, a in enumerate(outs):
 print(f"serve --device cuda: n=4 samples of one prompt, {4 - group_bad} of 4 equal to `run --device cuda` with "
       f"their seeds, samples 1-3 served the prompt's blocks from sample 0")
 bad += group_bad
+
+
+def flipped_checkpoint(dst):
+    """The fixture with its routers' signs flipped (every routing changes), as a second policy."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    os.makedirs(dst, exist_ok=True)
+    for f in ("config.json", "generation_config.json"):
+        shutil.copy(os.path.join(MODEL, f), dst)
+    w = load_file(os.path.join(MODEL, "model.safetensors"))
+    for name in w:
+        if name.endswith(".mlp.gate.weight"):
+            w[name] = (-w[name]).contiguous()   # exact in any float format
+    save_file(w, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+
+
+# Weight updates on the device: to the flipped checkpoint and back, each answer equal to `run
+# --device cuda` on the checkpoint served; a checkpoint of another shape is refused.
+swap_bad = 0
+try:
+    flipped_checkpoint("/tmp/flipped")
+    greedy = {"temperature": 0}
+    ask = {"input_ids": group, "return_routed_experts": True, "sampling_params": dict(max_new_tokens=n_new, ignore_eos=True, temperature=0)}
+    for step, model in enumerate(["/tmp/flipped", MODEL, "/tmp/flipped", MODEL]):
+        u = post("/update_weights_from_disk", {"model_path": os.path.abspath(model), "weight_version": f"v{step}"})
+        a = post("/generate", ask)
+        m = a["meta_info"]
+        got = np.frombuffer(base64.b64decode(m["routed_experts"]), np.int32).reshape(m["routed_experts_shape"])
+        r, t = solo(group, n_new, greedy, model)
+        ok = (u["success"] and m["weight_version"] == f"v{step}" and m["cached_tokens"] == 0 and got.shape == r.shape
+              and (got == r).all() and a["output_ids"] == t.tolist())
+        if not ok:
+            print(f"weight update {step} to {model}: {u}, answer {a['output_ids']} against `run` {t.tolist()}")
+        swap_bad += not ok
+    try:
+        post("/update_weights_from_disk", {"model_path": os.path.abspath("tests/fixtures/models/olmoe")})
+        swap_bad += 1
+    except urllib.error.HTTPError as e:
+        swap_bad += e.code != 400
+except ImportError as e:
+    print(f"weight updates not checked: {e}")
+print(f"serve --device cuda: 4 weight updates (flipped routers and back), {4 - swap_bad} answered as `run --device cuda` "
+      f"on the checkpoint served; a checkpoint of another shape refused")
+bad += swap_bad
 server.send_signal(signal.SIGTERM)
 rc = server.wait(timeout=60)
 print(f"serve --device cuda: {len(prompts)} concurrent requests (half sampled), {len(prompts) - bad} equal to their solo "
