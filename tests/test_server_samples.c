@@ -9,7 +9,9 @@
  *  - /v1/completions with a list of prompts and n, /v1/chat/completions with n: choices in order,
  *    usage summed (each prompt counted once), one usage chunk at the end of a stream;
  *  - a client that leaves a streamed request of 8 outputs cancels them all: the engine ends up idle
- *    with every KV block free, the outputs counted as aborted. */
+ *    with every KV block free, the outputs counted as aborted;
+ *  - /abort_request by the rid of a request of several outputs, or all, ends each as aborted with the
+ *    routing of what it forwarded; bad bodies are 400s, an unknown rid aborts nothing. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -355,6 +357,72 @@ static void test_disconnect_cancels_every_output(void **state) {
     cJSON_Delete(call("/generate", "{\"input_ids\": [5, 6, 7], \"sampling_params\": {\"max_new_tokens\": 2}}", 200));
 }
 
+/* ---- /abort_request ------------------------------------------------------------------------ */
+
+typedef struct abort_probe {
+    const char *abort_body;  /* sent at the first event */
+    int events, aborted;
+    long status;
+    char finish[4][16];      /* each output's finish reason type */
+    int rows[4];             /* each output's routing rows */
+} abort_probe;
+
+static int abort_at_first_event(const char *data, size_t len, void *ctx) {
+    abort_probe *p = ctx;
+    cJSON *e = cJSON_ParseWithLength(data, len);
+    const cJSON *index = cJSON_GetObjectItem(e, "index"), *m = cJSON_GetObjectItem(e, "meta_info");
+    const cJSON *type = cJSON_GetObjectItem(cJSON_GetObjectItem(m, "finish_reason"), "type");
+    int k = cJSON_IsNumber(index) ? index->valueint : 0;
+    if (k >= 0 && k < 4 && cJSON_IsString(type)) {
+        snprintf(p->finish[k], sizeof p->finish[k], "%s", type->valuestring);
+        p->rows[k] = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "routed_experts_shape"), 0)->valueint;
+    }
+    cJSON_Delete(e);
+    if (p->events++ == 0) {
+        mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+        cJSON *a = mt_api_json(c, "/abort_request", p->abort_body, &p->status);
+        p->aborted = a ? cJSON_GetObjectItem(a, "aborted")->valueint : -1;
+        cJSON_Delete(a);
+        mt_http_client_free(c);
+    }
+    return 0;
+}
+
+static void test_abort_request(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    char p[512], body[1024];
+    ids_json(p, sizeof p, 20, 400);
+    const char *bodies[2] = {"{\"rid\": \"ab\"}", "{\"abort_all\": true}"};
+    for (int round = 0; round < 2; round++) {
+        /* the four outputs of a request named "ab" (ab_0 ... ab_3), then every request */
+        snprintf(body, sizeof body,
+                 "{\"input_ids\": %s, \"rid\": \"ab\", \"stream\": true, \"return_routed_experts\": true,"
+                 " \"sampling_params\": {\"n\": 4, \"max_new_tokens\": 480, \"ignore_eos\": true}}", p);
+        abort_probe probe = {.abort_body = bodies[round]};
+        mt_http_response r;
+        assert_int_equal(mt_http_stream(g_c, "/generate", body, abort_at_first_event, &probe, &r), 0);
+        mt_http_response_free(&r);
+        assert_int_equal(probe.status, 200);
+        assert_int_equal(probe.aborted, 4);
+        for (int k = 0; k < 4; k++) {
+            assert_string_equal(probe.finish[k], "abort");
+            /* the routing of what each forwarded before the abort */
+            assert_true(probe.rows[k] >= 20 && probe.rows[k] < 20 + 479);
+        }
+    }
+    long status;
+    static const char *const BAD[] = {"{}", "{\"rid\": 5}", "{\"rid\": \"\"}", "{\"abort_all\": \"yes\"}", "[]", "x"};
+    for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) {
+        cJSON *e = mt_api_json(g_c, "/abort_request", BAD[i], &status);
+        assert_int_equal(status, 400);
+        cJSON_Delete(e);
+    }
+    cJSON *none = call("/abort_request", "{\"rid\": \"no-such-request\"}", 200);
+    assert_int_equal(cJSON_GetObjectItem(none, "aborted")->valueint, 0);
+    cJSON_Delete(none);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_prompt_list),
@@ -362,6 +430,7 @@ int main(void) {
         cmocka_unit_test(test_generate_stream_list),
         cmocka_unit_test(test_openai_choices),
         cmocka_unit_test(test_disconnect_cancels_every_output),
+        cmocka_unit_test(test_abort_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -26,17 +26,18 @@ typedef struct job_list {
 } job_list;
 
 /* Work a handler asks of the engine thread besides generation, done between steps. */
-typedef enum task_kind { TASK_UPDATE_WEIGHTS, TASK_FLUSH_CACHE } task_kind;
+typedef enum task_kind { TASK_UPDATE_WEIGHTS, TASK_FLUSH_CACHE, TASK_ABORT } task_kind;
 
 typedef struct loop_task {
     task_kind kind;
     const char *dir;           /* TASK_UPDATE_WEIGHTS: the checkpoint */
     const char *version;       /* its weight version, or NULL */
+    const char *name;          /* TASK_ABORT: the jobs to cancel (mt_engine_loop_abort), NULL: all */
     bool abort_live;           /* cancel the running jobs instead of letting them finish */
     bool aborted;              /* engine thread: they were cancelled */
     /* results, under the loop's mu */
     bool done;
-    int rc, held, flushed;
+    int rc, held, flushed, n_aborted;
     mt_err err;
     struct loop_task *next;
 } loop_task;
@@ -321,7 +322,7 @@ static void cancel_held(mt_engine_loop *l, int64_t id) {
         pthread_mutex_lock(&l->mu);
         l->n_held--;
         pthread_mutex_unlock(&l->mu);
-        reject(j, false, "cancelled");
+        reject(j, false, "cancelled before it started");
         mt_gen_job_unref(j);
         return;
     }
@@ -355,12 +356,40 @@ static void admit_held(mt_engine_loop *l, bool reject_them, const char *why) {
     pthread_mutex_unlock(&l->mu);
 }
 
-/* Moves the first task on: a flush at once; a weight update once the engine is idle (running jobs
+/* Whether job name answers to the abort of name: the same, or name_<digits> (an output of a
+ * request of several that gave name as its rid). */
+static bool answers_to(const char *job_name, const char *name) {
+    size_t n = strlen(name);
+    if (strncmp(job_name, name, n)) return false;
+    if (!job_name[n]) return true;
+    if (job_name[n] != '_' || !job_name[n + 1]) return false;
+    for (const char *p = job_name + n + 1; *p; p++)
+        if (*p < '0' || *p > '9') return false;
+    return true;
+}
+
+/* Cancels the live jobs named as name says (all when NULL) and refuses the held ones; returns how
+ * many. */
+static int abort_jobs(mt_engine_loop *l, const char *name) {
+    int n = 0;
+    for (int b = 0; b < LIVE_BUCKETS; b++)
+        for (live_node *x = l->live[b]; x; x = x->next)
+            if ((!name || answers_to(x->job->name, name)) && mt_engine_cancel(l->engine, x->job->id)) n++;
+    for (int i = l->held.n - 1; i >= 0; i--) {
+        if (name && !answers_to(l->held.jobs[i]->name, name)) continue;
+        cancel_held(l, l->held.jobs[i]->id);
+        n++;
+    }
+    return n;
+}
+
+/* Moves the first task on: a flush or an abort at once; a weight update once the engine is idle (running jobs
  * cancelled first when it asks), then the held jobs go on. */
 static void run_task(mt_engine_loop *l, loop_task *t) {
     mt_err err = {{0}};
-    if (t->kind == TASK_FLUSH_CACHE) {
-        t->flushed = mt_engine_flush_prefix_cache(l->engine);
+    if (t->kind == TASK_FLUSH_CACHE || t->kind == TASK_ABORT) {
+        if (t->kind == TASK_FLUSH_CACHE) t->flushed = mt_engine_flush_prefix_cache(l->engine);
+        else t->n_aborted = abort_jobs(l, t->name);
         task_finish(l, 0, &err);
         return;
     }
@@ -587,4 +616,14 @@ void mt_engine_loop_weight_version(mt_engine_loop *l, char *out, size_t size) {
     pthread_mutex_lock(&l->mu);
     snprintf(out, size, "%s", l->weight_version);
     pthread_mutex_unlock(&l->mu);
+}
+
+int mt_engine_loop_abort(mt_engine_loop *l, const char *name, mt_err *err) {
+    loop_task t = {.kind = TASK_ABORT, .name = name};
+    run_on_engine_thread(l, &t);
+    if (t.rc) {
+        *err = t.err;
+        return -1;
+    }
+    return t.n_aborted;
 }

@@ -39,6 +39,11 @@ int mt_engine_loop_update_weights(mt_engine_loop *l, const char *dir, bool abort
 /* Empties the prefix cache between two steps (running sequences keep their blocks); returns the
  * blocks it held, or -1 with err while stopping or failed. */
 int mt_engine_loop_flush_cache(mt_engine_loop *l, mt_err *err);
+/* Cancels, between two steps, the jobs named name, and the outputs name_<k> of a request of several
+ * that gave name as its rid (every job when name is NULL): running ones finish as MT_JOB_ABORTED
+ * with the routing of what they forwarded; ones held back by a weight update are refused. Returns
+ * how many, or -1 with err while stopping or failed. */
+int mt_engine_loop_abort(mt_engine_loop *l, const char *name, mt_err *err);
 /* The weight version jobs are accepted under now: "default" until an update names one. */
 void mt_engine_loop_weight_version(mt_engine_loop *l, char *out, size_t size);
 

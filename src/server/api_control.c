@@ -1,6 +1,7 @@
-/* Weights and cache endpoints, as SGLang spells them, for RL loops that update the served policy in
- * place: POST /update_weights_from_disk (a checkpoint of the same shape replaces the weights; the
- * prefix cache is emptied), GET|POST /flush_cache, GET /get_weight_version. */
+/* Engine control endpoints, as SGLang spells them, for RL loops: POST /update_weights_from_disk (a
+ * checkpoint of the same shape replaces the served weights in place; the prefix cache is emptied),
+ * GET|POST /flush_cache, GET /get_weight_version, and POST /abort_request (cancel requests by rid,
+ * or all, e.g. the rollouts left when a step has enough). */
 #include <stdio.h>
 #include <string.h>
 
@@ -68,5 +69,30 @@ int mt_api_weight_version(mt_http_request *rq) {
     mt_engine_loop_weight_version(rq->server->b.loop, version, sizeof version);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "weight_version", version);
+    return mt_reply_json(rq, 200, o);
+}
+
+int mt_api_abort_request(mt_http_request *rq) {
+    mt_err err;
+    cJSON *body = mt_json_parse(rq->body, rq->body_len, "the request body", NULL, &err);
+    if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
+    const cJSON *rid = field(body, "rid");
+    bool all = false;
+    mt_api_error e = {0};
+    int rc = !cJSON_IsObject(body)                          ? mt_api_fail(&e, 400, "the request body is not a JSON object")
+             : mt_params_bool(body, "abort_all", &all, &e) < 0 ? -1
+             : rid && (!cJSON_IsString(rid) || !rid->valuestring[0])
+                 ? mt_api_fail(&e, 400, "'rid' must be a non-empty string")
+             : !rid && !all ? mt_api_fail(&e, 400, "give the 'rid' of the request to abort, or \"abort_all\": true")
+                            : 0;
+    if (rc) {
+        cJSON_Delete(body);
+        return mt_reply_error(rq, &e);
+    }
+    int n = mt_engine_loop_abort(rq->server->b.loop, all ? NULL : rid->valuestring, &err);
+    cJSON_Delete(body);
+    if (n < 0) return mt_reply_errorf(rq, 503, "%s", err.msg);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "aborted", n);
     return mt_reply_json(rq, 200, o);
 }
