@@ -42,15 +42,20 @@ static int32_t route(int p, int t, int l, int j) { return (int32_t)((p * 7 + t *
 /* The names of requests 100, 101 and 102 in feed_pass's events (102 has none). */
 static const char *const REQ_NAMES[3] = {"req-A", "cmpl-0123456789abcdef", NULL};
 
-/* Feeds one pass of n tokens (request id = 100 + t % 3, named REQ_NAMES[t % 3], position =
- * p * 10 + t, token = 1000 + t). If expect is not NULL, adds the pass's counts to it ([L, E]). */
+/* The groups of requests 100, 101 and 102 in feed_pass's events (101 has none). */
+static const int32_t REQ_GROUPS[3] = {1, 0, 2};
+
+/* Feeds one pass of n tokens (request id = 100 + t % 3, named REQ_NAMES[t % 3], in group
+ * REQ_GROUPS[t % 3], position = p * 10 + t, token = 1000 + t). If expect is not NULL, adds the
+ * pass's counts to it ([L, E]). */
 static void feed_pass(mt_routing_sink s, int p, int n, int64_t *expect) {
-    int32_t seq[64], pos[64], tok[64], ids[64 * K];
+    int32_t seq[64], pos[64], tok[64], ids[64 * K], group[64];
     int64_t req[64];
     const char *names[64];
     for (int t = 0; t < n; t++) {
         seq[t] = t % 3;
         req[t] = 100 + t % 3;
+        group[t] = REQ_GROUPS[t % 3];
         /* copies: the recorder may keep no pointer past the pass */
         names[t] = REQ_NAMES[t % 3] ? strdup(REQ_NAMES[t % 3]) : NULL;
         pos[t] = p * 10 + t;
@@ -63,8 +68,8 @@ static void feed_pass(mt_routing_sink s, int p, int n, int64_t *expect) {
                 if (expect) expect[l * E + ids[t * K + j]]++;
             }
         mt_routing_event ev = {.layer = l, .n_tokens = n, .top_k = K, .seq_ids = seq, .positions = pos,
-                               .tokens = tok, .request_ids = req, .request_names = names, .topk_ids = ids,
-                               .topk_weights = NULL};
+                               .tokens = tok, .request_ids = req, .request_names = names, .request_groups = group,
+                               .topk_ids = ids, .topk_weights = NULL};
         s.on_layer(s.ctx, &ev);
     }
     mt_pass_event pe = {.n_tokens = n, .num_seqs_in_pass = n < 3 ? n : 3};
@@ -394,6 +399,7 @@ static void test_per_token_safetensors(void **state) {
     assert_string_equal(cJSON_GetArrayItem(rid, 0)->valuestring, REQ_NAMES[0]);
     assert_string_equal(cJSON_GetArrayItem(rid, 1)->valuestring, REQ_NAMES[1]);
     assert_string_equal(cJSON_GetArrayItem(rid, 2)->valuestring, "102");
+    assert_null(cJSON_GetObjectItem(o, "request_domains")); /* groups, but nothing names them */
     const char *tname = cJSON_GetObjectItem(o, "tensors")->valuestring;
     char stp[4200];
     snprintf(stp, sizeof stp, "%s/%s", tmpdir, tname);
@@ -451,6 +457,45 @@ static void test_per_token_safetensors(void **state) {
         assert_int_equal(stat[i], expect[i]);
         assert_int_equal(derived[i], expect[i]);
     }
+    mt_recorder_free(r);
+}
+
+/* Names group 1 only. */
+static bool label_of(void *ctx, int32_t g, char *out, size_t size) {
+    ++*(int *)ctx;
+    if (g != 1) return false;
+    snprintf(out, size, "code");
+    return true;
+}
+
+/* With a label function the index lists each request's domain: its group's name, else null. */
+static void test_per_token_domains(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_PER_TOKEN, -1, 1000, tmpdir);
+    int calls = 0;
+    mt_recorder_set_group_label(r, label_of, &calls);
+    mt_routing_sink s = mt_recorder_sink(r);
+    mt_recorder_start(r);
+    for (int p = 0; p < 3; p++) feed_pass(s, p, 4, NULL);
+    char path[4096];
+    mt_err err = {{0}};
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    cJSON *o = mt_json_load_file(path, &err);
+    assert_non_null(o);
+    const cJSON *d = cJSON_GetObjectItem(o, "request_domains");
+    assert_int_equal(cJSON_GetArraySize(d), 3);
+    assert_string_equal(cJSON_GetArrayItem(d, 0)->valuestring, "code");
+    assert_true(cJSON_IsNull(cJSON_GetArrayItem(d, 1))); /* no group */
+    assert_true(cJSON_IsNull(cJSON_GetArrayItem(d, 2))); /* a group without a name */
+    assert_int_equal(calls, 2);                          /* asked for the grouped requests only */
+    cJSON_Delete(o);
+    /* requests without groups: no list */
+    mt_recorder_set_group_label(r, NULL, NULL);
+    feed_pass(s, 3, 2, NULL);
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    o = mt_json_load_file(path, &err);
+    assert_null(cJSON_GetObjectItem(o, "request_domains"));
+    cJSON_Delete(o);
     mt_recorder_free(r);
 }
 
@@ -703,6 +748,7 @@ int main(void) {
         cmocka_unit_test(test_per_pass),
         cmocka_unit_test(test_swap),
         cmocka_unit_test(test_per_token_safetensors),
+        cmocka_unit_test(test_per_token_domains),
         cmocka_unit_test(test_per_token_dropped),
         cmocka_unit_test(test_per_token_wide_ids),
         cmocka_unit_test(test_env_options),

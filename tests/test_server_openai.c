@@ -571,6 +571,15 @@ static void test_per_token_request_ids(void **state) {
             fail_msg("request_ids %s: entry %d is not \"%s\"", text, i, req[i].id);
         }
     }
+    /* request_domains: each request's label ("topic"), null for the unlabelled one */
+    const cJSON *doms_of = cJSON_GetObjectItem(dump, "request_domains");
+    static const char *const DOMAIN_OF[4] = {"docs", NULL, "docs", "chat"};
+    assert_int_equal(cJSON_GetArraySize(doms_of), 4);
+    for (int i = 0; i < 4; i++) {
+        const cJSON *v = cJSON_GetArrayItem(doms_of, i);
+        if (DOMAIN_OF[i]) assert_true(cJSON_IsString(v) && !strcmp(v->valuestring, DOMAIN_OF[i]));
+        else assert_true(cJSON_IsNull(v));
+    }
 
     /* request_index: each request's rows are its forwarded tokens */
     char tensors[1024];

@@ -325,6 +325,7 @@ int cmd_profile(int argc, char **argv) {
             mt_domain_usage_prepare(domains, a.out, &err))
             goto fail;
         mt_routing_fanout_add(&fan, mt_domain_usage_sink(domains));
+        if (tok_rec) mt_recorder_set_group_label(tok_rec, mt_domain_usage_label, domains);
     }
     mt_routing_sink sink = mt_routing_fanout_sink(&fan);
     int longest = 0;

@@ -306,6 +306,7 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }
+    if (domains) mt_recorder_set_group_label(recorder, mt_domain_usage_label, domains);
     if (a.metrics_recording) {
         mt_recorder_start(recorder);
         if (domains) mt_domain_usage_start(domains);

@@ -221,6 +221,15 @@ int mt_domain_usage_stats(mt_domain_usage *u, mt_domain_stat *out) {
     return n;
 }
 
+bool mt_domain_usage_label(void *ctx, int32_t g, char *out, size_t size) {
+    mt_domain_usage *u = ctx;
+    pthread_mutex_lock(&u->mu);
+    bool known = g >= 1 && g <= u->num_domains;
+    if (known) snprintf(out, size, "%s", u->names[g - 1]);
+    pthread_mutex_unlock(&u->mu);
+    return known;
+}
+
 int mt_domain_usage_num_domains(mt_domain_usage *u) {
     pthread_mutex_lock(&u->mu);
     int n = u->num_domains;

@@ -49,6 +49,9 @@ int mt_domain_usage_group(mt_domain_usage *u, const char *label, mt_err *err);
 /* Counts one request of group g (0: unlabelled) for domains.json's "requests", while recording. */
 void mt_domain_usage_count_request(mt_domain_usage *u, int g);
 int mt_domain_usage_num_domains(mt_domain_usage *u);
+/* The label of group g into out (size bytes); false when g names no domain. ctx: the usage (an
+ * mt_recorder_group_label, so per_token dumps name their requests' domains). */
+bool mt_domain_usage_label(void *ctx, int32_t g, char *out, size_t size);
 /* A known domain's figures (for /metrics). */
 typedef struct mt_domain_stat {
     const char *name;        /* the label (valid while u is) */

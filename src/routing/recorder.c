@@ -164,7 +164,9 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
 static void free_token_store(mt_recorder *r) {
     for (int64_t i = 0; i < r->n_req; i++) free(r->req_names[i]);
     free(r->req_names);
+    free(r->req_groups);
     r->req_names = NULL;
+    r->req_groups = NULL;
     free(r->tok_ids);
     free(r->tok_req);
     free(r->tok_pos);
@@ -190,6 +192,7 @@ void mt_recorder_free(mt_recorder *r) {
     free(r->stage_ids);
     free(r->stage_req);
     free(r->stage_name);
+    free(r->stage_group);
     free(r->stage_pos);
     free(r->stage_tok);
     free(r->pend_count);
@@ -254,6 +257,7 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
     SWAP(int32_t *, tok_tok);
     SWAP(int64_t *, req_ids);
     SWAP(char **, req_names);
+    SWAP(int32_t *, req_groups);
     SWAP(int64_t, n_req);
     SWAP(int64_t, req_cap);
     SWAP(int64_t *, req_hash_key);
@@ -295,6 +299,13 @@ int mt_recorder_physical_count(mt_recorder *r, int64_t *out) {
     return 0;
 }
 
+void mt_recorder_set_group_label(mt_recorder *r, mt_recorder_group_label fn, void *ctx) {
+    pthread_mutex_lock(&r->mu);
+    r->group_label = fn;
+    r->group_label_ctx = ctx;
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* ---- the sink (engine thread) ---- */
 
 static int stage_reserve(mt_recorder *r, int n) {
@@ -308,11 +319,13 @@ static int stage_reserve(mt_recorder *r, int n) {
     if (req) r->stage_req = req;
     const char **name = realloc(r->stage_name, (size_t)cap * sizeof *name);
     if (name) r->stage_name = name;
+    int32_t *group = realloc(r->stage_group, (size_t)cap * sizeof *group);
+    if (group) r->stage_group = group;
     int32_t *pos = realloc(r->stage_pos, (size_t)cap * sizeof *pos);
     if (pos) r->stage_pos = pos;
     int32_t *tok = realloc(r->stage_tok, (size_t)cap * sizeof *tok);
     if (tok) r->stage_tok = tok;
-    if (!ids || !req || !name || !pos || !tok) return -1;
+    if (!ids || !req || !name || !group || !pos || !tok) return -1;
     r->stage_cap = cap;
     return 0;
 }
@@ -335,6 +348,7 @@ static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
     for (int t = 0; t < n; t++) {
         r->stage_req[t] = ev->request_ids ? ev->request_ids[t] : (ev->seq_ids ? ev->seq_ids[t] : 0);
         r->stage_name[t] = ev->request_names ? ev->request_names[t] : NULL;
+        r->stage_group[t] = ev->request_groups ? ev->request_groups[t] : 0;
         r->stage_pos[t] = ev->positions ? ev->positions[t] : -1;
         r->stage_tok[t] = ev->tokens ? ev->tokens[t] : -1;
     }
@@ -440,9 +454,9 @@ static mt_rec_pass *window_slot(mt_recorder *r) {
     return p;
 }
 
-/* The request index of id, a new one (named name, copied; NULL: no name) when id is new; -1 when
- * out of memory. */
-static int64_t req_index(mt_recorder *r, int64_t id, const char *name) {
+/* The request index of id, a new one (named name, copied; NULL: no name; in group) when id is new;
+ * -1 when out of memory. */
+static int64_t req_index(mt_recorder *r, int64_t id, const char *name, int32_t group) {
     if (r->n_req * 2 >= r->req_hash_cap) {
         int64_t cap = r->req_hash_cap ? r->req_hash_cap * 2 : 64;
         int64_t *keys = malloc((size_t)cap * sizeof *keys), *vals = malloc((size_t)cap * sizeof *vals);
@@ -477,12 +491,15 @@ static int64_t req_index(mt_recorder *r, int64_t id, const char *name) {
         if (ids) r->req_ids = ids;
         char **names = realloc(r->req_names, (size_t)cap * sizeof *names);
         if (names) r->req_names = names;
-        if (!ids || !names) return -1;
+        int32_t *groups = realloc(r->req_groups, (size_t)cap * sizeof *groups);
+        if (groups) r->req_groups = groups;
+        if (!ids || !names || !groups) return -1;
         r->req_cap = cap;
     }
     char *copy = name ? strdup(name) : NULL;
     if (name && !copy) return -1;
     r->req_names[r->n_req] = copy;
+    r->req_groups[r->n_req] = group;
     r->req_ids[r->n_req] = id;
     r->req_hash_key[s] = id;
     r->req_hash_val[s] = r->n_req;
@@ -522,7 +539,7 @@ static void commit_tokens(mt_recorder *r) {
     size_t row = (size_t)r->L * (size_t)r->K * (size_t)r->id_bytes;
     int64_t t = 0;
     for (; t < keep; t++) {
-        int64_t ri = req_index(r, r->stage_req[t], r->stage_name[t]);
+        int64_t ri = req_index(r, r->stage_req[t], r->stage_name[t], r->stage_group[t]);
         if (ri < 0) break;
         int64_t d = r->tok_n++;
         r->tok_req[d] = ri;

@@ -83,6 +83,13 @@ void mt_recorder_reset(mt_recorder *r);
 int mt_recorder_swap(mt_recorder *a, mt_recorder *b);
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r);
 
+/* Names request group g (>= 1; mt_routing_event.request_groups) into out (size bytes); false when
+ * the group has no name. Called under the recorder's mutex while a per_token dump is written. */
+typedef bool (*mt_recorder_group_label)(void *ctx, int32_t g, char *out, size_t size);
+/* per_token dumps then list each request's group by name in the index ("request_domains"), when
+ * any recorded request has a group. */
+void mt_recorder_set_group_label(mt_recorder *r, mt_recorder_group_label fn, void *ctx);
+
 /* The sink to hand to the engine (ctx = r). */
 mt_routing_sink mt_recorder_sink(mt_recorder *r);
 

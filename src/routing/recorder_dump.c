@@ -287,6 +287,30 @@ static cJSON *request_ids_json(const mt_recorder *r) {
     return ids;
 }
 
+/* The per_token index's "request_domains" (caller holds mu): each request's group by name (null
+ * for none, or a group the label function does not name); NULL when no request has a group or no
+ * label function is set (nothing to add), or out of memory (*oom). */
+static cJSON *request_domains_json(const mt_recorder *r, bool *oom) {
+    *oom = false;
+    bool any = false;
+    for (int64_t i = 0; i < r->n_req && !any; i++) any = r->req_groups[i] > 0;
+    if (!any || !r->group_label) return NULL;
+    cJSON *list = cJSON_CreateArray();
+    for (int64_t i = 0; list && i < r->n_req; i++) {
+        char label[256];
+        int32_t g = r->req_groups[i];
+        cJSON *v = g > 0 && r->group_label(r->group_label_ctx, g, label, sizeof label) ? cJSON_CreateString(label)
+                                                                                       : cJSON_CreateNull();
+        if (!v || !cJSON_AddItemToArray(list, v)) {
+            cJSON_Delete(v);
+            cJSON_Delete(list);
+            list = NULL;
+        }
+    }
+    *oom = !list;
+    return list;
+}
+
 /* dir/expert_distribution_<ms>[_n] base name not yet taken by a .json nor a .safetensors. */
 static int pick_base(const char *dir, char *base, size_t n, mt_err *err) {
     struct timespec ts;
@@ -319,7 +343,10 @@ int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *er
     if (rc == 0 && r->mode == MT_REC_PER_TOKEN) {
         const char *st_name = strrchr(st_path, '/') + 1, *js_name = strrchr(json_path, '/') + 1;
         cJSON *ids = request_ids_json(r);
-        if (!ids || !cJSON_AddStringToObject(o, "tensors", st_name) || !cJSON_AddItemToObject(o, "request_ids", ids))
+        bool oom;
+        cJSON *domains = request_domains_json(r, &oom);
+        if (!ids || oom || !cJSON_AddStringToObject(o, "tensors", st_name) || !cJSON_AddItemToObject(o, "request_ids", ids) ||
+            (domains && !cJSON_AddItemToObject(o, "request_domains", domains)))
             rc = mt_errf(err, "recorder dump: out of memory");
         if (rc == 0) rc = write_token_tensors(r, st_path, js_name, err);
     }

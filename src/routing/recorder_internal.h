@@ -28,6 +28,8 @@ struct mt_recorder {
     mt_recorder_mode mode;
     int buffer_size;
     char *dump_dir;
+    mt_recorder_group_label group_label; /* names request groups in per_token dumps, or NULL */
+    void *group_label_ctx;
     int ep_size;
     int64_t max_tokens;
     const mt_placement *plc; /* NULL: no physical counts */
@@ -54,6 +56,7 @@ struct mt_recorder {
     unsigned char *stage_ids; /* [stage_cap, L, K] ids of id_bytes each */
     int64_t *stage_req;   /* [stage_cap] request id (or sequence slot) */
     const char **stage_name; /* [stage_cap] the event's request name, or NULL (valid until on_pass) */
+    int32_t *stage_group; /* [stage_cap] the event's request group (0: none) */
     int32_t *stage_pos, *stage_tok;
     bool stage_failed;    /* out of memory for this pass: its tokens count as dropped */
 
@@ -72,6 +75,7 @@ struct mt_recorder {
     int32_t *tok_pos, *tok_tok;
     int64_t *req_ids;     /* request index -> id (the key of req_hash) */
     char **req_names;     /* request index -> name (malloc'd), or NULL: dumped as the id's digits */
+    int32_t *req_groups;  /* request index -> group (0: none) */
     int64_t n_req, req_cap;
     int64_t *req_hash_key; /* open addressing, -1 slot value = empty */
     int64_t *req_hash_val;
