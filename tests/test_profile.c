@@ -244,6 +244,10 @@ static void test_domains(void **state) {
         int r = atoi(cJSON_GetArrayItem(cJSON_GetObjectItem(index, "request_ids"), (int)ri)->valuestring + 1);
         int lab = r % 6;
         tokens[lab]++;
+        /* the index names each request's domain (null: no label) */
+        const cJSON *dom = cJSON_GetArrayItem(cJSON_GetObjectItem(index, "request_domains"), (int)ri);
+        if (labels[lab]) assert_true(cJSON_IsString(dom) && !strcmp(dom->valuestring, labels[lab]));
+        else assert_true(cJSON_IsNull(dom));
         for (int l = 0; l < 4; l++)
             for (int k = 0; k < 2; k++) {
                 int32_t e = ((const int32_t *)ids->data)[(t * 4 + l) * 2 + k];
