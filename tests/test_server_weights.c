@@ -7,7 +7,8 @@
  *    first answer again;
  *  - /flush_cache empties the prefix cache;
  *  - bad updates (no path, a missing folder, a checkpoint of another shape, bad fields) are refused
- *    with the reason and the server serves on with the weights it had;
+ *    with the reason and the server serves on with the weights it had; /metrics counts the updates
+ *    and shows the version serving;
  *  - abort_all_requests cancels a request streaming meanwhile (it ends as aborted) and the update
  *    goes through. */
 #include <pthread.h>
@@ -227,6 +228,12 @@ static void test_bad_updates(void **state) {
     mt_http_response r;
     assert_int_equal(mt_http_call(g_c, "GET", "/update_weights_from_disk", NULL, &r), 0);
     assert_int_equal(r.status, 405);
+    mt_http_response_free(&r);
+    /* /metrics: the two updates of the test before, the two refused here, the version serving */
+    assert_int_equal(mt_http_call(g_c, "GET", "/metrics", NULL, &r), 0);
+    assert_non_null(strstr(r.body, "moetrace_weight_updates_total{result=\"ok\"} 2\n"));
+    assert_non_null(strstr(r.body, "moetrace_weight_updates_total{result=\"failed\"} 2\n"));
+    assert_non_null(strstr(r.body, "moetrace_weight_version_info{weight_version=\"step-2\"} 1\n"));
     mt_http_response_free(&r);
 }
 

@@ -157,6 +157,16 @@ int mt_api_metrics(mt_http_request *rq) {
         counter(&o, "moetrace_tokens_forwarded_total", "Tokens forwarded (prompt chunks and decode).",
                 (double)es->tokens_forwarded);
         gauge(&o, "moetrace_engine_failed", "1 after a forward pass failed.", st.failed);
+        mt_strbuf_puts(&o, "# HELP moetrace_weight_updates_total Weight updates (/update_weights_from_disk), by result.\n"
+                           "# TYPE moetrace_weight_updates_total counter\n");
+        mt_strbuf_printf(&o, "moetrace_weight_updates_total{result=\"ok\"} %ld\n", st.weight_updates);
+        mt_strbuf_printf(&o, "moetrace_weight_updates_total{result=\"failed\"} %ld\n", st.weight_updates_failed);
+        char version[MT_WEIGHT_VERSION_LEN];
+        mt_engine_loop_weight_version(s->b.loop, version, sizeof version);
+        mt_strbuf_puts(&o, "# HELP moetrace_weight_version_info The weight version requests run with now (value 1).\n"
+                           "# TYPE moetrace_weight_version_info gauge\nmoetrace_weight_version_info{weight_version=\"");
+        put_label_value(&o, version);
+        mt_strbuf_puts(&o, "\"} 1\n");
 
         mt_recorder *r = s->b.recorder;
         mt_strbuf_printf(&o, "# HELP moetrace_expert_recorder_active 1 while the expert distribution recorder records.\n"

@@ -59,6 +59,7 @@ struct mt_engine_loop {
     mt_engine_stats stats;
     int n_live;
     int n_held;                /* jobs held back while the weights change */
+    long weight_updates, weight_updates_failed;
     char weight_version[MT_WEIGHT_VERSION_LEN];
 
     /* engine thread only */
@@ -410,6 +411,8 @@ static void run_task(mt_engine_loop *l, loop_task *t) {
     }
     pthread_mutex_lock(&l->mu);
     t->held = l->n_held;
+    if (rc) l->weight_updates_failed++;
+    else l->weight_updates++;
     pthread_mutex_unlock(&l->mu);
     if (rc == -2) fail_engine(l, err.msg);
     admit_held(l, rc == -2, "the engine has failed");
@@ -542,6 +545,8 @@ void mt_engine_loop_get_stats(mt_engine_loop *l, mt_engine_loop_stats *s) {
     s->queued = l->inbox.n + l->n_held;
     s->live = l->n_live;
     s->failed = l->failed;
+    s->weight_updates = l->weight_updates;
+    s->weight_updates_failed = l->weight_updates_failed;
     pthread_mutex_unlock(&l->mu);
 }
 

@@ -60,6 +60,8 @@ typedef struct mt_engine_loop_stats {
     int queued;              /* submitted, not yet handed to the engine */
     int live;                /* jobs in the engine (waiting + running) */
     bool failed;             /* a forward pass failed: the loop refuses new jobs */
+    long weight_updates;     /* weight updates done, and failed */
+    long weight_updates_failed;
 } mt_engine_loop_stats;
 void mt_engine_loop_get_stats(mt_engine_loop *l, mt_engine_loop_stats *s);
 
