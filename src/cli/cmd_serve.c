@@ -285,6 +285,8 @@ int cmd_serve(int argc, char **argv) {
     mt_recorder *recorder = NULL;
     mt_domain_usage *domains = NULL;
     mt_engine_loop *loop = NULL;
+    mt_kernels_init(a.threads); /* first: a GPU upload copies the checkpoint on its threads */
+    kernels_started = true;
     if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
@@ -311,8 +313,6 @@ int cmd_serve(int argc, char **argv) {
         mt_recorder_start(recorder);
         if (domains) mt_domain_usage_start(domains);
     }
-    mt_kernels_init(a.threads);
-    kernels_started = true;
     mt_engine_opts eo = {.num_kv_blocks = kv_blocks_for(&a, c), .max_batch_tokens = a.max_batch_tokens,
                          .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
                          .placement = ro.placement};

@@ -8,13 +8,108 @@
 namespace {
 
 constexpr size_t STAGING_BYTES = 64u << 20;
+constexpr int STAGES = 2;
 
+// Checkpoint rows reach the device through STAGES stages: the host copies a chunk into a stage's
+// page-locked buffer, the copy engine moves it to the stage's device buffer and a kernel converts it
+// into place, all queued on the stream; the host fills the other stage meanwhile and waits only
+// when it comes back to a stage whose last kernel has not run yet. Without page-locked memory each
+// chunk is copied from pageable memory and waited for.
 struct Uploader {
     GpuModel *g;
-    void *staging;           // device buffer for raw checkpoint rows
+    void *staging[STAGES];   // device buffers for raw checkpoint rows
+    void *pinned[STAGES];    // page-locked host buffers, or NULL
+    cudaEvent_t used[STAGES]; // recorded after the kernel reading staging[i] (nullptr: none)
+    int next;                // the stage the next chunk goes through
     uint64_t seed;           // dummy fills: advanced per matrix
     mt_err *err;
 };
+
+// A host copy split over the kernels' thread pool in slices of at least 1 MiB: reading a mapped
+// checkpoint faults its pages in, which threads do side by side.
+struct CopyJob {
+    char *dst;
+    const char *src;
+    size_t bytes, slice;
+};
+
+void copy_slice(void *ctx, int i) {
+    const CopyJob *c = (const CopyJob *)ctx;
+    size_t from = (size_t)i * c->slice, n = c->bytes - from < c->slice ? c->bytes - from : c->slice;
+    memcpy(c->dst + from, c->src + from, n);
+}
+
+void parallel_copy(void *dst, const void *src, size_t bytes) {
+    size_t slices = bytes >> 20;
+    if (slices > 16) slices = 16;
+    if (slices < 2) {
+        memcpy(dst, src, bytes);
+        return;
+    }
+    CopyJob c = {(char *)dst, (const char *)src, bytes, (bytes + slices - 1) / slices};
+    mt_parallel_for((int)slices, copy_slice, &c);
+}
+
+// Queues bytes of host src onto a stage's device buffer; *stage gets the stage, whose buffer the
+// caller's kernel then reads (queue it, then stage_release). NULL with u.err on a CUDA error.
+void *stage_in(Uploader &u, const void *src, size_t bytes, int *stage) {
+    int s = u.next;
+    u.next = (u.next + 1) % STAGES;
+    *stage = s;
+    if (!u.pinned[s]) {
+        if (cudaMemcpyAsync(u.staging[s], src, bytes, cudaMemcpyHostToDevice, u.g->stream) != cudaSuccess) {
+            mt_errf(u.err, "CUDA error in cudaMemcpyAsync (weight upload) on device 0");
+            return nullptr;
+        }
+        return u.staging[s];
+    }
+    cudaError_t rc = u.used[s] ? cudaEventSynchronize(u.used[s]) : cudaSuccess;
+    if (rc != cudaSuccess) {
+        mt_cuda_fail(u.err, "cudaEventSynchronize (weight upload)", rc);
+        return nullptr;
+    }
+    parallel_copy(u.pinned[s], src, bytes);
+    rc = cudaMemcpyAsync(u.staging[s], u.pinned[s], bytes, cudaMemcpyHostToDevice, u.g->stream);
+    if (rc != cudaSuccess) {
+        mt_cuda_fail(u.err, "cudaMemcpyAsync (weight upload)", rc);
+        return nullptr;
+    }
+    return u.staging[s];
+}
+
+// After the kernel reading stage s is queued: the stage is free again once it has run (or at once
+// from pageable memory, which is waited for).
+int stage_release(Uploader &u, int s) {
+    cudaError_t rc = u.pinned[s] ? cudaEventRecord(u.used[s], u.g->stream) : cudaStreamSynchronize(u.g->stream);
+    if (rc != cudaSuccess) return mt_cuda_fail(u.err, u.pinned[s] ? "cudaEventRecord (weight upload)" : "cudaStreamSynchronize (weight upload)", rc);
+    return 0;
+}
+
+// The stages' buffers; page-locked host memory where the driver gives it.
+int stages_init(Uploader &u) {
+    for (int s = 0; s < STAGES; s++) {
+        if (!(u.staging[s] = mt_gpu_alloc(u.g, STAGING_BYTES, u.err))) return -1;
+        if (cudaMallocHost(&u.pinned[s], STAGING_BYTES) != cudaSuccess ||
+            cudaEventCreateWithFlags(&u.used[s], cudaEventDisableTiming) != cudaSuccess) {
+            cudaGetLastError(); // fall back to pageable copies
+            if (u.pinned[s]) cudaFreeHost(u.pinned[s]);
+            u.pinned[s] = nullptr;
+            u.used[s] = nullptr;
+        }
+    }
+    return 0;
+}
+
+// Waits for the stream, then frees the host side of the stages (the device buffers go with the model).
+void stages_free(Uploader &u) {
+    cudaStreamSynchronize(u.g->stream);
+    for (int s = 0; s < STAGES; s++) {
+        if (u.pinned[s]) cudaFreeHost(u.pinned[s]);
+        if (u.used[s]) cudaEventDestroy(u.used[s]);
+        u.pinned[s] = nullptr;
+        u.used[s] = nullptr;
+    }
+}
 
 void free_model(void *p) {
     GpuModel *g = (GpuModel *)p;
@@ -35,20 +130,18 @@ void free_model(void *p) {
     free(g);
 }
 
-// Rows [0, rows) of a host matrix into tiled dst (already zeroed), by chunks through staging.
+// Rows [0, rows) of a host matrix into tiled dst (already zeroed), by chunks through the stages.
 int upload_rows(Uploader &u, bf16 *dst, const mt_mat &m, int mode) {
     size_t esz = mt_dtype_size(m.dtype), row_bytes = (size_t)m.cols * esz;
     int chunk = (int)(STAGING_BYTES / row_bytes);
     if (chunk < 1) return mt_errf(u.err, "a row of %d values does not fit the upload buffer", m.cols);
     for (int r0 = 0; r0 < m.rows; r0 += chunk) {
-        int n = m.rows - r0 < chunk ? m.rows - r0 : chunk;
-        // on the upload stream: a plain cudaMemcpy from pageable memory may return before the data
-        // lands, and would not be ordered with the tiling kernel on a non-blocking stream
-        MT_CU(u.err, cudaMemcpyAsync(u.staging, (const char *)m.data + (size_t)r0 * row_bytes, (size_t)n * row_bytes,
-                                     cudaMemcpyHostToDevice, u.g->stream));
-        mt_cuda_tile_rows(dst, m.cols, u.staging, (int)m.dtype, n, r0, mode, u.g->stream);
+        int n = m.rows - r0 < chunk ? m.rows - r0 : chunk, s;
+        const void *rows = stage_in(u, (const char *)m.data + (size_t)r0 * row_bytes, (size_t)n * row_bytes, &s);
+        if (!rows) return -1;
+        mt_cuda_tile_rows(dst, m.cols, rows, (int)m.dtype, n, r0, mode, u.g->stream);
         MT_CU_LAUNCHED(u.err);
-        MT_CU(u.err, cudaStreamSynchronize(u.g->stream));
+        if (stage_release(u, s)) return -1;
     }
     return 0;
 }
@@ -236,7 +329,7 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
     if (cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) g->sm_count = 1;
     g->layers = (GpuLayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->layers);
     g->moe_index = (int *)malloc((size_t)c->num_hidden_layers * sizeof(int));
-    Uploader u = {g, nullptr, 0x6d6f657472616365ull, err};
+    Uploader u = {g, {nullptr}, {nullptr}, {nullptr}, 0, 0x6d6f657472616365ull, err};
     int rc = -1;
     if (!g->layers || !g->moe_index) {
         mt_errf(err, "out of host memory");
@@ -247,8 +340,7 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
         goto done;
     }
     for (int l = 0; l < c->num_hidden_layers; l++) g->moe_index[l] = c->layer_is_moe[l] ? g->num_moe_layers++ : -1;
-    u.staging = mt_gpu_alloc(g, STAGING_BYTES, err);
-    if (!u.staging) goto done;
+    if (stages_init(u)) goto done;
     {
         size_t VH = (size_t)c->vocab_size * c->hidden_size;
         g->embed = (bf16 *)mt_gpu_alloc(g, VH * sizeof(bf16), err);
@@ -258,13 +350,11 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
             size_t esz = mt_dtype_size(m->embed.dtype), chunk = STAGING_BYTES / esz;
             for (size_t i = 0; i < VH; i += chunk) {
                 size_t n = VH - i < chunk ? VH - i : chunk;
-                if (cudaMemcpyAsync(u.staging, (const char *)m->embed.data + i * esz, n * esz, cudaMemcpyHostToDevice,
-                                    g->stream) != cudaSuccess) {
-                    mt_errf(err, "CUDA error in cudaMemcpy (embedding) on device 0");
-                    goto done;
-                }
-                mt_cuda_convert_bf16(g->embed + i, u.staging, (int)m->embed.dtype, n, g->stream);
-                cudaStreamSynchronize(g->stream);
+                int s;
+                const void *part = stage_in(u, (const char *)m->embed.data + i * esz, n * esz, &s);
+                if (!part) goto done;
+                mt_cuda_convert_bf16(g->embed + i, part, (int)m->embed.dtype, n, g->stream);
+                if (stage_release(u, s)) goto done;
             }
         } else {
             mt_cuda_fill_random(g->embed, VH, 1.0f, 0x656d626564ull, g->stream);
@@ -281,12 +371,16 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
             goto done;
         }
     }
+    stages_free(u);
     m->device = g;
     m->device_free = free_model;
     g->prof.on = getenv("MOETRACE_CUDA_PROFILE") && !strcmp(getenv("MOETRACE_CUDA_PROFILE"), "1");
     g->graphs_off = getenv("MOETRACE_CUDA_GRAPHS") && !strcmp(getenv("MOETRACE_CUDA_GRAPHS"), "0");
     rc = 0;
 done:
-    if (rc) free_model(g);
+    if (rc) {
+        if (g->stream) stages_free(u);
+        free_model(g);
+    }
     return rc;
 }

@@ -5,13 +5,16 @@
 # values, serves the first on the GPU, then swaps to the second and back ROUNDS times, timing each
 # update (files in the page cache: what an RL loop that has just written its checkpoint sees), and
 # checks a request after each. Usage: tests/gpu/weight_update_bench.sh [LAYERS] [ROUNDS]
+# BIN: the moetrace binary (default .devcarry/bin/moetrace; another build's for an A/B); the
+# checkpoints are kept for the next call (KEEP=0 removes them).
 source "$(dirname "$0")/device_env.sh"   # before set -e: its probes may fail harmlessly
 set -euo pipefail
 layers=${1:-8}
 rounds=${2:-3}
-dir=${TMPDIR:-/tmp}/moetrace_wu
-rm -rf "$dir" && mkdir -p "$dir"
-python3 - "$dir" "$layers" <<'PY'
+dir=${TMPDIR:-/tmp}/moetrace_wu_$layers
+bin=${BIN:-.devcarry/bin/moetrace}
+mkdir -p "$dir"
+[ -f "$dir/b/model.safetensors" ] || python3 - "$dir" "$layers" <<'PY'
 import json, os, sys, time
 import torch
 from safetensors.torch import save_file
@@ -49,9 +52,9 @@ for which in ("a", "b"):
     gb = os.path.getsize(f"{out}/{which}/model.safetensors") / 1e9
     print(f"checkpoint {which}: {layers} layers, {gb:.2f} GB, written in {time.time() - t0:.1f} s", flush=True)
 PY
-python3 - "$dir" "$rounds" <<'PY'
+python3 - "$dir" "$rounds" "$bin" <<'PY'
 import json, os, subprocess, sys, time, urllib.request
-d, rounds = sys.argv[1], int(sys.argv[2])
+d, rounds, binary = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 port = 30177
 url = f"http://127.0.0.1:{port}"
 def post(path, body):
@@ -59,7 +62,8 @@ def post(path, body):
     with urllib.request.urlopen(req, timeout=600) as r:
         return json.loads(r.read())
 t0 = time.time()
-server = subprocess.Popen([".devcarry/bin/moetrace", "serve", "--model", f"{d}/a", "--device", "cuda", "--port", str(port),
+print(f"{binary}:", flush=True)
+server = subprocess.Popen([binary, "serve", "--model", f"{d}/a", "--device", "cuda", "--port", str(port),
                            "--enable-return-routed-experts"], stdout=subprocess.DEVNULL, stderr=open(f"{d}/serve.log", "w"))
 while True:
     try:
@@ -89,4 +93,4 @@ server.wait(timeout=60)
 print("weight updates:", "ok" if ok else "FAILED", flush=True)
 sys.exit(0 if ok else 1)
 PY
-rm -rf "$dir"
+[ "${KEEP:-1}" = 1 ] || rm -rf "$dir"
