@@ -427,6 +427,17 @@ static void test_request_bodies(void **state) {
         assert_int_equal(e.status, cases[i].status);
         if (!strstr(e.message, cases[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, e.message, cases[i].needle);
     }
+    /* more prompts than a request may ask outputs for: refused before any is read */
+    char *many = malloc(8 * 1100 + 64);
+    size_t at = (size_t)sprintf(many, "{\"text\": [");
+    for (int i = 0; i < 1025; i++) at += (size_t)sprintf(many + at, "%s\"a\"", i ? ", " : "");
+    sprintf(many + at, "]}");
+    mt_gen_request r;
+    mt_api_error e = {0};
+    assert_int_equal(mt_request_parse(&ctx, MT_BODY_GENERATE, many, strlen(many), &r, &e), -1);
+    assert_int_equal(e.status, 400);
+    assert_non_null(strstr(e.message, "1025 prompts, more than 1024"));
+    free(many);
     mt_chat_template_free(empty);
     mt_tokenizer_free(tok);
 }

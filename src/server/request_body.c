@@ -42,8 +42,10 @@ static int about_prompt(mt_api_error *e, int i, bool list) {
     return -1;
 }
 
-/* Allocates r's prompts. */
+/* Allocates r's prompts (refusing more than a request may ask outputs for). */
 static int alloc_prompts(mt_gen_request *r, int count, mt_api_error *e) {
+    if (count > MT_REQUEST_MAX_OUTPUTS)
+        return mt_api_fail(e, 400, "the request has %d prompts, more than %d", count, MT_REQUEST_MAX_OUTPUTS);
     if (!(r->prompts = calloc((size_t)count, sizeof *r->prompts))) return mt_api_fail(e, 500, "out of memory");
     r->n_prompts = count;
     return 0;
