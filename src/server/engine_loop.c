@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "engine/weight_swap.h"
-#include "util/strbuf.h"
+#include "server/job_results.h"
 
 #define LIVE_BUCKETS 1024
 
@@ -120,127 +120,24 @@ static mt_gen_job *live_remove(mt_engine_loop *l, int64_t id) {
     return NULL;
 }
 
-/* ---- results ------------------------------------------------------------------------------ */
-
-static size_t utf8_char_start(const char *s, size_t len, size_t at) {
-    while (at > 0 && at < len && ((unsigned char)s[at] & 0xC0) == 0x80) at--;
-    return at;
-}
-
-/* Appends decoded text; cuts it at the first stop string. Returns true when a stop string matched. */
-static bool append_text(mt_gen_job *j, const char *piece, size_t n) {
-    size_t old = j->text.len;
-    mt_strbuf_append(&j->text, piece, n);
-    size_t longest = 0;
-    for (int i = 0; i < j->params.n_stop_strings; i++) {
-        size_t sl = strlen(j->params.stop_strings[i]);
-        longest = sl > longest ? sl : longest;
-    }
-    if (longest > 0) {
-        size_t from = old >= longest - 1 ? old - (longest - 1) : 0;
-        const char *best = NULL;
-        for (int i = 0; i < j->params.n_stop_strings; i++) {
-            const char *stop = j->params.stop_strings[i];
-            const char *hit = memmem(j->text.data + from, j->text.len - from, stop, strlen(stop));
-            if (hit && (!best || hit < best)) {
-                best = hit;
-                j->matched_string = i;
-            }
-        }
-        if (best) {
-            size_t at = (size_t)(best - j->text.data);
-            if (j->params.no_stop_trim) at += strlen(j->params.stop_strings[j->matched_string]);
-            mt_strbuf_truncate(&j->text, at);
-            j->text_stable = at;
-            j->stop_matched = true;
-            return true;
-        }
-    }
-    size_t stable = j->text.len >= longest ? j->text.len - (longest ? longest - 1 : 0) : 0;
-    stable = utf8_char_start(j->text.data, j->text.len, stable);
-    if (stable > j->text_stable) j->text_stable = stable;
-    return false;
-}
+/* ---- results (server/job_results.h) -------------------------------------------------------- */
 
 static void on_token(mt_engine_loop *l, const mt_engine_event *ev) {
     mt_gen_job *j = live_find(l, ev->id);
     if (!j) return;
-    double t = mt_now_s();
-    bool matched = false;
-    pthread_mutex_lock(&j->mu);
-    if (j->n_output <= j->params.max_new_tokens) {
-        if (j->logprobs) j->logprobs[j->n_output] = ev->logprob;
-        j->output[j->n_output++] = ev->token;
-    }
-    if (j->n_output == 1) {
-        j->t_first_token = t;
-        mt_metrics_first_token(l->metrics, t - j->t_arrival);
-    } else {
-        mt_metrics_next_token(l->metrics, t - j->t_last_token);
-    }
-    j->t_last_token = t;
-    if (j->detok && !j->stop_matched) {
-        char *piece = NULL;
-        size_t len = 0;
-        mt_err err;
-        if (mt_detok_stream_feed(j->detok, &ev->token, 1, &piece, &len, &err) == 0) matched = append_text(j, piece, len);
-        free(piece);
-    }
-    mt_gen_job_changed(j);
-    pthread_mutex_unlock(&j->mu);
+    bool first;
+    double since;
+    bool matched = mt_job_take_token(j, ev, mt_now_s(), &first, &since);
+    if (first) mt_metrics_first_token(l->metrics, since);
+    else mt_metrics_next_token(l->metrics, since);
     if (matched) id_push(&l->self_cancels, j->id);
 }
 
 static void on_finished(mt_engine_loop *l, const mt_engine_event *ev) {
     mt_gen_job *j = live_remove(l, ev->id);
     if (!j) return;
-    const mt_config *c = &l->model->cfg;
-    mt_finish_label label;
-    pthread_mutex_lock(&j->mu);
-    if (j->detok && !j->stop_matched) {
-        char *rest = NULL;
-        size_t len = 0;
-        mt_err err;
-        if (mt_detok_stream_finish(j->detok, &rest, &len, &err) == 0) append_text(j, rest, len);
-        free(rest);
-    }
-    j->text_stable = j->text.len;
-    int n_out = ev->n_generated <= j->params.max_new_tokens ? ev->n_generated : j->params.max_new_tokens;
-    if (n_out > 0) memcpy(j->output, ev->output, (size_t)n_out * sizeof *j->output);
-    if (n_out > 0 && j->logprobs && ev->logprobs) memcpy(j->logprobs, ev->logprobs, (size_t)n_out * sizeof *j->logprobs);
-    j->n_output = n_out;
-    if (j->stop_matched) {
-        j->finish = MT_JOB_STOP_STRING;
-        label = MT_FINISHED_STOP;
-    } else if (ev->reason == MT_FINISH_STOP) {
-        j->finish = MT_JOB_STOP_TOKEN;
-        j->matched_token = n_out > 0 ? j->output[n_out - 1] : -1;
-        label = MT_FINISHED_STOP;
-    } else if (ev->reason == MT_FINISH_LENGTH) {
-        j->finish = MT_JOB_LENGTH;
-        label = MT_FINISHED_LENGTH;
-    } else {
-        j->finish = MT_JOB_ABORTED;
-        label = MT_FINISHED_ABORT;
-    }
-    j->n_cached = ev->n_cached;
-    if (j->params.return_routing) {
-        int start = j->params.routing_start < ev->routing_rows ? j->params.routing_start : ev->routing_rows;
-        size_t row = (size_t)c->num_hidden_layers * c->top_k;
-        size_t count = (size_t)(ev->routing_rows - start) * row;
-        j->routing = malloc(count * mt_routing_dtype_size(j->params.routing_dtype) + 1);
-        if (j->routing) {
-            mt_routing_pack(ev->routing + (size_t)start * row, count, j->params.routing_dtype, j->routing);
-            j->routing_rows = ev->routing_rows - start;
-        } else {
-            snprintf(j->error, sizeof j->error, "out of memory for the routing of %d tokens", ev->routing_rows);
-        }
-    }
-    j->state = MT_JOB_FINISHED;
-    j->t_finished = mt_now_s();
-    mt_gen_job_changed(j);
-    double e2e = j->t_finished - j->t_arrival;
-    pthread_mutex_unlock(&j->mu);
+    double e2e;
+    mt_finish_label label = mt_job_take_end(j, ev, &l->model->cfg, &e2e);
     mt_metrics_finished(l->metrics, label, ev->n_prompt, ev->n_generated, ev->n_cached, e2e);
     pthread_mutex_lock(&l->mu);
     l->n_live--;

@@ -5,8 +5,9 @@
  * Per iteration the thread takes every queued submit and cancel, hands them to the engine, runs one
  * mt_engine_step (one forward pass over every running sequence, so concurrent requests are batched),
  * and then applies the cancels that the step's own events asked for (stop strings). Engine events
- * are turned into job results: tokens, text (incremental detokenizer), stop strings, the routing
- * in the requested wire dtype, latency metrics.
+ * are turned into job results (job_results.h: tokens, text, stop strings, the routing in the
+ * requested wire dtype) and latency metrics. Between steps it also does what handlers ask besides
+ * generation (weight updates, prefix-cache flushes, aborts by name), each waiting for its answer.
  *
  * Data flows one way: the server calls the engine; the engine's callback only writes into jobs. */
 #ifndef MT_SERVER_ENGINE_LOOP_H
