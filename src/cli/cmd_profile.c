@@ -271,8 +271,10 @@ int cmd_profile(int argc, char **argv) {
     }
     mt_err err = {{0}};
     mt_model model;
+    mt_kernels_init(a.threads); /* first: a GPU upload copies the checkpoint on its threads */
     if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
+        mt_kernels_shutdown();
         return 1;
     }
     const mt_config *c = &model.cfg;
@@ -290,10 +292,10 @@ int cmd_profile(int argc, char **argv) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         mt_tokenizer_free(tools.tok);
         mt_chat_template_free(tools.tpl);
+        mt_kernels_shutdown();
         mt_model_free(&model);
         return 1;
     }
-    mt_kernels_init(a.threads);
     int have_plc = mt_placement_flags_load(&a.placement, c, &placement);
     if (have_plc < 0) goto done;
     int ep = have_plc ? placement.num_gpus : (c->num_experts % 8 == 0 ? 8 : 1);

@@ -234,13 +234,14 @@ int cmd_run(int argc, char **argv) {
         return 1;
     }
     mt_model model;
+    mt_kernels_init(a.threads); /* first: a GPU upload copies the checkpoint on its threads */
     if (mt_cli_open_model(&model, a.model, a.load_format, a.device, &err)) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
+        mt_kernels_shutdown();
         free(a.ids);
         mt_tokenizer_free(tok);
         return 1;
     }
-    mt_kernels_init(a.threads);
     const mt_config *c = &model.cfg;
     int rc = 1;
     int32_t *tokens = malloc(((size_t)a.max_new_tokens + 1) * sizeof *tokens);
