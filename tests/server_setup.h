@@ -5,6 +5,7 @@
 #define MT_TESTS_SERVER_SETUP_H
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <cjson/cJSON.h>
@@ -28,6 +29,19 @@ static inline int server_setup(const char *tmp_prefix) {
 static inline int server_teardown(void **state) {
     (void)state;
     return g_bin ? tmp_dir_remove() : 0;
+}
+
+/* Makes g_dir/model: config (config.json text), the trained test tokenizer (tests/tokenizer/bl) and
+ * the Qwen3 chat template, for a server with --load-format dummy. 0 on success. */
+static inline int server_text_model(const char *config) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/model && cp %s/tests/tokenizer/bl/tokenizer.json %s/model/ && "
+             "cp %s/tests/chat/templates/qwen3.jinja %s/model/chat_template.jinja",
+             g_dir, MT_SOURCE_DIR, g_dir, MT_SOURCE_DIR, g_dir);
+    if (system(cmd)) return -1;
+    write_text("model/config.json", config);
+    return 0;
 }
 
 /* Skips the test when no server was set up. */

@@ -25,7 +25,7 @@
 #include "support/api_util.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
-#include "tmp_dir.h"
+#include "server_setup.h"
 #include "util/json_util.h"
 
 #define MODEL MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
@@ -35,17 +35,14 @@
 #define N_REQ 30
 #define N_LABELS 4 /* "code", "prose", 7, none */
 
-static const char *g_bin;
 static mt_test_server g_srv;
 static const char *LABEL_JSON[N_LABELS] = {"\"code\"", "\"prose\"", "7", NULL};
 static const char *LABEL_NAME[N_LABELS] = {"code", "prose", "7", NULL};
 
 static int setup(void **state) {
     (void)state;
-    g_bin = getenv("MOETRACE_BIN");
+    if (server_setup("dom_")) return -1;
     if (!g_bin) return 0;
-    mt_http_global_init();
-    if (tmp_dir_make("dom_")) return -1;
     char args[1024], log[512];
     snprintf(args, sizeof args,
              "--model %s --threads 2 --enable-return-routed-experts --domain-field topic --expert-dump-dir %s "
@@ -59,7 +56,7 @@ static int teardown(void **state) {
     (void)state;
     if (!g_bin) return 0;
     if (g_srv.pid > 0) mt_test_server_stop(&g_srv, SIGKILL, 10);
-    return tmp_dir_remove();
+    return server_teardown(state);
 }
 
 typedef struct req_case {

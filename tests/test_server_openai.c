@@ -50,13 +50,7 @@ static int setup(void **state) {
     (void)state;
     if (server_setup("srvoai_")) return -1;
     if (!g_bin) return 0;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "mkdir -p %s/model && cp %s/tests/tokenizer/bl/tokenizer.json %s/model/ && "
-             "cp %s/tests/chat/templates/qwen3.jinja %s/model/chat_template.jinja",
-             g_dir, MT_SOURCE_DIR, g_dir, MT_SOURCE_DIR, g_dir);
-    if (system(cmd)) return -1;
-    write_text("model/config.json", CONFIG);
+    if (server_text_model(CONFIG)) return -1;
     if (start_server(&g_srv, "--served-model-name tiny --enable-return-routed-experts --enable-expert-distribution-metrics",
                      g_dir, "server.log"))
         return -1;

@@ -43,13 +43,8 @@ static int setup(void **state) {
     (void)state;
     if (server_setup("samples_")) return -1;
     if (!g_bin) return 0;
-    char cmd[1024], args[1024];
-    snprintf(cmd, sizeof cmd,
-             "mkdir -p %s/model && cp %s/tests/tokenizer/bl/tokenizer.json %s/model/ && "
-             "cp %s/tests/chat/templates/qwen3.jinja %s/model/chat_template.jinja",
-             g_dir, MT_SOURCE_DIR, g_dir, MT_SOURCE_DIR, g_dir);
-    if (system(cmd)) return -1;
-    write_text("model/config.json", CONFIG);
+    char args[1024];
+    if (server_text_model(CONFIG)) return -1;
     snprintf(args, sizeof args,
              "--model %s/model --load-format dummy --threads 2 --enable-return-routed-experts --max-batch-tokens 64"
              " --max-running-requests 4",

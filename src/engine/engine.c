@@ -218,13 +218,15 @@ void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
     s->tokens_forwarded = e->forwarded;
 }
 
-/* Publishes every full, forwarded block not yet published. */
+/* Publishes every full, forwarded block not yet published (prompt blocks under the hashes computed
+ * at submit). */
 static void publish_blocks(mt_engine *e, seq *s) {
     if (!e->o.prefix_cache) return;
     int full = s->n_forwarded / MT_KV_BLOCK;
     while (s->n_published < full) {
         int i = s->n_published;
-        s->last_hash = mt_kv_block_hash(i ? s->last_hash : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
+        s->last_hash = i < s->n_prompt_blocks ? s->prompt_hash[i]
+                                              : mt_kv_block_hash(i ? s->last_hash : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
         mt_kv_publish(&e->kv, &s->kv, i, s->last_hash);
         s->n_published++;
     }
