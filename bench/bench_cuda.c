@@ -87,6 +87,9 @@ typedef struct workload {
     const mt_sample_row *sample; /* [B] each row's sampling on the device, or NULL (argmax) */
     const mt_sample_row *host_sample; /* [B] instead: copy the logits out and sample on the host */
     float *logprobs;            /* [B] or NULL: each row's token's log-probability, asked of the pass */
+    int top_n;                  /* alternatives listed per row (with logprobs), into top_ids/top_lps */
+    int32_t *top_ids;           /* [B, MT_TOP_LOGPROBS_MAX] */
+    float *top_lps;
     float *logits;              /* [B, vocab] for host_sample */
     uint64_t *work;             /* [vocab] */
 } workload;
@@ -144,7 +147,8 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
     }
     mt_batch b = {.n_tokens = w->B, .tokens = w->tokens, .seq_ids = w->seq_ids, .positions = w->pos,
                   .seqs = w->seq_ptrs, .num_seqs = w->B, .n_logits = w->B, .logit_rows = w->rows, .next_tokens = w->picked,
-                  .sample = w->sample, .next_logprobs = w->logprobs};
+                  .sample = w->sample, .next_logprobs = w->logprobs, .top_n = w->top_n, .top_ids = w->top_ids,
+                  .top_logprobs = w->top_lps};
     int V = w->m->cfg.vocab_size;
     if (w->host_sample) {   /* what a backend without device sampling does */
         b.next_tokens = NULL;
@@ -557,9 +561,9 @@ int main(int argc, char **argv) {
     }
     /* sampled decode at batch 64: greedy / temperature 1 / temperature 0.7 + top-k 50 + top-p 0.9 on
      * the device, temperature 1 with the logits copied out and sampled on the host, and temperature 1
-     * with each token's log-probability (return_logprob) */
+     * with each token's log-probability (return_logprob), and with it 5 alternatives (top_logprobs_num) */
     if (!figures || !strcmp(figures, "sampling")) {
-        int B = 64, n_modes = 5, s_reps = 3;
+        int B = 64, n_modes = 6, s_reps = 3;
         workload w;
         int len = P + steps * n_modes * s_reps + 8;
         workload_init(&w, &m, &kv, B, P, len, 8192);
@@ -570,24 +574,28 @@ int main(int argc, char **argv) {
             t1[i] = (mt_sample_row){1.0f, 0, 1.0f, r >> 8};
             filt[i] = (mt_sample_row){0.7f, 50, 0.9f, r >> 8};
         }
-        const char *names[5] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)",
-                                "T 1 + log-probabilities (device)"};
-        double *t[5];
+        const char *names[6] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)",
+                                "T 1 + log-probabilities (device)", "T 1 + log-probabilities + 5 alternatives"};
+        double *t[6];
         float *lps = malloc((size_t)B * sizeof *lps);
+        w.top_ids = malloc((size_t)B * MT_TOP_LOGPROBS_MAX * sizeof *w.top_ids);
+        w.top_lps = malloc((size_t)B * MT_TOP_LOGPROBS_MAX * sizeof *w.top_lps);
         for (int k = 0; k < n_modes; k++) t[k] = malloc((size_t)s_reps * sizeof(double));
         for (int k = 0; k < n_modes; k++) {   /* warm-up: each mode's graph captured */
-            w.sample = k == 1 || k == 4 ? t1 : k == 2 ? filt : NULL;
+            w.sample = k == 1 || k >= 4 ? t1 : k == 2 ? filt : NULL;
             w.host_sample = k == 3 ? t1 : NULL;
-            w.logprobs = k == 4 ? lps : NULL;
+            w.logprobs = k >= 4 ? lps : NULL;
+            w.top_n = k == 5 ? 5 : 0;
             workload_step(&w, NULL);
         }
         for (int rep = 0; rep < s_reps; rep++) {
-            double sum[5] = {0, 0, 0, 0, 0};
+            double sum[6] = {0, 0, 0, 0, 0, 0};
             for (int st = 0; st < n_modes * steps; st++) {
                 int k = (st + rep) % n_modes;
-                w.sample = k == 1 || k == 4 ? t1 : k == 2 ? filt : NULL;
+                w.sample = k == 1 || k >= 4 ? t1 : k == 2 ? filt : NULL;
                 w.host_sample = k == 3 ? t1 : NULL;
-                w.logprobs = k == 4 ? lps : NULL;
+                w.logprobs = k >= 4 ? lps : NULL;
+                w.top_n = k == 5 ? 5 : 0;
                 sum[k] += workload_step(&w, NULL);
             }
             for (int k = 0; k < n_modes; k++) t[k][rep] = sum[k] / steps;
@@ -601,6 +609,8 @@ int main(int argc, char **argv) {
         free(t1);
         free(filt);
         free(lps);
+        free(w.top_ids);
+        free(w.top_lps);
         workload_free(&w);
     }
     if (figures && !strcmp(figures, "stages"))

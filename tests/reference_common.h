@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "engine/engine.h"
 #include "engine/generate.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -109,6 +110,100 @@ static fixture_result run_fixture(const mt_model *m, const char *dir, const char
     mt_npy_free(&routing);
     mt_npy_free(&tokens);
     return r;
+}
+
+/* Scored prompts against the reference: an engine request scoring every prompt token after the
+ * first (score_from 1) with SCORE_TOP alternatives, compared with log_softmax of the reference's
+ * logits at the position before each token. Returns the largest absolute log-probability error over
+ * the scored tokens and their listed alternatives; checks that the listed ids are the reference's
+ * most likely ones wherever the reference separates its top SCORE_TOP from the rest by more than
+ * tol, and that the request's greedy tokens are those of an unscored run. */
+#define SCORE_TOP 5
+typedef struct score_capture {
+    int n_prompt, n_top, n_out;
+    float *lp;
+    int32_t *top_ids, out[64];
+    float *top_lps;
+} score_capture;
+
+static void on_score_event(void *ctx, const mt_engine_event *ev) {
+    score_capture *sc = ctx;
+    if (ev->kind != MT_EVENT_FINISHED) return;
+    sc->n_out = ev->n_generated;
+    memcpy(sc->out, ev->output, (size_t)ev->n_generated * sizeof *ev->output);
+    if (!ev->prompt_logprobs) return;
+    sc->n_top = ev->n_top;
+    memcpy(sc->lp, ev->prompt_logprobs, (size_t)ev->n_prompt * sizeof *sc->lp);
+    memcpy(sc->top_ids, ev->prompt_top_ids, (size_t)ev->n_prompt * ev->n_top * sizeof *sc->top_ids);
+    memcpy(sc->top_lps, ev->prompt_top_logprobs, (size_t)ev->n_prompt * ev->n_top * sizeof *sc->top_lps);
+}
+
+static double check_scores(const mt_model *m, const char *dir, const char *prompt_name, double tol) {
+    const mt_config *c = &m->cfg;
+    mt_npy prompt, logits, tokens;
+    load_npy(dir, "prompt", prompt_name, &prompt);
+    load_npy(dir, "logits", prompt_name, &logits);
+    load_npy(dir, "tokens", prompt_name, &tokens);
+    int P = (int)prompt.count, G = (int)tokens.count, V = c->vocab_size;
+    const int32_t *ids = prompt.data;
+    score_capture runs[2];
+    mt_err err;
+    for (int scored = 0; scored < 2; scored++) {
+        score_capture *sc = &runs[scored];
+        *sc = (score_capture){.lp = malloc((size_t)P * sizeof(float)), .top_ids = malloc((size_t)P * SCORE_TOP * sizeof(int32_t)),
+                              .top_lps = malloc((size_t)P * SCORE_TOP * sizeof(float))};
+        mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = 24, .max_running = 2, .prefix_cache = true};
+        mt_engine *e = mt_engine_new(m, &o, on_score_event, sc, NULL, &err);
+        if (!e) fail_msg("%s", err.msg);
+        mt_request r = {.id = 1, .prompt = ids, .n_prompt = P, .max_new_tokens = G, .ignore_eos = true,
+                        .score_from = scored, .top_logprobs = scored ? SCORE_TOP : 0};
+        if (mt_engine_submit(e, &r, &err)) fail_msg("%s", err.msg);
+        while (!mt_engine_idle(e))
+            if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+        mt_engine_free(e);
+    }
+    assert_int_equal(runs[0].n_out, runs[1].n_out);   /* scoring leaves the generated tokens alone */
+    assert_memory_equal(runs[0].out, runs[1].out, (size_t)runs[0].n_out * sizeof(int32_t));
+    const score_capture *sc = &runs[1];
+    assert_int_equal(sc->n_top, SCORE_TOP);
+    assert_true(isnan(sc->lp[0]) && sc->top_ids[0] == -1);
+    double worst = 0.0;
+    double *ref = malloc((size_t)V * sizeof *ref);
+    for (int p = 1; p < P; p++) {
+        const float *row = (const float *)logits.data + (size_t)(p - 1) * V;
+        double mx = -INFINITY, sum = 0.0;
+        for (int i = 0; i < V; i++) mx = row[i] > mx ? row[i] : mx;
+        for (int i = 0; i < V; i++) sum += exp((double)row[i] - mx);
+        for (int i = 0; i < V; i++) ref[i] = (double)row[i] - mx - log(sum);
+        double d = fabs(sc->lp[p] - ref[ids[p]]);
+        worst = d > worst ? d : worst;
+        const int32_t *top = sc->top_ids + (size_t)p * SCORE_TOP;
+        const float *top_lp = sc->top_lps + (size_t)p * SCORE_TOP;
+        double kth = ref[top[SCORE_TOP - 1]];
+        for (int j = 0; j < SCORE_TOP; j++) {
+            assert_true(top[j] >= 0 && top[j] < V);
+            if (j > 0) assert_true(top_lp[j] <= top_lp[j - 1]);
+            d = fabs(top_lp[j] - ref[top[j]]);
+            worst = d > worst ? d : worst;
+            if (top[j] == ids[p]) assert_true(top_lp[j] == sc->lp[p]);   /* the same value, bitwise */
+        }
+        for (int i = 0; i < V; i++) {
+            if (!(ref[i] > kth + 2 * tol)) continue;
+            bool listed = false;   /* a token clearly above our SCORE_TOP-th must be listed */
+            for (int j = 0; j < SCORE_TOP; j++) listed |= top[j] == i;
+            if (!listed) fail_msg("%s %s position %d: token %d (ref %.4f) missing from the top list", dir, prompt_name, p, i, ref[i]);
+        }
+    }
+    free(ref);
+    for (int k = 0; k < 2; k++) {
+        free(runs[k].lp);
+        free(runs[k].top_ids);
+        free(runs[k].top_lps);
+    }
+    mt_npy_free(&prompt);
+    mt_npy_free(&logits);
+    mt_npy_free(&tokens);
+    return worst;
 }
 
 #endif

@@ -3,7 +3,9 @@
 // top-p, ties, -inf and NaN logits, greedy rows left to their argmax, at vocabulary sizes up to
 // Qwen3's; and each row's token unchanged when it sits elsewhere in a batch of another size. The
 // tokens' log-probabilities (mt_cuda_token_logprob) against the host's mt_token_logprob, and
-// unchanged bit for bit in the other batch.
+// unchanged bit for bit in the other batch. The rows' top lists and targeted log-probabilities
+// against the host's mt_top_logprobs / mt_token_logprob (ids exactly; a listed token's value the
+// same bits as the device's log-probability of that token), also unchanged in another batch.
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -71,7 +73,8 @@ static std::vector<float> device_logprobs(const Batch &b, const std::vector<int3
     mt_sample_row *rows = to_dev(b.rows);
     int32_t *tokens = to_dev(tok);
     CK(cudaMalloc(&out, n * sizeof(float)));
-    mt_cuda_token_logprob(out, tokens, logits, b.ld, n, b.V, with_rows ? rows : nullptr, 0);
+    mt_cuda_token_logprob(out, tokens, nullptr, logits, b.ld, n, b.V, with_rows ? rows : nullptr, 0, nullptr, nullptr,
+                          0);
     CK(cudaGetLastError());
     std::vector<float> lp(n);
     CK(cudaMemcpy(lp.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost));
@@ -99,6 +102,152 @@ static int check_logprobs(const Batch &b, const std::vector<int32_t> &tok, bool 
            with_rows ? "at each row's temperature" : "T 1", worst, bad ? "FAIL" : "ok");
     if (keep) *keep = lp;
     return bad != 0;
+}
+
+// Rows for the top lists: kinds 0-3 as fill_row; 4 three listable logits (a tie and a -inf) among
+// NaN; 5 -inf and NaN only (listed, values NaN); 6 NaN only (nothing listed).
+static void fill_top_row(float *x, int V, int kind) {
+    if (kind < 4) {
+        fill_row(x, V, kind);
+        return;
+    }
+    for (int j = 0; j < V; j++) x[j] = kind == 5 && j % 2 ? -INFINITY : NAN;
+    if (kind == 4) {
+        x[0] = 1.5f;
+        x[V / 2] = -INFINITY;
+        x[V - 1] = 1.5f;
+    }
+}
+
+// One launch of mt_cuda_token_logprob with top lists (k > 0) or without: the scored tokens'
+// values (when want_out) and the lists.
+struct TopRun {
+    std::vector<float> out, lps;
+    std::vector<int32_t> ids;
+};
+static TopRun device_top(const Batch &b, const std::vector<int32_t> &tok, const std::vector<int32_t> &targets,
+                         bool with_rows, int k, bool want_out) {
+    int n = (int)b.rows.size();
+    float *logits = to_dev(b.logits), *out = nullptr, *lps = nullptr;
+    mt_sample_row *rows = to_dev(b.rows);
+    int32_t *tokens = to_dev(tok), *targ = to_dev(targets), *ids = nullptr;
+    if (want_out) CK(cudaMalloc(&out, n * sizeof(float)));
+    if (k > 0) {
+        CK(cudaMalloc(&ids, (size_t)n * k * sizeof(int32_t)));
+        CK(cudaMalloc(&lps, (size_t)n * k * sizeof(float)));
+    }
+    mt_cuda_token_logprob(out, tokens, targ, logits, b.ld, n, b.V, with_rows ? rows : nullptr, k, ids, lps, 0);
+    CK(cudaGetLastError());
+    TopRun r;
+    if (want_out) r.out = from_dev(out, n);
+    if (k > 0) {
+        r.ids = from_dev(ids, (size_t)n * k);
+        r.lps = from_dev(lps, (size_t)n * k);
+    }
+    cudaFree(logits);
+    cudaFree(rows);
+    cudaFree(tokens);
+    cudaFree(targ);
+    cudaFree(out);
+    cudaFree(ids);
+    cudaFree(lps);
+    return r;
+}
+
+// Whether device value got is host value want within 1e-5 (relative above 1); a non-finite host
+// value must come back the same (NaN as NaN, -inf as -inf).
+static bool close_to(float got, float want, double *worst) {
+    if (!isfinite(want)) return isnan(want) ? isnan(got) : got == want;
+    double d = fabs((double)got - want) / fmax(1.0, fabs(want));
+    if (d > *worst) *worst = d;
+    return d <= 1e-5;
+}
+
+static bool same_bits(const void *a, const void *b, size_t bytes) { return !memcmp(a, b, bytes); }
+
+// The top k of every row of b and the targeted log-probabilities (targets of a third of the rows
+// -1: their own token) against the host; each listed value against the device's log-probability of
+// that token (k = 0 launches, targets the listed ids) bit for bit; the scored values the same with
+// and without lists; the lists the same without out and with the rows moved to another batch.
+static int check_top(const Batch &b, const std::vector<int32_t> &tok, bool with_rows, int k) {
+    int n = (int)b.rows.size(), V = b.V, bad = 0;
+    std::vector<int32_t> targets(n);
+    for (int i = 0; i < n; i++) targets[i] = i % 3 == 0 ? -1 : (int32_t)(next32() % (uint32_t)V);
+    TopRun r = device_top(b, tok, targets, with_rows, k, true);
+    std::vector<int32_t> ids(k);
+    std::vector<float> lps(k);
+    double worst = 0.0;
+    int listed_total = 0, short_rows = 0;
+    for (int i = 0; i < n; i++) {
+        const mt_sample_row *spec = with_rows ? &b.rows[i] : nullptr;
+        const float *x = &b.logits[(size_t)i * b.ld];
+        int listed = mt_top_logprobs(spec, x, V, k, ids.data(), lps.data());
+        listed_total += listed;
+        short_rows += listed < k;
+        for (int j = 0; j < k; j++) {
+            int32_t gi = r.ids[(size_t)i * k + j];
+            float gv = r.lps[(size_t)i * k + j];
+            if (gi != ids[j] || !close_to(gv, lps[j], &worst)) {
+                if (bad++ < 5)
+                    printf("    row %d place %d: device id %d value %.9g, host id %d value %.9g\n", i, j, gi, gv,
+                           ids[j], lps[j]);
+            }
+        }
+        int scored = targets[i] >= 0 ? targets[i] : tok[i];
+        float want = mt_token_logprob(spec, x, V, scored);
+        if (!close_to(r.out[i], want, &worst)) {
+            if (bad++ < 5) printf("    row %d token %d: device %.9g, host %.9g\n", i, scored, r.out[i], want);
+        }
+    }
+    printf("  vocab %6d k %2d: %d top lists (%s, %d listed, %d rows short of k), worst relative difference %.2g %s\n",
+           V, k, n, with_rows ? "at each row's temperature" : "T 1", listed_total, short_rows, worst,
+           bad ? "FAIL" : "ok");
+
+    // the scored values without lists (k = 0): the same bits
+    TopRun plain = device_top(b, tok, targets, with_rows, 0, true);
+    bool same_out = same_bits(plain.out.data(), r.out.data(), n * sizeof(float));
+    // each place's listed value against the device's log-probability of its token
+    int bits_bad = 0;
+    for (int j = 0; j < k; j++) {
+        std::vector<int32_t> place(n);
+        for (int i = 0; i < n; i++) place[i] = r.ids[(size_t)i * k + j];
+        TopRun at = device_top(b, tok, place, with_rows, 0, true);
+        for (int i = 0; i < n; i++)
+            if (place[i] >= 0 && !same_bits(&at.out[i], &r.lps[(size_t)i * k + j], sizeof(float))) {
+                if (bits_bad++ < 5)
+                    printf("    row %d place %d token %d: listed %.9g, scored %.9g\n", i, j, place[i],
+                           r.lps[(size_t)i * k + j], at.out[i]);
+            }
+    }
+    // only the lists (out NULL): the same lists
+    TopRun lists = device_top(b, tok, targets, with_rows, k, false);
+    bool same_lists = lists.ids == r.ids && same_bits(lists.lps.data(), r.lps.data(), r.lps.size() * sizeof(float));
+    // the rows in reverse order, a third of them, in another batch: the same lists and values
+    Batch c;
+    c.V = V;
+    c.ld = b.ld;
+    int m = n / 3;
+    std::vector<int32_t> tok_c, targ_c;
+    for (int i = 0; i < m; i++) {
+        int src = n - 1 - i;
+        c.logits.insert(c.logits.end(), b.logits.begin() + (size_t)src * b.ld, b.logits.begin() + (size_t)(src + 1) * b.ld);
+        c.rows.push_back(b.rows[src]);
+        tok_c.push_back(tok[src]);
+        targ_c.push_back(targets[src]);
+    }
+    TopRun moved = device_top(c, tok_c, targ_c, with_rows, k, true);
+    bool same_moved = true;
+    for (int i = 0; i < m; i++) {
+        size_t src = (size_t)(n - 1 - i);
+        same_moved &= same_bits(&moved.out[i], &r.out[src], sizeof(float));
+        same_moved &= same_bits(&moved.ids[(size_t)i * k], &r.ids[src * k], k * sizeof(int32_t));
+        same_moved &= same_bits(&moved.lps[(size_t)i * k], &r.lps[src * k], k * sizeof(float));
+    }
+    printf("  vocab %6d k %2d: listed values are the scored values bit for bit %s; scored values the same without "
+           "lists %s; lists the same without scored values %s; rows moved to another batch keep them %s\n",
+           V, k, bits_bad ? "FAIL" : "ok", same_out ? "ok" : "FAIL", same_lists ? "ok" : "FAIL",
+           same_moved ? "ok" : "FAIL");
+    return (bad != 0) + (bits_bad != 0) + !same_out + !same_lists + !same_moved;
 }
 
 int main() {
@@ -169,6 +318,28 @@ int main() {
         printf("  vocab %6d: rows moved to another batch keep their log-probabilities bit for bit %s\n", V,
                same_lp ? "ok" : "FAIL");
         failures += !same_lp;
+    }
+
+    // Top lists and targeted log-probabilities: vocabularies not all multiples of 4, rows of every
+    // kind at temperatures 0, 0.7 and 1.3, k = 1, 5 and 20 (past the listable logits of some rows,
+    // and past the whole vocabulary of the smallest).
+    const int top_vocabs[] = {5, 7, 1027, 3001, 151936};
+    const float top_temps[] = {0.0f, 0.7f, 1.3f};
+    const int top_ks[] = {1, 5, 20};
+    for (int V : top_vocabs) {
+        Batch b;
+        b.V = V;
+        b.ld = (V + 15) / 16 * 16;
+        int n = V > 10000 ? 42 : 84;
+        b.logits.assign((size_t)n * b.ld, 0.0f);
+        std::vector<int32_t> tok(n);
+        for (int i = 0; i < n; i++) {
+            fill_top_row(&b.logits[(size_t)i * b.ld], V, i % 7);
+            b.rows.push_back(mt_sample_row{top_temps[(i / 7) % 3], 0, 1.0f, 0u});
+            tok[i] = (int32_t)(next32() % (uint32_t)V);
+        }
+        for (int k : top_ks) failures += check_top(b, tok, true, k);
+        failures += check_top(b, tok, false, 5);
     }
     printf("%s\n", failures ? "FAILED" : "all sampling checks passed");
     return failures ? 1 : 0;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <math.h>
 
 #include "engine/engine.h"
 #include "engine/generate.h"
@@ -260,6 +261,182 @@ static void test_shared_prefix_in_flight(void **state) {
     mt_model_free(&m);
 }
 
+/* Scored prompts (score_from, top_logprobs): the values equal, bitwise, those computed from the
+ * logits of one pass over the whole prompt (mt_generate's prompt logits), whatever the chunking,
+ * the batch and the prefix cache; prompts scoring more than a pass's rows are forwarded in several
+ * passes; scoring changes neither the sampled tokens nor the routing; scored positions are never
+ * adopted from the prefix cache. */
+#define SC_LEN 300
+#define SC_TOP 4
+#define SC_IDS 6
+typedef struct scored_result {
+    int V, n_cached[SC_IDS], n_out[SC_IDS], n_top[SC_IDS], rows[SC_IDS];
+    float lp[SC_IDS][SC_LEN], top_lp[SC_IDS][SC_LEN * SC_TOP], out_lp[SC_IDS][4], out_top_lp[SC_IDS][4 * SC_TOP];
+    int32_t top[SC_IDS][SC_LEN * SC_TOP], out[SC_IDS][4], out_top[SC_IDS][4 * SC_TOP], tok_top0[SC_IDS];
+    int32_t *routing[SC_IDS];
+    size_t row;
+} scored_result;
+
+static void on_scored_event(void *ctx, const mt_engine_event *ev) {
+    scored_result *r = ctx;
+    int id = (int)ev->id;
+    if (ev->kind == MT_EVENT_TOKEN) {
+        if (ev->n_generated == 1) r->tok_top0[id] = ev->top_ids ? ev->top_ids[0] : -2;
+        return;
+    }
+    r->n_cached[id] = ev->n_cached;
+    r->n_out[id] = ev->n_generated;
+    r->n_top[id] = ev->n_top;
+    r->rows[id] = ev->routing_rows;
+    memcpy(r->out[id], ev->output, (size_t)ev->n_generated * sizeof(int32_t));
+    if (ev->logprobs) memcpy(r->out_lp[id], ev->logprobs, (size_t)ev->n_generated * sizeof(float));
+    if (ev->top_ids) {
+        memcpy(r->out_top[id], ev->top_ids, (size_t)ev->n_generated * ev->n_top * sizeof(int32_t));
+        memcpy(r->out_top_lp[id], ev->top_logprobs, (size_t)ev->n_generated * ev->n_top * sizeof(float));
+    }
+    if (ev->prompt_logprobs) memcpy(r->lp[id], ev->prompt_logprobs, (size_t)ev->n_prompt * sizeof(float));
+    if (ev->prompt_top_ids) {
+        memcpy(r->top[id], ev->prompt_top_ids, (size_t)ev->n_prompt * ev->n_top * sizeof(int32_t));
+        memcpy(r->top_lp[id], ev->prompt_top_logprobs, (size_t)ev->n_prompt * ev->n_top * sizeof(float));
+    }
+    r->routing[id] = malloc((size_t)ev->routing_rows * r->row * sizeof(int32_t));
+    memcpy(r->routing[id], ev->routing, (size_t)ev->routing_rows * r->row * sizeof(int32_t));
+}
+
+static void run_scored(const mt_model *m, const mt_engine_opts *o, const mt_request *reqs, int n, scored_result *res,
+                       long *passes) {
+    mt_err err;
+    mt_engine *e = mt_engine_new(m, o, on_scored_event, res, NULL, &err);
+    assert_non_null(e);
+    for (int i = 0; i < n; i++)
+        if (mt_engine_submit(e, &reqs[i], &err)) fail_msg("%s", err.msg);
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    mt_engine_stats st;
+    mt_engine_get_stats(e, &st);
+    assert_int_equal(st.kv_blocks_free, st.kv_blocks_total);
+    if (passes) *passes = st.forward_passes;
+    mt_engine_free(e);
+}
+
+static void test_scored_prompts(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    const int V = m.cfg.vocab_size;
+    static int32_t prompt[SC_LEN];
+    for (int i = 0; i < SC_LEN; i++) prompt[i] = (13 + 29 * i + i * i / 7) % V;
+    /* the reference: the logits of every prompt position in one pass */
+    float *logits = malloc((size_t)SC_LEN * V * sizeof *logits);
+    int32_t first;
+    int n_first = 0;
+    mt_generate_opts go = {.max_new_tokens = 1, .ignore_eos = true, .prompt_logits = logits};
+    if (mt_generate(&m, prompt, SC_LEN, &go, &first, &n_first, &err)) fail_msg("%s", err.msg);
+
+    mt_sampling_params seeded = {.temperature = 0.8f, .top_p = 1.0f, .seed = 5};
+    mt_request reqs[SC_IDS] = {
+        /* 0: every token after the first scored, greedy; 299 scored rows: two prefill passes at least */
+        {.id = 0, .prompt = prompt, .n_prompt = SC_LEN, .max_new_tokens = 3, .ignore_eos = true, .return_logprob = true,
+         .score_from = 1, .top_logprobs = SC_TOP},
+        /* 1: sampled at T 0.8, scored from 201 without alternatives */
+        {.id = 1, .prompt = prompt, .n_prompt = 250, .max_new_tokens = 3, .ignore_eos = true, .sampling = seeded,
+         .return_logprob = true, .score_from = 201},
+        /* 2: the same unscored: the same tokens and routing */
+        {.id = 2, .prompt = prompt, .n_prompt = 250, .max_new_tokens = 3, .ignore_eos = true, .sampling = seeded,
+         .return_logprob = true},
+        /* 3: score_from = n_prompt: nothing to score */
+        {.id = 3, .prompt = prompt, .n_prompt = 40, .max_new_tokens = 2, .ignore_eos = true, .score_from = 40,
+         .top_logprobs = 2},
+        /* 4, 5: submitted after the others finished, with the prefix cache warm */
+        {.id = 4, .prompt = prompt, .n_prompt = SC_LEN, .max_new_tokens = 3, .ignore_eos = true, .return_logprob = true,
+         .score_from = 1, .top_logprobs = SC_TOP},
+        {.id = 5, .prompt = prompt, .n_prompt = SC_LEN, .max_new_tokens = 3, .ignore_eos = true, .score_from = 100},
+    };
+    scored_result *solo = calloc(1, sizeof *solo), *batched = calloc(1, sizeof *batched);
+    solo->row = batched->row = (size_t)m.cfg.num_hidden_layers * m.cfg.top_k;
+    long passes = 0;
+    mt_engine_opts big = {.num_kv_blocks = 200, .max_batch_tokens = 1024, .max_running = 8, .prefix_cache = false};
+    run_scored(&m, &big, &reqs[0], 1, solo, &passes);
+    assert_int_equal(passes, 2 + 2);   /* 256 scored rows, then the other 43 and the sampling row; 2 decode steps */
+    for (int i = 1; i < 4; i++) run_scored(&m, &big, &reqs[i], 1, solo, NULL);
+    /* batched: small budget, all together, prefix cache on; then 4 and 5 on the warm cache */
+    mt_engine_opts small = {.num_kv_blocks = 200, .max_batch_tokens = 40, .max_running = 8, .prefix_cache = true};
+    mt_engine *e = mt_engine_new(&m, &small, on_scored_event, batched, NULL, &err);
+    assert_non_null(e);
+    for (int i = 0; i < 4; i++) assert_int_equal(mt_engine_submit(e, &reqs[i], &err), 0);
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    for (int i = 4; i < 6; i++) assert_int_equal(mt_engine_submit(e, &reqs[i], &err), 0);
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    mt_engine_free(e);
+
+    /* request 0 against the one-pass logits, bitwise */
+    assert_true(isnan(solo->lp[0][0]));
+    for (int p = 1; p < SC_LEN; p++) {
+        const float *row = logits + (size_t)(p - 1) * V;
+        int32_t ids[SC_TOP];
+        float lps[SC_TOP];
+        assert_int_equal(mt_top_logprobs(NULL, row, V, SC_TOP, ids, lps), SC_TOP);
+        assert_true(solo->lp[0][p] == mt_token_logprob(NULL, row, V, prompt[p]));
+        assert_memory_equal(solo->top[0] + (size_t)p * SC_TOP, ids, sizeof ids);
+        assert_memory_equal(solo->top_lp[0] + (size_t)p * SC_TOP, lps, sizeof lps);
+    }
+    assert_int_equal(solo->out[0][0], first);
+    assert_int_equal(solo->tok_top0[0], solo->out_top[0][0]);   /* the TOKEN event's list is the FINISHED one's */
+    assert_int_equal(solo->out_top[0][0], first);   /* greedy: the first alternative is the token */
+    assert_true(solo->out_top_lp[0][0] == solo->out_lp[0][0]);
+    /* 1 and 2: same tokens and routing; 1's scores where asked, and at T 0.8 */
+    assert_memory_equal(solo->out[1], solo->out[2], 3 * sizeof(int32_t));
+    assert_memory_equal(solo->routing[1], solo->routing[2], (size_t)solo->rows[1] * solo->row * sizeof(int32_t));
+    mt_sample_row t08 = {0.8f, 0, 1.0f, 0};
+    for (int p = 0; p < 250; p++) {
+        if (p < 201) assert_true(isnan(solo->lp[1][p]));
+        else assert_true(solo->lp[1][p] == mt_token_logprob(&t08, logits + (size_t)(p - 1) * V, V, prompt[p]));
+    }
+    assert_int_equal(solo->n_top[1], 0);
+    for (int p = 0; p < 40; p++) assert_true(isnan(solo->lp[3][p]));
+    assert_int_equal(solo->n_top[3], 2);
+    /* batched runs equal the solo ones bitwise */
+    /* submitted together, 1-3 wait for 0's prompt blocks and adopt what they may: 1 the blocks
+     * before its first scored position (200), 2 and 3 all but their last token */
+    const int want_cached[4] = {0, 192, 240, 32};
+    for (int id = 0; id < 4; id++) {
+        assert_int_equal(batched->n_cached[id], want_cached[id]);
+        assert_memory_equal(batched->out[id], solo->out[id], 3 * sizeof(int32_t));
+        assert_memory_equal(batched->lp[id], solo->lp[id], (size_t)(id == 3 ? 40 : id == 0 ? SC_LEN : 250) * sizeof(float));
+        assert_memory_equal(batched->routing[id], solo->routing[id], (size_t)solo->rows[id] * solo->row * sizeof(int32_t));
+    }
+    assert_memory_equal(batched->top[0], solo->top[0], sizeof solo->top[0]);
+    assert_memory_equal(batched->top_lp[0], solo->top_lp[0], sizeof solo->top_lp[0]);
+    /* the warm cache: 4 scores from position 0 so adopts nothing; 5 adopts the blocks before position 99 */
+    assert_int_equal(batched->n_cached[4], 0);
+    assert_int_equal(batched->n_cached[5], 96);
+    assert_memory_equal(batched->lp[4], solo->lp[0], sizeof solo->lp[0]);
+    assert_memory_equal(batched->top[4], solo->top[0], sizeof solo->top[0]);
+    for (int p = 100; p < SC_LEN; p++) assert_true(batched->lp[5][p] == solo->lp[0][p]);
+
+    /* bad requests */
+    e = mt_engine_new(&m, &small, NULL, NULL, NULL, &err);
+    mt_request bad = reqs[3];
+    bad.score_from = 41;
+    assert_int_equal(mt_engine_submit(e, &bad, &err), -1);
+    assert_non_null(strstr(err.msg, "score_from"));
+    bad.score_from = -1;
+    assert_int_equal(mt_engine_submit(e, &bad, &err), -1);
+    bad.score_from = 1;
+    bad.top_logprobs = MT_TOP_LOGPROBS_MAX + 1;
+    assert_int_equal(mt_engine_submit(e, &bad, &err), -1);
+    assert_non_null(strstr(err.msg, "top_logprobs"));
+    mt_engine_free(e);
+    for (int id = 0; id < SC_IDS; id++) {
+        free(solo->routing[id]);
+        free(batched->routing[id]);
+    }
+    free(solo);
+    free(batched);
+    free(logits);
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
@@ -268,6 +445,7 @@ int main(void) {
         cmocka_unit_test(test_no_routing),
         cmocka_unit_test(test_request_names),
         cmocka_unit_test(test_shared_prefix_in_flight),
+        cmocka_unit_test(test_scored_prompts),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

@@ -233,6 +233,60 @@ static void test_token_logprob(void **state) {
     assert_true(isnan(mt_token_logprob(NULL, none, 2, 0)));
 }
 
+/* A listed place's order: larger logit first, ties to the lower id. */
+static int by_logit(const void *a, const void *b) {
+    const float *xa = *(const float *const *)a, *xb = *(const float *const *)b;
+    if (*xa != *xb) return *xa > *xb ? -1 : 1;
+    return xa < xb ? -1 : 1;
+}
+
+/* mt_top_logprobs against a full sort of the row's non-NaN logits (ties to the lower id), on rows of
+ * rounded values (many ties), with NaN and -inf entries, for n up to MT_TOP_LOGPROBS_MAX and past the
+ * listable count; each value equals mt_token_logprob's bitwise, and mt_score_row gives both. */
+static void test_top_logprobs(void **state) {
+    (void)state;
+    enum { V = 700 };
+    static float x[V];
+    static const float *order[V];
+    uint32_t seed = 11;
+    for (int t = 0; t < 6; t++) {
+        int listable = 0;
+        for (int i = 0; i < V; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            x[i] = (float)((seed >> 8) % 40) / 4.0f - 5.0f;   /* 40 distinct values: ties everywhere */
+            if (t >= 2 && (seed >> 3) % 7 == 0) x[i] = NAN;
+            if (t >= 3 && (seed >> 5) % 11 == 0) x[i] = -INFINITY;
+            if (t == 5 && i >= 3) x[i] = NAN;   /* only 3 listable */
+            if (x[i] == x[i]) order[listable++] = &x[i];
+        }
+        qsort(order, (size_t)listable, sizeof *order, by_logit);
+        mt_sample_row r = {.temperature = t % 2 ? 0.7f : 0.0f};
+        for (int n = 1; n <= MT_TOP_LOGPROBS_MAX; n += 4) {
+            int32_t ids[MT_TOP_LOGPROBS_MAX];
+            float lps[MT_TOP_LOGPROBS_MAX];
+            int got = mt_top_logprobs(&r, x, V, n, ids, lps);
+            assert_int_equal(got, n < listable ? n : listable);
+            for (int j = 0; j < n; j++) {
+                if (j >= got) {
+                    assert_int_equal(ids[j], -1);
+                    assert_true(isnan(lps[j]));
+                    continue;
+                }
+                assert_int_equal(ids[j], (int)(order[j] - x));
+                float want = mt_token_logprob(&r, x, V, ids[j]);
+                assert_memory_equal(&lps[j], &want, sizeof want);
+            }
+            int32_t ids2[MT_TOP_LOGPROBS_MAX];
+            float lps2[MT_TOP_LOGPROBS_MAX];
+            float lp = mt_score_row(&r, x, V, 17, n, ids2, lps2);
+            float want = mt_token_logprob(&r, x, V, 17);
+            assert_memory_equal(&lp, &want, sizeof lp);
+            assert_memory_equal(ids2, ids, (size_t)n * sizeof *ids);
+            assert_memory_equal(lps2, lps, (size_t)n * sizeof *lps);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy),
@@ -242,6 +296,7 @@ int main(void) {
         cmocka_unit_test(test_pick_matches_reference),
         cmocka_unit_test(test_pick_edges),
         cmocka_unit_test(test_token_logprob),
+        cmocka_unit_test(test_top_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -249,13 +249,16 @@ static void test_chat(void **state) {
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 1025}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": -5}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stream_options\": 1}",
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": 2}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_logprobs\": 2}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": 21}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": -1}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": \"yes\"}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
     };
     for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) cJSON_Delete(call("/v1/chat/completions", BAD[i], 400));
-    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"echo\": true}", 400));
-    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"logprobs\": 3}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"echo\": 1}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"logprobs\": 21}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"logprobs\": true}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", 5]}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": []}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", \"b\"], \"n\": 600}", 400));

@@ -16,12 +16,14 @@ void mt_gpu_scratch_release(GpuScratch *s) {
     void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys,
                    s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact, s->cap_ids, s->cap_w, s->offsets,
                    s->tile_offsets, s->counts, s->active, s->n_active, s->src_rows, s->pair_pos, s->next,
-                   s->logprob, s->sort_chunks, s->argmax_scratch, s->split_part};
+                   s->logprob, s->top_ids, s->top_lps, s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
     cudaFreeHost(s->h_cap_ids);
     cudaFreeHost(s->h_cap_w);
     cudaFreeHost(s->h_next);
     cudaFreeHost(s->h_logprob);
+    cudaFreeHost(s->h_top_ids);
+    cudaFreeHost(s->h_top_lps);
 }
 
 namespace {
@@ -126,6 +128,8 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     ALLOC(s.pair_pos, nk);
     ALLOC(s.next, (size_t)cap_logits);
     ALLOC(s.logprob, (size_t)cap_logits);
+    ALLOC(s.top_ids, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX);
+    ALLOC(s.top_lps, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX);
     ALLOC(s.argmax_scratch, 2 * mt_cuda_argmax_scratch(cap_logits, c->vocab_size));
     ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
     // slice sums of split dense products: every dense matrix but lm_head
@@ -137,6 +141,8 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     MT_CU(err, cudaMallocHost((void **)&s.h_cap_w, moe_l * nk * sizeof(float)));
     MT_CU(err, cudaMallocHost((void **)&s.h_next, (size_t)cap_logits * sizeof(int32_t)));
     MT_CU(err, cudaMallocHost((void **)&s.h_logprob, (size_t)cap_logits * sizeof(float)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_top_ids, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX * sizeof(int32_t)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_top_lps, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX * sizeof(float)));
     return 0;
 }
 
@@ -145,6 +151,7 @@ struct PassInputs {
     const int32_t *tokens, *positions, *kv_block, *logit_rows, *tables;
     const mt_attn_tile *tiles_dec, *tiles_pre;
     const mt_sample_row *sample;   // [logit rows], or null when every row takes its argmax
+    const int32_t *targets;        // [logit rows] scored tokens (mt_batch.logit_targets), or null
     int n_dec, n_pre;
 };
 
@@ -182,10 +189,10 @@ int run_end(const mt_batch *b, int i) {
 }
 
 // Lays the batch out in pinned memory and uploads it in one copy: tokens, positions, the cache
-// block of each token's position, logit rows, sampling, table offsets, attention tiles (decode,
-// then prefill), block tables. With B > 0 (a graph's pass) the layout is fixed for B slots: token
-// i uses sequence slot i, slots past n are padding (cache block -1, empty tiles), and every token
-// is a decode tile.
+// block of each token's position, logit rows, sampling, logit targets, table offsets, attention
+// tiles (decode, then prefill), block tables. With B > 0 (a graph's pass) the layout is fixed for B
+// slots: token i uses sequence slot i, slots past n are padding (cache block -1, empty tiles), and
+// every token is a decode tile.
 int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, PassInputs *pi, mt_err *err) {
     GpuScratch &s = g->s;
     int n = b->n_tokens, G = c->num_attention_heads / c->num_key_value_heads;
@@ -195,7 +202,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     size_t max_tiles = (size_t)slots * dec_per_tok + (size_t)slots;
     size_t n_toff = B > 0 ? (size_t)B : (size_t)b->num_seqs;
     size_t n_rows = B > 0 ? (size_t)B : (size_t)b->n_logits;
-    size_t need = 3 * (size_t)slots + 5 * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks;
+    size_t need = 3 * (size_t)slots + 6 * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks;
     if (ensure_inputs(g, need, err)) return -1;
     int32_t *h = s.h_in;
     size_t at = 0;
@@ -209,6 +216,11 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
         for (size_t i = 0; i < n_rows; i++)
             samp[i] = i < (size_t)b->n_logits ? b->sample[i] : mt_sample_row{0.0f, 0, 1.0f, 0u};
     }
+    // logit targets: read only by the log-probability launch after the pass (a graph's too), which
+    // takes the pass's real rows; padded rows score their own token
+    size_t o_targ = at; at += n_rows;
+    if (b->logit_targets)
+        for (size_t i = 0; i < n_rows; i++) h[o_targ + i] = i < (size_t)b->n_logits ? b->logit_targets[i] : -1;
     size_t o_toff = at; at += n_toff;
     size_t o_dec = at;
     mt_attn_tile *dec = (mt_attn_tile *)(h + at);
@@ -286,6 +298,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     pi->tiles_dec = (const mt_attn_tile *)(s.in + o_dec);
     pi->tiles_pre = (const mt_attn_tile *)(s.in + o_pre);
     pi->sample = b->sample ? (const mt_sample_row *)(s.in + o_samp) : nullptr;
+    pi->targets = b->logit_targets ? s.in + o_targ : nullptr;
     pi->n_dec = n_dec;
     pi->n_pre = n_pre;
     return 0;
@@ -710,14 +723,28 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     GpuScratch &s = g->s;
     if (b->n_logits > 0) {
         if (next_tokens) {
-            if (b->next_logprobs) {   // after the pass (outside its graph): the logits are still there
-                mt_cuda_token_logprob(s.logprob, s.next, s.logits, Vp, b->n_logits, V, pi.sample, st);
+            // after the pass (outside its graph): the logits are still there. The scored tokens and
+            // the top lists in one launch, from the same max and sum per row.
+            if (b->next_logprobs || b->top_n > 0) {
+                mt_cuda_token_logprob(b->next_logprobs ? s.logprob : nullptr, s.next, pi.targets, s.logits, Vp,
+                                      b->n_logits, V, pi.sample, b->top_n, s.top_ids, s.top_lps, st);
                 MT_CU_LAUNCHED(err);
+            }
+            if (b->next_logprobs)
                 MT_CU(err, cudaMemcpyAsync(s.h_logprob, s.logprob, (size_t)b->n_logits * sizeof(float),
                                            cudaMemcpyDeviceToHost, st));
+            if (b->top_n > 0) {
+                size_t listed = (size_t)b->n_logits * b->top_n;
+                MT_CU(err, cudaMemcpyAsync(s.h_top_ids, s.top_ids, listed * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                           st));
+                MT_CU(err, cudaMemcpyAsync(s.h_top_lps, s.top_lps, listed * sizeof(float), cudaMemcpyDeviceToHost,
+                                           st));
             }
             MT_CU(err, cudaMemcpyAsync(s.h_next, s.next, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
         } else {
+            // the logits out, nothing more: log-probabilities, targets and top lists come only with
+            // next_tokens (mt_batch; forward.c's validate refuses top_n without them), and the
+            // caller holds every row's logits to compute them itself
             MT_CU(err, cudaMemcpy2DAsync(logits, (size_t)V * sizeof(float), s.logits, (size_t)Vp * sizeof(float),
                                          (size_t)V * sizeof(float), (size_t)b->n_logits, cudaMemcpyDeviceToHost, st));
         }
@@ -733,6 +760,10 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     if (b->n_logits > 0 && next_tokens) memcpy(b->next_tokens, s.h_next, (size_t)b->n_logits * sizeof(int32_t));
     if (b->n_logits > 0 && next_tokens && b->next_logprobs)
         memcpy(b->next_logprobs, s.h_logprob, (size_t)b->n_logits * sizeof(float));
+    if (b->n_logits > 0 && next_tokens && b->top_n > 0) {
+        memcpy(b->top_ids, s.h_top_ids, (size_t)b->n_logits * b->top_n * sizeof(int32_t));
+        memcpy(b->top_logprobs, s.h_top_lps, (size_t)b->n_logits * b->top_n * sizeof(float));
+    }
     if (sink && sink->on_layer) {
         // Expert parallelism: each choice's replica by the CPU's rule (routing/placement.h), on the host
         // copy of the routing; the device computes with the logical experts, as the CPU does.

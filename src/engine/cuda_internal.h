@@ -55,18 +55,20 @@ struct GpuScratch {
     float *cap_w;
     int32_t *offsets, *tile_offsets, *counts, *active, *n_active, *src_rows, *pair_pos;
     int32_t *next;            // [cap_logits] each logit row's next token (argmax or sample)
-    float *logprob;           // [cap_logits] its log-probability, when a pass asks for it
+    float *logprob;           // [cap_logits] its (or its target's) log-probability, when a pass asks for it
+    int32_t *top_ids;         // [cap_logits, MT_TOP_LOGPROBS_MAX] each row's top list (top_n places of it used)
+    float *top_lps;           // their log-probabilities
     float *argmax_scratch;
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products
     int split_cap, split_rows;
     // batch inputs, uploaded in one copy: tokens, positions, cache block of each token, logit rows,
-    // table_offset, attention tiles (decode then prefill), block tables
+    // sampling, logit targets, table_offset, attention tiles (decode then prefill), block tables
     int32_t *in, *h_in;      // device, pinned host
     size_t in_cap;           // ints
     // pinned host mirrors of the outputs
-    int32_t *h_cap_ids, *h_next;
-    float *h_cap_w, *h_logprob;
+    int32_t *h_cap_ids, *h_next, *h_top_ids;
+    float *h_cap_w, *h_logprob, *h_top_lps;
 };
 
 // Per-stage device time of forward passes (MOETRACE_CUDA_PROFILE=1 or mt_cuda_profile): events at

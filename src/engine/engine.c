@@ -8,6 +8,10 @@
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
 
+/* Prompt positions scored in one pass at most without mt_engine_opts.max_scored_rows; a scored
+ * prompt is forwarded in chunks of this many positions. */
+#define MT_ENGINE_SCORE_ROWS 256
+
 typedef struct seq {
     int64_t id;
     char *name;               /* mt_request.name (malloc'd), or NULL */
@@ -25,6 +29,13 @@ typedef struct seq {
     int32_t *stop;
     int n_stop;
     float *logprobs;          /* [max_new_tokens] with return_logprob, else NULL */
+    int score_from;           /* mt_request.score_from */
+    int n_top;                /* mt_request.top_logprobs */
+    float *prompt_lp;         /* [n_prompt] with score_from > 0 (NaN where not scored) */
+    int32_t *prompt_top_ids;  /* [n_prompt, n_top] with score_from > 0 and n_top > 0 */
+    float *prompt_top_lps;
+    int32_t *top_ids;         /* [max_new_tokens + 1, n_top] with return_logprob and n_top > 0 */
+    float *top_lps;
     mt_sampler sampler;
     mt_kv_seq kv;
 } seq;
@@ -42,6 +53,11 @@ struct mt_engine {
     int32_t *b_tokens, *b_seq, *b_pos, *b_rows, *b_next, *chunk;
     mt_sample_row *b_sample;   /* [rows] each logit row's sampling, for the forward pass */
     float *b_logprob;          /* [rows] each row's token's log-probability */
+    int32_t *b_target;         /* [rows] the prompt token a scored row's log-probability is of, else -1 */
+    int32_t *b_top_ids;        /* [rows_cap, MT_TOP_LOGPROBS_MAX] each row's alternatives */
+    float *b_top_lps;
+    int rows_cap;              /* logit rows of one pass at most: one per running sequence + scored ones */
+    int logits_rows;           /* rows `logits` holds (CPU; grown to rows_cap when scoring first needs it) */
     int64_t *b_req;
     const char **b_name;      /* [tokens] each token's request name (owned by its seq) */
     int32_t *b_group;         /* [tokens] each token's request group */
@@ -58,6 +74,11 @@ static void seq_free(seq *s) {
     free(s->tokens);
     free(s->stop);
     free(s->logprobs);
+    free(s->prompt_lp);
+    free(s->prompt_top_ids);
+    free(s->prompt_top_lps);
+    free(s->top_ids);
+    free(s->top_lps);
     mt_sampler_free(&s->sampler);
     free(s);
 }
@@ -96,17 +117,23 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_next = malloc(bt * sizeof(int32_t));
     e->b_sample = malloc(bt * sizeof *e->b_sample);
     e->b_logprob = malloc(bt * sizeof *e->b_logprob);
+    e->b_target = malloc(bt * sizeof *e->b_target);
+    if (e->o.max_scored_rows <= 0) e->o.max_scored_rows = MT_ENGINE_SCORE_ROWS;
+    e->rows_cap = o->max_running + e->o.max_scored_rows;
+    e->b_top_ids = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_ids);
+    e->b_top_lps = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_lps);
     e->b_req = malloc(bt * sizeof(int64_t));
     e->b_name = malloc(bt * sizeof *e->b_name);
     e->b_group = malloc(bt * sizeof *e->b_group);
     e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
     e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
     /* a device backend returns next tokens alone; the CPU one needs room for the logits */
-    e->logits = m->device ? NULL : malloc((size_t)o->max_running * c->vocab_size * sizeof(float));
+    e->logits_rows = o->max_running;
+    e->logits = m->device ? NULL : malloc((size_t)e->logits_rows * c->vocab_size * sizeof(float));
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_req || !e->b_name || !e->b_group || !e->b_kv ||
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_target || !e->b_top_ids || !e->b_top_lps || !e->b_req || !e->b_name || !e->b_group || !e->b_kv ||
         !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
@@ -124,7 +151,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_kv); free(e->chunk);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -158,6 +185,11 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     if (blocks > e->kv.num_blocks)
         return mt_errf(err, "request %lld: its prompt and new tokens need %d KV blocks, the cache has %d", (long long)r->id, blocks,
                        e->kv.num_blocks);
+    if (r->score_from < 0 || r->score_from > r->n_prompt)
+        return mt_errf(err, "request %lld: score_from %d must be 0..%d (the prompt's length)", (long long)r->id, r->score_from,
+                       r->n_prompt);
+    if (r->top_logprobs < 0 || r->top_logprobs > MT_TOP_LOGPROBS_MAX)
+        return mt_errf(err, "request %lld: top_logprobs %d must be 0..%d", (long long)r->id, r->top_logprobs, MT_TOP_LOGPROBS_MAX);
     if (id_live(e, r->id)) return mt_errf(err, "request id %lld is already live", (long long)r->id);
     seq *s = calloc(1, sizeof *s);
     seq **w = realloc(e->waiting, (size_t)(e->n_waiting + 1) * sizeof *w);
@@ -175,9 +207,29 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     s->tokens = malloc(((size_t)r->n_prompt + r->max_new_tokens) * sizeof *s->tokens);
     s->stop = r->n_stop > 0 ? malloc((size_t)r->n_stop * sizeof *s->stop) : NULL;
     s->logprobs = r->return_logprob ? malloc(((size_t)r->max_new_tokens + 1) * sizeof *s->logprobs) : NULL;
-    if ((r->name && !s->name) || !s->tokens || (r->n_stop > 0 && !s->stop) || (r->return_logprob && !s->logprobs) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
+    s->score_from = r->score_from;
+    s->n_top = r->top_logprobs;
+    size_t n_top = (size_t)s->n_top, scored = r->score_from > 0 ? (size_t)r->n_prompt : 0;
+    size_t listed = (r->return_logprob ? (size_t)r->max_new_tokens + 1 : 0) * n_top;
+    if (scored) s->prompt_lp = malloc(scored * sizeof *s->prompt_lp);
+    if (scored && n_top) {
+        s->prompt_top_ids = malloc(scored * n_top * sizeof *s->prompt_top_ids);
+        s->prompt_top_lps = malloc(scored * n_top * sizeof *s->prompt_top_lps);
+    }
+    if (listed) {
+        s->top_ids = malloc(listed * sizeof *s->top_ids);
+        s->top_lps = malloc(listed * sizeof *s->top_lps);
+    }
+    if ((r->name && !s->name) || !s->tokens || (r->n_stop > 0 && !s->stop) || (r->return_logprob && !s->logprobs) ||
+        (scored && !s->prompt_lp) || (scored && n_top && (!s->prompt_top_ids || !s->prompt_top_lps)) ||
+        (listed && (!s->top_ids || !s->top_lps)) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
         seq_free(s);
         return mt_errf(err, "out of memory");
+    }
+    for (size_t p = 0; p < scored; p++) s->prompt_lp[p] = NAN;
+    for (size_t i = 0; i < scored * n_top; i++) {
+        s->prompt_top_ids[i] = -1;
+        s->prompt_top_lps[i] = NAN;
     }
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
     if (e->o.prefix_cache && r->n_prompt >= MT_KV_BLOCK) {
@@ -243,12 +295,14 @@ static bool block_in_flight(const mt_engine *e, int i, uint64_t h) {
 
 typedef enum admit_result { ADMITTED, NO_ROOM, DEFERRED } admit_result;
 
-/* Adopts cached prompt blocks (leaving at least one prompt token to forward) and reserves the rest.
+/* Adopts cached prompt blocks (leaving at least one prompt token, and every position a scored prompt
+ * token needs the logits of, to forward) and reserves the rest.
  * DEFERRED when the first prompt block not cached is being forwarded by a running sequence: s waits
  * until it is published, so a prefix shared by requests running together is forwarded once. */
 static admit_result try_admit(mt_engine *e, seq *s) {
     if (e->o.prefix_cache) {
-        int max_blocks = (s->n_prompt - 1) / MT_KV_BLOCK, cached = 0;
+        int keep = s->score_from > 0 && s->score_from - 1 < s->n_prompt - 1 ? s->score_from - 1 : s->n_prompt - 1;
+        int max_blocks = keep / MT_KV_BLOCK, cached = 0;
         while (cached < max_blocks && mt_kv_cached(&e->kv, s->prompt_hash[cached])) cached++;
         if (cached < max_blocks && !e->o.no_shared_wait && block_in_flight(e, cached, s->prompt_hash[cached]))
             return DEFERRED;
@@ -275,6 +329,9 @@ static void finish(mt_engine *e, seq *s, mt_finish_reason reason) {
     mt_engine_event ev = {.kind = MT_EVENT_FINISHED, .id = s->id, .reason = reason,
                           .output = s->tokens + s->n_prompt, .logprobs = s->logprobs, .n_prompt = s->n_prompt,
                           .n_generated = s->n_tokens - s->n_prompt, .n_cached = s->n_cached,
+                          .n_top = s->n_top, .top_ids = s->top_ids, .top_logprobs = s->top_lps,
+                          .prompt_logprobs = s->prompt_lp, .prompt_top_ids = s->prompt_top_ids,
+                          .prompt_top_logprobs = s->prompt_top_lps,
                           .routing = e->routing_buf, .routing_rows = rows};
     if (e->cb) e->cb(e->cb_ctx, &ev);
     mt_kv_seq_release(&e->kv, &s->kv);
@@ -325,6 +382,29 @@ static void pass_done(void *ctx, const mt_pass_event *ev) {
     if (e->user_sink && e->user_sink->on_pass) e->user_sink->on_pass(e->user_sink->ctx, ev);
 }
 
+/* Whether prompt position p's logits score prompt token p + 1. */
+static bool scores_at(const seq *s, int p) { return s->score_from > 0 && p >= s->score_from - 1 && p < s->n_prompt - 1; }
+
+/* Positions of [f, f + k) whose logits score the next prompt token. */
+static int scored_in(const seq *s, int f, int k) {
+    if (s->score_from == 0) return 0;
+    int lo = f > s->score_from - 1 ? f : s->score_from - 1, hi = f + k < s->n_prompt - 1 ? f + k : s->n_prompt - 1;
+    return hi > lo ? hi - lo : 0;
+}
+
+/* A scored prompt row's spec: the request's parameters without a draw (its generator is not
+ * advanced, so scoring the prompt leaves the sampled tokens as they would be). */
+static mt_sample_row score_spec(const seq *s) {
+    const mt_sampling_params *p = &s->sampler.params;
+    return (mt_sample_row){p->temperature, p->top_k, p->top_p, 0u};
+}
+
+/* Copies row `row` of the pass's alternatives (pass_top wide) into the n places at ids/lps. */
+static void take_top(const mt_engine *e, int row, int pass_top, int n, int32_t *ids, float *lps) {
+    memcpy(ids, e->b_top_ids + (size_t)row * pass_top, (size_t)n * sizeof *ids);
+    memcpy(lps, e->b_top_lps + (size_t)row * pass_top, (size_t)n * sizeof *lps);
+}
+
 static bool is_stop(const seq *s, const mt_config *c, int32_t tok) {
     if (!s->ignore_eos && mt_config_is_eos(c, tok)) return true;
     for (int i = 0; i < s->n_stop; i++)
@@ -361,34 +441,55 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         if (s->n_forwarded >= s->n_prompt && s->n_forwarded < s->n_tokens) chunk[i] = 1;
         budget -= chunk[i];
     }
+    int score_left = e->o.max_scored_rows;   /* scored prompt rows this pass may still take */
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         seq *s = e->running[i];
         if (s->n_forwarded >= s->n_prompt) continue;
-        int take = s->n_prompt - s->n_forwarded;
-        chunk[i] = take < budget ? take : budget;
-        budget -= chunk[i];
+        int f = s->n_forwarded, take = s->n_prompt - f;
+        if (take > budget) take = budget;
+        if (scored_in(s, f, take) > score_left) take = (f > s->score_from - 1 ? 0 : s->score_from - 1 - f) + score_left;
+        score_left -= scored_in(s, f, take);
+        chunk[i] = take;
+        budget -= take;
     }
     bool any_sampled = false;   /* else every row takes its argmax */
-    bool any_logprob = false;   /* some row's request wants its token's log-probability */
+    bool any_logprob = false;   /* some row's request wants its token's (or a prompt token's) log-probability */
+    int pass_top = 0;           /* alternatives listed for every row: the most any row's request asks */
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
         for (int t = 0; t < chunk[i]; t++, n++) {
-            e->b_tokens[n] = s->tokens[s->n_forwarded + t];
+            int p = s->n_forwarded + t;
+            e->b_tokens[n] = s->tokens[p];
             e->b_seq[n] = i;
-            e->b_pos[n] = s->n_forwarded + t;
+            e->b_pos[n] = p;
             e->b_req[n] = s->id;
             e->b_name[n] = s->name;
             e->b_group[n] = s->group;
+            if (scores_at(s, p)) {
+                e->b_sample[n_rows] = score_spec(s);
+                e->b_target[n_rows] = s->tokens[p + 1];
+                e->b_rows[n_rows++] = n;
+                any_logprob = true;
+                if (s->n_top > pass_top) pass_top = s->n_top;
+            }
         }
         if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) {
             /* the row's draw comes from its own generator, so batching never changes a token */
             e->b_sample[n_rows] = mt_sampler_next(&s->sampler);
-            any_sampled |= e->b_sample[n_rows].temperature > 0.0f;
+            e->b_target[n_rows] = -1;
             any_logprob |= s->logprobs != NULL;
+            if (s->top_ids && s->n_top > pass_top) pass_top = s->n_top;
             e->b_rows[n_rows++] = n - 1;
         }
     }
     if (n == 0) return 0;
+    for (int r = 0; r < n_rows; r++) any_sampled |= e->b_sample[r].temperature > 0.0f;
+    if (!e->m->device && n_rows > e->logits_rows) {   /* scored rows: the CPU's logits grow once */
+        float *grown = realloc(e->logits, (size_t)e->rows_cap * e->m->cfg.vocab_size * sizeof *grown);
+        if (!grown) return mt_errf(err, "out of memory for %d rows of logits", e->rows_cap);
+        e->logits = grown;
+        e->logits_rows = e->rows_cap;
+    }
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
                   .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .request_names = e->b_name,
@@ -396,6 +497,8 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
                   .n_logits = n_rows, .logit_rows = e->b_rows, .next_tokens = e->b_next,
                   .sample = any_sampled ? e->b_sample : NULL,
                   .next_logprobs = any_logprob ? e->b_logprob : NULL,
+                  .logit_targets = any_logprob ? e->b_target : NULL,
+                  .top_n = pass_top, .top_ids = e->b_top_ids, .top_logprobs = e->b_top_lps,
                   .placement = e->o.placement};
     if (mt_forward(e->m, &e->kv, &b, e->logits, &sink, err)) return -1;
     e->passes++;
@@ -405,12 +508,23 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
         if (chunk[i] == 0) continue;
+        for (int p = s->n_forwarded; p < s->n_forwarded + chunk[i]; p++) {
+            if (!scores_at(s, p)) continue;
+            s->prompt_lp[p + 1] = e->b_logprob[row];
+            if (s->n_top > 0)
+                take_top(e, row, pass_top, s->n_top, s->prompt_top_ids + (size_t)(p + 1) * s->n_top,
+                         s->prompt_top_lps + (size_t)(p + 1) * s->n_top);
+            row++;
+        }
         s->n_forwarded += chunk[i];
         publish_blocks(e, s);
         if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
         float logprob = s->logprobs ? e->b_logprob[row] : NAN;   /* set when its request asks */
-        int32_t tok = e->b_next[row++];
         int generated = s->n_tokens - s->n_prompt;
+        int32_t *top_ids = s->top_ids ? s->top_ids + (size_t)generated * s->n_top : NULL;
+        float *top_lps = s->top_ids ? s->top_lps + (size_t)generated * s->n_top : NULL;
+        if (top_ids) take_top(e, row, pass_top, s->n_top, top_ids, top_lps);
+        int32_t tok = e->b_next[row++];
         if (generated >= s->max_new_tokens) { /* max_new_tokens == 0 */
             finish(e, s, MT_FINISH_LENGTH);
             e->running[i] = NULL;
@@ -419,7 +533,14 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         if (s->logprobs) s->logprobs[generated] = logprob;
         s->tokens[s->n_tokens++] = tok;
         mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .logprob = logprob, .n_prompt = s->n_prompt,
-                              .n_generated = generated + 1, .n_cached = s->n_cached};
+                              .n_generated = generated + 1, .n_cached = s->n_cached,
+                              .n_top = top_ids ? s->n_top : 0, .top_ids = top_ids, .top_logprobs = top_lps};
+        if (generated == 0) {   /* the prompt is forwarded: its scores are complete */
+            ev.n_top = s->n_top;
+            ev.prompt_logprobs = s->prompt_lp;
+            ev.prompt_top_ids = s->prompt_top_ids;
+            ev.prompt_top_logprobs = s->prompt_top_lps;
+        }
         if (e->cb) e->cb(e->cb_ctx, &ev);
         mt_finish_reason reason = 0;
         if (is_stop(s, c, tok)) reason = MT_FINISH_STOP;

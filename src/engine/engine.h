@@ -29,6 +29,8 @@ typedef struct mt_engine_opts {
                                       outlive the engine); NULL: none */
     bool no_routing;         /* keep no per-token routing (FINISHED events carry none); the sink
                                 still sees every pass. For measuring the capture's cost. */
+    int max_scored_rows;     /* scored prompt positions one pass may take (each a row of logits: on a
+                                device vocab_size floats, 0.6 MB for Qwen3's vocabulary); 0: 256 */
     bool no_shared_wait;     /* admit a request at once even while prompt blocks it could adopt are
                                 being forwarded by another (each forwards them). For measuring what
                                 the wait saves (bench/bench_rollout.c). */
@@ -48,6 +50,13 @@ typedef struct mt_request {
     const int32_t *stop_ids; /* extra stop tokens (copied); may be NULL */
     int n_stop;
     bool return_logprob;     /* each generated token's log-probability (mt_token_logprob) */
+    int score_from;          /* 0: no prompt token is scored; else 1..n_prompt: prompt tokens
+                                score_from..n_prompt-1 get their log-probability given the tokens
+                                before them (SGLang's logprob_start_len + 1). Positions from
+                                score_from - 1 on are forwarded, never adopted from the prefix cache. */
+    int top_logprobs;        /* 0..MT_TOP_LOGPROBS_MAX: the most likely tokens (mt_top_logprobs) of
+                                every scored prompt position and, with return_logprob, of every
+                                generated token */
 } mt_request;
 
 typedef enum mt_finish_reason {
@@ -64,10 +73,23 @@ typedef struct mt_engine_event {
     int32_t token;                 /* TOKEN: the new token */
     float logprob;                 /* TOKEN: its log-probability (kernels/sample.h: at the row's
                                       temperature, before top-k/top-p) with return_logprob, else NaN */
+    int n_top;                     /* the request's top_logprobs when the event lists alternatives, else 0 */
+    const int32_t *top_ids;        /* TOKEN: the alternatives of the new token [n_top] (with
+                                      return_logprob; else NULL); FINISHED: of every generated token
+                                      [n_generated, n_top] (id -1 past the listable ones) */
+    const float *top_logprobs;     /* their log-probabilities (NaN past the listable ones) */
     mt_finish_reason reason;       /* FINISHED */
     const int32_t *output;         /* FINISHED: generated ids [n_generated] */
     const float *logprobs;         /* FINISHED: their log-probabilities [n_generated] with
                                       return_logprob, else NULL */
+    /* The prompt's scores, complete from its first TOKEN event (which carries them too) on. */
+    const float *prompt_logprobs;  /* FINISHED, with score_from > 0: [n_prompt], entry p the
+                                      log-probability of prompt token p given those before it, NaN
+                                      for p < score_from (not scored); else NULL */
+    const int32_t *prompt_top_ids; /* FINISHED, with score_from > 0 and n_top > 0: [n_prompt,
+                                      n_top] the alternatives at prompt token p (the distribution
+                                      that scored it); -1 where not scored; else NULL */
+    const float *prompt_top_logprobs; /* their log-probabilities (NaN where none) */
     int n_prompt, n_generated, n_cached;   /* n_cached: prompt tokens served from the prefix cache */
     /* FINISHED: routing of every forwarded token, SPEC §2 layout [routing_rows, layers, top_k],
      * valid during the callback only. */
@@ -85,7 +107,8 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
 void mt_engine_free(mt_engine *e);
 
 /* Queues a request; fails on bad input (token ids out of the vocabulary, prompt + max_new_tokens
- * beyond the context or the whole KV cache, duplicate live id). */
+ * beyond the context or the whole KV cache, duplicate live id, score_from or top_logprobs out of
+ * range). */
 int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err);
 /* Cancels a queued or running request: it finishes with MT_FINISH_CANCELLED at the next step
  * (a queued one too, whether or not a running slot is free) and its blocks are freed. Returns false

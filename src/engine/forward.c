@@ -63,6 +63,12 @@ static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b,
     for (int i = 0; i < b->n_logits; i++)
         if (b->logit_rows[i] < 0 || b->logit_rows[i] >= b->n_tokens)
             return mt_errf(err, "logit row %d outside the batch", b->logit_rows[i]);
+    for (int i = 0; b->logit_targets && i < b->n_logits; i++)
+        if (b->logit_targets[i] >= c->vocab_size)
+            return mt_errf(err, "target token %d of logit row %d is outside the vocabulary [0, %d)", b->logit_targets[i], i,
+                           c->vocab_size);
+    if (b->top_n < 0 || b->top_n > MT_TOP_LOGPROBS_MAX || (b->top_n > 0 && (!b->next_tokens || !b->top_ids || !b->top_logprobs)))
+        return mt_errf(err, "top_n %d: must be 0..%d, with next tokens and room for the lists", b->top_n, MT_TOP_LOGPROBS_MAX);
     if (b->placement && mt_placement_fits(b->placement, c, err)) return -1;
     return 0;
 }
@@ -148,8 +154,26 @@ static void report_pass(const mt_batch *b, const mt_routing_sink *sink) {
     sink->on_pass(sink->ctx, &pe);
 }
 
-/* Each logit row's next token: its argmax, or its sample (kernels/sample.h); and its log-probability
- * when asked. */
+typedef struct score_job {
+    const mt_batch *b;
+    const float *logits;
+    int V;
+} score_job;
+
+/* Row i's log-probability (of its target, else of its next token) and alternatives. */
+static void score_one(void *ctx, int i) {
+    const score_job *j = ctx;
+    const mt_batch *b = j->b;
+    const mt_sample_row *r = b->sample ? &b->sample[i] : NULL;
+    int32_t scored = b->logit_targets && b->logit_targets[i] >= 0 ? b->logit_targets[i] : b->next_tokens[i];
+    float lp = mt_score_row(r, j->logits + (size_t)i * j->V, j->V, scored, b->top_n,
+                            b->top_n ? b->top_ids + (size_t)i * b->top_n : NULL,
+                            b->top_n ? b->top_logprobs + (size_t)i * b->top_n : NULL);
+    if (b->next_logprobs) b->next_logprobs[i] = lp;
+}
+
+/* Each logit row's next token: its argmax, or its sample (kernels/sample.h); then, when asked, its
+ * log-probability (or its target's) and its most likely alternatives, rows in parallel. */
 static int next_tokens(const mt_batch *b, const float *logits, int V, mt_err *err) {
     uint64_t *work = NULL;
     for (int i = 0; i < b->n_logits; i++) {
@@ -161,9 +185,12 @@ static int next_tokens(const mt_batch *b, const float *logits, int V, mt_err *er
             if (!work && !(work = malloc((size_t)V * sizeof *work))) return mt_errf(err, "out of memory for sampling");
             b->next_tokens[i] = mt_sample_pick(r, row, V, work);
         }
-        if (b->next_logprobs) b->next_logprobs[i] = mt_token_logprob(r, row, V, b->next_tokens[i]);
     }
     free(work);
+    if (b->next_logprobs || b->top_n > 0) {
+        score_job job = {b, logits, V};
+        mt_parallel_for(b->n_logits, score_one, &job);
+    }
     return 0;
 }
 

@@ -41,6 +41,13 @@ typedef struct mt_batch {
                                  * (kernels/sample.h), used with next_tokens */
     float *next_logprobs;       /* [n_logits] or NULL: with next_tokens, each row's token's
                                  * log-probability (mt_token_logprob, at the row's temperature) */
+    const int32_t *logit_targets; /* [n_logits] or NULL: with next_logprobs, a row whose target is
+                                 * >= 0 gets that token's log-probability instead of its next
+                                 * token's (a prompt position scoring the prompt's next token) */
+    int top_n;                  /* 0..MT_TOP_LOGPROBS_MAX: with next_tokens, each row's top_n most
+                                 * likely tokens (mt_top_logprobs) into top_ids and top_logprobs */
+    int32_t *top_ids;           /* [n_logits * top_n] with top_n > 0 */
+    float *top_logprobs;        /* [n_logits * top_n] with top_n > 0 */
     const mt_placement *placement; /* expert placement to dispatch over, or NULL (none: no dispatch);
                                       it must fit the model (mt_moe_shape_from_config) */
 } mt_batch;

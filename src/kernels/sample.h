@@ -25,6 +25,7 @@ typedef struct mt_sample_row {
 } mt_sample_row;
 
 #define MT_SAMPLE_FIXED_BITS 40   /* q = floor(p * 2^40), at most 2^40 */
+#define MT_TOP_LOGPROBS_MAX 20    /* most alternatives one row lists (OpenAI's limit) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,6 +37,14 @@ int mt_sample_pick(const mt_sample_row *r, const float *logits, int V, uint64_t 
  * its temperature <= 0 (an argmax row). NaN logits weigh 0. The host sums in double, the device
  * (kernels/cuda) in float: they agree to about 1e-6 relative. */
 float mt_token_logprob(const mt_sample_row *r, const float *logits, int V, int token);
+/* Row r's n most likely tokens (n <= MT_TOP_LOGPROBS_MAX): ids[j] by decreasing logit, ties to the
+ * lower id, and lps[j] their log-probabilities as mt_token_logprob gives them (the listed token's
+ * value equals mt_token_logprob's bitwise). NaN logits are never listed; places past the row's
+ * listable tokens get id -1 and NaN. Returns how many were listed. */
+int mt_top_logprobs(const mt_sample_row *r, const float *logits, int V, int n, int32_t *ids, float *lps);
+/* Both in one pass over the row's normaliser: returns mt_token_logprob(r, logits, V, token) and, when
+ * n > 0, fills ids and lps as mt_top_logprobs does (the same bits as the two calls). */
+float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token, int n, int32_t *ids, float *lps);
 /* Index of the largest logit, ties to the lowest index (NaN never wins). */
 int mt_argmax(const float *x, int n);
 #ifdef __cplusplus

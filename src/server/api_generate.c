@@ -1,6 +1,7 @@
 /* POST /generate, SGLang's native generation endpoint (SPEC §5). A request of several outputs (a
  * list of prompts, or "n" > 1) is answered as SGLang answers it: a JSON list of the outputs'
  * objects in output order, or when streamed, each output's events carrying its "index". */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,10 +11,55 @@
 
 typedef struct generate_reply {
     const mt_config *cfg;
+    const mt_tokenizer *tokenizer;
     bool with_text;
     bool list;            /* answered with a list; streamed events carry "index" */
     int emitted[];        /* [outputs] output tokens already streamed */
 } generate_reply;
+
+/* SGLang's [logprob, token id, text] triple; the text with return_text_in_logprobs, else null. */
+static cJSON *triple(const generate_reply *g, const mt_gen_job *j, float lp, int32_t id) {
+    cJSON *t = cJSON_CreateArray();
+    cJSON_AddItemToArray(t, mt_logprob_json(lp));
+    cJSON_AddItemToArray(t, cJSON_CreateNumber(id));
+    size_t len;
+    char *piece = j->params.text_in_logprobs ? mt_token_piece(g->tokenizer, id, &len) : NULL;
+    cJSON_AddItemToArray(t, piece ? cJSON_CreateString(piece) : cJSON_CreateNull());
+    free(piece);
+    return t;
+}
+
+/* A token's alternatives: triples, most likely first (null when they are not known). */
+static cJSON *top_list(const generate_reply *g, const mt_gen_job *j, const int32_t *ids, const float *lps, bool known) {
+    if (!known) return cJSON_CreateNull();
+    cJSON *list = cJSON_CreateArray();
+    for (int k = 0; k < j->n_top && ids[k] >= 0; k++) cJSON_AddItemToArray(list, triple(g, j, lps[k], ids[k]));
+    return list;
+}
+
+/* With return_logprob: input_token_logprobs (the prompt from logprob_start_len, default its last
+ * token; the first listed without a value, as SGLang lists it), output_token_logprobs, and with
+ * top_logprobs_num input_top_logprobs and output_top_logprobs. */
+static void add_logprobs(const generate_reply *g, const mt_gen_job *j, cJSON *meta) {
+    int start = j->params.logprob_start >= 0 ? j->params.logprob_start : j->n_prompt - 1;
+    cJSON *in = cJSON_AddArrayToObject(meta, "input_token_logprobs");
+    for (int p = start; p < j->n_prompt; p++)
+        cJSON_AddItemToArray(in, triple(g, j, p > start ? j->prompt_logprobs[p] : NAN, j->prompt[p]));
+    cJSON *out = cJSON_AddArrayToObject(meta, "output_token_logprobs");
+    for (int i = 0; i < j->n_output; i++) cJSON_AddItemToArray(out, triple(g, j, j->logprobs[i], j->output[i]));
+    if (j->n_top == 0) return;
+    cJSON *in_top = cJSON_AddArrayToObject(meta, "input_top_logprobs");
+    for (int p = start; p < j->n_prompt; p++) {
+        size_t at = (size_t)p * j->n_top;
+        cJSON_AddItemToArray(in_top, top_list(g, j, j->prompt_top_ids + at, j->prompt_top_logprobs + at,
+                                              p > start && j->prompt_scored));
+    }
+    cJSON *out_top = cJSON_AddArrayToObject(meta, "output_top_logprobs");
+    for (int i = 0; i < j->n_output; i++) {
+        size_t at = (size_t)i * j->n_top;
+        cJSON_AddItemToArray(out_top, top_list(g, j, j->top_ids + at, j->top_logprobs + at, true));
+    }
+}
 
 /* {"text", "output_ids", "meta_info"}; the finish reason and the routing once the job finished. */
 static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool final) {
@@ -30,16 +76,7 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     cJSON_AddNumberToObject(meta, "completion_tokens", j->n_output);
     cJSON_AddNumberToObject(meta, "cached_tokens", j->n_cached);
     cJSON_AddStringToObject(meta, "weight_version", j->weight_version);
-    if (j->logprobs) {   /* SGLang's [logprob, token id, text] triples; the text is not produced */
-        cJSON *lps = cJSON_AddArrayToObject(meta, "output_token_logprobs");
-        for (int i = 0; i < j->n_output; i++) {
-            cJSON *t = cJSON_CreateArray();
-            cJSON_AddItemToArray(t, mt_job_logprob_json(j, i));
-            cJSON_AddItemToArray(t, cJSON_CreateNumber(j->output[i]));
-            cJSON_AddItemToArray(t, cJSON_CreateNull());
-            cJSON_AddItemToArray(lps, t);
-        }
-    }
+    if (j->logprobs) add_logprobs(g, j, meta);
     if (final) {
         cJSON_AddItemToObject(meta, "finish_reason", mt_job_finish_sglang(j));
         cJSON_AddNumberToObject(meta, "e2e_latency", j->t_finished - j->t_arrival);
@@ -84,6 +121,7 @@ int mt_api_generate(mt_http_request *rq) {
         return mt_reply_errorf(rq, 500, "out of memory");
     }
     g->cfg = c.cfg;
+    g->tokenizer = c.tokenizer;
     g->with_text = c.tokenizer != NULL;
     g->list = r.list;
     for (int k = 0; k < outputs; k++) mt_gen_request_output_name(&r, k, names[k]);

@@ -1,7 +1,9 @@
 /* The OpenAI-compatible endpoints (SPEC §5): GET /v1/models, POST /v1/completions and
  * POST /v1/chat/completions, with server-sent-event streaming, usage, and the routing of each
- * choice in "routed_experts": {"data", "shape", "dtype"} when return_routed_experts is asked, and the
- * chosen tokens' log-probabilities when asked (chat: "logprobs": true; completions: "logprobs": 0). */
+ * choice in "routed_experts": {"data", "shape", "dtype"} when return_routed_experts is asked, the
+ * chosen tokens' log-probabilities and their alternatives when asked (chat: "logprobs": true and
+ * "top_logprobs": N; completions: "logprobs": N), and the completions' "echo" of the prompt. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +17,8 @@
 typedef struct choice_stream {
     size_t text_sent;     /* bytes of text already streamed */
     bool role_sent;
-    int lp_sent;          /* output tokens whose log-probabilities were streamed */
+    int lp_sent;          /* listed tokens (echoed prompt, then output) whose log-probabilities were streamed */
+    bool echo_sent;       /* echo: the prompt's text and tokens went out */
     size_t lp_offset;     /* completions: text_offset of the next of them */
 } choice_stream;
 
@@ -23,6 +26,7 @@ typedef struct openai_reply {
     const mt_config *cfg;
     bool chat;
     bool include_usage;
+    bool echo;            /* completions: each choice starts with its prompt */
     int n;                /* samples of each prompt: choice k's prompt is k / n */
     char id[MT_JOB_NAME_LEN];   /* the response's id */
     char model[256];
@@ -71,46 +75,111 @@ static void add_text(cJSON *obj, const char *key, const char *s, size_t n) {
     free(copy);
 }
 
-/* The choice's "logprobs" for output tokens [from, to) (null without return_logprob): chat's
- * {"content": [{"token", "logprob", "bytes", "top_logprobs": []}]}, the completions'
- * {"tokens", "token_logprobs", "top_logprobs": null, "text_offset"}. A token's text is its id
- * decoded alone (special tokens shown), so a piece of a UTF-8 character reads as U+FFFD, as the
- * tokenizers library gives it; *offset advances by each token's bytes. */
+/* Tokens a choice lists: with echo its prompt's, then its outputs. */
+static int listed_count(const openai_reply *o, const mt_gen_job *j) { return (o->echo ? j->n_prompt : 0) + j->n_output; }
+
+/* Listed token q: its id, log-probability (NaN: none, as for the first prompt token) and
+ * alternatives (NULL: none known). */
+static int32_t listed_token(const openai_reply *o, const mt_gen_job *j, int q, float *lp, const int32_t **top_ids,
+                            const float **top_lps) {
+    int n_echo = o->echo ? j->n_prompt : 0;
+    *top_ids = NULL;
+    *top_lps = NULL;
+    if (q >= n_echo) {
+        int i = q - n_echo;
+        *lp = j->logprobs[i];
+        if (j->n_top) {
+            *top_ids = j->top_ids + (size_t)i * j->n_top;
+            *top_lps = j->top_logprobs + (size_t)i * j->n_top;
+        }
+        return j->output[i];
+    }
+    *lp = j->prompt_scored ? j->prompt_logprobs[q] : NAN;
+    if (j->n_top && j->prompt_scored && q > 0) {
+        *top_ids = j->prompt_top_ids + (size_t)q * j->n_top;
+        *top_lps = j->prompt_top_logprobs + (size_t)q * j->n_top;
+    }
+    return j->prompt[q];
+}
+
+/* Chat's {"token", "logprob", "bytes"} of a token. */
+static cJSON *chat_token(const openai_reply *o, int32_t id, float lp) {
+    size_t len;
+    char *piece = mt_token_piece(o->tokenizer, id, &len);
+    cJSON *t = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
+    cJSON_AddStringToObject(t, "token", piece ? piece : "");
+    cJSON_AddItemToObject(t, "logprob", mt_logprob_json(lp));
+    for (size_t b = 0; b < len; b++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)piece[b]));
+    cJSON_AddItemToObject(t, "bytes", bytes);
+    free(piece);
+    return t;
+}
+
+/* The choice's "logprobs" for listed tokens [from, to) (null without log-probabilities): chat's
+ * {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}, the completions'
+ * {"tokens", "token_logprobs", "top_logprobs", "text_offset"}, whose top_logprobs is null when no
+ * alternatives were asked, else one {text: logprob} object a token (null for the first prompt token
+ * of an echo). A token's text is mt_token_piece's; *offset advances by each token's bytes. */
 static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from, int to, size_t *offset) {
     if (!j->logprobs) return cJSON_CreateNull();
-    cJSON *root = cJSON_CreateObject(), *content = NULL, *tokens = NULL, *values = NULL, *offsets = NULL;
+    cJSON *root = cJSON_CreateObject(), *content = NULL, *tokens = NULL, *values = NULL, *tops = NULL, *offsets = NULL;
     if (o->chat) {
         content = cJSON_AddArrayToObject(root, "content");
     } else {
         tokens = cJSON_AddArrayToObject(root, "tokens");
         values = cJSON_AddArrayToObject(root, "token_logprobs");
-        cJSON_AddNullToObject(root, "top_logprobs");
+        if (j->n_top) tops = cJSON_AddArrayToObject(root, "top_logprobs");
+        else cJSON_AddNullToObject(root, "top_logprobs");
         offsets = cJSON_AddArrayToObject(root, "text_offset");
     }
-    for (int i = from; i < to; i++) {
-        char *text = NULL;
-        size_t len = 0;
-        mt_err err;
-        if (mt_tokenizer_decode(o->tokenizer, &j->output[i], 1, 0, &text, &len, &err)) len = 0;
-        char *piece = strndup(text ? text : "", len);
+    for (int q = from; q < to; q++) {
+        float lp;
+        const int32_t *top_ids;
+        const float *top_lps;
+        int32_t id = listed_token(o, j, q, &lp, &top_ids, &top_lps);
+        size_t len;
+        char *piece = mt_token_piece(o->tokenizer, id, &len);
         if (o->chat) {
-            cJSON *t = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
-            cJSON_AddStringToObject(t, "token", piece ? piece : "");
-            cJSON_AddItemToObject(t, "logprob", mt_job_logprob_json(j, i));
-            for (size_t b = 0; b < len; b++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)text[b]));
-            cJSON_AddItemToObject(t, "bytes", bytes);
-            cJSON_AddArrayToObject(t, "top_logprobs");
+            cJSON *t = chat_token(o, id, lp), *alts = cJSON_AddArrayToObject(t, "top_logprobs");
+            for (int k = 0; top_ids && k < j->n_top && top_ids[k] >= 0; k++)
+                cJSON_AddItemToArray(alts, chat_token(o, top_ids[k], top_lps[k]));
             cJSON_AddItemToArray(content, t);
         } else {
             cJSON_AddItemToArray(tokens, cJSON_CreateString(piece ? piece : ""));
-            cJSON_AddItemToArray(values, mt_job_logprob_json(j, i));
+            cJSON_AddItemToArray(values, mt_logprob_json(lp));
             cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)*offset));
+            if (tops && !top_ids) cJSON_AddItemToArray(tops, cJSON_CreateNull());
+            if (tops && top_ids) {
+                cJSON *alts = cJSON_CreateObject();
+                for (int k = 0; k < j->n_top && top_ids[k] >= 0; k++) {
+                    size_t alt_len;
+                    char *alt = mt_token_piece(o->tokenizer, top_ids[k], &alt_len);
+                    /* two ids of one text: the likelier one's value stays, as a dict would keep one */
+                    if (alt && !cJSON_GetObjectItemCaseSensitive(alts, alt))
+                        cJSON_AddItemToObject(alts, alt, mt_logprob_json(top_lps[k]));
+                    free(alt);
+                }
+                cJSON_AddItemToArray(tops, alts);
+            }
         }
         *offset += len;
         free(piece);
-        free(text);
     }
     return root;
+}
+
+/* With echo, the choice's prompt as text (decoded as its output is, skip_special_tokens
+ * included); else "". Malloc'd. */
+static char *echo_text(const openai_reply *o, const mt_gen_job *j) {
+    char *text = NULL;
+    size_t len = 0;
+    mt_err err;
+    if (!o->echo || mt_tokenizer_decode(o->tokenizer, j->prompt, (size_t)j->n_prompt, j->params.skip_special_tokens,
+                                        &text, &len, &err))
+        return strdup("");
+    char *out = strndup(text, len);
+    free(text);
+    return out;
 }
 
 /* Adds the finish reason (or null) and, once finished, the routing to a choice. */
@@ -136,10 +205,16 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
             cJSON_AddStringToObject(msg, "role", "assistant");
             add_text(msg, "content", j->text.data, j->text.len);
         } else {
-            add_text(choice, "text", j->text.data, j->text.len);
+            char *prompt = echo_text(o, j);
+            mt_strbuf text = {0};
+            mt_strbuf_append(&text, prompt ? prompt : "", prompt ? strlen(prompt) : 0);
+            mt_strbuf_append(&text, j->text.data ? j->text.data : "", j->text.len);
+            add_text(choice, "text", text.data, text.len);
+            mt_strbuf_free(&text);
+            free(prompt);
         }
         size_t offset = 0;
-        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, j->n_output, &offset));
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, listed_count(o, j), &offset));
         finish_choice(o, j, choice, true);
         cJSON_AddItemToArray(choices, choice);
     }
@@ -147,12 +222,15 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
     return root;
 }
 
-/* A chunk of choice k: the text and log-probabilities since its last chunk. */
+/* A chunk of choice k: the text and log-probabilities since its last chunk. With echo, the first
+ * chunk carries the prompt's text and, with log-probabilities, its tokens once they are scored. */
 static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf *out) {
     openai_reply *o = ctx;
     choice_stream *c = &o->choices[k];
     size_t upto = final ? j->text.len : j->text_stable;
-    if (!final && upto <= c->text_sent && c->role_sent) return;
+    bool echo_now = o->echo && !c->echo_sent && (!j->logprobs || j->prompt_scored || final);
+    if (!final && !echo_now && upto <= c->text_sent && c->role_sent) return;
+    if (o->echo && !c->echo_sent && !echo_now) return;   /* the prompt's scores come first */
     cJSON *root = envelope(o, true), *choices = cJSON_AddArrayToObject(root, "choices");
     cJSON *choice = cJSON_CreateObject();
     cJSON_AddNumberToObject(choice, "index", k);
@@ -163,13 +241,21 @@ static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf 
         if (!c->role_sent) cJSON_AddStringToObject(delta, "role", "assistant");
         if (delta_len > 0 || !c->role_sent) add_text(delta, "content", delta_text, delta_len);
     } else {
-        add_text(choice, "text", delta_text, delta_len);
+        char *prompt = echo_now ? echo_text(o, j) : NULL;
+        mt_strbuf text = {0};
+        if (prompt) mt_strbuf_append(&text, prompt, strlen(prompt));
+        mt_strbuf_append(&text, delta_text, delta_len);
+        add_text(choice, "text", text.data, text.len);
+        mt_strbuf_free(&text);
+        free(prompt);
     }
     c->role_sent = true;
+    c->echo_sent |= echo_now;
     c->text_sent += delta_len;
-    if (j->logprobs && j->n_output > c->lp_sent) {   /* the tokens generated since the last chunk */
-        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, c->lp_sent, j->n_output, &c->lp_offset));
-        c->lp_sent = j->n_output;
+    int listed = listed_count(o, j);
+    if (j->logprobs && listed > c->lp_sent) {   /* the tokens listed since the last chunk */
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, c->lp_sent, listed, &c->lp_offset));
+        c->lp_sent = listed;
     } else {
         cJSON_AddNullToObject(choice, "logprobs");
     }
@@ -204,6 +290,7 @@ static int completions(mt_http_request *rq, bool chat) {
     o->cfg = c.cfg;
     o->chat = chat;
     o->include_usage = r.include_usage;
+    o->echo = r.echo;
     o->n = r.n;
     o->tokenizer = c.tokenizer;
     o->created = (long)time(NULL);

@@ -1,6 +1,7 @@
 #include "server/gen_job.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,16 +118,39 @@ double mt_now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void free_scores(mt_gen_job *j) {
+    free(j->top_ids);
+    free(j->top_logprobs);
+    free(j->prompt_logprobs);
+    free(j->prompt_top_ids);
+    free(j->prompt_top_logprobs);
+}
+
 mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_params *params) {
     mt_gen_job *j = calloc(1, sizeof *j);
     int32_t *output = malloc(((size_t)params->max_new_tokens + 1) * sizeof *output);
-    float *logprobs = params->return_logprob ? malloc(((size_t)params->max_new_tokens + 1) * sizeof *logprobs) : NULL;
-    if (!j || !output || (params->return_logprob && !logprobs)) {
+    bool lp = params->return_logprob;
+    size_t n_top = lp ? (size_t)params->top_logprobs : 0, outs = (size_t)params->max_new_tokens + 1;
+    float *logprobs = lp ? malloc(outs * sizeof *logprobs) : NULL;
+    if (j && lp) {
+        j->n_top = (int)n_top;
+        j->prompt_logprobs = malloc((size_t)n_prompt * sizeof *j->prompt_logprobs);
+        if (n_top) {
+            j->top_ids = malloc(outs * n_top * sizeof *j->top_ids);
+            j->top_logprobs = malloc(outs * n_top * sizeof *j->top_logprobs);
+            j->prompt_top_ids = malloc((size_t)n_prompt * n_top * sizeof *j->prompt_top_ids);
+            j->prompt_top_logprobs = malloc((size_t)n_prompt * n_top * sizeof *j->prompt_top_logprobs);
+        }
+    }
+    if (!j || !output || (lp && (!logprobs || !j->prompt_logprobs)) ||
+        (n_top && (!j->top_ids || !j->top_logprobs || !j->prompt_top_ids || !j->prompt_top_logprobs))) {
+        if (j) free_scores(j);
         free(j);
         free(output);
         free(logprobs);
         return NULL;
     }
+    for (int p = 0; lp && p < n_prompt; p++) j->prompt_logprobs[p] = NAN;   /* none scored yet */
     j->id = id;
     j->prompt = prompt;
     j->n_prompt = n_prompt;
@@ -151,6 +175,7 @@ void mt_gen_job_unref(mt_gen_job *j) {
     mt_detok_stream_free(j->detok);
     free(j->output);
     free(j->logprobs);
+    free_scores(j);
     mt_strbuf_free(&j->text);
     free(j->routing);
     mt_job_signal_unref(j->signal);

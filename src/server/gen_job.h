@@ -34,6 +34,11 @@ typedef struct mt_gen_params {
     int routing_start;       /* rows skipped at the front (routed_experts_start_len) */
     mt_routing_dtype routing_dtype;
     bool return_logprob;     /* each output token's log-probability (SGLang's return_logprob) */
+    int logprob_start;       /* with return_logprob: the first prompt token listed with its
+                                log-probability (SGLang's logprob_start_len; its own is null, as
+                                SGLang gives it); -1: only the last prompt token, as SGLang's default */
+    int top_logprobs;        /* with return_logprob: alternatives listed per token (0..20) */
+    bool text_in_logprobs;   /* each listed token with its text (needs the tokenizer) */
     int32_t group;           /* the request's domain (serve --domain-field; mt_request.group), 0: none */
 } mt_gen_params;
 
@@ -103,6 +108,15 @@ typedef struct mt_gen_job {
     bool rejected_busy;         /* REJECTED because the server is draining or failed (503, not 400) */
     int32_t *output;            /* generated ids [n_output] (capacity max_new_tokens) */
     float *logprobs;            /* with return_logprob: their log-probabilities [n_output], else NULL */
+    int n_top;                  /* params.top_logprobs with return_logprob, else 0 */
+    int32_t *top_ids;           /* with n_top: each output token's alternatives [n_output, n_top] */
+    float *top_logprobs;        /*   and their log-probabilities */
+    float *prompt_logprobs;     /* with return_logprob: [n_prompt], each prompt token's log-probability
+                                   (NaN where not scored: before logprob_start + 1); set once the prompt
+                                   is forwarded (prompt_scored) */
+    int32_t *prompt_top_ids;    /* with n_top: [n_prompt, n_top] the alternatives at each scored token */
+    float *prompt_top_logprobs;
+    bool prompt_scored;         /* the prompt's scores are in */
     int n_output;
     mt_strbuf text;             /* decoded text (with skip_special_tokens), cut before a stop string */
     size_t text_stable;         /* leading bytes of text that can be shown now (never the start of a

@@ -47,13 +47,34 @@ static bool append_text(mt_gen_job *j, const char *piece, size_t n) {
     return false;
 }
 
+/* Output tokens [from, from + n)'s alternatives, from the engine's lists of ev->n_top == j->n_top. */
+static void take_top(mt_gen_job *j, int from, const int32_t *ids, const float *lps, int n) {
+    size_t at = (size_t)from * j->n_top, len = (size_t)n * j->n_top;
+    memcpy(j->top_ids + at, ids, len * sizeof *ids);
+    memcpy(j->top_logprobs + at, lps, len * sizeof *lps);
+}
+
+/* The prompt's scores, from the first event that carries them (the first token, or the end). */
+static void take_prompt_scores(mt_gen_job *j, const mt_engine_event *ev) {
+    if (j->prompt_scored || !j->prompt_logprobs || !ev->prompt_logprobs) return;
+    memcpy(j->prompt_logprobs, ev->prompt_logprobs, (size_t)j->n_prompt * sizeof *j->prompt_logprobs);
+    if (j->n_top && ev->prompt_top_ids) {
+        size_t len = (size_t)j->n_prompt * j->n_top;
+        memcpy(j->prompt_top_ids, ev->prompt_top_ids, len * sizeof *j->prompt_top_ids);
+        memcpy(j->prompt_top_logprobs, ev->prompt_top_logprobs, len * sizeof *j->prompt_top_logprobs);
+    }
+    j->prompt_scored = true;
+}
+
 bool mt_job_take_token(mt_gen_job *j, const mt_engine_event *ev, double now, bool *first, double *since) {
     bool matched = false;
     pthread_mutex_lock(&j->mu);
     if (j->n_output <= j->params.max_new_tokens) {
         if (j->logprobs) j->logprobs[j->n_output] = ev->logprob;
+        if (j->top_ids && ev->top_ids) take_top(j, j->n_output, ev->top_ids, ev->top_logprobs, 1);
         j->output[j->n_output++] = ev->token;
     }
+    take_prompt_scores(j, ev);
     *first = j->n_output == 1;
     if (*first) j->t_first_token = now;
     *since = now - (*first ? j->t_arrival : j->t_last_token);
@@ -84,6 +105,8 @@ mt_finish_label mt_job_take_end(mt_gen_job *j, const mt_engine_event *ev, const 
     int n_out = ev->n_generated <= j->params.max_new_tokens ? ev->n_generated : j->params.max_new_tokens;
     if (n_out > 0) memcpy(j->output, ev->output, (size_t)n_out * sizeof *j->output);
     if (n_out > 0 && j->logprobs && ev->logprobs) memcpy(j->logprobs, ev->logprobs, (size_t)n_out * sizeof *j->logprobs);
+    if (n_out > 0 && j->top_ids && ev->top_ids) take_top(j, 0, ev->top_ids, ev->top_logprobs, n_out);
+    take_prompt_scores(j, ev);
     j->n_output = n_out;
     if (j->stop_matched) {
         j->finish = MT_JOB_STOP_STRING;

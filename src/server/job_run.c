@@ -197,7 +197,24 @@ const char *mt_job_finish_openai(const mt_gen_job *j) {
     }
 }
 
-cJSON *mt_job_logprob_json(const mt_gen_job *j, int i) {
-    float lp = j->logprobs[i];
+cJSON *mt_logprob_json(float lp) {
     return isfinite(lp) ? cJSON_CreateNumber(lp) : isinf(lp) ? cJSON_CreateNumber(-FLT_MAX) : cJSON_CreateNull();
+}
+
+cJSON *mt_job_logprob_json(const mt_gen_job *j, int i) { return mt_logprob_json(j->logprobs[i]); }
+
+char *mt_token_piece(const mt_tokenizer *tok, int32_t id, size_t *len) {
+    char *text = NULL;
+    mt_err err;
+    *len = 0;
+    if (mt_tokenizer_decode(tok, &id, 1, 0, &text, len, &err)) *len = 0;
+    char *piece = malloc(*len + 1);
+    if (piece) {
+        if (*len) memcpy(piece, text, *len);
+        piece[*len] = 0;
+    } else {
+        *len = 0;
+    }
+    free(text);
+    return piece;
 }

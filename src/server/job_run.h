@@ -52,9 +52,16 @@ bool mt_job_failed(const mt_gen_job *j, mt_api_error *e);
  * "<prefix>_dtype" to obj when flat, else an object {"data", "shape", "dtype"} named prefix. */
 void mt_job_add_routing(const mt_gen_job *j, const mt_config *cfg, cJSON *obj, const char *prefix, bool flat);
 
-/* Output token i's log-probability as JSON: the number, -FLT_MAX for a probability of 0 (as SGLang
- * clamps it), null for NaN. j has return_logprob; mutex held or job finished. */
+/* A log-probability as JSON: the number, -FLT_MAX for a probability of 0 (as SGLang clamps it), null
+ * for NaN (none). */
+cJSON *mt_logprob_json(float lp);
+/* Output token i's log-probability as JSON (mt_logprob_json). j has return_logprob; mutex held or
+ * job finished. */
 cJSON *mt_job_logprob_json(const mt_gen_job *j, int i);
+/* A token's text as the log-probability lists show it: the id decoded alone, special tokens shown
+ * (a piece of a UTF-8 character reads as U+FFFD, as the tokenizers library gives it). Malloc'd and
+ * NUL-terminated ("" when it cannot be decoded, NULL out of memory); *len its bytes. */
+char *mt_token_piece(const mt_tokenizer *tok, int32_t id, size_t *len);
 
 /* The finish reason of a finished job: SGLang's object ({"type": "length", "length": N},
  * {"type": "stop", "matched": id | "string"}, {"type": "abort", "message": ...}) and OpenAI's

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/sample.h"
 #include "server/request_params.h"
 #include "util/json_util.h"
 
@@ -14,21 +15,28 @@
 #define COMPLETIONS_DEFAULT_MAX_TOKENS 16 /* OpenAI's default */
 #define CHAT_DEFAULT_MAX_TOKENS 128      /* SGLang's default (KV blocks are reserved up front) */
 
-/* /generate's log-probability fields: return_logprob (each output token's, meta_info's
- * output_token_logprobs); the prompt's, top alternatives, chosen ids and text are not produced, so
- * their fields are accepted only with the values that ask for none. */
-static int logprob_fields(const cJSON *body, mt_gen_params *p, mt_api_error *e) {
-    const cJSON *start = field(body, "logprob_start_len"), *top = field(body, "top_logprobs_num");
-    const cJSON *ids = field(body, "token_ids_logprob"), *text = field(body, "return_text_in_logprobs");
-    if (mt_params_bool(body, "return_logprob", &p->return_logprob, e) < 0) return -1;
-    if (start && !cJSON_IsNull(start) && !(cJSON_IsNumber(start) && start->valuedouble == -1))
-        return mt_api_fail(e, 400, "'logprob_start_len' must be -1: prompt log-probabilities are not supported by moetrace");
-    if (top && !cJSON_IsNull(top) && !(cJSON_IsNumber(top) && top->valuedouble == 0))
-        return mt_api_fail(e, 400, "'top_logprobs_num' must be 0: top log-probabilities are not supported by moetrace");
-    if (ids && !cJSON_IsNull(ids))
-        return mt_api_fail(e, 400, "'token_ids_logprob' is not supported by moetrace");
-    if (text && !cJSON_IsNull(text) && !cJSON_IsFalse(text))
-        return mt_api_fail(e, 400, "'return_text_in_logprobs' is not supported by moetrace");
+/* /generate's log-probability fields: return_logprob (meta_info's input_token_logprobs from
+ * logprob_start_len, default the last prompt token, and output_token_logprobs), top_logprobs_num
+ * (input_top_logprobs and output_top_logprobs) and return_text_in_logprobs (each token's text,
+ * which needs the tokenizer). token_ids_logprob is not produced. */
+static int logprob_fields(const cJSON *body, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
+    p->logprob_start = -1;
+    if (mt_params_bool(body, "return_logprob", &p->return_logprob, e) < 0 ||
+        mt_params_int(body, "logprob_start_len", -1, 1 << 30, &p->logprob_start, e) < 0 ||
+        mt_params_int(body, "top_logprobs_num", 0, MT_TOP_LOGPROBS_MAX, &p->top_logprobs, e) < 0 ||
+        mt_params_bool(body, "return_text_in_logprobs", &p->text_in_logprobs, e) < 0)
+        return -1;
+    if (field(body, "token_ids_logprob")) return mt_api_fail(e, 400, "'token_ids_logprob' is not supported by moetrace");
+    if (p->text_in_logprobs && !caps->have_tokenizer)
+        return mt_api_fail(e, 400, "'return_text_in_logprobs' needs the model's tokenizer.json");
+    return 0;
+}
+
+/* Once the prompt is known: logprob_start_len must fall inside it (SGLang's rule). */
+static int logprob_start_fits(const mt_gen_params *p, int n_prompt, mt_api_error *e) {
+    if (p->return_logprob && p->logprob_start >= n_prompt)
+        return mt_api_fail(e, 400, "'logprob_start_len' %d must be less than the prompt's %d tokens", p->logprob_start,
+                           n_prompt);
     return 0;
 }
 
@@ -139,7 +147,7 @@ static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_requ
         int n;
         rc = mt_params_parse_sampling(sp && cJSON_IsArray(sp) ? cJSON_GetArrayItem(sp, i) : sp, MT_PARAMS_SGLANG, &caps,
                                       p, &max_given[i], &n, e) ||
-             mt_params_parse_routing(body, &caps, p, e) || logprob_fields(body, p, e);
+             mt_params_parse_routing(body, &caps, p, e) || logprob_fields(body, &caps, p, e);
         if (!rc && i > 0 && n != r->n)
             rc = mt_api_fail(e, 400, "every entry of 'sampling_params' must ask for the same 'n' (%d, then %d)", r->n, n);
         r->n = n;
@@ -153,7 +161,8 @@ static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_requ
         const cJSON *v = listed && ids ? cJSON_GetArrayItem(ids, i) : ids;
         rc = (t ? mt_params_encode(c->tokenizer, t->valuestring, true, &p->ids, &p->n_ids, e)
                 : mt_params_parse_ids(v, "input_ids", &p->ids, &p->n_ids, e)) ||
-             mt_params_fit(&p->params, max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, p->n_ids, c->cfg, e);
+             mt_params_fit(&p->params, max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, p->n_ids, c->cfg, e) ||
+             logprob_start_fits(&p->params, p->n_ids, e);
         if (rc) about_prompt(e, i, count > 1);
     }
     free(max_given);
@@ -209,20 +218,25 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     return rc ? -1 : 0;
 }
 
-/* The OpenAI log-probability fields: chat's "logprobs": true with "top_logprobs" 0, or the
- * completions' "logprobs": 0 (the chosen tokens' own; larger values ask for alternatives, which are
- * not produced). "top_logprobs" is not a completions field, so there it is ignored like other
- * unknown keys. */
-static int openai_logprobs(const cJSON *body, bool chat, mt_gen_params *p, mt_api_error *e) {
-    const cJSON *lp = field(body, "logprobs"), *top = field(body, "top_logprobs");
-    if (lp && !cJSON_IsNull(lp)) {
-        if (chat && !cJSON_IsBool(lp)) return mt_api_fail(e, 400, "'logprobs' must be true or false");
-        if (!chat && !(cJSON_IsNumber(lp) && lp->valuedouble == 0))
-            return mt_api_fail(e, 400, "'logprobs' must be 0 or null: top log-probabilities are not supported by moetrace");
-        p->return_logprob = chat ? cJSON_IsTrue(lp) : true;
+/* The OpenAI log-probability fields. Chat: "logprobs": true, with "top_logprobs" 0..20 alternatives
+ * (which need "logprobs"). Completions: "logprobs": N, the chosen tokens' and N alternatives
+ * (0..20), and "echo": the prompt's tokens listed too (the first without a value). "top_logprobs"
+ * is not a completions field, nor "echo" a chat one: there they are ignored like other unknown keys. */
+static int openai_logprobs(const cJSON *body, bool chat, mt_gen_request *r, mt_gen_params *p, mt_api_error *e) {
+    const cJSON *lp = field(body, "logprobs");
+    p->logprob_start = -1;
+    if (chat) {
+        if (lp && !cJSON_IsBool(lp)) return mt_api_fail(e, 400, "'logprobs' must be true or false");
+        p->return_logprob = lp && cJSON_IsTrue(lp);
+        if (mt_params_int(body, "top_logprobs", 0, MT_TOP_LOGPROBS_MAX, &p->top_logprobs, e) < 0) return -1;
+        if (p->top_logprobs > 0 && !p->return_logprob)
+            return mt_api_fail(e, 400, "'top_logprobs' needs 'logprobs': true");
+        return 0;
     }
-    if (chat && top && !cJSON_IsNull(top) && !(cJSON_IsNumber(top) && top->valuedouble == 0))
-        return mt_api_fail(e, 400, "'top_logprobs' must be 0: top log-probabilities are not supported by moetrace");
+    int rc = mt_params_int(body, "logprobs", 0, MT_TOP_LOGPROBS_MAX, &p->top_logprobs, e);
+    if (rc < 0 || mt_params_bool(body, "echo", &r->echo, e) < 0) return -1;
+    p->return_logprob = rc == 1;
+    if (r->echo) p->logprob_start = 0;
     return 0;
 }
 
@@ -239,7 +253,7 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
     mt_param_caps caps = {c->cfg, true, c->routing_enabled};
     mt_gen_params shared;
     int rc = mt_params_parse_sampling(body, MT_PARAMS_OPENAI, &caps, &shared, &max_given, &r->n, e) ||
-             mt_params_parse_routing(body, &caps, &shared, e) || openai_logprobs(body, chat, &shared, e) ||
+             mt_params_parse_routing(body, &caps, &shared, e) || openai_logprobs(body, chat, r, &shared, e) ||
              (chat ? chat_prompt(c, body, r, e) : completion_prompts(c, field(body, "prompt"), r, e)) ||
              check_outputs(r, e);
     int default_max = chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS;

@@ -54,6 +54,8 @@ typedef struct mt_gen_request {
     bool list;                  /* /generate: answered with a list (a list of prompts, or n > 1) */
     bool stream;
     bool include_usage;         /* OpenAI: stream_options.include_usage */
+    bool echo;                  /* completions: each choice's text (and log-probabilities) starts with
+                                   its prompt's */
     char rid[MT_REQUEST_RID_LEN]; /* /generate: "rid" when a string, "" otherwise */
 } mt_gen_request;
 

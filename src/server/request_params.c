@@ -26,7 +26,7 @@ static int get_long(const cJSON *obj, const char *key, long lo, long hi, long *o
     return 1;
 }
 
-static int get_int(const cJSON *obj, const char *key, long lo, long hi, int *out, mt_api_error *e) {
+int mt_params_int(const cJSON *obj, const char *key, long lo, long hi, int *out, mt_api_error *e) {
     long v;
     int rc = get_long(obj, key, lo, hi, &v, e);
     if (rc == 1) *out = (int)v;
@@ -137,17 +137,17 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     }
     int ctx = caps->cfg->max_position_embeddings, rc;
     if (style == MT_PARAMS_SGLANG) {
-        if ((rc = get_int(obj, "max_new_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
+        if ((rc = mt_params_int(obj, "max_new_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
         *max_given = rc == 1;
     } else {
-        if ((rc = get_int(obj, "max_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
+        if ((rc = mt_params_int(obj, "max_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
         *max_given = rc == 1;
-        if ((rc = get_int(obj, "max_completion_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
+        if ((rc = mt_params_int(obj, "max_completion_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
         *max_given = *max_given || rc == 1;
     }
     if (get_number(obj, "temperature", 0, 1e4, false, &p->sampling.temperature, e) < 0 ||
         get_number(obj, "top_p", 0, 1, true, &p->sampling.top_p, e) < 0 ||
-        get_int(obj, "top_k", -1, 1 << 30, &p->sampling.top_k, e) < 0 ||
+        mt_params_int(obj, "top_k", -1, 1 << 30, &p->sampling.top_k, e) < 0 ||
         mt_params_bool(obj, "ignore_eos", &p->ignore_eos, e) < 0 ||
         mt_params_bool(obj, "skip_special_tokens", &p->skip_special_tokens, e) < 0 ||
         mt_params_bool(obj, "no_stop_trim", &p->no_stop_trim, e) < 0 ||
@@ -161,19 +161,18 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     if (seeded == 0) seeded = get_long(obj, "sampling_seed", 0, 9007199254740991L, &seed, e);
     if (seeded < 0) return -1;
     p->sampling.seed = seeded ? (uint64_t)seed : fresh_seed();
-    if (get_int(obj, "n", 1, 1 << 20, n, e) < 0) return -1;
+    if (mt_params_int(obj, "n", 1, 1 << 20, n, e) < 0) return -1;
     if (neutral_only(obj, "min_p", 0, e) || neutral_only(obj, "frequency_penalty", 0, e) ||
         neutral_only(obj, "presence_penalty", 0, e) || neutral_only(obj, "repetition_penalty", 1, e) ||
         neutral_only(obj, "min_new_tokens", 0, e) || neutral_only(obj, "json_schema", 0, e) ||
         neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e))
         return -1;
-    if (style == MT_PARAMS_OPENAI && neutral_only(obj, "echo", 0, e)) return -1;   /* logprobs: request_body.c */
     return 0;
 }
 
 int mt_params_parse_routing(const cJSON *obj, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
     if (mt_params_bool(obj, "return_routed_experts", &p->return_routing, e) < 0 ||
-        get_int(obj, "routed_experts_start_len", 0, 1 << 30, &p->routing_start, e) < 0)
+        mt_params_int(obj, "routed_experts_start_len", 0, 1 << 30, &p->routing_start, e) < 0)
         return -1;
     const cJSON *dt = field(obj, "routed_experts_dtype");
     p->routing_dtype = MT_ROUTING_INT32;

@@ -31,6 +31,9 @@ const cJSON *mt_params_field(const cJSON *obj, const char *key);
 /* A boolean field: 1 read, 0 absent or null (out untouched), -1 wrong type (400 in e). */
 int mt_params_bool(const cJSON *obj, const char *key, bool *out, mt_api_error *e);
 
+/* An integer field in [lo, hi]: 1 read, 0 absent or null (out untouched), -1 otherwise (400 in e). */
+int mt_params_int(const cJSON *obj, const char *key, long lo, long hi, int *out, mt_api_error *e);
+
 /* Sampling and stop fields of obj into p (defaults first: temperature 1, top_p 1, top_k off,
  * skip_special_tokens). *max_given tells whether the request named its token limit; *n is the
  * samples asked ("n", default 1). */

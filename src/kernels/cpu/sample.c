@@ -12,15 +12,62 @@ int mt_argmax(const float *x, int n) {
     return best;
 }
 
-float mt_token_logprob(const mt_sample_row *r, const float *logits, int V, int token) {
-    double T = r && r->temperature > 0.0f ? (double)r->temperature : 1.0;
+/* The row's largest logit (-inf when none is finite) and log(sum exp((l - max) / T)) over its
+ * non-NaN logits, in double: what every log-probability of the row subtracts. */
+static float row_normaliser(const mt_sample_row *r, const float *logits, int V, double *T, double *log_sum) {
+    *T = r && r->temperature > 0.0f ? (double)r->temperature : 1.0;
     float mx = -INFINITY;
     for (int i = 0; i < V; i++) mx = fmaxf(mx, logits[i]);   /* fmaxf skips NaN */
-    if (mx == -INFINITY) return NAN;   /* no finite logit */
+    if (mx == -INFINITY) return mx;
     double sum = 0.0;
     for (int i = 0; i < V; i++)
-        if (logits[i] == logits[i]) sum += exp(((double)logits[i] - mx) / T);
-    return (float)(((double)logits[token] - mx) / T - log(sum));
+        if (logits[i] == logits[i]) sum += exp(((double)logits[i] - mx) / *T);
+    *log_sum = log(sum);
+    return mx;
+}
+
+float mt_token_logprob(const mt_sample_row *r, const float *logits, int V, int token) {
+    double T, log_sum;
+    float mx = row_normaliser(r, logits, V, &T, &log_sum);
+    if (mx == -INFINITY) return NAN;   /* no finite logit */
+    return (float)(((double)logits[token] - mx) / T - log_sum);
+}
+
+/* Whether logit a (id ia) ranks before logit b (id ib): larger first, ties to the lower id. */
+static bool ranks_before(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
+
+/* The n best of the row into ids (ranks_before order); returns how many were listable. */
+static int select_top(const float *logits, int V, int n, int32_t *ids) {
+    int listed = 0;
+    for (int i = 0; i < V; i++) {   /* insertion into the sorted list of the best so far */
+        float v = logits[i];
+        if (v != v || (listed == n && !ranks_before(v, i, logits[ids[n - 1]], ids[n - 1]))) continue;
+        int j = listed < n ? listed++ : n - 1;
+        for (; j > 0 && ranks_before(v, i, logits[ids[j - 1]], ids[j - 1]); j--) ids[j] = ids[j - 1];
+        ids[j] = i;
+    }
+    return listed;
+}
+
+float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token, int n, int32_t *ids, float *lps) {
+    if (n > MT_TOP_LOGPROBS_MAX) n = MT_TOP_LOGPROBS_MAX;
+    int listed = n > 0 ? select_top(logits, V, n, ids) : 0;
+    double T, log_sum;
+    float mx = row_normaliser(r, logits, V, &T, &log_sum);
+    for (int j = 0; j < n; j++) {
+        if (j >= listed) ids[j] = -1;
+        lps[j] = j < listed && mx != -INFINITY ? (float)(((double)logits[ids[j]] - mx) / T - log_sum) : NAN;
+    }
+    if (mx == -INFINITY || token < 0) return NAN;
+    return (float)(((double)logits[token] - mx) / T - log_sum);
+}
+
+int mt_top_logprobs(const mt_sample_row *r, const float *logits, int V, int n, int32_t *ids, float *lps) {
+    if (n > MT_TOP_LOGPROBS_MAX) n = MT_TOP_LOGPROBS_MAX;
+    mt_score_row(r, logits, V, -1, n, ids, lps);
+    int listed = 0;
+    while (listed < n && ids[listed] >= 0) listed++;
+    return listed;
 }
 
 /* Radix digits of a weight (at most 2^40, 41 bits), from the top. */

@@ -336,10 +336,17 @@ void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, flo
  * (kernels/sample.h), one block per row; other rows keep what tokens[i] holds (their argmax). */
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
                     cudaStream_t st);
-/* out[i] = mt_token_logprob(rows ? &rows[i] : NULL, row i of logits, V, tokens[i]) (kernels/sample.h),
- * summed in float; one block per row, so a row's value does not depend on the batch. logits 16-byte
- * aligned, ld a multiple of 4. */
-void mt_cuda_token_logprob(float *out, const int32_t *tokens, const float *logits, int ld, int n, int V,
-                           const mt_sample_row *rows, cudaStream_t st);
+/* Row i's scored token is targets[i] when targets and targets[i] >= 0, else tokens[i]:
+ * out[i] = mt_token_logprob(rows ? &rows[i] : NULL, row i of logits, V, that token) (kernels/sample.h),
+ * summed in float; out may be NULL (only the top lists wanted; tokens and targets are then unread).
+ * With k > 0 (k <= MT_TOP_LOGPROBS_MAX), also row i's k most likely tokens as mt_top_logprobs lists
+ * them into top_ids[i*k .. i*k+k-1] and top_lps (ids by decreasing logit, ties to the lower id, NaN
+ * never listed, places past the listable ones -1 and NaN), computed from the same max and sum as
+ * out[i], so a listed token's value equals out's value for that token bit for bit (in this launch or
+ * in one with k = 0). One block per row, so a row's values do not depend on the batch. logits
+ * 16-byte aligned, ld a multiple of 4. */
+void mt_cuda_token_logprob(float *out, const int32_t *tokens, const int32_t *targets, const float *logits, int ld,
+                           int n, int V, const mt_sample_row *rows, int k, int32_t *top_ids, float *top_lps,
+                           cudaStream_t st);
 
 #endif

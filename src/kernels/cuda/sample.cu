@@ -1,7 +1,9 @@
 // Sampling of logit rows on the device, by the definition in kernels/sample.h (the CPU's
 // mt_sample_pick is the reference): one block per row, every sum an exact integer sum of
 // fixed-point weights, so the token depends on the row alone. The weights are recomputed from the
-// logits in each pass (an exp per logit), which keeps the scratch at a few KB per row.
+// logits in each pass (an exp per logit), which keeps the scratch at a few KB per row. Also the
+// rows' log-probabilities (mt_token_logprob) and their most likely tokens (mt_top_logprobs), one
+// block per row as well.
 #include <math.h>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -177,25 +179,127 @@ __device__ __forceinline__ void add_weight(float &sum, float v, float mx, float 
     if (v == v) sum += expf((v - mx) / T);
 }
 
-// One block per row: mt_token_logprob (kernels/sample.h) of the row's token, summed in float. The
+// The log-probability of logit v in a row of largest logit mx and log_sum = log(sum of weights):
+// (v - mx) / T - log_sum, rounded step by step (no contraction), so the token's value and the same
+// token's value in the top list are the same bits.
+__device__ __forceinline__ float logprob_of(float v, float mx, float T, float log_sum) {
+    return __fsub_rn(__fdiv_rn(__fsub_rn(v, mx), T), log_sum);
+}
+
+// Whether logit a (id ia, not NaN) ranks before entry b (id ib; ib < 0: an empty place, which every
+// logit ranks before): larger first, ties to the lower id (kernels/sample.h, mt_top_logprobs).
+__device__ __forceinline__ bool ranks_before(float a, int ia, float b, int ib) {
+    return ib < 0 || a > b || (a == b && ia < ib);
+}
+
+// A warp's top k (k <= 32) of the logits offered to it, sorted: lane j holds place j (lanes >= k
+// hold nothing meaningful); the worst listed place (or an empty one) is mirrored in every lane. The
+// list is a function of the set of logits offered, whatever their order (the ranking is a strict
+// order on (logit, id) with NaN excluded), so how a row is split among warps cannot change it.
+struct WarpTop {
+    float v;
+    int id;             // -1: empty place
+    float worst_v;      // place k - 1
+    int worst_id;
+    int k;
+
+    __device__ void init(int k_) {
+        k = k_;
+        v = worst_v = -INFINITY;
+        id = worst_id = -1;
+    }
+
+    // Every lane offers logit x of id i when want (NaN never listed); warp-collective.
+    __device__ void offer(float x, int i, bool want) {
+        const int lane = threadIdx.x & 31;
+        bool pending = want && x == x && ranks_before(x, i, worst_v, worst_id);
+        unsigned m;
+        while ((m = __ballot_sync(0xffffffffu, pending))) {
+            const int src = __ffs(m) - 1;
+            const float cv = __shfl_sync(0xffffffffu, x, src);
+            const int ci = __shfl_sync(0xffffffffu, i, src);
+            // places ranking before the candidate are a prefix of the list; it goes right after them
+            const int pos = __popc(__ballot_sync(0xffffffffu, lane < k && !ranks_before(cv, ci, v, id)));
+            const float up_v = __shfl_up_sync(0xffffffffu, v, 1);
+            const int up_id = __shfl_up_sync(0xffffffffu, id, 1);
+            if (lane == pos) {
+                v = cv;
+                id = ci;
+            } else if (lane > pos && lane < k) {
+                v = up_v;
+                id = up_id;
+            }
+            worst_v = __shfl_sync(0xffffffffu, v, k - 1);
+            worst_id = __shfl_sync(0xffffffffu, id, k - 1);
+            pending = pending && lane != src && ranks_before(x, i, worst_v, worst_id);
+        }
+    }
+};
+
+constexpr int LP_UNROLL = 4;   // float4s in flight per thread in the top-list pass
+
+// One block per row: mt_token_logprob (kernels/sample.h) of the row's scored token (targets[row] when
+// >= 0, else tokens[row]) into out (when not NULL), summed in float; with TOP, also the row's k most
+// likely tokens and their log-probabilities (mt_top_logprobs) into top_ids/top_lps [n, k], from the
+// same max and sum, so a listed token's value is the scored value of that token bit for bit. The
 // row is read as float4s (rows start 64-byte aligned: ld is a multiple of 16), 8 in flight per
-// thread; the tail past the last whole float4 one float at a time.
+// thread (4 with TOP, where each warp also keeps its top k of its own float4s); the tail past the
+// last whole float4 one float at a time. Every thread sees the same elements in the same order with
+// or without TOP, so the max and the sum are the same bits.
+template <bool TOP>
 __global__ void __launch_bounds__(LP_THREADS) token_logprob_kernel(float *out, const int32_t *tokens,
+                                                                   const int32_t *targets,
                                                                    const float *__restrict__ logits, int ld, int V,
-                                                                   const mt_sample_row *rows) {
+                                                                   const mt_sample_row *rows, int k,
+                                                                   int32_t *top_ids, float *top_lps) {
     __shared__ float scratch[32];
+    __shared__ float cand_v[TOP ? 32 * MT_TOP_LOGPROBS_MAX : 1];
+    __shared__ int cand_id[TOP ? 32 * MT_TOP_LOGPROBS_MAX : 1];
     mt_grid_dependency_wait();
     const float *x = logits + (size_t)blockIdx.x * ld;
     const float4 *x4 = reinterpret_cast<const float4 *>(x);
-    const int V4 = V / 4;
+    const int V4 = V / 4, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float T = rows && rows[blockIdx.x].temperature > 0.0f ? rows[blockIdx.x].temperature : 1.0f;
     float mx = -INFINITY;
+    WarpTop top;
+    if (!TOP) {
 #pragma unroll 8
-    for (int i = threadIdx.x; i < V4; i += LP_THREADS) {
-        float4 v = x4[i];
-        mx = fmaxf(mx, fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)));
+        for (int i = threadIdx.x; i < V4; i += LP_THREADS) {
+            float4 v = x4[i];
+            mx = fmaxf(mx, fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)));
+        }
+        for (int i = 4 * V4 + threadIdx.x; i < V; i += LP_THREADS) mx = fmaxf(mx, x[i]);
+    } else {
+        // the same elements per thread as above, in the same order, with warp-uniform trip counts
+        top.init(k);
+        for (int base = warp * 32; base < V4; base += LP_UNROLL * LP_THREADS) {
+            float4 v[LP_UNROLL];
+#pragma unroll
+            for (int u = 0; u < LP_UNROLL; u++) {
+                const int i = base + lane + u * LP_THREADS;
+                v[u] = i < V4 ? x4[i] : make_float4(NAN, NAN, NAN, NAN);
+            }
+#pragma unroll
+            for (int u = 0; u < LP_UNROLL; u++) {
+                const int i = base + lane + u * LP_THREADS;
+                if (i < V4) mx = fmaxf(mx, fmaxf(fmaxf(v[u].x, v[u].y), fmaxf(v[u].z, v[u].w)));
+                top.offer(v[u].x, 4 * i, i < V4);
+                top.offer(v[u].y, 4 * i + 1, i < V4);
+                top.offer(v[u].z, 4 * i + 2, i < V4);
+                top.offer(v[u].w, 4 * i + 3, i < V4);
+            }
+        }
+        for (int base = 4 * V4 + warp * 32; base < V; base += LP_THREADS) {
+            const int i = base + lane;
+            const float v = i < V ? x[i] : NAN;
+            if (i < V) mx = fmaxf(mx, v);
+            top.offer(v, i, i < V);
+        }
+        if (lane < k) {
+            cand_v[warp * k + lane] = top.v;
+            cand_id[warp * k + lane] = top.id;
+        }
     }
-    for (int i = 4 * V4 + threadIdx.x; i < V; i += LP_THREADS) mx = fmaxf(mx, x[i]);
     mx = block_reduce<true>(mx, scratch);
     float sum = 0.0f;
 #pragma unroll 8
@@ -208,15 +312,39 @@ __global__ void __launch_bounds__(LP_THREADS) token_logprob_kernel(float *out, c
     }
     for (int i = 4 * V4 + threadIdx.x; i < V; i += LP_THREADS) add_weight(sum, x[i], mx, T);
     sum = block_reduce<false>(sum, scratch);
-    if (threadIdx.x == 0)
-        out[blockIdx.x] = mx == -INFINITY ? NAN : (x[tokens[blockIdx.x]] - mx) / T - logf(sum);
+    const float log_sum = logf(sum);
+    if (out && threadIdx.x == 0) {
+        const int tok = targets && targets[blockIdx.x] >= 0 ? targets[blockIdx.x] : tokens[blockIdx.x];
+        out[blockIdx.x] = mx == -INFINITY ? NAN : logprob_of(x[tok], mx, T, log_sum);
+    }
+    if (TOP) __syncthreads();   // every warp's list is in cand_v/cand_id (block_reduce's barriers did it too)
+    if (TOP && warp == 0) {   // the block's list: warp 0 merges the 32 warps' lists
+        top.init(k);
+        for (int base = 0; base < 32 * k; base += 32) {
+            const int j = base + lane;
+            const bool have = j < 32 * k && cand_id[j] >= 0;
+            top.offer(have ? cand_v[j] : NAN, have ? cand_id[j] : -1, have);
+        }
+        if (lane < k) {
+            const size_t at = (size_t)blockIdx.x * k + lane;
+            top_ids[at] = top.id;
+            top_lps[at] = top.id >= 0 && mx != -INFINITY ? logprob_of(top.v, mx, T, log_sum) : NAN;
+        }
+    }
 }
 
 }  // namespace
 
-void mt_cuda_token_logprob(float *out, const int32_t *tokens, const float *logits, int ld, int n, int V,
-                           const mt_sample_row *rows, cudaStream_t st) {
-    if (n > 0) mt_launch(token_logprob_kernel, n, LP_THREADS, 0, st, out, tokens, logits, ld, V, rows);
+void mt_cuda_token_logprob(float *out, const int32_t *tokens, const int32_t *targets, const float *logits, int ld,
+                           int n, int V, const mt_sample_row *rows, int k, int32_t *top_ids, float *top_lps,
+                           cudaStream_t st) {
+    if (n <= 0) return;
+    if (k > 0)
+        mt_launch(token_logprob_kernel<true>, n, LP_THREADS, 0, st, out, tokens, targets, logits, ld, V, rows, k,
+                  top_ids, top_lps);
+    else if (out)
+        mt_launch(token_logprob_kernel<false>, n, LP_THREADS, 0, st, out, tokens, targets, logits, ld, V, rows, 0,
+                  (int32_t *)nullptr, (float *)nullptr);
 }
 
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
