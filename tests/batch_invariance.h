@@ -1,7 +1,10 @@
 /* The batch-invariance check shared by the CPU and GPU tests: NREQ requests of varied lengths
  * (1 to 300 tokens, half sharing long prefixes; a third of them sampled with their own seeds, under
  * temperature, top-p and sometimes top-k) run through the batched engine and alone; tokens,
- * routing and (for the half that ask for them) the tokens' log-probabilities must be identical. Header-only; include after cmocka.h. */
+ * routing and (for the half that ask for them) the tokens' log-probabilities must be identical. A
+ * fifth of them also score their prompts (from the start or from the middle, 2 alternatives each),
+ * which must equal, bit for bit, those of the same request run alone through an engine.
+ * Header-only; include after cmocka.h. */
 #ifndef MT_TESTS_BATCH_INVARIANCE_H
 #define MT_TESTS_BATCH_INVARIANCE_H
 
@@ -24,6 +27,9 @@ typedef struct result {
     int finished;
     mt_finish_reason reason;
     int streamed;
+    float *prompt_lp;          /* scored requests: [len] */
+    int32_t *prompt_top;       /* [len, 2] */
+    float *prompt_top_lp;
 } result;
 
 static result g_res[NREQ];
@@ -46,6 +52,15 @@ static void on_event(void *ctx, const mt_engine_event *ev) {
     else assert_true(ev->id % 2 == 1);
     r->rows = ev->routing_rows;
     r->n_cached = ev->n_cached;
+    if (ev->prompt_logprobs) {
+        size_t n = (size_t)ev->n_prompt;
+        r->prompt_lp = malloc(n * sizeof(float));
+        r->prompt_top = malloc(n * 2 * sizeof(int32_t));
+        r->prompt_top_lp = malloc(n * 2 * sizeof(float));
+        memcpy(r->prompt_lp, ev->prompt_logprobs, n * sizeof(float));
+        memcpy(r->prompt_top, ev->prompt_top_ids, n * 2 * sizeof(int32_t));
+        memcpy(r->prompt_top_lp, ev->prompt_top_logprobs, n * 2 * sizeof(float));
+    }
     r->routing = malloc((size_t)ev->routing_rows * g_row * sizeof(int32_t));
     memcpy(r->routing, ev->routing, (size_t)ev->routing_rows * g_row * sizeof(int32_t));
 }
@@ -77,6 +92,17 @@ static mt_sampling_params sampling_of(int r) {
     return p;
 }
 
+/* Request r's prompt scoring: every fifth scores from its first token or its middle, else none. */
+static int score_from_of(int r) { return r % 5 != 2 ? 0 : r % 3 == 0 ? 1 : g_len[r] / 2 + 1; }
+
+/* Request r as submitted (the batched run and the scored requests' lone runs). */
+static mt_request request_of(int r) {
+    int score_from = score_from_of(r);
+    return (mt_request){.id = r, .prompt = g_prompt[r], .n_prompt = g_len[r], .max_new_tokens = 1 + r % MAXNEW,
+                        .ignore_eos = true, .sampling = sampling_of(r), .return_logprob = r % 2 == 0,
+                        .score_from = score_from, .top_logprobs = score_from ? 2 : 0};
+}
+
 /* Runs NREQ requests batched (engine options o) and each alone (mt_generate), on model m; every
  * request's tokens and routing must be identical. Returns nothing; fails the test otherwise. */
 static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *o_in) {
@@ -89,8 +115,7 @@ static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *
     mt_engine *e = mt_engine_new(&m, o_in, on_event, NULL, NULL, &err);
     assert_non_null(e);
     for (int r = 0; r < NREQ; r++) {
-        mt_request req = {.id = r, .prompt = g_prompt[r], .n_prompt = g_len[r], .max_new_tokens = 1 + r % MAXNEW,
-                          .ignore_eos = true, .sampling = sampling_of(r), .return_logprob = r % 2 == 0};
+        mt_request req = request_of(r);
         if (mt_engine_submit(e, &req, &err)) fail_msg("%s", err.msg);
     }
     int steps = 0;
@@ -105,7 +130,7 @@ static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *
     assert_true(st.prefix_hit_blocks > 0);
     assert_int_equal(st.kv_blocks_free, st.kv_blocks_total);
 
-    int cached_requests = 0;
+    int cached_requests = 0, scored_requests = 0;
     for (int r = 0; r < NREQ; r++) {
         result *res = &g_res[r];
         assert_int_equal(res->finished, 1);
@@ -137,10 +162,34 @@ static void check_batched_equals_solo(const mt_model *mp, const mt_engine_opts *
             fail_msg("request %d (len %d, %d cached): routing differs from the solo run", r, g_len[r], res->n_cached);
         mt_routing_table_free(&t);
         free(res->routing);
+        if (score_from_of(r)) {   /* the scores of the request alone, through an engine of its own */
+            assert_non_null(res->prompt_lp);
+            result batched = *res;
+            memset(res, 0, sizeof *res);
+            mt_engine *alone = mt_engine_new(&m, o_in, on_event, NULL, NULL, &err);
+            mt_request req = request_of(r);
+            if (!alone || mt_engine_submit(alone, &req, &err)) fail_msg("%s", err.msg);
+            while (!mt_engine_idle(alone)) assert_true(mt_engine_step(alone, &err) >= 0);
+            mt_engine_free(alone);
+            size_t n = (size_t)g_len[r];
+            if (memcmp(res->prompt_lp, batched.prompt_lp, n * sizeof(float)) ||
+                memcmp(res->prompt_top, batched.prompt_top, n * 2 * sizeof(int32_t)) ||
+                memcmp(res->prompt_top_lp, batched.prompt_top_lp, n * 2 * sizeof(float)))
+                fail_msg("request %d (len %d, scored from %d): prompt scores differ batched and alone", r, g_len[r],
+                         score_from_of(r));
+            scored_requests++;
+            free(res->routing);
+            free(res->prompt_lp);
+            free(res->prompt_top);
+            free(res->prompt_top_lp);
+            free(batched.prompt_lp);
+            free(batched.prompt_top);
+            free(batched.prompt_top_lp);
+        }
         free(g_prompt[r]);
     }
-    print_message("  %d requests were served partly from the prefix cache; all equal their solo runs\n",
-                  cached_requests);
+    print_message("  %d requests were served partly from the prefix cache; all equal their solo runs; %d scored "
+                  "their prompts as they do alone\n", cached_requests, scored_requests);
     assert_true(cached_requests > 10);
     mt_engine_free(e);
 }

@@ -112,15 +112,17 @@ static fixture_result run_fixture(const mt_model *m, const char *dir, const char
     return r;
 }
 
-/* Scored prompts against the reference: an engine request scoring every prompt token after the
- * first (score_from 1) with SCORE_TOP alternatives, compared with log_softmax of the reference's
- * logits at the position before each token. Returns the largest absolute log-probability error over
- * the scored tokens and their listed alternatives; checks that the listed ids are the reference's
- * most likely ones wherever the reference separates its top SCORE_TOP from the rest by more than
- * tol, and that the request's greedy tokens are those of an unscored run. */
+/* Scored prompts: an engine request scoring every prompt token after the first (score_from 1) with
+ * SCORE_TOP alternatives, run in chunks. Against the model's own logits of one pass over the prompt
+ * (mt_generate's prompt logits, which run_fixture checks against the reference): the listed ids
+ * exactly those of mt_top_logprobs, every value within self_tol of the host's log_softmax of them.
+ * Against the reference's logits: every value within 2 max|ours - ref| of the position's logits (what
+ * log_softmax can move by) + self_tol, and every token whose reference log-probability exceeds the
+ * last listed one's by more than twice that listed. The request's tokens equal an unscored run's.
+ * Returns the largest difference from the reference. */
 #define SCORE_TOP 5
 typedef struct score_capture {
-    int n_prompt, n_top, n_out;
+    int n_top, n_out;
     float *lp;
     int32_t *top_ids, out[64];
     float *top_lps;
@@ -138,7 +140,14 @@ static void on_score_event(void *ctx, const mt_engine_event *ev) {
     memcpy(sc->top_lps, ev->prompt_top_logprobs, (size_t)ev->n_prompt * ev->n_top * sizeof *sc->top_lps);
 }
 
-static double check_scores(const mt_model *m, const char *dir, const char *prompt_name, double tol) {
+static void log_softmax_row(const float *row, int V, double *out) {
+    double mx = -INFINITY, sum = 0.0;
+    for (int i = 0; i < V; i++) mx = row[i] > mx ? row[i] : mx;
+    for (int i = 0; i < V; i++) sum += exp((double)row[i] - mx);
+    for (int i = 0; i < V; i++) out[i] = (double)row[i] - mx - log(sum);
+}
+
+static double check_scores(const mt_model *m, const char *dir, const char *prompt_name, double self_tol) {
     const mt_config *c = &m->cfg;
     mt_npy prompt, logits, tokens;
     load_npy(dir, "prompt", prompt_name, &prompt);
@@ -146,8 +155,13 @@ static double check_scores(const mt_model *m, const char *dir, const char *promp
     load_npy(dir, "tokens", prompt_name, &tokens);
     int P = (int)prompt.count, G = (int)tokens.count, V = c->vocab_size;
     const int32_t *ids = prompt.data;
-    score_capture runs[2];
     mt_err err;
+    float *ours = malloc((size_t)P * V * sizeof *ours);
+    int32_t first;
+    int n_first = 0;
+    mt_generate_opts go = {.max_new_tokens = 1, .ignore_eos = true, .prompt_logits = ours};
+    if (mt_generate(m, ids, P, &go, &first, &n_first, &err)) fail_msg("%s", err.msg);
+    score_capture runs[2];
     for (int scored = 0; scored < 2; scored++) {
         score_capture *sc = &runs[scored];
         *sc = (score_capture){.lp = malloc((size_t)P * sizeof(float)), .top_ids = malloc((size_t)P * SCORE_TOP * sizeof(int32_t)),
@@ -168,33 +182,45 @@ static double check_scores(const mt_model *m, const char *dir, const char *promp
     assert_int_equal(sc->n_top, SCORE_TOP);
     assert_true(isnan(sc->lp[0]) && sc->top_ids[0] == -1);
     double worst = 0.0;
-    double *ref = malloc((size_t)V * sizeof *ref);
+    double *ref = malloc((size_t)V * sizeof *ref), *own = malloc((size_t)V * sizeof *own);
     for (int p = 1; p < P; p++) {
-        const float *row = (const float *)logits.data + (size_t)(p - 1) * V;
-        double mx = -INFINITY, sum = 0.0;
-        for (int i = 0; i < V; i++) mx = row[i] > mx ? row[i] : mx;
-        for (int i = 0; i < V; i++) sum += exp((double)row[i] - mx);
-        for (int i = 0; i < V; i++) ref[i] = (double)row[i] - mx - log(sum);
-        double d = fabs(sc->lp[p] - ref[ids[p]]);
-        worst = d > worst ? d : worst;
+        const float *ref_row = (const float *)logits.data + (size_t)(p - 1) * V, *our_row = ours + (size_t)(p - 1) * V;
+        double moved = 0.0;   /* max |ours - ref| over the row */
+        for (int i = 0; i < V; i++) moved = fmax(moved, fabs((double)our_row[i] - ref_row[i]));
+        double bound = 2 * moved + self_tol;
+        log_softmax_row(ref_row, V, ref);
+        log_softmax_row(our_row, V, own);
+        int32_t want_ids[SCORE_TOP];
+        float want_lps[SCORE_TOP];
+        mt_top_logprobs(NULL, our_row, V, SCORE_TOP, want_ids, want_lps);
         const int32_t *top = sc->top_ids + (size_t)p * SCORE_TOP;
         const float *top_lp = sc->top_lps + (size_t)p * SCORE_TOP;
-        double kth = ref[top[SCORE_TOP - 1]];
+        if (memcmp(top, want_ids, sizeof want_ids))
+            fail_msg("%s %s position %d: listed ids differ from the top of the model's own logits", dir, prompt_name, p);
+        if (fabs(sc->lp[p] - own[ids[p]]) > self_tol)
+            fail_msg("%s %s position %d: %.6f against %.6f from the model's own logits", dir, prompt_name, p, sc->lp[p], own[ids[p]]);
+        double d = fabs(sc->lp[p] - ref[ids[p]]);
+        if (d > bound) fail_msg("%s %s position %d: %.5f off the reference, bound %.5f", dir, prompt_name, p, d, bound);
+        worst = d > worst ? d : worst;
         for (int j = 0; j < SCORE_TOP; j++) {
-            assert_true(top[j] >= 0 && top[j] < V);
             if (j > 0) assert_true(top_lp[j] <= top_lp[j - 1]);
-            d = fabs(top_lp[j] - ref[top[j]]);
-            worst = d > worst ? d : worst;
+            assert_true(fabs(top_lp[j] - own[top[j]]) <= self_tol);
             if (top[j] == ids[p]) assert_true(top_lp[j] == sc->lp[p]);   /* the same value, bitwise */
+            d = fabs(top_lp[j] - ref[top[j]]);
+            if (d > bound) fail_msg("%s %s position %d: alternative %d off the reference by %.5f", dir, prompt_name, p, j, d);
+            worst = d > worst ? d : worst;
         }
+        double kth = ref[top[SCORE_TOP - 1]];
         for (int i = 0; i < V; i++) {
-            if (!(ref[i] > kth + 2 * tol)) continue;
-            bool listed = false;   /* a token clearly above our SCORE_TOP-th must be listed */
+            if (!(ref[i] > kth + 2 * bound)) continue;
+            bool listed = false;   /* a token clearly above the last listed one must be listed */
             for (int j = 0; j < SCORE_TOP; j++) listed |= top[j] == i;
             if (!listed) fail_msg("%s %s position %d: token %d (ref %.4f) missing from the top list", dir, prompt_name, p, i, ref[i]);
         }
     }
     free(ref);
+    free(own);
+    free(ours);
     for (int k = 0; k < 2; k++) {
         free(runs[k].lp);
         free(runs[k].top_ids);

@@ -94,11 +94,11 @@ static void test_against_transformers(void **state) {
                           ARCHS[a], PROMPTS[p], r.P, r.logits_rel_err, cal.logits_rel_err, r.routing_agreement,
                           r.greedy_equal, r.G, cal.greedy_equal, near_tie ? ", reference's first choice a near-tie" : "");
             bad += !(r.logits_rel_err <= e_tol) || !(r.routing_agreement >= 0.97) || !greedy_ok;
-            /* scored prompts (engine on the device): bf16 moves a log-probability by a few hundredths */
-            double score_err = check_scores(&m, dir, PROMPTS[p], 0.15);
-            print_message("  %-10s %-5s scored prompt: log-probability max abs err %.3f (bound 0.15)\n", ARCHS[a],
-                          PROMPTS[p], score_err);
-            bad += !(score_err <= 0.15);
+            /* scored prompts (the engine on the device, its log-softmax in float): checked within what
+             * the logits' own difference from transformers allows (check_scores) */
+            double score_err = check_scores(&m, dir, PROMPTS[p], 1e-4);
+            print_message("  %-10s %-5s scored prompt: log-probabilities within %.3f of transformers', each within "
+                          "its logits' bound\n", ARCHS[a], PROMPTS[p], score_err);
         }
         mt_model_free(&m);
     }

@@ -33,9 +33,9 @@ static void check_model(const char *dir, const char *arch) {
         assert_true(r.logits_rel_err <= 1e-3);
         assert_true(r.routing_agreement >= 0.99);
         assert_int_equal(r.greedy_equal, r.G);
-        double score_err = check_scores(&m, dir, PROMPTS[p], 1e-3);
-        print_message("  %-10s %-5s scored prompt: log-probability max abs err %.2e\n", arch, PROMPTS[p], score_err);
-        assert_true(score_err <= 1e-3);
+        double score_err = check_scores(&m, dir, PROMPTS[p], 1e-5);
+        print_message("  %-10s %-5s scored prompt: log-probabilities within %.2e of transformers'\n", arch, PROMPTS[p],
+                      score_err);
     }
     mt_model_free(&m);
 }

@@ -315,7 +315,11 @@ int cmd_serve(int argc, char **argv) {
     }
     mt_engine_opts eo = {.num_kv_blocks = kv_blocks_for(&a, c), .max_batch_tokens = a.max_batch_tokens,
                          .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
-                         .placement = ro.placement};
+                         .placement = ro.placement,
+                         /* scored prompts (logprob_start_len, echo): on the device a pass takes up to a
+                          * 4,096-token chunk of them (4.1x the prefill's time at 256, 1.4x at 4,096:
+                          * bench_scoring, docs/PERF.md), its logits 2.5 GB for Qwen3's vocabulary */
+                         .max_scored_rows = strcmp(a.device, "cuda") ? 0 : 4096};
     mt_routing_fanout fan = {0};
     mt_routing_fanout_add(&fan, mt_recorder_sink(recorder));
     if (domains) mt_routing_fanout_add(&fan, mt_domain_usage_sink(domains));

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <vector>
+
 #include <cuda_profiler_api.h>
 
 #include "engine/cuda_internal.h"
@@ -155,12 +157,18 @@ struct PassInputs {
     int n_dec, n_pre;
 };
 
-// A pass where every token wants its own logits (decode steps) can run as a captured graph:
-// each token is then attended as a lone decode tile, which gives the same bits as any other tiling.
+// A decode step (every token the only one of its sequence in the pass, and wanting its logits) can
+// run as a captured graph: each token is then attended as a lone decode tile, which gives the same
+// bits as any other tiling. A pass of several tokens of one sequence, each wanting logits (a scored
+// prompt's chunk), is not one: it runs as a prefill, whose logits are the same bits as the same
+// tokens' in any other pass (tests/batch_invariance.h), where the graph's did not always give them.
 bool pure_decode(const mt_batch *b) {
     if (b->n_logits != b->n_tokens) return false;
-    for (int i = 0; i < b->n_tokens; i++)
-        if (b->logit_rows[i] != i) return false;
+    std::vector<char> seen((size_t)b->num_seqs, 0);
+    for (int i = 0; i < b->n_tokens; i++) {
+        if (b->logit_rows[i] != i || seen[(size_t)b->seq_ids[i]]) return false;
+        seen[(size_t)b->seq_ids[i]] = 1;
+    }
     return true;
 }
 

@@ -6,7 +6,8 @@ log-probabilities, which must equal those of the same request sent again alone (
 those transformers computes from the same checkpoint (within bf16's error); then n = 4 samples of one
 prompt in one request, each equal to `run --device cuda` with the seed it draws from; then four
 weight updates (/update_weights_from_disk) between the fixture and a copy with flipped routers, each
-answer equal to `run --device cuda` on the checkpoint then served; then SIGTERM."""
+answer equal to `run --device cuda` on the checkpoint then served; prompts scored from their first
+token (logprob_start_len 0, 3 alternatives) against transformers; then SIGTERM."""
 import base64
 import concurrent.futures
 import json
@@ -94,12 +95,14 @@ hf_model = None
 with concurrent.futures.ThreadPoolExecutor(32) as pool:
     answers = list(pool.map(one, range(len(prompts))))
 bad = 0
+solo_bad = 0   # of the concurrent requests against their solo runs
 for i, (ids, a) in enumerate(zip(prompts, answers)):
     m = a["meta_info"]
     got = np.frombuffer(base64.b64decode(m["routed_experts"]), np.int32).reshape(m["routed_experts_shape"])
     r, t = solo(ids, n_new, sampling_of(i))
     same = got.shape == r.shape and (got == r).all() and a["output_ids"] == t.tolist()
     bad += not same
+    solo_bad += not same
     lps = m["output_token_logprobs"]
     if [e[1] for e in lps] != a["output_ids"] or any(e[2] is not None or not e[0] <= 0 for e in lps):
         print(f"request {i}: output_token_logprobs malformed: {lps}")
@@ -124,6 +127,75 @@ for i in range(0, len(prompts), 4):   # alone, then against transformers
 print(f"log-probabilities: {lp_checked} requests against transformers within the fixtures' bf16 tolerance, "
       f"largest difference {lp_worst:.4f}; "
       f"the same alone as batched")
+
+
+def scored(i):
+    """Prompt i scored from its first token with 3 alternatives (what evaluation harnesses ask)."""
+    return post("/generate", {"input_ids": prompts[i], "sampling_params": {"max_new_tokens": 1, "temperature": 0},
+                              "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 3})
+
+
+def prompt_logits(ids):
+    """Our logits at every prompt position (`run --device cuda --logits-out`) and transformers' float32
+    ones, as float64 arrays [P, vocab]."""
+    subprocess.run([BIN, "run", "--model", MODEL, "--device", "cuda", "--input-ids", ",".join(map(str, ids)),
+                    "--max-new-tokens", "1", "--logits-out", "/tmp/solo_l.npy"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    ours = np.load("/tmp/solo_l.npy").astype(np.float64)
+    import torch
+    from transformers import AutoModelForCausalLM
+    global hf_model
+    if hf_model is None:
+        hf_model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).cuda().eval()
+    with torch.no_grad():
+        ref = hf_model(torch.tensor([ids], device="cuda")).logits[0].double().cpu().numpy()
+    return ours, ref
+
+
+def log_softmax(x):
+    z = x - x.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+score_ids = [i for i in range(1, len(prompts), 5) if len(prompts[i]) > 1]
+with concurrent.futures.ThreadPoolExecutor(8) as pool:   # scored requests batched together
+    scores = list(pool.map(scored, score_ids))
+sc_worst, sc_tokens, sc_bad = 0.0, 0, 0
+for i, a in zip(score_ids, scores):
+    m, ids = a["meta_info"], prompts[i]
+    inp, tops = m["input_token_logprobs"], m["input_top_logprobs"]
+    why = None
+    if len(inp) != len(ids) or [e[1] for e in inp] != ids or inp[0][0] is not None or tops[0] is not None:
+        why = "malformed"
+    elif m["cached_tokens"] != 0:
+        why = f"{m['cached_tokens']} cached tokens"
+    elif scored(i)["meta_info"]["input_token_logprobs"] != inp:
+        why = "different alone"
+    try:
+        ours, ref = prompt_logits(ids) if why is None else (None, None)
+    except ImportError:
+        ours = None
+    for p in range(1, len(ids)) if ours is not None else []:
+        own, theirs = log_softmax(ours[p - 1]), log_softmax(ref[p - 1])
+        bound = 2 * np.abs(ours[p - 1] - ref[p - 1]).max() + 1e-4   # what log_softmax can move by
+        got = inp[p][0]
+        want_top = sorted(range(len(own)), key=lambda t: (-ours[p - 1][t], t))[:3]
+        sc_worst, sc_tokens = max(sc_worst, abs(got - theirs[ids[p]])), sc_tokens + 1
+        if abs(got - own[ids[p]]) > 1e-4:
+            why = f"position {p}: {got} against {own[ids[p]]} from our own logits"
+        elif abs(got - theirs[ids[p]]) > bound:
+            why = f"position {p}: {got} against transformers' {theirs[ids[p]]}, bound {bound}"
+        elif [e[1] for e in tops[p]] != want_top:
+            why = f"position {p}: alternatives {[e[1] for e in tops[p]]}, our logits' top {want_top}"
+        if why:
+            break
+    if why:
+        print(f"scored prompt {i}: {why}")
+        sc_bad += 1
+bad += sc_bad
+print(f"scored prompts: {len(score_ids) - sc_bad} of {len(score_ids)} requests batched together right: {sc_tokens} prompt "
+      f"tokens equal to log_softmax of `run --device cuda`'s logits, their 3 alternatives its top 3, within what "
+      f"those logits' difference from transformers allows (largest difference {sc_worst:.4f}), the same alone")
 
 
 def output_seed(seed, k):
@@ -203,6 +275,6 @@ print(f"serve --device cuda: 4 weight updates (flipped routers and back), {4 - s
 bad += swap_bad
 server.send_signal(signal.SIGTERM)
 rc = server.wait(timeout=60)
-print(f"serve --device cuda: {len(prompts)} concurrent requests (half sampled), {len(prompts) - bad} equal to their solo "
-      f"`run --device cuda` (routing and tokens); exit code after SIGTERM {rc}")
+print(f"serve --device cuda: {len(prompts)} concurrent requests (half sampled), {len(prompts) - solo_bad} equal to their "
+      f"solo `run --device cuda` (routing and tokens); {bad} failed checks in all; exit code after SIGTERM {rc}")
 sys.exit(1 if bad or rc != 0 else 0)
