@@ -7,8 +7,10 @@
  * gives prompts inside the context, at most MT_REQUEST_MAX_OUTPUTS outputs with names that fit a
  * job's name, and params within their documented ranges, and holds no string
  * with U+0000 (cJSON would have cut it there, e.g. a text prompt encoded up to the NUL); its domain
- * group is 0 or a group of a label the usage knows. */
+ * group is 0 or a group of a label the usage knows; its log-probability fields (logprob_start_len,
+ * top alternatives, echo, tokens' text) are within their ranges and asked where they apply. */
 #include "chat/chat_template.h"
+#include "kernels/sample.h"
 #include "fuzz_util.h"
 #include "model/config.h"
 #include "report/domain_usage.h"
@@ -46,9 +48,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static void check(const mt_gen_request *r) {
+static void check(const mt_gen_request *r, const mt_request_ctx *c, mt_body_kind kind) {
     FUZZ_CHECK(r->n >= 1 && r->n_prompts >= 1 && mt_gen_request_outputs(r) <= MT_REQUEST_MAX_OUTPUTS);
     FUZZ_CHECK(strlen(r->rid) < sizeof r->rid);
+    FUZZ_CHECK(!r->echo || kind == MT_BODY_COMPLETIONS);
     for (int k = 0; k < mt_gen_request_outputs(r); k++) {
         char name[MT_JOB_NAME_LEN];
         mt_gen_params p;
@@ -70,6 +73,11 @@ static void check(const mt_gen_request *r) {
         for (int i = 0; i < p->n_stop_strings; i++) FUZZ_CHECK(p->stop_strings[i] && p->stop_strings[i][0]);
         FUZZ_CHECK(strlen(g->rid) < sizeof g->rid);
         FUZZ_CHECK(p->group >= 0 && p->group <= mt_domain_usage_num_domains(g_domains));
+        /* log-probabilities: a start inside the prompt, at most MT_TOP_LOGPROBS_MAX alternatives,
+         * tokens' text only with a tokenizer; echo only from the completions */
+        FUZZ_CHECK(p->logprob_start >= -1 && (!p->return_logprob || p->logprob_start < g->n_ids));
+        FUZZ_CHECK(p->top_logprobs >= 0 && p->top_logprobs <= MT_TOP_LOGPROBS_MAX);
+        FUZZ_CHECK(!p->text_in_logprobs || c->tokenizer);
     }
 }
 
@@ -92,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             mt_gen_request r;
             mt_api_error e = {0};
             if (mt_request_parse(&c, kinds[k], (const char *)data, size, &r, &e) == 0) {
-                check(&r);
+                check(&r, &c, kinds[k]);
                 FUZZ_CHECK(!holds_nul(data, size));
                 mt_gen_request_free(&r);
             } else {

@@ -392,12 +392,10 @@ static int scored_in(const seq *s, int f, int k) {
     return hi > lo ? hi - lo : 0;
 }
 
-/* A scored prompt row's spec: the request's parameters without a draw (its generator is not
- * advanced, so scoring the prompt leaves the sampled tokens as they would be). */
-static mt_sample_row score_spec(const seq *s) {
-    const mt_sampling_params *p = &s->sampler.params;
-    return (mt_sample_row){p->temperature, p->top_k, p->top_p, 0u};
-}
+/* A scored prompt row's spec: the request's temperature (its log-probabilities are taken at it), no
+ * filters and no draw (its generator is not advanced, so scoring the prompt leaves the sampled
+ * tokens as they would be; the row's own pick is not used). */
+static mt_sample_row score_spec(const seq *s) { return (mt_sample_row){s->sampler.params.temperature, 0, 1.0f, 0u}; }
 
 /* Copies row `row` of the pass's alternatives (pass_top wide) into the n places at ids/lps. */
 static void take_top(const mt_engine *e, int row, int pass_top, int n, int32_t *ids, float *lps) {
@@ -452,6 +450,13 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         chunk[i] = take;
         budget -= take;
     }
+    /* scored rows: the CPU's logits grow once, before any generator draws for the pass */
+    if (!e->m->device && score_left < e->o.max_scored_rows && e->logits_rows < e->rows_cap) {
+        float *grown = realloc(e->logits, (size_t)e->rows_cap * e->m->cfg.vocab_size * sizeof *grown);
+        if (!grown) return mt_errf(err, "out of memory for %d rows of logits", e->rows_cap);
+        e->logits = grown;
+        e->logits_rows = e->rows_cap;
+    }
     bool any_sampled = false;   /* else every row takes its argmax */
     bool any_logprob = false;   /* some row's request wants its token's (or a prompt token's) log-probability */
     int pass_top = 0;           /* alternatives listed for every row: the most any row's request asks */
@@ -484,12 +489,6 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
     }
     if (n == 0) return 0;
     for (int r = 0; r < n_rows; r++) any_sampled |= e->b_sample[r].temperature > 0.0f;
-    if (!e->m->device && n_rows > e->logits_rows) {   /* scored rows: the CPU's logits grow once */
-        float *grown = realloc(e->logits, (size_t)e->rows_cap * e->m->cfg.vocab_size * sizeof *grown);
-        if (!grown) return mt_errf(err, "out of memory for %d rows of logits", e->rows_cap);
-        e->logits = grown;
-        e->logits_rows = e->rows_cap;
-    }
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
                   .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .request_names = e->b_name,
