@@ -400,11 +400,16 @@ static void test_abort_request(void **state) {
         mt_http_response_free(&r);
         assert_int_equal(probe.status, 200);
         assert_int_equal(probe.aborted, 4);
+        int most = 0;
         for (int k = 0; k < 4; k++) {
             assert_string_equal(probe.finish[k], "abort");
-            /* the routing of what each forwarded before the abort */
-            assert_true(probe.rows[k] >= 20 && probe.rows[k] < 20 + 479);
+            /* the routing of what each forwarded before the abort: the output whose first token
+             * came had forwarded its prompt; the others, admitted once it published the prompt's
+             * block, may be cancelled before their first pass (0 rows, or the 16 adopted) */
+            assert_true(probe.rows[k] == 0 || probe.rows[k] == 16 || (probe.rows[k] >= 20 && probe.rows[k] < 20 + 479));
+            most = probe.rows[k] > most ? probe.rows[k] : most;
         }
+        assert_true(most >= 20);
     }
     long status;
     static const char *const BAD[] = {"{}", "{\"rid\": 5}", "{\"rid\": \"\"}", "{\"abort_all\": \"yes\"}", "[]", "x"};

@@ -10,7 +10,8 @@
  *    with the reason and the server serves on with the weights it had; /metrics counts the updates
  *    and shows the version serving;
  *  - abort_all_requests cancels a request streaming meanwhile (it ends as aborted) and the update
- *    goes through. */
+ *    goes through;
+ *  - a request held back while an update waits, aborted by its rid, answers as aborted. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
@@ -281,11 +283,84 @@ static void test_abort_all_requests(void **state) {
     cJSON_Delete(after);
 }
 
+/* A request that arrives while an update waits for running ones is held; aborted by its rid
+ * meanwhile, it answers as an aborted request (200, finish_reason abort, no tokens), and the abort
+ * does not wait for the update. */
+typedef struct held_probe {
+    long long_status, update_status, held_status;
+    cJSON *held;
+} held_probe;
+
+static void *post_long(void *arg) {   /* 32 samples of 400 tokens: keeps the engine busy a while */
+    held_probe *p = arg;
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    char body[2048];
+    snprintf(body, sizeof body, "{\"input_ids\": [%s], \"sampling_params\": {\"max_new_tokens\": 400, \"n\": 32, "
+             "\"ignore_eos\": true}}", prompt_ids());
+    cJSON_Delete(mt_api_json(c, "/generate", body, &p->long_status));
+    mt_http_client_free(c);
+    return NULL;
+}
+
+static void *post_update(void *arg) {
+    held_probe *p = arg;
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    char body[1024];
+    snprintf(body, sizeof body, "{\"model_path\": \"%s\"}", g_a);
+    cJSON_Delete(mt_api_json(c, "/update_weights_from_disk", body, &p->update_status));
+    mt_http_client_free(c);
+    return NULL;
+}
+
+static void *post_held(void *arg) {
+    held_probe *p = arg;
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    p->held = mt_api_json(c, "/generate", "{\"input_ids\": [5, 6, 7], \"rid\": \"held-b\", "
+                                          "\"sampling_params\": {\"max_new_tokens\": 4}}", &p->held_status);
+    mt_http_client_free(c);
+    return NULL;
+}
+
+static void pause_ms(long ms) {
+    struct timespec t = {0, ms * 1000 * 1000};
+    nanosleep(&t, NULL);
+}
+
+static void test_abort_held_request(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    held_probe p = {0};
+    pthread_t busy, update, held;
+    assert_int_equal(pthread_create(&busy, NULL, post_long, &p), 0);
+    pause_ms(30);
+    assert_int_equal(pthread_create(&update, NULL, post_update, &p), 0);
+    pause_ms(30);
+    assert_int_equal(pthread_create(&held, NULL, post_held, &p), 0);
+    pause_ms(30);
+    long status;
+    cJSON *aborted = mt_api_json(g_c, "/abort_request", "{\"rid\": \"held-b\"}", &status);
+    pthread_join(held, NULL);
+    pthread_join(busy, NULL);
+    pthread_join(update, NULL);
+    assert_int_equal(status, 200);
+    assert_int_equal(cJSON_GetObjectItem(aborted, "aborted")->valueint, 1);
+    assert_int_equal(p.long_status, 200);
+    assert_int_equal(p.update_status, 200);
+    assert_int_equal(p.held_status, 200);
+    const cJSON *meta = cJSON_GetObjectItem(p.held, "meta_info");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(meta, "finish_reason"), "type")), "abort");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(meta, "id")), "held-b");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(p.held, "output_ids")), 0);
+    cJSON_Delete(p.held);
+    cJSON_Delete(aborted);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_update_and_back),
         cmocka_unit_test(test_bad_updates),
         cmocka_unit_test(test_abort_all_requests),
+        cmocka_unit_test(test_abort_held_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

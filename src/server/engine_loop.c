@@ -217,7 +217,8 @@ static void fail_engine(mt_engine_loop *l, const char *why) {
     pthread_mutex_unlock(&l->mu);
 }
 
-/* A cancel for a job held back by a weight update: it leaves the queue, refused. */
+/* A cancel for a job held back by a weight update: it leaves the queue and ends as aborted, with no
+ * tokens and no routing, as a job cancelled before its first pass ends. */
 static void cancel_held(mt_engine_loop *l, int64_t id) {
     for (int i = 0; i < l->held.n; i++) {
         mt_gen_job *j = l->held.jobs[i];
@@ -227,18 +228,28 @@ static void cancel_held(mt_engine_loop *l, int64_t id) {
         pthread_mutex_lock(&l->mu);
         l->n_held--;
         pthread_mutex_unlock(&l->mu);
-        reject(j, false, "cancelled before it started");
+        snprintf(j->weight_version, sizeof j->weight_version, "%s", l->weight_version);
+        static const int32_t no_routing[1];
+        mt_engine_event ev = {.kind = MT_EVENT_FINISHED, .id = j->id, .reason = MT_FINISH_CANCELLED,
+                              .n_prompt = j->n_prompt, .routing = no_routing};
+        double e2e;
+        mt_finish_label label = mt_job_take_end(j, &ev, &l->model->cfg, &e2e);
+        mt_metrics_finished(l->metrics, label, ev.n_prompt, 0, 0, e2e);
         mt_gen_job_unref(j);
         return;
     }
 }
 
-/* Ends the first task with rc (and err's message when rc != 0) and wakes its caller. */
-static void task_finish(mt_engine_loop *l, int rc, const mt_err *err) {
+/* Ends task t (taken out of the queue) with rc (and err's message when rc != 0) and wakes its
+ * caller. */
+static void task_finish(mt_engine_loop *l, loop_task *t, int rc, const mt_err *err) {
     pthread_mutex_lock(&l->mu);
-    loop_task *t = l->tasks;
-    l->tasks = t->next;
-    if (!l->tasks) l->tasks_tail = NULL;
+    loop_task **at = &l->tasks, *prev = NULL;
+    while (*at && *at != t) prev = *at, at = &(*at)->next;
+    if (*at) {
+        *at = t->next;
+        if (l->tasks_tail == t) l->tasks_tail = prev;
+    }
     t->rc = rc;
     if (rc) t->err = *err;
     t->done = true;
@@ -288,16 +299,30 @@ static int abort_jobs(mt_engine_loop *l, const char *name) {
     return n;
 }
 
-/* Moves the first task on: a flush or an abort at once; a weight update once the engine is idle (running jobs
- * cancelled first when it asks), then the held jobs go on. */
-static void run_task(mt_engine_loop *l, loop_task *t) {
+/* The first flush or abort task in the queue, wherever it waits, or NULL. */
+static loop_task *first_quick_task(mt_engine_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    loop_task *t = l->tasks;
+    while (t && t->kind == TASK_UPDATE_WEIGHTS) t = t->next;
+    pthread_mutex_unlock(&l->mu);
+    return t;
+}
+
+/* Runs every flush and abort at once, even behind a weight update that waits for running jobs (an
+ * abort is what may let it go on); then moves the first task on when it is an update: once the
+ * engine is idle (running jobs cancelled first when it asks), the weights change and the held jobs
+ * go on. */
+static void run_tasks(mt_engine_loop *l) {
     mt_err err = {{0}};
-    if (t->kind == TASK_FLUSH_CACHE || t->kind == TASK_ABORT) {
-        if (t->kind == TASK_FLUSH_CACHE) t->flushed = mt_engine_flush_prefix_cache(l->engine);
-        else t->n_aborted = abort_jobs(l, t->name);
-        task_finish(l, 0, &err);
-        return;
+    for (loop_task *q; (q = first_quick_task(l));) {
+        if (q->kind == TASK_FLUSH_CACHE) q->flushed = mt_engine_flush_prefix_cache(l->engine);
+        else q->n_aborted = abort_jobs(l, q->name);
+        task_finish(l, q, 0, &err);
     }
+    pthread_mutex_lock(&l->mu);
+    loop_task *t = l->tasks;
+    pthread_mutex_unlock(&l->mu);
+    if (!t) return;
     if (t->abort_live && !t->aborted) {
         cancel_all_live(l);
         t->aborted = true;
@@ -320,7 +345,7 @@ static void run_task(mt_engine_loop *l, loop_task *t) {
     pthread_mutex_unlock(&l->mu);
     if (rc == -2) fail_engine(l, err.msg);
     admit_held(l, rc == -2, "the engine has failed");
-    task_finish(l, rc ? -1 : 0, &err);
+    task_finish(l, t, rc ? -1 : 0, &err);
 }
 
 static void *loop_main(void *arg) {
@@ -333,7 +358,9 @@ static void *loop_main(void *arg) {
             pthread_cond_wait(&l->wake, &l->mu);
         bool stopping = l->stopping, failed = l->failed;
         loop_task *task = l->tasks;
-        bool hold = task && task->kind == TASK_UPDATE_WEIGHTS && !stopping && !failed;
+        bool updating = false;   /* a weight update waits: new jobs are held until it is done */
+        for (loop_task *t = task; t; t = t->next) updating |= t->kind == TASK_UPDATE_WEIGHTS;
+        bool hold = updating && !stopping && !failed;
         if (hold) l->n_held += l->inbox.n;
         job_list swap_jobs = l->inbox;
         l->inbox = taken;
@@ -363,7 +390,7 @@ static void *loop_main(void *arg) {
             mt_err err;
             mt_errf(&err, stopping ? "the server is shutting down" : "the engine has failed");
             while (task) {
-                task_finish(l, -1, &err);
+                task_finish(l, task, -1, &err);
                 pthread_mutex_lock(&l->mu);
                 task = l->tasks;
                 pthread_mutex_unlock(&l->mu);
@@ -371,7 +398,7 @@ static void *loop_main(void *arg) {
         }
         if (stopping) cancel_all_live(l);
         if (stopping && mt_engine_idle(l->engine)) break;
-        if (task) run_task(l, task);
+        if (task) run_tasks(l);
 
         if (!mt_engine_idle(l->engine)) {
             mt_err err = {{0}};
