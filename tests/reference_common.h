@@ -118,12 +118,14 @@ static fixture_result run_fixture(const mt_model *m, const char *dir, const char
  * exactly those of mt_top_logprobs, every value within self_tol of the host's log_softmax of them.
  * Against the reference's logits: every value within 2 max|ours - ref| of the position's logits (what
  * log_softmax can move by) + self_tol, and every token whose reference log-probability exceeds the
- * last listed one's by more than twice that listed. The request's tokens equal an unscored run's.
+ * last listed one's by more than twice that listed. The request's tokens equal an unscored run's,
+ * and scoring prompt + generated tokens gives the generated tokens the log-probabilities they were
+ * generated with, bit for bit (a position scored in a prefill, or decoded, computes the same).
  * Returns the largest difference from the reference. */
 #define SCORE_TOP 5
 typedef struct score_capture {
     int n_top, n_out;
-    float *lp;
+    float *lp, out_lp[64];
     int32_t *top_ids, out[64];
     float *top_lps;
 } score_capture;
@@ -133,6 +135,7 @@ static void on_score_event(void *ctx, const mt_engine_event *ev) {
     if (ev->kind != MT_EVENT_FINISHED) return;
     sc->n_out = ev->n_generated;
     memcpy(sc->out, ev->output, (size_t)ev->n_generated * sizeof *ev->output);
+    if (ev->logprobs) memcpy(sc->out_lp, ev->logprobs, (size_t)ev->n_generated * sizeof *ev->logprobs);
     if (!ev->prompt_logprobs) return;
     sc->n_top = ev->n_top;
     memcpy(sc->lp, ev->prompt_logprobs, (size_t)ev->n_prompt * sizeof *sc->lp);
@@ -161,8 +164,9 @@ static double check_scores(const mt_model *m, const char *dir, const char *promp
     int n_first = 0;
     mt_generate_opts go = {.max_new_tokens = 1, .ignore_eos = true, .prompt_logits = ours};
     if (mt_generate(m, ids, P, &go, &first, &n_first, &err)) fail_msg("%s", err.msg);
-    score_capture runs[2];
-    for (int scored = 0; scored < 2; scored++) {
+    score_capture runs[3];
+    int32_t *whole = malloc((size_t)(P + G) * sizeof *whole);
+    for (int scored = 0; scored < 3; scored++) {   /* generate; score the prompt; score prompt + output */
         score_capture *sc = &runs[scored];
         *sc = (score_capture){.lp = malloc((size_t)P * sizeof(float)), .top_ids = malloc((size_t)P * SCORE_TOP * sizeof(int32_t)),
                               .top_lps = malloc((size_t)P * SCORE_TOP * sizeof(float))};
@@ -170,7 +174,19 @@ static double check_scores(const mt_model *m, const char *dir, const char *promp
         mt_engine *e = mt_engine_new(m, &o, on_score_event, sc, NULL, &err);
         if (!e) fail_msg("%s", err.msg);
         mt_request r = {.id = 1, .prompt = ids, .n_prompt = P, .max_new_tokens = G, .ignore_eos = true,
-                        .score_from = scored, .top_logprobs = scored ? SCORE_TOP : 0};
+                        .return_logprob = scored == 0, .score_from = scored, .top_logprobs = scored ? SCORE_TOP : 0};
+        if (scored == 2) {
+            memcpy(whole, ids, (size_t)P * sizeof *whole);
+            memcpy(whole + P, runs[0].out, (size_t)runs[0].n_out * sizeof *whole);
+            r = (mt_request){.id = 1, .prompt = whole, .n_prompt = P + runs[0].n_out, .max_new_tokens = 0,
+                             .score_from = P, .top_logprobs = 1};
+            free(sc->lp);
+            free(sc->top_ids);
+            free(sc->top_lps);
+            sc->lp = malloc((size_t)(P + G) * sizeof(float));
+            sc->top_ids = malloc((size_t)(P + G) * sizeof(int32_t));
+            sc->top_lps = malloc((size_t)(P + G) * sizeof(float));
+        }
         if (mt_engine_submit(e, &r, &err)) fail_msg("%s", err.msg);
         while (!mt_engine_idle(e))
             if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
@@ -178,6 +194,11 @@ static double check_scores(const mt_model *m, const char *dir, const char *promp
     }
     assert_int_equal(runs[0].n_out, runs[1].n_out);   /* scoring leaves the generated tokens alone */
     assert_memory_equal(runs[0].out, runs[1].out, (size_t)runs[0].n_out * sizeof(int32_t));
+    for (int i = 0; i < runs[0].n_out; i++)   /* the generated tokens scored as a prompt */
+        if (memcmp(&runs[2].lp[P + i], &runs[0].out_lp[i], sizeof(float)))
+            fail_msg("%s %s output %d: scored %.9g, generated with %.9g", dir, prompt_name, i, runs[2].lp[P + i],
+                     runs[0].out_lp[i]);
+    free(whole);
     const score_capture *sc = &runs[1];
     assert_int_equal(sc->n_top, SCORE_TOP);
     assert_true(isnan(sc->lp[0]) && sc->top_ids[0] == -1);
@@ -221,7 +242,7 @@ static double check_scores(const mt_model *m, const char *dir, const char *promp
     free(ref);
     free(own);
     free(ours);
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         free(runs[k].lp);
         free(runs[k].top_ids);
         free(runs[k].top_lps);
