@@ -160,8 +160,9 @@ struct PassInputs {
 // A decode step (every token the only one of its sequence in the pass, and wanting its logits) can
 // run as a captured graph: each token is then attended as a lone decode tile, which gives the same
 // bits as any other tiling. A pass of several tokens of one sequence, each wanting logits (a scored
-// prompt's chunk), is not one: it runs as a prefill, whose logits are the same bits as the same
-// tokens' in any other pass (tests/batch_invariance.h), where the graph's did not always give them.
+// prompt's chunk), is not one: a decode tile copies its context's K/V before the dependency wait
+// (they were written by earlier passes), so a graph slot would read positions that another slot of
+// the same pass writes, before they are written. It runs as a prefill.
 bool pure_decode(const mt_batch *b) {
     if (b->n_logits != b->n_tokens) return false;
     std::vector<char> seen((size_t)b->num_seqs, 0);
@@ -670,11 +671,27 @@ extern "C" void mt_cuda_kv_free(mt_kv_cache *kv) {
     kv->dev_k = kv->dev_v = nullptr;
 }
 
+// The device's layout of a batch (upload_inputs): each sequence's tokens are one run of consecutive
+// positions in consecutive slots, so a run of one token is its sequence's only token in the pass and
+// can be attended as a decode tile. -1 (err set) for a batch that is not so laid out.
+static int check_runs(const mt_batch *b, mt_err *err) {
+    std::vector<int> last((size_t)b->num_seqs, -1);
+    for (int i = 0; i < b->n_tokens; i++) {
+        int &at = last[(size_t)b->seq_ids[i]];
+        if (at >= 0 && (at != i - 1 || b->positions[i] != b->positions[i - 1] + 1))
+            return mt_errf(err, "batch index %d: on the device a sequence's tokens must be consecutive positions in "
+                                "consecutive batch slots (sequence %d)", i, b->seq_ids[i]);
+        at = i;
+    }
+    return 0;
+}
+
 extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
                                const mt_routing_sink *sink, mt_err *err) {
     GpuModel *g = (GpuModel *)m->device;
     const mt_config *c = &m->cfg;
     if (!kv->dev_k) return mt_errf(err, "the KV cache was not created for the device");
+    if (check_runs(b, err)) return -1;
     int n = b->n_tokens, k = c->top_k, V = c->vocab_size, Vp = mt_round16(V);
     cudaStream_t st = g->stream;
 

@@ -55,7 +55,9 @@ typedef struct mt_batch {
 /* Runs the model on the batch (on the CPU, or on the model's device when it has one); writes
  * logits [n_logits, vocab_size], or with b->next_tokens only each row's next token. sink may be NULL.
  * Fails without computing anything on an invalid batch (token id out of the vocabulary,
- * position beyond a sequence's reserved blocks or the model's context, bad sequence index). */
+ * position beyond a sequence's reserved blocks or the model's context, bad sequence index; on a
+ * device, a sequence whose tokens are not consecutive positions in consecutive slots, the layout the
+ * engine builds). */
 int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
                const mt_routing_sink *sink, mt_err *err);
 

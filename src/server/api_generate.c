@@ -50,9 +50,10 @@ static void add_logprobs(const generate_reply *g, const mt_gen_job *j, cJSON *me
     if (j->n_top == 0) return;
     cJSON *in_top = cJSON_AddArrayToObject(meta, "input_top_logprobs");
     for (int p = start; p < j->n_prompt; p++) {
-        size_t at = (size_t)p * j->n_top;
-        cJSON_AddItemToArray(in_top, top_list(g, j, j->prompt_top_ids + at, j->prompt_top_logprobs + at,
-                                              p > start && j->prompt_scored));
+        bool known = p > start && j->prompt_scored && j->prompt_top_ids;
+        size_t at = known ? (size_t)p * j->n_top : 0;
+        cJSON_AddItemToArray(in_top, top_list(g, j, known ? j->prompt_top_ids + at : NULL,
+                                              known ? j->prompt_top_logprobs + at : NULL, known));
     }
     cJSON *out_top = cJSON_AddArrayToObject(meta, "output_top_logprobs");
     for (int i = 0; i < j->n_output; i++) {

@@ -132,18 +132,22 @@ mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_par
     bool lp = params->return_logprob;
     size_t n_top = lp ? (size_t)params->top_logprobs : 0, outs = (size_t)params->max_new_tokens + 1;
     float *logprobs = lp ? malloc(outs * sizeof *logprobs) : NULL;
+    /* the prompt's scores, only where they are computed (a start before its last token) */
+    size_t scored = lp && params->logprob_start >= 0 && params->logprob_start + 1 < n_prompt ? (size_t)n_prompt : 0;
     if (j && lp) {
         j->n_top = (int)n_top;
         j->prompt_logprobs = malloc((size_t)n_prompt * sizeof *j->prompt_logprobs);
         if (n_top) {
             j->top_ids = malloc(outs * n_top * sizeof *j->top_ids);
             j->top_logprobs = malloc(outs * n_top * sizeof *j->top_logprobs);
-            j->prompt_top_ids = malloc((size_t)n_prompt * n_top * sizeof *j->prompt_top_ids);
-            j->prompt_top_logprobs = malloc((size_t)n_prompt * n_top * sizeof *j->prompt_top_logprobs);
+        }
+        if (n_top && scored) {
+            j->prompt_top_ids = malloc(scored * n_top * sizeof *j->prompt_top_ids);
+            j->prompt_top_logprobs = malloc(scored * n_top * sizeof *j->prompt_top_logprobs);
         }
     }
-    if (!j || !output || (lp && (!logprobs || !j->prompt_logprobs)) ||
-        (n_top && (!j->top_ids || !j->top_logprobs || !j->prompt_top_ids || !j->prompt_top_logprobs))) {
+    if (!j || !output || (lp && (!logprobs || !j->prompt_logprobs)) || (n_top && (!j->top_ids || !j->top_logprobs)) ||
+        (n_top && scored && (!j->prompt_top_ids || !j->prompt_top_logprobs))) {
         if (j) free_scores(j);
         free(j);
         free(output);

@@ -114,7 +114,8 @@ typedef struct mt_gen_job {
     float *prompt_logprobs;     /* with return_logprob: [n_prompt], each prompt token's log-probability
                                    (NaN where not scored: before logprob_start + 1); set once the prompt
                                    is forwarded (prompt_scored) */
-    int32_t *prompt_top_ids;    /* with n_top: [n_prompt, n_top] the alternatives at each scored token */
+    int32_t *prompt_top_ids;    /* with n_top and a scored prompt (logprob_start before its last token):
+                                   [n_prompt, n_top] the alternatives at each scored token, else NULL */
     float *prompt_top_logprobs;
     bool prompt_scored;         /* the prompt's scores are in */
     int n_output;

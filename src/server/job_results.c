@@ -58,7 +58,7 @@ static void take_top(mt_gen_job *j, int from, const int32_t *ids, const float *l
 static void take_prompt_scores(mt_gen_job *j, const mt_engine_event *ev) {
     if (j->prompt_scored || !j->prompt_logprobs || !ev->prompt_logprobs) return;
     memcpy(j->prompt_logprobs, ev->prompt_logprobs, (size_t)j->n_prompt * sizeof *j->prompt_logprobs);
-    if (j->n_top && ev->prompt_top_ids) {
+    if (j->prompt_top_ids && ev->prompt_top_ids) {
         size_t len = (size_t)j->n_prompt * j->n_top;
         memcpy(j->prompt_top_ids, ev->prompt_top_ids, len * sizeof *j->prompt_top_ids);
         memcpy(j->prompt_top_logprobs, ev->prompt_top_logprobs, len * sizeof *j->prompt_top_logprobs);
