@@ -78,6 +78,8 @@ static void check(const mt_gen_request *r, const mt_request_ctx *c, mt_body_kind
         FUZZ_CHECK(p->logprob_start >= -1 && (!p->return_logprob || p->logprob_start < g->n_ids));
         FUZZ_CHECK(p->top_logprobs >= 0 && p->top_logprobs <= MT_TOP_LOGPROBS_MAX);
         FUZZ_CHECK(!p->text_in_logprobs || c->tokenizer);
+        FUZZ_CHECK(p->n_logprob_ids >= 0 && p->n_logprob_ids <= MT_LOGPROB_IDS_MAX && (!p->n_logprob_ids || p->logprob_ids));
+        for (int i = 0; i < p->n_logprob_ids; i++) FUZZ_CHECK(p->logprob_ids[i] >= 0 && p->logprob_ids[i] < g_cfg.vocab_size);
     }
 }
 

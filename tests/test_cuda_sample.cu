@@ -74,6 +74,7 @@ static std::vector<float> device_logprobs(const Batch &b, const std::vector<int3
     int32_t *tokens = to_dev(tok);
     CK(cudaMalloc(&out, n * sizeof(float)));
     mt_cuda_token_logprob(out, tokens, nullptr, logits, b.ld, n, b.V, with_rows ? rows : nullptr, 0, nullptr, nullptr,
+                          nullptr, nullptr, nullptr,
                           0);
     CK(cudaGetLastError());
     std::vector<float> lp(n);
@@ -122,24 +123,44 @@ static void fill_top_row(float *x, int V, int kind) {
 // One launch of mt_cuda_token_logprob with top lists (k > 0) or without: the scored tokens'
 // values (when want_out) and the lists.
 struct TopRun {
-    std::vector<float> out, lps;
+    std::vector<float> out, lps, listed;   // listed: with_ids, the values of each row's 3 listed tokens
     std::vector<int32_t> ids;
 };
+
+// The tokens row i lists when a launch lists tokens: 0, V / 2 and its own token.
+static void listed_of(int V, int32_t own, int32_t *three) {
+    three[0] = 0;
+    three[1] = V / 2;
+    three[2] = own;
+}
 static TopRun device_top(const Batch &b, const std::vector<int32_t> &tok, const std::vector<int32_t> &targets,
-                         bool with_rows, int k, bool want_out) {
+                         bool with_rows, int k, bool want_out, bool with_ids = false) {
     int n = (int)b.rows.size();
-    float *logits = to_dev(b.logits), *out = nullptr, *lps = nullptr;
+    float *logits = to_dev(b.logits), *out = nullptr, *lps = nullptr, *listed = nullptr;
     mt_sample_row *rows = to_dev(b.rows);
-    int32_t *tokens = to_dev(tok), *targ = to_dev(targets), *ids = nullptr;
+    int32_t *tokens = to_dev(tok), *targ = to_dev(targets), *ids = nullptr, *ids_off = nullptr, *ids_list = nullptr;
+    if (with_ids) {
+        std::vector<int32_t> off(n + 1), list(3 * (size_t)n);
+        for (int i = 0; i <= n; i++) off[i] = 3 * i;
+        for (int i = 0; i < n; i++) listed_of(b.V, tok[i], &list[3 * (size_t)i]);
+        ids_off = to_dev(off);
+        ids_list = to_dev(list);
+        CK(cudaMalloc(&listed, 3 * (size_t)n * sizeof(float)));
+    }
     if (want_out) CK(cudaMalloc(&out, n * sizeof(float)));
     if (k > 0) {
         CK(cudaMalloc(&ids, (size_t)n * k * sizeof(int32_t)));
         CK(cudaMalloc(&lps, (size_t)n * k * sizeof(float)));
     }
-    mt_cuda_token_logprob(out, tokens, targ, logits, b.ld, n, b.V, with_rows ? rows : nullptr, k, ids, lps, 0);
+    mt_cuda_token_logprob(out, tokens, targ, logits, b.ld, n, b.V, with_rows ? rows : nullptr, k, ids, lps, ids_off,
+                          ids_list, listed, 0);
     CK(cudaGetLastError());
     TopRun r;
     if (want_out) r.out = from_dev(out, n);
+    if (with_ids) r.listed = from_dev(listed, 3 * (size_t)n);
+    cudaFree(ids_off);
+    cudaFree(ids_list);
+    cudaFree(listed);
     if (k > 0) {
         r.ids = from_dev(ids, (size_t)n * k);
         r.lps = from_dev(lps, (size_t)n * k);
@@ -173,7 +194,7 @@ static int check_top(const Batch &b, const std::vector<int32_t> &tok, bool with_
     int n = (int)b.rows.size(), V = b.V, bad = 0;
     std::vector<int32_t> targets(n);
     for (int i = 0; i < n; i++) targets[i] = i % 3 == 0 ? -1 : (int32_t)(next32() % (uint32_t)V);
-    TopRun r = device_top(b, tok, targets, with_rows, k, true);
+    TopRun r = device_top(b, tok, targets, with_rows, k, true, true);
     std::vector<int32_t> ids(k);
     std::vector<float> lps(k);
     double worst = 0.0;
@@ -194,12 +215,25 @@ static int check_top(const Batch &b, const std::vector<int32_t> &tok, bool with_
             }
         }
         int scored = targets[i] >= 0 ? targets[i] : tok[i];
+        int32_t three[3];
+        float three_lp[3];
+        listed_of(V, tok[i], three);
+        mt_ids_logprobs(spec, x, V, three, 3, three_lp);
+        for (int j = 0; j < 3; j++) {   /* listed tokens: against the host, and the scored value's bits */
+            float got = r.listed[3 * (size_t)i + j];
+            bool same_as_scored = j < 2 || targets[i] >= 0 || same_bits(&got, &r.out[i], sizeof got);
+            if (!close_to(got, three_lp[j], &worst) || !same_as_scored) {
+                if (bad++ < 5)
+                    printf("    row %d listed token %d: device %.9g, host %.9g%s\n", i, three[j], got, three_lp[j],
+                           same_as_scored ? "" : ", not the scored value's bits");
+            }
+        }
         float want = mt_token_logprob(spec, x, V, scored);
         if (!close_to(r.out[i], want, &worst)) {
             if (bad++ < 5) printf("    row %d token %d: device %.9g, host %.9g\n", i, scored, r.out[i], want);
         }
     }
-    printf("  vocab %6d k %2d: %d top lists (%s, %d listed, %d rows short of k), worst relative difference %.2g %s\n",
+    printf("  vocab %6d k %2d: %d top lists and 3 listed tokens a row (%s, %d listed, %d rows short of k), worst relative difference %.2g %s\n",
            V, k, n, with_rows ? "at each row's temperature" : "T 1", listed_total, short_rows, worst,
            bad ? "FAIL" : "ok");
 

@@ -275,6 +275,8 @@ typedef struct scored_result {
     int32_t top[SC_IDS][SC_LEN * SC_TOP], out[SC_IDS][4], out_top[SC_IDS][4 * SC_TOP], tok_top0[SC_IDS];
     int32_t *routing[SC_IDS];
     size_t row;
+    int n_ids[SC_IDS];
+    float ids_lp[SC_IDS][SC_LEN * 3], out_ids_lp[SC_IDS][4 * 3];
 } scored_result;
 
 static void on_scored_event(void *ctx, const mt_engine_event *ev) {
@@ -301,6 +303,10 @@ static void on_scored_event(void *ctx, const mt_engine_event *ev) {
     }
     r->routing[id] = malloc((size_t)ev->routing_rows * r->row * sizeof(int32_t));
     memcpy(r->routing[id], ev->routing, (size_t)ev->routing_rows * r->row * sizeof(int32_t));
+    r->n_ids[id] = ev->n_ids;
+    if (ev->prompt_ids_logprobs)
+        memcpy(r->ids_lp[id], ev->prompt_ids_logprobs, (size_t)ev->n_prompt * ev->n_ids * sizeof(float));
+    if (ev->ids_logprobs) memcpy(r->out_ids_lp[id], ev->ids_logprobs, (size_t)ev->n_generated * ev->n_ids * sizeof(float));
 }
 
 static void run_scored(const mt_model *m, const mt_engine_opts *o, const mt_request *reqs, int n, scored_result *res,
@@ -334,10 +340,11 @@ static void test_scored_prompts(void **state) {
     if (mt_generate(&m, prompt, SC_LEN, &go, &first, &n_first, &err)) fail_msg("%s", err.msg);
 
     mt_sampling_params seeded = {.temperature = 0.8f, .top_p = 1.0f, .seed = 5};
+    static const int32_t LISTED[3] = {5, 100, 511};   /* token_ids_logprob */
     mt_request reqs[SC_IDS] = {
         /* 0: every token after the first scored, greedy; 299 scored rows: two prefill passes at least */
         {.id = 0, .prompt = prompt, .n_prompt = SC_LEN, .max_new_tokens = 3, .ignore_eos = true, .return_logprob = true,
-         .score_from = 1, .top_logprobs = SC_TOP},
+         .score_from = 1, .top_logprobs = SC_TOP, .logprob_ids = LISTED, .n_logprob_ids = 3},
         /* 1: sampled at T 0.8, scored from 201 without alternatives */
         {.id = 1, .prompt = prompt, .n_prompt = 250, .max_new_tokens = 3, .ignore_eos = true, .sampling = seeded,
          .return_logprob = true, .score_from = 201},
@@ -380,6 +387,18 @@ static void test_scored_prompts(void **state) {
         assert_memory_equal(solo->top[0] + (size_t)p * SC_TOP, ids, sizeof ids);
         assert_memory_equal(solo->top_lp[0] + (size_t)p * SC_TOP, lps, sizeof lps);
     }
+    /* the listed tokens at every scored position and at the first generated token */
+    assert_int_equal(solo->n_ids[0], 3);
+    for (int p = 1; p <= SC_LEN; p++) {
+        const float *row = logits + (size_t)(p - 1) * V;
+        const float *got = p < SC_LEN ? solo->ids_lp[0] + (size_t)p * 3 : solo->out_ids_lp[0];
+        for (int j = 0; j < 3; j++) {
+            float want = mt_token_logprob(NULL, row, V, LISTED[j]);
+            assert_memory_equal(&got[j], &want, sizeof want);
+        }
+    }
+    assert_memory_equal(batched->ids_lp[0], solo->ids_lp[0], sizeof solo->ids_lp[0]);
+    assert_memory_equal(batched->out_ids_lp[0], solo->out_ids_lp[0], sizeof solo->out_ids_lp[0]);
     assert_int_equal(solo->out[0][0], first);
     assert_int_equal(solo->tok_top0[0], solo->out_top[0][0]);   /* the TOKEN event's list is the FINISHED one's */
     assert_int_equal(solo->out_top[0][0], first);   /* greedy: the first alternative is the token */
@@ -426,6 +445,12 @@ static void test_scored_prompts(void **state) {
     bad.top_logprobs = MT_TOP_LOGPROBS_MAX + 1;
     assert_int_equal(mt_engine_submit(e, &bad, &err), -1);
     assert_non_null(strstr(err.msg, "top_logprobs"));
+    bad.top_logprobs = 0;
+    static const int32_t OUTSIDE[1] = {512};
+    bad.logprob_ids = OUTSIDE;
+    bad.n_logprob_ids = 1;
+    assert_int_equal(mt_engine_submit(e, &bad, &err), -1);
+    assert_non_null(strstr(err.msg, "outside the vocabulary"));
     mt_engine_free(e);
     for (int id = 0; id < SC_IDS; id++) {
         free(solo->routing[id]);

@@ -114,7 +114,8 @@ static void test_generate_scores(void **state) {
     for (int stream = 0; stream < 2; stream++) {
         /* start 0 with text and alternatives; start 17 without text; the default (last token only) */
         static const char *const OPTS[] = {
-            "\"logprob_start_len\": 0, \"top_logprobs_num\": 3, \"return_text_in_logprobs\": true",
+            "\"logprob_start_len\": 0, \"top_logprobs_num\": 3, \"return_text_in_logprobs\": true, "
+            "\"token_ids_logprob\": [5, 77, 1003]",
             "\"logprob_start_len\": 17, \"top_logprobs_num\": 3",
             "\"top_logprobs_num\": 0",
         };
@@ -166,6 +167,26 @@ static void test_generate_scores(void **state) {
                 for (int k = 0; k < TOP; k++) {
                     char *a = text ? piece(want_ids[k]) : NULL;
                     check_triple(cJSON_GetArrayItem(alts, k), want_lps[k], want_ids[k], a);
+                    free(a);
+                }
+            }
+            /* token_ids_logprob (first option): the named tokens at every listed position */
+            static const int32_t NAMED[3] = {5, 77, 1003};
+            const cJSON *in_ids = cJSON_GetObjectItem(meta, "input_token_ids_logprobs");
+            const cJSON *out_named = cJSON_GetObjectItem(meta, "output_token_ids_logprobs");
+            assert_true(o == 0 ? cJSON_GetArraySize(in_ids) == P - start && cJSON_GetArraySize(out_named) == 4
+                               : in_ids == NULL && out_named == NULL);
+            for (int p = start; o == 0 && p <= P; p++) {
+                const cJSON *list = p < P ? cJSON_GetArrayItem(in_ids, p - start) : cJSON_GetArrayItem(out_named, 0);
+                if (p == start) {
+                    assert_true(cJSON_IsNull(list));
+                    continue;
+                }
+                assert_int_equal(cJSON_GetArraySize(list), 3);
+                for (int k = 0; k < 3; k++) {
+                    char *a = piece(NAMED[k]);
+                    check_triple(cJSON_GetArrayItem(list, k),
+                                 mt_token_logprob(NULL, logits + (size_t)(p - 1) * V, V, NAMED[k]), NAMED[k], a);
                     free(a);
                 }
             }

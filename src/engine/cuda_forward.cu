@@ -26,6 +26,8 @@ void mt_gpu_scratch_release(GpuScratch *s) {
     cudaFreeHost(s->h_logprob);
     cudaFreeHost(s->h_top_ids);
     cudaFreeHost(s->h_top_lps);
+    cudaFree(s->ids_lp);
+    cudaFreeHost(s->h_ids_lp);
 }
 
 namespace {
@@ -154,6 +156,7 @@ struct PassInputs {
     const mt_attn_tile *tiles_dec, *tiles_pre;
     const mt_sample_row *sample;   // [logit rows], or null when every row takes its argmax
     const int32_t *targets;        // [logit rows] scored tokens (mt_batch.logit_targets), or null
+    const int32_t *ids_offsets, *ids_list;   // mt_batch's listed token ids, or null
     int n_dec, n_pre;
 };
 
@@ -171,6 +174,21 @@ bool pure_decode(const mt_batch *b) {
         seen[(size_t)b->seq_ids[i]] = 1;
     }
     return true;
+}
+
+// Room for n listed tokens' log-probabilities (device and pinned), grown by doubling.
+int ensure_ids(GpuScratch &s, size_t n, mt_err *err) {
+    if (n <= s.ids_cap) return 0;
+    size_t cap = s.ids_cap ? s.ids_cap : 1024;
+    while (cap < n) cap *= 2;
+    cudaFree(s.ids_lp);
+    cudaFreeHost(s.h_ids_lp);
+    s.ids_lp = s.h_ids_lp = nullptr;
+    s.ids_cap = 0;
+    MT_CU(err, cudaMalloc((void **)&s.ids_lp, cap * sizeof(float)));
+    MT_CU(err, cudaMallocHost((void **)&s.h_ids_lp, cap * sizeof(float)));
+    s.ids_cap = cap;
+    return 0;
 }
 
 int ensure_inputs(GpuModel *g, size_t need, mt_err *err) {
@@ -211,7 +229,10 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     size_t max_tiles = (size_t)slots * dec_per_tok + (size_t)slots;
     size_t n_toff = B > 0 ? (size_t)B : (size_t)b->num_seqs;
     size_t n_rows = B > 0 ? (size_t)B : (size_t)b->n_logits;
-    size_t need = 3 * (size_t)slots + 6 * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks;
+    // listed token ids (mt_batch.ids_offsets) go last: offsets, then the ids; only the launch after
+    // the pass reads them, so where they land does not matter to a graph
+    size_t n_ids = b->ids_offsets ? (size_t)b->n_logits + 1 + (size_t)b->ids_offsets[b->n_logits] : 0;
+    size_t need = 3 * (size_t)slots + 6 * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks + n_ids;
     if (ensure_inputs(g, need, err)) return -1;
     int32_t *h = s.h_in;
     size_t at = 0;
@@ -298,7 +319,12 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
             }
         }
     }
-    MT_CU(err, cudaMemcpyAsync(s.in, h, tab_at * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+    size_t o_ids = tab_at;
+    if (b->ids_offsets) {
+        memcpy(h + o_ids, b->ids_offsets, ((size_t)b->n_logits + 1) * sizeof(int32_t));
+        memcpy(h + o_ids + b->n_logits + 1, b->ids_list, (size_t)b->ids_offsets[b->n_logits] * sizeof(int32_t));
+    }
+    MT_CU(err, cudaMemcpyAsync(s.in, h, (tab_at + n_ids) * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
     pi->tokens = s.in + o_tok;
     pi->positions = s.in + o_pos;
     pi->kv_block = s.in + o_kvb;
@@ -308,6 +334,8 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     pi->tiles_pre = (const mt_attn_tile *)(s.in + o_pre);
     pi->sample = b->sample ? (const mt_sample_row *)(s.in + o_samp) : nullptr;
     pi->targets = b->logit_targets ? s.in + o_targ : nullptr;
+    pi->ids_offsets = b->ids_offsets ? s.in + o_ids : nullptr;
+    pi->ids_list = b->ids_offsets ? s.in + o_ids + b->n_logits + 1 : nullptr;
     pi->n_dec = n_dec;
     pi->n_pre = n_pre;
     return 0;
@@ -750,11 +778,16 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         if (next_tokens) {
             // after the pass (outside its graph): the logits are still there. The scored tokens and
             // the top lists in one launch, from the same max and sum per row.
-            if (b->next_logprobs || b->top_n > 0) {
+            size_t n_listed = b->ids_offsets ? (size_t)b->ids_offsets[b->n_logits] : 0;
+            if (n_listed && ensure_ids(s, n_listed, err)) return -1;
+            if (b->next_logprobs || b->top_n > 0 || n_listed) {
                 mt_cuda_token_logprob(b->next_logprobs ? s.logprob : nullptr, s.next, pi.targets, s.logits, Vp,
-                                      b->n_logits, V, pi.sample, b->top_n, s.top_ids, s.top_lps, st);
+                                      b->n_logits, V, pi.sample, b->top_n, s.top_ids, s.top_lps,
+                                      n_listed ? pi.ids_offsets : nullptr, pi.ids_list, s.ids_lp, st);
                 MT_CU_LAUNCHED(err);
             }
+            if (n_listed)
+                MT_CU(err, cudaMemcpyAsync(s.h_ids_lp, s.ids_lp, n_listed * sizeof(float), cudaMemcpyDeviceToHost, st));
             if (b->next_logprobs)
                 MT_CU(err, cudaMemcpyAsync(s.h_logprob, s.logprob, (size_t)b->n_logits * sizeof(float),
                                            cudaMemcpyDeviceToHost, st));
@@ -785,6 +818,8 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     if (b->n_logits > 0 && next_tokens) memcpy(b->next_tokens, s.h_next, (size_t)b->n_logits * sizeof(int32_t));
     if (b->n_logits > 0 && next_tokens && b->next_logprobs)
         memcpy(b->next_logprobs, s.h_logprob, (size_t)b->n_logits * sizeof(float));
+    if (b->n_logits > 0 && next_tokens && b->ids_offsets && b->ids_offsets[b->n_logits] > 0)
+        memcpy(b->ids_logprobs, s.h_ids_lp, (size_t)b->ids_offsets[b->n_logits] * sizeof(float));
     if (b->n_logits > 0 && next_tokens && b->top_n > 0) {
         memcpy(b->top_ids, s.h_top_ids, (size_t)b->n_logits * b->top_n * sizeof(int32_t));
         memcpy(b->top_logprobs, s.h_top_lps, (size_t)b->n_logits * b->top_n * sizeof(float));

@@ -58,6 +58,8 @@ struct GpuScratch {
     float *logprob;           // [cap_logits] its (or its target's) log-probability, when a pass asks for it
     int32_t *top_ids;         // [cap_logits, MT_TOP_LOGPROBS_MAX] each row's top list (top_n places of it used)
     float *top_lps;           // their log-probabilities
+    float *ids_lp, *h_ids_lp; // [ids_cap] listed tokens' log-probabilities (mt_batch.ids_offsets), device and pinned
+    size_t ids_cap;
     float *argmax_scratch;
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products

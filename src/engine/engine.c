@@ -36,6 +36,10 @@ typedef struct seq {
     float *prompt_top_lps;
     int32_t *top_ids;         /* [max_new_tokens + 1, n_top] with return_logprob and n_top > 0 */
     float *top_lps;
+    int32_t *lp_ids;          /* mt_request.logprob_ids (copied) */
+    int n_lp_ids;
+    float *prompt_ids_lp;     /* [n_prompt, n_lp_ids] with score_from > 0 and n_lp_ids > 0 */
+    float *ids_lp;            /* [max_new_tokens + 1, n_lp_ids] with return_logprob and n_lp_ids > 0 */
     mt_sampler sampler;
     mt_kv_seq kv;
 } seq;
@@ -57,6 +61,9 @@ struct mt_engine {
     int32_t *b_top_ids;        /* [rows_cap, MT_TOP_LOGPROBS_MAX] each row's alternatives */
     float *b_top_lps;
     int rows_cap;              /* logit rows of one pass at most: one per running sequence + scored ones */
+    int32_t *b_ids_off;        /* [rows_cap + 1] each row's listed tokens' range in b_ids */
+    int32_t *b_ids;            /* [rows_cap, MT_LOGPROB_IDS_MAX] the listed tokens, row after row */
+    float *b_ids_lp;           /* their log-probabilities */
     int logits_rows;           /* rows `logits` holds (CPU; grown to rows_cap when scoring first needs it) */
     int64_t *b_req;
     const char **b_name;      /* [tokens] each token's request name (owned by its seq) */
@@ -79,6 +86,9 @@ static void seq_free(seq *s) {
     free(s->prompt_top_lps);
     free(s->top_ids);
     free(s->top_lps);
+    free(s->lp_ids);
+    free(s->prompt_ids_lp);
+    free(s->ids_lp);
     mt_sampler_free(&s->sampler);
     free(s);
 }
@@ -122,6 +132,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->rows_cap = o->max_running + e->o.max_scored_rows;
     e->b_top_ids = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_ids);
     e->b_top_lps = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_lps);
+    e->b_ids_off = malloc(((size_t)e->rows_cap + 1) * sizeof *e->b_ids_off);
     e->b_req = malloc(bt * sizeof(int64_t));
     e->b_name = malloc(bt * sizeof *e->b_name);
     e->b_group = malloc(bt * sizeof *e->b_group);
@@ -133,7 +144,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_target || !e->b_top_ids || !e->b_top_lps || !e->b_req || !e->b_name || !e->b_group || !e->b_kv ||
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_target || !e->b_top_ids || !e->b_top_lps || !e->b_ids_off || !e->b_req || !e->b_name || !e->b_group || !e->b_kv ||
         !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
@@ -151,7 +162,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_ids_off); free(e->b_ids); free(e->b_ids_lp); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_kv); free(e->chunk);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -188,6 +199,13 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     if (r->score_from < 0 || r->score_from > r->n_prompt)
         return mt_errf(err, "request %lld: score_from %d must be 0..%d (the prompt's length)", (long long)r->id, r->score_from,
                        r->n_prompt);
+    if (r->n_logprob_ids < 0 || r->n_logprob_ids > MT_LOGPROB_IDS_MAX || (r->n_logprob_ids > 0 && !r->logprob_ids))
+        return mt_errf(err, "request %lld: %d listed token ids, at most %d", (long long)r->id, r->n_logprob_ids,
+                       MT_LOGPROB_IDS_MAX);
+    for (int i = 0; i < r->n_logprob_ids; i++)
+        if (r->logprob_ids[i] < 0 || r->logprob_ids[i] >= c->vocab_size)
+            return mt_errf(err, "request %lld: listed token id %d is outside the vocabulary [0, %d)", (long long)r->id,
+                           r->logprob_ids[i], c->vocab_size);
     if (r->top_logprobs < 0 || r->top_logprobs > MT_TOP_LOGPROBS_MAX)
         return mt_errf(err, "request %lld: top_logprobs %d must be 0..%d", (long long)r->id, r->top_logprobs, MT_TOP_LOGPROBS_MAX);
     if (id_live(e, r->id)) return mt_errf(err, "request id %lld is already live", (long long)r->id);
@@ -220,13 +238,21 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
         s->top_ids = malloc(listed * sizeof *s->top_ids);
         s->top_lps = malloc(listed * sizeof *s->top_lps);
     }
+    size_t n_ids = (size_t)r->n_logprob_ids, outs = r->return_logprob ? (size_t)r->max_new_tokens + 1 : 0;
+    s->n_lp_ids = r->n_logprob_ids;
+    if (n_ids) s->lp_ids = malloc(n_ids * sizeof *s->lp_ids);
+    if (n_ids && scored) s->prompt_ids_lp = malloc(scored * n_ids * sizeof *s->prompt_ids_lp);
+    if (n_ids && outs) s->ids_lp = malloc(outs * n_ids * sizeof *s->ids_lp);
     if ((r->name && !s->name) || !s->tokens || (r->n_stop > 0 && !s->stop) || (r->return_logprob && !s->logprobs) ||
         (scored && !s->prompt_lp) || (scored && n_top && (!s->prompt_top_ids || !s->prompt_top_lps)) ||
-        (listed && (!s->top_ids || !s->top_lps)) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
+        (listed && (!s->top_ids || !s->top_lps)) || (n_ids && !s->lp_ids) || (n_ids && scored && !s->prompt_ids_lp) ||
+        (n_ids && outs && !s->ids_lp) || mt_sampler_init(&s->sampler, &r->sampling, c->vocab_size)) {
         seq_free(s);
         return mt_errf(err, "out of memory");
     }
     for (size_t p = 0; p < scored; p++) s->prompt_lp[p] = NAN;
+    if (n_ids) memcpy(s->lp_ids, r->logprob_ids, n_ids * sizeof *s->lp_ids);
+    for (size_t i = 0; s->prompt_ids_lp && i < scored * n_ids; i++) s->prompt_ids_lp[i] = NAN;
     for (size_t i = 0; i < scored * n_top; i++) {
         s->prompt_top_ids[i] = -1;
         s->prompt_top_lps[i] = NAN;
@@ -332,6 +358,7 @@ static void finish(mt_engine *e, seq *s, mt_finish_reason reason) {
                           .n_top = s->n_top, .top_ids = s->top_ids, .top_logprobs = s->top_lps,
                           .prompt_logprobs = s->prompt_lp, .prompt_top_ids = s->prompt_top_ids,
                           .prompt_top_logprobs = s->prompt_top_lps,
+                          .n_ids = s->n_lp_ids, .ids_logprobs = s->ids_lp, .prompt_ids_logprobs = s->prompt_ids_lp,
                           .routing = e->routing_buf, .routing_rows = rows};
     if (e->cb) e->cb(e->cb_ctx, &ev);
     mt_kv_seq_release(&e->kv, &s->kv);
@@ -457,6 +484,21 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         e->logits = grown;
         e->logits_rows = e->rows_cap;
     }
+    bool any_ids = false;       /* some request lists tokens: the pass's lists are made once */
+    for (int i = 0; i < e->n_running && !any_ids; i++) any_ids = e->running[i]->n_lp_ids > 0 && chunk[i] > 0;
+    if (any_ids && !e->b_ids) {
+        size_t cap = (size_t)e->rows_cap * MT_LOGPROB_IDS_MAX;
+        e->b_ids = malloc(cap * sizeof *e->b_ids);
+        e->b_ids_lp = malloc(cap * sizeof *e->b_ids_lp);
+        if (!e->b_ids || !e->b_ids_lp) {
+            free(e->b_ids);
+            free(e->b_ids_lp);
+            e->b_ids = NULL;
+            e->b_ids_lp = NULL;
+            return mt_errf(err, "out of memory for the listed tokens of %d rows", e->rows_cap);
+        }
+    }
+    int ids_at = 0;             /* listed tokens so far */
     bool any_sampled = false;   /* else every row takes its argmax */
     bool any_logprob = false;   /* some row's request wants its token's (or a prompt token's) log-probability */
     int pass_top = 0;           /* alternatives listed for every row: the most any row's request asks */
@@ -473,6 +515,9 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             if (scores_at(s, p)) {
                 e->b_sample[n_rows] = score_spec(s);
                 e->b_target[n_rows] = s->tokens[p + 1];
+                e->b_ids_off[n_rows] = ids_at;
+                if (any_ids) memcpy(e->b_ids + ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
+                ids_at += s->n_lp_ids;
                 e->b_rows[n_rows++] = n;
                 any_logprob = true;
                 if (s->n_top > pass_top) pass_top = s->n_top;
@@ -482,12 +527,18 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             /* the row's draw comes from its own generator, so batching never changes a token */
             e->b_sample[n_rows] = mt_sampler_next(&s->sampler);
             e->b_target[n_rows] = -1;
+            e->b_ids_off[n_rows] = ids_at;
+            if (s->ids_lp) {
+                memcpy(e->b_ids + ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
+                ids_at += s->n_lp_ids;
+            }
             any_logprob |= s->logprobs != NULL;
             if (s->top_ids && s->n_top > pass_top) pass_top = s->n_top;
             e->b_rows[n_rows++] = n - 1;
         }
     }
     if (n == 0) return 0;
+    e->b_ids_off[n_rows] = ids_at;
     for (int r = 0; r < n_rows; r++) any_sampled |= e->b_sample[r].temperature > 0.0f;
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
@@ -498,6 +549,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
                   .next_logprobs = any_logprob ? e->b_logprob : NULL,
                   .logit_targets = any_logprob ? e->b_target : NULL,
                   .top_n = pass_top, .top_ids = e->b_top_ids, .top_logprobs = e->b_top_lps,
+                  .ids_offsets = ids_at > 0 ? e->b_ids_off : NULL, .ids_list = e->b_ids, .ids_logprobs = e->b_ids_lp,
                   .placement = e->o.placement};
     if (mt_forward(e->m, &e->kv, &b, e->logits, &sink, err)) return -1;
     e->passes++;
@@ -510,6 +562,9 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         for (int p = s->n_forwarded; p < s->n_forwarded + chunk[i]; p++) {
             if (!scores_at(s, p)) continue;
             s->prompt_lp[p + 1] = e->b_logprob[row];
+            if (s->prompt_ids_lp)
+                memcpy(s->prompt_ids_lp + (size_t)(p + 1) * s->n_lp_ids, e->b_ids_lp + e->b_ids_off[row],
+                       (size_t)s->n_lp_ids * sizeof *s->prompt_ids_lp);
             if (s->n_top > 0)
                 take_top(e, row, pass_top, s->n_top, s->prompt_top_ids + (size_t)(p + 1) * s->n_top,
                          s->prompt_top_lps + (size_t)(p + 1) * s->n_top);
@@ -523,6 +578,8 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         int32_t *top_ids = s->top_ids ? s->top_ids + (size_t)generated * s->n_top : NULL;
         float *top_lps = s->top_ids ? s->top_lps + (size_t)generated * s->n_top : NULL;
         if (top_ids) take_top(e, row, pass_top, s->n_top, top_ids, top_lps);
+        float *ids_lp = s->ids_lp ? s->ids_lp + (size_t)generated * s->n_lp_ids : NULL;
+        if (ids_lp) memcpy(ids_lp, e->b_ids_lp + e->b_ids_off[row], (size_t)s->n_lp_ids * sizeof *ids_lp);
         int32_t tok = e->b_next[row++];
         if (generated >= s->max_new_tokens) { /* max_new_tokens == 0 */
             finish(e, s, MT_FINISH_LENGTH);
@@ -533,12 +590,15 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         s->tokens[s->n_tokens++] = tok;
         mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .logprob = logprob, .n_prompt = s->n_prompt,
                               .n_generated = generated + 1, .n_cached = s->n_cached,
-                              .n_top = top_ids ? s->n_top : 0, .top_ids = top_ids, .top_logprobs = top_lps};
+                              .n_top = top_ids ? s->n_top : 0, .top_ids = top_ids, .top_logprobs = top_lps,
+                              .n_ids = ids_lp ? s->n_lp_ids : 0, .ids_logprobs = ids_lp};
         if (generated == 0) {   /* the prompt is forwarded: its scores are complete */
             ev.n_top = s->n_top;
             ev.prompt_logprobs = s->prompt_lp;
             ev.prompt_top_ids = s->prompt_top_ids;
             ev.prompt_top_logprobs = s->prompt_top_lps;
+            ev.n_ids = s->n_lp_ids;
+            ev.prompt_ids_logprobs = s->prompt_ids_lp;
         }
         if (e->cb) e->cb(e->cb_ctx, &ev);
         mt_finish_reason reason = 0;

@@ -54,6 +54,10 @@ typedef struct mt_request {
                                 score_from..n_prompt-1 get their log-probability given the tokens
                                 before them (SGLang's logprob_start_len + 1). Positions from
                                 score_from - 1 on are forwarded, never adopted from the prefix cache. */
+    const int32_t *logprob_ids; /* tokens whose log-probabilities every scored prompt position and, with
+                                return_logprob, every generated token lists (copied at submit;
+                                SGLang's token_ids_logprob); NULL: none */
+    int n_logprob_ids;       /* 0..MT_LOGPROB_IDS_MAX */
     int top_logprobs;        /* 0..MT_TOP_LOGPROBS_MAX: the most likely tokens (mt_top_logprobs) of
                                 every scored prompt position and, with return_logprob, of every
                                 generated token */
@@ -78,6 +82,10 @@ typedef struct mt_engine_event {
                                       return_logprob; else NULL); FINISHED: of every generated token
                                       [n_generated, n_top] (id -1 past the listable ones) */
     const float *top_logprobs;     /* their log-probabilities (NaN past the listable ones) */
+    int n_ids;                     /* the request's n_logprob_ids when the event lists them, else 0 */
+    const float *ids_logprobs;     /* TOKEN: the log-probabilities of the request's logprob_ids at the
+                                      new token [n_ids] (with return_logprob); FINISHED: at every
+                                      generated token [n_generated, n_ids] */
     mt_finish_reason reason;       /* FINISHED */
     const int32_t *output;         /* FINISHED: generated ids [n_generated] */
     const float *logprobs;         /* FINISHED: their log-probabilities [n_generated] with
@@ -90,6 +98,9 @@ typedef struct mt_engine_event {
                                       n_top] the alternatives at prompt token p (the distribution
                                       that scored it); -1 where not scored; else NULL */
     const float *prompt_top_logprobs; /* their log-probabilities (NaN where none) */
+    const float *prompt_ids_logprobs; /* with score_from > 0 and n_ids > 0: [n_prompt, n_ids] the
+                                      logprob_ids' log-probabilities at prompt token p (NaN where not
+                                      scored); else NULL */
     int n_prompt, n_generated, n_cached;   /* n_cached: prompt tokens served from the prefix cache */
     /* FINISHED: routing of every forwarded token, SPEC §2 layout [routing_rows, layers, top_k],
      * valid during the callback only. */

@@ -67,6 +67,15 @@ static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b,
         if (b->logit_targets[i] >= c->vocab_size)
             return mt_errf(err, "target token %d of logit row %d is outside the vocabulary [0, %d)", b->logit_targets[i], i,
                            c->vocab_size);
+    if (b->ids_offsets) {
+        if (!b->next_tokens || !b->ids_list || !b->ids_logprobs || b->ids_offsets[0] != 0)
+            return mt_errf(err, "listed token ids need next tokens, a list, room for their values and offsets from 0");
+        for (int i = 0; i < b->n_logits; i++)
+            if (b->ids_offsets[i + 1] < b->ids_offsets[i]) return mt_errf(err, "listed token offsets decrease at row %d", i);
+        for (int j = 0; j < b->ids_offsets[b->n_logits]; j++)
+            if (b->ids_list[j] < 0 || b->ids_list[j] >= c->vocab_size)
+                return mt_errf(err, "listed token id %d is outside the vocabulary [0, %d)", b->ids_list[j], c->vocab_size);
+    }
     if (b->top_n < 0 || b->top_n > MT_TOP_LOGPROBS_MAX || (b->top_n > 0 && (!b->next_tokens || !b->top_ids || !b->top_logprobs)))
         return mt_errf(err, "top_n %d: must be 0..%d, with next tokens and room for the lists", b->top_n, MT_TOP_LOGPROBS_MAX);
     if (b->placement && mt_placement_fits(b->placement, c, err)) return -1;
@@ -160,7 +169,7 @@ typedef struct score_job {
     int V;
 } score_job;
 
-/* Row i's log-probability (of its target, else of its next token) and alternatives. */
+/* Row i's log-probability (of its target, else of its next token), alternatives and listed tokens'. */
 static void score_one(void *ctx, int i) {
     const score_job *j = ctx;
     const mt_batch *b = j->b;
@@ -170,6 +179,11 @@ static void score_one(void *ctx, int i) {
                             b->top_n ? b->top_ids + (size_t)i * b->top_n : NULL,
                             b->top_n ? b->top_logprobs + (size_t)i * b->top_n : NULL);
     if (b->next_logprobs) b->next_logprobs[i] = lp;
+    if (b->ids_offsets) {
+        int from = b->ids_offsets[i];
+        mt_ids_logprobs(r, j->logits + (size_t)i * j->V, j->V, b->ids_list + from, b->ids_offsets[i + 1] - from,
+                        b->ids_logprobs + from);
+    }
 }
 
 /* Each logit row's next token: its argmax, or its sample (kernels/sample.h); then, when asked, its
@@ -187,7 +201,7 @@ static int next_tokens(const mt_batch *b, const float *logits, int V, mt_err *er
         }
     }
     free(work);
-    if (b->next_logprobs || b->top_n > 0) {
+    if (b->next_logprobs || b->top_n > 0 || b->ids_offsets) {
         score_job job = {b, logits, V};
         mt_parallel_for(b->n_logits, score_one, &job);
     }

@@ -48,6 +48,10 @@ typedef struct mt_batch {
                                  * likely tokens (mt_top_logprobs) into top_ids and top_logprobs */
     int32_t *top_ids;           /* [n_logits * top_n] with top_n > 0 */
     float *top_logprobs;        /* [n_logits * top_n] with top_n > 0 */
+    const int32_t *ids_offsets; /* [n_logits + 1] or NULL: with next_tokens, row i lists the tokens
+                                 * ids_list[ids_offsets[i] .. ids_offsets[i + 1]) (ids_offsets[0] 0) */
+    const int32_t *ids_list;
+    float *ids_logprobs;        /* [ids_offsets[n_logits]]: their log-probabilities (mt_ids_logprobs) */
     const mt_placement *placement; /* expert placement to dispatch over, or NULL (none: no dispatch);
                                       it must fit the model (mt_moe_shape_from_config) */
 } mt_batch;

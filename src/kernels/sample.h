@@ -26,6 +26,7 @@ typedef struct mt_sample_row {
 
 #define MT_SAMPLE_FIXED_BITS 40   /* q = floor(p * 2^40), at most 2^40 */
 #define MT_TOP_LOGPROBS_MAX 20    /* most alternatives one row lists (OpenAI's limit) */
+#define MT_LOGPROB_IDS_MAX 256    /* most tokens a request names for their log-probabilities */
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +46,9 @@ int mt_top_logprobs(const mt_sample_row *r, const float *logits, int V, int n, i
 /* Both in one pass over the row's normaliser: returns mt_token_logprob(r, logits, V, token) and, when
  * n > 0, fills ids and lps as mt_top_logprobs does (the same bits as the two calls). */
 float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token, int n, int32_t *ids, float *lps);
+/* The log-probabilities of ids[0..n) under row r's distribution into out, each the bits
+ * mt_token_logprob gives (one pass over the row's normaliser). */
+void mt_ids_logprobs(const mt_sample_row *r, const float *logits, int V, const int32_t *ids, int n, float *out);
 /* Index of the largest logit, ties to the lowest index (NaN never wins). */
 int mt_argmax(const float *x, int n);
 #ifdef __cplusplus

@@ -38,8 +38,9 @@ static cJSON *top_list(const generate_reply *g, const mt_gen_job *j, const int32
 }
 
 /* With return_logprob: input_token_logprobs (the prompt from logprob_start_len, default its last
- * token; the first listed without a value, as SGLang lists it), output_token_logprobs, and with
- * top_logprobs_num input_top_logprobs and output_top_logprobs. */
+ * token; the first listed without a value, as SGLang lists it), output_token_logprobs, with
+ * token_ids_logprob input_token_ids_logprobs and output_token_ids_logprobs (the named tokens at each
+ * position), and with top_logprobs_num input_top_logprobs and output_top_logprobs. */
 static void add_logprobs(const generate_reply *g, const mt_gen_job *j, cJSON *meta) {
     int start = j->params.logprob_start >= 0 ? j->params.logprob_start : j->n_prompt - 1;
     cJSON *in = cJSON_AddArrayToObject(meta, "input_token_logprobs");
@@ -47,6 +48,24 @@ static void add_logprobs(const generate_reply *g, const mt_gen_job *j, cJSON *me
         cJSON_AddItemToArray(in, triple(g, j, p > start ? j->prompt_logprobs[p] : NAN, j->prompt[p]));
     cJSON *out = cJSON_AddArrayToObject(meta, "output_token_logprobs");
     for (int i = 0; i < j->n_output; i++) cJSON_AddItemToArray(out, triple(g, j, j->logprobs[i], j->output[i]));
+    if (j->n_ids > 0) {   /* token_ids_logprob: the named tokens at every listed position */
+        const int32_t *named = j->params.logprob_ids;
+        cJSON *in_ids = cJSON_AddArrayToObject(meta, "input_token_ids_logprobs");
+        for (int p = start; p < j->n_prompt; p++) {
+            bool known = p > start && j->prompt_scored && j->prompt_ids_logprobs;
+            cJSON *list = known ? cJSON_CreateArray() : cJSON_CreateNull();
+            for (int k = 0; known && k < j->n_ids; k++)
+                cJSON_AddItemToArray(list, triple(g, j, j->prompt_ids_logprobs[(size_t)p * j->n_ids + k], named[k]));
+            cJSON_AddItemToArray(in_ids, list);
+        }
+        cJSON *out_ids = cJSON_AddArrayToObject(meta, "output_token_ids_logprobs");
+        for (int i = 0; i < j->n_output; i++) {
+            cJSON *list = cJSON_CreateArray();
+            for (int k = 0; k < j->n_ids; k++)
+                cJSON_AddItemToArray(list, triple(g, j, j->ids_logprobs[(size_t)i * j->n_ids + k], named[k]));
+            cJSON_AddItemToArray(out_ids, list);
+        }
+    }
     if (j->n_top == 0) return;
     cJSON *in_top = cJSON_AddArrayToObject(meta, "input_top_logprobs");
     for (int p = start; p < j->n_prompt; p++) {

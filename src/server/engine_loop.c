@@ -173,6 +173,8 @@ static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
         int start = j->params.logprob_start;
         r.score_from = start >= 0 && start + 1 < j->n_prompt ? start + 1 : 0;
         r.top_logprobs = j->params.top_logprobs;
+        r.logprob_ids = j->params.logprob_ids;
+        r.n_logprob_ids = j->params.n_logprob_ids;
     }
     mt_err err = {{0}};
     if (mt_engine_submit(l->engine, &r, &err)) {

@@ -9,6 +9,9 @@
 
 void mt_gen_params_free(mt_gen_params *p) {
     free(p->stop_ids);
+    free(p->logprob_ids);
+    p->logprob_ids = NULL;
+    p->n_logprob_ids = 0;
     for (int i = 0; i < p->n_stop_strings; i++) free(p->stop_strings[i]);
     free(p->stop_strings);
     p->stop_ids = NULL;
@@ -21,6 +24,13 @@ int mt_gen_params_copy(mt_gen_params *out, const mt_gen_params *p) {
     out->stop_ids = NULL;
     out->stop_strings = NULL;
     out->n_stop_ids = out->n_stop_strings = 0;
+    out->logprob_ids = NULL;
+    out->n_logprob_ids = 0;
+    if (p->n_logprob_ids > 0) {
+        if (!(out->logprob_ids = malloc((size_t)p->n_logprob_ids * sizeof *out->logprob_ids))) return -1;
+        memcpy(out->logprob_ids, p->logprob_ids, (size_t)p->n_logprob_ids * sizeof *out->logprob_ids);
+        out->n_logprob_ids = p->n_logprob_ids;
+    }
     if (p->n_stop_ids > 0) {
         if (!(out->stop_ids = malloc((size_t)p->n_stop_ids * sizeof *out->stop_ids))) return -1;
         memcpy(out->stop_ids, p->stop_ids, (size_t)p->n_stop_ids * sizeof *out->stop_ids);
@@ -119,6 +129,8 @@ double mt_now_s(void) {
 }
 
 static void free_scores(mt_gen_job *j) {
+    free(j->ids_logprobs);
+    free(j->prompt_ids_logprobs);
     free(j->top_ids);
     free(j->top_logprobs);
     free(j->prompt_logprobs);
@@ -145,9 +157,13 @@ mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_par
             j->prompt_top_ids = malloc(scored * n_top * sizeof *j->prompt_top_ids);
             j->prompt_top_logprobs = malloc(scored * n_top * sizeof *j->prompt_top_logprobs);
         }
+        j->n_ids = params->n_logprob_ids;
+        if (j->n_ids) j->ids_logprobs = malloc(outs * (size_t)j->n_ids * sizeof *j->ids_logprobs);
+        if (j->n_ids && scored) j->prompt_ids_logprobs = malloc(scored * (size_t)j->n_ids * sizeof *j->prompt_ids_logprobs);
     }
     if (!j || !output || (lp && (!logprobs || !j->prompt_logprobs)) || (n_top && (!j->top_ids || !j->top_logprobs)) ||
-        (n_top && scored && (!j->prompt_top_ids || !j->prompt_top_logprobs))) {
+        (n_top && scored && (!j->prompt_top_ids || !j->prompt_top_logprobs)) || (j && j->n_ids && !j->ids_logprobs) ||
+        (j && j->n_ids && scored && !j->prompt_ids_logprobs)) {
         if (j) free_scores(j);
         free(j);
         free(output);

@@ -39,6 +39,9 @@ typedef struct mt_gen_params {
                                 SGLang gives it); -1: only the last prompt token, as SGLang's default */
     int top_logprobs;        /* with return_logprob: alternatives listed per token (0..20) */
     bool text_in_logprobs;   /* each listed token with its text (needs the tokenizer) */
+    int32_t *logprob_ids;    /* with return_logprob: tokens whose log-probabilities every listed position
+                                gives (SGLang's token_ids_logprob; malloc'd), or NULL */
+    int n_logprob_ids;
     int32_t group;           /* the request's domain (serve --domain-field; mt_request.group), 0: none */
 } mt_gen_params;
 
@@ -118,6 +121,9 @@ typedef struct mt_gen_job {
                                    [n_prompt, n_top] the alternatives at each scored token, else NULL */
     float *prompt_top_logprobs;
     bool prompt_scored;         /* the prompt's scores are in */
+    int n_ids;                  /* params.n_logprob_ids with return_logprob, else 0 */
+    float *ids_logprobs;        /* with n_ids: [n_output, n_ids] the listed tokens' at each output token */
+    float *prompt_ids_logprobs; /* with n_ids and a scored prompt: [n_prompt, n_ids], else NULL */
     int n_output;
     mt_strbuf text;             /* decoded text (with skip_special_tokens), cut before a stop string */
     size_t text_stable;         /* leading bytes of text that can be shown now (never the start of a

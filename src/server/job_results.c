@@ -58,6 +58,8 @@ static void take_top(mt_gen_job *j, int from, const int32_t *ids, const float *l
 static void take_prompt_scores(mt_gen_job *j, const mt_engine_event *ev) {
     if (j->prompt_scored || !j->prompt_logprobs || !ev->prompt_logprobs) return;
     memcpy(j->prompt_logprobs, ev->prompt_logprobs, (size_t)j->n_prompt * sizeof *j->prompt_logprobs);
+    if (j->prompt_ids_logprobs && ev->prompt_ids_logprobs)
+        memcpy(j->prompt_ids_logprobs, ev->prompt_ids_logprobs, (size_t)j->n_prompt * j->n_ids * sizeof(float));
     if (j->prompt_top_ids && ev->prompt_top_ids) {
         size_t len = (size_t)j->n_prompt * j->n_top;
         memcpy(j->prompt_top_ids, ev->prompt_top_ids, len * sizeof *j->prompt_top_ids);
@@ -72,6 +74,8 @@ bool mt_job_take_token(mt_gen_job *j, const mt_engine_event *ev, double now, boo
     if (j->n_output <= j->params.max_new_tokens) {
         if (j->logprobs) j->logprobs[j->n_output] = ev->logprob;
         if (j->top_ids && ev->top_ids) take_top(j, j->n_output, ev->top_ids, ev->top_logprobs, 1);
+        if (j->ids_logprobs && ev->ids_logprobs)
+            memcpy(j->ids_logprobs + (size_t)j->n_output * j->n_ids, ev->ids_logprobs, (size_t)j->n_ids * sizeof(float));
         j->output[j->n_output++] = ev->token;
     }
     take_prompt_scores(j, ev);
@@ -106,6 +110,8 @@ mt_finish_label mt_job_take_end(mt_gen_job *j, const mt_engine_event *ev, const 
     if (n_out > 0) memcpy(j->output, ev->output, (size_t)n_out * sizeof *j->output);
     if (n_out > 0 && j->logprobs && ev->logprobs) memcpy(j->logprobs, ev->logprobs, (size_t)n_out * sizeof *j->logprobs);
     if (n_out > 0 && j->top_ids && ev->top_ids) take_top(j, 0, ev->top_ids, ev->top_logprobs, n_out);
+    if (n_out > 0 && j->ids_logprobs && ev->ids_logprobs)
+        memcpy(j->ids_logprobs, ev->ids_logprobs, (size_t)n_out * j->n_ids * sizeof(float));
     take_prompt_scores(j, ev);
     j->n_output = n_out;
     if (j->stop_matched) {

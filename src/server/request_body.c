@@ -17,8 +17,9 @@
 
 /* /generate's log-probability fields: return_logprob (meta_info's input_token_logprobs from
  * logprob_start_len, default the last prompt token, and output_token_logprobs), top_logprobs_num
- * (input_top_logprobs and output_top_logprobs) and return_text_in_logprobs (each token's text,
- * which needs the tokenizer). token_ids_logprob is not produced. */
+ * (input_top_logprobs and output_top_logprobs), token_ids_logprob (input_token_ids_logprobs and
+ * output_token_ids_logprobs: those tokens' at every listed position) and return_text_in_logprobs
+ * (each token's text, which needs the tokenizer). */
 static int logprob_fields(const cJSON *body, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
     p->logprob_start = -1;
     if (mt_params_bool(body, "return_logprob", &p->return_logprob, e) < 0 ||
@@ -26,7 +27,16 @@ static int logprob_fields(const cJSON *body, const mt_param_caps *caps, mt_gen_p
         mt_params_int(body, "top_logprobs_num", 0, MT_TOP_LOGPROBS_MAX, &p->top_logprobs, e) < 0 ||
         mt_params_bool(body, "return_text_in_logprobs", &p->text_in_logprobs, e) < 0)
         return -1;
-    if (field(body, "token_ids_logprob")) return mt_api_fail(e, 400, "'token_ids_logprob' is not supported by moetrace");
+    const cJSON *ids = field(body, "token_ids_logprob");
+    if (ids) {
+        if (cJSON_IsArray(ids) && cJSON_GetArraySize(ids) > MT_LOGPROB_IDS_MAX)
+            return mt_api_fail(e, 400, "'token_ids_logprob' lists more than %d tokens", MT_LOGPROB_IDS_MAX);
+        if (mt_params_parse_ids(ids, "token_ids_logprob", &p->logprob_ids, &p->n_logprob_ids, e)) return -1;
+        for (int i = 0; i < p->n_logprob_ids; i++)
+            if (p->logprob_ids[i] >= caps->cfg->vocab_size)
+                return mt_api_fail(e, 400, "'token_ids_logprob' entry %d (%d) is outside the vocabulary [0, %d)", i,
+                                   p->logprob_ids[i], caps->cfg->vocab_size);
+    }
     if (p->text_in_logprobs && !caps->have_tokenizer)
         return mt_api_fail(e, 400, "'return_text_in_logprobs' needs the model's tokenizer.json");
     return 0;

@@ -132,7 +132,8 @@ print(f"log-probabilities: {lp_checked} requests against transformers within the
 def scored(i):
     """Prompt i scored from its first token with 3 alternatives (what evaluation harnesses ask)."""
     return post("/generate", {"input_ids": prompts[i], "sampling_params": {"max_new_tokens": 1, "temperature": 0},
-                              "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 3})
+                              "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 3,
+                              "token_ids_logprob": [3, 100]})
 
 
 def prompt_logits(ids):
@@ -187,6 +188,9 @@ for i, a in zip(score_ids, scores):
             why = f"position {p}: {got} against transformers' {theirs[ids[p]]}, bound {bound}"
         elif [e[1] for e in tops[p]] != want_top:
             why = f"position {p}: alternatives {[e[1] for e in tops[p]]}, our logits' top {want_top}"
+        elif any(abs(e[0] - own[e[1]]) > 1e-4 for e in m["input_token_ids_logprobs"][p]) or \
+                [e[1] for e in m["input_token_ids_logprobs"][p]] != [3, 100]:
+            why = f"position {p}: named tokens {m['input_token_ids_logprobs'][p]} off our own logits"
         if why:
             break
     if why:
@@ -194,7 +198,8 @@ for i, a in zip(score_ids, scores):
         sc_bad += 1
 bad += sc_bad
 print(f"scored prompts: {len(score_ids) - sc_bad} of {len(score_ids)} requests batched together right: {sc_tokens} prompt "
-      f"tokens equal to log_softmax of `run --device cuda`'s logits, their 3 alternatives its top 3, within what "
+      f"tokens equal to log_softmax of `run --device cuda`'s logits, their 3 alternatives its top 3 and 2 named "
+      f"tokens' values its values, within what "
       f"those logits' difference from transformers allows (largest difference {sc_worst:.4f}), the same alone")
 
 

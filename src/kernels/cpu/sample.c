@@ -62,6 +62,13 @@ float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token
     return (float)(((double)logits[token] - mx) / T - log_sum);
 }
 
+void mt_ids_logprobs(const mt_sample_row *r, const float *logits, int V, const int32_t *ids, int n, float *out) {
+    if (n <= 0) return;
+    double T, log_sum;
+    float mx = row_normaliser(r, logits, V, &T, &log_sum);
+    for (int j = 0; j < n; j++) out[j] = mx == -INFINITY ? NAN : (float)(((double)logits[ids[j]] - mx) / T - log_sum);
+}
+
 int mt_top_logprobs(const mt_sample_row *r, const float *logits, int V, int n, int32_t *ids, float *lps) {
     if (n > MT_TOP_LOGPROBS_MAX) n = MT_TOP_LOGPROBS_MAX;
     mt_score_row(r, logits, V, -1, n, ids, lps);

@@ -343,10 +343,12 @@ void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, 
  * them into top_ids[i*k .. i*k+k-1] and top_lps (ids by decreasing logit, ties to the lower id, NaN
  * never listed, places past the listable ones -1 and NaN), computed from the same max and sum as
  * out[i], so a listed token's value equals out's value for that token bit for bit (in this launch or
- * in one with k = 0). One block per row, so a row's values do not depend on the batch. logits
- * 16-byte aligned, ld a multiple of 4. */
+ * in one with k = 0). With ids_off (NULL: none), also the log-probabilities of row i's listed tokens
+ * ids_list[ids_off[i] .. ids_off[i + 1]) into ids_out at the same places, the same bits as out's for
+ * those tokens. One block per row, so a row's values do not depend on the batch. logits 16-byte
+ * aligned, ld a multiple of 4. */
 void mt_cuda_token_logprob(float *out, const int32_t *tokens, const int32_t *targets, const float *logits, int ld,
                            int n, int V, const mt_sample_row *rows, int k, int32_t *top_ids, float *top_lps,
-                           cudaStream_t st);
+                           const int32_t *ids_off, const int32_t *ids_list, float *ids_out, cudaStream_t st);
 
 #endif

@@ -251,7 +251,9 @@ __global__ void __launch_bounds__(LP_THREADS) token_logprob_kernel(float *out, c
                                                                    const int32_t *targets,
                                                                    const float *__restrict__ logits, int ld, int V,
                                                                    const mt_sample_row *rows, int k,
-                                                                   int32_t *top_ids, float *top_lps) {
+                                                                   int32_t *top_ids, float *top_lps,
+                                                                   const int32_t *ids_off, const int32_t *ids_list,
+                                                                   float *ids_out) {
     __shared__ float scratch[32];
     __shared__ float cand_v[TOP ? 32 * MT_TOP_LOGPROBS_MAX : 1];
     __shared__ int cand_id[TOP ? 32 * MT_TOP_LOGPROBS_MAX : 1];
@@ -317,6 +319,9 @@ __global__ void __launch_bounds__(LP_THREADS) token_logprob_kernel(float *out, c
         const int tok = targets && targets[blockIdx.x] >= 0 ? targets[blockIdx.x] : tokens[blockIdx.x];
         out[blockIdx.x] = mx == -INFINITY ? NAN : logprob_of(x[tok], mx, T, log_sum);
     }
+    if (ids_off)   // the row's listed tokens, a thread each
+        for (int j = ids_off[blockIdx.x] + threadIdx.x; j < ids_off[blockIdx.x + 1]; j += LP_THREADS)
+            ids_out[j] = mx == -INFINITY ? NAN : logprob_of(x[ids_list[j]], mx, T, log_sum);
     if (TOP) __syncthreads();   // every warp's list is in cand_v/cand_id (block_reduce's barriers did it too)
     if (TOP && warp == 0) {   // the block's list: warp 0 merges the 32 warps' lists
         top.init(k);
@@ -337,14 +342,14 @@ __global__ void __launch_bounds__(LP_THREADS) token_logprob_kernel(float *out, c
 
 void mt_cuda_token_logprob(float *out, const int32_t *tokens, const int32_t *targets, const float *logits, int ld,
                            int n, int V, const mt_sample_row *rows, int k, int32_t *top_ids, float *top_lps,
-                           cudaStream_t st) {
+                           const int32_t *ids_off, const int32_t *ids_list, float *ids_out, cudaStream_t st) {
     if (n <= 0) return;
     if (k > 0)
         mt_launch(token_logprob_kernel<true>, n, LP_THREADS, 0, st, out, tokens, targets, logits, ld, V, rows, k,
-                  top_ids, top_lps);
-    else if (out)
+                  top_ids, top_lps, ids_off, ids_list, ids_out);
+    else if (out || ids_off)
         mt_launch(token_logprob_kernel<false>, n, LP_THREADS, 0, st, out, tokens, targets, logits, ld, V, rows, 0,
-                  (int32_t *)nullptr, (float *)nullptr);
+                  (int32_t *)nullptr, (float *)nullptr, ids_off, ids_list, ids_out);
 }
 
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
