@@ -44,7 +44,8 @@ static int setup(void **state) {
     if (server_text_model(CONFIG)) return -1;
     char args[1024], dir[600], err_path[700];
     snprintf(dir, sizeof dir, "%s/model", g_dir);
-    snprintf(args, sizeof args, "--model %s --load-format dummy --threads 1", dir);
+    /* 16 scored positions a pass: the 40-token prompts are scored over three passes */
+    snprintf(args, sizeof args, "--model %s --load-format dummy --threads 1 --max-scored-tokens 16", dir);
     if (mt_test_server_start(&g_srv, g_bin, args, path_of("server.log"), 120)) return -1;
     g_c = mt_http_client_new(g_srv.url, NULL);
     mt_err err;

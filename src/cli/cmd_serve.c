@@ -39,6 +39,8 @@ static const char SERVE_HELP[] =
     "  --threads N                 CPU threads of the forward pass (default: all online CPUs)\n"
     "  --load-format auto|dummy    dummy: config.json only, deterministic random weights\n"
     "  --max-running-requests N    sequences batched together at most (default 64)\n"
+    "  --max-scored-tokens N       scored prompt positions one forward pass takes (logprob_start_len, echo;\n"
+    "                              each a row of logits: vocab_size floats; default 4096 on cuda, 256 on cpu)\n"
     "  --max-batch-tokens N        token budget of a forward pass, chunked prefill (default 512 on\n"
     "                              cpu, 8192 on cuda)\n"
     "  --kv-blocks N               KV cache size in blocks of 16 positions (default: room for every\n"
@@ -69,7 +71,7 @@ static const char SERVE_HELP[] =
 
 typedef struct serve_args {
     const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device, *domain_field;
-    int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size;
+    int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size, max_scored;
     mt_placement_flags placement;
     long max_body, rec_max_tokens;
     float kv_fraction, drain_timeout;
@@ -105,6 +107,7 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
         } else if (!strcmp(f, "--load-format")) { VALUE(); if (mt_arg_load_format(f, v, &a->load_format)) return -1;
         } else if (!strcmp(f, "--max-running-requests")) { VALUE(); if (mt_arg_int(f, v, 1, 4096, &a->max_running)) return -1;
+        } else if (!strcmp(f, "--max-scored-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_scored)) return -1;
         } else if (!strcmp(f, "--max-batch-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 20, &a->max_batch_tokens)) return -1;
         } else if (!strcmp(f, "--kv-blocks")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 28, &a->kv_blocks)) return -1;
         } else if (!strcmp(f, "--kv-cache-fraction")) { VALUE(); if (mt_arg_float(f, v, 0.001, 0.95, &a->kv_fraction)) return -1;
@@ -317,9 +320,9 @@ int cmd_serve(int argc, char **argv) {
                          .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
                          .placement = ro.placement,
                          /* scored prompts (logprob_start_len, echo): on the device a pass takes up to a
-                          * 4,096-token chunk of them (4.1x the prefill's time at 256, 1.4x at 4,096:
-                          * bench_scoring, docs/PERF.md), its logits 2.5 GB for Qwen3's vocabulary */
-                         .max_scored_rows = strcmp(a.device, "cuda") ? 0 : 4096};
+                          * 4,096-token chunk of them by default (4.1x the prefill's time at 256, 1.45x at
+                          * 4,096: bench_scoring, docs/PERF.md), its logits 2.5 GB for Qwen3's vocabulary */
+                         .max_scored_rows = a.max_scored ? a.max_scored : strcmp(a.device, "cuda") ? 0 : 4096};
     mt_routing_fanout fan = {0};
     mt_routing_fanout_add(&fan, mt_recorder_sink(recorder));
     if (domains) mt_routing_fanout_add(&fan, mt_domain_usage_sink(domains));
