@@ -516,7 +516,7 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
                 e->b_sample[n_rows] = score_spec(s);
                 e->b_target[n_rows] = s->tokens[p + 1];
                 e->b_ids_off[n_rows] = ids_at;
-                if (any_ids) memcpy(e->b_ids + ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
+                if (s->n_lp_ids) memcpy(e->b_ids + ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
                 ids_at += s->n_lp_ids;
                 e->b_rows[n_rows++] = n;
                 any_logprob = true;
