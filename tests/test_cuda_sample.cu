@@ -33,6 +33,15 @@ struct Batch {
     std::vector<mt_sample_row> rows;
 };
 
+// n zeroed rows of V logits, each padded to a multiple of 16 floats as the forward pass pads them.
+static Batch empty_batch(int V, int n) {
+    Batch b;
+    b.V = V;
+    b.ld = (V + 15) / 16 * 16;
+    b.logits.assign((size_t)n * b.ld, 0.0f);
+    return b;
+}
+
 // Row i's logits: kind 0 spread logits, 1 coarse (many ties), 2 a peaked row, 3 with -inf and NaN.
 static void fill_row(float *x, int V, int kind) {
     for (int j = 0; j < V; j++) {
@@ -296,11 +305,8 @@ int main() {
     const int ks[] = {0, 1, 20, 1000};
     const float ps[] = {1.0f, 0.95f, 0.3f};
     for (int V : vocabs) {
-        Batch b;
-        b.V = V;
-        b.ld = (V + 15) / 16 * 16;
         int n = V > 10000 ? 96 : 384;
-        b.logits.assign((size_t)n * b.ld, 0.0f);
+        Batch b = empty_batch(V, n);
         for (int i = 0; i < n; i++) {
             fill_row(&b.logits[(size_t)i * b.ld], V, i % 4);
             mt_sample_row r = {temps[(i / 4) % 4], ks[(i / 16) % 4], ps[(i / 64 + i) % 3], next32() & 0xffffffu};
@@ -361,11 +367,8 @@ int main() {
     const float top_temps[] = {0.0f, 0.7f, 1.3f};
     const int top_ks[] = {1, 5, 20};
     for (int V : top_vocabs) {
-        Batch b;
-        b.V = V;
-        b.ld = (V + 15) / 16 * 16;
         int n = V > 10000 ? 42 : 84;
-        b.logits.assign((size_t)n * b.ld, 0.0f);
+        Batch b = empty_batch(V, n);
         std::vector<int32_t> tok(n);
         for (int i = 0; i < n; i++) {
             fill_top_row(&b.logits[(size_t)i * b.ld], V, i % 7);

@@ -278,7 +278,7 @@ static void test_top_logprobs(void **state) {
             }
             int32_t ids2[MT_TOP_LOGPROBS_MAX];
             float lps2[MT_TOP_LOGPROBS_MAX];
-            float lp = mt_score_row(&r, x, V, 17, n, ids2, lps2);
+            float lp = mt_score_row(&r, x, V, 17, n, ids2, lps2, NULL, 0, NULL);
             float want = mt_token_logprob(&r, x, V, 17);
             assert_memory_equal(&lp, &want, sizeof lp);
             assert_memory_equal(ids2, ids, (size_t)n * sizeof *ids);

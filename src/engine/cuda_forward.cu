@@ -165,14 +165,12 @@ struct PassInputs {
 // bits as any other tiling. A pass of several tokens of one sequence, each wanting logits (a scored
 // prompt's chunk), is not one: a decode tile copies its context's K/V before the dependency wait
 // (they were written by earlier passes), so a graph slot would read positions that another slot of
-// the same pass writes, before they are written. It runs as a prefill.
+// the same pass writes, before they are written. It runs as a prefill. The batch is laid out as
+// check_runs requires, so a sequence with two tokens has two neighbouring slots.
 bool pure_decode(const mt_batch *b) {
     if (b->n_logits != b->n_tokens) return false;
-    std::vector<char> seen((size_t)b->num_seqs, 0);
-    for (int i = 0; i < b->n_tokens; i++) {
-        if (b->logit_rows[i] != i || seen[(size_t)b->seq_ids[i]]) return false;
-        seen[(size_t)b->seq_ids[i]] = 1;
-    }
+    for (int i = 0; i < b->n_tokens; i++)
+        if (b->logit_rows[i] != i || (i > 0 && b->seq_ids[i] == b->seq_ids[i - 1])) return false;
     return true;
 }
 

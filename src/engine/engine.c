@@ -430,6 +430,34 @@ static void take_top(const mt_engine *e, int row, int pass_top, int n, int32_t *
     memcpy(lps, e->b_top_lps + (size_t)row * pass_top, (size_t)n * sizeof *lps);
 }
 
+/* Room for the named tokens of a pass's rows (made when a request first names some). */
+static int named_room(mt_engine *e, mt_err *err) {
+    if (e->b_ids) return 0;
+    size_t cap = (size_t)e->rows_cap * MT_LOGPROB_IDS_MAX;
+    e->b_ids = malloc(cap * sizeof *e->b_ids);
+    e->b_ids_lp = malloc(cap * sizeof *e->b_ids_lp);
+    if (e->b_ids && e->b_ids_lp) return 0;
+    free(e->b_ids);
+    free(e->b_ids_lp);
+    e->b_ids = NULL;
+    e->b_ids_lp = NULL;
+    return mt_errf(err, "out of memory for the named tokens of %d rows", e->rows_cap);
+}
+
+/* Logit row `row` of the pass: batch token `token`, its spec, its target (-1: its next token) and,
+ * with `named`, s's named tokens (appended at *ids_at). */
+static void add_row(mt_engine *e, const seq *s, int row, int token, mt_sample_row spec, int32_t target, bool named,
+                    int *ids_at) {
+    e->b_rows[row] = token;
+    e->b_sample[row] = spec;
+    e->b_target[row] = target;
+    e->b_ids_off[row] = *ids_at;
+    if (named && s->n_lp_ids) {
+        memcpy(e->b_ids + *ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
+        *ids_at += s->n_lp_ids;
+    }
+}
+
 static bool is_stop(const seq *s, const mt_config *c, int32_t tok) {
     if (!s->ignore_eos && mt_config_is_eos(c, tok)) return true;
     for (int i = 0; i < s->n_stop; i++)
@@ -484,21 +512,10 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
         e->logits = grown;
         e->logits_rows = e->rows_cap;
     }
-    bool any_ids = false;       /* some request lists tokens: the pass's lists are made once */
-    for (int i = 0; i < e->n_running && !any_ids; i++) any_ids = e->running[i]->n_lp_ids > 0 && chunk[i] > 0;
-    if (any_ids && !e->b_ids) {
-        size_t cap = (size_t)e->rows_cap * MT_LOGPROB_IDS_MAX;
-        e->b_ids = malloc(cap * sizeof *e->b_ids);
-        e->b_ids_lp = malloc(cap * sizeof *e->b_ids_lp);
-        if (!e->b_ids || !e->b_ids_lp) {
-            free(e->b_ids);
-            free(e->b_ids_lp);
-            e->b_ids = NULL;
-            e->b_ids_lp = NULL;
-            return mt_errf(err, "out of memory for the listed tokens of %d rows", e->rows_cap);
-        }
-    }
-    int ids_at = 0;             /* listed tokens so far */
+    bool any_named = false;     /* some request of the pass names tokens */
+    for (int i = 0; i < e->n_running && !any_named; i++) any_named = e->running[i]->n_lp_ids > 0 && chunk[i] > 0;
+    if (any_named && named_room(e, err)) return -1;
+    int ids_at = 0;             /* named tokens of the pass's rows so far */
     bool any_sampled = false;   /* else every row takes its argmax */
     bool any_logprob = false;   /* some row's request wants its token's (or a prompt token's) log-probability */
     int pass_top = 0;           /* alternatives listed for every row: the most any row's request asks */
@@ -513,28 +530,16 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
             e->b_name[n] = s->name;
             e->b_group[n] = s->group;
             if (scores_at(s, p)) {
-                e->b_sample[n_rows] = score_spec(s);
-                e->b_target[n_rows] = s->tokens[p + 1];
-                e->b_ids_off[n_rows] = ids_at;
-                if (s->n_lp_ids) memcpy(e->b_ids + ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
-                ids_at += s->n_lp_ids;
-                e->b_rows[n_rows++] = n;
+                add_row(e, s, n_rows++, n, score_spec(s), s->tokens[p + 1], true, &ids_at);
                 any_logprob = true;
                 if (s->n_top > pass_top) pass_top = s->n_top;
             }
         }
         if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) {
             /* the row's draw comes from its own generator, so batching never changes a token */
-            e->b_sample[n_rows] = mt_sampler_next(&s->sampler);
-            e->b_target[n_rows] = -1;
-            e->b_ids_off[n_rows] = ids_at;
-            if (s->ids_lp) {
-                memcpy(e->b_ids + ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
-                ids_at += s->n_lp_ids;
-            }
+            add_row(e, s, n_rows++, n - 1, mt_sampler_next(&s->sampler), -1, s->ids_lp != NULL, &ids_at);
             any_logprob |= s->logprobs != NULL;
             if (s->top_ids && s->n_top > pass_top) pass_top = s->n_top;
-            e->b_rows[n_rows++] = n - 1;
         }
     }
     if (n == 0) return 0;

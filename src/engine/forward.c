@@ -175,15 +175,12 @@ static void score_one(void *ctx, int i) {
     const mt_batch *b = j->b;
     const mt_sample_row *r = b->sample ? &b->sample[i] : NULL;
     int32_t scored = b->logit_targets && b->logit_targets[i] >= 0 ? b->logit_targets[i] : b->next_tokens[i];
+    int from = b->ids_offsets ? b->ids_offsets[i] : 0, n_named = b->ids_offsets ? b->ids_offsets[i + 1] - from : 0;
     float lp = mt_score_row(r, j->logits + (size_t)i * j->V, j->V, scored, b->top_n,
                             b->top_n ? b->top_ids + (size_t)i * b->top_n : NULL,
-                            b->top_n ? b->top_logprobs + (size_t)i * b->top_n : NULL);
+                            b->top_n ? b->top_logprobs + (size_t)i * b->top_n : NULL,
+                            n_named ? b->ids_list + from : NULL, n_named, n_named ? b->ids_logprobs + from : NULL);
     if (b->next_logprobs) b->next_logprobs[i] = lp;
-    if (b->ids_offsets) {
-        int from = b->ids_offsets[i];
-        mt_ids_logprobs(r, j->logits + (size_t)i * j->V, j->V, b->ids_list + from, b->ids_offsets[i + 1] - from,
-                        b->ids_logprobs + from);
-    }
 }
 
 /* Each logit row's next token: its argmax, or its sample (kernels/sample.h); then, when asked, its

@@ -43,9 +43,11 @@ float mt_token_logprob(const mt_sample_row *r, const float *logits, int V, int t
  * value equals mt_token_logprob's bitwise). NaN logits are never listed; places past the row's
  * listable tokens get id -1 and NaN. Returns how many were listed. */
 int mt_top_logprobs(const mt_sample_row *r, const float *logits, int V, int n, int32_t *ids, float *lps);
-/* Both in one pass over the row's normaliser: returns mt_token_logprob(r, logits, V, token) and, when
- * n > 0, fills ids and lps as mt_top_logprobs does (the same bits as the two calls). */
-float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token, int n, int32_t *ids, float *lps);
+/* Everything a row asks, from one pass over its normaliser: returns mt_token_logprob(r, logits, V,
+ * token) (NaN for token < 0); when n > 0 fills ids and lps as mt_top_logprobs does; and named_lps as
+ * mt_ids_logprobs of named[0..n_named). The same bits as the separate calls. */
+float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token, int n, int32_t *ids, float *lps,
+                   const int32_t *named, int n_named, float *named_lps);
 /* The log-probabilities of ids[0..n) under row r's distribution into out, each the bits
  * mt_token_logprob gives (one pass over the row's normaliser). */
 void mt_ids_logprobs(const mt_sample_row *r, const float *logits, int V, const int32_t *ids, int n, float *out);

@@ -167,11 +167,8 @@ static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
                     .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,
                     .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids,
                     .return_logprob = j->params.return_logprob, .group = j->params.group};
-    /* SGLang lists prompt tokens from logprob_start_len, the first without a value: the engine
-     * scores those after it */
     if (j->params.return_logprob) {
-        int start = j->params.logprob_start;
-        r.score_from = start >= 0 && start + 1 < j->n_prompt ? start + 1 : 0;
+        r.score_from = mt_gen_params_score_from(&j->params, j->n_prompt);
         r.top_logprobs = j->params.top_logprobs;
         r.logprob_ids = j->params.logprob_ids;
         r.n_logprob_ids = j->params.n_logprob_ids;

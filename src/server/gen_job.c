@@ -129,6 +129,7 @@ double mt_now_s(void) {
 }
 
 static void free_scores(mt_gen_job *j) {
+    free(j->logprobs);
     free(j->ids_logprobs);
     free(j->prompt_ids_logprobs);
     free(j->top_ids);
@@ -138,46 +139,50 @@ static void free_scores(mt_gen_job *j) {
     free(j->prompt_top_logprobs);
 }
 
+/* j's log-probability results, as p asks for a prompt of n_prompt tokens (the prompt's lists only
+ * where the engine scores it); -1 when out of memory (free_scores frees what was made). */
+static int alloc_scores(mt_gen_job *j, const mt_gen_params *p, int n_prompt) {
+    if (!p->return_logprob) return 0;
+    size_t outs = (size_t)p->max_new_tokens + 1, prompt = (size_t)n_prompt;
+    size_t scored = mt_gen_params_score_from(p, n_prompt) ? prompt : 0;
+    j->n_top = p->top_logprobs;
+    j->n_ids = p->n_logprob_ids;
+    size_t top = (size_t)j->n_top, ids = (size_t)j->n_ids;
+    j->logprobs = malloc(outs * sizeof *j->logprobs);
+    j->prompt_logprobs = malloc(prompt * sizeof *j->prompt_logprobs);
+    if (top) {
+        j->top_ids = malloc(outs * top * sizeof *j->top_ids);
+        j->top_logprobs = malloc(outs * top * sizeof *j->top_logprobs);
+    }
+    if (top && scored) {
+        j->prompt_top_ids = malloc(scored * top * sizeof *j->prompt_top_ids);
+        j->prompt_top_logprobs = malloc(scored * top * sizeof *j->prompt_top_logprobs);
+    }
+    if (ids) j->ids_logprobs = malloc(outs * ids * sizeof *j->ids_logprobs);
+    if (ids && scored) j->prompt_ids_logprobs = malloc(scored * ids * sizeof *j->prompt_ids_logprobs);
+    if (!j->logprobs || !j->prompt_logprobs || (top && (!j->top_ids || !j->top_logprobs)) ||
+        (top && scored && (!j->prompt_top_ids || !j->prompt_top_logprobs)) || (ids && !j->ids_logprobs) ||
+        (ids && scored && !j->prompt_ids_logprobs))
+        return -1;
+    for (size_t i = 0; i < prompt; i++) j->prompt_logprobs[i] = NAN;   /* none scored yet */
+    return 0;
+}
+
 mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_params *params) {
     mt_gen_job *j = calloc(1, sizeof *j);
     int32_t *output = malloc(((size_t)params->max_new_tokens + 1) * sizeof *output);
-    bool lp = params->return_logprob;
-    size_t n_top = lp ? (size_t)params->top_logprobs : 0, outs = (size_t)params->max_new_tokens + 1;
-    float *logprobs = lp ? malloc(outs * sizeof *logprobs) : NULL;
-    /* the prompt's scores, only where they are computed (a start before its last token) */
-    size_t scored = lp && params->logprob_start >= 0 && params->logprob_start + 1 < n_prompt ? (size_t)n_prompt : 0;
-    if (j && lp) {
-        j->n_top = (int)n_top;
-        j->prompt_logprobs = malloc((size_t)n_prompt * sizeof *j->prompt_logprobs);
-        if (n_top) {
-            j->top_ids = malloc(outs * n_top * sizeof *j->top_ids);
-            j->top_logprobs = malloc(outs * n_top * sizeof *j->top_logprobs);
-        }
-        if (n_top && scored) {
-            j->prompt_top_ids = malloc(scored * n_top * sizeof *j->prompt_top_ids);
-            j->prompt_top_logprobs = malloc(scored * n_top * sizeof *j->prompt_top_logprobs);
-        }
-        j->n_ids = params->n_logprob_ids;
-        if (j->n_ids) j->ids_logprobs = malloc(outs * (size_t)j->n_ids * sizeof *j->ids_logprobs);
-        if (j->n_ids && scored) j->prompt_ids_logprobs = malloc(scored * (size_t)j->n_ids * sizeof *j->prompt_ids_logprobs);
-    }
-    if (!j || !output || (lp && (!logprobs || !j->prompt_logprobs)) || (n_top && (!j->top_ids || !j->top_logprobs)) ||
-        (n_top && scored && (!j->prompt_top_ids || !j->prompt_top_logprobs)) || (j && j->n_ids && !j->ids_logprobs) ||
-        (j && j->n_ids && scored && !j->prompt_ids_logprobs)) {
+    if (!j || !output || alloc_scores(j, params, n_prompt)) {
         if (j) free_scores(j);
         free(j);
         free(output);
-        free(logprobs);
         return NULL;
     }
-    for (int p = 0; lp && p < n_prompt; p++) j->prompt_logprobs[p] = NAN;   /* none scored yet */
     j->id = id;
     j->prompt = prompt;
     j->n_prompt = n_prompt;
     j->params = *params;
     memset(params, 0, sizeof *params);
     j->output = output;
-    j->logprobs = logprobs;
     j->t_arrival = mt_now_s();
     j->matched_string = -1;
     pthread_mutex_init(&j->mu, NULL);
@@ -194,7 +199,6 @@ void mt_gen_job_unref(mt_gen_job *j) {
     mt_gen_params_free(&j->params);
     mt_detok_stream_free(j->detok);
     free(j->output);
-    free(j->logprobs);
     free_scores(j);
     mt_strbuf_free(&j->text);
     free(j->routing);

@@ -46,6 +46,12 @@ typedef struct mt_gen_params {
 } mt_gen_params;
 
 void mt_gen_params_free(mt_gen_params *p);
+/* The first prompt token the engine scores for p (mt_request.score_from): SGLang lists the prompt
+ * from logprob_start_len with the first entry's value null, so the tokens after it; 0 (none) without
+ * return_logprob, with the default start, or a start at the prompt's last token. */
+static inline int mt_gen_params_score_from(const mt_gen_params *p, int n_prompt) {
+    return p->return_logprob && p->logprob_start >= 0 && p->logprob_start + 1 < n_prompt ? p->logprob_start + 1 : 0;
+}
 /* A deep copy of p into out (its stop lists duplicated); -1 when out of memory (out holds nothing). */
 int mt_gen_params_copy(mt_gen_params *out, const mt_gen_params *p);
 

@@ -71,17 +71,24 @@ def one(i):
                               "return_logprob": True})
 
 
-def reference_logprobs(ids, out, temperature):
-    """log_softmax(logits / T) of each output token, by transformers in float32 (T 1 when greedy), and
-    what bf16 may move each by: the fixtures' logit tolerance (2e-2 of the largest logit / T) moves
-    both the token's logit and the log-sum-exp, so twice that."""
+def hf_logits(ids):
+    """transformers' float32 logits of the fixture at every position of ids (a torch tensor [P, vocab]
+    on the device); ImportError without torch and transformers."""
     import torch
     from transformers import AutoModelForCausalLM
     global hf_model
     if hf_model is None:
         hf_model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).cuda().eval()
     with torch.no_grad():
-        logits = hf_model(torch.tensor([ids + out], device="cuda")).logits[0].float()
+        return hf_model(torch.tensor([ids], device="cuda")).logits[0].float()
+
+
+def reference_logprobs(ids, out, temperature):
+    """log_softmax(logits / T) of each output token, by transformers in float32 (T 1 when greedy), and
+    what bf16 may move each by: the fixtures' logit tolerance (2e-2 of the largest logit / T) moves
+    both the token's logit and the log-sum-exp, so twice that."""
+    import torch
+    logits = hf_logits(ids + out)
     t = temperature if temperature > 0 else 1.0
     lp = torch.log_softmax(logits[len(ids) - 1:len(ids) - 1 + len(out)] / t, dim=-1)
     z = logits[len(ids) - 1:len(ids) - 1 + len(out)] / t
@@ -143,14 +150,7 @@ def prompt_logits(ids):
                     "--max-new-tokens", "1", "--logits-out", "/tmp/solo_l.npy"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     ours = np.load("/tmp/solo_l.npy").astype(np.float64)
-    import torch
-    from transformers import AutoModelForCausalLM
-    global hf_model
-    if hf_model is None:
-        hf_model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).cuda().eval()
-    with torch.no_grad():
-        ref = hf_model(torch.tensor([ids], device="cuda")).logits[0].double().cpu().numpy()
-    return ours, ref
+    return ours, hf_logits(ids).double().cpu().numpy()
 
 
 def log_softmax(x):

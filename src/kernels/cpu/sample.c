@@ -12,25 +12,32 @@ int mt_argmax(const float *x, int n) {
     return best;
 }
 
-/* The row's largest logit (-inf when none is finite) and log(sum exp((l - max) / T)) over its
- * non-NaN logits, in double: what every log-probability of the row subtracts. */
-static float row_normaliser(const mt_sample_row *r, const float *logits, int V, double *T, double *log_sum) {
-    *T = r && r->temperature > 0.0f ? (double)r->temperature : 1.0;
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++) mx = fmaxf(mx, logits[i]);   /* fmaxf skips NaN */
-    if (mx == -INFINITY) return mx;
+/* What every log-probability of a row subtracts: its largest logit (-inf when none is finite), its
+ * temperature, and log(sum exp((l - max) / T)) over its non-NaN logits, in double. */
+typedef struct row_norm {
+    float mx;
+    double T, log_sum;
+} row_norm;
+
+static row_norm row_normaliser(const mt_sample_row *r, const float *logits, int V) {
+    row_norm n = {-INFINITY, r && r->temperature > 0.0f ? (double)r->temperature : 1.0, 0.0};
+    for (int i = 0; i < V; i++) n.mx = fmaxf(n.mx, logits[i]);   /* fmaxf skips NaN */
+    if (n.mx == -INFINITY) return n;
     double sum = 0.0;
     for (int i = 0; i < V; i++)
-        if (logits[i] == logits[i]) sum += exp(((double)logits[i] - mx) / *T);
-    *log_sum = log(sum);
-    return mx;
+        if (logits[i] == logits[i]) sum += exp(((double)logits[i] - n.mx) / n.T);
+    n.log_sum = log(sum);
+    return n;
+}
+
+/* Token id's log-probability under n (NaN when the row has no finite logit). */
+static float logprob_at(const row_norm *n, const float *logits, int id) {
+    return n->mx == -INFINITY ? NAN : (float)(((double)logits[id] - n->mx) / n->T - n->log_sum);
 }
 
 float mt_token_logprob(const mt_sample_row *r, const float *logits, int V, int token) {
-    double T, log_sum;
-    float mx = row_normaliser(r, logits, V, &T, &log_sum);
-    if (mx == -INFINITY) return NAN;   /* no finite logit */
-    return (float)(((double)logits[token] - mx) / T - log_sum);
+    row_norm n = row_normaliser(r, logits, V);
+    return logprob_at(&n, logits, token);
 }
 
 /* Whether logit a (id ia) ranks before logit b (id ib): larger first, ties to the lower id. */
@@ -49,29 +56,26 @@ static int select_top(const float *logits, int V, int n, int32_t *ids) {
     return listed;
 }
 
-float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token, int n, int32_t *ids, float *lps) {
+float mt_score_row(const mt_sample_row *r, const float *logits, int V, int token, int n, int32_t *ids, float *lps,
+                   const int32_t *named, int n_named, float *named_lps) {
     if (n > MT_TOP_LOGPROBS_MAX) n = MT_TOP_LOGPROBS_MAX;
     int listed = n > 0 ? select_top(logits, V, n, ids) : 0;
-    double T, log_sum;
-    float mx = row_normaliser(r, logits, V, &T, &log_sum);
+    row_norm norm = row_normaliser(r, logits, V);
     for (int j = 0; j < n; j++) {
         if (j >= listed) ids[j] = -1;
-        lps[j] = j < listed && mx != -INFINITY ? (float)(((double)logits[ids[j]] - mx) / T - log_sum) : NAN;
+        lps[j] = j < listed ? logprob_at(&norm, logits, ids[j]) : NAN;
     }
-    if (mx == -INFINITY || token < 0) return NAN;
-    return (float)(((double)logits[token] - mx) / T - log_sum);
+    for (int j = 0; j < n_named; j++) named_lps[j] = logprob_at(&norm, logits, named[j]);
+    return token >= 0 ? logprob_at(&norm, logits, token) : NAN;
 }
 
 void mt_ids_logprobs(const mt_sample_row *r, const float *logits, int V, const int32_t *ids, int n, float *out) {
-    if (n <= 0) return;
-    double T, log_sum;
-    float mx = row_normaliser(r, logits, V, &T, &log_sum);
-    for (int j = 0; j < n; j++) out[j] = mx == -INFINITY ? NAN : (float)(((double)logits[ids[j]] - mx) / T - log_sum);
+    if (n > 0) mt_score_row(r, logits, V, -1, 0, NULL, NULL, ids, n, out);
 }
 
 int mt_top_logprobs(const mt_sample_row *r, const float *logits, int V, int n, int32_t *ids, float *lps) {
     if (n > MT_TOP_LOGPROBS_MAX) n = MT_TOP_LOGPROBS_MAX;
-    mt_score_row(r, logits, V, -1, n, ids, lps);
+    mt_score_row(r, logits, V, -1, n, ids, lps, NULL, 0, NULL);
     int listed = 0;
     while (listed < n && ids[listed] >= 0) listed++;
     return listed;
