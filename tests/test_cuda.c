@@ -11,7 +11,9 @@
  *  - batch invariance on the device: >= 100 sequences batched (chunked prefill, prefix cache, the
  *    small and large product paths mixed) give exactly the tokens and routing of their solo runs;
  *  - an expert placement on the device: outputs unchanged, every choice's physical slot holds its
- *    logical expert. */
+ *    logical expert;
+ *  - the engine's device memory: the largest pass's scratch reserved at creation (no pass grows it),
+ *    a KV cache sized from the device's free memory, a reservation that cannot fit refused. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,7 +27,9 @@
 #include <cjson/cJSON.h>
 
 #include "engine/cuda_backend.h"
+#include "engine/engine.h"
 #include "engine/generate.h"
+#include "engine/kv_cache.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "routing/capture.h"
@@ -41,6 +45,15 @@ static void require_gpu(void) {
 static void attach_or_fail(mt_model *m) {
     mt_err err;
     if (mt_cuda_attach(m, &err)) fail_msg("%s", err.msg);
+}
+
+/* The qwen3_moe transformers fixture, uploaded. */
+static void load_qwen3_fixture_on_device(mt_model *m) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/qwen3_moe", FIXTURES);
+    mt_err err;
+    if (mt_model_load(m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    attach_or_fail(m);
 }
 
 /* What transformers gets in bf16 on a fixture (tests/fixtures/models/bf16_calibration.json). */
@@ -227,12 +240,9 @@ static void test_batch_invariance_on_device(void **state) {
 static void test_placement_on_device(void **state) {
     (void)state;
     require_gpu();
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/qwen3_moe", FIXTURES);
     mt_model m;
     mt_err err;
-    if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
-    attach_or_fail(&m);
+    load_qwen3_fixture_on_device(&m);
     const mt_config *c = &m.cfg;
     mt_moe_shape shape;
     mt_moe_shape_from_config(c, &shape);
@@ -277,6 +287,57 @@ static void test_placement_on_device(void **state) {
     mt_model_free(&m);
 }
 
+/* The engine's device memory: its largest pass's scratch is reserved at creation (no pass grows it),
+ * a cache sized from memory takes its share of the device's free memory, and a reservation that does
+ * not fit fails at creation with the sizes and what to lower, leaving the device serving. */
+static void run_one(mt_engine *e, int64_t id) {
+    int32_t prompt[60];
+    for (int i = 0; i < 60; i++) prompt[i] = 3 + (i * 29) % 400;
+    mt_request r = {.id = id, .prompt = prompt, .n_prompt = 60, .max_new_tokens = 4, .ignore_eos = true};
+    mt_err err;
+    if (mt_engine_submit(e, &r, &err)) fail_msg("%s", err.msg);
+    while (!mt_engine_idle(e))
+        if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+}
+
+static void test_device_memory_plan(void **state) {
+    (void)state;
+    require_gpu();
+    mt_model m;
+    mt_err err;
+    load_qwen3_fixture_on_device(&m);
+    mt_engine_opts o = {.kv_memory_fraction = 0.05, .max_batch_tokens = 48, .max_running = 3, .max_scored_rows = 20};
+    double free_before = mt_cuda_memory_free();
+    mt_engine *e = mt_engine_new(&m, &o, NULL, NULL, NULL, &err);
+    if (!e) fail_msg("%s", err.msg);
+    size_t reserved = mt_cuda_scratch_bytes(&m);
+    assert_true(reserved > 0);
+    mt_engine_stats st;
+    mt_engine_get_stats(e, &st);
+    assert_true(st.kv_memory_free > 0 && st.kv_memory_free <= free_before);
+    double per = mt_kv_block_bytes(m.cfg.num_hidden_layers, m.cfg.num_key_value_heads * m.cfg.head_dim, m.cfg.top_k,
+                                   m.cfg.num_experts, true);
+    assert_int_equal(st.kv_blocks_total,
+                     mt_kv_blocks_for_memory(st.kv_memory_free, 0.05, per, m.cfg.max_position_embeddings, 3, NULL));
+    assert_true(st.kv_bytes == st.kv_blocks_total * per);
+    run_one(e, 1); /* a 48-token prefill chunk, then decode steps through their graphs */
+    assert_true(mt_cuda_scratch_bytes(&m) == reserved);
+    mt_engine_free(e);
+
+    /* scored rows past what the device holds: refused at creation, with the sizes */
+    mt_engine_opts huge = {.num_kv_blocks = 64, .max_batch_tokens = 48, .max_running = 3, .max_scored_rows = 1 << 28};
+    assert_null(mt_engine_new(&m, &huge, NULL, NULL, NULL, &err));
+    assert_non_null(strstr(err.msg, "device memory: the pass scratch"));
+    assert_non_null(strstr(err.msg, "--max-scored-tokens"));
+    /* and the device still serves */
+    o = (mt_engine_opts){.num_kv_blocks = 64, .max_batch_tokens = 48, .max_running = 3};
+    e = mt_engine_new(&m, &o, NULL, NULL, NULL, &err);
+    if (!e) fail_msg("%s", err.msg);
+    run_one(e, 2);
+    mt_engine_free(e);
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
@@ -285,6 +346,7 @@ int main(void) {
         cmocka_unit_test(test_wgmma_path_same_bits),
         cmocka_unit_test(test_batch_invariance_on_device),
         cmocka_unit_test(test_placement_on_device),
+        cmocka_unit_test(test_device_memory_plan),
     };
     const char *filter = getenv("MOETRACE_TEST_FILTER");   // e.g. "test_batch*": a subset on a lent device
     if (filter) cmocka_set_test_filter(filter);

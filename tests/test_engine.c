@@ -14,6 +14,7 @@
 
 #include "engine/engine.h"
 #include "engine/generate.h"
+#include "engine/kv_cache.h"
 #include "kernels/kernels.h"
 
 #define FIXTURE MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
@@ -462,6 +463,56 @@ static void test_scored_prompts(void **state) {
     mt_model_free(&m);
 }
 
+/* A cache sized from memory: the arithmetic (mt_kv_blocks_for_memory, mt_kv_block_bytes), and an
+ * engine asked for one (num_kv_blocks 0) on the host. */
+static void test_kv_sized_from_memory(void **state) {
+    (void)state;
+    bool capped = true;
+    /* 100 positions -> 7 blocks a sequence; 4 sequences want 28, memory holds more */
+    assert_int_equal(mt_kv_blocks_for_memory(1e9, 0.5, 1e6, 100, 4, &capped), 28);
+    assert_false(capped);
+    assert_int_equal(mt_kv_blocks_for_memory(0, 0.5, 1e6, 100, 4, &capped), 28); /* memory unknown */
+    assert_false(capped);
+    assert_int_equal(mt_kv_blocks_for_memory(25e6, 0.8, 1e6, 4096, 8, &capped), 20); /* 0.8 x 25 MB */
+    assert_true(capped);
+    assert_int_equal(mt_kv_blocks_for_memory(1e6, 0.5, 1e6, 4096, 8, &capped), 16); /* never fewer than 16 */
+    assert_int_equal(mt_kv_blocks_for_memory(1e6, 0.5, 1e6, 8, 1, NULL), 16);
+    /* Qwen3-30B-A3B's shape: 48 layers, 4 KV heads of 128, top-8 of 128 experts */
+    assert_true(mt_kv_block_bytes(48, 512, 8, 128, true) == 48.0 * 16 * 512 * 2 * 2);
+    assert_true(mt_kv_block_bytes(48, 512, 8, 128, false) == 48.0 * 16 * (512 * 2 * 4 + 8));
+    assert_true(mt_kv_block_bytes(2, 64, 4, 300, false) == 2.0 * 16 * (64 * 2 * 4 + 4 * 2));
+
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    mt_engine_opts o = {.kv_memory_fraction = 0.5, .max_batch_tokens = 32, .max_running = 3};
+    mt_engine *e = mt_engine_new(&m, &o, NULL, NULL, NULL, &err);
+    if (!e) fail_msg("%s", err.msg);
+    mt_engine_stats st;
+    mt_engine_get_stats(e, &st);
+    int full = mt_kv_blocks_for_memory(0, 1, 1, m.cfg.max_position_embeddings, 3, NULL);
+    assert_true(st.kv_memory_free > 0); /* Linux's MemAvailable */
+    assert_true(st.kv_blocks_total >= 16 && st.kv_blocks_total <= full);
+    double per = mt_kv_block_bytes(m.cfg.num_hidden_layers, m.cfg.num_key_value_heads * m.cfg.head_dim, m.cfg.top_k,
+                                   m.cfg.num_experts, false);
+    assert_true(st.kv_bytes == st.kv_blocks_total * per);
+    int32_t prompt[20];
+    for (int i = 0; i < 20; i++) prompt[i] = 3 + i;
+    mt_request r = {.id = 1, .prompt = prompt, .n_prompt = 20, .max_new_tokens = 4, .ignore_eos = true};
+    assert_int_equal(mt_engine_submit(e, &r, &err), 0);
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    mt_engine_free(e);
+    /* a size from memory needs a share of it */
+    o.kv_memory_fraction = 0;
+    assert_null(mt_engine_new(&m, &o, NULL, NULL, NULL, &err));
+    assert_non_null(strstr(err.msg, "kv memory fraction"));
+    o.kv_memory_fraction = 1.5;
+    assert_null(mt_engine_new(&m, &o, NULL, NULL, NULL, &err));
+    o = (mt_engine_opts){.num_kv_blocks = -1, .max_batch_tokens = 32, .max_running = 3};
+    assert_null(mt_engine_new(&m, &o, NULL, NULL, NULL, &err));
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
@@ -471,6 +522,7 @@ int main(void) {
         cmocka_unit_test(test_request_names),
         cmocka_unit_test(test_shared_prefix_in_flight),
         cmocka_unit_test(test_scored_prompts),
+        cmocka_unit_test(test_kv_sized_from_memory),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

@@ -17,6 +17,7 @@
 #include "cli/commands.h"
 #include "cli/model_open.h"
 #include "cli/placement_flags.h"
+#include "engine/cuda_backend.h"
 #include "engine/kv_cache.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -45,7 +46,9 @@ static const char SERVE_HELP[] =
     "                              cpu, 8192 on cuda)\n"
     "  --kv-blocks N               KV cache size in blocks of 16 positions (default: room for every\n"
     "                              running request at full context, within --kv-cache-fraction)\n"
-    "  --kv-cache-fraction F       share of the available memory the KV cache may take (default 0.3)\n"
+    "  --kv-cache-fraction F       share of the memory free once the weights are loaded and a pass's\n"
+    "                              scratch is reserved that the KV cache may take: the device's on cuda\n"
+    "                              (default 0.9), the host's on cpu (default 0.3)\n"
     "  --disable-radix-cache       no prefix caching\n"
     "  --max-connections N         simultaneous HTTP connections (default 256)\n"
     "  --max-request-bytes N       request body cap (default 16777216); larger bodies get 413\n"
@@ -85,7 +88,7 @@ static int parse(serve_args *a, int argc, char **argv) {
     a->port = 30000;
     a->max_running = 64;
     a->max_batch_tokens = 0;   /* 0: the device's default */
-    a->kv_fraction = 0.3f;
+    a->kv_fraction = 0.0f;     /* 0: the device's default */
     a->max_connections = 256;
     a->max_body = 16L << 20;
     a->drain_timeout = 30;
@@ -110,7 +113,7 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--max-scored-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_scored)) return -1;
         } else if (!strcmp(f, "--max-batch-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 20, &a->max_batch_tokens)) return -1;
         } else if (!strcmp(f, "--kv-blocks")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 28, &a->kv_blocks)) return -1;
-        } else if (!strcmp(f, "--kv-cache-fraction")) { VALUE(); if (mt_arg_float(f, v, 0.001, 0.95, &a->kv_fraction)) return -1;
+        } else if (!strcmp(f, "--kv-cache-fraction")) { VALUE(); if (mt_arg_float(f, v, 0.001, 0.98, &a->kv_fraction)) return -1;
         } else if (!strcmp(f, "--disable-radix-cache")) { a->no_prefix_cache = true;
         } else if (!strcmp(f, "--max-connections")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_connections)) return -1;
         } else if (!strcmp(f, "--max-request-bytes")) { VALUE(); if (mt_arg_int(f, v, 1024, 1 << 30, &n)) return -1; a->max_body = n;
@@ -140,6 +143,7 @@ static int parse(serve_args *a, int argc, char **argv) {
     if (!a->model) { fprintf(stderr, "moetrace: serve: --model DIR is required\n"); return -1; }
     if (mt_cli_check_device(a->device)) return -1;
     if (!a->max_batch_tokens) a->max_batch_tokens = mt_cli_default_batch_tokens(a->device);
+    if (!a->kv_fraction) a->kv_fraction = strcmp(a->device, "cuda") ? 0.3f : 0.9f;
     return 0;
 }
 
@@ -168,32 +172,25 @@ static int recorder_options(const serve_args *a, mt_recorder_opts *ro) {
     return 0;
 }
 
-/* MemAvailable of /proc/meminfo in bytes (0 when unknown). */
-static double available_memory(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024.0;
-}
-
-static int kv_blocks_for(const serve_args *a, const mt_config *c) {
-    if (a->kv_blocks > 0) return a->kv_blocks;
-    double per_block = (double)c->num_hidden_layers * MT_KV_BLOCK *
-                       ((double)c->num_key_value_heads * c->head_dim * 2 * sizeof(float) + (double)c->top_k * 4);
-    long per_seq = (c->max_position_embeddings + MT_KV_BLOCK - 1) / MT_KV_BLOCK;
-    long want = per_seq * a->max_running;
-    double avail = available_memory();
-    long fit = avail > 0 ? (long)(avail * a->kv_fraction / per_block) : want;
-    long blocks = want < fit ? want : fit;
-    if (blocks < 16) blocks = 16;
-    if (blocks > (1L << 28)) blocks = 1L << 28;
-    mt_log("KV cache: %ld blocks of %d positions (%.1f MiB)%s", blocks, MT_KV_BLOCK, blocks * per_block / 1048576.0,
-           blocks < want ? "; fewer than a full context for every running request (see --kv-cache-fraction)" : "");
-    return (int)blocks;
+/* The KV cache the engine made, and where its size came from (stderr). */
+static void log_kv_cache(const serve_args *a, const mt_config *c, const mt_model *m, mt_engine_loop *loop) {
+    mt_engine_loop_stats st;
+    mt_engine_loop_get_stats(loop, &st);
+    const mt_engine_stats *es = &st.engine;
+    const char *where = m->device ? "device" : "host";
+    double gib = 1073741824.0;
+    if (!es->kv_memory_free) {
+        mt_log("KV cache: %d blocks of %d positions (%.2f GiB of %s memory; --kv-blocks)", es->kv_blocks_total,
+               MT_KV_BLOCK, es->kv_bytes / gib, where);
+        return;
+    }
+    int full = mt_kv_blocks_for_memory(0, 1, 1, c->max_position_embeddings, a->max_running, NULL);
+    char scratch[96] = "";
+    if (m->device) snprintf(scratch, sizeof scratch, " and %.2f GiB of pass scratch", mt_cuda_scratch_bytes(m) / gib);
+    mt_log("KV cache: %d blocks of %d positions (%.2f GiB of %s memory: %g of the %.2f GiB free after the weights%s)%s",
+           es->kv_blocks_total, MT_KV_BLOCK, es->kv_bytes / gib, where, a->kv_fraction, es->kv_memory_free / gib,
+           scratch, es->kv_blocks_total < full ? "; fewer than a full context for every running request "
+                                                 "(--kv-cache-fraction, --max-running-requests)" : "");
 }
 
 static const char *folder_name(const char *dir) {
@@ -316,7 +313,8 @@ int cmd_serve(int argc, char **argv) {
         mt_recorder_start(recorder);
         if (domains) mt_domain_usage_start(domains);
     }
-    mt_engine_opts eo = {.num_kv_blocks = kv_blocks_for(&a, c), .max_batch_tokens = a.max_batch_tokens,
+    mt_engine_opts eo = {.num_kv_blocks = a.kv_blocks, .kv_memory_fraction = a.kv_fraction,
+                         .max_batch_tokens = a.max_batch_tokens,
                          .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
                          .placement = ro.placement,
                          /* scored prompts (logprob_start_len, echo): on the device a pass takes up to a
@@ -331,6 +329,7 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }
+    log_kv_cache(&a, c, &model, loop);
     mt_server_backend b = {.model = &model, .model_name = name, .tokenizer = tok, .chat_template = tpl,
                            .recorder = recorder, .loop = loop, .enable_return_routing = a.return_routing,
                            .dump_visualize = visualize, .ep_size = ep, .placement = ro.placement,

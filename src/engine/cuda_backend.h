@@ -35,6 +35,16 @@ int mt_cuda_attach(mt_model *m, mt_err *err);
 int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err);
 void mt_cuda_kv_free(mt_kv_cache *kv);
 
+/* Allocates the pass scratch for passes of up to max_tokens tokens and max_logit_rows rows of logits
+ * now (a decode step's graph pads to its bucket; that is counted), replacing what the model held, so
+ * such passes allocate no device memory later. A failure says how much was needed and free, and what
+ * to lower. */
+int mt_cuda_reserve(const mt_model *m, int max_tokens, int max_logit_rows, mt_err *err);
+/* Device bytes the pass scratch holds now (0 when none). */
+size_t mt_cuda_scratch_bytes(const mt_model *m);
+/* Free memory of the device, in bytes (0 when it cannot be read). */
+double mt_cuda_memory_free(void);
+
 /* The forward pass on the device (batch already validated by mt_forward). */
 int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits, const mt_routing_sink *sink,
                     mt_err *err);

@@ -73,14 +73,75 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
-// Grows the scratch to hold a batch of n tokens (n_logits rows of logits).
-int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err *err) {
+// Every buffer of the pass scratch for s.cap token slots and s.cap_logits rows of logits, once
+// each: dev(ptr, count) for device buffers, host(ptr, count) for their pinned host mirrors (count in
+// elements of *ptr). Sizing the scratch and allocating it walk this one list.
+template <class Dev, class Host>
+void walk_scratch(GpuScratch &s, const GpuModel *g, const mt_config *c, Dev &&dev, Host &&host) {
+    size_t N = (size_t)s.cap, L = (size_t)s.cap_logits, H = (size_t)c->hidden_size, k = (size_t)c->top_k;
+    size_t E = (size_t)c->num_experts;
+    size_t qd = (size_t)c->num_attention_heads * c->head_dim, kvd = (size_t)c->num_key_value_heads * c->head_dim;
+    size_t inter = max_sz(max_sz((size_t)c->intermediate_size, (size_t)c->moe_intermediate_size),
+                          (size_t)c->shared_expert_intermediate_size);
+    size_t nk = N * k, moe_l = (size_t)(g->num_moe_layers ? g->num_moe_layers : 1);
+    // slice sums of split dense products: every dense matrix but lm_head
+    s.split_cap = (int)(N < (size_t)SPLIT_MAX ? N : (size_t)SPLIT_MAX);
+    s.split_rows = mt_round16((int)max_sz(max_sz(qd + 2 * kvd, H), max_sz(2 * inter, E)));   // rows of q/k/v, o, MLPs, router
+    s.ye_bytes = nk * H * sizeof(float);
+    dev(s.h, N * H);
+    dev(s.h_combined, N * H);
+    dev(s.combine_sums, 16);
+    dev(s.combine_ready, 1);
+    dev(s.qkv, N * (qd + 2 * kvd));
+    dev(s.router, N * (size_t)mt_round16((int)E));
+    dev(s.ye, nk * H);
+    dev(s.ys, N * H);
+    dev(s.sg, N * 16);
+    dev(s.logits, L * mt_round16(c->vocab_size));
+    dev(s.xb, N * max_sz(H, qd));
+    dev(s.qb, N * qd);
+    dev(s.att, N * qd);
+    dev(s.act, max_sz(nk, N) * inter);
+    dev(s.sact, N * inter);
+    dev(s.cap_ids, moe_l * nk);
+    dev(s.cap_w, moe_l * nk);
+    dev(s.offsets, E + 1);
+    dev(s.tile_offsets, E + 1);
+    dev(s.counts, E);
+    dev(s.active, 3 * E);
+    dev(s.n_active, 1);
+    dev(s.src_rows, nk);
+    dev(s.pair_pos, nk);
+    dev(s.next, L);
+    dev(s.logprob, L);
+    dev(s.top_ids, L * MT_TOP_LOGPROBS_MAX);
+    dev(s.top_lps, L * MT_TOP_LOGPROBS_MAX);
+    dev(s.argmax_scratch, 2 * mt_cuda_argmax_scratch((int)L, c->vocab_size));
+    dev(s.sort_chunks, ((nk + 1023) / 1024) * E);
+    dev(s.split_part, (size_t)8 * s.split_cap * s.split_rows);
+    host(s.h_cap_ids, moe_l * nk);
+    host(s.h_cap_w, moe_l * nk);
+    host(s.h_next, L);
+    host(s.h_logprob, L);
+    host(s.h_top_ids, L * MT_TOP_LOGPROBS_MAX);
+    host(s.h_top_lps, L * MT_TOP_LOGPROBS_MAX);
+}
+
+// Device bytes of the pass scratch for cap token slots and cap_logits rows of logits.
+size_t scratch_device_bytes(const GpuModel *g, const mt_config *c, int cap, int cap_logits) {
+    GpuScratch s = {};
+    s.cap = cap;
+    s.cap_logits = cap_logits;
+    size_t bytes = 0;
+    walk_scratch(s, g, c, [&](auto *&p, size_t n) { bytes += max_sz(n * sizeof *p, 16); }, [](auto *&, size_t) {});
+    return bytes;
+}
+
+// Replaces the pass scratch with one for cap token slots and cap_logits rows of logits. On failure
+// nothing is left allocated (both capacities 0, so the next pass tries again) and err names the
+// call; the batch inputs (ensure_inputs) are kept either way.
+int replace_scratch(GpuModel *g, const mt_config *c, int cap, int cap_logits, mt_err *err) {
     GpuScratch &s = g->s;
-    if (n <= s.cap && n_logits <= s.cap_logits) return 0;
-    int cap = s.cap ? s.cap : 64;
-    while (cap < n) cap *= 2;
-    int cap_logits = s.cap_logits ? s.cap_logits : 16;
-    while (cap_logits < n_logits) cap_logits *= 2;
     MT_CU(err, cudaStreamSynchronize(g->stream));
     // Scratch buffers are allocated outside the weights' list so they can be replaced; captured
     // graphs point into them.
@@ -94,60 +155,40 @@ int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err 
     s.in_cap = in_cap;
     s.cap = cap;
     s.cap_logits = cap_logits;
-
-    size_t N = (size_t)cap, H = (size_t)c->hidden_size, k = (size_t)c->top_k, E = (size_t)c->num_experts;
-    size_t qd = (size_t)c->num_attention_heads * c->head_dim, kvd = (size_t)c->num_key_value_heads * c->head_dim;
-    size_t inter = max_sz(max_sz((size_t)c->intermediate_size, (size_t)c->moe_intermediate_size),
-                          (size_t)c->shared_expert_intermediate_size);
-    size_t nk = N * k, moe_l = (size_t)(g->num_moe_layers ? g->num_moe_layers : 1);
-#define ALLOC(ptr, count)                                                                  \
-    do {                                                                                   \
-        MT_CU(err, cudaMalloc((void **)&(ptr), max_sz((count) * sizeof(*(ptr)), 16)));     \
-    } while (0)
-    ALLOC(s.h, N * H);
-    ALLOC(s.h_combined, N * H);
-    ALLOC(s.combine_sums, 16);
-    ALLOC(s.combine_ready, 1);
-    MT_CU(err, cudaMemset(s.combine_ready, 0, sizeof(int)));
-    ALLOC(s.qkv, N * (qd + 2 * kvd));
-    ALLOC(s.router, N * (size_t)mt_round16((int)E));
-    ALLOC(s.ye, nk * H);
-    s.ye_bytes = nk * H * sizeof(float);
-    ALLOC(s.ys, N * H);
-    ALLOC(s.sg, N * 16);
-    ALLOC(s.logits, (size_t)cap_logits * mt_round16(c->vocab_size));
-    ALLOC(s.xb, N * max_sz(H, qd));
-    ALLOC(s.qb, N * qd);
-    ALLOC(s.att, N * qd);
-    ALLOC(s.act, max_sz(nk, N) * inter);
-    ALLOC(s.sact, N * inter);
-    ALLOC(s.cap_ids, moe_l * nk);
-    ALLOC(s.cap_w, moe_l * nk);
-    ALLOC(s.offsets, E + 1);
-    ALLOC(s.tile_offsets, E + 1);
-    ALLOC(s.counts, E);
-    ALLOC(s.active, 3 * E);
-    ALLOC(s.n_active, 1);
-    ALLOC(s.src_rows, nk);
-    ALLOC(s.pair_pos, nk);
-    ALLOC(s.next, (size_t)cap_logits);
-    ALLOC(s.logprob, (size_t)cap_logits);
-    ALLOC(s.top_ids, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX);
-    ALLOC(s.top_lps, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX);
-    ALLOC(s.argmax_scratch, 2 * mt_cuda_argmax_scratch(cap_logits, c->vocab_size));
-    ALLOC(s.sort_chunks, ((nk + 1023) / 1024) * E);
-    // slice sums of split dense products: every dense matrix but lm_head
-    s.split_cap = (int)(N < (size_t)SPLIT_MAX ? N : (size_t)SPLIT_MAX);
-    s.split_rows = mt_round16((int)max_sz(max_sz(qd + 2 * kvd, H), max_sz(2 * inter, E)));   // rows of q/k/v, o, MLPs, router
-    ALLOC(s.split_part, (size_t)8 * s.split_cap * s.split_rows);
-#undef ALLOC
-    MT_CU(err, cudaMallocHost((void **)&s.h_cap_ids, moe_l * nk * sizeof(int32_t)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_cap_w, moe_l * nk * sizeof(float)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_next, (size_t)cap_logits * sizeof(int32_t)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_logprob, (size_t)cap_logits * sizeof(float)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_top_ids, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX * sizeof(int32_t)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_top_lps, (size_t)cap_logits * MT_TOP_LOGPROBS_MAX * sizeof(float)));
+    cudaError_t rc = cudaSuccess;
+    const char *failed = nullptr;
+    walk_scratch(
+        s, g, c,
+        [&](auto *&p, size_t n) {
+            if (rc == cudaSuccess && (rc = cudaMalloc((void **)&p, max_sz(n * sizeof *p, 16))) != cudaSuccess)
+                failed = "cudaMalloc (pass scratch)";
+        },
+        [&](auto *&p, size_t n) {
+            if (rc == cudaSuccess && (rc = cudaMallocHost((void **)&p, max_sz(n * sizeof *p, 16))) != cudaSuccess)
+                failed = "cudaMallocHost (pass scratch)";
+        });
+    if (rc == cudaSuccess && (rc = cudaMemset(s.combine_ready, 0, sizeof(int))) != cudaSuccess) failed = "cudaMemset";
+    if (rc != cudaSuccess) {
+        mt_gpu_scratch_release(&s);
+        memset(&s, 0, sizeof s);
+        s.in = in;
+        s.h_in = h_in;
+        s.in_cap = in_cap;
+        return mt_cuda_fail(err, failed, rc);
+    }
     return 0;
+}
+
+// Grows the scratch to hold a batch of n tokens (n_logits rows of logits), doubling what it held;
+// an engine reserves its largest pass up front (mt_cuda_reserve), so its passes never get here.
+int ensure_scratch(GpuModel *g, const mt_config *c, int n, int n_logits, mt_err *err) {
+    GpuScratch &s = g->s;
+    if (n <= s.cap && n_logits <= s.cap_logits) return 0;
+    int cap = s.cap ? s.cap : 64;
+    while (cap < n) cap *= 2;
+    int cap_logits = s.cap_logits ? s.cap_logits : 16;
+    while (cap_logits < n_logits) cap_logits *= 2;
+    return replace_scratch(g, c, cap, cap_logits, err);
 }
 
 // Device-side view of one pass's inputs (pointers into s.in).
@@ -839,6 +880,40 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         free(phys);
     }
     return 0;
+}
+
+extern "C" size_t mt_cuda_scratch_bytes(const mt_model *m) {
+    const GpuModel *g = (const GpuModel *)m->device;
+    return g && g->s.cap ? scratch_device_bytes(g, &m->cfg, g->s.cap, g->s.cap_logits) : 0;
+}
+
+extern "C" int mt_cuda_reserve(const mt_model *m, int max_tokens, int max_logit_rows, mt_err *err) {
+    GpuModel *g = (GpuModel *)m->device;
+    const mt_config *c = &m->cfg;
+    if (!g) return mt_errf(err, "the model is not on a device");
+    if (max_tokens < 1 || max_logit_rows < 1)
+        return mt_errf(err, "a reservation needs at least one token and one row (%d, %d)", max_tokens, max_logit_rows);
+    // a decode step runs in its bucket's graph, whose padded slots each take a row
+    int padded = bucket_of(max_logit_rows < 256 ? max_logit_rows : 256);
+    int cap = max_tokens > padded ? max_tokens : padded, cap_logits = max_logit_rows > padded ? max_logit_rows : padded;
+    if (cap == g->s.cap && cap_logits == g->s.cap_logits) return 0;
+    size_t need = scratch_device_bytes(g, c, cap, cap_logits), held = mt_cuda_scratch_bytes(m);
+    size_t free_bytes = 0, total = 0;
+    cudaMemGetInfo(&free_bytes, &total);   // the scratch held now is freed first
+    if (replace_scratch(g, c, cap, cap_logits, err) == 0) return 0;
+    return mt_errf(err, "device memory: the pass scratch for %d tokens and %d rows of logits takes %.2f GiB, and %.2f GiB "
+                        "were free (%.200s); lower --max-batch-tokens or --max-scored-tokens",
+                   cap, cap_logits, need / 1073741824.0, (free_bytes + held) / 1073741824.0,
+                   err->msg);
+}
+
+extern "C" double mt_cuda_memory_free(void) {
+    size_t free_bytes = 0, total = 0;
+    if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+        cudaGetLastError();
+        return 0.0;
+    }
+    return (double)free_bytes;
 }
 
 extern "C" void mt_cuda_profile(const mt_model *m, bool on) {

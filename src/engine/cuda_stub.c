@@ -26,6 +26,15 @@ int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float
     (void)m; (void)kv; (void)b; (void)logits; (void)sink;
     return missing(err);
 }
+int mt_cuda_reserve(const mt_model *m, int max_tokens, int max_logit_rows, mt_err *err) {
+    (void)m; (void)max_tokens; (void)max_logit_rows;
+    return missing(err);
+}
+size_t mt_cuda_scratch_bytes(const mt_model *m) {
+    (void)m;
+    return 0;
+}
+double mt_cuda_memory_free(void) { return 0.0; }
 int mt_cuda_rooflines(double *copy_gbps, double *bf16_tflops, mt_err *err) {
     *copy_gbps = *bf16_tflops = 0.0;
     return missing(err);

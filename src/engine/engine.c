@@ -61,6 +61,7 @@ struct mt_engine {
     int32_t *b_top_ids;        /* [rows_cap, MT_TOP_LOGPROBS_MAX] each row's alternatives */
     float *b_top_lps;
     int rows_cap;              /* logit rows of one pass at most: one per running sequence + scored ones */
+    double kv_memory_free;     /* a cache sized from memory: the bytes free when it was sized */
     int32_t *b_ids_off;        /* [rows_cap + 1] each row's listed tokens' range in b_ids */
     int32_t *b_ids;            /* [rows_cap, MT_LOGPROB_IDS_MAX] the listed tokens, row after row */
     float *b_ids_lp;           /* their log-probabilities */
@@ -96,9 +97,10 @@ static void seq_free(seq *s) {
 mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_callback cb, void *cb_ctx,
                          const mt_routing_sink *sink, mt_err *err) {
     const mt_config *c = &m->cfg;
-    if (o->num_kv_blocks <= 0 || o->max_batch_tokens <= 0 || o->max_running <= 0) {
-        mt_errf(err, "engine options must be positive (kv blocks %d, batch tokens %d, running %d)", o->num_kv_blocks,
-                o->max_batch_tokens, o->max_running);
+    if (o->num_kv_blocks < 0 || o->max_batch_tokens <= 0 || o->max_running <= 0 ||
+        (o->num_kv_blocks == 0 && !(o->kv_memory_fraction > 0 && o->kv_memory_fraction <= 1))) {
+        mt_errf(err, "engine options out of range (kv blocks %d, kv memory fraction %g, batch tokens %d, running %d)",
+                o->num_kv_blocks, o->kv_memory_fraction, o->max_batch_tokens, o->max_running);
         return NULL;
     }
     if (o->placement && mt_placement_fits(o->placement, c, err)) return NULL;
@@ -112,7 +114,21 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->cb = cb;
     e->cb_ctx = cb_ctx;
     e->user_sink = sink;
-    if (mt_kv_cache_init_model(&e->kv, m, o->num_kv_blocks, err) ||
+    if (e->o.max_scored_rows <= 0) e->o.max_scored_rows = MT_ENGINE_SCORE_ROWS;
+    e->rows_cap = o->max_running + e->o.max_scored_rows;
+    if (mt_engine_reserve(e, err)) {
+        mt_engine_free(e);
+        return NULL;
+    }
+    int blocks = o->num_kv_blocks;
+    if (blocks == 0) {
+        e->kv_memory_free = mt_forward_memory_available(m);
+        double per = mt_kv_block_bytes(c->num_hidden_layers, c->num_key_value_heads * c->head_dim, c->top_k,
+                                       c->num_experts, m->device != NULL);
+        blocks = mt_kv_blocks_for_memory(e->kv_memory_free, o->kv_memory_fraction, per, c->max_position_embeddings,
+                                         o->max_running, NULL);
+    }
+    if (mt_kv_cache_init_model(&e->kv, m, blocks, err) ||
         (!o->no_routing && mt_kv_cache_init_routing(&e->kv, c->top_k, c->num_experts, err))) {
         mt_engine_free(e);
         return NULL;
@@ -128,8 +144,6 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_sample = malloc(bt * sizeof *e->b_sample);
     e->b_logprob = malloc(bt * sizeof *e->b_logprob);
     e->b_target = malloc(bt * sizeof *e->b_target);
-    if (e->o.max_scored_rows <= 0) e->o.max_scored_rows = MT_ENGINE_SCORE_ROWS;
-    e->rows_cap = o->max_running + e->o.max_scored_rows;
     e->b_top_ids = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_ids);
     e->b_top_lps = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_lps);
     e->b_ids_off = malloc(((size_t)e->rows_cap + 1) * sizeof *e->b_ids_off);
@@ -151,6 +165,11 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
         return NULL;
     }
     return e;
+}
+
+int mt_engine_reserve(mt_engine *e, mt_err *err) {
+    int tokens = e->o.max_batch_tokens > e->o.max_running ? e->o.max_batch_tokens : e->o.max_running;
+    return mt_forward_reserve(e->m, tokens, e->rows_cap, err);
 }
 
 void mt_engine_free(mt_engine *e) {
@@ -290,6 +309,10 @@ void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
     s->running = e->n_running;
     s->kv_blocks_total = e->kv.num_blocks;
     s->kv_blocks_free = mt_kv_available(&e->kv);
+    s->kv_bytes = (double)e->kv.num_blocks *
+                  mt_kv_block_bytes(e->kv.num_layers, e->kv.kv_dim, e->kv.top_k, e->m->cfg.num_experts,
+                                    e->m->device != NULL);
+    s->kv_memory_free = e->kv_memory_free;
     s->prefix_hit_blocks = e->kv.hits;
     s->prefix_lookup_blocks = e->kv.lookups;
     s->forward_passes = e->passes;

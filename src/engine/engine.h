@@ -21,7 +21,13 @@
 #include "util/err.h"
 
 typedef struct mt_engine_opts {
-    int num_kv_blocks;       /* KV cache size in blocks of MT_KV_BLOCK positions */
+    int num_kv_blocks;       /* KV cache size in blocks of MT_KV_BLOCK positions; 0: sized from
+                                memory by kv_memory_fraction */
+    double kv_memory_fraction; /* with num_kv_blocks 0: the share of the memory free once the pass
+                                scratch is reserved (the device's for a model on one, else the
+                                host's: mt_forward_memory_available) that the cache may take; it
+                                takes no more than a full context for every running sequence
+                                (mt_kv_blocks_for_memory) */
     int max_batch_tokens;    /* token budget of one forward pass (chunked prefill) */
     int max_running;         /* sequences in flight at once */
     bool prefix_cache;       /* reuse cached prompt prefixes */
@@ -116,6 +122,12 @@ typedef struct mt_engine mt_engine;
 mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_callback cb, void *cb_ctx,
                          const mt_routing_sink *sink, mt_err *err);
 void mt_engine_free(mt_engine *e);
+/* Reserves on the model's backend what the engine's largest pass needs (mt_forward_reserve: on a
+ * device, the scratch of a pass of max(max_batch_tokens, max_running) tokens and max_running +
+ * max_scored_rows rows of logits). Done at creation, before the KV cache takes its share of what is
+ * left; call it again after the weights were uploaded anew (mt_model_swap_weights frees the device's
+ * pass scratch with the old weights). */
+int mt_engine_reserve(mt_engine *e, mt_err *err);
 
 /* Queues a request; fails on bad input (token ids out of the vocabulary, prompt + max_new_tokens
  * beyond the context or the whole KV cache, duplicate live id, score_from or top_logprobs out of
@@ -136,6 +148,8 @@ int mt_engine_flush_prefix_cache(mt_engine *e);
 typedef struct mt_engine_stats {
     int waiting, running;
     int kv_blocks_total, kv_blocks_free;
+    double kv_bytes;         /* what the K/V take, where they live (device or host) */
+    double kv_memory_free;   /* a cache sized from memory: the bytes free when it was sized; else 0 */
     long prefix_hit_blocks, prefix_lookup_blocks;
     long forward_passes, tokens_forwarded;
 } mt_engine_stats;

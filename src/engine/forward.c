@@ -9,6 +9,7 @@
 #include "engine/cuda_backend.h"
 #include "engine/moe.h"
 #include "engine/sampler.h"
+#include "util/host_memory.h"
 
 _Static_assert(MT_MAX_HEAD_DIM <= MT_ATTN_MAX_HEAD_DIM, "mt_attend must take every head size the forward pass accepts");
 
@@ -248,4 +249,12 @@ int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *log
     int rc = m->device ? mt_cuda_forward(m, kv, b, logits, sink, err) : forward_cpu(m, kv, b, logits, sink, err);
     if (rc == 0) report_pass(b, sink);
     return rc;
+}
+
+int mt_forward_reserve(const mt_model *m, int max_tokens, int max_logit_rows, mt_err *err) {
+    return m->device ? mt_cuda_reserve(m, max_tokens, max_logit_rows, err) : 0;
+}
+
+double mt_forward_memory_available(const mt_model *m) {
+    return m->device ? mt_cuda_memory_free() : mt_host_memory_available();
 }

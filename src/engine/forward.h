@@ -65,4 +65,13 @@ typedef struct mt_batch {
 int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
                const mt_routing_sink *sink, mt_err *err);
 
+/* Prepares m's backend for passes of up to max_tokens tokens and max_logit_rows rows of logits: on a
+ * device their scratch is allocated now (mt_cuda_reserve), so no later pass allocates device memory
+ * and a shortage shows at start-up; the CPU needs nothing. */
+int mt_forward_reserve(const mt_model *m, int max_tokens, int max_logit_rows, mt_err *err);
+
+/* Memory a KV cache for m is carved from, in bytes: the device's free memory when m runs on one,
+ * else the host's available memory; 0 when unknown. */
+double mt_forward_memory_available(const mt_model *m);
+
 #endif

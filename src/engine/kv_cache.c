@@ -1,5 +1,6 @@
 #include "engine/kv_cache.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,27 @@ static int kv_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks, b
     return 0;
 }
 
+/* Bytes of one stored expert id: the narrowest type holding every id and the dense-layer mark. */
+static int routing_id_bytes(int num_experts) { return num_experts <= 255 ? 1 : num_experts <= 32767 ? 2 : 4; }
+
+double mt_kv_block_bytes(int num_layers, int kv_dim, int top_k, int num_experts, bool on_device) {
+    double positions = (double)num_layers * MT_KV_BLOCK;
+    if (on_device) return positions * kv_dim * 2.0 * 2.0; /* K and V, bf16 */
+    return positions * ((double)kv_dim * 2.0 * sizeof(float) + (double)top_k * routing_id_bytes(num_experts));
+}
+
+int mt_kv_blocks_for_memory(double available, double fraction, double block_bytes, int context, int max_running,
+                            bool *capped) {
+    const double most = (double)(1 << 28), least = 16.0;
+    double want = ceil((double)context / MT_KV_BLOCK) * (max_running > 0 ? max_running : 1);
+    double fit = available > 0 && block_bytes > 0 ? floor(available * fraction / block_bytes) : want;
+    double blocks = fit < want ? fit : want;
+    if (capped) *capped = fit < want;
+    if (blocks < least) blocks = least;
+    if (blocks > most) blocks = most;
+    return (int)blocks;
+}
+
 int mt_kv_cache_init(mt_kv_cache *c, int num_layers, int kv_dim, int num_blocks, mt_err *err) {
     return kv_init(c, num_layers, kv_dim, num_blocks, true, err);
 }
@@ -57,7 +79,7 @@ int mt_kv_cache_init_model(mt_kv_cache *c, const mt_model *m, int num_blocks, mt
 
 int mt_kv_cache_init_routing(mt_kv_cache *c, int top_k, int num_experts, mt_err *err) {
     c->top_k = top_k;
-    c->routing_bytes = num_experts <= 255 ? 1 : num_experts <= 32767 ? 2 : 4;
+    c->routing_bytes = routing_id_bytes(num_experts);
     size_t n = (size_t)c->num_blocks * MT_KV_BLOCK * c->num_layers * top_k * c->routing_bytes;
     c->routing = malloc(n ? n : 1);
     if (!c->routing) return mt_errf(err, "out of memory for routing storage");

@@ -59,6 +59,18 @@ int mt_kv_cache_init_model(mt_kv_cache *c, const struct mt_model *m, int num_blo
 int mt_kv_cache_init_routing(mt_kv_cache *c, int top_k, int num_experts, mt_err *err);
 void mt_kv_cache_free(mt_kv_cache *c);
 
+/* Bytes one block of MT_KV_BLOCK positions takes in the memory its K/V live in: float32 K and V on
+ * the host, with the block's routing (top_k ids a position and layer, the narrowest type that holds
+ * num_experts); bf16 K and V on a device (the routing stays on the host). */
+double mt_kv_block_bytes(int num_layers, int kv_dim, int top_k, int num_experts, bool on_device);
+
+/* A cache sized from memory: room for a full context (`context` positions) for each of max_running
+ * sequences, cut to what `fraction` of `available` bytes holds at block_bytes a block, and at least
+ * 16 blocks. available 0 (unknown) gives the full-context size. *capped (may be NULL) tells whether
+ * memory cut it. */
+int mt_kv_blocks_for_memory(double available, double fraction, double block_bytes, int context, int max_running,
+                            bool *capped);
+
 /* Blocks a sequence could still get (free + evictable). */
 int mt_kv_available(const mt_kv_cache *c);
 

@@ -328,6 +328,9 @@ static void run_tasks(mt_engine_loop *l) {
     }
     if (!mt_engine_idle(l->engine)) return;
     int rc = mt_model_swap_weights(l->model, t->dir, &err);
+    /* a device's pass scratch went with the old upload: the largest pass's is reserved again now,
+     * where a shortage shows, rather than in the middle of a pass */
+    if (rc == 0 && mt_engine_reserve(l->engine, &err)) rc = -2;
     if (rc == 0) {
         mt_engine_flush_prefix_cache(l->engine);
         pthread_mutex_lock(&l->mu);
