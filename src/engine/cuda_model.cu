@@ -266,6 +266,9 @@ int check_shapes(const mt_config *c, mt_err *err) {
 }  // namespace
 
 int mt_cuda_fail(mt_err *err, const char *call, cudaError_t rc) {
+    // the runtime also keeps the error as its last one: a failure it recovers from (an allocation
+    // that did not fit) would otherwise be reported again by the next pass's launch check
+    cudaGetLastError();
     int dev = -1;
     cudaGetDevice(&dev);
     cudaDeviceProp p;

@@ -18,7 +18,7 @@ for _ in $(seq 1 1200); do
   kill -0 $pid 2>/dev/null || break
   sleep 0.1
 done
-echo "ready after $(echo "$(date +%s.%N) - $start" | bc) s (ready=$ready)"
+echo "ready after $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s (ready=$ready)"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader
 answer=$(curl -s "http://127.0.0.1:$port/generate" -d '{"input_ids": [1, 2, 3, 4, 5], "sampling_params": {"max_new_tokens": 8, "ignore_eos": true}}')
 echo "answer: ${answer:0:160}"
