@@ -180,14 +180,14 @@ static void log_kv_cache(const serve_args *a, const mt_config *c, const mt_model
     const char *where = m->device ? "device" : "host";
     double gib = 1073741824.0;
     if (!es->kv_memory_free) {
-        mt_log("KV cache: %d blocks of %d positions (%.2f GiB of %s memory; --kv-blocks)", es->kv_blocks_total,
+        mt_log("KV cache: %d blocks of %d positions, %.2f GiB of %s memory (--kv-blocks)", es->kv_blocks_total,
                MT_KV_BLOCK, es->kv_bytes / gib, where);
         return;
     }
     int full = mt_kv_blocks_for_memory(0, 1, 1, c->max_position_embeddings, a->max_running, NULL);
     char scratch[96] = "";
-    if (m->device) snprintf(scratch, sizeof scratch, " and %.2f GiB of pass scratch", mt_cuda_scratch_bytes(m) / gib);
-    mt_log("KV cache: %d blocks of %d positions (%.2f GiB of %s memory: %g of the %.2f GiB free after the weights%s)%s",
+    if (m->device) snprintf(scratch, sizeof scratch, " and the pass scratch, %.2f GiB", mt_cuda_scratch_bytes(m) / gib);
+    mt_log("KV cache: %d blocks of %d positions, %.2f GiB of %s memory (%g of the %.2f GiB left free by the weights%s)%s",
            es->kv_blocks_total, MT_KV_BLOCK, es->kv_bytes / gib, where, a->kv_fraction, es->kv_memory_free / gib,
            scratch, es->kv_blocks_total < full ? "; fewer than a full context for every running request "
                                                  "(--kv-cache-fraction, --max-running-requests)" : "");

@@ -283,7 +283,7 @@ _, log = server.communicate(timeout=60)
 rc = server.returncode
 # the KV cache is sized from the device's memory (not the host's), after the pass scratch was reserved
 kv_line = next((ln for ln in log.decode(errors="replace").splitlines() if "KV cache:" in ln), "")
-kv_ok = "GiB of device memory: 0.9 of the" in kv_line and "of pass scratch" in kv_line
+kv_ok = "GiB of device memory (0.9 of the" in kv_line and "left free by the weights and the pass scratch" in kv_line
 print(f"serve --device cuda: {kv_line.strip() or 'no KV cache line in the log'}")
 bad += not kv_ok
 print(f"serve --device cuda: {len(prompts)} concurrent requests (half sampled), {len(prompts) - solo_bad} equal to their "
