@@ -31,6 +31,7 @@ typedef struct rollout_opts {
 
 typedef struct run_result {
     double seconds;
+    double forward_seconds, step_seconds, routing_seconds;   /* the engine's (mt_engine_stats) during the run */
     long forwarded, finished, generated;
 } run_result;
 
@@ -80,6 +81,9 @@ static int run_rollout(mt_engine *e, const mt_config *c, const rollout_opts *o, 
     res->seconds = now_s() - t0;
     mt_engine_get_stats(e, &after);
     res->forwarded = after.tokens_forwarded - before.tokens_forwarded;
+    res->forward_seconds = after.forward_seconds - before.forward_seconds;
+    res->step_seconds = after.step_seconds - before.step_seconds;
+    res->routing_seconds = after.routing_seconds - before.routing_seconds;
     return res->finished == (long)o->prompts * o->n ? 0 : -1;
 }
 
@@ -136,14 +140,19 @@ int main(int argc, char **argv) {
     printf("rollout: %d prompts x %d samples, %d prompt + %d new tokens each, routing kept; device %s, %s, "
            "%d running, %d tokens a pass\n", o.prompts, o.n, o.prompt_len, o.new_tokens, device,
            model_dir ? model_dir : "bench_model.h shape (4 layers)", max_running, batch_tokens);
-    double secs[2][MAX_REPS];
+    double secs[2][MAX_REPS], host[2][MAX_REPS], routing[2][MAX_REPS];
     long forwarded[2] = {0, 0};
     int run = 0;
     for (int r = 0; r <= reps && !rc; r++) { /* r == 0: warm-up */
         for (int k = 0; k < 2 && !rc; k++) {
             int w = (r + k) % 2; /* alternate which way goes first */
             rc = run_rollout(engines[w], c, &o, run++, &res[w]);
-            if (r > 0) secs[w][r - 1] = res[w].seconds;
+            if (r > 0) {
+                secs[w][r - 1] = res[w].seconds;
+                /* the rollout's time outside forward passes: scheduling, events, submitting */
+                host[w][r - 1] = 1.0 - res[w].forward_seconds / res[w].seconds;
+                routing[w][r - 1] = res[w].routing_seconds / res[w].seconds;   /* storing the routing, inside the passes */
+            }
             forwarded[w] = res[w].forwarded;
         }
     }
@@ -156,9 +165,13 @@ int main(int argc, char **argv) {
     long outputs = (long)o.prompts * o.n * o.new_tokens;
     for (int w = 0; w < 2; w++) {
         qsort(secs[w], (size_t)reps, sizeof secs[w][0], cmp_double);
+        qsort(host[w], (size_t)reps, sizeof host[w][0], cmp_double);
+        qsort(routing[w], (size_t)reps, sizeof routing[w][0], cmp_double);
         median[w] = secs[w][reps / 2];
-        printf("  %-44s %8.3f s  (%.3f ... %.3f)  %10ld tokens forwarded  %9.1f output tokens/s\n", names[w],
-               median[w], secs[w][0], secs[w][reps - 1], forwarded[w], (double)outputs / median[w]);
+        printf("  %-44s %8.3f s  (%.3f ... %.3f)  %10ld tokens forwarded  %9.1f output tokens/s  "
+               "host: %4.1f%% outside forward passes, %4.1f%% storing routing\n", names[w], median[w], secs[w][0],
+               secs[w][reps - 1], forwarded[w], (double)outputs / median[w], 100.0 * host[w][reps / 2],
+               100.0 * routing[w][reps / 2]);
     }
     printf("  shared against unshared: %.2fx the rollout speed, %.2fx fewer tokens forwarded\n", median[1] / median[0],
            (double)forwarded[1] / (double)forwarded[0]);

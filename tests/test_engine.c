@@ -464,7 +464,7 @@ static void test_scored_prompts(void **state) {
 }
 
 /* A cache sized from memory: the arithmetic (mt_kv_blocks_for_memory, mt_kv_block_bytes), and an
- * engine asked for one (num_kv_blocks 0) on the host. */
+ * engine asked for one (num_kv_blocks 0) on the host; its time counters. */
 static void test_kv_sized_from_memory(void **state) {
     (void)state;
     bool capped = true;
@@ -501,6 +501,8 @@ static void test_kv_sized_from_memory(void **state) {
     mt_request r = {.id = 1, .prompt = prompt, .n_prompt = 20, .max_new_tokens = 4, .ignore_eos = true};
     assert_int_equal(mt_engine_submit(e, &r, &err), 0);
     while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    mt_engine_get_stats(e, &st);
+    assert_true(st.forward_passes >= 4 && st.forward_seconds > 0 && st.step_seconds >= st.forward_seconds);
     mt_engine_free(e);
     /* a size from memory needs a share of it */
     o.kv_memory_fraction = 0;

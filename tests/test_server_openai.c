@@ -461,7 +461,8 @@ static void test_metrics_and_dashboard(void **state) {
         "moetrace_time_to_first_token_seconds_count", "moetrace_inter_token_latency_seconds_count",
         "moetrace_e2e_request_latency_seconds_count", "moetrace_prompt_tokens_total", "moetrace_generation_tokens_total",
         "moetrace_http_requests_total", "moetrace_requests_finished_total", "moetrace_kv_cache_blocks_total",
-        "moetrace_expert_recorder_window_tokens", "moetrace_expert_balancedness_mean",
+        "moetrace_expert_recorder_window_tokens", "moetrace_expert_balancedness_mean", "moetrace_kv_cache_bytes",
+        "moetrace_forward_pass_seconds_total", "moetrace_engine_step_seconds_total",
     };
     for (size_t i = 0; i < sizeof NAMES / sizeof *NAMES; i++)
         if (!(mt_prom_value(r.body, NAMES[i]) > 0)) fail_msg("%s is missing or 0 in:\n%s", NAMES[i], r.body);
@@ -471,6 +472,8 @@ static void test_metrics_and_dashboard(void **state) {
     assert_non_null(strstr(r.body, "moetrace_expert_recorder_active{mode=\"stat\"} 1"));
     assert_non_null(strstr(r.body, "moetrace_expert_balancedness{layer=\"1\"}"));
     assert_null(strstr(r.body, "moetrace_expert_balancedness{layer=\"0\"}")); /* dense */
+    assert_true(mt_prom_value(r.body, "moetrace_engine_step_seconds_total") >=
+                mt_prom_value(r.body, "moetrace_forward_pass_seconds_total"));
     double kv_use = mt_prom_value(r.body, "moetrace_kv_cache_usage_ratio");
     assert_true(kv_use >= 0 && kv_use <= 1);
     mt_http_response_free(&r);

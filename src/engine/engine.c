@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
@@ -62,6 +63,8 @@ struct mt_engine {
     float *b_top_lps;
     int rows_cap;              /* logit rows of one pass at most: one per running sequence + scored ones */
     double kv_memory_free;     /* a cache sized from memory: the bytes free when it was sized */
+    double forward_s, step_s;  /* wall time inside forward passes, and inside mt_engine_step */
+    double sink_s;             /* of forward_s: in the routing sink (the routing store and the caller's) */
     int32_t *b_ids_off;        /* [rows_cap + 1] each row's listed tokens' range in b_ids */
     int32_t *b_ids;            /* [rows_cap, MT_LOGPROB_IDS_MAX] the listed tokens, row after row */
     float *b_ids_lp;           /* their log-probabilities */
@@ -313,6 +316,9 @@ void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
                   mt_kv_block_bytes(e->kv.num_layers, e->kv.kv_dim, e->kv.top_k, e->m->cfg.num_experts,
                                     e->m->device != NULL);
     s->kv_memory_free = e->kv_memory_free;
+    s->forward_seconds = e->forward_s;
+    s->step_seconds = e->step_s;
+    s->routing_seconds = e->sink_s;
     s->prefix_hit_blocks = e->kv.hits;
     s->prefix_lookup_blocks = e->kv.lookups;
     s->forward_passes = e->passes;
@@ -420,16 +426,26 @@ typedef struct engine_sink {
 } engine_sink;
 
 /* Stores each token's routing in its KV block, then passes the event on. */
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static void store_routing(void *ctx, const mt_routing_event *ev) {
     mt_engine *e = ctx;
+    double t0 = seconds_now();
     for (int i = 0; i < ev->n_tokens && e->kv.routing; i++)
         mt_kv_routing_write(&e->kv, e->b_kv[ev->seq_ids[i]], ev->positions[i], ev->layer, ev->topk_ids + (size_t)i * ev->top_k);
     if (e->user_sink && e->user_sink->on_layer) e->user_sink->on_layer(e->user_sink->ctx, ev);
+    e->sink_s += seconds_now() - t0;
 }
 
 static void pass_done(void *ctx, const mt_pass_event *ev) {
     mt_engine *e = ctx;
+    double t0 = seconds_now();
     if (e->user_sink && e->user_sink->on_pass) e->user_sink->on_pass(e->user_sink->ctx, ev);
+    e->sink_s += seconds_now() - t0;
 }
 
 /* Whether prompt position p's logits score prompt token p + 1. */
@@ -488,7 +504,16 @@ static bool is_stop(const seq *s, const mt_config *c, int32_t tok) {
     return false;
 }
 
+static int step_once(mt_engine *e, mt_err *err);
+
 int mt_engine_step(mt_engine *e, mt_err *err) {
+    double t0 = seconds_now();
+    int n = step_once(e, err);
+    e->step_s += seconds_now() - t0;
+    return n;
+}
+
+static int step_once(mt_engine *e, mt_err *err) {
     const mt_config *c = &e->m->cfg;
     for (int i = 0; i < e->n_running; i++) {
         if (e->running[i]->cancelled) {
@@ -579,7 +604,10 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
                   .top_n = pass_top, .top_ids = e->b_top_ids, .top_logprobs = e->b_top_lps,
                   .ids_offsets = ids_at > 0 ? e->b_ids_off : NULL, .ids_list = e->b_ids, .ids_logprobs = e->b_ids_lp,
                   .placement = e->o.placement};
-    if (mt_forward(e->m, &e->kv, &b, e->logits, &sink, err)) return -1;
+    double t0 = seconds_now();
+    int rc = mt_forward(e->m, &e->kv, &b, e->logits, &sink, err);
+    e->forward_s += seconds_now() - t0;
+    if (rc) return -1;
     e->passes++;
     e->forwarded += n;
 

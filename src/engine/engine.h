@@ -152,6 +152,12 @@ typedef struct mt_engine_stats {
     double kv_memory_free;   /* a cache sized from memory: the bytes free when it was sized; else 0 */
     long prefix_hit_blocks, prefix_lookup_blocks;
     long forward_passes, tokens_forwarded;
+    double forward_seconds;  /* wall time inside forward passes (on a device: from the batch's upload
+                                to its results handed to the sink) */
+    double step_seconds;     /* wall time inside mt_engine_step, those passes included: the rest is
+                                the host's scheduling and event work between passes */
+    double routing_seconds;  /* of forward_seconds: in the routing sink, the engine's per-token store
+                                and the caller's sink (the recorder's), after the device's work */
 } mt_engine_stats;
 void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s);
 

@@ -156,6 +156,13 @@ int mt_api_metrics(mt_http_request *rq) {
         counter(&o, "moetrace_forward_passes_total", "Forward passes run.", (double)es->forward_passes);
         counter(&o, "moetrace_tokens_forwarded_total", "Tokens forwarded (prompt chunks and decode).",
                 (double)es->tokens_forwarded);
+        counter(&o, "moetrace_forward_pass_seconds_total",
+                "Wall time inside forward passes (on a device: upload to results handed over).", es->forward_seconds);
+        counter(&o, "moetrace_engine_step_seconds_total",
+                "Wall time inside engine steps, forward passes included (the rest: scheduling and events).",
+                es->step_seconds);
+        gauge(&o, "moetrace_kv_cache_bytes", "Memory the KV cache's K and V take (device memory on cuda).",
+              es->kv_bytes);
         gauge(&o, "moetrace_engine_failed", "1 after a forward pass failed.", st.failed);
         mt_strbuf_puts(&o, "# HELP moetrace_weight_updates_total Weight updates (/update_weights_from_disk), by result.\n"
                            "# TYPE moetrace_weight_updates_total counter\n");
