@@ -6,7 +6,8 @@
 # update (files in the page cache: what an RL loop that has just written its checkpoint sees), and
 # checks a request after each. Usage: tests/gpu/weight_update_bench.sh [LAYERS] [ROUNDS]
 # BIN: the moetrace binary (default .devcarry/bin/moetrace; another build's for an A/B); the
-# checkpoints are kept for the next call (KEEP=0 removes them).
+# checkpoints are kept for the next call (KEEP=0 removes them). Also checks that the device's memory
+# use stays flat over the updates (each frees the last upload and its pass scratch).
 source "$(dirname "$0")/device_env.sh"   # before set -e: its probes may fail harmlessly
 set -euo pipefail
 layers=${1:-8}
@@ -76,6 +77,10 @@ ask = {"input_ids": [1, 2, 3, 4, 5, 6, 7, 8], "sampling_params": {"max_new_token
        "return_routed_experts": True}
 first = post("/generate", ask)
 answers, ok = {"a": first["output_ids"]}, True
+def device_mib():
+    return int(subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True).stdout.split()[0])
+used = [device_mib()]
 gb = os.path.getsize(f"{d}/a/model.safetensors") / 1e9
 for r in range(1, rounds + 1):
     for which in ("b", "a"):
@@ -85,9 +90,19 @@ for r in range(1, rounds + 1):
         a = post("/generate", ask)
         same = answers.setdefault(which, a["output_ids"]) == a["output_ids"]
         ok = ok and res["success"] and same and a["meta_info"]["weight_version"] == f"{which}{r}" and a["meta_info"]["cached_tokens"] == 0
+        used.append(device_mib())
         print(f"round {r}: update to {which} ({gb:.2f} GB) in {took:.2f} s ({gb / took:.1f} GB/s): {res['message']}; "
-              f"answer {a['output_ids']} (version {a['meta_info']['weight_version']}, same as before: {same})", flush=True)
+              f"answer {a['output_ids']} (version {a['meta_info']['weight_version']}, same as before: {same}); "
+              f"device memory used {used[-1]} MiB", flush=True)
 ok = ok and answers["a"] != answers["b"]
+# every update frees what the last upload and its pass scratch held: the device's use stays flat
+# (a few MiB of slack for the driver's own allocations)
+flat = max(used) - min(used) <= 64
+print(f"device memory used: {used[0]} MiB before the updates, {min(used)}-{max(used)} MiB over them: "
+      f"{'flat' if flat else 'GROWING'}", flush=True)
+ok = ok and flat
+log = open(f"{d}/serve.log").read()
+print(next((ln for ln in log.splitlines() if "KV cache:" in ln), "no KV cache line"), flush=True)
 server.terminate()
 server.wait(timeout=60)
 print("weight updates:", "ok" if ok else "FAILED", flush=True)
