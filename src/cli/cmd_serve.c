@@ -173,7 +173,7 @@ static int recorder_options(const serve_args *a, mt_recorder_opts *ro) {
 }
 
 /* The KV cache the engine made, and where its size came from (stderr). */
-static void log_kv_cache(const serve_args *a, const mt_config *c, const mt_model *m, mt_engine_loop *loop) {
+static void log_kv_cache(const serve_args *a, const mt_model *m, mt_engine_loop *loop) {
     mt_engine_loop_stats st;
     mt_engine_loop_get_stats(loop, &st);
     const mt_engine_stats *es = &st.engine;
@@ -184,13 +184,12 @@ static void log_kv_cache(const serve_args *a, const mt_config *c, const mt_model
                MT_KV_BLOCK, es->kv_bytes / gib, where);
         return;
     }
-    int full = mt_kv_blocks_for_memory(0, 1, 1, c->max_position_embeddings, a->max_running, NULL);
     char scratch[96] = "";
     if (m->device) snprintf(scratch, sizeof scratch, " and the pass scratch, %.2f GiB", mt_cuda_scratch_bytes(m) / gib);
     mt_log("KV cache: %d blocks of %d positions, %.2f GiB of %s memory (%g of the %.2f GiB left free by the weights%s)%s",
            es->kv_blocks_total, MT_KV_BLOCK, es->kv_bytes / gib, where, a->kv_fraction, es->kv_memory_free / gib,
-           scratch, es->kv_blocks_total < full ? "; fewer than a full context for every running request "
-                                                 "(--kv-cache-fraction, --max-running-requests)" : "");
+           scratch, es->kv_capped ? "; fewer than a full context for every running request "
+                                    "(--kv-cache-fraction, --max-running-requests)" : "");
 }
 
 static const char *folder_name(const char *dir) {
@@ -329,7 +328,7 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }
-    log_kv_cache(&a, c, &model, loop);
+    log_kv_cache(&a, &model, loop);
     mt_server_backend b = {.model = &model, .model_name = name, .tokenizer = tok, .chat_template = tpl,
                            .recorder = recorder, .loop = loop, .enable_return_routing = a.return_routing,
                            .dump_visualize = visualize, .ep_size = ep, .placement = ro.placement,

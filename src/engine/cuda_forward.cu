@@ -137,6 +137,17 @@ size_t scratch_device_bytes(const GpuModel *g, const mt_config *c, int cap, int 
     return bytes;
 }
 
+// Frees the pass scratch and clears its state, keeping the batch inputs (ensure_inputs).
+void clear_scratch(GpuScratch &s) {
+    mt_gpu_scratch_release(&s);
+    int32_t *in = s.in, *h_in = s.h_in;
+    size_t in_cap = s.in_cap;
+    memset(&s, 0, sizeof s);
+    s.in = in;
+    s.h_in = h_in;
+    s.in_cap = in_cap;
+}
+
 // Replaces the pass scratch with one for cap token slots and cap_logits rows of logits. On failure
 // nothing is left allocated (both capacities 0, so the next pass tries again) and err names the
 // call; the batch inputs (ensure_inputs) are kept either way.
@@ -146,13 +157,7 @@ int replace_scratch(GpuModel *g, const mt_config *c, int cap, int cap_logits, mt
     // Scratch buffers are allocated outside the weights' list so they can be replaced; captured
     // graphs point into them.
     mt_gpu_graphs_clear(g);
-    mt_gpu_scratch_release(&s);
-    int32_t *in = s.in, *h_in = s.h_in;
-    size_t in_cap = s.in_cap;
-    memset(&s, 0, sizeof s);
-    s.in = in;
-    s.h_in = h_in;
-    s.in_cap = in_cap;
+    clear_scratch(s);
     s.cap = cap;
     s.cap_logits = cap_logits;
     cudaError_t rc = cudaSuccess;
@@ -169,11 +174,7 @@ int replace_scratch(GpuModel *g, const mt_config *c, int cap, int cap_logits, mt
         });
     if (rc == cudaSuccess && (rc = cudaMemset(s.combine_ready, 0, sizeof(int))) != cudaSuccess) failed = "cudaMemset";
     if (rc != cudaSuccess) {
-        mt_gpu_scratch_release(&s);
-        memset(&s, 0, sizeof s);
-        s.in = in;
-        s.h_in = h_in;
-        s.in_cap = in_cap;
+        clear_scratch(s);
         return mt_cuda_fail(err, failed, rc);
     }
     return 0;
@@ -215,36 +216,35 @@ bool pure_decode(const mt_batch *b) {
     return true;
 }
 
-// Room for n listed tokens' log-probabilities (device and pinned), grown by doubling.
-int ensure_ids(GpuScratch &s, size_t n, mt_err *err) {
-    if (n <= s.ids_cap) return 0;
-    size_t cap = s.ids_cap ? s.ids_cap : 1024;
-    while (cap < n) cap *= 2;
-    cudaFree(s.ids_lp);
-    cudaFreeHost(s.h_ids_lp);
-    s.ids_lp = s.h_ids_lp = nullptr;
-    s.ids_cap = 0;
-    MT_CU(err, cudaMalloc((void **)&s.ids_lp, cap * sizeof(float)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_ids_lp, cap * sizeof(float)));
-    s.ids_cap = cap;
+// A buffer with a pinned host mirror, grown by doubling from `first` elements to hold `need`; on
+// failure both are freed and cap is 0.
+template <class T>
+int grow_mirrored(T *&dev, T *&host, size_t &cap, size_t need, size_t first, mt_err *err) {
+    size_t want = cap ? cap : first;
+    while (want < need) want *= 2;
+    cudaFree(dev);
+    cudaFreeHost(host);
+    dev = host = nullptr;
+    cap = 0;
+    MT_CU(err, cudaMalloc((void **)&dev, want * sizeof(T)));
+    MT_CU(err, cudaMallocHost((void **)&host, want * sizeof(T)));
+    cap = want;
     return 0;
 }
 
+// Room for n listed tokens' log-probabilities (device and pinned). Launched outside the graphs, so
+// none is cleared.
+int ensure_ids(GpuScratch &s, size_t n, mt_err *err) {
+    return n <= s.ids_cap ? 0 : grow_mirrored(s.ids_lp, s.h_ids_lp, s.ids_cap, n, 1024, err);
+}
+
+// Room for `need` ints of batch inputs; the captured graphs read them, so they are cleared.
 int ensure_inputs(GpuModel *g, size_t need, mt_err *err) {
     GpuScratch &s = g->s;
     if (need <= s.in_cap) return 0;
-    size_t cap = s.in_cap ? s.in_cap : 4096;
-    while (cap < need) cap *= 2;
     MT_CU(err, cudaStreamSynchronize(g->stream));
     mt_gpu_graphs_clear(g);
-    cudaFree(s.in);
-    cudaFreeHost(s.h_in);
-    s.in = s.h_in = nullptr;
-    s.in_cap = 0;
-    MT_CU(err, cudaMalloc((void **)&s.in, cap * sizeof(int32_t)));
-    MT_CU(err, cudaMallocHost((void **)&s.h_in, cap * sizeof(int32_t)));
-    s.in_cap = cap;
-    return 0;
+    return grow_mirrored(s.in, s.h_in, s.in_cap, need, 4096, err);
 }
 
 // End of the run of consecutive tokens of one sequence (consecutive positions) starting at i.

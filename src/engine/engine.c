@@ -63,6 +63,7 @@ struct mt_engine {
     float *b_top_lps;
     int rows_cap;              /* logit rows of one pass at most: one per running sequence + scored ones */
     double kv_memory_free;     /* a cache sized from memory: the bytes free when it was sized */
+    bool kv_capped;            /* ... and memory, not a full context per running sequence, set its size */
     double forward_s, step_s;  /* wall time inside forward passes, and inside mt_engine_step */
     double sink_s;             /* of forward_s: in the routing sink (the routing store and the caller's) */
     int32_t *b_ids_off;        /* [rows_cap + 1] each row's listed tokens' range in b_ids */
@@ -97,6 +98,13 @@ static void seq_free(seq *s) {
     free(s);
 }
 
+/* Bytes a block of the engine's cache takes where its K/V live (its routing counted on the host). */
+static double kv_block_bytes(const mt_engine *e) {
+    const mt_config *c = &e->m->cfg;
+    return mt_kv_block_bytes(c->num_hidden_layers, c->num_key_value_heads * c->head_dim, e->o.no_routing ? 0 : c->top_k,
+                             c->num_experts, e->m->device != NULL);
+}
+
 mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_callback cb, void *cb_ctx,
                          const mt_routing_sink *sink, mt_err *err) {
     const mt_config *c = &m->cfg;
@@ -126,10 +134,8 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     int blocks = o->num_kv_blocks;
     if (blocks == 0) {
         e->kv_memory_free = mt_forward_memory_available(m);
-        double per = mt_kv_block_bytes(c->num_hidden_layers, c->num_key_value_heads * c->head_dim, c->top_k,
-                                       c->num_experts, m->device != NULL);
-        blocks = mt_kv_blocks_for_memory(e->kv_memory_free, o->kv_memory_fraction, per, c->max_position_embeddings,
-                                         o->max_running, NULL);
+        blocks = mt_kv_blocks_for_memory(e->kv_memory_free, o->kv_memory_fraction, kv_block_bytes(e),
+                                         c->max_position_embeddings, o->max_running, &e->kv_capped);
     }
     if (mt_kv_cache_init_model(&e->kv, m, blocks, err) ||
         (!o->no_routing && mt_kv_cache_init_routing(&e->kv, c->top_k, c->num_experts, err))) {
@@ -312,10 +318,9 @@ void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
     s->running = e->n_running;
     s->kv_blocks_total = e->kv.num_blocks;
     s->kv_blocks_free = mt_kv_available(&e->kv);
-    s->kv_bytes = (double)e->kv.num_blocks *
-                  mt_kv_block_bytes(e->kv.num_layers, e->kv.kv_dim, e->kv.top_k, e->m->cfg.num_experts,
-                                    e->m->device != NULL);
+    s->kv_bytes = (double)e->kv.num_blocks * kv_block_bytes(e);
     s->kv_memory_free = e->kv_memory_free;
+    s->kv_capped = e->kv_capped;
     s->forward_seconds = e->forward_s;
     s->step_seconds = e->step_s;
     s->routing_seconds = e->sink_s;

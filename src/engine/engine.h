@@ -150,6 +150,7 @@ typedef struct mt_engine_stats {
     int kv_blocks_total, kv_blocks_free;
     double kv_bytes;         /* what the K/V take, where they live (device or host) */
     double kv_memory_free;   /* a cache sized from memory: the bytes free when it was sized; else 0 */
+    bool kv_capped;          /* ... and it holds less than a full context for every running sequence */
     long prefix_hit_blocks, prefix_lookup_blocks;
     long forward_passes, tokens_forwarded;
     double forward_seconds;  /* wall time inside forward passes (on a device: from the batch's upload
