@@ -19,6 +19,7 @@
 
 #define FIXTURE MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 #include "batch_invariance.h"
+#include "preemption_check.h"
 
 static void test_batched_equals_solo(void **state) {
     (void)state;
@@ -515,6 +516,17 @@ static void test_kv_sized_from_memory(void **state) {
     mt_model_free(&m);
 }
 
+/* Blocks taken as tokens need them: preempted requests come back with the same tokens, scores and
+ * routing (tests/preemption_check.h). */
+static void test_preemption(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    check_preemption(&m, NULL);
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
@@ -525,6 +537,7 @@ int main(void) {
         cmocka_unit_test(test_shared_prefix_in_flight),
         cmocka_unit_test(test_scored_prompts),
         cmocka_unit_test(test_kv_sized_from_memory),
+        cmocka_unit_test(test_preemption),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

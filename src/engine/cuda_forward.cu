@@ -874,7 +874,8 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
             const int32_t *ids = s.h_cap_ids + (size_t)ml * slots * k;
             if (phys) mt_placement_dispatch(b->placement, l, n, k, ids, b->tokens, b->positions, phys);
             mt_routing_event ev = {l, n, k, b->seq_ids, b->positions, b->tokens, b->request_ids, b->request_names,
-                                   ids, s.h_cap_w + (size_t)ml * slots * k, phys, b->request_groups};
+                                   ids, s.h_cap_w + (size_t)ml * slots * k, phys, b->request_groups,
+                                   b->recomputed};
             sink->on_layer(sink->ctx, &ev);
         }
         free(phys);

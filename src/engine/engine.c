@@ -20,11 +20,17 @@ typedef struct seq {
     int32_t *tokens;          /* prompt then generated */
     int n_prompt, n_tokens;
     int n_forwarded;          /* positions whose K/V (and routing) are in the cache */
-    int n_cached;             /* prompt tokens adopted from the prefix cache */
+    int peak_forwarded;       /* the most positions ever forwarded: after a preemption, positions below
+                                 it are forwarded again (recomputed) and their scores are kept */
+    int n_cached;             /* prompt tokens adopted from the prefix cache at first admission */
     int n_published;          /* leading full blocks published to the prefix cache */
     uint64_t last_hash;       /* hash of block n_published - 1 */
-    uint64_t *prompt_hash;    /* with prefix caching: hash of each full prompt block, else NULL */
-    int n_prompt_blocks;      /* full prompt blocks (entries of prompt_hash) */
+    uint64_t *block_hash;     /* with prefix caching: hash of each full block of the tokens, room for
+                                 the whole context; else NULL */
+    int n_hashed;             /* entries of block_hash known: the prompt's at submit, then each
+                                 generated block's as it is published */
+    int n_prompt_blocks;      /* full prompt blocks */
+    int preemptions;          /* times the sequence gave its blocks back to let older ones grow */
     int max_new_tokens;
     bool ignore_eos, cancelled;
     int32_t *stop;
@@ -65,6 +71,8 @@ struct mt_engine {
     double kv_memory_free;     /* a cache sized from memory: the bytes free when it was sized */
     bool kv_capped;            /* ... and memory, not a full context per running sequence, set its size */
     double forward_s, step_s;  /* wall time inside forward passes, and inside mt_engine_step */
+    long preemptions, recomputed;  /* sequences preempted; positions forwarded again after one */
+    int peak_running;          /* the most sequences running at once */
     double sink_s;             /* of forward_s: in the routing sink (the routing store and the caller's) */
     int32_t *b_ids_off;        /* [rows_cap + 1] each row's listed tokens' range in b_ids */
     int32_t *b_ids;            /* [rows_cap, MT_LOGPROB_IDS_MAX] the listed tokens, row after row */
@@ -73,6 +81,7 @@ struct mt_engine {
     int64_t *b_req;
     const char **b_name;      /* [tokens] each token's request name (owned by its seq) */
     int32_t *b_group;         /* [tokens] each token's request group */
+    uint8_t *b_again;         /* [tokens] 1 where the token is forwarded again after a preemption */
     mt_kv_seq **b_kv;
     float *logits;
     int32_t *routing_buf;     /* [max context, layers, top_k] for FINISHED events */
@@ -82,7 +91,7 @@ struct mt_engine {
 static void seq_free(seq *s) {
     if (!s) return;
     free(s->name);
-    free(s->prompt_hash);
+    free(s->block_hash);
     free(s->tokens);
     free(s->stop);
     free(s->logprobs);
@@ -159,6 +168,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->b_req = malloc(bt * sizeof(int64_t));
     e->b_name = malloc(bt * sizeof *e->b_name);
     e->b_group = malloc(bt * sizeof *e->b_group);
+    e->b_again = malloc(bt * sizeof *e->b_again);
     e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
     e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
     /* a device backend returns next tokens alone; the CPU one needs room for the logits */
@@ -167,7 +177,7 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_target || !e->b_top_ids || !e->b_top_lps || !e->b_ids_off || !e->b_req || !e->b_name || !e->b_group || !e->b_kv ||
+    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_target || !e->b_top_ids || !e->b_top_lps || !e->b_ids_off || !e->b_req || !e->b_name || !e->b_group || !e->b_again || !e->b_kv ||
         !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
@@ -190,7 +200,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_ids_off); free(e->b_ids); free(e->b_ids_lp); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_ids_off); free(e->b_ids); free(e->b_ids_lp); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_again); free(e->b_kv); free(e->chunk);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -238,7 +248,8 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
         return mt_errf(err, "request %lld: top_logprobs %d must be 0..%d", (long long)r->id, r->top_logprobs, MT_TOP_LOGPROBS_MAX);
     if (id_live(e, r->id)) return mt_errf(err, "request id %lld is already live", (long long)r->id);
     seq *s = calloc(1, sizeof *s);
-    seq **w = realloc(e->waiting, (size_t)(e->n_waiting + 1) * sizeof *w);
+    /* room for every live sequence, so a preemption never allocates */
+    seq **w = realloc(e->waiting, ((size_t)e->n_waiting + 1 + (size_t)e->o.max_running) * sizeof *w);
     if (w) e->waiting = w;
     if (!s || !w) {
         free(s);
@@ -286,14 +297,16 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
         s->prompt_top_lps[i] = NAN;
     }
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
-    if (e->o.prefix_cache && r->n_prompt >= MT_KV_BLOCK) {
-        s->n_prompt_blocks = r->n_prompt / MT_KV_BLOCK;
-        if (!(s->prompt_hash = malloc((size_t)s->n_prompt_blocks * sizeof *s->prompt_hash))) {
+    s->n_prompt_blocks = r->n_prompt / MT_KV_BLOCK;
+    int context_blocks = (r->n_prompt + r->max_new_tokens) / MT_KV_BLOCK;
+    if (e->o.prefix_cache && context_blocks > 0) {
+        if (!(s->block_hash = malloc((size_t)context_blocks * sizeof *s->block_hash))) {
             seq_free(s);
             return mt_errf(err, "out of memory");
         }
         for (int i = 0; i < s->n_prompt_blocks; i++)
-            s->prompt_hash[i] = mt_kv_block_hash(i ? s->prompt_hash[i - 1] : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
+            s->block_hash[i] = mt_kv_block_hash(i ? s->block_hash[i - 1] : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
+        s->n_hashed = s->n_prompt_blocks;
     }
     if (r->n_stop > 0) memcpy(s->stop, r->stop_ids, (size_t)r->n_stop * sizeof *s->stop);
     s->n_stop = r->n_stop;
@@ -328,17 +341,23 @@ void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
     s->prefix_lookup_blocks = e->kv.lookups;
     s->forward_passes = e->passes;
     s->tokens_forwarded = e->forwarded;
+    s->preemptions = e->preemptions;
+    s->tokens_recomputed = e->recomputed;
+    s->peak_running = e->peak_running;
 }
 
 /* Publishes every full, forwarded block not yet published (prompt blocks under the hashes computed
- * at submit). */
+ * at submit, generated ones under hashes computed here and kept for a preempted sequence's return). */
 static void publish_blocks(mt_engine *e, seq *s) {
     if (!e->o.prefix_cache) return;
     int full = s->n_forwarded / MT_KV_BLOCK;
     while (s->n_published < full) {
         int i = s->n_published;
-        s->last_hash = i < s->n_prompt_blocks ? s->prompt_hash[i]
-                                              : mt_kv_block_hash(i ? s->last_hash : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
+        if (i == s->n_hashed) {
+            s->block_hash[i] = mt_kv_block_hash(i ? s->block_hash[i - 1] : 0, s->tokens + (size_t)i * MT_KV_BLOCK);
+            s->n_hashed++;
+        }
+        s->last_hash = s->block_hash[i];
         mt_kv_publish(&e->kv, &s->kv, i, s->last_hash);
         s->n_published++;
     }
@@ -348,36 +367,57 @@ static void publish_blocks(mt_engine *e, seq *s) {
 static bool block_in_flight(const mt_engine *e, int i, uint64_t h) {
     for (int r = 0; r < e->n_running; r++) {
         const seq *o = e->running[r];
-        if (!o->cancelled && o->n_published <= i && i < o->n_prompt_blocks && o->prompt_hash[i] == h) return true;
+        if (!o->cancelled && o->n_published <= i && i < o->n_prompt_blocks && o->block_hash[i] == h) return true;
     }
     return false;
 }
 
 typedef enum admit_result { ADMITTED, NO_ROOM, DEFERRED } admit_result;
 
-/* Adopts cached prompt blocks (leaving at least one prompt token, and every position a scored prompt
- * token needs the logits of, to forward) and reserves the rest.
+/* Positions of s that must be forwarded whatever the cache holds: the last token (its logits give the
+ * next one) and every prompt position still to score a prompt token. Blocks before it may be adopted. */
+static int first_to_forward(const seq *s) {
+    int keep = s->n_tokens - 1;
+    int score_lo = s->score_from - 1 > s->peak_forwarded ? s->score_from - 1 : s->peak_forwarded;
+    if (s->score_from > 0 && score_lo < s->n_prompt - 1 && score_lo < keep) keep = score_lo;
+    return keep;
+}
+
+/* Blocks an admission must leave available besides its own: one per running sequence (sixteen
+ * decode steps each), so that what is admitted now is not preempted at the next step. */
+static int admission_headroom(const mt_engine *e) { return e->o.reserve_whole ? 0 : e->n_running; }
+
+/* Adopts cached blocks (prompt ones, and a preempted sequence's generated ones, before
+ * first_to_forward) and reserves the rest: the known tokens' positions, or with reserve_whole the
+ * whole context.
  * DEFERRED when the first prompt block not cached is being forwarded by a running sequence: s waits
  * until it is published, so a prefix shared by requests running together is forwarded once. */
 static admit_result try_admit(mt_engine *e, seq *s) {
+    long hits = e->kv.hits, lookups = e->kv.lookups;
     if (e->o.prefix_cache) {
-        int keep = s->score_from > 0 && s->score_from - 1 < s->n_prompt - 1 ? s->score_from - 1 : s->n_prompt - 1;
-        int max_blocks = keep / MT_KV_BLOCK, cached = 0;
-        while (cached < max_blocks && mt_kv_cached(&e->kv, s->prompt_hash[cached])) cached++;
-        if (cached < max_blocks && !e->o.no_shared_wait && block_in_flight(e, cached, s->prompt_hash[cached]))
+        int max_blocks = first_to_forward(s) / MT_KV_BLOCK, cached = 0;
+        if (max_blocks > s->n_hashed) max_blocks = s->n_hashed;
+        while (cached < max_blocks && mt_kv_cached(&e->kv, s->block_hash[cached])) cached++;
+        if (cached < max_blocks && cached < s->n_prompt_blocks && !e->o.no_shared_wait &&
+            block_in_flight(e, cached, s->block_hash[cached]))
             return DEFERRED;
         for (int i = 0; i < cached; i++) {
-            if (!mt_kv_seq_adopt(&e->kv, &s->kv, s->prompt_hash[i])) break;
-            s->last_hash = s->prompt_hash[i];
+            if (!mt_kv_seq_adopt(&e->kv, &s->kv, s->block_hash[i])) break;
+            s->last_hash = s->block_hash[i];
         }
         s->n_published = s->kv.num_blocks;
-        s->n_cached = s->n_forwarded = s->kv.num_blocks * MT_KV_BLOCK;
+        s->n_forwarded = s->kv.num_blocks * MT_KV_BLOCK;
     }
-    if (mt_kv_seq_reserve(&e->kv, &s->kv, positions_needed(s->n_prompt, s->max_new_tokens), NULL)) {
+    int positions = e->o.reserve_whole ? positions_needed(s->n_prompt, s->max_new_tokens) : s->n_tokens;
+    if (mt_kv_seq_reserve(&e->kv, &s->kv, positions, NULL) ||
+        (e->n_running > 0 && mt_kv_available(&e->kv) < admission_headroom(e))) {
         mt_kv_seq_release(&e->kv, &s->kv);
-        s->n_published = s->n_cached = s->n_forwarded = 0;
+        s->n_published = s->n_forwarded = 0;
+        e->kv.hits = hits;   /* a request that waits is looked up again: count it once */
+        e->kv.lookups = lookups;
         return NO_ROOM;
     }
+    if (s->preemptions == 0) s->n_cached = s->n_forwarded;
     return ADMITTED;
 }
 
@@ -424,6 +464,42 @@ static void admit(mt_engine *e) {
     }
     memmove(e->waiting + kept, e->waiting + i, (size_t)(e->n_waiting - i) * sizeof *e->waiting);
     e->n_waiting = kept + e->n_waiting - i;
+    if (e->n_running > e->peak_running) e->peak_running = e->n_running;
+}
+
+/* Running sequence i gives its blocks back and waits at the head of the queue; when admitted again
+ * it adopts what is still cached of its blocks and forwards the rest again (its routing, tokens and
+ * scores do not change: a token's pass does not depend on its batch). Room in `waiting` is kept at
+ * submit. */
+static void preempt(mt_engine *e, int i) {
+    seq *s = e->running[i];
+    mt_kv_seq_release(&e->kv, &s->kv);
+    s->n_forwarded = s->n_published = 0;
+    s->last_hash = 0;
+    s->preemptions++;
+    e->preemptions++;
+    e->running[i] = NULL;
+    memmove(e->waiting + 1, e->waiting, (size_t)e->n_waiting * sizeof *e->waiting);
+    e->waiting[0] = s;
+    e->n_waiting++;
+}
+
+/* Gives each running sequence, oldest first, the blocks for every token it knows (a decoding one
+ * its next position's); where none is left, the newest running sequences are preempted until it
+ * fits (the sequence itself, when it is the newest). The oldest always fits: submit refuses a
+ * request whose whole context exceeds the cache. */
+static void grow(mt_engine *e) {
+    for (int i = 0; i < e->n_running; i++) {
+        seq *s = e->running[i];
+        if (!s) continue;
+        while (mt_kv_seq_reserve(&e->kv, &s->kv, s->n_tokens, NULL)) {
+            int v = e->n_running - 1;
+            while (!e->running[v]) v--;
+            preempt(e, v);
+            if (v == i) break;
+        }
+    }
+    compact_running(e);
 }
 
 typedef struct engine_sink {
@@ -453,13 +529,16 @@ static void pass_done(void *ctx, const mt_pass_event *ev) {
     e->sink_s += seconds_now() - t0;
 }
 
-/* Whether prompt position p's logits score prompt token p + 1. */
-static bool scores_at(const seq *s, int p) { return s->score_from > 0 && p >= s->score_from - 1 && p < s->n_prompt - 1; }
+/* Whether prompt position p's logits score prompt token p + 1 (not yet scored before a preemption). */
+static bool scores_at(const seq *s, int p) {
+    return s->score_from > 0 && p >= s->score_from - 1 && p >= s->peak_forwarded && p < s->n_prompt - 1;
+}
 
 /* Positions of [f, f + k) whose logits score the next prompt token. */
 static int scored_in(const seq *s, int f, int k) {
     if (s->score_from == 0) return 0;
     int lo = f > s->score_from - 1 ? f : s->score_from - 1, hi = f + k < s->n_prompt - 1 ? f + k : s->n_prompt - 1;
+    if (lo < s->peak_forwarded) lo = s->peak_forwarded;
     return hi > lo ? hi - lo : 0;
 }
 
@@ -535,23 +614,25 @@ static int step_once(mt_engine *e, mt_err *err) {
     }
     e->n_waiting = kept;
     admit(e);
+    if (!e->o.reserve_whole) grow(e);
     if (e->n_running == 0) return 0;
 
-    /* Decode tokens first (one each), then prefill chunks within the remaining budget. */
+    /* Decode tokens first (one each), then prefill chunks within the remaining budget: a prompt, or
+     * the tokens of a preempted sequence that are not cached any more. */
     int n = 0, n_rows = 0, budget = e->o.max_batch_tokens;
     int32_t *chunk = e->chunk;
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
         e->b_kv[i] = &s->kv;
         chunk[i] = 0;
-        if (s->n_forwarded >= s->n_prompt && s->n_forwarded < s->n_tokens) chunk[i] = 1;
+        if (s->n_forwarded >= s->n_prompt && s->n_forwarded == s->n_tokens - 1) chunk[i] = 1;
         budget -= chunk[i];
     }
     int score_left = e->o.max_scored_rows;   /* scored prompt rows this pass may still take */
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         seq *s = e->running[i];
-        if (s->n_forwarded >= s->n_prompt) continue;
-        int f = s->n_forwarded, take = s->n_prompt - f;
+        if (chunk[i] || s->n_forwarded >= s->n_tokens) continue;
+        int f = s->n_forwarded, take = s->n_tokens - f;
         if (take > budget) take = budget;
         if (scored_in(s, f, take) > score_left) take = (f > s->score_from - 1 ? 0 : s->score_from - 1 - f) + score_left;
         score_left -= scored_in(s, f, take);
@@ -572,6 +653,7 @@ static int step_once(mt_engine *e, mt_err *err) {
     bool any_sampled = false;   /* else every row takes its argmax */
     bool any_logprob = false;   /* some row's request wants its token's (or a prompt token's) log-probability */
     int pass_top = 0;           /* alternatives listed for every row: the most any row's request asks */
+    bool any_again = false;     /* some token is forwarded again after its sequence's preemption */
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
         for (int t = 0; t < chunk[i]; t++, n++) {
@@ -582,6 +664,8 @@ static int step_once(mt_engine *e, mt_err *err) {
             e->b_req[n] = s->id;
             e->b_name[n] = s->name;
             e->b_group[n] = s->group;
+            e->b_again[n] = p < s->peak_forwarded;
+            any_again |= p < s->peak_forwarded;
             if (scores_at(s, p)) {
                 add_row(e, s, n_rows++, n, score_spec(s), s->tokens[p + 1], true, &ids_at);
                 any_logprob = true;
@@ -601,7 +685,7 @@ static int step_once(mt_engine *e, mt_err *err) {
     mt_routing_sink sink = {store_routing, pass_done, e};
     mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
                   .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .request_names = e->b_name,
-                  .request_groups = e->b_group,
+                  .request_groups = e->b_group, .recomputed = any_again ? e->b_again : NULL,
                   .n_logits = n_rows, .logit_rows = e->b_rows, .next_tokens = e->b_next,
                   .sample = any_sampled ? e->b_sample : NULL,
                   .next_logprobs = any_logprob ? e->b_logprob : NULL,
@@ -631,7 +715,11 @@ static int step_once(mt_engine *e, mt_err *err) {
                          s->prompt_top_lps + (size_t)(p + 1) * s->n_top);
             row++;
         }
+        int again = (s->peak_forwarded < s->n_forwarded + chunk[i] ? s->peak_forwarded : s->n_forwarded + chunk[i]) -
+                    s->n_forwarded;
+        if (again > 0) e->recomputed += again;
         s->n_forwarded += chunk[i];
+        if (s->n_forwarded > s->peak_forwarded) s->peak_forwarded = s->n_forwarded;
         publish_blocks(e, s);
         if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
         float logprob = s->logprobs ? e->b_logprob[row] : NAN;   /* set when its request asks */

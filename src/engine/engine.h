@@ -4,6 +4,12 @@
  * A request whose next uncached prompt block is being forwarded by a running request waits until
  * that block is published, so a prefix shared by requests in flight together (n samples of one
  * prompt) is forwarded once; waiting requests behind it are admitted meanwhile.
+ * KV blocks are taken as tokens need them: a request is admitted when its known tokens fit (with a
+ * block to spare for each running sequence), and a decoding sequence takes a block every
+ * MT_KV_BLOCK tokens. When none is left, the newest running sequences are preempted: they give their
+ * blocks back (full ones stay in the prefix cache), wait at the head of the queue, and on return
+ * forward again whatever is no longer cached. Their tokens, scores and routing do not change (a
+ * token's pass does not depend on its batch); the recorder's sink sees recomputed tokens again.
  *
  * Use: mt_engine_submit() requests, call mt_engine_step() until mt_engine_idle(); events (each
  * generated token, each finished request with its full routing) arrive through the callback given
@@ -37,6 +43,9 @@ typedef struct mt_engine_opts {
                                 still sees every pass. For measuring the capture's cost. */
     int max_scored_rows;     /* scored prompt positions one pass may take (each a row of logits: on a
                                 device vocab_size floats, 0.6 MB for Qwen3's vocabulary); 0: 256 */
+    bool reserve_whole;      /* reserve each request's whole context (prompt + max_new_tokens) at
+                                admission, so none is ever preempted; else blocks are taken as
+                                tokens need them (below). For measuring what lazy blocks gain. */
     bool no_shared_wait;     /* admit a request at once even while prompt blocks it could adopt are
                                 being forwarded by another (each forwards them). For measuring what
                                 the wait saves (bench/bench_rollout.c). */
@@ -153,6 +162,9 @@ typedef struct mt_engine_stats {
     bool kv_capped;          /* ... and it holds less than a full context for every running sequence */
     long prefix_hit_blocks, prefix_lookup_blocks;
     long forward_passes, tokens_forwarded;
+    long preemptions;        /* sequences that gave their blocks back for older ones to grow */
+    long tokens_recomputed;  /* of tokens_forwarded: positions forwarded again after a preemption */
+    int peak_running;        /* the most sequences running at once */
     double forward_seconds;  /* wall time inside forward passes (on a device: from the batch's upload
                                 to its results handed to the sink) */
     double step_seconds;     /* wall time inside mt_engine_step, those passes included: the rest is

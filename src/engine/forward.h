@@ -31,6 +31,8 @@ typedef struct mt_batch {
                                    (mt_routing_event.request_names); may be NULL */
     const int32_t *request_groups; /* [n_tokens] groups of those requests, passed to the sink
                                    (mt_routing_event.request_groups); may be NULL */
+    const uint8_t *recomputed;  /* [n_tokens] tokens forwarded before, passed to the sink
+                                   (mt_routing_event.recomputed); may be NULL */
     int n_logits;               /* how many tokens want logits */
     const int32_t *logit_rows;  /* [n_logits] batch indices of those tokens */
     int32_t *next_tokens;       /* [n_logits] or NULL: receives each logit row's next token: its

@@ -137,6 +137,7 @@ void mt_moe_forward(float *out, const float *x, int n, const mt_config *c, const
         mt_routing_event ev = {.layer = layer, .n_tokens = n, .top_k = c->top_k, .seq_ids = b->seq_ids,
                                .positions = b->positions, .tokens = b->tokens, .request_ids = b->request_ids,
                                .request_names = b->request_names, .request_groups = b->request_groups,
+                               .recomputed = b->recomputed,
                                .topk_ids = s->topk_ids, .topk_weights = s->topk_w, .phys_ids = phys};
         sink->on_layer(sink->ctx, &ev);
     }

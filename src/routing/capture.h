@@ -27,6 +27,8 @@ typedef struct mt_routing_event {
                                    expert; GPU = slot / slots per GPU), or NULL without a placement */
     const int32_t *request_groups; /* [n_tokens] the group of each token's request (mt_request.group:
                                    0 none, 1.. a caller's groups, e.g. domains), or NULL (none) */
+    const uint8_t *recomputed;  /* [n_tokens] 1 where the token was forwarded before (its sequence was
+                                   preempted and forwards it again: same routing), or NULL (none) */
 } mt_routing_event;
 
 /* End of one forward pass (after its last layer). */

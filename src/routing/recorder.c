@@ -195,6 +195,7 @@ void mt_recorder_free(mt_recorder *r) {
     free(r->stage_group);
     free(r->stage_pos);
     free(r->stage_tok);
+    free(r->stage_again);
     free(r->pend_count);
     free(r->pend_touched);
     free(r->total);
@@ -325,7 +326,9 @@ static int stage_reserve(mt_recorder *r, int n) {
     if (pos) r->stage_pos = pos;
     int32_t *tok = realloc(r->stage_tok, (size_t)cap * sizeof *tok);
     if (tok) r->stage_tok = tok;
-    if (!ids || !req || !name || !group || !pos || !tok) return -1;
+    uint8_t *again = realloc(r->stage_again, (size_t)cap * sizeof *again);
+    if (again) r->stage_again = again;
+    if (!ids || !req || !name || !group || !pos || !tok || !again) return -1;
     r->stage_cap = cap;
     return 0;
 }
@@ -351,7 +354,9 @@ static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
         r->stage_group[t] = ev->request_groups ? ev->request_groups[t] : 0;
         r->stage_pos[t] = ev->positions ? ev->positions[t] : -1;
         r->stage_tok[t] = ev->tokens ? ev->tokens[t] : -1;
+        r->stage_again[t] = ev->recomputed ? ev->recomputed[t] : 0;
     }
+    r->stage_any_again = ev->recomputed != NULL;
 }
 
 /* Adds m ids in [0, width) to the pass's row cnt (counter index base + id), noting newly non-zero
@@ -535,10 +540,13 @@ static void commit_tokens(mt_recorder *r) {
         r->dropped_tokens += n;
         return;
     }
-    int64_t keep = tok_reserve(r, n);
+    /* a token forwarded again after its sequence's preemption has its row already */
+    int64_t fresh = n;
+    for (int64_t t = 0; r->stage_any_again && t < n; t++) fresh -= r->stage_again[t] != 0;
+    int64_t keep = tok_reserve(r, fresh), kept = 0;
     size_t row = (size_t)r->L * (size_t)r->K * (size_t)r->id_bytes;
-    int64_t t = 0;
-    for (; t < keep; t++) {
+    for (int64_t t = 0; t < n && kept < keep; t++) {
+        if (r->stage_any_again && r->stage_again[t]) continue;
         int64_t ri = req_index(r, r->stage_req[t], r->stage_name[t], r->stage_group[t]);
         if (ri < 0) break;
         int64_t d = r->tok_n++;
@@ -546,8 +554,9 @@ static void commit_tokens(mt_recorder *r) {
         r->tok_pos[d] = r->stage_pos[t];
         r->tok_tok[d] = r->stage_tok[t];
         memcpy(r->tok_ids + (size_t)d * row, r->stage_ids + (size_t)t * row, row);
+        kept++;
     }
-    r->dropped_tokens += n - t;
+    r->dropped_tokens += fresh - kept;
 }
 
 /* Per-GPU balancedness of the pending pass (mean over MoE layers) from its physical counts. */

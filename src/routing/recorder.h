@@ -8,7 +8,9 @@
  *               ("dropped_tokens" in the dump), never silently. Its logical_count covers every
  *               recorded token, dropped ones included. Requests are told apart by the events'
  *               request_ids (else sequence slots) and listed in the index by their request_names
- *               (else the id's decimal digits), as strings.
+ *               (else the id's decimal digits), as strings. A token forwarded again after its
+ *               sequence was preempted (mt_routing_event.recomputed) keeps its one row; the counts
+ *               of every mode include it, since the experts computed it again.
  * Dense layers: zero rows in logical_count, -1 in per_token topk_ids.
  *
  * Threads: one engine thread calls the sink; other threads may call start/stop/active/dump/

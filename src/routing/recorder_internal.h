@@ -58,6 +58,8 @@ struct mt_recorder {
     const char **stage_name; /* [stage_cap] the event's request name, or NULL (valid until on_pass) */
     int32_t *stage_group; /* [stage_cap] the event's request group (0: none) */
     int32_t *stage_pos, *stage_tok;
+    uint8_t *stage_again; /* [stage_cap] the token was recorded before (mt_routing_event.recomputed) */
+    bool stage_any_again; /* some token of the pass was: its row is not kept twice */
     bool stage_failed;    /* out of memory for this pass: its tokens count as dropped */
 
     /* shared, under mu (mt_recorder_swap exchanges each of these fields: keep it in step) */

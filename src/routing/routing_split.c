@@ -28,6 +28,7 @@ struct mt_routing_split {
     int32_t *seq, *pos, *tok, *grp, *ids, *phys;
     int64_t *req;
     const char **names;
+    uint8_t *again;  /* mt_routing_event.recomputed, in that order */
     float *weights;
     int32_t *sorted; /* scratch: one group's sequence slots, sorted */
 };
@@ -79,6 +80,7 @@ void mt_routing_split_free(mt_routing_split *s) {
     free(s->phys);
     free(s->req);
     free(s->names);
+    free(s->again);
     free(s->weights);
     free(s->sorted);
     free(s);
@@ -116,6 +118,7 @@ static bool reserve(mt_routing_split *s, int n, int k) {
     GROW(s->grp, (size_t)cap);
     GROW(s->req, (size_t)cap);
     GROW(s->names, (size_t)cap);
+    GROW(s->again, (size_t)cap);
     GROW(s->sorted, (size_t)cap);
     GROW(s->ids, nk);
     GROW(s->phys, nk);
@@ -165,6 +168,7 @@ static void begin_pass(mt_routing_split *s, const mt_routing_event *ev) {
         s->grp[i] = ev->request_groups ? ev->request_groups[t] : 0;
         s->req[i] = ev->request_ids ? ev->request_ids[t] : -1;
         s->names[i] = ev->request_names ? ev->request_names[t] : NULL;
+        s->again[i] = ev->recomputed ? ev->recomputed[t] : 0;
     }
     for (int g = 0; g < G; g++) {
         int a = s->start[g], m = s->start[g + 1] - a, distinct = 0;
@@ -197,7 +201,7 @@ static void split_on_layer(void *ctx, const mt_routing_event *ev) {
             .tokens = ev->tokens ? s->tok + a : NULL, .request_ids = ev->request_ids ? s->req + a : NULL,
             .request_names = ev->request_names ? s->names + a : NULL, .topk_ids = s->ids + ak,
             .topk_weights = ev->topk_weights ? s->weights + ak : NULL, .phys_ids = ev->phys_ids ? s->phys + ak : NULL,
-            .request_groups = s->grp + a,
+            .request_groups = s->grp + a, .recomputed = ev->recomputed ? s->again + a : NULL,
         };
         mt_routing_sink *to = slot_sink(s, g);
         to->on_layer(to->ctx, &sub);
