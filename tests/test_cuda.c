@@ -36,6 +36,7 @@
 #include "routing/placement.h"
 
 #include "batch_invariance.h"
+#include "preemption_check.h"
 #include "reference_common.h"
 
 static void require_gpu(void) {
@@ -236,6 +237,18 @@ static void test_batch_invariance_on_device(void **state) {
     mt_model_free(&m);
 }
 
+/* Preempted requests forward their tokens again on the device with the same bits (their routing,
+ * tokens, scores), their block tables growing between decode graphs' passes. */
+static void test_preemption_on_device(void **state) {
+    (void)state;
+    require_gpu();
+    mt_model m;
+    load_mid(&m, 128);
+    attach_or_fail(&m);
+    check_preemption(&m, NULL);
+    mt_model_free(&m);
+}
+
 /* The placement's dispatch on the device path (routing copied back, slots computed on the host). */
 static void test_placement_on_device(void **state) {
     (void)state;
@@ -346,6 +359,7 @@ int main(void) {
         cmocka_unit_test(test_wgmma_path_same_bits),
         cmocka_unit_test(test_batch_invariance_on_device),
         cmocka_unit_test(test_placement_on_device),
+        cmocka_unit_test(test_preemption_on_device),
         cmocka_unit_test(test_device_memory_plan),
     };
     const char *filter = getenv("MOETRACE_TEST_FILTER");   // e.g. "test_batch*": a subset on a lent device

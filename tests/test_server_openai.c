@@ -466,6 +466,8 @@ static void test_metrics_and_dashboard(void **state) {
     };
     for (size_t i = 0; i < sizeof NAMES / sizeof *NAMES; i++)
         if (!(mt_prom_value(r.body, NAMES[i]) > 0)) fail_msg("%s is missing or 0 in:\n%s", NAMES[i], r.body);
+    assert_true(mt_prom_value(r.body, "moetrace_preemptions_total") == 0); /* present; nothing preempted */
+    assert_true(mt_prom_value(r.body, "moetrace_tokens_recomputed_total") == 0);
     assert_true(mt_prom_value(r.body, "moetrace_num_requests_running") == 0);
     assert_true(mt_prom_value(r.body, "moetrace_num_requests_waiting") == 0);
     assert_true(mt_prom_value(r.body, "moetrace_expert_recorder_active") == 1); /* --enable-expert-distribution-metrics */

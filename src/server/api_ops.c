@@ -154,6 +154,11 @@ int mt_api_metrics(mt_http_request *rq) {
         counter(&o, "moetrace_prefix_cache_lookup_blocks_total", "Prompt blocks looked up in the prefix cache.",
                 (double)es->prefix_lookup_blocks);
         counter(&o, "moetrace_forward_passes_total", "Forward passes run.", (double)es->forward_passes);
+        counter(&o, "moetrace_preemptions_total",
+                "Requests preempted (KV blocks given back for older requests to grow; forwarded again later).",
+                (double)es->preemptions);
+        counter(&o, "moetrace_tokens_recomputed_total", "Of the tokens forwarded: forwarded again after a preemption.",
+                (double)es->tokens_recomputed);
         counter(&o, "moetrace_tokens_forwarded_total", "Tokens forwarded (prompt chunks and decode).",
                 (double)es->tokens_forwarded);
         counter(&o, "moetrace_forward_pass_seconds_total",
