@@ -212,4 +212,86 @@ static void check_preemption(const mt_model *m, mt_engine_stats *st_out) {
     }
 }
 
+/* ---- decode against prefill ---------------------------------------------------------------- */
+
+#define DP_PROMPT 70 /* the longest of the prompts */
+#define DP_NEW 40
+
+typedef struct dp_result {
+    int32_t tokens[DP_NEW];
+    float lp[DP_NEW];             /* decode: each token's log-probability */
+    float prompt_lp[DP_PROMPT + DP_NEW]; /* prefill: the scored prompt's */
+    int32_t *routing;
+    int rows;
+} dp_result;
+
+static void dp_on_event(void *ctx, const mt_engine_event *ev) {
+    dp_result *r = ctx;
+    if (ev->kind != MT_EVENT_FINISHED) return;
+    memcpy(r->tokens, ev->output, (size_t)ev->n_generated * sizeof(int32_t));
+    if (ev->logprobs) memcpy(r->lp, ev->logprobs, (size_t)ev->n_generated * sizeof(float));
+    if (ev->prompt_logprobs) memcpy(r->prompt_lp, ev->prompt_logprobs, (size_t)ev->n_prompt * sizeof(float));
+    r->rows = ev->routing_rows;
+    r->routing = malloc((size_t)ev->routing_rows * pre_row * sizeof(int32_t));
+    memcpy(r->routing, ev->routing, (size_t)ev->routing_rows * pre_row * sizeof(int32_t));
+}
+
+static void dp_run(const mt_model *m, int batch_tokens, const mt_request *req, dp_result *res) {
+    mt_err err;
+    mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = batch_tokens, .max_running = 2};
+    mt_engine *e = mt_engine_new(m, &o, dp_on_event, res, NULL, &err);
+    if (!e || mt_engine_submit(e, req, &err)) fail_msg("%s", err.msg);
+    while (!mt_engine_idle(e))
+        if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+    mt_engine_free(e);
+}
+
+/* A sequence's generated tokens, forwarded one a pass as they are decoded, give the same bits as
+ * when the whole sequence is forwarded again in prefill chunks (what a preempted request does, and
+ * a trainer replaying the rollout): the generated tokens scored as prompt tokens get the
+ * log-probabilities they were returned with, and every position's routing is the same. One prompt
+ * of P tokens (random from seed), forwarded again in chunks of `chunk`. */
+static void check_decode_equals_prefill_one(const mt_model *m, int P, uint32_t seed, int chunk) {
+    int32_t seqn[DP_PROMPT + DP_NEW];
+    for (int i = 0; i < P; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        seqn[i] = (int32_t)(3 + (seed >> 8) % 500);
+    }
+    dp_result dec = {0}, pre = {0};
+    mt_request r = {.id = 1, .prompt = seqn, .n_prompt = P, .max_new_tokens = DP_NEW, .ignore_eos = true,
+                    .sampling = {.temperature = 1.0f, .top_p = 1.0f, .seed = seed}, .return_logprob = true};
+    dp_run(m, 256, &r, &dec);
+    assert_int_equal(dec.rows, P + DP_NEW - 1);
+    memcpy(seqn + P, dec.tokens, sizeof dec.tokens);
+    mt_request q = {.id = 2, .prompt = seqn, .n_prompt = P + DP_NEW, .max_new_tokens = 0, .ignore_eos = true,
+                    .sampling = {.temperature = 1.0f, .top_p = 1.0f}, .score_from = P};
+    dp_run(m, chunk, &q, &pre);
+    assert_int_equal(pre.rows, P + DP_NEW);
+    int lp_diff = -1, row_diff = -1, layer_diff = -1, L = m->cfg.num_hidden_layers, K = m->cfg.top_k;
+    for (int j = 0; j < DP_NEW && lp_diff < 0; j++)
+        if (memcmp(&dec.lp[j], &pre.prompt_lp[P + j], sizeof(float))) lp_diff = j;
+    for (int p = 0; p < dec.rows && row_diff < 0; p++)
+        for (int l = 0; l < L && row_diff < 0; l++)
+            if (memcmp(dec.routing + ((size_t)p * L + l) * K, pre.routing + ((size_t)p * L + l) * K,
+                       (size_t)K * sizeof(int32_t))) {
+                row_diff = p;
+                layer_diff = l;
+            }
+    if (lp_diff >= 0 || row_diff >= 0)
+        fail_msg("%d-token prompt, %d tokens decoded, forwarded again in chunks of %d: log-probabilities first differ at "
+                 "token %d (%.9g decoded, %.9g in prefill), routing at position %d layer %d", P, DP_NEW, chunk, lp_diff,
+                 lp_diff < 0 ? 0.0 : dec.lp[lp_diff], lp_diff < 0 ? 0.0 : pre.prompt_lp[P + lp_diff], row_diff,
+                 layer_diff);
+    free(pre.routing);
+    free(dec.routing);
+}
+
+static void check_decode_equals_prefill(const mt_model *m) {
+    pre_row = (size_t)m->cfg.num_hidden_layers * m->cfg.top_k;
+    const int lens[3] = {37, 20, DP_PROMPT}, chunks[3] = {256, 16, 5};
+    for (int v = 0; v < 6; v++) check_decode_equals_prefill_one(m, lens[v % 3], 7u + (uint32_t)v, chunks[v % 3]);
+    print_message("  6 sequences of %d decoded tokens each: forwarded again in prefill chunks of 256, 16 and 5 tokens, "
+                  "the same log-probabilities and routing, bit for bit\n", DP_NEW);
+}
+
 #endif

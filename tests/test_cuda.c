@@ -245,6 +245,7 @@ static void test_preemption_on_device(void **state) {
     mt_model m;
     load_mid(&m, 128);
     attach_or_fail(&m);
+    check_decode_equals_prefill(&m);
     check_preemption(&m, NULL);
     mt_model_free(&m);
 }

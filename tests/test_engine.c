@@ -523,6 +523,7 @@ static void test_preemption(void **state) {
     mt_model m;
     mt_err err;
     if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    check_decode_equals_prefill(&m);
     check_preemption(&m, NULL);
     mt_model_free(&m);
 }

@@ -60,9 +60,13 @@ static __device__ __forceinline__ float block_sum(float v, float *scratch) {
     return scratch[32];
 }
 
-// One 4-vector's sum of squares: one expression for every norm here, so each compiles to the
-// same multiply-adds.
-__device__ __forceinline__ float sumsq4(float4 u) { return u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w; }
+// One 4-vector's sum of squares, for every norm here, with its roundings spelled out: written as
+// `x*x + y*y + ...`, the compiler chose per kernel which product of the first add to fuse, so the
+// folded combine (linear.cu) computed fma(x, x, y*y) where the norm launch computed fma(y, y, x*x),
+// and a decode step of one token differed, rarely, from the same step in a batch.
+__device__ __forceinline__ float sumsq4(float4 u) {
+    return __fmaf_rn(u.w, u.w, __fmaf_rn(u.z, u.z, __fmaf_rn(u.y, u.y, __fmul_rn(u.x, u.x))));
+}
 
 // The norm's scale from a row's sum of squares, and 4-vector i of the normed row (y2: the row as
 // bf16 pairs): the same expressions wherever a row is normed.
