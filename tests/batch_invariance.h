@@ -14,8 +14,12 @@
 #include "engine/engine.h"
 #include "engine/generate.h"
 
+#ifndef NREQ
 #define NREQ 120
-#define MAXNEW 6
+#endif
+#ifndef MAXNEW
+#define MAXNEW 6 /* the most tokens a request generates */
+#endif
 
 typedef struct result {
     int32_t tokens[MAXNEW];
