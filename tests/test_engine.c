@@ -516,6 +516,56 @@ static void test_kv_sized_from_memory(void **state) {
     mt_model_free(&m);
 }
 
+/* A request cancelled while it waits preempted finishes at the next step, cancelled, with its tokens
+ * so far and no routing; the others go on and every block comes back. */
+static int g_pc_rows[3], g_pc_generated[3];
+static mt_finish_reason g_pc_reason[3];
+static void on_preempted_cancel_event(void *ctx, const mt_engine_event *ev) {
+    (void)ctx;
+    if (ev->kind != MT_EVENT_FINISHED) return;
+    g_pc_rows[ev->id] = ev->routing_rows;
+    g_pc_generated[ev->id] = ev->n_generated;
+    g_pc_reason[ev->id] = ev->reason;
+}
+
+static void test_cancel_preempted(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    /* three 20-token prompts (2 blocks each) fit 8 blocks; growing to 80 tokens (5 blocks) they do not */
+    mt_engine_opts o = {.num_kv_blocks = 8, .max_batch_tokens = 64, .max_running = 3};
+    mt_engine *e = mt_engine_new(&m, &o, on_preempted_cancel_event, NULL, NULL, &err);
+    if (!e) fail_msg("%s", err.msg);
+    int32_t prompt[20];
+    for (int i = 0; i < 20; i++) prompt[i] = 9 + 3 * i;
+    for (int id = 0; id < 3; id++) {
+        mt_request r = {.id = id, .prompt = prompt, .n_prompt = 20, .max_new_tokens = 60, .ignore_eos = true};
+        prompt[0] = 100 + id;
+        if (mt_engine_submit(e, &r, &err)) fail_msg("%s", err.msg);
+    }
+    mt_engine_stats st = {0};
+    for (int steps = 0; st.preemptions == 0 && steps < 200; steps++) {
+        assert_true(mt_engine_step(e, &err) > 0);
+        mt_engine_get_stats(e, &st);
+    }
+    assert_int_equal(st.preemptions, 1);
+    assert_int_equal(st.waiting, 1);
+    assert_true(mt_engine_cancel(e, 2)); /* the newest is the one preempted */
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    assert_int_equal(g_pc_reason[2], MT_FINISH_CANCELLED);
+    assert_true(g_pc_generated[2] > 0);
+    assert_int_equal(g_pc_rows[2], 0);
+    for (int id = 0; id < 2; id++) {
+        assert_int_equal(g_pc_reason[id], MT_FINISH_LENGTH);
+        assert_int_equal(g_pc_rows[id], 20 + 60 - 1);
+    }
+    mt_engine_get_stats(e, &st);
+    assert_int_equal(st.kv_blocks_free, st.kv_blocks_total);
+    mt_engine_free(e);
+    mt_model_free(&m);
+}
+
 /* Blocks taken as tokens need them: preempted requests come back with the same tokens, scores and
  * routing (tests/preemption_check.h). */
 static void test_preemption(void **state) {
@@ -539,6 +589,7 @@ int main(void) {
         cmocka_unit_test(test_scored_prompts),
         cmocka_unit_test(test_kv_sized_from_memory),
         cmocka_unit_test(test_preemption),
+        cmocka_unit_test(test_cancel_preempted),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

@@ -118,7 +118,8 @@ typedef struct mt_engine_event {
                                       scored); else NULL */
     int n_prompt, n_generated, n_cached;   /* n_cached: prompt tokens served from the prefix cache */
     /* FINISHED: routing of every forwarded token, SPEC §2 layout [routing_rows, layers, top_k],
-     * valid during the callback only. */
+     * valid during the callback only. A request cancelled while preempted (waiting to forward its
+     * tokens again) has none: routing_rows 0. */
     const int32_t *routing;
     int routing_rows;
 } mt_engine_event;
