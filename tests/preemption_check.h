@@ -212,6 +212,75 @@ static void check_preemption(const mt_model *m, mt_engine_stats *st_out) {
     }
 }
 
+/* A prompt preempted while it is being scored: request 0 (15 tokens, 40 new) and request 1 (a
+ * 100-token prompt scored from its first token, 3 new) share a 9-block cache in passes of 2 tokens,
+ * so request 1's prompt goes one token a pass beside request 0's decoding; when request 0 needs its
+ * third block, request 1 (the newest) gives its blocks back partway through its prompt, waits for
+ * request 0 to finish, adopts its published first block and forwards the rest. Its scores, tokens
+ * and routing, and request 0's, equal those of each alone. */
+static void check_preempted_while_scoring(const mt_model *m) {
+    mt_err err;
+    pre_row = (size_t)m->cfg.num_hidden_layers * m->cfg.top_k;
+    static int32_t prompt[2][100];
+    const int len[2] = {15, 100}, news[2] = {40, 3};   /* news <= PRE_NEW */
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < len[r]; i++) prompt[r][i] = (int32_t)(3 + (i * 37 + r * 101) % 450);
+    mt_request reqs[2];
+    for (int r = 0; r < 2; r++)
+        reqs[r] = (mt_request){.id = r, .prompt = prompt[r], .n_prompt = len[r], .max_new_tokens = news[r],
+                               .ignore_eos = true, .sampling = {.temperature = 0.0f, .top_p = 1.0f},
+                               .score_from = r == 1 ? 1 : 0, .top_logprobs = r == 1 ? 2 : 0};
+    /* request 1 alone: its scores */
+    pre_clear();
+    mt_engine_opts alone = {.num_kv_blocks = 64, .max_batch_tokens = 256, .max_running = 1};
+    mt_engine *e = mt_engine_new(m, &alone, pre_on_event, NULL, NULL, &err);
+    if (!e || mt_engine_submit(e, &reqs[1], &err)) fail_msg("%s", err.msg);
+    while (!mt_engine_idle(e))
+        if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+    mt_engine_free(e);
+    float *lp = pre_res[1].prompt_lp;
+    int32_t *top = pre_res[1].prompt_top;
+    pre_res[1].prompt_lp = NULL;
+    pre_res[1].prompt_top = NULL;
+    /* both together */
+    pre_clear();
+    mt_engine_opts o = {.num_kv_blocks = 9, .max_batch_tokens = 2, .max_running = 2, .prefix_cache = true};
+    e = mt_engine_new(m, &o, pre_on_event, NULL, NULL, &err);
+    for (int r = 0; r < 2 && e; r++)
+        if (mt_engine_submit(e, &reqs[r], &err)) fail_msg("%s", err.msg);
+    if (!e) fail_msg("%s", err.msg);
+    while (!mt_engine_idle(e))
+        if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+    mt_engine_stats st;
+    mt_engine_get_stats(e, &st);
+    mt_engine_free(e);
+    print_message("  a 100-token prompt preempted while scored: %ld preemption, %ld tokens forwarded again\n",
+                  st.preemptions, st.tokens_recomputed);
+    assert_int_equal(st.preemptions, 1);
+    /* preempted partway: it forwarded again less than its prompt, more than nothing */
+    assert_true(st.tokens_recomputed > 0 && st.tokens_recomputed < 100 - MT_KV_BLOCK);
+    if (memcmp(pre_res[1].prompt_lp, lp, sizeof(float) * 100) || memcmp(pre_res[1].prompt_top, top, sizeof(int32_t) * 200))
+        fail_msg("the preempted prompt's scores differ from its scores alone");
+    for (int r = 0; r < 2; r++) {
+        mt_routing_table t;
+        assert_int_equal(mt_routing_table_init(&t, m->cfg.num_hidden_layers, m->cfg.top_k, 8), 0);
+        mt_routing_sink sink = mt_routing_table_sink(&t);
+        int32_t out[PRE_NEW];
+        int n_out;
+        mt_generate_opts go = {.max_new_tokens = news[r], .ignore_eos = true, .sink = &sink};
+        if (mt_generate(m, prompt[r], len[r], &go, out, &n_out, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(pre_res[r].n_tokens, news[r]);
+        assert_memory_equal(pre_res[r].tokens, out, (size_t)news[r] * sizeof(int32_t));
+        assert_int_equal(pre_res[r].rows, t.rows);
+        if (memcmp(pre_res[r].routing, t.ids, (size_t)t.rows * pre_row * sizeof(int32_t)))
+            fail_msg("request %d: routing differs from the solo run", r);
+        mt_routing_table_free(&t);
+    }
+    free(lp);
+    free(top);
+    pre_clear();
+}
+
 /* ---- decode against prefill ---------------------------------------------------------------- */
 
 #define DP_PROMPT 70 /* the longest of the prompts */

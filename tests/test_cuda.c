@@ -250,6 +250,7 @@ static void test_preemption_on_device(void **state) {
     attach_or_fail(&m);
     check_decode_equals_prefill(&m);
     check_preemption(&m, NULL);
+    check_preempted_while_scoring(&m);
     mt_model_free(&m);
 }
 

@@ -575,6 +575,7 @@ static void test_preemption(void **state) {
     if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
     check_decode_equals_prefill(&m);
     check_preemption(&m, NULL);
+    check_preempted_while_scoring(&m);
     mt_model_free(&m);
 }
 

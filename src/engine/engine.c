@@ -534,11 +534,16 @@ static bool scores_at(const seq *s, int p) {
     return s->score_from > 0 && p >= s->score_from - 1 && p >= s->peak_forwarded && p < s->n_prompt - 1;
 }
 
+/* The first position from f on that may score a prompt token (score_from > 0). */
+static int first_scored(const seq *s, int f) {
+    int lo = f > s->score_from - 1 ? f : s->score_from - 1;
+    return lo > s->peak_forwarded ? lo : s->peak_forwarded;
+}
+
 /* Positions of [f, f + k) whose logits score the next prompt token. */
 static int scored_in(const seq *s, int f, int k) {
     if (s->score_from == 0) return 0;
-    int lo = f > s->score_from - 1 ? f : s->score_from - 1, hi = f + k < s->n_prompt - 1 ? f + k : s->n_prompt - 1;
-    if (lo < s->peak_forwarded) lo = s->peak_forwarded;
+    int lo = first_scored(s, f), hi = f + k < s->n_prompt - 1 ? f + k : s->n_prompt - 1;
     return hi > lo ? hi - lo : 0;
 }
 
@@ -634,7 +639,7 @@ static int step_once(mt_engine *e, mt_err *err) {
         if (chunk[i] || s->n_forwarded >= s->n_tokens) continue;
         int f = s->n_forwarded, take = s->n_tokens - f;
         if (take > budget) take = budget;
-        if (scored_in(s, f, take) > score_left) take = (f > s->score_from - 1 ? 0 : s->score_from - 1 - f) + score_left;
+        if (scored_in(s, f, take) > score_left) take = first_scored(s, f) - f + score_left;
         score_left -= scored_in(s, f, take);
         chunk[i] = take;
         budget -= take;
