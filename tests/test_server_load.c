@@ -2,6 +2,8 @@
  *  - a bounded loopback load (300 requests, 32 client threads, some streamed, some abandoned):
  *    every completed request carries its full routing, nothing is left in the engine or the KV
  *    cache, and the server exits 0 on SIGTERM (under ASan: no leak);
+ *  - the same kind of load with a KV cache of 10 blocks: requests are preempted and come back, and
+ *    every completed one still has its full routing; /metrics counts the preemptions, the log says so;
  *  - a client that disconnects (non-streamed, streamed, or still queued) cancels its sequence:
  *    it finishes as "abort" long before its token limit and its KV blocks are freed, and the
  *    request is counted with code 499 in moetrace_http_requests_total (a stream sent to its end:
@@ -91,17 +93,15 @@ static engine_state wait_idle(mt_http_client *c, double aborted) {
     return s;
 }
 
-static void test_load(void **state) {
-    (void)state;
-    if (!g_bin) skip();
+/* Runs the load o against a server started with `extra` flags, checks every completed request and
+ * that the engine ends empty; returns the server's /metrics body (malloc'd) and log. */
+static void run_load(const char *extra, const char *log_name, mt_load_opts o, char **metrics_out, char **log_out) {
     mt_test_server srv;
     char args[512], log[512];
-    snprintf(args, sizeof args, "--model %s --threads 1 --enable-return-routed-experts --max-running-requests 32", MODEL);
-    snprintf(log, sizeof log, "%s/load.log", g_dir);
+    snprintf(args, sizeof args, "--model %s --threads 1 --enable-return-routed-experts %s", MODEL, extra);
+    snprintf(log, sizeof log, "%s/%s", g_dir, log_name);
     assert_int_equal(mt_test_server_start(&srv, g_bin, args, log, 120), 0);
-    mt_load_opts o = {.url = srv.url, .requests = 300, .concurrency = 32, .max_prompt_tokens = 64,
-                      .max_new_tokens = 12, .vocab_size = 512, .num_experts = 8, .disconnect_fraction = 0.1,
-                      .stream_fraction = 0.25, .seed = 7};
+    o.url = srv.url;
     mt_load_result r;
     int rc = mt_load_run(&o, &r);
     print_message("load: %d completed, %d abandoned, %d failed in %.2f s (%.0f requests/s; p50 %.0f ms, p99 %.0f ms)\n",
@@ -116,8 +116,46 @@ static void test_load(void **state) {
         s = read_state(c);
     }
     assert_true(s.running == 0 && s.waiting == 0 && s.kv_free == s.kv_total);
+    mt_http_response m;
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &m), 0);
+    *metrics_out = strdup(m.body);
+    mt_http_response_free(&m);
     mt_http_client_free(c);
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+    *log_out = mt_test_server_log(&srv);
+}
+
+static void test_load(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_load_opts o = {.requests = 300, .concurrency = 32, .max_prompt_tokens = 64, .max_new_tokens = 12,
+                      .vocab_size = 512, .num_experts = 8, .disconnect_fraction = 0.1, .stream_fraction = 0.25,
+                      .seed = 7};
+    char *metrics, *log;
+    run_load("--max-running-requests 32", "load.log", o, &metrics, &log);
+    free(metrics);
+    free(log);
+}
+
+/* The same with a KV cache far too small for the requests running together: they are preempted
+ * and come back (some abandoned by their clients meanwhile), every completed one still with its full
+ * routing; the metrics count the preemptions and the log tells of them. */
+static void test_load_preempting(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_load_opts o = {.requests = 120, .concurrency = 16, .max_prompt_tokens = 64, .max_new_tokens = 96,
+                      .vocab_size = 512, .num_experts = 8, .disconnect_fraction = 0.1, .stream_fraction = 0.25,
+                      .seed = 11};
+    char *metrics, *log;
+    run_load("--max-running-requests 16 --kv-blocks 10", "load_preempting.log", o, &metrics, &log);
+    double preempted = mt_prom_value(metrics, "moetrace_preemptions_total");
+    print_message("preempting load: %g preemptions, %g tokens forwarded again\n", preempted,
+                  mt_prom_value(metrics, "moetrace_tokens_recomputed_total"));
+    assert_true(preempted > 0);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "the KV cache ran out"));
+    free(metrics);
+    free(log);
 }
 
 static const char LONG_REQUEST[] =
@@ -257,6 +295,7 @@ static void test_disconnect_cancels(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),
+        cmocka_unit_test(test_load_preempting),
         cmocka_unit_test(test_disconnect_cancels),
     };
     return cmocka_run_group_tests(tests, setup, server_teardown);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/weight_swap.h"
 #include "server/job_results.h"
@@ -66,6 +67,8 @@ struct mt_engine_loop {
     live_node *live[LIVE_BUCKETS];
     id_list self_cancels;      /* ids whose stop string matched during the last step */
     job_list held;             /* submitted during a weight update, admitted after it */
+    long preemptions_logged;   /* the engine's preemptions when the log last told of them */
+    time_t preemptions_log_at; /* ... and when (at most one such line a minute) */
 };
 
 static void id_push(id_list *l, int64_t id) {
@@ -350,6 +353,18 @@ static void run_tasks(mt_engine_loop *l) {
     task_finish(l, t, rc ? -1 : 0, &err);
 }
 
+/* Tells the log, at most once a minute, that the KV cache ran out and requests were preempted. */
+static void log_preemptions(mt_engine_loop *l, long preemptions, long recomputed) {
+    time_t now = time(NULL);
+    if (preemptions == l->preemptions_logged || (l->preemptions_log_at && now - l->preemptions_log_at < 60)) return;
+    mt_log("engine: the KV cache ran out: %ld requests preempted so far (%ld more since the last report), %ld tokens "
+           "forwarded again; their outputs are unchanged. A larger --kv-cache-fraction or --kv-blocks, or a smaller "
+           "--max-running-requests, avoids it",
+           preemptions, preemptions - l->preemptions_logged, recomputed);
+    l->preemptions_logged = preemptions;
+    l->preemptions_log_at = now;
+}
+
 static void *loop_main(void *arg) {
     mt_engine_loop *l = arg;
     job_list taken = {0};
@@ -410,7 +425,9 @@ static void *loop_main(void *arg) {
         l->self_cancels.n = 0;
         pthread_mutex_lock(&l->mu);
         mt_engine_get_stats(l->engine, &l->stats);
+        long preemptions = l->stats.preemptions, recomputed = l->stats.tokens_recomputed;
         pthread_mutex_unlock(&l->mu);
+        log_preemptions(l, preemptions, recomputed);
     }
     free(taken.jobs);
     free(cancels.ids);
