@@ -35,6 +35,7 @@ typedef struct seen {
     int passes, layer_events, tokens;
     int64_t req[64];
     int32_t pos[64], ids[64 * K];
+    uint8_t again[64];  /* mt_routing_event.recomputed (255: the event had none) */
     int pass_tokens[8];
     int pass_seqs[8];
 } seen;
@@ -46,6 +47,7 @@ static void seen_layer(void *ctx, const mt_routing_event *ev) {
     for (int t = 0; t < ev->n_tokens; t++) {
         s->req[s->tokens] = ev->request_ids[t];
         s->pos[s->tokens] = ev->positions[t];
+        s->again[s->tokens] = ev->recomputed ? ev->recomputed[t] : 255;
         memcpy(s->ids + (size_t)s->tokens * K, ev->topk_ids + (size_t)t * K, K * sizeof(int32_t));
         s->tokens++;
     }
@@ -59,10 +61,13 @@ static void seen_pass(void *ctx, const mt_pass_event *ev) {
 }
 
 /* One pass: tokens of requests req[0..n), sequence slot = request id, position = 10 * pass + t,
- * group group_of[request id] (0 past n_groups' ids); routing of token t at layer l: (t + l + j) % E. */
+ * group group_of[request id] (0 past n_groups' ids); routing of token t at layer l: (t + l + j) % E;
+ * tokens t = 1, 4, 7 ... flagged as forwarded again (mt_routing_event.recomputed). */
 static void feed(mt_routing_sink s, int pass, const int64_t *req, int n, const int32_t *group_of, int n_ids) {
     int32_t seq[MAX_T], pos[MAX_T], tok[MAX_T], grp[MAX_T], ids[MAX_T * K];
+    uint8_t again[MAX_T];
     for (int t = 0; t < n; t++) {
+        again[t] = t % 3 == 1;
         grp[t] = req[t] >= 0 && req[t] < n_ids ? group_of[req[t]] : 0;
         seq[t] = (int32_t)req[t];
         pos[t] = 10 * pass + t;
@@ -72,7 +77,8 @@ static void feed(mt_routing_sink s, int pass, const int64_t *req, int n, const i
         for (int t = 0; t < n; t++)
             for (int j = 0; j < K; j++) ids[t * K + j] = (t + l + j) % E;
         mt_routing_event ev = {.layer = l, .n_tokens = n, .top_k = K, .seq_ids = seq, .positions = pos,
-                               .tokens = tok, .request_ids = req, .topk_ids = ids, .request_groups = grp};
+                               .tokens = tok, .request_ids = req, .topk_ids = ids, .request_groups = grp,
+                               .recomputed = again};
         s.on_layer(s.ctx, &ev);
     }
     mt_pass_event pe = {.n_tokens = n, .num_seqs_in_pass = 0};
@@ -110,6 +116,7 @@ static void test_split_divides_tokens(void **state) {
         assert_int_equal(a.req[i], a_req[i]);
         assert_int_equal(a.pos[i], a_pos[i]);
         for (int j = 0; j < K; j++) assert_int_equal(a.ids[i * K + j], (a_pos[i] + j) % E);
+        assert_int_equal(a.again[i], a_pos[i] % 3 == 1); /* each token keeps its flag */
     }
     /* group 1: tokens 1 and 4 of pass 0, then the token of pass 2; never pass 1 */
     assert_int_equal(b.passes, 2);
@@ -131,6 +138,7 @@ static void test_split_divides_tokens(void **state) {
     for (int i = 0; i < 5; i++) {
         assert_int_equal(rest.req[i], rest_req[i]);
         assert_int_equal(rest.pos[i], rest_pos[i]);
+        assert_int_equal(rest.again[i], rest_pos[i] % 10 % 3 == 1);
     }
     assert_false(mt_routing_split_failed(sp));
     mt_routing_split_free(sp);

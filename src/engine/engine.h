@@ -9,7 +9,8 @@
  * MT_KV_BLOCK tokens. When none is left, the newest running sequences are preempted: they give their
  * blocks back (full ones stay in the prefix cache), wait at the head of the queue, and on return
  * forward again whatever is no longer cached. Their tokens, scores and routing do not change (a
- * token's pass does not depend on its batch); the recorder's sink sees recomputed tokens again.
+ * token's pass does not depend on its batch); the sink sees recomputed tokens again, flagged
+ * (mt_routing_event.recomputed). mt_engine_opts.reserve_whole reserves whole contexts instead.
  *
  * Use: mt_engine_submit() requests, call mt_engine_step() until mt_engine_idle(); events (each
  * generated token, each finished request with its full routing) arrive through the callback given
