@@ -240,6 +240,23 @@ static void test_batch_invariance_on_device(void **state) {
     mt_model_free(&m);
 }
 
+/* The same on the shape moetrace serves in production: Qwen3-30B-A3B's (dummy weights on the
+ * device, 48 layers, 128 experts, hidden 2,048), whose kernels' variants (row widths, product
+ * shapes, the folded combine at 512 threads) the mid-size model does not reach; and its decoded
+ * tokens forwarded again in prefill chunks. About 15 s on an H200. */
+static void test_batch_invariance_qwen3_shape(void **state) {
+    (void)state;
+    require_gpu();
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b", MT_LOAD_SHAPES, &err)) fail_msg("%s", err.msg);
+    attach_or_fail(&m);
+    mt_engine_opts o = {.num_kv_blocks = 4000, .max_batch_tokens = 512, .max_running = 64, .prefix_cache = true};
+    check_batched_equals_solo(&m, &o);
+    check_decode_equals_prefill(&m);
+    mt_model_free(&m);
+}
+
 /* Preempted requests forward their tokens again on the device with the same bits (their routing,
  * tokens, scores), their block tables growing between decode graphs' passes. */
 static void test_preemption_on_device(void **state) {
@@ -363,6 +380,7 @@ int main(void) {
         cmocka_unit_test(test_matches_cpu_mid_size),
         cmocka_unit_test(test_wgmma_path_same_bits),
         cmocka_unit_test(test_batch_invariance_on_device),
+        cmocka_unit_test(test_batch_invariance_qwen3_shape),
         cmocka_unit_test(test_placement_on_device),
         cmocka_unit_test(test_preemption_on_device),
         cmocka_unit_test(test_device_memory_plan),
