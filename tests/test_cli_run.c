@@ -152,17 +152,29 @@ static void test_bad_inputs(void **state) {
         {"run --model %s/notok --input-ids 1 --frobnicate", 2, "--frobnicate"},
         {"run --model %s/notok --input-ids 1", 1, "safetensors"},
         {"run --model %s/nonexistent --input-ids 1", 1, "config.json"},
-        {"run --model %s/notok --load-format dummy --input-ids 1 --tokens-out /nonexistent/dir/t.npy", 1, "/nonexistent"},
+        /* output paths are checked before the model is loaded (they failed after the run before) */
+        {"run --model %s/notok --load-format dummy --input-ids 1 --tokens-out /nonexistent/dir/t.npy", 2,
+         "folder '/nonexistent/dir' does not exist"},
+        {"run --model %s/notok --load-format dummy --input-ids 1 --routing-out %s", 2, "is a folder"},
+        {"run --model %s/notok --load-format dummy --input-ids 1 --logits-out ''", 2, "--logits-out: the path is empty"},
         {"frobnicate", 2, "unknown command"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[512], out[8192];
-        snprintf(args, sizeof args, cases[i].args, g_dir);
+        snprintf(args, sizeof args, cases[i].args, g_dir, g_dir);
         int st = run_moetrace(args, out, sizeof out);
         if (st != cases[i].status || !strstr(out, cases[i].needle))
             fail_msg("'%s': exit %d (want %d), output '%s' lacks '%s'", args, st, cases[i].status, out, cases[i].needle);
     }
     char out[8192];
+    /* a run refused before its first token prints nothing on stdout (it printed a newline) */
+    const char *refused[] = {"--input-ids 1,5000", "--input-ids 1 --max-new-tokens 300"};
+    for (size_t i = 0; i < 2; i++) {
+        char args[512];
+        snprintf(args, sizeof args, "run --model %s/model --load-format dummy %s 2>/dev/null | wc -c", g_dir, refused[i]);
+        assert_int_equal(run_moetrace(args, out, sizeof out), 0);
+        if (atoi(out) != 0) fail_msg("'%s': %s bytes on stdout", args, out);
+    }
     if (mt_cuda_device_count() == 0) {   /* without a GPU, --device cuda is a clear error */
         char args[512];
         snprintf(args, sizeof args, "run --model %s/notok --input-ids 1 --device cuda", g_dir);

@@ -350,7 +350,7 @@ static void test_stat_dump(void **state) {
         {"[1, 2]", "[2, 1]", "moe_layers"},
         {"[1, 2]", "[1, 3]", "moe_layers[1]"},
         {"\"num_experts\": 4", "\"num_experts\": 0", "num_experts"},
-        {"\"mode\": \"stat\"", "\"mode\": \"per_token\"", "mode"},
+        {"\"mode\": \"stat\"", "\"mode\": \"trace\"", "mode"},
         {"\"top_k\"", "top_k\"", "invalid JSON"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -366,6 +366,22 @@ static void test_stat_dump(void **state) {
     }
     assert_int_equal(mt_stat_dump_load(MT_BINARY_DIR "/no/such/dump.json", &d, &err), -1);
     assert_non_null(strstr(err.msg, "no/such/dump.json"));
+
+    /* a per_token dump's JSON index holds the same counts: read like a stat dump */
+    char buf[sizeof GOOD_DUMP + 64];
+    const char *at = strstr(GOOD_DUMP, "\"mode\": \"stat\"");
+    assert_non_null(at);
+    snprintf(buf, sizeof buf, "%.*s\"mode\": \"per_token\"%s", (int)(at - GOOD_DUMP), GOOD_DUMP,
+             at + strlen("\"mode\": \"stat\""));
+    if (mt_stat_dump_parse(buf, strlen(buf), "index.json", &d, &err)) fail_msg("%s", err.msg);
+    assert_memory_equal(d.moe_count, want, sizeof want);
+    assert_int_equal(mt_stat_dump_require_tokens(&d, "index.json", &err), 0);
+    /* a dump without tokens: no placement can be planned from it */
+    memset(d.moe_count, 0, sizeof want);
+    assert_int_equal(mt_stat_dump_require_tokens(&d, "zero.json", &err), -1);
+    assert_non_null(strstr(err.msg, "zero.json"));
+    assert_non_null(strstr(err.msg, "no tokens were recorded"));
+    mt_stat_dump_free(&d);
 }
 
 /* ---- CLI end to end ---- */
@@ -505,6 +521,9 @@ static void test_cli(void **state) {
                "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 4, \"moe_layers\": [1, 2, 3],"
                " \"num_experts\": 8, \"logical_count\": [[0,0,0,0,0,0,0,0],[1,2,3,4,5,6,7,8],[1,2,3,4,5,6,7,8],"
                "[1,2,3,4,5,6,7,8]]}");
+    write_text(TMP "/zero.json",
+               "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 2, \"moe_layers\": [0, 1],"
+               " \"num_experts\": 8, \"logical_count\": [[0,0,0,0,0,0,0,0],[0,0,0,0,0,0,0,0]]}");
     struct {
         const char *args, *needle;
     } bad[] = {
@@ -524,6 +543,7 @@ static void test_cli(void **state) {
          "/x.json",
          "other_experts.json"},
         {"--counts " TMP "/dump.json --num-replicas 24 --num-gpus 8 --out " TMP "/no/such/dir/x.json", "x.json"},
+        {"--counts " TMP "/zero.json --num-replicas 16 --num-gpus 8 --out " TMP "/x.json", "no tokens were recorded"},
     };
     unlink(TMP "/x.json");
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -181,6 +181,13 @@ static void test_outputs_agree(void **state) {
     cJSON_Delete(index);
     mt_checkpoint_close(ck);
     assert_png(g_dir, "out/heatmap.png");
+    /* the per-token index reads as a dump (its counts are the stat dump's): report and eplb take it */
+    snprintf(args, sizeof args, "report %s --out %s/out/per_token.png", tok_index, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("report on the per-token index: %s", out);
+    assert_png(g_dir, "out/per_token.png");
+    snprintf(args, sizeof args, "eplb --counts %s --num-replicas 8 --num-gpus 4 --out %s/out/pt_placement.json",
+             tok_index, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("eplb on the per-token index: %s", out);
     cJSON_Delete(stat);
     cJSON_Delete(sum);
 }
@@ -452,6 +459,13 @@ static void test_bad_datasets(void **state) {
         int st = run_moetrace(args, out, sizeof out);
         if (st == 0 || !strstr(out, cases[i].needle)) fail_msg("case %zu: exit %d, output '%s' lacks '%s'", i, st, out, cases[i].needle);
     }
+    /* --out naming a file: refused before the dataset runs (it failed when the dump was written) */
+    char args[1024], out[8192];
+    write_file("good.jsonl", "{\"input_ids\": [1, 2]}\n");
+    write_file("a_file", "x");
+    snprintf(args, sizeof args, "profile --model %s --data %s/good.jsonl --out %s/a_file", MODEL, g_dir, g_dir);
+    assert_int_not_equal(run_moetrace(args, out, sizeof out), 0);
+    if (!strstr(out, "exists and is not a folder")) fail_msg("output '%s'", out);
 }
 
 int main(void) {

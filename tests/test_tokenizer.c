@@ -534,6 +534,12 @@ static void cli(void **state) {
         {model_sp, "1,2,-3", "id -3 is outside the vocabulary", size_sp},
         {model_sp, "[5, 99999999999]", "id 99999999999", size_sp},
         {gap, "0,1,2", "id 1 is no token", "3 ids"},
+        /* malformed lists (the first three were read as [1, 2] before) */
+        {model_sp, "[1,2", "no closing ']'", "[1,2"},
+        {model_sp, "1,2]", "a ']' without '['", "1,2]"},
+        {model_sp, "1,2,", "an id missing", "1,2,"},
+        {model_sp, "1 2", "unexpected text after the ids", "1 2"},
+        {model_sp, "1,,2", "not an integer", "1,,2"},
     };
     for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
         snprintf(cmd, sizeof cmd, "%s detokenize --model %s --ids '%s' 2>&1", bin, bad_ids[i].model, bad_ids[i].ids);

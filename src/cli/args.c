@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int mt_arg_int(const char *flag, const char *s, long lo, long hi, int *out) {
     char *end;
@@ -83,6 +85,76 @@ int mt_arg_load_format(const char *flag, const char *s, mt_load_format *out) {
     else if (!strcmp(s, "dummy")) *out = MT_LOAD_DUMMY;
     else {
         fprintf(stderr, "moetrace: %s: '%s' is not auto or dummy\n", flag, s);
+        return -1;
+    }
+    return 0;
+}
+
+/* The folder part of path ("." when it has none) into buf. */
+static void parent_of(const char *path, char *buf, size_t len) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(buf, len, ".");
+    else if (slash == path) snprintf(buf, len, "/");
+    else snprintf(buf, len, "%.*s", (int)(slash - path), path);
+}
+
+/* 0 when dir is a folder this process can create files in; else prints why. */
+static int writable_dir(const char *flag, const char *path, const char *dir) {
+    struct stat st;
+    if (stat(dir, &st)) {
+        fprintf(stderr, "moetrace: %s %s: folder '%s' does not exist\n", flag, path, dir);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "moetrace: %s %s: '%s' is not a folder\n", flag, path, dir);
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK)) {
+        fprintf(stderr, "moetrace: %s %s: cannot write into folder '%s': %s\n", flag, path, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int mt_arg_out_file(const char *flag, const char *path) {
+    if (!*path) {
+        fprintf(stderr, "moetrace: %s: the path is empty\n", flag);
+        return -1;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "moetrace: %s %s: is a folder (give a file name)\n", flag, path);
+            return -1;
+        }
+        if (access(path, W_OK)) {
+            fprintf(stderr, "moetrace: %s %s: cannot be written: %s\n", flag, path, strerror(errno));
+            return -1;
+        }
+    }
+    char dir[4096];
+    parent_of(path, dir, sizeof dir);
+    return writable_dir(flag, path, dir);
+}
+
+int mt_arg_out_dir(const char *flag, const char *path) {
+    if (!*path) {
+        fprintf(stderr, "moetrace: %s: the path is empty\n", flag);
+        return -1;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "moetrace: %s %s: exists and is not a folder\n", flag, path);
+            return -1;
+        }
+        return writable_dir(flag, path, path);
+    }
+    char parent[4096];
+    parent_of(path, parent, sizeof parent);
+    if (writable_dir(flag, path, parent)) return -1;
+    if (mkdir(path, 0755) && errno != EEXIST) {
+        fprintf(stderr, "moetrace: %s %s: cannot create the folder: %s\n", flag, path, strerror(errno));
         return -1;
     }
     return 0;

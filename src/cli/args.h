@@ -17,6 +17,12 @@ int mt_arg_id_list(const char *flag, const char *s, int32_t **ids, int *n);
 /* "auto" | "dummy" (--load-format). */
 int mt_arg_load_format(const char *flag, const char *s, mt_load_format *out);
 
+/* Output paths, checked before any work so that a long run cannot fail at its end: a file (not
+ * empty, not a folder, writable if it exists) in a folder that exists and can be written; a folder
+ * (created when missing, its parent existing). */
+int mt_arg_out_file(const char *flag, const char *path);
+int mt_arg_out_dir(const char *flag, const char *path);
+
 /* For the parsing loop: returns argv[++*i], or prints "FLAG needs a value" and returns NULL. */
 const char *mt_arg_value(int argc, char **argv, int *i);
 

@@ -1,6 +1,7 @@
 /* moetrace detokenize: ids -> text with the folder's tokenizer.json, as the tokenizers library's
  * Tokenizer.decode(ids, skip_special_tokens) (SPEC §3). Prints exactly the text (no newline added). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,22 +22,30 @@ static const char USAGE[] =
     "  --ids LIST               comma-separated ids; a JSON array such as [1,2,3] works too\n"
     "  --skip-special-tokens    leave special tokens (e.g. <s>, <|im_end|>) out of the text\n";
 
-/* Parses "1,2,3" or "[1, 2, 3]" (any integers: the vocabulary is checked by check_ids). */
+/* Parses "1,2,3" or "[1, 2, 3]" (any integers: the vocabulary is checked by check_ids); "[]" is no
+ * ids. Anything else (an unclosed bracket, a trailing comma, text after the list) is refused. */
+static int ids_error(const char *what, const char *s, long long *v) {
+    fprintf(stderr, "moetrace detokenize: --ids: %s in '%s' (a list such as 1,2,3 or [1, 2, 3])\n", what, s);
+    free(v);
+    return -1;
+}
+
 static int parse_ids(const char *s, long long **out, size_t *n) {
+    const char *given = s;
     size_t cap = 16;
     long long *v = malloc(cap * sizeof *v);
     *n = 0;
     if (!v) return -1;
-    while (*s == ' ' || *s == '[') s++;
-    while (*s && *s != ']') {
+    while (*s == ' ') s++;
+    const bool bracket = *s == '[';
+    if (bracket) s++;
+    while (*s == ' ') s++;
+    bool empty = bracket && *s == ']';
+    while (!empty) {
         char *end;
         errno = 0;
         long long x = strtoll(s, &end, 10);
-        if (end == s || errno) {
-            fprintf(stderr, "moetrace detokenize: --ids: '%s' is not an integer\n", s);
-            free(v);
-            return -1;
-        }
+        if (end == s || errno) return ids_error(*s ? "not an integer" : "an id missing", given, v);
         if (*n == cap) {
             long long *nv = realloc(v, (cap *= 2) * sizeof *v);
             if (!nv) {
@@ -48,14 +57,16 @@ static int parse_ids(const char *s, long long **out, size_t *n) {
         v[(*n)++] = x;
         s = end;
         while (*s == ' ') s++;
-        if (*s == ',') s++;
-        else if (*s && *s != ']') {
-            fprintf(stderr, "moetrace detokenize: --ids: unexpected '%c' (ids are separated by commas)\n", *s);
-            free(v);
-            return -1;
-        }
+        if (*s != ',') break;
+        s++;
         while (*s == ' ') s++;
     }
+    if (bracket) {
+        if (*s != ']') return ids_error("no closing ']'", given, v);
+        s++;
+    }
+    while (*s == ' ') s++;
+    if (*s) return ids_error(*s == ']' ? "a ']' without '['" : "unexpected text after the ids", given, v);
     *out = v;
     return 0;
 }

@@ -264,7 +264,7 @@ int cmd_eplb(int argc, char **argv) {
     char *text = NULL;
     int rc = 1;
 
-    if (mt_stat_dump_load(a.counts, &d, &err)) goto fail;
+    if (mt_stat_dump_load(a.counts, &d, &err) || mt_stat_dump_require_tokens(&d, a.counts, &err)) goto fail;
     if (a.eval) {
         if (mt_stat_dump_load(a.eval, &d2, &err)) goto fail;
         if (d2.num_experts != d.num_experts) {

@@ -265,10 +265,7 @@ static cJSON *summary_json(const profile_state *s, const mt_config *c, double wa
 int cmd_profile(int argc, char **argv) {
     profile_args a;
     if (parse(&a, argc, argv)) return 2;
-    if (mkdir(a.out, 0755) && access(a.out, W_OK)) {
-        fprintf(stderr, "moetrace: --out %s: cannot create or write\n", a.out);
-        return 1;
-    }
+    if (mt_arg_out_dir("--out", a.out)) return 1;
     mt_err err = {{0}};
     mt_model model;
     mt_kernels_init(a.threads); /* first: a GPU upload copies the checkpoint on its threads */

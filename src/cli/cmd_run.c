@@ -107,6 +107,13 @@ static int parse(run_args *a, int argc, char **argv) {
         fprintf(stderr, "moetrace: run: --physical-routing-out needs a placement (--ep-size or --init-expert-location)\n");
         return -1;
     }
+    const struct { const char *flag, *path; } outs[] = {
+        {"--logits-out", a->logits_out},   {"--routing-out", a->routing_out},
+        {"--tokens-out", a->tokens_out},   {"--logprobs-out", a->logprobs_out},
+        {"--physical-routing-out", a->physical_out},
+    };
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
+        if (outs[i].path && mt_arg_out_file(outs[i].flag, outs[i].path)) return -1;
     return mt_cli_check_device(a->device);
 }
 
@@ -153,6 +160,7 @@ static int encode_prompt(const run_args *a, mt_tokenizer *tok, int32_t **ids, in
 /* Streams generated text to stdout as tokens arrive. */
 typedef struct text_out {
     mt_detok_stream *stream;
+    bool printed; /* some text went to stdout */
 } text_out;
 
 static void emit_text(void *ctx, int32_t token) {
@@ -163,6 +171,7 @@ static void emit_text(void *ctx, int32_t token) {
     if (mt_detok_stream_feed(t->stream, &token, 1, &text, &len, &err) == 0) {
         fwrite(text, 1, len, stdout);
         fflush(stdout);
+        t->printed |= len > 0;
     }
     free(text);
 }
@@ -271,7 +280,7 @@ int cmd_run(int argc, char **argv) {
         mt_routing_fanout_add(&fan, mt_routing_table_physical_sink(&phys));
     }
     mt_routing_sink sink = mt_routing_fanout_sink(&fan);
-    text_out text = {tok ? mt_detok_stream_new(tok, 1) : NULL};
+    text_out text = {.stream = tok ? mt_detok_stream_new(tok, 1) : NULL};
     mt_generate_opts opts = {.max_new_tokens = a.max_new_tokens, .ignore_eos = a.ignore_eos, .sampling = a.sampling,
                              .prompt_logits = logits, .out_logprobs = logprobs, .sink = fan.n ? &sink : NULL,
                              .placement = have_plc ? &placement : NULL,
@@ -284,7 +293,9 @@ int cmd_run(int argc, char **argv) {
         mt_err ferr;
         if (mt_detok_stream_finish(text.stream, &rest, &len, &ferr) == 0) fwrite(rest, 1, len, stdout);
         free(rest);
-        putchar('\n');
+        /* a request refused before its first token (an id outside the vocabulary, a prompt over the
+         * context) prints nothing on stdout */
+        if (gen_rc == 0 || text.printed || len > 0) putchar('\n');
         mt_detok_stream_free(text.stream);
     }
     if (gen_rc) {

@@ -37,6 +37,8 @@ struct mt_checkpoint {
     int nfiles;
     mt_tensor_info *tensors;
     int ntensors;
+    void **copies; /* aligned copies of the tensors whose mapped data is not (ncopies of them) */
+    int ncopies;
 };
 
 /* Every dtype the safetensors format defines, with its width in bits. The first three are the
@@ -128,9 +130,6 @@ static int parse_entry(const st_file *f, const cJSON *e, size_t hdr_end, mt_tens
                        bits % 8 ? "bits" : "bytes",
                        (unsigned long long)begin, (unsigned long long)end, (unsigned long long)(end - begin));
     bool supported = DTYPES[k].dt != MT_DTYPE_COUNT;
-    if (supported && (hdr_end + begin) % (bits / 8))
-        return mt_errf(err, "%s: tensor '%s': %s data at file offset %llu is not %u-byte aligned", f->path,
-                       name, DTYPES[k].name, (unsigned long long)(hdr_end + begin), bits / 8);
 
     t->name = name;
     t->dtype = DTYPES[k].dt;
@@ -224,6 +223,26 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
         }
     }
     free(spans);
+    /* The format does not require alignment (writers such as MLX's pack tensors after an unpadded
+     * header): a supported tensor whose data is not aligned to its element size is copied into an
+     * aligned buffer, the others stay in the mapping. */
+    for (int i = ck->ntensors - ns; rc == 0 && i < ck->ntensors; i++) {
+        mt_tensor_info *t = &ck->tensors[i];
+        size_t width = t->dtype == MT_F32 ? 4 : 2;
+        if (!t->supported || t->nbytes == 0 || (uintptr_t)t->data % width == 0) continue;
+        void **copies = realloc(ck->copies, (size_t)(ck->ncopies + 1) * sizeof *copies);
+        void *aligned = malloc(t->nbytes);
+        if (copies) ck->copies = copies;
+        if (!copies || !aligned) {
+            free(aligned);
+            rc = mt_errf(err, "%s: tensor '%s': out of memory for an aligned copy of %zu bytes", path, t->name,
+                         t->nbytes);
+            break;
+        }
+        memcpy(aligned, t->data, t->nbytes);
+        ck->copies[ck->ncopies++] = aligned;
+        t->data = aligned;
+    }
     return rc;
 }
 
@@ -385,6 +404,8 @@ void mt_checkpoint_close(mt_checkpoint *ck) {
         cJSON_Delete(ck->files[i].json);
         free(ck->files[i].path);
     }
+    for (int i = 0; i < ck->ncopies; i++) free(ck->copies[i]);
+    free(ck->copies);
     free(ck->files);
     free(ck->tensors);
     free(ck->path);

@@ -7,8 +7,9 @@
  * dtype size x product(shape) == byte length, unique names across shards. Errors name the file
  * and the tensor. Tensors of a valid safetensors dtype the kernels cannot read (I64, F8_E4M3, ...)
  * are kept, flagged `supported = false` with `dtype = MT_DTYPE_COUNT`; mt_checkpoint_get() refuses
- * them. Supported tensors are aligned to their element size (else the open fails).
- * Tensor data pointers point into the mapping and stay valid until mt_checkpoint_close().
+ * them. Tensor data pointers point into the mapping, except for supported tensors whose data is not
+ * aligned to their element size (the format allows it), which are copied into aligned memory at
+ * open; both stay valid until mt_checkpoint_close().
  * Format reference: https://github.com/huggingface/safetensors (README, "Format"). */
 #ifndef MT_MODEL_SAFETENSORS_H
 #define MT_MODEL_SAFETENSORS_H

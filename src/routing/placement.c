@@ -241,6 +241,10 @@ static int plan_from_dump(const cJSON *root, const char *name, const mt_moe_shap
         return mt_errf(err, "%s is a stat dump: planning a placement from it needs --ep-size", name);
     mt_stat_dump d;
     if (mt_stat_dump_from_json(root, name, &d, err)) return -1;
+    if (mt_stat_dump_require_tokens(&d, name, err)) {
+        mt_stat_dump_free(&d);
+        return -1;
+    }
     int rc = -1;
     double *w = NULL;
     mt_eplb_plan plan = {0};

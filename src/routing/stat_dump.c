@@ -106,10 +106,11 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
         return mt_errf(err, "%s: field \"format\" is \"%s\", expected \"%s\"", name, fmt->valuestring,
                        MT_STAT_DUMP_FORMAT);
     const cJSON *mode = cJSON_GetObjectItemCaseSensitive(root, "mode");
-    if (mode && (!cJSON_IsString(mode) ||
-                 (strcmp(mode->valuestring, "stat") && strcmp(mode->valuestring, "per_pass"))))
-        return mt_errf(err, "%s: field \"mode\" must be \"stat\" or \"per_pass\" for a dump with logical_count",
-                       name);
+    /* a per_token dump's JSON index carries the same counts (docs/RECORDER.md) */
+    if (mode && (!cJSON_IsString(mode) || (strcmp(mode->valuestring, "stat") && strcmp(mode->valuestring, "per_pass") &&
+                                           strcmp(mode->valuestring, "per_token"))))
+        return mt_errf(err, "%s: field \"mode\" must be \"stat\", \"per_pass\" or \"per_token\" for a dump with "
+                       "logical_count", name);
 
     int64_t nl, ne;
     if (required_int(root, "num_hidden_layers", 1, 1e6, name, &nl, err)) return -1;
@@ -190,6 +191,13 @@ int mt_stat_dump_from_json(const cJSON *root, const char *name, mt_stat_dump *d,
     int rc = parse_root(root, name, d, err);
     if (rc) mt_stat_dump_free(d);
     return rc;
+}
+
+int mt_stat_dump_require_tokens(const mt_stat_dump *d, const char *name, mt_err *err) {
+    for (size_t i = 0; i < (size_t)d->num_moe_layers * (size_t)d->num_experts; i++)
+        if (d->moe_count[i] > 0) return 0;
+    return mt_errf(err, "%s: no tokens were recorded (every count of its MoE layers is 0), so a placement planned "
+                   "from it would be arbitrary; dump after traffic (a dump resets the recorder's counts)", name);
 }
 
 int mt_stat_dump_load(const char *path, mt_stat_dump *d, mt_err *err) {

@@ -43,5 +43,8 @@ int mt_stat_dump_from_json(const cJSON *root, const char *name, mt_stat_dump *d,
 /* Reads and parses the file at path. */
 int mt_stat_dump_load(const char *path, mt_stat_dump *d, mt_err *err);
 void mt_stat_dump_free(mt_stat_dump *d);
+/* 0 when some MoE layer's count is positive; else an error naming the dump: EPLB planned from a dump
+ * without tokens would place experts arbitrarily. */
+int mt_stat_dump_require_tokens(const mt_stat_dump *d, const char *name, mt_err *err);
 
 #endif
