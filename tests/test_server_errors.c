@@ -108,22 +108,24 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* A Content-Length above --max-request-bytes is answered 413 at once from the header, while the
- * client has sent no byte of the body (the server used to wait for the body until its idle
- * timeout, 60 s, then close without an answer). The API key check still comes first (want 401). */
-static void expect_early_413(int port, const char *auth, int want) {
+/* A request is answered at once from its headers, while the client has sent no byte of its body of
+ * Content-Length bytes: a length above --max-request-bytes with 413 (the server used to wait for the
+ * body until its idle timeout, 60 s, then close without an answer); a missing API key with 401,
+ * whatever the length (it used to read and keep the whole body first, up to the cap). The API key
+ * check comes first. */
+static void expect_early(int port, const char *auth, const char *length, int want) {
     char req[512], reply[4096];
     snprintf(req, sizeof req, "POST /generate HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
-             "Content-Length: 99999999999\r\n\r\n", auth);
+             "Content-Length: %s\r\n\r\n", auth, length);
     double t0 = now_s();
     int status = raw_exchange(port, req, false, reply, sizeof reply);
     double dt = now_s() - t0;
-    if (status != want || dt > 5) fail_msg("Content-Length 99999999999: status %d after %.1f s (want %d at once): %s",
+    if (status != want || dt > 5) fail_msg("Content-Length %s: status %d after %.1f s (want %d at once): %s", length,
                                           status, dt, want, reply);
     const char *body = strstr(reply, "\r\n\r\n");
     assert_non_null(body);
     mt_http_response r = {.status = status, .body = (char *)body + 4};
-    expect_error(&r, want, want == 413 ? "exceeds" : "API key", "Content-Length 99999999999");
+    expect_error(&r, want, want == 413 ? "exceeds" : "API key", length);
 }
 
 static void test_malformed_requests(void **state) {
@@ -259,7 +261,7 @@ static void test_malformed_requests(void **state) {
     expect_alive(c, "a malformed header");
     raw_http(srv.port, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"input_", true);
     expect_alive(c, "a body cut short");
-    expect_early_413(srv.port, "", 413);
+    expect_early(srv.port, "", "99999999999", 413);
     expect_alive(c, "a Content-Length above the limit");
 
     /* Still serving real work, and the refusals were counted. */
@@ -352,8 +354,9 @@ static void test_loading_api_key_and_many_experts(void **state) {
         expect_error(&r, 401, "API key", paths[i]);
         mt_http_response_free(&r);
     }
-    expect_early_413(srv.port, "", 401);
-    expect_early_413(srv.port, "Authorization: Bearer s3cret\r\n", 413);
+    expect_early(srv.port, "", "99999999999", 401);
+    expect_early(srv.port, "Authorization: Bearer s3cret\r\n", "99999999999", 413);
+    expect_early(srv.port, "", "1000000", 401);
     const char *const basic[] = {"Authorization: Basic czNjcmV0", NULL};
     assert_int_equal(mt_http_call_headers(anon, "GET", "/v1/models", NULL, basic, &r), 0);
     expect_error(&r, 401, "API key", "Basic authorization");

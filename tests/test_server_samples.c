@@ -113,6 +113,24 @@ static void test_generate_prompt_list(void **state) {
     }
     cJSON_Delete(list);
 
+    /* sampled with a seed: every prompt of a list draws as it does alone, wherever it stands (its
+     * samples 1.. drew from seeds derived from their place in the whole list before) */
+    const char *sampled = "{\"n\": 2, \"temperature\": 1.0, \"seed\": 21, \"max_new_tokens\": 6, \"ignore_eos\": true}";
+    snprintf(body, sizeof body, "{\"input_ids\": [%s, %s], \"sampling_params\": %s}", p[0], p[1], sampled);
+    list = call("/generate", body, 200);
+    assert_int_equal(cJSON_GetArraySize(list), 4);
+    for (int i = 0; i < 2; i++) {
+        snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": %s}", p[i], sampled);
+        cJSON *solo = call("/generate", body, 200);
+        assert_int_equal(cJSON_GetArraySize(solo), 2);
+        for (int k = 0; k < 2; k++)
+            if (!same_json(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 2 * i + k), "output_ids"),
+                           cJSON_GetObjectItem(cJSON_GetArrayItem(solo, k), "output_ids")))
+                fail_msg("prompt %d sample %d differs from the prompt sent alone", i, k);
+        cJSON_Delete(solo);
+    }
+    cJSON_Delete(list);
+
     /* a string rid names the outputs rid_k; sampling_params per prompt */
     snprintf(body, sizeof body,
              "{\"input_ids\": [%s, %s], \"rid\": \"x\", \"sampling_params\": [{\"max_new_tokens\": 2, \"ignore_eos\": true},"

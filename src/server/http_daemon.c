@@ -95,8 +95,9 @@ static const route *admit(struct MHD_Connection *c, mt_server *s, const char *ur
 }
 
 /* libmicrohttpd calls this first with the headers (no body yet), then with each piece of the body,
- * then once more with none to answer. A Content-Length above the cap is answered (413, or an earlier
- * refusal of admit) on the first call, before any body is read; a body that turns out larger than
+ * then once more with none to answer. Every check admit can make on the headers (API key, path,
+ * method, a Content-Length above the cap, model loaded) is made on the first call, so a refused
+ * request is answered before any of its body is read or kept; a body that turns out larger than
  * the cap is dropped as it arrives and answered 413 at the end. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **req_cls) {
@@ -109,10 +110,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *req_cls = pr;
         atomic_fetch_add(&s->in_flight, 1);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes) {
-            pr->too_large = true;
-            admit(c, s, url, method, pr, &result); /* refuses */
-        }
+        pr->too_large = cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes;
+        admit(c, s, url, method, pr, &result); /* the headers decide: a refused request's body is not read */
         return result;
     }
     if (*upload_size) {

@@ -315,7 +315,8 @@ void mt_gen_request_free(mt_gen_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* A seed of its own for output k > 0 (splitmix64 of the prompt's seed and k). */
+/* A seed of its own for sample k > 0 of a prompt (splitmix64 of the prompt's seed and k): sample 0 is
+ * the prompt alone with its seed, wherever it stands in a list. */
 static uint64_t output_seed(uint64_t seed, int k) {
     if (k == 0) return seed;
     uint64_t x = seed + (uint64_t)k * 0x9E3779B97F4A7C15ull;
@@ -326,7 +327,7 @@ static uint64_t output_seed(uint64_t seed, int k) {
 
 int mt_gen_request_output_params(const mt_gen_request *r, int k, mt_gen_params *out) {
     if (mt_gen_params_copy(out, &r->prompts[k / r->n].params)) return -1;
-    out->sampling.seed = output_seed(out->sampling.seed, k);
+    out->sampling.seed = output_seed(out->sampling.seed, k % r->n); /* sample k % n of its prompt */
     return 0;
 }
 
