@@ -238,6 +238,39 @@ static void test_chat(void **state) {
     }
     assert_string_equal(text, str(msg, "content"));
     mt_sse_events_free(&ev);
+
+    /* content as a list of text parts (OpenAI clients) reads as their texts joined by newlines;
+     * null (an assistant turn with tool calls only) as "" */
+    static const char *const SAME[][2] = {
+        {"[{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Say hello\"}]}]",
+         "[{\"role\": \"user\", \"content\": \"Say hello\"}]"},
+        {"[{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Say\"}, {\"type\": \"text\", "
+         "\"text\": \"hello\"}]}]",
+         "[{\"role\": \"user\", \"content\": \"Say\\nhello\"}]"},
+        {"[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": null}, "
+         "{\"role\": \"user\", \"content\": \"Say hello\"}]",
+         "[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"\"}, "
+         "{\"role\": \"user\", \"content\": \"Say hello\"}]"},
+    };
+    for (size_t i = 0; i < sizeof SAME / sizeof *SAME; i++) {
+        char b1[1024], b2[1024];
+        snprintf(b1, sizeof b1, "{\"messages\": %s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}",
+                 SAME[i][0]);
+        snprintf(b2, sizeof b2, "{\"messages\": %s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}",
+                 SAME[i][1]);
+        cJSON *a = call("/v1/chat/completions", b1, 200), *b = call("/v1/chat/completions", b2, 200);
+        assert_int_equal(num(cJSON_GetObjectItem(a, "usage"), "prompt_tokens"),
+                         num(cJSON_GetObjectItem(b, "usage"), "prompt_tokens"));
+        assert_string_equal(str(cJSON_GetObjectItem(choice0(a), "message"), "content"),
+                            str(cJSON_GetObjectItem(choice0(b), "message"), "content"));
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+    }
+    cJSON *img = call("/v1/chat/completions",
+                      "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"x\"}, "
+                      "{\"type\": \"image_url\", \"image_url\": {\"url\": \"http://x/y.png\"}}]}]}", 400);
+    assert_non_null(strstr(str(cJSON_GetObjectItem(img, "error"), "message"), "content part 1 is of type 'image_url'"));
+    cJSON_Delete(img);
     cJSON_Delete(chat);
 
     static const char *const BAD[] = {
@@ -254,6 +287,9 @@ static void test_chat(void **state) {
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": -1}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": \"yes\"}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": 5}]}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\"}]}]}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": [\"x\"]}]}",
     };
     for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) cJSON_Delete(call("/v1/chat/completions", BAD[i], 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"echo\": 1}", 400));

@@ -8,6 +8,7 @@
 #include "kernels/sample.h"
 #include "server/request_params.h"
 #include "util/json_util.h"
+#include "util/strbuf.h"
 
 #define field mt_params_field
 
@@ -198,6 +199,68 @@ static int completion_prompts(const mt_request_ctx *c, const cJSON *prompt, mt_g
     return 0;
 }
 
+/* Message i's "content" as the chat templates read it, a string, into *out (NULL: keep it as it is).
+ * OpenAI clients may send a list of parts ({"type": "text", "text": ...}): their texts are joined
+ * with newlines, as vLLM does for templates that expect a string; null (an assistant turn that only
+ * calls tools) becomes "". The model reads text only: any other part is a 400 naming it. */
+static int flat_content(const cJSON *content, int i, char **out, mt_api_error *e) {
+    *out = NULL;
+    if (!content || cJSON_IsString(content)) return 0;
+    if (cJSON_IsNull(content)) return (*out = strdup("")) ? 0 : mt_api_fail(e, 500, "out of memory");
+    if (!cJSON_IsArray(content))
+        return mt_api_fail(e, 400, "'messages' entry %d: 'content' must be a string, a list of parts or null", i);
+    mt_strbuf b = {0};
+    int k = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content) {
+        const cJSON *type = cJSON_IsObject(part) ? cJSON_GetObjectItemCaseSensitive(part, "type") : NULL;
+        const cJSON *text = cJSON_IsObject(part) ? cJSON_GetObjectItemCaseSensitive(part, "text") : NULL;
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text)) {
+            mt_strbuf_free(&b);
+            if (cJSON_IsString(type) && strcmp(type->valuestring, "text"))
+                return mt_api_fail(e, 400, "'messages' entry %d: content part %d is of type '%.64s'; the model reads "
+                                   "text parts only", i, k, type->valuestring);
+            return mt_api_fail(e, 400, "'messages' entry %d: content part %d must be {\"type\": \"text\", \"text\": "
+                               "string}", i, k);
+        }
+        if (k++) mt_strbuf_append(&b, "\n", 1);
+        mt_strbuf_append(&b, text->valuestring, strlen(text->valuestring));
+    }
+    *out = mt_strbuf_take(&b);
+    return 0;
+}
+
+/* The messages with every content flat_content changes replaced: a copy, or NULL when none
+ * changes (then the messages are used as they are) or on error (rc -1 in *rc). */
+static cJSON *flat_messages(const cJSON *messages, int *rc, mt_api_error *e) {
+    cJSON *copy = NULL;
+    const cJSON *m;
+    int i = 0;
+    *rc = 0;
+    cJSON_ArrayForEach(m, messages) {
+        char *flat;
+        if (flat_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, &flat, e)) {
+            cJSON_Delete(copy);
+            *rc = -1;
+            return NULL;
+        }
+        if (flat) {
+            if (!copy) copy = cJSON_Duplicate(messages, 1);
+            cJSON *str = cJSON_CreateString(flat);
+            cJSON *cm = copy ? cJSON_GetArrayItem(copy, i) : NULL;
+            free(flat);
+            if (!cm || !str || !cJSON_ReplaceItemInObjectCaseSensitive(cm, "content", str)) {
+                cJSON_Delete(str);
+                cJSON_Delete(copy);
+                *rc = mt_api_fail(e, 500, "out of memory");
+                return NULL;
+            }
+        }
+        i++;
+    }
+    return copy;
+}
+
 /* The prompt of /v1/chat/completions: messages through the chat template, then tokenized without
  * added special tokens (as transformers' apply_chat_template(tokenize=True)). */
 static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
@@ -216,12 +279,16 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     if (tools && !cJSON_IsArray(tools)) return mt_api_fail(e, 400, "'tools' must be a list");
     if (kwargs && !cJSON_IsObject(kwargs)) return mt_api_fail(e, 400, "'chat_template_kwargs' must be an object");
     if (gen_prompt && !cJSON_IsBool(gen_prompt)) return mt_api_fail(e, 400, "'add_generation_prompt' must be true or false");
+    int frc;
+    cJSON *flat = flat_messages(messages, &frc, e);
+    if (frc) return -1;
     char *text = NULL;
     mt_err err;
     if (c->chat_mu) pthread_mutex_lock(c->chat_mu);
-    int rc = mt_chat_render(c->chat_template, messages, tools, gen_prompt ? cJSON_IsTrue(gen_prompt) : 1, kwargs,
-                            &text, &err);
+    int rc = mt_chat_render(c->chat_template, flat ? flat : messages, tools, gen_prompt ? cJSON_IsTrue(gen_prompt) : 1,
+                            kwargs, &text, &err);
     if (c->chat_mu) pthread_mutex_unlock(c->chat_mu);
+    cJSON_Delete(flat);
     if (rc) return mt_api_fail(e, 400, "chat template: %s", err.msg);
     rc = alloc_prompts(r, 1, e) || mt_params_encode(c->tokenizer, text, false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
     free(text);
