@@ -475,6 +475,58 @@ static void test_host_name(void **state) {
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
 
+/* Connections: a request beyond --max-connections is answered 503 (JSON, then the connection
+ * closed) instead of its connection being reset; a new connection that does not send its headers
+ * within --header-timeout is closed, even when it sends a byte now and then (one client could
+ * otherwise hold every connection thread: the server answered nobody, /health included). */
+static int connect_local(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void test_connection_limits(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_test_server srv;
+    assert_int_equal(mt_test_server_start(&srv, g_bin, "--model " MODEL " --threads 1 --max-connections 4 --header-timeout 2",
+                                          path_of("conn.log"), 120), 0);
+    int slow[4];
+    double t0 = now_s();
+    for (int i = 0; i < 4; i++) {
+        slow[i] = connect_local(srv.port);
+        assert_int_equal(write(slow[i], "GET /health HTTP/1.1\r\nHo", 25), 25); /* headers never finished */
+    }
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    char reply[4096];
+    int status = raw_exchange(srv.port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", false, reply, sizeof reply);
+    if (status != 503 || !strstr(reply, "connection limit") || !strcasestr(reply, "Connection: close"))
+        fail_msg("a fifth connection: status %d: %s", status, reply);
+    /* one of them keeps sending a header byte every half second: closed all the same */
+    for (int k = 0; k < 6; k++) {
+        nanosleep(&(struct timespec){0, 500 * 1000 * 1000}, NULL);
+        (void)!write(slow[0], "s", 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        char buf[64];
+        ssize_t n = read(slow[i], buf, sizeof buf); /* the server's end: EOF or a reset */
+        double dt = now_s() - t0;
+        if (n > 0 || dt > 6) fail_msg("slow connection %d: read %zd after %.1f s (want it closed after about 2 s)", i, n, dt);
+        close(slow[i]);
+    }
+    status = raw_exchange(srv.port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", false, reply, sizeof reply);
+    if (status != 200) fail_msg("after the slow connections: status %d: %s", status, reply);
+    char *log = mt_test_server_log(&srv);
+    assert_non_null(strstr(log, "request headers did not all arrive within 2 s"));
+    free(log);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
 static void test_bad_flags(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -486,6 +538,7 @@ static void test_bad_flags(void **state) {
         {"serve --model " MODEL " --expert-distribution-recorder-buffer-size 0", "buffer-size"},
         {"serve --model " MODEL " --expert-dump-dir /nonexistent/dir", "/nonexistent/dir"},
         {"serve --model " MODEL " --frobnicate", "--frobnicate"},
+        {"serve --model " MODEL " --header-timeout 0", "--header-timeout"},
         {"serve --model " MODEL " --device tpu", "tpu"},
         {"serve --model " MODEL " --port 0 --ep-size 3", "--ep-size"},
         {"serve --model " MODEL " --port 0 --init-expert-location /nonexistent.json", "/nonexistent.json"},
@@ -505,6 +558,7 @@ int main(void) {
         cmocka_unit_test(test_loading_api_key_and_many_experts),
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_host_name),
+        cmocka_unit_test(test_connection_limits),
         cmocka_unit_test(test_request_bodies),
     };
     return cmocka_run_group_tests(tests, setup, server_teardown);

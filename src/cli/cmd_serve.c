@@ -50,7 +50,10 @@ static const char SERVE_HELP[] =
     "                              scratch is reserved that the KV cache may take: the device's on cuda\n"
     "                              (default 0.9), the host's on cpu (default 0.3)\n"
     "  --disable-radix-cache       no prefix caching\n"
-    "  --max-connections N         simultaneous HTTP connections (default 256)\n"
+    "  --max-connections N         simultaneous HTTP connections (default 1024); requests on further\n"
+    "                              connections are answered 503\n"
+    "  --header-timeout S          seconds a new connection has to send its first request's headers\n"
+    "                              (default 10); slower ones are closed\n"
     "  --max-request-bytes N       request body cap (default 16777216); larger bodies get 413\n"
     "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
     "  --device cpu|cuda           compute device (default cpu)\n"
@@ -75,6 +78,7 @@ static const char SERVE_HELP[] =
 typedef struct serve_args {
     const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device, *domain_field;
     int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size, max_scored;
+    int header_timeout;
     mt_placement_flags placement;
     long max_body, rec_max_tokens;
     float kv_fraction, drain_timeout;
@@ -89,7 +93,8 @@ static int parse(serve_args *a, int argc, char **argv) {
     a->max_running = 64;
     a->max_batch_tokens = 0;   /* 0: the device's default */
     a->kv_fraction = 0.0f;     /* 0: the device's default */
-    a->max_connections = 256;
+    a->max_connections = 1024;
+    a->header_timeout = 10;
     a->max_body = 16L << 20;
     a->drain_timeout = 30;
     a->rec_max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
@@ -116,6 +121,7 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--kv-cache-fraction")) { VALUE(); if (mt_arg_float(f, v, 0.001, 0.98, &a->kv_fraction)) return -1;
         } else if (!strcmp(f, "--disable-radix-cache")) { a->no_prefix_cache = true;
         } else if (!strcmp(f, "--max-connections")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_connections)) return -1;
+        } else if (!strcmp(f, "--header-timeout")) { VALUE(); if (mt_arg_int(f, v, 1, 3600, &a->header_timeout)) return -1;
         } else if (!strcmp(f, "--max-request-bytes")) { VALUE(); if (mt_arg_int(f, v, 1024, 1 << 30, &n)) return -1; a->max_body = n;
         } else if (!strcmp(f, "--drain-timeout")) { VALUE(); if (mt_arg_float(f, v, 0, 86400, &a->drain_timeout)) return -1;
         } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
@@ -263,7 +269,7 @@ int cmd_serve(int argc, char **argv) {
 
     mt_err err = {{0}};
     mt_server_opts so = {.host = a.host, .port = a.port, .api_key = a.api_key, .max_connections = a.max_connections,
-                         .max_body_bytes = (size_t)a.max_body};
+                         .max_body_bytes = (size_t)a.max_body, .header_timeout_s = a.header_timeout};
     mt_server *server = mt_server_start(&so, &err);
     if (!server) {
         fprintf(stderr, "moetrace: %s\n", err.msg);

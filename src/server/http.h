@@ -25,6 +25,7 @@ typedef struct mt_http_request {
     const char *body;            /* NUL-terminated; body_len bytes */
     size_t body_len;
     int client_fd;               /* the connection's socket, for disconnect detection */
+    bool close;                  /* replies say "Connection: close" (the connection ends after them) */
 } mt_http_request;
 
 /* Value of a query-string argument, or NULL. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -109,6 +110,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!(pr = calloc(1, sizeof *pr))) return MHD_NO;
         *req_cls = pr;
         atomic_fetch_add(&s->in_flight, 1);
+        int open = mt_conn_guard_headers(s->guard, c);
+        if (open > s->opts.max_connections) { /* in the headroom above the limit: answered, then closed */
+            mt_http_request rq = {.server = s, .conn = c, .client_fd = -1, .close = true};
+            char msg[160];
+            snprintf(msg, sizeof msg, "the server is at its connection limit (%d open, --max-connections %d): retry",
+                     open, s->opts.max_connections);
+            int rc = mt_reply_errorf(&rq, 503, "%s", msg);
+            mt_metrics_http(&s->metrics, "other", 503);
+            return rc < 0 ? MHD_NO : MHD_YES;
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         pr->too_large = cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes;
         admit(c, s, url, method, pr, &result); /* the headers decide: a refused request's body is not read */
@@ -153,9 +164,10 @@ static struct MHD_Daemon *listen_on(mt_server *s, const struct sockaddr *addr) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (addr->sa_family == AF_INET6) flags |= MHD_USE_IPv6;
     return MHD_start_daemon(flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->opts.max_connections,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)(s->opts.max_connections + MT_CONN_GUARD_HEADROOM),
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->opts.idle_timeout_s,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, mt_conn_guard_notify, s->guard, MHD_OPTION_END);
 }
 
 /* The numeric form of addr into out. */
@@ -207,6 +219,26 @@ static int listen_host(mt_server *s, mt_err *err) {
                    "machine", host, s->opts.port, tried);
 }
 
+/* Every connection is a socket: raises the soft limit on open files to what max_connections (with
+ * the guard's headroom and some files of the server's own) needs, as far as the hard limit allows,
+ * and lowers max_connections to fit when it cannot (logged). */
+static void fit_file_limit(mt_server *s) {
+    const rlim_t own = 128, need = (rlim_t)s->opts.max_connections + MT_CONN_GUARD_HEADROOM + own;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit want = rl;
+        want.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        int fit = rl.rlim_cur > own + MT_CONN_GUARD_HEADROOM + 1 ? (int)(rl.rlim_cur - own - MT_CONN_GUARD_HEADROOM) : 1;
+        mt_log("http: --max-connections %d needs %llu open files, the process may have %llu (ulimit -n): serving %d "
+               "connections", s->opts.max_connections, (unsigned long long)need, (unsigned long long)rl.rlim_cur, fit);
+        s->opts.max_connections = fit;
+    }
+}
+
 mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
     mt_server *s = calloc(1, sizeof *s);
     if (!s) {
@@ -215,19 +247,26 @@ mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
     }
     s->opts = *o;
     if (!s->opts.host) s->opts.host = "127.0.0.1";
-    if (s->opts.max_connections <= 0) s->opts.max_connections = 256;
+    if (s->opts.max_connections <= 0) s->opts.max_connections = 1024;
+    fit_file_limit(s);
     if (s->opts.max_body_bytes == 0) s->opts.max_body_bytes = 16u << 20;
     if (s->opts.idle_timeout_s <= 0) s->opts.idle_timeout_s = 60;
+    if (s->opts.header_timeout_s <= 0) s->opts.header_timeout_s = 10;
     mt_metrics_init(&s->metrics);
     pthread_mutex_init(&s->chat_mu, NULL);
     s->started = time(NULL);
     s->id_salt = (uint64_t)s->started * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
 
+    if (!(s->guard = mt_conn_guard_new(s->opts.header_timeout_s))) {
+        mt_errf(err, "out of memory, or no thread for the connection watchdog");
+        goto fail;
+    }
     if (listen_host(s, err)) goto fail;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : s->opts.port;
     return s;
 fail:
+    mt_conn_guard_free(s->guard);
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
     free(s);
@@ -252,6 +291,7 @@ int mt_server_requests_in_flight(mt_server *s) { return atomic_load(&s->in_fligh
 void mt_server_stop(mt_server *s) {
     if (!s) return;
     MHD_stop_daemon(s->daemon);
+    mt_conn_guard_free(s->guard);
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
     free(s);

@@ -49,6 +49,7 @@ int mt_reply(mt_http_request *rq, int status, const char *content_type, const ch
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return -1;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (rq->close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(rq->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok == MHD_YES ? status : -1;

@@ -10,7 +10,9 @@
  *
  * HTTP/1.1 with keep-alive on libmicrohttpd, one thread per connection, at most max_connections
  * connections (the bounded worker pool: a handler waits for its job on its own connection thread,
- * so a slow generation never holds up another connection; further connections are refused).
+ * so a slow generation never holds up another connection; requests on further connections are
+ * answered 503, and a new connection that does not send its headers in time is closed:
+ * conn_guard.h).
  * Request bodies above max_body_bytes get 413. With api_key every path but /health needs
  * "Authorization: Bearer KEY" (401 otherwise). Endpoints: docs/API.md. */
 #ifndef MT_SERVER_SERVER_H
@@ -37,6 +39,8 @@ typedef struct mt_server_opts {
     int max_connections;         /* simultaneous connections (each served by its own thread) */
     size_t max_body_bytes;       /* request body cap */
     int idle_timeout_s;          /* an idle keep-alive connection is closed after this */
+    int header_timeout_s;        /* a new connection's first request headers must arrive within this
+                                    (server/conn_guard.h; default 10) */
 } mt_server_opts;
 
 /* What the server serves. Everything is owned by the caller and must outlive the server. */

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "server/conn_guard.h"
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/request_body.h"
@@ -17,6 +18,7 @@ struct MHD_Daemon;
 struct mt_server {
     mt_server_opts opts;
     struct MHD_Daemon *daemon;
+    mt_conn_guard *guard;         /* open connections, header deadlines */
     int port;
     char address[64];             /* numeric, what opts.host resolved to */
     mt_server_metrics metrics;
