@@ -63,6 +63,13 @@ static void test_parse(void **state) {
     assert_string_equal(cJSON_GetObjectItem(j, "text")->valuestring, "a\\u0000b");
     assert_ptr_equal(end, ok + 21);
     cJSON_Delete(j);
+    /* the whole text must be the value: whitespace may follow, nothing else */
+    assert_null(mt_json_parse_whole(ok, strlen(ok), "body", &err));
+    assert_string_equal(err.msg, "body: unexpected text after the JSON value at byte 22");
+    const char *spaced = " {\"a\": 1} \r\n\t ";
+    j = mt_json_parse_whole(spaced, strlen(spaced), "body", &err);
+    if (!j) fail_msg("%s", err.msg);
+    cJSON_Delete(j);
 
     const char *bad = "{\"text\": \"a\\u0000bcdefgh\"}";
     assert_null(mt_json_parse(bad, strlen(bad), "the request body", NULL, &err));

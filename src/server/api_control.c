@@ -24,7 +24,7 @@ int mt_api_update_weights(mt_http_request *rq) {
     mt_server *s = rq->server;
     mt_err err;
     if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
-    cJSON *body = mt_json_parse(rq->body, rq->body_len, "the request body", NULL, &err);
+    cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
     if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
     const cJSON *path = field(body, "model_path"), *format = field(body, "load_format");
     const cJSON *version = field(body, "weight_version");
@@ -74,7 +74,7 @@ int mt_api_weight_version(mt_http_request *rq) {
 
 int mt_api_abort_request(mt_http_request *rq) {
     mt_err err;
-    cJSON *body = mt_json_parse(rq->body, rq->body_len, "the request body", NULL, &err);
+    cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
     if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
     const cJSON *rid = field(body, "rid");
     bool all = false;

@@ -130,7 +130,7 @@ int mt_api_generate(mt_http_request *rq) {
     mt_gen_request r;
     mt_request_ctx c;
     mt_server_request_ctx(s, &c);
-    if (mt_request_parse(&c, MT_BODY_GENERATE, rq->body, rq->body_len, &r, &e)) return mt_reply_error(rq, &e);
+    if (mt_request_parse(&c, MT_BODY_GENERATE, rq->body, rq->body_len, &r, &e)) return mt_reply_refused(rq, &e);
     int outputs = mt_gen_request_outputs(&r);
     generate_reply *g = calloc(1, sizeof *g + (size_t)outputs * sizeof *g->emitted);
     char (*names)[MT_JOB_NAME_LEN] = calloc((size_t)outputs, sizeof *names);

@@ -281,7 +281,7 @@ static int completions(mt_http_request *rq, bool chat) {
     mt_request_ctx c;
     mt_server_request_ctx(s, &c);
     if (mt_request_parse(&c, chat ? MT_BODY_CHAT : MT_BODY_COMPLETIONS, rq->body, rq->body_len, &r, &e))
-        return mt_reply_error(rq, &e);
+        return mt_reply_refused(rq, &e);
     openai_reply *o = calloc(1, sizeof *o + (size_t)mt_gen_request_outputs(&r) * sizeof *o->choices);
     if (!o) {
         mt_gen_request_free(&r);

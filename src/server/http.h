@@ -50,6 +50,9 @@ int mt_reply(mt_http_request *rq, int status, const char *content_type, const ch
 /* Prints obj compactly and deletes it. */
 int mt_reply_json(mt_http_request *rq, int status, cJSON *obj);
 int mt_reply_error(mt_http_request *rq, const mt_api_error *e);
+/* The same for a generation request refused for what it asks (a 4xx from its body's checks):
+ * counted in moetrace_requests_rejected_total, as the engine's own refusals are. */
+int mt_reply_refused(mt_http_request *rq, const mt_api_error *e);
 int mt_reply_errorf(mt_http_request *rq, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Server-sent events from jobs[0..n) (the outputs of one request; signal, which every job holds,

@@ -68,6 +68,11 @@ int mt_reply_error(mt_http_request *rq, const mt_api_error *e) {
     return mt_reply_json(rq, e->status, mt_api_error_json(e->status, e->message));
 }
 
+int mt_reply_refused(mt_http_request *rq, const mt_api_error *e) {
+    if (e->status >= 400 && e->status < 500) mt_metrics_rejected(&rq->server->metrics);
+    return mt_reply_error(rq, e);
+}
+
 int mt_reply_errorf(mt_http_request *rq, int status, const char *fmt, ...) {
     mt_api_error e = {.status = status};
     va_list ap;

@@ -62,6 +62,15 @@ static int neutral_only(const cJSON *obj, const char *key, double neutral, mt_ap
     return mt_api_fail(e, 400, "'%s' is not supported by moetrace (only its default value is accepted)", key);
 }
 
+/* The same for parameters whose neutral value is empty: null, "", [] or {}. */
+static int empty_only(const cJSON *obj, const char *key, mt_api_error *e) {
+    const cJSON *it = field(obj, key);
+    if (!it || (cJSON_IsString(it) && !it->valuestring[0]) ||
+        ((cJSON_IsArray(it) || cJSON_IsObject(it)) && cJSON_GetArraySize(it) == 0))
+        return 0;
+    return mt_api_fail(e, 400, "'%s' is not supported by moetrace (only null or empty is accepted)", key);
+}
+
 /* "stop": a string or a list of strings. */
 static int get_stop_strings(const cJSON *obj, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
     const cJSON *it = field(obj, "stop");
@@ -115,6 +124,7 @@ static const char *const SGLANG_KEYS[] = {
     "max_new_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "stop_token_ids", "ignore_eos", "seed",
     "sampling_seed", "skip_special_tokens", "no_stop_trim", "spaces_between_special_tokens", "n",
     "frequency_penalty", "presence_penalty", "repetition_penalty", "min_new_tokens", "json_schema", "regex", "ebnf",
+    "stop_regex", "structural_tag", "logit_bias", "custom_params", "stream_interval",
 };
 
 int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_param_caps *caps, mt_gen_params *p,
@@ -165,8 +175,16 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     if (neutral_only(obj, "min_p", 0, e) || neutral_only(obj, "frequency_penalty", 0, e) ||
         neutral_only(obj, "presence_penalty", 0, e) || neutral_only(obj, "repetition_penalty", 1, e) ||
         neutral_only(obj, "min_new_tokens", 0, e) || neutral_only(obj, "json_schema", 0, e) ||
-        neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e))
+        neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e) || empty_only(obj, "stop_regex", e) ||
+        empty_only(obj, "structural_tag", e) || empty_only(obj, "logit_bias", e))
         return -1;
+    /* SGLang's custom_params only reach a custom logit processor (there is none here), and its
+     * stream_interval only groups streamed tokens (each is sent as it comes): any valid value is
+     * accepted and has no effect */
+    const cJSON *cp = field(obj, "custom_params");
+    if (cp && !cJSON_IsObject(cp)) return mt_api_fail(e, 400, "'custom_params' must be an object or null");
+    int interval;
+    if (mt_params_int(obj, "stream_interval", 1, 1 << 30, &interval, e) < 0) return -1;
     return 0;
 }
 

@@ -81,6 +81,21 @@ cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char 
     return root;
 }
 
+cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_err *err) {
+    const char *end = NULL;
+    cJSON *root = mt_json_parse(text, len, what, &end, err);
+    if (!root) return NULL;
+    const char *at = end;
+    while (at < text + len && (*at == ' ' || *at == '\t' || *at == '\n' || *at == '\r')) at++;
+    if (at < text + len) {
+        cJSON_Delete(root);
+        mt_errf(err, "%s%sunexpected text after the JSON value at byte %zu", what ? what : "", what ? ": " : "",
+                (size_t)(at - text));
+        return NULL;
+    }
+    return root;
+}
+
 static const cJSON *field(const cJSON *obj, const char *key) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     return (it && !cJSON_IsNull(it)) ? it : NULL;

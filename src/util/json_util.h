@@ -24,6 +24,10 @@ cJSON *mt_json_load_file(const char *path, mt_err *err);
  * holds U+0000 (\u0000 at byte N), which is not supported"; what may be NULL (no prefix). */
 cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err);
 
+/* The same for text that must hold one JSON value and nothing else but whitespace (a request body):
+ * anything after the value is "<what>: unexpected text after the JSON value at byte N". */
+cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_err *err);
+
 /* Offset of the first U+0000 inside a string of the JSON text[0..len): the backslash of an escape
  * \u0000 or a raw NUL byte; -1 when there is none. Follows JSON's string syntax, so an escaped
  * backslash followed by the letters u0000 (the raw text \\u0000) is no NUL. Never reads past len. */
