@@ -63,6 +63,13 @@ static void test_parse(void **state) {
     assert_string_equal(cJSON_GetObjectItem(j, "text")->valuestring, "a\\u0000b");
     assert_ptr_equal(end, ok + 21);
     cJSON_Delete(j);
+    /* text holding NUL bytes survives cJSON's C strings and prints as \u0000 */
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "t", mt_json_text("a\0b\0\0\xc3\xa9", 7));
+    char *printed = mt_json_print(o);
+    assert_string_equal(printed, "{\"t\":\"a\\u0000b\\u0000\\u0000\xc3\xa9\"}");
+    free(printed);
+    cJSON_Delete(o);
     /* the whole text must be the value: whitespace may follow, nothing else */
     assert_null(mt_json_parse_whole(ok, strlen(ok), "body", &err));
     assert_string_equal(err.msg, "body: unexpected text after the JSON value at byte 22");

@@ -91,6 +91,24 @@ static int count_tokens(const char *text_file, bool special) {
     return count;
 }
 
+/* Text holding U+0000 (the test tokenizer's id 191 is byte 0) is written \u0000 in the JSON, with
+ * the text after it: it was cut at the NUL ("d"), and a generated NUL was dropped. */
+static void test_text_with_nul(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    const char *bodies[][2] = {
+        {"/v1/completions", "{\"prompt\": [70, 191, 70], \"max_tokens\": 0, \"echo\": true}"},
+        {"/v1/completions", "{\"prompt\": [70, 191, 70], \"max_tokens\": 0, \"echo\": true, \"stream\": true}"},
+    };
+    for (int i = 0; i < 2; i++) {
+        mt_http_response r;
+        assert_int_equal(mt_http_call(g_c, "POST", bodies[i][0], bodies[i][1], &r), 0);
+        assert_int_equal(r.status, 200);
+        if (!strstr(r.body, "\"text\":\"d\\u0000d\"")) fail_msg("%s: %s", bodies[i][1], r.body);
+        mt_http_response_free(&r);
+    }
+}
+
 static void test_models_and_completions(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -675,6 +693,7 @@ int main(void) {
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_metrics_and_dashboard),
         cmocka_unit_test(test_per_token_request_ids),
+        cmocka_unit_test(test_text_with_nul),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -8,6 +8,7 @@
 #include "server/job_run.h"
 #include "server/request_body.h"
 #include "server/server_internal.h"
+#include "util/json_util.h"
 
 typedef struct generate_reply {
     const mt_config *cfg;
@@ -85,9 +86,7 @@ static void add_logprobs(const generate_reply *g, const mt_gen_job *j, cJSON *me
 static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool final) {
     cJSON *root = cJSON_CreateObject();
     if (g->with_text) {
-        char *text = strndup(j->text.data ? j->text.data : "", j->text_stable);
-        cJSON_AddStringToObject(root, "text", text ? text : "");
-        free(text);
+        cJSON_AddItemToObject(root, "text", mt_json_text(j->text.data ? j->text.data : "", j->text_stable));
     }
     cJSON_AddItemToObject(root, "output_ids", cJSON_CreateIntArray(j->output, j->n_output));
     cJSON *meta = cJSON_AddObjectToObject(root, "meta_info");

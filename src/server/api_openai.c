@@ -12,6 +12,7 @@
 #include "server/job_run.h"
 #include "server/request_body.h"
 #include "server/server_internal.h"
+#include "util/json_util.h"
 
 /* What one choice has streamed so far. */
 typedef struct choice_stream {
@@ -70,9 +71,7 @@ static cJSON *usage_json(const openai_reply *o, mt_gen_job *const *jobs, int n) 
 }
 
 static void add_text(cJSON *obj, const char *key, const char *s, size_t n) {
-    char *copy = strndup(s ? s : "", n);
-    cJSON_AddStringToObject(obj, key, copy ? copy : "");
-    free(copy);
+    cJSON_AddItemToObject(obj, key, mt_json_text(s ? s : "", s ? n : 0));
 }
 
 /* Tokens a choice lists: with echo its prompt's, then its outputs. */
@@ -169,17 +168,16 @@ static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from
 }
 
 /* With echo, the choice's prompt as text (decoded as its output is, skip_special_tokens
- * included); else "". Malloc'd. */
-static char *echo_text(const openai_reply *o, const mt_gen_job *j) {
+ * included) appended to out; else nothing. */
+static void echo_text(const openai_reply *o, const mt_gen_job *j, mt_strbuf *out) {
     char *text = NULL;
     size_t len = 0;
     mt_err err;
     if (!o->echo || mt_tokenizer_decode(o->tokenizer, j->prompt, (size_t)j->n_prompt, j->params.skip_special_tokens,
                                         &text, &len, &err))
-        return strdup("");
-    char *out = strndup(text, len);
+        return;
+    mt_strbuf_append(out, text, len);
     free(text);
-    return out;
 }
 
 /* Adds the finish reason (or null) and, once finished, the routing to a choice. */
@@ -205,13 +203,11 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
             cJSON_AddStringToObject(msg, "role", "assistant");
             add_text(msg, "content", j->text.data, j->text.len);
         } else {
-            char *prompt = echo_text(o, j);
             mt_strbuf text = {0};
-            mt_strbuf_append(&text, prompt ? prompt : "", prompt ? strlen(prompt) : 0);
+            echo_text(o, j, &text);
             mt_strbuf_append(&text, j->text.data ? j->text.data : "", j->text.len);
             add_text(choice, "text", text.data, text.len);
             mt_strbuf_free(&text);
-            free(prompt);
         }
         size_t offset = 0;
         cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, listed_count(o, j), &offset));
@@ -241,13 +237,11 @@ static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf 
         if (!c->role_sent) cJSON_AddStringToObject(delta, "role", "assistant");
         if (delta_len > 0 || !c->role_sent) add_text(delta, "content", delta_text, delta_len);
     } else {
-        char *prompt = echo_now ? echo_text(o, j) : NULL;
         mt_strbuf text = {0};
-        if (prompt) mt_strbuf_append(&text, prompt, strlen(prompt));
+        if (echo_now) echo_text(o, j, &text);
         mt_strbuf_append(&text, delta_text, delta_len);
         add_text(choice, "text", text.data, text.len);
         mt_strbuf_free(&text);
-        free(prompt);
     }
     c->role_sent = true;
     c->echo_sent |= echo_now;

@@ -11,6 +11,7 @@
 
 #include "server/http.h"
 #include "server/server_internal.h"
+#include "util/json_util.h"
 
 const char *mt_http_query(const mt_http_request *rq, const char *key) {
     return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
@@ -56,11 +57,11 @@ int mt_reply(mt_http_request *rq, int status, const char *content_type, const ch
 }
 
 int mt_reply_json(mt_http_request *rq, int status, cJSON *obj) {
-    char *text = cJSON_PrintUnformatted(obj);
+    char *text = mt_json_print(obj);
     cJSON_Delete(obj);
     if (!text) return mt_reply(rq, 500, "text/plain", "out of memory\n", 14);
     int rc = mt_reply(rq, status, "application/json", text, strlen(text));
-    cJSON_free(text);
+    free(text);
     return rc;
 }
 
@@ -120,12 +121,12 @@ typedef struct sse_stream {
 } sse_stream;
 
 void mt_sse_event(mt_strbuf *out, cJSON *obj) {
-    char *text = cJSON_PrintUnformatted(obj);
+    char *text = mt_json_print(obj);
     cJSON_Delete(obj);
     mt_strbuf_puts(out, "data: ");
     if (text) mt_strbuf_puts(out, text);
     mt_strbuf_puts(out, "\n\n");
-    cJSON_free(text);
+    free(text);
 }
 
 static bool job_done(mt_gen_job *j) { return j->state == MT_JOB_FINISHED || j->state == MT_JOB_REJECTED; }

@@ -96,6 +96,49 @@ cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_er
     return root;
 }
 
+cJSON *mt_json_text(const char *s, size_t n) {
+    size_t nuls = 0;
+    for (size_t i = 0; i < n; i++) nuls += s[i] == '\0';
+    char *buf = malloc(n + nuls + 1);
+    if (!buf) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i]) {
+            buf[k++] = s[i];
+        } else {
+            buf[k++] = (char)0xC0;
+            buf[k++] = (char)0x80;
+        }
+    }
+    buf[k] = '\0';
+    cJSON *str = cJSON_CreateString(buf);
+    free(buf);
+    return str;
+}
+
+char *mt_json_print(const cJSON *root) {
+    char *text = cJSON_PrintUnformatted(root);
+    if (!text) return NULL;
+    size_t n = strlen(text), pairs = 0;
+    for (size_t i = 0; i + 1 < n; i++) pairs += (unsigned char)text[i] == 0xC0 && (unsigned char)text[i + 1] == 0x80;
+    char *out = malloc(n + 4 * pairs + 1);
+    if (out) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (i + 1 < n && (unsigned char)text[i] == 0xC0 && (unsigned char)text[i + 1] == 0x80) {
+                memcpy(out + k, "\\u0000", 6);
+                k += 6;
+                i++;
+            } else {
+                out[k++] = text[i];
+            }
+        }
+        out[k] = '\0';
+    }
+    cJSON_free(text);
+    return out;
+}
+
 static const cJSON *field(const cJSON *obj, const char *key) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     return (it && !cJSON_IsNull(it)) ? it : NULL;

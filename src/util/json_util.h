@@ -28,6 +28,15 @@ cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char 
  * anything after the value is "<what>: unexpected text after the JSON value at byte N". */
 cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_err *err);
 
+/* A JSON string of the n bytes at s, NUL bytes included. Decoded model output may hold U+0000 (a
+ * byte-level token for byte 0), which cJSON's C strings would end at: each NUL is kept as the two
+ * bytes C0 80, which valid UTF-8 never holds (decoded text is valid UTF-8), and mt_json_print
+ * writes them out as \u0000. NULL when out of memory. */
+cJSON *mt_json_text(const char *s, size_t n);
+/* cJSON_PrintUnformatted, with every C0 80 pair that mt_json_text made written as \u0000 (malloc'd:
+ * free() it; NULL when out of memory). */
+char *mt_json_print(const cJSON *root);
+
 /* Offset of the first U+0000 inside a string of the JSON text[0..len): the backslash of an escape
  * \u0000 or a raw NUL byte; -1 when there is none. Follows JSON's string syntax, so an escaped
  * backslash followed by the letters u0000 (the raw text \\u0000) is no NUL. Never reads past len. */
