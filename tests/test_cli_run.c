@@ -93,6 +93,18 @@ static void test_prompt_and_chat(void **state) {
              g_dir, g_dir);
     assert_int_equal(run_moetrace(args, out, sizeof out), 0);
     assert_true(routing_rows() > n_prompt + 1); /* the template adds role markers */
+
+    /* --flag=value (argparse's spelling) means --flag value: the same run, the same output */
+    char out2[8192];
+    snprintf(args, sizeof args,
+             "run --model %s/model --load-format dummy --prompt 'a=b, c' --max-new-tokens 3 --ignore-eos --temperature 0.8 "
+             "--seed 3", g_dir);
+    assert_int_equal(run_moetrace(args, out, sizeof out), 0);
+    snprintf(args, sizeof args,
+             "run --model=%s/model --load-format=dummy --prompt='a=b, c' --max-new-tokens=3 --ignore-eos "
+             "--temperature=0.8 --seed=3", g_dir);
+    assert_int_equal(run_moetrace(args, out2, sizeof out2), 0);
+    assert_string_equal(out, out2);
 }
 
 static mt_npy read_npy(const char *name) {

@@ -1,5 +1,7 @@
 /* moetrace: one binary, subcommands (SPEC §3). */
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
@@ -28,6 +30,32 @@ static void usage(FILE *f) {
         fprintf(f, "  %-14s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
+/* The arguments with every "--name=value" split into "--name" "value" (argparse's spelling, which
+ * users of SGLang and vLLM type): the subcommands' parsers take flags and values as separate
+ * arguments. A value that itself starts with "--" is ambiguous either way (argparse refuses it).
+ * The new argv shares the strings of the old and holds at most twice as many. */
+static char **split_flag_values(int argc, char **argv, int *out_argc) {
+    char **out = malloc(((size_t)argc * 2 + 1) * sizeof *out);
+    if (!out) return NULL;
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        char *eq = strncmp(argv[i], "--", 2) == 0 ? strchr(argv[i], '=') : NULL;
+        bool name_ok = eq && eq > argv[i] + 2;
+        for (const char *c = argv[i] + 2; name_ok && c < eq; c++)
+            name_ok = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-';
+        if (!name_ok) {
+            out[n++] = argv[i];
+            continue;
+        }
+        *eq = '\0';   /* argv's strings may be written (C11 5.1.2.2.1) */
+        out[n++] = argv[i];
+        out[n++] = eq + 1;
+    }
+    out[n] = NULL;
+    *out_argc = n;
+    return out;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -37,8 +65,18 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 2, argv + 2);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) {
+        if (strcmp(argv[1], COMMANDS[i].name)) continue;
+        int n;
+        char **args = split_flag_values(argc - 2, argv + 2, &n);
+        if (!args) {
+            fprintf(stderr, "moetrace: out of memory\n");
+            return 1;
+        }
+        int rc = COMMANDS[i].fn(n, args);
+        free(args);
+        return rc;
+    }
     fprintf(stderr, "moetrace: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
