@@ -166,9 +166,32 @@ static void test_errors_name_line(void **state) {
  * now an error; Python's ints would grow), repetitions and steps that overflowed or never ended,
  * sorting an empty list (memcpy from NULL), int with a bad base (an unset pointer read) or of a float
  * beyond 64 bits, and templates that loop without end (a render is bounded in memory). */
+/* Templates rendered over no messages: each to its text, or failing with a message holding needle. */
+typedef struct { const char *src, *want; } render_case;
+typedef struct { const char *src, *needle; } fail_case;
+
+static void expect_renders(const render_case *ok, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        char *out = NULL;
+        mt_err err = {{0}};
+        if (render_str(ok[i].src, "[]", &out, &err)) fail_msg("%s: %s", ok[i].src, err.msg);
+        assert_string_equal(out, ok[i].want);
+        free(out);
+    }
+}
+
+static void expect_fails(const fail_case *bad, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        char *out = NULL;
+        mt_err err = {{0}};
+        if (render_str(bad[i].src, "[]", &out, &err) != -1) fail_msg("%s rendered '%s'", bad[i].src, out);
+        if (!strstr(err.msg, bad[i].needle)) fail_msg("%s: '%s' lacks '%s'", bad[i].src, err.msg, bad[i].needle);
+    }
+}
+
 static void test_limits(void **state) {
     (void)state;
-    static const struct { const char *src, *want; } ok[] = {
+    static const render_case ok[] = {
         {"{{ [] | sort }}|{{ missing | sort }}", "[]|[]"},
         {"{{ 7 % -3 }} {{ -7 % 3 }} {{ -9223372036854775807 % 3 }} {{ (-2) ** 63 }} {{ 1 ** 9223372036854775807 }}",
          "-2 2 2 -9223372036854775808 1"},
@@ -180,14 +203,8 @@ static void test_limits(void **state) {
         {"{{ 'x\\ny' | int(1, true) }} {{ '12' | int(1, true) }} {{ 'ff' | int(0, 16) }} {{ '  ' | int(5) }} {{ '7' | int(0, 'x') }}",
          "1 12 255 5 7"},
     };
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
-        char *out = NULL;
-        mt_err err = {{0}};
-        if (render_str(ok[i].src, "[]", &out, &err)) fail_msg("%s: %s", ok[i].src, err.msg);
-        assert_string_equal(out, ok[i].want);
-        free(out);
-    }
-    static const struct { const char *src, *needle; } bad[] = {
+    expect_renders(ok, sizeof ok / sizeof *ok);
+    static const fail_case bad[] = {
         {"{{ 1152921504606846976 * 1024 }}", "integer overflow"},
         {"{{ 2 ** 64 }}", "integer overflow"},
         {"{{ -9223372036854775807 - 2 }}", "integer overflow"},
@@ -198,12 +215,64 @@ static void test_limits(void **state) {
         {"{{ 'x' | indent(9223372036854775807) }}", "width too large"},
         {"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "MiB"},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        char *out = NULL;
-        mt_err err = {{0}};
-        if (render_str(bad[i].src, "[]", &out, &err) != -1) fail_msg("%s rendered '%s'", bad[i].src, out);
-        if (!strstr(err.msg, bad[i].needle)) fail_msg("%s: '%s' lacks '%s'", bad[i].src, err.msg, bad[i].needle);
-    }
+    expect_fails(bad, sizeof bad / sizeof *bad);
+}
+
+/* printf-style formatting (`'%s' % x`, `|format`): renderings are in the snippets (checked against
+ * jinja2); here, that each of Python's errors is one naming its problem (the expected texts are
+ * CPython 3.11's, except %c's, worded as in later versions), and the limits that Python lacks. */
+static void test_percent_format(void **state) {
+    (void)state;
+    static const render_case ok[] = {
+        {"{{ '%s-%05.1f|%-4d|%x' % ('a', 2.25, 7, 255) }}", "a-002.2|7   |ff"},
+        {"{{ '%(name)s=%(v)r' % {'name': 'k', 'v': 'x'} }}|{{ '%s' % none }}|{{ '%s%%'|format(5) }}", "k='x'|None|5%"},
+        {"{{ '%(a)s'|format(a=[1]) }}|{{ '%c%c' % (233, 'z') }}|{{ '%*s|' % (-3, 'x') }}", "[1]|\xc3\xa9z|x  |"},
+    };
+    expect_renders(ok, sizeof ok / sizeof *ok);
+    static const fail_case bad[] = {
+        {"{{ '%s %s' % (1,) }}", "line 1: not enough arguments for format string"},
+        {"{{ '%s' % () }}", "not enough arguments for format string"},
+        {"{{ '%*d' % (5,) }}", "not enough arguments for format string"},
+        {"{{ '%s' % (1, 2) }}", "not all arguments converted during string formatting"},
+        {"{{ 'abc' % 5 }}", "not all arguments converted during string formatting"},
+        {"{{ '%d' % 'a' }}", "%d format: a real number is required, not str"},
+        {"{{ '%i' % [1] }}", "%i format: a real number is required, not list"},
+        {"{{ '%x' % 1.5 }}", "%x format: an integer is required, not float"},
+        {"{{ '%f' % none }}", "must be real number, not NoneType"},
+        {"{{ '%d' % (1e308 * 10) }}", "cannot convert float infinity to integer"},
+        {"{{ '%d' % (1e308 * 10 * 0) }}", "cannot convert float NaN to integer"},
+        {"{{ '%c' % 'ab' }}", "%c requires an int or a unicode character, not a string of length 2"},
+        {"{{ '%c' % 1.5 }}", "%c requires an int or a unicode character, not float"},
+        {"{{ '%c' % 1114112 }}", "%c arg not in range(0x110000)"},
+        {"{{ '%c' % 55296 }}", "surrogate"},
+        {"{{ '%z' % 1 }}", "unsupported format character 'z' (0x7a) at index 1"},
+        {"{{ '\xc3\xa9%\xc3\xa9' % 1 }}", "unsupported format character '?' (0xe9) at index 2"},
+        {"{{ '%(a)s' % (1,) }}", "format requires a mapping"},
+        {"{{ '%(a)s' % 'x' }}", "format requires a mapping"},
+        {"{{ '%(a)s' % {'b': 1} }}", "KeyError: 'a'"},
+        {"{{ '%(a)s' % [1] }}", "list indices must be integers or slices, not str"},
+        {"{{ '%(a' % {'a': 1} }}", "incomplete format key"},
+        {"{{ '%-5' % (1,) }}", "incomplete format"},
+        {"{{ 'abc%' % () }}", "incomplete format"},
+        {"{{ '%*d' % (1.5, 2) }}", "* wants int"},
+        {"{{ '%.*f' % ('2', 2.0) }}", "* wants int"},
+        {"{{ '%d' % undefined_var }}", "'undefined_var' is undefined"},
+        {"{{ '%(a)s' % undefined_var }}", "'undefined_var' is undefined"},
+        {"{{ '%s'|format(1, a=2) }}", "format: can't handle positional and keyword arguments at the same time"},
+        {"{{ '%(a)s'|format(1) }}", "format requires a mapping"},
+        {"{{ '%s %s'|format(1) }}", "not enough arguments for format string"},
+        {"{{ '%d'|safe % 'x' }}", "invalid literal for int() with base 10: 'x'"},
+        {"{{ '%f'|safe % '1e' }}", "could not convert string to float: '1e'"},
+        {"{{ '%x'|safe % 5 }}", "%x format: an integer is required, not _MarkupEscapeHelper"},
+        {"{{ '%*s'|safe % (3, 'a') }}", "* wants int"},
+        /* beyond Python: bounded widths, precisions and memory */
+        {"{{ '%99999999999s' % 'x' }}", "width too big"},
+        {"{{ '%*s' % (9223372036854775807, 'x') }}", "width too big"},
+        {"{{ '%.99999999999s' % 'x' }}", "precision too big"},
+        {"{{ '%.2000000f' % 1.0 }}", "precision too big"},
+        {"{{ '%2000000000s' % 'x' }}", "MiB"},
+    };
+    expect_fails(bad, sizeof bad / sizeof *bad);
 }
 
 /* tests/chat/snippets_expected.json: small templates over the interpreter's subset, rendered by
@@ -385,6 +454,7 @@ int main(void) {
         cmocka_unit_test(test_snippets),
         cmocka_unit_test(test_errors_name_line),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_percent_format),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

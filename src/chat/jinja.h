@@ -207,6 +207,11 @@ jbuiltin_fn jx_global_fn(const char *name);
 
 jv jx_html_escape(jctx *c, jv s); /* markupsafe.escape of a str (result marked JG_MARKUP) */
 
+/* Python's printf-style formatting fmt % args (jinja_format.c): args is a tuple (one value per
+ * conversion), a mapping (dict) for %(key)s, or any other value as the one argument. A markup fmt
+ * HTML-escapes the arguments and gives markup, as markupsafe does. Fails with Python's messages. */
+jv jx_percent_format(jctx *c, int line, jv fmt, jv args);
+
 /* argument helper: positional i or keyword name, else dflt */
 jv jx_arg(jv *args, int nargs, const char **kwn, jv *kwv, int nkw, int pos, const char *name, jv dflt);
 

@@ -345,7 +345,7 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
             for (size_t j = 0; j < l.u.l->n; j++) jv_list_push(c, out, l.u.l->v[j]);
         return out;
     }
-    if (op == JOP_MOD && a.k == JV_STR) jx_fail(c, line, "unsupported: printf-style string formatting ('%%')");
+    if (op == JOP_MOD && a.k == JV_STR) return jx_percent_format(c, line, a, b);
     bad_operands(c, line, names[op], a, b);
 }
 

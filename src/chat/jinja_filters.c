@@ -246,6 +246,22 @@ static jv to_int(jctx *c, int line, jv v, jv dflt, int64_t base) {
     }
 }
 
+/* value|format(*args) = str(value) % args (a tuple); value|format(**kwargs) = str(value) % kwargs
+ * (a dict); both at once is refused, as Jinja's do_format refuses it. A markup value stays markup. */
+static jv do_format(jctx *c, int line, jv v, jv *args, int nargs, const char **kwn, jv *kwv, int nkw) {
+    if (nargs && nkw) jx_fail(c, line, "format: can't handle positional and keyword arguments at the same time");
+    jv vals;
+    if (nkw) {
+        vals = jv_dict_new(c, (size_t)nkw);
+        for (int i = 0; i < nkw; i++) jv_dict_set(c, vals.u.d, jv_cstr(kwn[i]), kwv[i]);
+    } else {
+        vals = jv_list_new(c, (size_t)nargs);
+        for (int i = 0; i < nargs; i++) jv_list_push(c, vals, args[i]);
+        vals.tuple = 1;
+    }
+    return jx_percent_format(c, line, as_str(c, v), vals);
+}
+
 jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int nargs, const char **kwn, jv *kwv,
              int nkw) {
 #define ARG(i, nm, d) jx_arg(args, nargs, kwn, kwv, nkw, (i), (nm), (d))
@@ -256,6 +272,7 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
         return s;
     }
     if (NAMEQ(name, n, "string")) return as_str(c, v);
+    if (NAMEQ(name, n, "format")) return do_format(c, line, v, args, nargs, kwn, kwv, nkw);
     if (NAMEQ(name, n, "length") || NAMEQ(name, n, "count")) return jv_int(to_len(c, line, v));
     if (NAMEQ(name, n, "trim")) {
         jv s = as_str(c, v);
