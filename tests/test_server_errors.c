@@ -538,6 +538,15 @@ static void test_connection_limits(void **state) {
     }
     status = raw_exchange(srv.port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", false, reply, sizeof reply);
     if (status != 200) fail_msg("after the slow connections: status %d: %s", status, reply);
+    mt_http_client *mc = mt_http_client_new(srv.url, NULL);
+    mt_http_response m;
+    assert_int_equal(mt_http_call(mc, "GET", "/metrics", NULL, &m), 0);
+    assert_true(mt_prom_value(m.body, "moetrace_http_header_timeouts_total") == 4);
+    assert_true(mt_prom_value(m.body, "moetrace_http_connections_max") == 4);
+    double open = mt_prom_value(m.body, "moetrace_http_connections_open");
+    if (open < 1 || open > 2) fail_msg("moetrace_http_connections_open %.0f while one client is connected", open);
+    mt_http_response_free(&m);
+    mt_http_client_free(mc);
     char *log = mt_test_server_log(&srv);
     assert_non_null(strstr(log, "request headers did not all arrive within 2 s"));
     free(log);

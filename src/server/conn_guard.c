@@ -145,6 +145,13 @@ int mt_conn_guard_headers(mt_conn_guard *g, struct MHD_Connection *c) {
     return open;
 }
 
+int mt_conn_guard_open(mt_conn_guard *g) {
+    pthread_mutex_lock(&g->mu);
+    int n = g->open;
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
 int64_t mt_conn_guard_timeouts(mt_conn_guard *g) {
     pthread_mutex_lock(&g->mu);
     int64_t n = g->timeouts;

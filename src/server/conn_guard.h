@@ -35,7 +35,8 @@ void mt_conn_guard_notify(void *cls, struct MHD_Connection *c, void **socket_con
  * number of connections open now. */
 int mt_conn_guard_headers(mt_conn_guard *g, struct MHD_Connection *c);
 
-/* Connections closed so far because their headers came too slowly. */
+/* Connections closed so far because their headers came too slowly; connections open now. */
 int64_t mt_conn_guard_timeouts(mt_conn_guard *g);
+int mt_conn_guard_open(mt_conn_guard *g);
 
 #endif
