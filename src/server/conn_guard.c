@@ -139,8 +139,8 @@ int mt_conn_guard_headers(mt_conn_guard *g, struct MHD_Connection *c) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     conn *k = ci ? ci->socket_context : NULL;
     pthread_mutex_lock(&g->mu);
+    int open = k && k->headers ? 0 : g->open;
     if (k) k->headers = true;
-    int open = g->open;
     pthread_mutex_unlock(&g->mu);
     return open;
 }

@@ -32,7 +32,8 @@ void mt_conn_guard_notify(void *cls, struct MHD_Connection *c, void **socket_con
                           enum MHD_ConnectionNotificationCode code);
 
 /* A request's headers have arrived on c: its connection's deadline no longer applies. Returns the
- * number of connections open now. */
+ * number of connections open now when this is the connection's first request, else 0 (a connection
+ * admitted once is not refused later because newer ones came). */
 int mt_conn_guard_headers(mt_conn_guard *g, struct MHD_Connection *c);
 
 /* Connections closed so far because their headers came too slowly; connections open now. */
