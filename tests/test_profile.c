@@ -466,6 +466,13 @@ static void test_bad_datasets(void **state) {
     snprintf(args, sizeof args, "profile --model %s --data %s/good.jsonl --out %s/a_file", MODEL, g_dir, g_dir);
     assert_int_not_equal(run_moetrace(args, out, sizeof out), 0);
     if (!strstr(out, "exists and is not a folder")) fail_msg("output '%s'", out);
+    /* a new folder, named with a trailing slash as users type it, is created */
+    snprintf(args, sizeof args, "profile --model %s --data %s/good.jsonl --out %s/new_out/ --max-new-tokens 1", MODEL, g_dir,
+             g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("--out with a trailing slash: %s", out);
+    char summary[512];
+    snprintf(summary, sizeof summary, "%s/new_out/summary.json", g_dir);
+    assert_int_equal(access(summary, F_OK), 0);
 }
 
 int main(void) {

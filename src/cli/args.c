@@ -137,11 +137,14 @@ int mt_arg_out_file(const char *flag, const char *path) {
     return writable_dir(flag, path, dir);
 }
 
-int mt_arg_out_dir(const char *flag, const char *path) {
-    if (!*path) {
+int mt_arg_out_dir(const char *flag, const char *given) {
+    if (!*given) {
         fprintf(stderr, "moetrace: %s: the path is empty\n", flag);
         return -1;
     }
+    char path[4096];   /* without trailing slashes ("prof/" is the folder prof) */
+    snprintf(path, sizeof path, "%s", given);
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--) path[n - 1] = '\0';
     struct stat st;
     if (stat(path, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) {

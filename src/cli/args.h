@@ -19,7 +19,7 @@ int mt_arg_load_format(const char *flag, const char *s, mt_load_format *out);
 
 /* Output paths, checked before any work so that a long run cannot fail at its end: a file (not
  * empty, not a folder, writable if it exists) in a folder that exists and can be written; a folder
- * (created when missing, its parent existing). */
+ * (trailing slashes allowed; created when missing, its parent existing). */
 int mt_arg_out_file(const char *flag, const char *path);
 int mt_arg_out_dir(const char *flag, const char *path);
 

@@ -54,7 +54,8 @@ static const char SERVE_HELP[] =
     "                              connections are answered 503\n"
     "  --header-timeout S          seconds a new connection has to send its first request's headers\n"
     "                              (default 10); slower ones are closed\n"
-    "  --max-request-bytes N       request body cap (default 16777216); larger bodies get 413\n"
+    "  --max-request-bytes N       request body cap, 1024 or more (default 16777216); larger bodies\n"
+    "                              get 413\n"
     "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
     "  --device cpu|cuda           compute device (default cpu)\n"
     "\n"
@@ -63,10 +64,11 @@ static const char SERVE_HELP[] =
     "%s"
     "\n"
     "Expert distribution recorder (SPEC §4; environment variables in brackets):\n"
-    "  --expert-distribution-recorder-mode stat|per_pass|per_token   [MOETRACE_EXPERT_RECORDER_MODE]\n"
+    "  --expert-distribution-recorder-mode stat|per_pass|per_token   (default stat) [MOETRACE_EXPERT_RECORDER_MODE]\n"
     "  --expert-distribution-recorder-buffer-size N   forward passes kept (default 1000; -1 = unbounded)\n"
     "  --expert-distribution-recorder-max-tokens N    per_token rows kept (default 65536)\n"
-    "  --expert-dump-dir DIR                          [MOETRACE_EXPERT_DUMP_DIR] (default /tmp)\n"
+    "  --expert-dump-dir DIR                          [MOETRACE_EXPERT_DUMP_DIR] (default /tmp; the flag's\n"
+    "                                                 folder is created when missing)\n"
     "  --expert-dump-visualize                        heatmap PNG beside each dump [MOETRACE_EXPERT_DUMP_VISUALIZE=1]\n"
     "  --enable-return-routed-experts                 let requests ask for their routing\n"
     "  --enable-expert-distribution-metrics           record from start-up; balancedness in /metrics\n"
@@ -165,12 +167,8 @@ static int recorder_options(const serve_args *a, mt_recorder_opts *ro) {
         fprintf(stderr, "moetrace: --expert-distribution-recorder-mode: %s\n", err.msg);
         return -1;
     }
-    if (a->dump_dir) {
-        struct stat st;
-        if (stat(a->dump_dir, &st) || !S_ISDIR(st.st_mode)) {
-            fprintf(stderr, "moetrace: --expert-dump-dir %s: not an existing folder\n", a->dump_dir);
-            return -1;
-        }
+    if (a->dump_dir) {   /* created when missing, as profile's --out */
+        if (mt_arg_out_dir("--expert-dump-dir", a->dump_dir)) return -1;
         ro->dump_dir = a->dump_dir;
     }
     if (a->buffer_given) ro->buffer_size = a->buffer_size;
