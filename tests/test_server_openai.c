@@ -306,6 +306,11 @@ static void test_chat(void **state) {
         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": \"yes\"}",
         "{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
         "{\"messages\": [{\"role\": \"user\", \"content\": 5}]}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tool_choice\": \"required\"}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tool_choice\": {\"type\": \"function\", "
+        "\"function\": {\"name\": \"f\"}}}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"response_format\": {\"type\": \"json_object\"}}",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"response_format\": \"json\"}",
         "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\"}]}]}",
         "{\"messages\": [{\"role\": \"user\", \"content\": [\"x\"]}]}",
     };
@@ -317,6 +322,14 @@ static void test_chat(void **state) {
     cJSON_Delete(call("/v1/completions", "{\"prompt\": []}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": [\"a\", \"b\"], \"n\": 600}", 400));
     cJSON_Delete(call("/v1/completions", "{\"prompt\": 5}", 400));
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"a\", \"response_format\": {\"type\": \"json_schema\"}}", 400));
+    /* the constraints that ask for nothing are accepted */
+    cJSON_Delete(call("/v1/chat/completions",
+                      "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 1, \"tool_choice\": \"auto\", "
+                      "\"response_format\": {\"type\": \"text\"}}", 200));
+    cJSON_Delete(call("/v1/chat/completions",
+                      "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 1, \"tool_choice\": \"none\", "
+                      "\"response_format\": null}", 200));
     cJSON_Delete(call("/generate", "{\"text\": \"bad \xc3\x28 utf-8\"}", 400));
 }
 

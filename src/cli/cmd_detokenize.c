@@ -22,8 +22,9 @@ static const char USAGE[] =
     "  --ids LIST               comma-separated ids; a JSON array such as [1,2,3] works too\n"
     "  --skip-special-tokens    leave special tokens (e.g. <s>, <|im_end|>) out of the text\n";
 
-/* Parses "1,2,3" or "[1, 2, 3]" (any integers: the vocabulary is checked by check_ids); "[]" is no
- * ids. Anything else (an unclosed bracket, a trailing comma, text after the list) is refused. */
+/* Parses "1,2,3" or "[1, 2, 3]" (any integers: the vocabulary is checked by check_ids); "" and "[]"
+ * are no ids (decoding them gives "", as the tokenizers library does). Anything else (an unclosed
+ * bracket, a trailing comma, text after the list) is refused. */
 static int ids_error(const char *what, const char *s, long long *v) {
     fprintf(stderr, "moetrace detokenize: --ids: %s in '%s' (a list such as 1,2,3 or [1, 2, 3])\n", what, s);
     free(v);
@@ -40,7 +41,7 @@ static int parse_ids(const char *s, long long **out, size_t *n) {
     const bool bracket = *s == '[';
     if (bracket) s++;
     while (*s == ' ') s++;
-    bool empty = bracket && *s == ']';
+    bool empty = bracket ? *s == ']' : *s == '\0';
     while (!empty) {
         char *end;
         errno = 0;

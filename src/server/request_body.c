@@ -317,6 +317,26 @@ static int openai_logprobs(const cJSON *body, bool chat, mt_gen_request *r, mt_g
     return 0;
 }
 
+/* The OpenAI fields that ask for constrained output, which moetrace does not do: accepted only where
+ * they ask for nothing ("response_format" of type "text"; "tool_choice" "auto" or "none", where the
+ * template gets the tools and the model answers freely), refused otherwise rather than ignored. */
+static int openai_constraints(const cJSON *body, bool chat, mt_api_error *e) {
+    const cJSON *rf = field(body, "response_format");
+    if (rf) {
+        const cJSON *type = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
+        if (!cJSON_IsString(type))
+            return mt_api_fail(e, 400, "'response_format' must be an object with a string 'type'");
+        if (strcmp(type->valuestring, "text"))
+            return mt_api_fail(e, 400, "'response_format' of type '%.64s' is not supported by moetrace (no constrained "
+                               "decoding); only 'text' is accepted", type->valuestring);
+    }
+    const cJSON *tc = chat ? field(body, "tool_choice") : NULL;
+    if (tc && !(cJSON_IsString(tc) && (!strcmp(tc->valuestring, "auto") || !strcmp(tc->valuestring, "none"))))
+        return mt_api_fail(e, 400, "'tool_choice' other than \"auto\" or \"none\" forces a tool call, which needs "
+                           "constrained decoding: not supported by moetrace");
+    return 0;
+}
+
 /* /v1/completions and /v1/chat/completions: the sampling fields (top-level) apply to every prompt. */
 static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     if (!c->tokenizer)
@@ -324,6 +344,7 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
     const cJSON *model = field(body, "model"), *opts = field(body, "stream_options");
     bool max_given = false;
     if (model && !cJSON_IsString(model)) return mt_api_fail(e, 400, "'model' must be a string");
+    if (openai_constraints(body, chat, e)) return -1;
     if (mt_params_bool(body, "stream", &r->stream, e) < 0) return -1;
     if (opts && (!cJSON_IsObject(opts) || mt_params_bool(opts, "include_usage", &r->include_usage, e) < 0))
         return mt_api_fail(e, 400, "'stream_options' must be an object with a boolean 'include_usage'");
