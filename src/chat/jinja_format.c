@@ -210,30 +210,23 @@ static void conv_text(fstate *st, const fspec *sp, jv v, jbuf *b) {
     else jb_put(c, b, r.u.s, r.n);
 }
 
-/* The span of s without Python's surrounding whitespace (str.strip()). */
-static void strip_span(const char *s, size_t n, size_t *from, size_t *to) {
-    size_t a = 0, z = n, adv;
-    while (a < z && ju_isspace(ju_decode(s + a, z - a, &adv))) a += adv;
-    while (z > a) {
-        size_t st = z - 1;
-        while (st > a && ((unsigned char)s[st] & 0xC0) == 0x80) st--;
-        if (!ju_isspace(ju_decode(s + st, z - st, &adv))) break;
-        z = st;
-    }
-    *from = a;
-    *to = z;
+/* s without Python's surrounding whitespace (the template's own str.strip()). */
+static jv py_strip(fstate *st, jv s) {
+    int found;
+    return jx_method(st->c, st->line, s, "strip", 5, NULL, 0, NULL, NULL, 0, &found);
 }
 
-/* Copies s[a..z) into out without the underscores Python allows between two digits; 0 when an
+/* Copies s into out without the underscores Python allows between two digits; 0 when an
  * underscore stands anywhere else. */
-static int drop_underscores(jctx *c, const char *s, size_t a, size_t z, jbuf *out) {
+static int drop_underscores(jctx *c, jv s, jbuf *out) {
     jb_put(c, out, "", 0);
-    for (size_t i = a; i < z; i++) {
-        if (s[i] != '_') {
-            jb_putc(c, out, s[i]);
+    for (size_t i = 0; i < s.n; i++) {
+        const char *p = s.u.s;
+        if (p[i] != '_') {
+            jb_putc(c, out, p[i]);
             continue;
         }
-        if (i == a || i + 1 == z || s[i - 1] < '0' || s[i - 1] > '9' || s[i + 1] < '0' || s[i + 1] > '9') return 0;
+        if (i == 0 || i + 1 == s.n || p[i - 1] < '0' || p[i - 1] > '9' || p[i + 1] < '0' || p[i + 1] > '9') return 0;
     }
     return 1;
 }
@@ -241,10 +234,8 @@ static int drop_underscores(jctx *c, const char *s, size_t a, size_t z, jbuf *ou
 /* int(s) of a string in base 10 (markupsafe's helper converts so): the digits without leading
  * zeros into digits, the sign into *neg; fails as Python on anything else. */
 static void str_to_int_digits(fstate *st, jv s, jbuf *digits, int *neg) {
-    size_t a, z;
-    strip_span(s.u.s, s.n, &a, &z);
     jbuf t = {0};
-    int ok = drop_underscores(st->c, s.u.s, a, z, &t);
+    int ok = drop_underscores(st->c, py_strip(st, s), &t);
     const char *p = t.p;
     *neg = 0;
     if (ok && (*p == '+' || *p == '-')) *neg = *p++ == '-';
@@ -262,10 +253,8 @@ static void str_to_int_digits(fstate *st, jv s, jbuf *digits, int *neg) {
 
 /* float(s) of a string (markupsafe's helper converts so); fails as Python on a non-number. */
 static double str_to_double(fstate *st, jv s) {
-    size_t a, z;
-    strip_span(s.u.s, s.n, &a, &z);
     jbuf t = {0};
-    int ok = drop_underscores(st->c, s.u.s, a, z, &t) && t.n > 0 && !strpbrk(t.p, "xX(");
+    int ok = drop_underscores(st->c, py_strip(st, s), &t) && t.n > 0 && !strpbrk(t.p, "xX(");
     char *end = NULL;
     double x = ok ? strtod(t.p, &end) : 0;
     if (!ok || *end) {
@@ -369,32 +358,6 @@ static void conv_float(fstate *st, const fspec *sp, jv v, jbuf *b) {
     jb_put(c, b, p, (size_t)len);
 }
 
-/* Appends code point cp as UTF-8 (cp < 0x110000, not a surrogate). */
-static void put_utf8(jctx *c, jbuf *b, uint32_t cp) {
-    char u[4];
-    size_t k;
-    if (cp < 0x80) {
-        u[0] = (char)cp;
-        k = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | (cp >> 6));
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        k = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | (cp >> 12));
-        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        k = 3;
-    } else {
-        u[0] = (char)(0xF0 | (cp >> 18));
-        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        k = 4;
-    }
-    jb_put(c, b, u, k);
-}
-
 /* %c: the code point of an int, or a one-character string itself. */
 static void conv_char(fstate *st, jv v, jbuf *b) {
     jctx *c = st->c;
@@ -410,7 +373,8 @@ static void conv_char(fstate *st, jv v, jbuf *b) {
     if (v.u.i < 0 || v.u.i > 0x10FFFF) jx_fail(c, st->line, "%%c arg not in range(0x110000)");
     if (v.u.i >= 0xD800 && v.u.i <= 0xDFFF)
         jx_fail(c, st->line, "%%c of %" PRId64 ": a surrogate code point, which UTF-8 cannot carry", v.u.i);
-    put_utf8(c, b, (uint32_t)v.u.i);
+    char u[4];
+    jb_put(c, b, u, ju_encode((int32_t)v.u.i, u));
 }
 
 /* Appends one converted argument p (n bytes) with its sign, prefix, padding and, for s/r/a,

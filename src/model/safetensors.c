@@ -228,8 +228,7 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
      * aligned buffer, the others stay in the mapping. */
     for (int i = ck->ntensors - ns; rc == 0 && i < ck->ntensors; i++) {
         mt_tensor_info *t = &ck->tensors[i];
-        size_t width = t->dtype == MT_F32 ? 4 : 2;
-        if (!t->supported || t->nbytes == 0 || (uintptr_t)t->data % width == 0) continue;
+        if (!t->supported || t->nbytes == 0 || (uintptr_t)t->data % mt_dtype_size(t->dtype) == 0) continue;
         void **copies = realloc(ck->copies, (size_t)(ck->ncopies + 1) * sizeof *copies);
         void *aligned = malloc(t->nbytes);
         if (copies) ck->copies = copies;

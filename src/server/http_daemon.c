@@ -113,10 +113,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         int open = mt_conn_guard_headers(s->guard, c);
         if (open > s->opts.max_connections) { /* in the headroom above the limit: answered, then closed */
             mt_http_request rq = {.server = s, .conn = c, .client_fd = -1, .close = true};
-            char msg[160];
-            snprintf(msg, sizeof msg, "the server is at its connection limit (%d open, --max-connections %d): retry",
-                     open, s->opts.max_connections);
-            int rc = mt_reply_errorf(&rq, 503, "%s", msg);
+            int rc = mt_reply_errorf(&rq, 503, "the server is at its connection limit (%d open, --max-connections %d): "
+                                     "retry", open, s->opts.max_connections);
             mt_metrics_http(&s->metrics, "other", 503);
             return rc < 0 ? MHD_NO : MHD_YES;
         }
