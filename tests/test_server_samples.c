@@ -11,7 +11,9 @@
  *  - a client that leaves a streamed request of 8 outputs cancels them all: the engine ends up idle
  *    with every KV block free, the outputs counted as aborted;
  *  - /abort_request by the rid of a request of several outputs, or all, ends each as aborted with the
- *    routing of what it forwarded; bad bodies are 400s, an unknown rid aborts nothing. */
+ *    routing of what it forwarded; bad bodies are 400s, an unknown rid aborts nothing;
+ *  - a rid still running is refused to another request (400, as SGLang's "Duplicate request ID"),
+ *    alone or in a list, and accepted again once its request has answered. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -441,6 +443,62 @@ static void test_abort_request(void **state) {
     cJSON_Delete(none);
 }
 
+/* ---- a rid in use ----------------------------------------------------------------------------- */
+
+typedef struct dup_probe {
+    int events;
+    long status[3];        /* the same rid alone, in a list, and the abort */
+    char message[3][256];
+} dup_probe;
+
+static void post_noting(const char *path, const char *body, long *status, char *message, size_t len) {
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    cJSON *a = mt_api_json(c, path, body, status);
+    const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "error"), "message");
+    snprintf(message, len, "%s", cJSON_IsString(m) ? m->valuestring : "");
+    cJSON_Delete(a);
+    mt_http_client_free(c);
+}
+
+static int reuse_at_first_event(const char *data, size_t len, void *ctx) {
+    (void)data, (void)len;
+    dup_probe *p = ctx;
+    if (p->events++ == 0) {
+        post_noting("/generate", "{\"input_ids\": [5, 6], \"rid\": \"dup\", \"sampling_params\": {\"max_new_tokens\": 2}}",
+                    &p->status[0], p->message[0], sizeof p->message[0]);
+        post_noting("/generate",
+                    "{\"input_ids\": [[5, 6], [7]], \"rid\": [\"other\", \"dup\"], \"sampling_params\": {\"max_new_tokens\": 2}}",
+                    &p->status[1], p->message[1], sizeof p->message[1]);
+        post_noting("/abort_request", "{\"rid\": \"dup\"}", &p->status[2], p->message[2], sizeof p->message[2]);
+    }
+    return 0;
+}
+
+static void test_rid_in_use(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    char p[512], body[1024];
+    ids_json(p, sizeof p, 20, 400);
+    snprintf(body, sizeof body,
+             "{\"input_ids\": %s, \"rid\": \"dup\", \"stream\": true, \"sampling_params\": {\"max_new_tokens\": 480,"
+             " \"ignore_eos\": true}}", p);
+    dup_probe probe = {0};
+    mt_http_response r;
+    assert_int_equal(mt_http_stream(g_c, "/generate", body, reuse_at_first_event, &probe, &r), 0);
+    mt_http_response_free(&r);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(probe.status[i], 400);
+        assert_non_null(strstr(probe.message[i], "duplicate request id 'dup'"));
+    }
+    assert_non_null(strstr(probe.message[1], "prompt 1: "));
+    assert_int_equal(probe.status[2], 200); /* the running one is aborted: the refused ones never ran */
+    /* answered, so the rid is free again, and the rid of a refused list is not held either */
+    cJSON *again = call("/generate", "{\"input_ids\": [5, 6], \"rid\": \"dup\", \"sampling_params\": {\"max_new_tokens\": 2}}", 200);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(again, "meta_info"), "id")->valuestring, "dup");
+    cJSON_Delete(again);
+    cJSON_Delete(call("/generate", "{\"input_ids\": [5], \"rid\": \"other\", \"sampling_params\": {\"max_new_tokens\": 1}}", 200));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_prompt_list),
@@ -449,6 +507,7 @@ int main(void) {
         cmocka_unit_test(test_openai_choices),
         cmocka_unit_test(test_disconnect_cancels_every_output),
         cmocka_unit_test(test_abort_request),
+        cmocka_unit_test(test_rid_in_use),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

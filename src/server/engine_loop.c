@@ -164,7 +164,25 @@ static void reject(mt_gen_job *j, bool busy, const char *why) {
 
 /* ---- the thread --------------------------------------------------------------------------- */
 
+/* A running job named name by its client, or NULL. */
+static const mt_gen_job *live_named(mt_engine_loop *l, const char *name) {
+    for (int b = 0; b < LIVE_BUCKETS; b++)
+        for (live_node *n = l->live[b]; n; n = n->next)
+            if (n->job->name_from_client && !strcmp(n->job->name, name)) return n->job;
+    return NULL;
+}
+
 static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
+    if (j->name_from_client && live_named(l, j->name)) {
+        /* A job leaves the live table before it is marked finished, so a client that reuses a rid
+         * once its response came is never refused. */
+        char why[MT_ERR_LEN];
+        snprintf(why, sizeof why, "duplicate request id '%s': a request with that rid is still running", j->name);
+        mt_metrics_rejected(l->metrics);
+        reject(j, false, why);
+        mt_gen_job_unref(j);
+        return;
+    }
     snprintf(j->weight_version, sizeof j->weight_version, "%s", l->weight_version); /* only this thread writes it */
     mt_request r = {.id = j->id, .name = j->name, .prompt = j->prompt, .n_prompt = j->n_prompt,
                     .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,

@@ -102,6 +102,8 @@ typedef struct mt_gen_job {
     char name[MT_JOB_NAME_LEN]; /* the id its response carries (meta_info.id, the OpenAI "id"); the
                                    engine request's name, so routing sinks (the recorder's per_token
                                    index) name its tokens as the client knows them */
+    bool name_from_client;      /* name is the client's rid (or made from it): no other running job may
+                                   have it (SGLang refuses a duplicate request id) */
     int32_t *prompt;            /* malloc'd */
     int n_prompt;
     mt_gen_params params;

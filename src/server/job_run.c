@@ -71,6 +71,7 @@ int mt_jobs_start(mt_server *s, const mt_gen_request *r, char (*names)[MT_JOB_NA
             mt_job_set_free(set);
             return mt_api_fail(e, 500, "out of memory");
         }
+        set->jobs[k]->name_from_client = names && names[k][0];
         set->n = k + 1;
     }
     for (int k = 0; k < n; k++) mt_engine_loop_submit(s->b.loop, set->jobs[k]);
