@@ -212,6 +212,11 @@ jv jx_html_escape(jctx *c, jv s); /* markupsafe.escape of a str (result marked J
  * HTML-escapes the arguments and gives markup, as markupsafe does. Fails with Python's messages. */
 jv jx_percent_format(jctx *c, int line, jv fmt, jv args);
 
+/* fmt.format(*args, **kwargs), or fmt.format_map(args[0]) when format_map (jinja_strformat.c): as
+ * jinja2's sandbox runs them (string.Formatter with sandboxed field access; a markup fmt escapes
+ * its fields and gives markup). Fails with Python's messages. */
+jv jx_str_format(jctx *c, int line, jv fmt, jv *args, int nargs, const char **kwn, jv *kwv, int nkw, int format_map);
+
 /* argument helper: positional i or keyword name, else dflt */
 jv jx_arg(jv *args, int nargs, const char **kwn, jv *kwv, int nkw, int pos, const char *name, jv dflt);
 

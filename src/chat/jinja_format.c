@@ -4,7 +4,8 @@
  * s r a d i u o x X e E f F g G c and %%. A markup format string
  * (|safe, |e) HTML-escapes its arguments as markupsafe's Markup.__mod__ does. Numbers are 64-bit ints
  * and doubles; the digits of %e/%f/%g come from the C library's printf, which rounds as Python does.
- * Widths and precisions count code points. */
+ * Widths and precisions count code points. The helpers that str.format shares (jinja_fmt.h) live
+ * here too. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,11 +13,11 @@
 #include <string.h>
 
 #include "chat/jinja.h"
+#include "chat/jinja_fmt.h"
 
 enum { F_LJUST = 1, F_SIGN = 2, F_BLANK = 4, F_ALT = 8, F_ZERO = 16 };
 
-#define MAX_NUM 0x7fffffff        /* largest width or precision (Python's limit is INT_MAX) */
-#define MAX_FLOAT_PREC (1 << 20)  /* digits after the point of %f/%e/%g (Python: memory only) */
+#define MAX_NUM JF_MAX_NUM
 
 typedef struct fstate {
     jctx *c;
@@ -73,15 +74,30 @@ static jv map_get(fstate *st, const char *key, size_t n) {
     jx_fail(st->c, st->line, "KeyError: %s: the format's mapping has no such key", b.p);
 }
 
-/* Appends count copies of ch. */
-static void put_fill(jctx *c, jbuf *b, char ch, int64_t count) {
+void jf_put_repeat(jctx *c, jbuf *b, const char *unit, size_t n, int64_t count) {
     char blk[256];
-    memset(blk, ch, sizeof blk);
+    if (count <= 0 || !n) return;
+    if ((uint64_t)count > JX_MAX_RENDER_BYTES / n) /* fail at once rather than fill up to the limit */
+        jx_fail(c, 0, "rendering needs more than %zu MiB", JX_MAX_RENDER_BYTES >> 20);
+    size_t per = sizeof blk / n; /* whole units in one block */
+    for (size_t i = 0; i < per; i++) memcpy(blk + i * n, unit, n);
     while (count > 0) {
-        size_t k = count > (int64_t)sizeof blk ? sizeof blk : (size_t)count;
-        jb_put(c, b, blk, k);
+        size_t k = count > (int64_t)per ? per : (size_t)count;
+        jb_put(c, b, blk, k * n);
         count -= (int64_t)k;
     }
+}
+
+/* Appends count copies of ch. */
+static void put_fill(jctx *c, jbuf *b, char ch, int64_t count) { jf_put_repeat(c, b, &ch, 1, count); }
+
+int jf_clip(const char *s, size_t n, size_t max) {
+    size_t k = ju_offset(s, n, max);
+    if (k > 400) { /* messages hold 900 bytes: cut before a character */
+        k = 400;
+        while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+    }
+    return (int)k;
 }
 
 /* The next byte of the format string, -1 at its end. */
@@ -161,8 +177,7 @@ static void parse_spec(fstate *st, fspec *sp) {
     sp->conv = ch;
 }
 
-/* Appends s with every non-ASCII code point as \xhh, \uhhhh or \Uhhhhhhhh (ascii() after repr()). */
-static void put_ascii(jctx *c, jbuf *b, const char *s, size_t n) {
+void jf_put_ascii(jctx *c, jbuf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         if (!((unsigned char)s[i] & 0x80)) {
             jb_putc(c, b, s[i++]);
@@ -176,6 +191,19 @@ static void put_ascii(jctx *c, jbuf *b, const char *s, size_t n) {
         else snprintf(tmp, sizeof tmp, "\\U%08" PRIx32, cp);
         jb_puts(c, b, tmp);
         i += adv;
+    }
+}
+
+void jf_repr(jctx *c, jbuf *b, jv v) {
+    if (v.k == JV_UNDEF) {
+        jb_puts(c, b, "Undefined");
+    } else if (v.k == JV_STR && v.gen == JG_MARKUP) {
+        jb_puts(c, b, "Markup(");
+        v.gen = JG_NONE;
+        jv_repr(c, b, v);
+        jb_putc(c, b, ')');
+    } else {
+        jv_repr(c, b, v);
     }
 }
 
@@ -195,18 +223,9 @@ static void conv_text(fstate *st, const fspec *sp, jv v, jbuf *b) {
         }
         return;
     }
-    if (v.k == JV_UNDEF) {
-        jb_puts(c, &t, "Undefined");
-    } else if (v.k == JV_STR && v.gen == JG_MARKUP) {
-        jb_puts(c, &t, "Markup(");
-        v.gen = JG_NONE;
-        jv_repr(c, &t, v);
-        jb_putc(c, &t, ')');
-    } else {
-        jv_repr(c, &t, v);
-    }
+    jf_repr(c, &t, v);
     jv r = st->markup ? jx_html_escape(c, jv_strn(t.p, t.n)) : jv_strn(t.p, t.n);
-    if (sp->conv == 'a') put_ascii(c, b, r.u.s, r.n);
+    if (sp->conv == 'a') jf_put_ascii(c, b, r.u.s, r.n);
     else jb_put(c, b, r.u.s, r.n);
 }
 
@@ -327,6 +346,16 @@ static int fmt_double(char *p, size_t n, int conv, int alt, int prec, double x) 
     }
 }
 
+char *jf_printf_double(jctx *c, int line, int conv, int alt, int64_t prec, double x, size_t *len) {
+    if (prec > JF_MAX_FLOAT_PREC) jx_fail(c, line, "precision too big (at most %d here)", JF_MAX_FLOAT_PREC);
+    int n = fmt_double(NULL, 0, conv, alt, (int)prec, x);
+    if (n < 0) jx_fail(c, line, "cannot format the float");
+    char *p = jx_alloc(c, (size_t)n + 1);
+    fmt_double(p, (size_t)n + 1, conv, alt, (int)prec, x);
+    *len = (size_t)n;
+    return p;
+}
+
 /* %e %E %f %F %g %G of float(v): precision 6 by default; nan and inf as Python spells them (nan
  * without a sign, upper case for E F G). */
 static void conv_float(fstate *st, const fspec *sp, jv v, jbuf *b) {
@@ -348,14 +377,9 @@ static void conv_float(fstate *st, const fspec *sp, jv v, jbuf *b) {
         jb_puts(c, b, x < 0 ? (upper ? "-INF" : "-inf") : (upper ? "INF" : "inf"));
         return;
     }
-    int prec = sp->prec < 0 ? 6 : (int)sp->prec;
-    if (prec > MAX_FLOAT_PREC) jx_fail(c, st->line, "precision too big (at most %d here)", MAX_FLOAT_PREC);
-    int alt = (sp->flags & F_ALT) != 0;
-    int len = fmt_double(NULL, 0, sp->conv, alt, prec, x);
-    if (len < 0) jx_fail(c, st->line, "cannot format the float");
-    char *p = jx_alloc(c, (size_t)len + 1);
-    fmt_double(p, (size_t)len + 1, sp->conv, alt, prec, x);
-    jb_put(c, b, p, (size_t)len);
+    size_t len;
+    char *p = jf_printf_double(c, st->line, sp->conv, (sp->flags & F_ALT) != 0, sp->prec < 0 ? 6 : sp->prec, x, &len);
+    jb_put(c, b, p, len);
 }
 
 /* %c: the code point of an int, or a one-character string itself. */
@@ -370,11 +394,18 @@ static void conv_char(fstate *st, jv v, jbuf *b) {
     }
     if (st->markup || (v.k != JV_INT && v.k != JV_BOOL))
         jx_fail(c, st->line, "%%c requires an int or a unicode character, not %s", type_name(st, v));
-    if (v.u.i < 0 || v.u.i > 0x10FFFF) jx_fail(c, st->line, "%%c arg not in range(0x110000)");
-    if (v.u.i >= 0xD800 && v.u.i <= 0xDFFF)
-        jx_fail(c, st->line, "%%c of %" PRId64 ": a surrogate code point, which UTF-8 cannot carry", v.u.i);
+    jf_put_chr(c, st->line, b, v.u.i, "%c");
+}
+
+void jf_put_chr(jctx *c, int line, jbuf *b, int64_t cp, const char *what) {
+    if (cp < 0 || cp > 0x10FFFF) jx_fail(c, line, "%%c arg not in range(0x110000)");
+    if (cp >= 0xD800 && cp <= 0xDFFF)
+        jx_fail(c, line,
+                "%s of %" PRId64 " (U+%04" PRIX64 "): Python gives a lone surrogate, which the renderer's UTF-8 "
+                "strings cannot hold (unsupported)",
+                what, cp, (uint64_t)cp);
     char u[4];
-    jb_put(c, b, u, ju_encode((int32_t)v.u.i, u));
+    jb_put(c, b, u, ju_encode((int32_t)cp, u));
 }
 
 /* Appends one converted argument p (n bytes) with its sign, prefix, padding and, for s/r/a,

@@ -286,7 +286,7 @@ static jv str_method(jctx *c, int line, jv s, const char *name, size_t n, jv *ar
         return out;
     }
     if (NAMEQ(name, n, "format") || NAMEQ(name, n, "format_map"))
-        jx_fail(c, line, "unsupported: str.%.*s", (int)n, name);
+        return jx_str_format(c, line, s, args, nargs, kwn, kwv, nkw, NAMEQ(name, n, "format_map"));
     *found = 0;
     return jv_none();
 #undef ARG
