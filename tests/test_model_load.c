@@ -62,7 +62,7 @@ static void remove_dir(void) {
     assert_int_equal(system(cmd), 0);
 }
 
-typedef enum mutation { DROP, RESHAPE, RETYPE } mutation;
+typedef enum mutation { DROP, RESHAPE, RETYPE, ADD } mutation; /* ADD: a BF16 [4] tensor named victim */
 
 /* Rewrites the fixture checkpoint into g_dir with `victim` mutated. */
 static void write_mutated(const char *victim, mutation mut) {
@@ -88,6 +88,14 @@ static void write_mutated(const char *victim, mutation mut) {
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + t->nbytes)));
         off += t->nbytes;
     }
+    if (mut == ADD) {
+        cJSON *e = cJSON_AddObjectToObject(hdr, victim);
+        cJSON_AddStringToObject(e, "dtype", "BF16");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(e, "shape"), cJSON_CreateNumber(4));
+        cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + 8)));
+    }
     char *json = cJSON_PrintUnformatted(hdr);
     size_t hlen = strlen(json), padded = (hlen + 7) / 8 * 8; /* the data section starts 8-aligned */
     char path[512];
@@ -103,6 +111,7 @@ static void write_mutated(const char *victim, mutation mut) {
         if (!strcmp(t->name, victim) && mut == DROP) continue;
         fwrite(t->data, 1, t->nbytes, f);
     }
+    if (mut == ADD) fwrite("\0\0\0\0\0\0\0\0", 1, 8, f);
     fclose(f);
     free(json);
     cJSON_Delete(hdr);
@@ -162,7 +171,8 @@ static void test_no_checkpoint(void **state) {
 /* A complete mixtral config but for its closing brace. */
 #define MIXTRAL_FIELDS                                                                                    \
     "{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"  \
-    " \"num_attention_heads\": 4, \"num_local_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8"
+    " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"num_local_experts\": 4, \"num_experts_per_tok\": 2,"  \
+    " \"intermediate_size\": 8"
 
 static void test_bad_configs(void **state) {
     (void)state;
@@ -184,13 +194,30 @@ static void test_bad_configs(void **state) {
         {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
          " \"num_attention_heads\": 4, \"num_key_value_heads\": 3}", "num_key_value_heads"},
         {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
-         " \"num_attention_heads\": 4, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}}", "yarn"},
+         " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}}",
+         "yarn"},
         {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
-         " \"num_attention_heads\": 4, \"num_local_experts\": 4, \"num_experts_per_tok\": 8, \"intermediate_size\": 8}",
+         " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"num_local_experts\": 4, \"num_experts_per_tok\": 8,"
+         " \"intermediate_size\": 8}",
          "num_experts_per_tok"},
         {"{\"model_type\": \"qwen3_moe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
          " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 8,"
          " \"mlp_only_layers\": [5]}", "mlp_only_layers"},
+        /* field getters' messages name the file too */
+        {MIXTRAL_FIELDS ", \"rms_norm_eps\": \"1e-5\"}", "config.json: field 'rms_norm_eps'"},
+        {"{\"model_type\": 3}", "config.json: field 'model_type' must be a string"},
+        /* features moetrace does not implement are refused, not ignored */
+        {MIXTRAL_FIELDS ", \"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\"}}", "fp8"},
+        {MIXTRAL_FIELDS ", \"rope_parameters\": {\"full_attention\": {\"rope_type\": \"default\"}}}", "per-layer-type"},
+        {MIXTRAL_FIELDS ", \"layer_types\": [\"full_attention\", \"sliding_attention\"]}", "layer_types[1]"},
+        {"{\"model_type\": \"olmoe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8,"
+         " \"clip_qkv\": 8.0}", "clip_qkv"},
+        /* eos ids are integers, and no more than are kept */
+        {MIXTRAL_FIELDS ", \"eos_token_id\": 2.5}", "eos_token_id"},
+        {MIXTRAL_FIELDS ", \"eos_token_id\": [1e30]}", "eos_token_id"},
+        {MIXTRAL_FIELDS ", \"eos_token_id\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,"
+         "27,28,29,30,31,32,33]}", "33 ids"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         mt_config c;
@@ -236,10 +263,248 @@ static void test_generation_config_eos(void **state) {
     assert_int_equal(c.num_eos, 3);
     assert_true(mt_config_is_eos(&c, 9));
     assert_false(mt_config_is_eos(&c, 2));
-    write_text(g_dir, "generation_config.json", "{\"eos_token_id\": \"x\"}");
-    assert_int_equal(mt_config_load(&c, g_dir, &err), -1);
-    assert_non_null(strstr(err.msg, "eos_token_id"));
+    static const char *bad[] = {"{\"eos_token_id\": \"x\"}", "{\"eos_token_id\": [2, 7.5]}", "[2]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text(g_dir, "generation_config.json", bad[i]);
+        assert_int_equal(mt_config_load(&c, g_dir, &err), -1);
+        print_message("  error: %s\n", err.msg);
+        assert_non_null(strstr(err.msg, "generation_config.json"));
+        assert_non_null(strstr(err.msg, i < 2 ? "eos_token_id" : "not a JSON object"));
+    }
+    /* bos only, or no eos: config.json's eos stays */
+    write_text(g_dir, "generation_config.json", "{\"bos_token_id\": 1, \"eos_token_id\": null}");
+    assert_int_equal(mt_config_load(&c, g_dir, &err), 0);
+    assert_int_equal(c.num_eos, 1);
+    assert_true(mt_config_is_eos(&c, 2));
+    write_text(g_dir, "generation_config.json", "{\"eos_token_id\": 7}");
+    assert_int_equal(mt_config_load(&c, g_dir, &err), 0);
+    assert_int_equal(c.num_eos, 1);
+    assert_true(mt_config_is_eos(&c, 7));
     remove_dir();
+}
+
+/* Keys a config.json leaves out take transformers' defaults for its family
+ * (configuration_<family>.py), not one set shared by all: Mixtral's rope_theta 1e6, rms_norm_eps 1e-5
+ * and 8 key/value heads, Qwen2-MoE's shared expert of 5632 and biased q/k/v (`qkv_bias`, not
+ * `attention_bias`), OLMoE's eos 50279, ... */
+static void test_transformers_defaults(void **state) {
+    (void)state;
+    mt_config c;
+    mt_err err;
+    const char *mixtral = "{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 512, \"num_hidden_layers\": 2,"
+                          " \"num_attention_heads\": 16, \"num_local_experts\": 4, \"num_experts_per_tok\": 2,"
+                          " \"intermediate_size\": 8, \"attention_bias\": true, \"moe_intermediate_size\": 99}";
+    if (mt_config_parse(&c, mixtral, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.num_key_value_heads, 8);
+    assert_true(c.rope_theta == 1e6f);
+    assert_true(c.rms_norm_eps == 1e-5f);
+    assert_int_equal(c.max_position_embeddings, 131072);
+    assert_false(c.attention_bias);             /* Mixtral has no q/k/v bias, whatever the key says */
+    assert_int_equal(c.moe_intermediate_size, 8); /* its experts are intermediate_size wide */
+    assert_int_equal(c.bos_token_id, 1);
+    assert_int_equal(c.num_eos, 1);
+    assert_int_equal(c.eos_ids[0], 2);
+
+    const char *qwen2 = "{\"model_type\": \"qwen2_moe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+                        " \"num_attention_heads\": 16, \"num_experts\": 4, \"num_experts_per_tok\": 2,"
+                        " \"attention_bias\": false}";
+    if (mt_config_parse(&c, qwen2, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.num_key_value_heads, 16);
+    assert_int_equal(c.shared_expert_intermediate_size, 5632);
+    assert_true(c.shared_expert_gate);
+    assert_int_equal(c.moe_intermediate_size, 1408);
+    assert_true(c.attention_bias);              /* qkv_bias (default true) decides, not attention_bias */
+    assert_int_equal(c.max_position_embeddings, 32768);
+    assert_true(c.rms_norm_eps == 1e-6f && c.rope_theta == 10000.0f);
+    assert_int_equal(c.num_eos, 0);
+    const char *qwen2_nobias = "{\"model_type\": \"qwen2_moe\", \"vocab_size\": 512, \"hidden_size\": 64,"
+                               " \"num_hidden_layers\": 2, \"num_attention_heads\": 16, \"num_experts\": 4,"
+                               " \"num_experts_per_tok\": 2, \"qkv_bias\": false}";
+    if (mt_config_parse(&c, qwen2_nobias, &err)) fail_msg("%s", err.msg);
+    assert_false(c.attention_bias);
+
+    const char *qwen3 = "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+                        " \"num_attention_heads\": 8, \"num_experts\": 4, \"num_experts_per_tok\": 2,"
+                        " \"shared_expert_intermediate_size\": 32}";
+    if (mt_config_parse(&c, qwen3, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.num_key_value_heads, 4);
+    assert_int_equal(c.moe_intermediate_size, 768);
+    assert_int_equal(c.shared_expert_intermediate_size, 0); /* Qwen3-MoE has no shared expert */
+    assert_false(c.norm_topk_prob);
+    assert_int_equal(c.max_position_embeddings, 32768);
+
+    const char *olmoe = "{\"model_type\": \"olmoe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+                        " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2,"
+                        " \"intermediate_size\": 8, \"bos_token_id\": null}";
+    if (mt_config_parse(&c, olmoe, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.num_key_value_heads, 4);
+    assert_true(c.rms_norm_eps == 1e-5f && c.rope_theta == 10000.0f);
+    assert_int_equal(c.max_position_embeddings, 4096);
+    assert_int_equal(c.bos_token_id, -1);
+    assert_int_equal(c.num_eos, 1);
+    assert_int_equal(c.eos_ids[0], 50279);
+    /* an explicit null is no eos, as in transformers */
+    const char *mixtral_null = "{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64,"
+                               " \"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"num_local_experts\": 4,"
+                               " \"num_experts_per_tok\": 2, \"intermediate_size\": 8, \"eos_token_id\": null}";
+    if (mt_config_parse(&c, mixtral_null, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.num_eos, 0);
+}
+
+#define HF_CONFIGS MT_SOURCE_DIR "/tests/fixtures/hf_configs/"
+
+/* The published config.json of each family's real checkpoints parses to the model transformers
+ * builds from it. */
+static void test_real_configs(void **state) {
+    (void)state;
+    static const struct {
+        const char *file;
+        int layers, heads, kv, head_dim, experts, top_k, moe_inter, shared, moe_layers;
+        float eps, theta;
+        bool bias, norm_topk;
+        mt_qk_norm qk;
+        int eos;
+    } cases[] = {
+        {"qwen1.5-moe-a2.7b.json", 24, 16, 16, 128, 60, 4, 1408, 5632, 24, 1e-6f, 1e6f, true, false, MT_QK_NORM_NONE, 151643},
+        {"qwen2-57b-a14b.json", 28, 28, 4, 128, 64, 8, 2560, 20480, 28, 1e-6f, 1e6f, true, false, MT_QK_NORM_NONE, 151643},
+        {"qwen3-30b-a3b.json", 48, 32, 4, 128, 128, 8, 768, 0, 48, 1e-6f, 1e6f, false, true, MT_QK_NORM_PER_HEAD, 151645},
+        {"qwen3-235b-a22b.json", 94, 64, 4, 128, 128, 8, 1536, 0, 94, 1e-6f, 1e6f, false, true, MT_QK_NORM_PER_HEAD, 151645},
+        {"mixtral-8x7b-v0.1.json", 32, 32, 8, 128, 8, 2, 14336, 0, 32, 1e-5f, 1e6f, false, true, MT_QK_NORM_NONE, 2},
+        {"mixtral-8x22b-v0.1.json", 56, 48, 8, 128, 8, 2, 16384, 0, 56, 1e-5f, 1e6f, false, true, MT_QK_NORM_NONE, 2},
+        {"olmoe-1b-7b-0924.json", 16, 16, 16, 128, 64, 8, 1024, 0, 16, 1e-5f, 1e4f, false, false, MT_QK_NORM_FULL, 50279},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, HF_CONFIGS "%s", cases[i].file);
+        mt_err err;
+        char *text = mt_read_file(path, NULL, &err);
+        if (!text) fail_msg("%s", err.msg);
+        mt_config c;
+        if (mt_config_parse(&c, text, &err)) fail_msg("%s: %s", cases[i].file, err.msg);
+        free(text);
+        print_message("  %s: %d layers, %d experts\n", cases[i].file, c.num_hidden_layers, c.num_experts);
+        assert_int_equal(c.num_hidden_layers, cases[i].layers);
+        assert_int_equal(c.num_attention_heads, cases[i].heads);
+        assert_int_equal(c.num_key_value_heads, cases[i].kv);
+        assert_int_equal(c.head_dim, cases[i].head_dim);
+        assert_int_equal(c.num_experts, cases[i].experts);
+        assert_int_equal(c.top_k, cases[i].top_k);
+        assert_int_equal(c.moe_intermediate_size, cases[i].moe_inter);
+        assert_int_equal(c.shared_expert_intermediate_size, cases[i].shared);
+        assert_int_equal(c.num_moe_layers, cases[i].moe_layers);
+        assert_true(c.rms_norm_eps == cases[i].eps);
+        assert_true(c.rope_theta == cases[i].theta);
+        assert_int_equal(c.attention_bias, cases[i].bias);
+        assert_int_equal(c.norm_topk_prob, cases[i].norm_topk);
+        assert_int_equal(c.qk_norm, cases[i].qk);
+        assert_int_equal(c.sliding_window, 0);
+        assert_false(c.tie_word_embeddings);
+        assert_int_equal(c.num_eos, 1);
+        assert_int_equal(c.eos_ids[0], cases[i].eos);
+    }
+}
+
+/* Each published config with its sizes shrunk (same keys otherwise) loads with dummy weights in
+ * the shapes the family's checkpoints have. */
+static void test_real_configs_dummy(void **state) {
+    (void)state;
+    static const char *files[] = {"qwen1.5-moe-a2.7b.json", "qwen2-57b-a14b.json", "qwen3-235b-a22b.json",
+                                  "mixtral-8x22b-v0.1.json", "olmoe-1b-7b-0924.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, HF_CONFIGS "%s", files[i]);
+        mt_err err;
+        cJSON *root = mt_json_load_file(path, &err);
+        if (!root) fail_msg("%s", err.msg);
+        bool gqa = cJSON_GetObjectItem(root, "num_key_value_heads")->valueint <
+                   cJSON_GetObjectItem(root, "num_attention_heads")->valueint;
+        static const struct { const char *key; int value; } sizes[] = {
+            {"vocab_size", 256}, {"hidden_size", 64}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
+            {"head_dim", 16}, {"intermediate_size", 48}, {"moe_intermediate_size", 24},
+            {"shared_expert_intermediate_size", 40}, {"num_experts", 6}, {"num_local_experts", 6},
+            {"num_experts_per_tok", 2},
+        };
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+            if (cJSON_GetObjectItem(root, sizes[k].key))
+                cJSON_ReplaceItemInObject(root, sizes[k].key, cJSON_CreateNumber(sizes[k].value));
+        cJSON_ReplaceItemInObject(root, "num_key_value_heads", cJSON_CreateNumber(gqa ? 2 : 4));
+        char *text = cJSON_Print(root);
+        cJSON_Delete(root);
+        fresh_dir();
+        write_text(g_dir, "config.json", text);
+        free(text);
+        snprintf(path, sizeof path, "%s/generation_config.json", g_dir);
+        unlink(path);
+        mt_model m;
+        if (mt_model_load(&m, g_dir, MT_LOAD_DUMMY, &err)) fail_msg("%s: %s", files[i], err.msg);
+        const mt_config *c = &m.cfg;
+        int hd = c->head_dim, kv = gqa ? 2 : 4;
+        assert_int_equal(hd, 16);
+        assert_int_equal(c->num_experts, 6);
+        for (int l = 0; l < 3; l++) {
+            const mt_layer *L = &m.layers[l];
+            assert_int_equal(L->q.rows, 4 * hd);
+            assert_int_equal(L->k.rows, kv * hd);
+            assert_int_equal(L->o.cols, 4 * hd);
+            assert_true(L->is_moe);
+            assert_int_equal(L->router.rows, 6);
+            int inter = c->arch == MT_ARCH_MIXTRAL || c->arch == MT_ARCH_OLMOE ? 48 : 24;
+            assert_int_equal(L->experts[5].gate.rows, inter);
+            assert_int_equal(L->experts[5].down.cols, inter);
+            assert_int_equal(L->has_shared, c->arch == MT_ARCH_QWEN2_MOE);
+            if (L->has_shared) assert_int_equal(L->shared.up.rows, 40);
+            assert_int_equal(L->q_bias != NULL, c->arch == MT_ARCH_QWEN2_MOE);
+            assert_int_equal(L->q_norm != NULL, c->arch == MT_ARCH_QWEN3_MOE || c->arch == MT_ARCH_OLMOE);
+        }
+        assert_true(m.lm_head.data != m.embed.data);
+        mt_model_free(&m);
+        remove_dir();
+    }
+}
+
+/* A checkpoint tensor the config has no place for means config.json describes another model (here:
+ * a fifth layer, a bias, a shared expert): refused, naming it, instead of computing without it. */
+static void test_unused_tensor(void **state) {
+    (void)state;
+    static const char *extra[] = {"model.layers.4.input_layernorm.weight", "model.layers.0.self_attn.q_proj.bias",
+                                  "model.layers.0.mlp.shared_expert_gate.weight",
+                                  "model.layers.0.mlp.experts.8.up_proj.weight"};
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        fresh_dir();
+        write_mutated(extra[i], ADD);
+        expect_load_error(extra[i], "config.json");
+        remove_dir();
+    }
+    /* tolerated: rotary frequencies old checkpoints saved; lm_head.weight when the embeddings are tied */
+    fresh_dir();
+    write_mutated("model.layers.0.self_attn.rotary_emb.inv_freq", ADD);
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, g_dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    mt_model_free(&m);
+    char *text = mt_read_file(SRC "/config.json", NULL, &err);
+    assert_non_null(text);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    cJSON_ReplaceItemInObject(root, "tie_word_embeddings", cJSON_CreateTrue());
+    text = cJSON_Print(root);
+    cJSON_Delete(root);
+    write_text(g_dir, "config.json", text);
+    free(text);
+    if (mt_model_load(&m, g_dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    assert_true(m.lm_head.data == m.embed.data);
+    mt_model_free(&m);
+    remove_dir();
+}
+
+/* --model naming a file, not a folder. */
+static void test_not_a_folder(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err = {{0}};
+    assert_int_equal(mt_model_load(&m, SRC "/config.json", MT_LOAD_DUMMY, &err), -1);
+    print_message("  error: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "config.json is not a folder"));
 }
 
 /* --load-format dummy reads only config.json and is deterministic. */
@@ -265,7 +530,9 @@ int main(void) {
         cmocka_unit_test(test_unsupported_dtype), cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_no_checkpoint),     cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_config_spellings),  cmocka_unit_test(test_generation_config_eos),
-        cmocka_unit_test(test_dummy_weights),
+        cmocka_unit_test(test_dummy_weights),     cmocka_unit_test(test_transformers_defaults),
+        cmocka_unit_test(test_real_configs),      cmocka_unit_test(test_real_configs_dummy),
+        cmocka_unit_test(test_unused_tensor),     cmocka_unit_test(test_not_a_folder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -262,7 +262,7 @@ static void test_sharded_errors(void **state) {
 
     make_dir("sh_absent"); /* a shard file that does not exist */
     write_index("sh_absent", "\"x\":\"nothere.safetensors\"");
-    expect_fail("sh_absent", "nothere.safetensors", NULL);
+    expect_fail("sh_absent", "nothere.safetensors", "index.json names shard"); /* and says who names it */
 
     make_dir("sh_nomap");
     write_bytes("sh_nomap/model.safetensors.index.json", "{\"metadata\":{}}", 15);
@@ -307,6 +307,12 @@ static void test_malformed_files(void **state) {
     expect_fail("bad/long.safetensors", "long.safetensors", "past the end");
     write_bytes("bad/absurd.safetensors", "\0\0\0\x10\0\0\0\0{}", 10);
     expect_fail("bad/absurd.safetensors", "absurd.safetensors", "absurd");
+    /* a repository cloned without git-lfs holds pointer files where the weights should be */
+    static const char pointer[] = "version https://git-lfs.github.com/spec/v1\n"
+                                  "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+                                  "size 3966057608\n";
+    write_bytes("bad/pointer.safetensors", pointer, sizeof pointer - 1);
+    expect_fail("bad/pointer.safetensors", "pointer.safetensors", "Git LFS pointer");
 
     static const struct { const char *header, *want; size_t data; } cases[] = {
         {"{\"a\": ", NULL, 0},

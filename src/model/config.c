@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util/json_util.h"
 
@@ -13,16 +14,31 @@ typedef struct arch_desc {
     const char *model_type;
     mt_arch arch;
     mt_qk_norm qk_norm;
+    const char *bias_key;     /* the key switching q/k/v biases on (NULL: the family has none) */
     bool bias_default;        /* q/k/v biases unless the config says otherwise */
     bool sparse_step_layout;  /* decoder_sparse_step / mlp_only_layers decide the MoE layers */
     bool always_norm_topk;    /* renormalises top-k weights whatever the config says */
+    bool has_sliding_window;  /* `sliding_window` applies without a `use_sliding_window` switch */
+    bool has_clip_qkv;        /* the family reads `clip_qkv` */
+    /* transformers' defaults (its configuration_<family>.py) for keys a config.json may leave out */
+    int kv_heads;             /* num_key_value_heads; 0: num_attention_heads */
+    int max_positions;        /* max_position_embeddings */
+    float eps;                /* rms_norm_eps */
+    float theta;              /* rope_theta */
+    int moe_inter;            /* moe_intermediate_size; 0: intermediate_size (the experts' size) */
+    int shared_inter;         /* shared_expert_intermediate_size; 0: no shared expert */
+    int bos, eos;             /* bos_token_id, eos_token_id; -1: none */
 } arch_desc;
 
 static const arch_desc ARCHS[] = {
-    {"qwen3_moe", MT_ARCH_QWEN3_MOE, MT_QK_NORM_PER_HEAD, false, true, false},
-    {"qwen2_moe", MT_ARCH_QWEN2_MOE, MT_QK_NORM_NONE, true, true, false},
-    {"mixtral", MT_ARCH_MIXTRAL, MT_QK_NORM_NONE, false, false, true},
-    {"olmoe", MT_ARCH_OLMOE, MT_QK_NORM_FULL, false, false, false},
+    {"qwen3_moe", MT_ARCH_QWEN3_MOE, MT_QK_NORM_PER_HEAD, "attention_bias", false, true, false, false, false,
+     4, 32768, 1e-6f, 10000.0f, 768, 0, -1, -1},
+    {"qwen2_moe", MT_ARCH_QWEN2_MOE, MT_QK_NORM_NONE, "qkv_bias", true, true, false, false, false,
+     16, 32768, 1e-6f, 10000.0f, 1408, 5632, -1, -1},
+    {"mixtral", MT_ARCH_MIXTRAL, MT_QK_NORM_NONE, NULL, false, false, true, true, false,
+     8, 131072, 1e-5f, 1000000.0f, 0, 0, 1, 2},
+    {"olmoe", MT_ARCH_OLMOE, MT_QK_NORM_FULL, "attention_bias", false, false, false, false, true,
+     0, 4096, 1e-5f, 10000.0f, 0, 0, -1, 50279},
 };
 
 #define GET(kind, key, dst)                                         \
@@ -35,25 +51,66 @@ static int require_positive(const char *key, int v, mt_err *err) {
     return 0;
 }
 
-static int parse_rope(mt_config *cfg, const cJSON *root, mt_err *err) {
-    cfg->rope_theta = 10000.0f;
+static int parse_rope(mt_config *cfg, const cJSON *root, const arch_desc *a, mt_err *err) {
+    cfg->rope_theta = a->theta;
     GET(float, "rope_theta", &cfg->rope_theta);
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     const cJSON *objs[2] = {params, scaling};
     for (int i = 0; i < 2; i++) {
         const cJSON *o = objs[i];
+        const char *key = i ? "rope_scaling" : "rope_parameters";
         if (!o || cJSON_IsNull(o)) continue;
-        if (!cJSON_IsObject(o)) return mt_errf(err, "config.json: '%s' must be an object", i ? "rope_scaling" : "rope_parameters");
+        if (!cJSON_IsObject(o)) return mt_errf(err, "config.json: '%s' must be an object", key);
+        /* transformers 5 nests the parameters per attention type for models that mix types */
+        const cJSON *it;
+        cJSON_ArrayForEach(it, o) {
+            if (cJSON_IsObject(it))
+                return mt_errf(err, "config.json: '%s' holds per-layer-type parameters ('%s'), which are not supported",
+                               key, it->string);
+        }
         if (mt_json_float(o, "rope_theta", &cfg->rope_theta, err) < 0) return -1;
         const char *type = NULL;
         if (mt_json_string(o, "rope_type", &type, err) < 0) return -1;
         if (!type && mt_json_string(o, "type", &type, err) < 0) return -1;
         if (type && strcmp(type, "default") != 0)
-            return mt_errf(err, "config.json: rope type '%s' is not supported (only 'default')", type);
+            return mt_errf(err, "config.json: %s: rope type '%s' is not supported (only 'default')", key, type);
     }
     if (!(cfg->rope_theta > 0.0f) || isinf(cfg->rope_theta))
         return mt_errf(err, "config.json: rope_theta must be a positive finite number");
+    return 0;
+}
+
+/* Keys of features moetrace does not implement, refused rather than ignored (the weights would load
+ * and compute something else than the model). */
+static int refuse_unsupported(const cJSON *root, const arch_desc *a, mt_err *err) {
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    if (q && !cJSON_IsNull(q)) {
+        const char *method = NULL;
+        if (cJSON_IsObject(q)) mt_json_string(q, "quant_method", &method, NULL);
+        return mt_errf(err, "config.json: 'quantization_config' (quant_method '%s') is not supported: moetrace reads "
+                       "unquantized F32, F16 and BF16 checkpoints", method ? method : "?");
+    }
+    if (a->has_clip_qkv) {
+        const cJSON *clip = cJSON_GetObjectItemCaseSensitive(root, "clip_qkv");
+        if (clip && !cJSON_IsNull(clip)) {
+            if (!cJSON_IsNumber(clip)) return mt_errf(err, "config.json: 'clip_qkv' must be a number or null");
+            return mt_errf(err, "config.json: 'clip_qkv' %g is not supported (only null: no clipping of q/k/v)",
+                           clip->valuedouble);
+        }
+    }
+    const cJSON *types = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+    if (types && !cJSON_IsNull(types)) {
+        if (!cJSON_IsArray(types)) return mt_errf(err, "config.json: 'layer_types' must be a list");
+        int l = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, types) {
+            if (!cJSON_IsString(it) || strcmp(it->valuestring, "full_attention") != 0)
+                return mt_errf(err, "config.json: layer_types[%d] is %s; only 'full_attention' is supported", l,
+                               cJSON_IsString(it) ? it->valuestring : "not a string");
+            l++;
+        }
+    }
     return 0;
 }
 
@@ -82,19 +139,31 @@ static int parse_moe_layout(mt_config *cfg, const cJSON *root, const arch_desc *
     return 0;
 }
 
-static int parse_eos(int *ids, int *count, const cJSON *item) {
+/* An integer id that fits an int. */
+static bool json_id(const cJSON *v, int *out) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2147483647.0)
+        return false;
+    *out = (int)v->valuedouble;
+    return true;
+}
+
+/* eos_token_id: an integer or a list of at most MT_MAX_EOS integers; absent or null leaves *count.
+ * Returns -1 with a message that the caller prefixes with the file. */
+static int parse_eos(int *ids, int *count, const cJSON *item, mt_err *err) {
     if (!item || cJSON_IsNull(item)) return 0;
     if (cJSON_IsNumber(item)) {
-        ids[0] = item->valueint;
+        if (!json_id(item, &ids[0])) return mt_errf(err, "'eos_token_id' must be an integer or a list of integers");
         *count = 1;
         return 0;
     }
-    if (!cJSON_IsArray(item)) return -1;
+    if (!cJSON_IsArray(item)) return mt_errf(err, "'eos_token_id' must be an integer or a list of integers");
     int n = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, item) {
-        if (!cJSON_IsNumber(it)) return -1;
-        if (n < MT_MAX_EOS) ids[n++] = it->valueint;
+        if (n == MT_MAX_EOS)
+            return mt_errf(err, "'eos_token_id' lists %d ids, more than the %d supported", cJSON_GetArraySize(item),
+                           MT_MAX_EOS);
+        if (!json_id(it, &ids[n++])) return mt_errf(err, "'eos_token_id' must be an integer or a list of integers");
     }
     *count = n;
     return 0;
@@ -110,8 +179,9 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
     }
     int rc = -1;
     const char *model_type = NULL;
-    if (mt_json_string(root, "model_type", &model_type, err) <= 0) {
-        if (!model_type) mt_errf(err, "config.json: 'model_type' missing");
+    int has_type = mt_json_string(root, "model_type", &model_type, err);
+    if (has_type <= 0) {
+        if (has_type == 0) mt_errf(err, "config.json: 'model_type' missing");
         goto done;
     }
     const arch_desc *a = NULL;
@@ -124,10 +194,12 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", model_type);
     cfg->arch = a->arch;
     cfg->qk_norm = a->qk_norm;
-    cfg->rms_norm_eps = 1e-6f;
-    cfg->bos_token_id = -1;
+    cfg->rms_norm_eps = a->eps;
+    cfg->bos_token_id = a->bos;
+    if (a->eos >= 0) cfg->eos_ids[cfg->num_eos++] = a->eos;
     cfg->attention_bias = a->bias_default;
-    cfg->max_position_embeddings = 4096;
+    cfg->max_position_embeddings = a->max_positions;
+    if (refuse_unsupported(root, a, err)) goto done;
 
 #undef GET
 #define GET(kind, key, dst)                                     \
@@ -138,12 +210,11 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
     GET(int, "hidden_size", &cfg->hidden_size);
     GET(int, "num_hidden_layers", &cfg->num_hidden_layers);
     GET(int, "num_attention_heads", &cfg->num_attention_heads);
-    cfg->num_key_value_heads = cfg->num_attention_heads;
+    cfg->num_key_value_heads = a->kv_heads ? a->kv_heads : cfg->num_attention_heads;
     GET(int, "num_key_value_heads", &cfg->num_key_value_heads);
     GET(int, "max_position_embeddings", &cfg->max_position_embeddings);
     GET(float, "rms_norm_eps", &cfg->rms_norm_eps);
-    GET(bool, "attention_bias", &cfg->attention_bias);
-    GET(bool, "qkv_bias", &cfg->attention_bias);
+    if (a->bias_key) GET(bool, a->bias_key, &cfg->attention_bias);
     GET(bool, "tie_word_embeddings", &cfg->tie_word_embeddings);
     if (!(cfg->rms_norm_eps >= 0.0f) || isinf(cfg->rms_norm_eps)) {
         mt_errf(err, "config.json: rms_norm_eps must be a finite non-negative number");
@@ -182,22 +253,23 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
         mt_errf(err, "config.json: use_sliding_window=true is not supported yet");
         goto done;
     }
-    if (a->arch == MT_ARCH_MIXTRAL) GET(int, "sliding_window", &cfg->sliding_window);
+    if (a->has_sliding_window) GET(int, "sliding_window", &cfg->sliding_window);
     if (cfg->sliding_window < 0) {
         mt_errf(err, "config.json: sliding_window %d must not be negative", cfg->sliding_window);
         goto done;
     }
-    if (parse_rope(cfg, root, err)) goto done;
+    if (parse_rope(cfg, root, a, err)) goto done;
 
     GET(int, "num_experts", &cfg->num_experts);
     GET(int, "num_local_experts", &cfg->num_experts);
     GET(int, "num_experts_per_tok", &cfg->top_k);
     GET(int, "intermediate_size", &cfg->intermediate_size);
-    cfg->moe_intermediate_size = cfg->intermediate_size;
-    GET(int, "moe_intermediate_size", &cfg->moe_intermediate_size);
+    cfg->moe_intermediate_size = a->moe_inter ? a->moe_inter : cfg->intermediate_size;
+    if (a->moe_inter) GET(int, "moe_intermediate_size", &cfg->moe_intermediate_size);
     GET(bool, "norm_topk_prob", &cfg->norm_topk_prob);
     if (a->always_norm_topk) cfg->norm_topk_prob = true;
-    GET(int, "shared_expert_intermediate_size", &cfg->shared_expert_intermediate_size);
+    cfg->shared_expert_intermediate_size = a->shared_inter;
+    if (a->shared_inter) GET(int, "shared_expert_intermediate_size", &cfg->shared_expert_intermediate_size);
     cfg->shared_expert_gate = cfg->shared_expert_intermediate_size > 0;
     if (require_positive("num_experts", cfg->num_experts, err) ||
         require_positive("num_experts_per_tok", cfg->top_k, err) ||
@@ -212,18 +284,26 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
         mt_errf(err, "config.json: dense layers need 'intermediate_size'");
         goto done;
     }
+    /* an explicit null means none, as in transformers, whatever the family's default */
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "bos_token_id"))) cfg->bos_token_id = -1;
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"))) cfg->num_eos = 0;
     GET(int, "bos_token_id", &cfg->bos_token_id);
-    if (parse_eos(cfg->eos_ids, &cfg->num_eos, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"))) {
-        mt_errf(err, "config.json: 'eos_token_id' must be an integer or a list of integers");
-        goto done;
-    }
+    if (parse_eos(cfg->eos_ids, &cfg->num_eos, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"), err)) goto done;
     rc = 0;
 done:
+    /* the field getters' messages name the key, not the file */
+    if (rc && strncmp(err->msg, "config.json", 11) != 0) {
+        mt_err inner = *err;
+        mt_errf(err, "config.json: %s", inner.msg);
+    }
     cJSON_Delete(root);
     return rc;
 }
 
 int mt_config_load(mt_config *cfg, const char *dir, mt_err *err) {
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        return mt_errf(err, "%s is not a folder (a model is a Hugging Face checkpoint folder holding config.json)", dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     char *text = mt_read_file(path, NULL, err);
@@ -235,22 +315,20 @@ int mt_config_load(mt_config *cfg, const char *dir, mt_err *err) {
         return mt_errf(err, "%s: %s", dir, inner.msg);
     }
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    FILE *probe = fopen(path, "rb");
-    if (!probe) return 0;
-    fclose(probe);
+    if (stat(path, &st) != 0) return 0;
     cJSON *gen = mt_json_load_file(path, err);
     if (!gen) return -1;
     int eos[MT_MAX_EOS], n = 0;
-    if (parse_eos(eos, &n, cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id"))) {
-        cJSON_Delete(gen);
-        return mt_errf(err, "%s: 'eos_token_id' must be an integer or a list of integers", path);
-    }
-    if (n > 0) {
+    mt_err inner;
+    if (!cJSON_IsObject(gen)) rc = mt_errf(err, "%s: not a JSON object", path);
+    else if (parse_eos(eos, &n, cJSON_GetObjectItemCaseSensitive(gen, "eos_token_id"), &inner))
+        rc = mt_errf(err, "%s: %s", path, inner.msg);
+    if (rc == 0 && n > 0) {
         memcpy(cfg->eos_ids, eos, sizeof eos);
         cfg->num_eos = n;
     }
     cJSON_Delete(gen);
-    return 0;
+    return rc;
 }
 
 bool mt_config_is_eos(const mt_config *cfg, int id) {

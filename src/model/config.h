@@ -11,7 +11,7 @@
 #include "util/err.h"
 
 #define MT_MAX_LAYERS 256
-#define MT_MAX_EOS 8
+#define MT_MAX_EOS 32
 
 typedef enum mt_arch {
     MT_ARCH_QWEN3_MOE,

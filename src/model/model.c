@@ -24,6 +24,7 @@ typedef struct binder {
     bool shapes_only;          /* dummy without host data */
     uint64_t seed;
     mt_err *err;
+    unsigned char *used;       /* per checkpoint tensor (name order): bound to the model */
 } binder;
 
 static void *own(mt_model *m, size_t bytes) {
@@ -60,6 +61,7 @@ static float rand_uniform(uint64_t *s, float scale) {
 static const mt_tensor_info *lookup(binder *b, const char *name, int ndim, int64_t d0, int64_t d1) {
     const mt_tensor_info *t;
     if (mt_checkpoint_get(b->m->ckpt, name, &t, b->err)) return NULL;
+    b->used[t - mt_checkpoint_at(b->m->ckpt, 0)] = 1; /* the checkpoint's tensors are one array */
     bool ok = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
     if (!ok) {
         char got[128] = "", want[64];
@@ -178,6 +180,29 @@ static int bind_layer(binder *b, int l) {
     return 0;
 }
 
+/* Every tensor of the checkpoint must be bound: one left over means config.json describes another
+ * model than the weights (fewer layers or experts, no shared expert, no biases), and computing
+ * without it would silently give another model's outputs. transformers only warns about unused
+ * weights; vLLM's loaders fail on most. Tolerated: rotary inverse frequencies that old checkpoints
+ * saved, and lm_head.weight when the embeddings are tied (transformers and vLLM skip it too). */
+static int check_all_used(const binder *b) {
+    const mt_checkpoint *ck = b->m->ckpt;
+    for (int i = 0; i < mt_checkpoint_count(ck); i++) {
+        const mt_tensor_info *t = mt_checkpoint_at(ck, i);
+        size_t len = strlen(t->name);
+        static const char inv_freq[] = ".rotary_emb.inv_freq";
+        if (b->used[i]) continue;
+        if (len >= sizeof inv_freq - 1 && !strcmp(t->name + len - (sizeof inv_freq - 1), inv_freq)) continue;
+        if (b->m->cfg.tie_word_embeddings && !strcmp(t->name, "lm_head.weight")) continue;
+        return mt_errf(b->err,
+                       "tensor '%s' in %s is not part of the %s model that config.json describes: the config does "
+                       "not match the checkpoint (check num_hidden_layers, num_experts, the q/k/v bias, "
+                       "shared_expert_intermediate_size, mlp_only_layers, decoder_sparse_step)",
+                       t->name, t->file, b->m->cfg.model_type);
+    }
+    return 0;
+}
+
 int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err) {
     memset(m, 0, sizeof *m);
     if (mt_config_load(&m->cfg, dir, err)) return -1;
@@ -187,8 +212,12 @@ int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err)
     while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
     snprintf(m->name, sizeof m->name, "%s", basename(tmp));
 
-    binder b = {m, fmt != MT_LOAD_AUTO, fmt == MT_LOAD_SHAPES, 0x6d6f657472616365ull, err};
+    binder b = {m, fmt != MT_LOAD_AUTO, fmt == MT_LOAD_SHAPES, 0x6d6f657472616365ull, err, NULL};
     if (!b.dummy && mt_checkpoint_open(&m->ckpt, dir, err)) goto fail;
+    if (!b.dummy && !(b.used = calloc((size_t)mt_checkpoint_count(m->ckpt) + 1, 1))) {
+        mt_errf(err, "out of memory");
+        goto fail;
+    }
     const mt_config *c = &m->cfg;
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
     if (!m->layers) {
@@ -204,8 +233,11 @@ int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err)
     }
     for (int l = 0; l < c->num_hidden_layers; l++)
         if (bind_layer(&b, l)) goto fail;
+    if (!b.dummy && check_all_used(&b)) goto fail;
+    free(b.used);
     return 0;
 fail:
+    free(b.used);
     mt_model_free(m);
     return -1;
 }

@@ -1,5 +1,5 @@
 /* A loaded model: its config and every weight bound by name, checked for presence, dtype and
- * shape before any compute starts. Large matrices stay in the checkpoint's mmap in their own dtype;
+ * shape before any compute starts; a checkpoint tensor the config has no place for is an error too. Large matrices stay in the checkpoint's mmap in their own dtype;
  * small vectors (norm weights, biases) are converted to float32 copies.
  *
  * Tensor naming follows the published checkpoints of each architecture (model/arch_names.c);

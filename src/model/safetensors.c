@@ -173,6 +173,10 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
     *f = (st_file){copy, map, (size_t)st.st_size, NULL}; /* owned by ck from here on */
 
     const unsigned char *p = map;
+    static const char lfs[] = "version https://git-lfs.github.com/spec/";
+    if (f->size >= sizeof lfs - 1 && f->size < 1024 && memcmp(p, lfs, sizeof lfs - 1) == 0)
+        return mt_errf(err, "%s: a Git LFS pointer file, not the weights (the repository was cloned without them: "
+                       "run `git lfs pull` in it, or download the file)", path);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | p[i];
     if (n > MAX_HEADER)
@@ -287,6 +291,15 @@ static char *read_text(const char *path, size_t *len, mt_err *err) {
     return buf;
 }
 
+/* The first tensor the weight_map places in shard (for messages). */
+static const char *first_tensor_of(const cJSON *map, const char *shard) {
+    const cJSON *e;
+    cJSON_ArrayForEach(e, map) {
+        if (cJSON_IsString(e) && strcmp(e->valuestring, shard) == 0) return e->string;
+    }
+    return "?";
+}
+
 /* A sharded checkpoint: open every shard the weight_map names, then check the map against them. */
 static int open_index(mt_checkpoint *ck, const char *dir, const char *index, mt_err *err) {
     size_t len = 0;
@@ -315,7 +328,12 @@ static int open_index(mt_checkpoint *ck, const char *dir, const char *index, mt_
     for (int i = 0; i < ns && rc == 0; i++) {
         if (i > 0 && strcmp(shards[i], shards[i - 1]) == 0) continue;
         char *p = join(dir, shards[i]);
-        rc = p ? open_file(ck, p, err) : mt_errf(err, "out of memory");
+        struct stat st;
+        if (!p) rc = mt_errf(err, "out of memory");
+        else if (stat(p, &st) != 0)
+            rc = mt_errf(err, "%s names shard %s (holding tensor '%s'), which cannot be opened: %s: %s", index,
+                         shards[i], first_tensor_of(map, shards[i]), p, strerror(errno));
+        else rc = open_file(ck, p, err);
         free(p);
     }
     free(shards);
