@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <stdatomic.h>
@@ -738,6 +741,144 @@ static void test_threads(void **state) {
     }
 }
 
+
+/* A pass that began before a start is not in the new window, even when the recorder was active
+ * then: a stop and a start (or a start while recording) between its first layer and its end drop it. */
+static void test_restart_mid_pass(void **state) {
+    (void)state;
+    for (int stop_first = 0; stop_first < 2; stop_first++) {
+        mt_recorder *r = make(MT_REC_PER_TOKEN, -1, 100, NULL);
+        mt_routing_sink s = mt_recorder_sink(r);
+        mt_recorder_start(r);
+        int32_t ids[2 * K] = {0, 1, 2, 3}, z[2] = {0, 0};
+        mt_routing_event ev = {.layer = 1, .n_tokens = 2, .top_k = K, .seq_ids = z, .positions = z, .tokens = z,
+                               .topk_ids = ids};
+        s.on_layer(s.ctx, &ev);
+        if (stop_first) mt_recorder_stop(r);
+        mt_recorder_reset(r); /* what /start_expert_distribution_record does */
+        mt_recorder_start(r);
+        ev.layer = 2;
+        s.on_layer(s.ctx, &ev);
+        mt_pass_event pe = {2, 1};
+        s.on_pass(s.ctx, &pe);
+        mt_recorder_counts c;
+        mt_recorder_get_counts(r, &c);
+        assert_int_equal(c.num_forward_passes, 0);
+        assert_int_equal(c.num_tokens, 0);
+        assert_int_equal(c.tokens_recorded, 0);
+        /* the next pass is recorded */
+        int64_t expect[L * E] = {0};
+        feed_pass(s, 1, 3, expect);
+        check_counts(r, expect);
+        mt_recorder_get_counts(r, &c);
+        assert_int_equal(c.num_forward_passes, 1);
+        mt_recorder_free(r);
+    }
+}
+
+/* Recorders of separate servers (here two in one process, each with its own lock) dumping into one
+ * folder at the same moment never overwrite each other's files. */
+typedef struct dumper {
+    mt_recorder *r;
+    atomic_int *go;
+    char paths[40][4096];
+    int failed;
+} dumper;
+
+static void *dump_thread(void *arg) {
+    dumper *d = arg;
+    while (!atomic_load(d->go)) {
+    }
+    for (int i = 0; i < 40; i++) {
+        mt_err err = {{0}};
+        if (mt_recorder_dump(d->r, d->paths[i], sizeof d->paths[i], &err)) d->failed++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_dumps_one_dir(void **state) {
+    (void)state;
+    for (int mode = 0; mode < 3; mode += 2) {
+        char dir[400];
+        snprintf(dir, sizeof dir, "%s/race%d", tmpdir, mode);
+        assert_int_equal(mkdir(dir, 0755), 0);
+        static dumper d[2];
+        atomic_int go;
+        atomic_init(&go, 0);
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            memset(&d[i], 0, sizeof d[i]);
+            d[i].r = make((mt_recorder_mode)mode, -1, 100, dir);
+            d[i].go = &go;
+            assert_int_equal(pthread_create(&th[i], NULL, dump_thread, &d[i]), 0);
+        }
+        atomic_store(&go, 1);
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < 2; i++) assert_int_equal(d[i].failed, 0);
+        for (int a = 0; a < 80; a++)
+            for (int b = a + 1; b < 80; b++)
+                if (!strcmp(d[a / 40].paths[a % 40], d[b / 40].paths[b % 40]))
+                    fail_msg("two dumps were given the name %s", d[a / 40].paths[a % 40]);
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "test $(ls '%s' | grep -c '^expert_distribution_.*\\.json$') -eq 80", dir);
+        assert_int_equal(system(cmd), 0);
+        if (mode == MT_REC_PER_TOKEN) {
+            snprintf(cmd, sizeof cmd, "test $(ls '%s' | grep -c '\\.safetensors$') -eq 80", dir);
+            assert_int_equal(system(cmd), 0);
+        }
+        for (int i = 0; i < 2; i++) mt_recorder_free(d[i].r);
+    }
+}
+
+/* A per_token dump whose index cannot be written leaves no .safetensors behind, keeps the data
+ * and answers an error; the next dump writes both. (The index is made not to fit with a file size
+ * limit between the two files' sizes.) */
+static void test_per_token_failed_index(void **state) {
+    (void)state;
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/fsize", tmpdir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    mt_recorder *r = make(MT_REC_PER_TOKEN, -1, 100, dir);
+    mt_recorder_start(r);
+    feed_pass(mt_recorder_sink(r), 0, 1, NULL);
+    /* the sizes of the two files, from a first dump */
+    char path[4096], stp[4200];
+    mt_err err = {{0}};
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    struct stat js, ss;
+    assert_int_equal(stat(path, &js), 0);
+    snprintf(stp, sizeof stp, "%.*s.safetensors", (int)strlen(path) - 5, path);
+    assert_int_equal(stat(stp, &ss), 0);
+    assert_true(js.st_size > ss.st_size + 16);
+    unlink(path);
+    unlink(stp);
+
+    feed_pass(mt_recorder_sink(r), 0, 1, NULL);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)(ss.st_size + 8);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = mt_recorder_dump(r, path, sizeof path, &err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(rc, -1);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
+    if (system(cmd)) {
+        snprintf(cmd, sizeof cmd, "ls -l '%s' >&2", dir);
+        (void)system(cmd);
+        fail_msg("a failed dump left files behind (%s)", err.msg);
+    }
+    mt_recorder_counts c;
+    mt_recorder_get_counts(r, &c);
+    assert_int_equal(c.tokens_recorded, 1); /* kept for the next dump */
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    assert_int_equal(stat(path, &js), 0);
+    mt_recorder_free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stat_unbounded),
@@ -754,6 +895,9 @@ int main(void) {
         cmocka_unit_test(test_env_options),
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_restart_mid_pass),
+        cmocka_unit_test(test_concurrent_dumps_one_dir),
+        cmocka_unit_test(test_per_token_failed_index),
     };
     return cmocka_run_group_tests(tests, make_tmpdir, rm_tmpdir);
 }

@@ -140,6 +140,7 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
     r->total = xcalloc(r->NC, sizeof *r->total);
     r->gpu_tmp = xcalloc(plc ? (size_t)r->L * (size_t)ep : 0, sizeof *r->gpu_tmp);
     atomic_init(&r->active, false);
+    atomic_init(&r->epoch, 0u);
     if (r->mode != MT_REC_PER_TOKEN) {
         r->ring_cap = r->buffer_size > 0 ? r->buffer_size : (r->mode == MT_REC_PER_PASS ? 16 : 0);
         if (r->ring_cap) r->ring = calloc((size_t)r->ring_cap, sizeof *r->ring);
@@ -219,8 +220,18 @@ void mt_rec_reset_locked(mt_recorder *r) {
     r->n_req = 0;
 }
 
-void mt_recorder_start(mt_recorder *r) { atomic_store(&r->active, true); }
-void mt_recorder_stop(mt_recorder *r) { atomic_store(&r->active, false); }
+/* The epoch moves before the state changes: a pass begun under the old state reads the old epoch
+ * (begin_pass reads the epoch before the state) and is not committed. */
+void mt_recorder_start(mt_recorder *r) {
+    atomic_fetch_add(&r->epoch, 1u);
+    atomic_store(&r->active, true);
+}
+
+void mt_recorder_stop(mt_recorder *r) {
+    atomic_fetch_add(&r->epoch, 1u);
+    atomic_store(&r->active, false);
+}
+
 bool mt_recorder_active(const mt_recorder *r) { return atomic_load(&((mt_recorder *)r)->active); }
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r) { return r->mode; }
 
@@ -272,6 +283,7 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
 
 void mt_recorder_reset(mt_recorder *r) {
     pthread_mutex_lock(&r->mu);
+    atomic_fetch_add(&r->epoch, 1u); /* the pass in progress began before: dropped too */
     mt_rec_reset_locked(r);
     pthread_mutex_unlock(&r->mu);
 }
@@ -335,7 +347,8 @@ static int stage_reserve(mt_recorder *r, int n) {
 
 static void begin_pass(mt_recorder *r, const mt_routing_event *ev) {
     r->in_pass = true;
-    r->pass_recording = atomic_load_explicit(&r->active, memory_order_relaxed);
+    r->pass_epoch = atomic_load(&r->epoch);
+    r->pass_recording = atomic_load(&r->active);
     if (!r->pass_recording) return;
     int n = ev->n_tokens > 0 ? ev->n_tokens : 0;
     r->pass_n = n;
@@ -607,8 +620,9 @@ static void sink_on_pass(void *ctx, const mt_pass_event *ev) {
     r->pass_recording = false;
     if (rec) {
         pthread_mutex_lock(&r->mu);
-        /* A stop between the first layer and here drops the pass. */
-        if (atomic_load_explicit(&r->active, memory_order_relaxed)) commit_pass(r);
+        /* A stop, start or reset between the first layer and here drops the pass: it began
+         * before the window the recorder holds now. */
+        if (atomic_load(&r->active) && atomic_load(&r->epoch) == r->pass_epoch) commit_pass(r);
         pthread_mutex_unlock(&r->mu);
     }
     r->pass_counter++;

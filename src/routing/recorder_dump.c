@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "routing/balancedness.h"
 #include "routing/recorder_internal.h"
@@ -192,9 +193,9 @@ static int append_widened(mt_atomic_file *f, const void *src, size_t n, int narr
     return 0;
 }
 
-/* Writes the tensors, back to back, as one safetensors file (atomically). Callers order them so that
- * each starts at a multiple of its element size (the data section starts at a multiple of 8).
- * Takes metadata. */
+/* Writes the tensors, back to back, as one safetensors file (atomically, never replacing a file:
+ * 1 when path is taken). Callers order them so that each starts at a multiple of its element size
+ * (the data section starts at a multiple of 8). Takes metadata. */
 static int write_safetensors(const char *path, const st_tensor *t, int n, cJSON *metadata, mt_err *err) {
     if (!host_is_le()) {
         cJSON_Delete(metadata);
@@ -243,11 +244,11 @@ static int write_safetensors(const char *path, const st_tensor *t, int n, cJSON 
         mt_atomic_abort(f);
         return -1;
     }
-    return mt_atomic_commit(f, err);
+    return mt_atomic_commit_new(f, err);
 }
 
-/* Writes the per_token tensors (caller holds mu). request_index (8-byte elements) goes first so
- * every tensor is aligned to its element size. */
+/* Writes the per_token tensors (caller holds mu): 0, 1 when path is taken, -1. request_index
+ * (8-byte elements) goes first so every tensor is aligned to its element size. */
 static int write_token_tensors(mt_recorder *r, const char *path, const char *index_name, mt_err *err) {
     int64_t T = r->tok_n;
     size_t row = (size_t)r->L * (size_t)r->K;
@@ -311,54 +312,88 @@ static cJSON *request_domains_json(const mt_recorder *r, bool *oom) {
     return list;
 }
 
-/* dir/expert_distribution_<ms>[_n] base name not yet taken by a .json nor a .safetensors. */
-static int pick_base(const char *dir, char *base, size_t n, mt_err *err) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    for (int k = 0; k < 1000; k++) {
-        int w = k ? snprintf(base, n, "%s/expert_distribution_%lld_%d", dir, ms, k)
-                  : snprintf(base, n, "%s/expert_distribution_%lld", dir, ms);
-        if (w < 0 || (size_t)w + 16 >= n) return mt_errf(err, "recorder dump: dump dir path too long: %s", dir);
-        char a[4096], b[4096];
-        struct stat st;
-        snprintf(a, sizeof a, "%s.json", base);
-        snprintf(b, sizeof b, "%s.safetensors", base);
-        if (stat(a, &st) != 0 && stat(b, &st) != 0) return 0;
+/* dir/expert_distribution_<ms>[_k] into base: 0, or -1 when the path does not fit. */
+static int base_name(const char *dir, long long ms, int k, char *base, size_t n, mt_err *err) {
+    int w = k ? snprintf(base, n, "%s/expert_distribution_%lld_%d", dir, ms, k)
+              : snprintf(base, n, "%s/expert_distribution_%lld", dir, ms);
+    if (w < 0 || (size_t)w + 16 >= n) return mt_errf(err, "recorder dump: dump dir path too long: %s", dir);
+    return 0;
+}
+
+/* Whether base.json or base.safetensors exists. */
+static bool base_taken(const char *base) {
+    char a[4096];
+    struct stat st;
+    snprintf(a, sizeof a, "%s.json", base);
+    if (stat(a, &st) == 0) return true;
+    snprintf(a, sizeof a, "%s.safetensors", base);
+    return stat(a, &st) == 0;
+}
+
+/* The files of one dump under base (caller holds mu; o is the dump object, its per_token "tensors"
+ * set here): per_token's .safetensors first, then the .json, neither replacing a file. 0, 1 when
+ * a name was taken meanwhile (by another process: nothing of this dump is left), -1. */
+static int write_dump_files(mt_recorder *r, cJSON *o, const char *base, char *json_path, size_t json_len,
+                            mt_err *err) {
+    char st_path[4096];
+    snprintf(json_path, json_len, "%s.json", base);
+    snprintf(st_path, sizeof st_path, "%s.safetensors", base);
+    if (r->mode == MT_REC_PER_TOKEN) {
+        const char *st_name = strrchr(st_path, '/') + 1, *js_name = strrchr(json_path, '/') + 1;
+        cJSON *name = cJSON_CreateString(st_name);
+        bool ok = name && (cJSON_GetObjectItemCaseSensitive(o, "tensors")
+                               ? cJSON_ReplaceItemInObjectCaseSensitive(o, "tensors", name)
+                               : cJSON_AddItemToObject(o, "tensors", name));
+        if (!ok) {
+            cJSON_Delete(name);
+            return mt_errf(err, "recorder dump: out of memory");
+        }
+        int rc = write_token_tensors(r, st_path, js_name, err);
+        if (rc) return rc;
     }
-    return mt_errf(err, "recorder dump: no free file name in %s", dir);
+    char *text = cJSON_PrintUnformatted(o);
+    int rc = text ? mt_atomic_write_new(json_path, text, strlen(text), err) : mt_errf(err, "recorder dump: out of memory");
+    free(text);
+    /* no tensors without their index */
+    if (rc && r->mode == MT_REC_PER_TOKEN) unlink(st_path);
+    return rc;
 }
 
 int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *err) {
     struct stat st;
     if (stat(r->dump_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return mt_errf(err, "recorder dump: dump dir '%s' is not an existing folder", r->dump_dir);
-    char base[4000], json_path[4096], st_path[4096];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    char base[4000], json_path[4096];
     pthread_mutex_lock(&r->mu);
-    int rc = pick_base(r->dump_dir, base, sizeof base, err);
-    cJSON *o = rc == 0 ? mt_rec_build_json_locked(r, err) : NULL;
-    if (!o) rc = -1;
-    snprintf(json_path, sizeof json_path, "%s.json", base);
-    snprintf(st_path, sizeof st_path, "%s.safetensors", base);
+    cJSON *o = mt_rec_build_json_locked(r, err);
+    int rc = o ? 0 : -1;
     if (rc == 0 && r->mode == MT_REC_PER_TOKEN) {
-        const char *st_name = strrchr(st_path, '/') + 1, *js_name = strrchr(json_path, '/') + 1;
         cJSON *ids = request_ids_json(r);
         bool oom;
         cJSON *domains = request_domains_json(r, &oom);
-        if (!ids || oom || !cJSON_AddStringToObject(o, "tensors", st_name) || !cJSON_AddItemToObject(o, "request_ids", ids) ||
+        if (!ids || oom || !cJSON_AddItemToObject(o, "request_ids", ids) ||
             (domains && !cJSON_AddItemToObject(o, "request_domains", domains)))
             rc = mt_errf(err, "recorder dump: out of memory");
-        if (rc == 0) rc = write_token_tensors(r, st_path, js_name, err);
     }
-    char *text = NULL;
-    if (rc == 0) {
-        text = cJSON_PrintUnformatted(o);
-        if (!text) rc = mt_errf(err, "recorder dump: out of memory");
+    /* The first free name; a name another writer takes between the check and the commit is
+     * skipped too (the commits never replace a file). */
+    for (int k = 0, tries = 0; rc == 0; k++) {
+        if (k == 1000 || tries == 100) {
+            rc = mt_errf(err, "recorder dump: no free file name in %s", r->dump_dir);
+            break;
+        }
+        if ((rc = base_name(r->dump_dir, ms, k, base, sizeof base, err))) break;
+        if (base_taken(base)) continue;
+        tries++;
+        rc = write_dump_files(r, o, base, json_path, sizeof json_path, err);
+        if (rc != 1) break;
+        rc = 0;
     }
-    if (rc == 0) rc = mt_atomic_write(json_path, text, strlen(text), err);
     if (rc == 0) mt_rec_reset_locked(r);
     pthread_mutex_unlock(&r->mu);
-    free(text);
     cJSON_Delete(o);
     if (rc == 0 && path_out && path_len) snprintf(path_out, path_len, "%s", json_path);
     return rc;

@@ -40,10 +40,14 @@ struct mt_recorder {
                              E <= 32767, else 4; widened to int32 in dumps */
 
     atomic_bool active;
+    /* Bumped by every start, stop and reset: a pass is committed only when the recorder is active
+     * at its end and no start, stop or reset came since its first layer (see pass_epoch). */
+    atomic_uint epoch;
 
     /* engine thread only (no lock) */
     bool in_pass;         /* a pass has begun (first on_layer seen) and not ended */
     bool pass_recording;  /* this pass is recorded */
+    unsigned pass_epoch;  /* epoch at the pass's first layer */
     int64_t pass_counter; /* passes seen by the sink */
     int pass_n;           /* tokens of the current pass */
     int32_t *pend_count;  /* [NC] counts of the current pass (zero outside pend_touched) */

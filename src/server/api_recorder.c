@@ -22,6 +22,10 @@ static const char DUMP_TEXT[] = "Dump expert distribution record.\n";
 
 int mt_api_start_record(mt_http_request *rq) {
     mt_recorder *r = rq->server->b.recorder;
+    /* as SGLang, a start while recording drops what was recorded, with a warning */
+    if (mt_recorder_active(r))
+        mt_log("expert distribution recorder: already recording; the data recorded so far is dropped (dump it "
+               "first to keep it)");
     mt_recorder_reset(r);
     mt_recorder_start(r);
     if (rq->server->b.domains) {
@@ -33,6 +37,8 @@ int mt_api_start_record(mt_http_request *rq) {
 }
 
 int mt_api_stop_record(mt_http_request *rq) {
+    if (!mt_recorder_active(rq->server->b.recorder))
+        mt_log("expert distribution recorder: stop while not recording (nothing changes)");
     mt_recorder_stop(rq->server->b.recorder);
     if (rq->server->b.domains) mt_domain_usage_stop(rq->server->b.domains);
     mt_log("expert distribution recorder: stopped");
@@ -85,8 +91,10 @@ int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *e
 int mt_api_dump_record(mt_http_request *rq) {
     char path[4096];
     mt_err err;
-    if (mt_server_dump_recorder(rq->server, path, sizeof path, &err))
+    if (mt_server_dump_recorder(rq->server, path, sizeof path, &err)) {
+        mt_log("expert distribution dump failed: %s", err.msg);
         return mt_reply_errorf(rq, 500, "cannot write the dump: %s", err.msg);
+    }
     const char *inline_arg = mt_http_query(rq, "inline");
     if (!inline_arg || !strcmp(inline_arg, "0") || !strcmp(inline_arg, "false"))
         return mt_reply(rq, 200, "text/plain; charset=utf-8", DUMP_TEXT, strlen(DUMP_TEXT));

@@ -91,18 +91,36 @@ void mt_atomic_abort(mt_atomic_file *f) {
     free_file(f);
 }
 
-int mt_atomic_commit(mt_atomic_file *f, mt_err *err) {
+/* fsync + close of the temporary; "fsync" or "close" on failure (errno in *e), else NULL. */
+static const char *finish_tmp(mt_atomic_file *f, int *e) {
     const char *what = NULL;
-    int e = 0;
     if (fsync(f->fd) != 0) {
         what = "fsync";
-        e = errno;
+        *e = errno;
     }
     if (close(f->fd) != 0 && !what) {
         what = "close";
-        e = errno;
+        *e = errno;
     }
     f->fd = -1;
+    return what;
+}
+
+/* Makes the new name durable (failure is not fatal: the file is complete), then frees f. */
+static void sync_dir_and_free(mt_atomic_file *f) {
+    char dir[4096];
+    dir_of(f->path, dir, sizeof dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    free_file(f);
+}
+
+int mt_atomic_commit(mt_atomic_file *f, mt_err *err) {
+    int e = 0;
+    const char *what = finish_tmp(f, &e);
     if (!what && rename(f->tmp, f->path) != 0) {
         what = "rename";
         e = errno;
@@ -112,15 +130,44 @@ int mt_atomic_commit(mt_atomic_file *f, mt_err *err) {
         mt_atomic_abort(f);
         return -1;
     }
-    /* Make the rename itself durable. Failure here is not fatal: the file is complete. */
-    char dir[4096];
-    dir_of(f->path, dir, sizeof dir);
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
+    sync_dir_and_free(f);
+    return 0;
+}
+
+int mt_atomic_commit_new(mt_atomic_file *f, mt_err *err) {
+    int e = 0;
+    const char *what = finish_tmp(f, &e);
+    if (!what && link(f->tmp, f->path) != 0) {
+        e = errno;
+        if (e == EEXIST) {
+            mt_errf(err, "%s: already exists", f->path);
+            mt_atomic_abort(f);
+            return 1;
+        }
+        struct stat st;
+        if (e == EPERM || e == EOPNOTSUPP || e == ENOSYS || e == EMLINK) { /* no hard links here */
+            if (lstat(f->path, &st) == 0) {
+                mt_errf(err, "%s: already exists", f->path);
+                mt_atomic_abort(f);
+                return 1;
+            }
+            if (rename(f->tmp, f->path) == 0) {
+                sync_dir_and_free(f);
+                return 0;
+            }
+            e = errno;
+            what = "rename";
+        } else {
+            what = "link";
+        }
     }
-    free_file(f);
+    if (what) {
+        mt_errf(err, "%s: %s failed: %s", f->path, what, strerror(e));
+        mt_atomic_abort(f);
+        return -1;
+    }
+    unlink(f->tmp); /* the file lives on under its name */
+    sync_dir_and_free(f);
     return 0;
 }
 
@@ -139,4 +186,14 @@ int mt_atomic_write_chunks(const char *path, const mt_write_chunk *chunks, int n
 int mt_atomic_write(const char *path, const void *data, size_t len, mt_err *err) {
     mt_write_chunk c = {data, len};
     return mt_atomic_write_chunks(path, &c, 1, err);
+}
+
+int mt_atomic_write_new(const char *path, const void *data, size_t len, mt_err *err) {
+    mt_atomic_file *f = mt_atomic_open(path, err);
+    if (!f) return -1;
+    if (len && mt_atomic_append(f, data, len, err) != 0) {
+        mt_atomic_abort(f);
+        return -1;
+    }
+    return mt_atomic_commit_new(f, err);
 }

@@ -28,4 +28,13 @@ int mt_atomic_append(mt_atomic_file *f, const void *data, size_t len, mt_err *er
 int mt_atomic_commit(mt_atomic_file *f, mt_err *err);
 void mt_atomic_abort(mt_atomic_file *f);
 
+/* Commit that never replaces: the file is linked to its name only if the name is free, atomically
+ * (link(2)), so writers of separate processes picking the same new name cannot overwrite each
+ * other. 1 when the name was taken (the temporary is removed; nothing written), else as
+ * mt_atomic_commit. On a filesystem without hard links it falls back to rename after checking
+ * the name is free (not atomic there). Frees f. */
+int mt_atomic_commit_new(mt_atomic_file *f, mt_err *err);
+/* One buffer, committed with mt_atomic_commit_new: 0, 1 (name taken) or -1. */
+int mt_atomic_write_new(const char *path, const void *data, size_t len, mt_err *err);
+
 #endif
