@@ -459,8 +459,21 @@ static void test_bad_datasets(void **state) {
         int st = run_moetrace(args, out, sizeof out);
         if (st == 0 || !strstr(out, cases[i].needle)) fail_msg("case %zu: exit %d, output '%s' lacks '%s'", i, st, out, cases[i].needle);
     }
-    /* --out naming a file: refused before the dataset runs (it failed when the dump was written) */
+    /* a request the engine refuses (its prompt and new tokens exceed the context of 512) is named by
+     * its line in the file, blank lines counted, as every other error and the default request names
+     * count them (was: its index among the records, "line 2") */
     char args[1024], out[8192];
+    static char longer[8192];
+    snprintf(longer, sizeof longer, "{\"input_ids\": [1]}\n\n\n{\"input_ids\": [");
+    for (int i = 0; i < 600; i++) strcat(longer, i ? ", 5" : "5");
+    strcat(longer, "]}\n");
+    write_file("long.jsonl", longer);
+    snprintf(args, sizeof args, "profile --model %s --data %s/long.jsonl --out %s/bad --max-new-tokens 2", MODEL, g_dir,
+             g_dir);
+    assert_int_not_equal(run_moetrace(args, out, sizeof out), 0);
+    if (!strstr(out, "long.jsonl line 4: ") || !strstr(out, "exceed the model's context"))
+        fail_msg("output '%s' does not name line 4", out);
+    /* --out naming a file: refused before the dataset runs (it failed when the dump was written) */
     write_file("good.jsonl", "{\"input_ids\": [1, 2]}\n");
     write_file("a_file", "x");
     snprintf(args, sizeof args, "profile --model %s --data %s/good.jsonl --out %s/a_file", MODEL, g_dir, g_dir);

@@ -367,6 +367,39 @@ static void test_compare_cli(void **state) {
     assert_int_equal(access(path_of("y.png"), F_OK), -1);
 }
 
+/* The output is checked before any work, and the error names what is wrong with it: a folder that
+ * does not exist (was: Cairo's "error while writing to output stream" about a temporary file, after
+ * drawing), .json given one dump (was: "must end in .png or .svg", though .json is accepted). */
+static void test_cli_output_checked(void **state) {
+    (void)state;
+    char e[4096], args[4096], a[1200];
+    write_dump(path_of("out_a.json"), 4, 8, 1, "m");
+    snprintf(a, sizeof a, "%s", path_of("out_a.json"));
+    snprintf(args, sizeof args, "'%s' --out '%s'", a, path_of("no_such_folder/x.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 2);
+    assert_non_null(strstr(e, "--out"));
+    assert_non_null(strstr(e, "no_such_folder' does not exist"));
+    assert_null(strstr(e, ".tmp."));
+    snprintf(args, sizeof args, "'%s' --out '%s'", a, path_of("no_such_folder/x.svg"));
+    assert_int_equal(run_cli(args, e, sizeof e), 2);
+    assert_non_null(strstr(e, "no_such_folder' does not exist"));
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, a, path_of("no_such_folder/x.json"));
+    assert_int_equal(run_cli(args, e, sizeof e), 2);
+    assert_non_null(strstr(e, "no_such_folder' does not exist"));
+    snprintf(args, sizeof args, "'%s' --out '%s'", a, path_of("one.json"));
+    assert_int_equal(run_cli(args, e, sizeof e), 2);
+    assert_non_null(strstr(e, "a .json comparison needs two or more dumps"));
+    assert_int_equal(access(path_of("one.json"), F_OK), -1);
+    snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, a, path_of("two.txt"));
+    assert_int_equal(run_cli(args, e, sizeof e), 2);
+    assert_non_null(strstr(e, ".png, .svg or .json"));
+    snprintf(args, sizeof args, "'%s' --out '%s'", a, g_dir); /* a folder */
+    assert_int_equal(run_cli(args, e, sizeof e), 2);
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("missing.json"), path_of("no_such_folder/x.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 2); /* the output first: nothing was read */
+    assert_non_null(strstr(e, "no_such_folder"));
+}
+
 /* Dumps without num_tokens (not written by this recorder): tokens from the counts where top_k is
  * known, else unknown (null), never a made-up number. */
 static void test_compare_dumps_without_tokens(void **state) {
@@ -405,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_compare_cli),
         cmocka_unit_test(test_compare_dumps_without_tokens),
+        cmocka_unit_test(test_cli_output_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

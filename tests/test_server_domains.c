@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -322,10 +323,97 @@ static void test_bad_labels_and_limit(void **state) {
     mt_http_client_free(c);
 }
 
+/* MOETRACE_EXPERT_DUMP_VISUALIZE (SPEC §4: =1) set to anything but 1 or 0 is an error naming the
+ * variable, as the recorder's variables are; "true" used to start a server that silently drew no
+ * heatmaps (a server that does start is stopped by timeout after 30 s). */
+static void test_visualize_env(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    static const char *const bad[] = {"true", "yes", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[2048], out[4096];
+        snprintf(cmd, sizeof cmd, "MOETRACE_EXPERT_DUMP_VISUALIZE='%s' timeout 30 '%s' serve --model %s --port 0 2>&1", bad[i], g_bin,
+                 MODEL);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = 0;
+        int st = pclose(p);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 2 || !strstr(out, "MOETRACE_EXPERT_DUMP_VISUALIZE"))
+            fail_msg("MOETRACE_EXPERT_DUMP_VISUALIZE='%s': status %d, output '%s'", bad[i], st, out);
+    }
+}
+
+/* Runs GET /dashboard's script under node (when installed) on a stub canvas: for models of many
+ * experts (512) or layers (250), every cell and balancedness figure lies inside the canvas (the
+ * fixed 900 x 400 canvas cut them off). */
+static const char DASHBOARD_CHECK[] =
+    "const fs = require('fs'), vm = require('vm');\n"
+    "const html = fs.readFileSync(process.argv[2], 'utf8');\n"
+    "const src = html.split('<script>')[1].split('</script>')[0];\n"
+    "const ops = [];\n"
+    "const g = {clearRect() {}, fillRect(x, y, w, h) { ops.push(['rect', x, y, w, h]); },\n"
+    "           fillText(t, x, y) { ops.push(['text', x, y]); }, fillStyle: '', font: ''};\n"
+    "const canvas = {width: 900, height: 400, getContext: () => g};\n"
+    "const status = {textContent: ''};\n"
+    "const ctx = {document: {getElementById: id => (id === 'map' ? canvas : status)}, location: {search: ''},\n"
+    "             URLSearchParams, fetch: () => new Promise(() => {}), setInterval: () => 0};\n"
+    "vm.createContext(ctx);\n"
+    "vm.runInContext(src, ctx);\n"
+    "for (const [L, E] of [[4, 8], [61, 256], [48, 512], [250, 64], [94, 1024]]) {\n"
+    "  const d = {num_hidden_layers: L, num_experts: E, logical_count: [], balancedness: []};\n"
+    "  for (let l = 0; l < L; l++) {\n"
+    "    d.logical_count.push(Array.from({length: E}, (_, e) => e % 7));\n"
+    "    d.balancedness.push(l % 5 ? 0.5 : null);\n"
+    "  }\n"
+    "  ops.length = 0;\n"
+    "  ctx.draw(d);\n"
+    "  let cells = 0;\n"
+    "  for (const o of ops) {\n"
+    "    const out = o[0] === 'rect' ? o[1] + o[3] > canvas.width || o[2] + o[4] > canvas.height\n"
+    "                                : o[1] + 30 > canvas.width || o[2] > canvas.height;\n"
+    "    if (out) { console.log(`${L} x ${E}: ${o[0]} at ${o.slice(1)} outside ${canvas.width} x ${canvas.height}`); process.exit(1); }\n"
+    "    if (o[0] === 'rect') cells++;\n"
+    "  }\n"
+    "  if (cells !== L * E) { console.log(`${L} x ${E}: ${cells} cells`); process.exit(1); }\n"
+    "}\n"
+    "console.log('ok');\n";
+
+static void test_dashboard_fits(void **state) {
+    (void)state;
+    if (!g_bin || system("node --version >/dev/null 2>&1") != 0) skip();
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    mt_http_response r;
+    assert_int_equal(mt_http_call(c, "GET", "/dashboard", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    char page[512], script[512], cmd[1200], out[4096];
+    snprintf(page, sizeof page, "%s/dashboard.html", g_dir);
+    snprintf(script, sizeof script, "%s/dashboard_check.js", g_dir);
+    FILE *f = fopen(page, "w");
+    assert_non_null(f);
+    fputs(r.body, f);
+    fclose(f);
+    f = fopen(script, "w");
+    assert_non_null(f);
+    fputs(DASHBOARD_CHECK, f);
+    fclose(f);
+    mt_http_response_free(&r);
+    mt_http_client_free(c);
+    snprintf(cmd, sizeof cmd, "node '%s' '%s' 2>&1", script, page);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    if (st != 0 || strcmp(out, "ok\n")) fail_msg("dashboard: %s", out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_domains_add_up),
         cmocka_unit_test(test_bad_labels_and_limit),
+        cmocka_unit_test(test_visualize_env),
+        cmocka_unit_test(test_dashboard_fits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -350,7 +350,7 @@ int cmd_profile(int argc, char **argv) {
                         .group = groups ? groups[i] : 0};
         r.sampling.seed = a.sampling.seed + (uint64_t)i;
         if (mt_engine_submit(engine, &r, &err)) {
-            fprintf(stderr, "moetrace: %s line %d: %s\n", a.data, i + 1, err.msg);
+            fprintf(stderr, "moetrace: %s line %d: %s\n", a.data, d.lines[i], err.msg);
             goto done;
         }
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "report/report.h"
 #include "report/usage_report.h"
@@ -146,6 +147,17 @@ int cmd_report(int argc, char **argv) {
         fprintf(stderr, "moetrace report: %s is required\n%s", !dump ? "DUMP.json" : "--out", USAGE);
         return 2;
     }
+    /* the output before any work: its kind for the number of dumps, then its folder */
+    size_t out_len = strlen(out);
+    bool png_svg = out_len > 4 && (!strcasecmp(out + out_len - 4, ".png") || !strcasecmp(out + out_len - 4, ".svg"));
+    bool json = out_len > 5 && !strcasecmp(out + out_len - 5, ".json");
+    if (!png_svg && !(json && n_dumps > 1)) {
+        fprintf(stderr, "moetrace report: --out %s: %s\n", out,
+                json ? "a .json comparison needs two or more dumps (one dump is drawn as .png or .svg)"
+                     : n_dumps > 1 ? "output must end in .png, .svg or .json" : "output must end in .png or .svg");
+        return 2;
+    }
+    if (mt_arg_out_file("--out", out)) return 2;
     mt_err err = {{0}};
     mt_stat_dump d;
     memset(&d, 0, sizeof d);

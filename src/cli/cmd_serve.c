@@ -253,7 +253,14 @@ int cmd_serve(int argc, char **argv) {
     if (parse(&a, argc, argv)) return 2;
     mt_recorder_opts ro;
     if (recorder_options(&a, &ro)) return 2;
+    /* SPEC §4: =1 turns it on; 0 leaves it off; anything else (true, yes, empty) is an error naming
+       the variable, as the recorder's variables are, rather than a run without the heatmaps */
     const char *viz_env = getenv("MOETRACE_EXPERT_DUMP_VISUALIZE");
+    if (viz_env && strcmp(viz_env, "1") && strcmp(viz_env, "0")) {
+        fprintf(stderr, "moetrace: MOETRACE_EXPERT_DUMP_VISUALIZE='%s': expected 1 (a heatmap beside every dump) or 0\n",
+                viz_env);
+        return 2;
+    }
     bool visualize = a.visualize || (viz_env && !strcmp(viz_env, "1"));
 
     /* Every thread started from here on inherits the blocked signals; the main thread waits for them. */

@@ -22,6 +22,7 @@ void mt_dataset_free(mt_dataset *d) {
     free(d->len);
     free(d->names);
     free(d->domains);
+    free(d->lines);
     memset(d, 0, sizeof *d);
 }
 
@@ -111,7 +112,7 @@ int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, const char *
 }
 
 /* Appends a request (the record's memory taken over on success). */
-static int push(mt_dataset *d, int *cap, const mt_dataset_record *r) {
+static int push(mt_dataset *d, int *cap, const mt_dataset_record *r, int lineno) {
     if (d->n == *cap) {
         int nc = *cap ? *cap * 2 : 64;
         int32_t **ni = realloc(d->ids, (size_t)nc * sizeof *ni);
@@ -122,12 +123,15 @@ static int push(mt_dataset *d, int *cap, const mt_dataset_record *r) {
         if (nn) d->names = nn;
         char **nd = realloc(d->domains, (size_t)nc * sizeof *nd);
         if (nd) d->domains = nd;
-        if (!ni || !nl || !nn || !nd) return -1;
+        int *nline = realloc(d->lines, (size_t)nc * sizeof *nline);
+        if (nline) d->lines = nline;
+        if (!ni || !nl || !nn || !nd || !nline) return -1;
         *cap = nc;
     }
     d->ids[d->n] = r->ids;
     d->names[d->n] = r->name;
     d->domains[d->n] = r->domain;
+    d->lines[d->n] = lineno;
     d->len[d->n++] = r->n;
     return 0;
 }
@@ -156,7 +160,7 @@ int mt_dataset_load(const char *path, mt_text_tools *t, const char *domain_field
         mt_err e = {{0}};
         if (mt_dataset_line(t, line + at, (size_t)len - at, domain_field, &r, &e)) {
             rc = mt_errf(err, "%s line %d: %s", path, lineno, e.msg);
-        } else if ((!r.name && !(r.name = line_name(lineno))) || push(d, &cap_n, &r)) {
+        } else if ((!r.name && !(r.name = line_name(lineno))) || push(d, &cap_n, &r, lineno)) {
             free(r.ids);
             free(r.name);
             free(r.domain);

@@ -21,6 +21,8 @@ typedef struct mt_dataset {
     char **names;  /* [n] their names (malloc'd): the record's "rid" or "id", else its line number */
     char **domains; /* [n] their labels (malloc'd), NULL entries for records without one; all NULL
                        when no field was asked for */
+    int *lines;    /* [n] each record's line in the file (1-based, blank lines counted), for errors
+                      about a request that name its line */
     int n;
 } mt_dataset;
 

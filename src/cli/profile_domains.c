@@ -18,7 +18,7 @@ mt_domain_usage *mt_profile_domains_new(const mt_dataset *d, const char *field, 
                 goto fail;
             }
             if (g < 0) {
-                mt_errf(err, "--domain-field %s: %s line %d: %s", field, data_path, i + 1, e.msg);
+                mt_errf(err, "--domain-field %s: %s line %d: %s", field, data_path, d->lines[i], e.msg);
                 goto fail;
             }
             groups[i] = g;

@@ -1,7 +1,9 @@
 /* The page of GET /dashboard: a live heatmap of the expert load in the recorder's current window
  * (hidden layers x experts, colour = an expert's share of its layer's routed tokens relative to a
  * uniform share), balancedness per layer, and buttons for the recorder endpoints. It polls
- * /dashboard/data every second; an API key given as ?api_key= is sent on as a Bearer header. */
+ * /dashboard/data every second; an API key given as ?api_key= is sent on as a Bearer header.
+ * Cells are at least 2 px: the canvas (about 900 x 400) grows to hold every expert and layer with the
+ * balancedness column (512 experts or 250 layers were cut off). */
 const char mt_dashboard_page[] =
     "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>moetrace expert load</title>\n"
     "<style>body{font-family:sans-serif;margin:1.5em;background:#fafafa}#status{margin:.5em 0;color:#333}"
@@ -24,7 +26,9 @@ const char mt_dashboard_page[] =
     "function draw(d) {\n"
     "  const c = document.getElementById('map'), g = c.getContext('2d');\n"
     "  const L = d.num_hidden_layers, E = d.num_experts, bw = 70;\n"
-    "  const cw = Math.max(2, Math.floor((c.width - bw) / E)), ch = Math.max(2, Math.floor(c.height / L));\n"
+    "  const cw = Math.max(2, Math.floor((900 - bw) / E)), ch = Math.max(2, Math.floor(400 / L));\n"
+    "  if (c.width !== E * cw + bw) c.width = E * cw + bw;\n"
+    "  if (c.height !== L * ch) c.height = L * ch;\n"
     "  g.clearRect(0, 0, c.width, c.height);\n"
     "  for (let l = 0; l < L; l++) {\n"
     "    const row = d.logical_count[l], sum = row.reduce((a, b) => a + b, 0);\n"
