@@ -7,11 +7,15 @@
  *  - a client that disconnects (non-streamed, streamed, or still queued) cancels its sequence:
  *    it finishes as "abort" long before its token limit and its KV blocks are freed, and the
  *    request is counted with code 499 in moetrace_http_requests_total (a stream sent to its end:
- *    200).
+ *    200);
+ *  - SIGTERM whose drain timeout cancels requests still generating: every client, streamed or
+ *    not, still gets its answer (200, finish_reason abort), none a closed connection, and the
+ *    server exits 0.
  * bench/bench_server.c runs the full-size load (2,000 requests at concurrency 64). */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -292,11 +296,90 @@ static void test_disconnect_cancels(void **state) {
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
 
+#define DRAIN_CLIENTS 32
+
+typedef struct drain_client {
+    const char *url;
+    bool stream;
+    long status;
+    bool aborted;  /* the answer (the last event of a stream) says finish_reason abort */
+} drain_client;
+
+static int last_event(const char *data, size_t len, void *ctx) {
+    (void)len;
+    drain_client *d = ctx;
+    if (strstr(data, "\"finish_reason\":{\"type\":\"abort\"")) d->aborted = true;
+    return 0;
+}
+
+static void *drain_client_run(void *arg) {
+    drain_client *d = arg;
+    mt_http_client *c = mt_http_client_new(d->url, NULL);
+    char body[512];
+    /* large answers (every token's routing and top log-probabilities) take their handlers a while
+       to format, so a daemon stopped right after the cancellation would cut some of them */
+    snprintf(body, sizeof body, LONG_REQUEST,
+             d->stream ? ", \"stream\": true, \"return_routed_experts\": true"
+                       : ", \"return_routed_experts\": true, \"return_logprob\": true, \"top_logprobs_num\": 20");
+    mt_http_response r;
+    if (d->stream) {
+        if (mt_http_stream(c, "/generate", body, last_event, d, &r) == 0) d->status = r.status;
+    } else if (mt_http_call(c, "POST", "/generate", body, &r) == 0) {
+        d->status = r.status;
+        d->aborted = r.body && strstr(r.body, "\"finish_reason\":{\"type\":\"abort\"");
+    }
+    mt_http_response_free(&r);
+    mt_http_client_free(c);
+    return NULL;
+}
+
+/* The drain timeout cancels requests that are still generating: their handlers answer them
+ * (finish_reason abort) before the daemon closes the connections. */
+static void test_sigterm_cancels_and_answers(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char dir[512], args[1024], log[512];
+    snprintf(dir, sizeof dir, "%s/slow_drain", g_dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    write_text("slow_drain/config.json", SLOW_CONFIG);
+    snprintf(args, sizeof args, "--model %s --load-format dummy --threads 1 --kv-blocks 8400 --drain-timeout 1 "
+             "--enable-return-routed-experts",
+             dir);
+    snprintf(log, sizeof log, "%s/slow_drain.log", g_dir);
+    mt_test_server srv;
+    assert_int_equal(mt_test_server_start(&srv, g_bin, args, log, 120), 0);
+    drain_client clients[DRAIN_CLIENTS];
+    pthread_t t[DRAIN_CLIENTS];
+    for (int i = 0; i < DRAIN_CLIENTS; i++) {
+        clients[i] = (drain_client){.url = srv.url, .stream = i % 4 == 0};
+        pthread_create(&t[i], NULL, drain_client_run, &clients[i]);
+    }
+    mt_http_client *c = mt_http_client_new(srv.url, NULL);
+    engine_state s = read_state(c);
+    for (int i = 0; i < 500 && s.running != DRAIN_CLIENTS; i++) {
+        sleep_ms(20);
+        s = read_state(c);
+    }
+    assert_int_equal((int)s.running, DRAIN_CLIENTS);
+    mt_http_client_free(c);
+    sleep_ms(200);
+    int st = mt_test_server_stop(&srv, SIGTERM, 60);
+    int answered = 0;
+    for (int i = 0; i < DRAIN_CLIENTS; i++) {
+        pthread_join(t[i], NULL);
+        answered += clients[i].status == 200 && clients[i].aborted;
+    }
+    if (answered != DRAIN_CLIENTS)
+        fail_msg("%d of %d cancelled requests answered (200, finish_reason abort)", answered, DRAIN_CLIENTS);
+    assert_int_equal(st, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_load_preempting),
         cmocka_unit_test(test_disconnect_cancels),
+        cmocka_unit_test(test_sigterm_cancels_and_answers),
     };
     return cmocka_run_group_tests(tests, setup, server_teardown);
 }

@@ -1,8 +1,8 @@
 /* moetrace serve: the HTTP server (SPEC §5). Parses flags, starts listening (so /health answers
  * 503 while loading), loads the model, tokenizer, chat template and recorder, starts the engine
  * thread, serves until SIGTERM or SIGINT, then drains: no new requests, in-flight ones finish
- * (or are cancelled after --drain-timeout, or at a second signal), an active recording is dumped,
- * exit status 0. */
+ * (or are cancelled after --drain-timeout, or at a second signal, and still answered), an active
+ * recording is dumped, exit status 0. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -227,24 +227,45 @@ static int load_text_tools(const char *dir, mt_tokenizer **tok, mt_chat_template
     return 0;
 }
 
+static double seconds_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
 /* Waits until every job finished and every answer was sent, up to timeout_s; a second signal ends
- * the wait. */
-static void drain(mt_server *server, mt_engine_loop *loop, double timeout_s, const sigset_t *signals) {
-    struct timespec t0, now;
+ * the wait. Returns the number of jobs left unfinished (to be cancelled). */
+static int drain(mt_server *server, mt_engine_loop *loop, double timeout_s, const sigset_t *signals) {
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int pending;
     while ((pending = mt_engine_loop_pending(loop)) > 0 || mt_server_requests_in_flight(server) > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double elapsed = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) * 1e-9;
-        if (elapsed >= timeout_s) {
+        if (seconds_since(&t0) >= timeout_s) {
             mt_log("drain timeout: cancelling %d request(s)", pending);
-            return;
+            return pending;
         }
         struct timespec step = {0, 50 * 1000 * 1000};
         if (sigtimedwait(signals, NULL, &step) > 0) {
             mt_log("second signal: cancelling %d request(s)", pending);
-            return;
+            return pending;
         }
+    }
+    return 0;
+}
+
+/* Seconds the handlers of cancelled requests get to send their answers before the daemon stops. */
+#define ANSWER_GRACE_S 2.0
+
+/* After a cancellation the handlers still answer their requests (finish_reason abort, the tokens
+ * so far): waits until nothing is in flight, at most ANSWER_GRACE_S (a client that does not read
+ * its answer must not hold the exit), or until a further signal. Stopping the daemon at once would
+ * close those connections with no answer. */
+static void wait_for_answers(mt_server *server, const sigset_t *signals) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (mt_server_requests_in_flight(server) > 0 && seconds_since(&t0) < ANSWER_GRACE_S) {
+        struct timespec step = {0, 10 * 1000 * 1000};
+        if (sigtimedwait(signals, NULL, &step) > 0) return;
     }
 }
 
@@ -353,8 +374,9 @@ int cmd_serve(int argc, char **argv) {
     mt_log("%s: draining (no new requests; %g s for those in flight)", sig == SIGINT ? "SIGINT" : "SIGTERM",
            a.drain_timeout);
     mt_server_set_draining(server);
-    drain(server, loop, a.drain_timeout, &signals);
+    int cancelled = drain(server, loop, a.drain_timeout, &signals);
     mt_engine_loop_stop(loop); /* cancels what is left; no forward pass runs after this */
+    if (cancelled > 0) wait_for_answers(server, &signals);
     if (mt_recorder_active(recorder)) {
         char path[4096];
         if (mt_server_dump_recorder(server, path, sizeof path, &err)) fprintf(stderr, "moetrace: %s\n", err.msg);
