@@ -734,6 +734,17 @@ static void test_threads(void **state) {
             assert_non_null(o);
             check_consistent(o);
             cJSON_Delete(o);
+            /* the window as /metrics reads it agrees with itself while passes commit */
+            mt_recorder_counts c;
+            int64_t logical[L * E];
+            assert_int_equal(mt_recorder_window(f.r, &c, logical, NULL), 0);
+            for (int l = 1; l < L; l++) {
+                int64_t sum = 0;
+                for (int e = 0; e < E; e++) sum += logical[l * E + e];
+                assert_int_equal(sum, c.num_tokens * K);
+            }
+            int64_t physical[L * E];
+            assert_int_equal(mt_recorder_window(f.r, &c, logical, physical), -1); /* no placement */
             i++;
         }
         pthread_join(th, NULL);

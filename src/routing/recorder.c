@@ -288,13 +288,17 @@ void mt_recorder_reset(mt_recorder *r) {
     pthread_mutex_unlock(&r->mu);
 }
 
-void mt_recorder_get_counts(mt_recorder *r, mt_recorder_counts *c) {
-    pthread_mutex_lock(&r->mu);
+static void counts_locked(const mt_recorder *r, mt_recorder_counts *c) {
     c->num_forward_passes = r->num_passes;
     c->num_tokens = r->num_tokens;
     c->tokens_recorded = r->tok_n;
     c->dropped_tokens = r->dropped_tokens;
     c->pass_balancedness = r->num_passes > 0 && r->plc ? r->bal_sum / (double)r->num_passes : 1.0;
+}
+
+void mt_recorder_get_counts(mt_recorder *r, mt_recorder_counts *c) {
+    pthread_mutex_lock(&r->mu);
+    counts_locked(r, c);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -308,6 +312,16 @@ int mt_recorder_physical_count(mt_recorder *r, int64_t *out) {
     if (!r->plc) return -1;
     pthread_mutex_lock(&r->mu);
     memcpy(out, r->total + r->LE, (r->NC - r->LE) * sizeof *out);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int mt_recorder_window(mt_recorder *r, mt_recorder_counts *c, int64_t *logical, int64_t *physical) {
+    if (physical && !r->plc) return -1;
+    pthread_mutex_lock(&r->mu);
+    counts_locked(r, c);
+    memcpy(logical, r->total, r->LE * sizeof *logical);
+    if (physical) memcpy(physical, r->total + r->LE, (r->NC - r->LE) * sizeof *physical);
     pthread_mutex_unlock(&r->mu);
     return 0;
 }

@@ -120,5 +120,9 @@ void mt_recorder_logical_count(mt_recorder *r, int64_t *out);
 /* Copies the windowed physical_count [num_hidden_layers, num_physical] into out; -1 without a
  * placement. */
 int mt_recorder_physical_count(mt_recorder *r, int64_t *out);
+/* The three above in one critical section, so a pass committed meanwhile cannot make them disagree
+ * (what /metrics and the dashboard show): c, logical [num_hidden_layers, num_experts] and, when not
+ * NULL, physical [num_hidden_layers, num_physical] (-1 when given without a placement). */
+int mt_recorder_window(mt_recorder *r, mt_recorder_counts *c, int64_t *logical, int64_t *physical);
 
 #endif

@@ -68,9 +68,7 @@ static int window_read(mt_server *s, window *w) {
         window_free(w);
         return -1;
     }
-    mt_recorder_get_counts(s->b.recorder, &w->counts);
-    mt_recorder_logical_count(s->b.recorder, w->logical_count);
-    if (p && mt_recorder_physical_count(s->b.recorder, w->physical_count)) {
+    if (mt_recorder_window(s->b.recorder, &w->counts, w->logical_count, w->physical_count)) {
         window_free(w);
         return -1;
     }
