@@ -241,12 +241,14 @@ static int drain(mt_server *server, mt_engine_loop *loop, double timeout_s, cons
     int pending;
     while ((pending = mt_engine_loop_pending(loop)) > 0 || mt_server_requests_in_flight(server) > 0) {
         if (seconds_since(&t0) >= timeout_s) {
-            mt_log("drain timeout: cancelling %d request(s)", pending);
+            mt_log("drain timeout: cancelling %d running request(s); %d HTTP request(s) still in flight (bodies "
+                   "not yet received, answers not yet sent)", pending, mt_server_requests_in_flight(server));
             return pending;
         }
         struct timespec step = {0, 50 * 1000 * 1000};
         if (sigtimedwait(signals, NULL, &step) > 0) {
-            mt_log("second signal: cancelling %d request(s)", pending);
+            mt_log("second signal: cancelling %d running request(s); %d HTTP request(s) still in flight (bodies "
+                   "not yet received, answers not yet sent)", pending, mt_server_requests_in_flight(server));
             return pending;
         }
     }
