@@ -583,6 +583,11 @@ static void commit_tokens(mt_recorder *r) {
         memcpy(r->tok_ids + (size_t)d * row, r->stage_ids + (size_t)t * row, row);
         kept++;
     }
+    if (fresh > kept && r->dropped_tokens == 0) /* once per window: the dump says how many */
+        mt_log("per_token recorder: full at %lld rows; the tokens of later passes are dropped until the next "
+               "dump or start (their count is the dump's dropped_tokens; serve's --expert-distribution-recorder-max-tokens "
+               "sets the room)",
+               (long long)r->tok_n);
     r->dropped_tokens += fresh - kept;
 }
 
