@@ -31,6 +31,14 @@ static inline int server_teardown(void **state) {
     return g_bin ? tmp_dir_remove() : 0;
 }
 
+/* The small text model of most server tests: 3 layers (the first dense), 8 experts, top-2, context
+ * 256, the trained test tokenizer's 1004 ids. */
+static const char SERVER_TEXT_CONFIG[] =
+    "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 1004, \"hidden_size\": 64, \"num_hidden_layers\": 3,"
+    " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16, \"max_position_embeddings\": 256,"
+    " \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, \"intermediate_size\": 64,"
+    " \"mlp_only_layers\": [0], \"eos_token_id\": 2}";
+
 /* Makes g_dir/model: config (config.json text), the trained test tokenizer (tests/tokenizer/bl) and
  * the Qwen3 chat template, for a server with --load-format dummy. 0 on success. */
 static inline int server_text_model(const char *config) {

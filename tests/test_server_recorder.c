@@ -23,11 +23,6 @@
 #include "server_setup.h"
 #include "util/base64.h"
 
-static const char CONFIG[] =
-    "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 1004, \"hidden_size\": 64, \"num_hidden_layers\": 3,"
-    " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16, \"max_position_embeddings\": 256,"
-    " \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, \"intermediate_size\": 64,"
-    " \"mlp_only_layers\": [0], \"eos_token_id\": 2}";
 #define LAYERS 3
 #define EXPERTS 8
 #define TOP_K 2
@@ -40,7 +35,7 @@ static int setup(void **state) {
     (void)state;
     if (server_setup("srvrec_")) return -1;
     if (!g_bin) return 0;
-    if (server_text_model(CONFIG)) return -1;
+    if (server_text_model(SERVER_TEXT_CONFIG)) return -1;
     if (mkdir(path_of("dumps"), 0755)) return -1;
     char args[1024];
     snprintf(args, sizeof args,
