@@ -499,6 +499,40 @@ static void test_rid_in_use(void **state) {
     cJSON_Delete(call("/generate", "{\"input_ids\": [5], \"rid\": \"other\", \"sampling_params\": {\"max_new_tokens\": 1}}", 200));
 }
 
+/* While outputs fam_0 and fam_1 of rid "fam" run, rid "fam" alone clashes with them (the abort of
+ * either would reach both), as does "fam_1" exactly; "fam_x" is a different name. */
+static int clash_at_first_event(const char *data, size_t len, void *ctx) {
+    (void)data, (void)len;
+    dup_probe *p = ctx;
+    if (p->events++ == 0) {
+        post_noting("/generate", "{\"input_ids\": [5, 6], \"rid\": \"fam\", \"sampling_params\": {\"max_new_tokens\": 2}}",
+                    &p->status[0], p->message[0], sizeof p->message[0]);
+        post_noting("/generate", "{\"input_ids\": [5, 6], \"rid\": \"fam_x\", \"sampling_params\": {\"max_new_tokens\": 1}}",
+                    &p->status[1], p->message[1], sizeof p->message[1]);
+        post_noting("/abort_request", "{\"rid\": \"fam\"}", &p->status[2], p->message[2], sizeof p->message[2]);
+    }
+    return 0;
+}
+
+static void test_rid_clash(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    char p[512], body[1024];
+    ids_json(p, sizeof p, 20, 400);
+    snprintf(body, sizeof body,
+             "{\"input_ids\": %s, \"rid\": \"fam\", \"stream\": true, \"sampling_params\": {\"n\": 2,"
+             " \"max_new_tokens\": 480, \"ignore_eos\": true}}", p);
+    dup_probe probe = {0};
+    mt_http_response r;
+    assert_int_equal(mt_http_stream(g_c, "/generate", body, clash_at_first_event, &probe, &r), 0);
+    mt_http_response_free(&r);
+    assert_int_equal(probe.status[0], 400);
+    assert_non_null(strstr(probe.message[0], "request id 'fam' clashes with the running request 'fam_"));
+    assert_int_equal(probe.status[1], 200);
+    assert_int_equal(probe.status[2], 200);
+    cJSON_Delete(call("/generate", "{\"input_ids\": [5], \"rid\": \"fam\", \"sampling_params\": {\"max_new_tokens\": 1}}", 200));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_prompt_list),
@@ -508,6 +542,7 @@ int main(void) {
         cmocka_unit_test(test_disconnect_cancels_every_output),
         cmocka_unit_test(test_abort_request),
         cmocka_unit_test(test_rid_in_use),
+        cmocka_unit_test(test_rid_clash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

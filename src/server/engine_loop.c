@@ -164,20 +164,30 @@ static void reject(mt_gen_job *j, bool busy, const char *why) {
 
 /* ---- the thread --------------------------------------------------------------------------- */
 
-/* A running job named name by its client, or NULL. */
-static const mt_gen_job *live_named(mt_engine_loop *l, const char *name) {
+static bool answers_to(const char *job_name, const char *name);
+
+/* A running job named by its client that /abort_request could not tell apart from a job named name:
+ * the same name, or one answering to the other's abort (name_<digits>, an output of a request of
+ * several); NULL when there is none. */
+static const mt_gen_job *live_clashing(mt_engine_loop *l, const char *name) {
     for (int b = 0; b < LIVE_BUCKETS; b++)
         for (live_node *n = l->live[b]; n; n = n->next)
-            if (n->job->name_from_client && !strcmp(n->job->name, name)) return n->job;
+            if (n->job->name_from_client &&
+                (answers_to(n->job->name, name) || answers_to(name, n->job->name))) return n->job;
     return NULL;
 }
 
 static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
-    if (j->name_from_client && live_named(l, j->name)) {
+    const mt_gen_job *clash = j->name_from_client ? live_clashing(l, j->name) : NULL;
+    if (clash) {
         /* A job leaves the live table before it is marked finished, so a client that reuses a rid
          * once its response came is never refused. */
         char why[MT_ERR_LEN];
-        snprintf(why, sizeof why, "duplicate request id '%s': a request with that rid is still running", j->name);
+        if (!strcmp(clash->name, j->name))
+            snprintf(why, sizeof why, "duplicate request id '%s': a request with that rid is still running", j->name);
+        else
+            snprintf(why, sizeof why, "request id '%s' clashes with the running request '%s': /abort_request "
+                     "of either would cancel both", j->name, clash->name);
         mt_metrics_rejected(l->metrics);
         reject(j, false, why);
         mt_gen_job_unref(j);
