@@ -446,8 +446,9 @@ static void test_abort_request(void **state) {
 /* ---- a rid in use ----------------------------------------------------------------------------- */
 
 typedef struct dup_probe {
+    const char *posts[3][2]; /* path and body of the requests made at the stream's first event */
     int events;
-    long status[3];        /* the same rid alone, in a list, and the abort */
+    long status[3];
     char message[3][256];
 } dup_probe;
 
@@ -460,17 +461,11 @@ static void post_noting(const char *path, const char *body, long *status, char *
     mt_http_client_free(c);
 }
 
-static int reuse_at_first_event(const char *data, size_t len, void *ctx) {
+static int post_at_first_event(const char *data, size_t len, void *ctx) {
     (void)data, (void)len;
     dup_probe *p = ctx;
-    if (p->events++ == 0) {
-        post_noting("/generate", "{\"input_ids\": [5, 6], \"rid\": \"dup\", \"sampling_params\": {\"max_new_tokens\": 2}}",
-                    &p->status[0], p->message[0], sizeof p->message[0]);
-        post_noting("/generate",
-                    "{\"input_ids\": [[5, 6], [7]], \"rid\": [\"other\", \"dup\"], \"sampling_params\": {\"max_new_tokens\": 2}}",
-                    &p->status[1], p->message[1], sizeof p->message[1]);
-        post_noting("/abort_request", "{\"rid\": \"dup\"}", &p->status[2], p->message[2], sizeof p->message[2]);
-    }
+    if (p->events++ == 0)
+        for (int i = 0; i < 3; i++) post_noting(p->posts[i][0], p->posts[i][1], &p->status[i], p->message[i], sizeof p->message[i]);
     return 0;
 }
 
@@ -482,9 +477,13 @@ static void test_rid_in_use(void **state) {
     snprintf(body, sizeof body,
              "{\"input_ids\": %s, \"rid\": \"dup\", \"stream\": true, \"sampling_params\": {\"max_new_tokens\": 480,"
              " \"ignore_eos\": true}}", p);
-    dup_probe probe = {0};
+    /* the same rid alone, in a list, and the abort */
+    dup_probe probe = {.posts = {
+        {"/generate", "{\"input_ids\": [5, 6], \"rid\": \"dup\", \"sampling_params\": {\"max_new_tokens\": 2}}"},
+        {"/generate", "{\"input_ids\": [[5, 6], [7]], \"rid\": [\"other\", \"dup\"], \"sampling_params\": {\"max_new_tokens\": 2}}"},
+        {"/abort_request", "{\"rid\": \"dup\"}"}}};
     mt_http_response r;
-    assert_int_equal(mt_http_stream(g_c, "/generate", body, reuse_at_first_event, &probe, &r), 0);
+    assert_int_equal(mt_http_stream(g_c, "/generate", body, post_at_first_event, &probe, &r), 0);
     mt_http_response_free(&r);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(probe.status[i], 400);
@@ -500,20 +499,7 @@ static void test_rid_in_use(void **state) {
 }
 
 /* While outputs fam_0 and fam_1 of rid "fam" run, rid "fam" alone clashes with them (the abort of
- * either would reach both), as does "fam_1" exactly; "fam_x" is a different name. */
-static int clash_at_first_event(const char *data, size_t len, void *ctx) {
-    (void)data, (void)len;
-    dup_probe *p = ctx;
-    if (p->events++ == 0) {
-        post_noting("/generate", "{\"input_ids\": [5, 6], \"rid\": \"fam\", \"sampling_params\": {\"max_new_tokens\": 2}}",
-                    &p->status[0], p->message[0], sizeof p->message[0]);
-        post_noting("/generate", "{\"input_ids\": [5, 6], \"rid\": \"fam_x\", \"sampling_params\": {\"max_new_tokens\": 1}}",
-                    &p->status[1], p->message[1], sizeof p->message[1]);
-        post_noting("/abort_request", "{\"rid\": \"fam\"}", &p->status[2], p->message[2], sizeof p->message[2]);
-    }
-    return 0;
-}
-
+ * either would reach both); "fam_x" is a different name. */
 static void test_rid_clash(void **state) {
     (void)state;
     SKIP_WITHOUT_SERVER();
@@ -522,9 +508,12 @@ static void test_rid_clash(void **state) {
     snprintf(body, sizeof body,
              "{\"input_ids\": %s, \"rid\": \"fam\", \"stream\": true, \"sampling_params\": {\"n\": 2,"
              " \"max_new_tokens\": 480, \"ignore_eos\": true}}", p);
-    dup_probe probe = {0};
+    dup_probe probe = {.posts = {
+        {"/generate", "{\"input_ids\": [5, 6], \"rid\": \"fam\", \"sampling_params\": {\"max_new_tokens\": 2}}"},
+        {"/generate", "{\"input_ids\": [5, 6], \"rid\": \"fam_x\", \"sampling_params\": {\"max_new_tokens\": 1}}"},
+        {"/abort_request", "{\"rid\": \"fam\"}"}}};
     mt_http_response r;
-    assert_int_equal(mt_http_stream(g_c, "/generate", body, clash_at_first_event, &probe, &r), 0);
+    assert_int_equal(mt_http_stream(g_c, "/generate", body, post_at_first_event, &probe, &r), 0);
     mt_http_response_free(&r);
     assert_int_equal(probe.status[0], 400);
     assert_non_null(strstr(probe.message[0], "request id 'fam' clashes with the running request 'fam_"));
