@@ -178,6 +178,9 @@ static void test_outputs_agree(void **state) {
     cJSON *index = mt_json_load_file(tok_index, &err);
     assert_non_null(index);
     check_request_names(index, ck, names, first, 30);
+    /* sized from the dataset: every prompt token and 5 new tokens a request (forwarded counts 4) */
+    assert_int_equal((int)cJSON_GetObjectItem(index, "max_tokens")->valuedouble, forwarded + 30);
+    assert_int_equal((int)cJSON_GetObjectItem(index, "dropped_tokens")->valuedouble, 0);
     cJSON_Delete(index);
     mt_checkpoint_close(ck);
     assert_png(g_dir, "out/heatmap.png");

@@ -44,7 +44,8 @@ static const char PROFILE_HELP[] =
     "\n"
     "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
     "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
-    "  --per-token            also write the per-token dump; its index's request_ids name each\n"
+    "  --per-token            also write the per-token dump of every forwarded token (sized from\n"
+    "                         the dataset, so none is dropped); its index's request_ids name each\n"
     "                         request by its line's \"rid\" or \"id\" (a string or an integer),\n"
     "                         else by its line number in FILE.jsonl (1-based), as strings\n"
     "  --domain-field F       group the records by their field F (a string or an integer: a domain,\n"
@@ -261,6 +262,14 @@ static cJSON *summary_json(const profile_state *s, const mt_config *c, double wa
     return j;
 }
 
+/* Rows a per_token recording of the whole dataset can need (every prompt token, and at most
+ * max_new_tokens more a request), so none is dropped; the store grows only as rows come. */
+static long per_token_rows(const mt_dataset *d, int max_new_tokens) {
+    long rows = 0;
+    for (int i = 0; i < d->n; i++) rows += (long)d->len[i] + max_new_tokens;
+    return rows > 0 ? rows : 1;
+}
+
 int cmd_profile(int argc, char **argv) {
     profile_args a;
     if (parse(&a, argc, argv)) return 2;
@@ -308,7 +317,7 @@ int cmd_profile(int argc, char **argv) {
     mt_routing_fanout_add(&fan, mt_recorder_sink(stat));
     if (a.per_token) {
         ro.mode = MT_REC_PER_TOKEN;
-        ro.max_tokens = 1L << 24;
+        ro.max_tokens = per_token_rows(&d, a.max_new_tokens);
         if (!(tok_rec = mt_recorder_new(c, model.name, &ro, &err))) goto fail;
         mt_recorder_start(tok_rec);
         mt_routing_fanout_add(&fan, mt_recorder_sink(tok_rec));
