@@ -233,22 +233,29 @@ static double seconds_since(const struct timespec *t0) {
     return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
 }
 
+/* The drain's log line when it stops waiting (why: "drain timeout", "second signal"). */
+static void log_cancelling(const char *why, int pending, mt_server *server) {
+    mt_log("%s: cancelling %d running request(s); %d answer(s) still being sent, %d request body(ies) still "
+           "uploading (refused if they come: the server is draining)", why, pending,
+           mt_server_answers_in_flight(server), mt_server_uploads_in_flight(server));
+}
+
 /* Waits until every job finished and every answer was sent, up to timeout_s; a second signal ends
- * the wait. Returns the number of jobs left unfinished (to be cancelled). */
+ * the wait. A request whose body is still uploading is not waited for: once it came it would only
+ * be refused (503), and a client stalled mid-upload would hold the exit for the whole timeout.
+ * Returns the number of jobs left unfinished (to be cancelled). */
 static int drain(mt_server *server, mt_engine_loop *loop, double timeout_s, const sigset_t *signals) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int pending;
-    while ((pending = mt_engine_loop_pending(loop)) > 0 || mt_server_requests_in_flight(server) > 0) {
+    while ((pending = mt_engine_loop_pending(loop)) > 0 || mt_server_answers_in_flight(server) > 0) {
         if (seconds_since(&t0) >= timeout_s) {
-            mt_log("drain timeout: cancelling %d running request(s); %d HTTP request(s) still in flight (bodies "
-                   "not yet received, answers not yet sent)", pending, mt_server_requests_in_flight(server));
+            log_cancelling("drain timeout", pending, server);
             return pending;
         }
         struct timespec step = {0, 50 * 1000 * 1000};
         if (sigtimedwait(signals, NULL, &step) > 0) {
-            mt_log("second signal: cancelling %d running request(s); %d HTTP request(s) still in flight (bodies "
-                   "not yet received, answers not yet sent)", pending, mt_server_requests_in_flight(server));
+            log_cancelling("second signal", pending, server);
             return pending;
         }
     }
@@ -259,13 +266,13 @@ static int drain(mt_server *server, mt_engine_loop *loop, double timeout_s, cons
 #define ANSWER_GRACE_S 2.0
 
 /* After a cancellation the handlers still answer their requests (finish_reason abort, the tokens
- * so far): waits until nothing is in flight, at most ANSWER_GRACE_S (a client that does not read
+ * so far): waits until no answer is in flight, at most ANSWER_GRACE_S (a client that does not read
  * its answer must not hold the exit), or until a further signal. Stopping the daemon at once would
  * close those connections with no answer. */
 static void wait_for_answers(mt_server *server, const sigset_t *signals) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (mt_server_requests_in_flight(server) > 0 && seconds_since(&t0) < ANSWER_GRACE_S) {
+    while (mt_server_answers_in_flight(server) > 0 && seconds_since(&t0) < ANSWER_GRACE_S) {
         struct timespec step = {0, 10 * 1000 * 1000};
         if (sigtimedwait(signals, NULL, &step) > 0) return;
     }
@@ -379,6 +386,8 @@ int cmd_serve(int argc, char **argv) {
     int cancelled = drain(server, loop, a.drain_timeout, &signals);
     mt_engine_loop_stop(loop); /* cancels what is left; no forward pass runs after this */
     if (cancelled > 0) wait_for_answers(server, &signals);
+    int uploads = mt_server_uploads_in_flight(server);
+    if (uploads > 0) mt_log("closing %d connection(s) whose request body had not come", uploads);
     if (mt_recorder_active(recorder)) {
         char path[4096];
         if (mt_server_dump_recorder(server, path, sizeof path, &err)) fprintf(stderr, "moetrace: %s\n", err.msg);

@@ -47,7 +47,15 @@ static const route ROUTES[] = {
 typedef struct pending_request {
     mt_strbuf body;
     bool too_large;
+    bool answering;        /* counted in the server's answering */
 } pending_request;
+
+/* From the call that answers a request until it completes. */
+static void mark_answering(mt_server *s, pending_request *pr) {
+    if (pr->answering) return;
+    pr->answering = true;
+    atomic_fetch_add(&s->answering, 1);
+}
 
 static bool same_secret(const char *given, const char *key) {
     size_t n = strlen(key), m = strlen(given);
@@ -112,6 +120,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         atomic_fetch_add(&s->in_flight, 1);
         int open = mt_conn_guard_headers(s->guard, c);
         if (open > s->opts.max_connections) { /* in the headroom above the limit: answered, then closed */
+            mark_answering(s, pr);
             mt_http_request rq = {.server = s, .conn = c, .client_fd = -1, .close = true};
             int rc = mt_reply_errorf(&rq, 503, "the server is at its connection limit (%d open, --max-connections %d): "
                                      "retry", open, s->opts.max_connections);
@@ -120,7 +129,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         pr->too_large = cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes;
-        admit(c, s, url, method, pr, &result); /* the headers decide: a refused request's body is not read */
+        /* the headers decide: a refused request's body is not read */
+        if (!admit(c, s, url, method, pr, &result)) mark_answering(s, pr);
         return result;
     }
     if (*upload_size) {
@@ -133,6 +143,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
 
+    mark_answering(s, pr);
     const route *rt = admit(c, s, url, method, pr, &result);
     if (!rt) return result;
     const char *label = rt->path;
@@ -152,6 +163,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     pending_request *pr = *req_cls;
     if (!pr) return;
     atomic_fetch_sub(&s->in_flight, 1);
+    if (pr->answering) atomic_fetch_sub(&s->answering, 1);
     mt_strbuf_free(&pr->body);
     free(pr);
     *req_cls = NULL;
@@ -284,7 +296,12 @@ void mt_server_set_backend(mt_server *s, const mt_server_backend *b) {
 
 void mt_server_set_draining(mt_server *s) { atomic_store(&s->draining, true); }
 
-int mt_server_requests_in_flight(mt_server *s) { return atomic_load(&s->in_flight); }
+int mt_server_answers_in_flight(mt_server *s) { return atomic_load(&s->answering); }
+
+int mt_server_uploads_in_flight(mt_server *s) {
+    int n = atomic_load(&s->in_flight) - atomic_load(&s->answering);
+    return n > 0 ? n : 0;
+}
 
 void mt_server_stop(mt_server *s) {
     if (!s) return;

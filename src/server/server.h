@@ -3,8 +3,9 @@
  * Life cycle, driven by cli/cmd_serve.c:
  *   mt_server_start       listen (HTTP up at once; /health answers 503, other paths 503 too)
  *   mt_server_set_backend after the model, tokenizer, recorder and engine loop exist: serving
- *   mt_server_set_draining new generation requests get 503; requests in flight go on (wait
- *                         for mt_server_requests_in_flight to reach 0)
+ *   mt_server_set_draining new generation requests get 503; requests being answered go on
+ *                         (wait for mt_server_answers_in_flight to reach 0; a body still
+ *                         uploading would only be refused once it came)
  *   mt_server_stop        closes the listening socket and every connection (after the engine
  *                         loop has finished or cancelled every job) and frees the server.
  *
@@ -75,8 +76,10 @@ const char *mt_server_address(const mt_server *s);
 mt_server_metrics *mt_server_metrics_of(mt_server *s);
 void mt_server_set_backend(mt_server *s, const mt_server_backend *b);
 void mt_server_set_draining(mt_server *s);
-/* HTTP requests received whose answer has not been completely sent (streams included). */
-int mt_server_requests_in_flight(mt_server *s);
+/* HTTP requests being answered (their body came, or their headers were refused) whose answer has
+ * not been completely sent, streams included; and requests whose body is still coming. */
+int mt_server_answers_in_flight(mt_server *s);
+int mt_server_uploads_in_flight(mt_server *s);
 /* Writes the recorder's dump into its dump dir (and the heatmap with dump_visualize), as
  * /dump_expert_distribution_record does, and with domains the domain usage report into
  * dump_dir/domain_usage_<ms>/; path_out gets the dump's JSON path. */

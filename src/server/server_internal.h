@@ -26,6 +26,8 @@ struct mt_server {
     atomic_bool draining;         /* SIGTERM: no new generation requests */
     mt_server_backend b;          /* valid once ready */
     atomic_int in_flight;         /* HTTP requests received and not yet completely answered */
+    atomic_int answering;         /* those of them being answered (their body came, or they were
+                                     refused on their headers) */
     atomic_llong next_job_id;
     uint64_t id_salt;             /* mixes into response ids, different per server run */
     pthread_mutex_t chat_mu;      /* chat template rendering, one at a time */
