@@ -305,11 +305,10 @@ static void draw_balancedness(cairo_t *cr, const layout *g) {
             if (g->has_plc) snprintf(buf, sizeof buf, "%.2f→%.2f", g->bal_b[i], v);
             else snprintf(buf, sizeof buf, "%.2f", v);
             mt_rd_font(cr, 10, 0);
-            cairo_text_extents_t te;
-            cairo_text_extents(cr, buf, &te);
+            double tw = mt_rd_text_width(cr, buf);
             /* dark text on a light box, readable over the bars and the background alike */
             cairo_set_source_rgba(cr, 1, 1, 1, 0.8);
-            cairo_rectangle(cr, g->bx + bw - te.x_advance - 5, y + g->ch / 2 - 6, te.x_advance + 4, 12);
+            cairo_rectangle(cr, g->bx + bw - tw - 5, y + g->ch / 2 - 6, tw + 4, 12);
             cairo_fill(cr);
             cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
             mt_rd_text(cr, g->bx + bw - 3, y + g->ch / 2, 1, 0.5, buf);

@@ -1,6 +1,9 @@
-/* Drawing helpers of the report: colour map, text anchoring, tick spacing. */
+/* Drawing helpers of the report: colour map, text anchoring, tick spacing. Text goes through
+ * Pango, so a label in any script finds a font that has its characters (fontconfig's fallback)
+ * and is shaped and ordered as the script needs (Arabic, Devanagari, right-to-left runs). */
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,8 +11,10 @@
 #include <unistd.h>
 
 #include <cairo-svg.h>
+#include <pango/pangocairo.h>
 
 #include "report/report_draw.h"
+#include "util/err.h"
 
 /* Nine stops sampled from the viridis colour map (van der Walt & Smith, matplotlib's default map:
  * perceptually uniform, readable in grey and by colour-blind readers), interpolated linearly. */
@@ -45,32 +50,95 @@ void mt_rd_colormap_diverging(double t, double rgb[3]) {
     for (int c = 0; c < 3; c++) rgb[c] = (DIVERGING[i][c] * (1 - f) + DIVERGING[i + 1][c] * f) / 255.0;
 }
 
+/* The text layout a cairo context carries (user data, made at its first text), with the font
+ * mt_rd_font chose. */
+static const cairo_user_data_key_t LAYOUT_KEY;
+
+static void free_layout(void *layout) { g_object_unref(layout); }
+
+static void set_font(PangoLayout *l, double size, int bold) {
+    PangoFontDescription *d = pango_font_description_new();
+    pango_font_description_set_family(d, "sans-serif");
+    pango_font_description_set_weight(d, bold ? PANGO_WEIGHT_BOLD : PANGO_WEIGHT_NORMAL);
+    pango_font_description_set_absolute_size(d, size * PANGO_SCALE);
+    pango_layout_set_font_description(l, d);
+    pango_font_description_free(d);
+}
+
+/* NULL only when Pango cannot make a layout (out of memory). */
+static PangoLayout *layout_of(cairo_t *cr) {
+    PangoLayout *l = cairo_get_user_data(cr, &LAYOUT_KEY);
+    if (l) {
+        pango_cairo_update_layout(cr, l); /* the current transformation (rotated labels) */
+        return l;
+    }
+    if (!(l = pango_cairo_create_layout(cr))) return NULL;
+    if (cairo_set_user_data(cr, &LAYOUT_KEY, l, free_layout) != CAIRO_STATUS_SUCCESS) {
+        g_object_unref(l);
+        return NULL;
+    }
+    set_font(l, 12, 0);
+    return l;
+}
+
 void mt_rd_font(cairo_t *cr, double size, int bold) {
-    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL,
-                           bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
-    cairo_set_font_size(cr, size);
+    PangoLayout *l = layout_of(cr);
+    if (l) set_font(l, size, bold);
+}
+
+/* s laid out in the current font: its advance width and its baseline's distance from the top;
+ * NULL when the context has no layout. */
+static PangoLayout *lay_out(cairo_t *cr, const char *s, double *width, double *baseline) {
+    PangoLayout *l = layout_of(cr);
+    if (!l) return NULL;
+    pango_layout_set_text(l, s, -1);
+    PangoRectangle logical;
+    pango_layout_get_extents(l, NULL, &logical);
+    *width = (double)logical.width / PANGO_SCALE;
+    *baseline = (double)pango_layout_get_baseline(l) / PANGO_SCALE;
+    return l;
+}
+
+int mt_rd_missing_glyphs(cairo_t *cr, const char *s) {
+    double w, base;
+    PangoLayout *l = lay_out(cr, s, &w, &base);
+    return l ? pango_layout_get_unknown_glyphs_count(l) : 0;
+}
+
+/* Said once a process: a label whose characters no installed font has is drawn with boxes. */
+static void warn_missing_font(const char *s) {
+    static atomic_flag said = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&said)) return;
+    mt_log("report: no installed font has every character of \"%.60s\"; they are drawn as boxes "
+           "(setup.sh installs fonts for Chinese, Japanese, Korean, Arabic, Hebrew, Devanagari and more)", s);
+}
+
+double mt_rd_text_width(cairo_t *cr, const char *s) {
+    double w = 0, base;
+    return lay_out(cr, s, &w, &base) ? w : 0;
 }
 
 void mt_rd_text(cairo_t *cr, double x, double y, double ax, double ay, const char *s) {
-    cairo_text_extents_t te;
-    cairo_font_extents_t fe;
-    cairo_text_extents(cr, s, &te);
-    cairo_font_extents(cr, &fe);
-    double dy = ay >= 1 ? 0 : ay <= 0 ? fe.ascent : fe.ascent * 0.5 - fe.descent * 0.25;
-    cairo_move_to(cr, x - te.x_advance * ax, y + dy);
-    cairo_show_text(cr, s);
-}
-
-static double advance(cairo_t *cr, const char *s) {
-    cairo_text_extents_t te;
-    cairo_text_extents(cr, s, &te);
-    return te.x_advance;
+    double w, base;
+    PangoLayout *l = lay_out(cr, s, &w, &base);
+    if (!l) return;
+    PangoFontMetrics *m = pango_context_get_metrics(pango_layout_get_context(l),
+                                                    pango_layout_get_font_description(l), NULL);
+    double ascent = (double)pango_font_metrics_get_ascent(m) / PANGO_SCALE;
+    double descent = (double)pango_font_metrics_get_descent(m) / PANGO_SCALE;
+    pango_font_metrics_unref(m);
+    if (pango_layout_get_unknown_glyphs_count(l) > 0) warn_missing_font(s);
+    /* where the baseline goes: at y (ay 1), an ascent below y (top), or centred on the font's
+       lowercase middle */
+    double baseline_y = y + (ay >= 1 ? 0 : ay <= 0 ? ascent : ascent * 0.5 - descent * 0.25);
+    cairo_move_to(cr, x - w * ax, baseline_y - base);
+    pango_cairo_show_layout(cr, l);
 }
 
 const char *mt_rd_fit(cairo_t *cr, const char *s, double max_width, char *out, size_t out_size) {
     static const char ELLIPSIS[] = "\xe2\x80\xa6";   /* U+2026 */
     size_t n = strlen(s);
-    if (n < out_size && advance(cr, s) <= max_width) {
+    if (n < out_size && mt_rd_text_width(cr, s) <= max_width) {
         memcpy(out, s, n + 1);
         return out;
     }
@@ -82,7 +150,7 @@ const char *mt_rd_fit(cairo_t *cr, const char *s, double max_width, char *out, s
         while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
         memcpy(out, s, cut);
         memcpy(out + cut, ELLIPSIS, sizeof ELLIPSIS);
-        if (cut > lo && advance(cr, out) <= max_width) lo = cut;
+        if (cut > lo && mt_rd_text_width(cr, out) <= max_width) lo = cut;
         else hi = mid - 1;
     }
     memcpy(out, s, lo);

@@ -10,8 +10,15 @@
 void mt_rd_colormap(double t, double rgb[3]);
 /* Diverging colour map (blue, white at 0.5, red); t in [0, 1]. */
 void mt_rd_colormap_diverging(double t, double rgb[3]);
-/* Draws s with its anchor at (x, y): ax 0 left, 0.5 centre, 1 right; ay 0 top, 0.5 middle, 1 baseline. */
+/* Text is drawn with Pango (any script, with fontconfig's font fallback) in the font mt_rd_font
+ * last chose for the context (12 units, regular, before any).
+ * Draws s with its anchor at (x, y): ax 0 left, 0.5 centre, 1 right; ay 0 top, 0.5 middle, 1 baseline. */
 void mt_rd_text(cairo_t *cr, double x, double y, double ax, double ay, const char *s);
+/* How many characters of s no installed font has (drawn as boxes; mt_rd_text logs the first
+ * such label of a process). */
+int mt_rd_missing_glyphs(cairo_t *cr, const char *s);
+/* The advance width of s in the current font. */
+double mt_rd_text_width(cairo_t *cr, const char *s);
 /* s cut to fit max_width in the current font: the whole of s when it fits, else its longest
  * prefix that ends on a UTF-8 character boundary and, with "…" added, fits (just "…" when none
  * does), into out (out_size >= 4). Returns out. */
@@ -24,6 +31,7 @@ void mt_rd_text_vertical(cairo_t *cr, double x, double y, const char *s);
 int mt_rd_tick_step(double unit_px, double min_px, int powers_of_two);
 /* A "nice" number >= x (1, 2, 2.5, 5 times a power of ten). */
 double mt_rd_nice_ceil(double x);
+/* The font of the text drawn next: sans-serif of size user units, bold or not. */
 void mt_rd_font(cairo_t *cr, double size, int bold);
 /* Axes of a grid of cols x rows cells of cw x ch from (x0, y0): column numbers below, row numbers
  * left, every few cells (mt_rd_tick_step), ticks tick long, in the current font and source. */
