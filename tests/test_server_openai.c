@@ -4,7 +4,9 @@
  * /generate, the chosen tokens' log-probabilities (equal to /generate's), stop strings (trimmed,
  * kept with no_stop_trim, never streamed), /metrics and the dashboard data; a per_token recording
  * names each request by the id its response carried, and with --domain-field the completions and
- * chat endpoints label their requests' domains as /generate does. */
+ * chat endpoints label their requests' domains as /generate does; what OpenAI's client library reads
+ * (tests/compat/openai_client.sh): the error object's "param", x-request-id, the chat message's and
+ * log-probabilities' "refusal", "usage": null in streamed chunks, completions' suffix and best_of. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 
 #include "support/api_util.h"
 #include "support/http_client.h"
@@ -25,6 +29,7 @@
 #include "support/server_proc.h"
 #include "server_setup.h"
 #include "util/json_util.h"
+#include "util/strbuf.h"
 
 #define LAYERS 3
 #define TOP_K 2
@@ -693,6 +698,152 @@ static void test_per_token_request_ids(void **state) {
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
 
+/* ---- what OpenAI's client library reads (tests/compat/openai_client.mjs) ---------------------- */
+
+typedef struct raw_reply {
+    char request_id[128]; /* the x-request-id header, "" when none */
+    mt_strbuf body;
+} raw_reply;
+
+static size_t raw_header(char *line, size_t size, size_t n, void *ctx) {
+    raw_reply *r = ctx;
+    size_t len = size * n;
+    static const char NAME[] = "x-request-id:";
+    if (len > sizeof NAME && !strncasecmp(line, NAME, sizeof NAME - 1)) {
+        size_t from = sizeof NAME - 1, to = len;
+        while (from < to && line[from] == ' ') from++;
+        while (to > from && (line[to - 1] == '\r' || line[to - 1] == '\n')) to--;
+        snprintf(r->request_id, sizeof r->request_id, "%.*s", (int)(to - from), line + from);
+    }
+    return len;
+}
+
+static size_t raw_body(char *data, size_t size, size_t n, void *ctx) {
+    mt_strbuf_append(&((raw_reply *)ctx)->body, data, size * n);
+    return size * n;
+}
+
+/* POSTs body to path with libcurl, keeping the x-request-id header (the test client drops headers). */
+static void post_raw(const char *path, const char *body, raw_reply *out) {
+    memset(out, 0, sizeof *out);
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", g_srv.url, path);
+    CURL *curl = curl_easy_init();
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, raw_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, out);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, raw_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
+    assert_int_equal(curl_easy_perform(curl), CURLE_OK);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    mt_strbuf_append(&out->body, "", 0);
+}
+
+/* The OpenAI endpoints' answers carry their id as x-request-id (the SDK's request_id), streamed or not. */
+static void test_openai_request_id_header(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    raw_reply r;
+    post_raw("/v1/completions", "{\"prompt\": \"Hello\", \"max_tokens\": 2}", &r);
+    cJSON *j = cJSON_Parse(r.body.data);
+    assert_non_null(j);
+    assert_true(!strncmp(str(j, "id"), "cmpl-", 5));
+    assert_string_equal(r.request_id, str(j, "id"));
+    cJSON_Delete(j);
+    mt_strbuf_free(&r.body);
+
+    post_raw("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 2, "
+                                     "\"stream\": true}", &r);
+    const char *id = strstr(r.body.data, "\"id\":\"");
+    assert_non_null(id);
+    assert_true(r.request_id[0] != 0);
+    assert_true(!strncmp(id + 6, r.request_id, strlen(r.request_id)) && id[6 + strlen(r.request_id)] == '"');
+    mt_strbuf_free(&r.body);
+}
+
+/* Errors are OpenAI's object {"message", "type", "param", "code"} (the SDK reads .param from it). */
+static void test_openai_error_object(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    cJSON *j = call("/v1/completions", "{\"prompt\": \"Hello\", \"max_tokens\": -1}", 400);
+    const cJSON *err = cJSON_GetObjectItem(j, "error");
+    assert_non_null(strstr(str(err, "message"), "max_tokens"));
+    assert_string_equal(str(err, "type"), "invalid_request_error");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(err, "param")));
+    assert_int_equal(num(err, "code"), 400);
+    cJSON_Delete(j);
+}
+
+/* suffix (fill-in-the-middle) and best_of other than n are refused, not ignored; their neutral values pass. */
+static void test_completions_suffix_best_of(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    static const char *const refused[][2] = {
+        {"\"suffix\": \" the end\"", "suffix"}, {"\"suffix\": 3", "suffix"},
+        {"\"best_of\": 3", "best_of"}, {"\"best_of\": 1, \"n\": 2", "best_of"},
+    };
+    static const char *const accepted[] = {"\"suffix\": null", "\"suffix\": \"\"", "\"best_of\": 1",
+                                           "\"best_of\": 2, \"n\": 2", "\"best_of\": null"};
+    char body[256];
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        snprintf(body, sizeof body, "{\"prompt\": \"Hello\", \"max_tokens\": 2, %s}", refused[i][0]);
+        cJSON *j = call("/v1/completions", body, 400);
+        const char *message = str(cJSON_GetObjectItem(j, "error"), "message");
+        if (!strstr(message, refused[i][1])) fail_msg("%s: %s", body, message);
+        cJSON_Delete(j);
+    }
+    for (size_t i = 0; i < sizeof accepted / sizeof *accepted; i++) {
+        snprintf(body, sizeof body, "{\"prompt\": \"Hello\", \"max_tokens\": 2, %s}", accepted[i]);
+        cJSON_Delete(call("/v1/completions", body, 200));
+    }
+}
+
+/* A chat message has "refusal": null, and so have chat log-probabilities (both required by OpenAI's
+ * types); with include_usage every chunk but the usage chunk has "usage": null, without it none has usage. */
+static void test_openai_required_nulls(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    static const char BODY[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 3, "
+                               "\"logprobs\": true, \"ignore_eos\": true%s}";
+    char body[512];
+    snprintf(body, sizeof body, BODY, "");
+    cJSON *chat = call("/v1/chat/completions", body, 200);
+    const cJSON *ch = choice0(chat), *refusal = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "message"), "refusal");
+    assert_true(cJSON_IsNull(refusal));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "logprobs"), "refusal")));
+    cJSON_Delete(chat);
+
+    static const char *const streams[][2] = {
+        {"/v1/chat/completions", ", \"stream\": true, \"stream_options\": {\"include_usage\": true}"},
+        {"/v1/chat/completions", ", \"stream\": true"},
+        {"/v1/completions", ", \"stream\": true, \"stream_options\": {\"include_usage\": true}"},
+    };
+    for (int s = 0; s < 3; s++) {
+        bool usage = strstr(streams[s][1], "include_usage") != NULL;
+        if (s < 2) snprintf(body, sizeof body, BODY, streams[s][1]);
+        else snprintf(body, sizeof body, "{\"prompt\": \"Hi\", \"max_tokens\": 3, \"n\": 2%s}", streams[s][1]);
+        mt_sse_events ev;
+        long status;
+        assert_int_equal(mt_api_stream(g_c, streams[s][0], body, &ev, &status), 0);
+        assert_int_equal(status, 200);
+        assert_true(ev.n >= (usage ? 2 : 1));
+        for (int i = 0; i < ev.n; i++) {
+            const cJSON *e = cJSON_GetArrayItem(ev.list, i), *u = cJSON_GetObjectItem(e, "usage");
+            bool usage_chunk = usage && i == ev.n - 1;
+            if (usage_chunk) assert_true(cJSON_IsObject(u));
+            else if (usage) assert_true(cJSON_IsNull(u));
+            else assert_null(u);
+            const cJSON *lp = cJSON_GetObjectItem(choice0(e), "logprobs");
+            if (s < 2 && cJSON_IsObject(lp)) assert_true(cJSON_IsNull(cJSON_GetObjectItem(lp, "refusal")));
+        }
+        mt_sse_events_free(&ev);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_and_completions),
@@ -702,6 +853,10 @@ int main(void) {
         cmocka_unit_test(test_metrics_and_dashboard),
         cmocka_unit_test(test_per_token_request_ids),
         cmocka_unit_test(test_text_with_nul),
+        cmocka_unit_test(test_openai_request_id_header),
+        cmocka_unit_test(test_openai_error_object),
+        cmocka_unit_test(test_completions_suffix_best_of),
+        cmocka_unit_test(test_openai_required_nulls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -124,6 +124,7 @@ static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from
     cJSON *root = cJSON_CreateObject(), *content = NULL, *tokens = NULL, *values = NULL, *tops = NULL, *offsets = NULL;
     if (o->chat) {
         content = cJSON_AddArrayToObject(root, "content");
+        cJSON_AddNullToObject(root, "refusal"); /* OpenAI's type has it: the refusal's tokens, never any here */
     } else {
         tokens = cJSON_AddArrayToObject(root, "tokens");
         values = cJSON_AddArrayToObject(root, "token_logprobs");
@@ -202,6 +203,7 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
             cJSON *msg = cJSON_AddObjectToObject(choice, "message");
             cJSON_AddStringToObject(msg, "role", "assistant");
             add_text(msg, "content", j->text.data, j->text.len);
+            cJSON_AddNullToObject(msg, "refusal"); /* a field of OpenAI's message: moetrace never refuses */
         } else {
             mt_strbuf text = {0};
             echo_text(o, j, &text);
@@ -255,6 +257,7 @@ static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf 
     }
     finish_choice(o, j, choice, final);
     cJSON_AddItemToArray(choices, choice);
+    if (o->include_usage) cJSON_AddNullToObject(root, "usage"); /* OpenAI: null but in the usage chunk */
     mt_sse_event(out, root);
 }
 
@@ -298,7 +301,12 @@ static int completions(mt_http_request *rq, bool chat) {
         return mt_reply_error(rq, &e);
     }
     snprintf(o->id, sizeof o->id, "%s", set.base);
-    return mt_reply_jobs(rq, &set, stream, format_chunk, usage_chunk, whole_response, o);
+    char request_id[sizeof o->id]; /* the header's: o goes with the reply */
+    memcpy(request_id, o->id, sizeof request_id);
+    rq->request_id = request_id;
+    int status = mt_reply_jobs(rq, &set, stream, format_chunk, usage_chunk, whole_response, o);
+    rq->request_id = NULL;
+    return status;
 }
 
 int mt_api_completions(mt_http_request *rq) { return completions(rq, false); }

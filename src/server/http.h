@@ -26,13 +26,15 @@ typedef struct mt_http_request {
     size_t body_len;
     int client_fd;               /* the connection's socket, for disconnect detection */
     bool close;                  /* replies say "Connection: close" (the connection ends after them) */
+    const char *request_id;      /* when set, replies carry it as "x-request-id" (the OpenAI endpoints' id) */
 } mt_http_request;
 
 /* Value of a query-string argument, or NULL. */
 const char *mt_http_query(const mt_http_request *rq, const char *key);
 
 /* An API error: HTTP status and message. The JSON body is
- * {"error": {"message": ..., "type": ..., "code": status}} with the type named by the status. */
+ * {"error": {"message": ..., "type": ..., "param": null, "code": status}} with the type named by the
+ * status. */
 typedef struct mt_api_error {
     int status;
     char message[MT_ERR_LEN];

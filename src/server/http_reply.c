@@ -42,6 +42,7 @@ cJSON *mt_api_error_json(int status, const char *message) {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(err, "message", message);
     cJSON_AddStringToObject(err, "type", mt_api_error_type(status));
+    cJSON_AddNullToObject(err, "param"); /* OpenAI's error object has it; moetrace names no parameter */
     cJSON_AddNumberToObject(err, "code", status);
     return root;
 }
@@ -51,6 +52,7 @@ int mt_reply(mt_http_request *rq, int status, const char *content_type, const ch
     if (!r) return -1;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (rq->close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (rq->request_id) MHD_add_response_header(r, "x-request-id", rq->request_id);
     enum MHD_Result ok = MHD_queue_response(rq->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok == MHD_YES ? status : -1;
@@ -236,6 +238,7 @@ int mt_reply_sse(mt_http_request *rq, mt_gen_job **jobs, int n, mt_job_signal *s
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    if (rq->request_id) MHD_add_response_header(r, "x-request-id", rq->request_id);
     enum MHD_Result ok = MHD_queue_response(rq->conn, 200, r);
     if (ok != MHD_YES) st->route = NULL; /* not counted: the connection is closed */
     MHD_destroy_response(r);              /* sse_free runs when MHD is done with the stream */

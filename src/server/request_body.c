@@ -337,6 +337,20 @@ static int openai_constraints(const cJSON *body, bool chat, mt_api_error *e) {
     return 0;
 }
 
+/* The completions fields moetrace cannot honour, refused rather than ignored: "suffix" (text after
+ * the completion, fill-in-the-middle) unless null or "", and "best_of" (the n best of more
+ * candidates) unless it is n, where every candidate is returned. */
+static int completions_unsupported(const cJSON *body, int n, mt_api_error *e) {
+    const cJSON *suffix = field(body, "suffix"), *best_of = field(body, "best_of");
+    if (suffix && !(cJSON_IsString(suffix) && !suffix->valuestring[0]))
+        return mt_api_fail(e, 400, "'suffix' is not supported by moetrace (no fill-in-the-middle); only null or \"\" "
+                           "is accepted");
+    if (best_of && !(cJSON_IsNumber(best_of) && best_of->valuedouble == n))
+        return mt_api_fail(e, 400, "'best_of' other than 'n' (%d) is not supported by moetrace (candidates are not "
+                           "ranked)", n);
+    return 0;
+}
+
 /* /v1/completions and /v1/chat/completions: the sampling fields (top-level) apply to every prompt. */
 static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     if (!c->tokenizer)
@@ -352,6 +366,7 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
     mt_gen_params shared;
     int rc = mt_params_parse_sampling(body, MT_PARAMS_OPENAI, &caps, &shared, &max_given, &r->n, e) ||
              mt_params_parse_routing(body, &caps, &shared, e) || openai_logprobs(body, chat, r, &shared, e) ||
+             (!chat && completions_unsupported(body, r->n, e)) ||
              (chat ? chat_prompt(c, body, r, e) : completion_prompts(c, field(body, "prompt"), r, e)) ||
              check_outputs(r, e);
     int default_max = chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS;
