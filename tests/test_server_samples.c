@@ -11,7 +11,11 @@
  *  - a client that leaves a streamed request of 8 outputs cancels them all: the engine ends up idle
  *    with every KV block free, the outputs counted as aborted;
  *  - /abort_request by the rid of a request of several outputs, or all, ends each as aborted with the
- *    routing of what it forwarded; bad bodies are 400s, an unknown rid aborts nothing;
+ *    routing of what it forwarded when that covers its tokens (P + G - 1 rows, what SGLang's clients
+ *    reshape it to), and without routed_experts when it was aborted before (queued, or in its
+ *    prefill); bad bodies are 400s, an unknown rid aborts nothing;
+ *  - meta_info.routed_experts_start_len states the start of the rows returned (slime reads it);
+ *  - /health_generate generates a token and answers 200 with an empty body;
  *  - a rid still running is refused to another request (400, as SGLang's "Duplicate request ID"),
  *    alone or in a list, and accepted again once its request has answered. */
 #include <setjmp.h>
@@ -378,8 +382,9 @@ typedef struct abort_probe {
     const char *abort_body;  /* sent at the first event */
     int events, aborted;
     long status;
-    char finish[4][16];      /* each output's finish reason type */
-    int rows[4];             /* each output's routing rows */
+    char finish[6][16];      /* each output's finish reason type */
+    int rows[6];             /* each output's routing rows, -1 without routed_experts */
+    int tokens[6];           /* each output's completion_tokens */
 } abort_probe;
 
 static int abort_at_first_event(const char *data, size_t len, void *ctx) {
@@ -388,9 +393,12 @@ static int abort_at_first_event(const char *data, size_t len, void *ctx) {
     const cJSON *index = cJSON_GetObjectItem(e, "index"), *m = cJSON_GetObjectItem(e, "meta_info");
     const cJSON *type = cJSON_GetObjectItem(cJSON_GetObjectItem(m, "finish_reason"), "type");
     int k = cJSON_IsNumber(index) ? index->valueint : 0;
-    if (k >= 0 && k < 4 && cJSON_IsString(type)) {
+    if (k >= 0 && k < 6 && cJSON_IsString(type)) {
         snprintf(p->finish[k], sizeof p->finish[k], "%s", type->valuestring);
-        p->rows[k] = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "routed_experts_shape"), 0)->valueint;
+        const cJSON *shape = cJSON_GetObjectItem(m, "routed_experts_shape");
+        p->rows[k] = shape ? cJSON_GetArrayItem(shape, 0)->valueint : -1;
+        assert_true(!shape == !cJSON_GetObjectItem(m, "routed_experts"));
+        p->tokens[k] = cJSON_GetObjectItem(m, "completion_tokens")->valueint;
     }
     cJSON_Delete(e);
     if (p->events++ == 0) {
@@ -410,26 +418,30 @@ static void test_abort_request(void **state) {
     ids_json(p, sizeof p, 20, 400);
     const char *bodies[2] = {"{\"rid\": \"ab\"}", "{\"abort_all\": true}"};
     for (int round = 0; round < 2; round++) {
-        /* the four outputs of a request named "ab" (ab_0 ... ab_3), then every request */
+        /* the six outputs of a request named "ab" (ab_0 ... ab_5; four run at once, so ab_4 and
+         * ab_5 are still queued at the first event), then every request */
         snprintf(body, sizeof body,
                  "{\"input_ids\": %s, \"rid\": \"ab\", \"stream\": true, \"return_routed_experts\": true,"
-                 " \"sampling_params\": {\"n\": 4, \"max_new_tokens\": 480, \"ignore_eos\": true}}", p);
+                 " \"sampling_params\": {\"n\": 6, \"max_new_tokens\": 480, \"ignore_eos\": true}}", p);
         abort_probe probe = {.abort_body = bodies[round]};
         mt_http_response r;
         assert_int_equal(mt_http_stream(g_c, "/generate", body, abort_at_first_event, &probe, &r), 0);
         mt_http_response_free(&r);
         assert_int_equal(probe.status, 200);
-        assert_int_equal(probe.aborted, 4);
+        assert_int_equal(probe.aborted, 6);
         int most = 0;
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 6; k++) {
             assert_string_equal(probe.finish[k], "abort");
-            /* the routing of what each forwarded before the abort: the output whose first token
-             * came had forwarded its prompt; the others, admitted once it published the prompt's
-             * block, may be cancelled before their first pass (0 rows, or the 16 adopted) */
-            assert_true(probe.rows[k] == 0 || probe.rows[k] == 16 || (probe.rows[k] >= 20 && probe.rows[k] < 20 + 479));
+            /* the routing of what each forwarded before the abort, when that covers the prompt and
+             * the tokens it answers with (P + G - 1 rows, as slime and AReaL reshape it); outputs
+             * cancelled before (queued, or with only the 16 adopted rows) answer without it */
+            if (probe.rows[k] >= 0) assert_int_equal(probe.rows[k], 20 + probe.tokens[k] - 1);
+            else assert_int_equal(probe.tokens[k], 0);
             most = probe.rows[k] > most ? probe.rows[k] : most;
         }
         assert_true(most >= 20);
+        assert_int_equal(probe.rows[4], -1);
+        assert_int_equal(probe.rows[5], -1);
     }
     long status;
     static const char *const BAD[] = {"{}", "{\"rid\": 5}", "{\"rid\": \"\"}", "{\"abort_all\": \"yes\"}", "[]", "x"};
@@ -441,6 +453,47 @@ static void test_abort_request(void **state) {
     cJSON *none = call("/abort_request", "{\"rid\": \"no-such-request\"}", 200);
     assert_int_equal(cJSON_GetObjectItem(none, "aborted")->valueint, 0);
     cJSON_Delete(none);
+}
+
+/* ---- routed_experts_start_len read back, /health_generate -------------------------------------- */
+
+static void test_routing_start_echoed(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    char p[256], body[512];
+    ids_json(p, sizeof p, 9, 77);
+    const int starts[3] = {-1, 0, 4};   /* -1: not given */
+    for (int i = 0; i < 3; i++) {
+        char start[64] = "";
+        if (starts[i] >= 0) snprintf(start, sizeof start, "\"routed_experts_start_len\": %d, ", starts[i]);
+        snprintf(body, sizeof body,
+                 "{\"input_ids\": %s, %s\"return_routed_experts\": true,"
+                 " \"sampling_params\": {\"max_new_tokens\": 3, \"ignore_eos\": true}}", p, start);
+        cJSON *out = call("/generate", body, 200);
+        int want = starts[i] > 0 ? starts[i] : 0;
+        const cJSON *echoed = cJSON_GetObjectItem(meta(out), "routed_experts_start_len");
+        assert_true(cJSON_IsNumber(echoed));
+        assert_int_equal(echoed->valueint, want);
+        const cJSON *shape = cJSON_GetObjectItem(meta(out), "routed_experts_shape");
+        assert_int_equal(cJSON_GetArrayItem(shape, 0)->valueint, 9 + 3 - 1 - want);
+        cJSON_Delete(out);
+    }
+    snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": {\"max_new_tokens\": 1}}", p);
+    cJSON *plain = call("/generate", body, 200);
+    assert_null(cJSON_GetObjectItem(meta(plain), "routed_experts_start_len"));
+    cJSON_Delete(plain);
+}
+
+static void test_health_generate(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    for (int post = 0; post < 2; post++) {
+        mt_http_response r;
+        assert_int_equal(mt_http_call(g_c, post ? "POST" : "GET", "/health_generate", post ? "{}" : NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.len, 0);
+        mt_http_response_free(&r);
+    }
 }
 
 /* ---- a rid in use ----------------------------------------------------------------------------- */
@@ -530,6 +583,8 @@ int main(void) {
         cmocka_unit_test(test_openai_choices),
         cmocka_unit_test(test_disconnect_cancels_every_output),
         cmocka_unit_test(test_abort_request),
+        cmocka_unit_test(test_routing_start_echoed),
+        cmocka_unit_test(test_health_generate),
         cmocka_unit_test(test_rid_in_use),
         cmocka_unit_test(test_rid_clash),
     };

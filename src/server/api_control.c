@@ -1,10 +1,13 @@
 /* Engine control endpoints, as SGLang spells them, for RL loops: POST /update_weights_from_disk (a
  * checkpoint of the same shape replaces the served weights in place; the prefix cache is emptied),
- * GET|POST /flush_cache, GET /get_weight_version, and POST /abort_request (cancel requests by rid,
- * or all, e.g. the rollouts left when a step has enough). */
+ * GET|POST /flush_cache, GET /get_weight_version, POST /abort_request (cancel requests by rid, or
+ * all, e.g. the rollouts left when a step has enough), and GET|POST /health_generate (the engine
+ * generates a token: the probe slime and others poll). */
 #include <stdio.h>
 #include <string.h>
 
+#include "server/job_run.h"
+#include "server/request_body.h"
 #include "server/request_params.h"
 #include "server/server_internal.h"
 #include "util/json_util.h"
@@ -95,4 +98,28 @@ int mt_api_abort_request(mt_http_request *rq) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "aborted", n);
     return mt_reply_json(rq, 200, o);
+}
+
+/* GET|POST /health_generate, SGLang's deeper health check: one token generated from a one-token
+ * prompt through the engine's queue, so a stuck or failed engine shows. 200 with an empty body, else
+ * 503 with the reason (draining, a failed engine, the probe cancelled). */
+int mt_api_health_generate(mt_http_request *rq) {
+    static const char probe[] = "{\"input_ids\": [0], \"sampling_params\": {\"max_new_tokens\": 1, \"temperature\": 0}}";
+    mt_server *s = rq->server;
+    if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
+    mt_request_ctx c;
+    mt_server_request_ctx(s, &c);
+    mt_gen_request r;
+    mt_api_error e;
+    if (mt_request_parse(&c, MT_BODY_GENERATE, probe, sizeof probe - 1, &r, &e)) return mt_reply_error(rq, &e);
+    mt_job_set set;
+    int rc = mt_jobs_start(s, &r, NULL, "health-", &set, &e);
+    mt_gen_request_free(&r);
+    if (rc) return mt_reply_errorf(rq, 503, "%s", e.message);
+    bool answered = mt_jobs_wait(s, &set, rq->client_fd);
+    const mt_gen_job *j = set.jobs[0];
+    bool generated = answered && !j->error[0] && j->finish != MT_JOB_ABORTED;
+    mt_job_set_free(&set);
+    if (!generated) return mt_reply_errorf(rq, 503, "the engine did not generate (cancelled, or failed: see the server log)");
+    return mt_reply(rq, 200, "text/plain; charset=utf-8", "", 0);
 }

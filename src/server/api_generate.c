@@ -82,6 +82,22 @@ static void add_logprobs(const generate_reply *g, const mt_gen_job *j, cJSON *me
     }
 }
 
+/* Whether a finished job's routing has the rows SGLang's clients reshape it to, P + G - 1 less
+ * routed_experts_start_len (P with max_new_tokens 0). Only an output aborted before it forwarded that
+ * much has fewer (queued, or in its prompt's prefill); its routing is left out of meta_info, as SGLang
+ * leaves it out for a request aborted before it ran: slime and AReaL would fail reshaping it. */
+static bool routing_complete(const mt_gen_job *j) {
+    int rows = j->n_prompt + j->n_output - (j->n_output > 0 || j->params.max_new_tokens > 0);
+    return j->finish != MT_JOB_ABORTED || j->routing_rows >= rows - j->params.routing_start;
+}
+
+/* The routing and, as slime reads it back, the routed_experts_start_len it starts at. */
+static void add_routing(const generate_reply *g, const mt_gen_job *j, cJSON *meta) {
+    if (!routing_complete(j)) return;
+    mt_job_add_routing(j, g->cfg, meta, "routed_experts", true);
+    cJSON_AddNumberToObject(meta, "routed_experts_start_len", j->params.routing_start);
+}
+
 /* {"text", "output_ids", "meta_info"}; the finish reason and the routing once the job finished. */
 static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool final) {
     cJSON *root = cJSON_CreateObject();
@@ -99,7 +115,7 @@ static cJSON *generate_json(const generate_reply *g, const mt_gen_job *j, bool f
     if (final) {
         cJSON_AddItemToObject(meta, "finish_reason", mt_job_finish_sglang(j));
         cJSON_AddNumberToObject(meta, "e2e_latency", j->t_finished - j->t_arrival);
-        if (j->params.return_routing) mt_job_add_routing(j, g->cfg, meta, "routed_experts", true);
+        if (j->params.return_routing) add_routing(g, j, meta);
     } else {
         cJSON_AddNullToObject(meta, "finish_reason");
     }

@@ -38,6 +38,7 @@ static const route ROUTES[] = {
     {"/flush_cache", M_GET | M_POST, mt_api_flush_cache, true, false, false},
     {"/get_weight_version", M_GET, mt_api_weight_version, true, false, false},
     {"/abort_request", M_POST, mt_api_abort_request, true, false, false},
+    {"/health_generate", M_GET | M_POST, mt_api_health_generate, true, false, false},
     {"/metrics", M_GET, mt_api_metrics, false, false, false},
     {"/dashboard", M_GET, mt_api_dashboard, false, false, true},
     {"/dashboard/data", M_GET, mt_api_dashboard_data, true, false, true},
