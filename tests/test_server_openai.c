@@ -615,6 +615,10 @@ static void test_per_token_request_ids(void **state) {
     call_named(c, "/generate", "{\"text\": \"first request\", \"rid\": \"req-A\", \"topic\": \"docs\", "
                                "\"sampling_params\": {\"max_new_tokens\": 3, \"ignore_eos\": true}}", &req[0]);
     assert_string_equal(req[0].id, "req-A");
+    /* a health probe forwards one token: counted as load, no row, no request of a domain */
+    assert_int_equal(mt_http_call(c, "GET", "/health_generate", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    mt_http_response_free(&r);
     call_named(c, "/generate", "{\"text\": \"second one, without a rid\", "
                                "\"sampling_params\": {\"max_new_tokens\": 2, \"ignore_eos\": true}}", &req[1]);
     call_named(c, "/v1/completions", "{\"prompt\": \"a completion\", \"max_tokens\": 4, \"ignore_eos\": true, \"topic\": \"docs\"}",
@@ -659,6 +663,7 @@ static void test_per_token_request_ids(void **state) {
     const mt_tensor_info *ri = mt_checkpoint_find(ck, "request_index");
     assert_non_null(ri);
     assert_int_equal(ri->shape[0], num(dump, "num_tokens_recorded"));
+    assert_int_equal(num(dump, "num_tokens"), num(dump, "num_tokens_recorded") + 1); /* the probe's */
     int rows[4] = {0};
     for (int64_t t = 0; t < ri->shape[0]; t++) {
         int64_t v;
@@ -683,7 +688,7 @@ static void test_per_token_request_ids(void **state) {
     cJSON *dj = mt_json_load_file(usage, &err);
     if (!dj) fail_msg("%s", err.msg);
     assert_int_equal(num(dj, "unlabelled_requests"), 1);
-    assert_int_equal(num(dj, "tokens"), req[0].forwarded + req[1].forwarded + req[2].forwarded + req[3].forwarded);
+    assert_int_equal(num(dj, "tokens"), req[0].forwarded + req[1].forwarded + req[2].forwarded + req[3].forwarded + 1);
     const cJSON *doms = cJSON_GetObjectItem(dj, "domains");
     assert_int_equal(cJSON_GetArraySize(doms), 2);
     const cJSON *docs = cJSON_GetArrayItem(doms, 0), *chat = cJSON_GetArrayItem(doms, 1);

@@ -17,6 +17,7 @@ typedef struct seq {
     int64_t id;
     char *name;               /* mt_request.name (malloc'd), or NULL */
     int32_t group;            /* mt_request.group */
+    bool probe;               /* mt_request.probe */
     int32_t *tokens;          /* prompt then generated */
     int n_prompt, n_tokens;
     int n_forwarded;          /* positions whose K/V (and routing) are in the cache */
@@ -258,6 +259,7 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     s->id = r->id;
     s->name = r->name ? strdup(r->name) : NULL;
     s->group = r->group;
+    s->probe = r->probe;
     s->n_prompt = s->n_tokens = r->n_prompt;
     s->max_new_tokens = r->max_new_tokens;
     s->ignore_eos = r->ignore_eos;
@@ -658,7 +660,8 @@ static int step_once(mt_engine *e, mt_err *err) {
     bool any_sampled = false;   /* else every row takes its argmax */
     bool any_logprob = false;   /* some row's request wants its token's (or a prompt token's) log-probability */
     int pass_top = 0;           /* alternatives listed for every row: the most any row's request asks */
-    bool any_again = false;     /* some token is forwarded again after its sequence's preemption */
+    bool any_again = false;     /* some token is forwarded again after its sequence's preemption, or
+                                   is a probe's */
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
         for (int t = 0; t < chunk[i]; t++, n++) {
@@ -669,8 +672,8 @@ static int step_once(mt_engine *e, mt_err *err) {
             e->b_req[n] = s->id;
             e->b_name[n] = s->name;
             e->b_group[n] = s->group;
-            e->b_again[n] = p < s->peak_forwarded;
-            any_again |= p < s->peak_forwarded;
+            e->b_again[n] = s->probe || p < s->peak_forwarded;
+            any_again |= e->b_again[n];
             if (scores_at(s, p)) {
                 add_row(e, s, n_rows++, n, score_spec(s), s->tokens[p + 1], true, &ids_at);
                 any_logprob = true;

@@ -58,6 +58,9 @@ typedef struct mt_request {
                                 with its tokens (mt_routing_event.request_names); NULL: none */
     int32_t group;           /* caller's group of the request (e.g. its domain), handed to the sink
                                 with its tokens (mt_routing_event.request_groups); 0: none, else >= 1 */
+    bool probe;              /* a probe of the caller's own (serve's /health_generate): its tokens
+                                reach the sink flagged as recomputed ones are, so recorders count
+                                their load (the experts ran) but give them no per_token rows */
     const int32_t *prompt;   /* copied at submit */
     int n_prompt;
     int max_new_tokens;

@@ -27,8 +27,10 @@ typedef struct mt_routing_event {
                                    expert; GPU = slot / slots per GPU), or NULL without a placement */
     const int32_t *request_groups; /* [n_tokens] the group of each token's request (mt_request.group:
                                    0 none, 1.. a caller's groups, e.g. domains), or NULL (none) */
-    const uint8_t *recomputed;  /* [n_tokens] 1 where the token was forwarded before (its sequence was
-                                   preempted and forwards it again: same routing), or NULL (none) */
+    const uint8_t *recomputed;  /* [n_tokens] 1 where the token gets no per_token row of its own: it
+                                   was forwarded before (its sequence was preempted and forwards it
+                                   again: same routing), or it is a probe's (mt_request.probe); the
+                                   experts ran either way, so counts include it. NULL: none */
 } mt_routing_event;
 
 /* End of one forward pass (after its last layer). */

@@ -9,8 +9,9 @@
  *               recorded token, dropped ones included. Requests are told apart by the events'
  *               request_ids (else sequence slots) and listed in the index by their request_names
  *               (else the id's decimal digits), as strings. A token forwarded again after its
- *               sequence was preempted (mt_routing_event.recomputed) keeps its one row; the counts
- *               of every mode include it, since the experts computed it again.
+ *               sequence was preempted (mt_routing_event.recomputed) keeps its one row, and a
+ *               probe's token (serve's /health_generate) gets none; the counts of every mode
+ *               include both, since the experts computed them.
  * Dense layers: zero rows in logical_count, -1 in per_token topk_ids.
  *
  * Threads: one engine thread calls the sink; other threads may call start/stop/active/dump/

@@ -112,6 +112,7 @@ int mt_api_health_generate(mt_http_request *rq) {
     mt_gen_request r;
     mt_api_error e;
     if (mt_request_parse(&c, MT_BODY_GENERATE, probe, sizeof probe - 1, &r, &e)) return mt_reply_error(rq, &e);
+    r.prompts[0].params.probe = true; /* no per_token row, no request of a domain */
     mt_job_set set;
     int rc = mt_jobs_start(s, &r, NULL, "health-", &set, &e);
     mt_gen_request_free(&r);

@@ -197,7 +197,8 @@ static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
     mt_request r = {.id = j->id, .name = j->name, .prompt = j->prompt, .n_prompt = j->n_prompt,
                     .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,
                     .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids,
-                    .return_logprob = j->params.return_logprob, .group = j->params.group};
+                    .return_logprob = j->params.return_logprob, .group = j->params.group,
+                    .probe = j->params.probe};
     if (j->params.return_logprob) {
         r.score_from = mt_gen_params_score_from(&j->params, j->n_prompt);
         r.top_logprobs = j->params.top_logprobs;

@@ -43,6 +43,8 @@ typedef struct mt_gen_params {
                                 gives (SGLang's token_ids_logprob; malloc'd), or NULL */
     int n_logprob_ids;
     int32_t group;           /* the request's domain (serve --domain-field; mt_request.group), 0: none */
+    bool probe;              /* a probe of the server's own (/health_generate): mt_request.probe,
+                                not counted as a request of any domain */
 } mt_gen_params;
 
 void mt_gen_params_free(mt_gen_params *p);

@@ -88,7 +88,8 @@ int mt_jobs_start(mt_server *s, const mt_gen_request *r, char (*names)[MT_JOB_NA
         pthread_mutex_unlock(&j->mu);
     }
     if (!refused) {
-        if (s->b.domains) mt_domain_usage_count_request(s->b.domains, r->prompts[0].params.group);
+        if (s->b.domains && !r->prompts[0].params.probe)
+            mt_domain_usage_count_request(s->b.domains, r->prompts[0].params.group);
         return 0;
     }
     for (int k = 0; k < n; k++) mt_engine_loop_cancel(s->b.loop, set->jobs[k]);
