@@ -579,6 +579,115 @@ static void test_preemption(void **state) {
     mt_model_free(&m);
 }
 
+/* serve's /pause_generation "retract" runs the engine through one of these: every running request
+ * back at the head of the queue, in its order. The PRE_N requests of tests/preemption_check.h run
+ * retracted every `every` steps (0: never) on an engine with blocks to spare; fills pre_res. */
+static void run_retracting(const mt_model *m, bool prefix_cache, int every, mt_engine_stats *st) {
+    mt_err err;
+    pre_clear();
+    /* a pass's budget forwards every running context again, so retracted requests still progress */
+    mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = 512, .max_running = 4, .prefix_cache = prefix_cache};
+    mt_engine *e = mt_engine_new(m, &o, pre_on_event, NULL, NULL, &err);
+    if (!e) fail_msg("%s", err.msg);
+    for (int r = 0; r < PRE_N; r++) {
+        mt_request req = pre_request(r);
+        if (mt_engine_submit(e, &req, &err)) fail_msg("%s", err.msg);
+    }
+    for (int step = 1; !mt_engine_idle(e); step++) {
+        if (step > 2000) fail_msg("no progress after %d steps", step);
+        if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+        if (every && step % every == 0) {
+            mt_engine_stats before;
+            mt_engine_get_stats(e, &before);
+            assert_int_equal(mt_engine_retract(e), before.running);
+            mt_engine_stats after;
+            mt_engine_get_stats(e, &after);
+            assert_int_equal(after.running, 0);
+            assert_int_equal(after.waiting, before.waiting + before.running);
+        }
+    }
+    mt_engine_get_stats(e, st);
+    assert_int_equal(st->kv_blocks_free, st->kv_blocks_total);
+    mt_engine_free(e);
+}
+
+/* Retracted requests come back with the tokens, log-probabilities, prompt scores and routing of an
+ * undisturbed run (with and without the prefix cache), and retractions are not counted as
+ * preemptions; mt_engine_finish_cancelled ends cancelled requests, queued or running, without a
+ * forward pass. */
+static void test_retract_and_finish_cancelled(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    pre_row = (size_t)m.cfg.num_hidden_layers * m.cfg.top_k;
+    for (int r = 0; r < PRE_N; r++)
+        for (int i = 0; i < pre_len(r); i++) pre_prompt[r][i] = (int32_t)(3 + (r * 131 + i * 17) % 500);
+    static pre_result want[PRE_N];
+    mt_engine_stats st;
+    run_retracting(&m, true, 0, &st);
+    memcpy(want, pre_res, sizeof want);
+    memset(pre_res, 0, sizeof pre_res); /* want owns the buffers now */
+    for (int cache = 0; cache < 2; cache++) {
+        run_retracting(&m, cache, 5, &st);
+        assert_int_equal(st.preemptions, 0);
+        assert_true(st.tokens_recomputed > 0);
+        for (int r = 0; r < PRE_N; r++) {
+            const pre_result *got = &pre_res[r], *w = &want[r];
+            assert_int_equal(got->finished, 1);
+            assert_int_equal(got->reason, MT_FINISH_LENGTH);
+            assert_int_equal(got->n_tokens, w->n_tokens);
+            assert_int_equal(got->streamed, w->n_tokens); /* no token streamed twice */
+            if (memcmp(got->tokens, w->tokens, (size_t)w->n_tokens * sizeof(int32_t)))
+                fail_msg("cache %d request %d: tokens differ from the undisturbed run", cache, r);
+            if (r % 2 == 0 && memcmp(got->logprobs, w->logprobs, (size_t)w->n_tokens * sizeof(float)))
+                fail_msg("cache %d request %d: log-probabilities differ", cache, r);
+            assert_int_equal(got->rows, w->rows);
+            if (memcmp(got->routing, w->routing, (size_t)w->rows * pre_row * sizeof(int32_t)))
+                fail_msg("cache %d request %d: routing differs from the undisturbed run", cache, r);
+            if (pre_score_from(r) && memcmp(got->prompt_lp, w->prompt_lp, (size_t)pre_len(r) * sizeof(float)))
+                fail_msg("cache %d request %d: prompt scores differ", cache, r);
+        }
+    }
+    pre_clear();
+    memcpy(pre_res, want, sizeof want);
+    pre_clear();
+
+    /* cancelled while paused: one running, one queued, both end at once without a pass */
+    mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = 24, .max_running = 4, .prefix_cache = true};
+    mt_engine *e = mt_engine_new(&m, &o, pre_on_event, NULL, NULL, &err);
+    if (!e) fail_msg("%s", err.msg);
+    for (int r = 0; r < 6; r++) {
+        mt_request req = pre_request(r);
+        if (mt_engine_submit(e, &req, &err)) fail_msg("%s", err.msg);
+    }
+    for (int i = 0; i < 3; i++)
+        if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(mt_engine_finish_cancelled(e), 0);
+    assert_true(mt_engine_cancel(e, 0));
+    assert_true(mt_engine_cancel(e, 5));
+    mt_engine_stats before, after;
+    mt_engine_get_stats(e, &before);
+    assert_int_equal(before.running, 4);
+    assert_int_equal(mt_engine_finish_cancelled(e), 2);
+    mt_engine_get_stats(e, &after);
+    assert_int_equal(after.forward_passes, before.forward_passes);
+    assert_int_equal(after.running, 3);
+    assert_int_equal(after.waiting, 1);
+    for (int r = 0; r < 6; r += 5) {
+        assert_int_equal(pre_res[r].finished, 1);
+        assert_int_equal(pre_res[r].reason, MT_FINISH_CANCELLED);
+    }
+    assert_int_equal(pre_res[5].rows, 0);
+    assert_true(pre_res[0].rows > 0);
+    while (!mt_engine_idle(e))
+        if (mt_engine_step(e, &err) < 0) fail_msg("%s", err.msg);
+    for (int r = 1; r < 5; r++) assert_int_equal(pre_res[r].reason, MT_FINISH_LENGTH);
+    mt_engine_free(e);
+    pre_clear();
+    mt_model_free(&m);
+}
+
 int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
@@ -591,6 +700,7 @@ int main(void) {
         cmocka_unit_test(test_kv_sized_from_memory),
         cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_cancel_preempted),
+        cmocka_unit_test(test_retract_and_finish_cancelled),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mt_kernels_shutdown();

@@ -242,13 +242,19 @@ static void log_cancelling(const char *why, int pending, mt_server *server) {
 
 /* Waits until every job finished and every answer was sent, up to timeout_s; a second signal ends
  * the wait. A request whose body is still uploading is not waited for: once it came it would only
- * be refused (503), and a client stalled mid-upload would hold the exit for the whole timeout.
+ * be refused (503), and a client stalled mid-upload would hold the exit for the whole timeout. Nor
+ * are jobs while generation is paused (/pause_generation): they cannot finish, so they are cancelled
+ * at once (answered as aborted, with what they generated) and those held back are refused.
  * Returns the number of jobs left unfinished (to be cancelled). */
 static int drain(mt_server *server, mt_engine_loop *loop, double timeout_s, const sigset_t *signals) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int pending;
     while ((pending = mt_engine_loop_pending(loop)) > 0 || mt_server_answers_in_flight(server) > 0) {
+        if (pending > 0 && mt_engine_loop_paused(loop)) {
+            log_cancelling("generation paused", pending, server);
+            return pending;
+        }
         if (seconds_since(&t0) >= timeout_s) {
             log_cancelling("drain timeout", pending, server);
             return pending;

@@ -471,19 +471,24 @@ static void admit(mt_engine *e) {
 
 /* Running sequence i gives its blocks back and waits at the head of the queue; when admitted again
  * it adopts what is still cached of its blocks and forwards the rest again (its routing, tokens and
- * scores do not change: a token's pass does not depend on its batch). Room in `waiting` is kept at
- * submit. */
-static void preempt(mt_engine *e, int i) {
+ * scores do not change: a token's pass does not depend on its batch; its generator has drawn only for
+ * the tokens it has). Room in `waiting` is kept at submit. */
+static void requeue(mt_engine *e, int i) {
     seq *s = e->running[i];
     mt_kv_seq_release(&e->kv, &s->kv);
     s->n_forwarded = s->n_published = 0;
     s->last_hash = 0;
     s->preemptions++;
-    e->preemptions++;
     e->running[i] = NULL;
     memmove(e->waiting + 1, e->waiting, (size_t)e->n_waiting * sizeof *e->waiting);
     e->waiting[0] = s;
     e->n_waiting++;
+}
+
+/* requeue for lack of blocks: counted as a preemption. */
+static void preempt(mt_engine *e, int i) {
+    requeue(e, i);
+    e->preemptions++;
 }
 
 /* Gives each running sequence, oldest first, the blocks for every token it knows (a decoding one
@@ -604,22 +609,40 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
     return n;
 }
 
-static int step_once(mt_engine *e, mt_err *err) {
-    const mt_config *c = &e->m->cfg;
+int mt_engine_finish_cancelled(mt_engine *e) {
+    int n = 0;
     for (int i = 0; i < e->n_running; i++) {
         if (e->running[i]->cancelled) {
             finish(e, e->running[i], MT_FINISH_CANCELLED);
             e->running[i] = NULL;
+            n++;
         }
     }
     compact_running(e);
     /* Cancelled requests still waiting finish now, even when no running slot is free. */
     int kept = 0;
     for (int i = 0; i < e->n_waiting; i++) {
-        if (e->waiting[i]->cancelled) finish(e, e->waiting[i], MT_FINISH_CANCELLED);
-        else e->waiting[kept++] = e->waiting[i];
+        if (e->waiting[i]->cancelled) {
+            finish(e, e->waiting[i], MT_FINISH_CANCELLED);
+            n++;
+        } else {
+            e->waiting[kept++] = e->waiting[i];
+        }
     }
     e->n_waiting = kept;
+    return n;
+}
+
+int mt_engine_retract(mt_engine *e) {
+    int n = e->n_running;
+    for (int i = n - 1; i >= 0; i--) requeue(e, i); /* newest first: the oldest ends at the head */
+    e->n_running = 0;
+    return n;
+}
+
+static int step_once(mt_engine *e, mt_err *err) {
+    const mt_config *c = &e->m->cfg;
+    mt_engine_finish_cancelled(e);
     admit(e);
     if (!e->o.reserve_whole) grow(e);
     if (e->n_running == 0) return 0;

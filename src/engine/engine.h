@@ -151,6 +151,14 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err);
  * (a queued one too, whether or not a running slot is free) and its blocks are freed. Returns false
  * when the id is not live. */
 bool mt_engine_cancel(mt_engine *e, int64_t id);
+/* Finishes the cancelled requests, queued or running, without a forward pass (what mt_engine_step
+ * does first), for a caller holding the engine paused (serve's /pause_generation). Returns how many. */
+int mt_engine_finish_cancelled(mt_engine *e);
+/* Gives every running sequence's blocks back (full ones stay in the prefix cache) and puts them at
+ * the head of the queue in their order, as a preemption does (not counted as one): when admitted
+ * again each adopts what is still cached and forwards the rest again, with the tokens, scores and
+ * routing it would have had. serve's /pause_generation "retract". Returns how many. */
+int mt_engine_retract(mt_engine *e);
 /* One forward pass over the running sequences (admitting queued ones first). Returns the number of
  * tokens forwarded (0 when idle), -1 on error. */
 int mt_engine_step(mt_engine *e, mt_err *err);

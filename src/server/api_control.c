@@ -1,8 +1,10 @@
 /* Engine control endpoints, as SGLang spells them, for RL loops: POST /update_weights_from_disk (a
  * checkpoint of the same shape replaces the served weights in place; the prefix cache is emptied),
  * GET|POST /flush_cache, GET /get_weight_version, POST /abort_request (cancel requests by rid, or
- * all, e.g. the rollouts left when a step has enough), and GET|POST /health_generate (the engine
- * generates a token: the probe slime and others poll). */
+ * all, e.g. the rollouts left when a step has enough), GET|POST /health_generate (the engine
+ * generates a token: the probe slime and others poll), and POST /pause_generation and
+ * /continue_generation (interruptible rollouts: generation stops around a weight update; the running
+ * requests are aborted, retracted or paused in place, new ones wait). */
 #include <stdio.h>
 #include <string.h>
 
@@ -107,6 +109,9 @@ int mt_api_health_generate(mt_http_request *rq) {
     static const char probe[] = "{\"input_ids\": [0], \"sampling_params\": {\"max_new_tokens\": 1, \"temperature\": 0}}";
     mt_server *s = rq->server;
     if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
+    /* SGLang's probe waits behind the pause and answers 503 after its timeout: the same verdict now */
+    if (mt_engine_loop_paused(s->b.loop))
+        return mt_reply_errorf(rq, 503, "generation is paused (/continue_generation resumes it)");
     mt_request_ctx c;
     mt_server_request_ctx(s, &c);
     mt_gen_request r;
@@ -123,4 +128,62 @@ int mt_api_health_generate(mt_http_request *rq) {
     mt_job_set_free(&set);
     if (!generated) return mt_reply_errorf(rq, 503, "the engine did not generate (cancelled, or failed: see the server log)");
     return mt_reply(rq, 200, "text/plain; charset=utf-8", "", 0);
+}
+
+/* The body of a control request SGLang's clients may send empty (AReaL posts none): a JSON object,
+ * {} when the body is empty. NULL with the 400 in e. */
+static cJSON *control_body(mt_http_request *rq, mt_api_error *e) {
+    size_t at = 0;
+    while (at < rq->body_len && strchr(" \t\r\n", rq->body[at])) at++;
+    if (at == rq->body_len) return cJSON_CreateObject();
+    mt_err err;
+    cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
+    if (!body) mt_api_fail(e, 400, "%s", err.msg);
+    else if (!cJSON_IsObject(body)) mt_api_fail(e, 400, "the request body is not a JSON object");
+    if (body && cJSON_IsObject(body)) return body;
+    cJSON_Delete(body);
+    return NULL;
+}
+
+/* SGLang's answer to both: {"message", "status": "ok"}, 200. */
+static int control_answer(mt_http_request *rq, const char *message) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "message", message);
+    cJSON_AddStringToObject(o, "status", "ok");
+    return mt_reply_json(rq, 200, o);
+}
+
+/* POST /pause_generation {"mode": "abort" (default) | "retract" | "in_place"}: answers once the
+ * engine has stopped between two passes (abort: once the aborted requests have ended). */
+int mt_api_pause_generation(mt_http_request *rq) {
+    static const char *const MODES[] = {"abort", "retract", "in_place"};
+    mt_server *s = rq->server;
+    if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
+    mt_api_error e = {0};
+    cJSON *body = control_body(rq, &e);
+    if (!body) return mt_reply_error(rq, &e);
+    const cJSON *given = field(body, "mode");
+    int mode = given ? -1 : MT_PAUSE_ABORT;
+    for (int m = 0; given && cJSON_IsString(given) && m < 3; m++)
+        if (!strcmp(given->valuestring, MODES[m])) mode = m;
+    cJSON_Delete(body);
+    if (mode < 0) return mt_reply_errorf(rq, 400, "%s", "'mode' must be \"abort\", \"retract\" or \"in_place\"");
+    mt_err err;
+    if (mt_engine_loop_pause(s->b.loop, (mt_pause_mode)mode, &err) < 0) return mt_reply_errorf(rq, 503, "%s", err.msg);
+    return control_answer(rq, "Generation paused successfully.");
+}
+
+/* POST /continue_generation: the paused requests go on, then those that waited. SGLang's
+ * "torch_empty_cache" (a boolean) is accepted and has nothing to do here. */
+int mt_api_continue_generation(mt_http_request *rq) {
+    mt_api_error e = {0};
+    cJSON *body = control_body(rq, &e);
+    if (!body) return mt_reply_error(rq, &e);
+    bool empty_cache = false;
+    int rc = mt_params_bool(body, "torch_empty_cache", &empty_cache, &e);
+    cJSON_Delete(body);
+    if (rc < 0) return mt_reply_error(rq, &e);
+    mt_err err;
+    if (mt_engine_loop_continue(rq->server->b.loop, &err)) return mt_reply_errorf(rq, 503, "%s", err.msg);
+    return control_answer(rq, "Generation continued successfully.");
 }

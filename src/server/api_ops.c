@@ -174,6 +174,8 @@ int mt_api_metrics(mt_http_request *rq) {
         gauge(&o, "moetrace_kv_cache_bytes", "Memory the KV cache's K and V take (device memory on cuda).",
               es->kv_bytes);
         gauge(&o, "moetrace_engine_failed", "1 after a forward pass failed.", st.failed);
+        gauge(&o, "moetrace_generation_paused", "1 while /pause_generation holds generation (until /continue_generation).",
+              st.paused);
         mt_strbuf_puts(&o, "# HELP moetrace_weight_updates_total Weight updates (/update_weights_from_disk), by result.\n"
                            "# TYPE moetrace_weight_updates_total counter\n");
         mt_strbuf_printf(&o, "moetrace_weight_updates_total{result=\"ok\"} %ld\n", st.weight_updates);

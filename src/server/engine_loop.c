@@ -27,7 +27,7 @@ typedef struct job_list {
 } job_list;
 
 /* Work a handler asks of the engine thread besides generation, done between steps. */
-typedef enum task_kind { TASK_UPDATE_WEIGHTS, TASK_FLUSH_CACHE, TASK_ABORT } task_kind;
+typedef enum task_kind { TASK_UPDATE_WEIGHTS, TASK_FLUSH_CACHE, TASK_ABORT, TASK_PAUSE, TASK_CONTINUE } task_kind;
 
 typedef struct loop_task {
     task_kind kind;
@@ -35,10 +35,11 @@ typedef struct loop_task {
     const char *version;       /* its weight version, or NULL */
     const char *name;          /* TASK_ABORT: the jobs to cancel (mt_engine_loop_abort), NULL: all */
     bool abort_live;           /* cancel the running jobs instead of letting them finish */
+    mt_pause_mode mode;        /* TASK_PAUSE */
     bool aborted;              /* engine thread: they were cancelled */
     /* results, under the loop's mu */
     bool done;
-    int rc, held, flushed, n_aborted;
+    int rc, held, flushed, n_aborted, n_paused;
     mt_err err;
     struct loop_task *next;
 } loop_task;
@@ -59,14 +60,16 @@ struct mt_engine_loop {
     bool stopping, failed;
     mt_engine_stats stats;
     int n_live;
-    int n_held;                /* jobs held back while the weights change */
+    int n_held;                /* jobs held back while the weights change or generation is paused */
+    bool paused;               /* /pause_generation: no forward pass until /continue_generation (only
+                                  the engine thread writes it) */
     long weight_updates, weight_updates_failed;
     char weight_version[MT_WEIGHT_VERSION_LEN];
 
     /* engine thread only */
     live_node *live[LIVE_BUCKETS];
     id_list self_cancels;      /* ids whose stop string matched during the last step */
-    job_list held;             /* submitted during a weight update, admitted after it */
+    job_list held;             /* submitted during a weight update or a pause, admitted after it */
     long preemptions_logged;   /* the engine's preemptions when the log last told of them */
     time_t preemptions_log_at; /* ... and when (at most one such line a minute) */
 };
@@ -330,7 +333,8 @@ static int abort_jobs(mt_engine_loop *l, const char *name) {
     return n;
 }
 
-/* The first flush or abort task in the queue, wherever it waits, or NULL. */
+/* The first task in the queue that is not a weight update (a flush, an abort, a pause or its end),
+ * wherever it waits, or NULL. */
 static loop_task *first_quick_task(mt_engine_loop *l) {
     pthread_mutex_lock(&l->mu);
     loop_task *t = l->tasks;
@@ -339,15 +343,67 @@ static loop_task *first_quick_task(mt_engine_loop *l) {
     return t;
 }
 
-/* Runs every flush and abort at once, even behind a weight update that waits for running jobs (an
- * abort is what may let it go on); then moves the first task on when it is an update: once the
- * engine is idle (running jobs cancelled first when it asks), the weights change and the held jobs
- * go on. */
+/* Whether a weight update waits in the queue. */
+static bool update_queued(mt_engine_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    bool queued = false;
+    for (loop_task *t = l->tasks; t; t = t->next) queued |= t->kind == TASK_UPDATE_WEIGHTS;
+    pthread_mutex_unlock(&l->mu);
+    return queued;
+}
+
+static void set_paused(mt_engine_loop *l, bool paused) {
+    pthread_mutex_lock(&l->mu);
+    l->paused = paused;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static int live_count(mt_engine_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    int n = l->n_live;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+/* /pause_generation: no forward pass from now on. abort: the jobs in the engine end now as aborted
+ * (no pass needed to end them); retract: the running ones give their blocks back and wait first in
+ * the queue; in place: they stay as they are. Jobs held back stay held. Returns the jobs it aborted,
+ * retracted or left paused. */
+static int pause_now(mt_engine_loop *l, mt_pause_mode mode) {
+    set_paused(l, true);
+    int n = live_count(l);
+    if (mode == MT_PAUSE_ABORT) {
+        cancel_all_live(l);
+        mt_engine_finish_cancelled(l->engine);
+    } else if (mode == MT_PAUSE_RETRACT) {
+        n = mt_engine_retract(l->engine);
+    }
+    static const char *const NAMES[] = {"abort", "retract", "in_place"};
+    mt_log("engine: generation paused (%s): %d request(s) %s", NAMES[mode], n,
+           mode == MT_PAUSE_ABORT ? "aborted" : mode == MT_PAUSE_RETRACT ? "retracted" : "paused in place");
+    return n;
+}
+
+/* /continue_generation: the engine steps again; the held jobs go in after those paused, unless a
+ * weight update still waits (it lets them in when done). */
+static void continue_now(mt_engine_loop *l) {
+    if (!l->paused) return;
+    set_paused(l, false);
+    if (!update_queued(l)) admit_held(l, false, NULL);
+    mt_log("engine: generation continued");
+}
+
+/* Runs every flush, abort, pause and continue at once, in their order, even behind a weight update
+ * that waits for running jobs (an abort or a pause is what may let it go on); then moves the first
+ * task on when it is an update: once the engine is idle, or at once while paused (running jobs
+ * cancelled first when it asks), the weights change and the held jobs go on (not while paused). */
 static void run_tasks(mt_engine_loop *l) {
     mt_err err = {{0}};
     for (loop_task *q; (q = first_quick_task(l));) {
         if (q->kind == TASK_FLUSH_CACHE) q->flushed = mt_engine_flush_prefix_cache(l->engine);
-        else q->n_aborted = abort_jobs(l, q->name);
+        else if (q->kind == TASK_ABORT) q->n_aborted = abort_jobs(l, q->name);
+        else if (q->kind == TASK_PAUSE) q->n_paused = pause_now(l, q->mode);
+        else continue_now(l);
         task_finish(l, q, 0, &err);
     }
     pthread_mutex_lock(&l->mu);
@@ -358,7 +414,9 @@ static void run_tasks(mt_engine_loop *l) {
         cancel_all_live(l);
         t->aborted = true;
     }
-    if (!mt_engine_idle(l->engine)) return;
+    /* paused jobs never finish: the weights change under them (SGLang takes no lock while paused) */
+    if (l->paused) mt_engine_finish_cancelled(l->engine);
+    else if (!mt_engine_idle(l->engine)) return;
     int rc = mt_model_swap_weights(l->model, t->dir, &err);
     /* a device's pass scratch went with the old upload: the largest pass's is reserved again now,
      * where a shortage shows, rather than in the middle of a pass */
@@ -373,12 +431,12 @@ static void run_tasks(mt_engine_loop *l) {
         mt_log("engine: weight update from %s failed: %s", t->dir, err.msg);
     }
     pthread_mutex_lock(&l->mu);
-    t->held = l->n_held;
+    t->held = l->n_held + (l->paused ? l->n_live : 0);
     if (rc) l->weight_updates_failed++;
     else l->weight_updates++;
     pthread_mutex_unlock(&l->mu);
     if (rc == -2) fail_engine(l, err.msg);
-    admit_held(l, rc == -2, "the engine has failed");
+    if (rc == -2 || !l->paused) admit_held(l, rc == -2, "the engine has failed");
     task_finish(l, t, rc ? -1 : 0, &err);
 }
 
@@ -400,13 +458,14 @@ static void *loop_main(void *arg) {
     id_list cancels = {0};
     for (;;) {
         pthread_mutex_lock(&l->mu);
-        while (!l->stopping && l->inbox.n == 0 && l->cancels.n == 0 && !l->tasks && mt_engine_idle(l->engine))
+        while (!l->stopping && l->inbox.n == 0 && l->cancels.n == 0 && !l->tasks &&
+               (l->paused || mt_engine_idle(l->engine)))
             pthread_cond_wait(&l->wake, &l->mu);
         bool stopping = l->stopping, failed = l->failed;
         loop_task *task = l->tasks;
         bool updating = false;   /* a weight update waits: new jobs are held until it is done */
         for (loop_task *t = task; t; t = t->next) updating |= t->kind == TASK_UPDATE_WEIGHTS;
-        bool hold = updating && !stopping && !failed;
+        bool hold = (updating || l->paused) && !stopping && !failed;
         if (hold) l->n_held += l->inbox.n;
         job_list swap_jobs = l->inbox;
         l->inbox = taken;
@@ -446,7 +505,9 @@ static void *loop_main(void *arg) {
         if (stopping && mt_engine_idle(l->engine)) break;
         if (task) run_tasks(l);
 
-        if (!mt_engine_idle(l->engine)) {
+        if (l->paused && !stopping) {
+            mt_engine_finish_cancelled(l->engine); /* cancelled while paused: they end without a pass */
+        } else if (!mt_engine_idle(l->engine)) {
             mt_err err = {{0}};
             if (mt_engine_step(l->engine, &err) < 0) fail_engine(l, err.msg);
         }
@@ -526,6 +587,7 @@ void mt_engine_loop_get_stats(mt_engine_loop *l, mt_engine_loop_stats *s) {
     s->failed = l->failed;
     s->weight_updates = l->weight_updates;
     s->weight_updates_failed = l->weight_updates_failed;
+    s->paused = l->paused;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -610,4 +672,28 @@ int mt_engine_loop_abort(mt_engine_loop *l, const char *name, mt_err *err) {
         return -1;
     }
     return t.n_aborted;
+}
+
+int mt_engine_loop_pause(mt_engine_loop *l, mt_pause_mode mode, mt_err *err) {
+    loop_task t = {.kind = TASK_PAUSE, .mode = mode};
+    run_on_engine_thread(l, &t);
+    if (t.rc) {
+        *err = t.err;
+        return -1;
+    }
+    return t.n_paused;
+}
+
+int mt_engine_loop_continue(mt_engine_loop *l, mt_err *err) {
+    loop_task t = {.kind = TASK_CONTINUE};
+    run_on_engine_thread(l, &t);
+    if (t.rc) *err = t.err;
+    return t.rc;
+}
+
+bool mt_engine_loop_paused(mt_engine_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    bool paused = l->paused;
+    pthread_mutex_unlock(&l->mu);
+    return paused;
 }

@@ -30,9 +30,11 @@ mt_engine_loop *mt_engine_loop_start(mt_model *model, const mt_engine_opts *o, c
 /* Replaces the model's weights with the checkpoint in dir (engine/weight_swap.h), on the engine
  * thread: jobs submitted meanwhile are held back, the running ones finish (with abort_live they are
  * cancelled and finish as aborted), then the weights change, the prefix cache is emptied (its blocks
- * hold K/V and routing of the old weights) and the held jobs go on with the new weights. Blocks until
- * done. version (NULL: unchanged) becomes the weight version of jobs accepted afterwards; *held gets
- * the jobs that waited. -1 with err when the weights could not change (the served ones stay); when
+ * hold K/V and routing of the old weights) and the held jobs go on with the new weights. While
+ * generation is paused (mt_engine_loop_pause) it does not wait: the jobs paused in the engine keep
+ * what they forwarded and go on with the new weights once it continues, and the held ones wait for
+ * that too. Blocks until done. version (NULL: unchanged) becomes the weight version of jobs accepted
+ * afterwards; *held gets the jobs that waited (held back, or paused in the engine). -1 with err when the weights could not change (the served ones stay); when
  * neither the new nor the served weights could be put on the device the loop fails (it refuses
  * every job). */
 int mt_engine_loop_update_weights(mt_engine_loop *l, const char *dir, bool abort_live, const char *version, int *held,
@@ -45,6 +47,26 @@ int mt_engine_loop_flush_cache(mt_engine_loop *l, mt_err *err);
  * with the routing of what they forwarded; ones held back by a weight update are refused. Returns
  * how many, or -1 with err while stopping or failed. */
 int mt_engine_loop_abort(mt_engine_loop *l, const char *name, mt_err *err);
+/* What /pause_generation does to the jobs in the engine (SGLang's modes). */
+typedef enum mt_pause_mode { MT_PAUSE_ABORT, MT_PAUSE_RETRACT, MT_PAUSE_IN_PLACE } mt_pause_mode;
+
+/* Pauses generation between two steps: no forward pass runs until mt_engine_loop_continue, and jobs
+ * submitted meanwhile are held back (they stay queued, as during a weight update). MT_PAUSE_ABORT
+ * cancels the jobs in the engine, queued or running (they finish as aborted with the routing of what
+ * they forwarded, before this returns); MT_PAUSE_RETRACT gives the running ones' KV blocks back and
+ * queues them first (mt_engine_retract: they forward again what is no longer cached once generation
+ * continues, with the tokens and routing they would have had); MT_PAUSE_IN_PLACE leaves them as they
+ * are. A pause while paused applies its mode to what is paused. Jobs cancelled while paused end at
+ * once. Returns the jobs it aborted, retracted or left paused, or -1 with err while stopping or
+ * failed. */
+int mt_engine_loop_pause(mt_engine_loop *l, mt_pause_mode mode, mt_err *err);
+/* Ends a pause: the engine steps again and the held jobs go in behind the paused ones (or once a
+ * weight update that waits is done). Nothing to do when not paused. 0, or -1 with err while stopping
+ * or failed. */
+int mt_engine_loop_continue(mt_engine_loop *l, mt_err *err);
+/* Whether generation is paused. */
+bool mt_engine_loop_paused(mt_engine_loop *l);
+
 /* The weight version jobs are accepted under now: "default" until an update names one. */
 void mt_engine_loop_weight_version(mt_engine_loop *l, char *out, size_t size);
 
@@ -61,6 +83,7 @@ typedef struct mt_engine_loop_stats {
     int queued;              /* submitted, not yet handed to the engine */
     int live;                /* jobs in the engine (waiting + running) */
     bool failed;             /* a forward pass failed: the loop refuses new jobs */
+    bool paused;             /* generation paused (mt_engine_loop_pause) */
     long weight_updates;     /* weight updates done, and failed */
     long weight_updates_failed;
 } mt_engine_loop_stats;

@@ -39,6 +39,8 @@ static const route ROUTES[] = {
     {"/get_weight_version", M_GET, mt_api_weight_version, true, false, false},
     {"/abort_request", M_POST, mt_api_abort_request, true, false, false},
     {"/health_generate", M_GET | M_POST, mt_api_health_generate, true, false, false},
+    {"/pause_generation", M_POST, mt_api_pause_generation, true, false, false},
+    {"/continue_generation", M_POST, mt_api_continue_generation, true, false, false},
     {"/metrics", M_GET, mt_api_metrics, false, false, false},
     {"/dashboard", M_GET, mt_api_dashboard, false, false, true},
     {"/dashboard/data", M_GET, mt_api_dashboard_data, true, false, true},

@@ -101,6 +101,10 @@ bool mt_http_client_gone(int fd) {
 /* ---- server-sent events ------------------------------------------------------------------- */
 
 #define SSE_POLL_MS 100
+/* Seconds of silence after which a stream sends an SSE comment (clients skip it): libmicrohttpd closes
+ * a connection that sent nothing for its idle timeout (60 s), e.g. a stream held by /pause_generation
+ * or waiting in a long queue, and clients' read timeouts would end it too. */
+#define SSE_KEEPALIVE_S 15.0
 
 typedef struct sse_stream {
     mt_server *server;
@@ -118,6 +122,7 @@ typedef struct sse_stream {
     int n_ended;
     mt_strbuf pending;  /* formatted, not yet handed to MHD */
     size_t sent;
+    double last_sent;   /* when bytes last went to MHD (mt_now_s) */
     bool ended;         /* the last event is in pending */
     bool complete;      /* ... and it was handed to MHD: the end of the stream */
 } sse_stream;
@@ -160,6 +165,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             size_t n = st->pending.len - st->sent < max ? st->pending.len - st->sent : max;
             memcpy(buf, st->pending.data + st->sent, n);
             st->sent += n;
+            st->last_sent = mt_now_s();
             if (st->sent == st->pending.len) {
                 mt_strbuf_truncate(&st->pending, 0);
                 st->sent = 0;
@@ -182,6 +188,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         if (changed) continue;
         if (mt_http_client_gone(st->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (mt_now_s() - st->last_sent >= SSE_KEEPALIVE_S) {
+            mt_strbuf_puts(&st->pending, ": keep-alive\n\n");
+            continue;
+        }
         mt_job_signal_wait(st->signal, signalled, SSE_POLL_MS);
     }
 }
@@ -213,7 +223,7 @@ int mt_reply_sse(mt_http_request *rq, mt_gen_job **jobs, int n, mt_job_signal *s
     bool *job_ended = calloc((size_t)n, sizeof *job_ended);
     if (st) *st = (sse_stream){.server = rq->server, .route = rq->route, .jobs = jobs, .n_jobs = n, .signal = signal,
                                .format = format, .end = end, .ctx = ctx, .free_ctx = free_ctx, .fd = rq->client_fd,
-                               .seen = seen, .job_ended = job_ended};
+                               .seen = seen, .job_ended = job_ended, .last_sent = mt_now_s()};
     if (!st || !seen || !job_ended) {
         if (st) {
             st->route = NULL; /* counted as the 500 below */

@@ -63,6 +63,8 @@ int mt_api_flush_cache(mt_http_request *rq);
 int mt_api_weight_version(mt_http_request *rq);
 int mt_api_abort_request(mt_http_request *rq);
 int mt_api_health_generate(mt_http_request *rq);
+int mt_api_pause_generation(mt_http_request *rq);
+int mt_api_continue_generation(mt_http_request *rq);
 
 /* The HTML of GET /dashboard (dashboard_page.c). */
 extern const char mt_dashboard_page[];

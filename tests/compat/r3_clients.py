@@ -474,6 +474,18 @@ def scenario_control(srv, model):
         print("  note: /get_server_info answers %s: slime's external engines (--rollout-external) need it" % status)
     status, _ = srv.call("POST", "/abort_request", {"rid": "nothing-runs-by-this-name"})
     check(status == 200, "/abort_request of an unknown rid: 200")
+    # AReaL posts /pause_generation with no body (abort), slime and SkyRL a JSON body; all read the status
+    for body, who in ((None, "AReaL"), ({}, "slime"), ({"mode": "retract"}, "retract"), ({"mode": "in_place"}, "in_place")):
+        status, r = srv.call("POST", "/pause_generation", body)
+        check(status == 200 and isinstance(r, dict) and r.get("status") == "ok",
+              "/pause_generation (%s): 200 {'status': 'ok'} (%s %r)" % (who, status, r))
+        status, r = srv.call("POST", "/continue_generation", body if body is None else {})
+        check(status == 200 and isinstance(r, dict) and r.get("status") == "ok",
+              "/continue_generation: 200 {'status': 'ok'} (%s %r)" % (status, r))
+    status, _ = srv.call("POST", "/pause_generation", {"mode": "stop"})
+    check(status == 400, "/pause_generation with an unknown mode: 400 (%s)" % status)
+    status, out = srv.call("POST", "/generate", {"input_ids": [5, 6, 7], "sampling_params": {"max_new_tokens": 1}})
+    check(status == 200, "/generate after pause and continue: 200 (%s)" % status)
 
 
 def scenario_areal_request(srv):
