@@ -9,17 +9,28 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
-/* Its stdout and stderr together in out (NUL-terminated, cut at out_len - 1 bytes); returns its exit
- * status, -1 when it did not exit normally. */
-static inline int run_moetrace(const char *args, char *out, size_t out_len) {
+/* Runs "$MOETRACE_BIN args" with stderr redirected as `redirect` says ("2>&1": into out too,
+ * "2>/dev/null": dropped); what it writes to stdout in out (NUL-terminated, cut at out_len - 1
+ * bytes). Returns its exit status, -1 when it did not exit normally. */
+static inline int run_moetrace_redirected(const char *args, const char *redirect, char *out, size_t out_len) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", getenv("MOETRACE_BIN"), args);
+    snprintf(cmd, sizeof cmd, "%s %s %s", getenv("MOETRACE_BIN"), args, redirect);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t n = fread(out, 1, out_len - 1, p);
     out[n] = '\0';
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Its stdout and stderr together in out; returns its exit status. */
+static inline int run_moetrace(const char *args, char *out, size_t out_len) {
+    return run_moetrace_redirected(args, "2>&1", out, out_len);
+}
+
+/* Its stdout alone in out; returns its exit status. */
+static inline int run_moetrace_stdout(const char *args, char *out, size_t out_len) {
+    return run_moetrace_redirected(args, "2>/dev/null", out, out_len);
 }
 
 #endif

@@ -1,7 +1,8 @@
 /* moetrace demo: the embedded model end to end (SPEC §3). It writes the checkpoint out, then runs
  * what the other commands do on it, printing what each step shows: a generation, the routing of
  * every token, the same request batched among others (routing unchanged, bit for bit), the expert
- * load the recorder counted, and an EPLB placement with the same traffic run under it. */
+ * load the recorder counted, an EPLB placement with the same traffic run under it, expert use per
+ * domain, and the request of step 3 token by token (a per_token dump traced with report --request). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "report/report.h"
+#include "report/request_trace.h"
 #include "routing/balancedness.h"
 #include "routing/placement.h"
 #include "routing/recorder.h"
@@ -41,6 +43,8 @@ static const char DEMO_HELP[] =
     "  6. expert use per domain: prose and command-line prompts (domains.jsonl) recorded apart, how\n"
     "     far each domain's routing is from the other's and its distinctive experts (domains.json,\n"
     "     domains.png, a stat dump per domain in domains/)\n"
+    "  7. the request of step 3, token by token: its tokens' experts at every layer, from a per_token\n"
+    "     dump of that traffic (moetrace report --request; request.png)\n"
     "\n"
     "  --out DIR              where the files go (default: a new folder moetrace-demo-XXXXXX in $TMPDIR);\n"
     "                         DIR/demo-model is the embedded checkpoint, which every command takes as --model\n"
@@ -300,7 +304,7 @@ typedef struct demo_state {
     mt_tokenizer *tok;
     demo_traffic traffic;
     demo_result solo, *first;   /* first: the batched run's results, kept for step 5 */
-    mt_recorder *rec, *rec_plc;
+    mt_recorder *rec, *rec_plc, *rec_tok; /* rec_tok: per_token, step 3's traffic (step 7) */
     mt_placement plc;
     int64_t *count, *phys;
     mt_err err;
@@ -411,7 +415,13 @@ static int step_batch(demo_state *s) {
     mt_recorder_opts ro = stat_opts(s);
     if (!(s->rec = mt_recorder_new(c, s->model.name, &ro, &s->err))) return -1;
     mt_recorder_start(s->rec);
-    mt_routing_sink sink = mt_recorder_sink(s->rec);
+    ro.mode = MT_REC_PER_TOKEN;
+    if (!(s->rec_tok = mt_recorder_new(c, s->model.name, &ro, &s->err))) return -1;
+    mt_recorder_start(s->rec_tok);
+    mt_routing_fanout fan = {0};
+    mt_routing_fanout_add(&fan, mt_recorder_sink(s->rec));
+    mt_routing_fanout_add(&fan, mt_recorder_sink(s->rec_tok));
+    mt_routing_sink sink = mt_routing_fanout_sink(&fan);
     if (run_traffic(&s->model, t, N_REQUESTS, N_REQUESTS, DEMO_CHUNK, s->a.max_new_tokens, NULL, &sink, &s->err))
         return -1;
     printf("3. Batch invariance   (the request among %d others, %d at once, forward passes of at most %d tokens\n"
@@ -619,6 +629,35 @@ out:
     return rc;
 }
 
+/* Step 7: the demo's request (request id 0, named "0" in the dump) out of step 3's per_token dump. */
+static int step_trace(demo_state *s) {
+    char index[4096], png[4096];
+    if (mt_recorder_dump(s->rec_tok, index, sizeof index, &s->err)) return -1;
+    mt_request_trace t;
+    if (mt_request_trace_load(index, "0", &t, &s->err)) return -1;
+    int rc = mt_request_trace_decode(&t, s->model_dir, &s->err) || path_in(png, sizeof png, s->out, "request.png", &s->err) ||
+                     mt_request_trace_render(&t, png, &s->err) ? -1 : 0;
+    if (rc == 0) {
+        printf("7. One request, token by token   [moetrace report %s --request 0 --model %s --out request.png]\n"
+               "   step 3's traffic as a per_token dump: the request's %lld tokens, each one's top-1 expert at every\n"
+               "   layer, and the experts it used most (share of its tokens, all top-%d choices):\n   ",
+               index, s->model_dir, (long long)t.n, t.top_k);
+        for (int m = 0; m < t.num_moe_layers; m++) {
+            int l = t.moe_layers[m], best = 0, n_best = -1;
+            for (int e = 0; e < t.num_experts; e++) {
+                int n = 0;
+                for (int64_t i = 0; i < t.n; i++)
+                    for (int k = 0; k < t.top_k; k++) n += t.experts[((size_t)i * t.num_hidden_layers + l) * t.top_k + k] == e;
+                if (n > n_best) best = e, n_best = n;
+            }
+            printf("%slayer %d: e%d (%.0f%%)", m ? ", " : "", l, best, t.n ? 100.0 * n_best / (double)t.n : 0.0);
+        }
+        printf("\n   request.png\n\n");
+    }
+    mt_request_trace_free(&t);
+    return rc;
+}
+
 static void free_state(demo_state *s, bool kernels) {
     demo_traffic *t = &s->traffic;
     for (int i = 0; i < t->n; i++) {
@@ -640,6 +679,7 @@ static void free_state(demo_state *s, bool kernels) {
     free(s->solo.routing);
     mt_recorder_free(s->rec);
     mt_recorder_free(s->rec_plc);
+    mt_recorder_free(s->rec_tok);
     mt_placement_free(&s->plc);
     free(s->count);
     free(s->phys);
@@ -669,7 +709,7 @@ int cmd_demo(int argc, char **argv) {
            "files in %s (demo-model/ is the checkpoint: every command takes --model %s)\n\n",
            c->model_type, c->num_hidden_layers, moe_layer_list(c, moe, sizeof moe), c->num_experts, c->top_k,
            c->vocab_size, s->a.device, s->out, s->model_dir);
-    if (step_generate(s) || step_batch(s) || step_eplb(s) || step_domains(s)) goto fail;
+    if (step_generate(s) || step_batch(s) || step_eplb(s) || step_domains(s) || step_trace(s)) goto fail;
     printf("Next: moetrace serve --model %s --enable-return-routed-experts\n"
            "      then curl -s localhost:30000/generate -d '{\"text\": \"The recorder\", \"return_routed_experts\": true}'\n",
            s->model_dir);

@@ -1,4 +1,5 @@
-/* moetrace report: draw a stat dump as a PNG or SVG picture (SPEC §3). */
+/* moetrace report: draw a stat dump as a PNG or SVG picture (SPEC §3), compare dumps, or trace one
+ * request of a per_token dump (--request). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "report/report.h"
+#include "report/request_trace.h"
 #include "report/usage_report.h"
 #include "routing/stat_dump.h"
 #include "routing/usage_compare.h"
@@ -78,9 +80,50 @@ out:
     return rc;
 }
 
+/* --request: one request of a per_token dump, drawn or as JSON. */
+static int trace_request(char *const *dumps, int n_dumps, const char *rid, const char *model, const char *out,
+                         bool placement_flags) {
+    const char *bad = NULL;
+    if (!rid) bad = "--model labels the tokens of a --request trace; give --request RID";
+    else if (n_dumps == 0) bad = "--request needs INDEX.json, the JSON index of a per_token dump";
+    else if (n_dumps > 1) bad = "--request traces one per_token dump";
+    else if (placement_flags) bad = "--ep-size and --placement draw a stat dump, not a --request trace";
+    else if (!out) bad = "--out is required";
+    if (bad) {
+        if (rid && n_dumps > 1) fprintf(stderr, "moetrace report: %s; %d were given\n", bad, n_dumps);
+        else fprintf(stderr, "moetrace report: %s\n", bad);
+        return 2;
+    }
+    size_t n = strlen(out);
+    bool ok = (n > 4 && (!strcasecmp(out + n - 4, ".png") || !strcasecmp(out + n - 4, ".svg"))) ||
+              (n > 5 && !strcasecmp(out + n - 5, ".json"));
+    if (!ok) {
+        fprintf(stderr, "moetrace report: --out %s: a --request trace is written as .png, .svg or .json\n", out);
+        return 2;
+    }
+    if (mt_arg_out_file("--out", out)) return 2;
+    mt_err err = {{0}};
+    mt_request_trace t;
+    if (mt_request_trace_load(dumps[0], rid, &t, &err)) {
+        fprintf(stderr, "moetrace report: --request %s: %s\n", rid, err.msg);
+        return 1;
+    }
+    if (t.same_id > 1)
+        mt_log("report: %d requests of %s have the id \"%s\"; tracing the first (request_index %lld)", t.same_id,
+               dumps[0], rid, (long long)t.request_index);
+    int rc = 0;
+    if ((model && mt_request_trace_decode(&t, model, &err)) || mt_request_trace_write(&t, out, &err)) {
+        fprintf(stderr, "moetrace report: %s\n", err.msg);
+        rc = 1;
+    }
+    mt_request_trace_free(&t);
+    return rc;
+}
+
 static const char USAGE[] =
     "usage: moetrace report DUMP.json --out FILE.png|FILE.svg [--ep-size M] [--placement F.json]\n"
     "       moetrace report DUMP.json DUMP.json... --out FILE.png|FILE.svg|FILE.json\n"
+    "       moetrace report INDEX.json --request RID --out FILE.png|FILE.svg|FILE.json [--model DIR]\n"
     "\n"
     "Draws a stat dump (format moetrace.expert_distribution.v1) as a layers x experts heatmap:\n"
     "colour = the expert's share of the layer's routed tokens, dense layers greyed, a per-layer\n"
@@ -99,10 +142,24 @@ static const char USAGE[] =
     "of profile --domain-field), compares their expert use: each dump's lift per layer and expert (its\n"
     "share over the dumps' combined share) as heatmaps, or with --out FILE.json the numbers: each\n"
     "dump's Jensen-Shannon divergence from the others per layer and its distinctive experts\n"
-    "(docs/RECORDER.md, \"Expert usage per domain\").\n";
+    "(docs/RECORDER.md, \"Expert usage per domain\").\n"
+    "\n"
+    "With --request, traces one request of a per_token dump (INDEX.json: the dump's JSON index, its\n"
+    ".safetensors beside it): which experts each of its tokens went to, layer by layer. The picture has\n"
+    "the request's own layers x experts heatmap (share of its tokens routed to each expert, all top-k\n"
+    "choices) and a grid of its tokens (rows, position order, at most 1024) by hidden layers (columns,\n"
+    "dense layers grey), each cell coloured by the token's top-1 expert (one fixed colour per expert id).\n"
+    "--out FILE.json writes every token (format moetrace.request_trace.v1: position, token_id, text with\n"
+    "--model, experts: top_k ids per hidden layer, -1s for dense layers). Positions the request did not\n"
+    "forward itself (served from the prefix cache) have no rows and are listed as missing\n"
+    "(docs/RECORDER.md, \"One request's trace\").\n"
+    "  --request RID        the request's id exactly as the index's request_ids has it (the first of\n"
+    "                       several requests with that id)\n"
+    "  --model DIR          label tokens with their text, each decoded alone by DIR/tokenizer.json\n"
+    "                       (special tokens shown; whitespace as ␣ ↵ ⇥); without it, their ids\n";
 
 int cmd_report(int argc, char **argv) {
-    const char *dump = NULL, *out = NULL, *plc = NULL;
+    const char *dump = NULL, *out = NULL, *plc = NULL, *request = NULL, *model = NULL;
     char *dumps[MAX_COMPARED];
     int ep = 0, n_dumps = 0;
     for (int i = 0; i < argc; i++) {
@@ -111,13 +168,16 @@ int cmd_report(int argc, char **argv) {
             fputs(USAGE, stdout);
             return 0;
         }
-        int has_val = !strcmp(a, "--out") || !strcmp(a, "--ep-size") || !strcmp(a, "--placement");
+        int has_val = !strcmp(a, "--out") || !strcmp(a, "--ep-size") || !strcmp(a, "--placement") ||
+                      !strcmp(a, "--request") || !strcmp(a, "--model");
         if (has_val && i + 1 >= argc) {
             fprintf(stderr, "moetrace report: %s needs a value\n", a);
             return 2;
         }
         if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--placement")) plc = argv[++i];
+        else if (!strcmp(a, "--request")) request = argv[++i];
+        else if (!strcmp(a, "--model")) model = argv[++i];
         else if (!strcmp(a, "--ep-size")) {
             const char *s = argv[++i];
             char *end;
@@ -139,6 +199,7 @@ int cmd_report(int argc, char **argv) {
             return 2;
         }
     }
+    if (request || model) return trace_request(dumps, n_dumps, request, model, out, plc || ep);
     if (n_dumps > 1 && (plc || ep)) {
         fprintf(stderr, "moetrace report: --ep-size and --placement draw one dump; %d were given\n", n_dumps);
         return 2;

@@ -1,0 +1,413 @@
+/* One request's routing out of a per_token dump: reading, labels and JSON (request_trace.h); the
+ * picture is request_trace_draw.c. */
+#include "report/request_trace.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "model/safetensors.h"
+#include "routing/stat_dump.h"
+#include "tokenizer/tokenizer.h"
+#include "util/atomic_write.h"
+#include "util/json_util.h"
+#include "util/strbuf.h"
+
+void mt_request_trace_free(mt_request_trace *t) {
+    if (!t) return;
+    free(t->model);
+    free(t->request_id);
+    free(t->domain);
+    free(t->moe_layers);
+    free(t->layer_is_moe);
+    free(t->position);
+    free(t->token_id);
+    free(t->experts);
+    free(t->gap_first);
+    free(t->gap_last);
+    if (t->text)
+        for (int64_t i = 0; i < t->n; i++) free(t->text[i]);
+    free(t->text);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---- reading ---- */
+
+/* The index's mode must be per_token (the other dumps hold counts only). */
+static int check_per_token(const cJSON *index, const char *path, mt_err *err) {
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(index, "mode");
+    const char *m = cJSON_IsString(mode) ? mode->valuestring : "stat";
+    if (!strcmp(m, "per_token")) return 0;
+    return mt_errf(err, "%s: --request needs a per_token dump, and this is a \"%s\" dump (counts only): record one "
+                   "with serve --expert-distribution-recorder-mode per_token or profile --per-token", path, m);
+}
+
+/* The error for an id no request has: up to 10 of the ids present and how many there are. */
+static int unknown_request(const cJSON *ids, const char *path, const char *rid, mt_err *err) {
+    int n = cJSON_GetArraySize(ids);
+    if (n == 0) return mt_errf(err, "%s: no request \"%s\": the dump records no request", path, rid);
+    char list[700] = "";
+    size_t len = 0;
+    for (int i = 0; i < n && i < 10; i++) {
+        const char *s = cJSON_GetArrayItem(ids, i)->valuestring;
+        int w = snprintf(list + len, sizeof list - len, "%s\"%.50s\"", i ? ", " : "", s);
+        if (w < 0 || (size_t)w >= sizeof list - len) break;
+        len += (size_t)w;
+    }
+    return mt_errf(err, "%s: no request \"%s\" among its %d request%s: %s%s", path, rid, n, n == 1 ? "" : "s", list,
+                   n > 10 ? ", ..." : "");
+}
+
+/* request_ids: an array of strings; the first entry equal to rid into t (with how many are). */
+static int find_request(const cJSON *index, const char *path, const char *rid, mt_request_trace *t, mt_err *err) {
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(index, "request_ids");
+    if (!cJSON_IsArray(ids))
+        return mt_errf(err, "%s: missing array \"request_ids\" (a per_token index names its requests)", path);
+    int i = 0;
+    const cJSON *v;
+    t->request_index = -1;
+    cJSON_ArrayForEach(v, ids) {
+        if (!cJSON_IsString(v)) return mt_errf(err, "%s: request_ids[%d] is not a string", path, i);
+        if (!strcmp(v->valuestring, rid)) {
+            if (t->request_index < 0) t->request_index = i;
+            t->same_id++;
+        }
+        i++;
+    }
+    if (t->request_index < 0) return unknown_request(ids, path, rid, err);
+    const cJSON *domains = cJSON_GetObjectItemCaseSensitive(index, "request_domains");
+    if (domains && !cJSON_IsNull(domains)) {
+        if (!cJSON_IsArray(domains) || cJSON_GetArraySize(domains) != i)
+            return mt_errf(err, "%s: request_domains must be an array as long as request_ids (%d)", path, i);
+        const cJSON *d = cJSON_GetArrayItem(domains, (int)t->request_index);
+        if (cJSON_IsString(d) && !(t->domain = strdup(d->valuestring))) return mt_errf(err, "out of memory");
+        if (!cJSON_IsString(d) && !cJSON_IsNull(d))
+            return mt_errf(err, "%s: request_domains[%lld] is neither a string nor null", path, (long long)t->request_index);
+    }
+    return 0;
+}
+
+/* The safetensors file the index names ("tensors"), beside the index when relative, into out. */
+static int tensors_path(const cJSON *index, const char *path, char *out, size_t size, mt_err *err) {
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(index, "tensors");
+    if (!cJSON_IsString(name) || !name->valuestring[0])
+        return mt_errf(err, "%s: missing string field \"tensors\" (the name of the dump's .safetensors file)", path);
+    const char *slash = strrchr(path, '/');
+    const char *file = name->valuestring;
+    int w = file[0] == '/' || !slash ? snprintf(out, size, "%s", file)
+                                     : snprintf(out, size, "%.*s/%s", (int)(slash - path), path, file);
+    if (w < 0 || (size_t)w >= size) return mt_errf(err, "%s: the tensors' path is too long", path);
+    struct stat st;
+    if (stat(out, &st) != 0)
+        return mt_errf(err, "%s: its tensors file %s cannot be read: %s (the .safetensors is written beside its index)",
+                       path, out, strerror(errno));
+    return 0;
+}
+
+/* Tensor name of ck with dtype and shape [dims...] (-1: any length, the first dimension then
+ * giving *rows when *rows is -1, else having to equal it). */
+static const mt_tensor_info *tensor(const mt_checkpoint *ck, const char *file, const char *name, const char *dtype,
+                                    int ndim, const int64_t *dims, int64_t *rows, mt_err *err) {
+    const mt_tensor_info *ti = mt_checkpoint_find(ck, name);
+    if (!ti) {
+        mt_errf(err, "%s: no tensor \"%s\" (a per_token dump has request_index, topk_ids, position, token_id)", file, name);
+        return NULL;
+    }
+    bool ok = !strcmp(ti->dtype_name, dtype) && ti->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++) ok = d == 0 ? (*rows < 0 || ti->shape[0] == *rows) : ti->shape[d] == dims[d];
+    if (!ok) {
+        mt_errf(err, "%s: tensor \"%s\" must be %s of shape %s, T the rows of request_index (the index has %lld layers, "
+                "top_k %lld); it is %s with %d dims", file, name, dtype, ndim == 3 ? "[T, num_hidden_layers, top_k]" : "[T]",
+                (long long)dims[1], (long long)dims[2], ti->dtype_name, ti->ndim);
+        return NULL;
+    }
+    if (*rows < 0) *rows = ti->shape[0];
+    return ti;
+}
+
+static int32_t read_i32(const mt_tensor_info *ti, int64_t i) {
+    int32_t v;
+    memcpy(&v, (const char *)ti->data + i * 4, 4);
+    return v;
+}
+
+static int64_t read_i64(const mt_tensor_info *ti, int64_t i) {
+    int64_t v;
+    memcpy(&v, (const char *)ti->data + i * 8, 8);
+    return v;
+}
+
+/* Positions beyond any model's context: a file holding one is refused rather than listing billions
+ * of missing positions. */
+#define MAX_POSITION (1 << 26)
+
+/* A row of the request: its position and its row in the file, sorted by position then row. */
+typedef struct row_ref {
+    int32_t position;
+    int64_t row;
+} row_ref;
+
+static int cmp_row(const void *a, const void *b) {
+    const row_ref *x = a, *y = b;
+    if (x->position != y->position) return x->position < y->position ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+/* The runs of positions in [0, last] without a row (rows ascending, distinct). */
+static int find_gaps(mt_request_trace *t, mt_err *err) {
+    t->gap_first = malloc(sizeof(int32_t) * (size_t)(t->n + 1));
+    t->gap_last = malloc(sizeof(int32_t) * (size_t)(t->n + 1));
+    if (!t->gap_first || !t->gap_last) return mt_errf(err, "out of memory");
+    int64_t expect = 0;
+    for (int64_t i = 0; i < t->n; i++) {
+        if (t->position[i] > expect) {
+            t->gap_first[t->n_gaps] = (int32_t)expect;
+            t->gap_last[t->n_gaps++] = t->position[i] - 1;
+        }
+        expect = (int64_t)t->position[i] + 1;
+    }
+    return 0;
+}
+
+/* Copies the request's rows out of the open tensors, in position order, one per position. */
+static int copy_rows(mt_request_trace *t, const mt_checkpoint *ck, const char *file, int64_t n_requests, mt_err *err) {
+    int L = t->num_hidden_layers, K = t->top_k;
+    int64_t T = -1, shape3[3] = {0, L, K};
+    const mt_tensor_info *req = tensor(ck, file, "request_index", "I64", 1, shape3, &T, err);
+    const mt_tensor_info *ids = req ? tensor(ck, file, "topk_ids", "I32", 3, shape3, &T, err) : NULL;
+    const mt_tensor_info *pos = ids ? tensor(ck, file, "position", "I32", 1, shape3, &T, err) : NULL;
+    const mt_tensor_info *tok = pos ? tensor(ck, file, "token_id", "I32", 1, shape3, &T, err) : NULL;
+    if (!tok) return -1;
+    row_ref *rows = malloc(sizeof *rows * (size_t)(T ? T : 1));
+    if (!rows) return mt_errf(err, "out of memory");
+    int64_t n = 0;
+    for (int64_t r = 0; r < T; r++) {
+        int64_t ri = read_i64(req, r);
+        if (ri < 0 || ri >= n_requests) {
+            free(rows);
+            return mt_errf(err, "%s: request_index[%lld] = %lld is not an index of the %lld request_ids", file, (long long)r,
+                           (long long)ri, (long long)n_requests);
+        }
+        if (ri != t->request_index) continue;
+        int32_t p = read_i32(pos, r);
+        if (p < 0 || p >= MAX_POSITION) {
+            free(rows);
+            return mt_errf(err, "%s: position[%lld] = %d is not a position in a context (0 .. %d)", file, (long long)r, p,
+                           MAX_POSITION - 1);
+        }
+        rows[n++] = (row_ref){p, r};
+    }
+    qsort(rows, (size_t)n, sizeof *rows, cmp_row);
+    size_t row_ids = (size_t)L * (size_t)K;
+    t->position = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    t->token_id = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    t->experts = malloc(sizeof(int32_t) * row_ids * (size_t)(n ? n : 1));
+    if (!t->position || !t->token_id || !t->experts) {
+        free(rows);
+        return mt_errf(err, "out of memory");
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (t->n && t->position[t->n - 1] == rows[i].position) continue; /* one row per position: the first */
+        t->position[t->n] = rows[i].position;
+        t->token_id[t->n] = read_i32(tok, rows[i].row);
+        memcpy(t->experts + (size_t)t->n * row_ids, (const char *)ids->data + (size_t)rows[i].row * row_ids * 4,
+               row_ids * 4);
+        t->n++;
+    }
+    free(rows);
+    return find_gaps(t, err);
+}
+
+/* Shape and names from the index (a dump: mt_stat_dump_from_json checks its counts' shape). */
+static int read_shape(const cJSON *index, const char *path, mt_request_trace *t, mt_err *err) {
+    mt_stat_dump d;
+    memset(&d, 0, sizeof d);
+    if (mt_stat_dump_from_json(index, path, &d, err)) {
+        mt_stat_dump_free(&d);
+        return -1;
+    }
+    t->num_hidden_layers = d.num_hidden_layers;
+    t->num_experts = d.num_experts;
+    t->top_k = d.top_k;
+    t->num_moe_layers = d.num_moe_layers;
+    t->model = strdup(d.model ? d.model : "");
+    t->moe_layers = malloc(sizeof(int) * (size_t)(d.num_moe_layers ? d.num_moe_layers : 1));
+    t->layer_is_moe = calloc((size_t)d.num_hidden_layers, sizeof(bool));
+    int rc = 0;
+    if (!t->model || !t->moe_layers || !t->layer_is_moe) rc = mt_errf(err, "out of memory");
+    for (int m = 0; rc == 0 && m < d.num_moe_layers; m++) {
+        t->moe_layers[m] = d.moe_layers[m];
+        t->layer_is_moe[d.moe_layers[m]] = true;
+    }
+    const cJSON *dropped = cJSON_GetObjectItemCaseSensitive(index, "dropped_tokens");
+    t->dropped_tokens = cJSON_IsNumber(dropped) && dropped->valuedouble > 0 ? (int64_t)dropped->valuedouble : 0;
+    mt_stat_dump_free(&d);
+    return rc;
+}
+
+int mt_request_trace_load(const char *index_path, const char *request_id, mt_request_trace *t, mt_err *err) {
+    memset(t, 0, sizeof *t);
+    cJSON *index = mt_json_load_file(index_path, err);
+    if (!index) return -1;
+    char st_path[4096];
+    mt_checkpoint *ck = NULL;
+    int rc = -1;
+    if (!(t->request_id = strdup(request_id))) {
+        mt_errf(err, "out of memory");
+        goto out;
+    }
+    if (read_shape(index, index_path, t, err) || check_per_token(index, index_path, err))
+        goto out;
+    if (t->top_k < 1) {
+        mt_errf(err, "%s: missing field \"top_k\" (a per_token index has it)", index_path);
+        goto out;
+    }
+    if (find_request(index, index_path, request_id, t, err) ||
+        tensors_path(index, index_path, st_path, sizeof st_path, err))
+        goto out;
+    if (mt_checkpoint_open(&ck, st_path, err)) {
+        char inner[MT_ERR_LEN];
+        snprintf(inner, sizeof inner, "%s", err->msg);
+        mt_errf(err, "%s: its tensors file: %s", index_path, inner);
+        goto out;
+    }
+    rc = copy_rows(t, ck, st_path, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(index, "request_ids")), err);
+out:
+    mt_checkpoint_close(ck);
+    cJSON_Delete(index);
+    if (rc) mt_request_trace_free(t);
+    return rc;
+}
+
+int64_t mt_request_trace_missing_count(const mt_request_trace *t) {
+    int64_t n = 0;
+    for (int64_t g = 0; g < t->n_gaps; g++) n += (int64_t)t->gap_last[g] - t->gap_first[g] + 1;
+    return n;
+}
+
+/* ---- token text ---- */
+
+int mt_request_trace_decode(mt_request_trace *t, const char *tokenizer_path, mt_err *err) {
+    mt_tokenizer *tok;
+    if (mt_tokenizer_load(&tok, tokenizer_path, err)) return -1;
+    size_t vocab = mt_tokenizer_vocab_size(tok);
+    int rc = 0;
+    t->text = calloc((size_t)(t->n ? t->n : 1), sizeof *t->text);
+    if (!t->text) rc = mt_errf(err, "out of memory");
+    for (int64_t i = 0; rc == 0 && i < t->n; i++) {
+        int32_t id = t->token_id[i];
+        if (id < 0 || (size_t)id >= vocab || !mt_tokenizer_id_to_token(tok, id)) {
+            rc = mt_errf(err, "%s: token id %d (position %d of request \"%s\") is no token of its vocabulary (%zu ids): "
+                         "is it the dump's model?", tokenizer_path, id, t->position[i], t->request_id, vocab);
+            break;
+        }
+        size_t len;
+        rc = mt_tokenizer_decode(tok, &id, 1, 0, &t->text[i], &len, err);
+    }
+    mt_tokenizer_free(tok);
+    if (rc && t->text) {
+        for (int64_t i = 0; i < t->n; i++) free(t->text[i]);
+        free(t->text);
+        t->text = NULL;
+    }
+    return rc;
+}
+
+const char *mt_request_trace_visible(const char *s, char *out, size_t out_size) {
+    size_t len = 0;
+    if (!*s) s = "\xe2\x88\x85"; /* ∅ */
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char pic[4] = {(char)c, 0, 0, 0};
+        if (c == ' ') memcpy(pic, "\xe2\x90\xa3", 4);       /* ␣ */
+        else if (c == '\n') memcpy(pic, "\xe2\x86\xb5", 4); /* ↵ */
+        else if (c == '\t') memcpy(pic, "\xe2\x87\xa5", 4); /* ⇥ */
+        else if (c == 0x7f) memcpy(pic, "\xe2\x90\xa1", 4); /* ␡ */
+        else if (c < 0x20) memcpy(pic, (char[4]){(char)0xe2, (char)0x90, (char)(0x80 + c), 0}, 4); /* U+2400 + c */
+        size_t k = strlen(pic);
+        if (len + k + 1 > out_size) break;
+        memcpy(out + len, pic, k);
+        len += k;
+    }
+    /* cut: no partial character at the end */
+    size_t lead = len;
+    while (lead > 0 && ((unsigned char)out[lead - 1] & 0xC0) == 0x80) lead--;
+    if (lead > 0 && (unsigned char)out[lead - 1] >= 0xC0) {
+        unsigned char c = (unsigned char)out[lead - 1];
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (len - (lead - 1) < need) len = lead - 1;
+    }
+    if (out_size) out[len] = '\0';
+    return out;
+}
+
+/* ---- JSON ---- */
+
+static void json_string(mt_strbuf *b, const char *s, size_t n) {
+    cJSON *v = mt_json_text(s, n);
+    char *text = v ? mt_json_print(v) : NULL;
+    if (!text) {
+        cJSON_Delete(v);
+        abort(); /* as mt_strbuf does when memory runs out */
+    }
+    mt_strbuf_puts(b, text);
+    free(text);
+    cJSON_Delete(v);
+}
+
+static void json_header(mt_strbuf *b, const mt_request_trace *t) {
+    mt_strbuf_printf(b, "{\"format\": \"%s\",\n \"model\": ", MT_REQUEST_TRACE_FORMAT);
+    json_string(b, t->model, strlen(t->model));
+    mt_strbuf_puts(b, ", \"request_id\": ");
+    json_string(b, t->request_id, strlen(t->request_id));
+    mt_strbuf_puts(b, ", \"domain\": ");
+    if (t->domain) json_string(b, t->domain, strlen(t->domain));
+    else mt_strbuf_puts(b, "null");
+    mt_strbuf_printf(b, ",\n \"num_hidden_layers\": %d, \"moe_layers\": [", t->num_hidden_layers);
+    for (int m = 0; m < t->num_moe_layers; m++) mt_strbuf_printf(b, "%s%d", m ? ", " : "", t->moe_layers[m]);
+    mt_strbuf_printf(b, "], \"num_experts\": %d, \"top_k\": %d, \"num_tokens\": %lld,\n \"missing_positions\": [",
+                     t->num_experts, t->top_k, (long long)t->n);
+    bool first = true;
+    for (int64_t g = 0; g < t->n_gaps; g++)
+        for (int64_t p = t->gap_first[g]; p <= t->gap_last[g]; p++, first = false)
+            mt_strbuf_printf(b, "%s%lld", first ? "" : ", ", (long long)p);
+    mt_strbuf_puts(b, "],\n \"tokens\": [");
+}
+
+static void json_token(mt_strbuf *b, const mt_request_trace *t, int64_t i) {
+    int L = t->num_hidden_layers, K = t->top_k;
+    mt_strbuf_printf(b, "%s\n  {\"position\": %d, \"token_id\": %d", i ? "," : "", t->position[i], t->token_id[i]);
+    if (t->text) {
+        mt_strbuf_puts(b, ", \"text\": ");
+        json_string(b, t->text[i], strlen(t->text[i]));
+    }
+    mt_strbuf_puts(b, ", \"experts\": [");
+    const int32_t *row = t->experts + (size_t)i * (size_t)L * (size_t)K;
+    for (int l = 0; l < L; l++) {
+        mt_strbuf_puts(b, l ? ", [" : "[");
+        for (int k = 0; k < K; k++) mt_strbuf_printf(b, "%s%d", k ? ", " : "", row[l * K + k]);
+        mt_strbuf_puts(b, "]");
+    }
+    mt_strbuf_puts(b, "]}");
+}
+
+int mt_request_trace_write_json(const mt_request_trace *t, const char *out_path, mt_err *err) {
+    mt_strbuf b = {0};
+    json_header(&b, t);
+    for (int64_t i = 0; i < t->n; i++) json_token(&b, t, i);
+    mt_strbuf_puts(&b, t->n ? "\n ]}\n" : "]}\n");
+    int rc = mt_atomic_write(out_path, b.data, b.len, err);
+    mt_strbuf_free(&b);
+    return rc;
+}
+
+int mt_request_trace_write(const mt_request_trace *t, const char *out_path, mt_err *err) {
+    size_t n = strlen(out_path);
+    if (n > 5 && !strcasecmp(out_path + n - 5, ".json")) return mt_request_trace_write_json(t, out_path, err);
+    return mt_request_trace_render(t, out_path, err);
+}
