@@ -7,7 +7,7 @@ build=$(realpath "$1")
 cd "$(dirname "$0")/.."
 out=$build/seeds
 rm -rf "$out"
-mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,chat_template,request,dataset,stat_dump,placement}
+mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,chat_template,request,dataset,stat_dump,placement,request_trace}
 models=tests/fixtures/models
 
 # safetensors: the fixtures' headers (cut to 16 KiB) and two small whole files.
@@ -73,3 +73,22 @@ $bin profile --model $models/mixtral --data "$tmp/data.jsonl" --out "$tmp/planne
   --init-expert-location "$out/placement/mixtral_eplb.json" >/dev/null 2>&1
 cp "$tmp"/planned/expert_distribution_*.json "$out/stat_dump/planned.json"
 cp "$out"/stat_dump/*.json "$out/placement/"
+
+# request_trace: per_token dumps of `moetrace profile --per-token` (the third prompt shares the
+# first's 16-token block: its first block comes from the prefix cache), as the target reads them:
+# the index naming its tensors "t.safetensors", a NUL, the tensors; request "1" is traced (the
+# third one in the seed whose ids are renamed), and the index alone.
+for i in $(seq 1 20); do printf '%d, ' $((i + 2)); done > "$tmp/prefix"
+printf '{"input_ids": [%s 40, 41]}\n{"input_ids": [7, 8, 9]}\n{"input_ids": [%s 50, 51, 52]}\n' \
+  "$(cat "$tmp/prefix")" "$(cat "$tmp/prefix")" > "$tmp/trace.jsonl"
+$bin profile --model $models/mixtral --data "$tmp/trace.jsonl" --out "$tmp/per_token" --max-new-tokens 3 \
+  --per-token >/dev/null 2>&1
+trace_tensors=$(ls "$tmp"/per_token/expert_distribution_*.safetensors | head -n 1)
+trace_index=${trace_tensors%.safetensors}.json
+trace_seed() { # name sed-script
+  { sed -e 's/"tensors": *"[^"]*"/"tensors": "t.safetensors"/' -e "$2" "$trace_index"; printf '\0'; cat "$trace_tensors"; } \
+    > "$out/request_trace/$1"
+}
+trace_seed first ''
+trace_seed cached 's/"request_ids": *\["1", *"2", *"3"\]/"request_ids": ["3", "2", "1"]/'
+sed -e 's/"tensors": *"[^"]*"/"tensors": "t.safetensors"/' "$trace_index" > "$out/request_trace/index_alone"

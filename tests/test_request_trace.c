@@ -312,6 +312,38 @@ static void test_load_rows(void **state) {
     free(index);
 }
 
+/* The index is untrusted: top_k must be 1 .. num_experts (read as given, not cut to an int) and
+ * dropped_tokens a non-negative integer; a bad one is an error naming the field. */
+static void test_bad_index_counts(void **state) {
+    (void)state;
+    shape s = tiny();
+    static const struct {
+        const char *key;
+        double value;
+    } BAD[] = {{"top_k", 4294967298.0}, {"top_k", 9.0}, {"top_k", 0.0}, {"top_k", 1.5},
+               {"dropped_tokens", 1e300}, {"dropped_tokens", -1.0}, {"dropped_tokens", 2.5}};
+    for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) {
+        char *index = write_tiny(&s);
+        mt_err err = {{0}};
+        cJSON *j = mt_json_load_file(index, &err);
+        assert_non_null(j);
+        cJSON_ReplaceItemInObject(j, BAD[i].key, cJSON_CreateNumber(BAD[i].value));
+        char *text = cJSON_Print(j);
+        cJSON_Delete(j);
+        FILE *f = fopen(index, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+        free(text);
+        mt_request_trace t;
+        if (!mt_request_trace_load(index, "req-A", &t, &err))
+            fail_msg("%s %g: accepted (top_k %d, dropped_tokens %lld)", BAD[i].key, BAD[i].value, t.top_k,
+                     (long long)t.dropped_tokens);
+        if (!strstr(err.msg, BAD[i].key)) fail_msg("%s %g: the error does not name it: %s", BAD[i].key, BAD[i].value, err.msg);
+        free(index);
+    }
+}
+
 /* The command's JSON equals the rows; pictures are written; nothing on stdout. */
 static void test_cli_json_and_pictures(void **state) {
     (void)state;
@@ -576,6 +608,7 @@ static int teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_rows),
+        cmocka_unit_test(test_bad_index_counts),
         cmocka_unit_test(test_cli_json_and_pictures),
         cmocka_unit_test(test_model_labels),
         cmocka_unit_test(test_large_shape),

@@ -377,6 +377,8 @@ static void test_double_pause_and_bad_bodies(void **state) {
     for (size_t i = 0; i < sizeof BAD_PAUSE / sizeof *BAD_PAUSE; i++) {
         cJSON *e = mt_api_json(g_c, "/pause_generation", BAD_PAUSE[i], &status);
         if (status != 400) fail_msg("pause %s: status %ld", BAD_PAUSE[i], status);
+        const char *msg = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "error"), "message")->valuestring;
+        if (i == 0 && !strstr(msg, "'mode' is \"stop\"")) fail_msg("the error does not name the mode: %s", msg);
         cJSON_Delete(e);
     }
     static const char *const BAD_CONTINUE[] = {"{\"torch_empty_cache\": \"yes\"}", "[]", "x"};
@@ -391,6 +393,28 @@ static void test_double_pause_and_bad_bodies(void **state) {
     assert_int_equal(mt_http_call(g_c, "GET", "/pause_generation", NULL, &r), 0);
     assert_int_equal(r.status, 405);
     mt_http_response_free(&r);
+}
+
+/* A request sent while paused waits in the queue; its client leaving meanwhile drops it from the queue
+ * at once (it is not run once generation continues, for nobody). */
+static void test_held_request_left_by_its_client(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    pause_with("{\"mode\": \"in_place\"}");
+    bg_request b;
+    memset(&b, 0, sizeof b);
+    b.c = mt_http_client_new(g_srv.url, NULL);
+    mt_http_client_set_timeout_ms(b.c, 600); /* the client gives up while the request waits */
+    request_body(b.body, sizeof b.body, 2, false);
+    assert_int_equal(pthread_create(&b.thread, NULL, bg_main, &b), 0);
+    wait_metric("moetrace_num_requests_waiting", 1, true);
+    bg_join(&b);
+    assert_int_not_equal(b.status, 200);
+    bg_free(&b);
+    wait_metric("moetrace_num_requests_waiting", 0, true); /* still paused */
+    assert_int_equal(metric("moetrace_generation_paused"), 1);
+    continue_generation();
+    assert_int_equal(metric("moetrace_num_requests_running"), 0);
 }
 
 typedef struct raw_call {
@@ -475,6 +499,7 @@ int main(void) {
         cmocka_unit_test(test_pause_abort),
         cmocka_unit_test(test_pause_update_continue),
         cmocka_unit_test(test_double_pause_and_bad_bodies),
+        cmocka_unit_test(test_held_request_left_by_its_client),
         cmocka_unit_test(test_stream_kept_alive_while_paused),
         cmocka_unit_test(test_sigterm_while_paused),
     };

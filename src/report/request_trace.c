@@ -3,6 +3,7 @@
 #include "report/request_trace.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,34 @@ static int copy_rows(mt_request_trace *t, const mt_checkpoint *ck, const char *f
     return find_gaps(t, err);
 }
 
+/* An integer field of the index in [lo, hi] into *out; dflt when absent (-1 when absent is an
+ * error). */
+static int index_int(const cJSON *index, const char *path, const char *key, double lo, double hi, int64_t dflt,
+                     int64_t *out, mt_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(index, key);
+    if (!v && dflt >= 0) {
+        *out = dflt;
+        return 0;
+    }
+    if (!v) return mt_errf(err, "%s: missing field \"%s\" (a per_token index has it)", path, key);
+    double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(x >= lo && x <= hi) || x != floor(x))
+        return mt_errf(err, "%s: field \"%s\" must be an integer in [%.0f, %.0f]", path, key, lo, hi);
+    *out = (int64_t)x;
+    return 0;
+}
+
+/* top_k (1 .. num_experts: the width of topk_ids) and dropped_tokens (0 when absent). */
+static int read_counts(const cJSON *index, const char *path, mt_request_trace *t, mt_err *err) {
+    int64_t top_k, dropped;
+    if (index_int(index, path, "top_k", 1, t->num_experts, -1, &top_k, err) ||
+        index_int(index, path, "dropped_tokens", 0, 9007199254740992.0, 0, &dropped, err))
+        return -1;
+    t->top_k = (int)top_k;
+    t->dropped_tokens = dropped;
+    return 0;
+}
+
 /* Shape and names from the index (a dump: mt_stat_dump_from_json checks its counts' shape). */
 static int read_shape(const cJSON *index, const char *path, mt_request_trace *t, mt_err *err) {
     mt_stat_dump d;
@@ -233,7 +262,6 @@ static int read_shape(const cJSON *index, const char *path, mt_request_trace *t,
     }
     t->num_hidden_layers = d.num_hidden_layers;
     t->num_experts = d.num_experts;
-    t->top_k = d.top_k;
     t->num_moe_layers = d.num_moe_layers;
     t->model = strdup(d.model ? d.model : "");
     t->moe_layers = malloc(sizeof(int) * (size_t)(d.num_moe_layers ? d.num_moe_layers : 1));
@@ -244,9 +272,8 @@ static int read_shape(const cJSON *index, const char *path, mt_request_trace *t,
         t->moe_layers[m] = d.moe_layers[m];
         t->layer_is_moe[d.moe_layers[m]] = true;
     }
-    const cJSON *dropped = cJSON_GetObjectItemCaseSensitive(index, "dropped_tokens");
-    t->dropped_tokens = cJSON_IsNumber(dropped) && dropped->valuedouble > 0 ? (int64_t)dropped->valuedouble : 0;
     mt_stat_dump_free(&d);
+    if (rc == 0) rc = read_counts(index, path, t, err);
     return rc;
 }
 
@@ -263,10 +290,6 @@ int mt_request_trace_load(const char *index_path, const char *request_id, mt_req
     }
     if (read_shape(index, index_path, t, err) || check_per_token(index, index_path, err))
         goto out;
-    if (t->top_k < 1) {
-        mt_errf(err, "%s: missing field \"top_k\" (a per_token index has it)", index_path);
-        goto out;
-    }
     if (find_request(index, index_path, request_id, t, err) ||
         tensors_path(index, index_path, st_path, sizeof st_path, err))
         goto out;

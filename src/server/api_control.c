@@ -119,7 +119,7 @@ int mt_api_health_generate(mt_http_request *rq) {
     if (mt_request_parse(&c, MT_BODY_GENERATE, probe, sizeof probe - 1, &r, &e)) return mt_reply_error(rq, &e);
     r.prompts[0].params.probe = true; /* no per_token row, no request of a domain */
     mt_job_set set;
-    int rc = mt_jobs_start(s, &r, NULL, "health-", &set, &e);
+    int rc = mt_jobs_start(s, &r, NULL, "health-", rq->client_fd, &set, &e);
     mt_gen_request_free(&r);
     if (rc) return mt_reply_errorf(rq, 503, "%s", e.message);
     bool answered = mt_jobs_wait(s, &set, rq->client_fd);
@@ -166,8 +166,15 @@ int mt_api_pause_generation(mt_http_request *rq) {
     int mode = given ? -1 : MT_PAUSE_ABORT;
     for (int m = 0; given && cJSON_IsString(given) && m < 3; m++)
         if (!strcmp(given->valuestring, MODES[m])) mode = m;
+    if (mode < 0) {
+        if (cJSON_IsString(given))
+            mt_api_fail(&e, 400, "'mode' is \"%.200s\": it must be \"abort\", \"retract\" or \"in_place\"",
+                        given->valuestring);
+        else
+            mt_api_fail(&e, 400, "'mode' must be a string: \"abort\", \"retract\" or \"in_place\"");
+    }
     cJSON_Delete(body);
-    if (mode < 0) return mt_reply_errorf(rq, 400, "%s", "'mode' must be \"abort\", \"retract\" or \"in_place\"");
+    if (mode < 0) return mt_reply_error(rq, &e);
     mt_err err;
     if (mt_engine_loop_pause(s->b.loop, (mt_pause_mode)mode, &err) < 0) return mt_reply_errorf(rq, 503, "%s", err.msg);
     return control_answer(rq, "Generation paused successfully.");

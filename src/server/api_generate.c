@@ -161,7 +161,7 @@ int mt_api_generate(mt_http_request *rq) {
     g->list = r.list;
     for (int k = 0; k < outputs; k++) mt_gen_request_output_name(&r, k, names[k]);
     mt_job_set set;
-    int rc = mt_jobs_start(s, &r, names, "", &set, &e);
+    int rc = mt_jobs_start(s, &r, names, "", rq->client_fd, &set, &e);
     bool stream = r.stream;
     free(names);
     mt_gen_request_free(&r);

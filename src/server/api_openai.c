@@ -293,7 +293,7 @@ static int completions(mt_http_request *rq, bool chat) {
     o->created = (long)time(NULL);
     snprintf(o->model, sizeof o->model, "%s", s->b.model_name);
     mt_job_set set;
-    int rc = mt_jobs_start(s, &r, NULL, chat ? "chatcmpl-" : "cmpl-", &set, &e);
+    int rc = mt_jobs_start(s, &r, NULL, chat ? "chatcmpl-" : "cmpl-", rq->client_fd, &set, &e);
     bool stream = r.stream;
     mt_gen_request_free(&r);
     if (rc) {

@@ -48,8 +48,22 @@ static mt_gen_job *make_job(mt_server *s, const mt_gen_request *r, int k, int64_
     return j;
 }
 
+/* Waits (j locked) until the engine thread took j in or refused it; false when the client left first
+ * (a job held back by a pause or a weight update may wait long). */
+static bool wait_accepted_locked(mt_gen_job *j, int client_fd) {
+    while (j->state == MT_JOB_QUEUED) {
+        mt_gen_job_wait_locked(j, j->version, WAIT_POLL_MS);
+        if (j->state != MT_JOB_QUEUED) break;
+        pthread_mutex_unlock(&j->mu);
+        bool gone = mt_http_client_gone(client_fd);
+        pthread_mutex_lock(&j->mu);
+        if (gone && j->state == MT_JOB_QUEUED) return false;
+    }
+    return true;
+}
+
 int mt_jobs_start(mt_server *s, const mt_gen_request *r, char (*names)[MT_JOB_NAME_LEN], const char *id_prefix,
-                  mt_job_set *set, mt_api_error *e) {
+                  int client_fd, mt_job_set *set, mt_api_error *e) {
     memset(set, 0, sizeof *set);
     if (atomic_load(&s->draining)) return mt_api_fail(e, 503, "the server is shutting down");
     int n = mt_gen_request_outputs(r);
@@ -79,7 +93,12 @@ int mt_jobs_start(mt_server *s, const mt_gen_request *r, char (*names)[MT_JOB_NA
     for (int k = 0; k < n; k++) {
         mt_gen_job *j = set->jobs[k];
         pthread_mutex_lock(&j->mu);
-        while (j->state == MT_JOB_QUEUED) mt_gen_job_wait_locked(j, j->version, WAIT_POLL_MS);
+        if (!wait_accepted_locked(j, client_fd)) {
+            pthread_mutex_unlock(&j->mu);
+            for (int i = 0; i < n; i++) mt_engine_loop_cancel(s->b.loop, set->jobs[i]);
+            mt_job_set_free(set);
+            return mt_api_fail(e, 499, "the client closed the connection");
+        }
         if (j->state == MT_JOB_REJECTED && !refused) {
             refused = true;
             if (r->n_prompts > 1 && !j->rejected_busy) mt_api_fail(e, 400, "prompt %d: %s", k / r->n, j->error);

@@ -26,10 +26,12 @@ typedef struct mt_job_set {
  * index) is names[k] when names is given and names[k] is not empty, else an id of its own with no
  * prefix; without names, base when there is one output, else base_k. On refusal of any job the
  * others are cancelled and it returns -1 with e: 400 with the engine's reason (ids outside the
- * vocabulary, too long for the KV cache), 503 while draining. Once they all run, the request is
- * counted once in its domain (serve --domain-field). r stays the caller's. */
+ * vocabulary, too long for the KV cache), 503 while draining. The client at client_fd (-1: none) is
+ * watched meanwhile: jobs held back by a pause or a weight update wait to be taken in, and when it
+ * leaves first they are all cancelled (499). Once they all run, the request is counted once in its
+ * domain (serve --domain-field). r stays the caller's. */
 int mt_jobs_start(mt_server *s, const mt_gen_request *r, char (*names)[MT_JOB_NAME_LEN], const char *id_prefix,
-                  mt_job_set *set, mt_api_error *e);
+                  int client_fd, mt_job_set *set, mt_api_error *e);
 void mt_job_set_free(mt_job_set *set);
 
 /* Waits until every job finished. When the client goes away meanwhile, cancels them all (freeing
