@@ -517,13 +517,19 @@ static void test_kv_sized_from_memory(void **state) {
 }
 
 /* A request cancelled while it waits preempted finishes at the next step, cancelled, with its tokens
- * so far and no routing; the others go on and every block comes back. */
+ * so far and the routing they had (kept when its blocks went): P + G - 1 rows, equal to an undisturbed
+ * run's; the others go on and every block comes back. */
 static int g_pc_rows[3], g_pc_generated[3];
+static int32_t *g_pc_routing[3];
 static mt_finish_reason g_pc_reason[3];
 static void on_preempted_cancel_event(void *ctx, const mt_engine_event *ev) {
     (void)ctx;
     if (ev->kind != MT_EVENT_FINISHED) return;
     g_pc_rows[ev->id] = ev->routing_rows;
+    size_t bytes = (size_t)ev->routing_rows * (size_t)(*(const size_t *)ctx) * sizeof(int32_t);
+    free(g_pc_routing[ev->id]);
+    g_pc_routing[ev->id] = malloc(bytes ? bytes : 1);
+    if (bytes) memcpy(g_pc_routing[ev->id], ev->routing, bytes);
     g_pc_generated[ev->id] = ev->n_generated;
     g_pc_reason[ev->id] = ev->reason;
 }
@@ -534,8 +540,9 @@ static void test_cancel_preempted(void **state) {
     mt_err err;
     if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
     /* three 20-token prompts (2 blocks each) fit 8 blocks; growing to 80 tokens (5 blocks) they do not */
+    size_t row = (size_t)m.cfg.num_hidden_layers * m.cfg.top_k;
     mt_engine_opts o = {.num_kv_blocks = 8, .max_batch_tokens = 64, .max_running = 3};
-    mt_engine *e = mt_engine_new(&m, &o, on_preempted_cancel_event, NULL, NULL, &err);
+    mt_engine *e = mt_engine_new(&m, &o, on_preempted_cancel_event, &row, NULL, &err);
     if (!e) fail_msg("%s", err.msg);
     int32_t prompt[20];
     for (int i = 0; i < 20; i++) prompt[i] = 9 + 3 * i;
@@ -555,13 +562,31 @@ static void test_cancel_preempted(void **state) {
     while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
     assert_int_equal(g_pc_reason[2], MT_FINISH_CANCELLED);
     assert_true(g_pc_generated[2] > 0);
-    assert_int_equal(g_pc_rows[2], 0);
+    int cancelled_rows = g_pc_rows[2];
+    assert_int_equal(cancelled_rows, 20 + g_pc_generated[2] - 1);
+    int32_t *cancelled = g_pc_routing[2];
+    g_pc_routing[2] = NULL;
     for (int id = 0; id < 2; id++) {
         assert_int_equal(g_pc_reason[id], MT_FINISH_LENGTH);
         assert_int_equal(g_pc_rows[id], 20 + 60 - 1);
     }
     mt_engine_get_stats(e, &st);
     assert_int_equal(st.kv_blocks_free, st.kv_blocks_total);
+    mt_engine_free(e);
+    /* the same request alone, with room: its first rows are the cancelled one's */
+    o.num_kv_blocks = 64;
+    if (!(e = mt_engine_new(&m, &o, on_preempted_cancel_event, &row, NULL, &err))) fail_msg("%s", err.msg);
+    prompt[0] = 102;
+    mt_request alone = {.id = 2, .prompt = prompt, .n_prompt = 20, .max_new_tokens = 60, .ignore_eos = true};
+    if (mt_engine_submit(e, &alone, &err)) fail_msg("%s", err.msg);
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    assert_int_equal(g_pc_rows[2], 20 + 60 - 1);
+    assert_memory_equal(cancelled, g_pc_routing[2], (size_t)cancelled_rows * row * sizeof(int32_t));
+    free(cancelled);
+    for (int id = 0; id < 3; id++) {
+        free(g_pc_routing[id]);
+        g_pc_routing[id] = NULL;
+    }
     mt_engine_free(e);
     mt_model_free(&m);
 }

@@ -5,6 +5,8 @@
  *    hold no running slot; a request sent meanwhile waits; /health answers 200, /health_generate 503;
  *    after /continue_generation every answer's tokens and routed_experts equal those of the same
  *    request run alone without a pause (one of them sampled with a seed);
+ *  - "retract" then /abort_request all: each output that had a token answers with its P + G - 1
+ *    rows of routing (kept when its blocks went back), the start of its routing without a pause;
  *  - "abort" (the default; AReaL posts no body): the running and queued requests end as aborted before
  *    the pause answers; one sent meanwhile waits and runs after the continue;
  *  - pause, /update_weights_from_disk (answers at once, counting the paused and waiting requests),
@@ -34,6 +36,7 @@
 #include "support/http_client.h"
 #include "support/server_proc.h"
 #include "server_setup.h"
+#include "util/base64.h"
 
 #define FIXTURE MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 #define PROMPT_LEN 30
@@ -292,6 +295,57 @@ static void test_pause_in_place_and_retract(void **state) {
     }
 }
 
+/* The routing rows (int32) of answer a, decoded; *rows gets their count (-1 without routed_experts). */
+static int32_t *routing_of(const cJSON *a, int *rows) {
+    const char *b64 = meta_str(a, "routed_experts");
+    *rows = -1;
+    if (!b64) return NULL;
+    *rows = cJSON_GetArrayItem(cJSON_GetObjectItem(meta(a), "routed_experts_shape"), 0)->valueint;
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    assert_int_equal(mt_base64_decode(b64, strlen(b64), &raw, &len), 0);
+    return (int32_t *)raw;
+}
+
+/* Retracted, then aborted before generation continues: each answer that has tokens still has the
+ * routing of its P + G - 1 rows (kept when its blocks went back), equal to the start of the same
+ * request's routing without a pause. */
+static void test_retract_then_abort(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    reference_answers();
+    flush_cache();
+    bg_request r[N_REQ];
+    start_three(r);
+    while (atomic_load(&r[0].events) < 3) sleep_ms(2);
+    pause_with("{\"mode\": \"retract\"}");
+    check_paused(r, 3, 0);
+    cJSON_Delete(call("/abort_request", "{\"abort_all\": true}", 200));
+    int with_tokens = 0;
+    for (int k = 0; k < N_REQ; k++) {
+        bg_join(&r[k]);
+        assert_int_equal(r[k].status, 200);
+        assert_string_equal(finish_type(r[k].answer), "abort");
+        int g = (int)cJSON_GetObjectItem(meta(r[k].answer), "completion_tokens")->valuedouble, rows, want_rows;
+        int32_t *got = routing_of(r[k].answer, &rows), *want = routing_of(g_want[k], &want_rows);
+        if (g == 0) {
+            assert_int_equal(rows, -1); /* aborted before its first token */
+        } else {
+            with_tokens++;
+            if (rows != PROMPT_LEN + g - 1) fail_msg("request %d: %d routing rows for %d tokens", k, rows, g);
+            const cJSON *shape = cJSON_GetObjectItem(meta(g_want[k]), "routed_experts_shape");
+            size_t row = (size_t)cJSON_GetArrayItem(shape, 1)->valueint * (size_t)cJSON_GetArrayItem(shape, 2)->valueint;
+            if (memcmp(got, want, (size_t)rows * row * sizeof(int32_t)))
+                fail_msg("request %d: routing differs from the same request's without a pause", k);
+        }
+        free(got);
+        free(want);
+        bg_free(&r[k]);
+    }
+    assert_int_equal(with_tokens, 2); /* the two that ran before the pause */
+    continue_generation();
+}
+
 static void test_pause_abort(void **state) {
     (void)state;
     SKIP_WITHOUT_SERVER();
@@ -496,6 +550,7 @@ static void test_sigterm_while_paused(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pause_in_place_and_retract),
+        cmocka_unit_test(test_retract_then_abort),
         cmocka_unit_test(test_pause_abort),
         cmocka_unit_test(test_pause_update_continue),
         cmocka_unit_test(test_double_pause_and_bad_bodies),

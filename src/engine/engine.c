@@ -32,6 +32,11 @@ typedef struct seq {
                                  generated block's as it is published */
     int n_prompt_blocks;      /* full prompt blocks */
     int preemptions;          /* times the sequence gave its blocks back to let older ones grow */
+    int32_t *saved_routing;   /* [n_saved, layers, top_k]: the routing of what it had forwarded when it
+                                 last gave its blocks back (preempted, retracted), so a request
+                                 cancelled before forwarding it again still answers with it; freed
+                                 once forwarded again (same routing: batch invariance) */
+    int n_saved;
     int max_new_tokens;
     bool ignore_eos, cancelled;
     int32_t *stop;
@@ -93,6 +98,7 @@ static void seq_free(seq *s) {
     if (!s) return;
     free(s->name);
     free(s->block_hash);
+    free(s->saved_routing);
     free(s->tokens);
     free(s->stop);
     free(s->logprobs);
@@ -425,9 +431,13 @@ static admit_result try_admit(mt_engine *e, seq *s) {
 
 static void finish(mt_engine *e, seq *s, mt_finish_reason reason) {
     const mt_config *c = &e->m->cfg;
-    int rows = e->routing_buf ? s->n_forwarded : 0;
+    int rows = !e->routing_buf ? 0 : s->n_forwarded > s->n_saved ? s->n_forwarded : s->n_saved;
     size_t row = (size_t)c->num_hidden_layers * c->top_k;
-    for (int p = 0; p < rows; p++) mt_kv_routing_read(&e->kv, &s->kv, p, e->routing_buf + (size_t)p * row);
+    for (int p = 0; p < rows; p++) {
+        int32_t *out = e->routing_buf + (size_t)p * row;
+        if (p < s->n_forwarded) mt_kv_routing_read(&e->kv, &s->kv, p, out);
+        else memcpy(out, s->saved_routing + (size_t)p * row, row * sizeof *out);
+    }
     mt_engine_event ev = {.kind = MT_EVENT_FINISHED, .id = s->id, .reason = reason,
                           .output = s->tokens + s->n_prompt, .logprobs = s->logprobs, .n_prompt = s->n_prompt,
                           .n_generated = s->n_tokens - s->n_prompt, .n_cached = s->n_cached,
@@ -469,12 +479,25 @@ static void admit(mt_engine *e) {
     if (e->n_running > e->peak_running) e->peak_running = e->n_running;
 }
 
+/* Keeps the routing of what s forwarded beyond what is saved, before its blocks go. Out of memory,
+ * the rows saved so far stay (a cancel before s forwards again would answer with fewer rows). */
+static void save_routing(mt_engine *e, seq *s) {
+    if (!e->routing_buf || s->n_forwarded <= s->n_saved) return;
+    size_t row = (size_t)e->m->cfg.num_hidden_layers * e->m->cfg.top_k;
+    int32_t *saved = realloc(s->saved_routing, (size_t)s->n_forwarded * row * sizeof *saved);
+    if (!saved) return;
+    for (int p = s->n_saved; p < s->n_forwarded; p++) mt_kv_routing_read(&e->kv, &s->kv, p, saved + (size_t)p * row);
+    s->saved_routing = saved;
+    s->n_saved = s->n_forwarded;
+}
+
 /* Running sequence i gives its blocks back and waits at the head of the queue; when admitted again
  * it adopts what is still cached of its blocks and forwards the rest again (its routing, tokens and
  * scores do not change: a token's pass does not depend on its batch; its generator has drawn only for
  * the tokens it has). Room in `waiting` is kept at submit. */
 static void requeue(mt_engine *e, int i) {
     seq *s = e->running[i];
+    save_routing(e, s);
     mt_kv_seq_release(&e->kv, &s->kv);
     s->n_forwarded = s->n_published = 0;
     s->last_hash = 0;
@@ -751,6 +774,11 @@ static int step_once(mt_engine *e, mt_err *err) {
         if (again > 0) e->recomputed += again;
         s->n_forwarded += chunk[i];
         if (s->n_forwarded > s->peak_forwarded) s->peak_forwarded = s->n_forwarded;
+        if (s->saved_routing && s->n_forwarded >= s->n_saved) { /* its cache holds it all again */
+            free(s->saved_routing);
+            s->saved_routing = NULL;
+            s->n_saved = 0;
+        }
         publish_blocks(e, s);
         if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
         float logprob = s->logprobs ? e->b_logprob[row] : NAN;   /* set when its request asks */

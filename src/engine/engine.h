@@ -122,8 +122,9 @@ typedef struct mt_engine_event {
                                       scored); else NULL */
     int n_prompt, n_generated, n_cached;   /* n_cached: prompt tokens served from the prefix cache */
     /* FINISHED: routing of every forwarded token, SPEC §2 layout [routing_rows, layers, top_k],
-     * valid during the callback only. A request cancelled while preempted (waiting to forward its
-     * tokens again) has none: routing_rows 0. */
+     * valid during the callback only. A request cancelled while preempted or retracted (waiting
+     * to forward its tokens again) answers with the routing they had: the engine keeps it on the
+     * host when the sequence gives its blocks back. */
     const int32_t *routing;
     int routing_rows;
 } mt_engine_event;
