@@ -33,6 +33,7 @@
 #include <cjson/cJSON.h>
 
 #include "support/api_util.h"
+#include "support/bg_request.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
 #include "server_setup.h"
@@ -91,62 +92,18 @@ static void request_body(char *out, size_t size, int k, bool stream) {
              ids, stream ? "true" : "false", NEW, k == 1 ? "0.8, \"seed\": 7" : "0");
 }
 
-/* ---- requests in threads of their own ------------------------------------------------------- */
+/* ---- requests in threads of their own (support/bg_request.h) ---------------------------------- */
 
-typedef struct bg_request {
-    pthread_t thread;
-    mt_http_client *c;
-    char body[2048];
-    bool stream;
-    atomic_int events;      /* stream: events seen */
-    atomic_bool done;
-    long status;
-    cJSON *answer;          /* the whole answer, or the stream's last event */
-} bg_request;
-
-static int on_event(const char *data, size_t len, void *ctx) {
-    (void)len;
-    bg_request *b = ctx;
-    cJSON *ev = cJSON_Parse(data);
-    if (ev) {
-        cJSON_Delete(b->answer);
-        b->answer = ev;
-    }
-    atomic_fetch_add(&b->events, 1);
-    return 0;
-}
-
-static void *bg_main(void *arg) {
-    bg_request *b = arg;
-    mt_http_response r;
-    if (b->stream) {
-        if (mt_http_stream(b->c, "/generate", b->body, on_event, b, &r) == 0) b->status = r.status;
-        mt_http_response_free(&r);
-    } else {
-        b->answer = mt_api_json(b->c, "/generate", b->body, &b->status);
-    }
-    atomic_store(&b->done, true);
-    return NULL;
-}
+typedef mt_bg_request bg_request;
 
 static void bg_start(bg_request *b, int k, bool stream) {
-    memset(b, 0, sizeof *b);
-    b->c = mt_http_client_new(g_srv.url, NULL);
-    b->stream = stream;
-    request_body(b->body, sizeof b->body, k, stream);
-    assert_int_equal(pthread_create(&b->thread, NULL, bg_main, b), 0);
+    char body[2048];
+    request_body(body, sizeof body, k, stream);
+    mt_bg_start(b, g_srv.url, body, stream);
 }
 
-static void bg_join(bg_request *b) {
-    pthread_join(b->thread, NULL);
-    mt_http_client_free(b->c);
-    b->c = NULL;
-}
-
-static void bg_free(bg_request *b) {
-    cJSON_Delete(b->answer);
-    b->answer = NULL;
-}
+static void bg_join(bg_request *b) { mt_bg_join(b); }
+static void bg_free(bg_request *b) { mt_bg_free(b); }
 
 /* ---- reading the server ------------------------------------------------------------------------ */
 
@@ -181,14 +138,6 @@ static const char *meta_str(const cJSON *a, const char *k) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static bool same_json(const cJSON *a, const cJSON *b) {
-    char *x = cJSON_PrintUnformatted(a), *y = cJSON_PrintUnformatted(b);
-    bool same = x && y && !strcmp(x, y);
-    cJSON_free(x);
-    cJSON_free(y);
-    return same;
-}
-
 /* /flush_cache answers text: a plain call. */
 static void flush_cache(void) {
     mt_http_response r;
@@ -215,7 +164,7 @@ static void reference_answers(void) {
 static void check_unchanged(const cJSON *a, int k, const char *mode) {
     assert_non_null(a);
     if (strcmp(finish_type(a), "length")) fail_msg("%s: request %d finished as %s", mode, k, finish_type(a));
-    if (!same_json(cJSON_GetObjectItem(a, "output_ids"), cJSON_GetObjectItem(g_want[k], "output_ids")))
+    if (!mt_api_same_json(cJSON_GetObjectItem(a, "output_ids"), cJSON_GetObjectItem(g_want[k], "output_ids")))
         fail_msg("%s: request %d's tokens differ from those without a pause", mode, k);
     const char *got = meta_str(a, "routed_experts"), *want = meta_str(g_want[k], "routed_experts");
     if (!got || strcmp(got, want)) fail_msg("%s: request %d's routed_experts differ from those without a pause", mode, k);
@@ -456,11 +405,9 @@ static void test_held_request_left_by_its_client(void **state) {
     SKIP_WITHOUT_SERVER();
     pause_with("{\"mode\": \"in_place\"}");
     bg_request b;
-    memset(&b, 0, sizeof b);
-    b.c = mt_http_client_new(g_srv.url, NULL);
-    mt_http_client_set_timeout_ms(b.c, 600); /* the client gives up while the request waits */
-    request_body(b.body, sizeof b.body, 2, false);
-    assert_int_equal(pthread_create(&b.thread, NULL, bg_main, &b), 0);
+    char body[2048];
+    request_body(body, sizeof body, 2, false);
+    mt_bg_start_timeout(&b, g_srv.url, body, false, 600); /* the client gives up while the request waits */
     wait_metric("moetrace_num_requests_waiting", 1, true);
     bg_join(&b);
     assert_int_not_equal(b.status, 200);

@@ -68,15 +68,6 @@ static const cJSON *meta(const cJSON *out) { return cJSON_GetObjectItem(out, "me
 static const char *meta_str(const cJSON *out, const char *k) { return cJSON_GetObjectItem(meta(out), k)->valuestring; }
 static int meta_int(const cJSON *out, const char *k) { return cJSON_GetObjectItem(meta(out), k)->valueint; }
 
-/* Whether two JSON values print the same. */
-static bool same_json(const cJSON *a, const cJSON *b) {
-    char *x = cJSON_PrintUnformatted(a), *y = cJSON_PrintUnformatted(b);
-    bool same = x && y && !strcmp(x, y);
-    cJSON_free(x);
-    cJSON_free(y);
-    return same;
-}
-
 /* A prompt of n ids from seed, as a JSON list. */
 static void ids_json(char *out, size_t size, int n, int seed) {
     size_t at = (size_t)snprintf(out, size, "[");
@@ -111,9 +102,9 @@ static void test_generate_prompt_list(void **state) {
         assert_int_equal(meta_int(out, "prompt_tokens"), len[i]);
         snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": %s, \"return_routed_experts\": true}", p[i], sp);
         cJSON *solo = call("/generate", body, 200);
-        assert_true(same_json(cJSON_GetObjectItem(out, "output_ids"), cJSON_GetObjectItem(solo, "output_ids")));
+        assert_true(mt_api_same_json(cJSON_GetObjectItem(out, "output_ids"), cJSON_GetObjectItem(solo, "output_ids")));
         assert_string_equal(meta_str(out, "routed_experts"), meta_str(solo, "routed_experts"));
-        assert_true(same_json(cJSON_GetObjectItem(meta(out), "routed_experts_shape"),
+        assert_true(mt_api_same_json(cJSON_GetObjectItem(meta(out), "routed_experts_shape"),
                               cJSON_GetObjectItem(meta(solo), "routed_experts_shape")));
         cJSON_Delete(solo);
     }
@@ -130,7 +121,7 @@ static void test_generate_prompt_list(void **state) {
         cJSON *solo = call("/generate", body, 200);
         assert_int_equal(cJSON_GetArraySize(solo), 2);
         for (int k = 0; k < 2; k++)
-            if (!same_json(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 2 * i + k), "output_ids"),
+            if (!mt_api_same_json(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 2 * i + k), "output_ids"),
                            cJSON_GetObjectItem(cJSON_GetArrayItem(solo, k), "output_ids")))
                 fail_msg("prompt %d sample %d differs from the prompt sent alone", i, k);
         cJSON_Delete(solo);
@@ -186,7 +177,7 @@ static void test_generate_samples(void **state) {
         assert_int_equal(n, n0);
         assert_memory_equal(r, r0, 40 * 3 * 2 * sizeof(int32_t)); /* the prompt's routing */
         free(r);
-        distinct += k > 0 && !same_json(cJSON_GetObjectItem(out, "output_ids"),
+        distinct += k > 0 && !mt_api_same_json(cJSON_GetObjectItem(out, "output_ids"),
                                         cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "output_ids"));
     }
     assert_true(distinct > 0);
@@ -195,12 +186,12 @@ static void test_generate_samples(void **state) {
     /* output 0 is the prompt sent alone with the seed; the whole request is reproducible */
     snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": {%s}}", p, sp);
     cJSON *solo = call("/generate", body, 200);
-    assert_true(same_json(cJSON_GetObjectItem(solo, "output_ids"), cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "output_ids")));
+    assert_true(mt_api_same_json(cJSON_GetObjectItem(solo, "output_ids"), cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "output_ids")));
     cJSON_Delete(solo);
     snprintf(body, sizeof body, "{\"input_ids\": %s, \"sampling_params\": {\"n\": 4, %s}}", p, sp);
     cJSON *again = call("/generate", body, 200);
     for (int k = 0; k < 4; k++)
-        assert_true(same_json(cJSON_GetObjectItem(cJSON_GetArrayItem(again, k), "output_ids"),
+        assert_true(mt_api_same_json(cJSON_GetObjectItem(cJSON_GetArrayItem(again, k), "output_ids"),
                               cJSON_GetObjectItem(cJSON_GetArrayItem(list, k), "output_ids")));
     cJSON_Delete(again);
     cJSON_Delete(list);
@@ -243,7 +234,7 @@ static void test_generate_stream_list(void **state) {
         const cJSON *w = cJSON_GetArrayItem(whole, k);
         assert_int_equal(finals[k], 1);
         /* greedy: the two samples of a prompt agree, and the stream ends where the whole answer does */
-        assert_true(same_json(cJSON_GetObjectItem(last[k], "output_ids"), cJSON_GetObjectItem(w, "output_ids")));
+        assert_true(mt_api_same_json(cJSON_GetObjectItem(last[k], "output_ids"), cJSON_GetObjectItem(w, "output_ids")));
         assert_string_equal(meta_str(last[k], "routed_experts"), meta_str(w, "routed_experts"));
         assert_int_equal(meta_int(w, "prompt_tokens"), k < 2 ? 12 : 30);
     }

@@ -334,6 +334,13 @@ bool mt_engine_idle(const mt_engine *e) { return e->n_waiting == 0 && e->n_runni
 
 int mt_engine_flush_prefix_cache(mt_engine *e) { return mt_kv_flush(&e->kv); }
 
+int mt_engine_set_placement(mt_engine *e, const mt_placement *p, mt_err *err) {
+    if (!p) return mt_errf(err, "no placement to switch to");
+    if (mt_placement_fits(p, &e->m->cfg, err)) return -1;
+    e->o.placement = p;
+    return 0;
+}
+
 void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
     s->waiting = e->n_waiting;
     s->running = e->n_running;

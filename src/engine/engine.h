@@ -167,6 +167,11 @@ bool mt_engine_idle(const mt_engine *e);
 /* Empties the prefix cache (e.g. after the model's weights changed): no cached block is adopted
  * afterwards; running sequences keep theirs. Returns the blocks that were cached. */
 int mt_engine_flush_prefix_cache(mt_engine *e);
+/* Replaces the expert placement between two steps (serve's /update_expert_location): the next passes
+ * dispatch over p, running sequences included; routing stays logical, so only the physical slots
+ * handed to the sink change. p must fit the model (-1 with err otherwise, the old one stays) and
+ * outlive the engine (not copied); NULL is refused too (a server without one has none to change). */
+int mt_engine_set_placement(mt_engine *e, const mt_placement *p, mt_err *err);
 
 typedef struct mt_engine_stats {
     int waiting, running;

@@ -288,6 +288,24 @@ void mt_recorder_reset(mt_recorder *r) {
     pthread_mutex_unlock(&r->mu);
 }
 
+int mt_recorder_set_placement(mt_recorder *r, const mt_placement *p, mt_err *err) {
+    if (!r->plc || !p) return mt_errf(err, "recorder: made without a placement, it counts no physical slots");
+    if (p->num_physical != r->R || p->num_gpus != r->plc->num_gpus)
+        return mt_errf(err, "recorder: the placement has %d slots on %d GPUs, the recorder counts %d on %d",
+                       p->num_physical, p->num_gpus, r->R, r->plc->num_gpus);
+    if (p->num_experts != r->E || p->num_hidden_layers != r->L || p->num_moe_layers != r->num_moe)
+        return mt_errf(err, "recorder: the placement does not fit the model (%d experts, %d layers)", r->E, r->L);
+    for (int l = 0; l < r->L; l++)
+        if ((p->row_of[l] >= 0) != r->is_moe[l])
+            return mt_errf(err, "recorder: the placement's MoE layers differ from the model's (layer %d)", l);
+    pthread_mutex_lock(&r->mu);
+    atomic_fetch_add(&r->epoch, 1u); /* a pass in progress was dispatched over the old placement */
+    r->plc = p;
+    mt_rec_reset_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
 static void counts_locked(const mt_recorder *r, mt_recorder_counts *c) {
     c->num_forward_passes = r->num_passes;
     c->num_tokens = r->num_tokens;

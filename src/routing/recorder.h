@@ -126,4 +126,13 @@ int mt_recorder_physical_count(mt_recorder *r, int64_t *out);
  * NULL, physical [num_hidden_layers, num_physical] (-1 when given without a placement). */
 int mt_recorder_window(mt_recorder *r, mt_recorder_counts *c, int64_t *logical, int64_t *physical);
 
+/* Switches the placement whose physical slots the recorder counts (serve's /update_expert_location,
+ * called between two forward passes on the engine thread) and drops the recorded data, logical and
+ * physical, as mt_recorder_reset does: a window never mixes two placements (dump it first to keep
+ * it). Recording goes on if it was active. p must have the running placement's shape (the same
+ * num_physical and num_gpus, so the counters keep their layout) and fit the recorder's layers and
+ * experts; -1 with err otherwise, or when the recorder was made without a placement. p is not
+ * copied and must outlive the recorder. */
+int mt_recorder_set_placement(mt_recorder *r, const mt_placement *p, mt_err *err);
+
 #endif

@@ -4,8 +4,11 @@
  * all, e.g. the rollouts left when a step has enough), GET|POST /health_generate (the engine
  * generates a token: the probe slime and others poll), and POST /pause_generation and
  * /continue_generation (interruptible rollouts: generation stops around a weight update; the running
- * requests are aborted, retracted or paused in place, new ones wait). */
+ * requests are aborted, retracted or paused in place, new ones wait). Expert placement switches are
+ * api_placement.c. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "server/job_run.h"
@@ -130,9 +133,7 @@ int mt_api_health_generate(mt_http_request *rq) {
     return mt_reply(rq, 200, "text/plain; charset=utf-8", "", 0);
 }
 
-/* The body of a control request SGLang's clients may send empty (AReaL posts none): a JSON object,
- * {} when the body is empty. NULL with the 400 in e. */
-static cJSON *control_body(mt_http_request *rq, mt_api_error *e) {
+cJSON *mt_api_control_body(mt_http_request *rq, mt_api_error *e) {
     size_t at = 0;
     while (at < rq->body_len && strchr(" \t\r\n", rq->body[at])) at++;
     if (at == rq->body_len) return cJSON_CreateObject();
@@ -160,7 +161,7 @@ int mt_api_pause_generation(mt_http_request *rq) {
     mt_server *s = rq->server;
     if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
     mt_api_error e = {0};
-    cJSON *body = control_body(rq, &e);
+    cJSON *body = mt_api_control_body(rq, &e);
     if (!body) return mt_reply_error(rq, &e);
     const cJSON *given = field(body, "mode");
     int mode = given ? -1 : MT_PAUSE_ABORT;
@@ -184,7 +185,7 @@ int mt_api_pause_generation(mt_http_request *rq) {
  * "torch_empty_cache" (a boolean) is accepted and has nothing to do here. */
 int mt_api_continue_generation(mt_http_request *rq) {
     mt_api_error e = {0};
-    cJSON *body = control_body(rq, &e);
+    cJSON *body = mt_api_control_body(rq, &e);
     if (!body) return mt_reply_error(rq, &e);
     bool empty_cache = false;
     int rc = mt_params_bool(body, "torch_empty_cache", &empty_cache, &e);

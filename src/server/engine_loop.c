@@ -27,7 +27,14 @@ typedef struct job_list {
 } job_list;
 
 /* Work a handler asks of the engine thread besides generation, done between steps. */
-typedef enum task_kind { TASK_UPDATE_WEIGHTS, TASK_FLUSH_CACHE, TASK_ABORT, TASK_PAUSE, TASK_CONTINUE } task_kind;
+typedef enum task_kind {
+    TASK_UPDATE_WEIGHTS,
+    TASK_FLUSH_CACHE,
+    TASK_ABORT,
+    TASK_PAUSE,
+    TASK_CONTINUE,
+    TASK_BETWEEN_PASSES
+} task_kind;
 
 typedef struct loop_task {
     task_kind kind;
@@ -36,6 +43,8 @@ typedef struct loop_task {
     const char *name;          /* TASK_ABORT: the jobs to cancel (mt_engine_loop_abort), NULL: all */
     bool abort_live;           /* cancel the running jobs instead of letting them finish */
     mt_pause_mode mode;        /* TASK_PAUSE */
+    mt_engine_loop_fn fn;      /* TASK_BETWEEN_PASSES: the work and its argument */
+    void *ctx;
     bool aborted;              /* engine thread: they were cancelled */
     /* results, under the loop's mu */
     bool done;
@@ -393,7 +402,7 @@ static void continue_now(mt_engine_loop *l) {
     mt_log("engine: generation continued");
 }
 
-/* Runs every flush, abort, pause and continue at once, in their order, even behind a weight update
+/* Runs every flush, abort, pause, continue and between-passes call at once, in their order, even behind a weight update
  * that waits for running jobs (an abort or a pause is what may let it go on); then moves the first
  * task on when it is an update: once the engine is idle, or at once while paused (running jobs
  * cancelled first when it asks), the weights change and the held jobs go on (not while paused). */
@@ -403,7 +412,10 @@ static void run_tasks(mt_engine_loop *l) {
         if (q->kind == TASK_FLUSH_CACHE) q->flushed = mt_engine_flush_prefix_cache(l->engine);
         else if (q->kind == TASK_ABORT) q->n_aborted = abort_jobs(l, q->name);
         else if (q->kind == TASK_PAUSE) q->n_paused = pause_now(l, q->mode);
-        else continue_now(l);
+        else if (q->kind == TASK_BETWEEN_PASSES) {
+            task_finish(l, q, q->fn(l->engine, q->ctx, &err) ? -1 : 0, &err);
+            continue;
+        } else continue_now(l);
         task_finish(l, q, 0, &err);
     }
     pthread_mutex_lock(&l->mu);
@@ -686,6 +698,13 @@ int mt_engine_loop_pause(mt_engine_loop *l, mt_pause_mode mode, mt_err *err) {
 
 int mt_engine_loop_continue(mt_engine_loop *l, mt_err *err) {
     loop_task t = {.kind = TASK_CONTINUE};
+    run_on_engine_thread(l, &t);
+    if (t.rc) *err = t.err;
+    return t.rc;
+}
+
+int mt_engine_loop_between_passes(mt_engine_loop *l, mt_engine_loop_fn fn, void *ctx, mt_err *err) {
+    loop_task t = {.kind = TASK_BETWEEN_PASSES, .fn = fn, .ctx = ctx};
     run_on_engine_thread(l, &t);
     if (t.rc) *err = t.err;
     return t.rc;

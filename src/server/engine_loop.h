@@ -7,7 +7,8 @@
  * and then applies the cancels that the step's own events asked for (stop strings). Engine events
  * are turned into job results (job_results.h: tokens, text, stop strings, the routing in the
  * requested wire dtype) and latency metrics. Between steps it also does what handlers ask besides
- * generation (weight updates, prefix-cache flushes, aborts by name), each waiting for its answer.
+ * generation (weight updates, prefix-cache flushes, aborts by name, expert placement switches), each
+ * waiting for its answer.
  *
  * Data flows one way: the server calls the engine; the engine's callback only writes into jobs. */
 #ifndef MT_SERVER_ENGINE_LOOP_H
@@ -64,6 +65,14 @@ int mt_engine_loop_pause(mt_engine_loop *l, mt_pause_mode mode, mt_err *err);
  * weight update that waits is done). Nothing to do when not paused. 0, or -1 with err while stopping
  * or failed. */
 int mt_engine_loop_continue(mt_engine_loop *l, mt_err *err);
+/* Work done on the engine thread between two forward passes, with the engine (0, or -1 with err). */
+typedef int (*mt_engine_loop_fn)(mt_engine *e, void *ctx, mt_err *err);
+/* Runs fn(engine, ctx, err) on the engine thread between two steps, in queue order with the other
+ * quick tasks (not behind a weight update that waits), also while paused; no forward pass runs
+ * during it, so what it changes (the expert placement and the recorder's window, for
+ * /update_expert_location) changes for every running request at one pass boundary. Blocks until
+ * done; fn's result, or -1 with err while stopping or failed (fn not called). */
+int mt_engine_loop_between_passes(mt_engine_loop *l, mt_engine_loop_fn fn, void *ctx, mt_err *err);
 /* Whether generation is paused. */
 bool mt_engine_loop_paused(mt_engine_loop *l);
 

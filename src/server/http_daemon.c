@@ -41,6 +41,8 @@ static const route ROUTES[] = {
     {"/health_generate", M_GET | M_POST, mt_api_health_generate, true, false, false},
     {"/pause_generation", M_POST, mt_api_pause_generation, true, false, false},
     {"/continue_generation", M_POST, mt_api_continue_generation, true, false, false},
+    {"/update_expert_location", M_POST, mt_api_update_expert_location, true, false, false},
+    {"/eplb_rebalance", M_POST, mt_api_eplb_rebalance, true, false, false},
     {"/metrics", M_GET, mt_api_metrics, false, false, false},
     {"/dashboard", M_GET, mt_api_dashboard, false, false, true},
     {"/dashboard/data", M_GET, mt_api_dashboard_data, true, false, true},
@@ -267,6 +269,7 @@ mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
     if (s->opts.header_timeout_s <= 0) s->opts.header_timeout_s = 10;
     mt_metrics_init(&s->metrics);
     pthread_mutex_init(&s->chat_mu, NULL);
+    pthread_mutex_init(&s->placement_mu, NULL);
     s->started = time(NULL);
     s->id_salt = (uint64_t)s->started * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
 
@@ -282,6 +285,7 @@ fail:
     mt_conn_guard_free(s->guard);
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
+    pthread_mutex_destroy(&s->placement_mu);
     free(s);
     return NULL;
 }
@@ -294,6 +298,7 @@ mt_server_metrics *mt_server_metrics_of(mt_server *s) { return &s->metrics; }
 
 void mt_server_set_backend(mt_server *s, const mt_server_backend *b) {
     s->b = *b;
+    s->placement_now = b->placement;
     atomic_store(&s->ready, true);
 }
 
@@ -312,6 +317,12 @@ void mt_server_stop(mt_server *s) {
     mt_conn_guard_free(s->guard);
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
+    pthread_mutex_destroy(&s->placement_mu);
+    for (int i = 0; i < s->n_placements; i++) {
+        mt_placement_free(s->placements[i]);
+        free(s->placements[i]);
+    }
+    free(s->placements);
     free(s);
 }
 

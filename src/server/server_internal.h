@@ -31,6 +31,13 @@ struct mt_server {
     atomic_llong next_job_id;
     uint64_t id_salt;             /* mixes into response ids, different per server run */
     pthread_mutex_t chat_mu;      /* chat template rendering, one at a time */
+    /* Expert placement switches (/update_expert_location, /eplb_rebalance; api_control.c), one at a
+     * time under placement_mu, which guards the fields below. */
+    pthread_mutex_t placement_mu;
+    const mt_placement *placement_now; /* what the engine dispatches over: b.placement until a switch */
+    mt_placement **placements;    /* those switches installed; freed with the server, after the engine
+                                     thread has stopped (the recorder may still point at one) */
+    int n_placements;
     time_t started;
 };
 
@@ -65,6 +72,11 @@ int mt_api_abort_request(mt_http_request *rq);
 int mt_api_health_generate(mt_http_request *rq);
 int mt_api_pause_generation(mt_http_request *rq);
 int mt_api_continue_generation(mt_http_request *rq);
+int mt_api_update_expert_location(mt_http_request *rq);
+int mt_api_eplb_rebalance(mt_http_request *rq);
+/* The body of a control request SGLang's clients may send empty (AReaL posts none): a JSON object,
+ * {} when the body is empty. NULL with the 400 in e (api_control.c). */
+cJSON *mt_api_control_body(mt_http_request *rq, mt_api_error *e);
 
 /* The HTML of GET /dashboard (dashboard_page.c). */
 extern const char mt_dashboard_page[];

@@ -68,3 +68,11 @@ void mt_sse_events_free(mt_sse_events *ev) {
     cJSON_Delete(ev->list);
     ev->list = NULL;
 }
+
+bool mt_api_same_json(const cJSON *a, const cJSON *b) {
+    char *x = cJSON_PrintUnformatted(a), *y = cJSON_PrintUnformatted(b);
+    bool same = x && y && !strcmp(x, y);
+    cJSON_free(x);
+    cJSON_free(y);
+    return same;
+}

@@ -2,6 +2,7 @@
 #ifndef MT_TESTS_API_UTIL_H
 #define MT_TESTS_API_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,9 @@ void mt_sse_events_free(mt_sse_events *ev);
 /* Decodes routed_experts (base64 of little-endian dtype values) into int32 ids as SGLang's helper
  * does (np.frombuffer(b64decode(s), dtype)), widening uint8 255 to -1. NULL on bad input. */
 int32_t *mt_api_routing_ids(const char *b64, const char *dtype, size_t *count);
+
+/* Whether two JSON values print the same (unformatted). */
+bool mt_api_same_json(const cJSON *a, const cJSON *b);
 
 /* A JSON array of numbers into ints (at most cap); returns how many. */
 int mt_api_int_array(const cJSON *arr, int32_t *out, int cap);
