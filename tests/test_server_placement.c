@@ -272,6 +272,10 @@ static void test_rebalance_matches_eplb(void **state) {
     cJSON_Delete(want);
     cJSON_Delete(a);
     call_text("/stop_expert_distribution_record");
+    /* /get_model_info names the placement running now */
+    cJSON *info = call("/get_model_info", NULL, 200);
+    assert_string_equal(cJSON_GetObjectItem(info, "placement")->valuestring, "eplb");
+    cJSON_Delete(info);
 }
 
 static void test_bad_bodies(void **state) {

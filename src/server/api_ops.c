@@ -33,7 +33,8 @@ int mt_api_model_info(mt_http_request *rq) {
     cJSON_AddNumberToObject(o, "top_k", c->top_k);
     cJSON_AddNumberToObject(o, "max_running_requests", s->b.max_running);
     cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
-    cJSON_AddStringToObject(o, "placement", s->b.placement ? s->b.placement->source : "none");
+    const mt_placement *now = mt_server_placement_now(s);
+    cJSON_AddStringToObject(o, "placement", now ? now->source : "none");
     cJSON_AddBoolToObject(o, "enable_return_routed_experts", s->b.enable_return_routing);
     char version[MT_WEIGHT_VERSION_LEN];
     mt_engine_loop_weight_version(s->b.loop, version, sizeof version);
@@ -59,7 +60,7 @@ static void window_free(window *w) {
 
 static int window_read(mt_server *s, window *w) {
     const mt_config *c = &s->b.model->cfg;
-    const mt_placement *p = s->b.placement;
+    const mt_placement *p = mt_server_placement_now(s);
     int L = c->num_hidden_layers, E = c->num_experts, moe = 0;
     w->logical_count = malloc((size_t)L * E * sizeof *w->logical_count);
     w->physical_count = p ? malloc((size_t)L * p->num_physical * sizeof *w->physical_count) : NULL;

@@ -269,3 +269,10 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     free(w.after);
     return rc ? mt_reply_error(rq, &e) : mt_reply_json(rq, 200, o);
 }
+
+const mt_placement *mt_server_placement_now(mt_server *s) {
+    pthread_mutex_lock(&s->placement_mu);
+    const mt_placement *p = s->placement_now;
+    pthread_mutex_unlock(&s->placement_mu);
+    return p;
+}
