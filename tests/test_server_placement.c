@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
@@ -72,7 +73,7 @@ static int setup(void **state) {
     write_text("a.json", body);
     snprintf(args, sizeof args,
              "--model %s --threads 2 --enable-return-routed-experts --disable-radix-cache --max-running-requests 2 "
-             "--max-batch-tokens 64 --init-expert-location %s --expert-dump-dir %s",
+             "--max-batch-tokens 64 --init-expert-location %s --expert-dump-dir %s --expert-dump-visualize",
              FIXTURE, path_of("a.json"), g_dir);
     if (mt_test_server_start(&g_srv, g_bin, args, path_of("server.log"), 120)) return -1;
     g_c = mt_http_client_new(g_srv.url, NULL);
@@ -196,6 +197,9 @@ static void test_apply_placement(void **state) {
     const cJSON *path = cJSON_GetObjectItem(sw, "dump");
     assert_true(cJSON_IsString(path));
     cJSON *d1 = read_json(path->valuestring);
+    char png[1024]; /* --expert-dump-visualize: the heatmap beside the dump written at the switch */
+    snprintf(png, sizeof png, "%.*s.png", (int)strlen(path->valuestring) - 5, path->valuestring);
+    if (access(png, F_OK)) fail_msg("no heatmap %s beside the switch's dump", png);
     check_physical(d1, MAP_A);
     cJSON *y1 = generate(1, 24);
     double bal = metric("moetrace_expert_balancedness_mean");

@@ -138,6 +138,7 @@ static int run_switch(placement_switch *w, mt_api_error *e) {
     s->placement_now = w->next;
     mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
            w->next->num_gpus);
+    if (w->dump[0] && s->b.dump_visualize) mt_server_visualize_dump(w->dump, s->b.ep_size);
     return 0;
 }
 

@@ -45,8 +45,7 @@ int mt_api_stop_record(mt_http_request *rq) {
     return mt_reply(rq, 200, "text/plain; charset=utf-8", STOP_TEXT, strlen(STOP_TEXT));
 }
 
-/* <dump>.png beside <dump>.json. */
-static void visualize(const char *json_path, int ep_size) {
+void mt_server_visualize_dump(const char *json_path, int ep_size) {
     mt_stat_dump d;
     mt_err err;
     if (mt_stat_dump_load(json_path, &d, &err)) {
@@ -82,7 +81,7 @@ static int dump_domains(mt_server *s, const char *dump_path, mt_err *err) {
 int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *err) {
     if (mt_recorder_dump(s->b.recorder, path, path_len, err)) return -1;
     mt_log("expert distribution dump: %s", path);
-    if (s->b.dump_visualize) visualize(path, s->b.ep_size);
+    if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size);
     mt_err derr;
     if (dump_domains(s, path, &derr)) return mt_errf(err, "%s was written, but the domain usage not: %s", path, derr.msg);
     return 0;

@@ -77,6 +77,8 @@ int mt_api_eplb_rebalance(mt_http_request *rq);
 /* The body of a control request SGLang's clients may send empty (AReaL posts none): a JSON object,
  * {} when the body is empty. NULL with the 400 in e (api_control.c). */
 cJSON *mt_api_control_body(mt_http_request *rq, mt_api_error *e);
+/* <dump>.png beside the stat dump <dump>.json (--expert-dump-visualize); a failure is logged. */
+void mt_server_visualize_dump(const char *json_path, int ep_size);
 /* The placement the engine dispatches over now (the start-up one until a switch; NULL without
  * --ep-size); it stays valid until the server is freed (api_placement.c). */
 const mt_placement *mt_server_placement_now(mt_server *s);
