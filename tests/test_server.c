@@ -472,6 +472,16 @@ static void test_placement_metrics(void **state) {
     cJSON *info = mt_api_json(c, "/get_model_info", NULL, &status);
     assert_string_equal(cJSON_GetObjectItem(info, "placement")->valuestring, "trivial");
     cJSON_Delete(info);
+    /* SGLang's /get_server_info: the settings and one rank's internal state */
+    info = mt_api_json(c, "/get_server_info", NULL, &status);
+    assert_int_equal(status, 200);
+    assert_int_equal(cJSON_GetObjectItem(info, "ep_size")->valueint, 2);
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(info, "model_path")));
+    assert_true(cJSON_GetObjectItem(info, "port")->valueint > 0);
+    const cJSON *rank = cJSON_GetArrayItem(cJSON_GetObjectItem(info, "internal_states"), 0);
+    assert_true(cJSON_GetObjectItem(rank, "max_total_num_tokens")->valuedouble > 0);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(rank, "generation_paused")));
+    cJSON_Delete(info);
 
     mt_http_response r;
     assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &r), 0);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/kv_cache.h"
 #include "routing/balancedness.h"
 #include "server/server_internal.h"
 #include "util/strbuf.h"
@@ -18,6 +19,39 @@ int mt_api_health(mt_http_request *rq) {
     mt_engine_loop_get_stats(s->b.loop, &st);
     if (st.failed) return mt_reply_errorf(rq, 503, "the engine has failed (see the server log)");
     return mt_reply(rq, 200, "text/plain; charset=utf-8", "", 0);
+}
+
+/* GET /get_server_info, SGLang's: the settings a client reads back (the served model, its limits,
+ * expert parallelism, routing return, the recorder) and "internal_states" (one entry, as a server of
+ * one data-parallel rank: the KV cache in tokens, the requests running and waiting, the pause). */
+int mt_api_server_info(mt_http_request *rq) {
+    mt_server *s = rq->server;
+    const mt_config *c = &s->b.model->cfg;
+    mt_engine_loop_stats st;
+    mt_engine_loop_get_stats(s->b.loop, &st);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model_path", s->b.model_name);
+    cJSON_AddStringToObject(o, "served_model_name", s->b.model_name);
+    cJSON_AddStringToObject(o, "host", s->address);
+    cJSON_AddNumberToObject(o, "port", s->port);
+    cJSON_AddNumberToObject(o, "context_length", c->max_position_embeddings);
+    cJSON_AddNumberToObject(o, "max_running_requests", s->b.max_running);
+    cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
+    cJSON_AddBoolToObject(o, "enable_return_routed_experts", s->b.enable_return_routing);
+    cJSON_AddStringToObject(o, "expert_distribution_recorder_mode",
+                            mt_recorder_mode_name(mt_recorder_get_mode(s->b.recorder)));
+    if (s->b.domain_field) cJSON_AddStringToObject(o, "domain_field", s->b.domain_field);
+    else cJSON_AddNullToObject(o, "domain_field");
+    char version[MT_WEIGHT_VERSION_LEN];
+    mt_engine_loop_weight_version(s->b.loop, version, sizeof version);
+    cJSON_AddStringToObject(o, "weight_version", version);
+    cJSON *states = cJSON_AddArrayToObject(o, "internal_states"), *st0 = cJSON_CreateObject();
+    cJSON_AddNumberToObject(st0, "max_total_num_tokens", (double)st.engine.kv_blocks_total * MT_KV_BLOCK);
+    cJSON_AddNumberToObject(st0, "num_running_reqs", st.engine.running);
+    cJSON_AddNumberToObject(st0, "num_waiting_reqs", st.engine.waiting + st.queued);
+    cJSON_AddBoolToObject(st0, "generation_paused", st.paused);
+    cJSON_AddItemToArray(states, st0);
+    return mt_reply_json(rq, 200, o);
 }
 
 int mt_api_model_info(mt_http_request *rq) {

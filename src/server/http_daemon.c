@@ -34,6 +34,7 @@ static const route ROUTES[] = {
     {"/v1/completions", M_POST, mt_api_completions, true, false, false},
     {"/v1/chat/completions", M_POST, mt_api_chat_completions, true, false, false},
     {"/get_model_info", M_GET, mt_api_model_info, true, false, false},
+    {"/get_server_info", M_GET, mt_api_server_info, true, false, false},
     {"/update_weights_from_disk", M_POST, mt_api_update_weights, true, false, false},
     {"/flush_cache", M_GET | M_POST, mt_api_flush_cache, true, false, false},
     {"/get_weight_version", M_GET, mt_api_weight_version, true, false, false},

@@ -59,6 +59,7 @@ int mt_api_stop_record(mt_http_request *rq);
 int mt_api_dump_record(mt_http_request *rq);
 int mt_api_models(mt_http_request *rq);
 int mt_api_model_info(mt_http_request *rq);
+int mt_api_server_info(mt_http_request *rq);
 int mt_api_completions(mt_http_request *rq);
 int mt_api_chat_completions(mt_http_request *rq);
 int mt_api_health(mt_http_request *rq);

@@ -469,9 +469,9 @@ def scenario_control(srv, model):
     check(isinstance(out, dict) and out["meta_info"].get("weight_version") == "7", "meta_info.weight_version follows the update")
     status, _ = srv.call("GET", "/health_generate")
     check(status == 200, "GET /health_generate: 200 (slime's launch wait and health monitor; %s)" % status)
-    status, _ = srv.call("GET", "/get_server_info")
-    if status != 200:   # documented: docs/RL.md, "Clients checked"
-        print("  note: /get_server_info answers %s: slime's external engines (--rollout-external) need it" % status)
+    status, info = srv.call("GET", "/get_server_info")
+    check(status == 200 and isinstance(info, dict) and isinstance(info.get("internal_states"), list),
+          "GET /get_server_info: 200 with the settings and internal_states (%s)" % status)
     status, _ = srv.call("POST", "/abort_request", {"rid": "nothing-runs-by-this-name"})
     check(status == 200, "/abort_request of an unknown rid: 200")
     # AReaL posts /pause_generation with no body (abort), slime and SkyRL a JSON body; all read the status
