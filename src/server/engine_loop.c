@@ -352,11 +352,16 @@ static loop_task *first_quick_task(mt_engine_loop *l) {
     return t;
 }
 
-/* Whether a weight update waits in the queue. */
+/* Whether a weight update waits in the queue (l->mu held). */
+static bool update_queued_locked(const mt_engine_loop *l) {
+    for (const loop_task *t = l->tasks; t; t = t->next)
+        if (t->kind == TASK_UPDATE_WEIGHTS) return true;
+    return false;
+}
+
 static bool update_queued(mt_engine_loop *l) {
     pthread_mutex_lock(&l->mu);
-    bool queued = false;
-    for (loop_task *t = l->tasks; t; t = t->next) queued |= t->kind == TASK_UPDATE_WEIGHTS;
+    bool queued = update_queued_locked(l);
     pthread_mutex_unlock(&l->mu);
     return queued;
 }
@@ -475,9 +480,8 @@ static void *loop_main(void *arg) {
             pthread_cond_wait(&l->wake, &l->mu);
         bool stopping = l->stopping, failed = l->failed;
         loop_task *task = l->tasks;
-        bool updating = false;   /* a weight update waits: new jobs are held until it is done */
-        for (loop_task *t = task; t; t = t->next) updating |= t->kind == TASK_UPDATE_WEIGHTS;
-        bool hold = (updating || l->paused) && !stopping && !failed;
+        /* while a weight update waits or generation is paused, new jobs are held */
+        bool hold = (update_queued_locked(l) || l->paused) && !stopping && !failed;
         if (hold) l->n_held += l->inbox.n;
         job_list swap_jobs = l->inbox;
         l->inbox = taken;
