@@ -138,6 +138,17 @@ int mt_placement_from_phy2log(const mt_moe_shape *s, int ep_size, int num_physic
     return build(s, ep_size, num_physical, phy2log, NULL, "placement", "file", p, err);
 }
 
+int mt_placement_plan(const mt_moe_shape *s, int ep_size, int num_physical, const double *moe_load, const char *name,
+                      mt_placement *p, mt_err *err) {
+    memset(p, 0, sizeof *p);
+    mt_eplb_params ep = {.num_replicas = num_physical, .num_groups = 1, .num_nodes = 1, .num_gpus = ep_size};
+    mt_eplb_plan plan = {0};
+    int rc = mt_eplb_plan_compute(moe_load, s->num_moe_layers, s->num_experts, &ep, &plan, err);
+    if (rc == 0) rc = build(s, ep_size, num_physical, plan.phy2log, NULL, name, "eplb", p, err);
+    mt_eplb_plan_free(&plan);
+    return rc;
+}
+
 int mt_placement_trivial(const mt_moe_shape *s, int ep_size, mt_placement *p, mt_err *err) {
     int L = s->num_moe_layers, E = s->num_experts;
     if (ep_size < 1 || E % ep_size)
@@ -247,7 +258,6 @@ static int plan_from_dump(const cJSON *root, const char *name, const mt_moe_shap
     }
     int rc = -1;
     double *w = NULL;
-    mt_eplb_plan plan = {0};
     bool same = d.num_experts == s->num_experts && d.num_hidden_layers == s->num_hidden_layers &&
                 d.num_moe_layers == s->num_moe_layers &&
                 !memcmp(d.moe_layers, s->moe_layers, (size_t)d.num_moe_layers * sizeof *d.moe_layers);
@@ -272,11 +282,9 @@ static int plan_from_dump(const cJSON *root, const char *name, const mt_moe_shap
         goto out;
     }
     for (size_t i = 0; i < (size_t)L * E; i++) w[i] = (double)d.moe_count[i];
-    if (mt_eplb_plan_compute(w, L, E, &ep, &plan, err)) goto out;
-    rc = build(s, o->ep_size, ep.num_replicas, plan.phy2log, NULL, name, "eplb", p, err);
+    rc = mt_placement_plan(s, o->ep_size, ep.num_replicas, w, name, p, err);
 out:
     free(w);
-    mt_eplb_plan_free(&plan);
     mt_stat_dump_free(&d);
     return rc;
 }

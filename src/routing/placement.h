@@ -79,6 +79,11 @@ int mt_placement_trivial(const mt_moe_shape *s, int ep_size, mt_placement *p, mt
 /* From phy2log rows [s->num_moe_layers, num_physical] (copied); validates everything. */
 int mt_placement_from_phy2log(const mt_moe_shape *s, int ep_size, int num_physical, const int32_t *phy2log,
                               mt_placement *p, mt_err *err);
+/* Plans with EPLB (one group, one node) on moe_load [s->num_moe_layers, s->num_experts], each MoE
+ * layer's load per logical expert: num_physical slots on ep_size GPUs, source "eplb"; name is used in
+ * messages. */
+int mt_placement_plan(const mt_moe_shape *s, int ep_size, int num_physical, const double *moe_load, const char *name,
+                      mt_placement *p, mt_err *err);
 void mt_placement_free(mt_placement *p);
 /* 0 when p was built for this model's shape (experts, layers, MoE layers), else -1 naming the misfit. */
 int mt_placement_fits(const mt_placement *p, const mt_config *c, mt_err *err);

@@ -11,7 +11,6 @@
 #include "server/request_params.h"
 #include "server/server_internal.h"
 #include "routing/balancedness.h"
-#include "routing/eplb.h"
 #include "routing/stat_dump.h"
 #include "util/json_util.h"
 
@@ -65,20 +64,16 @@ static int plan_rebalance(placement_switch *w, const int64_t *logical, const int
         return mt_errf(err, "the recorder has recorded nothing since its last start, reset, dump or placement "
                             "switch: serve some traffic first (a placement planned from no load would be arbitrary)");
     }
-    mt_eplb_params ep = {.num_replicas = R, .num_groups = 1, .num_nodes = 1, .num_gpus = M};
-    mt_eplb_plan plan = {0};
-    double *weights = moe_weights(cur, logical);
-    int rc = !weights ? mt_errf(err, "out of memory") : mt_eplb_plan_compute(weights, L, E, &ep, &plan, err);
     mt_moe_shape shape;
     mt_moe_shape_from_config(&w->s->b.model->cfg, &shape);
-    if (rc == 0) rc = mt_placement_from_phy2log(&shape, M, R, plan.phy2log, w->next, err);
+    double *weights = moe_weights(cur, logical);
+    int rc = !weights ? mt_errf(err, "out of memory")
+                      : mt_placement_plan(&shape, M, R, weights, "the recorder's window", w->next, err);
     free(weights);
-    mt_eplb_plan_free(&plan);
     if (rc) {
         w->status = 500;
         return -1;
     }
-    snprintf(w->next->source, sizeof w->next->source, "eplb");
     for (int i = 0; i < L; i++) {
         size_t l = (size_t)cur->moe_layers[i];
         w->before[i] = mt_balancedness_contiguous(physical + l * R, R, M);
