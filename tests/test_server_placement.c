@@ -33,7 +33,6 @@
 #include "routing/balancedness.h"
 #include "server_setup.h"
 #include "support/bg_request.h"
-#include "test_files.h"
 
 #define FIXTURE MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
 #define L_HIDDEN 4
@@ -121,18 +120,11 @@ static void check_same_answer(const cJSON *a, const cJSON *want, const char *wha
 
 static cJSON *dump_inline(void) { return call("/dump_expert_distribution_record?inline=1", "", 200); }
 
+/* A JSON file the server wrote. */
 static cJSON *read_json(const char *path) {
-    size_t len;
-    char *text = slurp(path, &len);
-    assert_non_null(text);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    assert_non_null(j);
+    cJSON *j = mt_api_read_json(path);
+    if (!j) fail_msg("cannot read %s as JSON", path);
     return j;
-}
-
-static int64_t cell(const cJSON *dump, const char *key, int l, int i) {
-    return (int64_t)cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(dump, key), l), i)->valuedouble;
 }
 
 /* The dump runs (and counted under) the placement whose MoE rows are map: its own placement says so
@@ -147,8 +139,8 @@ static void check_physical(const cJSON *dump, const int32_t *map) {
         for (int e = 0; e < E; e++) {
             int64_t sum = 0;
             for (int s = 0; s < R; s++)
-                if (map[s] == e) sum += cell(dump, "physical_count", l, s);
-            assert_int_equal(sum, cell(dump, "logical_count", l, e));
+                if (map[s] == e) sum += mt_api_cell(dump, "physical_count", l, s);
+            assert_int_equal(sum, mt_api_cell(dump, "logical_count", l, e));
         }
     }
 }
@@ -158,7 +150,7 @@ static double measured_balancedness(const cJSON *dump) {
     double sum = 0;
     for (int i = 0; i < N_MOE; i++) {
         int64_t row[R];
-        for (int s = 0; s < R; s++) row[s] = cell(dump, "physical_count", MOE_LAYERS[i], s);
+        for (int s = 0; s < R; s++) row[s] = mt_api_cell(dump, "physical_count", MOE_LAYERS[i], s);
         sum += mt_balancedness_contiguous(row, R, M);
     }
     return sum / N_MOE;
@@ -210,8 +202,8 @@ static void test_apply_placement(void **state) {
     check_same_answer(y1, y0, "request 1 after the switch");
     for (int l = 0; l < L_HIDDEN; l++)
         for (int e = 0; e < E; e++)
-            assert_int_equal(cell(d1, "logical_count", l, e) + cell(d2, "logical_count", l, e),
-                             cell(d0, "logical_count", l, e));
+            assert_int_equal(mt_api_cell(d1, "logical_count", l, e) + mt_api_cell(d2, "logical_count", l, e),
+                             mt_api_cell(d0, "logical_count", l, e));
     assert_true(cJSON_GetObjectItem(d1, "num_tokens")->valuedouble > 0);
     /* a switch with an empty window writes nothing */
     cJSON *again;
@@ -268,8 +260,8 @@ static void test_rebalance_matches_eplb(void **state) {
         for (int e = 0; e < E; e++) {
             int64_t sum = 0;
             for (int s = 0; s < R; s++)
-                if (map[s] == e) sum += cell(d, "physical_count", MOE_LAYERS[i], s);
-            assert_int_equal(sum, cell(d, "logical_count", MOE_LAYERS[i], e));
+                if (map[s] == e) sum += mt_api_cell(d, "physical_count", MOE_LAYERS[i], s);
+            assert_int_equal(sum, mt_api_cell(d, "logical_count", MOE_LAYERS[i], e));
         }
     }
     cJSON_Delete(d);

@@ -61,6 +61,11 @@ static const char SERVE_HELP[] =
     "Expert placement (balancedness is per GPU under a placement; without one, of 8 contiguous blocks\n"
     "of experts, or 1 when 8 does not divide their number):\n"
     "%s"
+    "  --enable-eplb               rebalance the placement by itself: EPLB on the recorder's window (it\n"
+    "                              records from start-up), as POST /eplb_rebalance does; needs --ep-size\n"
+    "  --eplb-rebalance-num-iterations N   forward passes between two rebalances (default 1000)\n"
+    "  --eplb-min-rebalancing-utilization-threshold F   rebalance only when the window's balancedness\n"
+    "                              (mean over max GPU load, 0..1) is at or below F (default 1.0: always)\n"
     "\n"
     "Expert distribution recorder (SPEC §4; environment variables in brackets):\n"
     "  --expert-distribution-recorder-mode stat|per_pass|per_token   (default stat) [MOETRACE_EXPERT_RECORDER_MODE]\n"
@@ -79,11 +84,13 @@ static const char SERVE_HELP[] =
 typedef struct serve_args {
     const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device, *domain_field;
     int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size, max_scored;
-    int header_timeout;
+    int header_timeout, eplb_every;
+    float eplb_threshold;
     mt_placement_flags placement;
     long max_body, rec_max_tokens;
     float kv_fraction, drain_timeout;
-    bool no_prefix_cache, visualize, return_routing, metrics_recording, buffer_given;
+    bool no_prefix_cache, visualize, return_routing, metrics_recording, buffer_given, eplb, eplb_every_given,
+        eplb_threshold_given;
     mt_load_format load_format;
 } serve_args;
 
@@ -100,6 +107,8 @@ static int parse(serve_args *a, int argc, char **argv) {
     a->drain_timeout = 30;
     a->rec_max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
     a->device = "cpu";
+    a->eplb_every = 1000;
+    a->eplb_threshold = 1.0f;
     mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v;
@@ -137,6 +146,15 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--expert-dump-visualize")) { a->visualize = true;
         } else if (!strcmp(f, "--enable-return-routed-experts")) { a->return_routing = true;
         } else if (!strcmp(f, "--enable-expert-distribution-metrics")) { a->metrics_recording = true;
+        } else if (!strcmp(f, "--enable-eplb")) { a->eplb = true;
+        } else if (!strcmp(f, "--eplb-rebalance-num-iterations")) {
+            VALUE();
+            if (mt_arg_int(f, v, 1, 1 << 30, &a->eplb_every)) return -1;
+            a->eplb_every_given = true;
+        } else if (!strcmp(f, "--eplb-min-rebalancing-utilization-threshold")) {
+            VALUE();
+            if (mt_arg_float(f, v, 0, 1, &a->eplb_threshold)) return -1;
+            a->eplb_threshold_given = true;
         } else if (!strcmp(f, "--domain-field")) {
             VALUE();
             if (!v[0]) { fprintf(stderr, "moetrace: serve: --domain-field: empty\n"); return -1; }
@@ -148,6 +166,16 @@ static int parse(serve_args *a, int argc, char **argv) {
 #undef VALUE
     }
     if (!a->model) { fprintf(stderr, "moetrace: serve: --model DIR is required\n"); return -1; }
+    if (a->eplb && !a->placement.ep_size && !a->placement.location) {
+        fprintf(stderr, "moetrace: serve: --enable-eplb needs an expert placement to rebalance: --ep-size M and/or "
+                        "--init-expert-location FILE\n");
+        return -1;
+    }
+    if (!a->eplb && (a->eplb_every_given || a->eplb_threshold_given)) {
+        fprintf(stderr, "moetrace: serve: %s is given without --enable-eplb\n",
+                a->eplb_every_given ? "--eplb-rebalance-num-iterations" : "--eplb-min-rebalancing-utilization-threshold");
+        return -1;
+    }
     if (mt_cli_check_device(a->device)) return -1;
     if (!a->max_batch_tokens) a->max_batch_tokens = mt_cli_default_batch_tokens(a->device);
     if (!a->kv_fraction) a->kv_fraction = strcmp(a->device, "cuda") ? 0.3f : 0.9f;
@@ -378,10 +406,12 @@ int cmd_serve(int argc, char **argv) {
     mt_server_backend b = {.model = &model, .model_name = name, .tokenizer = tok, .chat_template = tpl,
                            .recorder = recorder, .loop = loop, .enable_return_routing = a.return_routing,
                            .dump_visualize = visualize, .ep_size = ep, .placement = ro.placement,
-                           .max_running = a.max_running, .domain_field = a.domain_field, .domains = domains};
+                           .max_running = a.max_running, .domain_field = a.domain_field, .domains = domains,
+                           .eplb_every = a.eplb ? a.eplb_every : 0, .eplb_threshold = a.eplb_threshold};
     mt_server_set_backend(server, &b);
     mt_log("ready: %s (%d layers, %d experts, top-%d), recorder %s%s, routing return %s", name, c->num_hidden_layers,
-           c->num_experts, c->top_k, mt_recorder_mode_name(ro.mode), a.metrics_recording ? " recording" : "",
+           c->num_experts, c->top_k, mt_recorder_mode_name(ro.mode),
+           a.metrics_recording || a.eplb ? " recording" : "",
            a.return_routing ? "enabled" : "disabled");
 
     int sig = 0;

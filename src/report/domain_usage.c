@@ -258,6 +258,23 @@ void mt_domain_usage_reset(mt_domain_usage *u) {
     pthread_mutex_unlock(&u->mu);
 }
 
+int mt_domain_usage_set_placement(mt_domain_usage *u, const mt_placement *p, mt_err *err) {
+    pthread_mutex_lock(&u->write_mu); /* the spares are the write's while it runs */
+    pthread_mutex_lock(&u->mu);
+    pthread_mutex_lock(&u->pass_mu);
+    int rc = mt_recorder_set_placement(u->rest, p, err) || mt_recorder_set_placement(u->rest_spare, p, err) ? -1 : 0;
+    for (int g = 0; rc == 0 && g < u->num_domains; g++)
+        if (mt_recorder_set_placement(u->recorders[g], p, err) || mt_recorder_set_placement(u->spares[g], p, err)) rc = -1;
+    if (rc == 0) {
+        u->base.placement = p; /* for the recorders of labels seen from now on */
+        reset_locked(u);
+    }
+    pthread_mutex_unlock(&u->pass_mu);
+    pthread_mutex_unlock(&u->mu);
+    pthread_mutex_unlock(&u->write_mu);
+    return rc;
+}
+
 /* ---- the report ----------------------------------------------------------------------------------- */
 
 /* The folder at path, made when missing. */

@@ -64,6 +64,10 @@ int mt_domain_usage_stats(mt_domain_usage *u, mt_domain_stat *out);
 mt_routing_sink mt_domain_usage_sink(mt_domain_usage *u);
 void mt_domain_usage_start(mt_domain_usage *u);
 void mt_domain_usage_stop(mt_domain_usage *u);
+/* Switches the placement whose physical slots every domain's recorder counts (serve's placement
+ * switches, between two forward passes) and drops what was recorded, as mt_recorder_set_placement
+ * does (write it first to keep it). p must have the running placement's shape and outlive u. */
+int mt_domain_usage_set_placement(mt_domain_usage *u, const mt_placement *p, mt_err *err);
 /* Drops what was recorded (labels stay known). */
 void mt_domain_usage_reset(mt_domain_usage *u);
 /* Makes dir, dir/domains and each known domain's folder in it, so that a path taken by a file is

@@ -1,141 +1,18 @@
-/* Expert placement switches for expert-parallel serving (--ep-size): POST /update_expert_location
+/* The expert placement endpoints of expert-parallel serving (--ep-size): POST /update_expert_location
  * (switch to a given placement) and POST /eplb_rebalance (plan one with EPLB from the recorder's
- * window and switch to it). The switch happens between two forward passes, on the engine thread; the
- * recorder's window is dumped and restarts empty there, so no window mixes two placements
+ * window and switch to it). They parse and answer; the switch itself is placement_switch.h
  * (docs/API.md, docs/RECORDER.md, docs/EPLB.md). */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/placement_switch.h"
 #include "server/request_params.h"
 #include "server/server_internal.h"
-#include "routing/balancedness.h"
 #include "routing/stat_dump.h"
 #include "util/json_util.h"
 
 #define field mt_params_field
-
-/* One switch, prepared by the handler and done on the engine thread (switch_between_passes). */
-typedef struct placement_switch {
-    mt_server *s;
-    const mt_placement *current; /* what the engine runs now */
-    mt_placement *next;          /* what it runs after (planned on the engine thread for a rebalance) */
-    bool rebalance;
-    int status;                  /* HTTP status when the switch failed */
-    char dump[4096];             /* the window written at the switch; "" when it held nothing */
-    mt_recorder_counts counts;   /* of that window */
-    double *before, *after;      /* rebalance: per MoE layer, measured under current / planned for next */
-} placement_switch;
-
-/* 400 when this server cannot switch placements, naming why; 0 when it can. */
-static int check_switchable(mt_server *s, mt_api_error *e) {
-    if (!s->b.placement)
-        return mt_api_fail(e, 400, "serve was started without --ep-size (no expert placement): there is none to "
-                                   "change; start it with --ep-size M [--init-expert-location FILE|trivial] "
-                                   "[--ep-num-redundant-experts N]");
-    if (s->b.domains)
-        return mt_api_fail(e, 400, "switching the expert placement is not supported with --domain-field (the "
-                                   "domains' recorders would mix two placements)");
-    return 0;
-}
-
-/* The rows of the window's MoE layers as planner weights [moe layers, E]. */
-static double *moe_weights(const mt_placement *p, const int64_t *logical) {
-    int E = p->num_experts;
-    double *w = malloc((size_t)p->num_moe_layers * (size_t)E * sizeof *w);
-    for (int i = 0; w && i < p->num_moe_layers; i++)
-        for (int e = 0; e < E; e++) w[(size_t)i * E + e] = (double)logical[(size_t)p->moe_layers[i] * E + e];
-    return w;
-}
-
-/* Plans the next placement with EPLB on the recorder's window (engine thread, no pass running): the
- * running placement's slots and GPUs, one group, one node (as --init-expert-location plans a stat
- * dump), and the balancedness before (measured per GPU from the physical counts) and after (each
- * expert's window count split evenly over its new replicas). */
-static int plan_rebalance(placement_switch *w, const int64_t *logical, const int64_t *physical, mt_err *err) {
-    const mt_placement *cur = w->current;
-    int L = cur->num_moe_layers, E = cur->num_experts, R = cur->num_physical, M = cur->num_gpus;
-    int64_t routed = 0;
-    for (int i = 0; i < L; i++)
-        for (int e = 0; e < E; e++) routed += logical[(size_t)cur->moe_layers[i] * E + e];
-    if (w->counts.num_tokens == 0 || routed == 0) {
-        w->status = 400;
-        return mt_errf(err, "the recorder has recorded nothing since its last start, reset, dump or placement "
-                            "switch: serve some traffic first (a placement planned from no load would be arbitrary)");
-    }
-    mt_moe_shape shape;
-    mt_moe_shape_from_config(&w->s->b.model->cfg, &shape);
-    double *weights = moe_weights(cur, logical);
-    int rc = !weights ? mt_errf(err, "out of memory")
-                      : mt_placement_plan(&shape, M, R, weights, "the recorder's window", w->next, err);
-    free(weights);
-    if (rc) {
-        w->status = 500;
-        return -1;
-    }
-    for (int i = 0; i < L; i++) {
-        size_t l = (size_t)cur->moe_layers[i];
-        w->before[i] = mt_balancedness_contiguous(physical + l * R, R, M);
-        w->after[i] = mt_balancedness_placement(logical + l * E, w->next->phy2log + (size_t)i * R,
-                                                w->next->logcnt + (size_t)i * E, R, M);
-    }
-    return 0;
-}
-
-/* Reads the window (and, for a rebalance, plans from it), dumps it when it holds anything, then
- * switches the recorder and the engine: all between two passes, so the dump is exactly the window
- * planned on and the next window counts the new placement only. */
-static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
-    placement_switch *w = ctx;
-    mt_server *s = w->s;
-    mt_recorder *rec = s->b.recorder;
-    const mt_config *c = &s->b.model->cfg;
-    size_t L = (size_t)c->num_hidden_layers;
-    int64_t *logical = malloc(L * (size_t)c->num_experts * sizeof *logical);
-    int64_t *physical = malloc(L * (size_t)w->current->num_physical * sizeof *physical);
-    int rc = -1;
-    w->status = 500;
-    if (!logical || !physical) mt_errf(err, "out of memory");
-    else if (w->rebalance && !mt_recorder_active(rec)) {
-        w->status = 400;
-        mt_errf(err, "the expert distribution recorder is not running: POST /start_expert_distribution_record, "
-                     "serve traffic, then rebalance");
-    } else if (!mt_recorder_window(rec, &w->counts, logical, physical) &&
-               (!w->rebalance || !plan_rebalance(w, logical, physical, err)) && !mt_placement_fits(w->next, c, err)) {
-        rc = 0;
-    }
-    free(logical);
-    free(physical);
-    if (rc) return -1;
-    if (w->counts.num_forward_passes > 0 || w->counts.tokens_recorded > 0) {
-        if (mt_recorder_dump(rec, w->dump, sizeof w->dump, err)) {
-            w->dump[0] = '\0';
-            return -1; /* nothing changed */
-        }
-        mt_log("expert distribution dump (before the placement switch): %s", w->dump);
-    }
-    if (mt_recorder_set_placement(rec, w->next, err) || mt_engine_set_placement(engine, w->next, err)) return -1;
-    return 0;
-}
-
-/* Runs the switch (placement_mu held by the caller) and installs w->next as the server's placement.
- * Returns 0, or -1 with the failure in e (w->next then stays the caller's). */
-static int run_switch(placement_switch *w, mt_api_error *e) {
-    mt_server *s = w->s;
-    mt_err err;
-    mt_placement **grown = realloc(s->placements, (size_t)(s->n_placements + 1) * sizeof *grown);
-    if (!grown) return mt_api_fail(e, 500, "out of memory");
-    s->placements = grown;
-    if (mt_engine_loop_between_passes(s->b.loop, switch_between_passes, w, &err))
-        return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
-    s->placements[s->n_placements++] = w->next;
-    s->placement_now = w->next;
-    mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
-           w->next->num_gpus);
-    if (w->dump[0] && s->b.dump_visualize) mt_server_visualize_dump(w->dump, s->b.ep_size);
-    return 0;
-}
 
 /* The body as a moetrace.placement.v1 object: SGLang's --init-expert-location JSON (no "format",
  * a "physical_to_logical_map") gets the format and this server's num_gpus added. */
@@ -177,7 +54,7 @@ static int placement_from_body(mt_server *s, const mt_placement *cur, cJSON *bod
     return 0;
 }
 
-static void add_placement_summary(cJSON *o, const placement_switch *w) {
+static void add_placement_summary(cJSON *o, const mt_placement_switch *w) {
     if (w->dump[0]) cJSON_AddStringToObject(o, "dump", w->dump);
     else cJSON_AddNullToObject(o, "dump");
     cJSON_AddNumberToObject(o, "num_tokens", (double)w->counts.num_tokens);
@@ -191,18 +68,19 @@ int mt_api_update_expert_location(mt_http_request *rq) {
     mt_server *s = rq->server;
     mt_api_error e = {0};
     if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
-    if (check_switchable(s, &e)) return mt_reply_error(rq, &e);
+    if (mt_placement_switchable(s, &e)) return mt_reply_error(rq, &e);
     mt_err err;
     cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
     if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
-    placement_switch w = {.s = s, .next = calloc(1, sizeof *w.next)};
+    mt_placement_switch w = {.s = s, .next = calloc(1, sizeof *w.next)};
     pthread_mutex_lock(&s->placement_mu);
     w.current = s->placement_now;
     int rc = !w.next ? mt_api_fail(&e, 500, "out of memory") : placement_from_body(s, w.current, body, w.next, &e);
     cJSON_Delete(body);
     bool built = rc == 0;
-    if (rc == 0) rc = run_switch(&w, &e);
+    if (rc == 0) rc = mt_placement_switch_run(&w, &e);
     pthread_mutex_unlock(&s->placement_mu);
+    if (built) mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_UPDATE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
     if (rc) {
         if (built) mt_placement_free(w.next);
         free(w.next);
@@ -235,18 +113,19 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     mt_server *s = rq->server;
     mt_api_error e = {0};
     if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
-    if (check_switchable(s, &e)) return mt_reply_error(rq, &e);
+    if (mt_placement_switchable(s, &e)) return mt_reply_error(rq, &e);
     cJSON *body = mt_api_control_body(rq, &e);
     if (!body) return mt_reply_error(rq, &e);
     cJSON_Delete(body);
     int L = s->b.placement->num_moe_layers;
-    placement_switch w = {.s = s, .rebalance = true, .next = calloc(1, sizeof *w.next),
+    mt_placement_switch w = {.s = s, .rebalance = true, .skip_above = 1.0, .next = calloc(1, sizeof *w.next),
                           .before = calloc((size_t)L, sizeof(double)), .after = calloc((size_t)L, sizeof(double))};
     int rc = !w.next || !w.before || !w.after ? mt_api_fail(&e, 500, "out of memory") : 0;
     pthread_mutex_lock(&s->placement_mu);
     w.current = s->placement_now;
-    if (rc == 0) rc = run_switch(&w, &e);
+    if (rc == 0) rc = mt_placement_switch_run(&w, &e);
     pthread_mutex_unlock(&s->placement_mu);
+    mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_REBALANCE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
     cJSON *o = NULL;
     if (rc == 0) {
         o = cJSON_CreateObject();

@@ -61,9 +61,7 @@ void mt_server_visualize_dump(const char *json_path, int ep_size) {
     mt_stat_dump_free(&d);
 }
 
-/* The domain usage of the dump at dump_path (.../expert_distribution_<ms>[_n].json) into
- * .../domain_usage_<ms>[_n]/, when any request carried a label. */
-static int dump_domains(mt_server *s, const char *dump_path, mt_err *err) {
+int mt_server_dump_domains(mt_server *s, const char *dump_path, mt_err *err) {
     if (!s->b.domains || mt_domain_usage_num_domains(s->b.domains) == 0) return 0;
     const char *base = strrchr(dump_path, '/'), *stem = "expert_distribution_";
     base = base ? base + 1 : dump_path;
@@ -83,7 +81,7 @@ int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *e
     mt_log("expert distribution dump: %s", path);
     if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size);
     mt_err derr;
-    if (dump_domains(s, path, &derr)) return mt_errf(err, "%s was written, but the domain usage not: %s", path, derr.msg);
+    if (mt_server_dump_domains(s, path, &derr)) return mt_errf(err, "%s was written, but the domain usage not: %s", path, derr.msg);
     return 0;
 }
 

@@ -74,11 +74,15 @@ struct mt_engine_loop {
                                   the engine thread writes it) */
     long weight_updates, weight_updates_failed;
     char weight_version[MT_WEIGHT_VERSION_LEN];
+    long every_passes;         /* mt_engine_loop_every_passes: 0 off */
+    mt_engine_loop_fn every_fn;
+    void *every_ctx;
 
     /* engine thread only */
     live_node *live[LIVE_BUCKETS];
     id_list self_cancels;      /* ids whose stop string matched during the last step */
     job_list held;             /* submitted during a weight update or a pause, admitted after it */
+    long passes_counted;       /* forward passes since the periodic work last ran (or was restarted) */
     long preemptions_logged;   /* the engine's preemptions when the log last told of them */
     time_t preemptions_log_at; /* ... and when (at most one such line a minute) */
 };
@@ -469,6 +473,21 @@ static void log_preemptions(mt_engine_loop *l, long preemptions, long recomputed
     l->preemptions_log_at = now;
 }
 
+/* The periodic work (mt_engine_loop_every_passes) once its count of passes is reached. */
+static void after_pass(mt_engine_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    long every = l->every_passes;
+    mt_engine_loop_fn fn = l->every_fn;
+    void *ctx = l->every_ctx;
+    pthread_mutex_unlock(&l->mu);
+    if (!fn || every <= 0 || ++l->passes_counted < every) return;
+    mt_err err = {{0}};
+    int rc = fn(l->engine, ctx, &err);
+    if (rc == 1) return; /* not now: asked again after the next pass */
+    if (rc < 0) mt_log("engine: the work done every %ld passes failed: %s", every, err.msg);
+    l->passes_counted = 0;
+}
+
 static void *loop_main(void *arg) {
     mt_engine_loop *l = arg;
     job_list taken = {0};
@@ -525,7 +544,9 @@ static void *loop_main(void *arg) {
             mt_engine_finish_cancelled(l->engine); /* cancelled while paused: they end without a pass */
         } else if (!mt_engine_idle(l->engine)) {
             mt_err err = {{0}};
-            if (mt_engine_step(l->engine, &err) < 0) fail_engine(l, err.msg);
+            int forwarded = mt_engine_step(l->engine, &err);
+            if (forwarded < 0) fail_engine(l, err.msg);
+            else if (forwarded > 0 && !stopping) after_pass(l);
         }
         for (int i = 0; i < l->self_cancels.n; i++) mt_engine_cancel(l->engine, l->self_cancels.ids[i]);
         l->self_cancels.n = 0;
@@ -713,6 +734,16 @@ int mt_engine_loop_between_passes(mt_engine_loop *l, mt_engine_loop_fn fn, void 
     if (t.rc) *err = t.err;
     return t.rc;
 }
+
+void mt_engine_loop_every_passes(mt_engine_loop *l, long n, mt_engine_loop_fn fn, void *ctx) {
+    pthread_mutex_lock(&l->mu);
+    l->every_passes = n > 0 && fn ? n : 0;
+    l->every_fn = fn;
+    l->every_ctx = ctx;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void mt_engine_loop_restart_count(mt_engine_loop *l) { l->passes_counted = 0; }
 
 bool mt_engine_loop_paused(mt_engine_loop *l) {
     pthread_mutex_lock(&l->mu);

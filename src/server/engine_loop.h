@@ -73,6 +73,15 @@ typedef int (*mt_engine_loop_fn)(mt_engine *e, void *ctx, mt_err *err);
  * /update_expert_location) changes for every running request at one pass boundary. Blocks until
  * done; fn's result, or -1 with err while stopping or failed (fn not called). */
 int mt_engine_loop_between_passes(mt_engine_loop *l, mt_engine_loop_fn fn, void *ctx, mt_err *err);
+/* Work the engine thread does by itself, between two forward passes, once every n passes it runs
+ * (serve --enable-eplb: rebalancing the expert placement). fn's result: 0 when done, or -1 with err
+ * (logged), and the count starts again from 0; 1 for "not now", and fn is asked again after the
+ * next pass. n 0 (or fn NULL) turns it off. Passes count only while the engine forwards tokens (not
+ * while idle or paused). Takes effect at the next pass. */
+void mt_engine_loop_every_passes(mt_engine_loop *l, long n, mt_engine_loop_fn fn, void *ctx);
+/* Starts the count of passes of mt_engine_loop_every_passes from 0 again. Engine thread only: from a
+ * between-passes fn (mt_engine_loop_between_passes, or the periodic fn itself). */
+void mt_engine_loop_restart_count(mt_engine_loop *l);
 /* Whether generation is paused. */
 bool mt_engine_loop_paused(mt_engine_loop *l);
 

@@ -300,6 +300,7 @@ mt_server_metrics *mt_server_metrics_of(mt_server *s) { return &s->metrics; }
 void mt_server_set_backend(mt_server *s, const mt_server_backend *b) {
     s->b = *b;
     s->placement_now = b->placement;
+    mt_server_start_eplb(s);
     atomic_store(&s->ready, true);
 }
 

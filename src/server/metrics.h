@@ -23,6 +23,10 @@ typedef struct mt_histogram {
 
 typedef enum mt_finish_label { MT_FINISHED_LENGTH, MT_FINISHED_STOP, MT_FINISHED_ABORT, MT_FINISHED_KINDS } mt_finish_label;
 
+/* Expert placement switches: what asked for one, and what came of it. */
+typedef enum mt_switch_trigger { MT_SWITCH_BY_UPDATE, MT_SWITCH_BY_REBALANCE, MT_SWITCH_BY_PERIOD, MT_SWITCH_TRIGGERS } mt_switch_trigger;
+typedef enum mt_switch_result { MT_SWITCH_APPLIED, MT_SWITCH_SKIPPED, MT_SWITCH_FAILED, MT_SWITCH_RESULTS } mt_switch_result;
+
 typedef struct mt_server_metrics {
     pthread_mutex_t mu;
     struct { const char *path; int code; uint64_t n; } http[MT_METRICS_MAX_ROUTES];
@@ -31,6 +35,7 @@ typedef struct mt_server_metrics {
     uint64_t rejected;             /* generation requests refused with an error */
     uint64_t prompt_tokens, generation_tokens, cached_prompt_tokens;
     mt_histogram ttft, itl, e2e;
+    uint64_t switches[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS];
 } mt_server_metrics;
 
 void mt_metrics_init(mt_server_metrics *m);
@@ -43,6 +48,7 @@ void mt_metrics_next_token(mt_server_metrics *m, double itl_s);
 void mt_metrics_finished(mt_server_metrics *m, mt_finish_label label, int prompt_tokens, int generated_tokens,
                          int cached_tokens, double e2e_s);
 void mt_metrics_rejected(mt_server_metrics *m);
+void mt_metrics_placement_switch(mt_server_metrics *m, mt_switch_trigger trigger, mt_switch_result result);
 
 /* Appends every metric of m (with HELP and TYPE lines). */
 void mt_metrics_render(mt_server_metrics *m, mt_strbuf *out);

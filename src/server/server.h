@@ -63,6 +63,10 @@ typedef struct mt_server_backend {
     mt_domain_usage *domains;          /* expert use per domain, recorded with the recorder's
                                           window (started, stopped and dumped with it); NULL
                                           without domain_field */
+    long eplb_every;                   /* --enable-eplb: rebalance the placement every this many
+                                          forward passes (eplb_auto.c; needs placement); 0 never */
+    double eplb_threshold;             /* ... only when the window's balancedness is at or below this
+                                          (1.0: always) */
 } mt_server_backend;
 
 typedef struct mt_server mt_server;
@@ -74,6 +78,8 @@ int mt_server_port(const mt_server *s);
 const char *mt_server_address(const mt_server *s);
 /* Counters shared with the engine loop. */
 mt_server_metrics *mt_server_metrics_of(mt_server *s);
+/* Starts serving b; with b->eplb_every, also the recorder (when stopped) and the rebalance every
+ * eplb_every passes. */
 void mt_server_set_backend(mt_server *s, const mt_server_backend *b);
 void mt_server_set_draining(mt_server *s);
 /* HTTP requests being answered (their body came, or their headers were refused) whose answer has

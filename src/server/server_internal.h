@@ -31,8 +31,8 @@ struct mt_server {
     atomic_llong next_job_id;
     uint64_t id_salt;             /* mixes into response ids, different per server run */
     pthread_mutex_t chat_mu;      /* chat template rendering, one at a time */
-    /* Expert placement switches (/update_expert_location, /eplb_rebalance; api_control.c), one at a
-     * time under placement_mu, which guards the fields below. */
+    /* Expert placement switches (placement_switch.h: /update_expert_location, /eplb_rebalance and
+     * --enable-eplb), one at a time under placement_mu, which guards the fields below. */
     pthread_mutex_t placement_mu;
     const mt_placement *placement_now; /* what the engine dispatches over: b.placement until a switch */
     mt_placement **placements;    /* those switches installed; freed with the server, after the engine
@@ -78,11 +78,19 @@ int mt_api_eplb_rebalance(mt_http_request *rq);
 /* The body of a control request SGLang's clients may send empty (AReaL posts none): a JSON object,
  * {} when the body is empty. NULL with the 400 in e (api_control.c). */
 cJSON *mt_api_control_body(mt_http_request *rq, mt_api_error *e);
+/* With --domain-field, the domain usage recorded with the dump at dump_path
+ * (.../expert_distribution_<ms>[_n].json) into .../domain_usage_<ms>[_n]/, when any request carried
+ * a label (it resets the domains' counts); 0 otherwise (api_recorder.c). */
+int mt_server_dump_domains(mt_server *s, const char *dump_path, mt_err *err);
 /* <dump>.png beside the stat dump <dump>.json (--expert-dump-visualize); a failure is logged. */
 void mt_server_visualize_dump(const char *json_path, int ep_size);
 /* The placement the engine dispatches over now (the start-up one until a switch; NULL without
  * --ep-size); it stays valid until the server is freed (api_placement.c). */
 const mt_placement *mt_server_placement_now(mt_server *s);
+
+/* --enable-eplb: starts the recorder when stopped and the engine loop's rebalance every
+ * b.eplb_every passes; nothing without it (eplb_auto.c). */
+void mt_server_start_eplb(mt_server *s);
 
 /* The HTML of GET /dashboard (dashboard_page.c). */
 extern const char mt_dashboard_page[];

@@ -5,6 +5,7 @@
 
 #include "routing/routing_wire.h"
 #include "util/base64.h"
+#include "util/json_util.h"
 
 cJSON *mt_api_json(mt_http_client *c, const char *path, const char *body, long *status) {
     mt_http_response r;
@@ -75,4 +76,17 @@ bool mt_api_same_json(const cJSON *a, const cJSON *b) {
     cJSON_free(x);
     cJSON_free(y);
     return same;
+}
+
+cJSON *mt_api_read_json(const char *path) {
+    size_t len;
+    mt_err err;
+    char *text = mt_read_file(path, &len, &err);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return j;
+}
+
+int64_t mt_api_cell(const cJSON *obj, const char *key, int row, int col) {
+    return (int64_t)cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(obj, key), row), col)->valuedouble;
 }

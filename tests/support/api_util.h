@@ -36,4 +36,10 @@ bool mt_api_same_json(const cJSON *a, const cJSON *b);
 /* A JSON array of numbers into ints (at most cap); returns how many. */
 int mt_api_int_array(const cJSON *arr, int32_t *out, int cap);
 
+/* The JSON file at path, parsed; NULL when it cannot be read or parsed. */
+cJSON *mt_api_read_json(const char *path);
+
+/* Element [row][col] of the 2-D number array key of obj (a dump's logical_count, physical_count). */
+int64_t mt_api_cell(const cJSON *obj, const char *key, int row, int col);
+
 #endif

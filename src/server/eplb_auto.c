@@ -1,0 +1,111 @@
+/* serve --enable-eplb: the server rebalances its expert placement by itself, every N forward passes
+ * (--eplb-rebalance-num-iterations, SGLang's name and default 1000), on the engine thread between
+ * two passes. Each rebalance is what POST /eplb_rebalance does (placement_switch.h): EPLB planned
+ * on the recorder's window, the window dumped, the new placement switched to; besides, the planned
+ * placement is written beside the dump (expert_placement_<ms>.json, a file --init-expert-location
+ * and /update_expert_location take). It is skipped when the recorder holds nothing, is not
+ * recording, or when the window's mean per-pass balancedness is above
+ * --eplb-min-rebalancing-utilization-threshold (default 1.0: never). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/placement_switch.h"
+#include "server/server_internal.h"
+#include "util/atomic_write.h"
+
+/* The planned placement as <dump dir>/expert_placement_<ms>.json beside
+ * <dump dir>/expert_distribution_<ms>.json; a failure is logged. */
+static void write_placement(const mt_placement *p, const char *dump_path) {
+    const char *base = strrchr(dump_path, '/'), *stem = "expert_distribution_";
+    base = base ? base + 1 : dump_path;
+    if (strncmp(base, stem, strlen(stem))) return;
+    char path[4200];
+    snprintf(path, sizeof path, "%.*sexpert_placement_%s", (int)(base - dump_path), dump_path, base + strlen(stem));
+    cJSON *o = mt_placement_to_json(p);
+    char *text = o ? cJSON_Print(o) : NULL;
+    mt_err err;
+    if (!text) mt_log("EPLB: the placement could not be written (out of memory)");
+    else if (mt_atomic_write(path, text, strlen(text), &err)) mt_log("EPLB: %s", err.msg);
+    else mt_log("EPLB: placement written to %s", path);
+    free(text);
+    cJSON_Delete(o);
+}
+
+static double mean(const double *v, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += v[i];
+    return n ? sum / n : 1.0;
+}
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
+/* The rebalance, under placement_mu; its result for the metrics. */
+static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
+    mt_recorder_counts k;
+    mt_recorder_get_counts(s->b.recorder, &k);
+    if (!mt_recorder_active(s->b.recorder) || k.num_tokens == 0) {
+        mt_log("EPLB: rebalance skipped: the recorder %s", mt_recorder_active(s->b.recorder)
+                                                                ? "has recorded nothing since its last dump or reset"
+                                                                : "is stopped (POST /start_expert_distribution_record)");
+        return MT_SWITCH_SKIPPED;
+    }
+    int L = s->b.placement->num_moe_layers;
+    mt_placement_switch w = {.s = s, .current = s->placement_now, .rebalance = true,
+                             .skip_above = s->b.eplb_threshold, .next = calloc(1, sizeof *w.next),
+                             .before = calloc((size_t)L, sizeof(double)), .after = calloc((size_t)L, sizeof(double))};
+    mt_err err = {{0}};
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = !w.next || !w.before || !w.after ? mt_errf(&err, "out of memory")
+                                              : mt_placement_switch_run_here(&w, engine, &err);
+    mt_switch_result result = rc ? MT_SWITCH_FAILED : w.skipped ? MT_SWITCH_SKIPPED : MT_SWITCH_APPLIED;
+    if (rc) {
+        mt_log("EPLB: rebalance failed, the placement stays: %s", err.msg);
+    } else if (w.skipped) {
+        mt_log("EPLB: rebalance skipped: the window's balancedness %.4f is above the threshold %g (%lld passes)",
+               w.counts.pass_balancedness, s->b.eplb_threshold, (long long)w.counts.num_forward_passes);
+    } else {
+        mt_log("EPLB: rebalanced on %lld passes (%lld tokens) in %.3f s: balancedness %.4f measured, %.4f planned",
+               (long long)w.counts.num_forward_passes, (long long)w.counts.num_tokens, seconds_since(&t0),
+               mean(w.before, L), mean(w.after, L));
+        if (w.dump[0]) write_placement(w.next, w.dump);
+    }
+    if (result != MT_SWITCH_APPLIED && w.next) {
+        mt_placement_free(w.next); /* planned but not installed, or never built (all NULL) */
+        free(w.next);
+    }
+    free(w.before);
+    free(w.after);
+    return result;
+}
+
+/* The engine loop's periodic work (mt_engine_loop_every_passes), ctx the server. */
+static int rebalance_now(mt_engine *engine, void *ctx, mt_err *err) {
+    (void)err;
+    mt_server *s = ctx;
+    /* held: a switch asked over HTTP waits for this thread (it restarts the count once done), or a
+     * reader has the placement for a moment; either way, ask again after the next pass */
+    if (pthread_mutex_trylock(&s->placement_mu)) return 1;
+    mt_switch_result result = rebalance_locked(s, engine);
+    pthread_mutex_unlock(&s->placement_mu);
+    mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_PERIOD, result);
+    return 0;
+}
+
+void mt_server_start_eplb(mt_server *s) {
+    if (s->b.eplb_every <= 0 || !s->b.placement) return;
+    if (!mt_recorder_active(s->b.recorder)) {
+        mt_recorder_start(s->b.recorder);
+        if (s->b.domains) mt_domain_usage_start(s->b.domains);
+    }
+    mt_engine_loop_every_passes(s->b.loop, s->b.eplb_every, rebalance_now, s);
+    mt_log("EPLB: rebalancing the expert placement every %ld forward passes%s", s->b.eplb_every,
+           s->b.eplb_threshold < 1.0 ? " when the recorder's balancedness is at or below the threshold" : "");
+}

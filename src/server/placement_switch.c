@@ -1,0 +1,148 @@
+/* An expert placement switch between two forward passes (placement_switch.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "routing/balancedness.h"
+#include "server/placement_switch.h"
+#include "server/server_internal.h"
+
+int mt_placement_switchable(mt_server *s, mt_api_error *e) {
+    if (!s->b.placement)
+        return mt_api_fail(e, 400, "serve was started without --ep-size (no expert placement): there is none to "
+                                   "change; start it with --ep-size M [--init-expert-location FILE|trivial] "
+                                   "[--ep-num-redundant-experts N]");
+    return 0;
+}
+
+/* The rows of the window's MoE layers as planner weights [moe layers, E]. */
+static double *moe_weights(const mt_placement *p, const int64_t *logical) {
+    int E = p->num_experts;
+    double *w = malloc((size_t)p->num_moe_layers * (size_t)E * sizeof *w);
+    for (int i = 0; w && i < p->num_moe_layers; i++)
+        for (int e = 0; e < E; e++) w[(size_t)i * E + e] = (double)logical[(size_t)p->moe_layers[i] * E + e];
+    return w;
+}
+
+/* Plans the next placement with EPLB on the recorder's window (engine thread, no pass running): the
+ * running placement's slots and GPUs, one group, one node (as --init-expert-location plans a stat
+ * dump), and the balancedness before (measured per GPU from the physical counts) and after (each
+ * expert's window count split evenly over its new replicas). */
+static int plan_rebalance(mt_placement_switch *w, const int64_t *logical, const int64_t *physical, mt_err *err) {
+    const mt_placement *cur = w->current;
+    int L = cur->num_moe_layers, E = cur->num_experts, R = cur->num_physical, M = cur->num_gpus;
+    int64_t routed = 0;
+    for (int i = 0; i < L; i++)
+        for (int e = 0; e < E; e++) routed += logical[(size_t)cur->moe_layers[i] * E + e];
+    if (w->counts.num_tokens == 0 || routed == 0) {
+        w->status = 400;
+        return mt_errf(err, "the recorder has recorded nothing since its last start, reset, dump or placement "
+                            "switch: serve some traffic first (a placement planned from no load would be arbitrary)");
+    }
+    mt_moe_shape shape;
+    mt_moe_shape_from_config(&w->s->b.model->cfg, &shape);
+    double *weights = moe_weights(cur, logical);
+    int rc = !weights ? mt_errf(err, "out of memory")
+                      : mt_placement_plan(&shape, M, R, weights, "the recorder's window", w->next, err);
+    free(weights);
+    if (rc) {
+        w->status = 500;
+        return -1;
+    }
+    for (int i = 0; i < L; i++) {
+        size_t l = (size_t)cur->moe_layers[i];
+        w->before[i] = mt_balancedness_contiguous(physical + l * R, R, M);
+        w->after[i] = mt_balancedness_placement(logical + l * E, w->next->phy2log + (size_t)i * R,
+                                                w->next->logcnt + (size_t)i * E, R, M);
+    }
+    return 0;
+}
+
+/* Reads the window (and, for a rebalance, plans from it unless skip_above says it is balanced
+ * enough). 0, 1 when the rebalance is skipped, -1 with err and w->status. */
+static int read_window(mt_placement_switch *w, mt_err *err) {
+    mt_server *s = w->s;
+    mt_recorder *rec = s->b.recorder;
+    const mt_config *c = &s->b.model->cfg;
+    size_t L = (size_t)c->num_hidden_layers;
+    int64_t *logical = malloc(L * (size_t)c->num_experts * sizeof *logical);
+    int64_t *physical = malloc(L * (size_t)w->current->num_physical * sizeof *physical);
+    int rc = -1;
+    w->status = 500;
+    if (!logical || !physical) mt_errf(err, "out of memory");
+    else if (w->rebalance && !mt_recorder_active(rec)) {
+        w->status = 400;
+        mt_errf(err, "the expert distribution recorder is not running: POST /start_expert_distribution_record, "
+                     "serve traffic, then rebalance");
+    } else if (!mt_recorder_window(rec, &w->counts, logical, physical)) {
+        if (w->rebalance && w->skip_above < 1.0 && w->counts.num_forward_passes > 0 &&
+            w->counts.pass_balancedness > w->skip_above)
+            rc = 1;
+        else if ((!w->rebalance || !plan_rebalance(w, logical, physical, err)) && !mt_placement_fits(w->next, c, err))
+            rc = 0;
+    }
+    free(logical);
+    free(physical);
+    return rc;
+}
+
+/* The window's dump (with the domains' usage), then the recorders and the engine switch: engine
+ * thread, no pass running, so the dump is exactly the window planned on and the next window counts
+ * the new placement only. */
+static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
+    mt_placement_switch *w = ctx;
+    mt_server *s = w->s;
+    mt_recorder *rec = s->b.recorder;
+    int rc = read_window(w, err);
+    if (rc < 0) return -1;
+    if (rc == 1) {
+        w->skipped = true;
+        return 0;
+    }
+    if (w->counts.num_forward_passes > 0 || w->counts.tokens_recorded > 0) {
+        if (mt_recorder_dump(rec, w->dump, sizeof w->dump, err)) {
+            w->dump[0] = '\0';
+            return -1; /* nothing changed */
+        }
+        mt_log("expert distribution dump (before the placement switch): %s", w->dump);
+        mt_err derr;
+        if (mt_server_dump_domains(s, w->dump, &derr)) mt_log("expert use per domain not written: %s", derr.msg);
+    }
+    if (s->b.domains && mt_domain_usage_set_placement(s->b.domains, w->next, err)) return -1;
+    if (mt_recorder_set_placement(rec, w->next, err) || mt_engine_set_placement(engine, w->next, err)) return -1;
+    mt_engine_loop_restart_count(s->b.loop); /* serve --enable-eplb counts its passes from here */
+    return 0;
+}
+
+/* Room for w->next in the server's list of placements, so that installing it cannot fail. */
+static int reserve_slot(mt_server *s) {
+    mt_placement **grown = realloc(s->placements, (size_t)(s->n_placements + 1) * sizeof *grown);
+    if (!grown) return -1;
+    s->placements = grown;
+    return 0;
+}
+
+static void install(mt_placement_switch *w) {
+    mt_server *s = w->s;
+    s->placements[s->n_placements++] = w->next;
+    s->placement_now = w->next;
+    mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
+           w->next->num_gpus);
+    if (w->dump[0] && s->b.dump_visualize) mt_server_visualize_dump(w->dump, s->b.ep_size);
+}
+
+int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
+    mt_err err;
+    if (reserve_slot(w->s)) return mt_api_fail(e, 500, "out of memory");
+    if (mt_engine_loop_between_passes(w->s->b.loop, switch_between_passes, w, &err))
+        return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
+    if (!w->skipped) install(w);
+    return 0;
+}
+
+int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err) {
+    if (reserve_slot(w->s)) return mt_errf(err, "out of memory");
+    if (switch_between_passes(engine, w, err)) return -1;
+    if (!w->skipped) install(w);
+    return 0;
+}

@@ -1,0 +1,50 @@
+/* One switch of the expert placement a server runs (--ep-size), shared by POST
+ * /update_expert_location and POST /eplb_rebalance (api_placement.c) and serve --enable-eplb's
+ * rebalance every N passes (eplb_auto.c).
+ *
+ * The switch happens between two forward passes, on the engine thread: the recorder's window is
+ * read (for a rebalance, planned on with EPLB), dumped when it holds anything (with --domain-field,
+ * the domains' usage too), and restarts empty under the new placement, so no window mixes two
+ * placements. Then the server installs the new placement (what /get_model_info and /metrics read).
+ * Switches run one at a time: the caller holds the server's placement_mu. */
+#ifndef MT_SERVER_PLACEMENT_SWITCH_H
+#define MT_SERVER_PLACEMENT_SWITCH_H
+
+#include <stdbool.h>
+
+#include "engine/engine.h"
+#include "routing/placement.h"
+#include "routing/recorder.h"
+#include "server/http.h"
+#include "server/server.h"
+
+typedef struct mt_placement_switch {
+    mt_server *s;
+    const mt_placement *current; /* what the engine runs now */
+    mt_placement *next;          /* what it runs after: given, or planned on the engine thread for a
+                                    rebalance (then allocated, empty, by the caller) */
+    bool rebalance;
+    double skip_above;           /* rebalance: leave the placement as it is when the window's mean
+                                    per-pass balancedness is above this (>= 1: never skip) */
+    /* results */
+    bool skipped;                /* the rebalance was not needed (skip_above): nothing changed */
+    int status;                  /* HTTP status when the switch failed */
+    char dump[4096];             /* the window written at the switch; "" when it held nothing */
+    mt_recorder_counts counts;   /* of that window */
+    double *before, *after;      /* rebalance, [MoE layers] allocated by the caller: balancedness
+                                    measured under current, predicted for next */
+} mt_placement_switch;
+
+/* 400 when this server cannot switch placements (no --ep-size), naming why; 0 when it can. */
+int mt_placement_switchable(mt_server *s, mt_api_error *e);
+
+/* From a thread other than the engine's, placement_mu held: runs the switch between two passes and
+ * installs w->next as the server's placement. 0, or -1 with the HTTP status and reason in e (w->next
+ * then stays the caller's). */
+int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e);
+
+/* The same from the engine thread between two passes (engine: the loop's), placement_mu held. 0
+ * (w->skipped when the rebalance was not needed), or -1 with err (w->next stays the caller's). */
+int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err);
+
+#endif
