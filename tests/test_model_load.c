@@ -213,6 +213,40 @@ static void test_bad_configs(void **state) {
         {"{\"model_type\": \"olmoe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
          " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8,"
          " \"clip_qkv\": 8.0}", "clip_qkv"},
+        /* config.json keys that change what transformers computes, refused rather than ignored: a rotary
+         * factor other than 1, at the top level or in either rotary object (transformers 5 reads it
+         * from there) */
+        {MIXTRAL_FIELDS ", \"partial_rotary_factor\": 0.5}", "'partial_rotary_factor' 0.5"},
+        {MIXTRAL_FIELDS ", \"partial_rotary_factor\": \"0.5\"}", "'partial_rotary_factor' must be a number"},
+        {MIXTRAL_FIELDS ", \"partial_rotary_factor\": 0}", "partial_rotary_factor"},
+        {MIXTRAL_FIELDS ", \"rope_parameters\": {\"rope_type\": \"default\", \"partial_rotary_factor\": 0.25}}",
+         "'rope_parameters.partial_rotary_factor' 0.25"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"type\": \"default\", \"partial_rotary_factor\": 0.5}}",
+         "'rope_scaling.partial_rotary_factor' 0.5"},
+        /* a bias on o_proj too (Qwen3-MoE and OLMoE read attention_bias for all four projections) */
+        {"{\"model_type\": \"qwen3_moe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 8,"
+         " \"attention_bias\": true}", "'attention_bias' true"},
+        {"{\"model_type\": \"olmoe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8,"
+         " \"attention_bias\": true}", "'attention_bias' true"},
+        /* OLMoE: a window only flash attention would apply; q/k norms over hidden_size */
+        {"{\"model_type\": \"olmoe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8,"
+         " \"sliding_window\": 4096}", "'sliding_window'"},
+        {"{\"model_type\": \"olmoe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8,"
+         " \"head_dim\": 32}", "head_dim 32"},
+        /* Mixtral: a window of 0 would leave no position to attend to */
+        {MIXTRAL_FIELDS ", \"sliding_window\": 0}", "sliding_window 0"},
+        /* the two names of the expert count disagree */
+        {MIXTRAL_FIELDS ", \"num_experts\": 8}", "'num_local_experts' 4"},
+        /* Qwen's sliding window switch, an activation other than SiLU */
+        {"{\"model_type\": \"qwen2_moe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4, \"num_key_value_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2,"
+         " \"use_sliding_window\": true}",
+         "use_sliding_window"},
+        {MIXTRAL_FIELDS ", \"hidden_act\": \"gelu\"}", "hidden_act 'gelu'"},
         /* eos ids are integers, and no more than are kept */
         {MIXTRAL_FIELDS ", \"eos_token_id\": 2.5}", "eos_token_id"},
         {MIXTRAL_FIELDS ", \"eos_token_id\": [1e30]}", "eos_token_id"},
@@ -251,6 +285,70 @@ static void test_config_spellings(void **state) {
     assert_int_equal(a.num_moe_layers, 3);
     assert_false(a.layer_is_moe[1]);
     assert_true(mt_config_is_eos(&a, 7));
+}
+
+/* Values of those keys that compute what moetrace computes still load: a rotary factor of 1 (or
+ * null) wherever it is, silu's other name, false biases; a null key/value head count is one per
+ * query head, as transformers fills it in; with both rotary objects, rope_theta is read from
+ * rope_scaling or the top level, as transformers 5 reads it. */
+static void test_config_accepted_values(void **state) {
+    (void)state;
+    mt_config base, c;
+    mt_err err;
+    if (mt_config_parse(&base, MIXTRAL_FIELDS "}", &err)) fail_msg("%s", err.msg);
+    static const char *same[] = {
+        MIXTRAL_FIELDS ", \"partial_rotary_factor\": 1}",
+        MIXTRAL_FIELDS ", \"partial_rotary_factor\": 1.0}",
+        MIXTRAL_FIELDS ", \"partial_rotary_factor\": null}",
+        MIXTRAL_FIELDS ", \"rope_parameters\": {\"rope_type\": \"default\", \"partial_rotary_factor\": 1.0}}",
+        MIXTRAL_FIELDS ", \"rope_parameters\": {\"rope_type\": \"default\", \"partial_rotary_factor\": null}}",
+        MIXTRAL_FIELDS ", \"rope_scaling\": {\"type\": \"default\", \"partial_rotary_factor\": 1}}",
+        MIXTRAL_FIELDS ", \"hidden_act\": \"swish\"}",
+        MIXTRAL_FIELDS ", \"hidden_act\": \"silu\", \"attention_dropout\": 0.1, \"router_jitter_noise\": 0.1,"
+        " \"output_router_logits\": true, \"sliding_window\": null}",
+        MIXTRAL_FIELDS ", \"num_experts\": 4}",
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        if (mt_config_parse(&c, same[i], &err)) fail_msg("case %zu: %s", i, err.msg);
+        const char *diff = mt_config_differs(&base, &c);
+        if (diff) fail_msg("case %zu: %s differs", i, diff);
+    }
+    /* false biases of the families whose bias would reach o_proj */
+    const char *qwen3 = "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+                        " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2,"
+                        " \"moe_intermediate_size\": 8, \"attention_bias\": false, \"head_dim\": 32}";
+    if (mt_config_parse(&c, qwen3, &err)) fail_msg("%s", err.msg);
+    assert_false(c.attention_bias);
+    assert_int_equal(c.head_dim, 32); /* per-head q/k norms: any head size */
+    const char *olmoe = "{\"model_type\": \"olmoe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+                        " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2,"
+                        " \"intermediate_size\": 8, \"attention_bias\": false, \"sliding_window\": null,"
+                        " \"head_dim\": 16, \"clip_qkv\": null}";
+    if (mt_config_parse(&c, olmoe, &err)) fail_msg("%s", err.msg);
+    assert_false(c.attention_bias);
+    assert_int_equal(c.sliding_window, 0);
+    /* num_key_value_heads null: as many as the query heads (Mixtral's default would be 8) */
+    const char *kv_null = "{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64,"
+                          " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": null,"
+                          " \"num_local_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8}";
+    if (mt_config_parse(&c, kv_null, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.num_key_value_heads, 4);
+    /* rope_theta: rope_parameters' own, unless rope_scaling holds the parameters */
+    const char *params = MIXTRAL_FIELDS ", \"rope_theta\": 5000, \"rope_parameters\": {\"rope_type\": \"default\","
+                         " \"rope_theta\": 7000}}";
+    if (mt_config_parse(&c, params, &err)) fail_msg("%s", err.msg);
+    assert_true(c.rope_theta == 7000.0f);
+    const char *both = MIXTRAL_FIELDS ", \"rope_theta\": 5000, \"rope_parameters\": {\"rope_type\": \"default\","
+                       " \"rope_theta\": 7000}, \"rope_scaling\": {\"type\": \"default\"}}";
+    if (mt_config_parse(&c, both, &err)) fail_msg("%s", err.msg);
+    assert_true(c.rope_theta == 5000.0f);
+    const char *scaling = MIXTRAL_FIELDS ", \"rope_parameters\": {\"rope_theta\": 7000},"
+                          " \"rope_scaling\": {\"rope_type\": \"default\", \"rope_theta\": 9000}}";
+    if (mt_config_parse(&c, scaling, &err)) fail_msg("%s", err.msg);
+    assert_true(c.rope_theta == 9000.0f);
+    const char *empty = MIXTRAL_FIELDS ", \"rope_parameters\": {\"rope_theta\": 7000}, \"rope_scaling\": {}}";
+    if (mt_config_parse(&c, empty, &err)) fail_msg("%s", err.msg);
+    assert_true(c.rope_theta == 7000.0f);
 }
 
 static void test_generation_config_eos(void **state) {
@@ -404,6 +502,46 @@ static void test_real_configs(void **state) {
     }
 }
 
+/* Every published config in the fixtures folder, the shared copy of Qwen3-30B-A3B's (when the shared
+ * folder sits beside the checkout), the benchmark's and the demo model's load with the refusals above
+ * in place. */
+static void test_published_configs_load(void **state) {
+    (void)state;
+    static const char *files[] = {
+        HF_CONFIGS "qwen1.5-moe-a2.7b.json", HF_CONFIGS "qwen2-57b-a14b.json", HF_CONFIGS "qwen3-30b-a3b.json",
+        HF_CONFIGS "qwen3-235b-a22b.json", HF_CONFIGS "mixtral-8x7b-v0.1.json", HF_CONFIGS "mixtral-8x22b-v0.1.json",
+        HF_CONFIGS "olmoe-1b-7b-0924.json", MT_SOURCE_DIR "/bench/configs/qwen3-30b-a3b/config.json",
+        MT_SOURCE_DIR "/assets/demo-model/config.json",
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        mt_err err;
+        char *text = mt_read_file(files[i], NULL, &err);
+        if (!text) fail_msg("%s", err.msg);
+        mt_config c;
+        if (mt_config_parse(&c, text, &err)) fail_msg("%s: %s", files[i], err.msg);
+        free(text);
+    }
+    /* the shared copy is the fixture's file */
+    const char *shared = MT_SOURCE_DIR "/../shared/configs/qwen3-30b-a3b.json";
+    if (access(shared, R_OK) != 0) {
+        print_message("  %s is not here: not checked\n", shared);
+        return;
+    }
+    mt_err err;
+    char *text = mt_read_file(shared, NULL, &err);
+    if (!text) fail_msg("%s", err.msg);
+    mt_config from_shared, from_fixture;
+    if (mt_config_parse(&from_shared, text, &err)) fail_msg("%s: %s", shared, err.msg);
+    free(text);
+    text = mt_read_file(HF_CONFIGS "qwen3-30b-a3b.json", NULL, &err);
+    if (!text) fail_msg("%s", err.msg);
+    if (mt_config_parse(&from_fixture, text, &err)) fail_msg("%s", err.msg);
+    free(text);
+    assert_null(mt_config_differs(&from_shared, &from_fixture));
+    assert_int_equal(from_shared.num_hidden_layers, 48);
+    assert_int_equal(from_shared.num_experts, 128);
+}
+
 /* Each published config with its sizes shrunk (same keys otherwise) loads with dummy weights in
  * the shapes the family's checkpoints have. */
 static void test_real_configs_dummy(void **state) {
@@ -529,7 +667,8 @@ int main(void) {
         cmocka_unit_test(test_missing_tensor),    cmocka_unit_test(test_wrong_shape),
         cmocka_unit_test(test_unsupported_dtype), cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_no_checkpoint),     cmocka_unit_test(test_bad_configs),
-        cmocka_unit_test(test_config_spellings),  cmocka_unit_test(test_generation_config_eos),
+        cmocka_unit_test(test_config_spellings),  cmocka_unit_test(test_config_accepted_values),
+        cmocka_unit_test(test_generation_config_eos), cmocka_unit_test(test_published_configs_load),
         cmocka_unit_test(test_dummy_weights),     cmocka_unit_test(test_transformers_defaults),
         cmocka_unit_test(test_real_configs),      cmocka_unit_test(test_real_configs_dummy),
         cmocka_unit_test(test_unused_tensor),     cmocka_unit_test(test_not_a_folder),

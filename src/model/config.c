@@ -19,7 +19,11 @@ typedef struct arch_desc {
     bool sparse_step_layout;  /* decoder_sparse_step / mlp_only_layers decide the MoE layers */
     bool always_norm_topk;    /* renormalises top-k weights whatever the config says */
     bool has_sliding_window;  /* `sliding_window` applies without a `use_sliding_window` switch */
+    bool refuses_sliding_window; /* transformers hands `sliding_window` to some attention kernels only
+                                  * (flash attention; its masks ignore it): refused unless null */
     bool has_clip_qkv;        /* the family reads `clip_qkv` */
+    bool bias_on_o;           /* the bias key biases o_proj too, which the forward pass does not apply:
+                               * true is refused */
     /* transformers' defaults (its configuration_<family>.py) for keys a config.json may leave out */
     int kv_heads;             /* num_key_value_heads; 0: num_attention_heads */
     int max_positions;        /* max_position_embeddings */
@@ -31,13 +35,13 @@ typedef struct arch_desc {
 } arch_desc;
 
 static const arch_desc ARCHS[] = {
-    {"qwen3_moe", MT_ARCH_QWEN3_MOE, MT_QK_NORM_PER_HEAD, "attention_bias", false, true, false, false, false,
-     4, 32768, 1e-6f, 10000.0f, 768, 0, -1, -1},
-    {"qwen2_moe", MT_ARCH_QWEN2_MOE, MT_QK_NORM_NONE, "qkv_bias", true, true, false, false, false,
+    {"qwen3_moe", MT_ARCH_QWEN3_MOE, MT_QK_NORM_PER_HEAD, "attention_bias", false, true, false, false, false, false,
+     true, 4, 32768, 1e-6f, 10000.0f, 768, 0, -1, -1},
+    {"qwen2_moe", MT_ARCH_QWEN2_MOE, MT_QK_NORM_NONE, "qkv_bias", true, true, false, false, false, false, false,
      16, 32768, 1e-6f, 10000.0f, 1408, 5632, -1, -1},
-    {"mixtral", MT_ARCH_MIXTRAL, MT_QK_NORM_NONE, NULL, false, false, true, true, false,
+    {"mixtral", MT_ARCH_MIXTRAL, MT_QK_NORM_NONE, NULL, false, false, true, true, false, false, false,
      8, 131072, 1e-5f, 1000000.0f, 0, 0, 1, 2},
-    {"olmoe", MT_ARCH_OLMOE, MT_QK_NORM_FULL, "attention_bias", false, false, false, false, true,
+    {"olmoe", MT_ARCH_OLMOE, MT_QK_NORM_FULL, "attention_bias", false, false, false, false, true, true, true,
      0, 4096, 1e-5f, 10000.0f, 0, 0, -1, 50279},
 };
 
@@ -51,9 +55,24 @@ static int require_positive(const char *key, int v, mt_err *err) {
     return 0;
 }
 
+/* partial_rotary_factor: the share of each head that rotates. The four families' attention rotates
+ * whole heads (transformers would size the frequencies for part of the head and apply them to all of
+ * it), so only 1 is accepted. `where` names the object holding the key ("" at the top level). */
+static int check_partial_rotary(const cJSON *obj, const char *where, mt_err *err) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, "partial_rotary_factor");
+    if (!f || cJSON_IsNull(f)) return 0;
+    if (!cJSON_IsNumber(f))
+        return mt_errf(err, "config.json: '%spartial_rotary_factor' must be a number or null", where);
+    if (f->valuedouble != 1.0)
+        return mt_errf(err, "config.json: '%spartial_rotary_factor' %g is not supported: moetrace rotates the whole "
+                       "head (only 1)", where, f->valuedouble);
+    return 0;
+}
+
 static int parse_rope(mt_config *cfg, const cJSON *root, const arch_desc *a, mt_err *err) {
     cfg->rope_theta = a->theta;
     GET(float, "rope_theta", &cfg->rope_theta);
+    if (check_partial_rotary(root, "", err)) return -1;
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     const cJSON *objs[2] = {params, scaling};
@@ -69,13 +88,22 @@ static int parse_rope(mt_config *cfg, const cJSON *root, const arch_desc *a, mt_
                 return mt_errf(err, "config.json: '%s' holds per-layer-type parameters ('%s'), which are not supported",
                                key, it->string);
         }
-        if (mt_json_float(o, "rope_theta", &cfg->rope_theta, err) < 0) return -1;
+        float theta;
+        if (mt_json_float(o, "rope_theta", &theta, err) < 0) return -1;
+        char where[32];
+        snprintf(where, sizeof where, "%s.", key);
+        if (check_partial_rotary(o, where, err)) return -1;
         const char *type = NULL;
         if (mt_json_string(o, "rope_type", &type, err) < 0) return -1;
         if (!type && mt_json_string(o, "type", &type, err) < 0) return -1;
         if (type && strcmp(type, "default") != 0)
             return mt_errf(err, "config.json: %s: rope type '%s' is not supported (only 'default')", key, type);
     }
+    /* The rotary parameters are read from one object, as transformers 5 does: rope_scaling when it holds
+     * any key, else rope_parameters; its rope_theta overrides the top-level one. (transformers 4 reads
+     * neither object's rope_theta, and ignores rope_parameters.) */
+    const cJSON *used = cJSON_IsObject(scaling) && scaling->child ? scaling : params;
+    if (cJSON_IsObject(used) && mt_json_float(used, "rope_theta", &cfg->rope_theta, err) < 0) return -1;
     if (!(cfg->rope_theta > 0.0f) || isinf(cfg->rope_theta))
         return mt_errf(err, "config.json: rope_theta must be a positive finite number");
     return 0;
@@ -98,6 +126,12 @@ static int refuse_unsupported(const cJSON *root, const arch_desc *a, mt_err *err
             return mt_errf(err, "config.json: 'clip_qkv' %g is not supported (only null: no clipping of q/k/v)",
                            clip->valuedouble);
         }
+    }
+    if (a->refuses_sliding_window) {
+        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+        if (sw && !cJSON_IsNull(sw))
+            return mt_errf(err, "config.json: 'sliding_window' is not supported for %s (only null): transformers "
+                           "applies it with flash attention only, its masks ignore it", a->model_type);
     }
     const cJSON *types = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
     if (types && !cJSON_IsNull(types)) {
@@ -212,9 +246,17 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
     GET(int, "num_attention_heads", &cfg->num_attention_heads);
     cfg->num_key_value_heads = a->kv_heads ? a->kv_heads : cfg->num_attention_heads;
     GET(int, "num_key_value_heads", &cfg->num_key_value_heads);
+    /* null: one key/value head per query head, as transformers fills it in */
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "num_key_value_heads")))
+        cfg->num_key_value_heads = cfg->num_attention_heads;
     GET(int, "max_position_embeddings", &cfg->max_position_embeddings);
     GET(float, "rms_norm_eps", &cfg->rms_norm_eps);
     if (a->bias_key) GET(bool, a->bias_key, &cfg->attention_bias);
+    if (cfg->attention_bias && a->bias_on_o) {
+        mt_errf(err, "config.json: '%s' true is not supported for %s: it biases o_proj too, which moetrace does not "
+                "apply (only false)", a->bias_key, a->model_type);
+        goto done;
+    }
     GET(bool, "tie_word_embeddings", &cfg->tie_word_embeddings);
     if (!(cfg->rms_norm_eps >= 0.0f) || isinf(cfg->rms_norm_eps)) {
         mt_errf(err, "config.json: rms_norm_eps must be a finite non-negative number");
@@ -241,10 +283,17 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
         mt_errf(err, "config.json: head_dim %d must be positive and even", cfg->head_dim);
         goto done;
     }
+    /* q and k are normalised over the whole projection, which transformers sizes by hidden_size */
+    if (cfg->qk_norm == MT_QK_NORM_FULL && (long long)cfg->head_dim * cfg->num_attention_heads != cfg->hidden_size) {
+        mt_errf(err, "config.json: head_dim %d times num_attention_heads %d is not hidden_size %d, which %s requires "
+                "(its q/k norms span hidden_size)", cfg->head_dim, cfg->num_attention_heads, cfg->hidden_size,
+                a->model_type);
+        goto done;
+    }
     const char *act = NULL;
     GET(string, "hidden_act", &act);
-    if (act && strcmp(act, "silu") != 0) {
-        mt_errf(err, "config.json: hidden_act '%s' is not supported (only 'silu')", act);
+    if (act && strcmp(act, "silu") != 0 && strcmp(act, "swish") != 0) { /* transformers' two names of one function */
+        mt_errf(err, "config.json: hidden_act '%s' is not supported (only 'silu', also named 'swish')", act);
         goto done;
     }
     bool use_sw = false;
@@ -253,15 +302,27 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
         mt_errf(err, "config.json: use_sliding_window=true is not supported yet");
         goto done;
     }
-    if (a->has_sliding_window) GET(int, "sliding_window", &cfg->sliding_window);
-    if (cfg->sliding_window < 0) {
-        mt_errf(err, "config.json: sliding_window %d must not be negative", cfg->sliding_window);
-        goto done;
+    if (a->has_sliding_window) {
+        int has_sw = mt_json_int(root, "sliding_window", &cfg->sliding_window, err);
+        if (has_sw < 0) goto done;
+        /* 0 would leave transformers' mask no position to attend to */
+        if (has_sw && cfg->sliding_window <= 0) {
+            mt_errf(err, "config.json: sliding_window %d must be positive (null: no window)", cfg->sliding_window);
+            goto done;
+        }
     }
     if (parse_rope(cfg, root, a, err)) goto done;
 
-    GET(int, "num_experts", &cfg->num_experts);
-    GET(int, "num_local_experts", &cfg->num_experts);
+    /* one setting under two names (transformers maps one onto the other): both given must agree */
+    int has_named = mt_json_int(root, "num_experts", &cfg->num_experts, err);
+    if (has_named < 0) goto done;
+    int named = cfg->num_experts;
+    int has_local = mt_json_int(root, "num_local_experts", &cfg->num_experts, err);
+    if (has_local < 0) goto done;
+    if (has_named && has_local && named != cfg->num_experts) {
+        mt_errf(err, "config.json: 'num_experts' %d and 'num_local_experts' %d disagree", named, cfg->num_experts);
+        goto done;
+    }
     GET(int, "num_experts_per_tok", &cfg->top_k);
     GET(int, "intermediate_size", &cfg->intermediate_size);
     cfg->moe_intermediate_size = a->moe_inter ? a->moe_inter : cfg->intermediate_size;
