@@ -17,8 +17,9 @@
  * R not divisible by M, an expert id out of range, ep_size differing from the file's num_gpus...).
  *
  * Dispatch (mt_placement_slot): the replica of logical expert e chosen for a token is
- *   log2phy[e][ h(token id, position, layer, e) mod logcnt[e] ]
- * with h a fixed 64-bit mix (docs/EPLB.md, "Dispatch"). It depends only on the token itself, never on
+ *   log2phy[e][ (hi32(h(token id, position, layer, e)) * logcnt[e]) >> 32 ]
+ * with h a fixed 64-bit mix and hi32 its high 32 bits, scaled onto [0, logcnt[e]) (docs/EPLB.md,
+ * "Dispatch"). It depends only on the token itself, never on
  * the batch, the request id or the scheduling, so per-GPU counts of a workload are batch-invariant and
  * reproducible; over many tokens each replica gets about 1/logcnt of its expert's tokens. */
 #ifndef MT_ROUTING_PLACEMENT_H
