@@ -344,9 +344,11 @@ static void test_visualize_env(void **state) {
     }
 }
 
-/* Runs GET /dashboard's script under node (when installed) on a stub canvas: for models of many
+/* Runs GET /dashboard's script under node (when installed) on stub canvases: for models of many
  * experts (512) or layers (250), every cell and balancedness figure lies inside the canvas (the
- * fixed 900 x 400 canvas cut them off). */
+ * fixed 900 x 400 canvas cut them off); under a placement of 4 to 1000 GPUs, a bar per GPU and the
+ * mean line lie inside the GPU canvas and the window's balancedness is told; a failed rebalance's
+ * error message stays in the status line across refreshes. */
 static const char DASHBOARD_CHECK[] =
     "const fs = require('fs'), vm = require('vm');\n"
     "const html = fs.readFileSync(process.argv[2], 'utf8');\n"
@@ -355,8 +357,9 @@ static const char DASHBOARD_CHECK[] =
     "const g = {clearRect() {}, fillRect(x, y, w, h) { ops.push(['rect', x, y, w, h]); },\n"
     "           fillText(t, x, y) { ops.push(['text', x, y]); }, fillStyle: '', font: ''};\n"
     "const canvas = {width: 900, height: 400, getContext: () => g};\n"
-    "const status = {textContent: ''};\n"
-    "const ctx = {document: {getElementById: id => (id === 'map' ? canvas : status)}, location: {search: ''},\n"
+    "const bars = {width: 900, height: 160, getContext: () => g};\n"
+    "const els = {map: canvas, gpus: bars};\n"
+    "const ctx = {document: {getElementById: id => els[id] || (els[id] = {textContent: ''})}, location: {search: ''},\n"
     "             URLSearchParams, fetch: () => new Promise(() => {}), setInterval: () => 0};\n"
     "vm.createContext(ctx);\n"
     "vm.runInContext(src, ctx);\n"
@@ -377,7 +380,37 @@ static const char DASHBOARD_CHECK[] =
     "  }\n"
     "  if (cells !== L * E) { console.log(`${L} x ${E}: ${cells} cells`); process.exit(1); }\n"
     "}\n"
-    "console.log('ok');\n";
+    "const fail = m => { console.log(m); process.exit(1); };\n"
+    "for (const M of [4, 64, 1000]) {\n"
+    "  const load = Array.from({length: M}, (_, i) => 10 + i % 5);\n"
+    "  const want = (load.reduce((a, b) => a + b) / M / Math.max(...load)).toFixed(3);\n"
+    "  ops.length = 0;\n"
+    "  ctx.drawGpus({gpu_load: load});\n"
+    "  const rects = ops.filter(o => o[0] === 'rect');\n"
+    "  if (rects.length !== M + 1) fail(`${M} GPUs: ${rects.length} rectangles`);\n"
+    "  for (const o of rects) if (o[1] < 0 || o[2] < 0 || o[1] + o[3] > bars.width || o[2] + o[4] > bars.height)\n"
+    "    fail(`${M} GPUs: rect at ${o.slice(1)} outside ${bars.width} x ${bars.height}`);\n"
+    "  if (els.gpu.hidden || !els.gputext.textContent.includes(want)) fail(`${M} GPUs: '${els.gputext.textContent}'`);\n"
+    "}\n"
+    "ctx.drawGpus(null);\n"
+    "if (!els.gpu.hidden) fail('the GPU section shows without a placement');\n"
+    "const d = {model: 'm', mode: 'stat', recording: false, num_forward_passes: 0, num_tokens: 0, balancedness_mean: 1,\n"
+    "           ep_size: 4, running: 0, waiting: 0, num_hidden_layers: 1, num_experts: 8, eplb_every: 0,\n"
+    "           logical_count: [[0, 0, 0, 0, 0, 0, 0, 0]], balancedness: [1],\n"
+    "           placement: {source: 'trivial', num_gpus: 4, num_replicas: 8, gpu_load: [0, 0, 0, 0],\n"
+    "                       switches: {update_expert_location: 0, eplb_rebalance: 0, periodic: 0}}};\n"
+    "const refused = JSON.stringify({error: {message: 'the recorder is not running'}});\n"
+    "ctx.fetch = path => Promise.resolve(path === '/eplb_rebalance'\n"
+    "  ? {ok: false, status: 400, text: () => Promise.resolve(refused)} : {ok: true, json: () => Promise.resolve(d)});\n"
+    "ctx.call('/eplb_rebalance');\n"
+    "setTimeout(() => {\n"
+    "  ctx.refresh();\n"
+    "  setTimeout(() => {\n"
+    "    const t = els.status.textContent;\n"
+    "    if (!t.startsWith('error: the recorder is not running | ') || !t.includes('placement trivial')) fail(`status '${t}'`);\n"
+    "    console.log('ok');\n"
+    "  }, 50);\n"
+    "}, 50);\n";
 
 static void test_dashboard_fits(void **state) {
     (void)state;

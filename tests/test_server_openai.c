@@ -556,6 +556,8 @@ static void test_metrics_and_dashboard(void **state) {
     assert_true(cJSON_IsNull(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "balancedness"), 0)));
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(d, "recording")));
     assert_true(num(d, "num_tokens") > 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(d, "placement"))); /* no --ep-size */
+    assert_int_equal(num(d, "eplb_every"), 0);
     cJSON_Delete(d);
     cJSON *info = call("/get_model_info", NULL, 200);
     assert_int_equal(num(info, "num_hidden_layers"), LAYERS);

@@ -1,6 +1,7 @@
 /* Operations endpoints: GET /health, GET /metrics (Prometheus text), GET /get_model_info,
  * GET /dashboard (a live expert-load heatmap page, dashboard_page.c) and its data,
- * GET /dashboard/data (the recorder's current window as JSON). */
+ * GET /dashboard/data (the recorder's current window as JSON; under a placement also its load per
+ * GPU and the placement switches). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,7 @@ int mt_api_model_info(mt_http_request *rq) {
 /* The recorder's window: counts [layers, experts] and balancedness per layer (NAN for dense layers):
  * under a placement measured per GPU from the physical counts, else over ep_size contiguous blocks. */
 typedef struct window {
+    const mt_placement *placement; /* the placement the physical counts were counted under, or NULL */
     mt_recorder_counts counts;
     int64_t *logical_count;
     int64_t *physical_count;   /* [layers, num_physical] under a placement, else NULL */
@@ -92,9 +94,12 @@ static void window_free(window *w) {
     free(w->balancedness);
 }
 
+/* The placement and the window are read under placement_mu: a switch (which takes it, and sets the
+ * recorder's placement and then placement_now) cannot come between them, so the physical counts
+ * have the layout of w->placement. Every switch keeps the start-up placement's slots. */
 static int window_read(mt_server *s, window *w) {
     const mt_config *c = &s->b.model->cfg;
-    const mt_placement *p = mt_server_placement_now(s);
+    const mt_placement *p = s->b.placement;
     int L = c->num_hidden_layers, E = c->num_experts, moe = 0;
     w->logical_count = malloc((size_t)L * E * sizeof *w->logical_count);
     w->physical_count = p ? malloc((size_t)L * p->num_physical * sizeof *w->physical_count) : NULL;
@@ -103,7 +108,11 @@ static int window_read(mt_server *s, window *w) {
         window_free(w);
         return -1;
     }
-    if (mt_recorder_window(s->b.recorder, &w->counts, w->logical_count, w->physical_count)) {
+    pthread_mutex_lock(&s->placement_mu);
+    w->placement = p = s->placement_now;
+    int rc = mt_recorder_window(s->b.recorder, &w->counts, w->logical_count, w->physical_count);
+    pthread_mutex_unlock(&s->placement_mu);
+    if (rc) {
         window_free(w);
         return -1;
     }
@@ -256,11 +265,43 @@ int mt_api_dashboard(mt_http_request *rq) {
     return mt_reply(rq, 200, "text/html; charset=utf-8", mt_dashboard_page, strlen(mt_dashboard_page));
 }
 
+/* The dashboard's "placement": the one the window was counted under (source, GPUs, slots), the
+ * window's tokens per GPU (its physical counts summed over the MoE layers; slot s is on GPU
+ * s / slots_per_gpu) and the switches applied so far by trigger. NULL when out of memory. */
+static cJSON *placement_json(mt_server *s, const window *w) {
+    const mt_placement *p = w->placement;
+    int M = p->num_gpus, R = p->num_physical;
+    double *load = calloc((size_t)M * 2, sizeof *load); /* the window's, then one layer's */
+    if (!load) return NULL;
+    double *layer = load + M;
+    for (int i = 0; i < p->num_moe_layers; i++) {
+        mt_gpu_load_contiguous(w->physical_count + (size_t)p->moe_layers[i] * R, R, M, layer);
+        for (int g = 0; g < M; g++) load[g] += layer[g];
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "source", p->source);
+    cJSON_AddNumberToObject(o, "num_gpus", M);
+    cJSON_AddNumberToObject(o, "num_replicas", R);
+    cJSON_AddItemToObject(o, "gpu_load", cJSON_CreateDoubleArray(load, M));
+    free(load);
+    uint64_t n[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS];
+    mt_metrics_switches(&s->metrics, n);
+    cJSON *sw = cJSON_AddObjectToObject(o, "switches");
+    for (int t = 0; t < MT_SWITCH_TRIGGERS; t++)
+        cJSON_AddNumberToObject(sw, mt_metrics_switch_trigger_name((mt_switch_trigger)t), (double)n[t][MT_SWITCH_APPLIED]);
+    return o;
+}
+
 int mt_api_dashboard_data(mt_http_request *rq) {
     mt_server *s = rq->server;
     const mt_config *c = &s->b.model->cfg;
     window w;
     if (window_read(s, &w)) return mt_reply_errorf(rq, 500, "out of memory");
+    cJSON *plc = w.placement ? placement_json(s, &w) : cJSON_CreateNull();
+    if (!plc) {
+        window_free(&w);
+        return mt_reply_errorf(rq, 500, "out of memory");
+    }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "model", s->b.model_name);
     cJSON_AddBoolToObject(o, "recording", mt_recorder_active(s->b.recorder));
@@ -283,6 +324,8 @@ int mt_api_dashboard_data(mt_http_request *rq) {
     mt_engine_loop_get_stats(s->b.loop, &st);
     cJSON_AddNumberToObject(o, "running", st.engine.running);
     cJSON_AddNumberToObject(o, "waiting", st.engine.waiting + st.queued);
+    cJSON_AddItemToObject(o, "placement", plc);
+    cJSON_AddNumberToObject(o, "eplb_every", (double)s->b.eplb_every);
     window_free(&w);
     return mt_reply_json(rq, 200, o);
 }

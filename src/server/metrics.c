@@ -79,6 +79,16 @@ void mt_metrics_placement_switch(mt_server_metrics *m, mt_switch_trigger trigger
     pthread_mutex_unlock(&m->mu);
 }
 
+void mt_metrics_switches(mt_server_metrics *m, uint64_t out[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS]) {
+    pthread_mutex_lock(&m->mu);
+    memcpy(out, m->switches, sizeof m->switches);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static const char *const TRIGGERS[MT_SWITCH_TRIGGERS] = {"update_expert_location", "eplb_rebalance", "periodic"};
+
+const char *mt_metrics_switch_trigger_name(mt_switch_trigger trigger) { return TRIGGERS[trigger]; }
+
 static void render_hist(mt_strbuf *o, const char *name, const char *help, const mt_histogram *h) {
     mt_strbuf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
@@ -119,7 +129,6 @@ void mt_metrics_render(mt_server_metrics *m, mt_strbuf *o) {
     render_hist(o, "moetrace_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.",
                 &m->itl);
     render_hist(o, "moetrace_e2e_request_latency_seconds", "Time from request arrival to its end.", &m->e2e);
-    static const char *const TRIGGERS[MT_SWITCH_TRIGGERS] = {"update_expert_location", "eplb_rebalance", "periodic"};
     static const char *const RESULTS[MT_SWITCH_RESULTS] = {"applied", "skipped", "failed"};
     mt_strbuf_puts(o, "# HELP moetrace_expert_placement_switches_total Expert placement switches, by what asked for "
                       "them (an endpoint, or --enable-eplb every N passes) and their result.\n"

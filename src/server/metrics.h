@@ -49,6 +49,10 @@ void mt_metrics_finished(mt_server_metrics *m, mt_finish_label label, int prompt
                          int cached_tokens, double e2e_s);
 void mt_metrics_rejected(mt_server_metrics *m);
 void mt_metrics_placement_switch(mt_server_metrics *m, mt_switch_trigger trigger, mt_switch_result result);
+/* The placement switches counted so far, by trigger and result (a copy read under m->mu). */
+void mt_metrics_switches(mt_server_metrics *m, uint64_t out[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS]);
+/* A trigger's label in /metrics: "update_expert_location", "eplb_rebalance" or "periodic". */
+const char *mt_metrics_switch_trigger_name(mt_switch_trigger trigger);
 
 /* Appends every metric of m (with HELP and TYPE lines). */
 void mt_metrics_render(mt_server_metrics *m, mt_strbuf *out);
