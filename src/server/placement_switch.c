@@ -108,10 +108,19 @@ static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
         mt_err derr;
         if (mt_server_dump_domains(s, w->dump, &derr)) mt_log("expert use per domain not written: %s", derr.msg);
     }
-    if (s->b.domains && mt_domain_usage_set_placement(s->b.domains, w->next, err)) return -1;
-    if (mt_recorder_set_placement(rec, w->next, err) || mt_engine_set_placement(engine, w->next, err)) return -1;
+    /* each part takes w->next only once the one before has: a failure puts those back on w->current,
+     * so nothing keeps a pointer to a placement the caller then frees */
+    mt_err ignored;
+    if (mt_engine_set_placement(engine, w->next, err)) return -1;
+    if (s->b.domains && mt_domain_usage_set_placement(s->b.domains, w->next, err)) goto engine_back;
+    if (mt_recorder_set_placement(rec, w->next, err)) goto domains_back;
     mt_engine_loop_restart_count(s->b.loop); /* serve --enable-eplb counts its passes from here */
     return 0;
+domains_back:
+    if (s->b.domains) mt_domain_usage_set_placement(s->b.domains, w->current, &ignored);
+engine_back:
+    mt_engine_set_placement(engine, w->current, &ignored);
+    return -1;
 }
 
 /* Room for w->next in the server's list of placements, so that installing it cannot fail. */
