@@ -476,6 +476,7 @@ static void test_placement_metrics(void **state) {
     info = mt_api_json(c, "/get_server_info", NULL, &status);
     assert_int_equal(status, 200);
     assert_int_equal(cJSON_GetObjectItem(info, "ep_size")->valueint, 2);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(info, "enable_eplb")));
     assert_true(cJSON_IsString(cJSON_GetObjectItem(info, "model_path")));
     assert_true(cJSON_GetObjectItem(info, "port")->valueint > 0);
     const cJSON *rank = cJSON_GetArrayItem(cJSON_GetObjectItem(info, "internal_states"), 0);

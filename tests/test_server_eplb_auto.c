@@ -231,6 +231,11 @@ static void test_rebalances_every_n_passes(void **state) {
     cJSON *info = server_call(c, "/get_model_info", NULL, 200);
     assert_string_equal(cJSON_GetObjectItem(info, "placement")->valuestring, "eplb"); /* the file says so */
     cJSON_Delete(info);
+    info = server_call(c, "/get_server_info", NULL, 200); /* SGLang's names of the settings */
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(info, "enable_eplb")));
+    assert_int_equal(cJSON_GetObjectItem(info, "eplb_rebalance_num_iterations")->valueint, EVERY);
+    assert_true(cJSON_GetObjectItem(info, "eplb_min_rebalancing_utilization_threshold")->valuedouble == 1.0);
+    cJSON_Delete(info);
     free_names(dumps, n_dumps);
     free_names(plans, n_plans);
     cJSON_Delete(last);

@@ -38,6 +38,11 @@ int mt_api_server_info(mt_http_request *rq) {
     cJSON_AddNumberToObject(o, "context_length", c->max_position_embeddings);
     cJSON_AddNumberToObject(o, "max_running_requests", s->b.max_running);
     cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
+    cJSON_AddBoolToObject(o, "enable_eplb", s->b.eplb_every > 0);
+    if (s->b.eplb_every > 0) {
+        cJSON_AddNumberToObject(o, "eplb_rebalance_num_iterations", (double)s->b.eplb_every);
+        cJSON_AddNumberToObject(o, "eplb_min_rebalancing_utilization_threshold", s->b.eplb_threshold);
+    }
     cJSON_AddBoolToObject(o, "enable_return_routed_experts", s->b.enable_return_routing);
     cJSON_AddStringToObject(o, "expert_distribution_recorder_mode",
                             mt_recorder_mode_name(mt_recorder_get_mode(s->b.recorder)));
