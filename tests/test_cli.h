@@ -13,7 +13,7 @@
  * "2>/dev/null": dropped); what it writes to stdout in out (NUL-terminated, cut at out_len - 1
  * bytes). Returns its exit status, -1 when it did not exit normally. */
 static inline int run_moetrace_redirected(const char *args, const char *redirect, char *out, size_t out_len) {
-    char cmd[4096];
+    char cmd[16384];
     snprintf(cmd, sizeof cmd, "%s %s %s", getenv("MOETRACE_BIN"), args, redirect);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);

@@ -1,5 +1,5 @@
-/* moetrace report: draw a stat dump as a PNG or SVG picture (SPEC §3), compare dumps, or trace one
- * request of a per_token dump (--request). */
+/* moetrace report: draw a stat dump as a PNG or SVG picture (SPEC §3), compare dumps, draw a series
+ * of dumps' balancedness over time (--over-time), or trace one request of a per_token dump (--request). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "report/over_time.h"
 #include "report/report.h"
 #include "report/request_trace.h"
 #include "report/usage_report.h"
@@ -80,6 +81,19 @@ out:
     return rc;
 }
 
+/* An output of `what` drawn or as JSON: .png, .svg or .json in a folder that can be written;
+ * else -1, said on stderr. */
+static int check_out(const char *out, const char *what) {
+    size_t n = strlen(out);
+    bool ok = (n > 4 && (!strcasecmp(out + n - 4, ".png") || !strcasecmp(out + n - 4, ".svg"))) ||
+              (n > 5 && !strcasecmp(out + n - 5, ".json"));
+    if (!ok) {
+        fprintf(stderr, "moetrace report: --out %s: %s is written as .png, .svg or .json\n", out, what);
+        return -1;
+    }
+    return mt_arg_out_file("--out", out);
+}
+
 /* --request: one request of a per_token dump, drawn or as JSON. */
 static int trace_request(char *const *dumps, int n_dumps, const char *rid, const char *model, const char *out,
                          bool placement_flags) {
@@ -94,14 +108,7 @@ static int trace_request(char *const *dumps, int n_dumps, const char *rid, const
         else fprintf(stderr, "moetrace report: %s\n", bad);
         return 2;
     }
-    size_t n = strlen(out);
-    bool ok = (n > 4 && (!strcasecmp(out + n - 4, ".png") || !strcasecmp(out + n - 4, ".svg"))) ||
-              (n > 5 && !strcasecmp(out + n - 5, ".json"));
-    if (!ok) {
-        fprintf(stderr, "moetrace report: --out %s: a --request trace is written as .png, .svg or .json\n", out);
-        return 2;
-    }
-    if (mt_arg_out_file("--out", out)) return 2;
+    if (check_out(out, "a --request trace")) return 2;
     mt_err err = {{0}};
     mt_request_trace t;
     if (mt_request_trace_load(dumps[0], rid, &t, &err)) {
@@ -120,9 +127,36 @@ static int trace_request(char *const *dumps, int n_dumps, const char *rid, const
     return rc;
 }
 
+/* --over-time: the dumps' balancedness, window by window, drawn or as JSON. */
+static int over_time(char *const *dumps, int n_dumps, int ep, const char *out, bool other_flags) {
+    const char *bad = NULL;
+    if (other_flags) bad = "--over-time draws stat dumps: --placement, --request and --model do not apply";
+    else if (n_dumps == 0) bad = "--over-time needs the dumps, DUMP.json...";
+    else if (!out) bad = "--out is required";
+    if (bad) {
+        fprintf(stderr, "moetrace report: %s\n", bad);
+        return 2;
+    }
+    if (check_out(out, "--over-time")) return 2;
+    mt_err err = {{0}};
+    mt_over_time t;
+    if (mt_over_time_load(dumps, n_dumps, ep, &t, &err)) {
+        fprintf(stderr, "moetrace report: %s\n", err.msg);
+        return t.needs_ep_size ? 2 : 1;
+    }
+    int rc = 0;
+    if (mt_over_time_write(&t, out, &err)) {
+        fprintf(stderr, "moetrace report: %s\n", err.msg);
+        rc = 1;
+    }
+    mt_over_time_free(&t);
+    return rc;
+}
+
 static const char USAGE[] =
     "usage: moetrace report DUMP.json --out FILE.png|FILE.svg [--ep-size M] [--placement F.json]\n"
     "       moetrace report DUMP.json DUMP.json... --out FILE.png|FILE.svg|FILE.json\n"
+    "       moetrace report DUMP.json DUMP.json... --over-time --out FILE.png|FILE.svg|FILE.json [--ep-size M]\n"
     "       moetrace report INDEX.json --request RID --out FILE.png|FILE.svg|FILE.json [--model DIR]\n"
     "\n"
     "Draws a stat dump (format moetrace.expert_distribution.v1) as a layers x experts heatmap:\n"
@@ -144,6 +178,19 @@ static const char USAGE[] =
     "dump's Jensen-Shannon divergence from the others per layer and its distinctive experts\n"
     "(docs/RECORDER.md, \"Expert usage per domain\").\n"
     "\n"
+    "With --over-time, the dumps are windows of one model (any number: a day of serve --enable-eplb's\n"
+    "dumps, DIR/expert_distribution_*.json), in the order of the <unix-ms> in their names (in the order\n"
+    "given when a name has none). The picture: each window's per-GPU balancedness, measured under the\n"
+    "placement it ran (mean over MoE layers: line and points; band: worst to best layer); where\n"
+    "expert_placement_<ms>.json lies beside dump <ms>, the balancedness it planned for the next window\n"
+    "(a diamond in that window's column); a dashed line where the placement changed, labelled with the\n"
+    "new one's source (eplb, file, trivial); each window's tokens as a bar below. --out FILE.json writes\n"
+    "the numbers (format moetrace.balancedness_over_time.v1; docs/RECORDER.md, \"Balancedness over\n"
+    "time\").\n"
+    "  --over-time          draw the dumps as a series\n"
+    "  --ep-size M          GPUs of the windows recorded without a placement (M contiguous blocks of\n"
+    "                       experts; required when there are such windows), else their placements'\n"
+    "\n"
     "With --request, traces one request of a per_token dump (INDEX.json: the dump's JSON index, its\n"
     ".safetensors beside it): which experts each of its tokens went to, layer by layer. The picture has\n"
     "the request's own layers x experts heatmap (share of its tokens routed to each expert, all top-k\n"
@@ -158,10 +205,10 @@ static const char USAGE[] =
     "  --model DIR          label tokens with their text, each decoded alone by DIR/tokenizer.json\n"
     "                       (special tokens shown; whitespace as ␣ ↵ ⇥); without it, their ids\n";
 
-int cmd_report(int argc, char **argv) {
+static int report(int argc, char **argv, char **dumps) {
     const char *dump = NULL, *out = NULL, *plc = NULL, *request = NULL, *model = NULL;
-    char *dumps[MAX_COMPARED];
     int ep = 0, n_dumps = 0;
+    bool series = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -174,7 +221,8 @@ int cmd_report(int argc, char **argv) {
             fprintf(stderr, "moetrace report: %s needs a value\n", a);
             return 2;
         }
-        if (!strcmp(a, "--out")) out = argv[++i];
+        if (!strcmp(a, "--over-time")) series = true;
+        else if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--placement")) plc = argv[++i];
         else if (!strcmp(a, "--request")) request = argv[++i];
         else if (!strcmp(a, "--model")) model = argv[++i];
@@ -191,13 +239,15 @@ int cmd_report(int argc, char **argv) {
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "moetrace report: unknown option '%s'\n%s", a, USAGE);
             return 2;
-        } else if (n_dumps < MAX_COMPARED) {
+        } else {
             dumps[n_dumps++] = argv[i];
             if (!dump) dump = a;
-        } else {
-            fprintf(stderr, "moetrace report: more than %d dumps to compare ('%s')\n", MAX_COMPARED, a);
-            return 2;
         }
+    }
+    if (series) return over_time(dumps, n_dumps, ep, out, plc || request || model);
+    if (n_dumps > MAX_COMPARED) {
+        fprintf(stderr, "moetrace report: more than %d dumps to compare ('%s')\n", MAX_COMPARED, dumps[MAX_COMPARED]);
+        return 2;
     }
     if (request || model) return trace_request(dumps, n_dumps, request, model, out, plc || ep);
     if (n_dumps > 1 && (plc || ep)) {
@@ -250,5 +300,16 @@ fail:
 done:
     mt_placement_free(&p);
     mt_stat_dump_free(&d);
+    return rc;
+}
+
+int cmd_report(int argc, char **argv) {
+    char **dumps = malloc(((size_t)argc + 1) * sizeof *dumps); /* the arguments that are not flags */
+    if (!dumps) {
+        fprintf(stderr, "moetrace report: out of memory\n");
+        return 1;
+    }
+    int rc = report(argc, argv, dumps);
+    free(dumps);
     return rc;
 }
