@@ -245,6 +245,14 @@ static void test_rebalance_matches_eplb(void **state) {
     assert_true(mt_api_same_json(cJSON_GetObjectItem(placement, "physical_to_logical_map"),
                           cJSON_GetObjectItem(want, "physical_to_logical_map")));
     assert_string_equal(cJSON_GetObjectItem(placement, "source")->valuestring, "eplb");
+    /* the placement planned is also written beside the window's dump */
+    const cJSON *file = cJSON_GetObjectItem(a, "placement_file");
+    assert_true(cJSON_IsString(file));
+    assert_non_null(strstr(file->valuestring, "expert_placement_"));
+    cJSON *written = read_json(file->valuestring);
+    assert_true(mt_api_same_json(cJSON_GetObjectItem(written, "physical_to_logical_map"),
+                                 cJSON_GetObjectItem(placement, "physical_to_logical_map")));
+    cJSON_Delete(written);
     assert_true(fabs(cJSON_GetObjectItem(a, "balancedness_after_mean")->valuedouble -
                      cJSON_GetObjectItem(want, "balancedness_after_mean")->valuedouble) < 1e-4);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(a, "balancedness_before")), N_MOE);

@@ -424,9 +424,13 @@ int cmd_serve(int argc, char **argv) {
     if (cancelled > 0) wait_for_answers(server, &signals);
     int uploads = mt_server_uploads_in_flight(server);
     if (uploads > 0) mt_log("closing %d connection(s) whose request body had not come", uploads);
-    if (mt_recorder_active(recorder)) {
+    mt_recorder_counts left;
+    mt_recorder_get_counts(recorder, &left);
+    if (mt_recorder_active(recorder) && (left.num_forward_passes > 0 || left.tokens_recorded > 0)) {
         char path[4096];
         if (mt_server_dump_recorder(server, path, sizeof path, &err)) fprintf(stderr, "moetrace: %s\n", err.msg);
+    } else if (mt_recorder_active(recorder)) {
+        mt_log("expert distribution recorder: nothing recorded since the last dump or switch, so no dump at exit");
     }
     rc = 0;
 done:

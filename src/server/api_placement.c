@@ -134,6 +134,8 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
         add_placement_summary(o, &w);
         add_per_layer(o, "balancedness_before", w.before, L);
         add_per_layer(o, "balancedness_after", w.after, L);
+        if (w.plan[0]) cJSON_AddStringToObject(o, "placement_file", w.plan);
+        else cJSON_AddNullToObject(o, "placement_file");
         cJSON *pj = mt_placement_to_json(w.next);
         if (pj) cJSON_AddItemToObject(o, "placement", pj);
     } else if (w.next) {

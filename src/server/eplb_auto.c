@@ -1,9 +1,8 @@
 /* serve --enable-eplb: the server rebalances its expert placement by itself, every N forward passes
  * (--eplb-rebalance-num-iterations, SGLang's name and default 1000), on the engine thread between
  * two passes. Each rebalance is what POST /eplb_rebalance does (placement_switch.h): EPLB planned
- * on the recorder's window, the window dumped, the new placement switched to; besides, the planned
- * placement is written beside the dump (expert_placement_<ms>.json, a file --init-expert-location
- * and /update_expert_location take). It is skipped when the recorder holds nothing, is not
+ * on the recorder's window, the window dumped, the planned placement written beside the dump, the
+ * new placement switched to. It is skipped when the recorder holds nothing, is not
  * recording, or when the window's mean per-pass balancedness is above
  * --eplb-min-rebalancing-utilization-threshold (default 1.0: never). */
 #include <pthread.h>
@@ -14,25 +13,6 @@
 
 #include "server/placement_switch.h"
 #include "server/server_internal.h"
-#include "util/atomic_write.h"
-
-/* The planned placement as <dump dir>/expert_placement_<ms>.json beside
- * <dump dir>/expert_distribution_<ms>.json; a failure is logged. */
-static void write_placement(const mt_placement *p, const char *dump_path) {
-    const char *base = strrchr(dump_path, '/'), *stem = "expert_distribution_";
-    base = base ? base + 1 : dump_path;
-    if (strncmp(base, stem, strlen(stem))) return;
-    char path[4200];
-    snprintf(path, sizeof path, "%.*sexpert_placement_%s", (int)(base - dump_path), dump_path, base + strlen(stem));
-    cJSON *o = mt_placement_to_json(p);
-    char *text = o ? cJSON_Print(o) : NULL;
-    mt_err err;
-    if (!text) mt_log("EPLB: the placement could not be written (out of memory)");
-    else if (mt_atomic_write(path, text, strlen(text), &err)) mt_log("EPLB: %s", err.msg);
-    else mt_log("EPLB: placement written to %s", path);
-    free(text);
-    cJSON_Delete(o);
-}
 
 static double mean(const double *v, int n) {
     double sum = 0;
@@ -75,7 +55,6 @@ static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
         mt_log("EPLB: rebalanced on %lld passes (%lld tokens) in %.3f s: balancedness %.4f measured, %.4f planned",
                (long long)w.counts.num_forward_passes, (long long)w.counts.num_tokens, seconds_since(&t0),
                mean(w.before, L), mean(w.after, L));
-        if (w.dump[0]) write_placement(w.next, w.dump);
     }
     if (result != MT_SWITCH_APPLIED && w.next) {
         mt_placement_free(w.next); /* planned but not installed, or never built (all NULL) */

@@ -6,6 +6,7 @@
 #include "routing/balancedness.h"
 #include "server/placement_switch.h"
 #include "server/server_internal.h"
+#include "util/atomic_write.h"
 
 int mt_placement_switchable(mt_server *s, mt_api_error *e) {
     if (!s->b.placement)
@@ -131,12 +132,34 @@ static int reserve_slot(mt_server *s) {
     return 0;
 }
 
+/* A rebalance's placement as <dump dir>/expert_placement_<ms>.json beside the window's
+ * <dump dir>/expert_distribution_<ms>.json, its path into w->plan; a failure is logged. */
+static void write_placement(mt_placement_switch *w) {
+    const char *base = strrchr(w->dump, '/'), *stem = "expert_distribution_";
+    base = base ? base + 1 : w->dump;
+    if (strncmp(base, stem, strlen(stem))) return;
+    char path[sizeof w->plan];
+    snprintf(path, sizeof path, "%.*sexpert_placement_%s", (int)(base - w->dump), w->dump, base + strlen(stem));
+    cJSON *o = mt_placement_to_json(w->next);
+    char *text = o ? cJSON_Print(o) : NULL;
+    mt_err err;
+    if (!text) mt_log("the planned placement could not be written (out of memory)");
+    else if (mt_atomic_write(path, text, strlen(text), &err)) mt_log("the planned placement was not written: %s", err.msg);
+    else {
+        mt_log("planned placement written to %s", path);
+        snprintf(w->plan, sizeof w->plan, "%s", path);
+    }
+    free(text);
+    cJSON_Delete(o);
+}
+
 static void install(mt_placement_switch *w) {
     mt_server *s = w->s;
     s->placements[s->n_placements++] = w->next;
     s->placement_now = w->next;
     mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
            w->next->num_gpus);
+    if (w->dump[0] && w->rebalance) write_placement(w);
     if (w->dump[0] && s->b.dump_visualize) mt_server_visualize_dump(w->dump, s->b.ep_size);
 }
 

@@ -5,7 +5,8 @@
  * The switch happens between two forward passes, on the engine thread: the recorder's window is
  * read (for a rebalance, planned on with EPLB), dumped when it holds anything (with --domain-field,
  * the domains' usage too), and restarts empty under the new placement, so no window mixes two
- * placements. Then the server installs the new placement (what /get_model_info and /metrics read).
+ * placements. Then the server installs the new placement (what /get_model_info and /metrics read);
+ * a rebalance's placement is also written beside the window's dump (expert_placement_<ms>.json).
  * Switches run one at a time: the caller holds the server's placement_mu. */
 #ifndef MT_SERVER_PLACEMENT_SWITCH_H
 #define MT_SERVER_PLACEMENT_SWITCH_H
@@ -30,6 +31,8 @@ typedef struct mt_placement_switch {
     bool skipped;                /* the rebalance was not needed (skip_above): nothing changed */
     int status;                  /* HTTP status when the switch failed */
     char dump[4096];             /* the window written at the switch; "" when it held nothing */
+    char plan[4200];             /* rebalance: the placement planned, written beside dump as
+                                    expert_placement_<ms>.json; "" when not written */
     mt_recorder_counts counts;   /* of that window */
     double *before, *after;      /* rebalance, [MoE layers] allocated by the caller: balancedness
                                     measured under current, predicted for next */
