@@ -73,8 +73,9 @@ int mt_api_model_info(mt_http_request *rq) {
     cJSON_AddNumberToObject(o, "top_k", c->top_k);
     cJSON_AddNumberToObject(o, "max_running_requests", s->b.max_running);
     cJSON_AddNumberToObject(o, "ep_size", s->b.ep_size);
-    const mt_placement *now = mt_server_placement_now(s);
-    cJSON_AddStringToObject(o, "placement", now ? now->source : "none");
+    char source[sizeof ((mt_placement *)0)->source];
+    mt_server_placement_source(s, source, sizeof source);
+    cJSON_AddStringToObject(o, "placement", source);
     cJSON_AddBoolToObject(o, "enable_return_routed_experts", s->b.enable_return_routing);
     char version[MT_WEIGHT_VERSION_LEN];
     mt_engine_loop_weight_version(s->b.loop, version, sizeof version);
@@ -85,7 +86,8 @@ int mt_api_model_info(mt_http_request *rq) {
 /* The recorder's window: counts [layers, experts] and balancedness per layer (NAN for dense layers):
  * under a placement measured per GPU from the physical counts, else over ep_size contiguous blocks. */
 typedef struct window {
-    const mt_placement *placement; /* the placement the physical counts were counted under, or NULL */
+    bool placed;                /* counted under a placement: its shape is the start-up one's */
+    char source[sizeof ((mt_placement *)0)->source]; /* that placement's source */
     mt_recorder_counts counts;
     int64_t *logical_count;
     int64_t *physical_count;   /* [layers, num_physical] under a placement, else NULL */
@@ -99,9 +101,10 @@ static void window_free(window *w) {
     free(w->balancedness);
 }
 
-/* The placement and the window are read under placement_mu: a switch (which takes it, and sets the
- * recorder's placement and then placement_now) cannot come between them, so the physical counts
- * have the layout of w->placement. Every switch keeps the start-up placement's slots. */
+/* The placement's source and the window are read under placement_mu: a switch (which takes it, and
+ * sets the recorder's placement and then placement_now) cannot come between them, so the physical
+ * counts are those of the placement named. Every switch keeps the start-up placement's slots, GPUs
+ * and MoE layers, which is what is read of it afterwards (a switched-out placement is freed). */
 static int window_read(mt_server *s, window *w) {
     const mt_config *c = &s->b.model->cfg;
     const mt_placement *p = s->b.placement;
@@ -114,7 +117,8 @@ static int window_read(mt_server *s, window *w) {
         return -1;
     }
     pthread_mutex_lock(&s->placement_mu);
-    w->placement = p = s->placement_now;
+    w->placed = s->placement_now != NULL;
+    snprintf(w->source, sizeof w->source, "%s", s->placement_now ? s->placement_now->source : "");
     int rc = mt_recorder_window(s->b.recorder, &w->counts, w->logical_count, w->physical_count);
     pthread_mutex_unlock(&s->placement_mu);
     if (rc) {
@@ -274,7 +278,7 @@ int mt_api_dashboard(mt_http_request *rq) {
  * window's tokens per GPU (its physical counts summed over the MoE layers; slot s is on GPU
  * s / slots_per_gpu) and the switches applied so far by trigger. NULL when out of memory. */
 static cJSON *placement_json(mt_server *s, const window *w) {
-    const mt_placement *p = w->placement;
+    const mt_placement *p = s->b.placement; /* the shape of every placement the server runs */
     int M = p->num_gpus, R = p->num_physical;
     double *load = calloc((size_t)M * 2, sizeof *load); /* the window's, then one layer's */
     if (!load) return NULL;
@@ -284,7 +288,7 @@ static cJSON *placement_json(mt_server *s, const window *w) {
         for (int g = 0; g < M; g++) load[g] += layer[g];
     }
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "source", p->source);
+    cJSON_AddStringToObject(o, "source", w->source);
     cJSON_AddNumberToObject(o, "num_gpus", M);
     cJSON_AddNumberToObject(o, "num_replicas", R);
     cJSON_AddItemToObject(o, "gpu_load", cJSON_CreateDoubleArray(load, M));
@@ -302,7 +306,7 @@ int mt_api_dashboard_data(mt_http_request *rq) {
     const mt_config *c = &s->b.model->cfg;
     window w;
     if (window_read(s, &w)) return mt_reply_errorf(rq, 500, "out of memory");
-    cJSON *plc = w.placement ? placement_json(s, &w) : cJSON_CreateNull();
+    cJSON *plc = w.placed ? placement_json(s, &w) : cJSON_CreateNull();
     if (!plc) {
         window_free(&w);
         return mt_reply_errorf(rq, 500, "out of memory");

@@ -79,6 +79,13 @@ int mt_api_update_expert_location(mt_http_request *rq) {
     cJSON_Delete(body);
     bool built = rc == 0;
     if (rc == 0) rc = mt_placement_switch_run(&w, &e);
+    cJSON *o = NULL;
+    if (rc == 0) { /* under the lock: the next switch frees w.next */
+        o = cJSON_CreateObject();
+        cJSON_AddBoolToObject(o, "success", 1);
+        cJSON_AddStringToObject(o, "message", "Expert location updated.");
+        add_placement_summary(o, &w);
+    }
     pthread_mutex_unlock(&s->placement_mu);
     if (built) mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_UPDATE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
     if (rc) {
@@ -86,10 +93,6 @@ int mt_api_update_expert_location(mt_http_request *rq) {
         free(w.next);
         return mt_reply_error(rq, &e);
     }
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddBoolToObject(o, "success", 1);
-    cJSON_AddStringToObject(o, "message", "Expert location updated.");
-    add_placement_summary(o, &w);
     return mt_reply_json(rq, 200, o);
 }
 
@@ -124,10 +127,8 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     pthread_mutex_lock(&s->placement_mu);
     w.current = s->placement_now;
     if (rc == 0) rc = mt_placement_switch_run(&w, &e);
-    pthread_mutex_unlock(&s->placement_mu);
-    mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_REBALANCE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
     cJSON *o = NULL;
-    if (rc == 0) {
+    if (rc == 0) { /* under the lock: the next switch frees w.next */
         o = cJSON_CreateObject();
         cJSON_AddBoolToObject(o, "success", 1);
         cJSON_AddStringToObject(o, "message", "Rebalanced: planned with EPLB on the recorder's window and applied.");
@@ -138,7 +139,10 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
         else cJSON_AddNullToObject(o, "placement_file");
         cJSON *pj = mt_placement_to_json(w.next);
         if (pj) cJSON_AddItemToObject(o, "placement", pj);
-    } else if (w.next) {
+    }
+    pthread_mutex_unlock(&s->placement_mu);
+    mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_REBALANCE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
+    if (rc && w.next) {
         mt_placement_free(w.next); /* planned but not installed, or never built (all NULL) */
         free(w.next);
     }
@@ -147,9 +151,8 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     return rc ? mt_reply_error(rq, &e) : mt_reply_json(rq, 200, o);
 }
 
-const mt_placement *mt_server_placement_now(mt_server *s) {
+void mt_server_placement_source(mt_server *s, char *out, size_t size) {
     pthread_mutex_lock(&s->placement_mu);
-    const mt_placement *p = s->placement_now;
+    snprintf(out, size, "%s", s->placement_now ? s->placement_now->source : "none");
     pthread_mutex_unlock(&s->placement_mu);
-    return p;
 }

@@ -320,11 +320,10 @@ void mt_server_stop(mt_server *s) {
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
     pthread_mutex_destroy(&s->placement_mu);
-    for (int i = 0; i < s->n_placements; i++) {
-        mt_placement_free(s->placements[i]);
-        free(s->placements[i]);
+    if (s->placement_owned) {
+        mt_placement_free(s->placement_owned);
+        free(s->placement_owned);
     }
-    free(s->placements);
     free(s);
 }
 

@@ -124,14 +124,6 @@ engine_back:
     return -1;
 }
 
-/* Room for w->next in the server's list of placements, so that installing it cannot fail. */
-static int reserve_slot(mt_server *s) {
-    mt_placement **grown = realloc(s->placements, (size_t)(s->n_placements + 1) * sizeof *grown);
-    if (!grown) return -1;
-    s->placements = grown;
-    return 0;
-}
-
 /* A rebalance's placement as <dump dir>/expert_placement_<ms>.json beside the window's
  * <dump dir>/expert_distribution_<ms>.json, its path into w->plan; a failure is logged. */
 static void write_placement(mt_placement_switch *w) {
@@ -153,10 +145,17 @@ static void write_placement(mt_placement_switch *w) {
     cJSON_Delete(o);
 }
 
+/* w->next becomes the server's placement; the one a switch installed before is freed: the engine,
+ * the recorders and placement_now point at w->next now, and readers take placement_mu (held). */
 static void install(mt_placement_switch *w) {
     mt_server *s = w->s;
-    s->placements[s->n_placements++] = w->next;
+    mt_placement *replaced = s->placement_owned;
+    s->placement_owned = w->next;
     s->placement_now = w->next;
+    if (replaced) {
+        mt_placement_free(replaced);
+        free(replaced);
+    }
     mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
            w->next->num_gpus);
     if (w->dump[0] && w->rebalance) write_placement(w);
@@ -165,7 +164,6 @@ static void install(mt_placement_switch *w) {
 
 int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
     mt_err err;
-    if (reserve_slot(w->s)) return mt_api_fail(e, 500, "out of memory");
     if (mt_engine_loop_between_passes(w->s->b.loop, switch_between_passes, w, &err))
         return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
     if (!w->skipped) install(w);
@@ -173,7 +171,6 @@ int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
 }
 
 int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err) {
-    if (reserve_slot(w->s)) return mt_errf(err, "out of memory");
     if (switch_between_passes(engine, w, err)) return -1;
     if (!w->skipped) install(w);
     return 0;

@@ -42,8 +42,9 @@ typedef struct mt_placement_switch {
 int mt_placement_switchable(mt_server *s, mt_api_error *e);
 
 /* From a thread other than the engine's, placement_mu held: runs the switch between two passes and
- * installs w->next as the server's placement. 0, or -1 with the HTTP status and reason in e (w->next
- * then stays the caller's). */
+ * installs w->next as the server's placement (the server then owns it, and frees it at the next
+ * switch: read it only while still holding placement_mu). 0, or -1 with the HTTP status and reason
+ * in e (w->next then stays the caller's). */
 int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e);
 
 /* The same from the engine thread between two passes (engine: the loop's), placement_mu held. 0

@@ -35,9 +35,10 @@ struct mt_server {
      * --enable-eplb), one at a time under placement_mu, which guards the fields below. */
     pthread_mutex_t placement_mu;
     const mt_placement *placement_now; /* what the engine dispatches over: b.placement until a switch */
-    mt_placement **placements;    /* those switches installed; freed with the server, after the engine
-                                     thread has stopped (the recorder may still point at one) */
-    int n_placements;
+    mt_placement *placement_owned; /* the one the last switch installed (= placement_now), owned: the
+                                      next switch frees it once the engine, the recorders and
+                                      placement_now have moved on; the server frees the last one after
+                                      the engine thread has stopped */
     time_t started;
 };
 
@@ -84,9 +85,10 @@ cJSON *mt_api_control_body(mt_http_request *rq, mt_api_error *e);
 int mt_server_dump_domains(mt_server *s, const char *dump_path, mt_err *err);
 /* <dump>.png beside the stat dump <dump>.json (--expert-dump-visualize); a failure is logged. */
 void mt_server_visualize_dump(const char *json_path, int ep_size);
-/* The placement the engine dispatches over now (the start-up one until a switch; NULL without
- * --ep-size); it stays valid until the server is freed (api_placement.c). */
-const mt_placement *mt_server_placement_now(mt_server *s);
+/* The source of the placement the engine dispatches over now ("trivial", "file", "eplb"; "none"
+ * without --ep-size) into out (api_placement.c). A placement a switch replaced is freed, so nothing
+ * outside placement_mu keeps a pointer to the one running. */
+void mt_server_placement_source(mt_server *s, char *out, size_t size);
 
 /* --enable-eplb: starts the recorder when stopped and the engine loop's rebalance every
  * b.eplb_every passes; nothing without it (eplb_auto.c). */

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Soak and abuse `moetrace serve` as a deployment would (too slow for ctest; figures in docs/PERF.md).
 
-    python3 tests/soak/serve_soak.py build/moetrace [--requests 3000]
+    python3 tests/soak/serve_soak.py build/moetrace [--requests 3000] [--server-flags "FLAGS"]
+
+--server-flags adds FLAGS to every server it starts, e.g. "--ep-size 4 --enable-eplb
+--eplb-rebalance-num-iterations 7" to soak the placement switches too; a thread then polls
+/dashboard/data and /metrics throughout.
 
 Needs only the standard library and the binary; servers run on dummy weights of tiny configs in a
 scratch folder. Phases, each checked (exit status 1 on any failure):
@@ -25,6 +29,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -51,11 +56,14 @@ def check(ok, what):
         failures.append(what)
 
 
+EXTRA_FLAGS = []
+
+
 class Server:
     def __init__(self, binary, model_dir, *flags):
         self.p = subprocess.Popen([binary, "serve", "--model", model_dir, "--load-format", "dummy", "--port", "0",
-                                   "--threads", "1"] + list(flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True)
+                                   "--threads", "1"] + list(flags) + EXTRA_FLAGS, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
         self.log = []
         while True:
             line = self.p.stderr.readline()
@@ -326,9 +334,23 @@ def phase_sigterm(binary, slow_dir):
     check(rc == 0, f"exit status {rc} after {time.time() - t0:.1f} s")
 
 
+def poll_pages(srv, done):
+    """The dashboard's data and /metrics, read all the time (they take the placement's lock)."""
+    n = 0
+    while not done.is_set():
+        for path in ("/dashboard/data", "/metrics"):
+            status = srv.get(path)[0]
+            check(status == 200, f"GET {path} during the soak: {status}")
+        n += 1
+        time.sleep(0.02)
+    print(f"poll: /dashboard/data and /metrics read {n} times each during the soak")
+
+
 def main():
     binary = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(SRC, "build", "moetrace")
     requests = int(sys.argv[sys.argv.index("--requests") + 1]) if "--requests" in sys.argv else 3000
+    if "--server-flags" in sys.argv:
+        EXTRA_FLAGS.extend(shlex.split(sys.argv[sys.argv.index("--server-flags") + 1]))
     with tempfile.TemporaryDirectory(prefix="mt_soak_") as tmp:
         for name, cfg in (("small", SMALL), ("slow", SLOW)):
             os.makedirs(f"{tmp}/{name}")
@@ -337,7 +359,11 @@ def main():
         subprocess.run(["cp", f"{SRC}/tests/chat/templates/qwen3.jinja", f"{tmp}/small/chat_template.jinja"],
                        check=True)
         srv = Server(binary, f"{tmp}/small", "--kv-blocks", "64", "--enable-return-routed-experts")
+        polling = threading.Event()
+        if EXTRA_FLAGS:
+            threading.Thread(target=poll_pages, args=(srv, polling), daemon=True).start()
         phase_soak(srv, requests)
+        polling.set()
         phase_slow(srv)
         slow = Server(binary, f"{tmp}/slow")
         phase_disconnect(slow)
