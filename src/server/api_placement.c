@@ -54,12 +54,18 @@ static int placement_from_body(mt_server *s, const mt_placement *cur, cJSON *bod
     return 0;
 }
 
-static void add_placement_summary(cJSON *o, const mt_placement_switch *w) {
+/* The answer of a switch done: {"success": true, "message", "dump", "num_tokens", "num_gpus",
+ * "num_replicas"}. Called under placement_mu (the next switch frees w->next). */
+static cJSON *switch_answer(const mt_placement_switch *w, const char *message) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "success", 1);
+    cJSON_AddStringToObject(o, "message", message);
     if (w->dump[0]) cJSON_AddStringToObject(o, "dump", w->dump);
     else cJSON_AddNullToObject(o, "dump");
     cJSON_AddNumberToObject(o, "num_tokens", (double)w->counts.num_tokens);
     cJSON_AddNumberToObject(o, "num_gpus", w->next->num_gpus);
     cJSON_AddNumberToObject(o, "num_replicas", w->next->num_physical);
+    return o;
 }
 
 /* POST /update_expert_location: body a placement (moetrace.placement.v1, or SGLang's
@@ -79,13 +85,7 @@ int mt_api_update_expert_location(mt_http_request *rq) {
     cJSON_Delete(body);
     bool built = rc == 0;
     if (rc == 0) rc = mt_placement_switch_run(&w, &e);
-    cJSON *o = NULL;
-    if (rc == 0) { /* under the lock: the next switch frees w.next */
-        o = cJSON_CreateObject();
-        cJSON_AddBoolToObject(o, "success", 1);
-        cJSON_AddStringToObject(o, "message", "Expert location updated.");
-        add_placement_summary(o, &w);
-    }
+    cJSON *o = rc == 0 ? switch_answer(&w, "Expert location updated.") : NULL;
     pthread_mutex_unlock(&s->placement_mu);
     if (built) mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_UPDATE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
     if (rc) {
@@ -129,10 +129,7 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     if (rc == 0) rc = mt_placement_switch_run(&w, &e);
     cJSON *o = NULL;
     if (rc == 0) { /* under the lock: the next switch frees w.next */
-        o = cJSON_CreateObject();
-        cJSON_AddBoolToObject(o, "success", 1);
-        cJSON_AddStringToObject(o, "message", "Rebalanced: planned with EPLB on the recorder's window and applied.");
-        add_placement_summary(o, &w);
+        o = switch_answer(&w, "Rebalanced: planned with EPLB on the recorder's window and applied.");
         add_per_layer(o, "balancedness_before", w.before, L);
         add_per_layer(o, "balancedness_after", w.after, L);
         if (w.plan[0]) cJSON_AddStringToObject(o, "placement_file", w.plan);
