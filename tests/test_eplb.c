@@ -544,6 +544,8 @@ static void test_cli(void **state) {
          "other_experts.json"},
         {"--counts " TMP "/dump.json --num-replicas 24 --num-gpus 8 --out " TMP "/no/such/dir/x.json", "x.json"},
         {"--counts " TMP "/zero.json --num-replicas 16 --num-gpus 8 --out " TMP "/x.json", "no tokens were recorded"},
+        {"--counts " TMP "/dump.json " TMP "/other_experts.json --num-replicas 24 --num-gpus 8 --out " TMP "/x.json",
+         "other_experts.json: its num_experts differs"},
     };
     unlink(TMP "/x.json");
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -557,6 +559,62 @@ static void test_cli(void **state) {
     }
 }
 
+/* Several --counts dumps are planned on as their sum: the same placement as one dump holding it. */
+static void test_cli_sums_dumps(void **state) {
+    (void)state;
+    assert_int_equal(system("mkdir -p '" TMP "'"), 0);
+    const char *a = TMP "/sum_a.json", *b = TMP "/sum_b.json", *both = TMP "/sum_both.json", *errp = TMP "/stderr.txt";
+    write_dump(a, 3);
+    write_dump(b, 11);
+    mt_stat_dump da, db;
+    mt_err err = {{0}};
+    assert_int_equal(mt_stat_dump_load(a, &da, &err), 0);
+    assert_int_equal(mt_stat_dump_load(b, &db, &err), 0);
+    char buf[8192];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"format\": \"moetrace.expert_distribution.v1\", \"mode\": \"stat\", \"model\": \"cli\","
+                     " \"num_hidden_layers\": 4, \"moe_layers\": [1, 2, 3], \"num_experts\": 16, \"top_k\": 2,"
+                     " \"num_forward_passes\": 2, \"num_tokens\": 2, \"logical_count\": [[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]");
+    for (int l = 0; l < 3; l++) {
+        n += snprintf(buf + n, sizeof buf - (size_t)n, ", [");
+        for (int e = 0; e < 16; e++)
+            n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%lld", e ? ", " : "",
+                          (long long)(da.moe_count[l * 16 + e] + db.moe_count[l * 16 + e]));
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "]");
+    }
+    snprintf(buf + n, sizeof buf - (size_t)n, "]}");
+    write_text(both, buf);
+    mt_stat_dump_free(&da);
+    mt_stat_dump_free(&db);
+    const char *forms[] = {"--counts %s %s", "--counts %s --counts %s"};
+    char args[2048];
+    snprintf(args, sizeof args, "--counts %s --num-replicas 24 --num-gpus 8 --out " TMP "/sum_want.json", both);
+    assert_int_equal(run_cli(args, errp), 0);
+    cJSON *want = load_json(TMP "/sum_want.json");
+    for (int f = 0; f < 2; f++) {
+        char counts[1024];
+        snprintf(counts, sizeof counts, forms[f], a, b);
+        snprintf(args, sizeof args, "%s --num-replicas 24 --num-gpus 8 --out " TMP "/sum_got.json", counts);
+        assert_int_equal(run_cli(args, errp), 0);
+        cJSON *got = load_json(TMP "/sum_got.json");
+        const char *keys[] = {"physical_to_logical_map", "logical_replica_count", "balancedness_before",
+                              "balancedness_after"};
+        for (int k = 0; k < 4; k++) {
+            char *x = cJSON_PrintUnformatted(cJSON_GetObjectItem(got, keys[k]));
+            char *y = cJSON_PrintUnformatted(cJSON_GetObjectItem(want, keys[k]));
+            if (strcmp(x, y)) fail_msg("%s: %s differs from planning on the sum", counts, keys[k]);
+            free(x);
+            free(y);
+        }
+        const cJSON *files = cJSON_GetObjectItem(got, "counts_files");
+        assert_int_equal(cJSON_GetArraySize(files), 2);
+        assert_string_equal(cJSON_GetArrayItem(files, 1)->valuestring, b);
+        assert_int_equal(cJSON_GetObjectItem(got, "num_tokens")->valueint, 2);
+        cJSON_Delete(got);
+    }
+    cJSON_Delete(want);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_packing_rules),     cmocka_unit_test(test_replicate_rules),
@@ -564,6 +622,7 @@ int main(void) {
         cmocka_unit_test(test_random_properties), cmocka_unit_test(test_validation),
         cmocka_unit_test(test_balancedness),      cmocka_unit_test(test_stat_dump),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_cli_sums_dumps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,13 +16,15 @@
 #define PLACEMENT_FORMAT "moetrace.placement.v1"
 
 static const char USAGE[] =
-    "usage: moetrace eplb --counts DUMP.json --num-replicas R --num-gpus M [--num-nodes N]\n"
+    "usage: moetrace eplb --counts DUMP.json [DUMP.json...] --num-replicas R --num-gpus M [--num-nodes N]\n"
     "                     [--num-groups G] [--eval DUMP2.json] --out F.json\n"
     "\n"
     "Plans where each logical expert's replicas go on an expert-parallel cluster with DeepSeek's EPLB\n"
     "algorithm, from the per-layer expert counts of a stat dump (rows of dense layers are ignored).\n"
     "\n"
-    "  --counts DUMP.json   stat dump (format moetrace.expert_distribution.v1) to plan on\n"
+    "  --counts DUMP.json   stat dump (format moetrace.expert_distribution.v1) to plan on; several\n"
+    "                       (e.g. a day of serve's windows: DIR/expert_distribution_*.json, or the flag\n"
+    "                       repeated) are summed: same model, layers and experts\n"
     "  --num-replicas R     physical expert slots per layer over all GPUs (>= num_experts,\n"
     "                       a multiple of M; R - num_experts redundant experts)\n"
     "  --num-gpus M         expert-parallel size\n"
@@ -47,9 +49,11 @@ static int parse_int_arg(const char *flag, const char *s, int *out) {
     return 0;
 }
 
+#define MAX_COUNTS 4096 /* dumps --counts sums */
+
 typedef struct eplb_args {
-    const char *counts, *eval, *out;
-    int replicas, gpus, nodes, groups;
+    const char *counts[MAX_COUNTS], *eval, *out;
+    int n_counts, replicas, gpus, nodes, groups;
 } eplb_args;
 
 /* 0 ok, 1 help printed, -1 error printed. */
@@ -88,7 +92,18 @@ static int parse_args(int argc, char **argv, eplb_args *a) {
         }
         int rc = 0;
         switch (which) {
-        case 0: a->counts = val; break;
+        case 0:
+            /* the dumps after the flag, up to the next flag (a shell glob) */
+            for (;;) {
+                if (a->n_counts == MAX_COUNTS) {
+                    fprintf(stderr, "moetrace eplb: --counts takes at most %d dumps\n", MAX_COUNTS);
+                    return -1;
+                }
+                a->counts[a->n_counts++] = val;
+                if (arg[strlen("--counts")] == '=' || i + 1 >= argc || !strncmp(argv[i + 1], "--", 2)) break;
+                val = argv[++i];
+            }
+            break;
         case 1: a->eval = val; break;
         case 2: a->out = val; break;
         case 3: rc = parse_int_arg(flags[which], val, &a->replicas); break;
@@ -98,7 +113,7 @@ static int parse_args(int argc, char **argv, eplb_args *a) {
         }
         if (rc) return -1;
     }
-    const char *missing = !a->counts ? "--counts" : !a->replicas ? "--num-replicas" : !a->gpus ? "--num-gpus"
+    const char *missing = !a->n_counts ? "--counts" : !a->replicas ? "--num-replicas" : !a->gpus ? "--num-gpus"
                                                   : !a->out      ? "--out"
                                                                  : NULL;
     if (missing) {
@@ -131,6 +146,36 @@ static double mean_of(const double *v, int n) {
     double s = 0.0;
     for (int i = 0; i < n; i++) s += v[i];
     return n ? s / n : 0.0;
+}
+
+/* The dumps of --counts into d: the first, with every other's MoE counts, tokens and passes added
+ * (each must have the first's hidden layers, MoE layers and experts, and its model where both name
+ * one). */
+static int load_counts(const eplb_args *a, mt_stat_dump *d, mt_err *err) {
+    if (mt_stat_dump_load(a->counts[0], d, err)) return -1;
+    for (int i = 1; i < a->n_counts; i++) {
+        mt_stat_dump x = {0};
+        if (mt_stat_dump_load(a->counts[i], &x, err)) return -1;
+        const char *differs = x.model[0] && d->model[0] && strcmp(x.model, d->model) ? "model"
+                              : x.num_hidden_layers != d->num_hidden_layers ? "num_hidden_layers"
+                              : x.num_experts != d->num_experts             ? "num_experts"
+                              : x.num_moe_layers != d->num_moe_layers ||
+                                        memcmp(x.moe_layers, d->moe_layers, (size_t)d->num_moe_layers * sizeof *d->moe_layers)
+                                  ? "moe_layers"
+                                  : NULL;
+        if (differs) {
+            mt_errf(err, "%s: its %s differs from that of %s (--counts sums dumps of one model)", a->counts[i], differs,
+                    a->counts[0]);
+            mt_stat_dump_free(&x);
+            return -1;
+        }
+        for (size_t k = 0; k < (size_t)d->num_moe_layers * (size_t)d->num_experts; k++) d->moe_count[k] += x.moe_count[k];
+        d->num_tokens = d->num_tokens >= 0 && x.num_tokens >= 0 ? d->num_tokens + x.num_tokens : -1;
+        d->num_forward_passes =
+            d->num_forward_passes >= 0 && x.num_forward_passes >= 0 ? d->num_forward_passes + x.num_forward_passes : -1;
+        mt_stat_dump_free(&x);
+    }
+    return 0;
 }
 
 /* before[l]: contiguous split; after[l]: the plan, both on dump d's counts. */
@@ -184,7 +229,9 @@ static cJSON *placement_json(const eplb_args *a, const mt_stat_dump *d, const mt
               !cJSON_AddNumberToObject(root, "num_experts", E) ||
               !cJSON_AddNumberToObject(root, "num_hidden_layers", d->num_hidden_layers) ||
               !cJSON_AddStringToObject(root, "model", d->model) ||
-              !cJSON_AddStringToObject(root, "counts", a->counts);
+              !cJSON_AddStringToObject(root, "counts", a->counts[0]) ||
+              (d->num_tokens >= 0 && !cJSON_AddNumberToObject(root, "num_tokens", (double)d->num_tokens));
+    bad = bad || add_owned(root, "counts_files", cJSON_CreateStringArray(a->counts, a->n_counts));
     bad = bad || add_owned(root, "moe_layers", cJSON_CreateIntArray(d->moe_layers, d->num_moe_layers));
     cJSON *p2l = bad ? NULL : cJSON_CreateArray();
     bad = bad || add_owned(root, "physical_to_logical_map", p2l);
@@ -264,16 +311,16 @@ int cmd_eplb(int argc, char **argv) {
     char *text = NULL;
     int rc = 1;
 
-    if (mt_stat_dump_load(a.counts, &d, &err) || mt_stat_dump_require_tokens(&d, a.counts, &err)) goto fail;
+    if (load_counts(&a, &d, &err) || mt_stat_dump_require_tokens(&d, a.counts[0], &err)) goto fail;
     if (a.eval) {
         if (mt_stat_dump_load(a.eval, &d2, &err)) goto fail;
         if (d2.num_experts != d.num_experts) {
-            mt_errf(&err, "%s: num_experts is %d but %s has %d", a.eval, d2.num_experts, a.counts, d.num_experts);
+            mt_errf(&err, "%s: num_experts is %d but %s has %d", a.eval, d2.num_experts, a.counts[0], d.num_experts);
             goto fail;
         }
         if (d2.num_moe_layers != d.num_moe_layers ||
             memcmp(d2.moe_layers, d.moe_layers, (size_t)d.num_moe_layers * sizeof *d.moe_layers)) {
-            mt_errf(&err, "%s: moe_layers differ from those of %s", a.eval, a.counts);
+            mt_errf(&err, "%s: moe_layers differ from those of %s", a.eval, a.counts[0]);
             goto fail;
         }
     }
@@ -282,7 +329,7 @@ int cmd_eplb(int argc, char **argv) {
     if (mt_eplb_check_params(d.num_experts, &params, &err)) {
         char msg[MT_ERR_LEN];
         snprintf(msg, sizeof msg, "%s", err.msg);
-        mt_errf(&err, "%s (num_experts from %s; see --help)", msg, a.counts);
+        mt_errf(&err, "%s (num_experts from %s; see --help)", msg, a.counts[0]);
         goto fail;
     }
     int L = d.num_moe_layers, E = d.num_experts;
@@ -322,6 +369,7 @@ int cmd_eplb(int argc, char **argv) {
         goto fail;
     }
     if (write_atomic(a.out, text, &err)) goto fail;
+    if (a.n_counts > 1) mt_log("eplb: planned on the sum of %d dumps", a.n_counts);
     mt_log("eplb: %s policy, %d MoE layers, %d experts -> %d replicas on %d GPUs; balancedness %.4f -> %.4f",
            plan.hierarchical ? "hierarchical" : "global", L, E, a.replicas, a.gpus, mean_of(scores, L),
            mean_of(scores + L, L));
