@@ -1,6 +1,8 @@
 /* moetrace report: draw a stat dump as a PNG or SVG picture (SPEC §3), compare dumps, draw a series
- * of dumps' balancedness over time (--over-time), or trace one request of a per_token dump (--request). */
+ * of dumps' balancedness over time (--over-time), trace one request of a per_token dump (--request),
+ * or analyse every row of one (--coactivation, --token-specialisation). */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +10,11 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "report/coactivation.h"
 #include "report/over_time.h"
 #include "report/report.h"
 #include "report/request_trace.h"
+#include "report/token_specialisation.h"
 #include "report/usage_report.h"
 #include "routing/stat_dump.h"
 #include "routing/usage_compare.h"
@@ -98,7 +102,7 @@ static int check_out(const char *out, const char *what) {
 static int trace_request(char *const *dumps, int n_dumps, const char *rid, const char *model, const char *out,
                          bool placement_flags) {
     const char *bad = NULL;
-    if (!rid) bad = "--model labels the tokens of a --request trace; give --request RID";
+    if (!rid) bad = "--model labels the tokens of a --request trace or of --token-specialisation; give --request RID";
     else if (n_dumps == 0) bad = "--request needs INDEX.json, the JSON index of a per_token dump";
     else if (n_dumps > 1) bad = "--request traces one per_token dump";
     else if (placement_flags) bad = "--ep-size and --placement draw a stat dump, not a --request trace";
@@ -153,11 +157,110 @@ static int over_time(char *const *dumps, int n_dumps, int ep, const char *out, b
     return rc;
 }
 
+/* --layers "0,5,11" into *layers (malloc'd) and *n; else -1, said on stderr. */
+static int parse_layers(const char *s, int **layers, int *n) {
+    int count = 1;
+    for (const char *p = s; *p; p++) count += *p == ',';
+    char *copy = strdup(s);
+    int *v = malloc(sizeof *v * (size_t)count);
+    int rc = copy && v ? 0 : -1;
+    char *piece = copy;
+    for (int k = 0; rc == 0 && k < count; k++) {
+        char *comma = strchr(piece, ',');
+        if (comma) *comma = '\0';
+        rc = mt_arg_int("--layers", piece, 0, 1000000, &v[k]);
+        if (comma) piece = comma + 1;
+    }
+    free(copy);
+    if (rc) {
+        free(v);
+        return -1;
+    }
+    *layers = v;
+    *n = count;
+    return 0;
+}
+
+/* What an analysis of every row of a per_token dump is asked. */
+typedef struct analysis_args {
+    bool coact, spec;            /* --coactivation, --token-specialisation */
+    const char *layers, *min_count, *model, *out;
+    bool other_flags;            /* --over-time, --request, --ep-size or --placement */
+} analysis_args;
+
+/* The flags before any work; 0, or 2 after saying what is wrong. */
+static int check_analysis(const analysis_args *a, int n_dumps, const char *what) {
+    char bad[256] = "";
+    if (a->coact && a->spec)
+        snprintf(bad, sizeof bad, "give one of --coactivation and --token-specialisation");
+    else if (a->other_flags)
+        snprintf(bad, sizeof bad, "%s reads a per_token dump: --over-time, --request, --ep-size and --placement do "
+                 "not apply", what);
+    else if (a->coact && (a->model || a->min_count))
+        snprintf(bad, sizeof bad, "--model and --min-count go with --token-specialisation, not --coactivation");
+    else if (n_dumps != 1)
+        snprintf(bad, sizeof bad, "%s reads one per_token dump, INDEX.json; %d were given", what, n_dumps);
+    else if (!a->out)
+        snprintf(bad, sizeof bad, "--out is required");
+    if (bad[0]) {
+        fprintf(stderr, "moetrace report: %s\n", bad);
+        return 2;
+    }
+    return check_out(a->out, what) ? 2 : 0;
+}
+
+/* The analysis of the open dump d at layers[0..n), computed and written (as JSON or drawn). */
+static int run_analysis(const analysis_args *a, const mt_per_token_dump *d, const int *layers, int n, int min_count,
+                        bool json, mt_err *err) {
+    int rc = -1;
+    if (a->coact) {
+        mt_coactivation c;
+        if (mt_coactivation_compute(d, layers, n, &c, err) == 0)
+            rc = json ? mt_coactivation_write_json(&c, a->out, err) : mt_coactivation_render(&c, a->out, err);
+        mt_coactivation_free(&c);
+    } else {
+        mt_token_spec s;
+        if (mt_token_spec_compute(d, layers, n, min_count, &s, err) == 0 &&
+            !(a->model && mt_token_spec_decode(&s, a->model, err)))
+            rc = json ? mt_token_spec_write_json(&s, a->out, err) : mt_token_spec_render(&s, a->out, err);
+        mt_token_spec_free(&s);
+    }
+    return rc;
+}
+
+/* --coactivation / --token-specialisation: every row of one per_token dump, drawn or as JSON. */
+static int analysis(const analysis_args *a, char *const *dumps, int n_dumps) {
+    const char *what = a->coact ? "--coactivation" : "--token-specialisation";
+    int min_count = MT_TOKEN_SPEC_MIN_COUNT, *asked = NULL, n_asked = 0, *layers = NULL, n = 0;
+    if (check_analysis(a, n_dumps, what) ||
+        (a->min_count && mt_arg_int("--min-count", a->min_count, 1, INT_MAX, &min_count)) ||
+        (a->layers && parse_layers(a->layers, &asked, &n_asked)))
+        return 2;
+    size_t len = strlen(a->out);
+    bool json = len > 5 && !strcasecmp(a->out + len - 5, ".json");
+    mt_err err = {{0}};
+    mt_per_token_dump d;
+    int rc = 1;
+    if (mt_per_token_open(dumps[0], what, &d, &err) == 0) {
+        /* a picture shows a few layers unless told which; the JSON has them all */
+        if (mt_analysis_layers(&d, asked, n_asked, json ? 0 : MT_ANALYSIS_DRAWN, &layers, &n, &err)) rc = 2;
+        else if (run_analysis(a, &d, layers, n, min_count, json, &err) == 0) rc = 0;
+        mt_per_token_close(&d);
+    }
+    if (rc) fprintf(stderr, "moetrace report: %s\n", err.msg);
+    free(asked);
+    free(layers);
+    return rc;
+}
+
 static const char USAGE[] =
     "usage: moetrace report DUMP.json --out FILE.png|FILE.svg [--ep-size M] [--placement F.json]\n"
     "       moetrace report DUMP.json DUMP.json... --out FILE.png|FILE.svg|FILE.json\n"
     "       moetrace report DUMP.json DUMP.json... --over-time --out FILE.png|FILE.svg|FILE.json [--ep-size M]\n"
     "       moetrace report INDEX.json --request RID --out FILE.png|FILE.svg|FILE.json [--model DIR]\n"
+    "       moetrace report INDEX.json --coactivation --out FILE.png|FILE.svg|FILE.json [--layers L,L...]\n"
+    "       moetrace report INDEX.json --token-specialisation --out FILE.png|FILE.svg|FILE.json [--model DIR]\n"
+    "                       [--layers L,L...] [--min-count N]\n"
     "\n"
     "Draws a stat dump (format moetrace.expert_distribution.v1) as a layers x experts heatmap:\n"
     "colour = the expert's share of the layer's routed tokens, dense layers greyed, a per-layer\n"
@@ -203,12 +306,34 @@ static const char USAGE[] =
     "  --request RID        the request's id exactly as the index's request_ids has it (the first of\n"
     "                       several requests with that id)\n"
     "  --model DIR          label tokens with their text, each decoded alone by DIR/tokenizer.json\n"
-    "                       (special tokens shown; whitespace as ␣ ↵ ⇥); without it, their ids\n";
+    "                       (special tokens shown; whitespace as ␣ ↵ ⇥); without it, their ids\n"
+    "\n"
+    "With --coactivation, counts the experts every token of a per_token dump (INDEX.json, as for --request)\n"
+    "chose together, per MoE layer. The picture has a heatmap per layer, experts on both axes: row i,\n"
+    "column j coloured by the share of expert i's tokens that also chose expert j (the diagonal grey), a\n"
+    "colour bar marking the share uniform choices would give, and each layer's strongest pairs. --out\n"
+    "FILE.json writes the numbers (format moetrace.coactivation.v1): per layer the pair counts (the\n"
+    "diagonal: each expert's tokens), the 10 pairs of highest share and the mean shares.\n"
+    "\n"
+    "With --token-specialisation, ranks the token ids each expert receives: a token id's share for an\n"
+    "expert is the share of its occurrences whose top-k included the expert; an expert's score, the mean\n"
+    "share of its 10 highest. The picture: per layer, one row per expert (the 64 most specialised), its\n"
+    "score and its 5 highest token ids (their text with --model) with their shares; --out FILE.json has\n"
+    "every expert's 10 (format moetrace.token_specialisation.v1). Both count the dump's rows only: tokens\n"
+    "served from the prefix cache have none (docs/RECORDER.md, \"Co-activation and vocabulary\n"
+    "specialisation\"); a stat or per_pass dump is refused.\n"
+    "  --coactivation       experts chosen together\n"
+    "  --token-specialisation  the token ids each expert receives (also --token-specialization)\n"
+    "  --layers L,L...      the hidden layers, MoE layers of the dump; default: up to 4 MoE layers evenly\n"
+    "                       spaced in a picture, every MoE layer in a .json\n"
+    "  --min-count N        rank the token ids seen at least N times (default 8)\n"
+    "  --model DIR          token texts by DIR/tokenizer.json, as for --request\n";
 
 static int report(int argc, char **argv, char **dumps) {
     const char *dump = NULL, *out = NULL, *plc = NULL, *request = NULL, *model = NULL;
     int ep = 0, n_dumps = 0;
     bool series = false;
+    analysis_args an = {0};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -216,12 +341,17 @@ static int report(int argc, char **argv, char **dumps) {
             return 0;
         }
         int has_val = !strcmp(a, "--out") || !strcmp(a, "--ep-size") || !strcmp(a, "--placement") ||
-                      !strcmp(a, "--request") || !strcmp(a, "--model");
+                      !strcmp(a, "--request") || !strcmp(a, "--model") || !strcmp(a, "--layers") ||
+                      !strcmp(a, "--min-count");
         if (has_val && i + 1 >= argc) {
             fprintf(stderr, "moetrace report: %s needs a value\n", a);
             return 2;
         }
         if (!strcmp(a, "--over-time")) series = true;
+        else if (!strcmp(a, "--coactivation")) an.coact = true;
+        else if (!strcmp(a, "--token-specialisation") || !strcmp(a, "--token-specialization")) an.spec = true;
+        else if (!strcmp(a, "--layers")) an.layers = argv[++i];
+        else if (!strcmp(a, "--min-count")) an.min_count = argv[++i];
         else if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--placement")) plc = argv[++i];
         else if (!strcmp(a, "--request")) request = argv[++i];
@@ -243,6 +373,17 @@ static int report(int argc, char **argv, char **dumps) {
             dumps[n_dumps++] = argv[i];
             if (!dump) dump = a;
         }
+    }
+    if (an.coact || an.spec) {
+        an.model = model;
+        an.out = out;
+        an.other_flags = series || request || plc || ep;
+        return analysis(&an, dumps, n_dumps);
+    }
+    if (an.layers || an.min_count) {
+        fprintf(stderr, "moetrace report: --%s goes with --coactivation or --token-specialisation\n",
+                an.layers ? "layers" : "min-count");
+        return 2;
     }
     if (series) return over_time(dumps, n_dumps, ep, out, plc || request || model);
     if (n_dumps > MAX_COMPARED) {

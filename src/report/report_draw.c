@@ -211,6 +211,65 @@ void mt_rd_cell_axes(cairo_t *cr, double x0, double y0, double cw, double ch, in
     }
 }
 
+void mt_rd_colorbar(cairo_t *cr, double x, double y, double h, double vmax, double step, const char *label,
+                    double mark, const char *mark_label) {
+    double rgb[3];
+    char buf[32];
+    for (int k = 0; k < (int)h; k++) {
+        mt_rd_colormap((k + 0.5) / h, rgb);
+        cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
+        cairo_rectangle(cr, x, y + h - k - 1, 16, 1.5);
+        cairo_fill(cr);
+    }
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, x - 0.5, y - 0.5, 17, h + 1);
+    cairo_stroke(cr);
+    mt_rd_font(cr, 10, 0);
+    int ticks = (int)floor(vmax / step + 0.5);
+    for (int k = 0; k <= ticks; k++) {
+        double v = fmin(step * k, vmax), ty = y + h - h * v / vmax;
+        cairo_move_to(cr, x + 16, ty);
+        cairo_line_to(cr, x + 20, ty);
+        cairo_stroke(cr);
+        snprintf(buf, sizeof buf, "%.3g%%", v * 100);
+        mt_rd_text(cr, x + 22, ty, 0, 0.5, buf);
+    }
+    if (label) mt_rd_text(cr, x, y - 6, 0, 1, label);
+    if (!mark_label || !(mark >= 0 && mark <= vmax)) return;
+    double my = y + h - h * mark / vmax;
+    cairo_set_source_rgb(cr, 0.85, 0.1, 0.1);
+    cairo_move_to(cr, x - 1, my);
+    cairo_line_to(cr, x - 8, my - 5);
+    cairo_line_to(cr, x - 8, my + 5);
+    cairo_close_path(cr);
+    cairo_fill(cr);
+    mt_rd_font(cr, 9, 0);
+    mt_rd_text(cr, x - 10, my, 1, 0.5, mark_label);
+}
+
+void mt_rd_title_block(cairo_t *cr, double width, const char *title, const char *subtitle, const char *explanation,
+                       const char *warning) {
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    mt_rd_font(cr, 17, 1);
+    mt_rd_text_fit(cr, 16, 12, width, title);
+    cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
+    mt_rd_font(cr, 12, 0);
+    mt_rd_text_fit(cr, 16, 36, width, subtitle);
+    mt_rd_font(cr, 11, 0);
+    mt_rd_text_fit(cr, 16, 56, width, explanation);
+    if (warning) {
+        cairo_set_source_rgb(cr, 0.65, 0.2, 0.1);
+        mt_rd_text_fit(cr, 16, 74, width, warning);
+    }
+}
+
+void mt_rd_text_colour_on(cairo_t *cr, const double rgb[3]) {
+    double lum = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2];
+    if (lum > 0.5) cairo_set_source_rgb(cr, 0, 0, 0);
+    else cairo_set_source_rgb(cr, 1, 1, 1);
+}
+
 static int has_ext(const char *path, const char *ext) {
     size_t n = strlen(path), k = strlen(ext);
     return n > k && strcasecmp(path + n - k, ext) == 0;

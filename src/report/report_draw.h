@@ -36,6 +36,20 @@ void mt_rd_font(cairo_t *cr, double size, int bold);
 /* Axes of a grid of cols x rows cells of cw x ch from (x0, y0): column numbers below, row numbers
  * left, every few cells (mt_rd_tick_step), ticks tick long, in the current font and source. */
 void mt_rd_cell_axes(cairo_t *cr, double x0, double y0, double cw, double ch, int cols, int rows, double tick);
+/* A vertical colour bar of mt_rd_colormap, 16 wide and h tall from (x, y): 0 at the bottom, vmax at
+ * the top, a tick every step labelled in percent (font 10), label (or nothing when NULL) above it;
+ * when mark_label is not NULL and 0 <= mark <= vmax, a red pointer at mark on its left, labelled. */
+void mt_rd_colorbar(cairo_t *cr, double x, double y, double h, double vmax, double step, const char *label,
+                    double mark, const char *mark_label);
+/* A picture's heading from (16, 12), each line cut to width: title (17, bold), subtitle (12),
+ * explanation (11) and, when not NULL, a warning (11, red); it takes MT_RD_TITLE_H units, and
+ * MT_RD_TITLE_WARN_H with a warning. */
+#define MT_RD_TITLE_H 84
+#define MT_RD_TITLE_WARN_H 100
+void mt_rd_title_block(cairo_t *cr, double width, const char *title, const char *subtitle, const char *explanation,
+                       const char *warning);
+/* Black or white as the source, whichever reads on a background of rgb. */
+void mt_rd_text_colour_on(cairo_t *cr, const double rgb[3]);
 /* An error unless out_path ends in .png or .svg (any case). */
 int mt_rd_check_ext(const char *out_path, mt_err *err);
 /* Draws a width x height picture with draw(cr, arg) into out_path: PNG or SVG by its extension,

@@ -40,12 +40,12 @@ void mt_request_trace_free(mt_request_trace *t) {
 /* ---- reading ---- */
 
 /* The index's mode must be per_token (the other dumps hold counts only). */
-static int check_per_token(const cJSON *index, const char *path, mt_err *err) {
+static int check_per_token(const cJSON *index, const char *path, const char *what, mt_err *err) {
     const cJSON *mode = cJSON_GetObjectItemCaseSensitive(index, "mode");
     const char *m = cJSON_IsString(mode) ? mode->valuestring : "stat";
     if (!strcmp(m, "per_token")) return 0;
-    return mt_errf(err, "%s: --request needs a per_token dump, and this is a \"%s\" dump (counts only): record one "
-                   "with serve --expert-distribution-recorder-mode per_token or profile --per-token", path, m);
+    return mt_errf(err, "%s: %s needs a per_token dump, and this is a \"%s\" dump (counts only): record one "
+                   "with serve --expert-distribution-recorder-mode per_token or profile --per-token", path, what, m);
 }
 
 /* The error for an id no request has: up to 10 of the ids present and how many there are. */
@@ -175,15 +175,12 @@ static int find_gaps(mt_request_trace *t, mt_err *err) {
     return 0;
 }
 
-/* Copies the request's rows out of the open tensors, in position order, one per position. */
-static int copy_rows(mt_request_trace *t, const mt_checkpoint *ck, const char *file, int64_t n_requests, mt_err *err) {
+/* Copies the request's rows out of the dump, in position order, one per position. */
+static int copy_rows(mt_request_trace *t, const mt_per_token_dump *d, int64_t n_requests, mt_err *err) {
     int L = t->num_hidden_layers, K = t->top_k;
-    int64_t T = -1, shape3[3] = {0, L, K};
-    const mt_tensor_info *req = tensor(ck, file, "request_index", "I64", 1, shape3, &T, err);
-    const mt_tensor_info *ids = req ? tensor(ck, file, "topk_ids", "I32", 3, shape3, &T, err) : NULL;
-    const mt_tensor_info *pos = ids ? tensor(ck, file, "position", "I32", 1, shape3, &T, err) : NULL;
-    const mt_tensor_info *tok = pos ? tensor(ck, file, "token_id", "I32", 1, shape3, &T, err) : NULL;
-    if (!tok) return -1;
+    int64_t T = d->rows;
+    const mt_tensor_info *req = d->request_index, *ids = d->topk_ids, *pos = d->position, *tok = d->token_id;
+    const char *file = req->file;
     row_ref *rows = malloc(sizeof *rows * (size_t)(T ? T : 1));
     if (!rows) return mt_errf(err, "out of memory");
     int64_t n = 0;
@@ -242,7 +239,7 @@ static int index_int(const cJSON *index, const char *path, const char *key, doub
 }
 
 /* top_k (1 .. num_experts: the width of topk_ids) and dropped_tokens (0 when absent). */
-static int read_counts(const cJSON *index, const char *path, mt_request_trace *t, mt_err *err) {
+static int read_counts(const cJSON *index, const char *path, mt_per_token_dump *t, mt_err *err) {
     int64_t top_k, dropped;
     if (index_int(index, path, "top_k", 1, t->num_experts, -1, &top_k, err) ||
         index_int(index, path, "dropped_tokens", 0, 9007199254740992.0, 0, &dropped, err))
@@ -253,7 +250,7 @@ static int read_counts(const cJSON *index, const char *path, mt_request_trace *t
 }
 
 /* Shape and names from the index (a dump: mt_stat_dump_from_json checks its counts' shape). */
-static int read_shape(const cJSON *index, const char *path, mt_request_trace *t, mt_err *err) {
+static int read_shape(const cJSON *index, const char *path, mt_per_token_dump *t, mt_err *err) {
     mt_stat_dump d;
     memset(&d, 0, sizeof d);
     if (mt_stat_dump_from_json(index, path, &d, err)) {
@@ -277,32 +274,75 @@ static int read_shape(const cJSON *index, const char *path, mt_request_trace *t,
     return rc;
 }
 
-int mt_request_trace_load(const char *index_path, const char *request_id, mt_request_trace *t, mt_err *err) {
-    memset(t, 0, sizeof *t);
-    cJSON *index = mt_json_load_file(index_path, err);
-    if (!index) return -1;
+/* The tensors, each of its dtype and shape, all of the same T rows. */
+static int check_tensors(mt_per_token_dump *d, const char *file, mt_err *err) {
+    int64_t shape3[3] = {0, d->num_hidden_layers, d->top_k};
+    d->rows = -1;
+    d->request_index = tensor(d->ck, file, "request_index", "I64", 1, shape3, &d->rows, err);
+    d->topk_ids = d->request_index ? tensor(d->ck, file, "topk_ids", "I32", 3, shape3, &d->rows, err) : NULL;
+    d->position = d->topk_ids ? tensor(d->ck, file, "position", "I32", 1, shape3, &d->rows, err) : NULL;
+    d->token_id = d->position ? tensor(d->ck, file, "token_id", "I32", 1, shape3, &d->rows, err) : NULL;
+    return d->token_id ? 0 : -1;
+}
+
+int mt_per_token_open(const char *index_path, const char *what, mt_per_token_dump *d, mt_err *err) {
+    memset(d, 0, sizeof *d);
+    if (!(d->index = mt_json_load_file(index_path, err))) return -1;
     char st_path[4096];
-    mt_checkpoint *ck = NULL;
     int rc = -1;
-    if (!(t->request_id = strdup(request_id))) {
-        mt_errf(err, "out of memory");
+    if (read_shape(d->index, index_path, d, err) || check_per_token(d->index, index_path, what, err) ||
+        tensors_path(d->index, index_path, st_path, sizeof st_path, err))
         goto out;
-    }
-    if (read_shape(index, index_path, t, err) || check_per_token(index, index_path, err))
-        goto out;
-    if (find_request(index, index_path, request_id, t, err) ||
-        tensors_path(index, index_path, st_path, sizeof st_path, err))
-        goto out;
-    if (mt_checkpoint_open(&ck, st_path, err)) {
+    if (mt_checkpoint_open(&d->ck, st_path, err)) {
         char inner[MT_ERR_LEN];
         snprintf(inner, sizeof inner, "%s", err->msg);
         mt_errf(err, "%s: its tensors file: %s", index_path, inner);
         goto out;
     }
-    rc = copy_rows(t, ck, st_path, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(index, "request_ids")), err);
+    rc = check_tensors(d, st_path, err);
 out:
-    mt_checkpoint_close(ck);
-    cJSON_Delete(index);
+    if (rc) mt_per_token_close(d);
+    return rc;
+}
+
+void mt_per_token_close(mt_per_token_dump *d) {
+    if (!d) return;
+    free(d->model);
+    free(d->moe_layers);
+    free(d->layer_is_moe);
+    mt_checkpoint_close(d->ck);
+    cJSON_Delete(d->index);
+    memset(d, 0, sizeof *d);
+}
+
+void mt_per_token_experts(const mt_per_token_dump *d, int64_t r, int l, int32_t *ids) {
+    size_t k = (size_t)d->top_k, at = ((size_t)r * (size_t)d->num_hidden_layers + (size_t)l) * k;
+    memcpy(ids, (const char *)d->topk_ids->data + at * 4, k * 4);
+}
+
+int32_t mt_per_token_token_id(const mt_per_token_dump *d, int64_t r) { return read_i32(d->token_id, r); }
+
+int mt_request_trace_load(const char *index_path, const char *request_id, mt_request_trace *t, mt_err *err) {
+    memset(t, 0, sizeof *t);
+    mt_per_token_dump d;
+    if (mt_per_token_open(index_path, "--request", &d, err)) return -1;
+    int rc = -1;
+    /* the dump's shape, handed over */
+    t->model = d.model;
+    t->moe_layers = d.moe_layers;
+    t->layer_is_moe = d.layer_is_moe;
+    d.model = NULL;
+    d.moe_layers = NULL;
+    d.layer_is_moe = NULL;
+    t->num_hidden_layers = d.num_hidden_layers;
+    t->num_experts = d.num_experts;
+    t->top_k = d.top_k;
+    t->num_moe_layers = d.num_moe_layers;
+    t->dropped_tokens = d.dropped_tokens;
+    if (!(t->request_id = strdup(request_id))) mt_errf(err, "out of memory");
+    else if (find_request(d.index, index_path, request_id, t, err) == 0)
+        rc = copy_rows(t, &d, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d.index, "request_ids")), err);
+    mt_per_token_close(&d);
     if (rc) mt_request_trace_free(t);
     return rc;
 }
@@ -315,30 +355,48 @@ int64_t mt_request_trace_missing_count(const mt_request_trace *t) {
 
 /* ---- token text ---- */
 
-int mt_request_trace_decode(mt_request_trace *t, const char *tokenizer_path, mt_err *err) {
+int mt_request_trace_decode_ids(const char *tokenizer_path, const int32_t *ids, int64_t n, char **texts,
+                                int64_t *bad, mt_err *err) {
+    *bad = -1;
     mt_tokenizer *tok;
     if (mt_tokenizer_load(&tok, tokenizer_path, err)) return -1;
     size_t vocab = mt_tokenizer_vocab_size(tok);
     int rc = 0;
-    t->text = calloc((size_t)(t->n ? t->n : 1), sizeof *t->text);
-    if (!t->text) rc = mt_errf(err, "out of memory");
-    for (int64_t i = 0; rc == 0 && i < t->n; i++) {
-        int32_t id = t->token_id[i];
+    int64_t i = 0;
+    for (; i < n; i++) {
+        int32_t id = ids[i];
+        size_t len;
         if (id < 0 || (size_t)id >= vocab || !mt_tokenizer_id_to_token(tok, id)) {
-            rc = mt_errf(err, "%s: token id %d (position %d of request \"%s\") is no token of its vocabulary (%zu ids): "
-                         "is it the dump's model?", tokenizer_path, id, t->position[i], t->request_id, vocab);
+            *bad = i;
+            rc = mt_errf(err, "%s: token id %d is no token of its vocabulary (%zu ids): is it the dump's model?",
+                         tokenizer_path, id, vocab);
             break;
         }
-        size_t len;
-        rc = mt_tokenizer_decode(tok, &id, 1, 0, &t->text[i], &len, err);
+        if ((rc = mt_tokenizer_decode(tok, &id, 1, 0, &texts[i], &len, err))) break;
     }
     mt_tokenizer_free(tok);
-    if (rc && t->text) {
-        for (int64_t i = 0; i < t->n; i++) free(t->text[i]);
-        free(t->text);
-        t->text = NULL;
+    for (int64_t k = 0; rc && k < i; k++) {
+        free(texts[k]);
+        texts[k] = NULL;
     }
     return rc;
+}
+
+int mt_request_trace_decode(mt_request_trace *t, const char *tokenizer_path, mt_err *err) {
+    char **text = calloc((size_t)(t->n ? t->n : 1), sizeof *text);
+    if (!text) return mt_errf(err, "out of memory");
+    int64_t bad;
+    if (mt_request_trace_decode_ids(tokenizer_path, t->token_id, t->n, text, &bad, err)) {
+        free(text);
+        if (bad >= 0) {
+            char inner[MT_ERR_LEN];
+            snprintf(inner, sizeof inner, "%s", err->msg);
+            mt_errf(err, "position %d of request \"%s\": %s", t->position[bad], t->request_id, inner);
+        }
+        return -1;
+    }
+    t->text = text;
+    return 0;
 }
 
 const char *mt_request_trace_visible(const char *s, char *out, size_t out_size) {

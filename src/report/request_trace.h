@@ -22,7 +22,45 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/safetensors.h"
 #include "util/err.h"
+
+struct cJSON;
+
+/* A per_token dump opened for reading row by row: the reader of mt_request_trace_load, which the
+ * analyses of every row (coactivation.h, token_specialisation.h) share. Its index's shape and names,
+ * and its tensors mapped in place, checked: I64 request_index [T], I32 topk_ids
+ * [T, num_hidden_layers, top_k], I32 position [T] and I32 token_id [T]. Rows are read where they lie
+ * in the mapping: nothing is copied or allocated per row. */
+typedef struct mt_per_token_dump {
+    char *model;            /* the index's "model" ("" when absent) */
+    int num_hidden_layers, num_experts, top_k;
+    int num_moe_layers;
+    int *moe_layers;        /* [num_moe_layers] ascending hidden-layer indices */
+    bool *layer_is_moe;     /* [num_hidden_layers] */
+    int64_t dropped_tokens; /* the index's "dropped_tokens" (0 when absent) */
+    int64_t rows;           /* T */
+    struct cJSON *index;    /* the index as read (request_ids, request_domains) */
+    mt_checkpoint *ck;
+    const mt_tensor_info *request_index, *topk_ids, *position, *token_id;
+} mt_per_token_dump;
+
+/* Opens the per_token dump whose JSON index is at index_path (its tensors' file is found beside it
+ * when the index names it relatively). `what` names the command in the error for a dump of another
+ * mode ("--request needs a per_token dump, and this is a \"stat\" dump ..."). Other errors: a
+ * malformed index, a missing or malformed safetensors file, a tensor missing or of another shape. */
+int mt_per_token_open(const char *index_path, const char *what, mt_per_token_dump *d, mt_err *err);
+void mt_per_token_close(mt_per_token_dump *d);
+/* Row r's experts at hidden layer l: top_k ids into ids (-1 for dense layers, as the dump holds them). */
+void mt_per_token_experts(const mt_per_token_dump *d, int64_t r, int l, int32_t *ids);
+int32_t mt_per_token_token_id(const mt_per_token_dump *d, int64_t r);
+
+/* Each of ids[0..n) decoded alone by the tokenizer at tokenizer_path (a folder holding
+ * tokenizer.json, or the file), special tokens kept, as `moetrace detokenize --ids ID` prints it,
+ * into texts[0..n) (malloc'd strings; the caller frees them). An id outside its vocabulary is an
+ * error naming the id, with *bad its index (else *bad is -1); nothing is left in texts then. */
+int mt_request_trace_decode_ids(const char *tokenizer_path, const int32_t *ids, int64_t n, char **texts,
+                                int64_t *bad, mt_err *err);
 
 #define MT_REQUEST_TRACE_FORMAT "moetrace.request_trace.v1"
 #define MT_REQUEST_TRACE_MAX_ROWS 1024 /* token rows drawn; the JSON has them all */
