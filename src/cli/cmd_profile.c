@@ -396,7 +396,15 @@ int cmd_profile(int argc, char **argv) {
         goto fail;
     }
     mt_recorder_logical_count(stat, rec);
-    if (memcmp(rec, st.count, (size_t)c->num_hidden_layers * c->num_experts * sizeof *rec) != 0)
+    /* They count the same tokens unless a request took prompt tokens from the prefix cache (their
+     * routing rows, computed once, are in each such request's routing; the recorder counted them when
+     * they were forwarded) or a preempted sequence forwarded tokens again (the recorder counts that
+     * work each time; the request's routing has each token once). */
+    if (st.cached > 0 || es.tokens_recomputed > 0)
+        mt_log("per-request routing not compared with the recorder: %ld prompt tokens came from the prefix cache "
+               "and %ld were forwarded again after preemption (the recorder counts what was forwarded, the routing "
+               "each request's tokens once)", st.cached, es.tokens_recomputed);
+    else if (memcmp(rec, st.count, (size_t)c->num_hidden_layers * c->num_experts * sizeof *rec) != 0)
         mt_log("warning: recorder counts differ from the per-request routing");
     /* and the physical channel adds up to the logical one */
     if (have_plc && (mt_recorder_physical_count(stat, phys) || !physical_matches(&placement, phys, rec)))
