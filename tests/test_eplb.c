@@ -521,6 +521,9 @@ static void test_cli(void **state) {
                "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 4, \"moe_layers\": [1, 2, 3],"
                " \"num_experts\": 8, \"logical_count\": [[0,0,0,0,0,0,0,0],[1,2,3,4,5,6,7,8],[1,2,3,4,5,6,7,8],"
                "[1,2,3,4,5,6,7,8]]}");
+    write_text(TMP "/huge.json", /* a count at the most a dump holds exactly: two of them overflow that */
+               "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 1, \"moe_layers\": [0],"
+               " \"num_experts\": 8, \"logical_count\": [[9007199254740992,1,1,1,1,1,1,1]]}");
     write_text(TMP "/zero.json",
                "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 2, \"moe_layers\": [0, 1],"
                " \"num_experts\": 8, \"logical_count\": [[0,0,0,0,0,0,0,0],[0,0,0,0,0,0,0,0]]}");
@@ -546,6 +549,8 @@ static void test_cli(void **state) {
         {"--counts " TMP "/zero.json --num-replicas 16 --num-gpus 8 --out " TMP "/x.json", "no tokens were recorded"},
         {"--counts " TMP "/dump.json " TMP "/other_experts.json --num-replicas 24 --num-gpus 8 --out " TMP "/x.json",
          "other_experts.json: its num_experts differs"},
+        {"--counts " TMP "/huge.json " TMP "/huge.json --num-replicas 16 --num-gpus 8 --out " TMP "/x.json",
+         "huge.json: adding its counts passes 2^53"},
     };
     unlink(TMP "/x.json");
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -615,6 +620,22 @@ static void test_cli_sums_dumps(void **state) {
     cJSON_Delete(want);
 }
 
+/* The names beside a dump: its planned placement and its domain usage folder. */
+static void test_dump_sibling(void **state) {
+    (void)state;
+    char out[64];
+    assert_int_equal(mt_stat_dump_sibling("/a/b/expert_distribution_123_1.json", "expert_placement_", ".json", out,
+                                          sizeof out), 0);
+    assert_string_equal(out, "/a/b/expert_placement_123_1.json");
+    assert_int_equal(mt_stat_dump_sibling("expert_distribution_9.json", "domain_usage_", "", out, sizeof out), 0);
+    assert_string_equal(out, "domain_usage_9");
+    assert_int_equal(mt_stat_dump_sibling("/a/other_9.json", "x_", "", out, sizeof out), -1);
+    assert_int_equal(mt_stat_dump_sibling("/a/expert_distribution_.json", "x_", "", out, sizeof out), -1);
+    assert_int_equal(mt_stat_dump_sibling("/a/expert_distribution_9.txt", "x_", "", out, sizeof out), -1);
+    assert_int_equal(mt_stat_dump_sibling("/a/expert_distribution_123456789.json", "expert_placement_", ".json", out, 8),
+                     -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_packing_rules),     cmocka_unit_test(test_replicate_rules),
@@ -623,6 +644,7 @@ int main(void) {
         cmocka_unit_test(test_balancedness),      cmocka_unit_test(test_stat_dump),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_cli_sums_dumps),
+        cmocka_unit_test(test_dump_sibling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

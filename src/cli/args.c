@@ -19,7 +19,7 @@ int mt_arg_int(const char *flag, const char *s, long lo, long hi, int *out) {
     return 0;
 }
 
-int mt_arg_float(const char *flag, const char *s, double lo, double hi, float *out) {
+int mt_arg_double(const char *flag, const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -27,6 +27,13 @@ int mt_arg_float(const char *flag, const char *s, double lo, double hi, float *o
         fprintf(stderr, "moetrace: %s: '%s' is not a number in [%g, %g]\n", flag, s, lo, hi);
         return -1;
     }
+    *out = v;
+    return 0;
+}
+
+int mt_arg_float(const char *flag, const char *s, double lo, double hi, float *out) {
+    double v;
+    if (mt_arg_double(flag, s, lo, hi, &v)) return -1;
     *out = (float)v;
     return 0;
 }

@@ -10,6 +10,7 @@
 /* Each returns 0, or prints "moetrace: FLAG: ..." to stderr and returns -1. */
 int mt_arg_int(const char *flag, const char *s, long lo, long hi, int *out);
 int mt_arg_float(const char *flag, const char *s, double lo, double hi, float *out);
+int mt_arg_double(const char *flag, const char *s, double lo, double hi, double *out);
 int mt_arg_u64(const char *flag, const char *s, uint64_t *out);
 /* "1,2,3" -> malloc'd array; spaces allowed; at least one id. */
 int mt_arg_id_list(const char *flag, const char *s, int32_t **ids, int *n);

@@ -148,32 +148,55 @@ static double mean_of(const double *v, int n) {
     return n ? s / n : 0.0;
 }
 
+#define EXACT_MAX 9007199254740992LL /* 2^53: the largest count a dump holds exactly (stat_dump.h) */
+
+/* *sum += add, unless that passes EXACT_MAX; a -1 (absent) on either side makes the sum absent. */
+static bool add_exact(int64_t *sum, int64_t add) {
+    if (*sum < 0 || add < 0) {
+        *sum = -1;
+        return true;
+    }
+    if (add > EXACT_MAX - *sum) return false;
+    *sum += add;
+    return true;
+}
+
 /* The dumps of --counts into d: the first, with every other's MoE counts, tokens and passes added
- * (each must have the first's hidden layers, MoE layers and experts, and its model where both name
- * one). */
+ * (each must have the first's hidden layers, MoE layers and experts, and its model and top_k where
+ * both state them; sums stay at most 2^53, what a dump holds exactly). */
 static int load_counts(const eplb_args *a, mt_stat_dump *d, mt_err *err) {
     if (mt_stat_dump_load(a->counts[0], d, err)) return -1;
+    const char *model = d->model; /* the first model any dump names */
     for (int i = 1; i < a->n_counts; i++) {
         mt_stat_dump x = {0};
         if (mt_stat_dump_load(a->counts[i], &x, err)) return -1;
-        const char *differs = x.model[0] && d->model[0] && strcmp(x.model, d->model) ? "model"
+        const char *differs = x.model[0] && model[0] && strcmp(x.model, model) ? "model"
                               : x.num_hidden_layers != d->num_hidden_layers ? "num_hidden_layers"
                               : x.num_experts != d->num_experts             ? "num_experts"
+                              : x.top_k && d->top_k && x.top_k != d->top_k  ? "top_k"
                               : x.num_moe_layers != d->num_moe_layers ||
                                         memcmp(x.moe_layers, d->moe_layers, (size_t)d->num_moe_layers * sizeof *d->moe_layers)
                                   ? "moe_layers"
                                   : NULL;
-        if (differs) {
+        bool exact = true;
+        for (size_t k = 0; !differs && exact && k < (size_t)d->num_moe_layers * (size_t)d->num_experts; k++)
+            exact = add_exact(&d->moe_count[k], x.moe_count[k]);
+        exact = exact && add_exact(&d->num_tokens, x.num_tokens) &&
+                add_exact(&d->num_forward_passes, x.num_forward_passes);
+        if (differs)
             mt_errf(err, "%s: its %s differs from that of %s (--counts sums dumps of one model)", a->counts[i], differs,
                     a->counts[0]);
-            mt_stat_dump_free(&x);
-            return -1;
+        else if (!exact)
+            mt_errf(err, "%s: adding its counts passes 2^53, beyond what a count holds exactly", a->counts[i]);
+        if (!model[0] && x.model[0]) {
+            free(d->model);
+            d->model = x.model; /* the dumps' model, named in the placement */
+            x.model = NULL;
+            model = d->model;
         }
-        for (size_t k = 0; k < (size_t)d->num_moe_layers * (size_t)d->num_experts; k++) d->moe_count[k] += x.moe_count[k];
-        d->num_tokens = d->num_tokens >= 0 && x.num_tokens >= 0 ? d->num_tokens + x.num_tokens : -1;
-        d->num_forward_passes =
-            d->num_forward_passes >= 0 && x.num_forward_passes >= 0 ? d->num_forward_passes + x.num_forward_passes : -1;
+        if (!d->top_k) d->top_k = x.top_k;
         mt_stat_dump_free(&x);
+        if (differs || !exact) return -1;
     }
     return 0;
 }

@@ -62,7 +62,8 @@ static const char SERVE_HELP[] =
     "of experts, or 1 when 8 does not divide their number):\n"
     "%s"
     "  --enable-eplb               rebalance the placement by itself: EPLB on the recorder's window (it\n"
-    "                              records from start-up), as POST /eplb_rebalance does; needs --ep-size\n"
+    "                              records from start-up), as POST /eplb_rebalance does; needs a placement\n"
+    "                              (--ep-size and/or --init-expert-location)\n"
     "  --eplb-rebalance-num-iterations N   forward passes between two rebalances (default 1000)\n"
     "  --eplb-min-rebalancing-utilization-threshold F   rebalance only when the window's balancedness\n"
     "                              (mean over max GPU load, 0..1) is at or below F (default 1.0: always)\n"
@@ -85,7 +86,7 @@ typedef struct serve_args {
     const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device, *domain_field;
     int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size, max_scored;
     int header_timeout, eplb_every;
-    float eplb_threshold;
+    double eplb_threshold;
     mt_placement_flags placement;
     long max_body, rec_max_tokens;
     float kv_fraction, drain_timeout;
@@ -108,7 +109,7 @@ static int parse(serve_args *a, int argc, char **argv) {
     a->rec_max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
     a->device = "cpu";
     a->eplb_every = 1000;
-    a->eplb_threshold = 1.0f;
+    a->eplb_threshold = 1.0;
     mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v;
@@ -153,7 +154,7 @@ static int parse(serve_args *a, int argc, char **argv) {
             a->eplb_every_given = true;
         } else if (!strcmp(f, "--eplb-min-rebalancing-utilization-threshold")) {
             VALUE();
-            if (mt_arg_float(f, v, 0, 1, &a->eplb_threshold)) return -1;
+            if (mt_arg_double(f, v, 0, 1, &a->eplb_threshold)) return -1;
             a->eplb_threshold_given = true;
         } else if (!strcmp(f, "--domain-field")) {
             VALUE();

@@ -158,11 +158,9 @@ static void measure(const mt_stat_dump *d, int M, mt_ot_window *w) {
 static int planned(const mt_stat_dump *d, const char *path, int M, mt_ot_window *w, mt_err *err) {
     w->planned_next = NAN;
     if (w->stamp_ms < 0) return 0;
-    const char *base = base_name(path);
     char file[4200];
-    int len = snprintf(file, sizeof file, "%.*s%s%s", (int)(base - path), path, PLAN_STEM,
-                       base + sizeof DUMP_STEM - 1);
-    if (len < 0 || (size_t)len >= sizeof file) return mt_errf(err, "%s: the path is too long", path);
+    if (mt_stat_dump_sibling(path, PLAN_STEM, ".json", file, sizeof file))
+        return mt_errf(err, "%s: the path is too long", path);
     struct stat st;
     if (stat(file, &st) != 0 && errno == ENOENT) return 0;
     mt_moe_shape shape;

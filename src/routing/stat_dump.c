@@ -232,3 +232,12 @@ int mt_stat_dump_load(const char *path, mt_stat_dump *d, mt_err *err) {
     free(buf);
     return rc;
 }
+
+int mt_stat_dump_sibling(const char *path, const char *stem, const char *ext, char *out, size_t size) {
+    static const char DUMP[] = "expert_distribution_", JSON[] = ".json";
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    size_t n = strlen(base), dl = sizeof DUMP - 1, jl = sizeof JSON - 1;
+    if (n <= dl + jl || strncmp(base, DUMP, dl) || strcmp(base + n - jl, JSON)) return -1;
+    int len = snprintf(out, size, "%.*s%s%.*s%s", (int)(base - path), path, stem, (int)(n - dl - jl), base + dl, ext);
+    return len < 0 || (size_t)len >= size ? -1 : 0;
+}

@@ -47,4 +47,10 @@ void mt_stat_dump_free(mt_stat_dump *d);
  * without tokens would place experts arbitrarily. */
 int mt_stat_dump_require_tokens(const mt_stat_dump *d, const char *name, mt_err *err);
 
+/* The file beside a dump named <dir>/expert_distribution_<stamp>.json (what the recorder writes):
+ * <dir>/<stem><stamp><ext> into out, e.g. stem "expert_placement_" and ext ".json" for the placement a
+ * rebalance planned on it, "domain_usage_" and "" for its folder of domain usage. -1 when path is not
+ * so named or out is too small. */
+int mt_stat_dump_sibling(const char *path, const char *stem, const char *ext, char *out, size_t size);
+
 #endif

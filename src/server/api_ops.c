@@ -88,6 +88,7 @@ int mt_api_model_info(mt_http_request *rq) {
 typedef struct window {
     bool placed;                /* counted under a placement: its shape is the start-up one's */
     char source[sizeof ((mt_placement *)0)->source]; /* that placement's source */
+    uint64_t switches[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS]; /* the switches counted so far */
     mt_recorder_counts counts;
     int64_t *logical_count;
     int64_t *physical_count;   /* [layers, num_physical] under a placement, else NULL */
@@ -119,6 +120,7 @@ static int window_read(mt_server *s, window *w) {
     pthread_mutex_lock(&s->placement_mu);
     w->placed = s->placement_now != NULL;
     snprintf(w->source, sizeof w->source, "%s", s->placement_now ? s->placement_now->source : "");
+    mt_metrics_switches(&s->metrics, w->switches); /* counted under the same lock as the switch */
     int rc = mt_recorder_window(s->b.recorder, &w->counts, w->logical_count, w->physical_count);
     pthread_mutex_unlock(&s->placement_mu);
     if (rc) {
@@ -293,11 +295,9 @@ static cJSON *placement_json(mt_server *s, const window *w) {
     cJSON_AddNumberToObject(o, "num_replicas", R);
     cJSON_AddItemToObject(o, "gpu_load", cJSON_CreateDoubleArray(load, M));
     free(load);
-    uint64_t n[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS];
-    mt_metrics_switches(&s->metrics, n);
     cJSON *sw = cJSON_AddObjectToObject(o, "switches");
     for (int t = 0; t < MT_SWITCH_TRIGGERS; t++)
-        cJSON_AddNumberToObject(sw, mt_metrics_switch_trigger_name((mt_switch_trigger)t), (double)n[t][MT_SWITCH_APPLIED]);
+        cJSON_AddNumberToObject(sw, mt_metrics_switch_trigger_name((mt_switch_trigger)t), (double)w->switches[t][MT_SWITCH_APPLIED]);
     return o;
 }
 

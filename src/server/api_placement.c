@@ -86,8 +86,9 @@ int mt_api_update_expert_location(mt_http_request *rq) {
     bool built = rc == 0;
     if (rc == 0) rc = mt_placement_switch_run(&w, &e);
     cJSON *o = rc == 0 ? switch_answer(&w, "Expert location updated.") : NULL;
-    pthread_mutex_unlock(&s->placement_mu);
+    /* counted under the lock, so a reader sees the new placement with its count */
     if (built) mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_UPDATE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
+    pthread_mutex_unlock(&s->placement_mu);
     if (rc) {
         if (built) mt_placement_free(w.next);
         free(w.next);
@@ -137,8 +138,8 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
         cJSON *pj = mt_placement_to_json(w.next);
         if (pj) cJSON_AddItemToObject(o, "placement", pj);
     }
-    pthread_mutex_unlock(&s->placement_mu);
     mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_REBALANCE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
+    pthread_mutex_unlock(&s->placement_mu);
     if (rc && w.next) {
         mt_placement_free(w.next); /* planned but not installed, or never built (all NULL) */
         free(w.next);

@@ -22,6 +22,8 @@ static const char DUMP_TEXT[] = "Dump expert distribution record.\n";
 
 int mt_api_start_record(mt_http_request *rq) {
     mt_recorder *r = rq->server->b.recorder;
+    /* not while a placement switch reads, plans on and dumps the window (placement_switch.h) */
+    pthread_mutex_lock(&rq->server->placement_mu);
     /* as SGLang, a start while recording drops what was recorded, with a warning */
     if (mt_recorder_active(r))
         mt_log("expert distribution recorder: already recording; the data recorded so far is dropped (dump it "
@@ -32,6 +34,7 @@ int mt_api_start_record(mt_http_request *rq) {
         mt_domain_usage_reset(rq->server->b.domains);
         mt_domain_usage_start(rq->server->b.domains);
     }
+    pthread_mutex_unlock(&rq->server->placement_mu);
     mt_log("expert distribution recorder: started (%s)", mt_recorder_mode_name(mt_recorder_get_mode(r)));
     return mt_reply(rq, 200, "text/plain; charset=utf-8", START_TEXT, strlen(START_TEXT));
 }
@@ -63,25 +66,26 @@ void mt_server_visualize_dump(const char *json_path, int ep_size) {
 
 int mt_server_dump_domains(mt_server *s, const char *dump_path, mt_err *err) {
     if (!s->b.domains || mt_domain_usage_num_domains(s->b.domains) == 0) return 0;
-    const char *base = strrchr(dump_path, '/'), *stem = "expert_distribution_";
-    base = base ? base + 1 : dump_path;
-    size_t n = strlen(base);
-    if (strncmp(base, stem, strlen(stem)) || n < strlen(stem) + 5)
-        return mt_errf(err, "unexpected dump name %s", dump_path);
     char dir[4096], json[4096];
-    snprintf(dir, sizeof dir, "%.*sdomain_usage_%.*s", (int)(base - dump_path), dump_path,
-             (int)(n - strlen(stem) - 5), base + strlen(stem));
+    if (mt_stat_dump_sibling(dump_path, "domain_usage_", "", dir, sizeof dir))
+        return mt_errf(err, "unexpected dump name %s", dump_path);
     if (mt_domain_usage_write(s->b.domains, dir, s->b.dump_visualize, json, sizeof json, err)) return -1;
     mt_log("expert use per domain: %s", json);
     return 0;
 }
 
 int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *err) {
-    if (mt_recorder_dump(s->b.recorder, path, path_len, err)) return -1;
+    /* the window and the domains' usage, not while a placement switch reads, plans on and dumps them
+     * (placement_switch.h): its plan would sit beside an emptied dump */
+    pthread_mutex_lock(&s->placement_mu);
+    int rc = mt_recorder_dump(s->b.recorder, path, path_len, err);
+    mt_err derr;
+    int drc = rc ? 0 : mt_server_dump_domains(s, path, &derr);
+    pthread_mutex_unlock(&s->placement_mu);
+    if (rc) return -1;
     mt_log("expert distribution dump: %s", path);
     if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size);
-    mt_err derr;
-    if (mt_server_dump_domains(s, path, &derr)) return mt_errf(err, "%s was written, but the domain usage not: %s", path, derr.msg);
+    if (drc) return mt_errf(err, "%s was written, but the domain usage not: %s", path, derr.msg);
     return 0;
 }
 

@@ -73,8 +73,8 @@ static int rebalance_now(mt_engine *engine, void *ctx, mt_err *err) {
      * reader has the placement for a moment; either way, ask again after the next pass */
     if (pthread_mutex_trylock(&s->placement_mu)) return 1;
     mt_switch_result result = rebalance_locked(s, engine);
-    pthread_mutex_unlock(&s->placement_mu);
     mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_PERIOD, result);
+    pthread_mutex_unlock(&s->placement_mu);
     return 0;
 }
 

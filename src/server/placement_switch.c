@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "routing/balancedness.h"
+#include "routing/stat_dump.h"
 #include "server/placement_switch.h"
 #include "server/server_internal.h"
 #include "util/atomic_write.h"
@@ -127,11 +128,8 @@ engine_back:
 /* A rebalance's placement as <dump dir>/expert_placement_<ms>.json beside the window's
  * <dump dir>/expert_distribution_<ms>.json, its path into w->plan; a failure is logged. */
 static void write_placement(mt_placement_switch *w) {
-    const char *base = strrchr(w->dump, '/'), *stem = "expert_distribution_";
-    base = base ? base + 1 : w->dump;
-    if (strncmp(base, stem, strlen(stem))) return;
     char path[sizeof w->plan];
-    snprintf(path, sizeof path, "%.*sexpert_placement_%s", (int)(base - w->dump), w->dump, base + strlen(stem));
+    if (mt_stat_dump_sibling(w->dump, "expert_placement_", ".json", path, sizeof path)) return;
     cJSON *o = mt_placement_to_json(w->next);
     char *text = o ? cJSON_Print(o) : NULL;
     mt_err err;
