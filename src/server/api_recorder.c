@@ -20,21 +20,33 @@ static const char START_TEXT[] = "Start recording the expert distribution.\n";
 static const char STOP_TEXT[] = "Stop recording the expert distribution.\n";
 static const char DUMP_TEXT[] = "Dump expert distribution record.\n";
 
+static int start_now(mt_engine *engine, void *ctx, mt_err *err) {
+    (void)engine;
+    (void)err;
+    mt_server *s = ctx;
+    mt_recorder_reset(s->b.recorder);
+    mt_recorder_start(s->b.recorder);
+    if (s->b.domains) {
+        mt_domain_usage_reset(s->b.domains);
+        mt_domain_usage_start(s->b.domains);
+    }
+    return 0;
+}
+
 int mt_api_start_record(mt_http_request *rq) {
-    mt_recorder *r = rq->server->b.recorder;
-    /* not while a placement switch reads, plans on and dumps the window (placement_switch.h) */
-    pthread_mutex_lock(&rq->server->placement_mu);
+    mt_server *s = rq->server;
+    mt_recorder *r = s->b.recorder;
     /* as SGLang, a start while recording drops what was recorded, with a warning */
     if (mt_recorder_active(r))
         mt_log("expert distribution recorder: already recording; the data recorded so far is dropped (dump it "
                "first to keep it)");
-    mt_recorder_reset(r);
-    mt_recorder_start(r);
-    if (rq->server->b.domains) {
-        mt_domain_usage_reset(rq->server->b.domains);
-        mt_domain_usage_start(rq->server->b.domains);
-    }
-    pthread_mutex_unlock(&rq->server->placement_mu);
+    /* not while a placement switch reads, plans on and dumps the window (placement_switch.h); with
+     * domains, the recorder and the domains restart between the same two passes */
+    pthread_mutex_lock(&s->placement_mu);
+    mt_err err;
+    if (!s->b.domains || !mt_engine_loop_running(s->b.loop) || mt_engine_loop_between_passes(s->b.loop, start_now, s, &err))
+        start_now(NULL, s, &err);
+    pthread_mutex_unlock(&s->placement_mu);
     mt_log("expert distribution recorder: started (%s)", mt_recorder_mode_name(mt_recorder_get_mode(r)));
     return mt_reply(rq, 200, "text/plain; charset=utf-8", START_TEXT, strlen(START_TEXT));
 }
@@ -74,18 +86,39 @@ int mt_server_dump_domains(mt_server *s, const char *dump_path, mt_err *err) {
     return 0;
 }
 
+/* What one dump writes: the recorder's window and, with domains, their usage beside it. */
+typedef struct dump_job {
+    mt_server *s;
+    char *path;
+    size_t path_len;
+    int domains_rc;
+    mt_err domains_err;
+} dump_job;
+
+static int dump_now(mt_engine *engine, void *ctx, mt_err *err) {
+    (void)engine;
+    dump_job *j = ctx;
+    if (mt_recorder_dump(j->s->b.recorder, j->path, j->path_len, err)) return -1;
+    j->domains_rc = mt_server_dump_domains(j->s, j->path, &j->domains_err);
+    return 0;
+}
+
 int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *err) {
-    /* the window and the domains' usage, not while a placement switch reads, plans on and dumps them
-     * (placement_switch.h): its plan would sit beside an emptied dump */
+    dump_job j = {.s = s, .path = path, .path_len = path_len};
+    /* not while a placement switch reads, plans on and dumps the window (placement_switch.h): its plan
+     * would sit beside an emptied dump */
     pthread_mutex_lock(&s->placement_mu);
-    int rc = mt_recorder_dump(s->b.recorder, path, path_len, err);
-    mt_err derr;
-    int drc = rc ? 0 : mt_server_dump_domains(s, path, &derr);
+    int rc;
+    /* With domains, the window and the domains' usage are taken between the same two passes (on the
+     * engine thread), so they count the same tokens; once the engine has stopped, here. */
+    if (!s->b.domains || !mt_engine_loop_running(s->b.loop)) rc = dump_now(NULL, &j, err);
+    else rc = mt_engine_loop_between_passes(s->b.loop, dump_now, &j, err);
     pthread_mutex_unlock(&s->placement_mu);
     if (rc) return -1;
     mt_log("expert distribution dump: %s", path);
     if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size);
-    if (drc) return mt_errf(err, "%s was written, but the domain usage not: %s", path, derr.msg);
+    if (j.domains_rc)
+        return mt_errf(err, "%s was written, but the domain usage not: %s", path, j.domains_err.msg);
     return 0;
 }
 

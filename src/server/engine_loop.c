@@ -745,6 +745,13 @@ void mt_engine_loop_every_passes(mt_engine_loop *l, long n, mt_engine_loop_fn fn
 
 void mt_engine_loop_restart_count(mt_engine_loop *l) { l->passes_counted = 0; }
 
+bool mt_engine_loop_running(mt_engine_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    bool running = !l->stopping && !l->failed;
+    pthread_mutex_unlock(&l->mu);
+    return running;
+}
+
 bool mt_engine_loop_paused(mt_engine_loop *l) {
     pthread_mutex_lock(&l->mu);
     bool paused = l->paused;

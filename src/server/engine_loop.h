@@ -82,6 +82,9 @@ void mt_engine_loop_every_passes(mt_engine_loop *l, long n, mt_engine_loop_fn fn
 /* Starts the count of passes of mt_engine_loop_every_passes from 0 again. Engine thread only: from a
  * between-passes fn (mt_engine_loop_between_passes, or the periodic fn itself). */
 void mt_engine_loop_restart_count(mt_engine_loop *l);
+/* Whether the engine thread still runs passes (neither stopping nor failed): when it does not,
+ * nothing forwards tokens any more, and work meant for between two passes can be done anywhere. */
+bool mt_engine_loop_running(mt_engine_loop *l);
 /* Whether generation is paused. */
 bool mt_engine_loop_paused(mt_engine_loop *l);
 
