@@ -9,11 +9,14 @@
  *    switched or dumped, and the recorder's window keeps every request;
  *  - with --domain-field the domains' usage is written beside each switch's dump, under the
  *    placement that dump ran, and the domains add up to the recorder's dumps;
+ *  - recorder dumps over HTTP while labelled requests decode: each dump's domain usage counts the
+ *    dump's own tokens;
  *  - --enable-eplb without a placement, and its settings without it, are refused at start-up. */
 #include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,11 +24,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "routing/stat_dump.h"
 #include "server_setup.h"
+#include "support/bg_request.h"
 #include "test_cli.h"
 
 #define FIXTURE MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
@@ -311,6 +318,58 @@ static void test_domains_follow_switches(void **state) {
     stop(&srv, c);
 }
 
+/* Recorder dumps over HTTP while labelled requests decode: every dump's domain usage counts the
+ * dump's own tokens (both are taken between the same two passes). */
+static void test_dumps_under_traffic(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    mt_test_server srv;
+    mt_http_client *c;
+    start(&srv, &c, "busy", "--domain-field domain --enable-expert-distribution-metrics --max-running-requests 4");
+    enum { N = 4 };
+    mt_bg_request b[N];
+    for (int k = 0; k < N; k++) {
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"domain\": \"%s\", \"input_ids\": [%d, %d, %d, %d, %d], \"sampling_params\": "
+                 "{\"max_new_tokens\": 200, \"ignore_eos\": true, \"temperature\": 0}}",
+                 k % 2 ? "odd" : "even", 5 + k, 40 + k, 77, 91 + k, 120);
+        mt_bg_start(&b[k], srv.url, body, true);
+    }
+    for (int i = 0; i < 40 && !atomic_load(&b[0].done); i++) {
+        mt_http_response r;
+        assert_int_equal(mt_http_call(c, "POST", "/dump_expert_distribution_record", "", &r), 0);
+        assert_int_equal(r.status, 200);
+        mt_http_response_free(&r);
+        struct timespec t = {0, 15 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    for (int k = 0; k < N; k++) {
+        mt_bg_join(&b[k]);
+        assert_int_equal(b[k].status, 200);
+        mt_bg_free(&b[k]);
+    }
+    cJSON_Delete(server_call(c, "/dump_expert_distribution_record?inline=1", "", 200));
+    char *dumps[256];
+    int n = list(path_of("busy"), "expert_distribution_", ".json", dumps, 256), paired = 0;
+    for (int i = 0; i < n; i++) {
+        char path[2300], usage[2300];
+        snprintf(path, sizeof path, "%s/%s", path_of("busy"), dumps[i]);
+        assert_int_equal(mt_stat_dump_sibling(path, "domain_usage_", "/domains.json", usage, sizeof usage), 0);
+        if (access(usage, F_OK)) continue; /* no labelled request counted yet */
+        cJSON *d = read_json(path), *u = read_json(usage);
+        if (cJSON_GetObjectItem(d, "num_tokens")->valuedouble != cJSON_GetObjectItem(u, "tokens")->valuedouble)
+            fail_msg("%s: %g tokens, its domain usage %g", dumps[i], cJSON_GetObjectItem(d, "num_tokens")->valuedouble,
+                     cJSON_GetObjectItem(u, "tokens")->valuedouble);
+        paired++;
+        cJSON_Delete(d);
+        cJSON_Delete(u);
+    }
+    assert_true(paired >= 2);
+    free_names(dumps, n);
+    stop(&srv, c);
+}
+
 static void test_flags_refused(void **state) {
     (void)state;
     SKIP_WITHOUT_SERVER();
@@ -332,6 +391,7 @@ int main(void) {
         cmocka_unit_test(test_rebalances_every_n_passes),
         cmocka_unit_test(test_threshold_skips),
         cmocka_unit_test(test_domains_follow_switches),
+        cmocka_unit_test(test_dumps_under_traffic),
         cmocka_unit_test(test_flags_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
