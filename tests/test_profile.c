@@ -4,6 +4,7 @@
  * naming the line. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -302,13 +303,20 @@ static void test_domains(void **state) {
 
 /* Two records with the same prompt under two labels: each domain counts all of its tokens (the
  * prefix cache is off with --domain-field; with it on, the second would forward almost none). */
+/* Two records of one 57-token prompt, labelled topic "a" and "b" when labelled. */
+static void write_shared_prompt(const char *name, bool labelled) {
+    char ids[1024] = "", ds[4096];
+    for (int i = 0; i < 57; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", i ? ", " : "", 5 + i * 7);
+    snprintf(ds, sizeof ds, "{%s\"input_ids\": [%s]}\n{%s\"input_ids\": [%s]}\n", labelled ? "\"topic\": \"a\", " : "",
+             ids, labelled ? "\"topic\": \"b\", " : "", ids);
+    write_file(name, ds);
+}
+
 static void test_domains_shared_prompt(void **state) {
     (void)state;
     if (!g_bin) skip();
-    char ids[1024] = "", ds[4096], out[65536], args[1024];
-    for (int i = 0; i < 57; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", i ? ", " : "", 5 + i * 7);
-    snprintf(ds, sizeof ds, "{\"topic\": \"a\", \"input_ids\": [%s]}\n{\"topic\": \"b\", \"input_ids\": [%s]}\n", ids, ids);
-    write_file("shared.jsonl", ds);
+    char out[65536], args[1024];
+    write_shared_prompt("shared.jsonl", true);
     snprintf(args, sizeof args, "profile --model %s --data %s/shared.jsonl --out %s/shared --max-new-tokens 1 "
              "--concurrency 1 --domain-field topic", MODEL, g_dir, g_dir);
     int st = run_moetrace(args, out, sizeof out);
@@ -350,10 +358,8 @@ static void test_domains_shared_prompt(void **state) {
 static void test_prefix_hits_not_compared(void **state) {
     (void)state;
     if (!g_bin) skip();
-    char ids[1024] = "", ds[4096], out[65536], args[1024];
-    for (int i = 0; i < 57; i++) snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%d", i ? ", " : "", 5 + i * 7);
-    snprintf(ds, sizeof ds, "{\"input_ids\": [%s]}\n{\"input_ids\": [%s]}\n", ids, ids);
-    write_file("hits.jsonl", ds);
+    char out[65536], args[1024];
+    write_shared_prompt("hits.jsonl", false);
     snprintf(args, sizeof args, "profile --model %s --data %s/hits.jsonl --out %s/hits --max-new-tokens 2 "
              "--concurrency 1", MODEL, g_dir, g_dir);
     int st = run_moetrace(args, out, sizeof out);
