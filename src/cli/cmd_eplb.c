@@ -170,14 +170,7 @@ static int load_counts(const eplb_args *a, mt_stat_dump *d, mt_err *err) {
     for (int i = 1; i < a->n_counts; i++) {
         mt_stat_dump x = {0};
         if (mt_stat_dump_load(a->counts[i], &x, err)) return -1;
-        const char *differs = x.model[0] && model[0] && strcmp(x.model, model) ? "model"
-                              : x.num_hidden_layers != d->num_hidden_layers ? "num_hidden_layers"
-                              : x.num_experts != d->num_experts             ? "num_experts"
-                              : x.top_k && d->top_k && x.top_k != d->top_k  ? "top_k"
-                              : x.num_moe_layers != d->num_moe_layers ||
-                                        memcmp(x.moe_layers, d->moe_layers, (size_t)d->num_moe_layers * sizeof *d->moe_layers)
-                                  ? "moe_layers"
-                                  : NULL;
+        const char *differs = x.model[0] && model[0] && strcmp(x.model, model) ? "model" : mt_stat_dump_shape_differs(d, &x);
         bool exact = true;
         for (size_t k = 0; !differs && exact && k < (size_t)d->num_moe_layers * (size_t)d->num_experts; k++)
             exact = add_exact(&d->moe_count[k], x.moe_count[k]);

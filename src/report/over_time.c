@@ -103,10 +103,7 @@ static int check_same_model(const mt_stat_dump *first, const char *first_path, c
     if (strcmp(d->model, first->model))
         return mt_errf(err, "%s: a dump of model \"%s\", not \"%s\" as %s: one model's windows are drawn over time",
                        path, d->model, first->model, first_path);
-    bool same = d->num_hidden_layers == first->num_hidden_layers && d->num_experts == first->num_experts &&
-                d->num_moe_layers == first->num_moe_layers && (d->top_k == first->top_k || !d->top_k || !first->top_k) &&
-                !memcmp(d->moe_layers, first->moe_layers, (size_t)d->num_moe_layers * sizeof *d->moe_layers);
-    if (!same)
+    if (mt_stat_dump_shape_differs(first, d))
         return mt_errf(err, "%s: %d hidden layers, %d MoE layers, %d experts, top_k %d: not the shape of %s (%d, %d, %d, "
                        "%d)", path, d->num_hidden_layers, d->num_moe_layers, d->num_experts, d->top_k, first_path,
                        first->num_hidden_layers, first->num_moe_layers, first->num_experts, first->top_k);

@@ -241,3 +241,13 @@ int mt_stat_dump_sibling(const char *path, const char *stem, const char *ext, ch
     int len = snprintf(out, size, "%.*s%s%.*s%s", (int)(base - path), path, stem, (int)(n - dl - jl), base + dl, ext);
     return len < 0 || (size_t)len >= size ? -1 : 0;
 }
+
+const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump *b) {
+    if (b->num_hidden_layers != a->num_hidden_layers) return "num_hidden_layers";
+    if (b->num_experts != a->num_experts) return "num_experts";
+    if (b->top_k && a->top_k && b->top_k != a->top_k) return "top_k";
+    if (b->num_moe_layers != a->num_moe_layers ||
+        memcmp(b->moe_layers, a->moe_layers, (size_t)a->num_moe_layers * sizeof *a->moe_layers))
+        return "moe_layers";
+    return NULL;
+}

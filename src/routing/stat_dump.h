@@ -47,6 +47,10 @@ void mt_stat_dump_free(mt_stat_dump *d);
  * without tokens would place experts arbitrarily. */
 int mt_stat_dump_require_tokens(const mt_stat_dump *d, const char *name, mt_err *err);
 
+/* The first shape field of b that differs from a's: "num_hidden_layers", "num_experts", "top_k" (where
+ * both state one) or "moe_layers"; NULL when they have one shape. */
+const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump *b);
+
 /* The file beside a dump named <dir>/expert_distribution_<stamp>.json (what the recorder writes):
  * <dir>/<stem><stamp><ext> into out, e.g. stem "expert_placement_" and ext ".json" for the placement a
  * rebalance planned on it, "domain_usage_" and "" for its folder of domain usage. -1 when path is not

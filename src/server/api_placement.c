@@ -89,12 +89,8 @@ int mt_api_update_expert_location(mt_http_request *rq) {
     /* counted under the lock, so a reader sees the new placement with its count */
     if (built) mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_UPDATE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
     pthread_mutex_unlock(&s->placement_mu);
-    if (rc) {
-        if (built) mt_placement_free(w.next);
-        free(w.next);
-        return mt_reply_error(rq, &e);
-    }
-    return mt_reply_json(rq, 200, o);
+    mt_placement_switch_release(&w, rc == 0);
+    return rc ? mt_reply_error(rq, &e) : mt_reply_json(rq, 200, o);
 }
 
 /* Per MoE layer and their mean, as "<key>" and "<key>_mean". */
@@ -122,12 +118,11 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     if (!body) return mt_reply_error(rq, &e);
     cJSON_Delete(body);
     int L = s->b.placement->num_moe_layers;
-    mt_placement_switch w = {.s = s, .rebalance = true, .skip_above = 1.0, .next = calloc(1, sizeof *w.next),
-                          .before = calloc((size_t)L, sizeof(double)), .after = calloc((size_t)L, sizeof(double))};
-    int rc = !w.next || !w.before || !w.after ? mt_api_fail(&e, 500, "out of memory") : 0;
+    mt_placement_switch w;
+    if (mt_placement_switch_rebalance(&w, s, 1.0)) return mt_reply_errorf(rq, 500, "out of memory");
     pthread_mutex_lock(&s->placement_mu);
     w.current = s->placement_now;
-    if (rc == 0) rc = mt_placement_switch_run(&w, &e);
+    int rc = mt_placement_switch_run(&w, &e);
     cJSON *o = NULL;
     if (rc == 0) { /* under the lock: the next switch frees w.next */
         o = switch_answer(&w, "Rebalanced: planned with EPLB on the recorder's window and applied.");
@@ -140,12 +135,7 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     }
     mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_REBALANCE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
     pthread_mutex_unlock(&s->placement_mu);
-    if (rc && w.next) {
-        mt_placement_free(w.next); /* planned but not installed, or never built (all NULL) */
-        free(w.next);
-    }
-    free(w.before);
-    free(w.after);
+    mt_placement_switch_release(&w, rc == 0);
     return rc ? mt_reply_error(rq, &e) : mt_reply_json(rq, 200, o);
 }
 

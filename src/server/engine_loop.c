@@ -473,13 +473,9 @@ static void log_preemptions(mt_engine_loop *l, long preemptions, long recomputed
     l->preemptions_log_at = now;
 }
 
-/* The periodic work (mt_engine_loop_every_passes) once its count of passes is reached. */
-static void after_pass(mt_engine_loop *l) {
-    pthread_mutex_lock(&l->mu);
-    long every = l->every_passes;
-    mt_engine_loop_fn fn = l->every_fn;
-    void *ctx = l->every_ctx;
-    pthread_mutex_unlock(&l->mu);
+/* The periodic work (mt_engine_loop_every_passes, its settings read with the iteration's others)
+ * once its count of passes is reached. */
+static void after_pass(mt_engine_loop *l, long every, mt_engine_loop_fn fn, void *ctx) {
     if (!fn || every <= 0 || ++l->passes_counted < every) return;
     mt_err err = {{0}};
     int rc = fn(l->engine, ctx, &err);
@@ -498,6 +494,9 @@ static void *loop_main(void *arg) {
                (l->paused || mt_engine_idle(l->engine)))
             pthread_cond_wait(&l->wake, &l->mu);
         bool stopping = l->stopping, failed = l->failed;
+        long every = l->every_passes;
+        mt_engine_loop_fn every_fn = l->every_fn;
+        void *every_ctx = l->every_ctx;
         loop_task *task = l->tasks;
         /* while a weight update waits or generation is paused, new jobs are held */
         bool hold = (update_queued_locked(l) || l->paused) && !stopping && !failed;
@@ -546,7 +545,7 @@ static void *loop_main(void *arg) {
             mt_err err = {{0}};
             int forwarded = mt_engine_step(l->engine, &err);
             if (forwarded < 0) fail_engine(l, err.msg);
-            else if (forwarded > 0 && !stopping) after_pass(l);
+            else if (forwarded > 0 && !stopping) after_pass(l, every, every_fn, every_ctx);
         }
         for (int i = 0; i < l->self_cancels.n; i++) mt_engine_cancel(l->engine, l->self_cancels.ids[i]);
         l->self_cancels.n = 0;

@@ -37,14 +37,16 @@ static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
         return MT_SWITCH_SKIPPED;
     }
     int L = s->b.placement->num_moe_layers;
-    mt_placement_switch w = {.s = s, .current = s->placement_now, .rebalance = true,
-                             .skip_above = s->b.eplb_threshold, .next = calloc(1, sizeof *w.next),
-                             .before = calloc((size_t)L, sizeof(double)), .after = calloc((size_t)L, sizeof(double))};
+    mt_placement_switch w;
     mt_err err = {{0}};
+    if (mt_placement_switch_rebalance(&w, s, s->b.eplb_threshold)) {
+        mt_log("EPLB: rebalance failed, the placement stays: out of memory");
+        return MT_SWITCH_FAILED;
+    }
+    w.current = s->placement_now;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = !w.next || !w.before || !w.after ? mt_errf(&err, "out of memory")
-                                              : mt_placement_switch_run_here(&w, engine, &err);
+    int rc = mt_placement_switch_run_here(&w, engine, &err);
     mt_switch_result result = rc ? MT_SWITCH_FAILED : w.skipped ? MT_SWITCH_SKIPPED : MT_SWITCH_APPLIED;
     if (rc) {
         mt_log("EPLB: rebalance failed, the placement stays: %s", err.msg);
@@ -56,12 +58,7 @@ static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
                (long long)w.counts.num_forward_passes, (long long)w.counts.num_tokens, seconds_since(&t0),
                mean(w.before, L), mean(w.after, L));
     }
-    if (result != MT_SWITCH_APPLIED && w.next) {
-        mt_placement_free(w.next); /* planned but not installed, or never built (all NULL) */
-        free(w.next);
-    }
-    free(w.before);
-    free(w.after);
+    mt_placement_switch_release(&w, result == MT_SWITCH_APPLIED);
     return result;
 }
 

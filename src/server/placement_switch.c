@@ -17,6 +17,27 @@ int mt_placement_switchable(mt_server *s, mt_api_error *e) {
     return 0;
 }
 
+int mt_placement_switch_rebalance(mt_placement_switch *w, mt_server *s, double skip_above) {
+    int L = s->b.placement->num_moe_layers;
+    *w = (mt_placement_switch){.s = s, .rebalance = true, .skip_above = skip_above,
+                               .next = calloc(1, sizeof *w->next), .before = calloc((size_t)L, sizeof(double)),
+                               .after = calloc((size_t)L, sizeof(double))};
+    if (w->next && w->before && w->after) return 0;
+    mt_placement_switch_release(w, false);
+    return -1;
+}
+
+void mt_placement_switch_release(mt_placement_switch *w, bool installed) {
+    if (!installed && w->next) {
+        mt_placement_free(w->next); /* planned or read but not installed, or never built (all zero) */
+        free(w->next);
+    }
+    free(w->before);
+    free(w->after);
+    w->next = NULL;
+    w->before = w->after = NULL;
+}
+
 /* The rows of the window's MoE layers as planner weights [moe layers, E]. */
 static double *moe_weights(const mt_placement *p, const int64_t *logical) {
     int E = p->num_experts;

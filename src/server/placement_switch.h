@@ -38,6 +38,13 @@ typedef struct mt_placement_switch {
                                     measured under current, predicted for next */
 } mt_placement_switch;
 
+/* Prepares w as a rebalance of s's placement: next, before and after allocated (skip_above >= 1:
+ * never skip). -1 when out of memory; w then holds nothing to release. */
+int mt_placement_switch_rebalance(mt_placement_switch *w, mt_server *s, double skip_above);
+/* Frees what w holds once it is done: before and after, and next unless the server installed it
+ * (installed: the switch ran and was not skipped). */
+void mt_placement_switch_release(mt_placement_switch *w, bool installed);
+
 /* 400 when this server cannot switch placements (no --ep-size), naming why; 0 when it can. */
 int mt_placement_switchable(mt_server *s, mt_api_error *e);
 
