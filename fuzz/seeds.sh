@@ -83,7 +83,7 @@ printf '{"input_ids": [%s 40, 41]}\n{"input_ids": [7, 8, 9]}\n{"input_ids": [%s 
   "$(cat "$tmp/prefix")" "$(cat "$tmp/prefix")" > "$tmp/trace.jsonl"
 $bin profile --model $models/mixtral --data "$tmp/trace.jsonl" --out "$tmp/per_token" --max-new-tokens 3 \
   --per-token >/dev/null 2>&1
-trace_tensors=$(ls "$tmp"/per_token/expert_distribution_*.safetensors | head -n 1)
+trace_tensors=$(ls "$tmp"/per_token/per_token/expert_distribution_*.safetensors | head -n 1)
 trace_index=${trace_tensors%.safetensors}.json
 trace_seed() { # name sed-script
   { sed -e 's/"tensors": *"[^"]*"/"tensors": "t.safetensors"/' -e "$2" "$trace_index"; printf '\0'; cat "$trace_tensors"; } \

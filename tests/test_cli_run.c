@@ -1,6 +1,6 @@
 /* `moetrace run` end to end: text prompts through the tokenizer and chat template, and every bad
  * input giving a clear error with a non-zero exit. Uses dummy weights (--load-format dummy) over a
- * small config whose vocabulary matches the trained test tokenizer. */
+ * small config whose vocabulary matches the trained test tokenizer. Also the help texts' promises. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -197,11 +197,31 @@ static void test_bad_inputs(void **state) {
     assert_non_null(strstr(out, "--routing-out"));
 }
 
+/* What the help texts promise: the command list names report's analyses; chat-template names the
+ * file it prefers. */
+static void test_help_texts(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char out[16384];
+    assert_int_equal(run_moetrace_stdout("--help", out, sizeof out), 0);
+    const char *report = strstr(out, "\n  report ");
+    assert_non_null(report);
+    const char *end = strchr(report + 1, '\n');
+    assert_non_null(end);
+    char line[1024];
+    snprintf(line, sizeof line, "%.*s", (int)(end - report), report);
+    assert_non_null(strstr(line, "--coactivation"));
+    assert_non_null(strstr(line, "--token-specialisation"));
+    assert_int_equal(run_moetrace_stdout("chat-template --help", out, sizeof out), 0);
+    assert_non_null(strstr(out, "chat_template.jinja when present"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompt_and_chat),
         cmocka_unit_test(test_logprobs_out),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_help_texts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

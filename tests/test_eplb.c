@@ -620,6 +620,66 @@ static void test_cli_sums_dumps(void **state) {
     cJSON_Delete(want);
 }
 
+/* --out is checked before any dump is read, and the error names the path given (was: after planning,
+ * naming a temporary file "x.json.tmp.<pid>"). */
+static void test_cli_out_checked_first(void **state) {
+    (void)state;
+    assert_int_equal(system("mkdir -p '" TMP "'"), 0);
+    const char *errp = TMP "/stderr.txt";
+    write_dump(TMP "/dump.json", 1);
+    const char *dumps[] = {TMP "/dump.json", TMP "/missing.json"};
+    for (int i = 0; i < 2; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "--counts %s --num-replicas 24 --num-gpus 8 --out " TMP "/no/such/dir/x.json",
+                 dumps[i]);
+        assert_int_equal(run_cli(args, errp), 2);
+        char *msg = slurp(errp, NULL);
+        assert_non_null(msg);
+        if (!strstr(msg, "--out " TMP "/no/such/dir/x.json: folder '" TMP "/no/such/dir' does not exist") ||
+            strstr(msg, ".tmp.") || strstr(msg, "missing.json"))
+            fail_msg("stderr '%s'", msg);
+        free(msg);
+    }
+}
+
+/* A per_token index and the stat dump of its window (what profile --per-token writes) summed would
+ * count every token twice: refused, naming both; an index of another window is summed. */
+static void test_cli_same_window_refused(void **state) {
+    (void)state;
+    assert_int_equal(system("mkdir -p '" TMP "'"), 0);
+    const char *errp = TMP "/stderr.txt";
+    write_dump(TMP "/win_stat.json", 5);
+    write_dump(TMP "/win_index.json", 5);
+    write_dump(TMP "/win_other.json", 9);
+    const char *index_files[] = {TMP "/win_index.json", TMP "/win_other.json"};
+    for (int i = 0; i < 2; i++) { /* the indexes: "mode": "per_token" */
+        char *t = slurp(index_files[i], NULL);
+        assert_non_null(t);
+        char *mode = strstr(t, "\"stat\"");
+        assert_non_null(mode);
+        char text[8192];
+        snprintf(text, sizeof text, "%.*s\"per_token\"%s", (int)(mode - t), t, mode + 6);
+        write_text(index_files[i], text);
+        free(t);
+    }
+    unlink(TMP "/win.json");
+    const char *forms[] = {"--counts %s %s", "--counts %s --counts %s"};
+    for (int f = 0; f < 2; f++) {
+        char counts[1024], args[2048];
+        snprintf(counts, sizeof counts, forms[f], TMP "/win_index.json", TMP "/win_stat.json");
+        snprintf(args, sizeof args, "%s --num-replicas 24 --num-gpus 8 --out " TMP "/win.json", counts);
+        assert_int_equal(run_cli(args, errp), 1);
+        char *msg = slurp(errp, NULL);
+        assert_non_null(msg);
+        if (!strstr(msg, "win_index.json is the per_token index of the window " TMP "/win_stat.json counts too"))
+            fail_msg("stderr '%s'", msg);
+        free(msg);
+        assert_int_equal(access(TMP "/win.json", F_OK), -1);
+    }
+    assert_int_equal(run_cli("--counts " TMP "/win_stat.json " TMP "/win_other.json --num-replicas 24 --num-gpus 8 "
+                             "--out " TMP "/win.json", errp), 0);
+}
+
 /* The names beside a dump: its planned placement and its domain usage folder. */
 static void test_dump_sibling(void **state) {
     (void)state;
@@ -644,6 +704,8 @@ int main(void) {
         cmocka_unit_test(test_balancedness),      cmocka_unit_test(test_stat_dump),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_cli_sums_dumps),
+        cmocka_unit_test(test_cli_out_checked_first),
+        cmocka_unit_test(test_cli_same_window_refused),
         cmocka_unit_test(test_dump_sibling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

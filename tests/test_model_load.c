@@ -662,6 +662,24 @@ static void test_dummy_weights(void **state) {
     remove_dir();
 }
 
+/* The model's name (a dump's "model", SPEC §4: the folder's name) is the checkpoint folder's own name,
+ * however the path names it: "DIR/.", "DIR/", "." from inside it. */
+static void test_folder_name(void **state) {
+    (void)state;
+    static const char *paths[] = {SRC, SRC "/", SRC "/.", SRC "/../qwen3_moe/", "."};
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        if (!strcmp(paths[i], ".")) assert_int_equal(chdir(SRC), 0);
+        mt_model m;
+        mt_err err = {{0}};
+        if (mt_model_load(&m, paths[i], MT_LOAD_DUMMY, &err)) fail_msg("%s: %s", paths[i], err.msg);
+        if (strcmp(m.name, "qwen3_moe")) fail_msg("--model %s: named \"%s\"", paths[i], m.name);
+        mt_model_free(&m);
+    }
+    assert_int_equal(chdir(cwd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_tensor),    cmocka_unit_test(test_wrong_shape),
@@ -672,6 +690,7 @@ int main(void) {
         cmocka_unit_test(test_dummy_weights),     cmocka_unit_test(test_transformers_defaults),
         cmocka_unit_test(test_real_configs),      cmocka_unit_test(test_real_configs_dummy),
         cmocka_unit_test(test_unused_tensor),     cmocka_unit_test(test_not_a_folder),
+        cmocka_unit_test(test_folder_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -196,6 +196,89 @@ static void test_outputs_agree(void **state) {
     cJSON_Delete(sum);
 }
 
+/* Lines of `ls PATTERN` (a shell glob). */
+static int count_files(const char *pattern) {
+    char cmd[512], out[64];
+    snprintf(cmd, sizeof cmd, "ls %s 2>/dev/null | wc -l", pattern);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    int n = fgets(out, sizeof out, p) ? atoi(out) : -1;
+    pclose(p);
+    return n;
+}
+
+/* The documented commands on profile's folders: --per-token's dump has a folder of its own, so
+ * DIR/expert_distribution_*.json is the stat dump alone (eplb and report do not count the window
+ * twice, and refuse the index given with its stat dump); the index has no buffer_size; dumps name
+ * the checkpoint folder however --model names it ("DIR/." and "DIR/"), so eplb sums two profiles of
+ * one checkpoint; --out DIR/ joins without "//". */
+static void test_per_token_layout(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char args[2048], out[8192], path[512];
+    mt_err err;
+    write_file("few.jsonl", "{\"input_ids\": [3, 4, 5, 6]}\n{\"input_ids\": [7, 8, 9]}\n");
+    snprintf(args, sizeof args, "profile --model %s/. --data %s/few.jsonl --out %s/lay/ --max-new-tokens 3 --per-token",
+             MODEL, g_dir, g_dir);
+    int st = run_moetrace_stdout(args, out, sizeof out);
+    if (st) fail_msg("profile: exit %d", st);
+    snprintf(path, sizeof path, "%s/lay/summary.json\n", g_dir);
+    assert_string_equal(out, path);
+    snprintf(path, sizeof path, "%s/lay/summary.json", g_dir);
+    cJSON *sum = mt_json_load_file(path, &err);
+    assert_non_null(sum);
+    const char *stat = cJSON_GetObjectItem(sum, "stat_dump")->valuestring;
+    const char *index = cJSON_GetObjectItem(sum, "per_token_dump")->valuestring;
+    snprintf(path, sizeof path, "%s/lay/expert_distribution_", g_dir);
+    assert_memory_equal(stat, path, strlen(path));
+    snprintf(path, sizeof path, "%s/lay/per_token/expert_distribution_", g_dir);
+    assert_memory_equal(index, path, strlen(path));
+    snprintf(path, sizeof path, "%s/lay/expert_distribution_*.json", g_dir);
+    assert_int_equal(count_files(path), 1);
+    snprintf(path, sizeof path, "%s/lay/per_token/expert_distribution_*.safetensors", g_dir);
+    assert_int_equal(count_files(path), 1);
+    cJSON *sj = mt_json_load_file(stat, &err), *ij = mt_json_load_file(index, &err);
+    assert_true(sj && ij);
+    assert_string_equal(cJSON_GetObjectItem(sj, "model")->valuestring, "qwen3_moe");
+    assert_non_null(cJSON_GetObjectItem(sj, "buffer_size"));
+    assert_null(cJSON_GetObjectItem(ij, "buffer_size")); /* the window of buffer_size is not per_token's */
+    cJSON_Delete(sj);
+    cJSON_Delete(ij);
+
+    /* the same checkpoint as "DIR/": the README's eplb and report commands over both folders */
+    snprintf(args, sizeof args, "profile --model %s/ --data %s/few.jsonl --out %s/lay2 --max-new-tokens 3", MODEL,
+             g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("profile: %s", out);
+    snprintf(args, sizeof args, "eplb --counts %s/lay/expert_distribution_*.json %s/lay2/expert_distribution_*.json "
+             "--num-replicas 8 --num-gpus 4 --out %s/lay/placement.json", g_dir, g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("eplb over two profiles of one checkpoint: %s", out);
+    snprintf(args, sizeof args, "report %s/lay/expert_distribution_*.json --out %s/lay/load.png", g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("report: %s", out);
+    assert_png(g_dir, "lay/load.png");
+
+    /* the index with the stat dump of its window: refused, naming the index */
+    snprintf(args, sizeof args, "eplb --counts %s %s --num-replicas 8 --num-gpus 4 --out %s/lay/twice.json", stat,
+             index, g_dir);
+    assert_int_equal(run_moetrace(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "is the per_token index of the window"));
+    snprintf(args, sizeof args, "report %s %s --out %s/lay/twice.png", stat, index, g_dir);
+    assert_int_equal(run_moetrace(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "is the per_token index of the window"));
+    cJSON_Delete(sum);
+}
+
+/* The placement log says "one replica each", not "up to 1 replicas". */
+static void test_placement_log(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char args[2048], out[8192];
+    write_file("one.jsonl", "{\"input_ids\": [3, 4, 5]}\n");
+    snprintf(args, sizeof args, "profile --model %s --data %s/one.jsonl --out %s/plc --max-new-tokens 1 --ep-size 8",
+             MODEL, g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("profile: %s", out);
+    assert_non_null(strstr(out, "8 physical slots on 8 GPUs (1 per GPU), one replica each"));
+}
+
 /* --domain-field: each domain's stat dump holds exactly its requests' tokens, as the per-token dump
  * (the other channel) tells them apart; domains.json and the picture are written; labels that map
  * to the same folder name get distinct folders; a domain's dump is a stat dump other commands take. */
@@ -524,6 +607,8 @@ int main(void) {
         cmocka_unit_test(test_prefix_hits_not_compared),
         cmocka_unit_test(test_bad_domains),
         cmocka_unit_test(test_many_domains),
+        cmocka_unit_test(test_per_token_layout),
+        cmocka_unit_test(test_placement_log),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

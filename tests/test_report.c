@@ -427,6 +427,93 @@ static void test_compare_dumps_without_tokens(void **state) {
     check_png(path_of("old.png"), &w, &h);
 }
 
+/* path's text with its first `from` replaced by `to`. */
+static void replace_in_file(const char *path, const char *from, const char *to) {
+    char *t = slurp(path, NULL);
+    assert_non_null(t);
+    char *at = strstr(t, from);
+    assert_non_null(at);
+    size_t n = strlen(t) + strlen(to) + 1;
+    char *u = malloc(n);
+    assert_non_null(u);
+    snprintf(u, n, "%.*s%s%s", (int)(at - t), t, to, at + strlen(from));
+    write_text(path, u);
+    free(u);
+    free(t);
+}
+
+/* Without --ep-size, the dump's own ep_size (what profile's heatmap.png draws): the same picture as
+ * --ep-size given; an ep_size the experts cannot be split by is passed over (balancedness per expert). */
+static void test_cli_dump_ep_size(void **state) {
+    (void)state;
+    char e[4096], args[4096];
+    write_dump(path_of("ep_none.json"), 6, 16, 2, "m");
+    write_dump(path_of("ep4.json"), 6, 16, 2, "m");
+    replace_in_file(path_of("ep4.json"), "\"mode\": \"stat\", ", "\"mode\": \"stat\", \"ep_size\": 4, ");
+    write_dump(path_of("ep3.json"), 6, 16, 2, "m");
+    replace_in_file(path_of("ep3.json"), "\"mode\": \"stat\", ", "\"mode\": \"stat\", \"ep_size\": 3, ");
+    snprintf(args, sizeof args, "'%s' --out '%s' --ep-size 4", path_of("ep_none.json"), path_of("ep_flag.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("ep_none.json"), path_of("ep_none.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("ep4.json"), path_of("ep4.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    snprintf(args, sizeof args, "'%s' --out '%s'", path_of("ep3.json"), path_of("ep3.png"));
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    size_t n_flag, n_dump, n_none, n_bad;
+    char *flag = slurp(path_of("ep_flag.png"), &n_flag), *dump = slurp(path_of("ep4.png"), &n_dump);
+    char *none = slurp(path_of("ep_none.png"), &n_none), *bad = slurp(path_of("ep3.png"), &n_bad);
+    assert_true(flag && dump && none && bad);
+    assert_true(n_flag == n_dump && !memcmp(flag, dump, n_flag)); /* the GPU panel of EP 4 */
+    assert_true(n_none == n_bad && !memcmp(none, bad, n_none));   /* per expert */
+    int w, h_dump, h_none;
+    check_png(path_of("ep4.png"), &w, &h_dump);
+    check_png(path_of("ep_none.png"), &w, &h_none);
+    assert_true(h_dump > h_none);
+    free(flag);
+    free(dump);
+    free(none);
+    free(bad);
+    /* --ep-size still wins */
+    snprintf(args, sizeof args, "'%s' --out '%s' --ep-size 3", path_of("ep4.json"), path_of("ep_x.png"));
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "--ep-size 3 does not divide"));
+    assert_int_equal(run_cli("--help", e, sizeof e), 0);
+    char *help = slurp(path_of("cli.out"), NULL);
+    assert_non_null(help);
+    assert_non_null(strstr(help, "default: the dump's ep_size"));
+    free(help);
+}
+
+/* A per_token index and the stat dump of its window (profile --per-token writes both) count the same
+ * tokens: compared or drawn over time together, they are refused, naming both; another window's
+ * index is taken. */
+static void test_cli_same_window_refused(void **state) {
+    (void)state;
+    char e[4096], args[8192], stat[1200], index[1200], other[1200];
+    write_dump(path_of("win_stat.json"), 4, 8, 1, "m");
+    write_dump(path_of("win_index.json"), 4, 8, 1, "m");
+    replace_in_file(path_of("win_index.json"), "\"stat\"", "\"per_token\"");
+    snprintf(stat, sizeof stat, "%s", path_of("win_stat.json"));
+    snprintf(index, sizeof index, "%s", path_of("win_index.json"));
+    write_text(path_of("win_other.json"), "{\"format\": \"moetrace.expert_distribution.v1\", \"mode\": \"per_token\", "
+               "\"model\": \"m\", \"num_hidden_layers\": 4, \"moe_layers\": [1, 2, 3], \"num_experts\": 8, "
+               "\"top_k\": 8, \"logical_count\": [[0,0,0,0,0,0,0,0], [1,1,1,1,1,1,1,1], [1,1,1,1,1,1,1,1], "
+               "[1,1,1,1,1,1,1,1]]}");
+    snprintf(other, sizeof other, "%s", path_of("win_other.json"));
+    const char *forms[] = {"'%s' '%s' --out '%s'", "'%s' '%s' --over-time --ep-size 4 --out '%s'"};
+    for (int f = 0; f < 2; f++) {
+        snprintf(args, sizeof args, forms[f], stat, index, path_of("win.png"));
+        assert_int_equal(run_cli(args, e, sizeof e), 1);
+        assert_non_null(strstr(e, "win_index.json is the per_token index of the window"));
+        assert_non_null(strstr(e, "win_stat.json counts too"));
+        assert_int_equal(access(path_of("win.png"), F_OK), -1);
+        snprintf(args, sizeof args, forms[f], stat, other, path_of("win.png"));
+        if (run_cli(args, e, sizeof e)) fail_msg("%s: %s", args, e);
+        unlink(path_of("win.png"));
+    }
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/test_report_tmp", MT_BINARY_DIR);
     char cmd[2200];
@@ -439,6 +526,8 @@ int main(void) {
         cmocka_unit_test(test_compare_cli),
         cmocka_unit_test(test_compare_dumps_without_tokens),
         cmocka_unit_test(test_cli_output_checked),
+        cmocka_unit_test(test_cli_dump_ep_size),
+        cmocka_unit_test(test_cli_same_window_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,6 +144,11 @@ int mt_arg_out_file(const char *flag, const char *path) {
     return writable_dir(flag, path, dir);
 }
 
+char *mt_arg_trim_slashes(char *path) {
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--) path[n - 1] = '\0';
+    return path;
+}
+
 int mt_arg_out_dir(const char *flag, const char *given) {
     if (!*given) {
         fprintf(stderr, "moetrace: %s: the path is empty\n", flag);
@@ -151,7 +156,7 @@ int mt_arg_out_dir(const char *flag, const char *given) {
     }
     char path[4096];   /* without trailing slashes ("prof/" is the folder prof) */
     snprintf(path, sizeof path, "%s", given);
-    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--) path[n - 1] = '\0';
+    mt_arg_trim_slashes(path);
     struct stat st;
     if (stat(path, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) {

@@ -23,6 +23,9 @@ int mt_arg_load_format(const char *flag, const char *s, mt_load_format *out);
  * (trailing slashes allowed; created when missing, its parent existing). */
 int mt_arg_out_file(const char *flag, const char *path);
 int mt_arg_out_dir(const char *flag, const char *path);
+/* path without its trailing slashes ("/" stays), cut in place and returned: the files of --out prof/
+ * are then prof/NAME, not prof//NAME. */
+char *mt_arg_trim_slashes(char *path);
 
 /* For the parsing loop: returns argv[++*i], or prints "FLAG needs a value" and returns NULL. */
 const char *mt_arg_value(int argc, char **argv, int *i);

@@ -5,12 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "routing/balancedness.h"
 #include "routing/eplb.h"
 #include "routing/stat_dump.h"
+#include "util/atomic_write.h"
 #include "util/err.h"
 
 #define PLACEMENT_FORMAT "moetrace.placement.v1"
@@ -24,7 +25,8 @@ static const char USAGE[] =
     "\n"
     "  --counts DUMP.json   stat dump (format moetrace.expert_distribution.v1) to plan on; several\n"
     "                       (e.g. a day of serve's windows: DIR/expert_distribution_*.json, or the flag\n"
-    "                       repeated) are summed: same model, layers and experts\n"
+    "                       repeated) are summed: same model, layers and experts; a per_token index\n"
+    "                       with the stat dump of its window (profile --per-token writes both) is refused\n"
     "  --num-replicas R     physical expert slots per layer over all GPUs (>= num_experts,\n"
     "                       a multiple of M; R - num_experts redundant experts)\n"
     "  --num-gpus M         expert-parallel size\n"
@@ -124,7 +126,7 @@ static int parse_args(int argc, char **argv, eplb_args *a) {
         fprintf(stderr, "moetrace eplb: --out must not be empty\n");
         return -1;
     }
-    return 0;
+    return mt_arg_out_file("--out", a->out); /* before any work, naming the path given */
 }
 
 static cJSON *int_array(const int32_t *v, int n) {
@@ -163,13 +165,19 @@ static bool add_exact(int64_t *sum, int64_t add) {
 
 /* The dumps of --counts into d: the first, with every other's MoE counts, tokens and passes added
  * (each must have the first's hidden layers, MoE layers and experts, and its model and top_k where
- * both state them; sums stay at most 2^53, what a dump holds exactly). */
+ * both state them; sums stay at most 2^53, what a dump holds exactly; no window counted twice). */
 static int load_counts(const eplb_args *a, mt_stat_dump *d, mt_err *err) {
+    uint64_t hash[MAX_COUNTS]; /* each dump's window, to refuse one counted twice */
+    bool per_token[MAX_COUNTS];
     if (mt_stat_dump_load(a->counts[0], d, err)) return -1;
+    hash[0] = mt_stat_dump_window_hash(d);
+    per_token[0] = d->per_token;
     const char *model = d->model; /* the first model any dump names */
     for (int i = 1; i < a->n_counts; i++) {
         mt_stat_dump x = {0};
         if (mt_stat_dump_load(a->counts[i], &x, err)) return -1;
+        hash[i] = mt_stat_dump_window_hash(&x);
+        per_token[i] = x.per_token;
         const char *differs = x.model[0] && model[0] && strcmp(x.model, model) ? "model" : mt_stat_dump_shape_differs(d, &x);
         bool exact = true;
         for (size_t k = 0; !differs && exact && k < (size_t)d->num_moe_layers * (size_t)d->num_experts; k++)
@@ -191,7 +199,7 @@ static int load_counts(const eplb_args *a, mt_stat_dump *d, mt_err *err) {
         mt_stat_dump_free(&x);
         if (differs || !exact) return -1;
     }
-    return 0;
+    return mt_stat_dump_refuse_same_window(a->counts, hash, per_token, a->n_counts, err);
 }
 
 /* before[l]: contiguous split; after[l]: the plan, both on dump d's counts. */
@@ -283,37 +291,6 @@ static cJSON *placement_json(const eplb_args *a, const mt_stat_dump *d, const mt
     return root;
 }
 
-/* Writes text to path through a temporary file in the same directory and a rename. */
-static int write_atomic(const char *path, const char *text, mt_err *err) {
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp) return mt_errf(err, "%s: out of memory", path);
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        mt_errf(err, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    size_t len = strlen(text);
-    int bad = fwrite(text, 1, len, f) != len || fputc('\n', f) == EOF || fflush(f) != 0 || fsync(fileno(f)) != 0;
-    int saved = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        saved = errno;
-    }
-    if (!bad && rename(tmp, path) != 0) {
-        bad = 1;
-        saved = errno;
-    }
-    if (bad) {
-        unlink(tmp);
-        mt_errf(err, "%s: cannot write: %s", path, strerror(saved));
-    }
-    free(tmp);
-    return bad ? -1 : 0;
-}
-
 int cmd_eplb(int argc, char **argv) {
     eplb_args a;
     int prc = parse_args(argc, argv, &a);
@@ -384,7 +361,8 @@ int cmd_eplb(int argc, char **argv) {
         mt_errf(&err, "out of memory printing the placement JSON");
         goto fail;
     }
-    if (write_atomic(a.out, text, &err)) goto fail;
+    mt_write_chunk chunks[2] = {{text, strlen(text)}, {"\n", 1}};
+    if (mt_atomic_write_chunks(a.out, chunks, 2, &err)) goto fail;
     if (a.n_counts > 1) mt_log("eplb: planned on the sum of %d dumps", a.n_counts);
     mt_log("eplb: %s policy, %d MoE layers, %d experts -> %d replicas on %d GPUs; balancedness %.4f -> %.4f",
            plan.hierarchical ? "hierarchical" : "global", L, E, a.replicas, a.gpus, mean_of(scores, L),

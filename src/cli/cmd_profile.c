@@ -36,7 +36,9 @@ static const char PROFILE_HELP[] =
     "through the batched engine and records where every token went (a line whose strings hold U+0000,\n"
     "\\u0000, is an error). Writes to --out:\n"
     "  expert_distribution_<ms>.json  the stat dump (SPEC §4)\n"
-    "  expert_distribution_<ms>.safetensors + .json   per-token dump (with --per-token)\n"
+    "  per_token/expert_distribution_<ms>.json + .safetensors\n"
+    "                                 the per-token dump (with --per-token): its JSON index and its rows,\n"
+    "                                 apart (so DIR/expert_distribution_*.json is the stat dump alone)\n"
     "  heatmap.png                    layers x experts heatmap\n"
     "  summary.json                   tokens, wall time, balancedness, routing entropy, co-selected pairs\n"
     "  domains/<domain>/expert_distribution_<ms>.json, domains.json, domains.png\n"
@@ -58,6 +60,8 @@ static const char PROFILE_HELP[] =
     "%s"
     "Without a placement, balancedness is that of 8 contiguous blocks of experts (1 when 8 does not\n"
     "divide num_experts); with one, it is measured per GPU from the physical counts of the dump.\n";
+
+#define PER_TOKEN_DIR "per_token" /* under --out: the per-token dump, apart from the stat dump */
 
 typedef struct profile_args {
     const char *model, *data, *out, *device, *domain_field;
@@ -85,7 +89,7 @@ static int parse(profile_args *a, int argc, char **argv) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { printf(PROFILE_HELP, MT_PLACEMENT_FLAGS_HELP); exit(0);
         } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
         } else if (!strcmp(f, "--data")) { VALUE(); a->data = v;
-        } else if (!strcmp(f, "--out")) { VALUE(); a->out = v;
+        } else if (!strcmp(f, "--out")) { VALUE(); a->out = mt_arg_trim_slashes(argv[i]);
         } else if (!strcmp(f, "--max-new-tokens")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 20, &a->max_new_tokens)) return -1;
         } else if (!strcmp(f, "--concurrency")) { VALUE(); if (mt_arg_int(f, v, 1, 4096, &a->concurrency)) return -1;
         } else if (!strcmp(f, "--max-batch-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 20, &a->max_batch_tokens)) return -1;
@@ -273,7 +277,9 @@ static long per_token_rows(const mt_dataset *d, int max_new_tokens) {
 int cmd_profile(int argc, char **argv) {
     profile_args a;
     if (parse(&a, argc, argv)) return 2;
-    if (mt_arg_out_dir("--out", a.out)) return 1;
+    char tok_dir[4096]; /* the per-token dump's folder */
+    snprintf(tok_dir, sizeof tok_dir, "%s/%s", strcmp(a.out, "/") ? a.out : "", PER_TOKEN_DIR);
+    if (mt_arg_out_dir("--out", a.out) || (a.per_token && mt_arg_out_dir("--out", tok_dir))) return 1;
     mt_err err = {{0}};
     mt_model model;
     mt_kernels_init(a.threads); /* first: a GPU upload copies the checkpoint on its threads */
@@ -316,14 +322,15 @@ int cmd_profile(int argc, char **argv) {
     mt_recorder_start(stat);
     mt_routing_fanout_add(&fan, mt_recorder_sink(stat));
     if (a.per_token) {
-        ro.mode = MT_REC_PER_TOKEN;
-        ro.max_tokens = per_token_rows(&d, a.max_new_tokens);
-        if (!(tok_rec = mt_recorder_new(c, model.name, &ro, &err))) goto fail;
+        mt_recorder_opts to = ro;
+        to.mode = MT_REC_PER_TOKEN;
+        to.max_tokens = per_token_rows(&d, a.max_new_tokens);
+        to.dump_dir = tok_dir;
+        if (!(tok_rec = mt_recorder_new(c, model.name, &to, &err))) goto fail;
         mt_recorder_start(tok_rec);
         mt_routing_fanout_add(&fan, mt_recorder_sink(tok_rec));
     }
     if (a.domain_field) {
-        ro.mode = MT_REC_STAT;
         if (!(groups = calloc((size_t)d.n, sizeof *groups))) {
             mt_errf(&err, "out of memory");
             goto fail;

@@ -85,6 +85,14 @@ out:
     return rc;
 }
 
+/* The GPUs the dump's recorder measured balancedness over ("ep_size"), where the report can draw them:
+ * its placement's, or M equal blocks of experts; else 0 (per expert). */
+static int dump_ep_size(const mt_stat_dump *d) {
+    int M = d->ep_size;
+    if (d->placement) return M == d->placement->num_gpus ? M : 0;
+    return M >= 1 && M <= d->num_experts && d->num_experts % M == 0 ? M : 0;
+}
+
 /* An output of `what` drawn or as JSON: .png, .svg or .json in a folder that can be written;
  * else -1, said on stderr. */
 static int check_out(const char *out, const char *what) {
@@ -268,7 +276,9 @@ static const char USAGE[] =
     "\n"
     "  --out FILE           .png or .svg (by extension), written atomically\n"
     "  --ep-size M          add a per-GPU load chart for M expert-parallel GPUs (contiguous split into\n"
-    "                       M equal blocks: without --placement, M must divide the dump's num_experts)\n"
+    "                       M equal blocks: without --placement, M must divide the dump's num_experts);\n"
+    "                       default: the dump's ep_size (as profile's heatmap.png draws it) when it divides\n"
+    "                       num_experts or is the dump's placement's num_gpus, else balancedness per expert\n"
     "  --placement F.json   placement from `moetrace eplb`: per-GPU load before (contiguous split)\n"
     "                       and after (the placement); M defaults to its num_gpus\n"
     "\n"
@@ -279,7 +289,9 @@ static const char USAGE[] =
     "of profile --domain-field), compares their expert use: each dump's lift per layer and expert (its\n"
     "share over the dumps' combined share) as heatmaps, or with --out FILE.json the numbers: each\n"
     "dump's Jensen-Shannon divergence from the others per layer and its distinctive experts\n"
-    "(docs/RECORDER.md, \"Expert usage per domain\").\n"
+    "(docs/RECORDER.md, \"Expert usage per domain\"). A per_token index given with the stat dump of\n"
+    "its window (profile --per-token writes both) is refused, here and with --over-time: they count the\n"
+    "same tokens.\n"
     "\n"
     "With --over-time, the dumps are windows of one model (any number: a day of serve --enable-eplb's\n"
     "dumps, DIR/expert_distribution_*.json), in the order of the <unix-ms> in their names (in the order\n"
@@ -420,8 +432,16 @@ static int report(int argc, char **argv, char **dumps) {
         mt_stat_dump many[MAX_COMPARED];
         memset(many, 0, sizeof many);
         int loaded = 0;
-        while (loaded < n_dumps && mt_stat_dump_load(dumps[loaded], &many[loaded], &err) == 0) loaded++;
-        if (loaded == n_dumps && compare_dumps(many, dumps, n_dumps, out, &err) == 0) rc = 0;
+        uint64_t hash[MAX_COMPARED];
+        bool per_token[MAX_COMPARED];
+        for (; loaded < n_dumps && mt_stat_dump_load(dumps[loaded], &many[loaded], &err) == 0; loaded++) {
+            hash[loaded] = mt_stat_dump_window_hash(&many[loaded]);
+            per_token[loaded] = many[loaded].per_token;
+        }
+        const char *const *paths = (const char *const *)dumps;
+        if (loaded == n_dumps && mt_stat_dump_refuse_same_window(paths, hash, per_token, n_dumps, &err) == 0 &&
+            compare_dumps(many, dumps, n_dumps, out, &err) == 0)
+            rc = 0;
         for (int i = 0; i < loaded; i++) mt_stat_dump_free(&many[i]);
         if (rc) goto fail;
         goto done;
@@ -432,7 +452,7 @@ static int report(int argc, char **argv, char **dumps) {
         mt_placement_opts po = {.ep_size = ep, .num_redundant = -1};
         if (mt_moe_shape_from_dump(&d, &shape, &err) || mt_placement_load(plc, &shape, &po, &p, &err)) goto fail;
     }
-    mt_report_opts o = {.ep_size = ep, .placement = plc ? &p : NULL};
+    mt_report_opts o = {.ep_size = ep ? ep : plc ? 0 : dump_ep_size(&d), .placement = plc ? &p : NULL};
     if (mt_report_render(&d, out, &o, &err)) goto fail;
     rc = 0;
     goto done;

@@ -35,7 +35,8 @@ static const char SERVE_HELP[] =
     "                              address that can be listened on; default 127.0.0.1)\n"
     "  --port N                    listening port (default 30000; 0 = any free port)\n"
     "  --api-key KEY               require 'Authorization: Bearer KEY' on every path but /health\n"
-    "  --served-model-name NAME    model name in the API (default: the folder's name)\n"
+    "  --served-model-name NAME    model name in the API (default: the folder's name; dumps keep the\n"
+    "                              folder's name)\n"
     "  --threads N                 CPU threads of the forward pass (default: all online CPUs)\n"
     "  --load-format auto|dummy    dummy: config.json only, deterministic random weights\n"
     "  --max-running-requests N    sequences batched together at most (default 64)\n"
@@ -65,8 +66,9 @@ static const char SERVE_HELP[] =
     "                              records from start-up), as POST /eplb_rebalance does; needs a placement\n"
     "                              (--ep-size and/or --init-expert-location)\n"
     "  --eplb-rebalance-num-iterations N   forward passes between two rebalances (default 1000)\n"
-    "  --eplb-min-rebalancing-utilization-threshold F   rebalance only when the window's balancedness\n"
-    "                              (mean over max GPU load, 0..1) is at or below F (default 1.0: always)\n"
+    "  --eplb-min-rebalancing-utilization-threshold F   rebalance only when the mean over the window's\n"
+    "                              passes of each pass's per-GPU balancedness (0..1) is at or below F\n"
+    "                              (default 1.0: always)\n"
     "\n"
     "Expert distribution recorder (SPEC §4; environment variables in brackets):\n"
     "  --expert-distribution-recorder-mode stat|per_pass|per_token   (default stat) [MOETRACE_EXPERT_RECORDER_MODE]\n"
@@ -224,16 +226,6 @@ static void log_kv_cache(const serve_args *a, const mt_model *m, mt_engine_loop 
                                     "(--kv-cache-fraction, --max-running-requests)" : "");
 }
 
-static const char *folder_name(const char *dir) {
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    const char *end = dir + n, *p = end;
-    while (p > dir && p[-1] != '/') p--;
-    static char name[256];
-    snprintf(name, sizeof name, "%.*s", (int)(end - p), p);
-    return name;
-}
-
 /* Text support: tokenizer.json (optional) and the chat template (optional). */
 static int load_text_tools(const char *dir, mt_tokenizer **tok, mt_chat_template **tpl) {
     char path[4096];
@@ -373,12 +365,13 @@ int cmd_serve(int argc, char **argv) {
     int ep = have_placement ? placement.num_gpus : (c->num_experts % 8 == 0 ? 8 : 1);
     ro.ep_size = ep;
     ro.placement = have_placement ? &placement : NULL;
-    const char *name = a.served_name ? a.served_name : folder_name(a.model);
-    if (!(recorder = mt_recorder_new(c, name, &ro, &err))) {
+    /* the API's name; dumps name the checkpoint folder (SPEC §4), whatever the API calls it */
+    const char *name = a.served_name ? a.served_name : model.name;
+    if (!(recorder = mt_recorder_new(c, model.name, &ro, &err))) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }
-    if (a.domain_field && !(domains = mt_domain_usage_new(c, name, &ro, a.domain_field, NULL, &err))) {
+    if (a.domain_field && !(domains = mt_domain_usage_new(c, model.name, &ro, a.domain_field, NULL, &err))) {
         fprintf(stderr, "moetrace: %s\n", err.msg);
         goto done;
     }

@@ -17,7 +17,8 @@ static const command COMMANDS[] = {
     {"serve", cmd_serve, "serve the model over HTTP (SGLang- and OpenAI-compatible, routing return)"},
     {"profile", cmd_profile, "run a JSONL dataset through the batched engine and record expert load"},
     {"eplb", cmd_eplb, "plan an expert-parallel placement from a stat dump"},
-    {"report", cmd_report, "heatmap of a stat dump (PNG or SVG), several compared or over time (--over-time), a request traced (--request)"},
+    {"report", cmd_report, "heatmap of a stat dump (PNG or SVG), several compared or over time (--over-time); of a "
+                           "per_token dump, a request traced (--request), --coactivation, --token-specialisation"},
     {"tokenize", cmd_tokenize, "print the token ids of a text as a JSON array"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"chat-template", cmd_chat_template, "render a conversation with the model's chat template"},

@@ -55,7 +55,10 @@ int mt_placement_flags_load(const mt_placement_flags *f, const mt_config *c, mt_
         fprintf(stderr, "moetrace: %s: %s\n", f->location ? "--init-expert-location" : "--ep-size", err.msg);
         return -1;
     }
-    mt_log("placement (%s): %d experts -> %d physical slots on %d GPUs (%d per GPU), up to %d replicas", p->source,
-           p->num_experts, p->num_physical, p->num_gpus, p->slots_per_gpu, p->max_replicas);
+    char replicas[48];
+    if (p->max_replicas == 1) snprintf(replicas, sizeof replicas, "one replica each");
+    else snprintf(replicas, sizeof replicas, "up to %d replicas", p->max_replicas);
+    mt_log("placement (%s): %d experts -> %d physical slots on %d GPUs (%d per GPU), %s", p->source, p->num_experts,
+           p->num_physical, p->num_gpus, p->slots_per_gpu, replicas);
     return 1;
 }

@@ -203,14 +203,20 @@ static int check_all_used(const binder *b) {
     return 0;
 }
 
+/* The checkpoint folder's own name into out, however dir names it ("." and "dir/" included). */
+static void folder_name(const char *dir, char *out, size_t n) {
+    char tmp[4096], *real = realpath(dir, NULL);
+    snprintf(tmp, sizeof tmp, "%s", real ? real : dir);
+    free(real);
+    size_t len = strlen(tmp);
+    while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
+    snprintf(out, n, "%s", basename(tmp));
+}
+
 int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err) {
     memset(m, 0, sizeof *m);
     if (mt_config_load(&m->cfg, dir, err)) return -1;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    size_t len = strlen(tmp);
-    while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
-    snprintf(m->name, sizeof m->name, "%s", basename(tmp));
+    folder_name(dir, m->name, sizeof m->name);
 
     binder b = {m, fmt != MT_LOAD_AUTO, fmt == MT_LOAD_SHAPES, 0x6d6f657472616365ull, err, NULL};
     if (!b.dummy && mt_checkpoint_open(&m->ckpt, dir, err)) goto fail;

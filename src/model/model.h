@@ -37,7 +37,7 @@ typedef struct mt_layer {
 
 typedef struct mt_model {
     mt_config cfg;
-    char name[256];            /* folder name, for reports */
+    char name[256];            /* the checkpoint folder's name (its real path's last part), for dumps and reports */
     mt_checkpoint *ckpt;       /* NULL with dummy weights */
     mt_mat embed;              /* [V, H] */
     float *final_norm;         /* [H] */

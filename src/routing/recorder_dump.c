@@ -101,7 +101,8 @@ cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err) {
         if (r->is_moe[l]) ok = cJSON_AddItemToArray(moe, cJSON_CreateNumber(l));
     ok = ok && add_num(o, "num_experts", E) && add_num(o, "top_k", r->K) &&
          add_num(o, "num_forward_passes", (double)r->num_passes) && add_num(o, "num_tokens", (double)r->num_tokens) &&
-         add_num(o, "buffer_size", r->buffer_size) && add_num(o, "ep_size", r->ep_size);
+         /* the window of buffer_size does not apply to per_token, which records every pass since the reset */
+         (r->mode == MT_REC_PER_TOKEN || add_num(o, "buffer_size", r->buffer_size)) && add_num(o, "ep_size", r->ep_size);
     if (ok && r->dropped_passes) ok = add_num(o, "dropped_passes", (double)r->dropped_passes);
     cJSON *lc = ok ? matrix_json(r->total, NULL, L, E) : NULL;
     ok = ok && lc && cJSON_AddItemToObject(o, "logical_count", lc);
@@ -314,8 +315,10 @@ static cJSON *request_domains_json(const mt_recorder *r, bool *oom) {
 
 /* dir/expert_distribution_<ms>[_k] into base: 0, or -1 when the path does not fit. */
 static int base_name(const char *dir, long long ms, int k, char *base, size_t n, mt_err *err) {
-    int w = k ? snprintf(base, n, "%s/expert_distribution_%lld_%d", dir, ms, k)
-              : snprintf(base, n, "%s/expert_distribution_%lld", dir, ms);
+    size_t len = strlen(dir);
+    const char *sep = len && dir[len - 1] == '/' ? "" : "/"; /* "dumps/" is "dumps" */
+    int w = k ? snprintf(base, n, "%s%sexpert_distribution_%lld_%d", dir, sep, ms, k)
+              : snprintf(base, n, "%s%sexpert_distribution_%lld", dir, sep, ms);
     if (w < 0 || (size_t)w + 16 >= n) return mt_errf(err, "recorder dump: dump dir path too long: %s", dir);
     return 0;
 }

@@ -118,6 +118,8 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
     d->num_hidden_layers = (int)nl;
     d->num_experts = (int)ne;
     d->top_k = (int)optional_int(root, "top_k", 0);
+    d->ep_size = (int)optional_int(root, "ep_size", 0);
+    d->per_token = mode && !strcmp(mode->valuestring, "per_token");
     d->num_forward_passes = optional_int(root, "num_forward_passes", -1);
     d->num_tokens = optional_int(root, "num_tokens", -1);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -250,4 +252,31 @@ const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump
         memcmp(b->moe_layers, a->moe_layers, (size_t)a->num_moe_layers * sizeof *a->moe_layers))
         return "moe_layers";
     return NULL;
+}
+
+/* FNV-1a over the bytes of n 64-bit values. */
+static uint64_t hash_values(uint64_t h, const int64_t *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        for (int b = 0; b < 64; b += 8) h = (h ^ (uint64_t)((v[i] >> b) & 0xff)) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t mt_stat_dump_window_hash(const mt_stat_dump *d) {
+    int64_t head[4] = {d->num_hidden_layers, d->num_experts, d->num_tokens, d->num_forward_passes};
+    uint64_t h = hash_values(0xcbf29ce484222325ull, head, 4);
+    for (int m = 0; m < d->num_moe_layers; m++) {
+        int64_t layer = d->moe_layers[m];
+        h = hash_values(h, &layer, 1);
+    }
+    return hash_values(h, d->moe_count, (size_t)d->num_moe_layers * (size_t)d->num_experts);
+}
+
+int mt_stat_dump_refuse_same_window(const char *const *paths, const uint64_t *hash, const bool *per_token, int n,
+                                    mt_err *err) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; per_token[i] && j < n; j++)
+            if (!per_token[j] && hash[j] == hash[i])
+                return mt_errf(err, "%s is the per_token index of the window %s counts too (profile --per-token "
+                               "writes both): give one of them, or every token counts twice", paths[i], paths[j]);
+    return 0;
 }

@@ -12,6 +12,7 @@
 #ifndef MT_ROUTING_STAT_DUMP_H
 #define MT_ROUTING_STAT_DUMP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,8 @@ typedef struct mt_stat_dump {
     int num_hidden_layers;
     int num_experts;
     int top_k;               /* 0 when absent */
+    int ep_size;             /* "ep_size" the recorder measured balancedness over; 0 when absent */
+    bool per_token;          /* "mode" is "per_token": the JSON index of a per_token dump */
     int64_t num_forward_passes; /* -1 when absent */
     int64_t num_tokens;         /* -1 when absent */
     int num_moe_layers;
@@ -50,6 +53,17 @@ int mt_stat_dump_require_tokens(const mt_stat_dump *d, const char *name, mt_err 
 /* The first shape field of b that differs from a's: "num_hidden_layers", "num_experts", "top_k" (where
  * both state one) or "moe_layers"; NULL when they have one shape. */
 const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump *b);
+
+/* A hash of the window d counted (its shape, MoE counts, tokens and passes): two dumps of one window
+ * have the same. */
+uint64_t mt_stat_dump_window_hash(const mt_stat_dump *d);
+
+/* Dumps summed or compared must count different windows: a per_token index and a stat dump of the
+ * same window (what `profile --per-token` writes) would count every token twice. hash[i] is
+ * mt_stat_dump_window_hash of dump i, per_token[i] its per_token. 0, or -1 and an error naming the
+ * index and the dump of its window. */
+int mt_stat_dump_refuse_same_window(const char *const *paths, const uint64_t *hash, const bool *per_token, int n,
+                                    mt_err *err);
 
 /* The file beside a dump named <dir>/expert_distribution_<stamp>.json (what the recorder writes):
  * <dir>/<stem><stamp><ext> into out, e.g. stem "expert_placement_" and ext ".json" for the placement a
