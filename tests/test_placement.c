@@ -438,6 +438,75 @@ static void test_recorder_physical(void **state) {
     mt_placement_free(&plc);
 }
 
+/* A window taken from a recorder (mt_recorder_take) dumps as the recorder would have, under the
+ * placement it was recorded with even once the recorder runs another and the first is freed (as
+ * the server frees a placement it switched away from); the recorder goes on from empty. */
+static void test_recorder_take(void **state) {
+    (void)state;
+    mt_moe_shape s = make_shape();
+    mt_placement plc, *first = malloc(sizeof *first), next;
+    mt_err err = {{0}};
+    write_text("take.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"physical_to_logical_map\": " GOOD_ROWS "}");
+    assert_int_equal(mt_placement_load(path_of("take.json"), &s, NULL, &plc, &err), 0);
+    assert_int_equal(mt_placement_load(path_of("take.json"), &s, NULL, &next, &err), 0);
+    mt_recorder_mode modes[3] = {MT_REC_STAT, MT_REC_PER_PASS, MT_REC_PER_TOKEN};
+    for (int m = 0; m < 3; m++) {
+        assert_int_equal(mt_placement_copy(&plc, first), 0);
+        mt_config c = make_cfg();
+        mt_recorder_opts o;
+        mt_recorder_opts_default(&o);
+        o.mode = modes[m];
+        o.buffer_size = 3;
+        o.dump_dir = g_dir;
+        o.placement = first;
+        mt_recorder *r = mt_recorder_new(&c, "tiny", &o, &err);
+        o.placement = &plc;
+        mt_recorder *ref = mt_recorder_new(&c, "tiny", &o, &err);
+        assert_non_null(r);
+        assert_non_null(ref);
+        mt_recorder_start(r);
+        mt_recorder_start(ref);
+        for (int p = 0; p < 5; p++) {
+            feed(mt_recorder_sink(r), first, p, 3 + p, NULL);
+            feed(mt_recorder_sink(ref), &plc, p, 3 + p, NULL);
+        }
+        mt_recorder *t = mt_recorder_take(r, &err);
+        assert_non_null(t);
+        assert_false(mt_recorder_active(t));
+        assert_true(mt_recorder_active(r));
+        assert_int_equal(mt_recorder_set_placement(r, &next, &err), 0);
+        mt_placement_free(first); /* what t dumps must not need it */
+        cJSON *want = mt_recorder_dump_json(ref, true, &err), *got = mt_recorder_dump_json(t, true, &err);
+        assert_non_null(want);
+        assert_non_null(got);
+        char *w = cJSON_PrintUnformatted(want), *g = cJSON_PrintUnformatted(got);
+        assert_string_equal(g, w);
+        free(w);
+        free(g);
+        cJSON_Delete(want);
+        cJSON_Delete(got);
+        char path[1024];
+        assert_int_equal(mt_recorder_dump(t, path, sizeof path, &err), 0); /* into the recorder's dir */
+        assert_non_null(strstr(path, g_dir));
+        mt_recorder_free(t);
+        mt_recorder_counts rc;
+        mt_recorder_get_counts(r, &rc);
+        assert_int_equal(rc.num_forward_passes, 0);
+        assert_int_equal(rc.tokens_recorded, 0);
+        int64_t logical[L * E], phys[L * 12], want_logical[L * E] = {0};
+        feed(mt_recorder_sink(r), &next, 9, 4, want_logical); /* r records on, under next */
+        mt_recorder_logical_count(r, logical);
+        assert_memory_equal(logical, want_logical, sizeof logical);
+        assert_int_equal(mt_recorder_physical_count(r, phys), 0);
+        check_adds_up(&next, phys, logical);
+        mt_recorder_free(r);
+        mt_recorder_free(ref);
+    }
+    free(first);
+    mt_placement_free(&plc);
+    mt_placement_free(&next);
+}
+
 /* A dump whose physical counts do not add up to its logical counts is refused. */
 static void test_dump_inconsistent(void **state) {
     (void)state;
@@ -497,6 +566,7 @@ int main(void) {
         cmocka_unit_test(test_stat_dump_planned),
         cmocka_unit_test(test_dispatch_balanced),
         cmocka_unit_test(test_recorder_physical),
+        cmocka_unit_test(test_recorder_take),
         cmocka_unit_test(test_dump_inconsistent),
         cmocka_unit_test(test_dump_claims_more_than_it_holds),
     };

@@ -380,6 +380,46 @@ static void test_without_ep_size(void **state) {
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
 
+/* A rebalance whose window cannot be written (the dump dir was removed) still switches: the answer
+ * says the window was lost and why, and the server goes on serving and dumping. */
+static void test_rebalance_when_dump_fails(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    mt_test_server srv;
+    char args[2048], dir[1024], cmd[2100];
+    snprintf(dir, sizeof dir, "%s", path_of("gone"));
+    snprintf(args, sizeof args,
+             "--model %s --threads 1 --ep-size %d --enable-expert-distribution-metrics --enable-return-routed-experts "
+             "--expert-dump-dir %s", FIXTURE,
+             M, dir);
+    assert_int_equal(mt_test_server_start(&srv, g_bin, args, path_of("gone.log"), 120), 0);
+    mt_http_client *c = mt_http_client_new(srv.url, NULL);
+    char body[2048];
+    request_body(body, sizeof body, 3, 12, false);
+    cJSON_Delete(server_call(c, "/generate", body, 200));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    cJSON *a = server_call(c, "/eplb_rebalance", "", 200);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(a, "dump")));
+    const cJSON *why = cJSON_GetObjectItem(a, "dump_error");
+    assert_true(cJSON_IsString(why));
+    assert_non_null(strstr(why->valuestring, "gone"));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(a, "placement_file")));
+    cJSON_Delete(a);
+    cJSON *info = server_call(c, "/get_model_info", NULL, 200);
+    assert_string_equal(cJSON_GetObjectItem(info, "placement")->valuestring, "eplb");
+    cJSON_Delete(info);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    cJSON_Delete(server_call(c, "/generate", body, 200));
+    cJSON *d = server_call(c, "/dump_expert_distribution_record?inline=1", "", 200);
+    int tokens = cJSON_GetObjectItem(d, "num_tokens")->valueint; /* the request after the switch (its prefix cached) */
+    assert_true(tokens > 0 && tokens <= 20 + 12 - 1);
+    cJSON_Delete(d);
+    mt_http_client_free(c);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_apply_placement),
@@ -387,6 +427,7 @@ int main(void) {
         cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_switch_while_streaming),
         cmocka_unit_test(test_without_ep_size),
+        cmocka_unit_test(test_rebalance_when_dump_fails),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

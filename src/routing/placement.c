@@ -46,6 +46,24 @@ void mt_placement_free(mt_placement *p) {
     memset(p, 0, sizeof *p);
 }
 
+static void *dup_array(const void *src, size_t n, size_t size) {
+    void *d = malloc(n ? n * size : 1);
+    if (d && n) memcpy(d, src, n * size);
+    return d;
+}
+
+int mt_placement_copy(const mt_placement *src, mt_placement *dst) {
+    size_t rows = (size_t)src->num_moe_layers, E = (size_t)src->num_experts;
+    *dst = *src;
+    dst->phy2log = dup_array(src->phy2log, rows * (size_t)src->num_physical, sizeof *src->phy2log);
+    dst->logcnt = dup_array(src->logcnt, rows * E, sizeof *src->logcnt);
+    dst->log2phy = dup_array(src->log2phy, rows * E * (size_t)src->max_replicas, sizeof *src->log2phy);
+    dst->salt = dup_array(src->salt, rows * E, sizeof *src->salt);
+    if (dst->phy2log && dst->logcnt && dst->log2phy && dst->salt) return 0;
+    mt_placement_free(dst);
+    return -1;
+}
+
 int mt_placement_fits(const mt_placement *p, const mt_config *c, mt_err *err) {
     if (p->num_experts != c->num_experts || p->num_hidden_layers != c->num_hidden_layers)
         return mt_errf(err, "the expert placement is for %d experts x %d layers, the model has %d x %d",

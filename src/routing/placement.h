@@ -86,6 +86,9 @@ int mt_placement_from_phy2log(const mt_moe_shape *s, int ep_size, int num_physic
 int mt_placement_plan(const mt_moe_shape *s, int ep_size, int num_physical, const double *moe_load, const char *name,
                       mt_placement *p, mt_err *err);
 void mt_placement_free(mt_placement *p);
+/* dst = a copy of src owning its own arrays (free it with mt_placement_free); -1 when out of memory
+ * (dst then holds nothing). */
+int mt_placement_copy(const mt_placement *src, mt_placement *dst);
 /* 0 when p was built for this model's shape (experts, layers, MoE layers), else -1 naming the misfit. */
 int mt_placement_fits(const mt_placement *p, const mt_config *c, mt_err *err);
 

@@ -203,6 +203,10 @@ void mt_recorder_free(mt_recorder *r) {
     free(r->gpu_tmp);
     free(r->model);
     free(r->dump_dir);
+    if (r->plc_owned) {
+        mt_placement_free(r->plc_owned);
+        free(r->plc_owned);
+    }
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -235,15 +239,8 @@ void mt_recorder_stop(mt_recorder *r) {
 bool mt_recorder_active(const mt_recorder *r) { return atomic_load(&((mt_recorder *)r)->active); }
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r) { return r->mode; }
 
-int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
-    if (a == b) return 0;
-    if (a->L != b->L || a->E != b->E || a->K != b->K || a->NC != b->NC || a->mode != b->mode ||
-        a->buffer_size != b->buffer_size || a->max_tokens != b->max_tokens || a->plc != b->plc ||
-        a->id_bytes != b->id_bytes)
-        return -1;
-    mt_recorder *first = a < b ? a : b, *second = a < b ? b : a; /* one lock order */
-    pthread_mutex_lock(&first->mu);
-    pthread_mutex_lock(&second->mu);
+/* Exchanges the recorded data of a and b (both locked, or private to the caller). */
+static void swap_data(mt_recorder *a, mt_recorder *b) {
 #define SWAP(T, f)  \
     do {            \
         T t = a->f; \
@@ -276,9 +273,52 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
     SWAP(int64_t *, req_hash_val);
     SWAP(int64_t, req_hash_cap);
 #undef SWAP
+}
+
+int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
+    if (a == b) return 0;
+    if (a->L != b->L || a->E != b->E || a->K != b->K || a->NC != b->NC || a->mode != b->mode ||
+        a->buffer_size != b->buffer_size || a->max_tokens != b->max_tokens || a->plc != b->plc ||
+        a->id_bytes != b->id_bytes)
+        return -1;
+    mt_recorder *first = a < b ? a : b, *second = a < b ? b : a; /* one lock order */
+    pthread_mutex_lock(&first->mu);
+    pthread_mutex_lock(&second->mu);
+    swap_data(a, b);
     pthread_mutex_unlock(&second->mu);
     pthread_mutex_unlock(&first->mu);
     return 0;
+}
+
+mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
+    mt_config shape;
+    memset(&shape, 0, sizeof shape);
+    shape.num_hidden_layers = r->L;
+    shape.num_experts = r->E;
+    shape.top_k = r->K;
+    memcpy(shape.layer_is_moe, r->is_moe, sizeof r->is_moe);
+    mt_placement *plc = NULL;
+    if (r->plc && (!(plc = malloc(sizeof *plc)) || mt_placement_copy(r->plc, plc))) {
+        free(plc);
+        mt_errf(err, "recorder: out of memory");
+        return NULL;
+    }
+    mt_recorder_opts o = {.mode = r->mode, .buffer_size = r->buffer_size, .dump_dir = r->dump_dir,
+                          .ep_size = r->ep_size, .max_tokens = r->max_tokens, .placement = plc};
+    mt_recorder *t = mt_recorder_new(&shape, r->model, &o, err);
+    if (!t) {
+        mt_placement_free(plc);
+        free(plc);
+        return NULL;
+    }
+    t->plc_owned = plc;
+    t->group_label = r->group_label;
+    t->group_label_ctx = r->group_label_ctx;
+    pthread_mutex_lock(&r->mu);
+    atomic_fetch_add(&r->epoch, 1u); /* as a reset: a pass in progress is not committed */
+    swap_data(r, t);
+    pthread_mutex_unlock(&r->mu);
+    return t;
 }
 
 void mt_recorder_reset(mt_recorder *r) {

@@ -84,6 +84,12 @@ void mt_recorder_reset(mt_recorder *r);
  * progress: e.g. a full recorder with an empty one in O(1) under their locks, to dump the data
  * afterwards without holding the sink. -1 when they were made for different shapes or options. */
 int mt_recorder_swap(mt_recorder *a, mt_recorder *b);
+/* A new recorder holding what r recorded (counts, window, tokens) under r's options and a copy of r's
+ * placement, inactive; r is left empty as a reset leaves it (a pass in progress is not committed).
+ * O(size of the shape), not of the data: so a window can be taken between two forward passes and
+ * dumped later from another thread (mt_recorder_dump on the result, then mt_recorder_free). NULL
+ * with err when out of memory (r then unchanged). */
+mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err);
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r);
 
 /* Names request group g (>= 1; mt_routing_event.request_groups) into out (size bytes); false when

@@ -33,6 +33,7 @@ struct mt_recorder {
     int ep_size;
     int64_t max_tokens;
     const mt_placement *plc; /* NULL: no physical counts */
+    mt_placement *plc_owned; /* a recorder made by mt_recorder_take: its own copy (= plc), freed with it */
     int R;                /* physical slots per layer (0 without a placement) */
     size_t LE, NC;        /* L * E (start of the physical counts), L * E + L * R (all counters) */
     double *gpu_tmp;      /* [L, M] per-GPU loads of one pass (engine thread, under mu at commit) */

@@ -62,6 +62,7 @@ static cJSON *switch_answer(const mt_placement_switch *w, const char *message) {
     cJSON_AddStringToObject(o, "message", message);
     if (w->dump[0]) cJSON_AddStringToObject(o, "dump", w->dump);
     else cJSON_AddNullToObject(o, "dump");
+    if (w->dump_error[0]) cJSON_AddStringToObject(o, "dump_error", w->dump_error);
     cJSON_AddNumberToObject(o, "num_tokens", (double)w->counts.num_tokens);
     cJSON_AddNumberToObject(o, "num_gpus", w->next->num_gpus);
     cJSON_AddNumberToObject(o, "num_replicas", w->next->num_physical);

@@ -108,6 +108,7 @@ int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *e
     /* not while a placement switch reads, plans on and dumps the window (placement_switch.h): its plan
      * would sit beside an emptied dump */
     pthread_mutex_lock(&s->placement_mu);
+    mt_dump_writer_drain(s->dump_writer); /* a periodic rebalance's window, taken earlier, goes first */
     int rc;
     /* With domains, the window and the domains' usage are taken between the same two passes (on the
      * engine thread), so they count the same tokens; once the engine has stopped, here. */

@@ -1,8 +1,9 @@
 /* serve --enable-eplb: the server rebalances its expert placement by itself, every N forward passes
  * (--eplb-rebalance-num-iterations, SGLang's name and default 1000), on the engine thread between
  * two passes. Each rebalance is what POST /eplb_rebalance does (placement_switch.h): EPLB planned
- * on the recorder's window, the window dumped, the planned placement written beside the dump, the
- * new placement switched to. It is skipped when the recorder holds nothing, is not
+ * on the recorder's window, the new placement switched to, the window taken; the server's dump
+ * writer then writes the window's dump and the planned placement beside it (dump_writer.h), so the
+ * engine thread only plans and switches. It is skipped when the recorder holds nothing, is not
  * recording, or when the window's mean per-pass balancedness is above
  * --eplb-min-rebalancing-utilization-threshold (default 1.0: never). */
 #include <pthread.h>
@@ -54,8 +55,9 @@ static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
         mt_log("EPLB: rebalance skipped: the window's balancedness %.4f is above the threshold %g (%lld passes)",
                w.counts.pass_balancedness, s->b.eplb_threshold, (long long)w.counts.num_forward_passes);
     } else {
-        mt_log("EPLB: rebalanced on %lld passes (%lld tokens) in %.3f s: balancedness %.4f measured, %.4f planned",
-               (long long)w.counts.num_forward_passes, (long long)w.counts.num_tokens, seconds_since(&t0),
+        mt_log("EPLB: rebalanced on %lld passes (%lld tokens), the engine thread held %.2f ms: balancedness %.4f "
+               "measured, %.4f planned",
+               (long long)w.counts.num_forward_passes, (long long)w.counts.num_tokens, 1e3 * seconds_since(&t0),
                mean(w.before, L), mean(w.after, L));
     }
     mt_placement_switch_release(&w, result == MT_SWITCH_APPLIED);
@@ -81,6 +83,9 @@ void mt_server_start_eplb(mt_server *s) {
         mt_recorder_start(s->b.recorder);
         if (s->b.domains) mt_domain_usage_start(s->b.domains);
     }
+    mt_err err;
+    if (!(s->dump_writer = mt_dump_writer_new(&err)))
+        mt_log("EPLB: %s: the rebalances' files are written on the engine thread", err.msg);
     mt_engine_loop_every_passes(s->b.loop, s->b.eplb_every, rebalance_now, s);
     mt_log("EPLB: rebalancing the expert placement every %ld forward passes%s", s->b.eplb_every,
            s->b.eplb_threshold < 1.0 ? " when the recorder's balancedness is at or below the threshold" : "");

@@ -316,6 +316,7 @@ int mt_server_uploads_in_flight(mt_server *s) {
 void mt_server_stop(mt_server *s) {
     if (!s) return;
     MHD_stop_daemon(s->daemon);
+    mt_dump_writer_free(s->dump_writer); /* the engine thread has stopped: nothing more comes */
     mt_conn_guard_free(s->guard);
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);

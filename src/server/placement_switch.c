@@ -5,9 +5,9 @@
 
 #include "routing/balancedness.h"
 #include "routing/stat_dump.h"
+#include "server/dump_writer.h"
 #include "server/placement_switch.h"
 #include "server/server_internal.h"
-#include "util/atomic_write.h"
 
 int mt_placement_switchable(mt_server *s, mt_api_error *e) {
     if (!s->b.placement)
@@ -28,6 +28,8 @@ int mt_placement_switch_rebalance(mt_placement_switch *w, mt_server *s, double s
 }
 
 void mt_placement_switch_release(mt_placement_switch *w, bool installed) {
+    mt_recorder_free(w->window);
+    w->window = NULL;
     if (!installed && w->next) {
         mt_placement_free(w->next); /* planned or read but not installed, or never built (all zero) */
         free(w->next);
@@ -109,9 +111,9 @@ static int read_window(mt_placement_switch *w, mt_err *err) {
     return rc;
 }
 
-/* The window's dump (with the domains' usage), then the recorders and the engine switch: engine
- * thread, no pass running, so the dump is exactly the window planned on and the next window counts
- * the new placement only. */
+/* The window taken (with --domain-field: dumped, with the domains' usage beside it), then the
+ * recorders and the engine switched: engine thread, no pass running, so the window is exactly the one
+ * planned on and the next window counts the new placement only. */
 static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
     mt_placement_switch *w = ctx;
     mt_server *s = w->s;
@@ -123,13 +125,17 @@ static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
         return 0;
     }
     if (w->counts.num_forward_passes > 0 || w->counts.tokens_recorded > 0) {
-        if (mt_recorder_dump(rec, w->dump, sizeof w->dump, err)) {
-            w->dump[0] = '\0';
-            return -1; /* nothing changed */
+        if (!s->b.domains) {
+            if (!(w->window = mt_recorder_take(rec, err))) return -1; /* nothing changed */
+        } else { /* the domains' usage names its folder after the dump's file: both written here */
+            if (mt_recorder_dump(rec, w->dump, sizeof w->dump, err)) {
+                w->dump[0] = '\0';
+                return -1; /* nothing changed */
+            }
+            mt_log("expert distribution dump (before the placement switch): %s", w->dump);
+            mt_err derr;
+            if (mt_server_dump_domains(s, w->dump, &derr)) mt_log("expert use per domain not written: %s", derr.msg);
         }
-        mt_log("expert distribution dump (before the placement switch): %s", w->dump);
-        mt_err derr;
-        if (mt_server_dump_domains(s, w->dump, &derr)) mt_log("expert use per domain not written: %s", derr.msg);
     }
     /* each part takes w->next only once the one before has: a failure puts those back on w->current,
      * so nothing keeps a pointer to a placement the caller then frees */
@@ -146,24 +152,6 @@ engine_back:
     return -1;
 }
 
-/* A rebalance's placement as <dump dir>/expert_placement_<ms>.json beside the window's
- * <dump dir>/expert_distribution_<ms>.json, its path into w->plan; a failure is logged. */
-static void write_placement(mt_placement_switch *w) {
-    char path[sizeof w->plan];
-    if (mt_stat_dump_sibling(w->dump, "expert_placement_", ".json", path, sizeof path)) return;
-    cJSON *o = mt_placement_to_json(w->next);
-    char *text = o ? cJSON_Print(o) : NULL;
-    mt_err err;
-    if (!text) mt_log("the planned placement could not be written (out of memory)");
-    else if (mt_atomic_write(path, text, strlen(text), &err)) mt_log("the planned placement was not written: %s", err.msg);
-    else {
-        mt_log("planned placement written to %s", path);
-        snprintf(w->plan, sizeof w->plan, "%s", path);
-    }
-    free(text);
-    cJSON_Delete(o);
-}
-
 /* w->next becomes the server's placement; the one a switch installed before is freed: the engine,
  * the recorders and placement_now point at w->next now, and readers take placement_mu (held). */
 static void install(mt_placement_switch *w) {
@@ -177,20 +165,62 @@ static void install(mt_placement_switch *w) {
     }
     mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
            w->next->num_gpus);
-    if (w->dump[0] && w->rebalance) write_placement(w);
-    if (w->dump[0] && s->b.dump_visualize) mt_server_visualize_dump(w->dump, s->b.ep_size);
+}
+
+/* What is left to write after the switch (installed: w->next runs now): the window taken, the
+ * rebalance's plan beside it, the heatmap. */
+static mt_window_files files_of(const mt_placement_switch *w, bool installed) {
+    mt_window_files f = {.window = w->window,
+                         .plan = installed && w->rebalance ? w->next : NULL,
+                         .heatmap_ep_size = w->s->b.dump_visualize ? w->s->b.ep_size : 0};
+    snprintf(f.dump, sizeof f.dump, "%s", w->dump);
+    return f;
+}
+
+/* Written here, before the caller answers: the dump's and the plan's names into w. */
+static void write_files_here(mt_placement_switch *w, bool installed) {
+    mt_window_files f = files_of(w, installed);
+    w->window = NULL;
+    if (!f.window && !f.dump[0]) return;
+    mt_window_files_write(&f);
+    snprintf(w->dump, sizeof w->dump, "%s", f.dump);
+    snprintf(w->plan, sizeof w->plan, "%s", f.plan_path);
+    if (f.dump_failed) snprintf(w->dump_error, sizeof w->dump_error, "%s", f.dump_err.msg);
 }
 
 int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
     mt_err err;
-    if (mt_engine_loop_between_passes(w->s->b.loop, switch_between_passes, w, &err))
-        return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
-    if (!w->skipped) install(w);
+    mt_dump_writer_drain(w->s->dump_writer); /* the windows before this one reach the disk first */
+    int rc = mt_engine_loop_between_passes(w->s->b.loop, switch_between_passes, w, &err);
+    bool installed = rc == 0 && !w->skipped;
+    if (installed) install(w);
+    write_files_here(w, installed); /* the engine runs meanwhile */
+    if (rc) return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
     return 0;
 }
 
 int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err) {
-    if (switch_between_passes(engine, w, err)) return -1;
-    if (!w->skipped) install(w);
-    return 0;
+    int rc = switch_between_passes(engine, w, err);
+    bool installed = rc == 0 && !w->skipped;
+    if (installed) install(w);
+    mt_window_files f = files_of(w, installed);
+    if (f.window || f.dump[0]) {
+        /* the dump writer's job: the next pass does not wait for the disk. It gets its own copy of
+         * the plan (the next switch frees w->next, maybe before the writer reaches it). */
+        mt_placement *plan = NULL;
+        if (f.plan && (!(plan = malloc(sizeof *plan)) || mt_placement_copy(f.plan, plan))) {
+            free(plan);
+            plan = NULL;
+        }
+        if (w->s->dump_writer && (!f.plan || plan) && !mt_dump_writer_submit(w->s->dump_writer, &f, plan)) {
+            w->window = NULL;
+        } else { /* no writer, or out of memory: written here */
+            if (plan) {
+                mt_placement_free(plan);
+                free(plan);
+            }
+            write_files_here(w, installed);
+        }
+    }
+    return rc ? -1 : 0;
 }

@@ -3,10 +3,14 @@
  * rebalance every N passes (eplb_auto.c).
  *
  * The switch happens between two forward passes, on the engine thread: the recorder's window is
- * read (for a rebalance, planned on with EPLB), dumped when it holds anything (with --domain-field,
- * the domains' usage too), and restarts empty under the new placement, so no window mixes two
- * placements. Then the server installs the new placement (what /get_model_info and /metrics read);
- * a rebalance's placement is also written beside the window's dump (expert_placement_<ms>.json).
+ * read (for a rebalance, planned on with EPLB) and taken when it holds anything, and the recorder
+ * restarts empty under the new placement, so no window mixes two placements. Then the server
+ * installs the new placement (what /get_model_info and /metrics read), and the window taken is
+ * written (dump_writer.h): its dump, a rebalance's placement beside it (expert_placement_<ms>.json),
+ * the heatmap. Over HTTP they are written on the caller's thread before it answers; the periodic
+ * rebalance leaves them to the dump writer, so the engine thread only plans and switches. With
+ * --domain-field the window and the domains' usage are written between the two passes (the
+ * domains' folder is named after the dump).
  * Switches run one at a time: the caller holds the server's placement_mu. */
 #ifndef MT_SERVER_PLACEMENT_SWITCH_H
 #define MT_SERVER_PLACEMENT_SWITCH_H
@@ -30,7 +34,10 @@ typedef struct mt_placement_switch {
     /* results */
     bool skipped;                /* the rebalance was not needed (skip_above): nothing changed */
     int status;                  /* HTTP status when the switch failed */
-    char dump[4096];             /* the window written at the switch; "" when it held nothing */
+    mt_recorder *window;         /* the window taken at the switch, until it is written */
+    char dump[4096];             /* the window written at the switch; "" when it held nothing or
+                                    its dump failed (dump_error then says why) */
+    char dump_error[1024];
     char plan[4200];             /* rebalance: the placement planned, written beside dump as
                                     expert_placement_<ms>.json; "" when not written */
     mt_recorder_counts counts;   /* of that window */
@@ -41,8 +48,8 @@ typedef struct mt_placement_switch {
 /* Prepares w as a rebalance of s's placement: next, before and after allocated (skip_above >= 1:
  * never skip). -1 when out of memory; w then holds nothing to release. */
 int mt_placement_switch_rebalance(mt_placement_switch *w, mt_server *s, double skip_above);
-/* Frees what w holds once it is done: before and after, and next unless the server installed it
- * (installed: the switch ran and was not skipped). */
+/* Frees what w holds once it is done: before and after, a window not written, and next unless the
+ * server installed it (installed: the switch ran and was not skipped). */
 void mt_placement_switch_release(mt_placement_switch *w, bool installed);
 
 /* 400 when this server cannot switch placements (no --ep-size), naming why; 0 when it can. */
@@ -50,12 +57,14 @@ int mt_placement_switchable(mt_server *s, mt_api_error *e);
 
 /* From a thread other than the engine's, placement_mu held: runs the switch between two passes and
  * installs w->next as the server's placement (the server then owns it, and frees it at the next
- * switch: read it only while still holding placement_mu). 0, or -1 with the HTTP status and reason
- * in e (w->next then stays the caller's). */
+ * switch: read it only while still holding placement_mu), then writes the window's files (dump,
+ * plan, dump_error). 0, or -1 with the HTTP status and reason in e (w->next then stays the
+ * caller's; a window taken before the failure is still written). */
 int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e);
 
-/* The same from the engine thread between two passes (engine: the loop's), placement_mu held. 0
- * (w->skipped when the rebalance was not needed), or -1 with err (w->next stays the caller's). */
+/* The same from the engine thread between two passes (engine: the loop's), placement_mu held; the
+ * files are left to the server's dump writer (written here when it has none). 0 (w->skipped when the
+ * rebalance was not needed), or -1 with err (w->next stays the caller's). */
 int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err);
 
 #endif

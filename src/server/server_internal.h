@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "server/conn_guard.h"
+#include "server/dump_writer.h"
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/request_body.h"
@@ -39,6 +40,8 @@ struct mt_server {
                                       next switch frees it once the engine, the recorders and
                                       placement_now have moved on; the server frees the last one after
                                       the engine thread has stopped */
+    mt_dump_writer *dump_writer;  /* --enable-eplb: writes the periodic rebalances' windows (NULL
+                                     without it); drained before any other dump or switch */
     time_t started;
 };
 

@@ -92,7 +92,8 @@ def main():
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10).read().decode()
             stop(srv, log)
             text = open(log_path).read()
-            costs = [float(x) for x in re.findall(r"EPLB: rebalanced on \d+ passes \(\d+ tokens\) in ([0-9.]+) s", text)]
+            costs = [float(x) / 1e3 for x in
+                     re.findall(r"EPLB: rebalanced on \d+ passes \(\d+ tokens\), the engine thread held ([0-9.]+) ms", text)]
             applied = re.search(r'trigger="periodic",result="applied"} (\d+)', metrics)
             line = f"round {r} {name:6s}: {secs:.2f} s, {tokens / secs:.0f} generated tokens/s"
             if name == "eplb":
