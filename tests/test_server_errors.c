@@ -255,6 +255,20 @@ static void test_malformed_requests(void **state) {
         mt_http_response_free(&r);
         expect_alive(c, what);
     }
+    /* HEAD: as GET without a body on the routes that change nothing (health probes), else 405 */
+    const struct {
+        const char *path;
+        long status;
+    } heads[] = {{"/health", 200}, {"/metrics", 200}, {"/v1/models", 200}, {"/get_model_info", 200},
+                 {G, 405}, {"/start_expert_distribution_record", 405}, {"/flush_cache", 405}};
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+        mt_http_response r;
+        assert_int_equal(mt_http_call(c, "HEAD", heads[i].path, NULL, &r), 0);
+        if (r.status != heads[i].status) fail_msg("HEAD %s: %ld, want %ld", heads[i].path, r.status, heads[i].status);
+        assert_int_equal(strlen(r.body), 0);
+        mt_http_response_free(&r);
+        expect_alive(c, heads[i].path);
+    }
     /* SGLang's other sampling keys with neutral values (clients forward SGLang's whole dict) */
     long neutral_status;
     cJSON *neutral = mt_api_json(c, G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 1, \"logit_bias\": null, "

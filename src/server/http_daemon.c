@@ -13,7 +13,9 @@
 
 #include "server/server_internal.h"
 
-enum { M_GET = 1, M_POST = 2 };
+/* HEAD is answered as GET without the body (libmicrohttpd leaves it out), on the GET routes that
+ * change nothing: health checks and probes of load balancers often send it. */
+enum { M_GET = 1, M_POST = 2, M_HEAD = 4 };
 
 typedef struct route {
     const char *path;
@@ -25,28 +27,28 @@ typedef struct route {
 } route;
 
 static const route ROUTES[] = {
-    {"/health", M_GET | M_POST, mt_api_health, false, true, false},
+    {"/health", M_GET | M_POST | M_HEAD, mt_api_health, false, true, false},
     {"/generate", M_POST, mt_api_generate, true, false, false},
     {"/start_expert_distribution_record", M_GET | M_POST, mt_api_start_record, true, false, false},
     {"/stop_expert_distribution_record", M_GET | M_POST, mt_api_stop_record, true, false, false},
     {"/dump_expert_distribution_record", M_GET | M_POST, mt_api_dump_record, true, false, false},
-    {"/v1/models", M_GET, mt_api_models, true, false, false},
+    {"/v1/models", M_GET | M_HEAD, mt_api_models, true, false, false},
     {"/v1/completions", M_POST, mt_api_completions, true, false, false},
     {"/v1/chat/completions", M_POST, mt_api_chat_completions, true, false, false},
-    {"/get_model_info", M_GET, mt_api_model_info, true, false, false},
-    {"/get_server_info", M_GET, mt_api_server_info, true, false, false},
+    {"/get_model_info", M_GET | M_HEAD, mt_api_model_info, true, false, false},
+    {"/get_server_info", M_GET | M_HEAD, mt_api_server_info, true, false, false},
     {"/update_weights_from_disk", M_POST, mt_api_update_weights, true, false, false},
     {"/flush_cache", M_GET | M_POST, mt_api_flush_cache, true, false, false},
-    {"/get_weight_version", M_GET, mt_api_weight_version, true, false, false},
+    {"/get_weight_version", M_GET | M_HEAD, mt_api_weight_version, true, false, false},
     {"/abort_request", M_POST, mt_api_abort_request, true, false, false},
     {"/health_generate", M_GET | M_POST, mt_api_health_generate, true, false, false},
     {"/pause_generation", M_POST, mt_api_pause_generation, true, false, false},
     {"/continue_generation", M_POST, mt_api_continue_generation, true, false, false},
     {"/update_expert_location", M_POST, mt_api_update_expert_location, true, false, false},
     {"/eplb_rebalance", M_POST, mt_api_eplb_rebalance, true, false, false},
-    {"/metrics", M_GET, mt_api_metrics, false, false, false},
-    {"/dashboard", M_GET, mt_api_dashboard, false, false, true},
-    {"/dashboard/data", M_GET, mt_api_dashboard_data, true, false, true},
+    {"/metrics", M_GET | M_HEAD, mt_api_metrics, false, false, false},
+    {"/dashboard", M_GET | M_HEAD, mt_api_dashboard, false, false, true},
+    {"/dashboard/data", M_GET | M_HEAD, mt_api_dashboard_data, true, false, true},
 };
 
 /* The part of a request gathered before its handler runs. */
@@ -95,7 +97,7 @@ static const route *admit(struct MHD_Connection *c, mt_server *s, const char *ur
         if (!strcmp(url, ROUTES[i].path)) rt = &ROUTES[i];
     const char *label = rt ? rt->path : "other";
     bool public_path = rt && rt->public_path;
-    unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : 0;
+    unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : !strcmp(method, "HEAD") ? M_HEAD : 0;
     char limit[32];
     snprintf(limit, sizeof limit, "%zu", s->opts.max_body_bytes);
     if (s->opts.api_key && *s->opts.api_key && !public_path && !authorized(c, s->opts.api_key, rt && rt->key_in_query))

@@ -131,6 +131,8 @@ static int perform(mt_http_client *c, const char *method, const char *path, cons
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
+    } else if (!strcmp(method, "HEAD")) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L); /* the answer has headers only */
     } else if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
