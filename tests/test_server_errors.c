@@ -140,6 +140,10 @@ static void test_malformed_requests(void **state) {
     mt_http_client *c = mt_http_client_new(srv.url, NULL);
 
     char *too_long = long_ids(600, 1), *no_room = long_ids(500, 100), *kv = long_ids(100, 100);
+    char *full = long_ids(512, 1); /* then the "max_new_tokens" key is taken out: the default limit */
+    char *cut = strstr(full, ", \"sampling_params\"");
+    assert_non_null(cut);
+    strcpy(cut, "}");
     char long_rid[200]; /* 78 characters: its two outputs' names rid_0, rid_1 would not fit a job's name */
     snprintf(long_rid, sizeof long_rid, "{\"input_ids\": [1], \"sampling_params\": {\"n\": 2}, \"rid\": \"%078d\"}", 7);
     char *nested = malloc(3010), *huge = malloc(6000); /* deeper than cJSON's nesting limit (1000) */
@@ -229,6 +233,7 @@ static void test_malformed_requests(void **state) {
         {"POST", G, "{\"input_ids\": [1], \"rid\": 5}", 400, "rid"},
         {"POST", G, too_long, 400, "context length"},
         {"POST", G, no_room, 400, "context length"},
+        {"POST", G, full, 400, "no room for a new token"},
         {"POST", G, kv, 400, "KV blocks"},
         {"POST", G, nested, 400, "JSON"},
         {"POST", G, "{\"text\": \"a\\u0000bcdefgh\"}", 400, "U+0000"},
@@ -279,6 +284,7 @@ static void test_malformed_requests(void **state) {
     cJSON_Delete(neutral);
     free(too_long);
     free(no_room);
+    free(full);
     free(kv);
     free(nested);
     free(huge);

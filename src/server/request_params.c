@@ -252,6 +252,11 @@ int mt_params_fit(mt_gen_params *p, bool max_given, int default_max, int n_promp
         return mt_api_fail(e, 400, "the prompt has %d tokens, more than the model's context length of %d tokens",
                            n_prompt, ctx);
     if (!max_given) {
+        /* a prompt that fills the context leaves no room for the default's tokens: refused, as SGLang
+         * refuses it, rather than answered with nothing (an explicit max_new_tokens 0 still scores it) */
+        if (n_prompt == ctx && default_max > 0)
+            return mt_api_fail(e, 400, "the prompt's %d tokens fill the model's context length of %d tokens: no room for "
+                                       "a new token (max_new_tokens 0 forwards the prompt only)", n_prompt, ctx);
         p->max_new_tokens = ctx - n_prompt < default_max ? ctx - n_prompt : default_max;
     } else if ((long)n_prompt + p->max_new_tokens > ctx) {
         return mt_api_fail(e, 400,
