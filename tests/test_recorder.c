@@ -21,6 +21,7 @@
 
 #include "model/safetensors.h"
 #include "routing/recorder.h"
+#include "routing/recorder_internal.h" /* mt_rec_put_back: what a failed dump does */
 #include "routing/stat_dump.h"
 #include "util/atomic_write.h"
 #include "util/json_util.h"
@@ -371,6 +372,89 @@ static void test_swap(void **state) {
     mt_recorder_free(s);
     mt_recorder_free(t);
     mt_recorder_free(u);
+}
+
+/* A window taken out (as a dump does before writing it) and put back after a failed write, while
+ * passes went on meanwhile, leaves exactly what a recorder never dumped holds: the window's passes
+ * in order, evictions (buffer 3) and the per_token row limit (max_tokens 20) applied again. */
+static void test_put_back(void **state) {
+    (void)state;
+    mt_recorder_mode modes[3] = {MT_REC_STAT, MT_REC_PER_PASS, MT_REC_PER_TOKEN};
+    for (int m = 0; m < 3; m++)
+        for (int bounded = 0; bounded < 2; bounded++) {
+            int buffer = bounded ? 3 : -1;
+            long max_tokens = bounded ? 20 : 1000;
+            char dir_r[400], dir_ref[400];
+            snprintf(dir_r, sizeof dir_r, "%s/put_back_%d_%d", tmpdir, m, bounded);
+            snprintf(dir_ref, sizeof dir_ref, "%s/put_back_ref_%d_%d", tmpdir, m, bounded);
+            assert_int_equal(mkdir(dir_r, 0755), 0);
+            assert_int_equal(mkdir(dir_ref, 0755), 0);
+            mt_recorder *r = make(modes[m], buffer, max_tokens, dir_r), *ref = make(modes[m], buffer, max_tokens, dir_ref);
+            mt_recorder_start(r);
+            mt_recorder_start(ref);
+            for (int p = 0; p < 4; p++) {
+                feed_pass(mt_recorder_sink(r), p, 2 + p, NULL);
+                feed_pass(mt_recorder_sink(ref), p, 2 + p, NULL);
+            }
+            mt_err err = {{0}};
+            mt_recorder *t = mt_recorder_take(r, &err);
+            assert_non_null(t);
+            for (int p = 4; p < 7; p++) { /* passes committed while the dump was being written */
+                feed_pass(mt_recorder_sink(r), p, 1 + p, NULL);
+                feed_pass(mt_recorder_sink(ref), p, 1 + p, NULL);
+            }
+            mt_rec_put_back(r, t);
+            mt_recorder_free(t);
+            cJSON *want = mt_recorder_dump_json(ref, false, &err), *got = mt_recorder_dump_json(r, false, &err);
+            assert_non_null(want);
+            assert_non_null(got);
+            char *w = cJSON_PrintUnformatted(want), *g = cJSON_PrintUnformatted(got);
+            if (strcmp(g, w)) fail_msg("mode %d buffer %d: put back\n%s\nwant\n%s", m, buffer, g, w);
+            free(w);
+            free(g);
+            cJSON_Delete(want);
+            cJSON_Delete(got);
+            mt_recorder_counts a, b;
+            mt_recorder_get_counts(r, &a);
+            mt_recorder_get_counts(ref, &b);
+            assert_int_equal(a.tokens_recorded, b.tokens_recorded);
+            assert_int_equal(a.dropped_tokens, b.dropped_tokens);
+            if (modes[m] == MT_REC_PER_TOKEN) { /* the rows and the requests too: the dumps' files */
+                char path_r[4096], path_ref[4096];
+                assert_int_equal(mt_recorder_dump(r, path_r, sizeof path_r, &err), 0);
+                assert_int_equal(mt_recorder_dump(ref, path_ref, sizeof path_ref, &err), 0);
+                cJSON *ir = mt_json_load_file(path_r, &err), *iref = mt_json_load_file(path_ref, &err);
+                assert_non_null(ir);
+                assert_non_null(iref);
+                char st_r[4200], st_ref[4200];
+                snprintf(st_r, sizeof st_r, "%s/%s", dir_r, cJSON_GetObjectItem(ir, "tensors")->valuestring);
+                snprintf(st_ref, sizeof st_ref, "%s/%s", dir_ref, cJSON_GetObjectItem(iref, "tensors")->valuestring);
+                cJSON_DeleteItemFromObject(ir, "tensors");
+                cJSON_DeleteItemFromObject(iref, "tensors");
+                w = cJSON_PrintUnformatted(iref);
+                g = cJSON_PrintUnformatted(ir);
+                assert_string_equal(g, w);
+                free(w);
+                free(g);
+                cJSON_Delete(ir);
+                cJSON_Delete(iref);
+                mt_checkpoint *cr = NULL, *cref = NULL;
+                assert_int_equal(mt_checkpoint_open(&cr, st_r, &err), 0);
+                assert_int_equal(mt_checkpoint_open(&cref, st_ref, &err), 0);
+                const char *names[4] = {"topk_ids", "request_index", "position", "token_id"};
+                for (int k = 0; k < 4; k++) {
+                    const mt_tensor_info *x = mt_checkpoint_find(cr, names[k]), *y = mt_checkpoint_find(cref, names[k]);
+                    assert_non_null(x);
+                    assert_non_null(y);
+                    assert_int_equal(x->nbytes, y->nbytes);
+                    assert_memory_equal(x->data, y->data, x->nbytes);
+                }
+                mt_checkpoint_close(cr);
+                mt_checkpoint_close(cref);
+            }
+            mt_recorder_free(r);
+            mt_recorder_free(ref);
+        }
 }
 
 /* Reads the per_token dump back with the project's safetensors reader. */
@@ -899,6 +983,7 @@ int main(void) {
         cmocka_unit_test(test_stat_dump_file_and_reset),
         cmocka_unit_test(test_per_pass),
         cmocka_unit_test(test_swap),
+        cmocka_unit_test(test_put_back),
         cmocka_unit_test(test_per_token_safetensors),
         cmocka_unit_test(test_per_token_domains),
         cmocka_unit_test(test_per_token_dropped),

@@ -312,10 +312,11 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
         return NULL;
     }
     t->plc_owned = plc;
+    t->taken = true;
     t->group_label = r->group_label;
     t->group_label_ctx = r->group_label_ctx;
+    /* no epoch bump: a pass in progress commits into r's emptied data, as after a dump */
     pthread_mutex_lock(&r->mu);
-    atomic_fetch_add(&r->epoch, 1u); /* as a reset: a pass in progress is not committed */
     swap_data(r, t);
     pthread_mutex_unlock(&r->mu);
     return t;
@@ -502,9 +503,9 @@ static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
     }
 }
 
-/* Window slot for a new pass (bounded ring, or growing for per_pass -1); subtracts an evicted
- * pass from the totals. NULL when out of memory. */
-static mt_rec_pass *window_slot(mt_recorder *r) {
+/* Window slot for a new pass of n counters (bounded ring, or growing for per_pass -1); subtracts an
+ * evicted pass from the totals. NULL when out of memory. */
+static mt_rec_pass *window_slot(mt_recorder *r, int n) {
     size_t le = r->NC;
     if (r->ring_len == r->ring_cap && r->buffer_size < 0) {
         int cap = r->ring_cap * 2;
@@ -530,8 +531,8 @@ static mt_rec_pass *window_slot(mt_recorder *r) {
         p = &r->ring[(r->ring_head + r->ring_len) % r->ring_cap];
     }
     p->n = 0;
-    if (p->cap < r->pend_n) {
-        int cap = r->pend_n < 64 ? 64 : r->pend_n;
+    if (p->cap < n) {
+        int cap = n < 64 ? 64 : n;
         if ((size_t)cap > le) cap = (int)le;
         int32_t *idx = realloc(p->idx, (size_t)cap * sizeof *idx);
         if (idx) p->idx = idx;
@@ -668,7 +669,7 @@ static double pass_balancedness(mt_recorder *r) {
 static void commit_pass(mt_recorder *r) {
     double bal = r->plc ? pass_balancedness(r) : 0.0;
     if (r->ring_cap) {
-        mt_rec_pass *p = window_slot(r);
+        mt_rec_pass *p = window_slot(r, r->pend_n);
         if (!p) {
             r->dropped_passes++;
             return;
@@ -687,6 +688,57 @@ static void commit_pass(mt_recorder *r) {
     r->num_tokens += r->pass_n;
     r->bal_sum += bal;
     if (r->mode == MT_REC_PER_TOKEN) commit_tokens(r);
+}
+
+/* Appends what newer recorded to r's data (both under their owners' control), as if its passes had
+ * been committed to r after r's own: the window rules (buffer_size, max_tokens) apply again. */
+static void append_newer(mt_recorder *r, const mt_recorder *newer) {
+    if (r->ring_cap == 0) { /* stat -1 and per_token: running sums */
+        for (size_t i = 0; i < r->NC; i++) r->total[i] += newer->total[i];
+        r->num_passes += newer->num_passes;
+        r->num_tokens += newer->num_tokens;
+        r->bal_sum += newer->bal_sum;
+    } else {
+        for (int i = 0; i < newer->ring_len; i++) {
+            const mt_rec_pass *q = &newer->ring[(newer->ring_head + i) % newer->ring_cap];
+            mt_rec_pass *p = window_slot(r, q->n);
+            if (!p) {
+                r->dropped_passes++;
+                continue;
+            }
+            p->id = q->id;
+            p->n_tokens = q->n_tokens;
+            p->balancedness = q->balancedness;
+            p->n = q->n;
+            memcpy(p->idx, q->idx, (size_t)q->n * sizeof *p->idx);
+            memcpy(p->cnt, q->cnt, (size_t)q->n * sizeof *p->cnt);
+            for (int k = 0; k < q->n; k++) r->total[q->idx[k]] += q->cnt[k];
+            r->num_passes++;
+            r->num_tokens += q->n_tokens;
+            r->bal_sum += q->balancedness;
+        }
+    }
+    r->dropped_passes += newer->dropped_passes;
+    int64_t keep = newer->tok_n ? tok_reserve(r, newer->tok_n) : 0, kept = 0;
+    size_t row = (size_t)r->L * (size_t)r->K * (size_t)r->id_bytes;
+    for (int64_t j = 0; j < keep; j++, kept++) {
+        int64_t q = newer->tok_req[j];
+        int64_t ri = req_index(r, newer->req_ids[q], newer->req_names[q], newer->req_groups[q]);
+        if (ri < 0) break;
+        int64_t d = r->tok_n++;
+        r->tok_req[d] = ri;
+        r->tok_pos[d] = newer->tok_pos[j];
+        r->tok_tok[d] = newer->tok_tok[j];
+        memcpy(r->tok_ids + (size_t)d * row, newer->tok_ids + (size_t)j * row, row);
+    }
+    r->dropped_tokens += newer->dropped_tokens + (newer->tok_n - kept);
+}
+
+void mt_rec_put_back(mt_recorder *r, mt_recorder *taken) {
+    pthread_mutex_lock(&r->mu);
+    swap_data(r, taken); /* r holds the older data again, taken what r recorded since */
+    append_newer(r, taken);
+    pthread_mutex_unlock(&r->mu);
 }
 
 static void sink_on_pass(void *ctx, const mt_pass_event *ev) {

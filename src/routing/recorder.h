@@ -85,7 +85,7 @@ void mt_recorder_reset(mt_recorder *r);
  * afterwards without holding the sink. -1 when they were made for different shapes or options. */
 int mt_recorder_swap(mt_recorder *a, mt_recorder *b);
 /* A new recorder holding what r recorded (counts, window, tokens) under r's options and a copy of r's
- * placement, inactive; r is left empty as a reset leaves it (a pass in progress is not committed).
+ * placement, inactive; r is left empty as a dump leaves it (a pass in progress commits into it).
  * O(size of the shape), not of the data: so a window can be taken between two forward passes and
  * dumped later from another thread (mt_recorder_dump on the result, then mt_recorder_free). NULL
  * with err when out of memory (r then unchanged). */
@@ -102,7 +102,10 @@ void mt_recorder_set_group_label(mt_recorder *r, mt_recorder_group_label fn, voi
 /* The sink to hand to the engine (ctx = r). */
 mt_routing_sink mt_recorder_sink(mt_recorder *r);
 
-/* Writes the dump into dump_dir and resets the recorded data. stat/per_pass:
+/* Writes the dump into dump_dir and resets the recorded data. The data is taken out of r first
+ * (mt_recorder_take) and written from there, so the sink's next pass does not wait for the files;
+ * when the write fails, the data goes back in front of what r recorded meanwhile (kept for the next
+ * dump, as if never taken). stat/per_pass:
  * expert_distribution_<unix-ms>.json; per_token: expert_distribution_<unix-ms>.safetensors plus
  * the index expert_distribution_<unix-ms>.json (whose path is returned). A name already taken gets
  * a "_<n>" suffix. path_out (may be NULL) receives the JSON path. */

@@ -362,10 +362,8 @@ static int write_dump_files(mt_recorder *r, cJSON *o, const char *base, char *js
     return rc;
 }
 
-int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *err) {
-    struct stat st;
-    if (stat(r->dump_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return mt_errf(err, "recorder dump: dump dir '%s' is not an existing folder", r->dump_dir);
+/* The dump of r's data, written and then reset (r is private to the caller: a taken window). */
+static int dump_taken(mt_recorder *r, char *path_out, size_t path_len, mt_err *err) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -399,5 +397,21 @@ int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *er
     pthread_mutex_unlock(&r->mu);
     cJSON_Delete(o);
     if (rc == 0 && path_out && path_len) snprintf(path_out, path_len, "%s", json_path);
+    return rc;
+}
+
+int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *err) {
+    struct stat st;
+    if (stat(r->dump_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return mt_errf(err, "recorder dump: dump dir '%s' is not an existing folder", r->dump_dir);
+    if (r->taken) return dump_taken(r, path_out, path_len, err);
+    /* The window is taken out under the lock (in time of the shape, not of the data) and written from
+     * there: the engine thread's next pass commits into the emptied recorder instead of waiting for
+     * the JSON, the tensors and their fsyncs. */
+    mt_recorder *t = mt_recorder_take(r, err);
+    if (!t) return -1;
+    int rc = dump_taken(t, path_out, path_len, err);
+    if (rc) mt_rec_put_back(r, t); /* nothing lost: the next dump writes it */
+    mt_recorder_free(t);
     return rc;
 }

@@ -34,6 +34,7 @@ struct mt_recorder {
     int64_t max_tokens;
     const mt_placement *plc; /* NULL: no physical counts */
     mt_placement *plc_owned; /* a recorder made by mt_recorder_take: its own copy (= plc), freed with it */
+    bool taken;           /* made by mt_recorder_take: no sink feeds it, its dump writes it in place */
     int R;                /* physical slots per layer (0 without a placement) */
     size_t LE, NC;        /* L * E (start of the physical counts), L * E + L * R (all counters) */
     double *gpu_tmp;      /* [L, M] per-GPU loads of one pass (engine thread, under mu at commit) */
@@ -96,5 +97,9 @@ cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err);
 void mt_rec_pass_dense(const mt_rec_pass *p, size_t base, size_t len, int32_t *out);
 /* Drops the recorded data (caller holds mu). */
 void mt_rec_reset_locked(mt_recorder *r);
+/* Puts a window taken from r (mt_recorder_take) back in front of what r recorded since, as if it
+ * had never been taken (a dump that failed keeps its data). taken then holds r's newer data, to be
+ * freed by the caller. */
+void mt_rec_put_back(mt_recorder *r, mt_recorder *taken);
 
 #endif
