@@ -642,8 +642,8 @@ static void test_cli_out_checked_first(void **state) {
     }
 }
 
-/* A per_token index and the stat dump of its window (what profile --per-token writes) summed would
- * count every token twice: refused, naming both; an index of another window is summed. */
+/* A per_token index given with a stat dump (profile --per-token writes both for one window) and one
+ * file given twice would count tokens twice: refused, naming both; indexes of two windows are summed. */
 static void test_cli_same_window_refused(void **state) {
     (void)state;
     assert_int_equal(system("mkdir -p '" TMP "'"), 0);
@@ -671,12 +671,18 @@ static void test_cli_same_window_refused(void **state) {
         assert_int_equal(run_cli(args, errp), 1);
         char *msg = slurp(errp, NULL);
         assert_non_null(msg);
-        if (!strstr(msg, "win_index.json is the per_token index of the window " TMP "/win_stat.json counts too"))
+        if (!strstr(msg, "win_index.json is a per_token index and " TMP "/win_stat.json a stat dump: give dumps of one kind"))
             fail_msg("stderr '%s'", msg);
         free(msg);
         assert_int_equal(access(TMP "/win.json", F_OK), -1);
     }
-    assert_int_equal(run_cli("--counts " TMP "/win_stat.json " TMP "/win_other.json --num-replicas 24 --num-gpus 8 "
+    assert_int_equal(run_cli("--counts " TMP "/win_stat.json " TMP "/./win_stat.json --num-replicas 24 --num-gpus 8 "
+                             "--out " TMP "/win.json", errp), 1);
+    char *msg = slurp(errp, NULL);
+    assert_non_null(msg);
+    if (!strstr(msg, "are the same file")) fail_msg("stderr '%s'", msg);
+    free(msg);
+    assert_int_equal(run_cli("--counts " TMP "/win_index.json " TMP "/win_other.json --num-replicas 24 --num-gpus 8 "
                              "--out " TMP "/win.json", errp), 0);
 }
 

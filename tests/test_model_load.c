@@ -678,6 +678,19 @@ static void test_folder_name(void **state) {
         mt_model_free(&m);
     }
     assert_int_equal(chdir(cwd), 0);
+    /* a link to the folder keeps the name it was given (the folder it points to may be a hash) */
+    char link[4096];
+    snprintf(link, sizeof link, "%s/model_link_%d", MT_BINARY_DIR, (int)getpid());
+    unlink(link);
+    assert_int_equal(symlink(SRC, link), 0);
+    mt_model m;
+    mt_err err = {{0}};
+    assert_int_equal(mt_model_load(&m, link, MT_LOAD_DUMMY, &err), 0);
+    char want[64];
+    snprintf(want, sizeof want, "model_link_%d", (int)getpid());
+    assert_string_equal(m.name, want);
+    mt_model_free(&m);
+    unlink(link);
 }
 
 int main(void) {

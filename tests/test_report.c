@@ -485,9 +485,8 @@ static void test_cli_dump_ep_size(void **state) {
     free(help);
 }
 
-/* A per_token index and the stat dump of its window (profile --per-token writes both) count the same
- * tokens: compared or drawn over time together, they are refused, naming both; another window's
- * index is taken. */
+/* A per_token index and a stat dump (profile --per-token writes both for one window), or one file
+ * twice, compared or drawn over time together, are refused, naming both; two indexes are taken. */
 static void test_cli_same_window_refused(void **state) {
     (void)state;
     char e[4096], args[8192], stat[1200], index[1200], other[1200];
@@ -505,10 +504,13 @@ static void test_cli_same_window_refused(void **state) {
     for (int f = 0; f < 2; f++) {
         snprintf(args, sizeof args, forms[f], stat, index, path_of("win.png"));
         assert_int_equal(run_cli(args, e, sizeof e), 1);
-        assert_non_null(strstr(e, "win_index.json is the per_token index of the window"));
-        assert_non_null(strstr(e, "win_stat.json counts too"));
+        assert_non_null(strstr(e, "win_index.json is a per_token index and"));
+        assert_non_null(strstr(e, "win_stat.json a stat dump"));
         assert_int_equal(access(path_of("win.png"), F_OK), -1);
-        snprintf(args, sizeof args, forms[f], stat, other, path_of("win.png"));
+        snprintf(args, sizeof args, forms[f], stat, stat, path_of("win.png"));
+        assert_int_equal(run_cli(args, e, sizeof e), 1);
+        assert_non_null(strstr(e, "are the same file"));
+        snprintf(args, sizeof args, forms[f], index, other, path_of("win.png"));
         if (run_cli(args, e, sizeof e)) fail_msg("%s: %s", args, e);
         unlink(path_of("win.png"));
     }

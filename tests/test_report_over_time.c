@@ -474,9 +474,15 @@ static void test_usage(void **state) {
     assert_int_equal(report(args, out, sizeof out), 2);
     assert_int_equal(report("--help", out, sizeof out), 0);
     assert_non_null(strstr(out, "--over-time"));
-    /* no cap on the windows (comparing dumps stops at 32) */
+    /* no cap on the windows (comparing dumps stops at 32); 40 copies (one file twice is refused) */
     size_t at = 0;
-    for (int i = 0; i < 40; i++) at += (size_t)snprintf(args + at, sizeof args - at, "%s ", a);
+    for (int i = 0; i < 40; i++) {
+        char copy[64], cmd[2400];
+        snprintf(copy, sizeof copy, "copy_%d.json", i);
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", a, path_of(copy));
+        assert_int_equal(system(cmd), 0);
+        at += (size_t)snprintf(args + at, sizeof args - at, "%s ", path_of(copy));
+    }
     snprintf(args + at, sizeof args - at, "--over-time --ep-size 2 --out %s", path_of("many.json"));
     assert_int_equal(report(args, out, sizeof out), 0);
     cJSON *j = load_json(path_of("many.json"));

@@ -25,8 +25,8 @@ static const char USAGE[] =
     "\n"
     "  --counts DUMP.json   stat dump (format moetrace.expert_distribution.v1) to plan on; several\n"
     "                       (e.g. a day of serve's windows: DIR/expert_distribution_*.json, or the flag\n"
-    "                       repeated) are summed: same model, layers and experts; a per_token index\n"
-    "                       with the stat dump of its window (profile --per-token writes both) is refused\n"
+    "                       repeated) are summed: same model, layers and experts, one kind (stat dumps,\n"
+    "                       or per_token indexes: profile --per-token writes both), each file once\n"
     "  --num-replicas R     physical expert slots per layer over all GPUs (>= num_experts,\n"
     "                       a multiple of M; R - num_experts redundant experts)\n"
     "  --num-gpus M         expert-parallel size\n"
@@ -165,18 +165,15 @@ static bool add_exact(int64_t *sum, int64_t add) {
 
 /* The dumps of --counts into d: the first, with every other's MoE counts, tokens and passes added
  * (each must have the first's hidden layers, MoE layers and experts, and its model and top_k where
- * both state them; sums stay at most 2^53, what a dump holds exactly; no window counted twice). */
+ * both state them; sums stay at most 2^53, what a dump holds exactly; no tokens counted twice). */
 static int load_counts(const eplb_args *a, mt_stat_dump *d, mt_err *err) {
-    uint64_t hash[MAX_COUNTS]; /* each dump's window, to refuse one counted twice */
-    bool per_token[MAX_COUNTS];
+    bool per_token[MAX_COUNTS]; /* each dump's kind: no tokens counted twice */
     if (mt_stat_dump_load(a->counts[0], d, err)) return -1;
-    hash[0] = mt_stat_dump_window_hash(d);
     per_token[0] = d->per_token;
     const char *model = d->model; /* the first model any dump names */
     for (int i = 1; i < a->n_counts; i++) {
         mt_stat_dump x = {0};
         if (mt_stat_dump_load(a->counts[i], &x, err)) return -1;
-        hash[i] = mt_stat_dump_window_hash(&x);
         per_token[i] = x.per_token;
         const char *differs = x.model[0] && model[0] && strcmp(x.model, model) ? "model" : mt_stat_dump_shape_differs(d, &x);
         bool exact = true;
@@ -199,7 +196,7 @@ static int load_counts(const eplb_args *a, mt_stat_dump *d, mt_err *err) {
         mt_stat_dump_free(&x);
         if (differs || !exact) return -1;
     }
-    return mt_stat_dump_refuse_same_window(a->counts, hash, per_token, a->n_counts, err);
+    return mt_stat_dump_refuse_overlap(a->counts, per_token, a->n_counts, err);
 }
 
 /* before[l]: contiguous split; after[l]: the plan, both on dump d's counts. */

@@ -289,9 +289,9 @@ static const char USAGE[] =
     "of profile --domain-field), compares their expert use: each dump's lift per layer and expert (its\n"
     "share over the dumps' combined share) as heatmaps, or with --out FILE.json the numbers: each\n"
     "dump's Jensen-Shannon divergence from the others per layer and its distinctive experts\n"
-    "(docs/RECORDER.md, \"Expert usage per domain\"). A per_token index given with the stat dump of\n"
-    "its window (profile --per-token writes both) is refused, here and with --over-time: they count the\n"
-    "same tokens.\n"
+    "(docs/RECORDER.md, \"Expert usage per domain\"). Dumps of one kind, each once: per_token indexes\n"
+    "given with stat dumps (profile --per-token writes both for one window) are refused, here and with\n"
+    "--over-time, as is one file twice: their tokens would count twice.\n"
     "\n"
     "With --over-time, the dumps are windows of one model (any number: a day of serve --enable-eplb's\n"
     "dumps, DIR/expert_distribution_*.json), in the order of the <unix-ms> in their names (in the order\n"
@@ -432,14 +432,11 @@ static int report(int argc, char **argv, char **dumps) {
         mt_stat_dump many[MAX_COMPARED];
         memset(many, 0, sizeof many);
         int loaded = 0;
-        uint64_t hash[MAX_COMPARED];
         bool per_token[MAX_COMPARED];
-        for (; loaded < n_dumps && mt_stat_dump_load(dumps[loaded], &many[loaded], &err) == 0; loaded++) {
-            hash[loaded] = mt_stat_dump_window_hash(&many[loaded]);
+        for (; loaded < n_dumps && mt_stat_dump_load(dumps[loaded], &many[loaded], &err) == 0; loaded++)
             per_token[loaded] = many[loaded].per_token;
-        }
         const char *const *paths = (const char *const *)dumps;
-        if (loaded == n_dumps && mt_stat_dump_refuse_same_window(paths, hash, per_token, n_dumps, &err) == 0 &&
+        if (loaded == n_dumps && mt_stat_dump_refuse_overlap(paths, per_token, n_dumps, &err) == 0 &&
             compare_dumps(many, dumps, n_dumps, out, &err) == 0)
             rc = 0;
         for (int i = 0; i < loaded; i++) mt_stat_dump_free(&many[i]);

@@ -203,14 +203,23 @@ static int check_all_used(const binder *b) {
     return 0;
 }
 
-/* The checkpoint folder's own name into out, however dir names it ("." and "dir/" included). */
-static void folder_name(const char *dir, char *out, size_t n) {
-    char tmp[4096], *real = realpath(dir, NULL);
-    snprintf(tmp, sizeof tmp, "%s", real ? real : dir);
-    free(real);
+/* The name dir gives its last part (trailing slashes ignored), into tmp (size n). */
+static const char *last_part(const char *dir, char *tmp, size_t n) {
+    snprintf(tmp, n, "%s", dir);
     size_t len = strlen(tmp);
     while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
-    snprintf(out, n, "%s", basename(tmp));
+    return basename(tmp);
+}
+
+/* The checkpoint folder's name into out as dir names it ("dir/" is dir; a link keeps its own name),
+ * or, when dir ends in "." or "..", the name of the folder that is. */
+static void folder_name(const char *dir, char *out, size_t n) {
+    char tmp[4096];
+    const char *name = last_part(dir, tmp, sizeof tmp);
+    char *real = NULL;
+    if ((!strcmp(name, ".") || !strcmp(name, "..")) && (real = realpath(dir, NULL))) name = last_part(real, tmp, sizeof tmp);
+    snprintf(out, n, "%s", name);
+    free(real);
 }
 
 int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err) {

@@ -215,10 +215,9 @@ int mt_over_time_load(char *const *paths, int n, int ep_size, mt_over_time *t, m
     memset(&first, 0, sizeof first);
     memset(&before, 0, sizeof before);
     memset(&d, 0, sizeof d);
-    const char **files = calloc((size_t)n, sizeof *files); /* each window's file, hash and kind: none counted twice */
-    uint64_t *hash = calloc((size_t)n, sizeof *hash);
+    const char **files = calloc((size_t)n, sizeof *files); /* each window's file and kind: none counted twice */
     bool *per_token = calloc((size_t)n, sizeof *per_token);
-    int rc = files && hash && per_token ? 0 : mt_errf(err, "out of memory");
+    int rc = files && per_token ? 0 : mt_errf(err, "out of memory");
     for (int i = 0; i < n && rc == 0; i++) {
         const char *path = t->w[i].file;
         mt_stat_dump *cur = i ? &d : &first;
@@ -227,7 +226,6 @@ int mt_over_time_load(char *const *paths, int n, int ep_size, mt_over_time *t, m
         else rc = window(cur, i == 0 ? NULL : i == 1 ? &first : &before, path, ep_size, t, &t->w[i], err);
         if (rc == 0) {
             files[i] = path;
-            hash[i] = mt_stat_dump_window_hash(cur);
             per_token[i] = cur->per_token;
         }
         if (i) {
@@ -236,9 +234,8 @@ int mt_over_time_load(char *const *paths, int n, int ep_size, mt_over_time *t, m
             memset(&d, 0, sizeof d);
         }
     }
-    if (rc == 0) rc = mt_stat_dump_refuse_same_window(files, hash, per_token, n, err);
+    if (rc == 0) rc = mt_stat_dump_refuse_overlap(files, per_token, n, err);
     free(files);
-    free(hash);
     free(per_token);
     if (rc == 0 && !(t->model = strdup(first.model))) rc = mt_errf(err, "out of memory");
     mt_stat_dump_free(&first);

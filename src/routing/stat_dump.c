@@ -1,4 +1,5 @@
 /* Stat dump reader (SPEC §4). */
+#define _POSIX_C_SOURCE 200809L
 #include "routing/stat_dump.h"
 
 #include <cjson/cJSON.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util/json_util.h"
 
@@ -254,29 +256,25 @@ const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump
     return NULL;
 }
 
-/* FNV-1a over the bytes of n 64-bit values. */
-static uint64_t hash_values(uint64_t h, const int64_t *v, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        for (int b = 0; b < 64; b += 8) h = (h ^ (uint64_t)((v[i] >> b) & 0xff)) * 0x100000001b3ull;
-    return h;
-}
-
-uint64_t mt_stat_dump_window_hash(const mt_stat_dump *d) {
-    int64_t head[4] = {d->num_hidden_layers, d->num_experts, d->num_tokens, d->num_forward_passes};
-    uint64_t h = hash_values(0xcbf29ce484222325ull, head, 4);
-    for (int m = 0; m < d->num_moe_layers; m++) {
-        int64_t layer = d->moe_layers[m];
-        h = hash_values(h, &layer, 1);
-    }
-    return hash_values(h, d->moe_count, (size_t)d->num_moe_layers * (size_t)d->num_experts);
-}
-
-int mt_stat_dump_refuse_same_window(const char *const *paths, const uint64_t *hash, const bool *per_token, int n,
-                                    mt_err *err) {
+int mt_stat_dump_refuse_overlap(const char *const *paths, const bool *per_token, int n, mt_err *err) {
+    if (n < 2) return 0;
     for (int i = 0; i < n; i++)
-        for (int j = 0; per_token[i] && j < n; j++)
-            if (!per_token[j] && hash[j] == hash[i])
-                return mt_errf(err, "%s is the per_token index of the window %s counts too (profile --per-token "
-                               "writes both): give one of them, or every token counts twice", paths[i], paths[j]);
-    return 0;
+        if (per_token[i] != per_token[0]) {
+            int index = per_token[i] ? i : 0, stat_dump = per_token[i] ? 0 : i;
+            return mt_errf(err, "%s is a per_token index and %s a stat dump: give dumps of one kind (each counts all "
+                                "of its window's tokens; profile --per-token writes both for one window, the stat dump "
+                                "as DIR/expert_distribution_<ms>.json and the index under DIR/per_token/)",
+                           paths[index], paths[stat_dump]);
+        }
+    struct stat *st = calloc((size_t)n, sizeof *st);
+    if (!st) return mt_errf(err, "out of memory");
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (stat(paths[i], &st[i]) != 0) continue; /* read already: it was there */
+        for (int j = 0; j < i && rc == 0; j++)
+            if (st[j].st_ino == st[i].st_ino && st[j].st_dev == st[i].st_dev && st[i].st_ino)
+                rc = mt_errf(err, "%s and %s are the same file: its tokens would count twice", paths[j], paths[i]);
+    }
+    free(st);
+    return rc;
 }

@@ -54,16 +54,11 @@ int mt_stat_dump_require_tokens(const mt_stat_dump *d, const char *name, mt_err 
  * both state one) or "moe_layers"; NULL when they have one shape. */
 const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump *b);
 
-/* A hash of the window d counted (its shape, MoE counts, tokens and passes): two dumps of one window
- * have the same. */
-uint64_t mt_stat_dump_window_hash(const mt_stat_dump *d);
-
-/* Dumps summed or compared must count different windows: a per_token index and a stat dump of the
- * same window (what `profile --per-token` writes) would count every token twice. hash[i] is
- * mt_stat_dump_window_hash of dump i, per_token[i] its per_token. 0, or -1 and an error naming the
- * index and the dump of its window. */
-int mt_stat_dump_refuse_same_window(const char *const *paths, const uint64_t *hash, const bool *per_token, int n,
-                                    mt_err *err);
+/* Dumps summed, compared or drawn over time must count different tokens: the same file given twice,
+ * or per_token indexes given with stat dumps (`profile --per-token` writes both for one window, and
+ * each counts all of its tokens), would count tokens twice. per_token[i]: dump i is a per_token
+ * index. 0, or -1 and an error naming the two files. */
+int mt_stat_dump_refuse_overlap(const char *const *paths, const bool *per_token, int n, mt_err *err);
 
 /* The file beside a dump named <dir>/expert_distribution_<stamp>.json (what the recorder writes):
  * <dir>/<stem><stamp><ext> into out, e.g. stem "expert_placement_" and ext ".json" for the placement a

@@ -57,6 +57,7 @@ struct mt_dump_writer {
     pthread_cond_t wake; /* a job came, or stop */
     pthread_cond_t idle; /* the queue emptied */
     job *head, *tail;
+    int queued;          /* jobs on the queue */
     bool busy;           /* a job is being written (taken off the queue) */
     bool stop;
     pthread_t thread;
@@ -70,6 +71,7 @@ static void *writer_main(void *arg) {
         if (!w->head) break; /* stop, with nothing left */
         job *j = w->head;
         w->head = j->next;
+        w->queued--;
         if (!w->head) w->tail = NULL;
         w->busy = true;
         pthread_mutex_unlock(&w->mu);
@@ -118,9 +120,18 @@ int mt_dump_writer_submit(mt_dump_writer *w, const mt_window_files *f, mt_placem
     if (w->tail) w->tail->next = j;
     else w->head = j;
     w->tail = j;
+    w->queued++;
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+int mt_dump_writer_pending(mt_dump_writer *w) {
+    if (!w) return 0;
+    pthread_mutex_lock(&w->mu);
+    int n = w->queued + (w->busy ? 1 : 0);
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }
 
 void mt_dump_writer_drain(mt_dump_writer *w) {

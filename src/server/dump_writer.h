@@ -42,6 +42,8 @@ mt_dump_writer *mt_dump_writer_new(mt_err *err);
 /* Queues f (copied) for writing; the writer then owns f->window and plan (a placement it frees
  * after writing, or NULL: f->plan is ignored). -1 when out of memory: the caller keeps them. */
 int mt_dump_writer_submit(mt_dump_writer *w, const mt_window_files *f, mt_placement *plan);
+/* Jobs submitted and not yet written (the one being written included); 0 when w is NULL. */
+int mt_dump_writer_pending(mt_dump_writer *w);
 /* Returns once every job submitted before the call is written. w may be NULL. */
 void mt_dump_writer_drain(mt_dump_writer *w);
 /* Drains, stops the thread, frees. w may be NULL. */

@@ -9,6 +9,9 @@
 #include "server/placement_switch.h"
 #include "server/server_internal.h"
 
+/* Windows of periodic rebalances that may wait for the dump writer at once. */
+#define MT_MAX_WINDOWS_WAITING 4
+
 int mt_placement_switchable(mt_server *s, mt_api_error *e) {
     if (!s->b.placement)
         return mt_api_fail(e, 400, "serve was started without --ep-size (no expert placement): there is none to "
@@ -195,6 +198,9 @@ int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
     bool installed = rc == 0 && !w->skipped;
     if (installed) install(w);
     write_files_here(w, installed); /* the engine runs meanwhile */
+    if (rc && w->dump[0]) /* taken before the failure: the old placement goes on with an empty window */
+        return mt_api_fail(e, w->status ? w->status : 503, "%s (the window before it was written to %s)", err.msg,
+                           w->dump);
     if (rc) return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
     return 0;
 }
@@ -204,6 +210,8 @@ int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_e
     bool installed = rc == 0 && !w->skipped;
     if (installed) install(w);
     mt_window_files f = files_of(w, installed);
+    /* with --domain-field the window was written between the passes: its plan and heatmap are too */
+    mt_dump_writer *writer = w->s->b.domains ? NULL : w->s->dump_writer;
     if (f.window || f.dump[0]) {
         /* the dump writer's job: the next pass does not wait for the disk. It gets its own copy of
          * the plan (the next switch frees w->next, maybe before the writer reaches it). */
@@ -212,9 +220,15 @@ int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_e
             free(plan);
             plan = NULL;
         }
-        if (w->s->dump_writer && (!f.plan || plan) && !mt_dump_writer_submit(w->s->dump_writer, &f, plan)) {
+        /* the disk behind: each window waiting holds all of its data, so the engine waits here */
+        int waiting = mt_dump_writer_pending(writer);
+        if (waiting >= MT_MAX_WINDOWS_WAITING) {
+            mt_log("the dump writer has %d windows still to write: the engine thread waits for them", waiting);
+            mt_dump_writer_drain(writer);
+        }
+        if (writer && (!f.plan || plan) && !mt_dump_writer_submit(writer, &f, plan)) {
             w->window = NULL;
-        } else { /* no writer, or out of memory: written here */
+        } else { /* no writer (or --domain-field), or out of memory: written here */
             if (plan) {
                 mt_placement_free(plan);
                 free(plan);
