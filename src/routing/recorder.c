@@ -290,6 +290,20 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
     return 0;
 }
 
+/* A token store of cap rows for t (fresh, storing none): left without one when out of memory. */
+static void give_token_store(mt_recorder *t, int64_t cap) {
+    size_t row = (size_t)t->L * (size_t)t->K * (size_t)t->id_bytes;
+    t->tok_ids = malloc((size_t)cap * row);
+    t->tok_req = malloc((size_t)cap * sizeof *t->tok_req);
+    t->tok_pos = malloc((size_t)cap * sizeof *t->tok_pos);
+    t->tok_tok = malloc((size_t)cap * sizeof *t->tok_tok);
+    if (t->tok_ids && t->tok_req && t->tok_pos && t->tok_tok) {
+        t->tok_cap = cap;
+        return;
+    }
+    free_token_store(t);
+}
+
 mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
     mt_config shape;
     memset(&shape, 0, sizeof shape);
@@ -315,6 +329,12 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
     t->taken = true;
     t->group_label = r->group_label;
     t->group_label_ctx = r->group_label_ctx;
+    if (r->mode == MT_REC_PER_TOKEN) { /* r goes on in a store as large as the one taken: no regrowing */
+        pthread_mutex_lock(&r->mu);
+        int64_t cap = r->tok_cap;
+        pthread_mutex_unlock(&r->mu);
+        if (cap > 0) give_token_store(t, cap);
+    }
     /* no epoch bump: a pass in progress commits into r's emptied data, as after a dump */
     pthread_mutex_lock(&r->mu);
     swap_data(r, t);
