@@ -87,7 +87,8 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b);
 /* A new recorder holding what r recorded (counts, window, tokens) under r's options and a copy of r's
  * placement, inactive; r is left empty as a dump leaves it (a pass in progress commits into it).
  * O(size of the shape), not of the data: so a window can be taken between two forward passes and
- * dumped later from another thread (mt_recorder_dump on the result, then mt_recorder_free). NULL
+ * dumped later from another thread (mt_recorder_dump on the result, then mt_recorder_free). Not
+ * while mt_recorder_set_placement runs on r (serve orders both under its placement lock). NULL
  * with err when out of memory (r then unchanged). */
 mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err);
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r);
