@@ -452,6 +452,25 @@ static void test_put_back(void **state) {
                 mt_checkpoint_close(cr);
                 mt_checkpoint_close(cref);
             }
+            /* a window taken before a reset is not put back: the reset dropped it */
+            mt_recorder *again = mt_recorder_take(r, &err), *after = make(modes[m], buffer, max_tokens, NULL);
+            assert_non_null(again);
+            mt_recorder_reset(r);
+            mt_recorder_start(after);
+            feed_pass(mt_recorder_sink(r), 9, 3, NULL);
+            feed_pass(mt_recorder_sink(after), 9, 3, NULL);
+            mt_rec_put_back(r, again);
+            mt_recorder_free(again);
+            int64_t kept[L * E], want_kept[L * E];
+            mt_recorder_logical_count(r, kept);
+            mt_recorder_logical_count(after, want_kept);
+            assert_memory_equal(kept, want_kept, sizeof kept);
+            mt_recorder_get_counts(r, &a);
+            mt_recorder_get_counts(after, &b);
+            assert_int_equal(a.num_forward_passes, b.num_forward_passes);
+            assert_int_equal(a.num_tokens, b.num_tokens);
+            assert_int_equal(a.tokens_recorded, b.tokens_recorded);
+            mt_recorder_free(after);
             mt_recorder_free(r);
             mt_recorder_free(ref);
         }

@@ -147,7 +147,7 @@ mt_recorder *mt_recorder_new(const mt_config *cfg, const char *model_name, const
     }
     if (!r->model || !r->dump_dir || !r->pend_count || !r->pend_touched || !r->total || !r->gpu_tmp ||
         (r->ring_cap && !r->ring) ||
-        pthread_mutex_init(&r->mu, NULL) != 0) {
+        pthread_mutex_init(&r->mu, NULL) != 0 || pthread_mutex_init(&r->dump_mu, NULL) != 0) {
         free(r->model);
         free(r->dump_dir);
         free(r->pend_count);
@@ -208,6 +208,7 @@ void mt_recorder_free(mt_recorder *r) {
         free(r->plc_owned);
     }
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->dump_mu);
     free(r);
 }
 
@@ -329,7 +330,8 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
     t->taken = true;
     t->group_label = r->group_label;
     t->group_label_ctx = r->group_label_ctx;
-    if (r->mode == MT_REC_PER_TOKEN) { /* r goes on in a store as large as the one taken: no regrowing */
+    if (r->mode == MT_REC_PER_TOKEN && mt_recorder_active(r)) { /* r goes on recording in a store as large
+                                                                     as the one taken: no regrowing */
         pthread_mutex_lock(&r->mu);
         int64_t cap = r->tok_cap;
         pthread_mutex_unlock(&r->mu);
@@ -338,6 +340,7 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
     /* no epoch bump: a pass in progress commits into r's emptied data, as after a dump */
     pthread_mutex_lock(&r->mu);
     swap_data(r, t);
+    t->taken_at_drops = r->drops;
     pthread_mutex_unlock(&r->mu);
     return t;
 }
@@ -346,6 +349,7 @@ void mt_recorder_reset(mt_recorder *r) {
     pthread_mutex_lock(&r->mu);
     atomic_fetch_add(&r->epoch, 1u); /* the pass in progress began before: dropped too */
     mt_rec_reset_locked(r);
+    r->drops++;
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -363,6 +367,7 @@ int mt_recorder_set_placement(mt_recorder *r, const mt_placement *p, mt_err *err
     atomic_fetch_add(&r->epoch, 1u); /* a pass in progress was dispatched over the old placement */
     r->plc = p;
     mt_rec_reset_locked(r);
+    r->drops++;
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
@@ -756,6 +761,10 @@ static void append_newer(mt_recorder *r, const mt_recorder *newer) {
 
 void mt_rec_put_back(mt_recorder *r, mt_recorder *taken) {
     pthread_mutex_lock(&r->mu);
+    if (r->drops != taken->taken_at_drops) { /* reset or switched since: the window is dropped as it would have been */
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
     swap_data(r, taken); /* r holds the older data again, taken what r recorded since */
     append_newer(r, taken);
     pthread_mutex_unlock(&r->mu);

@@ -146,10 +146,12 @@ cJSON *mt_rec_build_json_locked(mt_recorder *r, mt_err *err) {
 }
 
 cJSON *mt_recorder_dump_json(mt_recorder *r, bool reset, mt_err *err) {
+    if (reset) pthread_mutex_lock(&r->dump_mu); /* after a file dump's put-back: it would be in this one */
     pthread_mutex_lock(&r->mu);
     cJSON *o = mt_rec_build_json_locked(r, err);
     if (o && reset) mt_rec_reset_locked(r);
     pthread_mutex_unlock(&r->mu);
+    if (reset) pthread_mutex_unlock(&r->dump_mu);
     return o;
 }
 
@@ -408,10 +410,11 @@ int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *er
     /* The window is taken out under the lock (in time of the shape, not of the data) and written from
      * there: the engine thread's next pass commits into the emptied recorder instead of waiting for
      * the JSON, the tensors and their fsyncs. */
+    pthread_mutex_lock(&r->dump_mu); /* a second dump puts back (or takes) only after this one */
     mt_recorder *t = mt_recorder_take(r, err);
-    if (!t) return -1;
-    int rc = dump_taken(t, path_out, path_len, err);
-    if (rc) mt_rec_put_back(r, t); /* nothing lost: the next dump writes it */
+    int rc = t ? dump_taken(t, path_out, path_len, err) : -1;
+    if (t && rc) mt_rec_put_back(r, t); /* nothing lost: the next dump writes it */
+    pthread_mutex_unlock(&r->dump_mu);
     mt_recorder_free(t);
     return rc;
 }

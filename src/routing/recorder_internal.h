@@ -35,6 +35,9 @@ struct mt_recorder {
     const mt_placement *plc; /* NULL: no physical counts */
     mt_placement *plc_owned; /* a recorder made by mt_recorder_take: its own copy (= plc), freed with it */
     bool taken;           /* made by mt_recorder_take: no sink feeds it, its dump writes it in place */
+    int64_t taken_at_drops; /* taken: the drops count of the recorder it was taken from, then */
+    pthread_mutex_t dump_mu; /* mt_recorder_dump, from its take to its put-back: one at a time (the
+                                sink never takes it; taken before mu) */
     int R;                /* physical slots per layer (0 without a placement) */
     size_t LE, NC;        /* L * E (start of the physical counts), L * E + L * R (all counters) */
     double *gpu_tmp;      /* [L, M] per-GPU loads of one pass (engine thread, under mu at commit) */
@@ -68,8 +71,11 @@ struct mt_recorder {
     bool stage_any_again; /* some token of the pass was: its row is not kept twice */
     bool stage_failed;    /* out of memory for this pass: its tokens count as dropped */
 
-    /* shared, under mu (mt_recorder_swap exchanges each of these fields: keep it in step) */
+    /* shared, under mu (mt_recorder_swap exchanges each of these fields but mu and drops: keep it
+     * in step) */
     pthread_mutex_t mu;
+    int64_t drops;        /* data dropped so far (resets, placement switches): a window taken before
+                             the last drop is not put back */
     int64_t *total;       /* [NC] sum over the window: logical [L, E] then physical [L, R] */
     int64_t num_passes, num_tokens;
     double bal_sum;       /* sum of the window's per-pass balancedness (with a placement) */
@@ -98,8 +104,8 @@ void mt_rec_pass_dense(const mt_rec_pass *p, size_t base, size_t len, int32_t *o
 /* Drops the recorded data (caller holds mu). */
 void mt_rec_reset_locked(mt_recorder *r);
 /* Puts a window taken from r (mt_recorder_take) back in front of what r recorded since, as if it
- * had never been taken (a dump that failed keeps its data). taken then holds r's newer data, to be
- * freed by the caller. */
+ * had never been taken (a dump that failed keeps its data), unless r's data was dropped since (a
+ * reset, a placement switch): then nothing changes. taken is then to be freed by the caller. */
 void mt_rec_put_back(mt_recorder *r, mt_recorder *taken);
 
 #endif

@@ -201,6 +201,9 @@ int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
     if (rc && w->dump[0]) /* taken before the failure: the old placement goes on with an empty window */
         return mt_api_fail(e, w->status ? w->status : 503, "%s (the window before it was written to %s)", err.msg,
                            w->dump);
+    if (rc && w->dump_error[0])
+        return mt_api_fail(e, w->status ? w->status : 503, "%s (the window before it could not be written either: %s)",
+                           err.msg, w->dump_error);
     if (rc) return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
     return 0;
 }
