@@ -406,6 +406,10 @@ static void test_rebalance_when_dump_fails(void **state) {
     assert_non_null(strstr(why->valuestring, "gone"));
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(a, "placement_file")));
     cJSON_Delete(a);
+    mt_http_response m;
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &m), 0);
+    assert_true(mt_prom_value(m.body, "moetrace_expert_dumps_failed_total") == 1);
+    mt_http_response_free(&m);
     cJSON *info = server_call(c, "/get_model_info", NULL, 200);
     assert_string_equal(cJSON_GetObjectItem(info, "placement")->valuestring, "eplb");
     cJSON_Delete(info);

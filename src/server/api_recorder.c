@@ -115,7 +115,10 @@ int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *e
     if (!s->b.domains || !mt_engine_loop_running(s->b.loop)) rc = dump_now(NULL, &j, err);
     else rc = mt_engine_loop_between_passes(s->b.loop, dump_now, &j, err);
     pthread_mutex_unlock(&s->placement_mu);
-    if (rc) return -1;
+    if (rc) {
+        mt_metrics_dump_failed(&s->metrics);
+        return -1;
+    }
     mt_log("expert distribution dump: %s", path);
     if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size);
     if (j.domains_rc)

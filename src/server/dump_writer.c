@@ -34,6 +34,7 @@ int mt_window_files_write(mt_window_files *f) {
         if (mt_recorder_dump(f->window, f->dump, sizeof f->dump, &f->dump_err)) {
             f->dump[0] = '\0';
             f->dump_failed = true;
+            if (f->metrics) mt_metrics_dump_failed(f->metrics);
             mt_log("the window before the placement switch was not written: %s", f->dump_err.msg);
         } else {
             mt_log("expert distribution dump (before the placement switch): %s", f->dump);

@@ -18,6 +18,7 @@
 
 #include "routing/placement.h"
 #include "routing/recorder.h"
+#include "server/metrics.h"
 #include "util/err.h"
 
 typedef struct mt_window_files {
@@ -26,6 +27,7 @@ typedef struct mt_window_files {
     char dump[4096];          /* the window's dump; "" when there is none */
     const mt_placement *plan; /* written beside the dump, or NULL */
     int heatmap_ep_size;      /* > 0: a heatmap beside the dump, per-GPU lines for this many GPUs */
+    mt_server_metrics *metrics; /* counts a window that could not be written, or NULL */
     char plan_path[4200];     /* out: expert_placement_<ms>.json, "" when not written */
     bool dump_failed;         /* out: the window could not be written (dump_err says why) */
     mt_err dump_err;

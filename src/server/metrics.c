@@ -79,6 +79,12 @@ void mt_metrics_placement_switch(mt_server_metrics *m, mt_switch_trigger trigger
     pthread_mutex_unlock(&m->mu);
 }
 
+void mt_metrics_dump_failed(mt_server_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    m->dumps_failed++;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void mt_metrics_switches(mt_server_metrics *m, uint64_t out[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS]) {
     pthread_mutex_lock(&m->mu);
     memcpy(out, m->switches, sizeof m->switches);
@@ -137,5 +143,8 @@ void mt_metrics_render(mt_server_metrics *m, mt_strbuf *o) {
         for (int r = 0; r < MT_SWITCH_RESULTS; r++)
             mt_strbuf_printf(o, "moetrace_expert_placement_switches_total{trigger=\"%s\",result=\"%s\"} %llu\n",
                              TRIGGERS[t], RESULTS[r], (unsigned long long)m->switches[t][r]);
+    render_counter(o, "moetrace_expert_dumps_failed_total",
+                   "Recorder windows that could not be written (the dump folder gone, the disk full): a dump's "
+                   "window is kept for the next dump, a placement switch's is lost.", m->dumps_failed);
     pthread_mutex_unlock(&m->mu);
 }

@@ -36,6 +36,7 @@ typedef struct mt_server_metrics {
     uint64_t prompt_tokens, generation_tokens, cached_prompt_tokens;
     mt_histogram ttft, itl, e2e;
     uint64_t switches[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS];
+    uint64_t dumps_failed;         /* recorder windows that could not be written */
 } mt_server_metrics;
 
 void mt_metrics_init(mt_server_metrics *m);
@@ -49,6 +50,9 @@ void mt_metrics_finished(mt_server_metrics *m, mt_finish_label label, int prompt
                          int cached_tokens, double e2e_s);
 void mt_metrics_rejected(mt_server_metrics *m);
 void mt_metrics_placement_switch(mt_server_metrics *m, mt_switch_trigger trigger, mt_switch_result result);
+/* A recorder window that could not be written: a dump (its window kept) or a placement switch's
+ * window (lost). */
+void mt_metrics_dump_failed(mt_server_metrics *m);
 /* The placement switches counted so far, by trigger and result (a copy read under m->mu). */
 void mt_metrics_switches(mt_server_metrics *m, uint64_t out[MT_SWITCH_TRIGGERS][MT_SWITCH_RESULTS]);
 /* A trigger's label in /metrics: "update_expert_location", "eplb_rebalance" or "periodic". */

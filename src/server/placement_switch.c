@@ -175,7 +175,8 @@ static void install(mt_placement_switch *w) {
 static mt_window_files files_of(const mt_placement_switch *w, bool installed) {
     mt_window_files f = {.window = w->window,
                          .plan = installed && w->rebalance ? w->next : NULL,
-                         .heatmap_ep_size = w->s->b.dump_visualize ? w->s->b.ep_size : 0};
+                         .heatmap_ep_size = w->s->b.dump_visualize ? w->s->b.ep_size : 0,
+                         .metrics = &w->s->metrics};
     snprintf(f.dump, sizeof f.dump, "%s", w->dump);
     return f;
 }
