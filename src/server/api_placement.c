@@ -55,7 +55,8 @@ static int placement_from_body(mt_server *s, const mt_placement *cur, cJSON *bod
 }
 
 /* The answer of a switch done: {"success": true, "message", "dump", "num_tokens", "num_gpus",
- * "num_replicas"}. Called under placement_mu (the next switch frees w->next). */
+ * "num_replicas"}, and "dump_error" when the window could not be written (dump then null). Called
+ * under placement_mu (the next switch frees w->next). */
 static cJSON *switch_answer(const mt_placement_switch *w, const char *message) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "success", 1);
