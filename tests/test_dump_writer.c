@@ -23,10 +23,9 @@
 #include "server/dump_writer.h"
 #include "server/metrics.h"
 #include "util/json_util.h"
+#include "tmp_dir.h"
 
 enum { L = 4, E = 8, K = 2, WINDOWS = 12 };
-
-static char g_dir[512];
 
 static mt_config make_cfg(void) {
     mt_config c;
@@ -179,15 +178,7 @@ static void test_free_writes_all_and_failures(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "%s/dump_writer_XXXXXX", MT_BINARY_DIR);
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_make("dump_writer_");
 }
 
 int main(void) {
@@ -195,5 +186,5 @@ int main(void) {
         cmocka_unit_test(test_order_and_content),
         cmocka_unit_test(test_free_writes_all_and_failures),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmp_dir_teardown);
 }

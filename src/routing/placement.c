@@ -64,6 +64,20 @@ int mt_placement_copy(const mt_placement *src, mt_placement *dst) {
     return -1;
 }
 
+mt_placement *mt_placement_dup(const mt_placement *src) {
+    mt_placement *p = malloc(sizeof *p);
+    if (p && mt_placement_copy(src, p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void mt_placement_destroy(mt_placement *p) {
+    mt_placement_free(p);
+    free(p);
+}
+
 int mt_placement_fits(const mt_placement *p, const mt_config *c, mt_err *err) {
     if (p->num_experts != c->num_experts || p->num_hidden_layers != c->num_hidden_layers)
         return mt_errf(err, "the expert placement is for %d experts x %d layers, the model has %d x %d",

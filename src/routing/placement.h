@@ -89,6 +89,10 @@ void mt_placement_free(mt_placement *p);
 /* dst = a copy of src owning its own arrays (free it with mt_placement_free); -1 when out of memory
  * (dst then holds nothing). */
 int mt_placement_copy(const mt_placement *src, mt_placement *dst);
+/* A copy of src on the heap (mt_placement_copy), or NULL when out of memory; mt_placement_destroy
+ * frees such a placement, arrays and struct (NULL: nothing). */
+mt_placement *mt_placement_dup(const mt_placement *src);
+void mt_placement_destroy(mt_placement *p);
 /* 0 when p was built for this model's shape (experts, layers, MoE layers), else -1 naming the misfit. */
 int mt_placement_fits(const mt_placement *p, const mt_config *c, mt_err *err);
 

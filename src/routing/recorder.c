@@ -203,10 +203,7 @@ void mt_recorder_free(mt_recorder *r) {
     free(r->gpu_tmp);
     free(r->model);
     free(r->dump_dir);
-    if (r->plc_owned) {
-        mt_placement_free(r->plc_owned);
-        free(r->plc_owned);
-    }
+    mt_placement_destroy(r->plc_owned);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->dump_mu);
     free(r);
@@ -291,19 +288,7 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
     return 0;
 }
 
-/* A token store of cap rows for t (fresh, storing none): left without one when out of memory. */
-static void give_token_store(mt_recorder *t, int64_t cap) {
-    size_t row = (size_t)t->L * (size_t)t->K * (size_t)t->id_bytes;
-    t->tok_ids = malloc((size_t)cap * row);
-    t->tok_req = malloc((size_t)cap * sizeof *t->tok_req);
-    t->tok_pos = malloc((size_t)cap * sizeof *t->tok_pos);
-    t->tok_tok = malloc((size_t)cap * sizeof *t->tok_tok);
-    if (t->tok_ids && t->tok_req && t->tok_pos && t->tok_tok) {
-        t->tok_cap = cap;
-        return;
-    }
-    free_token_store(t);
-}
+static int64_t tok_reserve(mt_recorder *r, int64_t n);
 
 mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
     mt_config shape;
@@ -313,8 +298,7 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
     shape.top_k = r->K;
     memcpy(shape.layer_is_moe, r->is_moe, sizeof r->is_moe);
     mt_placement *plc = NULL;
-    if (r->plc && (!(plc = malloc(sizeof *plc)) || mt_placement_copy(r->plc, plc))) {
-        free(plc);
+    if (r->plc && !(plc = mt_placement_dup(r->plc))) {
         mt_errf(err, "recorder: out of memory");
         return NULL;
     }
@@ -322,8 +306,7 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
                           .ep_size = r->ep_size, .max_tokens = r->max_tokens, .placement = plc};
     mt_recorder *t = mt_recorder_new(&shape, r->model, &o, err);
     if (!t) {
-        mt_placement_free(plc);
-        free(plc);
+        mt_placement_destroy(plc);
         return NULL;
     }
     t->plc_owned = plc;
@@ -335,7 +318,7 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
         pthread_mutex_lock(&r->mu);
         int64_t cap = r->tok_cap;
         pthread_mutex_unlock(&r->mu);
-        if (cap > 0) give_token_store(t, cap);
+        if (cap > 0) tok_reserve(t, cap); /* allocated, not written: pages come as rows do */
     }
     /* no epoch bump: a pass in progress commits into r's emptied data, as after a dump */
     pthread_mutex_lock(&r->mu);

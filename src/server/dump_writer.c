@@ -77,10 +77,7 @@ static void *writer_main(void *arg) {
         w->busy = true;
         pthread_mutex_unlock(&w->mu);
         mt_window_files_write(&j->files);
-        if (j->plan) {
-            mt_placement_free(j->plan);
-            free(j->plan);
-        }
+        mt_placement_destroy(j->plan);
         free(j);
         pthread_mutex_lock(&w->mu);
         w->busy = false;

@@ -323,10 +323,7 @@ void mt_server_stop(mt_server *s) {
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
     pthread_mutex_destroy(&s->placement_mu);
-    if (s->placement_owned) {
-        mt_placement_free(s->placement_owned);
-        free(s->placement_owned);
-    }
+    mt_placement_destroy(s->placement_owned);
     free(s);
 }
 

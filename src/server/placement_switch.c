@@ -33,10 +33,7 @@ int mt_placement_switch_rebalance(mt_placement_switch *w, mt_server *s, double s
 void mt_placement_switch_release(mt_placement_switch *w, bool installed) {
     mt_recorder_free(w->window);
     w->window = NULL;
-    if (!installed && w->next) {
-        mt_placement_free(w->next); /* planned or read but not installed, or never built (all zero) */
-        free(w->next);
-    }
+    if (!installed) mt_placement_destroy(w->next); /* planned or read but not installed, or never built */
     free(w->before);
     free(w->after);
     w->next = NULL;
@@ -162,10 +159,7 @@ static void install(mt_placement_switch *w) {
     mt_placement *replaced = s->placement_owned;
     s->placement_owned = w->next;
     s->placement_now = w->next;
-    if (replaced) {
-        mt_placement_free(replaced);
-        free(replaced);
-    }
+    mt_placement_destroy(replaced);
     mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
            w->next->num_gpus);
 }
@@ -199,14 +193,29 @@ int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
     bool installed = rc == 0 && !w->skipped;
     if (installed) install(w);
     write_files_here(w, installed); /* the engine runs meanwhile */
-    if (rc && w->dump[0]) /* taken before the failure: the old placement goes on with an empty window */
-        return mt_api_fail(e, w->status ? w->status : 503, "%s (the window before it was written to %s)", err.msg,
-                           w->dump);
-    if (rc && w->dump_error[0])
-        return mt_api_fail(e, w->status ? w->status : 503, "%s (the window before it could not be written either: %s)",
-                           err.msg, w->dump_error);
-    if (rc) return mt_api_fail(e, w->status ? w->status : 503, "%s", err.msg);
-    return 0;
+    if (rc == 0) return 0;
+    char window[sizeof w->dump + 64] = ""; /* taken before the failure: the old placement goes on with an empty window */
+    if (w->dump[0]) snprintf(window, sizeof window, " (the window before it was written to %s)", w->dump);
+    else if (w->dump_error[0])
+        snprintf(window, sizeof window, " (the window before it could not be written either: %s)", w->dump_error);
+    return mt_api_fail(e, w->status ? w->status : 503, "%s%s", err.msg, window);
+}
+
+/* f queued on the dump writer with its own copy of the plan (the next switch frees w->next, maybe
+ * before the writer reaches it); false (nothing queued) when out of memory. With the disk behind
+ * (each window waiting holds all of its data) the engine first waits for the writer. */
+static bool hand_to_writer(mt_dump_writer *writer, const mt_window_files *f) {
+    int waiting = mt_dump_writer_pending(writer);
+    if (waiting >= MT_MAX_WINDOWS_WAITING) {
+        mt_log("the dump writer has %d windows still to write: the engine thread waits for them", waiting);
+        mt_dump_writer_drain(writer);
+    }
+    mt_placement *plan = f->plan ? mt_placement_dup(f->plan) : NULL;
+    if ((f->plan && !plan) || mt_dump_writer_submit(writer, f, plan)) {
+        mt_placement_destroy(plan);
+        return false;
+    }
+    return true;
 }
 
 int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err) {
@@ -216,29 +225,8 @@ int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_e
     mt_window_files f = files_of(w, installed);
     /* with --domain-field the window was written between the passes: its plan and heatmap are too */
     mt_dump_writer *writer = w->s->b.domains ? NULL : w->s->dump_writer;
-    if (f.window || f.dump[0]) {
-        /* the dump writer's job: the next pass does not wait for the disk. It gets its own copy of
-         * the plan (the next switch frees w->next, maybe before the writer reaches it). */
-        mt_placement *plan = NULL;
-        if (f.plan && (!(plan = malloc(sizeof *plan)) || mt_placement_copy(f.plan, plan))) {
-            free(plan);
-            plan = NULL;
-        }
-        /* the disk behind: each window waiting holds all of its data, so the engine waits here */
-        int waiting = mt_dump_writer_pending(writer);
-        if (waiting >= MT_MAX_WINDOWS_WAITING) {
-            mt_log("the dump writer has %d windows still to write: the engine thread waits for them", waiting);
-            mt_dump_writer_drain(writer);
-        }
-        if (writer && (!f.plan || plan) && !mt_dump_writer_submit(writer, &f, plan)) {
-            w->window = NULL;
-        } else { /* no writer (or --domain-field), or out of memory: written here */
-            if (plan) {
-                mt_placement_free(plan);
-                free(plan);
-            }
-            write_files_here(w, installed);
-        }
-    }
+    /* the next pass does not wait for the disk; else (no writer, out of memory) written here */
+    if (writer && (f.window || f.dump[0]) && hand_to_writer(writer, &f)) w->window = NULL;
+    else write_files_here(w, installed);
     return rc ? -1 : 0;
 }
