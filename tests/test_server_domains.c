@@ -6,6 +6,7 @@
  *    domains.json lists each domain's requests and tokens (domains.png drawn: the dump visualises);
  *  - bad labels (empty, an object, longer than 200 bytes) are 400s and the server keeps serving;
  *  - past 256 distinct labels a new one is a 400; known ones still work;
+ *  - a dump that cannot be written loses nothing: the next one counts its requests, per domain too;
  *  - after /stop_expert_distribution_record nothing more is counted. */
 #include <dirent.h>
 #include <pthread.h>
@@ -271,6 +272,86 @@ static void test_domains_add_up(void **state) {
     mt_http_client_free(c);
 }
 
+/* A dump that cannot be written (its folder gone) is a 500 and loses nothing: the recorder's window
+ * and the domains' usage of the same passes both go back, so the next dump counts every request
+ * since the last one written, in the recorder's dump and per domain alike. */
+static void test_failed_dump_keeps_domains(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    post_ok(c, "/start_expert_distribution_record");
+    cJSON_Delete(dump_domains(c, NULL, (char[512]){0}, 512)); /* an empty window to start from */
+    static req_case cases[8];
+    pthread_barrier_t one;
+    pthread_barrier_init(&one, NULL, 1);
+    char away[600];
+    snprintf(away, sizeof away, "%s.away", g_dir);
+    for (int i = 0; i < 8; i++) {
+        req_case *g = &cases[i];
+        memset(g, 0, sizeof *g);
+        g->label = i % N_LABELS;
+        g->n_prompt = 3 + i;
+        g->max_new = 2 + i % 3;
+        for (int t = 0; t < g->n_prompt; t++) g->prompt[t] = 5 + 11 * i + t;
+        g->start = &one;
+        run_case(g);
+        assert_int_equal(g->status, 200);
+        if (i == 5) { /* the folder goes away: the dump fails */
+            assert_int_equal(rename(g_dir, away), 0);
+            long status;
+            cJSON *e = mt_api_json(c, "/dump_expert_distribution_record", "", &status);
+            rename(away, g_dir);
+            assert_int_equal(status, 500);
+            const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "error"), "message");
+            if (!cJSON_IsString(m) || !strstr(m->valuestring, "not an existing folder"))
+                fail_msg("%s", cJSON_IsString(m) ? m->valuestring : "no message");
+            cJSON_Delete(e);
+        }
+    }
+    pthread_barrier_destroy(&one);
+    cJSON *dump;
+    char dir[512];
+    mt_err err;
+    cJSON *dj = dump_domains(c, &dump, dir, sizeof dir);
+    int64_t all[LAYERS][EXPERTS] = {{0}}, rows_all = 0;
+    for (int i = 0; i < 8; i++) {
+        rows_all += cases[i].rows;
+        for (int l = 0; l < LAYERS; l++)
+            for (int e = 0; e < EXPERTS; e++) all[l][e] += cases[i].count[l][e];
+    }
+    assert_int_equal((int64_t)cJSON_GetObjectItem(dump, "num_tokens")->valuedouble, rows_all);
+    assert_int_equal(cJSON_GetObjectItem(dj, "tokens")->valueint, rows_all);
+    for (int l = 0; l < LAYERS; l++)
+        for (int e = 0; e < EXPERTS; e++) assert_int_equal(count_at(dump, l, e), all[l][e]);
+    for (int k = 0; k < N_LABELS - 1; k++) {
+        int64_t want[LAYERS][EXPERTS] = {{0}}, rows = 0;
+        int requests = 0;
+        for (int i = 0; i < 8; i++)
+            if (cases[i].label == k) {
+                requests++;
+                rows += cases[i].rows;
+                for (int l = 0; l < LAYERS; l++)
+                    for (int e = 0; e < EXPERTS; e++) want[l][e] += cases[i].count[l][e];
+            }
+        const cJSON *d = domain_named(dj, LABEL_NAME[k]);
+        assert_int_equal(cJSON_GetObjectItem(d, "requests")->valueint, requests);
+        assert_int_equal(cJSON_GetObjectItem(d, "tokens")->valueint, rows);
+        cJSON *sd = mt_json_load_file(cJSON_GetObjectItem(d, "stat_dump")->valuestring, &err);
+        if (!sd) fail_msg("%s", err.msg);
+        for (int l = 0; l < LAYERS; l++)
+            for (int e = 0; e < EXPERTS; e++) assert_int_equal(count_at(sd, l, e), want[l][e]);
+        cJSON_Delete(sd);
+    }
+    assert_int_equal(cJSON_GetObjectItem(dj, "unlabelled_requests")->valueint, 2);
+    mt_http_response m;
+    assert_int_equal(mt_http_call(c, "GET", "/metrics", NULL, &m), 0);
+    if (!strstr(m.body, "moetrace_expert_dumps_failed_total 1\n")) fail_msg("/metrics: no failed dump counted");
+    mt_http_response_free(&m);
+    cJSON_Delete(dj);
+    cJSON_Delete(dump);
+    mt_http_client_free(c);
+}
+
 static void test_bad_labels_and_limit(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -444,6 +525,7 @@ static void test_dashboard_fits(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_domains_add_up),
+        cmocka_unit_test(test_failed_dump_keeps_domains),
         cmocka_unit_test(test_bad_labels_and_limit),
         cmocka_unit_test(test_visualize_env),
         cmocka_unit_test(test_dashboard_fits),

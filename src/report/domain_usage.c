@@ -27,8 +27,7 @@ struct mt_domain_usage {
     char *model_name, *field, *data;
     mt_recorder_opts base;       /* stat, no window */
     pthread_mutex_t mu;          /* the labels, the request counters */
-    pthread_mutex_t pass_mu;     /* the sink's end of pass; snapshots and resets */
-    pthread_mutex_t write_mu;    /* one write at a time (they share the spares) */
+    pthread_mutex_t pass_mu;     /* the sink's end of pass; takes and resets */
     atomic_bool active;          /* whether passes beginning now are recorded */
     /* the engine thread's view of the pass in progress */
     bool in_pass, pass_on;
@@ -36,11 +35,9 @@ struct mt_domain_usage {
     char *names[MT_DOMAIN_MAX];
     char *slugs[MT_DOMAIN_MAX];  /* folder names under domains/ */
     mt_recorder *recorders[MT_DOMAIN_MAX]; /* always active: `active` above decides per pass */
-    mt_recorder *spares[MT_DOMAIN_MAX];    /* empty twins: a write swaps each recorder's data into
-                                              its spare, then dumps the spare without holding the sink */
     int64_t requests[MT_DOMAIN_MAX], unlabelled; /* while recording, since the last write or reset */
     int64_t requests_total[MT_DOMAIN_MAX];        /* since creation */
-    mt_recorder *rest, *rest_spare; /* the tokens of no domain (the split's rest) */
+    mt_recorder *rest;            /* the tokens of no domain (the split's rest) */
     mt_routing_split *split;
     mt_routing_sink split_sink;
 };
@@ -51,14 +48,11 @@ void mt_domain_usage_free(mt_domain_usage *u) {
         free(u->names[g]);
         free(u->slugs[g]);
         mt_recorder_free(u->recorders[g]);
-        mt_recorder_free(u->spares[g]);
     }
     mt_recorder_free(u->rest);
-    mt_recorder_free(u->rest_spare);
     mt_routing_split_free(u->split);
     pthread_mutex_destroy(&u->mu);
     pthread_mutex_destroy(&u->pass_mu);
-    pthread_mutex_destroy(&u->write_mu);
     free(u->model_name);
     free(u->field);
     free(u->data);
@@ -104,7 +98,6 @@ mt_domain_usage *mt_domain_usage_new(const mt_config *cfg, const char *model_nam
     }
     pthread_mutex_init(&u->mu, NULL);
     pthread_mutex_init(&u->pass_mu, NULL);
-    pthread_mutex_init(&u->write_mu, NULL);
     atomic_init(&u->active, false);
     u->cfg = cfg;
     u->base = *base;
@@ -119,9 +112,7 @@ mt_domain_usage *mt_domain_usage_new(const mt_config *cfg, const char *model_nam
         mt_errf(err, "out of memory");
         goto fail;
     }
-    if (!(u->rest = mt_recorder_new(cfg, u->model_name, &u->base, err)) ||
-        !(u->rest_spare = mt_recorder_new(cfg, u->model_name, &u->base, err)))
-        goto fail;
+    if (!(u->rest = mt_recorder_new(cfg, u->model_name, &u->base, err))) goto fail;
     mt_recorder_start(u->rest);
     mt_routing_split_set_rest(u->split, mt_recorder_sink(u->rest));
     u->split_sink = mt_routing_split_sink(u->split);
@@ -172,8 +163,7 @@ int mt_domain_usage_group(mt_domain_usage *u, const char *label, mt_err *err) {
     make_slug(u, g, label, slug, sizeof slug);
     u->names[g] = strdup(label);
     u->slugs[g] = strdup(slug);
-    if (!u->names[g] || !u->slugs[g] || !(u->recorders[g] = mt_recorder_new(u->cfg, u->model_name, &u->base, err)) ||
-        !(u->spares[g] = mt_recorder_new(u->cfg, u->model_name, &u->base, err))) {
+    if (!u->names[g] || !u->slugs[g] || !(u->recorders[g] = mt_recorder_new(u->cfg, u->model_name, &u->base, err))) {
         if (!u->names[g] || !u->slugs[g]) mt_errf(err, "out of memory");
         goto undo;
     }
@@ -189,9 +179,8 @@ undo:
     free(u->names[g]);
     free(u->slugs[g]);
     mt_recorder_free(u->recorders[g]);
-    mt_recorder_free(u->spares[g]);
     u->names[g] = u->slugs[g] = NULL;
-    u->recorders[g] = u->spares[g] = NULL;
+    u->recorders[g] = NULL;
 out:
     pthread_mutex_unlock(&u->mu);
     return rc;
@@ -259,19 +248,17 @@ void mt_domain_usage_reset(mt_domain_usage *u) {
 }
 
 int mt_domain_usage_set_placement(mt_domain_usage *u, const mt_placement *p, mt_err *err) {
-    pthread_mutex_lock(&u->write_mu); /* the spares are the write's while it runs */
     pthread_mutex_lock(&u->mu);
     pthread_mutex_lock(&u->pass_mu);
-    int rc = mt_recorder_set_placement(u->rest, p, err) || mt_recorder_set_placement(u->rest_spare, p, err) ? -1 : 0;
+    int rc = mt_recorder_set_placement(u->rest, p, err);
     for (int g = 0; rc == 0 && g < u->num_domains; g++)
-        if (mt_recorder_set_placement(u->recorders[g], p, err) || mt_recorder_set_placement(u->spares[g], p, err)) rc = -1;
+        if (mt_recorder_set_placement(u->recorders[g], p, err)) rc = -1;
     if (rc == 0) {
         u->base.placement = p; /* for the recorders of labels seen from now on */
         reset_locked(u);
     }
     pthread_mutex_unlock(&u->pass_mu);
     pthread_mutex_unlock(&u->mu);
-    pthread_mutex_unlock(&u->write_mu);
     return rc;
 }
 
@@ -286,65 +273,110 @@ static int make_dir(const char *path, mt_err *err) {
     return 0;
 }
 
-/* What one write took from the recorders. */
+struct mt_domain_window {
+    mt_domain_usage *u;
+    int G;                       /* the domains known at the take */
+    mt_recorder *taken[MT_DOMAIN_MAX], *rest;
+    int64_t requests[MT_DOMAIN_MAX], unlabelled;
+};
+
+void mt_domain_window_free(mt_domain_window *w) {
+    if (!w) return;
+    for (int g = 0; g < w->G; g++) mt_recorder_free(w->taken[g]);
+    mt_recorder_free(w->rest);
+    free(w);
+}
+
+mt_domain_window *mt_domain_usage_take(mt_domain_usage *u, mt_err *err) {
+    mt_domain_window *w = calloc(1, sizeof *w);
+    if (!w) {
+        mt_errf(err, "domain usage: out of memory");
+        return NULL;
+    }
+    w->u = u;
+    pthread_mutex_lock(&u->mu); /* no label comes meanwhile */
+    w->G = u->num_domains;
+    int made = 0;
+    if (w->G == 0) mt_errf(err, "domain usage: no request carried a domain label");
+    else if ((w->rest = mt_recorder_twin(u->rest, err)))
+        while (made < w->G && (w->taken[made] = mt_recorder_twin(u->recorders[made], err))) made++;
+    if (w->G == 0 || made < w->G) { /* nothing taken */
+        pthread_mutex_unlock(&u->mu);
+        w->G = made;
+        mt_domain_window_free(w);
+        return NULL;
+    }
+    /* every recorder at the same pass boundary: the engine waits at its end of pass meanwhile */
+    pthread_mutex_lock(&u->pass_mu);
+    for (int g = 0; g < w->G; g++) {
+        mt_recorder_take_into(u->recorders[g], w->taken[g]);
+        w->requests[g] = u->requests[g];
+        u->requests[g] = 0;
+    }
+    mt_recorder_take_into(u->rest, w->rest);
+    w->unlabelled = u->unlabelled;
+    u->unlabelled = 0;
+    pthread_mutex_unlock(&u->pass_mu);
+    pthread_mutex_unlock(&u->mu);
+    return w;
+}
+
+void mt_domain_usage_put_back(mt_domain_window *w) {
+    if (!w) return;
+    mt_domain_usage *u = w->u;
+    pthread_mutex_lock(&u->mu);
+    pthread_mutex_lock(&u->pass_mu);
+    for (int g = 0; g < w->G; g++) {
+        mt_recorder_put_back(u->recorders[g], w->taken[g]);
+        u->requests[g] += w->requests[g];
+    }
+    mt_recorder_put_back(u->rest, w->rest);
+    u->unlabelled += w->unlabelled;
+    pthread_mutex_unlock(&u->pass_mu);
+    pthread_mutex_unlock(&u->mu);
+    free(w);
+}
+
+/* What the report is made of, from a window's recorders. */
 typedef struct snapshot {
-    int G;
-    int64_t *count, *all, *tokens, *requests, unlabelled, all_tokens;
-    cJSON **dumps;     /* [G] each domain's stat dump */
+    int64_t *count, *all, *tokens, all_tokens;
+    cJSON **dumps; /* [G] each domain's stat dump */
 } snapshot;
 
-static void snapshot_free(snapshot *s) {
-    for (int g = 0; s->dumps && g < s->G; g++) cJSON_Delete(s->dumps[g]);
+static void snapshot_free(snapshot *s, int G) {
+    for (int g = 0; s->dumps && g < G; g++) cJSON_Delete(s->dumps[g]);
     free(s->dumps);
     free(s->count);
     free(s->all);
     free(s->tokens);
-    free(s->requests);
 }
 
-/* Every recorder's counts at one pass boundary, then reset: under the sink's lock each recorder's
- * data moves into its (empty) spare, so the engine waits only for the swaps; the spares are read
- * and emptied afterwards. write_mu held. */
-static int take_snapshot(mt_domain_usage *u, int G, snapshot *s, mt_err *err) {
-    const mt_config *c = u->cfg;
+/* All traffic (the rest's tokens and counts, then every domain's added) and each domain's counts
+ * and stat dump. */
+static int read_window(const mt_domain_window *w, snapshot *s, mt_err *err) {
+    const mt_config *c = w->u->cfg;
     size_t LE = (size_t)c->num_hidden_layers * (size_t)c->num_experts;
-    *s = (snapshot){.G = G};
+    int G = w->G;
+    *s = (snapshot){0};
     s->count = malloc((size_t)G * LE * sizeof *s->count);
     s->all = malloc(LE * sizeof *s->all);
     s->tokens = malloc((size_t)G * sizeof *s->tokens);
-    s->requests = malloc((size_t)G * sizeof *s->requests);
     s->dumps = calloc((size_t)G, sizeof *s->dumps);
-    if (!s->count || !s->all || !s->tokens || !s->requests || !s->dumps) return mt_errf(err, "out of memory");
-    pthread_mutex_lock(&u->mu);
-    pthread_mutex_lock(&u->pass_mu);
-    for (int g = 0; g < G; g++) {
-        mt_recorder_swap(u->recorders[g], u->spares[g]);
-        s->requests[g] = u->requests[g];
-        u->requests[g] = 0;
-    }
-    mt_recorder_swap(u->rest, u->rest_spare);
-    s->unlabelled = u->unlabelled;
-    u->unlabelled = 0;
-    pthread_mutex_unlock(&u->pass_mu);
-    pthread_mutex_unlock(&u->mu);
-    /* all traffic: the rest's tokens and counts, then every domain's added */
-    int rc = 0;
+    if (!s->count || !s->all || !s->tokens || !s->dumps) return mt_errf(err, "domain usage: out of memory");
     mt_recorder_counts k;
-    mt_recorder_get_counts(u->rest_spare, &k);
+    mt_recorder_get_counts(w->rest, &k);
     s->all_tokens = k.num_tokens;
-    mt_recorder_logical_count(u->rest_spare, s->all);
-    mt_recorder_reset(u->rest_spare);
+    mt_recorder_logical_count(w->rest, s->all);
     for (int g = 0; g < G; g++) {
         int64_t *cg = s->count + (size_t)g * LE;
-        mt_recorder_get_counts(u->spares[g], &k);
+        mt_recorder_get_counts(w->taken[g], &k);
         s->tokens[g] = k.num_tokens;
         s->all_tokens += k.num_tokens;
-        mt_recorder_logical_count(u->spares[g], cg);
+        mt_recorder_logical_count(w->taken[g], cg);
         for (size_t i = 0; i < LE; i++) s->all[i] += cg[i];
-        if (!(s->dumps[g] = mt_recorder_dump_json(u->spares[g], true, err))) rc = -1;
-        mt_recorder_reset(u->spares[g]); /* empty for the next write, whatever happened */
+        if (!(s->dumps[g] = mt_recorder_dump_json(w->taken[g], false, err))) return -1;
     }
-    return rc;
+    return 0;
 }
 
 static long long unix_ms(void) {
@@ -355,8 +387,9 @@ static long long unix_ms(void) {
 
 /* domains.json's object: the run's shape, then the comparison's groups as "domains" with their
  * dumps. */
-static cJSON *domains_json(const mt_domain_usage *u, const snapshot *s, const mt_usage_groups *g,
+static cJSON *domains_json(const mt_domain_window *w, const snapshot *s, const mt_usage_groups *g,
                            char (*paths)[4096], mt_err *err) {
+    const mt_domain_usage *u = w->u;
     const mt_config *c = u->cfg;
     cJSON *cmp = mt_usage_compare_json(g, 4);
     cJSON *root = cJSON_CreateObject();
@@ -377,7 +410,7 @@ static cJSON *domains_json(const mt_domain_usage *u, const snapshot *s, const mt
     cJSON_AddNumberToObject(root, "num_experts", c->num_experts);
     cJSON_AddNumberToObject(root, "top_k", c->top_k);
     cJSON_AddNumberToObject(root, "tokens", (double)s->all_tokens);
-    cJSON_AddNumberToObject(root, "unlabelled_requests", (double)s->unlabelled);
+    cJSON_AddNumberToObject(root, "unlabelled_requests", (double)w->unlabelled);
     cJSON *groups = cJSON_DetachItemFromObject(cmp, "groups");
     cJSON *it;
     int k = 0;
@@ -413,20 +446,17 @@ int mt_domain_usage_prepare(mt_domain_usage *u, const char *dir, mt_err *err) {
     return make_dirs(u, dir, mt_domain_usage_num_domains(u), err);
 }
 
-int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, char *json_path, size_t json_path_len,
-                          mt_err *err) {
+int mt_domain_window_write(mt_domain_window *w, const char *dir, bool picture, char *json_path, size_t json_path_len,
+                           mt_err *err) {
+    mt_domain_usage *u = w->u;
     const mt_config *c = u->cfg;
-    int G = mt_domain_usage_num_domains(u), L = c->num_hidden_layers, rc = -1;
-    if (G == 0) return mt_errf(err, "domain usage: no request carried a domain label");
-    /* the folders first: a write that fails there loses nothing */
-    if (make_dirs(u, dir, G, err)) return -1;
-    snapshot s;
+    int G = w->G, rc = -1;
+    snapshot s = {0};
     char (*paths)[4096] = malloc((size_t)G * sizeof *paths);
     cJSON *root = NULL;
-    pthread_mutex_lock(&u->write_mu);
-    if (take_snapshot(u, G, &s, err)) goto out;
+    if (make_dirs(u, dir, G, err) || read_window(w, &s, err)) goto out;
     if (!paths) {
-        mt_errf(err, "out of memory");
+        mt_errf(err, "domain usage: out of memory");
         goto out;
     }
     long long ms = unix_ms();
@@ -434,10 +464,10 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
         snprintf(paths[g], sizeof paths[g], "%s/domains/%s/expert_distribution_%lld.json", dir, u->slugs[g], ms);
         if (write_json(paths[g], s.dumps[g], false, err)) goto out;
     }
-    mt_usage_groups ug = {.num_groups = G, .num_layers = L, .num_experts = c->num_experts,
-                          .names = (const char *const *)u->names, .requests = s.requests, .tokens = s.tokens,
+    mt_usage_groups ug = {.num_groups = G, .num_layers = c->num_hidden_layers, .num_experts = c->num_experts,
+                          .names = (const char *const *)u->names, .requests = w->requests, .tokens = s.tokens,
                           .count = s.count, .all = s.all, .layer_is_moe = c->layer_is_moe};
-    if (!(root = domains_json(u, &s, &ug, paths, err))) goto out;
+    if (!(root = domains_json(w, &s, &ug, paths, err))) goto out;
     snprintf(json_path, json_path_len, "%s/domains.json", dir);
     if (write_json(json_path, root, true, err)) goto out;
     char png[4096];
@@ -453,9 +483,20 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
     }
     rc = 0;
 out:
-    pthread_mutex_unlock(&u->write_mu);
-    snapshot_free(&s);
+    snapshot_free(&s, G);
     free(paths);
     cJSON_Delete(root);
+    return rc;
+}
+
+int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, char *json_path, size_t json_path_len,
+                          mt_err *err) {
+    int G = mt_domain_usage_num_domains(u);
+    if (G == 0) return mt_errf(err, "domain usage: no request carried a domain label");
+    /* the folders first: a write that fails there loses nothing */
+    if (make_dirs(u, dir, G, err)) return -1;
+    mt_domain_window *w = mt_domain_usage_take(u, err);
+    int rc = w ? mt_domain_window_write(w, dir, picture, json_path, json_path_len, err) : -1;
+    mt_domain_window_free(w);
     return rc;
 }

@@ -6,7 +6,8 @@
  * `moetrace serve --domain-field` from the requests.
  *
  * mt_domain_usage_write takes every recorder's counts at one pass boundary, resets them (as a
- * recorder's dump does) and writes under a folder:
+ * recorder's dump does) and writes under a folder (or in two steps: mt_domain_usage_take between
+ * two passes, mt_domain_window_write later on another thread):
  *   domains/<slug>/expert_distribution_<ms>.json   each domain's stat dump (SPEC §4)
  *   domains.json   "moetrace.domain_usage.v1": per domain its dump, requests, tokens, divergence
  *                  from the rest of the traffic per layer and distinctive experts
@@ -16,8 +17,9 @@
  * passes), so the domains and all traffic cover the same passes.
  *
  * Threads: the engine thread calls the sink; any thread may call the rest, labels included, while
- * the engine runs. A write holds the sink's end of pass (the engine waits there) only while it
- * swaps each recorder's data into an empty twin (mt_recorder_swap), which it dumps afterwards. */
+ * the engine runs. A take holds the sink's end of pass (the engine waits there) only while it moves
+ * each recorder's data into an empty twin made beforehand (mt_recorder_take_into); the write reads
+ * the twins. */
 #ifndef MT_REPORT_DOMAIN_USAGE_H
 #define MT_REPORT_DOMAIN_USAGE_H
 
@@ -77,5 +79,19 @@ int mt_domain_usage_prepare(mt_domain_usage *u, const char *dir, mt_err *err);
  * the counts; the path of domains.json goes to json_path. Errors when no label is known yet. */
 int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, char *json_path, size_t json_path_len,
                           mt_err *err);
+
+/* What the domains recorded, taken out at one pass boundary (the counts reset as by a write), to be
+ * written later: serve takes it with the recorder's window between two passes and writes both off
+ * the engine thread. NULL with err when no label is known yet or out of memory (nothing taken then).
+ * Not while mt_domain_usage_set_placement runs; u must outlive the window. */
+typedef struct mt_domain_window mt_domain_window;
+mt_domain_window *mt_domain_usage_take(mt_domain_usage *u, mt_err *err);
+/* Writes a taken window's files under dir as mt_domain_usage_write does (it stays the caller's). */
+int mt_domain_window_write(mt_domain_window *w, const char *dir, bool picture, char *json_path, size_t json_path_len,
+                           mt_err *err);
+void mt_domain_window_free(mt_domain_window *w); /* NULL: nothing */
+/* A window not written goes back into its usage in front of what was recorded since (as
+ * mt_recorder_put_back; dropped when a reset or a placement switch came since), and is freed. */
+void mt_domain_usage_put_back(mt_domain_window *w);
 
 #endif

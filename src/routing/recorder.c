@@ -290,7 +290,7 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
 
 static int64_t tok_reserve(mt_recorder *r, int64_t n);
 
-mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
+mt_recorder *mt_recorder_twin(mt_recorder *r, mt_err *err) {
     mt_config shape;
     memset(&shape, 0, sizeof shape);
     shape.num_hidden_layers = r->L;
@@ -320,11 +320,20 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
         pthread_mutex_unlock(&r->mu);
         if (cap > 0) tok_reserve(t, cap); /* allocated, not written: pages come as rows do */
     }
+    return t;
+}
+
+void mt_recorder_take_into(mt_recorder *r, mt_recorder *twin) {
     /* no epoch bump: a pass in progress commits into r's emptied data, as after a dump */
     pthread_mutex_lock(&r->mu);
-    swap_data(r, t);
-    t->taken_at_drops = r->drops;
+    swap_data(r, twin);
+    twin->taken_at_drops = r->drops;
     pthread_mutex_unlock(&r->mu);
+}
+
+mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err) {
+    mt_recorder *t = mt_recorder_twin(r, err);
+    if (t) mt_recorder_take_into(r, t);
     return t;
 }
 
@@ -751,6 +760,11 @@ void mt_rec_put_back(mt_recorder *r, mt_recorder *taken) {
     swap_data(r, taken); /* r holds the older data again, taken what r recorded since */
     append_newer(r, taken);
     pthread_mutex_unlock(&r->mu);
+}
+
+void mt_recorder_put_back(mt_recorder *r, mt_recorder *taken) {
+    mt_rec_put_back(r, taken);
+    mt_recorder_free(taken);
 }
 
 static void sink_on_pass(void *ctx, const mt_pass_event *ev) {

@@ -402,19 +402,30 @@ static int dump_taken(mt_recorder *r, char *path_out, size_t path_len, mt_err *e
     return rc;
 }
 
-int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *err) {
+/* Whether r's dump dir is an existing folder (err says otherwise). */
+static int dump_dir_ok(const mt_recorder *r, mt_err *err) {
     struct stat st;
     if (stat(r->dump_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return mt_errf(err, "recorder dump: dump dir '%s' is not an existing folder", r->dump_dir);
+    return 0;
+}
+
+int mt_recorder_dump_window(mt_recorder *r, mt_recorder *taken, char *path_out, size_t path_len, mt_err *err) {
+    int rc = dump_dir_ok(taken, err) ? -1 : dump_taken(taken, path_out, path_len, err);
+    if (rc) mt_recorder_put_back(r, taken); /* nothing lost: the next dump writes it */
+    else mt_recorder_free(taken);
+    return rc;
+}
+
+int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *err) {
+    if (dump_dir_ok(r, err)) return -1;
     if (r->taken) return dump_taken(r, path_out, path_len, err);
     /* The window is taken out under the lock (in time of the shape, not of the data) and written from
      * there: the engine thread's next pass commits into the emptied recorder instead of waiting for
      * the JSON, the tensors and their fsyncs. */
     pthread_mutex_lock(&r->dump_mu); /* a second dump puts back (or takes) only after this one */
     mt_recorder *t = mt_recorder_take(r, err);
-    int rc = t ? dump_taken(t, path_out, path_len, err) : -1;
-    if (t && rc) mt_rec_put_back(r, t); /* nothing lost: the next dump writes it */
+    int rc = t ? mt_recorder_dump_window(r, t, path_out, path_len, err) : -1;
     pthread_mutex_unlock(&r->dump_mu);
-    mt_recorder_free(t);
     return rc;
 }

@@ -76,63 +76,56 @@ void mt_server_visualize_dump(const char *json_path, int ep_size) {
     mt_stat_dump_free(&d);
 }
 
-int mt_server_dump_domains(mt_server *s, const char *dump_path, mt_err *err) {
-    if (!s->b.domains || mt_domain_usage_num_domains(s->b.domains) == 0) return 0;
-    char dir[4096], json[4096];
-    if (mt_stat_dump_sibling(dump_path, "domain_usage_", "", dir, sizeof dir))
-        return mt_errf(err, "unexpected dump name %s", dump_path);
-    if (mt_domain_usage_write(s->b.domains, dir, s->b.dump_visualize, json, sizeof json, err)) return -1;
-    mt_log("expert use per domain: %s", json);
-    return 0;
-}
-
-/* What one dump writes: the recorder's window and, with domains, their usage beside it. */
-typedef struct dump_job {
+/* What one dump takes: the recorder's window and, with domains, their usage of the same passes. */
+typedef struct dump_take {
     mt_server *s;
-    char *path;
-    size_t path_len;
-    int domains_rc;
+    mt_recorder *window;
+    mt_domain_window *domains;
+    bool domains_failed; /* their take: they stay for the next dump */
     mt_err domains_err;
-} dump_job;
+} dump_take;
 
-static int dump_now(mt_engine *engine, void *ctx, mt_err *err) {
+static int take_now(mt_engine *engine, void *ctx, mt_err *err) {
     (void)engine;
-    dump_job *j = ctx;
-    if (mt_recorder_dump(j->s->b.recorder, j->path, j->path_len, err)) return -1;
-    j->domains_rc = mt_server_dump_domains(j->s, j->path, &j->domains_err);
+    dump_take *t = ctx;
+    mt_domain_usage *u = t->s->b.domains;
+    if (!(t->window = mt_recorder_take(t->s->b.recorder, err))) return -1;
+    if (u && mt_domain_usage_num_domains(u) > 0 && !(t->domains = mt_domain_usage_take(u, &t->domains_err)))
+        t->domains_failed = true;
     return 0;
 }
 
 int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *err) {
-    dump_job j = {.s = s, .path = path, .path_len = path_len};
+    dump_take t = {.s = s};
     /* not while a placement switch reads, plans on and dumps the window (placement_switch.h): its plan
-     * would sit beside an emptied dump */
+     * would sit beside an emptied dump; dumps one at a time, from take to write (or put-back) */
     pthread_mutex_lock(&s->placement_mu);
     mt_dump_writer_drain(s->dump_writer); /* a periodic rebalance's window, taken earlier, goes first */
     int rc;
     /* With domains, the window and the domains' usage are taken between the same two passes (on the
-     * engine thread), so they count the same tokens; once the engine has stopped, here. */
-    if (!s->b.domains || !mt_engine_loop_running(s->b.loop)) rc = dump_now(NULL, &j, err);
-    else rc = mt_engine_loop_between_passes(s->b.loop, dump_now, &j, err);
+     * engine thread), so they count the same tokens; once the engine has stopped, here. Either way
+     * they are written here, off the engine thread. */
+    if (!s->b.domains || !mt_engine_loop_running(s->b.loop)) rc = take_now(NULL, &t, err);
+    else rc = mt_engine_loop_between_passes(s->b.loop, take_now, &t, err);
+    mt_window_files f = {.window = t.window, .put_back_into = s->b.recorder, .domains = t.domains,
+                         .domains_picture = s->b.dump_visualize, .metrics = &s->metrics};
+    if (rc == 0 && mt_window_files_write(&f)) rc = mt_errf(err, "%s", f.dump_err.msg);
+    else if (rc) mt_metrics_dump_failed(&s->metrics);
     pthread_mutex_unlock(&s->placement_mu);
-    if (rc) {
-        mt_metrics_dump_failed(&s->metrics);
-        return -1;
-    }
-    mt_log("expert distribution dump: %s", path);
-    if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size);
-    if (j.domains_rc)
-        return mt_errf(err, "%s was written, but the domain usage not: %s", path, j.domains_err.msg);
+    if (rc) return -1;
+    snprintf(path, path_len, "%s", f.dump);
+    if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size); /* the lock is not needed */
+    if (t.domains_failed || f.domains_failed)
+        return mt_errf(err, "%s was written, but the domain usage not: %s", path,
+                       t.domains_failed ? t.domains_err.msg : f.domains_err.msg);
     return 0;
 }
 
 int mt_api_dump_record(mt_http_request *rq) {
     char path[4096];
     mt_err err;
-    if (mt_server_dump_recorder(rq->server, path, sizeof path, &err)) {
-        mt_log("expert distribution dump failed: %s", err.msg);
+    if (mt_server_dump_recorder(rq->server, path, sizeof path, &err))
         return mt_reply_errorf(rq, 500, "cannot write the dump: %s", err.msg);
-    }
     const char *inline_arg = mt_http_query(rq, "inline");
     if (!inline_arg || !strcmp(inline_arg, "0") || !strcmp(inline_arg, "false"))
         return mt_reply(rq, 200, "text/plain; charset=utf-8", DUMP_TEXT, strlen(DUMP_TEXT));

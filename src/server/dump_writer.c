@@ -27,21 +27,53 @@ static void write_plan(mt_window_files *f) {
     cJSON_Delete(o);
 }
 
+/* The domains' usage of the window dumped to f->dump, into domain_usage_<ms>/ beside it. */
+static void write_domains(mt_window_files *f) {
+    char dir[4096], json[4096];
+    if (mt_stat_dump_sibling(f->dump, "domain_usage_", "", dir, sizeof dir))
+        mt_errf(&f->domains_err, "unexpected dump name %s", f->dump);
+    else if (!mt_domain_window_write(f->domains, dir, f->domains_picture, json, sizeof json, &f->domains_err)) {
+        mt_log("expert use per domain: %s", json);
+        return;
+    }
+    f->domains_failed = true;
+    mt_log("expert use per domain not written: %s", f->domains_err.msg);
+}
+
 int mt_window_files_write(mt_window_files *f) {
-    f->dump_failed = false;
-    f->plan_path[0] = '\0';
+    const char *what = f->put_back_into ? "expert distribution dump" : "expert distribution dump (before the placement switch)";
+    f->dump[0] = f->plan_path[0] = '\0';
+    f->dump_failed = f->domains_failed = false;
+    bool dumped = f->window != NULL;
     if (f->window) {
-        if (mt_recorder_dump(f->window, f->dump, sizeof f->dump, &f->dump_err)) {
+        int rc = f->put_back_into ? mt_recorder_dump_window(f->put_back_into, f->window, f->dump, sizeof f->dump, &f->dump_err)
+                                  : mt_recorder_dump(f->window, f->dump, sizeof f->dump, &f->dump_err);
+        if (!f->put_back_into) mt_recorder_free(f->window);
+        f->window = NULL;
+        if (rc) {
             f->dump[0] = '\0';
             f->dump_failed = true;
             if (f->metrics) mt_metrics_dump_failed(f->metrics);
-            mt_log("the window before the placement switch was not written: %s", f->dump_err.msg);
+            mt_log("%s failed%s: %s", what, f->put_back_into ? " (the window is kept for the next dump)" : "",
+                   f->dump_err.msg);
         } else {
-            mt_log("expert distribution dump (before the placement switch): %s", f->dump);
+            mt_log("%s: %s", what, f->dump);
         }
-        mt_recorder_free(f->window);
-        f->window = NULL;
     }
+    if (f->domains && dumped && !f->dump_failed) {
+        write_domains(f);
+    } else if (f->domains && dumped) {
+        f->domains_failed = true;
+        mt_errf(&f->domains_err, "its window's dump failed");
+        if (f->put_back_into) { /* kept with the window for the next dump */
+            mt_domain_usage_put_back(f->domains);
+            f->domains = NULL;
+        } else {
+            mt_log("expert use per domain not written: its window's dump failed");
+        }
+    }
+    mt_domain_window_free(f->domains);
+    f->domains = NULL;
     if (f->dump[0] && f->plan) write_plan(f);
     if (f->dump[0] && f->heatmap_ep_size > 0) mt_server_visualize_dump(f->dump, f->heatmap_ep_size);
     return f->dump_failed ? -1 : 0;

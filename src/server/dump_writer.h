@@ -1,11 +1,13 @@
-/* The files a placement switch leaves behind, and a thread that writes them off the engine thread.
+/* The files a recorder window leaves behind, and a thread that writes them off the engine thread.
  *
- * A switch takes the recorder's window between two forward passes (mt_recorder_take, cheap) and
- * writes it afterwards: expert_distribution_<ms>.json (the window), beside it, for a rebalance,
- * expert_placement_<ms>.json (the placement planned on it), and with --expert-dump-visualize the
- * heatmap. A switch asked over HTTP writes them on its own thread (mt_window_files_write) and
- * answers with their names; serve --enable-eplb's periodic rebalance, which runs on the engine
- * thread, hands them to the dump writer, so the next forward pass does not wait for the disk.
+ * A window is taken between two forward passes (mt_recorder_take, cheap; with --domain-field the
+ * domains' usage too, mt_domain_usage_take) and written afterwards: expert_distribution_<ms>.json
+ * (the window), beside it, for a rebalance, expert_placement_<ms>.json (the placement planned on
+ * it), with --domain-field domain_usage_<ms>/ (the domains' usage of the same passes), and with
+ * --expert-dump-visualize the heatmap. Recorder dumps and switches asked over HTTP write them on
+ * their own thread (mt_window_files_write) and answer with their names; serve --enable-eplb's
+ * periodic rebalance, which runs on the engine thread, hands them to the dump writer, so the next
+ * forward pass does not wait for the disk.
  *
  * The writer writes its jobs one at a time in the order given, so dumps are named in window order.
  * Whoever dumps the recorder or switches placements drains it first (under the server's
@@ -16,25 +18,34 @@
 
 #include <stdbool.h>
 
+#include "report/domain_usage.h"
 #include "routing/placement.h"
 #include "routing/recorder.h"
 #include "server/metrics.h"
 #include "util/err.h"
 
 typedef struct mt_window_files {
-    mt_recorder *window;      /* the window taken at the switch, dumped and freed by the write; NULL
-                                 when dump already names its file (written between the passes) */
-    char dump[4096];          /* the window's dump; "" when there is none */
+    mt_recorder *window;      /* the window taken, dumped and freed by the write (NULL: none) */
+    mt_recorder *put_back_into; /* a recorder dump's: the recorder it was taken from, which gets it
+                                   back when it cannot be written; NULL for a switch's window (its
+                                   placement is gone: the window is lost, and counted) */
+    mt_domain_window *domains;  /* the domains' usage of the same passes, written beside the dump
+                                   (domain_usage_<ms>/) and freed by the write, or NULL */
+    bool domains_picture;     /* domains.png with it */
     const mt_placement *plan; /* written beside the dump, or NULL */
     int heatmap_ep_size;      /* > 0: a heatmap beside the dump, per-GPU lines for this many GPUs */
     mt_server_metrics *metrics; /* counts a window that could not be written, or NULL */
-    char plan_path[4200];     /* out: expert_placement_<ms>.json, "" when not written */
-    bool dump_failed;         /* out: the window could not be written (dump_err says why) */
+    /* out */
+    char dump[4096];          /* the window's dump; "" when there is none */
+    char plan_path[4200];     /* expert_placement_<ms>.json, "" when not written */
+    bool dump_failed;         /* the window could not be written (dump_err says why) */
     mt_err dump_err;
+    bool domains_failed;      /* the domains' usage could not be written (domains_err says why) */
+    mt_err domains_err;
 } mt_window_files;
 
-/* Writes what f holds (logging each file and each failure), frees f->window. A failure of the
- * placement file or the heatmap is only logged. -1 when the window's dump failed. */
+/* Writes what f holds (logging each file and each failure), frees f->window and f->domains. A
+ * failure of the placement file or the heatmap is only logged. -1 when the window's dump failed. */
 int mt_window_files_write(mt_window_files *f);
 
 typedef struct mt_dump_writer mt_dump_writer;

@@ -32,7 +32,9 @@ int mt_placement_switch_rebalance(mt_placement_switch *w, mt_server *s, double s
 
 void mt_placement_switch_release(mt_placement_switch *w, bool installed) {
     mt_recorder_free(w->window);
+    mt_domain_window_free(w->domains);
     w->window = NULL;
+    w->domains = NULL;
     if (!installed) mt_placement_destroy(w->next); /* planned or read but not installed, or never built */
     free(w->before);
     free(w->after);
@@ -111,7 +113,7 @@ static int read_window(mt_placement_switch *w, mt_err *err) {
     return rc;
 }
 
-/* The window taken (with --domain-field: dumped, with the domains' usage beside it), then the
+/* The window taken (with --domain-field, the domains' usage of the same passes too), then the
  * recorders and the engine switched: engine thread, no pass running, so the window is exactly the one
  * planned on and the next window counts the new placement only. */
 static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
@@ -125,17 +127,11 @@ static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
         return 0;
     }
     if (w->counts.num_forward_passes > 0 || w->counts.tokens_recorded > 0) {
-        if (!s->b.domains) {
-            if (!(w->window = mt_recorder_take(rec, err))) return -1; /* nothing changed */
-        } else { /* the domains' usage names its folder after the dump's file: both written here */
-            if (mt_recorder_dump(rec, w->dump, sizeof w->dump, err)) {
-                w->dump[0] = '\0';
-                return -1; /* nothing changed */
-            }
-            mt_log("expert distribution dump (before the placement switch): %s", w->dump);
-            mt_err derr;
-            if (mt_server_dump_domains(s, w->dump, &derr)) mt_log("expert use per domain not written: %s", derr.msg);
-        }
+        if (!(w->window = mt_recorder_take(rec, err))) return -1; /* nothing changed */
+        mt_err derr;
+        if (s->b.domains && mt_domain_usage_num_domains(s->b.domains) > 0 &&
+            !(w->domains = mt_domain_usage_take(s->b.domains, &derr)))
+            mt_log("expert use per domain not written: %s", derr.msg); /* the switch drops it */
     }
     /* each part takes w->next only once the one before has: a failure puts those back on w->current,
      * so nothing keeps a pointer to a placement the caller then frees */
@@ -165,13 +161,14 @@ static void install(mt_placement_switch *w) {
 }
 
 /* What is left to write after the switch (installed: w->next runs now): the window taken, the
- * rebalance's plan beside it, the heatmap. */
+ * domains' usage of its passes, the rebalance's plan beside it, the heatmap. */
 static mt_window_files files_of(const mt_placement_switch *w, bool installed) {
     mt_window_files f = {.window = w->window,
+                         .domains = w->domains,
+                         .domains_picture = w->s->b.dump_visualize,
                          .plan = installed && w->rebalance ? w->next : NULL,
                          .heatmap_ep_size = w->s->b.dump_visualize ? w->s->b.ep_size : 0,
                          .metrics = &w->s->metrics};
-    snprintf(f.dump, sizeof f.dump, "%s", w->dump);
     return f;
 }
 
@@ -179,7 +176,11 @@ static mt_window_files files_of(const mt_placement_switch *w, bool installed) {
 static void write_files_here(mt_placement_switch *w, bool installed) {
     mt_window_files f = files_of(w, installed);
     w->window = NULL;
-    if (!f.window && !f.dump[0]) return;
+    w->domains = NULL;
+    if (!f.window) {
+        mt_domain_window_free(f.domains);
+        return;
+    }
     mt_window_files_write(&f);
     snprintf(w->dump, sizeof w->dump, "%s", f.dump);
     snprintf(w->plan, sizeof w->plan, "%s", f.plan_path);
@@ -223,10 +224,12 @@ int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_e
     bool installed = rc == 0 && !w->skipped;
     if (installed) install(w);
     mt_window_files f = files_of(w, installed);
-    /* with --domain-field the window was written between the passes: its plan and heatmap are too */
-    mt_dump_writer *writer = w->s->b.domains ? NULL : w->s->dump_writer;
     /* the next pass does not wait for the disk; else (no writer, out of memory) written here */
-    if (writer && (f.window || f.dump[0]) && hand_to_writer(writer, &f)) w->window = NULL;
-    else write_files_here(w, installed);
+    if (w->s->dump_writer && f.window && hand_to_writer(w->s->dump_writer, &f)) {
+        w->window = NULL;
+        w->domains = NULL;
+    } else {
+        write_files_here(w, installed);
+    }
     return rc ? -1 : 0;
 }

@@ -7,10 +7,9 @@
  * restarts empty under the new placement, so no window mixes two placements. Then the server
  * installs the new placement (what /get_model_info and /metrics read), and the window taken is
  * written (dump_writer.h): its dump, a rebalance's placement beside it (expert_placement_<ms>.json),
- * the heatmap. Over HTTP they are written on the caller's thread before it answers; the periodic
- * rebalance leaves them to the dump writer, so the engine thread only plans and switches. With
- * --domain-field the window and the domains' usage are written between the two passes (the
- * domains' folder is named after the dump).
+ * with --domain-field the domains' usage of the same passes (taken with it), the heatmap. Over HTTP
+ * they are written on the caller's thread before it answers; the periodic rebalance leaves them to
+ * the dump writer, so the engine thread only plans and switches.
  * Switches run one at a time: the caller holds the server's placement_mu. */
 #ifndef MT_SERVER_PLACEMENT_SWITCH_H
 #define MT_SERVER_PLACEMENT_SWITCH_H
@@ -35,6 +34,7 @@ typedef struct mt_placement_switch {
     bool skipped;                /* the rebalance was not needed (skip_above): nothing changed */
     int status;                  /* HTTP status when the switch failed */
     mt_recorder *window;         /* the window taken at the switch, until it is written */
+    mt_domain_window *domains;   /* with --domain-field: the domains' usage of its passes, or NULL */
     char dump[4096];             /* the window written at the switch; "" when it held nothing or
                                     its dump failed (dump_error then says why) */
     char dump_error[1024];

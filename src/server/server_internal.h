@@ -82,10 +82,6 @@ int mt_api_eplb_rebalance(mt_http_request *rq);
 /* The body of a control request SGLang's clients may send empty (AReaL posts none): a JSON object,
  * {} when the body is empty. NULL with the 400 in e (api_control.c). */
 cJSON *mt_api_control_body(mt_http_request *rq, mt_api_error *e);
-/* With --domain-field, the domain usage recorded with the dump at dump_path
- * (.../expert_distribution_<ms>[_n].json) into .../domain_usage_<ms>[_n]/, when any request carried
- * a label (it resets the domains' counts); 0 otherwise (api_recorder.c). */
-int mt_server_dump_domains(mt_server *s, const char *dump_path, mt_err *err);
 /* <dump>.png beside the stat dump <dump>.json (--expert-dump-visualize); a failure is logged. */
 void mt_server_visualize_dump(const char *json_path, int ep_size);
 /* The source of the placement the engine dispatches over now ("trivial", "file", "eplb"; "none"
