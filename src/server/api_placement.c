@@ -56,7 +56,7 @@ static int placement_from_body(mt_server *s, const mt_placement *cur, cJSON *bod
 
 /* The answer of a switch done: {"success": true, "message", "dump", "num_tokens", "num_gpus",
  * "num_replicas"}, and "dump_error" when the window could not be written (dump then null). Called
- * under placement_mu (the next switch frees w->next). */
+ * under window_mu (the next switch frees w->next). */
 static cJSON *switch_answer(const mt_placement_switch *w, const char *message) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "success", 1);
@@ -81,16 +81,13 @@ int mt_api_update_expert_location(mt_http_request *rq) {
     cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
     if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
     mt_placement_switch w = {.s = s, .next = calloc(1, sizeof *w.next)};
-    pthread_mutex_lock(&s->placement_mu);
-    w.current = s->placement_now;
-    int rc = !w.next ? mt_api_fail(&e, 500, "out of memory") : placement_from_body(s, w.current, body, w.next, &e);
+    /* every switch keeps the start-up placement's slots and GPUs: the body is checked against those */
+    int rc = !w.next ? mt_api_fail(&e, 500, "out of memory") : placement_from_body(s, s->b.placement, body, w.next, &e);
     cJSON_Delete(body);
-    bool built = rc == 0;
-    if (rc == 0) rc = mt_placement_switch_run(&w, &e);
+    pthread_mutex_lock(&s->window_mu);
+    if (rc == 0) rc = mt_placement_switch_run(&w, MT_SWITCH_BY_UPDATE, &e);
     cJSON *o = rc == 0 ? switch_answer(&w, "Expert location updated.") : NULL;
-    /* counted under the lock, so a reader sees the new placement with its count */
-    if (built) mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_UPDATE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
-    pthread_mutex_unlock(&s->placement_mu);
+    pthread_mutex_unlock(&s->window_mu);
     mt_placement_switch_release(&w, rc == 0);
     return rc ? mt_reply_error(rq, &e) : mt_reply_json(rq, 200, o);
 }
@@ -122,9 +119,8 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
     int L = s->b.placement->num_moe_layers;
     mt_placement_switch w;
     if (mt_placement_switch_rebalance(&w, s, 1.0)) return mt_reply_errorf(rq, 500, "out of memory");
-    pthread_mutex_lock(&s->placement_mu);
-    w.current = s->placement_now;
-    int rc = mt_placement_switch_run(&w, &e);
+    pthread_mutex_lock(&s->window_mu);
+    int rc = mt_placement_switch_run(&w, MT_SWITCH_BY_REBALANCE, &e);
     cJSON *o = NULL;
     if (rc == 0) { /* under the lock: the next switch frees w.next */
         o = switch_answer(&w, "Rebalanced: planned with EPLB on the recorder's window and applied.");
@@ -135,8 +131,7 @@ int mt_api_eplb_rebalance(mt_http_request *rq) {
         cJSON *pj = mt_placement_to_json(w.next);
         if (pj) cJSON_AddItemToObject(o, "placement", pj);
     }
-    mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_REBALANCE, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
-    pthread_mutex_unlock(&s->placement_mu);
+    pthread_mutex_unlock(&s->window_mu);
     mt_placement_switch_release(&w, rc == 0);
     return rc ? mt_reply_error(rq, &e) : mt_reply_json(rq, 200, o);
 }

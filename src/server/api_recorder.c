@@ -40,13 +40,13 @@ int mt_api_start_record(mt_http_request *rq) {
     if (mt_recorder_active(r))
         mt_log("expert distribution recorder: already recording; the data recorded so far is dropped (dump it "
                "first to keep it)");
-    /* not while a placement switch reads, plans on and dumps the window (placement_switch.h); with
+    /* not while a placement switch or a dump takes and writes the window (placement_switch.h); with
      * domains, the recorder and the domains restart between the same two passes */
-    pthread_mutex_lock(&s->placement_mu);
+    pthread_mutex_lock(&s->window_mu);
     mt_err err;
     if (!s->b.domains || !mt_engine_loop_running(s->b.loop) || mt_engine_loop_between_passes(s->b.loop, start_now, s, &err))
         start_now(NULL, s, &err);
-    pthread_mutex_unlock(&s->placement_mu);
+    pthread_mutex_unlock(&s->window_mu);
     mt_log("expert distribution recorder: started (%s)", mt_recorder_mode_name(mt_recorder_get_mode(r)));
     return mt_reply(rq, 200, "text/plain; charset=utf-8", START_TEXT, strlen(START_TEXT));
 }
@@ -98,8 +98,9 @@ static int take_now(mt_engine *engine, void *ctx, mt_err *err) {
 int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *err) {
     dump_take t = {.s = s};
     /* not while a placement switch reads, plans on and dumps the window (placement_switch.h): its plan
-     * would sit beside an emptied dump; dumps one at a time, from take to write (or put-back) */
-    pthread_mutex_lock(&s->placement_mu);
+     * would sit beside an emptied dump; dumps one at a time, from take to write (or put-back). The
+     * placement's readers (/metrics, the dashboard) go on meanwhile: they take placement_mu only. */
+    pthread_mutex_lock(&s->window_mu);
     mt_dump_writer_drain(s->dump_writer); /* a periodic rebalance's window, taken earlier, goes first */
     int rc;
     /* With domains, the window and the domains' usage are taken between the same two passes (on the
@@ -111,7 +112,7 @@ int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *e
                          .domains_picture = s->b.dump_visualize, .metrics = &s->metrics};
     if (rc == 0 && mt_window_files_write(&f)) rc = mt_errf(err, "%s", f.dump_err.msg);
     else if (rc) mt_metrics_dump_failed(&s->metrics);
-    pthread_mutex_unlock(&s->placement_mu);
+    pthread_mutex_unlock(&s->window_mu);
     if (rc) return -1;
     snprintf(path, path_len, "%s", f.dump);
     if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size); /* the lock is not needed */

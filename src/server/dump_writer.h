@@ -11,8 +11,8 @@
  *
  * The writer writes its jobs one at a time in the order given, so dumps are named in window order.
  * Whoever dumps the recorder or switches placements drains it first (under the server's
- * placement_mu, which the periodic rebalance takes before submitting): every window reaches the
- * disk before the next one does. */
+ * window_mu, which the periodic rebalance takes before submitting): every window reaches the disk
+ * before the next one does. */
 #ifndef MT_SERVER_DUMP_WRITER_H
 #define MT_SERVER_DUMP_WRITER_H
 

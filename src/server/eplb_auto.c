@@ -27,7 +27,7 @@ static double seconds_since(const struct timespec *t0) {
     return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
 }
 
-/* The rebalance, under placement_mu; its result for the metrics. */
+/* The rebalance, under window_mu and placement_mu; its result for the metrics. */
 static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
     mt_recorder_counts k;
     mt_recorder_get_counts(s->b.recorder, &k);
@@ -68,12 +68,14 @@ static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
 static int rebalance_now(mt_engine *engine, void *ctx, mt_err *err) {
     (void)err;
     mt_server *s = ctx;
-    /* held: a switch asked over HTTP waits for this thread (it restarts the count once done), or a
-     * reader has the placement for a moment; either way, ask again after the next pass */
-    if (pthread_mutex_trylock(&s->placement_mu)) return 1;
+    /* held: a switch, dump or start asked over HTTP is in progress (a switch waits for this thread,
+     * and restarts the count once done); ask again after the next pass */
+    if (pthread_mutex_trylock(&s->window_mu)) return 1;
+    pthread_mutex_lock(&s->placement_mu); /* its readers hold it only for a moment */
     mt_switch_result result = rebalance_locked(s, engine);
     mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_PERIOD, result);
     pthread_mutex_unlock(&s->placement_mu);
+    pthread_mutex_unlock(&s->window_mu);
     return 0;
 }
 

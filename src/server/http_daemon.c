@@ -272,6 +272,7 @@ mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
     if (s->opts.header_timeout_s <= 0) s->opts.header_timeout_s = 10;
     mt_metrics_init(&s->metrics);
     pthread_mutex_init(&s->chat_mu, NULL);
+    pthread_mutex_init(&s->window_mu, NULL);
     pthread_mutex_init(&s->placement_mu, NULL);
     s->started = time(NULL);
     s->id_salt = (uint64_t)s->started * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
@@ -288,6 +289,7 @@ fail:
     mt_conn_guard_free(s->guard);
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
+    pthread_mutex_destroy(&s->window_mu);
     pthread_mutex_destroy(&s->placement_mu);
     free(s);
     return NULL;
@@ -322,6 +324,7 @@ void mt_server_stop(mt_server *s) {
     mt_conn_guard_free(s->guard);
     mt_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->chat_mu);
+    pthread_mutex_destroy(&s->window_mu);
     pthread_mutex_destroy(&s->placement_mu);
     mt_placement_destroy(s->placement_owned);
     free(s);

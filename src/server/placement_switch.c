@@ -149,7 +149,8 @@ engine_back:
 }
 
 /* w->next becomes the server's placement; the one a switch installed before is freed: the engine,
- * the recorders and placement_now point at w->next now, and readers take placement_mu (held). */
+ * the recorders and placement_now point at w->next now, and readers take placement_mu (held), or
+ * window_mu as the switches do. */
 static void install(mt_placement_switch *w) {
     mt_server *s = w->s;
     mt_placement *replaced = s->placement_owned;
@@ -187,13 +188,19 @@ static void write_files_here(mt_placement_switch *w, bool installed) {
     if (f.dump_failed) snprintf(w->dump_error, sizeof w->dump_error, "%s", f.dump_err.msg);
 }
 
-int mt_placement_switch_run(mt_placement_switch *w, mt_api_error *e) {
+int mt_placement_switch_run(mt_placement_switch *w, mt_switch_trigger trigger, mt_api_error *e) {
+    mt_server *s = w->s;
     mt_err err;
-    mt_dump_writer_drain(w->s->dump_writer); /* the windows before this one reach the disk first */
-    int rc = mt_engine_loop_between_passes(w->s->b.loop, switch_between_passes, w, &err);
+    mt_dump_writer_drain(s->dump_writer); /* the windows before this one reach the disk first */
+    pthread_mutex_lock(&s->placement_mu);
+    w->current = s->placement_now;
+    int rc = mt_engine_loop_between_passes(s->b.loop, switch_between_passes, w, &err);
     bool installed = rc == 0 && !w->skipped;
     if (installed) install(w);
-    write_files_here(w, installed); /* the engine runs meanwhile */
+    /* counted under the lock, so a reader sees the new placement with its count */
+    mt_metrics_placement_switch(&s->metrics, trigger, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
+    pthread_mutex_unlock(&s->placement_mu);
+    write_files_here(w, installed); /* the engine runs meanwhile, and readers of the placement */
     if (rc == 0) return 0;
     char window[sizeof w->dump + 64] = ""; /* taken before the failure: the old placement goes on with an empty window */
     if (w->dump[0]) snprintf(window, sizeof window, " (the window before it was written to %s)", w->dump);

@@ -32,8 +32,15 @@ struct mt_server {
     atomic_llong next_job_id;
     uint64_t id_salt;             /* mixes into response ids, different per server run */
     pthread_mutex_t chat_mu;      /* chat template rendering, one at a time */
-    /* Expert placement switches (placement_switch.h: /update_expert_location, /eplb_rebalance and
-     * --enable-eplb), one at a time under placement_mu, which guards the fields below. */
+    /* Whoever takes the recorder's window does so under window_mu, one at a time, from the take
+     * until its files are written: placement switches (placement_switch.h: /update_expert_location,
+     * /eplb_rebalance, --enable-eplb), recorder dumps and starts. Lock order: window_mu, then
+     * placement_mu. */
+    pthread_mutex_t window_mu;
+    /* The placement the engine runs, and the switches' counts (metrics.h): a switch holds it from
+     * before the pass boundary where it changes the engine's and the recorders' placement until it
+     * has installed the new one here, so a reader that takes it (briefly: /metrics, /get_model_info,
+     * the dashboard) sees a placement with the recorder's counts of it. */
     pthread_mutex_t placement_mu;
     const mt_placement *placement_now; /* what the engine dispatches over: b.placement until a switch */
     mt_placement *placement_owned; /* the one the last switch installed (= placement_now), owned: the
@@ -41,7 +48,8 @@ struct mt_server {
                                       placement_now have moved on; the server frees the last one after
                                       the engine thread has stopped */
     mt_dump_writer *dump_writer;  /* --enable-eplb: writes the periodic rebalances' windows (NULL
-                                     without it); drained before any other dump or switch */
+                                     without it); drained under window_mu before any other dump or
+                                     switch */
     time_t started;
 };
 
