@@ -320,7 +320,7 @@ static const char GOOD_DUMP[] =
     "{\"format\": \"moetrace.expert_distribution.v1\", \"mode\": \"stat\", \"model\": \"tiny\","
     " \"num_hidden_layers\": 3, \"moe_layers\": [1, 2], \"num_experts\": 4, \"top_k\": 2,"
     " \"num_forward_passes\": 5, \"num_tokens\": 40,"
-    " \"logical_count\": [[0, 0, -7, \"x\"], [10, 30, 20, 20], [5, 0, 60, 15]],"
+    " \"logical_count\": [[0, 0, 0, 0], [10, 30, 20, 20], [5, 0, 60, 15]],"
     " \"balancedness\": {\"per_layer\": [1, 1, 1], \"mean\": 1}}";
 
 static void test_stat_dump(void **state) {
@@ -352,6 +352,9 @@ static void test_stat_dump(void **state) {
         {"\"num_experts\": 4", "\"num_experts\": 0", "num_experts"},
         {"\"mode\": \"stat\"", "\"mode\": \"trace\"", "mode"},
         {"\"top_k\"", "top_k\"", "invalid JSON"},
+        /* a dense layer's row (layer 0): zeros, as the recorder writes it */
+        {"[0, 0, 0, 0]", "[0, 0, 3, 0]", "logical_count[0][2] must be 0: layer 0 is dense"},
+        {"[0, 0, 0, 0]", "[0, 0, 0, \"x\"]", "logical_count[0][3] must be 0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char buf[sizeof GOOD_DUMP + 64];
@@ -410,7 +413,7 @@ static void write_dump(const char *path, unsigned seed) {
         n += snprintf(buf + n, sizeof buf - (size_t)n, "%s[", l ? ", " : "");
         for (int e = 0; e < 16; e++) {
             unsigned v = l == 0 ? 0 : (seed * 2654435761u + (unsigned)(l * 16 + e) * 40503u) % 1000u;
-            if (e == (int)(seed + (unsigned)l) % 16) v += 5000; /* one hot expert per layer */
+            if (l > 0 && e == (int)(seed + (unsigned)l) % 16) v += 5000; /* one hot expert per MoE layer */
             n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%u", e ? ", " : "", v);
         }
         n += snprintf(buf + n, sizeof buf - (size_t)n, "]");

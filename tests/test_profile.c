@@ -2,6 +2,7 @@
  * equal the counts derived from the per-token dump and the tokens forwarded; the per-token index
  * names requests by their records' "rid" / "id", else by line number; bad datasets give an error
  * naming the line. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -451,6 +452,63 @@ static void test_prefix_hits_not_compared(void **state) {
     if (!strstr(out, "48 prompt tokens came from the prefix cache")) fail_msg("no reason given: %s", out);
 }
 
+/* Shannon entropy in bits of counts c[0..n). */
+static double entropy_of(const double *c, int n) {
+    double total = 0, h = 0;
+    for (int e = 0; e < n; e++) total += c[e];
+    for (int e = 0; e < n; e++)
+        if (c[e] > 0) h -= c[e] / total * log2(c[e] / total);
+    return h;
+}
+
+/* Records sharing a 40-token prefix (a system prompt), the prefix cache on: summary.json's
+ * balancedness and routing entropy are the stat dump's, counted as forwarded (the cached prefix
+ * once), not from each request's routing (the prefix once per request); dense layers are null. */
+static void test_summary_matches_dump(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    char ds[8192] = "", out[65536], args[1024];
+    for (int r = 0; r < 8; r++) {
+        strcat(ds, "{\"input_ids\": [");
+        for (int i = 0; i < 40; i++) snprintf(ds + strlen(ds), sizeof ds - strlen(ds), "%s%d", i ? ", " : "", 11 + i * 5);
+        for (int i = 0; i < 6; i++) snprintf(ds + strlen(ds), sizeof ds - strlen(ds), ", %d", 300 + r * 17 + i * 3);
+        strcat(ds, "]}\n");
+    }
+    write_file("prefix.jsonl", ds);
+    snprintf(args, sizeof args, "profile --model %s --data %s/prefix.jsonl --out %s/prefix --max-new-tokens 4 "
+             "--ignore-eos --concurrency 2 --max-batch-tokens 32", MODEL, g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("profile failed: %s", out);
+    char path[256];
+    mt_err err;
+    snprintf(path, sizeof path, "%s/prefix/summary.json", g_dir);
+    cJSON *sum = mt_json_load_file(path, &err);
+    assert_non_null(sum);
+    assert_true(cJSON_GetObjectItem(sum, "prompt_tokens_from_prefix_cache")->valueint > 0); /* the cache hit */
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(sum, "interrupted")));
+    assert_int_equal(cJSON_GetObjectItem(sum, "requests_cancelled")->valueint, 0);
+    cJSON *dump = mt_json_load_file(cJSON_GetObjectItem(sum, "stat_dump")->valuestring, &err);
+    assert_non_null(dump);
+    const cJSON *bal = cJSON_GetObjectItem(sum, "balancedness_per_layer"), *ent = cJSON_GetObjectItem(sum, "routing_entropy_per_layer");
+    const cJSON *dump_bal = cJSON_GetObjectItem(cJSON_GetObjectItem(dump, "balancedness"), "per_layer");
+    const cJSON *moe = cJSON_GetObjectItem(dump, "moe_layers"), *lc = cJSON_GetObjectItem(dump, "logical_count");
+    assert_int_equal(cJSON_GetArraySize(bal), 4);
+    assert_true(cJSON_IsNull(cJSON_GetArrayItem(bal, 1)) && cJSON_IsNull(cJSON_GetArrayItem(ent, 1)));
+    for (int m = 0; m < cJSON_GetArraySize(moe); m++) {
+        int l = cJSON_GetArrayItem(moe, m)->valueint;
+        double b = cJSON_GetArrayItem(bal, l)->valuedouble, want = cJSON_GetArrayItem(dump_bal, m)->valuedouble;
+        if (b != want) fail_msg("layer %d: summary balancedness %.17g, the stat dump's %.17g", l, b, want);
+        double c[8];
+        for (int e = 0; e < 8; e++) c[e] = cJSON_GetArrayItem(cJSON_GetArrayItem(lc, l), e)->valuedouble;
+        double h = cJSON_GetArrayItem(ent, l)->valuedouble;
+        if (fabs(h - entropy_of(c, 8)) > 1e-12) fail_msg("layer %d: summary entropy %.17g, the dump's counts' %.17g", l, h, entropy_of(c, 8));
+    }
+    double mean = cJSON_GetObjectItem(sum, "balancedness_mean")->valuedouble;
+    double want_mean = cJSON_GetObjectItem(cJSON_GetObjectItem(dump, "balancedness"), "mean")->valuedouble;
+    if (mean != want_mean) fail_msg("summary balancedness_mean %.17g, the stat dump's %.17g", mean, want_mean);
+    cJSON_Delete(dump);
+    cJSON_Delete(sum);
+}
+
 static void test_bad_domains(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -605,6 +663,7 @@ int main(void) {
         cmocka_unit_test(test_domains),
         cmocka_unit_test(test_domains_shared_prompt),
         cmocka_unit_test(test_prefix_hits_not_compared),
+        cmocka_unit_test(test_summary_matches_dump),
         cmocka_unit_test(test_bad_domains),
         cmocka_unit_test(test_many_domains),
         cmocka_unit_test(test_per_token_layout),

@@ -233,6 +233,29 @@ static void check_dump_shape(const cJSON *o, const char *mode, int64_t passes, i
     assert_true(mean > 0 && mean <= 1.0);
 }
 
+/* An event for a dense layer (no engine sends one) is not counted: its row of logical_count stays
+ * zeros, as SPEC §4 has it and the dump reader requires, and the dump reads back. */
+static void test_dense_layer_event_ignored(void **state) {
+    (void)state;
+    mt_recorder *r = make(MT_REC_STAT, 1000, 100, tmpdir);
+    mt_recorder_start(r);
+    int32_t seq[4] = {0}, pos[4] = {0, 1, 2, 3}, tok[4] = {5, 6, 7, 8}, ids[4 * K] = {1, 2, 3, 4, 5, 6, 7, 0};
+    mt_routing_event dense = {.layer = 0, .n_tokens = 4, .top_k = K, .seq_ids = seq, .positions = pos, .tokens = tok,
+                              .topk_ids = ids};
+    mt_routing_sink s = mt_recorder_sink(r);
+    s.on_layer(s.ctx, &dense); /* the pass's first event, before feed_pass's MoE layers */
+    int64_t expect[L * E] = {0};
+    feed_pass(s, 0, 4, expect);
+    check_counts(r, expect);
+    char path[4096];
+    mt_err err = {{0}};
+    assert_int_equal(mt_recorder_dump(r, path, sizeof path, &err), 0);
+    mt_stat_dump d;
+    if (mt_stat_dump_load(path, &d, &err)) fail_msg("%s", err.msg);
+    mt_stat_dump_free(&d);
+    mt_recorder_free(r);
+}
+
 static void test_stat_dump_file_and_reset(void **state) {
     (void)state;
     mt_recorder *r = make(MT_REC_STAT, 1000, 100, tmpdir);
@@ -1000,6 +1023,7 @@ int main(void) {
         cmocka_unit_test(test_inactive_records_nothing),
         cmocka_unit_test(test_inactive_sink_touches_nothing),
         cmocka_unit_test(test_stat_dump_file_and_reset),
+        cmocka_unit_test(test_dense_layer_event_ignored),
         cmocka_unit_test(test_per_pass),
         cmocka_unit_test(test_swap),
         cmocka_unit_test(test_put_back),

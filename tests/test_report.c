@@ -343,12 +343,28 @@ static void test_compare_cli(void **state) {
     snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, path_of("cmp_c.json"), path_of("y.png"));
     assert_int_not_equal(run_cli(args, e, sizeof e), 0);
     assert_non_null(strstr(e, "not the shape of"));
-    snprintf(text, sizeof text, "{\"format\": \"moetrace.expert_distribution.v1\", \"num_hidden_layers\": 2, "
+    snprintf(text, sizeof text, "{\"format\": \"moetrace.expert_distribution.v1\", \"model\": \"m\", \"num_hidden_layers\": 2, "
              "\"moe_layers\": [1], \"num_experts\": 4, \"top_k\": 2, \"logical_count\": [[0, 0, 0, 0], [1, 1, 1, 1]]}");
     write_text(path_of("cmp_k2.json"), text); /* top-2: its shares mean other things */
     snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, path_of("cmp_k2.json"), path_of("y.png"));
     assert_int_not_equal(run_cli(args, e, sizeof e), 0);
-    assert_non_null(strstr(e, "top_k must match"));
+    assert_non_null(strstr(e, "top_k differs"));
+    /* another model of the same shape: its expert i is not expert i of the first (as --over-time) */
+    snprintf(text, sizeof text, "{\"format\": \"moetrace.expert_distribution.v1\", \"model\": \"other\", "
+             "\"num_hidden_layers\": 2, \"moe_layers\": [1], \"num_experts\": 4, \"top_k\": 1, \"num_tokens\": 10, "
+             "\"logical_count\": [[0, 0, 0, 0], [1, 2, 3, 4]]}");
+    write_text(path_of("cmp_other.json"), text);
+    char other[1200];
+    snprintf(other, sizeof other, "%s", path_of("cmp_other.json"));
+    static const char *const outs[] = {"y.json", "y.png"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "'%s' '%s' --out '%s'", a, other, path_of(outs[k]));
+        assert_int_equal(run_cli(args, e, sizeof e), 1);
+        char says[4096];
+        snprintf(says, sizeof says, "%s: a dump of model \"other\", not \"m\" as %s", other, a);
+        if (!strstr(e, says)) fail_msg("'%s' not said: %s", says, e);
+        assert_int_equal(access(path_of(outs[k]), F_OK), -1);
+    }
     snprintf(args, sizeof args, "'%s' '%s' --out '%s' --ep-size 2", a, b, path_of("y.png"));
     assert_int_not_equal(run_cli(args, e, sizeof e), 0);
     assert_non_null(strstr(e, "draw one dump"));

@@ -312,6 +312,23 @@ static void test_load_rows(void **state) {
     free(index);
 }
 
+/* Rewrites the index at path with key set to value (a JSON text). */
+static void patch_index(const char *path, const char *key, const char *value) {
+    mt_err err = {{0}};
+    cJSON *j = mt_json_load_file(path, &err);
+    assert_non_null(j);
+    cJSON *v = cJSON_Parse(value);
+    assert_non_null(v);
+    cJSON_ReplaceItemInObject(j, key, v);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    free(text);
+}
+
 /* The index is untrusted: top_k must be 1 .. num_experts (read as given, not cut to an int) and
  * dropped_tokens a non-negative integer; a bad one is an error naming the field. */
 static void test_bad_index_counts(void **state) {
@@ -323,18 +340,10 @@ static void test_bad_index_counts(void **state) {
     } BAD[] = {{"top_k", 4294967298.0}, {"top_k", 9.0}, {"top_k", 0.0}, {"top_k", 1.5},
                {"dropped_tokens", 1e300}, {"dropped_tokens", -1.0}, {"dropped_tokens", 2.5}};
     for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) {
-        char *index = write_tiny(&s);
+        char *index = write_tiny(&s), value[64];
         mt_err err = {{0}};
-        cJSON *j = mt_json_load_file(index, &err);
-        assert_non_null(j);
-        cJSON_ReplaceItemInObject(j, BAD[i].key, cJSON_CreateNumber(BAD[i].value));
-        char *text = cJSON_Print(j);
-        cJSON_Delete(j);
-        FILE *f = fopen(index, "w");
-        assert_non_null(f);
-        fputs(text, f);
-        fclose(f);
-        free(text);
+        snprintf(value, sizeof value, "%.17g", BAD[i].value);
+        patch_index(index, BAD[i].key, value);
         mt_request_trace t;
         if (!mt_request_trace_load(index, "req-A", &t, &err))
             fail_msg("%s %g: accepted (top_k %d, dropped_tokens %lld)", BAD[i].key, BAD[i].value, t.top_k,
@@ -503,6 +512,72 @@ static void expect_error(const char *args, int status, const char *needle, const
     assert_int_equal(access(path_of("err.json"), F_OK), -1);
 }
 
+/* The tensors' file of the index at path into out. */
+static void tensors_of(const char *path, char *out, size_t size) {
+    mt_err err = {{0}};
+    cJSON *j = mt_json_load_file(path, &err);
+    assert_non_null(j);
+    snprintf(out, size, "%s/%s", g_dir, cJSON_GetObjectItem(j, "tensors")->valuestring);
+    cJSON_Delete(j);
+}
+
+/* Overwrites bytes [at, at + n) of tensor name's data in the safetensors file at path. */
+static void patch_tensor(const char *path, const char *name, size_t at, const void *bytes, size_t n) {
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    uint64_t header_len;
+    assert_int_equal(fread(&header_len, 8, 1, f), 1);
+    char *header = calloc(header_len + 1, 1);
+    assert_non_null(header);
+    assert_int_equal(fread(header, 1, header_len, f), header_len);
+    cJSON *h = cJSON_Parse(header);
+    assert_non_null(h);
+    long start = (long)cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(h, name), "data_offsets"), 0)->valuedouble;
+    assert_int_equal(fseek(f, 8 + (long)header_len + start + (long)at, SEEK_SET), 0);
+    assert_int_equal(fwrite(bytes, 1, n, f), n);
+    fclose(f);
+    cJSON_Delete(h);
+    free(header);
+}
+
+/* Rows that disagree with their index are refused when the dump is opened, whatever reads it
+ * (--request, --coactivation, --token-specialisation), naming the file and the field: a
+ * request_index beyond request_ids, request_ids cut short, num_tokens_recorded other than the rows,
+ * an expert id out of range (the recorder writes -1 for those). */
+static void test_corrupt_rows(void **state) {
+    (void)state;
+    shape s = tiny();
+    enum { REQIDX, FEWREQ, ROWS, EXPID, LOWID, CASES };
+    static const char *const SAYS[CASES] = {"request_index[0] = 999 is not an index of the 4 request_ids",
+                                            "request_index[", "num_tokens_recorded is 5, but the tensors",
+                                            "topk_ids[0][0][0] = 77 is not an expert id", "topk_ids[0][2][1] = -2"};
+    static const char *const MODES[] = {"--request req-A", "--coactivation", "--token-specialisation --min-count 1"};
+    for (int c = 0; c < CASES; c++) {
+        char *index = write_tiny(&s), tensors[1024];
+        tensors_of(index, tensors, sizeof tensors);
+        int64_t big = 999;
+        int32_t id = c == EXPID ? 77 : -2;
+        if (c == REQIDX) patch_tensor(tensors, "request_index", 0, &big, 8);
+        if (c == FEWREQ) patch_index(index, "request_ids", "[\"req-A\", \"b\"]");
+        if (c == ROWS) patch_index(index, "num_tokens_recorded", "5");
+        if (c == EXPID) patch_tensor(tensors, "topk_ids", 0, &id, 4);
+        if (c == LOWID) patch_tensor(tensors, "topk_ids", 4 * (2 * 2 + 1), &id, 4); /* row 0, layer 2, choice 1 */
+        mt_err err = {{0}};
+        mt_per_token_dump d;
+        if (mt_per_token_open(index, "--coactivation", &d, &err) == 0) fail_msg("case %d: opened", c);
+        if (!strstr(err.msg, SAYS[c])) fail_msg("case %d: \"%s\" not said: %s", c, SAYS[c], err.msg);
+        const char *file = c == ROWS ? index : tensors; /* the file holding the bad field */
+        if (strncmp(err.msg, file, strlen(file))) fail_msg("case %d: the error does not begin with %s: %s", c, file, err.msg);
+        if (getenv("MOETRACE_BIN"))
+            for (size_t m = 0; m < sizeof MODES / sizeof *MODES; m++) {
+                char args[2048];
+                snprintf(args, sizeof args, "report %s %s --out %s", index, MODES[m], path_of("err.json"));
+                expect_error(args, 1, SAYS[c], file);
+            }
+        free(index);
+    }
+}
+
 static void test_errors(void **state) {
     (void)state;
     if (!getenv("MOETRACE_BIN")) skip();
@@ -613,6 +688,7 @@ int main(void) {
         cmocka_unit_test(test_model_labels),
         cmocka_unit_test(test_large_shape),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_corrupt_rows),
         cmocka_unit_test(test_visible),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

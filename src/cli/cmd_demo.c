@@ -135,6 +135,7 @@ typedef struct demo_traffic {
     int32_t **ids;           /* [n] prompt ids */
     int *len;
     const int32_t *groups;   /* [n] each request's group (mt_request.group), or NULL: none */
+    mt_domain_usage *domains; /* each finished request counted for its group's "requests", or NULL */
     demo_result *res;        /* [n] filled by the run */
     size_t route_row;        /* layers * top_k */
     long passes, tokens;     /* of the last run */
@@ -148,6 +149,7 @@ static void on_event(void *ctx, const mt_engine_event *ev) {
     free(r->routing);
     r->n_generated = ev->n_generated;
     r->rows = ev->routing_rows;
+    if (t->domains) mt_domain_usage_count_request(t->domains, t->groups ? t->groups[ev->id] : 0);
     r->output = malloc(((size_t)ev->n_generated + 1) * sizeof *r->output);
     r->routing = malloc(((size_t)ev->routing_rows * t->route_row + 1) * sizeof *r->routing);
     if (r->output) memcpy(r->output, ev->output, (size_t)ev->n_generated * sizeof *r->output);
@@ -603,6 +605,7 @@ static int step_domains(demo_state *s) {
         goto out;
     }
     if (!(pd = mt_profile_domains_new(&d, "domain", data, c, s->model.name, &ro, groups, &s->err))) goto out;
+    t.domains = pd;
     mt_routing_sink sink = mt_domain_usage_sink(pd);
     if (run_traffic(&s->model, &t, d.n, d.n, DEMO_CHUNK, s->a.max_new_tokens, NULL, &sink, &s->err))
         goto out;

@@ -21,6 +21,7 @@
 #include "engine/kv_cache.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#include "engine/request_tally.h"
 #include "report/report.h"
 #include "routing/balancedness.h"
 #include "routing/recorder.h"
@@ -40,12 +41,15 @@ static const char PROFILE_HELP[] =
     "                                 the per-token dump (with --per-token): its JSON index and its rows,\n"
     "                                 apart (so DIR/expert_distribution_*.json is the stat dump alone)\n"
     "  heatmap.png                    layers x experts heatmap\n"
-    "  summary.json                   tokens, wall time, balancedness, routing entropy, co-selected pairs\n"
+    "  summary.json                   requests, tokens, wall time, balancedness and routing entropy (of\n"
+    "                                 the stat dump's counts), co-selected pairs (docs/RECORDER.md)\n"
     "  domains/<domain>/expert_distribution_<ms>.json, domains.json, domains.png\n"
     "                                 expert use per domain (with --domain-field)\n"
     "\n"
     "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
-    "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy)\n"
+    "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy);\n"
+    "                         record i (0-based, blank lines not counted) samples with seed S+i, so\n"
+    "                         run --seed S+i reproduces its tokens and routing\n"
     "  --per-token            also write the per-token dump of every forwarded token (sized from\n"
     "                         the dataset, so none is dropped); its index's request_ids name each\n"
     "                         request by its line's \"rid\" or \"id\" (a string or an integer),\n"
@@ -54,12 +58,16 @@ static const char PROFILE_HELP[] =
     "                         a language, a source...) and record each group's expert use apart: its\n"
     "                         stat dump, its divergence from the rest of the traffic, its distinctive\n"
     "                         experts and a heatmap of each expert's lift (docs/RECORDER.md); the\n"
-    "                         prefix cache is then off, so each request forwards all its tokens\n"
+    "                         prefix cache is then off, so each request forwards all its tokens.\n"
+    "                         Records without F belong to no domain; a dataset where no record has F\n"
+    "                         is an error. An integer label 7 and the string \"7\" are one domain\n"
     "  --max-batch-tokens N   token budget of a forward pass (default 512 on cpu, 8192 on cuda)\n"
     "  --threads N  --load-format auto|dummy  --device cpu|cuda\n"
     "%s"
     "Without a placement, balancedness is that of 8 contiguous blocks of experts (1 when 8 does not\n"
-    "divide num_experts); with one, it is measured per GPU from the physical counts of the dump.\n";
+    "divide num_experts); with one, it is measured per GPU from the physical counts of the dump.\n"
+    "An interrupt (Ctrl-C, SIGTERM) cancels the requests and writes what was recorded; summary.json then\n"
+    "says \"interrupted\": true and counts a cancelled request only for the tokens it forwarded.\n";
 
 #define PER_TOKEN_DIR "per_token" /* under --out: the per-token dump, apart from the stat dump */
 
@@ -121,12 +129,18 @@ static int parse(profile_args *a, int argc, char **argv) {
 
 typedef struct profile_state {
     const mt_config *cfg;
-    int64_t *count;      /* [layers, experts] from the per-request routing */
+    int64_t *count;      /* [layers, experts] from the per-request routing (checked against the recorder) */
     int64_t *pairs;      /* [layers, experts, experts] co-selection counts (i < j) */
-    long done, tokens_generated, tokens_prompt, cached;
+    mt_request_tally tally; /* the requests as summary.json counts them */
+    long finished;       /* FINISHED events, cancelled ones included (the progress bar's) */
+    long adopted;        /* rows of their routing adopted from the prefix cache, cancelled ones' included */
     int total;
+    mt_domain_usage *domains; /* with --domain-field: each request counted for its domain when it ran */
+    const int32_t *groups;    /* [total] each request's domain group, or NULL */
 } profile_state;
 
+/* A finished request: its routing into the per-request counts and pairs, its tokens into the tally
+ * and, when it forwarded anything, its request into its domain's "requests". */
 static void on_event(void *ctx, const mt_engine_event *ev) {
     profile_state *s = ctx;
     if (ev->kind != MT_EVENT_FINISHED) return;
@@ -145,10 +159,10 @@ static void on_event(void *ctx, const mt_engine_event *ev) {
             }
         }
     }
-    s->done++;
-    s->tokens_generated += ev->n_generated;
-    s->tokens_prompt += ev->n_prompt;
-    s->cached += ev->n_cached;
+    s->finished++;
+    s->adopted += ev->n_cached;
+    if (mt_request_tally_add(&s->tally, ev) && s->domains && ev->id >= 0 && ev->id < s->total)
+        mt_domain_usage_count_request(s->domains, s->groups[ev->id]);
 }
 
 /* The replicas of every expert carry exactly its logical count (phys [L, R], logical [L, E]). */
@@ -179,41 +193,92 @@ static double now_s(void) {
 }
 
 static void progress(const profile_state *s, long forwarded, double elapsed, bool final) {
-    int width = 30, filled = (int)((double)s->done / s->total * width);
+    int width = 30, filled = (int)((double)s->finished / s->total * width);
     double rate = elapsed > 0 ? (double)forwarded / elapsed : 0.0;
-    double eta = s->done > 0 ? elapsed / (double)s->done * (double)(s->total - s->done) : 0.0;
+    double eta = s->finished > 0 ? elapsed / (double)s->finished * (double)(s->total - s->finished) : 0.0;
     fprintf(stderr, "\r[");
     for (int i = 0; i < width; i++) fputc(i < filled ? '=' : (i == filled ? '>' : ' '), stderr);
-    fprintf(stderr, "] %ld/%d requests  %.0f tokens/s  elapsed %.1fs  ETA %.0fs   %s", s->done, s->total, rate,
+    fprintf(stderr, "] %ld/%d requests  %.0f tokens/s  elapsed %.1fs  ETA %.0fs   %s", s->finished, s->total, rate,
             elapsed, eta, final ? "\n" : "");
     fflush(stderr);
 }
 
 /* ---- summary ------------------------------------------------------------------------------- */
 
-static cJSON *summary_json(const profile_state *s, const mt_config *c, double wall, long passes, long forwarded,
-                           int ep_size, const char *dump_path, const mt_placement *plc, const int64_t *phys,
-                           double pass_bal) {
-    int L = c->num_hidden_layers, E = c->num_experts;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "format", "moetrace.profile_summary.v1");
-    cJSON_AddNumberToObject(j, "requests", (double)s->done);
-    cJSON_AddNumberToObject(j, "prompt_tokens", (double)s->tokens_prompt);
-    cJSON_AddNumberToObject(j, "generated_tokens", (double)s->tokens_generated);
-    cJSON_AddNumberToObject(j, "prompt_tokens_from_prefix_cache", (double)s->cached);
-    cJSON_AddNumberToObject(j, "tokens_forwarded", (double)forwarded);
-    cJSON_AddNumberToObject(j, "forward_passes", (double)passes);
-    cJSON_AddNumberToObject(j, "wall_time_s", wall);
-    cJSON_AddNumberToObject(j, "tokens_per_s", wall > 0 ? forwarded / wall : 0);
-    cJSON_AddNumberToObject(j, "ep_size", ep_size);
-    if (plc) {
-        cJSON *pj = cJSON_AddObjectToObject(j, "placement");
-        cJSON_AddStringToObject(pj, "source", plc->source);
-        cJSON_AddNumberToObject(pj, "num_gpus", plc->num_gpus);
-        cJSON_AddNumberToObject(pj, "num_replicas", plc->num_physical);
-        cJSON_AddNumberToObject(j, "pass_balancedness", pass_bal);
+/* What summary.json is made of (docs/RECORDER.md, "summary.json"). Balancedness and routing entropy
+ * come from the stat recorder's counts, what was forwarded (a prefix adopted from the cache counts
+ * once, when its first request forwarded it), as the stat dump beside it and heatmap.png; the
+ * co-selected pairs come from the per-request routing (a cached prefix counts for every request
+ * that adopted it). */
+typedef struct summary_in {
+    const profile_state *s;
+    const mt_config *c;
+    double wall;
+    long passes, forwarded;    /* the engine's forward passes and tokens forwarded */
+    int ep_size;
+    const char *dump_path;     /* the stat dump */
+    const mt_placement *plc;   /* the placement the engine ran, or NULL */
+    const int64_t *rec;        /* [layers, experts] the stat recorder's logical counts (the dump's) */
+    const int64_t *phys;       /* [layers, slots] its physical counts under plc, else NULL */
+    double pass_bal;           /* the recorder's pass_balancedness (with plc) */
+    bool interrupted;          /* a signal cancelled the requests still running or queued */
+} summary_in;
+
+/* The requests' figures (mt_request_tally: a cancelled request only for what it forwarded) and
+ * whether the run was interrupted, with how many requests that cancelled. */
+static void add_requests(cJSON *j, const mt_request_tally *t, bool interrupted) {
+    cJSON_AddNumberToObject(j, "requests", (double)t->requests);
+    cJSON_AddBoolToObject(j, "interrupted", interrupted);
+    cJSON_AddNumberToObject(j, "requests_cancelled", (double)t->cancelled);
+    cJSON_AddNumberToObject(j, "requests_not_forwarded", (double)t->cancelled_unforwarded);
+    cJSON_AddNumberToObject(j, "prompt_tokens", (double)t->prompt_tokens);
+    cJSON_AddNumberToObject(j, "generated_tokens", (double)t->generated_tokens);
+    cJSON_AddNumberToObject(j, "prompt_tokens_from_prefix_cache", (double)t->cached);
+}
+
+/* Shannon entropy in bits of the distribution of counts cnt[0..E) (0 when all are 0). */
+static double entropy_bits(const int64_t *cnt, int E) {
+    double total = 0, h = 0;
+    for (int e = 0; e < E; e++) total += (double)cnt[e];
+    for (int e = 0; e < E && total > 0; e++)
+        if (cnt[e] > 0) h -= cnt[e] / total * log2(cnt[e] / total);
+    return h;
+}
+
+/* The five pairs of one layer's co-selection counts pairs[a][b] (a < b, [E, E]) chosen together most
+ * often, descending (ties: the lower a, then b), as [{"experts": [a, b], "tokens": n}, ...]. */
+static cJSON *top_pairs(const int64_t *pairs, int E) {
+    cJSON *top = cJSON_CreateArray();
+    int64_t last_best = INT64_MAX;
+    int la = -1, lb = -1;
+    for (int r = 0; r < 5; r++) {
+        int64_t best = -1;
+        int ba = -1, bb = -1;
+        for (int a = 0; a < E; a++)
+            for (int b = a + 1; b < E; b++) {
+                int64_t v = pairs[(size_t)a * E + b];
+                bool after = v < last_best || (v == last_best && (a > la || (a == la && b > lb)));
+                if (after && v > best) { best = v; ba = a; bb = b; }
+            }
+        if (best <= 0) break;
+        cJSON *p = cJSON_CreateObject();
+        cJSON *ex = cJSON_AddArrayToObject(p, "experts");
+        cJSON_AddItemToArray(ex, cJSON_CreateNumber(ba));
+        cJSON_AddItemToArray(ex, cJSON_CreateNumber(bb));
+        cJSON_AddNumberToObject(p, "tokens", (double)best);
+        cJSON_AddItemToArray(top, p);
+        last_best = best; la = ba; lb = bb;
     }
-    cJSON_AddStringToObject(j, "stat_dump", dump_path);
+    return top;
+}
+
+/* Per hidden layer (null for dense ones): balancedness and routing entropy from the recorder's
+ * counts (balancedness per GPU from the physical counts under a placement, else over ep_size
+ * contiguous blocks: the stat dump's figure), the co-selected pairs from the per-request routing;
+ * then balancedness_mean over the MoE layers. */
+static void add_layers(cJSON *j, const summary_in *in) {
+    const mt_config *c = in->c;
+    int L = c->num_hidden_layers, E = c->num_experts;
     cJSON *bal = cJSON_AddArrayToObject(j, "balancedness_per_layer");
     cJSON *ent = cJSON_AddArrayToObject(j, "routing_entropy_per_layer");
     cJSON *pairs = cJSON_AddArrayToObject(j, "top_coselected_pairs_per_layer");
@@ -226,43 +291,39 @@ static cJSON *summary_json(const profile_state *s, const mt_config *c, double wa
             cJSON_AddItemToArray(pairs, cJSON_CreateNull());
             continue;
         }
-        const int64_t *cnt = s->count + (size_t)l * E;
-        /* measured per GPU under the placement, else the contiguous split */
-        double b = plc ? mt_balancedness_contiguous(phys + (size_t)l * plc->num_physical, plc->num_physical, ep_size)
-                       : mt_balancedness_contiguous(cnt, E, ep_size);
+        const int64_t *cnt = in->rec + (size_t)l * E;
+        int R = in->plc ? in->plc->num_physical : 0;
+        double b = in->plc ? mt_balancedness_contiguous(in->phys + (size_t)l * R, R, in->ep_size)
+                           : mt_balancedness_contiguous(cnt, E, in->ep_size);
         bsum += b;
         nmoe++;
         cJSON_AddItemToArray(bal, cJSON_CreateNumber(b));
-        double total = 0, h = 0;
-        for (int e = 0; e < E; e++) total += (double)cnt[e];
-        for (int e = 0; e < E && total > 0; e++)
-            if (cnt[e] > 0) h -= cnt[e] / total * log2(cnt[e] / total);
-        cJSON_AddItemToArray(ent, cJSON_CreateNumber(h)); /* bits; log2(E) is uniform */
-        cJSON *top = cJSON_CreateArray();
-        int64_t last_best = INT64_MAX;
-        int la = -1, lb = -1;
-        for (int r = 0; r < 5; r++) { /* five most co-selected pairs, descending */
-            int64_t best = -1;
-            int ba = -1, bb = -1;
-            for (int a = 0; a < E; a++)
-                for (int b2 = a + 1; b2 < E; b2++) {
-                    int64_t v = s->pairs[((size_t)l * E + a) * E + b2];
-                    bool after = v < last_best || (v == last_best && (a > la || (a == la && b2 > lb)));
-                    if (after && v > best) { best = v; ba = a; bb = b2; }
-                }
-            if (best <= 0) break;
-            cJSON *p = cJSON_CreateObject();
-            cJSON *ex = cJSON_AddArrayToObject(p, "experts");
-            cJSON_AddItemToArray(ex, cJSON_CreateNumber(ba));
-            cJSON_AddItemToArray(ex, cJSON_CreateNumber(bb));
-            cJSON_AddNumberToObject(p, "tokens", (double)best);
-            cJSON_AddItemToArray(top, p);
-            last_best = best; la = ba; lb = bb;
-        }
-        cJSON_AddItemToArray(pairs, top);
+        cJSON_AddItemToArray(ent, cJSON_CreateNumber(entropy_bits(cnt, E))); /* bits; log2(E) is uniform */
+        cJSON_AddItemToArray(pairs, top_pairs(in->s->pairs + (size_t)l * E * E, E));
     }
     cJSON_AddNumberToObject(j, "balancedness_mean", nmoe ? bsum / nmoe : 1.0);
     cJSON_AddNumberToObject(j, "routing_entropy_max_bits", log2((double)E));
+}
+
+/* summary.json's object, format moetrace.profile_summary.v1 (its fields: docs/RECORDER.md). */
+static cJSON *summary_json(const summary_in *in) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "format", "moetrace.profile_summary.v1");
+    add_requests(j, &in->s->tally, in->interrupted);
+    cJSON_AddNumberToObject(j, "tokens_forwarded", (double)in->forwarded);
+    cJSON_AddNumberToObject(j, "forward_passes", (double)in->passes);
+    cJSON_AddNumberToObject(j, "wall_time_s", in->wall);
+    cJSON_AddNumberToObject(j, "tokens_per_s", in->wall > 0 ? in->forwarded / in->wall : 0);
+    cJSON_AddNumberToObject(j, "ep_size", in->ep_size);
+    if (in->plc) {
+        cJSON *pj = cJSON_AddObjectToObject(j, "placement");
+        cJSON_AddStringToObject(pj, "source", in->plc->source);
+        cJSON_AddNumberToObject(pj, "num_gpus", in->plc->num_gpus);
+        cJSON_AddNumberToObject(pj, "num_replicas", in->plc->num_physical);
+        cJSON_AddNumberToObject(j, "pass_balancedness", in->pass_bal);
+    }
+    cJSON_AddStringToObject(j, "stat_dump", in->dump_path);
+    add_layers(j, in);
     return j;
 }
 
@@ -353,6 +414,8 @@ int cmd_profile(int argc, char **argv) {
                          .placement = have_plc ? &placement : NULL};
     st.cfg = c;
     st.total = d.n;
+    st.domains = domains;
+    st.groups = groups;
     st.count = calloc((size_t)c->num_hidden_layers * c->num_experts, sizeof *st.count);
     st.pairs = calloc((size_t)c->num_hidden_layers * c->num_experts * c->num_experts, sizeof *st.pairs);
     if (!st.count || !st.pairs) {
@@ -373,10 +436,12 @@ int cmd_profile(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     double t0 = now_s(), last = 0;
+    bool interrupted = false;
     while (!mt_engine_idle(engine)) {
         if (g_interrupted) {
             for (int i = 0; i < d.n; i++) mt_engine_cancel(engine, i);
             g_interrupted = 0;
+            interrupted = true;
             fprintf(stderr, "\nmoetrace: interrupted; cancelling and writing what was recorded\n");
         }
         if (mt_engine_step(engine, &err) < 0) goto fail;
@@ -407,10 +472,10 @@ int cmd_profile(int argc, char **argv) {
      * routing rows, computed once, are in each such request's routing; the recorder counted them when
      * they were forwarded) or a preempted sequence forwarded tokens again (the recorder counts that
      * work each time; the request's routing has each token once). */
-    if (st.cached > 0 || es.tokens_recomputed > 0)
+    if (st.adopted > 0 || es.tokens_recomputed > 0)
         mt_log("per-request routing not compared with the recorder: %ld prompt tokens came from the prefix cache "
                "and %ld were forwarded again after preemption (the recorder counts what was forwarded, the routing "
-               "each request's tokens once)", st.cached, es.tokens_recomputed);
+               "each request's tokens once)", st.adopted, es.tokens_recomputed);
     else if (memcmp(rec, st.count, (size_t)c->num_hidden_layers * c->num_experts * sizeof *rec) != 0)
         mt_log("warning: recorder counts differ from the per-request routing");
     /* and the physical channel adds up to the logical one */
@@ -430,8 +495,10 @@ int cmd_profile(int argc, char **argv) {
     int rrc = mt_report_render(&sd, png, &rop, &err);
     mt_stat_dump_free(&sd);
     if (rrc) goto fail;
-    cJSON *sum = summary_json(&st, c, wall, es.forward_passes, es.tokens_forwarded, ep, dump_path,
-                              have_plc ? &placement : NULL, phys, rc_counts.pass_balancedness);
+    summary_in si = {.s = &st, .c = c, .wall = wall, .passes = es.forward_passes, .forwarded = es.tokens_forwarded,
+                     .ep_size = ep, .dump_path = dump_path, .plc = have_plc ? &placement : NULL, .rec = rec,
+                     .phys = phys, .pass_bal = rc_counts.pass_balancedness, .interrupted = interrupted};
+    cJSON *sum = summary_json(&si);
     if (tok_path[0]) cJSON_AddStringToObject(sum, "per_token_dump", tok_path);
     char domains_path[4096];
     if (domains && mt_domain_usage_write(domains, a.out, true, domains_path, sizeof domains_path, &err)) {

@@ -23,16 +23,15 @@
 
 #define MAX_COMPARED 32
 
-/* The dumps' counts as groups of mt_usage_compare (their sum is all traffic). */
+/* The dumps' counts as groups of mt_usage_compare (their sum is all traffic). The dumps must be of
+ * one model and shape: expert i of one checkpoint has nothing to do with expert i of another. */
 static int compare_dumps(const mt_stat_dump *d, char *const *paths, int n, const char *out, mt_err *err) {
     int L = d[0].num_hidden_layers, E = d[0].num_experts;
-    for (int i = 1; i < n; i++) {
-        bool same = d[i].num_hidden_layers == L && d[i].num_experts == E && d[i].num_moe_layers == d[0].num_moe_layers &&
-                    (d[i].top_k == d[0].top_k || !d[i].top_k || !d[0].top_k);
-        for (int m = 0; same && m < d[0].num_moe_layers; m++) same = d[i].moe_layers[m] == d[0].moe_layers[m];
-        if (!same)
-            return mt_errf(err, "%s: not the shape of %s (layers, MoE layers, experts and top_k must match)", paths[i], paths[0]);
-    }
+    for (int i = 1; i < n; i++)
+        if (mt_stat_dump_check_same_model(&d[0], paths[0], &d[i], paths[i],
+                                          "the dumps compared must be of one model (its expert i is not another "
+                                          "checkpoint's expert i)", err))
+            return -1;
     size_t LE = (size_t)L * (size_t)E;
     int64_t *count = calloc((size_t)n * LE, sizeof *count), *all = calloc(LE, sizeof *all);
     int64_t *tokens = calloc((size_t)n, sizeof *tokens);

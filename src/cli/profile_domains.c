@@ -24,7 +24,6 @@ mt_domain_usage *mt_profile_domains_new(const mt_dataset *d, const char *field, 
             groups[i] = g;
             labelled++;
         }
-        mt_domain_usage_count_request(u, groups[i]);
     }
     if (labelled == 0) {
         mt_errf(err, "--domain-field %s: no line of %s has that field", field, data_path);

@@ -97,19 +97,6 @@ static void order_windows(char *const *paths, int n, mt_over_time *t, ordered *o
 
 /* ---- one window ---- */
 
-/* d is of first's model and shape (layers, MoE layers, experts, top_k where both have it). */
-static int check_same_model(const mt_stat_dump *first, const char *first_path, const mt_stat_dump *d, const char *path,
-                            mt_err *err) {
-    if (strcmp(d->model, first->model))
-        return mt_errf(err, "%s: a dump of model \"%s\", not \"%s\" as %s: one model's windows are drawn over time",
-                       path, d->model, first->model, first_path);
-    if (mt_stat_dump_shape_differs(first, d))
-        return mt_errf(err, "%s: %d hidden layers, %d MoE layers, %d experts, top_k %d: not the shape of %s (%d, %d, %d, "
-                       "%d)", path, d->num_hidden_layers, d->num_moe_layers, d->num_experts, d->top_k, first_path,
-                       first->num_hidden_layers, first->num_moe_layers, first->num_experts, first->top_k);
-    return 0;
-}
-
 /* The GPUs window d is measured over into t->ep_size (set by the first window that tells it). */
 static int gpus_of(const mt_stat_dump *d, const char *path, int ep_flag, mt_over_time *t, mt_err *err) {
     if (d->placement) {
@@ -222,7 +209,9 @@ int mt_over_time_load(char *const *paths, int n, int ep_size, mt_over_time *t, m
         const char *path = t->w[i].file;
         mt_stat_dump *cur = i ? &d : &first;
         if (mt_stat_dump_load(path, cur, err)) rc = -1;
-        else if (i && check_same_model(&first, t->w[0].file, cur, path, err)) rc = -1;
+        else if (i && mt_stat_dump_check_same_model(&first, t->w[0].file, cur, path,
+                                                    "one model's windows are drawn over time", err))
+            rc = -1;
         else rc = window(cur, i == 0 ? NULL : i == 1 ? &first : &before, path, ep_size, t, &t->w[i], err);
         if (rc == 0) {
             files[i] = path;

@@ -175,8 +175,9 @@ static int find_gaps(mt_request_trace *t, mt_err *err) {
     return 0;
 }
 
-/* Copies the request's rows out of the dump, in position order, one per position. */
-static int copy_rows(mt_request_trace *t, const mt_per_token_dump *d, int64_t n_requests, mt_err *err) {
+/* Copies the request's rows out of the dump (checked by mt_per_token_open), in position order, one
+ * per position. */
+static int copy_rows(mt_request_trace *t, const mt_per_token_dump *d, mt_err *err) {
     int L = t->num_hidden_layers, K = t->top_k;
     int64_t T = d->rows;
     const mt_tensor_info *req = d->request_index, *ids = d->topk_ids, *pos = d->position, *tok = d->token_id;
@@ -185,13 +186,7 @@ static int copy_rows(mt_request_trace *t, const mt_per_token_dump *d, int64_t n_
     if (!rows) return mt_errf(err, "out of memory");
     int64_t n = 0;
     for (int64_t r = 0; r < T; r++) {
-        int64_t ri = read_i64(req, r);
-        if (ri < 0 || ri >= n_requests) {
-            free(rows);
-            return mt_errf(err, "%s: request_index[%lld] = %lld is not an index of the %lld request_ids", file, (long long)r,
-                           (long long)ri, (long long)n_requests);
-        }
-        if (ri != t->request_index) continue;
+        if (read_i64(req, r) != t->request_index) continue;
         int32_t p = read_i32(pos, r);
         if (p < 0 || p >= MAX_POSITION) {
             free(rows);
@@ -285,6 +280,45 @@ static int check_tensors(mt_per_token_dump *d, const char *file, mt_err *err) {
     return d->token_id ? 0 : -1;
 }
 
+/* The rows agree with the index (file: the tensors' file): every request_index is an index of
+ * request_ids, and every id of topk_ids is an expert of the index's num_experts or -1. */
+static int check_row_values(const mt_per_token_dump *d, const char *index_path, const char *file, int64_t n_requests,
+                            mt_err *err) {
+    for (int64_t r = 0; r < d->rows; r++) {
+        int64_t ri = read_i64(d->request_index, r);
+        if (ri < 0 || ri >= n_requests)
+            return mt_errf(err, "%s: request_index[%lld] = %lld is not an index of the %lld request_ids of %s", file,
+                           (long long)r, (long long)ri, (long long)n_requests, index_path);
+    }
+    int64_t per_row = (int64_t)d->num_hidden_layers * d->top_k;
+    for (int64_t i = 0; i < d->rows * per_row; i++) {
+        int32_t id = read_i32(d->topk_ids, i);
+        if (id < -1 || id >= d->num_experts)
+            return mt_errf(err, "%s: topk_ids[%lld][%lld][%lld] = %d is not an expert id of %s (0 .. %d, or -1 for none: "
+                           "the recorder stores ids out of range as -1)", file, (long long)(i / per_row),
+                           (long long)(i % per_row / d->top_k), (long long)(i % d->top_k), id, index_path,
+                           d->num_experts - 1);
+    }
+    return 0;
+}
+
+/* The index against the tensors (file), once for every reader: request_ids is an array, T rows is
+ * its num_tokens_recorded (where the index states it), and check_row_values. */
+static int check_rows(const mt_per_token_dump *d, const char *index_path, const char *file, mt_err *err) {
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(d->index, "request_ids");
+    if (!cJSON_IsArray(ids))
+        return mt_errf(err, "%s: missing array \"request_ids\" (a per_token index names its requests)", index_path);
+    if (cJSON_GetObjectItemCaseSensitive(d->index, "num_tokens_recorded")) {
+        int64_t recorded;
+        if (index_int(d->index, index_path, "num_tokens_recorded", 0, 9007199254740992.0, 0, &recorded, err))
+            return -1;
+        if (recorded != d->rows)
+            return mt_errf(err, "%s: num_tokens_recorded is %lld, but the tensors of %s hold %lld rows", index_path,
+                           (long long)recorded, file, (long long)d->rows);
+    }
+    return check_row_values(d, index_path, file, cJSON_GetArraySize(ids), err);
+}
+
 int mt_per_token_open(const char *index_path, const char *what, mt_per_token_dump *d, mt_err *err) {
     memset(d, 0, sizeof *d);
     if (!(d->index = mt_json_load_file(index_path, err))) return -1;
@@ -299,7 +333,7 @@ int mt_per_token_open(const char *index_path, const char *what, mt_per_token_dum
         mt_errf(err, "%s: its tensors file: %s", index_path, inner);
         goto out;
     }
-    rc = check_tensors(d, st_path, err);
+    rc = check_tensors(d, st_path, err) || check_rows(d, index_path, st_path, err) ? -1 : 0;
 out:
     if (rc) mt_per_token_close(d);
     return rc;
@@ -341,7 +375,7 @@ int mt_request_trace_load(const char *index_path, const char *request_id, mt_req
     t->dropped_tokens = d.dropped_tokens;
     if (!(t->request_id = strdup(request_id))) mt_errf(err, "out of memory");
     else if (find_request(d.index, index_path, request_id, t, err) == 0)
-        rc = copy_rows(t, &d, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d.index, "request_ids")), err);
+        rc = copy_rows(t, &d, err);
     mt_per_token_close(&d);
     if (rc) mt_request_trace_free(t);
     return rc;

@@ -48,7 +48,10 @@ typedef struct mt_per_token_dump {
 /* Opens the per_token dump whose JSON index is at index_path (its tensors' file is found beside it
  * when the index names it relatively). `what` names the command in the error for a dump of another
  * mode ("--request needs a per_token dump, and this is a \"stat\" dump ..."). Other errors: a
- * malformed index, a missing or malformed safetensors file, a tensor missing or of another shape. */
+ * malformed index, a missing or malformed safetensors file, a tensor missing or of another shape,
+ * and rows that disagree with the index, checked here once for every reader: a request_index that
+ * is no index of request_ids (an array), a row count other than num_tokens_recorded (where the index
+ * has it), an id of topk_ids outside -1 .. num_experts - 1. Errors name the file and the field. */
 int mt_per_token_open(const char *index_path, const char *what, mt_per_token_dump *d, mt_err *err);
 void mt_per_token_close(mt_per_token_dump *d);
 /* Row r's experts at hidden layer l: top_k ids into ids (-1 for dense layers, as the dump holds them). */

@@ -485,7 +485,8 @@ static void sink_on_layer(void *ctx, const mt_routing_event *ev) {
     if (!r->in_pass) begin_pass(r, ev);
     if (!r->pass_recording) return;
     int l = ev->layer;
-    if (l < 0 || l >= r->L || ev->top_k != r->K || ev->n_tokens != r->pass_n || !ev->topk_ids) return;
+    /* dense layers have no experts: their rows stay zeros (SPEC §4; the dump reader refuses others) */
+    if (l < 0 || l >= r->L || !r->is_moe[l] || ev->top_k != r->K || ev->n_tokens != r->pass_n || !ev->topk_ids) return;
     const int32_t *ids = ev->topk_ids;
     int n = ev->n_tokens, K = r->K, E = r->E;
     count_ids(r, ids, n * K, r->pend_count + (size_t)l * (size_t)E, l * E, E, !r->layer_seen[l]);

@@ -99,6 +99,20 @@ static int parse_physical(const cJSON *root, const char *name, mt_stat_dump *d, 
     return rc;
 }
 
+/* Row `layer` of logical_count for a dense layer (not in moe_layers): zeros, as the recorder writes
+ * it (SPEC §4: no token is routed there), else an error naming the dump and the entry. */
+static int dense_row(const cJSON *row, const char *name, int layer, mt_err *err) {
+    int e = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, row) {
+        if (!cJSON_IsNumber(c) || c->valuedouble != 0)
+            return mt_errf(err, "%s: logical_count[%d][%d] must be 0: layer %d is dense (not in moe_layers), so no "
+                           "token is routed there", name, layer, e, layer);
+        e++;
+    }
+    return 0;
+}
+
 static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_err *err) {
     if (!cJSON_IsObject(root)) return mt_errf(err, "%s: not a JSON object", name);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
@@ -175,6 +189,8 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
                 e++;
             }
             m++;
+        } else if (dense_row(row, name, layer, err)) {
+            return -1;
         }
         layer++;
     }
@@ -254,6 +270,20 @@ const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump
         memcmp(b->moe_layers, a->moe_layers, (size_t)a->num_moe_layers * sizeof *a->moe_layers))
         return "moe_layers";
     return NULL;
+}
+
+int mt_stat_dump_check_same_model(const mt_stat_dump *first, const char *first_path, const mt_stat_dump *d,
+                                  const char *path, const char *why, mt_err *err) {
+    if (strcmp(d->model, first->model))
+        return mt_errf(err, "%s: a dump of model \"%s\", not \"%s\" as %s: %s", path, d->model, first->model,
+                       first_path, why);
+    const char *differs = mt_stat_dump_shape_differs(first, d);
+    if (differs)
+        return mt_errf(err, "%s: %d hidden layers, %d MoE layers, %d experts, top_k %d: not the shape of %s (%d, %d, %d, "
+                       "%d; %s differs)", path, d->num_hidden_layers, d->num_moe_layers, d->num_experts, d->top_k,
+                       first_path, first->num_hidden_layers, first->num_moe_layers, first->num_experts, first->top_k,
+                       differs);
+    return 0;
 }
 
 int mt_stat_dump_refuse_overlap(const char *const *paths, const bool *per_token, int n, mt_err *err) {

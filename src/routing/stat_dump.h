@@ -3,8 +3,9 @@
  *
  * Validates the format field, that logical_count has num_hidden_layers rows of num_experts entries,
  * that moe_layers are distinct ascending layer indices, and that every count of an MoE layer is a
- * non-negative integer. Rows of dense layers (not in moe_layers) are ignored. Errors name the file
- * and the field.
+ * non-negative integer, and that the rows of dense layers (not in moe_layers) are zeros. Errors name
+ * the file and the field. top_k is optional (0 when absent: older dumps), and then matches any top_k
+ * in mt_stat_dump_shape_differs.
  *
  * A dump recorded while the engine ran a placement also has "placement" (a moetrace.placement.v1
  * object) and "physical_count" ([num_hidden_layers][num_replicas] token counts per physical slot);
@@ -53,6 +54,13 @@ int mt_stat_dump_require_tokens(const mt_stat_dump *d, const char *name, mt_err 
 /* The first shape field of b that differs from a's: "num_hidden_layers", "num_experts", "top_k" (where
  * both state one) or "moe_layers"; NULL when they have one shape. */
 const char *mt_stat_dump_shape_differs(const mt_stat_dump *a, const mt_stat_dump *b);
+
+/* d (read from path) is a dump of first's model (read from first_path) and of its shape (the fields
+ * of mt_stat_dump_shape_differs): 0, or -1 and an error naming both files, and both models or both
+ * shapes. why ends the error for another model: what needs dumps of one model (report --over-time,
+ * the comparison of report A.json B.json). */
+int mt_stat_dump_check_same_model(const mt_stat_dump *first, const char *first_path, const mt_stat_dump *d,
+                                  const char *path, const char *why, mt_err *err);
 
 /* Dumps summed, compared or drawn over time must count different tokens: the same file given twice,
  * or per_token indexes given with stat dumps (`profile --per-token` writes both for one window, and
