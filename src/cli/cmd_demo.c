@@ -3,6 +3,7 @@
  * every token, the same request batched among others (routing unchanged, bit for bit), the expert
  * load the recorder counted, an EPLB placement with the same traffic run under it, expert use per
  * domain, and the request of step 3 token by token (a per_token dump traced with report --request). */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,6 +302,7 @@ static void print_routing_table(const mt_config *c, const mt_tokenizer *tok, con
 typedef struct demo_state {
     demo_args a;
     char out[4096], model_dir[4096], dump[4096];
+    char per_token_dir[4096]; /* out/per_token: step 7's dump, apart from the stat dumps (as profile) */
     mt_model model;
     bool model_loaded;
     mt_tokenizer *tok;
@@ -418,6 +420,10 @@ static int step_batch(demo_state *s) {
     if (!(s->rec = mt_recorder_new(c, s->model.name, &ro, &s->err))) return -1;
     mt_recorder_start(s->rec);
     ro.mode = MT_REC_PER_TOKEN;
+    if (path_in(s->per_token_dir, sizeof s->per_token_dir, s->out, "per_token", &s->err)) return -1;
+    if (mkdir(s->per_token_dir, 0755) && errno != EEXIST)
+        return mt_errf(&s->err, "cannot create %s: %s", s->per_token_dir, strerror(errno));
+    ro.dump_dir = s->per_token_dir; /* so out/expert_distribution_*.json are the stat dumps alone */
     if (!(s->rec_tok = mt_recorder_new(c, s->model.name, &ro, &s->err))) return -1;
     mt_recorder_start(s->rec_tok);
     mt_routing_fanout fan = {0};
