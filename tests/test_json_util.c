@@ -4,7 +4,8 @@
  * and every file parser of untrusted input refusing such a file by name: config.json,
  * tokenizer.json, tokenizer_config.json, safetensors headers, stat dumps (and so placements planned
  * from them). Request bodies: test_server_errors; `chat-template --messages`: test_chat_template;
- * `profile --data`: test_profile. */
+ * `profile --data`: test_profile. Also request bodies naming a key twice in one object (refused by
+ * mt_json_parse_body, not by the file parsers). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -87,6 +88,49 @@ static void test_parse(void **state) {
     assert_non_null(strstr(err.msg, "f.json: invalid JSON near byte"));
     assert_null(mt_json_parse("[\"a\0b\"]", 7, "raw", NULL, &err));
     assert_non_null(strstr(err.msg, "U+0000"));
+}
+
+/* A key named twice in one object, at any depth, refuses a request body and names the key (and the
+ * member holding the object); the same key in two objects is no duplicate; files keep cJSON's
+ * reading (mt_json_parse: the first one). An object of many keys is checked in n log n. */
+static void test_duplicate_keys(void **state) {
+    (void)state;
+    mt_err err = {{0}};
+    const struct { const char *body, *msg; } refused[] = {
+        {"{\"input_ids\": [5], \"input_ids\": [99999]}", "body: duplicate key 'input_ids' (one object names it twice)"},
+        {"{\"a\": 1, \"sampling_params\": {\"n\": 1}, \"sampling_params\": {}}",
+         "body: duplicate key 'sampling_params' (one object names it twice)"},
+        {"{\"sampling_params\": {\"max_new_tokens\": 5, \"top_k\": 1, \"max_new_tokens\": 2}}",
+         "body: duplicate key 'max_new_tokens', in 'sampling_params' (one object names it twice)"},
+        {"{\"messages\": [{\"role\": \"user\"}, {\"content\": \"a\", \"role\": \"x\", \"role\": \"y\"}]}",
+         "body: duplicate key 'role' (one object names it twice)"},
+        {"[[{\"a\": {\"b\": {\"c\": 1, \"c\": 1}}}]]", "body: duplicate key 'c', in 'b' (one object names it twice)"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        const char *b = refused[i].body;
+        if (mt_json_parse_body(b, strlen(b), "body", &err)) fail_msg("case %zu accepted: %s", i, b);
+        assert_string_equal(err.msg, refused[i].msg);
+        cJSON *j = mt_json_parse(b, strlen(b), "file.json", NULL, &err); /* files: duplicates allowed */
+        if (!j) fail_msg("case %zu: %s", i, err.msg);
+        cJSON_Delete(j);
+    }
+    const char *ok = "{\"a\": {\"x\": 1}, \"b\": {\"x\": 2}, \"A\": [{\"x\": 1}, {\"x\": 1}], \"x\": null}";
+    cJSON *j = mt_json_parse_body(ok, strlen(ok), "body", &err);
+    if (!j) fail_msg("%s", err.msg);
+    cJSON_Delete(j);
+    /* 200,000 distinct keys, then one of them again */
+    enum { N = 200000 };
+    char *big = malloc((size_t)N * 24 + 64);
+    size_t at = 0;
+    big[at++] = '{';
+    for (int i = 0; i < N; i++) at += (size_t)sprintf(big + at, "%s\"k%d\": %d", i ? ", " : "", i, i);
+    strcpy(big + at, "}");
+    if (!(j = mt_json_parse_body(big, strlen(big), "body", &err))) fail_msg("%s", err.msg);
+    cJSON_Delete(j);
+    strcpy(big + at, ", \"k4711\": 0}");
+    assert_null(mt_json_parse_body(big, strlen(big), "body", &err));
+    assert_string_equal(err.msg, "body: duplicate key 'k4711' (one object names it twice)");
+    free(big);
 }
 
 /* err names the file and U+0000. */
@@ -197,6 +241,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_find_nul),
         cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_tokenizer_files),
         cmocka_unit_test(test_safetensors_header),

@@ -3,6 +3,7 @@
  * (GET /health is checked after each case). Also: the API key (401), /health answering 503 while
  * the model loads, and a model with more than 255 experts (no uint8 routing). */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -128,6 +129,39 @@ static void expect_early(int port, const char *auth, const char *length, int wan
     expect_error(&r, want, want == 413 ? "exceeds" : "API key", length);
 }
 
+/* A connection to the server on this machine, its reads waiting at most 10 s. */
+static int connect_local(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Sends text on a new connection and reads until the server closes it: exactly one answer came, a
+ * JSON 400 with "Connection: close" whose message holds needle. */
+static void expect_refused_framing(int port, const char *text, const char *needle) {
+    int fd = connect_local(port);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    char reply[8192];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof reply - 1 && (n = read(fd, reply + got, sizeof reply - 1 - got)) > 0) got += (size_t)n;
+    reply[got] = '\0';
+    close(fd);
+    int answers = 0;
+    for (const char *p = reply; (p = strstr(p, "HTTP/1.1 ")); p++) answers++;
+    int status = 0;
+    sscanf(reply, "HTTP/1.%*d %d", &status);
+    const char *body = strstr(reply, "\r\n\r\n");
+    if (answers != 1 || status != 400 || !body || !strcasestr(reply, "Connection: close"))
+        fail_msg("%.80s...: %d answers, status %d, want one 400 with Connection: close: %s", text, answers, status, reply);
+    mt_http_response r = {.status = status, .body = (char *)body + 4};
+    expect_error(&r, 400, needle, text);
+}
+
 static void test_malformed_requests(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -208,6 +242,19 @@ static void test_malformed_requests(void **state) {
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"5\": 2}}}", 400, "logit_bias"},
         {"POST", G, "{\"input_ids\": [1]} xx", 400, "unexpected text after the JSON value at byte 19"},
         {"POST", G, "{\"input_ids\": [1]}{\"input_ids\": [2]}", 400, "unexpected text after the JSON value"},
+        /* a key named twice in one object: cJSON read the first (50 tokens ran, and [5]), the clients'
+         * parsers read the last */
+        {"POST", G, "{\"input_ids\": [5, 6], \"sampling_params\": {\"max_new_tokens\": 50}, "
+                    "\"sampling_params\": {\"max_new_tokens\": 2}}", 400,
+         "the request body: duplicate key 'sampling_params' (one object names it twice)"},
+        {"POST", G, "{\"input_ids\": [5], \"input_ids\": [99999]}", 400, "duplicate key 'input_ids'"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 1, \"temperature\": 0, "
+                    "\"max_new_tokens\": 2}}", 400, "duplicate key 'max_new_tokens', in 'sampling_params'"},
+        {"POST", G, "{\"input_ids\": [[1], [2]], \"sampling_params\": [{\"top_k\": 1}, {\"top_k\": 1, \"top_k\": 2}]}",
+         400, "duplicate key 'top_k'"},
+        {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"role\": \"system\"}]}",
+         400, "duplicate key 'role'"},
+        {"POST", "/abort_request", "{\"rid\": \"a\", \"rid\": \"b\"}", 400, "duplicate key 'rid'"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop_regex\": \"a+\"}}", 400, "stop_regex"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"custom_params\": 5}}", 400, "custom_params"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stream_interval\": 0}}", 400, "stream_interval"},
@@ -282,6 +329,11 @@ static void test_malformed_requests(void **state) {
                                  &neutral_status);
     assert_int_equal(neutral_status, 200);
     cJSON_Delete(neutral);
+    /* the same key in two objects is no duplicate */
+    neutral = mt_api_json(c, G, "{\"input_ids\": [[1], [2]], \"sampling_params\": [{\"max_new_tokens\": 1}, "
+                                "{\"max_new_tokens\": 1}]}", &neutral_status);
+    assert_int_equal(neutral_status, 200);
+    cJSON_Delete(neutral);
     free(too_long);
     free(no_room);
     free(full);
@@ -299,6 +351,22 @@ static void test_malformed_requests(void **state) {
     expect_alive(c, "a body cut short");
     expect_early(srv.port, "", "99999999999", 413);
     expect_alive(c, "a Content-Length above the limit");
+    /* Content-Length headers that cannot frame the body: two of them (the library used the first, 3,
+     * answered the invalid JSON '{"i', then read the rest as the next request; a proxy in front may
+     * have used the other), or a non-numeric one beside Transfer-Encoding (it was ignored): one JSON
+     * 400 naming the problem, and the connection closed */
+    const char *gen = "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 1}}";
+    char framed[512];
+    snprintf(framed, sizeof framed, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(gen), gen);
+    expect_refused_framing(srv.port, framed, "the request has 2 Content-Length headers");
+    snprintf(framed, sizeof framed, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\ncontent-length: %zu\r\n\r\n%s",
+             strlen(gen), strlen(gen), gen);
+    expect_refused_framing(srv.port, framed, "the request has 2 Content-Length headers");
+    snprintf(framed, sizeof framed, "POST /generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+             "Content-Length: 1e3\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n", strlen(gen), gen);
+    expect_refused_framing(srv.port, framed, "the Content-Length header '1e3' is not a number of bytes");
+    expect_alive(c, "Content-Length headers that cannot frame the body");
 
     /* Still serving real work, and the refusals were counted. */
     long status;
@@ -512,45 +580,99 @@ static void test_host_name(void **state) {
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
 
-/* Connections: a request beyond --max-connections is answered 503 (JSON, then the connection
- * closed) instead of its connection being reset; a new connection that does not send its headers
- * within --header-timeout is closed, even when it sends a byte now and then (one client could
- * otherwise hold every connection thread: the server answered nobody, /health included). */
-static int connect_local(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-/* GET /health on an open keep-alive connection: its status (0 when no whole answer came). */
-static int health_on(int fd) {
-    const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
-    if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) return 0;
-    char reply[4096];
+/* Reads one answer (with a Content-Length) from fd into reply (NUL-terminated): its status, 0 when no
+ * whole answer came. */
+static int answer_on(int fd, char *reply, size_t len) {
     size_t got = 0;
+    reply[0] = '\0';
     for (;;) {
-        ssize_t n = read(fd, reply + got, sizeof reply - 1 - got);
+        ssize_t n = read(fd, reply + got, len - 1 - got);
         if (n <= 0) return 0;
         reply[got += (size_t)n] = '\0';
         const char *body = strstr(reply, "\r\n\r\n"), *cl = strcasestr(reply, "\r\nContent-Length:");
         if (body && cl && cl < body && strlen(body + 4) >= strtoul(cl + 17, NULL, 10)) break;
-        if (got == sizeof reply - 1) return 0;
+        if (got == len - 1) return 0;
     }
     int status = 0;
     sscanf(reply, "HTTP/1.%*d %d", &status);
     return status;
 }
 
+static const char HEALTH[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/* GET /health on an open keep-alive connection: its status (0 when no whole answer came). */
+static int health_on(int fd) {
+    if (write(fd, HEALTH, strlen(HEALTH)) != (ssize_t)strlen(HEALTH)) return 0;
+    char reply[4096];
+    return answer_on(fd, reply, sizeof reply);
+}
+
+/* moetrace_http_connections_open, asked on an open keep-alive connection (-1 when no answer came). */
+static double connections_open_on(int fd) {
+    const char *req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) return -1;
+    size_t len = 1 << 20;
+    char *reply = malloc(len);
+    double open = answer_on(fd, reply, len) == 200 ? mt_prom_value(reply, "moetrace_http_connections_open") : -1;
+    free(reply);
+    return open;
+}
+
+/* Connections are admitted in the order they are accepted, whenever their headers come: of
+ * --max-connections + 1 connections opened before any sends its request, exactly the last one
+ * accepted is refused, every time, whichever sends first. The decision used to be taken when a
+ * request's headers came, refusing every request while more than the limit were open, those of
+ * admitted connections and refused ones still closing counted: a burst one above the limit got
+ * 503s on several connections, often all of them. */
+static void test_connection_order(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    enum { MAX = 4 };
+    mt_test_server srv;
+    assert_int_equal(mt_test_server_start(&srv, g_bin, "--model " MODEL " --threads 1 --max-connections 4",
+                                          path_of("order.log"), 120), 0);
+    /* admitted first and kept open: it asks the server, without opening connections of its own,
+     * when those of the last round are closed (a closed connection is counted until libmicrohttpd
+     * has cleaned it up, shortly after the client sees it close) */
+    int probe = connect_local(srv.port);
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 200 && connections_open_on(probe) != 1; i++) nanosleep(&(struct timespec){0, 20000000}, NULL);
+        assert_true(connections_open_on(probe) == 1);
+        int fd[MAX];
+        for (int i = 0; i < MAX; i++) fd[i] = connect_local(srv.port);
+        nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL); /* all accepted before any request */
+        for (int i = MAX - 1; i >= 0; i--) /* the connection beyond the limit sends first */
+            assert_int_equal(write(fd[i], HEALTH, strlen(HEALTH)), (ssize_t)strlen(HEALTH));
+        int status[MAX];
+        char reply[4096], refused[4096] = "";
+        for (int i = 0; i < MAX; i++) {
+            status[i] = answer_on(fd[i], reply, sizeof reply);
+            if (status[i] == 503) snprintf(refused, sizeof refused, "%s", reply);
+        }
+        if (status[0] != 200 || status[1] != 200 || status[2] != 200 || status[3] != 503)
+            fail_msg("round %d: statuses %d %d %d %d (want 200 200 200 503: the probe and three admitted)", round,
+                     status[0], status[1], status[2], status[3]);
+        if (!strstr(refused, "connection limit (--max-connections 4)") || !strcasestr(refused, "Connection: close"))
+            fail_msg("round %d: the refusal: %s", round, refused);
+        for (int i = 0; i < MAX - 1; i++) assert_int_equal(health_on(fd[i]), 200); /* admitted: still served */
+        for (int i = 0; i < MAX; i++) close(fd[i]);
+    }
+    assert_int_equal(health_on(probe), 200);
+    close(probe);
+    assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
+}
+
+/* Connections: a request beyond --max-connections is answered 503 (JSON, then the connection
+ * closed) instead of its connection being reset; a new connection that does not send its headers
+ * within --header-timeout is closed, even when it sends a byte now and then (one client could
+ * otherwise hold every connection thread: the server answered nobody, /health included); so is a
+ * request whose body does not all come within --body-timeout of its headers. */
 static void test_connection_limits(void **state) {
     (void)state;
     if (!g_bin) skip();
     mt_test_server srv;
-    assert_int_equal(mt_test_server_start(&srv, g_bin, "--model " MODEL " --threads 1 --max-connections 4 --header-timeout 2",
-                                          path_of("conn.log"), 120), 0);
+    assert_int_equal(mt_test_server_start(&srv, g_bin, "--model " MODEL " --threads 1 --max-connections 4 --header-timeout 2 "
+                                          "--body-timeout 2", path_of("conn.log"), 120), 0);
     int early = connect_local(srv.port); /* a keep-alive connection admitted before the others came */
     assert_int_equal(health_on(early), 200);
     int slow[4];
@@ -581,11 +703,39 @@ static void test_connection_limits(void **state) {
     }
     status = raw_exchange(srv.port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n", false, reply, sizeof reply);
     if (status != 200) fail_msg("after the slow connections: status %d: %s", status, reply);
+    /* headers at once, then the body a byte every half second: closed after --body-timeout (four
+     * such clients used to hold every connection for as long as they liked, the server answering
+     * nobody) */
+    int trickle = connect_local(srv.port);
+    const char *head = "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+    assert_int_equal(write(trickle, head, strlen(head)), (ssize_t)strlen(head));
+    t0 = now_s();
+    for (int k = 0; k < 6; k++) {
+        nanosleep(&(struct timespec){0, 500 * 1000 * 1000}, NULL);
+        (void)!write(trickle, " ", 1);
+    }
+    char buf[64];
+    ssize_t got = read(trickle, buf, sizeof buf); /* EOF or a reset */
+    double dt = now_s() - t0;
+    if (got > 0 || (got < 0 && errno != ECONNRESET) || dt > 10)
+        fail_msg("a body trickling in: read %zd after %.1f s (want it closed after about 3 s)", got, dt);
+    close(trickle);
+    /* a body sent in two pieces a second apart, within the deadline: served */
+    const char *gen = "{\"input_ids\": [1, 2], \"sampling_params\": {\"max_new_tokens\": 1}}";
+    char req[512];
+    snprintf(req, sizeof req, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%.10s", strlen(gen), gen);
+    int pieces = connect_local(srv.port);
+    assert_int_equal(write(pieces, req, strlen(req)), (ssize_t)strlen(req));
+    nanosleep(&(struct timespec){1, 0}, NULL);
+    assert_int_equal(write(pieces, gen + 10, strlen(gen + 10)), (ssize_t)strlen(gen + 10));
+    if ((status = answer_on(pieces, reply, sizeof reply)) != 200) fail_msg("a body in two pieces: %d: %s", status, reply);
+    close(pieces);
     close(early);
     mt_http_client *mc = mt_http_client_new(srv.url, NULL);
     mt_http_response m;
     assert_int_equal(mt_http_call(mc, "GET", "/metrics", NULL, &m), 0);
     assert_true(mt_prom_value(m.body, "moetrace_http_header_timeouts_total") == 4);
+    assert_true(mt_prom_value(m.body, "moetrace_http_body_timeouts_total") == 1);
     assert_true(mt_prom_value(m.body, "moetrace_http_connections_max") == 4);
     double open = mt_prom_value(m.body, "moetrace_http_connections_open");
     /* this client's, and those just closed whose threads may not have ended yet */
@@ -594,6 +744,7 @@ static void test_connection_limits(void **state) {
     mt_http_client_free(mc);
     char *log = mt_test_server_log(&srv);
     assert_non_null(strstr(log, "request headers did not all arrive within 2 s"));
+    assert_non_null(strstr(log, "request body did not all arrive after its headers within 2 s"));
     free(log);
     assert_int_equal(mt_test_server_stop(&srv, SIGTERM, 60), 0);
 }
@@ -610,6 +761,7 @@ static void test_bad_flags(void **state) {
         {"serve --model " MODEL " --expert-dump-dir /nonexistent/dir", "/nonexistent/dir"},
         {"serve --model " MODEL " --frobnicate", "--frobnicate"},
         {"serve --model " MODEL " --header-timeout 0", "--header-timeout"},
+        {"serve --model " MODEL " --body-timeout 0", "--body-timeout"},
         {"serve --model " MODEL " --device tpu", "tpu"},
         {"serve --model " MODEL " --port 0 --ep-size 3", "--ep-size"},
         {"serve --model " MODEL " --port 0 --init-expert-location /nonexistent.json", "/nonexistent.json"},
@@ -633,6 +785,7 @@ int main(void) {
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_host_name),
         cmocka_unit_test(test_connection_limits),
+        cmocka_unit_test(test_connection_order),
         cmocka_unit_test(test_request_bodies),
     };
     return cmocka_run_group_tests(tests, setup, server_teardown);

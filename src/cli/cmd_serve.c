@@ -50,10 +50,12 @@ static const char SERVE_HELP[] =
     "                              scratch is reserved that the KV cache may take: the device's on cuda\n"
     "                              (default 0.9), the host's on cpu (default 0.3)\n"
     "  --disable-radix-cache       no prefix caching\n"
-    "  --max-connections N         simultaneous HTTP connections (default 1024); requests on further\n"
-    "                              connections are answered 503\n"
+    "  --max-connections N         simultaneous HTTP connections (default 1024); the first request of a\n"
+    "                              connection accepted beyond them is answered 503\n"
     "  --header-timeout S          seconds a new connection has to send its first request's headers\n"
     "                              (default 10); slower ones are closed\n"
+    "  --body-timeout S            seconds a request has to send its whole body once its headers came\n"
+    "                              (default 30); slower ones are closed\n"
     "  --max-request-bytes N       request body cap, 1024 or more (default 16777216); larger bodies\n"
     "                              get 413\n"
     "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
@@ -87,7 +89,7 @@ static const char SERVE_HELP[] =
 typedef struct serve_args {
     const char *model, *host, *api_key, *served_name, *dump_dir, *mode, *device, *domain_field;
     int port, threads, max_running, max_batch_tokens, kv_blocks, max_connections, buffer_size, max_scored;
-    int header_timeout, eplb_every;
+    int header_timeout, body_timeout, eplb_every;
     double eplb_threshold;
     mt_placement_flags placement;
     long max_body, rec_max_tokens;
@@ -106,6 +108,7 @@ static int parse(serve_args *a, int argc, char **argv) {
     a->kv_fraction = 0.0f;     /* 0: the device's default */
     a->max_connections = 1024;
     a->header_timeout = 10;
+    a->body_timeout = 30;
     a->max_body = 16L << 20;
     a->drain_timeout = 30;
     a->rec_max_tokens = MT_REC_DEFAULT_MAX_TOKENS;
@@ -135,6 +138,7 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--disable-radix-cache")) { a->no_prefix_cache = true;
         } else if (!strcmp(f, "--max-connections")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_connections)) return -1;
         } else if (!strcmp(f, "--header-timeout")) { VALUE(); if (mt_arg_int(f, v, 1, 3600, &a->header_timeout)) return -1;
+        } else if (!strcmp(f, "--body-timeout")) { VALUE(); if (mt_arg_int(f, v, 1, 3600, &a->body_timeout)) return -1;
         } else if (!strcmp(f, "--max-request-bytes")) { VALUE(); if (mt_arg_int(f, v, 1024, 1 << 30, &n)) return -1; a->max_body = n;
         } else if (!strcmp(f, "--drain-timeout")) { VALUE(); if (mt_arg_float(f, v, 0, 86400, &a->drain_timeout)) return -1;
         } else if (!strcmp(f, "--device")) { VALUE(); a->device = v;
@@ -330,7 +334,8 @@ int cmd_serve(int argc, char **argv) {
 
     mt_err err = {{0}};
     mt_server_opts so = {.host = a.host, .port = a.port, .api_key = a.api_key, .max_connections = a.max_connections,
-                         .max_body_bytes = (size_t)a.max_body, .header_timeout_s = a.header_timeout};
+                         .max_body_bytes = (size_t)a.max_body, .header_timeout_s = a.header_timeout,
+                         .body_timeout_s = a.body_timeout};
     mt_server *server = mt_server_start(&so, &err);
     if (!server) {
         fprintf(stderr, "moetrace: %s\n", err.msg);

@@ -32,7 +32,7 @@ int mt_api_update_weights(mt_http_request *rq) {
     mt_server *s = rq->server;
     mt_err err;
     if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
-    cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
+    cJSON *body = mt_json_parse_body(rq->body, rq->body_len, "the request body", &err);
     if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
     const cJSON *path = field(body, "model_path"), *format = field(body, "load_format");
     const cJSON *version = field(body, "weight_version");
@@ -82,7 +82,7 @@ int mt_api_weight_version(mt_http_request *rq) {
 
 int mt_api_abort_request(mt_http_request *rq) {
     mt_err err;
-    cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
+    cJSON *body = mt_json_parse_body(rq->body, rq->body_len, "the request body", &err);
     if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
     const cJSON *rid = field(body, "rid");
     bool all = false;
@@ -138,7 +138,7 @@ cJSON *mt_api_control_body(mt_http_request *rq, mt_api_error *e) {
     while (at < rq->body_len && strchr(" \t\r\n", rq->body[at])) at++;
     if (at == rq->body_len) return cJSON_CreateObject();
     mt_err err;
-    cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
+    cJSON *body = mt_json_parse_body(rq->body, rq->body_len, "the request body", &err);
     if (!body) mt_api_fail(e, 400, "%s", err.msg);
     else if (!cJSON_IsObject(body)) mt_api_fail(e, 400, "the request body is not a JSON object");
     if (body && cJSON_IsObject(body)) return body;

@@ -192,11 +192,14 @@ int mt_api_metrics(mt_http_request *rq) {
     gauge(&o, "moetrace_server_draining", "1 while shutting down (no new requests).", atomic_load(&s->draining));
     gauge(&o, "moetrace_http_connections_open", "HTTP connections open (each served by its own thread).",
           mt_conn_guard_open(s->guard));
-    gauge(&o, "moetrace_http_connections_max", "--max-connections: requests beyond it are answered 503.",
+    gauge(&o, "moetrace_http_connections_max", "--max-connections: the first request of a connection accepted beyond it is answered 503.",
           s->opts.max_connections);
     counter(&o, "moetrace_http_header_timeouts_total",
             "New connections closed because their request headers did not arrive within --header-timeout.",
-            (double)mt_conn_guard_timeouts(s->guard));
+            (double)mt_conn_guard_header_timeouts(s->guard));
+    counter(&o, "moetrace_http_body_timeouts_total",
+            "Connections closed because a request body did not all arrive within --body-timeout of its headers.",
+            (double)mt_conn_guard_body_timeouts(s->guard));
     if (ready) {
         mt_engine_loop_stats st;
         mt_engine_loop_get_stats(s->b.loop, &st);

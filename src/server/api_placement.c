@@ -78,7 +78,7 @@ int mt_api_update_expert_location(mt_http_request *rq) {
     if (atomic_load(&s->draining)) return mt_reply_errorf(rq, 503, "the server is shutting down");
     if (mt_placement_switchable(s, &e)) return mt_reply_error(rq, &e);
     mt_err err;
-    cJSON *body = mt_json_parse_whole(rq->body, rq->body_len, "the request body", &err);
+    cJSON *body = mt_json_parse_body(rq->body, rq->body_len, "the request body", &err);
     if (!body) return mt_reply_errorf(rq, 400, "%s", err.msg);
     mt_placement_switch w = {.s = s, .next = calloc(1, sizeof *w.next)};
     /* every switch keeps the start-up placement's slots and GPUs: the body is checked against those */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -58,11 +59,13 @@ typedef struct pending_request {
     bool answering;        /* counted in the server's answering */
 } pending_request;
 
-/* From the call that answers a request until it completes. */
-static void mark_answering(mt_server *s, pending_request *pr) {
+/* From the call that answers a request until it completes; the request's body deadline ends there
+ * (its body came, or it is answered without it). */
+static void mark_answering(mt_server *s, struct MHD_Connection *c, pending_request *pr) {
     if (pr->answering) return;
     pr->answering = true;
     atomic_fetch_add(&s->answering, 1);
+    mt_conn_guard_body_done(s->guard, c);
 }
 
 static bool same_secret(const char *given, const char *key) {
@@ -87,14 +90,59 @@ static enum MHD_Result reply_now(struct MHD_Connection *c, mt_server *s, const c
     return rc < 0 ? MHD_NO : MHD_YES;
 }
 
+/* Answers status with the error message msg, then closes the connection ("Connection: close"): for
+ * a request whose connection must not carry another one. */
+static enum MHD_Result reply_and_close(struct MHD_Connection *c, mt_server *s, const char *label, int status,
+                                       const char *msg) {
+    mt_http_request rq = {.server = s, .conn = c, .client_fd = -1, .close = true};
+    int rc = mt_reply_errorf(&rq, status, "%s", msg);
+    mt_metrics_http(&s->metrics, label, status);
+    return rc < 0 ? MHD_NO : MHD_YES;
+}
+
+static const route *find_route(const char *url) {
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
+        if (!strcmp(url, ROUTES[i].path)) return &ROUTES[i];
+    return NULL;
+}
+
+/* The Content-Length headers of a request, as MHD_get_connection_values walks its headers. */
+typedef struct content_lengths {
+    int count;
+    const char *bad;   /* the first value that is not all digits, or NULL */
+} content_lengths;
+
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    content_lengths *cl = cls;
+    if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) return MHD_YES;
+    cl->count++;
+    if (!cl->bad && (!value || !*value || value[strspn(value, "0123456789")])) cl->bad = value ? value : "";
+    return MHD_YES;
+}
+
+/* Whether the request's Content-Length headers frame its body unambiguously: none, or one made of
+ * digits only. libmicrohttpd reads the first of several and leaves the rest of the body to be read
+ * as the next request (RFC 9112 6.3 says to refuse them: a proxy in front may have used another
+ * one), and checks no value under a Transfer-Encoding. Returns 0, or -1 with why (a message naming
+ * what is wrong) filled. */
+static int check_content_length(struct MHD_Connection *c, char *why, size_t len) {
+    content_lengths cl = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_content_length, &cl);
+    if (cl.count > 1)
+        snprintf(why, len, "the request has %d Content-Length headers: it may have one at most", cl.count);
+    else if (cl.bad)
+        snprintf(why, len, "the Content-Length header '%.64s' is not a number of bytes (digits only)", cl.bad);
+    else return 0;
+    return -1;
+}
+
 /* The checks a request passes before its handler runs, in this order: API key (401), path (404),
  * method (405), body size (413), model loaded (503). Returns the route, or NULL after queueing the
  * error reply (its MHD result in *result). */
 static const route *admit(struct MHD_Connection *c, mt_server *s, const char *url, const char *method,
                           const pending_request *pr, enum MHD_Result *result) {
-    const route *rt = NULL;
-    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0] && !rt; i++)
-        if (!strcmp(url, ROUTES[i].path)) rt = &ROUTES[i];
+    const route *rt = find_route(url);
     const char *label = rt ? rt->path : "other";
     bool public_path = rt && rt->public_path;
     unsigned m = !strcmp(method, "GET") ? M_GET : !strcmp(method, "POST") ? M_POST : !strcmp(method, "HEAD") ? M_HEAD : 0;
@@ -112,10 +160,12 @@ static const route *admit(struct MHD_Connection *c, mt_server *s, const char *ur
 }
 
 /* libmicrohttpd calls this first with the headers (no body yet), then with each piece of the body,
- * then once more with none to answer. Every check admit can make on the headers (API key, path,
- * method, a Content-Length above the cap, model loaded) is made on the first call, so a refused
- * request is answered before any of its body is read or kept; a body that turns out larger than
- * the cap is dropped as it arrives and answered 413 at the end. */
+ * then once more with none to answer. The first call refuses the first request of a connection
+ * accepted beyond --max-connections (503) and Content-Length headers that cannot frame the body
+ * (400), both closing the connection, then makes every check admit can make on the headers (API
+ * key, path, method, a Content-Length above the cap, model loaded), so a refused request is
+ * answered before any of its body is read or kept; a body that turns out larger than the cap is
+ * dropped as it arrives and answered 413 at the end. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **req_cls) {
     (void)version;
@@ -126,19 +176,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!(pr = calloc(1, sizeof *pr))) return MHD_NO;
         *req_cls = pr;
         atomic_fetch_add(&s->in_flight, 1);
-        int open = mt_conn_guard_headers(s->guard, c);
-        if (open > s->opts.max_connections) { /* in the headroom above the limit: answered, then closed */
-            mark_answering(s, pr);
-            mt_http_request rq = {.server = s, .conn = c, .client_fd = -1, .close = true};
-            int rc = mt_reply_errorf(&rq, 503, "the server is at its connection limit (%d open, --max-connections %d): "
-                                     "retry", open, s->opts.max_connections);
-            mt_metrics_http(&s->metrics, "other", 503);
-            return rc < 0 ? MHD_NO : MHD_YES;
+        char why[160];
+        if (mt_conn_guard_headers(s->guard, c)) { /* in the headroom above the limit: answered, then closed */
+            mark_answering(s, c, pr);
+            snprintf(why, sizeof why, "the server is at its connection limit (--max-connections %d): retry",
+                     s->opts.max_connections);
+            return reply_and_close(c, s, "other", 503, why);
+        }
+        if (check_content_length(c, why, sizeof why)) {
+            mark_answering(s, c, pr);
+            const route *rt = find_route(url);
+            return reply_and_close(c, s, rt ? rt->path : "other", 400, why);
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         pr->too_large = cl && strtoull(cl, NULL, 10) > s->opts.max_body_bytes;
         /* the headers decide: a refused request's body is not read */
-        if (!admit(c, s, url, method, pr, &result)) mark_answering(s, pr);
+        if (!admit(c, s, url, method, pr, &result)) mark_answering(s, c, pr);
         return result;
     }
     if (*upload_size) {
@@ -151,7 +204,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
 
-    mark_answering(s, pr);
+    mark_answering(s, c, pr);
     const route *rt = admit(c, s, url, method, pr, &result);
     if (!rt) return result;
     const char *label = rt->path;
@@ -270,6 +323,7 @@ mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
     if (s->opts.max_body_bytes == 0) s->opts.max_body_bytes = 16u << 20;
     if (s->opts.idle_timeout_s <= 0) s->opts.idle_timeout_s = 60;
     if (s->opts.header_timeout_s <= 0) s->opts.header_timeout_s = 10;
+    if (s->opts.body_timeout_s <= 0) s->opts.body_timeout_s = 30;
     mt_metrics_init(&s->metrics);
     pthread_mutex_init(&s->chat_mu, NULL);
     pthread_mutex_init(&s->window_mu, NULL);
@@ -277,7 +331,7 @@ mt_server *mt_server_start(const mt_server_opts *o, mt_err *err) {
     s->started = time(NULL);
     s->id_salt = (uint64_t)s->started * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
 
-    if (!(s->guard = mt_conn_guard_new(s->opts.header_timeout_s))) {
+    if (!(s->guard = mt_conn_guard_new(s->opts.max_connections, s->opts.header_timeout_s, s->opts.body_timeout_s))) {
         mt_errf(err, "out of memory, or no thread for the connection watchdog");
         goto fail;
     }

@@ -398,7 +398,7 @@ int mt_request_parse(const mt_request_ctx *c, mt_body_kind kind, const char *bod
                      mt_api_error *e) {
     memset(r, 0, sizeof *r);
     mt_err err;
-    cJSON *root = mt_json_parse_whole(body, len, "the request body", &err);
+    cJSON *root = mt_json_parse_body(body, len, "the request body", &err);
     int rc = !root                      ? mt_api_fail(e, 400, "%s", err.msg)
              : !cJSON_IsObject(root)    ? mt_api_fail(e, 400, "the request body is not a JSON object")
              : kind == MT_BODY_GENERATE ? generate_body(c, root, r, e)

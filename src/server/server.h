@@ -42,6 +42,8 @@ typedef struct mt_server_opts {
     int idle_timeout_s;          /* an idle keep-alive connection is closed after this */
     int header_timeout_s;        /* a new connection's first request headers must arrive within this
                                     (server/conn_guard.h; default 10) */
+    int body_timeout_s;          /* a request's body must all arrive within this of its headers
+                                    (server/conn_guard.h; default 30) */
 } mt_server_opts;
 
 /* What the server serves. Everything is owned by the caller and must outlive the server. */

@@ -96,6 +96,87 @@ cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_er
     return root;
 }
 
+static int key_order(const void *a, const void *b) {
+    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+    return strcmp(x->string, y->string);
+}
+
+/* Members' pointers gathered for sorting, the buffer reused from one object to the next. */
+typedef struct member_list {
+    const cJSON **items;
+    size_t cap;
+} member_list;
+
+/* The duplicate member of o itself (its members sorted by key in ml: a body of 16 MB may hold an
+ * object of a million keys), or NULL; sets *oom when ml cannot grow. */
+static const cJSON *duplicate_in(const cJSON *o, member_list *ml, bool *oom) {
+    size_t n = 0;
+    for (const cJSON *it = o->child; it; it = it->next) n++;
+    if (n < 2) return NULL;
+    if (n > ml->cap) {
+        const cJSON **grown = realloc(ml->items, n * sizeof *grown);
+        if (!grown) {
+            *oom = true;
+            return NULL;
+        }
+        ml->items = grown;
+        ml->cap = n;
+    }
+    n = 0;
+    for (const cJSON *it = o->child; it; it = it->next) ml->items[n++] = it;
+    qsort(ml->items, n, sizeof *ml->items, key_order);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(ml->items[i - 1]->string, ml->items[i]->string)) return ml->items[i];
+    return NULL;
+}
+
+/* The first duplicate member of v or of a value inside it (depth first; cJSON's nesting limit bounds
+ * the recursion), *object its object. */
+static const cJSON *duplicate_below(const cJSON *v, const cJSON **object, member_list *ml, bool *oom) {
+    if (cJSON_IsObject(v)) {
+        const cJSON *dup = duplicate_in(v, ml, oom);
+        if (dup || *oom) {
+            *object = v;
+            return dup;
+        }
+    }
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v)) return NULL;
+    for (const cJSON *it = v->child; it; it = it->next) {
+        const cJSON *dup = duplicate_below(it, object, ml, oom);
+        if (dup || *oom) return dup;
+    }
+    return NULL;
+}
+
+const cJSON *mt_json_duplicate_key(const cJSON *root, const cJSON **object, bool *oom) {
+    member_list ml = {0};
+    const cJSON *holder = NULL;
+    bool no_memory = false;
+    const cJSON *dup = root ? duplicate_below(root, &holder, &ml, &no_memory) : NULL;
+    free(ml.items);
+    if (object) *object = holder;
+    if (oom) *oom = no_memory;
+    return dup;
+}
+
+cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err *err) {
+    cJSON *root = mt_json_parse_whole(text, len, what, err);
+    if (!root) return NULL;
+    const char *sep = what ? ": " : "";
+    if (!what) what = "";
+    const cJSON *holder = NULL;
+    bool oom = false;
+    const cJSON *dup = mt_json_duplicate_key(root, &holder, &oom);
+    if (!dup && !oom) return root;
+    if (oom) mt_errf(err, "%s%sout of memory", what, sep);
+    else if (holder->string)
+        mt_errf(err, "%s%sduplicate key '%s', in '%s' (one object names it twice)", what, sep, dup->string,
+                holder->string);
+    else mt_errf(err, "%s%sduplicate key '%s' (one object names it twice)", what, sep, dup->string);
+    cJSON_Delete(root);
+    return NULL;
+}
+
 cJSON *mt_json_text(const char *s, size_t n) {
     size_t nuls = 0;
     for (size_t i = 0; i < n; i++) nuls += s[i] == '\0';

@@ -28,6 +28,19 @@ cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char 
  * anything after the value is "<what>: unexpected text after the JSON value at byte N". */
 cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_err *err);
 
+/* The first member (in key order) that an object of the tree, at any depth, names a second time, or
+ * NULL when no object does; *object (when object is not NULL) gets the object holding it. cJSON
+ * keeps every duplicate and its lookups find the first one, while Python's json, orjson and
+ * JavaScript keep the last. Sets *oom and returns NULL when out of memory (NULL: not asked). */
+const cJSON *mt_json_duplicate_key(const cJSON *root, const cJSON **object, bool *oom);
+
+/* An HTTP request body: mt_json_parse_whole, and refused when an object names a key twice (clients'
+ * parsers take the last, cJSON the first: the request would run with other values than its sender
+ * reads back), with err "<what>: duplicate key 'k'" (", in 'parent'" when the object is a named
+ * member). Files (config.json, tokenizer.json, ...) are read as their own libraries read them, with
+ * mt_json_parse, duplicates allowed. */
+cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err *err);
+
 /* A JSON string of the n bytes at s, NUL bytes included. Decoded model output may hold U+0000 (a
  * byte-level token for byte 0), which cJSON's C strings would end at: each NUL is kept as the two
  * bytes C0 80, which valid UTF-8 never holds (decoded text is valid UTF-8), and mt_json_print
