@@ -353,8 +353,9 @@ static void test_malformed_requests(void **state) {
     expect_alive(c, "a Content-Length above the limit");
     /* Content-Length headers that cannot frame the body: two of them (the library used the first, 3,
      * answered the invalid JSON '{"i', then read the rest as the next request; a proxy in front may
-     * have used the other), or a non-numeric one beside Transfer-Encoding (it was ignored): one JSON
-     * 400 naming the problem, and the connection closed */
+     * have used the other), a non-numeric one beside Transfer-Encoding (it was ignored), or a length
+     * beside Transfer-Encoding (the library used the chunks, a proxy may have used the length): one
+     * JSON 400 naming the problem, and the connection closed */
     const char *gen = "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 1}}";
     char framed[512];
     snprintf(framed, sizeof framed, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: %zu\r\n\r\n%s",
@@ -366,6 +367,9 @@ static void test_malformed_requests(void **state) {
     snprintf(framed, sizeof framed, "POST /generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
              "Content-Length: 1e3\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n", strlen(gen), gen);
     expect_refused_framing(srv.port, framed, "the Content-Length header '1e3' is not a number of bytes");
+    snprintf(framed, sizeof framed, "POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n", strlen(gen), gen);
+    expect_refused_framing(srv.port, framed, "both Content-Length and Transfer-Encoding");
     expect_alive(c, "Content-Length headers that cannot frame the body");
 
     /* Still serving real work, and the refusals were counted. */

@@ -109,12 +109,14 @@ static const route *find_route(const char *url) {
 /* The Content-Length headers of a request, as MHD_get_connection_values walks its headers. */
 typedef struct content_lengths {
     int count;
-    const char *bad;   /* the first value that is not all digits, or NULL */
+    const char *bad;     /* the first value that is not all digits, or NULL */
+    bool transfer_encoding; /* a Transfer-Encoding header came too */
 } content_lengths;
 
 static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     (void)kind;
     content_lengths *cl = cls;
+    if (key && !strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) cl->transfer_encoding = true;
     if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) return MHD_YES;
     cl->count++;
     if (!cl->bad && (!value || !*value || value[strspn(value, "0123456789")])) cl->bad = value ? value : "";
@@ -122,10 +124,11 @@ static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, 
 }
 
 /* Whether the request's Content-Length headers frame its body unambiguously: none, or one made of
- * digits only. libmicrohttpd reads the first of several and leaves the rest of the body to be read
- * as the next request (RFC 9112 6.3 says to refuse them: a proxy in front may have used another
- * one), and checks no value under a Transfer-Encoding. Returns 0, or -1 with why (a message naming
- * what is wrong) filled. */
+ * digits only, and not beside a Transfer-Encoding. libmicrohttpd reads the first of several and
+ * leaves the rest of the body to be read as the next request (RFC 9112 6.3 says to refuse them: a
+ * proxy in front may have used another one), and under a Transfer-Encoding it ignores the length,
+ * which a proxy may have used instead (RFC 9112 6.1 lets a server refuse both). Returns 0, or -1
+ * with why (a message naming what is wrong) filled. */
 static int check_content_length(struct MHD_Connection *c, char *why, size_t len) {
     content_lengths cl = {0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_content_length, &cl);
@@ -133,6 +136,8 @@ static int check_content_length(struct MHD_Connection *c, char *why, size_t len)
         snprintf(why, len, "the request has %d Content-Length headers: it may have one at most", cl.count);
     else if (cl.bad)
         snprintf(why, len, "the Content-Length header '%.64s' is not a number of bytes (digits only)", cl.bad);
+    else if (cl.count && cl.transfer_encoding)
+        snprintf(why, len, "the request has both Content-Length and Transfer-Encoding: it may have one of them");
     else return 0;
     return -1;
 }
