@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cairo.h>
@@ -273,22 +274,29 @@ static void *feed_passes(void *arg) {
     return NULL;
 }
 
+/* A domain usage of c recording, with the labels "a" (group 1) and "b" (group 2). */
+static mt_domain_usage *usage_of_a_and_b(const mt_config *c) {
+    mt_recorder_opts o;
+    mt_recorder_opts_default(&o);
+    mt_err err = {{0}};
+    mt_domain_usage *u = mt_domain_usage_new(c, "m", &o, "topic", NULL, &err);
+    assert_non_null(u);
+    assert_int_equal(mt_domain_usage_group(u, "a", &err), 1);
+    assert_int_equal(mt_domain_usage_group(u, "b", &err), 2);
+    mt_domain_usage_start(u);
+    return u;
+}
+
 /* Writes taken while another thread feeds passes, some of whose tokens have no label: each one
  * succeeds, and the writes together count every token once, in its domain or the rest; windows
  * taken and put back in between are counted by the next write. */
 static void test_domain_usage_writes_while_recording(void **state) {
     (void)state;
     mt_config c = moe_config();
-    mt_recorder_opts o;
-    mt_recorder_opts_default(&o);
     mt_err err = {{0}};
-    mt_domain_usage *u = mt_domain_usage_new(&c, "m", &o, "topic", NULL, &err);
-    assert_non_null(u);
-    assert_int_equal(mt_domain_usage_group(u, "a", &err), 1);
-    assert_int_equal(mt_domain_usage_group(u, "b", &err), 2);
+    mt_domain_usage *u = usage_of_a_and_b(&c);
     assert_int_equal(mt_domain_usage_group(u, "a", &err), 1);
     assert_int_equal(mt_domain_usage_group(u, "", &err), -1);
-    mt_domain_usage_start(u);
     char dir[] = "/tmp/moetrace_domains_XXXXXX", sub[128], json[256];
     assert_non_null(mkdtemp(dir));
     feeder f = {.sink = mt_domain_usage_sink(u)};
@@ -323,6 +331,50 @@ static void test_domain_usage_writes_while_recording(void **state) {
     assert_int_equal(counted, f.tokens);
     assert_int_equal(counted_labelled, f.labelled);
     assert_true(f.passes > 20);
+    mt_domain_usage_free(u);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A window whose files cannot all be written leaves none of them (the dump written before the
+ * failure removed, the folders it left empty too) and goes back, so the next write counts it. */
+static void test_domain_window_failed_write(void **state) {
+    (void)state;
+    mt_config c = moe_config();
+    mt_err err = {{0}};
+    mt_domain_usage *u = usage_of_a_and_b(&c);
+    mt_routing_sink sink = mt_domain_usage_sink(u);
+    const int32_t group_of[3] = {1, 2, 0};
+    int64_t req[4] = {0, 1, 2, 0};
+    feed(sink, 0, req, 4, group_of, 3);
+    char dir[] = "/tmp/moetrace_domains_XXXXXX", bad[160], good[160], path[256], json[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(bad, sizeof bad, "%s/bad", dir);
+    snprintf(path, sizeof path, "%s/domains", bad);
+    assert_int_equal(mkdir(bad, 0755), 0);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/domains/b", bad); /* b's folder is a file: a's dump is written first */
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    mt_domain_window *w = mt_domain_usage_take(u, &err);
+    assert_non_null(w);
+    assert_int_equal(mt_domain_window_write(w, bad, false, json, sizeof json, &err), -1);
+    snprintf(path, sizeof path, "%s/domains/a", bad);
+    assert_int_equal(access(path, F_OK), -1); /* a's dump and its folder gone */
+    assert_true(mt_domain_usage_put_back(w));
+    feed(sink, 1, req, 4, group_of, 3);
+    snprintf(good, sizeof good, "%s/good", dir);
+    assert_int_equal(mt_domain_usage_write(u, good, false, json, sizeof json, &err), 0);
+    cJSON *dj = mt_json_load_file(json, &err);
+    assert_non_null(dj);
+    assert_int_equal(cJSON_GetObjectItem(dj, "tokens")->valueint, 8); /* both passes */
+    const cJSON *d;
+    int64_t in_domains = 0;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(dj, "domains")) in_domains += cJSON_GetObjectItem(d, "tokens")->valueint;
+    assert_int_equal(in_domains, 6);
+    cJSON_Delete(dj);
     mt_domain_usage_free(u);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -508,6 +560,7 @@ int main(void) {
         cmocka_unit_test(test_split_rejects_bad_arguments),
         cmocka_unit_test(test_split_recorders_add_up),
         cmocka_unit_test(test_domain_usage_writes_while_recording),
+        cmocka_unit_test(test_domain_window_failed_write),
         cmocka_unit_test(test_js_divergence),
         cmocka_unit_test(test_compare),
         cmocka_unit_test(test_compare_edges),

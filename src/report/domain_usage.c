@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -321,20 +322,20 @@ mt_domain_window *mt_domain_usage_take(mt_domain_usage *u, mt_err *err) {
     return w;
 }
 
-void mt_domain_usage_put_back(mt_domain_window *w) {
-    if (!w) return;
+bool mt_domain_usage_put_back(mt_domain_window *w) {
+    if (!w) return false;
     mt_domain_usage *u = w->u;
     pthread_mutex_lock(&u->mu);
     pthread_mutex_lock(&u->pass_mu);
-    for (int g = 0; g < w->G; g++) {
-        mt_recorder_put_back(u->recorders[g], w->taken[g]);
-        u->requests[g] += w->requests[g];
-    }
-    mt_recorder_put_back(u->rest, w->rest);
-    u->unlabelled += w->unlabelled;
+    for (int g = 0; g < w->G; g++) /* the requests come back with their tokens, not without */
+        if (mt_recorder_put_back(u->recorders[g], w->taken[g])) u->requests[g] += w->requests[g];
+    bool back = mt_recorder_put_back(u->rest, w->rest); /* the domains' go or stay with it: the same
+                                                              resets and switches drop them all */
+    if (back) u->unlabelled += w->unlabelled;
     pthread_mutex_unlock(&u->pass_mu);
     pthread_mutex_unlock(&u->mu);
     free(w);
+    return back;
 }
 
 /* What the report is made of, from a window's recorders. */
@@ -446,21 +447,39 @@ int mt_domain_usage_prepare(mt_domain_usage *u, const char *dir, mt_err *err) {
     return make_dirs(u, dir, mt_domain_usage_num_domains(u), err);
 }
 
+/* What a failed write leaves: the first `written` domain dumps, domains.json when json_path names it,
+ * and the folders when they end up empty (an earlier run's files stay), so no half report remains. */
+static void remove_partial(const mt_domain_usage *u, const char *dir, int G, char (*paths)[4096], int written,
+                           const char *json_path) {
+    char path[4096];
+    for (int g = 0; paths && g < written; g++) unlink(paths[g]);
+    if (json_path[0]) unlink(json_path);
+    for (int g = 0; g < G; g++) {
+        snprintf(path, sizeof path, "%s/domains/%s", dir, u->slugs[g]);
+        rmdir(path);
+    }
+    snprintf(path, sizeof path, "%s/domains", dir);
+    rmdir(path);
+    rmdir(dir);
+}
+
 int mt_domain_window_write(mt_domain_window *w, const char *dir, bool picture, char *json_path, size_t json_path_len,
                            mt_err *err) {
     mt_domain_usage *u = w->u;
     const mt_config *c = u->cfg;
-    int G = w->G, rc = -1;
+    int G = w->G, rc = -1, written = 0;
     snapshot s = {0};
     char (*paths)[4096] = malloc((size_t)G * sizeof *paths);
     cJSON *root = NULL;
+    json_path[0] = '\0';
     if (make_dirs(u, dir, G, err) || read_window(w, &s, err)) goto out;
     if (!paths) {
         mt_errf(err, "domain usage: out of memory");
         goto out;
     }
     long long ms = unix_ms();
-    for (int g = 0; g < G; g++) {
+    for (; written < G; written++) {
+        int g = written;
         snprintf(paths[g], sizeof paths[g], "%s/domains/%s/expert_distribution_%lld.json", dir, u->slugs[g], ms);
         if (write_json(paths[g], s.dumps[g], false, err)) goto out;
     }
@@ -483,6 +502,7 @@ int mt_domain_window_write(mt_domain_window *w, const char *dir, bool picture, c
     }
     rc = 0;
 out:
+    if (rc) remove_partial(u, dir, G, paths, written, json_path);
     snapshot_free(&s, G);
     free(paths);
     cJSON_Delete(root);

@@ -86,12 +86,15 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
  * Not while mt_domain_usage_set_placement runs; u must outlive the window. */
 typedef struct mt_domain_window mt_domain_window;
 mt_domain_window *mt_domain_usage_take(mt_domain_usage *u, mt_err *err);
-/* Writes a taken window's files under dir as mt_domain_usage_write does (it stays the caller's). */
+/* Writes a taken window's files under dir as mt_domain_usage_write does (it stays the caller's);
+ * a write that fails removes what it wrote (so no half report remains) and the folders it leaves
+ * empty. */
 int mt_domain_window_write(mt_domain_window *w, const char *dir, bool picture, char *json_path, size_t json_path_len,
                            mt_err *err);
 void mt_domain_window_free(mt_domain_window *w); /* NULL: nothing */
 /* A window not written goes back into its usage in front of what was recorded since (as
- * mt_recorder_put_back; dropped when a reset or a placement switch came since), and is freed. */
-void mt_domain_usage_put_back(mt_domain_window *w);
+ * mt_recorder_put_back; dropped when a reset or a placement switch came since), and is freed.
+ * true when it went back. */
+bool mt_domain_usage_put_back(mt_domain_window *w);
 
 #endif

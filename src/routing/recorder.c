@@ -752,20 +752,22 @@ static void append_newer(mt_recorder *r, const mt_recorder *newer) {
     r->dropped_tokens += newer->dropped_tokens + (newer->tok_n - kept);
 }
 
-void mt_rec_put_back(mt_recorder *r, mt_recorder *taken) {
+bool mt_rec_put_back(mt_recorder *r, mt_recorder *taken) {
     pthread_mutex_lock(&r->mu);
     if (r->drops != taken->taken_at_drops) { /* reset or switched since: the window is dropped as it would have been */
         pthread_mutex_unlock(&r->mu);
-        return;
+        return false;
     }
     swap_data(r, taken); /* r holds the older data again, taken what r recorded since */
     append_newer(r, taken);
     pthread_mutex_unlock(&r->mu);
+    return true;
 }
 
-void mt_recorder_put_back(mt_recorder *r, mt_recorder *taken) {
-    mt_rec_put_back(r, taken);
+bool mt_recorder_put_back(mt_recorder *r, mt_recorder *taken) {
+    bool back = mt_rec_put_back(r, taken);
     mt_recorder_free(taken);
+    return back;
 }
 
 static void sink_on_pass(void *ctx, const mt_pass_event *ev) {

@@ -89,7 +89,7 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b);
  * O(size of the shape), not of the data: so a window can be taken between two forward passes and
  * dumped later from another thread (mt_recorder_dump_window, or mt_recorder_dump on the result and
  * mt_recorder_free). Not while mt_recorder_set_placement runs on r (serve orders both under its
- * placement lock). NULL with err when out of memory (r then unchanged). */
+ * window lock). NULL with err when out of memory (r then unchanged). */
 mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err);
 /* mt_recorder_take in two steps, for windows of several recorders taken at one pass boundary: the
  * empty twin (the only step that can fail: NULL with err, out of memory), then the exchange, which
@@ -98,8 +98,9 @@ mt_recorder *mt_recorder_twin(mt_recorder *r, mt_err *err);
 void mt_recorder_take_into(mt_recorder *r, mt_recorder *twin);
 /* A window taken from r and not written goes back in front of what r recorded since, as if never
  * taken (unless r was reset or switched placements since: then it is dropped, as it would have
- * been); frees taken. Windows of r go back in the order they were taken (the caller's lock). */
-void mt_recorder_put_back(mt_recorder *r, mt_recorder *taken);
+ * been); frees taken. true when it went back, false when dropped. Windows of r go back in the order
+ * they were taken (the caller's lock). */
+bool mt_recorder_put_back(mt_recorder *r, mt_recorder *taken);
 mt_recorder_mode mt_recorder_get_mode(const mt_recorder *r);
 
 /* Names request group g (>= 1; mt_routing_event.request_groups) into out (size bytes); false when
@@ -124,7 +125,7 @@ int mt_recorder_dump(mt_recorder *r, char *path_out, size_t path_len, mt_err *er
  * it, and when the write fails puts it back into r in front of what r recorded since (unless r was
  * reset or switched placements since: then it is dropped, as it would have been). Frees taken.
  * Dumps of r run one at a time from their take to here: the caller orders them (serve: its
- * placement lock), as mt_recorder_dump does its own. */
+ * window lock), as mt_recorder_dump does its own. */
 int mt_recorder_dump_window(mt_recorder *r, mt_recorder *taken, char *path_out, size_t path_len, mt_err *err);
 
 /* The dump's JSON object (for per_token: the index, without request ids nor tensors), for inline

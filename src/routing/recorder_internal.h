@@ -106,6 +106,6 @@ void mt_rec_reset_locked(mt_recorder *r);
 /* Puts a window taken from r (mt_recorder_take) back in front of what r recorded since, as if it
  * had never been taken (a dump that failed keeps its data), unless r's data was dropped since (a
  * reset, a placement switch): then nothing changes. taken is then to be freed by the caller. */
-void mt_rec_put_back(mt_recorder *r, mt_recorder *taken);
+bool mt_rec_put_back(mt_recorder *r, mt_recorder *taken);
 
 #endif

@@ -110,14 +110,18 @@ int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *e
     else rc = mt_engine_loop_between_passes(s->b.loop, take_now, &t, err);
     mt_window_files f = {.window = t.window, .put_back_into = s->b.recorder, .domains = t.domains,
                          .domains_picture = s->b.dump_visualize, .metrics = &s->metrics};
-    if (rc == 0 && mt_window_files_write(&f)) rc = mt_errf(err, "%s", f.dump_err.msg);
-    else if (rc) mt_metrics_dump_failed(&s->metrics);
+    if (rc == 0 && mt_window_files_write(&f)) { /* logged there */
+        rc = mt_errf(err, "%s", f.dump_err.msg);
+    } else if (rc) { /* nothing taken */
+        mt_metrics_dump_failed(&s->metrics);
+        mt_log("expert distribution dump failed: %s", err->msg);
+    }
     pthread_mutex_unlock(&s->window_mu);
     if (rc) return -1;
     snprintf(path, path_len, "%s", f.dump);
     if (s->b.dump_visualize) mt_server_visualize_dump(path, s->b.ep_size); /* the lock is not needed */
-    if (t.domains_failed || f.domains_failed)
-        return mt_errf(err, "%s was written, but the domain usage not: %s", path,
+    if (t.domains_failed || f.domains_failed) /* it stays for the next dump */
+        return mt_errf(err, "%s was written, but the domain usage not (it is kept for the next dump): %s", path,
                        t.domains_failed ? t.domains_err.msg : f.domains_err.msg);
     return 0;
 }

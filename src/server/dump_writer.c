@@ -27,7 +27,9 @@ static void write_plan(mt_window_files *f) {
     cJSON_Delete(o);
 }
 
-/* The domains' usage of the window dumped to f->dump, into domain_usage_<ms>/ beside it. */
+/* The domains' usage of the window dumped to f->dump, into domain_usage_<ms>/ beside it. When it
+ * cannot be written (nothing of it is left), it goes back into the server's domain usage, so the next
+ * dump's counts it; a switch's is dropped there, as the switch dropped what came before it. */
 static void write_domains(mt_window_files *f) {
     char dir[4096], json[4096];
     if (mt_stat_dump_sibling(f->dump, "domain_usage_", "", dir, sizeof dir))
@@ -37,7 +39,9 @@ static void write_domains(mt_window_files *f) {
         return;
     }
     f->domains_failed = true;
-    mt_log("expert use per domain not written: %s", f->domains_err.msg);
+    bool kept = mt_domain_usage_put_back(f->domains);
+    f->domains = NULL;
+    mt_log("expert use per domain not written%s: %s", kept ? " (kept for the next dump)" : "", f->domains_err.msg);
 }
 
 int mt_window_files_write(mt_window_files *f) {

@@ -27,7 +27,8 @@ static double seconds_since(const struct timespec *t0) {
     return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) * 1e-9;
 }
 
-/* The rebalance, under window_mu and placement_mu; its result for the metrics. */
+/* The rebalance, under window_mu (the switch takes placement_mu for its own moment); its result for
+ * the metrics, which count an applied one already. */
 static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
     mt_recorder_counts k;
     mt_recorder_get_counts(s->b.recorder, &k);
@@ -44,7 +45,8 @@ static mt_switch_result rebalance_locked(mt_server *s, mt_engine *engine) {
         mt_log("EPLB: rebalance failed, the placement stays: out of memory");
         return MT_SWITCH_FAILED;
     }
-    w.current = s->placement_now;
+    w.current = s->placement_now; /* only switches change it, one at a time under window_mu */
+    w.trigger = MT_SWITCH_BY_PERIOD;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = mt_placement_switch_run_here(&w, engine, &err);
@@ -71,10 +73,8 @@ static int rebalance_now(mt_engine *engine, void *ctx, mt_err *err) {
     /* held: a switch, dump or start asked over HTTP is in progress (a switch waits for this thread,
      * and restarts the count once done); ask again after the next pass */
     if (pthread_mutex_trylock(&s->window_mu)) return 1;
-    pthread_mutex_lock(&s->placement_mu); /* its readers hold it only for a moment */
     mt_switch_result result = rebalance_locked(s, engine);
-    mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_PERIOD, result);
-    pthread_mutex_unlock(&s->placement_mu);
+    if (result != MT_SWITCH_APPLIED) mt_metrics_placement_switch(&s->metrics, MT_SWITCH_BY_PERIOD, result);
     pthread_mutex_unlock(&s->window_mu);
     return 0;
 }

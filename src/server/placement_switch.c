@@ -113,9 +113,27 @@ static int read_window(mt_placement_switch *w, mt_err *err) {
     return rc;
 }
 
+/* w->next becomes the server's placement; the one a switch installed before is freed: the engine,
+ * the recorders and placement_now point at w->next now, and readers take placement_mu (held), or
+ * window_mu as the switches do. Counted in the metrics under the same lock, so a reader sees the
+ * new placement with its count. */
+static void install(mt_placement_switch *w) {
+    mt_server *s = w->s;
+    mt_placement *replaced = s->placement_owned;
+    s->placement_owned = w->next;
+    s->placement_now = w->next;
+    mt_placement_destroy(replaced);
+    mt_metrics_placement_switch(&s->metrics, w->trigger, MT_SWITCH_APPLIED);
+    mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
+           w->next->num_gpus);
+}
+
 /* The window taken (with --domain-field, the domains' usage of the same passes too), then the
- * recorders and the engine switched: engine thread, no pass running, so the window is exactly the one
- * planned on and the next window counts the new placement only. */
+ * recorders and the engine switched and the new placement installed: engine thread, no pass running,
+ * so the window is exactly the one planned on and the next window counts the new placement only.
+ * placement_mu is held only around the switch itself, not while the window is read and planned on
+ * (nor, by the HTTP caller, while it waits for the pass boundary): the placement's readers wait for
+ * no forward pass. */
 static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
     mt_placement_switch *w = ctx;
     mt_server *s = w->s;
@@ -136,29 +154,21 @@ static int switch_between_passes(mt_engine *engine, void *ctx, mt_err *err) {
     /* each part takes w->next only once the one before has: a failure puts those back on w->current,
      * so nothing keeps a pointer to a placement the caller then frees */
     mt_err ignored;
-    if (mt_engine_set_placement(engine, w->next, err)) return -1;
+    pthread_mutex_lock(&s->placement_mu);
+    if (mt_engine_set_placement(engine, w->next, err)) goto out;
     if (s->b.domains && mt_domain_usage_set_placement(s->b.domains, w->next, err)) goto engine_back;
     if (mt_recorder_set_placement(rec, w->next, err)) goto domains_back;
+    install(w);
+    pthread_mutex_unlock(&s->placement_mu);
     mt_engine_loop_restart_count(s->b.loop); /* serve --enable-eplb counts its passes from here */
     return 0;
 domains_back:
     if (s->b.domains) mt_domain_usage_set_placement(s->b.domains, w->current, &ignored);
 engine_back:
     mt_engine_set_placement(engine, w->current, &ignored);
+out:
+    pthread_mutex_unlock(&s->placement_mu);
     return -1;
-}
-
-/* w->next becomes the server's placement; the one a switch installed before is freed: the engine,
- * the recorders and placement_now point at w->next now, and readers take placement_mu (held), or
- * window_mu as the switches do. */
-static void install(mt_placement_switch *w) {
-    mt_server *s = w->s;
-    mt_placement *replaced = s->placement_owned;
-    s->placement_owned = w->next;
-    s->placement_now = w->next;
-    mt_placement_destroy(replaced);
-    mt_log("expert placement switched (%s, %d slots on %d GPUs)", w->next->source, w->next->num_physical,
-           w->next->num_gpus);
 }
 
 /* What is left to write after the switch (installed: w->next runs now): the window taken, the
@@ -192,14 +202,11 @@ int mt_placement_switch_run(mt_placement_switch *w, mt_switch_trigger trigger, m
     mt_server *s = w->s;
     mt_err err;
     mt_dump_writer_drain(s->dump_writer); /* the windows before this one reach the disk first */
-    pthread_mutex_lock(&s->placement_mu);
-    w->current = s->placement_now;
+    w->current = s->placement_now; /* only switches change it, one at a time under window_mu */
+    w->trigger = trigger;
     int rc = mt_engine_loop_between_passes(s->b.loop, switch_between_passes, w, &err);
-    bool installed = rc == 0 && !w->skipped;
-    if (installed) install(w);
-    /* counted under the lock, so a reader sees the new placement with its count */
-    mt_metrics_placement_switch(&s->metrics, trigger, rc ? MT_SWITCH_FAILED : MT_SWITCH_APPLIED);
-    pthread_mutex_unlock(&s->placement_mu);
+    bool installed = rc == 0 && !w->skipped; /* installed there, and counted */
+    if (rc) mt_metrics_placement_switch(&s->metrics, trigger, MT_SWITCH_FAILED);
     write_files_here(w, installed); /* the engine runs meanwhile, and readers of the placement */
     if (rc == 0) return 0;
     char window[sizeof w->dump + 64] = ""; /* taken before the failure: the old placement goes on with an empty window */
@@ -228,8 +235,7 @@ static bool hand_to_writer(mt_dump_writer *writer, const mt_window_files *f) {
 
 int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err) {
     int rc = switch_between_passes(engine, w, err);
-    bool installed = rc == 0 && !w->skipped;
-    if (installed) install(w);
+    bool installed = rc == 0 && !w->skipped; /* installed there, and counted */
     mt_window_files f = files_of(w, installed);
     /* the next pass does not wait for the disk; else (no writer, out of memory) written here */
     if (w->s->dump_writer && f.window && hand_to_writer(w->s->dump_writer, &f)) {

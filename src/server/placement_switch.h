@@ -11,8 +11,9 @@
  * they are written on the caller's thread before it answers; the periodic rebalance leaves them to
  * the dump writer, so the engine thread only plans and switches.
  * Switches run one at a time: the caller holds the server's window_mu (server_internal.h); the switch
- * holds placement_mu too from the pass boundary until the new placement is installed, not while the
- * files are written. */
+ * takes placement_mu, on the engine thread between the two passes, only to change the engine's and
+ * the recorders' placement and install the new one: not while it waits for the pass boundary, reads
+ * and plans on the window, or writes the files. */
 #ifndef MT_SERVER_PLACEMENT_SWITCH_H
 #define MT_SERVER_PLACEMENT_SWITCH_H
 
@@ -31,6 +32,8 @@ typedef struct mt_placement_switch {
     mt_placement *next;          /* what it runs after: given, or planned on the engine thread for a
                                     rebalance (then allocated, empty, by the caller) */
     bool rebalance;
+    mt_switch_trigger trigger;   /* what asked for it, for the metrics (mt_placement_switch_run sets it;
+                                    the caller of mt_placement_switch_run_here does) */
     double skip_above;           /* rebalance: leave the placement as it is when the window's mean
                                     per-pass balancedness is above this (>= 1: never skip) */
     /* results */
@@ -61,13 +64,14 @@ int mt_placement_switchable(mt_server *s, mt_api_error *e);
 /* From a thread other than the engine's, window_mu held (not placement_mu): runs the switch between
  * two passes and installs w->next as the server's placement (the server then owns it, and frees it
  * at the next switch: read it only while still holding window_mu), counting it in the metrics as
- * trigger's, then writes the window's files (dump, plan, dump_error). 0, or -1 with the HTTP status
+ * trigger's (applied or failed), then writes the window's files (dump, plan, dump_error). 0, or -1 with the HTTP status
  * and reason in e (w->next then stays the caller's; a window taken before the failure is still
  * written). */
 int mt_placement_switch_run(mt_placement_switch *w, mt_switch_trigger trigger, mt_api_error *e);
 
-/* The same from the engine thread between two passes (engine: the loop's), window_mu and
- * placement_mu held, not counted in the metrics (the caller counts); the
+/* The same from the engine thread between two passes (engine: the loop's), window_mu held (not
+ * placement_mu), w->trigger set; an applied switch is counted in the metrics, the caller counts a
+ * failed or skipped one; the
  * files are left to the server's dump writer (written here when it has none). 0 (w->skipped when the
  * rebalance was not needed), or -1 with err (w->next stays the caller's). */
 int mt_placement_switch_run_here(mt_placement_switch *w, mt_engine *engine, mt_err *err);

@@ -37,10 +37,11 @@ struct mt_server {
      * /eplb_rebalance, --enable-eplb), recorder dumps and starts. Lock order: window_mu, then
      * placement_mu. */
     pthread_mutex_t window_mu;
-    /* The placement the engine runs, and the switches' counts (metrics.h): a switch holds it from
-     * before the pass boundary where it changes the engine's and the recorders' placement until it
-     * has installed the new one here, so a reader that takes it (briefly: /metrics, /get_model_info,
-     * the dashboard) sees a placement with the recorder's counts of it. */
+    /* The placement the engine runs, and the switches' counts (metrics.h): a switch holds it, on the
+     * engine thread between two passes, while it changes the engine's and the recorders' placement
+     * and installs the new one here, so a reader that takes it (briefly: /metrics, /get_model_info,
+     * the dashboard) sees a placement with the recorder's counts of it. Switches (under window_mu)
+     * may read placement_now without it. */
     pthread_mutex_t placement_mu;
     const mt_placement *placement_now; /* what the engine dispatches over: b.placement until a switch */
     mt_placement *placement_owned; /* the one the last switch installed (= placement_now), owned: the
