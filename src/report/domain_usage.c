@@ -511,12 +511,12 @@ out:
 
 int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, char *json_path, size_t json_path_len,
                           mt_err *err) {
-    int G = mt_domain_usage_num_domains(u);
-    if (G == 0) return mt_errf(err, "domain usage: no request carried a domain label");
-    /* the folders first: a write that fails there loses nothing */
-    if (make_dirs(u, dir, G, err)) return -1;
     mt_domain_window *w = mt_domain_usage_take(u, err);
-    int rc = w ? mt_domain_window_write(w, dir, picture, json_path, json_path_len, err) : -1;
+    if (!w) return -1;
+    if (mt_domain_window_write(w, dir, picture, json_path, json_path_len, err)) {
+        mt_domain_usage_put_back(w); /* a write that fails loses nothing */
+        return -1;
+    }
     mt_domain_window_free(w);
-    return rc;
+    return 0;
 }

@@ -76,7 +76,8 @@ void mt_domain_usage_reset(mt_domain_usage *u);
  * an error before a run rather than at its end. */
 int mt_domain_usage_prepare(mt_domain_usage *u, const char *dir, mt_err *err);
 /* Writes the files above under dir (made when missing; domains.png only with picture) and resets
- * the counts; the path of domains.json goes to json_path. Errors when no label is known yet. */
+ * the counts; the path of domains.json goes to json_path. Errors when no label is known yet; a write
+ * that fails leaves no file and keeps the counts (mt_domain_usage_put_back). */
 int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, char *json_path, size_t json_path_len,
                           mt_err *err);
 
