@@ -1,6 +1,7 @@
 /* Model loading: config spellings, dummy weights, and every malformed checkpoint giving a clear
  * error before any compute (missing tensor, wrong shape, unsupported dtype, truncated file, bad
  * config). Malformed checkpoints are derived from the qwen3_moe fixture in a temp folder. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "model/model.h"
+#include "model/rope_config.h"
 #include "util/json_util.h"
 
 #define SRC MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe"
@@ -194,8 +196,23 @@ static void test_bad_configs(void **state) {
         {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
          " \"num_attention_heads\": 4, \"num_key_value_heads\": 3}", "num_key_value_heads"},
         {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
-         " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}}",
-         "yarn"},
+         " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 4}}",
+         "'dynamic' is not supported (supported: default, linear, yarn)"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}}", "'llama3'"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"linear\"}}", "'rope_scaling.factor' must be a positive"},
+        {MIXTRAL_FIELDS ", \"rope_parameters\": {\"rope_type\": \"linear\", \"factor\": -2}}",
+         "'rope_parameters.factor' must be a positive"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": \"4\"}}",
+         "'rope_scaling.factor' must be a finite number"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 0}}", "'rope_scaling.factor' must be positive"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 0}}",
+         "original_max_position_embeddings' must be a positive integer"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": 10.5}}",
+         "original_max_position_embeddings' must be a positive integer"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"attention_factor\": -1}}",
+         "'rope_scaling.attention_factor' must be positive"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"truncate\": \"no\"}}", "truncate"},
+        {MIXTRAL_FIELDS ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"beta_fast\": [32]}}", "beta_fast"},
         {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
          " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"num_local_experts\": 4, \"num_experts_per_tok\": 8,"
          " \"intermediate_size\": 8}",

@@ -571,8 +571,8 @@ mt_qk_prep_args qk_prep_args(const GpuModel *g, const mt_config *c, const GpuLay
     qa.k_norm = L.k_norm;
     qa.qk_norm_full = c->qk_norm == MT_QK_NORM_FULL;
     qa.eps = c->rms_norm_eps;
-    qa.rope_theta = c->rope_theta;
     qa.inv_freq = g->inv_freq;
+    qa.rope_scale = c->rope_attention_factor;
     qa.positions = pi.positions;
     qa.kv_block = pi.kv_block;
     qa.k_cache = (bf16 *)kv->dev_k;

@@ -104,7 +104,7 @@ struct GpuModel {
     cudaStream_t stream;
     bf16 *embed;             // row-major [V, H]
     float *final_norm;
-    float *inv_freq;         // RoPE inverse frequencies [head_dim/2]
+    float *inv_freq;         // RoPE inverse frequencies [head_dim/2] (mt_config.rope_inv_freq)
     mt_dmat lm_head;
     GpuLayer *layers;
     int num_layers, num_moe_layers;

@@ -365,7 +365,12 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
         if (make_vec(u, &g->final_norm, m->final_norm, c->hidden_size) || make_single(u, &g->lm_head, m->lm_head)) goto done;
         g->inv_freq = (float *)mt_gpu_alloc(g, (size_t)c->head_dim / 2 * sizeof(float), err);
         if (!g->inv_freq) goto done;
-        mt_cuda_rope_inv_freq(g->inv_freq, c->head_dim, c->rope_theta, g->stream);
+        cudaError_t ce = cudaMemcpyAsync(g->inv_freq, c->rope_inv_freq, (size_t)c->head_dim / 2 * sizeof(float),
+                                         cudaMemcpyHostToDevice, g->stream);
+        if (ce != cudaSuccess) {
+            mt_cuda_fail(err, "cudaMemcpyAsync (RoPE frequencies)", ce);
+            goto done;
+        }
         for (int l = 0; l < c->num_hidden_layers; l++)
             if (upload_layer(u, m, l)) goto done;
         cudaError_t e = cudaStreamSynchronize(g->stream);

@@ -137,8 +137,8 @@ static void attention(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, con
         mt_rmsnorm(s->q, s->q, L->q_norm, n, qdim, c->rms_norm_eps);
         mt_rmsnorm(s->k, s->k, L->k_norm, n, kvdim, c->rms_norm_eps);
     }
-    mt_rope(s->q, n, c->num_attention_heads, hd, b->positions, c->rope_theta);
-    mt_rope(s->k, n, c->num_key_value_heads, hd, b->positions, c->rope_theta);
+    mt_rope(s->q, n, c->num_attention_heads, hd, b->positions, c->rope_inv_freq, c->rope_attention_factor);
+    mt_rope(s->k, n, c->num_key_value_heads, hd, b->positions, c->rope_inv_freq, c->rope_attention_factor);
     for (int i = 0; i < n; i++) {
         const mt_kv_seq *seq = b->seqs[b->seq_ids[i]];
         memcpy(mt_kv_at(kv, kv->k, seq, layer, b->positions[i]), s->k + (size_t)i * kvdim, (size_t)kvdim * sizeof(float));

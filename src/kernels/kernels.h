@@ -81,8 +81,9 @@ void mt_attend(float *out, const float *q, int g, int head_dim, float scale, con
 void mt_rmsnorm(float *y, const float *x, const float *weight, int n, int dim, float eps);
 
 /* In-place rotary embedding (the rotate-half convention of Hugging Face Llama-style models) on
- * n rows of n_heads x head_dim values, row r at position pos[r]. */
-void mt_rope(float *x, int n, int n_heads, int head_dim, const int32_t *pos, float theta);
+ * n rows of n_heads x head_dim values, row r at position pos[r]: pair i turns by pos[r] * inv_freq[i]
+ * ([head_dim / 2], model/rope_config.h), its cos and sin scaled by scale (yarn's attention factor). */
+void mt_rope(float *x, int n, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq, float scale);
 
 /* gate[i] = silu(gate[i]) * up[i] for n values. */
 void mt_silu_mul(float *gate, const float *up, int64_t n);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/rope_config.h"
 #include "util/json_util.h"
 
 typedef struct arch_desc {
@@ -52,60 +53,6 @@ static const arch_desc ARCHS[] = {
 
 static int require_positive(const char *key, int v, mt_err *err) {
     if (v <= 0) return mt_errf(err, "config.json: '%s' missing or not positive", key);
-    return 0;
-}
-
-/* partial_rotary_factor: the share of each head that rotates. The four families' attention rotates
- * whole heads (transformers would size the frequencies for part of the head and apply them to all of
- * it), so only 1 is accepted. `where` names the object holding the key ("" at the top level). */
-static int check_partial_rotary(const cJSON *obj, const char *where, mt_err *err) {
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, "partial_rotary_factor");
-    if (!f || cJSON_IsNull(f)) return 0;
-    if (!cJSON_IsNumber(f))
-        return mt_errf(err, "config.json: '%spartial_rotary_factor' must be a number or null", where);
-    if (f->valuedouble != 1.0)
-        return mt_errf(err, "config.json: '%spartial_rotary_factor' %g is not supported: moetrace rotates the whole "
-                       "head (only 1)", where, f->valuedouble);
-    return 0;
-}
-
-static int parse_rope(mt_config *cfg, const cJSON *root, const arch_desc *a, mt_err *err) {
-    cfg->rope_theta = a->theta;
-    GET(float, "rope_theta", &cfg->rope_theta);
-    if (check_partial_rotary(root, "", err)) return -1;
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
-    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    const cJSON *objs[2] = {params, scaling};
-    for (int i = 0; i < 2; i++) {
-        const cJSON *o = objs[i];
-        const char *key = i ? "rope_scaling" : "rope_parameters";
-        if (!o || cJSON_IsNull(o)) continue;
-        if (!cJSON_IsObject(o)) return mt_errf(err, "config.json: '%s' must be an object", key);
-        /* transformers 5 nests the parameters per attention type for models that mix types */
-        const cJSON *it;
-        cJSON_ArrayForEach(it, o) {
-            if (cJSON_IsObject(it))
-                return mt_errf(err, "config.json: '%s' holds per-layer-type parameters ('%s'), which are not supported",
-                               key, it->string);
-        }
-        float theta;
-        if (mt_json_float(o, "rope_theta", &theta, err) < 0) return -1;
-        char where[32];
-        snprintf(where, sizeof where, "%s.", key);
-        if (check_partial_rotary(o, where, err)) return -1;
-        const char *type = NULL;
-        if (mt_json_string(o, "rope_type", &type, err) < 0) return -1;
-        if (!type && mt_json_string(o, "type", &type, err) < 0) return -1;
-        if (type && strcmp(type, "default") != 0)
-            return mt_errf(err, "config.json: %s: rope type '%s' is not supported (only 'default')", key, type);
-    }
-    /* The rotary parameters are read from one object, as transformers 5 does: rope_scaling when it holds
-     * any key, else rope_parameters; its rope_theta overrides the top-level one. (transformers 4 reads
-     * neither object's rope_theta, and ignores rope_parameters.) */
-    const cJSON *used = cJSON_IsObject(scaling) && scaling->child ? scaling : params;
-    if (cJSON_IsObject(used) && mt_json_float(used, "rope_theta", &cfg->rope_theta, err) < 0) return -1;
-    if (!(cfg->rope_theta > 0.0f) || isinf(cfg->rope_theta))
-        return mt_errf(err, "config.json: rope_theta must be a positive finite number");
     return 0;
 }
 
@@ -311,7 +258,7 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
             goto done;
         }
     }
-    if (parse_rope(cfg, root, a, err)) goto done;
+    if (mt_rope_config_parse(cfg, root, a->theta, err)) goto done;
 
     /* one setting under two names (transformers maps one onto the other): both given must agree */
     int has_named = mt_json_int(root, "num_experts", &cfg->num_experts, err);
@@ -411,6 +358,11 @@ const char *mt_config_differs(const mt_config *a, const mt_config *b) {
     SAME(max_position_embeddings, "max_position_embeddings");
     SAME(rms_norm_eps, "rms_norm_eps");
     SAME(rope_theta, "rope_theta");
+    SAME(rope_type, "the rope type");
+    SAME(rope_factor, "the rope scaling factor");
+    SAME(rope_original_max_positions, "original_max_position_embeddings");
+    SAME(rope_attention_factor, "the rope attention factor");
+    for (int i = 0; i < a->head_dim / 2; i++) SAME(rope_inv_freq[i], "the rope parameters");
     SAME(attention_bias, "attention_bias");
     SAME(qk_norm, "the q/k norm");
     SAME(tie_word_embeddings, "tie_word_embeddings");

@@ -12,6 +12,7 @@
 
 #define MT_MAX_LAYERS 256
 #define MT_MAX_EOS 32
+#define MT_MAX_ROPE_PAIRS 256  /* head_dim / 2 */
 
 typedef enum mt_arch {
     MT_ARCH_QWEN3_MOE,
@@ -19,6 +20,9 @@ typedef enum mt_arch {
     MT_ARCH_MIXTRAL,
     MT_ARCH_OLMOE,
 } mt_arch;
+
+/* How rotary frequencies are derived (model/rope_config.h). */
+typedef enum mt_rope_type { MT_ROPE_DEFAULT, MT_ROPE_LINEAR, MT_ROPE_YARN } mt_rope_type;
 
 /* Where q/k normalisation applies: none, per head (Qwen3), over the whole projection (OLMoE). */
 typedef enum mt_qk_norm { MT_QK_NORM_NONE, MT_QK_NORM_PER_HEAD, MT_QK_NORM_FULL } mt_qk_norm;
@@ -35,6 +39,12 @@ typedef struct mt_config {
     int max_position_embeddings;
     float rms_norm_eps;
     float rope_theta;
+    mt_rope_type rope_type;
+    double rope_factor;       /* linear and yarn: the context scaling factor (1 for default) */
+    int rope_original_max_positions; /* yarn: original_max_position_embeddings (0 otherwise) */
+    float rope_attention_factor;     /* cos and sin are scaled by it (yarn; 1 otherwise) */
+    float rope_inv_freq[MT_MAX_ROPE_PAIRS]; /* [head_dim / 2] inverse frequencies every forward path
+                                             * rotates with (filled from the above) */
     bool attention_bias;      /* q/k/v carry biases (Qwen2-MoE) */
     mt_qk_norm qk_norm;
     bool tie_word_embeddings;

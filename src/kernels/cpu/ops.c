@@ -14,13 +14,12 @@ void mt_rmsnorm(float *y, const float *x, const float *weight, int n, int dim, f
     }
 }
 
-void mt_rope(float *x, int n, int n_heads, int head_dim, const int32_t *pos, float theta) {
+void mt_rope(float *x, int n, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq, float scale) {
     int half = head_dim / 2;
     for (int r = 0; r < n; r++) {
         for (int i = 0; i < half; i++) {
-            float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
-            float angle = (float)pos[r] * inv_freq;
-            float c = cosf(angle), s = sinf(angle);
+            float angle = (float)pos[r] * inv_freq[i];
+            float c = cosf(angle) * scale, s = sinf(angle) * scale;
             for (int h = 0; h < n_heads; h++) {
                 float *v = x + ((int64_t)r * n_heads + h) * head_dim;
                 float a = v[i], b = v[i + half];

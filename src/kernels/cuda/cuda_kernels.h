@@ -224,8 +224,9 @@ typedef struct mt_qk_prep_args {
     const float *q_bias, *k_bias, *v_bias;  /* may be NULL */
     const float *q_norm, *k_norm;     /* may be NULL */
     int qk_norm_full;                 /* 1: norm over the whole projection, 0: per head */
-    float eps, rope_theta;
-    const float *inv_freq;            /* [head_dim/2] RoPE inverse frequencies (device), or NULL */
+    float eps;
+    const float *inv_freq;            /* [head_dim/2] RoPE inverse frequencies (device) */
+    float rope_scale;                 /* cos and sin scaled by it (yarn's attention factor; 1 otherwise) */
     const int32_t *positions;         /* [n] */
     const int32_t *kv_block;          /* [n] cache block of each token's position (its sequence's table
                                          entry pos / 16), -1 for a padding slot (nothing cached) */
@@ -234,8 +235,6 @@ typedef struct mt_qk_prep_args {
     bf16 *q_out;                      /* [n, qd] */
 } mt_qk_prep_args;
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st);
-/* inv_freq[i] = 1 / theta^(2i/head_dim), computed on the device once per model. */
-void mt_cuda_rope_inv_freq(float *inv_freq, int head_dim, float theta, cudaStream_t st);
 
 /* A tile of attention rows: n_tok consecutive batch tokens of one sequence (consecutive positions)
  * x n_heads query heads (starting at head0 within the kv head's group); n_tok*n_heads <= 16 (decode

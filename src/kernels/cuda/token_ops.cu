@@ -54,14 +54,16 @@ __device__ void norm_vectors(float *v, int n_vec, int len, const float *w, float
     }
 }
 
-// RoPE (rotate-half) on n_vec heads of hd values in shared memory at position pos.
-__device__ void rope_vectors(float *v, int n_vec, int hd, int pos, float theta) {
+// RoPE (rotate-half) on n_vec heads of hd values in shared memory at position pos: pair i turns
+// by pos * inv_freq[i], its cos and sin scaled by scale.
+__device__ void rope_vectors(float *v, int n_vec, int hd, int pos, const float *inv_freq, float scale) {
     const int half = hd / 2;
     for (int e = threadIdx.x; e < n_vec * half; e += blockDim.x) {
         int hh = e / half, i = e % half;
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
         float s, c;
-        sincosf((float)pos * inv_freq, &s, &c);
+        sincosf((float)pos * inv_freq[i], &s, &c);
+        s *= scale;
+        c *= scale;
         float *x = v + (size_t)hh * hd;
         float a = x[i], b = x[i + half];
         x[i] = a * c - b * s;
@@ -103,8 +105,8 @@ __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
         __syncthreads();
     }
     const int pos = a.positions[t];
-    rope_vectors(q, a.n_heads, hd, pos, a.rope_theta);
-    rope_vectors(k, a.n_kv_heads, hd, pos, a.rope_theta);
+    rope_vectors(q, a.n_heads, hd, pos, a.inv_freq, a.rope_scale);
+    rope_vectors(k, a.n_kv_heads, hd, pos, a.inv_freq, a.rope_scale);
     __syncthreads();
     bf16 *qo = a.q_out + (size_t)t * qd;
     for (int i = threadIdx.x; i < qd; i += blockDim.x) qo[i] = __float2bfloat16(q[i]);
@@ -152,8 +154,12 @@ __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
         n0 = nw[i];
         n1 = nw[i + half];
     }
-    if (threadIdx.y == 0 && threadIdx.x < half)
-        sincosf((float)pos * a.inv_freq[threadIdx.x], &rope_sin[threadIdx.x], &rope_cos[threadIdx.x]);
+    if (threadIdx.y == 0 && threadIdx.x < half) {
+        float s, c;
+        sincosf((float)pos * a.inv_freq[threadIdx.x], &s, &c);
+        rope_sin[threadIdx.x] = s * a.rope_scale;
+        rope_cos[threadIdx.x] = c * a.rope_scale;
+    }
     mt_grid_dependency_wait();
     float x0 = 0.0f, x1 = 0.0f;
     if (live) {
@@ -200,11 +206,6 @@ __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
     size_t off = (((size_t)block * a.num_layers + a.layer) * 16 + pos % 16) * kvd + (size_t)(col - qd);
     a.k_cache[off + i] = __float2bfloat16(y0);
     a.k_cache[off + i + half] = __float2bfloat16(y1);
-}
-
-__global__ void rope_inv_freq_kernel(float *inv_freq, int hd, float theta) {
-    int i = threadIdx.x;
-    if (i < hd / 2) inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
 }
 
 // One block per token (rmsnorm_threads(H) threads): h += the token's k expert outputs ye (rows
@@ -360,7 +361,7 @@ void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *
 
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     if (a->n <= 0) return;
-    if (!a->qk_norm_full && a->inv_freq) {   // per-head work: a block per (token, head)
+    if (!a->qk_norm_full) {   // per-head work: a block per (token, head)
         dim3 grid(a->n, (a->n_heads + 2 * a->n_kv_heads + QK_HEADS - 1) / QK_HEADS);
         dim3 block(a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, QK_HEADS);
         mt_launch(qk_prep_head_kernel, grid, block, 0, st, *a);
@@ -375,9 +376,7 @@ void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     mt_launch(qk_prep_kernel, a->n, 256, smem, st, *a);
 }
 
-void mt_cuda_rope_inv_freq(float *inv_freq, int head_dim, float theta, cudaStream_t st) {
-    rope_inv_freq_kernel<<<1, 256, 0, st>>>(inv_freq, head_dim, theta);
-}
+
 
 void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, const float *w, int n, int k, int H,
                          const float *ys, const float *sg, int ld_sg, bf16 *y, const float *norm_w, float eps,
