@@ -102,15 +102,15 @@ static int reference_pick(const mt_sample_row *r, const float *logits, int V) {
     qsort(sorted, (size_t)V, sizeof *sorted, desc_u64);
     uint64_t t = 0;
     if (r->top_k > 0 && r->top_k < V) t = sorted[r->top_k - 1];
-    if (r->top_p < 1.0f) {
+    if (r->top_p < 1.0f) {   /* top-p over the whole row, then the tokens both filters keep */
         uint64_t mass = 0;
-        for (int i = 0; i < V && sorted[i] >= t; i++) mass += sorted[i];
+        for (int i = 0; i < V; i++) mass += sorted[i];
         uint64_t need = (uint64_t)ceil((double)r->top_p * (double)mass), run = 0;
         if (need < 1) need = 1;
         for (int i = 0; i < V; i++) {   /* the value at which the mass of all q >= it reaches need */
             run += sorted[i];
             if (run >= need && (i + 1 == V || sorted[i + 1] != sorted[i])) {
-                t = sorted[i];
+                if (sorted[i] > t) t = sorted[i];
                 break;
             }
         }
@@ -172,6 +172,17 @@ static void test_pick_edges(void **state) {
     mt_sample_row lo = {1.0f, 2, 1.0f, 0u}, hi = {1.0f, 2, 1.0f, 0xffffffu};
     assert_int_equal(mt_sample_pick(&lo, tie, 6, work), 0);
     assert_int_equal(mt_sample_pick(&hi, tie, 6, work), 3);
+    /* top-k with top-p: each judges the whole row (SGLang's rule). Of p = .30 .15 .12 .11 .11 .11 .10,
+     * top_k 3 keeps three and top_p 0.4 over the row keeps two (.30 + .15 reach .4 of .99), so two
+     * are kept; top-p over the top three renormalised (vLLM's order) would keep .30 alone */
+    const float joint[7] = {logf(.30f), logf(.15f), logf(.12f), logf(.11f), logf(.11f), logf(.11f), logf(.10f)};
+    int kept[7] = {0};
+    for (uint32_t u = 0; u < (1u << 24); u += 4099) {
+        mt_sample_row r = {1.0f, 3, 0.4f, u};
+        kept[mt_sample_pick(&r, joint, 7, work)]++;
+    }
+    assert_true(kept[0] && kept[1]);
+    for (int i = 2; i < 7; i++) assert_int_equal(kept[i], 0);
     /* top_k 1 and a tiny top_p both leave the argmax alone */
     mt_sample_row k1 = {1.0f, 1, 1.0f, 0xffffffu}, p0 = {1.0f, 0, 1e-6f, 0xffffffu};
     assert_int_equal(mt_sample_pick(&k1, LOGITS, 6, work), 1);

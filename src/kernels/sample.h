@@ -3,8 +3,9 @@
  * parameters and its random draw, never on the batch. For a row with temperature T > 0:
  *   q_i = floor(exp((l_i - max l) / T) * 2^40)   fixed-point weights (a NaN logit weighs 0)
  *   top-k:  keep q_i >= the k-th largest q        (ties with it kept, as transformers does)
- *   top-p:  of those, keep q_i >= the largest t whose kept mass {q >= t} reaches
- *           ceil(top_p * kept mass)                (ties kept)
+ *   top-p:  keep q_i >= the largest t whose mass {q >= t} reaches ceil(top_p * the row's mass)
+ *           (ties kept); with top-k, the tokens both keep: each filter judges the whole row, as
+ *           SGLang's sampler does (not top-p over what top-k left, vLLM's order)
  *   pick:   r = floor(R * u24 / 2^24) with R the kept mass and u24 the row's 24 random bits; the
  *           token is the first id, in id order, whose running kept mass exceeds r.
  * Masses are integers, so every sum is exact whatever its order. Temperature <= 0, or every weight

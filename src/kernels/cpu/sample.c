@@ -118,11 +118,15 @@ int mt_sample_pick(const mt_sample_row *r, const float *logits, int V, uint64_t 
     uint64_t t = 0;
     if (r->top_k > 0 && r->top_k < V) t = select_threshold(work, V, 0, true, (uint64_t)r->top_k, hist);
     if (r->top_p < 1.0f) {
-        uint64_t mass = 0;
-        for (int i = 0; i < V; i++) mass += work[i] >= t ? work[i] : 0;
-        uint64_t need = (uint64_t)ceil((double)r->top_p * (double)mass);
+        uint64_t total = 0, mass = 0; /* the row's and top-k's */
+        for (int i = 0; i < V; i++) {
+            total += work[i];
+            mass += work[i] >= t ? work[i] : 0;
+        }
+        uint64_t need = (uint64_t)ceil((double)r->top_p * (double)total);
         if (need < 1) need = 1;
-        if (mass > 0) t = select_threshold(work, V, t, false, need, hist);
+        /* top-p's set within top-k's: its threshold; else top-k's set is the smaller one */
+        if (mass >= need) t = select_threshold(work, V, t, false, need, hist);
     }
     uint64_t kept = 0;
     for (int i = 0; i < V; i++) kept += work[i] >= t ? work[i] : 0;

@@ -123,14 +123,23 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *tokens, const 
         return m;
     };
     if (spec.top_p < 1.0f) {
-        u64 mass = block_scan<true>(run_mass(t), scratch);
+        u64 mass = block_scan<true>(run_mass(t), scratch);   // top-k's
         if (threadIdx.x == 0) result[0] = mass;
         __syncthreads();
         mass = result[0];
         __syncthreads();
-        u64 need = (u64)ceil((double)spec.top_p * (double)mass);
+        u64 total = mass;   // the row's
+        if (t > 0) {
+            total = block_scan<true>(run_mass(0), scratch);
+            if (threadIdx.x == 0) result[0] = total;
+            __syncthreads();
+            total = result[0];
+            __syncthreads();
+        }
+        u64 need = (u64)ceil((double)spec.top_p * (double)total);
         if (need < 1) need = 1;
-        if (mass > 0) t = select_threshold(r, t, false, need, hist, scratch, result);
+        // top-p's set within top-k's: its threshold; else top-k's set is the smaller one
+        if (mass >= need) t = select_threshold(r, t, false, need, hist, scratch, result);
     }
     const u64 mine = run_mass(t);
     const u64 upto = block_scan<false>(mine, scratch);   // kept mass of ids < end
