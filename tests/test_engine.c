@@ -591,6 +591,55 @@ static void test_cancel_preempted(void **state) {
     mt_model_free(&m);
 }
 
+static int g_cached_of[2];
+static void on_cached_event(void *ctx, const mt_engine_event *ev) {
+    (void)ctx;
+    if (ev->kind == MT_EVENT_FINISHED && ev->id >= 10) g_cached_of[ev->id - 10] = ev->n_cached;
+}
+
+/* A request given back before it forwarded anything (here retracted; a preemption takes the same path)
+ * whose cached prefix is evicted meanwhile forwards that prefix itself when admitted again: it reports
+ * no cached tokens, and the prefix cache's statistics count the lookups of the admission that
+ * forwarded, hits and misses alike (audit h14: it reported the 48 tokens of its first admission, and
+ * lookups counted only hits). */
+static void test_cached_tokens_after_give_back(void **state) {
+    (void)state;
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    mt_engine_opts o = {.num_kv_blocks = 64, .max_batch_tokens = 1, .max_running = 4, .prefix_cache = true};
+    mt_engine *e = mt_engine_new(&m, &o, on_cached_event, NULL, NULL, &err);
+    if (!e) fail_msg("%s", err.msg);
+    int32_t prompt[60];
+    for (int i = 0; i < 60; i++) prompt[i] = 5 + 7 * i % 400;
+    mt_request a = {.id = 1, .prompt = prompt, .n_prompt = 48, .max_new_tokens = 1, .ignore_eos = true};
+    if (mt_engine_submit(e, &a, &err)) fail_msg("%s", err.msg);
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    mt_engine_stats st;
+    mt_engine_get_stats(e, &st);
+    assert_int_equal(st.prefix_lookup_blocks, 2); /* positions 0-31 before its first to forward, 47 */
+    assert_int_equal(st.prefix_hit_blocks, 0);
+    /* L takes every pass's one-token budget; X adopts A's three blocks and forwards nothing */
+    int32_t other[4] = {401, 402, 403, 404};
+    mt_request l = {.id = 10, .prompt = other, .n_prompt = 4, .max_new_tokens = 8, .ignore_eos = true};
+    mt_request x = {.id = 11, .prompt = prompt, .n_prompt = 60, .max_new_tokens = 1, .ignore_eos = true};
+    if (mt_engine_submit(e, &l, &err) || mt_engine_submit(e, &x, &err)) fail_msg("%s", err.msg);
+    assert_true(mt_engine_step(e, &err) > 0);
+    mt_engine_get_stats(e, &st);
+    assert_int_equal(st.running, 2);
+    assert_int_equal(st.prefix_hit_blocks, 3);
+    assert_int_equal(mt_engine_retract(e), 2);
+    assert_int_equal(mt_engine_flush_prefix_cache(e), 3);
+    while (!mt_engine_idle(e)) assert_true(mt_engine_step(e, &err) >= 0);
+    assert_int_equal(g_cached_of[1], 0);
+    assert_int_equal(g_cached_of[0], 0);
+    mt_engine_get_stats(e, &st);
+    assert_int_equal(st.prefix_hit_blocks, 0);
+    assert_int_equal(st.prefix_lookup_blocks, 2 + 3); /* A's, X's second admission's (all missed) */
+    mt_engine_free(e);
+    mt_model_free(&m);
+}
+
 /* Blocks taken as tokens need them: preempted requests come back with the same tokens, scores and
  * routing (tests/preemption_check.h). */
 static void test_preemption(void **state) {
@@ -724,6 +773,7 @@ int main(void) {
         cmocka_unit_test(test_scored_prompts),
         cmocka_unit_test(test_kv_sized_from_memory),
         cmocka_unit_test(test_preemption),
+        cmocka_unit_test(test_cached_tokens_after_give_back),
         cmocka_unit_test(test_cancel_preempted),
         cmocka_unit_test(test_retract_and_finish_cancelled),
     };

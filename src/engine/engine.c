@@ -23,7 +23,9 @@ typedef struct seq {
     int n_forwarded;          /* positions whose K/V (and routing) are in the cache */
     int peak_forwarded;       /* the most positions ever forwarded: after a preemption, positions below
                                  it are forwarded again (recomputed) and their scores are kept */
-    int n_cached;             /* prompt tokens adopted from the prefix cache at first admission */
+    int n_cached;             /* prompt tokens adopted from the prefix cache at the admission where it
+                                 first forwarded (an earlier one, given back unforwarded, does not count) */
+    long admit_hits, admit_lookups; /* prefix-cache blocks its last admission hit and looked up */
     int n_published;          /* leading full blocks published to the prefix cache */
     uint64_t last_hash;       /* hash of block n_published - 1 */
     uint64_t *block_hash;     /* with prefix caching: hash of each full block of the tokens, room for
@@ -412,6 +414,7 @@ static admit_result try_admit(mt_engine *e, seq *s) {
     if (e->o.prefix_cache) {
         int max_blocks = first_to_forward(s) / MT_KV_BLOCK, cached = 0;
         if (max_blocks > s->n_hashed) max_blocks = s->n_hashed;
+        e->kv.lookups += max_blocks; /* hit or not; mt_kv_seq_adopt counts the hits */
         while (cached < max_blocks && mt_kv_cached(&e->kv, s->block_hash[cached])) cached++;
         if (cached < max_blocks && cached < s->n_prompt_blocks && !e->o.no_shared_wait &&
             block_in_flight(e, cached, s->block_hash[cached]))
@@ -432,7 +435,9 @@ static admit_result try_admit(mt_engine *e, seq *s) {
         e->kv.lookups = lookups;
         return NO_ROOM;
     }
-    if (s->preemptions == 0) s->n_cached = s->n_forwarded;
+    if (s->peak_forwarded == 0) s->n_cached = s->n_forwarded; /* nothing of its own forwarded yet */
+    s->admit_hits = e->kv.hits - hits;
+    s->admit_lookups = e->kv.lookups - lookups;
     return ADMITTED;
 }
 
@@ -505,6 +510,10 @@ static void save_routing(mt_engine *e, seq *s) {
 static void requeue(mt_engine *e, int i) {
     seq *s = e->running[i];
     save_routing(e, s);
+    if (s->peak_forwarded == 0) { /* admitted, never forwarded: looked up again when admitted again */
+        e->kv.hits -= s->admit_hits;
+        e->kv.lookups -= s->admit_lookups;
+    }
     mt_kv_seq_release(&e->kv, &s->kv);
     s->n_forwarded = s->n_published = 0;
     s->last_hash = 0;

@@ -179,7 +179,9 @@ typedef struct mt_engine_stats {
     double kv_bytes;         /* what the K/V take, where they live (device or host) */
     double kv_memory_free;   /* a cache sized from memory: the bytes free when it was sized; else 0 */
     bool kv_capped;          /* ... and it holds less than a full context for every running sequence */
-    long prefix_hit_blocks, prefix_lookup_blocks;
+    long prefix_hit_blocks, prefix_lookup_blocks; /* prompt blocks found in the prefix cache, and looked up
+                                                     (the full blocks before a request's first token to
+                                                     forward, once per admission that forwards) */
     long forward_passes, tokens_forwarded;
     long preemptions;        /* sequences that gave their blocks back for older ones to grow */
     long tokens_recomputed;  /* of tokens_forwarded: positions forwarded again after a preemption */

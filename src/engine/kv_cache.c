@@ -190,7 +190,6 @@ uint64_t mt_kv_block_hash(uint64_t parent, const int32_t *tokens) {
 bool mt_kv_cached(const mt_kv_cache *c, uint64_t h) { return find_published(c, h) >= 0; }
 
 bool mt_kv_seq_adopt(mt_kv_cache *c, mt_kv_seq *s, uint64_t h) {
-    c->lookups++;
     int32_t b = find_published(c, h);
     if (b < 0 || ensure_table(s, s->num_blocks + 1, NULL)) return false;
     if (c->refcount[b]++ == 0) lru_remove(c, b);

@@ -42,7 +42,8 @@ typedef struct mt_kv_cache {
     int num_lru;
     int32_t *bucket, *chain;      /* hash -> published block */
     int num_buckets;
-    long hits, lookups;           /* prefix-cache statistics, in blocks */
+    long hits, lookups;           /* prefix-cache statistics, in blocks: adopted (mt_kv_seq_adopt counts
+                                     them) and looked up (the admitting caller counts those) */
 } mt_kv_cache;
 
 typedef struct mt_kv_seq {
@@ -84,7 +85,8 @@ void mt_kv_seq_release(mt_kv_cache *c, mt_kv_seq *s);
 uint64_t mt_kv_block_hash(uint64_t parent, const int32_t *tokens);
 /* Whether a block is published under h (no reference taken, no statistics counted). */
 bool mt_kv_cached(const mt_kv_cache *c, uint64_t h);
-/* Appends to s the cached block published under h (taking a reference); false when absent. */
+/* Appends to s the cached block published under h (taking a reference, counting a hit); false when
+ * absent. */
 bool mt_kv_seq_adopt(mt_kv_cache *c, mt_kv_seq *s, uint64_t h);
 /* Forgets every published block (the prefix cache empties): cached blocks nobody uses become free,
  * blocks sequences use stay theirs. Returns how many blocks were published. */
