@@ -71,6 +71,15 @@ static void test_parse(void **state) {
     assert_string_equal(printed, "{\"t\":\"a\\u0000b\\u0000\\u0000\xc3\xa9\"}");
     free(printed);
     cJSON_Delete(o);
+    /* bytes that are no UTF-8 (an error quoting a file's header, a message cut inside a character)
+     * print as U+FFFD: every body is valid UTF-8 JSON */
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "message", "tensor 'extra.\xff' \xed\xa0\x80 \xc3");
+    printed = mt_json_print(o);
+    assert_string_equal(printed, "{\"message\":\"tensor 'extra.\xef\xbf\xbd' \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                                 "\xef\xbf\xbd\"}");
+    free(printed);
+    cJSON_Delete(o);
     /* the whole text must be the value: whitespace may follow, nothing else */
     assert_null(mt_json_parse_whole(ok, strlen(ok), "body", &err));
     assert_string_equal(err.msg, "body: unexpected text after the JSON value at byte 22");

@@ -269,6 +269,19 @@ static void test_bad_configs(void **state) {
         {MIXTRAL_FIELDS ", \"eos_token_id\": [1e30]}", "eos_token_id"},
         {MIXTRAL_FIELDS ", \"eos_token_id\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,"
          "27,28,29,30,31,32,33]}", "33 ids"},
+        /* products of sizes the forward pass keeps in an int */
+        {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4194304, \"num_key_value_heads\": 4194304, \"head_dim\": 512,"
+         " \"num_local_experts\": 4, \"num_experts_per_tok\": 2, \"intermediate_size\": 8}",
+         "config.json: (num_attention_heads 4194304 + 2 x num_key_value_heads 4194304) x head_dim 512"},
+        {"{\"model_type\": \"mixtral\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 200,"
+         " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"num_local_experts\": 20000000,"
+         " \"num_experts_per_tok\": 20000000, \"intermediate_size\": 8}",
+         "config.json: num_hidden_layers 200 x num_experts_per_tok 20000000"},
+        /* transformers 5 types mlp_only_layers list[int] */
+        {"{\"model_type\": \"qwen3_moe\", \"vocab_size\": 512, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+         " \"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 8,"
+         " \"intermediate_size\": 16, \"mlp_only_layers\": [1.7]}", "'mlp_only_layers' must be a list of integers"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         mt_config c;
@@ -324,6 +337,8 @@ static void test_config_accepted_values(void **state) {
         MIXTRAL_FIELDS ", \"hidden_act\": \"silu\", \"attention_dropout\": 0.1, \"router_jitter_noise\": 0.1,"
         " \"output_router_logits\": true, \"sliding_window\": null}",
         MIXTRAL_FIELDS ", \"num_experts\": 4}",
+        /* generation settings: an update keeps the served model's */
+        MIXTRAL_FIELDS ", \"eos_token_id\": [7, 9], \"bos_token_id\": null}",
     };
     for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
         if (mt_config_parse(&c, same[i], &err)) fail_msg("case %zu: %s", i, err.msg);

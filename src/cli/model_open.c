@@ -18,8 +18,10 @@ int mt_cli_open_model(mt_model *m, const char *dir, mt_load_format fmt, const ch
     if (cuda && !mt_cuda_compiled())
         return mt_errf(err, "--device cuda: this build of moetrace has no CUDA backend (nvcc was not found at build time)");
     if (cuda && mt_cuda_device_count() <= 0) return mt_errf(err, "--device cuda: no CUDA device is visible");
-    if (mt_model_load(m, dir, cuda && fmt == MT_LOAD_DUMMY ? MT_LOAD_SHAPES : fmt, err)) return -1;
-    if (cuda && mt_cuda_attach(m, err)) {
+    if (!cuda) return mt_model_load(m, dir, fmt, err);
+    /* the device holds the weights: the host keeps only the files' mappings, for a re-upload */
+    if (mt_model_load_mapped(m, dir, fmt == MT_LOAD_DUMMY ? MT_LOAD_SHAPES : fmt, err)) return -1;
+    if (mt_cuda_attach(m, err) || mt_checkpoint_unchanged(m->ckpt, err)) {
         mt_model_free(m);
         return -1;
     }

@@ -29,7 +29,9 @@ static void exchange_weights(mt_model *a, mt_model *b) {
 
 int mt_model_swap_weights(mt_model *m, const char *dir, mt_err *err) {
     mt_model fresh;
-    if (mt_model_load(&fresh, dir, MT_LOAD_AUTO, err)) return -1;
+    int loaded = m->device ? mt_model_load_mapped(&fresh, dir, MT_LOAD_AUTO, err)
+                           : mt_model_load(&fresh, dir, MT_LOAD_AUTO, err);
+    if (loaded) return -1;
     const char *diff = mt_config_differs(&m->cfg, &fresh.cfg);
     if (diff) {
         mt_model_free(&fresh);
@@ -38,12 +40,12 @@ int mt_model_swap_weights(mt_model *m, const char *dir, mt_err *err) {
     if (m->device) {
         m->device_free(m->device);
         m->device = NULL;
-        if (mt_cuda_attach(&fresh, err)) {
+        if (mt_cuda_attach(&fresh, err) || mt_checkpoint_unchanged(fresh.ckpt, err)) {
             char why[MT_ERR_LEN];
             snprintf(why, sizeof why, "%s", err->msg);
             mt_model_free(&fresh);
             mt_err again;
-            if (mt_cuda_attach(m, &again)) {
+            if (mt_checkpoint_unchanged(m->ckpt, &again) || mt_cuda_attach(m, &again)) {
                 mt_errf(err, "uploading %s failed (%.400s), and uploading the served weights again failed too (%.400s)",
                         dir, why, again.msg);
                 return -2;

@@ -3,7 +3,9 @@
  * model's field by field, then its weights take the place of the model's in the same mt_model (so
  * every pointer to the model stays valid; its config is not written). On a device the served copy
  * is freed before the new one is uploaded (both rarely fit); if the upload fails the served weights
- * are uploaded again.
+ * are uploaded again. On the CPU the new checkpoint is read into private memory (mt_model_load); on a
+ * device it stays mapped (mt_model_load_mapped) and is checked unchanged after its upload, and the
+ * served one before it is uploaded again.
  *
  * Nothing may run on the model meanwhile (the engine idle). Cached prompt blocks hold K/V and
  * routing of the old weights: flush them afterwards (mt_engine_flush_prefix_cache). */

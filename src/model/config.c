@@ -2,6 +2,7 @@
  * forward pass only reads the resulting fields. */
 #include "model/config.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,9 +106,11 @@ static int parse_moe_layout(mt_config *cfg, const cJSON *root, const arch_desc *
         if (!cJSON_IsArray(only)) return mt_errf(err, "config.json: 'mlp_only_layers' must be a list");
         const cJSON *it;
         cJSON_ArrayForEach(it, only) {
-            if (!cJSON_IsNumber(it) || it->valueint < 0 || it->valueint >= cfg->num_hidden_layers)
+            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
+                return mt_errf(err, "config.json: 'mlp_only_layers' must be a list of integers");
+            if (it->valuedouble < 0 || it->valuedouble >= cfg->num_hidden_layers)
                 return mt_errf(err, "config.json: 'mlp_only_layers' entry out of range [0, %d)", cfg->num_hidden_layers);
-            dense[it->valueint] = true;
+            dense[(int)it->valuedouble] = true;
         }
     }
     cfg->num_moe_layers = 0;
@@ -117,6 +120,18 @@ static int parse_moe_layout(mt_config *cfg, const cJSON *root, const arch_desc *
         cfg->layer_is_moe[l] = moe;
         cfg->num_moe_layers += moe;
     }
+    return 0;
+}
+
+/* Sizes the model computes as products of config fields must fit an int. */
+static int check_products(const mt_config *cfg, mt_err *err) {
+    long long hd = cfg->head_dim, heads = cfg->num_attention_heads, kv = cfg->num_key_value_heads;
+    if ((heads + 2 * kv) * hd > INT_MAX)
+        return mt_errf(err, "config.json: (num_attention_heads %lld + 2 x num_key_value_heads %lld) x head_dim %lld "
+                       "does not fit in 32 bits", heads, kv, hd);
+    if ((long long)cfg->num_hidden_layers * cfg->top_k > INT_MAX)
+        return mt_errf(err, "config.json: num_hidden_layers %d x num_experts_per_tok %d does not fit in 32 bits",
+                       cfg->num_hidden_layers, cfg->top_k);
     return 0;
 }
 
@@ -287,7 +302,7 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err) {
         mt_errf(err, "config.json: num_experts_per_tok %d exceeds num_experts %d", cfg->top_k, cfg->num_experts);
         goto done;
     }
-    if (parse_moe_layout(cfg, root, a, err)) goto done;
+    if (check_products(cfg, err) || parse_moe_layout(cfg, root, a, err)) goto done;
     if (cfg->num_moe_layers < cfg->num_hidden_layers && cfg->intermediate_size <= 0) {
         mt_errf(err, "config.json: dense layers need 'intermediate_size'");
         goto done;
@@ -376,9 +391,6 @@ const char *mt_config_differs(const mt_config *a, const mt_config *b) {
     SAME(shared_expert_gate, "the shared expert's gate");
     SAME(num_moe_layers, "the MoE layers");
     for (int l = 0; l < a->num_hidden_layers; l++) SAME(layer_is_moe[l], "the MoE layers");
-    SAME(bos_token_id, "bos_token_id");
-    SAME(num_eos, "eos_token_id");
-    for (int i = 0; i < a->num_eos; i++) SAME(eos_ids[i], "eos_token_id");
 #undef SAME
     return NULL;
 }

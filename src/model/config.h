@@ -73,8 +73,9 @@ int mt_config_parse(mt_config *cfg, const char *json_text, mt_err *err);
 int mt_config_load(mt_config *cfg, const char *dir, mt_err *err);
 /* True when id is one of the eos ids. */
 bool mt_config_is_eos(const mt_config *cfg, int id);
-/* NULL when a and b describe the same model (every field equal), else the first field that differs
- * (its config.json name). */
+/* NULL when a and b describe the same computation (every field that shapes the weights or the
+ * forward pass equal), else the first field that differs (its config.json name). The generation
+ * settings (bos_token_id, eos_token_id) are not compared: they are not the weights'. */
 const char *mt_config_differs(const mt_config *a, const mt_config *b);
 
 #endif

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/host_memory.h"
+
 /* Per-architecture tensor names of the MoE block, as published checkpoints spell them. */
 typedef struct moe_names {
     const char *block;                   /* "mlp" or "block_sparse_moe" */
@@ -222,13 +224,40 @@ static void folder_name(const char *dir, char *out, size_t n) {
     free(real);
 }
 
-int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err) {
+/* Bytes of host memory the dummy weights of c take (bf16 matrices; the float vectors are left out). */
+static double dummy_bytes(const mt_config *c) {
+    double H = c->hidden_size, hd = c->head_dim, per_layer_attn = 2.0 * H * hd * (c->num_attention_heads +
+                                                                                   c->num_key_value_heads);
+    double mats = (c->tie_word_embeddings ? 1.0 : 2.0) * c->vocab_size * H;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        mats += per_layer_attn;
+        if (!c->layer_is_moe[l]) {
+            mats += 3.0 * c->intermediate_size * H;
+            continue;
+        }
+        mats += (double)c->num_experts * H * (1.0 + 3.0 * c->moe_intermediate_size);
+        if (c->shared_expert_intermediate_size > 0) mats += 3.0 * c->shared_expert_intermediate_size * H + H;
+    }
+    return mats * 2.0;
+}
+
+/* Dummy weights are made in host memory: refused before any is made when they cannot fit. */
+static int check_dummy_fits(const mt_config *c, const char *dir, mt_err *err) {
+    const double gib = 1024.0 * 1024.0 * 1024.0, need = dummy_bytes(c), available = mt_host_memory_available();
+    if (available > 0 && need > available)
+        return mt_errf(err, "--load-format dummy: the weights %s/config.json describes need %.1f GiB of host memory, "
+                       "%.1f GiB is available (MemAvailable of /proc/meminfo)", dir, need / gib, available / gib);
+    return 0;
+}
+
+static int load(mt_model *m, const char *dir, mt_load_format fmt, mt_checkpoint_mode mode, mt_err *err) {
     memset(m, 0, sizeof *m);
     if (mt_config_load(&m->cfg, dir, err)) return -1;
     folder_name(dir, m->name, sizeof m->name);
+    if (fmt == MT_LOAD_DUMMY && check_dummy_fits(&m->cfg, dir, err)) return -1;
 
     binder b = {m, fmt != MT_LOAD_AUTO, fmt == MT_LOAD_SHAPES, 0x6d6f657472616365ull, err, NULL};
-    if (!b.dummy && mt_checkpoint_open(&m->ckpt, dir, err)) goto fail;
+    if (!b.dummy && mt_checkpoint_open_mode(&m->ckpt, dir, mode, err)) goto fail;
     if (!b.dummy && !(b.used = calloc((size_t)mt_checkpoint_count(m->ckpt) + 1, 1))) {
         mt_errf(err, "out of memory");
         goto fail;
@@ -255,6 +284,14 @@ fail:
     free(b.used);
     mt_model_free(m);
     return -1;
+}
+
+int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err) {
+    return load(m, dir, fmt, MT_CHECKPOINT_PRIVATE, err);
+}
+
+int mt_model_load_mapped(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err) {
+    return load(m, dir, fmt, MT_CHECKPOINT_MAPPED, err);
 }
 
 void mt_model_free(mt_model *m) {

@@ -1,6 +1,9 @@
 /* A loaded model: its config and every weight bound by name, checked for presence, dtype and
- * shape before any compute starts; a checkpoint tensor the config has no place for is an error too. Large matrices stay in the checkpoint's mmap in their own dtype;
- * small vectors (norm weights, biases) are converted to float32 copies.
+ * shape before any compute starts; a checkpoint tensor the config has no place for is an error too.
+ * Large matrices stay in the checkpoint's memory in their own dtype (mt_model_load: the files read
+ * into private memory, so a process rewriting them while the model serves changes nothing;
+ * mt_model_load_mapped: read-only mappings of the files); small vectors (norm weights, biases) are
+ * converted to float32 copies.
  *
  * Tensor naming follows the published checkpoints of each architecture (model/arch_names.c);
  * adding an architecture means adding its names and config defaults, not a new forward pass. */
@@ -56,8 +59,13 @@ typedef enum mt_load_format {
 } mt_load_format;
 
 /* Loads DIR (config.json + safetensors), or only its config for MT_LOAD_DUMMY / MT_LOAD_SHAPES.
- * Norm weights are 1 and biases 0 in both config-only formats. */
+ * Norm weights are 1 and biases 0 in both config-only formats. MT_LOAD_DUMMY is refused up front
+ * when its weights need more host memory than is available. */
 int mt_model_load(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err);
+/* The same with the matrices in mappings of the files, for a backend that copies them elsewhere
+ * (mt_cuda_attach) and reads them again only to upload them anew: check mt_checkpoint_unchanged
+ * first. Costs no anonymous host memory for the weights. */
+int mt_model_load_mapped(mt_model *m, const char *dir, mt_load_format fmt, mt_err *err);
 void mt_model_free(mt_model *m);
 
 #endif

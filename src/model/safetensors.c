@@ -17,22 +17,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <utf8proc.h>
+
+#include "util/err.h"
+#include "util/host_memory.h"
 #include "util/json_util.h"
 
 #define MAX_HEADER (100u << 20)          /* larger headers are rejected as absurd */
 #define MAX_JSON_INT 9007199254740992.0  /* 2^53: doubles hold every integer below it */
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
+#define READ_CHUNK (64u << 20)           /* private reads: bytes per pread, a multiple of every element size */
+#define NONFINITE_WARNINGS 8             /* tensors named in warnings per checkpoint; the rest are counted */
 
 typedef struct st_file {
     char *path;
-    void *map;
+    void *map;      /* the file's mapping, or (private) anonymous memory holding what was read of it */
     size_t size;
-    cJSON *json; /* the header; tensor names point into it */
+    cJSON *json;    /* the header; tensor names point into it */
+    int fd;         /* mapped: kept open to see whether the file changes; private: -1 once read */
+    struct timespec mtime; /* when opened */
 } st_file;
 
 struct mt_checkpoint {
     char *path;
+    mt_checkpoint_mode mode;
+    double memory_available; /* private: host memory available at open (0: unknown) */
+    double private_bytes;    /* private: bytes of anonymous memory taken so far */
+    int nonfinite_tensors;   /* private: tensors holding NaN or Inf */
     st_file *files;
     int nfiles;
     mt_tensor_info *tensors;
@@ -55,7 +67,7 @@ static const struct { const char *name; unsigned bits; mt_dtype dt; } DTYPES[] =
     {"F8_E5M2FNUZ", 8, MT_DTYPE_COUNT},
 };
 
-typedef struct span { uint64_t begin, end; const char *name; } span;
+typedef struct span { uint64_t begin, end; const char *name; int tensor; } span;
 
 static int cmp_span(const void *a, const void *b) {
     const span *x = a, *y = b;
@@ -139,11 +151,119 @@ static int parse_entry(const st_file *f, const cJSON *e, size_t hdr_end, mt_tens
     t->file = f->path;
     t->dtype_name = DTYPES[k].name;
     t->supported = supported;
-    *sp = (span){begin, end, name};
+    *sp = (span){begin, end, name, 0};
     return 0;
 }
 
-/* Maps one file, validates its header and appends its tensors to ck. */
+/* A name the header of f gives two tensors (JSON allows it, the format does not). */
+static int check_names(const st_file *f, const span *spans, int ns, mt_err *err) {
+    const char **names = malloc((size_t)(ns + 1) * sizeof *names);
+    if (!names) return mt_errf(err, "%s: out of memory", f->path);
+    for (int i = 0; i < ns; i++) names[i] = spans[i].name;
+    qsort(names, (size_t)ns, sizeof *names, cmp_str);
+    int rc = 0;
+    for (int i = 1; i < ns && rc == 0; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) rc = mt_errf(err, "%s: duplicate tensor name '%s'", f->path, names[i]);
+    free(names);
+    return rc;
+}
+
+/* Reads [from, to) of f into its anonymous memory. A short read means the file shrank since it was
+ * measured: another process is writing it. */
+static int read_range(const st_file *f, size_t from, size_t to, mt_err *err) {
+    unsigned char *dst = f->map;
+    while (from < to) {
+        size_t want = to - from < READ_CHUNK ? to - from : READ_CHUNK;
+        ssize_t got = pread(f->fd, dst + from, want, (off_t)from);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return mt_errf(err, "cannot read %s: %s", f->path, strerror(errno));
+        if (got == 0)
+            return mt_errf(err, "%s: ends at byte %zu of the %zu it had when opened (is it being written?)", f->path,
+                           from, f->size);
+        from += (size_t)got;
+    }
+    return 0;
+}
+
+/* Elements of a float tensor's n bytes at p that are NaN or infinite (exponent bits all set). */
+static size_t count_nonfinite(mt_dtype dt, const unsigned char *p, size_t n) {
+    size_t bad = 0;
+    if (dt == MT_F32) {
+        for (size_t i = 0; i + 4 <= n; i += 4) {
+            uint32_t v;
+            memcpy(&v, p + i, 4);
+            bad += (v & 0x7f800000u) == 0x7f800000u;
+        }
+        return bad;
+    }
+    uint16_t exponent = dt == MT_BF16 ? 0x7f80u : 0x7c00u;
+    for (size_t i = 0; i + 2 <= n; i += 2) {
+        uint16_t v;
+        memcpy(&v, p + i, 2);
+        bad += (v & exponent) == exponent;
+    }
+    return bad;
+}
+
+static void warn_nonfinite(mt_checkpoint *ck, const st_file *f, const mt_tensor_info *t, size_t bad) {
+    if (ck->nonfinite_tensors++ < NONFINITE_WARNINGS)
+        mt_log("warning: %s: tensor '%s' holds %zu NaN or infinite value%s of %zu", f->path, t->name, bad,
+               bad == 1 ? "" : "s", t->nbytes / mt_dtype_size(t->dtype));
+    else if (ck->nonfinite_tensors == NONFINITE_WARNINGS + 1)
+        mt_log("warning: %s: more tensors hold NaN or infinite values (only the first %d are named)", f->path,
+               NONFINITE_WARNINGS);
+}
+
+/* Private: reads every tensor's bytes (spans in file order) and, while they are in the cache, counts
+ * the float tensors' non-finite values. Bytes outside every tensor are not read. */
+static int read_tensors(mt_checkpoint *ck, const st_file *f, size_t hdr_end, const span *spans, int ns,
+                        mt_err *err) {
+    for (int i = 0; i < ns; i++) {
+        const mt_tensor_info *t = &ck->tensors[spans[i].tensor];
+        size_t begin = hdr_end + (size_t)spans[i].begin, end = hdr_end + (size_t)spans[i].end, bad = 0;
+        for (size_t at = begin; at < end; at += READ_CHUNK) {
+            size_t upto = end - at < READ_CHUNK ? end : at + READ_CHUNK;
+            if (read_range(f, at, upto, err)) return -1;
+            if (t->supported) bad += count_nonfinite(t->dtype, (const unsigned char *)f->map + at, upto - at);
+        }
+        if (bad) warn_nonfinite(ck, f, t, bad);
+    }
+    return 0;
+}
+
+/* The byte offset of the header's first byte that is not valid UTF-8, or -1 when all are. */
+static long invalid_utf8_at(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t len = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (len <= 0) return (long)i;
+        i += (size_t)len;
+    }
+    return -1;
+}
+
+/* Makes the memory of file f: its read-only mapping, or (private) anonymous memory of its size that
+ * read_range fills, after checking it fits what the host has. */
+static int map_file(mt_checkpoint *ck, st_file *f, mt_err *err) {
+    if (ck->mode == MT_CHECKPOINT_MAPPED) {
+        f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, f->fd, 0);
+        if (f->map == MAP_FAILED) return f->map = NULL, mt_errf(err, "cannot mmap %s: %s", f->path, strerror(errno));
+        return 0;
+    }
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    if (ck->memory_available > 0 && ck->private_bytes + (double)f->size > ck->memory_available)
+        return mt_errf(err, "%s: the checkpoint's files need %.2f GiB of host memory so far, %.2f GiB is available "
+                       "(MemAvailable of /proc/meminfo)", f->path, (ck->private_bytes + (double)f->size) / gib,
+                       ck->memory_available / gib);
+    f->map = mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (f->map == MAP_FAILED)
+        return f->map = NULL, mt_errf(err, "%s: out of memory for its %zu bytes", f->path, f->size);
+    ck->private_bytes += (double)f->size;
+    return 0;
+}
+
+/* Opens one file, validates its header and appends its tensors to ck. */
 static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return mt_errf(err, "cannot open %s: %s", path, strerror(errno));
@@ -156,23 +276,22 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
         close(fd);
         return mt_errf(err, "%s: %lld bytes, too short for a safetensors header", path, (long long)st.st_size);
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) return mt_errf(err, "cannot mmap %s: %s", path, strerror(map_errno));
     st_file *files = realloc(ck->files, (size_t)(ck->nfiles + 1) * sizeof *files);
     char *copy = strdup(path);
+    if (files) ck->files = files;
     if (!files || !copy) {
-        if (files) ck->files = files;
         free(copy);
-        munmap(map, (size_t)st.st_size);
+        close(fd);
         return mt_errf(err, "%s: out of memory", path);
     }
-    ck->files = files;
     st_file *f = &files[ck->nfiles++];
-    *f = (st_file){copy, map, (size_t)st.st_size, NULL}; /* owned by ck from here on */
+    *f = (st_file){copy, NULL, (size_t)st.st_size, NULL, fd, st.st_mtim}; /* owned by ck from here on */
+    if (map_file(ck, f, err)) return -1;
+    bool private = ck->mode == MT_CHECKPOINT_PRIVATE;
+    size_t head = f->size < 1024 ? f->size : 1024;
+    if (private && read_range(f, 0, head, err)) return -1;
 
-    const unsigned char *p = map;
+    const unsigned char *p = f->map;
     static const char lfs[] = "version https://git-lfs.github.com/spec/";
     if (f->size >= sizeof lfs - 1 && f->size < 1024 && memcmp(p, lfs, sizeof lfs - 1) == 0)
         return mt_errf(err, "%s: a Git LFS pointer file, not the weights (the repository was cloned without them: "
@@ -184,7 +303,12 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
     if (n > f->size - 8)
         return mt_errf(err, "%s: header length %llu runs past the end of the file (%zu bytes)", path,
                        (unsigned long long)n, f->size);
+    if (private && 8 + n > head && read_range(f, head, 8 + (size_t)n, err)) return -1;
     const char *hdr = (const char *)p + 8, *end = NULL;
+    long bad_utf8 = invalid_utf8_at(hdr, (size_t)n);
+    if (bad_utf8 >= 0)
+        return mt_errf(err, "%s: invalid UTF-8 at byte %ld of the header (the format's header is UTF-8 JSON)", path,
+                       bad_utf8);
     char what[4096 + 16];
     snprintf(what, sizeof what, "%s: header", path);
     if (!(f->json = mt_json_parse(hdr, (size_t)n, what, &end, err))) return -1;
@@ -211,10 +335,11 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
             mt_tensor_info *t = &ck->tensors[ck->ntensors];
             memset(t, 0, sizeof *t);
             rc = parse_entry(f, e, 8 + (size_t)n, t, &spans[ns], err);
-            if (rc == 0) ck->ntensors++, ns++;
+            if (rc == 0) spans[ns++].tensor = ck->ntensors++;
         }
         if (rc) break;
     }
+    if (rc == 0) rc = check_names(f, spans, ns, err);
     if (rc == 0) { /* no two tensors may share bytes; empty ones occupy none */
         qsort(spans, (size_t)ns, sizeof *spans, cmp_span);
         const span *prev = NULL;
@@ -226,10 +351,17 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
             if (!prev || spans[i].end > prev->end) prev = &spans[i];
         }
     }
+    if (rc == 0 && private) {
+        rc = read_tensors(ck, f, 8 + (size_t)n, spans, ns, err);
+        close(f->fd);
+        f->fd = -1;
+        if (rc == 0 && mprotect(f->map, f->size, PROT_READ) != 0)
+            rc = mt_errf(err, "%s: cannot make its memory read-only: %s", path, strerror(errno));
+    }
     free(spans);
     /* The format does not require alignment (writers such as MLX's pack tensors after an unpadded
      * header): a supported tensor whose data is not aligned to its element size is copied into an
-     * aligned buffer, the others stay in the mapping. */
+     * aligned buffer, the others stay where they are. */
     for (int i = ck->ntensors - ns; rc == 0 && i < ck->ntensors; i++) {
         mt_tensor_info *t = &ck->tensors[i];
         if (!t->supported || t->nbytes == 0 || (uintptr_t)t->data % mt_dtype_size(t->dtype) == 0) continue;
@@ -359,9 +491,21 @@ static bool has_suffix(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* A path that exists as a name but is no file to read (a folder, a link to nothing). */
+static int refuse_non_file(const char *path, mt_err *err) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || is_file(path)) return 0;
+    return mt_errf(err, "%s is there but is not a readable file (%s)", path,
+                   S_ISDIR(st.st_mode) ? "a folder" : S_ISLNK(st.st_mode) ? "a link to nothing" : "not a regular file");
+}
+
 static int open_dir(mt_checkpoint *ck, const char *dir, mt_err *err) {
     char *p = join(dir, INDEX_NAME);
     if (!p) return mt_errf(err, "out of memory");
+    if (refuse_non_file(p, err)) {
+        free(p);
+        return -1;
+    }
     if (is_file(p)) {
         int rc = open_index(ck, dir, p, err);
         free(p);
@@ -369,6 +513,10 @@ static int open_dir(mt_checkpoint *ck, const char *dir, mt_err *err) {
     }
     free(p);
     if (!(p = join(dir, SINGLE_NAME))) return mt_errf(err, "out of memory");
+    if (refuse_non_file(p, err)) {
+        free(p);
+        return -1;
+    }
     if (is_file(p)) {
         int rc = open_file(ck, p, err);
         free(p);
@@ -395,6 +543,10 @@ static int open_dir(mt_checkpoint *ck, const char *dir, mt_err *err) {
 }
 
 int mt_checkpoint_open(mt_checkpoint **out, const char *path, mt_err *err) {
+    return mt_checkpoint_open_mode(out, path, MT_CHECKPOINT_MAPPED, err);
+}
+
+int mt_checkpoint_open_mode(mt_checkpoint **out, const char *path, mt_checkpoint_mode mode, mt_err *err) {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0) return mt_errf(err, "cannot open checkpoint %s: %s", path, strerror(errno));
@@ -403,6 +555,8 @@ int mt_checkpoint_open(mt_checkpoint **out, const char *path, mt_err *err) {
         free(ck);
         return mt_errf(err, "out of memory opening %s", path);
     }
+    ck->mode = mode;
+    if (mode == MT_CHECKPOINT_PRIVATE) ck->memory_available = mt_host_memory_available();
     int rc;
     if (S_ISDIR(st.st_mode)) rc = open_dir(ck, path, err);
     else if ((rc = open_file(ck, path, err)) == 0) rc = finish(ck, err);
@@ -417,7 +571,8 @@ int mt_checkpoint_open(mt_checkpoint **out, const char *path, mt_err *err) {
 void mt_checkpoint_close(mt_checkpoint *ck) {
     if (!ck) return;
     for (int i = 0; i < ck->nfiles; i++) {
-        munmap(ck->files[i].map, ck->files[i].size);
+        if (ck->files[i].map) munmap(ck->files[i].map, ck->files[i].size);
+        if (ck->files[i].fd >= 0) close(ck->files[i].fd);
         cJSON_Delete(ck->files[i].json);
         free(ck->files[i].path);
     }
@@ -427,6 +582,19 @@ void mt_checkpoint_close(mt_checkpoint *ck) {
     free(ck->tensors);
     free(ck->path);
     free(ck);
+}
+
+int mt_checkpoint_unchanged(const mt_checkpoint *ck, mt_err *err) {
+    for (int i = 0; ck && i < ck->nfiles; i++) {
+        const st_file *f = &ck->files[i];
+        struct stat st;
+        if (f->fd < 0) continue;
+        if (fstat(f->fd, &st) != 0 || (size_t)st.st_size != f->size || st.st_mtim.tv_sec != f->mtime.tv_sec ||
+            st.st_mtim.tv_nsec != f->mtime.tv_nsec)
+            return mt_errf(err, "%s was modified in place after it was opened (write a new checkpoint to a new "
+                           "file or folder, or replace the file by renaming one over it)", f->path);
+    }
+    return 0;
 }
 
 const mt_tensor_info *mt_checkpoint_find(const mt_checkpoint *ck, const char *name) {

@@ -7,9 +7,17 @@
  * dtype size x product(shape) == byte length, unique names across shards. Errors name the file
  * and the tensor. Tensors of a valid safetensors dtype the kernels cannot read (I64, F8_E4M3, ...)
  * are kept, flagged `supported = false` with `dtype = MT_DTYPE_COUNT`; mt_checkpoint_get() refuses
- * them. Tensor data pointers point into the mapping, except for supported tensors whose data is not
- * aligned to their element size (the format allows it), which are copied into aligned memory at
- * open; both stay valid until mt_checkpoint_close().
+ * them. Header names must be UTF-8, as the format says. Tensor data pointers point into the file's
+ * memory (below), except for supported tensors whose data is not aligned to their element size (the
+ * format allows it), which are copied into aligned memory at open; both stay valid until
+ * mt_checkpoint_close().
+ *
+ * A file's memory is either a read-only mapping of it (MT_CHECKPOINT_MAPPED: shared page cache,
+ * nothing read until used, but a process writing the file in place changes the tensors or, when it
+ * truncates it, makes reading them fault), or anonymous memory the file was read into at open
+ * (MT_CHECKPOINT_PRIVATE: what a model computes with; later writes to the files change nothing).
+ * A private open refuses files that do not fit the host's available memory, and logs a warning
+ * naming each float tensor (the first few) holding NaN or infinite values, counted as it is read.
  * Format reference: https://github.com/huggingface/safetensors (README, "Format"). */
 #ifndef MT_MODEL_SAFETENSORS_H
 #define MT_MODEL_SAFETENSORS_H
@@ -28,7 +36,7 @@ typedef struct mt_tensor_info {
     mt_dtype dtype;
     int ndim;
     int64_t shape[MT_MAX_DIMS];
-    const void *data;     /* inside the mmap of its file */
+    const void *data;     /* inside its file's memory (or an aligned copy) */
     size_t nbytes;
     const char *file;     /* path of the file holding it */
     const char *dtype_name; /* safetensors spelling: "BF16", "I64", "F8_E4M3", ... */
@@ -37,7 +45,14 @@ typedef struct mt_tensor_info {
 
 typedef struct mt_checkpoint mt_checkpoint; /* opaque */
 
+typedef enum mt_checkpoint_mode { MT_CHECKPOINT_MAPPED, MT_CHECKPOINT_PRIVATE } mt_checkpoint_mode;
+
+/* Mapped. */
 int mt_checkpoint_open(mt_checkpoint **out, const char *path, mt_err *err);
+int mt_checkpoint_open_mode(mt_checkpoint **out, const char *path, mt_checkpoint_mode mode, mt_err *err);
+/* Mapped: 0 when every file still has the size and modification time it had at open (its tensors are
+ * what was validated), else an error naming the file. Private (or NULL): 0. */
+int mt_checkpoint_unchanged(const mt_checkpoint *ck, mt_err *err);
 void mt_checkpoint_close(mt_checkpoint *ck);
 
 /* NULL when absent. Lookup is O(log n) or better. */

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utf8proc.h>
+
 char *mt_read_file(const char *path, size_t *len, mt_err *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -197,25 +199,37 @@ cJSON *mt_json_text(const char *s, size_t n) {
     return str;
 }
 
+/* Writes text[0..n) into out (when not NULL) with each C0 80 pair as \u0000 and each byte that
+ * starts no valid UTF-8 sequence as U+FFFD; returns the length written. Runs of ASCII, all of a
+ * routing body's base64, are copied whole. */
+static size_t printable(const char *text, size_t n, char *out) {
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        size_t run = i;
+        while (run < n && (unsigned char)text[run] < 0x80) run++;
+        if (out) memcpy(out + k, text + i, run - i);
+        k += run - i;
+        if ((i = run) == n) break;
+        const unsigned char *c = (const unsigned char *)text + i;
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t len = utf8proc_iterate(c, (utf8proc_ssize_t)(n - i), &cp);
+        const char *put = text + i;
+        size_t take = len > 0 ? (size_t)len : 1, put_len = take;
+        if (i + 1 < n && c[0] == 0xC0 && c[1] == 0x80) put = "\\u0000", take = 2, put_len = 6;
+        else if (len <= 0) put = "\xEF\xBF\xBD", put_len = 3;
+        if (out) memcpy(out + k, put, put_len);
+        k += put_len;
+        i += take;
+    }
+    return k;
+}
+
 char *mt_json_print(const cJSON *root) {
     char *text = cJSON_PrintUnformatted(root);
     if (!text) return NULL;
-    size_t n = strlen(text), pairs = 0;
-    for (size_t i = 0; i + 1 < n; i++) pairs += (unsigned char)text[i] == 0xC0 && (unsigned char)text[i + 1] == 0x80;
-    char *out = malloc(n + 4 * pairs + 1);
-    if (out) {
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (i + 1 < n && (unsigned char)text[i] == 0xC0 && (unsigned char)text[i + 1] == 0x80) {
-                memcpy(out + k, "\\u0000", 6);
-                k += 6;
-                i++;
-            } else {
-                out[k++] = text[i];
-            }
-        }
-        out[k] = '\0';
-    }
+    size_t n = strlen(text);
+    char *out = malloc(printable(text, n, NULL) + 1);
+    if (out) out[printable(text, n, out)] = '\0';
     cJSON_free(text);
     return out;
 }

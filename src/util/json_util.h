@@ -46,8 +46,10 @@ cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err
  * bytes C0 80, which valid UTF-8 never holds (decoded text is valid UTF-8), and mt_json_print
  * writes them out as \u0000. NULL when out of memory. */
 cJSON *mt_json_text(const char *s, size_t n);
-/* cJSON_PrintUnformatted, with every C0 80 pair that mt_json_text made written as \u0000 (malloc'd:
- * free() it; NULL when out of memory). */
+/* cJSON_PrintUnformatted, with every C0 80 pair that mt_json_text made written as \u0000, and every
+ * other byte that starts no valid UTF-8 sequence (a message quoting a file's bytes, or cut inside a
+ * character) as U+FFFD, so the text is always valid UTF-8 JSON (malloc'd: free() it; NULL when out
+ * of memory). */
 char *mt_json_print(const cJSON *root);
 
 /* Offset of the first U+0000 inside a string of the JSON text[0..len): the backslash of an escape
