@@ -237,7 +237,7 @@ static void test_malformed_requests(void **state) {
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop\": [\"x\"]}}", 400, "tokenizer"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop_token_ids\": [99999]}}", 400, "stop_token_ids"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"ignore_eos\": \"yes\"}}", 400, "ignore_eos"},
-        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"seed\": -1}}", 400, "seed"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"seed\": 9007199254740992}}", 400, "seed"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"frequency_penalty\": 0.5}}", 400, "frequency_penalty"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"5\": 2}}}", 400, "logit_bias"},
         {"POST", G, "{\"input_ids\": [1]} xx", 400, "unexpected text after the JSON value at byte 19"},

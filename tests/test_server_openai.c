@@ -1,12 +1,14 @@
 /* moetrace serve with text: a small model (dummy weights) whose vocabulary matches the trained test
  * tokenizer, with the Qwen3 chat template. Checks the OpenAI endpoints (/v1/models, completions and
  * chat completions, streamed and not, usage, routed_experts in the choice), that they agree with
- * /generate, the chosen tokens' log-probabilities (equal to /generate's), stop strings (trimmed,
- * kept with no_stop_trim, never streamed), /metrics and the dashboard data; a per_token recording
+ * /generate, the chosen tokens' log-probabilities (equal to /generate's; text_offset in characters of
+ * the choice's text, chat's bytes joining into the content), stop strings (trimmed, kept with
+ * no_stop_trim, never streamed), a stop token's text left out of the text, /metrics and the dashboard data; a per_token recording
  * names each request by the id its response carried, and with --domain-field the completions and
  * chat endpoints label their requests' domains as /generate does; what OpenAI's client library reads
  * (tests/compat/openai_client.sh): the error object's "param", x-request-id, the chat message's and
  * log-probabilities' "refusal", "usage": null in streamed chunks, completions' suffix and best_of. */
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -29,6 +31,7 @@
 #include "support/server_proc.h"
 #include "server_setup.h"
 #include "util/json_util.h"
+#include "tokenizer/tok_util.h"
 #include "util/strbuf.h"
 
 #define LAYERS 3
@@ -337,27 +340,68 @@ static void test_chat(void **state) {
 
 /* Completions' "logprobs": 0 and chat's "logprobs": true give the chosen tokens' log-probabilities,
  * the same floats as /generate's return_logprob for the same prompt; streamed, the chunks' lists
- * add up to the whole one. */
-static void completion_logprobs(const cJSON *lp, float *values, int *n, size_t *offset) {
+ * add up to the whole one, text_offset included. */
+#define MAX_LISTED 32
+
+typedef struct listed {
+    float values[MAX_LISTED];
+    int offsets[MAX_LISTED];
+    char tokens[MAX_LISTED][64];
+    int n;
+} listed;
+
+static void completion_logprobs(const cJSON *lp, listed *out) {
     const cJSON *tokens = cJSON_GetObjectItem(lp, "tokens"), *vals = cJSON_GetObjectItem(lp, "token_logprobs");
     const cJSON *offs = cJSON_GetObjectItem(lp, "text_offset");
-    assert_true(cJSON_IsNull(cJSON_GetObjectItem(lp, "top_logprobs")));
     int k = cJSON_GetArraySize(tokens);
     assert_int_equal(cJSON_GetArraySize(vals), k);
     assert_int_equal(cJSON_GetArraySize(offs), k);
-    for (int i = 0; i < k; i++) {
-        values[(*n)++] = (float)cJSON_GetArrayItem(vals, i)->valuedouble;
-        assert_int_equal((size_t)cJSON_GetArrayItem(offs, i)->valuedouble, *offset);
-        *offset += strlen(cJSON_GetArrayItem(tokens, i)->valuestring);
+    for (int i = 0; i < k && out->n < MAX_LISTED; i++, out->n++) {
+        const cJSON *v = cJSON_GetArrayItem(vals, i);
+        out->values[out->n] = cJSON_IsNumber(v) ? (float)v->valuedouble : NAN;
+        out->offsets[out->n] = cJSON_GetArrayItem(offs, i)->valueint;
+        snprintf(out->tokens[out->n], sizeof out->tokens[0], "%s", cJSON_GetArrayItem(tokens, i)->valuestring);
     }
 }
 
-static void chat_logprobs(const cJSON *lp, float *values, int *n) {
+/* A special token of the test tokenizer, which skip_special_tokens leaves out of the text. */
+static bool special_text(const char *tok) { return !strncmp(tok, "<|", 2) || !strcmp(tok, "[MASK]"); }
+
+/* Byte index of character (code point) `chars` of s. */
+static size_t char_index(const char *s, int chars) {
+    size_t i = 0;
+    for (int c = 0; s[i] && c < chars; c++) {
+        i++;
+        while (((unsigned char)s[i] & 0xC0) == 0x80) i++;
+    }
+    return i;
+}
+
+/* text_offset points into the choice's text, in characters: non-decreasing, within the text, and
+ * every token shown as it is in the text (not a piece of a character, not a skipped special token)
+ * is found at its offset. */
+static void assert_offsets_in_text(const listed *l, const char *text) {
+    size_t chars = 0;
+    for (size_t i = 0; text[i]; i++) chars += ((unsigned char)text[i] & 0xC0) != 0x80;
+    for (int i = 0; i < l->n; i++) {
+        assert_true(l->offsets[i] >= (i ? l->offsets[i - 1] : 0) && (size_t)l->offsets[i] <= chars);
+        const char *tok = l->tokens[i];
+        if (strstr(tok, "\xEF\xBF\xBD") || special_text(tok)) continue;
+        if (strncmp(text + char_index(text, l->offsets[i]), tok, strlen(tok)))
+            fail_msg("token %d '%s' is not at character %d of '%s'", i, tok, l->offsets[i], text);
+    }
+}
+
+static void chat_logprobs(const cJSON *lp, float *values, int *n, mt_strbuf *joined) {
     const cJSON *t;
     cJSON_ArrayForEach(t, cJSON_GetObjectItem(lp, "content")) {
         values[(*n)++] = (float)cJSON_GetObjectItem(t, "logprob")->valuedouble;
-        const cJSON *bytes = cJSON_GetObjectItem(t, "bytes");
-        assert_int_equal((size_t)cJSON_GetArraySize(bytes), strlen(str(t, "token")));
+        const cJSON *b;
+        if (special_text(str(t, "token"))) continue;   /* not in the content */
+        cJSON_ArrayForEach(b, cJSON_GetObjectItem(t, "bytes")) {
+            char byte = (char)b->valueint;
+            mt_strbuf_append(joined, &byte, 1);
+        }
         assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t, "top_logprobs")), 0);
     }
 }
@@ -386,30 +430,41 @@ static void test_logprobs(void **state) {
     float ref[8];
     for (int i = 0; i < 8; i++) ref[i] = (float)cJSON_GetArrayItem(cJSON_GetArrayItem(want, i), 0)->valuedouble;
 
+    listed whole_lp = {0};
     for (int stream = 0; stream < 2; stream++) {
         char body[512];
         snprintf(body, sizeof body,
                  "{\"prompt\": \"Hello world, hello moetrace\", \"max_tokens\": 8, \"temperature\": 0, "
                  "\"ignore_eos\": true, \"logprobs\": 0%s}", stream ? ", \"stream\": true" : "");
-        float got[16];
-        int n = 0;
-        size_t offset = 0;
+        listed got = {0};
+        mt_strbuf text = {0};
         if (!stream) {
             cJSON *comp = call("/v1/completions", body, 200);
-            completion_logprobs(cJSON_GetObjectItem(choice0(comp), "logprobs"), got, &n, &offset);
+            completion_logprobs(cJSON_GetObjectItem(choice0(comp), "logprobs"), &got);
+            mt_strbuf_puts(&text, str(choice0(comp), "text"));
             cJSON_Delete(comp);
+            whole_lp = got;
         } else {
             mt_sse_events ev;
-            const cJSON *lps[16];
-            int k = streamed_logprobs("/v1/completions", body, &ev, lps, 16);
-            for (int i = 0; i < k; i++) completion_logprobs(lps[i], got, &n, &offset);
+            long status;
+            assert_int_equal(mt_api_stream(g_c, "/v1/completions", body, &ev, &status), 0);
+            for (int i = 0; i < ev.n; i++) {
+                const cJSON *ch = choice0(cJSON_GetArrayItem(ev.list, i)), *lp = cJSON_GetObjectItem(ch, "logprobs");
+                mt_strbuf_puts(&text, str(ch, "text"));
+                if (!cJSON_IsNull(lp)) completion_logprobs(lp, &got);
+            }
             mt_sse_events_free(&ev);
+            assert_memory_equal(got.offsets, whole_lp.offsets, sizeof got.offsets);
         }
-        assert_int_equal(n, 8);
+        assert_int_equal(got.n, 8);
         for (int i = 0; i < 8; i++)
-            if (got[i] != ref[i]) fail_msg("completions (stream %d) token %d: %.9g, /generate %.9g", stream, i, got[i], ref[i]);
+            if (got.values[i] != ref[i])
+                fail_msg("completions (stream %d) token %d: %.9g, /generate %.9g", stream, i, got.values[i], ref[i]);
+        assert_offsets_in_text(&got, text.data ? text.data : "");
+        mt_strbuf_free(&text);
     }
 
+    /* chat: the tokens' bytes join into the message's content */
     static const char CHAT[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"Say hello\"}], \"max_tokens\": 6, "
                                "\"temperature\": 0, \"ignore_eos\": true, \"logprobs\": true, \"top_logprobs\": 0%s}";
     char body[512];
@@ -417,16 +472,26 @@ static void test_logprobs(void **state) {
     cJSON *chat = call("/v1/chat/completions", body, 200);
     float whole[8], streamed[8];
     int n_whole = 0, n_streamed = 0;
-    chat_logprobs(cJSON_GetObjectItem(choice0(chat), "logprobs"), whole, &n_whole);
+    mt_strbuf joined = {0};
+    chat_logprobs(cJSON_GetObjectItem(choice0(chat), "logprobs"), whole, &n_whole, &joined);
     assert_int_equal(n_whole, 6);
     for (int i = 0; i < 6; i++) assert_true(whole[i] <= 0.0f);
+    const char *content = str(cJSON_GetObjectItem(choice0(chat), "message"), "content");
+    tk_buf repaired = {0};   /* the text is the joined bytes with invalid UTF-8 made U+FFFD */
+    tk_utf8_lossy(&repaired, joined.data ? joined.data : "", joined.len);
+    if (repaired.n != strlen(content) || memcmp(repaired.p, content, repaired.n))
+        fail_msg("chat bytes join into '%.*s', content '%s'", (int)repaired.n, repaired.p, content);
+    assert_true(joined.len < repaired.n);   /* this output holds a token that is part of a character */
+    tk_buf_free(&repaired);
+    mt_strbuf_free(&joined);
     cJSON_Delete(chat);
     snprintf(body, sizeof body, CHAT, ", \"stream\": true");
     mt_sse_events ev;
     const cJSON *lps[16];
     int k = streamed_logprobs("/v1/chat/completions", body, &ev, lps, 16);
-    for (int i = 0; i < k; i++) chat_logprobs(lps[i], streamed, &n_streamed);
+    for (int i = 0; i < k; i++) chat_logprobs(lps[i], streamed, &n_streamed, &joined);
     mt_sse_events_free(&ev);
+    mt_strbuf_free(&joined);
     assert_int_equal(n_streamed, 6);
     assert_memory_equal(whole, streamed, sizeof(float) * 6);
 
@@ -435,6 +500,46 @@ static void test_logprobs(void **state) {
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(choice0(plain), "logprobs")));
     cJSON_Delete(plain);
     cJSON_Delete(gen);
+}
+
+/* text_offset with echo: positions in the choice's text in characters; a skipped special token adds
+ * nothing, the two tokens of "é" start where it does and it is counted once; the output's tokens
+ * start after the echo. Streamed the same. (They were byte counts of each token's text as listed:
+ * 12 for the skipped special token, 3 for each piece of the character.) */
+static void test_text_offsets(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    /* <|im_start|> c a f, the two bytes of "é", " hello" */
+    static const char BODY[] = "{\"prompt\": [1, 69, 67, 72, 130, 105, 427], \"echo\": true, \"logprobs\": 0, "
+                               "\"max_tokens\": 3, \"temperature\": 0, \"ignore_eos\": true%s%s}";
+    for (int keep = 0; keep < 2; keep++) {
+        const char *sst = keep ? ", \"skip_special_tokens\": false" : "";
+        const char *echo = keep ? "<|im_start|>caf\xC3\xA9 hello" : "caf\xC3\xA9 hello";
+        const int base = keep ? 12 : 0, want[] = {0, base, base + 1, base + 2, base + 3, base + 3, base + 4};
+        char body[512];
+        snprintf(body, sizeof body, BODY, sst, "");
+        cJSON *comp = call("/v1/completions", body, 200);
+        listed whole = {0};
+        completion_logprobs(cJSON_GetObjectItem(choice0(comp), "logprobs"), &whole);
+        const char *text = str(choice0(comp), "text");
+        assert_int_equal(whole.n, 10);
+        assert_memory_equal(text, echo, strlen(echo));
+        for (int i = 0; i < 7; i++)
+            if (whole.offsets[i] != want[i]) fail_msg("skip %d: token %d at %d, want %d", !keep, i, whole.offsets[i], want[i]);
+        assert_int_equal(whole.offsets[7], base + 10);
+        assert_offsets_in_text(&whole, text);
+        cJSON_Delete(comp);
+
+        snprintf(body, sizeof body, BODY, sst, ", \"stream\": true");
+        mt_sse_events ev;
+        const cJSON *lps[16];
+        listed streamed = {0};
+        int k = streamed_logprobs("/v1/completions", body, &ev, lps, 16);
+        for (int i = 0; i < k; i++) completion_logprobs(lps[i], &streamed);
+        mt_sse_events_free(&ev);
+        assert_int_equal(streamed.n, 10);
+        assert_memory_equal(streamed.offsets, whole.offsets, sizeof whole.offsets);
+    }
 }
 
 /* A character boundary at or after i in s. */
@@ -507,6 +612,48 @@ static void test_stop_strings(void **state) {
     cJSON_Delete(oai);
     free(stop_lit);
     cJSON_Delete(stopped);
+    cJSON_Delete(full);
+}
+
+/* A stop token's text is not in the text (SGLang's detokenizer trims it), streamed or not, unless
+ * no_stop_trim; output_ids keep it. It used to be appended. */
+static void test_stop_token_text(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    static const char BODY[] = "{\"text\": \"Once upon a time\", \"sampling_params\": {\"max_new_tokens\": %d, "
+                               "\"temperature\": 0, \"ignore_eos\": true%s}%s}";
+    char body[512], extra[128];
+    snprintf(body, sizeof body, BODY, 8, "", "");
+    cJSON *full = call("/generate", body, 200);
+    const cJSON *ids = cJSON_GetObjectItem(full, "output_ids");
+    int stop_id = cJSON_GetArrayItem(ids, 3)->valueint, first = 0;
+    while (cJSON_GetArrayItem(ids, first)->valueint != stop_id) first++;
+    snprintf(body, sizeof body, BODY, first, "", "");
+    cJSON *before = call("/generate", body, 200);     /* the text of the tokens before the stop token */
+    snprintf(body, sizeof body, BODY, first + 1, "", "");
+    cJSON *with = call("/generate", body, 200);       /* ... and with its text */
+    for (int mode = 0; mode < 3; mode++) {            /* whole, streamed, whole with no_stop_trim */
+        snprintf(extra, sizeof extra, ", \"stop_token_ids\": [%d]%s", stop_id, mode == 2 ? ", \"no_stop_trim\": true" : "");
+        snprintf(body, sizeof body, BODY, 8, extra, mode == 1 ? ", \"stream\": true" : "");
+        const char *want = str(mode == 2 ? with : before, "text");
+        if (mode == 1) {
+            mt_sse_events ev;
+            long status;
+            assert_int_equal(mt_api_stream(g_c, "/generate", body, &ev, &status), 0);
+            for (int i = 0; i < ev.n; i++) assert_true(strlen(str(cJSON_GetArrayItem(ev.list, i), "text")) <= strlen(want));
+            assert_string_equal(str(cJSON_GetArrayItem(ev.list, ev.n - 1), "text"), want);
+            mt_sse_events_free(&ev);
+            continue;
+        }
+        cJSON *stopped = call("/generate", body, 200);
+        assert_string_equal(str(stopped, "text"), want);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(stopped, "output_ids")), first + 1);
+        const cJSON *fr = cJSON_GetObjectItem(cJSON_GetObjectItem(stopped, "meta_info"), "finish_reason");
+        assert_int_equal(num(fr, "matched"), stop_id);
+        cJSON_Delete(stopped);
+    }
+    cJSON_Delete(with);
+    cJSON_Delete(before);
     cJSON_Delete(full);
 }
 
@@ -856,7 +1003,9 @@ int main(void) {
         cmocka_unit_test(test_models_and_completions),
         cmocka_unit_test(test_chat),
         cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_text_offsets),
         cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_stop_token_text),
         cmocka_unit_test(test_metrics_and_dashboard),
         cmocka_unit_test(test_per_token_request_ids),
         cmocka_unit_test(test_text_with_nul),

@@ -812,8 +812,9 @@ static int step_once(mt_engine *e, mt_err *err) {
         }
         if (s->logprobs) s->logprobs[generated] = logprob;
         s->tokens[s->n_tokens++] = tok;
-        mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .logprob = logprob, .n_prompt = s->n_prompt,
-                              .n_generated = generated + 1, .n_cached = s->n_cached,
+        bool stops = is_stop(s, c, tok);
+        mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .stops = stops, .logprob = logprob,
+                              .n_prompt = s->n_prompt, .n_generated = generated + 1, .n_cached = s->n_cached,
                               .n_top = top_ids ? s->n_top : 0, .top_ids = top_ids, .top_logprobs = top_lps,
                               .n_ids = ids_lp ? s->n_lp_ids : 0, .ids_logprobs = ids_lp};
         if (generated == 0) {   /* the prompt is forwarded: its scores are complete */
@@ -826,7 +827,7 @@ static int step_once(mt_engine *e, mt_err *err) {
         }
         if (e->cb) e->cb(e->cb_ctx, &ev);
         mt_finish_reason reason = 0;
-        if (is_stop(s, c, tok)) reason = MT_FINISH_STOP;
+        if (stops) reason = MT_FINISH_STOP;
         else if (generated + 1 >= s->max_new_tokens) reason = MT_FINISH_LENGTH;
         if (reason) {
             finish(e, s, reason);

@@ -94,6 +94,8 @@ typedef struct mt_engine_event {
     mt_engine_event_kind kind;
     int64_t id;
     int32_t token;                 /* TOKEN: the new token */
+    bool stops;                    /* TOKEN: the token is one of the request's stop tokens (eos unless
+                                      ignore_eos, or a stop id): its sequence finishes with MT_FINISH_STOP */
     float logprob;                 /* TOKEN: its log-probability (kernels/sample.h: at the row's
                                       temperature, before top-k/top-p) with return_logprob, else NaN */
     int n_top;                     /* the request's top_logprobs when the event lists alternatives, else 0 */

@@ -14,13 +14,22 @@
 #include "server/server_internal.h"
 #include "util/json_util.h"
 
+/* The completions' text_offset: where each listed token starts in the choice's text (the echoed
+ * prompt, then the output's text), in characters (Unicode code points, as vLLM counts them in
+ * Python strings). A token adds what the text gained when it was decoded: a skipped special token
+ * nothing, a character split across tokens is counted at the token that completes it. */
+typedef struct text_offsets {
+    size_t echo_chars;    /* characters of the echoed prompt (0 without echo) */
+    size_t bytes, chars;  /* the output's text counted so far: bytes, and the characters they hold */
+} text_offsets;
+
 /* What one choice has streamed so far. */
 typedef struct choice_stream {
     size_t text_sent;     /* bytes of text already streamed */
     bool role_sent;
     int lp_sent;          /* listed tokens (echoed prompt, then output) whose log-probabilities were streamed */
     bool echo_sent;       /* echo: the prompt's text and tokens went out */
-    size_t lp_offset;     /* completions: text_offset of the next of them */
+    text_offsets offsets; /* completions: where its listed tokens start */
 } choice_stream;
 
 typedef struct openai_reply {
@@ -101,27 +110,77 @@ static int32_t listed_token(const openai_reply *o, const mt_gen_job *j, int q, f
     return j->prompt[q];
 }
 
-/* Chat's {"token", "logprob", "bytes"} of a token. */
+/* Chat's {"token", "logprob", "bytes"} of a token: its text as mt_token_piece shows it, and its own
+ * bytes (mt_tokenizer_token_bytes: a piece of a character gives that piece, not U+FFFD's bytes, so
+ * the bytes of consecutive tokens join into their text, as OpenAI defines "bytes"). */
 static cJSON *chat_token(const openai_reply *o, int32_t id, float lp) {
-    size_t len;
-    char *piece = mt_token_piece(o->tokenizer, id, &len);
+    size_t len, n_raw = 0;
+    char *piece = mt_token_piece(o->tokenizer, id, &len), *raw = NULL;
+    mt_err err;
+    if (mt_tokenizer_token_bytes(o->tokenizer, id, &raw, &n_raw, &err)) n_raw = 0;
     cJSON *t = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
     cJSON_AddStringToObject(t, "token", piece ? piece : "");
     cJSON_AddItemToObject(t, "logprob", mt_logprob_json(lp));
-    for (size_t b = 0; b < len; b++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)piece[b]));
+    for (size_t b = 0; b < n_raw; b++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)raw[b]));
     cJSON_AddItemToObject(t, "bytes", bytes);
     free(piece);
+    free(raw);
     return t;
+}
+
+static size_t count_chars(const char *s, size_t n) {
+    size_t chars = 0;
+    for (size_t i = 0; i < n; i++) chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return chars;
+}
+
+/* The echoed prompt's text_offset of each of its tokens into off[n_prompt]: the characters its
+ * tokens before it decode to (one at a time, as the output's text is made), at most the echo's;
+ * returns the echo's characters (its text as echo_text decodes it). */
+static size_t prompt_offsets(const openai_reply *o, const mt_gen_job *j, size_t *off) {
+    bool skip = j->params.skip_special_tokens;
+    char *text = NULL;
+    size_t len = 0, echo_chars = 0, chars = 0;
+    mt_err err;
+    if (mt_tokenizer_decode(o->tokenizer, j->prompt, (size_t)j->n_prompt, skip, &text, &len, &err) == 0)
+        echo_chars = count_chars(text, len);
+    free(text);
+    mt_detok_stream *ds = mt_detok_stream_new(o->tokenizer, skip);
+    for (int q = 0; q < j->n_prompt; q++) {
+        off[q] = chars < echo_chars ? chars : echo_chars;
+        char *piece = NULL;
+        size_t n = 0;
+        if (ds && mt_detok_stream_feed(ds, &j->prompt[q], 1, &piece, &n, &err) == 0) chars += count_chars(piece, n);
+        free(piece);
+    }
+    mt_detok_stream_free(ds);
+    return echo_chars;
+}
+
+/* Output token i's text_offset: the echo, then the characters of the output's text before the
+ * token's own (text_at), at most the whole text (a stop string may have cut it). */
+static size_t output_offset(const mt_gen_job *j, int i, text_offsets *at) {
+    size_t pos = j->text_at[i] < j->text.len ? j->text_at[i] : j->text.len;
+    if (pos < at->bytes) at->bytes = at->chars = 0;   /* cut before what was counted: count again */
+    if (pos > at->bytes) at->chars += count_chars(j->text.data + at->bytes, pos - at->bytes);
+    at->bytes = pos;
+    return at->echo_chars + at->chars;
 }
 
 /* The choice's "logprobs" for listed tokens [from, to) (null without log-probabilities): chat's
  * {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}, the completions'
  * {"tokens", "token_logprobs", "top_logprobs", "text_offset"}, whose top_logprobs is null when no
  * alternatives were asked, else one {text: logprob} object a token (null for the first prompt token
- * of an echo). A token's text is mt_token_piece's; *offset advances by each token's bytes. */
-static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from, int to, size_t *offset) {
+ * of an echo). A token's text is mt_token_piece's; offsets are text_offsets (the echoed prompt's
+ * tokens are all listed in the first call). */
+static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from, int to, text_offsets *offsets) {
     if (!j->logprobs) return cJSON_CreateNull();
-    cJSON *root = cJSON_CreateObject(), *content = NULL, *tokens = NULL, *values = NULL, *tops = NULL, *offsets = NULL;
+    int n_echo = o->echo ? j->n_prompt : 0;
+    size_t *echo_off = NULL;
+    if (!o->chat && from < n_echo && (echo_off = malloc((size_t)n_echo * sizeof *echo_off)))
+        offsets->echo_chars = prompt_offsets(o, j, echo_off);
+    cJSON *root = cJSON_CreateObject(), *content = NULL, *tokens = NULL, *values = NULL, *tops = NULL;
+    cJSON *text_offset = NULL;
     if (o->chat) {
         content = cJSON_AddArrayToObject(root, "content");
         cJSON_AddNullToObject(root, "refusal"); /* OpenAI's type has it: the refusal's tokens, never any here */
@@ -130,7 +189,7 @@ static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from
         values = cJSON_AddArrayToObject(root, "token_logprobs");
         if (j->n_top) tops = cJSON_AddArrayToObject(root, "top_logprobs");
         else cJSON_AddNullToObject(root, "top_logprobs");
-        offsets = cJSON_AddArrayToObject(root, "text_offset");
+        text_offset = cJSON_AddArrayToObject(root, "text_offset");
     }
     for (int q = from; q < to; q++) {
         float lp;
@@ -138,7 +197,7 @@ static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from
         const float *top_lps;
         int32_t id = listed_token(o, j, q, &lp, &top_ids, &top_lps);
         size_t len;
-        char *piece = mt_token_piece(o->tokenizer, id, &len);
+        char *piece = o->chat ? NULL : mt_token_piece(o->tokenizer, id, &len);
         if (o->chat) {
             cJSON *t = chat_token(o, id, lp), *alts = cJSON_AddArrayToObject(t, "top_logprobs");
             for (int k = 0; top_ids && k < j->n_top && top_ids[k] >= 0; k++)
@@ -147,7 +206,8 @@ static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from
         } else {
             cJSON_AddItemToArray(tokens, cJSON_CreateString(piece ? piece : ""));
             cJSON_AddItemToArray(values, mt_logprob_json(lp));
-            cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)*offset));
+            size_t at = q >= n_echo ? output_offset(j, q - n_echo, offsets) : echo_off ? echo_off[q] : 0;
+            cJSON_AddItemToArray(text_offset, cJSON_CreateNumber((double)at));
             if (tops && !top_ids) cJSON_AddItemToArray(tops, cJSON_CreateNull());
             if (tops && top_ids) {
                 cJSON *alts = cJSON_CreateObject();
@@ -162,9 +222,9 @@ static cJSON *logprobs_json(const openai_reply *o, const mt_gen_job *j, int from
                 cJSON_AddItemToArray(tops, alts);
             }
         }
-        *offset += len;
         free(piece);
     }
+    free(echo_off);
     return root;
 }
 
@@ -211,8 +271,8 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
             add_text(choice, "text", text.data, text.len);
             mt_strbuf_free(&text);
         }
-        size_t offset = 0;
-        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, listed_count(o, j), &offset));
+        text_offsets offsets = {0};
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, listed_count(o, j), &offsets));
         finish_choice(o, j, choice, true);
         cJSON_AddItemToArray(choices, choice);
     }
@@ -250,7 +310,7 @@ static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf 
     c->text_sent += delta_len;
     int listed = listed_count(o, j);
     if (j->logprobs && listed > c->lp_sent) {   /* the tokens listed since the last chunk */
-        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, c->lp_sent, listed, &c->lp_offset));
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, c->lp_sent, listed, &c->offsets));
         c->lp_sent = listed;
     } else {
         cJSON_AddNullToObject(choice, "logprobs");

@@ -137,6 +137,7 @@ static void free_scores(mt_gen_job *j) {
     free(j->prompt_logprobs);
     free(j->prompt_top_ids);
     free(j->prompt_top_logprobs);
+    free(j->text_at);
 }
 
 /* j's log-probability results, as p asks for a prompt of n_prompt tokens (the prompt's lists only
@@ -149,6 +150,7 @@ static int alloc_scores(mt_gen_job *j, const mt_gen_params *p, int n_prompt) {
     j->n_ids = p->n_logprob_ids;
     size_t top = (size_t)j->n_top, ids = (size_t)j->n_ids;
     j->logprobs = malloc(outs * sizeof *j->logprobs);
+    j->text_at = malloc(outs * sizeof *j->text_at);
     j->prompt_logprobs = malloc(prompt * sizeof *j->prompt_logprobs);
     if (top) {
         j->top_ids = malloc(outs * top * sizeof *j->top_ids);
@@ -160,7 +162,7 @@ static int alloc_scores(mt_gen_job *j, const mt_gen_params *p, int n_prompt) {
     }
     if (ids) j->ids_logprobs = malloc(outs * ids * sizeof *j->ids_logprobs);
     if (ids && scored) j->prompt_ids_logprobs = malloc(scored * ids * sizeof *j->prompt_ids_logprobs);
-    if (!j->logprobs || !j->prompt_logprobs || (top && (!j->top_ids || !j->top_logprobs)) ||
+    if (!j->logprobs || !j->text_at || !j->prompt_logprobs || (top && (!j->top_ids || !j->top_logprobs)) ||
         (top && scored && (!j->prompt_top_ids || !j->prompt_top_logprobs)) || (ids && !j->ids_logprobs) ||
         (ids && scored && !j->prompt_ids_logprobs))
         return -1;
@@ -191,6 +193,13 @@ mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_par
     return j;
 }
 
+int mt_gen_job_attach_text(mt_gen_job *j, const mt_tokenizer *tok) {
+    bool skip = j->params.skip_special_tokens;
+    if (!(j->detok = mt_detok_stream_new(tok, skip))) return -1;
+    if (skip && j->params.n_stop_strings > 0 && !(j->stop_detok = mt_detok_stream_new(tok, 0))) return -1;
+    return 0;
+}
+
 void mt_gen_job_ref(mt_gen_job *j) { atomic_fetch_add(&j->refs, 1); }
 
 void mt_gen_job_unref(mt_gen_job *j) {
@@ -198,9 +207,11 @@ void mt_gen_job_unref(mt_gen_job *j) {
     free(j->prompt);
     mt_gen_params_free(&j->params);
     mt_detok_stream_free(j->detok);
+    mt_detok_stream_free(j->stop_detok);
     free(j->output);
     free_scores(j);
     mt_strbuf_free(&j->text);
+    mt_strbuf_free(&j->stop_text);
     free(j->routing);
     mt_job_signal_unref(j->signal);
     pthread_mutex_destroy(&j->mu);

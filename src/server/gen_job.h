@@ -110,6 +110,9 @@ typedef struct mt_gen_job {
     int n_prompt;
     mt_gen_params params;
     mt_detok_stream *detok;     /* NULL when no text is produced; used by the engine thread only */
+    mt_detok_stream *stop_detok; /* with stop strings and skip_special_tokens: the output decoded with
+                                   special tokens kept, which stop strings are matched against (as
+                                   SGLang matches them); NULL otherwise (they are matched in text) */
     double t_arrival;           /* monotonic seconds */
 
     /* results, under mu */
@@ -135,7 +138,12 @@ typedef struct mt_gen_job {
     float *ids_logprobs;        /* with n_ids: [n_output, n_ids] the listed tokens' at each output token */
     float *prompt_ids_logprobs; /* with n_ids and a scored prompt: [n_prompt, n_ids], else NULL */
     int n_output;
-    mt_strbuf text;             /* decoded text (with skip_special_tokens), cut before a stop string */
+    mt_strbuf text;             /* decoded text (with skip_special_tokens), cut before a stop string; a
+                                   stop token's text is left out unless no_stop_trim (SGLang's
+                                   trim_matched_stop) */
+    mt_strbuf stop_text;        /* with stop_detok: what it decoded (special tokens kept) */
+    size_t *text_at;            /* with return_logprob and text: [n_output] the bytes text held when
+                                   each output token's text was appended (its start in text) */
     size_t text_stable;         /* leading bytes of text that can be shown now (never the start of a
                                    possible stop string, never half a UTF-8 character) */
     bool stop_matched;
@@ -154,6 +162,9 @@ typedef struct mt_gen_job {
 
 /* A job with one reference, state QUEUED; prompt and params are taken over (freed with the job). */
 mt_gen_job *mt_gen_job_new(int64_t id, int32_t *prompt, int n_prompt, mt_gen_params *params);
+/* Gives a new job the detokenizers its text is made with (detok, and stop_detok where stop strings
+ * are matched in text decoded otherwise than the returned one); -1 when out of memory. */
+int mt_gen_job_attach_text(mt_gen_job *j, const mt_tokenizer *tok);
 void mt_gen_job_ref(mt_gen_job *j);
 void mt_gen_job_unref(mt_gen_job *j);
 

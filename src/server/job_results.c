@@ -12,39 +12,116 @@ static size_t utf8_char_start(const char *s, size_t len, size_t at) {
     return at;
 }
 
-/* Appends decoded text; cuts it at the first stop string. Returns true when a stop string matched. */
-static bool append_text(mt_gen_job *j, const char *piece, size_t n) {
-    size_t old = j->text.len;
-    mt_strbuf_append(&j->text, piece, n);
+static size_t longest_stop(const mt_gen_params *p) {
     size_t longest = 0;
-    for (int i = 0; i < j->params.n_stop_strings; i++) {
-        size_t sl = strlen(j->params.stop_strings[i]);
+    for (int i = 0; i < p->n_stop_strings; i++) {
+        size_t sl = strlen(p->stop_strings[i]);
         longest = sl > longest ? sl : longest;
     }
-    if (longest > 0) {
-        size_t from = old >= longest - 1 ? old - (longest - 1) : 0;
-        const char *best = NULL;
-        for (int i = 0; i < j->params.n_stop_strings; i++) {
-            const char *stop = j->params.stop_strings[i];
-            const char *hit = memmem(j->text.data + from, j->text.len - from, stop, strlen(stop));
-            if (hit && (!best || hit < best)) {
-                best = hit;
-                j->matched_string = i;
-            }
-        }
-        if (best) {
-            size_t at = (size_t)(best - j->text.data);
-            if (j->params.no_stop_trim) at += strlen(j->params.stop_strings[j->matched_string]);
-            mt_strbuf_truncate(&j->text, at);
-            j->text_stable = at;
-            j->stop_matched = true;
-            return true;
+    return longest;
+}
+
+/* The earliest stop string in t[from, t->len) (of two at one place, the first listed): its offset
+ * in t, or -1; *which its index. */
+static long find_stop(const mt_gen_params *p, const mt_strbuf *t, size_t from, int *which) {
+    const char *best = NULL;
+    if (from >= t->len) return -1;
+    for (int i = 0; i < p->n_stop_strings; i++) {
+        const char *stop = p->stop_strings[i];
+        const char *hit = memmem(t->data + from, t->len - from, stop, strlen(stop));
+        if (hit && (!best || hit < best)) {
+            best = hit;
+            *which = i;
         }
     }
+    return best ? (long)(best - t->data) : -1;
+}
+
+/* Where a stop string completed by the bytes appended to a text of old bytes can start. */
+static size_t stop_scan_from(size_t old, size_t longest) { return old >= longest - 1 ? old - (longest - 1) : 0; }
+
+/* Stop string `which` matched: the text ends at `at` (the string's start; its end with no_stop_trim). */
+static void end_at_stop(mt_gen_job *j, size_t at, int which) {
+    if (j->params.no_stop_trim) at += strlen(j->params.stop_strings[which]);
+    mt_strbuf_truncate(&j->text, at);
+    j->text_stable = at;
+    j->matched_string = which;
+    j->stop_matched = true;
+}
+
+/* Moves text_stable on to what can be shown: never the start of a possible stop string, never half
+ * a UTF-8 character. */
+static void hold_back(mt_gen_job *j, size_t longest) {
     size_t stable = j->text.len >= longest ? j->text.len - (longest ? longest - 1 : 0) : 0;
     stable = utf8_char_start(j->text.data, j->text.len, stable);
     if (stable > j->text_stable) j->text_stable = stable;
+}
+
+/* Stop strings are looked for in the text decoded with special tokens kept, as SGLang looks for
+ * them (its check decodes the output's tail with them): here stop_text, which kept_piece extends,
+ * when the returned text skips them. A match there cuts the returned text at the stop string's
+ * first place not yet shown (SGLang's trim finds it in the returned text), or nowhere when the
+ * returned text lacks it (a special token's text that is skipped). */
+static bool match_in_kept_text(mt_gen_job *j, const char *kept_piece, size_t kept_n, size_t shown, size_t longest) {
+    size_t old = j->stop_text.len;
+    int which = -1;
+    mt_strbuf_append(&j->stop_text, kept_piece, kept_n);
+    if (find_stop(&j->params, &j->stop_text, stop_scan_from(old, longest), &which) < 0) return false;
+    const char *stop = j->params.stop_strings[which];
+    const char *hit = j->text.len > shown ? memmem(j->text.data + shown, j->text.len - shown, stop, strlen(stop)) : NULL;
+    if (hit) {
+        end_at_stop(j, (size_t)(hit - j->text.data), which);
+    } else {
+        j->text_stable = j->text.len;
+        j->matched_string = which;
+        j->stop_matched = true;
+    }
+    return true;
+}
+
+/* Appends a token's decoded text (piece; kept_piece: the same with special tokens kept, with a
+ * stop_detok) and looks for stop strings. Returns true when one matched (the text is cut there). */
+static bool append_text(mt_gen_job *j, const char *piece, size_t n, const char *kept_piece, size_t kept_n) {
+    size_t old = j->text.len, shown = j->text_stable, longest = longest_stop(&j->params);
+    mt_strbuf_append(&j->text, piece, n);
+    if (longest > 0 && j->stop_detok) {
+        if (match_in_kept_text(j, kept_piece, kept_n, shown, longest)) return true;
+    } else if (longest > 0) {
+        int which = -1;
+        long at = find_stop(&j->params, &j->text, stop_scan_from(old, longest), &which);
+        if (at >= 0) {
+            end_at_stop(j, (size_t)at, which);
+            return true;
+        }
+    }
+    hold_back(j, longest);
     return false;
+}
+
+/* Decodes token (NULL: what the detokenizers held back, at the end) into the text. A stop token's
+ * text is left out (SGLang's detokenizer trims it) unless no_stop_trim, and is matched against no
+ * stop string (SGLang checks stop tokens first); nor is the end of an output a stop token ended
+ * (stop_token with no token). Returns true when a stop string matched. */
+static bool take_text(mt_gen_job *j, const int32_t *token, bool stop_token) {
+    if (!j->detok || j->stop_matched || (token && stop_token && !j->params.no_stop_trim)) return false;
+    char *piece = NULL, *kept = NULL;
+    size_t len = 0, kept_len = 0;
+    mt_err err;
+    int rc = token ? mt_detok_stream_feed(j->detok, token, 1, &piece, &len, &err)
+                   : mt_detok_stream_finish(j->detok, &piece, &len, &err);
+    if (rc == 0 && j->stop_detok && !stop_token)
+        rc = token ? mt_detok_stream_feed(j->stop_detok, token, 1, &kept, &kept_len, &err)
+                   : mt_detok_stream_finish(j->stop_detok, &kept, &kept_len, &err);
+    bool matched = false;
+    if (rc == 0 && stop_token) {
+        mt_strbuf_append(&j->text, piece, len);
+        hold_back(j, longest_stop(&j->params));
+    } else if (rc == 0) {
+        matched = append_text(j, piece, len, kept, kept_len);
+    }
+    free(piece);
+    free(kept);
+    return matched;
 }
 
 /* Output tokens [from, from + n)'s alternatives, from the engine's lists of ev->n_top == j->n_top. */
@@ -69,10 +146,11 @@ static void take_prompt_scores(mt_gen_job *j, const mt_engine_event *ev) {
 }
 
 bool mt_job_take_token(mt_gen_job *j, const mt_engine_event *ev, double now, bool *first, double *since) {
-    bool matched = false;
+    bool matched;
     pthread_mutex_lock(&j->mu);
     if (j->n_output <= j->params.max_new_tokens) {
         if (j->logprobs) j->logprobs[j->n_output] = ev->logprob;
+        if (j->text_at) j->text_at[j->n_output] = j->text.len;
         if (j->top_ids && ev->top_ids) take_top(j, j->n_output, ev->top_ids, ev->top_logprobs, 1);
         if (j->ids_logprobs && ev->ids_logprobs)
             memcpy(j->ids_logprobs + (size_t)j->n_output * j->n_ids, ev->ids_logprobs, (size_t)j->n_ids * sizeof(float));
@@ -83,13 +161,7 @@ bool mt_job_take_token(mt_gen_job *j, const mt_engine_event *ev, double now, boo
     if (*first) j->t_first_token = now;
     *since = now - (*first ? j->t_arrival : j->t_last_token);
     j->t_last_token = now;
-    if (j->detok && !j->stop_matched) {
-        char *piece = NULL;
-        size_t len = 0;
-        mt_err err;
-        if (mt_detok_stream_feed(j->detok, &ev->token, 1, &piece, &len, &err) == 0) matched = append_text(j, piece, len);
-        free(piece);
-    }
+    matched = take_text(j, &ev->token, ev->stops);
     mt_gen_job_changed(j);
     pthread_mutex_unlock(&j->mu);
     return matched;
@@ -98,13 +170,7 @@ bool mt_job_take_token(mt_gen_job *j, const mt_engine_event *ev, double now, boo
 mt_finish_label mt_job_take_end(mt_gen_job *j, const mt_engine_event *ev, const mt_config *c, double *e2e) {
     mt_finish_label label;
     pthread_mutex_lock(&j->mu);
-    if (j->detok && !j->stop_matched) {
-        char *rest = NULL;
-        size_t len = 0;
-        mt_err err;
-        if (mt_detok_stream_finish(j->detok, &rest, &len, &err) == 0) append_text(j, rest, len);
-        free(rest);
-    }
+    take_text(j, NULL, ev->reason == MT_FINISH_STOP);
     j->text_stable = j->text.len;
     int n_out = ev->n_generated <= j->params.max_new_tokens ? ev->n_generated : j->params.max_new_tokens;
     if (n_out > 0) memcpy(j->output, ev->output, (size_t)n_out * sizeof *j->output);

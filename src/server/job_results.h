@@ -1,8 +1,10 @@
 /* Engine events written into a job's results, on the engine thread (engine_loop.c finds the job by
- * the event's id): each token with its log-probability and the text decoded so far, cut at the
- * first stop string and held back where a stop string could be starting (text_stable never ends
- * inside one, nor inside a UTF-8 character); at the end the finish reason and the routing in the
- * requested wire dtype. Each takes the job's mutex and announces the change (mt_gen_job_changed). */
+ * the event's id): each token with its log-probability and the text decoded so far (a stop token's
+ * text left out unless no_stop_trim), cut at the first stop string (matched in the text decoded with
+ * special tokens kept, as SGLang matches them) and held back where a stop string could be starting
+ * (text_stable never ends inside one, nor inside a UTF-8 character); at the end the finish reason
+ * and the routing in the requested wire dtype. Each takes the job's mutex and announces the change
+ * (mt_gen_job_changed). */
 #ifndef MT_SERVER_JOB_RESULTS_H
 #define MT_SERVER_JOB_RESULTS_H
 

@@ -31,14 +31,13 @@ static mt_gen_job *make_job(mt_server *s, const mt_gen_request *r, int k, int64_
         return NULL;
     }
     memcpy(ids, p->ids, (size_t)p->n_ids * sizeof *ids);
-    bool skip_special = params.skip_special_tokens;
     mt_gen_job *j = mt_gen_job_new(id, ids, p->n_ids, &params); /* takes ids and params */
     if (!j) {
         free(ids);
         mt_gen_params_free(&params);
         return NULL;
     }
-    if (s->b.tokenizer && !(j->detok = mt_detok_stream_new(s->b.tokenizer, skip_special))) {
+    if (s->b.tokenizer && mt_gen_job_attach_text(j, s->b.tokenizer)) {
         mt_gen_job_unref(j);
         return NULL;
     }

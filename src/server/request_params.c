@@ -127,6 +127,26 @@ static const char *const SGLANG_KEYS[] = {
     "stop_regex", "structural_tag", "logit_bias", "custom_params", "stream_interval",
 };
 
+/* The largest seed magnitude a JSON number holds exactly: 2^53 - 1. */
+#define SEED_MAX 9007199254740991L
+
+/* The OpenAI endpoints' sampling extras of SGLang's and vLLM's OpenAI servers that moetrace does not
+ * implement: refused unless neutral, as /generate's are (their top level holds other keys too, so
+ * unknown keys cannot be refused there). "min_tokens" is their name for min_new_tokens. */
+static int openai_unsupported(const cJSON *obj, mt_api_error *e) {
+    static const char *const EMPTY_ONLY[] = {
+        "bad_words", "allowed_token_ids", "prompt_logprobs", "truncate_prompt_tokens", "logits_processors",
+        "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+    };
+    if (neutral_only(obj, "min_tokens", 0, e) || neutral_only(obj, "typical_p", 1, e) ||
+        neutral_only(obj, "use_beam_search", 0, e) || neutral_only(obj, "length_penalty", 1, e) ||
+        neutral_only(obj, "include_stop_str_in_output", 0, e))
+        return -1;
+    for (size_t k = 0; k < sizeof EMPTY_ONLY / sizeof *EMPTY_ONLY; k++)
+        if (empty_only(obj, EMPTY_ONLY[k], e)) return -1;
+    return 0;
+}
+
 int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_param_caps *caps, mt_gen_params *p,
                              bool *max_given, int *n, mt_api_error *e) {
     memset(p, 0, sizeof *p);
@@ -166,12 +186,15 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     bool spaces;
     if (mt_params_bool(obj, "spaces_between_special_tokens", &spaces, e) < 0) return -1;
     if (p->sampling.temperature < 1e-5f) p->sampling.temperature = 0; /* greedy, as SGLang */
+    /* JSON integers are read as doubles: beyond 2^53 a seed would not be kept exactly. A negative seed
+     * (OpenAI's and vLLM's are any int64) is its two's complement, which no accepted positive one is. */
     long seed;
-    int seeded = get_long(obj, "seed", 0, 9007199254740991L, &seed, e);
-    if (seeded == 0) seeded = get_long(obj, "sampling_seed", 0, 9007199254740991L, &seed, e);
+    int seeded = get_long(obj, "seed", -SEED_MAX, SEED_MAX, &seed, e);
+    if (seeded == 0) seeded = get_long(obj, "sampling_seed", -SEED_MAX, SEED_MAX, &seed, e);
     if (seeded < 0) return -1;
     p->sampling.seed = seeded ? (uint64_t)seed : fresh_seed();
     if (mt_params_int(obj, "n", 1, 1 << 20, n, e) < 0) return -1;
+    if (style == MT_PARAMS_OPENAI && openai_unsupported(obj, e)) return -1;
     if (neutral_only(obj, "min_p", 0, e) || neutral_only(obj, "frequency_penalty", 0, e) ||
         neutral_only(obj, "presence_penalty", 0, e) || neutral_only(obj, "repetition_penalty", 1, e) ||
         neutral_only(obj, "min_new_tokens", 0, e) || neutral_only(obj, "json_schema", 0, e) ||

@@ -36,7 +36,10 @@ static int byte_of_char(uint32_t cp) { /* inverse of the ByteLevel map, -1 when 
     return cp < 512 ? tk_bytelevel_map()->dec[cp] : -1;
 }
 
-static void chain(const tk_decoder *d, tlist *in, tlist *out) {
+/* raw_bytes: one token's own bytes as it stands inside a text: bytes that do not form UTF-8 are kept
+ * as they are (not made U+FFFD), Metaspace's replacement is a space even in first place, and Strip
+ * strips nothing (it trims the whole text's ends). */
+static void chain(const tk_decoder *d, tlist *in, tlist *out, int raw_bytes) {
     tk_buf b = {0};
     tk_buf_put(&b, "", 0);
     switch (d->type) {
@@ -61,8 +64,12 @@ static void chain(const tk_decoder *d, tlist *in, tlist *out) {
                 tk_buf_put(&raw, in->s[t], in->n[t]);
             }
         }
-        tk_utf8_lossy(&b, raw.p, raw.n);
-        tl_add(out, b.p, b.n);
+        if (!raw_bytes) {
+            tk_utf8_lossy(&b, raw.p, raw.n);
+            tl_add(out, b.p, b.n);
+        } else {
+            tl_add(out, raw.p, raw.n);
+        }
         tk_buf_free(&raw);
         break;
     }
@@ -73,7 +80,7 @@ static void chain(const tk_decoder *d, tlist *in, tlist *out) {
                 uint32_t cp;
                 int l = tk_utf8_dec(in->s[t] + i, in->n[t] - i, &cp);
                 if (cp == d->ch) {
-                    if (!(t == 0 && d->prepend_scheme != TK_PREPEND_NEVER)) tk_buf_putc(&b, ' ');
+                    if (raw_bytes || !(t == 0 && d->prepend_scheme != TK_PREPEND_NEVER)) tk_buf_putc(&b, ' ');
                 } else {
                     tk_buf_put(&b, in->s[t] + i, (size_t)l);
                 }
@@ -97,7 +104,7 @@ static void chain(const tk_decoder *d, tlist *in, tlist *out) {
                 continue;
             }
             if (bytes.n) {
-                if (tk_utf8_valid_prefix(bytes.p, bytes.n) == bytes.n) {
+                if (raw_bytes || tk_utf8_valid_prefix(bytes.p, bytes.n) == bytes.n) {
                     tl_add(out, bytes.p, bytes.n);
                 } else {
                     for (size_t k = 0; k < bytes.n; k++) tl_add(out, "\xEF\xBF\xBD", 3);
@@ -114,7 +121,8 @@ static void chain(const tk_decoder *d, tlist *in, tlist *out) {
         tl_add(out, b.p, b.n);
         break;
     case TK_D_STRIP:
-        for (size_t t = 0; t < in->len; t++) {
+        for (size_t t = 0; t < in->len && raw_bytes; t++) tl_add(out, in->s[t], in->n[t]);
+        for (size_t t = 0; t < in->len && !raw_bytes; t++) {
             const char *s = in->s[t];
             size_t a = 0, e = in->n[t];
             for (int k = 0; k < d->start && a < e; k++) {
@@ -152,7 +160,7 @@ static void chain(const tk_decoder *d, tlist *in, tlist *out) {
         for (size_t t = 0; t < in->len; t++) tl_add(&cur, in->s[t], in->n[t]);
         for (int k = 0; k < d->nsub; k++) {
             tlist nxt = {0};
-            chain(&d->sub[k], &cur, &nxt);
+            chain(&d->sub[k], &cur, &nxt, raw_bytes);
             tl_free(&cur);
             cur = nxt;
         }
@@ -175,10 +183,24 @@ int tk_decode_tokens(const tk_decoder *d, char **toks, size_t *lens, size_t n, t
         return 0;
     }
     tlist in = {toks, lens, n, n}, res = {0};
-    chain(d, &in, &res);
+    chain(d, &in, &res, 0);
     for (size_t i = 0; i < res.len; i++) tk_buf_put(out, res.s[i], res.n[i]);
     tl_free(&res);
     return 0;
+}
+
+void tk_decode_token_bytes(const tk_decoder *d, const char *token, size_t len, tk_buf *out) {
+    tk_buf_put(out, "", 0);
+    if (!d) {
+        tk_buf_put(out, token, len);
+        return;
+    }
+    char *toks[1] = {(char *)token};
+    size_t lens[1] = {len};
+    tlist in = {toks, lens, 1, 1}, res = {0};
+    chain(d, &in, &res, 1);
+    for (size_t i = 0; i < res.len; i++) tk_buf_put(out, res.s[i], res.n[i]);
+    tl_free(&res);
 }
 
 int tk_decoder_strips_end(const tk_decoder *d) {

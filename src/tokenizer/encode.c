@@ -114,6 +114,15 @@ int mt_tokenizer_decode(const mt_tokenizer *tok, const int32_t *ids, size_t n, i
     return 0;
 }
 
+int mt_tokenizer_token_bytes(const mt_tokenizer *tok, int32_t id, char **bytes, size_t *len, mt_err *err) {
+    if (id < 0 || (size_t)id >= tok->vocab_size || !tok->id_tok[id])
+        return mt_errf(err, "token id %d is not in the vocabulary", id);
+    tk_buf out = {0};
+    tk_decode_token_bytes(tok->dec, tok->id_tok[id], tok->id_tok_len[id], &out);
+    *bytes = out.p, *len = out.n;
+    return 0;
+}
+
 int32_t mt_tokenizer_token_to_id(const mt_tokenizer *tok, const char *token) {
     size_t l = strlen(token);
     int32_t id = tk_strmap_get(&tok->added_map, token, l);

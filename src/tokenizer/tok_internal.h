@@ -157,6 +157,8 @@ void tk_trie_add(tk_trie *t, const char *s, size_t n, int32_t val);
 void tk_trie_free(tk_trie *t);
 /* Decoders over a list of token strings; the result is their final join. */
 int tk_decode_tokens(const tk_decoder *d, char **toks, size_t *lens, size_t n, tk_buf *out, mt_err *err);
+/* One token string's own bytes (mt_tokenizer_token_bytes) into out. */
+void tk_decode_token_bytes(const tk_decoder *d, const char *token, size_t len, tk_buf *out);
 /* Whether d strips characters from the end of a text (a Strip with stop > 0): then the text of some
  * ids is not a prefix of the text of those ids followed by more. */
 int tk_decoder_strips_end(const tk_decoder *d);

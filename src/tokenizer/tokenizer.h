@@ -29,6 +29,13 @@ int mt_tokenizer_encode(mt_tokenizer *tok, const char *text, size_t len, int add
 int mt_tokenizer_decode(const mt_tokenizer *tok, const int32_t *ids, size_t n, int skip_special_tokens,
                         char **text, size_t *text_len, mt_err *err);
 
+/* A token's own bytes: what it adds to a text when decoded inside it, before the repair of invalid
+ * UTF-8 (a byte-level token holding part of a character gives that part, not U+FFFD; a Metaspace
+ * token's leading space is kept, as it is everywhere but at a text's start), so the bytes of
+ * consecutive tokens join into their text. Special tokens give their text. *bytes is malloc'd
+ * (NUL-terminated, *len bytes without the NUL); an id with no token is an error. */
+int mt_tokenizer_token_bytes(const mt_tokenizer *tok, int32_t id, char **bytes, size_t *len, mt_err *err);
+
 /* -1 when absent. id_to_token returns NULL when absent; the string lives as long as tok. */
 int32_t mt_tokenizer_token_to_id(const mt_tokenizer *tok, const char *token);
 const char *mt_tokenizer_id_to_token(const mt_tokenizer *tok, int32_t id);
