@@ -307,6 +307,16 @@ static void test_malformed_requests(void **state) {
         mt_http_response_free(&r);
         expect_alive(c, what);
     }
+    /* without a limit, the default one fits the KV cache too: 100 prompt tokens in 8 blocks of 16
+     * leave room for 29 new ones (the last is never forwarded); it was refused naming KV blocks */
+    char *no_limit = long_ids(100, 0), *cut_limit = strstr(no_limit, ", \"sampling_params\"");
+    strcpy(cut_limit, "}");
+    long fit_status;
+    cJSON *fit = mt_api_json(c, G, no_limit, &fit_status);
+    assert_int_equal(fit_status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(fit, "output_ids")), 29);
+    cJSON_Delete(fit);
+    free(no_limit);
     /* HEAD: as GET without a body on the routes that change nothing (health probes), else 405 */
     const struct {
         const char *path;

@@ -930,6 +930,19 @@ static void test_openai_error_object(void **state) {
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(err, "param")));
     assert_int_equal(num(err, "code"), 400);
     cJSON_Delete(j);
+    /* a limit past the context is named as the request spelled it (audit h14: "max_new_tokens") */
+    static const char *const past_context[][3] = {
+        {"/v1/completions", "{\"prompt\": \"Hello there, how are you doing today, my friend\", \"max_tokens\": 254}", "max_tokens 254"},
+        {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], "
+                                 "\"max_completion_tokens\": 254}", "max_completion_tokens 254"},
+    };
+    for (size_t i = 0; i < sizeof past_context / sizeof *past_context; i++) {
+        j = call(past_context[i][0], past_context[i][1], 400);
+        const char *message = str(cJSON_GetObjectItem(j, "error"), "message");
+        if (!strstr(message, past_context[i][2]) || strstr(message, "max_new_tokens"))
+            fail_msg("%s: %s", past_context[i][1], message);
+        cJSON_Delete(j);
+    }
 }
 
 /* suffix (fill-in-the-middle) and best_of other than n are refused, not ignored; their neutral values pass. */

@@ -172,7 +172,9 @@ static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_requ
         const cJSON *v = listed && ids ? cJSON_GetArrayItem(ids, i) : ids;
         rc = (t ? mt_params_encode(c->tokenizer, t->valuestring, true, &p->ids, &p->n_ids, e)
                 : mt_params_parse_ids(v, "input_ids", &p->ids, &p->n_ids, e)) ||
-             mt_params_fit(&p->params, max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, p->n_ids, c->cfg, e) ||
+             mt_params_fit(&p->params,
+                           &(mt_fit_limits){max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, c->kv_positions, NULL},
+                           p->n_ids, c->cfg, e) ||
              logprob_start_fits(&p->params, p->n_ids, e);
         if (rc) about_prompt(e, i, count > 1);
     }
@@ -352,6 +354,12 @@ static int completions_unsupported(const cJSON *body, int n, mt_api_error *e) {
 }
 
 /* /v1/completions and /v1/chat/completions: the sampling fields (top-level) apply to every prompt. */
+/* The name the request gave its limit on new tokens (max_completion_tokens wins, as it is read last). */
+static const char *openai_max_key(const cJSON *body) {
+    const cJSON *completion = field(body, "max_completion_tokens");
+    return completion && !cJSON_IsNull(completion) ? "max_completion_tokens" : "max_tokens";
+}
+
 static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     if (!c->tokenizer)
         return mt_api_fail(e, 400, "the OpenAI endpoints need the model's tokenizer.json; use /generate with input_ids");
@@ -369,12 +377,13 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
              (!chat && completions_unsupported(body, r->n, e)) ||
              (chat ? chat_prompt(c, body, r, e) : completion_prompts(c, field(body, "prompt"), r, e)) ||
              check_outputs(r, e);
-    int default_max = chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS;
+    mt_fit_limits lim = {max_given, chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS, c->kv_positions,
+                         openai_max_key(body)};
     for (int i = 0; i < r->n_prompts && !rc; i++) {
         mt_gen_prompt *p = &r->prompts[i];
         rc = mt_gen_params_copy(&p->params, &shared) ? mt_api_fail(e, 500, "out of memory")
-             : mt_params_fit(&p->params, max_given, default_max, p->n_ids, c->cfg, e) ? about_prompt(e, i, r->n_prompts > 1)
-                                                                                     : 0;
+             : mt_params_fit(&p->params, &lim, p->n_ids, c->cfg, e) ? about_prompt(e, i, r->n_prompts > 1)
+                                                                   : 0;
     }
     mt_gen_params_free(&shared);
     return rc ? -1 : 0;

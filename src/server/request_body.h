@@ -28,6 +28,7 @@ typedef struct mt_request_ctx {
     const char *domain_field;             /* serve --domain-field: the top-level key whose value
                                              labels the request's domain; NULL: none */
     mt_domain_usage *domains;             /* where labels become groups (with domain_field) */
+    int kv_positions;                     /* the engine's KV cache in positions (0: unknown) */
 } mt_request_ctx;
 
 typedef enum mt_body_kind { MT_BODY_GENERATE, MT_BODY_COMPLETIONS, MT_BODY_CHAT } mt_body_kind;

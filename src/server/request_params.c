@@ -268,23 +268,25 @@ int mt_params_encode(mt_tokenizer *tok, const char *text, bool add_special, int3
     return 0;
 }
 
-int mt_params_fit(mt_gen_params *p, bool max_given, int default_max, int n_prompt, const mt_config *cfg,
-                  mt_api_error *e) {
+int mt_params_fit(mt_gen_params *p, const mt_fit_limits *lim, int n_prompt, const mt_config *cfg, mt_api_error *e) {
     int ctx = cfg->max_position_embeddings;
+    const char *key = lim->max_key ? lim->max_key : "max_new_tokens";
     if (n_prompt > ctx)
         return mt_api_fail(e, 400, "the prompt has %d tokens, more than the model's context length of %d tokens",
                            n_prompt, ctx);
-    if (!max_given) {
+    if (!lim->max_given) {
         /* a prompt that fills the context leaves no room for the default's tokens: refused, as SGLang
-         * refuses it, rather than answered with nothing (an explicit max_new_tokens 0 still scores it) */
-        if (n_prompt == ctx && default_max > 0)
+         * refuses it, rather than answered with nothing (an explicit limit of 0 still scores it) */
+        if (n_prompt == ctx && lim->default_max > 0)
             return mt_api_fail(e, 400, "the prompt's %d tokens fill the model's context length of %d tokens: no room for "
-                                       "a new token (max_new_tokens 0 forwards the prompt only)", n_prompt, ctx);
-        p->max_new_tokens = ctx - n_prompt < default_max ? ctx - n_prompt : default_max;
+                                       "a new token (%s 0 forwards the prompt only)", n_prompt, ctx, key);
+        int room = ctx - n_prompt;
+        /* the last new token is never forwarded: a context of P + N - 1 positions in the KV cache */
+        if (lim->kv_positions > 0 && lim->kv_positions - n_prompt + 1 < room) room = lim->kv_positions - n_prompt + 1;
+        p->max_new_tokens = room < lim->default_max ? (room > 0 ? room : 0) : lim->default_max;
     } else if ((long)n_prompt + p->max_new_tokens > ctx) {
-        return mt_api_fail(e, 400,
-                           "the prompt's %d tokens plus max_new_tokens %d exceed the model's context length of %d tokens",
-                           n_prompt, p->max_new_tokens, ctx);
+        return mt_api_fail(e, 400, "the prompt's %d tokens plus %s %d exceed the model's context length of %d tokens",
+                           n_prompt, key, p->max_new_tokens, ctx);
     }
     if (p->routing_start > n_prompt)
         return mt_api_fail(e, 400, "routed_experts_start_len %d is beyond the prompt's %d tokens", p->routing_start,

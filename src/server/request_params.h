@@ -48,10 +48,18 @@ int mt_params_parse_ids(const cJSON *arr, const char *field, int32_t **ids, int 
 int mt_params_encode(mt_tokenizer *tok, const char *text, bool add_special, int32_t **ids, int *n,
                      mt_api_error *e);
 
+/* What bounds a request's new tokens besides its own limit. */
+typedef struct mt_fit_limits {
+    bool max_given;        /* the request set its limit */
+    int default_max;       /* the limit when it did not */
+    int kv_positions;      /* the KV cache's positions (0: unknown): a default limit fits them too */
+    const char *max_key;   /* the limit's name in errors (the request's spelling); NULL: max_new_tokens */
+} mt_fit_limits;
+
 /* Once the prompt is known: a prompt that does not fit the context is an error; without an explicit
- * limit max_new_tokens becomes min(default_max, context - prompt); an explicit limit that does not
- * fit is an error; routing_start must not pass the prompt. */
-int mt_params_fit(mt_gen_params *p, bool max_given, int default_max, int n_prompt, const mt_config *cfg,
-                  mt_api_error *e);
+ * limit max_new_tokens becomes min(default_max, what the context and the KV cache leave); an
+ * explicit limit that does not fit the context is an error (one the KV cache cannot hold is refused
+ * by the engine, naming its blocks); routing_start must not pass the prompt. */
+int mt_params_fit(mt_gen_params *p, const mt_fit_limits *lim, int n_prompt, const mt_config *cfg, mt_api_error *e);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "engine/kv_cache.h"
 #include "server/conn_guard.h"
 #include "server/dump_writer.h"
 #include "server/http.h"
@@ -56,9 +57,12 @@ struct mt_server {
 
 /* What the request body parsers (request_body.h) need of the server. */
 static inline void mt_server_request_ctx(mt_server *s, mt_request_ctx *c) {
+    mt_engine_loop_stats st;
+    mt_engine_loop_get_stats(s->b.loop, &st);
     *c = (mt_request_ctx){.cfg = &s->b.model->cfg, .tokenizer = s->b.tokenizer, .chat_template = s->b.chat_template,
                           .chat_mu = &s->chat_mu, .routing_enabled = s->b.enable_return_routing,
-                          .domain_field = s->b.domain_field, .domains = s->b.domains};
+                          .domain_field = s->b.domain_field, .domains = s->b.domains,
+                          .kv_positions = st.engine.kv_blocks_total * MT_KV_BLOCK};
 }
 
 /* A handler: queues a reply on rq and returns its status (mt_reply* return values; 0 for a stream,
