@@ -268,6 +268,47 @@ static void test_nonfinite_named(void **state) {
     }
 }
 
+static int open_private(const char *path) {
+    mt_checkpoint *ck;
+    mt_err err;
+    int rc = mt_checkpoint_open_mode(&ck, path, MT_CHECKPOINT_PRIVATE, &err);
+    if (rc == 0) mt_checkpoint_close(ck);
+    return rc;
+}
+
+/* The scan counts non-finite values of each float dtype exactly, in a tensor's words and its tail,
+ * and finds none in finite values whose exponent is all but full. */
+static void test_nonfinite_counted_per_dtype(void **state) {
+    (void)state;
+    static const char header[] =
+        "{\"a\": {\"dtype\": \"F32\", \"shape\": [5], \"data_offsets\": [0, 20]},"
+        " \"b\": {\"dtype\": \"BF16\", \"shape\": [9], \"data_offsets\": [20, 38]},"
+        " \"c\": {\"dtype\": \"F16\", \"shape\": [8], \"data_offsets\": [38, 54]},"
+        " \"d\": {\"dtype\": \"BF16\", \"shape\": [8], \"data_offsets\": [54, 70]}}";
+    const uint32_t a[5] = {0x3f800000u, 0x7f7fffffu, 0xc0000000u, 0x7f800000u, 0x7fc00001u}; /* +inf, NaN */
+    const uint16_t b[9] = {0x3f80, 0x7f7f, 0, 0, 0x8000, 0, 0, 0x7f80, 0xffc1};                /* +inf, NaN */
+    const uint16_t c[8] = {0xfc00, 0x3c00, 0x7bff, 0, 0, 0, 0, 0};                             /* -inf */
+    const uint16_t d[8] = {0x7f7f, 0xff7f, 0x3f80, 0x0001, 0x8001, 0x7f00, 0xff00, 0x4000};     /* finite */
+    const char *path = path_of("dtypes.safetensors");
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint64_t n = sizeof header - 1;
+    for (int i = 0; i < 8; i++) fputc((int)(n >> (8 * i)) & 0xff, f);
+    fputs(header, f);
+    fwrite(a, 4, 5, f); /* the host is little-endian, as the format */
+    fwrite(b, 2, 9, f);
+    fwrite(c, 2, 8, f);
+    fwrite(d, 2, 8, f);
+    fclose(f);
+    int rc;
+    char *log = logged_while(open_private, path, &rc);
+    assert_int_equal(rc, 0);
+    if (!strstr(log, "'a' holds 2 NaN or infinite values of 5") || !strstr(log, "'b' holds 2 NaN or infinite values of 9") ||
+        !strstr(log, "'c' holds 1 NaN or infinite value of 8") || strstr(log, "'d'"))
+        fail_msg("%s", log);
+    free(log);
+}
+
 /* g_dir/name: a one-tensor safetensors file whose header is the given JSON. */
 static const char *write_safetensors(const char *name, const char *header, size_t data_bytes) {
     const char *path = path_of(name);
@@ -347,7 +388,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rewritten_after_load), cmocka_unit_test(test_rewritten_after_update),
         cmocka_unit_test(test_mapped_notices_writes), cmocka_unit_test(test_nonfinite_named),
-        cmocka_unit_test(test_header_checks),         cmocka_unit_test(test_dummy_refused_when_too_large),
+        cmocka_unit_test(test_header_checks),         cmocka_unit_test(test_nonfinite_counted_per_dtype),         cmocka_unit_test(test_dummy_refused_when_too_large),
     };
     return cmocka_run_group_tests(tests, setup, tmp_dir_teardown);
 }

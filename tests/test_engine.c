@@ -250,6 +250,11 @@ static void test_shared_prefix_in_flight(void **state) {
         }
         /* 50 + 3 x 2 + 34 prompt tokens and 4 decode tokens each, with the cache */
         assert_int_equal(st.tokens_forwarded, forwarded);
+        if (cache) { /* three blocks before each prompt's last token, looked up once however long a
+                      * request waited for them (review h19: every deferred step counted them) */
+            assert_int_equal(st.prefix_lookup_blocks, SHARED_N * 3);
+            assert_int_equal(st.prefix_hit_blocks, 3 * 3 + 1);
+        }
         assert_memory_equal(res.tokens[0], res.tokens[1], 5 * sizeof(int32_t));
         for (int id = 1; id < SHARED_N; id++) {
             /* the prompt's routing is the same for every sample, and for the first 20 tokens of the other prompt */

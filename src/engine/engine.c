@@ -414,11 +414,11 @@ static admit_result try_admit(mt_engine *e, seq *s) {
     if (e->o.prefix_cache) {
         int max_blocks = first_to_forward(s) / MT_KV_BLOCK, cached = 0;
         if (max_blocks > s->n_hashed) max_blocks = s->n_hashed;
-        e->kv.lookups += max_blocks; /* hit or not; mt_kv_seq_adopt counts the hits */
         while (cached < max_blocks && mt_kv_cached(&e->kv, s->block_hash[cached])) cached++;
         if (cached < max_blocks && cached < s->n_prompt_blocks && !e->o.no_shared_wait &&
             block_in_flight(e, cached, s->block_hash[cached]))
-            return DEFERRED;
+            return DEFERRED; /* looked up again at the next step: counted then */
+        e->kv.lookups += max_blocks; /* hit or not; mt_kv_seq_adopt counts the hits */
         for (int i = 0; i < cached; i++) {
             if (!mt_kv_seq_adopt(&e->kv, &s->kv, s->block_hash[i])) break;
             s->last_hash = s->block_hash[i];

@@ -1,4 +1,5 @@
-/* safetensors checkpoints, read in place through mmap.
+/* safetensors checkpoints: read into private memory (what the CPU computes with), or mapped (what a
+ * device uploads from).
  *
  * mt_checkpoint_open() accepts a folder holding `model.safetensors`, or sharded files listed by
  * `model.safetensors.index.json` (its "weight_map"), or a path to one .safetensors file. Every
