@@ -17,6 +17,22 @@
 #define FIXTURES MT_SOURCE_DIR "/tests/fixtures/models"
 
 static const char *ARCHS[] = {"qwen3_moe", "qwen2_moe", "mixtral", "olmoe"};
+/* Fixtures with rotary scaling (tests/fixtures/make_rope_fixtures.py): yarn, linear. */
+static const char *ROPE_VARIANTS[] = {"qwen3_moe_yarn", "qwen2_moe_linear", "olmoe_yarn"};
+
+/* Whether a rotary fixture has been made (on a machine with transformers, then committed); says so
+ * when it has not. */
+static int rope_fixture_made(const char *dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/ref_logits_long.npy", dir);
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fclose(f);
+        return 1;
+    }
+    print_message("  %s not made yet: run tests/fixtures/make_rope_fixtures.py where transformers is\n", dir);
+    return 0;
+}
 static const char *PROMPTS[] = {"short", "long"};
 
 static void load_npy(const char *dir, const char *what, const char *prompt, mt_npy *out) {

@@ -93,29 +93,37 @@ static void test_against_transformers(void **state) {
     mt_cuda_describe(dev, sizeof dev);
     print_message("  device: %s\n", dev);
     int bad = 0;   /* every case is printed before the verdict */
-    for (size_t a = 0; a < 4; a++) {
+    const char *names[8];
+    size_t n_names = 0;
+    for (size_t a = 0; a < sizeof ARCHS / sizeof *ARCHS; a++) names[n_names++] = ARCHS[a];
+    for (size_t v = 0; v < sizeof ROPE_VARIANTS / sizeof *ROPE_VARIANTS; v++) {
         char dir[512];
-        snprintf(dir, sizeof dir, "%s/%s", FIXTURES, ARCHS[a]);
+        snprintf(dir, sizeof dir, "%s/%s", FIXTURES, ROPE_VARIANTS[v]);
+        if (rope_fixture_made(dir)) names[n_names++] = ROPE_VARIANTS[v];
+    }
+    for (size_t a = 0; a < n_names; a++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", FIXTURES, names[a]);
         mt_model m;
         mt_err err;
         if (mt_model_load(&m, dir, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
         attach_or_fail(&m);
         for (size_t p = 0; p < 2; p++) {
             fixture_result r = run_fixture(&m, dir, PROMPTS[p]);
-            calibration cal = calibration_of(ARCHS[a], PROMPTS[p]);
+            calibration cal = calibration_of(names[a], PROMPTS[p]);
             double e_tol = 2 * cal.logits_rel_err > 2e-2 ? 2 * cal.logits_rel_err : 2e-2;
             bool near_tie = r.greedy_equal == 0 && r.last_margin < 2 * r.last_max_err;
             bool greedy_ok = r.greedy_equal >= (r.G < 5 ? r.G : 5) || r.greedy_equal >= cal.greedy_equal || near_tie;
             print_message("  %-10s %-5s P=%3d logits rel err %.2e (transformers bf16 %.2e), routing sets equal %.4f, "
                           "greedy tokens equal %d/%d (transformers bf16 %d%s)\n",
-                          ARCHS[a], PROMPTS[p], r.P, r.logits_rel_err, cal.logits_rel_err, r.routing_agreement,
+                          names[a], PROMPTS[p], r.P, r.logits_rel_err, cal.logits_rel_err, r.routing_agreement,
                           r.greedy_equal, r.G, cal.greedy_equal, near_tie ? ", reference's first choice a near-tie" : "");
             bad += !(r.logits_rel_err <= e_tol) || !(r.routing_agreement >= 0.97) || !greedy_ok;
             /* scored prompts (the engine on the device, its log-softmax in float): checked within what
              * the logits' own difference from transformers allows (check_scores) */
             double score_err = check_scores(&m, dir, PROMPTS[p], 1e-4);
             print_message("  %-10s %-5s scored prompt: log-probabilities within %.3f of transformers', each within "
-                          "its logits' bound\n", ARCHS[a], PROMPTS[p], score_err);
+                          "its logits' bound\n", names[a], PROMPTS[p], score_err);
         }
         mt_model_free(&m);
     }

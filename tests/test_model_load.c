@@ -534,6 +534,70 @@ static void test_real_configs(void **state) {
     }
 }
 
+/* The rotary tables against transformers' (tests/fixtures/make_rope_fixtures.py wrote rope_tables.json
+ * from its rotary embedding): every inverse frequency and the cos/sin scale, for default, linear and
+ * yarn settings with full-size head dims; a setting transformers refuses is refused too. Each case is
+ * read once as rope_parameters and once as rope_scaling (the spelling of published Qwen3 advice). */
+static void test_rope_tables_match_transformers(void **state) {
+    (void)state;
+    mt_err err;
+    const char *path = MT_SOURCE_DIR "/tests/fixtures/models/rope_tables.json";
+    if (access(path, F_OK) != 0) { /* made on the GPU machine (transformers), committed with the fixtures */
+        print_message("  %s not made yet: run tests/fixtures/make_rope_fixtures.py where transformers is\n", path);
+        skip();
+    }
+    char *text = mt_read_file(path, NULL, &err);
+    if (!text) fail_msg("%s", err.msg);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *c;
+    int checked = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(c, "rope_parameters");
+        char *rope = cJSON_PrintUnformatted(params);
+        for (int spelling = 0; spelling < 2; spelling++) {
+            char json[2048];
+            snprintf(json, sizeof json,
+                     "{\"model_type\": \"qwen3_moe\", \"vocab_size\": 512, \"hidden_size\": %d, \"num_hidden_layers\": 2,"
+                     " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": %d,"
+                     " \"max_position_embeddings\": %d, \"num_experts\": 4, \"num_experts_per_tok\": 2,"
+                     " \"moe_intermediate_size\": 8, \"%s\": %s}",
+                     4 * cJSON_GetObjectItemCaseSensitive(c, "head_dim")->valueint,
+                     cJSON_GetObjectItemCaseSensitive(c, "head_dim")->valueint,
+                     cJSON_GetObjectItemCaseSensitive(c, "max_position_embeddings")->valueint,
+                     spelling ? "rope_scaling" : "rope_parameters", rope);
+            mt_config cfg;
+            int rc = mt_config_parse(&cfg, json, &err);
+            const cJSON *refused = cJSON_GetObjectItemCaseSensitive(c, "error");
+            if (refused) {
+                print_message("  %s: refused (%s), as transformers does (%s)\n", c->string, rc ? err.msg : "NOT",
+                              refused->valuestring);
+                assert_int_not_equal(rc, 0);
+                continue;
+            }
+            if (rc) fail_msg("%s: %s", c->string, err.msg);
+            const cJSON *inv = cJSON_GetObjectItemCaseSensitive(c, "inv_freq");
+            assert_int_equal(cJSON_GetArraySize(inv), cfg.head_dim / 2);
+            double worst = 0;
+            for (int i = 0; i < cfg.head_dim / 2; i++) {
+                double want = cJSON_GetArrayItem(inv, i)->valuedouble;
+                double rel = fabs(cfg.rope_inv_freq[i] - want) / want;
+                if (rel > worst) worst = rel;
+            }
+            double af = cJSON_GetObjectItemCaseSensitive(c, "attention_factor")->valuedouble;
+            if (!spelling)
+                print_message("  %s: %s, inverse frequencies within %.1e of transformers', cos/sin scale %.6f (%.6f)\n",
+                              c->string, mt_rope_type_name(cfg.rope_type), worst, cfg.rope_attention_factor, af);
+            assert_true(worst <= 4e-6);
+            assert_true(fabs(cfg.rope_attention_factor - af) <= 1e-6 * af);
+            checked++;
+        }
+        free(rope);
+    }
+    cJSON_Delete(root);
+    assert_true(checked >= 12);
+}
+
 /* Every published config in the fixtures folder, the shared copy of Qwen3-30B-A3B's (when the shared
  * folder sits beside the checkout), the benchmark's and the demo model's load with the refusals above
  * in place. */
@@ -735,7 +799,7 @@ int main(void) {
         cmocka_unit_test(test_dummy_weights),     cmocka_unit_test(test_transformers_defaults),
         cmocka_unit_test(test_real_configs),      cmocka_unit_test(test_real_configs_dummy),
         cmocka_unit_test(test_unused_tensor),     cmocka_unit_test(test_not_a_folder),
-        cmocka_unit_test(test_folder_name),
+        cmocka_unit_test(test_folder_name),       cmocka_unit_test(test_rope_tables_match_transformers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

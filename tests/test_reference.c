@@ -49,6 +49,20 @@ static void test_against_transformers(void **state) {
     }
 }
 
+/* Rotary scaling (yarn past its original length, linear) against transformers. */
+static void test_rope_scaling_against_transformers(void **state) {
+    (void)state;
+    int checked = 0;
+    for (size_t v = 0; v < sizeof ROPE_VARIANTS / sizeof *ROPE_VARIANTS; v++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", FIXTURES, ROPE_VARIANTS[v]);
+        if (!rope_fixture_made(dir)) continue;
+        check_model(dir, ROPE_VARIANTS[v]);
+        checked++;
+    }
+    if (!checked) skip();
+}
+
 /* The same references through the sharded, index-described copies (hub tensor naming). */
 static void test_sharded_hub_layout(void **state) {
     (void)state;
@@ -185,6 +199,7 @@ int main(void) {
     mt_kernels_init(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_transformers),
+        cmocka_unit_test(test_rope_scaling_against_transformers),
         cmocka_unit_test(test_sharded_hub_layout),
         cmocka_unit_test(test_demo_model),
         cmocka_unit_test(test_cli_run),
