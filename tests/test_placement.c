@@ -507,6 +507,77 @@ static void test_recorder_take(void **state) {
     mt_placement_free(&next);
 }
 
+/* A twin made ahead (mt_recorder_prepare_twin, as serve makes them off the engine thread) is the one
+ * the next take hands out, and takes the same window; one made before a placement switch is not handed
+ * out (it copied the old placement): the take after the switch dumps under the new one. */
+static void test_recorder_twin_ahead(void **state) {
+    (void)state;
+    mt_moe_shape s = make_shape();
+    mt_placement a, b;
+    mt_err err = {{0}};
+    write_text("ahead_a.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"physical_to_logical_map\": " GOOD_ROWS "}");
+    write_text("ahead_b.json", "{\"format\": \"moetrace.placement.v1\", \"num_gpus\": 4, \"physical_to_logical_map\": "
+                               "[[7,6,5,4,3,2,1,0,7,6,5,4],[0,1,2,3,4,5,6,7,0,1,0,1],[0,1,2,3,4,5,6,7,0,1,2,3]]}");
+    assert_int_equal(mt_placement_load(path_of("ahead_a.json"), &s, NULL, &a, &err), 0);
+    assert_int_equal(mt_placement_load(path_of("ahead_b.json"), &s, NULL, &b, &err), 0);
+    mt_recorder_mode modes[3] = {MT_REC_STAT, MT_REC_PER_PASS, MT_REC_PER_TOKEN};
+    for (int m = 0; m < 3; m++) {
+        mt_config c = make_cfg();
+        mt_recorder_opts o;
+        mt_recorder_opts_default(&o);
+        o.mode = modes[m];
+        o.buffer_size = 3;
+        o.dump_dir = g_dir;
+        o.placement = &a;
+        mt_recorder *r = mt_recorder_new(&c, "tiny", &o, &err), *ref_a = mt_recorder_new(&c, "tiny", &o, &err);
+        o.placement = &b;
+        mt_recorder *ref_b = mt_recorder_new(&c, "tiny", &o, &err);
+        assert_non_null(r);
+        assert_non_null(ref_a);
+        assert_non_null(ref_b);
+        mt_recorder_start(r);
+        mt_recorder_start(ref_a);
+        mt_recorder_start(ref_b);
+        assert_int_equal(mt_recorder_prepare_twin(r, &err), 0);
+        assert_int_equal(mt_recorder_prepare_twin(r, &err), 0); /* one is ready: nothing made */
+        for (int p = 0; p < 4; p++) {
+            feed(mt_recorder_sink(r), &a, p, 2 + p, NULL);
+            feed(mt_recorder_sink(ref_a), &a, p, 2 + p, NULL);
+            feed(mt_recorder_sink(ref_b), &b, p, 2 + p, NULL); /* its passes counted, as r's are */
+        }
+        mt_recorder_reset(ref_b); /* what the switch drops */
+        mt_recorder *t = mt_recorder_take(r, &err);
+        assert_non_null(t);
+        assert_false(mt_recorder_active(t));
+        mt_recorder *pair[2][2] = {{t, ref_a}, {NULL, ref_b}};
+        /* made ahead again, then the switch: the next take must not hand it out */
+        assert_int_equal(mt_recorder_prepare_twin(r, &err), 0);
+        assert_int_equal(mt_recorder_set_placement(r, &b, &err), 0);
+        for (int p = 4; p < 7; p++) {
+            feed(mt_recorder_sink(r), &b, p, 1 + p, NULL);
+            feed(mt_recorder_sink(ref_b), &b, p, 1 + p, NULL);
+        }
+        assert_non_null(pair[1][0] = mt_recorder_take(r, &err));
+        for (int k = 0; k < 2; k++) {
+            cJSON *want = mt_recorder_dump_json(pair[k][1], true, &err), *got = mt_recorder_dump_json(pair[k][0], true, &err);
+            assert_non_null(want);
+            assert_non_null(got);
+            char *w = cJSON_PrintUnformatted(want), *g = cJSON_PrintUnformatted(got);
+            if (strcmp(g, w)) fail_msg("mode %d, window %d:\n%s\nwant\n%s", m, k, g, w);
+            free(w);
+            free(g);
+            cJSON_Delete(want);
+            cJSON_Delete(got);
+            mt_recorder_free(pair[k][0]);
+        }
+        mt_recorder_free(r); /* with the twin made ahead after the second take, if any: freed with it */
+        mt_recorder_free(ref_a);
+        mt_recorder_free(ref_b);
+    }
+    mt_placement_free(&a);
+    mt_placement_free(&b);
+}
+
 /* A dump whose physical counts do not add up to its logical counts is refused. */
 static void test_dump_inconsistent(void **state) {
     (void)state;
@@ -567,6 +638,7 @@ int main(void) {
         cmocka_unit_test(test_dispatch_balanced),
         cmocka_unit_test(test_recorder_physical),
         cmocka_unit_test(test_recorder_take),
+        cmocka_unit_test(test_recorder_twin_ahead),
         cmocka_unit_test(test_dump_inconsistent),
         cmocka_unit_test(test_dump_claims_more_than_it_holds),
     };

@@ -385,6 +385,9 @@ int cmd_serve(int argc, char **argv) {
         mt_recorder_start(recorder);
         if (domains) mt_domain_usage_start(domains);
     }
+    mt_err no_twin; /* twins for the first take between two passes (out of memory: it makes its own) */
+    mt_recorder_prepare_twin(recorder, &no_twin);
+    if (domains) mt_domain_usage_ready_take(domains, &no_twin);
     mt_engine_opts eo = {.num_kv_blocks = a.kv_blocks, .kv_memory_fraction = a.kv_fraction,
                          .max_batch_tokens = a.max_batch_tokens,
                          .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,

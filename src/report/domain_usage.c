@@ -175,7 +175,10 @@ int mt_domain_usage_group(mt_domain_usage *u, const char *label, mt_err *err) {
     }
     u->num_domains = g + 1;
     rc = g + 1;
-    goto out;
+    pthread_mutex_unlock(&u->mu);
+    mt_err ignored; /* out of memory: the take makes its own */
+    mt_recorder_prepare_twin(u->recorders[g], &ignored); /* its entry never changes now */
+    return rc;
 undo:
     free(u->names[g]);
     free(u->slugs[g]);
@@ -286,6 +289,15 @@ void mt_domain_window_free(mt_domain_window *w) {
     for (int g = 0; g < w->G; g++) mt_recorder_free(w->taken[g]);
     mt_recorder_free(w->rest);
     free(w);
+}
+
+int mt_domain_usage_ready_take(mt_domain_usage *u, mt_err *err) {
+    pthread_mutex_lock(&u->mu);
+    int n = u->num_domains; /* entries below it never change: made ready without the lock */
+    pthread_mutex_unlock(&u->mu);
+    int rc = mt_recorder_prepare_twin(u->rest, err);
+    for (int g = 0; rc == 0 && g < n; g++) rc = mt_recorder_prepare_twin(u->recorders[g], err);
+    return rc;
 }
 
 mt_domain_window *mt_domain_usage_take(mt_domain_usage *u, mt_err *err) {

@@ -19,7 +19,8 @@
  * Threads: the engine thread calls the sink; any thread may call the rest, labels included, while
  * the engine runs. A take holds the sink's end of pass (the engine waits there) only while it moves
  * each recorder's data into an empty twin made beforehand (mt_recorder_take_into); the write reads
- * the twins. */
+ * the twins. Those twins are made ahead where possible (mt_domain_usage_ready_take, and for a new
+ * label when it comes), so a take between two passes only hands them out. */
 #ifndef MT_REPORT_DOMAIN_USAGE_H
 #define MT_REPORT_DOMAIN_USAGE_H
 
@@ -87,6 +88,10 @@ int mt_domain_usage_write(mt_domain_usage *u, const char *dir, bool picture, cha
  * Not while mt_domain_usage_set_placement runs; u must outlive the window. */
 typedef struct mt_domain_window mt_domain_window;
 mt_domain_window *mt_domain_usage_take(mt_domain_usage *u, mt_err *err);
+/* Makes every known recorder's twin for the next take ahead (mt_recorder_prepare_twin), off the
+ * engine thread, so that take only moves data. -1 with err when out of memory (that take then makes
+ * what is missing itself). */
+int mt_domain_usage_ready_take(mt_domain_usage *u, mt_err *err);
 /* Writes a taken window's files under dir as mt_domain_usage_write does (it stays the caller's);
  * a write that fails removes what it wrote (so no half report remains) and the folders it leaves
  * empty. */

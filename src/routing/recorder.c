@@ -204,13 +204,15 @@ void mt_recorder_free(mt_recorder *r) {
     free(r->model);
     free(r->dump_dir);
     mt_placement_destroy(r->plc_owned);
+    mt_recorder_free(r->spare);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->dump_mu);
     free(r);
 }
 
 void mt_rec_reset_locked(mt_recorder *r) {
-    memset(r->total, 0, r->NC * sizeof *r->total);
+    if (r->num_passes) /* the counts move only with the passes: else they are zero already (after a take) */
+        memset(r->total, 0, r->NC * sizeof *r->total);
     r->num_passes = r->num_tokens = 0;
     r->bal_sum = 0;
     r->dropped_passes = 0;
@@ -290,18 +292,27 @@ int mt_recorder_swap(mt_recorder *a, mt_recorder *b) {
 
 static int64_t tok_reserve(mt_recorder *r, int64_t n);
 
-mt_recorder *mt_recorder_twin(mt_recorder *r, mt_err *err) {
+/* What a twin of r copies, read under mu (a switch changes the placement under it): a copy of r's
+ * placement (NULL without one), its generation and, for an active per_token recorder, its store's
+ * size. -1 when out of memory. */
+static int twin_inputs(mt_recorder *r, mt_placement **plc, unsigned *gen, int64_t *cap, mt_err *err) {
+    pthread_mutex_lock(&r->mu);
+    *plc = r->plc ? mt_placement_dup(r->plc) : NULL;
+    *gen = r->plc_gen;
+    *cap = r->mode == MT_REC_PER_TOKEN && mt_recorder_active(r) ? r->tok_cap : 0;
+    bool failed = r->plc && !*plc;
+    pthread_mutex_unlock(&r->mu);
+    return failed ? mt_errf(err, "recorder: out of memory") : 0;
+}
+
+/* An empty, inactive twin of r owning plc. */
+static mt_recorder *make_twin(mt_recorder *r, mt_placement *plc, unsigned gen, int64_t cap, mt_err *err) {
     mt_config shape;
     memset(&shape, 0, sizeof shape);
     shape.num_hidden_layers = r->L;
     shape.num_experts = r->E;
     shape.top_k = r->K;
     memcpy(shape.layer_is_moe, r->is_moe, sizeof r->is_moe);
-    mt_placement *plc = NULL;
-    if (r->plc && !(plc = mt_placement_dup(r->plc))) {
-        mt_errf(err, "recorder: out of memory");
-        return NULL;
-    }
     mt_recorder_opts o = {.mode = r->mode, .buffer_size = r->buffer_size, .dump_dir = r->dump_dir,
                           .ep_size = r->ep_size, .max_tokens = r->max_tokens, .placement = plc};
     mt_recorder *t = mt_recorder_new(&shape, r->model, &o, err);
@@ -310,17 +321,52 @@ mt_recorder *mt_recorder_twin(mt_recorder *r, mt_err *err) {
         return NULL;
     }
     t->plc_owned = plc;
+    t->twin_gen = gen;
     t->taken = true;
     t->group_label = r->group_label;
     t->group_label_ctx = r->group_label_ctx;
-    if (r->mode == MT_REC_PER_TOKEN && mt_recorder_active(r)) { /* r goes on recording in a store as large
-                                                                     as the one taken: no regrowing */
-        pthread_mutex_lock(&r->mu);
-        int64_t cap = r->tok_cap;
-        pthread_mutex_unlock(&r->mu);
-        if (cap > 0) tok_reserve(t, cap); /* allocated, not written: pages come as rows do */
-    }
+    if (cap > 0) tok_reserve(t, cap); /* r goes on recording in a store as large as the one taken: no
+                                         regrowing; allocated, not written: pages come as rows do */
     return t;
+}
+
+mt_recorder *mt_recorder_twin(mt_recorder *r, mt_err *err) {
+    pthread_mutex_lock(&r->mu);
+    mt_recorder *spare = r->spare;
+    r->spare = NULL;
+    bool current = spare && spare->twin_gen == r->plc_gen;
+    pthread_mutex_unlock(&r->mu);
+    if (current) return spare;
+    mt_recorder_free(spare); /* made before a placement switch */
+    mt_placement *plc;
+    unsigned gen;
+    int64_t cap;
+    if (twin_inputs(r, &plc, &gen, &cap, err)) return NULL;
+    return make_twin(r, plc, gen, cap, err);
+}
+
+int mt_recorder_prepare_twin(mt_recorder *r, mt_err *err) {
+    pthread_mutex_lock(&r->mu);
+    bool ready = r->spare && r->spare->twin_gen == r->plc_gen;
+    pthread_mutex_unlock(&r->mu);
+    if (ready) return 0;
+    mt_placement *plc;
+    unsigned gen;
+    int64_t cap;
+    if (twin_inputs(r, &plc, &gen, &cap, err)) return -1;
+    mt_recorder *t = make_twin(r, plc, gen, cap, err);
+    if (!t) return -1;
+    pthread_mutex_lock(&r->mu);
+    mt_recorder *old = NULL;
+    if (gen == r->plc_gen) { /* else a switch came meanwhile: the take makes its own */
+        old = r->spare;
+        r->spare = t;
+        t = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+    mt_recorder_free(old);
+    mt_recorder_free(t);
+    return 0;
 }
 
 void mt_recorder_take_into(mt_recorder *r, mt_recorder *twin) {
@@ -358,6 +404,7 @@ int mt_recorder_set_placement(mt_recorder *r, const mt_placement *p, mt_err *err
     pthread_mutex_lock(&r->mu);
     atomic_fetch_add(&r->epoch, 1u); /* a pass in progress was dispatched over the old placement */
     r->plc = p;
+    r->plc_gen++; /* a twin made ahead copied the old placement */
     mt_rec_reset_locked(r);
     r->drops++;
     pthread_mutex_unlock(&r->mu);

@@ -96,6 +96,11 @@ mt_recorder *mt_recorder_take(mt_recorder *r, mt_err *err);
  * cannot fail. r's placement must not change between the two. */
 mt_recorder *mt_recorder_twin(mt_recorder *r, mt_err *err);
 void mt_recorder_take_into(mt_recorder *r, mt_recorder *twin);
+/* Makes r's next twin ahead, off the engine thread, so that the next mt_recorder_twin or
+ * mt_recorder_take between two passes only hands it out instead of allocating one (a twin made
+ * before a placement switch is not handed out: that take makes its own). Any thread; 0 when one is
+ * ready, -1 with err when out of memory (the take then makes its own). */
+int mt_recorder_prepare_twin(mt_recorder *r, mt_err *err);
 /* A window taken from r and not written goes back in front of what r recorded since, as if never
  * taken (unless r was reset or switched placements since: then it is dropped, as it would have
  * been); frees taken. true when it went back, false when dropped. Windows of r go back in the order

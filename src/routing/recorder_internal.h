@@ -36,6 +36,9 @@ struct mt_recorder {
     mt_placement *plc_owned; /* a recorder made by mt_recorder_take: its own copy (= plc), freed with it */
     bool taken;           /* made by mt_recorder_take: no sink feeds it, its dump writes it in place */
     int64_t taken_at_drops; /* taken: the drops count of the recorder it was taken from, then */
+    struct mt_recorder *spare; /* under mu: an empty twin made ahead (mt_recorder_prepare_twin), or NULL */
+    unsigned plc_gen;     /* under mu: bumped by every mt_recorder_set_placement */
+    unsigned twin_gen;    /* a twin's: its maker's plc_gen when it copied the placement */
     pthread_mutex_t dump_mu; /* mt_recorder_dump, from its take to its put-back: one at a time (the
                                 sink never takes it; taken before mu) */
     int R;                /* physical slots per layer (0 without a placement) */

@@ -109,7 +109,8 @@ int mt_server_dump_recorder(mt_server *s, char *path, size_t path_len, mt_err *e
     if (!s->b.domains || !mt_engine_loop_running(s->b.loop)) rc = take_now(NULL, &t, err);
     else rc = mt_engine_loop_between_passes(s->b.loop, take_now, &t, err);
     mt_window_files f = {.window = t.window, .put_back_into = s->b.recorder, .domains = t.domains,
-                         .domains_picture = s->b.dump_visualize, .metrics = &s->metrics};
+                         .domains_picture = s->b.dump_visualize, .metrics = &s->metrics,
+                         .next_of = s->b.recorder, .next_domains_of = s->b.domains};
     if (rc == 0 && mt_window_files_write(&f)) { /* logged there */
         rc = mt_errf(err, "%s", f.dump_err.msg);
     } else if (rc) { /* nothing taken */

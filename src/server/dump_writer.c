@@ -45,6 +45,10 @@ static void write_domains(mt_window_files *f) {
 }
 
 int mt_window_files_write(mt_window_files *f) {
+    /* first, so that they are ready even when the next take comes before the files are written */
+    mt_err ignored; /* out of memory: the next take makes its own */
+    if (f->next_of) mt_recorder_prepare_twin(f->next_of, &ignored);
+    if (f->next_domains_of) mt_domain_usage_ready_take(f->next_domains_of, &ignored);
     const char *what = f->put_back_into ? "expert distribution dump" : "expert distribution dump (before the placement switch)";
     f->dump[0] = f->plan_path[0] = '\0';
     f->dump_failed = f->domains_failed = false;

@@ -35,6 +35,10 @@ typedef struct mt_window_files {
     const mt_placement *plan; /* written beside the dump, or NULL */
     int heatmap_ep_size;      /* > 0: a heatmap beside the dump, per-GPU lines for this many GPUs */
     mt_server_metrics *metrics; /* counts a window that could not be written, or NULL */
+    mt_recorder *next_of;     /* the recorder the window came from and the domains' usage, or NULL:
+                                 their twins for the next take are made by the write, before its
+                                 files (off the engine thread; mt_recorder_prepare_twin) */
+    mt_domain_usage *next_domains_of;
     /* out */
     char dump[4096];          /* the window's dump; "" when there is none */
     char plan_path[4200];     /* expert_placement_<ms>.json, "" when not written */

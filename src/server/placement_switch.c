@@ -179,7 +179,9 @@ static mt_window_files files_of(const mt_placement_switch *w, bool installed) {
                          .domains_picture = w->s->b.dump_visualize,
                          .plan = installed && w->rebalance ? w->next : NULL,
                          .heatmap_ep_size = w->s->b.dump_visualize ? w->s->b.ep_size : 0,
-                         .metrics = &w->s->metrics};
+                         .metrics = &w->s->metrics,
+                         .next_of = w->s->b.recorder,
+                         .next_domains_of = w->s->b.domains};
     return f;
 }
 
