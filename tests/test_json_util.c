@@ -97,6 +97,24 @@ static void test_parse(void **state) {
     assert_non_null(strstr(err.msg, "f.json: invalid JSON near byte"));
     assert_null(mt_json_parse("[\"a\0b\"]", 7, "raw", NULL, &err));
     assert_non_null(strstr(err.msg, "U+0000"));
+    /* nested past cJSON's limit: said so, not "invalid" (brackets inside strings do not count) */
+    for (int depth = CJSON_NESTING_LIMIT; depth <= CJSON_NESTING_LIMIT + 2; depth++) {
+        size_t n = 0;
+        char *deep = malloc((size_t)depth * 8 + 16);
+        for (int k = 0; k < depth; k++) n += (size_t)sprintf(deep + n, "{\"[{\":");
+        n += (size_t)sprintf(deep + n, "1");
+        for (int k = 0; k < depth; k++) deep[n++] = '}';
+        cJSON *r = mt_json_parse(deep, n, "body", NULL, &err);
+        if (depth <= CJSON_NESTING_LIMIT) {
+            if (!r) fail_msg("depth %d: %s", depth, err.msg);
+            cJSON_Delete(r);
+        } else {
+            assert_null(r);
+            if (!strstr(err.msg, "body: JSON nested deeper than 1000 arrays and objects"))
+                fail_msg("depth %d: %s", depth, err.msg);
+        }
+        free(deep);
+    }
 }
 
 /* A key named twice in one object, at any depth, refuses a request body and names the key (and the

@@ -332,6 +332,8 @@ int cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (a.api_key && !*a.api_key) /* as SGLang reads it; said, since an unset $KEY leads here */
+        fprintf(stderr, "moetrace: warning: --api-key is empty: no endpoint asks for a key\n");
     mt_err err = {{0}};
     mt_server_opts so = {.host = a.host, .port = a.port, .api_key = a.api_key, .max_connections = a.max_connections,
                          .max_body_bytes = (size_t)a.max_body, .header_timeout_s = a.header_timeout,

@@ -4,6 +4,7 @@
 #include "routing/eplb.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,11 +104,15 @@ int mt_eplb_check_params(int num_experts, const mt_eplb_params *p, mt_err *err) 
     if (p->num_nodes <= 0) return mt_errf(err, "num_nodes must be positive (got %d)", p->num_nodes);
     if (p->num_groups <= 0) return mt_errf(err, "num_groups must be positive (got %d)", p->num_groups);
     if (p->num_replicas <= 0) return mt_errf(err, "num_replicas must be positive (got %d)", p->num_replicas);
-    if (num_experts % p->num_groups != 0)
-        return mt_errf(err, "num_experts (%d) must be a multiple of num_groups (%d)", num_experts,
-                       p->num_groups);
-    if (p->num_gpus % p->num_nodes != 0)
-        return mt_errf(err, "num_gpus (%d) must be a multiple of num_nodes (%d)", p->num_gpus, p->num_nodes);
+    /* G and N matter to the hierarchical policy only, which runs when G % N == 0; the global one
+     * (the reference's fallback) ignores them, as the reference does */
+    bool hier = p->num_groups % p->num_nodes == 0;
+    if (hier && num_experts % p->num_groups != 0)
+        return mt_errf(err, "num_experts (%d) must be a multiple of num_groups (%d) for the hierarchical policy "
+                       "(num_groups a multiple of num_nodes)", num_experts, p->num_groups);
+    if (hier && p->num_gpus % p->num_nodes != 0)
+        return mt_errf(err, "num_gpus (%d) must be a multiple of num_nodes (%d) for the hierarchical policy "
+                       "(num_groups a multiple of num_nodes)", p->num_gpus, p->num_nodes);
     if (p->num_replicas % p->num_gpus != 0)
         return mt_errf(err, "num_replicas (%d) must be a multiple of num_gpus (%d)", p->num_replicas,
                        p->num_gpus);

@@ -99,20 +99,6 @@ static int parse_physical(const cJSON *root, const char *name, mt_stat_dump *d, 
     return rc;
 }
 
-/* Row `layer` of logical_count for a dense layer (not in moe_layers): zeros, as the recorder writes
- * it (SPEC §4: no token is routed there), else an error naming the dump and the entry. */
-static int dense_row(const cJSON *row, const char *name, int layer, mt_err *err) {
-    int e = 0;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, row) {
-        if (!cJSON_IsNumber(c) || c->valuedouble != 0)
-            return mt_errf(err, "%s: logical_count[%d][%d] must be 0: layer %d is dense (not in moe_layers), so no "
-                           "token is routed there", name, layer, e, layer);
-        e++;
-    }
-    return 0;
-}
-
 static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_err *err) {
     if (!cJSON_IsObject(root)) return mt_errf(err, "%s: not a JSON object", name);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
@@ -169,11 +155,15 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
     int layer = 0, m = 0;
     const cJSON *row;
     cJSON_ArrayForEach(row, lc) { /* before allocating: the counts must be there, not just claimed */
-        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != ne)
-            return mt_errf(err, "%s: logical_count[%d] must be an array of num_experts = %d counts", name, layer,
-                           (int)ne);
+        if (m < nm && d->moe_layers[m] == layer) {
+            if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != ne)
+                return mt_errf(err, "%s: logical_count[%d] must be an array of num_experts = %d counts", name, layer,
+                               (int)ne);
+            m++;
+        }
         layer++;
     }
+    m = 0;
     d->moe_count = malloc((size_t)nm * (size_t)ne * sizeof *d->moe_count);
     if (!d->moe_count) return mt_errf(err, "%s: out of memory for %d x %d counts", name, nm, (int)ne);
     layer = 0;
@@ -189,9 +179,7 @@ static int parse_root(const cJSON *root, const char *name, mt_stat_dump *d, mt_e
                 e++;
             }
             m++;
-        } else if (dense_row(row, name, layer, err)) {
-            return -1;
-        }
+        } /* a dense layer's row (not in moe_layers) is ignored (SPEC §6): the recorder writes zeros there */
         layer++;
     }
     return parse_physical(root, name, d, err);

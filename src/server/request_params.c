@@ -240,10 +240,14 @@ int mt_params_parse_ids(const cJSON *arr, const char *name, int32_t **ids, int *
     if (!v) return mt_api_fail(e, 500, "out of memory");
     const cJSON *it;
     cJSON_ArrayForEach(it, arr) {
-        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0 ||
-            it->valuedouble > 2147483647.0) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 0) {
             free(v);
             return mt_api_fail(e, 400, "'%s' entry %d is not a non-negative integer token id", name, i);
+        }
+        if (it->valuedouble > 2147483647.0) {
+            free(v);
+            return mt_api_fail(e, 400, "token id %.0f at index %d of '%s' is outside the vocabulary (token ids are "
+                               "below 2^31)", it->valuedouble, i, name);
         }
         v[i++] = (int32_t)it->valuedouble;
     }

@@ -64,13 +64,37 @@ long mt_json_find_nul(const char *text, size_t len) {
     return -1;
 }
 
+/* The deepest nesting of arrays and objects in text[0, n), strings skipped. */
+static int nesting_before(const char *text, size_t n) {
+    int depth = 0, deepest = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > deepest) deepest = depth;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return deepest;
+}
+
 cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err) {
     const char *stop = NULL, *sep = what ? ": " : "";
     if (!what) what = "";
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
     if (!root) {
         size_t at = stop && stop >= text && stop <= text + len ? (size_t)(stop - text) : 0;
-        mt_errf(err, "%s%sinvalid JSON near byte %zu", what, sep, at);
+        if (nesting_before(text, at < len ? at + 1 : at) > CJSON_NESTING_LIMIT) /* the bracket it stopped at */
+            mt_errf(err, "%s%sJSON nested deeper than %d arrays and objects (at byte %zu)", what, sep,
+                    CJSON_NESTING_LIMIT, at);
+        else
+            mt_errf(err, "%s%sinvalid JSON near byte %zu", what, sep, at);
         return NULL;
     }
     long nul = mt_json_find_nul(text, (size_t)(stop - text));
