@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "chat/chat_template.h"
+#include "util/json_util.h"
 #include "test_files.h"
 
 static cJSON *load_json(const char *rel) {
@@ -417,6 +418,87 @@ static void expect_in_file(const char *path, const char *a, const char *b) {
     free(text);
 }
 
+/* A tokenizer_config.json of named templates: "tool_use" when tools are given (an empty list too),
+ * else "default", as transformers' get_chat_template chooses; a list with only "tool_use" renders
+ * with tools and says why it cannot without. */
+static void test_named_templates(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mt_named_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    cJSON *msgs = cJSON_Parse("[{\"role\": \"user\", \"content\": \"hi\"}]");
+    cJSON *tools = cJSON_Parse("[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"), *none = cJSON_CreateArray();
+    const char *lists[2] = {
+        "{\"chat_template\": [{\"name\": \"default\", \"template\": \"D{{ messages[0].content }}\"},"
+        " {\"name\": \"tool_use\", \"template\": \"T{{ tools|length }}{{ messages[0].content }}\"}]}",
+        "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T{{ tools|length }}\"}]}"};
+    for (int k = 0; k < 2; k++) {
+        FILE *f = fopen(path, "wb");
+        fputs(lists[k], f);
+        fclose(f);
+        mt_chat_template *t = NULL;
+        mt_err err = {{0}};
+        if (mt_chat_template_load(&t, dir, &err)) fail_msg("list %d: %s", k, err.msg);
+        char *out = NULL;
+        assert_int_equal(mt_chat_render(t, msgs, tools, 0, NULL, &out, &err), 0);
+        assert_string_equal(out, k ? "T1" : "T1hi");
+        free(out);
+        assert_int_equal(mt_chat_render(t, msgs, none, 0, NULL, &out, &err), 0);
+        assert_string_equal(out, k ? "T0" : "T0hi");
+        free(out);
+        if (k == 0) {
+            assert_int_equal(mt_chat_render(t, msgs, NULL, 0, NULL, &out, &err), 0);
+            assert_string_equal(out, "Dhi");
+            free(out);
+        } else {
+            assert_int_equal(mt_chat_render(t, msgs, NULL, 0, NULL, &out, &err), -1);
+            assert_non_null(strstr(err.msg, "no \"default\" entry, only \"tool_use\""));
+        }
+        mt_chat_template_free(t);
+    }
+    FILE *f = fopen(path, "wb");
+    fputs("{\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}]}", f);
+    fclose(f);
+    mt_chat_template *t = NULL;
+    mt_err err = {{0}};
+    assert_int_equal(mt_chat_template_load(&t, dir, &err), -1);
+    assert_non_null(strstr(err.msg, "no entry named \"default\""));
+    f = fopen(path, "wb"); /* each named template is parsed at load: a broken one is refused, named */
+    fputs("{\"chat_template\": [{\"name\": \"default\", \"template\": \"D\"}, {\"name\": \"tool_use\", "
+          "\"template\": \"{% include 'x' %}\"}]}", f);
+    fclose(f);
+    assert_int_equal(mt_chat_template_load(&t, dir, &err), -1);
+    assert_non_null(strstr(err.msg, "the \"tool_use\" template: "));
+    cJSON_Delete(msgs);
+    cJSON_Delete(tools);
+    cJSON_Delete(none);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* JSON integers past 2^53 reach the template exactly (messages, tools and kwargs alike), as
+ * Python's json reads them; floats stay floats. */
+static void test_long_integers(void **state) {
+    (void)state;
+    mt_chat_template *t = NULL;
+    mt_err err = {{0}};
+    assert_int_equal(mt_chat_template_from_string(&t, "{{ messages[0].n }} {{ tools|tojson }} {{ x }} {{ y }}", NULL, NULL,
+                                                  &err), 0);
+    const char *m = "[{\"role\": \"user\", \"n\": 12345678901234567}]", *tl = "[{\"max\": 9223372036854775807}]",
+               *kw = "{\"x\": -9007199254740993, \"y\": 1e17}";
+    cJSON *msgs = mt_json_parse(m, strlen(m), NULL, NULL, &err), *tools = mt_json_parse(tl, strlen(tl), NULL, NULL, &err),
+          *kwargs = mt_json_parse(kw, strlen(kw), NULL, NULL, &err);
+    char *out = NULL;
+    assert_int_equal(mt_chat_render(t, msgs, tools, 0, kwargs, &out, &err), 0);
+    assert_string_equal(out, "12345678901234567 [{\"max\": 9223372036854775807}] -9007199254740993 1e+17");
+    free(out);
+    cJSON_Delete(msgs);
+    cJSON_Delete(tools);
+    cJSON_Delete(kwargs);
+    mt_chat_template_free(t);
+}
+
 static void test_cli(void **state) {
     (void)state;
     const char *bin = getenv("MOETRACE_BIN");
@@ -535,6 +617,8 @@ int main(void) {
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_percent_format),
         cmocka_unit_test(test_str_format),
+        cmocka_unit_test(test_named_templates),
+        cmocka_unit_test(test_long_integers),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

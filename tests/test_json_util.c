@@ -117,6 +117,37 @@ static void test_parse(void **state) {
     }
 }
 
+/* Integers past 2^53 keep their exact value beside cJSON's double (mt_json_int64); other numbers,
+ * and integers past int64, do not claim one. */
+static void test_long_integers(void **state) {
+    (void)state;
+    const char *text = "{\"a\": 9223372036854775807, \"s\": \"12345678901234567890\", \"b\": [12345678901234567, 1.5, "
+                       "-9007199254740993, 1e20, 99999999999999999999], \"c\": 123, \"d\": {\"e\": -9223372036854775808}}";
+    mt_err err;
+    cJSON *j = mt_json_parse(text, strlen(text), "t", NULL, &err);
+    if (!j) fail_msg("%s", err.msg);
+    int64_t v;
+    assert_true(mt_json_int64(cJSON_GetObjectItem(j, "a"), &v));
+    assert_true(v == INT64_MAX);
+    const cJSON *b = cJSON_GetObjectItem(j, "b");
+    assert_true(mt_json_int64(cJSON_GetArrayItem(b, 0), &v));
+    assert_true(v == 12345678901234567LL);
+    assert_false(mt_json_int64(cJSON_GetArrayItem(b, 1), &v));
+    assert_true(mt_json_int64(cJSON_GetArrayItem(b, 2), &v));
+    assert_true(v == -9007199254740993LL);
+    assert_false(mt_json_int64(cJSON_GetArrayItem(b, 3), &v)); /* an exponent: a float */
+    assert_false(mt_json_int64(cJSON_GetArrayItem(b, 4), &v)); /* past int64 */
+    assert_false(mt_json_int64(cJSON_GetObjectItem(j, "c"), &v)); /* exact as a double already */
+    assert_false(mt_json_int64(cJSON_GetObjectItem(j, "s"), &v));
+    assert_true(mt_json_int64(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "d"), "e"), &v));
+    assert_true(v == INT64_MIN);
+    cJSON *copy = cJSON_Duplicate(j, 1); /* the literal goes with a copy, and is freed with it */
+    assert_true(mt_json_int64(cJSON_GetObjectItem(copy, "a"), &v));
+    assert_true(v == INT64_MAX);
+    cJSON_Delete(copy);
+    cJSON_Delete(j);
+}
+
 /* A key named twice in one object, at any depth, refuses a request body and names the key (and the
  * member holding the object); the same key in two objects is no duplicate; files keep cJSON's
  * reading (mt_json_parse: the first one). An object of many keys is checked in n log n. */
@@ -268,6 +299,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_find_nul),
         cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_long_integers),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_tokenizer_files),

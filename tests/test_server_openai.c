@@ -287,6 +287,37 @@ static void test_chat(void **state) {
         cJSON_Delete(a);
         cJSON_Delete(b);
     }
+    /* as SGLang gives them to the template: no tools with "tool_choice": "none"; a tool call's
+     * "arguments" string as the JSON it holds (the template prints it with tojson) */
+    static const char *const SAME_BODY[][2] = {
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tool_choice\": \"none\", \"tools\": "
+         "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"the weather of a city\"}}]",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": null, "
+         "\"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": "
+         "\"{  \\\"city\\\" :   \\\"Paris\\\",  \\\"days\\\":  [1,2]  }\"}}]}, {\"role\": \"tool\", \"content\": \"sunny\"}]",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": null, "
+         "\"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": "
+         "{\"city\": \"Paris\", \"days\": [1, 2]}}}]}, {\"role\": \"tool\", \"content\": \"sunny\"}]"},
+    };
+    for (size_t i = 0; i < sizeof SAME_BODY / sizeof *SAME_BODY; i++) {
+        char b1[1024], b2[1024];
+        snprintf(b1, sizeof b1, "%s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}", SAME_BODY[i][0]);
+        snprintf(b2, sizeof b2, "%s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}", SAME_BODY[i][1]);
+        cJSON *a = call("/v1/chat/completions", b1, 200), *b = call("/v1/chat/completions", b2, 200);
+        assert_int_equal(num(cJSON_GetObjectItem(a, "usage"), "prompt_tokens"),
+                         num(cJSON_GetObjectItem(b, "usage"), "prompt_tokens"));
+        assert_string_equal(str(cJSON_GetObjectItem(choice0(a), "message"), "content"),
+                            str(cJSON_GetObjectItem(choice0(b), "message"), "content"));
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+    }
+    cJSON *notjson = call("/v1/chat/completions",
+                          "{\"messages\": [{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"type\": "
+                          "\"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{city: Paris}\"}}]}]}", 400);
+    assert_non_null(strstr(str(cJSON_GetObjectItem(notjson, "error"), "message"),
+                           "'messages' entry 0: tool call 0's 'arguments' is not JSON"));
+    cJSON_Delete(notjson);
     cJSON *img = call("/v1/chat/completions",
                       "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"x\"}, "
                       "{\"type\": \"image_url\", \"image_url\": {\"url\": \"http://x/y.png\"}}]}]}", 400);

@@ -2,6 +2,7 @@
 #include "chat/chat_template.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,8 @@
 
 struct mt_chat_template {
     jarena arena; /* AST and source */
-    jnode *body;
+    jnode *body;      /* the template, or a list's "default" (NULL when the list has none) */
+    jnode *tool_body; /* a list's "tool_use", rendered when tools are given (NULL: none) */
     char *special[4]; /* bos, eos, unk, pad (NULL when absent) */
 };
 
@@ -25,15 +27,14 @@ static char *xstrdup(const char *s) {
     return p;
 }
 
-static int build(mt_chat_template **out, const char *source, const char *const special[4], mt_err *err) {
-    mt_chat_template *t = calloc(1, sizeof *t);
-    if (!t) return mt_errf(err, "chat template: out of memory");
+/* source parsed into t's arena, or NULL with msg. */
+static jnode *parse_source(mt_chat_template *t, const char *source, char *msg, size_t msg_len) {
     size_t n = strlen(source);
     /* Jinja normalises \r\n and \r to \n and drops one trailing newline (keep_trailing_newline=False). */
     char *src = ja_alloc(&t->arena, n + 1);
     if (!src) {
-        free(t);
-        return mt_errf(err, "chat template: out of memory");
+        snprintf(msg, msg_len, "chat template: out of memory");
+        return NULL;
     }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -44,12 +45,20 @@ static int build(mt_chat_template **out, const char *source, const char *const s
     }
     if (k && src[k - 1] == '\n') k--;
     src[k] = 0;
+    return jinja_parse(&t->arena, src, k, msg, msg_len);
+}
+
+/* A template of source (NULL: none) and, for a named list, tool_source, its "tool_use" (or NULL). */
+static int build(mt_chat_template **out, const char *source, const char *tool_source, const char *const special[4],
+                 mt_err *err) {
+    mt_chat_template *t = calloc(1, sizeof *t);
+    if (!t) return mt_errf(err, "chat template: out of memory");
     char msg[MT_ERR_LEN];
-    t->body = jinja_parse(&t->arena, src, k, msg, sizeof msg);
-    if (!t->body) {
+    bool default_failed = source && !(t->body = parse_source(t, source, msg, sizeof msg));
+    if (default_failed || (tool_source && !(t->tool_body = parse_source(t, tool_source, msg, sizeof msg)))) {
         ja_free(&t->arena);
         free(t);
-        return mt_errf(err, "%s", msg);
+        return default_failed ? mt_errf(err, "%s", msg) : mt_errf(err, "the \"tool_use\" template: %s", msg);
     }
     for (int i = 0; i < 4; i++) t->special[i] = xstrdup(special[i]);
     *out = t;
@@ -59,7 +68,7 @@ static int build(mt_chat_template **out, const char *source, const char *const s
 int mt_chat_template_from_string(mt_chat_template **out, const char *source, const char *bos_token,
                                  const char *eos_token, mt_err *err) {
     const char *sp[4] = {bos_token, eos_token, NULL, NULL};
-    return build(out, source, sp, err);
+    return build(out, source, NULL, sp, err);
 }
 
 void mt_chat_template_free(mt_chat_template *tpl) {
@@ -128,7 +137,7 @@ int mt_chat_template_load(mt_chat_template **out, const char *model_dir, mt_err 
     }
     size_t jlen;
     char *jinja = read_file(jinja_path, &jlen); /* transformers prefers this file when present */
-    const char *source = jinja, *where = jinja_path;
+    const char *source = jinja, *tool_source = NULL, *where = jinja_path;
     if (!source) {
         where = cfg_path;
         if (!have_cfg) {
@@ -139,13 +148,15 @@ int mt_chat_template_load(mt_chat_template **out, const char *model_dir, mt_err 
         if (cJSON_IsString(ct)) source = ct->valuestring;
         else if (cJSON_IsArray(ct)) {
             const cJSON *it;
-            cJSON_ArrayForEach(it, ct) {
+            cJSON_ArrayForEach(it, ct) { /* transformers: "tool_use" when tools are given, else "default" */
                 const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
                 const cJSON *tp = cJSON_GetObjectItemCaseSensitive(it, "template");
-                if (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default") && cJSON_IsString(tp)) source = tp->valuestring;
+                if (!cJSON_IsString(nm) || !cJSON_IsString(tp)) continue;
+                if (!strcmp(nm->valuestring, "default")) source = tp->valuestring;
+                else if (!strcmp(nm->valuestring, "tool_use")) tool_source = tp->valuestring;
             }
-            if (!source) {
-                mt_errf(err, "%s: chat_template list has no entry named \"default\"", cfg_path);
+            if (!source && !tool_source) {
+                mt_errf(err, "%s: chat_template list has no entry named \"default\" (nor \"tool_use\")", cfg_path);
                 goto done;
             }
         } else {
@@ -156,7 +167,7 @@ int mt_chat_template_load(mt_chat_template **out, const char *model_dir, mt_err 
     const char *sp[4] = {0};
     special_from(cfg, sp);
     special_from(map, sp);
-    if (build(out, source, sp, err)) {
+    if (build(out, source, tool_source, sp, err)) {
         char inner[MT_ERR_LEN];
         snprintf(inner, sizeof inner, "%s", err ? err->msg : "");
         mt_errf(err, "%s: %s", where, inner);
@@ -171,13 +182,15 @@ done:
 }
 
 /* cJSON -> value. Numbers: integral values that fit are ints (cJSON keeps no int/float distinction,
- * so a JSON `1.0` reads as the int 1). */
+ * so a JSON `1.0` reads as the int 1); integers past 2^53 from their text, up to int64. */
 static jv from_json(jctx *c, const cJSON *j, int depth) {
     if (depth > 200) jx_fail(c, 0, "input JSON nested too deeply");
     if (cJSON_IsNull(j)) return jv_none();
     if (cJSON_IsTrue(j)) return jv_bool(1);
     if (cJSON_IsFalse(j)) return jv_bool(0);
     if (cJSON_IsNumber(j)) {
+        int64_t exact;
+        if (mt_json_int64(j, &exact)) return jv_int(exact); /* past 2^53, as its text says */
         double d = j->valuedouble;
         if (d == floor(d) && fabs(d) < 9007199254740992.0) return jv_int((int64_t)d);
         return jv_float(d);
@@ -214,7 +227,12 @@ static void bind_and_render(jctx *c, const mt_chat_template *tpl, const cJSON *m
         cJSON_ArrayForEach(it, kwargs) jv_dict_set(c, g, jv_cstr(it->string), from_json(c, it, 0));
     }
     c->cur = c->root;
-    jinja_render(c, tpl->body, out);
+    bool with_tools = tools && !cJSON_IsNull(tools);
+    const jnode *body = with_tools && tpl->tool_body ? tpl->tool_body : tpl->body;
+    if (!body)
+        jx_fail(c, 0, "the model's chat_template list has no \"default\" entry, only \"tool_use\", which is used "
+                      "when tools are given");
+    jinja_render(c, body, out);
 }
 
 /* 0 ok, -1 with c->errmsg set. Kept apart so no local of the caller lives across setjmp. */

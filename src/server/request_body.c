@@ -232,24 +232,63 @@ static int flat_content(const cJSON *content, int i, char **out, mt_api_error *e
     return 0;
 }
 
-/* The messages with every content flat_content changes replaced: a copy, or NULL when none
- * changes (then the messages are used as they are) or on error (rc -1 in *rc). */
-static cJSON *flat_messages(const cJSON *messages, int *rc, mt_api_error *e) {
+/* The copy of messages (made on first use into *copy), its message i. NULL when out of memory. */
+static cJSON *copied_message(const cJSON *messages, cJSON **copy, int i) {
+    if (!*copy) *copy = cJSON_Duplicate(messages, 1);
+    return *copy ? cJSON_GetArrayItem(*copy, i) : NULL;
+}
+
+/* Message i's tool calls with each string "arguments" read as the JSON it holds, as SGLang gives them to
+ * the templates (some iterate them as a mapping), into the copy. 0, or -1 with e (not JSON: a 400). */
+static int parse_tool_arguments(const cJSON *messages, cJSON **copy, const cJSON *m, int i, mt_api_error *e) {
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (!cJSON_IsString(role) || strcmp(role->valuestring, "assistant") || !cJSON_IsArray(calls)) return 0;
+    int k = 0;
+    const cJSON *call;
+    cJSON_ArrayForEach(call, calls) {
+        const cJSON *fn = cJSON_IsObject(call) ? cJSON_GetObjectItemCaseSensitive(call, "function") : NULL;
+        const cJSON *args = cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "arguments") : NULL;
+        if (cJSON_IsString(args)) {
+            mt_err err;
+            cJSON *value = mt_json_parse(args->valuestring, strlen(args->valuestring), NULL, NULL, &err);
+            if (!value)
+                return mt_api_fail(e, 400, "'messages' entry %d: tool call %d's 'arguments' is not JSON (%s)", i, k,
+                                   err.msg);
+            cJSON *cm = copied_message(messages, copy, i);
+            cJSON *cfn = cm ? cJSON_GetObjectItemCaseSensitive(
+                                  cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cm, "tool_calls"), k), "function")
+                            : NULL;
+            if (!cfn || !cJSON_ReplaceItemInObjectCaseSensitive(cfn, "arguments", value)) {
+                cJSON_Delete(value);
+                return mt_api_fail(e, 500, "out of memory");
+            }
+        }
+        k++;
+    }
+    return 0;
+}
+
+/* The messages as the template reads them: every content flat_content changes replaced, and tool
+ * calls' arguments parsed (parse_tool_arguments). A copy, or NULL when nothing changes (then the
+ * messages are used as they are) or on error (rc -1 in *rc). */
+static cJSON *template_messages(const cJSON *messages, int *rc, mt_api_error *e) {
     cJSON *copy = NULL;
     const cJSON *m;
     int i = 0;
     *rc = 0;
     cJSON_ArrayForEach(m, messages) {
         char *flat;
-        if (flat_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, &flat, e)) {
+        if (flat_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, &flat, e) ||
+            parse_tool_arguments(messages, &copy, m, i, e)) {
+            free(flat);
             cJSON_Delete(copy);
             *rc = -1;
             return NULL;
         }
         if (flat) {
-            if (!copy) copy = cJSON_Duplicate(messages, 1);
             cJSON *str = cJSON_CreateString(flat);
-            cJSON *cm = copy ? cJSON_GetArrayItem(copy, i) : NULL;
+            cJSON *cm = copied_message(messages, &copy, i);
             free(flat);
             if (!cm || !str || !cJSON_ReplaceItemInObjectCaseSensitive(cm, "content", str)) {
                 cJSON_Delete(str);
@@ -264,7 +303,8 @@ static cJSON *flat_messages(const cJSON *messages, int *rc, mt_api_error *e) {
 }
 
 /* The prompt of /v1/chat/completions: messages through the chat template, then tokenized without
- * added special tokens (as transformers' apply_chat_template(tokenize=True)). */
+ * added special tokens (as transformers' apply_chat_template(tokenize=True)). The tools as sent, or
+ * none with "tool_choice": "none" (as SGLang). */
 static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     const cJSON *messages = field(body, "messages"), *tools = field(body, "tools");
     const cJSON *kwargs = field(body, "chat_template_kwargs"), *gen_prompt = field(body, "add_generation_prompt");
@@ -281,8 +321,10 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     if (tools && !cJSON_IsArray(tools)) return mt_api_fail(e, 400, "'tools' must be a list");
     if (kwargs && !cJSON_IsObject(kwargs)) return mt_api_fail(e, 400, "'chat_template_kwargs' must be an object");
     if (gen_prompt && !cJSON_IsBool(gen_prompt)) return mt_api_fail(e, 400, "'add_generation_prompt' must be true or false");
+    const cJSON *choice = field(body, "tool_choice");
+    if (cJSON_IsString(choice) && !strcmp(choice->valuestring, "none")) tools = NULL; /* as SGLang: no tools */
     int frc;
-    cJSON *flat = flat_messages(messages, &frc, e);
+    cJSON *flat = template_messages(messages, &frc, e);
     if (frc) return -1;
     char *text = NULL;
     mt_err err;
@@ -320,8 +362,9 @@ static int openai_logprobs(const cJSON *body, bool chat, mt_gen_request *r, mt_g
 }
 
 /* The OpenAI fields that ask for constrained output, which moetrace does not do: accepted only where
- * they ask for nothing ("response_format" of type "text"; "tool_choice" "auto" or "none", where the
- * template gets the tools and the model answers freely), refused otherwise rather than ignored. */
+ * they ask for nothing ("response_format" of type "text"; "tool_choice" "auto", where the template
+ * gets the tools and the model answers freely, or "none", where it gets none), refused otherwise
+ * rather than ignored. */
 static int openai_constraints(const cJSON *body, bool chat, mt_api_error *e) {
     const cJSON *rf = field(body, "response_format");
     if (rf) {

@@ -84,6 +84,72 @@ static int nesting_before(const char *text, size_t n) {
     return deepest;
 }
 
+/* The next number token of valid JSON text from *pos (strings skipped): [*start, *end). false at the end. */
+static bool next_number(const char *text, size_t len, size_t *pos, size_t *start, size_t *end) {
+    for (size_t i = *pos; i < len; i++) {
+        char c = text[i];
+        if (c == '"') {
+            for (i++; i < len && text[i] != '"'; i++)
+                if (text[i] == '\\') i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i + 1;
+            while (j < len && strchr("0123456789+-.eE", text[j])) j++;
+            *start = i;
+            *pos = *end = j;
+            return true;
+        }
+    }
+    *pos = len;
+    return false;
+}
+
+/* An integer literal (no fraction, no exponent) of more than 15 digits: a double may not hold it. */
+static bool long_integer(const char *s, size_t n) {
+    size_t digits = 0;
+    for (size_t i = s[0] == '-' ? 1 : 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        digits++;
+    }
+    return digits > 15;
+}
+
+/* Pairs the tree's numbers with the text's number tokens, both in document order, and keeps each
+ * long integer's literal as the number's valuestring (mt_json_int64 reads it). */
+static void keep_long_integers(cJSON *node, const char *text, size_t len, size_t *pos) {
+    for (; node; node = node->next) {
+        size_t a, b;
+        if (cJSON_IsNumber(node)) {
+            if (!next_number(text, len, pos, &a, &b)) return;
+            if (long_integer(text + a, b - a) && (node->valuestring = malloc(b - a + 1))) {
+                memcpy(node->valuestring, text + a, b - a);
+                node->valuestring[b - a] = '\0';
+            }
+        } else if (node->child) {
+            keep_long_integers(node->child, text, len, pos);
+        }
+    }
+}
+
+/* Whether text holds a run of more than 15 digits (a long integer may be there). */
+static bool has_long_digit_run(const char *text, size_t len) {
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        run = text[i] >= '0' && text[i] <= '9' ? run + 1 : 0;
+        if (run > 15) return true;
+    }
+    return false;
+}
+
+bool mt_json_int64(const cJSON *number, int64_t *out) {
+    if (!cJSON_IsNumber(number) || !number->valuestring) return false;
+    errno = 0;
+    char *end;
+    long long v = strtoll(number->valuestring, &end, 10);
+    if (errno || *end) return false;
+    *out = (int64_t)v;
+    return true;
+}
+
 cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err) {
     const char *stop = NULL, *sep = what ? ": " : "";
     if (!what) what = "";
@@ -103,6 +169,8 @@ cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char 
         mt_errf(err, "%s%sa string holds U+0000 (\\u0000 at byte %ld), which is not supported", what, sep, nul);
         return NULL;
     }
+    size_t parsed = (size_t)(stop - text), pos = 0;
+    if (has_long_digit_run(text, parsed)) keep_long_integers(root, text, parsed, &pos);
     if (end) *end = stop;
     return root;
 }

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -23,6 +24,12 @@ cJSON *mt_json_load_file(const char *path, mt_err *err);
  * tree (cJSON_Delete it), or NULL with err "<what>: invalid JSON near byte N" or "<what>: a string
  * holds U+0000 (\u0000 at byte N), which is not supported"; what may be NULL (no prefix). */
 cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err);
+
+/* A number of a tree mt_json_parse made, exactly, when its text was an integer of more than 15
+ * digits that fits an int64 (cJSON keeps numbers as doubles, exact only up to 2^53; the parse keeps
+ * such a literal's text beside it, as the node's valuestring). false for other numbers: read
+ * valuedouble. */
+bool mt_json_int64(const cJSON *number, int64_t *out);
 
 /* The same for text that must hold one JSON value and nothing else but whitespace (a request body):
  * anything after the value is "<what>: unexpected text after the JSON value at byte N". */
