@@ -260,36 +260,21 @@ static void test_chat(void **state) {
     assert_string_equal(text, str(msg, "content"));
     mt_sse_events_free(&ev);
 
-    /* content as a list of text parts (OpenAI clients) reads as their texts joined by newlines;
-     * null (an assistant turn with tool calls only) as "" */
+    /* pairs of bodies (without their closing brace) that must give the same prompt: content as a list
+     * of text parts (OpenAI clients) reads as their texts joined by newlines; null (an assistant turn
+     * with tool calls only) as ""; as SGLang gives them to the template, no tools with "tool_choice":
+     * "none" and a tool call's "arguments" string as the JSON it holds (the template prints it with
+     * tojson) */
     static const char *const SAME[][2] = {
-        {"[{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Say hello\"}]}]",
-         "[{\"role\": \"user\", \"content\": \"Say hello\"}]"},
-        {"[{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Say\"}, {\"type\": \"text\", "
-         "\"text\": \"hello\"}]}]",
-         "[{\"role\": \"user\", \"content\": \"Say\\nhello\"}]"},
-        {"[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": null}, "
+        {"{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Say hello\"}]}]",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"Say hello\"}]"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Say\"}, {\"type\": "
+         "\"text\", \"text\": \"hello\"}]}]",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"Say\\nhello\"}]"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": null}, "
          "{\"role\": \"user\", \"content\": \"Say hello\"}]",
-         "[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"\"}, "
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"\"}, "
          "{\"role\": \"user\", \"content\": \"Say hello\"}]"},
-    };
-    for (size_t i = 0; i < sizeof SAME / sizeof *SAME; i++) {
-        char b1[1024], b2[1024];
-        snprintf(b1, sizeof b1, "{\"messages\": %s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}",
-                 SAME[i][0]);
-        snprintf(b2, sizeof b2, "{\"messages\": %s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}",
-                 SAME[i][1]);
-        cJSON *a = call("/v1/chat/completions", b1, 200), *b = call("/v1/chat/completions", b2, 200);
-        assert_int_equal(num(cJSON_GetObjectItem(a, "usage"), "prompt_tokens"),
-                         num(cJSON_GetObjectItem(b, "usage"), "prompt_tokens"));
-        assert_string_equal(str(cJSON_GetObjectItem(choice0(a), "message"), "content"),
-                            str(cJSON_GetObjectItem(choice0(b), "message"), "content"));
-        cJSON_Delete(a);
-        cJSON_Delete(b);
-    }
-    /* as SGLang gives them to the template: no tools with "tool_choice": "none"; a tool call's
-     * "arguments" string as the JSON it holds (the template prints it with tojson) */
-    static const char *const SAME_BODY[][2] = {
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tool_choice\": \"none\", \"tools\": "
          "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"the weather of a city\"}}]",
          "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]"},
@@ -300,10 +285,10 @@ static void test_chat(void **state) {
          "\"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": "
          "{\"city\": \"Paris\", \"days\": [1, 2]}}}]}, {\"role\": \"tool\", \"content\": \"sunny\"}]"},
     };
-    for (size_t i = 0; i < sizeof SAME_BODY / sizeof *SAME_BODY; i++) {
+    for (size_t i = 0; i < sizeof SAME / sizeof *SAME; i++) {
         char b1[1024], b2[1024];
-        snprintf(b1, sizeof b1, "%s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}", SAME_BODY[i][0]);
-        snprintf(b2, sizeof b2, "%s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}", SAME_BODY[i][1]);
+        snprintf(b1, sizeof b1, "%s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}", SAME[i][0]);
+        snprintf(b2, sizeof b2, "%s, \"max_tokens\": 4, \"temperature\": 0, \"ignore_eos\": true}", SAME[i][1]);
         cJSON *a = call("/v1/chat/completions", b1, 200), *b = call("/v1/chat/completions", b2, 200);
         assert_int_equal(num(cJSON_GetObjectItem(a, "usage"), "prompt_tokens"),
                          num(cJSON_GetObjectItem(b, "usage"), "prompt_tokens"));
