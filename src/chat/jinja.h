@@ -124,6 +124,12 @@ int jv_equal(jv a, jv b);
 int jv_is_str(jv v, const char *s); /* string equal to C string */
 const char *jv_kind_name(jv v);      /* Python type name for messages: 'str', 'list', ... */
 
+/* Python's str.upper/lower/title/capitalize/swapcase/casefold of s: full case mappings (ß -> SS),
+ * final sigma (jinja_unicode.c). */
+enum { JU_UPPER, JU_LOWER, JU_TITLE, JU_CAPITALIZE, JU_SWAPCASE, JU_CASEFOLD };
+jv ju_case_map(jctx *c, jv s, int how);
+jv jx_jinja_title(jctx *c, jv s); /* Jinja's title filter, which differs from str.title */
+
 /* Python str() / repr() appended to buf. */
 void jv_to_str(jctx *c, jbuf *b, jv v);
 void jv_repr(jctx *c, jbuf *b, jv v);
@@ -147,6 +153,18 @@ int32_t ju_decode(const char *s, size_t n, size_t *adv);     /* one code point; 
 size_t ju_encode(int32_t cp, char out[4]);
 int ju_isspace(int32_t cp);                                   /* Python str.isspace for one char */
 
+/* Python's character classes (jinja_unicode.c): str.isdecimal/isdigit/isnumeric/isalpha/
+ * isprintable of one character; ju_islower/ju_isupper the Lowercase/Uppercase properties,
+ * ju_istitle category Lt (what str.islower/isupper/istitle test). */
+int ju_isdecimal(int32_t cp);
+int ju_isdigit(int32_t cp);
+int ju_isnumeric(int32_t cp);
+int ju_isalpha(int32_t cp);
+int ju_isprintable(int32_t cp);
+int ju_islower(int32_t cp);
+int ju_isupper(int32_t cp);
+int ju_istitle(int32_t cp);
+
 /* ---- AST ---- */
 typedef enum {
     /* statements */
@@ -157,10 +175,15 @@ typedef enum {
     JN_TEST, JN_BINOP, JN_UNARY, JN_AND, JN_OR, JN_NOT, JN_COMPARE, JN_COND, JN_CONCAT
 } jn_kind;
 
+/* JN_MACRO's op: the special names its body refers to (set by jinja_check). As in Jinja, a macro
+ * takes extra keyword arguments only when its body uses `kwargs`, extra positional ones only when it
+ * uses `varargs`, and a `caller` keyword only when it uses `caller`. */
+enum { JM_CALLER = 1, JM_KWARGS = 2, JM_VARARGS = 4 };
+
 typedef struct jnode {
     jn_kind k;
     int line;
-    int op;               /* operator token id for BINOP/UNARY/COMPARE; negated test */
+    int op;               /* operator token id for BINOP/UNARY/COMPARE; negated test; JM_* of a macro */
     const char *name;     /* NAME/GETATTR attr/FILTER/TEST/MACRO name; TEXT bytes */
     size_t name_n;
     jv lit;               /* JN_LIT */
@@ -184,6 +207,10 @@ enum {
  * Returns NULL after writing "chat template line N: ..." into err (err_len bytes). */
 jnode *jinja_parse(jarena *a, const char *src, size_t n, char *err, size_t err_len);
 
+/* The load-time check (jinja_check.c), run by jinja_parse: refuses filters, tests, loop attributes,
+ * methods and globals outside the subset, and sets each macro's JM_* flags. 0, or -1 with err. */
+int jinja_check(jnode *body, char *err, size_t err_len);
+
 /* Renders the tree; globals are set in c->root beforehand. 0 ok, -1 with c->errmsg. */
 int jinja_render(jctx *c, const jnode *body, jbuf *out);
 
@@ -202,6 +229,11 @@ int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int n
 /* Method call obj.name(args); *found = 0 when obj has no such method. */
 jv jx_method(jctx *c, int line, jv obj, const char *name, size_t n, jv *args, int nargs, const char **kwn,
              jv *kwv, int nkw, int *found);
+/* NULL-terminated names: the filters and tests jx_filter/jx_test implement, and the Python methods
+ * of str, dict, list, int and float (and markupsafe's Markup) that jx_method does not. */
+extern const char *const jx_filter_names[];
+extern const char *const jx_test_names[];
+extern const char *const jx_unsupported_methods[];
 /* Global functions (range, namespace, dict, raise_exception, strftime_now); NULL if unknown. */
 jbuiltin_fn jx_global_fn(const char *name);
 
@@ -216,6 +248,14 @@ jv jx_percent_format(jctx *c, int line, jv fmt, jv args);
  * jinja2's sandbox runs them (string.Formatter with sandboxed field access; a markup fmt escapes
  * its fields and gives markup). Fails with Python's messages. */
 jv jx_str_format(jctx *c, int line, jv fmt, jv *args, int nargs, const char **kwn, jv *kwv, int nkw, int format_map);
+
+/* Python's int(s, base) and float(s) of a string (jinja_pynum.c): 0, JX_NUM_INVALID (Python's
+ * ValueError) or JX_NUM_OVERFLOW (an int beyond 64 bits). round(x, ndigits) as Python's. */
+enum { JX_NUM_INVALID = 1, JX_NUM_OVERFLOW = 2 };
+int jx_py_int(const char *s, size_t n, int base, int64_t *out);
+int jx_py_float(const char *s, size_t n, double *out);
+double jx_py_round_float(double x, int64_t ndigits);
+int jx_py_round_int(int64_t x, int64_t ndigits, int64_t *out);
 
 /* argument helper: positional i or keyword name, else dflt */
 jv jx_arg(jv *args, int nargs, const char **kwn, jv *kwv, int nkw, int pos, const char *name, jv dflt);

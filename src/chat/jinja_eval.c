@@ -350,63 +350,93 @@ static jv binop(jctx *c, int line, int op, jv a, jv b) {
 }
 
 /* ---- calls ---- */
-static jv call_macro(jctx *c, int line, jfunc *fn, jv *args, int nargs, const char **kwn, jv *kwv, int nkw) {
+static int kw_is(const char *kw, const jnode *m, int i) { return strlen(kw) == m->names_n[i] && !memcmp(kw, m->names[i], m->names_n[i]); }
+
+static jv missing_param(jctx *c, const jnode *m, int i) {
+    jv v = jv_undef(NULL);
+    char *msg = jx_alloc(c, 256);
+    snprintf(msg, 256, "parameter '%.*s' was not provided", (int)m->names_n[i], m->names[i]);
+    v.u.s = msg;
+    v.n = strlen(msg);
+    return v;
+}
+
+/* Binds a macro's arguments as Jinja's Macro.__call__ does: positional ones first; only when they
+ * are fewer than the parameters do keywords fill the rest; keywords left over go to `kwargs` when
+ * the body uses it (else the call fails), extra positional ones to `varargs` likewise. */
+static void bind_macro_args(jctx *c, int line, jfunc *fn, jscope *s, jv *args, int nargs, const char **kwn, jv *kwv, int nkw) {
     const jnode *m = fn->macro;
-    if (++c->depth > 200) jx_fail(c, line, "macro recursion too deep");
-    jscope *s = scope_new(c, fn->closure ? fn->closure : c->root);
-    jv varargs = jv_list_new(c, 0), kwargs = jv_dict_new(c, 0);
-    varargs.tuple = 1;
+    int npos = nargs < m->nnames ? nargs : m->nnames;
+    char *used = jx_alloc(c, (size_t)nkw + 1);
     for (int i = 0; i < m->nnames; i++) {
         jv v;
-        int have = 0;
-        if (i < nargs) {
-            v = args[i];
-            have = 1;
-        }
-        for (int k = 0; k < nkw; k++)
-            if (strlen(kwn[k]) == m->names_n[i] && !memcmp(kwn[k], m->names[i], m->names_n[i])) {
-                if (have) jx_fail(c, line, "macro '%s' got multiple values for argument '%s'", fn->name, kwn[k]);
+        int have = i < npos;
+        if (have) v = args[i];
+        for (int k = 0; k < nkw && !have && npos < m->nnames; k++)
+            if (kw_is(kwn[k], m, i)) {
                 v = kwv[k];
-                have = 1;
+                used[k] = have = 1;
             }
-        if (!have) {
-            if (m->items2 && m->items2[i]) {
-                /* defaults see the arguments bound so far */
-                jscope *saved = g_scope_of(c);
-                set_scope(c, s);
-                v = jx_eval(c, m->items2[i]);
-                set_scope(c, saved);
-            } else {
-                v = jv_undef(NULL);
-                char *msg = jx_alloc(c, 256);
-                snprintf(msg, 256, "parameter '%.*s' was not provided", (int)m->names_n[i], m->names[i]);
-                v.u.s = msg;
-                v.n = strlen(msg);
-            }
+        if (!have && m->items2 && m->items2[i]) {
+            /* defaults see the arguments bound so far */
+            jscope *saved = g_scope_of(c);
+            set_scope(c, s);
+            v = jx_eval(c, m->items2[i]);
+            set_scope(c, saved);
+        } else if (!have) {
+            v = missing_param(c, m, i);
         }
         assign(c, s, m->names[i], m->names_n[i], v);
     }
-    for (int i = m->nnames; i < nargs; i++) jv_list_push(c, varargs, args[i]);
-    for (int k = 0; k < nkw; k++) {
-        int known = 0;
-        for (int i = 0; i < m->nnames; i++)
-            if (strlen(kwn[k]) == m->names_n[i] && !memcmp(kwn[k], m->names[i], m->names_n[i])) known = 1;
-        if (!known) jv_dict_set(c, kwargs.u.d, jv_cstr(kwn[k]), kwv[k]);
+    if (m->op & JM_CALLER) {
+        jv cv = jv_undef("No caller defined");
+        if (fn->caller) {
+            cv.k = JV_FUNC;
+            cv.u.fn = fn->caller;
+        }
+        for (int k = 0; k < nkw; k++)
+            if (!used[k] && !fn->caller && !strcmp(kwn[k], "caller")) cv = kwv[k], used[k] = 1;
+        assign(c, s, "caller", 6, cv);
     }
-    assign(c, s, "varargs", 7, varargs);
-    assign(c, s, "kwargs", 6, kwargs);
-    if (fn->caller) {
+    char label[160]; /* repr() of the macro's name */
+    snprintf(label, sizeof label, fn->name ? "'%.150s'" : "None", fn->name);
+    jv kwargs = jv_dict_new(c, 0);
+    if (fn->caller && !(m->op & JM_CALLER)) { /* {% call %} passes the body as the keyword `caller` */
+        if (!(m->op & JM_KWARGS))
+            jx_fail(c, line, "macro %s was invoked with two values for the special caller argument. This is most likely a bug.", label);
         jv cv = {0};
         cv.k = JV_FUNC;
         cv.u.fn = fn->caller;
-        assign(c, s, "caller", 6, cv);
+        jv_dict_set(c, kwargs.u.d, jv_cstr("caller"), cv);
     }
+    for (int k = 0; k < nkw; k++) {
+        if (used[k]) continue;
+        if (!(m->op & JM_KWARGS)) {
+            if (!strcmp(kwn[k], "caller"))
+                jx_fail(c, line, "macro %s was invoked with two values for the special caller argument. This is most likely a bug.", label);
+            jx_fail(c, line, "macro %s takes no keyword argument '%s'", label, kwn[k]);
+        }
+        jv_dict_set(c, kwargs.u.d, jv_cstr(kwn[k]), kwv[k]);
+    }
+    if (nargs > m->nnames && !(m->op & JM_VARARGS))
+        jx_fail(c, line, "macro %s takes not more than %d argument(s)", label, m->nnames);
+    jv varargs = jv_list_new(c, 0);
+    varargs.tuple = 1;
+    for (int i = m->nnames; i < nargs; i++) jv_list_push(c, varargs, args[i]);
+    assign(c, s, "varargs", 7, varargs);
+    assign(c, s, "kwargs", 6, kwargs);
+}
+
+static jv call_macro(jctx *c, int line, jfunc *fn, jv *args, int nargs, const char **kwn, jv *kwv, int nkw) {
+    if (++c->depth > 200) jx_fail(c, line, "macro recursion too deep");
+    jscope *s = scope_new(c, fn->closure ? fn->closure : c->root);
+    bind_macro_args(c, line, fn, s, args, nargs, kwn, kwv, nkw);
     jbuf *saved_out = c->out, buf = {0};
     jb_put(c, &buf, "", 0);
     c->out = &buf;
     int saved_ctl = c->loop_ctl;
     jscope *saved_scope = g_scope_of(c);
-    exec_body(c, s, m->a);
+    exec_body(c, s, fn->macro->a);
     set_scope(c, saved_scope);
     c->loop_ctl = saved_ctl;
     c->out = saved_out;
@@ -697,7 +727,7 @@ static void exec_stmt(jctx *c, jscope *s, const jnode *n) {
     }
     case JN_CALLBLOCK: {
         jfunc *caller = jx_alloc(c, sizeof *caller);
-        caller->name = "caller";
+        caller->name = NULL; /* Jinja names a {% call %} body's macro None */
         caller->macro = n->b;
         caller->closure = s;
         output_value(c, eval_call(c, n->a, caller));

@@ -14,26 +14,10 @@
 
 #define NAMEQ(s, n, lit) ((n) == sizeof(lit) - 1 && !memcmp((s), (lit), (n)))
 
-static jv str_map(jctx *c, jv s, int mode); /* 0 lower, 1 upper */
-
 static jv as_str(jctx *c, jv v) { return v.k == JV_UNDEF ? jv_strn("", 0) : jv_stringify(c, v); }
 
-static jv str_map(jctx *c, jv s, int mode) {
-    jbuf b = {0};
-    jb_put(c, &b, "", 0);
-    for (size_t i = 0; i < s.n;) {
-        size_t adv;
-        int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
-        int32_t m = mode ? utf8proc_toupper(cp) : utf8proc_tolower(cp);
-        char tmp[4];
-        jb_put(c, &b, tmp, ju_encode(m, tmp));
-        i += adv;
-    }
-    return jv_strn(b.p, b.n);
-}
-
-jv jx_str_lower(jctx *c, jv s) { return str_map(c, s, 0); }
-jv jx_str_upper(jctx *c, jv s) { return str_map(c, s, 1); }
+/* 0 lower, 1 upper */
+static jv str_map(jctx *c, jv s, int mode) { return ju_case_map(c, s, mode ? JU_UPPER : JU_LOWER); }
 
 static int is_word_cp(int32_t cp) {
     if (cp == '_') return 1;
@@ -212,9 +196,11 @@ static jv do_indent(jctx *c, int line, jv s, jv width, int first, int blank) {
     return jv_strn(out.p, out.n);
 }
 
-/* A float as a Python int: truncated; one beyond 64 bits is an error (Python's would grow). */
+/* int() of a float: truncated; infinity fails as Python's OverflowError does, NaN (a ValueError,
+ * which Jinja's int filter catches) gives dflt; beyond 64 bits is an error (Python's would grow). */
 static jv float_to_int(jctx *c, int line, double f, jv dflt) {
-    if (!isfinite(f)) return dflt;
+    if (isnan(f)) return dflt;
+    if (isinf(f)) jx_fail(c, line, "cannot convert float infinity to integer");
     if (!(f > -9223372036854775808.0 && f < 9223372036854775808.0))
         jx_fail(c, line, "integer overflow: %g does not fit in 64 bits", f);
     return jv_int((int64_t)f);
@@ -227,23 +213,67 @@ static jv to_int(jctx *c, int line, jv v, jv dflt, int64_t base) {
     case JV_INT: case JV_BOOL: return jv_int(v.u.i);
     case JV_FLOAT: return float_to_int(c, line, v.u.f, dflt);
     case JV_STR: {
-        char tmp[64], *end;
-        if (v.n == 0 || v.n >= sizeof tmp) return dflt;
-        memcpy(tmp, v.u.s, v.n);
-        tmp[v.n] = 0;
-        if (base == 0 || (base >= 2 && base <= 36)) {
-            long long x = strtoll(tmp, &end, (int)base);
-            int digits = end != tmp;
-            while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-            if (digits && !*end) return jv_int(x);
-        }
-        double f = strtod(tmp, &end);
-        int digits = end != tmp;
-        while (*end == ' ' || *end == '\t' || *end == '\n') end++;
-        return digits && !*end ? float_to_int(c, line, f, dflt) : dflt;
+        int64_t x;
+        int r = jx_py_int(v.u.s, v.n, base >= 0 && base <= 36 ? (int)base : -1, &x);
+        if (r == JX_NUM_OVERFLOW) jx_fail(c, line, "integer overflow: '%.*s' does not fit in 64 bits", (int)(v.n < 40 ? v.n : 40), v.u.s);
+        if (r == 0) return jv_int(x);
+        double f;
+        return jx_py_float(v.u.s, v.n, &f) ? dflt : float_to_int(c, line, f, dflt);
     }
     default: return dflt;
     }
+}
+
+/* Jinja's round filter: Python's round(value, precision) for "common" (an int stays an int),
+ * else math.floor/ceil(value * 10**precision) / 10**precision, a float. */
+static jv do_round(jctx *c, int line, jv v, jv prec, jv method) {
+    int common = jv_is_str(method, "common"), floor_m = jv_is_str(method, "floor");
+    if (!common && !floor_m && !jv_is_str(method, "ceil")) jx_fail(c, line, "method must be common, ceil or floor");
+    int is_int = v.k == JV_INT || v.k == JV_BOOL;
+    if (!is_int && v.k != JV_FLOAT) jx_fail(c, line, "type %s doesn't define __round__ method", jv_kind_name(v));
+    int prec_int = prec.k == JV_INT || prec.k == JV_BOOL;
+    if (common) {
+        if (!prec_int) jx_fail(c, line, "'%s' object cannot be interpreted as an integer", jv_kind_name(prec));
+        if (is_int) {
+            int64_t r;
+            if (jx_py_round_int(v.u.i, prec.u.i, &r)) jx_fail(c, line, "integer overflow: the result does not fit in 64 bits");
+            return jv_int(r);
+        }
+        double r = jx_py_round_float(v.u.f, prec.u.i);
+        if (isinf(r) && !isinf(v.u.f)) jx_fail(c, line, "rounded value too large to represent");
+        return jv_float(r);
+    }
+    if (!prec_int && prec.k != JV_FLOAT) jx_fail(c, line, "unsupported operand type(s) for ** or pow(): 'int' and '%s'", jv_kind_name(prec));
+    if (is_int && prec_int && prec.u.i >= 0) return jv_float((double)v.u.i); /* exact: v * 10**p / 10**p */
+    double m = pow(10.0, prec_int ? (double)prec.u.i : prec.u.f);
+    double y = (is_int ? (double)v.u.i : v.u.f) * m;
+    if (isnan(y)) jx_fail(c, line, "cannot convert float NaN to integer");
+    if (isinf(y)) jx_fail(c, line, "cannot convert float infinity to integer");
+    return jv_float((floor_m ? floor(y) : ceil(y)) / m);
+}
+
+/* Jinja's truncate filter (truncate.leeway policy 5): s cut to length code points, ending in end;
+ * unless killwords, the cut goes back to the last space. */
+static jv do_truncate(jctx *c, int line, jv s, jv length, jv killwords, jv end, jv leeway) {
+    if (s.k == JV_UNDEF) return s;
+    if (s.k != JV_STR) jx_fail(c, line, "truncate: a string is required, not %s", jv_kind_name(s));
+    if (length.k != JV_INT || end.k != JV_STR || (leeway.k != JV_INT && leeway.k != JV_NONE))
+        jx_fail(c, line, "truncate: length and leeway must be integers, end a string");
+    int64_t lee = leeway.k == JV_INT ? leeway.u.i : 5, end_len = (int64_t)ju_len(end.u.s, end.n);
+    if (length.u.i < end_len) jx_fail(c, line, "expected length >= %lld, got %lld", (long long)end_len, (long long)length.u.i);
+    if (lee < 0) jx_fail(c, line, "expected leeway >= 0, got %lld", (long long)lee);
+    int64_t len = (int64_t)ju_len(s.u.s, s.n);
+    if (len <= length.u.i || len - length.u.i <= lee) return s;
+    size_t cut = ju_offset(s.u.s, s.n, (size_t)(length.u.i - end_len));
+    if (!jv_truthy(killwords)) {
+        size_t sp = cut;
+        while (sp > 0 && s.u.s[sp - 1] != ' ') sp--;
+        if (sp > 0) cut = sp - 1;
+    }
+    jbuf b = {0};
+    jb_put(c, &b, s.u.s, cut);
+    jb_put(c, &b, end.u.s, end.n);
+    return jv_strn(b.p, b.n);
 }
 
 /* value|format(*args) = str(value) % args (a tuple); value|format(**kwargs) = str(value) % kwargs
@@ -261,6 +291,17 @@ static jv do_format(jctx *c, int line, jv v, jv *args, int nargs, const char **k
     }
     return jx_percent_format(c, line, as_str(c, v), vals);
 }
+
+const char *const jx_filter_names[] = {
+    "tojson", "safe", "string", "format", "length", "count", "trim", "upper", "lower", "capitalize", "title", "replace",
+    "default", "d", "join", "list", "first", "last", "reverse", "items", "dictsort", "sort", "unique", "selectattr",
+    "rejectattr", "select", "reject", "map", "indent", "wordcount", "int", "float", "abs", "round", "truncate", "center",
+    "sum", "min", "max", "attr", "e", "escape", "forceescape", NULL};
+
+const char *const jx_test_names[] = {
+    "defined", "undefined", "none", "boolean", "true", "false", "integer", "float", "number", "string", "mapping",
+    "iterable", "sequence", "callable", "sameas", "escaped", "lower", "upper", "even", "odd", "divisibleby", "in",
+    "eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt", "greaterthan", ">", "ge", ">=", NULL};
 
 jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int nargs, const char **kwn, jv *kwv,
              int nkw) {
@@ -282,12 +323,8 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
     }
     if (NAMEQ(name, n, "upper")) return str_map(c, as_str(c, v), 1);
     if (NAMEQ(name, n, "lower")) return str_map(c, as_str(c, v), 0);
-    if (NAMEQ(name, n, "capitalize") || NAMEQ(name, n, "title")) {
-        int found;
-        jv s = as_str(c, v);
-        return jx_method(c, line, s, NAMEQ(name, n, "title") ? "__jinja_title" : "capitalize",
-                         NAMEQ(name, n, "title") ? 13 : 10, NULL, 0, NULL, NULL, 0, &found);
-    }
+    if (NAMEQ(name, n, "capitalize")) return ju_case_map(c, as_str(c, v), JU_CAPITALIZE);
+    if (NAMEQ(name, n, "title")) return jx_jinja_title(c, as_str(c, v));
     if (NAMEQ(name, n, "replace")) {
         int found;
         jv s = as_str(c, v);
@@ -449,17 +486,10 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
     }
     if (NAMEQ(name, n, "float")) {
         jv d = ARG(0, "default", jv_float(0.0));
+        double f;
         if (v.k == JV_FLOAT) return v;
         if (v.k == JV_INT || v.k == JV_BOOL) return jv_float((double)v.u.i);
-        if (v.k == JV_STR) {
-            char tmp[64];
-            if (!v.n || v.n >= sizeof tmp) return d;
-            memcpy(tmp, v.u.s, v.n);
-            tmp[v.n] = 0;
-            char *end;
-            double f = strtod(tmp, &end);
-            return (*end || end == tmp) ? d : jv_float(f);
-        }
+        if (v.k == JV_STR) return jx_py_float(v.u.s, v.n, &f) ? d : jv_float(f);
         return d;
     }
     if (NAMEQ(name, n, "abs")) {
@@ -467,13 +497,14 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
         if (v.k == JV_FLOAT) return jv_float(fabs(v.u.f));
         jx_fail(c, line, "bad operand type for abs(): '%s'", jv_kind_name(v));
     }
-    if (NAMEQ(name, n, "round")) {
-        jv prec = ARG(0, "precision", jv_int(0));
-        jv method = ARG(1, "method", jv_cstr("common"));
-        double x = v.k == JV_FLOAT ? v.u.f : (double)v.u.i, m = pow(10.0, (double)prec.u.i);
-        if (v.k != JV_FLOAT && v.k != JV_INT && v.k != JV_BOOL) jx_fail(c, line, "round: a number is required");
-        double r = jv_is_str(method, "floor") ? floor(x * m) / m : jv_is_str(method, "ceil") ? ceil(x * m) / m : nearbyint(x * m) / m; /* Python round(): half to even */
-        return jv_float(r);
+    if (NAMEQ(name, n, "round")) return do_round(c, line, v, ARG(0, "precision", jv_int(0)), ARG(1, "method", jv_cstr("common")));
+    if (NAMEQ(name, n, "truncate"))
+        return do_truncate(c, line, v, ARG(0, "length", jv_int(255)), ARG(1, "killwords", jv_bool(0)), ARG(2, "end", jv_cstr("...")),
+                           ARG(3, "leeway", jv_none()));
+    if (NAMEQ(name, n, "center")) {
+        int found;
+        jv width = ARG(0, "width", jv_int(80));
+        return jx_method(c, line, as_str(c, v), "center", 6, &width, 1, NULL, NULL, 0, &found);
     }
     if (NAMEQ(name, n, "sum")) {
         jv attr = ARG(0, "attribute", jv_none());
@@ -565,7 +596,7 @@ int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int n
     if (NAMEQ(name, n, "mapping")) return v.k == JV_DICT;
     if (NAMEQ(name, n, "iterable")) return v.k == JV_STR || v.k == JV_LIST || v.k == JV_DICT || v.k == JV_UNDEF;
     if (NAMEQ(name, n, "sequence")) return v.k == JV_STR || (v.k == JV_LIST && !v.gen) || v.k == JV_DICT;
-    if (NAMEQ(name, n, "callable")) return v.k == JV_FUNC;
+    if (NAMEQ(name, n, "callable")) return v.k == JV_FUNC || v.k == JV_UNDEF; /* Undefined has __call__ */
     if (NAMEQ(name, n, "sameas")) {
         if (v.k != a0.k) return 0;
         if (v.k == JV_NONE || v.k == JV_UNDEF) return 1;
@@ -574,7 +605,7 @@ int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int n
         if (v.k == JV_DICT || v.k == JV_NS) return v.u.d == a0.u.d;
         return jv_equal(v, a0) && v.k != JV_STR ? 1 : (v.k == JV_STR && v.u.s == a0.u.s && v.n == a0.n);
     }
-    if (NAMEQ(name, n, "escaped")) return 0;
+    if (NAMEQ(name, n, "escaped")) return v.k == JV_STR && v.gen == JG_MARKUP;
     if (NAMEQ(name, n, "lower") || NAMEQ(name, n, "upper")) {
         if (v.k != JV_STR) return 0;
         jv m = str_map(c, v, NAMEQ(name, n, "upper"));
@@ -590,8 +621,9 @@ int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int n
         return v.u.i % a0.u.i == 0;
     }
     if (nargs < 1 && (NAMEQ(name, n, "in") || NAMEQ(name, n, "eq") || NAMEQ(name, n, "equalto") || NAMEQ(name, n, "==") ||
-                      NAMEQ(name, n, "ne") || NAMEQ(name, n, "lt") || NAMEQ(name, n, "gt") || NAMEQ(name, n, "le") ||
-                      NAMEQ(name, n, "ge")))
+                      NAMEQ(name, n, "ne") || NAMEQ(name, n, "!=") || NAMEQ(name, n, "lt") || NAMEQ(name, n, "lessthan") ||
+                      NAMEQ(name, n, "<") || NAMEQ(name, n, "gt") || NAMEQ(name, n, "greaterthan") || NAMEQ(name, n, ">") ||
+                      NAMEQ(name, n, "le") || NAMEQ(name, n, "<=") || NAMEQ(name, n, "ge") || NAMEQ(name, n, ">=")))
         jx_fail(c, line, "test '%.*s' needs an argument", (int)n, name);
     if (NAMEQ(name, n, "in")) {
         if (a0.k == JV_STR && v.k == JV_STR) {
@@ -611,10 +643,10 @@ int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int n
     }
     if (NAMEQ(name, n, "eq") || NAMEQ(name, n, "equalto") || NAMEQ(name, n, "==")) return jv_equal(v, a0);
     if (NAMEQ(name, n, "ne") || NAMEQ(name, n, "!=")) return !jv_equal(v, a0);
-    if (NAMEQ(name, n, "lt") || NAMEQ(name, n, "lessthan")) return jx_compare(c, line, v, a0) < 0;
-    if (NAMEQ(name, n, "le")) return jx_compare(c, line, v, a0) <= 0;
-    if (NAMEQ(name, n, "gt") || NAMEQ(name, n, "greaterthan")) return jx_compare(c, line, v, a0) > 0;
-    if (NAMEQ(name, n, "ge")) return jx_compare(c, line, v, a0) >= 0;
+    if (NAMEQ(name, n, "lt") || NAMEQ(name, n, "lessthan") || NAMEQ(name, n, "<")) return jx_compare(c, line, v, a0) < 0;
+    if (NAMEQ(name, n, "le") || NAMEQ(name, n, "<=")) return jx_compare(c, line, v, a0) <= 0;
+    if (NAMEQ(name, n, "gt") || NAMEQ(name, n, "greaterthan") || NAMEQ(name, n, ">")) return jx_compare(c, line, v, a0) > 0;
+    if (NAMEQ(name, n, "ge") || NAMEQ(name, n, ">=")) return jx_compare(c, line, v, a0) >= 0;
     jx_fail(c, line, "unsupported test '%.*s'", (int)n, name);
 }
 

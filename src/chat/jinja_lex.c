@@ -88,6 +88,7 @@ static int unescape_string(lexer *L, const char *s, size_t n, int line, jtok *t)
         case 'f': o[k++] = '\f'; break;
         case 'v': o[k++] = '\v'; break;
         case '\n': break;
+        case 'N': return lex_err(L, line, "unsupported: \\N{...} escapes in string literals (write the character, or \\u/\\U)", NULL);
         case 'x': case 'u': case 'U': {
             int w = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             if (i + (size_t)w >= n + 0 && i + (size_t)w > n - 1 + 1) return lex_err(L, line, "truncated escape in string literal", NULL);
@@ -123,6 +124,92 @@ static int unescape_string(lexer *L, const char *s, size_t n, int line, jtok *t)
     }
     t->s = o;
     t->n = k;
+    return 0;
+}
+
+/* (\d+_)*\d+ from p[k]: the end, or k when there is no digit there. */
+static size_t digits_us(const char *p, size_t left, size_t k) {
+    size_t j = k;
+    while (j < left && isdigit((unsigned char)p[j])) {
+        while (j < left && isdigit((unsigned char)p[j])) j++;
+        if (j + 1 < left && p[j] == '_' && isdigit((unsigned char)p[j + 1])) j++;
+    }
+    return j;
+}
+
+/* Length of Jinja's float literal at p (digits, then a fraction and/or an exponent), or 0. */
+static size_t float_len(const char *p, size_t left) {
+    size_t k = digits_us(p, left, 0);
+    int frac = 0;
+    if (k + 1 < left && p[k] == '.' && digits_us(p, left, k + 1) > k + 1) {
+        k = digits_us(p, left, k + 1);
+        frac = 1;
+    }
+    if (k < left && (p[k] | 0x20) == 'e') {
+        size_t e = k + 1 + (k + 1 < left && (p[k + 1] == '+' || p[k + 1] == '-'));
+        size_t end = digits_us(p, left, e);
+        if (end > e) return end;
+    }
+    return frac ? k : 0;
+}
+
+/* Length of Jinja's integer literal at p: 0b/0o/0x with digits (one '_' before each digit
+ * allowed), [1-9](_?\d)*, or 0(_?0)*; *base gets its base. */
+static size_t int_len(const char *p, size_t left, int *base) {
+    static const char *const digits[] = {"01", "01234567", "0123456789abcdefABCDEF"};
+    if (left > 2 && p[0] == '0' && strchr("bBoOxX", p[1])) {
+        int which = (p[1] | 0x20) == 'b' ? 0 : (p[1] | 0x20) == 'o' ? 1 : 2;
+        size_t k = 2;
+        for (;;) {
+            size_t u = k < left && p[k] == '_';
+            if (k + u < left && p[k + u] && strchr(digits[which], p[k + u])) k += u + 1;
+            else break;
+        }
+        if (k > 2) {
+            *base = which == 0 ? 2 : which == 1 ? 8 : 16;
+            return k;
+        }
+    }
+    *base = 10;
+    char lead = p[0];
+    size_t k = 1;
+    while (k < left) {
+        size_t u = p[k] == '_';
+        if (k + u < left && (lead == '0' ? p[k + u] == '0' : isdigit((unsigned char)p[k + u]))) k += u + 1;
+        else break;
+    }
+    return k;
+}
+
+/* A number literal as Jinja lexes it (a float, else an int; no float right after a '.', so that
+ * x.0.1 is x[0][1]); its underscores dropped. */
+static int lex_number(lexer *L, const char *p, size_t left, jtok *t) {
+    char num[80];
+    size_t m = 0;
+    int after_dot = p > L->src && p[-1] == '.';
+    size_t k = after_dot ? 0 : float_len(p, left);
+    int base = 10;
+    if (k) {
+        t->t = JT_FLOAT;
+    } else {
+        k = int_len(p, left, &base);
+        t->t = JT_INT;
+    }
+    for (size_t j = base == 10 ? 0 : 2; j < k; j++) {
+        if (p[j] == '_') continue;
+        if (m + 1 >= sizeof num) return lex_err(L, L->line, "number literal too long", NULL);
+        num[m++] = p[j];
+    }
+    num[m] = 0;
+    t->n = k;
+    if (t->t == JT_FLOAT) {
+        t->f = strtod(num, NULL);
+        return 0;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(num, NULL, base);
+    if (errno || v > INT64_MAX) return lex_err(L, L->line, "integer literal too large", NULL);
+    t->i = (int64_t)v;
     return 0;
 }
 
@@ -182,38 +269,7 @@ static int lex_tag(lexer *L, char kind, int *line_starting) {
             t.t = JT_NAME;
             t.n = k;
         } else if (isdigit((unsigned char)p[0])) {
-            size_t k = 0;
-            int is_float = 0;
-            while (k < left && (isdigit((unsigned char)p[k]) || p[k] == '_')) k++;
-            if (k + 1 < left && p[k] == '.' && isdigit((unsigned char)p[k + 1])) {
-                is_float = 1;
-                k++;
-                while (k < left && (isdigit((unsigned char)p[k]) || p[k] == '_')) k++;
-            }
-            if (k < left && (p[k] == 'e' || p[k] == 'E')) {
-                size_t k2 = k + 1;
-                if (k2 < left && (p[k2] == '+' || p[k2] == '-')) k2++;
-                if (k2 < left && isdigit((unsigned char)p[k2])) {
-                    is_float = 1;
-                    k = k2;
-                    while (k < left && isdigit((unsigned char)p[k])) k++;
-                }
-            }
-            char num[64];
-            size_t m = 0;
-            for (size_t j = 0; j < k && m < sizeof num - 1; j++)
-                if (p[j] != '_') num[m++] = p[j];
-            num[m] = 0;
-            t.n = k;
-            if (is_float) {
-                t.t = JT_FLOAT;
-                t.f = strtod(num, NULL);
-            } else {
-                t.t = JT_INT;
-                errno = 0;
-                t.i = strtoll(num, NULL, 10);
-                if (errno) return lex_err(L, L->line, "integer literal too large", NULL);
-            }
+            if (lex_number(L, p, left, &t)) return -1;
         } else if (p[0] == '\'' || p[0] == '"') {
             size_t k = 1;
             int nl = 0;

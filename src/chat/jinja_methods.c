@@ -9,8 +9,6 @@
 
 #define NAMEQ(s, n, lit) ((n) == sizeof(lit) - 1 && !memcmp((s), (lit), (n)))
 
-jv jx_str_lower(jctx *c, jv s);
-jv jx_str_upper(jctx *c, jv s);
 
 /* does code point cp appear in chars (UTF-8)? */
 static int in_chars(int32_t cp, jv chars) {
@@ -60,40 +58,52 @@ static const char *rfind_sub(const char *h, size_t hn, const char *nd, size_t nn
     return NULL;
 }
 
+/* str.split() on whitespace as CPython: words, at most maxsplit splits (< 0: no limit); the rest,
+ * its leading whitespace skipped, is the last item as it stands. */
+static jv split_ws(jctx *c, jv s, int64_t maxsplit) {
+    jv out = jv_list_new(c, 0);
+    size_t i = 0, n = s.n, adv;
+    for (int64_t k = 0; maxsplit < 0 || k < maxsplit; k++) {
+        while (i < n && ju_isspace(ju_decode(s.u.s + i, n - i, &adv))) i += adv;
+        if (i == n) return out;
+        size_t st = i;
+        while (i < n && !ju_isspace(ju_decode(s.u.s + i, n - i, &adv))) i += adv;
+        jv_list_push(c, out, jv_strn(s.u.s + st, i - st));
+    }
+    while (i < n && ju_isspace(ju_decode(s.u.s + i, n - i, &adv))) i += adv;
+    if (i < n) jv_list_push(c, out, jv_strn(s.u.s + i, n - i));
+    return out;
+}
+
+/* Start of the code point ending at byte end (> 0). */
+static size_t prev_cp(const char *s, size_t end) {
+    size_t st = end - 1;
+    while (st > 0 && ((unsigned char)s[st] & 0xC0) == 0x80) st--;
+    return st;
+}
+
+/* str.rsplit() on whitespace: split_ws from the right; the rest keeps its leading whitespace. */
+static jv rsplit_ws(jctx *c, jv s, int64_t maxsplit) {
+    jv rev = jv_list_new(c, 0);
+    size_t end = s.n, adv;
+    for (int64_t k = 0; maxsplit < 0 || k < maxsplit; k++) {
+        while (end > 0 && ju_isspace(ju_decode(s.u.s + prev_cp(s.u.s, end), end - prev_cp(s.u.s, end), &adv))) end = prev_cp(s.u.s, end);
+        if (end == 0) break;
+        size_t st = end;
+        while (st > 0 && !ju_isspace(ju_decode(s.u.s + prev_cp(s.u.s, st), st - prev_cp(s.u.s, st), &adv))) st = prev_cp(s.u.s, st);
+        jv_list_push(c, rev, jv_strn(s.u.s + st, end - st));
+        end = st;
+    }
+    while (end > 0 && ju_isspace(ju_decode(s.u.s + prev_cp(s.u.s, end), end - prev_cp(s.u.s, end), &adv))) end = prev_cp(s.u.s, end);
+    if (end > 0) jv_list_push(c, rev, jv_strn(s.u.s, end));
+    jv out = jv_list_new(c, rev.u.l->n);
+    for (size_t k = rev.u.l->n; k-- > 0;) jv_list_push(c, out, rev.u.l->v[k]);
+    return out;
+}
+
 static jv do_split(jctx *c, int line, jv s, jv sep, int64_t maxsplit, int from_right) {
     jv out = jv_list_new(c, 0);
-    if (sep.k == JV_NONE || sep.k == JV_UNDEF) {
-        /* whitespace split, empties dropped */
-        size_t i = 0, n = s.n;
-        jv parts = jv_list_new(c, 0);
-        if (!from_right) {
-            int64_t splits = 0;
-            while (i < n) {
-                size_t adv;
-                while (i < n && ju_isspace(ju_decode(s.u.s + i, n - i, &adv))) i += adv;
-                if (i >= n) break;
-                if (maxsplit >= 0 && splits >= maxsplit) {
-                    jv rest = do_strip(c, line, jv_strn(s.u.s + i, n - i), jv_none(), 0, 1);
-                    jv_list_push(c, out, rest);
-                    return out;
-                }
-                size_t st = i;
-                while (i < n && !ju_isspace(ju_decode(s.u.s + i, n - i, &adv))) i += adv;
-                jv_list_push(c, out, jv_strn(s.u.s + st, i - st));
-                splits++;
-            }
-            return out;
-        }
-        /* rsplit(None): split fully then merge from the left when limited */
-        jv all = do_split(c, line, s, sep, -1, 0);
-        if (maxsplit < 0 || (int64_t)all.u.l->n <= maxsplit + 1) return all;
-        size_t keep = all.u.l->n - (size_t)maxsplit;
-        /* first part: from the string's start (leading whitespace kept) to the end of word keep-1 */
-        const char *st = s.u.s, *en = all.u.l->v[keep - 1].u.s + all.u.l->v[keep - 1].n;
-        jv_list_push(c, parts, jv_strn(st, (size_t)(en - st)));
-        for (size_t k = keep; k < all.u.l->n; k++) jv_list_push(c, parts, all.u.l->v[k]);
-        return parts;
-    }
+    if (sep.k == JV_NONE || sep.k == JV_UNDEF) return from_right ? rsplit_ws(c, s, maxsplit) : split_ws(c, s, maxsplit);
     if (sep.k != JV_STR) jx_fail(c, line, "split: separator must be a string");
     if (!sep.n) jx_fail(c, line, "split: empty separator");
     if (!from_right) {
@@ -128,44 +138,282 @@ static jv do_split(jctx *c, int line, jv s, jv sep, int64_t maxsplit, int from_r
     return out;
 }
 
-static int affix(jctx *c, int line, jv s, jv p, int end) {
-    if (p.k == JV_LIST) {
-        for (size_t i = 0; i < p.u.l->n; i++)
-            if (affix(c, line, s, p.u.l->v[i], end)) return 1;
-        return 0;
-    }
-    if (p.k != JV_STR) jx_fail(c, line, "%s arg must be str or a tuple of str, not %s", end ? "endswith" : "startswith", jv_kind_name(p));
-    if (p.n > s.n) return 0;
-    return !memcmp(end ? s.u.s + s.n - p.n : s.u.s, p.u.s, p.n);
+/* Python's slice bounds of s[start:end] in code points (ADJUST_INDICES): end clamped to the
+ * length, negatives counted from the end; start may stay past the end. */
+typedef struct span {
+    int64_t st, en;     /* code points */
+    size_t bst, ben;    /* the bytes of [st, en), when st <= en */
+} span;
+
+static int64_t index_arg(jctx *c, int line, jv v, int64_t dflt, const char *what) {
+    if (v.k == JV_NONE || v.k == JV_UNDEF) return dflt;
+    if (v.k != JV_INT && v.k != JV_BOOL) jx_fail(c, line, "slice indices must be integers or None or have an __index__ method (%s)", what);
+    return v.u.i;
 }
 
-static jv case_words(jctx *c, jv s, int jinja_title) {
-    /* capitalize: first upper, rest lower. title: word starts upper, rest lower. */
+static span span_of(jctx *c, int line, jv s, jv start, jv end) {
+    int64_t len = (int64_t)ju_len(s.u.s, s.n);
+    span r = {index_arg(c, line, start, 0, "start"), index_arg(c, line, end, len, "end"), 0, 0};
+    if (r.en > len) r.en = len;
+    else if (r.en < 0 && (r.en += len) < 0) r.en = 0;
+    if (r.st < 0 && (r.st += len) < 0) r.st = 0;
+    if (r.st <= r.en) {
+        r.bst = ju_offset(s.u.s, s.n, (size_t)r.st);
+        r.ben = ju_offset(s.u.s, s.n, (size_t)r.en);
+    }
+    return r;
+}
+
+/* startswith/endswith(prefix, start, end): prefix a str or a tuple of them. */
+static int affix(jctx *c, int line, jv s, jv p, span sp, int end) {
+    if (p.k == JV_LIST && p.tuple && !p.gen) {
+        for (size_t i = 0; i < p.u.l->n; i++)
+            if (affix(c, line, s, p.u.l->v[i], sp, end)) return 1;
+        return 0;
+    }
+    if (p.k != JV_STR)
+        jx_fail(c, line, "%s first arg must be str or a tuple of str, not %s", end ? "endswith" : "startswith", jv_kind_name(p));
+    int64_t plen = (int64_t)ju_len(p.u.s, p.n);
+    if (sp.en - plen < sp.st) return 0;
+    if (p.n > sp.ben - sp.bst) return 0;
+    return !memcmp(end ? s.u.s + sp.ben - p.n : s.u.s + sp.bst, p.u.s, p.n);
+}
+
+/* Jinja's title filter: the text split at runs of whitespace and -({[<, each piece's first
+ * character upper-cased and the rest of the piece lower-cased. */
+jv jx_jinja_title(jctx *c, jv s) {
     jbuf b = {0};
     jb_put(c, &b, "", 0);
-    int prev_cased = 0, first = 1;
-    for (size_t i = 0; i < s.n;) {
-        size_t adv;
+    size_t i = 0, adv;
+    while (i < s.n) {
         int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
-        int32_t m;
-        if (jinja_title < 0) m = first ? utf8proc_toupper(cp) : utf8proc_tolower(cp);
-        else if (jinja_title) {
-            /* Jinja's title: words separated by whitespace or -({[< start upper */
-            m = (first || prev_cased == 0) ? utf8proc_totitle(cp) : utf8proc_tolower(cp);
-            prev_cased = !(ju_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<');
-        } else {
-            utf8proc_category_t k = utf8proc_category(cp);
-            int cased = k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
-            m = prev_cased ? utf8proc_tolower(cp) : utf8proc_totitle(cp);
-            prev_cased = cased;
+        int delim = ju_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
+        size_t st = i, j = i + adv;
+        while (j < s.n) {
+            size_t a2;
+            int32_t c2 = ju_decode(s.u.s + j, s.n - j, &a2);
+            int d2 = ju_isspace(c2) || c2 == '-' || c2 == '(' || c2 == '{' || c2 == '[' || c2 == '<';
+            if (d2 != delim) break;
+            j += a2;
         }
-        first = 0;
-        char tmp[4];
-        jb_put(c, &b, tmp, ju_encode(m, tmp));
-        i += adv;
+        jv first = ju_case_map(c, jv_strn(s.u.s + st, adv), JU_UPPER);
+        jv rest = ju_case_map(c, jv_strn(s.u.s + st + adv, j - st - adv), JU_LOWER);
+        jb_put(c, &b, first.u.s, first.n);
+        jb_put(c, &b, rest.u.s, rest.n);
+        i = j;
     }
     return jv_strn(b.p, b.n);
 }
+
+/* str.splitlines(keepends): Python's line boundaries \n \r \r\n \v \f \x1c \x1d \x1e \x85 U+2028 U+2029. */
+static jv do_splitlines(jctx *c, jv s, int keepends) {
+    jv out = jv_list_new(c, 0);
+    size_t st = 0, i = 0, adv;
+    while (i < s.n) {
+        int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
+        int brk = cp == '\n' || cp == '\r' || cp == 0x0b || cp == 0x0c || (cp >= 0x1c && cp <= 0x1e) || cp == 0x85 ||
+                  cp == 0x2028 || cp == 0x2029;
+        if (!brk) {
+            i += adv;
+            continue;
+        }
+        size_t eol = i + adv;
+        if (cp == '\r' && eol < s.n && s.u.s[eol] == '\n') eol++;
+        jv_list_push(c, out, jv_strn(s.u.s + st, (keepends ? eol : i) - st));
+        st = i = eol;
+    }
+    if (st < s.n) jv_list_push(c, out, jv_strn(s.u.s + st, s.n - st));
+    return out;
+}
+
+/* str.isdigit, isalpha, ...: every character passes (and there is one, except isascii/isprintable). */
+static jv char_class(jv s, const char *name, size_t n) {
+    int empty_true = NAMEQ(name, n, "isascii") || NAMEQ(name, n, "isprintable");
+    if (!s.n) return jv_bool(empty_true);
+    for (size_t i = 0, adv; i < s.n; i += adv) {
+        int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
+        int ok;
+        if (NAMEQ(name, n, "isdigit")) ok = ju_isdigit(cp);
+        else if (NAMEQ(name, n, "isdecimal")) ok = ju_isdecimal(cp);
+        else if (NAMEQ(name, n, "isnumeric")) ok = ju_isnumeric(cp);
+        else if (NAMEQ(name, n, "isalpha")) ok = ju_isalpha(cp);
+        else if (NAMEQ(name, n, "isalnum")) ok = ju_isalpha(cp) || ju_isnumeric(cp);
+        else if (NAMEQ(name, n, "isspace")) ok = ju_isspace(cp);
+        else if (NAMEQ(name, n, "isascii")) ok = cp < 0x80;
+        else ok = ju_isprintable(cp);
+        if (!ok) return jv_bool(0);
+    }
+    return jv_bool(1);
+}
+
+/* str.islower / isupper / istitle as CPython decides them. */
+static jv case_class(jv s, const char *name, size_t n) {
+    int cased = 0, prev_cased = 0;
+    for (size_t i = 0, adv; i < s.n; i += adv) {
+        int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
+        int up = ju_isupper(cp), lo = ju_islower(cp), ti = ju_istitle(cp);
+        if (NAMEQ(name, n, "islower")) {
+            if (up || ti) return jv_bool(0);
+            cased |= lo;
+        } else if (NAMEQ(name, n, "isupper")) {
+            if (lo || ti) return jv_bool(0);
+            cased |= up;
+        } else if (up || ti) {
+            if (prev_cased) return jv_bool(0);
+            prev_cased = cased = 1;
+        } else if (lo) {
+            if (!prev_cased) return jv_bool(0);
+            prev_cased = cased = 1;
+        } else {
+            prev_cased = 0;
+        }
+    }
+    return jv_bool(cased);
+}
+
+static int64_t width_arg(jctx *c, int line, jv w) {
+    if (w.k != JV_INT && w.k != JV_BOOL) jx_fail(c, line, "'%s' object cannot be interpreted as an integer", jv_kind_name(w));
+    if (w.u.i > (int64_t)JX_MAX_RENDER_BYTES) jx_fail(c, line, "width too large");
+    return w.u.i;
+}
+
+/* center/ljust/rjust(width, fillchar) and zfill(width), padding as Python. */
+static jv do_pad(jctx *c, int line, jv s, const char *name, size_t n, jv width, jv fill) {
+    int64_t w = width_arg(c, line, width), len = (int64_t)ju_len(s.u.s, s.n);
+    if (fill.k != JV_STR || ju_len(fill.u.s, fill.n) != 1) {
+        if (fill.k == JV_STR) jx_fail(c, line, "The fill character must be exactly one character long");
+        jx_fail(c, line, "The fill character must be a unicode character, not %s", jv_kind_name(fill));
+    }
+    int64_t marg = w - len, left;
+    if (marg <= 0) return s;
+    if (NAMEQ(name, n, "center")) left = marg / 2 + (marg & w & 1);
+    else left = NAMEQ(name, n, "ljust") ? 0 : marg;
+    size_t sign = NAMEQ(name, n, "zfill") && s.n && (s.u.s[0] == '+' || s.u.s[0] == '-');
+    jbuf b = {0};
+    jb_put(c, &b, s.u.s, sign);
+    for (int64_t i = 0; i < left; i++) jb_put(c, &b, fill.u.s, fill.n);
+    jb_put(c, &b, s.u.s + sign, s.n - sign);
+    for (int64_t i = left; i < marg; i++) jb_put(c, &b, fill.u.s, fill.n);
+    return jv_strn(b.p, b.n);
+}
+
+static jv triple(jctx *c, jv a, jv b, jv d) {
+    jv t = jv_list_new(c, 3);
+    jv_list_push(c, t, a);
+    jv_list_push(c, t, b);
+    jv_list_push(c, t, d);
+    t.tuple = 1;
+    return t;
+}
+
+static jv do_partition(jctx *c, int line, jv s, jv sep, int from_right) {
+    if (sep.k != JV_STR) jx_fail(c, line, "must be str, not %s", jv_kind_name(sep));
+    if (!sep.n) jx_fail(c, line, "empty separator");
+    const char *f = from_right ? rfind_sub(s.u.s, s.n, sep.u.s, sep.n) : find_sub(s.u.s, s.n, sep.u.s, sep.n);
+    jv empty = jv_strn("", 0);
+    if (!f) return from_right ? triple(c, empty, empty, s) : triple(c, s, empty, empty);
+    size_t at = (size_t)(f - s.u.s);
+    return triple(c, jv_strn(s.u.s, at), sep, jv_strn(s.u.s + at + sep.n, s.n - at - sep.n));
+}
+
+static jv do_expandtabs(jctx *c, int line, jv s, jv tabsize) {
+    int64_t ts = width_arg(c, line, tabsize), col = 0;
+    jbuf b = {0};
+    jb_put(c, &b, "", 0);
+    for (size_t i = 0, adv; i < s.n; i += adv) {
+        int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
+        if (cp == '\t') {
+            if (ts <= 0) continue;
+            int64_t incr = ts - col % ts;
+            col += incr;
+            for (int64_t k = 0; k < incr; k++) jb_putc(c, &b, ' ');
+            continue;
+        }
+        jb_put(c, &b, s.u.s + i, adv);
+        col = cp == '\n' || cp == '\r' ? 0 : col + 1;
+    }
+    return jv_strn(b.p, b.n);
+}
+
+/* find/rfind/index/rindex/count(sub, start, end) */
+static jv do_find(jctx *c, int line, jv s, const char *name, size_t n, jv sub, jv start, jv end) {
+    if (sub.k != JV_STR) jx_fail(c, line, "must be str, not %s", jv_kind_name(sub));
+    span sp = span_of(c, line, s, start, end);
+    int64_t sublen = (int64_t)ju_len(sub.u.s, sub.n);
+    int counting = NAMEQ(name, n, "count"), rev = name[0] == 'r';
+    if (sp.en - sp.st < sublen) {
+        if (counting) return jv_int(0);
+        if (NAMEQ(name, n, "index") || NAMEQ(name, n, "rindex")) jx_fail(c, line, "substring not found");
+        return jv_int(-1);
+    }
+    const char *h = s.u.s + sp.bst;
+    size_t hn = sp.ben - sp.bst;
+    if (counting) {
+        if (!sub.n) return jv_int(sp.en - sp.st + 1);
+        int64_t k = 0;
+        for (const char *f = find_sub(h, hn, sub.u.s, sub.n); f; f = find_sub(f + sub.n, hn - (size_t)(f + sub.n - h), sub.u.s, sub.n)) k++;
+        return jv_int(k);
+    }
+    const char *f = rev ? rfind_sub(h, hn, sub.u.s, sub.n) : find_sub(h, hn, sub.u.s, sub.n);
+    if (!f) {
+        if (NAMEQ(name, n, "index") || NAMEQ(name, n, "rindex")) jx_fail(c, line, "substring not found");
+        return jv_int(-1);
+    }
+    return jv_int(sp.st + (int64_t)ju_len(h, (size_t)(f - h)));
+}
+
+static jv do_replace(jctx *c, int line, jv s, jv old, jv nw, jv cnt) {
+    if (old.k != JV_STR || nw.k != JV_STR) jx_fail(c, line, "replace arguments must be strings");
+    int64_t limit = cnt.k == JV_INT ? cnt.u.i : -1;
+    jbuf b = {0};
+    jb_put(c, &b, "", 0);
+    if (!old.n) { /* insert between every character */
+        int64_t done = 0;
+        for (size_t i = 0; i <= s.n;) {
+            if (limit < 0 || done < limit) {
+                jb_put(c, &b, nw.u.s, nw.n);
+                done++;
+            }
+            if (i == s.n) break;
+            size_t adv;
+            ju_decode(s.u.s + i, s.n - i, &adv);
+            jb_put(c, &b, s.u.s + i, adv);
+            i += adv;
+        }
+        return jv_strn(b.p, b.n);
+    }
+    size_t i = 0;
+    int64_t done = 0;
+    while (i < s.n) {
+        const char *f = (limit >= 0 && done >= limit) ? NULL : find_sub(s.u.s + i, s.n - i, old.u.s, old.n);
+        if (!f) break;
+        jb_put(c, &b, s.u.s + i, (size_t)(f - (s.u.s + i)));
+        jb_put(c, &b, nw.u.s, nw.n);
+        i = (size_t)(f - s.u.s) + old.n;
+        done++;
+    }
+    jb_put(c, &b, s.u.s + i, s.n - i);
+    return jv_strn(b.p, b.n);
+}
+
+static jv do_join(jctx *c, int line, jv s, int nargs, jv *args) {
+    if (nargs < 1) jx_fail(c, line, "join needs an iterable");
+    jv items = jx_iter_list(c, line, args[0]);
+    jbuf b = {0};
+    jb_put(c, &b, "", 0);
+    for (size_t i = 0; i < items.u.l->n; i++) {
+        if (items.u.l->v[i].k != JV_STR) jx_fail(c, line, "sequence item %zu: expected str instance, %s found", i, jv_kind_name(items.u.l->v[i]));
+        if (i) jb_put(c, &b, s.u.s, s.n);
+        jb_put(c, &b, items.u.l->v[i].u.s, items.u.l->v[i].n);
+    }
+    return jv_strn(b.p, b.n);
+}
+
+/* Python methods of str, dict, list, int, float and Markup that jx_method lacks: a template
+ * calling one is refused at load (jinja_check.c). */
+const char *const jx_unsupported_methods[] = {
+    "encode", "isidentifier", "maketrans", "translate", "striptags", "unescape", "fromkeys", "bit_length",
+    "bit_count", "to_bytes", "from_bytes", "as_integer_ratio", "conjugate", "is_integer", "hex", "fromhex", NULL};
 
 static jv str_method(jctx *c, int line, jv s, const char *name, size_t n, jv *args, int nargs, const char **kwn, jv *kwv,
                      int nkw, int *found) {
@@ -176,115 +424,44 @@ static jv str_method(jctx *c, int line, jv s, const char *name, size_t n, jv *ar
     if (NAMEQ(name, n, "rstrip")) return do_strip(c, line, s, ARG(0, "chars", jv_none()), 0, 1);
     if (NAMEQ(name, n, "split") || NAMEQ(name, n, "rsplit")) {
         jv mx = ARG(1, "maxsplit", jv_int(-1));
+        if (mx.k != JV_INT && mx.k != JV_BOOL) jx_fail(c, line, "'%s' object cannot be interpreted as an integer", jv_kind_name(mx));
         return do_split(c, line, s, ARG(0, "sep", jv_none()), mx.u.i, NAMEQ(name, n, "rsplit"));
     }
     if (NAMEQ(name, n, "startswith") || NAMEQ(name, n, "endswith")) {
         if (nargs < 1) jx_fail(c, line, "%.*s needs an argument", (int)n, name);
-        return jv_bool(affix(c, line, s, args[0], NAMEQ(name, n, "endswith")));
+        span sp = span_of(c, line, s, ARG(1, NULL, jv_none()), ARG(2, NULL, jv_none()));
+        return jv_bool(affix(c, line, s, args[0], sp, NAMEQ(name, n, "endswith")));
     }
-    if (NAMEQ(name, n, "upper")) return jx_str_upper(c, s);
-    if (NAMEQ(name, n, "lower")) return jx_str_lower(c, s);
-    if (NAMEQ(name, n, "title")) return case_words(c, s, 0);
-    if (NAMEQ(name, n, "__jinja_title")) return case_words(c, s, 1);
-    if (NAMEQ(name, n, "capitalize")) return case_words(c, s, -1);
-    if (NAMEQ(name, n, "replace")) {
-        jv old = ARG(0, "old", jv_undef(NULL)), nw = ARG(1, "new", jv_undef(NULL)), cnt = ARG(2, "count", jv_int(-1));
-        if (old.k != JV_STR || nw.k != JV_STR) jx_fail(c, line, "replace arguments must be strings");
-        int64_t limit = cnt.k == JV_INT ? cnt.u.i : -1;
-        jbuf b = {0};
-        jb_put(c, &b, "", 0);
-        if (!old.n) { /* insert between every character */
-            int64_t done = 0;
-            for (size_t i = 0; i <= s.n;) {
-                if (limit < 0 || done < limit) {
-                    jb_put(c, &b, nw.u.s, nw.n);
-                    done++;
-                }
-                if (i == s.n) break;
-                size_t adv;
-                ju_decode(s.u.s + i, s.n - i, &adv);
-                jb_put(c, &b, s.u.s + i, adv);
-                i += adv;
-            }
-            return jv_strn(b.p, b.n);
-        }
-        size_t i = 0;
-        int64_t done = 0;
-        while (i < s.n) {
-            const char *f = (limit >= 0 && done >= limit) ? NULL : find_sub(s.u.s + i, s.n - i, old.u.s, old.n);
-            if (!f) break;
-            jb_put(c, &b, s.u.s + i, (size_t)(f - (s.u.s + i)));
-            jb_put(c, &b, nw.u.s, nw.n);
-            i = (size_t)(f - s.u.s) + old.n;
-            done++;
-        }
-        jb_put(c, &b, s.u.s + i, s.n - i);
-        return jv_strn(b.p, b.n);
+    if (NAMEQ(name, n, "upper")) return ju_case_map(c, s, JU_UPPER);
+    if (NAMEQ(name, n, "lower")) return ju_case_map(c, s, JU_LOWER);
+    if (NAMEQ(name, n, "title")) return ju_case_map(c, s, JU_TITLE);
+    if (NAMEQ(name, n, "capitalize")) return ju_case_map(c, s, JU_CAPITALIZE);
+    if (NAMEQ(name, n, "swapcase")) return ju_case_map(c, s, JU_SWAPCASE);
+    if (NAMEQ(name, n, "casefold")) return ju_case_map(c, s, JU_CASEFOLD);
+    if (NAMEQ(name, n, "replace"))
+        return do_replace(c, line, s, ARG(0, "old", jv_undef(NULL)), ARG(1, "new", jv_undef(NULL)), ARG(2, "count", jv_int(-1)));
+    if (NAMEQ(name, n, "find") || NAMEQ(name, n, "rfind") || NAMEQ(name, n, "index") || NAMEQ(name, n, "rindex") ||
+        NAMEQ(name, n, "count"))
+        return do_find(c, line, s, name, n, ARG(0, NULL, jv_undef(NULL)), ARG(1, NULL, jv_none()), ARG(2, NULL, jv_none()));
+    if (NAMEQ(name, n, "join")) return do_join(c, line, s, nargs, args);
+    if (NAMEQ(name, n, "isdigit") || NAMEQ(name, n, "isdecimal") || NAMEQ(name, n, "isnumeric") || NAMEQ(name, n, "isalpha") ||
+        NAMEQ(name, n, "isalnum") || NAMEQ(name, n, "isspace") || NAMEQ(name, n, "isascii") || NAMEQ(name, n, "isprintable"))
+        return char_class(s, name, n);
+    if (NAMEQ(name, n, "islower") || NAMEQ(name, n, "isupper") || NAMEQ(name, n, "istitle")) return case_class(s, name, n);
+    if (NAMEQ(name, n, "splitlines")) return do_splitlines(c, s, jv_truthy(ARG(0, "keepends", jv_bool(0))));
+    if (NAMEQ(name, n, "center") || NAMEQ(name, n, "ljust") || NAMEQ(name, n, "rjust"))
+        return do_pad(c, line, s, name, n, ARG(0, NULL, jv_undef(NULL)), ARG(1, NULL, jv_cstr(" ")));
+    if (NAMEQ(name, n, "zfill")) return do_pad(c, line, s, name, n, ARG(0, NULL, jv_undef(NULL)), jv_cstr("0"));
+    if (NAMEQ(name, n, "partition") || NAMEQ(name, n, "rpartition"))
+        return do_partition(c, line, s, ARG(0, NULL, jv_undef(NULL)), name[0] == 'r');
+    if (NAMEQ(name, n, "removeprefix") || NAMEQ(name, n, "removesuffix")) {
+        jv a = ARG(0, NULL, jv_undef(NULL));
+        if (a.k != JV_STR) jx_fail(c, line, "%.*s() argument must be str, not %s", (int)n, name, jv_kind_name(a));
+        int suffix = name[6] == 's';
+        if (a.n > s.n || memcmp(suffix ? s.u.s + s.n - a.n : s.u.s, a.u.s, a.n)) return s;
+        return jv_strn(suffix ? s.u.s : s.u.s + a.n, s.n - a.n);
     }
-    if (NAMEQ(name, n, "find") || NAMEQ(name, n, "rfind") || NAMEQ(name, n, "index") || NAMEQ(name, n, "rindex")) {
-        jv sub = ARG(0, "sub", jv_undef(NULL));
-        if (sub.k != JV_STR) jx_fail(c, line, "%.*s needs a string", (int)n, name);
-        if (nargs > 1) jx_fail(c, line, "unsupported: %.*s with start/end", (int)n, name);
-        int rev = name[0] == 'r';
-        const char *f = rev ? rfind_sub(s.u.s, s.n, sub.u.s, sub.n) : find_sub(s.u.s, s.n, sub.u.s, sub.n);
-        if (!f) {
-            if (NAMEQ(name, n, "index") || NAMEQ(name, n, "rindex")) jx_fail(c, line, "substring not found");
-            return jv_int(-1);
-        }
-        return jv_int((int64_t)ju_len(s.u.s, (size_t)(f - s.u.s)));
-    }
-    if (NAMEQ(name, n, "count")) {
-        jv sub = ARG(0, "x", jv_undef(NULL));
-        if (sub.k != JV_STR) jx_fail(c, line, "count needs a string");
-        if (!sub.n) return jv_int((int64_t)ju_len(s.u.s, s.n) + 1);
-        int64_t k = 0;
-        for (size_t i = 0; i + sub.n <= s.n;) {
-            if (!memcmp(s.u.s + i, sub.u.s, sub.n)) {
-                k++;
-                i += sub.n;
-            } else i++;
-        }
-        return jv_int(k);
-    }
-    if (NAMEQ(name, n, "join")) {
-        if (nargs < 1) jx_fail(c, line, "join needs an iterable");
-        jv items = jx_iter_list(c, line, args[0]);
-        jbuf b = {0};
-        jb_put(c, &b, "", 0);
-        for (size_t i = 0; i < items.u.l->n; i++) {
-            if (items.u.l->v[i].k != JV_STR) jx_fail(c, line, "sequence item %zu: expected str instance, %s found", i, jv_kind_name(items.u.l->v[i]));
-            if (i) jb_put(c, &b, s.u.s, s.n);
-            jb_put(c, &b, items.u.l->v[i].u.s, items.u.l->v[i].n);
-        }
-        return jv_strn(b.p, b.n);
-    }
-    if (NAMEQ(name, n, "isdigit") || NAMEQ(name, n, "isalpha") || NAMEQ(name, n, "isspace") || NAMEQ(name, n, "isalnum")) {
-        if (!s.n) return jv_bool(0);
-        for (size_t i = 0; i < s.n;) {
-            size_t adv;
-            int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
-            utf8proc_category_t k = utf8proc_category(cp);
-            int alpha = k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO;
-            int digit = k == UTF8PROC_CATEGORY_ND;
-            int ok = name[2] == 'd' ? digit : name[2] == 's' && name[3] == 'p' ? ju_isspace(cp) : name[4] == 'p' ? alpha : (alpha || digit);
-            if (!ok) return jv_bool(0);
-            i += adv;
-        }
-        return jv_bool(1);
-    }
-    if (NAMEQ(name, n, "splitlines")) {
-        jv out = jv_list_new(c, 0);
-        size_t st = 0;
-        for (size_t i = 0; i < s.n; i++) {
-            if (s.u.s[i] == '\n' || s.u.s[i] == '\r') {
-                jv_list_push(c, out, jv_strn(s.u.s + st, i - st));
-                if (s.u.s[i] == '\r' && i + 1 < s.n && s.u.s[i + 1] == '\n') i++;
-                st = i + 1;
-            }
-        }
-        if (st < s.n) jv_list_push(c, out, jv_strn(s.u.s + st, s.n - st));
-        return out;
-    }
+    if (NAMEQ(name, n, "expandtabs")) return do_expandtabs(c, line, s, ARG(0, "tabsize", jv_int(8)));
     if (NAMEQ(name, n, "format") || NAMEQ(name, n, "format_map"))
         return jx_str_format(c, line, s, args, nargs, kwn, kwv, nkw, NAMEQ(name, n, "format_map"));
     *found = 0;
@@ -314,6 +491,12 @@ jv jx_method(jctx *c, int line, jv obj, const char *name, size_t n, jv *args, in
             out.gen = name[0] == 'k' ? JG_KEYS : name[0] == 'v' ? JG_VALUES : JG_ITEMS;
             return out;
         }
+        if (NAMEQ(name, n, "copy")) {
+            *found = 1;
+            jv out = jv_dict_new(c, obj.u.d->n);
+            for (size_t i = 0; i < obj.u.d->n; i++) jv_dict_set(c, out.u.d, obj.u.d->keys[i], obj.u.d->vals[i]);
+            return out;
+        }
         if (NAMEQ(name, n, "get")) {
             *found = 1;
             jv key = jx_arg(args, nargs, kwn, kwv, nkw, 0, "key", jv_none());
@@ -329,6 +512,12 @@ jv jx_method(jctx *c, int line, jv obj, const char *name, size_t n, jv *args, in
         if (NAMEQ(name, n, "append") || NAMEQ(name, n, "extend") || NAMEQ(name, n, "pop") || NAMEQ(name, n, "insert") ||
             NAMEQ(name, n, "remove") || NAMEQ(name, n, "sort") || NAMEQ(name, n, "reverse") || NAMEQ(name, n, "clear"))
             jx_fail(c, line, "access to attribute '%.*s' of 'list' object is unsafe.", (int)n, name);
+        if (NAMEQ(name, n, "copy") && !obj.tuple && !obj.gen) {
+            *found = 1;
+            jv out = jv_list_new(c, obj.u.l->n);
+            for (size_t i = 0; i < obj.u.l->n; i++) jv_list_push(c, out, obj.u.l->v[i]);
+            return out;
+        }
         if (NAMEQ(name, n, "index") || NAMEQ(name, n, "count")) {
             *found = 1;
             if (nargs < 1) jx_fail(c, line, "%.*s needs an argument", (int)n, name);

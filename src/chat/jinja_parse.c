@@ -753,5 +753,6 @@ jnode *jinja_parse(jarena *a, const char *src, size_t n, char *err, size_t err_l
     P.err = err;
     P.err_len = err_len;
     if (setjmp(P.jb)) return NULL;
-    return parse_body(&P, NULL, 1, "template");
+    jnode *body = parse_body(&P, NULL, 1, "template");
+    return jinja_check(body, err, err_len) ? NULL : body;
 }

@@ -269,6 +269,7 @@ int jv_equal(jv a, jv b) {
     }
     if (a.k != b.k) return 0;
     if (a.k == JV_LIST && (a.gen || b.gen)) return a.gen == b.gen && a.u.l == b.u.l;
+    if (a.k == JV_LIST && a.tuple != b.tuple) return 0; /* (1, 2) != [1, 2] */
     switch (a.k) {
     case JV_UNDEF: case JV_NONE: return 1;
     case JV_STR: return a.n == b.n && !memcmp(a.u.s, b.u.s, a.n);
