@@ -508,8 +508,10 @@ jv jx_eval(jctx *c, const jnode *e) {
         jbuiltin_fn g = jx_global_fn(nm);
         if (g) {
             jfunc *fn = jx_alloc(c, sizeof *fn);
+            char *name = jx_alloc(c, strlen(nm) + 1); /* e->name points into the source, unterminated */
+            memcpy(name, nm, strlen(nm) + 1);
             fn->builtin = g;
-            fn->name = e->name;
+            fn->name = name;
             jv r = {0};
             r.k = JV_FUNC;
             r.u.fn = fn;
