@@ -157,6 +157,7 @@ int ju_isspace(int32_t cp);                                   /* Python str.issp
  * isprintable of one character; ju_islower/ju_isupper the Lowercase/Uppercase properties,
  * ju_istitle category Lt (what str.islower/isupper/istitle test). */
 int ju_isdecimal(int32_t cp);
+int ju_decimal_value(int32_t cp); /* a decimal digit's value (str.isdecimal), or -1 */
 int ju_isdigit(int32_t cp);
 int ju_isnumeric(int32_t cp);
 int ju_isalpha(int32_t cp);

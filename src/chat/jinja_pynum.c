@@ -6,19 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <utf8proc.h>
 
 #include "chat/jinja.h"
-
-/* The value of a Unicode decimal digit (category Nd), or -1. Nd characters come in contiguous runs
- * of ten, 0 to 9, so the value is the distance from the start of its block of Nd characters. */
-static int decimal_value(int32_t cp) {
-    if (cp >= '0' && cp <= '9') return cp - '0';
-    if (cp < 0x80 || utf8proc_category(cp) != UTF8PROC_CATEGORY_ND) return -1;
-    int32_t start = cp;
-    while (start > 0 && utf8proc_category(start - 1) == UTF8PROC_CATEGORY_ND) start--;
-    return (int)((cp - start) % 10);
-}
 
 /* s stripped of Python whitespace, its decimal digits made ASCII, into out (NUL-terminated).
  * Returns 0, or -1 when another non-ASCII character or a NUL is left, or out is too small. */
@@ -36,7 +25,7 @@ static int ascii_number_text(const char *s, size_t n, char *out, size_t cap) {
         int32_t cp = ju_decode(s + i, b - i, &adv);
         if (k + 1 >= cap || cp == 0) return -1;
         if (cp < 0x80) out[k++] = (char)cp;
-        else if (decimal_value(cp) >= 0) out[k++] = (char)('0' + decimal_value(cp));
+        else if (ju_decimal_value(cp) >= 0) out[k++] = (char)('0' + ju_decimal_value(cp));
         else return -1;
     }
     out[k] = 0;

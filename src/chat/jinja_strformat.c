@@ -15,7 +15,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <utf8proc.h>
 
 #include "chat/jinja.h"
 #include "chat/jinja_fmt.h"
@@ -194,16 +193,6 @@ static jv sandbox_getitem(sfstate *st, jv obj, jv key) {
     return undef_no_element(st, obj, key.u.i);
 }
 
-/* Python's str.isdecimal for one code point: its decimal value, or -1. A run of decimal digits is
- * ten consecutive code points 0..9 in every script. */
-static int decimal_value(int32_t cp) {
-    if (cp >= '0' && cp <= '9') return cp - '0';
-    if (cp < 0x80 || utf8proc_category(cp) != UTF8PROC_CATEGORY_ND) return -1;
-    int32_t zero = cp;
-    while (zero > 0 && utf8proc_category(zero - 1) == UTF8PROC_CATEGORY_ND) zero--;
-    return (int)((cp - zero) % 10);
-}
-
 /* The value of s when it is all decimal digits (Python turns such a field name or key into an
  * int): 1 and *out, else 0. */
 static int decimal_index(sfstate *st, const char *s, size_t n, int64_t *out) {
@@ -211,7 +200,7 @@ static int decimal_index(sfstate *st, const char *s, size_t n, int64_t *out) {
     if (!n) return 0;
     for (size_t i = 0; i < n;) {
         size_t adv;
-        int d = decimal_value(ju_decode(s + i, n - i, &adv));
+        int d = ju_decimal_value(ju_decode(s + i, n - i, &adv));
         if (d < 0) return 0;
         if (v > (INT64_MAX - d) / 10) jx_fail(st->c, st->line, "Too many decimal digits in format string");
         v = v * 10 + d;
@@ -347,7 +336,7 @@ static void format_field(sfstate *st, const char *s, size_t n, size_t *i, int de
         int digits = 1; /* Python's str.isdigit of the whole name (decimal digits here) */
         for (size_t k = 0; k < name_n && digits;) {
             size_t adv;
-            digits = decimal_value(ju_decode(name + k, name_n - k, &adv)) >= 0;
+            digits = ju_decimal_value(ju_decode(name + k, name_n - k, &adv)) >= 0;
             k += adv;
         }
         if (digits) {

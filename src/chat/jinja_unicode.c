@@ -24,6 +24,16 @@ static int in_ranges(const int32_t (*r)[2], size_t n, int32_t cp) {
 static utf8proc_category_t cat(int32_t cp) { return utf8proc_category(cp); }
 
 int ju_isdecimal(int32_t cp) { return cat(cp) == UTF8PROC_CATEGORY_ND; }
+
+/* Nd characters come in contiguous runs of ten, 0 to 9, in every script: the value is the distance
+ * from the start of the run. */
+int ju_decimal_value(int32_t cp) {
+    if (cp >= '0' && cp <= '9') return cp - '0';
+    if (cp < 0x80 || !ju_isdecimal(cp)) return -1;
+    int32_t zero = cp;
+    while (zero > 0 && ju_isdecimal(zero - 1)) zero--;
+    return (int)((cp - zero) % 10);
+}
 int ju_isdigit(int32_t cp) { return ju_isdecimal(cp) || IN_TABLE(digit_extra, cp); }
 int ju_isnumeric(int32_t cp) {
     utf8proc_category_t k = cat(cp);
