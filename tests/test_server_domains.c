@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "support/api_util.h"
+#include "support/bg_request.h"
 #include "support/http_client.h"
 #include "support/server_proc.h"
 #include "server_setup.h"
@@ -269,6 +270,40 @@ static void test_domains_add_up(void **state) {
     mt_http_response_free(&m);
     cJSON_Delete(dj);
     cJSON_Delete(dump);
+    mt_http_client_free(c);
+}
+
+/* A stop that comes while a prompt is being prefilled (passes of 64 tokens here) stops the recorder and
+ * the domains between the same two passes: the domains' tokens equal the dump's, wherever it lands. */
+static void test_stop_mid_prompt(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    mt_http_client *c = mt_http_client_new(g_srv.url, NULL);
+    char body[2048];
+    for (int k = 0; k < 16; k++) {
+        int n = snprintf(body, sizeof body, "{\"topic\": \"code\", \"sampling_params\": {\"max_new_tokens\": 1}, "
+                                            "\"input_ids\": [%d", 3 + k); /* a prompt of its own: no cached prefix */
+        for (int t = 1; t < 300; t++) n += snprintf(body + n, sizeof body - (size_t)n, ",%d", 3 + (t * 37 + k) % 400);
+        snprintf(body + n, sizeof body - (size_t)n, "]}");
+        post_ok(c, "/start_expert_distribution_record");
+        mt_bg_request b;
+        mt_bg_start(&b, g_srv.url, body, false);
+        usleep((useconds_t)(k * 1000));
+        post_ok(c, "/stop_expert_distribution_record");
+        mt_bg_join(&b);
+        assert_int_equal(b.status, 200);
+        mt_bg_free(&b);
+        cJSON *dump;
+        char dir[512];
+        cJSON *dj = dump_domains(c, &dump, dir, sizeof dir);
+        int64_t in_dump = (int64_t)cJSON_GetObjectItem(dump, "num_tokens")->valuedouble;
+        int64_t in_domains = (int64_t)cJSON_GetObjectItem(dj, "tokens")->valuedouble;
+        if (in_dump != in_domains)
+            fail_msg("stop after %d ms: the dump counts %lld tokens, the domains %lld", k, (long long)in_dump,
+                     (long long)in_domains);
+        cJSON_Delete(dj);
+        cJSON_Delete(dump);
+    }
     mt_http_client_free(c);
 }
 
@@ -525,6 +560,7 @@ static void test_dashboard_fits(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_domains_add_up),
+        cmocka_unit_test(test_stop_mid_prompt),
         cmocka_unit_test(test_failed_dump_keeps_domains),
         cmocka_unit_test(test_bad_labels_and_limit),
         cmocka_unit_test(test_visualize_env),

@@ -51,11 +51,26 @@ int mt_api_start_record(mt_http_request *rq) {
     return mt_reply(rq, 200, "text/plain; charset=utf-8", START_TEXT, strlen(START_TEXT));
 }
 
+static int stop_now(mt_engine *engine, void *ctx, mt_err *err) {
+    (void)engine;
+    (void)err;
+    mt_server *s = ctx;
+    mt_recorder_stop(s->b.recorder);
+    if (s->b.domains) mt_domain_usage_stop(s->b.domains);
+    return 0;
+}
+
 int mt_api_stop_record(mt_http_request *rq) {
-    if (!mt_recorder_active(rq->server->b.recorder))
+    mt_server *s = rq->server;
+    if (!mt_recorder_active(s->b.recorder))
         mt_log("expert distribution recorder: stop while not recording (nothing changes)");
-    mt_recorder_stop(rq->server->b.recorder);
-    if (rq->server->b.domains) mt_domain_usage_stop(rq->server->b.domains);
+    /* with domains, the recorder and the domains stop between the same two passes (a stop in a pass
+     * would drop it from the recorder's window but not from the domains': their counts would part) */
+    pthread_mutex_lock(&s->window_mu);
+    mt_err err;
+    if (!s->b.domains || !mt_engine_loop_running(s->b.loop) || mt_engine_loop_between_passes(s->b.loop, stop_now, s, &err))
+        stop_now(NULL, s, &err);
+    pthread_mutex_unlock(&s->window_mu);
     mt_log("expert distribution recorder: stopped");
     return mt_reply(rq, 200, "text/plain; charset=utf-8", STOP_TEXT, strlen(STOP_TEXT));
 }
