@@ -2,10 +2,13 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -235,11 +238,34 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     *req_cls = NULL;
 }
 
+/* libmicrohttpd's own messages, into the log with its prefix. A stream whose client hung up ends
+ * with "application error generating response", which is expected and counted elsewhere: not
+ * logged. Others at most one a second, the rest counted into the next one logged. */
+static void on_library_message(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    static atomic_llong last_s, skipped;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    if (strstr(msg, "application error generating response")) return;
+    long long now = (long long)time(NULL), before = atomic_load(&last_s);
+    if (now == before || !atomic_compare_exchange_strong(&last_s, &before, now)) {
+        atomic_fetch_add(&skipped, 1);
+        return;
+    }
+    long long more = atomic_exchange(&skipped, 0);
+    if (more) mt_log("http: %s (and %lld more messages of the HTTP library since the last)", msg, more);
+    else mt_log("http: %s", msg);
+}
+
 /* Starts the daemon listening on addr (its port included): NULL when it cannot listen there. */
 static struct MHD_Daemon *listen_on(mt_server *s, const struct sockaddr *addr) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (addr->sa_family == AF_INET6) flags |= MHD_USE_IPv6;
-    return MHD_start_daemon(flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, addr,
+    return MHD_start_daemon(flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_library_message, NULL, /* first, as the library asks */
+                            MHD_OPTION_SOCK_ADDR, addr,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)(s->opts.max_connections + MT_CONN_GUARD_HEADROOM),
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->opts.idle_timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
