@@ -202,6 +202,8 @@ static void test_malformed_requests(void **state) {
         {"POST", G, "{\"input_ids\": [1, \"2\"]}", 400, "entry 1"},
         {"POST", G, "{\"input_ids\": [1, 512]}", 400, "vocabulary"},
         {"POST", G, "{\"input_ids\": [1, 1e10]}", 400, "token id 10000000000 at index 1 of 'input_ids' is outside the vocabulary"},
+        {"POST", G, "{\"input_ids\": [9007199254740993]}", 400, "token id 9007199254740993 at index 0"},
+        {"POST", G, "{\"input_ids\": [1e400]}", 400, "token id (past any number) at index 0"},
         {"POST", G, "{\"input_ids\": [[1, 2], 3]}", 400, "'input_ids' entry 1 must be a list"},
         {"POST", G, "{\"input_ids\": [[1], []]}", 400, "prompt 1: 'input_ids' is empty"},
         {"POST", G, "{\"input_ids\": [[1], [600]], \"sampling_params\": {\"max_new_tokens\": 2}}", 400,

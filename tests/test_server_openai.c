@@ -278,6 +278,8 @@ static void test_chat(void **state) {
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tool_choice\": \"none\", \"tools\": "
          "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"the weather of a city\"}}]",
          "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tools\": []",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]"},
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": null, "
          "\"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": "
          "\"{  \\\"city\\\" :   \\\"Paris\\\",  \\\"days\\\":  [1,2]  }\"}}]}, {\"role\": \"tool\", \"content\": \"sunny\"}]",
@@ -297,12 +299,20 @@ static void test_chat(void **state) {
         cJSON_Delete(a);
         cJSON_Delete(b);
     }
-    cJSON *notjson = call("/v1/chat/completions",
-                          "{\"messages\": [{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"type\": "
-                          "\"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{city: Paris}\"}}]}]}", 400);
-    assert_non_null(strstr(str(cJSON_GetObjectItem(notjson, "error"), "message"),
-                           "'messages' entry 0: tool call 0's 'arguments' is not JSON"));
-    cJSON_Delete(notjson);
+    static const char *const BAD_ARGS[][2] = {
+        {"{city: Paris}", "is not JSON"}, {"{\\\"a\\\": 1} trailing", "is not JSON"},
+        {"{\\\"a\\\": 1}{\\\"b\\\": 2}", "is not JSON"}, {"[1, 2]", "must hold a JSON object"}, {"5", "must hold a JSON object"}};
+    for (size_t i = 0; i < sizeof BAD_ARGS / sizeof *BAD_ARGS; i++) {
+        char b[1024], want[256];
+        snprintf(b, sizeof b, "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", "
+                 "\"content\": null, \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", "
+                 "\"arguments\": \"%s\"}}]}]}", BAD_ARGS[i][0]);
+        snprintf(want, sizeof want, "'messages' entry 1: tool call 0's 'arguments' %s", BAD_ARGS[i][1]);
+        cJSON *bad = call("/v1/chat/completions", b, 400);
+        if (!strstr(str(cJSON_GetObjectItem(bad, "error"), "message"), want))
+            fail_msg("arguments %s: %s", BAD_ARGS[i][0], str(cJSON_GetObjectItem(bad, "error"), "message"));
+        cJSON_Delete(bad);
+    }
     cJSON *img = call("/v1/chat/completions",
                       "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"x\"}, "
                       "{\"type\": \"image_url\", \"image_url\": {\"url\": \"http://x/y.png\"}}]}]}", 400);

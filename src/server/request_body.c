@@ -238,8 +238,9 @@ static cJSON *copied_message(const cJSON *messages, cJSON **copy, int i) {
     return *copy ? cJSON_GetArrayItem(*copy, i) : NULL;
 }
 
-/* Message i's tool calls with each string "arguments" read as the JSON it holds, as SGLang gives them to
- * the templates (some iterate them as a mapping), into the copy. 0, or -1 with e (not JSON: a 400). */
+/* Message i's tool calls with each string "arguments" read as the JSON object it holds, as SGLang gives
+ * them to the templates (some iterate them as a mapping), into the copy. 0, or -1 with e (not one JSON
+ * object: a 400). */
 static int parse_tool_arguments(const cJSON *messages, cJSON **copy, const cJSON *m, int i, mt_api_error *e) {
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
     const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
@@ -251,10 +252,15 @@ static int parse_tool_arguments(const cJSON *messages, cJSON **copy, const cJSON
         const cJSON *args = cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "arguments") : NULL;
         if (cJSON_IsString(args)) {
             mt_err err;
-            cJSON *value = mt_json_parse(args->valuestring, strlen(args->valuestring), NULL, NULL, &err);
+            cJSON *value = mt_json_parse_whole(args->valuestring, strlen(args->valuestring), NULL, &err);
             if (!value)
                 return mt_api_fail(e, 400, "'messages' entry %d: tool call %d's 'arguments' is not JSON (%s)", i, k,
                                    err.msg);
+            if (!cJSON_IsObject(value)) { /* as SGLang: the arguments are a JSON object */
+                cJSON_Delete(value);
+                return mt_api_fail(e, 400, "'messages' entry %d: tool call %d's 'arguments' must hold a JSON object", i,
+                                   k);
+            }
             cJSON *cm = copied_message(messages, copy, i);
             cJSON *cfn = cm ? cJSON_GetObjectItemCaseSensitive(
                                   cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cm, "tool_calls"), k), "function")
@@ -304,7 +310,7 @@ static cJSON *template_messages(const cJSON *messages, int *rc, mt_api_error *e)
 
 /* The prompt of /v1/chat/completions: messages through the chat template, then tokenized without
  * added special tokens (as transformers' apply_chat_template(tokenize=True)). The tools as sent, or
- * none with "tool_choice": "none" (as SGLang). */
+ * none with "tool_choice": "none" or an empty list (as SGLang). */
 static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
     const cJSON *messages = field(body, "messages"), *tools = field(body, "tools");
     const cJSON *kwargs = field(body, "chat_template_kwargs"), *gen_prompt = field(body, "add_generation_prompt");
@@ -322,7 +328,8 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     if (kwargs && !cJSON_IsObject(kwargs)) return mt_api_fail(e, 400, "'chat_template_kwargs' must be an object");
     if (gen_prompt && !cJSON_IsBool(gen_prompt)) return mt_api_fail(e, 400, "'add_generation_prompt' must be true or false");
     const cJSON *choice = field(body, "tool_choice");
-    if (cJSON_IsString(choice) && !strcmp(choice->valuestring, "none")) tools = NULL; /* as SGLang: no tools */
+    if ((cJSON_IsString(choice) && !strcmp(choice->valuestring, "none")) || cJSON_GetArraySize(tools) == 0)
+        tools = NULL; /* as SGLang: no tools (a named template list then renders "default") */
     int frc;
     cJSON *flat = template_messages(messages, &frc, e);
     if (frc) return -1;

@@ -2,9 +2,12 @@
 #include "server/request_params.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "util/json_util.h"
 
 /* ---- typed fields ------------------------------------------------------------------------- */
 
@@ -246,8 +249,13 @@ int mt_params_parse_ids(const cJSON *arr, const char *name, int32_t **ids, int *
         }
         if (it->valuedouble > 2147483647.0) {
             free(v);
-            return mt_api_fail(e, 400, "token id %.0f at index %d of '%s' is outside the vocabulary (token ids are "
-                               "below 2^31)", it->valuedouble, i, name);
+            int64_t exact;
+            char id[64];
+            if (mt_json_int64(it, &exact)) snprintf(id, sizeof id, "%lld", (long long)exact); /* as sent */
+            else if (isfinite(it->valuedouble)) snprintf(id, sizeof id, "%.0f", it->valuedouble);
+            else snprintf(id, sizeof id, "%s", "(past any number)");
+            return mt_api_fail(e, 400, "token id %s at index %d of '%s' is outside the vocabulary (token ids are "
+                               "below 2^31)", id, i, name);
         }
         v[i++] = (int32_t)it->valuedouble;
     }
