@@ -47,6 +47,7 @@ static void test_refused_at_load(void **state) {
         {"{% set j = joiner(', ') %}", "unsupported global function 'joiner'"},
         {"{{ lipsum(1) }}", "unsupported global function 'lipsum'"},
         {"{{ 'a\\N{BULLET}' }}", "unsupported: \\N{...} escapes"},
+        {"{% macro m(caller) %}{{ caller }}{% endmacro %}", "the special 'caller' argument must be omitted or be given a default"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         mt_chat_template *t = NULL;
@@ -113,6 +114,9 @@ static void test_python_builtins(void **state) {
          "[5, 3] True False True"},
         {"{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, a=3, b=4) }}|{% macro k(a, b=2) %}{{ a }}{{ b }}{{ kwargs }}{% endmacro %}{{ k(1, a=5) }}|{{ k(b=3, a=4) }}",
          "1(2,){'a': 3, 'b': 4}|12{'a': 5}|43{}"},
+        /* parameters named varargs, kwargs or caller (the review's cases; jinja2's texts) */
+        {"{% macro m(a, varargs) %}{{ a }}{{ varargs }}{% endmacro %}{{ m(1, 2) }}|{% macro k(a, kwargs) %}{{ a }}{{ kwargs }}{% endmacro %}{{ k(1, 2) }}|{% macro c(caller=5) %}{{ caller }}{% endmacro %}{{ c(3) }}{{ c() }}|{% macro d(caller=none) %}[{{ caller() }}]{% endmacro %}{% call d() %}body{% endcall %}",
+         "12|12|35|[body]"},
         {"{% for i in [1] %}{{ loop.depth }}{{ loop.depth0 }}{% endfor %}|{% macro cycler(a) %}[{{ a }}]{% endmacro %}{{ cycler(1) }}|{% set ns = namespace(zfill=1) %}{{ ns.zfill }}",
          "10|[1]|1"},
     };

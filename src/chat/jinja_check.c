@@ -81,6 +81,22 @@ static int special_refs(const jnode *e) {
     return r;
 }
 
+/* The JM_* bits of a macro (or call block) as Jinja's compiler decides them: a parameter named
+ * varargs or kwargs is an ordinary one (no collecting); one named caller must have a default when
+ * the body refers to caller, which then stays the special one. */
+static int macro_refs(checker *K, const jnode *m) {
+    int refs = special_refs(m->a);
+    for (int i = 0; i < m->nnames; i++) {
+        if (name_is(m->names[i], m->names_n[i], "varargs")) refs &= ~JM_VARARGS;
+        if (name_is(m->names[i], m->names_n[i], "kwargs")) refs &= ~JM_KWARGS;
+        if (name_is(m->names[i], m->names_n[i], "caller") && (refs & JM_CALLER) &&
+            !(i < m->nitems2 && m->items2[i]))
+            cerr(K, m->line, "When defining macros or call blocks the special 'caller' argument must be omitted or "
+                             "be given a default.");
+    }
+    return refs;
+}
+
 static void check_filter_name(checker *K, int line, const char *s, size_t n) {
     if (!name_in(jx_filter_names, s, n)) cerr(K, line, "unsupported filter '%.*s'", (int)n, s);
 }
@@ -136,7 +152,7 @@ static void walk(checker *K, jnode *e, int in_loop) {
             cerr(K, e->line, "unsupported global function '%.*s'", (int)f->name_n, f->name);
         break;
     }
-    case JN_MACRO: e->op = special_refs(e->a); break;
+    case JN_MACRO: e->op = macro_refs(K, e); break;
     case JN_FOR:
         walk(K, e->a, in_loop);
         walk(K, e->b, in_loop);

@@ -366,12 +366,19 @@ static jv missing_param(jctx *c, const jnode *m, int i) {
  * the body uses it (else the call fails), extra positional ones to `varargs` likewise. */
 static void bind_macro_args(jctx *c, int line, jfunc *fn, jscope *s, jv *args, int nargs, const char **kwn, jv *kwv, int nkw) {
     const jnode *m = fn->macro;
-    int npos = nargs < m->nnames ? nargs : m->nnames;
+    int npos = nargs < m->nnames ? nargs : m->nnames, caller_param = -1;
+    for (int i = 0; i < m->nnames; i++)
+        if (m->names_n[i] == 6 && !memcmp(m->names[i], "caller", 6)) caller_param = i;
     char *used = jx_alloc(c, (size_t)nkw + 1);
     for (int i = 0; i < m->nnames; i++) {
         jv v;
         int have = i < npos;
         if (have) v = args[i];
+        if (!have && i == caller_param && fn->caller) { /* a parameter named caller takes the call block's */
+            v.k = JV_FUNC;
+            v.u.fn = fn->caller;
+            have = 1;
+        }
         for (int k = 0; k < nkw && !have && npos < m->nnames; k++)
             if (kw_is(kwn[k], m, i)) {
                 v = kwv[k];
@@ -388,7 +395,7 @@ static void bind_macro_args(jctx *c, int line, jfunc *fn, jscope *s, jv *args, i
         }
         assign(c, s, m->names[i], m->names_n[i], v);
     }
-    if (m->op & JM_CALLER) {
+    if ((m->op & JM_CALLER) && caller_param < 0) {
         jv cv = jv_undef("No caller defined");
         if (fn->caller) {
             cv.k = JV_FUNC;
@@ -401,7 +408,7 @@ static void bind_macro_args(jctx *c, int line, jfunc *fn, jscope *s, jv *args, i
     char label[160]; /* repr() of the macro's name */
     snprintf(label, sizeof label, fn->name ? "'%.150s'" : "None", fn->name);
     jv kwargs = jv_dict_new(c, 0);
-    if (fn->caller && !(m->op & JM_CALLER)) { /* {% call %} passes the body as the keyword `caller` */
+    if (fn->caller && !(m->op & JM_CALLER) && caller_param < 0) { /* {% call %} passes the body as the keyword `caller` */
         if (!(m->op & JM_KWARGS))
             jx_fail(c, line, "macro %s was invoked with two values for the special caller argument. This is most likely a bug.", label);
         jv cv = {0};
@@ -423,8 +430,9 @@ static void bind_macro_args(jctx *c, int line, jfunc *fn, jscope *s, jv *args, i
     jv varargs = jv_list_new(c, 0);
     varargs.tuple = 1;
     for (int i = m->nnames; i < nargs; i++) jv_list_push(c, varargs, args[i]);
-    assign(c, s, "varargs", 7, varargs);
-    assign(c, s, "kwargs", 6, kwargs);
+    /* only where the body collects them: a parameter of that name stays what it was given */
+    if (m->op & JM_VARARGS) assign(c, s, "varargs", 7, varargs);
+    if (m->op & JM_KWARGS) assign(c, s, "kwargs", 6, kwargs);
 }
 
 static jv call_macro(jctx *c, int line, jfunc *fn, jv *args, int nargs, const char **kwn, jv *kwv, int nkw) {
