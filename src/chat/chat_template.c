@@ -217,7 +217,8 @@ static void bind_and_render(jctx *c, const mt_chat_template *tpl, const cJSON *m
     c->root = jx_alloc(c, sizeof(jscope));
     jdict *g = &c->root->vars;
     jv_dict_set(c, g, jv_cstr("messages"), from_json(c, messages, 0));
-    jv_dict_set(c, g, jv_cstr("tools"), tools && !cJSON_IsNull(tools) ? from_json(c, tools, 0) : jv_none());
+    bool with_tools = tools && !cJSON_IsNull(tools);
+    jv_dict_set(c, g, jv_cstr("tools"), with_tools ? from_json(c, tools, 0) : jv_none());
     jv_dict_set(c, g, jv_cstr("documents"), jv_none());
     jv_dict_set(c, g, jv_cstr("add_generation_prompt"), jv_bool(add_generation_prompt));
     for (int i = 0; i < 4; i++)
@@ -227,7 +228,6 @@ static void bind_and_render(jctx *c, const mt_chat_template *tpl, const cJSON *m
         cJSON_ArrayForEach(it, kwargs) jv_dict_set(c, g, jv_cstr(it->string), from_json(c, it, 0));
     }
     c->cur = c->root;
-    bool with_tools = tools && !cJSON_IsNull(tools);
     const jnode *body = with_tools && tpl->tool_body ? tpl->tool_body : tpl->body;
     if (!body)
         jx_fail(c, 0, "the model's chat_template list has no \"default\" entry, only \"tool_use\", which is used "

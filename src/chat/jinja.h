@@ -150,6 +150,8 @@ void jb_putc(jctx *c, jbuf *b, char ch);
 size_t ju_len(const char *s, size_t n);                      /* code points */
 size_t ju_offset(const char *s, size_t n, size_t cp);        /* byte offset of code point cp (clamped) */
 int32_t ju_decode(const char *s, size_t n, size_t *adv);     /* one code point; invalid byte -> itself */
+/* the code point ending at byte end (> lo), its first byte (>= lo) into *start */
+int32_t ju_decode_before(const char *s, size_t lo, size_t end, size_t *start);
 size_t ju_encode(int32_t cp, char out[4]);
 int ju_isspace(int32_t cp);                                   /* Python str.isspace for one char */
 

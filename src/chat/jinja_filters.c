@@ -16,9 +16,6 @@
 
 static jv as_str(jctx *c, jv v) { return v.k == JV_UNDEF ? jv_strn("", 0) : jv_stringify(c, v); }
 
-/* 0 lower, 1 upper */
-static jv str_map(jctx *c, jv s, int mode) { return ju_case_map(c, s, mode ? JU_UPPER : JU_LOWER); }
-
 static int is_word_cp(int32_t cp) {
     if (cp == '_') return 1;
     if (cp < 0x80) return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
@@ -104,7 +101,7 @@ static jv sort_list(jctx *c, int line, jv items, jv *keys, int reverse) {
     return out;
 }
 static jv sort_key(jctx *c, jv v, int case_sensitive) {
-    if (!case_sensitive && v.k == JV_STR) return str_map(c, v, 0);
+    if (!case_sensitive && v.k == JV_STR) return ju_case_map(c, v, JU_LOWER);
     return v;
 }
 
@@ -321,8 +318,8 @@ jv jx_filter(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int 
         jv chars = ARG(0, "chars", jv_none());
         return jx_method(c, line, s, "strip", 5, &chars, 1, NULL, NULL, 0, &found);
     }
-    if (NAMEQ(name, n, "upper")) return str_map(c, as_str(c, v), 1);
-    if (NAMEQ(name, n, "lower")) return str_map(c, as_str(c, v), 0);
+    if (NAMEQ(name, n, "upper")) return ju_case_map(c, as_str(c, v), JU_UPPER);
+    if (NAMEQ(name, n, "lower")) return ju_case_map(c, as_str(c, v), JU_LOWER);
     if (NAMEQ(name, n, "capitalize")) return ju_case_map(c, as_str(c, v), JU_CAPITALIZE);
     if (NAMEQ(name, n, "title")) return jx_jinja_title(c, as_str(c, v));
     if (NAMEQ(name, n, "replace")) {
@@ -608,7 +605,7 @@ int jx_test(jctx *c, int line, const char *name, size_t n, jv v, jv *args, int n
     if (NAMEQ(name, n, "escaped")) return v.k == JV_STR && v.gen == JG_MARKUP;
     if (NAMEQ(name, n, "lower") || NAMEQ(name, n, "upper")) {
         if (v.k != JV_STR) return 0;
-        jv m = str_map(c, v, NAMEQ(name, n, "upper"));
+        jv m = ju_case_map(c, v, NAMEQ(name, n, "upper") ? JU_UPPER : JU_LOWER);
         return jv_equal(m, v);
     }
     if (NAMEQ(name, n, "even") || NAMEQ(name, n, "odd")) {

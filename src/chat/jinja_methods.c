@@ -9,7 +9,6 @@
 
 #define NAMEQ(s, n, lit) ((n) == sizeof(lit) - 1 && !memcmp((s), (lit), (n)))
 
-
 /* does code point cp appear in chars (UTF-8)? */
 static int in_chars(int32_t cp, jv chars) {
     for (size_t i = 0; i < chars.n;) {
@@ -34,10 +33,8 @@ static jv do_strip(jctx *c, int line, jv s, jv chars, int left, int right) {
         }
     if (right)
         while (b > a) {
-            size_t st = b - 1;
-            while (st > a && ((unsigned char)s.u.s[st] & 0xC0) == 0x80) st--;
-            size_t adv;
-            int32_t cp = ju_decode(s.u.s + st, b - st, &adv);
+            size_t st;
+            int32_t cp = ju_decode_before(s.u.s, a, b, &st);
             if (ws ? !ju_isspace(cp) : !in_chars(cp, chars)) break;
             b = st;
         }
@@ -75,26 +72,25 @@ static jv split_ws(jctx *c, jv s, int64_t maxsplit) {
     return out;
 }
 
-/* Start of the code point ending at byte end (> 0). */
-static size_t prev_cp(const char *s, size_t end) {
-    size_t st = end - 1;
-    while (st > 0 && ((unsigned char)s[st] & 0xC0) == 0x80) st--;
-    return st;
+/* The start of the run of whitespace (want_space) or of other characters ending at byte end of s. */
+static size_t run_start(jv s, size_t end, int want_space) {
+    size_t st;
+    while (end > 0 && ju_isspace(ju_decode_before(s.u.s, 0, end, &st)) == want_space) end = st;
+    return end;
 }
 
 /* str.rsplit() on whitespace: split_ws from the right; the rest keeps its leading whitespace. */
 static jv rsplit_ws(jctx *c, jv s, int64_t maxsplit) {
     jv rev = jv_list_new(c, 0);
-    size_t end = s.n, adv;
+    size_t end = s.n;
     for (int64_t k = 0; maxsplit < 0 || k < maxsplit; k++) {
-        while (end > 0 && ju_isspace(ju_decode(s.u.s + prev_cp(s.u.s, end), end - prev_cp(s.u.s, end), &adv))) end = prev_cp(s.u.s, end);
+        end = run_start(s, end, 1);
         if (end == 0) break;
-        size_t st = end;
-        while (st > 0 && !ju_isspace(ju_decode(s.u.s + prev_cp(s.u.s, st), st - prev_cp(s.u.s, st), &adv))) st = prev_cp(s.u.s, st);
+        size_t st = run_start(s, end, 0);
         jv_list_push(c, rev, jv_strn(s.u.s + st, end - st));
         end = st;
     }
-    while (end > 0 && ju_isspace(ju_decode(s.u.s + prev_cp(s.u.s, end), end - prev_cp(s.u.s, end), &adv))) end = prev_cp(s.u.s, end);
+    end = run_start(s, end, 1);
     if (end > 0) jv_list_push(c, rev, jv_strn(s.u.s, end));
     jv out = jv_list_new(c, rev.u.l->n);
     for (size_t k = rev.u.l->n; k-- > 0;) jv_list_push(c, out, rev.u.l->v[k]);
@@ -179,6 +175,8 @@ static int affix(jctx *c, int line, jv s, jv p, span sp, int end) {
     return !memcmp(end ? s.u.s + sp.ben - p.n : s.u.s + sp.bst, p.u.s, p.n);
 }
 
+static int title_delim(int32_t cp) { return ju_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<'; }
+
 /* Jinja's title filter: the text split at runs of whitespace and -({[<, each piece's first
  * character upper-cased and the rest of the piece lower-cased. */
 jv jx_jinja_title(jctx *c, jv s) {
@@ -187,15 +185,9 @@ jv jx_jinja_title(jctx *c, jv s) {
     size_t i = 0, adv;
     while (i < s.n) {
         int32_t cp = ju_decode(s.u.s + i, s.n - i, &adv);
-        int delim = ju_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
-        size_t st = i, j = i + adv;
-        while (j < s.n) {
-            size_t a2;
-            int32_t c2 = ju_decode(s.u.s + j, s.n - j, &a2);
-            int d2 = ju_isspace(c2) || c2 == '-' || c2 == '(' || c2 == '{' || c2 == '[' || c2 == '<';
-            if (d2 != delim) break;
-            j += a2;
-        }
+        int delim = title_delim(cp);
+        size_t st = i, j = i + adv, a2;
+        while (j < s.n && title_delim(ju_decode(s.u.s + j, s.n - j, &a2)) == delim) j += a2;
         jv first = ju_case_map(c, jv_strn(s.u.s + st, adv), JU_UPPER);
         jv rest = ju_case_map(c, jv_strn(s.u.s + st + adv, j - st - adv), JU_LOWER);
         jb_put(c, &b, first.u.s, first.n);

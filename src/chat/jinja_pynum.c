@@ -14,12 +14,8 @@
 static int ascii_number_text(const char *s, size_t n, char *out, size_t cap) {
     size_t a = 0, b = n, adv;
     while (a < b && ju_isspace(ju_decode(s + a, b - a, &adv))) a += adv;
-    while (b > a) {
-        size_t st = b - 1;
-        while (st > a && ((unsigned char)s[st] & 0xC0) == 0x80) st--;
-        if (!ju_isspace(ju_decode(s + st, b - st, &adv))) break;
-        b = st;
-    }
+    size_t st;
+    while (b > a && ju_isspace(ju_decode_before(s, a, b, &st))) b = st;
     size_t k = 0;
     for (size_t i = a; i < b; i += adv) {
         int32_t cp = ju_decode(s + i, b - i, &adv);

@@ -101,6 +101,12 @@ int32_t ju_decode(const char *s, size_t n, size_t *adv) {
     *adv = (size_t)r;
     return cp;
 }
+int32_t ju_decode_before(const char *s, size_t lo, size_t end, size_t *start) {
+    size_t st = end - 1, adv;
+    while (st > lo && ((unsigned char)s[st] & 0xC0) == 0x80) st--;
+    *start = st;
+    return ju_decode(s + st, end - st, &adv);
+}
 size_t ju_encode(int32_t cp, char out[4]) {
     return (size_t)utf8proc_encode_char(cp, (utf8proc_uint8_t *)out);
 }
