@@ -93,7 +93,7 @@ static bool next_number(const char *text, size_t len, size_t *pos, size_t *start
                 if (text[i] == '\\') i++;
         } else if (c == '-' || (c >= '0' && c <= '9')) {
             size_t j = i + 1;
-            while (j < len && strchr("0123456789+-.eE", text[j])) j++;
+            while (j < len && text[j] && strchr("0123456789+-.eE", text[j])) j++;
             *start = i;
             *pos = *end = j;
             return true;
