@@ -22,6 +22,7 @@ max_len() {
   case $1 in
     tokenizer_load) echo 65536 ;;
     config | chat_template | request | tokenizer_text | dataset) echo 8192 ;;
+    regex) echo 4096 ;;
     *) echo 16384 ;;
   esac
 }

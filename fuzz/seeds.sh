@@ -7,7 +7,7 @@ build=$(realpath "$1")
 cd "$(dirname "$0")/.."
 out=$build/seeds
 rm -rf "$out"
-mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,chat_template,request,dataset,stat_dump,placement,request_trace}
+mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,regex,chat_template,request,dataset,stat_dump,placement,request_trace}
 models=tests/fixtures/models
 
 # safetensors: the fixtures' headers (cut to 16 KiB) and two small whole files.
@@ -34,6 +34,23 @@ while IFS= read -r line; do
   printf "\\x$(printf '%02x' $((i % 6)))%s" "$line" > "$out/tokenizer_text/line$i"
   i=$((i + 1))
 done < tests/tokenizer/corpus.json
+# regex: the class items of the regex translation's reference and the regexes of the tokenizers here.
+python3 - "$out/regex" <<'PY'
+import glob, json, sys
+pats = list(json.load(open("tests/tokenizer/classes_lib.json"))["items"])
+def walk(o):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k == "Regex" and isinstance(v, str): pats.append(v)
+            else: walk(v)
+    elif isinstance(o, list):
+        for v in o: walk(v)
+for f in glob.glob("tests/tokenizer/*/tokenizer.json") + glob.glob(".deps/npm/real/*/tokenizer.json"):
+    d = json.load(open(f))
+    walk([d.get("normalizer"), d.get("pre_tokenizer")])
+for i, p in enumerate(pats):
+    open("%s/p%d" % (sys.argv[1], i), "w").write(p)
+PY
 cp tests/chat/templates/*.jinja "$out/chat_template/"
 
 # request: the bodies of the docs' curl examples (-d '...').

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "tokenizer/regex_unicode.h"
 #include "tokenizer/tok_internal.h"
 
 int tk_pattern_parse(tk_pattern *p, const void *cj, const char *where, mt_err *err) {
@@ -22,10 +23,28 @@ int tk_pattern_parse(tk_pattern *p, const void *cj, const char *where, mt_err *e
     if (!cJSON_IsString(r)) return mt_errf(err, "%s: pattern must be {\"String\": ...} or {\"Regex\": ...}", where);
     int ec;
     PCRE2_SIZE eo;
-    p->re = pcre2_compile((PCRE2_SPTR)r->valuestring, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
-    if (!p->re) {
+    char *translated;
+    int as_written_elsewhere;
+    mt_err why = {{0}};
+    if (tk_regex_translate(r->valuestring, &translated, &as_written_elsewhere, &why))
+        return mt_errf(err, "%s: regex '%s': %s", where, r->valuestring, why.msg);
+    p->re = pcre2_compile((PCRE2_SPTR)translated, PCRE2_ZERO_TERMINATED, TK_PCRE2_OPTIONS, &ec, &eo, NULL);
+    if (p->re && as_written_elsewhere && strcmp(translated, r->valuestring)) {
+        p->re_written = pcre2_compile((PCRE2_SPTR)r->valuestring, PCRE2_ZERO_TERMINATED, TK_PCRE2_OPTIONS, &ec,
+                                      &eo, NULL);
+        if (p->re_written) pcre2_jit_compile(p->re_written, PCRE2_JIT_COMPLETE);
+    }
+    free(translated);
+    if (!p->re) { /* the error as the pattern was written (offsets in it) */
+        pcre2_code *as_written =
+            pcre2_compile((PCRE2_SPTR)r->valuestring, PCRE2_ZERO_TERMINATED, TK_PCRE2_OPTIONS, &ec, &eo, NULL);
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);
+        if (as_written) {
+            pcre2_code_free(as_written);
+            return mt_errf(err, "%s: regex '%s' does not compile once its Unicode classes are translated", where,
+                           r->valuestring);
+        }
         return mt_errf(err, "%s: regex '%s' does not compile at offset %zu: %s", where, r->valuestring, (size_t)eo,
                        (char *)msg);
     }
@@ -36,6 +55,7 @@ int tk_pattern_parse(tk_pattern *p, const void *cj, const char *where, mt_err *e
 void tk_pattern_free(tk_pattern *p) {
     free(p->lit);
     if (p->re) pcre2_code_free(p->re);
+    if (p->re_written) pcre2_code_free(p->re_written);
     memset(p, 0, sizeof *p);
 }
 
@@ -60,12 +80,14 @@ size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **out) {
         return sv.n;
     }
     size_t prev = 0, pos = 0;
-    pcre2_match_data *md = p->re ? pcre2_match_data_create_from_pattern(p->re, NULL) : NULL;
-    if (p->re && !md) abort();
+    /* the pattern as written where it matches the same (see tk_regex_translate): faster */
+    pcre2_code *re = p->re_written && !tk_regex_has_changed(s, n) ? p->re_written : p->re;
+    pcre2_match_data *md = re ? pcre2_match_data_create_from_pattern(re, NULL) : NULL;
+    if (re && !md) abort();
     while (pos <= n) {
         size_t a, b;
-        if (p->re) {
-            int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (re) {
+            int rc = pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
             if (rc < 0) break;
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
             a = ov[0], b = ov[1];

@@ -14,11 +14,17 @@
 #include "tokenizer/tok_util.h"
 #include "tokenizer/tokenizer.h"
 
-/* A Replace / Split pattern: {"String": s} (literal) or {"Regex": r}. */
+/* How regexes are compiled: UTF-8, Unicode classes, and no \C (one byte inside a character, which the
+ * library's engine refuses too). */
+#define TK_PCRE2_OPTIONS (PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C)
+
+/* A Replace / Split pattern: {"String": s} (literal) or {"Regex": r}: re is r translated for PCRE2
+ * (regex_unicode.h); re_written, when not NULL, is r as written, which matches the same on texts
+ * without a code point tk_regex_has_changed finds. */
 typedef struct tk_pattern {
     char *lit; /* literal when re == NULL */
     size_t lit_len;
-    pcre2_code *re;
+    pcre2_code *re, *re_written;
 } tk_pattern;
 int tk_pattern_parse(tk_pattern *p, const void *cjson, const char *where, mt_err *err);
 void tk_pattern_free(tk_pattern *p);

@@ -5,7 +5,9 @@ tokenizer (characters newer than some regex engines' Unicode tables). Run on the
     python3 tests/tokenizer/make_unicode15.py OUTDIR REALDIR
 
 writes OUTDIR/expected_unicode15_<name>.json for every REALDIR/<name>/tokenizer.json, in the
-format of make_fixtures.py's expected_<name>.json; copy them into tests/tokenizer/."""
+format of make_fixtures.py's expected_<name>.json; copy them into tests/tokenizer/. The committed
+ones were made here with the library's Node binding instead (make_expected.js, same library and
+version, same output)."""
 import json, os, sys
 
 from tokenizers import Tokenizer
