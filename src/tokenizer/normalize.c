@@ -114,7 +114,8 @@ size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **out) {
     return sv.n;
 }
 
-static int unicode_norm(const char *s, size_t len, int opts, tk_buf *out, mt_err *err) {
+static int utf8proc_norm(const char *s, size_t len, int opts, tk_buf *out, mt_err *err) {
+    if (!len) return 0;
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &dst,
                                       (utf8proc_option_t)(UTF8PROC_STABLE | opts));
@@ -124,18 +125,37 @@ static int unicode_norm(const char *s, size_t len, int opts, tk_buf *out, mt_err
     return 0;
 }
 
+/* utf8proc's normalization between the code points the library's older tables do not know, which
+ * stay as they are: to the library they are starters that compose with nothing, so nothing moves
+ * or composes across them. */
+static int unicode_norm(const char *s, size_t len, int opts, tk_buf *out, mt_err *err) {
+    size_t run = 0;
+    for (size_t i = 0; i < len;) {
+        if ((unsigned char)s[i] < 0xDF) { /* below U+07C0, or inside a character: none of them */
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        int l = tk_utf8_dec(s + i, len - i, &cp);
+        if (tk_norm_excluded_cp(cp)) {
+            if (utf8proc_norm(s + run, i - run, opts, out, err)) return -1;
+            tk_buf_put(out, s + i, (size_t)l);
+            run = i + (size_t)l;
+        }
+        i += (size_t)l;
+    }
+    return utf8proc_norm(s + run, len - run, opts, out, err);
+}
+
 static void lowercase(const char *s, size_t len, tk_buf *out) {
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         int l = tk_utf8_dec(s + i, len - i, &cp);
         i += (size_t)l;
-        char e[8];
-        if (cp == 0x130) { /* full lowercase mapping: i + combining dot above */
-            tk_buf_put(out, "i\xCC\x87", 3);
-            continue;
-        }
-        uint32_t lc = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
-        tk_buf_put(out, e, (size_t)tk_utf8_enc(lc, e));
+        const char *lower = cp < 0x80 ? NULL : tk_lower_of(cp);
+        if (cp >= 'A' && cp <= 'Z') tk_buf_putc(out, (char)(cp + 32));
+        else if (lower) tk_buf_put(out, lower, strlen(lower));
+        else tk_buf_put(out, s + i - (size_t)l, (size_t)l);
     }
 }
 

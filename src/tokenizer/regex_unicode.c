@@ -403,13 +403,7 @@ int tk_regex_has_changed(const char *s, size_t n) {
         int len = tk_utf8_dec(s + i, n - i, &cp);
         i += (size_t)len - 1;
         if (cp >= 0x110000 || !(tr_changed_block[cp >> 11] >> ((cp >> 8) & 7) & 1)) continue;
-        size_t lo = 0, hi = TR_COUNT(tr_changed);
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (cp < tr_changed[mid][0]) hi = mid;
-            else if (cp > tr_changed[mid][1]) lo = mid + 1;
-            else return 1;
-        }
+        if (tk_in_ranges(tr_changed, TR_COUNT(tr_changed), cp)) return 1;
     }
     return 0;
 }

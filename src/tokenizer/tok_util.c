@@ -1,4 +1,5 @@
 #include "tokenizer/tok_util.h"
+#include "tokenizer/unicode_lib_tables.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -238,9 +239,35 @@ int tk_is_whitespace(uint32_t c) {
            c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
+int tk_in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
 int tk_is_numeric(uint32_t c) {
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
+    if (c < 0x80) return c >= '0' && c <= '9';
+    return tk_in_ranges(tk_numeric, sizeof tk_numeric / sizeof *tk_numeric, c);
+}
+
+int tk_norm_excluded_cp(uint32_t c) { /* (the normalizer skips lead bytes below 0xDF: U+07C0) */
+    return c >= tk_norm_excluded[0][0] && tk_in_ranges(tk_norm_excluded, sizeof tk_norm_excluded / sizeof *tk_norm_excluded, c);
+}
+
+const char *tk_lower_of(uint32_t c) {
+    size_t lo = 0, hi = sizeof tk_lower_map / sizeof *tk_lower_map;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c < tk_lower_map[mid].cp) hi = mid;
+        else if (c > tk_lower_map[mid].cp) lo = mid + 1;
+        else return tk_lower_map[mid].lower;
+    }
+    return NULL;
 }
 
 int tk_is_word(uint32_t c) {

@@ -44,8 +44,15 @@ size_t tk_utf8_valid_prefix(const char *s, size_t n);
 /* Appends s to b, replacing invalid sequences with U+FFFD as String::from_utf8_lossy does. */
 void tk_utf8_lossy(tk_buf *b, const char *s, size_t n);
 
+/* Whether cp is in one of the n ascending, disjoint inclusive ranges r (binary search). */
+int tk_in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp);
 int tk_is_whitespace(uint32_t cp); /* Unicode White_Space */
-int tk_is_numeric(uint32_t cp);    /* Nd, Nl, No */
+int tk_is_numeric(uint32_t cp);    /* Nd, Nl, No as the library has them (Rust's char::is_numeric) */
+/* The library's own Unicode tables where they are not utf8proc's (unicode_lib_tables.h, generated
+ * from the library): code points its normalizers leave alone as starters (its tables are older), and
+ * the lowercase of cp as its Lowercase normalizer makes it (UTF-8; NULL when cp is unchanged). */
+int tk_norm_excluded_cp(uint32_t cp);
+const char *tk_lower_of(uint32_t cp);
 int tk_is_word(uint32_t cp);       /* regex \w: alphabetic, marks, Nd, Pc, joiners */
 
 /* The ByteLevel (GPT-2) byte <-> char map: printable bytes map to themselves, the others to U+0100
