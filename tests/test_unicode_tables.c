@@ -1,6 +1,6 @@
 /* The tokenizer's Unicode normalizers (NFC, NFKC, NFD, NFKD: utf8proc around the code points the
- * library's older tables leave alone), its Lowercase normalizer and the numeric class of its Digits
- * pre-tokenizer against the `tokenizers` library on every code point: the FNV-1a hashes of each
+ * library's older tables leave alone), its Lowercase normalizer, the numeric class of its Digits
+ * pre-tokenizer and the word characters of single_word against the `tokenizers` library on every code point: the FNV-1a hashes of each
  * form of each run of 4096 consecutive code points, and of each left-alone code point between
  * combining marks, in tests/tokenizer/normalize_lib.json (probe_normalize.js, with the library). */
 #include <stdarg.h>
@@ -94,7 +94,23 @@ static void normalizers_match_library(void **state) {
     cJSON_Delete(doc);
 }
 
-/* The library's lowercase of each character it changes, one by one, and its numeric class. */
+/* A class (ranges of the library's members) against is_member on every code point. */
+static void check_class(const cJSON *ranges, const char *what, int (*is_member)(uint32_t)) {
+    uint8_t *want = calloc(0x110000, 1);
+    assert_true(want && ranges);
+    for (const cJSON *r = ranges->child; r; r = r->next)
+        for (uint32_t c = (uint32_t)cJSON_GetArrayItem(r, 0)->valuedouble; c <= (uint32_t)cJSON_GetArrayItem(r, 1)->valuedouble; c++)
+            want[c] = 1;
+    int wrong = 0;
+    for (uint32_t c = 0; c < 0x110000; c++)
+        if ((c < 0xD800 || c > 0xDFFF) && is_member(c) != want[c] && wrong++ < 5)
+            printf("U+%04X: %s %d, the library %d\n", (unsigned)c, what, is_member(c), want[c]);
+    assert_int_equal(wrong, 0);
+    free(want);
+}
+
+/* The library's lowercase of each character it changes, one by one, its numeric class and its word
+ * characters. */
 static void lowercase_and_numeric(void **state) {
     (void)state;
     cJSON *doc = fixture();
@@ -114,17 +130,8 @@ static void lowercase_and_numeric(void **state) {
         tk_buf_free(&out);
     }
     assert_true(n_lower > 1400);
-    uint8_t *numeric = calloc(0x110000, 1);
-    assert_non_null(numeric);
-    for (const cJSON *r = cJSON_GetObjectItem(doc, "numeric")->child; r; r = r->next)
-        for (uint32_t c = (uint32_t)cJSON_GetArrayItem(r, 0)->valuedouble; c <= (uint32_t)cJSON_GetArrayItem(r, 1)->valuedouble; c++)
-            numeric[c] = 1;
-    int wrong = 0;
-    for (uint32_t c = 0; c < 0x110000; c++)
-        if ((c < 0xD800 || c > 0xDFFF) && tk_is_numeric(c) != numeric[c] && wrong++ < 5)
-            printf("U+%04X: numeric %d, the library %d\n", (unsigned)c, tk_is_numeric(c), numeric[c]);
-    assert_int_equal(wrong, 0);
-    free(numeric);
+    check_class(cJSON_GetObjectItem(doc, "numeric"), "numeric (Digits)", tk_is_numeric);
+    check_class(cJSON_GetObjectItem(doc, "word"), "word (single_word)", tk_is_word);
     cJSON_Delete(doc);
 }
 

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 static void oom(void) {
     fputs("moetrace: out of memory in tokenizer\n", stderr);
@@ -271,15 +270,8 @@ const char *tk_lower_of(uint32_t c) {
 }
 
 int tk_is_word(uint32_t c) {
-    if (c == 0x200C || c == 0x200D) return 1;
-    switch (utf8proc_category((utf8proc_int32_t)c)) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT: case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
-        return 1;
-    default:
-        return 0;
-    }
+    if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+    return tk_in_ranges(tk_word, sizeof tk_word / sizeof *tk_word, c);
 }
 
 static tk_bytelevel g_bytelevel;

@@ -53,7 +53,7 @@ int tk_is_numeric(uint32_t cp);    /* Nd, Nl, No as the library has them (Rust's
  * the lowercase of cp as its Lowercase normalizer makes it (UTF-8; NULL when cp is unchanged). */
 int tk_norm_excluded_cp(uint32_t cp);
 const char *tk_lower_of(uint32_t cp);
-int tk_is_word(uint32_t cp);       /* regex \w: alphabetic, marks, Nd, Pc, joiners */
+int tk_is_word(uint32_t cp);       /* the library's word characters (single_word): alphabetic, marks, Nd, Pc, joiners */
 
 /* The ByteLevel (GPT-2) byte <-> char map: printable bytes map to themselves, the others to U+0100
  * onwards. Built once, thread-safe. */

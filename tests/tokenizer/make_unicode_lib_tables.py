@@ -32,6 +32,9 @@ def main():
     print("/* the library's Lowercase: code point -> its lowercase (UTF-8), ascending */")
     print("static const struct {\n    uint32_t cp;\n    const char *lower;\n} tk_lower_map[] = {\n%s\n};"
           % rows(["{0x%X, %s}" % (c, c_string(l)) for c, l in d["lower"]], 4))
+    print("/* the word characters an added token with single_word must not touch */")
+    print("static const uint32_t tk_word[][2] = {\n%s\n};"
+          % rows(["{0x%X, 0x%X}" % (a, b) for a, b in d["word"]], 6))
     print("/* the code points the library's Digits pre-tokenizer splits on (Rust's char::is_numeric) */")
     print("static const uint32_t tk_numeric[][2] = {\n%s\n};"
           % rows(["{0x%X, 0x%X}" % (a, b) for a, b in d["numeric"]], 6))

@@ -8,6 +8,7 @@
 //             Node's own normalization (ICU, a newer Unicode) decomposes or reorders them;
 //   lower:    [code point, its lowercase] wherever the library's Lowercase changes a character;
 //   numeric:  ranges of the code points the Digits pre-tokenizer splits on;
+//   word:     ranges of the word characters an added token with single_word must not touch;
 //   chunks:   FNV-1a 32 hashes of the UTF-8 of NFC, NFKC, NFD, NFKD and Lowercase of every run of
 //             4096 code points (surrogates left out), and of strings putting each excluded code
 //             point between combining marks.
@@ -53,11 +54,25 @@ for (const c of codePoints) {
     if (l !== s) lower.push([c, l]);
     if (digits.preTokenizeString("a" + s + "a").length > 1) numeric.push(c);
 }
+// single_word: "c[T]" keeps [T] as the added token unless c is a word character
+const word = [];
+const wordTok = tk.Tokenizer.fromString(JSON.stringify({
+    version: "1.0", truncation: null, padding: null, normalizer: null, pre_tokenizer: null, post_processor: null,
+    decoder: null, added_tokens: [{ id: 1, content: "[T]", single_word: true, lstrip: false, rstrip: false,
+                                    normalized: false, special: false }],
+    model: { type: "WordLevel", vocab: { "[UNK]": 0, "[T]": 1 }, unk_token: "[UNK]" },
+}));
 const chunks = [];
 const hashAll = (text) => Object.fromEntries(Object.entries(FORMS).map(([k, n]) => [k, fnv1a(n.normalizeString(text))]));
 for (let i = 0; i < codePoints.length; i += CHUNK) {
     const text = String.fromCodePoint(...codePoints.slice(i, i + CHUNK));
     chunks.push({ first: codePoints[i], count: Math.min(CHUNK, codePoints.length - i), ...hashAll(text) });
+}
+(async () => {
+for (let i = 0; i < codePoints.length; i += CHUNK) {
+    const batch = codePoints.slice(i, i + CHUNK);
+    const enc = await wordTok.encodeBatch(batch.map((c) => String.fromCodePoint(c) + "[T]"), { addSpecialTokens: false });
+    batch.forEach((c, k) => { if (enc[k].getIds().length === 1) word.push(c); });
 }
 const contexts = [...excluded].map((c) => {
     const text = "e\u0301\u0327" + String.fromCodePoint(c) + "\u0334\u0301A\u030a" + String.fromCodePoint(c) + "\u0323";
@@ -65,8 +80,10 @@ const contexts = [...excluded].map((c) => {
 });
 const pkg = require(path.join(root, ".deps/npm/lib/node_modules/tokenizers/package.json"));
 const out = { library: "tokenizers " + pkg.version + " (Node binding)", node_unicode: process.versions.unicode,
-              excluded: toRanges(excluded), lower, numeric: toRanges(numeric), chunk: CHUNK, chunks, contexts };
+              excluded: toRanges(excluded), lower, numeric: toRanges(numeric), word: toRanges(word), chunk: CHUNK,
+              chunks, contexts };
 const dest = path.join(__dirname, "normalize_lib.json");
 fs.writeFileSync(dest, JSON.stringify(out) + "\n");
 console.log(`excluded ${excluded.size}, lower ${lower.length}, numeric ${numeric.length}, ${chunks.length} chunks, ` +
-            `${contexts.length} contexts -> ${dest}`);
+            `word ${word.length}, ${contexts.length} contexts -> ${dest}`);
+})();
