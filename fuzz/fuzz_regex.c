@@ -1,6 +1,7 @@
 /* Fuzz target: the translation of tokenizer.json regexes for PCRE2 (tokenizer/regex_unicode.c). A
  * pattern is translated or refused with a message; a pattern PCRE2 compiles as written still
- * compiles once translated; translating twice gives the same text; where the pattern may run as
+ * compiles once translated (unless it quotes with \Q, which only PCRE2 reads so, or grows past PCRE2's
+ * size limit); translating twice gives the same text; where the pattern may run as
  * written on texts without changed code points, it finds the same matches there as the translation. */
 #include <cjson/cJSON.h>
 
@@ -13,13 +14,14 @@ static const char SAMPLE[] = "Hello, World! it's 42 \t\r\n  x_y-z  \xc3\xa9\xc3\
                              "\xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80 \xd9\xa3 \xe0\xa5\xa9 a\xcc\x81 \xe2\x80\x94"
                              "\xe2\x80\xa8\xe3\x80\x80 \xe1\x9a\x80 \xef\xbc\x91 \xe2\x85\xa0 ABCdef [x] {y}";
 
-static int compiles(const char *pattern) {
+/* 0 when PCRE2 compiles pattern, else its error code. */
+static int compile_error(const char *pattern) {
     int ec;
     PCRE2_SIZE eo;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, TK_PCRE2_OPTIONS, &ec, &eo, NULL);
-    if (!re) return 0;
+    if (!re) return ec;
     pcre2_code_free(re);
-    return 1;
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -29,7 +31,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mt_err err = {{0}};
     if (tk_regex_translate(pattern, &out, &as_written, &err) == 0) {
         FUZZ_CHECK(out != NULL);
-        if (compiles(pattern)) FUZZ_CHECK(compiles(out));
+        /* (\Q is the letter Q to the library, a quote to PCRE2: the two readings differ in structure;
+         * a translation may outgrow PCRE2's pattern size) */
+        int ec = compile_error(out);
+        if (!compile_error(pattern) && !strstr(pattern, "\\Q")) FUZZ_CHECK(ec == 0 || ec == PCRE2_ERROR_PATTERN_TOO_LARGE);
         FUZZ_CHECK(tk_regex_translate(pattern, &again, NULL, &err) == 0 && !strcmp(out, again));
         free(again);
         free(out);
@@ -41,10 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_CHECK(!tk_regex_has_changed(SAMPLE, sizeof SAMPLE - 1));
             if (p.re_written) {
                 tk_seg *a, *b;
-                size_t na = tk_pattern_find(&p, SAMPLE, sizeof SAMPLE - 1, &a);
+                size_t na = tk_pattern_find(&p, SAMPLE, sizeof SAMPLE - 1, &a, NULL);
                 pcre2_code *written = p.re_written;
                 p.re_written = NULL;
-                size_t nb = tk_pattern_find(&p, SAMPLE, sizeof SAMPLE - 1, &b);
+                size_t nb = tk_pattern_find(&p, SAMPLE, sizeof SAMPLE - 1, &b, NULL);
                 p.re_written = written;
                 FUZZ_CHECK(na == nb && !memcmp(a, b, na * sizeof *a));
                 free(a);

@@ -72,7 +72,8 @@ static void check_classes(const cJSON *items_obj, int unchanged_only) {
         if (compile(&p, item->string, &err)) fail_msg("%s: %s", item->string, err.msg);
         as_written += p.re_written != NULL;
         tk_seg *segs;
-        size_t ns = tk_pattern_find(&p, all.text, all.len, &segs);
+        size_t ns = tk_pattern_find(&p, all.text, all.len, &segs, &err);
+        assert_true(ns != SIZE_MAX);
         memset(got, 0, all.count);
         size_t k = 0; /* index of the code point at a segment's start */
         for (size_t i = 0; i < ns; i++) {
@@ -143,7 +144,7 @@ static void expect_refusal(const char *pattern, const char *needle) {
 static void copied_unchanged(void **state) {
     (void)state;
     static const char *const same[] = {
-        "abc", "(?i:'s|'t)|x+", "\\p{Han}+", "\\p{Greek}", "\\Q\\p{L}[&&\\E", "(?#\\p{L} [a[b]])x", "[[:alpha:]]+",
+        "abc", "(?i:'s|'t)|x+", "\\p{Han}+", "\\p{Greek}", "(?#\\p{L} [a[b]])x", "[[:alpha:]]+",
         "[\\[\\]]", "[]a]", "[^]a]", "\\x{41}\\n\\t", "[\\x{4E00}-\\x{9FA5}]", "\\é", "\\cA", "[一-龥぀-ゟ]+",
         "[\\P{Lt}]", "\\p{Lt", "[abc",
     };
@@ -155,6 +156,7 @@ static void copied_unchanged(void **state) {
     expect_translation("\\p{Pd}", "[\\p{Pd}\\x{10D6E}]");
     /* escapes Oniguruma reads as the letter (\pL is "pL") or as one character (\v) */
     expect_translation("\\pL+|[\\PN]\\V\\E", "pL+|[PN]VE");
+    expect_translation("\\Q.\\E+|[\\Q]", "Q.E+|[Q]"); /* no \\Q...\\E quoting in Oniguruma's syntax */
     expect_translation("\\v|[\\v]", "\\x{B}|[\\x{B}]");
 }
 
@@ -180,6 +182,63 @@ static void names_and_forms(void **state) {
     expect_same_translation(not_digit, sizeof not_digit / sizeof *not_digit);
 }
 
+/* Whole patterns on texts against the library (tests/tokenizer/patterns_lib.json, probe_patterns.js):
+ * the spans between matches, in code points, or a refusal where the library refuses the pattern. */
+static void patterns_match_library(void **state) {
+    (void)state;
+    size_t n = 0;
+    char *s = slurp(MT_SOURCE_DIR "/tests/tokenizer/patterns_lib.json", &n);
+    assert_non_null(s);
+    cJSON *doc = cJSON_ParseWithLength(s, n);
+    free(s);
+    assert_non_null(doc);
+    int cases = 0, bad = 0;
+    for (const cJSON *c = cJSON_GetObjectItem(doc, "cases")->child; c; c = c->next, cases++) {
+        const char *pattern = cJSON_GetObjectItem(c, "pattern")->valuestring;
+        tk_pattern p;
+        mt_err err = {{0}};
+        int refused = compile(&p, pattern, &err) != 0;
+        if (cJSON_IsTrue(cJSON_GetObjectItem(c, "refused")) || refused) {
+            if (!refused || !cJSON_IsTrue(cJSON_GetObjectItem(c, "refused"))) {
+                printf("%s: the library %s it, moetrace %s\n", pattern, refused ? "loads" : "refuses",
+                       refused ? err.msg : "loads it");
+                bad++;
+            }
+            if (!refused) tk_pattern_free(&p);
+            continue;
+        }
+        const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
+        tk_seg *segs;
+        size_t ns = tk_pattern_find(&p, text, strlen(text), &segs, &err);
+        if (ns == SIZE_MAX) fail_msg("%s: %s", pattern, err.msg);
+        /* the non-empty spans without a match, as code point offsets */
+        char got[4096] = "", want[4096] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < ns; i++) {
+            if (segs[i].match || segs[i].a == segs[i].b) continue;
+            size_t a = 0, b = 0;
+            for (size_t k = 0; k < segs[i].b; k++)
+                if (((unsigned char)text[k] & 0xC0) != 0x80) (k < segs[i].a ? a++ : 0), b++;
+            used += (size_t)snprintf(got + used, sizeof got - used, "[%zu,%zu]", a, b);
+            if (used >= sizeof got) break;
+        }
+        used = 0;
+        for (const cJSON *r = cJSON_GetObjectItem(c, "kept")->child; r && used < sizeof want; r = r->next)
+            used += (size_t)snprintf(want + used, sizeof want - used, "[%d,%d]", (int)cJSON_GetArrayItem(r, 0)->valuedouble,
+                                     (int)cJSON_GetArrayItem(r, 1)->valuedouble);
+        if (strcmp(got, want)) {
+            printf("%s on '%s':\n  library  %s\n  moetrace %s\n", pattern, text, want, got);
+            bad++;
+        }
+        free(segs);
+        tk_pattern_free(&p);
+    }
+    printf("%d pattern cases against the library: %d differ\n", cases, bad);
+    assert_true(cases > 100);
+    assert_int_equal(bad, 0);
+    cJSON_Delete(doc);
+}
+
 /* Whether the translated pattern matches the one character cp, whole. */
 static int matches_one(const char *pattern, uint32_t cp) {
     tk_pattern p;
@@ -188,7 +247,8 @@ static int matches_one(const char *pattern, uint32_t cp) {
     char s[4];
     int n = tk_utf8_enc(cp, s);
     tk_seg *segs;
-    size_t ns = tk_pattern_find(&p, s, (size_t)n, &segs);
+    size_t ns = tk_pattern_find(&p, s, (size_t)n, &segs, &err);
+    assert_true(ns != SIZE_MAX);
     int yes = ns == 1 && segs[0].match && segs[0].b == (size_t)n;
     free(segs);
     tk_pattern_free(&p);
@@ -228,6 +288,10 @@ static void refusals(void **state) {
     expect_refusal("[a[bc]]", "inside a class at offset 2");
     expect_refusal("x[\\p{L}&&[^a]]", "intersection '&&' at offset 7");
     expect_refusal("[a&&b]", "PCRE2 does not support");
+    expect_refusal("a(?x) b # c", "extended mode (?x) at offset 1");
+    expect_refusal("(?ix:a b)", "extended mode");
+    expect_refusal("[+-\\s]", "a range ending in a class escape at offset 3");
+    expect_translation("(?-x:a)(?i)b", "(?-x:a)(?i)b");
     /* through the loader: the pattern as written, and PCRE2's own errors at offsets in it */
     tk_pattern p;
     mt_err err = {{0}};
@@ -239,6 +303,16 @@ static void refusals(void **state) {
     assert_non_null(strstr(err.msg, "regex '\\p{Nope}' does not compile"));
     assert_int_equal(compile(&p, "a\\Cb", &err), -1); /* one byte inside a character: the library refuses it too */
     assert_non_null(strstr(err.msg, "\\C is disabled"));
+    /* a match PCRE2 gives up on is an error, not the end of the matches */
+    assert_int_equal(compile(&p, "(a+)+b|x", &err), 0);
+    char text[64];
+    memset(text, 'a', 40);
+    strcpy(text + 40, "cx");
+    tk_seg *segs = NULL;
+    assert_true(tk_pattern_find(&p, text, strlen(text), &segs, &err) == SIZE_MAX);
+    assert_non_null(strstr(err.msg, "regex matching failed at byte 0 of a 42-byte text"));
+    assert_null(segs);
+    tk_pattern_free(&p);
     assert_int_equal(compile(&p, "[\\w", &err), -1);
     assert_non_null(strstr(err.msg, "missing terminating ]"));
 }
@@ -246,6 +320,7 @@ static void refusals(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(classes_match_library),
+        cmocka_unit_test(patterns_match_library),
         cmocka_unit_test(copied_unchanged),
         cmocka_unit_test(names_and_forms),
         cmocka_unit_test(split_classes),

@@ -144,8 +144,12 @@ static void chain(const tk_decoder *d, tlist *in, tlist *out, int raw_bytes) {
         break;
     case TK_D_REPLACE:
         for (size_t t = 0; t < in->len; t++) {
-            tk_seg *segs;
-            size_t ns = tk_pattern_find((tk_pattern *)&d->pat, in->s[t], in->n[t], &segs);
+            if (raw_bytes && tk_utf8_valid_prefix(in->s[t], in->n[t]) != in->n[t]) { /* a piece of a character */
+                tl_add(out, in->s[t], in->n[t]);
+                continue;
+            }
+            tk_seg *segs; /* (no error channel here: a failed match leaves the rest as it is) */
+            size_t ns = tk_pattern_find((tk_pattern *)&d->pat, in->s[t], in->n[t], &segs, NULL);
             b.n = 0;
             for (size_t i = 0; i < ns; i++) {
                 if (segs[i].match) tk_buf_put(&b, d->content, d->content_len);

@@ -36,15 +36,16 @@ int tk_pattern_parse(tk_pattern *p, const void *cj, const char *where, mt_err *e
     }
     free(translated);
     if (!p->re) { /* the error as the pattern was written (offsets in it) */
-        pcre2_code *as_written =
-            pcre2_compile((PCRE2_SPTR)r->valuestring, PCRE2_ZERO_TERMINATED, TK_PCRE2_OPTIONS, &ec, &eo, NULL);
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);
-        if (as_written) {
+        pcre2_code *as_written =
+            pcre2_compile((PCRE2_SPTR)r->valuestring, PCRE2_ZERO_TERMINATED, TK_PCRE2_OPTIONS, &ec, &eo, NULL);
+        if (as_written) { /* e.g. too large once every class holds the code points added to it */
             pcre2_code_free(as_written);
-            return mt_errf(err, "%s: regex '%s' does not compile once its Unicode classes are translated", where,
-                           r->valuestring);
+            return mt_errf(err, "%s: regex '%.200s' does not compile once its Unicode classes are translated: %s",
+                           where, r->valuestring, (char *)msg);
         }
+        pcre2_get_error_message(ec, msg, sizeof msg);
         return mt_errf(err, "%s: regex '%s' does not compile at offset %zu: %s", where, r->valuestring, (size_t)eo,
                        (char *)msg);
     }
@@ -72,7 +73,7 @@ static void seg_add(segv *s, size_t a, size_t b, int m) {
     s->v[s->n++] = (tk_seg){a, b, m};
 }
 
-size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **out) {
+size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **out, mt_err *err) {
     segv sv = {0};
     if (n == 0) {
         seg_add(&sv, 0, 0, 0);
@@ -88,6 +89,15 @@ size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **out) {
         size_t a, b;
         if (re) {
             int rc = pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+            if (rc < 0 && rc != PCRE2_ERROR_NOMATCH && err) {
+                PCRE2_UCHAR msg[256];
+                pcre2_get_error_message(rc, msg, sizeof msg);
+                pcre2_match_data_free(md);
+                free(sv.v);
+                *out = NULL;
+                mt_errf(err, "regex matching failed at byte %zu of a %zu-byte text: %s", pos, n, (char *)msg);
+                return SIZE_MAX;
+            }
             if (rc < 0) break;
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
             a = ov[0], b = ov[1];
@@ -159,14 +169,17 @@ static void lowercase(const char *s, size_t len, tk_buf *out) {
     }
 }
 
-static void replace(tk_pattern *p, const char *s, size_t len, const char *content, size_t clen, tk_buf *out) {
+static int replace(tk_pattern *p, const char *s, size_t len, const char *content, size_t clen, tk_buf *out,
+                   mt_err *err) {
     tk_seg *segs;
-    size_t ns = tk_pattern_find(p, s, len, &segs);
+    size_t ns = tk_pattern_find(p, s, len, &segs, err);
+    if (ns == SIZE_MAX) return -1;
     for (size_t i = 0; i < ns; i++) {
         if (segs[i].match) tk_buf_put(out, content, clen);
         else tk_buf_put(out, s + segs[i].a, segs[i].b - segs[i].a);
     }
     free(segs);
+    return 0;
 }
 
 static void strip(const char *s, size_t len, int left, int right, tk_buf *out) {
@@ -199,7 +212,7 @@ int tk_normalize(const tk_norm *n, const char *s, size_t len, tk_buf *out, mt_er
     case TK_N_NFD: return unicode_norm(s, len, UTF8PROC_DECOMPOSE, out, err);
     case TK_N_NFKD: return unicode_norm(s, len, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, out, err);
     case TK_N_LOWER: lowercase(s, len, out); return 0;
-    case TK_N_REPLACE: replace((tk_pattern *)&n->pat, s, len, n->content, n->content_len, out); return 0;
+    case TK_N_REPLACE: return replace((tk_pattern *)&n->pat, s, len, n->content, n->content_len, out, err);
     case TK_N_PREPEND:
         if (len) tk_buf_put(out, n->content, n->content_len);
         tk_buf_put(out, s, len);

@@ -94,12 +94,13 @@ static size_t char_find(const char *s, size_t n, int numeric, uint32_t ch, tk_se
     return nv;
 }
 
-static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pieces *out) {
+static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pieces *out, mt_err *err) {
     tk_seg *m;
     size_t nm;
     switch (pt->type) {
     case TK_P_SPLIT:
-        nm = tk_pattern_find((tk_pattern *)&pt->pat, s, n, &m);
+        nm = tk_pattern_find((tk_pattern *)&pt->pat, s, n, &m, err);
+        if (nm == SIZE_MAX) return -1;
         if (pt->invert)
             for (size_t i = 0; i < nm; i++) m[i].match = !m[i].match;
         split_by(m, nm, pt->behavior, s, origin0, out);
@@ -147,7 +148,12 @@ static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pie
         tk_buf_put(&src, s, n);
         tk_pieces tmp = {0};
         if (pt->use_regex) {
-            nm = tk_pattern_find((tk_pattern *)&pt->pat, src.p, src.n, &m);
+            nm = tk_pattern_find((tk_pattern *)&pt->pat, src.p, src.n, &m, err);
+            if (nm == SIZE_MAX) {
+                tk_buf_free(&src);
+                tk_pieces_free(&tmp);
+                return -1;
+            }
             split_by(m, nm, TK_B_ISOLATED, src.p, origin0, &tmp);
             free(m);
         } else if (src.n) {
@@ -166,7 +172,7 @@ static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pie
         return 0;
     }
     }
-    return -1;
+    return mt_errf(err, "internal: unknown pre-tokenizer %d", pt->type);
 }
 
 int tk_pretokenize(const tk_pretok *pt, tk_pieces *pieces, mt_err *err) {
@@ -183,9 +189,9 @@ int tk_pretokenize(const tk_pretok *pt, tk_pieces *pieces, mt_err *err) {
             tk_pieces_add(&out, s, p->len, p->id, p->origin0);
             continue;
         }
-        if (one(pt, s, p->len, p->origin0, &out)) {
+        if (one(pt, s, p->len, p->origin0, &out, err)) {
             tk_pieces_free(&out);
-            return mt_errf(err, "internal: unknown pre-tokenizer %d", pt->type);
+            return -1;
         }
     }
     tk_pieces_free(pieces);

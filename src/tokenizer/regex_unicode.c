@@ -167,14 +167,14 @@ static void put_outside(tk_buf *b, const tr_item *it) {
     size_t nr = n_rem(it);
     if (!it->negated) {
         if (nr) {
-            put_str(b, "(?:(?!");
+            put_str(b, "(?>(?!");
             put_rem_class(b, it);
             put_str(b, ")");
         }
         put_body_class(b, it, 0);
         if (nr) put_str(b, ")");
     } else {
-        if (nr) put_str(b, "(?:");
+        if (nr) put_str(b, "(?>");
         put_body_class(b, it, 1);
         if (nr) {
             put_str(b, "|");
@@ -202,12 +202,13 @@ static void put_inside(tk_buf *b, tr_set *ranges, const tr_item *it) {
 }
 
 /* The escapes Oniguruma reads otherwise than PCRE2 and that are no class item: \v is the vertical
- * tab alone; \V, a lone \E and \p or \P without braces (\pL) are the letter itself. NULL if none. */
+ * tab alone; \V, \Q, \E and \p or \P without braces (\pL) are the letter itself. NULL if none. */
 static const char *literal_escape(const char *p, size_t i) {
     switch (p[i + 1]) {
     case 'v': return "\\x{B}";
     case 'V': return "V";
     case 'E': return "E";
+    case 'Q': return "Q"; /* Oniguruma's syntax here has no \Q...\E quoting */
     case 'p': return p[i + 2] == '{' ? NULL : "p";
     case 'P': return p[i + 2] == '{' ? NULL : "P";
     default: return NULL;
@@ -263,10 +264,38 @@ static int read_escape(const char *p, size_t i, int in_class, size_t *len, tr_it
     return 1;
 }
 
-/* Copies \Q...\E (or to the end) from p[i]; returns its length. */
-static size_t quoted_len(const char *p, size_t i) {
-    const char *e = strstr(p + i + 2, "\\E");
-    return e ? (size_t)(e - (p + i)) + 2 : strlen(p + i);
+/* Whether the inline flags at s ("ix)", "x-i:", "-x)"...) turn extended mode on. */
+static int extended_flag(const char *s) {
+    for (int off = 0; *s && *s != ')' && *s != ':'; s++) {
+        if (*s == '-') off = 1;
+        else if (*s == 'x' && !off) return 1;
+        else if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '^')) return 0;
+    }
+    return 0;
+}
+
+/* Whether the class so far ends in a '-' that would make a range with the next item ([a-\s], which
+ * both engines refuse), rather than a '-' standing first. */
+static int range_dash_before(const tk_buf *inner) {
+    if (inner->n < 2 || inner->p[inner->n - 1] != '-') return 0;
+    size_t slashes = 0;
+    while (slashes + 1 < inner->n && inner->p[inner->n - 2 - slashes] == '\\') slashes++;
+    return slashes % 2 == 0;
+}
+
+/* \b (or \B, negated) with the library's word characters: those of \w outside brackets. */
+static void put_word_boundary(tk_buf *b, int negated) {
+    tr_item w = {.kind = 'w'};
+    tk_buf word = {0};
+    put_body_class(&word, &w, 0);
+    tk_buf_putc(&word, 0);
+    const char *parts[2][4] = {{"(?:(?<=", ")(?!", ")|(?<!", ")(?="}, {"(?:(?<=", ")(?=", ")|(?<!", ")(?!"}};
+    for (int k = 0; k < 4; k++) {
+        put_str(b, parts[negated][k]);
+        put_str(b, word.p);
+    }
+    put_str(b, "))");
+    tk_buf_free(&word);
 }
 
 /* Writes "[" inner "]" or "[^" inner "]". A '^' first would negate a class whose first item was split
@@ -277,6 +306,9 @@ static void put_class(tk_buf *out, int negated, const tk_buf *inner) {
     tk_buf_put(out, inner->p, inner->n);
     put_str(out, "]");
 }
+
+/* A split class or item matches one character; its branches may overlap ([\s\W]), so the groups
+ * are atomic: backtracking into them would be exponential in a quantified class. */
 
 /* Translates the bracketed class starting at p[i] == '['. Returns its length in the pattern, or 0
  * when it is not terminated (then the caller copies the rest for PCRE2 to report), or -1 on error. */
@@ -306,8 +338,11 @@ static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_
                 j += 2;
                 continue;
             }
-            if (p[j + 1] == 'Q') len = quoted_len(p, j);
-            else if (read_escape(p, j, 1, &len, &it)) {
+            if (read_escape(p, j, 1, &len, &it)) {
+                if (range_dash_before(&inner)) {
+                    mt_errf(err, "a range ending in a class escape at offset %zu", j);
+                    goto fail;
+                }
                 *same &= same_off_changed(&it);
                 if (fits_inside(&it)) put_inside(&inner, &ranges, &it);
                 else {
@@ -354,8 +389,8 @@ static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_
     put_set(&inner, &ranges);
     if (!n_split) {
         put_class(out, negated, &inner);
-    } else if (!negated) { /* (?:[rest]|item|item) */
-        put_str(out, "(?:");
+    } else if (!negated) { /* (?>[rest]|item|item) */
+        put_str(out, "(?>");
         if (inner.n) {
             put_class(out, 0, &inner);
             put_str(out, "|");
@@ -365,8 +400,8 @@ static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_
             put_outside(out, &split[k]);
         }
         put_str(out, ")");
-    } else { /* (?:(?!item|item)[^rest]) */
-        put_str(out, "(?:(?!");
+    } else { /* (?>(?!item|item)[^rest]) */
+        put_str(out, "(?>(?!");
         for (size_t k = 0; k < n_split; k++) {
             if (k) put_str(out, "|");
             put_outside(out, &split[k]);
@@ -399,6 +434,8 @@ int tk_regex_has_changed(const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n; i++) {
         if (u[i] < 0xE0) continue; /* ASCII, two-byte characters (< U+0800) and continuation bytes */
+        size_t need = u[i] >= 0xF0 ? 4 : 3;
+        if (need > n - i) return 0; /* a character cut short: nothing to match in it */
         uint32_t cp;
         int len = tk_utf8_dec(s + i, n - i, &cp);
         i += (size_t)len - 1;
@@ -424,8 +461,13 @@ int tk_regex_translate(const char *p, char **out, int *as_written_elsewhere, mt_
                 i += 2;
                 continue;
             }
-            if (p[i + 1] == 'Q') len = quoted_len(p, i);
-            else if (read_escape(p, i, 0, &len, &it)) {
+            if (p[i + 1] == 'b' || p[i + 1] == 'B') { /* a word boundary by the library's \w */
+                put_word_boundary(&b, p[i + 1] == 'B');
+                same = 0;
+                i += 2;
+                continue;
+            }
+            if (read_escape(p, i, 0, &len, &it)) {
                 same &= same_off_changed(&it);
                 put_outside(&b, &it);
                 i += len;
@@ -444,6 +486,10 @@ int tk_regex_translate(const char *p, char **out, int *as_written_elsewhere, mt_
                 break;
             }
             i += (size_t)len;
+        } else if (c == '(' && p[i + 1] == '?' && extended_flag(p + i + 2)) {
+            tk_buf_free(&b);
+            return mt_errf(err, "extended mode (?x) at offset %zu is not supported (its comments and spaces would "
+                           "need a parser of their own)", i);
         } else if (c == '(' && p[i + 1] == '?' && p[i + 2] == '#') { /* a comment, to its ')' */
             const char *end = strchr(p + i, ')');
             size_t len = end ? (size_t)(end - (p + i)) + 1 : strlen(p + i);

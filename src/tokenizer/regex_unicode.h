@@ -3,11 +3,13 @@
  * (Debian 12: 10.42, Unicode 14.0 tables). Each Unicode class item (\p{X}, \P{X} for a general
  * category, \d \D \s \S \w \W, Oniguruma's \h \H) becomes PCRE2 syntax for the library's set: the
  * property plus the code points assigned to it since, minus those that left it; \s, \w and \h by
- * the library's definitions (they differ from PCRE2's); \v, \V, a lone \E and \p without braces as
- * Oniguruma reads them (the vertical tab, 'V', 'E', 'p'). Classes holding an item that cannot be
- * written inside brackets become an alternation. Everything else is copied unchanged. Oniguruma's
- * nested classes and class intersection (`&&`), which PCRE2 reads as literal characters, are an
- * error. Scripts (\p{Han}) and other properties are passed to PCRE2 as written. */
+ * the library's definitions (they differ from PCRE2's), and \b \B by its \w; \v, \V, \Q, \E and \p
+ * without braces as Oniguruma reads them (the vertical tab, 'V', 'Q', 'E', 'p'). Classes holding an
+ * item that cannot be written inside brackets become an atomic alternation. Everything else is
+ * copied unchanged. Refused with an error: Oniguruma's nested classes and class intersection (`&&`),
+ * which PCRE2 reads as literal characters, a range ending in a class escape ([a-\s]), and extended
+ * mode (?x). Scripts (\p{Han}), other properties and POSIX classes are passed to PCRE2 as written
+ * (with PCRE2's tables). */
 #ifndef MT_TOKENIZER_REGEX_UNICODE_H
 #define MT_TOKENIZER_REGEX_UNICODE_H
 

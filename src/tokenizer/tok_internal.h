@@ -28,13 +28,15 @@ typedef struct tk_pattern {
 } tk_pattern;
 int tk_pattern_parse(tk_pattern *p, const void *cjson, const char *where, mt_err *err);
 void tk_pattern_free(tk_pattern *p);
-/* Finds the matches of p in s[0..n) as the library's find_matches does: a cover of [0, n) by
- * segments (start, end, is_match). Returns the number of segments written into *segs (malloc'd). */
+/* Finds the matches of p in s[0..n) (valid UTF-8) as the library's find_matches does: a cover of
+ * [0, n) by segments (start, end, is_match). Returns the number of segments written into *segs
+ * (malloc'd), or SIZE_MAX with err set when PCRE2 fails (its match limit); with err NULL the rest of
+ * the text is then one segment without a match. */
 typedef struct tk_seg {
     size_t a, b;
     int match;
 } tk_seg;
-size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **segs);
+size_t tk_pattern_find(tk_pattern *p, const char *s, size_t n, tk_seg **segs, mt_err *err);
 
 enum { TK_N_NFC, TK_N_NFKC, TK_N_NFD, TK_N_NFKD, TK_N_LOWER, TK_N_REPLACE, TK_N_PREPEND, TK_N_STRIP, TK_N_SEQ };
 typedef struct tk_norm {

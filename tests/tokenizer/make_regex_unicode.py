@@ -5,7 +5,7 @@ match what the `tokenizers` library's regex engine matches.
 
 Input: tests/tokenizer/classes_lib.json (written by probe_classes.js with the library). PCRE2's side
 is modelled by this Python's unicodedata, which must be Unicode 14.0.0, the version of the tables of
-the system's PCRE2 (Debian 12's 10.42); test_tokenizer's `regex_classes` then checks the translated
+the system's PCRE2 (Debian 12's 10.42); test_regex_unicode's `classes_match_library` then checks the translated
 classes against the library on every code point, with the PCRE2 actually linked.
 
 Usage: python3 tests/tokenizer/make_regex_unicode.py > src/tokenizer/regex_unicode_tables.h"""

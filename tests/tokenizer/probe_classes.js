@@ -2,7 +2,7 @@
 // Which code points the Hugging Face `tokenizers` library's regex engine (Oniguruma, inside the
 // library) puts in each Unicode class a tokenizer.json regex may use: \p{X} for every general
 // category, the shorthands \s \d \w \h and their negations, and the classes of real tokenizers.
-// Writes tests/tokenizer/classes_lib.json, the reference of test_tokenizer's `regex_classes` and the
+// Writes tests/tokenizer/classes_lib.json, the reference of test_regex_unicode's `classes_match_library` and the
 // input of make_regex_unicode.py. Needs the library's Node binding (the same Rust library as the
 // Python one):
 //
