@@ -1,10 +1,12 @@
 /* Reading a whole file in a test: slurp returns it NUL-terminated (malloc'd; the caller frees it),
- * or NULL when it cannot be read; the reason is dropped (tests assert on NULL or name the path
- * themselves). */
+ * or NULL when it cannot be read, slurp_json parsed; the reason is dropped (tests assert on NULL or
+ * name the path themselves). */
 #ifndef MT_TESTS_TEST_FILES_H
 #define MT_TESTS_TEST_FILES_H
 
+#include <cjson/cJSON.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "util/json_util.h"
 
@@ -15,6 +17,15 @@ static inline char *slurp(const char *path, size_t *len) {
     char *text = mt_read_file(path, &n, &err);
     if (len) *len = n;
     return text;
+}
+
+/* The file parsed as JSON, or NULL when it cannot be read or parsed (the caller cJSON_Deletes it). */
+static inline cJSON *slurp_json(const char *path) {
+    size_t n = 0;
+    char *text = slurp(path, &n);
+    cJSON *doc = text ? cJSON_ParseWithLength(text, n) : NULL;
+    free(text);
+    return doc;
 }
 
 #endif

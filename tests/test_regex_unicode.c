@@ -112,11 +112,7 @@ static void check_classes(const cJSON *items_obj, int unchanged_only) {
 
 static void classes_match_library(void **state) {
     (void)state;
-    size_t n = 0;
-    char *s = slurp(MT_SOURCE_DIR "/tests/tokenizer/classes_lib.json", &n);
-    assert_non_null(s);
-    cJSON *doc = cJSON_ParseWithLength(s, n);
-    free(s);
+    cJSON *doc = slurp_json(MT_SOURCE_DIR "/tests/tokenizer/classes_lib.json");
     assert_non_null(doc);
     const cJSON *items = cJSON_GetObjectItem(doc, "items");
     assert_non_null(items);
@@ -186,11 +182,7 @@ static void names_and_forms(void **state) {
  * the spans between matches, in code points, or a refusal where the library refuses the pattern. */
 static void patterns_match_library(void **state) {
     (void)state;
-    size_t n = 0;
-    char *s = slurp(MT_SOURCE_DIR "/tests/tokenizer/patterns_lib.json", &n);
-    assert_non_null(s);
-    cJSON *doc = cJSON_ParseWithLength(s, n);
-    free(s);
+    cJSON *doc = slurp_json(MT_SOURCE_DIR "/tests/tokenizer/patterns_lib.json");
     assert_non_null(doc);
     int cases = 0, bad = 0;
     for (const cJSON *c = cJSON_GetObjectItem(doc, "cases")->child; c; c = c->next, cases++) {

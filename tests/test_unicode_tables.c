@@ -24,11 +24,7 @@ static const struct {
 enum { N_FORMS = sizeof FORMS / sizeof FORMS[0] };
 
 static cJSON *fixture(void) {
-    size_t n = 0;
-    char *s = slurp(MT_SOURCE_DIR "/tests/tokenizer/normalize_lib.json", &n);
-    assert_non_null(s);
-    cJSON *doc = cJSON_ParseWithLength(s, n);
-    free(s);
+    cJSON *doc = slurp_json(MT_SOURCE_DIR "/tests/tokenizer/normalize_lib.json");
     assert_non_null(doc);
     return doc;
 }
