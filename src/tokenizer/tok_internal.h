@@ -14,8 +14,8 @@
 #include "tokenizer/tok_util.h"
 #include "tokenizer/tokenizer.h"
 
-/* How regexes are compiled: UTF-8, Unicode classes, and no \C (one byte inside a character, which the
- * library's engine refuses too). */
+/* How regexes are compiled: UTF-8, Unicode classes, and no \C (one byte inside a character; the
+ * library's engine refuses a bare \C too, and reads \C-x as a control character, refused here). */
 #define TK_PCRE2_OPTIONS (PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C)
 
 /* A Replace / Split pattern: {"String": s} (literal) or {"Regex": r}: re is r translated for PCRE2

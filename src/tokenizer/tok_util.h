@@ -47,13 +47,15 @@ void tk_utf8_lossy(tk_buf *b, const char *s, size_t n);
 /* Whether cp is in one of the n ascending, disjoint inclusive ranges r (binary search). */
 int tk_in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp);
 int tk_is_whitespace(uint32_t cp); /* Unicode White_Space */
-int tk_is_numeric(uint32_t cp);    /* Nd, Nl, No as the library has them (Rust's char::is_numeric) */
-/* The library's own Unicode tables where they are not utf8proc's (unicode_lib_tables.h, generated
- * from the library): code points its normalizers leave alone as starters (its tables are older), and
- * the lowercase of cp as its Lowercase normalizer makes it (UTF-8; NULL when cp is unchanged). */
+/* The library's own Unicode sets and mappings (unicode_lib_tables.h, generated from the library),
+ * where utf8proc's differ: Nd, Nl, No as Rust's char::is_numeric has them; the word characters of
+ * single_word (alphabetic, marks, Nd, Pc, joiners); the code points its normalizers leave alone as
+ * starters (its tables are older); the lowercase of cp as its Lowercase normalizer makes it (UTF-8;
+ * NULL when cp is unchanged). */
+int tk_is_numeric(uint32_t cp);
+int tk_is_word(uint32_t cp);
 int tk_norm_excluded_cp(uint32_t cp);
 const char *tk_lower_of(uint32_t cp);
-int tk_is_word(uint32_t cp);       /* the library's word characters (single_word): alphabetic, marks, Nd, Pc, joiners */
 
 /* The ByteLevel (GPT-2) byte <-> char map: printable bytes map to themselves, the others to U+0100
  * onwards. Built once, thread-safe. */
