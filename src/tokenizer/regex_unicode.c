@@ -274,8 +274,8 @@ static int extended_flag(const char *s) {
     return 0;
 }
 
-/* Whether the class so far ends in a '-' that would make a range with the next item ([a-\s], which
- * both engines refuse), rather than a '-' standing first. */
+/* Whether the class so far ends in an unescaped '-' that would make a range with what follows
+ * ([a-\s], which both engines refuse), rather than a '-' standing first. */
 static int range_dash_before(const tk_buf *inner) {
     if (inner->n < 2 || inner->p[inner->n - 1] != '-') return 0;
     size_t slashes = 0;
@@ -307,11 +307,10 @@ static void put_class(tk_buf *out, int negated, const tk_buf *inner) {
     put_str(out, "]");
 }
 
-/* A split class or item matches one character; its branches may overlap ([\s\W]), so the groups
- * are atomic: backtracking into them would be exponential in a quantified class. */
-
 /* Translates the bracketed class starting at p[i] == '['. Returns its length in the pattern, or 0
- * when it is not terminated (then the caller copies the rest for PCRE2 to report), or -1 on error. */
+ * when it is not terminated (then the caller copies the rest for PCRE2 to report), or -1 on error.
+ * A split class matches one character and its branches may overlap ([\s\W]), so its group is
+ * atomic: backtracking into it would be exponential in a quantified class. */
 static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_err *err) {
     size_t j = i + 1;
     int negated = 0;
@@ -378,13 +377,9 @@ static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_
         tk_buf_putc(&inner, c);
         j++;
     }
-    if (ranges.n && inner.n && inner.p[inner.n - 1] == '-') { /* a last '-' would start a range */
-        size_t slashes = 0;
-        while (slashes + 1 < inner.n && inner.p[inner.n - 2 - slashes] == '\\') slashes++;
-        if (slashes % 2 == 0) {
-            inner.n--;
-            put_str(&inner, "\\-");
-        }
+    if (ranges.n && range_dash_before(&inner)) { /* a last '-' ([\w-]) would start a range with them */
+        inner.n--;
+        put_str(&inner, "\\-");
     }
     put_set(&inner, &ranges);
     if (!n_split) {
