@@ -27,6 +27,8 @@ st i8 '{"x":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}}' 4
 for f in $models/*/config.json $models/*/generation_config.json; do cp "$f" "$out/config/$(echo "$f" | tr / _)"; done
 for f in $models/*/*.npy; do cp "$f" "$out/npy/$(echo "$f" | tr / _)"; done
 for d in bl sp ms; do cp "tests/tokenizer/$d/tokenizer.json" "$out/tokenizer_load/$d.json"; done
+# a vocabulary and a merge holding U+0000 (as InternLM2's), a String pattern holding it
+printf '%s' '{"normalizer": {"type": "Replace", "pattern": {"String": "\u0000\u0000"}, "content": "b"}, "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "\u0000": 2, "a\u0000": 3}, "merges": [["a", "\u0000"]]}}' > "$out/tokenizer_load/nul.json"
 
 # tokenizer_text: each line of the tokenizer corpus, behind a byte that picks tokenizer and flags.
 i=0

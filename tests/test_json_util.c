@@ -117,6 +117,39 @@ static void test_parse(void **state) {
     }
 }
 
+/* mt_json_parse_keep_nul: \u0000 kept as C0 80 in names and values, mt_json_unmask_nul reads it back;
+ * an escaped backslash before u0000 is text; errors name offsets of the text as given. */
+static void test_keep_nul(void **state) {
+    (void)state;
+    mt_err err = {{0}};
+    const char *text = "{\"a\\u0000\": \"x\\u0000y\\u0000\", \"b\": \"\\\\u0000\", \"c\": 12345678901234567}";
+    cJSON *j = mt_json_parse_keep_nul(text, strlen(text), "t", &err);
+    if (!j) fail_msg("%s", err.msg);
+    const cJSON *a = j->child;
+    assert_string_equal(a->string, "a\xC0\x80");
+    char out[16];
+    assert_int_equal(mt_json_unmask_nul(a->valuestring, strlen(a->valuestring), out), 4);
+    assert_memory_equal(out, "x\0y\0", 4);
+    assert_string_equal(cJSON_GetObjectItem(j, "b")->valuestring, "\\u0000");
+    int64_t v;
+    assert_true(mt_json_int64(cJSON_GetObjectItem(j, "c"), &v));
+    assert_true(v == 12345678901234567LL);
+    cJSON_Delete(j);
+    /* the same as mt_json_parse without a NUL */
+    j = mt_json_parse_keep_nul("[1]", 3, "t", &err);
+    assert_non_null(j);
+    cJSON_Delete(j);
+    /* offsets of the given text: the bad byte after two escapes is at 24 */
+    const char *bad = "[\"\\u0000\", \"\\u0000\", 1, }";
+    assert_null(mt_json_parse_keep_nul(bad, strlen(bad), "t", &err));
+    char want[64];
+    snprintf(want, sizeof want, "t: invalid JSON near byte %zu", strlen(bad) - 1);
+    assert_string_equal(err.msg, want);
+    const char *raw = "[\"\\u0000\", \"a\0b\"]";
+    assert_null(mt_json_parse_keep_nul(raw, 18, "t", &err));
+    assert_string_equal(err.msg, "t: a string holds U+0000 (\\u0000 at byte 13), which is not supported");
+}
+
 /* Integers past 2^53 keep their exact value beside cJSON's double (mt_json_int64); other numbers,
  * and integers past int64, do not claim one. */
 static void test_long_integers(void **state) {
@@ -227,10 +260,48 @@ static void test_tokenizer_files(void **state) {
     write_text("tok/tokenizer.json", text);
     if (mt_tokenizer_load(&tok, path_of("tok"), &err)) fail_msg("%s", err.msg);
     mt_tokenizer_free(tok);
-    snprintf(text, sizeof text, fmt, "\\u0000");
-    write_text("tok/tokenizer.json", text);
-    expect_refused(mt_tokenizer_load(&tok, path_of("tok"), &err), &err, "tokenizer.json", "tokenizer.json");
-
+    /* A token may hold U+0000 (InternLM2's vocabulary has "\\u0000"): kept, with its length */
+    write_text("tok/tokenizer.json",
+               "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"\\u0000\": 3, \"a\\u0000\": 4},"
+               " \"merges\": [[\"a\", \"\\u0000\"], \"a b\"]}}");
+    if (mt_tokenizer_load(&tok, path_of("tok"), &err)) fail_msg("%s", err.msg);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(mt_tokenizer_encode(tok, "a\0b\0", 4, 0, &ids, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 4), assert_int_equal(ids[1], 1), assert_int_equal(ids[2], 3);
+    char *out;
+    size_t len;
+    assert_int_equal(mt_tokenizer_decode(tok, ids, n, 0, &out, &len, &err), 0);
+    assert_int_equal(len, 6); /* no decoder: the tokens joined by spaces, as the library joins them */
+    assert_memory_equal(out, "a\0 b \0", 6);
+    free(out), free(ids);
+    mt_tokenizer_free(tok);
+    /* a String pattern holding it matches the byte; a regex holding it is refused (\\x00 is the way) */
+    write_text("tok/tokenizer.json",
+               "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"\\u0000\"}, \"content\": \"b\"},"
+               " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}}");
+    if (mt_tokenizer_load(&tok, path_of("tok"), &err)) fail_msg("%s", err.msg);
+    assert_int_equal(mt_tokenizer_encode(tok, "a\0", 2, 0, &ids, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 2);
+    free(ids);
+    mt_tokenizer_free(tok);
+    write_text("tok/tokenizer.json",
+               "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"a\\u0000\"}, \"content\": \"b\"},"
+               " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}");
+    expect_refused(mt_tokenizer_load(&tok, path_of("tok"), &err), &err, "tokenizer.json", "a regex holding U+0000");
+    /* a raw NUL byte is no JSON (a string's control characters must be escaped) */
+    FILE *f = fopen(path_of("tok/tokenizer.json"), "wb");
+    assert_non_null(f);
+    static const char raw_nul[] = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\0\": 0}, \"merges\": []}}";
+    assert_int_equal(fwrite(raw_nul, 1, sizeof raw_nul - 1, f), sizeof raw_nul - 1);
+    fclose(f);
+    expect_refused(mt_tokenizer_load(&tok, path_of("tok"), &err), &err, "tokenizer.json", "U+0000");
+    /* nor is a file that is not UTF-8 a tokenizer.json to the library (it reads a Rust String) */
+    write_text("tok/tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\xC0\x80\": 0}, \"merges\": []}}");
+    assert_int_equal(mt_tokenizer_load(&tok, path_of("tok"), &err), -1);
+    if (!strstr(err.msg, "tokenizer.json: not valid UTF-8 (byte 37)")) fail_msg("%s", err.msg);
     mt_chat_template *tpl;
     write_text("tok/tokenizer_config.json", "{\"chat_template\": \"{{ 'a' }}\"}");
     if (mt_chat_template_load(&tpl, path_of("tok"), &err)) fail_msg("%s", err.msg);
@@ -302,6 +373,7 @@ int main(void) {
         cmocka_unit_test(test_long_integers),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_keep_nul),
         cmocka_unit_test(test_tokenizer_files),
         cmocka_unit_test(test_safetensors_header),
         cmocka_unit_test(test_stat_dump_and_placement),

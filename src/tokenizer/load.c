@@ -32,6 +32,21 @@ static char *dup(const char *s) {
     memcpy(c, s, n);
     return c;
 }
+/* The bytes of one of the file's strings, malloc'd (NUL-terminated past *len): the file is parsed
+ * with mt_json_parse_keep_nul, which keeps an escape \u0000 as C0 80 (a vocabulary may hold the
+ * token "\u0000": InternLM2's does). */
+static char *dup_bytes(const char *s, size_t *len) {
+    size_t n = strlen(s);
+    char *c = malloc(n + 1);
+    if (!c) abort();
+    *len = mt_json_unmask_nul(s, n, c);
+    c[*len] = '\0';
+    return c;
+}
+/* Whether one of the file's strings holds U+0000 (as C0 80), for the fields kept as C strings. */
+static int holds_nul(const char *s) {
+    return s && strstr(s, "\xC0\x80") != NULL;
+}
 /* Token ids are integers in [0, MAX_ID): 16x the largest vocabularies in use (~262K), so a bad
  * file cannot make the id tables (24 bytes per id) huge. */
 #define MAX_ID (1 << 22)
@@ -71,12 +86,12 @@ static int parse_norm(tk_norm *n, const cJSON *o, const char *path, mt_err *err)
         n->type = TK_N_PREPEND;
         const char *p = get_str(o, "prepend");
         if (!p) return mt_errf(err, "%s: normalizer Prepend without \"prepend\"", path);
-        n->content = dup(p), n->content_len = strlen(p);
+        n->content = dup_bytes(p, &n->content_len);
     } else if (!strcmp(t, "Replace")) {
         n->type = TK_N_REPLACE;
         const char *c = get_str(o, "content");
         if (!c) return mt_errf(err, "%s: normalizer Replace without \"content\"", path);
-        n->content = dup(c), n->content_len = strlen(c);
+        n->content = dup_bytes(c, &n->content_len);
         if (tk_pattern_parse(&n->pat, cJSON_GetObjectItemCaseSensitive(o, "pattern"), path, err)) return -1;
     } else if (!strcmp(t, "Strip")) {
         n->type = TK_N_STRIP;
@@ -167,7 +182,7 @@ static int parse_decoder(tk_decoder *d, const cJSON *o, const char *path, mt_err
         d->type = TK_D_REPLACE;
         const char *c = get_str(o, "content");
         if (!c) return mt_errf(err, "%s: decoder Replace without \"content\"", path);
-        d->content = dup(c), d->content_len = strlen(c);
+        d->content = dup_bytes(c, &d->content_len);
         if (tk_pattern_parse(&d->pat, cJSON_GetObjectItemCaseSensitive(o, "pattern"), path, err)) return -1;
     } else if (!strcmp(t, "Sequence")) {
         d->type = TK_D_SEQ;
@@ -256,7 +271,10 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
     for (const cJSON *v = vocab->child; v; v = v->next) {
         int32_t id;
         if (get_id(v, &id)) return mt_errf(err, "%s: model.vocab['%s'] is not a valid id", path, v->string);
-        tk_strmap_put(&m->vocab, v->string, strlen(v->string), id);
+        size_t kl;
+        char *key = dup_bytes(v->string, &kl);
+        tk_strmap_put(&m->vocab, key, kl, id);
+        free(key);
         if (id > maxid) maxid = id;
     }
     m->ntok = maxid + 1;
@@ -264,9 +282,15 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
     m->tok_len = calloc((size_t)m->ntok + 1, sizeof *m->tok_len);
     for (const cJSON *v = vocab->child; v; v = v->next) {
         int32_t id = (int32_t)v->valuedouble;
-        if (!m->tok[id]) m->tok[id] = dup(v->string), m->tok_len[id] = (uint32_t)strlen(v->string);
+        if (!m->tok[id]) {
+            size_t kl;
+            m->tok[id] = dup_bytes(v->string, &kl);
+            m->tok_len[id] = (uint32_t)kl;
+        }
     }
     const char *cp = get_str(o, "continuing_subword_prefix"), *es = get_str(o, "end_of_word_suffix");
+    if (holds_nul(cp) || holds_nul(es))
+        return mt_errf(err, "%s: a continuing_subword_prefix or end_of_word_suffix holding U+0000 is not supported", path);
     m->cont_prefix = cp && *cp ? dup(cp) : NULL;
     m->end_suffix = es && *es ? dup(es) : NULL;
     m->byte_fallback = get_bool(o, "byte_fallback", 0);
@@ -275,7 +299,10 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
     const char *unk = get_str(o, "unk_token");
     m->unk_id = -1;
     if (unk) {
-        m->unk_id = tk_strmap_get(&m->vocab, unk, strlen(unk));
+        size_t ul;
+        char *ub = dup_bytes(unk, &ul);
+        m->unk_id = tk_strmap_get(&m->vocab, ub, ul);
+        free(ub);
         if (m->unk_id < 0) m->unk_id = -2; /* an error only when an unknown character shows up */
     }
     for (int b = 0; b < 256; b++) {
@@ -285,7 +312,7 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
     }
     int nm = cJSON_GetArraySize(merges);
     size_t plen = m->cont_prefix ? strlen(m->cont_prefix) : 0;
-    tk_buf joined = {0};
+    tk_buf joined = {0}, pa = {0}, pb = {0};
     const cJSON *e = merges ? merges->child : NULL;
     for (int i = 0; i < nm; i++, e = e->next) {
         const char *a, *b;
@@ -297,12 +324,17 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
                    cJSON_IsString(e->child->next)) {
             a = e->child->valuestring, al = strlen(a), b = e->child->next->valuestring, bl = strlen(b);
         } else {
-            tk_buf_free(&joined);
+            tk_buf_free(&joined), tk_buf_free(&pa), tk_buf_free(&pb);
             if (cJSON_IsString(e))
                 return mt_errf(err, "%s: model.merges[%d] '%s' is not two tokens separated by one space", path, i,
                                e->valuestring);
             return mt_errf(err, "%s: model.merges[%d] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
         }
+        /* the tokens' bytes (C0 80 back to NUL); the masked halves split alike, C0 80 holding no space */
+        pa.n = pb.n = 0;
+        tk_buf_put(&pa, a, al), tk_buf_put(&pb, b, bl);
+        a = pa.p, al = mt_json_unmask_nul(pa.p, pa.n, pa.p);
+        b = pb.p, bl = mt_json_unmask_nul(pb.p, pb.n, pb.p);
         int32_t ia = tk_strmap_get(&m->vocab, a, al), ib = tk_strmap_get(&m->vocab, b, bl);
         joined.n = 0;
         tk_buf_put(&joined, a, al);
@@ -310,12 +342,12 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
         tk_buf_put(&joined, b + skip, bl - skip);
         int32_t in = tk_strmap_get(&m->vocab, joined.p, joined.n);
         if (ia < 0 || ib < 0 || in < 0) {
-            tk_buf_free(&joined);
+            tk_buf_free(&joined), tk_buf_free(&pa), tk_buf_free(&pb);
             return mt_errf(err, "%s: model.merges[%d] uses a token missing from model.vocab", path, i);
         }
         tk_pairmap_put(&m->merges, ia, ib, i, in);
     }
-    tk_buf_free(&joined);
+    tk_buf_free(&joined), tk_buf_free(&pa), tk_buf_free(&pb);
     return 0;
 }
 
@@ -329,7 +361,7 @@ static int parse_added(mt_tokenizer *tok, const cJSON *arr, const char *path, mt
         tk_added *a = &tok->added[i];
         if (!c || get_id(id, &a->id))
             return mt_errf(err, "%s: added_tokens[%d] needs \"id\" (a token id) and \"content\"", path, i);
-        a->content = dup(c), a->len = strlen(c);
+        a->content = dup_bytes(c, &a->len);
         a->special = get_bool(o, "special", 0);
         a->lstrip = get_bool(o, "lstrip", 0), a->rstrip = get_bool(o, "rstrip", 0);
         a->single_word = get_bool(o, "single_word", 0);
@@ -356,7 +388,10 @@ static int parse_added(mt_tokenizer *tok, const cJSON *arr, const char *path, mt
 }
 
 int tk_load_json(mt_tokenizer *tok, const char *json, size_t len, const char *path, mt_err *err) {
-    cJSON *root = mt_json_parse(json, len, path, NULL, err);
+    /* The library reads the file into a Rust String: bytes that are not UTF-8 are an error there */
+    size_t valid = tk_utf8_valid_prefix(json, len);
+    if (valid < len) return mt_errf(err, "%s: not valid UTF-8 (byte %zu)", path, valid);
+    cJSON *root = mt_json_parse_keep_nul(json, len, path, err);
     if (!root) return -1;
     int rc = -1;
     const cJSON *o;

@@ -36,7 +36,9 @@ int mt_tokenizer_decode(const mt_tokenizer *tok, const int32_t *ids, size_t n, i
  * (NUL-terminated, *len bytes without the NUL); an id with no token is an error. */
 int mt_tokenizer_token_bytes(const mt_tokenizer *tok, int32_t id, char **bytes, size_t *len, mt_err *err);
 
-/* -1 when absent. id_to_token returns NULL when absent; the string lives as long as tok. */
+/* -1 when absent. id_to_token returns NULL when absent; the string lives as long as tok (a token
+ * holding U+0000, as InternLM2's "\u0000", reads as cut there: mt_tokenizer_token_bytes has all
+ * of its bytes). */
 int32_t mt_tokenizer_token_to_id(const mt_tokenizer *tok, const char *token);
 const char *mt_tokenizer_id_to_token(const mt_tokenizer *tok, int32_t id);
 /* One past the largest id of the model vocabulary and the added tokens. */

@@ -150,7 +150,17 @@ bool mt_json_int64(const cJSON *number, int64_t *out) {
     return true;
 }
 
-cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err) {
+/* Where offset at of a text made by mt_json_parse_keep_nul lies in the text it was given: each of the
+ * n escapes \u0000 it shortened to two bytes (at the ascending offsets moved of the made text) is
+ * four bytes longer there. */
+static size_t given_offset(size_t at, const size_t *moved, size_t n) {
+    size_t before = 0;
+    while (before < n && moved[before] < at) before++;
+    return at + 4 * before;
+}
+
+static cJSON *parse_mapped(const char *text, size_t len, const char *what, const char **end, const size_t *moved,
+                           size_t nmoved, mt_err *err) {
     const char *stop = NULL, *sep = what ? ": " : "";
     if (!what) what = "";
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
@@ -158,21 +168,81 @@ cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char 
         size_t at = stop && stop >= text && stop <= text + len ? (size_t)(stop - text) : 0;
         if (nesting_before(text, at < len ? at + 1 : at) > CJSON_NESTING_LIMIT) /* the bracket it stopped at */
             mt_errf(err, "%s%sJSON nested deeper than %d arrays and objects (at byte %zu)", what, sep,
-                    CJSON_NESTING_LIMIT, at);
+                    CJSON_NESTING_LIMIT, given_offset(at, moved, nmoved));
         else
-            mt_errf(err, "%s%sinvalid JSON near byte %zu", what, sep, at);
+            mt_errf(err, "%s%sinvalid JSON near byte %zu", what, sep, given_offset(at, moved, nmoved));
         return NULL;
     }
     long nul = mt_json_find_nul(text, (size_t)(stop - text));
     if (nul >= 0) {
         cJSON_Delete(root);
-        mt_errf(err, "%s%sa string holds U+0000 (\\u0000 at byte %ld), which is not supported", what, sep, nul);
+        mt_errf(err, "%s%sa string holds U+0000 (\\u0000 at byte %zu), which is not supported", what, sep,
+                given_offset((size_t)nul, moved, nmoved));
         return NULL;
     }
     size_t parsed = (size_t)(stop - text), pos = 0;
     if (has_long_digit_run(text, parsed)) keep_long_integers(root, text, parsed, &pos);
     if (end) *end = stop;
     return root;
+}
+
+cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err) {
+    return parse_mapped(text, len, what, end, NULL, 0, err);
+}
+
+cJSON *mt_json_parse_keep_nul(const char *text, size_t len, const char *what, mt_err *err) {
+    long first = mt_json_find_nul(text, len);
+    if (first < 0 || text[first] == '\0') return mt_json_parse(text, len, what, NULL, err);
+    char *made = malloc(len ? len : 1);
+    size_t *moved = NULL, nmoved = 0, cap = 0, n = 0;
+    if (!made) {
+        mt_errf(err, "%s%sout of memory", what ? what : "", what ? ": " : "");
+        return NULL;
+    }
+    bool in_string = false; /* mt_json_find_nul's scan */
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string && c == '\\' && i + 5 < len && text[i + 1] == 'u' && !memcmp(text + i + 2, "0000", 4)) {
+            if (nmoved == cap) {
+                cap = cap ? 2 * cap : 64;
+                size_t *grown = realloc(moved, cap * sizeof *moved);
+                if (!grown) {
+                    free(made), free(moved);
+                    mt_errf(err, "%s%sout of memory", what ? what : "", what ? ": " : "");
+                    return NULL;
+                }
+                moved = grown;
+            }
+            moved[nmoved++] = n;
+            made[n++] = (char)0xC0, made[n++] = (char)0x80;
+            i += 5;
+            continue;
+        }
+        made[n++] = c;
+        if (!in_string) {
+            in_string = c == '"';
+        } else if (c == '"') {
+            in_string = false;
+        } else if (c == '\\' && i + 1 < len) {
+            made[n++] = text[++i];
+        }
+    }
+    cJSON *root = parse_mapped(made, n, what, NULL, moved, nmoved, err);
+    free(made), free(moved);
+    return root;
+}
+
+size_t mt_json_unmask_nul(const char *s, size_t n, char *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] == 0xC0 && i + 1 < n && (unsigned char)s[i + 1] == 0x80) {
+            out[o++] = '\0';
+            i++;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    return o;
 }
 
 cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_err *err) {

@@ -25,6 +25,16 @@ cJSON *mt_json_load_file(const char *path, mt_err *err);
  * holds U+0000 (\u0000 at byte N), which is not supported"; what may be NULL (no prefix). */
 cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char **end, mt_err *err);
 
+/* mt_json_parse for files whose strings may hold U+0000 (a tokenizer.json's vocabulary may have a
+ * token "\u0000"): each escape \u0000 inside a string is kept as the two bytes C0 80, as
+ * mt_json_text keeps a NUL, instead of being refused; mt_json_unmask_nul turns them back. The text
+ * must be valid UTF-8 (checked by the caller), so that C0 80 comes only from an escape. A raw NUL
+ * byte in a string is still refused, and error offsets are those of the text as given. */
+cJSON *mt_json_parse_keep_nul(const char *text, size_t len, const char *what, mt_err *err);
+/* Copies the n bytes at s to out with every C0 80 pair as one NUL byte (out holds n bytes at
+ * least; it may be s itself); returns the length written. */
+size_t mt_json_unmask_nul(const char *s, size_t n, char *out);
+
 /* A number of a tree mt_json_parse made, exactly, when its text was an integer of more than 15
  * digits that fits an int64 (cJSON keeps numbers as doubles, exact only up to 2^53; the parse keeps
  * such a literal's text beside it, as the node's valuestring). false for other numbers: read
