@@ -94,6 +94,22 @@ typedef struct workload {
     uint64_t *work;             /* [vocab] */
 } workload;
 
+/* Positions each sequence of a figure's workload reserves (its steps after a prompt of P): the
+ * recording figure's 3 modes take turns over reps rounds of `steps` steps; the sampling figure's 6
+ * modes over 3 rounds; the stage costs' 14 settings over 3 rounds of `steps` steps and 2 to
+ * recapture; the timeline a few steps. main sizes the KV cache from them. */
+#define RECORDING_LEN(P, steps, reps) ((P) + (steps) * (3 * (reps) + 2) + 8)
+#define SAMPLING_LEN(P, steps) ((P) + (steps) * 6 * 3 + 8)
+enum { STAGE_SETTINGS = 14, STAGE_ROUNDS = 3, TIMELINE_STEPS = 5 };
+#define STAGES_LEN(P, steps) ((P) + STAGE_SETTINGS * STAGE_ROUNDS * ((steps) + 2) + 8)
+/* KV blocks that B sequences reserving len positions each hold, with a block to spare each. */
+static int blocks_for(int B, int len) {
+    return B * ((len + MT_KV_BLOCK - 1) / MT_KV_BLOCK + 1);
+}
+static int max_int(int a, int b) {
+    return a > b ? a : b;
+}
+
 static void workload_init(workload *w, const mt_model *m, mt_kv_cache *kv, int B, int P, int max_len, int prefill_chunk) {
     mt_err err;
     memset(w, 0, sizeof *w);
@@ -273,8 +289,9 @@ static void measure_stage_costs(const mt_model *m, mt_kv_cache *kv, int B, int P
                                         MT_SKIP_ROUTER | MT_SKIP_ROUTE_SORT | MT_SKIP_GATE_UP | MT_SKIP_DOWN | MT_SKIP_COMBINE},
     };
     enum { N_SET = sizeof settings / sizeof settings[0], ROUNDS = 3 };
+    _Static_assert((int)N_SET == (int)STAGE_SETTINGS && (int)ROUNDS == (int)STAGE_ROUNDS, "STAGES_LEN sizes the KV cache for these");
     workload w;
-    int max_len = P + N_SET * ROUNDS * (steps + 2) + 8;
+    int max_len = STAGES_LEN(P, steps);
     workload_init(&w, m, kv, B, P, max_len, 8192);
     workload_step(&w, NULL);   /* every output exists before any launch is left out */
     double t[N_SET][ROUNDS];
@@ -320,7 +337,7 @@ static void write_timeline_csv(const char *path, const mt_tl_block *rec, size_t 
 /* The kernel timeline of a few decode steps of batch B (builds with the timeline only); csv: when
  * set, every record is written there too. */
 static void measure_timeline(const mt_model *m, mt_kv_cache *kv, int B, int P, const char *csv) {
-    enum { STEPS = 5 };
+    enum { STEPS = TIMELINE_STEPS };
     const size_t cap = (size_t)4 << 20;
     workload w;
     workload_init(&w, m, kv, B, P, P + STEPS + 16, 8192);
@@ -496,16 +513,25 @@ int main(int argc, char **argv) {
     printf("model: %s (%s, %d layers, %d experts top-%d, dummy bf16 weights made on the device in %.1f s)\n", m.name,
            c->model_type, c->num_hidden_layers, c->num_experts, c->top_k, now_s() - t0);
 
-    int max_len = P + steps * (3 * reps + 2) + 64;
-    int blocks = 256 * ((max_len + 15) / 16) + 8 * (2048 / 16) + 64;
-    mt_kv_cache kv;
-    if (mt_kv_cache_init_model(&kv, &m, blocks, &err)) die("KV cache", &err);
-
     int batches[3] = {1, 64, 256}, n_batches = 3;
     if (one_batch > 0) {   /* --batch B: that batch alone (any size the KV cache holds) */
         batches[0] = one_batch;
         n_batches = 1;
     }
+    /* The KV cache: what the largest workload of the figures asked for reserves (each figure frees
+     * its workload's blocks before the next), so that the run fits beside the weights of
+     * Qwen3-30B-A3B (57 GiB) on an 80 GB H100. */
+    int blocks = 64;
+    if (!figures || !strcmp(figures, "decode"))
+        for (int i = 0; i < n_batches; i++) blocks = max_int(blocks, blocks_for(batches[i], P + steps + 8));
+    if (!figures || !strcmp(figures, "prefill")) blocks = max_int(blocks, blocks_for(8, 2048 + 1));
+    if (!figures || !strcmp(figures, "recording")) blocks = max_int(blocks, blocks_for(64, RECORDING_LEN(P, steps, reps)));
+    if (!figures || !strcmp(figures, "sampling")) blocks = max_int(blocks, blocks_for(64, SAMPLING_LEN(P, steps)));
+    if (figures && !strcmp(figures, "stages"))
+        blocks = max_int(blocks, blocks_for(one_batch ? one_batch : 1, STAGES_LEN(P, steps / 2 > 0 ? steps / 2 : 1)));
+    if (figures && !strcmp(figures, "timeline")) blocks = max_int(blocks, blocks_for(one_batch ? one_batch : 1, P + TIMELINE_STEPS + 16));
+    mt_kv_cache kv;
+    if (mt_kv_cache_init_model(&kv, &m, blocks, &err)) die("KV cache", &err);
     for (int i = 0; i < n_batches && (!figures || !strcmp(figures, "decode")); i++) {
         decode_figure f = measure_decode(&m, &kv, batches[i], P, steps, copy_gbps);
         printf("decode batch %3d (context %d): %8.1f tokens/s, step %.3f ms; roofline step %.3f ms "
@@ -526,8 +552,8 @@ int main(int argc, char **argv) {
     if (!figures || !strcmp(figures, "recording")) {
         int B = 64;
         workload w;
-        workload_init(&w, &m, &kv, B, P, P + steps * (3 * reps + 2) + 8, 8192);
-        request_store rs = {c->num_hidden_layers, c->top_k, P + steps * (3 * reps + 2) + 8, NULL};
+        workload_init(&w, &m, &kv, B, P, RECORDING_LEN(P, steps, reps), 8192);
+        request_store rs = {c->num_hidden_layers, c->top_k, RECORDING_LEN(P, steps, reps), NULL};
         rs.ids = calloc((size_t)B * rs.max_len * rs.layers * rs.k, sizeof(int32_t));
         mt_routing_sink capture = {store_on_layer, NULL, &rs};
         mt_recorder_opts ro;
@@ -565,7 +591,7 @@ int main(int argc, char **argv) {
     if (!figures || !strcmp(figures, "sampling")) {
         int B = 64, n_modes = 6, s_reps = 3;
         workload w;
-        int len = P + steps * n_modes * s_reps + 8;
+        int len = SAMPLING_LEN(P, steps);
         workload_init(&w, &m, &kv, B, P, len, 8192);
         mt_sample_row *t1 = malloc((size_t)B * sizeof *t1), *filt = malloc((size_t)B * sizeof *filt);
         uint32_t r = 777;

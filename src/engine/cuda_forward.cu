@@ -5,6 +5,7 @@
 // product with SwiGLU, grouped down product, weighted combine with the shared expert); final norm
 // of the rows that want logits and the lm_head product. Routing is copied to pinned host memory
 // once per pass and handed to the sink layer by layer.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -727,7 +728,12 @@ extern "C" int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err) 
     if (rc != cudaSuccess) {
         mt_cuda_kv_free(kv);
         mt_cuda_fail(err, "cudaMalloc (KV cache)", rc);
-        return mt_errf(err, "%s: %d blocks need 2 x %.1f GiB", err->msg, kv->num_blocks, (double)per / (1u << 30));
+        if (err) {   // appended: the message cannot be an argument of the format that rewrites it
+            char more[96];
+            snprintf(more, sizeof more, ": %d blocks need 2 x %.1f GiB", kv->num_blocks, (double)per / (1u << 30));
+            strncat(err->msg, more, sizeof err->msg - strlen(err->msg) - 1);
+        }
+        return -1;
     }
     return 0;
 }
