@@ -685,6 +685,20 @@ static void cli(void **state) {
     free(out);
 }
 
+/* The test list, built at run time: one case per tokenizer and corpus, each named "<kind> <name>". */
+static struct CMUnitTest tests[96];
+static char test_names[96][48];
+static size_t n_tests;
+static void add_case(CMUnitTestFunction fn, const char *kind, const char *name) {
+    if (n_tests == sizeof tests / sizeof *tests) {
+        fprintf(stderr, "test_tokenizer: more cases than the list holds\n");
+        exit(1);
+    }
+    snprintf(test_names[n_tests], sizeof test_names[0], "%s%s%s", kind, name ? " " : "", name ? name : "");
+    tests[n_tests] = (struct CMUnitTest){test_names[n_tests], fn, NULL, NULL, (void *)name};
+    n_tests++;
+}
+
 int main(void) {
     static const char *trained_names[] = {"bl", "sp", "ms"};
     /* the four of ../shared/DATA.md, then the other published tokenizers fetch_real.sh fetches */
@@ -693,25 +707,21 @@ int main(void) {
     static const char *unicode15_names[] = {"qwen3", "deepseek_v3", "gptoss", "qwen2_5", "llama3_1",
                                             "gpt4",  "gpt4o",       "gpt2",   "claude",  "mistral_nemo"};
     static const char *nul_names[] = {"internlm2", "yi", "gemma", "llama2", "llama3_1", "qwen3"};
-    struct CMUnitTest tests[64];
-    size_t nt = 0;
-    for (size_t i = 0; i < sizeof trained_names / sizeof *trained_names; i++)
-        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(trained, (void *)trained_names[i]);
-    tests[nt++] = (struct CMUnitTest)cmocka_unit_test(demo);
-    for (size_t i = 0; i < sizeof real_names / sizeof *real_names; i++)
-        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real, (void *)real_names[i]);
+    for (size_t i = 0; i < sizeof trained_names / sizeof *trained_names; i++) add_case(trained, "trained", trained_names[i]);
+    add_case(demo, "demo", NULL);
+    for (size_t i = 0; i < sizeof real_names / sizeof *real_names; i++) add_case(real, "real", real_names[i]);
     for (size_t i = 0; i < sizeof unicode15_names / sizeof *unicode15_names; i++)
-        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real_unicode15, (void *)unicode15_names[i]);
-    for (size_t i = 0; i < sizeof real_names / sizeof *real_names; i++)
-        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real_random, (void *)real_names[i]);
-    for (size_t i = 0; i < sizeof nul_names / sizeof *nul_names; i++)
-        tests[nt++] = (struct CMUnitTest)cmocka_unit_test_prestate(real_nul, (void *)nul_names[i]);
-    const struct CMUnitTest rest[] = {
-        cmocka_unit_test(one_megabyte),   cmocka_unit_test(components),           cmocka_unit_test(threads),
-        cmocka_unit_test(load_errors),    cmocka_unit_test(load_bad_ids),         cmocka_unit_test(detok_stream_rewrites),
-        cmocka_unit_test(detok_stream_strip_end), cmocka_unit_test(cli),
-    };
-    for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) tests[nt++] = rest[i];
+        add_case(real_unicode15, "real_unicode15", unicode15_names[i]);
+    for (size_t i = 0; i < sizeof real_names / sizeof *real_names; i++) add_case(real_random, "real_random", real_names[i]);
+    for (size_t i = 0; i < sizeof nul_names / sizeof *nul_names; i++) add_case(real_nul, "real_nul", nul_names[i]);
+    add_case(one_megabyte, "one_megabyte", NULL);
+    add_case(components, "components", NULL);
+    add_case(threads, "threads", NULL);
+    add_case(load_errors, "load_errors", NULL);
+    add_case(load_bad_ids, "load_bad_ids", NULL);
+    add_case(detok_stream_rewrites, "detok_stream_rewrites", NULL);
+    add_case(detok_stream_strip_end, "detok_stream_strip_end", NULL);
+    add_case(cli, "cli", NULL);
     /* the function behind cmocka_run_group_tests, which needs an array of known size */
-    return _cmocka_run_group_tests("test_tokenizer", tests, nt, NULL, free_loaded);
+    return _cmocka_run_group_tests("test_tokenizer", tests, n_tests, NULL, free_loaded);
 }
