@@ -99,8 +99,8 @@ typedef struct workload {
  * modes over 3 rounds; the stage costs' 14 settings over 3 rounds of `steps` steps and 2 to
  * recapture; the timeline a few steps. main sizes the KV cache from them. */
 #define RECORDING_LEN(P, steps, reps) ((P) + (steps) * (3 * (reps) + 2) + 8)
-#define SAMPLING_LEN(P, steps) ((P) + (steps) * 6 * 3 + 8)
-enum { STAGE_SETTINGS = 14, STAGE_ROUNDS = 3, TIMELINE_STEPS = 5 };
+enum { SAMPLING_MODES = 6, SAMPLING_ROUNDS = 3, STAGE_SETTINGS = 14, STAGE_ROUNDS = 3, TIMELINE_STEPS = 5 };
+#define SAMPLING_LEN(P, steps) ((P) + (steps) * SAMPLING_MODES * SAMPLING_ROUNDS + 8)
 #define STAGES_LEN(P, steps) ((P) + STAGE_SETTINGS * STAGE_ROUNDS * ((steps) + 2) + 8)
 /* KV blocks that B sequences reserving len positions each hold, with a block to spare each. */
 static int blocks_for(int B, int len) {
@@ -589,7 +589,7 @@ int main(int argc, char **argv) {
      * the device, temperature 1 with the logits copied out and sampled on the host, and temperature 1
      * with each token's log-probability (return_logprob), and with it 5 alternatives (top_logprobs_num) */
     if (!figures || !strcmp(figures, "sampling")) {
-        int B = 64, n_modes = 6, s_reps = 3;
+        int B = 64, n_modes = SAMPLING_MODES, s_reps = SAMPLING_ROUNDS;
         workload w;
         int len = SAMPLING_LEN(P, steps);
         workload_init(&w, &m, &kv, B, P, len, 8192);
