@@ -1,6 +1,7 @@
 /* Reading a whole file in a test: slurp returns it NUL-terminated (malloc'd; the caller frees it),
- * or NULL when it cannot be read, slurp_json parsed; the reason is dropped (tests assert on NULL or
- * name the path themselves). */
+ * or NULL when it cannot be read, slurp_json parsed (strings' \u0000 kept as C0 80:
+ * mt_json_bytes reads them back); the reason is dropped (tests assert on NULL or name the path
+ * themselves). */
 #ifndef MT_TESTS_TEST_FILES_H
 #define MT_TESTS_TEST_FILES_H
 
@@ -23,7 +24,8 @@ static inline char *slurp(const char *path, size_t *len) {
 static inline cJSON *slurp_json(const char *path) {
     size_t n = 0;
     char *text = slurp(path, &n);
-    cJSON *doc = text ? cJSON_ParseWithLength(text, n) : NULL;
+    mt_err err;
+    cJSON *doc = text ? mt_json_parse_keep_nul(text, n, path, &err) : NULL;
     free(text);
     return doc;
 }

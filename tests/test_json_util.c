@@ -131,6 +131,15 @@ static void test_keep_nul(void **state) {
     assert_int_equal(mt_json_unmask_nul(a->valuestring, strlen(a->valuestring), out), 4);
     assert_memory_equal(out, "x\0y\0", 4);
     assert_string_equal(cJSON_GetObjectItem(j, "b")->valuestring, "\\u0000");
+    size_t blen;
+    char *bytes = mt_json_bytes(a->valuestring, &blen);
+    assert_non_null(bytes);
+    assert_int_equal(blen, 4);
+    assert_memory_equal(bytes, "x\0y\0", 5); /* NUL-terminated past its length */
+    free(bytes);
+    assert_true(mt_json_holds_nul(a->string));
+    assert_false(mt_json_holds_nul(cJSON_GetObjectItem(j, "b")->valuestring));
+    assert_false(mt_json_holds_nul(NULL));
     int64_t v;
     assert_true(mt_json_int64(cJSON_GetObjectItem(j, "c"), &v));
     assert_true(v == 12345678901234567LL);

@@ -27,22 +27,15 @@
 
 /* A fixture, its strings' \u0000 kept (as C0 80: text_of reads them back). */
 static cJSON *load_json(const char *path) {
-    size_t n = 0;
-    char *s = slurp(path, &n);
-    assert_non_null(s);
-    mt_err err = {{0}};
-    cJSON *j = mt_json_parse_keep_nul(s, n, path, &err);
-    free(s);
-    if (!j) fail_msg("%s", err.msg);
+    cJSON *j = slurp_json(path);
+    if (!j) fail_msg("cannot read or parse %s", path);
     return j;
 }
 
 /* The bytes of a fixture's string (malloc'd), *n its length: U+0000 included. */
 static char *text_of(const char *s, size_t *n) {
-    char *t = malloc(strlen(s) + 1);
+    char *t = mt_json_bytes(s, n);
     assert_non_null(t);
-    *n = mt_json_unmask_nul(s, strlen(s), t);
-    t[*n] = '\0';
     return t;
 }
 

@@ -32,20 +32,13 @@ static char *dup(const char *s) {
     memcpy(c, s, n);
     return c;
 }
-/* The bytes of one of the file's strings, malloc'd (NUL-terminated past *len): the file is parsed
+/* The bytes of one of the file's strings (malloc'd, NUL-terminated past *len): the file is parsed
  * with mt_json_parse_keep_nul, which keeps an escape \u0000 as C0 80 (a vocabulary may hold the
  * token "\u0000": InternLM2's does). */
 static char *dup_bytes(const char *s, size_t *len) {
-    size_t n = strlen(s);
-    char *c = malloc(n + 1);
+    char *c = mt_json_bytes(s, len);
     if (!c) abort();
-    *len = mt_json_unmask_nul(s, n, c);
-    c[*len] = '\0';
     return c;
-}
-/* Whether one of the file's strings holds U+0000 (as C0 80), for the fields kept as C strings. */
-static int holds_nul(const char *s) {
-    return s && strstr(s, "\xC0\x80") != NULL;
 }
 /* Token ids are integers in [0, MAX_ID): 16x the largest vocabularies in use (~262K), so a bad
  * file cannot make the id tables (24 bytes per id) huge. */
@@ -289,7 +282,7 @@ static int parse_model(tk_bpe *m, const cJSON *o, const char *path, mt_err *err)
         }
     }
     const char *cp = get_str(o, "continuing_subword_prefix"), *es = get_str(o, "end_of_word_suffix");
-    if (holds_nul(cp) || holds_nul(es))
+    if (mt_json_holds_nul(cp) || mt_json_holds_nul(es))
         return mt_errf(err, "%s: a continuing_subword_prefix or end_of_word_suffix holding U+0000 is not supported", path);
     m->cont_prefix = cp && *cp ? dup(cp) : NULL;
     m->end_suffix = es && *es ? dup(es) : NULL;

@@ -16,15 +16,11 @@ int tk_pattern_parse(tk_pattern *p, const void *cj, const char *where, mt_err *e
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "String");
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "Regex");
     if (cJSON_IsString(s)) { /* its bytes: the file's \u0000 arrives as C0 80 (mt_json_parse_keep_nul) */
-        size_t n = strlen(s->valuestring);
-        p->lit = malloc(n + 1);
-        if (!p->lit) abort();
-        p->lit_len = mt_json_unmask_nul(s->valuestring, n, p->lit);
-        p->lit[p->lit_len] = '\0';
+        if (!(p->lit = mt_json_bytes(s->valuestring, &p->lit_len))) abort();
         return 0;
     }
     if (!cJSON_IsString(r)) return mt_errf(err, "%s: pattern must be {\"String\": ...} or {\"Regex\": ...}", where);
-    if (strstr(r->valuestring, "\xC0\x80")) /* a regex meaning NUL writes the escape \\x00 */
+    if (mt_json_holds_nul(r->valuestring)) /* a regex meaning NUL writes the escape \\x00 */
         return mt_errf(err, "%s: a regex holding U+0000 is not supported (write it as \\x00)", where);
     int ec;
     PCRE2_SIZE eo;

@@ -232,6 +232,19 @@ cJSON *mt_json_parse_keep_nul(const char *text, size_t len, const char *what, mt
     return root;
 }
 
+char *mt_json_bytes(const char *s, size_t *len) {
+    size_t n = strlen(s);
+    char *out = malloc(n + 1);
+    if (!out) return NULL;
+    *len = mt_json_unmask_nul(s, n, out);
+    out[*len] = '\0';
+    return out;
+}
+
+bool mt_json_holds_nul(const char *s) {
+    return s && strstr(s, "\xC0\x80") != NULL;
+}
+
 size_t mt_json_unmask_nul(const char *s, size_t n, char *out) {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {

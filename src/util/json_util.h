@@ -34,6 +34,10 @@ cJSON *mt_json_parse_keep_nul(const char *text, size_t len, const char *what, mt
 /* Copies the n bytes at s to out with every C0 80 pair as one NUL byte (out holds n bytes at
  * least; it may be s itself); returns the length written. */
 size_t mt_json_unmask_nul(const char *s, size_t n, char *out);
+/* The bytes of a string of such a tree, malloc'd and NUL-terminated past *len (NULL when out of
+ * memory); and whether it holds U+0000, for fields that must stay C strings. */
+char *mt_json_bytes(const char *s, size_t *len);
+bool mt_json_holds_nul(const char *s);
 
 /* A number of a tree mt_json_parse made, exactly, when its text was an integer of more than 15
  * digits that fits an int64 (cJSON keeps numbers as doubles, exact only up to 2^53; the parse keeps
