@@ -307,6 +307,22 @@ static void put_class(tk_buf *out, int negated, const tk_buf *inner) {
     put_str(out, "]");
 }
 
+/* The length of the POSIX class [:name:] or [:^name:] that p starts with, or 0. Only the fourteen
+ * names both engines know are taken: with anything else between "[:" and ":]" Oniguruma reads a
+ * nested class or a '[' where PCRE2 reads a '[' ([[:]x[:]] differs), and both refuse an unknown
+ * name. */
+static size_t posix_class_len(const char *p) {
+    static const char *const names[] = {"alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph",
+                                        "lower", "print", "punct", "space", "upper", "word",  "xdigit"};
+    if (p[0] != '[' || p[1] != ':') return 0;
+    size_t start = p[2] == '^' ? 3 : 2, n = 0;
+    while (p[start + n] >= 'a' && p[start + n] <= 'z') n++;
+    if (p[start + n] != ':' || p[start + n + 1] != ']') return 0;
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+        if (strlen(names[k]) == n && !memcmp(names[k], p + start, n)) return start + n + 2;
+    return 0;
+}
+
 /* Translates the bracketed class starting at p[i] == '['. Returns its length in the pattern, or 0
  * when it is not terminated (then the caller copies the rest for PCRE2 to report), or -1 on error.
  * A split class matches one character and its branches may overlap ([\s\W]), so its group is
@@ -358,15 +374,20 @@ static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_
             continue;
         }
         if (c == '[') {
-            char k = p[j + 1];
-            const char *end = (k == ':' || k == '.' || k == '=') ? strstr(p + j + 2, (char[]){k, ']', 0}) : NULL;
-            if (!end) {
+            size_t len = posix_class_len(p + j);
+            if (!len && p[j + 1] == ':') {
+                mt_errf(err, "'[:' at offset %zu does not start a POSIX class both engines know ([:alpha:], "
+                        "[:^digit:] and the like): the tokenizers library reads an unknown name or a nested class, "
+                        "PCRE2 a '[' or an error", j);
+                goto fail;
+            }
+            if (!len) {
                 mt_errf(err, "a character class inside a class at offset %zu: the tokenizers library reads it as "
                         "a nested class, PCRE2 as a '[' (write \\[ for the character)", j);
                 goto fail;
             }
-            tk_buf_put(&inner, p + j, (size_t)(end - (p + j)) + 2); /* [:alpha:] and kin */
-            j = (size_t)(end - p) + 2;
+            tk_buf_put(&inner, p + j, len); /* [:alpha:] and kin */
+            j += len;
             continue;
         }
         if (c == '&' && p[j + 1] == '&') {
