@@ -159,6 +159,58 @@ static void test_keep_nul(void **state) {
     assert_string_equal(err.msg, "t: a string holds U+0000 (\\u0000 at byte 13), which is not supported");
 }
 
+/* mt_json_parse_body_keep_nul: without \u0000 exactly mt_json_parse_body (nothing kept, a raw C0 80
+ * left alone); with it, valid UTF-8 required, the whole-body and duplicate-key checks kept, offsets
+ * of the text as given. mt_json_nul_string finds names and values holding C0 80 outside a skipped
+ * member, with the member that holds them. */
+static void test_body_keep_nul(void **state) {
+    (void)state;
+    mt_err err = {{0}};
+    bool kept = true;
+    cJSON *j = mt_json_parse_body_keep_nul("{\"a\": \"\xC0\x80\"}", 11, "b", &kept, &err);
+    assert_non_null(j);
+    assert_false(kept);
+    cJSON_Delete(j);
+    const char *text = "{\"t\": [\"x\\u0000\", \"y\"], \"o\": {\"k\": [\"\\u0000\"]}} \n";
+    j = mt_json_parse_body_keep_nul(text, strlen(text), "b", &kept, &err);
+    if (!j) fail_msg("%s", err.msg);
+    assert_true(kept);
+    const char *key;
+    bool in_name;
+    const cJSON *t = cJSON_GetObjectItem(j, "t"), *o = cJSON_GetObjectItem(j, "o");
+    const cJSON *at = mt_json_nul_string(j, t, &key, &in_name);
+    assert_ptr_equal(at, cJSON_GetArrayItem(cJSON_GetObjectItem(o, "k"), 0));
+    assert_string_equal(key, "k");
+    assert_false(in_name);
+    assert_ptr_equal(mt_json_nul_string(j, o, &key, &in_name), t->child);
+    assert_string_equal(key, "t");
+    assert_null(mt_json_nul_string(t->child->next, NULL, &key, &in_name));
+    cJSON_Delete(j);
+    const char *named = "{\"s\": {\"\\u0000\": 1}}";
+    j = mt_json_parse_body_keep_nul(named, strlen(named), "b", &kept, &err);
+    assert_non_null(j);
+    assert_ptr_equal(mt_json_nul_string(j, NULL, &key, &in_name), cJSON_GetObjectItem(j, "s")->child);
+    assert_true(in_name);
+    assert_string_equal(key, "s");
+    assert_null(mt_json_nul_string(j, cJSON_GetObjectItem(j, "s"), &key, &in_name)); /* inside skip: not looked at */
+    cJSON_Delete(j);
+    static const struct { const char *text; const char *msg; } bad[] = {
+        {"{\"a\": \"\\u0000\", \"a\": 1}", "b: duplicate key 'a' (one object names it twice)"},
+        {"{\"a\": \"\\u0000\"} [", "b: unexpected text after the JSON value at byte 16"},
+        {"{\"a\": \"\\u0000\xC0\x80\"}", "b: not valid UTF-8 (byte 13)"},
+        {"{\"a\": \"\\u0000\", 1}", "b: invalid JSON near byte 17"}, /* as for {"a": "xxxxxx", 1} */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_null(mt_json_parse_body_keep_nul(bad[i].text, strlen(bad[i].text), "b", &kept, &err));
+        assert_string_equal(err.msg, bad[i].msg);
+    }
+    assert_null(mt_json_parse_body("{\"a\": \"xxxxxx\", 1}", 19, "b", &err));
+    assert_string_equal(err.msg, "b: invalid JSON near byte 17");
+    const char raw[] = "{\"a\": \"\\u0000\", \"b\": \"\0\"}";
+    assert_null(mt_json_parse_body_keep_nul(raw, sizeof raw - 1, "b", &kept, &err));
+    assert_string_equal(err.msg, "b: a string holds U+0000 (\\u0000 at byte 22), which is not supported");
+}
+
 /* Integers past 2^53 keep their exact value beside cJSON's double (mt_json_int64); other numbers,
  * and integers past int64, do not claim one. */
 static void test_long_integers(void **state) {
@@ -383,6 +435,7 @@ int main(void) {
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_keep_nul),
+        cmocka_unit_test(test_body_keep_nul),
         cmocka_unit_test(test_tokenizer_files),
         cmocka_unit_test(test_safetensors_header),
         cmocka_unit_test(test_stat_dump_and_placement),

@@ -285,8 +285,8 @@ static void test_malformed_requests(void **state) {
         {"POST", G, full, 400, "no room for a new token"},
         {"POST", G, kv, 400, "KV blocks"},
         {"POST", G, nested, 400, "JSON nested deeper than 1000 arrays and objects"},
-        {"POST", G, "{\"text\": \"a\\u0000bcdefgh\"}", 400, "U+0000"},
-        {"POST", "/v1/completions", "{\"prompt\": \"a\\u0000b\"}", 400, "U+0000"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop\": [\"a\\u0000b\"]}}", 400, "'stop' holds U+0000"},
+        {"POST", "/v1/completions", "{\"prompt\": \"a\", \"user\": \"\\u0000\"}", 400, "U+0000"},
         {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400,
          "U+0000"},
         {"POST", G, huge, 413, "exceeds"},
@@ -513,8 +513,9 @@ static void test_loading_api_key_and_many_experts(void **state) {
 
 /* Request bodies parsed in-process (server/request_body.h), with a tokenizer that adds no special
  * tokens: a text prompt that encodes to nothing is a 400, not a double free (found by
- * fuzz/fuzz_request.c); a string holding U+0000 is a 400 (it was cut there: "a\u0000bcdefgh"
- * encoded as "a"), while an escaped backslash followed by u0000 is just text. */
+ * fuzz/fuzz_request.c); U+0000 in a prompt's text is encoded with the rest (it was once cut there:
+ * "a\u0000bcdefgh" encoded as "a"), and in any other string is a 400; an escaped backslash followed
+ * by u0000 is just text. */
 static void test_request_bodies(void **state) {
     (void)state;
     mt_config cfg;
@@ -531,12 +532,21 @@ static void test_request_bodies(void **state) {
         {MT_BODY_COMPLETIONS, "{\"prompt\": \"\"}", 400, "no tokens"},
         {MT_BODY_COMPLETIONS, "{\"prompt\": [\"\"]}", 400, "no tokens"},
         {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 400, "no tokens"},
-        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000bcdefgh\", \"rid\": \"r1\"}", 400, "U+0000"},
         {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\", \"sampling_params\": {\"stop\": [\"x\\u0000\"]}}", 400,
-         "U+0000"},
-        {MT_BODY_COMPLETIONS, "{\"prompt\": \"a\\u0000b\"}", 400, "U+0000"},
-        {MT_BODY_COMPLETIONS, "{\"prompt\": [\"a\\u0000b\"]}", 400, "U+0000"},
-        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400, "U+0000"},
+         "'stop' holds U+0000, which moetrace reads only in the prompt text ('text')"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"rid\": \"r\\u0000\"}", 400, "'rid' holds U+0000"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"x\\u0000\": 1}", 400, "a member name holds U+0000"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"sampling_params\": {\"\\u0000\": 1}}", 400,
+         "a member name in 'sampling_params' holds U+0000"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\\u00e9\xff\"}", 400, "not valid UTF-8 (byte 24)"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\"} x", 400, "unexpected text after the JSON value at byte 21"},
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"text\": \"c\"}", 400, "duplicate key 'text'"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": \"a\\u0000b\", \"stop\": \"\\u0000\"}", 400,
+         "'stop' holds U+0000, which moetrace reads only in the prompt text ('prompt')"},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": \"a\", \"suffix\": \"\\u0000\"}", 400, "'suffix' holds U+0000"},
+        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400,
+         "'content' holds U+0000, which moetrace reads only in the prompt text of /generate ('text') and "
+         "/v1/completions ('prompt')"},
         {MT_BODY_GENERATE, "{\"text\": \"a\\\\u0000bcdefgh\", \"rid\": \"r1\"}", 0, "a\\u0000bcdefgh"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -558,6 +568,26 @@ static void test_request_bodies(void **state) {
         assert_int_equal(rc, -1);
         assert_int_equal(e.status, cases[i].status);
         if (!strstr(e.message, cases[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, e.message, cases[i].needle);
+    }
+    /* U+0000 in prompt text: the whole text is encoded, NUL bytes and all */
+    const struct { mt_body_kind kind; const char *body; int prompt; const char *text; size_t len; } nul[] = {
+        {MT_BODY_GENERATE, "{\"text\": \"a\\u0000bcdefgh\\u0000\"}", 0, "a\0bcdefgh\0", 10},
+        {MT_BODY_GENERATE, "{\"text\": [\"x\", \"\\u0000\\u0000y\\\\u0000\"], \"rid\": [\"p\", \"q\"]}", 1, "\0\0y\\u0000", 9},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": \"\\u00e9\\u0000\xc3\xa9\"}", 0, "\xc3\xa9\0\xc3\xa9", 5},
+        {MT_BODY_COMPLETIONS, "{\"prompt\": [[1, 2], \"a\\u0000\"], \"max_tokens\": 2}", 1, "a\0", 2},
+    };
+    for (size_t i = 0; i < sizeof nul / sizeof *nul; i++) {
+        mt_gen_request r;
+        mt_api_error e = {0};
+        if (mt_request_parse(&ctx, nul[i].kind, nul[i].body, strlen(nul[i].body), &r, &e))
+            fail_msg("U+0000 case %zu: %s", i, e.message);
+        int32_t *ids;
+        size_t n;
+        if (mt_tokenizer_encode(tok, nul[i].text, nul[i].len, 1, &ids, &n, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(r.prompts[nul[i].prompt].n_ids, n);
+        assert_memory_equal(r.prompts[nul[i].prompt].ids, ids, n * sizeof *ids);
+        free(ids);
+        mt_gen_request_free(&r);
     }
     /* more prompts than a request may ask outputs for: refused before any is read */
     char *many = malloc(8 * 1100 + 64);

@@ -95,15 +95,18 @@ static int count_tokens(const char *text_file, bool special) {
 }
 
 /* Text holding U+0000 (the test tokenizer's id 191 is byte 0) is written \u0000 in the JSON, with
- * the text after it: it was cut at the NUL ("d"), and a generated NUL was dropped. */
+ * the text after it: it was cut at the NUL ("d"), and a generated NUL was dropped. A text prompt
+ * holding it is encoded whole (it was refused). */
 static void test_text_with_nul(void **state) {
     (void)state;
     if (!g_bin) skip();
     const char *bodies[][2] = {
         {"/v1/completions", "{\"prompt\": [70, 191, 70], \"max_tokens\": 0, \"echo\": true}"},
         {"/v1/completions", "{\"prompt\": [70, 191, 70], \"max_tokens\": 0, \"echo\": true, \"stream\": true}"},
+        {"/v1/completions", "{\"prompt\": \"d\\u0000d\", \"max_tokens\": 0, \"echo\": true}"},
+        {"/v1/completions", "{\"prompt\": [\"d\\u0000d\"], \"max_tokens\": 0, \"echo\": true, \"stream\": true}"},
     };
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 4; i++) {
         mt_http_response r;
         assert_int_equal(mt_http_call(g_c, "POST", bodies[i][0], bodies[i][1], &r), 0);
         assert_int_equal(r.status, 200);

@@ -137,9 +137,24 @@ static int generate_rids(const cJSON *rid, mt_gen_request *r, mt_api_error *e) {
     return 0;
 }
 
+/* Encodes the prompt string s (with its special tokens). kept_nul: the body was parsed keeping each
+ * escaped U+0000 as C0 80 (mt_json_parse_body_keep_nul), read back here as a NUL byte. */
+static int encode_prompt(const mt_request_ctx *c, const cJSON *s, bool kept_nul, int32_t **ids, int *n,
+                         mt_api_error *e) {
+    if (!kept_nul || !mt_json_holds_nul(s->valuestring))
+        return mt_params_encode(c->tokenizer, s->valuestring, strlen(s->valuestring), true, ids, n, e);
+    size_t len;
+    char *bytes = mt_json_bytes(s->valuestring, &len);
+    if (!bytes) return mt_api_fail(e, 500, "out of memory");
+    int rc = mt_params_encode(c->tokenizer, bytes, len, true, ids, n, e);
+    free(bytes);
+    return rc;
+}
+
 /* /generate: "text" or "input_ids", "sampling_params" (an object, or in a list request a list of
  * them, one per prompt, all with the same "n"), "stream", "rid" and the routing fields. */
-static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
+static int generate_body(const mt_request_ctx *c, const cJSON *body, bool kept_nul, mt_gen_request *r,
+                         mt_api_error *e) {
     const cJSON *text = field(body, "text"), *ids = field(body, "input_ids"), *sp = field(body, "sampling_params");
     mt_param_caps caps = {c->cfg, c->tokenizer != NULL, c->routing_enabled};
     int count = 0;
@@ -170,7 +185,7 @@ static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_requ
         mt_gen_prompt *p = &r->prompts[i];
         const cJSON *t = listed && text ? cJSON_GetArrayItem(text, i) : text;
         const cJSON *v = listed && ids ? cJSON_GetArrayItem(ids, i) : ids;
-        rc = (t ? mt_params_encode(c->tokenizer, t->valuestring, true, &p->ids, &p->n_ids, e)
+        rc = (t ? encode_prompt(c, t, kept_nul, &p->ids, &p->n_ids, e)
                 : mt_params_parse_ids(v, "input_ids", &p->ids, &p->n_ids, e)) ||
              mt_params_fit(&p->params,
                            &(mt_fit_limits){max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, c->kv_positions, NULL},
@@ -183,7 +198,8 @@ static int generate_body(const mt_request_ctx *c, const cJSON *body, mt_gen_requ
 }
 
 /* The prompts of /v1/completions: a string, a list of ids, or a list of either. */
-static int completion_prompts(const mt_request_ctx *c, const cJSON *prompt, mt_gen_request *r, mt_api_error *e) {
+static int completion_prompts(const mt_request_ctx *c, const cJSON *prompt, bool kept_nul, mt_gen_request *r,
+                              mt_api_error *e) {
     if (!prompt) return mt_api_fail(e, 400, "'prompt' is required");
     if (!cJSON_IsString(prompt) && !cJSON_IsArray(prompt))
         return mt_api_fail(e, 400, "'prompt' must be a string, a list of token ids, or a list of either");
@@ -193,7 +209,7 @@ static int completion_prompts(const mt_request_ctx *c, const cJSON *prompt, mt_g
     for (int i = 0; i < r->n_prompts; i++) {
         const cJSON *p = several ? cJSON_GetArrayItem(prompt, i) : prompt;
         mt_gen_prompt *out = &r->prompts[i];
-        int rc = cJSON_IsString(p) ? mt_params_encode(c->tokenizer, p->valuestring, true, &out->ids, &out->n_ids, e)
+        int rc = cJSON_IsString(p) ? encode_prompt(c, p, kept_nul, &out->ids, &out->n_ids, e)
                  : cJSON_IsArray(p) ? mt_params_parse_ids(p, "prompt", &out->ids, &out->n_ids, e)
                                     : mt_api_fail(e, 400, "'prompt' entry %d must be a string or a list of token ids", i);
         if (rc) return about_prompt(e, i, r->n_prompts > 1);
@@ -341,7 +357,7 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     if (c->chat_mu) pthread_mutex_unlock(c->chat_mu);
     cJSON_Delete(flat);
     if (rc) return mt_api_fail(e, 400, "chat template: %s", err.msg);
-    rc = alloc_prompts(r, 1, e) || mt_params_encode(c->tokenizer, text, false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
+    rc = alloc_prompts(r, 1, e) || mt_params_encode(c->tokenizer, text, strlen(text), false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
     free(text);
     return rc ? -1 : 0;
 }
@@ -410,7 +426,8 @@ static const char *openai_max_key(const cJSON *body) {
     return completion && !cJSON_IsNull(completion) ? "max_completion_tokens" : "max_tokens";
 }
 
-static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
+static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, bool kept_nul, mt_gen_request *r,
+                       mt_api_error *e) {
     if (!c->tokenizer)
         return mt_api_fail(e, 400, "the OpenAI endpoints need the model's tokenizer.json; use /generate with input_ids");
     const cJSON *model = field(body, "model"), *opts = field(body, "stream_options");
@@ -425,7 +442,7 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
     int rc = mt_params_parse_sampling(body, MT_PARAMS_OPENAI, &caps, &shared, &max_given, &r->n, e) ||
              mt_params_parse_routing(body, &caps, &shared, e) || openai_logprobs(body, chat, r, &shared, e) ||
              (!chat && completions_unsupported(body, r->n, e)) ||
-             (chat ? chat_prompt(c, body, r, e) : completion_prompts(c, field(body, "prompt"), r, e)) ||
+             (chat ? chat_prompt(c, body, r, e) : completion_prompts(c, field(body, "prompt"), kept_nul, r, e)) ||
              check_outputs(r, e);
     mt_fit_limits lim = {max_given, chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS, c->kv_positions,
                          openai_max_key(body)};
@@ -437,6 +454,24 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, mt
     }
     mt_gen_params_free(&shared);
     return rc ? -1 : 0;
+}
+
+/* A 400 when a string of the body other than its prompt text ("text" of /generate, "prompt" of
+ * /v1/completions) holds U+0000: messages, stop strings, names and the rest are C strings, which
+ * would end at the NUL. */
+static int nul_outside_prompt(const cJSON *root, mt_body_kind kind, mt_api_error *e) {
+    const cJSON *prompt = kind == MT_BODY_GENERATE      ? cJSON_GetObjectItemCaseSensitive(root, "text")
+                          : kind == MT_BODY_COMPLETIONS ? cJSON_GetObjectItemCaseSensitive(root, "prompt")
+                                                        : NULL;
+    const char *key;
+    bool in_name;
+    if (!mt_json_nul_string(root, prompt, &key, &in_name)) return 0;
+    const char *where = kind == MT_BODY_CHAT ? "the prompt text of /generate ('text') and /v1/completions ('prompt')"
+                                             : kind == MT_BODY_GENERATE ? "the prompt text ('text')"
+                                                                        : "the prompt text ('prompt')";
+    char what[96] = "a member name";
+    if (key && !mt_json_holds_nul(key)) snprintf(what, sizeof what, in_name ? "a member name in '%.64s'" : "'%.64s'", key);
+    return mt_api_fail(e, 400, "the request body: %s holds U+0000, which moetrace reads only in %s", what, where);
 }
 
 /* The request's domain label, if any, as every prompt's group (a new label gets one). */
@@ -457,11 +492,13 @@ int mt_request_parse(const mt_request_ctx *c, mt_body_kind kind, const char *bod
                      mt_api_error *e) {
     memset(r, 0, sizeof *r);
     mt_err err;
-    cJSON *root = mt_json_parse_body(body, len, "the request body", &err);
+    bool kept_nul = false;
+    cJSON *root = mt_json_parse_body_keep_nul(body, len, "the request body", &kept_nul, &err);
     int rc = !root                      ? mt_api_fail(e, 400, "%s", err.msg)
              : !cJSON_IsObject(root)    ? mt_api_fail(e, 400, "the request body is not a JSON object")
-             : kind == MT_BODY_GENERATE ? generate_body(c, root, r, e)
-                                        : openai_body(c, kind == MT_BODY_CHAT, root, r, e);
+             : kept_nul && nul_outside_prompt(root, kind, e) ? -1
+             : kind == MT_BODY_GENERATE ? generate_body(c, root, kept_nul, r, e)
+                                        : openai_body(c, kind == MT_BODY_CHAT, root, kept_nul, r, e);
     if (rc == 0 && c->domain_field && c->domains) rc = domain_group(c, root, r, e);
     cJSON_Delete(root);
     if (rc) mt_gen_request_free(r);

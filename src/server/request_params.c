@@ -264,12 +264,12 @@ int mt_params_parse_ids(const cJSON *arr, const char *name, int32_t **ids, int *
     return 0;
 }
 
-int mt_params_encode(mt_tokenizer *tok, const char *text, bool add_special, int32_t **ids, int *n,
+int mt_params_encode(mt_tokenizer *tok, const char *text, size_t len, bool add_special, int32_t **ids, int *n,
                      mt_api_error *e) {
     if (!tok) return mt_api_fail(e, 400, "text prompts need the model's tokenizer.json; send token ids instead");
     size_t count = 0;
     mt_err err;
-    if (mt_tokenizer_encode(tok, text, strlen(text), add_special, ids, &count, &err))
+    if (mt_tokenizer_encode(tok, text, len, add_special, ids, &count, &err))
         return mt_api_fail(e, 400, "cannot tokenize the prompt: %s", err.msg);
     if (count == 0 || count > 1u << 30) { /* *ids freed and cleared: callers free what they hold */
         free(*ids);

@@ -44,8 +44,9 @@ int mt_params_parse_routing(const cJSON *obj, const mt_param_caps *caps, mt_gen_
 
 /* A JSON array of token ids into a malloc'd array; field names the array in errors. */
 int mt_params_parse_ids(const cJSON *arr, const char *field, int32_t **ids, int *n, mt_api_error *e);
-/* Encodes text (add_special_tokens as the tokenizer's post-processor says when add_special). */
-int mt_params_encode(mt_tokenizer *tok, const char *text, bool add_special, int32_t **ids, int *n,
+/* Encodes the len bytes of text, NUL bytes included (add_special_tokens as the tokenizer's
+ * post-processor says when add_special). */
+int mt_params_encode(mt_tokenizer *tok, const char *text, size_t len, bool add_special, int32_t **ids, int *n,
                      mt_api_error *e);
 
 /* What bounds a request's new tokens besides its own limit. */

@@ -190,10 +190,17 @@ cJSON *mt_json_parse(const char *text, size_t len, const char *what, const char 
     return parse_mapped(text, len, what, end, NULL, 0, err);
 }
 
-cJSON *mt_json_parse_keep_nul(const char *text, size_t len, const char *what, mt_err *err) {
+/* mt_json_parse_keep_nul; *end_at (when end_at is not NULL) gets the offset in text where the value
+ * ended. */
+static cJSON *parse_keep_nul(const char *text, size_t len, const char *what, size_t *end_at, mt_err *err) {
     long first = mt_json_find_nul(text, len);
-    if (first < 0 || text[first] == '\0') return mt_json_parse(text, len, what, NULL, err);
-    char *made = malloc(len ? len : 1);
+    if (first < 0 || text[first] == '\0') {
+        const char *end = NULL;
+        cJSON *root = mt_json_parse(text, len, what, &end, err);
+        if (root && end_at) *end_at = (size_t)(end - text);
+        return root;
+    }
+    char *made = calloc(len ? len : 1, 1); /* (zeroed: gcc cannot see that len > 0 here) */
     size_t *moved = NULL, nmoved = 0, cap = 0, n = 0;
     if (!made) {
         mt_errf(err, "%s%sout of memory", what ? what : "", what ? ": " : "");
@@ -227,9 +234,16 @@ cJSON *mt_json_parse_keep_nul(const char *text, size_t len, const char *what, mt
             made[n++] = text[++i];
         }
     }
-    cJSON *root = parse_mapped(made, n, what, NULL, moved, nmoved, err);
+    const char *end = made;
+    cJSON *root = parse_mapped(made, n, what, &end, moved, nmoved, err);
+    size_t end_made = (size_t)(end - made);
+    if (root && end_at) *end_at = given_offset(end_made, moved, nmoved);
     free(made), free(moved);
     return root;
+}
+
+cJSON *mt_json_parse_keep_nul(const char *text, size_t len, const char *what, mt_err *err) {
+    return parse_keep_nul(text, len, what, NULL, err);
 }
 
 char *mt_json_bytes(const char *s, size_t *len) {
@@ -258,19 +272,23 @@ size_t mt_json_unmask_nul(const char *s, size_t n, char *out) {
     return o;
 }
 
-cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_err *err) {
-    const char *end = NULL;
-    cJSON *root = mt_json_parse(text, len, what, &end, err);
+/* root, or NULL with err when text[end..len) holds more than whitespace (root deleted). */
+static cJSON *nothing_after(cJSON *root, const char *text, size_t len, size_t end, const char *what, mt_err *err) {
     if (!root) return NULL;
-    const char *at = end;
-    while (at < text + len && (*at == ' ' || *at == '\t' || *at == '\n' || *at == '\r')) at++;
-    if (at < text + len) {
+    size_t at = end;
+    while (at < len && (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r')) at++;
+    if (at < len) {
         cJSON_Delete(root);
-        mt_errf(err, "%s%sunexpected text after the JSON value at byte %zu", what ? what : "", what ? ": " : "",
-                (size_t)(at - text));
+        mt_errf(err, "%s%sunexpected text after the JSON value at byte %zu", what ? what : "", what ? ": " : "", at);
         return NULL;
     }
     return root;
+}
+
+cJSON *mt_json_parse_whole(const char *text, size_t len, const char *what, mt_err *err) {
+    const char *end = NULL;
+    cJSON *root = mt_json_parse(text, len, what, &end, err);
+    return nothing_after(root, text, len, root ? (size_t)(end - text) : 0, what, err);
 }
 
 static int key_order(const void *a, const void *b) {
@@ -336,8 +354,8 @@ const cJSON *mt_json_duplicate_key(const cJSON *root, const cJSON **object, bool
     return dup;
 }
 
-cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err *err) {
-    cJSON *root = mt_json_parse_whole(text, len, what, err);
+/* root, or NULL with err when one of its objects names a key twice (root deleted). */
+static cJSON *no_duplicates(cJSON *root, const char *what, mt_err *err) {
     if (!root) return NULL;
     const char *sep = what ? ": " : "";
     if (!what) what = "";
@@ -352,6 +370,65 @@ cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err
     else mt_errf(err, "%s%sduplicate key '%s' (one object names it twice)", what, sep, dup->string);
     cJSON_Delete(root);
     return NULL;
+}
+
+cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err *err) {
+    return no_duplicates(mt_json_parse_whole(text, len, what, err), what, err);
+}
+
+/* The offset of the first byte of text[0..len) that starts no valid UTF-8 sequence, or len. */
+static size_t utf8_valid_prefix(const char *text, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        if ((unsigned char)text[i] < 0x80) {
+            i++;
+            continue;
+        }
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t n = utf8proc_iterate((const utf8proc_uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &cp);
+        if (n <= 0) break;
+        i += (size_t)n;
+    }
+    return i;
+}
+
+cJSON *mt_json_parse_body_keep_nul(const char *text, size_t len, const char *what, bool *kept_nul, mt_err *err) {
+    long first = mt_json_find_nul(text, len);
+    *kept_nul = first >= 0 && text[first] != '\0';
+    if (!*kept_nul) return mt_json_parse_body(text, len, what, err);
+    size_t valid = utf8_valid_prefix(text, len);
+    if (valid < len) {
+        mt_errf(err, "%s%snot valid UTF-8 (byte %zu)", what ? what : "", what ? ": " : "", valid);
+        return NULL;
+    }
+    size_t end = 0;
+    cJSON *root = parse_keep_nul(text, len, what, &end, err);
+    return no_duplicates(nothing_after(root, text, len, end, what, err), what, err);
+}
+
+/* mt_json_nul_string over node and its siblings; key: the member name enclosing them. */
+static const cJSON *nul_below(const cJSON *node, const cJSON *skip, const char *key, const char **key_out,
+                              bool *in_name) {
+    for (; node; node = node->next) {
+        const char *name = node->string ? node->string : key;
+        if (node->string && mt_json_holds_nul(node->string)) {
+            *in_name = true, *key_out = key;
+            return node;
+        }
+        if (node == skip) continue;
+        if (cJSON_IsString(node) && mt_json_holds_nul(node->valuestring)) {
+            *in_name = false, *key_out = name;
+            return node;
+        }
+        const cJSON *found = nul_below(node->child, skip, name, key_out, in_name);
+        if (found) return found;
+    }
+    return NULL;
+}
+
+const cJSON *mt_json_nul_string(const cJSON *root, const cJSON *skip, const char **key, bool *in_name) {
+    *key = NULL, *in_name = false;
+    return root && root != skip ? nul_below(root->child, skip, NULL, key, in_name) : NULL;
 }
 
 cJSON *mt_json_text(const char *s, size_t n) {
