@@ -206,6 +206,15 @@ static void test_body_keep_nul(void **state) {
     }
     assert_null(mt_json_parse_body("{\"a\": \"xxxxxx\", 1}", 19, "b", &err));
     assert_string_equal(err.msg, "b: invalid JSON near byte 17");
+    /* a dataset line's reader: what follows the value and duplicate keys are left alone */
+    const char *line = "{\"a\": \"\\u0000\", \"a\": 1} x";
+    j = mt_json_parse_text_keep_nul(line, strlen(line), "l", &kept, &err);
+    assert_non_null(j);
+    assert_true(kept);
+    assert_string_equal(j->child->valuestring, "\xC0\x80");
+    cJSON_Delete(j);
+    assert_null(mt_json_parse_text_keep_nul("[\"\\u0000\xff\"]", 10, "l", &kept, &err));
+    assert_string_equal(err.msg, "l: not valid UTF-8 (byte 8)");
     const char raw[] = "{\"a\": \"\\u0000\", \"b\": \"\0\"}";
     assert_null(mt_json_parse_body_keep_nul(raw, sizeof raw - 1, "b", &kept, &err));
     assert_string_equal(err.msg, "b: a string holds U+0000 (\\u0000 at byte 22), which is not supported");

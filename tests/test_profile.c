@@ -17,6 +17,7 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "cli/dataset.h"
 #include "model/safetensors.h"
 #include "routing/stat_dump.h"
 #include "test_cli.h"
@@ -604,6 +605,27 @@ static void test_many_domains(void **state) {
     assert_png(g_dir, "one/domains.png");
 }
 
+/* A record's "prompt" holding U+0000 is encoded whole, NUL bytes and all (it was refused; before
+ * that, cut at the NUL). In-process, with a tokenizer (the model above has none). */
+static void test_prompt_with_nul(void **state) {
+    (void)state;
+    mt_text_tools tools = {.model_dir = MT_SOURCE_DIR "/tests/tokenizer/ms"};
+    mt_err err;
+    mt_dataset_record r;
+    const char line[] = "{\"prompt\": \"a\\u0000bc\\u0000\", \"rid\": \"x\"}";
+    if (mt_dataset_line(&tools, line, sizeof line - 1, NULL, &r, &err)) fail_msg("%s", err.msg);
+    int32_t *ids;
+    size_t n;
+    if (mt_tokenizer_encode(tools.tok, "a\0bc\0", 5, 1, &ids, &n, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(r.n, n);
+    assert_memory_equal(r.ids, ids, n * sizeof *ids);
+    assert_string_equal(r.name, "x");
+    free(ids);
+    free(r.ids);
+    free(r.name);
+    mt_tokenizer_free(tools.tok);
+}
+
 static void test_bad_datasets(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -616,9 +638,13 @@ static void test_bad_datasets(void **state) {
         {"{\"input_ids\": [1]}\n{\"id\": 1.5, \"input_ids\": [1]}\n", "line 2: 'id' must be"},
         {"{\"rid\": \"\", \"input_ids\": [1]}\n", "'rid' must be a non-empty string or an integer"},
         {"\n\n", "no requests"},
-        /* U+0000 would cut the string (cJSON's C strings): refused, not tokenized up to it */
-        {"{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 2], \"note\": \"a\\u0000b\"}\n", "line 2: a string holds U+0000"},
-        {"{\"prompt\": \"a\\u0000bcdefgh\"}\n", "U+0000"},
+        /* U+0000 outside "prompt" would cut the string (cJSON's C strings): refused */
+        {"{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 2], \"note\": \"a\\u0000b\"}\n",
+         "line 2: 'note' holds U+0000, which moetrace reads only in 'prompt'"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}\n", "line 1: 'content' holds U+0000"},
+        {"{\"input_ids\": [1], \"\\u0000\": 1}\n", "line 1: a member name holds U+0000"},
+        {"{\"input_ids\": [1], \"rid\": \"\\u0000\xff\"}\n", "line 1: not valid UTF-8 (byte 33)"},
+        {"{\"prompt\": \"a\\u0000b\", \"rid\": \"\\u0000\"}\n", "line 1: 'rid' holds U+0000"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024], out[8192];
@@ -660,6 +686,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outputs_agree),
         cmocka_unit_test(test_bad_datasets),
+        cmocka_unit_test(test_prompt_with_nul),
         cmocka_unit_test(test_domains),
         cmocka_unit_test(test_domains_shared_prompt),
         cmocka_unit_test(test_prefix_hits_not_compared),

@@ -45,27 +45,35 @@ static int parse_ids(const cJSON *input, int32_t **ids, int *n, mt_err *err) {
     return 0;
 }
 
-/* A prompt or messages (rendered with the chat template) through the tokenizer. */
-static int encode_text(mt_text_tools *t, const cJSON *line, int32_t **ids, int *n, mt_err *err) {
+/* A prompt or messages (rendered with the chat template) through the tokenizer. kept_nul: the line
+ * was parsed keeping each escaped U+0000 as C0 80 (only the prompt may hold one). */
+static int encode_text(mt_text_tools *t, const cJSON *line, bool kept_nul, int32_t **ids, int *n, mt_err *err) {
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(line, "prompt");
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(line, "messages");
     if (!prompt && !messages) return mt_errf(err, "expected one of 'prompt', 'messages' or 'input_ids'");
     if (!t->tok && mt_tokenizer_load(&t->tok, t->model_dir, err)) return -1;
     char *rendered = NULL;
     const char *text;
+    size_t len;
     if (messages) {
         if (!cJSON_IsArray(messages)) return mt_errf(err, "'messages' must be a list");
         if (!t->tpl && mt_chat_template_load(&t->tpl, t->model_dir, err)) return -1;
         if (mt_chat_render(t->tpl, messages, cJSON_GetObjectItemCaseSensitive(line, "tools"), 1, NULL, &rendered, err))
             return -1;
         text = rendered;
+        len = strlen(text);
     } else {
         if (!cJSON_IsString(prompt)) return mt_errf(err, "'prompt' must be a string");
         text = prompt->valuestring;
+        len = strlen(text);
+        if (kept_nul && mt_json_holds_nul(text)) {
+            if (!(rendered = mt_json_bytes(text, &len))) return mt_errf(err, "out of memory");
+            text = rendered;
+        }
     }
     size_t count = 0;
     int32_t *v = NULL;
-    int rc = mt_tokenizer_encode(t->tok, text, strlen(text), !messages, &v, &count, err);
+    int rc = mt_tokenizer_encode(t->tok, text, len, !messages, &v, &count, err);
     free(rendered);
     if (rc) return -1;
     if (count == 0 || count > 1u << 30) {
@@ -90,18 +98,32 @@ static int parse_name(const cJSON *line, char **name, mt_err *err) {
 
 #define DOMAIN_MAX_BYTES MT_DOMAIN_LABEL_MAX
 
+/* An error when a string of the record other than its "prompt" holds U+0000: messages, names and
+ * labels are C strings, which would end at the NUL. */
+static int nul_outside_prompt(const cJSON *line, mt_err *err) {
+    const char *key;
+    bool in_name;
+    if (!mt_json_nul_string(line, cJSON_GetObjectItemCaseSensitive(line, "prompt"), &key, &in_name)) return 0;
+    if (key && !mt_json_holds_nul(key))
+        return mt_errf(err, in_name ? "a member name in '%.64s' holds U+0000, which moetrace reads only in 'prompt'"
+                                    : "'%.64s' holds U+0000, which moetrace reads only in 'prompt'", key);
+    return mt_errf(err, "a member name holds U+0000, which moetrace reads only in 'prompt'");
+}
+
 int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, const char *domain_field, mt_dataset_record *r,
                     mt_err *err) {
     memset(r, 0, sizeof *r);
-    cJSON *obj = mt_json_parse(line, len, NULL, NULL, err);
+    bool kept_nul = false;
+    cJSON *obj = mt_json_parse_text_keep_nul(line, len, NULL, &kept_nul, err);
     int rc;
     if (!obj) rc = -1;
     else if (!cJSON_IsObject(obj)) rc = mt_errf(err, "not a JSON object");
+    else if (kept_nul && nul_outside_prompt(obj, err)) rc = -1;
     else if (parse_name(obj, &r->name, err)) rc = -1;
     else if (domain_field && parse_label(obj, domain_field, DOMAIN_MAX_BYTES, &r->domain, err)) rc = -1;
     else if (cJSON_GetObjectItemCaseSensitive(obj, "input_ids"))
         rc = parse_ids(cJSON_GetObjectItemCaseSensitive(obj, "input_ids"), &r->ids, &r->n, err);
-    else rc = encode_text(t, obj, &r->ids, &r->n, err);
+    else rc = encode_text(t, obj, kept_nul, &r->ids, &r->n, err);
     cJSON_Delete(obj);
     if (rc) {
         free(r->name);

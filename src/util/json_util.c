@@ -392,17 +392,29 @@ static size_t utf8_valid_prefix(const char *text, size_t len) {
     return i;
 }
 
-cJSON *mt_json_parse_body_keep_nul(const char *text, size_t len, const char *what, bool *kept_nul, mt_err *err) {
+/* mt_json_parse_text_keep_nul; *end_at gets the offset in text where the value ended. */
+static cJSON *parse_text_keep_nul(const char *text, size_t len, const char *what, bool *kept_nul, size_t *end_at,
+                                  mt_err *err) {
     long first = mt_json_find_nul(text, len);
     *kept_nul = first >= 0 && text[first] != '\0';
-    if (!*kept_nul) return mt_json_parse_body(text, len, what, err);
-    size_t valid = utf8_valid_prefix(text, len);
-    if (valid < len) {
-        mt_errf(err, "%s%snot valid UTF-8 (byte %zu)", what ? what : "", what ? ": " : "", valid);
-        return NULL;
+    if (*kept_nul) {
+        size_t valid = utf8_valid_prefix(text, len);
+        if (valid < len) {
+            mt_errf(err, "%s%snot valid UTF-8 (byte %zu)", what ? what : "", what ? ": " : "", valid);
+            return NULL;
+        }
     }
+    return parse_keep_nul(text, len, what, end_at, err);
+}
+
+cJSON *mt_json_parse_text_keep_nul(const char *text, size_t len, const char *what, bool *kept_nul, mt_err *err) {
+    size_t end;
+    return parse_text_keep_nul(text, len, what, kept_nul, &end, err);
+}
+
+cJSON *mt_json_parse_body_keep_nul(const char *text, size_t len, const char *what, bool *kept_nul, mt_err *err) {
     size_t end = 0;
-    cJSON *root = parse_keep_nul(text, len, what, &end, err);
+    cJSON *root = parse_text_keep_nul(text, len, what, kept_nul, &end, err);
     return no_duplicates(nothing_after(root, text, len, end, what, err), what, err);
 }
 

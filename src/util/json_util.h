@@ -62,11 +62,13 @@ const cJSON *mt_json_duplicate_key(const cJSON *root, const cJSON **object, bool
  * mt_json_parse, duplicates allowed. */
 cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err *err);
 
-/* mt_json_parse_body for a request whose prompt text may hold U+0000. A body without the escape
- * \u0000 in a string is parsed exactly as mt_json_parse_body does, *kept_nul false. One with it must
- * be valid UTF-8 ("<what>: not valid UTF-8 (byte N)") and is parsed as mt_json_parse_keep_nul does
- * (each \u0000 kept as C0 80), *kept_nul true: the caller then reads the strings that may hold NUL
- * with mt_json_bytes and refuses the others (mt_json_nul_string). A raw NUL is still refused. */
+/* mt_json_parse (end not given) for a record whose prompt text may hold U+0000. Text without the
+ * escape \u0000 in a string is parsed exactly as mt_json_parse does, *kept_nul false. Text with it
+ * must be valid UTF-8 ("<what>: not valid UTF-8 (byte N)") and is parsed as mt_json_parse_keep_nul
+ * does (each \u0000 kept as C0 80), *kept_nul true: the caller then reads the strings that may hold
+ * NUL with mt_json_bytes and refuses the others (mt_json_nul_string). A raw NUL is still refused.
+ * mt_json_parse_body_keep_nul is the same for a request body (the checks of mt_json_parse_body). */
+cJSON *mt_json_parse_text_keep_nul(const char *text, size_t len, const char *what, bool *kept_nul, mt_err *err);
 cJSON *mt_json_parse_body_keep_nul(const char *text, size_t len, const char *what, bool *kept_nul, mt_err *err);
 /* The first node under root (root's own name and value excepted) whose member name (*in_name true)
  * or string value (*in_name false) holds C0 80, skipping the values of skip and of everything inside
