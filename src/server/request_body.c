@@ -357,7 +357,8 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     if (c->chat_mu) pthread_mutex_unlock(c->chat_mu);
     cJSON_Delete(flat);
     if (rc) return mt_api_fail(e, 400, "chat template: %s", err.msg);
-    rc = alloc_prompts(r, 1, e) || mt_params_encode(c->tokenizer, text, strlen(text), false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
+    rc = alloc_prompts(r, 1, e) ||
+         mt_params_encode(c->tokenizer, text, strlen(text), false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
     free(text);
     return rc ? -1 : 0;
 }
@@ -470,7 +471,8 @@ static int nul_outside_prompt(const cJSON *root, mt_body_kind kind, mt_api_error
                                              : kind == MT_BODY_GENERATE ? "the prompt text ('text')"
                                                                         : "the prompt text ('prompt')";
     char what[96] = "a member name";
-    if (key && !mt_json_holds_nul(key)) snprintf(what, sizeof what, in_name ? "a member name in '%.64s'" : "'%.64s'", key);
+    if (key && !mt_json_holds_nul(key))
+        snprintf(what, sizeof what, in_name ? "a member name in '%.64s'" : "'%.64s'", key);
     return mt_api_fail(e, 400, "the request body: %s holds U+0000, which moetrace reads only in %s", what, where);
 }
 
