@@ -114,15 +114,12 @@ static int one(const tk_pretok *pt, const char *s, size_t n, int origin0, tk_pie
     case TK_P_METASPACE: {
         tk_buf b = {0};
         tk_buf_put(&b, "", 0);
-        int starts = n >= (size_t)pt->repl_len && !memcmp(s, pt->repl_s, (size_t)pt->repl_len);
-        for (size_t i = 0; i < n; i++)
-            if (s[i] == ' ') starts = starts || i == 0;
         /* replace spaces first, then decide on the prefix from the replaced text */
         for (size_t i = 0; i < n; i++) {
             if (s[i] == ' ') tk_buf_put(&b, pt->repl_s, (size_t)pt->repl_len);
             else tk_buf_putc(&b, s[i]);
         }
-        starts = b.n >= (size_t)pt->repl_len && !memcmp(b.p, pt->repl_s, (size_t)pt->repl_len);
+        int starts = b.n >= (size_t)pt->repl_len && !memcmp(b.p, pt->repl_s, (size_t)pt->repl_len);
         int prepend = !starts && (pt->prepend_scheme == TK_PREPEND_ALWAYS ||
                                   (pt->prepend_scheme == TK_PREPEND_FIRST && origin0));
         tk_buf c = {0};
