@@ -606,7 +606,8 @@ static void test_many_domains(void **state) {
 }
 
 /* A record's "prompt" holding U+0000 is encoded whole, NUL bytes and all (it was refused; before
- * that, cut at the NUL). In-process, with a tokenizer (the model above has none). */
+ * that, cut at the NUL), and its "messages" reach the chat template with it. In-process, with a
+ * tokenizer (the model above has none). */
 static void test_prompt_with_nul(void **state) {
     (void)state;
     mt_text_tools tools = {.model_dir = MT_SOURCE_DIR "/tests/tokenizer/ms"};
@@ -623,6 +624,17 @@ static void test_prompt_with_nul(void **state) {
     free(ids);
     free(r.ids);
     free(r.name);
+    if (mt_chat_template_from_string(&tools.tpl, "{{ messages[0].content | length }}{{ messages[0].content }}", NULL,
+                                     NULL, &err))
+        fail_msg("%s", err.msg);
+    const char chat[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"\\u0000z\"}]}";
+    if (mt_dataset_line(&tools, chat, sizeof chat - 1, NULL, &r, &err)) fail_msg("%s", err.msg);
+    if (mt_tokenizer_encode(tools.tok, "2\0z", 3, 0, &ids, &n, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(r.n, n);
+    assert_memory_equal(r.ids, ids, n * sizeof *ids);
+    free(ids);
+    free(r.ids);
+    mt_chat_template_free(tools.tpl);
     mt_tokenizer_free(tools.tok);
 }
 
@@ -641,7 +653,8 @@ static void test_bad_datasets(void **state) {
         /* U+0000 outside "prompt" would cut the string (cJSON's C strings): refused */
         {"{\"input_ids\": [1, 2]}\n{\"input_ids\": [1, 2], \"note\": \"a\\u0000b\"}\n",
          "line 2: 'note' holds U+0000, which moetrace reads only in 'prompt'"},
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}\n", "line 1: 'content' holds U+0000"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}], \"tools\": [{\"x\": \"\\u0000\"}]}\n",
+         "line 1: 'x' holds U+0000, which moetrace reads only in 'messages'"},
         {"{\"input_ids\": [1], \"\\u0000\": 1}\n", "line 1: a member name holds U+0000"},
         {"{\"input_ids\": [1], \"rid\": \"\\u0000\xff\"}\n", "line 1: not valid UTF-8 (byte 33)"},
         {"{\"prompt\": \"a\\u0000b\", \"rid\": \"\\u0000\"}\n", "line 1: 'rid' holds U+0000"},

@@ -287,8 +287,8 @@ static void test_malformed_requests(void **state) {
         {"POST", G, nested, 400, "JSON nested deeper than 1000 arrays and objects"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop\": [\"a\\u0000b\"]}}", 400, "'stop' holds U+0000"},
         {"POST", "/v1/completions", "{\"prompt\": \"a\", \"user\": \"\\u0000\"}", 400, "U+0000"},
-        {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400,
-         "U+0000"},
+        {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}], \"tools\": [{\"x\": "
+         "\"\\u0000\"}]}", 400, "'x' holds U+0000, which moetrace reads only in the prompt ('messages')"},
         {"POST", G, huge, 413, "exceeds"},
         {"GET", G, NULL, 405, "GET"},
         {"POST", "/nonexistent", "{}", 404, "/nonexistent"},
@@ -533,7 +533,7 @@ static void test_request_bodies(void **state) {
         {MT_BODY_COMPLETIONS, "{\"prompt\": [\"\"]}", 400, "no tokens"},
         {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 400, "no tokens"},
         {MT_BODY_GENERATE, "{\"text\": \"hello\", \"rid\": \"r1\", \"sampling_params\": {\"stop\": [\"x\\u0000\"]}}", 400,
-         "'stop' holds U+0000, which moetrace reads only in the prompt text ('text')"},
+         "'stop' holds U+0000, which moetrace reads only in the prompt ('text')"},
         {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"rid\": \"r\\u0000\"}", 400, "'rid' holds U+0000"},
         {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"x\\u0000\": 1}", 400, "a member name holds U+0000"},
         {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"sampling_params\": {\"\\u0000\": 1}}", 400,
@@ -542,11 +542,12 @@ static void test_request_bodies(void **state) {
         {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\"} x", 400, "unexpected text after the JSON value at byte 21"},
         {MT_BODY_GENERATE, "{\"text\": \"a\\u0000b\", \"text\": \"c\"}", 400, "duplicate key 'text'"},
         {MT_BODY_COMPLETIONS, "{\"prompt\": \"a\\u0000b\", \"stop\": \"\\u0000\"}", 400,
-         "'stop' holds U+0000, which moetrace reads only in the prompt text ('prompt')"},
+         "'stop' holds U+0000, which moetrace reads only in the prompt ('prompt')"},
         {MT_BODY_COMPLETIONS, "{\"prompt\": \"a\", \"suffix\": \"\\u0000\"}", 400, "'suffix' holds U+0000"},
-        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}]}", 400,
-         "'content' holds U+0000, which moetrace reads only in the prompt text of /generate ('text') and "
-         "/v1/completions ('prompt')"},
+        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}], \"stop\": [\"\\u0000\"]}", 400,
+         "'stop' holds U+0000, which moetrace reads only in the prompt ('messages')"},
+        {MT_BODY_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}], \"chat_template_kwargs\": {\"k\": \"\\u0000\"}}",
+         400, "'k' holds U+0000"},
         {MT_BODY_GENERATE, "{\"text\": \"a\\\\u0000bcdefgh\", \"rid\": \"r1\"}", 0, "a\\u0000bcdefgh"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -589,6 +590,27 @@ static void test_request_bodies(void **state) {
         free(ids);
         mt_gen_request_free(&r);
     }
+    /* and in chat messages, where the template sees the character U+0000, as Python's would: its
+     * length, its JSON, a slice, and the text of content parts joined */
+    mt_chat_template *show;
+    if (mt_chat_template_from_string(&show, "{% for m in messages %}{{ m.content }}|{{ m.content | length }}|"
+                                     "{{ m.content | tojson }}|{{ m.content[1:] }};{% endfor %}", NULL, NULL, &err))
+        fail_msg("%s", err.msg);
+    mt_request_ctx chat = {.cfg = &cfg, .tokenizer = tok, .chat_template = show};
+    const char *body = "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000b\"}, {\"role\": \"user\", "
+                       "\"content\": [{\"type\": \"text\", \"text\": \"\\u0000\"}, {\"type\": \"text\", \"text\": \"c\"}]}]}";
+    const char want[] = "a\0b|3|\"a\\u0000b\"|\0b;\0\nc|3|\"\\u0000\\nc\"|\nc;";
+    mt_gen_request cr;
+    mt_api_error ce = {0};
+    if (mt_request_parse(&chat, MT_BODY_CHAT, body, strlen(body), &cr, &ce)) fail_msg("chat: %s", ce.message);
+    int32_t *want_ids;
+    size_t n_want;
+    if (mt_tokenizer_encode(tok, want, sizeof want - 1, 0, &want_ids, &n_want, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(cr.prompts[0].n_ids, n_want);
+    assert_memory_equal(cr.prompts[0].ids, want_ids, n_want * sizeof *want_ids);
+    free(want_ids);
+    mt_gen_request_free(&cr);
+    mt_chat_template_free(show);
     /* more prompts than a request may ask outputs for: refused before any is read */
     char *many = malloc(8 * 1100 + 64);
     size_t at = (size_t)sprintf(many, "{\"text\": [");

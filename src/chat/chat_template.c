@@ -181,6 +181,15 @@ done:
     return rc;
 }
 
+/* A JSON string (a value or a member name) as a string value: with c->masked_nul, each C0 80 pair
+ * read back as a NUL byte. */
+static jv json_text(jctx *c, const char *s) {
+    if (!c->masked_nul || !mt_json_holds_nul(s)) return jv_cstr(s);
+    size_t n = strlen(s);
+    char *bytes = jx_alloc(c, n);
+    return jv_strn(bytes, mt_json_unmask_nul(s, n, bytes));
+}
+
 /* cJSON -> value. Numbers: integral values that fit are ints (cJSON keeps no int/float distinction,
  * so a JSON `1.0` reads as the int 1); integers past 2^53 from their text, up to int64. */
 static jv from_json(jctx *c, const cJSON *j, int depth) {
@@ -195,7 +204,7 @@ static jv from_json(jctx *c, const cJSON *j, int depth) {
         if (d == floor(d) && fabs(d) < 9007199254740992.0) return jv_int((int64_t)d);
         return jv_float(d);
     }
-    if (cJSON_IsString(j)) return jv_cstr(j->valuestring);
+    if (cJSON_IsString(j)) return json_text(c, j->valuestring);
     if (cJSON_IsArray(j)) {
         jv out = jv_list_new(c, (size_t)cJSON_GetArraySize(j));
         const cJSON *it;
@@ -205,7 +214,7 @@ static jv from_json(jctx *c, const cJSON *j, int depth) {
     if (cJSON_IsObject(j)) {
         jv out = jv_dict_new(c, (size_t)cJSON_GetArraySize(j));
         const cJSON *it;
-        cJSON_ArrayForEach(it, j) jv_dict_set(c, out.u.d, jv_cstr(it->string), from_json(c, it, depth + 1));
+        cJSON_ArrayForEach(it, j) jv_dict_set(c, out.u.d, json_text(c, it->string), from_json(c, it, depth + 1));
         return out;
     }
     return jv_none();
@@ -245,6 +254,12 @@ static int guarded_render(jctx *c, const mt_chat_template *tpl, const cJSON *mes
 
 int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
                    int add_generation_prompt, const cJSON *extra_kwargs, char **out_text, mt_err *err) {
+    return mt_chat_render_bytes(tpl, messages, tools, add_generation_prompt, extra_kwargs, false, out_text, NULL, err);
+}
+
+int mt_chat_render_bytes(const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
+                         int add_generation_prompt, const cJSON *extra_kwargs, bool masked_nul, char **out_text,
+                         size_t *out_len, mt_err *err) {
     *out_text = NULL;
     if (!cJSON_IsArray(messages)) return mt_errf(err, "chat template: messages must be a JSON array");
     if (tools && !cJSON_IsArray(tools) && !cJSON_IsNull(tools)) return mt_errf(err, "chat template: tools must be a JSON array");
@@ -254,6 +269,7 @@ int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJS
     jctx *c = calloc(1, sizeof *c);
     if (!c) return mt_errf(err, "chat template: out of memory");
     c->a = &arena;
+    c->masked_nul = masked_nul;
     jbuf out = {0};
     int rc = -1;
     if (guarded_render(c, tpl, messages, tools, add_generation_prompt, kwargs, &out)) {
@@ -263,6 +279,7 @@ int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJS
     } else {
         memcpy(*out_text, out.p, out.n);
         (*out_text)[out.n] = 0;
+        if (out_len) *out_len = out.n;
         rc = 0;
     }
     ja_free(&arena);

@@ -10,6 +10,9 @@
 #ifndef MT_CHAT_CHAT_TEMPLATE_H
 #define MT_CHAT_CHAT_TEMPLATE_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include <cjson/cJSON.h>
 
 #include "util/err.h"
@@ -32,5 +35,11 @@ void mt_chat_template_free(mt_chat_template *tpl);
  * object or NULL. On success *out_text is a malloc'd NUL-terminated UTF-8 string (caller frees). */
 int mt_chat_render(const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
                    int add_generation_prompt, const cJSON *extra_kwargs, char **out_text, mt_err *err);
+/* The same, where the output may hold NUL bytes: *out_len (when not NULL) gets its length. With
+ * masked_nul, the inputs come from mt_json_parse_*_keep_nul, and every C0 80 pair in their strings
+ * is the character U+0000 to the template (as a Python string holding "\x00"). */
+int mt_chat_render_bytes(const mt_chat_template *tpl, const cJSON *messages, const cJSON *tools,
+                         int add_generation_prompt, const cJSON *extra_kwargs, bool masked_nul, char **out_text,
+                         size_t *out_len, mt_err *err);
 
 #endif

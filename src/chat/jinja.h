@@ -9,6 +9,7 @@
 #define MT_CHAT_JINJA_H
 
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,6 +93,7 @@ typedef struct jctx {
     int loop_ctl; /* 1 break, 2 continue */
     int depth;
     size_t allocated; /* bytes taken from the arena by this render (jx_alloc) */
+    bool masked_nul;  /* the input JSON's strings hold U+0000 as C0 80 (mt_json_parse_keep_nul) */
 } jctx;
 
 /* A render may take at most this much memory: a template that loops or repeats without end (or

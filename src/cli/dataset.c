@@ -46,7 +46,7 @@ static int parse_ids(const cJSON *input, int32_t **ids, int *n, mt_err *err) {
 }
 
 /* A prompt or messages (rendered with the chat template) through the tokenizer. kept_nul: the line
- * was parsed keeping each escaped U+0000 as C0 80 (only the prompt may hold one). */
+ * was parsed keeping each escaped U+0000 as C0 80 (only the prompt or messages may hold one). */
 static int encode_text(mt_text_tools *t, const cJSON *line, bool kept_nul, int32_t **ids, int *n, mt_err *err) {
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(line, "prompt");
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(line, "messages");
@@ -58,10 +58,10 @@ static int encode_text(mt_text_tools *t, const cJSON *line, bool kept_nul, int32
     if (messages) {
         if (!cJSON_IsArray(messages)) return mt_errf(err, "'messages' must be a list");
         if (!t->tpl && mt_chat_template_load(&t->tpl, t->model_dir, err)) return -1;
-        if (mt_chat_render(t->tpl, messages, cJSON_GetObjectItemCaseSensitive(line, "tools"), 1, NULL, &rendered, err))
+        if (mt_chat_render_bytes(t->tpl, messages, cJSON_GetObjectItemCaseSensitive(line, "tools"), 1, NULL, kept_nul,
+                                 &rendered, &len, err))
             return -1;
         text = rendered;
-        len = strlen(text);
     } else {
         if (!cJSON_IsString(prompt)) return mt_errf(err, "'prompt' must be a string");
         text = prompt->valuestring;
@@ -98,16 +98,16 @@ static int parse_name(const cJSON *line, char **name, mt_err *err) {
 
 #define DOMAIN_MAX_BYTES MT_DOMAIN_LABEL_MAX
 
-/* An error when a string of the record other than its "prompt" holds U+0000: messages, names and
- * labels are C strings, which would end at the NUL. */
+/* An error when a string of the record other than its prompt ("messages" when it has them, else
+ * "prompt") holds U+0000: names, labels and tools are C strings, which would end at the NUL. */
 static int nul_outside_prompt(const cJSON *line, mt_err *err) {
-    const char *key;
+    const char *key = cJSON_GetObjectItemCaseSensitive(line, "messages") ? "messages" : "prompt", *at;
     bool in_name;
-    if (!mt_json_nul_string(line, cJSON_GetObjectItemCaseSensitive(line, "prompt"), &key, &in_name)) return 0;
-    if (key && !mt_json_holds_nul(key))
-        return mt_errf(err, in_name ? "a member name in '%.64s' holds U+0000, which moetrace reads only in 'prompt'"
-                                    : "'%.64s' holds U+0000, which moetrace reads only in 'prompt'", key);
-    return mt_errf(err, "a member name holds U+0000, which moetrace reads only in 'prompt'");
+    if (!mt_json_nul_string(line, cJSON_GetObjectItemCaseSensitive(line, key), &at, &in_name)) return 0;
+    if (at && !mt_json_holds_nul(at))
+        return mt_errf(err, in_name ? "a member name in '%.64s' holds U+0000, which moetrace reads only in '%s'"
+                                    : "'%.64s' holds U+0000, which moetrace reads only in '%s'", at, key);
+    return mt_errf(err, "a member name holds U+0000, which moetrace reads only in '%s'", key);
 }
 
 int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, const char *domain_field, mt_dataset_record *r,

@@ -327,7 +327,9 @@ static cJSON *template_messages(const cJSON *messages, int *rc, mt_api_error *e)
 /* The prompt of /v1/chat/completions: messages through the chat template, then tokenized without
  * added special tokens (as transformers' apply_chat_template(tokenize=True)). The tools as sent, or
  * none with "tool_choice": "none" or an empty list (as SGLang). */
-static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_request *r, mt_api_error *e) {
+/* /v1/chat/completions' prompt: its messages rendered by the chat template. kept_nul: the body was
+ * parsed keeping each escaped U+0000 as C0 80, a NUL to the template. */
+static int chat_prompt(const mt_request_ctx *c, const cJSON *body, bool kept_nul, mt_gen_request *r, mt_api_error *e) {
     const cJSON *messages = field(body, "messages"), *tools = field(body, "tools");
     const cJSON *kwargs = field(body, "chat_template_kwargs"), *gen_prompt = field(body, "add_generation_prompt");
     if (!c->chat_template) return mt_api_fail(e, 400, "the model has no chat template");
@@ -350,15 +352,16 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, mt_gen_reques
     cJSON *flat = template_messages(messages, &frc, e);
     if (frc) return -1;
     char *text = NULL;
+    size_t len = 0;
     mt_err err;
     if (c->chat_mu) pthread_mutex_lock(c->chat_mu);
-    int rc = mt_chat_render(c->chat_template, flat ? flat : messages, tools, gen_prompt ? cJSON_IsTrue(gen_prompt) : 1,
-                            kwargs, &text, &err);
+    int rc = mt_chat_render_bytes(c->chat_template, flat ? flat : messages, tools,
+                                  gen_prompt ? cJSON_IsTrue(gen_prompt) : 1, kwargs, kept_nul, &text, &len, &err);
     if (c->chat_mu) pthread_mutex_unlock(c->chat_mu);
     cJSON_Delete(flat);
     if (rc) return mt_api_fail(e, 400, "chat template: %s", err.msg);
     rc = alloc_prompts(r, 1, e) ||
-         mt_params_encode(c->tokenizer, text, strlen(text), false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
+         mt_params_encode(c->tokenizer, text, len, false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
     free(text);
     return rc ? -1 : 0;
 }
@@ -443,7 +446,7 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, bo
     int rc = mt_params_parse_sampling(body, MT_PARAMS_OPENAI, &caps, &shared, &max_given, &r->n, e) ||
              mt_params_parse_routing(body, &caps, &shared, e) || openai_logprobs(body, chat, r, &shared, e) ||
              (!chat && completions_unsupported(body, r->n, e)) ||
-             (chat ? chat_prompt(c, body, r, e) : completion_prompts(c, field(body, "prompt"), kept_nul, r, e)) ||
+             (chat ? chat_prompt(c, body, kept_nul, r, e) : completion_prompts(c, field(body, "prompt"), kept_nul, r, e)) ||
              check_outputs(r, e);
     mt_fit_limits lim = {max_given, chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS, c->kv_positions,
                          openai_max_key(body)};
@@ -458,22 +461,19 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, bo
 }
 
 /* A 400 when a string of the body other than its prompt text ("text" of /generate, "prompt" of
- * /v1/completions) holds U+0000: messages, stop strings, names and the rest are C strings, which
- * would end at the NUL. */
+ * /v1/completions, "messages" of /v1/chat/completions) holds U+0000: stop strings, names and the
+ * rest are C strings, which would end at the NUL. */
 static int nul_outside_prompt(const cJSON *root, mt_body_kind kind, mt_api_error *e) {
-    const cJSON *prompt = kind == MT_BODY_GENERATE      ? cJSON_GetObjectItemCaseSensitive(root, "text")
-                          : kind == MT_BODY_COMPLETIONS ? cJSON_GetObjectItemCaseSensitive(root, "prompt")
-                                                        : NULL;
-    const char *key;
+    const char *key = kind == MT_BODY_GENERATE ? "text" : kind == MT_BODY_COMPLETIONS ? "prompt" : "messages";
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, key);
+    const char *at;
     bool in_name;
-    if (!mt_json_nul_string(root, prompt, &key, &in_name)) return 0;
-    const char *where = kind == MT_BODY_CHAT ? "the prompt text of /generate ('text') and /v1/completions ('prompt')"
-                                             : kind == MT_BODY_GENERATE ? "the prompt text ('text')"
-                                                                        : "the prompt text ('prompt')";
+    if (!mt_json_nul_string(root, prompt, &at, &in_name)) return 0;
     char what[96] = "a member name";
-    if (key && !mt_json_holds_nul(key))
-        snprintf(what, sizeof what, in_name ? "a member name in '%.64s'" : "'%.64s'", key);
-    return mt_api_fail(e, 400, "the request body: %s holds U+0000, which moetrace reads only in %s", what, where);
+    if (at && !mt_json_holds_nul(at))
+        snprintf(what, sizeof what, in_name ? "a member name in '%.64s'" : "'%.64s'", at);
+    return mt_api_fail(e, 400, "the request body: %s holds U+0000, which moetrace reads only in the prompt ('%s')",
+                       what, key);
 }
 
 /* The request's domain label, if any, as every prompt's group (a new label gets one). */
