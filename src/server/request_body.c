@@ -326,9 +326,8 @@ static cJSON *template_messages(const cJSON *messages, int *rc, mt_api_error *e)
 
 /* The prompt of /v1/chat/completions: messages through the chat template, then tokenized without
  * added special tokens (as transformers' apply_chat_template(tokenize=True)). The tools as sent, or
- * none with "tool_choice": "none" or an empty list (as SGLang). */
-/* /v1/chat/completions' prompt: its messages rendered by the chat template. kept_nul: the body was
- * parsed keeping each escaped U+0000 as C0 80, a NUL to the template. */
+ * none with "tool_choice": "none" or an empty list (as SGLang). kept_nul: the body was parsed
+ * keeping each escaped U+0000 as C0 80, a NUL to the template. */
 static int chat_prompt(const mt_request_ctx *c, const cJSON *body, bool kept_nul, mt_gen_request *r, mt_api_error *e) {
     const cJSON *messages = field(body, "messages"), *tools = field(body, "tools");
     const cJSON *kwargs = field(body, "chat_template_kwargs"), *gen_prompt = field(body, "add_generation_prompt");
