@@ -17,8 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <utf8proc.h>
-
 #include "util/err.h"
 #include "util/host_memory.h"
 #include "util/json_util.h"
@@ -234,18 +232,6 @@ static int read_tensors(mt_checkpoint *ck, const st_file *f, size_t hdr_end, con
     return 0;
 }
 
-/* The byte offset of the header's first byte that is not valid UTF-8, or -1 when all are. */
-static long invalid_utf8_at(const char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t len = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
-        if (len <= 0) return (long)i;
-        i += (size_t)len;
-    }
-    return -1;
-}
-
 /* Makes the memory of file f: its read-only mapping, or (private) anonymous memory of its size that
  * read_range fills, after checking it fits what the host has. */
 static int map_file(mt_checkpoint *ck, st_file *f, mt_err *err) {
@@ -308,10 +294,10 @@ static int open_file(mt_checkpoint *ck, const char *path, mt_err *err) {
                        (unsigned long long)n, f->size);
     if (private && 8 + n > head && read_range(f, head, 8 + (size_t)n, err)) return -1;
     const char *hdr = (const char *)p + 8, *end = NULL;
-    long bad_utf8 = invalid_utf8_at(hdr, (size_t)n);
-    if (bad_utf8 >= 0)
-        return mt_errf(err, "%s: invalid UTF-8 at byte %ld of the header (the format's header is UTF-8 JSON)", path,
-                       bad_utf8);
+    size_t valid = mt_utf8_valid_prefix(hdr, (size_t)n);
+    if (valid < (size_t)n)
+        return mt_errf(err, "%s: invalid UTF-8 at byte %zu of the header (the format's header is UTF-8 JSON)", path,
+                       valid);
     char what[4096 + 16];
     snprintf(what, sizeof what, "%s: header", path);
     if (!(f->json = mt_json_parse(hdr, (size_t)n, what, &end, err))) return -1;

@@ -376,8 +376,7 @@ cJSON *mt_json_parse_body(const char *text, size_t len, const char *what, mt_err
     return no_duplicates(mt_json_parse_whole(text, len, what, err), what, err);
 }
 
-/* The offset of the first byte of text[0..len) that starts no valid UTF-8 sequence, or len. */
-static size_t utf8_valid_prefix(const char *text, size_t len) {
+size_t mt_utf8_valid_prefix(const char *text, size_t len) {
     size_t i = 0;
     while (i < len) {
         if ((unsigned char)text[i] < 0x80) {
@@ -398,7 +397,7 @@ static cJSON *parse_text_keep_nul(const char *text, size_t len, const char *what
     long first = mt_json_find_nul(text, len);
     *kept_nul = first >= 0 && text[first] != '\0';
     if (*kept_nul) {
-        size_t valid = utf8_valid_prefix(text, len);
+        size_t valid = mt_utf8_valid_prefix(text, len);
         if (valid < len) {
             mt_errf(err, "%s%snot valid UTF-8 (byte %zu)", what ? what : "", what ? ": " : "", valid);
             return NULL;

@@ -11,6 +11,11 @@
 
 #include "util/err.h"
 
+/* The offset of the first byte of text[0..len) that starts no valid UTF-8 sequence (utf8proc's
+ * reading: no overlong forms, surrogates or code points past U+10FFFF), or len when all do. JSON
+ * text is UTF-8 (RFC 8259); the readers that must refuse anything else call it. */
+size_t mt_utf8_valid_prefix(const char *text, size_t len);
+
 /* Reads a whole file into a NUL-terminated buffer (free() it). NULL + err on failure. */
 char *mt_read_file(const char *path, size_t *len, mt_err *err);
 /* Parses a JSON file with mt_json_parse (what = the path): errors name the file and the position of
