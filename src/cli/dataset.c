@@ -101,13 +101,10 @@ static int parse_name(const cJSON *line, char **name, mt_err *err) {
 /* An error when a string of the record other than its prompt ("messages" when it has them, else
  * "prompt") holds U+0000: names, labels and tools are C strings, which would end at the NUL. */
 static int nul_outside_prompt(const cJSON *line, mt_err *err) {
-    const char *key = cJSON_GetObjectItemCaseSensitive(line, "messages") ? "messages" : "prompt", *at;
-    bool in_name;
-    if (!mt_json_nul_string(line, cJSON_GetObjectItemCaseSensitive(line, key), &at, &in_name)) return 0;
-    if (at && !mt_json_holds_nul(at))
-        return mt_errf(err, in_name ? "a member name in '%.64s' holds U+0000, which moetrace reads only in '%s'"
-                                    : "'%.64s' holds U+0000, which moetrace reads only in '%s'", at, key);
-    return mt_errf(err, "a member name holds U+0000, which moetrace reads only in '%s'", key);
+    const char *key = cJSON_GetObjectItemCaseSensitive(line, "messages") ? "messages" : "prompt";
+    char where[16];
+    snprintf(where, sizeof where, "'%s'", key);
+    return mt_json_nul_only_in(line, key, NULL, where, err);
 }
 
 int mt_dataset_line(mt_text_tools *t, const char *line, size_t len, const char *domain_field, mt_dataset_record *r,

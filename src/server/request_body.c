@@ -459,20 +459,15 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, bo
     return rc ? -1 : 0;
 }
 
-/* A 400 when a string of the body other than its prompt text ("text" of /generate, "prompt" of
+/* A 400 when a string of the body other than its prompt ("text" of /generate, "prompt" of
  * /v1/completions, "messages" of /v1/chat/completions) holds U+0000: stop strings, names and the
  * rest are C strings, which would end at the NUL. */
 static int nul_outside_prompt(const cJSON *root, mt_body_kind kind, mt_api_error *e) {
     const char *key = kind == MT_BODY_GENERATE ? "text" : kind == MT_BODY_COMPLETIONS ? "prompt" : "messages";
-    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, key);
-    const char *at;
-    bool in_name;
-    if (!mt_json_nul_string(root, prompt, &at, &in_name)) return 0;
-    char what[96] = "a member name";
-    if (at && !mt_json_holds_nul(at))
-        snprintf(what, sizeof what, in_name ? "a member name in '%.64s'" : "'%.64s'", at);
-    return mt_api_fail(e, 400, "the request body: %s holds U+0000, which moetrace reads only in the prompt ('%s')",
-                       what, key);
+    char where[32];
+    snprintf(where, sizeof where, "the prompt ('%s')", key);
+    mt_err err;
+    return mt_json_nul_only_in(root, key, "the request body", where, &err) ? mt_api_fail(e, 400, "%s", err.msg) : 0;
 }
 
 /* The request's domain label, if any, as every prompt's group (a new label gets one). */

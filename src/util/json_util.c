@@ -442,6 +442,17 @@ const cJSON *mt_json_nul_string(const cJSON *root, const cJSON *skip, const char
     return root && root != skip ? nul_below(root->child, skip, NULL, key, in_name) : NULL;
 }
 
+int mt_json_nul_only_in(const cJSON *root, const char *key, const char *what, const char *where, mt_err *err) {
+    const char *at;
+    bool in_name;
+    if (!mt_json_nul_string(root, cJSON_GetObjectItemCaseSensitive(root, key), &at, &in_name)) return 0;
+    char holder[96] = "a member name";
+    if (at && !mt_json_holds_nul(at))
+        snprintf(holder, sizeof holder, in_name ? "a member name in '%.64s'" : "'%.64s'", at);
+    return mt_errf(err, "%s%s%s holds U+0000, which moetrace reads only in %s", what ? what : "", what ? ": " : "",
+                   holder, where);
+}
+
 cJSON *mt_json_text(const char *s, size_t n) {
     size_t nuls = 0;
     for (size_t i = 0; i < n; i++) nuls += s[i] == '\0';

@@ -81,6 +81,10 @@ cJSON *mt_json_parse_body_keep_nul(const char *text, size_t len, const char *wha
  * that holds the string (for a name, or a string in a list, the member enclosing it), NULL when
  * none does. */
 const cJSON *mt_json_nul_string(const cJSON *root, const cJSON *skip, const char **key, bool *in_name);
+/* 0 when no string of the object root outside its member key holds C0 80 (mt_json_nul_string);
+ * else -1 with err "<what>: 'm' holds U+0000, which moetrace reads only in <where>", naming the
+ * member m that holds it ("a member name in 'm'" for a name); what may be NULL (no prefix). */
+int mt_json_nul_only_in(const cJSON *root, const char *key, const char *what, const char *where, mt_err *err);
 
 /* A JSON string of the n bytes at s, NUL bytes included. Decoded model output may hold U+0000 (a
  * byte-level token for byte 0), which cJSON's C strings would end at: each NUL is kept as the two
