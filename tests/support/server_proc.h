@@ -7,7 +7,7 @@
 typedef struct mt_test_server {
     pid_t pid;
     int port;
-    char url[64];        /* "http://127.0.0.1:PORT", or the address a --host name resolved to */
+    char url[96];        /* "http://127.0.0.1:PORT", or the address a --host name resolved to */
     char log_path[512];  /* the server's stderr */
 } mt_test_server;
 
