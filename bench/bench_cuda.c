@@ -597,8 +597,8 @@ int main(int argc, char **argv) {
         uint32_t r = 777;
         for (int i = 0; i < B; i++) {
             r = r * 1664525u + 1013904223u;
-            t1[i] = (mt_sample_row){1.0f, 0, 1.0f, r >> 8};
-            filt[i] = (mt_sample_row){0.7f, 50, 0.9f, r >> 8};
+            t1[i] = (mt_sample_row){1.0f, 0, 1.0f, r >> 8, 0.0f};
+            filt[i] = (mt_sample_row){0.7f, 50, 0.9f, r >> 8, 0.0f};
         }
         const char *names[6] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)",
                                 "T 1 + log-probabilities (device)", "T 1 + log-probabilities + 5 alternatives"};

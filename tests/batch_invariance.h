@@ -1,6 +1,7 @@
 /* The batch-invariance check shared by the CPU and GPU tests: NREQ requests of varied lengths
  * (1 to 300 tokens, half sharing long prefixes; a third of them sampled with their own seeds, under
- * temperature, top-p and sometimes top-k) run through the batched engine and alone; tokens,
+ * temperature, top-p and sometimes top-k or min-p; a quarter with penalties) run through the batched
+ * engine and alone; tokens,
  * routing and (for the half that ask for them) the tokens' log-probabilities must be identical. A
  * fifth of them also score their prompts (from the start or from the middle, 2 alternatives each),
  * which must equal, bit for bit, those of the same request run alone through an engine.
@@ -89,10 +90,19 @@ static void make_prompts(void) {
     }
 }
 
-/* Request r's sampling: greedy, or (every third) sampled with seed r. */
+/* Request r's sampling: greedy, or (every third) sampled with seed r; every fourth with penalties
+ * (repetition, frequency and presence, and eos barred for its first tokens), every fifth sampled
+ * one with min-p. */
 static mt_sampling_params sampling_of(int r) {
     mt_sampling_params p = {.temperature = 0.0f, .top_p = 1.0f};
     if (r % 3 == 1) p = (mt_sampling_params){.temperature = 0.9f, .top_k = r % 2 ? 40 : 0, .top_p = 0.9f, .seed = (uint64_t)r};
+    if (r % 4 == 3) {
+        p.repetition_penalty = 1.3f;
+        p.frequency_penalty = 0.5f;
+        p.presence_penalty = r % 8 == 3 ? 0.4f : -0.25f;
+        p.min_new_tokens = 2;
+    }
+    if (r % 3 == 1 && r % 5 == 0) p.min_p = 0.05f;
     return p;
 }
 

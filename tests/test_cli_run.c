@@ -147,6 +147,51 @@ static void test_logprobs_out(void **state) {
     }
 }
 
+/* The penalties' flags: presence and frequency penalties end the dummy model's repetition; the
+ * repetition penalty's first token is the argmax of the last prompt row's logits with the prompt's
+ * tokens penalised by hand; min-p 1 at temperature 1 is greedy. */
+static void test_penalty_flags(void **state) {
+    (void)state;
+    if (!g_bin) skip();
+    const char *modes[3] = {"", "--presence-penalty 2 --frequency-penalty 2", "--temperature 1 --min-p 1 --seed 4"};
+    int32_t got[3][12];
+    for (int mode = 0; mode < 3; mode++) {
+        char args[1024], out[8192];
+        snprintf(args, sizeof args,
+                 "run --model %s/notok --load-format dummy --input-ids 5,17,300,9 --max-new-tokens 12 --ignore-eos %s "
+                 "--tokens-out %s/t.npy", g_dir, modes[mode], g_dir);
+        if (run_moetrace(args, out, sizeof out)) fail_msg("%s", out);
+        mt_npy t = read_npy("t.npy");
+        assert_int_equal(t.shape[0], 12);
+        memcpy(got[mode], t.data, sizeof got[mode]);
+        mt_npy_free(&t);
+    }
+    int repeats[2] = {0, 0};
+    for (int mode = 0; mode < 2; mode++)
+        for (int i = 0; i < 12; i++)
+            for (int j = 0; j < i; j++) repeats[mode] += got[mode][i] == got[mode][j];
+    assert_true(repeats[0] > 0);
+    assert_int_equal(repeats[1], 0);
+    assert_memory_equal(got[2], got[0], sizeof got[0]);
+
+    char args[1024], out[8192];
+    snprintf(args, sizeof args,
+             "run --model %s/notok --load-format dummy --input-ids 5,17,300,9 --max-new-tokens 1 --ignore-eos "
+             "--repetition-penalty 1.9 --logits-out %s/l.npy --tokens-out %s/t.npy", g_dir, g_dir, g_dir);
+    if (run_moetrace(args, out, sizeof out)) fail_msg("%s", out);
+    mt_npy l = read_npy("l.npy"), t = read_npy("t.npy");
+    const int64_t V = l.shape[1];
+    float *row = (float *)l.data + 3 * V;
+    const int prompt[4] = {5, 17, 300, 9};
+    for (int i = 0; i < 4; i++) row[prompt[i]] = row[prompt[i]] > 0 ? row[prompt[i]] / 1.9f : row[prompt[i]] * 1.9f;
+    int best = 0;
+    for (int64_t i = 1; i < V; i++)
+        if (row[i] > row[best]) best = (int)i;
+    assert_int_equal(((int32_t *)t.data)[0], best);
+    mt_npy_free(&l);
+    mt_npy_free(&t);
+}
+
 static void test_bad_inputs(void **state) {
     (void)state;
     if (!g_bin) skip();
@@ -169,6 +214,10 @@ static void test_bad_inputs(void **state) {
          "folder '/nonexistent/dir' does not exist"},
         {"run --model %s/notok --load-format dummy --input-ids 1 --routing-out %s", 2, "is a folder"},
         {"run --model %s/notok --load-format dummy --input-ids 1 --logits-out ''", 2, "--logits-out: the path is empty"},
+        {"run --model %s/notok --load-format dummy --input-ids 1 --repetition-penalty 0", 2, "--repetition-penalty"},
+        {"run --model %s/notok --load-format dummy --input-ids 1 --min-p 1.5", 2, "--min-p"},
+        {"run --model %s/notok --load-format dummy --input-ids 1 --presence-penalty -3", 2, "--presence-penalty"},
+        {"run --model %s/notok --load-format dummy --input-ids 1 --min-new-tokens x", 2, "--min-new-tokens"},
         {"frobnicate", 2, "unknown command"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -220,6 +269,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompt_and_chat),
         cmocka_unit_test(test_logprobs_out),
+        cmocka_unit_test(test_penalty_flags),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_help_texts),
     };

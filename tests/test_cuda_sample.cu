@@ -5,7 +5,8 @@
 // tokens' log-probabilities (mt_cuda_token_logprob) against the host's mt_token_logprob, and
 // unchanged bit for bit in the other batch. The rows' top lists and targeted log-probabilities
 // against the host's mt_top_logprobs / mt_token_logprob (ids exactly; a listed token's value the
-// same bits as the device's log-probability of that token), also unchanged in another batch.
+// same bits as the device's log-probability of that token), also unchanged in another batch. Rows
+// with min-p among them. The logit changes (mt_cuda_adjust_logits) bit for bit as the host's.
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -293,6 +294,50 @@ static int check_top(const Batch &b, const std::vector<int32_t> &tok, bool with_
     return (bad != 0) + (bits_bad != 0) + !same_out + !same_lists + !same_moved;
 }
 
+// Logit changes on the device (mt_cuda_adjust_logits) against the host's mt_logit_adjusted, bit for
+// bit: scales on positive, negative, zero, infinite and NaN logits, additions, bars; a count read
+// from the device list, so the same launch takes 0 changes.
+static int check_adjust() {
+    const int V = 3001, ld = (V + 15) / 16 * 16, n = 6;
+    std::vector<float> x((size_t)n * ld, 0.0f);
+    for (int i = 0; i < n; i++) fill_row(&x[(size_t)i * ld], V, i % 4);
+    x[7] = 0.0f;
+    x[8] = -0.0f;
+    x[9] = INFINITY;
+    std::vector<mt_logit_adjust> changes;
+    const float scales[] = {1.0f, 1.5f, 0.7f, 2.0f};
+    const float adds[] = {0.0f, -0.75f, 2.0f, -INFINITY, 100.0f};
+    for (int r = 0; r < n; r++)
+        for (int t = r; t < V; t += 1 + (int)(next32() % 40))
+            changes.push_back(mt_logit_adjust{r, t, scales[next32() % 4], adds[next32() % 5]});
+    std::vector<int32_t> list(4 + changes.size() * MT_LOGIT_ADJUST_WORDS, 0);
+    list[0] = (int32_t)changes.size();
+    memcpy(&list[4], changes.data(), changes.size() * sizeof(mt_logit_adjust));
+    float *dx = to_dev(x);
+    int32_t *dl = to_dev(list);
+    mt_cuda_adjust_logits(dx, ld, dl, 32, 0);
+    CK(cudaGetLastError());
+    std::vector<float> got = from_dev(dx, x.size());
+    std::vector<float> want = x;
+    for (const mt_logit_adjust &a : changes) {
+        float *v = &want[(size_t)a.row * ld + a.token];
+        *v = mt_logit_adjusted(*v, &a);
+    }
+    bool same = same_bits(got.data(), want.data(), x.size() * sizeof(float));
+    // an empty list leaves the logits as they are
+    std::vector<int32_t> none(4, 0);
+    int32_t *dn = to_dev(none);
+    mt_cuda_adjust_logits(dx, ld, dn, 32, 0);
+    std::vector<float> again = from_dev(dx, x.size());
+    bool kept = same_bits(again.data(), got.data(), x.size() * sizeof(float));
+    printf("  logit changes: %zu changes as mt_logit_adjusted, bit for bit %s; none changes nothing %s\n",
+           changes.size(), same ? "ok" : "FAIL", kept ? "ok" : "FAIL");
+    cudaFree(dx);
+    cudaFree(dl);
+    cudaFree(dn);
+    return !same + !kept;
+}
+
 int main() {
     int n_dev = 0;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
@@ -311,6 +356,7 @@ int main() {
             fill_row(&b.logits[(size_t)i * b.ld], V, i % 4);
             mt_sample_row r = {temps[(i / 4) % 4], ks[(i / 16) % 4], ps[(i / 64 + i) % 3], next32() & 0xffffffu};
             if (i % 29 == 0) r.u24 = i % 2 ? 0xffffffu : 0u;   // the extreme draws
+            if (i % 5 == 3) r.min_p = i % 3 == 0 ? 1.0f : 0.01f + 0.3f * uniform();   // min-p, alone or with others
             b.rows.push_back(r);
         }
         std::vector<int32_t> got = device_tokens(b);
@@ -378,6 +424,7 @@ int main() {
         for (int k : top_ks) failures += check_top(b, tok, true, k);
         failures += check_top(b, tok, false, 5);
     }
+    failures += check_adjust();
     printf("%s\n", failures ? "FAILED" : "all sampling checks passed");
     return failures ? 1 : 0;
 }

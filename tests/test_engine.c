@@ -413,7 +413,7 @@ static void test_scored_prompts(void **state) {
     /* 1 and 2: same tokens and routing; 1's scores where asked, and at T 0.8 */
     assert_memory_equal(solo->out[1], solo->out[2], 3 * sizeof(int32_t));
     assert_memory_equal(solo->routing[1], solo->routing[2], (size_t)solo->rows[1] * solo->row * sizeof(int32_t));
-    mt_sample_row t08 = {0.8f, 0, 1.0f, 0};
+    mt_sample_row t08 = {0.8f, 0, 1.0f, 0, 0.0f};
     for (int p = 0; p < 250; p++) {
         if (p < 201) assert_true(isnan(solo->lp[1][p]));
         else assert_true(solo->lp[1][p] == mt_token_logprob(&t08, logits + (size_t)(p - 1) * V, V, prompt[p]));

@@ -1,5 +1,6 @@
 /* Sampling: greedy is argmax; top-k / top-p restrict the support; a seed reproduces a run;
- * frequencies follow the softmax of logits / temperature; mt_sample_pick follows its definition
+ * frequencies follow the softmax of logits / temperature; min-p keeps what it should;
+ * mt_sample_pick follows its definition
  * (kernels/sample.h) against a sort-based reference, ties and edge draws included; a token's
  * log-probability against a long-double reference. */
 #include <math.h>
@@ -115,6 +116,10 @@ static int reference_pick(const mt_sample_row *r, const float *logits, int V) {
             }
         }
     }
+    if (r->min_p > 0.0f) {   /* at least min_p times the top weight, in exact integers */
+        uint64_t t_min = (uint64_t)ceil((double)r->min_p * (double)sorted[0]);
+        if (t_min > t) t = t_min;
+    }
     uint64_t kept = 0, run = 0;
     for (int i = 0; i < V; i++) kept += q[i] >= t ? q[i] : 0;
     unsigned __int128 at = ((unsigned __int128)kept * r->u24) >> 24;
@@ -135,6 +140,7 @@ static void test_pick_matches_reference(void **state) {
     const float temps[] = {0.3f, 1.0f, 2.5f};
     const int ks[] = {0, 1, 7, 50, V - 1};
     const float ps[] = {1.0f, 0.9f, 0.5f, 0.01f};
+    const float min_ps[] = {0.0f, 0.05f, 0.3f, 1.0f};
     int checked = 0;
     for (int trial = 0; trial < 6; trial++) {
         /* coarse logits (many exact ties) in half of the trials */
@@ -147,7 +153,7 @@ static void test_pick_matches_reference(void **state) {
                 for (size_t c = 0; c < sizeof ps / sizeof *ps; c++) {
                     const uint32_t draws[] = {0u, 1u, 0xffffffu, (uint32_t)rand() & 0xffffffu, (uint32_t)rand() & 0xffffffu};
                     for (size_t d = 0; d < sizeof draws / sizeof *draws; d++) {
-                        mt_sample_row r = {temps[a], ks[b], ps[c], draws[d]};
+                        mt_sample_row r = {temps[a], ks[b], ps[c], draws[d], min_ps[(a + b + c + d) % 4]};
                         assert_int_equal(mt_sample_pick(&r, logits, V, work), reference_pick(&r, logits, V));
                         checked++;
                     }
@@ -163,13 +169,13 @@ static void test_pick_edges(void **state) {
     const float tie[6] = {5.0f, 4.0f, 4.0f, 4.0f, 0.0f, -3.0f};
     int seen[6] = {0};
     for (uint32_t u = 0; u < (1u << 24); u += 4099) {
-        mt_sample_row r = {1.0f, 2, 1.0f, u};
+        mt_sample_row r = {1.0f, 2, 1.0f, u, 0.0f};
         seen[mt_sample_pick(&r, tie, 6, work)]++;
     }
     assert_true(seen[0] && seen[1] && seen[2] && seen[3]);
     assert_true(!seen[4] && !seen[5]);
     /* draw 0 takes the first kept id, the largest draw the last one, in id order */
-    mt_sample_row lo = {1.0f, 2, 1.0f, 0u}, hi = {1.0f, 2, 1.0f, 0xffffffu};
+    mt_sample_row lo = {1.0f, 2, 1.0f, 0u, 0.0f}, hi = {1.0f, 2, 1.0f, 0xffffffu, 0.0f};
     assert_int_equal(mt_sample_pick(&lo, tie, 6, work), 0);
     assert_int_equal(mt_sample_pick(&hi, tie, 6, work), 3);
     /* top-k with top-p: each judges the whole row (SGLang's rule). Of p = .30 .15 .12 .11 .11 .11 .10,
@@ -178,24 +184,44 @@ static void test_pick_edges(void **state) {
     const float joint[7] = {logf(.30f), logf(.15f), logf(.12f), logf(.11f), logf(.11f), logf(.11f), logf(.10f)};
     int kept[7] = {0};
     for (uint32_t u = 0; u < (1u << 24); u += 4099) {
-        mt_sample_row r = {1.0f, 3, 0.4f, u};
+        mt_sample_row r = {1.0f, 3, 0.4f, u, 0.0f};
         kept[mt_sample_pick(&r, joint, 7, work)]++;
     }
     assert_true(kept[0] && kept[1]);
     for (int i = 2; i < 7; i++) assert_int_equal(kept[i], 0);
+    /* min-p keeps the tokens at least min_p times as likely as the top one: of p = .5 .3 .15 .05,
+     * min_p 0.5 keeps .5 and .3 (.3 >= .25), min_p 0.1 also .15, and min_p 1 the top one alone; with
+     * top_k 1 it changes nothing */
+    const float mp_row[4] = {logf(.5f), logf(.3f), logf(.15f), logf(.05f)};
+    const float mps[3] = {0.5f, 0.1f, 1.0f};
+    const int kept_n[3] = {2, 3, 1};
+    for (int m = 0; m < 3; m++) {
+        int hit[4] = {0};
+        for (uint32_t u = 0; u < (1u << 24); u += 4099) {
+            mt_sample_row r = {.temperature = 1.0f, .top_p = 1.0f, .u24 = u, .min_p = mps[m]};
+            hit[mt_sample_pick(&r, mp_row, 4, work)]++;
+        }
+        for (int i = 0; i < 4; i++) assert_true((hit[i] > 0) == (i < kept_n[m]));
+    }
+    /* the sampler hands its min_p to each row */
+    mt_sampler ms;
+    mt_sampling_params mpp = {.temperature = 1.0f, .top_p = 1.0f, .min_p = 0.25f, .seed = 1};
+    assert_int_equal(mt_sampler_init(&ms, &mpp, 4), 0);
+    assert_true(mt_sampler_next(&ms).min_p == 0.25f);
+    mt_sampler_free(&ms);
     /* top_k 1 and a tiny top_p both leave the argmax alone */
-    mt_sample_row k1 = {1.0f, 1, 1.0f, 0xffffffu}, p0 = {1.0f, 0, 1e-6f, 0xffffffu};
+    mt_sample_row k1 = {1.0f, 1, 1.0f, 0xffffffu, 0.0f}, p0 = {1.0f, 0, 1e-6f, 0xffffffu, 0.0f};
     assert_int_equal(mt_sample_pick(&k1, LOGITS, 6, work), 1);
     assert_int_equal(mt_sample_pick(&p0, LOGITS, 6, work), 1);
     /* NaN weighs nothing; all -inf (or NaN) falls back to the argmax */
     const float nan_row[4] = {NAN, 1.0f, NAN, 1.0f};
     for (uint32_t u = 0; u < (1u << 24); u += 65537) {
-        mt_sample_row r = {1.0f, 0, 1.0f, u};
+        mt_sample_row r = {1.0f, 0, 1.0f, u, 0.0f};
         int t = mt_sample_pick(&r, nan_row, 4, work);
         assert_true(t == 1 || t == 3);
     }
     const float dead[3] = {-INFINITY, NAN, -INFINITY};
-    mt_sample_row r = {1.0f, 0, 0.9f, 12345u};
+    mt_sample_row r = {1.0f, 0, 0.9f, 12345u, 0.0f};
     assert_int_equal(mt_sample_pick(&r, dead, 3, work), 0);
     assert_int_equal(mt_argmax(dead, 3), 0);
     const float nan_first[3] = {NAN, -1.0f, 2.0f};

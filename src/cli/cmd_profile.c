@@ -17,6 +17,7 @@
 #include "cli/model_open.h"
 #include "cli/placement_flags.h"
 #include "cli/profile_domains.h"
+#include "cli/sampling_flags.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "kernels/kernels.h"
@@ -47,7 +48,9 @@ static const char PROFILE_HELP[] =
     "                                 expert use per domain (with --domain-field)\n"
     "\n"
     "  --max-new-tokens N     per request (default 64)      --concurrency C   sequences in flight (default 16)\n"
-    "  --temperature T --top-p P --top-k K --seed S --ignore-eos   sampling, as in run (default greedy);\n"
+    "  --temperature T --top-p P --top-k K --min-p P --seed S --ignore-eos, the penalties\n"
+    "  --repetition-penalty R --frequency-penalty F --presence-penalty P, --min-new-tokens N\n"
+    "                         sampling, as in run (default greedy);\n"
     "                         record i (0-based, blank lines not counted) samples with seed S+i, so\n"
     "                         run --seed S+i reproduces its tokens and routing\n"
     "  --per-token            also write the per-token dump of every forwarded token (sized from\n"
@@ -86,11 +89,12 @@ static int parse(profile_args *a, int argc, char **argv) {
     a->device = "cpu";
     a->concurrency = 16;
     a->max_batch_tokens = 0;   /* 0: the device's default */
-    a->sampling.top_p = 1.0f;
+    mt_sampling_flags_init(&a->sampling);
     mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v;
         int pf = mt_placement_flags_parse(&a->placement, argc, argv, &i);
+        if (pf == 0) pf = mt_sampling_flags_parse(&a->sampling, argc, argv, &i);
         if (pf < 0) return -1;
         if (pf > 0) continue;
 #define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
@@ -102,10 +106,6 @@ static int parse(profile_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--concurrency")) { VALUE(); if (mt_arg_int(f, v, 1, 4096, &a->concurrency)) return -1;
         } else if (!strcmp(f, "--max-batch-tokens")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 20, &a->max_batch_tokens)) return -1;
         } else if (!strcmp(f, "--threads")) { VALUE(); if (mt_arg_int(f, v, 1, 1024, &a->threads)) return -1;
-        } else if (!strcmp(f, "--temperature")) { VALUE(); if (mt_arg_float(f, v, 0, 100, &a->sampling.temperature)) return -1;
-        } else if (!strcmp(f, "--top-p")) { VALUE(); if (mt_arg_float(f, v, 1e-6, 1, &a->sampling.top_p)) return -1;
-        } else if (!strcmp(f, "--top-k")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 30, &a->sampling.top_k)) return -1;
-        } else if (!strcmp(f, "--seed")) { VALUE(); if (mt_arg_u64(f, v, &a->sampling.seed)) return -1;
         } else if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = true;
         } else if (!strcmp(f, "--per-token")) { a->per_token = true;
         } else if (!strcmp(f, "--domain-field")) { VALUE(); if (!v[0]) { fprintf(stderr, "moetrace: profile: --domain-field: empty\n"); return -1; } a->domain_field = v;

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/model_open.h"
 #include "cli/placement_flags.h"
+#include "cli/sampling_flags.h"
 #include "engine/generate.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -27,10 +28,7 @@ static const char RUN_HELP[] =
     "  --input-ids LIST       prompt as comma-separated token ids\n"
     "  --max-new-tokens N     tokens to generate (default 16)\n"
     "  --ignore-eos           generate exactly --max-new-tokens tokens\n"
-    "  --temperature T        0 = greedy (default 0)\n"
-    "  --top-p P              nucleus sampling mass (default 1 = off)\n"
-    "  --top-k K              keep the K most likely tokens (default 0 = off)\n"
-    "  --seed S               sampling seed (default 0)\n"
+    "%s"
     "  --logits-out F.npy     float32 [P, vocab]: logits at every prompt position\n"
     "  --routing-out F.npy    int32 [P+G-1, num_hidden_layers, top_k]: routing of every forwarded token\n"
     "                         (logical expert ids, router order, -1 for dense layers)\n"
@@ -61,17 +59,18 @@ typedef struct run_args {
 static int parse(run_args *a, int argc, char **argv) {
     memset(a, 0, sizeof *a);
     a->max_new_tokens = 16;
-    a->sampling.top_p = 1.0f;
+    mt_sampling_flags_init(&a->sampling);
     a->device = "cpu";
     mt_placement_flags_init(&a->placement);
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v;
         int pf = mt_placement_flags_parse(&a->placement, argc, argv, &i);
+        if (pf == 0) pf = mt_sampling_flags_parse(&a->sampling, argc, argv, &i);
         if (pf < 0) return -1;
         if (pf > 0) continue;
 #define VALUE() do { if (!(v = mt_arg_value(argc, argv, &i))) return -1; } while (0)
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            printf(RUN_HELP, MT_PLACEMENT_FLAGS_HELP);
+            printf(RUN_HELP, MT_SAMPLING_FLAGS_HELP, MT_PLACEMENT_FLAGS_HELP);
             exit(0);
         } else if (!strcmp(f, "--model")) { VALUE(); a->model = v;
         } else if (!strcmp(f, "--prompt")) { VALUE(); a->prompt = v;
@@ -82,10 +81,6 @@ static int parse(run_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--max-new-tokens")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 20, &a->max_new_tokens)) return -1;
         } else if (!strcmp(f, "--ignore-eos")) { a->ignore_eos = true;
         } else if (!strcmp(f, "--chat")) { a->chat = true;
-        } else if (!strcmp(f, "--temperature")) { VALUE(); if (mt_arg_float(f, v, 0, 100, &a->sampling.temperature)) return -1;
-        } else if (!strcmp(f, "--top-p")) { VALUE(); if (mt_arg_float(f, v, 1e-6, 1, &a->sampling.top_p)) return -1;
-        } else if (!strcmp(f, "--top-k")) { VALUE(); if (mt_arg_int(f, v, 0, 1 << 30, &a->sampling.top_k)) return -1;
-        } else if (!strcmp(f, "--seed")) { VALUE(); if (mt_arg_u64(f, v, &a->sampling.seed)) return -1;
         } else if (!strcmp(f, "--logits-out")) { VALUE(); a->logits_out = v;
         } else if (!strcmp(f, "--routing-out")) { VALUE(); a->routing_out = v;
         } else if (!strcmp(f, "--tokens-out")) { VALUE(); a->tokens_out = v;

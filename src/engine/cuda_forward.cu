@@ -29,6 +29,8 @@ void mt_gpu_scratch_release(GpuScratch *s) {
     cudaFreeHost(s->h_top_lps);
     cudaFree(s->ids_lp);
     cudaFreeHost(s->h_ids_lp);
+    cudaFree(s->adj);
+    cudaFreeHost(s->h_adj);
 }
 
 namespace {
@@ -62,6 +64,7 @@ void prof_collect(GpuModel *g) {
 constexpr int SMALL_BATCH = 64;   // at most this many tokens: expert products on the small (streaming) path
 constexpr int SMALL_DENSE = 16;   // at most this many rows: dense products on the small path
 constexpr size_t TILE_INTS = sizeof(mt_attn_tile) / sizeof(int32_t);   // an attention tile in the input upload
+constexpr int ADJUST_BLOCKS = 32;   // blocks of the logit changes' launch (fixed: a graph takes any count)
 constexpr int SPLIT_MAX = 256;    // at most this many rows: dense products may split K over blocks
 constexpr int WIDE_TILES = 1024;  // from this many rows per matrix (on average): 128-row large-path tiles
 constexpr int WIDE_TILES_WGMMA = 256;   // the same where the wgmma path (128-row tiles only) is used
@@ -200,6 +203,7 @@ struct PassInputs {
     const mt_sample_row *sample;   // [logit rows], or null when every row takes its argmax
     const int32_t *targets;        // [logit rows] scored tokens (mt_batch.logit_targets), or null
     const int32_t *ids_offsets, *ids_list;   // mt_batch's listed token ids, or null
+    const int32_t *adjust;         // the pass's logit changes (s.adj), or null when it has none
     int n_dec, n_pre;
 };
 
@@ -239,6 +243,31 @@ int ensure_ids(GpuScratch &s, size_t n, mt_err *err) {
     return n <= s.ids_cap ? 0 : grow_mirrored(s.ids_lp, s.h_ids_lp, s.ids_cap, n, 1024, err);
 }
 
+// Room for `words` ints of logit changes; the captured graphs read them, so they are cleared.
+int ensure_adjust(GpuModel *g, size_t words, mt_err *err) {
+    GpuScratch &s = g->s;
+    if (words <= s.adj_cap) return 0;
+    MT_CU(err, cudaStreamSynchronize(g->stream));
+    mt_gpu_graphs_clear(g);
+    return grow_mirrored(s.adj, s.h_adj, s.adj_cap, words, 4096, err);
+}
+
+// Uploads the batch's logit changes (their count, then the changes from word 4) for the pass's
+// adjust launch; pi->adjust is null when there are none.
+int upload_adjusts(GpuModel *g, const mt_batch *b, PassInputs *pi, mt_err *err) {
+    pi->adjust = nullptr;
+    if (b->n_adjusts <= 0) return 0;
+    size_t words = 4 + (size_t)MT_LOGIT_ADJUST_WORDS * (size_t)b->n_adjusts;
+    if (ensure_adjust(g, words, err)) return -1;
+    GpuScratch &s = g->s;
+    memset(s.h_adj, 0, 4 * sizeof(int32_t));
+    s.h_adj[0] = b->n_adjusts;
+    memcpy(s.h_adj + 4, b->adjusts, (size_t)b->n_adjusts * sizeof(mt_logit_adjust));
+    MT_CU(err, cudaMemcpyAsync(s.adj, s.h_adj, words * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+    pi->adjust = s.adj;
+    return 0;
+}
+
 // Room for `need` ints of batch inputs; the captured graphs read them, so they are cleared.
 int ensure_inputs(GpuModel *g, size_t need, mt_err *err) {
     GpuScratch &s = g->s;
@@ -272,7 +301,8 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     // listed token ids (mt_batch.ids_offsets) go last: offsets, then the ids; only the launch after
     // the pass reads them, so where they land does not matter to a graph
     size_t n_ids = b->ids_offsets ? (size_t)b->n_logits + 1 + (size_t)b->ids_offsets[b->n_logits] : 0;
-    size_t need = 3 * (size_t)slots + 6 * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks + n_ids;
+    size_t need = 3 * (size_t)slots + (2 + MT_SAMPLE_ROW_WORDS) * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks +
+                  n_ids;
     if (ensure_inputs(g, need, err)) return -1;
     int32_t *h = s.h_in;
     size_t at = 0;
@@ -280,11 +310,11 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     size_t o_pos = at; at += slots;
     size_t o_kvb = at; at += slots;
     size_t o_rows = at; at += n_rows;
-    size_t o_samp = at; at += 4 * n_rows;   // mt_sample_row per logit row (four 32-bit words)
+    size_t o_samp = at; at += MT_SAMPLE_ROW_WORDS * n_rows;   // mt_sample_row per logit row
     if (b->sample) {   // padded rows of a graph's pass take their argmax
         mt_sample_row *samp = (mt_sample_row *)(h + o_samp);
         for (size_t i = 0; i < n_rows; i++)
-            samp[i] = i < (size_t)b->n_logits ? b->sample[i] : mt_sample_row{0.0f, 0, 1.0f, 0u};
+            samp[i] = i < (size_t)b->n_logits ? b->sample[i] : mt_sample_row{0.0f, 0, 1.0f, 0u, 0.0f};
     }
     // logit targets: read only by the log-probability launch after the pass (a graph's too), which
     // takes the pass's real rows; padded rows score their own token
@@ -690,6 +720,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, n_logits, H, c->rms_norm_eps, st);
         linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
         if (next_tokens) {
+            if (pi.adjust) mt_cuda_adjust_logits(s.logits, Vp, pi.adjust, ADJUST_BLOCKS, st);
             mt_cuda_argmax(s.next, s.logits, Vp, n_logits, c->vocab_size, s.argmax_scratch, st);
             if (pi.sample) mt_cuda_sample(s.next, s.logits, Vp, n_logits, c->vocab_size, pi.sample, st);
         }
@@ -774,7 +805,7 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     int slots = B > 0 ? B : n, n_logits = B > 0 ? B : b->n_logits;
     if (ensure_scratch(g, c, slots, n_logits, err)) return -1;
     PassInputs pi;
-    if (upload_inputs(g, c, b, B, &pi, err)) return -1;
+    if (upload_inputs(g, c, b, B, &pi, err) || upload_adjusts(g, b, &pi, err)) return -1;
 
     // Decode attention at small batches: split over KV tiles so the GPU has work for every SM.
     int split_tiles = 0;
@@ -785,12 +816,12 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         if (ensure_split(g, mt_cuda_attention_split_floats(pi.n_dec, c->num_key_value_heads, tiles, c->head_dim)))
             split_tiles = tiles;
     }
-    bool next_tokens = b->next_tokens != nullptr, sampled = b->sample != nullptr;
+    bool next_tokens = b->next_tokens != nullptr, sampled = b->sample != nullptr, adjusted = pi.adjust != nullptr;
     if (B > 0) {
         GpuGraph *hit = nullptr;
         for (int i = 0; i < g->n_graphs; i++)
             if (g->graphs[i].B == B && g->graphs[i].split_tiles == split_tiles && g->graphs[i].kv_k == kv->dev_k &&
-                g->graphs[i].kv_v == kv->dev_v && g->graphs[i].sampled == sampled)
+                g->graphs[i].kv_v == kv->dev_v && g->graphs[i].sampled == sampled && g->graphs[i].adjusted == adjusted)
                 hit = &g->graphs[i];
         if (hit) {
             MT_CU(err, cudaGraphLaunch(hit->exec, st));
@@ -811,6 +842,7 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
                 gg.kv_k = kv->dev_k;
                 gg.kv_v = kv->dev_v;
                 gg.sampled = sampled;
+                gg.adjusted = adjusted;
                 g->n_graphs++;
             }
         }

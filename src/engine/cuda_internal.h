@@ -60,6 +60,8 @@ struct GpuScratch {
     float *top_lps;           // their log-probabilities
     float *ids_lp, *h_ids_lp; // [ids_cap] listed tokens' log-probabilities (mt_batch.ids_offsets), device and pinned
     size_t ids_cap;
+    int32_t *adj, *h_adj;     // [adj_cap] the pass's logit changes (mt_batch.adjusts): their count, then the
+    size_t adj_cap;           // changes from word 4 (mt_cuda_adjust_logits), device and pinned; graphs read it
     float *argmax_scratch;
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products
@@ -89,11 +91,12 @@ struct GpuProfile {
 };
 
 // A captured decode pass: B token slots (padded), attention split over split_tiles KV tiles (0: no
-// split), reading the K/V of one cache, with or without sampled rows.
+// split), reading the K/V of one cache, with or without sampled rows and logit changes.
 constexpr int MT_MAX_GRAPHS = 96;
 struct GpuGraph {
     int B, split_tiles;
     bool sampled;            // ends with the sampling kernel (some row samples)
+    bool adjusted;           // changes logits before the argmax (mt_batch.adjusts; any count)
     const void *kv_k, *kv_v;   // the cache's K and V buffers (a freed cache's address can come back with the other moved)
     cudaGraphExec_t exec;
 };

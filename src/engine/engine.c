@@ -8,6 +8,7 @@
 
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
+#include "engine/penalties.h"
 
 /* Prompt positions scored in one pass at most without mt_engine_opts.max_scored_rows; a scored
  * prompt is forwarded in chunks of this many positions. */
@@ -56,6 +57,7 @@ typedef struct seq {
     float *prompt_ids_lp;     /* [n_prompt, n_lp_ids] with score_from > 0 and n_lp_ids > 0 */
     float *ids_lp;            /* [max_new_tokens + 1, n_lp_ids] with return_logprob and n_lp_ids > 0 */
     mt_sampler sampler;
+    mt_penalties pen;         /* its generated tokens' logit changes (penalties, bias, barred stops) */
     mt_kv_seq kv;
 } seq;
 
@@ -71,6 +73,8 @@ struct mt_engine {
     /* one forward pass */
     int32_t *b_tokens, *b_seq, *b_pos, *b_rows, *b_next, *chunk;
     mt_sample_row *b_sample;   /* [rows] each logit row's sampling, for the forward pass */
+    mt_logit_adjust *b_adj;    /* the pass's logit changes (mt_batch.adjusts), grown as needed */
+    size_t adj_cap;
     float *b_logprob;          /* [rows] each row's token's log-probability */
     int32_t *b_target;         /* [rows] the prompt token a scored row's log-probability is of, else -1 */
     int32_t *b_top_ids;        /* [rows_cap, MT_TOP_LOGPROBS_MAX] each row's alternatives */
@@ -113,6 +117,7 @@ static void seq_free(seq *s) {
     free(s->prompt_ids_lp);
     free(s->ids_lp);
     mt_sampler_free(&s->sampler);
+    mt_penalties_free(&s->pen);
     free(s);
 }
 
@@ -209,7 +214,7 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_ids_off); free(e->b_ids); free(e->b_ids_lp); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_again); free(e->b_kv); free(e->chunk);
+    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_ids_off); free(e->b_ids); free(e->b_ids_lp); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_again); free(e->b_kv); free(e->chunk); free(e->b_adj);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -222,6 +227,28 @@ static bool id_live(const mt_engine *e, int64_t id) {
     for (int i = 0; i < e->n_running; i++)
         if (e->running[i]->id == id) return true;
     return false;
+}
+
+/* The request's stop ids, min-p, penalties and logit bias: in range (engine/penalties.h). */
+static int check_penalties(const mt_request *r, const mt_config *c, mt_err *err) {
+    const mt_sampling_params *p = &r->sampling;
+    long long id = (long long)r->id;
+    for (int i = 0; i < r->n_stop; i++)
+        if (r->stop_ids[i] < 0 || r->stop_ids[i] >= c->vocab_size)
+            return mt_errf(err, "request %lld: stop token id %d is outside the vocabulary [0, %d)", id, r->stop_ids[i],
+                           c->vocab_size);
+    if (!(p->min_p <= 1.0f) || !isfinite(p->repetition_penalty) || !isfinite(p->frequency_penalty) ||
+        !isfinite(p->presence_penalty) || p->min_new_tokens < 0)
+        return mt_errf(err, "request %lld: min_p %g must be at most 1, the penalties finite (%g, %g, %g) and "
+                            "min_new_tokens %d not negative", id, p->min_p, p->repetition_penalty, p->frequency_penalty,
+                       p->presence_penalty, p->min_new_tokens);
+    if (r->n_bias < 0 || (r->n_bias > 0 && (!r->bias_ids || !r->bias_values)))
+        return mt_errf(err, "request %lld: %d logit biases without their lists", id, r->n_bias);
+    for (int i = 0; i < r->n_bias; i++)
+        if (r->bias_ids[i] < 0 || r->bias_ids[i] >= c->vocab_size || !isfinite(r->bias_values[i]))
+            return mt_errf(err, "request %lld: logit bias %g of token %d: the token must be in the vocabulary [0, %d) "
+                                "and the bias finite", id, r->bias_values[i], r->bias_ids[i], c->vocab_size);
+    return 0;
 }
 
 /* Positions a request may occupy: the last generated token is never forwarded. */
@@ -255,6 +282,7 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
                            r->logprob_ids[i], c->vocab_size);
     if (r->top_logprobs < 0 || r->top_logprobs > MT_TOP_LOGPROBS_MAX)
         return mt_errf(err, "request %lld: top_logprobs %d must be 0..%d", (long long)r->id, r->top_logprobs, MT_TOP_LOGPROBS_MAX);
+    if (check_penalties(r, c, err)) return -1;
     if (id_live(e, r->id)) return mt_errf(err, "request id %lld is already live", (long long)r->id);
     seq *s = calloc(1, sizeof *s);
     /* room for every live sequence, so a preemption never allocates */
@@ -320,6 +348,28 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     }
     if (r->n_stop > 0) memcpy(s->stop, r->stop_ids, (size_t)r->n_stop * sizeof *s->stop);
     s->n_stop = r->n_stop;
+    /* barred before min_new_tokens: every token that would stop it, and eos even when ignored, as
+     * SGLang bars them */
+    int32_t barred[MT_MAX_EOS + 64];
+    int n_barred = 0;
+    for (int i = 0; i < c->num_eos; i++) barred[n_barred++] = c->eos_ids[i];
+    int32_t *bars = barred;
+    if (r->n_stop > 0 && n_barred + r->n_stop > (int)(sizeof barred / sizeof *barred)) {
+        if (!(bars = malloc(((size_t)n_barred + r->n_stop) * sizeof *bars))) {
+            seq_free(s);
+            return mt_errf(err, "out of memory");
+        }
+        memcpy(bars, barred, (size_t)n_barred * sizeof *bars);
+    }
+    if (r->n_stop > 0) memcpy(bars + n_barred, r->stop_ids, (size_t)r->n_stop * sizeof *bars);
+    n_barred += r->n_stop;
+    int rc = mt_penalties_init(&s->pen, &r->sampling, r->prompt, r->n_prompt, r->max_new_tokens, r->bias_ids,
+                               r->bias_values, r->n_bias, bars, n_barred, err);
+    if (bars != barred) free(bars);
+    if (rc) {   /* err says why: out of memory, or a token biased twice */
+        seq_free(s);
+        return -1;
+    }
     e->waiting[e->n_waiting++] = s;
     return 0;
 }
@@ -596,7 +646,7 @@ static int scored_in(const seq *s, int f, int k) {
 /* A scored prompt row's spec: the request's temperature (its log-probabilities are taken at it), no
  * filters and no draw (its generator is not advanced, so scoring the prompt leaves the sampled
  * tokens as they would be; the row's own pick is not used). */
-static mt_sample_row score_spec(const seq *s) { return (mt_sample_row){s->sampler.params.temperature, 0, 1.0f, 0u}; }
+static mt_sample_row score_spec(const seq *s) { return (mt_sample_row){s->sampler.params.temperature, 0, 1.0f, 0u, 0.0f}; }
 
 /* Copies row `row` of the pass's alternatives (pass_top wide) into the n places at ids/lps. */
 static void take_top(const mt_engine *e, int row, int pass_top, int n, int32_t *ids, float *lps) {
@@ -718,6 +768,19 @@ static int step_once(mt_engine *e, mt_err *err) {
     bool any_named = false;     /* some request of the pass names tokens */
     for (int i = 0; i < e->n_running && !any_named; i++) any_named = e->running[i]->n_lp_ids > 0 && chunk[i] > 0;
     if (any_named && named_room(e, err)) return -1;
+    size_t adj_need = 0;        /* the most logit changes the pass's generating rows can take */
+    for (int i = 0; i < e->n_running; i++) {
+        const seq *s = e->running[i];
+        if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens && mt_penalties_on(&s->pen))
+            adj_need += (size_t)mt_penalties_max_changes(&s->pen);
+    }
+    if (adj_need > e->adj_cap) {
+        mt_logit_adjust *grown = realloc(e->b_adj, adj_need * sizeof *grown);
+        if (!grown) return mt_errf(err, "out of memory for %zu logit changes", adj_need);
+        e->b_adj = grown;
+        e->adj_cap = adj_need;
+    }
+    int n_adj = 0;              /* the pass's logit changes so far */
     int ids_at = 0;             /* named tokens of the pass's rows so far */
     bool any_sampled = false;   /* else every row takes its argmax */
     bool any_logprob = false;   /* some row's request wants its token's (or a prompt token's) log-probability */
@@ -745,6 +808,8 @@ static int step_once(mt_engine *e, mt_err *err) {
         if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) {
             /* the row's draw comes from its own generator, so batching never changes a token */
             add_row(e, s, n_rows++, n - 1, mt_sampler_next(&s->sampler), -1, s->ids_lp != NULL, &ids_at);
+            if (mt_penalties_on(&s->pen))
+                n_adj += mt_penalties_row(&s->pen, n_rows - 1, s->n_tokens - s->n_prompt, e->b_adj + n_adj);
             any_logprob |= s->logprobs != NULL;
             if (s->top_ids && s->n_top > pass_top) pass_top = s->n_top;
         }
@@ -762,7 +827,7 @@ static int step_once(mt_engine *e, mt_err *err) {
                   .logit_targets = any_logprob ? e->b_target : NULL,
                   .top_n = pass_top, .top_ids = e->b_top_ids, .top_logprobs = e->b_top_lps,
                   .ids_offsets = ids_at > 0 ? e->b_ids_off : NULL, .ids_list = e->b_ids, .ids_logprobs = e->b_ids_lp,
-                  .placement = e->o.placement};
+                  .adjusts = n_adj > 0 ? e->b_adj : NULL, .n_adjusts = n_adj, .placement = e->o.placement};
     double t0 = seconds_now();
     int rc = mt_forward(e->m, &e->kv, &b, e->logits, &sink, err);
     e->forward_s += seconds_now() - t0;
@@ -812,6 +877,7 @@ static int step_once(mt_engine *e, mt_err *err) {
         }
         if (s->logprobs) s->logprobs[generated] = logprob;
         s->tokens[s->n_tokens++] = tok;
+        mt_penalties_add_output(&s->pen, tok);
         bool stops = is_stop(s, c, tok);
         mt_engine_event ev = {.kind = MT_EVENT_TOKEN, .id = s->id, .token = tok, .stops = stops, .logprob = logprob,
                               .n_prompt = s->n_prompt, .n_generated = generated + 1, .n_cached = s->n_cached,

@@ -80,6 +80,13 @@ typedef struct mt_request {
     int top_logprobs;        /* 0..MT_TOP_LOGPROBS_MAX: the most likely tokens (mt_top_logprobs) of
                                 every scored prompt position and, with return_logprob, of every
                                 generated token */
+    const int32_t *bias_ids; /* logit bias (OpenAI's logit_bias): distinct tokens, and what is added to
+                                their logits before each generated token is picked (finite values;
+                                copied at submit); NULL: none. The penalties and min_new_tokens are
+                                in `sampling` (engine/penalties.h says how they combine); they and the
+                                bias change generated tokens' logits only, never a scored prompt's */
+    const float *bias_values;
+    int n_bias;
 } mt_request;
 
 typedef enum mt_finish_reason {

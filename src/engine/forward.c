@@ -79,6 +79,19 @@ static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b,
     }
     if (b->top_n < 0 || b->top_n > MT_TOP_LOGPROBS_MAX || (b->top_n > 0 && (!b->next_tokens || !b->top_ids || !b->top_logprobs)))
         return mt_errf(err, "top_n %d: must be 0..%d, with next tokens and room for the lists", b->top_n, MT_TOP_LOGPROBS_MAX);
+    if (b->n_adjusts < 0 || (b->n_adjusts > 0 && (!b->adjusts || !b->next_tokens)))
+        return mt_errf(err, "%d logit changes: they need a list and next tokens", b->n_adjusts);
+    for (int i = 0; i < b->n_adjusts; i++) {
+        const mt_logit_adjust *a = &b->adjusts[i];
+        if (a->row < 0 || a->row >= b->n_logits || a->token < 0 || a->token >= c->vocab_size)
+            return mt_errf(err, "logit change %d: row %d or token %d is outside the pass's %d rows of %d", i, a->row,
+                           a->token, b->n_logits, c->vocab_size);
+        if (!(a->scale > 0.0f && isfinite(a->scale)) || !(isfinite(a->add) || a->add == -INFINITY))
+            return mt_errf(err, "logit change %d: scale %g must be positive and add %g finite or -inf", i, a->scale,
+                           a->add);
+        if (i > 0 && (a->row < a[-1].row || (a->row == a[-1].row && a->token <= a[-1].token)))
+            return mt_errf(err, "logit change %d: changes must be sorted by row, then token, one per pair", i);
+    }
     if (b->placement && mt_placement_fits(b->placement, c, err)) return -1;
     return 0;
 }
@@ -184,9 +197,14 @@ static void score_one(void *ctx, int i) {
     if (b->next_logprobs) b->next_logprobs[i] = lp;
 }
 
-/* Each logit row's next token: its argmax, or its sample (kernels/sample.h); then, when asked, its
- * log-probability (or its target's) and its most likely alternatives, rows in parallel. */
-static int next_tokens(const mt_batch *b, const float *logits, int V, mt_err *err) {
+/* Each logit row's next token, once the batch's changes are made to its logits: its argmax, or its
+ * sample (kernels/sample.h); then, when asked, its log-probability (or its target's) and its most
+ * likely alternatives, rows in parallel. */
+static int next_tokens(const mt_batch *b, float *logits, int V, mt_err *err) {
+    for (int i = 0; i < b->n_adjusts; i++) {
+        float *x = logits + (size_t)b->adjusts[i].row * V + b->adjusts[i].token;
+        *x = mt_logit_adjusted(*x, &b->adjusts[i]);
+    }
     uint64_t *work = NULL;
     for (int i = 0; i < b->n_logits; i++) {
         const float *row = logits + (size_t)i * V;

@@ -54,6 +54,12 @@ typedef struct mt_batch {
                                  * ids_list[ids_offsets[i] .. ids_offsets[i + 1]) (ids_offsets[0] 0) */
     const int32_t *ids_list;
     float *ids_logprobs;        /* [ids_offsets[n_logits]]: their log-probabilities (mt_ids_logprobs) */
+    const mt_logit_adjust *adjusts; /* [n_adjusts] or NULL: with next_tokens, changes to logits of the
+                                 * rows (kernels/sample.h: penalties, biases, barred tokens) made
+                                 * before each row's token is picked and its log-probabilities
+                                 * taken; sorted by row, then token, at most one per (row, token).
+                                 * Logits handed back are the changed ones */
+    int n_adjusts;
     const mt_placement *placement; /* expert placement to dispatch over, or NULL (none: no dispatch);
                                       it must fit the model (mt_moe_shape_from_config) */
 } mt_batch;

@@ -5,6 +5,7 @@
 
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
+#include "engine/penalties.h"
 
 int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt_generate_opts *o,
                 int32_t *out_tokens, int *n_out, mt_err *err) {
@@ -25,6 +26,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
     mt_kv_seq seq = {0};
     mt_kv_seq *seqs[1] = {&seq};
     mt_sampler sampler;
+    mt_penalties pen;
     int rc = -1;
     int n_rows = o->prompt_logits ? n_prompt : 1;
     int32_t *seq_ids = calloc((size_t)n_prompt, sizeof *seq_ids);
@@ -35,7 +37,17 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
         mt_errf(err, "out of memory");
         goto done_nosampler;
     }
-    if (!seq_ids || !pos || !rows || !logits) {
+    /* the penalties' changes to each new token's logits: eos barred before min_new_tokens */
+    int32_t eos[MT_MAX_EOS];
+    for (int i = 0; i < c->num_eos; i++) eos[i] = c->eos_ids[i];
+    if (mt_penalties_init(&pen, &o->sampling, prompt, n_prompt, o->max_new_tokens, NULL, NULL, 0, eos, c->num_eos, err)) {
+        mt_sampler_free(&sampler);
+        goto done_nosampler;
+    }
+    /* each generated token may add one more changed logit */
+    size_t adj_cap = (size_t)mt_penalties_max_changes(&pen) + (size_t)o->max_new_tokens + 1;
+    mt_logit_adjust *adj = malloc(adj_cap * sizeof *adj);
+    if (!seq_ids || !pos || !rows || !logits || !adj) {
         mt_errf(err, "out of memory");
         goto done;
     }
@@ -55,11 +67,16 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
         b.next_tokens = &next;
         b.sample = row.temperature > 0.0f ? &row : NULL;
         b.next_logprobs = o->out_logprobs ? &lp : NULL;
+        b.n_adjusts = mt_penalties_row(&pen, 0, 0, adj);
+        b.adjusts = b.n_adjusts ? adj : NULL;
     }
     if (mt_forward(m, &kv, &b, logits, o->sink, err)) goto done;
     if (o->prompt_logits) {
         memcpy(o->prompt_logits, logits, (size_t)n_prompt * c->vocab_size * sizeof(float));
-        next = mt_sample(&sampler, logits + (size_t)(n_rows - 1) * c->vocab_size);
+        float *last = logits + (size_t)(n_rows - 1) * c->vocab_size;
+        int n_adj = mt_penalties_row(&pen, 0, 0, adj);
+        for (int i = 0; i < n_adj; i++) last[adj[i].token] = mt_logit_adjusted(last[adj[i].token], &adj[i]);
+        next = mt_sample(&sampler, last);
         if (next < 0) {
             mt_errf(err, "out of memory for sampling");
             goto done;
@@ -73,6 +90,7 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
         int32_t tok = next;
         if (o->out_logprobs) o->out_logprobs[*n_out] = lp;
         out_tokens[(*n_out)++] = tok;
+        mt_penalties_add_output(&pen, tok);
         if (o->on_token) o->on_token(o->token_ctx, tok);
         if (!o->ignore_eos && mt_config_is_eos(c, tok)) break;
         if (g + 1 == o->max_new_tokens) break;
@@ -82,11 +100,15 @@ int mt_generate(const mt_model *m, const int32_t *prompt, int n_prompt, const mt
                       .num_seqs = 1, .n_logits = 1, .logit_rows = &first, .next_tokens = &next,
                       .sample = row.temperature > 0.0f ? &row : NULL,
                       .next_logprobs = o->out_logprobs ? &lp : NULL, .placement = o->placement};
+        d.n_adjusts = mt_penalties_row(&pen, 0, *n_out, adj);
+        d.adjusts = d.n_adjusts ? adj : NULL;
         if (mt_forward(m, &kv, &d, logits, o->sink, err)) goto done;
     }
     rc = 0;
 done:
     mt_sampler_free(&sampler);
+    mt_penalties_free(&pen);
+    free(adj);
 done_nosampler:
     free(seq_ids);
     free(pos);

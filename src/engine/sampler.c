@@ -27,7 +27,7 @@ static uint32_t next_u24(uint64_t *state) {
 
 mt_sample_row mt_sampler_next(mt_sampler *s) {
     const mt_sampling_params *p = &s->params;
-    mt_sample_row r = {p->temperature, p->top_k, p->top_p, 0};
+    mt_sample_row r = {p->temperature, p->top_k, p->top_p, 0, p->min_p};
     if (p->temperature > 0.0f) r.u24 = next_u24(&s->state);
     return r;
 }

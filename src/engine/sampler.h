@@ -1,6 +1,5 @@
-/* Next-token sampling: greedy (temperature <= 0), or temperature -> top-k -> top-p (the order
- * Hugging Face's generate applies them) with a seeded generator per sequence, so a seed reproduces
- * a run. The generator lives here; how a row's token follows from its logits and its draw is the
+/* Next-token sampling: greedy (temperature <= 0), or temperature -> top-k, top-p, min-p with a
+ * seeded generator per sequence, so a seed reproduces a run. The generator lives here; how a row's token follows from its logits and its draw is the
  * kernel mt_sample_pick (kernels/sample.h), which the CPU and the device both implement. */
 #ifndef MT_ENGINE_SAMPLER_H
 #define MT_ENGINE_SAMPLER_H
@@ -14,6 +13,13 @@ typedef struct mt_sampling_params {
     int top_k;           /* <= 0: off */
     float top_p;         /* >= 1: off */
     uint64_t seed;
+    float min_p;         /* <= 0: off; keeps tokens at least min_p times as likely as the top one */
+    /* Penalties on the logits before the token is picked (engine/penalties.h; zero: off). */
+    float repetition_penalty; /* <= 0 or 1: off; a token of the prompt or the output: x / r where x > 0,
+                                 else x * r */
+    float frequency_penalty;  /* subtracted once for each time the output holds the token */
+    float presence_penalty;   /* subtracted once where the output holds the token */
+    int min_new_tokens;       /* the request's stop tokens (and eos) barred until this many are out */
 } mt_sampling_params;
 
 typedef struct mt_sampler {

@@ -5,6 +5,16 @@
 #include <stdbool.h>
 #include <string.h>
 
+_Static_assert(sizeof(mt_sample_row) == MT_SAMPLE_ROW_WORDS * 4, "the device reads a row as its words");
+_Static_assert(sizeof(mt_logit_adjust) == MT_LOGIT_ADJUST_WORDS * 4, "the device reads a change as its words");
+
+float mt_logit_adjusted(float x, const mt_logit_adjust *a) {
+    if (a->add == -INFINITY) return -INFINITY;
+    float s = x;   /* two statements: never contracted into one fused operation */
+    if (a->scale != 1.0f) s = x > 0.0f ? x / a->scale : x * a->scale;
+    return s + a->add;
+}
+
 int mt_argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -127,6 +137,10 @@ int mt_sample_pick(const mt_sample_row *r, const float *logits, int V, uint64_t 
         if (need < 1) need = 1;
         /* top-p's set within top-k's: its threshold; else top-k's set is the smaller one */
         if (mass >= need) t = select_threshold(work, V, t, false, need, hist);
+    }
+    if (r->min_p > 0.0f) {   /* the top weight is exactly 2^40: exp(0) */
+        uint64_t t_min = (uint64_t)ceil((double)r->min_p * 1099511627776.0);
+        if (t_min > t) t = t_min;
     }
     uint64_t kept = 0;
     for (int i = 0; i < V; i++) kept += work[i] >= t ? work[i] : 0;

@@ -331,6 +331,11 @@ void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, con
  * 2 * mt_cuda_argmax_scratch(n, V) floats. */
 size_t mt_cuda_argmax_scratch(int n, int V);
 void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, float *scratch, cudaStream_t st);
+/* The pass's logit changes (mt_logit_adjust, kernels/sample.h) made to logits [rows, ld] in place,
+ * bit for bit as mt_logit_adjusted: list[0] is their count (read on the device, so a captured graph
+ * takes any count), the changes start at list + 4 (MT_LOGIT_ADJUST_WORDS words each), at most one
+ * per (row, token). A grid of `blocks` blocks of 256 threads strides over them. */
+void mt_cuda_adjust_logits(float *logits, int ld, const int32_t *list, int blocks, cudaStream_t st);
 /* Rows whose spec samples (temperature > 0): tokens[i] = mt_sample_pick(&rows[i], row i of logits)
  * (kernels/sample.h), one block per row; other rows keep what tokens[i] holds (their argmax). */
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,

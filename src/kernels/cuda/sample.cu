@@ -1,5 +1,5 @@
 // Sampling of logit rows on the device, by the definition in kernels/sample.h (the CPU's
-// mt_sample_pick is the reference): one block per row, every sum an exact integer sum of
+// mt_sample_pick is the reference), and the changes made to the rows' logits before it: one block per row, every sum an exact integer sum of
 // fixed-point weights, so the token depends on the row alone. The weights are recomputed from the
 // logits in each pass (an exp per logit), which keeps the scratch at a few KB per row. Also the
 // rows' log-probabilities (mt_token_logprob) and their most likely tokens (mt_top_logprobs), one
@@ -141,6 +141,10 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *tokens, const 
         // top-p's set within top-k's: its threshold; else top-k's set is the smaller one
         if (mass >= need) t = select_threshold(r, t, false, need, hist, scratch, result);
     }
+    if (spec.min_p > 0.0f) {   // the top weight is exactly 2^40: exp(0)
+        const u64 t_min = (u64)ceil((double)spec.min_p * 1099511627776.0);
+        if (t_min > t) t = t_min;
+    }
     const u64 mine = run_mass(t);
     const u64 upto = block_scan<false>(mine, scratch);   // kept mass of ids < end
     __shared__ u64 kept_total;
@@ -160,6 +164,26 @@ __global__ void __launch_bounds__(THREADS) sample_kernel(int32_t *tokens, const 
                 break;
             }
         }
+    }
+}
+
+// The pass's logit changes (mt_logit_adjust, kernels/sample.h): list[0] holds their count, the
+// changes start at word 4; a thread a change, (row, token) pairs distinct.
+__global__ void adjust_kernel(float *logits, int ld, const int32_t *list) {
+    mt_grid_dependency_wait();
+    const int n = list[0];
+    const mt_logit_adjust *changes = (const mt_logit_adjust *)(list + 4);
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const mt_logit_adjust a = changes[i];
+        float *x = logits + (size_t)a.row * ld + a.token;
+        float v = *x;
+        if (a.add == -INFINITY) {
+            v = -INFINITY;
+        } else {
+            if (a.scale != 1.0f) v = v > 0.0f ? __fdiv_rn(v, a.scale) : __fmul_rn(v, a.scale);
+            v = __fadd_rn(v, a.add);
+        }
+        *x = v;
     }
 }
 
@@ -359,6 +383,10 @@ void mt_cuda_token_logprob(float *out, const int32_t *tokens, const int32_t *tar
     else if (out || ids_off)
         mt_launch(token_logprob_kernel<false>, n, LP_THREADS, 0, st, out, tokens, targets, logits, ld, V, rows, 0,
                   (int32_t *)nullptr, (float *)nullptr, ids_off, ids_list, ids_out);
+}
+
+void mt_cuda_adjust_logits(float *logits, int ld, const int32_t *list, int blocks, cudaStream_t st) {
+    mt_launch(adjust_kernel, blocks, 256, 0, st, logits, ld, list);
 }
 
 void mt_cuda_sample(int32_t *tokens, const float *logits, int ld, int n, int V, const mt_sample_row *rows,
