@@ -1,6 +1,7 @@
 /* The preemption check shared by the CPU and GPU tests: PRE_N requests whose contexts do not fit the
  * KV cache together run through an engine that takes blocks as tokens need them, so it must preempt
- * some of them and have them forward their tokens again. Each request's tokens, their
+ * some of them and have them forward their tokens again (half of them with penalties, which count the
+ * tokens a sequence holds). Each request's tokens, their
  * log-probabilities, its prompt scores and its routing must equal, bit for bit, those of the request
  * alone (mt_generate; scores: an engine of its own with room to spare), with or without the prefix
  * cache; a per_token recorder keeps one row for each position forwarded, recomputed ones not twice.
@@ -41,6 +42,11 @@ static int pre_score_from(int r) { return r == 3 ? 1 : r == 6 ? pre_len(r) / 2 +
 static mt_sampling_params pre_sampling(int r) {
     mt_sampling_params p = {.temperature = 0.0f, .top_p = 1.0f};
     if (r % 3 == 1) p = (mt_sampling_params){.temperature = 0.8f, .top_p = 0.9f, .seed = 77u + (uint64_t)r};
+    if (r % 2 == 1) {   /* penalties: what a preempted sequence counted must survive its return */
+        p.repetition_penalty = 1.4f;
+        p.frequency_penalty = 0.3f;
+        p.presence_penalty = 0.2f;
+    }
     return p;
 }
 
