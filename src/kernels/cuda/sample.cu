@@ -1,9 +1,9 @@
 // Sampling of logit rows on the device, by the definition in kernels/sample.h (the CPU's
-// mt_sample_pick is the reference), and the changes made to the rows' logits before it: one block per row, every sum an exact integer sum of
-// fixed-point weights, so the token depends on the row alone. The weights are recomputed from the
-// logits in each pass (an exp per logit), which keeps the scratch at a few KB per row. Also the
-// rows' log-probabilities (mt_token_logprob) and their most likely tokens (mt_top_logprobs), one
-// block per row as well.
+// mt_sample_pick is the reference), and the changes made to the rows' logits before it. Sampling
+// takes one block per row, every sum an exact integer sum of fixed-point weights, so the token
+// depends on the row alone. The weights are recomputed from the logits in each pass (an exp per
+// logit), which keeps the scratch at a few KB per row. Also the rows' log-probabilities
+// (mt_token_logprob) and their most likely tokens (mt_top_logprobs), one block per row as well.
 #include <math.h>
 
 #include "kernels/cuda/cuda_kernels.h"
