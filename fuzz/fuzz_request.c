@@ -7,9 +7,12 @@
  * gives prompts inside the context, at most MT_REQUEST_MAX_OUTPUTS outputs with names that fit a
  * job's name, and params within their documented ranges, and holds U+0000 only where a prompt is
  * read, which needs a tokenizer (every other string is a C string that would end at the NUL); its
- * domain
- * group is 0 or a group of a label the usage knows; its log-probability fields (logprob_start_len,
- * top alternatives, echo, tokens' text) are within their ranges and asked where they apply. */
+ * domain group is 0 or a group of a label the usage knows; its penalties, min-p, min_new_tokens and
+ * logit bias are within the engine's ranges (each biased token once); its log-probability fields
+ * (logprob_start_len, top alternatives, echo, tokens' text) are within their ranges and asked where
+ * they apply. */
+#include <math.h>
+
 #include "chat/chat_template.h"
 #include "kernels/sample.h"
 #include "fuzz_util.h"
@@ -69,6 +72,17 @@ static void check(const mt_gen_request *r, const mt_request_ctx *c, mt_body_kind
         FUZZ_CHECK(p->max_new_tokens >= 0 && g->n_ids + p->max_new_tokens <= g_cfg.max_position_embeddings);
         FUZZ_CHECK(p->routing_start >= 0 && p->routing_start <= g->n_ids);
         FUZZ_CHECK(p->sampling.temperature >= 0 && p->sampling.top_p > 0 && p->sampling.top_p <= 1);
+        /* min-p, the penalties, min_new_tokens and the logit bias within the ranges the engine takes */
+        const mt_sampling_params *sp = &p->sampling;
+        FUZZ_CHECK(sp->min_p >= 0 && sp->min_p <= 1);
+        FUZZ_CHECK(sp->repetition_penalty > 0 && sp->repetition_penalty <= 2);
+        FUZZ_CHECK(fabsf(sp->frequency_penalty) <= 2 && fabsf(sp->presence_penalty) <= 2);
+        FUZZ_CHECK(sp->min_new_tokens >= 0 && sp->min_new_tokens <= p->max_new_tokens);
+        for (int i = 0; i < p->n_bias; i++) {
+            FUZZ_CHECK(p->bias_ids[i] >= 0 && p->bias_ids[i] < g_cfg.vocab_size);
+            FUZZ_CHECK(fabsf(p->bias_values[i]) <= 100);
+            for (int j = 0; j < i; j++) FUZZ_CHECK(p->bias_ids[j] != p->bias_ids[i]);
+        }
         for (int i = 0; i < g->n_ids; i++) FUZZ_CHECK(g->ids[i] >= 0);
         for (int i = 0; i < p->n_stop_ids; i++) FUZZ_CHECK(p->stop_ids[i] >= 0 && p->stop_ids[i] < g_cfg.vocab_size);
         for (int i = 0; i < p->n_stop_strings; i++) FUZZ_CHECK(p->stop_strings[i] && p->stop_strings[i][0]);

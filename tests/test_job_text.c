@@ -4,9 +4,12 @@
  * strings are matched in the text decoded with special tokens kept, as SGLang matches them, so
  * "<|endoftext|>" stops whatever skip_special_tokens says, and the returned text is cut where the
  * string is in it; text_at gives where each token's text starts. A token's own bytes
- * (mt_tokenizer_token_bytes). Requests (server/request_body.h): the OpenAI endpoints refuse
- * min_tokens and vLLM's sampling extras unless neutral; seeds take the integers a JSON number
- * holds exactly, negative ones too. */
+ * (mt_tokenizer_token_bytes). With min_new_tokens a stop string counts only where it ends in the
+ * text of a later token (one straddling the boundary does). Requests (server/request_body.h): the
+ * OpenAI endpoints refuse vLLM's sampling extras unless neutral; min-p, the penalties,
+ * min_new_tokens (min_tokens) and logit_bias are read into the job's parameters, in SGLang's ranges
+ * (logit_bias: OpenAI's), and copied whole; seeds take the integers a JSON number holds exactly,
+ * negative ones too. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -54,11 +57,12 @@ typedef struct job_opts {
     bool keep_special;     /* skip_special_tokens false */
     bool no_stop_trim;
     bool logprobs;         /* return_logprob: text_at is kept */
+    int min_new;           /* min_new_tokens */
 } job_opts;
 
 static mt_gen_job *new_job(job_opts o) {
     mt_gen_params p = {.max_new_tokens = 16, .skip_special_tokens = !o.keep_special, .no_stop_trim = o.no_stop_trim,
-                       .return_logprob = o.logprobs, .logprob_start = -1};
+                       .return_logprob = o.logprobs, .logprob_start = -1, .sampling.min_new_tokens = o.min_new};
     if (o.stop) {
         p.stop_strings = calloc(2, sizeof *p.stop_strings);
         p.stop_strings[p.n_stop_strings++] = strdup(o.stop);
@@ -177,6 +181,48 @@ static void test_stop_string_special_tokens(void **state) {
     mt_gen_job_unref(j);
 }
 
+/* min_new_tokens: a stop string counts only where it ends in the text of a token after the first
+ * min_new_tokens (SGLang checks no stop condition before), one straddling that boundary included;
+ * one wholly inside the first tokens' text never does, nor is the returned text cut there. Alike
+ * whether stop strings are matched in the returned text (special tokens kept) or in a second
+ * decoding (skipped). It stopped at the first occurrence whatever min_new_tokens said. */
+static void test_stop_string_min_new_tokens(void **state) {
+    (void)state;
+    const int32_t ids[] = {HELLO, THE, HELLO, THE};   /* " hello the hello the" */
+    static const char LONG_STOP[] = "xyzzyxyzzyxyzzyxyzzyxyzzy";
+    const struct {
+        const char *stop, *stop2;
+        int min_new, matched_at;  /* the token whose text completes the match; -1: none */
+        const char *text;
+    } cases[] = {
+        {" hello", NULL, 0, 0, ""},
+        {" hello", NULL, 1, 2, " hello the"},             /* the first one is the first token's own */
+        {" hello", NULL, 3, -1, " hello the hello the"},  /* both inside the first three */
+        {"o t", NULL, 1, 1, " hell"},                     /* straddles tokens 0 and 1: it ends in 1 */
+        {"o t", NULL, 2, 3, " hello the hell"},           /* wholly inside the first two */
+        {"the", NULL, 2, 3, " hello the hello "},
+        {"the", NULL, 4, -1, " hello the hello the"},
+        /* a stop string longer than the whole text holds all of it back: an unshown occurrence inside
+         * the first tokens is not where the text is cut */
+        {" hello", LONG_STOP, 1, 2, " hello the"},
+        {"the", LONG_STOP, 2, 3, " hello the hello "},
+        {"e h", LONG_STOP, 2, 2, " hello th"},            /* "e h" straddles tokens 1 and 2 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (int keep = 0; keep < 2; keep++) {
+            mt_gen_job *j = new_job((job_opts){.stop = cases[i].stop, .stop2 = cases[i].stop2, .keep_special = keep,
+                                               .min_new = cases[i].min_new});
+            int at = run_job(j, ids, 4, false);
+            if (at != cases[i].matched_at)
+                fail_msg("case %zu (keep %d): matched at token %d, want %d", i, keep, at, cases[i].matched_at);
+            assert_text(j, cases[i].text);
+            assert_int_equal(j->finish, at >= 0 ? MT_JOB_STOP_STRING : MT_JOB_LENGTH);
+            assert_int_equal(j->text_stable, j->text.len);
+            mt_gen_job_unref(j);
+        }
+    }
+}
+
 /* text_at: each output token's start in the text; a character split across tokens starts where its
  * first piece was fed, a stop token left out starts at the text's end. */
 static void test_text_at(void **state) {
@@ -240,20 +286,19 @@ static int parse(mt_body_kind kind, const char *body, mt_gen_request *r, char *m
     return rc ? e.status : 0;
 }
 
-/* The OpenAI endpoints: min_tokens (SGLang's and vLLM's name for min_new_tokens, refused above 0
- * as /generate refuses min_new_tokens) and vLLM's sampling extras are a 400 naming the field
- * unless neutral. They were accepted and ignored. */
+/* The OpenAI endpoints: vLLM's sampling extras are a 400 naming the field unless neutral. They were
+ * accepted and ignored. */
 static void test_openai_unsupported_fields(void **state) {
     (void)state;
     static const char *const REFUSED[] = {
-        "\"min_tokens\": 8", "\"typical_p\": 0.5", "\"use_beam_search\": true", "\"length_penalty\": 2",
+        "\"typical_p\": 0.5", "\"use_beam_search\": true", "\"length_penalty\": 2",
         "\"include_stop_str_in_output\": true", "\"bad_words\": [\"the\"]", "\"allowed_token_ids\": [5]",
         "\"prompt_logprobs\": 0", "\"truncate_prompt_tokens\": 2", "\"guided_regex\": \"a+\"",
         "\"guided_choice\": [\"x\"]", "\"guided_json\": {\"type\": \"object\"}", "\"guided_grammar\": \"root ::= x\"",
         "\"structured_outputs\": {\"regex\": \"a\"}", "\"logits_processors\": [\"x\"]",
     };
     static const char *const NEUTRAL[] = {
-        "\"min_tokens\": 0", "\"typical_p\": 1", "\"use_beam_search\": false", "\"length_penalty\": 1",
+        "\"typical_p\": 1", "\"use_beam_search\": false", "\"length_penalty\": 1",
         "\"include_stop_str_in_output\": false", "\"bad_words\": []", "\"allowed_token_ids\": null",
         "\"prompt_logprobs\": null", "\"truncate_prompt_tokens\": null", "\"guided_regex\": null",
     };
@@ -276,11 +321,149 @@ static void test_openai_unsupported_fields(void **state) {
             mt_gen_request_free(&r);
         }
     }
-    /* /generate's min_new_tokens, for the same meaning */
+}
+
+/* One output's parameters as the sampling controls of the bodies below set them. */
+static void assert_controls(const mt_gen_params *p) {
+    assert_true(p->sampling.min_p == 0.25f);
+    assert_true(p->sampling.frequency_penalty == -1.5f);
+    assert_true(p->sampling.presence_penalty == 2.0f);
+    assert_true(p->sampling.repetition_penalty == 1.25f);
+    assert_int_equal(p->sampling.min_new_tokens, 3);
+    static const int32_t ids[3] = {7, 300, 0};
+    static const float values[3] = {-100.0f, 2.5f, 100.0f};
+    assert_int_equal(p->n_bias, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(p->bias_ids[i], ids[i]);
+        assert_true(p->bias_values[i] == values[i]);
+    }
+}
+
+/* min-p, the penalties, min_new_tokens and logit_bias are read into the parameters, by /generate and
+ * by the OpenAI endpoints (min_tokens there, or min_new_tokens when both agree), each output of n
+ * with a copy of its own; null, absent and {} are their neutral values. They were refused unless
+ * neutral. */
+static void test_sampling_controls(void **state) {
+    (void)state;
+    static const char CONTROLS[] = "\"min_p\": 0.25, \"frequency_penalty\": -1.5, \"presence_penalty\": 2, "
+                                   "\"repetition_penalty\": 1.25, \"logit_bias\": {\"7\": -100, \"300\": 2.5, \"0\": 100}, "
+                                   "\"n\": 2";
+    char body[1024], msg[1024];
+    for (int openai = 0; openai < 3; openai++) {
+        if (openai == 0)
+            snprintf(body, sizeof body, "{\"text\": \"hi\", \"sampling_params\": {\"max_new_tokens\": 8, "
+                     "\"min_new_tokens\": 3, %s}}", CONTROLS);
+        else
+            snprintf(body, sizeof body, "{\"prompt\": \"hi\", \"max_tokens\": 8, %s, %s}",
+                     openai == 1 ? "\"min_tokens\": 3" : "\"min_new_tokens\": 3, \"min_tokens\": 3", CONTROLS);
+        mt_gen_request r;
+        if (parse(openai ? MT_BODY_COMPLETIONS : MT_BODY_GENERATE, body, &r, msg, sizeof msg)) fail_msg("%s: %s", body, msg);
+        assert_controls(&r.prompts[0].params);
+        for (int k = 0; k < 2; k++) {
+            mt_gen_params out;
+            assert_int_equal(mt_gen_request_output_params(&r, k, &out), 0);
+            assert_controls(&out);
+            assert_true(out.bias_ids != r.prompts[0].params.bias_ids && out.bias_values != r.prompts[0].params.bias_values);
+            mt_gen_params_free(&out);
+            assert_null(out.bias_ids);
+            assert_int_equal(out.n_bias, 0);
+        }
+        mt_gen_request_free(&r);
+    }
+    static const char *const NEUTRAL[] = {
+        "\"min_p\": null, \"frequency_penalty\": null, \"presence_penalty\": null, \"repetition_penalty\": null, "
+        "\"min_new_tokens\": null, \"logit_bias\": null",
+        "\"min_p\": 0, \"frequency_penalty\": 0, \"presence_penalty\": 0, \"repetition_penalty\": 1, "
+        "\"min_new_tokens\": 0, \"logit_bias\": {}",
+        "\"max_new_tokens\": 0",
+    };
+    for (size_t i = 0; i < sizeof NEUTRAL / sizeof *NEUTRAL; i++) {
+        mt_gen_request r;
+        snprintf(body, sizeof body, "{\"text\": \"hi\", \"sampling_params\": {%s}}", NEUTRAL[i]);
+        if (parse(MT_BODY_GENERATE, body, &r, msg, sizeof msg)) fail_msg("%s: %s", body, msg);
+        const mt_gen_params *p = &r.prompts[0].params;
+        assert_true(p->sampling.min_p == 0 && p->sampling.frequency_penalty == 0 && p->sampling.presence_penalty == 0);
+        assert_true(p->sampling.repetition_penalty == 1.0f);
+        assert_int_equal(p->sampling.min_new_tokens, 0);
+        assert_int_equal(p->n_bias, 0);
+        assert_null(p->bias_ids);
+        mt_gen_request_free(&r);
+    }
+}
+
+/* Out of range: a 400 naming the field (SGLang's ranges; logit_bias: OpenAI's object of token ids,
+ * in the vocabulary, to numbers in [-100, 100]). min_new_tokens past max_new_tokens names both, the
+ * default limit too (once the prompt is known), in the request's spelling. */
+static void test_sampling_controls_refused(void **state) {
+    (void)state;
+    static const struct { bool openai; const char *fields, *needle; } cases[] = {
+        {false, "\"min_p\": 1.5", "'min_p' must be a number in [0, 1]"},
+        {false, "\"min_p\": -0.1", "'min_p'"},
+        {false, "\"min_p\": \"0.5\"", "'min_p'"},
+        {false, "\"frequency_penalty\": 2.5", "'frequency_penalty' must be a number in [-2, 2]"},
+        {false, "\"frequency_penalty\": -2.01", "'frequency_penalty'"},
+        {false, "\"presence_penalty\": -3", "'presence_penalty' must be a number in [-2, 2]"},
+        {false, "\"repetition_penalty\": 0", "'repetition_penalty' must be a number in (0, 2]"},
+        {false, "\"repetition_penalty\": 2.5", "'repetition_penalty'"},
+        {false, "\"repetition_penalty\": -1", "'repetition_penalty'"},
+        {false, "\"min_new_tokens\": -1", "'min_new_tokens'"},
+        {false, "\"min_new_tokens\": 1.5", "'min_new_tokens'"},
+        {false, "\"min_new_tokens\": \"3\"", "'min_new_tokens'"},
+        {false, "\"min_new_tokens\": 9, \"max_new_tokens\": 8", "'min_new_tokens' 9 is more than 'max_new_tokens' 8"},
+        {false, "\"min_new_tokens\": 129", "'min_new_tokens' 129 is more than max_new_tokens 128, its default"},
+        {false, "\"logit_bias\": {\"x\": 1}", "'logit_bias' key 'x' is not a token id in [0, 512)"},
+        {false, "\"logit_bias\": {\"512\": 1}", "'logit_bias' key '512' is not a token id"},
+        {false, "\"logit_bias\": {\"-1\": 1}", "'logit_bias' key '-1'"},
+        {false, "\"logit_bias\": {\"1.0\": 1}", "'logit_bias' key '1.0'"},
+        {false, "\"logit_bias\": {\" 5\": 1}", "'logit_bias' key ' 5'"},
+        {false, "\"logit_bias\": {\"\": 1}", "'logit_bias' key ''"},
+        {false, "\"logit_bias\": {\"99999999999999999999\": 1}", "'logit_bias' key '99999999999999999999'"},
+        {false, "\"logit_bias\": {\"5\": 101}", "'logit_bias' value of token '5' must be a number in [-100, 100]"},
+        {false, "\"logit_bias\": {\"5\": -100.5}", "[-100, 100]"},
+        {false, "\"logit_bias\": {\"5\": 1e400}", "[-100, 100]"},
+        {false, "\"logit_bias\": {\"5\": \"1\"}", "'logit_bias' value of token '5'"},
+        {false, "\"logit_bias\": {\"5\": null}", "'logit_bias' value of token '5'"},
+        {false, "\"logit_bias\": {\"5\": 1, \"005\": 2}", "'logit_bias' names token 5 twice"},
+        {false, "\"logit_bias\": [[5, 1]]", "'logit_bias' must be an object"},
+        {false, "\"logit_bias\": []", "'logit_bias' must be an object"},
+        {false, "\"logit_bias\": \"5:1\"", "'logit_bias' must be an object"},
+        {true, "\"min_tokens\": 9, \"max_tokens\": 8", "'min_tokens' 9 is more than 'max_tokens' 8"},
+        {true, "\"min_tokens\": 9, \"max_completion_tokens\": 8", "'min_tokens' 9 is more than 'max_completion_tokens' 8"},
+        {true, "\"min_new_tokens\": 9, \"max_tokens\": 8", "'min_new_tokens' 9 is more than 'max_tokens' 8"},
+        {true, "\"min_tokens\": 17", "'min_tokens' 17 is more than max_tokens 16, its default"},
+        {true, "\"min_tokens\": -1", "'min_tokens'"},
+        {true, "\"min_tokens\": 2, \"min_new_tokens\": 3", "'min_tokens' 2 and 'min_new_tokens' 3 disagree"},
+        {true, "\"frequency_penalty\": 2.5", "'frequency_penalty'"},
+        {true, "\"presence_penalty\": -2.5", "'presence_penalty'"},
+        {true, "\"repetition_penalty\": 0", "'repetition_penalty'"},
+        {true, "\"min_p\": 2", "'min_p'"},
+        {true, "\"logit_bias\": {\"5\": 101}", "'logit_bias'"},
+        {true, "\"logit_bias\": {\"abc\": 1}", "'logit_bias' key 'abc'"},
+    };
+    char body[512], msg[1024];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        mt_gen_request r;
+        if (cases[i].openai) snprintf(body, sizeof body, "{\"prompt\": \"hi\", %s}", cases[i].fields);
+        else snprintf(body, sizeof body, "{\"text\": \"hi\", \"sampling_params\": {%s}}", cases[i].fields);
+        int status = parse(cases[i].openai ? MT_BODY_COMPLETIONS : MT_BODY_GENERATE, body, &r, msg, sizeof msg);
+        if (status != 400) fail_msg("%s: status %d", body, status);
+        if (!strstr(msg, cases[i].needle)) fail_msg("%s: '%s' lacks '%s'", body, msg, cases[i].needle);
+    }
+    /* the default limit cut by the context: the prompt's tokens and the context length named */
+    char *ids = malloc(8 * 600), *big = malloc(8 * 600 + 200);
+    size_t at = 0;
+    for (int i = 0; i < 500; i++) at += (size_t)sprintf(ids + at, "%s%d", i ? ", " : "", 5 + i % 400);
+    sprintf(big, "{\"input_ids\": [%s], \"sampling_params\": {\"min_new_tokens\": 20}}", ids);
     mt_gen_request r;
-    assert_int_equal(parse(MT_BODY_GENERATE, "{\"text\": \"hi\", \"sampling_params\": {\"min_new_tokens\": 8}}", &r, msg,
-                           sizeof msg), 400);
-    assert_non_null(strstr(msg, "'min_new_tokens'"));
+    assert_int_equal(parse(MT_BODY_GENERATE, big, &r, msg, sizeof msg), 400);
+    if (!strstr(msg, "'min_new_tokens' 20 is more than the 12 new tokens that the model's context length (512)"))
+        fail_msg("%s", msg);
+    sprintf(big, "{\"input_ids\": [%s], \"sampling_params\": {\"min_new_tokens\": 12}}", ids);
+    assert_int_equal(parse(MT_BODY_GENERATE, big, &r, msg, sizeof msg), 0);
+    assert_int_equal(r.prompts[0].params.max_new_tokens, 12);
+    mt_gen_request_free(&r);
+    free(ids);
+    free(big);
 }
 
 /* Seeds: every integer a JSON number holds exactly, negative ones too (OpenAI's and vLLM's seed is
@@ -319,9 +502,12 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_token_text),
         cmocka_unit_test(test_stop_string_special_tokens),
+        cmocka_unit_test(test_stop_string_min_new_tokens),
         cmocka_unit_test(test_text_at),
         cmocka_unit_test(test_token_bytes),
         cmocka_unit_test(test_openai_unsupported_fields),
+        cmocka_unit_test(test_sampling_controls),
+        cmocka_unit_test(test_sampling_controls_refused),
         cmocka_unit_test(test_seed_range),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -178,6 +178,9 @@ static void test_malformed_requests(void **state) {
     char *cut = strstr(full, ", \"sampling_params\"");
     assert_non_null(cut);
     strcpy(cut, "}");
+    /* 100 prompt tokens leave room for 29 new ones in the KV cache (see below), fewer than 30 */
+    char *min_room = long_ids(100, 0), *cut_min = strstr(min_room, ", \"sampling_params\"");
+    strcpy(cut_min, ", \"sampling_params\": {\"min_new_tokens\": 30}}");
     char long_rid[200]; /* 78 characters: its two outputs' names rid_0, rid_1 would not fit a job's name */
     snprintf(long_rid, sizeof long_rid, "{\"input_ids\": [1], \"sampling_params\": {\"n\": 2}, \"rid\": \"%078d\"}", 7);
     char *nested = malloc(3010), *huge = malloc(6000); /* deeper than cJSON's nesting limit (1000) */
@@ -240,8 +243,34 @@ static void test_malformed_requests(void **state) {
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"stop_token_ids\": [99999]}}", 400, "stop_token_ids"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"ignore_eos\": \"yes\"}}", 400, "ignore_eos"},
         {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"seed\": 9007199254740992}}", 400, "seed"},
-        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"frequency_penalty\": 0.5}}", 400, "frequency_penalty"},
-        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"5\": 2}}}", 400, "logit_bias"},
+        /* the sampling controls out of SGLang's ranges (logit_bias: OpenAI's) */
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"min_p\": 1.5}}", 400, "'min_p' must be a number in [0, 1]"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"repetition_penalty\": 0}}", 400,
+         "'repetition_penalty' must be a number in (0, 2]"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"frequency_penalty\": 2.5}}", 400,
+         "'frequency_penalty' must be a number in [-2, 2]"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"presence_penalty\": -2.5}}", 400,
+         "'presence_penalty' must be a number in [-2, 2]"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"min_new_tokens\": -1}}", 400, "'min_new_tokens'"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"min_new_tokens\": 5, \"max_new_tokens\": 4}}", 400,
+         "'min_new_tokens' 5 is more than 'max_new_tokens' 4"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"min_new_tokens\": 129}}", 400,
+         "'min_new_tokens' 129 is more than max_new_tokens 128, its default"},
+        {"POST", G, "{\"input_ids\": [[1], [2]], \"sampling_params\": [{}, {\"min_new_tokens\": 3, \"max_new_tokens\": 2}]}",
+         400, "prompt 1: 'min_new_tokens' 3"},
+        {"POST", G, min_room, 400, "'min_new_tokens' 30 is more than the 29 new tokens that the model's context length"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"five\": 2}}}", 400,
+         "'logit_bias' key 'five' is not a token id in [0, 512)"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"512\": 2}}}", 400,
+         "'logit_bias' key '512' is not a token id in [0, 512)"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"5\": 101}}}", 400,
+         "'logit_bias' value of token '5' must be a number in [-100, 100]"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"5\": \"2\"}}}", 400, "'logit_bias' value"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": [[5, 2]]}}", 400,
+         "'logit_bias' must be an object"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": 5}}", 400, "'logit_bias' must be an object"},
+        {"POST", G, "{\"input_ids\": [1], \"sampling_params\": {\"logit_bias\": {\"5\": 1, \"5\": 2}}}", 400,
+         "duplicate key '5'"},
         {"POST", G, "{\"input_ids\": [1]} xx", 400, "unexpected text after the JSON value at byte 19"},
         {"POST", G, "{\"input_ids\": [1]}{\"input_ids\": [2]}", 400, "unexpected text after the JSON value"},
         /* a key named twice in one object: cJSON read the first (50 tokens ran, and [5]), the clients'
@@ -341,12 +370,19 @@ static void test_malformed_requests(void **state) {
                                  &neutral_status);
     assert_int_equal(neutral_status, 200);
     cJSON_Delete(neutral);
+    /* and the sampling controls' own neutral values, with null for their defaults */
+    neutral = mt_api_json(c, G, "{\"input_ids\": [1], \"sampling_params\": {\"max_new_tokens\": 1, \"min_p\": null, "
+                                "\"frequency_penalty\": 0, \"presence_penalty\": null, \"repetition_penalty\": 1, "
+                                "\"min_new_tokens\": null, \"logit_bias\": {}}}", &neutral_status);
+    assert_int_equal(neutral_status, 200);
+    cJSON_Delete(neutral);
     /* the same key in two objects is no duplicate */
     neutral = mt_api_json(c, G, "{\"input_ids\": [[1], [2]], \"sampling_params\": [{\"max_new_tokens\": 1}, "
                                 "{\"max_new_tokens\": 1}]}", &neutral_status);
     assert_int_equal(neutral_status, 200);
     cJSON_Delete(neutral);
     free(too_long);
+    free(min_room);
     free(no_room);
     free(full);
     free(kv);

@@ -4,7 +4,9 @@
  * /generate: logprob_start_len (and its default, the last prompt token), top_logprobs_num,
  * return_text_in_logprobs, streamed and not, scored positions never taken from the prefix cache;
  * /v1/completions: echo with "logprobs": N and max_tokens 0 (how evaluation harnesses score a text),
- * streamed and not; chat's top_logprobs. */
+ * streamed and not; chat's top_logprobs. Generated tokens' log-probabilities and alternatives are
+ * taken after the penalties, the logit bias and min_new_tokens' barred tokens changed the logits
+ * (as SGLang takes them), as engine/penalties.h says, bitwise. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -324,12 +326,91 @@ static void test_chat_top_logprobs(void **state) {
     cJSON_Delete(chat);
 }
 
+/* The greedy tokens of a request with every logit change (repetition, frequency and presence
+ * penalties, a logit bias on a prompt token, on a token the output holds and on one it would take,
+ * eos barred by min_new_tokens): each is the argmax of the reference logits of the sequence so far
+ * changed as engine/penalties.h says (scale the prompt's and the output's tokens, then add
+ * (bias - frequency * count) - presence; eos -inf before min_new_tokens), its log-probability and
+ * alternatives those of that changed row, bitwise. */
+static void test_penalised_scores(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    const int V = g_model.cfg.vocab_size, P = 12, N = 8, MIN_NEW = 3;
+    /* a negative frequency penalty: the output repeats tokens, so counts above 1 are met */
+    const float REP = 1.5f, FREQ = -0.5f, PRES = 0.25f;
+    int32_t seq[64];
+    for (int i = 0; i < P; i++) seq[i] = (11 + 47 * i) % V;
+    /* the unchanged greedy run's second token gets a bias, so the changes matter */
+    float *logits = prompt_logits(seq, P);
+    int32_t first = mt_argmax(logits + (size_t)(P - 1) * V, V);
+    free(logits);
+    const int32_t bias_ids[3] = {seq[4], first, 77};
+    const float bias[3] = {2.5f, -0.75f, 1.25f};
+    char body[2048];
+    int at = snprintf(body, sizeof body, "{\"input_ids\": [");
+    for (int i = 0; i < P; i++) at += snprintf(body + at, sizeof body - (size_t)at, "%s%d", i ? ", " : "", seq[i]);
+    snprintf(body + at, sizeof body - (size_t)at,
+             "], \"return_logprob\": true, \"top_logprobs_num\": %d, \"sampling_params\": {\"max_new_tokens\": %d, "
+             "\"temperature\": 0, \"ignore_eos\": true, \"min_new_tokens\": %d, \"repetition_penalty\": %g, "
+             "\"frequency_penalty\": %g, \"presence_penalty\": %g, \"logit_bias\": {\"%d\": %g, \"%d\": %g, \"%d\": %g}}}",
+             TOP, N, MIN_NEW, REP, FREQ, PRES, bias_ids[0], bias[0], bias_ids[1], bias[1], bias_ids[2], bias[2]);
+    cJSON *gen = call("/generate", body, 200);
+    const cJSON *meta = cJSON_GetObjectItem(gen, "meta_info"), *out_ids = cJSON_GetObjectItem(gen, "output_ids");
+    const cJSON *out = cJSON_GetObjectItem(meta, "output_token_logprobs"), *out_top = cJSON_GetObjectItem(meta, "output_top_logprobs");
+    assert_int_equal(cJSON_GetArraySize(out_ids), N);
+    float *row = malloc((size_t)V * sizeof *row);
+    int changed_argmax = 0;   /* tokens the changes made other than the plain argmax */
+    for (int i = 0; i < N; i++) {
+        logits = prompt_logits(seq, P + i);
+        const float *plain = logits + (size_t)(P + i - 1) * V;
+        for (int v = 0; v < V; v++) {
+            int count = 0;
+            bool in_prompt = false;
+            for (int k = 0; k < P; k++) in_prompt |= seq[k] == v;
+            for (int k = P; k < P + i; k++) count += seq[k] == v;
+            mt_logit_adjust a = {0, v, 1.0f, 0.0f};
+            for (int b = 0; b < 3; b++)
+                if (bias_ids[b] == v) a.add = bias[b];
+            if (in_prompt || count > 0) a.scale = REP;
+            if (count > 0) {
+                float by_count = FREQ * (float)count;
+                a.add = a.add - by_count;
+                a.add = a.add - PRES;
+            }
+            if (v == 2 && i < MIN_NEW) a.add = -INFINITY;   /* eos */
+            row[v] = mt_logit_adjusted(plain[v], &a);
+        }
+        int32_t tok = cJSON_GetArrayItem(out_ids, i)->valueint;
+        assert_int_equal(tok, mt_argmax(row, V));
+        changed_argmax += tok != mt_argmax(plain, V);
+        check_triple(cJSON_GetArrayItem(out, i), mt_token_logprob(NULL, row, V, tok), tok, NULL);
+        int32_t want_ids[TOP];
+        float want_lps[TOP];
+        mt_top_logprobs(NULL, row, V, TOP, want_ids, want_lps);
+        const cJSON *alts = cJSON_GetArrayItem(out_top, i);
+        for (int k = 0; k < TOP; k++) check_triple(cJSON_GetArrayItem(alts, k), want_lps[k], want_ids[k], NULL);
+        seq[P + i] = tok;
+        free(logits);
+    }
+    assert_true(changed_argmax > 0);
+    int most = 0;   /* a token the output holds 3 times: rows with counts above 1 were checked */
+    for (int i = 0; i < N; i++) {
+        int count = 0;
+        for (int k = 0; k < N; k++) count += seq[P + k] == seq[P + i];
+        most = count > most ? count : most;
+    }
+    assert_true(most >= 3);
+    free(row);
+    cJSON_Delete(gen);
+}
+
 int main(void) {
     mt_kernels_init(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_scores),
         cmocka_unit_test(test_completions_echo),
         cmocka_unit_test(test_chat_top_logprobs),
+        cmocka_unit_test(test_penalised_scores),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     mt_kernels_shutdown();

@@ -7,7 +7,10 @@
  * names each request by the id its response carried, and with --domain-field the completions and
  * chat endpoints label their requests' domains as /generate does; what OpenAI's client library reads
  * (tests/compat/openai_client.sh): the error object's "param", x-request-id, the chat message's and
- * log-probabilities' "refusal", "usage": null in streamed chunks, completions' suffix and best_of. */
+ * log-probabilities' "refusal", "usage": null in streamed chunks, completions' suffix and best_of;
+ * the sampling controls at the top level (frequency_penalty, presence_penalty, logit_bias, min_tokens
+ * or min_new_tokens, min_p, repetition_penalty) act as /generate's sampling_params, and their bad
+ * values are 400s naming them. */
 #include <math.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -1040,6 +1043,97 @@ static void test_openai_required_nulls(void **state) {
     }
 }
 
+/* The text, completion_tokens and finish reason of a /v1/completions answer and a /generate one for
+ * the same prompt and controls (oai: the completion's top-level fields, gen: the sampling_params). */
+static void same_as_generate(const char *prompt, const char *oai, const char *gen, char *text, size_t text_len) {
+    char body[1024];
+    snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 8, %s}", prompt, oai);
+    cJSON *c = call("/v1/completions", body, 200);
+    snprintf(body, sizeof body, "{\"text\": \"%s\", \"sampling_params\": {\"max_new_tokens\": 8, %s}}", prompt, gen);
+    cJSON *g = call("/generate", body, 200);
+    const cJSON *meta = cJSON_GetObjectItem(g, "meta_info");
+    if (strcmp(str(choice0(c), "text"), str(g, "text")))
+        fail_msg("%s: completion '%s', /generate '%s'", oai, str(choice0(c), "text"), str(g, "text"));
+    assert_int_equal(num(cJSON_GetObjectItem(c, "usage"), "completion_tokens"), num(meta, "completion_tokens"));
+    assert_string_equal(str(choice0(c), "finish_reason"), str(cJSON_GetObjectItem(meta, "finish_reason"), "type"));
+    snprintf(text, text_len, "%s", str(g, "text"));
+    cJSON_Delete(c);
+    cJSON_Delete(g);
+}
+
+static void test_sampling_controls(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    static const char PROMPT[] = "Hello world, hello moetrace";
+    char plain[512], text[512], oai[256], gen[256];
+    same_as_generate(PROMPT, "\"temperature\": 0, \"ignore_eos\": true", "\"temperature\": 0, \"ignore_eos\": true",
+                     plain, sizeof plain);
+    cJSON *g = call("/generate", "{\"text\": \"Hello world, hello moetrace\", \"sampling_params\": {\"max_new_tokens\": 1, "
+                                 "\"temperature\": 0}}", 200);
+    int first = cJSON_GetArrayItem(cJSON_GetObjectItem(g, "output_ids"), 0)->valueint;
+    cJSON_Delete(g);
+    /* each changes the output (the greedy one repeats tokens), as it does through /generate */
+    static const char *const CONTROLS[][2] = {
+        {"\"frequency_penalty\": 2", "\"frequency_penalty\": 2"},
+        {"\"presence_penalty\": 2", "\"presence_penalty\": 2"},
+        {"\"repetition_penalty\": 2", "\"repetition_penalty\": 2"},
+        {"\"logit_bias\": {\"77\": 100}", "\"logit_bias\": {\"77\": 100}"},
+        {"\"logit_bias\": {\"%d\": -100}", "\"logit_bias\": {\"%d\": -100}"},
+    };
+    for (size_t k = 0; k < sizeof CONTROLS / sizeof *CONTROLS; k++) {
+        char o[128], q[128];
+        snprintf(o, sizeof o, CONTROLS[k][0], first);
+        snprintf(q, sizeof q, CONTROLS[k][1], first);
+        snprintf(oai, sizeof oai, "\"temperature\": 0, \"ignore_eos\": true, %s", o);
+        snprintf(gen, sizeof gen, "\"temperature\": 0, \"ignore_eos\": true, %s", q);
+        same_as_generate(PROMPT, oai, gen, text, sizeof text);
+        if (!strcmp(text, plain)) fail_msg("%s changed nothing: '%s'", o, text);
+        if (k == 3) assert_string_equal(text, "kkkkkkkk");   /* token 77 is "k" */
+    }
+    /* min_tokens (or min_new_tokens) bars the greedy first token as a stop token from the first 3 */
+    snprintf(oai, sizeof oai, "\"temperature\": 0, \"stop_token_ids\": [%d]", first);
+    same_as_generate(PROMPT, oai, oai, text, sizeof text);
+    assert_string_equal(text, "");
+    static const char *const MIN_KEYS[] = {"\"min_tokens\": 3", "\"min_new_tokens\": 3",
+                                           "\"min_tokens\": 3, \"min_new_tokens\": 3"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(oai, sizeof oai, "\"temperature\": 0, \"stop_token_ids\": [%d], %s", first, MIN_KEYS[k]);
+        snprintf(gen, sizeof gen, "\"temperature\": 0, \"stop_token_ids\": [%d], \"min_new_tokens\": 3", first);
+        same_as_generate(PROMPT, oai, gen, text, sizeof text);
+        assert_true(strlen(text) > 0);
+    }
+    /* min_p sampled with a seed */
+    same_as_generate(PROMPT, "\"temperature\": 1, \"seed\": 7, \"min_p\": 0.5, \"ignore_eos\": true",
+                     "\"temperature\": 1, \"seed\": 7, \"min_p\": 0.5, \"ignore_eos\": true", text, sizeof text);
+    /* chat: a +100 bias makes every token the biased one */
+    cJSON *chat = call("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 4, "
+                                               "\"ignore_eos\": true, \"temperature\": 0, \"logit_bias\": {\"77\": 100}}", 200);
+    assert_string_equal(str(cJSON_GetObjectItem(choice0(chat), "message"), "content"), "kkkk");
+    cJSON_Delete(chat);
+    /* bad values: 400s naming the field, the server serving on */
+    static const char *const BAD[][2] = {
+        {"\"frequency_penalty\": 2.5", "'frequency_penalty'"},
+        {"\"presence_penalty\": -2.5", "'presence_penalty'"},
+        {"\"repetition_penalty\": 0", "'repetition_penalty'"},
+        {"\"min_p\": 1.5", "'min_p'"},
+        {"\"min_tokens\": 9", "'min_tokens' 9 is more than 'max_tokens' 8"},
+        {"\"min_tokens\": 2, \"min_new_tokens\": 3", "disagree"},
+        {"\"logit_bias\": {\"abc\": 1}", "'logit_bias' key 'abc'"},
+        {"\"logit_bias\": {\"1004\": 1}", "not a token id in [0, 1004)"},
+        {"\"logit_bias\": {\"5\": 101}", "[-100, 100]"},
+        {"\"logit_bias\": [5]", "'logit_bias' must be an object"},
+    };
+    for (size_t k = 0; k < sizeof BAD / sizeof *BAD; k++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"prompt\": \"Hello\", \"max_tokens\": 8, %s}", BAD[k][0]);
+        cJSON *j = call("/v1/completions", body, 400);
+        const char *message = str(cJSON_GetObjectItem(j, "error"), "message");
+        if (!strstr(message, BAD[k][1])) fail_msg("%s: %s", body, message);
+        cJSON_Delete(j);
+    }
+    cJSON_Delete(call("/v1/completions", "{\"prompt\": \"Hello\", \"max_tokens\": 1}", 200));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_and_completions),
@@ -1055,6 +1149,7 @@ int main(void) {
         cmocka_unit_test(test_openai_error_object),
         cmocka_unit_test(test_completions_suffix_best_of),
         cmocka_unit_test(test_openai_required_nulls),
+        cmocka_unit_test(test_sampling_controls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

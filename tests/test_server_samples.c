@@ -17,7 +17,13 @@
  *  - meta_info.routed_experts_start_len states the start of the rows returned (slime reads it);
  *  - /health_generate generates a token and answers 200 with an empty body;
  *  - a rid still running is refused to another request (400, as SGLang's "Duplicate request ID"),
- *    alone or in a list, and accepted again once its request has answered. */
+ *    alone or in a list, and accepted again once its request has answered;
+ *  - the sampling controls, greedy: logit_bias +100 makes every token the biased one, -100 on the
+ *    greedy first token changes it; min_p 1 keeps only the top token (the greedy output, whatever
+ *    the seed); min_new_tokens bars the stop tokens and eos (forced by a bias: taken right after)
+ *    and stop strings until that many tokens are out; presence, frequency and repetition penalties
+ *    make the repeating output of the dummy model repeat less (the first two change nothing before
+ *    its first repeat). */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -566,6 +572,160 @@ static void test_rid_clash(void **state) {
     cJSON_Delete(call("/generate", "{\"input_ids\": [5], \"rid\": \"fam\", \"sampling_params\": {\"max_new_tokens\": 1}}", 200));
 }
 
+/* ---- the sampling controls ---------------------------------------------------------------- */
+
+#define CTRL_PROMPT "hello world"
+
+/* /generate of CTRL_PROMPT with the sampling params fields (JSON object members, no braces): its
+ * output_ids into ids (at most cap) and their count; *out: the answer (NULL: freed). */
+static int generate_ids(const char *fields, int32_t *ids, int cap, cJSON **out) {
+    char body[1024];
+    snprintf(body, sizeof body, "{\"text\": \"" CTRL_PROMPT "\", \"sampling_params\": {%s}}", fields);
+    cJSON *resp = call("/generate", body, 200);
+    const cJSON *list = cJSON_GetObjectItem(resp, "output_ids");
+    int n = cJSON_GetArraySize(list);
+    assert_true(n <= cap);
+    for (int i = 0; i < n; i++) ids[i] = cJSON_GetArrayItem(list, i)->valueint;
+    if (out) *out = resp;
+    else cJSON_Delete(resp);
+    return n;
+}
+
+static int distinct(const int32_t *ids, int n) {
+    int d = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < i && ids[j] != ids[i]) j++;
+        d += j == i;
+    }
+    return d;
+}
+
+/* The finish reason of a /generate answer: its type, and "matched" (a token id, or -1). */
+static const char *finish_type(const cJSON *out, int *matched) {
+    const cJSON *f = cJSON_GetObjectItem(meta(out), "finish_reason"), *m = cJSON_GetObjectItem(f, "matched");
+    if (matched) *matched = cJSON_IsNumber(m) ? m->valueint : -1;
+    return cJSON_GetObjectItem(f, "type")->valuestring;
+}
+
+#define GREEDY "\"temperature\": 0, \"ignore_eos\": true, "
+
+static void test_logit_bias_min_p(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    int32_t base[8], ids[8];
+    char fields[256];
+    assert_int_equal(generate_ids(GREEDY "\"max_new_tokens\": 8", base, 8, NULL), 8);
+    /* +100 on a token the greedy output does not start with: every token is that one */
+    int32_t chosen = base[0] == 77 ? 78 : 77;
+    snprintf(fields, sizeof fields, GREEDY "\"max_new_tokens\": 8, \"logit_bias\": {\"%d\": 100}", chosen);
+    assert_int_equal(generate_ids(fields, ids, 8, NULL), 8);
+    for (int i = 0; i < 8; i++) assert_int_equal(ids[i], chosen);
+    /* -100 on the greedy first token: another one comes first */
+    snprintf(fields, sizeof fields, GREEDY "\"max_new_tokens\": 8, \"logit_bias\": {\"%d\": -100}", base[0]);
+    assert_int_equal(generate_ids(fields, ids, 8, NULL), 8);
+    assert_int_not_equal(ids[0], base[0]);
+    /* min_p 1 at temperature 1 keeps only the most likely token: the greedy output whatever the seed,
+     * which the same seeds without it do not all give */
+    int sampled_differ = 0;
+    for (int seed = 1; seed <= 3; seed++) {
+        snprintf(fields, sizeof fields, "\"temperature\": 1, \"ignore_eos\": true, \"max_new_tokens\": 8, \"seed\": %d, "
+                 "\"min_p\": 1", seed);
+        assert_int_equal(generate_ids(fields, ids, 8, NULL), 8);
+        assert_memory_equal(ids, base, sizeof base);
+        snprintf(fields, sizeof fields, "\"temperature\": 1, \"ignore_eos\": true, \"max_new_tokens\": 8, \"seed\": %d", seed);
+        assert_int_equal(generate_ids(fields, ids, 8, NULL), 8);
+        sampled_differ += memcmp(ids, base, sizeof base) != 0;
+    }
+    assert_true(sampled_differ > 0);
+}
+
+static void test_min_new_tokens(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    int32_t base[8], ids[8];
+    char fields[512];
+    cJSON *out;
+    assert_int_equal(generate_ids(GREEDY "\"max_new_tokens\": 8", base, 8, NULL), 8);
+    int matched;
+    /* the greedy first token as a stop token: alone it ends the output at once; min_new_tokens 3 bars
+     * it from the first three tokens */
+    snprintf(fields, sizeof fields, "\"temperature\": 0, \"max_new_tokens\": 8, \"stop_token_ids\": [%d]", base[0]);
+    assert_int_equal(generate_ids(fields, ids, 8, &out), 1);
+    assert_string_equal(finish_type(out, &matched), "stop");
+    assert_int_equal(matched, base[0]);
+    cJSON_Delete(out);
+    snprintf(fields, sizeof fields, "\"temperature\": 0, \"max_new_tokens\": 8, \"stop_token_ids\": [%d], "
+             "\"min_new_tokens\": 3", base[0]);
+    int n = generate_ids(fields, ids, 8, &out);
+    assert_true(n >= 3);
+    for (int i = 0; i < 3; i++) assert_int_not_equal(ids[i], base[0]);
+    if (!strcmp(finish_type(out, &matched), "stop")) assert_int_equal(ids[n - 1], base[0]);
+    cJSON_Delete(out);
+    /* eos (2), and a stop token, made the likeliest by a bias: barred until min_new_tokens are out,
+     * then taken at once */
+    static const struct { const char *fields; int32_t stop; } forced[] = {
+        {"\"logit_bias\": {\"2\": 100}", 2},
+        {"\"logit_bias\": {\"77\": 100}, \"stop_token_ids\": [77], \"ignore_eos\": true", 77},
+    };
+    for (int f = 0; f < 2; f++) {
+        for (int min_new = 0; min_new <= 5; min_new += 5) {
+            snprintf(fields, sizeof fields, "\"temperature\": 0, \"max_new_tokens\": 8, \"min_new_tokens\": %d, %s",
+                     min_new, forced[f].fields);
+            n = generate_ids(fields, ids, 8, &out);
+            assert_int_equal(n, min_new + 1);
+            for (int i = 0; i < min_new; i++) assert_int_not_equal(ids[i], forced[f].stop);
+            assert_int_equal(ids[min_new], forced[f].stop);
+            assert_string_equal(finish_type(out, &matched), "stop");
+            assert_int_equal(matched, forced[f].stop);
+            cJSON_Delete(out);
+        }
+    }
+    /* a stop string in the first token's text: alone it ends the output at once; with min_new_tokens
+     * 4 the output goes on (greedy, as without the stop string) and keeps that text */
+    cJSON *first = call("/generate", "{\"text\": \"" CTRL_PROMPT "\", \"sampling_params\": {" GREEDY
+                                     "\"max_new_tokens\": 1}}", 200);
+    const char *text = cJSON_GetObjectItem(first, "text")->valuestring;
+    assert_true(strlen(text) > 0 && !strpbrk(text, "\"\\"));
+    snprintf(fields, sizeof fields, GREEDY "\"max_new_tokens\": 8, \"stop\": \"%s\"", text);
+    assert_int_equal(generate_ids(fields, ids, 8, &out), 1);
+    assert_string_equal(finish_type(out, NULL), "stop");
+    assert_string_equal(cJSON_GetObjectItem(out, "text")->valuestring, "");
+    cJSON_Delete(out);
+    snprintf(fields, sizeof fields, GREEDY "\"max_new_tokens\": 8, \"stop\": \"%s\", \"min_new_tokens\": 4", text);
+    n = generate_ids(fields, ids, 8, &out);
+    assert_true(n >= 4);
+    assert_memory_equal(ids, base, (size_t)n * sizeof *ids);
+    assert_int_equal(strncmp(cJSON_GetObjectItem(out, "text")->valuestring, text, strlen(text)), 0);
+    cJSON_Delete(out);
+    cJSON_Delete(first);
+}
+
+static void test_penalties(void **state) {
+    (void)state;
+    SKIP_WITHOUT_SERVER();
+    int32_t base[16], ids[16];
+    assert_int_equal(generate_ids(GREEDY "\"max_new_tokens\": 16", base, 16, NULL), 16);
+    /* the dummy model repeats itself */
+    int first_repeat = 0;
+    while (first_repeat < 16 && distinct(base, first_repeat + 1) == first_repeat + 1) first_repeat++;
+    if (first_repeat == 16) fail_msg("the greedy output repeats no token: nothing to penalise");
+    static const char *const PENALTIES[] = {"\"presence_penalty\": 2", "\"frequency_penalty\": 2",
+                                            "\"repetition_penalty\": 2"};
+    for (int k = 0; k < 3; k++) {
+        char fields[256];
+        snprintf(fields, sizeof fields, GREEDY "\"max_new_tokens\": 16, %s", PENALTIES[k]);
+        assert_int_equal(generate_ids(fields, ids, 16, NULL), 16);
+        if (distinct(ids, 16) <= distinct(base, 16))
+            fail_msg("%s: %d distinct tokens of 16, unpenalised %d", PENALTIES[k], distinct(ids, 16), distinct(base, 16));
+        /* presence and frequency count the output only: until a token repeats they change nothing */
+        if (k < 2) assert_memory_equal(ids, base, (size_t)first_repeat * sizeof *ids);
+    }
+    /* a negative frequency penalty favours repeats: fewer distinct tokens than without */
+    assert_int_equal(generate_ids(GREEDY "\"max_new_tokens\": 16, \"frequency_penalty\": -2", ids, 16, NULL), 16);
+    assert_true(distinct(ids, 16) < distinct(base, 16));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_prompt_list),
@@ -578,6 +738,9 @@ int main(void) {
         cmocka_unit_test(test_health_generate),
         cmocka_unit_test(test_rid_in_use),
         cmocka_unit_test(test_rid_clash),
+        cmocka_unit_test(test_logit_bias_min_p),
+        cmocka_unit_test(test_min_new_tokens),
+        cmocka_unit_test(test_penalties),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -214,7 +214,8 @@ static void admit_job(mt_engine_loop *l, mt_gen_job *j) {
                     .max_new_tokens = j->params.max_new_tokens, .ignore_eos = j->params.ignore_eos,
                     .sampling = j->params.sampling, .stop_ids = j->params.stop_ids, .n_stop = j->params.n_stop_ids,
                     .return_logprob = j->params.return_logprob, .group = j->params.group,
-                    .probe = j->params.probe};
+                    .probe = j->params.probe, .bias_ids = j->params.bias_ids,
+                    .bias_values = j->params.bias_values, .n_bias = j->params.n_bias};
     if (j->params.return_logprob) {
         r.score_from = mt_gen_params_score_from(&j->params, j->n_prompt);
         r.top_logprobs = j->params.top_logprobs;

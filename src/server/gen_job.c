@@ -10,32 +10,34 @@
 void mt_gen_params_free(mt_gen_params *p) {
     free(p->stop_ids);
     free(p->logprob_ids);
-    p->logprob_ids = NULL;
-    p->n_logprob_ids = 0;
+    free(p->bias_ids);
+    free(p->bias_values);
     for (int i = 0; i < p->n_stop_strings; i++) free(p->stop_strings[i]);
     free(p->stop_strings);
-    p->stop_ids = NULL;
+    p->stop_ids = p->logprob_ids = p->bias_ids = NULL;
+    p->bias_values = NULL;
     p->stop_strings = NULL;
-    p->n_stop_ids = p->n_stop_strings = 0;
+    p->n_stop_ids = p->n_stop_strings = p->n_logprob_ids = p->n_bias = 0;
+}
+
+/* A malloc'd copy of the n elements of `size` bytes at src; NULL when n is 0 or out of memory. */
+static void *dup_array(const void *src, int n, size_t size) {
+    void *out = n > 0 ? malloc((size_t)n * size) : NULL;
+    if (out) memcpy(out, src, (size_t)n * size);
+    return out;
 }
 
 int mt_gen_params_copy(mt_gen_params *out, const mt_gen_params *p) {
     *out = *p;
-    out->stop_ids = NULL;
     out->stop_strings = NULL;
-    out->n_stop_ids = out->n_stop_strings = 0;
-    out->logprob_ids = NULL;
-    out->n_logprob_ids = 0;
-    if (p->n_logprob_ids > 0) {
-        if (!(out->logprob_ids = malloc((size_t)p->n_logprob_ids * sizeof *out->logprob_ids))) return -1;
-        memcpy(out->logprob_ids, p->logprob_ids, (size_t)p->n_logprob_ids * sizeof *out->logprob_ids);
-        out->n_logprob_ids = p->n_logprob_ids;
-    }
-    if (p->n_stop_ids > 0) {
-        if (!(out->stop_ids = malloc((size_t)p->n_stop_ids * sizeof *out->stop_ids))) return -1;
-        memcpy(out->stop_ids, p->stop_ids, (size_t)p->n_stop_ids * sizeof *out->stop_ids);
-        out->n_stop_ids = p->n_stop_ids;
-    }
+    out->n_stop_strings = 0; /* counts the strings copied so far, for mt_gen_params_free */
+    out->logprob_ids = dup_array(p->logprob_ids, p->n_logprob_ids, sizeof *p->logprob_ids);
+    out->stop_ids = dup_array(p->stop_ids, p->n_stop_ids, sizeof *p->stop_ids);
+    out->bias_ids = dup_array(p->bias_ids, p->n_bias, sizeof *p->bias_ids);
+    out->bias_values = dup_array(p->bias_values, p->n_bias, sizeof *p->bias_values);
+    if ((p->n_logprob_ids > 0 && !out->logprob_ids) || (p->n_stop_ids > 0 && !out->stop_ids) ||
+        (p->n_bias > 0 && (!out->bias_ids || !out->bias_values)))
+        goto oom;
     if (p->n_stop_strings > 0) {
         if (!(out->stop_strings = calloc((size_t)p->n_stop_strings, sizeof *out->stop_strings))) goto oom;
         for (int i = 0; i < p->n_stop_strings; i++) {

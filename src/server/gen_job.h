@@ -42,6 +42,9 @@ typedef struct mt_gen_params {
     int32_t *logprob_ids;    /* with return_logprob: tokens whose log-probabilities every listed position
                                 gives (SGLang's token_ids_logprob; malloc'd), or NULL */
     int n_logprob_ids;
+    int32_t *bias_ids;       /* logit bias (OpenAI's logit_bias): distinct token ids (malloc'd), and */
+    float *bias_values;      /*   what is added to their logits (mt_request.bias_ids); NULL: none */
+    int n_bias;
     int32_t group;           /* the request's domain (serve --domain-field; mt_request.group), 0: none */
     bool probe;              /* a probe of the server's own (/health_generate): mt_request.probe,
                                 not counted as a request of any domain */
@@ -54,7 +57,8 @@ void mt_gen_params_free(mt_gen_params *p);
 static inline int mt_gen_params_score_from(const mt_gen_params *p, int n_prompt) {
     return p->return_logprob && p->logprob_start >= 0 && p->logprob_start + 1 < n_prompt ? p->logprob_start + 1 : 0;
 }
-/* A deep copy of p into out (its stop lists duplicated); -1 when out of memory (out holds nothing). */
+/* A deep copy of p into out (its stop lists, token lists and logit bias duplicated); -1 when out of
+ * memory (out holds nothing). */
 int mt_gen_params_copy(mt_gen_params *out, const mt_gen_params *p);
 
 /* A change count shared by the jobs of one HTTP request, so a handler streaming several jobs waits
@@ -146,6 +150,11 @@ typedef struct mt_gen_job {
                                    each output token's text was appended (its start in text) */
     size_t text_stable;         /* leading bytes of text that can be shown now (never the start of a
                                    possible stop string, never half a UTF-8 character) */
+    size_t stop_floor;          /* with min_new_tokens: the bytes the text stop strings are matched in
+                                   (stop_text with stop_detok, else text) held after the first
+                                   min_new_tokens tokens; a stop string counts only where it ends
+                                   after them (SGLang checks no stop before min_new_tokens) */
+    size_t text_floor;          /*   and the bytes text held then */
     bool stop_matched;
     int matched_string;         /* STOP_STRING: index into params.stop_strings */
     int32_t matched_token;      /* STOP_TOKEN */

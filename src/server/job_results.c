@@ -21,14 +21,21 @@ static size_t longest_stop(const mt_gen_params *p) {
     return longest;
 }
 
-/* The earliest stop string in t[from, t->len) (of two at one place, the first listed): its offset
- * in t, or -1; *which its index. */
-static long find_stop(const mt_gen_params *p, const mt_strbuf *t, size_t from, int *which) {
+/* Where in a text an occurrence of a stop string of len bytes may start so that it starts at or
+ * after from and ends after the text's first floor_len bytes. */
+static size_t stop_start_bound(size_t from, size_t floor_len, size_t len) {
+    size_t past_floor = floor_len + 1 > len ? floor_len + 1 - len : 0;
+    return past_floor > from ? past_floor : from;
+}
+
+/* The earliest stop string in t[from, t->len) that ends after t's first floor_len bytes (of two at
+ * one place, the first listed): its offset in t, or -1; *which its index. */
+static long find_stop(const mt_gen_params *p, const mt_strbuf *t, size_t from, size_t floor_len, int *which) {
     const char *best = NULL;
-    if (from >= t->len) return -1;
     for (int i = 0; i < p->n_stop_strings; i++) {
         const char *stop = p->stop_strings[i];
-        const char *hit = memmem(t->data + from, t->len - from, stop, strlen(stop));
+        size_t len = strlen(stop), at = stop_start_bound(from, floor_len, len);
+        const char *hit = at < t->len ? memmem(t->data + at, t->len - at, stop, len) : NULL;
         if (hit && (!best || hit < best)) {
             best = hit;
             *which = i;
@@ -66,9 +73,10 @@ static bool match_in_kept_text(mt_gen_job *j, const char *kept_piece, size_t kep
     size_t old = j->stop_text.len;
     int which = -1;
     mt_strbuf_append(&j->stop_text, kept_piece, kept_n);
-    if (find_stop(&j->params, &j->stop_text, stop_scan_from(old, longest), &which) < 0) return false;
+    if (find_stop(&j->params, &j->stop_text, stop_scan_from(old, longest), j->stop_floor, &which) < 0) return false;
     const char *stop = j->params.stop_strings[which];
-    const char *hit = j->text.len > shown ? memmem(j->text.data + shown, j->text.len - shown, stop, strlen(stop)) : NULL;
+    size_t len = strlen(stop), at = stop_start_bound(shown, j->text_floor, len);
+    const char *hit = j->text.len > at ? memmem(j->text.data + at, j->text.len - at, stop, len) : NULL;
     if (hit) {
         end_at_stop(j, (size_t)(hit - j->text.data), which);
     } else {
@@ -80,19 +88,27 @@ static bool match_in_kept_text(mt_gen_job *j, const char *kept_piece, size_t kep
 }
 
 /* Appends a token's decoded text (piece; kept_piece: the same with special tokens kept, with a
- * stop_detok) and looks for stop strings. Returns true when one matched (the text is cut there). */
+ * stop_detok) and looks for stop strings: only once more than min_new_tokens tokens are out, and
+ * then only for those that end after the first min_new_tokens tokens' text (one straddling it
+ * counts). Returns true when one matched (the text is cut there). */
 static bool append_text(mt_gen_job *j, const char *piece, size_t n, const char *kept_piece, size_t kept_n) {
     size_t old = j->text.len, shown = j->text_stable, longest = longest_stop(&j->params);
+    bool may_stop = j->n_output > j->params.sampling.min_new_tokens;
     mt_strbuf_append(&j->text, piece, n);
     if (longest > 0 && j->stop_detok) {
-        if (match_in_kept_text(j, kept_piece, kept_n, shown, longest)) return true;
-    } else if (longest > 0) {
+        if (!may_stop) mt_strbuf_append(&j->stop_text, kept_piece, kept_n);
+        else if (match_in_kept_text(j, kept_piece, kept_n, shown, longest)) return true;
+    } else if (longest > 0 && may_stop) {
         int which = -1;
-        long at = find_stop(&j->params, &j->text, stop_scan_from(old, longest), &which);
+        long at = find_stop(&j->params, &j->text, stop_scan_from(old, longest), j->stop_floor, &which);
         if (at >= 0) {
             end_at_stop(j, (size_t)at, which);
             return true;
         }
+    }
+    if (!may_stop) {
+        j->text_floor = j->text.len;
+        j->stop_floor = j->stop_detok ? j->stop_text.len : j->text.len;
     }
     hold_back(j, longest);
     return false;

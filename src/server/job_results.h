@@ -1,7 +1,8 @@
 /* Engine events written into a job's results, on the engine thread (engine_loop.c finds the job by
  * the event's id): each token with its log-probability and the text decoded so far (a stop token's
  * text left out unless no_stop_trim), cut at the first stop string (matched in the text decoded with
- * special tokens kept, as SGLang matches them) and held back where a stop string could be starting
+ * special tokens kept, as SGLang matches them; with min_new_tokens only a stop string that ends in
+ * the text of a later token) and held back where a stop string could be starting
  * (text_stable never ends inside one, nor inside a UTF-8 character); at the end the finish reason
  * and the routing in the requested wire dtype. Each takes the job's mutex and announces the change
  * (mt_gen_job_changed). */

@@ -188,7 +188,7 @@ static int generate_body(const mt_request_ctx *c, const cJSON *body, bool kept_n
         rc = (t ? encode_prompt(c, t, kept_nul, &p->ids, &p->n_ids, e)
                 : mt_params_parse_ids(v, "input_ids", &p->ids, &p->n_ids, e)) ||
              mt_params_fit(&p->params,
-                           &(mt_fit_limits){max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, c->kv_positions, NULL},
+                           &(mt_fit_limits){max_given[i], SGLANG_DEFAULT_MAX_NEW_TOKENS, c->kv_positions, NULL, NULL},
                            p->n_ids, c->cfg, e) ||
              logprob_start_fits(&p->params, p->n_ids, e);
         if (rc) about_prompt(e, i, count > 1);
@@ -429,6 +429,11 @@ static const char *openai_max_key(const cJSON *body) {
     return completion && !cJSON_IsNull(completion) ? "max_completion_tokens" : "max_tokens";
 }
 
+/* The name the request gave min_new_tokens (min_tokens unless only min_new_tokens is set). */
+static const char *openai_min_key(const cJSON *body) {
+    return !field(body, "min_tokens") && field(body, "min_new_tokens") ? "min_new_tokens" : "min_tokens";
+}
+
 static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, bool kept_nul, mt_gen_request *r,
                        mt_api_error *e) {
     if (!c->tokenizer)
@@ -448,7 +453,7 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, bo
              (chat ? chat_prompt(c, body, kept_nul, r, e) : completion_prompts(c, field(body, "prompt"), kept_nul, r, e)) ||
              check_outputs(r, e);
     mt_fit_limits lim = {max_given, chat ? CHAT_DEFAULT_MAX_TOKENS : COMPLETIONS_DEFAULT_MAX_TOKENS, c->kv_positions,
-                         openai_max_key(body)};
+                         openai_max_key(body), openai_min_key(body)};
     for (int i = 0; i < r->n_prompts && !rc; i++) {
         mt_gen_prompt *p = &r->prompts[i];
         rc = mt_gen_params_copy(&p->params, &shared) ? mt_api_fail(e, 500, "out of memory")

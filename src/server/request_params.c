@@ -112,6 +112,68 @@ static int get_stop_ids(const cJSON *obj, const mt_param_caps *caps, mt_gen_para
     return 1;
 }
 
+/* "logit_bias": OpenAI's object of token ids (decimal strings, "42") to what is added to their
+ * logits, each a number in [-100, 100] (OpenAI's range); null or {} for none. A token named twice
+ * ("5" and "05") is refused. */
+static int get_logit_bias(const cJSON *obj, const mt_param_caps *caps, mt_gen_params *p, mt_api_error *e) {
+    const cJSON *it = field(obj, "logit_bias");
+    if (!it) return 0;
+    if (!cJSON_IsObject(it))
+        return mt_api_fail(e, 400, "'logit_bias' must be an object mapping token ids (strings such as \"42\") to "
+                                   "numbers, or null");
+    int n = cJSON_GetArraySize(it), vocab = caps->cfg->vocab_size;
+    if (n == 0) return 0;
+    uint8_t *seen = calloc((size_t)vocab / 8 + 1, 1);
+    p->bias_ids = malloc((size_t)n * sizeof *p->bias_ids);
+    p->bias_values = malloc((size_t)n * sizeof *p->bias_values);
+    if (!seen || !p->bias_ids || !p->bias_values) {
+        free(seen);
+        return mt_api_fail(e, 500, "out of memory");
+    }
+    int rc = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, it) {
+        const char *key = v->string;
+        size_t len = strlen(key);
+        long id = len > 0 && len <= 10 && strspn(key, "0123456789") == len ? strtol(key, NULL, 10) : -1;
+        if (id < 0 || id >= vocab) {
+            rc = mt_api_fail(e, 400, "'logit_bias' key '%.40s%s' is not a token id in [0, %d)", key, len > 40 ? "..." : "",
+                             vocab);
+            break;
+        }
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= -100 && v->valuedouble <= 100)) {
+            rc = mt_api_fail(e, 400, "'logit_bias' value of token '%s' must be a number in [-100, 100]", key);
+            break;
+        }
+        if (seen[id / 8] & (1u << (id % 8))) {
+            rc = mt_api_fail(e, 400, "'logit_bias' names token %ld twice (key '%s' and another)", id, key);
+            break;
+        }
+        seen[id / 8] |= (uint8_t)(1u << (id % 8));
+        p->bias_ids[p->n_bias] = (int32_t)id;
+        p->bias_values[p->n_bias++] = (float)v->valuedouble;
+    }
+    free(seen);
+    return rc ? -1 : 1;
+}
+
+/* min_new_tokens (the OpenAI endpoints: min_tokens, vLLM's and SGLang's OpenAI servers' name, or
+ * min_new_tokens; both only when they agree) into p; *key: the name the request used. */
+static int get_min_new_tokens(const cJSON *obj, mt_param_style style, mt_gen_params *p, const char **key,
+                              mt_api_error *e) {
+    int sglang = 0, openai = 0, rc_sglang, rc_openai = 0;
+    *key = "min_new_tokens";
+    if ((rc_sglang = mt_params_int(obj, "min_new_tokens", 0, 1 << 30, &sglang, e)) < 0) return -1;
+    if (style == MT_PARAMS_OPENAI && (rc_openai = mt_params_int(obj, "min_tokens", 0, 1 << 30, &openai, e)) < 0)
+        return -1;
+    if (rc_sglang == 1 && rc_openai == 1 && sglang != openai)
+        return mt_api_fail(e, 400, "'min_tokens' %d and 'min_new_tokens' %d disagree (two names of one limit: send "
+                                   "one)", openai, sglang);
+    if (rc_openai == 1) *key = "min_tokens";
+    p->sampling.min_new_tokens = rc_openai == 1 ? openai : sglang;
+    return rc_sglang == 1 || rc_openai == 1;
+}
+
 static uint64_t fresh_seed(void) {
     static _Atomic uint64_t counter;
     struct timespec ts;
@@ -135,13 +197,13 @@ static const char *const SGLANG_KEYS[] = {
 
 /* The OpenAI endpoints' sampling extras of SGLang's and vLLM's OpenAI servers that moetrace does not
  * implement: refused unless neutral, as /generate's are (their top level holds other keys too, so
- * unknown keys cannot be refused there). "min_tokens" is their name for min_new_tokens. */
+ * unknown keys cannot be refused there). */
 static int openai_unsupported(const cJSON *obj, mt_api_error *e) {
     static const char *const EMPTY_ONLY[] = {
         "bad_words", "allowed_token_ids", "prompt_logprobs", "truncate_prompt_tokens", "logits_processors",
         "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
     };
-    if (neutral_only(obj, "min_tokens", 0, e) || neutral_only(obj, "typical_p", 1, e) ||
+    if (neutral_only(obj, "typical_p", 1, e) ||
         neutral_only(obj, "use_beam_search", 0, e) || neutral_only(obj, "length_penalty", 1, e) ||
         neutral_only(obj, "include_stop_str_in_output", 0, e))
         return -1;
@@ -156,6 +218,7 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     *n = 1;
     p->sampling.temperature = 1.0f;
     p->sampling.top_p = 1.0f;
+    p->sampling.repetition_penalty = 1.0f;
     p->skip_special_tokens = true;
     *max_given = false;
     if (!obj) return 0;
@@ -169,14 +232,17 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
         }
     }
     int ctx = caps->cfg->max_position_embeddings, rc;
+    const char *max_key = "max_new_tokens", *min_key;
     if (style == MT_PARAMS_SGLANG) {
         if ((rc = mt_params_int(obj, "max_new_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
         *max_given = rc == 1;
     } else {
         if ((rc = mt_params_int(obj, "max_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
         *max_given = rc == 1;
+        max_key = "max_tokens";
         if ((rc = mt_params_int(obj, "max_completion_tokens", 0, ctx, &p->max_new_tokens, e)) < 0) return -1;
         *max_given = *max_given || rc == 1;
+        if (rc == 1) max_key = "max_completion_tokens";
     }
     if (get_number(obj, "temperature", 0, 1e4, false, &p->sampling.temperature, e) < 0 ||
         get_number(obj, "top_p", 0, 1, true, &p->sampling.top_p, e) < 0 ||
@@ -198,11 +264,20 @@ int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_pa
     p->sampling.seed = seeded ? (uint64_t)seed : fresh_seed();
     if (mt_params_int(obj, "n", 1, 1 << 20, n, e) < 0) return -1;
     if (style == MT_PARAMS_OPENAI && openai_unsupported(obj, e)) return -1;
-    if (neutral_only(obj, "min_p", 0, e) || neutral_only(obj, "frequency_penalty", 0, e) ||
-        neutral_only(obj, "presence_penalty", 0, e) || neutral_only(obj, "repetition_penalty", 1, e) ||
-        neutral_only(obj, "min_new_tokens", 0, e) || neutral_only(obj, "json_schema", 0, e) ||
-        neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e) || empty_only(obj, "stop_regex", e) ||
-        empty_only(obj, "structural_tag", e) || empty_only(obj, "logit_bias", e))
+    /* min-p, the penalties, min_new_tokens and the logit bias: SGLang's ranges (logit_bias: OpenAI's);
+     * the engine applies them to generated tokens (engine/penalties.h) */
+    if (get_number(obj, "min_p", 0, 1, false, &p->sampling.min_p, e) < 0 ||
+        get_number(obj, "frequency_penalty", -2, 2, false, &p->sampling.frequency_penalty, e) < 0 ||
+        get_number(obj, "presence_penalty", -2, 2, false, &p->sampling.presence_penalty, e) < 0 ||
+        get_number(obj, "repetition_penalty", 0, 2, true, &p->sampling.repetition_penalty, e) < 0 ||
+        get_min_new_tokens(obj, style, p, &min_key, e) < 0 || get_logit_bias(obj, caps, p, e) < 0)
+        return -1;
+    /* an explicit limit is checked now; the default one once the prompt is known (mt_params_fit) */
+    if (*max_given && p->sampling.min_new_tokens > p->max_new_tokens)
+        return mt_api_fail(e, 400, "'%s' %d is more than '%s' %d (it must be in [0, %s])", min_key,
+                           p->sampling.min_new_tokens, max_key, p->max_new_tokens, max_key);
+    if (neutral_only(obj, "json_schema", 0, e) || neutral_only(obj, "regex", 0, e) || neutral_only(obj, "ebnf", 0, e) ||
+        empty_only(obj, "stop_regex", e) || empty_only(obj, "structural_tag", e))
         return -1;
     /* SGLang's custom_params only reach a custom logit processor (there is none here), and its
      * stream_interval only groups streamed tokens (each is sent as it comes): any valid value is
@@ -299,6 +374,18 @@ int mt_params_fit(mt_gen_params *p, const mt_fit_limits *lim, int n_prompt, cons
     } else if ((long)n_prompt + p->max_new_tokens > ctx) {
         return mt_api_fail(e, 400, "the prompt's %d tokens plus %s %d exceed the model's context length of %d tokens",
                            n_prompt, key, p->max_new_tokens, ctx);
+    }
+    if (p->sampling.min_new_tokens > p->max_new_tokens) {
+        const char *min_key = lim->min_key ? lim->min_key : "min_new_tokens";
+        if (lim->max_given)
+            return mt_api_fail(e, 400, "'%s' %d is more than '%s' %d (it must be in [0, %s])", min_key,
+                               p->sampling.min_new_tokens, key, p->max_new_tokens, key);
+        if (p->max_new_tokens < lim->default_max)
+            return mt_api_fail(e, 400, "'%s' %d is more than the %d new tokens that the model's context length (%d) and "
+                               "the KV cache leave after the prompt's %d tokens (the request sets no %s)", min_key,
+                               p->sampling.min_new_tokens, p->max_new_tokens, ctx, n_prompt, key);
+        return mt_api_fail(e, 400, "'%s' %d is more than %s %d, its default (the request sets no %s)", min_key,
+                           p->sampling.min_new_tokens, key, p->max_new_tokens, key);
     }
     if (p->routing_start > n_prompt)
         return mt_api_fail(e, 400, "routed_experts_start_len %d is beyond the prompt's %d tokens", p->routing_start,

@@ -35,8 +35,10 @@ int mt_params_bool(const cJSON *obj, const char *key, bool *out, mt_api_error *e
 int mt_params_int(const cJSON *obj, const char *key, long lo, long hi, int *out, mt_api_error *e);
 
 /* Sampling and stop fields of obj into p (defaults first: temperature 1, top_p 1, top_k off,
+ * repetition_penalty 1, min-p, the other penalties, min_new_tokens and the logit bias off,
  * skip_special_tokens). *max_given tells whether the request named its token limit; *n is the
- * samples asked ("n", default 1). */
+ * samples asked ("n", default 1). An explicit limit below min_new_tokens is an error here, the
+ * default one in mt_params_fit. */
 int mt_params_parse_sampling(const cJSON *obj, mt_param_style style, const mt_param_caps *caps, mt_gen_params *p,
                              bool *max_given, int *n, mt_api_error *e);
 /* return_routed_experts, routed_experts_start_len, routed_experts_dtype of obj into p. */
@@ -55,12 +57,14 @@ typedef struct mt_fit_limits {
     int default_max;       /* the limit when it did not */
     int kv_positions;      /* the KV cache's positions (0: unknown): a default limit fits them too */
     const char *max_key;   /* the limit's name in errors (the request's spelling); NULL: max_new_tokens */
+    const char *min_key;   /* min_new_tokens' name in errors (the request's spelling); NULL: min_new_tokens */
 } mt_fit_limits;
 
 /* Once the prompt is known: a prompt that does not fit the context is an error; without an explicit
  * limit max_new_tokens becomes min(default_max, what the context and the KV cache leave); an
  * explicit limit that does not fit the context is an error (one the KV cache cannot hold is refused
- * by the engine, naming its blocks); routing_start must not pass the prompt. */
+ * by the engine, naming its blocks); min_new_tokens must not pass the limit (an explicit one is
+ * checked by mt_params_parse_sampling); routing_start must not pass the prompt. */
 int mt_params_fit(mt_gen_params *p, const mt_fit_limits *lim, int n_prompt, const mt_config *cfg, mt_api_error *e);
 
 #endif

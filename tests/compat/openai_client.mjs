@@ -305,12 +305,19 @@ await check('completions: best_of other than 1 (or n) is refused', async () => {
     checkCompletion(ok, 1);
 });
 
-await check('completions: penalties refused, neutral accepted', async () => {
+await check('completions: penalties and logit_bias in range accepted, out of range refused', async () => {
     const e = await expectError(sdk.BadRequestError, () => client.completions.create({ model: MODEL_ID, prompt: PROMPT,
-        presence_penalty: 0.5, max_tokens: 2 }), 'presence_penalty');
+        presence_penalty: 2.5, max_tokens: 2 }), 'presence_penalty');
     checkErrorShape(e, 400, 'invalid_request_error');
-    const ok = await client.completions.create({ model: MODEL_ID, prompt: PROMPT, presence_penalty: 0, frequency_penalty: 0,
-                                                 logit_bias: {}, user: 'someone', max_tokens: 2 });
+    assert(e.message.includes('presence_penalty'), 'the message names presence_penalty');
+    const bias = await expectError(sdk.BadRequestError, () => client.completions.create({ model: MODEL_ID, prompt: PROMPT,
+        logit_bias: { '5': 101 }, max_tokens: 2 }), 'logit_bias');
+    assert(bias.message.includes('logit_bias'), 'the message names logit_bias');
+    const neutral = await client.completions.create({ model: MODEL_ID, prompt: PROMPT, presence_penalty: 0,
+                                                      frequency_penalty: 0, logit_bias: {}, user: 'someone', max_tokens: 2 });
+    checkCompletion(neutral, 1);
+    const ok = await client.completions.create({ model: MODEL_ID, prompt: PROMPT, presence_penalty: 0.5,
+                                                 frequency_penalty: -0.5, logit_bias: { '5': -100 }, max_tokens: 2 });
     checkCompletion(ok, 1);
 });
 
