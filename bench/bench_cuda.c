@@ -4,8 +4,8 @@
  *    read (attention, router, the experts actually touched, lm_head, embedding rows, K/V);
  *  - prefill tokens/s for 8 prompts of 2,048 tokens against cuBLAS throughput in model FLOPs;
  *  - the cost of per-request routing capture and of `stat` recording at batch 64 (alternating);
- *  - sampled decode at batch 64 (device sampling, with and without each token's log-probability, and
- *    the logits copied out and sampled on the host)
+ *  - sampled decode at batch 64 (device sampling, with and without each token's log-probability, with
+ *    penalties over the context, and the logits copied out and sampled on the host)
  *    against greedy (alternating).
  *
  *   build/bench_cuda [--model DIR] [--context P] [--steps N] [--reps R] [--figures decode|prefill|recording|sampling]
@@ -25,6 +25,7 @@
 #include "engine/cuda_backend.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
+#include "engine/penalties.h"
 #include "routing/capture.h"
 #include "routing/recorder.h"
 #include "timeline_report.h"
@@ -92,14 +93,18 @@ typedef struct workload {
     float *top_lps;
     float *logits;              /* [B, vocab] for host_sample */
     uint64_t *work;             /* [vocab] */
+    mt_penalties *pen;          /* [B] or NULL: each sequence's penalties, whose logit changes each step
+                                   builds (inside its time) and hands to the pass */
+    mt_logit_adjust *adj;       /* the step's changes */
+    size_t adj_cap;
 } workload;
 
 /* Positions each sequence of a figure's workload reserves (its steps after a prompt of P): the
- * recording figure's 3 modes take turns over reps rounds of `steps` steps; the sampling figure's 6
+ * recording figure's 3 modes take turns over reps rounds of `steps` steps; the sampling figure's 7
  * modes over 3 rounds; the stage costs' 14 settings over 3 rounds of `steps` steps and 2 to
  * recapture; the timeline a few steps. main sizes the KV cache from them. */
 #define RECORDING_LEN(P, steps, reps) ((P) + (steps) * (3 * (reps) + 2) + 8)
-enum { SAMPLING_MODES = 6, SAMPLING_ROUNDS = 3, STAGE_SETTINGS = 14, STAGE_ROUNDS = 3, TIMELINE_STEPS = 5 };
+enum { SAMPLING_MODES = 7, SAMPLING_ROUNDS = 3, STAGE_SETTINGS = 14, STAGE_ROUNDS = 3, TIMELINE_STEPS = 5 };
 #define SAMPLING_LEN(P, steps) ((P) + (steps) * SAMPLING_MODES * SAMPLING_ROUNDS + 8)
 #define STAGES_LEN(P, steps) ((P) + STAGE_SETTINGS * STAGE_ROUNDS * ((steps) + 2) + 8)
 /* KV blocks that B sequences reserving len positions each hold, with a block to spare each. */
@@ -172,9 +177,21 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
         if (!w->work) w->work = malloc((size_t)V * sizeof(uint64_t));
     }
     double t0 = now_s();
+    if (w->pen) {   /* what the engine does for penalised rows: their changes, built each step */
+        size_t need = 0;
+        for (int s = 0; s < w->B; s++) need += (size_t)mt_penalties_max_changes(&w->pen[s]);
+        if (need > w->adj_cap) {
+            free(w->adj);
+            w->adj = malloc(need * sizeof *w->adj);
+            w->adj_cap = need;
+        }
+        for (int s = 0; s < w->B; s++) b.n_adjusts += mt_penalties_row(&w->pen[s], s, w->len, w->adj + b.n_adjusts);
+        b.adjusts = w->adj;
+    }
     if (mt_forward(w->m, w->kv, &b, w->logits, sink, &err)) die("decode", &err);
     if (w->host_sample)
         for (int i = 0; i < w->B; i++) w->picked[i] = mt_sample_pick(&w->host_sample[i], w->logits + (size_t)i * V, V, w->work);
+    for (int s = 0; w->pen && s < w->B; s++) mt_penalties_add_output(&w->pen[s], w->picked[s]);
     double t = now_s() - t0;
     memcpy(w->next, w->picked, (size_t)w->B * sizeof(int32_t));
     w->len++;
@@ -184,7 +201,7 @@ static double workload_step(workload *w, const mt_routing_sink *sink) {
 static void workload_free(workload *w) {
     for (int s = 0; s < w->B; s++) mt_kv_seq_release(w->kv, &w->seqs[s]);
     free(w->seqs); free(w->seq_ptrs); free(w->tokens); free(w->seq_ids); free(w->pos); free(w->rows); free(w->picked); free(w->next);
-    free(w->logits); free(w->work);
+    free(w->logits); free(w->work); free(w->adj);
 }
 
 /* ---- sinks: per-request routing store (what the engine does), distinct-expert counter ---------- */
@@ -587,7 +604,9 @@ int main(int argc, char **argv) {
     }
     /* sampled decode at batch 64: greedy / temperature 1 / temperature 0.7 + top-k 50 + top-p 0.9 on
      * the device, temperature 1 with the logits copied out and sampled on the host, and temperature 1
-     * with each token's log-probability (return_logprob), and with it 5 alternatives (top_logprobs_num) */
+     * with each token's log-probability (return_logprob), and with it 5 alternatives (top_logprobs_num);
+     * temperature 1 with repetition, frequency and presence penalties over the context (the changes
+     * built on the host each step, as the engine does, uploaded, made on the device) */
     if (!figures || !strcmp(figures, "sampling")) {
         int B = 64, n_modes = SAMPLING_MODES, s_reps = SAMPLING_ROUNDS;
         workload w;
@@ -600,9 +619,25 @@ int main(int argc, char **argv) {
             t1[i] = (mt_sample_row){1.0f, 0, 1.0f, r >> 8, 0.0f};
             filt[i] = (mt_sample_row){0.7f, 50, 0.9f, r >> 8, 0.0f};
         }
-        const char *names[6] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)",
-                                "T 1 + log-probabilities (device)", "T 1 + log-probabilities + 5 alternatives"};
-        double *t[6];
+        const char *names[7] = {"greedy", "T 1 (device)", "T 0.7, top-k 50, top-p 0.9 (device)", "T 1 (logits to host)",
+                                "T 1 + log-probabilities (device)", "T 1 + log-probabilities + 5 alternatives",
+                                "T 1 + repetition/frequency/presence penalties"};
+        double *t[7];
+        /* penalties over a prompt of P random tokens (each a changed logit, with the outputs so far) */
+        mt_penalties *pen = calloc((size_t)B, sizeof *pen);
+        mt_sampling_params penalised = {.temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.1f,
+                                        .frequency_penalty = 0.5f, .presence_penalty = 0.5f};
+        int32_t *pen_prompt = malloc((size_t)P * sizeof *pen_prompt);
+        mt_err pen_err;
+        for (int i = 0; i < B; i++) {
+            for (int j = 0; j < P; j++) {
+                r = r * 1664525u + 1013904223u;
+                pen_prompt[j] = (int32_t)((r >> 8) % (uint32_t)m.cfg.vocab_size);
+            }
+            if (mt_penalties_init(&pen[i], &penalised, pen_prompt, P, len, NULL, NULL, 0, NULL, 0, &pen_err))
+                die("penalties", &pen_err);
+        }
+        free(pen_prompt);
         float *lps = malloc((size_t)B * sizeof *lps);
         w.top_ids = malloc((size_t)B * MT_TOP_LOGPROBS_MAX * sizeof *w.top_ids);
         w.top_lps = malloc((size_t)B * MT_TOP_LOGPROBS_MAX * sizeof *w.top_lps);
@@ -610,18 +645,20 @@ int main(int argc, char **argv) {
         for (int k = 0; k < n_modes; k++) {   /* warm-up: each mode's graph captured */
             w.sample = k == 1 || k >= 4 ? t1 : k == 2 ? filt : NULL;
             w.host_sample = k == 3 ? t1 : NULL;
-            w.logprobs = k >= 4 ? lps : NULL;
+            w.logprobs = k == 4 || k == 5 ? lps : NULL;
             w.top_n = k == 5 ? 5 : 0;
+            w.pen = k == 6 ? pen : NULL;
             workload_step(&w, NULL);
         }
         for (int rep = 0; rep < s_reps; rep++) {
-            double sum[6] = {0, 0, 0, 0, 0, 0};
+            double sum[7] = {0, 0, 0, 0, 0, 0, 0};
             for (int st = 0; st < n_modes * steps; st++) {
                 int k = (st + rep) % n_modes;
                 w.sample = k == 1 || k >= 4 ? t1 : k == 2 ? filt : NULL;
                 w.host_sample = k == 3 ? t1 : NULL;
-                w.logprobs = k >= 4 ? lps : NULL;
+                w.logprobs = k == 4 || k == 5 ? lps : NULL;
                 w.top_n = k == 5 ? 5 : 0;
+                w.pen = k == 6 ? pen : NULL;
                 sum[k] += workload_step(&w, NULL);
             }
             for (int k = 0; k < n_modes; k++) t[k][rep] = sum[k] / steps;
@@ -632,6 +669,9 @@ int main(int argc, char **argv) {
             printf("batch 64 decode step, %-40s %.3f ms (%+.2f%% over greedy)\n", names[k], v * 1e3, 100.0 * (v / greedy - 1.0));
             free(t[k]);
         }
+        for (int i = 0; i < B; i++) mt_penalties_free(&pen[i]);
+        free(pen);
+        w.pen = NULL;
         free(t1);
         free(filt);
         free(lps);
