@@ -21,33 +21,47 @@ static int copy_sorted_distinct(int32_t *dst, const int32_t *src, int n) {
     return kept;
 }
 
-/* Index of token in the sorted ids[0..n), or where it would go (as -1 - index). */
-static int find(const int32_t *ids, int n, int32_t token) {
-    int lo = 0, hi = n;
+/* Index of token among p's changes, or where it would go (as -1 - index). */
+static int find(const mt_penalties *p, int32_t token) {
+    int lo = 0, hi = p->n_changes;
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        if (ids[mid] < token) lo = mid + 1;
+        if (p->changes[mid].token < token) lo = mid + 1;
         else hi = mid;
     }
-    return lo < n && ids[lo] == token ? lo : -1 - lo;
+    return lo < p->n_changes && p->changes[lo].token == token ? lo : -1 - lo;
 }
 
-/* Counts token among the seen ones, adding its entry (not in the prompt) when new; the room was
- * taken at init. */
-static void count_seen(mt_penalties *p, int32_t token) {
-    int at = find(p->seen, p->n_seen, token);
-    if (at < 0) {
-        at = -1 - at;
-        size_t tail = (size_t)(p->n_seen - at);
-        memmove(p->seen + at + 1, p->seen + at, tail * sizeof *p->seen);
-        memmove(p->count + at + 1, p->count + at, tail * sizeof *p->count);
-        memmove(p->in_prompt + at + 1, p->in_prompt + at, tail);
-        p->seen[at] = token;
-        p->count[at] = 0;
-        p->in_prompt[at] = 0;
-        p->n_seen++;
+/* Change i from its token's count, prompt flag and bias (penalties.h's rule). */
+static void update(mt_penalties *p, int i) {
+    mt_logit_adjust *a = &p->changes[i];
+    int32_t c = p->count[i];
+    a->scale = c > 0 || p->in_prompt[i] ? p->repetition : 1.0f;
+    a->add = p->bias[i];
+    if (c > 0) {   /* one rounding a statement: never fused */
+        float by_count = p->frequency * (float)c;
+        a->add = a->add - by_count;
+        a->add = a->add - p->presence;
     }
-    p->count[at]++;
+}
+
+/* The index of token's change, made (count 0, not in the prompt, no bias) where it has none; the
+ * room was taken at init. */
+static int change_of(mt_penalties *p, int32_t token) {
+    int at = find(p, token);
+    if (at >= 0) return at;
+    at = -1 - at;
+    size_t tail = (size_t)(p->n_changes - at);
+    memmove(p->changes + at + 1, p->changes + at, tail * sizeof *p->changes);
+    memmove(p->count + at + 1, p->count + at, tail * sizeof *p->count);
+    memmove(p->in_prompt + at + 1, p->in_prompt + at, tail);
+    memmove(p->bias + at + 1, p->bias + at, tail * sizeof *p->bias);
+    p->changes[at] = (mt_logit_adjust){0, token, 1.0f, 0.0f};
+    p->count[at] = 0;
+    p->in_prompt[at] = 0;
+    p->bias[at] = 0.0f;
+    p->n_changes++;
+    return at;
 }
 
 int mt_penalties_init(mt_penalties *p, const mt_sampling_params *sp, const int32_t *prompt, int n_prompt, int max_new,
@@ -60,33 +74,43 @@ int mt_penalties_init(mt_penalties *p, const mt_sampling_params *sp, const int32
     p->min_new_tokens = sp->min_new_tokens > 0 ? sp->min_new_tokens : 0;
     p->track_prompt = p->repetition != 1.0f;
     p->track_output = p->track_prompt || p->frequency != 0.0f || p->presence != 0.0f;
-    if (p->track_output) {
-        /* the prompt's distinct tokens (when they count), sorted, then room for every output token */
-        int from_prompt = p->track_prompt ? n_prompt : 0;
-        size_t cap = (size_t)from_prompt + (size_t)(max_new > 0 ? max_new : 0);
-        p->seen = malloc((cap ? cap : 1) * sizeof *p->seen);
-        p->count = calloc(cap ? cap : 1, sizeof *p->count);
-        p->in_prompt = malloc(cap ? cap : 1);
-        if (!p->seen || !p->count || !p->in_prompt) goto oom;
-        p->n_seen = copy_sorted_distinct(p->seen, prompt, from_prompt);
-        memset(p->in_prompt, 1, (size_t)p->n_seen);
+    /* room for the prompt's tokens (when they count), every output token (when they count) and the
+     * biased ones */
+    int from_prompt = p->track_prompt ? n_prompt : 0;
+    size_t cap = (size_t)from_prompt + (size_t)(p->track_output && max_new > 0 ? max_new : 0) + (size_t)n_bias;
+    if (cap == 0) cap = 1;
+    int n_ids = from_prompt > n_bias ? from_prompt : n_bias;
+    int32_t *ids = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof *ids);
+    p->changes = malloc(cap * sizeof *p->changes);
+    p->count = calloc(cap, sizeof *p->count);
+    p->in_prompt = malloc(cap);
+    p->bias = malloc(cap * sizeof *p->bias);
+    if (!ids || !p->changes || !p->count || !p->in_prompt || !p->bias) {
+        free(ids);
+        goto oom;
     }
-    if (n_bias > 0) {
-        /* the ids sorted, then each value put at its id's place */
-        p->bias_ids = malloc((size_t)n_bias * sizeof *p->bias_ids);
-        p->bias = malloc((size_t)n_bias * sizeof *p->bias);
-        if (!p->bias_ids || !p->bias) goto oom;
-        memcpy(p->bias_ids, bias_ids, (size_t)n_bias * sizeof *p->bias_ids);
-        qsort(p->bias_ids, (size_t)n_bias, sizeof *p->bias_ids, cmp_i32);
+    if (n_bias > 0) {   /* each biased token once */
+        memcpy(ids, bias_ids, (size_t)n_bias * sizeof *ids);
+        qsort(ids, (size_t)n_bias, sizeof *ids, cmp_i32);
         for (int i = 1; i < n_bias; i++)
-            if (p->bias_ids[i] == p->bias_ids[i - 1]) {
-                mt_errf(err, "logit bias: token %d is named twice", p->bias_ids[i]);
+            if (ids[i] == ids[i - 1]) {
+                mt_errf(err, "logit bias: token %d is named twice", ids[i]);
+                free(ids);
                 mt_penalties_free(p);
                 return -1;
             }
-        for (int i = 0; i < n_bias; i++) p->bias[find(p->bias_ids, n_bias, bias_ids[i])] = bias[i];
-        p->n_bias = n_bias;
     }
+    /* the prompt's distinct tokens, sorted: one sort rather than an insertion each */
+    int n = copy_sorted_distinct(ids, prompt, from_prompt);
+    for (int i = 0; i < n; i++) {
+        p->changes[i] = (mt_logit_adjust){0, ids[i], 1.0f, 0.0f};
+        p->in_prompt[i] = 1;
+        p->bias[i] = 0.0f;
+    }
+    p->n_changes = n;
+    free(ids);
+    for (int i = 0; i < n_bias; i++) p->bias[change_of(p, bias_ids[i])] = bias[i];
+    for (int i = 0; i < p->n_changes; i++) update(p, i);
     if (p->min_new_tokens > 0 && n_barred > 0) {
         if (!(p->barred = malloc((size_t)n_barred * sizeof *p->barred))) goto oom;
         p->n_barred = copy_sorted_distinct(p->barred, barred, n_barred);
@@ -98,52 +122,40 @@ oom:
 }
 
 void mt_penalties_free(mt_penalties *p) {
-    free(p->seen);
+    free(p->changes);
     free(p->count);
     free(p->in_prompt);
-    free(p->bias_ids);
     free(p->bias);
     free(p->barred);
     memset(p, 0, sizeof *p);
     p->repetition = 1.0f;
 }
 
-bool mt_penalties_on(const mt_penalties *p) {
-    return p->track_output || p->n_bias > 0 || p->n_barred > 0;
-}
+bool mt_penalties_on(const mt_penalties *p) { return p->n_changes > 0 || p->track_output || p->n_barred > 0; }
 
 void mt_penalties_add_output(mt_penalties *p, int32_t token) {
-    if (p->track_output) count_seen(p, token);
+    if (!p->track_output) return;
+    int at = change_of(p, token);
+    p->count[at]++;
+    update(p, at);
 }
 
-int mt_penalties_max_changes(const mt_penalties *p) { return p->n_seen + p->n_bias + p->n_barred; }
+int mt_penalties_max_changes(const mt_penalties *p) { return p->n_changes + p->n_barred; }
 
 int mt_penalties_row(const mt_penalties *p, int row, int n_out, mt_logit_adjust *out) {
-    int n_barred = n_out < p->min_new_tokens ? p->n_barred : 0;
-    int i = 0, j = 0, k = 0, n = 0;
-    /* a merge of the three sorted lists: seen, biased, barred */
-    while (i < p->n_seen || j < p->n_bias || k < n_barred) {
-        int32_t tok = INT32_MAX;
-        if (i < p->n_seen && p->seen[i] < tok) tok = p->seen[i];
-        if (j < p->n_bias && p->bias_ids[j] < tok) tok = p->bias_ids[j];
-        if (k < n_barred && p->barred[k] < tok) tok = p->barred[k];
-        mt_logit_adjust a = {row, tok, 1.0f, 0.0f};
-        if (j < p->n_bias && p->bias_ids[j] == tok) a.add = p->bias[j++];
-        if (i < p->n_seen && p->seen[i] == tok) {
-            int32_t c = p->count[i];
-            if (c > 0 || p->in_prompt[i]) a.scale = p->repetition;
-            if (c > 0) {   /* one rounding a statement: never fused */
-                float by_count = p->frequency * (float)c;
-                a.add = a.add - by_count;
-                a.add = a.add - p->presence;
-            }
-            i++;
-        }
-        if (k < n_barred && p->barred[k] == tok) {
-            a.add = -INFINITY;
+    int n_barred = n_out < p->min_new_tokens ? p->n_barred : 0, n = 0, k = 0;
+    for (int i = 0; i < p->n_changes; i++) {
+        const mt_logit_adjust *a = &p->changes[i];
+        for (; k < n_barred && p->barred[k] < a->token; k++) out[n++] = (mt_logit_adjust){row, p->barred[k], 1.0f, -INFINITY};
+        if (a->scale == 1.0f && a->add == 0.0f) continue;   /* nothing to change */
+        out[n] = *a;
+        out[n].row = row;
+        if (k < n_barred && p->barred[k] == a->token) {
+            out[n].add = -INFINITY;
             k++;
         }
-        if (a.scale != 1.0f || a.add != 0.0f) out[n++] = a;
+        n++;
     }
+    for (; k < n_barred; k++) out[n++] = (mt_logit_adjust){row, p->barred[k], 1.0f, -INFINITY};
     return n;
 }

@@ -7,7 +7,10 @@
  *  - a logit bias b per named token: plus b (OpenAI's logit_bias);
  *  - barred tokens (the stop tokens) at -inf while fewer than min_new_tokens tokens are out.
  * A token's change: scale r where it applies, then add = (b - f * count) - p, each step rounded to
- * float in that order. What the sequence was batched with never enters, so neither do the tokens. */
+ * float in that order. What the sequence was batched with never enters, so neither do the tokens.
+ * Each token's change is kept up to date as output tokens come, so a step's row is a copy (64 rows
+ * of 2,048-token prompts under a repetition penalty: 136k changes, about 0.17 ms a step on the
+ * host). */
 #ifndef MT_ENGINE_PENALTIES_H
 #define MT_ENGINE_PENALTIES_H
 
@@ -22,14 +25,15 @@ typedef struct mt_penalties {
     float repetition, frequency, presence; /* 1, 0, 0 when off */
     int min_new_tokens;
     bool track_prompt, track_output;
-    /* the tokens seen, sorted by id: how often the output holds each, whether the prompt does */
-    int32_t *seen;
+    /* Every token with a change (those of the prompt when it counts, of the output, of the bias),
+     * sorted by id, each with its current change (row unset), kept up to date as tokens come, so a
+     * step copies them; and for each, how often the output holds it, whether the prompt does, its
+     * bias. */
+    mt_logit_adjust *changes;
     int32_t *count;
     uint8_t *in_prompt;
-    int n_seen;
-    int32_t *bias_ids;   /* sorted, distinct */
     float *bias;
-    int n_bias;
+    int n_changes;
     int32_t *barred;     /* sorted, distinct */
     int n_barred;
 } mt_penalties;
