@@ -1,6 +1,6 @@
 """`moetrace serve --device cuda` end to end on the GPU machine (after tests/gpu/pack.sh): 32
 concurrent /generate requests with routing return, half of them sampled with their own seeds (on
-the device), each checked against `moetrace run --device cuda --routing-out` of the same prompt and
+the device), a quarter with penalties (and min-p), each checked against `moetrace run --device cuda --routing-out` of the same prompt and
 sampling (routing decoded as SGLang's helper does); every request also asks for its tokens'
 log-probabilities, which must equal those of the same request sent again alone (bit for bit) and
 those transformers computes from the same checkpoint (within bf16's error); then n = 4 samples of one
@@ -35,17 +35,26 @@ def post(path, body):
         return json.loads(r.read())
 
 
+PENALTIES = {"repetition_penalty": 1.3, "frequency_penalty": 0.4, "presence_penalty": 0.5, "min_new_tokens": 3}
+
+
 def sampling_of(i):
-    """Request i's sampling: greedy for even i, else temperature / top-p (/ top-k) with seed i."""
+    """Request i's sampling: greedy for even i, else temperature / top-p (/ top-k) with seed i; with
+    penalties for i % 4 == 3 (sampled, min-p too) and i % 8 == 6 (greedy), never for the requests
+    compared with transformers (i % 4 == 0), whose reference knows no penalties."""
     if i % 2 == 0:
-        return {"temperature": 0}
-    return {"temperature": 0.8, "top_p": 0.9, "top_k": 40 if i % 4 == 1 else 0, "seed": i}
+        return dict(PENALTIES, temperature=0) if i % 8 == 6 else {"temperature": 0}
+    sp = {"temperature": 0.8, "top_p": 0.9, "top_k": 40 if i % 4 == 1 else 0, "seed": i}
+    return dict(sp, min_p=0.05, **PENALTIES) if i % 4 == 3 else sp
 
 
 def solo(ids, n_new, sp, model=MODEL):
     flags = ["--temperature", str(sp["temperature"])]
     if sp["temperature"] > 0:
         flags += ["--top-p", str(sp["top_p"]), "--top-k", str(sp["top_k"]), "--seed", str(sp["seed"])]
+    for key in ("min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "min_new_tokens"):
+        if key in sp:
+            flags += ["--" + key.replace("_", "-"), str(sp[key])]
     subprocess.run([BIN, "run", "--model", model, "--device", "cuda", "--input-ids", ",".join(map(str, ids)),
                     "--max-new-tokens", str(n_new), "--ignore-eos", "--routing-out", "/tmp/solo_r.npy",
                     "--tokens-out", "/tmp/solo_t.npy"] + flags, env=env, check=True, stdout=subprocess.DEVNULL)
