@@ -479,6 +479,8 @@ static void test_placement_metrics(void **state) {
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(info, "enable_eplb")));
     assert_true(cJSON_IsString(cJSON_GetObjectItem(info, "model_path")));
     assert_true(cJSON_GetObjectItem(info, "port")->valueint > 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(info, "reasoning_parser"))); /* no --reasoning-parser */
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(info, "tool_call_parser")));
     const cJSON *rank = cJSON_GetArrayItem(cJSON_GetObjectItem(info, "internal_states"), 0);
     assert_true(cJSON_GetObjectItem(rank, "max_total_num_tokens")->valuedouble > 0);
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(rank, "generation_paused")));

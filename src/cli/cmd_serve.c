@@ -60,6 +60,10 @@ static const char SERVE_HELP[] =
     "                              get 413\n"
     "  --drain-timeout S           on SIGTERM, seconds to let requests finish before cancelling (default 30)\n"
     "  --device cpu|cuda           compute device (default cpu)\n"
+    "  --reasoning-parser NAME     qwen3 or deepseek-r1: chat completions give the model's reasoning\n"
+    "                              (<think>...</think>) as message.reasoning_content (default: none)\n"
+    "  --tool-call-parser NAME     qwen25 (also qwen, qwen3) or hermes: chat completions of requests\n"
+    "                              with tools give <tool_call> blocks as message.tool_calls (default: none)\n"
     "\n"
     "Expert placement (balancedness is per GPU under a placement; without one, of 8 contiguous blocks\n"
     "of experts, or 1 when 8 does not divide their number):\n"
@@ -97,6 +101,8 @@ typedef struct serve_args {
     bool no_prefix_cache, visualize, return_routing, metrics_recording, buffer_given, eplb, eplb_every_given,
         eplb_threshold_given;
     mt_load_format load_format;
+    mt_reasoning_parser reasoning_parser;
+    mt_tool_parser tool_parser;
 } serve_args;
 
 static int parse(serve_args *a, int argc, char **argv) {
@@ -162,6 +168,20 @@ static int parse(serve_args *a, int argc, char **argv) {
             VALUE();
             if (mt_arg_double(f, v, 0, 1, &a->eplb_threshold)) return -1;
             a->eplb_threshold_given = true;
+        } else if (!strcmp(f, "--reasoning-parser")) {
+            VALUE();
+            if (mt_reasoning_parser_from_name(v, &a->reasoning_parser)) {
+                fprintf(stderr, "moetrace: serve: --reasoning-parser: unknown parser '%s' (accepted: %s)\n", v,
+                        MT_REASONING_PARSER_NAMES);
+                return -1;
+            }
+        } else if (!strcmp(f, "--tool-call-parser")) {
+            VALUE();
+            if (mt_tool_parser_from_name(v, &a->tool_parser)) {
+                fprintf(stderr, "moetrace: serve: --tool-call-parser: unknown parser '%s' (accepted: %s)\n", v,
+                        MT_TOOL_PARSER_NAMES);
+                return -1;
+            }
         } else if (!strcmp(f, "--domain-field")) {
             VALUE();
             if (!v[0]) { fprintf(stderr, "moetrace: serve: --domain-field: empty\n"); return -1; }
@@ -411,12 +431,14 @@ int cmd_serve(int argc, char **argv) {
                            .recorder = recorder, .loop = loop, .enable_return_routing = a.return_routing,
                            .dump_visualize = visualize, .ep_size = ep, .placement = ro.placement,
                            .max_running = a.max_running, .domain_field = a.domain_field, .domains = domains,
-                           .eplb_every = a.eplb ? a.eplb_every : 0, .eplb_threshold = a.eplb_threshold};
+                           .eplb_every = a.eplb ? a.eplb_every : 0, .eplb_threshold = a.eplb_threshold,
+                           .reasoning_parser = a.reasoning_parser, .tool_parser = a.tool_parser};
     mt_server_set_backend(server, &b);
-    mt_log("ready: %s (%d layers, %d experts, top-%d), recorder %s%s, routing return %s", name, c->num_hidden_layers,
-           c->num_experts, c->top_k, mt_recorder_mode_name(ro.mode),
-           a.metrics_recording || a.eplb ? " recording" : "",
-           a.return_routing ? "enabled" : "disabled");
+    const char *rp = mt_reasoning_parser_name(a.reasoning_parser), *tp = mt_tool_parser_name(a.tool_parser);
+    mt_log("ready: %s (%d layers, %d experts, top-%d), recorder %s%s, routing return %s%s%s%s%s", name,
+           c->num_hidden_layers, c->num_experts, c->top_k, mt_recorder_mode_name(ro.mode),
+           a.metrics_recording || a.eplb ? " recording" : "", a.return_routing ? "enabled" : "disabled",
+           rp ? ", reasoning parser " : "", rp ? rp : "", tp ? ", tool-call parser " : "", tp ? tp : "");
 
     int sig = 0;
     while (sigwait(&signals, &sig) != 0) {}

@@ -169,5 +169,5 @@ int mt_api_generate(mt_http_request *rq) {
         free(g);
         return mt_reply_error(rq, &e);
     }
-    return mt_reply_jobs(rq, &set, stream, format_event, NULL, whole_response, g);
+    return mt_reply_jobs(rq, &set, stream, format_event, NULL, whole_response, g, NULL);
 }

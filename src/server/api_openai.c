@@ -2,13 +2,18 @@
  * POST /v1/chat/completions, with server-sent-event streaming, usage, and the routing of each
  * choice in "routed_experts": {"data", "shape", "dtype"} when return_routed_experts is asked, the
  * chosen tokens' log-probabilities and their alternatives when asked (chat: "logprobs": true and
- * "top_logprobs": N; completions: "logprobs": N), and the completions' "echo" of the prompt. */
+ * "top_logprobs": N; completions: "logprobs": N), and the completions' "echo" of the prompt. Under
+ * serve --reasoning-parser and --tool-call-parser, a chat answer's text is split into
+ * "reasoning_content", "content" and "tool_calls" (server/chat_output.h), streamed as deltas of
+ * each. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "server/chat_output.h"
 #include "server/job_run.h"
 #include "server/request_body.h"
 #include "server/server_internal.h"
@@ -30,6 +35,7 @@ typedef struct choice_stream {
     int lp_sent;          /* listed tokens (echoed prompt, then output) whose log-probabilities were streamed */
     bool echo_sent;       /* echo: the prompt's text and tokens went out */
     text_offsets offsets; /* completions: where its listed tokens start */
+    mt_chat_split *split; /* streamed chat with a parser (openai_reply.parse): its text's splitter */
 } choice_stream;
 
 typedef struct openai_reply {
@@ -42,8 +48,75 @@ typedef struct openai_reply {
     char model[256];
     long created;
     const mt_tokenizer *tokenizer;
-    choice_stream choices[]; /* [outputs] */
+    bool reasoning_field; /* chat under --reasoning-parser: every message has "reasoning_content" */
+    bool parse;           /* chat with a parser applied to this request: the text is split */
+    mt_chat_split_opts split; /* how (split.tool_names: tool_names) */
+    char **tool_names;    /* the request's tools' names (owned) */
+    int n_tool_names;
+    int n_choices;
+    choice_stream choices[]; /* [n_choices] */
 } openai_reply;
+
+static void openai_reply_free(void *ctx) {
+    openai_reply *o = ctx;
+    if (!o) return;
+    for (int k = 0; k < o->n_choices; k++) mt_chat_split_free(o->choices[k].split);
+    for (int i = 0; i < o->n_tool_names; i++) free(o->tool_names[i]);
+    free(o->tool_names);
+    free(o);
+}
+
+/* The chat parsers applied to request r (serve --reasoning-parser, --tool-call-parser): the
+ * reasoning unless "separate_reasoning" is false, the tool calls when the template got tools (their
+ * names taken over from r); with stream, a splitter for every choice. -1 when out of memory. */
+static int chat_parsers(openai_reply *o, const mt_server *s, mt_gen_request *r) {
+    o->reasoning_field = s->b.reasoning_parser != MT_REASONING_OFF;
+    if (o->reasoning_field && r->separate_reasoning) {
+        o->split.reasoning = s->b.reasoning_parser;
+        o->split.hold_reasoning = !r->stream_reasoning;
+    }
+    if (s->b.tool_parser != MT_TOOL_PARSER_OFF && r->with_tools) {
+        o->tool_names = r->tool_names;
+        o->n_tool_names = r->n_tool_names;
+        r->tool_names = NULL;
+        r->n_tool_names = 0;
+        o->split.tool_calls = true;
+        o->split.tool_names = (const char *const *)o->tool_names;
+        o->split.n_tool_names = o->n_tool_names;
+    }
+    o->parse = o->split.reasoning != MT_REASONING_OFF || o->split.tool_calls;
+    for (int k = 0; o->parse && r->stream && k < o->n_choices; k++)
+        if (!(o->choices[k].split = mt_chat_split_new(&o->split))) return -1;
+    return 0;
+}
+
+static uint64_t mix64(uint64_t z) { /* splitmix64's finaliser */
+    z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ z >> 27) * 0x94D049BB133111EBull;
+    return z ^ z >> 31;
+}
+
+/* "call_" and 24 hex digits, unique to the response (its id), the choice and the call. */
+static void tool_call_id(const openai_reply *o, int k, int index, char *out, size_t len) {
+    uint64_t h = 0xCBF29CE484222325ull; /* FNV-1a of the id */
+    for (const char *p = o->id; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001B3ull;
+    uint64_t a = mix64(h ^ ((uint64_t)(uint32_t)k << 32 | (uint32_t)index)), b = mix64(a + 0x9E3779B97F4A7C15ull);
+    snprintf(out, len, "call_%016llx%08llx", (unsigned long long)a, (unsigned long long)(b >> 32));
+}
+
+/* A parsed tool call as OpenAI's message.tool_calls entry; streamed ones carry their "index". */
+static cJSON *tool_call_json(const openai_reply *o, int k, const mt_chat_delta *call, bool with_index) {
+    char id[48];
+    tool_call_id(o, k, call->index, id, sizeof id);
+    cJSON *c = cJSON_CreateObject();
+    if (with_index) cJSON_AddNumberToObject(c, "index", call->index);
+    cJSON_AddStringToObject(c, "id", id);
+    cJSON_AddStringToObject(c, "type", "function");
+    cJSON *fn = cJSON_AddObjectToObject(c, "function");
+    cJSON_AddStringToObject(fn, "name", call->name);
+    cJSON_AddStringToObject(fn, "arguments", call->arguments);
+    return c;
+}
 
 static cJSON *envelope(const openai_reply *o, bool chunk) {
     cJSON *root = cJSON_CreateObject();
@@ -81,6 +154,12 @@ static cJSON *usage_json(const openai_reply *o, mt_gen_job *const *jobs, int n) 
 
 static void add_text(cJSON *obj, const char *key, const char *s, size_t n) {
     cJSON_AddItemToObject(obj, key, mt_json_text(s ? s : "", s ? n : 0));
+}
+
+/* A parsed part of the message: its text, or null when it is empty. */
+static void add_part(cJSON *obj, const char *key, const mt_strbuf *b) {
+    if (b->len) add_text(obj, key, b->data, b->len);
+    else cJSON_AddNullToObject(obj, key);
 }
 
 /* Tokens a choice lists: with echo its prompt's, then its outputs. */
@@ -241,15 +320,36 @@ static void echo_text(const openai_reply *o, const mt_gen_job *j, mt_strbuf *out
     free(text);
 }
 
-/* Adds the finish reason (or null) and, once finished, the routing to a choice. */
-static void finish_choice(const openai_reply *o, const mt_gen_job *j, cJSON *choice, bool final) {
-    if (final) cJSON_AddStringToObject(choice, "finish_reason", mt_job_finish_openai(j));
+/* Adds the finish reason (or null) and, once finished, the routing to a choice. An output with
+ * parsed tool calls (n_calls) that stopped (a stop token or string) finishes with "tool_calls" and no
+ * matched_stop, as SGLang answers it. */
+static void finish_choice(const openai_reply *o, const mt_gen_job *j, cJSON *choice, bool final, int n_calls) {
+    const char *reason = mt_chat_finish_reason(mt_job_finish_openai(j), n_calls);
+    bool calls = !strcmp(reason, "tool_calls");
+    if (final) cJSON_AddStringToObject(choice, "finish_reason", reason);
     else cJSON_AddNullToObject(choice, "finish_reason");
-    if (final && j->finish == MT_JOB_STOP_STRING)
+    if (final && !calls && j->finish == MT_JOB_STOP_STRING)
         cJSON_AddStringToObject(choice, "matched_stop", j->params.stop_strings[j->matched_string]);
-    else if (final && j->finish == MT_JOB_STOP_TOKEN)
+    else if (final && !calls && j->finish == MT_JOB_STOP_TOKEN)
         cJSON_AddNumberToObject(choice, "matched_stop", j->matched_token);
     if (final && j->params.return_routing) mt_job_add_routing(j, o->cfg, choice, "routed_experts", false);
+}
+
+/* The message's content, reasoning_content (under --reasoning-parser) and tool_calls from the
+ * parsed text; returns the calls. */
+static int parsed_message(const openai_reply *o, int k, const mt_gen_job *j, cJSON *msg) {
+    mt_chat_output out;
+    if (mt_chat_output_parse(&o->split, j->text.data ? j->text.data : "", j->text.len, &out)) {
+        add_text(msg, "content", j->text.data, j->text.len); /* out of memory: the text as it is */
+        return 0;
+    }
+    add_part(msg, "content", &out.content);
+    if (o->reasoning_field) add_part(msg, "reasoning_content", &out.reasoning);
+    cJSON *calls = out.n_calls ? cJSON_AddArrayToObject(msg, "tool_calls") : NULL;
+    for (int i = 0; i < out.n_calls; i++) cJSON_AddItemToArray(calls, tool_call_json(o, k, &out.calls[i], false));
+    int n_calls = out.n_calls;
+    mt_chat_output_free(&out);
+    return n_calls;
 }
 
 static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
@@ -258,11 +358,17 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
     for (int k = 0; k < n; k++) {
         const mt_gen_job *j = jobs[k];
         cJSON *choice = cJSON_CreateObject();
+        int n_calls = 0;
         cJSON_AddNumberToObject(choice, "index", k);
         if (o->chat) {
             cJSON *msg = cJSON_AddObjectToObject(choice, "message");
             cJSON_AddStringToObject(msg, "role", "assistant");
-            add_text(msg, "content", j->text.data, j->text.len);
+            if (o->parse) {
+                n_calls = parsed_message(o, k, j, msg);
+            } else {
+                add_text(msg, "content", j->text.data, j->text.len);
+                if (o->reasoning_field) cJSON_AddNullToObject(msg, "reasoning_content"); /* separate_reasoning false */
+            }
             cJSON_AddNullToObject(msg, "refusal"); /* a field of OpenAI's message: moetrace never refuses */
         } else {
             mt_strbuf text = {0};
@@ -273,11 +379,59 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
         }
         text_offsets offsets = {0};
         cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, 0, listed_count(o, j), &offsets));
-        finish_choice(o, j, choice, true);
+        finish_choice(o, j, choice, true, n_calls);
         cJSON_AddItemToArray(choices, choice);
     }
     cJSON_AddItemToObject(root, "usage", usage_json(o, jobs, n));
     return root;
+}
+
+/* One parsed delta into a chunk's "delta". */
+static void add_delta(const openai_reply *o, int k, const mt_chat_delta *x, cJSON *delta) {
+    if (x->part == MT_CHAT_TOOL_CALL) {
+        cJSON *calls = cJSON_AddArrayToObject(delta, "tool_calls");
+        cJSON_AddItemToArray(calls, tool_call_json(o, k, x, true));
+    } else {
+        add_text(delta, x->part == MT_CHAT_REASONING ? "reasoning_content" : "content", x->text.data, x->text.len);
+    }
+}
+
+/* The chunks of a parsed chat choice k (o->parse): one for each delta the text since the last call
+ * completes (delta.reasoning_content, delta.content, or delta.tool_calls with one whole call), the
+ * first with the role until it went out, the first with the log-probabilities of the tokens since
+ * the last chunk, the last with the finish reason when final. Nothing goes out when nothing is
+ * completed (once the role went out, before the end): the log-probabilities wait for the next. */
+static void format_parsed_chunk(openai_reply *o, int k, mt_gen_job *j, bool final, mt_strbuf *out) {
+    choice_stream *c = &o->choices[k];
+    size_t upto = final ? j->text.len : j->text_stable;
+    mt_chat_deltas d = {0};
+    if (upto > c->text_sent) {
+        mt_chat_split_feed(c->split, j->text.data + c->text_sent, upto - c->text_sent, &d);
+        c->text_sent = upto;
+    }
+    if (final) mt_chat_split_finish(c->split, &d);
+    int listed = listed_count(o, j), chunks = d.n ? d.n : 1;
+    for (int i = 0; i < chunks && (d.n || final || !c->role_sent); i++) {
+        cJSON *root = envelope(o, true), *choices = cJSON_AddArrayToObject(root, "choices");
+        cJSON *choice = cJSON_CreateObject();
+        cJSON_AddNumberToObject(choice, "index", k);
+        cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
+        if (!c->role_sent) cJSON_AddStringToObject(delta, "role", "assistant");
+        if (d.n) add_delta(o, k, &d.items[i], delta);
+        else if (!c->role_sent) add_text(delta, "content", "", 0);
+        c->role_sent = true;
+        if (j->logprobs && listed > c->lp_sent) {
+            cJSON_AddItemToObject(choice, "logprobs", logprobs_json(o, j, c->lp_sent, listed, &c->offsets));
+            c->lp_sent = listed;
+        } else {
+            cJSON_AddNullToObject(choice, "logprobs");
+        }
+        finish_choice(o, j, choice, final && i == chunks - 1, mt_chat_split_calls(c->split));
+        cJSON_AddItemToArray(choices, choice);
+        if (o->include_usage) cJSON_AddNullToObject(root, "usage");
+        mt_sse_event(out, root);
+    }
+    mt_chat_deltas_free(&d);
 }
 
 /* A chunk of choice k: the text and log-probabilities since its last chunk. With echo, the first
@@ -285,6 +439,10 @@ static cJSON *whole_response(void *ctx, mt_gen_job *const *jobs, int n) {
 static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf *out) {
     openai_reply *o = ctx;
     choice_stream *c = &o->choices[k];
+    if (o->parse) {
+        format_parsed_chunk(o, k, j, final, out);
+        return;
+    }
     size_t upto = final ? j->text.len : j->text_stable;
     bool echo_now = o->echo && !c->echo_sent && (!j->logprobs || j->prompt_scored || final);
     if (!final && !echo_now && upto <= c->text_sent && c->role_sent) return;
@@ -315,7 +473,7 @@ static void format_chunk(void *ctx, int k, mt_gen_job *j, bool final, mt_strbuf 
     } else {
         cJSON_AddNullToObject(choice, "logprobs");
     }
-    finish_choice(o, j, choice, final);
+    finish_choice(o, j, choice, final, 0);
     cJSON_AddItemToArray(choices, choice);
     if (o->include_usage) cJSON_AddNullToObject(root, "usage"); /* OpenAI: null but in the usage chunk */
     mt_sse_event(out, root);
@@ -340,7 +498,9 @@ static int completions(mt_http_request *rq, bool chat) {
     if (mt_request_parse(&c, chat ? MT_BODY_CHAT : MT_BODY_COMPLETIONS, rq->body, rq->body_len, &r, &e))
         return mt_reply_refused(rq, &e);
     openai_reply *o = calloc(1, sizeof *o + (size_t)mt_gen_request_outputs(&r) * sizeof *o->choices);
-    if (!o) {
+    if (o) o->n_choices = mt_gen_request_outputs(&r);
+    if (!o || (chat && chat_parsers(o, s, &r))) {
+        openai_reply_free(o);
         mt_gen_request_free(&r);
         return mt_reply_errorf(rq, 500, "out of memory");
     }
@@ -357,14 +517,14 @@ static int completions(mt_http_request *rq, bool chat) {
     bool stream = r.stream;
     mt_gen_request_free(&r);
     if (rc) {
-        free(o);
+        openai_reply_free(o);
         return mt_reply_error(rq, &e);
     }
     snprintf(o->id, sizeof o->id, "%s", set.base);
     char request_id[sizeof o->id]; /* the header's: o goes with the reply */
     memcpy(request_id, o->id, sizeof request_id);
     rq->request_id = request_id;
-    int status = mt_reply_jobs(rq, &set, stream, format_chunk, usage_chunk, whole_response, o);
+    int status = mt_reply_jobs(rq, &set, stream, format_chunk, usage_chunk, whole_response, o, openai_reply_free);
     rq->request_id = NULL;
     return status;
 }

@@ -23,8 +23,9 @@ int mt_api_health(mt_http_request *rq) {
 }
 
 /* GET /get_server_info, SGLang's: the settings a client reads back (the served model, its limits,
- * expert parallelism, routing return, the recorder) and "internal_states" (one entry, as a server of
- * one data-parallel rank: the KV cache in tokens, the requests running and waiting, the pause). */
+ * expert parallelism, routing return, the recorder, the chat parsers) and "internal_states" (one
+ * entry, as a server of one data-parallel rank: the KV cache in tokens, the requests running and
+ * waiting, the pause). */
 int mt_api_server_info(mt_http_request *rq) {
     mt_server *s = rq->server;
     const mt_config *c = &s->b.model->cfg;
@@ -48,6 +49,9 @@ int mt_api_server_info(mt_http_request *rq) {
                             mt_recorder_mode_name(mt_recorder_get_mode(s->b.recorder)));
     if (s->b.domain_field) cJSON_AddStringToObject(o, "domain_field", s->b.domain_field);
     else cJSON_AddNullToObject(o, "domain_field");
+    const char *rp = mt_reasoning_parser_name(s->b.reasoning_parser), *tp = mt_tool_parser_name(s->b.tool_parser);
+    cJSON_AddItemToObject(o, "reasoning_parser", rp ? cJSON_CreateString(rp) : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "tool_call_parser", tp ? cJSON_CreateString(tp) : cJSON_CreateNull());
     char version[MT_WEIGHT_VERSION_LEN];
     mt_engine_loop_weight_version(s->b.loop, version, sizeof version);
     cJSON_AddStringToObject(o, "weight_version", version);

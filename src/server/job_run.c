@@ -136,9 +136,10 @@ bool mt_jobs_wait(mt_server *s, const mt_job_set *set, int client_fd) {
 }
 
 int mt_reply_jobs(mt_http_request *rq, mt_job_set *set, bool stream, mt_sse_format format, mt_sse_end end,
-                  mt_job_json whole, void *ctx) {
+                  mt_job_json whole, void *ctx, void (*free_ctx)(void *)) {
+    if (!free_ctx) free_ctx = free;
     if (stream) {
-        int rc = mt_reply_sse(rq, set->jobs, set->n, set->signal, format, end, ctx, free);
+        int rc = mt_reply_sse(rq, set->jobs, set->n, set->signal, format, end, ctx, free_ctx);
         memset(set, 0, sizeof *set); /* taken over by the stream */
         return rc;
     }
@@ -151,7 +152,7 @@ int mt_reply_jobs(mt_http_request *rq, mt_job_set *set, bool stream, mt_sse_form
     }
     if (!status) status = mt_reply_json(rq, 200, whole(ctx, set->jobs, set->n));
     mt_job_set_free(set);
-    free(ctx);
+    free_ctx(ctx);
     return status;
 }
 

@@ -41,10 +41,11 @@ bool mt_jobs_wait(mt_server *s, const mt_job_set *set, int client_fd);
 /* Answers with the jobs: with stream, server-sent events (mt_reply_sse with format and end; returns
  * 0, the stream counts itself: 200, or 499 when the client left before its end); else waits for the
  * end (cancelling the jobs when the client goes away: then 499) and answers whole(ctx, jobs, n) as
- * JSON, or the first job's error (500). Takes over set and ctx (freed with free()). */
+ * JSON, or the first job's error (500). Takes over set and ctx (freed with free_ctx, or free() when
+ * free_ctx is NULL). */
 typedef cJSON *(*mt_job_json)(void *ctx, mt_gen_job *const *jobs, int n);
 int mt_reply_jobs(mt_http_request *rq, mt_job_set *set, bool stream, mt_sse_format format, mt_sse_end end,
-                  mt_job_json whole, void *ctx);
+                  mt_job_json whole, void *ctx, void (*free_ctx)(void *));
 
 /* A finished job's error (e.g. the engine failed) as e; false when there is none. j locked. */
 bool mt_job_failed(const mt_gen_job *j, mt_api_error *e);

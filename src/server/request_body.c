@@ -324,6 +324,23 @@ static cJSON *template_messages(const cJSON *messages, int *rc, mt_api_error *e)
     return copy;
 }
 
+/* The names of the functions a chat request's tools define ({"type": "function", "function":
+ * {"name": ...}}, OpenAI's form), which a parsed tool call must name; r->with_tools set. */
+static int tool_names(const cJSON *tools, mt_gen_request *r, mt_api_error *e) {
+    r->with_tools = true;
+    if (!(r->tool_names = calloc((size_t)cJSON_GetArraySize(tools), sizeof *r->tool_names)))
+        return mt_api_fail(e, 500, "out of memory");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools) {
+        const cJSON *fn = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "function") : NULL;
+        const cJSON *name = cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+        if (!cJSON_IsString(name)) continue;
+        if (!(r->tool_names[r->n_tool_names] = strdup(name->valuestring))) return mt_api_fail(e, 500, "out of memory");
+        r->n_tool_names++;
+    }
+    return 0;
+}
+
 /* The prompt of /v1/chat/completions: messages through the chat template, then tokenized without
  * added special tokens (as transformers' apply_chat_template(tokenize=True)). The tools as sent, or
  * none with "tool_choice": "none" or an empty list (as SGLang). kept_nul: the body was parsed
@@ -347,6 +364,7 @@ static int chat_prompt(const mt_request_ctx *c, const cJSON *body, bool kept_nul
     const cJSON *choice = field(body, "tool_choice");
     if ((cJSON_IsString(choice) && !strcmp(choice->valuestring, "none")) || cJSON_GetArraySize(tools) == 0)
         tools = NULL; /* as SGLang: no tools (a named template list then renders "default") */
+    if (tools && tool_names(tools, r, e)) return -1;
     int frc;
     cJSON *flat = template_messages(messages, &frc, e);
     if (frc) return -1;
@@ -443,6 +461,10 @@ static int openai_body(const mt_request_ctx *c, bool chat, const cJSON *body, bo
     if (model && !cJSON_IsString(model)) return mt_api_fail(e, 400, "'model' must be a string");
     if (openai_constraints(body, chat, e)) return -1;
     if (mt_params_bool(body, "stream", &r->stream, e) < 0) return -1;
+    r->separate_reasoning = r->stream_reasoning = true; /* SGLang's defaults (chat only) */
+    if (chat && (mt_params_bool(body, "separate_reasoning", &r->separate_reasoning, e) < 0 ||
+                 mt_params_bool(body, "stream_reasoning", &r->stream_reasoning, e) < 0))
+        return -1;
     if (opts && (!cJSON_IsObject(opts) || mt_params_bool(opts, "include_usage", &r->include_usage, e) < 0))
         return mt_api_fail(e, 400, "'stream_options' must be an object with a boolean 'include_usage'");
     mt_param_caps caps = {c->cfg, true, c->routing_enabled};
@@ -512,6 +534,8 @@ void mt_gen_request_free(mt_gen_request *r) {
         mt_gen_params_free(&r->prompts[i].params);
     }
     free(r->prompts);
+    for (int i = 0; i < r->n_tool_names; i++) free(r->tool_names[i]);
+    free(r->tool_names);
     memset(r, 0, sizeof *r);
 }
 

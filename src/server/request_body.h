@@ -58,6 +58,15 @@ typedef struct mt_gen_request {
     bool echo;                  /* completions: each choice's text (and log-probabilities) starts with
                                    its prompt's */
     char rid[MT_REQUEST_RID_LEN]; /* /generate: "rid" when a string, "" otherwise */
+    bool separate_reasoning;    /* chat: "separate_reasoning" (default true): serve --reasoning-parser
+                                   splits the reasoning out of the answer */
+    bool stream_reasoning;      /* chat: "stream_reasoning" (default true): streamed reasoning goes out
+                                   as it comes (false: in one piece once it ends) */
+    bool with_tools;            /* chat: the template got tools (a non-empty "tools", "tool_choice" not
+                                   "none"): serve --tool-call-parser parses the answer's calls */
+    char **tool_names;          /* with_tools: their functions' names (malloc'd; tools naming none
+                                   left out), which a parsed call must have */
+    int n_tool_names;
 } mt_gen_request;
 
 static inline int mt_gen_request_outputs(const mt_gen_request *r) { return r->n_prompts * r->n; }

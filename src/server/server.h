@@ -27,6 +27,7 @@
 #include "report/domain_usage.h"
 #include "routing/placement.h"
 #include "routing/recorder.h"
+#include "server/chat_output.h"
 #include "server/engine_loop.h"
 #include "server/metrics.h"
 #include "tokenizer/tokenizer.h"
@@ -69,6 +70,10 @@ typedef struct mt_server_backend {
                                           forward passes (eplb_auto.c; needs placement); 0 never */
     double eplb_threshold;             /* ... only when the window's balancedness is at or below this
                                           (1.0: always) */
+    mt_reasoning_parser reasoning_parser; /* --reasoning-parser: chat completions' reasoning_content
+                                          (server/chat_output.h); OFF: none */
+    mt_tool_parser tool_parser;        /* --tool-call-parser: chat completions' tool_calls, for requests
+                                          with tools; OFF: none */
 } mt_server_backend;
 
 typedef struct mt_server mt_server;
