@@ -7,7 +7,7 @@ build=$(realpath "$1")
 cd "$(dirname "$0")/.."
 out=$build/seeds
 rm -rf "$out"
-mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,regex,chat_template,request,dataset,stat_dump,placement,request_trace}
+mkdir -p "$out"/{safetensors,safetensors_index,config,npy,tokenizer_load,tokenizer_text,regex,chat_template,request,dataset,stat_dump,placement,request_trace,chat_output}
 models=tests/fixtures/models
 
 # safetensors: the fixtures' headers (cut to 16 KiB) and two small whole files.
@@ -111,3 +111,11 @@ trace_seed() { # name sed-script
 trace_seed first ''
 trace_seed cached 's/"request_ids": *\["1", *"2", *"3"\]/"request_ids": ["3", "2", "1"]/'
 sed -e 's/"tensors": *"[^"]*"/"tensors": "t.safetensors"/' "$trace_index" > "$out/request_trace/index_alone"
+
+# chat_output: model outputs with think and tool-call markers; the first byte picks the options (1:
+# qwen3, 2: deepseek-r1, +4 reasoning held, +8 tool calls, +16 named tools), the second the cuts.
+chat_seed() { printf '%b' "$2" > "$out/chat_output/$1"; }
+chat_seed think '\x09\x07<think>\nLet me see.\n</think>\n\nThe answer is 4.'
+chat_seed r1 '\x0a\x03First, 2 + 2.</think>\n\n4'
+chat_seed calls '\x19\x05Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "n": 123456789012345678901}}\n</tool_call>\n<tool_call>\n{"name": "search", "parameters": {"q": "a </tool_call> b"}}\n</tool_call>'
+chat_seed broken '\x0d\x11<think>\xc3\xa9t\xc3\xa9</think> <tool_call>{"name": 5}</tool_call> <tool_call>{"name": "x", "arguments": [1]}'
