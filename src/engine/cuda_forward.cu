@@ -141,7 +141,7 @@ size_t scratch_device_bytes(const GpuModel *g, const mt_config *c, int cap, int 
     return bytes;
 }
 
-// Frees the pass scratch and clears its state, keeping the batch inputs (ensure_inputs).
+// Frees the pass scratch and clears its state, keeping the batch inputs (ensure_graph_input).
 void clear_scratch(GpuScratch &s) {
     mt_gpu_scratch_release(&s);
     int32_t *in = s.in, *h_in = s.h_in;
@@ -154,7 +154,7 @@ void clear_scratch(GpuScratch &s) {
 
 // Replaces the pass scratch with one for cap token slots and cap_logits rows of logits. On failure
 // nothing is left allocated (both capacities 0, so the next pass tries again) and err names the
-// call; the batch inputs (ensure_inputs) are kept either way.
+// call; the batch inputs (ensure_graph_input) are kept either way.
 int replace_scratch(GpuModel *g, const mt_config *c, int cap, int cap_logits, mt_err *err) {
     GpuScratch &s = g->s;
     MT_CU(err, cudaStreamSynchronize(g->stream));
@@ -243,13 +243,13 @@ int ensure_ids(GpuScratch &s, size_t n, mt_err *err) {
     return n <= s.ids_cap ? 0 : grow_mirrored(s.ids_lp, s.h_ids_lp, s.ids_cap, n, 1024, err);
 }
 
-// Room for `words` ints of logit changes; the captured graphs read them, so they are cleared.
-int ensure_adjust(GpuModel *g, size_t words, mt_err *err) {
-    GpuScratch &s = g->s;
-    if (words <= s.adj_cap) return 0;
+// Room for `need` ints in a mirrored buffer the captured graphs read (batch inputs, logit changes):
+// when it must move, the work in flight finishes and the graphs are cleared first.
+int ensure_graph_input(GpuModel *g, int32_t *&dev, int32_t *&host, size_t &cap, size_t need, mt_err *err) {
+    if (need <= cap) return 0;
     MT_CU(err, cudaStreamSynchronize(g->stream));
     mt_gpu_graphs_clear(g);
-    return grow_mirrored(s.adj, s.h_adj, s.adj_cap, words, 4096, err);
+    return grow_mirrored(dev, host, cap, need, 4096, err);
 }
 
 // Uploads the batch's logit changes (their count, then the changes from word 4) for the pass's
@@ -258,23 +258,14 @@ int upload_adjusts(GpuModel *g, const mt_batch *b, PassInputs *pi, mt_err *err) 
     pi->adjust = nullptr;
     if (b->n_adjusts <= 0) return 0;
     size_t words = 4 + (size_t)MT_LOGIT_ADJUST_WORDS * (size_t)b->n_adjusts;
-    if (ensure_adjust(g, words, err)) return -1;
     GpuScratch &s = g->s;
+    if (ensure_graph_input(g, s.adj, s.h_adj, s.adj_cap, words, err)) return -1;
     memset(s.h_adj, 0, 4 * sizeof(int32_t));
     s.h_adj[0] = b->n_adjusts;
     memcpy(s.h_adj + 4, b->adjusts, (size_t)b->n_adjusts * sizeof(mt_logit_adjust));
     MT_CU(err, cudaMemcpyAsync(s.adj, s.h_adj, words * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
     pi->adjust = s.adj;
     return 0;
-}
-
-// Room for `need` ints of batch inputs; the captured graphs read them, so they are cleared.
-int ensure_inputs(GpuModel *g, size_t need, mt_err *err) {
-    GpuScratch &s = g->s;
-    if (need <= s.in_cap) return 0;
-    MT_CU(err, cudaStreamSynchronize(g->stream));
-    mt_gpu_graphs_clear(g);
-    return grow_mirrored(s.in, s.h_in, s.in_cap, need, 4096, err);
 }
 
 // End of the run of consecutive tokens of one sequence (consecutive positions) starting at i.
@@ -303,7 +294,7 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     size_t n_ids = b->ids_offsets ? (size_t)b->n_logits + 1 + (size_t)b->ids_offsets[b->n_logits] : 0;
     size_t need = 3 * (size_t)slots + (2 + MT_SAMPLE_ROW_WORDS) * n_rows + n_toff + TILE_INTS * max_tiles + total_blocks +
                   n_ids;
-    if (ensure_inputs(g, need, err)) return -1;
+    if (ensure_graph_input(g, s.in, s.h_in, s.in_cap, need, err)) return -1;
     int32_t *h = s.h_in;
     size_t at = 0;
     size_t o_tok = at; at += slots;

@@ -350,22 +350,17 @@ int mt_engine_submit(mt_engine *e, const mt_request *r, mt_err *err) {
     s->n_stop = r->n_stop;
     /* barred before min_new_tokens: every token that would stop it, and eos even when ignored, as
      * SGLang bars them */
-    int32_t barred[MT_MAX_EOS + 64];
-    int n_barred = 0;
-    for (int i = 0; i < c->num_eos; i++) barred[n_barred++] = c->eos_ids[i];
-    int32_t *bars = barred;
-    if (r->n_stop > 0 && n_barred + r->n_stop > (int)(sizeof barred / sizeof *barred)) {
-        if (!(bars = malloc(((size_t)n_barred + r->n_stop) * sizeof *bars))) {
-            seq_free(s);
-            return mt_errf(err, "out of memory");
-        }
-        memcpy(bars, barred, (size_t)n_barred * sizeof *bars);
+    int n_barred = r->sampling.min_new_tokens > 0 ? c->num_eos + r->n_stop : 0;
+    int32_t *barred = n_barred > 0 ? malloc((size_t)n_barred * sizeof *barred) : NULL;
+    if (n_barred > 0 && !barred) {
+        seq_free(s);
+        return mt_errf(err, "out of memory");
     }
-    if (r->n_stop > 0) memcpy(bars + n_barred, r->stop_ids, (size_t)r->n_stop * sizeof *bars);
-    n_barred += r->n_stop;
+    for (int i = 0; i < n_barred && i < c->num_eos; i++) barred[i] = c->eos_ids[i];
+    if (n_barred > 0 && r->n_stop > 0) memcpy(barred + c->num_eos, r->stop_ids, (size_t)r->n_stop * sizeof *barred);
     int rc = mt_penalties_init(&s->pen, &r->sampling, r->prompt, r->n_prompt, r->max_new_tokens, r->bias_ids,
-                               r->bias_values, r->n_bias, bars, n_barred, err);
-    if (bars != barred) free(bars);
+                               r->bias_values, r->n_bias, barred, n_barred, err);
+    free(barred);
     if (rc) {   /* err says why: out of memory, or a token biased twice */
         seq_free(s);
         return -1;
