@@ -223,12 +223,24 @@ int upload_layer(Uploader &u, const mt_model *m, int l) {
         return -1;
     const mt_mat *qkv[3] = {&L->q, &L->k, &L->v};
     int direct[3] = {MT_ROWS_DIRECT, MT_ROWS_DIRECT, MT_ROWS_DIRECT};
-    if (make_dmat(u, &G->qkv, nullptr, qkv, direct, 3) || make_single(u, &G->o, L->o)) return -1;
+    int E = c->num_experts, I = c->moe_intermediate_size;
+    // MoE layers keep the rows that guess their experts below q/k/v (docs/CUDA.md, "Experts guessed
+    // ahead"): one allocation, so that one product takes both
+    const int qkv_pad = mt_round16(qd + 2 * kvd), Ep = mt_round16(E);
+    const bool guess = L->is_moe && G->attn_norm && G->mlp_norm && E <= 256 && c->top_k <= 32 && c->top_k <= E;
+    bf16 *qkv_dst = nullptr;
+    if (guess && !(qkv_dst = (bf16 *)mt_gpu_alloc(u.g, mt_dmat_elems(qkv_pad + Ep, H) * sizeof(bf16), u.err))) return -1;
+    if (make_dmat(u, &G->qkv, qkv_dst, qkv, direct, 3) || make_single(u, &G->o, L->o)) return -1;
+    G->qkv_guess = {};
     G->is_moe = L->is_moe;
     if (!L->is_moe) return make_mlp(u, &G->dense, L->dense, nullptr, nullptr);
 
     if (make_single(u, &G->router, L->router)) return -1;
-    int E = c->num_experts, I = c->moe_intermediate_size;
+    if (guess) {
+        mt_cuda_guess_rows(qkv_dst + (size_t)qkv_pad * H, &G->router, G->mlp_norm, G->attn_norm, u.g->stream);
+        MT_CU_LAUNCHED(u.err);
+        G->qkv_guess = {qkv_dst, qkv_pad + E, qkv_pad + Ep, H};
+    }
     G->gate_up_stride = mt_dmat_elems(2 * I, H);
     G->down_stride = mt_dmat_elems(H, I);
     bf16 *gu = (bf16 *)mt_gpu_alloc(u.g, G->gate_up_stride * E * sizeof(bf16), u.err);

@@ -3,6 +3,7 @@
 // every reduction runs inside one row in a fixed order, so results never depend on the batch.
 #include <math.h>
 
+#include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
@@ -71,8 +72,58 @@ __device__ void rope_vectors(float *v, int n_vec, int hd, int pos, const float *
     }
 }
 
+// The guess block of the prologue (mt_qk_prep_args' guess_out): the q/k/v product, one launch
+// back, wrote the guess logits, so after the wait warp 0 takes the top guess_k by guess_k rounds of
+// a warp-wide arg-max over the experts not yet picked (8 a lane), and writes their ids in increasing
+// order. warp0: whether this thread is in the block's first warp.
+__device__ void guess_block(const mt_qk_prep_args &a, bool warp0) {
+    mt_grid_dependency_wait();
+    if (!warp0) return;
+    constexpr int PER_LANE = 8, NONE = 1 << 30;
+    const int lane = threadIdx.x & 31, E = a.guess_E, k = a.guess_k;
+    float v[PER_LANE];
+#pragma unroll
+    for (int j = 0; j < PER_LANE; j++) {
+        const int e = j * 32 + lane;
+        const float x = e < E ? a.guess_logits[e] : -INFINITY;
+        v[j] = x == x ? x : -INFINITY;
+    }
+    unsigned taken = 0u;   // bit j: expert j * 32 + lane picked
+    int mine = NONE;       // lane p < k: pick p
+    for (int p = 0; p < k; p++) {
+        float bv = -INFINITY;
+        int bi = NONE;
+#pragma unroll
+        for (int j = 0; j < PER_LANE; j++) {
+            const int e = j * 32 + lane;
+            if (e < E && !((taken >> j) & 1u) && (bi == NONE || v[j] > bv)) {
+                bv = v[j];
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (oi != NONE && (bi == NONE || ov > bv || (ov == bv && oi < bi))) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+        if (lane == p) mine = bi;
+    }
+    int rank = 0;   // picks with lower ids
+    for (int q = 0; q < k; q++) rank += __shfl_sync(0xffffffffu, mine, q) < mine;
+    if (lane < k) a.guess_out[rank] = mine;
+}
+
 __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
     MT_TIMELINE_KERNEL(MT_TL_QK_PREP);
+    if (a.guess_out && (int)blockIdx.x == a.n) {
+        guess_block(a, threadIdx.x < 32);
+        return;
+    }
     mt_grid_dependency_wait();
     extern __shared__ float buf[];   // q [qd], k [kvd], v [kvd] of this token
     __shared__ float scratch[33];
@@ -127,6 +178,10 @@ constexpr int QK_HEADS = 8;
 
 __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
     MT_TIMELINE_KERNEL(MT_TL_QK_PREP);
+    if (a.guess_out && blockIdx.y == gridDim.y - 1) {
+        guess_block(a, blockIdx.x == 0 && threadIdx.y == 0 && threadIdx.x < 32);
+        return;
+    }
     __shared__ float warp_ss[QK_HEADS][4];
     __shared__ float rope_sin[64], rope_cos[64];   // head_dim <= 128
     const int t = blockIdx.x, hd = a.head_dim, half = hd / 2;
@@ -287,10 +342,6 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
 // pairs, then each row's pairs in chunk order.
 constexpr int ARGMAX_CHUNK = 4096;
 
-__device__ __forceinline__ void better(float &bv, int &bi, float v, int i) {
-    if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
-}
-
 __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, int ld, int V) {
     MT_TIMELINE_KERNEL(MT_TL_ARGMAX);
     mt_grid_dependency_wait();
@@ -299,13 +350,13 @@ __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, i
     const float *row = logits + (size_t)blockIdx.y * ld;
     int begin = blockIdx.x * ARGMAX_CHUNK, end = min(V, begin + ARGMAX_CHUNK);
     float bv = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) better(bv, bi, row[i], i);
+    int bi = MT_ARGMAX_NONE;
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) mt_argmax_better(bv, bi, row[i], i);
     sv[threadIdx.x] = bv;
     si[threadIdx.x] = bi;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) better(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + s], si[threadIdx.x + s]);
+        if (threadIdx.x < s) mt_argmax_better(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + s], si[threadIdx.x + s]);
         __syncthreads();
     }
     if (threadIdx.x == 0) {
@@ -318,15 +369,15 @@ __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi
     MT_TIMELINE_KERNEL(MT_TL_ARGMAX);
     mt_grid_dependency_wait();
     float bv = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int c = threadIdx.x; c < chunks; c += 32) better(bv, bi, pv[(size_t)blockIdx.x * chunks + c], pi[(size_t)blockIdx.x * chunks + c]);
+    int bi = MT_ARGMAX_NONE;
+    for (int c = threadIdx.x; c < chunks; c += 32) mt_argmax_better(bv, bi, pv[(size_t)blockIdx.x * chunks + c], pi[(size_t)blockIdx.x * chunks + c]);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, bv, o);
         int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        better(bv, bi, ov, oi);
+        mt_argmax_better(bv, bi, ov, oi);
     }
-    if (threadIdx.x == 0) out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+    if (threadIdx.x == 0) out[blockIdx.x] = bi == MT_ARGMAX_NONE ? 0 : bi;
 }
 
 template <int VECS>
@@ -362,7 +413,8 @@ void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     if (a->n <= 0) return;
     if (!a->qk_norm_full) {   // per-head work: a block per (token, head)
-        dim3 grid(a->n, (a->n_heads + 2 * a->n_kv_heads + QK_HEADS - 1) / QK_HEADS);
+        // with a guess: one more row of blocks, the last of which guesses (the others leave)
+        dim3 grid(a->n, (a->n_heads + 2 * a->n_kv_heads + QK_HEADS - 1) / QK_HEADS + (a->guess_out ? 1 : 0));
         dim3 block(a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, QK_HEADS);
         mt_launch(qk_prep_head_kernel, grid, block, 0, st, *a);
         return;
@@ -373,7 +425,7 @@ void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
         cudaFuncSetAttribute(qk_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         configured = smem;
     }
-    mt_launch(qk_prep_kernel, a->n, 256, smem, st, *a);
+    mt_launch(qk_prep_kernel, a->n + (a->guess_out ? 1 : 0), 256, smem, st, *a);
 }
 
 
@@ -398,5 +450,9 @@ void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, flo
     int chunks = (V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK;
     int *idx = reinterpret_cast<int *>(scratch + (size_t)n * chunks);
     mt_launch(argmax_partial_kernel, dim3(chunks, n), 256, 0, st, scratch, idx, logits, ld, V);
-    mt_launch(argmax_final_kernel, n, 32, 0, st, out, scratch, idx, chunks);
+    mt_cuda_argmax_finish(out, scratch, idx, n, chunks, st);
+}
+
+void mt_cuda_argmax_finish(int32_t *out, const float *values, const int *indices, int n, int chunks, cudaStream_t st) {
+    if (n > 0) mt_launch(argmax_final_kernel, n, 32, 0, st, out, values, indices, chunks);
 }
