@@ -651,37 +651,27 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     }
 }
 
-// Blocks of the small kernel of shape SP the whole device holds at once (set up once per shape).
-template <int EPI, class SP>
+// Blocks of the small kernel of shape SP (and instantiation GUESS / ARGMAX) the whole device holds
+// at once (set up once per instantiation).
+template <int EPI, class SP, bool GUESS = false, bool ARGMAX = false>
 int small_resident() {
     static int resident = 0;
     if (!resident) {
-        cudaFuncSetAttribute(linear_small_kernel<EPI, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SP::SMEM);
+        auto kernel = linear_small_kernel<EPI, SP, false, GUESS, ARGMAX>;
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SP::SMEM);
         int per_sm = 0;
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_small_kernel<EPI, SP>, 256, SP::SMEM);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 256, SP::SMEM);
         resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
     }
     return resident;
 }
 
-template <int EPI, class SP>
-void launch_small_shape(const mt_linear_args &a, int items, cudaStream_t st) {
-    int resident = small_resident<EPI, SP>();
-    mt_launch(linear_small_kernel<EPI, SP>, dim3(items < resident ? items : resident), dim3(256), SP::SMEM, st, a);
-}
-
-// The gate/up product of a one-token pass that guesses its experts (mt_linear_args' guess), in the
-// narrow shape that product takes; the same grid as the instantiation without the guess.
-void launch_small_guess(const mt_linear_args &a, int items, cudaStream_t st) {
-    auto kernel = linear_small_kernel<MT_EPI_SWIGLU, Small8Narrow, false, true>;
-    static int resident = 0;
-    if (!resident) {
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)Small8Narrow::SMEM);
-        int per_sm = 0;
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 256, Small8Narrow::SMEM);
-        resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
-    }
-    mt_launch(kernel, dim3(items < resident ? items : resident), dim3(256), Small8Narrow::SMEM, st, a);
+// One wave of the instantiation, or all the items when they are fewer; returns the grid.
+template <int EPI, class SP, bool GUESS = false, bool ARGMAX = false>
+int launch_small_shape(const mt_linear_args &a, int items, cudaStream_t st) {
+    const int resident = small_resident<EPI, SP, GUESS, ARGMAX>(), grid = items < resident ? items : resident;
+    mt_launch(linear_small_kernel<EPI, SP, false, GUESS, ARGMAX>, dim3(grid), dim3(256), SP::SMEM, st, a);
+    return grid;
 }
 
 template <int EPI>
@@ -698,7 +688,9 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
         // Dense products that fit one wave of the deep shape take it (o: b1 -0.9%).
         const int r8 = small_resident<EPI, Small8>(), rn = small_resident<EPI, Small8Narrow>();
         const bool fewer_waves = (items + rn - 1) / rn < (items + r8 - 1) / r8;
-        if (EPI == MT_EPI_SWIGLU && a.guess && a.group_offsets && a.rows_max == 1) launch_small_guess(a, items, st);
+        // the gate/up product of a one-token pass that guesses its experts: the shape it takes anyway
+        if (EPI == MT_EPI_SWIGLU && a.guess && a.group_offsets && a.rows_max == 1)
+            launch_small_shape<EPI, Small8Narrow, true>(a, items, st);
         else if (!a.group_offsets && items <= small_resident<EPI, Small8Deep>()) launch_small_shape<EPI, Small8Deep>(a, items, st);
         else if (fewer_waves && (a.group_offsets || items <= rn)) launch_small_shape<EPI, Small8Narrow>(a, items, st);
         else launch_small_shape<EPI, Small8>(a, items, st);
@@ -821,19 +813,12 @@ void mt_cuda_linear_small_argmax_set(int on) { fused_argmax_mode = on; }
 int mt_cuda_linear_small_argmax(const mt_linear_args *a, int32_t *out, void *scratch, int cap, cudaStream_t st) {
     using SP = Small8;   // the shape lm_head takes at decode batches up to 8 (launch_small)
     if (!fused_argmax_on() || a->group_offsets || a->epilogue != MT_EPI_F32 || a->n < 1 || a->n > SP::ROWS) return 0;
-    const int items = a->W.rows_pad / 16, resident = small_resident<MT_EPI_F32, SP>();
-    const int grid = items < resident ? items : resident;
-    if (grid * a->n > cap) return 0;
+    const int items = a->W.rows_pad / 16, resident = small_resident<MT_EPI_F32, SP, false, true>();
+    if ((items < resident ? items : resident) * a->n > cap) return 0;
     mt_linear_args b = *a;
     b.argmax_v = static_cast<float *>(scratch);
     b.argmax_i = reinterpret_cast<int *>(b.argmax_v + cap);
-    auto kernel = linear_small_kernel<MT_EPI_F32, SP, false, false, true>;
-    static bool configured = false;
-    if (!configured) {
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SP::SMEM);
-        configured = true;
-    }
-    mt_launch(kernel, dim3(grid), dim3(256), SP::SMEM, st, b);
+    const int grid = launch_small_shape<MT_EPI_F32, SP, false, true>(b, items, st);
     mt_cuda_argmax_finish(out, b.argmax_v, b.argmax_i, a->n, grid, st);
     return 1;
 }
