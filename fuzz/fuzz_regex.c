@@ -21,6 +21,10 @@ static int reads_differently(const char *p) {
     for (; *p; p++) {
         if (*p != '\\' || !p[1]) continue;
         char c = *++p;
+        if (c == 'c' && p[1]) { /* \cX: PCRE2 takes X whatever it is, a backslash too, so \c\\Q is \c\ then \Q */
+            p++;
+            continue;
+        }
         if (c == 'Q' || c == 'E' || c == 'V' || c == 'v' || ((c == 'p' || c == 'P') && p[1] != '{')) return 1;
     }
     return 0;
