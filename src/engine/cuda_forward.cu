@@ -425,8 +425,6 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
     }
 }
 
-// Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
-// sort's src_rows); otherwise X rows are already the sorted positions.
 // Whether the guesses are counted (MOETRACE_CUDA_GUESS_TALLY=1; mt_cuda_guess_tally).
 bool guess_tally_on() {
     static int on = -1;
@@ -437,7 +435,9 @@ bool guess_tally_on() {
     return on;
 }
 
-// guess: the experts guessed for a one-token pass (mt_linear_args' guess), or NULL.
+// Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
+// sort's src_rows); otherwise X rows are already the sorted positions. guess: the experts guessed
+// for a one-token pass (mt_linear_args' guess), or NULL.
 void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
                     int E, void *out, int ldo, int epi, bool sort_early = false, const int32_t *guess = nullptr) {
     GpuScratch &s = g->s;
@@ -520,15 +520,10 @@ mt_moe_router_args router_args(const GpuModel *g, const mt_config *c, const GpuL
 // Whether a pass of n tokens guesses MoE layer L's experts ahead of its router (docs/CUDA.md,
 // "Experts guessed ahead"): its q/k/v product also takes the guess rows (GpuLayer.qkv_guess), the
 // q/k prologue picks the top-k of their logits, and each gate/up block copies its first weights for
-// a guessed expert while the router runs. Passes of one token; MOETRACE_CUDA_GUESS=1 turns it on
-// (off until measured on a device; same bits either way). Not in benchmarks that leave launches out.
+// a guessed expert while the router runs. Passes of one token, where the model kept the guess rows
+// (mt_gpu_guess_on). Not in benchmarks that leave launches out.
 bool guess_experts(const GpuModel *g, const GpuLayer &L, int n) {
-    static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("MOETRACE_CUDA_GUESS");
-        on = env && !strcmp(env, "1") ? 1 : 0;
-    }
-    return on && !g->skip && n == 1 && L.is_moe && L.qkv_guess.w;
+    return !g->skip && n == 1 && L.is_moe && L.qkv_guess.w;
 }
 
 // Layer L's q/k/v product for a pass of n tokens: with the guess rows when it guesses.
@@ -786,6 +781,15 @@ int bucket_of(int n) {
 }
 
 }  // namespace
+
+bool mt_gpu_guess_on() {
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("MOETRACE_CUDA_GUESS");
+        on = env && !strcmp(env, "1") ? 1 : 0;
+    }
+    return on;
+}
 
 void mt_gpu_graphs_clear(GpuModel *g) {
     for (int i = 0; i < g->n_graphs; i++) cudaGraphExecDestroy(g->graphs[i].exec);

@@ -136,6 +136,11 @@ struct GpuModel {
 // Drops every captured graph (their buffers are about to move).
 void mt_gpu_graphs_clear(GpuModel *g);
 
+// Whether one-token passes guess their experts ahead of the router (docs/CUDA.md, "Experts guessed
+// ahead"): MOETRACE_CUDA_GUESS=1, read once; off until measured on a device. Same bits either way.
+// A model attached while it is off keeps no guess rows.
+bool mt_gpu_guess_on();
+
 // Frees the scratch buffers (not the batch-input buffers in/h_in).
 void mt_gpu_scratch_release(GpuScratch *s);
 

@@ -227,7 +227,8 @@ int upload_layer(Uploader &u, const mt_model *m, int l) {
     // MoE layers keep the rows that guess their experts below q/k/v (docs/CUDA.md, "Experts guessed
     // ahead"): one allocation, so that one product takes both
     const int qkv_pad = mt_round16(qd + 2 * kvd), Ep = mt_round16(E);
-    const bool guess = L->is_moe && G->attn_norm && G->mlp_norm && E <= 256 && c->top_k <= 32 && c->top_k <= E;
+    const bool guess = mt_gpu_guess_on() && L->is_moe && G->attn_norm && G->mlp_norm && E <= 256 && c->top_k <= 32 &&
+                       c->top_k <= E;
     bf16 *qkv_dst = nullptr;
     if (guess && !(qkv_dst = (bf16 *)mt_gpu_alloc(u.g, mt_dmat_elems(qkv_pad + Ep, H) * sizeof(bf16), u.err))) return -1;
     if (make_dmat(u, &G->qkv, qkv_dst, qkv, direct, 3) || make_single(u, &G->o, L->o)) return -1;
