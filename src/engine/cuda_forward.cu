@@ -406,12 +406,18 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     return 0;
 }
 
+// A dense product's arguments as the pass launches it: each weight read once up to SPLIT_MAX rows.
+mt_linear_args dense_args(const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi) {
+    mt_linear_args a = mt_dense_args(W, X, ldx, n, out, ldo, epi, tile_rows_for(n));
+    a.weights_once = n <= SPLIT_MAX;
+    return a;
+}
+
 // resid: MT_EPI_F32_ADD adds to it instead of to out; zero_after_wait: set to 0 once the launch
 // before has completed (mt_linear_args; small path).
 void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi,
             const float *resid = nullptr, int *zero_after_wait = nullptr) {
-    mt_linear_args a = mt_dense_args(W, X, ldx, n, out, ldo, epi, tile_rows_for(n));
-    a.weights_once = n <= SPLIT_MAX;
+    mt_linear_args a = dense_args(W, X, ldx, n, out, ldo, epi);
     a.resid = resid;
     a.zero_after_wait = zero_after_wait;
     if (n <= SMALL_DENSE) {
@@ -423,16 +429,6 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
     } else {
         mt_cuda_linear_large(&a, g->stream);
     }
-}
-
-// Whether the guesses are counted (MOETRACE_CUDA_GUESS_TALLY=1; mt_cuda_guess_tally).
-bool guess_tally_on() {
-    static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("MOETRACE_CUDA_GUESS_TALLY");
-        on = env && !strcmp(env, "1") ? 1 : 0;
-    }
-    return on;
 }
 
 // Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
@@ -461,7 +457,7 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     if (n <= SMALL_BATCH) {
         a.sort_early = sort_early;
         a.guess = guess;
-        a.guess_tally = guess && guess_tally_on() ? s.guess_tally : nullptr;
+        a.guess_tally = guess && g->guess_tally ? s.guess_tally : nullptr;
         a.max_work = n * k < E ? n * k : E;
         a.rows_max = n;   // a token picks an expert at most once
         mt_cuda_linear_small(&a, g->stream);
@@ -521,7 +517,7 @@ mt_moe_router_args router_args(const GpuModel *g, const mt_config *c, const GpuL
 // "Experts guessed ahead"): its q/k/v product also takes the guess rows (GpuLayer.qkv_guess), the
 // q/k prologue picks the top-k of their logits, and each gate/up block copies its first weights for
 // a guessed expert while the router runs. Passes of one token, where the model kept the guess rows
-// (mt_gpu_guess_on). Not in benchmarks that leave launches out.
+// (GpuModel.guess). Not in benchmarks that leave launches out.
 bool guess_experts(const GpuModel *g, const GpuLayer &L, int n) {
     return !g->skip && n == 1 && L.is_moe && L.qkv_guess.w;
 }
@@ -751,8 +747,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         // greedy picks without logit changes: the argmax in lm_head's launch where it takes the product
         bool picked = false;
         if (next_tokens && !pi.adjust && n_logits <= SMALL_DENSE) {
-            mt_linear_args a = mt_dense_args(g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32, tile_rows_for(n_logits));
-            a.weights_once = n_logits <= SPLIT_MAX;
+            const mt_linear_args a = dense_args(g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
             picked = mt_cuda_linear_small_argmax(&a, s.next, s.argmax_blocks, MT_ARGMAX_BLOCKS, st) != 0;
         }
         if (!picked) linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
@@ -781,15 +776,6 @@ int bucket_of(int n) {
 }
 
 }  // namespace
-
-bool mt_gpu_guess_on() {
-    static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("MOETRACE_CUDA_GUESS");
-        on = env && !strcmp(env, "1") ? 1 : 0;
-    }
-    return on;
-}
 
 void mt_gpu_graphs_clear(GpuModel *g) {
     for (int i = 0; i < g->n_graphs; i++) cudaGraphExecDestroy(g->graphs[i].exec);

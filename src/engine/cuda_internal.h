@@ -130,16 +130,14 @@ struct GpuModel {
     GpuGraph graphs[MT_MAX_GRAPHS];
     int n_graphs;
     bool graphs_off;         // MOETRACE_CUDA_GRAPHS=0
+    bool guess;              // MOETRACE_CUDA_GUESS=1: MoE layers keep guess rows, so one-token passes guess their
+                             // experts ahead of the router (docs/CUDA.md; off until measured on a device)
+    bool guess_tally;        // MOETRACE_CUDA_GUESS_TALLY=1: the guesses are counted (mt_cuda_guess_tally)
     unsigned skip;           // launches every pass leaves out (mt_cuda_set_skip; benchmarks only)
 };
 
 // Drops every captured graph (their buffers are about to move).
 void mt_gpu_graphs_clear(GpuModel *g);
-
-// Whether one-token passes guess their experts ahead of the router (docs/CUDA.md, "Experts guessed
-// ahead"): MOETRACE_CUDA_GUESS=1, read once; off until measured on a device. Same bits either way.
-// A model attached while it is off keeps no guess rows.
-bool mt_gpu_guess_on();
 
 // Frees the scratch buffers (not the batch-input buffers in/h_in).
 void mt_gpu_scratch_release(GpuScratch *s);

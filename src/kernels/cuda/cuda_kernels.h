@@ -65,13 +65,13 @@ void mt_cuda_tile_rows(bf16 *dst, int K, const void *src, int src_dtype, int n_r
 void mt_cuda_fill_random(bf16 *dst, size_t n, float scale, uint64_t seed, cudaStream_t st);
 /* Row-major conversions to bf16 / f32 (embedding table, small vectors). */
 void mt_cuda_convert_bf16(bf16 *dst, const void *src, int src_dtype, size_t n, cudaStream_t st);
+void mt_cuda_convert_f32(float *dst, const void *src, int src_dtype, size_t n, cudaStream_t st);
+void mt_cuda_fill_f32(float *dst, size_t n, float value, cudaStream_t st);
 /* The rows that guess a MoE layer's experts from its q/k/v product's X row (docs/CUDA.md, "Experts
  * guessed ahead"): dst (tiled like router, rows_pad x K) = router with column c scaled by
  * post_norm[c] / in_norm[c] (0 where in_norm[c] is 0), so that these rows times the input norm's
  * output estimate the router's logits on the post-attention norm's. */
 void mt_cuda_guess_rows(bf16 *dst, const mt_dmat *router, const float *post_norm, const float *in_norm, cudaStream_t st);
-void mt_cuda_convert_f32(float *dst, const void *src, int src_dtype, size_t n, cudaStream_t st);
-void mt_cuda_fill_f32(float *dst, size_t n, float value, cudaStream_t st);
 
 /* ---- matrix products ------------------------------------------------------------------------- */
 
@@ -249,9 +249,10 @@ typedef struct mt_qk_prep_args {
     bf16 *k_cache, *v_cache;          /* [blocks, layers, 16, kvd] */
     int layer, num_layers;
     bf16 *q_out;                      /* [n, qd] */
-    /* With guess_out (passes of one token): one more block takes the guess_k largest of the
-     * guess_E floats at guess_logits (NaN as -inf, ties to the lower id) and writes their ids to
-     * guess_out in increasing order (mt_linear_args' guess); guess_E <= 256, guess_k <= min(32, E). */
+    /* With guess_out (passes of one token): one more block takes the top guess_k of the guess_E
+     * logits at guess_logits as the routing takes a token's (route.cuh: ties to the lower id, a NaN
+     * never before a number) and writes their ids to guess_out in increasing order (mt_linear_args'
+     * guess); guess_E <= 256, guess_k <= min(32, E). */
     const float *guess_logits;
     int guess_E, guess_k;
     int32_t *guess_out;

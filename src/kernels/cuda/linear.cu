@@ -689,9 +689,13 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
         const int r8 = small_resident<EPI, Small8>(), rn = small_resident<EPI, Small8Narrow>();
         const bool fewer_waves = (items + rn - 1) / rn < (items + r8 - 1) / r8;
         // the gate/up product of a one-token pass that guesses its experts: the shape it takes anyway
-        if (EPI == MT_EPI_SWIGLU && a.guess && a.group_offsets && a.rows_max == 1)
-            launch_small_shape<EPI, Small8Narrow, true>(a, items, st);
-        else if (!a.group_offsets && items <= small_resident<EPI, Small8Deep>()) launch_small_shape<EPI, Small8Deep>(a, items, st);
+        if constexpr (EPI == MT_EPI_SWIGLU) {
+            if (a.guess && a.group_offsets && a.rows_max == 1) {
+                launch_small_shape<EPI, Small8Narrow, true>(a, items, st);
+                return;
+            }
+        }
+        if (!a.group_offsets && items <= small_resident<EPI, Small8Deep>()) launch_small_shape<EPI, Small8Deep>(a, items, st);
         else if (fewer_waves && (a.group_offsets || items <= rn)) launch_small_shape<EPI, Small8Narrow>(a, items, st);
         else launch_small_shape<EPI, Small8>(a, items, st);
     } else {

@@ -7,6 +7,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/route.cuh"
 #include "kernels/cuda/row_norm.cuh"
 
 namespace {
@@ -73,46 +74,16 @@ __device__ void rope_vectors(float *v, int n_vec, int hd, int pos, const float *
 }
 
 // The guess block of the prologue (mt_qk_prep_args' guess_out): the q/k/v product, one launch
-// back, wrote the guess logits, so after the wait warp 0 takes the top guess_k by guess_k rounds of
-// a warp-wide arg-max over the experts not yet picked (8 a lane), and writes their ids in increasing
-// order. warp0: whether this thread is in the block's first warp.
+// back, wrote the guess logits, so after the wait warp 0 takes their top guess_k with the routing's
+// own code (route.cuh), its weights left in shared memory, and writes the ids in increasing order.
+// warp0: whether this thread is in the block's first warp.
 __device__ void guess_block(const mt_qk_prep_args &a, bool warp0) {
     mt_grid_dependency_wait();
     if (!warp0) return;
-    constexpr int PER_LANE = 8, NONE = 1 << 30;
-    const int lane = threadIdx.x & 31, E = a.guess_E, k = a.guess_k;
-    float v[PER_LANE];
-#pragma unroll
-    for (int j = 0; j < PER_LANE; j++) {
-        const int e = j * 32 + lane;
-        const float x = e < E ? a.guess_logits[e] : -INFINITY;
-        v[j] = x == x ? x : -INFINITY;
-    }
-    unsigned taken = 0u;   // bit j: expert j * 32 + lane picked
-    int mine = NONE;       // lane p < k: pick p
-    for (int p = 0; p < k; p++) {
-        float bv = -INFINITY;
-        int bi = NONE;
-#pragma unroll
-        for (int j = 0; j < PER_LANE; j++) {
-            const int e = j * 32 + lane;
-            if (e < E && !((taken >> j) & 1u) && (bi == NONE || v[j] > bv)) {
-                bv = v[j];
-                bi = e;
-            }
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (oi != NONE && (bi == NONE || ov > bv || (ov == bv && oi < bi))) {
-                bv = ov;
-                bi = oi;
-            }
-        }
-        if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
-        if (lane == p) mine = bi;
-    }
+    __shared__ int32_t ids[32];
+    __shared__ float weights[32];
+    const int lane = threadIdx.x & 31, k = a.guess_k;
+    const int mine = route_token_n<8>(0, ids, nullptr, weights, a.guess_logits, 0, a.guess_E, k, 0);
     int rank = 0;   // picks with lower ids
     for (int q = 0; q < k; q++) rank += __shfl_sync(0xffffffffu, mine, q) < mine;
     if (lane < k) a.guess_out[rank] = mine;
