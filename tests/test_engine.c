@@ -46,7 +46,8 @@ static void test_cancel_and_bad_requests(void **state) {
     mt_model m;
     mt_err err;
     if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
-    mt_engine_opts o = {.num_kv_blocks = 8, .max_batch_tokens = 32, .max_running = 4, .prefix_cache = true};
+    mt_engine_opts o = {.num_kv_blocks = 8, .max_batch_tokens = 32, .max_running = 4, .prefix_cache = true,
+                        .overlap = -1};   /* the step counts below are those of steps without overlap */
     mt_engine *e = mt_engine_new(&m, &o, on_cancel_event, NULL, NULL, &err);
     int32_t prompt[40];
     for (int i = 0; i < 40; i++) prompt[i] = 5 + i;
@@ -558,7 +559,7 @@ static void test_cancel_preempted(void **state) {
     }
     mt_engine_stats st = {0};
     for (int steps = 0; st.preemptions == 0 && steps < 200; steps++) {
-        assert_true(mt_engine_step(e, &err) > 0);
+        assert_true(mt_engine_step(e, &err) >= 0);   /* 0: a step that only ended an overlapped pass */
         mt_engine_get_stats(e, &st);
     }
     assert_int_equal(st.preemptions, 1);

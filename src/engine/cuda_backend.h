@@ -45,9 +45,16 @@ size_t mt_cuda_scratch_bytes(const mt_model *m);
 /* Free memory of the device, in bytes (0 when it cannot be read). */
 double mt_cuda_memory_free(void);
 
-/* The forward pass on the device (batch already validated by mt_forward). */
-int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits, const mt_routing_sink *sink,
-                    mt_err *err);
+/* The forward pass on the device, in two halves (engine/forward.h's mt_forward_begin and _end; the
+ * batch already validated there). begin queues the pass's launches and the copies of its outputs
+ * (at most two passes in flight, from one mt_passes: another's is refused; the routing is copied
+ * out when `routing`, for a sink that wants it); a token
+ * MT_TOKEN_OF_ROW(r) is read on the device from the pass in flight's pick. end waits for the oldest
+ * pass, writes b's outputs and hands its routing to the sink; b is that pass's batch with its tokens
+ * resolved. With b NULL it only waits for the oldest pass and drops it. */
+int mt_cuda_forward_begin(const mt_model *m, mt_kv_cache *kv, const mt_passes *q, const mt_batch *b, float *logits,
+                          bool routing, mt_err *err);
+int mt_cuda_forward_end(const mt_model *m, const mt_batch *b, const mt_routing_sink *sink, mt_err *err);
 
 /* Per-stage device time of forward passes, for benchmarks: on/off (also MOETRACE_CUDA_PROFILE=1
  * at attach), and a report of the milliseconds per stage since the last reset (then reset).

@@ -21,14 +21,11 @@ void mt_gpu_scratch_release(GpuScratch *s) {
                    s->tile_offsets, s->counts, s->active, s->n_active, s->src_rows, s->pair_pos, s->next,
                    s->logprob, s->top_ids, s->top_lps, s->sort_chunks, s->argmax_scratch, s->argmax_blocks, s->split_part};
     for (void *p : dev) cudaFree(p);
-    cudaFreeHost(s->h_cap_ids);
-    cudaFreeHost(s->h_cap_w);
-    cudaFreeHost(s->h_next);
-    cudaFreeHost(s->h_logprob);
-    cudaFreeHost(s->h_top_ids);
-    cudaFreeHost(s->h_top_lps);
+    for (HostOut &o : s->out) {
+        void *host[] = {o.cap_ids, o.cap_w, o.next, o.logprob, o.top_ids, o.top_lps, o.ids_lp};
+        for (void *p : host) cudaFreeHost(p);
+    }
     cudaFree(s->ids_lp);
-    cudaFreeHost(s->h_ids_lp);
     cudaFree(s->adj);
     cudaFreeHost(s->h_adj);
 }
@@ -126,12 +123,14 @@ void walk_scratch(GpuScratch &s, const GpuModel *g, const mt_config *c, Dev &&de
     dev(s.argmax_blocks, 2 * (size_t)MT_ARGMAX_BLOCKS);
     dev(s.sort_chunks, ((nk + 1023) / 1024) * E);
     dev(s.split_part, (size_t)8 * s.split_cap * s.split_rows);
-    host(s.h_cap_ids, moe_l * nk);
-    host(s.h_cap_w, moe_l * nk);
-    host(s.h_next, L);
-    host(s.h_logprob, L);
-    host(s.h_top_ids, L * MT_TOP_LOGPROBS_MAX);
-    host(s.h_top_lps, L * MT_TOP_LOGPROBS_MAX);
+    for (HostOut &o : s.out) {
+        host(o.cap_ids, moe_l * nk);
+        host(o.cap_w, moe_l * nk);
+        host(o.next, L);
+        host(o.logprob, L);
+        host(o.top_ids, L * MT_TOP_LOGPROBS_MAX);
+        host(o.top_lps, L * MT_TOP_LOGPROBS_MAX);
+    }
 }
 
 // Device bytes of the pass scratch for cap token slots and cap_logits rows of logits.
@@ -160,6 +159,9 @@ void clear_scratch(GpuScratch &s) {
 // call; the batch inputs (ensure_graph_input) are kept either way.
 int replace_scratch(GpuModel *g, const mt_config *c, int cap, int cap_logits, mt_err *err) {
     GpuScratch &s = g->s;
+    if (g->inflight > 0)   // its picks and host copies are still to be read
+        return mt_errf(err, "a pass of %d tokens and %d rows of logits needs more scratch than was reserved, and a pass "
+                            "is in flight (reserve the largest pass first: mt_forward_reserve)", cap, cap_logits);
     MT_CU(err, cudaStreamSynchronize(g->stream));
     // Scratch buffers are allocated outside the weights' list so they can be replaced; captured
     // graphs point into them.
@@ -241,10 +243,31 @@ int grow_mirrored(T *&dev, T *&host, size_t &cap, size_t need, size_t first, mt_
     return 0;
 }
 
-// Room for n listed tokens' log-probabilities (device and pinned). Launched outside the graphs, so
-// none is cleared.
-int ensure_ids(GpuScratch &s, size_t n, mt_err *err) {
-    return n <= s.ids_cap ? 0 : grow_mirrored(s.ids_lp, s.h_ids_lp, s.ids_cap, n, 1024, err);
+// Room for n listed tokens' log-probabilities, on the device and in the pass's host copies `o`
+// (launched outside the graphs, so none is cleared). The device's buffer moves once the work in
+// flight is done with it.
+int ensure_ids(GpuModel *g, HostOut &o, size_t n, mt_err *err) {
+    GpuScratch &s = g->s;
+    if (n > s.ids_cap) {
+        MT_CU(err, cudaStreamSynchronize(g->stream));
+        size_t want = s.ids_cap ? s.ids_cap : 1024;
+        while (want < n) want *= 2;
+        cudaFree(s.ids_lp);
+        s.ids_lp = nullptr;
+        s.ids_cap = 0;
+        MT_CU(err, cudaMalloc((void **)&s.ids_lp, want * sizeof(float)));
+        s.ids_cap = want;
+    }
+    if (n > o.ids_cap) {
+        size_t want = o.ids_cap ? o.ids_cap : 1024;
+        while (want < n) want *= 2;
+        cudaFreeHost(o.ids_lp);
+        o.ids_lp = nullptr;
+        o.ids_cap = 0;
+        MT_CU(err, cudaMallocHost((void **)&o.ids_lp, want * sizeof(float)));
+        o.ids_cap = want;
+    }
+    return 0;
 }
 
 // Room for `need` ints in a mirrored buffer the captured graphs read (batch inputs, logit changes):
@@ -686,7 +709,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
     const unsigned skip = g->skip;   // 0 but in benchmarks (mt_cuda_set_skip)
     int H = c->hidden_size, qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
     prof_mark(g, PROF_EMBED);
-    mt_cuda_embed(s.h, g->embed, pi.tokens, n, H, st);
+    mt_cuda_embed(s.h, g->embed, pi.tokens, s.next, n, H, st);
     bool normed = false;   // s.xb already holds this layer's normed input (the MoE combine did it)
     bool folded = false;   // the last layer's combine is this layer's q/k/v product's (fold_combine)
     mt_combine_args fold = {};
@@ -822,14 +845,25 @@ static int check_runs(const mt_batch *b, mt_err *err) {
     return 0;
 }
 
-extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
-                               const mt_routing_sink *sink, mt_err *err) {
+// An event made on first use (timing off: it only orders).
+static int ensure_event(cudaEvent_t &ev, mt_err *err) {
+    if (!ev) MT_CU(err, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    return 0;
+}
+
+extern "C" int mt_cuda_forward_begin(const mt_model *m, mt_kv_cache *kv, const mt_passes *q, const mt_batch *b,
+                                     float *logits, bool routing, mt_err *err) {
     GpuModel *g = (GpuModel *)m->device;
     const mt_config *c = &m->cfg;
     if (!kv->dev_k) return mt_errf(err, "the KV cache was not created for the device");
+    if (g->inflight >= 2 || (g->inflight > 0 && g->owner != q))
+        return mt_errf(err, "another caller's pass is in flight on this device (passes end in the order they began)");
     if (check_runs(b, err)) return -1;
-    int n = b->n_tokens, k = c->top_k, V = c->vocab_size, Vp = mt_round16(V);
+    int n = b->n_tokens, V = c->vocab_size, Vp = mt_round16(V);
     cudaStream_t st = g->stream;
+    if (ensure_event(g->inputs_copied, err) || ensure_event(g->pass[g->inflight].done, err)) return -1;
+    // the pass in flight's inputs leave the pinned buffer before this pass's are written there
+    if (g->inflight > 0) MT_CU(err, cudaEventSynchronize(g->inputs_copied));
 
     // Pure decode passes run as a captured graph of their bucket size (padded token slots).
     bool decode = pure_decode(b);
@@ -838,6 +872,7 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     if (ensure_scratch(g, c, slots, n_logits, err)) return -1;
     PassInputs pi;
     if (upload_inputs(g, c, b, B, &pi, err) || upload_adjusts(g, b, &pi, err)) return -1;
+    MT_CU(err, cudaEventRecord(g->inputs_copied, st));
 
     // Decode attention at small batches: split over KV tiles so the GPU has work for every SM.
     int split_tiles = 0;
@@ -883,12 +918,13 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
     }
     MT_CU_LAUNCHED(err);
     GpuScratch &s = g->s;
+    HostOut &o = s.out[g->next_out];
     if (b->n_logits > 0) {
         if (next_tokens) {
             // after the pass (outside its graph): the logits are still there. The scored tokens and
             // the top lists in one launch, from the same max and sum per row.
             size_t n_listed = b->ids_offsets ? (size_t)b->ids_offsets[b->n_logits] : 0;
-            if (n_listed && ensure_ids(s, n_listed, err)) return -1;
+            if (n_listed && ensure_ids(g, o, n_listed, err)) return -1;
             if (b->next_logprobs || b->top_n > 0 || n_listed) {
                 mt_cuda_token_logprob(b->next_logprobs ? s.logprob : nullptr, s.next, pi.targets, s.logits, Vp,
                                       b->n_logits, V, pi.sample, b->top_n, s.top_ids, s.top_lps,
@@ -896,18 +932,18 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
                 MT_CU_LAUNCHED(err);
             }
             if (n_listed)
-                MT_CU(err, cudaMemcpyAsync(s.h_ids_lp, s.ids_lp, n_listed * sizeof(float), cudaMemcpyDeviceToHost, st));
+                MT_CU(err, cudaMemcpyAsync(o.ids_lp, s.ids_lp, n_listed * sizeof(float), cudaMemcpyDeviceToHost, st));
             if (b->next_logprobs)
-                MT_CU(err, cudaMemcpyAsync(s.h_logprob, s.logprob, (size_t)b->n_logits * sizeof(float),
+                MT_CU(err, cudaMemcpyAsync(o.logprob, s.logprob, (size_t)b->n_logits * sizeof(float),
                                            cudaMemcpyDeviceToHost, st));
             if (b->top_n > 0) {
                 size_t listed = (size_t)b->n_logits * b->top_n;
-                MT_CU(err, cudaMemcpyAsync(s.h_top_ids, s.top_ids, listed * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                MT_CU(err, cudaMemcpyAsync(o.top_ids, s.top_ids, listed * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                            st));
-                MT_CU(err, cudaMemcpyAsync(s.h_top_lps, s.top_lps, listed * sizeof(float), cudaMemcpyDeviceToHost,
+                MT_CU(err, cudaMemcpyAsync(o.top_lps, s.top_lps, listed * sizeof(float), cudaMemcpyDeviceToHost,
                                            st));
             }
-            MT_CU(err, cudaMemcpyAsync(s.h_next, s.next, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+            MT_CU(err, cudaMemcpyAsync(o.next, s.next, (size_t)b->n_logits * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
         } else {
             // the logits out, nothing more: log-probabilities, targets and top lists come only with
             // next_tokens (mt_batch; forward.c's validate refuses top_n without them), and the
@@ -917,21 +953,45 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         }
     }
     // routing of layer ml lives at cap_ids + ml * slots * k; only the first n rows are real
-    size_t cap_n = (size_t)g->num_moe_layers * slots * k;
-    if (sink && sink->on_layer && cap_n) {
-        MT_CU(err, cudaMemcpyAsync(s.h_cap_ids, s.cap_ids, cap_n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
-        MT_CU(err, cudaMemcpyAsync(s.h_cap_w, s.cap_w, cap_n * sizeof(float), cudaMemcpyDeviceToHost, st));
+    size_t cap_n = (size_t)g->num_moe_layers * slots * c->top_k;
+    if (routing && cap_n) {
+        MT_CU(err, cudaMemcpyAsync(o.cap_ids, s.cap_ids, cap_n * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+        MT_CU(err, cudaMemcpyAsync(o.cap_w, s.cap_w, cap_n * sizeof(float), cudaMemcpyDeviceToHost, st));
     }
-    MT_CU(err, cudaStreamSynchronize(st));
-    prof_collect(g);
-    if (b->n_logits > 0 && next_tokens) memcpy(b->next_tokens, s.h_next, (size_t)b->n_logits * sizeof(int32_t));
+    auto &ps = g->pass[g->inflight];
+    MT_CU(err, cudaEventRecord(ps.done, st));
+    ps.slots = slots;
+    ps.out = g->next_out;
+    g->next_out ^= 1;
+    g->owner = q;
+    g->inflight++;
+    return 0;
+}
+
+extern "C" int mt_cuda_forward_end(const mt_model *m, const mt_batch *b, const mt_routing_sink *sink, mt_err *err) {
+    GpuModel *g = (GpuModel *)m->device;
+    const mt_config *c = &m->cfg;
+    if (g->inflight == 0) return mt_errf(err, "no pass is in flight on the device");
+    auto ps = g->pass[0];
+    // the next pass moves to the front, with its event; this one's event goes behind it for reuse
+    g->pass[0] = g->pass[1];
+    g->pass[1] = ps;
+    g->inflight--;
+    cudaError_t rc = cudaEventSynchronize(ps.done);
+    if (!b) return 0;
+    if (rc != cudaSuccess) return mt_cuda_fail(err, "cudaEventSynchronize (end of a pass)", rc);
+    if (g->inflight == 0) prof_collect(g);
+    const HostOut &o = g->s.out[ps.out];
+    int n = b->n_tokens, k = c->top_k, slots = ps.slots;
+    bool next_tokens = b->next_tokens != nullptr;
+    if (b->n_logits > 0 && next_tokens) memcpy(b->next_tokens, o.next, (size_t)b->n_logits * sizeof(int32_t));
     if (b->n_logits > 0 && next_tokens && b->next_logprobs)
-        memcpy(b->next_logprobs, s.h_logprob, (size_t)b->n_logits * sizeof(float));
+        memcpy(b->next_logprobs, o.logprob, (size_t)b->n_logits * sizeof(float));
     if (b->n_logits > 0 && next_tokens && b->ids_offsets && b->ids_offsets[b->n_logits] > 0)
-        memcpy(b->ids_logprobs, s.h_ids_lp, (size_t)b->ids_offsets[b->n_logits] * sizeof(float));
+        memcpy(b->ids_logprobs, o.ids_lp, (size_t)b->ids_offsets[b->n_logits] * sizeof(float));
     if (b->n_logits > 0 && next_tokens && b->top_n > 0) {
-        memcpy(b->top_ids, s.h_top_ids, (size_t)b->n_logits * b->top_n * sizeof(int32_t));
-        memcpy(b->top_logprobs, s.h_top_lps, (size_t)b->n_logits * b->top_n * sizeof(float));
+        memcpy(b->top_ids, o.top_ids, (size_t)b->n_logits * b->top_n * sizeof(int32_t));
+        memcpy(b->top_logprobs, o.top_lps, (size_t)b->n_logits * b->top_n * sizeof(float));
     }
     if (sink && sink->on_layer) {
         // Expert parallelism: each choice's replica by the CPU's rule (routing/placement.h), on the host
@@ -941,10 +1001,10 @@ extern "C" int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batc
         for (int l = 0; l < c->num_hidden_layers; l++) {
             int ml = g->moe_index[l];
             if (ml < 0) continue;
-            const int32_t *ids = s.h_cap_ids + (size_t)ml * slots * k;
+            const int32_t *ids = o.cap_ids + (size_t)ml * slots * k;
             if (phys) mt_placement_dispatch(b->placement, l, n, k, ids, b->tokens, b->positions, phys);
             mt_routing_event ev = {l, n, k, b->seq_ids, b->positions, b->tokens, b->request_ids, b->request_names,
-                                   ids, s.h_cap_w + (size_t)ml * slots * k, phys, b->request_groups,
+                                   ids, o.cap_w + (size_t)ml * slots * k, phys, b->request_groups,
                                    b->recomputed};
             sink->on_layer(sink->ctx, &ev);
         }

@@ -48,6 +48,15 @@ struct GpuLayer {
 constexpr int MT_ARGMAX_BLOCKS = 4096;
 
 // Scratch of one forward pass, sized for `cap` tokens (reallocated when a batch is larger).
+// Pinned host copies of one pass's outputs. Two passes can be in flight (mt_forward_begin), so there
+// are two sets: a pass's are read while the next one's land.
+struct HostOut {
+    int32_t *cap_ids, *next, *top_ids;
+    float *cap_w, *logprob, *top_lps;
+    float *ids_lp;           // [ids_cap] listed tokens' log-probabilities
+    size_t ids_cap;
+};
+
 struct GpuScratch {
     int cap, cap_logits;
     float *h, *qkv, *router, *ye, *ys, *sg, *logits;
@@ -65,7 +74,7 @@ struct GpuScratch {
     float *logprob;           // [cap_logits] its (or its target's) log-probability, when a pass asks for it
     int32_t *top_ids;         // [cap_logits, MT_TOP_LOGPROBS_MAX] each row's top list (top_n places of it used)
     float *top_lps;           // their log-probabilities
-    float *ids_lp, *h_ids_lp; // [ids_cap] listed tokens' log-probabilities (mt_batch.ids_offsets), device and pinned
+    float *ids_lp;            // [ids_cap] listed tokens' log-probabilities (mt_batch.ids_offsets)
     size_t ids_cap;
     int32_t *adj, *h_adj;     // [adj_cap] the pass's logit changes (mt_batch.adjusts): their count, then the
     size_t adj_cap;           // changes from word 4 (mt_cuda_adjust_logits), device and pinned; graphs read it
@@ -78,9 +87,7 @@ struct GpuScratch {
     // sampling, logit targets, table_offset, attention tiles (decode then prefill), block tables
     int32_t *in, *h_in;      // device, pinned host
     size_t in_cap;           // ints
-    // pinned host mirrors of the outputs
-    int32_t *h_cap_ids, *h_next, *h_top_ids;
-    float *h_cap_w, *h_logprob, *h_top_lps;
+    HostOut out[2];          // pinned host copies of the outputs: a set for each pass in flight
 };
 
 // Per-stage device time of forward passes (MOETRACE_CUDA_PROFILE=1 or mt_cuda_profile): events at
@@ -134,6 +141,15 @@ struct GpuModel {
                              // experts ahead of the router (docs/CUDA.md; off until measured on a device)
     bool guess_tally;        // MOETRACE_CUDA_GUESS_TALLY=1: the guesses are counted (mt_cuda_guess_tally)
     unsigned skip;           // launches every pass leaves out (mt_cuda_set_skip; benchmarks only)
+    // Passes in flight (mt_cuda_forward_begin, _end), oldest first, all begun from one mt_passes (owner)
+    struct {
+        int slots;           // token slots of its launches (a graph's bucket)
+        int out;             // its set of host copies (s.out)
+        cudaEvent_t done;    // recorded after its copies out
+    } pass[2];
+    int inflight, next_out;
+    const void *owner;
+    cudaEvent_t inputs_copied;   // recorded after the last pass's copies in: its pinned inputs are free again
 };
 
 // Drops every captured graph (their buffers are about to move).

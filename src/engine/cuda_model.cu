@@ -121,6 +121,9 @@ void free_model(void *p) {
     cudaFreeHost(g->s.h_in);
     for (int i = 0; i < 4096; i++)
         if (g->prof.ev[i]) cudaEventDestroy(g->prof.ev[i]);
+    for (auto &ps : g->pass)
+        if (ps.done) cudaEventDestroy(ps.done);
+    if (g->inputs_copied) cudaEventDestroy(g->inputs_copied);
     mt_gpu_graphs_clear(g);
     cudaFree(g->split);
     cudaStreamDestroy(g->stream);

@@ -21,9 +21,13 @@ int mt_cuda_kv_init(mt_kv_cache *kv, const mt_model *m, mt_err *err) {
     return missing(err);
 }
 void mt_cuda_kv_free(mt_kv_cache *kv) { (void)kv; }
-int mt_cuda_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits, const mt_routing_sink *sink,
-                    mt_err *err) {
-    (void)m; (void)kv; (void)b; (void)logits; (void)sink;
+int mt_cuda_forward_begin(const mt_model *m, mt_kv_cache *kv, const mt_passes *q, const mt_batch *b, float *logits,
+                          bool routing, mt_err *err) {
+    (void)m; (void)kv; (void)q; (void)b; (void)logits; (void)routing;
+    return missing(err);
+}
+int mt_cuda_forward_end(const mt_model *m, const mt_batch *b, const mt_routing_sink *sink, mt_err *err) {
+    (void)m; (void)b; (void)sink;
     return missing(err);
 }
 int mt_cuda_reserve(const mt_model *m, int max_tokens, int max_logit_rows, mt_err *err) {

@@ -42,6 +42,8 @@ typedef struct seq {
     int n_saved;
     int max_new_tokens;
     bool ignore_eos, cancelled;
+    mt_finish_reason finishing; /* it ended while a pass holding its next token was in flight (overlapped
+                                 decode): it finishes when that pass ends, its token there dropped */
     int32_t *stop;
     int n_stop;
     float *logprobs;          /* [max_new_tokens] with return_logprob, else NULL */
@@ -61,6 +63,30 @@ typedef struct seq {
     mt_kv_seq kv;
 } seq;
 
+/* One forward pass: its batch and what it hands back. */
+typedef struct pass {
+    int32_t *tokens, *seq, *pos, *rows, *next;
+    int32_t *chunk;            /* [max_running] tokens of each running sequence in the pass */
+    mt_sample_row *sample;     /* [rows] each logit row's sampling, for the forward pass */
+    mt_logit_adjust *adj;      /* the pass's logit changes (mt_batch.adjusts), grown as needed */
+    size_t adj_cap;
+    float *logprob;            /* [rows] each row's token's log-probability */
+    int32_t *target;           /* [rows] the prompt token a scored row's log-probability is of, else -1 */
+    int32_t *top_ids;          /* [rows_cap, MT_TOP_LOGPROBS_MAX] each row's alternatives */
+    float *top_lps;
+    int32_t *ids_off;          /* [rows_cap + 1] each row's listed tokens' range in ids */
+    int32_t *ids;              /* [rows_cap, MT_LOGPROB_IDS_MAX] the listed tokens, row after row */
+    float *ids_lp;             /* their log-probabilities */
+    int64_t *req;
+    const char **name;         /* [tokens] each token's request name (owned by its seq) */
+    int32_t *group;            /* [tokens] each token's request group */
+    uint8_t *again;            /* [tokens] 1 where the token is forwarded again after a preemption */
+    mt_kv_seq **kv;
+    mt_batch b;
+    int n, pass_top;           /* its tokens; the alternatives listed for each row */
+    double begun_s;            /* when it was begun */
+} pass;
+
 struct mt_engine {
     const mt_model *m;
     mt_engine_opts o;
@@ -70,15 +96,9 @@ struct mt_engine {
     const mt_routing_sink *user_sink;
     seq **waiting, **running;
     int n_waiting, n_running;
-    /* one forward pass */
-    int32_t *b_tokens, *b_seq, *b_pos, *b_rows, *b_next, *chunk;
-    mt_sample_row *b_sample;   /* [rows] each logit row's sampling, for the forward pass */
-    mt_logit_adjust *b_adj;    /* the pass's logit changes (mt_batch.adjusts), grown as needed */
-    size_t adj_cap;
-    float *b_logprob;          /* [rows] each row's token's log-probability */
-    int32_t *b_target;         /* [rows] the prompt token a scored row's log-probability is of, else -1 */
-    int32_t *b_top_ids;        /* [rows_cap, MT_TOP_LOGPROBS_MAX] each row's alternatives */
-    float *b_top_lps;
+    pass pass_bufs[2];         /* a pass being built or in flight, and the one overlapped after it */
+    pass *in_flight;           /* begun and not yet ended (overlapped decode), or NULL */
+    mt_passes q;               /* the forward passes begun */
     int rows_cap;              /* logit rows of one pass at most: one per running sequence + scored ones */
     double kv_memory_free;     /* a cache sized from memory: the bytes free when it was sized */
     bool kv_capped;            /* ... and memory, not a full context per running sequence, set its size */
@@ -86,19 +106,56 @@ struct mt_engine {
     long preemptions, recomputed;  /* sequences preempted; positions forwarded again after one */
     int peak_running;          /* the most sequences running at once */
     double sink_s;             /* of forward_s: in the routing sink (the routing store and the caller's) */
-    int32_t *b_ids_off;        /* [rows_cap + 1] each row's listed tokens' range in b_ids */
-    int32_t *b_ids;            /* [rows_cap, MT_LOGPROB_IDS_MAX] the listed tokens, row after row */
-    float *b_ids_lp;           /* their log-probabilities */
     int logits_rows;           /* rows `logits` holds (CPU; grown to rows_cap when scoring first needs it) */
-    int64_t *b_req;
-    const char **b_name;      /* [tokens] each token's request name (owned by its seq) */
-    int32_t *b_group;         /* [tokens] each token's request group */
-    uint8_t *b_again;         /* [tokens] 1 where the token is forwarded again after a preemption */
-    mt_kv_seq **b_kv;
     float *logits;
+    pass *ending;              /* the pass whose routing the sink is being handed */
+    mt_routing_event kept;     /* a routing event without the dropped tokens of an overlapped pass */
+    int32_t *kept_ints;        /* its arrays: [max_running, 4 + 2 top_k] */
+    float *kept_w;             /* [max_running, top_k] */
+    int64_t *kept_req;
+    const char **kept_name;
+    uint8_t *kept_again;
+    long dropped;              /* tokens forwarded for a sequence that had finished (overlapped decode) */
+    long overlapped;           /* passes begun while another was in flight */
+    mt_routing_sink sink;      /* the engine's own (store_routing, pass_done) */
+    bool drain_failed;         /* a pass ended outside a step failed: the next step says so */
+    mt_err drain_err;
     int32_t *routing_buf;     /* [max context, layers, top_k] for FINISHED events */
     long passes, forwarded;
 };
+
+static void store_routing(void *ctx, const mt_routing_event *ev);
+static void pass_done(void *ctx, const mt_pass_event *ev);
+
+static void pass_free(pass *P) {
+    free(P->tokens); free(P->seq); free(P->pos); free(P->rows); free(P->next); free(P->sample); free(P->logprob);
+    free(P->target); free(P->top_ids); free(P->top_lps); free(P->ids_off); free(P->ids); free(P->ids_lp); free(P->req);
+    free(P->name); free(P->group); free(P->again); free(P->kv); free(P->chunk); free(P->adj);
+}
+
+/* Room for a pass of bt tokens, rows_cap logit rows and max_running sequences; -1 out of memory. */
+static int pass_alloc(pass *P, size_t bt, int rows_cap, int max_running) {
+    P->tokens = malloc(bt * sizeof(int32_t));
+    P->seq = malloc(bt * sizeof(int32_t));
+    P->pos = malloc(bt * sizeof(int32_t));
+    P->rows = malloc(bt * sizeof(int32_t));
+    P->next = malloc(bt * sizeof(int32_t));
+    P->sample = malloc(bt * sizeof *P->sample);
+    P->logprob = malloc(bt * sizeof *P->logprob);
+    P->target = malloc(bt * sizeof *P->target);
+    P->top_ids = malloc((size_t)rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *P->top_ids);
+    P->top_lps = malloc((size_t)rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *P->top_lps);
+    P->ids_off = malloc(((size_t)rows_cap + 1) * sizeof *P->ids_off);
+    P->req = malloc(bt * sizeof(int64_t));
+    P->name = malloc(bt * sizeof *P->name);
+    P->group = malloc(bt * sizeof *P->group);
+    P->again = malloc(bt * sizeof *P->again);
+    P->kv = calloc((size_t)max_running, sizeof *P->kv);
+    P->chunk = calloc((size_t)max_running, sizeof *P->chunk);
+    bool ok = P->tokens && P->seq && P->pos && P->rows && P->next && P->sample && P->logprob && P->target && P->top_ids &&
+              P->top_lps && P->ids_off && P->req && P->name && P->group && P->again && P->kv && P->chunk;
+    return ok ? 0 : -1;
+}
 
 static void seq_free(seq *s) {
     if (!s) return;
@@ -148,7 +205,11 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     e->cb = cb;
     e->cb_ctx = cb_ctx;
     e->user_sink = sink;
+    e->sink = (mt_routing_sink){store_routing, pass_done, e};
     if (e->o.max_scored_rows <= 0) e->o.max_scored_rows = MT_ENGINE_SCORE_ROWS;
+    const char *overlap = getenv("MOETRACE_OVERLAP");   /* the default's override: 1 always, 0 never */
+    if (e->o.overlap == 0 && overlap && (!strcmp(overlap, "0") || !strcmp(overlap, "1")))
+        e->o.overlap = overlap[0] == '1' ? 1 : -1;
     e->rows_cap = o->max_running + e->o.max_scored_rows;
     if (mt_engine_reserve(e, err)) {
         mt_engine_free(e);
@@ -168,31 +229,22 @@ mt_engine *mt_engine_new(const mt_model *m, const mt_engine_opts *o, mt_engine_c
     size_t bt = (size_t)o->max_batch_tokens + (size_t)o->max_running;
     e->waiting = NULL;
     e->running = calloc((size_t)o->max_running, sizeof *e->running);
-    e->b_tokens = malloc(bt * sizeof(int32_t));
-    e->b_seq = malloc(bt * sizeof(int32_t));
-    e->b_pos = malloc(bt * sizeof(int32_t));
-    e->b_rows = malloc(bt * sizeof(int32_t));
-    e->b_next = malloc(bt * sizeof(int32_t));
-    e->b_sample = malloc(bt * sizeof *e->b_sample);
-    e->b_logprob = malloc(bt * sizeof *e->b_logprob);
-    e->b_target = malloc(bt * sizeof *e->b_target);
-    e->b_top_ids = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_ids);
-    e->b_top_lps = malloc((size_t)e->rows_cap * MT_TOP_LOGPROBS_MAX * sizeof *e->b_top_lps);
-    e->b_ids_off = malloc(((size_t)e->rows_cap + 1) * sizeof *e->b_ids_off);
-    e->b_req = malloc(bt * sizeof(int64_t));
-    e->b_name = malloc(bt * sizeof *e->b_name);
-    e->b_group = malloc(bt * sizeof *e->b_group);
-    e->b_again = malloc(bt * sizeof *e->b_again);
-    e->b_kv = calloc((size_t)o->max_running, sizeof *e->b_kv);
-    e->chunk = calloc((size_t)o->max_running, sizeof *e->chunk);
+    bool ok = e->running != NULL;
+    for (int i = 0; i < 2; i++) ok &= pass_alloc(&e->pass_bufs[i], bt, e->rows_cap, o->max_running) == 0;
+    size_t k = (size_t)c->top_k, R = (size_t)o->max_running;
+    e->kept_ints = malloc(R * (4 + 2 * k) * sizeof *e->kept_ints);
+    e->kept_w = malloc(R * k * sizeof *e->kept_w);
+    e->kept_req = malloc(R * sizeof *e->kept_req);
+    e->kept_name = malloc(R * sizeof *e->kept_name);
+    e->kept_again = malloc(R * sizeof *e->kept_again);
+    ok &= e->kept_ints && e->kept_w && e->kept_req && e->kept_name && e->kept_again;
     /* a device backend returns next tokens alone; the CPU one needs room for the logits */
     e->logits_rows = o->max_running;
     e->logits = m->device ? NULL : malloc((size_t)e->logits_rows * c->vocab_size * sizeof(float));
     e->routing_buf = o->no_routing ? NULL
                                    : malloc((size_t)c->max_position_embeddings * c->num_hidden_layers * c->top_k *
                                             sizeof(int32_t));
-    if (!e->running || !e->b_tokens || !e->b_seq || !e->b_pos || !e->b_rows || !e->b_next || !e->b_sample || !e->b_logprob || !e->b_target || !e->b_top_ids || !e->b_top_lps || !e->b_ids_off || !e->b_req || !e->b_name || !e->b_group || !e->b_again || !e->b_kv ||
-        !e->chunk || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
+    if (!ok || (!m->device && !e->logits) || (!o->no_routing && !e->routing_buf)) {
         mt_errf(err, "out of memory");
         mt_engine_free(e);
         return NULL;
@@ -207,6 +259,11 @@ int mt_engine_reserve(mt_engine *e, mt_err *err) {
 
 void mt_engine_free(mt_engine *e) {
     if (!e) return;
+    while (e->q.n) {   /* a pass overlapped into the free: waited for, its outputs dropped */
+        mt_err ignored;
+        mt_forward_end(e->m, &e->q, &ignored);
+    }
+    mt_passes_free(&e->q);
     for (int i = 0; i < e->n_waiting; i++) seq_free(e->waiting[i]);
     for (int i = 0; i < e->n_running; i++) {
         mt_kv_seq_release(&e->kv, &e->running[i]->kv);
@@ -214,7 +271,8 @@ void mt_engine_free(mt_engine *e) {
     }
     free(e->waiting);
     free(e->running);
-    free(e->b_tokens); free(e->b_seq); free(e->b_pos); free(e->b_rows); free(e->b_next); free(e->b_sample); free(e->b_logprob); free(e->b_target); free(e->b_top_ids); free(e->b_top_lps); free(e->b_ids_off); free(e->b_ids); free(e->b_ids_lp); free(e->b_req); free(e->b_name); free(e->b_group); free(e->b_again); free(e->b_kv); free(e->chunk); free(e->b_adj);
+    for (int i = 0; i < 2; i++) pass_free(&e->pass_bufs[i]);
+    free(e->kept_ints); free(e->kept_w); free(e->kept_req); free(e->kept_name); free(e->kept_again);
     free(e->logits);
     free(e->routing_buf);
     mt_kv_cache_free(&e->kv);
@@ -377,13 +435,19 @@ bool mt_engine_cancel(mt_engine *e, int64_t id) {
     return false;
 }
 
-bool mt_engine_idle(const mt_engine *e) { return e->n_waiting == 0 && e->n_running == 0; }
+bool mt_engine_idle(const mt_engine *e) { return e->n_waiting == 0 && e->n_running == 0 && !e->in_flight; }
 
-int mt_engine_flush_prefix_cache(mt_engine *e) { return mt_kv_flush(&e->kv); }
+static void drain_quietly(mt_engine *e);
+
+int mt_engine_flush_prefix_cache(mt_engine *e) {
+    drain_quietly(e);
+    return mt_kv_flush(&e->kv);
+}
 
 int mt_engine_set_placement(mt_engine *e, const mt_placement *p, mt_err *err) {
     if (!p) return mt_errf(err, "no placement to switch to");
     if (mt_placement_fits(p, &e->m->cfg, err)) return -1;
+    if (mt_engine_drain(e, err)) return -1;   /* the pass in flight dispatches over the old one */
     e->o.placement = p;
     return 0;
 }
@@ -406,6 +470,8 @@ void mt_engine_get_stats(const mt_engine *e, mt_engine_stats *s) {
     s->preemptions = e->preemptions;
     s->tokens_recomputed = e->recomputed;
     s->peak_running = e->peak_running;
+    s->tokens_dropped = e->dropped;
+    s->passes_overlapped = e->overlapped;
 }
 
 /* Publishes every full, forwarded block not yet published (prompt blocks under the hashes computed
@@ -593,30 +659,86 @@ static void grow(mt_engine *e) {
     compact_running(e);
 }
 
-typedef struct engine_sink {
-    mt_engine *e;
-} engine_sink;
-
-/* Stores each token's routing in its KV block, then passes the event on. */
 static double seconds_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* Whether the ending pass's token i is dropped: an overlapped pass's token of a sequence that
+ * finished while it was in flight. */
+static bool token_dropped(const mt_engine *e, const mt_routing_event *ev, int i) {
+    return e->ending == e->in_flight && e->in_flight && e->running[ev->seq_ids[i]]->finishing;
+}
+
+/* ev without its dropped tokens, in e->kept (whose arrays hold max_running tokens: an overlapped
+ * pass has one a sequence). */
+static const mt_routing_event *without_dropped(mt_engine *e, const mt_routing_event *ev) {
+    int k = ev->top_k, n = 0;
+    mt_routing_event *o = &e->kept;
+    int32_t *seq_ids = e->kept_ints, *pos = seq_ids + e->o.max_running, *tok = pos + e->o.max_running;
+    int32_t *group = tok + e->o.max_running, *ids = group + e->o.max_running, *phys = ids + (size_t)e->o.max_running * k;
+    for (int i = 0; i < ev->n_tokens; i++) {
+        if (token_dropped(e, ev, i)) continue;
+        seq_ids[n] = ev->seq_ids[i];
+        pos[n] = ev->positions[i];
+        tok[n] = ev->tokens[i];
+        if (ev->request_groups) group[n] = ev->request_groups[i];
+        if (ev->request_ids) e->kept_req[n] = ev->request_ids[i];
+        if (ev->request_names) e->kept_name[n] = ev->request_names[i];
+        if (ev->recomputed) e->kept_again[n] = ev->recomputed[i];
+        memcpy(ids + (size_t)n * k, ev->topk_ids + (size_t)i * k, (size_t)k * sizeof *ids);
+        memcpy(e->kept_w + (size_t)n * k, ev->topk_weights + (size_t)i * k, (size_t)k * sizeof *e->kept_w);
+        if (ev->phys_ids) memcpy(phys + (size_t)n * k, ev->phys_ids + (size_t)i * k, (size_t)k * sizeof *phys);
+        n++;
+    }
+    *o = *ev;
+    o->n_tokens = n;
+    o->seq_ids = seq_ids;
+    o->positions = pos;
+    o->tokens = tok;
+    o->request_groups = ev->request_groups ? group : NULL;
+    o->request_ids = ev->request_ids ? e->kept_req : NULL;
+    o->request_names = ev->request_names ? e->kept_name : NULL;
+    o->recomputed = ev->recomputed ? e->kept_again : NULL;
+    o->topk_ids = ids;
+    o->topk_weights = e->kept_w;
+    o->phys_ids = ev->phys_ids ? phys : NULL;
+    return o;
+}
+
+/* Stores each token's routing in its KV block, then passes the event on (without the tokens of
+ * sequences that finished while an overlapped pass was in flight: they are dropped). */
 static void store_routing(void *ctx, const mt_routing_event *ev) {
     mt_engine *e = ctx;
     double t0 = seconds_now();
-    for (int i = 0; i < ev->n_tokens && e->kv.routing; i++)
-        mt_kv_routing_write(&e->kv, e->b_kv[ev->seq_ids[i]], ev->positions[i], ev->layer, ev->topk_ids + (size_t)i * ev->top_k);
-    if (e->user_sink && e->user_sink->on_layer) e->user_sink->on_layer(e->user_sink->ctx, ev);
+    bool any_dropped = false;
+    for (int i = 0; i < ev->n_tokens; i++) {
+        if (token_dropped(e, ev, i)) {
+            any_dropped = true;
+            continue;
+        }
+        if (e->kv.routing)
+            mt_kv_routing_write(&e->kv, e->ending->kv[ev->seq_ids[i]], ev->positions[i], ev->layer,
+                                ev->topk_ids + (size_t)i * ev->top_k);
+    }
+    if (any_dropped) ev = without_dropped(e, ev);
+    if (e->user_sink && e->user_sink->on_layer && ev->n_tokens > 0) e->user_sink->on_layer(e->user_sink->ctx, ev);
     e->sink_s += seconds_now() - t0;
 }
 
 static void pass_done(void *ctx, const mt_pass_event *ev) {
     mt_engine *e = ctx;
     double t0 = seconds_now();
-    if (e->user_sink && e->user_sink->on_pass) e->user_sink->on_pass(e->user_sink->ctx, ev);
+    mt_pass_event kept = *ev;
+    if (e->ending == e->in_flight && e->in_flight) {   /* each dropped token was its sequence's only one */
+        for (int i = 0; i < e->n_running; i++) {
+            if (!e->running[i]->finishing) continue;
+            kept.n_tokens--;
+            kept.num_seqs_in_pass--;
+        }
+    }
+    if (e->user_sink && e->user_sink->on_pass && kept.n_tokens > 0) e->user_sink->on_pass(e->user_sink->ctx, &kept);
     e->sink_s += seconds_now() - t0;
 }
 
@@ -644,35 +766,35 @@ static int scored_in(const seq *s, int f, int k) {
 static mt_sample_row score_spec(const seq *s) { return (mt_sample_row){s->sampler.params.temperature, 0, 1.0f, 0u, 0.0f}; }
 
 /* Copies row `row` of the pass's alternatives (pass_top wide) into the n places at ids/lps. */
-static void take_top(const mt_engine *e, int row, int pass_top, int n, int32_t *ids, float *lps) {
-    memcpy(ids, e->b_top_ids + (size_t)row * pass_top, (size_t)n * sizeof *ids);
-    memcpy(lps, e->b_top_lps + (size_t)row * pass_top, (size_t)n * sizeof *lps);
+static void take_top(const pass *P, int row, int pass_top, int n, int32_t *ids, float *lps) {
+    memcpy(ids, P->top_ids + (size_t)row * pass_top, (size_t)n * sizeof *ids);
+    memcpy(lps, P->top_lps + (size_t)row * pass_top, (size_t)n * sizeof *lps);
 }
 
 /* Room for the named tokens of a pass's rows (made when a request first names some). */
-static int named_room(mt_engine *e, mt_err *err) {
-    if (e->b_ids) return 0;
+static int named_room(const mt_engine *e, pass *P, mt_err *err) {
+    if (P->ids) return 0;
     size_t cap = (size_t)e->rows_cap * MT_LOGPROB_IDS_MAX;
-    e->b_ids = malloc(cap * sizeof *e->b_ids);
-    e->b_ids_lp = malloc(cap * sizeof *e->b_ids_lp);
-    if (e->b_ids && e->b_ids_lp) return 0;
-    free(e->b_ids);
-    free(e->b_ids_lp);
-    e->b_ids = NULL;
-    e->b_ids_lp = NULL;
+    P->ids = malloc(cap * sizeof *P->ids);
+    P->ids_lp = malloc(cap * sizeof *P->ids_lp);
+    if (P->ids && P->ids_lp) return 0;
+    free(P->ids);
+    free(P->ids_lp);
+    P->ids = NULL;
+    P->ids_lp = NULL;
     return mt_errf(err, "out of memory for the named tokens of %d rows", e->rows_cap);
 }
 
 /* Logit row `row` of the pass: batch token `token`, its spec, its target (-1: its next token) and,
  * with `named`, s's named tokens (appended at *ids_at). */
-static void add_row(mt_engine *e, const seq *s, int row, int token, mt_sample_row spec, int32_t target, bool named,
+static void add_row(pass *P, const seq *s, int row, int token, mt_sample_row spec, int32_t target, bool named,
                     int *ids_at) {
-    e->b_rows[row] = token;
-    e->b_sample[row] = spec;
-    e->b_target[row] = target;
-    e->b_ids_off[row] = *ids_at;
+    P->rows[row] = token;
+    P->sample[row] = spec;
+    P->target[row] = target;
+    P->ids_off[row] = *ids_at;
     if (named && s->n_lp_ids) {
-        memcpy(e->b_ids + *ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *e->b_ids);
+        memcpy(P->ids + *ids_at, s->lp_ids, (size_t)s->n_lp_ids * sizeof *P->ids);
         *ids_at += s->n_lp_ids;
     }
 }
@@ -684,6 +806,33 @@ static bool is_stop(const seq *s, const mt_config *c, int32_t tok) {
     return false;
 }
 
+/* P's batch over its arrays. */
+static void pass_batch(mt_engine *e, pass *P, int n, int n_rows, bool any_again, bool any_sampled, bool any_logprob,
+                       int ids_at, int n_adj, int pass_top) {
+    P->n = n;
+    P->pass_top = pass_top;
+    P->b = (mt_batch){.n_tokens = n, .tokens = P->tokens, .seq_ids = P->seq, .positions = P->pos,
+                      .seqs = P->kv, .num_seqs = e->n_running, .request_ids = P->req, .request_names = P->name,
+                      .request_groups = P->group, .recomputed = any_again ? P->again : NULL,
+                      .n_logits = n_rows, .logit_rows = P->rows, .next_tokens = P->next,
+                      .sample = any_sampled ? P->sample : NULL,
+                      .next_logprobs = any_logprob ? P->logprob : NULL,
+                      .logit_targets = any_logprob ? P->target : NULL,
+                      .top_n = pass_top, .top_ids = P->top_ids, .top_logprobs = P->top_lps,
+                      .ids_offsets = ids_at > 0 ? P->ids_off : NULL, .ids_list = P->ids, .ids_logprobs = P->ids_lp,
+                      .adjusts = n_adj > 0 ? P->adj : NULL, .n_adjusts = n_adj, .placement = e->o.placement};
+}
+
+/* Running sequence i ends: now, or with defer, once the pass in flight after this one ends. */
+static void end_seq(mt_engine *e, int i, mt_finish_reason reason, bool defer) {
+    if (defer) {
+        e->running[i]->finishing = reason;
+        return;
+    }
+    finish(e, e->running[i], reason);
+    e->running[i] = NULL;
+}
+
 static int step_once(mt_engine *e, mt_err *err);
 
 int mt_engine_step(mt_engine *e, mt_err *err) {
@@ -693,7 +842,30 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
     return n;
 }
 
+static int process_pass(mt_engine *e, pass *P, bool defer_finish);
+
+/* Ends the pass in flight, if any, and hands its outputs out (what the next step would do, with no
+ * pass begun after it). */
+int mt_engine_drain(mt_engine *e, mt_err *err) {
+    pass *P = e->in_flight;
+    if (!P) return 0;
+    double t0 = seconds_now();
+    e->ending = P;
+    int rc = mt_forward_end(e->m, &e->q, err);
+    e->forward_s += seconds_now() - t0;
+    e->ending = NULL;
+    e->in_flight = NULL;
+    if (rc) return -1;
+    return process_pass(e, P, false);
+}
+
+/* mt_engine_drain where no error can be returned: the next step returns it. */
+static void drain_quietly(mt_engine *e) {
+    if (e->in_flight && mt_engine_drain(e, &e->drain_err)) e->drain_failed = true;
+}
+
 int mt_engine_finish_cancelled(mt_engine *e) {
+    drain_quietly(e);
     int n = 0;
     for (int i = 0; i < e->n_running; i++) {
         if (e->running[i]->cancelled) {
@@ -718,26 +890,25 @@ int mt_engine_finish_cancelled(mt_engine *e) {
 }
 
 int mt_engine_retract(mt_engine *e) {
+    drain_quietly(e);
     int n = e->n_running;
     for (int i = n - 1; i >= 0; i--) requeue(e, i); /* newest first: the oldest ends at the head */
     e->n_running = 0;
     return n;
 }
 
-static int step_once(mt_engine *e, mt_err *err) {
-    const mt_config *c = &e->m->cfg;
-    mt_engine_finish_cancelled(e);
-    admit(e);
-    if (!e->o.reserve_whole) grow(e);
-    if (e->n_running == 0) return 0;
+
+/* Builds the next pass over the running sequences into P: decode tokens first (one each), then
+ * prefill chunks within the remaining budget. Returns its tokens (0: none), -1 on error. */
+static int build_pass(mt_engine *e, pass *P, mt_err *err) {
 
     /* Decode tokens first (one each), then prefill chunks within the remaining budget: a prompt, or
      * the tokens of a preempted sequence that are not cached any more. */
     int n = 0, n_rows = 0, budget = e->o.max_batch_tokens;
-    int32_t *chunk = e->chunk;
+    int32_t *chunk = P->chunk;
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
-        e->b_kv[i] = &s->kv;
+        P->kv[i] = &s->kv;
         chunk[i] = 0;
         if (s->n_forwarded >= s->n_prompt && s->n_forwarded == s->n_tokens - 1) chunk[i] = 1;
         budget -= chunk[i];
@@ -762,18 +933,18 @@ static int step_once(mt_engine *e, mt_err *err) {
     }
     bool any_named = false;     /* some request of the pass names tokens */
     for (int i = 0; i < e->n_running && !any_named; i++) any_named = e->running[i]->n_lp_ids > 0 && chunk[i] > 0;
-    if (any_named && named_room(e, err)) return -1;
+    if (any_named && named_room(e, P, err)) return -1;
     size_t adj_need = 0;        /* the most logit changes the pass's generating rows can take */
     for (int i = 0; i < e->n_running; i++) {
         const seq *s = e->running[i];
         if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens && mt_penalties_on(&s->pen))
             adj_need += (size_t)mt_penalties_max_changes(&s->pen);
     }
-    if (adj_need > e->adj_cap) {
-        mt_logit_adjust *grown = realloc(e->b_adj, adj_need * sizeof *grown);
+    if (adj_need > P->adj_cap) {
+        mt_logit_adjust *grown = realloc(P->adj, adj_need * sizeof *grown);
         if (!grown) return mt_errf(err, "out of memory for %zu logit changes", adj_need);
-        e->b_adj = grown;
-        e->adj_cap = adj_need;
+        P->adj = grown;
+        P->adj_cap = adj_need;
     }
     int n_adj = 0;              /* the pass's logit changes so far */
     int ids_at = 0;             /* named tokens of the pass's rows so far */
@@ -786,62 +957,61 @@ static int step_once(mt_engine *e, mt_err *err) {
         seq *s = e->running[i];
         for (int t = 0; t < chunk[i]; t++, n++) {
             int p = s->n_forwarded + t;
-            e->b_tokens[n] = s->tokens[p];
-            e->b_seq[n] = i;
-            e->b_pos[n] = p;
-            e->b_req[n] = s->id;
-            e->b_name[n] = s->name;
-            e->b_group[n] = s->group;
-            e->b_again[n] = s->probe || p < s->peak_forwarded;
-            any_again |= e->b_again[n];
+            P->tokens[n] = s->tokens[p];
+            P->seq[n] = i;
+            P->pos[n] = p;
+            P->req[n] = s->id;
+            P->name[n] = s->name;
+            P->group[n] = s->group;
+            P->again[n] = s->probe || p < s->peak_forwarded;
+            any_again |= P->again[n];
             if (scores_at(s, p)) {
-                add_row(e, s, n_rows++, n, score_spec(s), s->tokens[p + 1], true, &ids_at);
+                add_row(P, s, n_rows++, n, score_spec(s), s->tokens[p + 1], true, &ids_at);
                 any_logprob = true;
                 if (s->n_top > pass_top) pass_top = s->n_top;
             }
         }
         if (chunk[i] > 0 && s->n_forwarded + chunk[i] == s->n_tokens) {
             /* the row's draw comes from its own generator, so batching never changes a token */
-            add_row(e, s, n_rows++, n - 1, mt_sampler_next(&s->sampler), -1, s->ids_lp != NULL, &ids_at);
+            add_row(P, s, n_rows++, n - 1, mt_sampler_next(&s->sampler), -1, s->ids_lp != NULL, &ids_at);
             if (mt_penalties_on(&s->pen))
-                n_adj += mt_penalties_row(&s->pen, n_rows - 1, s->n_tokens - s->n_prompt, e->b_adj + n_adj);
+                n_adj += mt_penalties_row(&s->pen, n_rows - 1, s->n_tokens - s->n_prompt, P->adj + n_adj);
             any_logprob |= s->logprobs != NULL;
             if (s->top_ids && s->n_top > pass_top) pass_top = s->n_top;
         }
     }
     if (n == 0) return 0;
-    e->b_ids_off[n_rows] = ids_at;
-    for (int r = 0; r < n_rows; r++) any_sampled |= e->b_sample[r].temperature > 0.0f;
-    mt_routing_sink sink = {store_routing, pass_done, e};
-    mt_batch b = {.n_tokens = n, .tokens = e->b_tokens, .seq_ids = e->b_seq, .positions = e->b_pos,
-                  .seqs = e->b_kv, .num_seqs = e->n_running, .request_ids = e->b_req, .request_names = e->b_name,
-                  .request_groups = e->b_group, .recomputed = any_again ? e->b_again : NULL,
-                  .n_logits = n_rows, .logit_rows = e->b_rows, .next_tokens = e->b_next,
-                  .sample = any_sampled ? e->b_sample : NULL,
-                  .next_logprobs = any_logprob ? e->b_logprob : NULL,
-                  .logit_targets = any_logprob ? e->b_target : NULL,
-                  .top_n = pass_top, .top_ids = e->b_top_ids, .top_logprobs = e->b_top_lps,
-                  .ids_offsets = ids_at > 0 ? e->b_ids_off : NULL, .ids_list = e->b_ids, .ids_logprobs = e->b_ids_lp,
-                  .adjusts = n_adj > 0 ? e->b_adj : NULL, .n_adjusts = n_adj, .placement = e->o.placement};
-    double t0 = seconds_now();
-    int rc = mt_forward(e->m, &e->kv, &b, e->logits, &sink, err);
-    e->forward_s += seconds_now() - t0;
-    if (rc) return -1;
-    e->passes++;
-    e->forwarded += n;
+    P->ids_off[n_rows] = ids_at;
+    for (int r = 0; r < n_rows; r++) any_sampled |= P->sample[r].temperature > 0.0f;
+    pass_batch(e, P, n, n_rows, any_again, any_sampled, any_logprob, ids_at, n_adj, pass_top);
+    return n;
+}
 
-    int row = 0;
+/* Hands P's outputs out: scores, tokens, events; finishes what ends. With defer_finish (a pass begun
+ * after P is in flight, holding every running sequence's next token) a sequence that ends is only
+ * marked finishing, and finishes when that pass ends, its token there dropped. Returns 0. */
+static int process_pass(mt_engine *e, pass *P, bool defer_finish) {
+    const mt_config *c = &e->m->cfg;
+    const int32_t *chunk = P->chunk;
+    int pass_top = P->pass_top, row = 0, dropped = 0;
     for (int i = 0; i < e->n_running; i++) {
         seq *s = e->running[i];
         if (chunk[i] == 0) continue;
+        if (s->finishing) {   /* it ended while P was in flight: P's token for it is dropped */
+            row++;
+            dropped++;
+            finish(e, s, s->finishing);
+            e->running[i] = NULL;
+            continue;
+        }
         for (int p = s->n_forwarded; p < s->n_forwarded + chunk[i]; p++) {
             if (!scores_at(s, p)) continue;
-            s->prompt_lp[p + 1] = e->b_logprob[row];
+            s->prompt_lp[p + 1] = P->logprob[row];
             if (s->prompt_ids_lp)
-                memcpy(s->prompt_ids_lp + (size_t)(p + 1) * s->n_lp_ids, e->b_ids_lp + e->b_ids_off[row],
+                memcpy(s->prompt_ids_lp + (size_t)(p + 1) * s->n_lp_ids, P->ids_lp + P->ids_off[row],
                        (size_t)s->n_lp_ids * sizeof *s->prompt_ids_lp);
             if (s->n_top > 0)
-                take_top(e, row, pass_top, s->n_top, s->prompt_top_ids + (size_t)(p + 1) * s->n_top,
+                take_top(P, row, pass_top, s->n_top, s->prompt_top_ids + (size_t)(p + 1) * s->n_top,
                          s->prompt_top_lps + (size_t)(p + 1) * s->n_top);
             row++;
         }
@@ -857,17 +1027,16 @@ static int step_once(mt_engine *e, mt_err *err) {
         }
         publish_blocks(e, s);
         if (s->n_forwarded < s->n_tokens) continue; /* prompt not finished yet */
-        float logprob = s->logprobs ? e->b_logprob[row] : NAN;   /* set when its request asks */
+        float logprob = s->logprobs ? P->logprob[row] : NAN;   /* set when its request asks */
         int generated = s->n_tokens - s->n_prompt;
         int32_t *top_ids = s->top_ids ? s->top_ids + (size_t)generated * s->n_top : NULL;
         float *top_lps = s->top_ids ? s->top_lps + (size_t)generated * s->n_top : NULL;
-        if (top_ids) take_top(e, row, pass_top, s->n_top, top_ids, top_lps);
+        if (top_ids) take_top(P, row, pass_top, s->n_top, top_ids, top_lps);
         float *ids_lp = s->ids_lp ? s->ids_lp + (size_t)generated * s->n_lp_ids : NULL;
-        if (ids_lp) memcpy(ids_lp, e->b_ids_lp + e->b_ids_off[row], (size_t)s->n_lp_ids * sizeof *ids_lp);
-        int32_t tok = e->b_next[row++];
+        if (ids_lp) memcpy(ids_lp, P->ids_lp + P->ids_off[row], (size_t)s->n_lp_ids * sizeof *ids_lp);
+        int32_t tok = P->next[row++];
         if (generated >= s->max_new_tokens) { /* max_new_tokens == 0 */
-            finish(e, s, MT_FINISH_LENGTH);
-            e->running[i] = NULL;
+            end_seq(e, i, MT_FINISH_LENGTH, defer_finish);
             continue;
         }
         if (s->logprobs) s->logprobs[generated] = logprob;
@@ -891,10 +1060,116 @@ static int step_once(mt_engine *e, mt_err *err) {
         if (stops) reason = MT_FINISH_STOP;
         else if (generated + 1 >= s->max_new_tokens) reason = MT_FINISH_LENGTH;
         if (reason) {
-            finish(e, s, reason);
-            e->running[i] = NULL;
+            end_seq(e, i, reason, defer_finish);
         }
     }
+    e->passes++;
+    e->forwarded += P->n - dropped;
+    e->dropped += dropped;
     compact_running(e);
+    return 0;
+}
+
+static int begin_pass(mt_engine *e, pass *P, mt_err *err) {
+    double t0 = seconds_now();
+    int rc = mt_forward_begin(e->m, &e->kv, &e->q, &P->b, e->logits, &e->sink, err);
+    e->forward_s += seconds_now() - t0;
+    return rc;
+}
+
+/* Ends the oldest pass begun, P, handing its routing to the sinks. */
+static int end_pass(mt_engine *e, pass *P, mt_err *err) {
+    double t0 = seconds_now();
+    e->ending = P;
+    int rc = mt_forward_end(e->m, &e->q, err);
+    e->ending = NULL;
+    e->forward_s += seconds_now() - t0;
+    return rc;
+}
+
+/* Whether the next pass may begin before P's outputs are read (overlapped decode): the engine
+ * overlaps (mt_engine_opts.overlap), nothing waits to be admitted, and every running sequence
+ * decodes one token in P and, whatever that token is, decodes another after it unless it stops
+ * (not at its last token, not cancelled, no penalties: their changes need P's token). */
+static bool can_overlap(const mt_engine *e, const pass *P) {
+    if (e->o.overlap < 0 || (e->o.overlap == 0 && !e->m->device)) return false;
+    if (e->n_waiting > 0 || e->n_running == 0 || P->b.num_seqs != e->n_running) return false;
+    for (int i = 0; i < e->n_running; i++) {
+        const seq *s = e->running[i];
+        if (P->chunk[i] != 1 || s->n_forwarded < s->n_prompt || s->n_forwarded != s->n_tokens - 1) return false;
+        if (s->cancelled || s->finishing || mt_penalties_on(&s->pen) || s->n_tokens - s->n_prompt + 1 >= s->max_new_tokens)
+            return false;
+    }
+    return true;
+}
+
+/* Begins pass C, each running sequence's next decode token, before P (in flight, pure decode: row i
+ * sequence i's) has handed out its tokens: C's token i is P's pick of row i (MT_TOKEN_OF_ROW).
+ * Returns 0 when begun, 1 when not now (a sequence's next position has no block free), -1 on error. */
+static int begin_overlapped(mt_engine *e, pass *C, mt_err *err) {
+    for (int i = 0; i < e->n_running; i++)
+        if (mt_kv_seq_reserve(&e->kv, &e->running[i]->kv, e->running[i]->n_tokens + 1, NULL)) return 1;
+    bool any_named = false, any_again = false, any_sampled = false, any_logprob = false;
+    for (int i = 0; i < e->n_running; i++) any_named |= e->running[i]->n_lp_ids > 0;
+    if (any_named && named_room(e, C, err)) return -1;
+    int ids_at = 0, pass_top = 0, n = e->n_running;
+    for (int i = 0; i < n; i++) {
+        seq *s = e->running[i];
+        C->kv[i] = &s->kv;
+        C->chunk[i] = 1;
+        C->tokens[i] = MT_TOKEN_OF_ROW(i);
+        C->seq[i] = i;
+        C->pos[i] = s->n_tokens;
+        C->req[i] = s->id;
+        C->name[i] = s->name;
+        C->group[i] = s->group;
+        C->again[i] = s->probe;
+        any_again |= s->probe;
+        add_row(C, s, i, i, mt_sampler_next(&s->sampler), -1, s->ids_lp != NULL, &ids_at);
+        any_logprob |= s->logprobs != NULL;
+        any_sampled |= C->sample[i].temperature > 0.0f;
+        if (s->top_ids && s->n_top > pass_top) pass_top = s->n_top;
+    }
+    C->ids_off[n] = ids_at;
+    pass_batch(e, C, n, n, any_again, any_sampled, any_logprob, ids_at, 0, pass_top);
+    if (begin_pass(e, C, err)) return -1;
+    e->overlapped++;
+    return 0;
+}
+
+/* A step with a pass in flight: the next one begins first when it can, then the one in flight ends
+ * and hands its outputs out while the device works on the next. */
+static int step_overlapped(mt_engine *e, mt_err *err) {
+    pass *P = e->in_flight, *C = P == &e->pass_bufs[0] ? &e->pass_bufs[1] : &e->pass_bufs[0];
+    int begun = can_overlap(e, P) ? begin_overlapped(e, C, err) : 1;
+    if (begun < 0) return -1;
+    int rc = end_pass(e, P, err);
+    e->in_flight = begun == 0 ? C : NULL;
+    if (rc) return -1;
+    process_pass(e, P, begun == 0);
+    return begun == 0 ? C->n : 0;
+}
+
+static int step_once(mt_engine *e, mt_err *err) {
+    if (e->drain_failed) {   /* a pass in flight failed where no error could be returned */
+        e->drain_failed = false;
+        if (err) *err = e->drain_err;
+        return -1;
+    }
+    if (e->in_flight) return step_overlapped(e, err);
+    mt_engine_finish_cancelled(e);
+    admit(e);
+    if (!e->o.reserve_whole) grow(e);
+    if (e->n_running == 0) return 0;
+    pass *P = &e->pass_bufs[0];   /* none in flight: either is free */
+    int n = build_pass(e, P, err);
+    if (n <= 0) return n;
+    if (begin_pass(e, P, err)) return -1;
+    if (can_overlap(e, P)) {   /* its outputs are handed out at the next step, after the next pass begins */
+        e->in_flight = P;
+        return n;
+    }
+    if (end_pass(e, P, err)) return -1;
+    process_pass(e, P, false);
     return n;
 }

@@ -50,6 +50,11 @@ typedef struct mt_engine_opts {
     bool no_shared_wait;     /* admit a request at once even while prompt blocks it could adopt are
                                 being forwarded by another (each forwards them). For measuring what
                                 the wait saves (bench/bench_rollout.c). */
+    int overlap;             /* overlapped decode: while every running sequence decodes, the next pass
+                                begins before the one in flight hands its tokens out (its tokens are
+                                the device's picks), so the host's turn between steps hides behind
+                                the device's work. 0: on a device only; 1: always (the CPU gains
+                                nothing; for tests); -1: never (for measuring what it gains) */
 } mt_engine_opts;
 
 typedef struct mt_request {
@@ -170,8 +175,18 @@ int mt_engine_finish_cancelled(mt_engine *e);
  * routing it would have had. serve's /pause_generation "retract". Returns how many. */
 int mt_engine_retract(mt_engine *e);
 /* One forward pass over the running sequences (admitting queued ones first). Returns the number of
- * tokens forwarded (0 when idle), -1 on error. */
+ * tokens of the pass it began (0 when it began none: idle, or it only ended the pass in flight, see
+ * below), -1 on error.
+ * Overlapped decode (mt_engine_opts.overlap): a step may begin the next pass and return before the
+ * pass's tokens are handed out; they come with the next step's events, after the pass after it has
+ * begun. A sequence that stops then finishes one step after its last TOKEN event, and the token the
+ * pass in flight computed for it is dropped (never handed out nor to the sink: the routing, the
+ * recorder and every event are what they are without overlap). */
 int mt_engine_step(mt_engine *e, mt_err *err);
+/* Ends the pass in flight (overlapped decode), if any, and hands its outputs out, beginning none
+ * after it. mt_engine_finish_cancelled, _retract, _flush_prefix_cache and _set_placement do this
+ * first; call it before changing the model under the engine. */
+int mt_engine_drain(mt_engine *e, mt_err *err);
 bool mt_engine_idle(const mt_engine *e);
 /* Empties the prefix cache (e.g. after the model's weights changed): no cached block is adopted
  * afterwards; running sequences keep theirs. Returns the blocks that were cached. */
@@ -195,6 +210,9 @@ typedef struct mt_engine_stats {
     long preemptions;        /* sequences that gave their blocks back for older ones to grow */
     long tokens_recomputed;  /* of tokens_forwarded: positions forwarded again after a preemption */
     int peak_running;        /* the most sequences running at once */
+    long tokens_dropped;     /* tokens forwarded for a sequence that stopped while its pass was in
+                                flight (overlapped decode; not in tokens_forwarded) */
+    long passes_overlapped;  /* passes begun while the one before was in flight (overlapped decode) */
     double forward_seconds;  /* wall time inside forward passes (on a device: from the batch's upload
                                 to its results handed to the sink) */
     double step_seconds;     /* wall time inside mt_engine_step, those passes included: the rest is

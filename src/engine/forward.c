@@ -45,7 +45,9 @@ static int scratch_alloc(scratch *s, const mt_config *c, int n) {
     return 0;
 }
 
-static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b, mt_err *err) {
+/* rows_before: logit rows with next tokens of the pass in flight before b (its MT_TOKEN_OF_ROW
+ * range), 0 when none. */
+static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b, int rows_before, mt_err *err) {
     const mt_config *c = &m->cfg;
     if (b->n_tokens <= 0) return mt_errf(err, "empty batch");
     if (kv->kv_dim != c->num_key_value_heads * c->head_dim || kv->num_layers != c->num_hidden_layers)
@@ -53,6 +55,11 @@ static int validate(const mt_model *m, const mt_kv_cache *kv, const mt_batch *b,
     if (c->head_dim > MT_MAX_HEAD_DIM) return mt_errf(err, "head_dim %d exceeds %d", c->head_dim, MT_MAX_HEAD_DIM);
     for (int i = 0; i < b->n_tokens; i++) {
         int t = b->tokens[i], s = b->seq_ids[i], p = b->positions[i];
+        if (t < 0 && rows_before > 0) {   /* MT_TOKEN_OF_ROW: a pick of the pass in flight */
+            if (-1 - t < rows_before) continue;
+            return mt_errf(err, "batch index %d: token %d stands for row %d of the pass in flight, which has %d rows", i,
+                           t, -1 - t, rows_before);
+        }
         if (t < 0 || t >= c->vocab_size)
             return mt_errf(err, "token id %d at batch index %d is outside the vocabulary [0, %d)", t, i, c->vocab_size);
         if (s < 0 || s >= b->num_seqs || !b->seqs[s]) return mt_errf(err, "batch index %d: bad sequence %d", i, s);
@@ -263,10 +270,82 @@ static int forward_cpu(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, fl
 
 int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
                const mt_routing_sink *sink, mt_err *err) {
-    if (validate(m, kv, b, err)) return -1;
-    int rc = m->device ? mt_cuda_forward(m, kv, b, logits, sink, err) : forward_cpu(m, kv, b, logits, sink, err);
-    if (rc == 0) report_pass(b, sink);
+    mt_passes q = {0};
+    int rc = mt_forward_begin(m, kv, &q, b, logits, sink, err);
+    if (rc == 0) rc = mt_forward_end(m, &q, err);
+    mt_passes_free(&q);
     return rc;
+}
+
+static bool has_token_of_row(const mt_batch *b) {
+    for (int i = 0; i < b->n_tokens; i++)
+        if (b->tokens[i] < 0) return true;
+    return false;
+}
+
+int mt_forward_begin(const mt_model *m, mt_kv_cache *kv, mt_passes *q, const mt_batch *b, float *logits,
+                     const mt_routing_sink *sink, mt_err *err) {
+    if (q->n >= 2) return mt_errf(err, "two passes are in flight already: end one first");
+    const mt_batch *before = q->n ? q->pass[0].b : NULL;
+    int rows_before = before && before->next_tokens ? before->n_logits : 0;
+    if (validate(m, kv, b, rows_before, err)) return -1;
+    mt_pass_slot *p = &q->pass[q->n];
+    p->from_row = has_token_of_row(b);
+    p->resolved = false;
+    if (p->from_row) {   /* resolved when the pass before ends */
+        if ((size_t)b->n_tokens > p->tokens_cap) {
+            int32_t *grown = realloc(p->tokens, (size_t)b->n_tokens * sizeof *grown);
+            if (!grown) return mt_errf(err, "out of memory for the tokens of a pass of %d", b->n_tokens);
+            p->tokens = grown;
+            p->tokens_cap = (size_t)b->n_tokens;
+        }
+        memcpy(p->tokens, b->tokens, (size_t)b->n_tokens * sizeof *p->tokens);
+    }
+    if (m->device && mt_cuda_forward_begin(m, kv, q, b, logits, sink && sink->on_layer, err)) return -1;
+    p->b = b;
+    p->kv = kv;
+    p->logits = logits;
+    p->sink = sink;
+    q->n++;
+    return 0;
+}
+
+/* The oldest pass's batch with its tokens as the sink sees them (MT_TOKEN_OF_ROW resolved). */
+static mt_batch resolved_batch(const mt_pass_slot *p) {
+    mt_batch rb = *p->b;
+    if (p->from_row) rb.tokens = p->tokens;
+    return rb;
+}
+
+int mt_forward_end(const mt_model *m, mt_passes *q, mt_err *err) {
+    if (q->n == 0) return mt_errf(err, "no pass is in flight");
+    mt_pass_slot p = q->pass[0];
+    q->pass[0] = q->pass[1];
+    q->pass[1] = p;   /* keeps its token buffer for a later pass */
+    q->pass[1].b = NULL;
+    q->n--;
+    mt_batch rb = resolved_batch(&p);
+    int rc;
+    if (p.from_row && !p.resolved) {
+        rc = mt_errf(err, "the pass whose picks this pass's tokens are failed");
+        if (m->device) mt_cuda_forward_end(m, NULL, NULL, NULL);   /* drops it */
+    } else {
+        rc = m->device ? mt_cuda_forward_end(m, &rb, p.sink, err) : forward_cpu(m, p.kv, &rb, p.logits, p.sink, err);
+    }
+    if (rc == 0) report_pass(&rb, p.sink);
+    /* the pass begun after it takes its picks */
+    mt_pass_slot *next = q->n ? &q->pass[0] : NULL;
+    if (next && next->from_row && rc == 0 && p.b->next_tokens) {
+        for (int i = 0; i < next->b->n_tokens; i++)
+            if (next->tokens[i] < 0) next->tokens[i] = p.b->next_tokens[-1 - next->tokens[i]];
+        next->resolved = true;
+    }
+    return rc;
+}
+
+void mt_passes_free(mt_passes *q) {
+    for (int i = 0; i < 2; i++) free(q->pass[i].tokens);
+    memset(q, 0, sizeof *q);
 }
 
 int mt_forward_reserve(const mt_model *m, int max_tokens, int max_logit_rows, mt_err *err) {

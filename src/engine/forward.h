@@ -8,6 +8,7 @@
 #ifndef MT_ENGINE_FORWARD_H
 #define MT_ENGINE_FORWARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "engine/kv_cache.h"
@@ -72,6 +73,41 @@ typedef struct mt_batch {
  * engine builds). */
 int mt_forward(const mt_model *m, mt_kv_cache *kv, const mt_batch *b, float *logits,
                const mt_routing_sink *sink, mt_err *err);
+
+/* Overlapped passes: mt_forward split in two, so the caller can begin the next pass before it reads
+ * the outputs of the one in flight (on a device the host's turn between two decode steps then hides
+ * behind the device's work). mt_forward_begin checks the batch and starts the pass (on a device its
+ * launches are queued; the CPU runs it at mt_forward_end); mt_forward_end ends the oldest pass begun
+ * (passes end in the order they began): its outputs are written, its routing reaches its sink, then
+ * the sink's on_pass. At most two passes are in flight; the batch, logits and sink of a pass, and
+ * the arrays they point to, must stay as they are until it ends.
+ * A token of a pass begun while one is in flight may be MT_TOKEN_OF_ROW(r): the next token the pass
+ * in flight picks for its logit row r (it must have next_tokens); the sink sees the token itself.
+ * A pass begun with another in flight allocates nothing on a device: reserve its room first
+ * (mt_forward_reserve). */
+#define MT_TOKEN_OF_ROW(r) (-1 - (r))
+
+typedef struct mt_pass_slot {
+    const mt_batch *b;
+    mt_kv_cache *kv;
+    float *logits;
+    const mt_routing_sink *sink;
+    int32_t *tokens;            /* its tokens with MT_TOKEN_OF_ROW resolved (owned; NULL: it has none) */
+    size_t tokens_cap;
+    bool from_row;              /* some token is MT_TOKEN_OF_ROW */
+    bool resolved;              /* ... and the pass before it has ended, giving them */
+} mt_pass_slot;
+
+typedef struct mt_passes {      /* passes begun and not yet ended, oldest first; zero-initialised */
+    int n;
+    mt_pass_slot pass[2];
+} mt_passes;
+
+int mt_forward_begin(const mt_model *m, mt_kv_cache *kv, mt_passes *q, const mt_batch *b, float *logits,
+                     const mt_routing_sink *sink, mt_err *err);
+int mt_forward_end(const mt_model *m, mt_passes *q, mt_err *err);
+/* Frees what q holds (its passes must have ended). */
+void mt_passes_free(mt_passes *q);
 
 /* Prepares m's backend for passes of up to max_tokens tokens and max_logit_rows rows of logits: on a
  * device their scratch is allocated now (mt_cuda_reserve), so no later pass allocates device memory

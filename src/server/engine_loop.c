@@ -422,8 +422,8 @@ static void run_tasks(mt_engine_loop *l) {
         if (q->kind == TASK_FLUSH_CACHE) q->flushed = mt_engine_flush_prefix_cache(l->engine);
         else if (q->kind == TASK_ABORT) q->n_aborted = abort_jobs(l, q->name);
         else if (q->kind == TASK_PAUSE) q->n_paused = pause_now(l, q->mode);
-        else if (q->kind == TASK_BETWEEN_PASSES) {
-            task_finish(l, q, q->fn(l->engine, q->ctx, &err) ? -1 : 0, &err);
+        else if (q->kind == TASK_BETWEEN_PASSES) {   /* after the pass in flight, if any */
+            task_finish(l, q, mt_engine_drain(l->engine, &err) || q->fn(l->engine, q->ctx, &err) ? -1 : 0, &err);
             continue;
         } else continue_now(l);
         task_finish(l, q, 0, &err);
@@ -479,6 +479,11 @@ static void log_preemptions(mt_engine_loop *l, long preemptions, long recomputed
 static void after_pass(mt_engine_loop *l, long every, mt_engine_loop_fn fn, void *ctx) {
     if (!fn || every <= 0 || ++l->passes_counted < every) return;
     mt_err err = {{0}};
+    /* the work sees every pass counted: the one in flight (overlapped decode) ends first */
+    if (mt_engine_drain(l->engine, &err)) {
+        fail_engine(l, err.msg);
+        return;
+    }
     int rc = fn(l->engine, ctx, &err);
     if (rc == 1) return; /* not now: asked again after the next pass */
     if (rc < 0) mt_log("engine: the work done every %ld passes failed: %s", every, err.msg);

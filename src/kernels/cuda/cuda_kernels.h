@@ -222,8 +222,10 @@ int mt_cuda_wgmma_takes_grouped(int K, int tile_rows);
 
 /* ---- element-wise and per-token kernels -------------------------------------------------------- */
 
-/* h[i] = embed[tokens[i]] (bf16 row-major table [V, H]). */
-void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, int H, cudaStream_t st);
+/* h[i] = embed[tokens[i]] (bf16 row-major table [V, H]); a token t < 0 is picked[-1 - t] (the previous
+ * pass's pick of row -1 - t: engine/forward.h's MT_TOKEN_OF_ROW). */
+void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, const int32_t *picked, int n, int H,
+                   cudaStream_t st);
 /* dst row p (width elements, rows packed) = src row rows[p] (row stride ld_src), p < n; width and
  * ld_src multiples of 8, both arrays 16-byte aligned. */
 void mt_cuda_gather_rows(bf16 *dst, const bf16 *src, int ld_src, const int32_t *rows, int n, int width, cudaStream_t st);

@@ -12,10 +12,12 @@
 
 namespace {
 
-__global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens, int H) {
+__global__ void embed_kernel(float *h, const bf16 *embed, const int32_t *tokens, const int32_t *picked, int H) {
     MT_TIMELINE_KERNEL(MT_TL_EMBED);
     mt_grid_dependency_wait();
-    const bf16 *row = embed + (size_t)tokens[blockIdx.x] * H;
+    int32_t t = tokens[blockIdx.x];
+    if (t < 0) t = picked[-1 - t];   // MT_TOKEN_OF_ROW: the previous pass's pick
+    const bf16 *row = embed + (size_t)t * H;
     float *out = h + (size_t)blockIdx.x * H;
     for (int d = threadIdx.x; d < H; d += blockDim.x) out[d] = __bfloat162float(row[d]);
 }
@@ -362,8 +364,9 @@ void launch_combine(float *h, const float *ye, const int32_t *pair_pos, const fl
 
 }  // namespace
 
-void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, int n, int H, cudaStream_t st) {
-    if (n > 0) mt_launch(embed_kernel, n, 256, 0, st, h, embed, tokens, H);
+void mt_cuda_embed(float *h, const bf16 *embed, const int32_t *tokens, const int32_t *picked, int n, int H,
+                   cudaStream_t st) {
+    if (n > 0) mt_launch(embed_kernel, n, 256, 0, st, h, embed, tokens, picked, H);
 }
 
 void mt_cuda_gather_rows(bf16 *dst, const bf16 *src, int ld_src, const int32_t *rows, int n, int width, cudaStream_t st) {
