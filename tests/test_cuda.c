@@ -39,6 +39,7 @@
  * only over long decodes (the sum of squares the folded combine once fused differently) */
 #define MAXNEW 64
 #include "batch_invariance.h"
+#include "overlap_check.h"
 #include "preemption_check.h"
 #include "reference_common.h"
 
@@ -252,6 +253,26 @@ static void test_batch_invariance_on_device(void **state) {
     mt_model_free(&m);
 }
 
+/* Overlapped decode on the device (each pass's tokens read from the previous pass's picks there, its
+ * host copies in their own set) hands out exactly what the engine hands out without it
+ * (tests/overlap_check.h), on the test checkpoint and the mid-size model. */
+static void test_overlap_on_device(void **state) {
+    (void)state;
+    require_gpu();
+    mt_model m;
+    mt_err err;
+    if (mt_model_load(&m, MT_SOURCE_DIR "/tests/fixtures/models/qwen3_moe", MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
+    attach_or_fail(&m);
+    long overlapped = check_overlap_equals_plain(&m);
+    mt_model_free(&m);
+    load_mid(&m, 128);
+    attach_or_fail(&m);
+    overlapped += check_overlap_equals_plain(&m);
+    mt_model_free(&m);
+    printf("  %ld passes begun with the one before in flight\n", overlapped);
+    assert_true(overlapped >= 20);
+}
+
 /* The same on the shape moetrace serves in production: Qwen3-30B-A3B's (dummy weights on the
  * device, 48 layers, 128 experts, hidden 2,048), whose kernels' variants (row widths, product
  * shapes, the folded combine at 512 threads) the mid-size model does not reach; and its decoded
@@ -397,6 +418,7 @@ int main(void) {
         cmocka_unit_test(test_wgmma_path_same_bits),
         cmocka_unit_test(test_batch_invariance_on_device),
         cmocka_unit_test(test_batch_invariance_qwen3_shape),
+        cmocka_unit_test(test_overlap_on_device),
         cmocka_unit_test(test_placement_on_device),
         cmocka_unit_test(test_preemption_on_device),
         cmocka_unit_test(test_device_memory_plan),

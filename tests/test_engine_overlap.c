@@ -34,7 +34,7 @@ static void test_forward_halves(void **state) {
     mt_model m;
     mt_err err;
     if (mt_model_load(&m, FIXTURE, MT_LOAD_AUTO, &err)) fail_msg("%s", err.msg);
-    int32_t picks[2][2][8];
+    int32_t picks[2][2][8] = {{{0}}};
     for (int mode = 0; mode < 2; mode++) {
         mt_kv_cache kv;
         if (mt_kv_cache_init_model(&kv, &m, 16, &err)) fail_msg("%s", err.msg);

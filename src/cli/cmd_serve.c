@@ -50,6 +50,8 @@ static const char SERVE_HELP[] =
     "                              scratch is reserved that the KV cache may take: the device's on cuda\n"
     "                              (default 0.9), the host's on cpu (default 0.3)\n"
     "  --disable-radix-cache       no prefix caching\n"
+    "  --disable-overlap-schedule  no overlapped decode on a device (each step's tokens are read before the\n"
+    "                              next step begins)\n"
     "  --max-connections N         simultaneous HTTP connections (default 1024); the first request of a\n"
     "                              connection accepted beyond them is answered 503\n"
     "  --header-timeout S          seconds a new connection has to send its first request's headers\n"
@@ -98,7 +100,7 @@ typedef struct serve_args {
     mt_placement_flags placement;
     long max_body, rec_max_tokens;
     float kv_fraction, drain_timeout;
-    bool no_prefix_cache, visualize, return_routing, metrics_recording, buffer_given, eplb, eplb_every_given,
+    bool no_prefix_cache, no_overlap, visualize, return_routing, metrics_recording, buffer_given, eplb, eplb_every_given,
         eplb_threshold_given;
     mt_load_format load_format;
     mt_reasoning_parser reasoning_parser;
@@ -142,6 +144,7 @@ static int parse(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--kv-blocks")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 28, &a->kv_blocks)) return -1;
         } else if (!strcmp(f, "--kv-cache-fraction")) { VALUE(); if (mt_arg_float(f, v, 0.001, 0.98, &a->kv_fraction)) return -1;
         } else if (!strcmp(f, "--disable-radix-cache")) { a->no_prefix_cache = true;
+        } else if (!strcmp(f, "--disable-overlap-schedule")) { a->no_overlap = true;
         } else if (!strcmp(f, "--max-connections")) { VALUE(); if (mt_arg_int(f, v, 1, 1 << 16, &a->max_connections)) return -1;
         } else if (!strcmp(f, "--header-timeout")) { VALUE(); if (mt_arg_int(f, v, 1, 3600, &a->header_timeout)) return -1;
         } else if (!strcmp(f, "--body-timeout")) { VALUE(); if (mt_arg_int(f, v, 1, 3600, &a->body_timeout)) return -1;
@@ -413,6 +416,7 @@ int cmd_serve(int argc, char **argv) {
     mt_engine_opts eo = {.num_kv_blocks = a.kv_blocks, .kv_memory_fraction = a.kv_fraction,
                          .max_batch_tokens = a.max_batch_tokens,
                          .max_running = a.max_running, .prefix_cache = !a.no_prefix_cache,
+                         .overlap = a.no_overlap ? -1 : 0,
                          .placement = ro.placement,
                          /* scored prompts (logprob_start_len, echo): on the device a pass takes up to a
                           * 4,096-token chunk of them by default (4.1x the prefill's time at 256, 1.45x at

@@ -258,8 +258,7 @@ static void fail_engine(mt_engine_loop *l, const char *why) {
         }
     }
     cancel_all_live(l);
-    mt_err err;
-    mt_engine_step(l->engine, &err); /* finishes the cancelled sequences without a forward pass */
+    mt_engine_finish_cancelled(l->engine); /* without a forward pass (after the one in flight, if any) */
     pthread_mutex_lock(&l->mu);
     l->failed = true;
     pthread_mutex_unlock(&l->mu);
