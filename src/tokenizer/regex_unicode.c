@@ -327,6 +327,33 @@ static size_t posix_class_len(const char *p) {
  * when it is not terminated (then the caller copies the rest for PCRE2 to report), or -1 on error.
  * A split class matches one character and its branches may overlap ([\s\W]), so its group is
  * atomic: backtracking into it would be exponential in a quantified class. */
+static int hex_value(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Copies the escape at p[j] (len long by read_escape) into a class's text; returns what it took. A
+ * character given by its code (\x with up to two hex digits, \ddd in octal) is written \x{..}, closed:
+ * a class item moved out of the text (to the class's ranges or its split) would otherwise join it to
+ * what follows ([\x\Sa] would become [\xa]). */
+static size_t put_code_escape(tk_buf *b, const char *p, size_t j, size_t len) {
+    char c = p[j + 1];
+    size_t k = 0;
+    unsigned v = 0;
+    if (c == 'x' && p[j + 2] != '{') {
+        while (k < 2 && hex_value(p[j + 2 + k]) >= 0) v = v * 16 + (unsigned)hex_value(p[j + 2 + k++]);
+    } else if (c >= '0' && c <= '7') {
+        v = (unsigned)(c - '0');
+        while (k < 2 && p[j + 2 + k] >= '0' && p[j + 2 + k] <= '7') v = v * 8 + (unsigned)(p[j + 2 + k++] - '0');
+    } else {
+        tk_buf_put(b, p + j, len);
+        return len;
+    }
+    char t[16];
+    snprintf(t, sizeof t, "\\x{%X}", v);
+    put_str(b, t);
+    return 2 + k;
+}
+
 static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_err *err) {
     size_t j = i + 1;
     int negated = 0;
@@ -369,8 +396,7 @@ static long translate_class(const char *p, size_t i, tk_buf *out, int *same, mt_
                 j += len;
                 continue;
             }
-            tk_buf_put(&inner, p + j, len);
-            j += len;
+            j += put_code_escape(&inner, p, j, len);
             continue;
         }
         if (c == '[') {
