@@ -612,11 +612,6 @@ int main(int argc, char **argv) {
                "step ended before the next begins: step %.3f ms, %.0f%% of roofline (overlap saves %.2f%%)\n",
                f.plain_step_s * 1e3, 100.0 * f.roofline_s / f.plain_step_s, 100.0 * (1.0 - f.step_s / f.plain_step_s));
         printf("    stages: %s\n", f.profile);
-        long tally[2];
-        mt_cuda_guess_tally(&m, tally);   /* counted with MOETRACE_CUDA_GUESS_TALLY=1 (docs/CUDA.md) */
-        if (tally[0] > 0)
-            printf("    experts guessed ahead: %ld of %ld gate/up blocks' guesses right (%.2f%%)\n", tally[0] - tally[1],
-                   tally[0], 100.0 * (double)(tally[0] - tally[1]) / (double)tally[0]);
     }
 
     /* prefill: 8 prompts of 2,048 tokens in one pass (the figure), then 8 of 512 (a pass of 4,096

@@ -61,10 +61,6 @@ int mt_cuda_forward_end(const mt_model *m, const mt_batch *b, const mt_routing_s
  * Profiling adds events between stages; leave it off when timing whole passes. */
 void mt_cuda_profile(const mt_model *m, bool on);
 void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len);
-/* Experts guessed ahead of the router (docs/CUDA.md, "Experts guessed ahead"): counts[0] the gate/up
- * blocks that guessed, counts[1] those whose guess missed, since the last call; counted only when
- * MOETRACE_CUDA_GUESS_TALLY=1 was set when the model was attached (both 0 otherwise). Synchronises. */
-void mt_cuda_guess_tally(const mt_model *m, long counts[2]);
 
 /* The Hopper wgmma product path: 1 on, 0 off, -1 as MOETRACE_CUDA_WGMMA says (on unless 0). Both
  * give the same bits; for comparisons in tests and benchmarks. Takes effect from the next pass

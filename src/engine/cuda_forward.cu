@@ -16,10 +16,10 @@
 #include "engine/cuda_internal.h"
 
 void mt_gpu_scratch_release(GpuScratch *s) {
-    void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->guess, s->guess_tally, s->qkv, s->router, s->ye, s->ys,
+    void *dev[] = {s->h, s->h_combined, s->combine_sums, s->combine_ready, s->qkv, s->router, s->ye, s->ys,
                    s->sg, s->logits, s->xb, s->qb, s->att, s->act, s->sact, s->cap_ids, s->cap_w, s->offsets,
                    s->tile_offsets, s->counts, s->active, s->n_active, s->src_rows, s->pair_pos, s->next,
-                   s->logprob, s->top_ids, s->top_lps, s->sort_chunks, s->argmax_scratch, s->argmax_blocks, s->split_part};
+                   s->logprob, s->top_ids, s->top_lps, s->sort_chunks, s->argmax_scratch, s->split_part};
     for (void *p : dev) cudaFree(p);
     for (HostOut &o : s->out) {
         void *host[] = {o.cap_ids, o.cap_w, o.next, o.logprob, o.top_ids, o.top_lps, o.ids_lp};
@@ -93,9 +93,7 @@ void walk_scratch(GpuScratch &s, const GpuModel *g, const mt_config *c, Dev &&de
     dev(s.h_combined, N * H);
     dev(s.combine_sums, 16);
     dev(s.combine_ready, 1);
-    dev(s.guess, k);
-    dev(s.guess_tally, 2);
-    dev(s.qkv, N * (qd + 2 * kvd) + (size_t)mt_round16((int)E) + 16);   // the guess's logits after a one-token row
+    dev(s.qkv, N * (qd + 2 * kvd));
     dev(s.router, N * (size_t)mt_round16((int)E));
     dev(s.ye, nk * H);
     dev(s.ys, N * H);
@@ -120,7 +118,6 @@ void walk_scratch(GpuScratch &s, const GpuModel *g, const mt_config *c, Dev &&de
     dev(s.top_ids, L * MT_TOP_LOGPROBS_MAX);
     dev(s.top_lps, L * MT_TOP_LOGPROBS_MAX);
     dev(s.argmax_scratch, 2 * mt_cuda_argmax_scratch((int)L, c->vocab_size));
-    dev(s.argmax_blocks, 2 * (size_t)MT_ARGMAX_BLOCKS);
     dev(s.sort_chunks, ((nk + 1023) / 1024) * E);
     dev(s.split_part, (size_t)8 * s.split_cap * s.split_rows);
     for (HostOut &o : s.out) {
@@ -182,7 +179,6 @@ int replace_scratch(GpuModel *g, const mt_config *c, int cap, int cap_logits, mt
                 failed = "cudaMallocHost (pass scratch)";
         });
     if (rc == cudaSuccess && (rc = cudaMemset(s.combine_ready, 0, sizeof(int))) != cudaSuccess) failed = "cudaMemset";
-    if (rc == cudaSuccess && (rc = cudaMemset(s.guess_tally, 0, 2 * sizeof(int))) != cudaSuccess) failed = "cudaMemset";
     if (rc != cudaSuccess) {
         clear_scratch(s);
         return mt_cuda_fail(err, failed, rc);
@@ -429,18 +425,12 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     return 0;
 }
 
-// A dense product's arguments as the pass launches it: each weight read once up to SPLIT_MAX rows.
-mt_linear_args dense_args(const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi) {
-    mt_linear_args a = mt_dense_args(W, X, ldx, n, out, ldo, epi, tile_rows_for(n));
-    a.weights_once = n <= SPLIT_MAX;
-    return a;
-}
-
 // resid: MT_EPI_F32_ADD adds to it instead of to out; zero_after_wait: set to 0 once the launch
 // before has completed (mt_linear_args; small path).
 void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi,
             const float *resid = nullptr, int *zero_after_wait = nullptr) {
-    mt_linear_args a = dense_args(W, X, ldx, n, out, ldo, epi);
+    mt_linear_args a = mt_dense_args(W, X, ldx, n, out, ldo, epi, tile_rows_for(n));
+    a.weights_once = n <= SPLIT_MAX;
     a.resid = resid;
     a.zero_after_wait = zero_after_wait;
     if (n <= SMALL_DENSE) {
@@ -455,10 +445,9 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
 }
 
 // Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
-// sort's src_rows); otherwise X rows are already the sorted positions. guess: the experts guessed
-// for a one-token pass (mt_linear_args' guess), or NULL.
+// sort's src_rows); otherwise X rows are already the sorted positions.
 void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
-                    int E, void *out, int ldo, int epi, bool sort_early = false, const int32_t *guess = nullptr) {
+                    int E, void *out, int ldo, int epi, bool sort_early = false) {
     GpuScratch &s = g->s;
     mt_linear_args a = {};
     a.W = W;
@@ -479,8 +468,6 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
     a.weights_once = n * k <= E * 64;          // about one 64-row tile per expert
     if (n <= SMALL_BATCH) {
         a.sort_early = sort_early;
-        a.guess = guess;
-        a.guess_tally = guess && g->guess_tally ? s.guess_tally : nullptr;
         a.max_work = n * k < E ? n * k : E;
         a.rows_max = n;   // a token picks an expert at most once
         mt_cuda_linear_small(&a, g->stream);
@@ -536,20 +523,6 @@ mt_moe_router_args router_args(const GpuModel *g, const mt_config *c, const GpuL
     return ra;
 }
 
-// Whether a pass of n tokens guesses MoE layer L's experts ahead of its router (docs/CUDA.md,
-// "Experts guessed ahead"): its q/k/v product also takes the guess rows (GpuLayer.qkv_guess), the
-// q/k prologue picks the top-k of their logits, and each gate/up block copies its first weights for
-// a guessed expert while the router runs. Passes of one token, where the model kept the guess rows
-// (GpuModel.guess). Not in benchmarks that leave launches out.
-bool guess_experts(const GpuModel *g, const GpuLayer &L, int n) {
-    return !g->skip && n == 1 && L.is_moe && L.qkv_guess.w;
-}
-
-// Layer L's q/k/v product for a pass of n tokens: with the guess rows when it guesses.
-const mt_dmat &qkv_matrix(const GpuModel *g, const GpuLayer &L, int n) {
-    return guess_experts(g, L, n) ? L.qkv_guess : L.qkv;
-}
-
 // Whether layer l's MoE combine is folded into layer l + 1's q/k/v product
 // (mt_cuda_linear_small_combined): passes of one token; MOETRACE_CUDA_FOLD_COMBINE=0 turns it off
 // for comparisons (same bits either way). Not in benchmarks that leave launches out.
@@ -560,8 +533,8 @@ bool fold_combine(const GpuModel *g, const mt_config *c, int l, int n) {
         on = env && !strcmp(env, "0") ? 0 : 1;
     }
     if (!on || g->skip || l + 1 >= c->num_hidden_layers || !g->layers[l].is_moe) return false;
-    return n <= SMALL_DENSE &&
-           mt_cuda_linear_combined_takes(n, c->hidden_size, c->top_k, qkv_matrix(g, g->layers[l + 1], n).rows_pad);
+    const int qkv_rows = c->num_attention_heads * c->head_dim + 2 * c->num_key_value_heads * c->head_dim;
+    return n <= SMALL_DENSE && mt_cuda_linear_combined_takes(n, c->hidden_size, c->top_k, mt_round16(qkv_rows));
 }
 
 // The MoE block of layer L; next_norm (the next layer's input norm, or null) is applied to the
@@ -590,8 +563,7 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     }
     prof_mark(g, PROF_EXPERT_GATE_UP);
     if (!(g->skip & MT_SKIP_GATE_UP))
-        linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU, false,
-                       guess_experts(g, L, n) ? s.guess : nullptr);
+        linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
     prof_mark(g, PROF_EXPERT_DOWN);
     if (!(g->skip & MT_SKIP_DOWN)) {
         // the sort is two launches back, so each block copies its first item's weights before its
@@ -653,12 +625,6 @@ mt_qk_prep_args qk_prep_args(const GpuModel *g, const mt_config *c, const GpuLay
     qa.layer = l;
     qa.num_layers = c->num_hidden_layers;
     qa.q_out = g->s.qb;
-    if (guess_experts(g, L, n)) {   // the guess rows' logits follow the token's q/k/v row
-        qa.guess_logits = g->s.qkv + L.qkv.rows_pad;
-        qa.guess_E = c->num_experts;
-        qa.guess_k = c->top_k;
-        qa.guess_out = g->s.guess;
-    }
     return qa;
 }
 
@@ -721,13 +687,12 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         prof_mark(g, PROF_QKV);
         if (folded) {
             // the combine and this layer's input norm in the product; the residual in s.h_combined
-            mt_linear_args a =
-                mt_dense_args(qkv_matrix(g, L, n), nullptr, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32, tile_rows_for(n));
+            mt_linear_args a = mt_dense_args(L.qkv, nullptr, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32, tile_rows_for(n));
             a.weights_once = 1;
             a.combine = fold;
             mt_cuda_linear_small_combined(&a, st);
         } else if (!(skip & MT_SKIP_QKV)) {
-            linear(g, qkv_matrix(g, L, n), s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
+            linear(g, L.qkv, s.xb, H, n, s.qkv, qd + 2 * kvd, MT_EPI_F32);
         }
         prof_mark(g, PROF_QK_PREP);
         const mt_qk_prep_args qa = qk_prep_args(g, c, L, kv, pi, l, n);
@@ -767,16 +732,10 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
     if (n_logits > 0) {
         int Vp = mt_round16(c->vocab_size);
         mt_cuda_rmsnorm(s.xb, s.h, pi.logit_rows, g->final_norm, n_logits, H, c->rms_norm_eps, st);
-        // greedy picks without logit changes: the argmax in lm_head's launch where it takes the product
-        bool picked = false;
-        if (next_tokens && !pi.adjust && n_logits <= SMALL_DENSE) {
-            const mt_linear_args a = dense_args(g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
-            picked = mt_cuda_linear_small_argmax(&a, s.next, s.argmax_blocks, MT_ARGMAX_BLOCKS, st) != 0;
-        }
-        if (!picked) linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
+        linear(g, g->lm_head, s.xb, H, n_logits, s.logits, Vp, MT_EPI_F32);
         if (next_tokens) {
             if (pi.adjust) mt_cuda_adjust_logits(s.logits, Vp, pi.adjust, ADJUST_BLOCKS, st);
-            if (!picked) mt_cuda_argmax(s.next, s.logits, Vp, n_logits, c->vocab_size, s.argmax_scratch, st);
+            mt_cuda_argmax(s.next, s.logits, Vp, n_logits, c->vocab_size, s.argmax_scratch, st);
             if (pi.sample) mt_cuda_sample(s.next, s.logits, Vp, n_logits, c->vocab_size, pi.sample, st);
         }
     }
@@ -1067,16 +1026,6 @@ extern "C" void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len)
             at += snprintf(buf + at, len - at, " %s %.1f%%;", STAGE_NAMES[i], total > 0 ? 100.0 * p.ms[i] / total : 0.0);
     memset(p.ms, 0, sizeof p.ms);
     p.passes = 0;
-}
-
-extern "C" void mt_cuda_guess_tally(const mt_model *m, long counts[2]) {
-    GpuModel *g = (GpuModel *)m->device;
-    int t[2] = {0, 0};
-    if (g && g->s.guess_tally && cudaStreamSynchronize(g->stream) == cudaSuccess &&
-        cudaMemcpy(t, g->s.guess_tally, sizeof t, cudaMemcpyDeviceToHost) == cudaSuccess)
-        cudaMemset(g->s.guess_tally, 0, sizeof t);
-    counts[0] = t[0];
-    counts[1] = t[1];
 }
 
 extern "C" void mt_cuda_set_wgmma(int on) { mt_cuda_wgmma_set_enabled(on); }

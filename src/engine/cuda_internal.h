@@ -32,8 +32,6 @@ struct GpuLayer {
     float *q_bias, *k_bias, *v_bias;        // NULL unless attention_bias
     float *q_norm, *k_norm;                 // NULL unless q/k norm
     mt_dmat qkv, o;                         // q, k, v stacked
-    mt_dmat qkv_guess;                      // MoE layers: qkv with the rows that guess the experts below it
-                                            // (same memory; mt_cuda_guess_rows), w NULL when not kept
     bool is_moe;
     GpuMlp dense;
     mt_dmat router;
@@ -43,9 +41,6 @@ struct GpuLayer {
     GpuMlp shared;
     mt_dmat shared_gate;                    // [1, H] (rows padded to 16)
 };
-
-// Candidates of the argmax taken in lm_head's launch: rows x blocks (8 x 512 at most).
-constexpr int MT_ARGMAX_BLOCKS = 4096;
 
 // Scratch of one forward pass, sized for `cap` tokens (reallocated when a batch is larger).
 // Pinned host copies of one pass's outputs. Two passes can be in flight (mt_forward_begin), so there
@@ -63,8 +58,6 @@ struct GpuScratch {
     float *h_combined;       // the residual after a combine folded into the next q/k/v product
     float *combine_sums;     // [16] its partial sums of squares
     int *combine_ready;      // its combiners' count (0 between launches)
-    int32_t *guess;          // [top_k] the experts a one-token pass's prologue guessed for its layer
-    int *guess_tally;        // [2] guesses and misses, counted while MOETRACE_CUDA_GUESS_TALLY is set
     size_t ye_bytes;         // bytes of ye (also the sorted X rows of a gathered expert product)
     bf16 *xb, *qb, *att, *act, *sact;
     int32_t *cap_ids;        // [moe layers, cap, k]
@@ -79,7 +72,6 @@ struct GpuScratch {
     int32_t *adj, *h_adj;     // [adj_cap] the pass's logit changes (mt_batch.adjusts): their count, then the
     size_t adj_cap;           // changes from word 4 (mt_cuda_adjust_logits), device and pinned; graphs read it
     float *argmax_scratch;
-    float *argmax_blocks;     // [2 * MT_ARGMAX_BLOCKS] lm_head's per-block candidates (mt_cuda_linear_small_argmax)
     int32_t *sort_chunks;    // [ceil(cap*k/1024), E] per-chunk expert counts of the parallel sort
     float *split_part;       // [8, split_cap, split_rows] slice sums of split dense products
     int split_cap, split_rows;
@@ -137,9 +129,6 @@ struct GpuModel {
     GpuGraph graphs[MT_MAX_GRAPHS];
     int n_graphs;
     bool graphs_off;         // MOETRACE_CUDA_GRAPHS=0
-    bool guess;              // MOETRACE_CUDA_GUESS=1: MoE layers keep guess rows, so one-token passes guess their
-                             // experts ahead of the router (docs/CUDA.md; off until measured on a device)
-    bool guess_tally;        // MOETRACE_CUDA_GUESS_TALLY=1: the guesses are counted (mt_cuda_guess_tally)
     unsigned skip;           // launches every pass leaves out (mt_cuda_set_skip; benchmarks only)
     // Passes in flight (mt_cuda_forward_begin, _end), oldest first, all begun from one mt_passes (owner)
     struct {

@@ -226,25 +226,12 @@ int upload_layer(Uploader &u, const mt_model *m, int l) {
         return -1;
     const mt_mat *qkv[3] = {&L->q, &L->k, &L->v};
     int direct[3] = {MT_ROWS_DIRECT, MT_ROWS_DIRECT, MT_ROWS_DIRECT};
-    int E = c->num_experts, I = c->moe_intermediate_size;
-    // MoE layers keep the rows that guess their experts below q/k/v (docs/CUDA.md, "Experts guessed
-    // ahead"): one allocation, so that one product takes both
-    const int qkv_pad = mt_round16(qd + 2 * kvd), Ep = mt_round16(E);
-    const bool guess = u.g->guess && L->is_moe && G->attn_norm && G->mlp_norm && E <= 256 && c->top_k <= 32 &&
-                       c->top_k <= E;
-    bf16 *qkv_dst = nullptr;
-    if (guess && !(qkv_dst = (bf16 *)mt_gpu_alloc(u.g, mt_dmat_elems(qkv_pad + Ep, H) * sizeof(bf16), u.err))) return -1;
-    if (make_dmat(u, &G->qkv, qkv_dst, qkv, direct, 3) || make_single(u, &G->o, L->o)) return -1;
-    G->qkv_guess = {};
+    if (make_dmat(u, &G->qkv, nullptr, qkv, direct, 3) || make_single(u, &G->o, L->o)) return -1;
     G->is_moe = L->is_moe;
     if (!L->is_moe) return make_mlp(u, &G->dense, L->dense, nullptr, nullptr);
 
     if (make_single(u, &G->router, L->router)) return -1;
-    if (guess) {
-        mt_cuda_guess_rows(qkv_dst + (size_t)qkv_pad * H, &G->router, G->mlp_norm, G->attn_norm, u.g->stream);
-        MT_CU_LAUNCHED(u.err);
-        G->qkv_guess = {qkv_dst, qkv_pad + E, qkv_pad + Ep, H};
-    }
+    int E = c->num_experts, I = c->moe_intermediate_size;
     G->gate_up_stride = mt_dmat_elems(2 * I, H);
     G->down_stride = mt_dmat_elems(H, I);
     bf16 *gu = (bf16 *)mt_gpu_alloc(u.g, G->gate_up_stride * E * sizeof(bf16), u.err);
@@ -336,12 +323,6 @@ extern "C" int mt_cuda_describe(char *buf, size_t len) {
     return 0;
 }
 
-// Whether environment variable name is set to value.
-static bool env_is(const char *name, const char *value) {
-    const char *v = getenv(name);
-    return v && !strcmp(v, value);
-}
-
 extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
     const mt_config *c = &m->cfg;
     if (m->device) return 0;
@@ -351,8 +332,6 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
     GpuModel *g = (GpuModel *)calloc(1, sizeof *g);
     if (!g) return mt_errf(err, "out of host memory");
     g->num_layers = c->num_hidden_layers;
-    g->guess = env_is("MOETRACE_CUDA_GUESS", "1");   // before the layers are uploaded: they keep guess rows
-    g->guess_tally = env_is("MOETRACE_CUDA_GUESS_TALLY", "1");
     if (cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) g->sm_count = 1;
     g->layers = (GpuLayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->layers);
     g->moe_index = (int *)malloc((size_t)c->num_hidden_layers * sizeof(int));
@@ -406,8 +385,8 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
     stages_free(u);
     m->device = g;
     m->device_free = free_model;
-    g->prof.on = env_is("MOETRACE_CUDA_PROFILE", "1");
-    g->graphs_off = env_is("MOETRACE_CUDA_GRAPHS", "0");
+    g->prof.on = getenv("MOETRACE_CUDA_PROFILE") && !strcmp(getenv("MOETRACE_CUDA_PROFILE"), "1");
+    g->graphs_off = getenv("MOETRACE_CUDA_GRAPHS") && !strcmp(getenv("MOETRACE_CUDA_GRAPHS"), "0");
     rc = 0;
 done:
     if (rc) {

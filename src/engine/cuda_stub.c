@@ -55,10 +55,6 @@ void mt_cuda_profile_report(const mt_model *m, char *buf, size_t len) {
     (void)m;
     snprintf(buf, len, "no CUDA backend in this build");
 }
-void mt_cuda_guess_tally(const mt_model *m, long counts[2]) {
-    (void)m;
-    counts[0] = counts[1] = 0;
-}
 void mt_cuda_profiler_range(bool on) { (void)on; }
 void mt_cuda_set_wgmma(int on) { (void)on; }
 void mt_cuda_set_skip(const mt_model *m, unsigned mask) {

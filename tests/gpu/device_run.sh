@@ -11,7 +11,6 @@ if [ -x .devcarry/bin/test_cuda_wgmma ]; then   # pack.sh carries it unless spac
   timeout 200 .devcarry/bin/test_cuda_wgmma 2>&1 | tee "$out/test_cuda_wgmma.log" || rc=1
 fi
 timeout 100 .devcarry/bin/test_cuda_sample 2>&1 | tee "$out/test_cuda_sample.log" || rc=1
-timeout 100 .devcarry/bin/test_cuda_guess 2>&1 | tee "$out/test_cuda_guess.log" || rc=1
 timeout 400 .devcarry/bin/test_cuda 2>&1 | tee "$out/test_cuda.log" || rc=1
 timeout 200 python3 tests/gpu/serve_smoke.py 2>&1 | tee "$out/serve_smoke.log" || rc=1
 if [ "${1:-}" = bench ]; then

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
-bins=("$build/test_cuda_kernels" "$build/test_cuda_wgmma" "$build/test_cuda_sample" "$build/test_cuda_guess" "$build/test_cuda" "$build/bench_cuda" "$build/bench_rollout" "$build/bench_scoring" "$build/bench_tokenizer" "$build/moetrace")
+bins=("$build/test_cuda_kernels" "$build/test_cuda_wgmma" "$build/test_cuda_sample" "$build/test_cuda" "$build/bench_cuda" "$build/bench_rollout" "$build/bench_scoring" "$build/bench_tokenizer" "$build/moetrace")
 cp "${bins[@]}" .devcarry/bin/
 strip --strip-debug .devcarry/bin/*   # what travels to the device is capped in size
 ldd "${bins[@]}" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do

@@ -67,11 +67,6 @@ void mt_cuda_fill_random(bf16 *dst, size_t n, float scale, uint64_t seed, cudaSt
 void mt_cuda_convert_bf16(bf16 *dst, const void *src, int src_dtype, size_t n, cudaStream_t st);
 void mt_cuda_convert_f32(float *dst, const void *src, int src_dtype, size_t n, cudaStream_t st);
 void mt_cuda_fill_f32(float *dst, size_t n, float value, cudaStream_t st);
-/* The rows that guess a MoE layer's experts from its q/k/v product's X row (docs/CUDA.md, "Experts
- * guessed ahead"): dst (tiled like router, rows_pad x K) = router with column c scaled by
- * post_norm[c] / in_norm[c] (0 where in_norm[c] is 0), so that these rows times the input norm's
- * output estimate the router's logits on the post-attention norm's. */
-void mt_cuda_guess_rows(bf16 *dst, const mt_dmat *router, const float *post_norm, const float *in_norm, cudaStream_t st);
 
 /* ---- matrix products ------------------------------------------------------------------------- */
 
@@ -134,17 +129,6 @@ typedef struct mt_linear_args {
     mt_combine_args combine;        /* mt_cuda_linear_small_combined only */
     int *zero_after_wait;           /* small path: set to 0 by block 0 after its wait (a combined product's
                                        `ready`, three launches back, for the next one), or NULL */
-    /* Experts guessed ahead of the router (grouped small path, one X row: the gate/up product of a
-     * one-token pass; docs/CUDA.md, "Experts guessed ahead"). guess: max_work distinct expert ids in
-     * increasing order, written two or more launches back (mt_cuda_qk_prep's guess), or NULL. Before
-     * its wait each block copies its first item's first stages of weights for guess[slot]; after it
-     * the guessed slots are matched to the sort's (a guessed expert the router picked keeps its block,
-     * the others take the rest in order), so a right guess's copies are used and a wrong one's are let
-     * land and made again. The outputs do not depend on the guess. */
-    const int32_t *guess;
-    int *guess_tally;               /* with guess, or NULL: [2] += blocks that guessed, and guesses missed */
-    float *argmax_v;                /* mt_cuda_linear_small_argmax's candidates, [rows][blocks] */
-    int *argmax_i;
 } mt_linear_args;
 
 /* A dense product's arguments: out rows 0..n-1 (stride ldo) = X rows (stride ldx) . W^T with the
@@ -251,13 +235,6 @@ typedef struct mt_qk_prep_args {
     bf16 *k_cache, *v_cache;          /* [blocks, layers, 16, kvd] */
     int layer, num_layers;
     bf16 *q_out;                      /* [n, qd] */
-    /* With guess_out (passes of one token): one more block takes the top guess_k of the guess_E
-     * logits at guess_logits as the routing takes a token's (route.cuh: ties to the lower id, a NaN
-     * never before a number) and writes their ids to guess_out in increasing order (mt_linear_args'
-     * guess); guess_E <= 256, guess_k <= min(32, E). */
-    const float *guess_logits;
-    int guess_E, guess_k;
-    int32_t *guess_out;
 } mt_qk_prep_args;
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st);
 
@@ -356,17 +333,6 @@ void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, con
  * 2 * mt_cuda_argmax_scratch(n, V) floats. */
 size_t mt_cuda_argmax_scratch(int n, int V);
 void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, float *scratch, cudaStream_t st);
-/* out[i] = the best of row i's `chunks` candidates values/indices[i * chunks + c] (the argmax's
- * order: argmax.cuh; an index of 0x7fffffff, no candidate, gives 0). The argmax's second launch. */
-void mt_cuda_argmax_finish(int32_t *out, const float *values, const int *indices, int n, int chunks, cudaStream_t st);
-/* The dense product of at most 8 X rows with the F32 epilogue (lm_head of a decode step) and each
- * row's argmax over its W.rows outputs in the same launch, then mt_cuda_argmax_finish: out[i] is
- * what mt_cuda_argmax gives on the stored rows. Each block leaves its best candidate of each row
- * in scratch (2 * cap 4-byte words). Returns 0, launching nothing, for products it does not take
- * (other shapes, or more blocks than cap / n, or off: MOETRACE_CUDA_FUSED_ARGMAX=1 turns it on, or
- * mt_cuda_linear_small_argmax_set(1); -1 goes back to the variable). */
-int mt_cuda_linear_small_argmax(const mt_linear_args *a, int32_t *out, void *scratch, int cap, cudaStream_t st);
-void mt_cuda_linear_small_argmax_set(int on);
 /* The pass's logit changes (mt_logit_adjust, kernels/sample.h) made to logits [rows, ld] in place,
  * bit for bit as mt_logit_adjusted: list[0] is their count (read on the device, so a captured graph
  * takes any count), the changes start at list + 4 (MT_LOGIT_ADJUST_WORDS words each), at most one

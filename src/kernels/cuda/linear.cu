@@ -5,10 +5,6 @@
 // slice results are added, in slice order, to a total that starts at zero. The small path gives
 // each slice to one warp and adds the warps' results in order; the large path walks the slices in
 // turn. A row's result is therefore the same bits whichever path and whatever batch computed it.
-#include <stdlib.h>
-#include <string.h>
-
-#include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/linear_common.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -137,22 +133,12 @@ struct SmallCursor {
     const bf16 *W, *xsrc;
 };
 
-// Experts guessed ahead (mt_linear_args' guess): grid-stride item `item` is done as the item of the
-// same row tile in slot smap(item / R), lane y of the warp's smap holding slot y's (a permutation of
-// the first k slots; the identity when nothing was guessed). Every lane of the warp calls it.
-__device__ __forceinline__ int guessed_item(int item, int R, int smap) {
-    const int y = item / R;
-    const int to = __shfl_sync(0xffffffffu, smap, y & 31);
-    return y < 32 ? to * R + (item - y * R) : item;
-}
-
 // The item's rows (item_rows, linear_common.cuh): the weight copies start one memory round trip
-// after the wait. GUESS: the item through the slot map (guessed_item).
-template <bool GUESS = false>
-__device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args &a, int R, int smap = 0) {
+// after the wait.
+__device__ __forceinline__ void small_item(SmallCursor &c, const mt_linear_args &a, int R) {
     c.pass = 0;
     c.st = 0;
-    const ItemRows it = item_rows(a, GUESS ? guessed_item(c.item, R, smap) : c.item, R, SMALL_MAX_ROWS, SMALL_MAX_ROWS, false);
+    const ItemRows it = item_rows(a, c.item, R, SMALL_MAX_ROWS, SMALL_MAX_ROWS, false);
     c.rt = it.rt;
     c.g = it.g;
     c.row0 = it.row0;
@@ -166,50 +152,17 @@ __device__ __forceinline__ void small_stream_ptrs(SmallCursor &c, const mt_linea
     c.xsrc = xrow < ROWS && r < c.nrows ? a.X + (size_t)src_row(a, c.row0 + r) * a.ldx + xhalf : nullptr;
 }
 
-template <int ROWS, bool GUESS = false>
-__device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_args &a, int R, int n_items, int n_st,
-                                              int smap = 0) {
+template <int ROWS>
+__device__ __forceinline__ void small_advance(SmallCursor &c, const mt_linear_args &a, int R, int n_items, int n_st) {
     if (++c.st < n_st) return;
     c.st = 0;
     if (++c.pass * ROWS < c.nrows) return;
     c.item += gridDim.x;
-    small_item<GUESS>(c, a, R, smap);
+    small_item(c, a, R);
 }
 
-// The slot map of a guess (guessed_item), by every lane of a warp after the dependency wait, from
-// the k guessed ids and the sort's active groups: a guessed expert the sort has keeps its slot's
-// block (a repeated guess counts once), and the other guessed slots take the sort's remaining
-// slots in increasing order, so every slot is done once whatever the guess held. The identity
-// when the sort has other than k groups.
-__device__ __forceinline__ int guess_slot_map(const mt_linear_args &a, int k) {
-    const int lane = threadIdx.x & 31;
-    if (*a.n_active != k) return lane;
-    const int act = lane < k ? a.active[lane] : -1;
-    const int gs = lane < k ? __ldcg(a.guess + lane) : -2;
-    int match = -1;
-    bool dup = false, used = false;
-    for (int j = 0; j < k; j++) {
-        const int aj = __shfl_sync(0xffffffffu, act, j), gj = __shfl_sync(0xffffffffu, gs, j);
-        if (aj == gs) match = j;                // this lane's guess is the sort's slot j
-        if (j < lane && gj == gs) dup = true;   // ... unless an earlier slot guessed it too
-        if (gj == act) used = true;             // this lane's slot of the sort was guessed
-    }
-    if (dup) match = -1;
-    const unsigned unmatched = __ballot_sync(0xffffffffu, lane < k && match < 0);
-    const unsigned spare = __ballot_sync(0xffffffffu, lane < k && !used);
-    if (lane < k && match < 0) {   // the spare slot of the same rank as this lane among the unmatched
-        unsigned m = spare;
-        for (int r = __popc(unmatched & ((1u << lane) - 1u)); r > 0; r--) m &= m - 1u;
-        match = __ffs(m) - 1;
-    }
-    return lane < k ? match : lane;
-}
-
-// COMBINE: the X row is the previous layer's combine, normed (above); one row, dense. GUESS: the
-// instantiation that guesses the experts ahead (mt_linear_args' guess: grouped, one X row), which
-// the products that never guess leave out. ARGMAX: dense, at most 8 X rows in one pass a row tile
-// (mt_cuda_linear_small_argmax): each block also leaves each row's best stored output.
-template <int EPI, class SP, bool COMBINE = false, bool GUESS = false, bool ARGMAX = false>
+// COMBINE: the X row is the previous layer's combine, normed (above); one row, dense.
+template <int EPI, class SP, bool COMBINE = false>
 __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args a) {
     MT_TIMELINE_KERNEL(COMBINE ? MT_TL_LINEAR_COMBINED : MT_TL_LINEAR_SMALL);
     constexpr int SP_ROWS = SP::ROWS, SP_CHUNKS = SP::CHUNKS, SP_STAGES = SP::STAGES;
@@ -264,19 +217,6 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
             for (int st = 0; st < SP_STAGES && st < n_st; st++, w_ahead++) copy_weights(st, w, c0 + st * SP_CHUNKS);
         }
     }
-    // The guess: each warp's lane 0 copies its slice's first stages of the block's first item for
-    // the guessed expert of its slot, where the slice has that many stages (the expert ids read
-    // through L2: the prologue wrote them, two or more launches back).
-    const bool guessing = GUESS && a.guess && a.group_offsets && a.max_work <= 32;   // the same in every block
-    int guess_g = -1;
-    if (guessing && (int)blockIdx.x / R < a.max_work && streams && n_st >= SP_STAGES) {
-        const int y = (int)blockIdx.x / R;
-        guess_g = min(max(__ldcg(a.guess + y), 0), a.n_groups - 1);
-        if (lane == 0) {
-            const bf16 *w = a.W.w + (size_t)guess_g * a.group_stride + (size_t)(blockIdx.x - y * R) * C * 256;
-            for (int st = 0; st < SP_STAGES; st++, w_ahead++) copy_weights(st, w, c0 + st * SP_CHUNKS);
-        }
-    }
     if (!a.group_offsets && streams) {
         small_item(prod, a, R);
         if (prod.item < n_items_dense) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
@@ -295,28 +235,12 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
     if constexpr (COMBINE) combine_after_wait(a.combine, xrow0, ce);
     if (a.zero_after_wait && blockIdx.x == 0 && threadIdx.x == 0) *a.zero_after_wait = 0;
     const int n_items = a.group_offsets ? R * *a.n_active : n_items_dense;
-    const int smap = guessing ? guess_slot_map(a, a.max_work) : lane;
 
     // lane's share of a stage's X rows: row lane / 2 of the pass (lanes of rows past ROWS idle),
     // half lane % 2 of each chunk
     if (a.group_offsets) {
-        small_item<GUESS>(prod, a, R, smap);
+        small_item(prod, a, R);
         if (prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
-    }
-    // A wrong guess: its copies are let land, and the ring is filled again from the start, so each
-    // slot's barrier completes one phase more than the ring's count of wraps.
-    int guess_miss = 0;
-    if (guess_g >= 0) {
-        if (lane == 0 && !(prod.item < n_items && prod.g == guess_g)) {
-            for (int st = 0; st < SP_STAGES; st++) mt_mbar_wait(&wbar[st], 0);
-            w_ahead = 0;
-            guess_miss = 1;
-        }
-        guess_miss = __shfl_sync(0xffffffffu, guess_miss, 0);
-        if (a.guess_tally && warp == 0 && lane == 0) {
-            atomicAdd(a.guess_tally, 1);
-            if (guess_miss) atomicAdd(a.guess_tally + 1, 1);
-        }
     }
     // X rows past the item's rows are not copied: their stale values only reach output columns that
     // are never stored (an MMA's column j of B touches column j of the result alone)
@@ -332,7 +256,7 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                 if (!COMBINE && c < c1 && prod.xsrc)
                     mt_cp_async16(stage + SP_CHUNKS * 256 + u * SP_ROWS * 16 + xrow * 16 + xhalf, prod.xsrc + c * 16, 16);
             }
-            small_advance<SP_ROWS, GUESS>(prod, a, R, n_items, n_st, smap);
+            small_advance<SP_ROWS>(prod, a, R, n_items, n_st);
             if (prod.st == 0 && prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);   // a new pass
         }
         mt_cp_async_commit();
@@ -344,13 +268,11 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         for (int s = 0; s < SP_STAGES; s++) issue(s);
     }
 
-    float best_v = -INFINITY;   // ARGMAX: this thread's best stored output and its column (its X row is fixed)
-    int best_i = MT_ARGMAX_NONE;
-    int slot = 0, buf = 0, phase = guess_miss;   // phase: of the slots' barriers, flips as the ring wraps
+    int slot = 0, buf = 0, phase = 0;   // phase: of the slots' barriers, flips as the ring wraps
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         SmallCursor cur;
         cur.item = item;
-        small_item<GUESS>(cur, a, R, smap);
+        small_item(cur, a, R);
         for (int pass = 0; pass * SP_ROWS < cur.nrows; pass++) {
             const int prow = min(SP_ROWS, cur.nrows - pass * SP_ROWS), nt = (prow + 7) >> 3;
             float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
@@ -418,30 +340,9 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
                     float tot = 0.0f;
                     for (int w = 0; w < S; w++) tot += pb[w * PART + j * 128 + r * 8 + n];
                     store_out<EPI>(a, p0 + i, col, tot);
-                    if (ARGMAX) mt_argmax_better(best_v, best_i, tot, col);
                 }
             }
             buf ^= 1;
-        }
-    }
-    if constexpr (ARGMAX) {
-        // row i's candidates are in threads i + 8m of warps 0-3 (one pass of at most 8 rows)
-#pragma unroll
-        for (int o = 8; o < 32; o <<= 1)
-            mt_argmax_better(best_v, best_i, __shfl_xor_sync(0xffffffffu, best_v, o), __shfl_xor_sync(0xffffffffu, best_i, o));
-        __shared__ float am_v[4][8];
-        __shared__ int am_i[4][8];
-        if (warp < 4 && lane < 8) {
-            am_v[warp][lane] = best_v;
-            am_i[warp][lane] = best_i;
-        }
-        __syncthreads();
-        if ((int)threadIdx.x < a.n) {
-            float v = am_v[0][threadIdx.x];
-            int i = am_i[0][threadIdx.x];
-            for (int w = 1; w < 4; w++) mt_argmax_better(v, i, am_v[w][threadIdx.x], am_i[w][threadIdx.x]);
-            a.argmax_v[threadIdx.x * gridDim.x + blockIdx.x] = v;
-            a.argmax_i[threadIdx.x * gridDim.x + blockIdx.x] = i;
         }
     }
     mt_cp_async_wait<0>();
@@ -651,27 +552,23 @@ __global__ void __launch_bounds__(256) linear_large_kernel(const mt_linear_args 
     }
 }
 
-// Blocks of the small kernel of shape SP (and instantiation GUESS / ARGMAX) the whole device holds
-// at once (set up once per instantiation).
-template <int EPI, class SP, bool GUESS = false, bool ARGMAX = false>
+// Blocks of the small kernel of shape SP the whole device holds at once (set up once per shape).
+template <int EPI, class SP>
 int small_resident() {
     static int resident = 0;
     if (!resident) {
-        auto kernel = linear_small_kernel<EPI, SP, false, GUESS, ARGMAX>;
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SP::SMEM);
+        cudaFuncSetAttribute(linear_small_kernel<EPI, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SP::SMEM);
         int per_sm = 0;
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 256, SP::SMEM);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, linear_small_kernel<EPI, SP>, 256, SP::SMEM);
         resident = per_sm > 0 ? per_sm * mt_cuda_sm_count() : 1;
     }
     return resident;
 }
 
-// One wave of the instantiation, or all the items when they are fewer; returns the grid.
-template <int EPI, class SP, bool GUESS = false, bool ARGMAX = false>
-int launch_small_shape(const mt_linear_args &a, int items, cudaStream_t st) {
-    const int resident = small_resident<EPI, SP, GUESS, ARGMAX>(), grid = items < resident ? items : resident;
-    mt_launch(linear_small_kernel<EPI, SP, false, GUESS, ARGMAX>, dim3(grid), dim3(256), SP::SMEM, st, a);
-    return grid;
+template <int EPI, class SP>
+void launch_small_shape(const mt_linear_args &a, int items, cudaStream_t st) {
+    int resident = small_resident<EPI, SP>();
+    mt_launch(linear_small_kernel<EPI, SP>, dim3(items < resident ? items : resident), dim3(256), SP::SMEM, st, a);
 }
 
 template <int EPI>
@@ -688,13 +585,6 @@ void launch_small(const mt_linear_args &a, cudaStream_t st) {
         // Dense products that fit one wave of the deep shape take it (o: b1 -0.9%).
         const int r8 = small_resident<EPI, Small8>(), rn = small_resident<EPI, Small8Narrow>();
         const bool fewer_waves = (items + rn - 1) / rn < (items + r8 - 1) / r8;
-        // the gate/up product of a one-token pass that guesses its experts: the shape it takes anyway
-        if constexpr (EPI == MT_EPI_SWIGLU) {
-            if (a.guess && a.group_offsets && a.rows_max == 1) {
-                launch_small_shape<EPI, Small8Narrow, true>(a, items, st);
-                return;
-            }
-        }
         if (!a.group_offsets && items <= small_resident<EPI, Small8Deep>()) launch_small_shape<EPI, Small8Deep>(a, items, st);
         else if (fewer_waves && (a.group_offsets || items <= rn)) launch_small_shape<EPI, Small8Narrow>(a, items, st);
         else launch_small_shape<EPI, Small8>(a, items, st);
@@ -784,17 +674,6 @@ void launch_large(const mt_linear_args &a, cudaStream_t st) {
     else launch_large_shape<EPI, 2, false, false>(a, st);
 }
 
-// Whether mt_cuda_linear_small_argmax is on (MOETRACE_CUDA_FUSED_ARGMAX=1; off until measured on a
-// device), or what mt_cuda_linear_small_argmax_set said.
-int fused_argmax_mode = -1;
-bool fused_argmax_on() {
-    if (fused_argmax_mode < 0) {
-        const char *env = getenv("MOETRACE_CUDA_FUSED_ARGMAX");
-        fused_argmax_mode = env && !strcmp(env, "1") ? 1 : 0;
-    }
-    return fused_argmax_mode == 1;
-}
-
 struct SmallPath {
     template <int EPI> static void run(const mt_linear_args &a, cudaStream_t st) { launch_small<EPI>(a, st); }
 };
@@ -810,21 +689,6 @@ struct SplitPath {
 void mt_cuda_linear_small(const mt_linear_args *a, cudaStream_t st) {
     if (mt_cuda_linear_direct(a, st)) return;   // same bits (linear_direct.cu)
     by_epilogue<SmallPath>(*a, st);
-}
-
-void mt_cuda_linear_small_argmax_set(int on) { fused_argmax_mode = on; }
-
-int mt_cuda_linear_small_argmax(const mt_linear_args *a, int32_t *out, void *scratch, int cap, cudaStream_t st) {
-    using SP = Small8;   // the shape lm_head takes at decode batches up to 8 (launch_small)
-    if (!fused_argmax_on() || a->group_offsets || a->epilogue != MT_EPI_F32 || a->n < 1 || a->n > SP::ROWS) return 0;
-    const int items = a->W.rows_pad / 16, resident = small_resident<MT_EPI_F32, SP, false, true>();
-    if ((items < resident ? items : resident) * a->n > cap) return 0;
-    mt_linear_args b = *a;
-    b.argmax_v = static_cast<float *>(scratch);
-    b.argmax_i = reinterpret_cast<int *>(b.argmax_v + cap);
-    const int grid = launch_small_shape<MT_EPI_F32, SP, false, true>(b, items, st);
-    mt_cuda_argmax_finish(out, b.argmax_v, b.argmax_i, a->n, grid, st);
-    return 1;
 }
 
 void mt_cuda_linear_large(const mt_linear_args *a, cudaStream_t st) {
@@ -861,8 +725,6 @@ const char *mt_cuda_linear_layout_check(void) {
         {(const void *)linear_small_kernel<MT_EPI_F32, Small16>, "linear_small_kernel<F32, Small16>"},
         {(const void *)linear_small_kernel<MT_EPI_F32_ADD, Small8Deep>, "linear_small_kernel<F32 add, Small8Deep>"},
         {(const void *)linear_small_kernel<MT_EPI_SWIGLU, Small8Narrow>, "linear_small_kernel<SwiGLU, Small8Narrow>"},
-        {(const void *)linear_small_kernel<MT_EPI_SWIGLU, Small8Narrow, false, true>, "linear_small_kernel<SwiGLU, Small8Narrow, guess>"},
-        {(const void *)linear_small_kernel<MT_EPI_F32, Small8, false, false, true>, "linear_small_kernel<F32, Small8, argmax>"},
         {(const void *)linear_small_kernel<MT_EPI_F32, CombineShape, true>, "linear_small_kernel<F32, combined>"},
         {(const void *)linear_large_kernel<MT_EPI_F32, 2, true, true>, "linear_large_kernel<F32, 2, split, bulk>"},
     };

@@ -3,11 +3,9 @@
 // every reduction runs inside one row in a fixed order, so results never depend on the batch.
 #include <math.h>
 
-#include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma.cuh"
-#include "kernels/cuda/route.cuh"
 #include "kernels/cuda/row_norm.cuh"
 
 namespace {
@@ -75,28 +73,8 @@ __device__ void rope_vectors(float *v, int n_vec, int hd, int pos, const float *
     }
 }
 
-// The guess block of the prologue (mt_qk_prep_args' guess_out): the q/k/v product, one launch
-// back, wrote the guess logits, so after the wait warp 0 takes their top guess_k with the routing's
-// own code (route.cuh), its weights left in shared memory, and writes the ids in increasing order.
-// warp0: whether this thread is in the block's first warp.
-__device__ void guess_block(const mt_qk_prep_args &a, bool warp0) {
-    mt_grid_dependency_wait();
-    if (!warp0) return;
-    __shared__ int32_t ids[32];
-    __shared__ float weights[32];
-    const int lane = threadIdx.x & 31, k = a.guess_k;
-    const int mine = route_token_n<8>(0, ids, nullptr, weights, a.guess_logits, 0, a.guess_E, k, 0);
-    int rank = 0;   // picks with lower ids
-    for (int q = 0; q < k; q++) rank += __shfl_sync(0xffffffffu, mine, q) < mine;
-    if (lane < k) a.guess_out[rank] = mine;
-}
-
 __global__ void qk_prep_kernel(const mt_qk_prep_args a) {
     MT_TIMELINE_KERNEL(MT_TL_QK_PREP);
-    if (a.guess_out && (int)blockIdx.x == a.n) {
-        guess_block(a, threadIdx.x < 32);
-        return;
-    }
     mt_grid_dependency_wait();
     extern __shared__ float buf[];   // q [qd], k [kvd], v [kvd] of this token
     __shared__ float scratch[33];
@@ -151,10 +129,6 @@ constexpr int QK_HEADS = 8;
 
 __global__ void qk_prep_head_kernel(const mt_qk_prep_args a) {
     MT_TIMELINE_KERNEL(MT_TL_QK_PREP);
-    if (a.guess_out && blockIdx.y == gridDim.y - 1) {
-        guess_block(a, blockIdx.x == 0 && threadIdx.y == 0 && threadIdx.x < 32);
-        return;
-    }
     __shared__ float warp_ss[QK_HEADS][4];
     __shared__ float rope_sin[64], rope_cos[64];   // head_dim <= 128
     const int t = blockIdx.x, hd = a.head_dim, half = hd / 2;
@@ -315,6 +289,10 @@ __global__ void moe_combine_kernel(float *h, const float *ye, const int32_t *pai
 // pairs, then each row's pairs in chunk order.
 constexpr int ARGMAX_CHUNK = 4096;
 
+__device__ __forceinline__ void better(float &bv, int &bi, float v, int i) {
+    if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+}
+
 __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, int ld, int V) {
     MT_TIMELINE_KERNEL(MT_TL_ARGMAX);
     mt_grid_dependency_wait();
@@ -323,13 +301,13 @@ __global__ void argmax_partial_kernel(float *pv, int *pi, const float *logits, i
     const float *row = logits + (size_t)blockIdx.y * ld;
     int begin = blockIdx.x * ARGMAX_CHUNK, end = min(V, begin + ARGMAX_CHUNK);
     float bv = -INFINITY;
-    int bi = MT_ARGMAX_NONE;
-    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) mt_argmax_better(bv, bi, row[i], i);
+    int bi = 0x7fffffff;
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) better(bv, bi, row[i], i);
     sv[threadIdx.x] = bv;
     si[threadIdx.x] = bi;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) mt_argmax_better(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + s], si[threadIdx.x + s]);
+        if (threadIdx.x < s) better(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + s], si[threadIdx.x + s]);
         __syncthreads();
     }
     if (threadIdx.x == 0) {
@@ -342,15 +320,15 @@ __global__ void argmax_final_kernel(int32_t *out, const float *pv, const int *pi
     MT_TIMELINE_KERNEL(MT_TL_ARGMAX);
     mt_grid_dependency_wait();
     float bv = -INFINITY;
-    int bi = MT_ARGMAX_NONE;
-    for (int c = threadIdx.x; c < chunks; c += 32) mt_argmax_better(bv, bi, pv[(size_t)blockIdx.x * chunks + c], pi[(size_t)blockIdx.x * chunks + c]);
+    int bi = 0x7fffffff;
+    for (int c = threadIdx.x; c < chunks; c += 32) better(bv, bi, pv[(size_t)blockIdx.x * chunks + c], pi[(size_t)blockIdx.x * chunks + c]);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, bv, o);
         int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        mt_argmax_better(bv, bi, ov, oi);
+        better(bv, bi, ov, oi);
     }
-    if (threadIdx.x == 0) out[blockIdx.x] = bi == MT_ARGMAX_NONE ? 0 : bi;
+    if (threadIdx.x == 0) out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
 }
 
 template <int VECS>
@@ -387,8 +365,7 @@ void mt_cuda_rmsnorm(bf16 *y, const float *x, const int32_t *rows, const float *
 void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
     if (a->n <= 0) return;
     if (!a->qk_norm_full) {   // per-head work: a block per (token, head)
-        // with a guess: one more row of blocks, the last of which guesses (the others leave)
-        dim3 grid(a->n, (a->n_heads + 2 * a->n_kv_heads + QK_HEADS - 1) / QK_HEADS + (a->guess_out ? 1 : 0));
+        dim3 grid(a->n, (a->n_heads + 2 * a->n_kv_heads + QK_HEADS - 1) / QK_HEADS);
         dim3 block(a->head_dim / 2 < 32 ? 32 : a->head_dim / 2, QK_HEADS);
         mt_launch(qk_prep_head_kernel, grid, block, 0, st, *a);
         return;
@@ -399,7 +376,7 @@ void mt_cuda_qk_prep(const mt_qk_prep_args *a, cudaStream_t st) {
         cudaFuncSetAttribute(qk_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         configured = smem;
     }
-    mt_launch(qk_prep_kernel, a->n + (a->guess_out ? 1 : 0), 256, smem, st, *a);
+    mt_launch(qk_prep_kernel, a->n, 256, smem, st, *a);
 }
 
 
@@ -424,9 +401,5 @@ void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, flo
     int chunks = (V + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK;
     int *idx = reinterpret_cast<int *>(scratch + (size_t)n * chunks);
     mt_launch(argmax_partial_kernel, dim3(chunks, n), 256, 0, st, scratch, idx, logits, ld, V);
-    mt_cuda_argmax_finish(out, scratch, idx, n, chunks, st);
-}
-
-void mt_cuda_argmax_finish(int32_t *out, const float *values, const int *indices, int n, int chunks, cudaStream_t st) {
-    if (n > 0) mt_launch(argmax_final_kernel, n, 32, 0, st, out, values, indices, chunks);
+    mt_launch(argmax_final_kernel, n, 32, 0, st, out, scratch, idx, chunks);
 }

@@ -42,16 +42,6 @@ __global__ void fill_f32_kernel(float *dst, size_t n, float v) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) dst[i] = v;
 }
 
-// Element i of a tiled [rows_pad, K] matrix is at column ((i / 256) % (K / 16)) * 16 + its core
-// matrix's column half * 8 + i % 8 (mt_tiled_offset).
-__global__ void guess_rows_kernel(bf16 *dst, const bf16 *router, size_t n, int K, const float *post, const float *in) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const int col = (int)((i / 256) % (size_t)(K / 16)) * 16 + (int)((i % 256) / 64 % 2) * 8 + (int)(i % 8);
-        const float g = in[col];
-        dst[i] = __float2bfloat16(g != 0.0f ? __bfloat162float(router[i]) * (post[col] / g) : 0.0f);
-    }
-}
-
 unsigned grid_for(size_t n) {
     size_t b = (n + 255) / 256;
     return (unsigned)(b < 65536 ? (b ? b : 1) : 65536);
@@ -79,9 +69,4 @@ void mt_cuda_convert_f32(float *dst, const void *src, int src_dtype, size_t n, c
 
 void mt_cuda_fill_f32(float *dst, size_t n, float value, cudaStream_t st) {
     if (n) fill_f32_kernel<<<grid_for(n), 256, 0, st>>>(dst, n, value);
-}
-
-void mt_cuda_guess_rows(bf16 *dst, const mt_dmat *router, const float *post_norm, const float *in_norm, cudaStream_t st) {
-    const size_t n = (size_t)router->rows_pad * router->K;
-    if (n) guess_rows_kernel<<<grid_for(n), 256, 0, st>>>(dst, router->w, n, router->K, post_norm, in_norm);
 }
