@@ -239,31 +239,30 @@ int grow_mirrored(T *&dev, T *&host, size_t &cap, size_t need, size_t first, mt_
     return 0;
 }
 
+// Grows a buffer (device memory, or pinned host memory) to hold `need` elements, doubling from 1024;
+// what it held is not kept. On failure it is freed and cap is 0.
+template <class T>
+int grow_buffer(T *&p, size_t &cap, size_t need, bool pinned, mt_err *err) {
+    if (need <= cap) return 0;
+    size_t want = cap ? cap : 1024;
+    while (want < need) want *= 2;
+    if (pinned) cudaFreeHost(p);
+    else cudaFree(p);
+    p = nullptr;
+    cap = 0;
+    if (pinned) MT_CU(err, cudaMallocHost((void **)&p, want * sizeof(T)));
+    else MT_CU(err, cudaMalloc((void **)&p, want * sizeof(T)));
+    cap = want;
+    return 0;
+}
+
 // Room for n listed tokens' log-probabilities, on the device and in the pass's host copies `o`
 // (launched outside the graphs, so none is cleared). The device's buffer moves once the work in
 // flight is done with it.
 int ensure_ids(GpuModel *g, HostOut &o, size_t n, mt_err *err) {
     GpuScratch &s = g->s;
-    if (n > s.ids_cap) {
-        MT_CU(err, cudaStreamSynchronize(g->stream));
-        size_t want = s.ids_cap ? s.ids_cap : 1024;
-        while (want < n) want *= 2;
-        cudaFree(s.ids_lp);
-        s.ids_lp = nullptr;
-        s.ids_cap = 0;
-        MT_CU(err, cudaMalloc((void **)&s.ids_lp, want * sizeof(float)));
-        s.ids_cap = want;
-    }
-    if (n > o.ids_cap) {
-        size_t want = o.ids_cap ? o.ids_cap : 1024;
-        while (want < n) want *= 2;
-        cudaFreeHost(o.ids_lp);
-        o.ids_lp = nullptr;
-        o.ids_cap = 0;
-        MT_CU(err, cudaMallocHost((void **)&o.ids_lp, want * sizeof(float)));
-        o.ids_cap = want;
-    }
-    return 0;
+    if (n > s.ids_cap) MT_CU(err, cudaStreamSynchronize(g->stream));
+    return grow_buffer(s.ids_lp, s.ids_cap, n, false, err) || grow_buffer(o.ids_lp, o.ids_cap, n, true, err) ? -1 : 0;
 }
 
 // Room for `need` ints in a mirrored buffer the captured graphs read (batch inputs, logit changes):
