@@ -84,7 +84,6 @@ typedef struct pass {
     mt_kv_seq **kv;
     mt_batch b;
     int n, pass_top;           /* its tokens; the alternatives listed for each row */
-    double begun_s;            /* when it was begun */
 } pass;
 
 struct mt_engine {

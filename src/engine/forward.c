@@ -327,7 +327,7 @@ int mt_forward_end(const mt_model *m, mt_passes *q, mt_err *err) {
     mt_batch rb = resolved_batch(&p);
     int rc;
     if (p.from_row && !p.resolved) {
-        rc = mt_errf(err, "the pass whose picks this pass's tokens are failed");
+        rc = mt_errf(err, "the pass before this one failed, so the tokens this pass takes from its picks are unknown");
         if (m->device) mt_cuda_forward_end(m, NULL, NULL, NULL);   /* drops it */
     } else {
         rc = m->device ? mt_cuda_forward_end(m, &rb, p.sink, err) : forward_cpu(m, p.kv, &rb, p.logits, p.sink, err);
