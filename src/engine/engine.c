@@ -664,10 +664,10 @@ static double seconds_now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Whether the ending pass's token i is dropped: an overlapped pass's token of a sequence that
- * finished while it was in flight. */
+/* Whether the ending pass's token i is dropped: its sequence finished while the pass was in flight
+ * (only an overlapped pass ends while a sequence is finishing). */
 static bool token_dropped(const mt_engine *e, const mt_routing_event *ev, int i) {
-    return e->ending == e->in_flight && e->in_flight && e->running[ev->seq_ids[i]]->finishing;
+    return e->running[ev->seq_ids[i]]->finishing != 0;
 }
 
 /* ev without its dropped tokens, in e->kept (whose arrays hold max_running tokens: an overlapped
@@ -730,12 +730,10 @@ static void pass_done(void *ctx, const mt_pass_event *ev) {
     mt_engine *e = ctx;
     double t0 = seconds_now();
     mt_pass_event kept = *ev;
-    if (e->ending == e->in_flight && e->in_flight) {   /* each dropped token was its sequence's only one */
-        for (int i = 0; i < e->n_running; i++) {
-            if (!e->running[i]->finishing) continue;
-            kept.n_tokens--;
-            kept.num_seqs_in_pass--;
-        }
+    for (int i = 0; i < e->n_running; i++) {   /* each dropped token was its sequence's only one */
+        if (!e->running[i]->finishing) continue;
+        kept.n_tokens--;
+        kept.num_seqs_in_pass--;
     }
     if (e->user_sink && e->user_sink->on_pass && kept.n_tokens > 0) e->user_sink->on_pass(e->user_sink->ctx, &kept);
     e->sink_s += seconds_now() - t0;
@@ -843,18 +841,30 @@ int mt_engine_step(mt_engine *e, mt_err *err) {
 
 static int process_pass(mt_engine *e, pass *P, bool defer_finish);
 
+static int begin_pass(mt_engine *e, pass *P, mt_err *err) {
+    double t0 = seconds_now();
+    int rc = mt_forward_begin(e->m, &e->kv, &e->q, &P->b, e->logits, &e->sink, err);
+    e->forward_s += seconds_now() - t0;
+    return rc;
+}
+
+/* Ends the oldest pass begun, P, handing its routing to the sinks. */
+static int end_pass(mt_engine *e, pass *P, mt_err *err) {
+    double t0 = seconds_now();
+    e->ending = P;
+    int rc = mt_forward_end(e->m, &e->q, err);
+    e->ending = NULL;
+    e->forward_s += seconds_now() - t0;
+    return rc;
+}
+
 /* Ends the pass in flight, if any, and hands its outputs out (what the next step would do, with no
  * pass begun after it). */
 int mt_engine_drain(mt_engine *e, mt_err *err) {
     pass *P = e->in_flight;
     if (!P) return 0;
-    double t0 = seconds_now();
-    e->ending = P;
-    int rc = mt_forward_end(e->m, &e->q, err);
-    e->forward_s += seconds_now() - t0;
-    e->ending = NULL;
     e->in_flight = NULL;
-    if (rc) return -1;
+    if (end_pass(e, P, err)) return -1;
     return process_pass(e, P, false);
 }
 
@@ -896,13 +906,10 @@ int mt_engine_retract(mt_engine *e) {
     return n;
 }
 
-
 /* Builds the next pass over the running sequences into P: decode tokens first (one each), then
- * prefill chunks within the remaining budget. Returns its tokens (0: none), -1 on error. */
+ * prefill chunks within the remaining budget (a prompt, or the tokens of a preempted sequence that
+ * are not cached any more). Returns its tokens (0: none), -1 on error. */
 static int build_pass(mt_engine *e, pass *P, mt_err *err) {
-
-    /* Decode tokens first (one each), then prefill chunks within the remaining budget: a prompt, or
-     * the tokens of a preempted sequence that are not cached any more. */
     int n = 0, n_rows = 0, budget = e->o.max_batch_tokens;
     int32_t *chunk = P->chunk;
     for (int i = 0; i < e->n_running; i++) {
@@ -1069,30 +1076,13 @@ static int process_pass(mt_engine *e, pass *P, bool defer_finish) {
     return 0;
 }
 
-static int begin_pass(mt_engine *e, pass *P, mt_err *err) {
-    double t0 = seconds_now();
-    int rc = mt_forward_begin(e->m, &e->kv, &e->q, &P->b, e->logits, &e->sink, err);
-    e->forward_s += seconds_now() - t0;
-    return rc;
-}
-
-/* Ends the oldest pass begun, P, handing its routing to the sinks. */
-static int end_pass(mt_engine *e, pass *P, mt_err *err) {
-    double t0 = seconds_now();
-    e->ending = P;
-    int rc = mt_forward_end(e->m, &e->q, err);
-    e->ending = NULL;
-    e->forward_s += seconds_now() - t0;
-    return rc;
-}
-
 /* Whether the next pass may begin before P's outputs are read (overlapped decode): the engine
  * overlaps (mt_engine_opts.overlap), nothing waits to be admitted, and every running sequence
  * decodes one token in P and, whatever that token is, decodes another after it unless it stops
  * (not at its last token, not cancelled, no penalties: their changes need P's token). */
 static bool can_overlap(const mt_engine *e, const pass *P) {
     if (e->o.overlap < 0 || (e->o.overlap == 0 && !e->m->device)) return false;
-    if (e->n_waiting > 0 || e->n_running == 0 || P->b.num_seqs != e->n_running) return false;
+    if (e->n_waiting > 0 || e->n_running == 0) return false;
     for (int i = 0; i < e->n_running; i++) {
         const seq *s = e->running[i];
         if (P->chunk[i] != 1 || s->n_forwarded < s->n_prompt || s->n_forwarded != s->n_tokens - 1) return false;
