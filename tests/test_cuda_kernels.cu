@@ -101,6 +101,26 @@ static void check_direct(mt_linear_args a, size_t out_bytes, const void *reset, 
     if (!same) failures++;
 }
 
+// The small path on a, whose output holds its result already, again with the L2 hints on (the
+// weights fetched ahead into L2 to stay, the first item's rest after the wait): the same bits, and
+// no fault from the prefetched ranges. reset as in check_direct.
+static void check_l2_hints(mt_linear_args a, size_t out_bytes, const void *reset, const char *what) {
+    std::vector<char> want(out_bytes), got(out_bytes);
+    CK(cudaMemcpy(want.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
+    if (reset) CK(cudaMemcpy(a.out, reset, out_bytes, cudaMemcpyHostToDevice));
+    else CK(cudaMemset(a.out, 0xff, out_bytes));
+    a.l2_keep = a.W.w;
+    a.l2_keep_bytes = mt_dmat_elems(a.W.rows, a.W.K) * sizeof(bf16) & ~(size_t)255;
+    a.l2_rest = 1;
+    small_path(&a);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(got.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
+    const bool same = memcmp(want.data(), got.data(), out_bytes) == 0;
+    printf("  %-64s %s\n", what, same ? "ok" : "FAIL");
+    if (!same) failures++;
+}
+
 // path: 0 small, 1 large, 2 split.
 static void check_dense(int rows, int K, int n, int epi, int path, int tile_rows = 64) {
     const bool large = path == 1;
@@ -161,6 +181,8 @@ static void check_dense(int rows, int K, int n, int epi, int path, int tile_rows
     if (path == 0 && n <= 8) {
         snprintf(what, sizeof what, "  direct path: same bits (rows %d K %d n %d epilogue %d)", rows, K, n, epi);
         check_direct(a, out_bytes, epi == MT_EPI_F32_ADD ? base.data() : nullptr, what);
+        snprintf(what, sizeof what, "  L2 hints: same bits (rows %d K %d n %d epilogue %d)", rows, K, n, epi);
+        check_l2_hints(a, out_bytes, epi == MT_EPI_F32_ADD ? base.data() : nullptr, what);
     }
     cudaFree(dw);
     cudaFree(dx);

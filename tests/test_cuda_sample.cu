@@ -195,6 +195,13 @@ static bool close_to(float got, float want, double *worst) {
 }
 
 static bool same_bits(const void *a, const void *b, size_t bytes) { return !memcmp(a, b, bytes); }
+// The same bits, or both NaN: a NaN's payload after an operation is the processor's own (the device
+// gives its canonical NaN, the host keeps the operand's), and no NaN logit is ever picked or scored.
+static bool same_values(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] != a[i] && b[i] != b[i]) && !same_bits(&a[i], &b[i], sizeof(float))) return false;
+    return true;
+}
 
 // The top k of every row of b and the targeted log-probabilities (targets of a third of the rows
 // -1: their own token) against the host; each listed value against the device's log-probability of
@@ -295,8 +302,9 @@ static int check_top(const Batch &b, const std::vector<int32_t> &tok, bool with_
 }
 
 // Logit changes on the device (mt_cuda_adjust_logits) against the host's mt_logit_adjusted, bit for
-// bit: scales on positive, negative, zero, infinite and NaN logits, additions, bars; a count read
-// from the device list, so the same launch takes 0 changes.
+// bit (a NaN logit stays NaN, whatever its payload): scales on positive, negative, zero, infinite
+// and NaN logits, additions, bars; a count read from the device list, so the same launch takes 0
+// changes.
 static int check_adjust() {
     const int V = 3001, ld = (V + 15) / 16 * 16, n = 6;
     std::vector<float> x((size_t)n * ld, 0.0f);
@@ -323,7 +331,15 @@ static int check_adjust() {
         float *v = &want[(size_t)a.row * ld + a.token];
         *v = mt_logit_adjusted(*v, &a);
     }
-    bool same = same_bits(got.data(), want.data(), x.size() * sizeof(float));
+    bool same = same_values(got.data(), want.data(), x.size());
+    for (size_t i = 0, shown = 0; i < x.size() && shown < 3; i++)
+        if (!same_values(&got[i], &want[i], 1)) {
+            uint32_t gb, wb;
+            memcpy(&gb, &got[i], 4);
+            memcpy(&wb, &want[i], 4);
+            printf("    row %zu token %zu: device %g (%08x), host %g (%08x)\n", i / ld, i % ld, got[i], gb, want[i], wb);
+            shown++;
+        }
     // an empty list leaves the logits as they are
     std::vector<int32_t> none(4, 0);
     int32_t *dn = to_dev(none);

@@ -424,11 +424,39 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     return 0;
 }
 
+// Weights kept ahead in L2 (docs/CUDA.md, "Weights ahead in L2"): in a pass of at most 8 tokens the
+// expert gate/up product's blocks wait for the router, whose latency leaves the memory idle, so
+// before their wait they fetch the start of the next dense product's weights (the next layer's
+// q/k/v, or lm_head after the last layer) into the L2 set aside at attach, where that product finds
+// them after the expert products have streamed theirs. At most g->l2_ahead bytes, none when it is 0.
+struct L2Range {
+    const void *p;
+    size_t bytes;
+};
+L2Range l2_ahead_part(const GpuModel *g, const mt_dmat &W, int n) {
+    if (n > 8 || !g->l2_ahead || g->skip || !W.w) return {nullptr, 0};
+    const size_t all = mt_dmat_elems(W.rows, W.K) * sizeof(bf16) & ~(size_t)255;
+    return {W.w, all < g->l2_ahead ? all : g->l2_ahead};
+}
+
+// Whether the o product of a pass of n tokens fetches the rest of its items into L2 after its wait
+// (mt_linear_args.l2_rest): passes of at most 8 tokens; MOETRACE_CUDA_L2_REST=0 turns it off for
+// comparisons.
+bool o_rest(const GpuModel *g, int n) {
+    static int on = -1;
+    if (on < 0) {
+        const char *env = getenv("MOETRACE_CUDA_L2_REST");
+        on = env && !strcmp(env, "0") ? 0 : 1;
+    }
+    return on && n <= 8 && !g->skip;
+}
+
 // resid: MT_EPI_F32_ADD adds to it instead of to out; zero_after_wait: set to 0 once the launch
-// before has completed (mt_linear_args; small path).
+// before has completed; rest: the l2_rest of the small path (mt_linear_args).
 void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *out, int ldo, int epi,
-            const float *resid = nullptr, int *zero_after_wait = nullptr) {
+            const float *resid = nullptr, int *zero_after_wait = nullptr, bool rest = false) {
     mt_linear_args a = mt_dense_args(W, X, ldx, n, out, ldo, epi, tile_rows_for(n));
+    a.l2_rest = rest ? 1 : 0;
     a.weights_once = n <= SPLIT_MAX;
     a.resid = resid;
     a.zero_after_wait = zero_after_wait;
@@ -446,9 +474,11 @@ void linear(GpuModel *g, const mt_dmat &W, const bf16 *X, int ldx, int n, void *
 // Expert products over the pairs sorted by expert. gather: X rows are tokens (read through the
 // sort's src_rows); otherwise X rows are already the sorted positions.
 void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X, int ldx, bool gather, int n, int k,
-                    int E, void *out, int ldo, int epi, bool sort_early = false) {
+                    int E, void *out, int ldo, int epi, bool sort_early = false, L2Range keep = {}) {
     GpuScratch &s = g->s;
     mt_linear_args a = {};
+    a.l2_keep = keep.p;
+    a.l2_keep_bytes = keep.bytes;
     a.W = W;
     a.group_stride = stride;
     a.X = X;
@@ -540,9 +570,9 @@ bool fold_combine(const GpuModel *g, const mt_config *c, int l, int n) {
 // updated residual by the combine's launch, into s.xb. mlp_norm: when set, s.xb does not hold the
 // normed input yet and the one-launch router computes it (one_launch_router). fold: when set, the
 // combine is not launched but described there, for the next layer's q/k/v product to do
-// (fold_combine).
+// (fold_combine). keep: weights the gate/up product fetches into L2 ahead (l2_ahead_part).
 void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n, const float *next_norm,
-               const float *mlp_norm, mt_combine_args *fold) {
+               const float *mlp_norm, mt_combine_args *fold, L2Range keep) {
     GpuScratch &s = g->s;
     int H = c->hidden_size, E = c->num_experts, k = c->top_k, I = c->moe_intermediate_size;
     int Ep = mt_round16(E);
@@ -562,7 +592,8 @@ void moe_block(GpuModel *g, const mt_config *c, const GpuLayer &L, int ml, int n
     }
     prof_mark(g, PROF_EXPERT_GATE_UP);
     if (!(g->skip & MT_SKIP_GATE_UP))
-        linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU);
+        linear_grouped(g, L.experts_gate_up, L.gate_up_stride, s.xb, H, true, n, k, E, s.act, I, MT_EPI_SWIGLU, false,
+                       keep);
     prof_mark(g, PROF_EXPERT_DOWN);
     if (!(g->skip & MT_SKIP_DOWN)) {
         // the sort is two launches back, so each block copies its first item's weights before its
@@ -711,7 +742,7 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         // after a folded combine: the residual from s.h_combined, and the combine's count reset
         if (!(skip & MT_SKIP_O))
             linear(g, L.o, s.att, qd, n, s.h, H, MT_EPI_F32_ADD, folded ? s.h_combined : nullptr,
-                   folded ? s.combine_ready : nullptr);
+                   folded ? s.combine_ready : nullptr, o_rest(g, n));
         const bool router_norms = L.is_moe && one_launch_router(g, c, n);
         prof_mark(g, PROF_NORM);
         if (!router_norms && !(skip & MT_SKIP_NORM)) mt_cuda_rmsnorm(s.xb, s.h, nullptr, L.mlp_norm, n, H, c->rms_norm_eps, st);
@@ -719,7 +750,8 @@ void run_pass(GpuModel *g, const mt_config *c, mt_kv_cache *kv, const PassInputs
         normed = L.is_moe && l + 1 < c->num_hidden_layers && !folded;
         if (L.is_moe) {
             moe_block(g, c, L, g->moe_index[l], n, l + 1 < c->num_hidden_layers ? g->layers[l + 1].attn_norm : nullptr,
-                      router_norms ? L.mlp_norm : nullptr, folded ? &fold : nullptr);
+                      router_norms ? L.mlp_norm : nullptr, folded ? &fold : nullptr,
+                      l2_ahead_part(g, l + 1 < c->num_hidden_layers ? g->layers[l + 1].qkv : g->lm_head, n));
         } else {
             prof_mark(g, PROF_DENSE_MLP);
             int I = c->intermediate_size;

@@ -111,6 +111,8 @@ struct GpuGraph {
 struct GpuModel {
     int device;
     int sm_count;            // multiprocessors of the device
+    size_t l2_ahead;         // bytes of the next dense product's weights a decode pass's expert
+                             // gate/up product keeps in L2 (cuda_forward.cu, l2_ahead_part); 0: none
     cudaStream_t stream;
     bf16 *embed;             // row-major [V, H]
     float *final_norm;

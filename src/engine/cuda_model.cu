@@ -126,6 +126,10 @@ void free_model(void *p) {
     if (g->inputs_copied) cudaEventDestroy(g->inputs_copied);
     mt_gpu_graphs_clear(g);
     cudaFree(g->split);
+    if (g->l2_ahead) {   // the kept lines back to normal lines, the set-aside L2 back to all
+        cudaCtxResetPersistingL2Cache();
+        mt_cuda_l2_keep_setup(0);
+    }
     cudaStreamDestroy(g->stream);
     free(g->allocs);
     free(g->layers);
@@ -266,6 +270,26 @@ int check_shapes(const mt_config *c, mt_err *err) {
     return 0;
 }
 
+// L2 set aside for the weights decode passes keep ahead (GpuModel.l2_ahead): 10 MB, about what the
+// memory moves while the router runs on the H100 (docs/CUDA.md, "Weights ahead in L2");
+// MOETRACE_CUDA_L2_AHEAD=MB sets it, 0 turns it off. Devices before compute capability 9.0 lack
+// the bulk prefetch: none there. Returns the bytes a pass may keep. The set-aside is the device's:
+// a model freed while another is attached gives it back for both, whose kept lines are then normal
+// lines (slower, the same results).
+size_t l2_ahead_setup() {
+    const char *env = getenv("MOETRACE_CUDA_L2_AHEAD");
+    const double mb = env ? atof(env) : 10.0;
+    int dev = 0, major = 0;
+    if (!(mb > 0) || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major < 9) {
+        cudaGetLastError();
+        return 0;
+    }
+    const size_t want = (size_t)(mb * 1048576.0) & ~(size_t)255;
+    const size_t got = mt_cuda_l2_keep_setup(want) & ~(size_t)255;
+    return got < want ? got : want;
+}
+
 }  // namespace
 
 int mt_cuda_fail(mt_err *err, const char *call, cudaError_t rc) {
@@ -346,6 +370,7 @@ extern "C" int mt_cuda_attach(mt_model *m, mt_err *err) {
         goto done;
     }
     for (int l = 0; l < c->num_hidden_layers; l++) g->moe_index[l] = c->layer_is_moe[l] ? g->num_moe_layers++ : -1;
+    g->l2_ahead = l2_ahead_setup();
     if (stages_init(u)) goto done;
     {
         size_t VH = (size_t)c->vocab_size * c->hidden_size;

@@ -129,7 +129,18 @@ typedef struct mt_linear_args {
     mt_combine_args combine;        /* mt_cuda_linear_small_combined only */
     int *zero_after_wait;           /* small path: set to 0 by block 0 after its wait (a combined product's
                                        `ready`, three launches back, for the next one), or NULL */
+    const void *l2_keep;            /* small path: weights of a later launch that the blocks fetch into L2
+                                       before their wait, to stay there (evict_last, in the L2 set aside by
+                                       mt_cuda_l2_keep_setup), each block an even share; or NULL */
+    size_t l2_keep_bytes;           /* bytes of l2_keep, a multiple of 256 */
+    int l2_rest;                    /* small path, dense: after the wait each warp fetches the rest of its
+                                       first item's K slice, past what its ring holds, into L2 */
 } mt_linear_args;
+
+/* Sets aside up to `want` bytes of the current device's L2 for persisting lines
+ * (mt_linear_args.l2_keep), at most what the device allows; returns the bytes set aside (0 where it
+ * cannot, as on devices without persisting L2 or under MIG). */
+size_t mt_cuda_l2_keep_setup(size_t want);
 
 /* A dense product's arguments: out rows 0..n-1 (stride ldo) = X rows (stride ldx) . W^T with the
  * epilogue, in large-path tiles of tile_rows X rows; everything else zero. */
@@ -334,9 +345,10 @@ void mt_cuda_moe_combine(float *h, const float *ye, const int32_t *pair_pos, con
 size_t mt_cuda_argmax_scratch(int n, int V);
 void mt_cuda_argmax(int32_t *out, const float *logits, int ld, int n, int V, float *scratch, cudaStream_t st);
 /* The pass's logit changes (mt_logit_adjust, kernels/sample.h) made to logits [rows, ld] in place,
- * bit for bit as mt_logit_adjusted: list[0] is their count (read on the device, so a captured graph
- * takes any count), the changes start at list + 4 (MT_LOGIT_ADJUST_WORDS words each), at most one
- * per (row, token). A grid of `blocks` blocks of 256 threads strides over them. */
+ * bit for bit as mt_logit_adjusted (a NaN stays NaN, with the device's payload): list[0] is their
+ * count (read on the device, so a captured graph takes any count), the changes start at list + 4
+ * (MT_LOGIT_ADJUST_WORDS words each), at most one per (row, token). A grid of `blocks` blocks of 256
+ * threads strides over them. */
 void mt_cuda_adjust_logits(float *logits, int ld, const int32_t *list, int blocks, cudaStream_t st);
 /* Rows whose spec samples (temperature > 0): tokens[i] = mt_sample_pick(&rows[i], row i of logits)
  * (kernels/sample.h), one block per row; other rows keep what tokens[i] holds (their argmax). */

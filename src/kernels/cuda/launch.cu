@@ -27,3 +27,19 @@ int mt_cuda_sm_count() {
     }
     return n;
 }
+
+size_t mt_cuda_l2_keep_setup(size_t want) {
+    int dev = 0, most = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&most, cudaDevAttrMaxPersistingL2CacheSize, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    size_t set = want < (size_t)most ? want : (size_t)most;
+    if (cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, set) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    size_t got = 0;
+    cudaDeviceGetLimit(&got, cudaLimitPersistingL2CacheSize);
+    return got;
+}

@@ -37,6 +37,24 @@ __device__ __forceinline__ void mt_prefetch_l2(const void *p, unsigned bytes) {
 #endif
 }
 
+// The same with the lines kept: they are evicted last, in the L2 set aside for persisting
+// accesses (mt_cuda_l2_keep_setup), so a later launch finds them there after other launches have
+// streamed far more than L2 holds through it.
+__device__ __forceinline__ void mt_prefetch_l2_keep(const void *p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(p), "r"(bytes), "l"(policy) : "memory");
+#endif
+}
+
+// Block blockIdx.x's even share of [p, p + bytes) by mt_prefetch_l2_keep, from one thread.
+__device__ __forceinline__ void mt_prefetch_l2_keep_share(const void *p, size_t bytes) {
+    const size_t share = ((bytes + gridDim.x - 1) / gridDim.x + 255) & ~(size_t)255;
+    const size_t b0 = share * blockIdx.x;
+    if (b0 < bytes) mt_prefetch_l2_keep(static_cast<const char *>(p) + b0, (unsigned)(bytes - b0 < share ? bytes - b0 : share));
+}
+
 bool mt_pdl_enabled();   // set once from MOETRACE_CUDA_PDL and the device (launch.cu)
 int mt_cuda_sm_count();   // multiprocessors of the current device, read once (launch.cu)
 

@@ -228,6 +228,9 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
             if (w.st == 0 && w.item < n_items_dense) small_stream_ptrs<SP_ROWS>(w, a, C, xrow, xhalf);
         }
     }
+    // A later launch's weights into L2 to stay (the expert gate/up product of a decode pass:
+    // its wait is for the router, a latency-bound launch that leaves the memory idle)
+    if (a.l2_keep && threadIdx.x == 32) mt_prefetch_l2_keep_share(a.l2_keep, a.l2_keep_bytes);
     bf16 *xrow0 = reinterpret_cast<bf16 *>(smem_raw) + SP::SMEM / sizeof(bf16);   // COMBINE: the normed row
     CombineEarly ce;
     if constexpr (COMBINE) combine_before_wait(a.combine, ce);
@@ -242,6 +245,10 @@ __global__ void __launch_bounds__(256) linear_small_kernel(const mt_linear_args 
         small_item(prod, a, R);
         if (prod.item < n_items) small_stream_ptrs<SP_ROWS>(prod, a, C, xrow, xhalf);
     }
+    // The rest of the first item on its way at once (o at decode batches: its rings filled while
+    // attention ran, so after the wait the whole slice is wanted as fast as it can come)
+    if (a.l2_rest && !a.group_offsets && streams && lane == 0 && prod.item < n_items && n_st > SP_STAGES)
+        mt_prefetch_l2(prod.W + (size_t)(c0 + SP_STAGES * SP_CHUNKS) * 256, (unsigned)(c1 - c0 - SP_STAGES * SP_CHUNKS) * 512u);
     // X rows past the item's rows are not copied: their stale values only reach output columns that
     // are never stored (an MMA's column j of B touches column j of the result alone)
     auto issue = [&](int slot) {   // one commit group per stage, empty past the end of the stream
