@@ -77,48 +77,50 @@ static void small_path(const mt_linear_args *a) {
     mt_cuda_linear_direct_set(-1);
 }
 
-// The direct path (mt_cuda_linear_direct, each of its variants) run on a, whose output (out_bytes
-// at a.out) holds the small path's result: the same bits. reset puts back what a.out held before.
-static void check_direct(mt_linear_args a, size_t out_bytes, const void *reset, const char *what) {
-    std::vector<char> want(out_bytes), got(out_bytes);
-    CK(cudaMemcpy(want.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
-    bool same = true;
-    for (int mode = 1; mode <= 3; mode++) {
-        if (reset) CK(cudaMemcpy(a.out, reset, out_bytes, cudaMemcpyHostToDevice));
-        else CK(cudaMemset(a.out, 0xff, out_bytes));
-        mt_cuda_linear_direct_set(mode);
-        mt_cuda_linear_small(&a, 0);
-        mt_cuda_linear_direct_set(-1);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        CK(cudaMemcpy(got.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
-        if (memcmp(want.data(), got.data(), out_bytes) != 0) {
-            same = false;
-            printf("    direct variant %d differs\n", mode);
-        }
-    }
-    printf("  %-64s %s\n", what, same ? "ok" : "FAIL");
-    if (!same) failures++;
-}
-
-// The small path on a, whose output holds its result already, again with the L2 hints on (the
-// weights fetched ahead into L2 to stay, the first item's rest after the wait): the same bits, and
-// no fault from the prefetched ranges. reset as in check_direct.
-static void check_l2_hints(mt_linear_args a, size_t out_bytes, const void *reset, const char *what) {
+// Runs `run` on a again (reset puts back what a.out, out_bytes of it, held before the first run, NULL:
+// NaN poison) and tells whether a.out then holds the bits it holds now.
+template <class Run>
+static bool same_again(const mt_linear_args &a, size_t out_bytes, const void *reset, Run run) {
     std::vector<char> want(out_bytes), got(out_bytes);
     CK(cudaMemcpy(want.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
     if (reset) CK(cudaMemcpy(a.out, reset, out_bytes, cudaMemcpyHostToDevice));
     else CK(cudaMemset(a.out, 0xff, out_bytes));
-    a.l2_keep = a.W.w;
-    a.l2_keep_bytes = mt_dmat_elems(a.W.rows, a.W.K) * sizeof(bf16) & ~(size_t)255;
-    a.l2_rest = 1;
-    small_path(&a);
+    run();
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     CK(cudaMemcpy(got.data(), a.out, out_bytes, cudaMemcpyDeviceToHost));
-    const bool same = memcmp(want.data(), got.data(), out_bytes) == 0;
+    return memcmp(want.data(), got.data(), out_bytes) == 0;
+}
+
+static void report_same(const char *what, bool same) {
     printf("  %-64s %s\n", what, same ? "ok" : "FAIL");
     if (!same) failures++;
+}
+
+// The direct path (mt_cuda_linear_direct, each of its variants) run on a, whose output (out_bytes
+// at a.out) holds the small path's result: the same bits. reset as in same_again.
+static void check_direct(mt_linear_args a, size_t out_bytes, const void *reset, const char *what) {
+    bool same = true;
+    for (int mode = 1; mode <= 3; mode++) {
+        const bool ok = same_again(a, out_bytes, reset, [&] {
+            mt_cuda_linear_direct_set(mode);
+            mt_cuda_linear_small(&a, 0);
+            mt_cuda_linear_direct_set(-1);
+        });
+        if (!ok) printf("    direct variant %d differs\n", mode);
+        same &= ok;
+    }
+    report_same(what, same);
+}
+
+// The small path on a, whose output holds its result already, again with the L2 hints on (the
+// weights fetched ahead into L2 to stay, the first item's rest after the wait): the same bits, and
+// no fault from the prefetched ranges. reset as in same_again.
+static void check_l2_hints(mt_linear_args a, size_t out_bytes, const void *reset, const char *what) {
+    a.l2_keep = a.W.w;
+    a.l2_keep_bytes = mt_dmat_elems(a.W.rows, a.W.K) * sizeof(bf16) & ~(size_t)255;
+    a.l2_rest = 1;
+    report_same(what, same_again(a, out_bytes, reset, [&] { small_path(&a); }));
 }
 
 // path: 0 small, 1 large, 2 split.

@@ -65,6 +65,13 @@ constexpr int ADJUST_BLOCKS = 32;   // blocks of the logit changes' launch (fixe
 constexpr int SPLIT_MAX = 256;    // at most this many rows: dense products may split K over blocks
 constexpr int WIDE_TILES = 1024;  // from this many rows per matrix (on average): 128-row large-path tiles
 constexpr int WIDE_TILES_WGMMA = 256;   // the same where the wgmma path (128-row tiles only) is used
+constexpr int L2_AHEAD_MAX = 8;   // at most this many tokens: weights ahead in L2 (measured at batches 1-8)
+
+// Whether a comparison switch (MOETRACE_CUDA_...=0) turns its optimisation off.
+bool switched_off(const char *name) {
+    const char *v = getenv(name);
+    return v && !strcmp(v, "0");
+}
 
 int tile_rows_for(int rows_per_matrix) {
     return rows_per_matrix >= (mt_cuda_wgmma_usable() ? WIDE_TILES_WGMMA : WIDE_TILES) ? 128 : 64;
@@ -424,31 +431,28 @@ int upload_inputs(GpuModel *g, const mt_config *c, const mt_batch *b, int B, Pas
     return 0;
 }
 
-// Weights kept ahead in L2 (docs/CUDA.md, "Weights ahead in L2"): in a pass of at most 8 tokens the
-// expert gate/up product's blocks wait for the router, whose latency leaves the memory idle, so
-// before their wait they fetch the start of the next dense product's weights (the next layer's
-// q/k/v, or lm_head after the last layer) into the L2 set aside at attach, where that product finds
-// them after the expert products have streamed theirs. At most g->l2_ahead bytes, none when it is 0.
+// Weights kept ahead in L2 (docs/CUDA.md, "Weights ahead in L2"): in a pass of at most L2_AHEAD_MAX
+// tokens the expert gate/up product's blocks wait for the router, whose latency leaves the memory
+// idle, so before their wait they fetch the start of the next dense product's weights (the next
+// layer's q/k/v, or lm_head after the last layer) into the L2 set aside at attach, where that
+// product finds them after the expert products have streamed theirs. At most g->l2_ahead bytes,
+// none when it is 0.
 struct L2Range {
     const void *p;
     size_t bytes;
 };
 L2Range l2_ahead_part(const GpuModel *g, const mt_dmat &W, int n) {
-    if (n > 8 || !g->l2_ahead || g->skip || !W.w) return {nullptr, 0};
+    if (n > L2_AHEAD_MAX || !g->l2_ahead || g->skip || !W.w) return {nullptr, 0};
     const size_t all = mt_dmat_elems(W.rows, W.K) * sizeof(bf16) & ~(size_t)255;
     return {W.w, all < g->l2_ahead ? all : g->l2_ahead};
 }
 
 // Whether the o product of a pass of n tokens fetches the rest of its items into L2 after its wait
-// (mt_linear_args.l2_rest): passes of at most 8 tokens; MOETRACE_CUDA_L2_REST=0 turns it off for
-// comparisons.
+// (mt_linear_args.l2_rest): passes of at most L2_AHEAD_MAX tokens; MOETRACE_CUDA_L2_REST=0 turns it
+// off for comparisons.
 bool o_rest(const GpuModel *g, int n) {
-    static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("MOETRACE_CUDA_L2_REST");
-        on = env && !strcmp(env, "0") ? 0 : 1;
-    }
-    return on && n <= 8 && !g->skip;
+    static const bool on = !switched_off("MOETRACE_CUDA_L2_REST");
+    return on && n <= L2_AHEAD_MAX && !g->skip;
 }
 
 // resid: MT_EPI_F32_ADD adds to it instead of to out; zero_after_wait: set to 0 once the launch
@@ -520,11 +524,7 @@ void linear_grouped(GpuModel *g, const mt_dmat &W, size_t stride, const bf16 *X,
 // (mt_cuda_moe_router: the post-attention norm, the router product, routing and sort). Decode-sized
 // passes; MOETRACE_CUDA_ONE_LAUNCH_ROUTER=0 turns it off for comparisons (same bits either way).
 bool one_launch_router(const GpuModel *g, const mt_config *c, int n) {
-    static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("MOETRACE_CUDA_ONE_LAUNCH_ROUTER");
-        on = env && !strcmp(env, "0") ? 0 : 1;
-    }
+    static const bool on = !switched_off("MOETRACE_CUDA_ONE_LAUNCH_ROUTER");
     return on && !(g->skip & (MT_SKIP_NORM | MT_SKIP_ROUTER | MT_SKIP_ROUTE_SORT)) &&
            mt_cuda_moe_router_takes(n, c->num_experts, c->top_k, c->hidden_size);
 }
@@ -556,11 +556,7 @@ mt_moe_router_args router_args(const GpuModel *g, const mt_config *c, const GpuL
 // (mt_cuda_linear_small_combined): passes of one token; MOETRACE_CUDA_FOLD_COMBINE=0 turns it off
 // for comparisons (same bits either way). Not in benchmarks that leave launches out.
 bool fold_combine(const GpuModel *g, const mt_config *c, int l, int n) {
-    static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("MOETRACE_CUDA_FOLD_COMBINE");
-        on = env && !strcmp(env, "0") ? 0 : 1;
-    }
+    static const bool on = !switched_off("MOETRACE_CUDA_FOLD_COMBINE");
     if (!on || g->skip || l + 1 >= c->num_hidden_layers || !g->layers[l].is_moe) return false;
     const int qkv_rows = c->num_attention_heads * c->head_dim + 2 * c->num_key_value_heads * c->head_dim;
     return n <= SMALL_DENSE && mt_cuda_linear_combined_takes(n, c->hidden_size, c->top_k, mt_round16(qkv_rows));
